@@ -1,0 +1,7 @@
+//! Fuzz-target bodies for vhu, shared by the cargo-fuzz binaries and by plain tests.
+//!
+//! Each function takes arbitrary input and checks the invariants its target promises; it panics only
+//! when an invariant is broken. The functions contain no fuzzer glue, so `cargo test` can replay any
+//! input through them without a fuzzer.
+
+pub mod frame_decode;
