@@ -3,7 +3,17 @@
 //! Invariants: nothing panics; the decoder never yields a frame longer than its limit; whatever
 //! parses encodes again and re-parses to the same value with the same descriptors.
 
-use vhu_core::{BackendReply, BackendRequest, FdToken, FrameDecoder, Progress, Reply, Request};
+use vhu_core::message::{
+    ConfigFlags, InflightDesc, Iotlb, IotlbKind, IotlbPerm, LogBase, MemoryTable, PackedBase,
+    Region, VringAddr, VringAddrFlags, VringBase, VringFd,
+};
+use vhu_core::{
+    BackendReply, BackendRequest, FdToken, FrameDecoder, FrontendCode, Progress, ProtocolFeatures,
+    Reply, Request, VirtioFeatures, VringIndex,
+};
+
+/// Directory of the seed corpus, relative to this crate's manifest.
+pub const CORPUS_DIR: &str = "corpus/frame_decode";
 
 /// Runs one input. The first byte chooses how many fds arrive with each frame (0–9).
 pub fn run(data: &[u8]) {
@@ -55,9 +65,222 @@ pub fn check_frame(frame: &[u8], fds: &[FdToken]) {
     }
 }
 
+/// The seed corpus: a name and an input for each file of [`CORPUS_DIR`].
+///
+/// Each input is an fd-count byte (as [`run`] reads it) followed by one or more encoded frames, so
+/// every seed reaches the parsers with the descriptors its message expects.
+pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let region = Region {
+        guest_address: 0,
+        size: 0x4000_0000,
+        user_address: 0x7f00_0000_0000,
+        mmap_offset: 0,
+        xen: None,
+    };
+    let regions = [
+        region.to_wire(),
+        Region { guest_address: 0x1_0000_0000, mmap_offset: 0x4000_0000, ..region }.to_wire(),
+    ];
+    let table_fds = [FdToken(0), FdToken(1)];
+    let fd = FdToken(0);
+    let requests: [(&'static str, Request<'_>, bool); 16] = [
+        ("get_features", Request::GetFeatures, false),
+        (
+            "set_features",
+            Request::SetFeatures(
+                VirtioFeatures::VERSION_1
+                    | VirtioFeatures::PROTOCOL_FEATURES
+                    | VirtioFeatures::RING_EVENT_IDX,
+            ),
+            false,
+        ),
+        (
+            "set_protocol_features",
+            Request::SetProtocolFeatures(
+                ProtocolFeatures::MQ | ProtocolFeatures::REPLY_ACK | ProtocolFeatures::BACKEND_REQ,
+            ),
+            false,
+        ),
+        (
+            "set_mem_table",
+            Request::SetMemTable { table: MemoryTable::Standard(&regions), fds: &table_fds },
+            true,
+        ),
+        ("add_mem_reg", Request::AddMemReg { region, fd }, true),
+        (
+            "set_log_base",
+            Request::SetLogBase(LogBase::Shared {
+                mmap_size: 0x1000,
+                mmap_offset: 0,
+                fd: Some(fd),
+            }),
+            true,
+        ),
+        ("set_vring_num", Request::SetVringNum { index: VringIndex(1), num: 256 }, false),
+        (
+            "set_vring_addr",
+            Request::SetVringAddr(VringAddr {
+                index: VringIndex(0),
+                flags: VringAddrFlags::LOG,
+                descriptor: 0x7f00_0000_1000,
+                used: 0x7f00_0000_3000,
+                available: 0x7f00_0000_2000,
+                log: 0x3000,
+            }),
+            false,
+        ),
+        (
+            "set_vring_base_packed",
+            Request::SetVringBase {
+                index: VringIndex(0),
+                base: VringBase::packed(PackedBase {
+                    avail_index: 7,
+                    avail_wrap: true,
+                    used_index: 5,
+                    used_wrap: false,
+                }),
+            },
+            false,
+        ),
+        ("get_vring_base", Request::GetVringBase { index: VringIndex(1) }, false),
+        (
+            "set_vring_kick",
+            Request::SetVringKick(VringFd { index: VringIndex(0), fd: Some(fd) }),
+            false,
+        ),
+        (
+            "set_vring_call_nofd",
+            Request::SetVringCall(VringFd { index: VringIndex(1), fd: None }),
+            false,
+        ),
+        ("set_vring_enable", Request::SetVringEnable { index: VringIndex(1), enable: true }, true),
+        (
+            "set_config",
+            Request::SetConfig { offset: 0, flags: ConfigFlags::Writable, data: &[1, 2, 3, 4] },
+            true,
+        ),
+        (
+            "iotlb_update",
+            Request::IotlbMsg(Iotlb {
+                iova: 0x1000,
+                size: 0x1000,
+                user_address: 0x7f00_0000_0000,
+                perm: IotlbPerm::ReadWrite,
+                kind: IotlbKind::Update,
+            }),
+            true,
+        ),
+        (
+            "get_inflight_fd",
+            Request::GetInflightFd(InflightDesc {
+                mmap_size: 0,
+                mmap_offset: 0,
+                num_queues: 2,
+                queue_size: 256,
+            }),
+            false,
+        ),
+    ];
+    let mut buf = vec![0u8; vhu_core::limits::MAX_FRAME_SIZE];
+    let mut out = Vec::new();
+    for (name, request, need_reply) in requests {
+        let len = request.encode_into(need_reply, &mut buf).expect("seed request encodes");
+        out.push((name, with_fd_count(request.fds().len(), &buf[..len])));
+    }
+    // A reply and a back-end request, for the other parsers.
+    let reply = Reply::Ack { request: FrontendCode::SetMemTable, status: 0 };
+    let len = reply.encode_into(&mut buf).expect("seed reply encodes");
+    out.push(("reply_ack", with_fd_count(reply.fds().len(), &buf[..len])));
+    // Two frames in one stream: the decoder must reset between them.
+    let mut stream = vec![0];
+    for request in [Request::GetProtocolFeatures, Request::GetQueueNum] {
+        let len = request.encode_into(false, &mut buf).expect("seed request encodes");
+        stream.extend_from_slice(&buf[..len]);
+    }
+    out.push(("two_frames", stream));
+    out
+}
+
+/// An input for [`run`]: the fd-count byte, then the frame.
+fn with_fd_count(fds: usize, frame: &[u8]) -> Vec<u8> {
+    let mut input = vec![u8::try_from(fds).expect("at most 9 fds")];
+    input.extend_from_slice(frame);
+    input
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The corpus files, sorted by name.
+    fn corpus() -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CORPUS_DIR);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.expect("directory entry").path();
+                let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+                let bytes = std::fs::read(&path).expect("corpus file reads");
+                (name, bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Inputs that once crashed the target, kept in `regressions/frame_decode/` (may be absent).
+    #[test]
+    fn replays_regressions() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/frame_decode");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            println!("replaying {}", path.display());
+            run(&std::fs::read(&path).expect("regression file reads"));
+        }
+    }
+
+    /// Every file of the seed corpus goes through the target without a fuzzer.
+    #[test]
+    fn replays_corpus() {
+        let files = corpus();
+        assert!(!files.is_empty(), "the seed corpus is empty");
+        for (name, input) in &files {
+            println!("replaying {name} ({} bytes)", input.len());
+            run(input);
+        }
+    }
+
+    /// The corpus holds exactly the current seeds; `cargo run -p vhu-fuzz --example write_corpus`
+    /// rewrites it.
+    #[test]
+    fn corpus_matches_seeds() {
+        let files = corpus();
+        let mut expected: Vec<_> =
+            seeds().into_iter().map(|(name, bytes)| (name.to_owned(), bytes)).collect();
+        expected.sort();
+        assert_eq!(files, expected, "corpus is stale: run the write_corpus example");
+    }
+
+    /// Each seed parses as the message it was made from, so the corpus starts past the parsers' guards.
+    #[test]
+    fn seeds_parse() {
+        let fds: Vec<FdToken> = (0..9).map(FdToken).collect();
+        for (name, input) in seeds() {
+            let (&count, frame) = input.split_first().expect("fd-count byte");
+            let fds = &fds[..usize::from(count)];
+            let ok = if name.starts_with("reply") {
+                Reply::parse(frame, fds).is_ok()
+            } else if name == "two_frames" {
+                true
+            } else {
+                Request::parse(frame, fds).is_ok()
+            };
+            assert!(ok, "seed {name} does not parse");
+        }
+    }
 
     /// A small deterministic corpus: valid frames, and every prefix and bit flip of them.
     #[test]

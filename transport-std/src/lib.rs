@@ -1,10 +1,25 @@
-//! Blocking Unix-socket transport for vhu.
+//! The std runtime around `vhu-core`: descriptor passing, descriptor ownership and guest memory.
 //!
-//! This crate will own the std runtime around `vhu-core`: SCM_RIGHTS fd passing, the fd table that maps
-//! core's opaque tokens to owned descriptors, guest memory assembled from core's map actions, and the
-//! blocking back-end daemon and front-end client loops. It must never re-implement a protocol rule:
-//! every decision about the vhost-user protocol is taken by `vhu-core`'s state machines.
+//! `vhu-core` is sans-io: it names descriptors by opaque tokens and asks for memory mappings with
+//! actions. This crate supplies the pieces that touch the operating system:
 //!
-//! Nothing is exported yet; the protocol layer it drives lives in [`vhu_core`].
+//! - [`scm`]: `sendmsg`/`recvmsg` with SCM_RIGHTS, reading exactly what core's
+//!   [`FrameDecoder`](vhu_core::FrameDecoder) asks for so descriptors attach to the right message.
+//! - [`fd_table`]: [`FdTable`], the owner of every received descriptor, keyed by
+//!   [`FdToken`](vhu_core::FdToken).
+//! - [`memory`]: [`MemoryMap`], guest memory mapped from the front-end's regions with `vm-memory`
+//!   and swapped atomically for workers.
+//!
+//! It must never re-implement a protocol rule: which message carries which descriptors, when a
+//! region may be added or removed, and whether an error is answered or closes the connection are all
+//! decided by `vhu-core`. Linux only (SCM_RIGHTS, `MSG_CMSG_CLOEXEC`, memfd-backed guest memory).
 
+pub mod fd_table;
+pub mod memory;
+pub mod scm;
+
+pub use fd_table::{FdTable, TokensExhausted};
+pub use memory::{MemoryError, MemoryMap};
+pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
 pub use vhu_core;
+pub use vm_memory;
