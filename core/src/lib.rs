@@ -42,12 +42,17 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod backend;
 mod error;
 mod fd;
 mod features;
 mod framing;
+pub mod inflight;
 pub mod limits;
 pub mod message;
+mod protocol_error;
+pub mod regions;
+pub mod vring;
 pub mod wire;
 
 pub use error::WireError;
@@ -55,6 +60,7 @@ pub use fd::FdToken;
 pub use features::{ProtocolFeatures, VirtioFeatures};
 pub use framing::{FrameDecoder, Progress};
 pub use message::{BackendReply, BackendRequest, Incoming, Reply, Request, VringIndex};
+pub use protocol_error::{disposition, reply_kind, Disposition, ProtocolError, ReplyKind};
 pub use wire::{BackendCode, Code, FrontendCode};
 
 /// The examples in README.md, compiled and run as doc tests.

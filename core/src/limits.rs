@@ -44,3 +44,19 @@ pub const MAX_QUEUE_SIZE: u32 = 32768;
 /// Largest opaque CREATE_CRYPTO_SESSION payload accepted (the session setup data plus the cipher and
 /// HMAC keys, well under 1 KiB in QEMU's layout).
 pub const MAX_CRYPTO_SESSION_SIZE: usize = 1024;
+
+/// Capacity of the back-end's memory-slot table (ADD_MEM_REG). QEMU caps its own slots at 512
+/// (`VHOST_USER_MAX_RAM_SLOTS`); back-ends conventionally report 509.
+pub const MAX_MEM_SLOTS: usize = 512;
+
+/// Memory slots a back-end reports by default in GET_MAX_MEM_SLOTS (libvhost-user and
+/// vhost-user-backend report 509 since front-ends reserve a few).
+pub const DEFAULT_MEM_SLOTS: usize = 509;
+
+/// Most vrings one device has: all of them must be addressable by the vring-fd messages.
+pub const MAX_QUEUES: usize = MAX_VRINGS;
+
+/// Capacity of the state machines' output queues. One input produces at most
+/// `MAX_MEM_TABLE_REGIONS` map actions, `MAX_FDS_PER_MSG` releases, one unmap-all and one reply;
+/// per-ring notifications for many rings are not queued but derived from ring state.
+pub const MAX_OUTPUTS: usize = 32;

@@ -269,3 +269,4 @@ pub fn backend_replies() -> Vec<BackendReply> {
     out.push(BackendReply::SharedObjectLookup { status: 2, fd: None });
     out
 }
+pub mod transcript;

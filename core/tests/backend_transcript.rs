@@ -1,0 +1,982 @@
+//! Transcript tests of the back-end state machine: each reads as a protocol trace, front-end
+//! requests in, the driver's outputs out. Regression transcripts for the peers' bugs are named
+//! after them.
+
+mod common;
+
+use common::transcript::{Out, Transcript};
+use common::FDS;
+use vhu_core::backend::{Action, BackendSpec, Completion, VringConfig};
+use vhu_core::message::{
+    ConfigFlags, InflightDesc, LogBase, MemoryTable, PackedBase, Region, ShmemMapping,
+    TransferDirection, TransferPhase, Uuid, VringAddr, VringAddrFlags, VringBase, VringFd,
+};
+use vhu_core::regions::RegionError;
+use vhu_core::vring::RingState;
+use vhu_core::wire::{self, U64};
+use vhu_core::{
+    BackendRequest, FdToken, FrontendCode, ProtocolError, ProtocolFeatures, Reply, Request,
+    VirtioFeatures, VringIndex, WireError,
+};
+
+const V0: VringIndex = VringIndex(0);
+const V1: VringIndex = VringIndex(1);
+const RAM: u64 = 0x7f00_0000_0000;
+
+fn protocol() -> ProtocolFeatures {
+    ProtocolFeatures::MQ
+        | ProtocolFeatures::REPLY_ACK
+        | ProtocolFeatures::CONFIG
+        | ProtocolFeatures::BACKEND_REQ
+        | ProtocolFeatures::BACKEND_SEND_FD
+        | ProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | ProtocolFeatures::RESET_DEVICE
+        | ProtocolFeatures::STATUS
+        | ProtocolFeatures::LOG_SHMFD
+        | ProtocolFeatures::INFLIGHT_SHMFD
+        | ProtocolFeatures::DEVICE_STATE
+        | ProtocolFeatures::SHARED_OBJECT
+        | ProtocolFeatures::SHMEM
+}
+
+fn spec() -> BackendSpec {
+    let mut spec = BackendSpec::new(2, 1024);
+    spec.features = VirtioFeatures::VERSION_1
+        | VirtioFeatures::RING_EVENT_IDX
+        | VirtioFeatures::RING_INDIRECT_DESC
+        | VirtioFeatures::LOG_ALL
+        | VirtioFeatures::RING_PACKED;
+    spec.protocol_features = protocol();
+    spec.config_size = 40;
+    spec.shmem_sizes.extend([0x20_0000, 0, 0x1000]);
+    spec
+}
+
+fn acked() -> VirtioFeatures {
+    VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES | VirtioFeatures::RING_EVENT_IDX
+}
+
+fn ack(request: FrontendCode) -> Out {
+    Out::Reply(Reply::Ack { request, status: 0 })
+}
+
+fn nack(request: FrontendCode, status: u64) -> Out {
+    Out::Reply(Reply::Ack { request, status })
+}
+
+fn act(action: Action<'static>) -> Out {
+    Out::Action(action)
+}
+
+/// GET_FEATURES, GET/SET_PROTOCOL_FEATURES, SET_OWNER, SET_FEATURES, as QEMU orders them.
+fn negotiate(t: &mut Transcript, protocol: ProtocolFeatures, features: VirtioFeatures) {
+    t.send(Request::GetFeatures);
+    t.send(Request::GetProtocolFeatures);
+    assert_eq!(t.send(Request::SetProtocolFeatures(protocol)), []);
+    assert_eq!(t.send(Request::SetOwner), []);
+    assert_eq!(t.send(Request::SetFeatures(features)), [act(Action::FeaturesAcked(features))]);
+}
+
+static REGIONS: [wire::MemoryRegion; 2] = [
+    common::region(0, 0x1000_0000, RAM, 0),
+    common::region(0x1_0000_0000, 0x1000_0000, RAM + 0x1000_0000, 0x1000_0000),
+];
+
+fn region(i: usize) -> Region {
+    Region::from_wire(&REGIONS[i])
+}
+
+/// SET_MEM_TABLE with two regions, completed successfully.
+fn map_memory(t: &mut Transcript) {
+    let fds = [t.fd(), t.fd()];
+    let outs = t.send_need_reply(Request::SetMemTable {
+        table: MemoryTable::Standard(&REGIONS),
+        fds: &fds,
+    });
+    assert_eq!(
+        outs,
+        [
+            act(Action::UnmapAll),
+            act(Action::MapRegion { region: region(0), fd: fds[0] }),
+            act(Action::MapRegion { region: region(1), fd: fds[1] }),
+        ]
+    );
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [ack(FrontendCode::SetMemTable)]);
+}
+
+fn ring_addr(index: VringIndex) -> VringAddr {
+    let base = RAM + 0x10_0000 * u64::from(index.0);
+    VringAddr {
+        index,
+        flags: VringAddrFlags::empty(),
+        descriptor: base,
+        available: base + 0x4000,
+        used: base + 0x8000,
+        log: 0,
+    }
+}
+
+fn ring_config(index: VringIndex, size: u16, base: VringBase) -> VringConfig {
+    let gpa = 0x10_0000 * u64::from(index.0);
+    VringConfig {
+        size,
+        descriptor: gpa,
+        available: gpa + 0x4000,
+        used: gpa + 0x8000,
+        log: None,
+        base,
+        packed: false,
+        event_idx: true,
+        big_endian: false,
+    }
+}
+
+/// NUM, BASE, ADDR and CALL for one ring; returns the call token.
+fn configure_ring(t: &mut Transcript, index: VringIndex, base: u16) -> FdToken {
+    assert_eq!(t.send(Request::SetVringNum { index, num: 256 }), []);
+    assert_eq!(t.send(Request::SetVringBase { index, base: VringBase::split(base) }), []);
+    assert_eq!(t.send(Request::SetVringAddr(ring_addr(index))), []);
+    let call = t.fd();
+    assert_eq!(
+        t.send(Request::SetVringCall(VringFd { index, fd: Some(call) })),
+        [act(Action::SetVringCall { index, fd: Some(call) })]
+    );
+    call
+}
+
+fn start_ring(t: &mut Transcript, index: VringIndex, base: u16, enabled: bool) -> FdToken {
+    let kick = t.fd();
+    assert_eq!(
+        t.send(Request::SetVringKick(VringFd { index, fd: Some(kick) })),
+        [act(Action::StartVring {
+            index,
+            config: ring_config(index, 256, VringBase::split(base)),
+            kick: Some(kick),
+            enabled,
+        })]
+    );
+    kick
+}
+
+fn ready(protocol: ProtocolFeatures) -> Transcript {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol, acked());
+    map_memory(&mut t);
+    t
+}
+
+// ---- 1. Ownership and negotiation -------------------------------------------------------------
+
+#[test]
+fn get_features_offers_protocol_features_bit() {
+    let mut t = Transcript::backend(spec());
+    assert_eq!(
+        t.send(Request::GetFeatures),
+        [Out::Reply(Reply::Features(spec().features | VirtioFeatures::PROTOCOL_FEATURES))]
+    );
+    assert_eq!(
+        t.send(Request::GetProtocolFeatures),
+        [Out::Reply(Reply::ProtocolFeatures(protocol()))]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn protocol_features_may_come_before_set_features_and_owner() {
+    let mut t = Transcript::backend(spec());
+    // Spec: GET/SET_PROTOCOL_FEATURES work before SET_FEATURES.
+    assert_eq!(
+        t.send_need_reply(Request::SetProtocolFeatures(ProtocolFeatures::REPLY_ACK)),
+        [ack(FrontendCode::SetProtocolFeatures)]
+    );
+    assert_eq!(t.backend.acked_protocol_features(), ProtocolFeatures::REPLY_ACK);
+    assert_eq!(t.send(Request::SetFeatures(acked())), [act(Action::FeaturesAcked(acked()))]);
+    assert_eq!(t.send(Request::SetOwner), []);
+    assert_eq!(t.backend.acked_features(), Some(acked()));
+}
+
+#[test]
+fn acked_features_must_be_offered() {
+    let mut t = Transcript::backend(spec());
+    let bad = acked() | VirtioFeatures::ACCESS_PLATFORM;
+    assert_eq!(t.send_need_reply(Request::SetFeatures(bad)), [nack(FrontendCode::SetFeatures, 22)]);
+    assert_eq!(t.backend.acked_features(), None);
+    let bad = ProtocolFeatures::MQ | ProtocolFeatures::RARP;
+    assert_eq!(
+        t.send_need_reply(Request::SetProtocolFeatures(bad)),
+        [nack(FrontendCode::SetProtocolFeatures, 22)]
+    );
+    assert_eq!(t.backend.acked_protocol_features(), ProtocolFeatures::empty());
+    // Unknown bits are refused too.
+    let unknown = ProtocolFeatures::from_bits_retain(1 << 40);
+    assert_eq!(
+        t.send_need_reply(Request::SetProtocolFeatures(unknown)),
+        [nack(FrontendCode::SetProtocolFeatures, 22)]
+    );
+}
+
+#[test]
+fn protocol_features_need_bit_30_offered() {
+    let mut s = spec();
+    s.protocol_features = ProtocolFeatures::empty();
+    let mut t = Transcript::backend(s);
+    assert_eq!(
+        t.send(Request::GetFeatures),
+        [Out::Reply(Reply::Features(spec().features))],
+        "no bit 30 without protocol features"
+    );
+    // GET_PROTOCOL_FEATURES has a typed reply that cannot say "no": the connection closes.
+    assert_eq!(
+        t.send(Request::GetProtocolFeatures),
+        [Out::Close(ProtocolError::NotNegotiated {
+            code: FrontendCode::GetProtocolFeatures,
+            feature: "VHOST_USER_F_PROTOCOL_FEATURES"
+        })]
+    );
+}
+
+#[test]
+fn second_set_owner_is_refused_and_reset_owner_releases() {
+    let mut t = Transcript::backend(spec());
+    assert_eq!(t.send_need_reply(Request::SetOwner), [ack(FrontendCode::SetOwner)]);
+    assert_eq!(t.send_need_reply(Request::SetOwner), [nack(FrontendCode::SetOwner, 17)]);
+    assert_eq!(t.send_need_reply(Request::ResetOwner), [ack(FrontendCode::ResetOwner)]);
+    assert_eq!(t.send_need_reply(Request::SetOwner), [ack(FrontendCode::SetOwner)]);
+}
+
+// ---- 2. REPLY_ACK ------------------------------------------------------------------------------
+
+#[test]
+fn replies_carry_exactly_version_and_reply_flags() {
+    let mut t = Transcript::backend(spec());
+    let mut buf = [0u8; 64];
+    let len = Request::SetOwner.encode_into(true, &mut buf).expect("encodes");
+    t.backend.handle_frame(&buf[..len], &[]).expect("handled");
+    let Some(vhu_core::backend::Output::Reply(reply)) = t.backend.poll_output() else {
+        panic!("an ack is due");
+    };
+    let len = reply.encode_into(&mut buf).expect("encodes");
+    assert_eq!(&buf[..len], &[3, 0, 0, 0, 5, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn need_reply_is_acked_for_every_request_without_its_own_reply() {
+    let mut t = ready(protocol());
+    configure_ring(&mut t, V0, 0);
+    let kick = t.fd();
+    let outs = t.send_need_reply(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) }));
+    assert_eq!(outs.last(), Some(&ack(FrontendCode::SetVringKick)));
+    assert_eq!(outs.len(), 2, "StartVring then the ack: {outs:?}");
+    // A request with its own reply gets only that reply.
+    assert_eq!(t.send_need_reply(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    t.assert_fds_balanced();
+}
+
+// ---- 3. Memory ---------------------------------------------------------------------------------
+
+#[test]
+fn set_mem_table_replaces_the_old_table() {
+    let mut t = ready(protocol());
+    assert_eq!(t.backend.regions().len(), 2);
+    static ONE: [wire::MemoryRegion; 1] = [common::region(0, 0x2000_0000, RAM, 0)];
+    let fd = t.fd();
+    assert_eq!(
+        t.send(Request::SetMemTable { table: MemoryTable::Standard(&ONE), fds: &[fd] }),
+        [act(Action::UnmapAll), act(Action::MapRegion { region: Region::from_wire(&ONE[0]), fd })]
+    );
+    assert!(t.backend.is_awaiting_completion());
+    assert_eq!(t.complete(Completion::Done(Ok(()))), []);
+    assert_eq!(
+        t.backend.regions().iter().copied().collect::<Vec<_>>(),
+        [Region::from_wire(&ONE[0])]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn failed_mapping_empties_the_table_and_nacks() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), acked());
+    let fds = [t.fd(), t.fd()];
+    t.send_need_reply(Request::SetMemTable { table: MemoryTable::Standard(&REGIONS), fds: &fds });
+    assert_eq!(
+        t.complete(Completion::Done(Err(12))),
+        [act(Action::UnmapAll), nack(FrontendCode::SetMemTable, 12)]
+    );
+    assert!(t.backend.regions().is_empty());
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn bad_regions_are_refused_and_their_fds_released() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), acked());
+    static ZERO: [wire::MemoryRegion; 1] = [common::region(0, 0, RAM, 0)];
+    static OVERFLOW: [wire::MemoryRegion; 1] = [common::region(u64::MAX - 0xfff, 0x2000, RAM, 0)];
+    static OVERLAP: [wire::MemoryRegion; 2] =
+        [common::region(0, 0x2000, RAM, 0), common::region(0x1000, 0x2000, RAM + 0x10000, 0)];
+    for table in [&ZERO[..], &OVERFLOW[..], &OVERLAP[..]] {
+        let fds: Vec<_> = table.iter().map(|_| t.fd()).collect();
+        let outs = t.send_need_reply(Request::SetMemTable {
+            table: MemoryTable::Standard(table),
+            fds: &fds,
+        });
+        let mut expected: Vec<_> = fds.iter().map(|fd| act(Action::CloseFd(*fd))).collect();
+        expected.push(nack(FrontendCode::SetMemTable, 22));
+        assert_eq!(outs, expected);
+    }
+    // Fewer fds than regions: a wire error, NACKed, the fds released.
+    let fd = t.fd();
+    let mut buf = [0u8; 256];
+    let frame = {
+        let request =
+            Request::SetMemTable { table: MemoryTable::Standard(&REGIONS), fds: &FDS[..2] };
+        let len = request.encode_into(true, &mut buf).expect("encodes");
+        &buf[..len]
+    };
+    let outs = t.send_raw(frame, &[fd]);
+    assert_eq!(outs, [act(Action::CloseFd(fd)), nack(FrontendCode::SetMemTable, 22)]);
+    assert!(t.backend.regions().is_empty());
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn mem_slots_add_and_remove() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), acked());
+    assert_eq!(t.send(Request::GetMaxMemSlots), [Out::Reply(Reply::MaxMemSlots(509))]);
+    let r = Region {
+        guest_address: 0x4000_0000,
+        size: 0x10_0000,
+        user_address: RAM,
+        mmap_offset: 0,
+        xen: None,
+    };
+    let fd = t.fd();
+    assert_eq!(
+        t.send_need_reply(Request::AddMemReg { region: r, fd }),
+        [act(Action::MapRegion { region: r, fd })]
+    );
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [ack(FrontendCode::AddMemReg)]);
+    // An overlapping region is refused before any map.
+    let fd2 = t.fd();
+    let overlapping = Region { guest_address: 0x4008_0000, user_address: RAM + 0x100_0000, ..r };
+    assert_eq!(
+        t.send_need_reply(Request::AddMemReg { region: overlapping, fd: fd2 }),
+        [act(Action::CloseFd(fd2)), nack(FrontendCode::AddMemReg, 22)]
+    );
+    // REM_MEM_REG with a stray fd: accepted, the fd released (spec compatibility clause).
+    let stray = t.fd();
+    let by_identity = Region { mmap_offset: 0x999, ..r };
+    assert_eq!(
+        t.send_need_reply(Request::RemMemReg { region: by_identity, fd: Some(stray) }),
+        [act(Action::UnmapRegion(r)), act(Action::CloseFd(stray)), ack(FrontendCode::RemMemReg)]
+    );
+    assert_eq!(
+        t.send_need_reply(Request::RemMemReg { region: r, fd: None }),
+        [nack(FrontendCode::RemMemReg, 2)]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn mem_slot_messages_need_configure_mem_slots() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, ProtocolFeatures::REPLY_ACK, acked());
+    let fd = t.fd();
+    let r = Region { guest_address: 0, size: 0x1000, user_address: RAM, mmap_offset: 0, xen: None };
+    assert_eq!(
+        t.send_need_reply(Request::AddMemReg { region: r, fd }),
+        [act(Action::CloseFd(fd)), nack(FrontendCode::AddMemReg, 95)]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn unmapped_ring_address_is_an_error_not_a_panic() {
+    let mut t = ready(protocol());
+    assert_eq!(t.send(Request::SetVringNum { index: V0, num: 256 }), []);
+    let mut addr = ring_addr(V0);
+    addr.used = 0x1234_0000; // in no region
+    let outs = t.send_need_reply(Request::SetVringAddr(addr));
+    assert_eq!(outs, [nack(FrontendCode::SetVringAddr, 14)]);
+    // A ring whose table ends past a region's end.
+    addr = ring_addr(V0);
+    addr.descriptor = RAM + 0x1000_0000 - 0x100;
+    assert_eq!(
+        t.send_need_reply(Request::SetVringAddr(addr)),
+        [nack(FrontendCode::SetVringAddr, 14)]
+    );
+}
+
+// ---- 4. Vrings ---------------------------------------------------------------------------------
+
+#[test]
+fn ring_lifecycle_start_on_kick_stop_on_get_vring_base() {
+    let mut t = ready(protocol());
+    let call = configure_ring(&mut t, V0, 5);
+    assert!(t.backend.is_suspended());
+    start_ring(&mut t, V0, 5, false);
+    assert_eq!(t.backend.vring_state(V0), Some(RingState { started: true, enabled: false }));
+    assert!(!t.backend.is_suspended());
+    assert_eq!(
+        t.send(Request::SetVringEnable { index: V0, enable: true }),
+        [act(Action::SetVringEnabled { index: V0, enabled: true })]
+    );
+    // QEMU >= 7.2 disables before GET_VRING_BASE.
+    assert_eq!(
+        t.send(Request::SetVringEnable { index: V0, enable: false }),
+        [act(Action::SetVringEnabled { index: V0, enabled: false })]
+    );
+    assert_eq!(
+        t.send(Request::GetVringBase { index: V0 }),
+        [act(Action::StopVring { index: V0, drain: true })]
+    );
+    assert_eq!(
+        t.complete(Completion::VringStopped { index: V0, base: VringBase::split(42) }),
+        [Out::Reply(Reply::VringBase { index: V0, base: VringBase::split(42) })]
+    );
+    assert!(t.backend.is_suspended());
+    let _ = call;
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn ring_cannot_start_unconfigured_and_kick_fd_is_released() {
+    let mut t = ready(protocol());
+    let kick = t.fd();
+    assert_eq!(
+        t.send_need_reply(Request::SetVringKick(VringFd { index: V1, fd: Some(kick) })),
+        [act(Action::CloseFd(kick)), nack(FrontendCode::SetVringKick, 22)]
+    );
+    assert_eq!(t.backend.vring_state(V1), Some(RingState::INITIAL));
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn nofd_kick_and_call() {
+    let mut t = ready(protocol());
+    configure_ring(&mut t, V0, 0);
+    assert_eq!(
+        t.send(Request::SetVringErr(VringFd { index: V0, fd: None })),
+        [act(Action::SetVringErr { index: V0, fd: None })]
+    );
+    let outs = t.send(Request::SetVringKick(VringFd { index: V0, fd: None }));
+    assert!(matches!(outs[..], [Out::Action(Action::StartVring { kick: None, .. })]), "{outs:?}");
+    // A new kick for a started ring replaces the old one.
+    let kick = t.fd();
+    assert_eq!(
+        t.send(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) })),
+        [act(Action::ReplaceKick { index: V0, kick: Some(kick) })]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn started_ring_refuses_size_and_base_changes() {
+    let mut t = ready(protocol());
+    configure_ring(&mut t, V0, 0);
+    start_ring(&mut t, V0, 0, false);
+    assert_eq!(
+        t.send_need_reply(Request::SetVringNum { index: V0, num: 128 }),
+        [nack(FrontendCode::SetVringNum, 16)]
+    );
+    assert_eq!(
+        t.send_need_reply(Request::SetVringBase { index: V0, base: VringBase::split(3) }),
+        [nack(FrontendCode::SetVringBase, 16)]
+    );
+    // Address updates of a started ring are forwarded (QEMU toggles the log flag so).
+    let mut addr = ring_addr(V0);
+    addr.flags = VringAddrFlags::LOG;
+    addr.log = 0x9000;
+    let mut config = ring_config(V0, 256, VringBase::split(0));
+    config.log = Some(0x9000);
+    assert_eq!(
+        t.send(Request::SetVringAddr(addr)),
+        [act(Action::UpdateVring { index: V0, config })]
+    );
+}
+
+#[test]
+fn queue_size_rules() {
+    let mut t = ready(protocol());
+    for num in [0u16, 2048, 100] {
+        assert_eq!(
+            t.send_need_reply(Request::SetVringNum { index: V0, num }),
+            [nack(FrontendCode::SetVringNum, 22)],
+            "size {num}"
+        );
+    }
+    assert_eq!(
+        t.send_need_reply(Request::SetVringNum { index: V0, num: 1024 }),
+        [ack(FrontendCode::SetVringNum)]
+    );
+}
+
+#[test]
+fn out_of_range_index_is_refused() {
+    let mut t = ready(protocol());
+    assert_eq!(
+        t.send_need_reply(Request::SetVringNum { index: VringIndex(2), num: 256 }),
+        [nack(FrontendCode::SetVringNum, 34)]
+    );
+    // GET_VRING_BASE has a typed reply: an impossible index closes the connection.
+    assert_eq!(
+        t.send(Request::GetVringBase { index: VringIndex(7) }),
+        [Out::Close(ProtocolError::VringOutOfRange {
+            code: FrontendCode::GetVringBase,
+            index: 7,
+            queues: 2
+        })]
+    );
+}
+
+#[test]
+fn packed_ring_base_round_trips_wrap_counters() {
+    let mut t = Transcript::backend(spec());
+    let features = acked() | VirtioFeatures::RING_PACKED;
+    negotiate(&mut t, protocol(), features);
+    map_memory(&mut t);
+    let packed = VringBase::packed(PackedBase {
+        avail_index: 17,
+        avail_wrap: true,
+        used_index: 9,
+        used_wrap: false,
+    });
+    assert_eq!(
+        t.send(Request::SetVringNum { index: V0, num: 300 }),
+        [],
+        "packed sizes need not be powers of two"
+    );
+    assert_eq!(t.send(Request::SetVringBase { index: V0, base: packed }), []);
+    assert_eq!(t.send(Request::SetVringAddr(ring_addr(V0))), []);
+    let kick = t.fd();
+    let outs = t.send(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) }));
+    let [Out::Action(Action::StartVring { config, .. })] = outs[..] else { panic!("{outs:?}") };
+    assert!(config.packed);
+    assert_eq!(config.base, packed);
+    t.send(Request::GetVringBase { index: V0 });
+    let after = VringBase::packed(PackedBase {
+        avail_index: 40,
+        avail_wrap: false,
+        used_index: 38,
+        used_wrap: true,
+    });
+    assert_eq!(
+        t.complete(Completion::VringStopped { index: V0, base: after }),
+        [Out::Reply(Reply::VringBase { index: V0, base: after })]
+    );
+    assert_eq!(after.0 >> 31, 1);
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn split_base_above_16_bits_is_refused() {
+    let mut t = ready(protocol());
+    assert_eq!(
+        t.send_need_reply(Request::SetVringBase { index: V0, base: VringBase(0x1_0000) }),
+        [nack(FrontendCode::SetVringBase, 22)]
+    );
+}
+
+#[test]
+fn set_vring_enable_needs_bit_30_acked() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), VirtioFeatures::VERSION_1);
+    assert_eq!(
+        t.send_need_reply(Request::SetVringEnable { index: V0, enable: true }),
+        [nack(FrontendCode::SetVringEnable, 95)]
+    );
+}
+
+// ---- 5. Queue count, config, status, reset -----------------------------------------------------
+
+#[test]
+fn queue_num_needs_mq() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), acked());
+    assert_eq!(t.send(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, ProtocolFeatures::REPLY_ACK, acked());
+    assert!(matches!(
+        t.send(Request::GetQueueNum)[..],
+        [Out::Close(ProtocolError::NotNegotiated { .. })]
+    ));
+}
+
+#[test]
+fn config_read_and_write_are_bounds_checked() {
+    let mut t = ready(protocol());
+    assert_eq!(
+        t.send(Request::GetConfig { offset: 0, size: 40, flags: ConfigFlags::Writable }),
+        [act(Action::ReadConfig { offset: 0, size: 40 })]
+    );
+    let config = [7u8; 40];
+    assert_eq!(
+        t.complete(Completion::ConfigRead(Some(&config))),
+        [Out::Reply(Reply::Config { offset: 0, flags: ConfigFlags::Writable, data: &[7; 40] })]
+    );
+    // Past the end: the spec's failure answer, an empty config.
+    assert_eq!(
+        t.send(Request::GetConfig { offset: 36, size: 8, flags: ConfigFlags::Writable }),
+        [Out::Reply(Reply::Config { offset: 0, flags: ConfigFlags::Writable, data: &[] })]
+    );
+    // A device that returns the wrong number of bytes is a failed read.
+    t.send(Request::GetConfig { offset: 0, size: 4, flags: ConfigFlags::Writable });
+    assert_eq!(
+        t.complete(Completion::ConfigRead(Some(&config[..3]))),
+        [Out::Reply(Reply::Config { offset: 0, flags: ConfigFlags::Writable, data: &[] })]
+    );
+    let data = [1, 2, 3, 4];
+    assert_eq!(
+        t.send_need_reply(Request::SetConfig {
+            offset: 36,
+            flags: ConfigFlags::Migration,
+            data: &data
+        }),
+        [act(Action::WriteConfig { offset: 36, data: &[1, 2, 3, 4], migration: true })]
+    );
+    assert_eq!(t.complete(Completion::Done(Err(1))), [nack(FrontendCode::SetConfig, 1)]);
+    assert_eq!(
+        t.send_need_reply(Request::SetConfig {
+            offset: 38,
+            flags: ConfigFlags::Writable,
+            data: &data
+        }),
+        [nack(FrontendCode::SetConfig, 34)]
+    );
+}
+
+#[test]
+fn status_and_reset_device() {
+    let mut t = ready(protocol());
+    assert_eq!(t.send(Request::SetStatus(0xf)), [act(Action::SetStatus(0xf))]);
+    assert_eq!(t.send(Request::GetStatus), [Out::Reply(Reply::Status(0xf))]);
+    configure_ring(&mut t, V0, 0);
+    t.send(Request::SetVringEnable { index: V0, enable: true });
+    start_ring(&mut t, V0, 0, true);
+    assert_eq!(
+        t.send_need_reply(Request::ResetDevice),
+        [act(Action::ResetDevice), ack(FrontendCode::ResetDevice)]
+    );
+    assert_eq!(t.backend.vring_state(V0), Some(RingState::INITIAL));
+    assert_eq!(t.backend.acked_features(), None);
+    assert_eq!(t.send(Request::GetStatus), [Out::Reply(Reply::Status(0))]);
+    // Ownership, protocol features and memory survive the reset.
+    assert_eq!(t.send_need_reply(Request::SetOwner), [nack(FrontendCode::SetOwner, 17)]);
+    assert_eq!(t.backend.acked_protocol_features(), protocol());
+    assert_eq!(t.backend.regions().len(), 2);
+    // The ring forgot its configuration: it cannot start before it is set up again.
+    let kick = t.fd();
+    assert_eq!(
+        t.send_need_reply(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) })),
+        [act(Action::CloseFd(kick)), nack(FrontendCode::SetVringKick, 22)]
+    );
+    t.assert_fds_balanced();
+}
+
+// ---- 6. Dirty logging --------------------------------------------------------------------------
+
+#[test]
+fn log_base_log_fd_and_log_all() {
+    let mut t = ready(protocol());
+    let fd = t.fd();
+    assert_eq!(
+        t.send(Request::SetLogBase(LogBase::Shared {
+            mmap_size: 0x8000,
+            mmap_offset: 0x10,
+            fd: Some(fd)
+        })),
+        [act(Action::MapLog { fd, mmap_size: 0x8000, mmap_offset: 0x10 })]
+    );
+    let mut echo = [0u8; 16];
+    echo[..8].copy_from_slice(&0x8000u64.to_ne_bytes());
+    echo[8..].copy_from_slice(&0x10u64.to_ne_bytes());
+    let echo: &'static [u8] = Box::leak(Box::new(echo));
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [Out::Reply(Reply::LogBase(echo))]);
+    let log_fd = t.fd();
+    assert_eq!(t.send(Request::SetLogFd(log_fd)), [act(Action::SetLogFd(log_fd))]);
+    let on = acked() | VirtioFeatures::LOG_ALL;
+    assert_eq!(
+        t.send(Request::SetFeatures(on)),
+        [act(Action::FeaturesAcked(on)), act(Action::SetLogging(true))]
+    );
+    assert_eq!(
+        t.send(Request::SetFeatures(acked())),
+        [act(Action::FeaturesAcked(acked())), act(Action::SetLogging(false))]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn log_base_needs_log_shmfd() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, ProtocolFeatures::REPLY_ACK, acked());
+    let fd = t.fd();
+    // The reply of SET_LOG_BASE cannot carry a failure: refusing closes the connection.
+    let outs =
+        t.send(Request::SetLogBase(LogBase::Shared { mmap_size: 1, mmap_offset: 0, fd: Some(fd) }));
+    assert_eq!(outs[0], act(Action::CloseFd(fd)));
+    assert!(matches!(
+        outs[1],
+        Out::Close(ProtocolError::NotNegotiated { feature: "LOG_SHMFD", .. })
+    ));
+    t.assert_fds_balanced();
+}
+
+// ---- 7. Inflight -------------------------------------------------------------------------------
+
+#[test]
+fn inflight_area_sizes_split_and_packed() {
+    for (features, per_queue) in
+        [(acked(), 16 + 16 * 256), (acked() | VirtioFeatures::RING_PACKED, 29 + 32 * 256)]
+    {
+        let mut t = Transcript::backend(spec());
+        negotiate(&mut t, protocol(), features);
+        let mmap_size = 2 * (per_queue as u64).div_ceil(64) * 64;
+        let desc = InflightDesc { mmap_size: 0, mmap_offset: 0, num_queues: 2, queue_size: 256 };
+        assert_eq!(
+            t.send(Request::GetInflightFd(desc)),
+            [act(Action::AllocateInflight { mmap_size, num_queues: 2, queue_size: 256 })]
+        );
+        let fd = t.fd();
+        assert_eq!(
+            t.complete(Completion::InflightAllocated(Ok((fd, 0)))),
+            [Out::Reply(Reply::InflightFd {
+                desc: InflightDesc { mmap_size, ..desc },
+                fd: Some(fd)
+            })]
+        );
+        t.assert_fds_balanced();
+    }
+}
+
+#[test]
+fn inflight_failure_answers_an_empty_area() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), acked());
+    let too_many = InflightDesc { mmap_size: 0, mmap_offset: 0, num_queues: 3, queue_size: 256 };
+    let outs = t.send(Request::GetInflightFd(too_many));
+    assert!(matches!(
+        outs[..],
+        [Out::Reply(Reply::InflightFd { desc: InflightDesc { mmap_size: 0, .. }, fd: None })]
+    ));
+}
+
+// ---- 8. Device state ---------------------------------------------------------------------------
+
+#[test]
+fn device_state_only_while_suspended() {
+    let mut t = ready(protocol());
+    configure_ring(&mut t, V0, 0);
+    start_ring(&mut t, V0, 0, false);
+    let pipe = t.fd();
+    let request = Request::SetDeviceStateFd {
+        direction: TransferDirection::Save,
+        phase: TransferPhase::Stopped,
+        fd: pipe,
+    };
+    assert_eq!(
+        t.send(request),
+        [act(Action::CloseFd(pipe)), Out::Reply(Reply::DeviceStateFd { error: 16, fd: None })]
+    );
+    t.send(Request::GetVringBase { index: V0 });
+    t.complete(Completion::VringStopped { index: V0, base: VringBase::split(3) });
+    let pipe = t.fd();
+    assert_eq!(
+        t.send(Request::SetDeviceStateFd {
+            direction: TransferDirection::Save,
+            phase: TransferPhase::Stopped,
+            fd: pipe
+        }),
+        [act(Action::SetDeviceStateFd {
+            direction: TransferDirection::Save,
+            phase: TransferPhase::Stopped,
+            fd: pipe
+        })]
+    );
+    assert_eq!(
+        t.complete(Completion::DeviceStateFd(Ok(None))),
+        [Out::Reply(Reply::DeviceStateFd { error: 0, fd: None })]
+    );
+    assert_eq!(t.send(Request::CheckDeviceState), [act(Action::CheckDeviceState)]);
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [ack(FrontendCode::CheckDeviceState)]);
+    t.assert_fds_balanced();
+}
+
+// ---- 9. Back-end channel -----------------------------------------------------------------------
+
+#[test]
+fn backend_channel_requests() {
+    let mut t = ready(protocol());
+    assert_eq!(t.backend.send_config_change(), Err(ProtocolError::NoBackendChannel));
+    let channel = t.fd();
+    assert_eq!(
+        t.send(Request::SetBackendReqFd(channel)),
+        [act(Action::SetBackendChannel(channel))]
+    );
+    // Suspended (no ring started): nothing may be sent.
+    assert_eq!(t.backend.send_config_change(), Err(ProtocolError::Suspended));
+    configure_ring(&mut t, V0, 0);
+    start_ring(&mut t, V0, 0, false);
+    t.backend.send_config_change().expect("config change allowed");
+    let mapping =
+        ShmemMapping { shmid: 0, fd_offset: 0, shm_offset: 0, len: 0x1000, writable: true };
+    let shm_fd = FdToken(9000);
+    t.backend.send_shmem_map(mapping, shm_fd).expect("shmem map allowed");
+    t.backend.send_shared_object_add(Uuid([1; 16])).expect("allowed");
+    assert_eq!(
+        t.backend.send_vring_call(V0),
+        Err(ProtocolError::BackendFeature("INBAND_NOTIFICATIONS"))
+    );
+    assert_eq!(
+        t.drain_outputs(),
+        [
+            Out::Backend { request: BackendRequest::ConfigChangeMsg, need_reply: true },
+            Out::Backend {
+                request: BackendRequest::ShmemMap { mapping, fd: shm_fd },
+                need_reply: true
+            },
+            Out::Backend {
+                request: BackendRequest::SharedObjectAdd(Uuid([1; 16])),
+                need_reply: true
+            },
+        ]
+    );
+}
+
+#[test]
+fn shmem_config_and_shared_object() {
+    let mut t = ready(protocol());
+    let outs = t.send(Request::GetShmemConfig);
+    let [Out::Reply(Reply::ShmemConfig(config))] = outs[..] else { panic!("{outs:?}") };
+    assert_eq!(config.nregions.get(), 2);
+    assert_eq!(config.memory_sizes[0], U64::new(0x20_0000));
+    assert_eq!(config.memory_sizes[2], U64::new(0x1000));
+    assert_eq!(config.memory_sizes[3], U64::ZERO);
+    let uuid = Uuid([3; 16]);
+    assert_eq!(t.send(Request::GetSharedObject(uuid)), [act(Action::GetSharedObject(uuid))]);
+    let dmabuf = t.fd();
+    assert_eq!(
+        t.complete(Completion::SharedObject(Ok(dmabuf))),
+        [Out::Reply(Reply::SharedObject { status: 0, fd: Some(dmabuf) })]
+    );
+    t.assert_fds_balanced();
+}
+
+// ---- 10. Not negotiated, policies, misuse ------------------------------------------------------
+
+#[test]
+fn inband_without_prerequisites_closes_the_connection() {
+    let mut s = spec();
+    s.protocol_features |= ProtocolFeatures::INBAND_NOTIFICATIONS;
+    let mut t = Transcript::backend(s);
+    let outs = t.send(Request::SetProtocolFeatures(
+        ProtocolFeatures::INBAND_NOTIFICATIONS | ProtocolFeatures::REPLY_ACK,
+    ));
+    assert_eq!(
+        outs,
+        [Out::Close(ProtocolError::ProtocolFeatureDependency {
+            feature: ProtocolFeatures::INBAND_NOTIFICATIONS,
+            missing: ProtocolFeatures::BACKEND_REQ,
+        })]
+    );
+}
+
+#[test]
+fn unsupported_and_unnegotiated_messages_never_silently_succeed() {
+    let mut t = ready(protocol());
+    let gpu = t.fd();
+    assert_eq!(
+        t.send_need_reply(Request::GpuSetSocket(gpu)),
+        [act(Action::CloseFd(gpu)), nack(FrontendCode::GpuSetSocket, 95)]
+    );
+    assert_eq!(t.send_need_reply(Request::SendRarp([1; 6])), [nack(FrontendCode::SendRarp, 95)]);
+    assert_eq!(t.send(Request::PostcopyListen), [nack(FrontendCode::PostcopyListen, 95)]);
+    assert_eq!(t.send(Request::VringKick { index: V0 }), []);
+    assert_eq!(
+        t.send_need_reply(Request::VringKick { index: V0 }),
+        [nack(FrontendCode::VringKick, 95)]
+    );
+    let iotlb = common::IOTLB;
+    assert_eq!(t.send(Request::IotlbMsg(iotlb)), [nack(FrontendCode::IotlbMsg, 95)]);
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn malformed_frames_close_or_nack_and_release_fds() {
+    let mut t = ready(protocol());
+    // Bad version: the stream cannot be trusted.
+    let fd = t.fd();
+    let outs = t.send_raw(&[3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0], &[fd]);
+    assert_eq!(
+        outs,
+        [
+            act(Action::CloseFd(fd)),
+            Out::Close(ProtocolError::Wire(WireError::BadVersion { version: 2, flags: 2 }))
+        ]
+    );
+    // A payload of the wrong size for a message without a reply: NACK and go on.
+    let outs = t.send_raw(&[8, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(outs, [nack(FrontendCode::SetVringNum, 22)]);
+    assert_eq!(t.send(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn frames_while_a_completion_is_owed_close() {
+    let mut t = ready(protocol());
+    t.send(Request::GetConfig { offset: 0, size: 4, flags: ConfigFlags::Writable });
+    assert!(t.backend.is_awaiting_completion());
+    assert_eq!(
+        t.send(Request::GetQueueNum),
+        [Out::Close(ProtocolError::CompletionPending(FrontendCode::GetConfig))]
+    );
+    // A completion of the wrong kind is refused and the right one still works.
+    let fd = t.fd();
+    assert_eq!(t.complete(Completion::SharedObject(Ok(fd))), [act(Action::CloseFd(fd))]);
+    assert!(t.backend.is_awaiting_completion());
+    let outs = t.complete(Completion::ConfigRead(Some(&[1, 2, 3, 4])));
+    assert_eq!(
+        outs,
+        [Out::Reply(Reply::Config {
+            offset: 0,
+            flags: ConfigFlags::Writable,
+            data: &[1, 2, 3, 4]
+        })]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn spec_validation() {
+    let mut s = spec();
+    s.protocol_features |= ProtocolFeatures::PAGEFAULT;
+    assert!(vhu_core::backend::Backend::new(s).is_err(), "postcopy is not offered");
+    let mut s = spec();
+    s.queues = 0;
+    assert!(vhu_core::backend::Backend::new(s).is_err());
+    let mut s = spec();
+    s.max_queue_size = 1000;
+    assert!(vhu_core::backend::Backend::new(s).is_err());
+    let mut s = spec();
+    s.protocol_features |= ProtocolFeatures::GET_VRING_BASE_SKIP_DRAIN;
+    assert!(vhu_core::backend::Backend::new(s).is_err(), "skip-drain needs bit 20");
+}
+
+#[test]
+fn region_error_context() {
+    let mut t = ready(protocol());
+    let r = Region { guest_address: 0, size: 0x1000, user_address: RAM, mmap_offset: 0, xen: None };
+    let fd = t.fd();
+    let mut buf = [0u8; 128];
+    let len = Request::AddMemReg { region: r, fd }.encode_into(false, &mut buf).expect("encodes");
+    let error = t.backend.handle_frame(&buf[..len], &[fd]).expect_err("overlaps region 0");
+    assert_eq!(
+        error,
+        ProtocolError::Memory {
+            code: FrontendCode::AddMemReg,
+            error: RegionError::Overlap { new: 0, existing: 0 }
+        }
+    );
+}

@@ -1,0 +1,211 @@
+//! A transcript harness for `Backend`: send typed requests as real frames, collect every output as
+//! an owned value, complete actions, and check that every descriptor token is accounted for.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use vhu_core::backend::{Action, Backend, BackendSpec, Completion, Output};
+use vhu_core::message::{BackendRequest, Reply};
+use vhu_core::{FdToken, ProtocolError, Request};
+
+/// An output with borrowed data copied out, so a test can keep it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Out {
+    Reply(Reply<'static>),
+    Action(Action<'static>),
+    Backend { request: BackendRequest, need_reply: bool },
+    Close(ProtocolError),
+}
+
+fn leak(bytes: &[u8]) -> &'static [u8] {
+    Box::leak(bytes.to_vec().into_boxed_slice())
+}
+
+fn own(output: Output<'_>) -> Out {
+    match output {
+        Output::Reply(reply) => Out::Reply(match reply {
+            Reply::Config { offset, flags, data } => {
+                Reply::Config { offset, flags, data: leak(data) }
+            }
+            Reply::LogBase(bytes) => Reply::LogBase(leak(bytes)),
+            Reply::CryptoSession(bytes) => Reply::CryptoSession(leak(bytes)),
+            Reply::ShmemConfig(config) => Reply::ShmemConfig(Box::leak(Box::new(*config))),
+            Reply::MemTableBases(_) => panic!("the back-end never sends postcopy bases"),
+            other => {
+                // Every other reply borrows nothing; round-trip it through its encoding to get a
+                // 'static value without unsafe lifetime games.
+                let mut buf = vec![0u8; 4096];
+                let len = other.encode_into(&mut buf).expect("reply encodes");
+                let fds = other.fds();
+                let frame = leak(&buf[..len]);
+                let fds: &'static [FdToken] = Box::leak(fds.to_vec().into_boxed_slice());
+                Reply::parse(frame, fds).expect("reply re-parses")
+            }
+        }),
+        Output::Action(action) => Out::Action(match action {
+            Action::WriteConfig { offset, data, migration } => {
+                Action::WriteConfig { offset, data: leak(data), migration }
+            }
+            Action::UnmapAll => Action::UnmapAll,
+            Action::MapRegion { region, fd } => Action::MapRegion { region, fd },
+            Action::UnmapRegion(r) => Action::UnmapRegion(r),
+            Action::MapLog { fd, mmap_size, mmap_offset } => {
+                Action::MapLog { fd, mmap_size, mmap_offset }
+            }
+            Action::SetLogFd(fd) => Action::SetLogFd(fd),
+            Action::SetLogging(on) => Action::SetLogging(on),
+            Action::FeaturesAcked(f) => Action::FeaturesAcked(f),
+            Action::StartVring { index, config, kick, enabled } => {
+                Action::StartVring { index, config, kick, enabled }
+            }
+            Action::ReplaceKick { index, kick } => Action::ReplaceKick { index, kick },
+            Action::UpdateVring { index, config } => Action::UpdateVring { index, config },
+            Action::SetVringEnabled { index, enabled } => {
+                Action::SetVringEnabled { index, enabled }
+            }
+            Action::StopVring { index, drain } => Action::StopVring { index, drain },
+            Action::SetVringCall { index, fd } => Action::SetVringCall { index, fd },
+            Action::SetVringErr { index, fd } => Action::SetVringErr { index, fd },
+            Action::Kick(i) => Action::Kick(i),
+            Action::ReadConfig { offset, size } => Action::ReadConfig { offset, size },
+            Action::SetStatus(s) => Action::SetStatus(s),
+            Action::ResetDevice => Action::ResetDevice,
+            Action::AllocateInflight { mmap_size, num_queues, queue_size } => {
+                Action::AllocateInflight { mmap_size, num_queues, queue_size }
+            }
+            Action::SetInflight { desc, fd } => Action::SetInflight { desc, fd },
+            Action::SetBackendChannel(fd) => Action::SetBackendChannel(fd),
+            Action::Iotlb(m) => Action::Iotlb(m),
+            Action::GetSharedObject(u) => Action::GetSharedObject(u),
+            Action::SetDeviceStateFd { direction, phase, fd } => {
+                Action::SetDeviceStateFd { direction, phase, fd }
+            }
+            Action::CheckDeviceState => Action::CheckDeviceState,
+            Action::SendRarp(m) => Action::SendRarp(m),
+            Action::SetMtu(m) => Action::SetMtu(m),
+            Action::CloseFd(fd) => Action::CloseFd(fd),
+        }),
+        Output::BackendRequest { request, need_reply } => Out::Backend { request, need_reply },
+        Output::Close(error) => Out::Close(error),
+    }
+}
+
+/// Tokens an output hands off or releases (leaving core).
+fn tokens_leaving(out: &Out) -> Vec<FdToken> {
+    match out {
+        Out::Reply(reply) => reply.fds().to_vec(),
+        Out::Action(action) => match action {
+            Action::MapRegion { fd, .. }
+            | Action::MapLog { fd, .. }
+            | Action::SetLogFd(fd)
+            | Action::SetInflight { fd, .. }
+            | Action::SetBackendChannel(fd)
+            | Action::SetDeviceStateFd { fd, .. }
+            | Action::CloseFd(fd) => vec![*fd],
+            Action::StartVring { kick, .. } | Action::ReplaceKick { kick, .. } => {
+                kick.iter().copied().collect()
+            }
+            Action::SetVringCall { fd, .. } | Action::SetVringErr { fd, .. } => {
+                fd.iter().copied().collect()
+            }
+            _ => Vec::new(),
+        },
+        Out::Backend { request, .. } => request.fds().to_vec(),
+        Out::Close(_) => Vec::new(),
+    }
+}
+
+pub struct Transcript {
+    pub backend: Backend,
+    next_fd: u32,
+    /// For every token: how many times it entered core and how many times it left.
+    balance: BTreeMap<FdToken, (u32, u32)>,
+    pub log: Vec<Out>,
+}
+
+impl Transcript {
+    pub fn backend(spec: BackendSpec) -> Self {
+        Self {
+            backend: Backend::new(spec).expect("valid spec"),
+            next_fd: 100,
+            balance: BTreeMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// A fresh token, as a transport would assign to a received descriptor.
+    pub fn fd(&mut self) -> FdToken {
+        self.next_fd += 1;
+        FdToken(self.next_fd)
+    }
+
+    fn enter(&mut self, fds: &[FdToken]) {
+        for fd in fds {
+            self.balance.entry(*fd).or_default().0 += 1;
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Out> {
+        let mut outs = Vec::new();
+        while let Some(output) = self.backend.poll_output() {
+            outs.push(own(output));
+        }
+        for out in &outs {
+            for fd in tokens_leaving(out) {
+                self.balance.entry(fd).or_default().1 += 1;
+            }
+        }
+        self.log.extend(outs.iter().copied());
+        outs
+    }
+
+    /// Sends a request (its fds are those of the typed request) and returns the outputs.
+    pub fn send(&mut self, request: Request<'_>) -> Vec<Out> {
+        self.send_flags(request, false)
+    }
+
+    /// Sends a request with NEED_REPLY set.
+    pub fn send_need_reply(&mut self, request: Request<'_>) -> Vec<Out> {
+        self.send_flags(request, true)
+    }
+
+    fn send_flags(&mut self, request: Request<'_>, need_reply: bool) -> Vec<Out> {
+        let mut buf = vec![0u8; 4096];
+        let len = request.encode_into(need_reply, &mut buf).expect("request encodes");
+        let fds = request.fds();
+        self.send_raw(&buf[..len], &fds)
+    }
+
+    /// Feeds raw bytes and fds, as a peer might send them.
+    pub fn send_raw(&mut self, frame: &[u8], fds: &[FdToken]) -> Vec<Out> {
+        self.enter(fds);
+        let _ = self.backend.handle_frame(frame, fds);
+        self.drain()
+    }
+
+    /// Reports a completion (tokens in it enter core).
+    pub fn complete(&mut self, completion: Completion<'_>) -> Vec<Out> {
+        let fds: Vec<FdToken> = match completion {
+            Completion::InflightAllocated(Ok((fd, _))) => vec![fd],
+            Completion::DeviceStateFd(Ok(Some(fd))) => vec![fd],
+            Completion::SharedObject(Ok(fd)) => vec![fd],
+            _ => Vec::new(),
+        };
+        self.enter(&fds);
+        let _ = self.backend.handle_completion(completion);
+        self.drain()
+    }
+
+    /// Outputs of a back-end API call made directly on the state machine.
+    pub fn drain_outputs(&mut self) -> Vec<Out> {
+        self.drain()
+    }
+
+    /// Every token entered core exactly once and left it exactly once.
+    pub fn assert_fds_balanced(&self) {
+        for (fd, (entered, left)) in &self.balance {
+            assert!(*entered <= 1, "token {fd:?} entered {entered} times (a test reused a token)");
+            assert_eq!(entered, left, "token {fd:?} entered {entered} times and left {left} times");
+        }
+    }
+}
