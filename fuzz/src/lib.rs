@@ -4,4 +4,5 @@
 //! when an invariant is broken. The functions contain no fuzzer glue, so `cargo test` can replay any
 //! input through them without a fuzzer.
 
+pub mod backend_session;
 pub mod frame_decode;
