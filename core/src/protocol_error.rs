@@ -48,6 +48,17 @@ pub enum ProtocolError {
         /// What it needs and lacks.
         missing: ProtocolFeatures,
     },
+    /// Two protocol features that must not be acked together.
+    #[error("protocol features {first:?} and {second:?} cannot be negotiated together")]
+    ProtocolFeatureConflict {
+        /// One feature.
+        first: ProtocolFeatures,
+        /// The other.
+        second: ProtocolFeatures,
+    },
+    /// During postcopy, the front-end did not acknowledge the SET_MEM_TABLE reply with its `u64`.
+    #[error("expected the front-end's acknowledgement of the postcopy memory table")]
+    PostcopyAckMissing,
     /// SET_OWNER on a session that already has an owner.
     #[error("the session already has an owner")]
     AlreadyOwned,
@@ -260,7 +271,9 @@ pub fn disposition(code: Option<FrontendCode>, error: &ProtocolError) -> Disposi
             Disposition::Close
         }
         // A driver that feeds frames while owing a completion has lost track of the session.
-        ProtocolError::CompletionPending(_) | ProtocolError::OutputOverflow => Disposition::Close,
+        ProtocolError::CompletionPending(_)
+        | ProtocolError::OutputOverflow
+        | ProtocolError::PostcopyAckMissing => Disposition::Close,
         _ => match code.map(reply_kind) {
             None | Some(ReplyKind::Typed) => Disposition::Close,
             Some(ReplyKind::AckOnly | ReplyKind::WithStatus) => Disposition::Nack,

@@ -60,6 +60,11 @@ enum Req {
     CheckDeviceState,
     GetShmemConfig,
     GetSharedObject(u8),
+    PostcopyAdvise,
+    PostcopyListen,
+    PostcopyEnd,
+    /// The front-end's acknowledgement of a postcopy SET_MEM_TABLE reply.
+    PostcopyAck,
     /// Any code, any payload, any fd count.
     Raw(u8, Vec<u8>, u8),
 }
@@ -74,6 +79,8 @@ enum Comp {
     Inflight(bool),
     DeviceState(Option<bool>),
     SharedObject(bool),
+    Userfaultfd(bool),
+    PostcopyMapped(Vec<u64>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -135,7 +142,9 @@ impl Session {
                     replies += 1;
                     let (code, need_reply) = answering.expect("a reply answers a request");
                     assert_eq!(reply.code(), code, "reply answers another request");
-                    let allowed = need_reply || reply_kind(code) != ReplyKind::AckOnly;
+                    // The postcopy form of SET_MEM_TABLE is always answered (spec "Migration").
+                    let postcopy = matches!(reply, Reply::MemTableBases(_));
+                    let allowed = need_reply || postcopy || reply_kind(code) != ReplyKind::AckOnly;
                     assert!(allowed, "{code} without NEED_REPLY got {reply:?}");
                     let len = reply.encode_into(&mut buf).expect("reply encodes");
                     let fds = reply.fds();
@@ -212,6 +221,7 @@ fn spec() -> BackendSpec {
         | ProtocolFeatures::INFLIGHT_SHMFD
         | ProtocolFeatures::DEVICE_STATE
         | ProtocolFeatures::SHMEM
+        | ProtocolFeatures::PAGEFAULT
         | ProtocolFeatures::SHARED_OBJECT
         | ProtocolFeatures::BACKEND_SEND_FD
         | ProtocolFeatures::INBAND_NOTIFICATIONS
@@ -255,6 +265,7 @@ pub fn run(data: &[u8]) {
             }
             Op::Complete(comp) => {
                 let config: Vec<u8>;
+                let postcopy_bases: Vec<u64>;
                 let completion = match comp {
                     Comp::Ok => Completion::Done(Ok(())),
                     Comp::Failed(e) => Completion::Done(Err(u64::from(e))),
@@ -276,6 +287,13 @@ pub fn run(data: &[u8]) {
                     }),
                     Comp::SharedObject(ok) => {
                         Completion::SharedObject(if ok { Ok(s.fd()) } else { Err(2) })
+                    }
+                    Comp::Userfaultfd(ok) => {
+                        Completion::Userfaultfd(if ok { Ok(s.fd()) } else { Err(4) })
+                    }
+                    Comp::PostcopyMapped(bases) => {
+                        postcopy_bases = bases;
+                        Completion::PostcopyMapped(Ok(&postcopy_bases))
                     }
                 };
                 let _ = s.backend.handle_completion(completion);
@@ -432,6 +450,18 @@ fn build(
         Req::CheckDeviceState => Request::CheckDeviceState,
         Req::GetShmemConfig => Request::GetShmemConfig,
         Req::GetSharedObject(b) => Request::GetSharedObject(Uuid([b; 16])),
+        Req::PostcopyAdvise => Request::PostcopyAdvise,
+        Req::PostcopyListen => Request::PostcopyListen,
+        Req::PostcopyEnd => Request::PostcopyEnd,
+        Req::PostcopyAck => {
+            let mut frame = Vec::with_capacity(20);
+            frame.extend_from_slice(&FrontendCode::SetMemTable.as_u32().to_ne_bytes());
+            frame.extend_from_slice(&1u32.to_ne_bytes());
+            frame.extend_from_slice(&8u32.to_ne_bytes());
+            frame.extend_from_slice(&0u64.to_ne_bytes());
+            buf[..frame.len()].copy_from_slice(&frame);
+            return Some(frame.len());
+        }
         Req::Raw(code, payload, nfds) => {
             let payload: Vec<u8> = payload.into_iter().take(512).collect();
             for _ in 0..(nfds % 10) {

@@ -168,8 +168,21 @@ impl Backend {
         completion: Completion<'_>,
     ) -> Result<(), ProtocolError> {
         match (pending, completion) {
-            (Pending::MemTable, Completion::Done(result)) => {
+            (Pending::MemTable, Completion::Done(result)) if !self.postcopy.is_listening() => {
                 self.commit_mem_table(result, need_reply);
+            }
+            (Pending::MemTable, Completion::PostcopyMapped(result))
+                if self.postcopy.is_listening() =>
+            {
+                self.commit_postcopy_table(result);
+            }
+            (Pending::Userfaultfd, Completion::Userfaultfd(result)) => {
+                self.outputs.push_reply(match result {
+                    Ok(userfaultfd) => Reply::PostcopyAdvise { userfaultfd },
+                    Err(status) => {
+                        Reply::Ack { request: FrontendCode::PostcopyAdvise, status: status.max(1) }
+                    }
+                });
             }
             (Pending::AddRegion(region), Completion::Done(result)) => {
                 self.commit_add_region(region, result, need_reply);
@@ -201,7 +214,10 @@ impl Backend {
                 }
                 self.outputs.push(Item::ConfigReply { offset, flags });
             }
-            (Pending::Status(code), Completion::Done(Ok(()))) => self.ack(code, need_reply),
+            (Pending::Status(code), Completion::Done(Ok(()))) => {
+                self.postcopy_step_done(code);
+                self.ack(code, need_reply);
+            }
             (Pending::Status(code), Completion::Done(Err(status))) => {
                 self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
             }

@@ -32,13 +32,15 @@ mod channel;
 mod device;
 mod memory;
 mod output;
+mod postcopy;
 mod queue;
 mod spec;
 mod vrings;
 
 pub use output::{Action, Completion, Output, VringConfig};
 pub use spec::{
-    broken_dependency, BackendSpec, SpecError, DEPENDENCIES, SUPPORTED_PROTOCOL_FEATURES,
+    broken_dependency, conflict, BackendSpec, SpecError, CONFLICTS, DEPENDENCIES,
+    SUPPORTED_PROTOCOL_FEATURES,
 };
 
 use zerocopy::FromBytes;
@@ -73,6 +75,8 @@ enum Pending {
     DeviceState,
     /// GET_SHARED_OBJECT.
     SharedObject,
+    /// POSTCOPY_ADVISE.
+    Userfaultfd,
 }
 
 /// The back-end side of one vhost-user connection. See the module docs for the driving contract.
@@ -94,6 +98,7 @@ pub struct Backend {
     config: [u8; crate::limits::MAX_CONFIG_SIZE],
     config_len: usize,
     log_reply: [u8; 16],
+    postcopy: postcopy::Postcopy,
 }
 
 impl Backend {
@@ -132,6 +137,7 @@ impl Backend {
             config: [0; crate::limits::MAX_CONFIG_SIZE],
             config_len: 0,
             log_reply: [0; 16],
+            postcopy: postcopy::Postcopy::new(),
         })
     }
 
@@ -187,6 +193,7 @@ impl Backend {
             }),
             Item::LogReply => Output::Reply(Reply::LogBase(&self.log_reply)),
             Item::ShmemReply => Output::Reply(Reply::ShmemConfig(&self.shmem)),
+            Item::PostcopyReply => Output::Reply(Reply::MemTableBases(self.postcopy.table())),
         })
     }
 
@@ -202,6 +209,9 @@ impl Backend {
         if let Some((pending, _)) = &self.pending {
             let error = ProtocolError::CompletionPending(pending_code(pending));
             return Err(self.refuse(code, need_reply, fds, error));
+        }
+        if self.postcopy.is_ack_due() {
+            return self.postcopy_ack(frame, fds);
         }
         let incoming = match Request::parse(frame, fds) {
             Ok(incoming) => incoming,
@@ -294,7 +304,7 @@ impl Backend {
         let fd = match completion {
             Completion::InflightAllocated(Ok((fd, _))) => Some(*fd),
             Completion::DeviceStateFd(Ok(Some(fd))) => Some(*fd),
-            Completion::SharedObject(Ok(fd)) => Some(*fd),
+            Completion::SharedObject(Ok(fd)) | Completion::Userfaultfd(Ok(fd)) => Some(*fd),
             _ => None,
         };
         if let Some(fd) = fd {
@@ -382,9 +392,9 @@ impl Backend {
                     feature: "CRYPTO_SESSION",
                 })
             }
-            R::PostcopyAdvise | R::PostcopyListen | R::PostcopyEnd => {
-                Err(ProtocolError::NotNegotiated { code: request.code(), feature: "PAGEFAULT" })
-            }
+            R::PostcopyAdvise => self.postcopy_advise(need_reply),
+            R::PostcopyListen => self.postcopy_step(FrontendCode::PostcopyListen, need_reply),
+            R::PostcopyEnd => self.postcopy_step(FrontendCode::PostcopyEnd, need_reply),
             R::GpuSetSocket(_) => Err(ProtocolError::Unsupported(FrontendCode::GpuSetSocket)),
         }
     }
@@ -402,5 +412,6 @@ fn pending_code(pending: &Pending) -> FrontendCode {
         Pending::Inflight(_) => FrontendCode::GetInflightFd,
         Pending::DeviceState => FrontendCode::SetDeviceStateFd,
         Pending::SharedObject => FrontendCode::GetSharedObject,
+        Pending::Userfaultfd => FrontendCode::PostcopyAdvise,
     }
 }

@@ -200,6 +200,14 @@ pub enum Action<'a> {
     SendRarp([u8; 6]),
     /// The MTU the front-end configured (NET_SET_MTU).
     SetMtu(u16),
+    /// POSTCOPY_ADVISE: open a userfaultfd; complete with [`Completion::Userfaultfd`].
+    PostcopyAdvise,
+    /// POSTCOPY_LISTEN: register guest memory with the userfaultfd from now on; complete with
+    /// [`Completion::Done`]. While listening, a SET_MEM_TABLE completes with
+    /// [`Completion::PostcopyMapped`].
+    PostcopyListen,
+    /// POSTCOPY_END: postcopy is over; complete with [`Completion::Done`].
+    PostcopyEnd,
     /// Release a token core does not hand off.
     CloseFd(FdToken),
 }
@@ -224,4 +232,9 @@ pub enum Completion<'a> {
     DeviceStateFd(Result<Option<FdToken>, u8>),
     /// The shared object's fd, or a failure status.
     SharedObject(Result<FdToken, u64>),
+    /// POSTCOPY_ADVISE: the userfaultfd, or a failure status.
+    Userfaultfd(Result<FdToken, u64>),
+    /// SET_MEM_TABLE while postcopy listens: the regions were mapped and registered at these
+    /// back-end addresses, one per region in table order; or a failure status.
+    PostcopyMapped(Result<&'a [u64], u64>),
 }

@@ -20,6 +20,7 @@ pub(super) enum Item {
     WriteConfig { offset: u32, migration: bool },
     LogReply,
     ShmemReply,
+    PostcopyReply,
 }
 
 impl Item {
@@ -30,6 +31,7 @@ impl Item {
                 | Self::ConfigReply { .. }
                 | Self::LogReply
                 | Self::ShmemReply
+                | Self::PostcopyReply
         )
     }
 }

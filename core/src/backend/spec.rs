@@ -56,11 +56,9 @@ pub enum SpecError {
 
 /// Protocol features this crate implements and may offer.
 ///
-/// Not offered: PAGEFAULT (postcopy changes the replies of SET_MEM_TABLE in a way the driver must
-/// supply; the newest spec forbids it with CONFIGURE_MEM_SLOTS), CRYPTO_SESSION (its payload is
-/// opaque here), XEN_MMAP (Xen grant mappings are not implemented by any driver of this crate).
+/// Not offered: CRYPTO_SESSION (its payload is opaque here), XEN_MMAP (Xen grant mappings are not
+/// implemented by any driver of this crate).
 pub const SUPPORTED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::KNOWN
-    .difference(ProtocolFeatures::PAGEFAULT)
     .difference(ProtocolFeatures::CRYPTO_SESSION)
     .difference(ProtocolFeatures::XEN_MMAP);
 
@@ -77,6 +75,16 @@ pub const DEPENDENCIES: [(ProtocolFeatures, ProtocolFeatures); 4] = [
     ),
     (ProtocolFeatures::BACKEND_SEND_FD, ProtocolFeatures::BACKEND_REQ),
 ];
+
+/// Protocol features that must not be acked together: the newest spec forbids postcopy
+/// (PAGEFAULT) once CONFIGURE_MEM_SLOTS is negotiated, and QEMU refuses the combination.
+pub const CONFLICTS: [(ProtocolFeatures, ProtocolFeatures); 1] =
+    [(ProtocolFeatures::PAGEFAULT, ProtocolFeatures::CONFIGURE_MEM_SLOTS)];
+
+/// The first pair of `features` that must not be acked together.
+pub fn conflict(features: ProtocolFeatures) -> Option<(ProtocolFeatures, ProtocolFeatures)> {
+    CONFLICTS.iter().copied().find(|(a, b)| features.contains(*a) && features.contains(*b))
+}
 
 /// The first dependency `features` breaks, as (feature, missing).
 pub fn broken_dependency(

@@ -5,7 +5,7 @@
 //! [`crate::vring`]; this module applies them to the session and turns effects into actions.
 
 use super::output::{Action, VringConfig};
-use super::spec::broken_dependency;
+use super::spec::{broken_dependency, conflict};
 use super::{Backend, Pending};
 use crate::message::{Reply, VringAddr, VringAddrFlags, VringBase};
 use crate::vring::{RingEffect, RingEvent, RingState};
@@ -129,6 +129,9 @@ impl Backend {
         }
         if let Some((feature, missing)) = broken_dependency(features) {
             return Err(ProtocolError::ProtocolFeatureDependency { feature, missing });
+        }
+        if let Some((first, second)) = conflict(features) {
+            return Err(ProtocolError::ProtocolFeatureConflict { first, second });
         }
         self.acked_protocol = features;
         Ok(())

@@ -30,7 +30,11 @@ fn own(output: Output<'_>) -> Out {
             Reply::LogBase(bytes) => Reply::LogBase(leak(bytes)),
             Reply::CryptoSession(bytes) => Reply::CryptoSession(leak(bytes)),
             Reply::ShmemConfig(config) => Reply::ShmemConfig(Box::leak(Box::new(*config))),
-            Reply::MemTableBases(_) => panic!("the back-end never sends postcopy bases"),
+            Reply::MemTableBases(table) => {
+                let regions: Vec<_> =
+                    (0..table.len()).filter_map(|i| table.get(i)).map(|r| r.to_wire()).collect();
+                Reply::MemTableBases(vhu_core::message::MemoryTable::Standard(regions.leak()))
+            }
             other => {
                 // Every other reply borrows nothing; round-trip it through its encoding to get a
                 // 'static value without unsafe lifetime games.
@@ -83,6 +87,9 @@ fn own(output: Output<'_>) -> Out {
             Action::CheckDeviceState => Action::CheckDeviceState,
             Action::SendRarp(m) => Action::SendRarp(m),
             Action::SetMtu(m) => Action::SetMtu(m),
+            Action::PostcopyAdvise => Action::PostcopyAdvise,
+            Action::PostcopyListen => Action::PostcopyListen,
+            Action::PostcopyEnd => Action::PostcopyEnd,
             Action::CloseFd(fd) => Action::CloseFd(fd),
         }),
         Output::BackendRequest { request, need_reply } => Out::Backend { request, need_reply },
@@ -188,7 +195,7 @@ impl Transcript {
         let fds: Vec<FdToken> = match completion {
             Completion::InflightAllocated(Ok((fd, _))) => vec![fd],
             Completion::DeviceStateFd(Ok(Some(fd))) => vec![fd],
-            Completion::SharedObject(Ok(fd)) => vec![fd],
+            Completion::SharedObject(Ok(fd)) | Completion::Userfaultfd(Ok(fd)) => vec![fd],
             _ => Vec::new(),
         };
         self.enter(&fds);

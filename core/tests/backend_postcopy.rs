@@ -1,0 +1,125 @@
+//! Postcopy transcripts: ADVISE, LISTEN, the postcopy form of SET_MEM_TABLE with the
+//! front-end's acknowledgement, and END.
+
+mod common;
+
+use common::transcript::{Out, Transcript};
+use vhu_core::backend::{Action, BackendSpec, Completion};
+use vhu_core::message::{MemoryTable, Region};
+use vhu_core::wire::{self, U64};
+use vhu_core::{FrontendCode, ProtocolError, ProtocolFeatures, Reply, Request};
+
+const RAM: u64 = 0x7f00_0000_0000;
+static TABLE: [wire::MemoryRegion; 2] = [
+    common::region(0, 0x1000_0000, RAM, 0),
+    common::region(0x1_0000_0000, 0x1000, RAM + 0x1000_0000, 0),
+];
+
+fn listening() -> Transcript {
+    let mut spec = BackendSpec::new(1, 256);
+    spec.protocol_features |= ProtocolFeatures::PAGEFAULT;
+    let mut t = Transcript::backend(spec);
+    t.send(Request::SetProtocolFeatures(ProtocolFeatures::PAGEFAULT | ProtocolFeatures::REPLY_ACK));
+    assert_eq!(t.send(Request::PostcopyAdvise), [Out::Action(Action::PostcopyAdvise)]);
+    let uffd = t.fd();
+    assert_eq!(
+        t.complete(Completion::Userfaultfd(Ok(uffd))),
+        [Out::Reply(Reply::PostcopyAdvise { userfaultfd: uffd })]
+    );
+    // QEMU waits for the u64 of POSTCOPY_LISTEN whether or not it set NEED_REPLY.
+    assert_eq!(t.send(Request::PostcopyListen), [Out::Action(Action::PostcopyListen)]);
+    assert_eq!(
+        t.complete(Completion::Done(Ok(()))),
+        [Out::Reply(Reply::Ack { request: FrontendCode::PostcopyListen, status: 0 })]
+    );
+    t
+}
+
+fn ack_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&FrontendCode::SetMemTable.as_u32().to_ne_bytes());
+    frame.extend_from_slice(&1u32.to_ne_bytes());
+    frame.extend_from_slice(&8u32.to_ne_bytes());
+    frame.extend_from_slice(&0u64.to_ne_bytes());
+    frame
+}
+
+#[test]
+fn set_mem_table_replies_with_backend_bases_and_waits_for_the_ack() {
+    let mut t = listening();
+    let fds = [t.fd(), t.fd()];
+    let outs = t.send(Request::SetMemTable { table: MemoryTable::Standard(&TABLE), fds: &fds });
+    assert_eq!(outs.len(), 3, "unmap all and two maps: {outs:?}");
+    let bases = [0x7000_0000_0000u64, 0x7000_1000_0000];
+    let outs = t.complete(Completion::PostcopyMapped(Ok(&bases)));
+    let expected: Vec<_> = TABLE
+        .iter()
+        .zip(bases)
+        .map(|(r, base)| wire::MemoryRegion { user_address: U64::new(base), ..*r })
+        .collect();
+    assert_eq!(outs, [Out::Reply(Reply::MemTableBases(MemoryTable::Standard(expected.leak())))]);
+    // The core keeps the front-end's addresses for translation.
+    assert_eq!(t.backend.regions().iter().next(), Some(&Region::from_wire(&TABLE[0])));
+    // The front-end's acknowledgement produces nothing; then the session goes on.
+    assert_eq!(t.send_raw(&ack_frame(), &[]), []);
+    assert_eq!(t.send(Request::PostcopyEnd), [Out::Action(Action::PostcopyEnd)]);
+    assert_eq!(
+        t.complete(Completion::Done(Ok(()))),
+        [Out::Reply(Reply::Ack { request: FrontendCode::PostcopyEnd, status: 0 })]
+    );
+    // After END, SET_MEM_TABLE is acked normally again.
+    let fd = t.fd();
+    t.send_need_reply(Request::SetMemTable {
+        table: MemoryTable::Standard(&TABLE[..1]),
+        fds: &[fd],
+    });
+    assert_eq!(
+        t.complete(Completion::Done(Ok(()))),
+        [Out::Reply(Reply::Ack { request: FrontendCode::SetMemTable, status: 0 })]
+    );
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn a_missing_postcopy_ack_closes_the_session() {
+    let mut t = listening();
+    let fd = t.fd();
+    t.send(Request::SetMemTable { table: MemoryTable::Standard(&TABLE[..1]), fds: &[fd] });
+    t.complete(Completion::PostcopyMapped(Ok(&[0x7000_0000_0000])));
+    assert_eq!(t.send(Request::GetFeatures), [Out::Close(ProtocolError::PostcopyAckMissing)]);
+    t.assert_fds_balanced();
+}
+
+#[test]
+fn failed_registration_closes_the_session() {
+    let mut t = listening();
+    let fd = t.fd();
+    t.send(Request::SetMemTable { table: MemoryTable::Standard(&TABLE[..1]), fds: &[fd] });
+    let outs = t.complete(Completion::PostcopyMapped(Err(12)));
+    assert_eq!(
+        outs,
+        [
+            Out::Action(Action::UnmapAll),
+            Out::Close(ProtocolError::DeviceFailed { code: FrontendCode::SetMemTable, status: 12 })
+        ]
+    );
+    // A wrong number of bases is a failure too.
+    let mut t = listening();
+    let fd = t.fd();
+    t.send(Request::SetMemTable { table: MemoryTable::Standard(&TABLE[..1]), fds: &[fd] });
+    assert!(matches!(t.complete(Completion::PostcopyMapped(Ok(&[1, 2])))[..], [_, Out::Close(_)]));
+    assert!(t.backend.regions().is_empty());
+}
+
+#[test]
+fn advise_failure_is_a_status() {
+    let mut spec = BackendSpec::new(1, 256);
+    spec.protocol_features |= ProtocolFeatures::PAGEFAULT;
+    let mut t = Transcript::backend(spec);
+    t.send(Request::SetProtocolFeatures(ProtocolFeatures::PAGEFAULT));
+    t.send(Request::PostcopyAdvise);
+    assert_eq!(
+        t.complete(Completion::Userfaultfd(Err(1))),
+        [Out::Reply(Reply::Ack { request: FrontendCode::PostcopyAdvise, status: 1 })]
+    );
+}
