@@ -47,6 +47,7 @@ mod error;
 mod fd;
 mod features;
 mod framing;
+pub mod frontend;
 pub mod inflight;
 pub mod limits;
 pub mod message;

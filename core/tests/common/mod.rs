@@ -269,4 +269,5 @@ pub fn backend_replies() -> Vec<BackendReply> {
     out.push(BackendReply::SharedObjectLookup { status: 2, fd: None });
     out
 }
+pub mod pair;
 pub mod transcript;

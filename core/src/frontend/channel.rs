@@ -1,0 +1,170 @@
+//! The back-end channel (opened by SET_BACKEND_REQ_FD): requests from the back-end, surfaced to
+//! the VMM as events, and the VMM's answers, turned into the replies to send.
+//!
+//! Rules (spec "Back-end communication" and the BACKEND_* message descriptions): the channel exists
+//! only with BACKEND_REQ acked; each message needs its feature acked; descriptors need
+//! BACKEND_SEND_FD (and at most 8, checked by the parser); the front-end replies only when
+//! NEED_REPLY is set, except to BACKEND_SHARED_OBJECT_LOOKUP, which is always answered. A back-end
+//! waits for the reply it asked for, so a second such request before the answer is a protocol
+//! violation. This module must not act on a request itself: the VMM does.
+
+use zerocopy::FromBytes;
+
+use super::output::{BackendAnswer, Event, Output};
+use super::queue::Item;
+use super::{Frontend, FrontendError, Phase};
+use crate::message::{BackendReply, BackendRequest};
+use crate::wire::{BackendCode, Header, HeaderFlags};
+use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
+
+impl Frontend {
+    /// Handles one complete request frame from the back-end channel and its descriptors.
+    ///
+    /// An accepted request becomes an [`Event::BackendRequest`]; answer it with
+    /// [`Frontend::handle_backend_answer`]. An `Err` has already been acted on: the tokens are
+    /// released, a failure reply is queued if the back-end waits for one, and a broken stream
+    /// or protocol violation closes the connection.
+    pub fn handle_backend_request(
+        &mut self,
+        frame: &[u8],
+        fds: &[FdToken],
+    ) -> Result<(), FrontendError> {
+        if self.phase == Phase::Closed {
+            self.release(fds);
+            return Err(FrontendError::Closed);
+        }
+        let incoming = match BackendRequest::parse(frame, fds) {
+            Ok(incoming) => incoming,
+            Err(error) => {
+                let header = Header::read_from_prefix(frame).ok().map(|(h, _)| h);
+                let code = header.and_then(|h| BackendCode::from_u32(h.request.get()));
+                let need_reply =
+                    header.is_some_and(|h| h.flags.get() & HeaderFlags::NEED_REPLY.bits() != 0);
+                return Err(self.refuse_backend(code, need_reply, fds, error.into()));
+            }
+        };
+        let request = incoming.message;
+        let code = request.code();
+        let waiting = self.backend_pending.iter().find(|(_, waits)| *waits);
+        if let Some(&(pending, _)) = waiting {
+            let error = FrontendError::BackendRequestPending { pending, got: code };
+            self.release(fds);
+            self.close(error);
+            return Err(error);
+        }
+        if let Err(error) = self.check_backend_request(&request) {
+            return Err(self.refuse_backend(Some(code), incoming.need_reply, fds, error));
+        }
+        let waits = incoming.need_reply || code == BackendCode::SharedObjectLookup;
+        if self.backend_pending.push_back((code, waits)).is_err() {
+            // The VMM never answers: the session cannot keep up.
+            self.release(fds);
+            self.close(FrontendError::OutputOverflow);
+            return Err(FrontendError::OutputOverflow);
+        }
+        self.queues.push_event(Event::BackendRequest { request, need_reply: waits });
+        Ok(())
+    }
+
+    /// The VMM's answer to the oldest back-end request not answered yet (answers come in the
+    /// order of the events). Queues the reply if the back-end waits for one; otherwise sends
+    /// nothing. On `Err` a token in the answer stays with the caller.
+    pub fn handle_backend_answer(&mut self, answer: BackendAnswer) -> Result<(), FrontendError> {
+        if self.phase == Phase::Closed {
+            return Err(FrontendError::Closed);
+        }
+        let &(code, waits) = self.backend_pending.front().ok_or(FrontendError::NoBackendRequest)?;
+        let lookup = code == BackendCode::SharedObjectLookup;
+        let reply = match answer {
+            BackendAnswer::SharedObject(result) if lookup => Some(match result {
+                Ok(fd) => BackendReply::SharedObjectLookup { status: 0, fd: Some(fd) },
+                Err(status) => BackendReply::SharedObjectLookup { status: status.max(1), fd: None },
+            }),
+            BackendAnswer::Done(result) if !lookup => waits.then(|| BackendReply::Ack {
+                request: code,
+                status: result.err().map_or(0, |status| status.max(1)),
+            }),
+            _ => return Err(FrontendError::WrongBackendAnswer(code)),
+        };
+        self.backend_pending.pop_front();
+        if let Some(reply) = reply {
+            self.queues.push(Item::Out(Output::BackendReply(reply)));
+        }
+        Ok(())
+    }
+
+    /// Refuses a back-end request: releases its tokens and answers with a failure if the
+    /// back-end waits, or closes if the stream is broken.
+    fn refuse_backend(
+        &mut self,
+        code: Option<BackendCode>,
+        need_reply: bool,
+        fds: &[FdToken],
+        error: FrontendError,
+    ) -> FrontendError {
+        self.release(fds);
+        let status = error.status();
+        match code {
+            _ if error.is_stream_broken() => self.close(error),
+            Some(BackendCode::SharedObjectLookup) => {
+                let reply = BackendReply::SharedObjectLookup { status, fd: None };
+                self.queues.push(Item::Out(Output::BackendReply(reply)));
+            }
+            Some(request) if need_reply => {
+                let reply = BackendReply::Ack { request, status };
+                self.queues.push(Item::Out(Output::BackendReply(reply)));
+            }
+            _ => {}
+        }
+        error
+    }
+
+    fn check_backend_request(&self, request: &BackendRequest) -> Result<(), FrontendError> {
+        let code = request.code();
+        let need = |feature: ProtocolFeatures, name: &'static str| {
+            if self.is_acked(feature) {
+                Ok(())
+            } else {
+                Err(FrontendError::BackendNotNegotiated { code, feature: name })
+            }
+        };
+        let index = |index: VringIndex| match self.negotiated.queues {
+            Some(queues) if u16::from(index.0) >= queues => {
+                Err(FrontendError::BackendVringOutOfRange { code, index: index.0, queues })
+            }
+            _ => Ok(()),
+        };
+        need(ProtocolFeatures::BACKEND_REQ, "BACKEND_REQ")?;
+        if !request.fds().is_empty() {
+            need(ProtocolFeatures::BACKEND_SEND_FD, "BACKEND_SEND_FD")?;
+        }
+        match *request {
+            BackendRequest::IotlbMsg(_) => {
+                if !self.negotiated.features.contains(VirtioFeatures::ACCESS_PLATFORM) {
+                    return Err(FrontendError::BackendNotNegotiated {
+                        code,
+                        feature: "VIRTIO_F_ACCESS_PLATFORM",
+                    });
+                }
+                Ok(())
+            }
+            BackendRequest::ConfigChangeMsg => need(ProtocolFeatures::CONFIG, "CONFIG"),
+            BackendRequest::VringHostNotifierMsg { index: i, .. } => {
+                need(ProtocolFeatures::HOST_NOTIFIER, "HOST_NOTIFIER")?;
+                index(i)
+            }
+            BackendRequest::VringCall { index: i } | BackendRequest::VringErr { index: i } => {
+                need(ProtocolFeatures::INBAND_NOTIFICATIONS, "INBAND_NOTIFICATIONS")?;
+                index(i)
+            }
+            BackendRequest::SharedObjectAdd(_)
+            | BackendRequest::SharedObjectRemove(_)
+            | BackendRequest::SharedObjectLookup(_) => {
+                need(ProtocolFeatures::SHARED_OBJECT, "SHARED_OBJECT")
+            }
+            BackendRequest::ShmemMap { .. } | BackendRequest::ShmemUnmap(_) => {
+                need(ProtocolFeatures::SHMEM, "SHMEM")
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! VMM operations on the device as a whole: virtio features and dirty logging (SET_FEATURES),
+//! config space (GET/SET_CONFIG), status (SET/GET_STATUS), RESET_DEVICE, shared objects and the
+//! device-state transfer (SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE).
+//!
+//! Each operation checks the feature it needs and the state it is valid in, then queues its
+//! requests; the replies are matched in `reply.rs`. This module must not send what was not acked.
+
+use super::queue::Queued;
+use super::{Frontend, FrontendError};
+use crate::limits::MAX_CONFIG_SIZE;
+use crate::message::{ConfigFlags, Request, TransferDirection, TransferPhase, Uuid};
+use crate::wire::FrontendCode;
+use crate::{FdToken, ProtocolFeatures, VirtioFeatures};
+
+impl Frontend {
+    /// The features SET_FEATURES carries: the acked set, with VHOST_F_LOG_ALL while logging.
+    fn wire_features(&self) -> VirtioFeatures {
+        let mut features = self.negotiated.features;
+        features.set(VirtioFeatures::LOG_ALL, self.logging);
+        features
+    }
+
+    /// SET_FEATURES with a new acked set, such as the one the guest driver accepted. Bit 30 stays
+    /// as negotiated (it can only be acked once, before the rings start) and VHOST_F_LOG_ALL
+    /// follows [`Frontend::set_logging`].
+    pub fn set_features(&mut self, features: VirtioFeatures) -> Result<(), FrontendError> {
+        self.require_ready()?;
+        let mut features = features.difference(VirtioFeatures::LOG_ALL);
+        features.set(VirtioFeatures::PROTOCOL_FEATURES, self.is_protocol_acked());
+        let offered = self.negotiated.offered_features;
+        if !offered.contains(features) {
+            return Err(FrontendError::FeaturesNotOffered { offered, requested: features });
+        }
+        self.queues.reserve(1)?;
+        self.negotiated.features = features;
+        self.queues.push_request(Queued::Inline(Request::SetFeatures(self.wire_features())));
+        Ok(())
+    }
+
+    /// Turns dirty logging on or off by re-sending SET_FEATURES with or without VHOST_F_LOG_ALL
+    /// (spec "Migration"). Set the log area first with [`Frontend::set_log_base`].
+    pub fn set_logging(&mut self, on: bool) -> Result<(), FrontendError> {
+        self.require_ready()?;
+        if !self.negotiated.offered_features.contains(VirtioFeatures::LOG_ALL) {
+            return Err(FrontendError::NotNegotiated {
+                code: FrontendCode::SetFeatures,
+                feature: "VHOST_F_LOG_ALL",
+            });
+        }
+        self.queues.reserve(1)?;
+        self.logging = on;
+        self.queues.push_request(Queued::Inline(Request::SetFeatures(self.wire_features())));
+        Ok(())
+    }
+
+    /// GET_CONFIG (CONFIG): reads `size` bytes at `offset`, answered with
+    /// [`Event::ConfigRead`](super::Event::ConfigRead).
+    pub fn get_config(&mut self, offset: u32, size: u32) -> Result<(), FrontendError> {
+        self.require(FrontendCode::GetConfig, ProtocolFeatures::CONFIG, "CONFIG")?;
+        if size as usize > MAX_CONFIG_SIZE {
+            return Err(FrontendError::ConfigTooLarge {
+                size: size as usize,
+                max: MAX_CONFIG_SIZE,
+            });
+        }
+        let flags = ConfigFlags::Writable;
+        self.enqueue(&[Request::GetConfig { offset, size, flags }])
+    }
+
+    /// SET_CONFIG (CONFIG): writes `data` at `offset`; `flags` says whether it is a guest write
+    /// or a migration restore, which may touch read-only fields.
+    pub fn set_config(
+        &mut self,
+        offset: u32,
+        data: &[u8],
+        flags: ConfigFlags,
+    ) -> Result<(), FrontendError> {
+        let code = FrontendCode::SetConfig;
+        self.require(code, ProtocolFeatures::CONFIG, "CONFIG")?;
+        if data.len() > MAX_CONFIG_SIZE {
+            return Err(FrontendError::ConfigTooLarge { size: data.len(), max: MAX_CONFIG_SIZE });
+        }
+        if self.queues.is_queued(code) {
+            return Err(FrontendError::Busy(code));
+        }
+        self.queues.reserve(1)?;
+        self.config_out.clear();
+        // Cannot fail: data.len() <= MAX_CONFIG_SIZE, the capacity.
+        let _ = self.config_out.extend_from_slice(data);
+        self.queues.push_request(Queued::SetConfig { offset, flags });
+        Ok(())
+    }
+
+    /// SET_STATUS (STATUS): the virtio device status byte.
+    pub fn set_status(&mut self, status: u8) -> Result<(), FrontendError> {
+        self.require(FrontendCode::SetStatus, ProtocolFeatures::STATUS, "STATUS")?;
+        self.enqueue(&[Request::SetStatus(status)])
+    }
+
+    /// GET_STATUS (STATUS), answered with [`Event::Status`](super::Event::Status).
+    pub fn get_status(&mut self) -> Result<(), FrontendError> {
+        self.require(FrontendCode::GetStatus, ProtocolFeatures::STATUS, "STATUS")?;
+        self.enqueue(&[Request::GetStatus])
+    }
+
+    /// RESET_DEVICE (RESET_DEVICE): the back-end stops and disables every ring and forgets the
+    /// acked virtio features and the device state, keeping ownership, protocol features and
+    /// memory. Re-send the features with [`Frontend::set_features`] before starting rings again.
+    pub fn reset_device(&mut self) -> Result<(), FrontendError> {
+        let code = FrontendCode::ResetDevice;
+        self.require(code, ProtocolFeatures::RESET_DEVICE, "RESET_DEVICE")?;
+        self.enqueue(&[Request::ResetDevice])?;
+        self.started = [0; crate::limits::MAX_VRINGS / 64];
+        self.logging = false;
+        Ok(())
+    }
+
+    /// GET_SHARED_OBJECT (SHARED_OBJECT), answered with
+    /// [`Event::SharedObject`](super::Event::SharedObject).
+    pub fn get_shared_object(&mut self, uuid: Uuid) -> Result<(), FrontendError> {
+        let code = FrontendCode::GetSharedObject;
+        self.require(code, ProtocolFeatures::SHARED_OBJECT, "SHARED_OBJECT")?;
+        self.enqueue(&[Request::GetSharedObject(uuid)])
+    }
+
+    /// SET_DEVICE_STATE_FD (DEVICE_STATE): starts saving (`Save`) or loading (`Load`) the
+    /// back-end's state over `fd` (handed off), answered with
+    /// [`Event::DeviceStateFd`](super::Event::DeviceStateFd). Spec "Migrating back-end state":
+    /// only while the device is suspended, so every ring must be stopped first.
+    pub fn set_device_state_fd(
+        &mut self,
+        direction: TransferDirection,
+        fd: FdToken,
+    ) -> Result<(), FrontendError> {
+        let code = FrontendCode::SetDeviceStateFd;
+        self.require(code, ProtocolFeatures::DEVICE_STATE, "DEVICE_STATE")?;
+        if !self.is_suspended() {
+            return Err(FrontendError::NotSuspended { code });
+        }
+        let phase = TransferPhase::Stopped;
+        self.enqueue(&[Request::SetDeviceStateFd { direction, phase, fd }])
+    }
+
+    /// CHECK_DEVICE_STATE (DEVICE_STATE): once the transfer reached EOF, asks whether it
+    /// succeeded; [`Event::Done`](super::Event::Done) or [`Event::Failed`](super::Event::Failed).
+    pub fn check_device_state(&mut self) -> Result<(), FrontendError> {
+        let code = FrontendCode::CheckDeviceState;
+        self.require(code, ProtocolFeatures::DEVICE_STATE, "DEVICE_STATE")?;
+        self.enqueue(&[Request::CheckDeviceState])
+    }
+}

@@ -1,0 +1,249 @@
+//! Errors of the front-end state machine.
+//!
+//! A [`FrontendError`] says what the back-end sent that does not fit the session (a reply nobody
+//! waits for, a malformed payload, a back-end request for a feature that was not negotiated), what
+//! the back-end refused (a non-zero status), or why a call of the VMM cannot be honoured now, with
+//! the values involved. This module does not decide what an error costs the connection: the
+//! `Frontend` decides that in one place (`Frontend::fail`).
+
+use crate::regions::RegionError;
+use crate::wire::{BackendCode, FrontendCode};
+use crate::{ProtocolFeatures, VirtioFeatures, WireError};
+
+/// A reply or back-end request the front-end refuses, a failure the back-end reported, or a call
+/// the front-end cannot make now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrontendError {
+    /// A reply or back-end request could not be parsed.
+    #[error("malformed message from the back-end: {0}")]
+    Wire(#[from] WireError),
+    /// A reply arrived while no request was waiting for one.
+    #[error("unexpected reply to {code}: no request waits for a reply")]
+    UnexpectedReply {
+        /// The request the reply claims to answer.
+        code: FrontendCode,
+    },
+    /// A reply answers another request than the one waiting.
+    #[error("reply to {got} while {expected} waits for its reply")]
+    WrongReply {
+        /// The request waiting.
+        expected: FrontendCode,
+        /// The request the reply answers.
+        got: FrontendCode,
+    },
+    /// The reply has the right code but not the form the waiting request is answered with.
+    #[error("{code}: unexpected reply payload ({what})")]
+    UnexpectedPayload {
+        /// The request waiting.
+        code: FrontendCode,
+        /// What was received instead.
+        what: &'static str,
+    },
+    /// GET_VRING_BASE (or its skip-drain variant) was answered for another ring.
+    #[error("{code}: reply for vring {got}, vring {expected} was asked")]
+    WrongVring {
+        /// The request waiting.
+        code: FrontendCode,
+        /// The ring asked for.
+        expected: u8,
+        /// The ring the reply names.
+        got: u8,
+    },
+    /// GET_CONFIG was answered with another offset or size than asked (spec: the reply has
+    /// exactly the requested size, or size 0 on failure).
+    #[error("GET_CONFIG: {got} bytes at {got_offset} returned, {size} bytes at {offset} asked")]
+    ConfigMismatch {
+        /// Offset asked for.
+        offset: u32,
+        /// Size asked for.
+        size: u32,
+        /// Offset of the reply.
+        got_offset: u32,
+        /// Size of the reply.
+        got: usize,
+    },
+    /// The back-end answered GET_CONFIG with an empty payload: it could not read its config.
+    #[error("GET_CONFIG of {size} bytes at {offset}: the back-end could not read its config")]
+    ConfigReadFailed {
+        /// Offset asked for.
+        offset: u32,
+        /// Size asked for.
+        size: u32,
+    },
+    /// The back-end reported failure: a non-zero REPLY_ACK `u64` or reply status.
+    #[error("{request}: the back-end failed with status {status}")]
+    Nack {
+        /// The request that failed.
+        request: FrontendCode,
+        /// The status the back-end sent.
+        status: u64,
+    },
+    /// The back-end reported a value the front-end cannot use.
+    #[error("{code}: the back-end reported {value}, outside {min}..={max}")]
+    OutOfRange {
+        /// The request answered.
+        code: FrontendCode,
+        /// The value reported.
+        value: u64,
+        /// The smallest usable value.
+        min: u64,
+        /// The largest usable value.
+        max: u64,
+    },
+    /// The call needs a feature that was not negotiated.
+    #[error("{code}: needs {feature}, which is not negotiated")]
+    NotNegotiated {
+        /// The request the call would send.
+        code: FrontendCode,
+        /// The missing feature, by its spec name.
+        feature: &'static str,
+    },
+    /// The call needs a completed handshake (wait for `Event::Connected`).
+    #[error("the handshake has not completed")]
+    NotConnected,
+    /// `connect` or `restore` was called on a session that already started one.
+    #[error("the handshake was already started")]
+    AlreadyConnected,
+    /// The connection was closed; nothing more can be sent.
+    #[error("the connection is closed")]
+    Closed,
+    /// Saved protocol features that this front-end cannot drive or that break a dependency.
+    #[error("saved protocol features {0:?} are unsupported or miss a prerequisite")]
+    InconsistentFeatures(ProtocolFeatures),
+    /// BACKEND_REQ is to be acked but no back-end channel socket was given.
+    #[error("BACKEND_REQ needs the back-end channel socket")]
+    NoBackendChannel,
+    /// The call would queue more requests than fit; drain outputs and feed replies first.
+    #[error("{needed} more requests do not fit the queue of {capacity}")]
+    QueueFull {
+        /// Requests the call needs to queue.
+        needed: usize,
+        /// Capacity of the queue.
+        capacity: usize,
+    },
+    /// The one buffer this message is staged in holds a message that was not sent yet.
+    #[error("a {0} is already queued")]
+    Busy(FrontendCode),
+    /// More regions than one SET_MEM_TABLE carries.
+    #[error("SET_MEM_TABLE takes at most {max} regions, {got} given")]
+    TooManyRegions {
+        /// Regions given.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A memory region the front-end refuses to send.
+    #[error("{code}: {error}")]
+    Memory {
+        /// The request.
+        code: FrontendCode,
+        /// What is wrong with the region.
+        error: RegionError,
+    },
+    /// A vring index beyond the queue count the back-end reported.
+    #[error("vring {index} out of range, the back-end has {queues} queues")]
+    VringOutOfRange {
+        /// The index.
+        index: u8,
+        /// The queue count.
+        queues: u16,
+    },
+    /// The ring is started; this call is only valid for a stopped ring.
+    #[error("{code}: vring {index} is started")]
+    VringStarted {
+        /// The request.
+        code: FrontendCode,
+        /// The ring.
+        index: u8,
+    },
+    /// The call is only valid while the device is suspended (all rings stopped).
+    #[error("{code}: every ring must be stopped first")]
+    NotSuspended {
+        /// The request.
+        code: FrontendCode,
+    },
+    /// SET_FEATURES with bits the back-end did not offer.
+    #[error("virtio features {requested:?} are not a subset of the offered {offered:?}")]
+    FeaturesNotOffered {
+        /// What the back-end offered.
+        offered: VirtioFeatures,
+        /// What was asked for.
+        requested: VirtioFeatures,
+    },
+    /// A config-space transfer larger than the config space can be.
+    #[error("config transfer of {size} bytes exceeds {max}")]
+    ConfigTooLarge {
+        /// Bytes asked for.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A back-end request needs a feature that was not negotiated.
+    #[error("{code}: needs {feature}, which is not negotiated")]
+    BackendNotNegotiated {
+        /// The back-end request.
+        code: BackendCode,
+        /// The missing feature, by its spec name.
+        feature: &'static str,
+    },
+    /// A back-end request names a ring the back-end does not have.
+    #[error("{code}: vring {index} out of range, the back-end has {queues} queues")]
+    BackendVringOutOfRange {
+        /// The back-end request.
+        code: BackendCode,
+        /// The index.
+        index: u8,
+        /// The queue count.
+        queues: u16,
+    },
+    /// A back-end request arrived while another still waits for its answer.
+    #[error("{got} arrived while {pending} still waits for its answer")]
+    BackendRequestPending {
+        /// The request waiting.
+        pending: BackendCode,
+        /// The request that arrived.
+        got: BackendCode,
+    },
+    /// An answer was given while no back-end request waits for one.
+    #[error("no back-end request waits for an answer")]
+    NoBackendRequest,
+    /// The answer does not fit the back-end request waiting (a lookup needs an fd or a status).
+    #[error("{0} needs another kind of answer")]
+    WrongBackendAnswer(BackendCode),
+    /// The caller let outputs pile up without draining them; the session cannot go on.
+    #[error("outputs were not drained after an input")]
+    OutputOverflow,
+}
+
+impl FrontendError {
+    /// A non-zero status for refusing a back-end request, errno-like by kind.
+    pub fn status(&self) -> u64 {
+        const EBUSY: u64 = 16;
+        const EINVAL: u64 = 22;
+        const ERANGE: u64 = 34;
+        const ENOTSUP: u64 = 95;
+        match self {
+            Self::BackendNotNegotiated { .. } | Self::NotNegotiated { .. } => ENOTSUP,
+            Self::BackendVringOutOfRange { .. } | Self::VringOutOfRange { .. } => ERANGE,
+            Self::BackendRequestPending { .. } => EBUSY,
+            Self::Nack { status, .. } if *status != 0 => *status,
+            _ => EINVAL,
+        }
+    }
+
+    /// Whether the error leaves the byte stream without a trusted message boundary.
+    pub(super) fn is_stream_broken(&self) -> bool {
+        matches!(
+            self,
+            Self::Wire(
+                WireError::TruncatedHeader { .. }
+                    | WireError::BadVersion { .. }
+                    | WireError::ReservedFlags { .. }
+                    | WireError::FrameLength { .. }
+                    | WireError::PayloadTooLarge { .. }
+                    | WireError::UnexpectedReplyFlag { .. }
+            )
+        )
+    }
+}

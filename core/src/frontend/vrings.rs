@@ -1,0 +1,154 @@
+//! VMM operations on vrings: start (SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR,
+//! SET_VRING_CALL, SET_VRING_KICK, SET_VRING_ENABLE), stop (SET_VRING_ENABLE 0, GET_VRING_BASE)
+//! and the single messages for a running ring.
+//!
+//! Rules (spec "Ring states", "Starting and stopping rings"): a ring starts when the back-end gets
+//! its kick fd and stops on GET_VRING_BASE, whose reply is the base to resume from; with
+//! VHOST_USER_F_PROTOCOL_FEATURES acked rings are enabled only by SET_VRING_ENABLE, which is only
+//! valid then. The front-end tracks which rings it started, to refuse restarting a running ring and
+//! to know when the device is suspended. It never touches an eventfd.
+
+use super::output::VringSetup;
+use super::{Frontend, FrontendError};
+use crate::message::{Request, VringAddr, VringAddrFlags, VringFd};
+use crate::wire::FrontendCode;
+use crate::{FdToken, ProtocolFeatures, VringIndex};
+
+impl Frontend {
+    fn check_vring(&self, index: VringIndex) -> Result<(), FrontendError> {
+        self.require_ready()?;
+        match self.negotiated.queues {
+            Some(queues) if u16::from(index.0) >= queues => {
+                Err(FrontendError::VringOutOfRange { index: index.0, queues })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn require_enable(&self) -> Result<(), FrontendError> {
+        if self.is_protocol_acked() {
+            Ok(())
+        } else {
+            Err(FrontendError::NotNegotiated {
+                code: FrontendCode::SetVringEnable,
+                feature: "VHOST_USER_F_PROTOCOL_FEATURES",
+            })
+        }
+    }
+
+    /// Starts a stopped ring: SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_CALL,
+    /// SET_VRING_KICK and, with VHOST_USER_F_PROTOCOL_FEATURES acked, SET_VRING_ENABLE 1.
+    ///
+    /// The call fd goes before the kick fd because the kick starts the ring, and a started ring
+    /// must be able to notify (crosvm refuses a kick before the call fd). The fds are handed off.
+    pub fn start_vring(
+        &mut self,
+        index: VringIndex,
+        setup: VringSetup,
+    ) -> Result<(), FrontendError> {
+        self.check_vring(index)?;
+        if self.is_vring_started(index) {
+            return Err(FrontendError::VringStarted {
+                code: FrontendCode::SetVringKick,
+                index: index.0,
+            });
+        }
+        let flags = if setup.log.is_some() { VringAddrFlags::LOG } else { VringAddrFlags::empty() };
+        let addr = VringAddr {
+            index,
+            flags,
+            descriptor: setup.descriptor,
+            used: setup.used,
+            available: setup.available,
+            log: setup.log.unwrap_or(0),
+        };
+        let requests = [
+            Request::SetVringNum { index, num: setup.size },
+            Request::SetVringBase { index, base: setup.base },
+            Request::SetVringAddr(addr),
+            Request::SetVringCall(VringFd { index, fd: setup.call }),
+            Request::SetVringKick(VringFd { index, fd: setup.kick }),
+            Request::SetVringEnable { index, enable: true },
+        ];
+        let n = if self.is_protocol_acked() { requests.len() } else { requests.len() - 1 };
+        self.enqueue(&requests[..n])?;
+        self.set_started(index, true);
+        Ok(())
+    }
+
+    /// Stops a ring: SET_VRING_ENABLE 0 (with VHOST_USER_F_PROTOCOL_FEATURES acked, as QEMU has
+    /// done since 7.2) and GET_VRING_BASE, which the back-end answers once the ring has drained and
+    /// stopped. [`Event::VringStopped`](super::Event::VringStopped) carries the base.
+    pub fn stop_vring(&mut self, index: VringIndex) -> Result<(), FrontendError> {
+        self.check_vring(index)?;
+        self.stop(index, Request::GetVringBase { index })
+    }
+
+    /// Stops a ring without draining (GET_VRING_BASE_SKIP_DRAIN): in-flight requests are
+    /// recorded in the inflight area instead.
+    pub fn stop_vring_skip_drain(&mut self, index: VringIndex) -> Result<(), FrontendError> {
+        let code = FrontendCode::GetVringBaseSkipDrain;
+        let feature = ProtocolFeatures::GET_VRING_BASE_SKIP_DRAIN;
+        self.require(code, feature, "GET_VRING_BASE_SKIP_DRAIN")?;
+        self.check_vring(index)?;
+        self.stop(index, Request::GetVringBaseSkipDrain { index })
+    }
+
+    fn stop(&mut self, index: VringIndex, get_base: Request<'static>) -> Result<(), FrontendError> {
+        if self.is_protocol_acked() {
+            self.enqueue(&[Request::SetVringEnable { index, enable: false }, get_base])?;
+        } else {
+            self.enqueue(&[get_base])?;
+        }
+        self.set_started(index, false);
+        Ok(())
+    }
+
+    /// SET_VRING_ENABLE (needs VHOST_USER_F_PROTOCOL_FEATURES acked).
+    pub fn set_vring_enable(
+        &mut self,
+        index: VringIndex,
+        enable: bool,
+    ) -> Result<(), FrontendError> {
+        self.check_vring(index)?;
+        self.require_enable()?;
+        self.enqueue(&[Request::SetVringEnable { index, enable }])
+    }
+
+    /// SET_VRING_CALL: a new call eventfd (handed off), or none.
+    pub fn set_vring_call(
+        &mut self,
+        index: VringIndex,
+        fd: Option<FdToken>,
+    ) -> Result<(), FrontendError> {
+        self.check_vring(index)?;
+        self.enqueue(&[Request::SetVringCall(VringFd { index, fd })])
+    }
+
+    /// SET_VRING_ERR: an error eventfd (handed off), or none.
+    pub fn set_vring_err(
+        &mut self,
+        index: VringIndex,
+        fd: Option<FdToken>,
+    ) -> Result<(), FrontendError> {
+        self.check_vring(index)?;
+        self.enqueue(&[Request::SetVringErr(VringFd { index, fd })])
+    }
+
+    /// SET_VRING_ADDR on its own, e.g. to switch VHOST_VRING_F_LOG of a started ring when
+    /// logging is turned on or off.
+    pub fn set_vring_addr(&mut self, addr: VringAddr) -> Result<(), FrontendError> {
+        self.check_vring(addr.index)?;
+        self.enqueue(&[Request::SetVringAddr(addr)])
+    }
+
+    /// VRING_KICK (INBAND_NOTIFICATIONS): an in-band kick, which also starts a stopped ring.
+    pub fn vring_kick(&mut self, index: VringIndex) -> Result<(), FrontendError> {
+        let code = FrontendCode::VringKick;
+        self.require(code, ProtocolFeatures::INBAND_NOTIFICATIONS, "INBAND_NOTIFICATIONS")?;
+        self.check_vring(index)?;
+        self.enqueue(&[Request::VringKick { index }])?;
+        self.set_started(index, true);
+        Ok(())
+    }
+}
