@@ -1,4 +1,5 @@
-//! The std runtime around `vhu-core`: descriptor passing, descriptor ownership and guest memory.
+//! The std runtime around `vhu-core`: descriptor passing, descriptor ownership, guest memory, the
+//! device interface, and a blocking driver and daemon.
 //!
 //! `vhu-core` is sans-io: it names descriptors by opaque tokens and asks for memory mappings with
 //! actions. This crate supplies the pieces that touch the operating system:
@@ -9,17 +10,35 @@
 //!   [`FdToken`](vhu_core::FdToken).
 //! - [`memory`]: [`MemoryMap`], guest memory mapped from the front-end's regions with `vm-memory`
 //!   and swapped atomically for workers.
+//! - [`device`]: the [`Device`] trait a device author implements; [`worker`]: an optional
+//!   thread-per-queue implementation of its queue methods.
+//! - [`driver`]: [`Connection`], the blocking loop that serves one front-end with a `Backend`;
+//!   [`daemon`]: [`Daemon`], which accepts front-ends one at a time.
 //!
 //! It must never re-implement a protocol rule: which message carries which descriptors, when a
 //! region may be added or removed, and whether an error is answered or closes the connection are all
 //! decided by `vhu-core`. Linux only (SCM_RIGHTS, `MSG_CMSG_CLOEXEC`, memfd-backed guest memory).
 
+pub mod daemon;
+pub mod device;
+pub mod driver;
 pub mod fd_table;
 pub mod memory;
 pub mod scm;
+pub mod worker;
 
+pub use daemon::{Daemon, DaemonError, Disconnect, Listen};
+pub use device::{Device, DeviceError, Notifier, Queue};
+pub use driver::{BackendRequests, Connection, DeviceRequest, DriverError};
 pub use fd_table::{FdTable, TokensExhausted};
 pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
 pub use vhu_core;
 pub use vm_memory;
+pub use worker::{QueueContext, QueueHandler, Workers};
+
+/// A poll timeout; durations beyond what `Timespec` holds become the longest it holds.
+pub(crate) fn timespec(duration: std::time::Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec::try_from(duration)
+        .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
+}

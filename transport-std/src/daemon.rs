@@ -1,0 +1,166 @@
+//! A blocking back-end daemon: a listening Unix socket and one [`Device`], serving one front-end
+//! at a time.
+//!
+//! Each accepted connection gets a fresh `Backend` and is served by the driver
+//! ([`Connection`]) until it ends; ending it stops every queue, resets the device, unmaps every
+//! region and closes every descriptor of the session. The daemon then accepts the next
+//! connection. A connection that misbehaves only ends itself.
+//!
+//! This module must not implement protocol behaviour: it only owns the listener and the device.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use vhu_core::backend::SpecError;
+
+use crate::device::Device;
+use crate::driver::{Connection, DriverError};
+
+/// Where the daemon listens.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Listen {
+    /// Bind a new socket at this path (it must not exist yet). The daemon removes it when
+    /// dropped.
+    Path(PathBuf),
+    /// An inherited descriptor of a bound, listening Unix stream socket.
+    Fd(OwnedFd),
+    /// A listener the caller set up.
+    Listener(UnixListener),
+}
+
+/// The daemon could not start or go on accepting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The device's spec cannot be served.
+    #[error("the device spec is invalid: {0}")]
+    Spec(#[from] SpecError),
+    /// Binding the socket path failed.
+    #[error("binding {}: {source}", path.display())]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The inherited descriptor is not a usable Unix stream listener.
+    #[error("the inherited descriptor is not a listening Unix socket: {0}")]
+    Listener(#[source] std::io::Error),
+    /// `accept` failed with an error that retrying would not fix.
+    #[error("accepting a connection failed: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
+/// How a served connection ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// The front-end hung up between messages.
+    HungUp,
+    /// The connection was closed because of this error.
+    Closed(DriverError),
+}
+
+/// A back-end daemon; see the module docs.
+#[derive(Debug)]
+pub struct Daemon<D: Device> {
+    device: D,
+    listener: UnixListener,
+    bound: Option<BoundPath>,
+}
+
+impl<D: Device> Daemon<D> {
+    /// A daemon for `device` listening as `listen` says. The device's spec is checked here.
+    pub fn new(device: D, listen: Listen) -> Result<Self, DaemonError> {
+        device.spec().validate()?;
+        let (listener, bound) = match listen {
+            Listen::Path(path) => match UnixListener::bind(&path) {
+                Ok(listener) => (listener, Some(BoundPath(path))),
+                Err(source) => return Err(DaemonError::Bind { path, source }),
+            },
+            Listen::Fd(fd) => {
+                let listener = UnixListener::from(fd);
+                listener.local_addr().map_err(DaemonError::Listener)?;
+                (listener, None)
+            }
+            Listen::Listener(listener) => (listener, None),
+        };
+        listener.set_nonblocking(false).map_err(DaemonError::Listener)?;
+        Ok(Self { device, listener, bound })
+    }
+
+    /// The socket path, when the daemon bound it.
+    pub fn path(&self) -> Option<&Path> {
+        self.bound.as_ref().map(|b| b.0.as_path())
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// The device, mutably (between connections).
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
+    /// Accepts one front-end and serves it until it disconnects.
+    pub fn serve_one(&mut self) -> Result<Disconnect, DaemonError> {
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(error) => return Err(DaemonError::Accept(error)),
+            }
+        };
+        Ok(self.serve_stream(stream))
+    }
+
+    /// Serves front-ends one after the other until `accept` fails. `on_disconnect` sees how each
+    /// connection ended and returns whether to accept the next one.
+    pub fn serve(
+        &mut self,
+        mut on_disconnect: impl FnMut(&Disconnect) -> bool,
+    ) -> Result<(), DaemonError> {
+        loop {
+            let end = self.serve_one()?;
+            if !on_disconnect(&end) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Serves an already connected stream until it disconnects.
+    pub fn serve_stream(&mut self, stream: UnixStream) -> Disconnect {
+        if let Err(error) = stream.set_nonblocking(false) {
+            return Disconnect::Closed(DriverError::Setup(error));
+        }
+        let result = Connection::new(&mut self.device, stream).and_then(Connection::run);
+        match result {
+            Ok(()) => Disconnect::HungUp,
+            Err(error) => Disconnect::Closed(error),
+        }
+    }
+
+    /// The device, once the daemon is no longer needed (the socket path is removed).
+    pub fn into_device(self) -> D {
+        self.device
+    }
+}
+
+/// A socket path the daemon bound; removed when dropped.
+#[derive(Debug)]
+struct BoundPath(PathBuf);
+
+impl Drop for BoundPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

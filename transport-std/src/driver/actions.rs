@@ -1,0 +1,225 @@
+//! Carrying out one `Action`: guest memory, per-ring eventfds, device calls, inflight areas,
+//! device-state transfers, the back-end channel socket and descriptor releases.
+//!
+//! Every descriptor token an action hands off is taken out of the table here (kept or closed).
+//! Every action that completes records exactly one [`Owed`] completion, success or failure. Local
+//! failures become errno-like statuses; whether a failure is answered or closes the connection is
+//! the back-end's decision.
+//!
+//! This module must not validate requests (core did) nor reorder actions.
+
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use vhu_core::backend::{Action, VringConfig};
+use vhu_core::message::VringBase;
+use vhu_core::{FdToken, VringIndex};
+
+use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
+use super::transfer::Transfer;
+use super::{Owed, Run, Session};
+use crate::device::{Device, Queue};
+use crate::memory::MemoryError;
+
+impl<D: Device + ?Sized> Session<'_, D> {
+    pub(super) fn execute(&mut self, action: Action<'_>) {
+        match action {
+            Action::UnmapAll => self.memory.clear(),
+            Action::MapRegion { region, fd } => {
+                let result = match self.fds.take(fd) {
+                    Some(fd) => self.memory.add(&region, fd).map_err(|e| memory_status(&e)),
+                    None => Err(EBADF),
+                };
+                self.owe(Owed::Done(result));
+            }
+            Action::UnmapRegion(region) => {
+                // Core removed the region from its table; a map that does not have it is
+                // already in the state core wants.
+                let _ = self.memory.remove(region.guest_address, region.size);
+            }
+            Action::MapLog { fd, .. } => {
+                // Dirty-page logging is not implemented by this driver.
+                self.fds.release(fd);
+                self.owe(Owed::Done(Err(ENOTSUP)));
+            }
+            Action::SetLogFd(fd) => self.log_fd = self.fds.take(fd),
+            Action::SetLogging(_) | Action::SendRarp(_) | Action::SetMtu(_) => {}
+            Action::FeaturesAcked(features) => self.device.acked_features(features),
+            Action::StartVring { index, config, kick, enabled } => {
+                let kick = self.take_optional(kick);
+                self.start_vring(index, config, kick, enabled);
+            }
+            Action::ReplaceKick { index, kick } => {
+                let kick = self.take_optional(kick);
+                if self.is_running(index) {
+                    self.device.replace_kick(index, kick);
+                }
+            }
+            Action::UpdateVring { index, config } => {
+                if self.is_running(index) {
+                    self.device.update_queue(index, config);
+                }
+            }
+            Action::SetVringEnabled { index, enabled } => {
+                if self.is_running(index) {
+                    self.device.set_queue_enabled(index, enabled);
+                }
+            }
+            Action::StopVring { index, drain } => {
+                let base = self.stop_vring(index, drain);
+                self.owe(Owed::Stopped { index, base });
+            }
+            Action::SetVringCall { index, fd } => {
+                let fd = self.take_optional(fd);
+                if let Some(ring) = self.rings.get(usize::from(index.0)) {
+                    drop(ring.call.set(fd));
+                }
+            }
+            Action::SetVringErr { index, fd } => {
+                let fd = self.take_optional(fd);
+                if let Some(ring) = self.rings.get(usize::from(index.0)) {
+                    drop(ring.err.set(fd));
+                }
+            }
+            Action::Kick(index) => {
+                if self.is_running(index) {
+                    self.device.kick(index);
+                }
+            }
+            Action::ReadConfig { offset, size } => {
+                let mut data = vec![0; size as usize];
+                let read = self.device.read_config(offset, &mut data);
+                self.owe(Owed::Config(read.ok().map(|()| data)));
+            }
+            Action::WriteConfig { offset, data, migration } => {
+                let result = self.device.write_config(offset, data, migration);
+                self.owe(Owed::Done(result.map_err(|e| e.status())));
+            }
+            Action::SetStatus(status) => self.device.set_status(status),
+            Action::ResetDevice => {
+                self.stop_queues();
+                self.device.reset();
+            }
+            Action::AllocateInflight { mmap_size, .. } => {
+                let result = self.allocate_inflight(mmap_size);
+                self.owe(Owed::Inflight(result));
+            }
+            Action::SetInflight { fd, .. } => {
+                let result = match self.fds.take(fd) {
+                    Some(fd) => {
+                        self.inflight = Some(fd);
+                        Ok(())
+                    }
+                    None => Err(EBADF),
+                };
+                self.owe(Owed::Done(result));
+            }
+            Action::SetBackendChannel(fd) => {
+                if let Some(fd) = self.fds.take(fd) {
+                    self.channel.set_socket(fd);
+                }
+            }
+            Action::Iotlb(_) => self.owe(Owed::Done(Err(ENOTSUP))),
+            Action::GetSharedObject(_) => self.owe(Owed::SharedObject(Err(ENOENT))),
+            Action::SetDeviceStateFd { direction, fd, .. } => {
+                let result = match self.fds.take(fd) {
+                    Some(fd) => {
+                        self.transfer = Some(Transfer { direction, fd });
+                        self.transfer_result = None;
+                        Ok(None)
+                    }
+                    None => Err(EBADF as u8),
+                };
+                self.owe(Owed::DeviceState(result));
+            }
+            Action::CheckDeviceState => {
+                let result = match self.transfer_result.take() {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(error)) => Err(error.status()),
+                    None => Err(EINVAL),
+                };
+                self.owe(Owed::Done(result));
+            }
+            // Postcopy migration (userfaultfd) is not implemented by this driver.
+            Action::PostcopyAdvise => self.owe(Owed::Userfaultfd(Err(ENOTSUP))),
+            Action::PostcopyListen | Action::PostcopyEnd => self.owe(Owed::Done(Err(ENOTSUP))),
+            Action::CloseFd(token) => {
+                self.fds.release(token);
+            }
+        }
+    }
+
+    fn take_optional(&mut self, token: Option<FdToken>) -> Option<OwnedFd> {
+        token.and_then(|token| self.fds.take(token))
+    }
+
+    fn is_running(&self, index: VringIndex) -> bool {
+        matches!(self.rings.get(usize::from(index.0)).map(|r| r.run), Some(Run::Running))
+    }
+
+    fn start_vring(
+        &mut self,
+        index: VringIndex,
+        config: VringConfig,
+        kick: Option<OwnedFd>,
+        enabled: bool,
+    ) {
+        let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return };
+        if let Run::Running = ring.run {
+            // Core starts only stopped rings; keep the device's view consistent regardless.
+            let _ = self.device.stop_queue(index, false);
+        }
+        let queue = Queue {
+            index,
+            config,
+            kick,
+            call: ring.call.clone(),
+            err: ring.err.clone(),
+            enabled,
+            memory: self.memory.memory(),
+        };
+        match self.device.start_queue(queue) {
+            Ok(()) => ring.run = Run::Running,
+            Err(_) => {
+                ring.run = Run::Failed(config.base);
+                let _ = ring.err.notify();
+            }
+        }
+    }
+
+    fn stop_vring(&mut self, index: VringIndex, drain: bool) -> VringBase {
+        let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return VringBase(0) };
+        let base = match ring.run {
+            Run::Running => self.device.stop_queue(index, drain),
+            Run::Failed(base) => base,
+            Run::Stopped => VringBase(0),
+        };
+        ring.run = Run::Stopped;
+        base
+    }
+
+    /// A zeroed shared-memory area for inflight tracking: one descriptor is kept, a duplicate is
+    /// handed to core for the reply.
+    fn allocate_inflight(&mut self, size: u64) -> Result<(FdToken, u64), u64> {
+        let errno = |errno: rustix::io::Errno| u64::from(errno.raw_os_error().unsigned_abs());
+        let area = memfd_create("vhu-inflight", MemfdFlags::CLOEXEC).map_err(errno)?;
+        ftruncate(&area, size).map_err(errno)?;
+        let copy = area
+            .try_clone()
+            .map_err(|e| e.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(EIO))?;
+        let token = self.fds.insert(copy).map_err(|_| EIO)?;
+        self.inflight = Some(area);
+        Ok((token, 0))
+    }
+}
+
+/// The status of a region that could not be mapped.
+fn memory_status(error: &MemoryError) -> u64 {
+    match error {
+        MemoryError::Stat(io) => {
+            io.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(EIO)
+        }
+        MemoryError::Map { .. } => 12, // ENOMEM
+        _ => EINVAL,
+    }
+}

@@ -1,0 +1,274 @@
+//! Thread-per-queue workers: an optional implementation of [`Device`](crate::Device)'s queue
+//! methods.
+//!
+//! [`Workers::start`] runs a [`QueueHandler`] on its own thread. The thread waits on the queue's
+//! kick eventfd and on a control eventfd, and calls [`QueueHandler::process`] when there may be
+//! work: when the queue starts enabled, whenever it becomes enabled (buffers made available while
+//! it was disabled get no kick), after each kick while enabled, after an in-band kick or a new
+//! kick fd, and every [`POLL_INTERVAL`] while enabled without a kick fd (polling mode). A kick
+//! that arrives while the queue is disabled stays in its eventfd and is not lost.
+//!
+//! [`Workers::stop`] asks the thread to stop, waits for it and hands the handler back; the handler
+//! then says where the ring stopped ([`QueueHandler::base`]). `process` runs to completion before
+//! a stop is seen, so a handler that finishes its requests inside `process` is drained when it
+//! stops.
+//!
+//! This module must not interpret rings (that is the handler's job) nor know protocol messages.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+use rustix::io::Errno;
+use vhu_core::backend::VringConfig;
+use vhu_core::message::VringBase;
+use vhu_core::VringIndex;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::device::{DeviceError, Notifier, Queue};
+
+/// How often a queue without a kick fd is processed while enabled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The work of one queue, run on its worker thread.
+pub trait QueueHandler: Send + 'static {
+    /// Processes the buffers available now; see the module docs for when it is called.
+    fn process(&mut self, queue: &QueueContext);
+
+    /// Where the ring stands (next available index; packed rings: with used index and wrap
+    /// counters). Called after the worker stopped.
+    fn base(&self) -> VringBase;
+}
+
+/// What a handler sees of its queue.
+#[derive(Debug)]
+pub struct QueueContext {
+    /// The queue.
+    pub index: VringIndex,
+    /// The ring's configuration (updated by [`Workers::update`]).
+    pub config: VringConfig,
+    /// Guest memory; take one snapshot per call of `process`.
+    pub memory: GuestMemoryAtomic<GuestMemoryMmap>,
+    /// Used-buffer notifications.
+    pub call: Notifier,
+    /// Error notifications.
+    pub err: Notifier,
+}
+
+/// Requests to a worker, applied at its next wake-up.
+#[derive(Debug, Default)]
+struct Commands {
+    stop: bool,
+    enabled: bool,
+    kick: Option<Option<OwnedFd>>,
+    config: Option<VringConfig>,
+    kicked: bool,
+}
+
+#[derive(Debug)]
+struct Control {
+    wake: OwnedFd,
+    commands: Mutex<Commands>,
+}
+
+impl Control {
+    fn update(&self, change: impl FnOnce(&mut Commands)) {
+        change(&mut self.commands.lock().unwrap_or_else(PoisonError::into_inner));
+        // A full counter (EAGAIN) already means "wake up"; nothing else can fail on an eventfd.
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+}
+
+#[derive(Debug)]
+struct Worker<H> {
+    control: Arc<Control>,
+    thread: JoinHandle<H>,
+}
+
+/// The running workers of a device, by queue. Dropping it stops them all.
+#[derive(Debug)]
+pub struct Workers<H: QueueHandler> {
+    running: BTreeMap<VringIndex, Worker<H>>,
+}
+
+impl<H: QueueHandler> Default for Workers<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: QueueHandler> Workers<H> {
+    /// No workers.
+    pub fn new() -> Self {
+        Self { running: BTreeMap::new() }
+    }
+
+    /// Runs `handler` for `queue` on a new thread. A worker already running for the same index is
+    /// stopped first and its handler dropped.
+    pub fn start(&mut self, queue: Queue, handler: H) -> Result<(), DeviceError> {
+        let index = queue.index;
+        drop(self.stop(index));
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|errno| DeviceError::Io(errno.into()))?;
+        let commands = Commands { enabled: queue.enabled, ..Commands::default() };
+        let control = Arc::new(Control { wake, commands: Mutex::new(commands) });
+        let context = QueueContext {
+            index,
+            config: queue.config,
+            memory: queue.memory,
+            call: queue.call,
+            err: queue.err,
+        };
+        let state = WorkerState { kick: queue.kick, enabled: queue.enabled, kick_broken: false };
+        let thread_control = Arc::clone(&control);
+        let thread = std::thread::Builder::new()
+            .name(format!("vhu-queue-{}", index.0))
+            .spawn(move || run(handler, &thread_control, context, state))?;
+        self.running.insert(index, Worker { control, thread });
+        Ok(())
+    }
+
+    /// Stops the worker of `index` and returns its handler; `None` if none runs or its handler
+    /// panicked.
+    pub fn stop(&mut self, index: VringIndex) -> Option<H> {
+        let worker = self.running.remove(&index)?;
+        worker.control.update(|c| c.stop = true);
+        worker.thread.join().ok()
+    }
+
+    /// Stops every worker and returns the handlers that did not panic.
+    pub fn stop_all(&mut self) -> Vec<(VringIndex, H)> {
+        let indices: Vec<VringIndex> = self.running.keys().copied().collect();
+        indices.into_iter().filter_map(|i| self.stop(i).map(|h| (i, h))).collect()
+    }
+
+    /// Whether a worker runs for `index`.
+    pub fn is_running(&self, index: VringIndex) -> bool {
+        self.running.contains_key(&index)
+    }
+
+    /// Enables or disables the queue.
+    pub fn set_enabled(&self, index: VringIndex, enabled: bool) {
+        self.command(index, |c| c.enabled = enabled);
+    }
+
+    /// Replaces the kick fd.
+    pub fn replace_kick(&self, index: VringIndex, kick: Option<OwnedFd>) {
+        self.command(index, |c| c.kick = Some(kick));
+    }
+
+    /// Replaces the ring configuration.
+    pub fn update(&self, index: VringIndex, config: VringConfig) {
+        self.command(index, |c| c.config = Some(config));
+    }
+
+    /// An in-band kick.
+    pub fn kick(&self, index: VringIndex) {
+        self.command(index, |c| c.kicked = true);
+    }
+
+    fn command(&self, index: VringIndex, change: impl FnOnce(&mut Commands)) {
+        if let Some(worker) = self.running.get(&index) {
+            worker.control.update(change);
+        }
+    }
+}
+
+impl<H: QueueHandler> Drop for Workers<H> {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// The thread's own view of its queue.
+struct WorkerState {
+    kick: Option<OwnedFd>,
+    enabled: bool,
+    /// The kick fd reported an error or hang-up; it is no longer polled.
+    kick_broken: bool,
+}
+
+fn run<H: QueueHandler>(
+    mut handler: H,
+    control: &Control,
+    mut context: QueueContext,
+    mut state: WorkerState,
+) -> H {
+    let mut pending = state.enabled;
+    loop {
+        {
+            let mut commands = control.commands.lock().unwrap_or_else(PoisonError::into_inner);
+            if commands.stop {
+                return handler;
+            }
+            if let Some(kick) = commands.kick.take() {
+                state.kick = kick;
+                state.kick_broken = false;
+                pending = true;
+            }
+            if let Some(config) = commands.config.take() {
+                context.config = config;
+            }
+            if commands.enabled != state.enabled {
+                state.enabled = commands.enabled;
+                pending |= state.enabled;
+            }
+            pending |= std::mem::take(&mut commands.kicked);
+        }
+        if pending && state.enabled {
+            pending = false;
+            handler.process(&context);
+            continue;
+        }
+        pending = wait(control, &mut state, &context.err);
+    }
+}
+
+/// Waits for a command or a kick; returns whether the queue may have work.
+fn wait(control: &Control, state: &mut WorkerState, err: &Notifier) -> bool {
+    let kick = state.kick.as_ref().filter(|_| state.enabled && !state.kick_broken);
+    let polling = state.enabled && state.kick.is_none();
+    let timeout = crate::timespec(POLL_INTERVAL);
+    let mut fds = vec![PollFd::new(&control.wake, PollFlags::IN)];
+    if let Some(kick) = kick {
+        fds.push(PollFd::new(kick, PollFlags::IN));
+    }
+    match poll(&mut fds, polling.then_some(&timeout)) {
+        Ok(0) => polling,
+        Ok(_) => {
+            // `fds[0]` is the wake eventfd, always present.
+            if fds[0].revents().contains(PollFlags::IN) {
+                drain_eventfd(&control.wake);
+            }
+            let Some((fd, revents)) = kick.zip(fds.get(1).map(PollFd::revents)) else {
+                return false;
+            };
+            if revents.contains(PollFlags::IN) {
+                drain_eventfd(fd);
+                true
+            } else if revents.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
+                drop(fds);
+                state.kick_broken = true;
+                let _ = err.notify();
+                false
+            } else {
+                false
+            }
+        }
+        Err(Errno::INTR) => false,
+        Err(_) => {
+            // Cannot wait (out of memory in the kernel): fall back to polling the ring.
+            std::thread::sleep(POLL_INTERVAL);
+            state.enabled
+        }
+    }
+}
+
+/// Resets an eventfd's counter; it is readable, so one read suffices.
+fn drain_eventfd(fd: &OwnedFd) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut buf);
+}

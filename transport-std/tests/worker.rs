@@ -1,0 +1,166 @@
+//! Queue workers with real eventfds: when the handler runs (start, enable, kicks, in-band kicks,
+//! replaced kick fds, polling mode), that kicks while disabled are not lost, and that stopping
+//! hands the handler back.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::event::{eventfd, EventfdFlags};
+use rustix::io::{read, write};
+use vhu_transport_std::vhu_core::backend::VringConfig;
+use vhu_transport_std::vhu_core::message::VringBase;
+use vhu_transport_std::vhu_core::VringIndex;
+use vhu_transport_std::{MemoryMap, Notifier, Queue, QueueContext, QueueHandler, Workers};
+
+const WAIT: Duration = Duration::from_secs(5);
+/// How long to watch for something that must not happen.
+const QUIET: Duration = Duration::from_millis(100);
+
+struct Counting {
+    runs: Arc<AtomicUsize>,
+    base: u16,
+}
+
+impl QueueHandler for Counting {
+    fn process(&mut self, queue: &QueueContext) {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.base = self.base.wrapping_add(1);
+        let _ = queue.call.notify();
+    }
+
+    fn base(&self) -> VringBase {
+        VringBase::split(self.base)
+    }
+}
+
+fn event() -> OwnedFd {
+    eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd")
+}
+
+fn kick(fd: &OwnedFd) {
+    write(fd, &1u64.to_ne_bytes()).expect("kick");
+}
+
+fn config() -> VringConfig {
+    VringConfig {
+        size: 16,
+        descriptor: 0,
+        available: 0x1000,
+        used: 0x2000,
+        log: None,
+        base: VringBase(0),
+        packed: false,
+        event_idx: false,
+        big_endian: false,
+    }
+}
+
+fn queue(index: u8, kick: Option<OwnedFd>, enabled: bool, memory: &MemoryMap) -> Queue {
+    Queue {
+        index: VringIndex(index),
+        config: config(),
+        kick,
+        call: Notifier::new(),
+        err: Notifier::new(),
+        enabled,
+        memory: memory.memory(),
+    }
+}
+
+/// Waits until `runs` reaches at least `n`.
+fn reaches(runs: &AtomicUsize, n: usize) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if runs.load(Ordering::SeqCst) >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// `runs` stays at `n` for a while.
+fn stays(runs: &AtomicUsize, n: usize) -> bool {
+    std::thread::sleep(QUIET);
+    runs.load(Ordering::SeqCst) == n
+}
+
+#[test]
+fn kicks_while_disabled_run_on_enable_and_stop_returns_the_handler() {
+    let memory = MemoryMap::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let kick_fd = event();
+    let kick_copy = kick_fd.try_clone().unwrap();
+    let mut workers = Workers::new();
+    let handler = Counting { runs: Arc::clone(&runs), base: 10 };
+    workers.start(queue(0, Some(kick_fd), false, &memory), handler).expect("start");
+    assert!(workers.is_running(VringIndex(0)));
+
+    kick(&kick_copy);
+    assert!(stays(&runs, 0), "a disabled queue does not run");
+    workers.set_enabled(VringIndex(0), true);
+    assert!(reaches(&runs, 1), "enabling runs the queue");
+    // The kick sent while disabled is still in its eventfd: it runs the queue once more, and the
+    // worker consumed it.
+    assert!(reaches(&runs, 2));
+    assert!(stays(&runs, 2));
+    assert!(read(&kick_copy, &mut [0u8; 8]).is_err(), "kick consumed");
+
+    kick(&kick_copy);
+    assert!(reaches(&runs, 3), "a kick runs an enabled queue");
+    workers.kick(VringIndex(0));
+    assert!(reaches(&runs, 4), "an in-band kick runs it");
+
+    let new_kick = event();
+    let new_copy = new_kick.try_clone().unwrap();
+    workers.replace_kick(VringIndex(0), Some(new_kick));
+    assert!(reaches(&runs, 5), "a new kick fd rescans the ring");
+    kick(&kick_copy);
+    assert!(stays(&runs, 5), "the old kick fd is no longer watched");
+    kick(&new_copy);
+    assert!(reaches(&runs, 6));
+
+    let handler = workers.stop(VringIndex(0)).expect("handler back");
+    let total = runs.load(Ordering::SeqCst);
+    assert_eq!(handler.base(), VringBase::split(10 + total as u16));
+    assert!(!workers.is_running(VringIndex(0)));
+    assert!(workers.stop(VringIndex(0)).is_none());
+}
+
+#[test]
+fn queue_without_kick_fd_is_polled_and_started_enabled_runs_at_once() {
+    let memory = MemoryMap::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut workers = Workers::new();
+    let call = event();
+    let q = queue(1, None, true, &memory);
+    q.call.set(Some(call.try_clone().unwrap()));
+    workers.start(q, Counting { runs: Arc::clone(&runs), base: 0 }).expect("start");
+    assert!(reaches(&runs, 3), "polled repeatedly");
+    let mut count = [0u8; 8];
+    read(&call, &mut count).expect("call signalled");
+    assert!(u64::from_ne_bytes(count) >= 1);
+    workers.set_enabled(VringIndex(1), false);
+    std::thread::sleep(QUIET);
+    let now = runs.load(Ordering::SeqCst);
+    assert!(stays(&runs, now), "a disabled queue is not polled");
+    assert_eq!(workers.stop_all().len(), 1);
+}
+
+#[test]
+fn notifier_follows_replacements() {
+    let notifier = Notifier::new();
+    assert!(!notifier.notify().expect("no fd is fine"));
+    let first = event();
+    let clone = notifier.clone();
+    assert!(clone.set(Some(first.try_clone().unwrap())).is_none());
+    assert!(notifier.is_set());
+    assert!(notifier.notify().expect("notify"));
+    let mut count = [0u8; 8];
+    read(&first, &mut count).expect("signalled");
+    assert_eq!(u64::from_ne_bytes(count), 1);
+    assert!(notifier.set(None).is_some());
+    assert!(!clone.notify().expect("cleared"));
+}
