@@ -176,6 +176,12 @@ impl Backend {
         self.pending.is_some()
     }
 
+    /// The request whose completion is owed, if any: a driver that cannot carry out an action
+    /// answers it with the failure form of the completion that request expects.
+    pub fn pending_request(&self) -> Option<FrontendCode> {
+        self.pending.as_ref().map(|(pending, _)| pending_code(pending))
+    }
+
     /// The next thing the driver must do, or `None` when everything is drained.
     pub fn poll_output(&mut self) -> Option<Output<'_>> {
         let item = self.outputs.pop(&self.vrings)?;

@@ -19,6 +19,8 @@ pub enum Output<'a> {
     /// Carry out this action.
     Action(Action<'a>),
     /// Send this request on the back-end channel; wait for the front-end's `u64` if `need_reply`.
+    /// Tokens in the request ([`BackendRequest::fds`]) are handed off: the driver sends their
+    /// descriptors and closes its own copies afterwards.
     BackendRequest {
         /// The request.
         request: BackendRequest,
