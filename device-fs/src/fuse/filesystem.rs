@@ -1,0 +1,268 @@
+//! The [`FileSystem`] trait a FUSE server dispatches to.
+//!
+//! One method per FUSE operation, with decoded, typed arguments. Every method has a default that
+//! answers `ENOSYS`, so an implementation provides only what it supports and the guest falls back
+//! for the rest. Methods take `&self` so one file system can serve several queues; implementations
+//! synchronise internally. Names arrive exactly as the guest sent them: validating them is the
+//! implementation's job.
+
+use std::ffi::CStr;
+
+use rustix::io::Errno;
+
+use super::abi::{InitFlags, Kstatfs};
+use super::dirent::DirBuffer;
+use super::types::{
+    AttrReply, Context, CopyRange, Entry, FsResult, Handle, NodeId, Opened, SetAttr, XattrReply,
+};
+
+/// A file system served over FUSE.
+#[allow(unused_variables)]
+pub trait FileSystem {
+    /// The optional INIT capabilities this file system implements (readdirplus, writeback, ...).
+    ///
+    /// Called on INIT with what the guest offered; the server claims only flags it also supports.
+    fn init(&self, offered: InitFlags) -> FsResult<InitFlags> {
+        Ok(InitFlags::empty())
+    }
+    /// The session ends (DESTROY or a new INIT): drop every node and handle.
+    fn destroy(&self) {}
+    /// LOOKUP: resolve `name` in `parent`, taking one lookup reference.
+    fn lookup(&self, ctx: &Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        Err(Errno::NOSYS)
+    }
+    /// FORGET: drop `count` lookup references.
+    fn forget(&self, node: NodeId, count: u64) {}
+    /// BATCH_FORGET: drop references of several nodes.
+    fn batch_forget(&self, items: &[(NodeId, u64)]) {
+        for &(node, count) in items {
+            self.forget(node, count);
+        }
+    }
+    /// GETATTR.
+    fn getattr(&self, ctx: &Context, node: NodeId, handle: Option<Handle>) -> FsResult<AttrReply> {
+        Err(Errno::NOSYS)
+    }
+    /// SETATTR.
+    fn setattr(&self, ctx: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
+        Err(Errno::NOSYS)
+    }
+    /// READLINK: the link's target.
+    fn readlink(&self, ctx: &Context, node: NodeId) -> FsResult<Vec<u8>> {
+        Err(Errno::NOSYS)
+    }
+    /// SYMLINK: create `name` in `parent` pointing at `target`.
+    fn symlink(
+        &self,
+        ctx: &Context,
+        target: &CStr,
+        parent: NodeId,
+        name: &CStr,
+    ) -> FsResult<Entry> {
+        Err(Errno::NOSYS)
+    }
+    /// MKNOD (`mode` includes the file type; the guest's `umask` is passed along).
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> FsResult<Entry> {
+        Err(Errno::NOSYS)
+    }
+    /// MKDIR.
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<Entry> {
+        Err(Errno::NOSYS)
+    }
+    /// UNLINK.
+    fn unlink(&self, ctx: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// RMDIR.
+    fn rmdir(&self, ctx: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// RENAME (`flags` 0) and RENAME2 (RENAME_NOREPLACE / EXCHANGE / WHITEOUT).
+    fn rename(
+        &self,
+        ctx: &Context,
+        from: (NodeId, &CStr),
+        to: (NodeId, &CStr),
+        flags: u32,
+    ) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// LINK: a new name for `node`.
+    fn link(&self, ctx: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        Err(Errno::NOSYS)
+    }
+    /// OPEN with `open(2)` flags.
+    fn open(&self, ctx: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
+        Err(Errno::NOSYS)
+    }
+    /// READ up to `buf.len()` bytes at `offset`; returns the bytes read.
+    fn read(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> FsResult<usize> {
+        Err(Errno::NOSYS)
+    }
+    /// WRITE `data` at `offset` (`flags` are FUSE_WRITE_*); returns the bytes written.
+    fn write(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        data: &[u8],
+        flags: u32,
+    ) -> FsResult<usize> {
+        Err(Errno::NOSYS)
+    }
+    /// STATFS.
+    fn statfs(&self, ctx: &Context, node: NodeId) -> FsResult<Kstatfs> {
+        Err(Errno::NOSYS)
+    }
+    /// RELEASE: the last reference to an open file went away.
+    fn release(&self, ctx: &Context, node: NodeId, handle: Handle, flags: u32) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// FSYNC.
+    fn fsync(&self, ctx: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// FLUSH: a `close(2)` of a descriptor of the open file.
+    fn flush(&self, ctx: &Context, node: NodeId, handle: Handle, lock_owner: u64) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// OPENDIR.
+    fn opendir(&self, ctx: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
+        Err(Errno::NOSYS)
+    }
+    /// READDIR: add entries from cookie `offset` until `buf` is full or the directory ends.
+    fn readdir(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        buf: &mut DirBuffer,
+    ) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// READDIRPLUS: like READDIR, each entry other than `.` and `..` taking a lookup reference.
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        buf: &mut DirBuffer,
+    ) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// RELEASEDIR.
+    fn releasedir(&self, ctx: &Context, node: NodeId, handle: Handle) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// FSYNCDIR.
+    fn fsyncdir(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        datasync: bool,
+    ) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// ACCESS with an `access(2)` mask.
+    fn access(&self, ctx: &Context, node: NodeId, mask: u32) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// CREATE: atomically create and open `name`.
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        Err(Errno::NOSYS)
+    }
+    /// SETXATTR.
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// GETXATTR: the value, or its size when `size` is 0; ERANGE when it exceeds `size`.
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        name: &CStr,
+        size: u32,
+    ) -> FsResult<XattrReply> {
+        Err(Errno::NOSYS)
+    }
+    /// LISTXATTR: the NUL-separated names, or their size when `size` is 0.
+    fn listxattr(&self, ctx: &Context, node: NodeId, size: u32) -> FsResult<XattrReply> {
+        Err(Errno::NOSYS)
+    }
+    /// REMOVEXATTR.
+    fn removexattr(&self, ctx: &Context, node: NodeId, name: &CStr) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// FALLOCATE with a `fallocate(2)` mode.
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// LSEEK (SEEK_DATA / SEEK_HOLE and the classic whences); returns the new offset.
+    fn lseek(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> FsResult<u64> {
+        Err(Errno::NOSYS)
+    }
+    /// COPY_FILE_RANGE; returns the bytes copied.
+    fn copy_file_range(&self, ctx: &Context, range: &CopyRange) -> FsResult<usize> {
+        Err(Errno::NOSYS)
+    }
+    /// SYNCFS: flush the file system containing `node`.
+    fn syncfs(&self, ctx: &Context, node: NodeId) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+}

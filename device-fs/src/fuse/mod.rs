@@ -1,0 +1,28 @@
+//! A FUSE server for virtio-fs: the kernel ABI, the [`FileSystem`] trait and the [`Server`].
+//!
+//! - [`abi`]: zerocopy `#[repr(C)]` structs and constants of `fuse_kernel.h`.
+//! - [`Opcode`]: the request opcodes.
+//! - [`FileSystem`]: one method per operation, each defaulting to `ENOSYS`.
+//! - [`Server`]: reads one request from a [`RequestReader`], writes one reply to a [`ReplyWriter`].
+//!
+//! Nothing here touches virtqueues or host files; both sides are traits.
+
+pub mod abi;
+mod dirent;
+mod filesystem;
+mod io;
+mod opcode;
+mod server;
+mod types;
+
+pub use dirent::{AddError, DirBuffer, MAX_DIRENT_NAME};
+pub use filesystem::FileSystem;
+pub use io::{ReplyWriter, RequestReader, TransportError, VecWriter};
+pub use opcode::Opcode;
+pub use server::{
+    Server, ServerConfig, ServerError, MAX_PAGES_LIMIT, PAGE_SIZE, QUEUE_HEADER_OVERHEAD,
+};
+pub use types::{
+    AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened, SetAttr,
+    SetTime, XattrReply,
+};

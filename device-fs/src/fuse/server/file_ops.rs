@@ -1,0 +1,119 @@
+//! File I/O operations: OPEN, READ, WRITE, RELEASE, FSYNC, FLUSH, CREATE, ACCESS, FALLOCATE, LSEEK
+//! and COPY_FILE_RANGE.
+//!
+//! Each function decodes, calls the file system and encodes; READ sizes are clamped to `max_write`.
+
+use rustix::io::Errno;
+
+use super::{OpResult, Reply, Request, Server};
+use crate::fuse::abi::{
+    AccessIn, CopyFileRangeIn, CreateIn, EntryOut, FallocateIn, FlushIn, FsyncIn, LseekIn,
+    LseekOut, OpenIn, OpenOut, ReadIn, ReleaseIn, WriteIn, WriteOut, FSYNC_FDATASYNC,
+};
+use crate::fuse::filesystem::FileSystem;
+use crate::fuse::types::{CopyRange, Handle, NodeId, Opened};
+use zerocopy::IntoBytes;
+
+fn open_out(o: Opened) -> OpenOut {
+    OpenOut { fh: o.handle.0, open_flags: o.flags, backing_id: 0 }
+}
+
+fn write_out(n: usize) -> Result<Reply, Errno> {
+    let size = u32::try_from(n).map_err(|_| Errno::OVERFLOW)?;
+    Ok(Reply::of(&WriteOut { size, padding: 0 }))
+}
+
+impl<F: FileSystem> Server<F> {
+    pub(super) fn do_open(&self, mut req: Request<'_>) -> OpResult {
+        let args: OpenIn = req.take()?;
+        let opened = self.fs.open(&req.ctx(), req.node(), args.flags)?;
+        Ok(Reply::of(&open_out(opened)))
+    }
+
+    pub(super) fn do_read(&self, mut req: Request<'_>) -> OpResult {
+        let args: ReadIn = req.take()?;
+        let size = args.size.min(self.config.max_write()) as usize;
+        let mut buf = vec![0u8; size];
+        let n = self.fs.read(&req.ctx(), req.node(), Handle(args.fh), args.offset, &mut buf)?;
+        buf.truncate(n.min(size));
+        Ok(Reply::Payload(buf))
+    }
+
+    pub(super) fn do_write(&self, mut req: Request<'_>) -> OpResult {
+        let args: WriteIn = req.take()?;
+        let data = req.bytes(args.size as usize)?;
+        let n = self.fs.write(
+            &req.ctx(),
+            req.node(),
+            Handle(args.fh),
+            args.offset,
+            data,
+            args.write_flags,
+        )?;
+        write_out(n)
+    }
+
+    pub(super) fn do_release(&self, mut req: Request<'_>) -> OpResult {
+        let args: ReleaseIn = req.take()?;
+        self.fs.release(&req.ctx(), req.node(), Handle(args.fh), args.flags)?;
+        Ok(Reply::empty())
+    }
+
+    pub(super) fn do_fsync(&self, mut req: Request<'_>) -> OpResult {
+        let args: FsyncIn = req.take()?;
+        let datasync = args.fsync_flags & FSYNC_FDATASYNC != 0;
+        self.fs.fsync(&req.ctx(), req.node(), Handle(args.fh), datasync)?;
+        Ok(Reply::empty())
+    }
+
+    pub(super) fn do_flush(&self, mut req: Request<'_>) -> OpResult {
+        let args: FlushIn = req.take()?;
+        self.fs.flush(&req.ctx(), req.node(), Handle(args.fh), args.lock_owner)?;
+        Ok(Reply::empty())
+    }
+
+    pub(super) fn do_create(&self, mut req: Request<'_>) -> OpResult {
+        let args: CreateIn = req.take()?;
+        let name = req.name()?;
+        let (entry, opened) =
+            self.fs.create(&req.ctx(), req.node(), name, args.mode, args.flags, args.umask)?;
+        let entry_out: EntryOut = entry.to_wire();
+        let mut payload = entry_out.as_bytes().to_vec();
+        payload.extend_from_slice(open_out(opened).as_bytes());
+        Ok(Reply::Payload(payload))
+    }
+
+    pub(super) fn do_access(&self, mut req: Request<'_>) -> OpResult {
+        let args: AccessIn = req.take()?;
+        self.fs.access(&req.ctx(), req.node(), args.mask)?;
+        Ok(Reply::empty())
+    }
+
+    pub(super) fn do_fallocate(&self, mut req: Request<'_>) -> OpResult {
+        let a: FallocateIn = req.take()?;
+        self.fs.fallocate(&req.ctx(), req.node(), Handle(a.fh), a.mode, a.offset, a.length)?;
+        Ok(Reply::empty())
+    }
+
+    pub(super) fn do_lseek(&self, mut req: Request<'_>) -> OpResult {
+        let a: LseekIn = req.take()?;
+        let offset = self.fs.lseek(&req.ctx(), req.node(), Handle(a.fh), a.offset, a.whence)?;
+        Ok(Reply::of(&LseekOut { offset }))
+    }
+
+    pub(super) fn do_copy_file_range(&self, mut req: Request<'_>) -> OpResult {
+        let a: CopyFileRangeIn = req.take()?;
+        let range = CopyRange {
+            node_in: req.node(),
+            handle_in: Handle(a.fh_in),
+            offset_in: a.off_in,
+            node_out: NodeId(a.nodeid_out),
+            handle_out: Handle(a.fh_out),
+            offset_out: a.off_out,
+            len: a.len,
+            flags: a.flags,
+        };
+        let n = self.fs.copy_file_range(&req.ctx(), &range)?;
+        write_out(n)
+    }
+}

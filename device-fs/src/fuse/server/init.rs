@@ -1,0 +1,88 @@
+//! INIT negotiation (FUSE protocol 7.38 offered, 7.27 the oldest accepted).
+//!
+//! Owns which flags are claimed: only the intersection of what the guest offered, what this server's
+//! request decoding implements, and what the file system says it implements. It never claims a flag
+//! whose semantics nothing here honours (locks, DAX, security contexts, idmap, ...).
+
+use rustix::io::Errno;
+
+use super::{OpResult, Reply, Request, Server, Session};
+use crate::fuse::abi::{
+    InitFlags, InitIn, InitOut, INIT_IN_COMPAT_SIZE, KERNEL_MINOR_VERSION, KERNEL_VERSION,
+    MIN_KERNEL_MINOR_VERSION,
+};
+use crate::fuse::filesystem::FileSystem;
+
+/// Flags the server itself implements, whatever the file system.
+const SERVER_FLAGS: InitFlags = InitFlags::ASYNC_READ
+    .union(InitFlags::BIG_WRITES)
+    .union(InitFlags::MAX_PAGES)
+    .union(InitFlags::INIT_EXT);
+
+/// Flags a file system may ask for: their semantics live in the file system, and the server's
+/// decoding needs nothing extra for them.
+const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
+    .union(InitFlags::PARALLEL_DIROPS)
+    .union(InitFlags::AUTO_INVAL_DATA)
+    .union(InitFlags::ASYNC_DIO)
+    .union(InitFlags::DO_READDIRPLUS)
+    .union(InitFlags::READDIRPLUS_AUTO)
+    .union(InitFlags::WRITEBACK_CACHE);
+
+/// Background requests the guest may queue.
+const MAX_BACKGROUND: u16 = 64;
+/// Three quarters of `MAX_BACKGROUND`.
+const CONGESTION_THRESHOLD: u16 = 48;
+
+impl<F: FileSystem> Server<F> {
+    pub(super) fn do_init(&self, mut req: Request<'_>) -> OpResult {
+        let init: InitIn = req.take_prefix(INIT_IN_COMPAT_SIZE)?;
+        if init.major < KERNEL_VERSION {
+            return Err(Errno::PROTO);
+        }
+        if init.major > KERNEL_VERSION {
+            // Answer with our version only; the guest retries with 7.x or gives up.
+            return Ok(Reply::of(&InitOut {
+                major: KERNEL_VERSION,
+                minor: KERNEL_MINOR_VERSION,
+                ..InitOut::default()
+            }));
+        }
+        if init.minor < MIN_KERNEL_MINOR_VERSION {
+            return Err(Errno::PROTO);
+        }
+        let previous = self.session();
+        if previous.initialized {
+            // A second INIT ends the session (virtio-fs): start from a clean state.
+            self.fs.destroy();
+            self.set_session(Session::default());
+        }
+        let mut offered = InitFlags::from_bits_retain(u64::from(init.flags));
+        if offered.contains(InitFlags::INIT_EXT) {
+            offered |= InitFlags::from_bits_retain(u64::from(init.flags2) << 32);
+        }
+        let wanted = self.fs.init(offered)?;
+        let claimed = offered & (SERVER_FLAGS | (wanted & FS_FLAGS));
+        let bits = claimed.bits();
+        let out = InitOut {
+            major: KERNEL_VERSION,
+            minor: KERNEL_MINOR_VERSION,
+            max_readahead: init.max_readahead,
+            // Split of a 64-bit set into its two 32-bit halves.
+            flags: bits as u32,
+            flags2: (bits >> 32) as u32,
+            max_background: MAX_BACKGROUND,
+            congestion_threshold: CONGESTION_THRESHOLD,
+            max_write: self.config.max_write(),
+            time_gran: 1,
+            max_pages: self.config.max_pages,
+            ..InitOut::default()
+        };
+        self.set_session(Session {
+            initialized: true,
+            minor: init.minor.min(KERNEL_MINOR_VERSION),
+            flags: Some(claimed),
+        });
+        Ok(Reply::of(&out))
+    }
+}

@@ -1,0 +1,289 @@
+//! The FUSE request dispatcher: one request in, at most one reply out.
+//!
+//! [`Server::handle`] reads the `fuse_in_header` and the request body from a [`RequestReader`],
+//! dispatches on the opcode to one small function per operation (grouped by concern in the sibling
+//! files), and writes exactly one reply — header and payload with an exact `len` — to a
+//! [`ReplyWriter`], or nothing for FORGET, BATCH_FORGET and INTERRUPT. A malformed request gets an
+//! errno reply; only a request whose header cannot be read, or a reply that does not fit, is a
+//! [`ServerError`]. This module does not touch virtqueues or the host file system.
+
+mod dir_ops;
+mod entry_ops;
+mod file_ops;
+mod init;
+mod request;
+mod xattr_ops;
+
+use std::sync::Mutex;
+
+use rustix::io::Errno;
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::abi::{InHeader, InitFlags, OutHeader};
+use super::filesystem::FileSystem;
+use super::io::{ReplyWriter, RequestReader, TransportError};
+use super::opcode::Opcode;
+use request::Request;
+
+/// Page size the guest counts `max_pages` in.
+pub const PAGE_SIZE: u32 = 4096;
+/// Pages the Linux guest reserves per request for headers (`FUSE_HEADER_OVERHEAD`).
+pub const QUEUE_HEADER_OVERHEAD: u16 = 4;
+/// Upper bound on `max_pages` (1 MiB requests).
+pub const MAX_PAGES_LIMIT: u16 = 256;
+/// Body bytes a request may have beyond `max_write` (argument structs, names, extensions).
+const BODY_SLACK: usize = 8192;
+
+/// Limits the server announces in INIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest request in pages (`max_pages`).
+    pub max_pages: u16,
+}
+
+impl ServerConfig {
+    /// Limits a queue of `queue_size` descriptors can carry: the guest needs one descriptor per page
+    /// plus its header overhead, so at most `queue_size - 4` pages.
+    pub fn for_queue_size(queue_size: u16) -> Self {
+        let pages = queue_size.saturating_sub(QUEUE_HEADER_OVERHEAD);
+        Self { max_pages: pages.clamp(1, MAX_PAGES_LIMIT) }
+    }
+
+    /// Largest WRITE (and READ) payload: `max_pages` pages.
+    pub fn max_write(&self) -> u32 {
+        u32::from(self.max_pages) * PAGE_SIZE
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::for_queue_size(128)
+    }
+}
+
+/// A request that could not be answered at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Fewer than 40 readable bytes: there is no header, hence no `unique` to answer.
+    #[error("request has {got} readable bytes, less than a fuse_in_header")]
+    ShortHeader {
+        /// Readable bytes.
+        got: usize,
+    },
+    /// The writable part cannot hold the reply.
+    #[error("reply of {need} bytes does not fit {have} writable bytes")]
+    ReplyTooLarge {
+        /// Reply size.
+        need: usize,
+        /// Writable bytes.
+        have: usize,
+    },
+    /// Moving bytes failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// What the session negotiated in INIT.
+#[derive(Clone, Copy, Debug, Default)]
+struct Session {
+    initialized: bool,
+    minor: u32,
+    flags: Option<InitFlags>,
+}
+
+/// What a per-opcode function produced.
+enum Reply {
+    /// Send nothing (FORGET and friends).
+    None,
+    /// Send a success reply with this payload.
+    Payload(Vec<u8>),
+}
+
+impl Reply {
+    fn empty() -> Self {
+        Self::Payload(Vec::new())
+    }
+
+    fn of<T: IntoBytes + zerocopy::Immutable>(value: &T) -> Self {
+        Self::Payload(value.as_bytes().to_vec())
+    }
+}
+
+type OpResult = Result<Reply, Errno>;
+
+/// A FUSE server over a [`FileSystem`].
+pub struct Server<F: FileSystem> {
+    fs: F,
+    config: ServerConfig,
+    session: Mutex<Session>,
+}
+
+impl<F: FileSystem> Server<F> {
+    /// A server for `fs` with the given limits.
+    pub fn new(fs: F, config: ServerConfig) -> Self {
+        Self { fs, config, session: Mutex::new(Session::default()) }
+    }
+
+    /// The file system.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// The limits.
+    pub fn config(&self) -> ServerConfig {
+        self.config
+    }
+
+    /// The INIT flags agreed for the current session, if INIT succeeded.
+    pub fn negotiated(&self) -> Option<InitFlags> {
+        self.session().flags
+    }
+
+    /// The protocol minor in use (the smaller of the guest's and ours), if INIT succeeded.
+    pub fn negotiated_minor(&self) -> Option<u32> {
+        let s = self.session();
+        s.initialized.then_some(s.minor)
+    }
+
+    fn session(&self) -> Session {
+        // A panic elsewhere cannot leave a `Session` half-written: it is a Copy value.
+        *self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_session(&self, s: Session) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Handles one request; returns the number of reply bytes written (0 when no reply is due).
+    pub fn handle(
+        &self,
+        reader: &mut dyn RequestReader,
+        writer: &mut dyn ReplyWriter,
+    ) -> Result<usize, ServerError> {
+        let mut raw = [0u8; size_of::<InHeader>()];
+        let got = reader.remaining();
+        if got < raw.len() {
+            return Err(ServerError::ShortHeader { got });
+        }
+        reader.read_exact(&mut raw)?;
+        // 40 bytes always hold one header.
+        let header =
+            InHeader::read_from_bytes(&raw).map_err(|_| ServerError::ShortHeader { got })?;
+        let opcode = Opcode::from_u32(header.opcode);
+        let result = self.body_and_dispatch(&header, opcode, reader);
+        match result {
+            Ok(Reply::None) => Ok(0),
+            Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p),
+            Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[]),
+        }
+    }
+
+    fn body_and_dispatch(
+        &self,
+        header: &InHeader,
+        opcode: Option<Opcode>,
+        reader: &mut dyn RequestReader,
+    ) -> OpResult {
+        let body_len =
+            (header.len as usize).checked_sub(size_of::<InHeader>()).ok_or(Errno::INVAL)?;
+        let limit = self.config.max_write() as usize + BODY_SLACK;
+        if body_len > reader.remaining() || body_len > limit {
+            return reply_less_or(opcode, Errno::INVAL);
+        }
+        let mut body = vec![0u8; body_len];
+        reader.read_exact(&mut body).map_err(|_| Errno::IO)?;
+        let ext_len = usize::from(header.total_extlen) * 8;
+        let args_len = body_len.checked_sub(ext_len).ok_or(Errno::INVAL)?;
+        let req = Request::new(header, &body[..args_len]);
+        let Some(op) = opcode else {
+            return Err(Errno::NOSYS);
+        };
+        let session = self.session();
+        if op != Opcode::Init && !session.initialized {
+            return reply_less_or(Some(op), Errno::IO);
+        }
+        self.dispatch(op, req, &session)
+    }
+
+    fn dispatch(&self, op: Opcode, req: Request<'_>, session: &Session) -> OpResult {
+        match op {
+            Opcode::Init => self.do_init(req),
+            Opcode::Destroy => self.do_destroy(),
+            Opcode::Interrupt => Ok(Reply::None),
+            Opcode::Lookup => self.do_lookup(req),
+            Opcode::Forget => self.do_forget(req),
+            Opcode::BatchForget => self.do_batch_forget(req),
+            Opcode::Getattr => self.do_getattr(req),
+            Opcode::Setattr => self.do_setattr(req),
+            Opcode::Readlink => self.do_readlink(req),
+            Opcode::Symlink => self.do_symlink(req),
+            Opcode::Mknod => self.do_mknod(req),
+            Opcode::Mkdir => self.do_mkdir(req),
+            Opcode::Unlink => self.do_unlink(req),
+            Opcode::Rmdir => self.do_rmdir(req),
+            Opcode::Rename => self.do_rename(req),
+            Opcode::Rename2 => self.do_rename2(req),
+            Opcode::Link => self.do_link(req),
+            Opcode::Statfs => self.do_statfs(req),
+            Opcode::Open => self.do_open(req),
+            Opcode::Read => self.do_read(req),
+            Opcode::Write => self.do_write(req),
+            Opcode::Release => self.do_release(req),
+            Opcode::Fsync => self.do_fsync(req),
+            Opcode::Flush => self.do_flush(req),
+            Opcode::Create => self.do_create(req),
+            Opcode::Access => self.do_access(req),
+            Opcode::Fallocate => self.do_fallocate(req),
+            Opcode::Lseek => self.do_lseek(req),
+            Opcode::CopyFileRange => self.do_copy_file_range(req),
+            Opcode::Opendir => self.do_opendir(req),
+            Opcode::Readdir => self.do_readdir(req, false),
+            Opcode::Readdirplus => self.do_readdir(req, true),
+            Opcode::Releasedir => self.do_releasedir(req),
+            Opcode::Fsyncdir => self.do_fsyncdir(req),
+            Opcode::Syncfs => self.do_syncfs(req),
+            Opcode::Setxattr => self.do_setxattr(req, session),
+            Opcode::Getxattr => self.do_getxattr(req),
+            Opcode::Listxattr => self.do_listxattr(req),
+            Opcode::Removexattr => self.do_removexattr(req),
+            _ => Err(Errno::NOSYS),
+        }
+    }
+
+    fn do_destroy(&self) -> OpResult {
+        self.fs.destroy();
+        self.set_session(Session::default());
+        Ok(Reply::empty())
+    }
+}
+
+/// FORGET-like opcodes get no reply even when malformed; others get `errno`.
+fn reply_less_or(opcode: Option<Opcode>, errno: Errno) -> OpResult {
+    match opcode {
+        Some(op) if op.is_reply_less() => Ok(Reply::None),
+        _ => Err(errno),
+    }
+}
+
+fn write_reply(
+    writer: &mut dyn ReplyWriter,
+    unique: u64,
+    error: i32,
+    payload: &[u8],
+) -> Result<usize, ServerError> {
+    let need = size_of::<OutHeader>() + payload.len();
+    let have = writer.remaining();
+    let len = u32::try_from(need).map_err(|_| ServerError::ReplyTooLarge { need, have })?;
+    if need > have {
+        if error == 0 && have >= size_of::<OutHeader>() {
+            // Tell the guest instead of leaving it waiting on an empty reply.
+            return write_reply(writer, unique, -Errno::OVERFLOW.raw_os_error(), &[]);
+        }
+        return Err(ServerError::ReplyTooLarge { need, have });
+    }
+    let out = OutHeader { len, error, unique };
+    writer.write_all(out.as_bytes())?;
+    writer.write_all(payload)?;
+    Ok(need)
+}

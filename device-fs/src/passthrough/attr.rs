@@ -1,0 +1,84 @@
+//! Host metadata to FUSE attributes: `statx` of an O_PATH fd, device-number encoding, STATFS.
+//!
+//! Conversion only; the one syscall here is the `statx` / `fstatvfs` that produces what is converted.
+
+use std::os::fd::AsFd;
+
+use rustix::fs::{statx, AtFlags, StatxFlags};
+use rustix::io::Errno;
+
+use crate::fuse::abi::{Attr, Kstatfs};
+
+/// The identity of a host inode: (device, inode number).
+pub(super) type InodeKey = (u64, u64);
+
+/// `statx` of `fd` itself (never following a symlink), with its key.
+pub(super) fn stat_fd(fd: impl AsFd) -> Result<(Attr, InodeKey), Errno> {
+    let st =
+        statx(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)?;
+    let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+    let attr = Attr {
+        ino: st.stx_ino,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        atime: secs(st.stx_atime.tv_sec),
+        mtime: secs(st.stx_mtime.tv_sec),
+        ctime: secs(st.stx_ctime.tv_sec),
+        atimensec: st.stx_atime.tv_nsec,
+        mtimensec: st.stx_mtime.tv_nsec,
+        ctimensec: st.stx_ctime.tv_nsec,
+        mode: u32::from(st.stx_mode),
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        rdev: encode_dev(st.stx_rdev_major, st.stx_rdev_minor),
+        blksize: st.stx_blksize,
+        flags: 0,
+    };
+    Ok((attr, (dev, st.stx_ino)))
+}
+
+/// Times before 1970 are clamped to 0: `fuse_attr` times are unsigned.
+fn secs(s: i64) -> u64 {
+    u64::try_from(s).unwrap_or(0)
+}
+
+/// The kernel's `new_encode_dev`, the encoding `fuse_attr.rdev` and `fuse_mknod_in.rdev` use.
+pub(super) fn encode_dev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// The kernel's `new_decode_dev`: (major, minor).
+pub(super) fn decode_dev(dev: u32) -> (u32, u32) {
+    ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
+}
+
+/// `fstatvfs` of `fd` as `fuse_kstatfs`.
+pub(super) fn statfs_fd(fd: impl AsFd) -> Result<Kstatfs, Errno> {
+    let s = rustix::fs::fstatvfs(fd)?;
+    let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(Kstatfs {
+        blocks: s.f_blocks,
+        bfree: s.f_bfree,
+        bavail: s.f_bavail,
+        files: s.f_files,
+        ffree: s.f_ffree,
+        bsize: to_u32(s.f_bsize),
+        namelen: to_u32(s.f_namemax),
+        frsize: to_u32(s.f_frsize),
+        ..Kstatfs::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_encoding_round_trips() {
+        for (maj, min) in [(0, 0), (8, 1), (259, 3), (4095, 255), (1, 0xfffff)] {
+            assert_eq!(decode_dev(encode_dev(maj, min)), (maj, min));
+        }
+        assert_eq!(encode_dev(8, 1), 0x801);
+    }
+}

@@ -1,0 +1,75 @@
+//! Directory listing: OPENDIR and READDIR / READDIRPLUS from a cookie.
+//!
+//! Cookies are the host's `d_off` values, so a listing resumes with a seek. READDIRPLUS takes a
+//! lookup reference for every entry it reports except `.` and `..` (which carry no entry
+//! information), and checks that a record fits before taking one, so nothing leaks.
+
+use std::mem::MaybeUninit;
+
+use rustix::fs::{OFlags, RawDir, SeekFrom};
+use rustix::io::Errno;
+
+use super::PassthroughFs;
+use crate::fuse::{AddError, DirBuffer, DirEntry, Handle, NodeId, Opened};
+
+/// getdents buffer size.
+const DIRENT_BUF: usize = 16 * 1024;
+
+impl PassthroughFs {
+    pub(super) fn do_opendir(&self, node: NodeId) -> Result<Opened, Errno> {
+        let inode = self.dir_inode(node)?;
+        let fd = self.reopen(&inode, OFlags::RDONLY)?;
+        Ok(Opened { handle: self.handles.insert(fd, node, true), flags: 0 })
+    }
+
+    pub(super) fn do_readdir(
+        &self,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        buf: &mut DirBuffer,
+        plus: bool,
+    ) -> Result<(), Errno> {
+        let h = self.handles.get(handle, node, true)?;
+        let dir_inode = self.dir_inode(node)?;
+        // Seek + getdents must not interleave with another listing of the same handle.
+        let _guard = h.dir_lock.lock().unwrap_or_else(|e| e.into_inner());
+        rustix::fs::seek(&h.fd, SeekFrom::Start(offset))?;
+        let mut scratch = vec![MaybeUninit::<u8>::uninit(); DIRENT_BUF];
+        let mut dir = RawDir::new(&h.fd, &mut scratch);
+        while let Some(item) = dir.next() {
+            let item = item?;
+            let name = item.file_name();
+            let entry = DirEntry {
+                ino: item.ino(),
+                next_offset: item.next_entry_cookie(),
+                typ: item.file_type().as_raw_mode() >> 12,
+                name: name.to_bytes(),
+            };
+            let added = if !plus {
+                buf.add(&entry)
+            } else if !buf.fits(entry.name.len(), true) {
+                Err(AddError::Full)
+            } else if matches!(entry.name, b"." | b"..") {
+                buf.add_plus(&entry, None)
+            } else {
+                match self.lookup_at(&dir_inode.fd, name) {
+                    Ok(e) => {
+                        let r = buf.add_plus(&entry, Some(&e));
+                        if r.is_err() {
+                            self.inodes.forget(e.node, 1);
+                        }
+                        r
+                    }
+                    // Gone since getdents saw it: report the name without entry information.
+                    Err(_) => buf.add_plus(&entry, None),
+                }
+            };
+            match added {
+                Ok(()) | Err(AddError::BadName) => {}
+                Err(AddError::Full) => break,
+            }
+        }
+        Ok(())
+    }
+}

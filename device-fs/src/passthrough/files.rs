@@ -1,0 +1,169 @@
+//! File I/O: OPEN, CREATE, READ, WRITE, FSYNC, ACCESS, FALLOCATE, LSEEK, COPY_FILE_RANGE.
+//!
+//! Guest open flags are filtered to the ones that make sense on the host (no O_CREAT on OPEN, no
+//! O_NOATIME, always O_CLOEXEC); CREATE never follows a symlink at the final component.
+
+use std::ffi::CStr;
+
+use rustix::fs::{FallocateFlags, Mode, OFlags, SeekFrom};
+use rustix::io::Errno;
+
+use super::names::validate;
+use super::PassthroughFs;
+use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened};
+
+/// Open flags passed through to the host.
+fn open_flags(raw: u32) -> OFlags {
+    let keep = OFlags::ACCMODE
+        | OFlags::APPEND
+        | OFlags::TRUNC
+        | OFlags::NONBLOCK
+        | OFlags::DSYNC
+        | OFlags::SYNC
+        | OFlags::DIRECT
+        | OFlags::LARGEFILE;
+    OFlags::from_bits_retain(raw) & keep
+}
+
+impl PassthroughFs {
+    pub(super) fn do_open(&self, node: NodeId, flags: u32) -> Result<Opened, Errno> {
+        let inode = self.inode(node)?;
+        if inode.is_dir() {
+            return Err(Errno::ISDIR);
+        }
+        let fd = self.reopen(&inode, open_flags(flags))?;
+        Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
+    }
+
+    pub(super) fn do_create(
+        &self,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        flags: u32,
+    ) -> Result<(Entry, Opened), Errno> {
+        let name = validate(name)?;
+        let dir = self.dir_inode(parent)?;
+        let excl = OFlags::from_bits_retain(flags) & OFlags::EXCL;
+        let oflags = open_flags(flags) | excl | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir.fd, name, oflags, Mode::from_raw_mode(mode))?;
+        let entry = self.lookup_at(&dir.fd, name)?;
+        let handle = self.handles.insert(fd, entry.node, false);
+        Ok((entry, Opened { handle, flags: 0 }))
+    }
+
+    pub(super) fn do_read(
+        &self,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let h = self.handles.get(handle, node, false)?;
+        let mut done = 0;
+        // A short reply means end of file to the guest, so fill the buffer unless EOF.
+        while done < buf.len() {
+            let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
+            match rustix::io::pread(&h.fd, &mut buf[done..], at) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(Errno::INTR) => continue,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    pub(super) fn do_write(
+        &self,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, Errno> {
+        let h = self.handles.get(handle, node, false)?;
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
+            match rustix::io::pwrite(&h.fd, &data[done..], at) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(Errno::INTR) => continue,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    pub(super) fn do_fsync(
+        &self,
+        node: NodeId,
+        handle: Handle,
+        datasync: bool,
+        dir: bool,
+    ) -> Result<(), Errno> {
+        let h = self.handles.get(handle, node, dir)?;
+        if datasync {
+            rustix::fs::fdatasync(&h.fd)
+        } else {
+            rustix::fs::fsync(&h.fd)
+        }
+    }
+
+    pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {
+        let inode = self.inode(node)?;
+        let access = rustix::fs::Access::from_bits(mask).ok_or(Errno::INVAL)?;
+        rustix::fs::accessat(
+            &self.proc_fd,
+            Self::proc_name(&inode),
+            access,
+            rustix::fs::AtFlags::empty(),
+        )
+    }
+
+    pub(super) fn do_fallocate(
+        &self,
+        node: NodeId,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), Errno> {
+        let h = self.handles.get(handle, node, false)?;
+        let mode = FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
+        rustix::fs::fallocate(&h.fd, mode, offset, length)
+    }
+
+    pub(super) fn do_lseek(
+        &self,
+        node: NodeId,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> Result<u64, Errno> {
+        let h = self.handles.get(handle, node, false)?;
+        let signed = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        let pos = match whence {
+            0 => SeekFrom::Start(offset),
+            1 => SeekFrom::Current(signed),
+            2 => SeekFrom::End(signed),
+            3 => SeekFrom::Data(offset),
+            4 => SeekFrom::Hole(offset),
+            _ => return Err(Errno::INVAL),
+        };
+        rustix::fs::seek(&h.fd, pos)
+    }
+
+    pub(super) fn do_copy_file_range(&self, r: &CopyRange) -> Result<usize, Errno> {
+        if r.flags != 0 {
+            return Err(Errno::INVAL);
+        }
+        let src = self.handles.get(r.handle_in, r.node_in, false)?;
+        let dst = self.handles.get(r.handle_out, r.node_out, false)?;
+        let (mut off_in, mut off_out) = (r.offset_in, r.offset_out);
+        let len = usize::try_from(r.len).unwrap_or(usize::MAX);
+        rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), &dst.fd, Some(&mut off_out), len)
+    }
+}

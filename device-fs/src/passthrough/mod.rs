@@ -1,0 +1,344 @@
+//! A passthrough [`FileSystem`] exporting one host directory.
+//!
+//! Every guest node is a host inode held open as an `O_PATH | O_NOFOLLOW` fd ([`inodes`]); open files
+//! and directories are separate fds ([`handles`]). Every name from the guest is validated as one
+//! path component ([`names`]) and used only in an `*at` call relative to its parent's fd, so host
+//! paths are never resolved through a symlink and never leave the share. Regular files are reopened
+//! for I/O through `/proc/self/fd`; special files are never opened.
+//!
+//! Split by concern: [`entries`] (namespace), [`files`] (file I/O), [`dirs`] (listing), [`xattrs`],
+//! [`setattr`]; this file only holds the shared state and the trait dispatch.
+//!
+//! Not done here: per-request credentials (files are created as the daemon's user), file handles
+//! instead of O_PATH fds, submounts, locks. The daemon is expected to run with umask 0, since the
+//! guest already applied its own umask to the modes it sends.
+
+mod attr;
+mod dirs;
+mod entries;
+mod files;
+mod handles;
+mod inodes;
+mod names;
+mod setattr;
+mod xattrs;
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::fs::{openat, Mode, OFlags, CWD};
+use rustix::io::Errno;
+
+use crate::fuse::abi::{InitFlags, Kstatfs};
+use crate::fuse::{
+    AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
+    SetAttr, XattrReply,
+};
+pub use handles::HandleTable;
+pub use inodes::{Inode, InodeTable};
+pub use names::{validate as validate_name, NAME_MAX};
+
+/// How the share is exported.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The host directory to export.
+    pub root: PathBuf,
+    /// Serve extended attributes (otherwise all xattr operations answer ENOSYS).
+    pub xattr: bool,
+    /// Offer READDIRPLUS.
+    pub readdirplus: bool,
+    /// Entry and attribute cache timeout given to the guest.
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for exporting `root`: no xattrs, READDIRPLUS on, 1 s timeouts.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into(), xattr: false, readdirplus: true, timeout: Duration::from_secs(1) }
+    }
+}
+
+/// The passthrough file system.
+#[derive(Debug)]
+pub struct PassthroughFs {
+    config: Config,
+    inodes: InodeTable,
+    handles: HandleTable,
+    proc_fd: OwnedFd,
+}
+
+impl PassthroughFs {
+    /// Opens the share root and `/proc/self/fd`.
+    pub fn new(config: Config) -> std::io::Result<Self> {
+        let proc_fd = openat(
+            CWD,
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let fs = Self {
+            config,
+            inodes: InodeTable::default(),
+            handles: HandleTable::default(),
+            proc_fd,
+        };
+        fs.install_root()?;
+        Ok(fs)
+    }
+
+    fn install_root(&self) -> Result<(), Errno> {
+        let fd = openat(
+            CWD,
+            &self.config.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let (attr, key) = attr::stat_fd(&fd)?;
+        self.inodes.reset(Inode { fd, key, kind: attr.mode & inodes::S_IFMT });
+        Ok(())
+    }
+
+    /// The inode table (for inspection).
+    pub fn inodes(&self) -> &InodeTable {
+        &self.inodes
+    }
+
+    /// The handle table (for inspection).
+    pub fn handles(&self) -> &HandleTable {
+        &self.handles
+    }
+
+    fn inode(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(node)
+    }
+
+    fn dir_inode(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
+        let inode = self.inodes.get(node)?;
+        if !inode.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        Ok(inode)
+    }
+
+    /// The `/proc/self/fd` entry name of an inode's O_PATH fd.
+    fn proc_name(inode: &Inode) -> String {
+        inode.fd.as_raw_fd().to_string()
+    }
+
+    /// Opens an inode for I/O with `flags`: directories through `.`, regular files through
+    /// `/proc/self/fd`; anything else is refused.
+    fn reopen(&self, inode: &Inode, flags: OFlags) -> Result<OwnedFd, Errno> {
+        let flags = flags | OFlags::CLOEXEC;
+        match inode.kind {
+            inodes::S_IFDIR => openat(&inode.fd, c".", flags | OFlags::DIRECTORY, Mode::empty()),
+            inodes::S_IFREG => openat(&self.proc_fd, Self::proc_name(inode), flags, Mode::empty()),
+            inodes::S_IFLNK => Err(Errno::LOOP),
+            _ => Err(Errno::ACCESS),
+        }
+    }
+
+    /// Looks `name` up in `parent` without following a symlink and takes one reference.
+    fn lookup_at(&self, parent: impl AsFd, name: &CStr) -> Result<Entry, Errno> {
+        let fd =
+            openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let (attr, key) = attr::stat_fd(&fd)?;
+        let node = self.inodes.lookup(Inode { fd, key, kind: attr.mode & inodes::S_IFMT });
+        Ok(Entry {
+            node,
+            generation: 0,
+            attr,
+            attr_timeout: self.config.timeout,
+            entry_timeout: self.config.timeout,
+        })
+    }
+
+    fn attr_reply(&self, inode: &Inode) -> Result<AttrReply, Errno> {
+        let (attr, _) = attr::stat_fd(&inode.fd)?;
+        Ok(AttrReply { attr, timeout: self.config.timeout })
+    }
+}
+
+impl FileSystem for PassthroughFs {
+    fn init(&self, _offered: InitFlags) -> FsResult<InitFlags> {
+        let mut flags = InitFlags::ATOMIC_O_TRUNC
+            | InitFlags::PARALLEL_DIROPS
+            | InitFlags::AUTO_INVAL_DATA
+            | InitFlags::ASYNC_DIO;
+        if self.config.readdirplus {
+            flags |= InitFlags::DO_READDIRPLUS | InitFlags::READDIRPLUS_AUTO;
+        }
+        Ok(flags)
+    }
+    fn destroy(&self) {
+        self.handles.clear();
+        // The root was opened once already; failing to reopen it leaves the old table in place.
+        let _ = self.install_root();
+    }
+    fn lookup(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        let dir = self.dir_inode(parent)?;
+        self.lookup_at(&dir.fd, names::validate(name)?)
+    }
+    fn forget(&self, node: NodeId, count: u64) {
+        self.inodes.forget(node, count);
+    }
+    fn getattr(&self, _: &Context, node: NodeId, _: Option<Handle>) -> FsResult<AttrReply> {
+        self.attr_reply(&*self.inode(node)?)
+    }
+    fn setattr(&self, _: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
+        self.do_setattr(node, set)
+    }
+    fn readlink(&self, _: &Context, node: NodeId) -> FsResult<Vec<u8>> {
+        self.do_readlink(node)
+    }
+    fn symlink(&self, _: &Context, target: &CStr, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        self.do_symlink(target, parent, name)
+    }
+    fn mknod(
+        &self,
+        _: &Context,
+        p: NodeId,
+        n: &CStr,
+        mode: u32,
+        rdev: u32,
+        _: u32,
+    ) -> FsResult<Entry> {
+        self.do_mknod(p, n, mode, rdev)
+    }
+    fn mkdir(&self, _: &Context, p: NodeId, n: &CStr, mode: u32, _: u32) -> FsResult<Entry> {
+        self.do_mkdir(p, n, mode)
+    }
+    fn unlink(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        self.do_unlink(parent, name, false)
+    }
+    fn rmdir(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        self.do_unlink(parent, name, true)
+    }
+    fn rename(
+        &self,
+        _: &Context,
+        from: (NodeId, &CStr),
+        to: (NodeId, &CStr),
+        flags: u32,
+    ) -> FsResult<()> {
+        self.do_rename(from, to, flags)
+    }
+    fn link(&self, _: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        self.do_link(node, parent, name)
+    }
+    fn open(&self, _: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
+        self.do_open(node, flags)
+    }
+    fn read(&self, _: &Context, n: NodeId, h: Handle, off: u64, buf: &mut [u8]) -> FsResult<usize> {
+        self.do_read(n, h, off, buf)
+    }
+    fn write(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        data: &[u8],
+        _: u32,
+    ) -> FsResult<usize> {
+        self.do_write(n, h, off, data)
+    }
+    fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
+        attr::statfs_fd(&self.inode(node)?.fd)
+    }
+    fn release(&self, _: &Context, node: NodeId, handle: Handle, _: u32) -> FsResult<()> {
+        self.handles.remove(handle, node, false)
+    }
+    fn fsync(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
+        self.do_fsync(node, handle, datasync, false)
+    }
+    fn flush(&self, _: &Context, node: NodeId, handle: Handle, _: u64) -> FsResult<()> {
+        self.handles.get(handle, node, false).map(drop)
+    }
+    fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {
+        self.do_opendir(node)
+    }
+    fn readdir(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        buf: &mut DirBuffer,
+    ) -> FsResult<()> {
+        self.do_readdir(n, h, off, buf, false)
+    }
+    fn readdirplus(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        buf: &mut DirBuffer,
+    ) -> FsResult<()> {
+        self.do_readdir(n, h, off, buf, true)
+    }
+    fn releasedir(&self, _: &Context, node: NodeId, handle: Handle) -> FsResult<()> {
+        self.handles.remove(handle, node, true)
+    }
+    fn fsyncdir(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
+        self.do_fsync(node, handle, datasync, true)
+    }
+    fn access(&self, _: &Context, node: NodeId, mask: u32) -> FsResult<()> {
+        self.do_access(node, mask)
+    }
+    fn create(
+        &self,
+        _: &Context,
+        p: NodeId,
+        n: &CStr,
+        mode: u32,
+        flags: u32,
+        _: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        self.do_create(p, n, mode, flags)
+    }
+    fn setxattr(
+        &self,
+        _: &Context,
+        node: NodeId,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        self.do_setxattr(node, name, value, flags)
+    }
+    fn getxattr(&self, _: &Context, node: NodeId, name: &CStr, size: u32) -> FsResult<XattrReply> {
+        self.do_getxattr(node, name, size)
+    }
+    fn listxattr(&self, _: &Context, node: NodeId, size: u32) -> FsResult<XattrReply> {
+        self.do_listxattr(node, size)
+    }
+    fn removexattr(&self, _: &Context, node: NodeId, name: &CStr) -> FsResult<()> {
+        self.do_removexattr(node, name)
+    }
+    fn fallocate(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        mode: u32,
+        off: u64,
+        len: u64,
+    ) -> FsResult<()> {
+        self.do_fallocate(n, h, mode, off, len)
+    }
+    fn lseek(&self, _: &Context, n: NodeId, h: Handle, off: u64, whence: u32) -> FsResult<u64> {
+        self.do_lseek(n, h, off, whence)
+    }
+    fn copy_file_range(&self, _: &Context, range: &CopyRange) -> FsResult<usize> {
+        self.do_copy_file_range(range)
+    }
+    fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
+        let inode = self.inode(node)?;
+        let fd = self.reopen(&inode, OFlags::RDONLY)?;
+        rustix::fs::syncfs(fd)
+    }
+}

@@ -1,0 +1,92 @@
+//! SETATTR: mode, owner, size and timestamps, through an open handle when the guest gave one and
+//! through the inode's `/proc/self/fd` entry otherwise.
+//!
+//! Symlinks only support owner changes (Linux has no lchmod, and their times are left alone).
+
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, UTIME_NOW, UTIME_OMIT};
+use rustix::io::Errno;
+
+use super::handles::HandleData;
+use super::inodes::{Inode, S_IFLNK, S_IFREG};
+use super::PassthroughFs;
+use crate::fuse::{AttrReply, NodeId, SetAttr, SetTime};
+
+fn timespec(t: Option<SetTime>) -> Result<Timespec, Errno> {
+    Ok(match t {
+        None => Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        Some(SetTime::Now) => Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
+        Some(SetTime::At(secs, nsecs)) => Timespec {
+            tv_sec: i64::try_from(secs).map_err(|_| Errno::INVAL)?,
+            tv_nsec: i64::from(nsecs.min(999_999_999)),
+        },
+    })
+}
+
+impl PassthroughFs {
+    pub(super) fn do_setattr(&self, node: NodeId, set: &SetAttr) -> Result<AttrReply, Errno> {
+        let inode = self.inode(node)?;
+        let handle: Option<Arc<HandleData>> = match set.handle {
+            Some(h) => Some(self.handles.get(h, node, false)?),
+            None => None,
+        };
+        if let Some(mode) = set.mode {
+            self.set_mode(&inode, handle.as_deref(), mode)?;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            rustix::fs::chownat(
+                &inode.fd,
+                c"",
+                set.uid.map(Uid::from_raw),
+                set.gid.map(Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(size) = set.size {
+            match &handle {
+                Some(h) => rustix::fs::ftruncate(&h.fd, size)?,
+                None if inode.kind == S_IFREG => {
+                    let fd = self.reopen(&inode, OFlags::WRONLY)?;
+                    rustix::fs::ftruncate(fd, size)?;
+                }
+                None if inode.is_dir() => return Err(Errno::ISDIR),
+                None => return Err(Errno::INVAL),
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            self.set_times(&inode, handle.as_deref(), set)?;
+        }
+        self.attr_reply(&inode)
+    }
+
+    fn set_mode(&self, inode: &Inode, handle: Option<&HandleData>, mode: u32) -> Result<(), Errno> {
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        if let Some(h) = handle {
+            return rustix::fs::fchmod(&h.fd, mode);
+        }
+        if inode.kind == S_IFLNK {
+            return Err(Errno::OPNOTSUPP);
+        }
+        rustix::fs::chmodat(&self.proc_fd, Self::proc_name(inode), mode, AtFlags::empty())
+    }
+
+    fn set_times(
+        &self,
+        inode: &Inode,
+        handle: Option<&HandleData>,
+        set: &SetAttr,
+    ) -> Result<(), Errno> {
+        let times = Timestamps {
+            last_access: timespec(set.atime)?,
+            last_modification: timespec(set.mtime)?,
+        };
+        if let Some(h) = handle {
+            return rustix::fs::futimens(&h.fd, &times);
+        }
+        if inode.kind == S_IFLNK {
+            return Err(Errno::OPNOTSUPP);
+        }
+        rustix::fs::utimensat(&self.proc_fd, Self::proc_name(inode), &times, AtFlags::empty())
+    }
+}

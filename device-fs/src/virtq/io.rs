@@ -1,0 +1,135 @@
+//! Copying between a descriptor chain's buffers and byte slices.
+//!
+//! [`Reader`] consumes the device-readable part of a chain in order, [`Writer`] fills the
+//! device-writable part in order. Both only move bytes through `vm-memory` (so every access is bounds
+//! checked) and track how far they got; they never interpret what they copy.
+
+use vm_memory::{Address, Bytes, GuestMemory};
+
+use super::chain::{DescriptorChain, Segment};
+use super::error::QueueError;
+
+/// Position inside a list of segments.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    segment: usize,
+    offset: u32,
+    remaining: usize,
+}
+
+impl Cursor {
+    fn new(segments: &[Segment]) -> Self {
+        Self { segment: 0, offset: 0, remaining: segments.iter().map(|s| s.len as usize).sum() }
+    }
+
+    /// Runs `f(addr, len)` over up to `want` bytes of the segments, advancing the cursor.
+    fn advance<F>(
+        &mut self,
+        segments: &[Segment],
+        want: usize,
+        mut f: F,
+    ) -> Result<usize, QueueError>
+    where
+        F: FnMut(vm_memory::GuestAddress, usize, usize) -> Result<(), QueueError>,
+    {
+        let mut done = 0;
+        while done < want {
+            let Some(seg) = segments.get(self.segment) else {
+                break;
+            };
+            let left_in_seg = (seg.len - self.offset) as usize;
+            if left_in_seg == 0 {
+                self.segment += 1;
+                self.offset = 0;
+                continue;
+            }
+            let n = left_in_seg.min(want - done);
+            let addr = seg.addr.checked_add(u64::from(self.offset)).ok_or(QueueError::Memory {
+                addr: seg.addr.raw_value(),
+                len: u64::from(seg.len),
+            })?;
+            f(addr, done, n)?;
+            done += n;
+            // n <= left_in_seg <= u32::MAX
+            self.offset += n as u32;
+            self.remaining -= n;
+        }
+        Ok(done)
+    }
+}
+
+fn mem_err(addr: vm_memory::GuestAddress, len: usize) -> QueueError {
+    QueueError::Memory { addr: addr.raw_value(), len: len as u64 }
+}
+
+/// Reads the device-readable part of a chain.
+pub struct Reader<'a, M: ?Sized> {
+    mem: &'a M,
+    segments: &'a [Segment],
+    cursor: Cursor,
+}
+
+impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
+    /// A reader over `chain`'s readable buffers.
+    pub fn new(mem: &'a M, chain: &'a DescriptorChain) -> Self {
+        Self::from_segments(mem, chain.readable())
+    }
+
+    /// A reader over arbitrary segments.
+    pub fn from_segments(mem: &'a M, segments: &'a [Segment]) -> Self {
+        Self { mem, segments, cursor: Cursor::new(segments) }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.cursor.remaining
+    }
+
+    /// Copies up to `buf.len()` bytes into `buf`; returns how many were copied.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, QueueError> {
+        let mem = self.mem;
+        self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
+            mem.read_slice(&mut buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
+        })
+    }
+}
+
+/// Writes the device-writable part of a chain.
+pub struct Writer<'a, M: ?Sized> {
+    mem: &'a M,
+    segments: &'a [Segment],
+    cursor: Cursor,
+    written: usize,
+}
+
+impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
+    /// A writer over `chain`'s writable buffers.
+    pub fn new(mem: &'a M, chain: &'a DescriptorChain) -> Self {
+        Self::from_segments(mem, chain.writable())
+    }
+
+    /// A writer over arbitrary segments.
+    pub fn from_segments(mem: &'a M, segments: &'a [Segment]) -> Self {
+        Self { mem, segments, cursor: Cursor::new(segments), written: 0 }
+    }
+
+    /// Bytes that can still be written.
+    pub fn remaining(&self) -> usize {
+        self.cursor.remaining
+    }
+
+    /// Bytes written so far: the length to put in the used ring.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Copies up to `buf.len()` bytes from `buf`; returns how many were copied.
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize, QueueError> {
+        let mem = self.mem;
+        let n = self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
+            mem.write_slice(&buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
+        })?;
+        self.written += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,250 @@
+//! The split virtqueue: consuming available chains and publishing used ones (virtio 1.2 §2.7).
+//!
+//! [`SplitQueue`] is plain data — ring addresses, size, the two running indices and the notification
+//! bookkeeping — and every call takes the guest memory to use, so a memory-table update never has to
+//! reach into the queue. It owns the ordering rules: `avail->idx` is read with acquire semantics before
+//! any ring entry or descriptor, used entries are written before `used->idx` is published with release
+//! semantics. It does not decide how a bad chain is answered and never signals anything itself.
+
+use std::num::Wrapping;
+use std::sync::atomic::{fence, Ordering};
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+
+use super::chain::{walk, DescriptorChain, Visited, WalkParams};
+use super::desc::{
+    avail_ring_len, desc_table_len, used_ring_len, AVAIL_F_NO_INTERRUPT, MAX_QUEUE_SIZE,
+    USED_F_NO_NOTIFY,
+};
+use super::error::{QueueError, Ring};
+use super::notify::need_event;
+
+/// Everything that describes a split queue, as the front-end configured it and as it is saved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// Number of entries (a power of two, at most 32768).
+    pub size: u16,
+    /// Guest address of the descriptor table (16-byte aligned).
+    pub desc_table: u64,
+    /// Guest address of the available ring (2-byte aligned).
+    pub avail_ring: u64,
+    /// Guest address of the used ring (4-byte aligned).
+    pub used_ring: u64,
+    /// Next available entry to consume (VHOST_USER_SET_VRING_BASE).
+    pub next_avail: u16,
+    /// Next used entry to fill.
+    pub next_used: u16,
+    /// VIRTIO_F_RING_EVENT_IDX was negotiated.
+    pub event_idx: bool,
+    /// VIRTIO_F_INDIRECT_DESC was negotiated.
+    pub indirect: bool,
+}
+
+/// A validated split virtqueue.
+#[derive(Clone, Debug)]
+pub struct SplitQueue {
+    state: QueueState,
+    /// `next_used` when the driver was last notified (or when we last decided not to).
+    signalled_used: Option<Wrapping<u16>>,
+    visited: Visited,
+}
+
+fn mem_err(addr: GuestAddress, len: u64) -> QueueError {
+    QueueError::Memory { addr: addr.raw_value(), len }
+}
+
+fn check_ring<M: GuestMemory + ?Sized>(
+    mem: &M,
+    ring: Ring,
+    addr: u64,
+    align: u64,
+    len: u64,
+) -> Result<(), QueueError> {
+    if addr % align != 0 {
+        return Err(QueueError::Misaligned { ring, addr, align });
+    }
+    let fits = addr.checked_add(len).is_some()
+        && usize::try_from(len)
+            .is_ok_and(|l| mem.check_range(GuestAddress(addr), l, Permissions::ReadWrite));
+    if fits {
+        Ok(())
+    } else {
+        Err(QueueError::RingOutOfRange { ring, addr, len })
+    }
+}
+
+impl SplitQueue {
+    /// Validates `state` against `mem` (size, alignment, rings inside guest memory).
+    pub fn new<M: GuestMemory + ?Sized>(state: QueueState, mem: &M) -> Result<Self, QueueError> {
+        let size = state.size;
+        if size == 0 || size > MAX_QUEUE_SIZE || !size.is_power_of_two() {
+            return Err(QueueError::InvalidSize(size));
+        }
+        check_ring(mem, Ring::Descriptors, state.desc_table, 16, desc_table_len(size))?;
+        check_ring(mem, Ring::Available, state.avail_ring, 2, avail_ring_len(size))?;
+        check_ring(mem, Ring::Used, state.used_ring, 4, used_ring_len(size))?;
+        Ok(Self { state, signalled_used: None, visited: Visited::default() })
+    }
+
+    /// The current state, to save (GET_VRING_BASE) or inspect.
+    pub fn state(&self) -> QueueState {
+        self.state
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        self.state.size
+    }
+
+    fn avail_addr(&self, offset: u64) -> GuestAddress {
+        // In range: checked against guest memory in `new`.
+        GuestAddress(self.state.avail_ring.wrapping_add(offset))
+    }
+
+    fn used_addr(&self, offset: u64) -> GuestAddress {
+        GuestAddress(self.state.used_ring.wrapping_add(offset))
+    }
+
+    fn load_u16<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        order: Ordering,
+    ) -> Result<u16, QueueError> {
+        mem.load::<u16>(addr, order).map(u16::from_le).map_err(|_| mem_err(addr, 2))
+    }
+
+    fn store_u16<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        val: u16,
+        order: Ordering,
+    ) -> Result<(), QueueError> {
+        mem.store(val.to_le(), addr, order).map_err(|_| mem_err(addr, 2))
+    }
+
+    /// `avail->idx`, read with acquire semantics.
+    pub fn avail_idx<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
+        let idx = Self::load_u16(mem, self.avail_addr(2), Ordering::Acquire)?;
+        fence(Ordering::Acquire);
+        Ok(idx)
+    }
+
+    /// Number of chains the driver made available and the device has not consumed.
+    pub fn pending<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
+        let avail_idx = self.avail_idx(mem)?;
+        let pending = avail_idx.wrapping_sub(self.state.next_avail);
+        if pending > self.state.size {
+            return Err(QueueError::AvailIdxJump {
+                avail_idx,
+                next_avail: self.state.next_avail,
+                pending,
+                size: self.state.size,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Consumes the next available chain, if any.
+    ///
+    /// On a chain error the available entry is consumed (so a bad chain cannot wedge the queue) and
+    /// [`QueueError::head`] names it; on [`QueueError::AvailIdxJump`] nothing is consumed.
+    pub fn pop<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<DescriptorChain>, QueueError> {
+        if self.pending(mem)? == 0 {
+            return Ok(None);
+        }
+        let slot = self.state.next_avail % self.state.size;
+        let head_addr = self.avail_addr(4 + 2 * u64::from(slot));
+        let head = Self::load_u16(mem, head_addr, Ordering::Relaxed)?;
+        self.state.next_avail = self.state.next_avail.wrapping_add(1);
+        if self.state.event_idx {
+            // Ask for a kick once the driver goes past what we have consumed.
+            let at = self.used_addr(4 + 8 * u64::from(self.state.size));
+            Self::store_u16(mem, at, self.state.next_avail, Ordering::Relaxed)?;
+        }
+        let params = WalkParams {
+            table: GuestAddress(self.state.desc_table),
+            size: self.state.size,
+            indirect: self.state.indirect,
+        };
+        walk(mem, &params, head, &mut self.visited).map(Some)
+    }
+
+    /// Puts `head` on the used ring with `len` bytes written and publishes `used->idx` (release).
+    pub fn add_used<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        head: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        let size = self.state.size;
+        if head >= size {
+            return Err(QueueError::UsedHeadOutOfRange { head, size });
+        }
+        let slot = self.state.next_used % size;
+        let elem = self.used_addr(4 + 8 * u64::from(slot));
+        let mut raw = [0u8; 8];
+        raw[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        raw[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write_slice(&raw, elem).map_err(|_| mem_err(elem, 8))?;
+        self.state.next_used = self.state.next_used.wrapping_add(1);
+        fence(Ordering::Release);
+        Self::store_u16(mem, self.used_addr(2), self.state.next_used, Ordering::Release)
+    }
+
+    /// Whether the driver must be notified about the used entries published since the last call.
+    ///
+    /// With EVENT_IDX this compares `used_event` with the entries added since the previous decision
+    /// (§2.7.10); otherwise it honours `VIRTQ_AVAIL_F_NO_INTERRUPT`.
+    pub fn needs_notification<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, QueueError> {
+        // The used idx store must be visible before we read the driver's suppression state.
+        fence(Ordering::SeqCst);
+        let new = Wrapping(self.state.next_used);
+        if self.state.event_idx {
+            let used_event_addr = self.avail_addr(4 + 2 * u64::from(self.state.size));
+            let used_event = Self::load_u16(mem, used_event_addr, Ordering::Acquire)?;
+            let old = self.signalled_used.replace(new);
+            Ok(match old {
+                None => true,
+                Some(old) => need_event(used_event, new.0, old.0),
+            })
+        } else {
+            let flags = Self::load_u16(mem, self.avail_addr(0), Ordering::Acquire)?;
+            self.signalled_used = Some(new);
+            Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+
+    /// Asks the driver to kick again and reports whether chains arrived meanwhile.
+    ///
+    /// Call before waiting on the kick eventfd; when it returns true, keep processing instead.
+    pub fn enable_notification<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, QueueError> {
+        if self.state.event_idx {
+            let at = self.used_addr(4 + 8 * u64::from(self.state.size));
+            Self::store_u16(mem, at, self.state.next_avail, Ordering::Relaxed)?;
+        } else {
+            Self::store_u16(mem, self.used_addr(0), 0, Ordering::Relaxed)?;
+        }
+        fence(Ordering::SeqCst);
+        Ok(self.pending(mem)? != 0)
+    }
+
+    /// Tells the driver that kicks are not needed while the device is busy (no-op with EVENT_IDX).
+    pub fn disable_notification<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<(), QueueError> {
+        if self.state.event_idx {
+            return Ok(());
+        }
+        Self::store_u16(mem, self.used_addr(0), USED_F_NO_NOTIFY, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,162 @@
+//! INIT negotiation and request-level behaviour of the FUSE server.
+
+mod support;
+
+use support::{linux_guest_flags, Harness};
+use vhu_device_fs::fuse::abi::{GetattrIn, InHeader, InitFlags, InitIn, InitOut};
+use vhu_device_fs::fuse::{Opcode, Server, ServerConfig, ServerError, VecWriter};
+use zerocopy::{FromBytes, IntoBytes};
+
+const EIO: i32 = 5;
+const EINVAL: i32 = 22;
+const ENOSYS: i32 = 38;
+const EPROTO: i32 = 71;
+
+#[test]
+fn init_claims_only_what_is_implemented() {
+    let mut h = Harness::new("init");
+    let out = h.init();
+    assert_eq!((out.major, out.minor), (7, 38));
+    let claimed = InitFlags::from_bits_retain(u64::from(out.flags) | (u64::from(out.flags2) << 32));
+    for must in [
+        InitFlags::INIT_EXT,
+        InitFlags::MAX_PAGES,
+        InitFlags::BIG_WRITES,
+        InitFlags::DO_READDIRPLUS,
+        InitFlags::ATOMIC_O_TRUNC,
+    ] {
+        assert!(claimed.contains(must), "missing {must:?}");
+    }
+    for never in [
+        InitFlags::POSIX_LOCKS,
+        InitFlags::FLOCK_LOCKS,
+        InitFlags::EXPORT_SUPPORT,
+        InitFlags::HANDLE_KILLPRIV,
+        InitFlags::HANDLE_KILLPRIV_V2,
+        InitFlags::POSIX_ACL,
+        InitFlags::DONT_MASK,
+        InitFlags::SUBMOUNTS,
+        InitFlags::WRITEBACK_CACHE,
+        InitFlags::SPLICE_READ,
+        InitFlags::NO_OPEN_SUPPORT,
+        InitFlags::SETXATTR_EXT,
+        InitFlags::HAS_IOCTL_DIR,
+    ] {
+        assert!(!claimed.contains(never), "claimed {never:?}");
+    }
+    assert_eq!(out.flags2, 0, "no flags2 capability is implemented");
+    assert!(linux_guest_flags().contains(claimed));
+    // 128-entry queue: 124 pages.
+    assert_eq!(out.max_pages, 124);
+    assert_eq!(out.max_write, 124 * 4096);
+    assert_eq!(out.max_readahead, 128 * 1024);
+    assert_eq!(out.time_gran, 1);
+    assert_eq!(h.server.negotiated_minor(), Some(38));
+}
+
+#[test]
+fn init_refuses_old_guests_and_stays_uninitialised() {
+    let mut h = Harness::new("old");
+    let r = h.init_with(26, InitFlags::ASYNC_READ.bits());
+    assert_eq!(r.errno(), EPROTO);
+    assert_eq!(r.payload.len(), 0);
+    assert_eq!(h.server.negotiated(), None);
+    let r = h.call(Opcode::Getattr, 1, GetattrIn::default().as_bytes());
+    assert_eq!(r.errno(), EIO);
+}
+
+#[test]
+fn init_accepts_the_short_pre_7_36_form_and_ignores_flags2_without_init_ext() {
+    let mut h = Harness::new("short");
+    let mut body = [0u8; 16];
+    body[0..4].copy_from_slice(&7u32.to_ne_bytes());
+    body[4..8].copy_from_slice(&31u32.to_ne_bytes());
+    body[12..16].copy_from_slice(&(InitFlags::MAX_PAGES.bits() as u32).to_ne_bytes());
+    let r = h.call(Opcode::Init, 0, &body);
+    let out = InitOut::read_from_prefix(r.ok()).expect("init_out").0;
+    assert_eq!(out.flags, InitFlags::MAX_PAGES.bits() as u32);
+    assert_eq!(h.server.negotiated_minor(), Some(31));
+
+    // flags2 bits without INIT_EXT are not read.
+    let r = h.init_with(38, InitFlags::SECURITY_CTX.bits());
+    let out = InitOut::read_from_prefix(r.ok()).expect("init_out").0;
+    assert_eq!((out.flags, out.flags2), (0, 0));
+}
+
+#[test]
+fn newer_major_gets_our_version_only() {
+    let mut h = Harness::new("major");
+    let body = InitIn { major: 8, ..InitIn::default() };
+    let r = h.call(Opcode::Init, 0, body.as_bytes());
+    let out = InitOut::read_from_prefix(r.ok()).expect("init_out").0;
+    assert_eq!((out.major, out.minor, out.flags), (7, 38, 0));
+    assert_eq!(h.server.negotiated(), None);
+}
+
+#[test]
+fn requests_before_init_unknown_opcodes_and_reply_less_ones() {
+    let mut h = Harness::new("misc");
+    assert_eq!(h.lookup(1, "x").errno(), EIO);
+    h.init();
+    // Unknown and unimplemented opcodes: ENOSYS, never silence.
+    let mut reader_bytes =
+        InHeader { len: 40, opcode: 54, unique: 99, ..InHeader::default() }.as_bytes().to_vec();
+    let mut reader: &[u8] = &reader_bytes;
+    let mut w = VecWriter::new(64);
+    h.server.handle(&mut reader, &mut w).expect("handled");
+    assert_eq!(i32::from_ne_bytes(w.bytes()[4..8].try_into().expect("4 bytes")), -ENOSYS);
+    assert_eq!(h.call(Opcode::Getlk, 1, &[0; 48]).errno(), ENOSYS);
+    assert_eq!(h.call(Opcode::Ioctl, 1, &[0; 32]).errno(), ENOSYS);
+    // FORGET, BATCH_FORGET and INTERRUPT write nothing, even when malformed.
+    assert!(h.try_call(Opcode::Forget, 5, &1u64.to_ne_bytes()).is_none());
+    assert!(h.try_call(Opcode::Forget, 5, &[]).is_none());
+    assert!(h.try_call(Opcode::BatchForget, 0, &[1, 0, 0, 0]).is_none());
+    assert!(h.try_call(Opcode::Interrupt, 0, &7u64.to_ne_bytes()).is_none());
+    // Truncated arguments: EINVAL.
+    assert_eq!(h.call(Opcode::Getattr, 1, &[0; 3]).errno(), EINVAL);
+    // A name without its NUL: EINVAL.
+    assert_eq!(h.call(Opcode::Lookup, 1, b"abc").errno(), EINVAL);
+    // A header claiming more bytes than the request has: EINVAL.
+    reader_bytes = InHeader {
+        len: 4000,
+        opcode: Opcode::Lookup as u32,
+        unique: 7,
+        nodeid: 1,
+        ..InHeader::default()
+    }
+    .as_bytes()
+    .to_vec();
+    let mut reader: &[u8] = &reader_bytes;
+    let mut w = VecWriter::new(64);
+    h.server.handle(&mut reader, &mut w).expect("handled");
+    assert_eq!(i32::from_ne_bytes(w.bytes()[4..8].try_into().expect("4 bytes")), -EINVAL);
+    // DESTROY answers with a bare header and ends the session.
+    let r = h.call(Opcode::Destroy, 0, &[]);
+    assert_eq!((r.header.error, r.payload.len()), (0, 0));
+    assert_eq!(h.lookup(1, "x").errno(), EIO);
+}
+
+#[test]
+fn short_header_and_tiny_reply_space_are_server_errors() {
+    let dirs = support::TempDirs::new("short-hdr");
+    let fs = vhu_device_fs::passthrough::PassthroughFs::new(
+        vhu_device_fs::passthrough::Config::new(dirs.share()),
+    )
+    .expect("fs");
+    let server = Server::new(fs, ServerConfig::default());
+    let mut reader: &[u8] = &[0u8; 10];
+    let mut w = VecWriter::new(64);
+    assert_eq!(server.handle(&mut reader, &mut w), Err(ServerError::ShortHeader { got: 10 }));
+    let hdr = InHeader { len: 40, opcode: Opcode::Statfs as u32, ..InHeader::default() };
+    let mut reader: &[u8] = hdr.as_bytes();
+    let mut w = VecWriter::new(8);
+    assert!(matches!(server.handle(&mut reader, &mut w), Err(ServerError::ReplyTooLarge { .. })));
+}
+
+#[test]
+fn max_pages_follows_the_queue_size() {
+    assert_eq!(ServerConfig::for_queue_size(1024).max_pages, 256);
+    assert_eq!(ServerConfig::for_queue_size(128).max_pages, 124);
+    assert_eq!(ServerConfig::for_queue_size(4).max_pages, 1);
+    assert_eq!(ServerConfig::for_queue_size(64).max_write(), 60 * 4096);
+}

@@ -1,0 +1,297 @@
+//! File operations through the FUSE server against a passthrough of a temporary directory.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use support::{args, cstr, exists, parse_direntplus, parse_dirents, Harness};
+use vhu_device_fs::fuse::abi::{
+    fattr, AttrOut, BatchForgetIn, CreateIn, FlushIn, ForgetIn, ForgetOne, GetattrIn, Kstatfs,
+    MkdirIn, OpenIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn, WriteIn, WriteOut,
+};
+use vhu_device_fs::fuse::{NodeId, Opcode};
+use zerocopy::{FromBytes, IntoBytes};
+
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+const ENOTEMPTY: i32 = 39;
+const EBADF: i32 = 9;
+
+fn create(h: &mut Harness, parent: u64, name: &str) -> (u64, u64) {
+    let c = CreateIn {
+        flags: 0o2 | 0o100, // O_RDWR | O_CREAT
+        mode: 0o100644,
+        ..CreateIn::default()
+    };
+    let r = h.call(Opcode::Create, parent, &args(&[c.as_bytes(), &cstr(name)]));
+    let payload = r.ok();
+    assert_eq!(payload.len(), 128 + 16);
+    let entry = r.entry();
+    let open =
+        vhu_device_fs::fuse::abi::OpenOut::read_from_bytes(&payload[128..]).expect("open_out");
+    (entry.nodeid, open.fh)
+}
+
+fn write(h: &mut Harness, node: u64, fh: u64, offset: u64, data: &[u8]) -> u32 {
+    let w = WriteIn { fh, offset, size: data.len() as u32, ..WriteIn::default() };
+    let r = h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]));
+    WriteOut::read_from_bytes(r.ok()).expect("write_out").size
+}
+
+fn read(h: &mut Harness, op: Opcode, node: u64, fh: u64, offset: u64, size: u32) -> Vec<u8> {
+    let r = ReadIn { fh, offset, size, ..ReadIn::default() };
+    h.call(op, node, r.as_bytes()).ok().to_vec()
+}
+
+fn release(h: &mut Harness, op: Opcode, node: u64, fh: u64) {
+    let r = ReleaseIn { fh, ..ReleaseIn::default() };
+    h.call(op, node, r.as_bytes()).ok();
+}
+
+fn mkdir(h: &mut Harness, parent: u64, name: &str) -> u64 {
+    let m = MkdirIn { mode: 0o755, umask: 0 };
+    h.call(Opcode::Mkdir, parent, &args(&[m.as_bytes(), &cstr(name)])).entry().nodeid
+}
+
+fn opendir(h: &mut Harness, node: u64) -> u64 {
+    h.call(Opcode::Opendir, node, OpenIn::default().as_bytes()).open().fh
+}
+
+#[test]
+fn lookup_getattr_and_forget_counts() {
+    let mut h = Harness::new("lookup");
+    h.init();
+    std::fs::write(h.share().join("file"), b"12345").expect("host write");
+    let e1 = h.lookup(1, "file").entry();
+    assert_ne!(e1.nodeid, 0);
+    assert_eq!(e1.attr.size, 5);
+    assert_eq!(e1.attr.mode & 0o170000, 0o100000);
+    let e2 = h.lookup(1, "file").entry();
+    assert_eq!(e1.nodeid, e2.nodeid, "same host inode, same node id");
+    let inodes = h.server.fs().inodes();
+    assert_eq!(inodes.lookups(NodeId(e1.nodeid)), Some(2));
+
+    let r = h.call(Opcode::Getattr, e1.nodeid, GetattrIn::default().as_bytes());
+    let attr = AttrOut::read_from_bytes(r.ok()).expect("attr_out");
+    assert_eq!(attr.attr.ino, e1.attr.ino);
+
+    assert_eq!(h.lookup(1, "missing").errno(), ENOENT);
+    assert!(h.try_call(Opcode::Forget, e1.nodeid, ForgetIn { nlookup: 1 }.as_bytes()).is_none());
+    assert_eq!(h.server.fs().inodes().lookups(NodeId(e1.nodeid)), Some(1));
+    let batch = BatchForgetIn { count: 1, dummy: 0 };
+    let one = ForgetOne { nodeid: e1.nodeid, nlookup: 1 };
+    assert!(h
+        .try_call(Opcode::BatchForget, 0, &args(&[batch.as_bytes(), one.as_bytes()]))
+        .is_none());
+    assert_eq!(h.server.fs().inodes().lookups(NodeId(e1.nodeid)), None);
+    assert_eq!(h.server.fs().inodes().len(), 1, "only the root is left");
+    let r = h.call(Opcode::Getattr, e1.nodeid, GetattrIn::default().as_bytes());
+    assert_eq!(r.errno(), EBADF);
+    // Forgetting the root is ignored.
+    h.try_call(Opcode::Forget, 1, ForgetIn { nlookup: 100 }.as_bytes());
+    assert_eq!(h.lookup(1, "file").header.error, 0);
+}
+
+#[test]
+fn create_write_read_back_and_release() {
+    let mut h = Harness::new("rw");
+    h.init();
+    let (node, fh) = create(&mut h, 1, "hello.txt");
+    assert_eq!(write(&mut h, node, fh, 0, b"hello, world"), 12);
+    assert_eq!(write(&mut h, node, fh, 7, b"virtio"), 6);
+    assert_eq!(read(&mut h, Opcode::Read, node, fh, 0, 4096), b"hello, virtio");
+    assert_eq!(read(&mut h, Opcode::Read, node, fh, 7, 3), b"vir");
+    assert_eq!(read(&mut h, Opcode::Read, node, fh, 100, 10), b"");
+    let flush = FlushIn { fh, ..FlushIn::default() };
+    h.call(Opcode::Flush, node, flush.as_bytes()).ok();
+    release(&mut h, Opcode::Release, node, fh);
+    assert!(h.server.fs().handles().is_empty());
+    assert_eq!(std::fs::read(h.share().join("hello.txt")).expect("host read"), b"hello, virtio");
+    // A released handle is gone.
+    let r = ReadIn { fh, size: 1, ..ReadIn::default() };
+    assert_eq!(h.call(Opcode::Read, node, r.as_bytes()).errno(), EBADF);
+
+    // OPEN an existing file and read it.
+    let o = OpenIn { flags: 0, open_flags: 0 };
+    let fh2 = h.call(Opcode::Open, node, o.as_bytes()).open().fh;
+    assert_eq!(read(&mut h, Opcode::Read, node, fh2, 0, 5), b"hello");
+    // A handle cannot be used for another node.
+    let other = create(&mut h, 1, "other").0;
+    let r = ReadIn { fh: fh2, size: 1, ..ReadIn::default() };
+    assert_eq!(h.call(Opcode::Read, other, r.as_bytes()).errno(), EBADF);
+
+    // CREATE with O_EXCL of an existing name fails.
+    let c = CreateIn { flags: 0o2 | 0o100 | 0o200, mode: 0o100644, ..CreateIn::default() };
+    let r = h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr("hello.txt")]));
+    assert_eq!(r.errno(), EEXIST);
+}
+
+#[test]
+fn setattr_truncates_and_chmods() {
+    let mut h = Harness::new("setattr");
+    h.init();
+    let (node, fh) = create(&mut h, 1, "f");
+    write(&mut h, node, fh, 0, b"abcdef");
+    let s = SetattrIn {
+        valid: fattr::SIZE | fattr::MODE,
+        size: 2,
+        mode: 0o600,
+        ..SetattrIn::default()
+    };
+    let r = h.call(Opcode::Setattr, node, s.as_bytes());
+    let attr = AttrOut::read_from_bytes(r.ok()).expect("attr_out").attr;
+    assert_eq!(attr.size, 2);
+    assert_eq!(attr.mode & 0o7777, 0o600);
+    let s = SetattrIn {
+        valid: fattr::SIZE | fattr::FH | fattr::MTIME,
+        fh,
+        size: 1,
+        mtime: 1_000_000,
+        ..SetattrIn::default()
+    };
+    let attr = AttrOut::read_from_bytes(h.call(Opcode::Setattr, node, s.as_bytes()).ok())
+        .expect("attr_out")
+        .attr;
+    assert_eq!((attr.size, attr.mtime), (1, 1_000_000));
+    assert_eq!(std::fs::read(h.share().join("f")).expect("host read"), b"a");
+}
+
+#[test]
+fn mkdir_readdir_readdirplus_and_rmdir() {
+    let mut h = Harness::new("dirs");
+    h.init();
+    let dir = mkdir(&mut h, 1, "d");
+    assert!(h.share().join("d").is_dir());
+    let names: Vec<String> = (0..20).map(|i| format!("file-{i:02}")).collect();
+    for n in &names {
+        std::fs::write(h.share().join("d").join(n), b"x").expect("host write");
+    }
+    let fh = opendir(&mut h, dir);
+    let all = parse_dirents(&read(&mut h, Opcode::Readdir, dir, fh, 0, 4096));
+    let got: BTreeSet<String> = all.iter().map(|(n, _)| n.clone()).collect();
+    let mut want: BTreeSet<String> = names.iter().cloned().collect();
+    want.insert(".".into());
+    want.insert("..".into());
+    assert_eq!(got, want);
+
+    // Small buffers: resume from each reply's last cookie, no duplicates, nothing lost.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let part = parse_dirents(&read(&mut h, Opcode::Readdir, dir, fh, offset, 80));
+        if part.is_empty() {
+            break;
+        }
+        assert!(part.len() <= 2, "80 bytes hold at most two records");
+        offset = part.last().expect("non-empty").1;
+        seen.extend(part.into_iter().map(|(n, _)| n));
+    }
+    assert_eq!(seen.len(), want.len());
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), want);
+
+    // READDIRPLUS: a reference per entry except . and ..
+    let before = h.server.fs().inodes().len();
+    let plus = parse_direntplus(&read(&mut h, Opcode::Readdirplus, dir, fh, 0, 1 << 16));
+    assert_eq!(plus.len(), want.len());
+    for (name, nodeid, _) in &plus {
+        if name == "." || name == ".." {
+            assert_eq!(*nodeid, 0);
+        } else {
+            assert_ne!(*nodeid, 0);
+            assert_eq!(h.server.fs().inodes().lookups(NodeId(*nodeid)), Some(1));
+        }
+    }
+    assert_eq!(h.server.fs().inodes().len(), before + names.len());
+    // A buffer too small for one record takes no reference.
+    let before = h.server.fs().inodes().len();
+    assert!(read(&mut h, Opcode::Readdirplus, dir, fh, 0, 100).is_empty());
+    assert_eq!(h.server.fs().inodes().len(), before);
+    for (name, nodeid, _) in &plus {
+        if *nodeid != 0 {
+            h.try_call(Opcode::Forget, *nodeid, ForgetIn { nlookup: 1 }.as_bytes());
+            assert!(!name.is_empty());
+        }
+    }
+    release(&mut h, Opcode::Releasedir, dir, fh);
+
+    assert_eq!(h.call(Opcode::Rmdir, 1, &cstr("d")).errno(), ENOTEMPTY);
+    for n in &names {
+        h.call(Opcode::Unlink, dir, &cstr(n)).ok();
+    }
+    assert_eq!(h.call(Opcode::Unlink, dir, &cstr("file-00")).errno(), ENOENT);
+    h.call(Opcode::Rmdir, 1, &cstr("d")).ok();
+    assert!(!exists(&h.share().join("d")));
+}
+
+#[test]
+fn rename_and_rename2() {
+    let mut h = Harness::new("rename");
+    h.init();
+    let d = mkdir(&mut h, 1, "sub");
+    std::fs::write(h.share().join("a"), b"A").expect("host write");
+    std::fs::write(h.share().join("b"), b"B").expect("host write");
+    let r = RenameIn { newdir: d };
+    h.call(Opcode::Rename, 1, &args(&[r.as_bytes(), &cstr("a"), &cstr("moved")])).ok();
+    assert!(!exists(&h.share().join("a")));
+    assert_eq!(std::fs::read(h.share().join("sub/moved")).expect("moved"), b"A");
+    // RENAME_NOREPLACE onto an existing name.
+    let r2 = Rename2In { newdir: 1, flags: 1, padding: 0 };
+    let body = args(&[r2.as_bytes(), &cstr("moved"), &cstr("b")]);
+    assert_eq!(h.call(Opcode::Rename2, d, &body).errno(), EEXIST);
+    // RENAME_EXCHANGE swaps.
+    let r2 = Rename2In { newdir: 1, flags: 2, padding: 0 };
+    h.call(Opcode::Rename2, d, &args(&[r2.as_bytes(), &cstr("moved"), &cstr("b")])).ok();
+    assert_eq!(std::fs::read(h.share().join("b")).expect("b"), b"A");
+    assert_eq!(std::fs::read(h.share().join("sub/moved")).expect("moved"), b"B");
+    // Unknown flag bits: EINVAL.
+    let r2 = Rename2In { newdir: 1, flags: 0x100, padding: 0 };
+    let body = args(&[r2.as_bytes(), &cstr("moved"), &cstr("c")]);
+    assert_eq!(h.call(Opcode::Rename2, d, &body).errno(), 22);
+}
+
+#[test]
+fn symlink_readlink_link_statfs() {
+    let mut h = Harness::new("links");
+    h.init();
+    let e = h.call(Opcode::Symlink, 1, &args(&[&cstr("lnk"), &cstr("target/path")])).entry();
+    assert_eq!(e.attr.mode & 0o170000, 0o120000);
+    assert_eq!(h.call(Opcode::Readlink, e.nodeid, &[]).ok(), b"target/path");
+    let (f, _) = create(&mut h, 1, "orig");
+    let l = vhu_device_fs::fuse::abi::LinkIn { oldnodeid: f };
+    let le = h.call(Opcode::Link, 1, &args(&[l.as_bytes(), &cstr("hard")])).entry();
+    assert_eq!(le.nodeid, f, "a hard link is the same node");
+    assert_eq!(le.attr.nlink, 2);
+    let st = Kstatfs::read_from_bytes(h.call(Opcode::Statfs, 1, &[]).ok()).expect("statfs");
+    assert!(st.bsize > 0 && st.namelen > 0);
+}
+
+#[test]
+fn xattrs_are_enosys_unless_enabled() {
+    let mut h = Harness::new("xattr-off");
+    h.init();
+    let body = args(&[&[0u8; 8], &cstr("user.k")]);
+    assert_eq!(h.call(Opcode::Getxattr, 1, &body).errno(), 38);
+    assert_eq!(h.call(Opcode::Listxattr, 1, &[0u8; 8]).errno(), 38);
+
+    let mut h = Harness::with("xattr-on", |c| c.xattr = true);
+    h.init();
+    let (f, _) = create(&mut h, 1, "x");
+    let set = vhu_device_fs::fuse::abi::SetxattrInCompat { size: 3, flags: 0 };
+    let r = h.call(Opcode::Setxattr, f, &args(&[set.as_bytes(), &cstr("user.k"), b"val"]));
+    if r.errno() == 95 {
+        // The temporary directory's file system has no user xattrs.
+        return;
+    }
+    r.ok();
+    let q = vhu_device_fs::fuse::abi::GetxattrIn { size: 0, padding: 0 };
+    let size = h.call(Opcode::Getxattr, f, &args(&[q.as_bytes(), &cstr("user.k")]));
+    assert_eq!(size.ok(), &[3, 0, 0, 0, 0, 0, 0, 0]);
+    let q = vhu_device_fs::fuse::abi::GetxattrIn { size: 64, padding: 0 };
+    let v = h.call(Opcode::Getxattr, f, &args(&[q.as_bytes(), &cstr("user.k")]));
+    assert_eq!(v.ok(), b"val");
+    let list = h.call(Opcode::Listxattr, f, q.as_bytes());
+    assert!(list.ok().windows(7).any(|w| w == b"user.k\0"));
+    h.call(Opcode::Removexattr, f, &cstr("user.k")).ok();
+    let v = h.call(Opcode::Getxattr, f, &args(&[q.as_bytes(), &cstr("user.k")]));
+    assert_eq!(v.errno(), 61, "ENODATA after removal");
+}

@@ -1,0 +1,205 @@
+//! Shared helpers for the FUSE tests: a temporary share and a request/reply harness.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use vhu_device_fs::fuse::abi::{
+    EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenOut, OutHeader,
+};
+use vhu_device_fs::fuse::{Opcode, Server, ServerConfig, VecWriter};
+use vhu_device_fs::passthrough::{Config, PassthroughFs};
+use zerocopy::{FromBytes, IntoBytes};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory with `share/` (exported) and `outside/` (must stay unreachable).
+pub struct TempDirs {
+    pub base: PathBuf,
+}
+
+impl TempDirs {
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base =
+            std::env::temp_dir().join(format!("vhu-fs-{}-{}-{}", std::process::id(), tag, n));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("share")).expect("create share");
+        std::fs::create_dir_all(base.join("outside")).expect("create outside");
+        Self { base }
+    }
+    pub fn share(&self) -> PathBuf {
+        self.base.join("share")
+    }
+    pub fn outside(&self) -> PathBuf {
+        self.base.join("outside")
+    }
+}
+
+impl Drop for TempDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// A decoded reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub header: OutHeader,
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    pub fn errno(&self) -> i32 {
+        -self.header.error
+    }
+    pub fn ok(&self) -> &[u8] {
+        assert_eq!(self.header.error, 0, "unexpected error reply {self:?}");
+        &self.payload
+    }
+    pub fn entry(&self) -> EntryOut {
+        EntryOut::read_from_prefix(self.ok()).expect("entry_out").0
+    }
+    pub fn open(&self) -> OpenOut {
+        OpenOut::read_from_prefix(self.ok()).expect("open_out").0
+    }
+}
+
+pub struct Harness {
+    pub dirs: TempDirs,
+    pub server: Server<PassthroughFs>,
+    unique: u64,
+}
+
+pub fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+pub fn args(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+impl Harness {
+    pub fn new(tag: &str) -> Self {
+        Self::with(tag, |_| {})
+    }
+
+    pub fn with(tag: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dirs = TempDirs::new(tag);
+        let mut config = Config::new(dirs.share());
+        tweak(&mut config);
+        let fs = PassthroughFs::new(config).expect("passthrough");
+        let server = Server::new(fs, ServerConfig::for_queue_size(128));
+        Self { dirs, server, unique: 0 }
+    }
+
+    pub fn share(&self) -> PathBuf {
+        self.dirs.share()
+    }
+
+    /// Sends one request; `None` when the server wrote no reply.
+    pub fn try_call(&mut self, op: Opcode, node: u64, body: &[u8]) -> Option<Reply> {
+        self.unique += 1;
+        let header = InHeader {
+            len: (size_of::<InHeader>() + body.len()) as u32,
+            opcode: op as u32,
+            unique: self.unique,
+            nodeid: node,
+            uid: 0,
+            gid: 0,
+            pid: 1,
+            total_extlen: 0,
+            padding: 0,
+        };
+        let request = [header.as_bytes(), body].concat();
+        let mut reader: &[u8] = &request;
+        let mut writer = VecWriter::new(1 << 21);
+        let n = self.server.handle(&mut reader, &mut writer).expect("server handles the request");
+        let bytes = writer.into_bytes();
+        assert_eq!(n, bytes.len());
+        if n == 0 {
+            return None;
+        }
+        let (out, payload) = OutHeader::read_from_prefix(&bytes).expect("out header");
+        assert_eq!(out.len as usize, bytes.len(), "out_header.len is exact");
+        assert_eq!(out.unique, self.unique);
+        assert!(out.error <= 0);
+        Some(Reply { header: out, payload: payload.to_vec() })
+    }
+
+    pub fn call(&mut self, op: Opcode, node: u64, body: &[u8]) -> Reply {
+        self.try_call(op, node, body).expect("a reply")
+    }
+
+    pub fn init_with(&mut self, minor: u32, flags: u64) -> Reply {
+        let init = InitIn {
+            major: 7,
+            minor,
+            max_readahead: 128 * 1024,
+            flags: flags as u32,
+            flags2: (flags >> 32) as u32,
+            ..InitIn::default()
+        };
+        self.call(Opcode::Init, 0, init.as_bytes())
+    }
+
+    /// INIT as a current Linux guest sends it.
+    pub fn init(&mut self) -> InitOut {
+        let r = self.init_with(38, linux_guest_flags().bits());
+        InitOut::read_from_prefix(r.ok()).expect("init_out").0
+    }
+
+    pub fn lookup(&mut self, parent: u64, name: &str) -> Reply {
+        self.call(Opcode::Lookup, parent, &cstr(name))
+    }
+}
+
+/// The flags a recent Linux guest offers.
+pub fn linux_guest_flags() -> InitFlags {
+    let all_low =
+        InitFlags::from_bits_retain(0x7fff_ffff) - InitFlags::FILE_OPS - InitFlags::MAP_ALIGNMENT;
+    all_low
+        | InitFlags::SECURITY_CTX
+        | InitFlags::HAS_INODE_DAX
+        | InitFlags::CREATE_SUPP_GROUP
+        | InitFlags::HAS_EXPIRE_ONLY
+        | InitFlags::DIRECT_IO_ALLOW_MMAP
+        | InitFlags::NO_EXPORT_SUPPORT
+        | InitFlags::HAS_RESEND
+        | InitFlags::ALLOW_IDMAP
+        | InitFlags::REQUEST_TIMEOUT
+}
+
+/// Names in a READDIR payload, with their cookies.
+pub fn parse_dirents(mut buf: &[u8]) -> Vec<(String, u64)> {
+    use vhu_device_fs::fuse::abi::Dirent;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (d, rest) = Dirent::read_from_prefix(buf).expect("dirent header");
+        let name = &rest[..d.namelen as usize];
+        out.push((String::from_utf8_lossy(name).into_owned(), d.off));
+        let rec = (24 + d.namelen as usize).div_ceil(8) * 8;
+        buf = &buf[rec..];
+    }
+    out
+}
+
+/// (name, nodeid) in a READDIRPLUS payload.
+pub fn parse_direntplus(mut buf: &[u8]) -> Vec<(String, u64, u64)> {
+    use vhu_device_fs::fuse::abi::Direntplus;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (d, rest) = Direntplus::read_from_prefix(buf).expect("direntplus header");
+        let name = &rest[..d.dirent.namelen as usize];
+        out.push((String::from_utf8_lossy(name).into_owned(), d.entry_out.nodeid, d.dirent.off));
+        let rec = (152 + d.dirent.namelen as usize).div_ceil(8) * 8;
+        buf = &buf[rec..];
+    }
+    out
+}
+
+pub fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
