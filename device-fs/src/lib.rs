@@ -10,6 +10,7 @@
 //! implements for virtqueue chains and which byte slices implement for tests.
 
 pub mod bridge;
+pub mod device;
 pub mod fuse;
 pub mod passthrough;
 pub mod virtq;

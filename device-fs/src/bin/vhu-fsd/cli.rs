@@ -1,0 +1,355 @@
+//! The `vhu-fsd` command line: virtiofsd's flags, parsed and checked.
+//!
+//! Every flag virtiofsd accepts that launchers pass in practice is accepted here with the same
+//! spelling and defaults. A flag whose behaviour this daemon does not provide is refused with a
+//! message that says so, never silently ignored. This module only parses; it starts nothing.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Guest caching policy (`--cache`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CachePolicy {
+    /// Metadata and data cached for a short time (1 s); the default.
+    Auto,
+    /// Cache everything for a long time; the host does not change the share behind the guest.
+    Always,
+    /// Cache nothing: every access goes to the host.
+    Never,
+    /// Cache metadata, not data.
+    Metadata,
+}
+
+/// Sandbox modes virtiofsd knows (`--sandbox`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Sandbox {
+    /// Namespaces (virtiofsd's default).
+    Namespace,
+    /// chroot into the shared directory.
+    Chroot,
+    /// No isolation beyond the path checks every request gets.
+    None,
+}
+
+/// Seccomp actions virtiofsd knows (`--seccomp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Seccomp {
+    /// No filter.
+    None,
+    /// Kill on a syscall outside the allow-list (virtiofsd's default).
+    Kill,
+    /// Log it.
+    Log,
+    /// Send SIGSYS.
+    Trap,
+}
+
+/// Log levels (`--log-level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum LogLevel {
+    /// Nothing.
+    Off,
+    /// Errors.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Informational messages (the default).
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Every request.
+    Trace,
+}
+
+/// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
+#[derive(Debug, Parser)]
+#[command(name = "vhu-fsd", version, args_override_self = true)]
+pub(crate) struct Options {
+    /// vhost-user socket to listen on.
+    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
+    pub(crate) socket_path: Option<PathBuf>,
+    /// Deprecated alias of --socket-path.
+    #[arg(long = "socket", value_name = "PATH", hide = true, conflicts_with_all = ["fd", "socket_path"])]
+    pub(crate) socket: Option<PathBuf>,
+    /// Inherited, already listening socket descriptor.
+    #[arg(long, value_name = "FD")]
+    pub(crate) fd: Option<i32>,
+    /// Directory to share with the guest.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) shared_dir: Option<PathBuf>,
+    /// Tag advertised in the device config space (at most 36 bytes); only then is the CONFIG
+    /// protocol feature offered (QEMU 7.1 to 8.0 crash when it is offered).
+    #[arg(long, value_name = "TAG")]
+    pub(crate) tag: Option<String>,
+    /// Guest caching policy.
+    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    pub(crate) cache: CachePolicy,
+    /// Worker threads per request queue; 0 processes requests on the queue's own thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) thread_pool_size: usize,
+    /// Isolation mode.
+    #[arg(long, value_enum)]
+    pub(crate) sandbox: Option<Sandbox>,
+    /// Action on a syscall outside the allow-list.
+    #[arg(long, value_enum)]
+    pub(crate) seccomp: Option<Seccomp>,
+    /// Enable extended attributes.
+    #[arg(long)]
+    pub(crate) xattr: bool,
+    /// Refuse every modifying operation.
+    #[arg(long)]
+    pub(crate) readonly: bool,
+    /// Report host mount points as submounts.
+    #[arg(long, overrides_with = "no_announce_submounts")]
+    pub(crate) announce_submounts: bool,
+    /// Do not report host mount points as submounts.
+    #[arg(long)]
+    pub(crate) no_announce_submounts: bool,
+    /// Log verbosity.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub(crate) log_level: LogLevel,
+    /// RLIMIT_NOFILE to set (soft = hard); 0 leaves it as it is.
+    #[arg(long, value_name = "N")]
+    pub(crate) rlimit_nofile: Option<u64>,
+    /// Print the vhost-user.json capabilities and exit.
+    #[arg(long)]
+    pub(crate) print_capabilities: bool,
+    /// Number of request queues (besides the high-priority queue).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) num_request_queues: usize,
+    /// Serve the next front-end after one disconnects, instead of exiting.
+    #[arg(long)]
+    pub(crate) persistent: bool,
+    /// Deprecated no-op (run in the foreground), accepted for compatibility.
+    #[arg(short = 'f', hide = true)]
+    pub(crate) foreground: bool,
+    /// Deprecated: --log-level debug.
+    #[arg(short = 'd', hide = true)]
+    pub(crate) debug: bool,
+}
+
+/// Where to listen.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Socket {
+    /// Bind this path.
+    Path(PathBuf),
+    /// An inherited listening descriptor.
+    Fd(i32),
+}
+
+/// What the daemon will do, once the options are checked.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// The socket.
+    pub(crate) socket: Socket,
+    /// The shared directory.
+    pub(crate) shared_dir: PathBuf,
+    /// Config-space tag.
+    pub(crate) tag: Option<String>,
+    /// Entry and attribute timeout given to the guest.
+    pub(crate) timeout: std::time::Duration,
+    /// Serve extended attributes.
+    pub(crate) xattr: bool,
+    /// Log verbosity.
+    pub(crate) log_level: LogLevel,
+    /// RLIMIT_NOFILE to set.
+    pub(crate) rlimit_nofile: Option<u64>,
+    /// Request queues.
+    pub(crate) num_request_queues: usize,
+    /// Serve front-ends one after another.
+    pub(crate) persistent: bool,
+}
+
+/// Options that cannot be served, with the reason.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CliError {
+    /// Neither --socket-path nor --fd.
+    #[error("one of --socket-path or --fd is required")]
+    NoSocket,
+    /// No --shared-dir.
+    #[error("--shared-dir is required")]
+    NoSharedDir,
+    /// The shared directory is not a directory.
+    #[error("--shared-dir {0}: not an existing directory")]
+    BadSharedDir(String),
+    /// A tag longer than the config space holds.
+    #[error("--tag is {0} bytes long; the virtio-fs config space holds at most 36")]
+    TagTooLong(usize),
+    /// --num-request-queues 0.
+    #[error("--num-request-queues must be at least 1")]
+    NoRequestQueues,
+    /// Too many queues for one device.
+    #[error("--num-request-queues {0} exceeds 255")]
+    TooManyQueues(usize),
+    /// An option this daemon accepts but does not implement.
+    #[error("{option} is not supported by vhu-fsd: {hint}")]
+    NotSupported {
+        /// The option as given.
+        option: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
+}
+
+impl Options {
+    /// Checks the options and resolves them into settings.
+    pub(crate) fn settings(&self) -> Result<Settings, CliError> {
+        let not_supported = |option: String, hint| Err(CliError::NotSupported { option, hint });
+        match self.sandbox {
+            Some(Sandbox::Namespace) => {
+                return not_supported("--sandbox namespace".into(), "run it with --sandbox none");
+            }
+            Some(Sandbox::Chroot) => {
+                return not_supported("--sandbox chroot".into(), "run it with --sandbox none");
+            }
+            _ => {}
+        }
+        if let Some(mode @ (Seccomp::Kill | Seccomp::Log | Seccomp::Trap)) = self.seccomp {
+            let option = format!("--seccomp {}", format!("{mode:?}").to_lowercase());
+            return not_supported(option, "run it with --seccomp none");
+        }
+        if self.thread_pool_size != 0 {
+            return not_supported(
+                format!("--thread-pool-size {}", self.thread_pool_size),
+                "requests are served on each queue's own thread; pass 0",
+            );
+        }
+        if self.readonly {
+            return not_supported("--readonly".into(), "share a read-only mount instead");
+        }
+        if self.announce_submounts {
+            return not_supported(
+                "--announce-submounts".into(),
+                "pass --no-announce-submounts (host mounts inside the share appear as one file system)",
+            );
+        }
+        let timeout = match self.cache {
+            CachePolicy::Auto => std::time::Duration::from_secs(1),
+            CachePolicy::Always => std::time::Duration::from_secs(86_400),
+            CachePolicy::Never | CachePolicy::Metadata => {
+                let option = format!("--cache {}", format!("{:?}", self.cache).to_lowercase());
+                return not_supported(option, "use --cache auto or --cache always");
+            }
+        };
+        let socket = match (&self.socket_path, &self.socket, self.fd) {
+            (Some(path), _, _) | (None, Some(path), _) => Socket::Path(path.clone()),
+            (None, None, Some(fd)) => Socket::Fd(fd),
+            (None, None, None) => return Err(CliError::NoSocket),
+        };
+        let shared_dir = self.shared_dir.clone().ok_or(CliError::NoSharedDir)?;
+        if !shared_dir.is_dir() {
+            return Err(CliError::BadSharedDir(shared_dir.display().to_string()));
+        }
+        if let Some(tag) = &self.tag {
+            if tag.len() > 36 {
+                return Err(CliError::TagTooLong(tag.len()));
+            }
+        }
+        match self.num_request_queues {
+            0 => return Err(CliError::NoRequestQueues),
+            n if n > 255 => return Err(CliError::TooManyQueues(n)),
+            _ => {}
+        }
+        Ok(Settings {
+            socket,
+            shared_dir,
+            tag: self.tag.clone(),
+            timeout,
+            xattr: self.xattr,
+            log_level: if self.debug { LogLevel::Debug } else { self.log_level },
+            rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
+            num_request_queues: self.num_request_queues,
+            persistent: self.persistent,
+        })
+    }
+}
+
+/// The vhost-user.json capabilities (`--print-capabilities`): a file-system back-end taking its
+/// options separately. Migration is not listed: device state is not transferred.
+pub(crate) const CAPABILITIES: &str = r#"{
+  "type": "fs",
+  "features": [
+    "separate-options"
+  ]
+}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("vhu-fsd").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn virtiofsd_command_lines_parse() {
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().expect("utf-8 temp dir");
+        let options = parse(&[
+            "--socket-path=/tmp/vfs.sock",
+            "--shared-dir",
+            dir,
+            "--cache=auto",
+            "--sandbox",
+            "none",
+            "--seccomp=none",
+            "--thread-pool-size=1",
+            "--thread-pool-size=0",
+            "--log-level",
+            "debug",
+        ]);
+        let settings = options.settings().expect("supported");
+        assert_eq!(settings.socket, Socket::Path("/tmp/vfs.sock".into()));
+        assert_eq!(settings.log_level, LogLevel::Debug);
+        assert_eq!(settings.num_request_queues, 1);
+        assert!(!settings.persistent);
+    }
+
+    #[test]
+    fn unsupported_options_are_refused_not_ignored() {
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().expect("utf-8 temp dir");
+        for (extra, option) in [
+            ("--sandbox=namespace", "--sandbox namespace"),
+            ("--sandbox=chroot", "--sandbox chroot"),
+            ("--seccomp=kill", "--seccomp kill"),
+            ("--thread-pool-size=4", "--thread-pool-size 4"),
+            ("--readonly", "--readonly"),
+            ("--cache=never", "--cache never"),
+            ("--announce-submounts", "--announce-submounts"),
+        ] {
+            let options = parse(&["--socket-path=/tmp/x", "--shared-dir", dir, extra]);
+            match options.settings() {
+                Err(CliError::NotSupported { option: got, .. }) => assert_eq!(got, option),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_and_bad_values() {
+        assert_eq!(parse(&["--shared-dir=/"]).settings().err(), Some(CliError::NoSocket));
+        assert_eq!(parse(&["--socket-path=/tmp/x"]).settings().err(), Some(CliError::NoSharedDir));
+        assert!(matches!(
+            parse(&["--socket-path=/tmp/x", "--shared-dir=/nonexistent/dir"]).settings(),
+            Err(CliError::BadSharedDir(_))
+        ));
+        let long = "t".repeat(37);
+        assert_eq!(
+            parse(&["--socket-path=/tmp/x", "--shared-dir=/", "--tag", &long]).settings().err(),
+            Some(CliError::TagTooLong(37))
+        );
+        assert!(Options::try_parse_from(["vhu-fsd", "--socket-path=/a", "--fd=3"]).is_err());
+        assert_eq!(
+            parse(&["--fd=3", "--shared-dir=/", "--num-request-queues=0"]).settings().err(),
+            Some(CliError::NoRequestQueues)
+        );
+    }
+
+    #[test]
+    fn capabilities_are_json_for_a_file_system() {
+        assert!(CAPABILITIES.contains(r#""type": "fs""#));
+    }
+}

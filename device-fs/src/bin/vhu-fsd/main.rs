@@ -1,0 +1,123 @@
+//! `vhu-fsd`: a virtio-fs back-end daemon that QEMU connects to, command-line compatible with
+//! virtiofsd.
+//!
+//! It listens on a vhost-user socket, serves one front-end at a time through the std transport,
+//! and exits when that front-end disconnects (with `--persistent` it serves the next one from a
+//! clean state). SIGTERM and SIGINT end it cleanly, removing the socket it created. It owns no
+//! protocol or file-system logic: the options are checked in `cli`, the device is the library's.
+
+mod cli;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use clap::Parser;
+use cli::{LogLevel, Options, Settings, Socket};
+use vhu_device_fs::device::{FsConfig, FsDevice};
+use vhu_device_fs::fuse::{Server, ServerConfig};
+use vhu_device_fs::passthrough::{Config, PassthroughFs};
+use vhu_transport_std::{Daemon, Disconnect, Listen};
+
+static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+
+fn log(level: LogLevel, message: std::fmt::Arguments<'_>) {
+    if level != LogLevel::Off && (level as u8) <= LOG_LEVEL.load(Ordering::Relaxed) {
+        eprintln!("vhu-fsd: {}: {message}", format!("{level:?}").to_lowercase());
+    }
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    if options.print_capabilities {
+        println!("{}", cli::CAPABILITIES);
+        return ExitCode::SUCCESS;
+    }
+    let settings = match options.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("vhu-fsd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    LOG_LEVEL.store(settings.log_level as u8, Ordering::Relaxed);
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("vhu-fsd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(settings: Settings) -> Result<(), String> {
+    if let Some(limit) = settings.rlimit_nofile {
+        let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, rlimit)
+            .map_err(|e| format!("--rlimit-nofile {limit}: {e}"))?;
+    }
+    // The guest applied its own umask to the modes it sends; do not apply ours on top.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let mut config = Config::new(&settings.shared_dir);
+    config.xattr = settings.xattr;
+    config.timeout = settings.timeout;
+    let fs = PassthroughFs::new(config)
+        .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
+    // Limits for the smallest queue QEMU configures by default (128 entries).
+    let server = Server::new(fs, ServerConfig::for_queue_size(128));
+    let device = FsDevice::new(
+        FsConfig { num_request_queues: settings.num_request_queues, tag: settings.tag.clone() },
+        server,
+    );
+    let listen = match &settings.socket {
+        Socket::Path(path) => Listen::Path(path.clone()),
+        Socket::Fd(fd) => {
+            let open = *fd > 2 && std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok();
+            if !open {
+                return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
+            }
+            // SAFETY: the descriptor is open (checked above), is not stdio, and was inherited for
+            // this daemon alone: nothing else in the process owns or closes it.
+            Listen::Fd(unsafe { OwnedFd::from_raw_fd(*fd) })
+        }
+    };
+    let mut daemon = Daemon::new(device, listen).map_err(|e| e.to_string())?;
+    let socket_path = daemon.path().map(ToOwned::to_owned);
+    signals::exit_cleanly_on_termination(socket_path)?;
+    log(LogLevel::Info, format_args!("waiting for a front-end on {:?}", settings.socket));
+    loop {
+        match daemon.serve_one().map_err(|e| e.to_string())? {
+            Disconnect::HungUp => log(LogLevel::Info, format_args!("front-end disconnected")),
+            Disconnect::Closed(error) => {
+                log(LogLevel::Warn, format_args!("connection closed: {error}"));
+            }
+            other => log(LogLevel::Info, format_args!("connection ended: {other:?}")),
+        }
+        if !settings.persistent {
+            return Ok(());
+        }
+    }
+}
+
+mod signals {
+    //! SIGTERM/SIGINT: remove the socket the daemon bound, then exit with status 0.
+
+    use std::path::PathBuf;
+
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::Signals;
+
+    pub(super) fn exit_cleanly_on_termination(socket: Option<PathBuf>) -> Result<(), String> {
+        let mut signals = Signals::new([SIGTERM, SIGINT])
+            .map_err(|e| format!("installing signal handlers: {e}"))?;
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                if let Some(path) = &socket {
+                    let _ = std::fs::remove_file(path);
+                }
+                std::process::exit(0);
+            }
+        });
+        Ok(())
+    }
+}

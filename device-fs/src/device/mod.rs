@@ -1,0 +1,187 @@
+//! The virtio-fs device: what the vhost-user back-end offers for it, its config space, and its
+//! queues served by the FUSE server over a passthrough file system.
+//!
+//! Queue 0 is the high-priority queue (FORGET, INTERRUPT), queues 1.. are request queues, as the
+//! Linux virtio-fs driver numbers them (virtio spec "File System Device", virtqueues). Every
+//! queue runs on its own worker thread and all share one server. This module must not implement
+//! vhost-user protocol rules: those are `vhu-core`'s.
+
+mod queue;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use vhu_core::backend::{BackendSpec, VringConfig};
+use vhu_core::message::VringBase;
+use vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
+use vhu_transport_std::vm_memory::GuestAddressSpace;
+use vhu_transport_std::{Device, DeviceError, Queue, Workers};
+
+use crate::fuse::Server;
+use crate::passthrough::PassthroughFs;
+use crate::virtq::{QueueState, SplitQueue};
+pub use queue::FsQueue;
+
+/// Largest tag in the config space (virtio spec: `u8 tag[36]`).
+pub const MAX_TAG_LEN: usize = 36;
+/// Config space: `u8 tag[36]; le32 num_request_queues` (virtio spec "Device configuration
+/// layout" of the file system device).
+pub const CONFIG_SIZE: u32 = 40;
+/// Largest queue size offered.
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+/// How the device presents itself.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Request queues besides the high-priority one (at least 1).
+    pub num_request_queues: usize,
+    /// The tag for the config space; only with a tag is CONFIG offered (QEMU 7.1–8.0 crash when
+    /// a vhost-user-fs back-end offers it).
+    pub tag: Option<String>,
+}
+
+/// The virtio-fs device served by the std transport.
+pub struct FsDevice {
+    config: FsConfig,
+    server: Arc<Server<PassthroughFs>>,
+    workers: Workers<FsQueue>,
+    features: VirtioFeatures,
+}
+
+impl std::fmt::Debug for FsDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsDevice")
+            .field("config", &self.config)
+            .field("workers", &self.workers)
+            .field("features", &self.features)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FsDevice {
+    /// A device serving `server` with `config`.
+    pub fn new(config: FsConfig, server: Server<PassthroughFs>) -> Self {
+        Self {
+            config,
+            server: Arc::new(server),
+            workers: Workers::new(),
+            features: VirtioFeatures::empty(),
+        }
+    }
+
+    /// The shared FUSE server.
+    pub fn server(&self) -> &Server<PassthroughFs> {
+        &self.server
+    }
+
+    fn config_space(&self) -> [u8; CONFIG_SIZE as usize] {
+        let mut space = [0u8; CONFIG_SIZE as usize];
+        if let Some(tag) = &self.config.tag {
+            let bytes = tag.as_bytes();
+            let n = bytes.len().min(MAX_TAG_LEN);
+            space[..n].copy_from_slice(&bytes[..n]);
+        }
+        let queues = u32::try_from(self.config.num_request_queues).unwrap_or(u32::MAX);
+        space[MAX_TAG_LEN..].copy_from_slice(&queues.to_le_bytes());
+        space
+    }
+}
+
+impl Device for FsDevice {
+    fn spec(&self) -> BackendSpec {
+        let mut spec = BackendSpec::new(1 + self.config.num_request_queues, MAX_QUEUE_SIZE);
+        spec.features = VirtioFeatures::VERSION_1
+            | VirtioFeatures::RING_INDIRECT_DESC
+            | VirtioFeatures::RING_EVENT_IDX;
+        spec.protocol_features = ProtocolFeatures::MQ
+            | ProtocolFeatures::REPLY_ACK
+            | ProtocolFeatures::BACKEND_REQ
+            | ProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | ProtocolFeatures::RESET_DEVICE;
+        if self.config.tag.is_some() {
+            spec.protocol_features |= ProtocolFeatures::CONFIG;
+            spec.config_size = CONFIG_SIZE;
+        }
+        spec
+    }
+
+    fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
+        let index = queue.index.0;
+        let config = queue.config;
+        let next_avail = config
+            .base
+            .as_split()
+            .ok_or(DeviceError::Queue { index, reason: "packed rings are not supported" })?;
+        let memory = queue.memory.memory();
+        let next_used = queue::used_index(&*memory, config.used)
+            .ok_or(DeviceError::Queue { index, reason: "the used ring is not in guest memory" })?;
+        let state = QueueState {
+            size: config.size,
+            desc_table: config.descriptor,
+            avail_ring: config.available,
+            used_ring: config.used,
+            next_avail,
+            next_used,
+            event_idx: config.event_idx,
+            indirect: self.features.contains(VirtioFeatures::RING_INDIRECT_DESC),
+        };
+        let split = SplitQueue::new(state, &*memory).map_err(|_| DeviceError::Queue {
+            index,
+            reason: "the ring does not fit guest memory",
+        })?;
+        drop(memory);
+        self.workers.start(queue, FsQueue::new(split, Arc::clone(&self.server)))
+    }
+
+    fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {
+        // The worker finishes the request it is processing before it stops: stopping drains.
+        self.workers.stop(index).map_or(VringBase(0), |handler| {
+            use vhu_transport_std::QueueHandler;
+            handler.base()
+        })
+    }
+
+    fn set_queue_enabled(&mut self, index: VringIndex, enabled: bool) {
+        self.workers.set_enabled(index, enabled);
+    }
+
+    fn replace_kick(&mut self, index: VringIndex, kick: Option<OwnedFd>) {
+        self.workers.replace_kick(index, kick);
+    }
+
+    fn update_queue(&mut self, index: VringIndex, config: VringConfig) {
+        self.workers.update(index, config);
+    }
+
+    fn kick(&mut self, index: VringIndex) {
+        self.workers.kick(index);
+    }
+
+    fn acked_features(&mut self, features: VirtioFeatures) {
+        self.features = features;
+    }
+
+    fn reset(&mut self) {
+        self.workers.stop_all();
+        self.features = VirtioFeatures::empty();
+    }
+
+    fn read_config(&self, offset: u32, data: &mut [u8]) -> Result<(), DeviceError> {
+        let space = self.config_space();
+        let start = offset as usize;
+        let end = start.checked_add(data.len()).filter(|end| *end <= space.len());
+        let end = end.ok_or(DeviceError::Config { offset, size: data.len() })?;
+        data.copy_from_slice(&space[start..end]);
+        Ok(())
+    }
+
+    fn write_config(
+        &mut self,
+        offset: u32,
+        data: &[u8],
+        _migration: bool,
+    ) -> Result<(), DeviceError> {
+        // Every field of the file system device's config space is read-only.
+        Err(DeviceError::Config { offset, size: data.len() })
+    }
+}
