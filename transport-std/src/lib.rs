@@ -14,11 +14,14 @@
 //!   thread-per-queue implementation of its queue methods.
 //! - [`driver`]: [`Connection`], the blocking loop that serves one front-end with a `Backend`;
 //!   [`daemon`]: [`Daemon`], which accepts front-ends one at a time.
+//! - [`client`]: [`Client`], the blocking front-end (VMM side) over core's `Frontend`, with guest
+//!   memory on memfds and eventfds for the rings.
 //!
 //! It must never re-implement a protocol rule: which message carries which descriptors, when a
 //! region may be added or removed, and whether an error is answered or closes the connection are all
 //! decided by `vhu-core`. Linux only (SCM_RIGHTS, `MSG_CMSG_CLOEXEC`, memfd-backed guest memory).
 
+pub mod client;
 pub mod daemon;
 pub mod device;
 pub mod driver;
@@ -27,6 +30,7 @@ pub mod memory;
 pub mod scm;
 pub mod worker;
 
+pub use client::{Client, ClientError};
 pub use daemon::{Daemon, DaemonError, Disconnect, Listen};
 pub use device::{Device, DeviceError, Notifier, Queue};
 pub use driver::{BackendRequests, Connection, DeviceRequest, DriverError};

@@ -1,0 +1,373 @@
+//! The client's I/O loop: carries out the front-end state machine's outputs on the sockets and
+//! feeds it what arrives, until it has nothing left to wait for.
+//!
+//! [`settle`] drains [`Frontend::poll_output`] — requests are encoded and sent with the
+//! descriptors taken out of the [`FdTable`], back-end replies go out on the back-end channel,
+//! `CloseFd` releases a descriptor, events are copied into owned [`Answer`]s — then, while the
+//! state machine waits for a reply or has requests queued, polls the main socket and the
+//! back-end channel (bounded by the client's timeout; without a channel it just reads, bounded by
+//! the socket's read timeout), reads one frame header-first and feeds it
+//! to [`Frontend::handle_reply`] or [`Frontend::handle_backend_request`]. Back-end requests are
+//! answered at once by the client's [`BackendHandler`], so a back-end that waits for an answer
+//! never stalls the main socket.
+//!
+//! This module must not decide anything about the protocol: which request goes next, whether it
+//! waits for a reply, what an error costs, and which descriptors travel with what are all the
+//! state machine's outputs. A transport failure (I/O error, hang-up, timeout) marks the client
+//! broken; nothing is retried.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use vhu_core::frontend::{BackendAnswer, Event, Frontend, FrontendError, Negotiated, Output};
+use vhu_core::message::{InflightDesc, Uuid, VringBase};
+use vhu_core::{BackendRequest, FdToken, FrameDecoder, FrontendCode, VringIndex};
+
+use super::channel::{BackendHandler, BackendResponse, ReceivedRequest};
+use super::ClientError;
+use crate::fd_table::FdTable;
+use crate::scm::{self, RecvOutcome, ScmError};
+
+/// Back-end requests kept for [`Client::poll_backend_requests`](super::Client) before the oldest
+/// are dropped (a back-end can send any number of them).
+const MAX_LOGGED: usize = 256;
+
+/// An event of the state machine, with borrowed data copied and tokens turned into descriptors.
+#[derive(Debug)]
+pub(super) enum Answer {
+    Connected(Negotiated),
+    VringStopped { index: VringIndex, base: VringBase },
+    ConfigRead { offset: u32, data: Vec<u8> },
+    Status(u8),
+    InflightFd { desc: InflightDesc, fd: Option<OwnedFd> },
+    DeviceStateFd { fd: Option<OwnedFd> },
+    SharedObject { uuid: Uuid, fd: OwnedFd },
+}
+
+/// What one settled call produced.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub(super) answers: Vec<Answer>,
+    /// The first failure the back-end reported.
+    pub(super) failed: Option<FrontendError>,
+}
+
+/// Our end of the back-end channel.
+#[derive(Debug)]
+pub(super) struct Channel {
+    pub(super) sock: UnixStream,
+    decoder: FrameDecoder,
+    received: Vec<OwnedFd>,
+}
+
+impl Channel {
+    pub(super) fn new(sock: UnixStream) -> Self {
+        Self { sock, decoder: FrameDecoder::new(), received: Vec::new() }
+    }
+}
+
+/// Everything but the state machine: sockets, descriptors, buffers, the back-end side.
+pub(super) struct Io {
+    pub(super) sock: UnixStream,
+    pub(super) fds: FdTable,
+    decoder: FrameDecoder,
+    received: Vec<OwnedFd>,
+    buf: Vec<u8>,
+    pub(super) channel: Option<Channel>,
+    pub(super) handler: Box<dyn BackendHandler>,
+    pub(super) log: VecDeque<ReceivedRequest>,
+    /// The last request sent that waits for its reply.
+    waiting: Option<FrontendCode>,
+    pub(super) timeout: Duration,
+    pub(super) broken: bool,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io")
+            .field("sock", &self.sock)
+            .field("fds", &self.fds.len())
+            .field("channel", &self.channel)
+            .field("waiting", &self.waiting)
+            .field("timeout", &self.timeout)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Io {
+    pub(super) fn new(sock: UnixStream, handler: Box<dyn BackendHandler>) -> Self {
+        Self {
+            sock,
+            fds: FdTable::new(),
+            decoder: FrameDecoder::new(),
+            received: Vec::new(),
+            buf: vec![0; vhu_core::limits::MAX_FRAME_SIZE],
+            channel: None,
+            handler,
+            log: VecDeque::new(),
+            waiting: None,
+            timeout: super::DEFAULT_TIMEOUT,
+            broken: false,
+        }
+    }
+
+    fn take(&mut self, token: FdToken) -> Result<OwnedFd, ClientError> {
+        self.fds.take(token).ok_or(ClientError::MissingFd(token))
+    }
+
+    fn take_opt(&mut self, token: Option<FdToken>) -> Result<Option<OwnedFd>, ClientError> {
+        token.map(|t| self.take(t)).transpose()
+    }
+}
+
+/// Runs the state machine until it is idle; see the module docs. A transport failure marks the
+/// client broken.
+pub(super) fn settle(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
+    if io.broken {
+        return Err(ClientError::Broken);
+    }
+    let result = run(frontend, io);
+    if matches!(&result, Err(e) if e.is_fatal()) {
+        io.broken = true;
+    }
+    result
+}
+
+fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
+    let mut outcome = Outcome::default();
+    let deadline = Instant::now() + io.timeout;
+    loop {
+        if let Some(error) = drain(frontend, io, &mut outcome)? {
+            return Err(ClientError::Closed(error));
+        }
+        if frontend.is_idle() {
+            return Ok(outcome);
+        }
+        if Instant::now() >= deadline {
+            return Err(ClientError::Timeout { waiting: io.waiting, timeout: io.timeout });
+        }
+        if io.channel.is_none() {
+            // One socket only: a blocking read, bounded by the socket's read timeout.
+            receive_reply(frontend, io)?;
+            continue;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let (main, channel) = wait_readable(io, remaining)?;
+        if main {
+            receive_reply(frontend, io)?;
+        }
+        if channel {
+            receive_backend_request(frontend, io);
+        }
+    }
+}
+
+/// Serves the back-end channel alone for up to `timeout` (or until one request was handled).
+pub(super) fn serve_channel(
+    frontend: &mut Frontend,
+    io: &mut Io,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    if io.broken {
+        return Err(ClientError::Broken);
+    }
+    let result = serve_channel_once(frontend, io, timeout);
+    if matches!(&result, Err(e) if e.is_fatal()) {
+        io.broken = true;
+    }
+    result
+}
+
+fn serve_channel_once(
+    frontend: &mut Frontend,
+    io: &mut Io,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let mut outcome = Outcome::default();
+    if let Some(error) = drain(frontend, io, &mut outcome)? {
+        return Err(ClientError::Closed(error));
+    }
+    if io.channel.is_none() {
+        return Ok(());
+    }
+    let (main, channel) = wait_readable(io, timeout)?;
+    if channel {
+        receive_backend_request(frontend, io);
+    }
+    if main && !frontend.is_awaiting_reply() {
+        // Nothing waits for a reply: the main socket is readable only at a hang-up (or a
+        // reply nobody asked for, which the state machine refuses).
+        receive_reply(frontend, io)?;
+    }
+    match drain(frontend, io, &mut outcome)? {
+        Some(error) => Err(ClientError::Closed(error)),
+        None => Ok(()),
+    }
+}
+
+/// Whether the main socket and the back-end channel are readable, waiting at most `timeout`.
+fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError> {
+    let flags = PollFlags::IN;
+    let mut fds = vec![PollFd::new(&io.sock, flags)];
+    if let Some(channel) = &io.channel {
+        fds.push(PollFd::new(&channel.sock, flags));
+    }
+    let timeout = crate::timespec(timeout);
+    loop {
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) => break,
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(ClientError::Io { what: "poll", source: errno.into() }),
+        }
+    }
+    let ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
+    Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
+}
+
+fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError> {
+    match scm::recv_frame(&io.sock, &mut io.decoder, &mut io.received) {
+        Ok(RecvOutcome::Frame(_)) => {}
+        Ok(RecvOutcome::Closed) => return Err(ClientError::Disconnected { waiting: io.waiting }),
+        Err(ScmError::Io(error)) if is_timeout(&error) => {
+            return Err(ClientError::Timeout { waiting: io.waiting, timeout: io.timeout })
+        }
+        Err(error) => return Err(ClientError::Recv(error)),
+    }
+    let tokens = io.fds.insert_all(std::mem::take(&mut io.received))?;
+    let frame = io.decoder.frame().unwrap_or_default();
+    // A refused reply has already been acted on: the close comes out of `poll_output`.
+    let _ = frontend.handle_reply(frame, &tokens);
+    Ok(())
+}
+
+/// Reads one back-end request; a broken channel is dropped (the main socket goes on).
+fn receive_backend_request(frontend: &mut Frontend, io: &mut Io) {
+    let Some(channel) = io.channel.as_mut() else { return };
+    match scm::recv_frame(&channel.sock, &mut channel.decoder, &mut channel.received) {
+        Ok(RecvOutcome::Frame(_)) => {}
+        Ok(RecvOutcome::Closed) | Err(_) => {
+            io.channel = None;
+            return;
+        }
+    }
+    let Ok(tokens) = io.fds.insert_all(std::mem::take(&mut channel.received)) else {
+        io.channel = None;
+        return;
+    };
+    let frame = channel.decoder.frame().unwrap_or_default();
+    // A refused request has already been answered or closed by the state machine.
+    let _ = frontend.handle_backend_request(frame, &tokens);
+}
+
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+/// Carries out every output; returns the error of an `Output::Close`.
+fn drain(
+    frontend: &mut Frontend,
+    io: &mut Io,
+    outcome: &mut Outcome,
+) -> Result<Option<FrontendError>, ClientError> {
+    let mut closed = None;
+    loop {
+        let Some(output) = frontend.poll_output() else { return Ok(closed) };
+        match output {
+            Output::Request { request, need_reply } => {
+                let code = request.code();
+                let len =
+                    request.encode_into(need_reply, &mut io.buf).map_err(ClientError::Encode)?;
+                let owned =
+                    request.fds().iter().map(|t| io.take(*t)).collect::<Result<Vec<_>, _>>()?;
+                let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
+                scm::send(&io.sock, &io.buf[..len], &borrowed)
+                    .map_err(|source| ClientError::Send { code, source })?;
+                if frontend.is_awaiting_reply() {
+                    io.waiting = Some(code);
+                }
+            }
+            Output::BackendReply(reply) => {
+                let len = reply.encode_into(&mut io.buf).map_err(ClientError::Encode)?;
+                let owned = io.take_opt(reply.fds())?;
+                let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
+                if let Some(channel) = &io.channel {
+                    if scm::send(&channel.sock, &io.buf[..len], &borrowed).is_err() {
+                        io.channel = None;
+                    }
+                }
+            }
+            Output::Event(Event::BackendRequest { request, need_reply }) => {
+                answer_backend(frontend, io, request, need_reply)?;
+            }
+            Output::Event(event) => {
+                if let Some(answer) = own_event(io, event, outcome)? {
+                    outcome.answers.push(answer);
+                }
+            }
+            Output::CloseFd(token) => {
+                io.fds.release(token);
+            }
+            Output::Close(error) => {
+                closed.get_or_insert(error);
+            }
+        }
+    }
+}
+
+fn own_event(
+    io: &mut Io,
+    event: Event<'_>,
+    outcome: &mut Outcome,
+) -> Result<Option<Answer>, ClientError> {
+    Ok(Some(match event {
+        Event::Connected(negotiated) => Answer::Connected(negotiated),
+        Event::Failed(error) => {
+            outcome.failed.get_or_insert(error);
+            return Ok(None);
+        }
+        Event::VringStopped { index, base } => Answer::VringStopped { index, base },
+        Event::ConfigRead { offset, data } => Answer::ConfigRead { offset, data: data.to_vec() },
+        Event::Status(status) => Answer::Status(status),
+        Event::InflightFd { desc, fd } => Answer::InflightFd { desc, fd: io.take_opt(fd)? },
+        Event::DeviceStateFd { fd, .. } => Answer::DeviceStateFd { fd: io.take_opt(fd)? },
+        Event::SharedObject { uuid, fd } => Answer::SharedObject { uuid, fd: io.take(fd)? },
+        _ => return Ok(None),
+    }))
+}
+
+/// Hands a back-end request to the handler and gives its answer to the state machine.
+fn answer_backend(
+    frontend: &mut Frontend,
+    io: &mut Io,
+    request: BackendRequest,
+    need_reply: bool,
+) -> Result<(), ClientError> {
+    let fds = request.fds().iter().map(|t| io.take(*t)).collect::<Result<Vec<_>, _>>()?;
+    if io.log.len() >= MAX_LOGGED {
+        io.log.pop_front();
+    }
+    io.log.push_back(ReceivedRequest { request, need_reply });
+    let answer = match io.handler.handle(&request, fds) {
+        BackendResponse::Done(result) => BackendAnswer::Done(result),
+        BackendResponse::SharedObject(Ok(fd)) => {
+            BackendAnswer::SharedObject(Ok(io.fds.insert(fd)?))
+        }
+        BackendResponse::SharedObject(Err(status)) => BackendAnswer::SharedObject(Err(status)),
+    };
+    if frontend.handle_backend_answer(answer).is_err() {
+        // The answer does not fit the request; the token in it stays with us.
+        if let BackendAnswer::SharedObject(Ok(token)) = answer {
+            io.fds.release(token);
+        }
+        const EINVAL: u64 = 22;
+        if frontend.handle_backend_answer(BackendAnswer::Done(Err(EINVAL))).is_err() {
+            let _ = frontend.handle_backend_answer(BackendAnswer::SharedObject(Err(EINVAL)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! A blocking vhost-user front-end client for VMM authors, over `vhu-core`'s
+//! [`Frontend`] state machine.
+//!
+//! [`Client`] owns one connection: the socket, the [`Frontend`], the
+//! [`FdTable`](crate::FdTable) that holds every
+//! descriptor the state machine names by token, and (when BACKEND_REQ is wanted) the VMM's end of
+//! the back-end channel. Each method makes one front-end call and then drives the sockets until
+//! the state machine has nothing left to wait for: requests are sent with their descriptors,
+//! replies are fed back, back-end requests are answered by the [`BackendHandler`], and the
+//! outcome comes back typed — the answer the call waits for, [`ClientError::Failed`] when the
+//! back-end reported a failure, [`ClientError::Closed`] when the state machine closed the
+//! connection, or a transport error. Every wait is bounded by [`Client::set_timeout`].
+//!
+//! ```no_run
+//! use std::os::fd::AsFd;
+//!
+//! use vhu_transport_std::client::{eventfd, Client, GuestRegion, VringStart};
+//! use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
+//!
+//! # fn main() -> Result<(), vhu_transport_std::client::ClientError> {
+//! let mut client = Client::connect("/tmp/vhost.sock")?;
+//! let wanted = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+//! client.handshake(wanted, ProtocolFeatures::REPLY_ACK | ProtocolFeatures::MQ)?;
+//! let ram = GuestRegion::new(0, 1 << 20)?;
+//! client.set_mem_table(&[ram.share()])?;
+//! let (call, kick) = (eventfd()?, eventfd()?);
+//! let ring = VringStart::split(256, ram.host_address(0x1000)?, call.as_fd(), kick.as_fd());
+//! client.start_vring(VringIndex(0), ring)?;
+//! let base = client.stop_vring(VringIndex(0))?;
+//! # let _ = base; Ok(()) }
+//! ```
+//!
+//! This module and its children must not implement protocol rules — order of messages,
+//! NEED_REPLY, what a reply must look like, feature dependencies — nor retry anything: they are the
+//! state machine's. They only move bytes and descriptors and copy its events out.
+
+mod channel;
+mod error;
+mod io;
+mod memory;
+mod ops;
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use vhu_core::frontend::{Frontend, FrontendConfig, Negotiated};
+use vhu_core::VirtioFeatures;
+
+pub use channel::{AckAll, BackendHandler, BackendResponse, ReceivedRequest};
+pub use error::ClientError;
+pub use memory::{eventfd, GuestRegion, SharedRegion};
+pub use ops::VringStart;
+
+/// How long a call waits for the back-end unless [`Client::set_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One front-end connection to a vhost-user back-end; see the module docs.
+#[derive(Debug)]
+pub struct Client {
+    frontend: Frontend,
+    io: io::Io,
+    /// `handshake` or `restore` was called.
+    started: bool,
+}
+
+impl Client {
+    /// Connects to the back-end listening at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path)
+            .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
+        Self::from_stream(stream)
+    }
+
+    /// A client over an already connected stream (made blocking, with the default timeout).
+    pub fn from_stream(stream: UnixStream) -> Result<Self, ClientError> {
+        let setup = |what| move |source| ClientError::Io { what, source };
+        stream.set_nonblocking(false).map_err(setup("making the socket blocking"))?;
+        let mut client = Self {
+            frontend: Frontend::new(FrontendConfig::new(VirtioFeatures::empty())),
+            io: io::Io::new(stream, Box::new(AckAll)),
+            started: false,
+        };
+        client.set_timeout(DEFAULT_TIMEOUT)?;
+        Ok(client)
+    }
+
+    /// Bounds every wait for the back-end (each call, and each socket read and write).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let what = "setting the socket timeouts";
+        let io = |source| ClientError::Io { what, source };
+        self.io.sock.set_read_timeout(Some(timeout)).map_err(io)?;
+        self.io.sock.set_write_timeout(Some(timeout)).map_err(io)?;
+        if let Some(channel) = &self.io.channel {
+            channel.sock.set_read_timeout(Some(timeout)).map_err(io)?;
+            channel.sock.set_write_timeout(Some(timeout)).map_err(io)?;
+        }
+        self.io.timeout = timeout;
+        Ok(())
+    }
+
+    /// The front-end state machine, for its predicates (`is_vring_started`, `regions`, ...).
+    pub fn frontend(&self) -> &Frontend {
+        &self.frontend
+    }
+
+    /// What the handshake negotiated, once it completed.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.frontend.negotiated()
+    }
+
+    /// Whether a transport failure or a close ended the connection.
+    pub fn is_closed(&self) -> bool {
+        self.io.broken || self.frontend.is_closed()
+    }
+
+    /// Descriptors the client holds for the state machine (0 whenever no call is in progress,
+    /// unless a call failed in the middle).
+    pub fn held_fds(&self) -> usize {
+        self.io.fds.len()
+    }
+}

@@ -1,0 +1,371 @@
+//! The client's blocking VMM operations: each one front-end call, then [`io::settle`], then the
+//! answer the call waits for picked out of the events.
+//!
+//! Descriptors the caller passes are duplicated into the client's table (the caller keeps its
+//! own), except a device-state transfer fd, which is taken, since the transfer ends when every
+//! copy of the other end is closed. If the state machine refuses a call, the duplicates are
+//! closed again. This module must not decide what is sent: the state machine queues the
+//! requests of each call.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use vhu_core::frontend::{Frontend, FrontendConfig, FrontendError, Negotiated, VringSetup};
+use vhu_core::message::{ConfigFlags, InflightDesc, Region, TransferDirection, Uuid, VringBase};
+use vhu_core::{FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex};
+
+use super::io::{self, Answer, Channel};
+use super::{Client, ClientError, SharedRegion};
+
+/// Everything needed to start one ring, with borrowed eventfds (the client sends duplicates).
+#[derive(Clone, Copy, Debug)]
+pub struct VringStart<'a> {
+    /// Queue size.
+    pub size: u16,
+    /// Where to resume: [`VringBase::split`]`(0)` for a new ring, or what
+    /// [`Client::stop_vring`] returned.
+    pub base: VringBase,
+    /// User address of the descriptor table.
+    pub descriptor: u64,
+    /// User address of the used ring.
+    pub used: u64,
+    /// User address of the available ring.
+    pub available: u64,
+    /// Guest-physical address for dirty-logging used-ring writes.
+    pub log: Option<u64>,
+    /// The call eventfd; `None` sends none.
+    pub call: Option<BorrowedFd<'a>>,
+    /// The kick eventfd; `None` sends none (the back-end polls).
+    pub kick: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> VringStart<'a> {
+    /// A new split ring of `size` entries laid out contiguously from user address `descriptor`
+    /// (descriptor table, then the available ring, then the used ring 4-byte aligned, as the
+    /// virtio split-ring layout has them), starting at base 0.
+    pub fn split(
+        size: u16,
+        descriptor: u64,
+        call: impl Into<Option<BorrowedFd<'a>>>,
+        kick: impl Into<Option<BorrowedFd<'a>>>,
+    ) -> Self {
+        let n = u64::from(size);
+        let available = descriptor.saturating_add(16 * n);
+        let used = available.saturating_add(6 + 2 * n).saturating_add(3) & !3;
+        Self {
+            size,
+            base: VringBase::split(0),
+            descriptor,
+            used,
+            available,
+            log: None,
+            call: call.into(),
+            kick: kick.into(),
+        }
+    }
+}
+
+impl Client {
+    /// Puts a duplicate of `fd` in the table.
+    fn dup(&mut self, fd: BorrowedFd<'_>) -> Result<FdToken, ClientError> {
+        let owned = fd
+            .try_clone_to_owned()
+            .map_err(|source| ClientError::Io { what: "duplicating a descriptor", source })?;
+        Ok(self.io.fds.insert(owned)?)
+    }
+
+    /// Makes one front-end call and settles it. `tokens` are released if the call is refused.
+    fn call(
+        &mut self,
+        tokens: &[FdToken],
+        op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
+    ) -> Result<Vec<Answer>, ClientError> {
+        if self.io.broken {
+            for token in tokens {
+                self.io.fds.release(*token);
+            }
+            return Err(ClientError::Broken);
+        }
+        if let Err(error) = op(&mut self.frontend) {
+            for token in tokens {
+                self.io.fds.release(*token);
+            }
+            return Err(ClientError::Refused(error));
+        }
+        let outcome = io::settle(&mut self.frontend, &mut self.io)?;
+        match outcome.failed {
+            Some(error) => Err(ClientError::Failed(error)),
+            None => Ok(outcome.answers),
+        }
+    }
+
+    /// A call that waits for one kind of answer.
+    fn ask<T>(
+        &mut self,
+        code: FrontendCode,
+        tokens: &[FdToken],
+        op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
+        pick: impl FnMut(Answer) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let answers = self.call(tokens, op)?;
+        answers.into_iter().find_map(pick).ok_or(ClientError::NoAnswer(code))
+    }
+
+    /// Creates the back-end channel's socket pair and returns the token of the end to send.
+    fn open_channel(&mut self) -> Result<FdToken, ClientError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|source| ClientError::Io { what: "creating the back-end channel", source })?;
+        let what = "setting the back-end channel timeouts";
+        ours.set_read_timeout(Some(self.io.timeout))
+            .and_then(|()| ours.set_write_timeout(Some(self.io.timeout)))
+            .map_err(|source| ClientError::Io { what, source })?;
+        let token = self.io.fds.insert(theirs.into())?;
+        self.io.channel = Some(Channel::new(ours));
+        Ok(token)
+    }
+
+    /// Starts a handshake on a fresh state machine wanting `config`.
+    fn open(
+        &mut self,
+        config: FrontendConfig,
+        start: impl FnOnce(&mut Frontend, Option<FdToken>) -> Result<(), FrontendError>,
+    ) -> Result<Negotiated, ClientError> {
+        if self.started {
+            return Err(ClientError::Refused(FrontendError::AlreadyConnected));
+        }
+        self.started = true;
+        self.frontend = Frontend::new(config);
+        let channel = if config.protocol_features.contains(ProtocolFeatures::BACKEND_REQ) {
+            Some(self.open_channel()?)
+        } else {
+            None
+        };
+        let tokens: Vec<FdToken> = channel.into_iter().collect();
+        let result = self.ask(
+            FrontendCode::SetFeatures,
+            &tokens,
+            |f| start(f, channel),
+            |a| match a {
+                Answer::Connected(negotiated) => Some(negotiated),
+                _ => None,
+            },
+        );
+        let acked = result
+            .as_ref()
+            .is_ok_and(|n| n.protocol_features.contains(ProtocolFeatures::BACKEND_REQ));
+        if !acked {
+            self.io.channel = None;
+        }
+        result
+    }
+
+    /// The connect handshake: acks the offered ∩ wanted virtio and protocol features (the state
+    /// machine's rules decide which). Wanting BACKEND_REQ opens a back-end channel.
+    pub fn handshake(
+        &mut self,
+        features: VirtioFeatures,
+        protocol_features: ProtocolFeatures,
+    ) -> Result<Negotiated, ClientError> {
+        let config = FrontendConfig { features, protocol_features };
+        self.open(config, Frontend::connect)
+    }
+
+    /// The restore handshake after a reconnect or migration: re-establishes `saved` without
+    /// asking the back-end anything.
+    pub fn restore(&mut self, saved: Negotiated) -> Result<Negotiated, ClientError> {
+        let config =
+            FrontendConfig { features: saved.features, protocol_features: saved.protocol_features };
+        self.open(config, |f, channel| f.restore(saved, channel))
+    }
+
+    /// SET_FEATURES with a new acked set (after [`Client::reset_device`], or what the guest
+    /// driver accepted).
+    pub fn set_features(&mut self, features: VirtioFeatures) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_features(features)).map(drop)
+    }
+
+    /// SET_MEM_TABLE with these regions (at most 8).
+    pub fn set_mem_table(&mut self, regions: &[SharedRegion<'_>]) -> Result<(), ClientError> {
+        let mut table = Vec::with_capacity(regions.len());
+        for shared in regions {
+            match self.dup(shared.fd) {
+                Ok(token) => table.push((shared.region, token)),
+                Err(error) => {
+                    for (_, token) in table {
+                        self.io.fds.release(token);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let tokens: Vec<FdToken> = table.iter().map(|(_, t)| *t).collect();
+        self.call(&tokens, |f| f.set_mem_table(&table)).map(drop)
+    }
+
+    /// ADD_MEM_REG (CONFIGURE_MEM_SLOTS).
+    pub fn add_mem_region(&mut self, shared: SharedRegion<'_>) -> Result<(), ClientError> {
+        let token = self.dup(shared.fd)?;
+        self.call(&[token], |f| f.add_mem_region(shared.region, token)).map(drop)
+    }
+
+    /// REM_MEM_REG (CONFIGURE_MEM_SLOTS).
+    pub fn remove_mem_region(&mut self, region: Region) -> Result<(), ClientError> {
+        self.call(&[], |f| f.remove_mem_region(region)).map(drop)
+    }
+
+    /// Starts a stopped ring (its size, base, addresses, call and kick, then enable).
+    pub fn start_vring(
+        &mut self,
+        index: VringIndex,
+        start: VringStart<'_>,
+    ) -> Result<(), ClientError> {
+        let call = start.call.map(|fd| self.dup(fd)).transpose()?;
+        let kick = match start.kick.map(|fd| self.dup(fd)).transpose() {
+            Ok(kick) => kick,
+            Err(error) => {
+                if let Some(token) = call {
+                    self.io.fds.release(token);
+                }
+                return Err(error);
+            }
+        };
+        let setup = VringSetup {
+            size: start.size,
+            base: start.base,
+            descriptor: start.descriptor,
+            used: start.used,
+            available: start.available,
+            log: start.log,
+            call,
+            kick,
+        };
+        let tokens: Vec<FdToken> = call.into_iter().chain(kick).collect();
+        self.call(&tokens, |f| f.start_vring(index, setup)).map(drop)
+    }
+
+    /// Stops a ring and returns the base to resume it from.
+    pub fn stop_vring(&mut self, index: VringIndex) -> Result<VringBase, ClientError> {
+        self.ask(
+            FrontendCode::GetVringBase,
+            &[],
+            |f| f.stop_vring(index),
+            |a| match a {
+                Answer::VringStopped { index: i, base } if i == index => Some(base),
+                _ => None,
+            },
+        )
+    }
+
+    /// SET_VRING_ENABLE.
+    pub fn set_vring_enable(&mut self, index: VringIndex, enable: bool) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_vring_enable(index, enable)).map(drop)
+    }
+
+    /// GET_CONFIG (CONFIG): `size` bytes of config space at `offset`.
+    pub fn get_config(&mut self, offset: u32, size: u32) -> Result<Vec<u8>, ClientError> {
+        self.ask(
+            FrontendCode::GetConfig,
+            &[],
+            |f| f.get_config(offset, size),
+            |a| match a {
+                Answer::ConfigRead { offset: o, data } if o == offset => Some(data),
+                _ => None,
+            },
+        )
+    }
+
+    /// SET_CONFIG (CONFIG).
+    pub fn set_config(
+        &mut self,
+        offset: u32,
+        data: &[u8],
+        flags: ConfigFlags,
+    ) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_config(offset, data, flags)).map(drop)
+    }
+
+    /// RESET_DEVICE (RESET_DEVICE): every ring stops; re-send the features before restarting.
+    pub fn reset_device(&mut self) -> Result<(), ClientError> {
+        self.call(&[], Frontend::reset_device).map(drop)
+    }
+
+    /// SET_STATUS (STATUS).
+    pub fn set_status(&mut self, status: u8) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_status(status)).map(drop)
+    }
+
+    /// GET_STATUS (STATUS).
+    pub fn get_status(&mut self) -> Result<u8, ClientError> {
+        self.ask(FrontendCode::GetStatus, &[], Frontend::get_status, |a| match a {
+            Answer::Status(status) => Some(status),
+            _ => None,
+        })
+    }
+
+    /// SET_DEVICE_STATE_FD (DEVICE_STATE), every ring stopped: the back-end saves into or loads
+    /// from `fd` (taken). Returns the back-end's own end to transfer over instead, if it sent one.
+    pub fn set_device_state_fd(
+        &mut self,
+        direction: TransferDirection,
+        fd: OwnedFd,
+    ) -> Result<Option<OwnedFd>, ClientError> {
+        let token = self.io.fds.insert(fd)?;
+        let code = FrontendCode::SetDeviceStateFd;
+        self.ask(
+            code,
+            &[token],
+            |f| f.set_device_state_fd(direction, token),
+            |a| match a {
+                Answer::DeviceStateFd { fd, .. } => Some(fd),
+                _ => None,
+            },
+        )
+    }
+
+    /// CHECK_DEVICE_STATE (DEVICE_STATE), once the transfer reached EOF.
+    pub fn check_device_state(&mut self) -> Result<(), ClientError> {
+        self.call(&[], Frontend::check_device_state).map(drop)
+    }
+
+    /// GET_INFLIGHT_FD (INFLIGHT_SHMFD): the inflight area the back-end allocated for
+    /// `num_queues` queues of `queue_size`, and its descriptor (none when the size is 0).
+    pub fn get_inflight_fd(
+        &mut self,
+        num_queues: u16,
+        queue_size: u16,
+    ) -> Result<(InflightDesc, Option<OwnedFd>), ClientError> {
+        let code = FrontendCode::GetInflightFd;
+        self.ask(
+            code,
+            &[],
+            |f| f.get_inflight_fd(num_queues, queue_size),
+            |a| match a {
+                Answer::InflightFd { desc, fd } => Some((desc, fd)),
+                _ => None,
+            },
+        )
+    }
+
+    /// SET_INFLIGHT_FD (INFLIGHT_SHMFD): hands the inflight area back to the back-end.
+    pub fn set_inflight_fd(
+        &mut self,
+        desc: InflightDesc,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), ClientError> {
+        let token = self.dup(fd)?;
+        self.call(&[token], |f| f.set_inflight_fd(desc, token)).map(drop)
+    }
+
+    /// GET_SHARED_OBJECT (SHARED_OBJECT): the object's dma-buf descriptor.
+    pub fn get_shared_object(&mut self, uuid: Uuid) -> Result<OwnedFd, ClientError> {
+        let code = FrontendCode::GetSharedObject;
+        self.ask(
+            code,
+            &[],
+            |f| f.get_shared_object(uuid),
+            |a| match a {
+                Answer::SharedObject { uuid: u, fd } if u == uuid => Some(fd),
+                _ => None,
+            },
+        )
+    }
+}

@@ -1,0 +1,140 @@
+//! Interop: our `Client` drives rust-vmm's `vhost-user-backend` daemon over a real socket, with a
+//! small device on its `VhostUserBackend` trait: handshake with REPLY_ACK and a back-end channel,
+//! memfd guest memory, two rings started (the device handles kicks on started, enabled queues),
+//! config space, rings stopped with GET_VRING_BASE returning the base, and a disconnect.
+
+mod peer;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use peer::{connect_retrying, Peer, CONFIG, QUEUES};
+use vhu_transport_std::client::{eventfd, Client, ClientError, GuestRegion, VringStart};
+use vhu_transport_std::vhu_core::frontend::FrontendError;
+use vhu_transport_std::vhu_core::message::{ConfigFlags, VringBase};
+use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
+use vhu_transport_std::vm_memory::{Bytes, GuestAddress};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const RAM: u64 = 0x10_0000;
+
+fn ring(q: u8) -> u64 {
+    0x1_0000 * (u64::from(q) + 1)
+}
+
+fn socket(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vhu-{}-{name}.sock", std::process::id()))
+}
+
+fn kick(fd: &OwnedFd) {
+    rustix::io::write(fd, &1u64.to_ne_bytes()).expect("kick");
+}
+
+/// Polls `condition` every 2 ms for at most [`TIMEOUT`].
+fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..TIMEOUT.as_millis() / 2 {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    condition()
+}
+
+#[test]
+fn client_drives_rust_vmm_vhost_user_backend() {
+    let path = socket("peer-interop");
+    let mut peer = Peer::spawn(&path);
+    let mut client = Client::from_stream(connect_retrying(&path, TIMEOUT)).expect("client");
+    client.set_timeout(TIMEOUT).expect("timeout");
+
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    let protocol = ProtocolFeatures::MQ
+        | ProtocolFeatures::REPLY_ACK
+        | ProtocolFeatures::CONFIG
+        | ProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | ProtocolFeatures::BACKEND_REQ
+        | ProtocolFeatures::STATUS;
+    let negotiated = client.handshake(features, protocol).expect("handshake");
+    assert_eq!(negotiated.features, features);
+    let expected = protocol.difference(ProtocolFeatures::STATUS);
+    assert_eq!(negotiated.protocol_features, expected, "STATUS is not offered by the peer");
+    assert_eq!(negotiated.queues, Some(QUEUES as u16));
+    assert_eq!(negotiated.max_mem_slots, Some(509));
+    assert!(client.has_backend_channel());
+    {
+        let record = peer.record.lock().unwrap();
+        assert_eq!(record.acked, Some(peer::FEATURES));
+        assert!(record.backend_channel, "SET_BACKEND_REQ_FD reached the device");
+    }
+    // A feature the peer did not offer is refused on our side before anything is sent.
+    assert!(matches!(
+        client.get_status(),
+        Err(ClientError::Refused(FrontendError::NotNegotiated { feature: "STATUS", .. }))
+    ));
+
+    let ram = GuestRegion::new(0, RAM).expect("guest memory");
+    client.set_mem_table(&[ram.share()]).expect("set_mem_table");
+    assert_eq!(peer.record.lock().unwrap().memory_updates, 1);
+
+    let rings: Vec<(OwnedFd, OwnedFd)> =
+        (0..QUEUES).map(|_| (eventfd().unwrap(), eventfd().unwrap())).collect();
+    for (q, base) in [(0u8, 0u16), (1, 5)] {
+        let (call, kick_fd) = &rings[usize::from(q)];
+        let user = |gpa| ram.host_address(gpa).expect("inside guest memory");
+        let start = VringStart {
+            size: 64,
+            base: VringBase::split(base),
+            descriptor: user(ring(q)),
+            available: user(ring(q) + 0x1000),
+            used: user(ring(q) + 0x2000),
+            log: None,
+            call: Some(call.as_fd()),
+            kick: Some(kick_fd.as_fd()),
+        };
+        client.start_vring(VringIndex(q), start).expect("start_vring");
+    }
+
+    // The device sees both queues started and enabled when kicked, and consumes the buffers.
+    for (q, idx) in [(0u8, 3u16), (1, 9)] {
+        let address = GuestAddress(ring(q) + 0x1000 + 2);
+        ram.memory().write_obj(idx, address).expect("avail idx");
+        kick(&rings[usize::from(q)].1);
+    }
+    let both_kicked = eventually(|| {
+        let kicks = &peer.record.lock().unwrap().kicks;
+        [0, 1].iter().all(|q| kicks.contains(&(*q, true, true)))
+    });
+    assert!(both_kicked, "{:?}", peer.record.lock().unwrap().kicks);
+
+    let config = client.get_config(0, CONFIG.len() as u32).expect("get_config");
+    assert_eq!(config, CONFIG);
+    client.set_config(4, b"1234", ConfigFlags::Writable).expect("set_config");
+    assert_eq!(client.get_config(0, 8).expect("get_config"), b"peer1234");
+    // The peer answers a read past its config space with an empty payload: its failure answer.
+    let past = client.get_config(4, 8);
+    assert!(
+        matches!(past, Err(ClientError::Failed(FrontendError::ConfigReadFailed { .. }))),
+        "{past:?}"
+    );
+
+    // GET_VRING_BASE returns where the device stopped.
+    assert_eq!(client.stop_vring(VringIndex(0)).expect("stop 0"), VringBase::split(3));
+    assert_eq!(client.stop_vring(VringIndex(1)).expect("stop 1"), VringBase::split(9));
+    assert_eq!(peer.record.lock().unwrap().stopped, [0, 1]);
+    assert!(!client.frontend().is_vring_started(VringIndex(0)));
+
+    // Memory hot-plug through ADD_MEM_REG / REM_MEM_REG.
+    let extra = GuestRegion::new(RAM, 0x1_0000).expect("extra memory");
+    client.add_mem_region(extra.share()).expect("add_mem_region");
+    client.remove_mem_region(extra.region()).expect("remove_mem_region");
+
+    // The peer refuses SET_VRING_ENABLE for a ring it does not have; our side refuses it first.
+    let refused = client.set_vring_enable(VringIndex(2), true);
+    assert!(matches!(refused, Err(ClientError::Refused(FrontendError::VringOutOfRange { .. }))));
+    assert_eq!(client.held_fds(), 0);
+    assert!(!client.is_closed());
+
+    drop(client);
+    peer.join(TIMEOUT).expect("the peer daemon ends cleanly on disconnect");
+}
