@@ -1,4 +1,4 @@
-//! Connect/disconnect cycles leave no descriptor behind: after 100 sessions that each map memory,
+//! Connect/disconnect cycles leave no descriptor behind: after 200 sessions that each map memory,
 //! hot-plug a region, start a ring, open a back-end channel and save device state, the process has
 //! as many open descriptors as before. This is its own test binary so no other test opens or
 //! closes descriptors while it counts.
@@ -15,7 +15,7 @@ use vhost::vhost_user::message::{VhostTransferStateDirection, VhostTransferState
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
 
-const CYCLES: usize = 100;
+const CYCLES: usize = 200;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
