@@ -980,3 +980,36 @@ fn region_error_context() {
         }
     );
 }
+
+/// Found by fuzzing the front-end/back-end pair: an inflight area of zero bytes never asks the
+/// driver for an allocation and is answered without an fd; an fd a driver returns for it anyway
+/// is released.
+#[test]
+fn zero_sized_inflight_area_has_no_fd() {
+    let mut t = Transcript::backend(spec());
+    negotiate(&mut t, protocol(), acked());
+    let empty = InflightDesc { mmap_size: 0, mmap_offset: 0, num_queues: 0, queue_size: 256 };
+    assert_eq!(
+        t.send(Request::GetInflightFd(empty)),
+        [Out::Reply(Reply::InflightFd { desc: empty, fd: None })]
+    );
+    let tiny = InflightDesc { num_queues: 1, queue_size: 0, ..empty };
+    let outs = t.send(Request::GetInflightFd(tiny));
+    assert!(
+        matches!(outs[..], [Out::Action(Action::AllocateInflight { mmap_size: 64, .. })]),
+        "{outs:?}"
+    );
+    t.complete(Completion::InflightAllocated(Err(12)));
+    t.assert_fds_balanced();
+}
+
+/// Found by fuzzing the front-end: a queue size the parser refuses is refused by the encoder too.
+#[test]
+fn queue_size_above_32768_does_not_encode() {
+    let mut buf = [0u8; 64];
+    let request = Request::SetVringNum { index: V0, num: 40000 };
+    assert!(matches!(
+        request.encode_into(false, &mut buf),
+        Err(WireError::TooLong { what: "queue size", got: 40000, max: 32768, .. })
+    ));
+}

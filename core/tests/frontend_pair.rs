@@ -400,6 +400,16 @@ fn ring_calls_are_checked_before_sending() {
         pair.frontend.stop_vring(VringIndex(2)),
         Err(FrontendError::VringOutOfRange { index: 2, queues: 2 })
     );
+    // Found by fuzzing: a size SET_VRING_NUM cannot carry is refused before anything is sent.
+    let mut too_big = setup(&mut pair, 1, 0);
+    pair.fe_in.retain(|fd| Some(*fd) != too_big.call && Some(*fd) != too_big.kick);
+    pair.frontend.stop_vring(VringIndex(1)).expect("ring 1 is started");
+    pair.pump();
+    too_big.size = 40000;
+    assert_eq!(
+        pair.frontend.start_vring(VringIndex(1), too_big),
+        Err(FrontendError::InvalidQueueSize { index: 1, size: 40000 })
+    );
     assert!(matches!(
         pair.frontend.stop_vring_skip_drain(VringIndex(0)),
         Err(FrontendError::NotNegotiated { .. })

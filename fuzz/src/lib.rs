@@ -6,3 +6,7 @@
 
 pub mod backend_session;
 pub mod frame_decode;
+pub mod frontend_backend_pair;
+pub mod frontend_session;
+
+mod frontend_model;

@@ -223,10 +223,15 @@ impl Backend {
             }
             (Pending::Inflight(desc), Completion::InflightAllocated(result)) => {
                 let reply = match result {
-                    Ok((fd, mmap_offset)) => Reply::InflightFd {
+                    Ok((fd, mmap_offset)) if desc.mmap_size != 0 => Reply::InflightFd {
                         desc: InflightDesc { mmap_offset, ..desc },
                         fd: Some(fd),
                     },
+                    // A zero-sized area never carries an fd (QEMU then goes on without one).
+                    Ok((fd, _)) => {
+                        self.outputs.push_action(Action::CloseFd(fd));
+                        Reply::InflightFd { desc, fd: None }
+                    }
                     // A zero-sized area without fd: QEMU then goes on without inflight tracking.
                     Err(_) => {
                         Reply::InflightFd { desc: InflightDesc { mmap_size: 0, ..desc }, fd: None }

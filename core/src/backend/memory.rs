@@ -179,6 +179,13 @@ impl Backend {
         }
         let packed = self.acked_features_or_empty().contains(VirtioFeatures::RING_PACKED);
         let mmap_size = inflight::area_size(desc.num_queues, desc.queue_size, packed);
+        if mmap_size == 0 {
+            // Nothing to track: the zero-sized answer without fd, which QEMU takes as "no
+            // inflight area" (spec GET_INFLIGHT_FD).
+            let desc = InflightDesc { mmap_size: 0, mmap_offset: 0, ..desc };
+            self.outputs.push_reply(Reply::InflightFd { desc, fd: None });
+            return Ok(());
+        }
         self.outputs.push_action(Action::AllocateInflight {
             mmap_size,
             num_queues: desc.num_queues,

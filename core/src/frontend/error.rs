@@ -149,6 +149,14 @@ pub enum FrontendError {
         /// The queue count.
         queues: u16,
     },
+    /// A ring size virtio does not allow (1..=32768).
+    #[error("vring {index}: queue size {size} outside 1..=32768")]
+    InvalidQueueSize {
+        /// The ring.
+        index: u8,
+        /// The size asked for.
+        size: u16,
+    },
     /// The ring is started; this call is only valid for a stopped ring.
     #[error("{code}: vring {index} is started")]
     VringStarted {

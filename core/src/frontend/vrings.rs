@@ -53,6 +53,10 @@ impl Frontend {
                 index: index.0,
             });
         }
+        // Virtio "Virtqueues": a queue has 1 to 32768 entries; SET_VRING_NUM cannot say more.
+        if setup.size == 0 || u32::from(setup.size) > crate::limits::MAX_QUEUE_SIZE {
+            return Err(FrontendError::InvalidQueueSize { index: index.0, size: setup.size });
+        }
         let flags = if setup.log.is_some() { VringAddrFlags::LOG } else { VringAddrFlags::empty() };
         let addr = VringAddr {
             index,

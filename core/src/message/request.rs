@@ -646,6 +646,9 @@ impl<'a> Request<'a> {
                 }
                 codec::fds_exact(code, fds, table.len())
             }
+            Self::SetVringNum { num, .. } if u32::from(num) > MAX_QUEUE_SIZE => {
+                too_long("queue size", usize::from(num), MAX_QUEUE_SIZE as usize)
+            }
             Self::GetConfig { size, .. } if size as usize > crate::limits::MAX_CONFIG_SIZE => {
                 too_long("config size", size as usize, crate::limits::MAX_CONFIG_SIZE)
             }
