@@ -1,0 +1,647 @@
+#!/usr/bin/env bash
+# End-to-end test of a virtio-fs back-end with a real Linux guest.
+#
+# Boots a Linux guest in QEMU (TCG, no KVM needed) with a vhost-user-fs-pci
+# device connected to the back-end under test, mounts the share in the guest
+# with `mount -t virtiofs`, runs a workload of real file operations and escape
+# attempts (scripts/e2e/workload.sh), then checks the host-side view of what the
+# guest did. Ends with one line "e2e: N passed, M failed" and exits non-zero on
+# any failure or missing result.
+#
+# Usage: scripts/e2e-virtiofs.sh [options]
+#   --backend NAME      vhu-fsd (default: target/release/vhu-fsd of this repo)
+#                       or virtiofsd (the reference back-end; built with
+#                       `cargo install virtiofsd --locked` when missing)
+#   --backend-cmd CMD   command line of any back-end; {socket} and {shared} are
+#                       replaced by the socket path and the shared directory
+#                       (also exported as E2E_SOCKET and E2E_SHARED)
+#   --kernel PATH       guest kernel (default: the newest /boot/vmlinuz-*)
+#   --no-vmlinux        boot the compressed bzImage instead of the extracted
+#                       vmlinux (slower under TCG)
+#   --queues N          number of virtio-fs request queues (default 1)
+#   --timeout SECS      limit for the whole guest run (default 240)
+#   --no-install        never install packages, fail when something is missing
+#   --keep              keep the temp directory (console log, back-end log, share)
+#   --verbose           print the whole guest console
+# Environment: BACKEND, BACKEND_CMD, E2E_KERNEL, E2E_TIMEOUT, E2E_KEEP=1,
+# E2E_VERBOSE=1 act like the options of the same meaning; VHU_FSD overrides
+# the path of the vhu-fsd binary. The back-end command is run by bash, so it
+# may be any shell command line.
+#
+# Exit status: 0 all checks passed, 1 a check failed or a result is missing,
+# 2 the back-end binary or a needed tool is missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+E2E=$ROOT/scripts/e2e
+
+# ---- options -------------------------------------------------------------------
+
+BACKEND=${BACKEND:-vhu-fsd}
+BACKEND_CMD=${BACKEND_CMD:-}
+KERNEL=${E2E_KERNEL:-}
+TIMEOUT=${E2E_TIMEOUT:-240}
+KEEP=${E2E_KEEP:-0}
+VERBOSE=${E2E_VERBOSE:-0}
+USE_VMLINUX=1
+INSTALL=1
+QUEUES=1
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --backend) BACKEND=${2:?"$1 needs a value"}; shift 2 ;;
+        --backend=*) BACKEND=${1#*=}; shift ;;
+        --backend-cmd) BACKEND_CMD=${2:?"$1 needs a value"}; shift 2 ;;
+        --backend-cmd=*) BACKEND_CMD=${1#*=}; shift ;;
+        --kernel) KERNEL=${2:?"$1 needs a value"}; shift 2 ;;
+        --no-vmlinux) USE_VMLINUX=0; shift ;;
+        --queues) QUEUES=${2:?"$1 needs a value"}; shift 2 ;;
+        --timeout) TIMEOUT=${2:?"$1 needs a value"}; shift 2 ;;
+        --no-install) INSTALL=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        --verbose) VERBOSE=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "e2e: $*"; }
+die() { echo "e2e: $*" >&2; exit 2; }
+
+# ---- packages --------------------------------------------------------------------
+# Installs what is missing, as root, with Debian's apt. On Debian 12 it prefers
+# bookworm-backports (QEMU 10 + Linux 6.12): bookworm's own QEMU 7.2 would remove
+# the machine's qemu-utils 10 (version conflict on qemu-system-common).
+
+APT_UPDATED=0
+apt_update_once() {
+    [ "$APT_UPDATED" = 1 ] && return 0
+    log "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
+}
+
+apt_install() {
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Adds bookworm-backports to the first "Suites:" line of the Debian sources when
+# this is bookworm and the suite is not configured yet.
+enable_backports() {
+    local src=/etc/apt/sources.list.d/debian.sources
+    grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release || return 1
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        [ -f "$src" ] || return 1
+        log "adding bookworm-backports to $src"
+        awk '!done && /^Suites:/ { print $0 " bookworm-backports"; done = 1; next } { print }' \
+            "$src" > "$src.e2e-tmp" && cat "$src.e2e-tmp" > "$src" && rm -f "$src.e2e-tmp"
+        APT_UPDATED=0
+    fi
+    apt_update_once
+    apt-cache policy qemu-system-x86 | grep -q bookworm-backports
+}
+
+is_static_busybox() {
+    local out
+    [ -x /bin/busybox ] || return 1
+    out=$(LC_ALL=C ldd /bin/busybox 2>&1 || true)
+    [[ $out == *"not a dynamic executable"* || $out == *"statically linked"* ]]
+}
+
+ensure_packages() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    compgen -G '/boot/vmlinuz-*' >/dev/null || [ -n "$KERNEL" ] || missing+=(linux-image-amd64)
+    is_static_busybox || missing+=(busybox-static)
+    command -v cpio >/dev/null || missing+=(cpio)
+    command -v modprobe >/dev/null || missing+=(kmod)
+    command -v zstd >/dev/null || missing+=(zstd)
+    command -v xz >/dev/null || missing+=(xz-utils)
+    [ ${#missing[@]} -eq 0 ] && return 0
+
+    if [ "$INSTALL" != 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        die "missing packages: ${missing[*]} (install them, or run as root without --no-install)"
+    fi
+    local p had_qemu_utils=0
+    dpkg-query -W -f='${Status}' qemu-utils 2>/dev/null | grep -q 'ok installed' && had_qemu_utils=1
+    if enable_backports; then
+        # QEMU and the kernel as a pair from backports. `-t` (not `pkg/suite`) is
+        # needed: their dependencies (qemu-system-common, qemu-system-data,
+        # seabios, ...) must come from the same suite, which `pkg/suite` alone
+        # does not select.
+        local bpo=() plain=()
+        for p in "${missing[@]}"; do
+            case $p in
+                qemu-system-x86|linux-image-amd64) bpo+=("$p") ;;
+                *) plain+=("$p") ;;
+            esac
+        done
+        [ ${#plain[@]} -eq 0 ] || apt_install "${plain[@]}"
+        [ ${#bpo[@]} -eq 0 ] || apt_install -t bookworm-backports "${bpo[@]}"
+    else
+        apt_update_once
+        apt_install "${missing[@]}"
+        # Installing a distribution QEMU can remove a newer qemu-utils: put it back.
+        if [ "$had_qemu_utils" = 1 ] && ! command -v qemu-img >/dev/null; then
+            apt_install qemu-utils
+        fi
+    fi
+    is_static_busybox || die "/bin/busybox is not static after installing busybox-static"
+}
+
+# ---- the back-end command --------------------------------------------------------
+
+find_virtiofsd() {
+    command -v virtiofsd 2>/dev/null && return 0
+    local p
+    for p in "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/virtiofsd" /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd; do
+        [ -x "$p" ] && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+# Builds the reference back-end from crates.io when it is not there.
+ensure_virtiofsd() {
+    find_virtiofsd >/dev/null && return 0
+    [ "$INSTALL" = 1 ] || die "virtiofsd not found (cargo install virtiofsd --locked)"
+    command -v cargo >/dev/null || die "virtiofsd not found and no cargo to build it"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        local need=()
+        local p
+        for p in libcap-ng-dev libseccomp-dev pkg-config; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+        done
+        if [ ${#need[@]} -gt 0 ]; then apt_update_once; apt_install "${need[@]}"; fi
+    fi
+    log "building virtiofsd: cargo install virtiofsd --locked (about a minute or two)"
+    cargo install virtiofsd --locked --quiet
+    find_virtiofsd >/dev/null || die "virtiofsd still not found after cargo install"
+}
+
+# The options both back-ends understand (vhu-fsd is a drop-in for virtiofsd).
+# --sandbox none: the test runs as root in a container where the namespace
+# sandbox is not wanted; --xattr lets the guest exercise extended attributes.
+# No --tag: it makes virtiofsd offer the CONFIG protocol feature, which crashes
+# QEMU 7.1-8.0; the tag is given to QEMU's device instead.
+COMMON_FLAGS='--socket-path {socket} --shared-dir {shared} --sandbox none --xattr'
+
+resolve_backend_cmd() {
+    if [ -n "$BACKEND_CMD" ]; then
+        BACKEND=custom
+        return 0
+    fi
+    case $BACKEND in
+        vhu-fsd)
+            local bin=${VHU_FSD:-$ROOT/target/release/vhu-fsd}
+            if [ ! -x "$bin" ]; then
+                echo "e2e: the back-end $bin does not exist." >&2
+                echo "e2e: build it first (cargo build --release -p <its crate>)," >&2
+                echo "e2e: or run against the reference: $0 --backend virtiofsd" >&2
+                exit 2
+            fi
+            BACKEND_CMD="$bin $COMMON_FLAGS"
+            ;;
+        virtiofsd)
+            ensure_virtiofsd
+            BACKEND_CMD="$(find_virtiofsd) $COMMON_FLAGS"
+            ;;
+        *) die "unknown back-end '$BACKEND' (vhu-fsd, virtiofsd, or --backend-cmd)" ;;
+    esac
+}
+
+# ---- guest kernel and initramfs --------------------------------------------------
+
+pick_kernel() {
+    if [ -z "$KERNEL" ]; then
+        KERNEL=$(printf '%s\n' /boot/vmlinuz-* | sort -V | tail -n 1)
+    fi
+    [ -r "$KERNEL" ] || die "no readable guest kernel (${KERNEL:-none}); use --kernel"
+    KVER=${KERNEL##*/vmlinuz-}
+    [ -d "/lib/modules/$KVER" ] || die "no /lib/modules/$KVER for kernel $KERNEL"
+}
+
+# Extracts the uncompressed vmlinux from a bzImage: the payload starts at a
+# compression magic (zstd, xz or gzip); try each hit until the result is an ELF
+# file. QEMU boots it directly through the PVH entry (CONFIG_PVH), which skips
+# the slow in-guest decompression under TCG.
+extract_vmlinux() {
+    local bz=$1 out=$2 magic tool off
+    for spec in '\x28\xb5\x2f\xfd zstd' '\xfd\x37\x7a\x58\x5a\x00 xz' '\x1f\x8b\x08 gzip'; do
+        magic=${spec% *}
+        tool=${spec#* }
+        command -v "$tool" >/dev/null || continue
+        for off in $(LC_ALL=C grep -obUaP "$magic" "$bz" 2>/dev/null | cut -d: -f1); do
+            # Trailing bytes after the compressed stream make the tool complain;
+            # the decompressed prefix is still complete.
+            tail -c +$((off + 1)) "$bz" | "$tool" -dc 2>/dev/null > "$out" || true
+            if [ "$(head -c 4 "$out" | od -An -tx1 | tr -d ' \n')" = 7f454c46 ] &&
+                [ "$(stat -c %s "$out")" -gt 1000000 ]; then
+                return 0
+            fi
+        done
+    done
+    rm -f "$out"
+    return 1
+}
+
+# Lists (in load order) the module files the guest needs for virtio-pci and
+# virtio-fs, as computed by modprobe from the kernel's modules.dep. Modules that
+# are built into the kernel print "builtin" and need nothing.
+guest_modules() {
+    local m kind path rest
+    for m in virtio_pci virtiofs; do
+        modprobe -S "$KVER" --show-depends "$m" ||
+            die "modprobe -S $KVER --show-depends $m failed"
+    done | while read -r kind path rest; do
+        [ "$kind" = insmod ] && echo "$path"
+    done | awk '!seen[$0]++'
+}
+
+# Builds the initramfs: busybox, /init, the workload, the modules (decompressed:
+# busybox insmod loads plain .ko files) and guest-side decoy files at the paths
+# the host's escape links point to. Written as an uncompressed newc cpio, which
+# boots faster under TCG than a compressed one.
+build_initramfs() {
+    local stage=$WORK/initramfs mod name
+    mkdir -p "$stage"/{bin,dev,proc,sys,mnt,tmp,lib/modules}
+    cp /bin/busybox "$stage/bin/busybox"
+    cp "$E2E/init" "$stage/init"
+    cp "$E2E/workload.sh" "$stage/workload.sh"
+    chmod 755 "$stage/init"
+    [ -x "$WORK/vfs-probe" ] && cp "$WORK/vfs-probe" "$stage/bin/vfs-probe"
+
+    : > "$stage/modules.list"
+    while read -r mod; do
+        [ -n "$mod" ] || continue
+        name=$(basename "$mod")
+        case $name in
+            *.ko.xz) xz -dc "$mod" > "$stage/lib/modules/${name%.xz}"; name=${name%.xz} ;;
+            *.ko.zst) zstd -qdc "$mod" > "$stage/lib/modules/${name%.zst}"; name=${name%.zst} ;;
+            *.ko.gz) gzip -dc "$mod" > "$stage/lib/modules/${name%.gz}"; name=${name%.gz} ;;
+            *.ko) cp "$mod" "$stage/lib/modules/$name" ;;
+            *) die "unexpected module file $mod" ;;
+        esac
+        echo "$name" >> "$stage/modules.list"
+    done < <(guest_modules)
+    log "guest modules: $(tr '\n' ' ' < "$stage/modules.list")$([ -s "$stage/modules.list" ] || echo '(all built in)')"
+
+    # Guest-side files where the host's escape links point (see workload.sh).
+    echo "GUEST-VIEW rel" > "$stage/secret.txt"
+    mkdir -p "$stage$WORK"
+    echo "GUEST-VIEW abs" > "$stage$WORK/secret.txt"
+    echo "GUEST-ORIGINAL" > "$stage$WORK/outside-target.txt"
+
+    cat > "$stage/e2e.conf" <<EOF
+TAG='$TAG'
+WORK='$WORK'
+MARKER_NAME='$MARKER_NAME'
+HOST_BIG_SHA256='$HOST_BIG_SHA256'
+EOF
+    (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$WORK/initrd.cpio"
+}
+
+# ---- the host side of the share ---------------------------------------------------
+
+# Fills the share with files for the guest to read and with symbolic links that
+# point outside the share; puts a secret file and a marker file next to it.
+prepare_share() {
+    SHARE=$WORK/share
+    mkdir -p "$SHARE/host-dir"
+    echo "hello from the host" > "$SHARE/host-file.txt"
+    echo "nested" > "$SHARE/host-dir/nested.txt"
+    head -c $((16 << 20)) /dev/urandom > "$SHARE/host-big.bin"
+    HOST_BIG_SHA256=$(sha256sum "$SHARE/host-big.bin" | cut -d' ' -f1)
+
+    SECRET="HOST-SECRET-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    echo "$SECRET" > "$WORK/secret.txt"
+    echo "HOST-ORIGINAL" > "$WORK/outside-target.txt"
+    MARKER_NAME="host-only-marker-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    echo "marker" > "$WORK/$MARKER_NAME"
+
+    ln -s ../secret.txt "$SHARE/escape-rel"
+    ln -s "$WORK/secret.txt" "$SHARE/escape-abs"
+    ln -s "$WORK" "$SHARE/escape-dir"
+    ln -s "$WORK/outside-target.txt" "$SHARE/escape-write"
+}
+
+# ---- results ------------------------------------------------------------------------
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+declare -A GUEST_VERDICT=() GUEST_DETAIL=() GUEST_SHA=() GUEST_VALUE=()
+
+record() { # record VERDICT NAME [DETAIL]
+    case $1 in
+        PASS) PASSED=$((PASSED + 1)); echo "PASS $2" ;;
+        SKIP) SKIPPED=$((SKIPPED + 1)); echo "SKIP $2: ${3:-}" ;;
+        *) FAILED=$((FAILED + 1)); echo "FAIL $2: ${3:-}" ;;
+    esac
+}
+
+# Every check the guest workload reports; a missing one is a failure.
+GUEST_CHECKS=(mount host-file host-big-read create write-read append truncate rename
+    hardlink symlink mkdir rmdir unlink readdir-1000 chmod chown mtime stat mkfifo
+    statfs fsync xattr big-write big-readback escape-dotdot escape-symlink-rel
+    escape-symlink-abs escape-symlink-dir escape-symlink-write umount)
+
+parse_console() {
+    local line kind name rest
+    while IFS= read -r line; do
+        line=${line%$'\r'}
+        read -r _ kind name rest <<< "$line"
+        case $kind in
+            PASS|FAIL|SKIP) GUEST_VERDICT[${name:-?}]=$kind; GUEST_DETAIL[${name:-?}]=$rest ;;
+            SHA256) GUEST_SHA[${name:-?}]=${rest%% *} ;;
+            VALUE) GUEST_VALUE[${name:-?}]=${rest%% *} ;;
+        esac
+    done < <(grep -aoE 'E2E (PASS|FAIL|SKIP|SHA256|VALUE) .*' "$WORK/console.log" || true)
+}
+
+report_guest() {
+    local name
+    if grep -aq 'E2E BOOT' "$WORK/console.log"; then
+        record PASS guest/boot
+    else
+        record FAIL guest/boot "the guest never reached /init"
+    fi
+    for name in "${GUEST_CHECKS[@]}"; do
+        if [ -n "${GUEST_VERDICT[$name]:-}" ]; then
+            record "${GUEST_VERDICT[$name]}" "guest/$name" "${GUEST_DETAIL[$name]}"
+        else
+            record FAIL "guest/$name" "no result from the guest"
+        fi
+    done
+    if grep -aq 'E2E DONE' "$WORK/console.log"; then
+        record PASS guest/done
+    else
+        record FAIL guest/done "the workload did not finish"
+    fi
+}
+
+# Host-side checks: each h_NAME returns 0 (pass), 1 (fail, $DETAIL) or 3 (skip).
+G() { echo "$SHARE/guest/$1"; }
+expect() { # expect WHAT GOT WANT
+    [ "$2" = "$3" ] && return 0
+    DETAIL="$1: got '$2' want '$3'"
+    return 1
+}
+exists_not() {
+    if [ -e "$1" ] || [ -L "$1" ]; then DETAIL="$1 exists"; return 1; fi
+}
+
+h_create() { expect size "$(stat -c %s "$(G created)" 2>&1)" 0; }
+h_write_read() {
+    expect content "$(od -An -c "$(G data)" 2>&1 | tr -s ' \n' ' ')" \
+        "$(printf 'line1\nline2\n' | od -An -c | tr -s ' \n' ' ')"
+}
+h_truncate() {
+    expect size "$(stat -c %s "$(G trunc)" 2>&1)" 4096 || return 1
+    expect head "$(head -c 3 "$(G trunc)")" tru || return 1
+    expect zeros "$(tail -c 4093 "$(G trunc)" | tr -d '\000' | wc -c)" 0
+}
+h_rename() {
+    exists_not "$(G torename)" || return 1
+    expect renamed "$(cat "$(G renamed)" 2>&1)" moving || return 1
+    expect replaced "$(cat "$(G victim)" 2>&1)" new || return 1
+    exists_not "$(G replacer)" || return 1
+    exists_not "$(G srcdir)" || return 1
+    expect moved-dir "$(cat "$(G dstdir/moved/file)" 2>&1)" inside
+}
+h_hardlink() {
+    expect nlink "$(stat -c %h "$(G data2)" 2>&1)" 2 || return 1
+    expect inode "$(stat -c %i "$(G hardlink)" 2>&1)" "$(stat -c %i "$(G data2)" 2>&1)" || return 1
+    expect content "$(cat "$(G data2)")" "$(printf 'linked\nmore')"
+}
+h_symlink() {
+    expect readlink "$(readlink "$(G symlink)")" data2 || return 1
+    expect readlink-abs "$(readlink "$(G abs-link)")" /etc/passwd
+}
+h_mkdir() { [ -d "$(G d1/d2/d3)" ] || { DETAIL="d1/d2/d3 is not a directory"; return 1; }; }
+h_rmdir() {
+    exists_not "$(G gone)" || return 1
+    [ -d "$(G d1)" ] || { DETAIL="non-empty d1 was removed"; return 1; }
+}
+h_unlink() { exists_not "$(G unlinked)" && exists_not "$(G open-unlinked)"; }
+h_readdir_1000() {
+    local dir i
+    dir=$(G many)
+    expect count "$(ls -A "$dir" 2>&1 | wc -l)" 1000 || return 1
+    for ((i = 0; i < 1000; i++)); do
+        [ -f "$dir/f$i" ] || { DETAIL="f$i missing"; return 1; }
+    done
+}
+h_chmod() { expect mode "$(stat -c %a "$(G mode)" 2>&1)" 640; }
+h_chown() { expect owner "$(stat -c %u:%g "$(G owned)" 2>&1)" 1234:5678; }
+h_mtime() { expect mtime "$(stat -c %Y "$(G timed)" 2>&1)" "$(date -u -d '2001-02-03 04:05:06' +%s)"; }
+h_mkfifo() { [ -p "$(G fifo)" ] || { DETAIL="not a fifo on the host"; return 1; }; }
+h_fsync() { expect content "$(cat "$(G synced)" 2>&1)" durable; }
+h_statfs() {
+    local b s
+    read -r b s < <(stat -f -c '%b %S' "$SHARE")
+    expect total-bytes "${GUEST_VALUE[statfs-total]:-none}" "$((b * s))"
+}
+h_xattr() {
+    [ "${GUEST_VERDICT[xattr]:-}" = SKIP ] && { DETAIL="skipped in the guest"; return 3; }
+    [ -x "$WORK/vfs-probe" ] || { DETAIL="no xattr tool"; return 3; }
+    expect user.e2e.keep "$("$WORK/vfs-probe" getx "$(G xattr)" user.e2e.keep 2>&1)" kept-value || return 1
+    if "$WORK/vfs-probe" getx "$(G xattr)" user.e2e.tmp >/dev/null 2>&1; then
+        DETAIL="removed attribute user.e2e.tmp still on the host"
+        return 1
+    fi
+}
+h_big_sha256() {
+    expect size "$(stat -c %s "$(G big)" 2>&1)" 67108864 || return 1
+    expect sha256 "$(sha256sum "$(G big)" | cut -d' ' -f1)" "${GUEST_SHA[big]:-none}"
+}
+h_escape_no_leak() {
+    if grep -aqF "$SECRET" "$WORK/console.log"; then
+        DETAIL="the host secret appeared on the guest console"
+        return 1
+    fi
+    expect secret-file "$(cat "$WORK/secret.txt")" "$SECRET" || return 1
+    expect outside-target "$(cat "$WORK/outside-target.txt")" HOST-ORIGINAL || return 1
+    exists_not "$WORK/created-by-guest" || return 1
+    [ -f "$WORK/$MARKER_NAME" ] || { DETAIL="marker file next to the share vanished"; return 1; }
+    # Nothing outside the share but what the harness itself put there.
+    local f extra=""
+    for f in "$WORK"/* "$WORK"/.[!.]*; do
+        [ -e "$f" ] || [ -L "$f" ] || continue
+        case ${f##*/} in
+            share|initramfs|initrd.cpio|vmlinux|vfs-probe|console.log|backend.log|qemu.out) ;;
+            vhost.sock*|secret.txt|outside-target.txt|"$MARKER_NAME") ;;
+            *) extra+=" ${f##*/}" ;;
+        esac
+    done
+    [ -z "$extra" ] || { DETAIL="unexpected files next to the share:$extra"; return 1; }
+}
+
+HOST_CHECKS=(create write-read truncate rename hardlink symlink mkdir rmdir unlink
+    readdir-1000 chmod chown mtime mkfifo fsync statfs xattr big-sha256 escape-no-leak)
+
+report_host() {
+    local name rc
+    for name in "${HOST_CHECKS[@]}"; do
+        DETAIL=""
+        rc=0
+        if [ -d "$SHARE/guest" ]; then
+            "h_${name//-/_}" || rc=$?
+        else
+            DETAIL="the guest created nothing in the share"
+            rc=1
+        fi
+        case $rc in
+            0) record PASS "host/$name" ;;
+            3) record SKIP "host/$name" "$DETAIL" ;;
+            *) record FAIL "host/$name" "$DETAIL" ;;
+        esac
+    done
+}
+
+# ---- main -----------------------------------------------------------------------------
+
+resolve_backend_cmd
+ensure_packages
+pick_kernel
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vhu-e2e.XXXXXX")
+BACKEND_PID=
+cleanup() {
+    if [ -n "$BACKEND_PID" ] && kill -0 "$BACKEND_PID" 2>/dev/null; then
+        kill "$BACKEND_PID" 2>/dev/null || true
+        wait "$BACKEND_PID" 2>/dev/null || true
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "e2e: kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+TAG=e2efs
+SOCK=$WORK/vhost.sock
+T0=$(date +%s.%N)
+
+# A small static helper for xattrs and fsync, for the guest and the host.
+if command -v gcc >/dev/null; then
+    gcc -static -O2 -o "$WORK/vfs-probe" "$E2E/vfs-probe.c" 2>"$WORK/vfs-probe.err" ||
+        { log "building vfs-probe failed (xattr checks will be skipped): $(cat "$WORK/vfs-probe.err")"; rm -f "$WORK/vfs-probe"; }
+    rm -f "$WORK/vfs-probe.err"
+else
+    log "no gcc: xattr checks will be skipped"
+fi
+
+prepare_share
+build_initramfs
+
+BOOT_KERNEL=$KERNEL
+if [ "$USE_VMLINUX" = 1 ]; then
+    if extract_vmlinux "$KERNEL" "$WORK/vmlinux"; then
+        BOOT_KERNEL=$WORK/vmlinux
+    else
+        log "could not extract vmlinux from $KERNEL; booting the bzImage"
+    fi
+fi
+log "kernel $KVER ($BOOT_KERNEL), $(qemu-system-x86_64 --version | head -n 1)"
+
+# Start the back-end; it listens on the socket, QEMU connects to it.
+cmd=${BACKEND_CMD//\{socket\}/$SOCK}
+cmd=${cmd//\{shared\}/$SHARE}
+export E2E_SOCKET=$SOCK E2E_SHARED=$SHARE
+log "back-end ($BACKEND): $cmd"
+timeout --kill-after=5 $((TIMEOUT + 30)) bash -c "$cmd" > "$WORK/backend.log" 2>&1 &
+BACKEND_PID=$!
+for ((i = 0; i < 200; i++)); do
+    [ -S "$SOCK" ] && break
+    kill -0 "$BACKEND_PID" 2>/dev/null || break
+    sleep 0.05
+done
+if [ ! -S "$SOCK" ]; then
+    echo "e2e: the back-end did not create $SOCK; its output:" >&2
+    sed 's/^/  | /' "$WORK/backend.log" >&2
+    record FAIL backend/start "no socket"
+    echo "e2e: $PASSED passed, $FAILED failed"
+    exit 1
+fi
+
+# Boot the guest. TCG only (this kind of machine's /dev/kvm cannot run a stock
+# kernel); one vCPU; guest RAM in a shared memfd so the back-end can map it.
+MEM=1G
+device="vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG"
+[ "$QUEUES" != 1 ] && device+=",num-request-queues=$QUEUES"
+T1=$(date +%s.%N)
+qemu_rc=0
+timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
+    -machine q35,memory-backend=mem -accel tcg -cpu qemu64 -smp 1 -m "$MEM" \
+    -object memory-backend-memfd,id=mem,size="$MEM",share=on \
+    -nodefaults -no-user-config -display none -monitor none -no-reboot \
+    -serial "file:$WORK/console.log" \
+    -kernel "$BOOT_KERNEL" -initrd "$WORK/initrd.cpio" \
+    -append "console=ttyS0 quiet panic=-1 rdinit=/init" \
+    -chardev "socket,id=vfs,path=$SOCK" -device "$device" \
+    > "$WORK/qemu.out" 2>&1 || qemu_rc=$?
+T2=$(date +%s.%N)
+touch "$WORK/console.log"
+
+# The back-end should leave by itself once QEMU has disconnected.
+backend_rc=running
+for ((i = 0; i < 100; i++)); do
+    kill -0 "$BACKEND_PID" 2>/dev/null || break
+    sleep 0.05
+done
+if ! kill -0 "$BACKEND_PID" 2>/dev/null; then
+    backend_rc=0
+    wait "$BACKEND_PID" || backend_rc=$?
+    BACKEND_PID=
+fi
+
+[ "$VERBOSE" = 1 ] && sed 's/^/  guest| /' "$WORK/console.log"
+
+parse_console
+report_guest
+report_host
+
+# QEMU must have powered off by itself within the time limit.
+case $qemu_rc in
+    0) record PASS qemu/exit ;;
+    124|137) record FAIL qemu/exit "timed out after ${TIMEOUT}s" ;;
+    *) record FAIL qemu/exit "status $qemu_rc: $(tail -n 3 "$WORK/qemu.out" | tr '\n' ' ')" ;;
+esac
+# The back-end must not have crashed; one that keeps running after the
+# front-end left is stopped here and only noted.
+case $backend_rc in
+    running) log "note: the back-end was still running after QEMU exited; stopping it" ;;
+    *) if [ "$backend_rc" -ge 124 ]; then
+           record FAIL backend/exit "exit status $backend_rc (signal or timeout)"
+       else
+           record PASS backend/exit
+           [ "$backend_rc" = 0 ] || log "note: the back-end exited with status $backend_rc"
+       fi ;;
+esac
+
+if [ "$FAILED" -gt 0 ]; then
+    echo "e2e: --- last lines of the guest console (without PASS lines) ---"
+    if [ -s "$WORK/console.log" ]; then
+        { grep -av 'E2E PASS\|E2E TIME' "$WORK/console.log" || true; } | tail -n 40 | sed 's/^/  guest| /'
+    else
+        echo "  guest| (empty: the guest printed nothing)"
+    fi
+    echo "e2e: --- last lines of the back-end log ---"
+    tail -n 20 "$WORK/backend.log" | sed 's/^/  backend| /'
+    if [ -s "$WORK/qemu.out" ]; then
+        echo "e2e: --- QEMU ---"
+        tail -n 10 "$WORK/qemu.out" | sed 's/^/  qemu| /'
+    fi
+fi
+
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+uptime_line=$(grep -aoE 'E2E EXIT .*' "$WORK/console.log" | tail -n 1 || true)
+log "timing: setup $(secs "$T0" "$T1") s, QEMU run $(secs "$T1" "$T2") s (${uptime_line:-no guest exit line})"
+summary="e2e: $PASSED passed, $FAILED failed"
+[ "$SKIPPED" -gt 0 ] && summary+=", $SKIPPED skipped"
+echo "$summary"
+[ "$FAILED" -eq 0 ]

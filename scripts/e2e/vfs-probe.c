@@ -1,0 +1,82 @@
+/*
+ * Small static helper for the virtio-fs end-to-end test. It runs in the guest
+ * (busybox has no setfattr/getfattr) and on the host (to read back what the
+ * guest stored), and only wraps single system calls so that their result and
+ * errno can be checked from a shell script.
+ *
+ *   vfs-probe setx  PATH NAME VALUE   setxattr(PATH, NAME, VALUE)
+ *   vfs-probe getx  PATH NAME         print the value of NAME
+ *   vfs-probe listx PATH              print the attribute names, one a line
+ *   vfs-probe rmx   PATH NAME         removexattr(PATH, NAME)
+ *   vfs-probe fsync PATH              open, write nothing, fsync, close
+ *
+ * Exit status: 0 on success, 3 when the file system answers ENOTSUP/EOPNOTSUPP
+ * (so the caller can report the feature as not supported), 1 on any other
+ * error (errno printed on stderr), 2 on a usage error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+static int fail(const char *what, const char *path)
+{
+    int e = errno;
+    fprintf(stderr, "vfs-probe: %s %s: %s (errno %d)\n", what, path, strerror(e), e);
+    return (e == ENOTSUP || e == EOPNOTSUPP) ? 3 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: vfs-probe setx|getx|listx|rmx|fsync PATH [NAME [VALUE]]\n");
+        return 2;
+    }
+    const char *cmd = argv[1];
+    const char *path = argv[2];
+
+    if (strcmp(cmd, "setx") == 0 && argc == 5) {
+        if (setxattr(path, argv[3], argv[4], strlen(argv[4]), 0) != 0)
+            return fail("setxattr", path);
+        return 0;
+    }
+    if (strcmp(cmd, "getx") == 0 && argc == 4) {
+        char buf[65536];
+        ssize_t n = getxattr(path, argv[3], buf, sizeof buf);
+        if (n < 0)
+            return fail("getxattr", path);
+        fwrite(buf, 1, (size_t)n, stdout);
+        putchar('\n');
+        return 0;
+    }
+    if (strcmp(cmd, "listx") == 0 && argc == 3) {
+        char buf[65536];
+        ssize_t n = listxattr(path, buf, sizeof buf);
+        if (n < 0)
+            return fail("listxattr", path);
+        /* The list is NUL-separated; print one name a line. */
+        for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1)
+            puts(buf + i);
+        return 0;
+    }
+    if (strcmp(cmd, "rmx") == 0 && argc == 4) {
+        if (removexattr(path, argv[3]) != 0)
+            return fail("removexattr", path);
+        return 0;
+    }
+    if (strcmp(cmd, "fsync") == 0 && argc == 3) {
+        int fd = open(path, O_WRONLY);
+        if (fd < 0)
+            return fail("open", path);
+        if (fsync(fd) != 0)
+            return fail("fsync", path);
+        if (close(fd) != 0)
+            return fail("close", path);
+        return 0;
+    }
+    fprintf(stderr, "vfs-probe: bad command or argument count\n");
+    return 2;
+}
