@@ -18,7 +18,9 @@
 #   --kernel PATH       guest kernel (default: the newest /boot/vmlinuz-*)
 #   --no-vmlinux        boot the compressed bzImage instead of the extracted
 #                       vmlinux (slower under TCG)
-#   --queues N          number of virtio-fs request queues (default 1)
+#   --queues N          number of virtio-fs request queues (default 1; the
+#                       back-end must be started with as many)
+#   --packed            ask QEMU for packed virtqueues (packed=on)
 #   --timeout SECS      limit for the whole guest run (default 240)
 #   --no-install        never install packages, fail when something is missing
 #   --keep              keep the temp directory (console log, back-end log, share)
@@ -46,6 +48,7 @@ VERBOSE=${E2E_VERBOSE:-0}
 USE_VMLINUX=1
 INSTALL=1
 QUEUES=1
+PACKED=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
         --kernel) KERNEL=${2:?"$1 needs a value"}; shift 2 ;;
         --no-vmlinux) USE_VMLINUX=0; shift ;;
         --queues) QUEUES=${2:?"$1 needs a value"}; shift 2 ;;
+        --packed) PACKED=1; shift ;;
         --timeout) TIMEOUT=${2:?"$1 needs a value"}; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --keep) KEEP=1; shift ;;
@@ -203,6 +207,7 @@ resolve_backend_cmd() {
                 exit 2
             fi
             BACKEND_CMD="$bin $COMMON_FLAGS"
+            if [ "$QUEUES" != 1 ]; then BACKEND_CMD+=" --num-request-queues $QUEUES"; fi
             ;;
         virtiofsd)
             ensure_virtiofsd
@@ -573,6 +578,7 @@ fi
 MEM=1G
 device="vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG"
 [ "$QUEUES" != 1 ] && device+=",num-request-queues=$QUEUES"
+[ "$PACKED" = 1 ] && device+=",packed=on"
 T1=$(date +%s.%N)
 qemu_rc=0
 timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \

@@ -14,13 +14,16 @@ use std::sync::Arc;
 use vhu_core::backend::{BackendSpec, VringConfig};
 use vhu_core::message::VringBase;
 use vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
-use vhu_transport_std::vm_memory::GuestAddressSpace;
+use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
 use vhu_transport_std::{Device, DeviceError, Queue, Workers};
 
 use crate::fuse::Server;
 use crate::passthrough::PassthroughFs;
-use crate::virtq::{QueueState, SplitQueue};
+use crate::virtq::{PackedQueue, PackedQueueState, QueueState, SplitQueue, Virtqueue};
 pub use queue::FsQueue;
+
+#[cfg(test)]
+mod tests;
 
 /// Largest tag in the config space (virtio spec: `u8 tag[36]`).
 pub const MAX_TAG_LEN: usize = 36;
@@ -85,6 +88,58 @@ impl FsDevice {
         space[MAX_TAG_LEN..].copy_from_slice(&queues.to_le_bytes());
         space
     }
+
+    /// Validates the ring `config` describes (split or packed) against `memory`.
+    fn build_queue<M: GuestMemory>(
+        &self,
+        index: VringIndex,
+        config: &VringConfig,
+        memory: &M,
+    ) -> Result<Virtqueue, DeviceError> {
+        let index = index.0;
+        let indirect = self.features.contains(VirtioFeatures::RING_INDIRECT_DESC);
+        if config.packed {
+            let base = config.base.as_packed();
+            let state = PackedQueueState {
+                size: config.size,
+                desc_ring: config.descriptor,
+                driver_event: config.available,
+                device_event: config.used,
+                next_avail: base.avail_index,
+                avail_wrap: base.avail_wrap,
+                next_used: base.used_index,
+                used_wrap: base.used_wrap,
+                event_idx: config.event_idx,
+                indirect,
+            };
+            let queue = PackedQueue::new(state, memory).map_err(|_| DeviceError::Queue {
+                index,
+                reason: "the packed ring or its base is invalid",
+            })?;
+            return Ok(queue.into());
+        }
+        let next_avail = config
+            .base
+            .as_split()
+            .ok_or(DeviceError::Queue { index, reason: "the split ring base has bits above 15" })?;
+        let next_used = queue::used_index(memory, config.used)
+            .ok_or(DeviceError::Queue { index, reason: "the used ring is not in guest memory" })?;
+        let state = QueueState {
+            size: config.size,
+            desc_table: config.descriptor,
+            avail_ring: config.available,
+            used_ring: config.used,
+            next_avail,
+            next_used,
+            event_idx: config.event_idx,
+            indirect,
+        };
+        let queue = SplitQueue::new(state, memory).map_err(|_| DeviceError::Queue {
+            index,
+            reason: "the ring does not fit guest memory",
+        })?;
+        Ok(queue.into())
+    }
 }
 
 impl Device for FsDevice {
@@ -92,7 +147,8 @@ impl Device for FsDevice {
         let mut spec = BackendSpec::new(1 + self.config.num_request_queues, MAX_QUEUE_SIZE);
         spec.features = VirtioFeatures::VERSION_1
             | VirtioFeatures::RING_INDIRECT_DESC
-            | VirtioFeatures::RING_EVENT_IDX;
+            | VirtioFeatures::RING_EVENT_IDX
+            | VirtioFeatures::RING_PACKED;
         spec.protocol_features = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::BACKEND_REQ
@@ -106,31 +162,10 @@ impl Device for FsDevice {
     }
 
     fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
-        let index = queue.index.0;
-        let config = queue.config;
-        let next_avail = config
-            .base
-            .as_split()
-            .ok_or(DeviceError::Queue { index, reason: "packed rings are not supported" })?;
         let memory = queue.memory.memory();
-        let next_used = queue::used_index(&*memory, config.used)
-            .ok_or(DeviceError::Queue { index, reason: "the used ring is not in guest memory" })?;
-        let state = QueueState {
-            size: config.size,
-            desc_table: config.descriptor,
-            avail_ring: config.available,
-            used_ring: config.used,
-            next_avail,
-            next_used,
-            event_idx: config.event_idx,
-            indirect: self.features.contains(VirtioFeatures::RING_INDIRECT_DESC),
-        };
-        let split = SplitQueue::new(state, &*memory).map_err(|_| DeviceError::Queue {
-            index,
-            reason: "the ring does not fit guest memory",
-        })?;
+        let ring = self.build_queue(queue.index, &queue.config, &*memory)?;
         drop(memory);
-        self.workers.start(queue, FsQueue::new(split, Arc::clone(&self.server)))
+        self.workers.start(queue, FsQueue::new(ring, Arc::clone(&self.server)))
     }
 
     fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {

@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use vhu_core::message::VringBase;
+use vhu_core::message::{PackedBase, VringBase};
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
 use vhu_transport_std::{QueueContext, QueueHandler};
 
 use crate::fuse::Server;
 use crate::passthrough::PassthroughFs;
-use crate::virtq::{Reader, SplitQueue, Writer};
+use crate::virtq::{Reader, Virtqueue, Writer};
 
 /// The handler of one queue.
 pub struct FsQueue {
-    queue: SplitQueue,
+    queue: Virtqueue,
     server: Arc<Server<PassthroughFs>>,
     /// The ring could not be read: stop processing until it is restarted.
     broken: bool,
@@ -31,9 +31,14 @@ impl std::fmt::Debug for FsQueue {
 }
 
 impl FsQueue {
-    /// A handler for a validated queue.
-    pub fn new(queue: SplitQueue, server: Arc<Server<PassthroughFs>>) -> Self {
-        Self { queue, server, broken: false }
+    /// A handler for a validated queue (split or packed).
+    pub fn new(queue: impl Into<Virtqueue>, server: Arc<Server<PassthroughFs>>) -> Self {
+        Self { queue: queue.into(), server, broken: false }
+    }
+
+    /// The queue served.
+    pub fn queue(&self) -> &Virtqueue {
+        &self.queue
     }
 
     fn run<M: GuestMemory>(&mut self, mem: &M) -> Result<(), crate::virtq::QueueError> {
@@ -82,7 +87,18 @@ impl QueueHandler for FsQueue {
     }
 
     fn base(&self) -> VringBase {
-        VringBase::split(self.queue.state().next_avail)
+        match &self.queue {
+            Virtqueue::Split(queue) => VringBase::split(queue.state().next_avail),
+            Virtqueue::Packed(queue) => {
+                let state = queue.state();
+                VringBase::packed(PackedBase {
+                    avail_index: state.next_avail,
+                    avail_wrap: state.avail_wrap,
+                    used_index: state.next_used,
+                    used_wrap: state.used_wrap,
+                })
+            }
+        }
     }
 }
 

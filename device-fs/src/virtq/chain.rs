@@ -1,13 +1,16 @@
 //! Walking one descriptor chain into its device-readable and device-writable buffers.
 //!
-//! The walk follows `next` links through the descriptor table and, when negotiated, one level of
+//! [`ChainBuilder`] holds the checks both ring layouts share (chain length, buffer ranges,
+//! readable-first order, `u32` totals); the split walk below and `packed.rs` feed it.
+//!
+//! The split walk follows `next` links through the descriptor table and, when negotiated, one level of
 //! indirect table (virtio 1.2 §2.7.5.3). It checks every guest-controlled value: indices against the
 //! table, loops, the chain length against the queue size, nested indirect tables, the readable-first
 //! ordering, buffer ranges against guest memory and total lengths against `u32`. It copies no buffer
-//! contents (see `io.rs`) and never touches the rings themselves (see `split.rs`).
+//! contents (see `io.rs`) and never touches the rings themselves (see `split.rs`, `packed.rs`).
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
 use super::error::QueueError;
@@ -21,7 +24,7 @@ pub struct Segment {
     pub len: u32,
 }
 
-/// A validated descriptor chain: its head and its buffers, readable ones first.
+/// A validated descriptor chain: its id and its buffers, readable ones first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DescriptorChain {
     head: u16,
@@ -32,7 +35,8 @@ pub struct DescriptorChain {
 }
 
 impl DescriptorChain {
-    /// Index of the head descriptor, the id to put in the used ring.
+    /// The id to put in the used ring: the head descriptor's index (split rings) or the buffer id
+    /// of the chain's last descriptor (packed rings).
     pub fn head(&self) -> u16 {
         self.head
     }
@@ -94,48 +98,90 @@ impl Visited {
     }
 }
 
-struct Walk<'a, M: ?Sized> {
-    mem: &'a M,
+/// Reads entry `index` (16 bytes) of the descriptor table at `table`.
+pub(crate) fn read_entry<M, T>(mem: &M, table: GuestAddress, index: u32) -> Result<T, QueueError>
+where
+    M: GuestMemory + ?Sized,
+    T: FromBytes + IntoBytes,
+{
+    let failed = |addr: GuestAddress| QueueError::Memory { addr: addr.raw_value(), len: DESC_SIZE };
+    let addr = table.checked_add(u64::from(index) * DESC_SIZE).ok_or(failed(table))?;
+    let mut entry = T::new_zeroed();
+    mem.read_slice(entry.as_mut_bytes(), addr).map_err(|_| failed(addr))?;
+    Ok(entry)
+}
+
+/// Checks an indirect descriptor's table (`addr`, `len`) and returns its number of entries.
+///
+/// The table must be a non-zero multiple of 16 bytes, lie in guest memory and hold at most `max`
+/// entries.
+pub(crate) fn indirect_entries<M: GuestMemory + ?Sized>(
+    mem: &M,
     head: u16,
+    addr: u64,
+    len: u32,
+    max: u32,
+) -> Result<u32, QueueError> {
+    if len == 0 || u64::from(len) % DESC_SIZE != 0 {
+        return Err(QueueError::IndirectLength { head, len });
+    }
+    let in_memory = addr.checked_add(u64::from(len)).is_some()
+        && mem.check_range(GuestAddress(addr), len as usize, Permissions::Read);
+    if !in_memory {
+        return Err(QueueError::BufferOutOfRange { head, addr, len });
+    }
+    let entries = len / DESC_SIZE as u32;
+    if entries > max {
+        return Err(QueueError::ChainTooLong { head, max });
+    }
+    Ok(entries)
+}
+
+/// Collects the buffers of one chain, checking each as it is added.
+pub(crate) struct ChainBuilder<'a, M: ?Sized> {
+    mem: &'a M,
     max: u32,
     count: u32,
     seen_writable: bool,
     chain: DescriptorChain,
 }
 
-impl<M: GuestMemory + ?Sized> Walk<'_, M> {
-    fn read_desc(&self, table: GuestAddress, index: u32) -> Result<Descriptor, QueueError> {
-        let addr = table
-            .checked_add(u64::from(index) * DESC_SIZE)
-            .ok_or(QueueError::Memory { addr: table.raw_value(), len: DESC_SIZE })?;
-        let mut raw = [0u8; DESC_SIZE as usize];
-        self.mem
-            .read_slice(&mut raw, addr)
-            .map_err(|_| QueueError::Memory { addr: addr.raw_value(), len: DESC_SIZE })?;
-        // A 16-byte array always holds exactly one descriptor.
-        Descriptor::read_from_bytes(&raw)
-            .map_err(|_| QueueError::Memory { addr: addr.raw_value(), len: DESC_SIZE })
+impl<'a, M: GuestMemory + ?Sized> ChainBuilder<'a, M> {
+    /// An empty chain named `head` that may hold at most `max` descriptors.
+    pub(crate) fn new(mem: &'a M, head: u16, max: u32) -> Self {
+        Self {
+            mem,
+            max,
+            count: 0,
+            seen_writable: false,
+            chain: DescriptorChain { head, ..DescriptorChain::default() },
+        }
     }
 
-    fn push(&mut self, desc: &Descriptor, index: u32) -> Result<(), QueueError> {
-        let head = self.head;
+    /// Adds the buffer of descriptor `index`: counts it against the limit, checks its range and
+    /// the readable-first order, and adds its length to the totals.
+    pub(crate) fn push(
+        &mut self,
+        addr: u64,
+        len: u32,
+        writable: bool,
+        index: u32,
+    ) -> Result<(), QueueError> {
+        let head = self.chain.head;
         self.count += 1;
         if self.count > self.max {
             return Err(QueueError::ChainTooLong { head, max: self.max });
         }
-        let (addr, len) = (desc.addr.get(), desc.len.get());
-        let out_of_range = QueueError::BufferOutOfRange { head, addr, len };
         if len > 0 {
             let end_ok = addr.checked_add(u64::from(len)).is_some();
-            let access =
-                if desc.has(DESC_F_WRITE) { Permissions::Write } else { Permissions::Read };
+            let access = if writable { Permissions::Write } else { Permissions::Read };
             if !end_ok || !self.mem.check_range(GuestAddress(addr), len as usize, access) {
-                return Err(out_of_range);
+                return Err(QueueError::BufferOutOfRange { head, addr, len });
             }
         }
         let segment = Segment { addr: GuestAddress(addr), len };
         let chain = &mut self.chain;
-        if desc.has(DESC_F_WRITE) {
+        if writable {
             self.seen_writable = true;
             chain.writable_len =
                 chain.writable_len.checked_add(len).ok_or(QueueError::LengthOverflow { head })?;
@@ -154,6 +200,11 @@ impl<M: GuestMemory + ?Sized> Walk<'_, M> {
         }
         Ok(())
     }
+
+    /// The chain built so far.
+    pub(crate) fn finish(self) -> DescriptorChain {
+        self.chain
+    }
 }
 
 /// Walks the chain starting at `head`, validating everything the guest controls.
@@ -164,14 +215,7 @@ pub(crate) fn walk<M: GuestMemory + ?Sized>(
     visited: &mut Visited,
 ) -> Result<DescriptorChain, QueueError> {
     let size = u32::from(params.size);
-    let mut w = Walk {
-        mem,
-        head,
-        max: size,
-        count: 0,
-        seen_writable: false,
-        chain: DescriptorChain { head, ..DescriptorChain::default() },
-    };
+    let mut builder = ChainBuilder::new(mem, head, size);
     let mut table = params.table;
     let mut table_len = size;
     let mut in_indirect = false;
@@ -184,7 +228,7 @@ pub(crate) fn walk<M: GuestMemory + ?Sized>(
         if !visited.mark(index) {
             return Err(QueueError::Loop { head, index });
         }
-        let desc = w.read_desc(table, index)?;
+        let desc: Descriptor = read_entry(mem, table, index)?;
         if desc.has(DESC_F_INDIRECT) {
             if in_indirect {
                 return Err(QueueError::NestedIndirect { head, index });
@@ -195,30 +239,17 @@ pub(crate) fn walk<M: GuestMemory + ?Sized>(
             if desc.has(DESC_F_NEXT) {
                 return Err(QueueError::IndirectWithNext { head, index });
             }
-            let len = desc.len.get();
-            if len == 0 || u64::from(len) % DESC_SIZE != 0 {
-                return Err(QueueError::IndirectLength { head, len });
-            }
-            let entries = len / DESC_SIZE as u32;
             let addr = desc.addr.get();
-            let in_memory = addr.checked_add(u64::from(len)).is_some()
-                && mem.check_range(GuestAddress(addr), len as usize, Permissions::Read);
-            if !in_memory {
-                return Err(QueueError::BufferOutOfRange { head, addr, len });
-            }
-            if entries > size {
-                return Err(QueueError::ChainTooLong { head, max: size });
-            }
+            table_len = indirect_entries(mem, head, addr, desc.len.get(), size)?;
             table = GuestAddress(addr);
-            table_len = entries;
             in_indirect = true;
             index = 0;
             visited.reset(table_len);
             continue;
         }
-        w.push(&desc, index)?;
+        builder.push(desc.addr.get(), desc.len.get(), desc.has(DESC_F_WRITE), index)?;
         if !desc.has(DESC_F_NEXT) {
-            return Ok(w.chain);
+            return Ok(builder.finish());
         }
         index = u32::from(desc.next.get());
     }

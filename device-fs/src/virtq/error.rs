@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-/// Which part of a split virtqueue an address belongs to.
+/// Which part of a virtqueue an address belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ring {
     /// The descriptor table.
@@ -16,6 +16,10 @@ pub enum Ring {
     Available,
     /// The used (device) ring.
     Used,
+    /// The driver event suppression structure of a packed ring.
+    DriverEvent,
+    /// The device event suppression structure of a packed ring.
+    DeviceEvent,
 }
 
 impl fmt::Display for Ring {
@@ -24,6 +28,8 @@ impl fmt::Display for Ring {
             Self::Descriptors => "descriptor table",
             Self::Available => "available ring",
             Self::Used => "used ring",
+            Self::DriverEvent => "driver event suppression area",
+            Self::DeviceEvent => "device event suppression area",
         })
     }
 }
@@ -32,10 +38,10 @@ impl fmt::Display for Ring {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
-    /// The queue size is zero, not a power of two, or above 32768 (virtio 1.2 §2.7).
+    /// The queue size is zero, above 32768, or (split rings) not a power of two (virtio 1.2 §2.7).
     #[error("invalid queue size {0}")]
     InvalidSize(u16),
-    /// A ring address does not have the alignment the split layout requires (§2.7).
+    /// A ring address does not have the alignment its layout requires (§2.7, §2.8.10).
     #[error("{ring} at {addr:#x} is not {align}-byte aligned")]
     Misaligned {
         /// The ring.
@@ -165,12 +171,34 @@ pub enum QueueError {
         /// The queue size.
         size: u16,
     },
+    /// A packed ring's starting available or used index is not below the queue size.
+    #[error("ring index {index} outside a queue of {size}")]
+    BaseOutOfRange {
+        /// The index given.
+        index: u16,
+        /// The queue size.
+        size: u16,
+    },
+    /// A used entry names a packed-ring buffer id the device is not processing.
+    #[error("used entry for buffer id {id}, which is not in flight")]
+    UsedIdNotInFlight {
+        /// The buffer id given.
+        id: u16,
+    },
+    /// The driver made descriptors available over ones the device has not returned yet: more
+    /// than the queue size would be in flight. Nothing is consumed.
+    #[error("more than {size} descriptors in flight")]
+    InFlightOverflow {
+        /// The queue size.
+        size: u16,
+    },
 }
 
 impl QueueError {
-    /// The chain head an error is about, when the available entry was consumed.
+    /// The chain an error is about (split: head index, packed: buffer id), when the chain was
+    /// consumed.
     ///
-    /// A caller can then return that head with length 0 (or mark the device as needing a reset).
+    /// A caller can then return that chain with length 0 (or mark the device as needing a reset).
     pub fn head(&self) -> Option<u16> {
         match *self {
             Self::IndexOutOfRange { head, .. }

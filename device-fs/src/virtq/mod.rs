@@ -1,29 +1,34 @@
-//! Split virtqueues over `vm-memory`, for the virtio-fs request and hiprio queues.
+//! Split and packed virtqueues over `vm-memory`, for the virtio-fs request and hiprio queues.
 //!
-//! - [`SplitQueue`]: ring state as plain data plus the pop / add-used / notify operations; guest
-//!   memory is passed to every call.
+//! - [`SplitQueue`] and [`PackedQueue`]: ring state as plain data plus the pop / add-used / notify
+//!   operations; guest memory is passed to every call. [`Virtqueue`] is either of them.
 //! - [`DescriptorChain`]: one validated chain (direct or through one indirect table), its readable
 //!   buffers first, then its writable ones.
 //! - [`Reader`] / [`Writer`]: copy between a chain's buffers and byte slices.
-//! - [`need_event`]: the EVENT_IDX suppression rule.
+//! - [`need_event`] / [`packed_need_event`]: the EVENT_IDX suppression rules.
 //!
 //! Every guest-controlled value is validated and each failure is a [`QueueError`]; nothing here
-//! panics on ring contents or accesses memory outside what `vm-memory` maps. Packed rings are not
-//! implemented yet.
+//! panics on ring contents or accesses memory outside what `vm-memory` maps.
 
 mod chain;
 mod desc;
 mod error;
 mod io;
 mod notify;
+mod packed;
 mod split;
+mod virtqueue;
 
 pub use chain::{DescriptorChain, Segment};
 pub use desc::{
-    avail_ring_len, desc_table_len, used_ring_len, Descriptor, AVAIL_F_NO_INTERRUPT,
-    DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE, MAX_QUEUE_SIZE, USED_F_NO_NOTIFY,
+    avail_ring_len, desc_table_len, packed_avail_flags, packed_used_flags, used_ring_len,
+    Descriptor, PackedDescriptor, AVAIL_F_NO_INTERRUPT, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
+    DESC_SIZE, EVENT_SUPPRESS_SIZE, MAX_QUEUE_SIZE, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
+    RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, USED_F_NO_NOTIFY,
 };
 pub use error::{QueueError, Ring};
 pub use io::{Reader, Writer};
-pub use notify::need_event;
+pub use notify::{need_event, packed_need_event};
+pub use packed::{PackedQueue, PackedQueueState};
 pub use split::{QueueState, SplitQueue};
+pub use virtqueue::Virtqueue;

@@ -49,11 +49,13 @@ pub struct SplitQueue {
     visited: Visited,
 }
 
-fn mem_err(addr: GuestAddress, len: u64) -> QueueError {
+/// The error for a failed access of `len` bytes at `addr`.
+pub(crate) fn mem_err(addr: GuestAddress, len: u64) -> QueueError {
     QueueError::Memory { addr: addr.raw_value(), len }
 }
 
-fn check_ring<M: GuestMemory + ?Sized>(
+/// Checks that a ring at `addr` of `len` bytes is `align`-aligned and lies in guest memory.
+pub(crate) fn check_ring<M: GuestMemory + ?Sized>(
     mem: &M,
     ring: Ring,
     addr: u64,

@@ -1,0 +1,156 @@
+//! A packed ring served by `FsQueue` and `FsDevice`: started at a base, processed, stopped, and
+//! the base reflects the work.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vhu_core::backend::VringConfig;
+use vhu_core::message::{PackedBase, VringBase};
+use vhu_core::{VirtioFeatures, VringIndex};
+use vhu_transport_std::vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
+};
+use vhu_transport_std::{Device, Notifier, Queue, QueueContext, QueueHandler};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::{FsConfig, FsDevice, FsQueue};
+use crate::fuse::abi::{InHeader, InitIn};
+use crate::fuse::{Opcode, Server, ServerConfig};
+use crate::passthrough::{Config, PassthroughFs};
+use crate::virtq::{
+    packed_avail_flags, PackedDescriptor, DESC_F_NEXT, DESC_F_WRITE, PACKED_DESC_F_AVAIL,
+    PACKED_DESC_F_USED,
+};
+
+const SIZE: u16 = 5;
+const RING: u64 = 0;
+const DRIVER_EVENT: u64 = 0x1000;
+const DEVICE_EVENT: u64 = 0x1100;
+const INIT_ID: u16 = 11;
+const BAD_ID: u16 = 5;
+
+/// The ring resumes at slot 3 of a lap with clear wrap counters.
+const START: PackedBase =
+    PackedBase { avail_index: 3, avail_wrap: false, used_index: 3, used_wrap: false };
+
+fn server(tag: &str) -> (Server<PassthroughFs>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vhu-fs-device-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("share");
+    let fs = PassthroughFs::new(Config::new(&dir)).expect("fs");
+    (Server::new(fs, ServerConfig::for_queue_size(SIZE)), dir)
+}
+
+fn write_desc(mem: &GuestMemoryMmap, slot: u16, desc: PackedDescriptor) {
+    let at = GuestAddress(RING + 16 * u64::from(slot));
+    mem.write_slice(desc.as_bytes(), at).expect("descriptor");
+}
+
+fn read_desc(mem: &GuestMemoryMmap, slot: u16) -> PackedDescriptor {
+    let mut raw = [0u8; 16];
+    mem.read_slice(&mut raw, GuestAddress(RING + 16 * u64::from(slot))).expect("descriptor");
+    PackedDescriptor::read_from_bytes(&raw).expect("16 bytes")
+}
+
+/// A FUSE INIT in slots 3, 4, 0, 1 (across the end of the ring), then a chain whose buffer is
+/// outside guest memory in slot 2. Heads are written last.
+fn guest() -> GuestMemoryMmap {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
+    let init = InitIn { major: 7, minor: 38, ..InitIn::default() };
+    let hdr =
+        InHeader { len: 40 + 64, opcode: Opcode::Init as u32, unique: 1, ..InHeader::default() };
+    mem.write_slice(hdr.as_bytes(), GuestAddress(0x4000)).expect("header");
+    mem.write_slice(init.as_bytes(), GuestAddress(0x4100)).expect("init_in");
+    let lap = |wrap: bool, flags: u16| packed_avail_flags(wrap) | flags;
+    write_desc(&mem, 4, PackedDescriptor::new(0x4100, 64, 0, lap(false, DESC_F_NEXT)));
+    let write_next = DESC_F_WRITE | DESC_F_NEXT;
+    write_desc(&mem, 0, PackedDescriptor::new(0x5000, 16, 0, lap(true, write_next)));
+    write_desc(&mem, 1, PackedDescriptor::new(0x6000, 128, INIT_ID, lap(true, DESC_F_WRITE)));
+    write_desc(&mem, 2, PackedDescriptor::new(0xffff_0000, 8, BAD_ID, lap(true, 0)));
+    write_desc(&mem, 3, PackedDescriptor::new(0x4000, 40, 0, lap(false, DESC_F_NEXT)));
+    mem
+}
+
+fn config() -> VringConfig {
+    VringConfig {
+        size: SIZE,
+        descriptor: RING,
+        available: DRIVER_EVENT,
+        used: DEVICE_EVENT,
+        log: None,
+        base: VringBase::packed(START),
+        packed: true,
+        event_idx: true,
+        big_endian: false,
+    }
+}
+
+/// Both chains were returned: INIT at slot 3 (previous lap) with its reply length, the bad one
+/// at slot 2 with length 0.
+fn assert_used(mem: &GuestMemoryMmap) {
+    let init = read_desc(mem, 3);
+    assert_eq!((init.id.get(), init.len.get(), init.flags.get()), (INIT_ID, 80, DESC_F_WRITE));
+    let bad = read_desc(mem, 2);
+    let used = PACKED_DESC_F_AVAIL | PACKED_DESC_F_USED;
+    assert_eq!((bad.id.get(), bad.len.get(), bad.flags.get()), (BAD_ID, 0, used));
+}
+
+const END: PackedBase =
+    PackedBase { avail_index: 3, avail_wrap: true, used_index: 3, used_wrap: true };
+
+#[test]
+fn fs_queue_round_trips_a_packed_base() {
+    let (server, dir) = server("queue");
+    let device = FsDevice::new(FsConfig { num_request_queues: 1, tag: None }, server);
+    let mem = guest();
+    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
+    let mut handler = FsQueue::new(ring, Arc::clone(&device.server));
+    assert_eq!(handler.base(), VringBase::packed(START), "nothing processed yet");
+    let ctx = QueueContext {
+        index: VringIndex(1),
+        config: config(),
+        memory: GuestMemoryAtomic::new(mem),
+        call: Notifier::new(),
+        err: Notifier::new(),
+    };
+    handler.process(&ctx);
+    assert_used(&ctx.memory.memory());
+    assert_eq!(handler.base().as_packed(), END);
+    assert_eq!(handler.base(), VringBase::packed(END));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn fs_device_round_trips_a_packed_base() {
+    let (server, dir) = server("device");
+    let mut device = FsDevice::new(FsConfig { num_request_queues: 1, tag: None }, server);
+    assert!(device.spec().features.contains(VirtioFeatures::RING_PACKED));
+    device.acked_features(
+        VirtioFeatures::VERSION_1 | VirtioFeatures::RING_PACKED | VirtioFeatures::RING_EVENT_IDX,
+    );
+    let memory = GuestMemoryAtomic::new(guest());
+    let queue = Queue {
+        index: VringIndex(1),
+        config: config(),
+        kick: None,
+        call: Notifier::new(),
+        err: Notifier::new(),
+        enabled: true,
+        memory: memory.clone(),
+    };
+    device.start_queue(queue).expect("started");
+    // The worker processes an enabled queue at once; wait for the last used descriptor.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_desc(&memory.memory(), 2).flags.get() & PACKED_DESC_F_USED == 0 {
+        assert!(Instant::now() < deadline, "the worker did not process the ring");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let base = device.stop_queue(VringIndex(1), true);
+    assert_used(&memory.memory());
+    assert_eq!(base.as_packed(), END);
+    // A bad base is refused.
+    let mut bad = config();
+    bad.base = VringBase::packed(PackedBase { avail_index: SIZE, ..START });
+    let ring = device.build_queue(VringIndex(1), &bad, &*memory.memory());
+    assert!(ring.is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
