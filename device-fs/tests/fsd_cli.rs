@@ -1,0 +1,102 @@
+//! The `vhu-fsd` binary as a launcher runs it: capabilities, refused options, clear start-up
+//! errors, and a clean exit on SIGTERM that removes its socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fsd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vhu-fsd"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vhu-fsd-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("share")).expect("scratch directory");
+    dir
+}
+
+fn wait_for(path: &Path, present: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if path.exists() == present {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn prints_capabilities() {
+    let out = fsd().arg("--print-capabilities").output().expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.contains(r#""type": "fs""#), "{text}");
+}
+
+#[test]
+fn refuses_options_it_does_not_honour() {
+    let dir = scratch("refuse");
+    let out = fsd()
+        .args(["--socket-path", dir.join("s").to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .arg("--sandbox=namespace")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--sandbox namespace is not supported"), "{err}");
+    assert!(!dir.join("s").exists(), "nothing was bound");
+}
+
+#[test]
+fn missing_shared_dir_is_a_clear_error() {
+    let dir = scratch("missing");
+    let out = fsd()
+        .args(["--socket-path", dir.join("s").to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("nope").to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an existing directory"), "{err}");
+}
+
+#[test]
+fn socket_in_use_is_a_clear_error_and_sigterm_exits_cleanly() {
+    let dir = scratch("sigterm");
+    let socket = dir.join("vhost.sock");
+    let share = dir.join("share");
+    let mut first = fsd()
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", share.to_str().expect("utf-8")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    assert!(wait_for(&socket, true), "the daemon creates its socket");
+
+    let second = fsd()
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", share.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains(socket.to_str().expect("utf-8")), "names the path: {err}");
+    assert!(socket.exists(), "the second daemon leaves the first one's socket alone");
+
+    let pid = rustix::process::Pid::from_child(&first);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = first.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon exits on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(wait_for(&socket, false), "the socket is removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
