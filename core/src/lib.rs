@@ -2,8 +2,8 @@
 //!
 //! `vhu-core` owns the vhost-user protocol once, for every transport built on it. It performs no I/O:
 //! it never opens a socket, never touches a file descriptor (descriptors are opaque [`FdToken`]s that
-//! the caller owns) and never spawns a thread. It is `#![no_std]`, needs no allocator, and contains no
-//! `unsafe` code.
+//! the caller owns) and never spawns a thread. It is `#![no_std]`, needs no allocator, and is
+//! `#![forbid(unsafe_code)]`.
 //!
 //! # Layers
 //!

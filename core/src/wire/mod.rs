@@ -1,7 +1,7 @@
 //! Zero-copy wire structs of the vhost-user protocol, one file per payload family.
 //!
 //! Every struct is `#[repr(C)]` over native-endian, alignment-1 integers, so it can be viewed in place
-//! in any byte buffer (no `packed`, no `unsafe`, no copies). This module only describes layouts and
+//! in any byte buffer (no `packed` structs, no `unsafe_code`, no copies). This module only describes layouts and
 //! request codes; it does not validate field values. [`crate::message`] builds typed, validated
 //! messages from these structs.
 //!

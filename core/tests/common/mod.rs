@@ -269,5 +269,6 @@ pub fn backend_replies() -> Vec<BackendReply> {
     out.push(BackendReply::SharedObjectLookup { status: 2, fd: None });
     out
 }
+pub mod backend_fixture;
 pub mod pair;
 pub mod transcript;
