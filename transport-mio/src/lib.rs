@@ -1,9 +1,55 @@
-//! vhu over `mio`, so the stack embeds in an existing event loop.
+//! vhu over `mio`, so a vhost-user back-end embeds in an existing event loop.
 //!
-//! This crate will own a non-blocking driver that registers vhost-user connections on a `mio::Poll`,
-//! feeds partial frames through `vhu-core`'s frame decoder and reuses the std transport's fd passing and
-//! guest-memory pieces. Like every transport it must not contain protocol logic.
+//! [`Server`] owns a non-blocking listening Unix socket and every connection it accepts, each with
+//! its own `vhu-core` [`Backend`](vhu_core::backend::Backend), descriptor table, guest memory and
+//! [`Device`](vhu_transport_std::Device) made by a factory. The user owns the `mio::Poll`: they
+//! register the server under a listener token and a range of connection tokens, next to any
+//! sources of their own, and hand every event to [`Server::handle_event`] (or let
+//! [`Server::run`] loop for them).
 //!
-//! Nothing is exported yet; the protocol layer it drives lives in [`vhu_core`].
+//! ```no_run
+//! use mio::{Events, Poll, Token};
+//! use vhu_transport_mio::{Handled, Server, Tokens};
+//! use vhu_transport_std::Device;
+//!
+//! fn serve<D: Device>(new_device: impl FnMut() -> D) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut poll = Poll::new()?;
+//!     let mut server = Server::bind("/tmp/vhost.sock", new_device)?;
+//!     server.register(poll.registry(), Tokens { listener: Token(0), connections: 1..65 })?;
+//!     let mut events = Events::with_capacity(64);
+//!     loop {
+//!         poll.poll(&mut events, None)?;
+//!         for event in &events {
+//!             match server.handle_event(event)? {
+//!                 Handled::NotOurs(_token) => { /* one of the caller's own sources */ }
+//!                 Handled::Ended { token, how } => eprintln!("{token:?} ended: {how:?}"),
+//!                 _ => {}
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! The pieces reused from `vhu-transport-std`: [`scm::recv_frame`](vhu_transport_std::scm) (on a
+//! non-blocking socket it returns `WouldBlock` and keeps the partial frame, asking for exactly
+//! `next_read_len` bytes per `recvmsg`), `send_partial`, [`FdTable`](vhu_transport_std::FdTable),
+//! [`MemoryMap`](vhu_transport_std::MemoryMap), the `Device` trait and its `Notifier`s. The std
+//! driver's action executor is private to that crate, so a local equivalent lives in this crate's
+//! `exec` module.
+//!
+//! Like every transport this crate must not contain protocol logic: what to answer, what is
+//! valid and when to close are decided by `vhu-core`. Not supported here (answered with failure
+//! statuses, as the std driver does for the last three): device requests on the back-end channel
+//! (the channel socket is kept but nothing is sent on it), device-state transfer, dirty logging,
+//! IOTLB and postcopy. Linux only.
 
+mod connection;
+mod error;
+mod exec;
+mod outbox;
+mod server;
+
+pub use error::{ConnectionError, ServerError};
+pub use server::{Ended, Handled, Server, Tokens};
 pub use vhu_core;
+pub use vhu_transport_std;
