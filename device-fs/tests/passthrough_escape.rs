@@ -82,3 +82,29 @@ fn symlinks_are_nodes_never_followed() {
     // The outside directory gained nothing.
     assert_eq!(std::fs::read_dir(h.dirs.outside()).expect("outside").count(), 1);
 }
+
+/// CREATE without O_EXCL opens an existing name; a FIFO or device node there is refused, never
+/// opened (a FIFO would block the queue's worker forever, a device node would reach the host's
+/// hardware).
+#[test]
+fn create_over_a_special_file_is_refused_without_blocking() {
+    let mut h = Harness::new("create-fifo");
+    h.init();
+    let fifo = h.share().join("pipe");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo on the host");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let c = CreateIn { flags: 0o100, mode: 0o100644, ..CreateIn::default() }; // O_RDONLY|O_CREAT
+        let r = h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr("pipe")]));
+        let _ = tx.send(r.errno());
+    });
+    let errno = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("CREATE returns");
+    assert_eq!(errno, 13, "EACCES");
+}

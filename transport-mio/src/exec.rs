@@ -263,8 +263,11 @@ impl<D: Device> Executor<D> {
         }
     }
 
+    /// Takes a ring's eventfd, made non-blocking so a front-end's blocking eventfd or pipe can
+    /// never stall the loop or a worker; one that cannot be made non-blocking is not used.
     fn take_optional(&mut self, token: Option<FdToken>) -> Option<OwnedFd> {
-        token.and_then(|token| self.fds.take(token))
+        let fd = token.and_then(|token| self.fds.take(token))?;
+        rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
     }
 
     fn is_running(&self, index: VringIndex) -> bool {

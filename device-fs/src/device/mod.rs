@@ -199,6 +199,9 @@ impl Device for FsDevice {
     fn reset(&mut self) {
         self.workers.stop_all();
         self.features = VirtioFeatures::empty();
+        // The next guest (or the same one after a reset) starts a new FUSE session: nothing of
+        // the old one's nodes, handles or negotiation may survive.
+        self.server.reset();
     }
 
     fn read_config(&self, offset: u32, data: &mut [u8]) -> Result<(), DeviceError> {

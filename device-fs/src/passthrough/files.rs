@@ -25,6 +25,14 @@ fn open_flags(raw: u32) -> OFlags {
     OFlags::from_bits_retain(raw) & keep
 }
 
+fn is_regular(mode: u32) -> bool {
+    rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::RegularFile
+}
+
+fn is_symlink(mode: u32) -> bool {
+    rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Symlink
+}
+
 impl PassthroughFs {
     pub(super) fn do_open(&self, node: NodeId, flags: u32) -> Result<Opened, Errno> {
         let inode = self.inode(node)?;
@@ -45,8 +53,27 @@ impl PassthroughFs {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
         let excl = OFlags::from_bits_retain(flags) & OFlags::EXCL;
-        let oflags = open_flags(flags) | excl | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let wanted = open_flags(flags);
+        // Without O_EXCL, CREATE opens a name that already exists. Special files are never opened
+        // by the daemon (a FIFO would block a queue forever, a device node would reach host
+        // hardware): refuse them before opening, and open non-blocking so a file swapped in
+        // meanwhile cannot block, then check what was opened.
+        if excl.is_empty() {
+            match rustix::fs::statat(&dir.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if is_symlink(st.st_mode) => return Err(Errno::LOOP),
+                Ok(st) if !is_regular(st.st_mode) => return Err(Errno::ACCESS),
+                _ => {}
+            }
+        }
+        let oflags =
+            wanted | excl | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let fd = rustix::fs::openat(&dir.fd, name, oflags, Mode::from_raw_mode(mode))?;
+        if !is_regular(rustix::fs::fstat(&fd)?.st_mode) {
+            return Err(Errno::ACCESS);
+        }
+        if !wanted.contains(OFlags::NONBLOCK) {
+            rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+        }
         let entry = self.lookup_at(&dir.fd, name)?;
         let handle = self.handles.insert(fd, entry.node, false);
         Ok((entry, Opened { handle, flags: 0 }))

@@ -149,8 +149,13 @@ impl<D: Device + ?Sized> Session<'_, D> {
         }
     }
 
+    /// Takes a ring's kick, call or err eventfd out of the table, made non-blocking: the
+    /// front-end chose how it was opened, and a blocking eventfd whose counter it filled (or a
+    /// pipe it never reads) must not hang a worker or the driver when signalled or drained.
     fn take_optional(&mut self, token: Option<FdToken>) -> Option<OwnedFd> {
-        token.and_then(|token| self.fds.take(token))
+        let fd = token.and_then(|token| self.fds.take(token))?;
+        // An fd that cannot be made non-blocking is not used at all.
+        rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
     }
 
     fn is_running(&self, index: VringIndex) -> bool {

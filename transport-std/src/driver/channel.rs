@@ -121,7 +121,9 @@ impl Channel {
         let stream = UnixStream::from(fd);
         // A descriptor that is not a socket fails here or at the first send; either way the
         // channel is dropped then.
-        self.stream = stream.set_read_timeout(Some(CHANNEL_TIMEOUT)).is_ok().then_some(stream);
+        let timeouts = stream.set_read_timeout(Some(CHANNEL_TIMEOUT)).is_ok()
+            && stream.set_write_timeout(Some(CHANNEL_TIMEOUT)).is_ok();
+        self.stream = timeouts.then_some(stream);
     }
 
     /// Blocks until `socket` is readable or device requests wait. Returns whether requests wait

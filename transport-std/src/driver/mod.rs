@@ -199,9 +199,15 @@ impl<D: Device + ?Sized> std::fmt::Debug for Connection<'_, D> {
     }
 }
 
+/// How long a reply may wait for a front-end that does not read its socket.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl<'d, D: Device + ?Sized> Connection<'d, D> {
     /// A fresh back-end for `socket`, a connected blocking stream socket.
     pub fn new(device: &'d mut D, socket: UnixStream) -> Result<Self, DriverError> {
+        // A front-end that sends requests but never reads the replies must not park the daemon
+        // in sendmsg forever: after REPLY_TIMEOUT the reply fails and the connection ends.
+        socket.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(DriverError::Setup)?;
         let backend = Backend::new(device.spec())?;
         let queues = backend.spec().queues;
         let rings = (0..queues)

@@ -55,6 +55,15 @@ fn run(settings: Settings) -> Result<(), String> {
         let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
         rustix::process::setrlimit(rustix::process::Resource::Nofile, rlimit)
             .map_err(|e| format!("--rlimit-nofile {limit}: {e}"))?;
+    } else {
+        // Each inode the guest looks up holds a descriptor: raise the soft limit to the hard one.
+        let current = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if current.current != current.maximum {
+            let raised = rustix::process::Rlimit { current: current.maximum, ..current };
+            if rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).is_err() {
+                log(LogLevel::Warn, format_args!("could not raise the open-file limit"));
+            }
+        }
     }
     // The guest applied its own umask to the modes it sends; do not apply ours on top.
     rustix::process::umask(rustix::fs::Mode::empty());

@@ -125,6 +125,13 @@ impl<F: FileSystem> Server<F> {
         Self { fs, config, session: Mutex::new(Session::default()) }
     }
 
+    /// Ends the session as DESTROY does: the file system drops every node and handle, and the
+    /// next request must be INIT. For a device reset or a front-end that went away.
+    pub fn reset(&self) {
+        self.fs.destroy();
+        self.set_session(Session::default());
+    }
+
     /// The file system.
     pub fn fs(&self) -> &F {
         &self.fs
