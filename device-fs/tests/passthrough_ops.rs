@@ -295,3 +295,26 @@ fn xattrs_are_enosys_unless_enabled() {
     let v = h.call(Opcode::Getxattr, f, &args(&[q.as_bytes(), &cstr("user.k")]));
     assert_eq!(v.errno(), 61, "ENODATA after removal");
 }
+
+/// A guest that keeps opening without releasing runs into ENFILE, not into the daemon's own
+/// descriptor limit; releasing frees the budget again.
+#[test]
+fn open_descriptors_are_bounded() {
+    const ENFILE: i32 = 23;
+    // The root, "f" and three handles.
+    let mut h = Harness::with("budget", |config| config.max_open = 5);
+    h.init();
+    let (node, fh) = create(&mut h, 1, "f");
+    let open = OpenIn { flags: 0, open_flags: 0 };
+    let second = h.call(Opcode::Open, node, open.as_bytes()).open().fh;
+    let third = h.call(Opcode::Open, node, open.as_bytes()).open().fh;
+    assert_eq!(h.call(Opcode::Open, node, open.as_bytes()).errno(), ENFILE);
+    assert_eq!(h.lookup(1, "f").errno(), ENFILE, "a new lookup needs a descriptor too");
+    for handle in [fh, second] {
+        let release = ReleaseIn { fh: handle, ..ReleaseIn::default() };
+        assert_eq!(h.call(Opcode::Release, node, release.as_bytes()).errno(), 0);
+    }
+    let again = h.call(Opcode::Open, node, open.as_bytes());
+    assert_eq!(again.errno(), 0);
+    let _ = third;
+}

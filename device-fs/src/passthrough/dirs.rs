@@ -17,6 +17,7 @@ const DIRENT_BUF: usize = 16 * 1024;
 
 impl PassthroughFs {
     pub(super) fn do_opendir(&self, node: NodeId) -> Result<Opened, Errno> {
+        self.check_open_budget()?;
         let inode = self.dir_inode(node)?;
         let fd = self.reopen(&inode, OFlags::RDONLY)?;
         Ok(Opened { handle: self.handles.insert(fd, node, true), flags: 0 })

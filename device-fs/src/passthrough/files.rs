@@ -39,6 +39,7 @@ impl PassthroughFs {
         if inode.is_dir() {
             return Err(Errno::ISDIR);
         }
+        self.check_open_budget()?;
         let fd = self.reopen(&inode, open_flags(flags))?;
         Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
     }
@@ -52,6 +53,7 @@ impl PassthroughFs {
     ) -> Result<(Entry, Opened), Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
+        self.check_open_budget()?;
         let excl = OFlags::from_bits_retain(flags) & OFlags::EXCL;
         let wanted = open_flags(flags);
         // Without O_EXCL, CREATE opens a name that already exists. Special files are never opened

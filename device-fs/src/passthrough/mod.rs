@@ -52,12 +52,33 @@ pub struct Config {
     pub readdirplus: bool,
     /// Entry and attribute cache timeout given to the guest.
     pub timeout: Duration,
+    /// Most host descriptors the guest may keep open through inodes and handles together; past
+    /// it, LOOKUP, OPEN, OPENDIR and CREATE answer ENFILE until the guest forgets or releases.
+    /// The rest of the process's descriptors stay free for the vhost-user connection.
+    pub max_open: usize,
+}
+
+/// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
+const RESERVED_FDS: u64 = 512;
+
+/// The open-file soft limit less [`RESERVED_FDS`], at least 64.
+fn default_max_open() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let usable = limit.unwrap_or(1 << 20).saturating_sub(RESERVED_FDS).max(64);
+    usize::try_from(usable).unwrap_or(usize::MAX)
 }
 
 impl Config {
-    /// Defaults for exporting `root`: no xattrs, READDIRPLUS on, 1 s timeouts.
+    /// Defaults for exporting `root`: no xattrs, READDIRPLUS on, 1 s timeouts, descriptors up to
+    /// the open-file limit less a reserve.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), xattr: false, readdirplus: true, timeout: Duration::from_secs(1) }
+        Self {
+            root: root.into(),
+            xattr: false,
+            readdirplus: true,
+            timeout: Duration::from_secs(1),
+            max_open: default_max_open(),
+        }
     }
 }
 
@@ -142,6 +163,7 @@ impl PassthroughFs {
 
     /// Looks `name` up in `parent` without following a symlink and takes one reference.
     fn lookup_at(&self, parent: impl AsFd, name: &CStr) -> Result<Entry, Errno> {
+        self.check_open_budget()?;
         let fd =
             openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
         let (attr, key) = attr::stat_fd(&fd)?;
@@ -153,6 +175,14 @@ impl PassthroughFs {
             attr_timeout: self.config.timeout,
             entry_timeout: self.config.timeout,
         })
+    }
+
+    /// Refuses a new host descriptor once the guest holds [`Config::max_open`] of them.
+    fn check_open_budget(&self) -> Result<(), Errno> {
+        if self.inodes.len() + self.handles.len() >= self.config.max_open {
+            return Err(Errno::NFILE);
+        }
+        Ok(())
     }
 
     fn attr_reply(&self, inode: &Inode) -> Result<AttrReply, Errno> {
