@@ -160,3 +160,32 @@ fn max_pages_follows_the_queue_size() {
     assert_eq!(ServerConfig::for_queue_size(4).max_pages, 1);
     assert_eq!(ServerConfig::for_queue_size(64).max_write(), 60 * 4096);
 }
+
+/// Found by fuzzing: a FORGET whose header length is below the header size, and an INTERRUPT
+/// whose extension length exceeds its body, got an EINVAL reply; reply-less opcodes never get one.
+#[test]
+fn malformed_reply_less_requests_get_no_reply() {
+    let mut h = Harness::new("reply-less");
+    h.init();
+    let forget =
+        InHeader { len: 0, opcode: Opcode::Forget as u32, unique: 5, ..InHeader::default() };
+    let mut bytes = forget.as_bytes().to_vec();
+    bytes.extend_from_slice(&1u64.to_ne_bytes());
+    let mut reader: &[u8] = &bytes;
+    let mut w = VecWriter::new(64);
+    assert_eq!(h.server.handle(&mut reader, &mut w).expect("handled"), 0);
+    assert!(w.bytes().is_empty());
+    let interrupt = InHeader {
+        len: 48,
+        opcode: Opcode::Interrupt as u32,
+        unique: 6,
+        total_extlen: 2,
+        ..InHeader::default()
+    };
+    let mut bytes = interrupt.as_bytes().to_vec();
+    bytes.extend_from_slice(&7u64.to_ne_bytes());
+    let mut reader: &[u8] = &bytes;
+    let mut w = VecWriter::new(64);
+    assert_eq!(h.server.handle(&mut reader, &mut w).expect("handled"), 0);
+    assert!(w.bytes().is_empty());
+}

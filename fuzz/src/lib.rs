@@ -8,5 +8,9 @@ pub mod backend_session;
 pub mod frame_decode;
 pub mod frontend_backend_pair;
 pub mod frontend_session;
+pub mod fuse_request;
+pub mod virtq_chain;
 
+mod cursor;
 mod frontend_model;
+mod memfs;

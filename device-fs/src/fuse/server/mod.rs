@@ -192,16 +192,23 @@ impl<F: FileSystem> Server<F> {
         opcode: Option<Opcode>,
         reader: &mut dyn RequestReader,
     ) -> OpResult {
-        let body_len =
-            (header.len as usize).checked_sub(size_of::<InHeader>()).ok_or(Errno::INVAL)?;
+        // Every malformed-request answer goes through `reply_less_or`: FORGET, BATCH_FORGET and
+        // INTERRUPT never get a reply, not even an error (the guest does not wait for one).
+        let Some(body_len) = (header.len as usize).checked_sub(size_of::<InHeader>()) else {
+            return reply_less_or(opcode, Errno::INVAL);
+        };
         let limit = self.config.max_write() as usize + BODY_SLACK;
         if body_len > reader.remaining() || body_len > limit {
             return reply_less_or(opcode, Errno::INVAL);
         }
         let mut body = vec![0u8; body_len];
-        reader.read_exact(&mut body).map_err(|_| Errno::IO)?;
+        if reader.read_exact(&mut body).is_err() {
+            return reply_less_or(opcode, Errno::IO);
+        }
         let ext_len = usize::from(header.total_extlen) * 8;
-        let args_len = body_len.checked_sub(ext_len).ok_or(Errno::INVAL)?;
+        let Some(args_len) = body_len.checked_sub(ext_len) else {
+            return reply_less_or(opcode, Errno::INVAL);
+        };
         let req = Request::new(header, &body[..args_len]);
         let Some(op) = opcode else {
             return Err(Errno::NOSYS);
