@@ -1,0 +1,79 @@
+//! Replays of the pair target: deterministic pseudo-random sessions and the kept regressions.
+
+use super::*;
+
+/// A correct session through the harness itself, every answer the fitting success: the
+/// views are compared and agree.
+#[test]
+fn a_correct_session_keeps_the_views_in_sync() {
+    let device = Device { queues: 1, toggle: 0, features: 0, config_size: 16, slots: 8 };
+    // No device features, the default protocol features, bit 30 wanted.
+    let bytes = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let config = Config::arbitrary(&mut Unstructured::new(&bytes)).expect("config");
+    let mut pair = Pair::new(device.spec(), config.build()).expect("valid spec");
+    let mut none = Unstructured::new(&[]);
+    let calls = [
+        Vmm::Connect(true),
+        Vmm::SetMemTable(vec![(0, 4), (1, 4)]),
+        Vmm::AddRegion(2, 4),
+        Vmm::GetConfig(2, 8),
+        Vmm::SetLogging(true),
+        Vmm::StartVring(
+            0,
+            Ring { size: 8, raw_size: 0, base: 5, log: false, call: true, kick: true },
+        ),
+        Vmm::StopVring(0),
+        Vmm::StartVring(
+            0,
+            Ring { size: 8, raw_size: 0, base: 9, log: true, call: true, kick: false },
+        ),
+        Vmm::SetDeviceStateFd(vhu_core::message::TransferDirection::Save),
+        Vmm::GetStatus,
+    ];
+    for call in calls {
+        let drained = call.apply(&mut pair.frontend, &mut pair.fe, None);
+        pair.take(drained);
+        pair.pump(&mut none);
+        assert!(pair.in_sync && !pair.closed, "after a correct call the pair is in sync");
+        pair.check_views();
+    }
+    assert_eq!(pair.backend.regions().len(), 3);
+    assert!(pair.frontend.is_vring_started(VringIndex(0)));
+    assert!(pair.backend.vring_state(VringIndex(0)).is_some_and(|s| s.started));
+    assert!(pair.frontend.is_logging());
+    pair.fe.finish(&mut pair.frontend);
+    pair.be.assert_balanced();
+}
+
+/// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
+#[test]
+fn replays_pseudo_random_sessions() {
+    let mut state = 0xd1b5_4a32_d192_ed03u64;
+    for len in (0..1200).step_by(5) {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        run(&bytes);
+    }
+}
+
+/// Inputs that once crashed the target, kept in `regressions/frontend_backend_pair/` (may be
+/// absent).
+#[test]
+fn replays_regressions() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/frontend_backend_pair");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        println!("replaying {}", path.display());
+        run(&std::fs::read(&path).expect("regression file reads"));
+    }
+}
