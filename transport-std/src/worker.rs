@@ -241,14 +241,22 @@ fn wait(control: &Control, state: &mut WorkerState, err: &Notifier) -> bool {
         Ok(_) => {
             // `fds[0]` is the wake eventfd, always present.
             if fds[0].revents().contains(PollFlags::IN) {
-                drain_eventfd(&control.wake);
+                // The wake eventfd is ours: it always behaves.
+                let _ = drain_eventfd(&control.wake);
             }
             let Some((fd, revents)) = kick.zip(fds.get(1).map(PollFd::revents)) else {
                 return false;
             };
             if revents.contains(PollFlags::IN) {
-                drain_eventfd(fd);
-                true
+                if drain_eventfd(fd) {
+                    return true;
+                }
+                // Readable but not an eventfd (a file, a socket at EOF): waiting on it again would
+                // spin. Stop using it and tell the front-end through the err eventfd.
+                drop(fds);
+                state.kick_broken = true;
+                let _ = err.notify();
+                false
             } else if revents.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
                 drop(fds);
                 state.kick_broken = true;
@@ -267,8 +275,9 @@ fn wait(control: &Control, state: &mut WorkerState, err: &Notifier) -> bool {
     }
 }
 
-/// Resets an eventfd's counter; it is readable, so one read suffices.
-fn drain_eventfd(fd: &OwnedFd) {
+/// Resets an eventfd's counter; it is readable, so one read suffices. Returns whether the
+/// descriptor behaved as an eventfd (an 8-byte read, or nothing pending after all).
+fn drain_eventfd(fd: &OwnedFd) -> bool {
     let mut buf = [0u8; 8];
-    let _ = rustix::io::read(fd, &mut buf);
+    matches!(rustix::io::read(fd, &mut buf), Ok(8) | Err(Errno::AGAIN | Errno::INTR))
 }

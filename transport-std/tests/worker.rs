@@ -164,3 +164,29 @@ fn notifier_follows_replacements() {
     assert!(notifier.set(None).is_some());
     assert!(!clone.notify().expect("cleared"));
 }
+
+/// A kick descriptor that is readable but not an eventfd (here a socket whose peer hung up, which
+/// polls readable forever) is dropped after one wake-up instead of spinning the worker, and the
+/// ring's err eventfd says so.
+#[test]
+fn a_kick_fd_that_is_not_an_eventfd_does_not_spin() {
+    let memory = MemoryMap::new();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    drop(theirs);
+    let err_fd = event();
+    let q = queue(0, Some(OwnedFd::from(ours)), true, &memory);
+    q.err.set(Some(err_fd.try_clone().expect("dup")));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut workers = Workers::new();
+    workers.start(q, Counting { runs: Arc::clone(&runs), base: 0 }).expect("starts");
+    // The start processes once; the broken kick then never wakes it again.
+    assert!(reaches(&runs, 1));
+    std::thread::sleep(QUIET);
+    let settled = runs.load(Ordering::SeqCst);
+    std::thread::sleep(QUIET);
+    assert_eq!(runs.load(Ordering::SeqCst), settled, "the worker does not spin on the socket");
+    assert!(settled <= 2, "processed {settled} times");
+    let mut buf = [0u8; 8];
+    assert_eq!(read(&err_fd, &mut buf).expect("err was signalled"), 8);
+    drop(workers.stop(VringIndex(0)));
+}
