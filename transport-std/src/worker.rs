@@ -38,6 +38,12 @@ pub trait QueueHandler: Send + 'static {
     /// Processes the buffers available now; see the module docs for when it is called.
     fn process(&mut self, queue: &QueueContext);
 
+    /// Whether the last `process` stopped with work left (it works in bounded batches so that a
+    /// stop or an enable change is seen between them); the worker then calls it again at once.
+    fn has_more(&self) -> bool {
+        false
+    }
+
     /// Where the ring stands (next available index; packed rings: with used index and wrap
     /// counters). Called after the worker stopped.
     fn base(&self) -> VringBase;
@@ -219,8 +225,8 @@ fn run<H: QueueHandler>(
             pending |= std::mem::take(&mut commands.kicked);
         }
         if pending && state.enabled {
-            pending = false;
             handler.process(&context);
+            pending = handler.has_more();
             continue;
         }
         pending = wait(control, &mut state, &context.err);

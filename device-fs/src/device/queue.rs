@@ -22,6 +22,8 @@ pub struct FsQueue {
     server: Arc<Server<PassthroughFs>>,
     /// The ring could not be read: stop processing until it is restarted.
     broken: bool,
+    /// The last batch ended with chains still available.
+    more: bool,
 }
 
 impl std::fmt::Debug for FsQueue {
@@ -33,7 +35,7 @@ impl std::fmt::Debug for FsQueue {
 impl FsQueue {
     /// A handler for a validated queue (split or packed).
     pub fn new(queue: impl Into<Virtqueue>, server: Arc<Server<PassthroughFs>>) -> Self {
-        Self { queue: queue.into(), server, broken: false }
+        Self { queue: queue.into(), server, broken: false, more: false }
     }
 
     /// The queue served.
@@ -41,9 +43,20 @@ impl FsQueue {
         &self.queue
     }
 
+    /// Serves available chains, at most one queue's worth per call, so a guest that keeps its
+    /// ring full cannot keep a stop (GET_VRING_BASE) waiting: the worker sees commands between
+    /// batches and calls again while [`QueueHandler::has_more`] says so.
     fn run<M: GuestMemory>(&mut self, mem: &M) -> Result<(), crate::virtq::QueueError> {
+        self.more = false;
         self.queue.disable_notification(mem)?;
+        let mut budget = self.queue.size();
         loop {
+            if budget == 0 {
+                // Notifications stay disabled: the worker comes back without waiting for a kick.
+                self.more = true;
+                return Ok(());
+            }
+            budget -= 1;
             match self.queue.pop(mem) {
                 Ok(Some(chain)) => {
                     let mut reader = Reader::new(mem, &chain);
@@ -84,6 +97,10 @@ impl QueueHandler for FsQueue {
             self.broken = true;
             let _ = ctx.err.notify();
         }
+    }
+
+    fn has_more(&self) -> bool {
+        self.more && !self.broken
     }
 
     fn base(&self) -> VringBase {

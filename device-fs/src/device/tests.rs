@@ -113,6 +113,7 @@ fn fs_queue_round_trips_a_packed_base() {
         err: Notifier::new(),
     };
     handler.process(&ctx);
+    assert!(!handler.has_more(), "two chains fit one batch");
     assert_used(&ctx.memory.memory());
     assert_eq!(handler.base().as_packed(), END);
     assert_eq!(handler.base(), VringBase::packed(END));
