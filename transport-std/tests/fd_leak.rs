@@ -1,7 +1,7 @@
-//! Connect/disconnect cycles leave no descriptor behind: after 200 sessions that each map memory,
-//! hot-plug a region, start a ring, open a back-end channel and save device state, the process has
-//! as many open descriptors as before. This is its own test binary so no other test opens or
-//! closes descriptors while it counts.
+//! Connect/disconnect cycles leave no descriptor and no guest-memory mapping behind: after 200
+//! sessions that each map memory, hot-plug a region, start a ring, open a back-end channel and save
+//! device state, the process has as many open descriptors and memfd mappings as before. This is
+//! its own test binary so no other test opens or closes descriptors while it counts.
 
 mod common;
 
@@ -19,6 +19,12 @@ const CYCLES: usize = 200;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// Mappings of memfd-backed memory: the guest memory the daemon mapped for its sessions.
+fn memfd_mappings() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    maps.lines().filter(|line| line.contains("/memfd:")).count()
 }
 
 fn cycle(served: &Served, i: usize) {
@@ -54,12 +60,13 @@ fn connect_disconnect_cycles_leak_no_descriptors() {
     let served = serve("fd-leak");
     // One warm-up session, so one-time allocations of the process are not counted.
     cycle(&served, 0);
-    let before = open_fds();
+    let (before, mapped_before) = (open_fds(), memfd_mappings());
     for i in 0..CYCLES {
         cycle(&served, i);
     }
     let after = open_fds();
     assert_eq!(before, after, "descriptors leaked over {CYCLES} sessions");
+    assert_eq!(mapped_before, memfd_mappings(), "guest memory left mapped after {CYCLES} sessions");
     let record = served.record.lock().unwrap();
     assert_eq!(record.connections, CYCLES + 1);
     assert_eq!(record.starts.len(), CYCLES + 1);
