@@ -24,10 +24,9 @@ use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 use vhu_core::backend::{Backend, Output};
 use vhu_core::{FrameDecoder, ProtocolError};
-use vhu_transport_std::{recv_frame, Device, RecvOutcome, ScmError};
+use vhu_transport_std::{recv_frame, Device, Executor, RecvOutcome, ScmError};
 
 use crate::error::ConnectionError;
-use crate::exec::{Executor, Owed};
 use crate::outbox::Outbox;
 
 /// Frames handled per event before the connection yields to the others.
@@ -65,7 +64,9 @@ pub(crate) struct Connection<D: Device> {
     backend: Backend,
     decoder: Box<FrameDecoder>,
     received: Vec<OwnedFd>,
-    exec: Executor<D>,
+    /// The shared executor of `vhu-transport-std`, owning the device; device-state transfer
+    /// stays refused, as a blocking transfer would stall the event loop.
+    exec: Executor<D, D>,
     outbox: Outbox,
     interest: Interest,
 }
@@ -164,7 +165,7 @@ impl<D: Device> Connection<D> {
     }
 
     fn handle_frame(&mut self) -> Result<(), ConnectionError> {
-        let tokens = self.exec.fds.insert_all(std::mem::take(&mut self.received))?;
+        let tokens = self.exec.insert_fds(std::mem::take(&mut self.received))?;
         let frame = self.decoder.frame().unwrap_or(&[]);
         // A refusal has already been turned into outputs (a NACK or a close).
         let _refusal = self.backend.handle_frame(frame, &tokens);
@@ -176,10 +177,13 @@ impl<D: Device> Connection<D> {
         for _ in 0..MAX_COMPLETION_ROUNDS {
             while let Some(output) = self.backend.poll_output() {
                 match output {
-                    Output::Reply(reply) => self.outbox.push(&reply, &mut self.exec.fds)?,
+                    Output::Reply(reply) => self.outbox.push(&reply, self.exec.fds_mut())?,
                     Output::Action(action) => self.exec.execute(action),
                     Output::BackendRequest { request, .. } => {
-                        self.exec.drop_backend_request(&request);
+                        // Not sent by this driver: its descriptors are closed.
+                        for token in request.fds() {
+                            self.exec.fds_mut().release(token);
+                        }
                     }
                     Output::Close(error) => return Err(ConnectionError::Closed(error)),
                 }
@@ -188,10 +192,7 @@ impl<D: Device> Connection<D> {
                 self.exec.discard_owed();
                 return Ok(());
             }
-            let owed = self.exec.take_owed().unwrap_or_else(Owed::missing);
-            self.backend
-                .handle_completion(owed.completion())
-                .map_err(ConnectionError::Completion)?;
+            self.exec.feed_completion(&mut self.backend).map_err(ConnectionError::Completion)?;
         }
         Err(ConnectionError::Completion(ProtocolError::UnexpectedCompletion))
     }

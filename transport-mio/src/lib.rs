@@ -33,9 +33,10 @@
 //! The pieces reused from `vhu-transport-std`: [`scm::recv_frame`](vhu_transport_std::scm) (on a
 //! non-blocking socket it returns `WouldBlock` and keeps the partial frame, asking for exactly
 //! `next_read_len` bytes per `recvmsg`), `send_partial`, [`FdTable`](vhu_transport_std::FdTable),
-//! [`MemoryMap`](vhu_transport_std::MemoryMap), the `Device` trait and its `Notifier`s. The std
-//! driver's action executor is private to that crate, so a local equivalent lives in this crate's
-//! `exec` module.
+//! [`MemoryMap`](vhu_transport_std::MemoryMap), the `Device` trait and its `Notifier`s, and the
+//! std driver's action executor, [`Executor`](vhu_transport_std::Executor), which owns each
+//! connection's device, descriptors, guest memory and rings (with device-state transfer left
+//! refused, as a blocking transfer would stall the event loop).
 //!
 //! Like every transport this crate must not contain protocol logic: what to answer, what is
 //! valid and when to close are decided by `vhu-core`. Not supported here (answered with failure
@@ -45,7 +46,6 @@
 
 mod connection;
 mod error;
-mod exec;
 mod outbox;
 mod server;
 

@@ -12,7 +12,8 @@
 //!   and swapped atomically for workers.
 //! - [`device`]: the [`Device`] trait a device author implements; [`worker`]: an optional
 //!   thread-per-queue implementation of its queue methods.
-//! - [`driver`]: [`Connection`], the blocking loop that serves one front-end with a `Backend`;
+//! - [`driver`]: [`Connection`], the blocking loop that serves one front-end with a `Backend`,
+//!   and [`Executor`], the per-session state and action executor it shares with other drivers;
 //!   [`daemon`]: [`Daemon`], which accepts front-ends one at a time.
 //! - [`client`]: [`Client`], the blocking front-end (VMM side) over core's `Frontend`, with guest
 //!   memory on memfds and eventfds for the rings.
@@ -33,7 +34,7 @@ pub mod worker;
 pub use client::{Client, ClientError};
 pub use daemon::{Daemon, DaemonError, Disconnect, Listen};
 pub use device::{Device, DeviceError, Notifier, Queue};
-pub use driver::{BackendRequests, Connection, DeviceRequest, DriverError};
+pub use driver::{BackendRequests, Connection, DeviceRequest, DriverError, Executor, Owed};
 pub use fd_table::{FdTable, TokensExhausted};
 pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};

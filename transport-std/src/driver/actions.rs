@@ -1,13 +1,14 @@
-//! Carrying out one `Action`: guest memory, per-ring eventfds, device calls, inflight areas,
+//! Carrying out one `Action` on an [`Executor`]: guest memory, per-ring eventfds, device calls, inflight areas,
 //! device-state transfers, the back-end channel socket and descriptor releases.
 //!
 //! Every descriptor token an action hands off is taken out of the table here (kept or closed).
-//! Every action that completes records exactly one [`Owed`] completion, success or failure. Local
+//! Every action that completes records exactly one `Owed` completion, success or failure. Local
 //! failures become errno-like statuses; whether a failure is answered or closes the connection is
 //! the back-end's decision.
 //!
 //! This module must not validate requests (core did) nor reorder actions.
 
+use std::borrow::BorrowMut;
 use std::os::fd::OwnedFd;
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
@@ -15,14 +16,15 @@ use vhu_core::backend::{Action, VringConfig};
 use vhu_core::message::VringBase;
 use vhu_core::{FdToken, VringIndex};
 
+use super::executor::{Executor, Kind, Run, Transfers};
 use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
 use super::transfer::Transfer;
-use super::{Owed, Run, Session};
 use crate::device::{Device, Queue};
 use crate::memory::MemoryError;
 
-impl<D: Device + ?Sized> Session<'_, D> {
-    pub(super) fn execute(&mut self, action: Action<'_>) {
+impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
+    /// Carries out one action of `Backend::poll_output`, recording the completion it owes.
+    pub fn execute(&mut self, action: Action<'_>) {
         match action {
             Action::UnmapAll => self.memory.clear(),
             Action::MapRegion { region, fd } => {
@@ -30,7 +32,7 @@ impl<D: Device + ?Sized> Session<'_, D> {
                     Some(fd) => self.memory.add(&region, fd).map_err(|e| memory_status(&e)),
                     None => Err(EBADF),
                 };
-                self.owe(Owed::Done(result));
+                self.owe(Kind::Done(result));
             }
             Action::UnmapRegion(region) => {
                 // Core removed the region from its table; a map that does not have it is
@@ -40,11 +42,11 @@ impl<D: Device + ?Sized> Session<'_, D> {
             Action::MapLog { fd, .. } => {
                 // Dirty-page logging is not implemented by this driver.
                 self.fds.release(fd);
-                self.owe(Owed::Done(Err(ENOTSUP)));
+                self.owe(Kind::Done(Err(ENOTSUP)));
             }
             Action::SetLogFd(fd) => self.log_fd = self.fds.take(fd),
             Action::SetLogging(_) | Action::SendRarp(_) | Action::SetMtu(_) => {}
-            Action::FeaturesAcked(features) => self.device.acked_features(features),
+            Action::FeaturesAcked(features) => self.device.borrow_mut().acked_features(features),
             Action::StartVring { index, config, kick, enabled } => {
                 let kick = self.take_optional(kick);
                 self.start_vring(index, config, kick, enabled);
@@ -52,22 +54,22 @@ impl<D: Device + ?Sized> Session<'_, D> {
             Action::ReplaceKick { index, kick } => {
                 let kick = self.take_optional(kick);
                 if self.is_running(index) {
-                    self.device.replace_kick(index, kick);
+                    self.device.borrow_mut().replace_kick(index, kick);
                 }
             }
             Action::UpdateVring { index, config } => {
                 if self.is_running(index) {
-                    self.device.update_queue(index, config);
+                    self.device.borrow_mut().update_queue(index, config);
                 }
             }
             Action::SetVringEnabled { index, enabled } => {
                 if self.is_running(index) {
-                    self.device.set_queue_enabled(index, enabled);
+                    self.device.borrow_mut().set_queue_enabled(index, enabled);
                 }
             }
             Action::StopVring { index, drain } => {
                 let base = self.stop_vring(index, drain);
-                self.owe(Owed::Stopped { index, base });
+                self.owe(Kind::Stopped { index, base });
             }
             Action::SetVringCall { index, fd } => {
                 let fd = self.take_optional(fd);
@@ -83,26 +85,26 @@ impl<D: Device + ?Sized> Session<'_, D> {
             }
             Action::Kick(index) => {
                 if self.is_running(index) {
-                    self.device.kick(index);
+                    self.device.borrow_mut().kick(index);
                 }
             }
             Action::ReadConfig { offset, size } => {
                 let mut data = vec![0; size as usize];
-                let read = self.device.read_config(offset, &mut data);
-                self.owe(Owed::Config(read.ok().map(|()| data)));
+                let read = self.device.borrow_mut().read_config(offset, &mut data);
+                self.owe(Kind::Config(read.ok().map(|()| data)));
             }
             Action::WriteConfig { offset, data, migration } => {
-                let result = self.device.write_config(offset, data, migration);
-                self.owe(Owed::Done(result.map_err(|e| e.status())));
+                let result = self.device.borrow_mut().write_config(offset, data, migration);
+                self.owe(Kind::Done(result.map_err(|e| e.status())));
             }
-            Action::SetStatus(status) => self.device.set_status(status),
+            Action::SetStatus(status) => self.device.borrow_mut().set_status(status),
             Action::ResetDevice => {
                 self.stop_queues();
-                self.device.reset();
+                self.device.borrow_mut().reset();
             }
             Action::AllocateInflight { mmap_size, .. } => {
                 let result = self.allocate_inflight(mmap_size);
-                self.owe(Owed::Inflight(result));
+                self.owe(Kind::Inflight(result));
             }
             Action::SetInflight { fd, .. } => {
                 let result = match self.fds.take(fd) {
@@ -112,37 +114,40 @@ impl<D: Device + ?Sized> Session<'_, D> {
                     }
                     None => Err(EBADF),
                 };
-                self.owe(Owed::Done(result));
+                self.owe(Kind::Done(result));
             }
-            Action::SetBackendChannel(fd) => {
-                if let Some(fd) = self.fds.take(fd) {
-                    self.channel.set_socket(fd);
-                }
-            }
-            Action::Iotlb(_) => self.owe(Owed::Done(Err(ENOTSUP))),
-            Action::GetSharedObject(_) => self.owe(Owed::SharedObject(Err(ENOENT))),
+            Action::SetBackendChannel(fd) => self.channel = self.fds.take(fd),
+            Action::Iotlb(_) => self.owe(Kind::Done(Err(ENOTSUP))),
+            Action::GetSharedObject(_) => self.owe(Kind::SharedObject(Err(ENOENT))),
             Action::SetDeviceStateFd { direction, fd, .. } => {
-                let result = match self.fds.take(fd) {
-                    Some(fd) => {
-                        self.transfer = Some(Transfer { direction, fd });
-                        self.transfer_result = None;
+                let fd = self.fds.take(fd);
+                let result = match (&mut self.transfers, fd) {
+                    // A refused transfer's descriptor is closed here.
+                    (Transfers::Refused, _) => Err(ENOTSUP as u8),
+                    (Transfers::Supported { .. }, None) => Err(EBADF as u8),
+                    (Transfers::Supported { pending, result }, Some(fd)) => {
+                        *pending = Some(Transfer { direction, fd });
+                        *result = None;
                         Ok(None)
                     }
-                    None => Err(EBADF as u8),
                 };
-                self.owe(Owed::DeviceState(result));
+                self.owe(Kind::DeviceState(result));
             }
             Action::CheckDeviceState => {
-                let result = match self.transfer_result.take() {
+                let outcome = match &mut self.transfers {
+                    Transfers::Supported { result, .. } => result.take(),
+                    Transfers::Refused => None,
+                };
+                let result = match outcome {
                     Some(Ok(())) => Ok(()),
                     Some(Err(error)) => Err(error.status()),
                     None => Err(EINVAL),
                 };
-                self.owe(Owed::Done(result));
+                self.owe(Kind::Done(result));
             }
             // Postcopy migration (userfaultfd) is not implemented by this driver.
-            Action::PostcopyAdvise => self.owe(Owed::Userfaultfd(Err(ENOTSUP))),
-            Action::PostcopyListen | Action::PostcopyEnd => self.owe(Owed::Done(Err(ENOTSUP))),
+            Action::PostcopyAdvise => self.owe(Kind::Userfaultfd(Err(ENOTSUP))),
+            Action::PostcopyListen | Action::PostcopyEnd => self.owe(Kind::Done(Err(ENOTSUP))),
             Action::CloseFd(token) => {
                 self.fds.release(token);
             }
@@ -172,7 +177,7 @@ impl<D: Device + ?Sized> Session<'_, D> {
         let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return };
         if let Run::Running = ring.run {
             // Core starts only stopped rings; keep the device's view consistent regardless.
-            let _ = self.device.stop_queue(index, false);
+            let _ = self.device.borrow_mut().stop_queue(index, false);
         }
         let queue = Queue {
             index,
@@ -183,7 +188,7 @@ impl<D: Device + ?Sized> Session<'_, D> {
             enabled,
             memory: self.memory.memory(),
         };
-        match self.device.start_queue(queue) {
+        match self.device.borrow_mut().start_queue(queue) {
             Ok(()) => ring.run = Run::Running,
             Err(_) => {
                 ring.run = Run::Failed(config.base);
@@ -195,7 +200,7 @@ impl<D: Device + ?Sized> Session<'_, D> {
     fn stop_vring(&mut self, index: VringIndex, drain: bool) -> VringBase {
         let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return VringBase(0) };
         let base = match ring.run {
-            Run::Running => self.device.stop_queue(index, drain),
+            Run::Running => self.device.borrow_mut().stop_queue(index, drain),
             Run::Failed(base) => base,
             Run::Stopped => VringBase(0),
         };

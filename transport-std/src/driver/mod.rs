@@ -2,7 +2,7 @@
 //! middle, device calls, mappings and replies out.
 //!
 //! [`Connection::run`] loops: read one frame header-first with SCM_RIGHTS ([`crate::scm`]), store
-//! its descriptors in the [`FdTable`], feed [`Backend::handle_frame`], and drain
+//! its descriptors in the [`FdTable`](crate::FdTable), feed [`Backend::handle_frame`], and drain
 //! [`Backend::poll_output`] in order: replies are encoded and sent with their descriptors, actions
 //! are carried out (guest memory, the [`Device`], per-ring eventfds, the back-end channel), and
 //! [`Output::Close`] ends the connection. An action that completes records its outcome; once the
@@ -15,29 +15,31 @@
 //! stops every running queue, resets the device, and drops every mapping and descriptor of the
 //! session.
 //!
+//! The session state and the action executor are [`Executor`], public so that other drivers
+//! (such as `vhu-transport-mio`) share them.
+//!
 //! This module must not decide protocol questions (what to answer, what is valid, when to close):
 //! `vhu-core`'s `Backend` does. It only executes, and maps local failures to status codes.
 
 mod actions;
 mod channel;
+mod executor;
 mod transfer;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use vhu_core::backend::{Backend, Completion, Output, SpecError};
+use vhu_core::backend::{Backend, Output, SpecError};
 use vhu_core::limits::MAX_FRAME_SIZE;
-use vhu_core::message::VringBase;
-use vhu_core::{FdToken, FrameDecoder, FrontendCode, ProtocolError, Reply, VringIndex, WireError};
+use vhu_core::{FdToken, FrameDecoder, FrontendCode, ProtocolError, Reply, WireError};
 
-use crate::device::{Device, DeviceError, Notifier};
-use crate::fd_table::{FdTable, TokensExhausted};
-use crate::memory::MemoryMap;
+use crate::device::Device;
+use crate::fd_table::TokensExhausted;
 use crate::scm::{self, RecvOutcome, ScmError};
-use transfer::Transfer;
 
 pub use channel::{BackendRequests, DeviceRequest};
+pub use executor::{Executor, Owed};
 
 /// How long a device-state transfer may wait for the front-end's end of the pipe, per read or
 /// write, before it fails.
@@ -109,77 +111,16 @@ pub enum DriverError {
     Completion(ProtocolError),
 }
 
-/// A completion the driver owes the back-end, with owned data.
-#[derive(Debug)]
-pub(crate) enum Owed {
-    Done(Result<(), u64>),
-    Stopped { index: VringIndex, base: VringBase },
-    Config(Option<Vec<u8>>),
-    Inflight(Result<(FdToken, u64), u64>),
-    DeviceState(Result<Option<FdToken>, u8>),
-    SharedObject(Result<FdToken, u64>),
-    Userfaultfd(Result<FdToken, u64>),
-}
-
-impl Owed {
-    fn completion(&self) -> Completion<'_> {
-        match self {
-            Self::Done(result) => Completion::Done(*result),
-            Self::Stopped { index, base } => {
-                Completion::VringStopped { index: *index, base: *base }
-            }
-            Self::Config(data) => Completion::ConfigRead(data.as_deref()),
-            Self::Inflight(result) => Completion::InflightAllocated(*result),
-            Self::DeviceState(result) => Completion::DeviceStateFd(*result),
-            Self::SharedObject(result) => Completion::SharedObject(*result),
-            Self::Userfaultfd(result) => Completion::Userfaultfd(*result),
-        }
-    }
-
-    /// The token this completion hands to the back-end, if any.
-    fn token(&self) -> Option<FdToken> {
-        match self {
-            Self::Inflight(Ok((token, _)))
-            | Self::DeviceState(Ok(Some(token)))
-            | Self::SharedObject(Ok(token))
-            | Self::Userfaultfd(Ok(token)) => Some(*token),
-            _ => None,
-        }
-    }
-}
-
-/// Whether the driver handed a ring to the device.
-#[derive(Clone, Copy, Debug)]
-enum Run {
-    Stopped,
-    Running,
-    /// The device refused to start it; GET_VRING_BASE answers with the start base.
-    Failed(VringBase),
-}
-
-/// The driver's per-ring state: notification fds outlive starts and stops.
-#[derive(Debug)]
-struct Ring {
-    call: Notifier,
-    err: Notifier,
-    run: Run,
-}
-
 /// Everything of a connection except the back-end state machine.
+///
+/// The executor comes first: dropping it stops the queues and resets the device before the
+/// socket and the channel close.
 struct Session<'d, D: Device + ?Sized> {
-    device: &'d mut D,
+    exec: Executor<D, &'d mut D>,
     socket: UnixStream,
     decoder: Box<FrameDecoder>,
     received: Vec<OwnedFd>,
-    fds: FdTable,
-    memory: MemoryMap,
-    rings: Vec<Ring>,
     channel: channel::Channel,
-    log_fd: Option<OwnedFd>,
-    inflight: Option<OwnedFd>,
-    owed: Option<Owed>,
-    transfer: Option<Transfer>,
-    transfer_result: Option<Result<(), DeviceError>>,
     buf: Box<[u8; MAX_FRAME_SIZE]>,
 }
 
@@ -193,8 +134,8 @@ impl<D: Device + ?Sized> std::fmt::Debug for Connection<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("backend", &self.backend)
-            .field("fds", &self.session.fds.len())
-            .field("regions", &self.session.memory.len())
+            .field("fds", &self.session.exec.fd_count())
+            .field("regions", &self.session.exec.memory().len())
             .finish_non_exhaustive()
     }
 }
@@ -210,28 +151,17 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
         socket.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(DriverError::Setup)?;
         let backend = Backend::new(device.spec())?;
         let queues = backend.spec().queues;
-        let rings = (0..queues)
-            .map(|_| Ring { call: Notifier::new(), err: Notifier::new(), run: Run::Stopped })
-            .collect();
         let session = Session {
-            device,
+            exec: Executor::new(device, queues).with_device_state_transfer(),
             socket,
             decoder: Box::new(FrameDecoder::new()),
             received: Vec::new(),
-            fds: FdTable::new(),
-            memory: MemoryMap::new(),
-            rings,
             channel: channel::Channel::new().map_err(DriverError::Setup)?,
-            log_fd: None,
-            inflight: None,
-            owed: None,
-            transfer: None,
-            transfer_result: None,
             buf: Box::new([0; MAX_FRAME_SIZE]),
         };
-        let connection = Self { backend, session };
+        let mut connection = Self { backend, session };
         let requests = connection.backend_requests();
-        connection.session.device.connected(requests);
+        connection.session.exec.device().connected(requests);
         Ok(connection)
     }
 
@@ -269,7 +199,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
             Ok(RecvOutcome::Closed) => return Ok(false),
             Err(error) => return Err(DriverError::Recv(error)),
         }
-        let tokens = s.fds.insert_all(std::mem::take(&mut s.received))?;
+        let tokens = s.exec.insert_fds(std::mem::take(&mut s.received))?;
         let frame = s.decoder.frame().unwrap_or(&[]);
         // A refusal has already been turned into outputs (a NACK or a close).
         let _refusal = self.backend.handle_frame(frame, &tokens);
@@ -284,12 +214,14 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
                 self.session.handle_output(output)?;
             }
             if !self.backend.is_awaiting_completion() {
-                self.session.discard_owed();
-                self.session.run_transfer();
+                self.session.exec.discard_owed();
+                self.session.exec.run_transfer(TRANSFER_TIMEOUT);
                 return Ok(());
             }
-            let owed = self.session.owed.take().unwrap_or(Owed::Done(Err(status::EIO)));
-            self.backend.handle_completion(owed.completion()).map_err(DriverError::Completion)?;
+            self.session
+                .exec
+                .feed_completion(&mut self.backend)
+                .map_err(DriverError::Completion)?;
         }
         Err(DriverError::Completion(ProtocolError::UnexpectedCompletion))
     }
@@ -300,11 +232,14 @@ impl<D: Device + ?Sized> Session<'_, D> {
         match output {
             Output::Reply(reply) => self.send_reply(&reply),
             Output::Action(action) => {
-                self.execute(action);
+                self.exec.execute(action);
+                if let Some(fd) = self.exec.take_backend_channel() {
+                    self.channel.set_socket(fd);
+                }
                 Ok(())
             }
             Output::BackendRequest { request, need_reply } => {
-                self.channel.send(&mut self.fds, &request, need_reply);
+                self.channel.send(self.exec.fds_mut(), &request, need_reply);
                 Ok(())
             }
             Output::Close(error) => Err(DriverError::Closed(error)),
@@ -318,52 +253,12 @@ impl<D: Device + ?Sized> Session<'_, D> {
             .map_err(|source| DriverError::Encode { code, source })?;
         let mut owned = Vec::new();
         for token in reply.fds() {
-            owned.push(self.fds.take(token).ok_or(DriverError::MissingFd { code, token })?);
+            owned.push(
+                self.exec.fds_mut().take(token).ok_or(DriverError::MissingFd { code, token })?,
+            );
         }
         let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
         scm::send(&self.socket, &self.buf[..len], &borrowed)
             .map_err(|source| DriverError::Send { code, source })
-    }
-
-    /// Records a completion; the map results of one request fold into the first failure.
-    fn owe(&mut self, owed: Owed) {
-        if let (Some(Owed::Done(Err(_))), Owed::Done(_)) = (&self.owed, &owed) {
-            return;
-        }
-        self.discard_owed();
-        self.owed = Some(owed);
-    }
-
-    /// Drops a completion that will not be fed, with the descriptor it would have handed off.
-    fn discard_owed(&mut self) {
-        if let Some(token) = self.owed.take().and_then(|owed| owed.token()) {
-            self.fds.release(token);
-        }
-    }
-
-    fn run_transfer(&mut self) {
-        if let Some(transfer) = self.transfer.take() {
-            self.transfer_result = Some(transfer.run(&mut *self.device, TRANSFER_TIMEOUT));
-        }
-    }
-
-    /// Stops every queue the device runs.
-    fn stop_queues(&mut self) {
-        for (i, ring) in self.rings.iter_mut().enumerate() {
-            if let Run::Running = ring.run {
-                // Cannot truncate: the back-end has at most 256 queues.
-                let _ = self.device.stop_queue(VringIndex(i as u8), false);
-            }
-            ring.run = Run::Stopped;
-        }
-    }
-}
-
-impl<D: Device + ?Sized> Drop for Session<'_, D> {
-    fn drop(&mut self) {
-        self.stop_queues();
-        self.device.reset();
-        self.memory.clear();
-        self.fds.clear();
     }
 }

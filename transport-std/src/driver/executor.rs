@@ -1,0 +1,256 @@
+//! The per-session state of a back-end connection and the carrying out of `Backend` actions on
+//! it, shared by every driver (the blocking [`Connection`](super::Connection) and event-loop
+//! drivers such as `vhu-transport-mio`).
+//!
+//! An [`Executor`] owns (or borrows) the [`Device`], the [`FdTable`] of received descriptors, the
+//! [`MemoryMap`], every ring's call/err [`Notifier`] and run state, the inflight area, the dirty
+//! log descriptor, the back-end channel socket until the driver takes it, and the [`Owed`]
+//! completion the last actions recorded. Device-state transfer is optional: by default it is
+//! refused (a blocking transfer would stall an event loop); a driver that can block enables it
+//! with [`Executor::with_device_state_transfer`] and calls [`Executor::run_transfer`] once the
+//! reply to SET_DEVICE_STATE_FD is sent. Dropping the executor stops every running queue, resets
+//! the device and closes every mapping and descriptor of the session.
+//!
+//! This module must not validate requests (core did), reorder actions, or do I/O on the
+//! front-end's socket.
+
+use std::borrow::BorrowMut;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use vhu_core::backend::{Backend, Completion};
+use vhu_core::message::VringBase;
+use vhu_core::{FdToken, ProtocolError, VringIndex};
+
+use super::status::EIO;
+use super::transfer::Transfer;
+use crate::device::{Device, DeviceError, Notifier};
+use crate::fd_table::{FdTable, TokensExhausted};
+use crate::memory::MemoryMap;
+
+/// A completion an executor owes the back-end, with owned data; feed it with
+/// [`Backend::handle_completion`]`(owed.completion())`.
+#[derive(Debug)]
+pub struct Owed(pub(super) Kind);
+
+/// What an [`Owed`] completion holds.
+#[derive(Debug)]
+pub(super) enum Kind {
+    Done(Result<(), u64>),
+    Stopped { index: VringIndex, base: VringBase },
+    Config(Option<Vec<u8>>),
+    Inflight(Result<(FdToken, u64), u64>),
+    DeviceState(Result<Option<FdToken>, u8>),
+    SharedObject(Result<FdToken, u64>),
+    Userfaultfd(Result<FdToken, u64>),
+}
+
+impl Owed {
+    /// The failure (EIO) a driver reports when an awaited action recorded nothing.
+    pub fn missing() -> Self {
+        Self(Kind::Done(Err(EIO)))
+    }
+
+    /// The completion to hand to [`Backend::handle_completion`].
+    pub fn completion(&self) -> Completion<'_> {
+        match &self.0 {
+            Kind::Done(result) => Completion::Done(*result),
+            Kind::Stopped { index, base } => {
+                Completion::VringStopped { index: *index, base: *base }
+            }
+            Kind::Config(data) => Completion::ConfigRead(data.as_deref()),
+            Kind::Inflight(result) => Completion::InflightAllocated(*result),
+            Kind::DeviceState(result) => Completion::DeviceStateFd(*result),
+            Kind::SharedObject(result) => Completion::SharedObject(*result),
+            Kind::Userfaultfd(result) => Completion::Userfaultfd(*result),
+        }
+    }
+
+    /// The token this completion hands to the back-end, if any.
+    fn token(&self) -> Option<FdToken> {
+        match &self.0 {
+            Kind::Inflight(Ok((token, _)))
+            | Kind::DeviceState(Ok(Some(token)))
+            | Kind::SharedObject(Ok(token))
+            | Kind::Userfaultfd(Ok(token)) => Some(*token),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the driver handed a ring to the device.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Run {
+    Stopped,
+    Running,
+    /// The device refused to start it; GET_VRING_BASE answers with the start base.
+    Failed(VringBase),
+}
+
+/// The driver's per-ring state: notification fds outlive starts and stops.
+#[derive(Debug)]
+pub(super) struct Ring {
+    pub(super) call: Notifier,
+    pub(super) err: Notifier,
+    pub(super) run: Run,
+}
+
+/// How SET_DEVICE_STATE_FD is handled.
+#[derive(Debug)]
+pub(super) enum Transfers {
+    /// Answered with ENOTSUP; the descriptor is closed.
+    Refused,
+    /// Kept for [`Executor::run_transfer`]; the last outcome is kept for CHECK_DEVICE_STATE.
+    Supported { pending: Option<Transfer>, result: Option<Result<(), DeviceError>> },
+}
+
+/// Everything of a connection that actions touch; see the module docs.
+///
+/// `H` holds the device: `&mut D` for a driver that borrows it, `D` itself for one that owns it.
+pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
+    pub(super) device: H,
+    pub(super) fds: FdTable,
+    pub(super) memory: MemoryMap,
+    pub(super) rings: Vec<Ring>,
+    pub(super) log_fd: Option<OwnedFd>,
+    pub(super) inflight: Option<OwnedFd>,
+    /// The back-end channel socket, until the driver takes it.
+    pub(super) channel: Option<OwnedFd>,
+    pub(super) owed: Option<Owed>,
+    pub(super) transfers: Transfers,
+    _device: PhantomData<fn(&mut D)>,
+}
+
+impl<D: Device + ?Sized, H: BorrowMut<D>> std::fmt::Debug for Executor<D, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("fds", &self.fds)
+            .field("memory", &self.memory)
+            .field("rings", &self.rings)
+            .field("owed", &self.owed)
+            .field("transfers", &self.transfers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
+    /// A fresh session for `device` with `queues` rings (the back-end spec's queue count), with
+    /// device-state transfer refused.
+    pub fn new(device: H, queues: usize) -> Self {
+        let rings = (0..queues)
+            .map(|_| Ring { call: Notifier::new(), err: Notifier::new(), run: Run::Stopped })
+            .collect();
+        Self {
+            device,
+            fds: FdTable::new(),
+            memory: MemoryMap::new(),
+            rings,
+            log_fd: None,
+            inflight: None,
+            channel: None,
+            owed: None,
+            transfers: Transfers::Refused,
+            _device: PhantomData,
+        }
+    }
+
+    /// Accepts SET_DEVICE_STATE_FD: the descriptor is kept and the transfer runs, blocking, when
+    /// the driver calls [`Self::run_transfer`].
+    #[must_use]
+    pub fn with_device_state_transfer(mut self) -> Self {
+        self.transfers = Transfers::Supported { pending: None, result: None };
+        self
+    }
+
+    /// The device.
+    pub fn device(&mut self) -> &mut D {
+        self.device.borrow_mut()
+    }
+
+    /// The table owning every descriptor received on the connection (replies take theirs from
+    /// it).
+    pub fn fds_mut(&mut self) -> &mut FdTable {
+        &mut self.fds
+    }
+
+    /// Descriptors held, for inspection.
+    pub fn fd_count(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Guest memory, for inspection.
+    pub fn memory(&self) -> &MemoryMap {
+        &self.memory
+    }
+
+    /// Stores the descriptors received with a frame and names them for `Backend::handle_frame`.
+    pub fn insert_fds(&mut self, fds: Vec<OwnedFd>) -> Result<Vec<FdToken>, TokensExhausted> {
+        self.fds.insert_all(fds)
+    }
+
+    /// Takes the back-end channel socket SET_BACKEND_REQ_FD handed over, if any; one the driver
+    /// never takes is closed with the session.
+    pub fn take_backend_channel(&mut self) -> Option<OwnedFd> {
+        self.channel.take()
+    }
+
+    /// Takes the completion the last actions recorded.
+    pub fn take_owed(&mut self) -> Option<Owed> {
+        self.owed.take()
+    }
+
+    /// Feeds the recorded completion (or [`Owed::missing`]) to `backend`.
+    pub fn feed_completion(&mut self, backend: &mut Backend) -> Result<(), ProtocolError> {
+        let owed = self.take_owed().unwrap_or_else(Owed::missing);
+        backend.handle_completion(owed.completion())
+    }
+
+    /// Drops a completion that will not be fed, with the descriptor it would have handed off.
+    pub fn discard_owed(&mut self) {
+        if let Some(token) = self.owed.take().and_then(|owed| owed.token()) {
+            self.fds.release(token);
+        }
+    }
+
+    /// Runs a pending device-state transfer, blocking, each read or write of the pipe waiting
+    /// at most `timeout`; the outcome answers the next CHECK_DEVICE_STATE. Does nothing when
+    /// none is pending or transfers are refused.
+    pub fn run_transfer(&mut self, timeout: Duration) {
+        if let Transfers::Supported { pending, result } = &mut self.transfers {
+            if let Some(transfer) = pending.take() {
+                *result = Some(transfer.run(self.device.borrow_mut(), timeout));
+            }
+        }
+    }
+
+    /// Records a completion; the map results of one request fold into the first failure.
+    pub(super) fn owe(&mut self, owed: Kind) {
+        if let (Some(Owed(Kind::Done(Err(_)))), Kind::Done(_)) = (&self.owed, &owed) {
+            return;
+        }
+        self.discard_owed();
+        self.owed = Some(Owed(owed));
+    }
+
+    /// Stops every queue the device runs.
+    pub(super) fn stop_queues(&mut self) {
+        let device = self.device.borrow_mut();
+        for (i, ring) in self.rings.iter_mut().enumerate() {
+            if let Run::Running = ring.run {
+                // Cannot truncate: the back-end has at most 256 queues.
+                let _ = device.stop_queue(VringIndex(i as u8), false);
+            }
+            ring.run = Run::Stopped;
+        }
+    }
+}
+
+impl<D: Device + ?Sized, H: BorrowMut<D>> Drop for Executor<D, H> {
+    fn drop(&mut self) {
+        self.stop_queues();
+        self.device.borrow_mut().reset();
+        self.memory.clear();
+        self.fds.clear();
+    }
+}
