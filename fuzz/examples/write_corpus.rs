@@ -8,10 +8,13 @@ use std::path::Path;
 type Target = (&'static str, fn() -> Vec<(&'static str, Vec<u8>)>);
 
 fn main() -> std::io::Result<()> {
-    let targets: [Target; 3] = [
+    let targets: [Target; 6] = [
         (vhu_fuzz::frame_decode::CORPUS_DIR, vhu_fuzz::frame_decode::seeds),
         (vhu_fuzz::virtq_chain::CORPUS_DIR, vhu_fuzz::virtq_chain::seeds),
         (vhu_fuzz::fuse_request::CORPUS_DIR, vhu_fuzz::fuse_request::seeds),
+        (vhu_fuzz::backend_session::CORPUS_DIR, vhu_fuzz::backend_session::seeds),
+        (vhu_fuzz::frontend_session::CORPUS_DIR, vhu_fuzz::frontend_session::seeds),
+        (vhu_fuzz::frontend_backend_pair::CORPUS_DIR, vhu_fuzz::frontend_backend_pair::seeds),
     ];
     for (corpus_dir, seeds) in targets {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(corpus_dir);

@@ -6,6 +6,9 @@
 //! for a request whose spec gives one or that asked for it with NEED_REPLY, and answers that
 //! request's code; every reply encodes and re-parses; the started state of every ring matches the
 //! start and stop actions the driver was given.
+//!
+//! An input starting with [`SCRIPT`] is a script instead (see [`script`]): the seed corpus uses
+//! it to spell out whole sessions.
 
 use std::collections::BTreeMap;
 
@@ -21,11 +24,18 @@ use vhu_core::{
     VringIndex,
 };
 
+use crate::cursor::SCRIPT;
+
+mod script;
+mod seeds;
+
+pub use seeds::seeds;
+
 /// Addresses are drawn near these bases so that some of them land inside regions.
 const RAM: u64 = 0x7f00_0000_0000;
 
 /// A request in owned form, built into a real frame.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Req {
     GetFeatures,
     SetFeatures(u64),
@@ -69,7 +79,7 @@ enum Req {
     Raw(u8, Vec<u8>, u8),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Comp {
     Ok,
     Failed(u8),
@@ -83,7 +93,7 @@ enum Comp {
     PostcopyMapped(Vec<u64>),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Api {
     ConfigChange,
     ShmemMap(bool),
@@ -91,7 +101,7 @@ enum Api {
     VringCall(u8),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Op {
     Request(Req, bool),
     Complete(Comp),
@@ -233,10 +243,28 @@ fn spec() -> BackendSpec {
     spec
 }
 
-/// Runs one input.
+/// Directory of the seed corpus, relative to this crate's manifest.
+pub const CORPUS_DIR: &str = "corpus/backend_session";
+
+/// Most operations one input runs.
+const MAX_OPS: usize = 256;
+
+/// Runs one input: `arbitrary` data, or a script (see [`script`]) when it starts with
+/// [`SCRIPT`].
 pub fn run(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let Ok(ops) = u.arbitrary_iter::<Op>() else { return };
+    let ops = match data.split_first() {
+        Some((&SCRIPT, rest)) => script::decode(rest),
+        _ => {
+            let mut u = Unstructured::new(data);
+            let Ok(ops) = u.arbitrary_iter::<Op>() else { return };
+            ops.take(MAX_OPS).map_while(Result::ok).collect()
+        }
+    };
+    play(ops);
+}
+
+/// Runs `ops` (at most [`MAX_OPS`] of them) on a fresh back-end; the session as they left it.
+fn play(ops: Vec<Op>) -> Session {
     let mut s = Session {
         backend: Backend::new(spec()).expect("valid spec"),
         next_fd: 0,
@@ -245,8 +273,7 @@ pub fn run(data: &[u8]) {
         closed: false,
     };
     let mut pending: Option<(FrontendCode, bool)> = None;
-    for op in ops.take(256) {
-        let Ok(op) = op else { break };
+    for op in ops.into_iter().take(MAX_OPS) {
         match op {
             Op::Request(req, need_reply) => {
                 let mut fds = Vec::new();
@@ -329,9 +356,10 @@ pub fn run(data: &[u8]) {
             }
         }
         if s.closed {
-            return;
+            break;
         }
     }
+    s
 }
 
 /// Encodes `req` into `buf`; new tokens go into `fds`.
@@ -480,21 +508,4 @@ fn build(
 }
 
 #[cfg(test)]
-mod tests {
-    /// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
-    #[test]
-    fn replays_pseudo_random_sessions() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        for len in (0..600).step_by(3) {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            super::run(&bytes);
-        }
-    }
-}
+mod tests;

@@ -12,22 +12,32 @@
 //! own; no request goes out without its protocol feature acked; every emitted request and
 //! back-end reply encodes and re-parses to the same value; events answer the request that waited;
 //! after `Close` only `CloseFd` follows; the front-end's own state queries agree with the model.
+//!
+//! An input starting with [`SCRIPT`] is a script instead (see [`script`]): the seed corpus uses
+//! it to spell out whole sessions.
 
 use arbitrary::{Arbitrary, Unstructured};
-use vhu_core::frontend::Frontend;
+use vhu_core::frontend::{Frontend, Negotiated};
 use vhu_core::limits::MAX_FRAME_SIZE;
 use vhu_core::message::{ConfigFlags, InflightDesc, MemoryTable, VringBase};
 use vhu_core::{
     wire, BackendRequest, FdToken, FrontendCode, ProtocolFeatures, Reply, VirtioFeatures,
 };
 
+use crate::cursor::SCRIPT;
 use crate::frontend_model::{region, Config, Detail, Model, Sent, Vmm};
+
+mod script;
+mod seeds;
+
+use script::Step;
+pub use seeds::seeds;
 
 /// Most operations one input runs.
 const MAX_OPS: usize = 256;
 
 /// A reply fitted to the request that waits, from these values.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 struct Fit {
     /// 0 for success.
     status: u8,
@@ -37,7 +47,7 @@ struct Fit {
 }
 
 /// A reply from the back-end.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Rep {
     Fit(Fit),
     Features(u64),
@@ -60,7 +70,7 @@ enum Rep {
 }
 
 /// A raw frame: any code, flags, payload and fd count, possibly cut short.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 struct Raw {
     code: u8,
     flags: Option<u32>,
@@ -70,14 +80,14 @@ struct Raw {
 }
 
 /// A request from the back-end channel.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum BeReq {
     /// A typed request (its tokens are replaced by fresh ones), NEED_REPLY, one fd too many.
     Typed(BackendRequest, bool, bool),
     Raw(Raw),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Op {
     Vmm(Vmm),
     /// A reply, with one fd too many if set.
@@ -87,56 +97,106 @@ enum Op {
     Reconnect(Config),
 }
 
-/// Runs one input.
+/// Directory of the seed corpus, relative to this crate's manifest.
+pub const CORPUS_DIR: &str = "corpus/frontend_session";
+
+/// Runs one input: `arbitrary` data, or a script (see [`script`]) when it starts with
+/// [`SCRIPT`].
 pub fn run(data: &[u8]) {
+    if let Some((&SCRIPT, rest)) = data.split_first() {
+        let Some((config, steps)) = script::decode(rest) else { return };
+        let mut session = Session::new(&config);
+        for step in steps.into_iter().take(MAX_OPS) {
+            session.step(step);
+        }
+        session.model.finish(&mut session.frontend);
+        return;
+    }
     let mut u = Unstructured::new(data);
     let Ok(config) = Config::arbitrary(&mut u) else { return };
-    let mut frontend = Frontend::new(config.build());
-    let mut model = Model::default();
-    let mut last = None;
-    let mut buf = vec![0u8; MAX_FRAME_SIZE];
+    let mut session = Session::new(&config);
     for _ in 0..MAX_OPS {
         if u.is_empty() {
             break;
         }
         let Ok(op) = Op::arbitrary(&mut u) else { break };
+        session.op(op);
+    }
+    session.model.finish(&mut session.frontend);
+}
+
+/// A front-end under test with its model.
+struct Session {
+    frontend: Frontend,
+    model: Model,
+    /// The outcome of the last handshake, for restores.
+    last: Option<Negotiated>,
+    buf: Vec<u8>,
+}
+
+impl Session {
+    fn new(config: &Config) -> Self {
+        Self {
+            frontend: Frontend::new(config.build()),
+            model: Model::default(),
+            last: None,
+            buf: vec![0u8; MAX_FRAME_SIZE],
+        }
+    }
+
+    /// One step of a script: an operation, or fitting replies until nothing waits.
+    fn step(&mut self, step: Step) {
+        match step {
+            Step::Op(op) => self.op(op),
+            Step::Settle(fit) => {
+                for _ in 0..64 {
+                    if self.model.awaiting.is_none() || self.model.closed {
+                        break;
+                    }
+                    self.op(Op::Reply(Rep::Fit(fit.clone()), false));
+                }
+            }
+        }
+    }
+
+    fn op(&mut self, op: Op) {
+        let (frontend, model, buf) = (&mut self.frontend, &mut self.model, &mut self.buf);
         match op {
             Op::Vmm(vmm) => {
-                vmm.apply(&mut frontend, &mut model, last);
+                vmm.apply(frontend, model, self.last);
             }
             Op::Reply(rep, extra) => {
                 let (frame, fds) = match rep {
                     Rep::Raw(raw) => raw_frame(raw, 50, 0x5),
                     rep => {
-                        let Some((len, fds)) = encode_reply(rep, model.awaiting, &mut buf) else {
-                            continue;
+                        let Some((len, fds)) = encode_reply(rep, model.awaiting, buf) else {
+                            return;
                         };
                         (buf[..len].to_vec(), fds)
                     }
                 };
-                model.reply(&mut frontend, &frame, fds + usize::from(extra));
+                model.reply(frontend, &frame, fds + usize::from(extra));
             }
             Op::BackendRequest(request) => {
                 let (frame, fds) = match request {
                     BeReq::Raw(raw) => raw_frame(raw, 12, 0x1),
                     BeReq::Typed(request, need_reply, extra) => {
-                        let Ok(len) = request.encode_into(need_reply, &mut buf) else { continue };
+                        let Ok(len) = request.encode_into(need_reply, buf) else { return };
                         (buf[..len].to_vec(), request.fds().len() + usize::from(extra))
                     }
                 };
-                model.backend_request(&mut frontend, &frame, fds);
+                model.backend_request(frontend, &frame, fds);
             }
             Op::Reconnect(config) => {
-                model.finish(&mut frontend);
-                frontend = Frontend::new(config.build());
-                model = Model::default();
+                model.finish(frontend);
+                *frontend = Frontend::new(config.build());
+                *model = Model::default();
             }
         }
-        if model.negotiated.is_some() {
-            last = model.negotiated;
+        if self.model.negotiated.is_some() {
+            self.last = self.model.negotiated;
         }
     }
-    model.finish(&mut frontend);
 }
 
 /// A raw frame with a code below `codes` and `flags` unless the input gives its own.
@@ -263,79 +323,4 @@ fn encode_reply(rep: Rep, awaiting: Option<Sent>, buf: &mut [u8]) -> Option<(usi
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frontend_model::Ev;
-
-    fn fit() -> Rep {
-        Rep::Fit(Fit { status: 0, value: u64::MAX, small: 2, fd: true })
-    }
-
-    /// Answers every waiting request with a fitting success until the front-end settles.
-    fn answer_all(frontend: &mut Frontend, model: &mut Model) -> Vec<Ev> {
-        let mut buf = vec![0u8; MAX_FRAME_SIZE];
-        let mut events = Vec::new();
-        for _ in 0..64 {
-            if model.awaiting.is_none() {
-                break;
-            }
-            let (len, fds) = encode_reply(fit(), model.awaiting, &mut buf).expect("encodes");
-            events.extend(model.reply(frontend, &buf[..len], fds).events);
-        }
-        events
-    }
-
-    /// A full handshake and a few calls through the harness itself, without a fuzzer: the
-    /// harness accepts a correct session.
-    #[test]
-    fn a_correct_session_passes_the_checks() {
-        // No device features, the default protocol features, bit 30 wanted.
-        let bytes = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let config = Config::arbitrary(&mut Unstructured::new(&bytes)).expect("config");
-        let mut frontend = Frontend::new(config.build());
-        let mut model = Model::default();
-        Vmm::Connect(true).apply(&mut frontend, &mut model, None);
-        let events = answer_all(&mut frontend, &mut model);
-        assert!(model.connected, "{events:?}");
-        assert!(matches!(events.last(), Some(Ev::Connected(_))), "{events:?}");
-        Vmm::SetMemTable(vec![(0, 4), (1, 4)]).apply(&mut frontend, &mut model, None);
-        Vmm::GetStatus.apply(&mut frontend, &mut model, None);
-        Vmm::GetConfig(4, 8).apply(&mut frontend, &mut model, None);
-        let events = answer_all(&mut frontend, &mut model);
-        assert!(events.iter().any(|e| matches!(e, Ev::ConfigRead { offset: 4, .. })));
-        assert_eq!(frontend.regions().len(), 2);
-        model.finish(&mut frontend);
-    }
-
-    /// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
-    #[test]
-    fn replays_pseudo_random_sessions() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for len in (0..1200).step_by(5) {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            run(&bytes);
-        }
-    }
-
-    /// Inputs that once crashed the target, kept in `regressions/frontend_session/` (may be absent).
-    #[test]
-    fn replays_regressions() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/frontend_session");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            println!("replaying {}", path.display());
-            run(&std::fs::read(&path).expect("regression file reads"));
-        }
-    }
-}
+mod tests;

@@ -14,6 +14,9 @@
 //! gave. Whenever both sides are idle, nothing failed and nothing was closed, their views agree:
 //! protocol and virtio features (with VHOST_F_LOG_ALL as logging is on), the memory regions, and
 //! which rings are started. A Close on either side ends the run.
+//!
+//! An input starting with [`SCRIPT`] is a script instead (see [`script`]): the seed corpus uses
+//! it to spell out whole sessions, every choice of the driver and the VMM the fitting success.
 
 use std::collections::VecDeque;
 
@@ -30,7 +33,16 @@ use vhu_core::{
     VringIndex,
 };
 
+use crate::cursor::SCRIPT;
 use crate::frontend_model::{Answer, Config, Drained, Ev, Ledger, Model, Ring, Vmm};
+
+mod driver;
+
+use driver::{act, handed_off};
+mod script;
+mod seeds;
+
+pub use seeds::seeds;
 
 /// Most operations one input runs.
 const MAX_OPS: usize = 192;
@@ -40,7 +52,7 @@ const MAX_PUMP_STEPS: usize = 512;
 const MAX_BACKEND_OUTPUTS: usize = 4096;
 
 /// The device the back-end serves.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 struct Device {
     queues: u8,
     /// Protocol features toggled from a rich offer.
@@ -93,7 +105,7 @@ impl Device {
 }
 
 /// What the driver answers an action that completes.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum DriverAnswer {
     /// The fitting success; a stopped split ring has advanced by this many buffers.
     Correct(u8),
@@ -103,7 +115,7 @@ enum DriverAnswer {
     Wrong(Wrong),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Wrong {
     Done(bool),
     Stopped(u8, u32),
@@ -117,7 +129,7 @@ enum Wrong {
 }
 
 /// A call of the device on the back-end's channel API.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Api {
     ConfigChange,
     ShmemMap(ShmemMapping),
@@ -140,7 +152,7 @@ enum Queue {
     VmmAnswer,
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 enum Op {
     Vmm(Vmm),
     /// One message (or owed completion) moves.
@@ -160,7 +172,7 @@ enum Op {
 }
 
 /// How the VMM answers a back-end request during a delivery.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 struct VmmReply {
     /// Answer with the other kind (a lookup's fd for a plain request, or the reverse).
     wrong: bool,
@@ -208,8 +220,18 @@ struct Pair {
     closed: bool,
 }
 
-/// Runs one input.
+/// Directory of the seed corpus, relative to this crate's manifest.
+pub const CORPUS_DIR: &str = "corpus/frontend_backend_pair";
+
+/// Runs one input: `arbitrary` data, or a script (see [`script`]) when it starts with
+/// [`SCRIPT`].
 pub fn run(data: &[u8]) {
+    if let Some((&SCRIPT, rest)) = data.split_first() {
+        if let Some(pair) = script::decode(rest).and_then(|(d, c, ops)| script::play(&d, &c, ops)) {
+            pair.finish();
+        }
+        return;
+    }
     let mut u = Unstructured::new(data);
     let Ok(device) = Device::arbitrary(&mut u) else { return };
     let Ok(config) = Config::arbitrary(&mut u) else { return };
@@ -219,40 +241,55 @@ pub fn run(data: &[u8]) {
             break;
         }
         let Ok(op) = Op::arbitrary(&mut u) else { break };
+        pair.op(op, &mut u);
+    }
+    pair.settle(&mut u);
+    pair.finish();
+}
+
+impl Pair {
+    /// Runs one operation and compares the views.
+    fn op(&mut self, op: Op, u: &mut Unstructured<'_>) {
         match op {
             Op::Vmm(vmm) => {
-                if matches!(vmm, Vmm::Restore(..)) && !pair.fe.connected {
-                    pair.restored = true;
+                if matches!(vmm, Vmm::Restore(..)) && !self.fe.connected {
+                    self.restored = true;
                 }
-                let drained = vmm.apply(&mut pair.frontend, &mut pair.fe, None);
-                pair.take(drained);
+                let drained = vmm.apply(&mut self.frontend, &mut self.fe, None);
+                self.take(drained);
             }
             Op::Deliver(queue) => {
-                pair.deliver(queue, &mut u);
+                self.deliver(queue, u);
             }
-            Op::Pump => pair.pump(&mut u),
-            Op::Api(api) => pair.api(api),
+            Op::Pump => self.pump(u),
+            Op::Api(api) => self.api(api),
             Op::Process(index, n) => {
-                let packed = pair.packed;
-                if let Some(Some(base)) = pair.rings.get_mut(usize::from(index)) {
+                let packed = self.packed;
+                if let Some(Some(base)) = self.rings.get_mut(usize::from(index)) {
                     if !packed {
                         *base = u32::from((*base as u16).wrapping_add(u16::from(n)));
                     }
                 }
             }
-            Op::Setup { pages, rings, base } => pair.setup(pages, rings, base, &mut u),
+            Op::Setup { pages, rings, base } => self.setup(pages, rings, base, u),
         }
-        pair.check_views();
+        self.check_views();
     }
-    if !pair.closed {
-        pair.pump(&mut u);
-        pair.check_views();
-    }
-    pair.fe.finish(&mut pair.frontend);
-    pair.be.assert_balanced();
-}
 
-impl Pair {
+    /// After the last operation: everything moves, and the views are compared once more.
+    fn settle(&mut self, u: &mut Unstructured<'_>) {
+        if !self.closed {
+            self.pump(u);
+            self.check_views();
+        }
+    }
+
+    /// Ends both sides: every token has left each of them.
+    fn finish(mut self) {
+        self.fe.finish(&mut self.frontend);
+        self.be.assert_balanced();
+    }
+
     fn new(spec: BackendSpec, config: FrontendConfig) -> Option<Self> {
         let queues = spec.queues;
         let config_size = spec.config_size as usize;
@@ -466,259 +503,6 @@ impl Pair {
         assert!(settled, "the back-end never stops producing outputs");
         // The back-end keeps no token between inputs.
         self.be.assert_balanced();
-    }
-}
-
-/// What the driver does for one action, and the completion it then owes.
-fn act(action: Action<'_>, rings: &mut [Option<u32>], config: &mut [u8]) -> Option<Owed> {
-    {
-        match action {
-            Action::StartVring { index, config, .. } => {
-                let slot = rings.get_mut(usize::from(index.0)).expect("ring in range");
-                assert!(slot.is_none(), "ring {} started twice", index.0);
-                *slot = Some(config.base.0);
-                None
-            }
-            Action::StopVring { index, .. } => Some(Owed::Stopped(index)),
-            Action::ResetDevice => {
-                rings.iter_mut().for_each(|ring| *ring = None);
-                None
-            }
-            Action::ReadConfig { offset, size } => {
-                let end = offset as usize + size as usize;
-                assert!(end <= config.len(), "config read {offset}+{size} outside the space");
-                Some(Owed::Config { offset, size })
-            }
-            Action::WriteConfig { offset, data, .. } => {
-                let start = offset as usize;
-                let range = start..start + data.len();
-                let target = config.get_mut(range).expect("config write inside the space");
-                target.copy_from_slice(data);
-                Some(Owed::Done)
-            }
-            Action::MapRegion { .. }
-            | Action::MapLog { .. }
-            | Action::SetInflight { .. }
-            | Action::CheckDeviceState
-            | Action::Iotlb(_)
-            | Action::PostcopyListen
-            | Action::PostcopyEnd => Some(Owed::Done),
-            Action::AllocateInflight { .. } => Some(Owed::Inflight),
-            Action::SetDeviceStateFd { .. } => Some(Owed::DeviceState),
-            Action::GetSharedObject(_) => Some(Owed::SharedObject),
-            Action::PostcopyAdvise => Some(Owed::Userfaultfd),
-            _ => None,
-        }
-    }
-}
-
-impl Pair {
-    /// The driver answers the completion it owes.
-    fn complete(&mut self, answer: DriverAnswer) {
-        let owed = self.owed.take().unwrap_or(Owed::Done);
-        let correct = matches!(answer, DriverAnswer::Correct(_));
-        // Owed data the completion borrows; it lives until the completion is handled.
-        let bytes: Vec<u8>;
-        let bases: Vec<u64>;
-        let completion = match answer {
-            DriverAnswer::Correct(advance) => match owed {
-                Owed::Done => Completion::Done(Ok(())),
-                Owed::Stopped(index) => {
-                    let ring = self.rings.get(usize::from(index.0)).copied().flatten();
-                    let base = ring.unwrap_or(0);
-                    let base = if self.packed {
-                        base
-                    } else {
-                        u32::from((base as u16).wrapping_add(u16::from(advance)))
-                    };
-                    Completion::VringStopped { index, base: VringBase(base) }
-                }
-                Owed::Config { offset, size } => {
-                    let range = offset as usize..(offset + size) as usize;
-                    bytes = self.config.get(range).map(<[u8]>::to_vec).unwrap_or_default();
-                    Completion::ConfigRead(Some(&bytes))
-                }
-                Owed::Inflight => Completion::InflightAllocated(Ok((self.be.fresh(), 0))),
-                Owed::DeviceState => {
-                    let fd = (advance % 2 == 1).then(|| self.be.fresh());
-                    Completion::DeviceStateFd(Ok(fd))
-                }
-                Owed::SharedObject => Completion::SharedObject(Ok(self.be.fresh())),
-                Owed::Userfaultfd => Completion::Userfaultfd(Ok(self.be.fresh())),
-            },
-            DriverAnswer::Fail(status) => {
-                let status = u64::from(status.max(1));
-                match owed {
-                    Owed::Config { .. } => Completion::ConfigRead(None),
-                    Owed::Inflight => Completion::InflightAllocated(Err(status)),
-                    Owed::DeviceState => Completion::DeviceStateFd(Err(status as u8)),
-                    Owed::SharedObject => Completion::SharedObject(Err(status)),
-                    Owed::Userfaultfd => Completion::Userfaultfd(Err(status)),
-                    Owed::Done | Owed::Stopped(_) => Completion::Done(Err(status)),
-                }
-            }
-            DriverAnswer::Wrong(wrong) => match wrong {
-                Wrong::Done(ok) => Completion::Done(if ok { Ok(()) } else { Err(5) }),
-                Wrong::Stopped(index, base) => {
-                    Completion::VringStopped { index: VringIndex(index % 4), base: VringBase(base) }
-                }
-                Wrong::Config(data) => {
-                    bytes = data.into_iter().take(64).collect();
-                    Completion::ConfigRead(Some(&bytes))
-                }
-                Wrong::ConfigFailed => Completion::ConfigRead(None),
-                Wrong::Inflight(ok) => Completion::InflightAllocated(if ok {
-                    Ok((self.be.fresh(), 0))
-                } else {
-                    Err(1)
-                }),
-                Wrong::DeviceState(fd) => Completion::DeviceStateFd(match fd {
-                    Some(true) => Ok(Some(self.be.fresh())),
-                    Some(false) => Ok(None),
-                    None => Err(3),
-                }),
-                Wrong::SharedObject(ok) => {
-                    Completion::SharedObject(if ok { Ok(self.be.fresh()) } else { Err(2) })
-                }
-                Wrong::Userfaultfd(ok) => {
-                    Completion::Userfaultfd(if ok { Ok(self.be.fresh()) } else { Err(4) })
-                }
-                Wrong::PostcopyMapped(list) => {
-                    bases = list.into_iter().take(8).collect();
-                    Completion::PostcopyMapped(Ok(&bases))
-                }
-            },
-        };
-        // A token in a completion enters the back-end and leaves it with this input's outputs.
-        let token = match completion {
-            Completion::InflightAllocated(Ok((fd, _)))
-            | Completion::DeviceStateFd(Ok(Some(fd)))
-            | Completion::SharedObject(Ok(fd))
-            | Completion::Userfaultfd(Ok(fd)) => Some(fd),
-            _ => None,
-        };
-        if let Some(fd) = token {
-            self.be.enter(fd, true);
-        }
-        let accepted = self.backend.handle_completion(completion).is_ok();
-        if accepted {
-            match completion {
-                Completion::VringStopped { index, base } => {
-                    self.stop = Some((index, base));
-                    if let Some(ring) = self.rings.get_mut(usize::from(index.0)) {
-                        *ring = None;
-                    }
-                }
-                Completion::ConfigRead(data) => {
-                    // The back-end sends the bytes only if there are as many as asked.
-                    let asked = match owed {
-                        Owed::Config { size, .. } => size as usize,
-                        _ => usize::MAX,
-                    };
-                    self.read = data.filter(|d| d.len() == asked).map(<[u8]>::to_vec);
-                }
-                _ => {}
-            }
-        } else {
-            // Still owed.
-            self.owed = Some(owed);
-        }
-        if !correct || !accepted {
-            self.in_sync = false;
-        }
-        self.drain_backend();
-    }
-
-    /// A call of the device on the back-end channel API.
-    fn api(&mut self, api: Api) {
-        let mut token = None;
-        let mut fresh = |be: &mut Ledger| {
-            let fd = be.fresh();
-            token = Some(fd);
-            fd
-        };
-        let result = match api {
-            Api::ConfigChange => self.backend.send_config_change(),
-            Api::ShmemMap(mapping) => {
-                let fd = fresh(&mut self.be);
-                self.backend.send_shmem_map(mapping, fd)
-            }
-            Api::ShmemUnmap(mapping) => self.backend.send_shmem_unmap(mapping),
-            Api::SharedObjectAdd(b) => self.backend.send_shared_object_add(Uuid([b; 16])),
-            Api::SharedObjectRemove(b) => self.backend.send_shared_object_remove(Uuid([b; 16])),
-            Api::SharedObjectLookup(b) => self.backend.send_shared_object_lookup(Uuid([b; 16])),
-            Api::VringCall(i) => self.backend.send_vring_call(VringIndex(i % 4)),
-            Api::VringErr(i) => self.backend.send_vring_err(VringIndex(i % 4)),
-            Api::HostNotifier(i, with_fd) => {
-                let fd = with_fd.then(|| fresh(&mut self.be));
-                self.backend.send_host_notifier(VringIndex(i % 4), 0x1000, 0, fd)
-            }
-            Api::Iotlb(msg) => self.backend.send_iotlb(msg),
-        };
-        // A refused call leaves the token with the caller.
-        if let (Ok(()), Some(fd)) = (result, token) {
-            self.be.enter(fd, true);
-        }
-        self.drain_backend();
-    }
-
-    /// When both sides are idle and nothing failed, they agree on what was negotiated and set up.
-    fn check_views(&self) {
-        let idle = !self.closed
-            && self.in_sync
-            && self.fe.connected
-            && self.frontend.is_idle()
-            && self.to_backend.is_empty()
-            && self.to_frontend.is_empty()
-            && self.channel.is_empty()
-            && !self.backend.is_awaiting_completion();
-        if !idle {
-            return;
-        }
-        let negotiated = self.frontend.negotiated().expect("connected");
-        assert_eq!(
-            self.backend.acked_protocol_features(),
-            negotiated.protocol_features,
-            "protocol features"
-        );
-        let mut features = negotiated.features;
-        features.set(VirtioFeatures::LOG_ALL, self.frontend.is_logging());
-        let expected = (!self.features_reset).then_some(features);
-        assert_eq!(self.backend.acked_features(), expected, "virtio features");
-        let sorted = |regions: &mut dyn Iterator<Item = &Region>| {
-            let mut list: Vec<_> =
-                regions.map(|r| (r.guest_address, r.size, r.user_address, r.mmap_offset)).collect();
-            list.sort_unstable();
-            list
-        };
-        assert_eq!(
-            sorted(&mut self.frontend.regions().iter()),
-            sorted(&mut self.backend.regions().iter()),
-            "memory regions"
-        );
-        for index in 0..=u8::MAX {
-            let index = VringIndex(index);
-            let started = self.backend.vring_state(index).is_some_and(|s| s.started);
-            assert_eq!(self.frontend.is_vring_started(index), started, "ring {} started", index.0);
-        }
-    }
-}
-
-/// The tokens an action hands to the driver.
-fn handed_off(action: &Action<'_>) -> Vec<FdToken> {
-    match action {
-        Action::MapRegion { fd, .. }
-        | Action::MapLog { fd, .. }
-        | Action::SetLogFd(fd)
-        | Action::SetInflight { fd, .. }
-        | Action::SetBackendChannel(fd)
-        | Action::SetDeviceStateFd { fd, .. }
-        | Action::CloseFd(fd) => vec![*fd],
-        Action::StartVring { kick: fd, .. }
-        | Action::ReplaceKick { kick: fd, .. }
-        | Action::SetVringCall { fd, .. }
-        | Action::SetVringErr { fd, .. } => fd.iter().copied().collect(),
-        _ => Vec::new(),
     }
 }
 

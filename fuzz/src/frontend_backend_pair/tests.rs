@@ -77,3 +77,82 @@ fn replays_regressions() {
         run(&std::fs::read(&path).expect("regression file reads"));
     }
 }
+
+/// Each seed decodes into its script and leaves both sides where the script leads, in sync.
+#[test]
+fn seeds_reach_their_states() {
+    for (name, input) in seeds() {
+        assert_eq!(input[0], SCRIPT);
+        let (device, config, ops) = script::decode(&input[1..]).expect("seed decodes");
+        let pair = script::play(&device, &config, ops).expect("valid device");
+        assert!(pair.in_sync && !pair.closed, "{name}: out of sync or closed");
+        assert!(pair.fe.connected, "{name}: not connected");
+        let started = |i| {
+            let index = VringIndex(i);
+            let backend = pair.backend.vring_state(index).is_some_and(|s| s.started);
+            assert_eq!(pair.frontend.is_vring_started(index), backend, "{name}: ring {i}");
+            backend
+        };
+        match name {
+            "qemu_rings_running" | "restore_reply_ack" | "setup_config_channel" => {
+                assert!(started(0) && started(1), "{name}: rings not started");
+                assert_eq!(pair.backend.regions().len(), 1, "{name}: regions");
+            }
+            "qemu_start_stop" | "device_state_save" => {
+                assert!(!started(0) && !started(1), "{name}: rings not stopped");
+            }
+            "hotplug_add_mem_reg" => assert_eq!(pair.backend.regions().len(), 2, "{name}"),
+            other => panic!("no expectation for seed {other}"),
+        }
+        if name == "restore_reply_ack" {
+            let negotiated = pair.frontend.negotiated().expect("restored");
+            assert!(negotiated.protocol_features.contains(ProtocolFeatures::REPLY_ACK));
+            assert!(pair.restored);
+        }
+        if name == "setup_config_channel" {
+            assert!(pair.frontend.is_logging(), "{name}: not logging");
+        }
+        pair.finish();
+    }
+}
+
+/// Decoding an encoded script gives the script back.
+#[test]
+fn scripts_round_trip() {
+    for (name, ops) in seeds::scripts() {
+        let input = script::encode(&seeds::device(), &seeds::config(), &ops);
+        let (_, _, again) = script::decode(&input[1..]).expect("decodes");
+        assert_eq!(format!("{again:?}"), format!("{ops:?}"), "{name}");
+    }
+}
+
+/// Every file of the seed corpus goes through the target without a fuzzer.
+#[test]
+fn replays_corpus() {
+    let files = crate::cursor::corpus_files(CORPUS_DIR);
+    assert!(!files.is_empty(), "the seed corpus is empty");
+    for (_, bytes) in files {
+        run(&bytes);
+    }
+}
+
+/// The corpus holds exactly the current seeds; `cargo run -p vhu-fuzz --example write_corpus`
+/// rewrites it.
+#[test]
+fn corpus_matches_seeds() {
+    let mut expected: Vec<_> =
+        seeds().into_iter().map(|(name, bytes)| (name.to_owned(), bytes)).collect();
+    expected.sort();
+    let files = crate::cursor::corpus_files(CORPUS_DIR);
+    assert_eq!(files, expected, "corpus is stale: run the write_corpus example");
+}
+
+/// Every prefix of every seed.
+#[test]
+fn replays_prefixes_of_seeds() {
+    for (_, input) in seeds() {
+        for len in 0..=input.len() {
+            run(&input[..len]);
+        }
+    }
+}

@@ -19,7 +19,7 @@ mod vmm;
 
 pub(crate) use ledger::Ledger;
 pub(crate) use model::{Detail, Drained, Ev, Model, Sent};
-pub(crate) use vmm::{Answer, Config, Ring, Vmm};
+pub(crate) use vmm::{script, Answer, Config, Ring, Saved, Vmm};
 
 use vhu_core::message::Region;
 

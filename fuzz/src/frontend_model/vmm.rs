@@ -12,18 +12,20 @@ use vhu_core::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
 
 use super::{region, Drained, Model, RAM};
 
+pub(crate) mod script;
+
 /// How the fuzzer picks a saved negotiation for a restore.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 pub(crate) struct Saved {
     /// Use the outcome of the last handshake, if there was one.
-    last: bool,
-    offered: u64,
-    features: u64,
-    protocol: u32,
+    pub(crate) last: bool,
+    pub(crate) offered: u64,
+    pub(crate) features: u64,
+    pub(crate) protocol: u32,
     /// Keep only the protocol bits the front-end supports.
-    supported_only: bool,
-    queues: Option<u8>,
-    slots: Option<u16>,
+    pub(crate) supported_only: bool,
+    pub(crate) queues: Option<u8>,
+    pub(crate) slots: Option<u16>,
 }
 
 impl Saved {
@@ -46,12 +48,12 @@ impl Saved {
 }
 
 /// How the fuzzer configures a front-end.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 pub(crate) struct Config {
-    device_features: u64,
+    pub(crate) device_features: u64,
     /// Protocol features toggled from the default set.
-    toggle: u32,
-    protocol_features: bool,
+    pub(crate) toggle: u32,
+    pub(crate) protocol_features: bool,
 }
 
 impl Config {
@@ -67,7 +69,7 @@ impl Config {
 }
 
 /// A ring as the VMM sets it up.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 pub(crate) struct Ring {
     /// log2 of the queue size, or a raw size when above 15.
     pub(crate) size: u8,
@@ -79,14 +81,14 @@ pub(crate) struct Ring {
 }
 
 /// The VMM's answer to the oldest back-end request.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 pub(crate) enum Answer {
     Done(Option<u8>),
     SharedObject(Option<u8>),
 }
 
 /// One call of the VMM on the front-end.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Clone, Debug)]
 pub(crate) enum Vmm {
     Connect(bool),
     Restore(Saved, bool),
