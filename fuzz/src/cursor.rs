@@ -111,19 +111,3 @@ impl Out {
 /// target's operations instead of `arbitrary` data. Seeds use it so that their bytes keep meaning
 /// the same sequence whatever `arbitrary` does with a byte string.
 pub(crate) const SCRIPT: u8 = 0xe5;
-
-/// The files of a corpus directory (relative to the crate's manifest), sorted by name.
-#[cfg(test)]
-pub(crate) fn corpus_files(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("directory entry").path();
-            let name = path.file_name().expect("file name").to_string_lossy().into_owned();
-            (name, std::fs::read(&path).expect("corpus file reads"))
-        })
-        .collect();
-    files.sort();
-    files
-}

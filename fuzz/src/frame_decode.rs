@@ -214,32 +214,13 @@ mod tests {
 
     /// The corpus files, sorted by name.
     fn corpus() -> Vec<(String, Vec<u8>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CORPUS_DIR);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-            .map(|entry| {
-                let path = entry.expect("directory entry").path();
-                let name = path.file_name().expect("file name").to_string_lossy().into_owned();
-                let bytes = std::fs::read(&path).expect("corpus file reads");
-                (name, bytes)
-            })
-            .collect();
-        files.sort();
-        files
+        crate::replay::corpus_files(CORPUS_DIR)
     }
 
     /// Inputs that once crashed the target, kept in `regressions/frame_decode/` (may be absent).
     #[test]
     fn replays_regressions() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/frame_decode");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            println!("replaying {}", path.display());
-            run(&std::fs::read(&path).expect("regression file reads"));
-        }
+        crate::replay::regressions("frame_decode", run);
     }
 
     /// Every file of the seed corpus goes through the target without a fuzzer.

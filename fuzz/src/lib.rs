@@ -14,3 +14,5 @@ pub mod virtq_chain;
 mod cursor;
 mod frontend_model;
 mod memfs;
+#[cfg(test)]
+mod replay;

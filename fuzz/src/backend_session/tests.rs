@@ -6,7 +6,8 @@ use vhu_core::VringIndex;
 use super::script::{decode, encode};
 use super::seeds::scripts;
 use super::{play, run, seeds, Session, CORPUS_DIR};
-use crate::cursor::{corpus_files, SCRIPT};
+use crate::cursor::SCRIPT;
+use crate::replay::corpus_files;
 
 fn started(s: &Session, index: u8) -> bool {
     s.backend.vring_state(VringIndex(index)).is_some_and(|r| r.started)
@@ -72,26 +73,12 @@ fn corpus_matches_seeds() {
 /// Every prefix of every seed.
 #[test]
 fn replays_prefixes_of_seeds() {
-    for (_, input) in seeds() {
-        for len in 0..=input.len() {
-            run(&input[..len]);
-        }
-    }
+    let seeds = seeds();
+    crate::replay::mutations(seeds.iter().map(|(_, s)| s.as_slice()), None, run);
 }
 
 /// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
 #[test]
 fn replays_pseudo_random_sessions() {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for len in (0..600).step_by(3) {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        run(&bytes);
-    }
+    crate::replay::pseudo_random(0x2545_f491_4f6c_dd1d, 600, 3, run);
 }

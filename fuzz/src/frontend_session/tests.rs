@@ -44,32 +44,13 @@ fn a_correct_session_passes_the_checks() {
 /// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
 #[test]
 fn replays_pseudo_random_sessions() {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for len in (0..1200).step_by(5) {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        run(&bytes);
-    }
+    crate::replay::pseudo_random(0x9e37_79b9_7f4a_7c15, 1200, 5, run);
 }
 
 /// Inputs that once crashed the target, kept in `regressions/frontend_session/` (may be absent).
 #[test]
 fn replays_regressions() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/frontend_session");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        println!("replaying {}", path.display());
-        run(&std::fs::read(&path).expect("regression file reads"));
-    }
+    crate::replay::regressions("frontend_session", run);
 }
 
 /// Each seed decodes into its script and leaves the front-end where the script leads.
@@ -118,7 +99,7 @@ fn scripts_round_trip() {
 /// Every file of the seed corpus goes through the target without a fuzzer.
 #[test]
 fn replays_corpus() {
-    let files = crate::cursor::corpus_files(CORPUS_DIR);
+    let files = crate::replay::corpus_files(CORPUS_DIR);
     assert!(!files.is_empty(), "the seed corpus is empty");
     for (_, bytes) in files {
         run(&bytes);
@@ -132,16 +113,13 @@ fn corpus_matches_seeds() {
     let mut expected: Vec<_> =
         seeds().into_iter().map(|(name, bytes)| (name.to_owned(), bytes)).collect();
     expected.sort();
-    let files = crate::cursor::corpus_files(CORPUS_DIR);
+    let files = crate::replay::corpus_files(CORPUS_DIR);
     assert_eq!(files, expected, "corpus is stale: run the write_corpus example");
 }
 
 /// Every prefix of every seed.
 #[test]
 fn replays_prefixes_of_seeds() {
-    for (_, input) in seeds() {
-        for len in 0..=input.len() {
-            run(&input[..len]);
-        }
-    }
+    let seeds = seeds();
+    crate::replay::mutations(seeds.iter().map(|(_, s)| s.as_slice()), None, run);
 }

@@ -7,17 +7,7 @@ use super::input::Session;
 use super::{run, seeds, session, CORPUS_DIR};
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CORPUS_DIR);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("directory entry").path();
-            let name = path.file_name().expect("file name").to_string_lossy().into_owned();
-            (name, std::fs::read(&path).expect("corpus file reads"))
-        })
-        .collect();
-    files.sort();
-    files
+    crate::replay::corpus_files(CORPUS_DIR)
 }
 
 /// The seeds mostly succeed, so the corpus starts inside the file system.
@@ -56,52 +46,19 @@ fn corpus_matches_seeds() {
 /// Every prefix and a few bit flips of every seed.
 #[test]
 fn replays_mutations_of_seeds() {
-    for (_, input) in seeds() {
-        for len in 0..=input.len() {
-            run(&input[..len]);
-        }
-        for bit in (0..input.len() * 8).step_by(5) {
-            let mut flipped = input.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            run(&flipped);
-        }
-    }
+    let seeds = seeds();
+    crate::replay::mutations(seeds.iter().map(|(_, s)| s.as_slice()), Some(5), run);
 }
 
 /// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
 #[test]
 fn replays_pseudo_random_inputs() {
-    let mut state = 0xda94_2042_e4dd_58b5u64;
-    for len in (0..2000).step_by(4) {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        run(&bytes);
-    }
+    crate::replay::pseudo_random(0xda94_2042_e4dd_58b5, 2000, 4, run);
 }
 
 /// Inputs that once crashed the target, kept in `regressions/fuse_request/` (may be absent).
 /// Each file is replayed on its own and every failing one is listed.
 #[test]
 fn replays_regressions() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/fuse_request");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    let mut paths: Vec<_> = entries.map(|e| e.expect("directory entry").path()).collect();
-    paths.sort();
-    let failed: Vec<_> = paths
-        .iter()
-        .filter(|path| {
-            println!("replaying {}", path.display());
-            let input = std::fs::read(path).expect("regression file reads");
-            std::panic::catch_unwind(|| run(&input)).is_err()
-        })
-        .collect();
-    assert!(failed.is_empty(), "failing regressions: {failed:?}");
+    crate::replay::regressions("fuse_request", run);
 }

@@ -7,17 +7,7 @@ use super::input::{encode, Config, Op};
 use super::{run, seeds, session, CORPUS_DIR};
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CORPUS_DIR);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("directory entry").path();
-            let name = path.file_name().expect("file name").to_string_lossy().into_owned();
-            (name, std::fs::read(&path).expect("corpus file reads"))
-        })
-        .collect();
-    files.sort();
-    files
+    crate::replay::corpus_files(CORPUS_DIR)
 }
 
 /// Each seed builds a queue and pops the chains it was written for.
@@ -61,45 +51,18 @@ fn corpus_matches_seeds() {
 /// Every prefix and a few bit flips of every seed.
 #[test]
 fn replays_mutations_of_seeds() {
-    for (_, input) in seeds() {
-        for len in 0..=input.len() {
-            run(&input[..len]);
-        }
-        for bit in (0..input.len() * 8).step_by(7) {
-            let mut flipped = input.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            run(&flipped);
-        }
-    }
+    let seeds = seeds();
+    crate::replay::mutations(seeds.iter().map(|(_, s)| s.as_slice()), Some(7), run);
 }
 
 /// Replays deterministic pseudo-random inputs, so `cargo test` exercises the target.
 #[test]
 fn replays_pseudo_random_inputs() {
-    let mut state = 0x853c_49e6_748f_ea9bu64;
-    for len in (0..1500).step_by(3) {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        run(&bytes);
-    }
+    crate::replay::pseudo_random(0x853c_49e6_748f_ea9b, 1500, 3, run);
 }
 
 /// Inputs that once crashed the target, kept in `regressions/virtq_chain/` (may be absent).
 #[test]
 fn replays_regressions() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/virtq_chain");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        println!("replaying {}", path.display());
-        run(&std::fs::read(&path).expect("regression file reads"));
-    }
+    crate::replay::regressions("virtq_chain", run);
 }
