@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use support::{args, cstr, exists, parse_direntplus, parse_dirents, Harness};
 use vhu_device_fs::fuse::abi::{
     fattr, AttrOut, BatchForgetIn, CreateIn, FlushIn, ForgetIn, ForgetOne, GetattrIn, Kstatfs,
-    MkdirIn, OpenIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn, WriteIn, WriteOut,
+    MkdirIn, MknodIn, OpenIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn, WriteIn, WriteOut,
 };
 use vhu_device_fs::fuse::{NodeId, Opcode};
 use zerocopy::{FromBytes, IntoBytes};
@@ -221,6 +221,40 @@ fn mkdir_readdir_readdirplus_and_rmdir() {
     assert_eq!(h.call(Opcode::Unlink, dir, &cstr("file-00")).errno(), ENOENT);
     h.call(Opcode::Rmdir, 1, &cstr("d")).ok();
     assert!(!exists(&h.share().join("d")));
+}
+
+/// A directory removed while the guest still holds a lookup reference on it takes no new names:
+/// Linux answers ENOENT to every create, link or rename into it, and the server passes that on.
+#[test]
+fn nothing_is_created_in_a_removed_directory() {
+    let mut h = Harness::new("removed-dir");
+    h.init();
+    let dir = mkdir(&mut h, 1, "d");
+    let (file, fh) = create(&mut h, 1, "f");
+    release(&mut h, Opcode::Release, file, fh);
+    h.call(Opcode::Rmdir, 1, &cstr("d")).ok();
+    assert!(!exists(&h.share().join("d")));
+
+    let c = CreateIn { flags: 0o2 | 0o100, mode: 0o100644, ..CreateIn::default() };
+    let r = h.call(Opcode::Create, dir, &args(&[c.as_bytes(), &cstr("new")]));
+    assert_eq!(r.errno(), ENOENT, "CREATE");
+    let m = MkdirIn { mode: 0o755, umask: 0 };
+    assert_eq!(h.call(Opcode::Mkdir, dir, &args(&[m.as_bytes(), &cstr("sub")])).errno(), ENOENT);
+    let n = MknodIn { mode: 0o010644, ..MknodIn::default() };
+    assert_eq!(h.call(Opcode::Mknod, dir, &args(&[n.as_bytes(), &cstr("p")])).errno(), ENOENT);
+    let r = h.call(Opcode::Symlink, dir, &args(&[&cstr("s"), &cstr("target")]));
+    assert_eq!(r.errno(), ENOENT, "SYMLINK");
+    let l = vhu_device_fs::fuse::abi::LinkIn { oldnodeid: file };
+    assert_eq!(h.call(Opcode::Link, dir, &args(&[l.as_bytes(), &cstr("l")])).errno(), ENOENT);
+    let r = RenameIn { newdir: dir };
+    let r = h.call(Opcode::Rename, 1, &args(&[r.as_bytes(), &cstr("f"), &cstr("moved")]));
+    assert_eq!(r.errno(), ENOENT, "RENAME");
+    assert!(exists(&h.share().join("f")), "the source of the refused rename stays");
+    let names: BTreeSet<String> = std::fs::read_dir(h.share())
+        .expect("read share")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["f".to_string()]));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The consistency check of the in-memory file system, run after every request: entries name
-//! live nodes, link counts match names, and every node kept has a reference.
+//! live nodes, link counts match names, a removed directory stays empty (nothing is created,
+//! linked or renamed into it), and every node kept has a reference.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,12 @@ impl State {
         let mut names: BTreeMap<u64, u32> = BTreeMap::new();
         for (&id, n) in &self.nodes {
             if let Kind::Dir { entries, .. } = &n.kind {
+                // Nothing is created, linked or renamed into a removed directory, and it was
+                // empty when it was removed.
+                assert!(
+                    id == ROOT || n.links > 0 || entries.is_empty(),
+                    "node {id}: a removed directory has entries"
+                );
                 for (name, child) in entries {
                     assert!(DirBuffer::is_valid_name(name) && name.len() <= NAME_MAX);
                     let c = self.nodes.get(child).expect("an entry names a live node");

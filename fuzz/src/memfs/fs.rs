@@ -209,11 +209,10 @@ impl FileSystem for MemFs {
         if n.links >= MAX_LINKS {
             return Err(Errno::MLINK);
         }
-        let entries = s.dir_entries_mut(parent)?;
-        if entries.contains_key(name) {
+        if s.live_dir_entries(parent)?.contains_key(name) {
             return Err(Errno::EXIST);
         }
-        entries.insert(name.to_vec(), node.0);
+        s.dir_entries_mut(parent)?.insert(name.to_vec(), node.0);
         s.node_mut(node)?.links += 1;
         Ok(s.entry(node.0))
     }

@@ -53,7 +53,7 @@ impl State {
         let old = new_name(from.1).map_err(|_| Errno::INVAL)?;
         let new = new_name(to.1).map_err(|_| Errno::INVAL)?;
         let src = *self.dir_entries(from.0)?.get(old).ok_or(Errno::NOENT)?;
-        let dst = self.dir_entries(to.0)?.get(new).copied();
+        let dst = self.live_dir_entries(to.0)?.get(new).copied();
         let src_dir = self.nodes[&src].is_dir();
         if src_dir && self.is_ancestor(src, to.0 .0) {
             return Err(Errno::INVAL);

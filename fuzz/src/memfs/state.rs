@@ -47,6 +47,17 @@ impl State {
         }
     }
 
+    /// The entries of a directory that still has a name, for adding one: Linux refuses to
+    /// create, link or rename anything into a removed directory with ENOENT (the check behind
+    /// `IS_DEADDIR` in `fs/namei.c`), even while a lookup reference keeps it alive.
+    pub(super) fn live_dir_entries(&self, id: NodeId) -> FsResult<&BTreeMap<Vec<u8>, u64>> {
+        let entries = self.dir_entries(id)?;
+        if id.0 != ROOT && self.nodes[&id.0].links == 0 {
+            return Err(Errno::NOENT);
+        }
+        Ok(entries)
+    }
+
     pub(super) fn dir_entries_mut(&mut self, id: NodeId) -> FsResult<&mut BTreeMap<Vec<u8>, u64>> {
         match &mut self.node_mut(id)?.kind {
             Kind::Dir { entries, .. } => Ok(entries),
@@ -112,7 +123,7 @@ impl State {
     }
 
     pub(super) fn add_node(&mut self, parent: NodeId, name: &[u8], node: Node) -> FsResult<u64> {
-        if self.dir_entries(parent)?.contains_key(name) {
+        if self.live_dir_entries(parent)?.contains_key(name) {
             return Err(Errno::EXIST);
         }
         if self.nodes.len() >= MAX_NODES {
