@@ -44,7 +44,10 @@ fn init_claims_only_what_is_implemented() {
     ] {
         assert!(!claimed.contains(never), "claimed {never:?}");
     }
-    assert_eq!(out.flags2, 0, "no flags2 capability is implemented");
+    // Of flags2, only CREATE_SUPP_GROUP, and only when guest credentials are applied (root).
+    let supp = (InitFlags::CREATE_SUPP_GROUP.bits() >> 32) as u32;
+    let want = if h.server.fs().credentials().is_enabled() { supp } else { 0 };
+    assert_eq!(out.flags2, want, "flags2 holds only what is implemented");
     assert!(linux_guest_flags().contains(claimed));
     // 128-entry queue: 124 pages.
     assert_eq!(out.max_pages, 124);

@@ -257,6 +257,44 @@ fn nothing_is_created_in_a_removed_directory() {
     assert_eq!(names, BTreeSet::from(["f".to_string()]));
 }
 
+/// `touch -h` and `chown -h`: SETATTR on a symlink changes the link itself, never its target.
+#[test]
+fn setattr_on_a_symlink_does_not_follow_it() {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Harness::new("symlink-setattr");
+    h.init();
+    std::fs::write(h.share().join("target"), b"t").expect("host write");
+    let before = std::fs::metadata(h.share().join("target")).expect("stat target");
+    let l = h.call(Opcode::Symlink, 1, &args(&[&cstr("l"), &cstr("target")])).entry().nodeid;
+    let s = SetattrIn {
+        valid: fattr::ATIME | fattr::MTIME,
+        atime: 1_000_000,
+        mtime: 2_000_000,
+        mtimensec: 5,
+        ..SetattrIn::default()
+    };
+    let attr = AttrOut::read_from_bytes(h.call(Opcode::Setattr, l, s.as_bytes()).ok())
+        .expect("attr_out")
+        .attr;
+    assert_eq!((attr.atime, attr.mtime, attr.mtimensec), (1_000_000, 2_000_000, 5));
+    assert_eq!(attr.mode & 0o170000, 0o120000, "the reply describes the link");
+    let link = std::fs::symlink_metadata(h.share().join("l")).expect("lstat");
+    assert_eq!((link.atime(), link.mtime()), (1_000_000, 2_000_000));
+    let after = std::fs::metadata(h.share().join("target")).expect("stat target");
+    assert_eq!(after.mtime(), before.mtime(), "the target is untouched");
+    if rustix::process::geteuid().is_root() {
+        let s =
+            SetattrIn { valid: fattr::UID | fattr::GID, uid: 7, gid: 8, ..SetattrIn::default() };
+        h.call(Opcode::Setattr, l, s.as_bytes()).ok();
+        let link = std::fs::symlink_metadata(h.share().join("l")).expect("lstat");
+        assert_eq!((link.uid(), link.gid()), (7, 8));
+        assert_eq!(std::fs::metadata(h.share().join("target")).expect("stat").uid(), 0);
+    }
+    // Linux has no lchmod.
+    let s = SetattrIn { valid: fattr::MODE, mode: 0o600, ..SetattrIn::default() };
+    assert_eq!(h.call(Opcode::Setattr, l, s.as_bytes()).errno(), 95);
+}
+
 #[test]
 fn rename_and_rename2() {
     let mut h = Harness::new("rename");

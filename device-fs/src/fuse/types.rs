@@ -32,6 +32,9 @@ pub struct Context {
     pub gid: u32,
     /// Caller's pid.
     pub pid: u32,
+    /// The supplementary group the guest named for a create (FUSE_CREATE_SUPP_GROUP extension):
+    /// the caller is a member and it owns the parent directory.
+    pub supp_group: Option<u32>,
 }
 
 /// A looked-up or created directory entry; each one returned takes one lookup reference.

@@ -9,11 +9,18 @@
 //! Split by concern: [`entries`] (namespace), [`files`] (file I/O), [`dirs`] (listing), [`xattrs`],
 //! [`setattr`]; this file only holds the shared state and the trait dispatch.
 //!
-//! Not done here: per-request credentials (files are created as the daemon's user), file handles
-//! instead of O_PATH fds, submounts, locks. The daemon is expected to run with umask 0, since the
-//! guest already applied its own umask to the modes it sends.
+//! Identity ([`credentials`]): CREATE, MKNOD, MKDIR and SYMLINK run with the guest caller's ids,
+//! so new inodes get the caller's owner and the host kernel's group inheritance and set-group-ID
+//! stripping. Every other operation runs as the daemon, as virtiofsd does: the guest has checked
+//! the caller's permission already (virtio-fs mounts with `default_permissions`, with the caller's
+//! full group list), and a host check without those groups would refuse legitimate calls (running
+//! an execute-only file, `chgrp` to one of the caller's supplementary groups).
+//!
+//! Not done here: file handles instead of O_PATH fds, submounts, locks. The daemon is expected to
+//! run with umask 0, since the guest already applied its own umask to the modes it sends.
 
 mod attr;
+mod credentials;
 mod dirs;
 mod entries;
 mod files;
@@ -26,6 +33,7 @@ mod xattrs;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +45,7 @@ use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
     SetAttr, XattrReply,
 };
+pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
 pub use inodes::{Inode, InodeTable};
 pub use names::{validate as validate_name, NAME_MAX};
@@ -56,6 +65,8 @@ pub struct Config {
     /// it, LOOKUP, OPEN, OPENDIR and CREATE answer ENFILE until the guest forgets or releases.
     /// The rest of the process's descriptors stay free for the vhost-user connection.
     pub max_open: usize,
+    /// Whether creations run with the guest caller's ids (the default when running as root).
+    pub credentials: Credentials,
 }
 
 /// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
@@ -70,7 +81,7 @@ fn default_max_open() -> usize {
 
 impl Config {
     /// Defaults for exporting `root`: no xattrs, READDIRPLUS on, 1 s timeouts, descriptors up to
-    /// the open-file limit less a reserve.
+    /// the open-file limit less a reserve, guest credentials applied when running as root.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
@@ -78,6 +89,7 @@ impl Config {
             readdirplus: true,
             timeout: Duration::from_secs(1),
             max_open: default_max_open(),
+            credentials: Credentials::detect(),
         }
     }
 }
@@ -89,6 +101,8 @@ pub struct PassthroughFs {
     inodes: InodeTable,
     handles: HandleTable,
     proc_fd: OwnedFd,
+    /// Whether the guest names the caller's supplementary group (CREATE_SUPP_GROUP negotiated).
+    supp_groups_known: AtomicBool,
 }
 
 impl PassthroughFs {
@@ -105,12 +119,14 @@ impl PassthroughFs {
             inodes: InodeTable::default(),
             handles: HandleTable::default(),
             proc_fd,
+            supp_groups_known: AtomicBool::new(false),
         };
         fs.install_root()?;
         Ok(fs)
     }
 
     fn install_root(&self) -> Result<(), Errno> {
+        self.config.credentials.as_daemon()?;
         let fd = openat(
             CWD,
             &self.config.root,
@@ -120,6 +136,28 @@ impl PassthroughFs {
         let (attr, key) = attr::stat_fd(&fd)?;
         self.inodes.reset(Inode { fd, key, kind: attr.mode & inodes::S_IFMT });
         Ok(())
+    }
+
+    /// Runs `op` with the daemon's own ids.
+    fn as_daemon<T>(&self, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+        self.config.credentials.as_daemon()?;
+        op()
+    }
+
+    /// Runs `op` with the guest caller's ids (when credentials are enabled).
+    fn as_caller<T>(&self, ctx: &Context, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+        self.config.credentials.as_caller(Caller {
+            uid: ctx.uid,
+            gid: ctx.gid,
+            group: ctx.supp_group,
+            groups_known: self.supp_groups_known.load(Ordering::Relaxed),
+        })?;
+        op()
+    }
+
+    /// How operations take the guest caller's ids.
+    pub fn credentials(&self) -> &Credentials {
+        &self.config.credentials
     }
 
     /// The inode table (for inspection).
@@ -192,13 +230,18 @@ impl PassthroughFs {
 }
 
 impl FileSystem for PassthroughFs {
-    fn init(&self, _offered: InitFlags) -> FsResult<InitFlags> {
+    fn init(&self, offered: InitFlags) -> FsResult<InitFlags> {
+        let groups = offered.contains(InitFlags::CREATE_SUPP_GROUP);
+        self.supp_groups_known.store(groups, Ordering::Relaxed);
         let mut flags = InitFlags::ATOMIC_O_TRUNC
             | InitFlags::PARALLEL_DIROPS
             | InitFlags::AUTO_INVAL_DATA
             | InitFlags::ASYNC_DIO;
         if self.config.readdirplus {
             flags |= InitFlags::DO_READDIRPLUS | InitFlags::READDIRPLUS_AUTO;
+        }
+        if self.config.credentials.is_enabled() {
+            flags |= InitFlags::CREATE_SUPP_GROUP;
         }
         Ok(flags)
     }
@@ -208,43 +251,51 @@ impl FileSystem for PassthroughFs {
         let _ = self.install_root();
     }
     fn lookup(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
-        let dir = self.dir_inode(parent)?;
-        self.lookup_at(&dir.fd, names::validate(name)?)
+        self.as_daemon(|| {
+            let dir = self.dir_inode(parent)?;
+            self.lookup_at(&dir.fd, names::validate(name)?)
+        })
     }
     fn forget(&self, node: NodeId, count: u64) {
         self.inodes.forget(node, count);
     }
     fn getattr(&self, _: &Context, node: NodeId, _: Option<Handle>) -> FsResult<AttrReply> {
-        self.attr_reply(&*self.inode(node)?)
+        self.as_daemon(|| self.attr_reply(&*self.inode(node)?))
     }
     fn setattr(&self, _: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
-        self.do_setattr(node, set)
+        self.as_daemon(|| self.do_setattr(node, set))
     }
     fn readlink(&self, _: &Context, node: NodeId) -> FsResult<Vec<u8>> {
-        self.do_readlink(node)
+        self.as_daemon(|| self.do_readlink(node))
     }
-    fn symlink(&self, _: &Context, target: &CStr, parent: NodeId, name: &CStr) -> FsResult<Entry> {
-        self.do_symlink(target, parent, name)
+    fn symlink(
+        &self,
+        ctx: &Context,
+        target: &CStr,
+        parent: NodeId,
+        name: &CStr,
+    ) -> FsResult<Entry> {
+        self.as_caller(ctx, || self.do_symlink(target, parent, name))
     }
     fn mknod(
         &self,
-        _: &Context,
+        ctx: &Context,
         p: NodeId,
         n: &CStr,
         mode: u32,
         rdev: u32,
         _: u32,
     ) -> FsResult<Entry> {
-        self.do_mknod(p, n, mode, rdev)
+        self.as_caller(ctx, || self.do_mknod(p, n, mode, rdev))
     }
-    fn mkdir(&self, _: &Context, p: NodeId, n: &CStr, mode: u32, _: u32) -> FsResult<Entry> {
-        self.do_mkdir(p, n, mode)
+    fn mkdir(&self, ctx: &Context, p: NodeId, n: &CStr, mode: u32, _: u32) -> FsResult<Entry> {
+        self.as_caller(ctx, || self.do_mkdir(p, n, mode))
     }
     fn unlink(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
-        self.do_unlink(parent, name, false)
+        self.as_daemon(|| self.do_unlink(parent, name, false))
     }
     fn rmdir(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
-        self.do_unlink(parent, name, true)
+        self.as_daemon(|| self.do_unlink(parent, name, true))
     }
     fn rename(
         &self,
@@ -253,16 +304,16 @@ impl FileSystem for PassthroughFs {
         to: (NodeId, &CStr),
         flags: u32,
     ) -> FsResult<()> {
-        self.do_rename(from, to, flags)
+        self.as_daemon(|| self.do_rename(from, to, flags))
     }
     fn link(&self, _: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
-        self.do_link(node, parent, name)
+        self.as_daemon(|| self.do_link(node, parent, name))
     }
     fn open(&self, _: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
-        self.do_open(node, flags)
+        self.as_daemon(|| self.do_open(node, flags))
     }
     fn read(&self, _: &Context, n: NodeId, h: Handle, off: u64, buf: &mut [u8]) -> FsResult<usize> {
-        self.do_read(n, h, off, buf)
+        self.as_daemon(|| self.do_read(n, h, off, buf))
     }
     fn write(
         &self,
@@ -273,22 +324,22 @@ impl FileSystem for PassthroughFs {
         data: &[u8],
         _: u32,
     ) -> FsResult<usize> {
-        self.do_write(n, h, off, data)
+        self.as_daemon(|| self.do_write(n, h, off, data))
     }
     fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
-        attr::statfs_fd(&self.inode(node)?.fd)
+        self.as_daemon(|| attr::statfs_fd(&self.inode(node)?.fd))
     }
     fn release(&self, _: &Context, node: NodeId, handle: Handle, _: u32) -> FsResult<()> {
-        self.handles.remove(handle, node, false)
+        self.as_daemon(|| self.handles.remove(handle, node, false))
     }
     fn fsync(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
-        self.do_fsync(node, handle, datasync, false)
+        self.as_daemon(|| self.do_fsync(node, handle, datasync, false))
     }
     fn flush(&self, _: &Context, node: NodeId, handle: Handle, _: u64) -> FsResult<()> {
-        self.handles.get(handle, node, false).map(drop)
+        self.as_daemon(|| self.handles.get(handle, node, false).map(drop))
     }
     fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {
-        self.do_opendir(node)
+        self.as_daemon(|| self.do_opendir(node))
     }
     fn readdir(
         &self,
@@ -298,7 +349,7 @@ impl FileSystem for PassthroughFs {
         off: u64,
         buf: &mut DirBuffer,
     ) -> FsResult<()> {
-        self.do_readdir(n, h, off, buf, false)
+        self.as_daemon(|| self.do_readdir(n, h, off, buf, false))
     }
     fn readdirplus(
         &self,
@@ -308,27 +359,27 @@ impl FileSystem for PassthroughFs {
         off: u64,
         buf: &mut DirBuffer,
     ) -> FsResult<()> {
-        self.do_readdir(n, h, off, buf, true)
+        self.as_daemon(|| self.do_readdir(n, h, off, buf, true))
     }
     fn releasedir(&self, _: &Context, node: NodeId, handle: Handle) -> FsResult<()> {
-        self.handles.remove(handle, node, true)
+        self.as_daemon(|| self.handles.remove(handle, node, true))
     }
     fn fsyncdir(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
-        self.do_fsync(node, handle, datasync, true)
+        self.as_daemon(|| self.do_fsync(node, handle, datasync, true))
     }
     fn access(&self, _: &Context, node: NodeId, mask: u32) -> FsResult<()> {
-        self.do_access(node, mask)
+        self.as_daemon(|| self.do_access(node, mask))
     }
     fn create(
         &self,
-        _: &Context,
+        ctx: &Context,
         p: NodeId,
         n: &CStr,
         mode: u32,
         flags: u32,
         _: u32,
     ) -> FsResult<(Entry, Opened)> {
-        self.do_create(p, n, mode, flags)
+        self.as_caller(ctx, || self.do_create(p, n, mode, flags))
     }
     fn setxattr(
         &self,
@@ -338,16 +389,16 @@ impl FileSystem for PassthroughFs {
         value: &[u8],
         flags: u32,
     ) -> FsResult<()> {
-        self.do_setxattr(node, name, value, flags)
+        self.as_daemon(|| self.do_setxattr(node, name, value, flags))
     }
     fn getxattr(&self, _: &Context, node: NodeId, name: &CStr, size: u32) -> FsResult<XattrReply> {
-        self.do_getxattr(node, name, size)
+        self.as_daemon(|| self.do_getxattr(node, name, size))
     }
     fn listxattr(&self, _: &Context, node: NodeId, size: u32) -> FsResult<XattrReply> {
-        self.do_listxattr(node, size)
+        self.as_daemon(|| self.do_listxattr(node, size))
     }
     fn removexattr(&self, _: &Context, node: NodeId, name: &CStr) -> FsResult<()> {
-        self.do_removexattr(node, name)
+        self.as_daemon(|| self.do_removexattr(node, name))
     }
     fn fallocate(
         &self,
@@ -358,17 +409,19 @@ impl FileSystem for PassthroughFs {
         off: u64,
         len: u64,
     ) -> FsResult<()> {
-        self.do_fallocate(n, h, mode, off, len)
+        self.as_daemon(|| self.do_fallocate(n, h, mode, off, len))
     }
     fn lseek(&self, _: &Context, n: NodeId, h: Handle, off: u64, whence: u32) -> FsResult<u64> {
-        self.do_lseek(n, h, off, whence)
+        self.as_daemon(|| self.do_lseek(n, h, off, whence))
     }
     fn copy_file_range(&self, _: &Context, range: &CopyRange) -> FsResult<usize> {
-        self.do_copy_file_range(range)
+        self.as_daemon(|| self.do_copy_file_range(range))
     }
     fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
-        let inode = self.inode(node)?;
-        let fd = self.reopen(&inode, OFlags::RDONLY)?;
-        rustix::fs::syncfs(fd)
+        self.as_daemon(|| {
+            let inode = self.inode(node)?;
+            let fd = self.reopen(&inode, OFlags::RDONLY)?;
+            rustix::fs::syncfs(fd)
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! SETATTR: mode, owner, size and timestamps, through an open handle when the guest gave one and
 //! through the inode's `/proc/self/fd` entry otherwise.
 //!
-//! Symlinks only support owner changes (Linux has no lchmod, and their times are left alone).
+//! A symlink is never followed: its owner changes through its own O_PATH fd, its times through
+//! its `/proc/self/fd` entry (a magic link that lands on the symlink itself, not its target), and
+//! a mode change is refused with EOPNOTSUPP as Linux refuses `lchmod`.
 
 use std::sync::Arc;
 
@@ -83,9 +85,6 @@ impl PassthroughFs {
         };
         if let Some(h) = handle {
             return rustix::fs::futimens(&h.fd, &times);
-        }
-        if inode.kind == S_IFLNK {
-            return Err(Errno::OPNOTSUPP);
         }
         rustix::fs::utimensat(&self.proc_fd, Self::proc_name(inode), &times, AtFlags::empty())
     }

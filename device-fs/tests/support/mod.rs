@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use vhu_device_fs::fuse::abi::{
     EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenOut, OutHeader,
@@ -66,9 +67,11 @@ impl Reply {
 }
 
 pub struct Harness {
-    pub dirs: TempDirs,
-    pub server: Server<PassthroughFs>,
+    pub dirs: Arc<TempDirs>,
+    pub server: Arc<Server<PassthroughFs>>,
     unique: u64,
+    /// (uid, gid) the requests come from.
+    pub caller: (u32, u32),
 }
 
 pub fn cstr(s: &str) -> Vec<u8> {
@@ -92,7 +95,17 @@ impl Harness {
         tweak(&mut config);
         let fs = PassthroughFs::new(config).expect("passthrough");
         let server = Server::new(fs, ServerConfig::for_queue_size(128));
-        Self { dirs, server, unique: 0 }
+        Self { dirs: Arc::new(dirs), server: Arc::new(server), unique: 0, caller: (0, 0) }
+    }
+
+    /// A second client of the same server and share (for another thread).
+    pub fn sharing(&self) -> Self {
+        Self {
+            dirs: Arc::clone(&self.dirs),
+            server: Arc::clone(&self.server),
+            unique: 1 << 32,
+            caller: self.caller,
+        }
     }
 
     pub fn share(&self) -> PathBuf {
@@ -101,20 +114,39 @@ impl Harness {
 
     /// Sends one request; `None` when the server wrote no reply.
     pub fn try_call(&mut self, op: Opcode, node: u64, body: &[u8]) -> Option<Reply> {
+        self.try_call_ext(op, node, body, &[])
+    }
+
+    /// Sends one request with request extensions (`ext`, a multiple of 8 bytes) after `body`.
+    /// The harness thread gets the daemon's ids back afterwards, so the test's own host checks
+    /// run as the daemon.
+    pub fn try_call_ext(
+        &mut self,
+        op: Opcode,
+        node: u64,
+        body: &[u8],
+        ext: &[u8],
+    ) -> Option<Reply> {
         self.unique += 1;
         let header = InHeader {
-            len: (size_of::<InHeader>() + body.len()) as u32,
+            len: (size_of::<InHeader>() + body.len() + ext.len()) as u32,
             opcode: op as u32,
             unique: self.unique,
             nodeid: node,
-            uid: 0,
-            gid: 0,
+            uid: self.caller.0,
+            gid: self.caller.1,
             pid: 1,
-            total_extlen: 0,
+            total_extlen: (ext.len() / 8) as u16,
             padding: 0,
         };
-        let request = [header.as_bytes(), body].concat();
-        let mut reader: &[u8] = &request;
+        let request = [header.as_bytes(), body, ext].concat();
+        let reply = self.send(&request);
+        self.server.fs().credentials().as_daemon().expect("daemon ids back");
+        reply
+    }
+
+    fn send(&mut self, request: &[u8]) -> Option<Reply> {
+        let mut reader: &[u8] = request;
         let mut writer = VecWriter::new(1 << 21);
         let n = self.server.handle(&mut reader, &mut writer).expect("server handles the request");
         let bytes = writer.into_bytes();
@@ -131,6 +163,10 @@ impl Harness {
 
     pub fn call(&mut self, op: Opcode, node: u64, body: &[u8]) -> Reply {
         self.try_call(op, node, body).expect("a reply")
+    }
+
+    pub fn call_ext(&mut self, op: Opcode, node: u64, body: &[u8], ext: &[u8]) -> Reply {
+        self.try_call_ext(op, node, body, ext).expect("a reply")
     }
 
     pub fn init_with(&mut self, minor: u32, flags: u64) -> Reply {
@@ -170,6 +206,16 @@ pub fn linux_guest_flags() -> InitFlags {
         | InitFlags::HAS_RESEND
         | InitFlags::ALLOW_IDMAP
         | InitFlags::REQUEST_TIMEOUT
+}
+
+/// A FUSE_EXT_GROUPS request extension naming one supplementary group.
+pub fn supp_group_ext(gid: u32) -> Vec<u8> {
+    [16u32, 32, 1, gid].iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Whether the tests run as root (CI does; the identity tests need it).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// Names in a READDIR payload, with their cookies.

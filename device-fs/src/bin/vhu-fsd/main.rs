@@ -72,6 +72,16 @@ fn run(settings: Settings) -> Result<(), String> {
     config.timeout = settings.timeout;
     let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
+    if !fs.credentials().is_enabled() {
+        let uid = rustix::process::geteuid().as_raw();
+        log(
+            LogLevel::Warn,
+            format_args!(
+                "not running as root (uid {uid}): every file the guest creates is owned by uid \
+                 {uid}, whichever guest user creates it"
+            ),
+        );
+    }
     // Limits for the smallest queue QEMU configures by default (128 entries).
     let server = Server::new(fs, ServerConfig::for_queue_size(128));
     let device = FsDevice::new(

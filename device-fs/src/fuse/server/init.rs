@@ -27,7 +27,8 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::ASYNC_DIO)
     .union(InitFlags::DO_READDIRPLUS)
     .union(InitFlags::READDIRPLUS_AUTO)
-    .union(InitFlags::WRITEBACK_CACHE);
+    .union(InitFlags::WRITEBACK_CACHE)
+    .union(InitFlags::CREATE_SUPP_GROUP);
 
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;

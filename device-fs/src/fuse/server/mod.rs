@@ -209,10 +209,14 @@ impl<F: FileSystem> Server<F> {
         let Some(args_len) = body_len.checked_sub(ext_len) else {
             return reply_less_or(opcode, Errno::INVAL);
         };
-        let req = Request::new(header, &body[..args_len]);
         let Some(op) = opcode else {
             return Err(Errno::NOSYS);
         };
+        let ext = match request::extensions(&body[args_len..]) {
+            Ok(ext) => ext,
+            Err(errno) => return reply_less_or(Some(op), errno),
+        };
+        let req = Request::new(header, &body[..args_len], ext);
         let session = self.session();
         if op != Opcode::Init && !session.initialized {
             return reply_less_or(Some(op), Errno::IO);

@@ -2,7 +2,8 @@
 //!
 //! A [`Request`] is a cursor over the argument bytes (the body minus request extensions). Every
 //! accessor fails with `EINVAL` on short or malformed input; it never panics and never reads past
-//! the body.
+//! the body. The request extensions (FUSE 7.38: `fuse_ext_header` records after the arguments)
+//! are read once, by [`extensions`].
 
 use std::ffi::CStr;
 
@@ -12,20 +13,65 @@ use zerocopy::FromBytes;
 use crate::fuse::abi::InHeader;
 use crate::fuse::types::{Context, NodeId};
 
+/// `FUSE_EXT_GROUPS`: the supplementary-group extension (types 0–31 are security contexts).
+const EXT_GROUPS: u32 = 32;
+
+/// What the request extensions carry that this server reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Extensions {
+    /// The one supplementary group of a FUSE_EXT_GROUPS record.
+    pub(super) supp_group: Option<u32>,
+}
+
+/// Reads the extension records: each is `fuse_ext_header { size, type }` followed by its
+/// payload, `size` counting the header and a multiple of 8. A record that runs past the end, or a
+/// groups record that is not exactly one group, is `EINVAL`; records of other types are skipped.
+pub(super) fn extensions(mut raw: &[u8]) -> Result<Extensions, Errno> {
+    let mut ext = Extensions::default();
+    let word = |b: &[u8], at: usize| -> Result<u32, Errno> {
+        let bytes = b.get(at..at + 4).ok_or(Errno::INVAL)?;
+        // Four bytes, checked by `get` above.
+        Ok(u32::from_le_bytes(bytes.try_into().map_err(|_| Errno::INVAL)?))
+    };
+    while !raw.is_empty() {
+        let size = word(raw, 0)? as usize;
+        let typ = word(raw, 4)?;
+        if size < 8 || size % 8 != 0 || size > raw.len() {
+            return Err(Errno::INVAL);
+        }
+        let (record, rest) = raw.split_at(size);
+        if typ == EXT_GROUPS {
+            // fuse_supp_groups { nr_groups, groups[] }: Linux sends exactly one group.
+            if word(record, 8)? != 1 {
+                return Err(Errno::INVAL);
+            }
+            ext.supp_group = Some(word(record, 12)?);
+        }
+        raw = rest;
+    }
+    Ok(ext)
+}
+
 /// The arguments of one request.
 pub(super) struct Request<'a> {
     header: InHeader,
     args: &'a [u8],
+    ext: Extensions,
 }
 
 impl<'a> Request<'a> {
-    pub(super) fn new(header: &InHeader, args: &'a [u8]) -> Self {
-        Self { header: *header, args }
+    pub(super) fn new(header: &InHeader, args: &'a [u8], ext: Extensions) -> Self {
+        Self { header: *header, args, ext }
     }
 
     /// The caller.
     pub(super) fn ctx(&self) -> Context {
-        Context { uid: self.header.uid, gid: self.header.gid, pid: self.header.pid }
+        Context {
+            uid: self.header.uid,
+            gid: self.header.gid,
+            pid: self.header.pid,
+            supp_group: self.ext.supp_group,
+        }
     }
 
     /// The target node.

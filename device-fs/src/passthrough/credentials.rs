@@ -1,0 +1,197 @@
+//! Per-request credentials: the worker thread's filesystem ids become the guest caller's for the
+//! operations that create an inode, so the host kernel gives the new file its owner, its group
+//! (with set-group-ID directory inheritance) and strips S_ISGID exactly as it would for a local
+//! process of that user (`inode_init_owner`, `mode_strip_sgid`).
+//!
+//! The switch is per thread: `setfsuid(2)`/`setfsgid(2)` and the raw `setgroups(2)` syscall change
+//! only the calling thread, so queues served on other threads are unaffected. The ids a thread has
+//! are cached in a thread-local, so a run of requests from one user costs no syscalls after the
+//! first: every operation says whose identity it runs under ([`Credentials::as_caller`] or
+//! [`Credentials::as_daemon`]) and only a change of identity touches the kernel.
+//!
+//! Supplementary groups: as the guest caller the thread has none, except the one group the guest
+//! names in a FUSE_CREATE_SUPP_GROUP extension (CVE-2022-0358: a daemon that kept root's groups
+//! let a guest user create set-group-ID files in directories of groups it is not in). A guest that
+//! cannot name the group (no CREATE_SUPP_GROUP) has already checked the caller's groups itself
+//! (virtio-fs mounts with `default_permissions`), so the thread then keeps CAP_DAC_OVERRIDE for
+//! the create, as virtiofsd does; ownership and set-id stripping still follow the caller.
+//!
+//! A daemon that is not root cannot take other ids: everything then runs as the daemon's user and
+//! [`Credentials::is_enabled`] is false. This module decides nothing about which operations run as
+//! whom; the passthrough operations do.
+
+use std::cell::Cell;
+
+use rustix::io::Errno;
+use rustix::process::Gid;
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+/// The identity an operation runs under, in host ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Filesystem uid.
+    pub uid: u32,
+    /// Filesystem gid.
+    pub gid: u32,
+    /// The one supplementary group the guest named, if any.
+    pub group: Option<u32>,
+    /// Whether the guest could name supplementary groups (CREATE_SUPP_GROUP negotiated). When it
+    /// could not, the create keeps CAP_DAC_OVERRIDE: the guest checked the caller's groups.
+    pub groups_known: bool,
+}
+
+/// What a thread currently has, as far as this module set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Current {
+    fsuid: u32,
+    fsgid: u32,
+    /// The thread's supplementary groups when this module set them (`None`: inherited).
+    groups: Option<Option<u32>>,
+    /// Whether CAP_DAC_OVERRIDE was raised again after a switch to a non-root fsuid.
+    dac_override: bool,
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// The credential switcher of one passthrough file system.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials {
+    /// The daemon's own ids, restored for operations that do not act as the caller.
+    daemon: (u32, u32),
+    enabled: bool,
+}
+
+impl Credentials {
+    /// Switching is enabled when the process runs as root; otherwise every operation keeps the
+    /// daemon's ids.
+    pub fn detect() -> Self {
+        let enabled = rustix::process::geteuid().is_root();
+        Self::with(enabled)
+    }
+
+    /// Never switch: everything runs as the daemon's user.
+    pub fn disabled() -> Self {
+        Self::with(false)
+    }
+
+    fn with(enabled: bool) -> Self {
+        let daemon = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        Self { daemon, enabled }
+    }
+
+    /// Whether operations run with the guest caller's ids.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Gives this thread the caller's ids (and groups) until another identity is asked for.
+    pub fn as_caller(&self, caller: Caller) -> Result<(), Errno> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let dac_override = caller.uid != 0 && !caller.groups_known;
+        switch(caller.uid, caller.gid, Some(caller.group), dac_override)
+    }
+
+    /// Gives this thread back the daemon's ids; free when it already has them.
+    pub fn as_daemon(&self) -> Result<(), Errno> {
+        if !self.enabled {
+            return Ok(());
+        }
+        switch(self.daemon.0, self.daemon.1, None, false)
+    }
+}
+
+/// What this thread has now: the cached value, or the kernel's answer the first time.
+fn current() -> Current {
+    CURRENT.get().unwrap_or_else(|| {
+        // -1 is never a valid id: both calls only report the current value.
+        let fsuid = setfsuid(u32::MAX);
+        let effective = rustix::thread::capabilities(None).map(|c| c.effective);
+        Current {
+            fsuid,
+            fsgid: setfsgid(u32::MAX),
+            groups: None,
+            // Unknown counts as raised, so a caller that must not have it gets it lowered.
+            dac_override: fsuid != 0
+                && effective.map_or(true, |e| e.contains(CapabilitySet::DAC_OVERRIDE)),
+        }
+    })
+}
+
+fn switch(
+    uid: u32,
+    gid: u32,
+    groups: Option<Option<u32>>,
+    dac_override: bool,
+) -> Result<(), Errno> {
+    let mut now = current();
+    let wanted = Current {
+        fsuid: uid,
+        fsgid: gid,
+        groups: groups.or(now.groups),
+        dac_override: dac_override && uid != 0,
+    };
+    if now == wanted {
+        return Ok(());
+    }
+    // Until every step succeeded the cache says nothing, so a failure is retried from the
+    // kernel's state instead of trusted.
+    CURRENT.set(None);
+    if wanted.groups != now.groups {
+        if let Some(group) = wanted.groups {
+            let list: Vec<Gid> = group.into_iter().map(Gid::from_raw).collect();
+            rustix::thread::set_thread_groups(&list)?;
+        }
+        now.groups = wanted.groups;
+    }
+    // Groups and gid first: CAP_SETGID is not a filesystem capability and survives the uid
+    // switch anyway, but the order keeps the thread's groups consistent with its gid.
+    if wanted.fsgid != now.fsgid {
+        setfsgid(wanted.fsgid);
+        if setfsgid(u32::MAX) != wanted.fsgid {
+            return Err(Errno::PERM);
+        }
+    }
+    if wanted.fsuid != now.fsuid {
+        setfsuid(wanted.fsuid);
+        if setfsuid(u32::MAX) != wanted.fsuid {
+            return Err(Errno::PERM);
+        }
+        // A switch between root and non-root re-derives the filesystem capabilities from the
+        // permitted set; between two non-root ids they stay as they were.
+        if (now.fsuid == 0) != (wanted.fsuid == 0) {
+            now.dac_override = false;
+        }
+    }
+    if wanted.fsuid != 0 && wanted.dac_override != now.dac_override {
+        set_effective(CapabilitySet::DAC_OVERRIDE, wanted.dac_override)?;
+    }
+    CURRENT.set(Some(wanted));
+    Ok(())
+}
+
+/// Raises or lowers `caps` in this thread's effective set (never beyond its permitted set).
+pub(super) fn set_effective(caps: CapabilitySet, on: bool) -> Result<(), Errno> {
+    let CapabilitySets { effective, permitted, inheritable } = rustix::thread::capabilities(None)?;
+    let effective = if on { effective | (caps & permitted) } else { effective - caps };
+    rustix::thread::set_capabilities(None, CapabilitySets { effective, permitted, inheritable })
+}
+
+/// `setfsuid(2)` on this thread; returns the previous fsuid (the current one when `uid` is -1).
+fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes one integer argument and touches no memory of this process.
+    let previous = unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+    // The kernel returns the previous fsuid, a 32-bit id.
+    previous as u32
+}
+
+/// `setfsgid(2)` on this thread; returns the previous fsgid (the current one when `gid` is -1).
+fn setfsgid(gid: u32) -> u32 {
+    // SAFETY: setfsgid takes one integer argument and touches no memory of this process.
+    let previous = unsafe { libc::syscall(libc::SYS_setfsgid, gid) };
+    // The kernel returns the previous fsgid, a 32-bit id.
+    previous as u32
+}
