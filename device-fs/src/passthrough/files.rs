@@ -1,28 +1,69 @@
 //! File I/O: OPEN, CREATE, READ, WRITE, FSYNC, ACCESS, FALLOCATE, LSEEK, COPY_FILE_RANGE.
 //!
 //! Guest open flags are filtered to the ones that make sense on the host (no O_CREAT on OPEN, no
-//! O_NOATIME, always O_CLOEXEC); CREATE never follows a symlink at the final component.
+//! O_NOATIME, always O_CLOEXEC, O_DIRECT only with [`Config::allow_direct_io`]); CREATE never
+//! follows a symlink at the final component. READ and WRITE of a direct handle go through an
+//! aligned buffer ([`super::direct`]).
+//!
+//! [`Config::allow_direct_io`]: super::Config::allow_direct_io
 
 use std::ffi::CStr;
+use std::os::fd::AsFd;
 
 use rustix::fs::{FallocateFlags, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
+use super::direct::AlignedBuf;
 use super::names::validate;
 use super::PassthroughFs;
 use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened};
 
-/// Open flags passed through to the host.
-fn open_flags(raw: u32) -> OFlags {
-    let keep = OFlags::ACCMODE
+/// Open flags passed through to the host: O_DIRECT only when `direct` allows it.
+fn open_flags(raw: u32, direct: bool) -> OFlags {
+    let mut keep = OFlags::ACCMODE
         | OFlags::APPEND
         | OFlags::TRUNC
         | OFlags::NONBLOCK
         | OFlags::DSYNC
         | OFlags::SYNC
-        | OFlags::DIRECT
         | OFlags::LARGEFILE;
+    if direct {
+        keep |= OFlags::DIRECT;
+    }
     OFlags::from_bits_retain(raw) & keep
+}
+
+/// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
+/// the guest).
+fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
+        match rustix::io::pread(&fd, &mut buf[done..], at) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Writes all of `data` at `offset`, or as much as the host takes before an error.
+fn pwrite_full(fd: impl AsFd, data: &[u8], offset: u64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < data.len() {
+        let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
+        match rustix::io::pwrite(&fd, &data[done..], at) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
 }
 
 fn is_regular(mode: u32) -> bool {
@@ -40,7 +81,7 @@ impl PassthroughFs {
             return Err(Errno::ISDIR);
         }
         self.check_open_budget()?;
-        let fd = self.reopen(&inode, open_flags(flags))?;
+        let fd = self.reopen(&inode, open_flags(flags, self.config.allow_direct_io))?;
         Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
     }
 
@@ -55,7 +96,7 @@ impl PassthroughFs {
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
         let excl = OFlags::from_bits_retain(flags) & OFlags::EXCL;
-        let wanted = open_flags(flags);
+        let wanted = open_flags(flags, self.config.allow_direct_io);
         // Without O_EXCL, CREATE opens a name that already exists. Special files are never opened
         // by the daemon (a FIFO would block a queue forever, a device node would reach host
         // hardware): refuse them before opening, and open non-blocking so a file swapped in
@@ -89,19 +130,13 @@ impl PassthroughFs {
         buf: &mut [u8],
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        let mut done = 0;
-        // A short reply means end of file to the guest, so fill the buffer unless EOF.
-        while done < buf.len() {
-            let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
-            match rustix::io::pread(&h.fd, &mut buf[done..], at) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(Errno::INTR) => continue,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
+        if !h.direct {
+            return pread_full(&h.fd, buf, offset);
         }
-        Ok(done)
+        let mut aligned = AlignedBuf::new(buf.len())?;
+        let n = pread_full(&h.fd, aligned.as_mut_slice(), offset)?;
+        buf[..n].copy_from_slice(&aligned.as_slice()[..n]);
+        Ok(n)
     }
 
     pub(super) fn do_write(
@@ -112,18 +147,10 @@ impl PassthroughFs {
         data: &[u8],
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        let mut done = 0;
-        while done < data.len() {
-            let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
-            match rustix::io::pwrite(&h.fd, &data[done..], at) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(Errno::INTR) => continue,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
+        if !h.direct {
+            return pwrite_full(&h.fd, data, offset);
         }
-        Ok(done)
+        pwrite_full(&h.fd, AlignedBuf::copy_of(data)?.as_slice(), offset)
     }
 
     pub(super) fn do_fsync(

@@ -20,6 +20,8 @@ pub struct HandleData {
     pub node: NodeId,
     /// Whether it is a directory handle.
     pub is_dir: bool,
+    /// Whether the fd was opened with O_DIRECT (its I/O needs aligned buffers).
+    pub direct: bool,
     /// Serialises seek + getdents on a directory handle.
     pub dir_lock: Mutex<()>,
 }
@@ -44,10 +46,13 @@ impl HandleTable {
 
     /// Stores `fd` and returns its new handle.
     pub fn insert(&self, fd: OwnedFd, node: NodeId, is_dir: bool) -> Handle {
+        let direct = !is_dir
+            && rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT));
+        let data = HandleData { fd, node, is_dir, direct, dir_lock: Mutex::new(()) };
         let mut inner = self.lock();
         inner.next += 1;
         let id = inner.next;
-        inner.map.insert(id, Arc::new(HandleData { fd, node, is_dir, dir_lock: Mutex::new(()) }));
+        inner.map.insert(id, Arc::new(data));
         Handle(id)
     }
 

@@ -21,6 +21,7 @@
 
 mod attr;
 mod credentials;
+mod direct;
 mod dirs;
 mod entries;
 mod files;
@@ -67,6 +68,9 @@ pub struct Config {
     pub max_open: usize,
     /// Whether creations run with the guest caller's ids (the default when running as root).
     pub credentials: Credentials,
+    /// Pass guest O_DIRECT to the host (`--allow-direct-io`); by default it is dropped and the
+    /// host page cache serves the I/O.
+    pub allow_direct_io: bool,
 }
 
 /// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
@@ -90,6 +94,7 @@ impl Config {
             timeout: Duration::from_secs(1),
             max_open: default_max_open(),
             credentials: Credentials::detect(),
+            allow_direct_io: false,
         }
     }
 }

@@ -97,6 +97,10 @@ pub(crate) struct Options {
     /// Enable extended attributes.
     #[arg(long)]
     pub(crate) xattr: bool,
+    /// Honour guest O_DIRECT on the host (by default it is dropped and the host page cache
+    /// serves the I/O).
+    #[arg(long)]
+    pub(crate) allow_direct_io: bool,
     /// Refuse every modifying operation.
     #[arg(long)]
     pub(crate) readonly: bool,
@@ -151,6 +155,8 @@ pub(crate) struct Settings {
     pub(crate) timeout: std::time::Duration,
     /// Serve extended attributes.
     pub(crate) xattr: bool,
+    /// Pass guest O_DIRECT to the host.
+    pub(crate) allow_direct_io: bool,
     /// Log verbosity.
     pub(crate) log_level: LogLevel,
     /// RLIMIT_NOFILE to set.
@@ -257,6 +263,7 @@ impl Options {
             tag: self.tag.clone(),
             timeout,
             xattr: self.xattr,
+            allow_direct_io: self.allow_direct_io,
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
             rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
             num_request_queues: self.num_request_queues,
@@ -305,6 +312,9 @@ mod tests {
         assert_eq!(settings.log_level, LogLevel::Debug);
         assert_eq!(settings.num_request_queues, 1);
         assert!(!settings.persistent);
+        assert!(!settings.allow_direct_io, "guest O_DIRECT is dropped by default");
+        let options = parse(&["--socket-path=/s", "--shared-dir", dir, "--allow-direct-io"]);
+        assert!(options.settings().expect("supported").allow_direct_io);
     }
 
     #[test]
