@@ -106,8 +106,8 @@ pub trait FileSystem {
     fn link(&self, ctx: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         Err(Errno::NOSYS)
     }
-    /// OPEN with `open(2)` flags.
-    fn open(&self, ctx: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
+    /// OPEN with `open(2)` flags and FUSE_OPEN_* `open_flags` (FUSE_OPEN_KILL_SUIDGID).
+    fn open(&self, ctx: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
         Err(Errno::NOSYS)
     }
     /// READ up to `buf.len()` bytes at `offset`; returns the bytes read.

@@ -123,6 +123,10 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     /// New modification time.
     pub mtime: Option<SetTime>,
+    /// FATTR_CTIME: the change time must move to now (Linux cannot set it to another value).
+    pub ctime: bool,
+    /// FATTR_KILL_SUIDGID: a truncation or owner change must clear set-id bits.
+    pub kill_suidgid: bool,
 }
 
 impl SetAttr {
@@ -146,6 +150,8 @@ impl SetAttr {
             size: has(fattr::SIZE).then_some(w.size),
             atime: time(fattr::ATIME, fattr::ATIME_NOW, w.atime, w.atimensec),
             mtime: time(fattr::MTIME, fattr::MTIME_NOW, w.mtime, w.mtimensec),
+            ctime: has(fattr::CTIME),
+            kill_suidgid: has(fattr::KILL_SUIDGID),
         }
     }
 }

@@ -104,6 +104,20 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Runs `op` without CAP_FSETID in the thread's effective set, so the host kernel clears
+    /// set-user-ID and set-group-ID bits on a write or truncation as it would for an
+    /// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2), then raises it again.
+    pub fn without_fsetid<T>(&self, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        set_effective(CapabilitySet::FSETID, false)?;
+        let result = op();
+        // Raising stays within the permitted set: a daemon without CAP_FSETID gets nothing back.
+        let restored = set_effective(CapabilitySet::FSETID, true);
+        let value = result?;
+        restored.map(|()| value)
+    }
+}
+
 /// What this thread has now: the cached value, or the kernel's answer the first time.
 fn current() -> Current {
     CURRENT.get().unwrap_or_else(|| {

@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use super::direct::AlignedBuf;
 use super::names::validate;
 use super::PassthroughFs;
+use crate::fuse::abi::{OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID};
 use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened};
 
 /// Open flags passed through to the host: O_DIRECT only when `direct` allows it.
@@ -75,13 +76,15 @@ fn is_symlink(mode: u32) -> bool {
 }
 
 impl PassthroughFs {
-    pub(super) fn do_open(&self, node: NodeId, flags: u32) -> Result<Opened, Errno> {
+    pub(super) fn do_open(&self, node: NodeId, flags: u32, open: u32) -> Result<Opened, Errno> {
         let inode = self.inode(node)?;
         if inode.is_dir() {
             return Err(Errno::ISDIR);
         }
         self.check_open_budget()?;
-        let fd = self.reopen(&inode, open_flags(flags, self.config.allow_direct_io))?;
+        let wanted = open_flags(flags, self.config.allow_direct_io);
+        let kill = wanted.contains(OFlags::TRUNC) && open & OPEN_KILL_SUIDGID != 0;
+        let fd = self.killing_priv(kill, || self.reopen(&inode, wanted))?;
         Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
     }
 
@@ -145,12 +148,15 @@ impl PassthroughFs {
         handle: Handle,
         offset: u64,
         data: &[u8],
+        flags: u32,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        if !h.direct {
-            return pwrite_full(&h.fd, data, offset);
-        }
-        pwrite_full(&h.fd, AlignedBuf::copy_of(data)?.as_slice(), offset)
+        self.killing_priv(flags & WRITE_KILL_SUIDGID != 0, || {
+            if !h.direct {
+                return pwrite_full(&h.fd, data, offset);
+            }
+            pwrite_full(&h.fd, AlignedBuf::copy_of(data)?.as_slice(), offset)
+        })
     }
 
     pub(super) fn do_fsync(

@@ -71,6 +71,10 @@ pub struct Config {
     /// Pass guest O_DIRECT to the host (`--allow-direct-io`); by default it is dropped and the
     /// host page cache serves the I/O.
     pub allow_direct_io: bool,
+    /// Offer FUSE_HANDLE_KILLPRIV_V2 (`--killpriv-v2`): the guest leaves clearing set-id bits on
+    /// write, truncation and chown to the server, which writes without CAP_FSETID when asked.
+    /// Off by default, as in virtiofsd (some host file systems, NFS among them, mishandle it).
+    pub killpriv_v2: bool,
 }
 
 /// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
@@ -95,6 +99,7 @@ impl Config {
             max_open: default_max_open(),
             credentials: Credentials::detect(),
             allow_direct_io: false,
+            killpriv_v2: false,
         }
     }
 }
@@ -158,6 +163,16 @@ impl PassthroughFs {
             groups_known: self.supp_groups_known.load(Ordering::Relaxed),
         })?;
         op()
+    }
+
+    /// Runs `op` so that the host clears set-id bits, when the guest asked for it
+    /// (`kill`) and HANDLE_KILLPRIV_V2 is on; otherwise runs it as it is.
+    fn killing_priv<T>(&self, kill: bool, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+        if kill && self.config.killpriv_v2 {
+            self.config.credentials.without_fsetid(op)
+        } else {
+            op()
+        }
     }
 
     /// How operations take the guest caller's ids.
@@ -248,6 +263,9 @@ impl FileSystem for PassthroughFs {
         if self.config.credentials.is_enabled() {
             flags |= InitFlags::CREATE_SUPP_GROUP;
         }
+        if self.config.killpriv_v2 {
+            flags |= InitFlags::HANDLE_KILLPRIV_V2;
+        }
         Ok(flags)
     }
     fn destroy(&self) {
@@ -314,8 +332,8 @@ impl FileSystem for PassthroughFs {
     fn link(&self, _: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         self.as_daemon(|| self.do_link(node, parent, name))
     }
-    fn open(&self, _: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
-        self.as_daemon(|| self.do_open(node, flags))
+    fn open(&self, _: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
+        self.as_daemon(|| self.do_open(node, flags, open_flags))
     }
     fn read(&self, _: &Context, n: NodeId, h: Handle, off: u64, buf: &mut [u8]) -> FsResult<usize> {
         self.as_daemon(|| self.do_read(n, h, off, buf))
@@ -327,9 +345,9 @@ impl FileSystem for PassthroughFs {
         h: Handle,
         off: u64,
         data: &[u8],
-        _: u32,
+        flags: u32,
     ) -> FsResult<usize> {
-        self.as_daemon(|| self.do_write(n, h, off, data))
+        self.as_daemon(|| self.do_write(n, h, off, data, flags))
     }
     fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
         self.as_daemon(|| attr::statfs_fd(&self.inode(node)?.fd))

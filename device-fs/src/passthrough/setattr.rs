@@ -46,18 +46,28 @@ impl PassthroughFs {
             )?;
         }
         if let Some(size) = set.size {
-            match &handle {
-                Some(h) => rustix::fs::ftruncate(&h.fd, size)?,
+            self.killing_priv(set.kill_suidgid, || match &handle {
+                Some(h) => rustix::fs::ftruncate(&h.fd, size),
                 None if inode.kind == S_IFREG => {
                     let fd = self.reopen(&inode, OFlags::WRONLY)?;
-                    rustix::fs::ftruncate(fd, size)?;
+                    rustix::fs::ftruncate(fd, size)
                 }
-                None if inode.is_dir() => return Err(Errno::ISDIR),
-                None => return Err(Errno::INVAL),
-            }
+                None if inode.is_dir() => Err(Errno::ISDIR),
+                None => Err(Errno::INVAL),
+            })?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             self.set_times(&inode, handle.as_deref(), set)?;
+        } else if set.ctime
+            && set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.size.is_none()
+        {
+            // Nothing else changed, so nothing moved the change time: an owner change to the
+            // same owner (-1, -1) moves it to now without changing anything else.
+            let flags = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
+            rustix::fs::chownat(&inode.fd, c"", None, None, flags)?;
         }
         self.attr_reply(&inode)
     }

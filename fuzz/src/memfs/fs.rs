@@ -217,7 +217,7 @@ impl FileSystem for MemFs {
         Ok(s.entry(node.0))
     }
 
-    fn open(&self, _ctx: &Context, node: NodeId, flags: u32) -> FsResult<Opened> {
+    fn open(&self, _ctx: &Context, node: NodeId, flags: u32, _: u32) -> FsResult<Opened> {
         let mut s = self.state();
         match s.node(node)?.kind {
             Kind::File(_) => {}

@@ -101,6 +101,13 @@ pub(crate) struct Options {
     /// serves the I/O).
     #[arg(long)]
     pub(crate) allow_direct_io: bool,
+    /// Negotiate FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-id bits on write, truncation and
+    /// chown for the guest.
+    #[arg(long, overrides_with = "no_killpriv_v2")]
+    pub(crate) killpriv_v2: bool,
+    /// Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default).
+    #[arg(long, overrides_with = "killpriv_v2")]
+    pub(crate) no_killpriv_v2: bool,
     /// Refuse every modifying operation.
     #[arg(long)]
     pub(crate) readonly: bool,
@@ -157,6 +164,8 @@ pub(crate) struct Settings {
     pub(crate) xattr: bool,
     /// Pass guest O_DIRECT to the host.
     pub(crate) allow_direct_io: bool,
+    /// Negotiate FUSE_HANDLE_KILLPRIV_V2.
+    pub(crate) killpriv_v2: bool,
     /// Log verbosity.
     pub(crate) log_level: LogLevel,
     /// RLIMIT_NOFILE to set.
@@ -264,6 +273,7 @@ impl Options {
             timeout,
             xattr: self.xattr,
             allow_direct_io: self.allow_direct_io,
+            killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
             rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
             num_request_queues: self.num_request_queues,
@@ -313,8 +323,15 @@ mod tests {
         assert_eq!(settings.num_request_queues, 1);
         assert!(!settings.persistent);
         assert!(!settings.allow_direct_io, "guest O_DIRECT is dropped by default");
+        assert!(!settings.killpriv_v2, "KILLPRIV_V2 is off by default");
         let options = parse(&["--socket-path=/s", "--shared-dir", dir, "--allow-direct-io"]);
         assert!(options.settings().expect("supported").allow_direct_io);
+        let options = parse(&["--socket-path=/s", "--shared-dir", dir, "--killpriv-v2"]);
+        assert!(options.settings().expect("supported").killpriv_v2);
+        let last = ["--socket-path=/s", "--shared-dir", dir, "--killpriv-v2", "--no-killpriv-v2"];
+        assert!(!parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
+        let last = ["--socket-path=/s", "--shared-dir", dir, "--no-killpriv-v2", "--killpriv-v2"];
+        assert!(parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
     }
 
     #[test]

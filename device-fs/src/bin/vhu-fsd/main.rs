@@ -70,6 +70,7 @@ fn run(settings: Settings) -> Result<(), String> {
     let mut config = Config::new(&settings.shared_dir);
     config.xattr = settings.xattr;
     config.allow_direct_io = settings.allow_direct_io;
+    config.killpriv_v2 = settings.killpriv_v2;
     config.timeout = settings.timeout;
     let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;

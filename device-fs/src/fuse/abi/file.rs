@@ -18,6 +18,8 @@ pub mod fopen {
 
 /// FSYNC_FDATASYNC: sync data only.
 pub const FSYNC_FDATASYNC: u32 = 1 << 0;
+/// FUSE_OPEN_KILL_SUIDGID (`fuse_open_in.open_flags`): clear set-id bits on an O_TRUNC open.
+pub const OPEN_KILL_SUIDGID: u32 = 1 << 0;
 /// FUSE_WRITE_CACHE: a write-back write.
 pub const WRITE_CACHE: u32 = 1 << 0;
 /// FUSE_WRITE_LOCKOWNER: `lock_owner` is valid.

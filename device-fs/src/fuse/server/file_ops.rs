@@ -26,7 +26,7 @@ fn write_out(n: usize) -> Result<Reply, Errno> {
 impl<F: FileSystem> Server<F> {
     pub(super) fn do_open(&self, mut req: Request<'_>) -> OpResult {
         let args: OpenIn = req.take()?;
-        let opened = self.fs.open(&req.ctx(), req.node(), args.flags)?;
+        let opened = self.fs.open(&req.ctx(), req.node(), args.flags, args.open_flags)?;
         Ok(Reply::of(&open_out(opened)))
     }
 

@@ -19,8 +19,8 @@ const SERVER_FLAGS: InitFlags = InitFlags::ASYNC_READ
     .union(InitFlags::MAX_PAGES)
     .union(InitFlags::INIT_EXT);
 
-/// Flags a file system may ask for: their semantics live in the file system, and the server's
-/// decoding needs nothing extra for them.
+/// Flags a file system may ask for: their semantics live in the file system; the server only
+/// decodes what they add to requests (the supplementary-group extension, the KILL_SUIDGID bits).
 const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::PARALLEL_DIROPS)
     .union(InitFlags::AUTO_INVAL_DATA)
@@ -28,7 +28,8 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::DO_READDIRPLUS)
     .union(InitFlags::READDIRPLUS_AUTO)
     .union(InitFlags::WRITEBACK_CACHE)
-    .union(InitFlags::CREATE_SUPP_GROUP);
+    .union(InitFlags::CREATE_SUPP_GROUP)
+    .union(InitFlags::HANDLE_KILLPRIV_V2);
 
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;

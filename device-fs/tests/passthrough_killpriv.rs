@@ -1,0 +1,116 @@
+//! Set-id bits under FUSE_HANDLE_KILLPRIV_V2 (`--killpriv-v2`): a WRITE, a truncating SETATTR or
+//! an O_TRUNC OPEN that the guest marks KILL_SUIDGID clears S_ISUID and S_ISGID on the host,
+//! unmarked ones (a guest caller with CAP_FSETID) keep them, and a chown always clears them.
+//! The daemon runs as root here, so without the marks its own CAP_FSETID would keep the bits.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use support::{args, is_root, Harness};
+use vhu_device_fs::fuse::abi::{
+    fattr, InitFlags, OpenIn, SetattrIn, WriteIn, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID,
+};
+use vhu_device_fs::fuse::Opcode;
+use zerocopy::IntoBytes;
+
+const SETID: u32 = 0o6000;
+const O_RDWR: u32 = 0o2;
+const O_TRUNC: u32 = 0o1000;
+
+/// A harness with a set-id file `f` (mode 06775, owned by 1000:1000), looked up and opened.
+fn setup(tag: &str, killpriv: bool) -> Option<(Harness, u64, u64)> {
+    let mut h = Harness::with(tag, |c| c.killpriv_v2 = killpriv);
+    let out = h.init();
+    let claimed = InitFlags::from_bits_retain(u64::from(out.flags));
+    assert_eq!(claimed.contains(InitFlags::HANDLE_KILLPRIV_V2), killpriv);
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs these tests as root");
+        eprintln!("not root: the daemon has no CAP_FSETID to drop; skipped");
+        return None;
+    }
+    let path = h.share().join("f");
+    std::fs::write(&path, vec![1u8; 8192]).expect("host write");
+    std::os::unix::fs::chown(&path, Some(1000), Some(1000)).expect("chown");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let fh = h.call(Opcode::Open, node, OpenIn { flags: O_RDWR, ..OpenIn::default() }.as_bytes());
+    let fh = fh.open().fh;
+    set_mode(&h, 0o6775);
+    Some((h, node, fh))
+}
+
+fn set_mode(h: &Harness, mode: u32) {
+    let perms = std::fs::Permissions::from_mode(mode);
+    std::fs::set_permissions(h.share().join("f"), perms).expect("chmod");
+}
+
+fn setid_bits(h: &Harness) -> u32 {
+    std::fs::metadata(h.share().join("f")).expect("stat").mode() & SETID
+}
+
+fn write(h: &mut Harness, node: u64, fh: u64, flags: u32) {
+    let w = WriteIn { fh, offset: 0, size: 4, write_flags: flags, ..WriteIn::default() };
+    h.call(Opcode::Write, node, &args(&[w.as_bytes(), b"data"])).ok();
+}
+
+fn truncate(h: &mut Harness, node: u64, valid: u32) {
+    let s = SetattrIn { valid: fattr::SIZE | valid, size: 100, ..SetattrIn::default() };
+    h.call(Opcode::Setattr, node, s.as_bytes()).ok();
+}
+
+#[test]
+fn marked_writes_and_truncations_clear_set_id_bits() {
+    let Some((mut h, node, fh)) = setup("killpriv-on", true) else { return };
+    write(&mut h, node, fh, 0);
+    assert_eq!(setid_bits(&h), SETID, "an unmarked write keeps them (caller had CAP_FSETID)");
+    write(&mut h, node, fh, WRITE_KILL_SUIDGID);
+    assert_eq!(setid_bits(&h), 0, "a marked write clears them");
+
+    set_mode(&h, 0o6775);
+    truncate(&mut h, node, 0);
+    assert_eq!(setid_bits(&h), SETID, "an unmarked truncation keeps them");
+    truncate(&mut h, node, fattr::KILL_SUIDGID);
+    assert_eq!(setid_bits(&h), 0, "a marked truncation clears them");
+
+    set_mode(&h, 0o6775);
+    let o = OpenIn { flags: O_RDWR | O_TRUNC, open_flags: OPEN_KILL_SUIDGID };
+    h.call(Opcode::Open, node, o.as_bytes()).open();
+    assert_eq!(setid_bits(&h), 0, "a marked O_TRUNC open clears them");
+    assert_eq!(std::fs::metadata(h.share().join("f")).expect("stat").len(), 0);
+
+    // The daemon's CAP_FSETID is back for the next unmarked write.
+    set_mode(&h, 0o6775);
+    write(&mut h, node, fh, 0);
+    assert_eq!(setid_bits(&h), SETID);
+
+    // chown clears them whatever the marks (the host kernel does).
+    let s = SetattrIn { valid: fattr::UID, uid: 1001, ..SetattrIn::default() };
+    h.call(Opcode::Setattr, node, s.as_bytes()).ok();
+    assert_eq!(setid_bits(&h), 0, "chown clears them");
+}
+
+#[test]
+fn without_killpriv_v2_the_marks_are_not_honoured() {
+    let Some((mut h, node, fh)) = setup("killpriv-off", false) else { return };
+    // The guest clears the bits itself with SETATTR when HANDLE_KILLPRIV_V2 is off; the server
+    // does not act on flags it did not negotiate.
+    write(&mut h, node, fh, WRITE_KILL_SUIDGID);
+    truncate(&mut h, node, fattr::KILL_SUIDGID);
+    assert_eq!(setid_bits(&h), SETID);
+}
+
+#[test]
+fn ctime_alone_moves_the_change_time() {
+    let mut h = Harness::new("ctime");
+    h.init();
+    std::fs::write(h.share().join("c"), b"c").expect("host write");
+    let node = h.lookup(1, "c").entry().nodeid;
+    let before = std::fs::metadata(h.share().join("c")).expect("stat");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let s = SetattrIn { valid: fattr::CTIME, ..SetattrIn::default() };
+    h.call(Opcode::Setattr, node, s.as_bytes()).ok();
+    let after = std::fs::metadata(h.share().join("c")).expect("stat");
+    let ns = |m: &std::fs::Metadata| m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
+    assert!(ns(&after) > ns(&before), "ctime moved");
+    assert_eq!(after.mtime(), before.mtime());
+}
