@@ -105,7 +105,11 @@ enable_backports() {
         APT_UPDATED=0
     fi
     apt_update_once
-    apt-cache policy qemu-system-x86 | grep -q bookworm-backports
+    # Not `apt-cache policy ... | grep -q`: under pipefail, grep leaving early makes
+    # apt-cache die of SIGPIPE and the test fail by chance.
+    local policy
+    policy=$(apt-cache policy qemu-system-x86)
+    [[ $policy == *bookworm-backports* ]]
 }
 
 is_static_busybox() {

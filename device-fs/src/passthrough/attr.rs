@@ -12,10 +12,21 @@ use crate::fuse::abi::{Attr, Kstatfs};
 /// The identity of a host inode: (device, inode number).
 pub(super) type InodeKey = (u64, u64);
 
-/// `statx` of `fd` itself (never following a symlink), with its key.
-pub(super) fn stat_fd(fd: impl AsFd) -> Result<(Attr, InodeKey), Errno> {
-    let st =
-        statx(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)?;
+/// What one `statx` tells about a host inode.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HostStat {
+    /// The attributes, with the host inode number.
+    pub(super) attr: Attr,
+    /// Host identity.
+    pub(super) key: InodeKey,
+    /// The mount it was reached through (`STATX_MNT_ID`; 0 on hosts older than Linux 5.8).
+    pub(super) mnt_id: u64,
+}
+
+/// `statx` of `fd` itself (never following a symlink).
+pub(super) fn stat_fd(fd: impl AsFd) -> Result<HostStat, Errno> {
+    let mask = StatxFlags::BASIC_STATS | StatxFlags::MNT_ID;
+    let st = statx(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW, mask)?;
     let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
     let attr = Attr {
         ino: st.stx_ino,
@@ -35,7 +46,8 @@ pub(super) fn stat_fd(fd: impl AsFd) -> Result<(Attr, InodeKey), Errno> {
         blksize: st.stx_blksize,
         flags: 0,
     };
-    Ok((attr, (dev, st.stx_ino)))
+    let mnt_id = if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 { st.stx_mnt_id } else { 0 };
+    Ok(HostStat { attr, key: (dev, st.stx_ino), mnt_id })
 }
 
 /// Times before 1970 are clamped to 0: `fuse_attr` times are unsigned.

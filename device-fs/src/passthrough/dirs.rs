@@ -42,7 +42,7 @@ impl PassthroughFs {
             let item = item?;
             let name = item.file_name();
             let entry = DirEntry {
-                ino: item.ino(),
+                ino: self.devices.guest_ino((dir_inode.key.0, item.ino())),
                 next_offset: item.next_entry_cookie(),
                 typ: item.file_type().as_raw_mode() >> 12,
                 name: name.to_bytes(),
@@ -54,7 +54,7 @@ impl PassthroughFs {
             } else if matches!(entry.name, b"." | b"..") {
                 buf.add_plus(&entry, None)
             } else {
-                match self.lookup_at(&dir_inode.fd, name) {
+                match self.lookup_at(&dir_inode, name) {
                     Ok(e) => {
                         let r = buf.add_plus(&entry, Some(&e));
                         if r.is_err() {

@@ -120,7 +120,7 @@ impl PassthroughFs {
         if !wanted.contains(OFlags::NONBLOCK) {
             rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
         }
-        let entry = self.lookup_at(&dir.fd, name)?;
+        let entry = self.lookup_at(&dir, name)?;
         let handle = self.handles.insert(fd, entry.node, false);
         Ok((entry, Opened { handle, flags: 0 }))
     }

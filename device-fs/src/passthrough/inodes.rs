@@ -29,6 +29,8 @@ pub struct Inode {
     pub fd: OwnedFd,
     /// Host identity.
     pub key: InodeKey,
+    /// The host mount it was reached through.
+    pub mnt_id: u64,
     /// `S_IFMT` bits of its mode (the type never changes).
     pub kind: u32,
 }
@@ -115,6 +117,13 @@ impl InodeTable {
                 inner.by_key.remove(&key);
             }
         }
+    }
+
+    /// Up to a few inodes on host device `dev` (for opening one of them).
+    pub(super) fn on_device(&self, dev: u64) -> Vec<Arc<Inode>> {
+        let inner = self.lock();
+        let on = inner.by_id.values().filter(|s| s.inode.key.0 == dev);
+        on.map(|s| Arc::clone(&s.inode)).take(8).collect()
     }
 
     /// Lookup count of `node`, if it exists.

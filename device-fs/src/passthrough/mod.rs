@@ -16,7 +16,10 @@
 //! full group list), and a host check without those groups would refuse legitimate calls (running
 //! an execute-only file, `chgrp` to one of the caller's supplementary groups).
 //!
-//! Not done here: file handles instead of O_PATH fds, submounts, locks. The daemon is expected to
+//! Host mounts inside the share ([`submounts`]) are announced to the guest, and guest inode
+//! numbers never collide across host file systems.
+//!
+//! Not done here: file handles instead of O_PATH fds, locks. The daemon is expected to
 //! run with umask 0, since the guest already applied its own umask to the modes it sends.
 
 mod attr;
@@ -29,10 +32,11 @@ mod handles;
 mod inodes;
 mod names;
 mod setattr;
+mod submounts;
 mod xattrs;
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -75,6 +79,9 @@ pub struct Config {
     /// write, truncation and chown to the server, which writes without CAP_FSETID when asked.
     /// Off by default, as in virtiofsd (some host file systems, NFS among them, mishandle it).
     pub killpriv_v2: bool,
+    /// Report host mount points inside the share as submounts (FUSE_ATTR_SUBMOUNT), so the guest
+    /// gives each its own `st_dev` and syncs it on its own (`--announce-submounts`, the default).
+    pub announce_submounts: bool,
 }
 
 /// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
@@ -100,6 +107,7 @@ impl Config {
             credentials: Credentials::detect(),
             allow_direct_io: false,
             killpriv_v2: false,
+            announce_submounts: true,
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct PassthroughFs {
     proc_fd: OwnedFd,
     /// Whether the guest names the caller's supplementary group (CREATE_SUPP_GROUP negotiated).
     supp_groups_known: AtomicBool,
+    /// Host devices met, for guest inode numbers and SYNCFS.
+    devices: submounts::Devices,
 }
 
 impl PassthroughFs {
@@ -130,6 +140,7 @@ impl PassthroughFs {
             handles: HandleTable::default(),
             proc_fd,
             supp_groups_known: AtomicBool::new(false),
+            devices: submounts::Devices::default(),
         };
         fs.install_root()?;
         Ok(fs)
@@ -143,8 +154,10 @@ impl PassthroughFs {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let (attr, key) = attr::stat_fd(&fd)?;
-        self.inodes.reset(Inode { fd, key, kind: attr.mode & inodes::S_IFMT });
+        let st = attr::stat_fd(&fd)?;
+        self.devices.reset(st.key.0);
+        let kind = st.attr.mode & inodes::S_IFMT;
+        self.inodes.reset(Inode { fd, key: st.key, kind, mnt_id: st.mnt_id });
         Ok(())
     }
 
@@ -219,13 +232,20 @@ impl PassthroughFs {
         }
     }
 
-    /// Looks `name` up in `parent` without following a symlink and takes one reference.
-    fn lookup_at(&self, parent: impl AsFd, name: &CStr) -> Result<Entry, Errno> {
+    /// Looks `name` up in `parent` without following a symlink and takes one reference. A
+    /// directory on another host mount than `parent` is marked as a submount when announced.
+    fn lookup_at(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
         self.check_open_budget()?;
-        let fd =
-            openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-        let (attr, key) = attr::stat_fd(&fd)?;
-        let node = self.inodes.lookup(Inode { fd, key, kind: attr.mode & inodes::S_IFMT });
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = openat(&parent.fd, name, flags, Mode::empty())?;
+        let st = attr::stat_fd(&fd)?;
+        let kind = st.attr.mode & inodes::S_IFMT;
+        let mut attr = self.guest_attr(st.attr, st.key);
+        let submount = submounts::is_submount(parent.mnt_id, st.mnt_id, kind == inodes::S_IFDIR);
+        if submount && self.config.announce_submounts {
+            attr.flags |= submounts::ATTR_SUBMOUNT;
+        }
+        let node = self.inodes.lookup(Inode { fd, key: st.key, kind, mnt_id: st.mnt_id });
         Ok(Entry {
             node,
             generation: 0,
@@ -244,8 +264,41 @@ impl PassthroughFs {
     }
 
     fn attr_reply(&self, inode: &Inode) -> Result<AttrReply, Errno> {
-        let (attr, _) = attr::stat_fd(&inode.fd)?;
-        Ok(AttrReply { attr, timeout: self.config.timeout })
+        let st = attr::stat_fd(&inode.fd)?;
+        Ok(AttrReply { attr: self.guest_attr(st.attr, st.key), timeout: self.config.timeout })
+    }
+
+    /// Host attributes as the guest sees them: the inode number made unique across host devices.
+    fn guest_attr(
+        &self,
+        mut attr: crate::fuse::abi::Attr,
+        key: attr::InodeKey,
+    ) -> crate::fuse::abi::Attr {
+        attr.ino = self.devices.guest_ino(key);
+        attr
+    }
+
+    /// SYNCFS: flushes every host file system the guest has reached, starting with `node`'s. A
+    /// guest without submounts sees them all as one, and even with them a file bind-mounted into
+    /// the share has no superblock of its own in the guest.
+    fn sync_all(&self, node: NodeId) -> Result<(), Errno> {
+        let first = self.inode(node)?;
+        rustix::fs::syncfs(self.reopen(&first, OFlags::RDONLY)?)?;
+        let mut done = vec![first.key.0];
+        for dev in self.devices.all() {
+            if done.contains(&dev) {
+                continue;
+            }
+            done.push(dev);
+            // Devices whose only known inodes cannot be opened (symlinks, special files) are
+            // left to the host's own writeback.
+            if let Some(fd) =
+                self.inodes.on_device(dev).iter().find_map(|i| self.reopen(i, OFlags::RDONLY).ok())
+            {
+                rustix::fs::syncfs(fd)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -266,6 +319,9 @@ impl FileSystem for PassthroughFs {
         if self.config.killpriv_v2 {
             flags |= InitFlags::HANDLE_KILLPRIV_V2;
         }
+        if self.config.announce_submounts {
+            flags |= InitFlags::SUBMOUNTS;
+        }
         Ok(flags)
     }
     fn destroy(&self) {
@@ -276,7 +332,7 @@ impl FileSystem for PassthroughFs {
     fn lookup(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         self.as_daemon(|| {
             let dir = self.dir_inode(parent)?;
-            self.lookup_at(&dir.fd, names::validate(name)?)
+            self.lookup_at(&dir, names::validate(name)?)
         })
     }
     fn forget(&self, node: NodeId, count: u64) {
@@ -441,10 +497,6 @@ impl FileSystem for PassthroughFs {
         self.as_daemon(|| self.do_copy_file_range(range))
     }
     fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
-        self.as_daemon(|| {
-            let inode = self.inode(node)?;
-            let fd = self.reopen(&inode, OFlags::RDONLY)?;
-            rustix::fs::syncfs(fd)
-        })
+        self.as_daemon(|| self.sync_all(node))
     }
 }

@@ -111,11 +111,13 @@ pub(crate) struct Options {
     /// Refuse every modifying operation.
     #[arg(long)]
     pub(crate) readonly: bool,
-    /// Report host mount points as submounts.
+    /// Report host mount points as submounts, each with its own st_dev in the guest (the
+    /// default).
     #[arg(long, overrides_with = "no_announce_submounts")]
     pub(crate) announce_submounts: bool,
-    /// Do not report host mount points as submounts.
-    #[arg(long)]
+    /// Do not report host mount points as submounts: the guest sees one file system (inode
+    /// numbers stay unique, and SYNCFS still flushes every host file system).
+    #[arg(long, overrides_with = "announce_submounts")]
     pub(crate) no_announce_submounts: bool,
     /// Log verbosity.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -166,6 +168,8 @@ pub(crate) struct Settings {
     pub(crate) allow_direct_io: bool,
     /// Negotiate FUSE_HANDLE_KILLPRIV_V2.
     pub(crate) killpriv_v2: bool,
+    /// Announce host mount points as submounts.
+    pub(crate) announce_submounts: bool,
     /// Log verbosity.
     pub(crate) log_level: LogLevel,
     /// RLIMIT_NOFILE to set.
@@ -233,12 +237,6 @@ impl Options {
         if self.readonly {
             return not_supported("--readonly".into(), "share a read-only mount instead");
         }
-        if self.announce_submounts {
-            return not_supported(
-                "--announce-submounts".into(),
-                "pass --no-announce-submounts (host mounts inside the share appear as one file system)",
-            );
-        }
         let timeout = match self.cache {
             CachePolicy::Auto => std::time::Duration::from_secs(1),
             CachePolicy::Always => std::time::Duration::from_secs(86_400),
@@ -274,6 +272,7 @@ impl Options {
             xattr: self.xattr,
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
+            announce_submounts: !self.no_announce_submounts,
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
             rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
             num_request_queues: self.num_request_queues,
@@ -332,6 +331,17 @@ mod tests {
         assert!(!parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
         let last = ["--socket-path=/s", "--shared-dir", dir, "--no-killpriv-v2", "--killpriv-v2"];
         assert!(parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
+        assert!(settings.announce_submounts, "submounts are announced by default");
+        let off = ["--socket-path=/s", "--shared-dir", dir, "--no-announce-submounts"];
+        assert!(!parse(&off).settings().expect("supported").announce_submounts);
+        let on = [
+            "--socket-path=/s",
+            "--shared-dir",
+            dir,
+            "--no-announce-submounts",
+            "--announce-submounts",
+        ];
+        assert!(parse(&on).settings().expect("supported").announce_submounts);
     }
 
     #[test]
@@ -345,7 +355,6 @@ mod tests {
             ("--thread-pool-size=4", "--thread-pool-size 4"),
             ("--readonly", "--readonly"),
             ("--cache=never", "--cache never"),
-            ("--announce-submounts", "--announce-submounts"),
         ] {
             let options = parse(&["--socket-path=/tmp/x", "--shared-dir", dir, extra]);
             match options.settings() {

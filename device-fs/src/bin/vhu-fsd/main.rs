@@ -71,6 +71,7 @@ fn run(settings: Settings) -> Result<(), String> {
     config.xattr = settings.xattr;
     config.allow_direct_io = settings.allow_direct_io;
     config.killpriv_v2 = settings.killpriv_v2;
+    config.announce_submounts = settings.announce_submounts;
     config.timeout = settings.timeout;
     let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;

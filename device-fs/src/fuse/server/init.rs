@@ -29,7 +29,8 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::READDIRPLUS_AUTO)
     .union(InitFlags::WRITEBACK_CACHE)
     .union(InitFlags::CREATE_SUPP_GROUP)
-    .union(InitFlags::HANDLE_KILLPRIV_V2);
+    .union(InitFlags::HANDLE_KILLPRIV_V2)
+    .union(InitFlags::SUBMOUNTS);
 
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;

@@ -1,0 +1,97 @@
+//! Host file systems inside the share: which directories the guest sees as submounts, the guest
+//! inode numbers that keep files of different host file systems apart, and which host file
+//! systems SYNCFS must flush.
+//!
+//! A directory reached through another host mount than its parent is a mount point: with
+//! announce-submounts (the default, as in virtiofsd) its entry carries FUSE_ATTR_SUBMOUNT, and the
+//! guest gives it a superblock and an `st_dev` of its own. Inode numbers are unique either way:
+//! files of the share root's host file system keep their host number; those of any other host
+//! file system get a small per-device index in the top 16 bits, so two host files never show the
+//! same guest inode number (host numbers below 2^48, as every common file system hands out).
+//!
+//! This module only decides; it opens nothing and keeps no descriptors.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::attr::InodeKey;
+
+/// FUSE_ATTR_SUBMOUNT in `fuse_attr.flags`.
+pub(super) const ATTR_SUBMOUNT: u32 = 1 << 0;
+
+/// Bits of a host inode number kept below the device index.
+const INDEX_SHIFT: u32 = 48;
+
+/// Host devices seen so far, numbered in the order they were met (the share's own is 0).
+#[derive(Debug, Default)]
+pub(super) struct Devices {
+    inner: Mutex<HashMap<u64, u64>>,
+}
+
+impl Devices {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        // One map, updated by single inserts: a panic cannot leave it half-changed.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets every device and makes `root_dev` the share's own (index 0).
+    pub(super) fn reset(&self, root_dev: u64) {
+        let mut map = self.lock();
+        map.clear();
+        map.insert(root_dev, 0);
+    }
+
+    /// The inode number the guest sees for host inode `key`.
+    pub(super) fn guest_ino(&self, (dev, ino): InodeKey) -> u64 {
+        let mut map = self.lock();
+        let next = map.len() as u64;
+        let index = *map.entry(dev).or_insert(next);
+        if index == 0 {
+            ino
+        } else {
+            (index << INDEX_SHIFT) | (ino & ((1 << INDEX_SHIFT) - 1))
+        }
+    }
+
+    /// Every host device met so far.
+    pub(super) fn all(&self) -> Vec<u64> {
+        self.lock().keys().copied().collect()
+    }
+}
+
+/// Whether a directory reached through mount `child_mnt` from a parent on `parent_mnt` is a
+/// mount point the guest should see as a submount. Unknown mount ids (0: hosts before Linux 5.8)
+/// never make one.
+pub(super) fn is_submount(parent_mnt: u64, child_mnt: u64, is_dir: bool) -> bool {
+    is_dir && parent_mnt != 0 && child_mnt != 0 && parent_mnt != child_mnt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_keeps_host_numbers_and_other_devices_are_kept_apart() {
+        let d = Devices::default();
+        d.reset(8);
+        assert_eq!(d.guest_ino((8, 1234)), 1234);
+        let a = d.guest_ino((9, 1234));
+        let b = d.guest_ino((10, 1234));
+        assert!(a != 1234 && b != 1234 && a != b, "one host number, three guest numbers");
+        assert_eq!(d.guest_ino((9, 1234)), a, "stable for a device");
+        assert_eq!(a & ((1 << INDEX_SHIFT) - 1), 1234);
+        let mut all = d.all();
+        all.sort_unstable();
+        assert_eq!(all, [8, 9, 10]);
+        d.reset(8);
+        assert_eq!(d.all(), [8]);
+    }
+
+    #[test]
+    fn only_directories_on_another_mount_are_submounts() {
+        assert!(is_submount(20, 21, true));
+        assert!(!is_submount(20, 21, false));
+        assert!(!is_submount(20, 20, true));
+        assert!(!is_submount(0, 21, true) && !is_submount(20, 0, true));
+    }
+}
