@@ -21,6 +21,9 @@
 #   --queues N          number of virtio-fs request queues (default 1; the
 #                       back-end must be started with as many)
 #   --packed            ask QEMU for packed virtqueues (packed=on)
+#   --backend-flags F   extra options for the back-end (e.g. --allow-direct-io)
+#   --fio               pack fio into the guest and run an O_DIRECT random-write
+#                       job with crc32c verification (installs Debian's fio)
 #   --timeout SECS      limit for the whole guest run (default 240)
 #   --no-install        never install packages, fail when something is missing
 #   --keep              keep the temp directory (console log, back-end log, share)
@@ -49,6 +52,8 @@ USE_VMLINUX=1
 INSTALL=1
 QUEUES=1
 PACKED=0
+BACKEND_FLAGS=
+FIO=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -62,6 +67,9 @@ while [ $# -gt 0 ]; do
         --no-vmlinux) USE_VMLINUX=0; shift ;;
         --queues) QUEUES=${2:?"$1 needs a value"}; shift 2 ;;
         --packed) PACKED=1; shift ;;
+        --backend-flags) BACKEND_FLAGS=${2:?"$1 needs a value"}; shift 2 ;;
+        --backend-flags=*) BACKEND_FLAGS=${1#*=}; shift ;;
+        --fio) FIO=1; shift ;;
         --timeout) TIMEOUT=${2:?"$1 needs a value"}; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --keep) KEEP=1; shift ;;
@@ -70,6 +78,8 @@ while [ $# -gt 0 ]; do
         *) echo "e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+
+. "$E2E/identity-host.sh"
 
 log() { echo "e2e: $*"; }
 die() { echo "e2e: $*" >&2; exit 2; }
@@ -128,6 +138,7 @@ ensure_packages() {
     command -v modprobe >/dev/null || missing+=(kmod)
     command -v zstd >/dev/null || missing+=(zstd)
     command -v xz >/dev/null || missing+=(xz-utils)
+    [ "$FIO" = 0 ] || command -v fio >/dev/null || missing+=(fio)
     [ ${#missing[@]} -eq 0 ] && return 0
 
     if [ "$INSTALL" != 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -210,12 +221,12 @@ resolve_backend_cmd() {
                 echo "e2e: or run against the reference: $0 --backend virtiofsd" >&2
                 exit 2
             fi
-            BACKEND_CMD="$bin $COMMON_FLAGS"
+            BACKEND_CMD="$bin $COMMON_FLAGS${BACKEND_FLAGS:+ $BACKEND_FLAGS}"
             if [ "$QUEUES" != 1 ]; then BACKEND_CMD+=" --num-request-queues $QUEUES"; fi
             ;;
         virtiofsd)
             ensure_virtiofsd
-            BACKEND_CMD="$(find_virtiofsd) $COMMON_FLAGS"
+            BACKEND_CMD="$(find_virtiofsd) $COMMON_FLAGS${BACKEND_FLAGS:+ $BACKEND_FLAGS}"
             ;;
         *) die "unknown back-end '$BACKEND' (vhu-fsd, virtiofsd, or --backend-cmd)" ;;
     esac
@@ -279,6 +290,10 @@ build_initramfs() {
     cp /bin/busybox "$stage/bin/busybox"
     cp "$E2E/init" "$stage/init"
     cp "$E2E/workload.sh" "$stage/workload.sh"
+    cp "$E2E/identity.sh" "$stage/identity.sh"
+    if [ "$FIO" = 1 ]; then
+        pack_fio "$stage" || die "--fio: could not pack fio into the initramfs"
+    fi
     chmod 755 "$stage/init"
     [ -x "$WORK/vfs-probe" ] && cp "$WORK/vfs-probe" "$stage/bin/vfs-probe"
 
@@ -308,6 +323,8 @@ TAG='$TAG'
 WORK='$WORK'
 MARKER_NAME='$MARKER_NAME'
 HOST_BIG_SHA256='$HOST_BIG_SHA256'
+HOST_ROOT='$([ "$(id -u)" = 0 ] && echo 1 || echo 0)'
+TMPFS='$([ -n "$IDENTITY_TMPFS" ] && echo 1 || echo 0)'
 EOF
     (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$WORK/initrd.cpio"
 }
@@ -334,6 +351,7 @@ prepare_share() {
     ln -s "$WORK/secret.txt" "$SHARE/escape-abs"
     ln -s "$WORK" "$SHARE/escape-dir"
     ln -s "$WORK/outside-target.txt" "$SHARE/escape-write"
+    prepare_identity "$SHARE"
 }
 
 # ---- results ------------------------------------------------------------------------
@@ -355,7 +373,8 @@ record() { # record VERDICT NAME [DETAIL]
 GUEST_CHECKS=(mount host-file host-big-read create write-read append truncate rename
     hardlink symlink mkdir rmdir unlink readdir-1000 chmod chown mtime stat mkfifo
     statfs fsync xattr big-write big-readback escape-dotdot escape-symlink-rel
-    escape-symlink-abs escape-symlink-dir escape-symlink-write umount)
+    escape-symlink-abs escape-symlink-dir escape-symlink-write user-tree sgid-create odirect
+    fio-verify submount umount)
 
 parse_console() {
     local line kind name rest
@@ -489,7 +508,8 @@ h_escape_no_leak() {
 }
 
 HOST_CHECKS=(create write-read truncate rename hardlink symlink mkdir rmdir unlink
-    readdir-1000 chmod chown mtime mkfifo fsync statfs xattr big-sha256 escape-no-leak)
+    readdir-1000 chmod chown mtime mkfifo fsync statfs xattr big-sha256 escape-no-leak
+    user-tree sgid-create odirect)
 
 report_host() {
     local name rc
@@ -523,6 +543,7 @@ cleanup() {
         kill "$BACKEND_PID" 2>/dev/null || true
         wait "$BACKEND_PID" 2>/dev/null || true
     fi
+    cleanup_identity
     if [ "$KEEP" = 1 ]; then
         echo "e2e: kept $WORK"
     else

@@ -9,6 +9,9 @@
  *   vfs-probe listx PATH              print the attribute names, one a line
  *   vfs-probe rmx   PATH NAME         removexattr(PATH, NAME)
  *   vfs-probe fsync PATH              open, write nothing, fsync, close
+ *   vfs-probe create PATH MODE        open(PATH, O_CREAT|O_EXCL|O_WRONLY, MODE), MODE octal
+ *   vfs-probe as UID GID PROG ARGS... run PROG as UID:GID with no supplementary
+ *                                     groups (busybox's setpriv cannot change ids)
  *
  * Exit status: 0 on success, 3 when the file system answers ENOTSUP/EOPNOTSUPP
  * (so the caller can report the feature as not supported), 1 on any other
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -32,10 +36,18 @@ static int fail(const char *what, const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: vfs-probe setx|getx|listx|rmx|fsync PATH [NAME [VALUE]]\n");
+        fprintf(stderr, "usage: vfs-probe setx|getx|listx|rmx|fsync|create PATH [NAME|MODE [VALUE]]\n");
         return 2;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "as") == 0 && argc >= 5) {
+        uid_t uid = (uid_t)strtoul(argv[2], NULL, 10);
+        gid_t gid = (gid_t)strtoul(argv[3], NULL, 10);
+        if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+            return fail("setuid", argv[2]);
+        execvp(argv[4], argv + 4);
+        return fail("exec", argv[4]);
+    }
     const char *path = argv[2];
 
     if (strcmp(cmd, "setx") == 0 && argc == 5) {
@@ -73,6 +85,14 @@ int main(int argc, char **argv)
             return fail("open", path);
         if (fsync(fd) != 0)
             return fail("fsync", path);
+        if (close(fd) != 0)
+            return fail("close", path);
+        return 0;
+    }
+    if (strcmp(cmd, "create") == 0 && argc == 4) {
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, (mode_t)strtoul(argv[3], NULL, 8));
+        if (fd < 0)
+            return fail("open", path);
         if (close(fd) != 0)
             return fail("close", path);
         return 0;

@@ -329,6 +329,10 @@ t_escape_symlink_write() {
     expect guest-file "$(cat "$WORK/outside-target.txt")" "GUEST-WROTE"
 }
 
+# ---- identity, O_DIRECT, submounts (identity.sh) -------------------------------
+
+. /identity.sh
+
 # ---- unmount -----------------------------------------------------------------
 
 t_umount() {
@@ -345,7 +349,7 @@ if grep -q " $M virtiofs " /proc/mounts; then
              symlink mkdir rmdir unlink readdir_1000 chmod chown mtime stat mkfifo \
              statfs fsync xattr big_write big_readback \
              escape_dotdot escape_symlink_rel escape_symlink_abs escape_symlink_dir \
-             escape_symlink_write umount; do
+             escape_symlink_write user_tree sgid_create odirect fio_verify submount umount; do
         run "$t"
     done
 else
