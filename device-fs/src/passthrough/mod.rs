@@ -29,6 +29,7 @@ mod dirs;
 mod entries;
 mod files;
 mod handles;
+mod idmap;
 mod inodes;
 mod names;
 mod setattr;
@@ -45,13 +46,14 @@ use std::time::Duration;
 use rustix::fs::{openat, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
-use crate::fuse::abi::{InitFlags, Kstatfs};
+use crate::fuse::abi::{Attr, InitFlags, Kstatfs};
 use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
     SetAttr, XattrReply,
 };
 pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
+pub use idmap::{IdMap, IdMapError, IdRule};
 pub use inodes::{Inode, InodeTable};
 pub use names::{validate as validate_name, NAME_MAX};
 
@@ -82,6 +84,10 @@ pub struct Config {
     /// Report host mount points inside the share as submounts (FUSE_ATTR_SUBMOUNT), so the guest
     /// gives each its own `st_dev` and syncs it on its own (`--announce-submounts`, the default).
     pub announce_submounts: bool,
+    /// Guest ↔ host uid translation (`--translate-uid`; identity by default).
+    pub uid_map: IdMap,
+    /// Guest ↔ host gid translation (`--translate-gid`; identity by default).
+    pub gid_map: IdMap,
 }
 
 /// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
@@ -108,6 +114,8 @@ impl Config {
             allow_direct_io: false,
             killpriv_v2: false,
             announce_submounts: true,
+            uid_map: IdMap::identity(),
+            gid_map: IdMap::identity(),
         }
     }
 }
@@ -169,10 +177,11 @@ impl PassthroughFs {
 
     /// Runs `op` with the guest caller's ids (when credentials are enabled).
     fn as_caller<T>(&self, ctx: &Context, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+        let (uids, gids) = (&self.config.uid_map, &self.config.gid_map);
         self.config.credentials.as_caller(Caller {
-            uid: ctx.uid,
-            gid: ctx.gid,
-            group: ctx.supp_group,
+            uid: uids.to_host(ctx.uid)?,
+            gid: gids.to_host(ctx.gid)?,
+            group: ctx.supp_group.map(|g| gids.to_host(g)).transpose()?,
             groups_known: self.supp_groups_known.load(Ordering::Relaxed),
         })?;
         op()
@@ -268,13 +277,12 @@ impl PassthroughFs {
         Ok(AttrReply { attr: self.guest_attr(st.attr, st.key), timeout: self.config.timeout })
     }
 
-    /// Host attributes as the guest sees them: the inode number made unique across host devices.
-    fn guest_attr(
-        &self,
-        mut attr: crate::fuse::abi::Attr,
-        key: attr::InodeKey,
-    ) -> crate::fuse::abi::Attr {
+    /// Host attributes as the guest sees them: the inode number made unique across host
+    /// devices, the owner translated.
+    fn guest_attr(&self, mut attr: Attr, key: attr::InodeKey) -> Attr {
         attr.ino = self.devices.guest_ino(key);
+        attr.uid = self.config.uid_map.to_guest(attr.uid);
+        attr.gid = self.config.gid_map.to_guest(attr.gid);
         attr
     }
 

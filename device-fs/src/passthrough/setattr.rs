@@ -37,11 +37,13 @@ impl PassthroughFs {
             self.set_mode(&inode, handle.as_deref(), mode)?;
         }
         if set.uid.is_some() || set.gid.is_some() {
+            let uid = set.uid.map(|u| self.config.uid_map.to_host(u)).transpose()?;
+            let gid = set.gid.map(|g| self.config.gid_map.to_host(g)).transpose()?;
             rustix::fs::chownat(
                 &inode.fd,
                 c"",
-                set.uid.map(Uid::from_raw),
-                set.gid.map(Gid::from_raw),
+                uid.map(Uid::from_raw),
+                gid.map(Gid::from_raw),
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }

@@ -7,6 +7,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use vhu_device_fs::passthrough::{IdMap, IdMapError, IdRule};
+
+use crate::ns_map::{parse_ns_map, NsMap};
 
 /// Guest caching policy (`--cache`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +111,20 @@ pub(crate) struct Options {
     /// Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default).
     #[arg(long, overrides_with = "killpriv_v2")]
     pub(crate) no_killpriv_v2: bool,
+    /// Translate uids between guest and host inside the daemon:
+    /// `<type>:<source>:<target>:<count>` with type guest, host, squash-guest, squash-host or map,
+    /// or `forbid-guest:<first>:<count>`. Repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub(crate) translate_uid: Vec<IdRule>,
+    /// Same as --translate-uid, for gids.
+    #[arg(long, value_name = "RULE")]
+    pub(crate) translate_gid: Vec<IdRule>,
+    /// User-namespace uid map `:ns_uid:host_uid:count:` for --sandbox namespace. Repeatable.
+    #[arg(long, value_name = "MAP", value_parser = parse_ns_map)]
+    pub(crate) uid_map: Vec<NsMap>,
+    /// User-namespace gid map `:ns_gid:host_gid:count:` for --sandbox namespace. Repeatable.
+    #[arg(long, value_name = "MAP", value_parser = parse_ns_map)]
+    pub(crate) gid_map: Vec<NsMap>,
     /// Refuse every modifying operation.
     #[arg(long)]
     pub(crate) readonly: bool,
@@ -170,6 +187,10 @@ pub(crate) struct Settings {
     pub(crate) killpriv_v2: bool,
     /// Announce host mount points as submounts.
     pub(crate) announce_submounts: bool,
+    /// uid translation.
+    pub(crate) uid_map: IdMap,
+    /// gid translation.
+    pub(crate) gid_map: IdMap,
     /// Log verbosity.
     pub(crate) log_level: LogLevel,
     /// RLIMIT_NOFILE to set.
@@ -201,6 +222,12 @@ pub(crate) enum CliError {
     /// Too many queues for one device.
     #[error("--num-request-queues {0} exceeds 255")]
     TooManyQueues(usize),
+    /// Conflicting --translate-uid rules.
+    #[error("--translate-uid: {0}")]
+    TranslateUid(IdMapError),
+    /// Conflicting --translate-gid rules.
+    #[error("--translate-gid: {0}")]
+    TranslateGid(IdMapError),
     /// An option this daemon accepts but does not implement.
     #[error("{option} is not supported by vhu-fsd: {hint}")]
     NotSupported {
@@ -232,6 +259,14 @@ impl Options {
             return not_supported(
                 format!("--thread-pool-size {}", self.thread_pool_size),
                 "requests are served on each queue's own thread; pass 0",
+            );
+        }
+        if let Some(map) = self.uid_map.first().or(self.gid_map.first()) {
+            let option = if self.uid_map.is_empty() { "--gid-map" } else { "--uid-map" };
+            return not_supported(
+                format!("{option} {map}"),
+                "namespace id maps need --sandbox namespace, which vhu-fsd does not provide yet; \
+                 --translate-uid/--translate-gid translate ids without a namespace",
             );
         }
         if self.readonly {
@@ -273,6 +308,8 @@ impl Options {
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
             announce_submounts: !self.no_announce_submounts,
+            uid_map: IdMap::new(&self.translate_uid).map_err(CliError::TranslateUid)?,
+            gid_map: IdMap::new(&self.translate_gid).map_err(CliError::TranslateGid)?,
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
             rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
             num_request_queues: self.num_request_queues,
@@ -342,6 +379,37 @@ mod tests {
             "--announce-submounts",
         ];
         assert!(parse(&on).settings().expect("supported").announce_submounts);
+    }
+
+    #[test]
+    fn id_translation_rules_and_namespace_maps() {
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().expect("utf-8 temp dir");
+        let base = ["--socket-path=/s", "--shared-dir", dir];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Options::try_parse_from(std::iter::once("vhu-fsd").chain(args)).map(|o| o.settings())
+        };
+        let s = with(&[
+            "--translate-uid",
+            "map:1000:100000:10",
+            "--translate-gid=squash-host:0:65534:1",
+        ])
+        .expect("parses")
+        .expect("supported");
+        assert_eq!(s.uid_map.to_host(1001), Ok(100001));
+        assert_eq!(s.gid_map.to_guest(0), 65534);
+        assert!(with(&["--translate-uid", "bogus:1:2:3"]).is_err(), "a bad rule is a usage error");
+        let overlap = with(&["--translate-uid=guest:0:5:10", "--translate-uid=guest:5:50:1"]);
+        assert!(matches!(overlap, Ok(Err(CliError::TranslateUid(IdMapError::Overlap(_))))));
+        // Namespace maps parse, and are refused until the namespace sandbox exists.
+        let ns =
+            with(&["--uid-map=:0:100000:65536:", "--gid-map", ":0:100000:65536:"]).expect("parses");
+        assert!(
+            matches!(ns, Err(CliError::NotSupported { ref option, .. }) if option == "--uid-map :0:100000:65536:"),
+            "{ns:?}"
+        );
+        assert!(with(&["--uid-map=0:1:2"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! protocol or file-system logic: the options are checked in `cli`, the device is the library's.
 
 mod cli;
+mod ns_map;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -72,6 +73,8 @@ fn run(settings: Settings) -> Result<(), String> {
     config.allow_direct_io = settings.allow_direct_io;
     config.killpriv_v2 = settings.killpriv_v2;
     config.announce_submounts = settings.announce_submounts;
+    config.uid_map = settings.uid_map;
+    config.gid_map = settings.gid_map;
     config.timeout = settings.timeout;
     let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
