@@ -8,9 +8,9 @@
 //! [`Config::allow_direct_io`]: super::Config::allow_direct_io
 
 use std::ffi::CStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
-use rustix::fs::{FallocateFlags, Mode, OFlags, SeekFrom};
+use rustix::fs::{openat, FallocateFlags, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
 use super::direct::AlignedBuf;
@@ -18,6 +18,14 @@ use super::names::validate;
 use super::PassthroughFs;
 use crate::fuse::abi::{OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID};
 use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened};
+
+/// An O_PATH descriptor, never followed further.
+const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
+
+/// The `/proc/self/fd` entry name of `fd`.
+fn fd_name(fd: &impl AsRawFd) -> String {
+    fd.as_raw_fd().to_string()
+}
 
 /// Open flags passed through to the host: O_DIRECT only when `direct` allows it.
 fn open_flags(raw: u32, direct: bool) -> OFlags {
@@ -98,29 +106,37 @@ impl PassthroughFs {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
-        let excl = OFlags::from_bits_retain(flags) & OFlags::EXCL;
+        let guest_excl = OFlags::from_bits_retain(flags).contains(OFlags::EXCL);
         let wanted = open_flags(flags, self.config.allow_direct_io);
-        // Without O_EXCL, CREATE opens a name that already exists. Special files are never opened
-        // by the daemon (a FIFO would block a queue forever, a device node would reach host
-        // hardware): refuse them before opening, and open non-blocking so a file swapped in
-        // meanwhile cannot block, then check what was opened.
-        if excl.is_empty() {
-            match rustix::fs::statat(&dir.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if is_symlink(st.st_mode) => return Err(Errno::LOOP),
-                Ok(st) if !is_regular(st.st_mode) => return Err(Errno::ACCESS),
-                _ => {}
+        // O_CREAT | O_EXCL never opens what is already there, so nothing swapped in under the
+        // name can be opened by it. When the name exists (and the guest did not ask for O_EXCL),
+        // the existing inode is taken by an O_PATH fd, its type checked, and that very inode is
+        // opened through /proc/self/fd: special files are never opened (a FIFO would block a
+        // queue forever, a device node would reach host hardware), and a file renamed over the
+        // name meanwhile is not opened either.
+        let create = wanted | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let (fd, path) = match openat(&dir.fd, name, create, Mode::from_raw_mode(mode)) {
+            Ok(fd) => {
+                let path = openat(&self.proc_fd, fd_name(&fd), PATH_FLAGS, Mode::empty())?;
+                (fd, path)
             }
-        }
-        let oflags =
-            wanted | excl | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let fd = rustix::fs::openat(&dir.fd, name, oflags, Mode::from_raw_mode(mode))?;
-        if !is_regular(rustix::fs::fstat(&fd)?.st_mode) {
-            return Err(Errno::ACCESS);
-        }
-        if !wanted.contains(OFlags::NONBLOCK) {
-            rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
-        }
-        let entry = self.lookup_at(&dir, name)?;
+            Err(Errno::EXIST) if !guest_excl => {
+                let path = openat(&dir.fd, name, PATH_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+                let st = rustix::fs::fstat(&path)?;
+                if is_symlink(st.st_mode) {
+                    return Err(Errno::LOOP);
+                }
+                if !is_regular(st.st_mode) {
+                    return Err(Errno::ACCESS);
+                }
+                let fd =
+                    openat(&self.proc_fd, fd_name(&path), wanted | OFlags::CLOEXEC, Mode::empty())?;
+                (fd, path)
+            }
+            Err(e) => return Err(e),
+        };
+        // The entry is the inode opened, not whatever the name points at by now.
+        let entry = self.entry_of(&dir, path)?;
         let handle = self.handles.insert(fd, entry.node, false);
         Ok((entry, Opened { handle, flags: 0 }))
     }

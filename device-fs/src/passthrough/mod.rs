@@ -247,6 +247,11 @@ impl PassthroughFs {
         self.check_open_budget()?;
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = openat(&parent.fd, name, flags, Mode::empty())?;
+        self.entry_of(parent, fd)
+    }
+
+    /// The entry for the inode `fd` (an O_PATH fd) names in `parent`, taking one reference.
+    fn entry_of(&self, parent: &Inode, fd: OwnedFd) -> Result<Entry, Errno> {
         let st = attr::stat_fd(&fd)?;
         let kind = st.attr.mode & inodes::S_IFMT;
         let mut attr = self.guest_attr(st.attr, st.key);

@@ -1,9 +1,14 @@
 //! Extended attributes through `/proc/self/fd/N` paths (the O_PATH fd cannot be used directly).
 //!
 //! Only regular files and directories carry xattrs here; with xattrs disabled every operation
-//! answers ENOSYS so the guest stops asking.
+//! answers ENOSYS so the guest stops asking. Each call holds the inode it works on for its whole
+//! duration, so a concurrent FORGET cannot close the fd and let its number name another file
+//! midway. The guest may not write or remove `trusted.*` and `security.*` attributes: on the
+//! host they would grant privileges (file capabilities, LSM labels, overlayfs metadata), so they
+//! are refused with EPERM rather than written raw.
 
 use std::ffi::CStr;
+use std::sync::Arc;
 
 use rustix::fs::XattrFlags;
 use rustix::io::Errno;
@@ -15,14 +20,36 @@ use crate::fuse::{NodeId, XattrReply};
 /// Largest value or list accepted (`XATTR_SIZE_MAX`).
 const XATTR_SIZE_MAX: u32 = 65536;
 
+/// Name spaces the guest may read but never write on the host.
+const PROTECTED: [&[u8]; 2] = [b"trusted.", b"security."];
+
+/// The `/proc/self/fd` path of an inode, valid while the inode is held.
+struct Target {
+    path: String,
+    /// Keeps the fd (and so its number) open until the call is done.
+    _inode: Arc<Inode>,
+}
+
+/// Refuses a write or removal of a protected attribute.
+fn writable(name: &CStr) -> Result<(), Errno> {
+    let name = name.to_bytes();
+    if PROTECTED.iter().any(|p| name.starts_with(p)) {
+        return Err(Errno::PERM);
+    }
+    Ok(())
+}
+
 impl PassthroughFs {
-    fn xattr_path(&self, node: NodeId) -> Result<String, Errno> {
+    fn xattr_target(&self, node: NodeId) -> Result<Target, Errno> {
         if !self.config.xattr {
             return Err(Errno::NOSYS);
         }
-        let inode: std::sync::Arc<Inode> = self.inode(node)?;
+        let inode = self.inode(node)?;
         match inode.kind {
-            S_IFREG | S_IFDIR => Ok(format!("/proc/self/fd/{}", Self::proc_name(&inode))),
+            S_IFREG | S_IFDIR => {
+                let path = format!("/proc/self/fd/{}", Self::proc_name(&inode));
+                Ok(Target { path, _inode: inode })
+            }
             _ => Err(Errno::OPNOTSUPP),
         }
     }
@@ -34,9 +61,10 @@ impl PassthroughFs {
         value: &[u8],
         flags: u32,
     ) -> Result<(), Errno> {
-        let path = self.xattr_path(node)?;
+        let target = self.xattr_target(node)?;
+        writable(name)?;
         let flags = XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
-        rustix::fs::setxattr(path, name, value, flags)
+        rustix::fs::setxattr(&target.path, name, value, flags)
     }
 
     pub(super) fn do_getxattr(
@@ -45,7 +73,8 @@ impl PassthroughFs {
         name: &CStr,
         size: u32,
     ) -> Result<XattrReply, Errno> {
-        let path = self.xattr_path(node)?;
+        let target = self.xattr_target(node)?;
+        let path = &target.path;
         if size == 0 {
             let n = rustix::fs::getxattr_query(path, name)?;
             return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
@@ -57,7 +86,8 @@ impl PassthroughFs {
     }
 
     pub(super) fn do_listxattr(&self, node: NodeId, size: u32) -> Result<XattrReply, Errno> {
-        let path = self.xattr_path(node)?;
+        let target = self.xattr_target(node)?;
+        let path = &target.path;
         if size == 0 {
             let n = rustix::fs::listxattr_query(path)?;
             return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
@@ -69,7 +99,42 @@ impl PassthroughFs {
     }
 
     pub(super) fn do_removexattr(&self, node: NodeId, name: &CStr) -> Result<(), Errno> {
-        let path = self.xattr_path(node)?;
-        rustix::fs::removexattr(path, name)
+        let target = self.xattr_target(node)?;
+        writable(name)?;
+        rustix::fs::removexattr(&target.path, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::fuse::{Context, FileSystem};
+    use crate::passthrough::Config;
+
+    /// Deterministic form of the two-queue race: a FORGET between taking the target and the
+    /// syscall must not let the path name another file.
+    #[test]
+    fn a_target_keeps_its_inode_through_a_forget() {
+        let dir = std::env::temp_dir().join(format!("vhu-xattr-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("victim"), b"v").expect("write");
+        std::fs::write(dir.join("other"), b"o").expect("write");
+        let victim = std::fs::metadata(dir.join("victim")).expect("stat").ino();
+        let mut config = Config::new(&dir);
+        config.xattr = true;
+        let fs = PassthroughFs::new(config).expect("passthrough");
+        let entry = fs.lookup(&Context::default(), NodeId::ROOT, c"victim").expect("lookup");
+        let target = fs.xattr_target(entry.node).expect("target");
+        fs.forget(entry.node, 1);
+        assert_eq!(fs.inodes().lookups(entry.node), None, "the node is gone");
+        // Files opened now take the lowest free descriptor numbers.
+        let others: Vec<std::fs::File> =
+            (0..8).map(|_| std::fs::File::open(dir.join("other")).expect("open")).collect();
+        let through = std::fs::metadata(&target.path).expect("stat through the target").ino();
+        assert_eq!(through, victim, "the target still names the victim");
+        drop((others, target, fs));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
