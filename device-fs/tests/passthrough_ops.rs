@@ -390,3 +390,30 @@ fn open_descriptors_are_bounded() {
     assert_eq!(again.errno(), 0);
     let _ = third;
 }
+
+/// O_TMPFILE: TMPFILE opens a file with no name (nlink 0, nothing in the directory), its data
+/// can be written, and LINK gives it a name with that data.
+#[test]
+fn tmpfile_is_unnamed_until_linked() {
+    let mut h = Harness::new("tmpfile");
+    h.init();
+    let c = CreateIn { flags: 0o2, mode: 0o100600, ..CreateIn::default() };
+    let r = h.call(Opcode::Tmpfile, 1, &args(&[c.as_bytes(), &cstr("/")]));
+    let entry = r.entry();
+    let fh = vhu_device_fs::fuse::abi::OpenOut::read_from_bytes(&r.ok()[128..]).expect("open").fh;
+    assert_eq!(entry.attr.nlink, 0, "no name yet");
+    assert_eq!(entry.attr.mode & 0o7777, 0o600);
+    assert_eq!(std::fs::read_dir(h.share()).expect("list").count(), 0, "nothing in the share");
+    assert_eq!(write(&mut h, entry.nodeid, fh, 0, b"unnamed data"), 12);
+    // FLUSH reports the close of a duplicate and leaves the handle usable.
+    let f = FlushIn { fh, ..FlushIn::default() };
+    h.call(Opcode::Flush, entry.nodeid, f.as_bytes()).ok();
+    assert_eq!(read(&mut h, Opcode::Read, entry.nodeid, fh, 0, 64), b"unnamed data");
+    let l = vhu_device_fs::fuse::abi::LinkIn { oldnodeid: entry.nodeid };
+    let linked = h.call(Opcode::Link, 1, &args(&[l.as_bytes(), &cstr("named")])).entry();
+    assert_eq!((linked.nodeid, linked.attr.nlink), (entry.nodeid, 1));
+    assert_eq!(std::fs::read(h.share().join("named")).expect("host read"), b"unnamed data");
+    release(&mut h, Opcode::Release, entry.nodeid, fh);
+    let f = FlushIn { fh, ..FlushIn::default() };
+    assert_eq!(h.call(Opcode::Flush, entry.nodeid, f.as_bytes()).errno(), EBADF);
+}

@@ -205,6 +205,18 @@ pub trait FileSystem {
     ) -> FsResult<(Entry, Opened)> {
         Err(Errno::NOSYS)
     }
+    /// TMPFILE: create an unnamed file in `parent` (`O_TMPFILE`) and open it; a LINK may give it
+    /// a name later.
+    fn tmpfile(
+        &self,
+        ctx: &Context,
+        parent: NodeId,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        Err(Errno::NOSYS)
+    }
     /// SETXATTR.
     fn setxattr(
         &self,

@@ -1,4 +1,5 @@
-//! File I/O: OPEN, CREATE, READ, WRITE, FSYNC, ACCESS, FALLOCATE, LSEEK, COPY_FILE_RANGE.
+//! File I/O: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, FSYNC, ACCESS, FALLOCATE, LSEEK,
+//! COPY_FILE_RANGE.
 //!
 //! Guest open flags are filtered to the ones that make sense on the host (no O_CREAT on OPEN, no
 //! O_NOATIME, always O_CLOEXEC, O_DIRECT only with [`Config::allow_direct_io`]); CREATE never
@@ -8,7 +9,7 @@
 //! [`Config::allow_direct_io`]: super::Config::allow_direct_io
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 
 use rustix::fs::{openat, FallocateFlags, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
@@ -139,6 +140,42 @@ impl PassthroughFs {
         let entry = self.entry_of(&dir, path)?;
         let handle = self.handles.insert(fd, entry.node, false);
         Ok((entry, Opened { handle, flags: 0 }))
+    }
+
+    /// TMPFILE: an `O_TMPFILE` file in `parent`, open, with no name until a LINK gives it one.
+    pub(super) fn do_tmpfile(
+        &self,
+        parent: NodeId,
+        mode: u32,
+        flags: u32,
+    ) -> Result<(Entry, Opened), Errno> {
+        let dir = self.dir_inode(parent)?;
+        self.check_open_budget()?;
+        let wanted = open_flags(flags, self.config.allow_direct_io);
+        let oflags = wanted | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let fd = openat(&dir.fd, c".", oflags, Mode::from_raw_mode(mode & 0o7777))?;
+        let path = openat(&self.proc_fd, fd_name(&fd), PATH_FLAGS, Mode::empty())?;
+        let entry = self.entry_of(&dir, path)?;
+        let handle = self.handles.insert(fd, entry.node, false);
+        Ok((entry, Opened { handle, flags: 0 }))
+    }
+
+    /// FLUSH: closes a duplicate of the handle's fd, so what a `close(2)` of the guest's own
+    /// descriptor would report (a network file system's deferred write error) reaches the guest.
+    pub(super) fn do_flush(&self, node: NodeId, handle: Handle) -> Result<(), Errno> {
+        let h = self.handles.get(handle, node, false)?;
+        let dup = rustix::io::fcntl_dupfd_cloexec(&h.fd, 0)?;
+        let raw = dup.into_raw_fd();
+        // SAFETY: `raw` was just taken out of an OwnedFd, so it is open and owned here alone;
+        // it is closed exactly once, by this call.
+        if unsafe { libc::close(raw) } == 0 {
+            return Ok(());
+        }
+        match Errno::from_io_error(&std::io::Error::last_os_error()) {
+            // Linux closes the descriptor even when close is interrupted.
+            Some(Errno::INTR) => Ok(()),
+            other => Err(other.unwrap_or(Errno::IO)),
+        }
     }
 
     pub(super) fn do_read(

@@ -9,7 +9,7 @@
 //! Split by concern: [`entries`] (namespace), [`files`] (file I/O), [`dirs`] (listing), [`xattrs`],
 //! [`setattr`]; this file only holds the shared state and the trait dispatch.
 //!
-//! Identity ([`credentials`]): CREATE, MKNOD, MKDIR and SYMLINK run with the guest caller's ids,
+//! Identity ([`credentials`]): CREATE, TMPFILE, MKNOD, MKDIR and SYMLINK run with the guest caller's ids,
 //! so new inodes get the caller's owner and the host kernel's group inheritance and set-group-ID
 //! stripping. Every other operation runs as the daemon, as virtiofsd does: the guest has checked
 //! the caller's permission already (virtio-fs mounts with `default_permissions`, with the caller's
@@ -428,7 +428,7 @@ impl FileSystem for PassthroughFs {
         self.as_daemon(|| self.do_fsync(node, handle, datasync, false))
     }
     fn flush(&self, _: &Context, node: NodeId, handle: Handle, _: u64) -> FsResult<()> {
-        self.as_daemon(|| self.handles.get(handle, node, false).map(drop))
+        self.as_daemon(|| self.do_flush(node, handle))
     }
     fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {
         self.as_daemon(|| self.do_opendir(node))
@@ -472,6 +472,16 @@ impl FileSystem for PassthroughFs {
         _: u32,
     ) -> FsResult<(Entry, Opened)> {
         self.as_caller(ctx, || self.do_create(p, n, mode, flags))
+    }
+    fn tmpfile(
+        &self,
+        ctx: &Context,
+        p: NodeId,
+        mode: u32,
+        flags: u32,
+        _: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        self.as_caller(ctx, || self.do_tmpfile(p, mode, flags))
     }
     fn setxattr(
         &self,

@@ -1,5 +1,5 @@
-//! File I/O operations: OPEN, READ, WRITE, RELEASE, FSYNC, FLUSH, CREATE, ACCESS, FALLOCATE, LSEEK
-//! and COPY_FILE_RANGE.
+//! File I/O operations: OPEN, READ, WRITE, RELEASE, FSYNC, FLUSH, CREATE, TMPFILE, ACCESS,
+//! FALLOCATE, LSEEK and COPY_FILE_RANGE.
 //!
 //! Each function decodes, calls the file system and encodes; READ sizes are clamped to `max_write`.
 
@@ -11,11 +11,19 @@ use crate::fuse::abi::{
     LseekOut, OpenIn, OpenOut, ReadIn, ReleaseIn, WriteIn, WriteOut, FSYNC_FDATASYNC,
 };
 use crate::fuse::filesystem::FileSystem;
-use crate::fuse::types::{CopyRange, Handle, NodeId, Opened};
+use crate::fuse::types::{CopyRange, Entry, Handle, NodeId, Opened};
 use zerocopy::IntoBytes;
 
 fn open_out(o: Opened) -> OpenOut {
     OpenOut { fh: o.handle.0, open_flags: o.flags, backing_id: 0 }
+}
+
+/// The CREATE / TMPFILE reply: `fuse_entry_out` then `fuse_open_out`.
+fn entry_and_open((entry, opened): (Entry, Opened)) -> Reply {
+    let entry_out: EntryOut = entry.to_wire();
+    let mut payload = entry_out.as_bytes().to_vec();
+    payload.extend_from_slice(open_out(opened).as_bytes());
+    Reply::Payload(payload)
 }
 
 fn write_out(n: usize) -> Result<Reply, Errno> {
@@ -75,12 +83,17 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn do_create(&self, mut req: Request<'_>) -> OpResult {
         let args: CreateIn = req.take()?;
         let name = req.name()?;
-        let (entry, opened) =
+        let created =
             self.fs.create(&req.ctx(), req.node(), name, args.mode, args.flags, args.umask)?;
-        let entry_out: EntryOut = entry.to_wire();
-        let mut payload = entry_out.as_bytes().to_vec();
-        payload.extend_from_slice(open_out(opened).as_bytes());
-        Ok(Reply::Payload(payload))
+        Ok(entry_and_open(created))
+    }
+
+    pub(super) fn do_tmpfile(&self, mut req: Request<'_>) -> OpResult {
+        let args: CreateIn = req.take()?;
+        // The kernel sends the name of the dentry it made up; the file gets none.
+        req.name()?;
+        let created = self.fs.tmpfile(&req.ctx(), req.node(), args.mode, args.flags, args.umask)?;
+        Ok(entry_and_open(created))
     }
 
     pub(super) fn do_access(&self, mut req: Request<'_>) -> OpResult {

@@ -251,6 +251,7 @@ impl<F: FileSystem> Server<F> {
             Opcode::Fsync => self.do_fsync(req),
             Opcode::Flush => self.do_flush(req),
             Opcode::Create => self.do_create(req),
+            Opcode::Tmpfile => self.do_tmpfile(req),
             Opcode::Access => self.do_access(req),
             Opcode::Fallocate => self.do_fallocate(req),
             Opcode::Lseek => self.do_lseek(req),
