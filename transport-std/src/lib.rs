@@ -40,7 +40,7 @@ pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
 pub use vhu_core;
 pub use vm_memory;
-pub use worker::{QueueContext, QueueHandler, Workers};
+pub use worker::{QueueContext, QueueHandler, QueueWaker, Workers};
 
 /// A poll timeout; durations beyond what `Timespec` holds become the longest it holds.
 pub(crate) fn timespec(duration: std::time::Duration) -> rustix::event::Timespec {

@@ -62,6 +62,35 @@ pub struct QueueContext {
     pub call: Notifier,
     /// Error notifications.
     pub err: Notifier,
+    /// Asks for another `process` call from any thread (for work finished elsewhere).
+    pub waker: QueueWaker,
+}
+
+/// A handle that makes the worker call [`QueueHandler::process`] again, as an in-band kick does.
+/// Handlers that finish some requests off their worker thread (a lock granted later) hand it to
+/// whoever finishes them. Waking a stopped worker does nothing.
+#[derive(Clone, Debug)]
+pub struct QueueWaker {
+    control: Arc<Control>,
+}
+
+impl QueueWaker {
+    /// A waker tied to no worker (for a handler driven by hand, as in tests): waking it only
+    /// records the wish.
+    pub fn detached() -> Result<Self, Errno> {
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Self { control: Arc::new(Control { wake, commands: Mutex::default() }) })
+    }
+
+    /// Whether a wake-up is pending and not yet seen by a worker.
+    pub fn is_woken(&self) -> bool {
+        self.control.commands.lock().unwrap_or_else(PoisonError::into_inner).kicked
+    }
+
+    /// Wakes the worker: `process` runs again once the queue is enabled.
+    pub fn wake(&self) {
+        self.control.update(|c| c.kicked = true);
+    }
 }
 
 /// Requests to a worker, applied at its next wake-up.
@@ -127,6 +156,7 @@ impl<H: QueueHandler> Workers<H> {
             memory: queue.memory,
             call: queue.call,
             err: queue.err,
+            waker: QueueWaker { control: Arc::clone(&control) },
         };
         let state = WorkerState { kick: queue.kick, enabled: queue.enabled, kick_broken: false };
         let thread_control = Arc::clone(&control);

@@ -190,3 +190,48 @@ fn a_kick_fd_that_is_not_an_eventfd_does_not_spin() {
     assert_eq!(read(&err_fd, &mut buf).expect("err was signalled"), 8);
     drop(workers.stop(VringIndex(0)));
 }
+
+/// A handler that finishes work on another thread: it keeps the waker of its first run, and a
+/// wake from any thread runs it again (while enabled), with no kick at all.
+struct Waking {
+    runs: Arc<AtomicUsize>,
+    waker: Arc<std::sync::Mutex<Option<vhu_transport_std::QueueWaker>>>,
+}
+
+impl QueueHandler for Waking {
+    fn process(&mut self, queue: &QueueContext) {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        *self.waker.lock().unwrap() = Some(queue.waker.clone());
+    }
+
+    fn base(&self) -> VringBase {
+        VringBase::split(0)
+    }
+}
+
+#[test]
+fn a_waker_runs_the_handler_again_from_another_thread() {
+    let memory = MemoryMap::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let waker = Arc::new(std::sync::Mutex::new(None));
+    let mut workers = Workers::new();
+    let kick = event();
+    let handler = Waking { runs: Arc::clone(&runs), waker: Arc::clone(&waker) };
+    workers.start(queue(1, Some(kick), true, &memory), handler).expect("start");
+    assert!(reaches(&runs, 1), "runs once when started enabled");
+    assert!(stays(&runs, 1), "and then waits");
+    let w = waker.lock().unwrap().clone().expect("waker kept");
+    std::thread::spawn(move || w.wake()).join().expect("waking thread");
+    assert!(reaches(&runs, 2), "woken from another thread");
+    workers.set_enabled(VringIndex(1), false);
+    std::thread::sleep(QUIET);
+    waker.lock().unwrap().as_ref().expect("waker").wake();
+    assert!(stays(&runs, 2), "a disabled queue is not run by a wake");
+    workers.set_enabled(VringIndex(1), true);
+    assert!(reaches(&runs, 3), "the wake is served once enabled");
+    let detached = vhu_transport_std::QueueWaker::detached().expect("eventfd");
+    assert!(!detached.is_woken());
+    detached.wake();
+    assert!(detached.is_woken());
+    assert_eq!(workers.stop_all().len(), 1);
+}

@@ -111,6 +111,7 @@ fn fs_queue_round_trips_a_packed_base() {
         memory: GuestMemoryAtomic::new(mem),
         call: Notifier::new(),
         err: Notifier::new(),
+        waker: vhu_transport_std::QueueWaker::detached().expect("eventfd"),
     };
     handler.process(&ctx);
     assert!(!handler.has_more(), "two chains fit one batch");
