@@ -28,9 +28,14 @@ fn init_claims_only_what_is_implemented() {
     ] {
         assert!(claimed.contains(must), "missing {must:?}");
     }
+    // Locks are offered where the share's host file system takes them (the test's does).
+    let (posix, flock) = h.server.fs().locking();
+    assert_eq!(claimed.contains(InitFlags::POSIX_LOCKS), posix);
+    assert_eq!(claimed.contains(InitFlags::FLOCK_LOCKS), flock);
+    for must in [InitFlags::POSIX_LOCKS, InitFlags::FLOCK_LOCKS] {
+        assert!(claimed.contains(must), "missing {must:?}");
+    }
     for never in [
-        InitFlags::POSIX_LOCKS,
-        InitFlags::FLOCK_LOCKS,
         InitFlags::EXPORT_SUPPORT,
         InitFlags::HANDLE_KILLPRIV,
         InitFlags::HANDLE_KILLPRIV_V2,
@@ -108,7 +113,7 @@ fn requests_before_init_unknown_opcodes_and_reply_less_ones() {
     let mut w = VecWriter::new(64);
     h.server.handle(&mut reader, &mut w).expect("handled");
     assert_eq!(i32::from_ne_bytes(w.bytes()[4..8].try_into().expect("4 bytes")), -ENOSYS);
-    assert_eq!(h.call(Opcode::Getlk, 1, &[0; 48]).errno(), ENOSYS);
+    assert_eq!(h.call(Opcode::Bmap, 1, &[0; 16]).errno(), ENOSYS);
     assert_eq!(h.call(Opcode::Ioctl, 1, &[0; 32]).errno(), ENOSYS);
     // FORGET, BATCH_FORGET and INTERRUPT write nothing, even when malformed.
     assert!(h.try_call(Opcode::Forget, 5, &1u64.to_ne_bytes()).is_none());

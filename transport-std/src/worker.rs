@@ -8,7 +8,8 @@
 //! kick fd, and every [`POLL_INTERVAL`] while enabled without a kick fd (polling mode). A kick
 //! that arrives while the queue is disabled stays in its eventfd and is not lost.
 //!
-//! [`Workers::stop`] asks the thread to stop, waits for it and hands the handler back; the handler
+//! [`Workers::stop`] asks the thread to stop, lets the handler finish what it deferred
+//! ([`QueueHandler::stopped`]), waits for the thread and hands the handler back; the handler
 //! then says where the ring stopped ([`QueueHandler::base`]). `process` runs to completion before
 //! a stop is seen, so a handler that finishes its requests inside `process` is drained when it
 //! stops.
@@ -47,6 +48,12 @@ pub trait QueueHandler: Send + 'static {
     /// Where the ring stands (next available index; packed rings: with used index and wrap
     /// counters). Called after the worker stopped.
     fn base(&self) -> VringBase;
+
+    /// The worker is stopping (GET_VRING_BASE, reset): a handler that still owes replies to
+    /// requests it deferred completes them now, for the ring stops here.
+    fn stopped(&mut self, queue: &QueueContext) {
+        let _ = queue;
+    }
 }
 
 /// What a handler sees of its queue.
@@ -238,6 +245,8 @@ fn run<H: QueueHandler>(
         {
             let mut commands = control.commands.lock().unwrap_or_else(PoisonError::into_inner);
             if commands.stop {
+                drop(commands);
+                handler.stopped(&context);
                 return handler;
             }
             if let Some(kick) = commands.kick.take() {

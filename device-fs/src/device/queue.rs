@@ -5,16 +5,40 @@
 //! length 0 (the ring goes on), and a ring that cannot be read at all (its index jumped, its
 //! memory vanished) stops being processed and its err eventfd is signalled. This module must not
 //! interpret FUSE requests; the server does.
+//!
+//! A request the server answers later (a SETLKW whose lock is held) keeps its chain here, by
+//! `unique`; the reply arrives in the queue's inbox from another thread, which wakes the worker
+//! to put it into the chain. When the ring stops, chains still waiting are answered EINTR and
+//! their waits cancelled, so nothing is left in the guest's ring unanswered.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use vhu_core::message::{PackedBase, VringBase};
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
-use vhu_transport_std::{QueueContext, QueueHandler};
+use vhu_transport_std::{QueueContext, QueueHandler, QueueWaker};
+use zerocopy::IntoBytes;
 
-use crate::fuse::Server;
+use crate::fuse::abi::OutHeader;
+use crate::fuse::{Defer, Handled, ReplyWriter, Server};
 use crate::passthrough::PassthroughFs;
-use crate::virtq::{Reader, Virtqueue, Writer};
+use crate::virtq::{DescriptorChain, Reader, Virtqueue, Writer};
+
+/// Replies finished off the worker thread, waiting to be put into their chains.
+#[derive(Default)]
+struct Inbox {
+    done: Mutex<Vec<(u64, Vec<u8>)>>,
+    waker: Mutex<Option<QueueWaker>>,
+}
+
+impl Defer for Inbox {
+    fn complete(&self, unique: u64, reply: Vec<u8>) {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).push((unique, reply));
+        if let Some(waker) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
+            waker.wake();
+        }
+    }
+}
 
 /// The handler of one queue.
 pub struct FsQueue {
@@ -24,6 +48,9 @@ pub struct FsQueue {
     broken: bool,
     /// The last batch ended with chains still available.
     more: bool,
+    inbox: Arc<Inbox>,
+    /// Chains whose reply comes later, by `unique`.
+    deferred: HashMap<u64, DescriptorChain>,
 }
 
 impl std::fmt::Debug for FsQueue {
@@ -35,7 +62,14 @@ impl std::fmt::Debug for FsQueue {
 impl FsQueue {
     /// A handler for a validated queue (split or packed).
     pub fn new(queue: impl Into<Virtqueue>, server: Arc<Server<PassthroughFs>>) -> Self {
-        Self { queue: queue.into(), server, broken: false, more: false }
+        Self {
+            queue: queue.into(),
+            server,
+            broken: false,
+            more: false,
+            inbox: Arc::default(),
+            deferred: HashMap::new(),
+        }
     }
 
     /// The queue served.
@@ -48,7 +82,9 @@ impl FsQueue {
     /// batches and calls again while [`QueueHandler::has_more`] says so.
     fn run<M: GuestMemory>(&mut self, mem: &M) -> Result<(), crate::virtq::QueueError> {
         self.more = false;
+        self.complete_deferred(mem)?;
         self.queue.disable_notification(mem)?;
+        let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
         let mut budget = self.queue.size();
         loop {
             if budget == 0 {
@@ -63,7 +99,15 @@ impl FsQueue {
                     let mut writer = Writer::new(mem, &chain);
                     // A request the server cannot parse gets no reply bytes; the chain is still
                     // returned so the guest's request completes (with an error it detects).
-                    let _ = self.server.handle(&mut reader, &mut writer);
+                    let handled = self.server.handle_with(&mut reader, &mut writer, Some(&defer));
+                    if let Ok(Handled::Deferred(unique)) = handled {
+                        // A guest reusing a `unique` still waiting gets the older chain back
+                        // empty rather than leaking it.
+                        if let Some(old) = self.deferred.insert(unique, chain) {
+                            self.queue.add_used(mem, old.head(), 0)?;
+                        }
+                        continue;
+                    }
                     let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
                     self.queue.add_used(mem, chain.head(), written)?;
                 }
@@ -82,11 +126,71 @@ impl FsQueue {
     }
 }
 
+impl FsQueue {
+    /// Puts the replies finished elsewhere into their chains.
+    fn complete_deferred<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<(), crate::virtq::QueueError> {
+        let done = std::mem::take(&mut *self.inbox.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for (unique, reply) in done {
+            // A reply for a chain already answered (the ring stopped meanwhile) is dropped.
+            if let Some(chain) = self.deferred.remove(&unique) {
+                self.answer(mem, &chain, &reply)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn answer<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        chain: &DescriptorChain,
+        reply: &[u8],
+    ) -> Result<(), crate::virtq::QueueError> {
+        let mut writer = Writer::new(mem, chain);
+        let written = if writer.write_all(reply).is_ok() { reply.len() } else { 0 };
+        self.queue.add_used(mem, chain.head(), u32::try_from(written).unwrap_or(0))
+    }
+
+    /// Chains still waiting for a reply (for inspection).
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+}
+
 impl QueueHandler for FsQueue {
+    fn stopped(&mut self, ctx: &QueueContext) {
+        if self.broken {
+            return;
+        }
+        let memory = ctx.memory.memory();
+        // Replies that arrived in time go out as they are; the rest are interrupted.
+        let mut result = self.complete_deferred(&*memory);
+        for (unique, chain) in std::mem::take(&mut self.deferred) {
+            self.server.cancel(unique);
+            let error = -rustix::io::Errno::INTR.raw_os_error();
+            let reply = OutHeader { len: size_of::<OutHeader>() as u32, error, unique };
+            result = result.and_then(|()| self.answer(&*memory, &chain, reply.as_bytes()));
+        }
+        if self.queue.needs_notification(&*memory).unwrap_or(true) {
+            let _ = ctx.call.notify();
+        }
+        if result.is_err() {
+            self.broken = true;
+            let _ = ctx.err.notify();
+        }
+    }
+
     fn process(&mut self, ctx: &QueueContext) {
         if self.broken {
             return;
         }
+        self.inbox
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| ctx.waker.clone());
         let memory = ctx.memory.memory();
         let result = self.run(&*memory);
         // Tell the driver about what was used, even when the ring broke afterwards.

@@ -12,6 +12,7 @@ use rustix::io::Errno;
 
 use super::abi::{InitFlags, Kstatfs};
 use super::dirent::DirBuffer;
+use super::lock::{Lock, LockRequest, LockStatus, LockWait};
 use super::types::{
     AttrReply, Context, CopyRange, Entry, FsResult, Handle, NodeId, Opened, SetAttr, XattrReply,
 };
@@ -137,8 +138,17 @@ pub trait FileSystem {
     fn statfs(&self, ctx: &Context, node: NodeId) -> FsResult<Kstatfs> {
         Err(Errno::NOSYS)
     }
-    /// RELEASE: the last reference to an open file went away.
-    fn release(&self, ctx: &Context, node: NodeId, handle: Handle, flags: u32) -> FsResult<()> {
+    /// RELEASE: the last reference to an open file went away. `release_flags` are
+    /// FUSE_RELEASE_* (FLUSH: drop `lock_owner`'s POSIX locks too; FLOCK_UNLOCK: drop its flock).
+    fn release(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        flags: u32,
+        release_flags: u32,
+        lock_owner: u64,
+    ) -> FsResult<()> {
         Err(Errno::NOSYS)
     }
     /// FSYNC.
@@ -147,6 +157,23 @@ pub trait FileSystem {
     }
     /// FLUSH: a `close(2)` of a descriptor of the open file.
     fn flush(&self, ctx: &Context, node: NodeId, handle: Handle, lock_owner: u64) -> FsResult<()> {
+        Err(Errno::NOSYS)
+    }
+    /// GETLK: the first lock held by another owner that conflicts with `req.lock`, or
+    /// `req.lock` itself with [`LockType::Unlock`](super::LockType::Unlock) when none does.
+    fn getlk(&self, ctx: &Context, node: NodeId, req: &LockRequest) -> FsResult<Lock> {
+        Err(Errno::NOSYS)
+    }
+    /// SETLK (`wait` is `None`) and SETLKW: take, change or release `req.lock` without blocking
+    /// the caller. A lock held elsewhere is EAGAIN for SETLK; for SETLKW the call returns
+    /// [`LockStatus::Waiting`] and `wait` is finished later, with EINTR if it is cancelled.
+    fn setlk(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        req: &LockRequest,
+        wait: Option<LockWait>,
+    ) -> FsResult<LockStatus> {
         Err(Errno::NOSYS)
     }
     /// OPENDIR.

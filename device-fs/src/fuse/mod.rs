@@ -11,6 +11,7 @@ pub mod abi;
 mod dirent;
 mod filesystem;
 mod io;
+mod lock;
 mod opcode;
 mod server;
 mod types;
@@ -18,9 +19,11 @@ mod types;
 pub use dirent::{AddError, DirBuffer, MAX_DIRENT_NAME};
 pub use filesystem::FileSystem;
 pub use io::{ReplyWriter, RequestReader, TransportError, VecWriter};
+pub use lock::{Cancel, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
 pub use opcode::Opcode;
 pub use server::{
-    Server, ServerConfig, ServerError, MAX_PAGES_LIMIT, PAGE_SIZE, QUEUE_HEADER_OVERHEAD,
+    Defer, Handled, Server, ServerConfig, ServerError, MAX_PAGES_LIMIT, PAGE_SIZE,
+    QUEUE_HEADER_OVERHEAD,
 };
 pub use types::{
     AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened, SetAttr,

@@ -31,6 +31,7 @@ mod files;
 mod handles;
 mod idmap;
 mod inodes;
+mod locks;
 mod names;
 mod setattr;
 mod submounts;
@@ -48,8 +49,8 @@ use rustix::io::Errno;
 
 use crate::fuse::abi::{Attr, InitFlags, Kstatfs};
 use crate::fuse::{
-    AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
-    SetAttr, XattrReply,
+    AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
+    LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, XattrReply,
 };
 pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
@@ -84,6 +85,12 @@ pub struct Config {
     /// Report host mount points inside the share as submounts (FUSE_ATTR_SUBMOUNT), so the guest
     /// gives each its own `st_dev` and syncs it on its own (`--announce-submounts`, the default).
     pub announce_submounts: bool,
+    /// Forward guest POSIX locks to the host (`posix_lock`, on by default); offered only where
+    /// the host file system takes open-file-description locks.
+    pub posix_locks: bool,
+    /// Forward guest `flock` locks to the host (`flock`, on by default); offered only where the
+    /// host file system takes them.
+    pub flock: bool,
     /// Guest ↔ host uid translation (`--translate-uid`; identity by default).
     pub uid_map: IdMap,
     /// Guest ↔ host gid translation (`--translate-gid`; identity by default).
@@ -114,6 +121,8 @@ impl Config {
             allow_direct_io: false,
             killpriv_v2: false,
             announce_submounts: true,
+            posix_locks: true,
+            flock: true,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
@@ -131,6 +140,10 @@ pub struct PassthroughFs {
     supp_groups_known: AtomicBool,
     /// Host devices met, for guest inode numbers and SYNCFS.
     devices: submounts::Devices,
+    /// Guest locks held on the host.
+    locks: locks::Locks,
+    /// Whether the share's host file system takes (OFD, flock) locks.
+    lock_support: (bool, bool),
 }
 
 impl PassthroughFs {
@@ -149,8 +162,13 @@ impl PassthroughFs {
             proc_fd,
             supp_groups_known: AtomicBool::new(false),
             devices: submounts::Devices::default(),
+            locks: locks::Locks::default(),
+            lock_support: (false, false),
         };
+        let mut fs = fs;
         fs.install_root()?;
+        let root = fs.inode(NodeId::ROOT)?;
+        fs.lock_support = locks::probe(&fs.reopen(&root, OFlags::RDONLY)?);
         Ok(fs)
     }
 
@@ -194,6 +212,31 @@ impl PassthroughFs {
             self.config.credentials.without_fsetid(op)
         } else {
             op()
+        }
+    }
+
+    /// Which locks are forwarded to the host: (POSIX, flock), each as configured and as the
+    /// share's host file system supports.
+    pub fn locking(&self) -> (bool, bool) {
+        let (posix, flock) = self.lock_support;
+        (posix && self.config.posix_locks, flock && self.config.flock)
+    }
+
+    /// A new open file description of a regular file's inode, to own locks on the host: read
+    /// and write when the daemon may, read-only otherwise.
+    fn lock_fd(&self, node: NodeId) -> impl FnOnce() -> Result<OwnedFd, Errno> + '_ {
+        move || {
+            let inode = self.inode(node)?;
+            if inode.kind != inodes::S_IFREG {
+                return Err(Errno::INVAL);
+            }
+            self.check_open_budget()?;
+            match self.reopen(&inode, OFlags::RDWR | OFlags::NONBLOCK) {
+                Err(Errno::ACCESS | Errno::ROFS | Errno::PERM | Errno::TXTBSY) => {
+                    self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK)
+                }
+                other => other,
+            }
         }
     }
 
@@ -271,7 +314,7 @@ impl PassthroughFs {
 
     /// Refuses a new host descriptor once the guest holds [`Config::max_open`] of them.
     fn check_open_budget(&self) -> Result<(), Errno> {
-        if self.inodes.len() + self.handles.len() >= self.config.max_open {
+        if self.inodes.len() + self.handles.len() + self.locks.len() >= self.config.max_open {
             return Err(Errno::NFILE);
         }
         Ok(())
@@ -335,9 +378,17 @@ impl FileSystem for PassthroughFs {
         if self.config.announce_submounts {
             flags |= InitFlags::SUBMOUNTS;
         }
+        let (posix, flock) = self.locking();
+        if posix {
+            flags |= InitFlags::POSIX_LOCKS;
+        }
+        if flock {
+            flags |= InitFlags::FLOCK_LOCKS;
+        }
         Ok(flags)
     }
     fn destroy(&self) {
+        self.locks.clear();
         self.handles.clear();
         // The root was opened once already; failing to reopen it leaves the old table in place.
         let _ = self.install_root();
@@ -421,14 +472,53 @@ impl FileSystem for PassthroughFs {
     fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
         self.as_daemon(|| attr::statfs_fd(&self.inode(node)?.fd))
     }
-    fn release(&self, _: &Context, node: NodeId, handle: Handle, _: u32) -> FsResult<()> {
+    fn release(
+        &self,
+        _: &Context,
+        node: NodeId,
+        handle: Handle,
+        _: u32,
+        release_flags: u32,
+        lock_owner: u64,
+    ) -> FsResult<()> {
+        let flock_unlock = release_flags & crate::fuse::abi::RELEASE_FLOCK_UNLOCK != 0;
+        let flush = release_flags & crate::fuse::abi::RELEASE_FLUSH != 0;
+        self.locks.release(node.0, handle, lock_owner, flock_unlock, flush);
         self.as_daemon(|| self.handles.remove(handle, node, false))
     }
     fn fsync(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
         self.as_daemon(|| self.do_fsync(node, handle, datasync, false))
     }
-    fn flush(&self, _: &Context, node: NodeId, handle: Handle, _: u64) -> FsResult<()> {
-        self.as_daemon(|| self.do_flush(node, handle))
+    fn flush(&self, _: &Context, node: NodeId, handle: Handle, owner: u64) -> FsResult<()> {
+        self.as_daemon(|| {
+            self.locks.flush(node.0, owner);
+            self.do_flush(node, handle)
+        })
+    }
+    fn getlk(&self, _: &Context, node: NodeId, req: &LockRequest) -> FsResult<Lock> {
+        self.as_daemon(|| {
+            self.handles.get(req.handle, node, false)?;
+            if req.flock || !self.locking().0 {
+                return Err(Errno::NOSYS);
+            }
+            self.locks.getlk(node.0, req, self.lock_fd(node))
+        })
+    }
+    fn setlk(
+        &self,
+        _: &Context,
+        node: NodeId,
+        req: &LockRequest,
+        wait: Option<LockWait>,
+    ) -> FsResult<LockStatus> {
+        self.as_daemon(|| {
+            self.handles.get(req.handle, node, false)?;
+            let (posix, flock) = self.locking();
+            if !(if req.flock { flock } else { posix }) {
+                return Err(Errno::NOSYS);
+            }
+            self.locks.setlk(node.0, req, wait, self.lock_fd(node))
+        })
     }
     fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {
         self.as_daemon(|| self.do_opendir(node))

@@ -292,7 +292,15 @@ impl FileSystem for MemFs {
         })
     }
 
-    fn release(&self, _ctx: &Context, node: NodeId, handle: Handle, _flags: u32) -> FsResult<()> {
+    fn release(
+        &self,
+        _ctx: &Context,
+        node: NodeId,
+        handle: Handle,
+        _flags: u32,
+        _release_flags: u32,
+        _lock_owner: u64,
+    ) -> FsResult<()> {
         let mut s = self.state();
         s.handle(node, handle, false)?;
         s.handles.remove(&handle.0);

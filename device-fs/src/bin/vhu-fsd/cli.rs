@@ -125,6 +125,19 @@ pub(crate) struct Options {
     /// User-namespace gid map `:ns_gid:host_gid:count:` for --sandbox namespace. Repeatable.
     #[arg(long, value_name = "MAP", value_parser = parse_ns_map)]
     pub(crate) gid_map: Vec<NsMap>,
+    /// Forward guest POSIX locks to the host (the default where the host file system takes
+    /// open-file-description locks).
+    #[arg(long, overrides_with = "no_posix_lock")]
+    pub(crate) posix_lock: bool,
+    /// Keep guest POSIX locks local to the guest.
+    #[arg(long, overrides_with = "posix_lock")]
+    pub(crate) no_posix_lock: bool,
+    /// Forward guest flock locks to the host (the default where the host file system takes them).
+    #[arg(long, overrides_with = "no_flock")]
+    pub(crate) flock: bool,
+    /// Keep guest flock locks local to the guest.
+    #[arg(long, overrides_with = "flock")]
+    pub(crate) no_flock: bool,
     /// Refuse every modifying operation.
     #[arg(long)]
     pub(crate) readonly: bool,
@@ -187,6 +200,10 @@ pub(crate) struct Settings {
     pub(crate) killpriv_v2: bool,
     /// Announce host mount points as submounts.
     pub(crate) announce_submounts: bool,
+    /// Forward POSIX locks.
+    pub(crate) posix_lock: bool,
+    /// Forward flock locks.
+    pub(crate) flock: bool,
     /// uid translation.
     pub(crate) uid_map: IdMap,
     /// gid translation.
@@ -308,6 +325,8 @@ impl Options {
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
             announce_submounts: !self.no_announce_submounts,
+            posix_lock: !self.no_posix_lock,
+            flock: !self.no_flock,
             uid_map: IdMap::new(&self.translate_uid).map_err(CliError::TranslateUid)?,
             gid_map: IdMap::new(&self.translate_gid).map_err(CliError::TranslateGid)?,
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
@@ -369,6 +388,12 @@ mod tests {
         let last = ["--socket-path=/s", "--shared-dir", dir, "--no-killpriv-v2", "--killpriv-v2"];
         assert!(parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
         assert!(settings.announce_submounts, "submounts are announced by default");
+        assert!(settings.posix_lock && settings.flock, "locks are forwarded by default");
+        let off = ["--socket-path=/s", "--shared-dir", dir, "--no-posix-lock", "--no-flock"];
+        let s = parse(&off).settings().expect("supported");
+        assert!(!s.posix_lock && !s.flock);
+        let on = ["--socket-path=/s", "--shared-dir", dir, "--no-flock", "--flock"];
+        assert!(parse(&on).settings().expect("supported").flock, "the last one wins");
         let off = ["--socket-path=/s", "--shared-dir", dir, "--no-announce-submounts"];
         assert!(!parse(&off).settings().expect("supported").announce_submounts);
         let on = [

@@ -73,11 +73,27 @@ fn run(settings: Settings) -> Result<(), String> {
     config.allow_direct_io = settings.allow_direct_io;
     config.killpriv_v2 = settings.killpriv_v2;
     config.announce_submounts = settings.announce_submounts;
+    config.posix_locks = settings.posix_lock;
+    config.flock = settings.flock;
     config.uid_map = settings.uid_map;
     config.gid_map = settings.gid_map;
     config.timeout = settings.timeout;
     let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
+    let (posix, flock) = fs.locking();
+    for (asked, got, kind) in
+        [(settings.posix_lock, posix, "POSIX"), (settings.flock, flock, "flock")]
+    {
+        if asked && !got {
+            log(
+                LogLevel::Warn,
+                format_args!(
+                    "the shared directory's file system refuses {kind} locks: guest {kind} \
+                     locks stay local to the guest"
+                ),
+            );
+        }
+    }
     if !fs.credentials().is_enabled() {
         let uid = rustix::process::geteuid().as_raw();
         log(

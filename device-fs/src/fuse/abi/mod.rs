@@ -26,10 +26,12 @@ mod attr;
 mod dir;
 mod file;
 mod header;
+mod lock;
 mod xattr;
 
 pub use attr::*;
 pub use dir::*;
 pub use file::*;
 pub use header::*;
+pub use lock::*;
 pub use xattr::*;

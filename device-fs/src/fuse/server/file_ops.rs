@@ -63,7 +63,8 @@ impl<F: FileSystem> Server<F> {
 
     pub(super) fn do_release(&self, mut req: Request<'_>) -> OpResult {
         let args: ReleaseIn = req.take()?;
-        self.fs.release(&req.ctx(), req.node(), Handle(args.fh), args.flags)?;
+        let (fh, flags) = (Handle(args.fh), args.flags);
+        self.fs.release(&req.ctx(), req.node(), fh, flags, args.release_flags, args.lock_owner)?;
         Ok(Reply::empty())
     }
 

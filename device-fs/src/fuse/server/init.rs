@@ -30,7 +30,9 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::WRITEBACK_CACHE)
     .union(InitFlags::CREATE_SUPP_GROUP)
     .union(InitFlags::HANDLE_KILLPRIV_V2)
-    .union(InitFlags::SUBMOUNTS);
+    .union(InitFlags::SUBMOUNTS)
+    .union(InitFlags::POSIX_LOCKS)
+    .union(InitFlags::FLOCK_LOCKS);
 
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;
@@ -57,6 +59,7 @@ impl<F: FileSystem> Server<F> {
         let previous = self.session();
         if previous.initialized {
             // A second INIT ends the session (virtio-fs): start from a clean state.
+            self.cancel_all();
             self.fs.destroy();
             self.set_session(Session::default());
         }

@@ -11,10 +11,12 @@ mod dir_ops;
 mod entry_ops;
 mod file_ops;
 mod init;
+mod lock_ops;
 mod request;
 mod xattr_ops;
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::io::Errno;
 use zerocopy::{FromBytes, IntoBytes};
@@ -22,6 +24,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::abi::{InHeader, InitFlags, OutHeader};
 use super::filesystem::FileSystem;
 use super::io::{ReplyWriter, RequestReader, TransportError};
+use super::lock::Cancel;
 use super::opcode::Opcode;
 use request::Request;
 
@@ -92,10 +95,28 @@ struct Session {
     flags: Option<InitFlags>,
 }
 
+/// Where replies go that are sent after [`Server::handle_with`] returned (a SETLKW granted
+/// later). The transport puts the reply into the request's buffers and completes it.
+pub trait Defer: Send + Sync {
+    /// The whole reply (`fuse_out_header` and payload) to the request `unique`.
+    fn complete(&self, unique: u64, reply: Vec<u8>);
+}
+
+/// What [`Server::handle_with`] did with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Replied now with this many bytes (0: no reply is due, as for FORGET).
+    Replied(usize),
+    /// The reply will go to the [`Defer`] later, under this `unique`.
+    Deferred(u64),
+}
+
 /// What a per-opcode function produced.
 enum Reply {
     /// Send nothing (FORGET and friends).
     None,
+    /// Send nothing now: the reply to this `unique` goes to the [`Defer`] later.
+    Deferred(u64),
     /// Send a success reply with this payload.
     Payload(Vec<u8>),
 }
@@ -117,19 +138,44 @@ pub struct Server<F: FileSystem> {
     fs: F,
     config: ServerConfig,
     session: Mutex<Session>,
+    /// SETLKW requests being waited for, by `unique`.
+    waiting: Arc<Mutex<HashMap<u64, Cancel>>>,
 }
 
 impl<F: FileSystem> Server<F> {
     /// A server for `fs` with the given limits.
     pub fn new(fs: F, config: ServerConfig) -> Self {
-        Self { fs, config, session: Mutex::new(Session::default()) }
+        Self {
+            fs,
+            config,
+            session: Mutex::new(Session::default()),
+            waiting: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// Ends the session as DESTROY does: the file system drops every node and handle, and the
     /// next request must be INIT. For a device reset or a front-end that went away.
     pub fn reset(&self) {
+        self.cancel_all();
         self.fs.destroy();
         self.set_session(Session::default());
+    }
+
+    /// Cancels the SETLKW `unique` if it is being waited for: it is answered with EINTR.
+    pub fn cancel(&self, unique: u64) {
+        if let Some(cancel) = self.waiting().get(&unique) {
+            cancel.cancel();
+        }
+    }
+
+    /// Cancels every SETLKW being waited for.
+    fn cancel_all(&self) {
+        self.waiting().values().for_each(Cancel::cancel);
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Cancel>> {
+        // Single inserts and removals: a panic elsewhere cannot leave the map half-changed.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The file system.
@@ -163,11 +209,26 @@ impl<F: FileSystem> Server<F> {
     }
 
     /// Handles one request; returns the number of reply bytes written (0 when no reply is due).
+    /// Without a [`Defer`], a SETLKW whose lock is held is answered EAGAIN at once.
     pub fn handle(
         &self,
         reader: &mut dyn RequestReader,
         writer: &mut dyn ReplyWriter,
     ) -> Result<usize, ServerError> {
+        match self.handle_with(reader, writer, None)? {
+            Handled::Replied(n) => Ok(n),
+            // Without a Defer nothing is deferred.
+            Handled::Deferred(_) => Ok(0),
+        }
+    }
+
+    /// Handles one request; a SETLKW whose lock is held is answered later through `defer`.
+    pub fn handle_with(
+        &self,
+        reader: &mut dyn RequestReader,
+        writer: &mut dyn ReplyWriter,
+        defer: Option<&Arc<dyn Defer>>,
+    ) -> Result<Handled, ServerError> {
         let mut raw = [0u8; size_of::<InHeader>()];
         let got = reader.remaining();
         if got < raw.len() {
@@ -178,12 +239,14 @@ impl<F: FileSystem> Server<F> {
         let header =
             InHeader::read_from_bytes(&raw).map_err(|_| ServerError::ShortHeader { got })?;
         let opcode = Opcode::from_u32(header.opcode);
-        let result = self.body_and_dispatch(&header, opcode, reader);
-        match result {
-            Ok(Reply::None) => Ok(0),
-            Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p),
-            Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[]),
-        }
+        let result = self.body_and_dispatch(&header, opcode, reader, defer);
+        let written = match result {
+            Ok(Reply::None) => 0,
+            Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
+            Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p)?,
+            Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[])?,
+        };
+        Ok(Handled::Replied(written))
     }
 
     fn body_and_dispatch(
@@ -191,6 +254,7 @@ impl<F: FileSystem> Server<F> {
         header: &InHeader,
         opcode: Option<Opcode>,
         reader: &mut dyn RequestReader,
+        defer: Option<&Arc<dyn Defer>>,
     ) -> OpResult {
         // Every malformed-request answer goes through `reply_less_or`: FORGET, BATCH_FORGET and
         // INTERRUPT never get a reply, not even an error (the guest does not wait for one).
@@ -221,14 +285,23 @@ impl<F: FileSystem> Server<F> {
         if op != Opcode::Init && !session.initialized {
             return reply_less_or(Some(op), Errno::IO);
         }
-        self.dispatch(op, req, &session)
+        self.dispatch(op, req, &session, defer)
     }
 
-    fn dispatch(&self, op: Opcode, req: Request<'_>, session: &Session) -> OpResult {
+    fn dispatch(
+        &self,
+        op: Opcode,
+        req: Request<'_>,
+        session: &Session,
+        defer: Option<&Arc<dyn Defer>>,
+    ) -> OpResult {
         match op {
             Opcode::Init => self.do_init(req),
             Opcode::Destroy => self.do_destroy(),
-            Opcode::Interrupt => Ok(Reply::None),
+            Opcode::Interrupt => self.do_interrupt(req),
+            Opcode::Getlk => self.do_getlk(req),
+            Opcode::Setlk => self.do_setlk(req, false, defer),
+            Opcode::Setlkw => self.do_setlk(req, true, defer),
             Opcode::Lookup => self.do_lookup(req),
             Opcode::Forget => self.do_forget(req),
             Opcode::BatchForget => self.do_batch_forget(req),
@@ -271,6 +344,7 @@ impl<F: FileSystem> Server<F> {
     }
 
     fn do_destroy(&self) -> OpResult {
+        self.cancel_all();
         self.fs.destroy();
         self.set_session(Session::default());
         Ok(Reply::empty())
@@ -283,6 +357,15 @@ fn reply_less_or(opcode: Option<Opcode>, errno: Errno) -> OpResult {
         Some(op) if op.is_reply_less() => Ok(Reply::None),
         _ => Err(errno),
     }
+}
+
+/// A whole reply as bytes: `fuse_out_header` (with its exact `len`) and `payload`.
+fn encode_reply(unique: u64, error: i32, payload: &[u8]) -> Vec<u8> {
+    // A reply is a header and at most a few pages: far below 4 GiB.
+    let len = (size_of::<OutHeader>() + payload.len()) as u32;
+    let mut bytes = OutHeader { len, error, unique }.as_bytes().to_vec();
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 fn write_reply(

@@ -74,6 +74,11 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The request's `unique`.
+    pub(super) fn unique(&self) -> u64 {
+        self.header.unique
+    }
+
     /// The target node.
     pub(super) fn node(&self) -> NodeId {
         NodeId(self.header.nodeid)

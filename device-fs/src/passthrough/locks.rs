@@ -1,0 +1,287 @@
+//! Guest locks forwarded to the host: POSIX byte-range locks as open-file-description (OFD)
+//! locks, BSD `flock` locks as `flock(2)`, so a host process and the guest see each other's locks.
+//!
+//! The host's lock owner is an open file description. Each guest owner (FUSE `lock_owner`: a
+//! guest process for POSIX locks, a guest open file for flock) of each node gets one description
+//! of its own, opened on the inode, so guest owners conflict with each other and with host
+//! processes exactly as local ones would, and one owner's locks merge and split as POSIX says.
+//! Closing an owner's description drops its locks: FLUSH does that for POSIX locks (a `close(2)`
+//! in the guest drops the process's locks on the file), RELEASE with FLOCK_UNLOCK for flock.
+//!
+//! A SETLKW whose lock is held is retried on a thread of its own until it is granted or
+//! cancelled (INTERRUPT, RELEASE of its handle, FLUSH of its owner, the end of the session), so
+//! no queue worker ever blocks on a lock. This module opens no descriptors itself: the caller
+//! passes the opener of a node's description.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
+
+use crate::fuse::{Cancel, Handle, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
+
+/// Most SETLKW waits at once; past it a wait is refused with ENOLCK.
+pub(super) const MAX_WAITS: usize = 256;
+/// The longest pause between two attempts of a waiting SETLKW.
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
+
+/// (node, owner, flock): whose description it is.
+type Key = (u64, u64, bool);
+
+/// A SETLKW in progress.
+struct Waiting {
+    key: Key,
+    handle: Handle,
+    cancel: Cancel,
+    /// Gone once the waiting thread ended.
+    alive: Weak<()>,
+}
+
+#[derive(Default)]
+struct Inner {
+    ofds: HashMap<Key, Arc<OwnedFd>>,
+    waits: Vec<Waiting>,
+}
+
+/// The locks the guest holds or waits for, by owner.
+#[derive(Default)]
+pub(super) struct Locks {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Locks")
+            .field("owners", &inner.ofds.len())
+            .field("waits", &inner.waits.len())
+            .finish()
+    }
+}
+
+impl Locks {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Each update is one insert or removal: a panic cannot leave the table half-changed.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Descriptions held (they count against the guest's descriptor budget).
+    pub(super) fn len(&self) -> usize {
+        self.lock().ofds.len()
+    }
+
+    fn ofd(
+        &self,
+        key: Key,
+        open: impl FnOnce() -> Result<OwnedFd, Errno>,
+    ) -> Result<Arc<OwnedFd>, Errno> {
+        if let Some(fd) = self.lock().ofds.get(&key) {
+            return Ok(Arc::clone(fd));
+        }
+        let fd = Arc::new(open()?);
+        Ok(Arc::clone(self.lock().ofds.entry(key).or_insert(fd)))
+    }
+
+    /// GETLK of a POSIX lock: what conflicts with `req.lock` for this owner.
+    pub(super) fn getlk(
+        &self,
+        node: u64,
+        req: &LockRequest,
+        open: impl FnOnce() -> Result<OwnedFd, Errno>,
+    ) -> Result<Lock, Errno> {
+        // An owner without a description holds nothing: a fresh one sees every other lock.
+        let existing = self.lock().ofds.get(&(node, req.owner, false)).cloned();
+        let fd = match existing {
+            Some(fd) => fd,
+            None => Arc::new(open()?),
+        };
+        let found = ofd_fcntl(&*fd, libc::F_OFD_GETLK, &req.lock)?;
+        Ok(if found.typ == LockType::Unlock {
+            Lock { typ: LockType::Unlock, ..req.lock }
+        } else {
+            found
+        })
+    }
+
+    /// SETLK / SETLKW: takes, changes or drops the lock; waits off this thread when asked.
+    pub(super) fn setlk(
+        &self,
+        node: u64,
+        req: &LockRequest,
+        wait: Option<LockWait>,
+        open: impl FnOnce() -> Result<OwnedFd, Errno>,
+    ) -> Result<LockStatus, Errno> {
+        let key = (node, req.owner, req.flock);
+        if req.lock.typ == LockType::Unlock {
+            // An owner without a description holds nothing to unlock.
+            let Some(fd) = self.lock().ofds.get(&key).cloned() else {
+                return Ok(LockStatus::Done);
+            };
+            return attempt(&fd, &req.lock, req.flock).map(|()| LockStatus::Done);
+        }
+        let fd = self.ofd(key, open)?;
+        let lock = req.lock;
+        let flock = req.flock;
+        match attempt(&fd, &lock, flock) {
+            Err(Errno::AGAIN) => {}
+            other => return other.map(|()| LockStatus::Done),
+        }
+        let Some(wait) = wait else { return Err(Errno::AGAIN) };
+        let alive = Arc::new(());
+        {
+            let mut inner = self.lock();
+            inner.waits.retain(|w| w.alive.strong_count() > 0);
+            if inner.waits.len() >= MAX_WAITS {
+                return Err(Errno::NOLCK);
+            }
+            let (handle, cancel) = (req.handle, wait.cancel.clone());
+            inner.waits.push(Waiting { key, handle, cancel, alive: Arc::downgrade(&alive) });
+        }
+        std::thread::Builder::new()
+            .name("vhu-lock-wait".into())
+            .spawn(move || {
+                let _alive = alive;
+                wait_for(&fd, &lock, flock, wait);
+            })
+            .map_err(|_| Errno::NOLCK)?;
+        Ok(LockStatus::Waiting)
+    }
+
+    /// FLUSH by `owner`: its POSIX locks on the node are dropped (and its waits cancelled).
+    pub(super) fn flush(&self, node: u64, owner: u64) {
+        self.drop_owner((node, owner, false));
+    }
+
+    /// RELEASE of `handle`: its waits end; with `flock_unlock` the owner's flock lock is
+    /// dropped, with `flush` its POSIX locks.
+    pub(super) fn release(
+        &self,
+        node: u64,
+        handle: Handle,
+        owner: u64,
+        flock_unlock: bool,
+        flush: bool,
+    ) {
+        for w in self.lock().waits.iter().filter(|w| w.key.0 == node && w.handle == handle) {
+            w.cancel.cancel();
+        }
+        if flock_unlock {
+            self.drop_owner((node, owner, true));
+        }
+        if flush {
+            self.drop_owner((node, owner, false));
+        }
+    }
+
+    /// The end of the session: every wait ends and every lock is dropped.
+    pub(super) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.waits.iter().for_each(|w| w.cancel.cancel());
+        inner.waits.clear();
+        let ofds: Vec<_> = inner.ofds.drain().collect();
+        drop(inner);
+        for ((_, _, flock), fd) in ofds {
+            unlock_all(&fd, flock);
+        }
+    }
+
+    fn drop_owner(&self, key: Key) {
+        let mut inner = self.lock();
+        inner.waits.iter().filter(|w| w.key == key).for_each(|w| w.cancel.cancel());
+        let fd = inner.ofds.remove(&key);
+        drop(inner);
+        // Explicitly, not only by closing: a cancelled waiter may hold the description a
+        // little longer.
+        if let Some(fd) = fd {
+            unlock_all(&fd, key.2);
+        }
+    }
+}
+
+/// One non-blocking attempt; EAGAIN when the lock is held elsewhere.
+fn attempt(fd: &OwnedFd, lock: &Lock, flock: bool) -> Result<(), Errno> {
+    if flock {
+        let op = match lock.typ {
+            LockType::Read => FlockOperation::NonBlockingLockShared,
+            LockType::Write => FlockOperation::NonBlockingLockExclusive,
+            LockType::Unlock => FlockOperation::NonBlockingUnlock,
+        };
+        return rustix::fs::flock(fd, op).map_err(|e| {
+            if e == Errno::WOULDBLOCK {
+                Errno::AGAIN
+            } else {
+                e
+            }
+        });
+    }
+    match ofd_fcntl(fd, libc::F_OFD_SETLK, lock) {
+        // POSIX allows EACCES for a lock held elsewhere.
+        Err(Errno::ACCESS) => Err(Errno::AGAIN),
+        other => other.map(drop),
+    }
+}
+
+/// Retries until the lock is taken, an error other than EAGAIN comes, or the wait is cancelled.
+fn wait_for(fd: &OwnedFd, lock: &Lock, flock: bool, wait: LockWait) {
+    let mut pause = Duration::from_millis(1);
+    let result = loop {
+        if wait.cancel.is_cancelled() {
+            break Err(Errno::INTR);
+        }
+        match attempt(fd, lock, flock) {
+            Err(Errno::AGAIN) => {}
+            other => break other,
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_BACKOFF);
+    };
+    wait.finish(result);
+}
+
+fn unlock_all(fd: &OwnedFd, flock: bool) {
+    let all = Lock { start: 0, end: LOCK_TO_EOF, typ: LockType::Unlock, pid: 0 };
+    // Unlocking what is not held succeeds; a failure here leaves the close to drop the locks.
+    let _ = attempt(fd, &all, flock);
+}
+
+/// `fcntl(fd, cmd, &flock)` with an F_OFD_* command; returns the lock the kernel wrote back.
+fn ofd_fcntl(fd: impl AsFd, cmd: libc::c_int, lock: &Lock) -> Result<Lock, Errno> {
+    let len = if lock.end >= LOCK_TO_EOF { 0 } else { lock.end - lock.start + 1 };
+    // `Lock::from_wire` keeps start <= end <= i64::MAX, so both fit an off_t.
+    let mut fl = libc::flock {
+        l_type: lock.typ.raw() as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: i64::try_from(lock.start).map_err(|_| Errno::INVAL)?,
+        l_len: i64::try_from(len).map_err(|_| Errno::INVAL)?,
+        l_pid: 0,
+    };
+    let fd = fd.as_fd();
+    // SAFETY: the F_OFD_* commands read and write exactly one `struct flock`, which `fl` is, and
+    // `fd` is borrowed (open) for the whole call.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+    if rc < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    let typ =
+        LockType::from_raw(u32::try_from(fl.l_type).map_err(|_| Errno::IO)?).ok_or(Errno::IO)?;
+    let start = u64::try_from(fl.l_start).map_err(|_| Errno::IO)?;
+    let end = match u64::try_from(fl.l_len).map_err(|_| Errno::IO)? {
+        0 => LOCK_TO_EOF,
+        n => start.saturating_add(n - 1).min(LOCK_TO_EOF),
+    };
+    // Holders are host processes or other descriptions: no guest pid to report.
+    Ok(Lock { start, end, typ, pid: 0 })
+}
+
+/// Whether the host file system under `dir` (an fd opened for reading) takes OFD locks and
+/// flock locks: (posix, flock).
+pub(super) fn probe(dir: &OwnedFd) -> (bool, bool) {
+    let whole = Lock { start: 0, end: LOCK_TO_EOF, typ: LockType::Read, pid: 0 };
+    let posix = ofd_fcntl(dir, libc::F_OFD_GETLK, &whole).is_ok();
+    let flock = rustix::fs::flock(dir, FlockOperation::NonBlockingLockShared).is_ok()
+        && rustix::fs::flock(dir, FlockOperation::NonBlockingUnlock).is_ok();
+    (posix, flock)
+}

@@ -1,0 +1,230 @@
+//! Guest locks on the host: POSIX locks as open-file-description locks keyed by the FUSE lock
+//! owner, flock locks as flock(2). Host and guest see each other's locks; FLUSH and RELEASE
+//! drop an owner's locks; a SETLKW whose lock is held is answered later, without blocking the
+//! caller, and an INTERRUPT, a RELEASE or the end of the session answers it EINTR.
+
+mod support;
+
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::Harness;
+use vhu_device_fs::fuse::abi::{
+    FileLock, FlushIn, InHeader, InitFlags, InterruptIn, LkIn, LkOut, OpenIn, OutHeader, ReleaseIn,
+    LK_FLOCK, RELEASE_FLOCK_UNLOCK,
+};
+use vhu_device_fs::fuse::{Defer, Handled, Opcode, VecWriter, LOCK_TO_EOF};
+use zerocopy::{FromBytes, IntoBytes};
+
+const EAGAIN: i32 = 11;
+const EINTR: i32 = 4;
+const ENOSYS: i32 = 38;
+const F_RDLCK: u32 = 0;
+const F_WRLCK: u32 = 1;
+const F_UNLCK: u32 = 2;
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Replies sent later, as (unique, error).
+struct Later(Mutex<Sender<(u64, i32)>>);
+
+impl Defer for Later {
+    fn complete(&self, unique: u64, reply: Vec<u8>) {
+        let (out, _) = OutHeader::read_from_prefix(&reply).expect("out header");
+        assert_eq!((out.unique, out.len as usize), (unique, reply.len()));
+        let _ = self.0.lock().unwrap().send((unique, out.error));
+    }
+}
+
+fn later() -> (Arc<dyn Defer>, Receiver<(u64, i32)>) {
+    let (tx, rx) = channel();
+    (Arc::new(Later(Mutex::new(tx))), rx)
+}
+
+/// A share with `f` (4 KiB), looked up and opened twice (two guest open files).
+fn setup(tag: &str) -> (Harness, u64, u64, u64) {
+    let mut h = Harness::new(tag);
+    let out = h.init();
+    let claimed = InitFlags::from_bits_retain(u64::from(out.flags));
+    assert!(claimed.contains(InitFlags::POSIX_LOCKS | InitFlags::FLOCK_LOCKS), "{claimed:?}");
+    std::fs::write(h.share().join("f"), vec![0u8; 4096]).expect("host write");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let open = |h: &mut Harness| {
+        h.call(Opcode::Open, node, OpenIn { flags: 0o2, ..OpenIn::default() }.as_bytes()).open().fh
+    };
+    let (a, b) = (open(&mut h), open(&mut h));
+    (h, node, a, b)
+}
+
+fn lk(fh: u64, owner: u64, typ: u32, start: u64, end: u64, flock: bool) -> LkIn {
+    let lk = FileLock { start, end, typ, pid: 42 };
+    LkIn { fh, owner, lk, lk_flags: if flock { LK_FLOCK } else { 0 }, padding: 0 }
+}
+
+fn setlk(h: &mut Harness, node: u64, args: &LkIn) -> i32 {
+    h.call(Opcode::Setlk, node, args.as_bytes()).errno()
+}
+
+fn getlk(h: &mut Harness, node: u64, args: &LkIn) -> FileLock {
+    LkOut::read_from_bytes(h.call(Opcode::Getlk, node, args.as_bytes()).ok()).expect("lk_out").lk
+}
+
+/// A host process's view: a description of its own on the file.
+fn host_file(h: &Harness) -> std::fs::File {
+    std::fs::OpenOptions::new().read(true).write(true).open(h.share().join("f")).expect("open")
+}
+
+/// Tries an OFD write lock on `start..=end` from the host; returns whether it was granted.
+fn host_try_posix(file: &std::fs::File, typ: i16, start: i64, len: i64) -> bool {
+    let mut fl = libc::flock { l_type: typ, l_whence: 0, l_start: start, l_len: len, l_pid: 0 };
+    // SAFETY: F_OFD_SETLK reads one struct flock, `fl`; the file is open.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) == 0 }
+}
+
+fn host_try_flock(file: &std::fs::File) -> bool {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Sends SETLKW through `handle_with`; returns what the server did.
+fn setlkw(h: &mut Harness, node: u64, args: &LkIn, defer: &Arc<dyn Defer>, unique: u64) -> Handled {
+    let header = InHeader {
+        len: (size_of::<InHeader>() + size_of::<LkIn>()) as u32,
+        opcode: Opcode::Setlkw as u32,
+        unique,
+        nodeid: node,
+        pid: 1,
+        ..InHeader::default()
+    };
+    let request = [header.as_bytes(), args.as_bytes()].concat();
+    let mut writer = VecWriter::new(4096);
+    h.server.handle_with(&mut &request[..], &mut writer, Some(defer)).expect("handled")
+}
+
+#[test]
+fn posix_locks_are_shared_with_the_host_and_between_owners() {
+    let (mut h, node, a, b) = setup("locks-posix");
+    assert_eq!(setlk(&mut h, node, &lk(a, 1, F_WRLCK, 100, 199, false)), 0);
+    // Another guest owner sees it and cannot take it.
+    let seen = getlk(&mut h, node, &lk(b, 2, F_WRLCK, 0, LOCK_TO_EOF, false));
+    assert_eq!((seen.typ, seen.start, seen.end), (F_WRLCK, 100, 199));
+    assert_eq!(setlk(&mut h, node, &lk(b, 2, F_RDLCK, 150, 150, false)), EAGAIN);
+    assert_eq!(setlk(&mut h, node, &lk(b, 2, F_WRLCK, 200, 299, false)), 0, "no overlap");
+    // The owner itself sees nothing of its own in its way, even through its other open file.
+    let own = getlk(&mut h, node, &lk(b, 1, F_WRLCK, 100, 199, false));
+    assert_eq!((own.typ, own.start, own.end), (F_UNLCK, 100, 199));
+    // The host sees both owners' locks.
+    let host = host_file(&h);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 120, 1));
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 250, 1));
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 1000, 10), "unlocked range");
+    // And the guest sees the host's.
+    let seen = getlk(&mut h, node, &lk(a, 1, F_RDLCK, 1005, 1005, false));
+    assert_eq!((seen.typ, seen.start, seen.end, seen.pid), (F_WRLCK, 1000, 1009, 0));
+    assert_eq!(setlk(&mut h, node, &lk(a, 1, F_WRLCK, 1000, 1000, false)), EAGAIN);
+    // Unlocking part of a range splits it, as POSIX says.
+    assert_eq!(setlk(&mut h, node, &lk(a, 1, F_UNLCK, 100, 149, false)), 0);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 100, 50));
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 150, 1));
+    // FLUSH by owner 1 (a close in that guest process) drops its locks; owner 2 keeps its own.
+    let f = FlushIn { fh: a, lock_owner: 1, ..FlushIn::default() };
+    h.call(Opcode::Flush, node, f.as_bytes()).ok();
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 150, 50));
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 250, 1));
+}
+
+#[test]
+fn flock_locks_are_shared_with_the_host_and_dropped_on_release() {
+    let (mut h, node, a, b) = setup("locks-flock");
+    assert_eq!(setlk(&mut h, node, &lk(a, 11, F_WRLCK, 0, LOCK_TO_EOF, true)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(b, 12, F_RDLCK, 0, LOCK_TO_EOF, true)), EAGAIN);
+    let host = host_file(&h);
+    assert!(!host_try_flock(&host), "the host sees the guest's flock");
+    let r = ReleaseIn {
+        fh: a,
+        release_flags: RELEASE_FLOCK_UNLOCK,
+        lock_owner: 11,
+        ..ReleaseIn::default()
+    };
+    h.call(Opcode::Release, node, r.as_bytes()).ok();
+    assert!(host_try_flock(&host), "released with the open file");
+    // Now the host holds it: the guest cannot.
+    assert_eq!(setlk(&mut h, node, &lk(b, 12, F_RDLCK, 0, LOCK_TO_EOF, true)), EAGAIN);
+    drop(host);
+    assert_eq!(setlk(&mut h, node, &lk(b, 12, F_RDLCK, 0, LOCK_TO_EOF, true)), 0);
+}
+
+#[test]
+fn setlkw_is_answered_when_the_host_lets_go() {
+    let (mut h, node, a, _) = setup("locks-wait");
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 0));
+    // The call returns at once: the reply is owed.
+    assert_eq!(
+        setlkw(&mut h, node, &lk(a, 1, F_WRLCK, 0, 9, false), &defer, 500),
+        Handled::Deferred(500)
+    );
+    assert!(replies.recv_timeout(Duration::from_millis(100)).is_err(), "still held");
+    // Meanwhile the server goes on serving.
+    assert_eq!(setlk(&mut h, node, &lk(a, 2, F_RDLCK, 0, 0, false)), EAGAIN);
+    drop(host);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((500, 0)), "granted once the host let go");
+    let host = host_file(&h);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1), "and the guest holds it");
+    // A free lock is answered at once even through SETLKW.
+    assert_eq!(
+        setlkw(&mut h, node, &lk(a, 1, F_WRLCK, 20, 29, false), &defer, 501),
+        Handled::Replied(16)
+    );
+}
+
+#[test]
+fn setlkw_waits_end_with_eintr() {
+    let (mut h, node, a, b) = setup("locks-cancel");
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_flock(&host));
+    // INTERRUPT names the waiting request.
+    assert!(matches!(
+        setlkw(&mut h, node, &lk(a, 1, F_WRLCK, 0, LOCK_TO_EOF, true), &defer, 600),
+        Handled::Deferred(600)
+    ));
+    let i = InterruptIn { unique: 600 };
+    assert!(h.try_call(Opcode::Interrupt, 0, i.as_bytes()).is_none(), "INTERRUPT gets no reply");
+    assert_eq!(replies.recv_timeout(WAIT), Ok((600, -EINTR)));
+    // RELEASE of the handle it waits through.
+    assert!(matches!(
+        setlkw(&mut h, node, &lk(b, 2, F_WRLCK, 0, LOCK_TO_EOF, true), &defer, 601),
+        Handled::Deferred(601)
+    ));
+    h.call(Opcode::Release, node, ReleaseIn { fh: b, ..ReleaseIn::default() }.as_bytes()).ok();
+    assert_eq!(replies.recv_timeout(WAIT), Ok((601, -EINTR)));
+    // The end of the session (device reset, front-end gone).
+    assert!(matches!(
+        setlkw(&mut h, node, &lk(a, 3, F_WRLCK, 0, LOCK_TO_EOF, true), &defer, 602),
+        Handled::Deferred(602)
+    ));
+    h.server.reset();
+    assert_eq!(replies.recv_timeout(WAIT), Ok((602, -EINTR)));
+    assert!(host_try_flock(&host), "the host still holds its lock");
+}
+
+#[test]
+fn locks_can_be_turned_off() {
+    let mut h = Harness::with("locks-off", |c| {
+        c.posix_locks = false;
+        c.flock = false;
+    });
+    let out = h.init();
+    let claimed = InitFlags::from_bits_retain(u64::from(out.flags));
+    assert!(!claimed.intersects(InitFlags::POSIX_LOCKS | InitFlags::FLOCK_LOCKS));
+    std::fs::write(h.share().join("f"), b"f").expect("host write");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let fh = h.call(Opcode::Open, node, OpenIn::default().as_bytes()).open().fh;
+    assert_eq!(setlk(&mut h, node, &lk(fh, 1, F_WRLCK, 0, 0, false)), ENOSYS);
+    assert_eq!(
+        h.call(Opcode::Getlk, node, lk(fh, 1, F_WRLCK, 0, 0, false).as_bytes()).errno(),
+        ENOSYS
+    );
+}
