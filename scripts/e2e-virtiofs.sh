@@ -80,6 +80,7 @@ while [ $# -gt 0 ]; do
 done
 
 . "$E2E/identity-host.sh"
+. "$E2E/locks-host.sh"
 
 log() { echo "e2e: $*"; }
 die() { echo "e2e: $*" >&2; exit 2; }
@@ -291,6 +292,7 @@ build_initramfs() {
     cp "$E2E/init" "$stage/init"
     cp "$E2E/workload.sh" "$stage/workload.sh"
     cp "$E2E/identity.sh" "$stage/identity.sh"
+    cp "$E2E/locks.sh" "$stage/locks.sh"
     if [ "$FIO" = 1 ]; then
         pack_fio "$stage" || die "--fio: could not pack fio into the initramfs"
     fi
@@ -374,7 +376,7 @@ GUEST_CHECKS=(mount host-file host-big-read create write-read append truncate re
     hardlink symlink mkdir rmdir unlink readdir-1000 chmod chown mtime stat mkfifo
     statfs fsync xattr big-write big-readback escape-dotdot escape-symlink-rel
     escape-symlink-abs escape-symlink-dir escape-symlink-write user-tree sgid-create odirect
-    fio-verify submount umount)
+    fio-verify submount locks-host-held locks-guest-held umount)
 
 parse_console() {
     local line kind name rest
@@ -543,6 +545,7 @@ cleanup() {
         kill "$BACKEND_PID" 2>/dev/null || true
         wait "$BACKEND_PID" 2>/dev/null || true
     fi
+    stop_lock_helpers
     cleanup_identity
     if [ "$KEEP" = 1 ]; then
         echo "e2e: kept $WORK"
@@ -567,6 +570,7 @@ fi
 
 prepare_share
 build_initramfs
+start_lock_helpers "$SHARE" "$WORK/vfs-probe"
 
 BOOT_KERNEL=$KERNEL
 if [ "$USE_VMLINUX" = 1 ]; then

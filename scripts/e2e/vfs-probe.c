@@ -12,6 +12,14 @@
  *   vfs-probe create PATH MODE        open(PATH, O_CREAT|O_EXCL|O_WRONLY, MODE), MODE octal
  *   vfs-probe as UID GID PROG ARGS... run PROG as UID:GID with no supplementary
  *                                     groups (busybox's setpriv cannot change ids)
+ *   vfs-probe trylock PATH posix|flock
+ *                                     one non-blocking exclusive lock attempt: exit 0 when
+ *                                     granted, 4 when another owner holds it
+ *   vfs-probe waitlock PATH posix|flock
+ *                                     a blocking exclusive lock (F_SETLKW / LOCK_EX)
+ *   vfs-probe holdlock PATH posix|flock READY UNTIL
+ *                                     take the lock (waiting), create READY, hold it until
+ *                                     UNTIL exists (at most 120 s: exit 5 past that)
  *
  * Exit status: 0 on success, 3 when the file system answers ENOTSUP/EOPNOTSUPP
  * (so the caller can report the feature as not supported), 1 on any other
@@ -23,8 +31,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <sys/file.h>
+#include <time.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+/* An exclusive whole-file lock on fd: POSIX (fcntl) or BSD (flock), waiting or not. */
+static int lock_fd(int fd, const char *kind, int wait)
+{
+    if (strcmp(kind, "flock") == 0)
+        return flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB));
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    return fcntl(fd, wait ? F_SETLKW : F_SETLK, &fl);
+}
 
 static int fail(const char *what, const char *path)
 {
@@ -88,6 +107,36 @@ int main(int argc, char **argv)
         if (close(fd) != 0)
             return fail("close", path);
         return 0;
+    }
+    if ((strcmp(cmd, "trylock") == 0 || strcmp(cmd, "waitlock") == 0) && argc == 4) {
+        int wait = cmd[0] == 'w';
+        int fd = open(path, O_RDWR);
+        if (fd < 0)
+            return fail("open", path);
+        if (lock_fd(fd, argv[3], wait) == 0)
+            return 0;
+        if (!wait && (errno == EAGAIN || errno == EACCES || errno == EWOULDBLOCK))
+            return 4;
+        return fail("lock", path);
+    }
+    if (strcmp(cmd, "holdlock") == 0 && argc == 6) {
+        int fd = open(path, O_RDWR);
+        if (fd < 0)
+            return fail("open", path);
+        if (lock_fd(fd, argv[3], 1) != 0)
+            return fail("lock", path);
+        int ready = open(argv[4], O_CREAT | O_WRONLY, 0644);
+        if (ready < 0)
+            return fail("create", argv[4]);
+        close(ready);
+        struct timespec pause = { 0, 20 * 1000 * 1000 };
+        for (int i = 0; i < 6000; i++) {
+            if (access(argv[5], F_OK) == 0)
+                return 0;
+            nanosleep(&pause, NULL);
+        }
+        fprintf(stderr, "vfs-probe: %s never appeared\n", argv[5]);
+        return 5;
     }
     if (strcmp(cmd, "create") == 0 && argc == 4) {
         int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, (mode_t)strtoul(argv[3], NULL, 8));

@@ -332,6 +332,7 @@ t_escape_symlink_write() {
 # ---- identity, O_DIRECT, submounts (identity.sh) -------------------------------
 
 . /identity.sh
+. /locks.sh
 
 # ---- unmount -----------------------------------------------------------------
 
@@ -349,7 +350,8 @@ if grep -q " $M virtiofs " /proc/mounts; then
              symlink mkdir rmdir unlink readdir_1000 chmod chown mtime stat mkfifo \
              statfs fsync xattr big_write big_readback \
              escape_dotdot escape_symlink_rel escape_symlink_abs escape_symlink_dir \
-             escape_symlink_write user_tree sgid_create odirect fio_verify submount umount; do
+             escape_symlink_write user_tree sgid_create odirect fio_verify submount \
+             locks_host_held locks_guest_held umount; do
         run "$t"
     done
 else
