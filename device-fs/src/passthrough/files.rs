@@ -93,7 +93,7 @@ impl PassthroughFs {
         self.check_open_budget()?;
         let wanted = open_flags(flags, self.config.allow_direct_io);
         let kill = wanted.contains(OFlags::TRUNC) && open & OPEN_KILL_SUIDGID != 0;
-        let fd = self.killing_priv(kill, || self.reopen(&inode, wanted))?;
+        let fd = self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?;
         Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
     }
 
@@ -204,7 +204,8 @@ impl PassthroughFs {
         flags: u32,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        self.killing_priv(flags & WRITE_KILL_SUIDGID != 0, || {
+        let inode = self.inode(node)?;
+        self.killing_priv(&inode, flags & WRITE_KILL_SUIDGID != 0, || {
             if !h.direct {
                 return pwrite_full(&h.fd, data, offset);
             }

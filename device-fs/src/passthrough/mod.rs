@@ -35,6 +35,7 @@ mod locks;
 mod names;
 mod setattr;
 mod submounts;
+mod xattrmap;
 mod xattrs;
 
 use std::ffi::CStr;
@@ -57,6 +58,7 @@ pub use handles::HandleTable;
 pub use idmap::{IdMap, IdMapError, IdRule};
 pub use inodes::{Inode, InodeTable};
 pub use names::{validate as validate_name, NAME_MAX};
+pub use xattrmap::{XattrMap, XattrMapError};
 
 /// How the share is exported.
 #[derive(Clone, Debug)]
@@ -91,6 +93,9 @@ pub struct Config {
     /// Forward guest `flock` locks to the host (`flock`, on by default); offered only where the
     /// host file system takes them.
     pub flock: bool,
+    /// How extended attribute names travel between guest and host (`--xattrmap`); without a
+    /// map, names pass unchanged but `trusted.*` and `security.*` are never written.
+    pub xattrmap: Option<XattrMap>,
     /// Guest ↔ host uid translation (`--translate-uid`; identity by default).
     pub uid_map: IdMap,
     /// Guest ↔ host gid translation (`--translate-gid`; identity by default).
@@ -123,6 +128,7 @@ impl Config {
             announce_submounts: true,
             posix_locks: true,
             flock: true,
+            xattrmap: None,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
@@ -207,11 +213,35 @@ impl PassthroughFs {
 
     /// Runs `op` so that the host clears set-id bits, when the guest asked for it
     /// (`kill`) and HANDLE_KILLPRIV_V2 is on; otherwise runs it as it is.
-    fn killing_priv<T>(&self, kill: bool, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
-        if kill && self.config.killpriv_v2 {
-            self.config.credentials.without_fsetid(op)
-        } else {
-            op()
+    fn killing_priv<T>(
+        &self,
+        inode: &Inode,
+        kill: bool,
+        op: impl FnOnce() -> FsResult<T>,
+    ) -> FsResult<T> {
+        if !(kill && self.config.killpriv_v2) {
+            return op();
+        }
+        let value = self.config.credentials.without_fsetid(op)?;
+        self.drop_mapped_capability(inode);
+        Ok(value)
+    }
+
+    /// The host kernel drops `security.capability` on a write, truncation or chown, but not an
+    /// attribute the xattr map renamed it to: that copy goes here (CVE-2021-20263), so a guest
+    /// file capability never outlives a change of the file.
+    fn drop_mapped_capability(&self, inode: &Inode) {
+        let Some(map) = &self.config.xattrmap else { return };
+        let Ok(name) = map.to_host(b"security.capability") else { return };
+        if name == b"security.capability"
+            || !matches!(inode.kind, inodes::S_IFREG | inodes::S_IFDIR)
+        {
+            return;
+        }
+        let path = format!("/proc/self/fd/{}", Self::proc_name(inode));
+        if let Ok(name) = std::ffi::CString::new(name) {
+            // Absent (ENODATA) is the common case; nothing else can be done about a failure.
+            let _ = rustix::fs::removexattr(path, &name);
         }
     }
 

@@ -46,9 +46,14 @@ impl PassthroughFs {
                 gid.map(Gid::from_raw),
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
+            // A chown drops file capabilities, renamed ones included, when the guest leaves
+            // that to the server.
+            if self.config.killpriv_v2 {
+                self.drop_mapped_capability(&inode);
+            }
         }
         if let Some(size) = set.size {
-            self.killing_priv(set.kill_suidgid, || match &handle {
+            self.killing_priv(&inode, set.kill_suidgid, || match &handle {
                 Some(h) => rustix::fs::ftruncate(&h.fd, size),
                 None if inode.kind == S_IFREG => {
                     let fd = self.reopen(&inode, OFlags::WRONLY)?;

@@ -3,11 +3,13 @@
 //! Only regular files and directories carry xattrs here; with xattrs disabled every operation
 //! answers ENOSYS so the guest stops asking. Each call holds the inode it works on for its whole
 //! duration, so a concurrent FORGET cannot close the fd and let its number name another file
-//! midway. The guest may not write or remove `trusted.*` and `security.*` attributes: on the
-//! host they would grant privileges (file capabilities, LSM labels, overlayfs metadata), so they
-//! are refused with EPERM rather than written raw.
+//! midway. Names go through `--xattrmap` when one is given ([`super::xattrmap`]); without one,
+//! the guest may not write or remove `trusted.*` and `security.*` attributes: on the host they
+//! would grant privileges (file capabilities, LSM labels, overlayfs metadata), so they are
+//! refused with EPERM rather than written raw. A map that lets them through is the operator's
+//! explicit wish.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::sync::Arc;
 
 use rustix::fs::XattrFlags;
@@ -40,6 +42,18 @@ fn writable(name: &CStr) -> Result<(), Errno> {
 }
 
 impl PassthroughFs {
+    /// The host name of a guest attribute name, for reading (`write` false) or changing it.
+    fn host_xattr_name(&self, name: &CStr, write: bool) -> Result<CString, Errno> {
+        let Some(map) = &self.config.xattrmap else {
+            if write {
+                writable(name)?;
+            }
+            return Ok(name.to_owned());
+        };
+        // Mapped names are built from the guest's name and the map's prefixes: no NUL inside.
+        CString::new(map.to_host(name.to_bytes())?).map_err(|_| Errno::INVAL)
+    }
+
     fn xattr_target(&self, node: NodeId) -> Result<Target, Errno> {
         if !self.config.xattr {
             return Err(Errno::NOSYS);
@@ -62,9 +76,9 @@ impl PassthroughFs {
         flags: u32,
     ) -> Result<(), Errno> {
         let target = self.xattr_target(node)?;
-        writable(name)?;
+        let name = self.host_xattr_name(name, true)?;
         let flags = XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
-        rustix::fs::setxattr(&target.path, name, value, flags)
+        rustix::fs::setxattr(&target.path, &name, value, flags)
     }
 
     pub(super) fn do_getxattr(
@@ -75,6 +89,7 @@ impl PassthroughFs {
     ) -> Result<XattrReply, Errno> {
         let target = self.xattr_target(node)?;
         let path = &target.path;
+        let name = &*self.host_xattr_name(name, false)?;
         if size == 0 {
             let n = rustix::fs::getxattr_query(path, name)?;
             return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
@@ -88,20 +103,38 @@ impl PassthroughFs {
     pub(super) fn do_listxattr(&self, node: NodeId, size: u32) -> Result<XattrReply, Errno> {
         let target = self.xattr_target(node)?;
         let path = &target.path;
-        if size == 0 {
-            let n = rustix::fs::listxattr_query(path)?;
-            return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
+        let Some(map) = &self.config.xattrmap else {
+            if size == 0 {
+                let n = rustix::fs::listxattr_query(path)?;
+                return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
+            }
+            let mut buf = vec![0u8; size.min(XATTR_SIZE_MAX) as usize];
+            let n = rustix::fs::listxattr(path, &mut buf[..])?;
+            buf.truncate(n);
+            return Ok(XattrReply::Data(buf));
+        };
+        // Mapped names differ in length: the guest's list is built from the whole host list.
+        let mut host = vec![0u8; XATTR_SIZE_MAX as usize];
+        let n = rustix::fs::listxattr(path, &mut host[..])?;
+        let mut list = Vec::new();
+        for name in host[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            if let Some(shown) = map.to_guest(name).filter(|s| !s.is_empty()) {
+                list.extend_from_slice(shown);
+                list.push(0);
+            }
         }
-        let mut buf = vec![0u8; size.min(XATTR_SIZE_MAX) as usize];
-        let n = rustix::fs::listxattr(path, &mut buf[..])?;
-        buf.truncate(n);
-        Ok(XattrReply::Data(buf))
+        let len = u32::try_from(list.len()).map_err(|_| Errno::RANGE)?;
+        match size {
+            0 => Ok(XattrReply::Size(len)),
+            s if s < len => Err(Errno::RANGE),
+            _ => Ok(XattrReply::Data(list)),
+        }
     }
 
     pub(super) fn do_removexattr(&self, node: NodeId, name: &CStr) -> Result<(), Errno> {
         let target = self.xattr_target(node)?;
-        writable(name)?;
-        rustix::fs::removexattr(&target.path, name)
+        let name = self.host_xattr_name(name, true)?;
+        rustix::fs::removexattr(&target.path, &name)
     }
 }
 

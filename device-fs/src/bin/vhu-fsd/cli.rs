@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use vhu_device_fs::passthrough::{IdMap, IdMapError, IdRule};
+use vhu_device_fs::passthrough::{IdMap, IdMapError, IdRule, XattrMap};
 
 use crate::ns_map::{parse_ns_map, NsMap};
 
@@ -111,6 +111,10 @@ pub(crate) struct Options {
     /// Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default).
     #[arg(long, overrides_with = "killpriv_v2")]
     pub(crate) no_killpriv_v2: bool,
+    /// Extended attribute name mapping rules (virtiofsd's syntax, e.g. `:map::user.virtiofs.:`);
+    /// implies --xattr.
+    #[arg(long, value_name = "RULES")]
+    pub(crate) xattrmap: Option<XattrMap>,
     /// Translate uids between guest and host inside the daemon:
     /// `<type>:<source>:<target>:<count>` with type guest, host, squash-guest, squash-host or map,
     /// or `forbid-guest:<first>:<count>`. Repeatable.
@@ -200,6 +204,8 @@ pub(crate) struct Settings {
     pub(crate) killpriv_v2: bool,
     /// Announce host mount points as submounts.
     pub(crate) announce_submounts: bool,
+    /// xattr name mapping.
+    pub(crate) xattrmap: Option<XattrMap>,
     /// Forward POSIX locks.
     pub(crate) posix_lock: bool,
     /// Forward flock locks.
@@ -321,7 +327,8 @@ impl Options {
             shared_dir,
             tag: self.tag.clone(),
             timeout,
-            xattr: self.xattr,
+            xattr: self.xattr || self.xattrmap.is_some(),
+            xattrmap: self.xattrmap.clone(),
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
             announce_submounts: !self.no_announce_submounts,
@@ -389,6 +396,11 @@ mod tests {
         assert!(parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
         assert!(settings.announce_submounts, "submounts are announced by default");
         assert!(settings.posix_lock && settings.flock, "locks are forwarded by default");
+        let mapped = ["--socket-path=/s", "--shared-dir", dir, "--xattrmap=:map::user.virtiofs.:"];
+        let s = parse(&mapped).settings().expect("supported");
+        assert!(s.xattr && s.xattrmap.is_some(), "--xattrmap implies --xattr");
+        let bad = ["vhu-fsd", "--socket-path=/s", "--shared-dir", dir, "--xattrmap=:frob:all:::"];
+        assert!(Options::try_parse_from(bad).is_err(), "a bad map is a usage error");
         let off = ["--socket-path=/s", "--shared-dir", dir, "--no-posix-lock", "--no-flock"];
         let s = parse(&off).settings().expect("supported");
         assert!(!s.posix_lock && !s.flock);

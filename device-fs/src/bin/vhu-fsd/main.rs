@@ -70,6 +70,7 @@ fn run(settings: Settings) -> Result<(), String> {
     rustix::process::umask(rustix::fs::Mode::empty());
     let mut config = Config::new(&settings.shared_dir);
     config.xattr = settings.xattr;
+    config.xattrmap = settings.xattrmap;
     config.allow_direct_io = settings.allow_direct_io;
     config.killpriv_v2 = settings.killpriv_v2;
     config.announce_submounts = settings.announce_submounts;

@@ -1,0 +1,157 @@
+//! `--xattrmap` through the passthrough: guest names are renamed, refused or passed as the
+//! rules say, listings show only what the rules let through, and host attributes outside the
+//! mapped prefix stay hidden.
+
+mod support;
+
+use support::{args, cstr, Harness};
+use vhu_device_fs::fuse::abi::{GetxattrIn, SetxattrInCompat};
+use vhu_device_fs::fuse::Opcode;
+use vhu_device_fs::passthrough::XattrMap;
+use zerocopy::IntoBytes;
+
+const EPERM: i32 = 1;
+const EOPNOTSUPP: i32 = 95;
+const ERANGE: i32 = 34;
+
+fn harness(tag: &str, map: &str) -> Option<(Harness, u64)> {
+    let map: XattrMap = map.parse().expect("map");
+    let mut h = Harness::with(tag, |c| {
+        c.xattr = true;
+        c.xattrmap = Some(map);
+    });
+    h.init();
+    let path = h.share().join("f");
+    std::fs::write(&path, b"f").expect("host write");
+    if rustix::fs::setxattr(&path, "user.host-only", b"h", rustix::fs::XattrFlags::empty()).is_err()
+    {
+        eprintln!("the temporary directory's file system has no user xattrs; skipped");
+        return None;
+    }
+    let node = h.lookup(1, "f").entry().nodeid;
+    Some((h, node))
+}
+
+fn set(h: &mut Harness, node: u64, name: &str, value: &[u8]) -> i32 {
+    let s = SetxattrInCompat { size: value.len() as u32, flags: 0 };
+    h.call(Opcode::Setxattr, node, &args(&[s.as_bytes(), &cstr(name), value])).errno()
+}
+
+fn get(h: &mut Harness, node: u64, name: &str) -> Result<Vec<u8>, i32> {
+    let g = GetxattrIn { size: 256, padding: 0 };
+    let r = h.call(Opcode::Getxattr, node, &args(&[g.as_bytes(), &cstr(name)]));
+    if r.header.error == 0 {
+        Ok(r.ok().to_vec())
+    } else {
+        Err(r.errno())
+    }
+}
+
+fn list(h: &mut Harness, node: u64, size: u32) -> Result<Vec<String>, i32> {
+    let g = GetxattrIn { size, padding: 0 };
+    let r = h.call(Opcode::Listxattr, node, g.as_bytes());
+    if r.header.error != 0 {
+        return Err(r.errno());
+    }
+    let body = r.ok();
+    if size == 0 {
+        return Ok(vec![format!("{}", u32::from_ne_bytes(body[..4].try_into().expect("size")))]);
+    }
+    Ok(body
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into())
+        .collect())
+}
+
+fn host_get(h: &Harness, name: &str) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::getxattr(h.share().join("f"), name, &mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+#[test]
+fn everything_is_kept_under_one_host_prefix() {
+    let Some((mut h, f)) = harness("xmap-all", ":map::user.virtiofs.:") else { return };
+    assert_eq!(set(&mut h, f, "trusted.overlay.opaque", b"y"), 0);
+    assert_eq!(set(&mut h, f, "security.capability", b"cap"), 0);
+    assert_eq!(host_get(&h, "user.virtiofs.trusted.overlay.opaque"), Some(b"y".to_vec()));
+    assert_eq!(host_get(&h, "trusted.overlay.opaque"), None, "never written raw");
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), Some(b"cap".to_vec()));
+    assert_eq!(get(&mut h, f, "trusted.overlay.opaque"), Ok(b"y".to_vec()));
+    let mut names = list(&mut h, f, 4096).expect("list");
+    names.sort();
+    assert_eq!(names, ["security.capability", "trusted.overlay.opaque"], "host-only hidden");
+    let want = "security.capability\0trusted.overlay.opaque\0".len();
+    assert_eq!(list(&mut h, f, 0), Ok(vec![want.to_string()]), "the size of the mapped list");
+    assert_eq!(list(&mut h, f, 10), Err(ERANGE));
+    assert_eq!(h.call(Opcode::Removexattr, f, &cstr("trusted.overlay.opaque")).errno(), 0);
+    assert_eq!(host_get(&h, "user.virtiofs.trusted.overlay.opaque"), None);
+}
+
+#[test]
+fn a_remapped_namespace_cannot_be_reached_directly() {
+    let Some((mut h, f)) = harness("xmap-one", "/map/trusted./user.virtiofs./") else { return };
+    assert_eq!(set(&mut h, f, "trusted.a", b"1"), 0);
+    assert_eq!(host_get(&h, "user.virtiofs.trusted.a"), Some(b"1".to_vec()));
+    assert_eq!(set(&mut h, f, "user.virtiofs.trusted.b", b"2"), EPERM, "no bypass");
+    assert_eq!(set(&mut h, f, "user.plain", b"3"), 0);
+    assert_eq!(host_get(&h, "user.plain"), Some(b"3".to_vec()));
+    let mut names = list(&mut h, f, 4096).expect("list");
+    names.sort();
+    assert_eq!(names, ["trusted.a", "user.host-only", "user.plain"]);
+}
+
+#[test]
+fn unsupported_names_and_no_map() {
+    let Some((mut h, f)) =
+        harness("xmap-unsup", ":unsupported:all:security.:security.: :ok:all:::")
+    else {
+        return;
+    };
+    assert_eq!(set(&mut h, f, "security.selinux", b"x"), EOPNOTSUPP);
+    assert_eq!(get(&mut h, f, "user.host-only"), Ok(b"h".to_vec()));
+    // Without a map, protected names are refused for writing.
+    let mut plain = Harness::with("xmap-none", |c| c.xattr = true);
+    plain.init();
+    std::fs::write(plain.share().join("g"), b"g").expect("host write");
+    let g = plain.lookup(1, "g").entry().nodeid;
+    assert_eq!(set(&mut plain, g, "security.capability", b"x"), EPERM);
+}
+
+/// CVE-2021-20263: with KILLPRIV_V2 the server clears file capabilities; a capability the map
+/// renamed is not the host kernel's to clear, so the server removes the renamed copy itself on a
+/// marked write, a marked truncation and a chown.
+#[test]
+fn a_renamed_capability_does_not_survive_a_change() {
+    use vhu_device_fs::fuse::abi::{fattr, OpenIn, SetattrIn, WriteIn, WRITE_KILL_SUIDGID};
+    let map: XattrMap = ":map::user.virtiofs.:".parse().expect("map");
+    let mut h = Harness::with("xmap-killpriv", |c| {
+        c.xattr = true;
+        c.killpriv_v2 = true;
+        c.xattrmap = Some(map);
+    });
+    h.init();
+    std::fs::write(h.share().join("f"), b"data").expect("host write");
+    let f = h.lookup(1, "f").entry().nodeid;
+    if set(&mut h, f, "security.capability", b"cap") == EOPNOTSUPP {
+        return; // no user xattrs here
+    }
+    let fh =
+        h.call(Opcode::Open, f, OpenIn { flags: 0o2, ..OpenIn::default() }.as_bytes()).open().fh;
+    let w = WriteIn { fh, size: 1, write_flags: WRITE_KILL_SUIDGID, ..WriteIn::default() };
+    h.call(Opcode::Write, f, &args(&[w.as_bytes(), b"x"])).ok();
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a write");
+    assert_eq!(set(&mut h, f, "security.capability", b"cap"), 0);
+    let s = SetattrIn { valid: fattr::SIZE | fattr::KILL_SUIDGID, size: 1, ..SetattrIn::default() };
+    h.call(Opcode::Setattr, f, s.as_bytes()).ok();
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a truncation");
+    assert_eq!(set(&mut h, f, "security.capability", b"cap"), 0);
+    let s = SetattrIn { valid: fattr::GID, gid: 0, ..SetattrIn::default() };
+    h.call(Opcode::Setattr, f, s.as_bytes()).ok();
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a chown");
+    // Other attributes stay.
+    assert_eq!(set(&mut h, f, "user.keep", b"k"), 0);
+    h.call(Opcode::Setattr, f, s.as_bytes()).ok();
+    assert_eq!(host_get(&h, "user.virtiofs.user.keep"), Some(b"k".to_vec()));
+}
