@@ -244,7 +244,8 @@ pub trait FileSystem {
     ) -> FsResult<(Entry, Opened)> {
         Err(Errno::NOSYS)
     }
-    /// SETXATTR.
+    /// SETXATTR (`flags` are XATTR_CREATE/XATTR_REPLACE; `setxattr_flags` FUSE_SETXATTR_*, only
+    /// with SETXATTR_EXT).
     fn setxattr(
         &self,
         ctx: &Context,
@@ -252,6 +253,7 @@ pub trait FileSystem {
         name: &CStr,
         value: &[u8],
         flags: u32,
+        setxattr_flags: u32,
     ) -> FsResult<()> {
         Err(Errno::NOSYS)
     }

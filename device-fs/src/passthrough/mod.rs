@@ -22,6 +22,7 @@
 //! Not done here: file handles instead of O_PATH fds, locks. The daemon is expected to
 //! run with umask 0, since the guest already applied its own umask to the modes it sends.
 
+mod acl;
 mod attr;
 mod credentials;
 mod direct;
@@ -53,6 +54,7 @@ use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
     LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, XattrReply,
 };
+pub use acl::AclMode;
 pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
 pub use idmap::{IdMap, IdMapError, IdRule};
@@ -93,6 +95,9 @@ pub struct Config {
     /// Forward guest `flock` locks to the host (`flock`, on by default); offered only where the
     /// host file system takes them.
     pub flock: bool,
+    /// POSIX ACLs (`--posix-acl`): never offered by default. With them the guest enforces ACLs,
+    /// the server applies the umask where no default ACL does, and xattrs are served.
+    pub posix_acl: AclMode,
     /// How extended attribute names travel between guest and host (`--xattrmap`); without a
     /// map, names pass unchanged but `trusted.*` and `security.*` are never written.
     pub xattrmap: Option<XattrMap>,
@@ -129,6 +134,7 @@ impl Config {
             posix_locks: true,
             flock: true,
             xattrmap: None,
+            posix_acl: AclMode::Never,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
@@ -148,6 +154,8 @@ pub struct PassthroughFs {
     devices: submounts::Devices,
     /// Guest locks held on the host.
     locks: locks::Locks,
+    /// Whether POSIX ACLs were negotiated.
+    acl_on: AtomicBool,
     /// Whether the share's host file system takes (OFD, flock) locks.
     lock_support: (bool, bool),
 }
@@ -169,6 +177,7 @@ impl PassthroughFs {
             supp_groups_known: AtomicBool::new(false),
             devices: submounts::Devices::default(),
             locks: locks::Locks::default(),
+            acl_on: AtomicBool::new(false),
             lock_support: (false, false),
         };
         let mut fs = fs;
@@ -243,6 +252,34 @@ impl PassthroughFs {
             // Absent (ENODATA) is the common case; nothing else can be done about a failure.
             let _ = rustix::fs::removexattr(path, &name);
         }
+    }
+
+    /// The mode a creation in `parent` uses: with ACLs on, the guest left the umask to the
+    /// server, which applies it unless the parent's default ACL takes its place.
+    fn creation_mode(&self, parent: NodeId, mode: u32, umask: u32) -> FsResult<u32> {
+        if !self.acl_on.load(Ordering::Relaxed) {
+            return Ok(mode);
+        }
+        let dir = self.dir_inode(parent)?;
+        let path = format!("/proc/self/fd/{}", Self::proc_name(&dir));
+        let has_default = rustix::fs::getxattr_query(path, acl::DEFAULT).is_ok();
+        Ok(acl::creation_mode(true, has_default, mode, umask))
+    }
+
+    /// Clears S_ISGID of `node` (an access ACL was set for a caller outside its group).
+    fn clear_sgid(&self, node: NodeId) -> FsResult<()> {
+        let inode = self.inode(node)?;
+        let mode = attr::stat_fd(&inode.fd)?.attr.mode;
+        if mode & 0o2000 == 0 || inode.kind == inodes::S_IFLNK {
+            return Ok(());
+        }
+        let mode = rustix::fs::Mode::from_raw_mode(mode & 0o7777 & !0o2000);
+        rustix::fs::chmodat(
+            &self.proc_fd,
+            Self::proc_name(&inode),
+            mode,
+            rustix::fs::AtFlags::empty(),
+        )
     }
 
     /// Which locks are forwarded to the host: (POSIX, flock), each as configured and as the
@@ -392,6 +429,8 @@ impl FileSystem for PassthroughFs {
     fn init(&self, offered: InitFlags) -> FsResult<InitFlags> {
         let groups = offered.contains(InitFlags::CREATE_SUPP_GROUP);
         self.supp_groups_known.store(groups, Ordering::Relaxed);
+        let acl_on = acl::negotiate(self.config.posix_acl, offered.contains(InitFlags::POSIX_ACL))?;
+        self.acl_on.store(acl_on, Ordering::Relaxed);
         let mut flags = InitFlags::ATOMIC_O_TRUNC
             | InitFlags::PARALLEL_DIROPS
             | InitFlags::AUTO_INVAL_DATA
@@ -407,6 +446,9 @@ impl FileSystem for PassthroughFs {
         }
         if self.config.announce_submounts {
             flags |= InitFlags::SUBMOUNTS;
+        }
+        if acl_on {
+            flags |= InitFlags::POSIX_ACL | InitFlags::DONT_MASK | InitFlags::SETXATTR_EXT;
         }
         let (posix, flock) = self.locking();
         if posix {
@@ -457,11 +499,13 @@ impl FileSystem for PassthroughFs {
         n: &CStr,
         mode: u32,
         rdev: u32,
-        _: u32,
+        umask: u32,
     ) -> FsResult<Entry> {
+        let mode = self.creation_mode(p, mode, umask)?;
         self.as_caller(ctx, || self.do_mknod(p, n, mode, rdev))
     }
-    fn mkdir(&self, ctx: &Context, p: NodeId, n: &CStr, mode: u32, _: u32) -> FsResult<Entry> {
+    fn mkdir(&self, ctx: &Context, p: NodeId, n: &CStr, mode: u32, umask: u32) -> FsResult<Entry> {
+        let mode = self.creation_mode(p, mode, umask)?;
         self.as_caller(ctx, || self.do_mkdir(p, n, mode))
     }
     fn unlink(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
@@ -589,8 +633,9 @@ impl FileSystem for PassthroughFs {
         n: &CStr,
         mode: u32,
         flags: u32,
-        _: u32,
+        umask: u32,
     ) -> FsResult<(Entry, Opened)> {
+        let mode = self.creation_mode(p, mode, umask)?;
         self.as_caller(ctx, || self.do_create(p, n, mode, flags))
     }
     fn tmpfile(
@@ -599,8 +644,9 @@ impl FileSystem for PassthroughFs {
         p: NodeId,
         mode: u32,
         flags: u32,
-        _: u32,
+        umask: u32,
     ) -> FsResult<(Entry, Opened)> {
+        let mode = self.creation_mode(p, mode, umask)?;
         self.as_caller(ctx, || self.do_tmpfile(p, mode, flags))
     }
     fn setxattr(
@@ -610,8 +656,16 @@ impl FileSystem for PassthroughFs {
         name: &CStr,
         value: &[u8],
         flags: u32,
+        setxattr_flags: u32,
     ) -> FsResult<()> {
-        self.as_daemon(|| self.do_setxattr(node, name, value, flags))
+        self.as_daemon(|| {
+            self.do_setxattr(node, name, value, flags)?;
+            let kill_sgid = setxattr_flags & crate::fuse::abi::SETXATTR_ACL_KILL_SGID != 0;
+            if kill_sgid && self.acl_on.load(Ordering::Relaxed) && name.to_bytes() == acl::ACCESS {
+                self.clear_sgid(node)?;
+            }
+            Ok(())
+        })
     }
     fn getxattr(&self, _: &Context, node: NodeId, name: &CStr, size: u32) -> FsResult<XattrReply> {
         self.as_daemon(|| self.do_getxattr(node, name, size))

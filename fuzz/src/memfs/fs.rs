@@ -402,6 +402,7 @@ impl FileSystem for MemFs {
         name: &CStr,
         value: &[u8],
         flags: u32,
+        _setxattr_flags: u32,
     ) -> FsResult<()> {
         let mut s = self.state();
         let name = name.to_bytes();

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use vhu_device_fs::passthrough::{IdMap, IdMapError, IdRule, XattrMap};
+use vhu_device_fs::passthrough::{AclMode, IdMap, IdMapError, IdRule, XattrMap};
 
 use crate::ns_map::{parse_ns_map, NsMap};
 
@@ -65,6 +65,17 @@ pub(crate) enum LogLevel {
     Trace,
 }
 
+/// `--posix-acl` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PosixAcl {
+    /// Never negotiate POSIX ACLs.
+    Never,
+    /// Negotiate them when the guest supports them.
+    Auto,
+    /// Require them: a guest without them fails to mount.
+    Always,
+}
+
 /// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
 #[derive(Debug, Parser)]
 #[command(name = "vhu-fsd", version, args_override_self = true)]
@@ -111,6 +122,10 @@ pub(crate) struct Options {
     /// Do not negotiate FUSE_HANDLE_KILLPRIV_V2 (the default).
     #[arg(long, overrides_with = "killpriv_v2")]
     pub(crate) no_killpriv_v2: bool,
+    /// POSIX ACLs: never (the default), auto, or always (the bare flag); implies --xattr and
+    /// cannot be combined with --translate-uid/--translate-gid.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "MODE")]
+    pub(crate) posix_acl: Option<PosixAcl>,
     /// Extended attribute name mapping rules (virtiofsd's syntax, e.g. `:map::user.virtiofs.:`);
     /// implies --xattr.
     #[arg(long, value_name = "RULES")]
@@ -206,6 +221,8 @@ pub(crate) struct Settings {
     pub(crate) announce_submounts: bool,
     /// xattr name mapping.
     pub(crate) xattrmap: Option<XattrMap>,
+    /// POSIX ACL negotiation.
+    pub(crate) posix_acl: AclMode,
     /// Forward POSIX locks.
     pub(crate) posix_lock: bool,
     /// Forward flock locks.
@@ -251,6 +268,9 @@ pub(crate) enum CliError {
     /// Conflicting --translate-gid rules.
     #[error("--translate-gid: {0}")]
     TranslateGid(IdMapError),
+    /// ACL entries name host ids, which a translation would leave untranslated.
+    #[error("--posix-acl cannot be combined with --translate-uid or --translate-gid: ACL entries hold untranslated ids")]
+    AclWithTranslation,
     /// An option this daemon accepts but does not implement.
     #[error("{option} is not supported by vhu-fsd: {hint}")]
     NotSupported {
@@ -292,6 +312,16 @@ impl Options {
                  --translate-uid/--translate-gid translate ids without a namespace",
             );
         }
+        let posix_acl = match self.posix_acl {
+            None | Some(PosixAcl::Never) => AclMode::Never,
+            Some(PosixAcl::Auto) => AclMode::Auto,
+            Some(PosixAcl::Always) => AclMode::Always,
+        };
+        if posix_acl != AclMode::Never
+            && !(self.translate_uid.is_empty() && self.translate_gid.is_empty())
+        {
+            return Err(CliError::AclWithTranslation);
+        }
         if self.readonly {
             return not_supported("--readonly".into(), "share a read-only mount instead");
         }
@@ -327,7 +357,8 @@ impl Options {
             shared_dir,
             tag: self.tag.clone(),
             timeout,
-            xattr: self.xattr || self.xattrmap.is_some(),
+            xattr: self.xattr || self.xattrmap.is_some() || posix_acl != AclMode::Never,
+            posix_acl,
             xattrmap: self.xattrmap.clone(),
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
@@ -349,6 +380,7 @@ impl Options {
 pub(crate) const CAPABILITIES: &str = r#"{
   "type": "fs",
   "features": [
+    "posix-acl-negotiation-mode",
     "separate-options"
   ]
 }"#;
@@ -399,6 +431,15 @@ mod tests {
         let mapped = ["--socket-path=/s", "--shared-dir", dir, "--xattrmap=:map::user.virtiofs.:"];
         let s = parse(&mapped).settings().expect("supported");
         assert!(s.xattr && s.xattrmap.is_some(), "--xattrmap implies --xattr");
+        assert_eq!(settings.posix_acl, AclMode::Never, "ACLs are off by default");
+        for (flag, want) in [("--posix-acl", AclMode::Always), ("--posix-acl=auto", AclMode::Auto)]
+        {
+            let s = parse(&["--socket-path=/s", "--shared-dir", dir, flag]).settings().expect("ok");
+            assert_eq!((s.posix_acl, s.xattr), (want, true), "{flag}");
+        }
+        let mixed =
+            ["--socket-path=/s", "--shared-dir", dir, "--posix-acl", "--translate-uid=map:0:1:1"];
+        assert_eq!(parse(&mixed).settings().err(), Some(CliError::AclWithTranslation));
         let bad = ["vhu-fsd", "--socket-path=/s", "--shared-dir", dir, "--xattrmap=:frob:all:::"];
         assert!(Options::try_parse_from(bad).is_err(), "a bad map is a usage error");
         let off = ["--socket-path=/s", "--shared-dir", dir, "--no-posix-lock", "--no-flock"];
@@ -492,5 +533,6 @@ mod tests {
     #[test]
     fn capabilities_are_json_for_a_file_system() {
         assert!(CAPABILITIES.contains(r#""type": "fs""#));
+        assert!(CAPABILITIES.contains(r#""posix-acl-negotiation-mode""#), "--posix-acl=MODE works");
     }
 }

@@ -71,6 +71,7 @@ fn run(settings: Settings) -> Result<(), String> {
     let mut config = Config::new(&settings.shared_dir);
     config.xattr = settings.xattr;
     config.xattrmap = settings.xattrmap;
+    config.posix_acl = settings.posix_acl;
     config.allow_direct_io = settings.allow_direct_io;
     config.killpriv_v2 = settings.killpriv_v2;
     config.announce_submounts = settings.announce_submounts;

@@ -1,5 +1,9 @@
 //! Extended-attribute arguments.
 
+/// FUSE_SETXATTR_ACL_KILL_SGID (`fuse_setxattr_in.setxattr_flags`): setting this access ACL
+/// must also clear S_ISGID (the caller is neither in the group nor privileged).
+pub const SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
+
 wire_struct! {
     /// `struct fuse_setxattr_in` as sent when SETXATTR_EXT was not replied; name and value follow.
     pub struct SetxattrInCompat(8) {

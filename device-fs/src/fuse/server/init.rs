@@ -32,7 +32,10 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::HANDLE_KILLPRIV_V2)
     .union(InitFlags::SUBMOUNTS)
     .union(InitFlags::POSIX_LOCKS)
-    .union(InitFlags::FLOCK_LOCKS);
+    .union(InitFlags::FLOCK_LOCKS)
+    .union(InitFlags::POSIX_ACL)
+    .union(InitFlags::DONT_MASK)
+    .union(InitFlags::SETXATTR_EXT);
 
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;

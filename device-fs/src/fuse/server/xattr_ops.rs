@@ -1,7 +1,7 @@
 //! Extended-attribute operations: SETXATTR, GETXATTR, LISTXATTR and REMOVEXATTR.
 //!
-//! The SETXATTR argument is 16 bytes only when SETXATTR_EXT was negotiated (never, today) and 8
-//! otherwise; everything else is decode, call, encode.
+//! The SETXATTR argument is 16 bytes (with FUSE_SETXATTR_* flags) when SETXATTR_EXT was
+//! negotiated and 8 otherwise; everything else is decode, call, encode.
 
 use super::{OpResult, Reply, Request, Server, Session};
 use crate::fuse::abi::{GetxattrIn, GetxattrOut, InitFlags, SetxattrIn, SetxattrInCompat};
@@ -18,16 +18,16 @@ fn xattr_reply(r: XattrReply) -> Reply {
 impl<F: FileSystem> Server<F> {
     pub(super) fn do_setxattr(&self, mut req: Request<'_>, session: &Session) -> OpResult {
         let ext = session.flags.is_some_and(|f| f.contains(InitFlags::SETXATTR_EXT));
-        let (size, flags) = if ext {
+        let (size, flags, setxattr_flags) = if ext {
             let a: SetxattrIn = req.take()?;
-            (a.size, a.flags)
+            (a.size, a.flags, a.setxattr_flags)
         } else {
             let a: SetxattrInCompat = req.take()?;
-            (a.size, a.flags)
+            (a.size, a.flags, 0)
         };
         let name = req.name()?;
         let value = req.bytes(size as usize)?;
-        self.fs.setxattr(&req.ctx(), req.node(), name, value, flags)?;
+        self.fs.setxattr(&req.ctx(), req.node(), name, value, flags, setxattr_flags)?;
         Ok(Reply::empty())
     }
 

@@ -1,0 +1,108 @@
+//! POSIX ACLs (`--posix-acl`): negotiation, the umask the server applies once the guest stops
+//! masking (DONT_MASK) unless a default ACL takes its place, and S_ISGID cleared when the guest
+//! sets an access ACL for a caller outside the group (SETXATTR_EXT, ACL_KILL_SGID).
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use support::{args, cstr, linux_guest_flags, Harness};
+use vhu_device_fs::fuse::abi::{
+    CreateIn, InitFlags, InitOut, MkdirIn, SetxattrIn, SETXATTR_ACL_KILL_SGID,
+};
+use vhu_device_fs::fuse::Opcode;
+use vhu_device_fs::passthrough::AclMode;
+use zerocopy::{FromBytes, IntoBytes};
+
+const EPROTO: i32 = 71;
+const ACL_FLAGS: InitFlags =
+    InitFlags::POSIX_ACL.union(InitFlags::DONT_MASK).union(InitFlags::SETXATTR_EXT);
+
+/// An ACL attribute value: version 2, then (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    v
+}
+
+/// user::rwx group::r-x other::r--
+fn minimal(group: u16) -> Vec<u8> {
+    acl(&[(0x01, 7), (0x04, group), (0x20, 4)])
+}
+
+fn harness(tag: &str, mode: AclMode) -> Harness {
+    Harness::with(tag, |c| c.posix_acl = mode)
+}
+
+fn claimed(out: &InitOut) -> InitFlags {
+    InitFlags::from_bits_retain(u64::from(out.flags))
+}
+
+#[test]
+fn acls_are_negotiated_as_asked() {
+    let mut h = harness("acl-auto", AclMode::Auto);
+    assert!(claimed(&h.init()).contains(ACL_FLAGS));
+    let mut h = harness("acl-never", AclMode::Never);
+    assert!(!claimed(&h.init()).intersects(ACL_FLAGS));
+    let mut h = harness("acl-always", AclMode::Always);
+    let old = linux_guest_flags() - InitFlags::POSIX_ACL;
+    assert_eq!(h.init_with(38, old.bits()).errno(), EPROTO, "required but not offered");
+    let mut h = harness("acl-auto-old", AclMode::Auto);
+    let out = InitOut::read_from_prefix(h.init_with(38, old.bits()).ok()).expect("init").0;
+    assert!(!claimed(&out).contains(InitFlags::POSIX_ACL));
+}
+
+#[test]
+fn the_server_applies_the_umask_unless_a_default_acl_does() {
+    let mut h = harness("acl-umask", AclMode::Auto);
+    h.init();
+    let m = MkdirIn { mode: 0o777, umask: 0o022 };
+    h.call(Opcode::Mkdir, 1, &args(&[m.as_bytes(), &cstr("plain")])).entry();
+    assert_eq!(std::fs::metadata(h.share().join("plain")).expect("stat").mode() & 0o777, 0o755);
+    // A directory with a default ACL: it decides, the umask does not.
+    let dir = h.share().join("inherit");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let set = rustix::fs::setxattr(
+        &dir,
+        "system.posix_acl_default",
+        &minimal(5),
+        rustix::fs::XattrFlags::empty(),
+    );
+    if set.is_err() {
+        eprintln!("the temporary directory's file system has no ACLs; skipped");
+        return;
+    }
+    let d = h.lookup(1, "inherit").entry().nodeid;
+    let c = CreateIn { flags: 0o101, mode: 0o100666, umask: 0o077, ..CreateIn::default() };
+    h.call(Opcode::Create, d, &args(&[c.as_bytes(), &cstr("f")])).entry();
+    let mode = std::fs::metadata(dir.join("f")).expect("stat").mode() & 0o777;
+    assert_eq!(mode, 0o644, "rw- from user::rwx, r-- from group::r-x and other::r--, no umask");
+}
+
+#[test]
+fn an_access_acl_set_for_an_outsider_clears_sgid() {
+    let mut h = harness("acl-sgid", AclMode::Auto);
+    h.init();
+    let path = h.share().join("f");
+    std::fs::write(&path, b"f").expect("write");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let set = |h: &mut Harness, flags: u32| {
+        let value = minimal(7);
+        let s =
+            SetxattrIn { size: value.len() as u32, flags: 0, setxattr_flags: flags, padding: 0 };
+        let name = cstr("system.posix_acl_access");
+        h.call(Opcode::Setxattr, node, &args(&[s.as_bytes(), &name, &value])).errno()
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o2775)).expect("chmod");
+    if set(&mut h, 0) == 95 {
+        eprintln!("the temporary directory's file system has no ACLs; skipped");
+        return;
+    }
+    assert_ne!(std::fs::metadata(&path).expect("stat").mode() & 0o2000, 0, "kept without the flag");
+    assert_eq!(set(&mut h, SETXATTR_ACL_KILL_SGID), 0);
+    assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o2000, 0, "cleared with it");
+}
