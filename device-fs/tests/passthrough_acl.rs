@@ -11,7 +11,7 @@ use vhu_device_fs::fuse::abi::{
     CreateIn, InitFlags, InitOut, MkdirIn, SetxattrIn, SETXATTR_ACL_KILL_SGID,
 };
 use vhu_device_fs::fuse::Opcode;
-use vhu_device_fs::passthrough::AclMode;
+use vhu_device_fs::passthrough::Negotiation;
 use zerocopy::{FromBytes, IntoBytes};
 
 const EPROTO: i32 = 71;
@@ -34,7 +34,7 @@ fn minimal(group: u16) -> Vec<u8> {
     acl(&[(0x01, 7), (0x04, group), (0x20, 4)])
 }
 
-fn harness(tag: &str, mode: AclMode) -> Harness {
+fn harness(tag: &str, mode: Negotiation) -> Harness {
     Harness::with(tag, |c| c.posix_acl = mode)
 }
 
@@ -44,21 +44,21 @@ fn claimed(out: &InitOut) -> InitFlags {
 
 #[test]
 fn acls_are_negotiated_as_asked() {
-    let mut h = harness("acl-auto", AclMode::Auto);
+    let mut h = harness("acl-auto", Negotiation::Auto);
     assert!(claimed(&h.init()).contains(ACL_FLAGS));
-    let mut h = harness("acl-never", AclMode::Never);
+    let mut h = harness("acl-never", Negotiation::Never);
     assert!(!claimed(&h.init()).intersects(ACL_FLAGS));
-    let mut h = harness("acl-always", AclMode::Always);
+    let mut h = harness("acl-always", Negotiation::Always);
     let old = linux_guest_flags() - InitFlags::POSIX_ACL;
     assert_eq!(h.init_with(38, old.bits()).errno(), EPROTO, "required but not offered");
-    let mut h = harness("acl-auto-old", AclMode::Auto);
+    let mut h = harness("acl-auto-old", Negotiation::Auto);
     let out = InitOut::read_from_prefix(h.init_with(38, old.bits()).ok()).expect("init").0;
     assert!(!claimed(&out).contains(InitFlags::POSIX_ACL));
 }
 
 #[test]
 fn the_server_applies_the_umask_unless_a_default_acl_does() {
-    let mut h = harness("acl-umask", AclMode::Auto);
+    let mut h = harness("acl-umask", Negotiation::Auto);
     h.init();
     let m = MkdirIn { mode: 0o777, umask: 0o022 };
     h.call(Opcode::Mkdir, 1, &args(&[m.as_bytes(), &cstr("plain")])).entry();
@@ -85,7 +85,7 @@ fn the_server_applies_the_umask_unless_a_default_acl_does() {
 
 #[test]
 fn an_access_acl_set_for_an_outsider_clears_sgid() {
-    let mut h = harness("acl-sgid", AclMode::Auto);
+    let mut h = harness("acl-sgid", Negotiation::Auto);
     h.init();
     let path = h.share().join("f");
     std::fs::write(&path, b"f").expect("write");

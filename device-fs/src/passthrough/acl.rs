@@ -8,35 +8,10 @@
 //! clears S_ISGID when the guest asks (SETXATTR_ACL_KILL_SGID). This module decides modes and
 //! names; the passthrough performs the calls.
 
-use rustix::io::Errno;
-
-/// `--posix-acl=never|auto|always`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AclMode {
-    /// Never offered (the default): ACLs stay plain attributes the guest does not enforce.
-    #[default]
-    Never,
-    /// Offered when the guest supports them.
-    Auto,
-    /// Required: a guest without them is refused at INIT (EPROTO).
-    Always,
-}
-
 /// The access ACL attribute.
 pub(super) const ACCESS: &[u8] = b"system.posix_acl_access";
 /// The default ACL attribute of a directory.
 pub(super) const DEFAULT: &std::ffi::CStr = c"system.posix_acl_default";
-
-/// Whether INIT may go on with ACLs `mode` when the guest `offered` them; the result says
-/// whether they are on.
-pub(super) fn negotiate(mode: AclMode, offered: bool) -> Result<bool, Errno> {
-    match mode {
-        AclMode::Never => Ok(false),
-        AclMode::Auto => Ok(offered),
-        AclMode::Always if offered => Ok(true),
-        AclMode::Always => Err(Errno::PROTO),
-    }
-}
 
 /// The mode to create with: the guest's `mode` less `umask`, unless ACLs are off (the guest
 /// masked already) or the parent has a default ACL (which takes the umask's place).
@@ -51,15 +26,6 @@ pub(super) fn creation_mode(acl_on: bool, parent_has_default: bool, mode: u32, u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn negotiation_follows_the_mode() {
-        assert_eq!(negotiate(AclMode::Never, true), Ok(false));
-        assert_eq!(negotiate(AclMode::Auto, true), Ok(true));
-        assert_eq!(negotiate(AclMode::Auto, false), Ok(false));
-        assert_eq!(negotiate(AclMode::Always, true), Ok(true));
-        assert_eq!(negotiate(AclMode::Always, false), Err(Errno::PROTO));
-    }
 
     #[test]
     fn the_umask_applies_only_without_a_default_acl() {

@@ -34,6 +34,7 @@ mod idmap;
 mod inodes;
 mod locks;
 mod names;
+mod negotiation;
 mod setattr;
 mod submounts;
 mod xattrmap;
@@ -54,12 +55,12 @@ use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
     LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, XattrReply,
 };
-pub use acl::AclMode;
 pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
 pub use idmap::{IdMap, IdMapError, IdRule};
 pub use inodes::{Inode, InodeTable};
 pub use names::{validate as validate_name, NAME_MAX};
+pub use negotiation::Negotiation;
 pub use xattrmap::{XattrMap, XattrMapError};
 
 /// How the share is exported.
@@ -97,7 +98,7 @@ pub struct Config {
     pub flock: bool,
     /// POSIX ACLs (`--posix-acl`): never offered by default. With them the guest enforces ACLs,
     /// the server applies the umask where no default ACL does, and xattrs are served.
-    pub posix_acl: AclMode,
+    pub posix_acl: Negotiation,
     /// How extended attribute names travel between guest and host (`--xattrmap`); without a
     /// map, names pass unchanged but `trusted.*` and `security.*` are never written.
     pub xattrmap: Option<XattrMap>,
@@ -134,7 +135,7 @@ impl Config {
             posix_locks: true,
             flock: true,
             xattrmap: None,
-            posix_acl: AclMode::Never,
+            posix_acl: Negotiation::Never,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
@@ -429,7 +430,7 @@ impl FileSystem for PassthroughFs {
     fn init(&self, offered: InitFlags) -> FsResult<InitFlags> {
         let groups = offered.contains(InitFlags::CREATE_SUPP_GROUP);
         self.supp_groups_known.store(groups, Ordering::Relaxed);
-        let acl_on = acl::negotiate(self.config.posix_acl, offered.contains(InitFlags::POSIX_ACL))?;
+        let acl_on = self.config.posix_acl.decide(offered.contains(InitFlags::POSIX_ACL))?;
         self.acl_on.store(acl_on, Ordering::Relaxed);
         let mut flags = InitFlags::ATOMIC_O_TRUNC
             | InitFlags::PARALLEL_DIROPS

@@ -55,7 +55,7 @@ impl PassthroughFs {
     }
 
     fn xattr_target(&self, node: NodeId) -> Result<Target, Errno> {
-        if !self.config.xattr && self.config.posix_acl == super::AclMode::Never {
+        if !self.config.xattr && self.config.posix_acl == super::Negotiation::Never {
             return Err(Errno::NOSYS);
         }
         let inode = self.inode(node)?;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use vhu_device_fs::passthrough::{AclMode, IdMap, IdMapError, IdRule, XattrMap};
+use vhu_device_fs::passthrough::{IdMap, IdMapError, IdRule, Negotiation, XattrMap};
 
 use crate::ns_map::{parse_ns_map, NsMap};
 
@@ -222,7 +222,7 @@ pub(crate) struct Settings {
     /// xattr name mapping.
     pub(crate) xattrmap: Option<XattrMap>,
     /// POSIX ACL negotiation.
-    pub(crate) posix_acl: AclMode,
+    pub(crate) posix_acl: Negotiation,
     /// Forward POSIX locks.
     pub(crate) posix_lock: bool,
     /// Forward flock locks.
@@ -313,11 +313,11 @@ impl Options {
             );
         }
         let posix_acl = match self.posix_acl {
-            None | Some(PosixAcl::Never) => AclMode::Never,
-            Some(PosixAcl::Auto) => AclMode::Auto,
-            Some(PosixAcl::Always) => AclMode::Always,
+            None | Some(PosixAcl::Never) => Negotiation::Never,
+            Some(PosixAcl::Auto) => Negotiation::Auto,
+            Some(PosixAcl::Always) => Negotiation::Always,
         };
-        if posix_acl != AclMode::Never
+        if posix_acl != Negotiation::Never
             && !(self.translate_uid.is_empty() && self.translate_gid.is_empty())
         {
             return Err(CliError::AclWithTranslation);
@@ -357,7 +357,7 @@ impl Options {
             shared_dir,
             tag: self.tag.clone(),
             timeout,
-            xattr: self.xattr || self.xattrmap.is_some() || posix_acl != AclMode::Never,
+            xattr: self.xattr || self.xattrmap.is_some() || posix_acl != Negotiation::Never,
             posix_acl,
             xattrmap: self.xattrmap.clone(),
             allow_direct_io: self.allow_direct_io,
@@ -431,8 +431,9 @@ mod tests {
         let mapped = ["--socket-path=/s", "--shared-dir", dir, "--xattrmap=:map::user.virtiofs.:"];
         let s = parse(&mapped).settings().expect("supported");
         assert!(s.xattr && s.xattrmap.is_some(), "--xattrmap implies --xattr");
-        assert_eq!(settings.posix_acl, AclMode::Never, "ACLs are off by default");
-        for (flag, want) in [("--posix-acl", AclMode::Always), ("--posix-acl=auto", AclMode::Auto)]
+        assert_eq!(settings.posix_acl, Negotiation::Never, "ACLs are off by default");
+        for (flag, want) in
+            [("--posix-acl", Negotiation::Always), ("--posix-acl=auto", Negotiation::Auto)]
         {
             let s = parse(&["--socket-path=/s", "--shared-dir", dir, flag]).settings().expect("ok");
             assert_eq!((s.posix_acl, s.xattr), (want, true), "{flag}");
