@@ -26,6 +26,6 @@ pub use server::{
     QUEUE_HEADER_OVERHEAD,
 };
 pub use types::{
-    AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened, SetAttr,
-    SetTime, XattrReply,
+    AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened,
+    SecurityContext, SetAttr, SetTime, XattrReply,
 };

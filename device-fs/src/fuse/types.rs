@@ -23,8 +23,18 @@ impl NodeId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Handle(pub u64);
 
+/// A security context the guest wants a new inode to carry (FUSE_SECURITY_CTX extension): an
+/// attribute name such as `security.selinux` and its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityContext {
+    /// The attribute name.
+    pub name: std::ffi::CString,
+    /// The label.
+    pub value: Vec<u8>,
+}
+
 /// The credentials and process a request came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     /// Caller's uid.
     pub uid: u32,
@@ -35,6 +45,9 @@ pub struct Context {
     /// The supplementary group the guest named for a create (FUSE_CREATE_SUPP_GROUP extension):
     /// the caller is a member and it owns the parent directory.
     pub supp_group: Option<u32>,
+    /// The label a created inode must carry (CREATE, MKNOD, MKDIR, SYMLINK, TMPFILE with
+    /// SECURITY_CTX negotiated).
+    pub security: Option<SecurityContext>,
 }
 
 /// A looked-up or created directory entry; each one returned takes one lookup reference.

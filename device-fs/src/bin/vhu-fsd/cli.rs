@@ -65,15 +65,25 @@ pub(crate) enum LogLevel {
     Trace,
 }
 
-/// `--posix-acl` values.
+/// `--posix-acl` and `--security-label` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum PosixAcl {
-    /// Never negotiate POSIX ACLs.
+pub(crate) enum Mode {
+    /// Never negotiate it.
     Never,
-    /// Negotiate them when the guest supports them.
+    /// Negotiate it when the guest supports it.
     Auto,
-    /// Require them: a guest without them fails to mount.
+    /// Require it: a guest without it fails to mount.
     Always,
+}
+
+impl Mode {
+    fn negotiation(flag: Option<Self>) -> Negotiation {
+        match flag {
+            None | Some(Self::Never) => Negotiation::Never,
+            Some(Self::Auto) => Negotiation::Auto,
+            Some(Self::Always) => Negotiation::Always,
+        }
+    }
 }
 
 /// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
@@ -125,7 +135,11 @@ pub(crate) struct Options {
     /// POSIX ACLs: never (the default), auto, or always (the bare flag); implies --xattr and
     /// cannot be combined with --translate-uid/--translate-gid.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "MODE")]
-    pub(crate) posix_acl: Option<PosixAcl>,
+    pub(crate) posix_acl: Option<Mode>,
+    /// Security labels: never (the default), auto, or always (the bare flag): new inodes get the
+    /// label the guest's LSM chose.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "MODE")]
+    pub(crate) security_label: Option<Mode>,
     /// Extended attribute name mapping rules (virtiofsd's syntax, e.g. `:map::user.virtiofs.:`);
     /// implies --xattr.
     #[arg(long, value_name = "RULES")]
@@ -223,6 +237,8 @@ pub(crate) struct Settings {
     pub(crate) xattrmap: Option<XattrMap>,
     /// POSIX ACL negotiation.
     pub(crate) posix_acl: Negotiation,
+    /// Security label negotiation.
+    pub(crate) security_label: Negotiation,
     /// Forward POSIX locks.
     pub(crate) posix_lock: bool,
     /// Forward flock locks.
@@ -312,11 +328,7 @@ impl Options {
                  --translate-uid/--translate-gid translate ids without a namespace",
             );
         }
-        let posix_acl = match self.posix_acl {
-            None | Some(PosixAcl::Never) => Negotiation::Never,
-            Some(PosixAcl::Auto) => Negotiation::Auto,
-            Some(PosixAcl::Always) => Negotiation::Always,
-        };
+        let posix_acl = Mode::negotiation(self.posix_acl);
         if posix_acl != Negotiation::Never
             && !(self.translate_uid.is_empty() && self.translate_gid.is_empty())
         {
@@ -359,6 +371,7 @@ impl Options {
             timeout,
             xattr: self.xattr || self.xattrmap.is_some() || posix_acl != Negotiation::Never,
             posix_acl,
+            security_label: Mode::negotiation(self.security_label),
             xattrmap: self.xattrmap.clone(),
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
@@ -381,6 +394,7 @@ pub(crate) const CAPABILITIES: &str = r#"{
   "type": "fs",
   "features": [
     "posix-acl-negotiation-mode",
+    "security-label-negotiation-mode",
     "separate-options"
   ]
 }"#;

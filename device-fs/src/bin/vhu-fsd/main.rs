@@ -72,6 +72,7 @@ fn run(settings: Settings) -> Result<(), String> {
     config.xattr = settings.xattr;
     config.xattrmap = settings.xattrmap;
     config.posix_acl = settings.posix_acl;
+    config.security_label = settings.security_label;
     config.allow_direct_io = settings.allow_direct_io;
     config.killpriv_v2 = settings.killpriv_v2;
     config.announce_submounts = settings.announce_submounts;

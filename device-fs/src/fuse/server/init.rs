@@ -35,7 +35,8 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::FLOCK_LOCKS)
     .union(InitFlags::POSIX_ACL)
     .union(InitFlags::DONT_MASK)
-    .union(InitFlags::SETXATTR_EXT);
+    .union(InitFlags::SETXATTR_EXT)
+    .union(InitFlags::SECURITY_CTX);
 
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;

@@ -11,21 +11,49 @@ use rustix::io::Errno;
 use zerocopy::FromBytes;
 
 use crate::fuse::abi::InHeader;
-use crate::fuse::types::{Context, NodeId};
+use crate::fuse::types::{Context, NodeId, SecurityContext};
 
-/// `FUSE_EXT_GROUPS`: the supplementary-group extension (types 0–31 are security contexts).
+/// `FUSE_EXT_GROUPS`: the supplementary-group extension.
 const EXT_GROUPS: u32 = 32;
+/// Record types up to this one are security contexts, the type being their number
+/// (`FUSE_MAX_NR_SECCTX`; the record then reads as `fuse_secctx_header { size, nr_secctx }`).
+const MAX_NR_SECCTX: u32 = 31;
 
 /// What the request extensions carry that this server reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Extensions {
     /// The one supplementary group of a FUSE_EXT_GROUPS record.
     pub(super) supp_group: Option<u32>,
+    /// The security context of a security-context record.
+    pub(super) security: Option<SecurityContext>,
+}
+
+/// A security-context record's payload: `fuse_secctx { size, padding }`, the attribute name
+/// with its NUL, then `size` bytes of value (the record is padded past it). Linux sends at most
+/// one context; none (`nr` 0) means no LSM labels the inode.
+fn security_context(nr: u32, payload: &[u8]) -> Result<Option<SecurityContext>, Errno> {
+    match nr {
+        0 => return Ok(None),
+        1 => {}
+        _ => return Err(Errno::INVAL),
+    }
+    let size = payload.get(..4).ok_or(Errno::INVAL)?;
+    // Four bytes, checked by `get` above.
+    let size = u32::from_le_bytes(size.try_into().map_err(|_| Errno::INVAL)?) as usize;
+    let rest = payload.get(8..).ok_or(Errno::INVAL)?;
+    let name = CStr::from_bytes_until_nul(rest).map_err(|_| Errno::INVAL)?;
+    let value = rest.get(name.to_bytes_with_nul().len()..).and_then(|v| v.get(..size));
+    let value = value.ok_or(Errno::INVAL)?;
+    if name.to_bytes().is_empty() || size == 0 {
+        return Err(Errno::INVAL);
+    }
+    Ok(Some(SecurityContext { name: name.to_owned(), value: value.to_vec() }))
 }
 
 /// Reads the extension records: each is `fuse_ext_header { size, type }` followed by its
-/// payload, `size` counting the header and a multiple of 8. A record that runs past the end, or a
-/// groups record that is not exactly one group, is `EINVAL`; records of other types are skipped.
+/// payload, `size` counting the header and a multiple of 8. A record that runs past the end, a
+/// groups record that is not exactly one group, or a malformed or repeated security context is
+/// `EINVAL`; records of other types are skipped.
 pub(super) fn extensions(mut raw: &[u8]) -> Result<Extensions, Errno> {
     let mut ext = Extensions::default();
     let word = |b: &[u8], at: usize| -> Result<u32, Errno> {
@@ -40,7 +68,12 @@ pub(super) fn extensions(mut raw: &[u8]) -> Result<Extensions, Errno> {
             return Err(Errno::INVAL);
         }
         let (record, rest) = raw.split_at(size);
-        if typ == EXT_GROUPS {
+        if typ <= MAX_NR_SECCTX {
+            if ext.security.is_some() {
+                return Err(Errno::INVAL);
+            }
+            ext.security = security_context(typ, &record[8..])?;
+        } else if typ == EXT_GROUPS {
             // fuse_supp_groups { nr_groups, groups[] }: Linux sends exactly one group.
             if word(record, 8)? != 1 {
                 return Err(Errno::INVAL);
@@ -71,6 +104,7 @@ impl<'a> Request<'a> {
             gid: self.header.gid,
             pid: self.header.pid,
             supp_group: self.ext.supp_group,
+            security: self.ext.security.clone(),
         }
     }
 

@@ -1,0 +1,299 @@
+//! The [`FileSystem`] implementation: for each operation, whose identity it runs under (the
+//! guest caller's for creations, the daemon's for the rest) and which module serves it. No
+//! operation logic lives here.
+
+use std::ffi::CStr;
+use std::sync::atomic::Ordering;
+
+use rustix::io::Errno;
+
+use super::{acl, attr, names, PassthroughFs};
+use crate::fuse::abi::{InitFlags, Kstatfs};
+use crate::fuse::{
+    AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
+    LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, XattrReply,
+};
+
+impl FileSystem for PassthroughFs {
+    fn init(&self, offered: InitFlags) -> FsResult<InitFlags> {
+        let groups = offered.contains(InitFlags::CREATE_SUPP_GROUP);
+        self.supp_groups_known.store(groups, Ordering::Relaxed);
+        let acl_on = self.config.posix_acl.decide(offered.contains(InitFlags::POSIX_ACL))?;
+        self.acl_on.store(acl_on, Ordering::Relaxed);
+        let mut flags = InitFlags::ATOMIC_O_TRUNC
+            | InitFlags::PARALLEL_DIROPS
+            | InitFlags::AUTO_INVAL_DATA
+            | InitFlags::ASYNC_DIO;
+        if self.config.readdirplus {
+            flags |= InitFlags::DO_READDIRPLUS | InitFlags::READDIRPLUS_AUTO;
+        }
+        if self.config.credentials.is_enabled() {
+            flags |= InitFlags::CREATE_SUPP_GROUP;
+        }
+        if self.config.killpriv_v2 {
+            flags |= InitFlags::HANDLE_KILLPRIV_V2;
+        }
+        if self.config.announce_submounts {
+            flags |= InitFlags::SUBMOUNTS;
+        }
+        if acl_on {
+            flags |= InitFlags::POSIX_ACL | InitFlags::DONT_MASK | InitFlags::SETXATTR_EXT;
+        }
+        let labels =
+            self.config.security_label.decide(offered.contains(InitFlags::SECURITY_CTX))?;
+        self.labels_on.store(labels, Ordering::Relaxed);
+        if labels {
+            flags |= InitFlags::SECURITY_CTX;
+        }
+        let (posix, flock) = self.locking();
+        if posix {
+            flags |= InitFlags::POSIX_LOCKS;
+        }
+        if flock {
+            flags |= InitFlags::FLOCK_LOCKS;
+        }
+        Ok(flags)
+    }
+    fn destroy(&self) {
+        self.locks.clear();
+        self.handles.clear();
+        // The root was opened once already; failing to reopen it leaves the old table in place.
+        let _ = self.install_root();
+    }
+    fn lookup(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        self.as_daemon(|| {
+            let dir = self.dir_inode(parent)?;
+            self.lookup_at(&dir, names::validate(name)?)
+        })
+    }
+    fn forget(&self, node: NodeId, count: u64) {
+        self.inodes.forget(node, count);
+    }
+    fn getattr(&self, _: &Context, node: NodeId, _: Option<Handle>) -> FsResult<AttrReply> {
+        self.as_daemon(|| self.attr_reply(&*self.inode(node)?))
+    }
+    fn setattr(&self, _: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
+        self.as_daemon(|| self.do_setattr(node, set))
+    }
+    fn readlink(&self, _: &Context, node: NodeId) -> FsResult<Vec<u8>> {
+        self.as_daemon(|| self.do_readlink(node))
+    }
+    fn symlink(
+        &self,
+        ctx: &Context,
+        target: &CStr,
+        parent: NodeId,
+        name: &CStr,
+    ) -> FsResult<Entry> {
+        let entry = self.as_caller(ctx, || self.do_symlink(target, parent, name))?;
+        self.labelled(ctx, parent, Some(name), entry, None)
+    }
+    fn mknod(
+        &self,
+        ctx: &Context,
+        p: NodeId,
+        n: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> FsResult<Entry> {
+        let mode = self.creation_mode(p, mode, umask)?;
+        let entry = self.as_caller(ctx, || self.do_mknod(p, n, mode, rdev))?;
+        self.labelled(ctx, p, Some(n), entry, None)
+    }
+    fn mkdir(&self, ctx: &Context, p: NodeId, n: &CStr, mode: u32, umask: u32) -> FsResult<Entry> {
+        let mode = self.creation_mode(p, mode, umask)?;
+        let entry = self.as_caller(ctx, || self.do_mkdir(p, n, mode))?;
+        self.labelled(ctx, p, Some(n), entry, None)
+    }
+    fn unlink(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        self.as_daemon(|| self.do_unlink(parent, name, false))
+    }
+    fn rmdir(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        self.as_daemon(|| self.do_unlink(parent, name, true))
+    }
+    fn rename(
+        &self,
+        _: &Context,
+        from: (NodeId, &CStr),
+        to: (NodeId, &CStr),
+        flags: u32,
+    ) -> FsResult<()> {
+        self.as_daemon(|| self.do_rename(from, to, flags))
+    }
+    fn link(&self, _: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        self.as_daemon(|| self.do_link(node, parent, name))
+    }
+    fn open(&self, _: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
+        self.as_daemon(|| self.do_open(node, flags, open_flags))
+    }
+    fn read(&self, _: &Context, n: NodeId, h: Handle, off: u64, buf: &mut [u8]) -> FsResult<usize> {
+        self.as_daemon(|| self.do_read(n, h, off, buf))
+    }
+    fn write(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        data: &[u8],
+        flags: u32,
+    ) -> FsResult<usize> {
+        self.as_daemon(|| self.do_write(n, h, off, data, flags))
+    }
+    fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
+        self.as_daemon(|| attr::statfs_fd(&self.inode(node)?.fd))
+    }
+    fn release(
+        &self,
+        _: &Context,
+        node: NodeId,
+        handle: Handle,
+        _: u32,
+        release_flags: u32,
+        lock_owner: u64,
+    ) -> FsResult<()> {
+        let flock_unlock = release_flags & crate::fuse::abi::RELEASE_FLOCK_UNLOCK != 0;
+        let flush = release_flags & crate::fuse::abi::RELEASE_FLUSH != 0;
+        self.locks.release(node.0, handle, lock_owner, flock_unlock, flush);
+        self.as_daemon(|| self.handles.remove(handle, node, false))
+    }
+    fn fsync(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
+        self.as_daemon(|| self.do_fsync(node, handle, datasync, false))
+    }
+    fn flush(&self, _: &Context, node: NodeId, handle: Handle, owner: u64) -> FsResult<()> {
+        self.as_daemon(|| {
+            self.locks.flush(node.0, owner);
+            self.do_flush(node, handle)
+        })
+    }
+    fn getlk(&self, _: &Context, node: NodeId, req: &LockRequest) -> FsResult<Lock> {
+        self.as_daemon(|| {
+            self.handles.get(req.handle, node, false)?;
+            if req.flock || !self.locking().0 {
+                return Err(Errno::NOSYS);
+            }
+            self.locks.getlk(node.0, req, self.lock_fd(node))
+        })
+    }
+    fn setlk(
+        &self,
+        _: &Context,
+        node: NodeId,
+        req: &LockRequest,
+        wait: Option<LockWait>,
+    ) -> FsResult<LockStatus> {
+        self.as_daemon(|| {
+            self.handles.get(req.handle, node, false)?;
+            let (posix, flock) = self.locking();
+            if !(if req.flock { flock } else { posix }) {
+                return Err(Errno::NOSYS);
+            }
+            self.locks.setlk(node.0, req, wait, self.lock_fd(node))
+        })
+    }
+    fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {
+        self.as_daemon(|| self.do_opendir(node))
+    }
+    fn readdir(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        buf: &mut DirBuffer,
+    ) -> FsResult<()> {
+        self.as_daemon(|| self.do_readdir(n, h, off, buf, false))
+    }
+    fn readdirplus(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        buf: &mut DirBuffer,
+    ) -> FsResult<()> {
+        self.as_daemon(|| self.do_readdir(n, h, off, buf, true))
+    }
+    fn releasedir(&self, _: &Context, node: NodeId, handle: Handle) -> FsResult<()> {
+        self.as_daemon(|| self.handles.remove(handle, node, true))
+    }
+    fn fsyncdir(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
+        self.as_daemon(|| self.do_fsync(node, handle, datasync, true))
+    }
+    fn access(&self, _: &Context, node: NodeId, mask: u32) -> FsResult<()> {
+        self.as_daemon(|| self.do_access(node, mask))
+    }
+    fn create(
+        &self,
+        ctx: &Context,
+        p: NodeId,
+        n: &CStr,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        let mode = self.creation_mode(p, mode, umask)?;
+        let (entry, opened) = self.as_caller(ctx, || self.do_create(p, n, mode, flags))?;
+        Ok((self.labelled(ctx, p, Some(n), entry, Some(opened.handle))?, opened))
+    }
+    fn tmpfile(
+        &self,
+        ctx: &Context,
+        p: NodeId,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        let mode = self.creation_mode(p, mode, umask)?;
+        let (entry, opened) = self.as_caller(ctx, || self.do_tmpfile(p, mode, flags))?;
+        Ok((self.labelled(ctx, p, None, entry, Some(opened.handle))?, opened))
+    }
+    fn setxattr(
+        &self,
+        _: &Context,
+        node: NodeId,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: u32,
+    ) -> FsResult<()> {
+        self.as_daemon(|| {
+            self.do_setxattr(node, name, value, flags)?;
+            let kill_sgid = setxattr_flags & crate::fuse::abi::SETXATTR_ACL_KILL_SGID != 0;
+            if kill_sgid && self.acl_on.load(Ordering::Relaxed) && name.to_bytes() == acl::ACCESS {
+                self.clear_sgid(node)?;
+            }
+            Ok(())
+        })
+    }
+    fn getxattr(&self, _: &Context, node: NodeId, name: &CStr, size: u32) -> FsResult<XattrReply> {
+        self.as_daemon(|| self.do_getxattr(node, name, size))
+    }
+    fn listxattr(&self, _: &Context, node: NodeId, size: u32) -> FsResult<XattrReply> {
+        self.as_daemon(|| self.do_listxattr(node, size))
+    }
+    fn removexattr(&self, _: &Context, node: NodeId, name: &CStr) -> FsResult<()> {
+        self.as_daemon(|| self.do_removexattr(node, name))
+    }
+    fn fallocate(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        mode: u32,
+        off: u64,
+        len: u64,
+    ) -> FsResult<()> {
+        self.as_daemon(|| self.do_fallocate(n, h, mode, off, len))
+    }
+    fn lseek(&self, _: &Context, n: NodeId, h: Handle, off: u64, whence: u32) -> FsResult<u64> {
+        self.as_daemon(|| self.do_lseek(n, h, off, whence))
+    }
+    fn copy_file_range(&self, _: &Context, range: &CopyRange) -> FsResult<usize> {
+        self.as_daemon(|| self.do_copy_file_range(range))
+    }
+    fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
+        self.as_daemon(|| self.sync_all(node))
+    }
+}
