@@ -417,3 +417,27 @@ fn tmpfile_is_unnamed_until_linked() {
     let f = FlushIn { fh, ..FlushIn::default() };
     assert_eq!(h.call(Opcode::Flush, entry.nodeid, f.as_bytes()).errno(), EBADF);
 }
+
+/// STATX (sent by Linux when a caller wants more than the basic stats, the birth time say)
+/// answers with the host's statx, the inode number as GETATTR gives it.
+#[test]
+fn statx_reports_the_birth_time() {
+    use vhu_device_fs::fuse::abi::{StatxIn, StatxOut};
+    let mut h = Harness::new("statx");
+    h.init();
+    std::fs::write(h.share().join("f"), b"12345").expect("host write");
+    let e = h.lookup(1, "f").entry();
+    const STATX_BTIME: u32 = 0x800;
+    let q = StatxIn { sx_mask: STATX_BTIME | 0x7ff, ..StatxIn::default() };
+    let out = StatxOut::read_from_bytes(h.call(Opcode::Statx, e.nodeid, q.as_bytes()).ok())
+        .expect("statx_out");
+    assert_eq!((out.stat.ino, out.stat.size), (e.attr.ino, 5));
+    assert_eq!(u32::from(out.stat.mode), e.attr.mode);
+    let host = std::fs::metadata(h.share().join("f")).expect("stat");
+    if let Ok(created) = host.created() {
+        let secs = created.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+        assert_ne!(out.stat.mask & STATX_BTIME, 0, "the birth time is reported");
+        assert_eq!(out.stat.btime.tv_sec, secs as i64);
+    }
+    assert_eq!(h.call(Opcode::Statx, 999, q.as_bytes()).errno(), EBADF);
+}

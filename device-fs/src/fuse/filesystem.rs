@@ -10,7 +10,9 @@ use std::ffi::CStr;
 
 use rustix::io::Errno;
 
-use super::abi::{InitFlags, Kstatfs};
+use std::time::Duration;
+
+use super::abi::{InitFlags, Kstatfs, Statx};
 use super::dirent::DirBuffer;
 use super::lock::{Lock, LockRequest, LockStatus, LockWait};
 use super::types::{
@@ -42,6 +44,18 @@ pub trait FileSystem {
     }
     /// GETATTR.
     fn getattr(&self, ctx: &Context, node: NodeId, handle: Option<Handle>) -> FsResult<AttrReply> {
+        Err(Errno::NOSYS)
+    }
+    /// STATX: extended attributes (birth time and the rest) for `mask`; `sync` carries the
+    /// AT_STATX_* flags. The reply's timeout is the attribute cache timeout.
+    fn statx(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Option<Handle>,
+        sync: u32,
+        mask: u32,
+    ) -> FsResult<(Statx, Duration)> {
         Err(Errno::NOSYS)
     }
     /// SETATTR.

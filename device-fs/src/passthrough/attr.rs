@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use rustix::fs::{statx, AtFlags, StatxFlags};
 use rustix::io::Errno;
 
-use crate::fuse::abi::{Attr, Kstatfs};
+use crate::fuse::abi::{Attr, Kstatfs, Statx, SxTime};
 
 /// The identity of a host inode: (device, inode number).
 pub(super) type InodeKey = (u64, u64);
@@ -48,6 +48,43 @@ pub(super) fn stat_fd(fd: impl AsFd) -> Result<HostStat, Errno> {
     };
     let mnt_id = if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 { st.stx_mnt_id } else { 0 };
     Ok(HostStat { attr, key: (dev, st.stx_ino), mnt_id })
+}
+
+/// `statx` of `fd` itself for STATX: the fields of `mask` (and the basic ones), with the
+/// AT_STATX_* synchronisation bits of `sync`. Inode number and owner are the host's; the
+/// caller makes them the guest's.
+pub(super) fn statx_fd(fd: impl AsFd, sync: u32, mask: u32) -> Result<(Statx, InodeKey), Errno> {
+    let sync =
+        AtFlags::from_bits_retain(sync) & (AtFlags::STATX_FORCE_SYNC | AtFlags::STATX_DONT_SYNC);
+    let flags = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW | sync;
+    let st = statx(fd, c"", flags, StatxFlags::from_bits_truncate(mask) | StatxFlags::BASIC_STATS)?;
+    let time = |t: rustix::fs::StatxTimestamp| SxTime {
+        tv_sec: t.tv_sec,
+        tv_nsec: t.tv_nsec,
+        reserved: 0,
+    };
+    let out = Statx {
+        mask: st.stx_mask,
+        blksize: st.stx_blksize,
+        attributes: st.stx_attributes.bits(),
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        mode: st.stx_mode,
+        ino: st.stx_ino,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        attributes_mask: st.stx_attributes_mask.bits(),
+        atime: time(st.stx_atime),
+        btime: time(st.stx_btime),
+        ctime: time(st.stx_ctime),
+        mtime: time(st.stx_mtime),
+        rdev_major: st.stx_rdev_major,
+        rdev_minor: st.stx_rdev_minor,
+        ..Statx::default()
+    };
+    let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+    Ok((out, (dev, st.stx_ino)))
 }
 
 /// Times before 1970 are clamped to 0: `fuse_attr` times are unsigned.

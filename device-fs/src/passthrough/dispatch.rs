@@ -4,11 +4,12 @@
 
 use std::ffi::CStr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rustix::io::Errno;
 
 use super::{acl, attr, names, PassthroughFs};
-use crate::fuse::abi::{InitFlags, Kstatfs};
+use crate::fuse::abi::{InitFlags, Kstatfs, Statx};
 use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
     LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, XattrReply,
@@ -71,6 +72,23 @@ impl FileSystem for PassthroughFs {
     }
     fn getattr(&self, _: &Context, node: NodeId, _: Option<Handle>) -> FsResult<AttrReply> {
         self.as_daemon(|| self.attr_reply(&*self.inode(node)?))
+    }
+    fn statx(
+        &self,
+        _: &Context,
+        node: NodeId,
+        _: Option<Handle>,
+        sync: u32,
+        mask: u32,
+    ) -> FsResult<(Statx, Duration)> {
+        self.as_daemon(|| {
+            let inode = self.inode(node)?;
+            let (mut st, key) = attr::statx_fd(&inode.fd, sync, mask)?;
+            st.ino = self.devices.guest_ino(key);
+            st.uid = self.config.uid_map.to_guest(st.uid);
+            st.gid = self.config.gid_map.to_guest(st.gid);
+            Ok((st, self.config.timeout))
+        })
     }
     fn setattr(&self, _: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
         self.as_daemon(|| self.do_setattr(node, set))

@@ -27,6 +27,7 @@ mod dir;
 mod file;
 mod header;
 mod lock;
+mod statx;
 mod xattr;
 
 pub use attr::*;
@@ -34,4 +35,5 @@ pub use dir::*;
 pub use file::*;
 pub use header::*;
 pub use lock::*;
+pub use statx::*;
 pub use xattr::*;

@@ -9,7 +9,7 @@ use zerocopy::FromBytes;
 use super::{OpResult, Reply, Request, Server};
 use crate::fuse::abi::{
     BatchForgetIn, ForgetIn, ForgetOne, GetattrIn, LinkIn, MkdirIn, MknodIn, Rename2In, RenameIn,
-    SetattrIn, GETATTR_FH,
+    SetattrIn, StatxIn, StatxOut, GETATTR_FH,
 };
 use crate::fuse::filesystem::FileSystem;
 use crate::fuse::types::{Entry, Handle, NodeId, SetAttr};
@@ -52,6 +52,19 @@ impl<F: FileSystem> Server<F> {
         let handle = (args.getattr_flags & GETATTR_FH != 0).then_some(Handle(args.fh));
         let attr = self.fs.getattr(&req.ctx(), req.node(), handle)?;
         Ok(Reply::of(&attr.to_wire()))
+    }
+
+    pub(super) fn do_statx(&self, mut req: Request<'_>) -> OpResult {
+        let args: StatxIn = req.take()?;
+        let handle = (args.getattr_flags & GETATTR_FH != 0).then_some(Handle(args.fh));
+        let (stat, timeout) =
+            self.fs.statx(&req.ctx(), req.node(), handle, args.sx_flags, args.sx_mask)?;
+        Ok(Reply::of(&StatxOut {
+            attr_valid: timeout.as_secs(),
+            attr_valid_nsec: timeout.subsec_nanos(),
+            stat,
+            ..StatxOut::default()
+        }))
     }
 
     pub(super) fn do_setattr(&self, mut req: Request<'_>) -> OpResult {

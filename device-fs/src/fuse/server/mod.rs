@@ -306,6 +306,7 @@ impl<F: FileSystem> Server<F> {
             Opcode::Forget => self.do_forget(req),
             Opcode::BatchForget => self.do_batch_forget(req),
             Opcode::Getattr => self.do_getattr(req),
+            Opcode::Statx => self.do_statx(req),
             Opcode::Setattr => self.do_setattr(req),
             Opcode::Readlink => self.do_readlink(req),
             Opcode::Symlink => self.do_symlink(req),
