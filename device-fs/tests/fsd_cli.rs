@@ -100,3 +100,41 @@ fn socket_in_use_is_a_clear_error_and_sigterm_exits_cleanly() {
     assert!(wait_for(&socket, false), "the socket is removed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run as another user than root, the daemon serves as that user and says so once, naming
+/// the uid every file will get.
+#[test]
+fn a_daemon_that_is_not_root_says_so_once() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("not-root");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::set_permissions(dir.join("share"), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod");
+    let socket = dir.join("vhost.sock");
+    let root = rustix::process::geteuid().is_root();
+    let (mut command, uid) = if root {
+        // setpriv(1) from util-linux drops to an unprivileged user for the daemon alone.
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(env!("CARGO_BIN_EXE_vhu-fsd"));
+        (c, 65534)
+    } else {
+        (fsd(), rustix::process::geteuid().as_raw())
+    };
+    let mut child = command
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    assert!(wait_for(&socket, true), "the daemon creates its socket");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    assert!(child.wait().expect("wait").success());
+    let line = format!("not running as root (uid {uid})");
+    assert_eq!(err.matches(&line).count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -239,3 +239,22 @@ fn credentials_are_per_thread() {
     mkdir(&mut h, open, "root", 0o755, &[]).entry();
     assert_eq!(meta(&h.share().join("open/root")).uid(), 0);
 }
+
+/// A daemon that cannot take other ids (credentials off) keeps serving: every creation is the
+/// daemon's own, and CREATE_SUPP_GROUP is not offered.
+#[test]
+fn with_credentials_off_files_are_the_daemons() {
+    use vhu_device_fs::passthrough::Credentials;
+    let mut h = Harness::with("id-off", |c| c.credentials = Credentials::disabled());
+    let out = h.init();
+    let claimed = InitFlags::from_bits_retain(u64::from(out.flags) | (u64::from(out.flags2) << 32));
+    assert!(!claimed.contains(InitFlags::CREATE_SUPP_GROUP));
+    h.caller = USER;
+    mkdir(&mut h, 1, "d", 0o755, &[]).entry();
+    create(&mut h, 1, "f", 0o644, &[]).entry();
+    let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    for name in ["d", "f"] {
+        let m = meta(&h.share().join(name));
+        assert_eq!((m.uid(), m.gid()), me, "{name} belongs to the daemon");
+    }
+}
