@@ -43,13 +43,17 @@ fn open_flags(raw: u32, direct: bool) -> OFlags {
     OFlags::from_bits_retain(raw) & keep
 }
 
-/// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
-/// the guest).
-fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+/// Repeats `io(done, at)` until `len` bytes moved or the file ends (0). An error before any byte
+/// moved is the result; after some, the count so far is (the guest sees a short transfer).
+fn transfer_full(
+    len: usize,
+    offset: u64,
+    mut io: impl FnMut(usize, u64) -> Result<usize, Errno>,
+) -> Result<usize, Errno> {
     let mut done = 0;
-    while done < buf.len() {
+    while done < len {
         let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
-        match rustix::io::pread(&fd, &mut buf[done..], at) {
+        match io(done, at) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(Errno::INTR) => continue,
@@ -60,20 +64,15 @@ fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno
     Ok(done)
 }
 
+/// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
+/// the guest).
+fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    transfer_full(buf.len(), offset, |done, at| rustix::io::pread(&fd, &mut buf[done..], at))
+}
+
 /// Writes all of `data` at `offset`, or as much as the host takes before an error.
 fn pwrite_full(fd: impl AsFd, data: &[u8], offset: u64) -> Result<usize, Errno> {
-    let mut done = 0;
-    while done < data.len() {
-        let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
-        match rustix::io::pwrite(&fd, &data[done..], at) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(Errno::INTR) => continue,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(done)
+    transfer_full(data.len(), offset, |done, at| rustix::io::pwrite(&fd, &data[done..], at))
 }
 
 fn is_regular(mode: u32) -> bool {
