@@ -269,6 +269,8 @@ impl PassthroughFs {
         if !self.acl_on.load(Ordering::Relaxed) {
             return Ok(mode);
         }
+        // Asked as the daemon: the thread may still have the last caller's ids.
+        self.config.credentials.as_daemon()?;
         let dir = self.dir_inode(parent)?;
         let path = format!("/proc/self/fd/{}", Self::proc_name(&dir));
         let has_default = rustix::fs::getxattr_query(path, acl::DEFAULT).is_ok();
