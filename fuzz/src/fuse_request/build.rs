@@ -2,10 +2,10 @@
 //! right `len` and the argument struct its opcode expects, optionally cut short or extended.
 
 use vhu_device_fs::fuse::abi::{
-    AccessIn, BatchForgetIn, CopyFileRangeIn, CreateIn, FallocateIn, FlushIn, ForgetIn, ForgetOne,
-    FsyncIn, GetattrIn, GetxattrIn, InHeader, InitIn, InterruptIn, LinkIn, LseekIn, MkdirIn,
-    MknodIn, OpenIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn, SetxattrInCompat, SyncfsIn,
-    WriteIn,
+    AccessIn, BatchForgetIn, CopyFileRangeIn, CreateIn, FallocateIn, FileLock, FlushIn, ForgetIn,
+    ForgetOne, FsyncIn, GetattrIn, GetxattrIn, InHeader, InitIn, InterruptIn, LinkIn, LkIn,
+    LseekIn, MkdirIn, MknodIn, OpenIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn,
+    SetxattrInCompat, StatxIn, SyncfsIn, WriteIn,
 };
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::{Immutable, IntoBytes};
@@ -24,12 +24,9 @@ impl Structured {
         if self.cut >= 192 {
             body.truncate(body.len().saturating_sub(cut));
         }
-        let ext_words = usize::from(self.ext % 4);
-        // An extension header is `le32 size; le32 type`; the rest is padding here.
-        for i in 0..ext_words {
-            let word = if i == 0 { [8, 0, 0, 0, 0, 0, 0, 0] } else { [0; 8] };
-            body.extend_from_slice(&word);
-        }
+        let start = body.len();
+        self.extensions(&mut body);
+        let ext_words = (body.len() - start) / 8;
         let header = InHeader {
             len: (size_of::<InHeader>() + body.len()) as u32,
             opcode: self.opcode(),
@@ -44,6 +41,32 @@ impl Structured {
         let mut out = header.as_bytes().to_vec();
         out.extend_from_slice(&body);
         out
+    }
+
+    /// Request extensions, in 8-byte words: `ext % 4` records of the kind `ext >> 2` picks —
+    /// empty security-context records (`le32 size; le32 type`), supplementary-group records (one
+    /// group, or a wrong count), security contexts with a name and a value from `data`, or a
+    /// record whose size comes from `c` (often running past the end).
+    fn extensions(&self, body: &mut Vec<u8>) {
+        let words = |w: &[u32]| w.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        for _ in 0..self.ext % 4 {
+            let record = match self.ext >> 2 & 3 {
+                0 => words(&[8, 0]),
+                1 => words(&[16, 32, 1 + (self.d & 1), self.d >> 8]),
+                2 => {
+                    let value = &self.data[..self.data.len().min(24)];
+                    let mut r = words(&[0, 1, value.len() as u32, 0]);
+                    r.extend_from_slice(b"security.fuzz\0");
+                    r.extend_from_slice(value);
+                    r.resize(r.len().next_multiple_of(8), 0);
+                    let size = r.len() as u32;
+                    r[..4].copy_from_slice(&size.to_le_bytes());
+                    r
+                }
+                _ => words(&[(self.c & 0xf8) + 8, self.c >> 24]),
+            };
+            body.extend_from_slice(&record);
+        }
     }
 
     /// The arguments the opcode expects.
@@ -158,10 +181,27 @@ impl Structured {
                 },
             ),
             Some(Opcode::Access) => put(&mut body, &AccessIn { mask: c, padding: 0 }),
-            Some(Opcode::Create) => {
+            Some(Opcode::Create | Opcode::Tmpfile) => {
                 put(&mut body, &CreateIn { flags: c, mode: d, umask: 0o022, open_flags: 0 });
                 n1.put(&mut body);
             }
+            Some(Opcode::Getlk | Opcode::Setlk | Opcode::Setlkw) => {
+                let lk = FileLock { start: b, end: b.saturating_add(a % 4096), typ: c % 4, pid: 1 };
+                put(
+                    &mut body,
+                    &LkIn { fh: a, owner: u64::from(d), lk, lk_flags: c >> 31, padding: 0 },
+                )
+            }
+            Some(Opcode::Statx) => put(
+                &mut body,
+                &StatxIn {
+                    getattr_flags: c & 1,
+                    fh: a,
+                    sx_flags: d,
+                    sx_mask: c,
+                    ..StatxIn::default()
+                },
+            ),
             Some(Opcode::Interrupt) => put(&mut body, &InterruptIn { unique: a }),
             Some(Opcode::BatchForget) => {
                 let count = self.data.len() / 2;
