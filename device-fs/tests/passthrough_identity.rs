@@ -181,6 +181,31 @@ fn without_the_extension_the_guest_check_stands() {
     assert_eq!(f.attr.mode & S_ISGID, 0);
 }
 
+/// CREATE of a name that already exists opens a file the guest never checked: a caller lent
+/// CAP_DAC_OVERRIDE (the guest could not name its groups) must not open it past its mode.
+#[test]
+fn create_of_an_existing_file_is_checked_by_the_host() {
+    let mut h = Harness::new("id-existing");
+    let old = support::linux_guest_flags() - InitFlags::CREATE_SUPP_GROUP;
+    h.init_with(38, old.bits()).ok();
+    if !root_or_skip(&h) {
+        return;
+    }
+    let open = host_dir(&mut h, "open", 0, 0, 0o777);
+    let secret = h.share().join("open/secret");
+    std::fs::write(&secret, b"root only").expect("host write");
+    chmod(&secret, 0o600);
+    h.caller = USER;
+    let c = CreateIn { flags: 0o2 | 0o100, mode: 0o100644, ..CreateIn::default() };
+    let r = h.call(Opcode::Create, open, &args(&[c.as_bytes(), &cstr("secret")]));
+    assert_eq!(r.errno(), EACCES, "not opened for the guest user");
+    // A file the user may open is opened as before.
+    std::fs::write(h.share().join("open/public"), b"p").expect("host write");
+    chmod(&h.share().join("open/public"), 0o666);
+    let r = h.call(Opcode::Create, open, &args(&[c.as_bytes(), &cstr("public")]));
+    r.entry();
+}
+
 /// Everything but creation runs as the daemon: the guest checked permissions with the caller's
 /// full group list, which the host does not have.
 #[test]

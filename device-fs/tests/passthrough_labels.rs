@@ -12,7 +12,7 @@ use zerocopy::IntoBytes;
 
 const EINVAL: i32 = 22;
 const EPERM: i32 = 1;
-const NAME: &str = "security.vhu-test";
+const NAME: &str = "security.selinux";
 
 /// A security-context extension record with one context.
 fn secctx(name: &str, value: &[u8]) -> Vec<u8> {
@@ -96,6 +96,35 @@ fn malformed_contexts_and_refused_labels() {
     assert_eq!(create(&mut h, "g", &secctx(NAME, b"x")).errno(), EPERM);
     assert!(!h.share().join("g").exists(), "no unlabelled file is left");
     assert_eq!(h.server.fs().handles().len(), 0);
+    // Only LSM label names: a "label" that would grant host privileges is refused.
+    let mut h = harness("labels-names", Negotiation::Auto, None);
+    for name in ["security.capability", "trusted.overlay.opaque", "user.x"] {
+        assert_eq!(
+            create(&mut h, "c", &secctx(name, b"\x01\x00\x00\x02")).errno(),
+            EPERM,
+            "{name}"
+        );
+        assert!(!h.share().join("c").exists(), "{name}: undone");
+        let mut buf = [0u8; 8];
+        assert!(rustix::fs::getxattr(h.share(), name, &mut buf).is_err());
+    }
+}
+
+/// CREATE of a name that exists opens the existing file: its label is not the guest's to set.
+#[test]
+fn an_existing_file_keeps_its_label() {
+    let mut h = harness("labels-existing", Negotiation::Auto, None);
+    std::fs::write(h.share().join("old"), b"old").expect("host write");
+    let c = CreateIn { flags: 0o1, mode: 0o100644, ..CreateIn::default() };
+    let r = h.call_ext(
+        Opcode::Create,
+        1,
+        &args(&[c.as_bytes(), &cstr("old")]),
+        &secctx(NAME, b"guest"),
+    );
+    r.entry();
+    assert_eq!(label_of(&h, "old"), None, "the label was not changed");
+    assert_eq!(std::fs::read(h.share().join("old")).expect("read"), b"old");
 }
 
 #[test]
@@ -103,4 +132,17 @@ fn without_labels_the_context_is_not_stored() {
     let mut h = harness("labels-off", Negotiation::Never, None);
     create(&mut h, "f", &secctx(NAME, b"x")).entry();
     assert_eq!(label_of(&h, "f"), None);
+}
+
+/// Before 7.38 a guest sends contexts as an extra argument this server does not read: labels
+/// are not offered, and required labels refuse the guest.
+#[test]
+fn guests_before_7_38_get_no_labels() {
+    let guest = support::linux_guest_flags();
+    let mut h = Harness::with("labels-old-auto", |c| c.security_label = Negotiation::Auto);
+    let out = h.init_with(37, guest.bits()).ok().to_vec();
+    let flags2 = u32::from_ne_bytes(out[60..64].try_into().expect("flags2"));
+    assert_eq!(u64::from(flags2) << 32 & InitFlags::SECURITY_CTX.bits(), 0);
+    let mut h = Harness::with("labels-old-always", |c| c.security_label = Negotiation::Always);
+    assert_eq!(h.init_with(37, guest.bits()).errno(), 71, "EPROTO");
 }

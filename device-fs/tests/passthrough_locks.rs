@@ -228,3 +228,30 @@ fn locks_can_be_turned_off() {
         ENOSYS
     );
 }
+
+/// A close(2) in another thread of the guest process (FLUSH by the same owner) drops the
+/// owner's locks but does not interrupt its blocked F_SETLKW; a guest reusing the unique of a
+/// request still waiting is refused.
+#[test]
+fn flush_leaves_a_waiting_setlkw_waiting() {
+    let (mut h, node, a, _) = setup("locks-flush-wait");
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 10));
+    assert_eq!(
+        setlkw(&mut h, node, &lk(a, 7, F_WRLCK, 0, 9, false), &defer, 700),
+        Handled::Deferred(700)
+    );
+    let f = FlushIn { fh: a, lock_owner: 7, ..FlushIn::default() };
+    h.call(Opcode::Flush, node, f.as_bytes()).ok();
+    assert!(replies.recv_timeout(Duration::from_millis(200)).is_err(), "still waiting");
+    assert_eq!(
+        setlkw(&mut h, node, &lk(a, 8, F_WRLCK, 0, 9, false), &defer, 700),
+        Handled::Replied(16),
+        "the unique of a waiting request is refused at once"
+    );
+    drop(host);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((700, 0)), "granted once the host let go");
+    let host = host_file(&h);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1), "and held by the guest");
+}

@@ -162,6 +162,10 @@ impl FsQueue {
 impl QueueHandler for FsQueue {
     fn stopped(&mut self, ctx: &QueueContext) {
         if self.broken {
+            // The ring cannot take replies, but the waits must still end.
+            for unique in std::mem::take(&mut self.deferred).into_keys() {
+                self.server.cancel(unique);
+            }
             return;
         }
         let memory = ctx.memory.memory();

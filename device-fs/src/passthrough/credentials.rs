@@ -109,13 +109,33 @@ impl Credentials {
     /// set-user-ID and set-group-ID bits on a write or truncation as it would for an
     /// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2), then raises it again.
     pub fn without_fsetid<T>(&self, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
-        set_effective(CapabilitySet::FSETID, false)?;
-        let result = op();
-        // Raising stays within the permitted set: a daemon without CAP_FSETID gets nothing back.
-        let restored = set_effective(CapabilitySet::FSETID, true);
-        let value = result?;
-        restored.map(|()| value)
+        without(CapabilitySet::FSETID, op)
     }
+
+    /// Runs `op` without the CAP_DAC_OVERRIDE a caller was lent because the guest could not
+    /// name its groups (see the module docs), for a host object the guest has not checked (an
+    /// existing file CREATE found under a name the guest believed free). Callers that were not
+    /// lent it, guest root among them, run `op` as they are.
+    pub fn without_lent_override<T>(
+        &self,
+        op: impl FnOnce() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        if CURRENT.get().is_some_and(|c| c.dac_override) {
+            without(CapabilitySet::DAC_OVERRIDE, op)
+        } else {
+            op()
+        }
+    }
+}
+
+/// Runs `op` with `caps` lowered in the thread's effective set, then raises them again (within
+/// the permitted set: a thread that never had them gets nothing back).
+fn without<T>(caps: CapabilitySet, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+    set_effective(caps, false)?;
+    let result = op();
+    let restored = set_effective(caps, true);
+    let value = result?;
+    restored.map(|()| value)
 }
 
 /// What this thread has now: the cached value, or the kernel's answer the first time.

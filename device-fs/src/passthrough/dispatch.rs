@@ -191,7 +191,7 @@ impl FileSystem for PassthroughFs {
             if req.flock || !self.locking().0 {
                 return Err(Errno::NOSYS);
             }
-            self.locks.getlk(node.0, req, self.lock_fd(node))
+            self.locks.getlk(node.0, req, self.lock_fd(node, false))
         })
     }
     fn setlk(
@@ -207,7 +207,7 @@ impl FileSystem for PassthroughFs {
             if !(if req.flock { flock } else { posix }) {
                 return Err(Errno::NOSYS);
             }
-            self.locks.setlk(node.0, req, wait, self.lock_fd(node))
+            self.locks.setlk(node.0, req, wait, self.lock_fd(node, true))
         })
     }
     fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {
@@ -252,7 +252,11 @@ impl FileSystem for PassthroughFs {
         umask: u32,
     ) -> FsResult<(Entry, Opened)> {
         let mode = self.creation_mode(p, mode, umask)?;
-        let (entry, opened) = self.as_caller(ctx, || self.do_create(p, n, mode, flags))?;
+        let (entry, opened, created) = self.as_caller(ctx, || self.do_create(p, n, mode, flags))?;
+        if !created {
+            // An existing file keeps the label it has.
+            return Ok((entry, opened));
+        }
         Ok((self.labelled(ctx, p, Some(n), entry, Some(opened.handle))?, opened))
     }
     fn tmpfile(

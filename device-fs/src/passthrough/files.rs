@@ -96,13 +96,14 @@ impl PassthroughFs {
         Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
     }
 
+    /// CREATE; the flag says whether the file was created (rather than an existing one opened).
     pub(super) fn do_create(
         &self,
         parent: NodeId,
         name: &CStr,
         mode: u32,
         flags: u32,
-    ) -> Result<(Entry, Opened), Errno> {
+    ) -> Result<(Entry, Opened, bool), Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
@@ -115,10 +116,10 @@ impl PassthroughFs {
         // queue forever, a device node would reach host hardware), and a file renamed over the
         // name meanwhile is not opened either.
         let create = wanted | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let (fd, path) = match openat(&dir.fd, name, create, Mode::from_raw_mode(mode)) {
+        let (fd, path, created) = match openat(&dir.fd, name, create, Mode::from_raw_mode(mode)) {
             Ok(fd) => {
                 let path = openat(&self.proc_fd, fd_name(&fd), PATH_FLAGS, Mode::empty())?;
-                (fd, path)
+                (fd, path, true)
             }
             Err(Errno::EXIST) if !guest_excl => {
                 let path = openat(&dir.fd, name, PATH_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
@@ -129,16 +130,20 @@ impl PassthroughFs {
                 if !is_regular(st.st_mode) {
                     return Err(Errno::ACCESS);
                 }
-                let fd =
-                    openat(&self.proc_fd, fd_name(&path), wanted | OFlags::CLOEXEC, Mode::empty())?;
-                (fd, path)
+                // The guest checked only that it may create in the directory: the host checks
+                // the caller may open this file.
+                let reopen = wanted | OFlags::CLOEXEC;
+                let fd = self.config.credentials.without_lent_override(|| {
+                    openat(&self.proc_fd, fd_name(&path), reopen, Mode::empty())
+                })?;
+                (fd, path, false)
             }
             Err(e) => return Err(e),
         };
         // The entry is the inode opened, not whatever the name points at by now.
         let entry = self.entry_of(&dir, path)?;
         let handle = self.handles.insert(fd, entry.node, false);
-        Ok((entry, Opened { handle, flags: 0 }))
+        Ok((entry, Opened { handle, flags: 0 }, created))
     }
 
     /// TMPFILE: an `O_TMPFILE` file in `parent`, open, with no name until a LINK gives it one.

@@ -1,16 +1,22 @@
 //! Security labels (`--security-label`, FUSE_SECURITY_CTX): the label the guest's LSM computed
-//! for a new inode is stored as the attribute it names (`security.selinux`, say; renamed by
-//! `--xattrmap` when a map is given) right after the creation. A creation whose label cannot be
-//! stored is undone (the name removed, the reference and handle dropped) and fails, so no inode
-//! is left unlabelled for the guest to find.
+//! for a new inode is stored as the attribute it names (renamed by `--xattrmap` when a map is
+//! given) right after the creation, only on an inode this request created. Only LSM label names
+//! are taken ([`LABEL_NAMES`]): a guest naming `security.capability` or `trusted.*` would grant
+//! host privileges, and is refused with EPERM. A creation whose label cannot be stored is
+//! undone (the name removed if it still names that inode, the reference and handle dropped) and
+//! fails, so no inode is left unlabelled for the guest to find.
 
 use std::ffi::{CStr, CString};
 
 use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
+use super::inodes::Inode;
 use super::PassthroughFs;
 use crate::fuse::{Context, Entry, FsResult, Handle, NodeId};
+
+/// The attributes Linux security modules label inodes with (SELinux, Smack).
+pub(super) const LABEL_NAMES: [&[u8]; 2] = [b"security.selinux", b"security.SMACK64"];
 
 impl PassthroughFs {
     /// Labels the inode `entry` just created as `name` in `parent` (no name: TMPFILE) when
@@ -27,6 +33,9 @@ impl PassthroughFs {
             return Ok(entry);
         };
         let stored = self.as_daemon(|| {
+            if !LABEL_NAMES.contains(&label.name.to_bytes()) {
+                return Err(Errno::PERM);
+            }
             let host_name = match &self.config.xattrmap {
                 Some(map) => {
                     CString::new(map.to_host(label.name.to_bytes())?).map_err(|_| Errno::INVAL)?
@@ -41,15 +50,18 @@ impl PassthroughFs {
         // Undone as the daemon: the caller may not be allowed to remove what it just created
         // (a directory in a sticky one, say), and nothing unlabelled may stay.
         let _ = self.as_daemon(|| {
-            if let (Some(name), Ok(dir)) = (name, self.dir_inode(parent)) {
-                let flags = if entry.attr.mode & 0o170000 == 0o040000 {
-                    AtFlags::REMOVEDIR
-                } else {
-                    AtFlags::empty()
-                };
-                rustix::fs::unlinkat(&dir.fd, name, flags)?;
+            let (Some(name), Ok(dir), Ok(made)) =
+                (name, self.dir_inode(parent), self.inode(entry.node))
+            else {
+                return Ok(());
+            };
+            // Only while the name still names the inode made here: another creator's file
+            // renamed over it meanwhile stays.
+            if !names_inode(&dir, name, &made) {
+                return Ok(());
             }
-            Ok(())
+            let flags = if made.is_dir() { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+            rustix::fs::unlinkat(&dir.fd, name, flags)
         });
         if let Some(handle) = handle {
             let _ = self.handles.remove(handle, entry.node, false);
@@ -57,4 +69,14 @@ impl PassthroughFs {
         self.inodes.forget(entry.node, 1);
         Err(error)
     }
+}
+
+/// Whether `name` in `dir` is `inode` right now.
+fn names_inode(dir: &Inode, name: &CStr, inode: &Inode) -> bool {
+    let flags = AtFlags::SYMLINK_NOFOLLOW;
+    rustix::fs::statat(&dir.fd, name, flags).is_ok_and(|st| {
+        rustix::fs::makedev(rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev))
+            == inode.key.0
+            && st.st_ino == inode.key.1
+    })
 }

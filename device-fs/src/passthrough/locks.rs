@@ -150,9 +150,19 @@ impl Locks {
         Ok(LockStatus::Waiting)
     }
 
-    /// FLUSH by `owner`: its POSIX locks on the node are dropped (and its waits cancelled).
+    /// FLUSH by `owner`: its POSIX locks on the node are dropped. A SETLKW of the same owner
+    /// still waiting goes on waiting (a `close(2)` in another thread does not interrupt a
+    /// blocked F_SETLKW), on the same description, which then stays.
     pub(super) fn flush(&self, node: u64, owner: u64) {
-        self.drop_owner((node, owner, false));
+        let key = (node, owner, false);
+        let mut inner = self.lock();
+        inner.waits.retain(|w| w.alive.strong_count() > 0);
+        let waiting = inner.waits.iter().any(|w| w.key == key && !w.cancel.is_cancelled());
+        let fd = if waiting { inner.ofds.get(&key).cloned() } else { inner.ofds.remove(&key) };
+        drop(inner);
+        if let Some(fd) = fd {
+            unlock_all(&fd, false);
+        }
     }
 
     /// RELEASE of `handle`: its waits end; with `flock_unlock` the owner's flock lock is

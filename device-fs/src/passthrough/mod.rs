@@ -306,14 +306,18 @@ impl PassthroughFs {
     }
 
     /// A new open file description of a regular file's inode, to own locks on the host: read
-    /// and write when the daemon may, read-only otherwise.
-    fn lock_fd(&self, node: NodeId) -> impl FnOnce() -> Result<OwnedFd, Errno> + '_ {
+    /// and write when the daemon may, read-only otherwise; read-only when it only looks
+    /// (`write` false: a GETLK probe).
+    fn lock_fd(&self, node: NodeId, write: bool) -> impl FnOnce() -> Result<OwnedFd, Errno> + '_ {
         move || {
             let inode = self.inode(node)?;
             if inode.kind != inodes::S_IFREG {
                 return Err(Errno::INVAL);
             }
             self.check_open_budget()?;
+            if !write {
+                return self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK);
+            }
             match self.reopen(&inode, OFlags::RDWR | OFlags::NONBLOCK) {
                 Err(Errno::ACCESS | Errno::ROFS | Errno::PERM | Errno::TXTBSY) => {
                     self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK)

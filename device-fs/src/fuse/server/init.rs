@@ -38,6 +38,9 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::SETXATTR_EXT)
     .union(InitFlags::SECURITY_CTX);
 
+/// The minor that brought request extensions (`total_extlen`).
+const EXTENSIONS_MINOR: u32 = 38;
+
 /// Background requests the guest may queue.
 const MAX_BACKGROUND: u16 = 64;
 /// Three quarters of `MAX_BACKGROUND`.
@@ -70,6 +73,11 @@ impl<F: FileSystem> Server<F> {
         let mut offered = InitFlags::from_bits_retain(u64::from(init.flags));
         if offered.contains(InitFlags::INIT_EXT) {
             offered |= InitFlags::from_bits_retain(u64::from(init.flags2) << 32);
+        }
+        if init.minor < EXTENSIONS_MINOR {
+            // Before 7.38 a guest sends security contexts as an extra argument, not as a request
+            // extension this server reads: not offered, so a label is never silently dropped.
+            offered -= InitFlags::SECURITY_CTX | InitFlags::CREATE_SUPP_GROUP;
         }
         let wanted = self.fs.init(offered)?;
         let claimed = offered & (SERVER_FLAGS | (wanted & FS_FLAGS));

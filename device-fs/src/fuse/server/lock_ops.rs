@@ -45,7 +45,13 @@ impl<F: FileSystem> Server<F> {
             None => None,
             Some(defer) => {
                 let cancel = Cancel::default();
-                self.waiting().insert(unique, cancel.clone());
+                let mut waiting = self.waiting();
+                if waiting.contains_key(&unique) {
+                    // A guest reusing the unique of a request still waiting: that one keeps it.
+                    return Err(Errno::INVAL);
+                }
+                waiting.insert(unique, cancel.clone());
+                drop(waiting);
                 let (defer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
                 Some(LockWait::new(cancel, move |result: Result<(), Errno>| {
                     waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
