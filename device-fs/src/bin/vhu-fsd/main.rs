@@ -7,6 +7,7 @@
 //! protocol or file-system logic: the options are checked in `cli`, the device is the library's.
 
 mod cli;
+mod compat;
 mod ns_map;
 
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -29,7 +30,7 @@ fn log(level: LogLevel, message: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> ExitCode {
-    let options = Options::parse();
+    let options = Options::parse_from(compat::expand(std::env::args_os()));
     if options.print_capabilities {
         println!("{}", cli::CAPABILITIES);
         return ExitCode::SUCCESS;
