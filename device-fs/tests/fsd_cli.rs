@@ -138,3 +138,54 @@ fn a_daemon_that_is_not_root_says_so_once() {
     assert_eq!(err.matches(&line).count(), 1, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kills the daemon when the test ends, passed or not.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects to `socket` from a thread whose filesystem uid is `uid` (a local user's view:
+/// connecting to a Unix socket needs write permission on it).
+fn connect_as(uid: u32, socket: &Path) -> std::io::Result<()> {
+    let socket = socket.to_owned();
+    std::thread::spawn(move || {
+        // SAFETY: setfsuid takes one integer and touches no memory; it changes this thread only.
+        unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+        std::os::unix::net::UnixStream::connect(&socket).map(drop)
+    })
+    .join()
+    .expect("connecting thread")
+}
+
+/// The socket is meant for the VMM alone: another local user cannot connect to it, even when
+/// the directory it lives in is open to everyone.
+#[test]
+fn another_local_user_cannot_connect() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("other-user");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let socket = dir.join("vhost.sock");
+    let daemon = fsd()
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .arg("--persistent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let _daemon = Running(daemon);
+    assert!(wait_for(&socket, true), "the daemon creates its socket");
+    let refused = connect_as(65534, &socket).expect_err("another user connects");
+    assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied);
+    connect_as(0, &socket).expect("the daemon's own user connects");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -77,8 +77,8 @@ impl<D: Device> Daemon<D> {
     pub fn new(device: D, listen: Listen) -> Result<Self, DaemonError> {
         device.spec().validate()?;
         let (listener, bound) = match listen {
-            Listen::Path(path) => match UnixListener::bind(&path) {
-                Ok(listener) => (listener, Some(BoundPath(path))),
+            Listen::Path(path) => match bind_owner_only(&path) {
+                Ok((listener, lock)) => (listener, Some(BoundPath { path, _lock: lock })),
                 Err(source) => return Err(DaemonError::Bind { path, source }),
             },
             Listen::Fd(fd) => {
@@ -94,7 +94,12 @@ impl<D: Device> Daemon<D> {
 
     /// The socket path, when the daemon bound it.
     pub fn path(&self) -> Option<&Path> {
-        self.bound.as_ref().map(|b| b.0.as_path())
+        self.bound.as_ref().map(|b| b.path.as_path())
+    }
+
+    /// The pid file locked next to the socket path (`<path>.pid`), when the daemon bound it.
+    pub fn pid_file(&self) -> Option<PathBuf> {
+        self.bound.as_ref().map(|b| pid_path(&b.path))
     }
 
     /// The device.
@@ -155,12 +160,60 @@ impl<D: Device> Daemon<D> {
     }
 }
 
-/// A socket path the daemon bound; removed when dropped.
+/// Binds `path` so that only the daemon's user may connect (mode 0600, whatever the process
+/// umask): any local user who can connect acts as the VMM, with the share in reach.
+///
+/// A live daemon holds an exclusive lock on `<path>.pid` (virtiofsd's convention, with its pid
+/// inside): when that lock is taken the socket is in use (AddrInUse) and left alone; when it is
+/// free, a socket file at `path` was left by a daemon that died and is replaced. Anything at
+/// `path` that is not a socket is never removed.
+fn bind_owner_only(path: &Path) -> std::io::Result<(UnixListener, OwnedFd)> {
+    use std::os::unix::fs::FileTypeExt;
+    let pid_path = pid_path(path);
+    let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC;
+    let lock = rustix::fs::open(&pid_path, flags, rustix::fs::Mode::from_raw_mode(0o600))?;
+    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    rustix::fs::ftruncate(&lock, 0)?;
+    rustix::io::write(&lock, format!("{}\n", std::process::id()).as_bytes())?;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        }
+        std::fs::remove_file(path)?;
+    }
+    // The mode is set by the umask at bind time, so no other user ever sees the socket open.
+    // Processes bind before they start threads; the umask is restored right after.
+    let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(previous);
+    Ok((bound?, lock))
+}
+
+/// `<path>.pid`.
+fn pid_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pid");
+    PathBuf::from(name)
+}
+
+/// A socket path the daemon bound, with its locked pid file; both removed when dropped.
 #[derive(Debug)]
-struct BoundPath(PathBuf);
+struct BoundPath {
+    path: PathBuf,
+    /// Held for the daemon's life: the lock says the socket is served.
+    _lock: OwnedFd,
+}
 
 impl Drop for BoundPath {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
+        // Removed while still locked, so no other daemon takes the name in between.
+        let _ = std::fs::remove_file(pid_path(&self.path));
     }
 }

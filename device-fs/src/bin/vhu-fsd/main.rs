@@ -127,8 +127,9 @@ fn run(settings: Settings) -> Result<(), String> {
         }
     };
     let mut daemon = Daemon::new(device, listen).map_err(|e| e.to_string())?;
-    let socket_path = daemon.path().map(ToOwned::to_owned);
-    signals::exit_cleanly_on_termination(socket_path)?;
+    let bound: Vec<_> =
+        daemon.path().map(ToOwned::to_owned).into_iter().chain(daemon.pid_file()).collect();
+    signals::exit_cleanly_on_termination(bound)?;
     log(LogLevel::Info, format_args!("waiting for a front-end on {:?}", settings.socket));
     loop {
         match daemon.serve_one().map_err(|e| e.to_string())? {
@@ -145,19 +146,20 @@ fn run(settings: Settings) -> Result<(), String> {
 }
 
 mod signals {
-    //! SIGTERM/SIGINT: remove the socket the daemon bound, then exit with status 0.
+    //! SIGTERM/SIGINT: remove the socket the daemon bound and its pid file, then exit with
+    //! status 0.
 
     use std::path::PathBuf;
 
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
 
-    pub(super) fn exit_cleanly_on_termination(socket: Option<PathBuf>) -> Result<(), String> {
+    pub(super) fn exit_cleanly_on_termination(bound: Vec<PathBuf>) -> Result<(), String> {
         let mut signals = Signals::new([SIGTERM, SIGINT])
             .map_err(|e| format!("installing signal handlers: {e}"))?;
         std::thread::spawn(move || {
             if signals.forever().next().is_some() {
-                if let Some(path) = &socket {
+                for path in &bound {
                     let _ = std::fs::remove_file(path);
                 }
                 std::process::exit(0);

@@ -1,0 +1,62 @@
+//! The socket a daemon binds: only its user may connect, a socket left by a dead daemon is
+//! replaced, one a live daemon serves is not, nothing else is ever removed, and the pid file
+//! next to it says who serves it.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::{Arc, Mutex};
+
+use common::{socket_path, Record, TestDevice};
+use vhu_transport_std::{Daemon, DaemonError, Listen};
+
+fn daemon(path: &std::path::Path) -> Result<Daemon<TestDevice>, DaemonError> {
+    let device = TestDevice::new(Arc::new(Mutex::new(Record::default())));
+    Daemon::new(device, Listen::Path(path.to_owned()))
+}
+
+fn pid_file(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pid");
+    name.into()
+}
+
+#[test]
+fn the_socket_is_the_owners_only_whatever_the_umask() {
+    let path = socket_path("owner-only");
+    let previous = rustix::process::umask(rustix::fs::Mode::empty());
+    let d = daemon(&path).expect("binds");
+    rustix::process::umask(previous);
+    let meta = std::fs::metadata(&path).expect("stat");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "no other user may connect");
+    let pid = std::fs::read_to_string(pid_file(&path)).expect("pid file");
+    assert_eq!(pid.trim(), std::process::id().to_string());
+    assert_eq!(d.pid_file(), Some(pid_file(&path)));
+    drop(d);
+    assert!(!path.exists() && !pid_file(&path).exists(), "both removed with the daemon");
+}
+
+#[test]
+fn a_dead_daemons_socket_is_replaced_a_live_ones_is_not() {
+    let path = socket_path("stale");
+    // A socket file nobody serves (its daemon died without cleaning up).
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    assert!(path.exists());
+    let live = daemon(&path).expect("the stale socket is replaced");
+    match daemon(&path) {
+        Err(DaemonError::Bind { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse)
+        }
+        other => panic!("a second daemon on a live socket: {other:?}"),
+    }
+    assert!(path.exists(), "the live daemon keeps its socket");
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok(), "and still listens");
+    drop(live);
+    // Something that is not a socket is never removed.
+    std::fs::write(&path, b"not a socket").expect("write");
+    assert!(matches!(daemon(&path), Err(DaemonError::Bind { .. })));
+    assert_eq!(std::fs::read(&path).expect("read"), b"not a socket");
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(pid_file(&path));
+}
