@@ -34,6 +34,12 @@ impl FileSystem for PassthroughFs {
         if self.config.killpriv_v2 {
             flags |= InitFlags::HANDLE_KILLPRIV_V2;
         }
+        if self.config.writeback {
+            flags |= InitFlags::WRITEBACK_CACHE;
+        }
+        if self.config.allow_mmap {
+            flags |= InitFlags::DIRECT_IO_ALLOW_MMAP;
+        }
         if self.config.announce_submounts {
             flags |= InitFlags::SUBMOUNTS;
         }

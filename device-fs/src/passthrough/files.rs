@@ -16,7 +16,7 @@ use rustix::io::Errno;
 
 use super::direct::AlignedBuf;
 use super::names::validate;
-use super::PassthroughFs;
+use super::{Config, PassthroughFs};
 use crate::fuse::abi::{OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID};
 use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened};
 
@@ -28,8 +28,11 @@ fn fd_name(fd: &impl AsRawFd) -> String {
     fd.as_raw_fd().to_string()
 }
 
-/// Open flags passed through to the host: O_DIRECT only when `direct` allows it.
-fn open_flags(raw: u32, direct: bool) -> OFlags {
+/// Open flags passed through to the host: O_DIRECT only when the configuration allows it,
+/// O_NOATIME only when it keeps it. With the writeback cache the guest reads to fill partial
+/// pages of a file it opened write-only, and appends at the size it knows, so the host file is
+/// opened read-write and without O_APPEND.
+fn open_flags(raw: u32, config: &Config) -> OFlags {
     let mut keep = OFlags::ACCMODE
         | OFlags::APPEND
         | OFlags::TRUNC
@@ -37,10 +40,20 @@ fn open_flags(raw: u32, direct: bool) -> OFlags {
         | OFlags::DSYNC
         | OFlags::SYNC
         | OFlags::LARGEFILE;
-    if direct {
+    if config.allow_direct_io {
         keep |= OFlags::DIRECT;
     }
-    OFlags::from_bits_retain(raw) & keep
+    if config.preserve_noatime {
+        keep |= OFlags::NOATIME;
+    }
+    let mut flags = OFlags::from_bits_retain(raw) & keep;
+    if config.writeback {
+        if flags & OFlags::ACCMODE == OFlags::WRONLY {
+            flags = (flags - OFlags::WRONLY) | OFlags::RDWR;
+        }
+        flags -= OFlags::APPEND;
+    }
+    flags
 }
 
 /// Repeats `io(done, at)` until `len` bytes moved or the file ends (0). An error before any byte
@@ -90,10 +103,10 @@ impl PassthroughFs {
             return Err(Errno::ISDIR);
         }
         self.check_open_budget()?;
-        let wanted = open_flags(flags, self.config.allow_direct_io);
+        let wanted = open_flags(flags, &self.config);
         let kill = wanted.contains(OFlags::TRUNC) && open & OPEN_KILL_SUIDGID != 0;
         let fd = self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?;
-        Ok(Opened { handle: self.handles.insert(fd, node, false), flags: 0 })
+        Ok(Opened { handle: self.handles.insert(fd, node, false), flags: self.config.open_flags.0 })
     }
 
     /// CREATE; the flag says whether the file was created (rather than an existing one opened).
@@ -108,7 +121,7 @@ impl PassthroughFs {
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
         let guest_excl = OFlags::from_bits_retain(flags).contains(OFlags::EXCL);
-        let wanted = open_flags(flags, self.config.allow_direct_io);
+        let wanted = open_flags(flags, &self.config);
         // O_CREAT | O_EXCL never opens what is already there, so nothing swapped in under the
         // name can be opened by it. When the name exists (and the guest did not ask for O_EXCL),
         // the existing inode is taken by an O_PATH fd, its type checked, and that very inode is
@@ -143,7 +156,7 @@ impl PassthroughFs {
         // The entry is the inode opened, not whatever the name points at by now.
         let entry = self.entry_of(&dir, path)?;
         let handle = self.handles.insert(fd, entry.node, false);
-        Ok((entry, Opened { handle, flags: 0 }, created))
+        Ok((entry, Opened { handle, flags: self.config.open_flags.0 }, created))
     }
 
     /// TMPFILE: an `O_TMPFILE` file in `parent`, open, with no name until a LINK gives it one.
@@ -155,13 +168,13 @@ impl PassthroughFs {
     ) -> Result<(Entry, Opened), Errno> {
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
-        let wanted = open_flags(flags, self.config.allow_direct_io);
+        let wanted = open_flags(flags, &self.config);
         let oflags = wanted | OFlags::TMPFILE | OFlags::CLOEXEC;
         let fd = openat(&dir.fd, c".", oflags, Mode::from_raw_mode(mode & 0o7777))?;
         let path = openat(&self.proc_fd, fd_name(&fd), PATH_FLAGS, Mode::empty())?;
         let entry = self.entry_of(&dir, path)?;
         let handle = self.handles.insert(fd, entry.node, false);
-        Ok((entry, Opened { handle, flags: 0 }))
+        Ok((entry, Opened { handle, flags: self.config.open_flags.0 }))
     }
 
     /// FLUSH: closes a duplicate of the handle's fd, so what a `close(2)` of the guest's own

@@ -26,6 +26,7 @@
 
 mod acl;
 mod attr;
+mod cache;
 mod credentials;
 mod direct;
 mod dirs;
@@ -56,6 +57,7 @@ use rustix::io::Errno;
 
 use crate::fuse::abi::Attr;
 use crate::fuse::{AttrReply, Context, Entry, FsResult, NodeId};
+pub use cache::CachePolicy;
 pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
 pub use idmap::{IdMap, IdMapError, IdRule};
@@ -75,6 +77,18 @@ pub struct Config {
     pub readdirplus: bool,
     /// Entry and attribute cache timeout given to the guest.
     pub timeout: Duration,
+    /// FOPEN_* flags answered to OPEN and CREATE of regular files, and to OPENDIR
+    /// ([`CachePolicy`] sets them with the timeout).
+    pub open_flags: (u32, u32),
+    /// Offer FUSE_WRITEBACK_CACHE (`--writeback`): the guest page cache gathers writes, so
+    /// files opened write-only are opened read-write on the host (the guest reads to fill
+    /// partial pages) and O_APPEND is left to the guest.
+    pub writeback: bool,
+    /// Offer FUSE_DIRECT_IO_ALLOW_MMAP (`--allow-mmap`): shared mappings of direct-I/O files.
+    pub allow_mmap: bool,
+    /// Keep the guest's O_NOATIME on host opens (`--preserve-noatime`); dropped by default, since
+    /// the host refuses it with EPERM to a daemon that does not own the file.
+    pub preserve_noatime: bool,
     /// Most host descriptors the guest may keep open through inodes and handles together; past
     /// it, LOOKUP, OPEN, OPENDIR and CREATE answer ENFILE until the guest forgets or releases.
     /// The rest of the process's descriptors stay free for the vhost-user connection.
@@ -130,7 +144,11 @@ impl Config {
             root: root.into(),
             xattr: false,
             readdirplus: true,
-            timeout: Duration::from_secs(1),
+            timeout: CachePolicy::Auto.timeout(),
+            open_flags: (0, 0),
+            writeback: false,
+            allow_mmap: false,
+            preserve_noatime: false,
             max_open: default_max_open(),
             credentials: Credentials::detect(),
             allow_direct_io: false,
@@ -144,6 +162,16 @@ impl Config {
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
+    }
+}
+
+impl Config {
+    /// Applies a caching policy: timeouts, FOPEN_* flags, and whether READDIRPLUS is offered
+    /// (a policy that caches nothing turns it off; otherwise `readdirplus` is left as it is).
+    pub fn cache(&mut self, policy: CachePolicy) {
+        self.timeout = policy.timeout();
+        self.open_flags = (policy.file_open_flags(), policy.dir_open_flags());
+        self.readdirplus &= policy.allows_readdirplus();
     }
 }
 

@@ -2,40 +2,80 @@
 //! rewritten into the long options before parsing, so one parser checks everything.
 //!
 //! `-o source=DIR,cache=none,xattr,no_posix_lock` becomes `--shared-dir=DIR --cache=never --xattr
-//! --no-posix-lock`. A spelling with no long form becomes `--name` anyway, so the parser refuses
-//! it by name instead of it being dropped silently; the defaults (`no_xattr`,
-//! `no_allow_direct_io`, ...) need no option. Only rewriting happens here.
+//! --no-posix-lock`; `,,` is a comma inside a value. Every key virtiofsd's `-o` form knows has a
+//! long form (the negative ones are hidden long options, so the last spelling wins wherever it
+//! stands); any other key is an error naming it. Only rewriting happens here.
 
 use std::ffi::OsString;
 
-/// One `-o` item as long options.
-fn long_form(item: &str) -> Vec<String> {
+/// One `-o` item as long options, or why it has none.
+fn long_form(item: &str) -> Result<Vec<String>, String> {
     let (key, value) = match item.split_once('=') {
         Some((k, v)) => (k, Some(v)),
         None => (item, None),
     };
-    let with = |long: &str| vec![format!("--{long}={}", value.unwrap_or_default())];
+    let with = |long: &str| Ok(vec![format!("--{long}={}", value.unwrap_or_default())]);
+    let flag = |long: &str| Ok(vec![format!("--{long}")]);
     match (key, value) {
         ("source", Some(_)) => with("shared-dir"),
-        ("cache", Some("none")) => vec!["--cache=never".into()],
+        ("cache", Some("none")) => flag("cache=never"),
         ("cache", Some(_)) => with("cache"),
-        ("loglevel" | "log_level", Some("err")) => vec!["--log-level=error".into()],
+        ("loglevel" | "log_level", Some("err")) => flag("log-level=error"),
         ("loglevel" | "log_level", Some(_)) => with("log-level"),
         ("sandbox", Some(_)) => with("sandbox"),
         ("xattrmap", Some(_)) => with("xattrmap"),
         ("modcaps", Some(_)) => with("modcaps"),
-        // Defaults: nothing to pass.
-        ("no_xattr" | "no_allow_direct_io" | "readdirplus" | "no_writeback", None) => Vec::new(),
-        ("no_posix_acl", None) => vec!["--posix-acl=never".into()],
-        ("no_security_label", None) => vec!["--security-label=never".into()],
-        (flag, None) => vec![format!("--{}", flag.replace('_', "-"))],
-        (other, Some(_)) => with(&other.replace('_', "-")),
+        (
+            "xattr"
+            | "no_xattr"
+            | "readdirplus"
+            | "no_readdirplus"
+            | "writeback"
+            | "no_writeback"
+            | "allow_direct_io"
+            | "no_allow_direct_io"
+            | "announce_submounts"
+            | "no_announce_submounts"
+            | "killpriv_v2"
+            | "no_killpriv_v2"
+            | "flock"
+            | "no_flock"
+            | "posix_lock"
+            | "no_posix_lock",
+            None,
+        ) => flag(&key.replace('_', "-")),
+        ("posix_acl", None) => flag("posix-acl"),
+        ("no_posix_acl", None) => flag("posix-acl=never"),
+        ("security_label", None) => flag("security-label"),
+        ("no_security_label", None) => flag("security-label=never"),
+        _ => Err(format!("-o {item}: not an option virtiofsd's -o form knows")),
     }
 }
 
+/// Splits a `-o` list at single commas; `,,` is a literal comma inside an item (a path or an
+/// xattr map that holds one).
+fn items(list: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ',' {
+            current.push(c);
+        } else if chars.next_if_eq(&',').is_some() {
+            current.push(',');
+        } else {
+            items.push(std::mem::take(&mut current));
+        }
+    }
+    items.push(current);
+    items.retain(|item| !item.is_empty());
+    items
+}
+
 /// The arguments with every `-o LIST` / `-oLIST` replaced by long options; the program name
-/// and everything else are kept in order. A `-o` without a list is left for the parser.
-pub(crate) fn expand(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+/// and everything else are kept in order. A `-o` without a list is left for the parser; an
+/// item the old form never had is an error that names it.
+pub(crate) fn expand(args: impl IntoIterator<Item = OsString>) -> Result<Vec<OsString>, String> {
     let mut out = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -53,18 +93,12 @@ pub(crate) fn expand(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> 
                 continue;
             }
         };
-        match list.to_str() {
-            // Commas inside an xattrmap would be ambiguous; C virtiofsd had the same rule.
-            Some(list) => {
-                for item in list.split(',').filter(|i| !i.is_empty()) {
-                    out.extend(long_form(item).into_iter().map(OsString::from));
-                }
-            }
-            // Not UTF-8: hand it on unchanged, the parser names it.
-            None => out.extend([OsString::from("-o"), list]),
+        let list = list.into_string().map_err(|raw| format!("-o {raw:?}: not UTF-8"))?;
+        for item in items(&list) {
+            out.extend(long_form(&item)?.into_iter().map(OsString::from));
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -73,6 +107,7 @@ mod tests {
 
     fn expanded(args: &[&str]) -> Vec<String> {
         expand(args.iter().map(OsString::from))
+            .expect("known options")
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -90,11 +125,28 @@ mod tests {
         );
         assert_eq!(
             expanded(&["x", "-o", "no_xattr,killpriv_v2,no_posix_acl,sandbox=chroot"]),
-            ["x", "--killpriv-v2", "--posix-acl=never", "--sandbox=chroot"]
+            ["x", "--no-xattr", "--killpriv-v2", "--posix-acl=never", "--sandbox=chroot"]
         );
-        // Unknown spellings reach the parser by name; a dangling -o too.
-        assert_eq!(expanded(&["x", "-o", "timeout=5,norace"]), ["x", "--timeout=5", "--norace"]);
+        assert_eq!(
+            expanded(&["x", "-o", "readdirplus,no_readdirplus,writeback,no_writeback"]),
+            ["x", "--readdirplus", "--no-readdirplus", "--writeback", "--no-writeback"]
+        );
+        // A dangling -o is the parser's to report.
         assert_eq!(expanded(&["x", "-o"]), ["x", "-o"]);
+    }
+
+    #[test]
+    fn doubled_commas_are_literal_and_unknown_items_are_named() {
+        assert_eq!(
+            expanded(&["x", "-o", "source=/srv/a,,b,,,xattr,cache=always"]),
+            ["x", "--shared-dir=/srv/a,b,", "--xattr", "--cache=always"]
+        );
+        assert_eq!(items(",,a,,"), [",a,"]);
+        assert_eq!(items("a,,,,b"), ["a,,b"]);
+        for (bad, named) in [("timeout=5", "-o timeout=5"), ("norace", "-o norace")] {
+            let error = expand(["x", "-o", bad].map(OsString::from)).expect_err(bad);
+            assert!(error.starts_with(named), "{error}");
+        }
     }
 
     #[test]
@@ -103,7 +155,8 @@ mod tests {
         let dir = std::env::temp_dir();
         let source = format!("source={},no_posix_lock,flock", dir.display());
         let args = ["vhu-fsd", "--socket-path=/s", "-o", &source];
-        let options = crate::cli::Options::parse_from(expand(args.iter().map(OsString::from)));
+        let expanded = expand(args.iter().map(OsString::from)).expect("known options");
+        let options = crate::cli::Options::parse_from(expanded);
         let settings = options.settings().expect("supported");
         assert!(!settings.posix_lock && settings.flock);
         assert_eq!(settings.shared_dir, dir);

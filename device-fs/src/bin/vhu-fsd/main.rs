@@ -8,29 +8,29 @@
 
 mod cli;
 mod compat;
+mod logging;
 mod ns_map;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::Parser;
-use cli::{LogLevel, Options, Settings, Socket};
+use cli::{Options, Settings, Socket};
+use log::{info, warn};
 use vhu_device_fs::device::{FsConfig, FsDevice};
 use vhu_device_fs::fuse::{Server, ServerConfig};
 use vhu_device_fs::passthrough::{Config, PassthroughFs};
 use vhu_transport_std::{Daemon, Disconnect, Listen};
 
-static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
-
-fn log(level: LogLevel, message: std::fmt::Arguments<'_>) {
-    if level != LogLevel::Off && (level as u8) <= LOG_LEVEL.load(Ordering::Relaxed) {
-        eprintln!("vhu-fsd: {}: {message}", format!("{level:?}").to_lowercase());
-    }
-}
-
 fn main() -> ExitCode {
-    let options = Options::parse_from(compat::expand(std::env::args_os()));
+    let args = match compat::expand(std::env::args_os()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("vhu-fsd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = Options::parse_from(args);
     if options.print_capabilities {
         println!("{}", cli::CAPABILITIES);
         return ExitCode::SUCCESS;
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    LOG_LEVEL.store(settings.log_level as u8, Ordering::Relaxed);
+    logging::init(settings.log_level, settings.syslog);
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -63,7 +63,7 @@ fn run(settings: Settings) -> Result<(), String> {
         if current.current != current.maximum {
             let raised = rustix::process::Rlimit { current: current.maximum, ..current };
             if rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).is_err() {
-                log(LogLevel::Warn, format_args!("could not raise the open-file limit"));
+                warn!("could not raise the open-file limit");
             }
         }
     }
@@ -81,7 +81,11 @@ fn run(settings: Settings) -> Result<(), String> {
     config.flock = settings.flock;
     config.uid_map = settings.uid_map;
     config.gid_map = settings.gid_map;
-    config.timeout = settings.timeout;
+    config.readdirplus = settings.readdirplus;
+    config.cache(settings.cache);
+    config.writeback = settings.writeback;
+    config.allow_mmap = settings.allow_mmap;
+    config.preserve_noatime = settings.preserve_noatime;
     let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
     let (posix, flock) = fs.locking();
@@ -89,23 +93,17 @@ fn run(settings: Settings) -> Result<(), String> {
         [(settings.posix_lock, posix, "POSIX"), (settings.flock, flock, "flock")]
     {
         if asked && !got {
-            log(
-                LogLevel::Warn,
-                format_args!(
-                    "the shared directory's file system refuses {kind} locks: guest {kind} \
-                     locks stay local to the guest"
-                ),
+            warn!(
+                "the shared directory's file system refuses {kind} locks: guest {kind} locks \
+                 stay local to the guest"
             );
         }
     }
     if !fs.credentials().is_enabled() {
         let uid = rustix::process::geteuid().as_raw();
-        log(
-            LogLevel::Warn,
-            format_args!(
-                "not running as root (uid {uid}): every file the guest creates is owned by uid \
-                 {uid}, whichever guest user creates it"
-            ),
+        warn!(
+            "not running as root (uid {uid}): every file the guest creates is owned by uid \
+             {uid}, whichever guest user creates it"
         );
     }
     // Limits for the smallest queue QEMU configures by default (128 entries).
@@ -127,17 +125,21 @@ fn run(settings: Settings) -> Result<(), String> {
         }
     };
     let mut daemon = Daemon::new(device, listen).map_err(|e| e.to_string())?;
+    if let (Some(gid), Some(path)) = (settings.socket_group, daemon.path()) {
+        // The socket was bound owner-only; the group gets read-write once it owns the file.
+        rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(gid)))
+            .and_then(|()| rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660)))
+            .map_err(|e| format!("--socket-group: {}: {e}", path.display()))?;
+    }
     let bound: Vec<_> =
         daemon.path().map(ToOwned::to_owned).into_iter().chain(daemon.pid_file()).collect();
     signals::exit_cleanly_on_termination(bound)?;
-    log(LogLevel::Info, format_args!("waiting for a front-end on {:?}", settings.socket));
+    info!("waiting for a front-end on {:?}", settings.socket);
     loop {
         match daemon.serve_one().map_err(|e| e.to_string())? {
-            Disconnect::HungUp => log(LogLevel::Info, format_args!("front-end disconnected")),
-            Disconnect::Closed(error) => {
-                log(LogLevel::Warn, format_args!("connection closed: {error}"));
-            }
-            other => log(LogLevel::Info, format_args!("connection ended: {other:?}")),
+            Disconnect::HungUp => info!("front-end disconnected"),
+            Disconnect::Closed(error) => warn!("connection closed: {error}"),
+            other => info!("connection ended: {other:?}"),
         }
         if !settings.persistent {
             return Ok(());

@@ -36,7 +36,8 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
     .union(InitFlags::POSIX_ACL)
     .union(InitFlags::DONT_MASK)
     .union(InitFlags::SETXATTR_EXT)
-    .union(InitFlags::SECURITY_CTX);
+    .union(InitFlags::SECURITY_CTX)
+    .union(InitFlags::DIRECT_IO_ALLOW_MMAP);
 
 /// The minor that brought request extensions (`total_extlen`).
 const EXTENSIONS_MINOR: u32 = 38;

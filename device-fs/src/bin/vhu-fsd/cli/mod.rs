@@ -6,85 +6,15 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
-use vhu_device_fs::passthrough::{IdMap, IdMapError, IdRule, Negotiation, XattrMap};
+use clap::Parser;
+use vhu_device_fs::passthrough::{CachePolicy, IdMap, IdMapError, IdRule, Negotiation, XattrMap};
 
 use crate::ns_map::{parse_ns_map, NsMap};
 
-/// Guest caching policy (`--cache`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum CachePolicy {
-    /// Metadata and data cached for a short time (1 s); the default.
-    Auto,
-    /// Cache everything for a long time; the host does not change the share behind the guest.
-    Always,
-    /// Cache nothing: every access goes to the host.
-    Never,
-    /// Cache metadata, not data.
-    Metadata,
-}
-
-/// Sandbox modes virtiofsd knows (`--sandbox`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Sandbox {
-    /// Namespaces (virtiofsd's default).
-    Namespace,
-    /// chroot into the shared directory.
-    Chroot,
-    /// No isolation beyond the path checks every request gets.
-    None,
-}
-
-/// Seccomp actions virtiofsd knows (`--seccomp`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Seccomp {
-    /// No filter.
-    None,
-    /// Kill on a syscall outside the allow-list (virtiofsd's default).
-    Kill,
-    /// Log it.
-    Log,
-    /// Send SIGSYS.
-    Trap,
-}
-
-/// Log levels (`--log-level`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub(crate) enum LogLevel {
-    /// Nothing.
-    Off,
-    /// Errors.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// Informational messages (the default).
-    Info,
-    /// Debugging detail.
-    Debug,
-    /// Every request.
-    Trace,
-}
-
-/// `--posix-acl` and `--security-label` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Mode {
-    /// Never negotiate it.
-    Never,
-    /// Negotiate it when the guest supports it.
-    Auto,
-    /// Require it: a guest without it fails to mount.
-    Always,
-}
-
-impl Mode {
-    fn negotiation(flag: Option<Self>) -> Negotiation {
-        match flag {
-            None | Some(Self::Never) => Negotiation::Never,
-            Some(Self::Auto) => Negotiation::Auto,
-            Some(Self::Always) => Negotiation::Always,
-        }
-    }
-}
+mod values;
+pub(crate) use values::{
+    parse_modcaps, Cache, CapEdit, InodeFileHandles, LogLevel, Mode, Sandbox, Seccomp,
+};
 
 /// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
 #[derive(Debug, Parser)]
@@ -107,8 +37,53 @@ pub(crate) struct Options {
     #[arg(long, value_name = "TAG")]
     pub(crate) tag: Option<String>,
     /// Guest caching policy.
-    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
-    pub(crate) cache: CachePolicy,
+    #[arg(long, value_enum, default_value_t = Cache::Auto)]
+    pub(crate) cache: Cache,
+    /// Do not offer READDIRPLUS (never offered with --cache never).
+    #[arg(long, overrides_with = "readdirplus")]
+    pub(crate) no_readdirplus: bool,
+    /// Offer READDIRPLUS (the default; the -o form's `readdirplus`).
+    #[arg(long, hide = true, overrides_with = "no_readdirplus")]
+    pub(crate) readdirplus: bool,
+    /// Offer the guest writeback caching: its page cache gathers writes (safe only when the
+    /// guest is the share's only writer).
+    #[arg(long, overrides_with = "no_writeback")]
+    pub(crate) writeback: bool,
+    /// No writeback caching (the default; the -o form's `no_writeback`).
+    #[arg(long, hide = true, overrides_with = "writeback")]
+    pub(crate) no_writeback: bool,
+    /// With --cache never or metadata, let the guest map direct-I/O files shared.
+    #[arg(long)]
+    pub(crate) allow_mmap: bool,
+    /// Keep guest O_NOATIME on host opens (dropped by default).
+    #[arg(long)]
+    pub(crate) preserve_noatime: bool,
+    /// Group allowed to connect to the socket (name or number): the socket is created
+    /// read-write for it.
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) socket_group: Option<String>,
+    /// Send the log to syslog instead of stderr.
+    #[arg(long)]
+    pub(crate) syslog: bool,
+    /// How guest-visible inodes are held: `never` (a descriptor each), `prefer` (file handles
+    /// where the host allows: virtiofsd's default), `mandatory`.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub(crate) inode_file_handles: Option<InodeFileHandles>,
+    /// Edit the capabilities kept when running as root: `+cap:-cap...`.
+    #[arg(long, value_name = "EDITS", value_parser = parse_modcaps)]
+    pub(crate) modcaps: Option<Vec<CapEdit>>,
+    /// How inodes are described for live migration (find-paths or file-handles).
+    #[arg(long, value_name = "MODE")]
+    pub(crate) migration_mode: Option<String>,
+    /// What a migration destination does with an inode it cannot open (abort or guest-error).
+    #[arg(long, value_name = "ACTION")]
+    pub(crate) migration_on_error: Option<String>,
+    /// Verify migrated inodes by file handle.
+    #[arg(long)]
+    pub(crate) migration_verify_handles: bool,
+    /// Re-check every migrated path at switch-over.
+    #[arg(long)]
+    pub(crate) migration_confirm_paths: bool,
     /// Worker threads per request queue; 0 processes requests on the queue's own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
@@ -119,12 +94,18 @@ pub(crate) struct Options {
     #[arg(long, value_enum)]
     pub(crate) seccomp: Option<Seccomp>,
     /// Enable extended attributes.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_xattr")]
     pub(crate) xattr: bool,
+    /// No extended attributes (the default; the -o form's `no_xattr`).
+    #[arg(long, hide = true, overrides_with = "xattr")]
+    pub(crate) no_xattr: bool,
     /// Honour guest O_DIRECT on the host (by default it is dropped and the host page cache
     /// serves the I/O).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_allow_direct_io")]
     pub(crate) allow_direct_io: bool,
+    /// Drop guest O_DIRECT (the default; the -o form's `no_allow_direct_io`).
+    #[arg(long, hide = true, overrides_with = "allow_direct_io")]
+    pub(crate) no_allow_direct_io: bool,
     /// Negotiate FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-id bits on write, truncation and
     /// chown for the guest.
     #[arg(long, overrides_with = "no_killpriv_v2")]
@@ -223,8 +204,20 @@ pub(crate) struct Settings {
     pub(crate) shared_dir: PathBuf,
     /// Config-space tag.
     pub(crate) tag: Option<String>,
-    /// Entry and attribute timeout given to the guest.
-    pub(crate) timeout: std::time::Duration,
+    /// Guest caching policy.
+    pub(crate) cache: CachePolicy,
+    /// Offer READDIRPLUS.
+    pub(crate) readdirplus: bool,
+    /// Offer writeback caching.
+    pub(crate) writeback: bool,
+    /// Offer shared mappings of direct-I/O files.
+    pub(crate) allow_mmap: bool,
+    /// Keep guest O_NOATIME.
+    pub(crate) preserve_noatime: bool,
+    /// Group given read-write access to the socket.
+    pub(crate) socket_group: Option<u32>,
+    /// Log to syslog.
+    pub(crate) syslog: bool,
     /// Serve extended attributes.
     pub(crate) xattr: bool,
     /// Pass guest O_DIRECT to the host.
@@ -287,6 +280,12 @@ pub(crate) enum CliError {
     /// ACL entries name host ids, which a translation would leave untranslated.
     #[error("--posix-acl cannot be combined with --translate-uid or --translate-gid: ACL entries hold untranslated ids")]
     AclWithTranslation,
+    /// --socket-group names no group.
+    #[error("--socket-group {0}: no such group in /etc/group")]
+    UnknownGroup(String),
+    /// --socket-group with an inherited socket, which the daemon does not create.
+    #[error("--socket-group applies to a socket the daemon creates (--socket-path), not to --fd")]
+    GroupWithFd,
     /// An option this daemon accepts but does not implement.
     #[error("{option} is not supported by vhu-fsd: {hint}")]
     NotSupported {
@@ -337,18 +336,40 @@ impl Options {
         if self.readonly {
             return not_supported("--readonly".into(), "share a read-only mount instead");
         }
-        let timeout = match self.cache {
-            CachePolicy::Auto => std::time::Duration::from_secs(1),
-            CachePolicy::Always => std::time::Duration::from_secs(86_400),
-            CachePolicy::Never | CachePolicy::Metadata => {
-                let option = format!("--cache {}", format!("{:?}", self.cache).to_lowercase());
-                return not_supported(option, "use --cache auto or --cache always");
+        if self.inode_file_handles == Some(InodeFileHandles::Mandatory) {
+            return not_supported(
+                "--inode-file-handles mandatory".into(),
+                "inodes are held by O_PATH descriptors; pass never or prefer",
+            );
+        }
+        if self.modcaps.is_some() {
+            return not_supported(
+                "--modcaps".into(),
+                "capabilities are not reduced yet, so there is nothing to edit",
+            );
+        }
+        for (given, option) in [
+            (self.migration_mode.is_some(), "--migration-mode"),
+            (self.migration_on_error.is_some(), "--migration-on-error"),
+            (self.migration_verify_handles, "--migration-verify-handles"),
+            (self.migration_confirm_paths, "--migration-confirm-paths"),
+        ] {
+            if given {
+                return not_supported(
+                    option.into(),
+                    "vhu-fsd does not transfer device state, so a guest using it cannot migrate",
+                );
             }
-        };
+        }
         let socket = match (&self.socket_path, &self.socket, self.fd) {
             (Some(path), _, _) | (None, Some(path), _) => Socket::Path(path.clone()),
             (None, None, Some(fd)) => Socket::Fd(fd),
             (None, None, None) => return Err(CliError::NoSocket),
+        };
+        let socket_group = match (&self.socket_group, &socket) {
+            (None, _) => None,
+            (Some(_), Socket::Fd(_)) => return Err(CliError::GroupWithFd),
+            (Some(group), Socket::Path(_)) => Some(group_id(group)?),
         };
         let shared_dir = self.shared_dir.clone().ok_or(CliError::NoSharedDir)?;
         if !shared_dir.is_dir() {
@@ -368,7 +389,13 @@ impl Options {
             socket,
             shared_dir,
             tag: self.tag.clone(),
-            timeout,
+            cache: self.cache.policy(),
+            readdirplus: !self.no_readdirplus,
+            writeback: self.writeback,
+            allow_mmap: self.allow_mmap,
+            preserve_noatime: self.preserve_noatime,
+            socket_group,
+            syslog: self.syslog,
             xattr: self.xattr || self.xattrmap.is_some() || posix_acl != Negotiation::Never,
             posix_acl,
             security_label: Mode::negotiation(self.security_label),
@@ -388,6 +415,24 @@ impl Options {
     }
 }
 
+/// A group's id: a number, or a name looked up in `/etc/group`.
+fn group_id(group: &str) -> Result<u32, CliError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let table = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse().ok()?;
+            Some((name, gid))
+        })
+        .find_map(|(name, gid)| (name == group).then_some(gid))
+        .ok_or_else(|| CliError::UnknownGroup(group.into()))
+}
+
 /// The vhost-user.json capabilities (`--print-capabilities`): a file-system back-end taking its
 /// options separately. Migration is not listed: device state is not transferred.
 pub(crate) const CAPABILITIES: &str = r#"{
@@ -400,154 +445,4 @@ pub(crate) const CAPABILITIES: &str = r#"{
 }"#;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Options {
-        Options::try_parse_from(std::iter::once("vhu-fsd").chain(args.iter().copied()))
-            .expect("parses")
-    }
-
-    #[test]
-    fn virtiofsd_command_lines_parse() {
-        let dir = std::env::temp_dir();
-        let dir = dir.to_str().expect("utf-8 temp dir");
-        let options = parse(&[
-            "--socket-path=/tmp/vfs.sock",
-            "--shared-dir",
-            dir,
-            "--cache=auto",
-            "--sandbox",
-            "none",
-            "--seccomp=none",
-            "--thread-pool-size=1",
-            "--thread-pool-size=0",
-            "--log-level",
-            "debug",
-        ]);
-        let settings = options.settings().expect("supported");
-        assert_eq!(settings.socket, Socket::Path("/tmp/vfs.sock".into()));
-        assert_eq!(settings.log_level, LogLevel::Debug);
-        assert_eq!(settings.num_request_queues, 1);
-        assert!(!settings.persistent);
-        assert!(!settings.allow_direct_io, "guest O_DIRECT is dropped by default");
-        assert!(!settings.killpriv_v2, "KILLPRIV_V2 is off by default");
-        let options = parse(&["--socket-path=/s", "--shared-dir", dir, "--allow-direct-io"]);
-        assert!(options.settings().expect("supported").allow_direct_io);
-        let options = parse(&["--socket-path=/s", "--shared-dir", dir, "--killpriv-v2"]);
-        assert!(options.settings().expect("supported").killpriv_v2);
-        let last = ["--socket-path=/s", "--shared-dir", dir, "--killpriv-v2", "--no-killpriv-v2"];
-        assert!(!parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
-        let last = ["--socket-path=/s", "--shared-dir", dir, "--no-killpriv-v2", "--killpriv-v2"];
-        assert!(parse(&last).settings().expect("supported").killpriv_v2, "the last one wins");
-        assert!(settings.announce_submounts, "submounts are announced by default");
-        assert!(settings.posix_lock && settings.flock, "locks are forwarded by default");
-        let mapped = ["--socket-path=/s", "--shared-dir", dir, "--xattrmap=:map::user.virtiofs.:"];
-        let s = parse(&mapped).settings().expect("supported");
-        assert!(s.xattr && s.xattrmap.is_some(), "--xattrmap implies --xattr");
-        assert_eq!(settings.posix_acl, Negotiation::Never, "ACLs are off by default");
-        for (flag, want) in
-            [("--posix-acl", Negotiation::Always), ("--posix-acl=auto", Negotiation::Auto)]
-        {
-            let s = parse(&["--socket-path=/s", "--shared-dir", dir, flag]).settings().expect("ok");
-            assert_eq!((s.posix_acl, s.xattr), (want, true), "{flag}");
-        }
-        let mixed =
-            ["--socket-path=/s", "--shared-dir", dir, "--posix-acl", "--translate-uid=map:0:1:1"];
-        assert_eq!(parse(&mixed).settings().err(), Some(CliError::AclWithTranslation));
-        let bad = ["vhu-fsd", "--socket-path=/s", "--shared-dir", dir, "--xattrmap=:frob:all:::"];
-        assert!(Options::try_parse_from(bad).is_err(), "a bad map is a usage error");
-        let off = ["--socket-path=/s", "--shared-dir", dir, "--no-posix-lock", "--no-flock"];
-        let s = parse(&off).settings().expect("supported");
-        assert!(!s.posix_lock && !s.flock);
-        let on = ["--socket-path=/s", "--shared-dir", dir, "--no-flock", "--flock"];
-        assert!(parse(&on).settings().expect("supported").flock, "the last one wins");
-        let off = ["--socket-path=/s", "--shared-dir", dir, "--no-announce-submounts"];
-        assert!(!parse(&off).settings().expect("supported").announce_submounts);
-        let on = [
-            "--socket-path=/s",
-            "--shared-dir",
-            dir,
-            "--no-announce-submounts",
-            "--announce-submounts",
-        ];
-        assert!(parse(&on).settings().expect("supported").announce_submounts);
-    }
-
-    #[test]
-    fn id_translation_rules_and_namespace_maps() {
-        let dir = std::env::temp_dir();
-        let dir = dir.to_str().expect("utf-8 temp dir");
-        let base = ["--socket-path=/s", "--shared-dir", dir];
-        let with = |extra: &[&str]| {
-            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-            Options::try_parse_from(std::iter::once("vhu-fsd").chain(args)).map(|o| o.settings())
-        };
-        let s = with(&[
-            "--translate-uid",
-            "map:1000:100000:10",
-            "--translate-gid=squash-host:0:65534:1",
-        ])
-        .expect("parses")
-        .expect("supported");
-        assert_eq!(s.uid_map.to_host(1001), Ok(100001));
-        assert_eq!(s.gid_map.to_guest(0), 65534);
-        assert!(with(&["--translate-uid", "bogus:1:2:3"]).is_err(), "a bad rule is a usage error");
-        let overlap = with(&["--translate-uid=guest:0:5:10", "--translate-uid=guest:5:50:1"]);
-        assert!(matches!(overlap, Ok(Err(CliError::TranslateUid(IdMapError::Overlap(_))))));
-        // Namespace maps parse, and are refused until the namespace sandbox exists.
-        let ns =
-            with(&["--uid-map=:0:100000:65536:", "--gid-map", ":0:100000:65536:"]).expect("parses");
-        assert!(
-            matches!(ns, Err(CliError::NotSupported { ref option, .. }) if option == "--uid-map :0:100000:65536:"),
-            "{ns:?}"
-        );
-        assert!(with(&["--uid-map=0:1:2"]).is_err());
-    }
-
-    #[test]
-    fn unsupported_options_are_refused_not_ignored() {
-        let dir = std::env::temp_dir();
-        let dir = dir.to_str().expect("utf-8 temp dir");
-        for (extra, option) in [
-            ("--sandbox=namespace", "--sandbox namespace"),
-            ("--sandbox=chroot", "--sandbox chroot"),
-            ("--seccomp=kill", "--seccomp kill"),
-            ("--thread-pool-size=4", "--thread-pool-size 4"),
-            ("--readonly", "--readonly"),
-            ("--cache=never", "--cache never"),
-        ] {
-            let options = parse(&["--socket-path=/tmp/x", "--shared-dir", dir, extra]);
-            match options.settings() {
-                Err(CliError::NotSupported { option: got, .. }) => assert_eq!(got, option),
-                other => panic!("{extra}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn missing_and_bad_values() {
-        assert_eq!(parse(&["--shared-dir=/"]).settings().err(), Some(CliError::NoSocket));
-        assert_eq!(parse(&["--socket-path=/tmp/x"]).settings().err(), Some(CliError::NoSharedDir));
-        assert!(matches!(
-            parse(&["--socket-path=/tmp/x", "--shared-dir=/nonexistent/dir"]).settings(),
-            Err(CliError::BadSharedDir(_))
-        ));
-        let long = "t".repeat(37);
-        assert_eq!(
-            parse(&["--socket-path=/tmp/x", "--shared-dir=/", "--tag", &long]).settings().err(),
-            Some(CliError::TagTooLong(37))
-        );
-        assert!(Options::try_parse_from(["vhu-fsd", "--socket-path=/a", "--fd=3"]).is_err());
-        assert_eq!(
-            parse(&["--fd=3", "--shared-dir=/", "--num-request-queues=0"]).settings().err(),
-            Some(CliError::NoRequestQueues)
-        );
-    }
-
-    #[test]
-    fn capabilities_are_json_for_a_file_system() {
-        assert!(CAPABILITIES.contains(r#""type": "fs""#));
-        assert!(CAPABILITIES.contains(r#""posix-acl-negotiation-mode""#), "--posix-acl=MODE works");
-    }
-}
+mod tests;
