@@ -12,7 +12,7 @@ use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
 use super::inodes::Inode;
-use super::PassthroughFs;
+use super::{proc_path, PassthroughFs};
 use crate::fuse::{Context, Entry, FsResult, Handle, NodeId};
 
 /// The attributes Linux security modules label inodes with (SELinux, Smack).
@@ -43,7 +43,7 @@ impl PassthroughFs {
                 None => label.name.clone(),
             };
             let inode = self.inode(entry.node)?;
-            let path = format!("/proc/self/fd/{}", Self::proc_name(&inode));
+            let path = proc_path::through(&self.proc_fd, &inode.fd)?;
             rustix::fs::setxattr(path, &host_name, &label.value, rustix::fs::XattrFlags::empty())
         });
         let Err(error) = stored else { return Ok(entry) };

@@ -40,6 +40,7 @@ mod labels;
 mod locks;
 mod names;
 mod negotiation;
+mod proc_path;
 mod setattr;
 mod submounts;
 mod xattrmap;
@@ -284,7 +285,7 @@ impl PassthroughFs {
         {
             return;
         }
-        let path = format!("/proc/self/fd/{}", Self::proc_name(inode));
+        let Ok(path) = proc_path::through(&self.proc_fd, &inode.fd) else { return };
         if let Ok(name) = std::ffi::CString::new(name) {
             // Absent (ENODATA) is the common case; nothing else can be done about a failure.
             let _ = rustix::fs::removexattr(path, &name);
@@ -300,7 +301,7 @@ impl PassthroughFs {
         // Asked as the daemon: the thread may still have the last caller's ids.
         self.config.credentials.as_daemon()?;
         let dir = self.dir_inode(parent)?;
-        let path = format!("/proc/self/fd/{}", Self::proc_name(&dir));
+        let path = proc_path::through(&self.proc_fd, &dir.fd)?;
         let has_default = rustix::fs::getxattr_query(path, acl::DEFAULT).is_ok();
         Ok(acl::creation_mode(true, has_default, mode, umask))
     }

@@ -1,4 +1,5 @@
-//! Extended attributes through `/proc/self/fd/N` paths (the O_PATH fd cannot be used directly).
+//! Extended attributes through `/proc/self/fd` entries ([`proc_path`]; the O_PATH fd cannot be
+//! used directly).
 //!
 //! Only regular files and directories carry xattrs here; with xattrs disabled every operation
 //! answers ENOSYS so the guest stops asking. Each call holds the inode it works on for its whole
@@ -16,7 +17,7 @@ use rustix::fs::XattrFlags;
 use rustix::io::Errno;
 
 use super::inodes::{Inode, S_IFDIR, S_IFREG};
-use super::PassthroughFs;
+use super::{proc_path, PassthroughFs};
 use crate::fuse::{NodeId, XattrReply};
 
 /// Largest value or list accepted (`XATTR_SIZE_MAX`).
@@ -25,7 +26,7 @@ const XATTR_SIZE_MAX: u32 = 65536;
 /// Name spaces the guest may read but never write on the host.
 const PROTECTED: [&[u8]; 2] = [b"trusted.", b"security."];
 
-/// The `/proc/self/fd` path of an inode, valid while the inode is held.
+/// The `/proc/self/fd` entry of an inode, valid on this thread while the inode is held.
 struct Target {
     path: String,
     /// Keeps the fd (and so its number) open until the call is done.
@@ -61,7 +62,7 @@ impl PassthroughFs {
         let inode = self.inode(node)?;
         match inode.kind {
             S_IFREG | S_IFDIR => {
-                let path = format!("/proc/self/fd/{}", Self::proc_name(&inode));
+                let path = proc_path::through(&self.proc_fd, &inode.fd)?;
                 Ok(Target { path, _inode: inode })
             }
             _ => Err(Errno::OPNOTSUPP),
