@@ -202,11 +202,11 @@ ensure_virtiofsd() {
 }
 
 # The options both back-ends understand (vhu-fsd is a drop-in for virtiofsd).
-# --sandbox none: the test runs as root in a container where the namespace
-# sandbox is not wanted; --xattr lets the guest exercise extended attributes.
+# Each back-end runs in its default sandbox (namespaces, the share as root);
+# --xattr lets the guest exercise extended attributes.
 # No --tag: it makes virtiofsd offer the CONFIG protocol feature, which crashes
 # QEMU 7.1-8.0; the tag is given to QEMU's device instead.
-COMMON_FLAGS='--socket-path {socket} --shared-dir {shared} --sandbox none --xattr'
+COMMON_FLAGS='--socket-path {socket} --shared-dir {shared} --xattr'
 
 resolve_backend_cmd() {
     if [ -n "$BACKEND_CMD" ]; then

@@ -12,6 +12,7 @@
 pub mod bridge;
 pub mod device;
 pub mod fuse;
+pub mod guest;
 pub mod passthrough;
 pub mod virtq;
 

@@ -41,12 +41,12 @@ fn refuses_options_it_does_not_honour() {
     let out = fsd()
         .args(["--socket-path", dir.join("s").to_str().expect("utf-8")])
         .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
-        .arg("--sandbox=namespace")
+        .arg("--inode-file-handles=mandatory")
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--sandbox namespace is not supported"), "{err}");
+    assert!(err.contains("--inode-file-handles mandatory is not supported"), "{err}");
     assert!(!dir.join("s").exists(), "nothing was bound");
 }
 

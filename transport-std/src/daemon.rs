@@ -16,6 +16,7 @@ use vhu_core::backend::SpecError;
 
 use crate::device::Device;
 use crate::driver::{Connection, DriverError};
+use crate::socket_file::SocketFile;
 
 /// Where the daemon listens.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ pub enum Disconnect {
 pub struct Daemon<D: Device> {
     device: D,
     listener: UnixListener,
-    bound: Option<BoundPath>,
+    bound: Option<SocketFile>,
 }
 
 impl<D: Device> Daemon<D> {
@@ -77,8 +78,8 @@ impl<D: Device> Daemon<D> {
     pub fn new(device: D, listen: Listen) -> Result<Self, DaemonError> {
         device.spec().validate()?;
         let (listener, bound) = match listen {
-            Listen::Path(path) => match bind_owner_only(&path) {
-                Ok((listener, lock)) => (listener, Some(BoundPath { path, _lock: lock })),
+            Listen::Path(path) => match SocketFile::bind(&path) {
+                Ok((listener, file)) => (listener, Some(file)),
                 Err(source) => return Err(DaemonError::Bind { path, source }),
             },
             Listen::Fd(fd) => {
@@ -94,12 +95,12 @@ impl<D: Device> Daemon<D> {
 
     /// The socket path, when the daemon bound it.
     pub fn path(&self) -> Option<&Path> {
-        self.bound.as_ref().map(|b| b.path.as_path())
+        self.bound.as_ref().map(SocketFile::path)
     }
 
     /// The pid file locked next to the socket path (`<path>.pid`), when the daemon bound it.
     pub fn pid_file(&self) -> Option<PathBuf> {
-        self.bound.as_ref().map(|b| pid_path(&b.path))
+        self.bound.as_ref().map(SocketFile::pid_file)
     }
 
     /// The device.
@@ -125,7 +126,10 @@ impl<D: Device> Daemon<D> {
                 Err(error) => return Err(DaemonError::Accept(error)),
             }
         };
-        Ok(self.serve_stream(stream))
+        let refusing = Refusing::start(&self.listener);
+        let end = self.serve_stream(stream);
+        drop(refusing);
+        Ok(end)
     }
 
     /// Serves front-ends one after the other until `accept` fails. `on_disconnect` sees how each
@@ -160,60 +164,48 @@ impl<D: Device> Daemon<D> {
     }
 }
 
-/// Binds `path` so that only the daemon's user may connect (mode 0600, whatever the process
-/// umask): any local user who can connect acts as the VMM, with the share in reach.
-///
-/// A live daemon holds an exclusive lock on `<path>.pid` (virtiofsd's convention, with its pid
-/// inside): when that lock is taken the socket is in use (AddrInUse) and left alone; when it is
-/// free, a socket file at `path` was left by a daemon that died and is replaced. Anything at
-/// `path` that is not a socket is never removed.
-fn bind_owner_only(path: &Path) -> std::io::Result<(UnixListener, OwnedFd)> {
-    use std::os::unix::fs::FileTypeExt;
-    let pid_path = pid_path(path);
-    let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC;
-    let lock = rustix::fs::open(&pid_path, flags, rustix::fs::Mode::from_raw_mode(0o600))?;
-    match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            return Err(std::io::Error::from(std::io::ErrorKind::AddrInUse));
-        }
-        Err(e) => return Err(e.into()),
+/// While a front-end is served, every other connection is accepted and closed at once: the
+/// back-end serves one front-end, and a second one sees its connection end instead of waiting
+/// unanswered behind the first.
+struct Refusing {
+    stop: Option<UnixStream>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Refusing {
+    fn start(listener: &UnixListener) -> Self {
+        let (Ok(listener), Ok((stop, stopped))) = (listener.try_clone(), UnixStream::pair()) else {
+            // Without them later connections wait in the backlog, as they would anyway.
+            return Self { stop: None, thread: None };
+        };
+        let thread = std::thread::Builder::new().name("vhu-refuse".into()).spawn(move || {
+            use rustix::event::{poll, PollFd, PollFlags};
+            loop {
+                let mut fds =
+                    [PollFd::new(&listener, PollFlags::IN), PollFd::new(&stopped, PollFlags::IN)];
+                match poll(&mut fds, None) {
+                    Ok(_) if fds[1].revents().is_empty() => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    _ => return,
+                }
+                if !fds[0].revents().is_empty() {
+                    // Accepted and dropped: the connection is closed.
+                    if listener.accept().is_ok() {
+                        log::warn!("refused a second front-end: one is being served");
+                    }
+                }
+            }
+        });
+        Self { stop: Some(stop), thread: thread.ok() }
     }
-    rustix::fs::ftruncate(&lock, 0)?;
-    rustix::io::write(&lock, format!("{}\n", std::process::id()).as_bytes())?;
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
-        }
-        std::fs::remove_file(path)?;
-    }
-    // The mode is set by the umask at bind time, so no other user ever sees the socket open.
-    // Processes bind before they start threads; the umask is restored right after.
-    let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
-    let bound = UnixListener::bind(path);
-    rustix::process::umask(previous);
-    Ok((bound?, lock))
 }
 
-/// `<path>.pid`.
-fn pid_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".pid");
-    PathBuf::from(name)
-}
-
-/// A socket path the daemon bound, with its locked pid file; both removed when dropped.
-#[derive(Debug)]
-struct BoundPath {
-    path: PathBuf,
-    /// Held for the daemon's life: the lock says the socket is served.
-    _lock: OwnedFd,
-}
-
-impl Drop for BoundPath {
+impl Drop for Refusing {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        // Removed while still locked, so no other daemon takes the name in between.
-        let _ = std::fs::remove_file(pid_path(&self.path));
+        // Closing our end makes the thread's end readable: it returns.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

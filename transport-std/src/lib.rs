@@ -29,6 +29,7 @@ pub mod driver;
 pub mod fd_table;
 pub mod memory;
 pub mod scm;
+pub mod socket_file;
 pub mod worker;
 
 pub use client::{Client, ClientError};
@@ -38,6 +39,7 @@ pub use driver::{BackendRequests, Connection, DeviceRequest, DriverError, Execut
 pub use fd_table::{FdTable, TokensExhausted};
 pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
+pub use socket_file::SocketFile;
 pub use vhu_core;
 pub use vm_memory;
 pub use worker::{QueueContext, QueueHandler, QueueWaker, Workers};

@@ -7,8 +7,8 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 
-use common::{socket_path, Record, TestDevice};
-use vhu_transport_std::{Daemon, DaemonError, Listen};
+use common::{readable, serve, socket_path, Record, TestDevice};
+use vhu_transport_std::{Daemon, DaemonError, Listen, SocketFile};
 
 fn daemon(path: &std::path::Path) -> Result<Daemon<TestDevice>, DaemonError> {
     let device = TestDevice::new(Arc::new(Mutex::new(Record::default())));
@@ -59,4 +59,49 @@ fn a_dead_daemons_socket_is_replaced_a_live_ones_is_not() {
     assert_eq!(std::fs::read(&path).expect("read"), b"not a socket");
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(pid_file(&path));
+}
+
+#[test]
+fn a_second_front_end_is_refused_while_one_is_served() {
+    use std::io::Read;
+    let served = serve("second");
+    let first = std::os::unix::net::UnixStream::connect(&served.path).expect("first");
+    // The second connection is closed at once, without a byte.
+    let mut second = std::os::unix::net::UnixStream::connect(&served.path).expect("connects");
+    assert!(readable(&second), "the second connection ends instead of hanging");
+    assert_eq!(second.read(&mut [0u8; 16]).expect("EOF"), 0);
+    // The first is still served: it ends only when it hangs up, and the next one is served.
+    drop(first);
+    served.wait_ended(1);
+    let third = std::os::unix::net::UnixStream::connect(&served.path).expect("third");
+    let mut probe = third.try_clone().expect("clone");
+    probe.set_read_timeout(Some(std::time::Duration::from_millis(200))).expect("timeout");
+    let err = probe.read(&mut [0u8; 16]).expect_err("served, so no EOF: the read times out");
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    drop((third, probe));
+    served.wait_ended(1);
+}
+
+#[test]
+fn a_socket_file_is_removed_through_its_directory_and_released_copies_remove_nothing() {
+    let path = socket_path("socket-file");
+    let (listener, file) = SocketFile::bind(&path).expect("binds");
+    assert_eq!(file.pid_file(), pid_file(&path));
+    // Renaming the directory's path does not matter: removal goes through its descriptor.
+    let dir = std::env::temp_dir().join(format!("vhu-{}-moved", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let inner = dir.join("s.sock");
+    let (_l, moved) = SocketFile::bind(&inner).expect("binds");
+    let renamed = std::env::temp_dir().join(format!("vhu-{}-renamed", std::process::id()));
+    std::fs::rename(&dir, &renamed).expect("rename");
+    drop(moved);
+    assert!(!renamed.join("s.sock").exists() && !renamed.join("s.sock.pid").exists());
+    let _ = std::fs::remove_dir_all(&renamed);
+    // A released copy (a forked child's) leaves the files to their owner.
+    file.release();
+    assert!(path.exists() && pid_file(&path).exists());
+    drop(listener);
+    let (_l, again) = SocketFile::bind(&path).expect("the lock went with the release: stale");
+    drop(again);
+    assert!(!path.exists() && !pid_file(&path).exists());
 }

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use vhu_device_fs::fuse::abi::{
-    EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenOut, OutHeader,
-};
+use vhu_device_fs::fuse::abi::{EntryOut, InHeader, InitIn, InitOut, OpenOut, OutHeader};
 use vhu_device_fs::fuse::{Opcode, Server, ServerConfig, VecWriter};
 use vhu_device_fs::passthrough::{Config, PassthroughFs};
 use zerocopy::{FromBytes, IntoBytes};
@@ -192,21 +190,7 @@ impl Harness {
     }
 }
 
-/// The flags a recent Linux guest offers.
-pub fn linux_guest_flags() -> InitFlags {
-    let all_low =
-        InitFlags::from_bits_retain(0x7fff_ffff) - InitFlags::FILE_OPS - InitFlags::MAP_ALIGNMENT;
-    all_low
-        | InitFlags::SECURITY_CTX
-        | InitFlags::HAS_INODE_DAX
-        | InitFlags::CREATE_SUPP_GROUP
-        | InitFlags::HAS_EXPIRE_ONLY
-        | InitFlags::DIRECT_IO_ALLOW_MMAP
-        | InitFlags::NO_EXPORT_SUPPORT
-        | InitFlags::HAS_RESEND
-        | InitFlags::ALLOW_IDMAP
-        | InitFlags::REQUEST_TIMEOUT
-}
+pub use vhu_device_fs::guest::linux_guest_flags;
 
 /// A FUSE_EXT_GROUPS request extension naming one supplementary group.
 pub fn supp_group_ext(gid: u32) -> Vec<u8> {

@@ -6,21 +6,25 @@
 //! clean state). SIGTERM and SIGINT end it cleanly, removing the socket it created. It owns no
 //! protocol or file-system logic: the options are checked in `cli`, the device is the library's.
 
+mod caps;
 mod cli;
 mod compat;
 mod logging;
 mod ns_map;
+mod sandbox;
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use cli::{Options, Settings, Socket};
+use cli::{Options, Sandbox, Settings, Socket};
 use log::{info, warn};
 use vhu_device_fs::device::{FsConfig, FsDevice};
 use vhu_device_fs::fuse::{Server, ServerConfig};
-use vhu_device_fs::passthrough::{Config, PassthroughFs};
-use vhu_transport_std::{Daemon, Disconnect, Listen};
+use vhu_device_fs::passthrough::{Config, Credentials, PassthroughFs};
+use vhu_transport_std::{Daemon, Disconnect, Listen, SocketFile};
 
 fn main() -> ExitCode {
     let args = match compat::expand(std::env::args_os()) {
@@ -53,25 +57,151 @@ fn main() -> ExitCode {
 }
 
 fn run(settings: Settings) -> Result<(), String> {
-    if let Some(limit) = settings.rlimit_nofile {
-        let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
-        rustix::process::setrlimit(rustix::process::Resource::Nofile, rlimit)
-            .map_err(|e| format!("--rlimit-nofile {limit}: {e}"))?;
-    } else {
-        // Each inode the guest looks up holds a descriptor: raise the soft limit to the hard one.
-        let current = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        if current.current != current.maximum {
-            let raised = rustix::process::Rlimit { current: current.maximum, ..current };
-            if rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).is_err() {
-                warn!("could not raise the open-file limit");
-            }
-        }
-    }
+    raise_open_file_limit(settings.rlimit_nofile)?;
     // The guest applied its own umask to the modes it sends; do not apply ours on top.
     rustix::process::umask(rustix::fs::Mode::empty());
+    let as_root = sandbox::started_as_root();
+    // The daemon's uid as the host sees it (inside a user namespace it reads as 0).
+    let host_uid = rustix::process::geteuid().as_raw();
+    if !as_root && !settings.modcaps.is_empty() {
+        warn!("--modcaps has no effect: capabilities are reduced only when started as root");
+    }
+    if as_root && !(settings.ns_uid_map.is_empty() && settings.ns_gid_map.is_empty()) {
+        return Err("--uid-map/--gid-map map the user namespace of a daemon started as a \
+                    regular user; as root, guest ids reach the host as they are"
+            .into());
+    }
+    // The socket first: its path is outside the share, out of reach once sandboxed.
+    let (listener, socket) = listen(&settings)?;
+    let socket = match settings.sandbox {
+        Sandbox::Namespace => {
+            let maps = (!as_root).then_some(sandbox::UserMaps {
+                uid: &settings.ns_uid_map,
+                gid: &settings.ns_gid_map,
+            });
+            sandbox::enter_namespaces(maps, socket)?;
+            None
+        }
+        Sandbox::Chroot | Sandbox::None => socket.map(Arc::new),
+    };
+    let fs = PassthroughFs::new(passthrough_config(&settings, as_root))
+        .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
+    match settings.sandbox {
+        Sandbox::Namespace => sandbox::pivot_into(&settings.shared_dir)?,
+        Sandbox::Chroot => sandbox::chroot_into(&settings.shared_dir)?,
+        Sandbox::None => {}
+    }
+    if as_root {
+        caps::reduce(caps::kept(&settings.modcaps))?;
+    }
+    report_limits(&fs, &settings, host_uid);
+    // Limits for the smallest queue QEMU configures by default (128 entries).
+    let server = Server::new(fs, ServerConfig::for_queue_size(128));
+    let device = FsDevice::new(
+        FsConfig { num_request_queues: settings.num_request_queues, tag: settings.tag.clone() },
+        server,
+    );
+    let mut daemon = Daemon::new(device, Listen::Listener(listener)).map_err(|e| e.to_string())?;
+    signals::exit_cleanly_on_termination(socket.clone())?;
+    // Launchers wait for this line on stderr before they start the VMM.
+    info!("Waiting for vhost-user socket connection on {}", settings.socket);
+    let result = loop {
+        match daemon.serve_one() {
+            Ok(Disconnect::HungUp) => info!("front-end disconnected"),
+            Ok(Disconnect::Closed(error)) => warn!("connection closed: {error}"),
+            Ok(other) => info!("connection ended: {other:?}"),
+            Err(error) => break Err(error.to_string()),
+        }
+        if !settings.persistent {
+            break Ok(());
+        }
+    };
+    if let Some(socket) = socket {
+        socket.remove();
+    }
+    result
+}
+
+/// RLIMIT_NOFILE: `--rlimit-nofile N` sets it (0 leaves it); by default, as virtiofsd, the
+/// smaller of one million and the kernel's `nr_open`, unless the soft limit is already higher.
+/// Each inode the guest looks up holds a descriptor.
+fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    if let Some(limit) = asked {
+        let rlimit = Rlimit { current: Some(limit), maximum: Some(limit) };
+        return setrlimit(Resource::Nofile, rlimit)
+            .map_err(|e| format!("--rlimit-nofile {limit}: {e}"));
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let wanted = nr_open.min(1_000_000);
+    let current = getrlimit(Resource::Nofile);
+    if current.current.is_none_or(|soft| soft >= wanted) {
+        return Ok(());
+    }
+    let target = Rlimit { current: Some(wanted), maximum: Some(wanted) };
+    if setrlimit(Resource::Nofile, target).is_ok() {
+        return Ok(());
+    }
+    // Not allowed past the hard limit: up to it, then.
+    let raised = Rlimit { current: current.maximum, ..current };
+    if current.current != current.maximum && setrlimit(Resource::Nofile, raised).is_err() {
+        warn!("could not raise the open-file limit");
+    }
+    Ok(())
+}
+
+/// The listening socket: bound at `--socket-path` (owner-only, or the `--socket-group`'s too),
+/// or the inherited `--fd`.
+fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), String> {
+    match &settings.socket {
+        Socket::Path(path) => {
+            let (listener, file) = SocketFile::bind(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    format!("--socket-path {}: a running daemon serves it", path.display())
+                }
+                _ => format!("--socket-path {}: {e}", path.display()),
+            })?;
+            if let Some(gid) = settings.socket_group {
+                // Bound owner-only; the group gets read-write once it owns the file.
+                rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(gid)))
+                    .and_then(|()| rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660)))
+                    .map_err(|e| format!("--socket-group: {}: {e}", path.display()))?;
+            }
+            Ok((listener, Some(file)))
+        }
+        Socket::Fd(fd) => {
+            let open = *fd > 2 && std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok();
+            if !open {
+                return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
+            }
+            // SAFETY: the descriptor is open (checked above), is not stdio, and was inherited for
+            // this daemon alone: nothing else in the process owns or closes it.
+            let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(*fd) });
+            listener.local_addr().map_err(|e| format!("--fd {fd}: not a Unix socket: {e}"))?;
+            rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)
+                .map_err(|e| format!("--fd {fd}: {e}"))?;
+            Ok((listener, None))
+        }
+    }
+}
+
+/// The file system's configuration from the settings.
+fn passthrough_config(settings: &Settings, as_root: bool) -> Config {
     let mut config = Config::new(&settings.shared_dir);
+    let one_id = match settings.ns_uid_map.as_slice() {
+        [] => true,
+        [only] => only.count == 1,
+        _ => false,
+    };
+    if !as_root && settings.sandbox == Sandbox::Namespace && one_id {
+        // Root of a namespace that maps one id: other guest users have nothing to become.
+        config.credentials = Credentials::disabled();
+    }
     config.xattr = settings.xattr;
-    config.xattrmap = settings.xattrmap;
+    config.xattrmap = settings.xattrmap.clone();
     config.posix_acl = settings.posix_acl;
     config.security_label = settings.security_label;
     config.allow_direct_io = settings.allow_direct_io;
@@ -79,15 +209,18 @@ fn run(settings: Settings) -> Result<(), String> {
     config.announce_submounts = settings.announce_submounts;
     config.posix_locks = settings.posix_lock;
     config.flock = settings.flock;
-    config.uid_map = settings.uid_map;
-    config.gid_map = settings.gid_map;
+    config.uid_map = settings.uid_map.clone();
+    config.gid_map = settings.gid_map.clone();
     config.readdirplus = settings.readdirplus;
     config.cache(settings.cache);
     config.writeback = settings.writeback;
     config.allow_mmap = settings.allow_mmap;
     config.preserve_noatime = settings.preserve_noatime;
-    let fs = PassthroughFs::new(config)
-        .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
+    config
+}
+
+/// Says at start-up what the guest will not get from this host.
+fn report_limits(fs: &PassthroughFs, settings: &Settings, uid: u32) {
     let (posix, flock) = fs.locking();
     for (asked, got, kind) in
         [(settings.posix_lock, posix, "POSIX"), (settings.flock, flock, "flock")]
@@ -100,69 +233,32 @@ fn run(settings: Settings) -> Result<(), String> {
         }
     }
     if !fs.credentials().is_enabled() {
-        let uid = rustix::process::geteuid().as_raw();
         warn!(
             "not running as root (uid {uid}): every file the guest creates is owned by uid \
              {uid}, whichever guest user creates it"
         );
     }
-    // Limits for the smallest queue QEMU configures by default (128 entries).
-    let server = Server::new(fs, ServerConfig::for_queue_size(128));
-    let device = FsDevice::new(
-        FsConfig { num_request_queues: settings.num_request_queues, tag: settings.tag.clone() },
-        server,
-    );
-    let listen = match &settings.socket {
-        Socket::Path(path) => Listen::Path(path.clone()),
-        Socket::Fd(fd) => {
-            let open = *fd > 2 && std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok();
-            if !open {
-                return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
-            }
-            // SAFETY: the descriptor is open (checked above), is not stdio, and was inherited for
-            // this daemon alone: nothing else in the process owns or closes it.
-            Listen::Fd(unsafe { OwnedFd::from_raw_fd(*fd) })
-        }
-    };
-    let mut daemon = Daemon::new(device, listen).map_err(|e| e.to_string())?;
-    if let (Some(gid), Some(path)) = (settings.socket_group, daemon.path()) {
-        // The socket was bound owner-only; the group gets read-write once it owns the file.
-        rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(gid)))
-            .and_then(|()| rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660)))
-            .map_err(|e| format!("--socket-group: {}: {e}", path.display()))?;
-    }
-    let bound: Vec<_> =
-        daemon.path().map(ToOwned::to_owned).into_iter().chain(daemon.pid_file()).collect();
-    signals::exit_cleanly_on_termination(bound)?;
-    info!("waiting for a front-end on {:?}", settings.socket);
-    loop {
-        match daemon.serve_one().map_err(|e| e.to_string())? {
-            Disconnect::HungUp => info!("front-end disconnected"),
-            Disconnect::Closed(error) => warn!("connection closed: {error}"),
-            other => info!("connection ended: {other:?}"),
-        }
-        if !settings.persistent {
-            return Ok(());
-        }
-    }
 }
 
 mod signals {
-    //! SIGTERM/SIGINT: remove the socket the daemon bound and its pid file, then exit with
-    //! status 0.
+    //! SIGTERM/SIGINT/SIGHUP: remove the socket the daemon bound and its pid file (when this
+    //! process owns them), then exit with status 0.
 
-    use std::path::PathBuf;
+    use std::sync::Arc;
 
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
+    use vhu_transport_std::SocketFile;
 
-    pub(super) fn exit_cleanly_on_termination(bound: Vec<PathBuf>) -> Result<(), String> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])
+    pub(super) fn exit_cleanly_on_termination(
+        socket: Option<Arc<SocketFile>>,
+    ) -> Result<(), String> {
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|e| format!("installing signal handlers: {e}"))?;
         std::thread::spawn(move || {
             if signals.forever().next().is_some() {
-                for path in &bound {
-                    let _ = std::fs::remove_file(path);
+                if let Some(socket) = &socket {
+                    socket.remove();
                 }
                 std::process::exit(0);
             }

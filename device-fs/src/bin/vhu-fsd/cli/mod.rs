@@ -13,7 +13,7 @@ use crate::ns_map::{parse_ns_map, NsMap};
 
 mod values;
 pub(crate) use values::{
-    parse_modcaps, Cache, CapEdit, InodeFileHandles, LogLevel, Mode, Sandbox, Seccomp,
+    parse_modcaps, Cache, CapEdit, CapEdits, InodeFileHandles, LogLevel, Mode, Sandbox, Seccomp,
 };
 
 /// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
@@ -71,7 +71,7 @@ pub(crate) struct Options {
     pub(crate) inode_file_handles: Option<InodeFileHandles>,
     /// Edit the capabilities kept when running as root: `+cap:-cap...`.
     #[arg(long, value_name = "EDITS", value_parser = parse_modcaps)]
-    pub(crate) modcaps: Option<Vec<CapEdit>>,
+    pub(crate) modcaps: Option<CapEdits>,
     /// How inodes are described for live migration (find-paths or file-handles).
     #[arg(long, value_name = "MODE")]
     pub(crate) migration_mode: Option<String>,
@@ -87,7 +87,7 @@ pub(crate) struct Options {
     /// Worker threads per request queue; 0 processes requests on the queue's own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
-    /// Isolation mode.
+    /// Isolation mode: namespace (the default), chroot or none.
     #[arg(long, value_enum)]
     pub(crate) sandbox: Option<Sandbox>,
     /// Action on a syscall outside the allow-list.
@@ -195,6 +195,15 @@ pub(crate) enum Socket {
     Fd(i32),
 }
 
+impl std::fmt::Display for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Path(path) => write!(f, "{}", path.display()),
+            Self::Fd(fd) => write!(f, "inherited descriptor {fd}"),
+        }
+    }
+}
+
 /// What the daemon will do, once the options are checked.
 #[derive(Debug)]
 pub(crate) struct Settings {
@@ -218,6 +227,14 @@ pub(crate) struct Settings {
     pub(crate) socket_group: Option<u32>,
     /// Log to syslog.
     pub(crate) syslog: bool,
+    /// Isolation.
+    pub(crate) sandbox: Sandbox,
+    /// Capability edits (root only).
+    pub(crate) modcaps: Vec<CapEdit>,
+    /// User-namespace uid ranges (not root).
+    pub(crate) ns_uid_map: Vec<NsMap>,
+    /// User-namespace gid ranges (not root).
+    pub(crate) ns_gid_map: Vec<NsMap>,
     /// Serve extended attributes.
     pub(crate) xattr: bool,
     /// Pass guest O_DIRECT to the host.
@@ -286,6 +303,9 @@ pub(crate) enum CliError {
     /// --socket-group with an inherited socket, which the daemon does not create.
     #[error("--socket-group applies to a socket the daemon creates (--socket-path), not to --fd")]
     GroupWithFd,
+    /// A namespace id map without the namespace sandbox.
+    #[error("{0} maps ids of the user namespace that --sandbox namespace creates; it cannot be used with another sandbox")]
+    MapWithoutNamespace(String),
     /// An option this daemon accepts but does not implement.
     #[error("{option} is not supported by vhu-fsd: {hint}")]
     NotSupported {
@@ -300,15 +320,6 @@ impl Options {
     /// Checks the options and resolves them into settings.
     pub(crate) fn settings(&self) -> Result<Settings, CliError> {
         let not_supported = |option: String, hint| Err(CliError::NotSupported { option, hint });
-        match self.sandbox {
-            Some(Sandbox::Namespace) => {
-                return not_supported("--sandbox namespace".into(), "run it with --sandbox none");
-            }
-            Some(Sandbox::Chroot) => {
-                return not_supported("--sandbox chroot".into(), "run it with --sandbox none");
-            }
-            _ => {}
-        }
         if let Some(mode @ (Seccomp::Kill | Seccomp::Log | Seccomp::Trap)) = self.seccomp {
             let option = format!("--seccomp {}", format!("{mode:?}").to_lowercase());
             return not_supported(option, "run it with --seccomp none");
@@ -319,13 +330,12 @@ impl Options {
                 "requests are served on each queue's own thread; pass 0",
             );
         }
+        let sandbox = self.sandbox.unwrap_or(Sandbox::Namespace);
         if let Some(map) = self.uid_map.first().or(self.gid_map.first()) {
-            let option = if self.uid_map.is_empty() { "--gid-map" } else { "--uid-map" };
-            return not_supported(
-                format!("{option} {map}"),
-                "namespace id maps need --sandbox namespace, which vhu-fsd does not provide yet; \
-                 --translate-uid/--translate-gid translate ids without a namespace",
-            );
+            if sandbox != Sandbox::Namespace {
+                let option = if self.uid_map.is_empty() { "--gid-map" } else { "--uid-map" };
+                return Err(CliError::MapWithoutNamespace(format!("{option} {map}")));
+            }
         }
         let posix_acl = Mode::negotiation(self.posix_acl);
         if posix_acl != Negotiation::Never
@@ -340,12 +350,6 @@ impl Options {
             return not_supported(
                 "--inode-file-handles mandatory".into(),
                 "inodes are held by O_PATH descriptors; pass never or prefer",
-            );
-        }
-        if self.modcaps.is_some() {
-            return not_supported(
-                "--modcaps".into(),
-                "capabilities are not reduced yet, so there is nothing to edit",
             );
         }
         for (given, option) in [
@@ -371,10 +375,12 @@ impl Options {
             (Some(_), Socket::Fd(_)) => return Err(CliError::GroupWithFd),
             (Some(group), Socket::Path(_)) => Some(group_id(group)?),
         };
-        let shared_dir = self.shared_dir.clone().ok_or(CliError::NoSharedDir)?;
-        if !shared_dir.is_dir() {
-            return Err(CliError::BadSharedDir(shared_dir.display().to_string()));
-        }
+        let given = self.shared_dir.clone().ok_or(CliError::NoSharedDir)?;
+        // Absolute from here on: a sandbox changes the working directory.
+        let shared_dir = std::fs::canonicalize(&given)
+            .ok()
+            .filter(|dir| dir.is_dir())
+            .ok_or_else(|| CliError::BadSharedDir(given.display().to_string()))?;
         if let Some(tag) = &self.tag {
             if tag.len() > 36 {
                 return Err(CliError::TagTooLong(tag.len()));
@@ -396,6 +402,10 @@ impl Options {
             preserve_noatime: self.preserve_noatime,
             socket_group,
             syslog: self.syslog,
+            sandbox,
+            modcaps: self.modcaps.clone().map(|edits| edits.0).unwrap_or_default(),
+            ns_uid_map: self.uid_map.clone(),
+            ns_gid_map: self.gid_map.clone(),
             xattr: self.xattr || self.xattrmap.is_some() || posix_acl != Negotiation::Never,
             posix_acl,
             security_label: Mode::negotiation(self.security_label),

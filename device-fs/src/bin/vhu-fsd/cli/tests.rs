@@ -90,12 +90,16 @@ fn id_translation_rules_and_namespace_maps() {
     assert!(with(&["--translate-uid", "bogus:1:2:3"]).is_err(), "a bad rule is a usage error");
     let overlap = with(&["--translate-uid=guest:0:5:10", "--translate-uid=guest:5:50:1"]);
     assert!(matches!(overlap, Ok(Err(CliError::TranslateUid(IdMapError::Overlap(_))))));
-    // Namespace maps parse, and are refused until the namespace sandbox exists.
-    let ns =
-        with(&["--uid-map=:0:100000:65536:", "--gid-map", ":0:100000:65536:"]).expect("parses");
+    // Namespace maps go with the namespace sandbox (the default), and only with it.
+    let ns = with(&["--uid-map=:0:100000:65536:", "--gid-map", ":0:100000:65536:"])
+        .expect("parses")
+        .expect("supported");
+    assert_eq!(ns.ns_uid_map, [NsMap { inside: 0, outside: 100000, count: 65536 }]);
+    assert_eq!(ns.sandbox, Sandbox::Namespace);
+    let chroot = with(&["--sandbox=chroot", "--gid-map=:0:1000:1:"]).expect("parses");
     assert!(
-        matches!(ns, Err(CliError::NotSupported { ref option, .. }) if option == "--uid-map :0:100000:65536:"),
-        "{ns:?}"
+        matches!(chroot, Err(CliError::MapWithoutNamespace(ref option)) if option == "--gid-map :0:1000:1:"),
+        "{chroot:?}"
     );
     assert!(with(&["--uid-map=0:1:2"]).is_err());
 }
@@ -105,8 +109,6 @@ fn unsupported_options_are_refused_not_ignored() {
     let dir = std::env::temp_dir();
     let dir = dir.to_str().expect("utf-8 temp dir");
     for (extra, option) in [
-        ("--sandbox=namespace", "--sandbox namespace"),
-        ("--sandbox=chroot", "--sandbox chroot"),
         ("--seccomp=kill", "--seccomp kill"),
         ("--thread-pool-size=4", "--thread-pool-size 4"),
         ("--readonly", "--readonly"),
@@ -197,9 +199,12 @@ fn socket_group_is_a_known_group_of_a_created_socket() {
 
 #[test]
 fn modcaps_edits_name_real_capabilities() {
-    let edits = parse_modcaps("+sys_admin:-MKNOD:+cap_dac_read_search").expect("valid");
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let flag = "--modcaps=+sys_admin:-MKNOD:+cap_dac_read_search";
+    let edits = parse(&["--socket-path=/s", "--shared-dir", dir, flag]).settings().expect("ok");
     assert_eq!(
-        edits,
+        edits.modcaps,
         [
             CapEdit { add: true, cap: 21 },
             CapEdit { add: false, cap: 27 },

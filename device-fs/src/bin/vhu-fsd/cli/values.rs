@@ -157,8 +157,12 @@ pub(crate) struct CapEdit {
     pub(crate) cap: u8,
 }
 
+/// A `--modcaps` value: its edits in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CapEdits(pub(crate) Vec<CapEdit>);
+
 /// Parses `+cap:-cap...` (virtiofsd's `--modcaps`): names with or without `cap_`, any case.
-pub(crate) fn parse_modcaps(s: &str) -> Result<Vec<CapEdit>, String> {
+pub(crate) fn parse_modcaps(s: &str) -> Result<CapEdits, String> {
     s.split(':')
         .filter(|item| !item.is_empty())
         .map(|item| {
@@ -176,5 +180,6 @@ pub(crate) fn parse_modcaps(s: &str) -> Result<Vec<CapEdit>, String> {
             // The table has 41 entries, so the index fits in a u8.
             Ok(CapEdit { add, cap: cap as u8 })
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(CapEdits)
 }

@@ -1,0 +1,80 @@
+//! The capabilities a root daemon keeps: what serving files for the guest's users needs and
+//! nothing else, adjusted by `--modcaps`.
+//!
+//! Kept by default (virtiofsd's set, less DAC_READ_SEARCH, which only file handles need and
+//! this daemon does not open by handle): CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID,
+//! MKNOD, SETFCAP. Every other capability leaves the effective, permitted and inheritable sets,
+//! the ambient set and the bounding set, so nothing the daemon becomes later (no exec happens,
+//! but a compromised worker might try) can regain it. Call before any thread starts:
+//! capability sets are per thread and threads inherit them. This module only drops.
+
+use rustix::thread::{
+    capabilities, capability_is_in_bounding_set, clear_ambient_capability_set,
+    remove_capability_from_bounding_set, set_capabilities, CapabilitySet, CapabilitySets,
+};
+
+use crate::cli::CapEdit;
+
+/// The default set (see the module docs).
+pub(crate) fn default_set() -> CapabilitySet {
+    CapabilitySet::CHOWN
+        | CapabilitySet::DAC_OVERRIDE
+        | CapabilitySet::FOWNER
+        | CapabilitySet::FSETID
+        | CapabilitySet::SETGID
+        | CapabilitySet::SETUID
+        | CapabilitySet::MKNOD
+        | CapabilitySet::SETFCAP
+}
+
+/// The default set with `edits` applied in order.
+pub(crate) fn kept(edits: &[CapEdit]) -> CapabilitySet {
+    edits.iter().fold(default_set(), |set, edit| {
+        let cap = CapabilitySet::from_bits_retain(1 << edit.cap);
+        if edit.add {
+            set | cap
+        } else {
+            set - cap
+        }
+    })
+}
+
+/// Reduces the calling thread (the whole process, before threads start) to `keep`.
+pub(crate) fn reduce(keep: CapabilitySet) -> Result<(), String> {
+    let have = capabilities(None).map_err(|e| format!("reading capabilities: {e}"))?;
+    if !have.permitted.contains(keep) {
+        let missing = keep - have.permitted;
+        return Err(format!("--modcaps: the daemon does not hold {missing:?} to keep it"));
+    }
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which may go below.
+    for bit in 0..64 {
+        let cap = CapabilitySet::from_bits_retain(1 << bit);
+        if keep.contains(cap) {
+            continue;
+        }
+        // Numbers past the kernel's last capability answer EINVAL: nothing to drop there.
+        if capability_is_in_bounding_set(cap).unwrap_or(false) {
+            remove_capability_from_bounding_set(cap)
+                .map_err(|e| format!("dropping capability {bit} from the bounding set: {e}"))?;
+        }
+    }
+    clear_ambient_capability_set().map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    let sets =
+        CapabilitySets { effective: keep, permitted: keep, inheritable: CapabilitySet::empty() };
+    set_capabilities(None, sets).map_err(|e| format!("setting capabilities: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_apply_in_order_to_the_default_set() {
+        assert_eq!(kept(&[]), default_set());
+        let admin = CapEdit { add: true, cap: 21 };
+        let no_mknod = CapEdit { add: false, cap: 27 };
+        let set = kept(&[admin, no_mknod]);
+        assert!(set.contains(CapabilitySet::SYS_ADMIN) && !set.contains(CapabilitySet::MKNOD));
+        assert_eq!(kept(&[admin, CapEdit { add: false, cap: 21 }]), default_set());
+    }
+}

@@ -1,0 +1,212 @@
+//! The sandbox the daemon serves from (`--sandbox`): namespaces with the share as the root
+//! (the default), a chroot into the share, or none.
+//!
+//! `namespace`: the process forks. The parent stays outside, keeps the socket file it bound,
+//! forwards SIGTERM/SIGINT/SIGHUP to the child, and when the child ends removes the socket and
+//! exits with the child's status; launchers see one pid (the one in the pid file) behave like
+//! the daemon. The child is pid 1 of a new pid namespace, in new mount and network namespaces
+//! (and a new user namespace when not started as root, mapped by `--uid-map`/`--gid-map` through
+//! newuidmap/newgidmap, or to the daemon's own ids alone). It mounts a fresh `/proc` only long
+//! enough for the file system to open `/proc/self/fd`, then makes the share its root
+//! (`pivot_root`) and detaches everything else: the host's file system is out of reach even to
+//! a path the kernel would resolve for it.
+//!
+//! `chroot`: the share becomes the root directory, nothing else changes (for launchers that set
+//! up namespaces themselves).
+//!
+//! Everything here runs before the first thread starts (fork and unshare need a single thread).
+//! This module sets up isolation; it serves nothing.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use rustix::mount::{
+    mount, mount_bind_recursive, mount_change, unmount, MountFlags, MountPropagationFlags,
+    UnmountFlags,
+};
+use rustix::process::{getegid, geteuid, Pid, Signal, WaitOptions};
+use rustix::thread::UnshareFlags;
+use vhu_transport_std::SocketFile;
+
+use crate::ns_map::NsMap;
+
+/// Whether the daemon started as root in the initial user namespace.
+pub(crate) fn started_as_root() -> bool {
+    geteuid().is_root()
+}
+
+/// How a new user namespace is mapped, for a daemon not started as root.
+#[derive(Debug)]
+pub(crate) struct UserMaps<'a> {
+    /// `--uid-map` ranges (none: the daemon's uid alone, as 0).
+    pub(crate) uid: &'a [NsMap],
+    /// `--gid-map` ranges (none: the daemon's gid alone, as 0).
+    pub(crate) gid: &'a [NsMap],
+}
+
+fn unshare(flags: UnshareFlags, what: &str) -> Result<(), String> {
+    // SAFETY: called while the process has one thread (see the module docs), so no other
+    // thread's view of the process changes under it; no memory is touched.
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+        .map_err(|e| format!("--sandbox namespace: creating the {what} namespace: {e}"))
+}
+
+/// Enters the namespaces. Returns in the child, which owns nothing of the socket file; the
+/// parent never returns (it exits with the child's status).
+pub(crate) fn enter_namespaces(
+    maps: Option<UserMaps<'_>>,
+    socket: Option<SocketFile>,
+) -> Result<(), String> {
+    if let Some(maps) = maps {
+        enter_user_namespace(&maps)?;
+    }
+    unshare(UnshareFlags::NEWPID, "pid")?;
+    // SAFETY: the process has one thread, so the child is a complete copy of it; it goes on
+    // with the same code and no lock can be held by a thread that does not exist there.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(format!("--sandbox namespace: fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            if let Some(socket) = socket {
+                socket.release();
+            }
+            setup_child()
+        }
+        child => supervise(child, socket),
+    }
+}
+
+/// The child: dies with the parent, leaves the host's mounts and network, mounts its own
+/// `/proc` (the one its pid namespace shows).
+fn setup_child() -> Result<(), String> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(|e| format!("--sandbox namespace: parent death signal: {e}"))?;
+    unshare(UnshareFlags::NEWNS | UnshareFlags::NEWNET, "mount and network")?;
+    // Nothing mounted here propagates back to the host.
+    mount_change("/", MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)
+        .map_err(|e| format!("--sandbox namespace: making / a slave mount: {e}"))?;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    mount("proc", "/proc", "proc", flags, None)
+        .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))
+}
+
+/// Makes `share` the root of the child's mount namespace and detaches the rest.
+pub(crate) fn pivot_into(share: &Path) -> Result<(), String> {
+    let fail = |step: &str, e: rustix::io::Errno| format!("--sandbox namespace: {step}: {e}");
+    // pivot_root wants a mount point: the share, bound on itself.
+    mount_bind_recursive(share, share).map_err(|e| fail("binding the share", e))?;
+    rustix::process::chdir(share).map_err(|e| fail("entering the share", e))?;
+    rustix::process::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
+    // The old root is stacked under the new one at `.`: detach it.
+    unmount(".", UnmountFlags::DETACH).map_err(|e| fail("detaching the host's root", e))?;
+    rustix::process::chdir("/").map_err(|e| fail("entering the new root", e))
+}
+
+/// `--sandbox chroot`.
+pub(crate) fn chroot_into(share: &Path) -> Result<(), String> {
+    rustix::process::chroot(share)
+        .and_then(|()| rustix::process::chdir("/"))
+        .map_err(|e| format!("--sandbox chroot: {}: {e}", share.display()))
+}
+
+/// The parent: forwards termination signals, waits, cleans up, exits as the child did.
+fn supervise(child: libc::pid_t, socket: Option<SocketFile>) -> ! {
+    let code = match wait_forwarding(child) {
+        Ok(code) => code,
+        Err(error) => {
+            log::error!("{error}");
+            1
+        }
+    };
+    if let Some(socket) = &socket {
+        socket.remove();
+    }
+    std::process::exit(code)
+}
+
+/// Waits for the child on this thread (after unsharing the pid namespace this process cannot
+/// start threads): SIGCHLD says it may have ended, a termination signal is passed on to it.
+fn wait_forwarding(child: libc::pid_t) -> Result<i32, String> {
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+    let pid = Pid::from_raw(child).ok_or("fork returned no pid")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => {
+                if let Some(code) = status.exit_status() {
+                    return Ok(code);
+                }
+                if let Some(signal) = status.terminating_signal() {
+                    return Ok(128 + signal);
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("waiting for the sandboxed daemon: {e}")),
+        }
+        for signal in signals.wait() {
+            if signal != SIGCHLD {
+                let _ = rustix::process::kill_process(pid, Signal::TERM);
+            }
+        }
+    }
+}
+
+/// A new user namespace in which the daemon is root, mapped as `maps` says.
+fn enter_user_namespace(maps: &UserMaps<'_>) -> Result<(), String> {
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+    // Mapping the daemon's own id (as 0) needs no helper: the process writes that map itself.
+    let own = |ranges: &[NsMap], id: u32| {
+        ranges.is_empty() || ranges == [NsMap { inside: 0, outside: id, count: 1 }]
+    };
+    let (own_uid, own_gid) = (own(maps.uid, uid), own(maps.gid, gid));
+    // newuidmap/newgidmap must run outside the new namespace: started now, they wait for a
+    // line on stdin, sent once it exists.
+    let helpers: Vec<(Child, &str)> =
+        [("newuidmap", maps.uid, own_uid), ("newgidmap", maps.gid, own_gid)]
+            .into_iter()
+            .filter(|(_, _, own)| !own)
+            .map(|(tool, ranges, _)| (tool, ranges))
+            .map(|(tool, ranges)| spawn_mapper(tool, ranges).map(|child| (child, tool)))
+            .collect::<Result<_, _>>()?;
+    unshare(UnshareFlags::NEWUSER, "user")?;
+    for (mut helper, tool) in helpers {
+        use std::io::Write;
+        let go = helper.stdin.take().map(|mut stdin| stdin.write_all(b"\n"));
+        let status = helper.wait().map_err(|e| format!("{tool}: {e}"))?;
+        if !matches!(go, Some(Ok(()))) || !status.success() {
+            return Err(format!(
+                "--sandbox namespace: {tool} failed ({status}): check /etc/sub{}id for this user",
+                if tool == "newuidmap" { "u" } else { "g" }
+            ));
+        }
+    }
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/self/{file}"), text)
+            .map_err(|e| format!("--sandbox namespace: writing /proc/self/{file}: {e}"))
+    };
+    if own_gid {
+        write("setgroups", "deny".into())?;
+        write("gid_map", format!("0 {gid} 1"))?;
+    }
+    if own_uid {
+        write("uid_map", format!("0 {uid} 1"))?;
+    }
+    Ok(())
+}
+
+/// `tool PID inside outside count...`, started now and run when a line arrives on its stdin.
+fn spawn_mapper(tool: &str, ranges: &[NsMap]) -> Result<Child, String> {
+    let mut args: Vec<OsString> =
+        vec!["-c".into(), "read _ && exec \"$@\"".into(), "sh".into(), tool.into()];
+    args.push(std::process::id().to_string().into());
+    for r in ranges {
+        args.extend([r.inside, r.outside, r.count].map(|n| OsString::from(n.to_string())));
+    }
+    Command::new("/bin/sh")
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("--sandbox namespace: starting {tool}: {e}"))
+}

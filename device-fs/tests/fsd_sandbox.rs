@@ -1,0 +1,162 @@
+//! The daemon's sandbox seen from outside, as an administrator would check it: under
+//! `--sandbox namespace` (the default) the process serving the guest lives in its own pid,
+//! mount and network namespaces with the share as its root and the host's file system out of
+//! reach; under `chroot` its root is the share; as root it keeps only the capabilities file
+//! serving needs (`--modcaps` edits them); and it still serves the guest in every mode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vhu_device_fs::guest::GuestFs;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vhu-sandbox-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("share")).expect("scratch directory");
+    std::fs::write(dir.join("share/inside"), b"in the share").expect("file");
+    dir
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Running {
+    let socket = dir.join("vhost.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_vhu-fsd"))
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Running(child)
+}
+
+/// The process that serves: the daemon's only child in namespace mode, itself otherwise.
+fn server_pid(daemon: &Running, forked: bool) -> u32 {
+    let pid = daemon.0.id();
+    if !forked {
+        return pid;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(child) = children.split_whitespace().next() {
+            return child.parse().expect("a pid");
+        }
+        assert!(Instant::now() < deadline, "the sandboxed child never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` for at most ten seconds (the daemon sets itself up after it binds).
+fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn namespace(pid: u32, kind: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("namespace link")
+}
+
+/// The effective capability set of `pid`.
+fn cap_eff(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("CapEff:")).expect("CapEff");
+    u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+}
+
+/// The kept set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP.
+const KEPT: u64 = 1 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 27 | 1 << 31;
+
+fn serves(dir: &Path) {
+    let mut guest = GuestFs::connect(dir.join("vhost.sock")).expect("connects");
+    let entry = guest.lookup(1, "inside").expect("lookup");
+    let fh = guest.open(entry.nodeid, 0).expect("open");
+    assert_eq!(guest.read(entry.nodeid, fh, 0, 64).expect("read"), b"in the share");
+}
+
+#[test]
+fn the_default_sandbox_isolates_the_serving_process() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("namespace");
+    let daemon = start(&dir, &[]);
+    let server = server_pid(&daemon, true);
+    // Set up once its root is the share and its capabilities are reduced (the child unshares,
+    // pivots and drops after the fork).
+    let root = PathBuf::from(format!("/proc/{server}/root"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = || root.join("inside").exists() && cap_eff(server) == KEPT;
+    while !ready() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for kind in ["pid", "mnt", "net"] {
+        assert_ne!(namespace(server, kind), namespace(std::process::id(), kind), "{kind}");
+    }
+    // Its root is the share: the share's file is there, the host's are not.
+    assert_eq!(std::fs::read(root.join("inside")).expect("through its root"), b"in the share");
+    for host in ["etc", "proc", "usr", "tmp"] {
+        assert!(!root.join(host).exists(), "/{host} is reachable from the sandbox");
+    }
+    assert_eq!(cap_eff(server), KEPT, "only the file-serving capabilities are kept");
+    let bounding = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
+    assert!(bounding.contains(&format!("CapBnd:\t{KEPT:016x}")), "{bounding}");
+    serves(&dir);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn chroot_and_modcaps() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("chroot");
+    let daemon = start(&dir, &["--sandbox", "chroot", "--modcaps=+sys_admin:-mknod"]);
+    let server = server_pid(&daemon, false);
+    let want = (KEPT | 1 << 21) & !(1 << 27);
+    wait_until(|| cap_eff(server) == want);
+    let root = std::fs::read_link(format!("/proc/{server}/root")).expect("root");
+    assert_eq!(root, dir.join("share").canonicalize().expect("canonical"));
+    assert_eq!(cap_eff(server), want, "CAP_SYS_ADMIN added, CAP_MKNOD removed");
+    serves(&dir);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_sandbox_still_drops_capabilities() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("none");
+    let daemon = start(&dir, &["--sandbox", "none"]);
+    let server = server_pid(&daemon, false);
+    wait_until(|| cap_eff(server) == KEPT);
+    assert_eq!(namespace(server, "mnt"), namespace(std::process::id(), "mnt"));
+    assert_eq!(cap_eff(server), KEPT);
+    serves(&dir);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

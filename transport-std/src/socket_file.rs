@@ -1,0 +1,117 @@
+//! The socket file a daemon creates: bound so that only its user may connect, with a locked
+//! `<path>.pid` next to it, and removed when the daemon ends.
+//!
+//! Any local user who can connect acts as the VMM, with the device's rights, so the socket is
+//! created mode 0600 whatever the process umask (a launcher widens it to a group afterwards if
+//! it wants to). A live daemon holds an exclusive lock on `<path>.pid` (virtiofsd's convention,
+//! with its pid inside): when that lock is taken the socket is in use and left alone; when it is
+//! free, a socket at `path` was left by a daemon that died and is replaced. Anything at `path`
+//! that is not a socket is never removed.
+//!
+//! Removal goes through a descriptor of the socket's directory, so it still works after the
+//! process changed its root (a sandbox), and a forked process that must not remove the files
+//! gives them up with [`SocketFile::release`]. This module binds and removes; it serves nothing.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+/// A bound socket path and its locked pid file; both are removed on drop.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
+    /// Held for the daemon's life: the lock says the socket is served.
+    _lock: OwnedFd,
+    removed: AtomicBool,
+}
+
+/// `<path>.pid`.
+pub(crate) fn pid_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pid");
+    PathBuf::from(name)
+}
+
+impl SocketFile {
+    /// Binds `path` owner-only, taking over a stale socket; see the module docs. An error of
+    /// kind `AddrInUse` means a live daemon serves it; `AlreadyExists`, that something other
+    /// than a socket is there.
+    pub fn bind(path: &Path) -> std::io::Result<(UnixListener, Self)> {
+        let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?.to_owned();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = rustix::fs::open(
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC;
+        let lock = rustix::fs::open(pid_path(path), flags, Mode::from_raw_mode(0o600))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        rustix::fs::ftruncate(&lock, 0)?;
+        rustix::io::write(&lock, format!("{}\n", std::process::id()).as_bytes())?;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+            }
+            std::fs::remove_file(path)?;
+        }
+        // The mode is set by the umask at bind time, so no other user ever sees the socket
+        // open. Processes bind before they start threads; the umask is restored right after.
+        let previous = rustix::process::umask(Mode::from_raw_mode(0o177));
+        let bound = UnixListener::bind(path);
+        rustix::process::umask(previous);
+        let file =
+            Self { path: path.to_owned(), dir, name, _lock: lock, removed: AtomicBool::new(false) };
+        Ok((bound?, file))
+    }
+
+    /// The socket path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The locked pid file (`<path>.pid`).
+    pub fn pid_file(&self) -> PathBuf {
+        pid_path(&self.path)
+    }
+
+    /// Removes the socket and then the pid file (still locked, so no other daemon takes the
+    /// name in between). Idempotent; failures are ignored (the files may be gone already).
+    pub fn remove(&self) {
+        if self.removed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut pid = self.name.clone();
+        pid.push(".pid");
+        let _ = rustix::fs::unlinkat(&self.dir, self.name.as_os_str(), AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&self.dir, pid.as_os_str(), AtFlags::empty());
+    }
+
+    /// Closes this copy's descriptors without removing anything: for a process forked from the
+    /// one that owns the files.
+    pub fn release(self) {
+        self.removed.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
