@@ -99,6 +99,12 @@ fn the_default_sandbox_isolates_the_serving_process() {
         return;
     }
     let dir = scratch("namespace");
+    // A host file system mounted inside the share stays visible inside the sandbox.
+    let sub = dir.join("share/sub");
+    std::fs::create_dir(&sub).expect("mount point");
+    rustix::mount::mount("vhu-test", &sub, "tmpfs", rustix::mount::MountFlags::empty(), None)
+        .expect("tmpfs");
+    std::fs::write(sub.join("on-tmpfs"), b"submount").expect("file");
     let daemon = start(&dir, &[]);
     let server = server_pid(&daemon, true);
     // Set up once its root is the share and its capabilities are reduced (the child unshares,
@@ -120,8 +126,15 @@ fn the_default_sandbox_isolates_the_serving_process() {
     assert_eq!(cap_eff(server), KEPT, "only the file-serving capabilities are kept");
     let bounding = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
     assert!(bounding.contains(&format!("CapBnd:\t{KEPT:016x}")), "{bounding}");
-    serves(&dir);
+    assert_eq!(std::fs::read(root.join("sub/on-tmpfs")).expect("submount"), b"submount");
+    let mut guest = GuestFs::connect(dir.join("vhost.sock")).expect("connects");
+    let sub_node = guest.lookup(1, "sub").expect("lookup sub").nodeid;
+    let entry = guest.lookup(sub_node, "on-tmpfs").expect("the submount's file");
+    let fh = guest.open(entry.nodeid, 0).expect("open");
+    assert_eq!(guest.read(entry.nodeid, fh, 0, 64).expect("read"), b"submount");
+    drop(guest);
     drop(daemon);
+    let _ = rustix::mount::unmount(&sub, rustix::mount::UnmountFlags::DETACH);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,6 +6,7 @@
 //! queue runs on its own worker thread and all share one server. This module must not implement
 //! vhost-user protocol rules: those are `vhu-core`'s.
 
+mod pool;
 mod queue;
 
 use std::os::fd::OwnedFd;
@@ -41,6 +42,9 @@ pub struct FsConfig {
     /// The tag for the config space; only with a tag is CONFIG offered (QEMU 7.1–8.0 crash when
     /// a vhost-user-fs back-end offers it).
     pub tag: Option<String>,
+    /// Pool threads handling each queue's requests (`--thread-pool-size`); 0 handles them on
+    /// the queue's own worker thread.
+    pub thread_pool_size: usize,
 }
 
 /// The virtio-fs device served by the std transport.
@@ -165,7 +169,9 @@ impl Device for FsDevice {
         let memory = queue.memory.memory();
         let ring = self.build_queue(queue.index, &queue.config, &*memory)?;
         drop(memory);
-        self.workers.start(queue, FsQueue::new(ring, Arc::clone(&self.server)))
+        let handler =
+            FsQueue::new(ring, Arc::clone(&self.server)).with_pool(self.config.thread_pool_size);
+        self.workers.start(queue, handler)
     }
 
     fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {

@@ -10,9 +10,15 @@
 //! `unique`; the reply arrives in the queue's inbox from another thread, which wakes the worker
 //! to put it into the chain. When the ring stops, chains still waiting are answered EINTR and
 //! their waits cancelled, so nothing is left in the guest's ring unanswered.
+//!
+//! With a worker pool ([`FsQueue::with_pool`]) each chain is handled on a pool thread, which
+//! writes the reply into the chain and posts the result to the same inbox; only this queue's
+//! worker touches the ring. A stop waits for every chain handed to the pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+
+use vhu_transport_std::vm_memory::GuestMemoryMmap;
 
 use vhu_core::message::{PackedBase, VringBase};
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
@@ -24,19 +30,67 @@ use crate::fuse::{Defer, Handled, ReplyWriter, Server};
 use crate::passthrough::PassthroughFs;
 use crate::virtq::{DescriptorChain, Reader, Virtqueue, Writer};
 
-/// Replies finished off the worker thread, waiting to be put into their chains.
+use super::pool::Pool;
+
+/// Work finished off the queue's worker thread.
+enum Done {
+    /// A deferred request's reply, to put into its chain.
+    Reply(u64, Vec<u8>),
+    /// A pool thread answered the chain with this head, writing this many bytes.
+    Used(u16, u32),
+    /// A pool thread deferred the request in this chain.
+    Deferred(u64, DescriptorChain),
+}
+
+/// What finished elsewhere, waiting for the queue's worker.
 #[derive(Default)]
 struct Inbox {
-    done: Mutex<Vec<(u64, Vec<u8>)>>,
+    done: Mutex<Vec<Done>>,
     waker: Mutex<Option<QueueWaker>>,
+    /// Chains handed to the pool and not yet posted back.
+    in_pool: Mutex<usize>,
+    pool_idle: Condvar,
+}
+
+impl Inbox {
+    fn post(&self, done: Done) {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).push(done);
+        if let Some(waker) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
+            waker.wake();
+        }
+    }
+
+    fn take(&self) -> Vec<Done> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A chain went to the pool.
+    fn handed(&self) {
+        *self.in_pool.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    /// A pool thread posted its chain back.
+    fn returned(&self, done: Done) {
+        self.post(done);
+        let mut in_pool = self.in_pool.lock().unwrap_or_else(|e| e.into_inner());
+        *in_pool -= 1;
+        if *in_pool == 0 {
+            self.pool_idle.notify_all();
+        }
+    }
+
+    /// Waits until every chain handed to the pool is back in the inbox.
+    fn wait_pool_idle(&self) {
+        let mut in_pool = self.in_pool.lock().unwrap_or_else(|e| e.into_inner());
+        while *in_pool > 0 {
+            in_pool = self.pool_idle.wait(in_pool).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl Defer for Inbox {
     fn complete(&self, unique: u64, reply: Vec<u8>) {
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).push((unique, reply));
-        if let Some(waker) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
-            waker.wake();
-        }
+        self.post(Done::Reply(unique, reply));
     }
 }
 
@@ -51,6 +105,9 @@ pub struct FsQueue {
     inbox: Arc<Inbox>,
     /// Chains whose reply comes later, by `unique`.
     deferred: HashMap<u64, DescriptorChain>,
+    /// Deferred replies that arrived before their chain was posted back by the pool.
+    early: HashMap<u64, Vec<u8>>,
+    pool: Option<Pool>,
 }
 
 impl std::fmt::Debug for FsQueue {
@@ -69,7 +126,15 @@ impl FsQueue {
             more: false,
             inbox: Arc::default(),
             deferred: HashMap::new(),
+            early: HashMap::new(),
+            pool: None,
         }
+    }
+
+    /// Handles the queue's chains on `threads` pool threads (0: on the queue's worker).
+    pub fn with_pool(mut self, threads: usize) -> Self {
+        self.pool = (threads > 0).then(|| Pool::new(threads));
+        self
     }
 
     /// The queue served.
@@ -80,7 +145,11 @@ impl FsQueue {
     /// Serves available chains, at most one queue's worth per call, so a guest that keeps its
     /// ring full cannot keep a stop (GET_VRING_BASE) waiting: the worker sees commands between
     /// batches and calls again while [`QueueHandler::has_more`] says so.
-    fn run<M: GuestMemory>(&mut self, mem: &M) -> Result<(), crate::virtq::QueueError> {
+    fn run<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        shared: &Arc<GuestMemoryMmap>,
+    ) -> Result<(), crate::virtq::QueueError> {
         self.more = false;
         self.complete_deferred(mem)?;
         self.queue.disable_notification(mem)?;
@@ -94,6 +163,7 @@ impl FsQueue {
             }
             budget -= 1;
             match self.queue.pop(mem) {
+                Ok(Some(chain)) if self.pool.is_some() => self.hand_to_pool(chain, shared),
                 Ok(Some(chain)) => {
                     let mut reader = Reader::new(mem, &chain);
                     let mut writer = Writer::new(mem, &chain);
@@ -101,11 +171,7 @@ impl FsQueue {
                     // returned so the guest's request completes (with an error it detects).
                     let handled = self.server.handle_with(&mut reader, &mut writer, Some(&defer));
                     if let Ok(Handled::Deferred(unique)) = handled {
-                        // A guest reusing a `unique` still waiting gets the older chain back
-                        // empty rather than leaking it.
-                        if let Some(old) = self.deferred.insert(unique, chain) {
-                            self.queue.add_used(mem, old.head(), 0)?;
-                        }
+                        self.keep_deferred(mem, unique, chain)?;
                         continue;
                     }
                     let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
@@ -127,16 +193,61 @@ impl FsQueue {
 }
 
 impl FsQueue {
-    /// Puts the replies finished elsewhere into their chains.
+    /// Handles `chain` on a pool thread, which posts the result back to the inbox.
+    fn hand_to_pool(&self, chain: DescriptorChain, shared: &Arc<GuestMemoryMmap>) {
+        let (server, inbox, mem) =
+            (Arc::clone(&self.server), Arc::clone(&self.inbox), Arc::clone(shared));
+        let Some(pool) = &self.pool else { return };
+        inbox.handed();
+        pool.run(Box::new(move || {
+            let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
+            let mut reader = Reader::new(&*mem, &chain);
+            let mut writer = Writer::new(&*mem, &chain);
+            let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+            let done = match handled {
+                Ok(Handled::Deferred(unique)) => Done::Deferred(unique, chain),
+                _ => Done::Used(chain.head(), u32::try_from(writer.written()).unwrap_or(u32::MAX)),
+            };
+            inbox.returned(done);
+        }));
+    }
+
+    /// Keeps a deferred request's chain until its reply comes (it may have come already).
+    fn keep_deferred<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        unique: u64,
+        chain: DescriptorChain,
+    ) -> Result<(), crate::virtq::QueueError> {
+        if let Some(reply) = self.early.remove(&unique) {
+            return self.answer(mem, &chain, &reply);
+        }
+        // A guest reusing a `unique` still waiting gets the older chain back empty rather
+        // than leaking it.
+        match self.deferred.insert(unique, chain) {
+            Some(old) => self.queue.add_used(mem, old.head(), 0),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts what finished elsewhere into the ring.
     fn complete_deferred<M: GuestMemory>(
         &mut self,
         mem: &M,
     ) -> Result<(), crate::virtq::QueueError> {
-        let done = std::mem::take(&mut *self.inbox.done.lock().unwrap_or_else(|e| e.into_inner()));
-        for (unique, reply) in done {
-            // A reply for a chain already answered (the ring stopped meanwhile) is dropped.
-            if let Some(chain) = self.deferred.remove(&unique) {
-                self.answer(mem, &chain, &reply)?;
+        for done in self.inbox.take() {
+            match done {
+                Done::Used(head, written) => self.queue.add_used(mem, head, written)?,
+                Done::Deferred(unique, chain) => self.keep_deferred(mem, unique, chain)?,
+                Done::Reply(unique, reply) => match self.deferred.remove(&unique) {
+                    Some(chain) => self.answer(mem, &chain, &reply)?,
+                    // Its chain is still on its way back from the pool.
+                    None if self.pool.is_some() => {
+                        self.early.insert(unique, reply);
+                    }
+                    // A reply for a chain already answered (the ring stopped meanwhile).
+                    None => {}
+                },
             }
         }
         Ok(())
@@ -161,16 +272,20 @@ impl FsQueue {
 
 impl QueueHandler for FsQueue {
     fn stopped(&mut self, ctx: &QueueContext) {
+        // Every chain handed to the pool is answered before the ring's base is reported.
+        self.inbox.wait_pool_idle();
         if self.broken {
             // The ring cannot take replies, but the waits must still end.
             for unique in std::mem::take(&mut self.deferred).into_keys() {
                 self.server.cancel(unique);
             }
+            self.early.clear();
             return;
         }
         let memory = ctx.memory.memory();
         // Replies that arrived in time go out as they are; the rest are interrupted.
         let mut result = self.complete_deferred(&*memory);
+        self.early.clear();
         for (unique, chain) in std::mem::take(&mut self.deferred) {
             self.server.cancel(unique);
             let error = -rustix::io::Errno::INTR.raw_os_error();
@@ -196,7 +311,8 @@ impl QueueHandler for FsQueue {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| ctx.waker.clone());
         let memory = ctx.memory.memory();
-        let result = self.run(&*memory);
+        let shared = memory.clone().into_inner();
+        let result = self.run(&*memory, &shared);
         // Tell the driver about what was used, even when the ring broke afterwards.
         if self.queue.needs_notification(&*memory).unwrap_or(true) {
             let _ = ctx.call.notify();

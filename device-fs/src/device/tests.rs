@@ -100,7 +100,8 @@ const END: PackedBase =
 #[test]
 fn fs_queue_round_trips_a_packed_base() {
     let (server, dir) = server("queue");
-    let device = FsDevice::new(FsConfig { num_request_queues: 1, tag: None }, server);
+    let device =
+        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 0 }, server);
     let mem = guest();
     let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
     let mut handler = FsQueue::new(ring, Arc::clone(&device.server));
@@ -121,10 +122,44 @@ fn fs_queue_round_trips_a_packed_base() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// With a worker pool the INIT chain is answered on a pool thread; stopping the ring waits for
+/// it, so the base reported covers every chain taken from the ring.
+#[test]
+fn a_pooled_queue_answers_everything_before_it_stops() {
+    let (server, dir) = server("pool");
+    let device =
+        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 2 }, server);
+    let mem = guest();
+    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
+    let mut handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(2);
+    let ctx = QueueContext {
+        index: VringIndex(1),
+        config: config(),
+        memory: GuestMemoryAtomic::new(mem),
+        call: Notifier::new(),
+        err: Notifier::new(),
+        waker: vhu_transport_std::QueueWaker::detached().expect("eventfd"),
+    };
+    handler.process(&ctx);
+    handler.stopped(&ctx);
+    // Both used, in the order they finished: the bad chain (answered at once, one descriptor)
+    // at slot 3, then INIT at slot 4.
+    let memory = ctx.memory.memory();
+    let used: Vec<(u16, u32)> = [3, 4]
+        .map(|slot| read_desc(&memory, slot))
+        .iter()
+        .map(|d| (d.id.get(), d.len.get()))
+        .collect();
+    assert_eq!(used, [(BAD_ID, 0), (INIT_ID, 80)]);
+    assert_eq!(handler.base(), VringBase::packed(END));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn fs_device_round_trips_a_packed_base() {
     let (server, dir) = server("device");
-    let mut device = FsDevice::new(FsConfig { num_request_queues: 1, tag: None }, server);
+    let mut device =
+        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 0 }, server);
     assert!(device.spec().features.contains(VirtioFeatures::RING_PACKED));
     device.acked_features(
         VirtioFeatures::VERSION_1 | VirtioFeatures::RING_PACKED | VirtioFeatures::RING_EVENT_IDX,

@@ -79,7 +79,7 @@ fn run(settings: Settings) -> Result<(), String> {
                 uid: &settings.ns_uid_map,
                 gid: &settings.ns_gid_map,
             });
-            sandbox::enter_namespaces(maps, socket)?;
+            sandbox::enter_namespaces(&settings.shared_dir, maps, socket)?;
             None
         }
         Sandbox::Chroot | Sandbox::None => socket.map(Arc::new),
@@ -98,7 +98,11 @@ fn run(settings: Settings) -> Result<(), String> {
     // Limits for the smallest queue QEMU configures by default (128 entries).
     let server = Server::new(fs, ServerConfig::for_queue_size(128));
     let device = FsDevice::new(
-        FsConfig { num_request_queues: settings.num_request_queues, tag: settings.tag.clone() },
+        FsConfig {
+            num_request_queues: settings.num_request_queues,
+            tag: settings.tag.clone(),
+            thread_pool_size: settings.thread_pool_size,
+        },
         server,
     );
     let mut daemon = Daemon::new(device, Listen::Listener(listener)).map_err(|e| e.to_string())?;

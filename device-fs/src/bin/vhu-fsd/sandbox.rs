@@ -55,6 +55,7 @@ fn unshare(flags: UnshareFlags, what: &str) -> Result<(), String> {
 /// Enters the namespaces. Returns in the child, which owns nothing of the socket file; the
 /// parent never returns (it exits with the child's status).
 pub(crate) fn enter_namespaces(
+    share: &Path,
     maps: Option<UserMaps<'_>>,
     socket: Option<SocketFile>,
 ) -> Result<(), String> {
@@ -71,15 +72,17 @@ pub(crate) fn enter_namespaces(
             if let Some(socket) = socket {
                 socket.release();
             }
-            setup_child()
+            setup_child(share)
         }
         child => supervise(child, socket),
     }
 }
 
 /// The child: dies with the parent, leaves the host's mounts and network, mounts its own
-/// `/proc` (the one its pid namespace shows).
-fn setup_child() -> Result<(), String> {
+/// `/proc` (the one its pid namespace shows), and binds the share on itself: pivot_root wants a
+/// mount point, and the file system must open the share through that mount, whose submounts
+/// stay attached when the rest of the host's tree is detached.
+fn setup_child(share: &Path) -> Result<(), String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("--sandbox namespace: parent death signal: {e}"))?;
     unshare(UnshareFlags::NEWNS | UnshareFlags::NEWNET, "mount and network")?;
@@ -88,14 +91,15 @@ fn setup_child() -> Result<(), String> {
         .map_err(|e| format!("--sandbox namespace: making / a slave mount: {e}"))?;
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     mount("proc", "/proc", "proc", flags, None)
-        .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))
+        .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))?;
+    mount_bind_recursive(share, share)
+        .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))
 }
 
-/// Makes `share` the root of the child's mount namespace and detaches the rest.
+/// Makes `share` (bound on itself by [`enter_namespaces`]) the root of the child's mount
+/// namespace and detaches the rest.
 pub(crate) fn pivot_into(share: &Path) -> Result<(), String> {
     let fail = |step: &str, e: rustix::io::Errno| format!("--sandbox namespace: {step}: {e}");
-    // pivot_root wants a mount point: the share, bound on itself.
-    mount_bind_recursive(share, share).map_err(|e| fail("binding the share", e))?;
     rustix::process::chdir(share).map_err(|e| fail("entering the share", e))?;
     rustix::process::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
     // The old root is stacked under the new one at `.`: detach it.

@@ -84,7 +84,7 @@ pub(crate) struct Options {
     /// Re-check every migrated path at switch-over.
     #[arg(long)]
     pub(crate) migration_confirm_paths: bool,
-    /// Worker threads per request queue; 0 processes requests on the queue's own thread.
+    /// Threads handling each queue's requests; 0 handles them on the queue's own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
     /// Isolation mode: namespace (the default), chroot or none.
@@ -186,6 +186,9 @@ pub(crate) struct Options {
     pub(crate) debug: bool,
 }
 
+/// Most pool threads per queue: a queue holds at most this many requests at once.
+const MAX_THREAD_POOL: usize = 1024;
+
 /// Where to listen.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Socket {
@@ -263,6 +266,8 @@ pub(crate) struct Settings {
     pub(crate) rlimit_nofile: Option<u64>,
     /// Request queues.
     pub(crate) num_request_queues: usize,
+    /// Pool threads per queue.
+    pub(crate) thread_pool_size: usize,
     /// Serve front-ends one after another.
     pub(crate) persistent: bool,
 }
@@ -297,6 +302,9 @@ pub(crate) enum CliError {
     /// ACL entries name host ids, which a translation would leave untranslated.
     #[error("--posix-acl cannot be combined with --translate-uid or --translate-gid: ACL entries hold untranslated ids")]
     AclWithTranslation,
+    /// More pool threads than requests a queue can hold.
+    #[error("--thread-pool-size {0} exceeds {MAX_THREAD_POOL}, the most requests a queue holds")]
+    PoolTooLarge(usize),
     /// --socket-group names no group.
     #[error("--socket-group {0}: no such group in /etc/group")]
     UnknownGroup(String),
@@ -324,11 +332,8 @@ impl Options {
             let option = format!("--seccomp {}", format!("{mode:?}").to_lowercase());
             return not_supported(option, "run it with --seccomp none");
         }
-        if self.thread_pool_size != 0 {
-            return not_supported(
-                format!("--thread-pool-size {}", self.thread_pool_size),
-                "requests are served on each queue's own thread; pass 0",
-            );
+        if self.thread_pool_size > MAX_THREAD_POOL {
+            return Err(CliError::PoolTooLarge(self.thread_pool_size));
         }
         let sandbox = self.sandbox.unwrap_or(Sandbox::Namespace);
         if let Some(map) = self.uid_map.first().or(self.gid_map.first()) {
@@ -420,6 +425,7 @@ impl Options {
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
             rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
             num_request_queues: self.num_request_queues,
+            thread_pool_size: self.thread_pool_size,
             persistent: self.persistent,
         })
     }

@@ -110,7 +110,6 @@ fn unsupported_options_are_refused_not_ignored() {
     let dir = dir.to_str().expect("utf-8 temp dir");
     for (extra, option) in [
         ("--seccomp=kill", "--seccomp kill"),
-        ("--thread-pool-size=4", "--thread-pool-size 4"),
         ("--readonly", "--readonly"),
         ("--inode-file-handles=mandatory", "--inode-file-handles mandatory"),
         ("--migration-mode=find-paths", "--migration-mode"),
@@ -213,4 +212,14 @@ fn modcaps_edits_name_real_capabilities() {
     );
     assert!(parse_modcaps("sys_admin").expect_err("no sign").contains("+ or -"));
     assert!(parse_modcaps("+frobnicate").expect_err("unknown").contains("frobnicate"));
+}
+
+#[test]
+fn thread_pool_sizes() {
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let size = |n: &str| parse(&["--socket-path=/s", "--shared-dir", dir, n]).settings();
+    assert_eq!(size("--thread-pool-size=16").expect("ok").thread_pool_size, 16);
+    assert_eq!(size("--thread-pool-size=0").expect("ok").thread_pool_size, 0);
+    assert_eq!(size("--thread-pool-size=5000").err(), Some(CliError::PoolTooLarge(5000)));
 }
