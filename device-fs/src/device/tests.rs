@@ -94,6 +94,18 @@ fn assert_used(mem: &GuestMemoryMmap) {
     assert_eq!((bad.id.get(), bad.len.get(), bad.flags.get()), (BAD_ID, 0, used));
 }
 
+/// A worker's context for queue 1 over `mem`.
+fn context(mem: GuestMemoryMmap) -> QueueContext {
+    QueueContext {
+        index: VringIndex(1),
+        config: config(),
+        memory: GuestMemoryAtomic::new(mem),
+        call: Notifier::new(),
+        err: Notifier::new(),
+        waker: vhu_transport_std::QueueWaker::detached().expect("eventfd"),
+    }
+}
+
 const END: PackedBase =
     PackedBase { avail_index: 3, avail_wrap: true, used_index: 3, used_wrap: true };
 
@@ -106,14 +118,7 @@ fn fs_queue_round_trips_a_packed_base() {
     let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
     let mut handler = FsQueue::new(ring, Arc::clone(&device.server));
     assert_eq!(handler.base(), VringBase::packed(START), "nothing processed yet");
-    let ctx = QueueContext {
-        index: VringIndex(1),
-        config: config(),
-        memory: GuestMemoryAtomic::new(mem),
-        call: Notifier::new(),
-        err: Notifier::new(),
-        waker: vhu_transport_std::QueueWaker::detached().expect("eventfd"),
-    };
+    let ctx = context(mem);
     handler.process(&ctx);
     assert!(!handler.has_more(), "two chains fit one batch");
     assert_used(&ctx.memory.memory());
@@ -132,14 +137,7 @@ fn a_pooled_queue_answers_everything_before_it_stops() {
     let mem = guest();
     let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
     let mut handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(2);
-    let ctx = QueueContext {
-        index: VringIndex(1),
-        config: config(),
-        memory: GuestMemoryAtomic::new(mem),
-        call: Notifier::new(),
-        err: Notifier::new(),
-        waker: vhu_transport_std::QueueWaker::detached().expect("eventfd"),
-    };
+    let ctx = context(mem);
     handler.process(&ctx);
     handler.stopped(&ctx);
     // Both used, in the order they finished: the bad chain (answered at once, one descriptor)
