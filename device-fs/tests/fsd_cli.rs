@@ -189,3 +189,48 @@ fn another_local_user_cannot_connect() {
     connect_as(0, &socket).expect("the daemon's own user connects");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs a daemon at `level`, has a guest mount and look up a file, and returns its stderr.
+fn log_of_a_session(level: &str) -> String {
+    use std::io::Read;
+    let dir = scratch(&format!("log-{level}"));
+    std::fs::write(dir.join("share/f"), b"x").expect("file");
+    let socket = dir.join("vhost.sock");
+    let mut child = fsd()
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .args(["--sandbox", "none", "--log-level", level])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    assert!(wait_for(&socket, true), "the daemon creates its socket");
+    let mut guest = vhu_device_fs::guest::GuestFs::connect(&socket).expect("mounts");
+    guest.lookup(1, "f").expect("lookup");
+    assert!(guest.lookup(1, "missing").is_err());
+    drop(guest);
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    assert!(child.wait().expect("wait").success());
+    let _ = std::fs::remove_dir_all(&dir);
+    err
+}
+
+#[test]
+fn the_log_level_chooses_what_is_logged() {
+    let trace = log_of_a_session("trace");
+    assert!(trace.contains("Init unique"), "{trace}");
+    assert!(trace.contains("Lookup unique") && trace.contains("errno 2"), "{trace}");
+    // Every line starts with a UTC timestamp.
+    for line in trace.lines() {
+        let stamp = line.split(' ').next().unwrap_or_default();
+        assert!(
+            stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{line}"
+        );
+    }
+    let info = log_of_a_session("info");
+    assert!(info.contains("Waiting for vhost-user socket connection"), "{info}");
+    assert!(!info.contains("Lookup"), "{info}");
+    let quiet = log_of_a_session("off");
+    assert!(quiet.is_empty(), "{quiet}");
+}

@@ -170,6 +170,9 @@ impl FsQueue {
                     // A request the server cannot parse gets no reply bytes; the chain is still
                     // returned so the guest's request completes (with an error it detects).
                     let handled = self.server.handle_with(&mut reader, &mut writer, Some(&defer));
+                    if let Err(error) = &handled {
+                        log::warn!("refused request: {error}");
+                    }
                     if let Ok(Handled::Deferred(unique)) = handled {
                         self.keep_deferred(mem, unique, chain)?;
                         continue;
@@ -204,6 +207,9 @@ impl FsQueue {
             let mut reader = Reader::new(&*mem, &chain);
             let mut writer = Writer::new(&*mem, &chain);
             let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+            if let Err(error) = &handled {
+                log::warn!("refused request: {error}");
+            }
             let done = match handled {
                 Ok(Handled::Deferred(unique)) => Done::Deferred(unique, chain),
                 _ => Done::Used(chain.head(), u32::try_from(writer.written()).unwrap_or(u32::MAX)),
@@ -295,7 +301,8 @@ impl QueueHandler for FsQueue {
         if self.queue.needs_notification(&*memory).unwrap_or(true) {
             let _ = ctx.call.notify();
         }
-        if result.is_err() {
+        if let Err(error) = result {
+            log::warn!("queue {}: the ring broke while stopping: {error}", ctx.index.0);
             self.broken = true;
             let _ = ctx.err.notify();
         }
@@ -317,7 +324,11 @@ impl QueueHandler for FsQueue {
         if self.queue.needs_notification(&*memory).unwrap_or(true) {
             let _ = ctx.call.notify();
         }
-        if result.is_err() {
+        if let Err(error) = result {
+            log::warn!(
+                "queue {}: the ring broke, no more requests served on it: {error}",
+                ctx.index.0
+            );
             self.broken = true;
             let _ = ctx.err.notify();
         }

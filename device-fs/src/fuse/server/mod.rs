@@ -240,6 +240,7 @@ impl<F: FileSystem> Server<F> {
             InHeader::read_from_bytes(&raw).map_err(|_| ServerError::ShortHeader { got })?;
         let opcode = Opcode::from_u32(header.opcode);
         let result = self.body_and_dispatch(&header, opcode, reader, defer);
+        log_request(&header, opcode, &result);
         let written = match result {
             Ok(Reply::None) => 0,
             Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
@@ -389,4 +390,34 @@ fn write_reply(
     writer.write_all(out.as_bytes())?;
     writer.write_all(payload)?;
     Ok(need)
+}
+
+/// Each request at `trace`; one with an opcode the server does not know at `warn` (requests
+/// too malformed to have a header are the transport's to report).
+fn log_request(header: &InHeader, opcode: Option<Opcode>, result: &OpResult) {
+    let Some(opcode) = opcode else {
+        log::warn!(
+            "refused request: unknown opcode {} (unique {}, node {}, {} bytes)",
+            header.opcode,
+            header.unique,
+            header.nodeid,
+            header.len
+        );
+        return;
+    };
+    if log::log_enabled!(log::Level::Trace) {
+        let outcome = match result {
+            Ok(Reply::Deferred(_)) => "deferred".to_string(),
+            Ok(_) => "ok".to_string(),
+            Err(errno) => format!("errno {}", errno.raw_os_error()),
+        };
+        log::trace!(
+            "{opcode:?} unique {} node {} uid {} gid {} pid {}: {outcome}",
+            header.unique,
+            header.nodeid,
+            header.uid,
+            header.gid,
+            header.pid
+        );
+    }
 }
