@@ -91,6 +91,12 @@ fn launchers() -> Vec<Launcher> {
                 ],
             )
         },
+        // libvirt 11's <readonly/>.
+        Launcher {
+            fd: Some(27),
+            pidfile_fd: Some(9),
+            ..row("libvirt readonly", &["--fd={fd}", "--shared-dir", "{dir}", "--readonly"])
+        },
         // libvirt without "separate-options": the old -o form, commas doubled.
         Launcher {
             fd: Some(27),

@@ -172,6 +172,32 @@ impl Opcode {
         ALL.into_iter().find(|op| *op as u32 == raw)
     }
 
+    /// Whether the request changes the file system (names, data, attributes): what a read-only
+    /// export refuses. OPEN and CREATE with write access are judged by their flags, not here.
+    pub fn modifies(self) -> bool {
+        matches!(
+            self,
+            Self::Setattr
+                | Self::Symlink
+                | Self::Mknod
+                | Self::Mkdir
+                | Self::Unlink
+                | Self::Rmdir
+                | Self::Rename
+                | Self::Rename2
+                | Self::Link
+                | Self::Write
+                | Self::Setxattr
+                | Self::Removexattr
+                | Self::Create
+                | Self::Tmpfile
+                | Self::Fallocate
+                | Self::CopyFileRange
+                | Self::CopyFileRange64
+                | Self::SetupMapping
+        )
+    }
+
     /// Whether the protocol sends no reply to this opcode.
     pub fn is_reply_less(self) -> bool {
         matches!(self, Self::Forget | Self::BatchForget | Self::Interrupt)

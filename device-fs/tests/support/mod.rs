@@ -88,11 +88,16 @@ impl Harness {
     }
 
     pub fn with(tag: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::serving(tag, tweak, ServerConfig::for_queue_size(128))
+    }
+
+    /// A harness whose server has `server` limits and policy.
+    pub fn serving(tag: &str, tweak: impl FnOnce(&mut Config), server: ServerConfig) -> Self {
         let dirs = TempDirs::new(tag);
         let mut config = Config::new(dirs.share());
         tweak(&mut config);
         let fs = PassthroughFs::new(config).expect("passthrough");
-        let server = Server::new(fs, ServerConfig::for_queue_size(128));
+        let server = Server::new(fs, server);
         Self { dirs: Arc::new(dirs), server: Arc::new(server), unique: 0, caller: (0, 0) }
     }
 

@@ -96,7 +96,8 @@ fn run(settings: Settings) -> Result<(), String> {
     }
     report_limits(&fs, &settings, host_uid);
     // Limits for the smallest queue QEMU configures by default (128 entries).
-    let server = Server::new(fs, ServerConfig::for_queue_size(128));
+    let limits = ServerConfig::for_queue_size(128);
+    let server = Server::new(fs, ServerConfig { read_only: settings.readonly, ..limits });
     let device = FsDevice::new(
         FsConfig {
             num_request_queues: settings.num_request_queues,

@@ -34,6 +34,10 @@ fn write_out(n: usize) -> Result<Reply, Errno> {
 impl<F: FileSystem> Server<F> {
     pub(super) fn do_open(&self, mut req: Request<'_>) -> OpResult {
         let args: OpenIn = req.take()?;
+        // O_ACCMODE other than O_RDONLY, or O_TRUNC, would change the file.
+        if self.config.read_only && (args.flags & 0o3 != 0 || args.flags & 0o1000 != 0) {
+            return Err(Errno::ROFS);
+        }
         let opened = self.fs.open(&req.ctx(), req.node(), args.flags, args.open_flags)?;
         Ok(Reply::of(&open_out(opened)))
     }

@@ -42,6 +42,8 @@ const BODY_SLACK: usize = 8192;
 pub struct ServerConfig {
     /// Largest request in pages (`max_pages`).
     pub max_pages: u16,
+    /// Refuse every request that would change the file system with EROFS (`--readonly`).
+    pub read_only: bool,
 }
 
 impl ServerConfig {
@@ -49,7 +51,7 @@ impl ServerConfig {
     /// plus its header overhead, so at most `queue_size - 4` pages.
     pub fn for_queue_size(queue_size: u16) -> Self {
         let pages = queue_size.saturating_sub(QUEUE_HEADER_OVERHEAD);
-        Self { max_pages: pages.clamp(1, MAX_PAGES_LIMIT) }
+        Self { max_pages: pages.clamp(1, MAX_PAGES_LIMIT), read_only: false }
     }
 
     /// Largest WRITE (and READ) payload: `max_pages` pages.
@@ -285,6 +287,9 @@ impl<F: FileSystem> Server<F> {
         let session = self.session();
         if op != Opcode::Init && !session.initialized {
             return reply_less_or(Some(op), Errno::IO);
+        }
+        if self.config.read_only && op.modifies() {
+            return Err(Errno::ROFS);
         }
         self.dispatch(op, req, &session, defer)
     }

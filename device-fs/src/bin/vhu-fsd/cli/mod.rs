@@ -152,7 +152,7 @@ pub(crate) struct Options {
     /// Keep guest flock locks local to the guest.
     #[arg(long, overrides_with = "flock")]
     pub(crate) no_flock: bool,
-    /// Refuse every modifying operation.
+    /// Refuse every change to the share (EROFS); the host may still update access times.
     #[arg(long)]
     pub(crate) readonly: bool,
     /// Report host mount points as submounts, each with its own st_dev in the guest (the
@@ -268,6 +268,8 @@ pub(crate) struct Settings {
     pub(crate) num_request_queues: usize,
     /// Pool threads per queue.
     pub(crate) thread_pool_size: usize,
+    /// Refuse every change to the share.
+    pub(crate) readonly: bool,
     /// Serve front-ends one after another.
     pub(crate) persistent: bool,
 }
@@ -348,9 +350,6 @@ impl Options {
         {
             return Err(CliError::AclWithTranslation);
         }
-        if self.readonly {
-            return not_supported("--readonly".into(), "share a read-only mount instead");
-        }
         if self.inode_file_handles == Some(InodeFileHandles::Mandatory) {
             return not_supported(
                 "--inode-file-handles mandatory".into(),
@@ -426,6 +425,7 @@ impl Options {
             rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
             num_request_queues: self.num_request_queues,
             thread_pool_size: self.thread_pool_size,
+            readonly: self.readonly,
             persistent: self.persistent,
         })
     }
