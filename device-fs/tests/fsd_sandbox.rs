@@ -124,8 +124,10 @@ fn the_default_sandbox_isolates_the_serving_process() {
         assert!(!root.join(host).exists(), "/{host} is reachable from the sandbox");
     }
     assert_eq!(cap_eff(server), KEPT, "only the file-serving capabilities are kept");
-    let bounding = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
-    assert!(bounding.contains(&format!("CapBnd:\t{KEPT:016x}")), "{bounding}");
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
+    assert!(status.contains(&format!("CapBnd:\t{KEPT:016x}")), "{status}");
+    // A syscall filter is on (mode 2), with no way to gain privileges back.
+    assert!(status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"), "{status}");
     assert_eq!(std::fs::read(root.join("sub/on-tmpfs")).expect("submount"), b"submount");
     let mut guest = GuestFs::connect(dir.join("vhost.sock")).expect("connects");
     let sub_node = guest.lookup(1, "sub").expect("lookup sub").nodeid;
@@ -158,15 +160,17 @@ fn chroot_and_modcaps() {
 }
 
 #[test]
-fn no_sandbox_still_drops_capabilities() {
+fn no_sandbox_and_no_filter_still_drop_capabilities() {
     if !rustix::process::geteuid().is_root() {
         assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
         return;
     }
     let dir = scratch("none");
-    let daemon = start(&dir, &["--sandbox", "none"]);
+    let daemon = start(&dir, &["--sandbox", "none", "--seccomp", "none"]);
     let server = server_pid(&daemon, false);
     wait_until(|| cap_eff(server) == KEPT);
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
+    assert!(status.contains("Seccomp:\t0"), "--seccomp none installs no filter: {status}");
     assert_eq!(namespace(server, "mnt"), namespace(std::process::id(), "mnt"));
     assert_eq!(cap_eff(server), KEPT);
     serves(&dir);

@@ -12,6 +12,7 @@ mod compat;
 mod logging;
 mod ns_map;
 mod sandbox;
+mod seccomp;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -94,6 +95,7 @@ fn run(settings: Settings) -> Result<(), String> {
     if as_root {
         caps::reduce(caps::kept(&settings.modcaps))?;
     }
+    seccomp::install(settings.seccomp)?;
     report_limits(&fs, &settings, host_uid);
     // Limits for the smallest queue QEMU configures by default (128 entries).
     let limits = ServerConfig::for_queue_size(128);

@@ -90,7 +90,7 @@ pub(crate) struct Options {
     /// Isolation mode: namespace (the default), chroot or none.
     #[arg(long, value_enum)]
     pub(crate) sandbox: Option<Sandbox>,
-    /// Action on a syscall outside the allow-list.
+    /// Action on a syscall outside the allow-list: kill (the default), log, trap or none.
     #[arg(long, value_enum)]
     pub(crate) seccomp: Option<Seccomp>,
     /// Enable extended attributes.
@@ -232,6 +232,8 @@ pub(crate) struct Settings {
     pub(crate) syslog: bool,
     /// Isolation.
     pub(crate) sandbox: Sandbox,
+    /// Syscall filter.
+    pub(crate) seccomp: Seccomp,
     /// Capability edits (root only).
     pub(crate) modcaps: Vec<CapEdit>,
     /// User-namespace uid ranges (not root).
@@ -330,10 +332,6 @@ impl Options {
     /// Checks the options and resolves them into settings.
     pub(crate) fn settings(&self) -> Result<Settings, CliError> {
         let not_supported = |option: String, hint| Err(CliError::NotSupported { option, hint });
-        if let Some(mode @ (Seccomp::Kill | Seccomp::Log | Seccomp::Trap)) = self.seccomp {
-            let option = format!("--seccomp {}", format!("{mode:?}").to_lowercase());
-            return not_supported(option, "run it with --seccomp none");
-        }
         if self.thread_pool_size > MAX_THREAD_POOL {
             return Err(CliError::PoolTooLarge(self.thread_pool_size));
         }
@@ -407,6 +405,7 @@ impl Options {
             socket_group,
             syslog: self.syslog,
             sandbox,
+            seccomp: self.seccomp.unwrap_or(Seccomp::Kill),
             modcaps: self.modcaps.clone().map(|edits| edits.0).unwrap_or_default(),
             ns_uid_map: self.uid_map.clone(),
             ns_gid_map: self.gid_map.clone(),

@@ -109,7 +109,6 @@ fn unsupported_options_are_refused_not_ignored() {
     let dir = std::env::temp_dir();
     let dir = dir.to_str().expect("utf-8 temp dir");
     for (extra, option) in [
-        ("--seccomp=kill", "--seccomp kill"),
         ("--inode-file-handles=mandatory", "--inode-file-handles mandatory"),
         ("--migration-mode=find-paths", "--migration-mode"),
         ("--migration-on-error=abort", "--migration-on-error"),

@@ -1,0 +1,197 @@
+//! The syscall allow-list (`--seccomp`): once the daemon is sandboxed and its capabilities are
+//! reduced, only the syscalls serving the guest needs stay open; any other one kills the
+//! process (`kill`, the default), is logged (`log`) or raises SIGSYS (`trap`).
+//!
+//! The list covers every path the daemon takes after start-up: the vhost-user connection
+//! (sockets, descriptor passing, eventfds, polling), guest memory (mappings), the worker
+//! threads and pools, every FUSE operation the passthrough file system implements (the
+//! `*at` family, xattrs through `/proc/self/fd`, locks, per-thread credentials), logging and
+//! signals. Set-up syscalls (namespaces, mounts, capability changes, exec) are not on it: they
+//! are done by then. The list is checked by running the launcher table, the sandbox tests and
+//! the guest end-to-end workload under `kill`. This module builds and installs the filter.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+use crate::cli::Seccomp;
+
+/// Syscalls allowed on every architecture.
+const COMMON: &[libc::c_long] = &[
+    // Memory, threads, time, signals.
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_set_tid_address,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_yield,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_tgkill,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_restart_syscall,
+    libc::SYS_sigaltstack,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_getrandom,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_prctl,
+    libc::SYS_prlimit64,
+    // Descriptors, the connection, notifications.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_fcntl,
+    libc::SYS_ioctl,
+    libc::SYS_eventfd2,
+    libc::SYS_ppoll,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_accept4,
+    libc::SYS_socketpair,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    // Files: data.
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_lseek,
+    libc::SYS_fallocate,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_syncfs,
+    libc::SYS_ftruncate,
+    libc::SYS_copy_file_range,
+    libc::SYS_flock,
+    // Files: names and attributes.
+    libc::SYS_openat,
+    libc::SYS_newfstatat,
+    libc::SYS_fstat,
+    libc::SYS_statx,
+    libc::SYS_fstatfs,
+    libc::SYS_getdents64,
+    libc::SYS_mkdirat,
+    libc::SYS_mknodat,
+    libc::SYS_symlinkat,
+    libc::SYS_linkat,
+    libc::SYS_unlinkat,
+    libc::SYS_renameat2,
+    libc::SYS_readlinkat,
+    libc::SYS_fchmodat,
+    libc::SYS_fchmod,
+    libc::SYS_fchownat,
+    libc::SYS_fchown,
+    libc::SYS_utimensat,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_getxattr,
+    libc::SYS_lgetxattr,
+    libc::SYS_fgetxattr,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    libc::SYS_listxattr,
+    libc::SYS_llistxattr,
+    libc::SYS_flistxattr,
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_umask,
+    // Identity: per-thread credentials and working directory.
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_setgroups,
+    libc::SYS_capget,
+    libc::SYS_capset,
+    libc::SYS_geteuid,
+    libc::SYS_getegid,
+    libc::SYS_getuid,
+    libc::SYS_getgid,
+    libc::SYS_unshare,
+    libc::SYS_fchdir,
+];
+
+/// Syscalls only x86_64 has (aarch64 has their `*at` or `p*` forms only).
+#[cfg(target_arch = "x86_64")]
+const ARCH: &[libc::c_long] = &[
+    libc::SYS_open,
+    libc::SYS_poll,
+    libc::SYS_access,
+    libc::SYS_readlink,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_arch_prctl,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const ARCH: &[libc::c_long] = &[];
+
+#[cfg(target_arch = "x86_64")]
+const TARGET: TargetArch = TargetArch::x86_64;
+#[cfg(target_arch = "aarch64")]
+const TARGET: TargetArch = TargetArch::aarch64;
+#[cfg(target_arch = "riscv64")]
+const TARGET: TargetArch = TargetArch::riscv64;
+
+/// The filter for `mode`, or `None` for `--seccomp none`.
+pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
+    let mismatch = match mode {
+        Seccomp::None => return Ok(None),
+        Seccomp::Kill => SeccompAction::KillProcess,
+        Seccomp::Log => SeccompAction::Log,
+        Seccomp::Trap => SeccompAction::Trap,
+    };
+    let rules = COMMON
+        .iter()
+        .chain(ARCH)
+        .map(|nr| (i64::from(*nr), Vec::new()))
+        .collect::<BTreeMap<_, _>>();
+    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
+        .map_err(|e| format!("--seccomp: building the filter: {e}"))?;
+    BpfProgram::try_from(filter)
+        .map(Some)
+        .map_err(|e| format!("--seccomp: compiling the filter: {e}"))
+}
+
+/// Installs `mode`'s filter on the calling thread; threads started afterwards inherit it. Call
+/// after the sandbox and capability set-up, before the first thread starts.
+pub(crate) fn install(mode: Seccomp) -> Result<(), String> {
+    match filter(mode)? {
+        Some(program) => seccompiler::apply_filter(&program)
+            .map_err(|e| format!("--seccomp: installing the filter: {e}")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mode_but_none_compiles_a_filter() {
+        assert!(filter(Seccomp::None).expect("none").is_none());
+        for mode in [Seccomp::Kill, Seccomp::Log, Seccomp::Trap] {
+            let program = filter(mode).expect("builds").expect("a program");
+            assert!(program.len() > COMMON.len(), "{mode:?}: one test per syscall at least");
+        }
+    }
+}
