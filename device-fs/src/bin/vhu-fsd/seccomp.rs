@@ -163,7 +163,7 @@ pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
     let rules = COMMON
         .iter()
         .chain(ARCH)
-        .map(|nr| (i64::from(*nr), Vec::new()))
+        .map(|nr| (*nr, Vec::new()))
         .collect::<BTreeMap<_, _>>();
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
         .map_err(|e| format!("--seccomp: building the filter: {e}"))?;
