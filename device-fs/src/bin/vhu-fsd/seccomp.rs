@@ -160,11 +160,7 @@ pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
         Seccomp::Log => SeccompAction::Log,
         Seccomp::Trap => SeccompAction::Trap,
     };
-    let rules = COMMON
-        .iter()
-        .chain(ARCH)
-        .map(|nr| (*nr, Vec::new()))
-        .collect::<BTreeMap<_, _>>();
+    let rules = COMMON.iter().chain(ARCH).map(|nr| (*nr, Vec::new())).collect::<BTreeMap<_, _>>();
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
         .map_err(|e| format!("--seccomp: building the filter: {e}"))?;
     BpfProgram::try_from(filter)
