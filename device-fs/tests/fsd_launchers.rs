@@ -51,7 +51,7 @@ const fn row(name: &'static str, argv: &'static [&'static str]) -> Launcher {
 
 fn launchers() -> Vec<Launcher> {
     vec![
-        // libvirt with "separate-options" in --print-capabilities, no tuning.
+        // libvirt's form for a back-end listing "separate-options" (virtiofsd), no tuning.
         Launcher {
             fd: Some(27),
             pidfile_fd: Some(9),
@@ -97,7 +97,8 @@ fn launchers() -> Vec<Launcher> {
             pidfile_fd: Some(9),
             ..row("libvirt readonly", &["--fd={fd}", "--shared-dir", "{dir}", "--readonly"])
         },
-        // libvirt without "separate-options": the old -o form, commas doubled.
+        // libvirt's form for vhu-fsd's capabilities (no "separate-options"): -o, commas
+        // doubled, lock settings passed.
         Launcher {
             fd: Some(27),
             pidfile_fd: Some(9),

@@ -448,14 +448,15 @@ fn group_id(group: &str) -> Result<u32, CliError> {
         .ok_or_else(|| CliError::UnknownGroup(group.into()))
 }
 
-/// The vhost-user.json capabilities (`--print-capabilities`): a file-system back-end taking its
-/// options separately. Migration is not listed: device state is not transferred.
+/// The vhost-user.json capabilities (`--print-capabilities`). Migration is not listed: device
+/// state is not transferred. Neither is `separate-options`: given it, libvirt refuses a
+/// domain's `<lock posix=… flock=…>` settings (virtiofsd has no host locks), while without it
+/// libvirt passes them in the `-o` form, which vhu-fsd takes in full and honours.
 pub(crate) const CAPABILITIES: &str = r#"{
   "type": "fs",
   "features": [
     "posix-acl-negotiation-mode",
-    "security-label-negotiation-mode",
-    "separate-options"
+    "security-label-negotiation-mode"
   ]
 }"#;
 

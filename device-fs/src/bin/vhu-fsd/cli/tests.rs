@@ -147,6 +147,8 @@ fn missing_and_bad_values() {
 fn capabilities_are_json_for_a_file_system() {
     assert!(CAPABILITIES.contains(r#""type": "fs""#));
     assert!(CAPABILITIES.contains(r#""posix-acl-negotiation-mode""#), "--posix-acl=MODE works");
+    // libvirt then uses the -o form, which carries <lock> settings.
+    assert!(!CAPABILITIES.contains("separate-options"));
 }
 
 #[test]
