@@ -24,6 +24,10 @@
 #   --backend-flags F   extra options for the back-end (e.g. --allow-direct-io)
 #   --fio               pack fio into the guest and run an O_DIRECT random-write
 #                       job with crc32c verification (installs Debian's fio)
+#   --libvirt SETTINGS  let libvirt start the guest and vhu-fsd (scripts/e2e/libvirt.sh):
+#                       "xattr=on|off cache=none|always sandbox=chroot|namespace
+#                       threads=N lock=on comma=on" (comma=on: the share's path
+#                       holds commas)
 #   --timeout SECS      limit for the whole guest run (default 240)
 #   --no-install        never install packages, fail when something is missing
 #   --keep              keep the temp directory (console log, back-end log, share)
@@ -54,6 +58,7 @@ QUEUES=1
 PACKED=0
 BACKEND_FLAGS=
 FIO=0
+LIBVIRT=
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -70,6 +75,7 @@ while [ $# -gt 0 ]; do
         --backend-flags) BACKEND_FLAGS=${2:?"$1 needs a value"}; shift 2 ;;
         --backend-flags=*) BACKEND_FLAGS=${1#*=}; shift ;;
         --fio) FIO=1; shift ;;
+        --libvirt) LIBVIRT=${2:?"$1 needs a value"}; shift 2 ;;
         --timeout) TIMEOUT=${2:?"$1 needs a value"}; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --keep) KEEP=1; shift ;;
@@ -81,6 +87,7 @@ done
 
 . "$E2E/identity-host.sh"
 . "$E2E/locks-host.sh"
+. "$E2E/libvirt.sh"
 
 log() { echo "e2e: $*"; }
 die() { echo "e2e: $*" >&2; exit 2; }
@@ -215,7 +222,8 @@ resolve_backend_cmd() {
     fi
     case $BACKEND in
         vhu-fsd)
-            local bin=${VHU_FSD:-$ROOT/target/release/vhu-fsd}
+            local bin=${VHU_FSD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/vhu-fsd}
+            VHU_FSD_BIN=$(realpath "$bin" 2>/dev/null || echo "$bin")
             if [ ! -x "$bin" ]; then
                 echo "e2e: the back-end $bin does not exist." >&2
                 echo "e2e: build it first (cargo build --release -p <its crate>)," >&2
@@ -326,6 +334,7 @@ WORK='$WORK'
 MARKER_NAME='$MARKER_NAME'
 HOST_BIG_SHA256='$HOST_BIG_SHA256'
 HOST_ROOT='$([ "$(id -u)" = 0 ] && echo 1 || echo 0)'
+XATTR='$([[ " $LIBVIRT " == *" xattr=off "* ]] && echo 0 || echo 1)'
 TMPFS='$([ -n "$IDENTITY_TMPFS" ] && echo 1 || echo 0)'
 EOF
     (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$WORK/initrd.cpio"
@@ -337,6 +346,7 @@ EOF
 # point outside the share; puts a secret file and a marker file next to it.
 prepare_share() {
     SHARE=$WORK/share
+    [[ " $LIBVIRT " == *" comma=on "* ]] && SHARE="$WORK/share,with,commas"
     mkdir -p "$SHARE/host-dir"
     echo "hello from the host" > "$SHARE/host-file.txt"
     echo "nested" > "$SHARE/host-dir/nested.txt"
@@ -477,6 +487,13 @@ h_statfs() {
 h_xattr() {
     [ "${GUEST_VERDICT[xattr]:-}" = SKIP ] && { DETAIL="skipped in the guest"; return 3; }
     [ -x "$WORK/vfs-probe" ] || { DETAIL="no xattr tool"; return 3; }
+    if [[ " $LIBVIRT " == *" xattr=off "* ]]; then
+        if "$WORK/vfs-probe" getx "$(G xattr)" user.e2e.tmp >/dev/null 2>&1; then
+            DETAIL="an attribute reached the host with xattrs off"
+            return 1
+        fi
+        return 0
+    fi
     expect user.e2e.keep "$("$WORK/vfs-probe" getx "$(G xattr)" user.e2e.keep 2>&1)" kept-value || return 1
     if "$WORK/vfs-probe" getx "$(G xattr)" user.e2e.tmp >/dev/null 2>&1; then
         DETAIL="removed attribute user.e2e.tmp still on the host"
@@ -501,7 +518,8 @@ h_escape_no_leak() {
     for f in "$WORK"/* "$WORK"/.[!.]*; do
         [ -e "$f" ] || [ -L "$f" ] || continue
         case ${f##*/} in
-            share|initramfs|initrd.cpio|vmlinux|vfs-probe|console.log|backend.log|qemu.out) ;;
+            share|share,*|initramfs|initrd.cpio|vmlinux|vfs-probe|console.log|backend.log|qemu.out) ;;
+            domain.xml) ;;
             vhost.sock*|secret.txt|outside-target.txt|"$MARKER_NAME") ;;
             *) extra+=" ${f##*/}" ;;
         esac
@@ -537,6 +555,11 @@ report_host() {
 resolve_backend_cmd
 ensure_packages
 pick_kernel
+if [ -n "$LIBVIRT" ]; then
+    [ "$BACKEND" = vhu-fsd ] || die "--libvirt runs vhu-fsd only"
+    libvirt_packages
+    libvirt_start
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vhu-e2e.XXXXXX")
 BACKEND_PID=
@@ -545,6 +568,7 @@ cleanup() {
         kill "$BACKEND_PID" 2>/dev/null || true
         wait "$BACKEND_PID" 2>/dev/null || true
     fi
+    libvirt_stop
     stop_lock_helpers
     cleanup_identity
     if [ "$KEEP" = 1 ]; then
@@ -582,56 +606,65 @@ if [ "$USE_VMLINUX" = 1 ]; then
 fi
 log "kernel $KVER ($BOOT_KERNEL), $(qemu-system-x86_64 --version | head -n 1)"
 
-# Start the back-end; it listens on the socket, QEMU connects to it.
-cmd=${BACKEND_CMD//\{socket\}/$SOCK}
-cmd=${cmd//\{shared\}/$SHARE}
-export E2E_SOCKET=$SOCK E2E_SHARED=$SHARE
-log "back-end ($BACKEND): $cmd"
-timeout --kill-after=5 $((TIMEOUT + 30)) bash -c "$cmd" > "$WORK/backend.log" 2>&1 &
-BACKEND_PID=$!
-for ((i = 0; i < 200; i++)); do
-    [ -S "$SOCK" ] && break
-    kill -0 "$BACKEND_PID" 2>/dev/null || break
-    sleep 0.05
-done
-if [ ! -S "$SOCK" ]; then
-    echo "e2e: the back-end did not create $SOCK; its output:" >&2
-    sed 's/^/  | /' "$WORK/backend.log" >&2
-    record FAIL backend/start "no socket"
-    echo "e2e: $PASSED passed, $FAILED failed"
-    exit 1
-fi
+# Starts the back-end and QEMU by hand and waits until the guest powers off.
+run_direct() {
+    # Start the back-end; it listens on the socket, QEMU connects to it.
+    cmd=${BACKEND_CMD//\{socket\}/$SOCK}
+    cmd=${cmd//\{shared\}/$SHARE}
+    export E2E_SOCKET=$SOCK E2E_SHARED=$SHARE
+    log "back-end ($BACKEND): $cmd"
+    timeout --kill-after=5 $((TIMEOUT + 30)) bash -c "$cmd" > "$WORK/backend.log" 2>&1 &
+    BACKEND_PID=$!
+    for ((i = 0; i < 200; i++)); do
+        [ -S "$SOCK" ] && break
+        kill -0 "$BACKEND_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ ! -S "$SOCK" ]; then
+        echo "e2e: the back-end did not create $SOCK; its output:" >&2
+        sed 's/^/  | /' "$WORK/backend.log" >&2
+        record FAIL backend/start "no socket"
+        echo "e2e: $PASSED passed, $FAILED failed"
+        exit 1
+    fi
 
-# Boot the guest. TCG only (this kind of machine's /dev/kvm cannot run a stock
-# kernel); one vCPU; guest RAM in a shared memfd so the back-end can map it.
-MEM=1G
-device="vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG"
-[ "$QUEUES" != 1 ] && device+=",num-request-queues=$QUEUES"
-[ "$PACKED" = 1 ] && device+=",packed=on"
-T1=$(date +%s.%N)
-qemu_rc=0
-timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
-    -machine q35,memory-backend=mem -accel tcg -cpu qemu64 -smp 1 -m "$MEM" \
-    -object memory-backend-memfd,id=mem,size="$MEM",share=on \
-    -nodefaults -no-user-config -display none -monitor none -no-reboot \
-    -serial "file:$WORK/console.log" \
-    -kernel "$BOOT_KERNEL" -initrd "$WORK/initrd.cpio" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init" \
-    -chardev "socket,id=vfs,path=$SOCK" -device "$device" \
-    > "$WORK/qemu.out" 2>&1 || qemu_rc=$?
-T2=$(date +%s.%N)
-touch "$WORK/console.log"
+    # Boot the guest. TCG only (this kind of machine's /dev/kvm cannot run a stock
+    # kernel); one vCPU; guest RAM in a shared memfd so the back-end can map it.
+    MEM=1G
+    device="vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG"
+    [ "$QUEUES" != 1 ] && device+=",num-request-queues=$QUEUES"
+    [ "$PACKED" = 1 ] && device+=",packed=on"
+    T1=$(date +%s.%N)
+    qemu_rc=0
+    timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
+        -machine q35,memory-backend=mem -accel tcg -cpu qemu64 -smp 1 -m "$MEM" \
+        -object memory-backend-memfd,id=mem,size="$MEM",share=on \
+        -nodefaults -no-user-config -display none -monitor none -no-reboot \
+        -serial "file:$WORK/console.log" \
+        -kernel "$BOOT_KERNEL" -initrd "$WORK/initrd.cpio" \
+        -append "console=ttyS0 quiet panic=-1 rdinit=/init" \
+        -chardev "socket,id=vfs,path=$SOCK" -device "$device" \
+        > "$WORK/qemu.out" 2>&1 || qemu_rc=$?
+    T2=$(date +%s.%N)
+    touch "$WORK/console.log"
 
-# The back-end should leave by itself once QEMU has disconnected.
-backend_rc=running
-for ((i = 0; i < 100; i++)); do
-    kill -0 "$BACKEND_PID" 2>/dev/null || break
-    sleep 0.05
-done
-if ! kill -0 "$BACKEND_PID" 2>/dev/null; then
-    backend_rc=0
-    wait "$BACKEND_PID" || backend_rc=$?
-    BACKEND_PID=
+    # The back-end should leave by itself once QEMU has disconnected.
+    backend_rc=running
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$BACKEND_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if ! kill -0 "$BACKEND_PID" 2>/dev/null; then
+        backend_rc=0
+        wait "$BACKEND_PID" || backend_rc=$?
+        BACKEND_PID=
+    fi
+}
+
+if [ -n "$LIBVIRT" ]; then
+    libvirt_run_guest
+else
+    run_direct
 fi
 
 [ "$VERBOSE" = 1 ] && sed 's/^/  guest| /' "$WORK/console.log"
