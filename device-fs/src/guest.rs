@@ -107,6 +107,8 @@ pub struct GuestFs {
     used_seen: u16,
     unique: u64,
     init: InitOut,
+    /// The (uid, gid) requests come from.
+    caller: (u32, u32),
 }
 
 impl GuestFs {
@@ -139,6 +141,7 @@ impl GuestFs {
             used_seen: 0,
             unique: 0,
             init: InitOut::default(),
+            caller: (0, 0),
         };
         let init = InitIn {
             major: KERNEL_VERSION,
@@ -173,8 +176,13 @@ impl GuestFs {
         r.map_err(|e| GuestError::Memory(e.to_string()))
     }
 
-    /// Sends one request as uid/gid 0 and returns the reply's payload (after the header);
-    /// an error reply is [`GuestError::Errno`].
+    /// Requests from now on come from this guest user (root, 0/0, at first).
+    pub fn set_caller(&mut self, uid: u32, gid: u32) {
+        self.caller = (uid, gid);
+    }
+
+    /// Sends one request as the current caller and returns the reply's payload (after the
+    /// header); an error reply is [`GuestError::Errno`].
     pub fn call(
         &mut self,
         opcode: Opcode,
@@ -191,6 +199,8 @@ impl GuestFs {
             opcode: opcode as u32,
             unique: self.unique,
             nodeid,
+            uid: self.caller.0,
+            gid: self.caller.1,
             ..InHeader::default()
         };
         let memory = self.ram.memory();
