@@ -234,3 +234,35 @@ fn the_log_level_chooses_what_is_logged() {
     let quiet = log_of_a_session("off");
     assert!(quiet.is_empty(), "{quiet}");
 }
+
+/// `--socket-group` opens the socket to one group (read-write), and to nobody else.
+#[test]
+fn socket_group_gets_read_write() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("group");
+    let socket = dir.join("vhost.sock");
+    let daemon = fsd()
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .args(["--socket-group", "4242", "--persistent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let _daemon = Running(daemon);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let group_owned = || {
+        std::fs::metadata(&socket)
+            .is_ok_and(|m| m.gid() == 4242 && m.permissions().mode() & 0o777 == 0o660)
+    };
+    while !group_owned() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let meta = std::fs::metadata(&socket).expect("the socket");
+    assert_eq!((meta.gid(), meta.permissions().mode() & 0o777), (4242, 0o660));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -228,6 +228,12 @@ fn passthrough_config(settings: &Settings, as_root: bool) -> Config {
 
 /// Says at start-up what the guest will not get from this host.
 fn report_limits(fs: &PassthroughFs, settings: &Settings, uid: u32) {
+    if settings.prefer_file_handles {
+        info!(
+            "--inode-file-handles=prefer: inodes are held by O_PATH descriptors, the fallback \
+             that option allows (file handles are not used)"
+        );
+    }
     let (posix, flock) = fs.locking();
     for (asked, got, kind) in
         [(settings.posix_lock, posix, "POSIX"), (settings.flock, flock, "flock")]

@@ -234,6 +234,8 @@ pub(crate) struct Settings {
     pub(crate) sandbox: Sandbox,
     /// Syscall filter.
     pub(crate) seccomp: Seccomp,
+    /// `--inode-file-handles=prefer` was given (inodes are held by descriptors all the same).
+    pub(crate) prefer_file_handles: bool,
     /// Capability edits (root only).
     pub(crate) modcaps: Vec<CapEdit>,
     /// User-namespace uid ranges (not root).
@@ -406,6 +408,7 @@ impl Options {
             syslog: self.syslog,
             sandbox,
             seccomp: self.seccomp.unwrap_or(Seccomp::Kill),
+            prefer_file_handles: self.inode_file_handles == Some(InodeFileHandles::Prefer),
             modcaps: self.modcaps.clone().map(|edits| edits.0).unwrap_or_default(),
             ns_uid_map: self.uid_map.clone(),
             ns_gid_map: self.gid_map.clone(),
