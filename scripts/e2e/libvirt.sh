@@ -45,7 +45,13 @@ libvirt_stop() {
     local daemon pid
     for daemon in "${LIBVIRT_STARTED[@]}"; do
         pid=$(pgrep -x "$daemon" || true)
-        [ -n "$pid" ] && kill $pid 2>/dev/null || true
+        [ -n "$pid" ] || continue
+        kill $pid 2>/dev/null || true
+        # Gone before the next run looks for a running daemon.
+        for _ in $(seq 100); do
+            pgrep -x "$daemon" >/dev/null || break
+            sleep 0.1
+        done
     done
     LIBVIRT_STARTED=()
 }
