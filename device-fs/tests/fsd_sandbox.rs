@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vhu_device_fs::fuse::abi::CreateIn;
 use vhu_device_fs::guest::GuestFs;
+use zerocopy::IntoBytes;
 
 struct Running(Child);
 
@@ -175,5 +177,70 @@ fn no_sandbox_and_no_filter_still_drop_capabilities() {
     assert_eq!(cap_eff(server), KEPT);
     serves(&dir);
     drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What unprivileged libvirt runs when the user has subordinate ids: the daemon, as a regular
+/// user, maps its own id to 0 and a subordinate range to 1.. (through newuidmap/newgidmap), and
+/// a file a guest user creates belongs on the host to that user's subordinate id.
+#[test]
+fn an_unprivileged_daemon_maps_guest_users_to_subordinate_ids() {
+    const USER: u32 = 65534;
+    const SUB: u32 = 300_000;
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let subordinate = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == format!("{USER}:{SUB}:65536") || l == format!("nobody:{SUB}:65536"))
+    };
+    let ready = Path::new("/usr/bin/newuidmap").exists()
+        && subordinate("/etc/subuid")
+        && subordinate("/etc/subgid");
+    if !ready {
+        // CI installs uidmap and gives uid 65534 the range (.ci/run).
+        assert!(std::env::var_os("CI").is_none(), "newuidmap or /etc/subuid is not set up");
+        return;
+    }
+    let dir = scratch("subids");
+    for path in [dir.clone(), dir.join("share")] {
+        std::os::unix::fs::chown(&path, Some(USER), Some(USER)).expect("chown");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+    }
+    let socket = dir.join("vhost.sock");
+    let ids = |flag: &str| [format!("--{flag}=:0:{USER}:1:"), format!("--{flag}=:1:{SUB}:65536:")];
+    let child = Command::new("setpriv")
+        .args([format!("--reuid={USER}"), format!("--regid={USER}"), "--clear-groups".into()])
+        .arg(env!("CARGO_BIN_EXE_vhu-fsd"))
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .args(ids("uid-map"))
+        .args(ids("gid-map"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let daemon = Running(child);
+    wait_until(|| socket.exists());
+    let mut guest = GuestFs::connect(&socket).expect("mounts");
+    for (uid, name) in [(1000, "by-1000"), (0, "by-root")] {
+        guest.set_caller(uid, uid);
+        let args = CreateIn { flags: 0o101, mode: 0o100644, umask: 0, open_flags: 0 };
+        let create = [args.as_bytes(), format!("{name}\0").as_bytes()].concat();
+        guest.call(vhu_device_fs::fuse::Opcode::Create, 1, &create).expect("create");
+    }
+    drop(guest);
+    drop(daemon);
+    let owner = |name: &str| {
+        let meta = std::fs::metadata(dir.join("share").join(name)).expect("created");
+        (std::os::unix::fs::MetadataExt::uid(&meta), std::os::unix::fs::MetadataExt::gid(&meta))
+    };
+    assert_eq!(owner("by-1000"), (SUB + 999, SUB + 999), "guest 1000 is subordinate id 999");
+    assert_eq!(owner("by-root"), (USER, USER), "guest root is the daemon's own user");
     let _ = std::fs::remove_dir_all(&dir);
 }
