@@ -244,3 +244,34 @@ fn an_unprivileged_daemon_maps_guest_users_to_subordinate_ids() {
     assert_eq!(owner("by-root"), (USER, USER), "guest root is the daemon's own user");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A termination signal ends a sandboxed daemon at any point of its set-up (the serving child,
+/// pid 1 of its namespace, would ignore one that came before its handler): the daemon exits 0
+/// and removes its socket.
+#[test]
+fn a_daemon_terminated_during_set_up_still_exits_cleanly() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("early-term");
+    let socket = dir.join("vhost.sock");
+    for round in 0..10 {
+        let mut daemon = start(&dir, &[]);
+        let pid = rustix::process::Pid::from_child(&daemon.0);
+        // As soon as the socket exists: the child is still setting up, most rounds.
+        std::thread::sleep(Duration::from_micros(200 * round));
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = daemon.0.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "round {round}: the daemon did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "round {round}: {status:?}");
+        assert!(!socket.exists(), "round {round}: the socket was left behind");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

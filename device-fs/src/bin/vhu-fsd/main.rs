@@ -13,6 +13,7 @@ mod logging;
 mod ns_map;
 mod sandbox;
 mod seccomp;
+mod signals;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -72,6 +73,8 @@ fn run(settings: Settings) -> Result<(), String> {
                     regular user; as root, guest ids reach the host as they are"
             .into());
     }
+    // A termination request waits until a handler can act on it (removing the socket).
+    signals::hold_termination(true);
     // The socket first: its path is outside the share, out of reach once sandboxed.
     let (listener, socket) = listen(&settings)?;
     let socket = match settings.sandbox {
@@ -250,32 +253,5 @@ fn report_limits(fs: &PassthroughFs, settings: &Settings, uid: u32) {
             "not running as root (uid {uid}): every file the guest creates is owned by uid \
              {uid}, whichever guest user creates it"
         );
-    }
-}
-
-mod signals {
-    //! SIGTERM/SIGINT/SIGHUP: remove the socket the daemon bound and its pid file (when this
-    //! process owns them), then exit with status 0.
-
-    use std::sync::Arc;
-
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    use signal_hook::iterator::Signals;
-    use vhu_transport_std::SocketFile;
-
-    pub(super) fn exit_cleanly_on_termination(
-        socket: Option<Arc<SocketFile>>,
-    ) -> Result<(), String> {
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
-            .map_err(|e| format!("installing signal handlers: {e}"))?;
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                if let Some(socket) = &socket {
-                    socket.remove();
-                }
-                std::process::exit(0);
-            }
-        });
-        Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //! (the default), a chroot into the share, or none.
 //!
 //! `namespace`: the process forks. The parent stays outside, keeps the socket file it bound,
-//! forwards SIGTERM/SIGINT/SIGHUP to the child, and when the child ends removes the socket and
-//! exits with the child's status; launchers see one pid (the one in the pid file) behave like
+//! ends the child when it gets SIGTERM/SIGINT/SIGHUP, and when the child ends removes the socket
+//! and exits with the child's status (0 after a termination signal); launchers see one pid (the one in the pid file) behave like
 //! the daemon. The child is pid 1 of a new pid namespace, in new mount and network namespaces
 //! (and a new user namespace when not started as root, mapped by `--uid-map`/`--gid-map` through
 //! newuidmap/newgidmap, or to the daemon's own ids alone). It mounts a fresh `/proc` only long
@@ -130,14 +130,20 @@ fn supervise(child: libc::pid_t, socket: Option<SocketFile>) -> ! {
 }
 
 /// Waits for the child on this thread (after unsharing the pid namespace this process cannot
-/// start threads): SIGCHLD says it may have ended, a termination signal is passed on to it.
+/// start threads): SIGCHLD says it may have ended. A termination signal ends the child with
+/// SIGKILL: as pid 1 of its namespace it ignores any other signal it has no handler for yet
+/// (one sent during its set-up would be lost), and it holds nothing that needs a clean exit;
+/// the daemon then exits with status 0, as it does when terminated unsandboxed.
 fn wait_forwarding(child: libc::pid_t) -> Result<i32, String> {
     use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
     let pid = Pid::from_raw(child).ok_or("fork returned no pid")?;
     let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("installing signal handlers: {e}"))?;
+    crate::signals::hold_termination(false);
+    let mut terminated = false;
     loop {
         match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(Some(_)) if terminated => return Ok(0),
             Ok(Some((_, status))) => {
                 if let Some(code) = status.exit_status() {
                     return Ok(code);
@@ -151,7 +157,8 @@ fn wait_forwarding(child: libc::pid_t) -> Result<i32, String> {
         }
         for signal in signals.wait() {
             if signal != SIGCHLD {
-                let _ = rustix::process::kill_process(pid, Signal::TERM);
+                terminated = true;
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
             }
         }
     }
