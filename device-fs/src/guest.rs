@@ -220,6 +220,11 @@ impl GuestFs {
         rustix::io::write(&self.kick, &1u64.to_ne_bytes())
             .map_err(|e| GuestError::Memory(format!("kick: {e}")))?;
         let written = self.wait_used(opcode)?;
+        if written > REPLY_MAX {
+            return Err(
+                self.bad(opcode, &format!("{written} bytes used of a {REPLY_MAX}-byte buffer"))
+            );
+        }
         let mut out = vec![0u8; written as usize];
         self.mem(self.ram.memory().read_slice(&mut out, GuestAddress(REPLY)))?;
         let (head, payload) =
