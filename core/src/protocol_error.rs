@@ -168,6 +168,12 @@ pub enum ProtocolError {
     /// A back-end request needs a protocol feature that was not negotiated.
     #[error("the back-end request needs {0}, which is not negotiated")]
     BackendFeature(&'static str),
+    /// Too many back-end requests await their results.
+    #[error("{0} back-end requests already await their results")]
+    BackendBusy(usize),
+    /// The front-end answered on the back-end channel a request that awaits no answer.
+    #[error("the front-end answered {0} on the back-end channel, which awaits no answer")]
+    UnexpectedBackendReply(crate::wire::BackendCode),
     /// The driver let outputs pile up without draining them; the session cannot go on.
     #[error("outputs were not drained after an input")]
     OutputOverflow,

@@ -149,25 +149,29 @@ fn backend_channel_requests() {
     assert_eq!(t.backend.send_config_change(), Err(ProtocolError::Suspended));
     configure_ring(&mut t, V0, 0);
     start_ring(&mut t, V0, 0, false);
-    t.backend.send_config_change().expect("config change allowed");
+    let config = t.backend.send_config_change().expect("config change allowed");
     let mapping =
         ShmemMapping { shmid: 0, fd_offset: 0, shm_offset: 0, len: 0x1000, writable: true };
     let shm_fd = FdToken(9000);
-    t.backend.send_shmem_map(mapping, shm_fd).expect("shmem map allowed");
-    t.backend.send_shared_object_add(Uuid([1; 16])).expect("allowed");
+    let map = t.backend.send_shmem_map(mapping, shm_fd).expect("shmem map allowed");
+    let add = t.backend.send_shared_object_add(Uuid([1; 16])).expect("allowed");
     assert_eq!(
         t.backend.send_vring_call(V0),
         Err(ProtocolError::BackendFeature("INBAND_NOTIFICATIONS"))
     );
+    assert_ne!(config, map);
+    assert_ne!(map, add);
     assert_eq!(
         t.drain_outputs(),
         [
-            Out::Backend { request: BackendRequest::ConfigChangeMsg, need_reply: true },
+            Out::Backend { id: config, request: BackendRequest::ConfigChangeMsg, need_reply: true },
             Out::Backend {
+                id: map,
                 request: BackendRequest::ShmemMap { mapping, fd: shm_fd },
                 need_reply: true
             },
             Out::Backend {
+                id: add,
                 request: BackendRequest::SharedObjectAdd(Uuid([1; 16])),
                 need_reply: true
             },

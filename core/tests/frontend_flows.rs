@@ -136,7 +136,7 @@ fn backend_config_change_is_answered_then_config_read() {
     let mut pair = Pair::connected();
     start_two_rings(&mut pair);
     pair.clear_log();
-    pair.backend.send_config_change().unwrap();
+    let id = pair.backend.send_config_change().unwrap();
     pair.drive_backend();
     pair.pump();
     assert_eq!(
@@ -150,6 +150,14 @@ fn backend_config_change_is_answered_then_config_read() {
     assert_eq!(
         pair.backend_replies,
         [BackendReply::Ack { request: BackendCode::ConfigChangeMsg, status: 0 }]
+    );
+    assert_eq!(
+        pair.backend_results,
+        [BackendResult {
+            id,
+            request: BackendCode::ConfigChangeMsg,
+            outcome: BackendOutcome::Acked(0)
+        }]
     );
     assert_eq!(pair.events[1], Ev::ConfigRead { offset: 4, data: CONFIG[4..10].to_vec() });
     assert_eq!(
@@ -182,7 +190,7 @@ fn shmem_map_fd_reaches_the_vmm_and_failures_are_answered() {
         ShmemMapping { shmid: 0, fd_offset: 0, shm_offset: 0x1000, len: 0x1000, writable: true };
     let fd = pair.token();
     pair.be_in.push(fd);
-    pair.backend.send_shmem_map(mapping, fd).unwrap();
+    let id = pair.backend.send_shmem_map(mapping, fd).unwrap();
     pair.drive_backend();
     pair.pump();
     let [Ev::BackendRequest {
@@ -199,6 +207,11 @@ fn shmem_map_fd_reaches_the_vmm_and_failures_are_answered() {
     assert_eq!(
         pair.backend_replies,
         [BackendReply::Ack { request: BackendCode::ShmemMap, status: 5 }]
+    );
+    let outcome = BackendOutcome::Acked(5);
+    assert_eq!(
+        pair.backend_results,
+        [BackendResult { id, request: BackendCode::ShmemMap, outcome }]
     );
     pair.assert_clean();
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
-use vhu_core::backend::{Action, Backend, BackendSpec, Completion, Output};
+use vhu_core::backend::{Action, Backend, BackendOutcome, BackendSpec, Completion, Output};
 use vhu_core::message::{
     ConfigFlags, InflightDesc, LogBase, MemoryTable, Region, ShmemMapping, TransferDirection,
     TransferPhase, Uuid, VringAddr, VringAddrFlags, VringBase, VringFd,
@@ -189,6 +189,11 @@ impl Session {
                 }
                 Output::BackendRequest { request, .. } => {
                     for fd in request.fds() {
+                        self.left(fd);
+                    }
+                }
+                Output::BackendResult(result) => {
+                    if let BackendOutcome::SharedObject { fd: Some(fd), .. } = result.outcome {
                         self.left(fd);
                     }
                 }

@@ -185,6 +185,7 @@ impl<D: Device> Connection<D> {
                             self.exec.fds_mut().release(token);
                         }
                     }
+                    Output::BackendResult(_) => {}
                     Output::Close(error) => return Err(ConnectionError::Closed(error)),
                 }
             }

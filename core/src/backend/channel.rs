@@ -3,13 +3,17 @@
 //!
 //! Rules (spec "Back-end communication", the BACKEND_* message descriptions): the channel exists
 //! only once BACKEND_REQ is acked and its socket arrived; each message's feature must be acked;
-//! descriptors need BACKEND_SEND_FD; a suspended device sends nothing. NEED_REPLY is set exactly
-//! when REPLY_ACK is acked. A refused call leaves the caller's token with the caller.
+//! descriptors need BACKEND_SEND_FD; a suspended device sends nothing. NEED_REPLY is set when
+//! REPLY_ACK is acked, and always on BACKEND_SHARED_OBJECT_LOOKUP, whose answer carries the object.
+//! A refused call leaves the caller's token with the caller. An accepted one returns the
+//! [`BackendRequestId`] its result will carry (see `outstanding.rs`).
 
 use super::output::Output;
+use super::outstanding::BackendRequestId;
 use super::queue::Item;
 use super::Backend;
 use crate::message::{BackendReply, BackendRequest, Iotlb, ShmemMapping, Uuid};
+use crate::wire::BackendCode;
 use crate::{FdToken, ProtocolError, ProtocolFeatures, VringIndex, WireError};
 
 impl Backend {
@@ -18,7 +22,7 @@ impl Backend {
         request: BackendRequest,
         feature: ProtocolFeatures,
         name: &'static str,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<BackendRequestId, ProtocolError> {
         if !self.backend_channel {
             return Err(ProtocolError::NoBackendChannel);
         }
@@ -32,13 +36,15 @@ impl Backend {
         if self.is_suspended() {
             return Err(ProtocolError::Suspended);
         }
-        let need_reply = self.protocol_acked(ProtocolFeatures::REPLY_ACK);
-        self.outputs.push(Item::Out(Output::BackendRequest { request, need_reply }));
-        Ok(())
+        let need_reply = self.protocol_acked(ProtocolFeatures::REPLY_ACK)
+            || request.code() == BackendCode::SharedObjectLookup;
+        let id = self.outstanding.add(request.code(), need_reply)?;
+        self.outputs.push(Item::Out(Output::BackendRequest { id, request, need_reply }));
+        Ok(id)
     }
 
     /// BACKEND_CONFIG_CHANGE_MSG: the device config changed (CONFIG).
-    pub fn send_config_change(&mut self) -> Result<(), ProtocolError> {
+    pub fn send_config_change(&mut self) -> Result<BackendRequestId, ProtocolError> {
         self.send_backend(BackendRequest::ConfigChangeMsg, ProtocolFeatures::CONFIG, "CONFIG")
     }
 
@@ -47,7 +53,7 @@ impl Backend {
         &mut self,
         mapping: ShmemMapping,
         fd: FdToken,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<BackendRequestId, ProtocolError> {
         self.send_backend(
             BackendRequest::ShmemMap { mapping, fd },
             ProtocolFeatures::SHMEM,
@@ -56,24 +62,36 @@ impl Backend {
     }
 
     /// BACKEND_SHMEM_UNMAP: remove a whole mapping (SHMEM).
-    pub fn send_shmem_unmap(&mut self, mapping: ShmemMapping) -> Result<(), ProtocolError> {
+    pub fn send_shmem_unmap(
+        &mut self,
+        mapping: ShmemMapping,
+    ) -> Result<BackendRequestId, ProtocolError> {
         self.send_backend(BackendRequest::ShmemUnmap(mapping), ProtocolFeatures::SHMEM, "SHMEM")
     }
 
     /// BACKEND_SHARED_OBJECT_ADD (SHARED_OBJECT).
-    pub fn send_shared_object_add(&mut self, uuid: Uuid) -> Result<(), ProtocolError> {
+    pub fn send_shared_object_add(
+        &mut self,
+        uuid: Uuid,
+    ) -> Result<BackendRequestId, ProtocolError> {
         let request = BackendRequest::SharedObjectAdd(uuid);
         self.send_backend(request, ProtocolFeatures::SHARED_OBJECT, "SHARED_OBJECT")
     }
 
     /// BACKEND_SHARED_OBJECT_REMOVE (SHARED_OBJECT).
-    pub fn send_shared_object_remove(&mut self, uuid: Uuid) -> Result<(), ProtocolError> {
+    pub fn send_shared_object_remove(
+        &mut self,
+        uuid: Uuid,
+    ) -> Result<BackendRequestId, ProtocolError> {
         let request = BackendRequest::SharedObjectRemove(uuid);
         self.send_backend(request, ProtocolFeatures::SHARED_OBJECT, "SHARED_OBJECT")
     }
 
     /// BACKEND_SHARED_OBJECT_LOOKUP (SHARED_OBJECT).
-    pub fn send_shared_object_lookup(&mut self, uuid: Uuid) -> Result<(), ProtocolError> {
+    pub fn send_shared_object_lookup(
+        &mut self,
+        uuid: Uuid,
+    ) -> Result<BackendRequestId, ProtocolError> {
         let request = BackendRequest::SharedObjectLookup(uuid);
         self.send_backend(request, ProtocolFeatures::SHARED_OBJECT, "SHARED_OBJECT")
     }
@@ -85,26 +103,29 @@ impl Backend {
         size: u64,
         offset: u64,
         fd: Option<FdToken>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<BackendRequestId, ProtocolError> {
         let request = BackendRequest::VringHostNotifierMsg { index, size, offset, fd };
         self.send_backend(request, ProtocolFeatures::HOST_NOTIFIER, "HOST_NOTIFIER")
     }
 
     /// BACKEND_VRING_CALL: an in-band used-buffer notification (INBAND_NOTIFICATIONS).
-    pub fn send_vring_call(&mut self, index: VringIndex) -> Result<(), ProtocolError> {
+    pub fn send_vring_call(
+        &mut self,
+        index: VringIndex,
+    ) -> Result<BackendRequestId, ProtocolError> {
         let feature = ProtocolFeatures::INBAND_NOTIFICATIONS;
         self.send_backend(BackendRequest::VringCall { index }, feature, "INBAND_NOTIFICATIONS")
     }
 
     /// BACKEND_VRING_ERR: an in-band error notification (INBAND_NOTIFICATIONS).
-    pub fn send_vring_err(&mut self, index: VringIndex) -> Result<(), ProtocolError> {
+    pub fn send_vring_err(&mut self, index: VringIndex) -> Result<BackendRequestId, ProtocolError> {
         let feature = ProtocolFeatures::INBAND_NOTIFICATIONS;
         self.send_backend(BackendRequest::VringErr { index }, feature, "INBAND_NOTIFICATIONS")
     }
 
     /// BACKEND_IOTLB_MSG: an IOTLB miss or access failure (needs ACCESS_PLATFORM acked; sent
     /// only with BACKEND_REQ, which QEMU requires for IOMMU devices).
-    pub fn send_iotlb(&mut self, msg: Iotlb) -> Result<(), ProtocolError> {
+    pub fn send_iotlb(&mut self, msg: Iotlb) -> Result<BackendRequestId, ProtocolError> {
         if !self.acked_features_or_empty().contains(crate::VirtioFeatures::ACCESS_PLATFORM) {
             return Err(ProtocolError::BackendFeature("VIRTIO_F_ACCESS_PLATFORM"));
         }

@@ -89,6 +89,8 @@ impl Backend {
     pub(super) fn set_backend_req_fd(&mut self, fd: FdToken) -> Result<(), ProtocolError> {
         let code = FrontendCode::SetBackendReqFd;
         self.require(code, ProtocolFeatures::BACKEND_REQ, "BACKEND_REQ")?;
+        // Requests on the old channel will never be answered.
+        self.lose_outstanding();
         self.backend_channel = true;
         self.outputs.push_action(Action::SetBackendChannel(fd));
         Ok(())

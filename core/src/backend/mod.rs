@@ -32,12 +32,14 @@ mod channel;
 mod device;
 mod memory;
 mod output;
+mod outstanding;
 mod postcopy;
 mod queue;
 mod spec;
 mod vrings;
 
 pub use output::{Action, Completion, Output, VringConfig};
+pub use outstanding::{BackendOutcome, BackendRequestId, BackendResult, MAX_OUTSTANDING};
 pub use spec::{
     broken_dependency, conflict, BackendSpec, SpecError, CONFLICTS, DEPENDENCIES,
     SUPPORTED_PROTOCOL_FEATURES,
@@ -92,6 +94,7 @@ pub struct Backend {
     vrings: heapless::Vec<Vring, { crate::limits::MAX_QUEUES }>,
     status: u8,
     backend_channel: bool,
+    outstanding: outstanding::Outstanding,
     logging: bool,
     pending: Option<(Pending, bool)>,
     outputs: OutputQueue,
@@ -131,6 +134,7 @@ impl Backend {
             vrings,
             status: 0,
             backend_channel: false,
+            outstanding: outstanding::Outstanding::new(),
             logging: false,
             pending: None,
             outputs: OutputQueue::new(),

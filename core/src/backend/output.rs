@@ -5,6 +5,7 @@
 //! on (it keeps it, or closes it when it is done). A token core does not hand off is released with
 //! [`Action::CloseFd`]. Every token core receives leaves it exactly once, by one of those two ways.
 
+use super::outstanding::{BackendRequestId, BackendResult};
 use crate::message::{
     BackendRequest, InflightDesc, Iotlb, Region, Reply, TransferDirection, TransferPhase, Uuid,
     VringBase,
@@ -18,15 +19,24 @@ pub enum Output<'a> {
     Reply(Reply<'a>),
     /// Carry out this action.
     Action(Action<'a>),
-    /// Send this request on the back-end channel; wait for the front-end's `u64` if `need_reply`.
-    /// Tokens in the request ([`BackendRequest::fds`]) are handed off: the driver sends their
-    /// descriptors and closes its own copies afterwards.
+    /// Send this request on the back-end channel and report it with
+    /// [`Backend::handle_backend_sent`](super::Backend::handle_backend_sent) (or the channel's
+    /// loss with [`Backend::handle_backend_channel_lost`](super::Backend::handle_backend_channel_lost)).
+    /// With `need_reply`, the front-end's answer follows on the channel: feed it to
+    /// [`Backend::handle_backend_reply`](super::Backend::handle_backend_reply) when it comes,
+    /// without waiting for it here. Tokens in the request ([`BackendRequest::fds`]) are handed
+    /// off: the driver sends their descriptors and closes its own copies afterwards.
     BackendRequest {
+        /// The request's name, for its result.
+        id: BackendRequestId,
         /// The request.
         request: BackendRequest,
-        /// NEED_REPLY is set (REPLY_ACK negotiated).
+        /// NEED_REPLY is set: the front-end answers.
         need_reply: bool,
     },
+    /// A back-end request ended: tell the device that asked for it. A descriptor in the outcome
+    /// is handed off.
+    BackendResult(BackendResult),
     /// Close the connection after the outputs before this one; the error says why.
     Close(ProtocolError),
 }

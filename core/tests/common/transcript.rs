@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use vhu_core::backend::{Action, Backend, BackendSpec, Completion, Output};
+use vhu_core::backend::{
+    Action, Backend, BackendOutcome, BackendRequestId, BackendResult, BackendSpec, Completion,
+    Output,
+};
 use vhu_core::message::{BackendRequest, Reply};
 use vhu_core::{FdToken, ProtocolError, Request};
 
@@ -13,7 +16,8 @@ use vhu_core::{FdToken, ProtocolError, Request};
 pub enum Out {
     Reply(Reply<'static>),
     Action(Action<'static>),
-    Backend { request: BackendRequest, need_reply: bool },
+    Backend { id: BackendRequestId, request: BackendRequest, need_reply: bool },
+    Result(BackendResult),
     Close(ProtocolError),
 }
 
@@ -92,7 +96,10 @@ fn own(output: Output<'_>) -> Out {
             Action::PostcopyEnd => Action::PostcopyEnd,
             Action::CloseFd(fd) => Action::CloseFd(fd),
         }),
-        Output::BackendRequest { request, need_reply } => Out::Backend { request, need_reply },
+        Output::BackendRequest { id, request, need_reply } => {
+            Out::Backend { id, request, need_reply }
+        }
+        Output::BackendResult(result) => Out::Result(result),
         Output::Close(error) => Out::Close(error),
     }
 }
@@ -118,7 +125,11 @@ fn tokens_leaving(out: &Out) -> Vec<FdToken> {
             _ => Vec::new(),
         },
         Out::Backend { request, .. } => request.fds().to_vec(),
-        Out::Close(_) => Vec::new(),
+        Out::Result(BackendResult {
+            outcome: BackendOutcome::SharedObject { fd: Some(fd), .. },
+            ..
+        }) => vec![*fd],
+        Out::Result(_) | Out::Close(_) => Vec::new(),
     }
 }
 
@@ -201,6 +212,23 @@ impl Transcript {
         self.enter(&fds);
         let _ = self.backend.handle_completion(completion);
         self.drain()
+    }
+
+    /// Reports that back-end request `id` went out on the channel.
+    pub fn sent(&mut self, id: BackendRequestId) -> Vec<Out> {
+        self.backend.handle_backend_sent(id);
+        self.drain()
+    }
+
+    /// Feeds the front-end's answer on the back-end channel (its tokens enter core).
+    pub fn channel_reply(
+        &mut self,
+        frame: &[u8],
+        fds: &[FdToken],
+    ) -> (Result<BackendResult, ProtocolError>, Vec<Out>) {
+        self.enter(fds);
+        let result = self.backend.handle_backend_reply(frame, fds);
+        (result, self.drain())
     }
 
     /// Outputs of a back-end API call made directly on the state machine.

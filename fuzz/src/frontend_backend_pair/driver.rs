@@ -195,7 +195,7 @@ impl Pair {
             Api::Iotlb(msg) => self.backend.send_iotlb(msg),
         };
         // A refused call leaves the token with the caller.
-        if let (Ok(()), Some(fd)) = (result, token) {
+        if let (Ok(_), Some(fd)) = (result, token) {
             self.be.enter(fd, true);
         }
         self.drain_backend();

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use arbitrary::{Arbitrary, Unstructured};
 use vhu_core::backend::{
-    broken_dependency, Action, Backend, BackendSpec, Completion, Output,
+    broken_dependency, Action, Backend, BackendOutcome, BackendSpec, Completion, Output,
     SUPPORTED_PROTOCOL_FEATURES as OFFERABLE,
 };
 use vhu_core::frontend::{Frontend, FrontendConfig};
@@ -415,11 +415,15 @@ impl Pair {
             self.to_backend.push_back((frame.bytes, frame.fds));
         }
         for reply in drained.backend_replies {
-            // These tokens go to the back-end's driver, not to the state machine.
-            let fds: Vec<FdToken> = (0..reply.fds as u32).map(FdToken).collect();
+            // The answer goes back to the back-end as its driver would feed it.
+            let fds = self.be.arriving(reply.fds);
             let parsed = Backend::parse_backend_reply(&reply.bytes, &fds)
                 .expect("the back-end side parses the front-end's channel reply");
             assert_eq!(parsed.code().as_u32(), reply.code);
+            if let Ok(result) = self.backend.handle_backend_reply(&reply.bytes, &fds) {
+                assert_eq!(result.request, parsed.code(), "an answer matched to another request");
+            }
+            self.drain_backend();
         }
         for event in drained.events {
             match event {
@@ -479,7 +483,7 @@ impl Pair {
                     }
                     self.to_frontend.push_back((buf[..len].to_vec(), fds.len()));
                 }
-                Output::BackendRequest { request, need_reply } => {
+                Output::BackendRequest { id, request, need_reply } => {
                     let len = request.encode_into(need_reply, &mut buf).expect("request encodes");
                     let fds = request.fds();
                     let again = BackendRequest::parse(&buf[..len], &fds).expect("re-parses");
@@ -488,6 +492,12 @@ impl Pair {
                         self.be.left(*fd);
                     }
                     self.channel.push_back((buf[..len].to_vec(), fds.len()));
+                    self.backend.handle_backend_sent(id);
+                }
+                Output::BackendResult(result) => {
+                    if let BackendOutcome::SharedObject { fd: Some(fd), .. } = result.outcome {
+                        self.be.left(fd);
+                    }
                 }
                 Output::Action(action) => {
                     for fd in handed_off(&action) {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use vhu_core::backend::Backend;
 use vhu_core::message::Uuid;
-use vhu_core::{BackendRequest, FdToken, FrameDecoder, VringIndex};
+use vhu_core::{BackendRequest, FrameDecoder, VringIndex};
 
 use super::CHANNEL_TIMEOUT;
 use crate::fd_table::FdTable;
@@ -153,14 +153,26 @@ impl Channel {
         queue.drain(..).collect()
     }
 
-    /// Sends `request` (taking its descriptors out of `fds`) and reads the ack if asked for.
-    /// A channel that fails is dropped; the connection goes on.
-    pub(super) fn send(&mut self, fds: &mut FdTable, request: &BackendRequest, need_reply: bool) {
+    /// Sends `request` (taking its descriptors out of `fds`) and reads the answer if one is
+    /// asked for. A channel that fails is dropped; the connection goes on.
+    pub(super) fn send(
+        &mut self,
+        fds: &mut FdTable,
+        request: &BackendRequest,
+        need_reply: bool,
+    ) -> Exchanged {
         let owned: Vec<OwnedFd> = request.fds().iter().filter_map(|t| fds.take(*t)).collect();
-        let Some(stream) = self.stream.as_ref() else { return };
-        if exchange(stream, request, need_reply, &owned).is_err() {
+        let Some(stream) = self.stream.as_ref() else { return Exchanged::Failed };
+        let exchanged = exchange(stream, request, need_reply, &owned);
+        if let Exchanged::Failed = exchanged {
             self.stream = None;
         }
+        exchanged
+    }
+
+    /// Closes the channel socket (its peer broke the protocol).
+    pub(super) fn drop_socket(&mut self) {
+        self.stream = None;
     }
 }
 
@@ -182,36 +194,38 @@ impl Drop for Channel {
     }
 }
 
-/// Why an exchange on the channel failed (the channel is then dropped).
+/// What became of one request on the channel.
 #[derive(Debug)]
-struct ChannelFailed;
+pub(super) enum Exchanged {
+    /// Sent; no answer was asked for.
+    Sent,
+    /// Sent and answered with this frame and these descriptors.
+    Answered(Vec<u8>, Vec<OwnedFd>),
+    /// The channel is missing or broke.
+    Failed,
+}
 
 fn exchange(
     stream: &UnixStream,
     request: &BackendRequest,
     need_reply: bool,
     fds: &[OwnedFd],
-) -> Result<(), ChannelFailed> {
+) -> Exchanged {
     let mut buf = [0u8; 64];
-    let len = request.encode_into(need_reply, &mut buf).map_err(|_| ChannelFailed)?;
+    let Ok(len) = request.encode_into(need_reply, &mut buf) else { return Exchanged::Failed };
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-    scm::send(stream, &buf[..len], &borrowed).map_err(|_| ChannelFailed)?;
+    if scm::send(stream, &buf[..len], &borrowed).is_err() {
+        return Exchanged::Failed;
+    }
     if !need_reply {
-        return Ok(());
+        return Exchanged::Sent;
     }
     let mut decoder = Box::new(FrameDecoder::new());
     let mut received = Vec::new();
     match scm::recv_frame(stream, &mut decoder, &mut received) {
-        Ok(RecvOutcome::Frame(_)) => {}
-        _ => return Err(ChannelFailed),
-    }
-    // The received descriptors are only named for parsing, then closed. Cannot truncate:
-    // `recv_frame` accepts at most MAX_FDS_PER_MSG of them.
-    let tokens: Vec<FdToken> = (0..received.len()).map(|i| FdToken(i as u32)).collect();
-    let frame = decoder.frame().unwrap_or(&[]);
-    // A non-zero status is the front-end's business; only a broken exchange drops the channel.
-    match Backend::parse_backend_reply(frame, &tokens) {
-        Ok(reply) if reply.code() == request.code() => Ok(()),
-        _ => Err(ChannelFailed),
+        Ok(RecvOutcome::Frame(_)) => {
+            Exchanged::Answered(decoder.frame().unwrap_or(&[]).to_vec(), received)
+        }
+        _ => Exchanged::Failed,
     }
 }

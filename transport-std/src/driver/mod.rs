@@ -30,7 +30,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use vhu_core::backend::{Backend, Output, SpecError};
+use vhu_core::backend::{Backend, BackendOutcome, BackendRequestId, Output, SpecError};
 use vhu_core::limits::MAX_FRAME_SIZE;
 use vhu_core::{FdToken, FrameDecoder, FrontendCode, ProtocolError, Reply, WireError};
 
@@ -211,7 +211,20 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
     fn drain(&mut self) -> Result<(), DriverError> {
         for _ in 0..MAX_COMPLETION_ROUNDS {
             while let Some(output) = self.backend.poll_output() {
-                self.session.handle_output(output)?;
+                match self.session.handle_output(output)? {
+                    None => {}
+                    Some((id, channel::Exchanged::Sent)) => self.backend.handle_backend_sent(id),
+                    Some((id, channel::Exchanged::Answered(frame, fds))) => {
+                        self.backend.handle_backend_sent(id);
+                        let tokens = self.session.exec.insert_fds(fds)?;
+                        if self.backend.handle_backend_reply(&frame, &tokens).is_err() {
+                            self.session.channel.drop_socket();
+                        }
+                    }
+                    Some((_, channel::Exchanged::Failed)) => {
+                        self.backend.handle_backend_channel_lost();
+                    }
+                }
             }
             if !self.backend.is_awaiting_completion() {
                 self.session.exec.discard_owed();
@@ -228,19 +241,27 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
 }
 
 impl<D: Device + ?Sized> Session<'_, D> {
-    fn handle_output(&mut self, output: Output<'_>) -> Result<(), DriverError> {
+    fn handle_output(
+        &mut self,
+        output: Output<'_>,
+    ) -> Result<Option<(BackendRequestId, channel::Exchanged)>, DriverError> {
         match output {
-            Output::Reply(reply) => self.send_reply(&reply),
+            Output::Reply(reply) => self.send_reply(&reply).map(|()| None),
             Output::Action(action) => {
                 self.exec.execute(action);
                 if let Some(fd) = self.exec.take_backend_channel() {
                     self.channel.set_socket(fd);
                 }
-                Ok(())
+                Ok(None)
             }
-            Output::BackendRequest { request, need_reply } => {
-                self.channel.send(self.exec.fds_mut(), &request, need_reply);
-                Ok(())
+            Output::BackendRequest { id, request, need_reply } => {
+                Ok(Some((id, self.channel.send(self.exec.fds_mut(), &request, need_reply))))
+            }
+            Output::BackendResult(result) => {
+                if let BackendOutcome::SharedObject { fd: Some(fd), .. } = result.outcome {
+                    self.exec.fds_mut().release(fd);
+                }
+                Ok(None)
             }
             Output::Close(error) => Err(DriverError::Closed(error)),
         }
