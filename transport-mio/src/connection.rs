@@ -1,40 +1,30 @@
-//! One accepted front-end on a non-blocking socket: readiness in, frames through `Backend`,
-//! actions to the executor, replies to the outbox.
+//! One accepted front-end on a non-blocking socket: a [`Session`] and the readiness of its
+//! sources in the caller's `mio::Poll`.
 //!
-//! On every event for its token the connection first flushes queued replies, then reads frames
-//! with [`recv_frame`] (exactly `next_read_len` bytes per `recvmsg`; on `WouldBlock` the decoder
-//! and the descriptors received so far keep the partial frame for the next event), feeds each
-//! complete frame to [`Backend::handle_frame`], and drains [`Backend::poll_output`], feeding the
-//! owed completion until none is awaited, exactly as the std driver does. Reading stops at
-//! `WouldBlock`, when the outbox is backlogged (it resumes on the writable event that drains it),
-//! or after [`FRAME_BUDGET`] frames, so one busy peer cannot starve the others. When frames may
-//! still wait in the socket with no new edge to come (the budget was spent, or a pause was
-//! cleared by the last flush) the connection is re-registered, which on Linux's epoll re-arms the
-//! edge-triggered readiness so the rest is read on a later event. Interest is READABLE, plus
-//! WRITABLE while replies wait.
+//! The main socket, the device's request eventfd and, once the front-end sent one, the back-end
+//! channel socket are registered under the connection's one token; every event for it makes all
+//! the progress the sources allow: queued replies are flushed, frames are read (at most
+//! [`FRAME_BUDGET`] per event so one busy peer cannot starve the others, none while replies are
+//! backlogged), and then device requests and channel answers are serviced. When frames may still
+//! wait with no new edge to come (the budget was spent, or a pause was cleared by the last flush)
+//! the main socket is re-registered, which on Linux's epoll re-arms the edge-triggered readiness.
+//! Interest is READABLE, plus WRITABLE while replies (or channel requests) wait.
 //!
-//! This module must not decide protocol questions (what to answer, what is valid, when to
-//! close): `Backend` does. Tearing down (deregistering, stopping queues, resetting the device,
-//! dropping descriptors) is done by the server dropping the connection.
+//! This module must not decide protocol questions nor carry out outputs: the session does.
+//! Tearing down (deregistering, stopping queues, resetting the device, dropping descriptors) is
+//! done by the server dropping the connection.
 
-use std::io::ErrorKind;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use mio::net::UnixStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use vhu_core::backend::{Backend, Output};
-use vhu_core::{FrameDecoder, ProtocolError};
-use vhu_transport_std::{recv_frame, Device, Executor, RecvOutcome, ScmError};
+use vhu_transport_std::{Device, Read, Session};
 
 use crate::error::ConnectionError;
-use crate::outbox::Outbox;
 
 /// Frames handled per event before the connection yields to the others.
 pub(crate) const FRAME_BUDGET: usize = 32;
-
-/// Completion rounds after one input before the driver gives up on a back-end that keeps
-/// refusing them (it never needs more than one).
-const MAX_COMPLETION_ROUNDS: usize = 4;
 
 /// How an event left the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,97 +35,76 @@ pub(crate) enum Step {
     HungUp,
 }
 
-/// Why a round of reading stopped.
-enum Read {
-    /// The socket has nothing more now.
-    Drained,
-    /// The outbox is backlogged; reading resumes once it drains.
-    Paused,
-    /// The frame budget is spent; more may be waiting.
-    Budget,
-    /// The peer hung up at a frame boundary.
-    HungUp,
-}
-
 /// One front-end connection; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Connection<D: Device> {
     stream: UnixStream,
-    backend: Backend,
-    decoder: Box<FrameDecoder>,
-    received: Vec<OwnedFd>,
-    /// The shared executor of `vhu-transport-std`, owning the device; device-state transfer
-    /// stays refused, as a blocking transfer would stall the event loop.
-    exec: Executor<D, D>,
-    outbox: Outbox,
+    session: Session<D, D>,
     interest: Interest,
+    /// The channel socket registered, by descriptor and the session's channel generation.
+    channel: Option<(RawFd, u64, Interest)>,
 }
 
 impl<D: Device> Connection<D> {
-    /// A fresh back-end for `stream` (non-blocking, as `mio` accepts it) served by `device`.
+    /// A fresh session for `stream` (non-blocking, as `mio` accepts it) served by `device`.
     pub(crate) fn new(stream: UnixStream, device: D) -> Result<Self, ConnectionError> {
-        let backend = Backend::new(device.spec())?;
-        let queues = backend.spec().queues;
         Ok(Self {
             stream,
-            backend,
-            decoder: Box::new(FrameDecoder::new()),
-            received: Vec::new(),
-            exec: Executor::new(device, queues),
-            outbox: Outbox::new(),
+            session: Session::new(device)?,
             interest: Interest::READABLE,
+            channel: None,
         })
     }
 
-    /// Registers the socket for reading under `token`.
+    /// Registers the socket and the device's request eventfd under `token`.
     pub(crate) fn register(
         &mut self,
         registry: &Registry,
         token: Token,
     ) -> Result<(), ConnectionError> {
         self.interest = Interest::READABLE;
-        registry.register(&mut self.stream, token, self.interest).map_err(ConnectionError::Register)
+        registry
+            .register(&mut self.stream, token, self.interest)
+            .map_err(ConnectionError::Register)?;
+        let wake = self.session.requests_fd().as_raw_fd();
+        registry
+            .register(&mut SourceFd(&wake), token, Interest::READABLE)
+            .map_err(ConnectionError::Register)
     }
 
-    /// Removes the socket from the poll (errors are moot: the socket is closed next).
+    /// Removes the sources from the poll (errors are moot: they are closed next).
     pub(crate) fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.stream);
+        let wake = self.session.requests_fd().as_raw_fd();
+        let _ = registry.deregister(&mut SourceFd(&wake));
+        if let Some((fd, _, _)) = self.channel.take() {
+            let _ = registry.deregister(&mut SourceFd(&fd));
+        }
     }
 
-    /// Makes all the progress the socket allows now. On `Err` the connection must be closed; the
+    /// Makes all the progress the sources allow now. On `Err` the connection must be closed; the
     /// replies queued before a close were flushed as far as the socket took them.
     pub(crate) fn handle_ready(
         &mut self,
         registry: &Registry,
         token: Token,
     ) -> Result<Step, ConnectionError> {
-        self.outbox.flush(&self.stream)?;
-        let read = if self.outbox.is_backlogged() { Ok(Read::Paused) } else { self.read_frames() };
-        let read = match read {
-            Ok(read) => read,
-            Err(error) => {
-                // Best effort: outputs before a close still go out if the socket takes them.
-                let _ = self.outbox.flush(&self.stream);
-                return Err(error);
-            }
-        };
-        if let Read::HungUp = read {
-            // A peer that only shut down its writing side still gets the last replies.
-            let _ = self.outbox.flush(&self.stream);
+        let read = self.progress();
+        // Best effort on the way out: replies before a close still go if the socket takes them.
+        let _ = self.session.flush(self.stream.as_fd());
+        let read = read?;
+        if read == Read::HungUp {
             return Ok(Step::HungUp);
         }
-        self.outbox.flush(&self.stream)?;
-        let interest = if self.outbox.is_empty() {
+        self.update_channel(registry, token)?;
+        let interest = if self.session.unsent_reply().is_none() {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
         };
-        // Re-registering re-arms the edge-triggered readiness: needed when frames may still wait
-        // in the socket although no new edge will come (budget spent, or reading paused by a
-        // backlog that the last flush already cleared).
         let rearm = match read {
             Read::Budget => true,
-            Read::Paused => !self.outbox.is_backlogged(),
+            Read::Paused => !self.session.is_backlogged(),
             Read::Drained | Read::HungUp => false,
         };
         if interest != self.interest || rearm {
@@ -147,54 +116,54 @@ impl<D: Device> Connection<D> {
         Ok(Step::Open)
     }
 
-    fn read_frames(&mut self) -> Result<Read, ConnectionError> {
-        for _ in 0..FRAME_BUDGET {
-            if self.outbox.is_backlogged() {
-                return Ok(Read::Paused);
-            }
-            match recv_frame(&self.stream, &mut self.decoder, &mut self.received) {
-                Ok(RecvOutcome::Frame(_)) => self.handle_frame()?,
-                Ok(RecvOutcome::Closed) => return Ok(Read::HungUp),
-                Err(ScmError::Io(error)) if error.kind() == ErrorKind::WouldBlock => {
-                    return Ok(Read::Drained)
-                }
-                Err(error) => return Err(ConnectionError::Recv(error)),
-            }
+    fn progress(&mut self) -> Result<Read, ConnectionError> {
+        self.session.flush(self.stream.as_fd())?;
+        let read = if self.session.is_backlogged() {
+            Read::Paused
+        } else {
+            self.session.read(self.stream.as_fd(), FRAME_BUDGET)?
+        };
+        if read != Read::HungUp {
+            self.session.service()?;
         }
-        Ok(Read::Budget)
+        Ok(read)
     }
 
-    fn handle_frame(&mut self) -> Result<(), ConnectionError> {
-        let tokens = self.exec.insert_fds(std::mem::take(&mut self.received))?;
-        let frame = self.decoder.frame().unwrap_or(&[]);
-        // A refusal has already been turned into outputs (a NACK or a close).
-        let _refusal = self.backend.handle_frame(frame, &tokens);
-        self.drain()
-    }
-
-    /// Carries out every output, feeding completions until none is owed.
-    fn drain(&mut self) -> Result<(), ConnectionError> {
-        for _ in 0..MAX_COMPLETION_ROUNDS {
-            while let Some(output) = self.backend.poll_output() {
-                match output {
-                    Output::Reply(reply) => self.outbox.push(&reply, self.exec.fds_mut())?,
-                    Output::Action(action) => self.exec.execute(action),
-                    Output::BackendRequest { request, .. } => {
-                        // Not sent by this driver: its descriptors are closed.
-                        for token in request.fds() {
-                            self.exec.fds_mut().release(token);
-                        }
-                    }
-                    Output::BackendResult(_) => {}
-                    Output::Close(error) => return Err(ConnectionError::Closed(error)),
+    /// Keeps the channel socket's registration in step with the session's.
+    fn update_channel(&mut self, registry: &Registry, token: Token) -> Result<(), ConnectionError> {
+        let generation = self.session.channel_generation();
+        let interest = if self.session.channel_wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let current = self.session.channel_fd().map(|fd| fd.as_raw_fd());
+        match (self.channel, current) {
+            (Some((fd, g, i)), Some(now)) if g == generation && fd == now => {
+                if i != interest {
+                    registry
+                        .reregister(&mut SourceFd(&fd), token, interest)
+                        .map_err(ConnectionError::Register)?;
+                    self.channel = Some((fd, g, interest));
                 }
-            }
-            if !self.backend.is_awaiting_completion() {
-                self.exec.discard_owed();
                 return Ok(());
             }
-            self.exec.feed_completion(&mut self.backend).map_err(ConnectionError::Completion)?;
+            (None, None) => return Ok(()),
+            (Some((fd, _, _)), _) => {
+                // The old socket may already be closed; its registration went with it then.
+                let _ = registry.deregister(&mut SourceFd(&fd));
+                self.channel = None;
+            }
+            (None, Some(_)) => {}
         }
-        Err(ConnectionError::Completion(ProtocolError::UnexpectedCompletion))
+        if let Some(fd) = current {
+            registry
+                .register(&mut SourceFd(&fd), token, interest)
+                .map_err(ConnectionError::Register)?;
+            self.channel = Some((fd, generation, interest));
+            // Answers may have arrived before the registration: look once more.
+            self.session.service()?;
+        }
+        Ok(())
     }
 }

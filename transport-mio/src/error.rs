@@ -2,13 +2,11 @@
 //! the server itself ([`ServerError`]).
 //!
 //! This module only names failures; it must not decide which protocol errors close a connection
-//! (`vhu-core`'s `Backend` does, and its decision arrives as [`ConnectionError::Closed`]).
+//! (`vhu-core`'s `Backend` does, and its decision arrives as a [`SessionError`]).
 
 use std::path::PathBuf;
 
-use vhu_core::backend::SpecError;
-use vhu_core::{FdToken, FrontendCode, ProtocolError, WireError};
-use vhu_transport_std::{ScmError, TokensExhausted};
+use vhu_transport_std::SessionError;
 
 /// Why one connection was closed (other than the peer hanging up between frames).
 ///
@@ -22,50 +20,12 @@ pub enum ConnectionError {
         /// Connection tokens the server was given.
         slots: usize,
     },
-    /// The device's spec cannot be served.
-    #[error("the device spec is invalid: {0}")]
-    Spec(#[from] SpecError),
-    /// Registering the connection with the poll, or changing its interest, failed.
+    /// Registering the connection's sources with the poll, or changing their interest, failed.
     #[error("registering the connection with the poll failed: {0}")]
     Register(#[source] std::io::Error),
-    /// Receiving a frame failed (I/O error, malformed header, peer gone mid-frame, bad fds).
-    #[error("receiving a frame failed: {0}")]
-    Recv(#[source] ScmError),
-    /// Sending a reply failed.
-    #[error("sending the reply to {code} failed: {source}")]
-    Send {
-        /// The request answered.
-        code: FrontendCode,
-        /// Why.
-        #[source]
-        source: ScmError,
-    },
-    /// A reply could not be encoded.
-    #[error("encoding the reply to {code} failed: {source}")]
-    Encode {
-        /// The request answered.
-        code: FrontendCode,
-        /// Why.
-        #[source]
-        source: WireError,
-    },
-    /// A reply names a descriptor the driver does not hold.
-    #[error("the reply to {code} names descriptor {token:?}, which the driver does not hold")]
-    MissingFd {
-        /// The request answered.
-        code: FrontendCode,
-        /// The token.
-        token: FdToken,
-    },
-    /// The peer sent more descriptors than the table can name.
+    /// The session ended.
     #[error(transparent)]
-    Tokens(#[from] TokensExhausted),
-    /// The back-end closed the connection for this reason.
-    #[error("the back-end closed the connection: {0}")]
-    Closed(ProtocolError),
-    /// The back-end refused the driver's completion.
-    #[error("the back-end refused a completion: {0}")]
-    Completion(ProtocolError),
+    Session(#[from] SessionError),
 }
 
 /// A failure of the server itself (its listener or its registration).

@@ -30,23 +30,18 @@
 //! }
 //! ```
 //!
-//! The pieces reused from `vhu-transport-std`: [`scm::recv_frame`](vhu_transport_std::scm) (on a
-//! non-blocking socket it returns `WouldBlock` and keeps the partial frame, asking for exactly
-//! `next_read_len` bytes per `recvmsg`), `send_partial`, [`FdTable`](vhu_transport_std::FdTable),
-//! [`MemoryMap`](vhu_transport_std::MemoryMap), the `Device` trait and its `Notifier`s, and the
-//! std driver's action executor, [`Executor`](vhu_transport_std::Executor), which owns each
-//! connection's device, descriptors, guest memory and rings (with device-state transfer left
-//! refused, as a blocking transfer would stall the event loop).
+//! Each connection is a [`Session`](vhu_transport_std::Session), the same engine the blocking
+//! driver of `vhu-transport-std` runs: this crate only registers its sources (the main socket,
+//! the device's request eventfd, the back-end channel socket) and calls in when they are ready.
+//! Device requests on the back-end channel and the front-end's answers work as they do there.
+//! Device-state transfer is refused (answered with a failure status), as a blocking transfer would
+//! stall the event loop.
 //!
 //! Like every transport this crate must not contain protocol logic: what to answer, what is
-//! valid and when to close are decided by `vhu-core`. Not supported here (answered with failure
-//! statuses, as the std driver does for the last three): device requests on the back-end channel
-//! (the channel socket is kept but nothing is sent on it), device-state transfer, dirty logging,
-//! IOTLB and postcopy. Linux only.
+//! valid and when to close are decided by `vhu-core`. Linux only.
 
 mod connection;
 mod error;
-mod outbox;
 mod server;
 
 pub use error::{ConnectionError, ServerError};

@@ -71,13 +71,13 @@ fn malformed_input_closes_only_that_connection() {
     assert_closed(&mut bad);
 
     let ended = served.wait_ended(4);
-    assert!(ended.iter().all(|e| e.starts_with("Closed(Recv")), "{ended:?}");
+    assert!(ended.iter().all(|e| e.starts_with("Closed(Session(Recv")), "{ended:?}");
     // A well-formed request the back-end closes on: GET_QUEUE_NUM before MQ is negotiated.
     let mut bad = served.connect();
     bad.write_all(&frame(GET_QUEUE_NUM, VERSION, &[])).expect("write");
     assert_closed(&mut bad);
     let ended = served.wait_ended(1);
-    assert!(ended[0].starts_with("Closed(Closed(NotNegotiated"), "{ended:?}");
+    assert!(ended[0].starts_with("Closed(Session(Closed(NotNegotiated"), "{ended:?}");
     good.write_all(&partial[7..]).expect("the rest");
     assert_ne!(expect_u64(&mut good, GET_FEATURES), 0);
     assert_serves(&mut good);

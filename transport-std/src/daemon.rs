@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use vhu_core::backend::SpecError;
 
 use crate::device::Device;
-use crate::driver::{Connection, DriverError};
+use crate::driver::Connection;
+use crate::session::SessionError;
 use crate::socket_file::SocketFile;
 
 /// Where the daemon listens.
@@ -62,7 +63,7 @@ pub enum Disconnect {
     /// The front-end hung up between messages.
     HungUp,
     /// The connection was closed because of this error.
-    Closed(DriverError),
+    Closed(SessionError),
 }
 
 /// A back-end daemon; see the module docs.
@@ -149,7 +150,7 @@ impl<D: Device> Daemon<D> {
     /// Serves an already connected stream until it disconnects.
     pub fn serve_stream(&mut self, stream: UnixStream) -> Disconnect {
         if let Err(error) = stream.set_nonblocking(false) {
-            return Disconnect::Closed(DriverError::Setup(error));
+            return Disconnect::Closed(SessionError::Setup(error));
         }
         let result = Connection::new(&mut self.device, stream).and_then(Connection::run);
         match result {

@@ -24,7 +24,7 @@ use vhu_core::message::VringBase;
 use vhu_core::{VirtioFeatures, VringIndex};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::driver::BackendRequests;
+use crate::session::{BackendRequests, RequestResult, RequestTicket};
 
 /// A device operation that failed; the driver turns it into a failure status for the front-end.
 #[derive(Debug, thiserror::Error)]
@@ -173,10 +173,17 @@ pub trait Device {
         let _ = index;
     }
 
-    /// A front-end connected; `requests` sends back-end requests (config change, in-band
-    /// notifications) on its back-end channel until it disconnects.
+    /// A front-end connected; `requests` sends back-end requests (any of the spec's back-end
+    /// message types) on its back-end channel until it disconnects.
     fn connected(&mut self, requests: BackendRequests) {
         let _ = requests;
+    }
+
+    /// How the back-end request `ticket` (from [`BackendRequests::push`]) ended: refused, sent,
+    /// answered by the front-end, or lost with the channel. Every pushed request gets exactly one
+    /// result while the connection lasts.
+    fn backend_result(&mut self, ticket: RequestTicket, result: RequestResult) {
+        let _ = (ticket, result);
     }
 
     /// The virtio features the driver acked (SET_FEATURES).

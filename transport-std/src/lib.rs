@@ -12,9 +12,10 @@
 //!   and swapped atomically for workers.
 //! - [`device`]: the [`Device`] trait a device author implements; [`worker`]: an optional
 //!   thread-per-queue implementation of its queue methods.
-//! - [`driver`]: [`Connection`], the blocking loop that serves one front-end with a `Backend`,
-//!   and [`Executor`], the per-session state and action executor it shares with other drivers;
-//!   [`daemon`]: [`Daemon`], which accepts front-ends one at a time.
+//! - [`session`]: [`Session`], the engine of one back-end connection — `Backend`, frame decoder,
+//!   received descriptors, the [`Executor`] of actions, replies, the back-end channel and the
+//!   device's requests — that every socket adapter drives; [`driver`]: [`Connection`], the
+//!   blocking adapter over it; [`daemon`]: [`Daemon`], which accepts front-ends one at a time.
 //! - [`client`]: [`Client`], the blocking front-end (VMM side) over core's `Frontend`, with guest
 //!   memory on memfds and eventfds for the rings.
 //!
@@ -29,16 +30,21 @@ pub mod driver;
 pub mod fd_table;
 pub mod memory;
 pub mod scm;
+pub mod session;
 pub mod socket_file;
 pub mod worker;
 
 pub use client::{Client, ClientError};
 pub use daemon::{Daemon, DaemonError, Disconnect, Listen};
 pub use device::{Device, DeviceError, Notifier, Queue};
-pub use driver::{BackendRequests, Connection, DeviceRequest, DriverError, Executor, Owed};
+pub use driver::Connection;
 pub use fd_table::{FdTable, TokensExhausted};
 pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
+pub use session::{
+    BackendRequests, DeviceRequest, Executor, Owed, Read, RequestError, RequestResult,
+    RequestTicket, Session, SessionError,
+};
 pub use socket_file::SocketFile;
 pub use vhu_core;
 pub use vm_memory;

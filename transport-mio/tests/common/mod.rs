@@ -194,11 +194,22 @@ impl Drop for Served {
 /// Starts a server with `slots` connection tokens at a fresh path; the loop also watches a
 /// waker of its own (a user source next to the server's), which stops it.
 pub fn serve(name: &str, slots: usize) -> Served {
-    let path = socket_path(name);
     let record = Arc::new(Mutex::new(Record::default()));
     let devices = Arc::clone(&record);
-    let mut server =
-        Server::bind(&path, move || TestDevice::new(Arc::clone(&devices))).expect("bind");
+    let mut served = serve_with(name, slots, move || TestDevice::new(Arc::clone(&devices)));
+    served.record = record;
+    served
+}
+
+/// [`serve`] with devices from `new_device` (the record then stays empty).
+pub fn serve_with<D: Device + Send + 'static>(
+    name: &str,
+    slots: usize,
+    new_device: impl FnMut() -> D + Send + 'static,
+) -> Served {
+    let path = socket_path(name);
+    let record = Arc::new(Mutex::new(Record::default()));
+    let mut server = Server::bind(&path, new_device).expect("bind");
     let mut poll = Poll::new().expect("poll");
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).expect("waker"));
     let tokens =

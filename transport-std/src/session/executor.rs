@@ -1,13 +1,12 @@
 //! The per-session state of a back-end connection and the carrying out of `Backend` actions on
-//! it, shared by every driver (the blocking [`Connection`](super::Connection) and event-loop
-//! drivers such as `vhu-transport-mio`).
+//! it, for the [`Session`](super::Session) engine.
 //!
 //! An [`Executor`] owns (or borrows) the [`Device`], the [`FdTable`] of received descriptors, the
 //! [`MemoryMap`], every ring's call/err [`Notifier`] and run state, the inflight area, the dirty
 //! log descriptor, the back-end channel socket until the driver takes it, and the [`Owed`]
 //! completion the last actions recorded. Device-state transfer is optional: by default it is
 //! refused (a blocking transfer would stall an event loop); a driver that can block enables it
-//! with [`Executor::with_device_state_transfer`] and calls [`Executor::run_transfer`] once the
+//! with [`Executor::enable_device_state_transfer`] and calls [`Executor::run_transfer`] once the
 //! reply to SET_DEVICE_STATE_FD is sent. Dropping the executor stops every running queue, resets
 //! the device and closes every mapping and descriptor of the session.
 //!
@@ -155,12 +154,12 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         }
     }
 
-    /// Accepts SET_DEVICE_STATE_FD: the descriptor is kept and the transfer runs, blocking, when
-    /// the driver calls [`Self::run_transfer`].
-    #[must_use]
-    pub fn with_device_state_transfer(mut self) -> Self {
-        self.transfers = Transfers::Supported { pending: None, result: None };
-        self
+    /// Accepts SET_DEVICE_STATE_FD from now on: the descriptor is kept and the transfer runs,
+    /// blocking, when the driver calls [`Self::run_transfer`].
+    pub fn enable_device_state_transfer(&mut self) {
+        if let Transfers::Refused = self.transfers {
+            self.transfers = Transfers::Supported { pending: None, result: None };
+        }
     }
 
     /// The device.

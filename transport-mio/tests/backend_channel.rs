@@ -1,0 +1,55 @@
+//! The back-end channel through the mio server, the same scenarios as the blocking driver's:
+//! requests never hold up the main socket or the event loop, every request gets a typed result,
+//! and a broken channel is reported, not silently dropped.
+
+#[path = "../../transport-std/tests/channel_peer/mod.rs"]
+mod channel_peer;
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use channel_peer::{ChannelDevice, Frontend, Shared};
+
+fn serve(name: &str) -> (common::Served, Frontend, Arc<Mutex<Shared>>) {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let device_shared = Arc::clone(&shared);
+    let mut first = true;
+    // Only the first connection's device reports to the test.
+    let served = common::serve_with(name, 4, move || {
+        let shared = if std::mem::take(&mut first) {
+            Arc::clone(&device_shared)
+        } else {
+            Arc::new(Mutex::new(Shared::default()))
+        };
+        ChannelDevice { shared }
+    });
+    let fe = Frontend::bring_up(served.connect());
+    (served, fe, shared)
+}
+
+#[test]
+fn an_unanswered_request_does_not_hold_up_the_main_socket() {
+    let (served, fe, shared) = serve("channel-unanswered");
+    // Another connection is served meanwhile too: the event loop never waits for the answer.
+    let mut other = served.connect();
+    channel_peer::unanswered_request_does_not_hold_up_the_main_socket(&fe, &shared);
+    common::assert_serves(&mut other);
+    drop(fe);
+    drop(other);
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}
+
+#[test]
+fn every_request_gets_its_result() {
+    let (served, fe, shared) = serve("channel-results");
+    channel_peer::every_request_gets_its_result(&fe, &shared);
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
+#[test]
+fn a_closed_channel_loses_outstanding_requests() {
+    let (served, fe, shared) = serve("channel-closed");
+    channel_peer::a_closed_channel_loses_outstanding_requests(fe, &shared);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}

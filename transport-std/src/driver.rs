@@ -1,0 +1,116 @@
+//! The blocking adapter: one front-end connection on a blocking socket, served by a
+//! [`Session`] on the calling thread.
+//!
+//! [`Connection::run`] waits with `poll` for the main socket, the device's request eventfd and the
+//! back-end channel socket; a readable main socket goes first (a front-end blocked on a reply is
+//! never kept behind a back-end request), one frame at a time, its replies written before the next
+//! wait. A reply the front-end does not read within [`REPLY_TIMEOUT`] ends the connection.
+//! Device-state transfers are enabled: they run, blocking, after the reply of
+//! SET_DEVICE_STATE_FD.
+//!
+//! Ending a connection — the peer hung up, an I/O error, a malformed stream, `Output::Close` —
+//! drops the session, which stops every running queue, resets the device, and drops every mapping
+//! and descriptor of the session.
+//!
+//! This module must not decide protocol questions nor carry out outputs: it only waits.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use rustix::event::{poll, PollFd, PollFlags};
+use vhu_core::backend::Backend;
+
+use crate::device::Device;
+use crate::session::{BackendRequests, Read, Session, SessionError};
+
+/// How long a reply may wait for a front-end that does not read its socket.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One front-end connection served by a [`Device`]. See the module docs.
+pub struct Connection<'d, D: Device + ?Sized> {
+    session: Session<D, &'d mut D>,
+    socket: UnixStream,
+}
+
+impl<D: Device + ?Sized> std::fmt::Debug for Connection<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("session", &self.session).finish_non_exhaustive()
+    }
+}
+
+impl<'d, D: Device + ?Sized> Connection<'d, D> {
+    /// A fresh back-end for `socket`, a connected blocking stream socket.
+    pub fn new(device: &'d mut D, socket: UnixStream) -> Result<Self, SessionError> {
+        // A front-end that sends requests but never reads the replies must not park the daemon
+        // in sendmsg forever: after REPLY_TIMEOUT the reply fails and the connection ends.
+        socket.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(SessionError::Setup)?;
+        let mut session = Session::new(device)?;
+        session.enable_device_state_transfer();
+        Ok(Self { session, socket })
+    }
+
+    /// A handle through which the device asks for back-end requests.
+    pub fn backend_requests(&self) -> BackendRequests {
+        self.session.backend_requests()
+    }
+
+    /// The state machine, for inspection.
+    pub fn backend(&self) -> &Backend {
+        self.session.backend()
+    }
+
+    /// Serves the connection until the peer hangs up (`Ok`) or it must close (`Err`). Either way
+    /// the session's queues, mappings and descriptors are gone when this returns.
+    pub fn run(mut self) -> Result<(), SessionError> {
+        while self.handle_next()? {}
+        Ok(())
+    }
+
+    /// Waits for the next frame, device request or channel answer and handles it; `Ok(false)`
+    /// when the peer hung up at a frame boundary.
+    pub fn handle_next(&mut self) -> Result<bool, SessionError> {
+        let (main, other) = self.wait();
+        if main {
+            if self.session.read(self.socket.as_fd(), 1)? == Read::HungUp {
+                return Ok(false);
+            }
+            if let Some(code) = self.session.unsent_reply() {
+                // The blocking send already waited REPLY_TIMEOUT.
+                return Err(SessionError::SendTimeout { code });
+            }
+        }
+        if other {
+            self.session.service()?;
+        }
+        Ok(true)
+    }
+
+    /// Blocks until the main socket (first) or another source is ready.
+    fn wait(&self) -> (bool, bool) {
+        let channel_events = if self.session.channel_wants_write() {
+            PollFlags::IN | PollFlags::OUT
+        } else {
+            PollFlags::IN
+        };
+        let mut fds = [
+            PollFd::new(&self.socket, PollFlags::IN),
+            PollFd::from_borrowed_fd(self.session.requests_fd(), PollFlags::IN),
+            PollFd::from_borrowed_fd(
+                self.session.channel_fd().unwrap_or(self.session.requests_fd()),
+                channel_events,
+            ),
+        ];
+        loop {
+            match poll(&mut fds, None) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                // The socket read reports whatever is wrong.
+                Err(_) => return (true, false),
+            }
+        }
+        let main = !fds[0].revents().is_empty();
+        let other = !fds[1].revents().is_empty() || !fds[2].revents().is_empty();
+        (main, other)
+    }
+}

@@ -1,0 +1,110 @@
+//! The back-end channel's socket (SET_BACKEND_REQ_FD): requests out, the front-end's answers in,
+//! never blocking.
+//!
+//! The socket is made non-blocking when it arrives. Requests are written as far as the socket
+//! takes them and the rest waits in an [`Outbox`] for the session's next turn; answers are read
+//! frame by frame, a partial frame kept in the decoder until the rest arrives. Any failure —
+//! the peer closed it, an I/O error, a malformed frame — makes the socket unusable: it is closed
+//! and the caller tells `Backend`, which reports every outstanding request as lost.
+//!
+//! This module must not judge the answers (`Backend::handle_backend_reply` does) nor decide what
+//! is sent.
+
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use vhu_core::backend::BackendRequestId;
+use vhu_core::{BackendRequest, FrameDecoder};
+
+use super::outbox::Outbox;
+use crate::scm::{self, RecvOutcome, ScmError};
+
+/// One answer of the front-end: its frame and the descriptors that came with it.
+pub(super) type Answer = (Vec<u8>, Vec<OwnedFd>);
+
+/// The channel socket is gone or unusable.
+#[derive(Debug)]
+pub(super) struct Broken;
+
+/// The session's end of the back-end channel.
+#[derive(Debug)]
+pub(super) struct Channel {
+    socket: Option<UnixStream>,
+    outbox: Outbox<BackendRequestId>,
+    decoder: Box<FrameDecoder>,
+    received: Vec<OwnedFd>,
+}
+
+impl Channel {
+    pub(super) fn new() -> Self {
+        Self {
+            socket: None,
+            outbox: Outbox::new(),
+            decoder: Box::new(FrameDecoder::new()),
+            received: Vec::new(),
+        }
+    }
+
+    /// Uses `fd` as the channel from now on; what waited for the old one is dropped (`Backend`
+    /// has already reported it lost). `Err` when `fd` cannot be made non-blocking.
+    pub(super) fn set_socket(&mut self, fd: OwnedFd) -> Result<(), Broken> {
+        self.drop_socket();
+        let socket = UnixStream::from(fd);
+        socket.set_nonblocking(true).map_err(|_| Broken)?;
+        self.socket = Some(socket);
+        Ok(())
+    }
+
+    /// Closes the socket and forgets what waited on it.
+    pub(super) fn drop_socket(&mut self) {
+        self.socket = None;
+        self.outbox.clear();
+        *self.decoder = FrameDecoder::new();
+        self.received.clear();
+    }
+
+    /// The socket, for readiness.
+    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.socket.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Whether requests wait for the socket to become writable.
+    pub(super) fn wants_write(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Writes (or queues) `request` with `fds`; `sent` hears of each request fully written.
+    pub(super) fn send(
+        &mut self,
+        id: BackendRequestId,
+        request: &BackendRequest,
+        need_reply: bool,
+        fds: Vec<OwnedFd>,
+        sent: impl FnMut(BackendRequestId),
+    ) -> Result<(), Broken> {
+        let mut buf = [0u8; 128];
+        let len = request.encode_into(need_reply, &mut buf).map_err(|_| Broken)?;
+        let socket = self.socket.as_ref().ok_or(Broken)?.as_fd();
+        self.outbox.send(Some(socket), id, &buf[..len], fds, sent).map_err(|_| Broken)
+    }
+
+    /// Writes what waits, as far as the socket takes it.
+    pub(super) fn flush(&mut self, sent: impl FnMut(BackendRequestId)) -> Result<(), Broken> {
+        let Some(socket) = self.socket.as_ref() else { return Ok(()) };
+        self.outbox.flush(socket.as_fd(), sent).map_err(|_| Broken)
+    }
+
+    /// Reads the next answer: `Ok(Some(frame, fds))`, or `Ok(None)` when nothing complete waits.
+    pub(super) fn recv(&mut self) -> Result<Option<Answer>, Broken> {
+        let Some(socket) = self.socket.as_ref() else { return Ok(None) };
+        match scm::recv_frame(socket, &mut self.decoder, &mut self.received) {
+            Ok(RecvOutcome::Frame(_)) => {
+                let frame = self.decoder.frame().unwrap_or(&[]).to_vec();
+                Ok(Some((frame, std::mem::take(&mut self.received))))
+            }
+            Err(ScmError::Io(error)) if error.kind() == ErrorKind::WouldBlock => Ok(None),
+            Ok(RecvOutcome::Closed) | Err(_) => Err(Broken),
+        }
+    }
+}

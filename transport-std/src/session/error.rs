@@ -1,0 +1,67 @@
+//! Why a session ended other than by the peer hanging up between frames: the one error type of
+//! every socket adapter over [`Session`](super::Session).
+//!
+//! This module only names failures; it must not decide which protocol errors close a connection
+//! (`vhu-core`'s `Backend` does, and its decision arrives as [`SessionError::Closed`]).
+
+use vhu_core::backend::SpecError;
+use vhu_core::{FdToken, FrontendCode, ProtocolError, WireError};
+
+use crate::fd_table::TokensExhausted;
+use crate::scm::ScmError;
+
+/// Why a session ended other than by the peer hanging up between frames.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The device's spec cannot be served.
+    #[error("the device spec is invalid: {0}")]
+    Spec(#[from] SpecError),
+    /// The session's own resources (an eventfd, a socket option) could not be set up.
+    #[error("setting up the connection failed: {0}")]
+    Setup(#[source] std::io::Error),
+    /// Receiving a frame failed (I/O error, malformed header, peer gone mid-frame, bad fds).
+    #[error("receiving a frame failed: {0}")]
+    Recv(#[source] ScmError),
+    /// Sending a reply failed.
+    #[error("sending the reply to {code} failed: {source}")]
+    Send {
+        /// The request answered.
+        code: FrontendCode,
+        /// Why.
+        #[source]
+        source: ScmError,
+    },
+    /// The front-end did not read its replies within the adapter's time limit.
+    #[error("the front-end did not read the reply to {code} in time")]
+    SendTimeout {
+        /// The request answered.
+        code: FrontendCode,
+    },
+    /// A reply could not be encoded.
+    #[error("encoding the reply to {code} failed: {source}")]
+    Encode {
+        /// The request answered.
+        code: FrontendCode,
+        /// Why.
+        #[source]
+        source: WireError,
+    },
+    /// A reply names a descriptor the session does not hold.
+    #[error("the reply to {code} names descriptor {token:?}, which the session does not hold")]
+    MissingFd {
+        /// The request answered.
+        code: FrontendCode,
+        /// The token.
+        token: FdToken,
+    },
+    /// The peer sent more descriptors than the table can name.
+    #[error(transparent)]
+    Tokens(#[from] TokensExhausted),
+    /// The back-end closed the connection for this reason.
+    #[error("the back-end closed the connection: {0}")]
+    Closed(ProtocolError),
+    /// The back-end refused the session's completion.
+    #[error("the back-end refused a completion: {0}")]
+    Completion(ProtocolError),
+}

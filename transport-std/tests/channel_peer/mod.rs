@@ -1,0 +1,280 @@
+//! A front-end written frame by frame, as QEMU behaves on the back-end channel (it answers when
+//! it gets to it, and meanwhile blocks on its own requests), and a device that sends back-end
+//! requests on demand and records their results. Shared by the blocking driver's and the mio
+//! server's channel tests, which run the same scenarios.
+#![allow(dead_code, unreachable_pub)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::event::{eventfd, EventfdFlags};
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use vhu_transport_std::vhu_core::backend::BackendSpec;
+use vhu_transport_std::vhu_core::message::{
+    MemoryTable, Uuid, VringAddr, VringAddrFlags, VringBase, VringFd,
+};
+use vhu_transport_std::vhu_core::wire::{self, U64};
+use vhu_transport_std::vhu_core::{
+    BackendCode, FdToken, FrameDecoder, FrontendCode, ProtocolFeatures, Request, VirtioFeatures,
+    VringIndex,
+};
+use vhu_transport_std::{
+    recv_frame, send, BackendRequests, Device, DeviceError, DeviceRequest, Queue, RecvOutcome,
+    RequestResult, RequestTicket,
+};
+
+/// Every wait in these scenarios gives up after this long.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+const RAM: u64 = 0x10_0000;
+const UADDR: u64 = 0x7f00_0000_0000;
+
+/// How a request ended, as the device saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Refused(String),
+    Sent,
+    Acked(u64),
+    Object { status: u64, fd: bool },
+    Lost,
+}
+
+/// What the device shares with the test.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub requests: Option<BackendRequests>,
+    pub results: Vec<(RequestTicket, Seen)>,
+}
+
+/// One queue that does nothing; back-end requests are pushed by the test through `shared`.
+#[derive(Debug)]
+pub struct ChannelDevice {
+    pub shared: Arc<Mutex<Shared>>,
+}
+
+impl Device for ChannelDevice {
+    fn spec(&self) -> BackendSpec {
+        let mut spec = BackendSpec::new(1, 256);
+        spec.protocol_features = protocol();
+        spec.config_size = 8;
+        spec
+    }
+
+    fn connected(&mut self, requests: BackendRequests) {
+        self.shared.lock().unwrap().requests = Some(requests);
+    }
+
+    fn backend_result(&mut self, ticket: RequestTicket, result: RequestResult) {
+        let seen = match result {
+            RequestResult::Refused(error) => Seen::Refused(error.to_string()),
+            RequestResult::Sent => Seen::Sent,
+            RequestResult::Acked(status) => Seen::Acked(status),
+            RequestResult::SharedObject { status, fd } => Seen::Object { status, fd: fd.is_some() },
+            RequestResult::Lost => Seen::Lost,
+            other => panic!("unknown result {other:?}"),
+        };
+        self.shared.lock().unwrap().results.push((ticket, seen));
+    }
+
+    fn start_queue(&mut self, _queue: Queue) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    fn stop_queue(&mut self, _index: VringIndex, _drain: bool) -> VringBase {
+        VringBase::split(0)
+    }
+
+    fn set_queue_enabled(&mut self, _index: VringIndex, _enabled: bool) {}
+
+    fn replace_kick(&mut self, _index: VringIndex, _kick: Option<OwnedFd>) {}
+
+    fn reset(&mut self) {}
+}
+
+fn protocol() -> ProtocolFeatures {
+    ProtocolFeatures::REPLY_ACK
+        | ProtocolFeatures::BACKEND_REQ
+        | ProtocolFeatures::BACKEND_SEND_FD
+        | ProtocolFeatures::CONFIG
+        | ProtocolFeatures::SHARED_OBJECT
+}
+
+/// The front-end: the main socket and its end of the back-end channel.
+pub struct Frontend {
+    pub main: UnixStream,
+    pub channel: UnixStream,
+    _memory: OwnedFd,
+    _kick: OwnedFd,
+}
+
+/// One frame read from a socket: code, flags, payload and descriptors.
+pub type Frame = (u32, u32, Vec<u8>, Vec<OwnedFd>);
+
+fn read_frame(socket: &UnixStream, what: &str) -> Frame {
+    let mut decoder = FrameDecoder::new();
+    let mut fds = Vec::new();
+    let outcome = recv_frame(socket, &mut decoder, &mut fds);
+    match outcome.unwrap_or_else(|e| panic!("{what} within the timeout: {e}")) {
+        RecvOutcome::Frame(_) => {}
+        RecvOutcome::Closed => panic!("the peer closed the socket"),
+    }
+    let frame = decoder.frame().expect("a complete frame");
+    let word = |i: usize| u32::from_ne_bytes(frame[i * 4..i * 4 + 4].try_into().unwrap());
+    (word(0), word(1), frame[12..].to_vec(), fds)
+}
+
+fn u64_of(payload: &[u8]) -> u64 {
+    u64::from_ne_bytes(payload[..8].try_into().expect("a u64 payload"))
+}
+
+impl Frontend {
+    /// Sends `request` with NEED_REPLY and its descriptors; returns the reply's `u64`.
+    pub fn call(&self, request: Request<'_>, fds: &[BorrowedFd<'_>]) -> u64 {
+        let mut buf = vec![0u8; 4096];
+        let len = request.encode_into(true, &mut buf).expect("request encodes");
+        send(&self.main, &buf[..len], fds).expect("send a request");
+        let what = format!("the reply to {:?}", request.code());
+        let (code, _, payload, _) = read_frame(&self.main, &what);
+        assert_eq!(code, request.code().as_u32(), "the reply answers the request");
+        u64_of(&payload)
+    }
+
+    /// Negotiates, hands over the channel and memory, and starts ring 0, so the device may send
+    /// back-end requests (a suspended device may not).
+    pub fn bring_up(main: UnixStream) -> Self {
+        main.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let (channel, theirs) = UnixStream::pair().expect("socketpair");
+        channel.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let memory = memfd_create("ram", MemfdFlags::CLOEXEC).expect("memfd");
+        ftruncate(&memory, RAM).expect("size");
+        let kick = eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd");
+        let fe = Self { main, channel, _memory: memory, _kick: kick };
+        let features = fe.call(Request::GetFeatures, &[]);
+        assert_ne!(features & VirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        fe.call(Request::GetProtocolFeatures, &[]);
+        assert_eq!(fe.call(Request::SetProtocolFeatures(protocol()), &[]), 0);
+        assert_eq!(fe.call(Request::SetOwner, &[]), 0);
+        let acked = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+        assert_eq!(fe.call(Request::SetFeatures(acked), &[]), 0);
+        assert_eq!(fe.call(Request::SetBackendReqFd(FdToken(0)), &[theirs.as_fd()]), 0);
+        let regions = [wire::MemoryRegion {
+            guest_address: U64::new(0),
+            size: U64::new(RAM),
+            user_address: U64::new(UADDR),
+            mmap_offset: U64::new(0),
+        }];
+        let table =
+            Request::SetMemTable { table: MemoryTable::Standard(&regions), fds: &[FdToken(0)] };
+        assert_eq!(fe.call(table, &[fe._memory.as_fd()]), 0);
+        let index = VringIndex(0);
+        assert_eq!(fe.call(Request::SetVringNum { index, num: 256 }, &[]), 0);
+        let addr = VringAddr {
+            index,
+            flags: VringAddrFlags::empty(),
+            descriptor: UADDR,
+            available: UADDR + 0x1000,
+            used: UADDR + 0x2000,
+            log: 0,
+        };
+        assert_eq!(fe.call(Request::SetVringAddr(addr), &[]), 0);
+        assert_eq!(fe.call(Request::SetVringBase { index, base: VringBase::split(0) }, &[]), 0);
+        let kick = Request::SetVringKick(VringFd { index, fd: Some(FdToken(0)) });
+        assert_eq!(fe.call(kick, &[fe._kick.as_fd()]), 0);
+        fe
+    }
+
+    /// Reads the next back-end request on the channel.
+    pub fn next_backend_request(&self) -> Frame {
+        read_frame(&self.channel, "a back-end request")
+    }
+
+    /// Answers a back-end request with `status`, and `fd` where the answer carries one.
+    pub fn answer(&self, code: BackendCode, status: u64, fd: Option<BorrowedFd<'_>>) {
+        let mut bytes: Vec<u8> =
+            [code.as_u32(), 0x1 | 0x4, 8].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        bytes.extend_from_slice(&status.to_ne_bytes());
+        send(&self.channel, &bytes, fd.as_slice()).expect("answer on the channel");
+    }
+}
+
+/// The device's results so far, waiting until there are `n`.
+pub fn results(shared: &Arc<Mutex<Shared>>, n: usize) -> Vec<(RequestTicket, Seen)> {
+    for _ in 0..(TIMEOUT.as_millis() / 5) {
+        if shared.lock().unwrap().results.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shared.lock().unwrap().results.clone()
+}
+
+fn push(shared: &Arc<Mutex<Shared>>, request: DeviceRequest) -> RequestTicket {
+    let requests = shared.lock().unwrap().requests.clone().expect("the device is connected");
+    requests.push(request).expect("queued")
+}
+
+/// QEMU answers the channel only when it gets to it: while a back-end request waits for its
+/// answer, the front-end's own requests on the main socket are still served.
+pub fn unanswered_request_does_not_hold_up_the_main_socket(
+    fe: &Frontend,
+    shared: &Arc<Mutex<Shared>>,
+) {
+    let ticket = push(shared, DeviceRequest::ConfigChange);
+    let (code, flags, _, _) = fe.next_backend_request();
+    assert_eq!(code, BackendCode::ConfigChangeMsg.as_u32());
+    assert_ne!(flags & 0x8, 0, "NEED_REPLY is set with REPLY_ACK");
+    // Not answered yet: the main socket goes on.
+    for _ in 0..3 {
+        assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
+        assert_eq!(fe.call(Request::SetVringEnable { index: VringIndex(0), enable: true }, &[]), 0);
+    }
+    assert!(shared.lock().unwrap().results.is_empty(), "no result before the answer");
+    fe.answer(BackendCode::ConfigChangeMsg, 0, None);
+    assert_eq!(results(shared, 1), [(ticket, Seen::Acked(0))]);
+}
+
+/// Each request ends in its own typed result: refusals, failures and a descriptor that comes
+/// back with a shared-object lookup.
+pub fn every_request_gets_its_result(fe: &Frontend, shared: &Arc<Mutex<Shared>>) {
+    let refused = push(shared, DeviceRequest::VringCall(VringIndex(0)));
+    let add = push(shared, DeviceRequest::SharedObjectAdd(Uuid([1; 16])));
+    let lookup = push(shared, DeviceRequest::SharedObjectLookup(Uuid([1; 16])));
+    let (code, ..) = fe.next_backend_request();
+    assert_eq!(code, BackendCode::SharedObjectAdd.as_u32());
+    let (code, ..) = fe.next_backend_request();
+    assert_eq!(code, BackendCode::SharedObjectLookup.as_u32());
+    fe.answer(BackendCode::SharedObjectAdd, 17, None);
+    let object = memfd_create("object", MemfdFlags::CLOEXEC).expect("memfd");
+    fe.answer(BackendCode::SharedObjectLookup, 0, Some(object.as_fd()));
+    let got = results(shared, 3);
+    assert_eq!(got.len(), 3, "{got:?}");
+    let find = |ticket| got.iter().find(|(t, _)| *t == ticket).map(|(_, s)| s.clone());
+    assert!(
+        matches!(find(refused), Some(Seen::Refused(why)) if why.contains("INBAND_NOTIFICATIONS")),
+        "{got:?}"
+    );
+    assert_eq!(find(add), Some(Seen::Acked(17)));
+    assert_eq!(find(lookup), Some(Seen::Object { status: 0, fd: true }));
+}
+
+/// A channel the front-end closes loses what was outstanding, refuses what comes later, and
+/// leaves the main socket served.
+pub fn a_closed_channel_loses_outstanding_requests(fe: Frontend, shared: &Arc<Mutex<Shared>>) {
+    let outstanding = push(shared, DeviceRequest::ConfigChange);
+    let (code, ..) = fe.next_backend_request();
+    assert_eq!(code, BackendCode::ConfigChangeMsg.as_u32());
+    let Frontend { main, channel, _memory, _kick } = fe;
+    drop(channel);
+    assert_eq!(results(shared, 1), [(outstanding, Seen::Lost)]);
+    let later = push(shared, DeviceRequest::ConfigChange);
+    let got = results(shared, 2);
+    assert!(
+        matches!(&got[1], (t, Seen::Refused(why)) if *t == later && why.contains("back-end channel")),
+        "{got:?}"
+    );
+    let fe = Frontend { main, channel: UnixStream::pair().unwrap().0, _memory, _kick };
+    assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
+    let _ = FrontendCode::GetFeatures;
+}
