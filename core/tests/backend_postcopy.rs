@@ -17,6 +17,8 @@ static TABLE: [wire::MemoryRegion; 2] = [
 
 fn listening() -> Transcript {
     let mut spec = BackendSpec::new(1, 256);
+    // Postcopy is never offered together with memory slots.
+    spec.protocol_features.remove(ProtocolFeatures::CONFIGURE_MEM_SLOTS);
     spec.protocol_features |= ProtocolFeatures::PAGEFAULT;
     let mut t = Transcript::backend(spec);
     t.send(Request::SetProtocolFeatures(ProtocolFeatures::PAGEFAULT | ProtocolFeatures::REPLY_ACK));
@@ -114,6 +116,8 @@ fn failed_registration_closes_the_session() {
 #[test]
 fn advise_failure_is_a_status() {
     let mut spec = BackendSpec::new(1, 256);
+    // Postcopy is never offered together with memory slots.
+    spec.protocol_features.remove(ProtocolFeatures::CONFIGURE_MEM_SLOTS);
     spec.protocol_features |= ProtocolFeatures::PAGEFAULT;
     let mut t = Transcript::backend(spec);
     t.send(Request::SetProtocolFeatures(ProtocolFeatures::PAGEFAULT));

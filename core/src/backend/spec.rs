@@ -52,6 +52,9 @@ pub enum SpecError {
         /// What it needs.
         missing: ProtocolFeatures,
     },
+    /// Two offered protocol features that must not be negotiated together.
+    #[error("offering {0:?} together with {1:?} is contradictory")]
+    Conflict(ProtocolFeatures, ProtocolFeatures),
 }
 
 /// Protocol features this crate implements and may offer.
@@ -139,6 +142,10 @@ impl BackendSpec {
         }
         if let Some((feature, missing)) = broken_dependency(self.protocol_features) {
             return Err(SpecError::Dependency { feature, missing });
+        }
+        // A front-end could ack either, and one that acks both breaks the spec (CONFLICTS).
+        if let Some((a, b)) = conflict(self.protocol_features) {
+            return Err(SpecError::Conflict(a, b));
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use arbitrary::{Arbitrary, Unstructured};
 use vhu_core::backend::{
-    broken_dependency, Action, Backend, BackendOutcome, BackendSpec, Completion, Output,
+    broken_dependency, conflict, Action, Backend, BackendOutcome, BackendSpec, Completion, Output,
     SUPPORTED_PROTOCOL_FEATURES as OFFERABLE,
 };
 use vhu_core::frontend::{Frontend, FrontendConfig};
@@ -81,6 +81,9 @@ impl Device {
             (rich ^ ProtocolFeatures::from_bits_retain(u64::from(self.toggle))) & OFFERABLE;
         // Each round removes one bit, so this ends.
         while let Some((feature, _)) = broken_dependency(offered) {
+            offered.remove(feature);
+        }
+        while let Some((feature, _)) = conflict(offered) {
             offered.remove(feature);
         }
         spec.protocol_features = offered;
