@@ -21,7 +21,7 @@ fn serve(name: &str) -> (common::Served, Frontend, Arc<Mutex<Shared>>) {
         } else {
             Arc::new(Mutex::new(Shared::default()))
         };
-        ChannelDevice { shared }
+        ChannelDevice::new(shared)
     });
     let fe = Frontend::bring_up(served.connect());
     (served, fe, shared)
@@ -51,5 +51,23 @@ fn every_request_gets_its_result() {
 fn a_closed_channel_loses_outstanding_requests() {
     let (served, fe, shared) = serve("channel-closed");
     channel_peer::a_closed_channel_loses_outstanding_requests(fe, &shared);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
+#[test]
+fn only_what_the_transport_carries_out_is_offered() {
+    use vhu_transport_mio::vhu_core::ProtocolFeatures;
+    use vhu_transport_mio::vhu_transport_std::session::offer::UNPERFORMED_PROTOCOL_FEATURES;
+    let served = common::serve_with("offer", 2, || {
+        let mut device = ChannelDevice::new(Arc::default());
+        device.offer = Some(channel_peer::everything());
+        device
+    });
+    let main = served.connect();
+    let (_, protocol) = channel_peer::offered(&main);
+    let (_, all) = channel_peer::everything();
+    // The event loop does not run blocking device-state transfers.
+    assert_eq!(protocol, all - UNPERFORMED_PROTOCOL_FEATURES - ProtocolFeatures::DEVICE_STATE);
+    drop(main);
     assert_eq!(served.wait_ended(1), ["HungUp"]);
 }

@@ -140,7 +140,8 @@ pub struct Queue {
 /// A vhost-user device served by this crate's driver. See the module docs for the call order.
 pub trait Device {
     /// What the back-end offers: queues, features, protocol features, config size. Read once per
-    /// connection.
+    /// connection; features the transport does not carry out are left out of the offer
+    /// ([`crate::session::offer`]).
     fn spec(&self) -> BackendSpec;
 
     /// Runs a queue. A failure leaves the queue stopped for the device (the driver signals the

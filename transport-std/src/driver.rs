@@ -45,8 +45,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
         // A front-end that sends requests but never reads the replies must not park the daemon
         // in sendmsg forever: after REPLY_TIMEOUT the reply fails and the connection ends.
         socket.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(SessionError::Setup)?;
-        let mut session = Session::new(device)?;
-        session.enable_device_state_transfer();
+        let session = Session::with_device_state(device)?;
         Ok(Self { session, socket })
     }
 

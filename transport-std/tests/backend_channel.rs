@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use channel_peer::{ChannelDevice, Frontend, Shared};
+use vhu_transport_std::session::offer::{UNPERFORMED_FEATURES, UNPERFORMED_PROTOCOL_FEATURES};
+use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
 use vhu_transport_std::{Connection, SessionError};
 
 /// A connection served by the blocking driver on a thread.
@@ -16,7 +18,7 @@ fn serve() -> (Frontend, Arc<Mutex<Shared>>, JoinHandle<Result<(), SessionError>
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     let device_shared = Arc::clone(&shared);
     let thread = std::thread::spawn(move || {
-        let mut device = ChannelDevice { shared: device_shared };
+        let mut device = ChannelDevice::new(device_shared);
         let result = Connection::new(&mut device, theirs).and_then(Connection::run);
         result
     });
@@ -43,5 +45,28 @@ fn every_request_gets_its_result() {
 fn a_closed_channel_loses_outstanding_requests() {
     let (fe, shared, thread) = serve();
     channel_peer::a_closed_channel_loses_outstanding_requests(fe, &shared);
+    thread.join().expect("no panic").expect("clean end");
+}
+
+#[test]
+fn only_what_the_transport_carries_out_is_offered() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let thread = std::thread::spawn(move || {
+        let mut device = ChannelDevice::new(Arc::default());
+        device.offer = Some(channel_peer::everything());
+        let result = Connection::new(&mut device, theirs).and_then(Connection::run);
+        result
+    });
+    let (features, protocol) = channel_peer::offered(&ours);
+    let (all_features, all_protocol) = channel_peer::everything();
+    assert_eq!(features, (all_features - UNPERFORMED_FEATURES) | VirtioFeatures::PROTOCOL_FEATURES);
+    assert_eq!(protocol, all_protocol - UNPERFORMED_PROTOCOL_FEATURES);
+    assert!(
+        protocol.contains(ProtocolFeatures::DEVICE_STATE),
+        "the blocking driver runs transfers"
+    );
+    assert!(!protocol.contains(ProtocolFeatures::LOG_SHMFD));
+    assert!(!protocol.contains(ProtocolFeatures::INFLIGHT_SHMFD));
+    drop(ours);
     thread.join().expect("no panic").expect("clean end");
 }

@@ -30,6 +30,7 @@ mod actions;
 mod channel;
 mod error;
 mod executor;
+pub mod offer;
 mod outbox;
 mod requests;
 mod transfer;
@@ -111,15 +112,31 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> std::fmt::Debug for Session<D, H> {
 }
 
 impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
-    /// A fresh session for `device`; the device gets its [`BackendRequests`] handle through
-    /// [`Device::connected`]. Device-state transfer is refused until
-    /// [`Session::enable_device_state_transfer`].
-    pub fn new(mut device: H) -> Result<Self, SessionError> {
-        let backend = Backend::new(device.borrow_mut().spec())?;
+    /// A fresh session for `device`, with device-state transfer refused (DEVICE_STATE is not
+    /// offered). The device gets its [`BackendRequests`] handle through [`Device::connected`].
+    /// What the transport does not carry out is not offered (see [`offer`]).
+    pub fn new(device: H) -> Result<Self, SessionError> {
+        Self::build(device, false)
+    }
+
+    /// [`Session::new`], with device-state transfer: SET_DEVICE_STATE_FD is accepted and the
+    /// transfer runs, blocking with [`TRANSFER_TIMEOUT`] per read or write, once its reply is
+    /// written. For adapters that may block.
+    pub fn with_device_state(device: H) -> Result<Self, SessionError> {
+        Self::build(device, true)
+    }
+
+    fn build(mut device: H, transfers: bool) -> Result<Self, SessionError> {
+        let spec = offer::offered(device.borrow_mut().spec(), transfers);
+        let backend = Backend::new(spec)?;
         let queues = backend.spec().queues;
         let requests = BackendRequests::new().map_err(SessionError::Setup)?;
+        let mut exec = Executor::new(device, queues);
+        if transfers {
+            exec.enable_device_state_transfer();
+        }
         let mut session = Self {
-            exec: Executor::new(device, queues),
+            exec,
             backend,
             decoder: Box::new(FrameDecoder::new()),
             received: Vec::new(),
@@ -133,12 +150,6 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
         let handle = session.requests.clone();
         session.exec.device().connected(handle);
         Ok(session)
-    }
-
-    /// Accepts SET_DEVICE_STATE_FD: the transfer runs, blocking with [`TRANSFER_TIMEOUT`] per read
-    /// or write, once its reply is written.
-    pub fn enable_device_state_transfer(&mut self) {
-        self.exec.enable_device_state_transfer();
     }
 
     /// The state machine, for inspection.

@@ -49,15 +49,27 @@ pub struct Shared {
 }
 
 /// One queue that does nothing; back-end requests are pushed by the test through `shared`.
+/// `offer` replaces the spec's features when set.
 #[derive(Debug)]
 pub struct ChannelDevice {
     pub shared: Arc<Mutex<Shared>>,
+    pub offer: Option<(VirtioFeatures, ProtocolFeatures)>,
+}
+
+impl ChannelDevice {
+    pub fn new(shared: Arc<Mutex<Shared>>) -> Self {
+        Self { shared, offer: None }
+    }
 }
 
 impl Device for ChannelDevice {
     fn spec(&self) -> BackendSpec {
         let mut spec = BackendSpec::new(1, 256);
         spec.protocol_features = protocol();
+        if let Some((features, protocol)) = self.offer {
+            spec.features = features;
+            spec.protocol_features = protocol;
+        }
         spec.config_size = 8;
         spec
     }
@@ -129,16 +141,21 @@ fn u64_of(payload: &[u8]) -> u64 {
     u64::from_ne_bytes(payload[..8].try_into().expect("a u64 payload"))
 }
 
+/// Sends `request` with NEED_REPLY and its descriptors on `main`; returns the reply's `u64`.
+pub fn call(main: &UnixStream, request: Request<'_>, fds: &[BorrowedFd<'_>]) -> u64 {
+    let mut buf = vec![0u8; 4096];
+    let len = request.encode_into(true, &mut buf).expect("request encodes");
+    send(main, &buf[..len], fds).expect("send a request");
+    let what = format!("the reply to {:?}", request.code());
+    let (code, _, payload, _) = read_frame(main, &what);
+    assert_eq!(code, request.code().as_u32(), "the reply answers the request");
+    u64_of(&payload)
+}
+
 impl Frontend {
     /// Sends `request` with NEED_REPLY and its descriptors; returns the reply's `u64`.
     pub fn call(&self, request: Request<'_>, fds: &[BorrowedFd<'_>]) -> u64 {
-        let mut buf = vec![0u8; 4096];
-        let len = request.encode_into(true, &mut buf).expect("request encodes");
-        send(&self.main, &buf[..len], fds).expect("send a request");
-        let what = format!("the reply to {:?}", request.code());
-        let (code, _, payload, _) = read_frame(&self.main, &what);
-        assert_eq!(code, request.code().as_u32(), "the reply answers the request");
-        u64_of(&payload)
+        call(&self.main, request, fds)
     }
 
     /// Negotiates, hands over the channel and memory, and starts ring 0, so the device may send
@@ -261,6 +278,26 @@ pub fn every_request_gets_its_result(fe: &Frontend, shared: &Arc<Mutex<Shared>>)
 
 /// A channel the front-end closes loses what was outstanding, refuses what comes later, and
 /// leaves the main socket served.
+/// Everything a device can offer: every feature core supports (less the contradictory
+/// PAGEFAULT), and the virtio features that need the transport.
+pub fn everything() -> (VirtioFeatures, ProtocolFeatures) {
+    use vhu_transport_std::vhu_core::backend::SUPPORTED_PROTOCOL_FEATURES;
+    let features = VirtioFeatures::VERSION_1
+        | VirtioFeatures::LOG_ALL
+        | VirtioFeatures::ACCESS_PLATFORM
+        | VirtioFeatures::RING_EVENT_IDX;
+    (features, SUPPORTED_PROTOCOL_FEATURES - ProtocolFeatures::PAGEFAULT)
+}
+
+/// What a front-end is offered on `main`: (virtio features, protocol features).
+pub fn offered(main: &UnixStream) -> (VirtioFeatures, ProtocolFeatures) {
+    main.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let features = VirtioFeatures::from_bits_retain(call(main, Request::GetFeatures, &[]));
+    let protocol =
+        ProtocolFeatures::from_bits_retain(call(main, Request::GetProtocolFeatures, &[]));
+    (features, protocol)
+}
+
 pub fn a_closed_channel_loses_outstanding_requests(fe: Frontend, shared: &Arc<Mutex<Shared>>) {
     let outstanding = push(shared, DeviceRequest::ConfigChange);
     let (code, ..) = fe.next_backend_request();

@@ -1,0 +1,38 @@
+//! What a session offers: the device's spec, less what this transport does not carry out.
+//!
+//! A feature is offered only when a front-end that acks it gets what the spec promises. The
+//! executor does not log dirty pages (LOG_SHMFD, VHOST_F_LOG_ALL), does not resubmit inflight
+//! requests (INFLIGHT_SHMFD and the GET_VRING_BASE variants built on it), has no userfaultfd
+//! (PAGEFAULT), no IOTLB (VIRTIO_F_ACCESS_PLATFORM), and no device callback for NET_SET_MTU or
+//! SEND_RARP; DEVICE_STATE needs an adapter that runs transfers. Those are removed from the
+//! device's spec before `Backend` sees it, so GET_FEATURES and GET_PROTOCOL_FEATURES never
+//! promise them.
+//!
+//! This module must not decide what a device offers: only what the transport cannot honour.
+
+use vhu_core::backend::BackendSpec;
+use vhu_core::{ProtocolFeatures, VirtioFeatures};
+
+/// Protocol features no session carries out, whatever the device offers.
+pub const UNPERFORMED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::LOG_SHMFD
+    .union(ProtocolFeatures::PAGEFAULT)
+    .union(ProtocolFeatures::INFLIGHT_SHMFD)
+    .union(ProtocolFeatures::GET_VRING_BASE_INFLIGHT)
+    .union(ProtocolFeatures::GET_VRING_BASE_SKIP_DRAIN)
+    .union(ProtocolFeatures::NET_MTU)
+    .union(ProtocolFeatures::RARP);
+
+/// Virtio features that need the transport, which it does not carry out.
+pub const UNPERFORMED_FEATURES: VirtioFeatures =
+    VirtioFeatures::LOG_ALL.union(VirtioFeatures::ACCESS_PLATFORM);
+
+/// `spec` as a session offers it; `transfers` says whether the adapter runs device-state
+/// transfers.
+pub(super) fn offered(mut spec: BackendSpec, transfers: bool) -> BackendSpec {
+    spec.protocol_features.remove(UNPERFORMED_PROTOCOL_FEATURES);
+    if !transfers {
+        spec.protocol_features.remove(ProtocolFeatures::DEVICE_STATE);
+    }
+    spec.features.remove(UNPERFORMED_FEATURES);
+    spec
+}
