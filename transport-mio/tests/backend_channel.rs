@@ -71,3 +71,11 @@ fn only_what_the_transport_carries_out_is_offered() {
     drop(main);
     assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
+
+#[test]
+fn a_replaced_call_fd_is_signalled_once_on_an_enabled_ring() {
+    let (served, fe, _shared) = serve("call-replaced");
+    channel_peer::a_replaced_call_fd_is_signalled_once_on_an_enabled_ring(&fe);
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}

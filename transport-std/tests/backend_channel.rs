@@ -70,3 +70,11 @@ fn only_what_the_transport_carries_out_is_offered() {
     drop(ours);
     thread.join().expect("no panic").expect("clean end");
 }
+
+#[test]
+fn a_replaced_call_fd_is_signalled_once_on_an_enabled_ring() {
+    let (fe, _shared, thread) = serve();
+    channel_peer::a_replaced_call_fd_is_signalled_once_on_an_enabled_ring(&fe);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+}

@@ -64,6 +64,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             }
             Action::SetVringEnabled { index, enabled } => {
                 if self.is_running(index) {
+                    self.rings[usize::from(index.0)].enabled = enabled;
                     self.device.borrow_mut().set_queue_enabled(index, enabled);
                 }
             }
@@ -73,8 +74,15 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             }
             Action::SetVringCall { index, fd } => {
                 let fd = self.take_optional(fd);
+                let running = self.is_running(index);
                 if let Some(ring) = self.rings.get(usize::from(index.0)) {
                     drop(ring.call.set(fd));
+                    // A used buffer the device signalled on the old descriptor just before the
+                    // swap would never reach the guest: one notification on the new one covers
+                    // it (a spurious one costs the driver a look at the used ring).
+                    if running && ring.enabled {
+                        let _ = ring.call.notify();
+                    }
                 }
             }
             Action::SetVringErr { index, fd } => {
@@ -188,6 +196,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             enabled,
             memory: self.memory.memory(),
         };
+        ring.enabled = enabled;
         match self.device.borrow_mut().start_queue(queue) {
             Ok(()) => ring.run = Run::Running,
             Err(_) => {
@@ -205,6 +214,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             Run::Stopped => VringBase(0),
         };
         ring.run = Run::Stopped;
+        ring.enabled = false;
         base
     }
 

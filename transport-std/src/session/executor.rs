@@ -93,6 +93,8 @@ pub(super) struct Ring {
     pub(super) call: Notifier,
     pub(super) err: Notifier,
     pub(super) run: Run,
+    /// Whether the running ring is enabled.
+    pub(super) enabled: bool,
 }
 
 /// How SET_DEVICE_STATE_FD is handled.
@@ -138,7 +140,12 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     /// device-state transfer refused.
     pub fn new(device: H, queues: usize) -> Self {
         let rings = (0..queues)
-            .map(|_| Ring { call: Notifier::new(), err: Notifier::new(), run: Run::Stopped })
+            .map(|_| Ring {
+                call: Notifier::new(),
+                err: Notifier::new(),
+                run: Run::Stopped,
+                enabled: false,
+            })
             .collect();
         Self {
             device,
@@ -241,6 +248,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 let _ = device.stop_queue(VringIndex(i as u8), false);
             }
             ring.run = Run::Stopped;
+            ring.enabled = false;
         }
     }
 }

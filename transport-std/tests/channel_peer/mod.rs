@@ -315,3 +315,29 @@ pub fn a_closed_channel_loses_outstanding_requests(fe: Frontend, shared: &Arc<Mu
     assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
     let _ = FrontendCode::GetFeatures;
 }
+
+/// An eventfd's counter, read without blocking (0 when not signalled).
+fn counter(fd: &OwnedFd) -> u64 {
+    let mut buf = [0u8; 8];
+    match rustix::io::read(fd, &mut buf) {
+        Ok(8) => u64::from_ne_bytes(buf),
+        _ => 0,
+    }
+}
+
+/// A call descriptor replaced on a running ring: signalled once when the ring is enabled (a
+/// notification the device sent on the old one just before may be lost otherwise), not while
+/// it is disabled.
+pub fn a_replaced_call_fd_is_signalled_once_on_an_enabled_ring(fe: &Frontend) {
+    let index = VringIndex(0);
+    let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
+    let disabled = eventfd(0, flags).expect("eventfd");
+    let set_call = Request::SetVringCall(VringFd { index, fd: Some(FdToken(0)) });
+    assert_eq!(fe.call(set_call, &[disabled.as_fd()]), 0);
+    assert_eq!(counter(&disabled), 0, "the ring is disabled");
+    assert_eq!(fe.call(Request::SetVringEnable { index, enable: true }, &[]), 0);
+    let enabled = eventfd(0, flags).expect("eventfd");
+    assert_eq!(fe.call(set_call, &[enabled.as_fd()]), 0);
+    assert_eq!(counter(&enabled), 1, "one notification on the new descriptor");
+    assert_eq!(counter(&disabled), 0, "none on the old one");
+}
