@@ -60,9 +60,14 @@ fn configure(t: &mut Transcript, index: VringIndex) {
     t.send(Request::SetVringAddr(addr(index)));
 }
 
+/// SET_VRING_KICK, and the device's start reported when it started a ring.
 fn kick(t: &mut Transcript, index: VringIndex) -> Vec<Out> {
     let fd = t.fd();
-    t.send(Request::SetVringKick(VringFd { index, fd: Some(fd) }))
+    let mut outs = t.send(Request::SetVringKick(VringFd { index, fd: Some(fd) }));
+    if started_enabled(&outs).is_some() {
+        outs.extend(t.complete(Completion::Done(Ok(()))));
+    }
+    outs
 }
 
 fn started_enabled(outs: &[Out]) -> Option<bool> {

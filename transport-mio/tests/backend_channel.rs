@@ -79,3 +79,11 @@ fn a_replaced_call_fd_is_signalled_once_on_an_enabled_ring() {
     drop(fe);
     assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
+
+#[test]
+fn device_refusals_are_the_status_of_the_request() {
+    let (served, fe, _shared) = serve("refusals");
+    channel_peer::a_running_ring_the_device_cannot_move_is_refused(&fe);
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}

@@ -164,9 +164,11 @@ pub trait Device {
     /// Forgets negotiated features and device state. No queue is running when this is called.
     fn reset(&mut self);
 
-    /// New ring addresses for a running queue (the front-end toggled dirty logging).
-    fn update_queue(&mut self, index: VringIndex, config: VringConfig) {
+    /// New ring addresses for a running queue (QEMU toggles dirty logging this way). A device
+    /// that cannot move a running queue refuses, and the front-end gets the failure status.
+    fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
         let _ = (index, config);
+        Err(DeviceError::Unsupported)
     }
 
     /// An in-band kick (VRING_KICK) for a running queue.

@@ -12,16 +12,22 @@ use vhu_transport_std::session::offer::{UNPERFORMED_FEATURES, UNPERFORMED_PROTOC
 use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
 use vhu_transport_std::{Connection, SessionError};
 
-/// A connection served by the blocking driver on a thread.
-fn serve() -> (Frontend, Arc<Mutex<Shared>>, JoinHandle<Result<(), SessionError>>) {
-    let shared = Arc::new(Mutex::new(Shared::default()));
+type Served = JoinHandle<Result<(), SessionError>>;
+
+/// `device` serving a connection through the blocking driver on a thread; the front-end's end.
+fn spawn(mut device: ChannelDevice) -> (UnixStream, Served) {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let device_shared = Arc::clone(&shared);
     let thread = std::thread::spawn(move || {
-        let mut device = ChannelDevice::new(device_shared);
         let result = Connection::new(&mut device, theirs).and_then(Connection::run);
         result
     });
+    (ours, thread)
+}
+
+/// A connection brought up to a started ring, its device reporting to the returned `Shared`.
+fn serve() -> (Frontend, Arc<Mutex<Shared>>, Served) {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (ours, thread) = spawn(ChannelDevice::new(Arc::clone(&shared)));
     (Frontend::bring_up(ours), shared, thread)
 }
 
@@ -50,13 +56,9 @@ fn a_closed_channel_loses_outstanding_requests() {
 
 #[test]
 fn only_what_the_transport_carries_out_is_offered() {
-    let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let thread = std::thread::spawn(move || {
-        let mut device = ChannelDevice::new(Arc::default());
-        device.offer = Some(channel_peer::everything());
-        let result = Connection::new(&mut device, theirs).and_then(Connection::run);
-        result
-    });
+    let mut device = ChannelDevice::new(Arc::default());
+    device.offer = Some(channel_peer::everything());
+    let (ours, thread) = spawn(device);
     let (features, protocol) = channel_peer::offered(&ours);
     let (all_features, all_protocol) = channel_peer::everything();
     assert_eq!(features, (all_features - UNPERFORMED_FEATURES) | VirtioFeatures::PROTOCOL_FEATURES);
@@ -75,6 +77,24 @@ fn only_what_the_transport_carries_out_is_offered() {
 fn a_replaced_call_fd_is_signalled_once_on_an_enabled_ring() {
     let (fe, _shared, thread) = serve();
     channel_peer::a_replaced_call_fd_is_signalled_once_on_an_enabled_ring(&fe);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+}
+
+#[test]
+fn device_refusals_are_the_status_of_the_request() {
+    let (fe, _shared, thread) = serve();
+    channel_peer::a_running_ring_the_device_cannot_move_is_refused(&fe);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+
+    // A queue the device refuses to start: SET_VRING_KICK is not acked 0.
+    let mut device = ChannelDevice::new(Arc::default());
+    device.refuse_start = true;
+    let (ours, thread) = spawn(device);
+    let (fe, started) = Frontend::bring_up_status(ours);
+    assert_eq!(started, 22, "EINVAL from the device's refusal");
+    assert_ne!(fe.call(vhu_transport_std::vhu_core::Request::GetFeatures, &[]), 0);
     drop(fe);
     thread.join().expect("no panic").expect("clean end");
 }

@@ -69,7 +69,8 @@ enum Pending {
     StopVring { index: VringIndex, skip_drain: bool },
     /// GET_CONFIG of `size` bytes at `offset`.
     ConfigRead { offset: u32, size: u32, flags: ConfigFlags },
-    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE: an ack or status follows.
+    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, and SET_VRING_KICK or
+    /// SET_VRING_ADDR that start or move a ring: an ack or status follows.
     Status(FrontendCode),
     /// GET_INFLIGHT_FD.
     Inflight(crate::message::InflightDesc),
@@ -365,12 +366,12 @@ impl Backend {
             R::SetLogBase(log) => self.set_log_base(log, need_reply),
             R::SetLogFd(fd) => self.set_log_fd(fd),
             R::SetVringNum { index, num } => self.set_vring_num(index, num),
-            R::SetVringAddr(addr) => self.set_vring_addr(addr),
+            R::SetVringAddr(addr) => self.set_vring_addr(addr, need_reply),
             R::SetVringBase { index, base } => self.set_vring_base(index, base),
             R::GetVringBase { index } => self.get_vring_base(index, false, need_reply),
             R::GetVringBaseSkipDrain { index } => self.get_vring_base(index, true, need_reply),
-            R::SetVringKick(vring) => self.set_vring_kick(vring.index, vring.fd),
-            R::VringKick { index } => self.vring_kick(index),
+            R::SetVringKick(vring) => self.set_vring_kick(vring.index, vring.fd, need_reply),
+            R::VringKick { index } => self.vring_kick(index, need_reply),
             R::SetVringCall(vring) => self.set_vring_fd(FrontendCode::SetVringCall, vring),
             R::SetVringErr(vring) => self.set_vring_fd(FrontendCode::SetVringErr, vring),
             R::SetVringEnable { index, enable } => self.set_vring_enable(index, enable),

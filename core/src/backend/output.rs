@@ -94,8 +94,9 @@ pub enum Action<'a> {
     SetLogging(bool),
     /// The virtio features acked by SET_FEATURES, for the device.
     FeaturesAcked(VirtioFeatures),
-    /// Start processing a ring. If `enabled`, process the buffers already available right away:
-    /// no kick may have been sent for them.
+    /// Start processing a ring and complete with [`Completion::Done`]: a failure is the status
+    /// of the SET_VRING_KICK that started it. If `enabled`, process the buffers already
+    /// available right away: no kick may have been sent for them.
     StartVring {
         /// The ring.
         index: VringIndex,
@@ -113,7 +114,8 @@ pub enum Action<'a> {
         /// The new kick eventfd; `None` for no fd.
         kick: Option<FdToken>,
     },
-    /// New addresses for a started ring (QEMU toggles VHOST_VRING_F_LOG this way).
+    /// New addresses for a started ring (QEMU toggles VHOST_VRING_F_LOG this way); complete with
+    /// [`Completion::Done`]: honoured, or refused with a status.
     UpdateVring {
         /// The ring.
         index: VringIndex,

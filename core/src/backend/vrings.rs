@@ -158,7 +158,13 @@ impl Backend {
         Ok(())
     }
 
-    pub(super) fn set_vring_addr(&mut self, addr: VringAddr) -> Result<(), ProtocolError> {
+    /// On a started ring the new addresses are handed to the driver, whose answer (the device
+    /// honours them, or refuses) is the request's status: never silently ignored.
+    pub(super) fn set_vring_addr(
+        &mut self,
+        addr: VringAddr,
+        need_reply: bool,
+    ) -> Result<(), ProtocolError> {
         let code = FrontendCode::SetVringAddr;
         let i = self.check_index(code, addr.index)?;
         let size = self.vrings[i].size.unwrap_or(1);
@@ -167,6 +173,7 @@ impl Backend {
         self.vrings[i].addr = Some(addr);
         if self.vrings[i].state.started {
             self.outputs.push_action(Action::UpdateVring { index: addr.index, config });
+            self.await_completion(Pending::Status(code), need_reply);
         }
         Ok(())
     }
@@ -273,13 +280,15 @@ impl Backend {
     }
 
     /// Spec "Starting and stopping rings": a ring starts when it gets its kick fd; a started ring
-    /// that is enabled must be processed at once, even without a kick.
+    /// that is enabled must be processed at once, even without a kick. Whether the device could
+    /// start it is the request's status (REPLY_ACK reports a refusal, never a 0).
     pub(super) fn set_vring_kick(
         &mut self,
         index: VringIndex,
         kick: Option<FdToken>,
+        need_reply: bool,
     ) -> Result<(), ProtocolError> {
-        self.start_vring(FrontendCode::SetVringKick, index, kick)
+        self.start_vring(FrontendCode::SetVringKick, index, kick, need_reply)
     }
 
     fn start_vring(
@@ -287,6 +296,7 @@ impl Backend {
         code: FrontendCode,
         index: VringIndex,
         kick: Option<FdToken>,
+        need_reply: bool,
     ) -> Result<(), ProtocolError> {
         let i = self.check_index(code, index)?;
         if self.vrings[i].state.started {
@@ -296,11 +306,16 @@ impl Backend {
         let config = self.start_config(code, i)?;
         if let RingEffect::Start { enabled } = self.apply(i, RingEvent::Start) {
             self.outputs.push_action(Action::StartVring { index, config, kick, enabled });
+            self.await_completion(Pending::Status(code), need_reply);
         }
         Ok(())
     }
 
-    pub(super) fn vring_kick(&mut self, index: VringIndex) -> Result<(), ProtocolError> {
+    pub(super) fn vring_kick(
+        &mut self,
+        index: VringIndex,
+        need_reply: bool,
+    ) -> Result<(), ProtocolError> {
         let code = FrontendCode::VringKick;
         self.require(code, ProtocolFeatures::INBAND_NOTIFICATIONS, "INBAND_NOTIFICATIONS")?;
         let i = self.check_index(code, index)?;
@@ -309,7 +324,7 @@ impl Backend {
             Ok(())
         } else {
             // Spec: VRING_KICK also starts a stopped ring.
-            self.start_vring(code, index, None)
+            self.start_vring(code, index, None, need_reply)
         }
     }
 

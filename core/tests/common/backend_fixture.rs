@@ -153,6 +153,8 @@ pub fn start_ring(t: &mut Transcript, index: VringIndex, base: u16, enabled: boo
             enabled,
         })]
     );
+    // The device started it (no NEED_REPLY: nothing to answer).
+    assert_eq!(t.complete(Completion::Done(Ok(()))), []);
     kick
 }
 

@@ -366,8 +366,10 @@ impl Pair {
             Action::FeaturesAcked(features) => (Act::Features(features), None, None),
             Action::StartVring { index, config, kick, enabled } => {
                 rings.insert(index.0, config.base.as_split().expect("split base"));
-                (Act::StartVring { index: index.0, base: config.base, enabled }, kick, None)
+                let act = Act::StartVring { index: index.0, base: config.base, enabled };
+                (act, kick, Some(Owed::Done))
             }
+            Action::UpdateVring { .. } => (Act::Other, None, Some(Owed::Done)),
             Action::ReplaceKick { kick, .. } => (Act::Other, kick, None),
             Action::SetVringEnabled { index, enabled } => {
                 (Act::Enabled { index: index.0, enabled }, None, None)

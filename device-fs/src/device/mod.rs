@@ -190,8 +190,9 @@ impl Device for FsDevice {
         self.workers.replace_kick(index, kick);
     }
 
-    fn update_queue(&mut self, index: VringIndex, config: VringConfig) {
+    fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
         self.workers.update(index, config);
+        Ok(())
     }
 
     fn kick(&mut self, index: VringIndex) {

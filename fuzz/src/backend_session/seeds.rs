@@ -50,20 +50,20 @@ fn memory(reply_ack: bool) -> Vec<Op> {
     vec![Op::Request(Req::SetMemTable(vec![(0, 16)]), reply_ack), Op::Complete(Comp::Ok)]
 }
 
-/// Configures ring `i` from `base` and starts it with its kick, then enables it.
+/// Configures ring `i` from `base` and starts it with its kick (the device reports the start),
+/// then enables it.
 fn start(i: u8, base: u32, reply_ack: bool) -> Vec<Op> {
     let desc = 0x100 + 0x40 * u16::from(i);
-    [
-        Req::SetVringNum(i, 256),
-        Req::SetVringAddr(i, desc, desc + 0x10, desc + 0x20, false),
-        Req::SetVringBase(i, base),
-        Req::SetVringCall(i, true),
-        Req::SetVringKick(i, true),
-        Req::SetVringEnable(i, true),
+    let request = |r| Op::Request(r, reply_ack);
+    vec![
+        request(Req::SetVringNum(i, 256)),
+        request(Req::SetVringAddr(i, desc, desc + 0x10, desc + 0x20, false)),
+        request(Req::SetVringBase(i, base)),
+        request(Req::SetVringCall(i, true)),
+        request(Req::SetVringKick(i, true)),
+        Op::Complete(Comp::Ok),
+        request(Req::SetVringEnable(i, true)),
     ]
-    .into_iter()
-    .map(|r| Op::Request(r, reply_ack))
-    .collect()
 }
 
 /// Disables ring `i` and stops it; the driver reports `base`.

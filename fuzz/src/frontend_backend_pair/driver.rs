@@ -16,7 +16,7 @@ pub(super) fn act(
                 let slot = rings.get_mut(usize::from(index.0)).expect("ring in range");
                 assert!(slot.is_none(), "ring {} started twice", index.0);
                 *slot = Some(config.base.0);
-                None
+                Some(Owed::Done)
             }
             Action::StopVring { index, .. } => Some(Owed::Stopped(index)),
             Action::ResetDevice => {
@@ -36,6 +36,7 @@ pub(super) fn act(
                 Some(Owed::Done)
             }
             Action::MapRegion { .. }
+            | Action::UpdateVring { .. }
             | Action::MapLog { .. }
             | Action::SetInflight { .. }
             | Action::CheckDeviceState

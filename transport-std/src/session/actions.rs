@@ -49,7 +49,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             Action::FeaturesAcked(features) => self.device.borrow_mut().acked_features(features),
             Action::StartVring { index, config, kick, enabled } => {
                 let kick = self.take_optional(kick);
-                self.start_vring(index, config, kick, enabled);
+                let result = self.start_vring(index, config, kick, enabled);
+                self.owe(Kind::Done(result));
             }
             Action::ReplaceKick { index, kick } => {
                 let kick = self.take_optional(kick);
@@ -58,9 +59,13 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 }
             }
             Action::UpdateVring { index, config } => {
-                if self.is_running(index) {
-                    self.device.borrow_mut().update_queue(index, config);
-                }
+                let result = if self.is_running(index) {
+                    self.device.borrow_mut().update_queue(index, config).map_err(|e| e.status())
+                } else {
+                    // A ring the device refused to start has nothing to move.
+                    Ok(())
+                };
+                self.owe(Kind::Done(result));
             }
             Action::SetVringEnabled { index, enabled } => {
                 if self.is_running(index) {
@@ -175,14 +180,15 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         matches!(self.rings.get(usize::from(index.0)).map(|r| r.run), Some(Run::Running))
     }
 
+    /// Hands the ring to the device; the failure status if it refuses.
     fn start_vring(
         &mut self,
         index: VringIndex,
         config: VringConfig,
         kick: Option<OwnedFd>,
         enabled: bool,
-    ) {
-        let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return };
+    ) -> Result<(), u64> {
+        let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return Err(EINVAL) };
         if let Run::Running = ring.run {
             // Core starts only stopped rings; keep the device's view consistent regardless.
             let _ = self.device.borrow_mut().stop_queue(index, false);
@@ -198,10 +204,14 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         };
         ring.enabled = enabled;
         match self.device.borrow_mut().start_queue(queue) {
-            Ok(()) => ring.run = Run::Running,
-            Err(_) => {
+            Ok(()) => {
+                ring.run = Run::Running;
+                Ok(())
+            }
+            Err(error) => {
                 ring.run = Run::Failed(config.base);
                 let _ = ring.err.notify();
+                Err(error.status())
             }
         }
     }

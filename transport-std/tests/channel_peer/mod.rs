@@ -54,11 +54,13 @@ pub struct Shared {
 pub struct ChannelDevice {
     pub shared: Arc<Mutex<Shared>>,
     pub offer: Option<(VirtioFeatures, ProtocolFeatures)>,
+    /// The queue refuses to start.
+    pub refuse_start: bool,
 }
 
 impl ChannelDevice {
     pub fn new(shared: Arc<Mutex<Shared>>) -> Self {
-        Self { shared, offer: None }
+        Self { shared, offer: None, refuse_start: false }
     }
 }
 
@@ -90,7 +92,10 @@ impl Device for ChannelDevice {
         self.shared.lock().unwrap().results.push((ticket, seen));
     }
 
-    fn start_queue(&mut self, _queue: Queue) -> Result<(), DeviceError> {
+    fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
+        if self.refuse_start {
+            return Err(DeviceError::Queue { index: queue.index.0, reason: "refused by the test" });
+        }
         Ok(())
     }
 
@@ -161,6 +166,13 @@ impl Frontend {
     /// Negotiates, hands over the channel and memory, and starts ring 0, so the device may send
     /// back-end requests (a suspended device may not).
     pub fn bring_up(main: UnixStream) -> Self {
+        let (fe, started) = Self::bring_up_status(main);
+        assert_eq!(started, 0, "the ring starts");
+        fe
+    }
+
+    /// [`Frontend::bring_up`], returning the status of the SET_VRING_KICK that starts ring 0.
+    pub fn bring_up_status(main: UnixStream) -> (Self, u64) {
         main.set_read_timeout(Some(TIMEOUT)).unwrap();
         let (channel, theirs) = UnixStream::pair().expect("socketpair");
         channel.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -198,8 +210,8 @@ impl Frontend {
         assert_eq!(fe.call(Request::SetVringAddr(addr), &[]), 0);
         assert_eq!(fe.call(Request::SetVringBase { index, base: VringBase::split(0) }, &[]), 0);
         let kick = Request::SetVringKick(VringFd { index, fd: Some(FdToken(0)) });
-        assert_eq!(fe.call(kick, &[fe._kick.as_fd()]), 0);
-        fe
+        let started = fe.call(kick, &[fe._kick.as_fd()]);
+        (fe, started)
     }
 
     /// Reads the next back-end request on the channel.
@@ -340,4 +352,19 @@ pub fn a_replaced_call_fd_is_signalled_once_on_an_enabled_ring(fe: &Frontend) {
     assert_eq!(fe.call(set_call, &[enabled.as_fd()]), 0);
     assert_eq!(counter(&enabled), 1, "one notification on the new descriptor");
     assert_eq!(counter(&disabled), 0, "none on the old one");
+}
+
+/// A device that cannot do what a request asks makes its status non-zero: new addresses for a
+/// running ring this device cannot move are refused, and the session goes on.
+pub fn a_running_ring_the_device_cannot_move_is_refused(fe: &Frontend) {
+    let addr = VringAddr {
+        index: VringIndex(0),
+        flags: VringAddrFlags::LOG,
+        descriptor: UADDR,
+        available: UADDR + 0x1000,
+        used: UADDR + 0x2000,
+        log: 0x4000,
+    };
+    assert_eq!(fe.call(Request::SetVringAddr(addr), &[]), 95, "EOPNOTSUPP");
+    assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
 }
