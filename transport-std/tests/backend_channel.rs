@@ -98,3 +98,15 @@ fn device_refusals_are_the_status_of_the_request() {
     drop(fe);
     thread.join().expect("no panic").expect("clean end");
 }
+
+#[test]
+fn a_new_memory_table_is_swapped_in_whole() {
+    let fewest = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let mut device = ChannelDevice::new(Arc::default());
+    device.fewest_regions = Some(Arc::clone(&fewest));
+    let (ours, thread) = spawn(device);
+    let fe = Frontend::bring_up(ours);
+    channel_peer::a_new_memory_table_is_swapped_in_whole(&fe, &fewest);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+}

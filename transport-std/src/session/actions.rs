@@ -16,7 +16,7 @@ use vhu_core::backend::{Action, VringConfig};
 use vhu_core::message::VringBase;
 use vhu_core::{FdToken, VringIndex};
 
-use super::executor::{Executor, Kind, Run, Transfers};
+use super::executor::{Executor, Kind, Run, Staged, Transfers};
 use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
 use super::transfer::Transfer;
 use crate::device::{Device, Queue};
@@ -26,9 +26,18 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     /// Carries out one action of `Backend::poll_output`, recording the completion it owes.
     pub fn execute(&mut self, action: Action<'_>) {
         match action {
-            Action::UnmapAll => self.memory.clear(),
+            // A new table: its regions are collected and swapped in whole (`commit_memory`).
+            Action::UnmapAll => self.staged = Some(Staged::default()),
             Action::MapRegion { region, fd } => {
-                let result = match self.fds.take(fd) {
+                let fd = self.fds.take(fd);
+                if let Some(staged) = &mut self.staged {
+                    match fd {
+                        Some(fd) => staged.regions.push((region, fd)),
+                        None => staged.failed = staged.failed.or(Some(EBADF)),
+                    }
+                    return;
+                }
+                let result = match fd {
                     Some(fd) => self.memory.add(&region, fd).map_err(|e| memory_status(&e)),
                     None => Err(EBADF),
                 };
@@ -244,7 +253,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
 }
 
 /// The status of a region that could not be mapped.
-fn memory_status(error: &MemoryError) -> u64 {
+pub(super) fn memory_status(error: &MemoryError) -> u64 {
     match error {
         MemoryError::Stat(io) => {
             io.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(EIO)

@@ -97,6 +97,13 @@ pub(super) struct Ring {
     pub(super) enabled: bool,
 }
 
+/// A memory table being assembled: its regions, or the status of the first that failed.
+#[derive(Debug, Default)]
+pub(super) struct Staged {
+    pub(super) regions: Vec<(vhu_core::message::Region, OwnedFd)>,
+    pub(super) failed: Option<u64>,
+}
+
 /// How SET_DEVICE_STATE_FD is handled.
 #[derive(Debug)]
 pub(super) enum Transfers {
@@ -113,6 +120,9 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) device: H,
     pub(super) fds: FdTable,
     pub(super) memory: MemoryMap,
+    /// SET_MEM_TABLE's regions while its actions arrive: the new table is mapped and swapped in
+    /// whole once they are all in (a running ring never sees an empty or partial map).
+    pub(super) staged: Option<Staged>,
     pub(super) rings: Vec<Ring>,
     pub(super) log_fd: Option<OwnedFd>,
     pub(super) inflight: Option<OwnedFd>,
@@ -151,6 +161,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             device,
             fds: FdTable::new(),
             memory: MemoryMap::new(),
+            staged: None,
             rings,
             log_fd: None,
             inflight: None,
@@ -208,12 +219,28 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
 
     /// Feeds the recorded completion (or [`Owed::missing`]) to `backend`.
     pub fn feed_completion(&mut self, backend: &mut Backend) -> Result<(), ProtocolError> {
+        self.commit_memory();
         let owed = self.take_owed().unwrap_or_else(Owed::missing);
         backend.handle_completion(owed.completion())
     }
 
+    /// Swaps in a memory table whose regions are all in, recording the outcome as the
+    /// completion SET_MEM_TABLE owes. Called before a completion is fed or discarded.
+    pub(super) fn commit_memory(&mut self) {
+        let Some(staged) = self.staged.take() else { return };
+        let result = match staged.failed {
+            Some(status) => Err(status),
+            None => self
+                .memory
+                .replace_all(staged.regions)
+                .map_err(|e| super::actions::memory_status(&e)),
+        };
+        self.owe(Kind::Done(result));
+    }
+
     /// Drops a completion that will not be fed, with the descriptor it would have handed off.
     pub fn discard_owed(&mut self) {
+        self.commit_memory();
         if let Some(token) = self.owed.take().and_then(|owed| owed.token()) {
             self.fds.release(token);
         }

@@ -6,6 +6,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use vhu_transport_std::vhu_core::{
     BackendCode, FdToken, FrameDecoder, FrontendCode, ProtocolFeatures, Request, VirtioFeatures,
     VringIndex,
 };
+use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemoryBackend};
 use vhu_transport_std::{
     recv_frame, send, BackendRequests, Device, DeviceError, DeviceRequest, Queue, RecvOutcome,
     RequestResult, RequestTicket,
@@ -56,11 +58,22 @@ pub struct ChannelDevice {
     pub offer: Option<(VirtioFeatures, ProtocolFeatures)>,
     /// The queue refuses to start.
     pub refuse_start: bool,
+    /// While a queue runs, a thread keeps looking at guest memory as a worker would and records
+    /// the fewest regions it ever saw here.
+    pub fewest_regions: Option<Arc<AtomicUsize>>,
+    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl ChannelDevice {
     pub fn new(shared: Arc<Mutex<Shared>>) -> Self {
-        Self { shared, offer: None, refuse_start: false }
+        Self { shared, offer: None, refuse_start: false, fewest_regions: None, watcher: None }
+    }
+
+    fn stop_watching(&mut self) {
+        if let Some((stop, thread)) = self.watcher.take() {
+            stop.store(true, Ordering::Relaxed);
+            thread.join().expect("the watcher does not panic");
+        }
     }
 }
 
@@ -96,10 +109,22 @@ impl Device for ChannelDevice {
         if self.refuse_start {
             return Err(DeviceError::Queue { index: queue.index.0, reason: "refused by the test" });
         }
+        if let Some(fewest) = self.fewest_regions.clone() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let stopped = Arc::clone(&stop);
+            let memory = queue.memory;
+            let thread = std::thread::spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    fewest.fetch_min(memory.memory().num_regions(), Ordering::Relaxed);
+                }
+            });
+            self.watcher = Some((stop, thread));
+        }
         Ok(())
     }
 
     fn stop_queue(&mut self, _index: VringIndex, _drain: bool) -> VringBase {
+        self.stop_watching();
         VringBase::split(0)
     }
 
@@ -107,7 +132,9 @@ impl Device for ChannelDevice {
 
     fn replace_kick(&mut self, _index: VringIndex, _kick: Option<OwnedFd>) {}
 
-    fn reset(&mut self) {}
+    fn reset(&mut self) {
+        self.stop_watching();
+    }
 }
 
 fn protocol() -> ProtocolFeatures {
@@ -188,15 +215,7 @@ impl Frontend {
         let acked = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
         assert_eq!(fe.call(Request::SetFeatures(acked), &[]), 0);
         assert_eq!(fe.call(Request::SetBackendReqFd(FdToken(0)), &[theirs.as_fd()]), 0);
-        let regions = [wire::MemoryRegion {
-            guest_address: U64::new(0),
-            size: U64::new(RAM),
-            user_address: U64::new(UADDR),
-            mmap_offset: U64::new(0),
-        }];
-        let table =
-            Request::SetMemTable { table: MemoryTable::Standard(&regions), fds: &[FdToken(0)] };
-        assert_eq!(fe.call(table, &[fe._memory.as_fd()]), 0);
+        assert_eq!(fe.set_mem_table(), 0);
         let index = VringIndex(0);
         assert_eq!(fe.call(Request::SetVringNum { index, num: 256 }, &[]), 0);
         let addr = VringAddr {
@@ -212,6 +231,19 @@ impl Frontend {
         let kick = Request::SetVringKick(VringFd { index, fd: Some(FdToken(0)) });
         let started = fe.call(kick, &[fe._kick.as_fd()]);
         (fe, started)
+    }
+
+    /// SET_MEM_TABLE with the one region of guest memory; its status.
+    pub fn set_mem_table(&self) -> u64 {
+        let regions = [wire::MemoryRegion {
+            guest_address: U64::new(0),
+            size: U64::new(RAM),
+            user_address: U64::new(UADDR),
+            mmap_offset: U64::new(0),
+        }];
+        let table =
+            Request::SetMemTable { table: MemoryTable::Standard(&regions), fds: &[FdToken(0)] };
+        self.call(table, &[self._memory.as_fd()])
     }
 
     /// Reads the next back-end request on the channel.
@@ -367,4 +399,14 @@ pub fn a_running_ring_the_device_cannot_move_is_refused(fe: &Frontend) {
     };
     assert_eq!(fe.call(Request::SetVringAddr(addr), &[]), 95, "EOPNOTSUPP");
     assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
+}
+
+/// SET_MEM_TABLE while a ring runs swaps the whole table at once: a worker looking at guest
+/// memory meanwhile never finds it empty or partial.
+pub fn a_new_memory_table_is_swapped_in_whole(fe: &Frontend, fewest: &AtomicUsize) {
+    assert_eq!(fe.call(Request::SetVringEnable { index: VringIndex(0), enable: true }, &[]), 0);
+    for _ in 0..200 {
+        assert_eq!(fe.set_mem_table(), 0);
+    }
+    assert_eq!(fewest.load(Ordering::Relaxed), 1, "a running ring saw a table being rebuilt");
 }
