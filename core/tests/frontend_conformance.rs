@@ -1,0 +1,28 @@
+//! The front-end reading peers' failure answers as failures, not as broken sessions.
+
+mod common;
+
+use common::pair::*;
+
+/// libvhost-user answers a GET_CONFIG it cannot serve with a reply of size 0 (no config header
+/// at all): the read failed, the session goes on.
+#[test]
+fn a_zero_length_get_config_reply_is_a_failed_read() {
+    let mut pair = Pair::connected();
+    pair.clear_log();
+    pair.frontend.get_config(4, 6).unwrap();
+    pair.drain_frontend();
+    let (request, _) = pair.to_backend.pop_front().expect("GET_CONFIG sent");
+    assert_eq!(request[..4], FrontendCode::GetConfig.as_u32().to_ne_bytes());
+    let mut reply = FrontendCode::GetConfig.as_u32().to_ne_bytes().to_vec();
+    reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
+    reply.extend(0u32.to_ne_bytes());
+    assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
+    pair.drain_frontend();
+    assert_eq!(pair.events, [Ev::Failed(FrontendError::ConfigReadFailed { offset: 4, size: 6 })]);
+    assert!(pair.frontend.is_connected());
+    // The next request goes through as usual.
+    pair.frontend.get_config(4, 6).unwrap();
+    pair.pump();
+    assert!(matches!(pair.events[1], Ev::ConfigRead { offset: 4, .. }), "{:?}", pair.events);
+}
