@@ -191,7 +191,9 @@ impl ProtocolError {
         const ERANGE: u64 = 34;
         const ENOTSUP: u64 = 95;
         match self {
-            Self::NotNegotiated { .. } | Self::Unsupported(_) => ENOTSUP,
+            Self::NotNegotiated { .. }
+            | Self::Unsupported(_)
+            | Self::Wire(WireError::UnknownRequest(_)) => ENOTSUP,
             Self::AlreadyOwned => EEXIST,
             Self::VringStarted { .. } | Self::NotSuspended { .. } | Self::CompletionPending(_) => {
                 EBUSY
@@ -280,11 +282,6 @@ pub fn disposition(code: Option<FrontendCode>, error: &ProtocolError) -> Disposi
         ProtocolError::CompletionPending(_)
         | ProtocolError::OutputOverflow
         | ProtocolError::PostcopyAckMissing => Disposition::Close,
-        // A ring the device does not have means the front-end was configured for another device
-        // (QEMU's num-request-queues above the back-end's queue count). Closing makes the
-        // front-end fail at once, where a NACK of SET_VRING_CALL goes unread and leaves a guest
-        // with a dead device.
-        ProtocolError::VringOutOfRange { .. } => Disposition::Close,
         _ => match code.map(reply_kind) {
             None | Some(ReplyKind::Typed) => Disposition::Close,
             Some(ReplyKind::AckOnly | ReplyKind::WithStatus) => Disposition::Nack,

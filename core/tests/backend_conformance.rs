@@ -49,3 +49,32 @@ fn new_addresses_for_a_started_ring_are_honoured_or_refused() {
         [ack(FrontendCode::SetVringAddr)]
     );
 }
+
+/// A request code core does not know: its frame is read whole, so the stream is intact. It is
+/// answered with a failure when NEED_REPLY asks for an answer, its descriptors are closed, and
+/// the session goes on.
+#[test]
+fn an_unknown_request_is_refused_and_the_session_goes_on() {
+    let mut t = ready(protocol());
+    let frame = |flags: u32| {
+        let mut frame: Vec<u8> = [1000u32, flags, 8].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        frame.extend(7u64.to_ne_bytes());
+        frame
+    };
+    assert_eq!(t.send_raw(&frame(0x1 | 0x8), &[]), [Out::Nack { request: 1000, status: 95 }]);
+    let fd = t.fd();
+    assert_eq!(t.send_raw(&frame(0x1), &[fd]), [act(Action::CloseFd(fd))]);
+    assert_eq!(t.send(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    // The answer is a REPLY_ACK frame for that code.
+    let mut buf = [0u8; 32];
+    let len = vhu_core::message::encode_status(1000, 95, &mut buf).unwrap();
+    assert_eq!(
+        buf[..len],
+        [[1000u32, 0x5, 8].map(u32::to_ne_bytes).concat(), 95u64.to_ne_bytes().to_vec()].concat()
+    );
+    // A broken header still closes: the next frame's start is unknown.
+    let mut bad = frame(0x2);
+    bad[0] = 0xff;
+    assert!(matches!(t.send_raw(&bad, &[])[..], [Out::Close(_)]));
+    t.assert_fds_balanced();
+}

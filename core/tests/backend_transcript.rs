@@ -359,16 +359,19 @@ fn queue_size_rules() {
 #[test]
 fn out_of_range_index_is_refused() {
     let mut t = ready(protocol());
-    // A ring the device does not have: the front-end is configured for another device.
+    // A ring the device does not have: the failure is the status, and the session goes on.
     assert_eq!(
         t.send_need_reply(Request::SetVringNum { index: VringIndex(2), num: 256 }),
-        [Out::Close(ProtocolError::VringOutOfRange {
-            code: FrontendCode::SetVringNum,
-            index: 2,
-            queues: 2
-        })]
+        [nack(FrontendCode::SetVringNum, 34)]
     );
-    // The same for a request with a typed reply.
+    let call = t.fd();
+    assert_eq!(
+        t.send(Request::SetVringCall(VringFd { index: VringIndex(9), fd: Some(call) })),
+        [act(Action::CloseFd(call))],
+        "nothing to answer without NEED_REPLY"
+    );
+    assert_eq!(t.send(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    // A typed reply cannot say "failed", and the front-end waits for it: that closes.
     assert_eq!(
         t.send(Request::GetVringBase { index: VringIndex(7) }),
         [Out::Close(ProtocolError::VringOutOfRange {
@@ -377,6 +380,7 @@ fn out_of_range_index_is_refused() {
             queues: 2
         })]
     );
+    t.assert_fds_balanced();
 }
 
 #[test]

@@ -163,6 +163,10 @@ impl Session {
                         self.tokens.entry(fd).or_insert((1, 0)).1 += 1;
                     }
                 }
+                Output::Nack { status, .. } => {
+                    replies += 1;
+                    assert_ne!(status, 0, "a refusal has a failure status");
+                }
                 Output::Action(action) => {
                     let handed = handed_off(&action);
                     match action {

@@ -114,13 +114,23 @@ fn bad_version_closes() {
     assert_ended_then_serves(&served, "BadVersion");
 }
 
+/// A request code nobody knows is read whole: answered with a failure when NEED_REPLY asks,
+/// its descriptors closed, and the connection goes on.
 #[test]
-fn unknown_code_closes() {
+fn unknown_code_is_refused_and_the_connection_goes_on() {
     let served = serve("unknown-code");
     let mut sock = connect(&served);
-    sock.write_all(&header(999, VERSION | NEED_REPLY, 0)).unwrap();
-    assert_closed(&mut sock);
-    assert_ended_then_serves(&served, "UnknownRequest");
+    sock.write_all(&frame(999, VERSION | NEED_REPLY, &[1, 2, 3])).unwrap();
+    let (code, flags, payload) = read_reply(&mut sock).expect("a refusal, not a close");
+    assert_eq!((code, flags), (999, VERSION | 0x4));
+    assert_eq!(payload, 95u64.to_ne_bytes(), "EOPNOTSUPP");
+    let (writer, reader) = watched();
+    send_with_fds(&sock, &header(1000, VERSION, 0), &[writer.as_fd()]);
+    drop(writer);
+    assert!(all_writers_closed(&reader), "its descriptor is closed");
+    assert_serves(&mut sock);
+    drop(sock);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
 
 #[test]

@@ -52,7 +52,7 @@ use crate::protocol_error::{disposition, reply_kind, Disposition, ReplyKind};
 use crate::regions::RegionTable;
 use crate::vring::RingState;
 use crate::wire::{self, FrontendCode, Header};
-use crate::{FdToken, ProtocolError, ProtocolFeatures, VirtioFeatures, VringIndex};
+use crate::{FdToken, ProtocolError, ProtocolFeatures, VirtioFeatures, VringIndex, WireError};
 use queue::{Item, OutputQueue};
 use vrings::Vring;
 
@@ -226,6 +226,9 @@ impl Backend {
         }
         let incoming = match Request::parse(frame, fds) {
             Ok(incoming) => incoming,
+            Err(WireError::UnknownRequest(request)) => {
+                return Err(self.refuse_unknown(request, need_reply, fds));
+            }
             Err(error) => return Err(self.refuse(code, need_reply, fds, error.into())),
         };
         let request = incoming.message;
@@ -268,6 +271,20 @@ impl Backend {
         match (disposition(code, &error), code) {
             (Disposition::Nack, Some(code)) => self.nack(code, need_reply, &error),
             _ => self.outputs.push_close(error),
+        }
+        error
+    }
+
+    /// Refuses a request whose code core does not know. Its frame was read whole (the header
+    /// gives its length), so the stream is intact: the failure is answered when NEED_REPLY asks
+    /// for it (spec "REPLY_ACK"), and the session goes on.
+    fn refuse_unknown(&mut self, request: u32, need_reply: bool, fds: &[FdToken]) -> ProtocolError {
+        for fd in fds {
+            self.outputs.push_action(Action::CloseFd(*fd));
+        }
+        let error = ProtocolError::Wire(WireError::UnknownRequest(request));
+        if need_reply {
+            self.outputs.push(Item::Out(Output::Nack { request, status: error.status() }));
         }
         error
     }

@@ -37,6 +37,14 @@ pub enum Output<'a> {
     /// A back-end request ended: tell the device that asked for it. A descriptor in the outcome
     /// is handed off.
     BackendResult(BackendResult),
+    /// Answer a request whose code core does not know with the `u64` failure `status` (its
+    /// REPLY_ACK): encode it with [`encode_status`](crate::message::encode_status).
+    Nack {
+        /// The request's code, as it came.
+        request: u32,
+        /// The non-zero status.
+        status: u64,
+    },
     /// Close the connection after the outputs before this one; the error says why.
     Close(ProtocolError),
 }

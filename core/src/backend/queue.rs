@@ -27,7 +27,7 @@ impl Item {
     fn is_final(&self) -> bool {
         matches!(
             self,
-            Self::Out(Output::Reply(_) | Output::Close(_))
+            Self::Out(Output::Reply(_) | Output::Nack { .. } | Output::Close(_))
                 | Self::ConfigReply { .. }
                 | Self::LogReply
                 | Self::ShmemReply
@@ -65,7 +65,7 @@ impl OutputQueue {
         if item.is_final() {
             if matches!(
                 item,
-                Item::Out(Output::Reply(_))
+                Item::Out(Output::Reply(_) | Output::Nack { .. })
                     | Item::ConfigReply { .. }
                     | Item::LogReply
                     | Item::ShmemReply

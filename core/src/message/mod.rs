@@ -13,7 +13,7 @@ mod types;
 
 pub use backend::{BackendReply, BackendRequest};
 pub(crate) use codec::check_version_and_reserved;
-pub use reply::Reply;
+pub use reply::{encode_status, Reply};
 pub use request::Request;
 pub use types::{
     ConfigFlags, InflightDesc, Iotlb, IotlbKind, IotlbPerm, LogBase, MemoryTable, PackedBase,

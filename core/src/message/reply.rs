@@ -348,3 +348,11 @@ impl<'a> Reply<'a> {
         e.finish()
     }
 }
+
+/// Encodes a `u64` status answering request `request` (a code that need not be known) into
+/// `buf` with flags VERSION|REPLY; returns the frame length.
+pub fn encode_status(request: u32, status: u64, buf: &mut [u8]) -> Result<usize, WireError> {
+    let mut e = Encoder::new(buf, request, HeaderFlags::VERSION_1 | HeaderFlags::REPLY);
+    e.put_u64(status);
+    e.finish()
+}

@@ -292,6 +292,11 @@ impl Pair {
                         self.be_out.extend(&fds);
                         self.to_frontend.push_back((buf[..len].to_vec(), fds));
                     }
+                    BackendOutput::Nack { request, status } => {
+                        let len = vhu_core::message::encode_status(request, status, &mut buf)
+                            .expect("status encodes");
+                        self.to_frontend.push_back((buf[..len].to_vec(), Vec::new()));
+                    }
                     BackendOutput::BackendRequest { id, request, need_reply } => {
                         let len = request.encode_into(need_reply, &mut buf).expect("encodes");
                         let fds = request.fds().to_vec();

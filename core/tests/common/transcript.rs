@@ -18,6 +18,7 @@ pub enum Out {
     Action(Action<'static>),
     Backend { id: BackendRequestId, request: BackendRequest, need_reply: bool },
     Result(BackendResult),
+    Nack { request: u32, status: u64 },
     Close(ProtocolError),
 }
 
@@ -100,6 +101,7 @@ fn own(output: Output<'_>) -> Out {
             Out::Backend { id, request, need_reply }
         }
         Output::BackendResult(result) => Out::Result(result),
+        Output::Nack { request, status } => Out::Nack { request, status },
         Output::Close(error) => Out::Close(error),
     }
 }
@@ -129,7 +131,7 @@ fn tokens_leaving(out: &Out) -> Vec<FdToken> {
             outcome: BackendOutcome::SharedObject { fd: Some(fd), .. },
             ..
         }) => vec![*fd],
-        Out::Result(_) | Out::Close(_) => Vec::new(),
+        Out::Result(_) | Out::Nack { .. } | Out::Close(_) => Vec::new(),
     }
 }
 

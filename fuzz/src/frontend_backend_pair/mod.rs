@@ -486,6 +486,12 @@ impl Pair {
                     }
                     self.to_frontend.push_back((buf[..len].to_vec(), fds.len()));
                 }
+                Output::Nack { request, status } => {
+                    assert_ne!(status, 0, "a refusal has a failure status");
+                    let len = vhu_core::message::encode_status(request, status, &mut buf)
+                        .expect("status encodes");
+                    self.to_frontend.push_back((buf[..len].to_vec(), 0));
+                }
                 Output::BackendRequest { id, request, need_reply } => {
                     let len = request.encode_into(need_reply, &mut buf).expect("request encodes");
                     let fds = request.fds();

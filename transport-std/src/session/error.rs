@@ -7,6 +7,25 @@
 use vhu_core::backend::SpecError;
 use vhu_core::{FdToken, FrontendCode, ProtocolError, WireError};
 
+/// The code of a request a reply answers, as the front-end sent it: named when known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestCode(pub u32);
+
+impl From<FrontendCode> for RequestCode {
+    fn from(code: FrontendCode) -> Self {
+        Self(code.as_u32())
+    }
+}
+
+impl std::fmt::Display for RequestCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match FrontendCode::from_u32(self.0) {
+            Some(code) => write!(f, "{code}"),
+            None => write!(f, "unknown request {}", self.0),
+        }
+    }
+}
+
 use crate::fd_table::TokensExhausted;
 use crate::scm::ScmError;
 
@@ -27,7 +46,7 @@ pub enum SessionError {
     #[error("sending the reply to {code} failed: {source}")]
     Send {
         /// The request answered.
-        code: FrontendCode,
+        code: RequestCode,
         /// Why.
         #[source]
         source: ScmError,
@@ -36,13 +55,13 @@ pub enum SessionError {
     #[error("the front-end did not read the reply to {code} in time")]
     SendTimeout {
         /// The request answered.
-        code: FrontendCode,
+        code: RequestCode,
     },
     /// A reply could not be encoded.
     #[error("encoding the reply to {code} failed: {source}")]
     Encode {
         /// The request answered.
-        code: FrontendCode,
+        code: RequestCode,
         /// Why.
         #[source]
         source: WireError,
@@ -51,7 +70,7 @@ pub enum SessionError {
     #[error("the reply to {code} names descriptor {token:?}, which the session does not hold")]
     MissingFd {
         /// The request answered.
-        code: FrontendCode,
+        code: RequestCode,
         /// The token.
         token: FdToken,
     },

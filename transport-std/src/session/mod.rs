@@ -42,14 +42,15 @@ use std::time::Duration;
 
 use vhu_core::backend::{Backend, BackendOutcome, BackendRequestId, BackendResult, Output};
 use vhu_core::limits::MAX_FRAME_SIZE;
-use vhu_core::{FdToken, FrameDecoder, FrontendCode, ProtocolError};
+use vhu_core::message::encode_status;
+use vhu_core::{FdToken, FrameDecoder, ProtocolError};
 
 use crate::device::Device;
 use crate::scm::{recv_frame, RecvOutcome, ScmError};
 use channel::Channel;
 use outbox::{Outbox, SendFailed};
 
-pub use error::SessionError;
+pub use error::{RequestCode, SessionError};
 pub use executor::{Executor, Owed};
 pub use requests::{BackendRequests, DeviceRequest, RequestError, RequestResult, RequestTicket};
 
@@ -92,7 +93,7 @@ pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
     backend: Backend,
     decoder: Box<FrameDecoder>,
     received: Vec<OwnedFd>,
-    replies: Outbox<FrontendCode>,
+    replies: Outbox<RequestCode>,
     channel: Channel,
     channel_generation: u64,
     requests: BackendRequests,
@@ -191,7 +192,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     }
 
     /// The request whose reply the main socket has not taken yet, if any.
-    pub fn unsent_reply(&self) -> Option<FrontendCode> {
+    pub fn unsent_reply(&self) -> Option<RequestCode> {
         self.replies.front()
     }
 
@@ -314,7 +315,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             while let Some(output) = self.backend.poll_output() {
                 match output {
                     Output::Reply(reply) => {
-                        let code = reply.code();
+                        let code = RequestCode::from(reply.code());
                         let len = reply
                             .encode_into(&mut self.scratch[..])
                             .map_err(|source| SessionError::Encode { code, source })?;
@@ -325,6 +326,17 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                         }
                         self.replies
                             .send(socket, code, &self.scratch[..len], fds, |_| {})
+                            .map_err(|SendFailed(code, source)| SessionError::Send {
+                                code,
+                                source,
+                            })?;
+                    }
+                    Output::Nack { request, status } => {
+                        let code = RequestCode(request);
+                        let len = encode_status(request, status, &mut self.scratch[..])
+                            .map_err(|source| SessionError::Encode { code, source })?;
+                        self.replies
+                            .send(socket, code, &self.scratch[..len], Vec::new(), |_| {})
                             .map_err(|SendFailed(code, source)| SessionError::Send {
                                 code,
                                 source,
