@@ -4,9 +4,10 @@
 //! executor does not log dirty pages (LOG_SHMFD, VHOST_F_LOG_ALL), does not resubmit inflight
 //! requests (INFLIGHT_SHMFD and the GET_VRING_BASE variants built on it), has no userfaultfd
 //! (PAGEFAULT), no IOTLB (VIRTIO_F_ACCESS_PLATFORM), and no device callback for NET_SET_MTU or
-//! SEND_RARP; DEVICE_STATE needs an adapter that runs transfers. Those are removed from the
-//! device's spec before `Backend` sees it, so GET_FEATURES and GET_PROTOCOL_FEATURES never
-//! promise them.
+//! SEND_RARP; DEVICE_STATE needs an adapter that runs transfers. A device without shared-memory
+//! regions has nothing to map (SHMEM), one without config space nothing to read (CONFIG). Those
+//! are removed from the device's spec before `Backend` sees it, so GET_FEATURES and
+//! GET_PROTOCOL_FEATURES never promise them.
 //!
 //! This module must not decide what a device offers: only what the transport cannot honour.
 
@@ -33,6 +34,34 @@ pub(super) fn offered(mut spec: BackendSpec, transfers: bool) -> BackendSpec {
     if !transfers {
         spec.protocol_features.remove(ProtocolFeatures::DEVICE_STATE);
     }
+    if spec.shmem_sizes.iter().all(|size| *size == 0) {
+        spec.protocol_features.remove(ProtocolFeatures::SHMEM);
+    }
+    if spec.config_size == 0 {
+        spec.protocol_features.remove(ProtocolFeatures::CONFIG);
+    }
     spec.features.remove(UNPERFORMED_FEATURES);
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_without_their_substance_are_not_offered() {
+        let mut spec = BackendSpec::new(1, 256);
+        spec.protocol_features |= ProtocolFeatures::SHMEM | ProtocolFeatures::DEVICE_STATE;
+        let first = offered(spec.clone(), true);
+        assert!(!first.protocol_features.contains(ProtocolFeatures::SHMEM));
+        assert!(!first.protocol_features.contains(ProtocolFeatures::CONFIG));
+        assert!(first.protocol_features.contains(ProtocolFeatures::DEVICE_STATE));
+        spec.shmem_sizes.extend([0, 0x1000]);
+        spec.config_size = 4;
+        let offered = offered(spec, false);
+        assert!(offered
+            .protocol_features
+            .contains(ProtocolFeatures::SHMEM | ProtocolFeatures::CONFIG));
+        assert!(!offered.protocol_features.contains(ProtocolFeatures::DEVICE_STATE));
+    }
 }

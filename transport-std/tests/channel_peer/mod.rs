@@ -322,15 +322,16 @@ pub fn every_request_gets_its_result(fe: &Frontend, shared: &Arc<Mutex<Shared>>)
 
 /// A channel the front-end closes loses what was outstanding, refuses what comes later, and
 /// leaves the main socket served.
-/// Everything a device can offer: every feature core supports (less the contradictory
-/// PAGEFAULT), and the virtio features that need the transport.
+/// Everything this device can offer: every feature core supports (less the contradictory
+/// PAGEFAULT, and SHMEM: it has no shared-memory regions), and the virtio features that need
+/// the transport.
 pub fn everything() -> (VirtioFeatures, ProtocolFeatures) {
     use vhu_transport_std::vhu_core::backend::SUPPORTED_PROTOCOL_FEATURES;
     let features = VirtioFeatures::VERSION_1
         | VirtioFeatures::LOG_ALL
         | VirtioFeatures::ACCESS_PLATFORM
         | VirtioFeatures::RING_EVENT_IDX;
-    (features, SUPPORTED_PROTOCOL_FEATURES - ProtocolFeatures::PAGEFAULT)
+    (features, SUPPORTED_PROTOCOL_FEATURES - ProtocolFeatures::PAGEFAULT - ProtocolFeatures::SHMEM)
 }
 
 /// What a front-end is offered on `main`: (virtio features, protocol features).
