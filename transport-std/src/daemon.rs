@@ -127,9 +127,14 @@ impl<D: Device> Daemon<D> {
                 Err(error) => return Err(DaemonError::Accept(error)),
             }
         };
+        // The front-end must not see the connection end while the refusing thread still runs:
+        // one that reconnects at once would be refused. A duplicate keeps the socket open until
+        // the thread has stopped; later connections wait in the backlog for the next accept.
+        let held = stream.try_clone().ok();
         let refusing = Refusing::start(&self.listener);
         let end = self.serve_stream(stream);
         drop(refusing);
+        drop(held);
         Ok(end)
     }
 
