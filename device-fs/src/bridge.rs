@@ -6,7 +6,7 @@
 use vm_memory::GuestMemory;
 
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
-use crate::virtq;
+use vhu_transport_std::virtq;
 
 impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
     fn remaining(&self) -> usize {

@@ -1,9 +1,10 @@
 //! virtio-fs device back-end for vhu.
 //!
-//! This crate owns the virtqueue hot path over `vm-memory` ([`virtq`]), a FUSE server ([`fuse`]) and a
-//! passthrough file system of a host directory ([`passthrough`]). It must not speak the vhost-user
-//! protocol itself: negotiation, memory tables and vring lifecycle come from `vhu-core` through the
-//! std transport.
+//! This crate owns a FUSE server ([`fuse`]), a passthrough file system of a host directory
+//! ([`passthrough`]) and the virtio-fs device that serves them on the std transport's virtqueues
+//! ([`device`]). It must not speak the vhost-user protocol itself, nor walk rings: negotiation,
+//! memory tables and vring lifecycle come from `vhu-core` through the std transport, and the
+//! virtqueues from its `virtq` module.
 //!
 //! The pieces are independent of each other: the FUSE server reads requests through
 //! [`fuse::RequestReader`] and writes replies through [`fuse::ReplyWriter`], which [`bridge`]
@@ -14,6 +15,5 @@ pub mod device;
 pub mod fuse;
 pub mod guest;
 pub mod passthrough;
-pub mod virtq;
 
 pub use vhu_core;

@@ -1,6 +1,6 @@
 //! Split virtqueue tests with rings built in test guest memory.
 
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     Descriptor, QueueError, QueueState, Reader, Ring, SplitQueue, Writer, AVAIL_F_NO_INTERRUPT,
     DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
 };

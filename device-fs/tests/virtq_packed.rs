@@ -4,7 +4,7 @@
 mod packed_driver;
 
 use packed_driver::{Driver, Used, DEVICE_EVENT, DRIVER_EVENT, TABLE};
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     packed_used_flags, PackedQueue, PackedQueueState, QueueError, Reader, Writer, DESC_F_INDIRECT,
     DESC_F_WRITE, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
 };

@@ -4,7 +4,7 @@
 mod packed_driver;
 
 use packed_driver::{Buf, Driver, Used, TABLE};
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     PackedQueue, PackedQueueState, QueueError, Ring, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
 };
 use vm_memory::{GuestAddress, GuestMemoryMmap};

@@ -16,6 +16,8 @@
 //!   received descriptors, the [`Executor`] of actions, replies, the back-end channel and the
 //!   device's requests — that every socket adapter drives; [`driver`]: [`Connection`], the
 //!   blocking adapter over it; [`daemon`]: [`Daemon`], which accepts front-ends one at a time.
+//! - [`virtq`]: split and packed virtqueues over guest memory — descriptor chains, readers and
+//!   writers, EVENT_IDX — for any device's queues.
 //! - [`client`]: [`Client`], the blocking front-end (VMM side) over core's `Frontend`, with guest
 //!   memory on memfds and eventfds for the rings.
 //!
@@ -32,6 +34,7 @@ pub mod memory;
 pub mod scm;
 pub mod session;
 pub mod socket_file;
+pub mod virtq;
 pub mod worker;
 
 pub use client::{Client, ClientError};

@@ -20,8 +20,8 @@ use vhu_transport_std::{Device, DeviceError, Queue, Workers};
 
 use crate::fuse::Server;
 use crate::passthrough::PassthroughFs;
-use crate::virtq::{PackedQueue, PackedQueueState, QueueState, SplitQueue, Virtqueue};
 pub use queue::FsQueue;
+use vhu_transport_std::virtq::Virtqueue;
 
 #[cfg(test)]
 mod tests;
@@ -100,49 +100,9 @@ impl FsDevice {
         config: &VringConfig,
         memory: &M,
     ) -> Result<Virtqueue, DeviceError> {
-        let index = index.0;
         let indirect = self.features.contains(VirtioFeatures::RING_INDIRECT_DESC);
-        if config.packed {
-            let base = config.base.as_packed();
-            let state = PackedQueueState {
-                size: config.size,
-                desc_ring: config.descriptor,
-                driver_event: config.available,
-                device_event: config.used,
-                next_avail: base.avail_index,
-                avail_wrap: base.avail_wrap,
-                next_used: base.used_index,
-                used_wrap: base.used_wrap,
-                event_idx: config.event_idx,
-                indirect,
-            };
-            let queue = PackedQueue::new(state, memory).map_err(|_| DeviceError::Queue {
-                index,
-                reason: "the packed ring or its base is invalid",
-            })?;
-            return Ok(queue.into());
-        }
-        let next_avail = config
-            .base
-            .as_split()
-            .ok_or(DeviceError::Queue { index, reason: "the split ring base has bits above 15" })?;
-        let next_used = queue::used_index(memory, config.used)
-            .ok_or(DeviceError::Queue { index, reason: "the used ring is not in guest memory" })?;
-        let state = QueueState {
-            size: config.size,
-            desc_table: config.descriptor,
-            avail_ring: config.available,
-            used_ring: config.used,
-            next_avail,
-            next_used,
-            event_idx: config.event_idx,
-            indirect,
-        };
-        let queue = SplitQueue::new(state, memory).map_err(|_| DeviceError::Queue {
-            index,
-            reason: "the ring does not fit guest memory",
-        })?;
-        Ok(queue.into())
+        Virtqueue::from_config(config, memory, indirect)
+            .map_err(|reason| DeviceError::Queue { index: index.0, reason })
     }
 }
 

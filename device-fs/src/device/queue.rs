@@ -20,15 +20,15 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use vhu_transport_std::vm_memory::GuestMemoryMmap;
 
-use vhu_core::message::{PackedBase, VringBase};
-use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
+use vhu_core::message::VringBase;
+use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
 use vhu_transport_std::{QueueContext, QueueHandler, QueueWaker};
 use zerocopy::IntoBytes;
 
 use crate::fuse::abi::OutHeader;
 use crate::fuse::{Defer, Handled, ReplyWriter, Server};
 use crate::passthrough::PassthroughFs;
-use crate::virtq::{DescriptorChain, Reader, Virtqueue, Writer};
+use vhu_transport_std::virtq::{DescriptorChain, Reader, Virtqueue, Writer};
 
 use super::pool::Pool;
 
@@ -149,7 +149,7 @@ impl FsQueue {
         &mut self,
         mem: &M,
         shared: &Arc<GuestMemoryMmap>,
-    ) -> Result<(), crate::virtq::QueueError> {
+    ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         self.more = false;
         self.complete_deferred(mem)?;
         self.queue.disable_notification(mem)?;
@@ -224,7 +224,7 @@ impl FsQueue {
         mem: &M,
         unique: u64,
         chain: DescriptorChain,
-    ) -> Result<(), crate::virtq::QueueError> {
+    ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         if let Some(reply) = self.early.remove(&unique) {
             return self.answer(mem, &chain, &reply);
         }
@@ -240,7 +240,7 @@ impl FsQueue {
     fn complete_deferred<M: GuestMemory>(
         &mut self,
         mem: &M,
-    ) -> Result<(), crate::virtq::QueueError> {
+    ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         for done in self.inbox.take() {
             match done {
                 Done::Used(head, written) => self.queue.add_used(mem, head, written)?,
@@ -264,7 +264,7 @@ impl FsQueue {
         mem: &M,
         chain: &DescriptorChain,
         reply: &[u8],
-    ) -> Result<(), crate::virtq::QueueError> {
+    ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         let mut writer = Writer::new(mem, chain);
         let written = if writer.write_all(reply).is_ok() { reply.len() } else { 0 };
         self.queue.add_used(mem, chain.head(), u32::try_from(written).unwrap_or(0))
@@ -339,25 +339,6 @@ impl QueueHandler for FsQueue {
     }
 
     fn base(&self) -> VringBase {
-        match &self.queue {
-            Virtqueue::Split(queue) => VringBase::split(queue.state().next_avail),
-            Virtqueue::Packed(queue) => {
-                let state = queue.state();
-                VringBase::packed(PackedBase {
-                    avail_index: state.next_avail,
-                    avail_wrap: state.avail_wrap,
-                    used_index: state.next_used,
-                    used_wrap: state.used_wrap,
-                })
-            }
-        }
+        self.queue.base()
     }
-}
-
-/// The used index the ring holds now: where a restarted ring resumes filling (after a guest
-/// reboot it is 0 again, whatever it was when the ring stopped).
-pub(super) fn used_index<M: GuestMemory>(mem: &M, used_ring: u64) -> Option<u16> {
-    let mut raw = [0u8; 2];
-    mem.read_slice(&mut raw, GuestAddress(used_ring.checked_add(2)?)).ok()?;
-    Some(u16::from_le_bytes(raw))
 }

@@ -17,7 +17,7 @@ use super::{FsConfig, FsDevice, FsQueue};
 use crate::fuse::abi::{InHeader, InitIn};
 use crate::fuse::{Opcode, Server, ServerConfig};
 use crate::passthrough::{Config, PassthroughFs};
-use crate::virtq::{
+use vhu_transport_std::virtq::{
     packed_avail_flags, PackedDescriptor, DESC_F_NEXT, DESC_F_WRITE, PACKED_DESC_F_AVAIL,
     PACKED_DESC_F_USED,
 };

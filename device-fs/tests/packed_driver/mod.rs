@@ -1,7 +1,7 @@
 //! A model of a packed-ring driver over test guest memory, for the packed virtqueue tests.
 #![allow(dead_code, unreachable_pub)]
 
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     packed_avail_flags, PackedDescriptor, PackedQueue, PackedQueueState, DESC_F_NEXT,
     PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
 };

@@ -1,7 +1,7 @@
 //! Error checks of `virtq_chain`: the rules a queue's construction must enforce, and the facts
 //! every error after construction must state truly.
 
-use vhu_device_fs::virtq::{PackedQueueState, QueueError, QueueState, Ring, MAX_QUEUE_SIZE};
+use vhu_transport_std::virtq::{PackedQueueState, QueueError, QueueState, Ring, MAX_QUEUE_SIZE};
 
 use super::memory::in_memory;
 

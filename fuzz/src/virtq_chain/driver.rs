@@ -1,7 +1,7 @@
 //! The model driver of `virtq_chain`: publishing whole chains (direct or through an indirect
 //! table) and making heads available, the way a driver would for each layout.
 
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
 };
 use vm_memory::{Bytes, GuestAddress};

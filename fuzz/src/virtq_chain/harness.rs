@@ -1,7 +1,7 @@
 //! The `virtq_chain` harness: the queue under test, the model of the driver's side of each
 //! layout, construction checked against the model, and the dispatch of one operation.
 
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     DescriptorChain, PackedQueue, PackedQueueState, QueueError, QueueState, Segment, SplitQueue,
     Virtqueue,
 };

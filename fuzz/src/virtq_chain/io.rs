@@ -1,7 +1,7 @@
 //! Data movement in `virtq_chain`: readers and writers over popped chains, which must move
 //! exactly the chain's bytes, and over arbitrary segments, which may only touch guest memory.
 
-use vhu_device_fs::virtq::{DescriptorChain, QueueError, Reader, Segment, Writer};
+use vhu_transport_std::virtq::{DescriptorChain, QueueError, Reader, Segment, Writer};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::harness::Harness;

@@ -2,7 +2,7 @@
 //! is mapped, the raw byte layout of split and packed descriptors, ring-field access, and the
 //! packed ring's slot and wrap-counter arithmetic.
 
-use vhu_device_fs::virtq::{Segment, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED};
+use vhu_transport_std::virtq::{Segment, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The main region: 64 KiB.

@@ -24,10 +24,10 @@
 //!   arbitrary segments, a successful read or write only touched guest memory;
 //! - used entries and notification state are written where and as the layout says.
 //!
-//! [`Reader`]: vhu_device_fs::virtq::Reader
-//! [`Writer`]: vhu_device_fs::virtq::Writer
-//! [`QueueError`]: vhu_device_fs::virtq::QueueError
-//! [`QueueError::Memory`]: vhu_device_fs::virtq::QueueError::Memory
+//! [`Reader`]: vhu_transport_std::virtq::Reader
+//! [`Writer`]: vhu_transport_std::virtq::Writer
+//! [`QueueError`]: vhu_transport_std::virtq::QueueError
+//! [`QueueError::Memory`]: vhu_transport_std::virtq::QueueError::Memory
 
 mod checks;
 mod driver;

@@ -1,7 +1,7 @@
 //! Pops in `virtq_chain`: what the model expects of the next pop, the pop checked against it,
 //! the validity of every chain popped, and the chains the device holds before returning them.
 
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     DescriptorChain, PackedQueueState, QueueError, QueueState, Virtqueue, DESC_F_NEXT,
     PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
 };

@@ -1,7 +1,7 @@
 //! The device side of `virtq_chain` after a pop: used entries and the notification calls, each
 //! checked against what the layout says must be written to guest memory.
 
-use vhu_device_fs::virtq::{
+use vhu_transport_std::virtq::{
     PackedQueueState, QueueError, QueueState, DESC_F_WRITE, PACKED_DESC_F_AVAIL,
     PACKED_DESC_F_USED, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
 };

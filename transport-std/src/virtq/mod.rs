@@ -1,4 +1,4 @@
-//! Split and packed virtqueues over `vm-memory`, for the virtio-fs request and hiprio queues.
+//! Split and packed virtqueues over `vm-memory`, for the queues of any device.
 //!
 //! - [`SplitQueue`] and [`PackedQueue`]: ring state as plain data plus the pop / add-used / notify
 //!   operations; guest memory is passed to every call. [`Virtqueue`] is either of them.
@@ -6,6 +6,8 @@
 //!   buffers first, then its writable ones.
 //! - [`Reader`] / [`Writer`]: copy between a chain's buffers and byte slices.
 //! - [`need_event`] / [`packed_need_event`]: the EVENT_IDX suppression rules.
+//! - [`ChainQueue`]: the queue handler of a device that answers each chain on the spot
+//!   ([`ChainService`]).
 //!
 //! Every guest-controlled value is validated and each failure is a [`QueueError`]; nothing here
 //! panics on ring contents or accesses memory outside what `vm-memory` maps.
@@ -16,6 +18,7 @@ mod error;
 mod io;
 mod notify;
 mod packed;
+mod serve;
 mod split;
 mod virtqueue;
 
@@ -30,5 +33,6 @@ pub use error::{QueueError, Ring};
 pub use io::{Reader, Writer};
 pub use notify::{need_event, packed_need_event};
 pub use packed::{PackedQueue, PackedQueueState};
+pub use serve::{ChainQueue, ChainService};
 pub use split::{QueueState, SplitQueue};
 pub use virtqueue::Virtqueue;

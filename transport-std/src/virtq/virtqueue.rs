@@ -3,12 +3,14 @@
 //! The layout is fixed when a queue starts (VIRTIO_F_RING_PACKED), so a plain enum suffices; each
 //! method forwards to the layout's own implementation and adds no rules of its own.
 
-use vm_memory::GuestMemory;
+use vhu_core::backend::VringConfig;
+use vhu_core::message::{PackedBase, VringBase};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::chain::DescriptorChain;
 use super::error::QueueError;
-use super::packed::PackedQueue;
-use super::split::SplitQueue;
+use super::packed::{PackedQueue, PackedQueueState};
+use super::split::{QueueState, SplitQueue};
 
 /// A validated virtqueue of either layout.
 #[derive(Clone, Debug)]
@@ -32,6 +34,67 @@ impl From<PackedQueue> for Virtqueue {
 }
 
 impl Virtqueue {
+    /// The ring a started vring's `config` describes (split or packed), validated against
+    /// `memory`, resuming where `config.base` says. A split ring's used index is read back from
+    /// guest memory: after a guest reboot it is 0 again, whatever it was when the ring stopped.
+    /// `indirect`: VIRTIO_F_INDIRECT_DESC was negotiated. `Err` names what is wrong.
+    pub fn from_config<M: GuestMemory + ?Sized>(
+        config: &VringConfig,
+        memory: &M,
+        indirect: bool,
+    ) -> Result<Self, &'static str> {
+        if config.packed {
+            let base = config.base.as_packed();
+            let state = PackedQueueState {
+                size: config.size,
+                desc_ring: config.descriptor,
+                driver_event: config.available,
+                device_event: config.used,
+                next_avail: base.avail_index,
+                avail_wrap: base.avail_wrap,
+                next_used: base.used_index,
+                used_wrap: base.used_wrap,
+                event_idx: config.event_idx,
+                indirect,
+            };
+            let queue = PackedQueue::new(state, memory)
+                .map_err(|_| "the packed ring or its base is invalid")?;
+            return Ok(queue.into());
+        }
+        let next_avail = config.base.as_split().ok_or("the split ring base has bits above 15")?;
+        let next_used =
+            used_index(memory, config.used).ok_or("the used ring is not in guest memory")?;
+        let state = QueueState {
+            size: config.size,
+            desc_table: config.descriptor,
+            avail_ring: config.available,
+            used_ring: config.used,
+            next_avail,
+            next_used,
+            event_idx: config.event_idx,
+            indirect,
+        };
+        let queue =
+            SplitQueue::new(state, memory).map_err(|_| "the ring does not fit guest memory")?;
+        Ok(queue.into())
+    }
+
+    /// Where the ring stands, as GET_VRING_BASE reports it.
+    pub fn base(&self) -> VringBase {
+        match self {
+            Self::Split(queue) => VringBase::split(queue.state().next_avail),
+            Self::Packed(queue) => {
+                let state = queue.state();
+                VringBase::packed(PackedBase {
+                    avail_index: state.next_avail,
+                    avail_wrap: state.avail_wrap,
+                    used_index: state.next_used,
+                    used_wrap: state.used_wrap,
+                })
+            }
+        }
+    }
+
     /// Queue size.
     pub fn size(&self) -> u16 {
         match self {
@@ -97,4 +160,11 @@ impl Virtqueue {
             Self::Packed(q) => q.disable_notification(mem),
         }
     }
+}
+
+/// The used index a split ring holds now.
+fn used_index<M: GuestMemory + ?Sized>(mem: &M, used_ring: u64) -> Option<u16> {
+    let mut raw = [0u8; 2];
+    mem.read_slice(&mut raw, GuestAddress(used_ring.checked_add(2)?)).ok()?;
+    Some(u16::from_le_bytes(raw))
 }
