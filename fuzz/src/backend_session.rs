@@ -216,20 +216,7 @@ impl Session {
 }
 
 fn handed_off(action: &Action<'_>) -> Vec<FdToken> {
-    match action {
-        Action::MapRegion { fd, .. }
-        | Action::MapLog { fd, .. }
-        | Action::SetLogFd(fd)
-        | Action::SetInflight { fd, .. }
-        | Action::SetBackendChannel(fd)
-        | Action::SetDeviceStateFd { fd, .. }
-        | Action::CloseFd(fd) => vec![*fd],
-        Action::StartVring { kick: fd, .. }
-        | Action::ReplaceKick { kick: fd, .. }
-        | Action::SetVringCall { fd, .. }
-        | Action::SetVringErr { fd, .. } => fd.iter().copied().collect(),
-        _ => Vec::new(),
-    }
+    action.fds().into_iter().collect()
 }
 
 /// The spec of the back-end under test. PAGEFAULT and CONFIGURE_MEM_SLOTS are contradictory

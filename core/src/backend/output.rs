@@ -234,6 +234,27 @@ pub enum Action<'a> {
     CloseFd(FdToken),
 }
 
+impl Action<'_> {
+    /// The token this action hands off to the driver, if any (see the module docs: every token
+    /// core receives leaves it exactly once, in an action, a reply or a back-end request).
+    pub fn fds(&self) -> Option<FdToken> {
+        match self {
+            Self::MapRegion { fd, .. }
+            | Self::MapLog { fd, .. }
+            | Self::SetLogFd(fd)
+            | Self::SetInflight { fd, .. }
+            | Self::SetBackendChannel(fd)
+            | Self::SetDeviceStateFd { fd, .. }
+            | Self::CloseFd(fd) => Some(*fd),
+            Self::StartVring { kick: fd, .. }
+            | Self::ReplaceKick { kick: fd, .. }
+            | Self::SetVringCall { fd, .. }
+            | Self::SetVringErr { fd, .. } => *fd,
+            _ => None,
+        }
+    }
+}
+
 /// The driver's answer to an action that has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completion<'a> {
@@ -259,4 +280,24 @@ pub enum Completion<'a> {
     /// SET_MEM_TABLE while postcopy listens: the regions were mapped and registered at these
     /// back-end addresses, one per region in table order; or a failure status.
     PostcopyMapped(Result<&'a [u64], u64>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Region;
+
+    #[test]
+    fn actions_name_the_token_they_hand_off() {
+        let fd = FdToken(7);
+        let region =
+            Region { guest_address: 0, size: 0x1000, user_address: 0, mmap_offset: 0, xen: None };
+        let index = VringIndex(0);
+        assert_eq!(Action::MapRegion { region, fd }.fds(), Some(fd));
+        assert_eq!(Action::CloseFd(fd).fds(), Some(fd));
+        assert_eq!(Action::SetVringCall { index, fd: Some(fd) }.fds(), Some(fd));
+        assert_eq!(Action::ReplaceKick { index, kick: None }.fds(), None);
+        assert_eq!(Action::UnmapRegion(region).fds(), None);
+        assert_eq!(Action::Kick(index).fds(), None);
+    }
 }

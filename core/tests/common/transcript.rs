@@ -110,22 +110,7 @@ fn own(output: Output<'_>) -> Out {
 fn tokens_leaving(out: &Out) -> Vec<FdToken> {
     match out {
         Out::Reply(reply) => reply.fds().to_vec(),
-        Out::Action(action) => match action {
-            Action::MapRegion { fd, .. }
-            | Action::MapLog { fd, .. }
-            | Action::SetLogFd(fd)
-            | Action::SetInflight { fd, .. }
-            | Action::SetBackendChannel(fd)
-            | Action::SetDeviceStateFd { fd, .. }
-            | Action::CloseFd(fd) => vec![*fd],
-            Action::StartVring { kick, .. } | Action::ReplaceKick { kick, .. } => {
-                kick.iter().copied().collect()
-            }
-            Action::SetVringCall { fd, .. } | Action::SetVringErr { fd, .. } => {
-                fd.iter().copied().collect()
-            }
-            _ => Vec::new(),
-        },
+        Out::Action(action) => action.fds().into_iter().collect(),
         Out::Backend { request, .. } => request.fds().to_vec(),
         Out::Result(BackendResult {
             outcome: BackendOutcome::SharedObject { fd: Some(fd), .. },
