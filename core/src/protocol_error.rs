@@ -219,43 +219,12 @@ pub enum Disposition {
     Close,
 }
 
-/// How a request is answered, which decides how a failure can be told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyKind {
-    /// No reply unless NEED_REPLY asks for the `u64` ack.
-    AckOnly,
-    /// Always answered, in a form that can carry a failure status.
-    WithStatus,
-    /// Always answered, in a form that cannot say "failed".
-    Typed,
-}
+pub use crate::wire::ReplyKind;
 
 /// The reply kind of each request (spec "Front-end message types"; QEMU also waits for the `u64`
-/// of POSTCOPY_LISTEN/END and IOTLB_MSG).
+/// of POSTCOPY_LISTEN/END and IOTLB_MSG), from the table of codes.
 pub fn reply_kind(code: FrontendCode) -> ReplyKind {
-    use FrontendCode as C;
-    match code {
-        C::GetFeatures
-        | C::GetProtocolFeatures
-        | C::GetVringBase
-        | C::GetVringBaseSkipDrain
-        | C::GetQueueNum
-        | C::GetMaxMemSlots
-        | C::GetStatus
-        | C::GetShmemConfig
-        | C::CreateCryptoSession
-        | C::SetLogBase => ReplyKind::Typed,
-        C::IotlbMsg
-        | C::PostcopyAdvise
-        | C::PostcopyListen
-        | C::PostcopyEnd
-        | C::CheckDeviceState
-        | C::SetDeviceStateFd
-        | C::GetSharedObject
-        | C::GetInflightFd
-        | C::GetConfig => ReplyKind::WithStatus,
-        _ => ReplyKind::AckOnly,
-    }
+    code.reply_kind()
 }
 
 /// The policy: what refusing `code` for `error` costs. `code` is `None` when the frame's header

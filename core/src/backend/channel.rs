@@ -13,7 +13,7 @@ use super::outstanding::BackendRequestId;
 use super::queue::Item;
 use super::Backend;
 use crate::message::{BackendReply, BackendRequest, Iotlb, ShmemMapping, Uuid};
-use crate::wire::BackendCode;
+use crate::wire::ReplyKind;
 use crate::{FdToken, ProtocolError, ProtocolFeatures, VringIndex, WireError};
 
 impl Backend {
@@ -37,7 +37,7 @@ impl Backend {
             return Err(ProtocolError::Suspended);
         }
         let need_reply = self.protocol_acked(ProtocolFeatures::REPLY_ACK)
-            || request.code() == BackendCode::SharedObjectLookup;
+            || request.code().reply_kind() != ReplyKind::AckOnly;
         let id = self.outstanding.add(request.code(), need_reply)?;
         self.outputs.push(Item::Out(Output::BackendRequest { id, request, need_reply }));
         Ok(id)

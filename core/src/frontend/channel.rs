@@ -14,6 +14,7 @@ use super::output::{BackendAnswer, Event, Output};
 use super::queue::Item;
 use super::{Frontend, FrontendError, Phase};
 use crate::message::{BackendReply, BackendRequest};
+use crate::wire::ReplyKind;
 use crate::wire::{BackendCode, Header, HeaderFlags};
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
 
@@ -55,7 +56,7 @@ impl Frontend {
         if let Err(error) = self.check_backend_request(&request) {
             return Err(self.refuse_backend(Some(code), incoming.need_reply, fds, error));
         }
-        let waits = incoming.need_reply || code == BackendCode::SharedObjectLookup;
+        let waits = incoming.need_reply || code.reply_kind() != ReplyKind::AckOnly;
         if self.backend_pending.push_back((code, waits)).is_err() {
             // The VMM never answers: the session cannot keep up.
             self.release(fds);

@@ -15,7 +15,7 @@ mod memory;
 mod misc;
 mod vring;
 
-pub use code::{BackendCode, Code, FrontendCode};
+pub use code::{BackendCode, Code, FrontendCode, ReplyKind};
 pub use config::{ConfigHeader, ShmemConfig, ShmemMap};
 pub use header::{Header, HeaderFlags};
 pub use memory::{
