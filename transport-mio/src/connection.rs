@@ -1,11 +1,12 @@
 //! One accepted front-end on a non-blocking socket: a [`Session`] and the readiness of its
 //! sources in the caller's `mio::Poll`.
 //!
-//! The main socket, the device's request eventfd and, once the front-end sent one, the back-end
-//! channel socket are registered under the connection's one token; every event for it makes all
+//! The main socket, the device's request eventfd and, while they exist, the back-end channel
+//! socket and a device-state transfer's pipe are registered under the connection's one token; every event for it makes all
 //! the progress the sources allow: queued replies are flushed, frames are read (at most
 //! [`FRAME_BUDGET`] per event so one busy peer cannot starve the others, none while replies are
-//! backlogged), and then device requests and channel answers are serviced. When frames may still
+//! backlogged), and then device requests, channel answers and a transfer are serviced (a
+//! transfer moves as its pipe allows; the event loop never waits for it). When frames may still
 //! wait with no new edge to come (the budget was spent, or a pause was cleared by the last flush)
 //! the main socket is re-registered, which on Linux's epoll re-arms the edge-triggered readiness.
 //! Interest is READABLE, plus WRITABLE while replies (or channel requests) wait.
@@ -19,7 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use vhu_transport_std::{Device, Read, Session};
+use vhu_transport_std::{Device, Read, Session, Transfers};
 
 use crate::error::ConnectionError;
 
@@ -41,8 +42,10 @@ pub(crate) struct Connection<D: Device> {
     stream: UnixStream,
     session: Session<D, D>,
     interest: Interest,
-    /// The channel socket registered, by descriptor and the session's channel generation.
-    channel: Option<(RawFd, u64, Interest)>,
+    /// The back-end channel socket, as registered.
+    channel: Followed,
+    /// A device-state transfer's pipe, as registered.
+    transfer: Followed,
 }
 
 impl<D: Device> Connection<D> {
@@ -50,9 +53,10 @@ impl<D: Device> Connection<D> {
     pub(crate) fn new(stream: UnixStream, device: D) -> Result<Self, ConnectionError> {
         Ok(Self {
             stream,
-            session: Session::new(device)?,
+            session: Session::with_device_state(device, Transfers::Evented)?,
             interest: Interest::READABLE,
-            channel: None,
+            channel: Followed::default(),
+            transfer: Followed::default(),
         })
     }
 
@@ -77,9 +81,8 @@ impl<D: Device> Connection<D> {
         let _ = registry.deregister(&mut self.stream);
         let wake = self.session.requests_fd().as_raw_fd();
         let _ = registry.deregister(&mut SourceFd(&wake));
-        if let Some((fd, _, _)) = self.channel.take() {
-            let _ = registry.deregister(&mut SourceFd(&fd));
-        }
+        self.channel.forget(registry);
+        self.transfer.forget(registry);
     }
 
     /// Makes all the progress the sources allow now. On `Err` the connection must be closed; the
@@ -96,7 +99,7 @@ impl<D: Device> Connection<D> {
         if read == Read::HungUp {
             return Ok(Step::HungUp);
         }
-        self.update_channel(registry, token)?;
+        self.update_sources(registry, token)?;
         let interest = if self.session.unsent_reply().is_none() {
             Interest::READABLE
         } else {
@@ -129,41 +132,75 @@ impl<D: Device> Connection<D> {
         Ok(read)
     }
 
-    /// Keeps the channel socket's registration in step with the session's.
-    fn update_channel(&mut self, registry: &Registry, token: Token) -> Result<(), ConnectionError> {
-        let generation = self.session.channel_generation();
-        let interest = if self.session.channel_wants_write() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let current = self.session.channel_fd().map(|fd| fd.as_raw_fd());
-        match (self.channel, current) {
-            (Some((fd, g, i)), Some(now)) if g == generation && fd == now => {
-                if i != interest {
-                    registry
-                        .reregister(&mut SourceFd(&fd), token, interest)
-                        .map_err(ConnectionError::Register)?;
-                    self.channel = Some((fd, g, interest));
-                }
-                return Ok(());
-            }
-            (None, None) => return Ok(()),
-            (Some((fd, _, _)), _) => {
-                // The old socket may already be closed; its registration went with it then.
-                let _ = registry.deregister(&mut SourceFd(&fd));
-                self.channel = None;
-            }
-            (None, Some(_)) => {}
-        }
-        if let Some(fd) = current {
-            registry
-                .register(&mut SourceFd(&fd), token, interest)
-                .map_err(ConnectionError::Register)?;
-            self.channel = Some((fd, generation, interest));
-            // Answers may have arrived before the registration: look once more.
+    /// Keeps the registrations of the back-end channel socket and a transfer pipe in step with
+    /// the session's.
+    fn update_sources(&mut self, registry: &Registry, token: Token) -> Result<(), ConnectionError> {
+        let channel = self.session.channel_fd().map(|fd| {
+            let interest = if self.session.channel_wants_write() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            (fd.as_raw_fd(), self.session.channel_generation(), interest)
+        });
+        let changed = self.channel.follow(registry, token, channel)?;
+        let pipe = self.session.transfer_pipe().map(|(fd, writes, generation)| {
+            let interest = if writes { Interest::WRITABLE } else { Interest::READABLE };
+            (fd.as_raw_fd(), generation, interest)
+        });
+        let changed = self.transfer.follow(registry, token, pipe)? || changed;
+        if changed {
+            // Something may have become ready before the registration: look once more.
             self.session.service()?;
         }
         Ok(())
+    }
+}
+
+/// A source the session owns and replaces, registered under the connection's token: which
+/// descriptor, of which generation, with which interest.
+#[derive(Debug, Default)]
+struct Followed(Option<(RawFd, u64, Interest)>);
+
+impl Followed {
+    /// Registers, re-registers or deregisters to match `now`; whether a new source was
+    /// registered.
+    fn follow(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        now: Option<(RawFd, u64, Interest)>,
+    ) -> Result<bool, ConnectionError> {
+        match (self.0, now) {
+            (Some(old), Some(new)) if old.0 == new.0 && old.1 == new.1 => {
+                if old.2 != new.2 {
+                    registry
+                        .reregister(&mut SourceFd(&new.0), token, new.2)
+                        .map_err(ConnectionError::Register)?;
+                    self.0 = Some(new);
+                }
+                return Ok(false);
+            }
+            (None, None) => return Ok(false),
+            (Some((fd, _, _)), _) => {
+                // The old descriptor may already be closed; its registration went with it then.
+                let _ = registry.deregister(&mut SourceFd(&fd));
+                self.0 = None;
+            }
+            (None, Some(_)) => {}
+        }
+        let Some(new) = now else { return Ok(false) };
+        registry
+            .register(&mut SourceFd(&new.0), token, new.2)
+            .map_err(ConnectionError::Register)?;
+        self.0 = Some(new);
+        Ok(true)
+    }
+
+    /// Removes the registration (errors are moot: the descriptor is closed next).
+    fn forget(&mut self, registry: &Registry) {
+        if let Some((fd, _, _)) = self.0.take() {
+            let _ = registry.deregister(&mut SourceFd(&fd));
+        }
     }
 }

@@ -33,9 +33,9 @@
 //! Each connection is a [`Session`](vhu_transport_std::Session), the same engine the blocking
 //! driver of `vhu-transport-std` runs: this crate only registers its sources (the main socket,
 //! the device's request eventfd, the back-end channel socket) and calls in when they are ready.
-//! Device requests on the back-end channel and the front-end's answers work as they do there.
-//! Device-state transfer is refused (answered with a failure status), as a blocking transfer would
-//! stall the event loop.
+//! Device requests on the back-end channel and the front-end's answers work as they do there,
+//! and device-state transfers move as their pipe allows, driven by its readiness (the event loop
+//! never blocks on a pipe).
 //!
 //! Like every transport this crate must not contain protocol logic: what to answer, what is
 //! valid and when to close are decided by `vhu-core`. Linux only.

@@ -66,8 +66,8 @@ fn only_what_the_transport_carries_out_is_offered() {
     let main = served.connect();
     let (_, protocol) = channel_peer::offered(&main);
     let (_, all) = channel_peer::everything();
-    // The event loop does not run blocking device-state transfers.
-    assert_eq!(protocol, all - UNPERFORMED_PROTOCOL_FEATURES - ProtocolFeatures::DEVICE_STATE);
+    assert_eq!(protocol, all - UNPERFORMED_PROTOCOL_FEATURES);
+    assert!(protocol.contains(ProtocolFeatures::DEVICE_STATE), "transfers move with the loop");
     drop(main);
     assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
@@ -86,4 +86,16 @@ fn device_refusals_are_the_status_of_the_request() {
     channel_peer::a_running_ring_the_device_cannot_move_is_refused(&fe);
     drop(fe);
     assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
+#[test]
+fn device_state_moves_through_the_pipe_without_holding_up_the_loop() {
+    let (served, fe, shared) = serve("device-state");
+    // Another connection is served while the pipe waits for the front-end.
+    let mut other = served.connect();
+    channel_peer::device_state_moves_through_the_pipe(&fe, &shared);
+    common::assert_serves(&mut other);
+    drop(fe);
+    drop(other);
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }

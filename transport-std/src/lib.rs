@@ -46,7 +46,7 @@ pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
 pub use session::{
     BackendRequests, DeviceRequest, Executor, Owed, Read, RequestError, RequestResult,
-    RequestTicket, Session, SessionError,
+    RequestTicket, Session, SessionError, Transfers,
 };
 pub use socket_file::SocketFile;
 pub use vhu_core;

@@ -110,3 +110,11 @@ fn a_new_memory_table_is_swapped_in_whole() {
     drop(fe);
     thread.join().expect("no panic").expect("clean end");
 }
+
+#[test]
+fn device_state_moves_through_the_pipe() {
+    let (fe, shared, thread) = serve();
+    channel_peer::device_state_moves_through_the_pipe(&fe, &shared);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+}

@@ -148,7 +148,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                     (Transfers::Refused, _) => Err(ENOTSUP as u8),
                     (Transfers::Supported { .. }, None) => Err(EBADF as u8),
                     (Transfers::Supported { pending, result }, Some(fd)) => {
-                        *pending = Some(Transfer { direction, fd });
+                        *pending = Some(Transfer::new(direction, fd));
                         *result = None;
                         Ok(None)
                     }
@@ -156,6 +156,9 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 self.owe(Kind::DeviceState(result));
             }
             Action::CheckDeviceState => {
+                // A front-end checks once its end is done: what is left in the pipe is read (or
+                // written) now, waiting no longer than a transfer may.
+                self.run_transfer(super::TRANSFER_TIMEOUT);
                 let outcome = match &mut self.transfers {
                     Transfers::Supported { result, .. } => result.take(),
                     Transfers::Refused => None,

@@ -23,7 +23,7 @@ use vhu_core::message::VringBase;
 use vhu_core::{FdToken, ProtocolError, VringIndex};
 
 use super::status::EIO;
-use super::transfer::Transfer;
+use super::transfer::{Step, Transfer};
 use crate::device::{Device, DeviceError, Notifier};
 use crate::fd_table::{FdTable, TokensExhausted};
 use crate::memory::MemoryMap;
@@ -130,6 +130,8 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) channel: Option<OwnedFd>,
     pub(super) owed: Option<Owed>,
     pub(super) transfers: Transfers,
+    /// Transfers that ended, so an event loop can tell a new pipe from an old one.
+    pub(super) transfers_done: u64,
     _device: PhantomData<fn(&mut D)>,
 }
 
@@ -168,6 +170,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             channel: None,
             owed: None,
             transfers: Transfers::Refused,
+            transfers_done: 0,
             _device: PhantomData,
         }
     }
@@ -246,14 +249,41 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         }
     }
 
-    /// Runs a pending device-state transfer, blocking, each read or write of the pipe waiting
+    /// Runs a pending device-state transfer to its end, each read or write of the pipe waiting
     /// at most `timeout`; the outcome answers the next CHECK_DEVICE_STATE. Does nothing when
     /// none is pending or transfers are refused.
     pub fn run_transfer(&mut self, timeout: Duration) {
         if let Transfers::Supported { pending, result } = &mut self.transfers {
-            if let Some(transfer) = pending.take() {
-                *result = Some(transfer.run(self.device.borrow_mut(), timeout));
+            if let Some(mut transfer) = pending.take() {
+                *result = Some(transfer.finish(self.device.borrow_mut(), timeout));
+                self.transfers_done += 1;
             }
+        }
+    }
+
+    /// Moves a pending device-state transfer on as far as its pipe allows now, never waiting.
+    pub fn progress_transfer(&mut self) {
+        if let Transfers::Supported { pending, result } = &mut self.transfers {
+            if let Some(transfer) = pending {
+                if let Step::Done(outcome) = transfer.progress(self.device.borrow_mut()) {
+                    *result = Some(outcome);
+                    *pending = None;
+                    self.transfers_done += 1;
+                }
+            }
+        }
+    }
+
+    /// Transfers that ended so far.
+    pub fn transfers_done(&self) -> u64 {
+        self.transfers_done
+    }
+
+    /// The pipe of a transfer in progress, and whether it waits to write (else to read).
+    pub fn transfer_pipe(&self) -> Option<(std::os::fd::BorrowedFd<'_>, bool)> {
+        match &self.transfers {
+            Transfers::Supported { pending: Some(transfer), .. } => transfer.pipe(),
+            _ => None,
         }
     }
 

@@ -19,8 +19,9 @@
 //!   main socket; a channel that breaks is reported to `Backend` (every outstanding request is
 //!   lost) and closed, and the session goes on.
 //!
-//! A device-state transfer, where enabled, runs after the reply of SET_DEVICE_STATE_FD is
-//! written. Dropping the session stops every running queue, resets the device, drops every mapping
+//! A device-state transfer, where enabled ([`Transfers`]), starts after the reply of
+//! SET_DEVICE_STATE_FD is written; [`Session::service`] moves an evented one on (the adapter
+//! watches [`Session::transfer_pipe`]). Dropping the session stops every running queue, resets the device, drops every mapping
 //! and descriptor, and disconnects the device's [`BackendRequests`] handles.
 //!
 //! This module must not wait for readiness or decide protocol questions (what to answer, what is
@@ -53,6 +54,7 @@ use outbox::{Outbox, SendFailed};
 pub use error::{RequestCode, SessionError};
 pub use executor::{Executor, Owed};
 pub use requests::{BackendRequests, DeviceRequest, RequestError, RequestResult, RequestTicket};
+pub use transfer::MAX_STATE_SIZE;
 
 /// How long a device-state transfer may wait for the front-end's end of the pipe, per read or
 /// write, before it fails.
@@ -99,6 +101,20 @@ pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
     requests: BackendRequests,
     tickets: Vec<(BackendRequestId, RequestTicket)>,
     scratch: Box<[u8; MAX_FRAME_SIZE]>,
+    transfers: Transfers,
+}
+
+/// How a session runs device-state transfers (SET_DEVICE_STATE_FD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfers {
+    /// Refused; DEVICE_STATE is not offered.
+    Refused,
+    /// Run to the end right after the reply, blocking (each pipe read or write waits at most
+    /// [`TRANSFER_TIMEOUT`]): for an adapter that serves one connection on its thread.
+    Blocking,
+    /// Moved on by [`Session::service`] as the pipe allows, never waiting: for an event loop,
+    /// which watches [`Session::transfer_pipe`].
+    Evented,
 }
 
 impl<D: Device + ?Sized, H: BorrowMut<D>> std::fmt::Debug for Session<D, H> {
@@ -117,23 +133,26 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     /// offered). The device gets its [`BackendRequests`] handle through [`Device::connected`].
     /// What the transport does not carry out is not offered (see [`offer`]).
     pub fn new(device: H) -> Result<Self, SessionError> {
-        Self::build(device, false)
+        Self::build(device, Transfers::Refused)
     }
 
-    /// [`Session::new`], with device-state transfer: SET_DEVICE_STATE_FD is accepted and the
-    /// transfer runs, blocking with [`TRANSFER_TIMEOUT`] per read or write, once its reply is
-    /// written. For adapters that may block.
-    pub fn with_device_state(device: H) -> Result<Self, SessionError> {
-        Self::build(device, true)
+    /// [`Session::new`], with device-state transfer in the adapter's style: the transfer starts
+    /// once the reply to SET_DEVICE_STATE_FD is written, and [`Transfers::Blocking`] runs it to
+    /// its end there (each read or write waiting at most [`TRANSFER_TIMEOUT`]), while
+    /// [`Transfers::Evented`] moves it on whenever [`Session::service`] is called, the adapter
+    /// watching [`Session::transfer_pipe`].
+    pub fn with_device_state(device: H, transfers: Transfers) -> Result<Self, SessionError> {
+        Self::build(device, transfers)
     }
 
-    fn build(mut device: H, transfers: bool) -> Result<Self, SessionError> {
-        let spec = offer::offered(device.borrow_mut().spec(), transfers);
+    fn build(mut device: H, transfers: Transfers) -> Result<Self, SessionError> {
+        let supported = transfers != Transfers::Refused;
+        let spec = offer::offered(device.borrow_mut().spec(), supported);
         let backend = Backend::new(spec)?;
         let queues = backend.spec().queues;
         let requests = BackendRequests::new().map_err(SessionError::Setup)?;
         let mut exec = Executor::new(device, queues);
-        if transfers {
+        if supported {
             exec.enable_device_state_transfer();
         }
         let mut session = Self {
@@ -147,6 +166,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             requests,
             tickets: Vec::new(),
             scratch: Box::new([0; MAX_FRAME_SIZE]),
+            transfers,
         };
         let handle = session.requests.clone();
         session.exec.device().connected(handle);
@@ -231,9 +251,13 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             .map_err(|SendFailed(code, source)| SessionError::Send { code, source })
     }
 
-    /// Hands the device's queued requests to `Backend`, writes what waits for the channel and
-    /// reads the front-end's answers on it. Never blocks.
+    /// Hands the device's queued requests to `Backend`, writes what waits for the channel, reads
+    /// the front-end's answers on it, and moves an evented device-state transfer on. Never
+    /// blocks.
     pub fn service(&mut self) -> Result<(), SessionError> {
+        if self.replies.is_empty() {
+            self.move_transfer();
+        }
         for (ticket, request) in self.requests.take() {
             match self.submit(request)? {
                 Ok(id) => self.tickets.push((id, ticket)),
@@ -376,13 +400,29 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             if !self.backend.is_awaiting_completion() {
                 self.exec.discard_owed();
                 if self.replies.is_empty() {
-                    self.exec.run_transfer(TRANSFER_TIMEOUT);
+                    self.move_transfer();
                 }
                 return Ok(());
             }
             self.exec.feed_completion(&mut self.backend).map_err(SessionError::Completion)?;
         }
         Err(SessionError::Completion(ProtocolError::UnexpectedCompletion))
+    }
+
+    /// The pipe of a device-state transfer in progress (by an evented session), whether it
+    /// waits to write (else to read), and a number that changes with each transfer, so an event
+    /// loop knows to register a new pipe: call [`Session::service`] when it is ready.
+    pub fn transfer_pipe(&self) -> Option<(BorrowedFd<'_>, bool, u64)> {
+        let (fd, writes) = self.exec.transfer_pipe()?;
+        Some((fd, writes, self.exec.transfers_done()))
+    }
+
+    fn move_transfer(&mut self) {
+        match self.transfers {
+            Transfers::Refused => {}
+            Transfers::Blocking => self.exec.run_transfer(TRANSFER_TIMEOUT),
+            Transfers::Evented => self.exec.progress_transfer(),
+        }
     }
 
     /// Tells the device how one of its requests ended.

@@ -1,17 +1,19 @@
-//! Device-state transfer (SET_DEVICE_STATE_FD): the device saves into, or loads from, the
-//! front-end's pipe end.
+//! Device-state transfer (SET_DEVICE_STATE_FD): the device's state moved through the
+//! front-end's pipe end, without ever blocking on the pipe unless asked to.
 //!
-//! The transfer runs after the reply to SET_DEVICE_STATE_FD is sent (the front-end only starts
-//! reading or writing its end then), before the next frame is read. The descriptor is switched to
-//! non-blocking mode and every read or write waits at most the given timeout for the pipe, so a
-//! front-end that never closes its end cannot hang the daemon. Saving closes the pipe when the
-//! device is done (EOF for the front-end). The outcome is kept for CHECK_DEVICE_STATE.
+//! A transfer starts once the reply to SET_DEVICE_STATE_FD is written (the front-end only uses
+//! its end then). Saving asks the device for its whole state at once, in memory, and then writes
+//! it to the pipe as the pipe takes it, closing it at the end (EOF for the front-end). Loading
+//! reads the pipe as data comes until EOF, then hands the bytes to the device. Each step
+//! ([`Transfer::progress`]) does what the pipe allows now, so an event loop drives it by the
+//! pipe's readiness; [`Transfer::finish`] drives it to the end, waiting at most a timeout for each
+//! read or write, so a front-end that never closes its end cannot hang anyone. The outcome is kept
+//! for CHECK_DEVICE_STATE.
 //!
 //! This module must not decide when a transfer is allowed (core checks that the device is
 //! suspended) nor interpret the state bytes (the device's format).
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags};
@@ -20,80 +22,125 @@ use vhu_core::message::TransferDirection;
 
 use crate::device::{Device, DeviceError};
 
-/// A transfer waiting to run.
+/// State a load accepts at most; a front-end that sends more is refused.
+pub const MAX_STATE_SIZE: usize = 1 << 30;
+
+/// One transfer; see the module docs.
 #[derive(Debug)]
 pub(super) struct Transfer {
-    pub(super) direction: TransferDirection,
-    pub(super) fd: OwnedFd,
+    direction: TransferDirection,
+    fd: Option<OwnedFd>,
+    /// Saving: the state, and how much of it the pipe took. Loading: what arrived so far.
+    data: Vec<u8>,
+    written: usize,
+    started: bool,
+}
+
+/// Where a transfer stands after a step.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// The pipe has to become readable (loading) or writable (saving) first.
+    Waiting,
+    /// Finished, with this outcome.
+    Done(Result<(), DeviceError>),
 }
 
 impl Transfer {
-    /// Runs the device's save or load over the pipe.
-    pub(super) fn run<D: Device + ?Sized>(
-        self,
+    pub(super) fn new(direction: TransferDirection, fd: OwnedFd) -> Self {
+        Self { direction, fd: Some(fd), data: Vec::new(), written: 0, started: false }
+    }
+
+    /// The pipe, and whether the transfer waits to write (else to read).
+    pub(super) fn pipe(&self) -> Option<(BorrowedFd<'_>, bool)> {
+        let writes = matches!(self.direction, TransferDirection::Save);
+        self.fd.as_ref().map(|fd| (fd.as_fd(), writes))
+    }
+
+    /// Does what the pipe allows now.
+    pub(super) fn progress<D: Device + ?Sized>(&mut self, device: &mut D) -> Step {
+        match self.step(device) {
+            Ok(true) => Step::Done(Ok(())),
+            Ok(false) => Step::Waiting,
+            Err(error) => {
+                self.fd = None;
+                Step::Done(Err(error))
+            }
+        }
+    }
+
+    /// Runs the transfer to its end, waiting at most `timeout` for each read or write.
+    pub(super) fn finish<D: Device + ?Sized>(
+        &mut self,
         device: &mut D,
         timeout: Duration,
     ) -> Result<(), DeviceError> {
-        rustix::io::ioctl_fionbio(&self.fd, true).map_err(|errno| DeviceError::Io(errno.into()))?;
-        let mut pipe = TimedPipe { fd: self.fd, timeout };
+        loop {
+            if let Step::Done(result) = self.progress(device) {
+                return result;
+            }
+            let Some((fd, writes)) = self.pipe() else { return Ok(()) };
+            let flags = if writes { PollFlags::OUT } else { PollFlags::IN };
+            let mut fds = [PollFd::from_borrowed_fd(fd, flags)];
+            match poll(&mut fds, Some(&crate::timespec(timeout))) {
+                Ok(0) => {
+                    self.fd = None;
+                    return Err(DeviceError::Io(std::io::ErrorKind::TimedOut.into()));
+                }
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(errno) => {
+                    self.fd = None;
+                    return Err(DeviceError::Io(errno.into()));
+                }
+            }
+        }
+    }
+
+    /// One step; `Ok(true)` when the transfer is complete.
+    fn step<D: Device + ?Sized>(&mut self, device: &mut D) -> Result<bool, DeviceError> {
+        let Some(fd) = &self.fd else { return Ok(true) };
+        if !self.started {
+            self.started = true;
+            rustix::io::ioctl_fionbio(fd, true).map_err(io)?;
+            if let TransferDirection::Save = self.direction {
+                device.save_state(&mut self.data)?;
+            }
+        }
         match self.direction {
             TransferDirection::Save => {
-                device.save_state(&mut pipe)?;
-                pipe.flush()?;
-                Ok(())
+                while self.written < self.data.len() {
+                    match rustix::io::write(fd, &self.data[self.written..]) {
+                        Ok(n) => self.written += n,
+                        Err(Errno::AGAIN) => return Ok(false),
+                        Err(Errno::INTR) => {}
+                        Err(errno) => return Err(io(errno)),
+                    }
+                }
+                // Closing the pipe is the front-end's EOF.
+                self.fd = None;
+                Ok(true)
             }
-            TransferDirection::Load => device.load_state(&mut pipe),
-        }
-    }
-}
-
-/// A non-blocking pipe end whose reads and writes wait for readiness at most `timeout`.
-struct TimedPipe {
-    fd: OwnedFd,
-    timeout: Duration,
-}
-
-impl TimedPipe {
-    fn wait(&self, flags: PollFlags) -> std::io::Result<()> {
-        let timeout = crate::timespec(self.timeout);
-        let mut fds = [PollFd::new(&self.fd, flags)];
-        loop {
-            match poll(&mut fds, Some(&timeout)) {
-                Ok(0) => return Err(std::io::ErrorKind::TimedOut.into()),
-                Ok(_) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(errno) => return Err(errno.into()),
-            }
-        }
-    }
-}
-
-impl Read for TimedPipe {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match rustix::io::read(&self.fd, &mut *buf) {
-                Ok(n) => return Ok(n),
-                Err(Errno::AGAIN) => self.wait(PollFlags::IN)?,
-                Err(Errno::INTR) => continue,
-                Err(errno) => return Err(errno.into()),
+            TransferDirection::Load => {
+                let mut chunk = [0u8; 64 * 1024];
+                loop {
+                    match rustix::io::read(fd, &mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) if self.data.len() + n > MAX_STATE_SIZE => {
+                            return Err(DeviceError::InvalidState("more state than a load accepts"))
+                        }
+                        Ok(n) => self.data.extend_from_slice(&chunk[..n]),
+                        Err(Errno::AGAIN) => return Ok(false),
+                        Err(Errno::INTR) => {}
+                        Err(errno) => return Err(io(errno)),
+                    }
+                }
+                self.fd = None;
+                device.load_state(&mut self.data.as_slice())?;
+                Ok(true)
             }
         }
     }
 }
 
-impl Write for TimedPipe {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match rustix::io::write(&self.fd, buf) {
-                Ok(n) => return Ok(n),
-                Err(Errno::AGAIN) => self.wait(PollFlags::OUT)?,
-                Err(Errno::INTR) => continue,
-                Err(errno) => return Err(errno.into()),
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn io(errno: Errno) -> DeviceError {
+    DeviceError::Io(errno.into())
 }

@@ -48,6 +48,9 @@ pub enum Seen {
 pub struct Shared {
     pub requests: Option<BackendRequests>,
     pub results: Vec<(RequestTicket, Seen)>,
+    /// The state the device saves, and the last state it loaded.
+    pub state: Vec<u8>,
+    pub loaded: Option<Vec<u8>>,
 }
 
 /// One queue that does nothing; back-end requests are pushed by the test through `shared`.
@@ -135,6 +138,19 @@ impl Device for ChannelDevice {
     fn reset(&mut self) {
         self.stop_watching();
     }
+
+    fn save_state(&mut self, out: &mut dyn std::io::Write) -> Result<(), DeviceError> {
+        let state = self.shared.lock().unwrap().state.clone();
+        out.write_all(&state)?;
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut dyn std::io::Read) -> Result<(), DeviceError> {
+        let mut state = Vec::new();
+        input.read_to_end(&mut state)?;
+        self.shared.lock().unwrap().loaded = Some(state);
+        Ok(())
+    }
 }
 
 fn protocol() -> ProtocolFeatures {
@@ -143,6 +159,7 @@ fn protocol() -> ProtocolFeatures {
         | ProtocolFeatures::BACKEND_SEND_FD
         | ProtocolFeatures::CONFIG
         | ProtocolFeatures::SHARED_OBJECT
+        | ProtocolFeatures::DEVICE_STATE
 }
 
 /// The front-end: the main socket and its end of the back-end channel.
@@ -410,4 +427,45 @@ pub fn a_new_memory_table_is_swapped_in_whole(fe: &Frontend, fewest: &AtomicUsiz
         assert_eq!(fe.set_mem_table(), 0);
     }
     assert_eq!(fewest.load(Ordering::Relaxed), 1, "a running ring saw a table being rebuilt");
+}
+
+/// Device state moves through the front-end's pipe in both directions, more of it than a pipe
+/// holds at once, while the front-end reads or writes only after the reply: the back-end never
+/// waits for the pipe where it would hold up the front-end.
+pub fn device_state_moves_through_the_pipe(fe: &Frontend, shared: &Arc<Mutex<Shared>>) {
+    use std::io::{Read, Write};
+    use vhu_transport_std::vhu_core::message::{TransferDirection, TransferPhase};
+    let state: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    shared.lock().unwrap().state = state.clone();
+    // Suspended first: every ring stopped.
+    fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
+    let transfer = |direction| Request::SetDeviceStateFd {
+        direction,
+        phase: TransferPhase::Stopped,
+        fd: FdToken(0),
+    };
+    let (reader, writer) = UnixStream::pair().expect("a pipe-like pair");
+    reader.set_read_timeout(Some(TIMEOUT)).unwrap();
+    writer.shutdown(std::net::Shutdown::Read).unwrap();
+    let reply = fe.call(transfer(TransferDirection::Save), &[writer.as_fd()]);
+    assert_eq!(reply, 0x100, "no error, no back-end descriptor (bit 8)");
+    drop(writer);
+    let mut saved = Vec::new();
+    (&reader).read_to_end(&mut saved).expect("the saved state, to EOF");
+    assert_eq!(saved.len(), state.len());
+    assert!(saved == state, "the saved bytes are the device's state");
+    assert_eq!(fe.call(Request::CheckDeviceState, &[]), 0);
+
+    let (reader, writer) = UnixStream::pair().expect("a pipe-like pair");
+    writer.set_write_timeout(Some(TIMEOUT)).unwrap();
+    reader.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = fe.call(transfer(TransferDirection::Load), &[reader.as_fd()]);
+    assert_eq!(reply, 0x100);
+    drop(reader);
+    let mut changed = state.clone();
+    changed[0] = 0xee;
+    (&writer).write_all(&changed).expect("the state to load");
+    drop(writer);
+    assert_eq!(fe.call(Request::CheckDeviceState, &[]), 0);
+    assert!(shared.lock().unwrap().loaded.as_deref() == Some(&changed[..]), "the device loaded it");
 }
