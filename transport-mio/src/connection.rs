@@ -5,8 +5,10 @@
 //! socket and a device-state transfer's pipe are registered under the connection's one token; every event for it makes all
 //! the progress the sources allow: queued replies are flushed, frames are read (at most
 //! [`FRAME_BUDGET`] per event so one busy peer cannot starve the others, none while replies are
-//! backlogged), and then device requests, channel answers and a transfer are serviced (a
-//! transfer moves as its pipe allows; the event loop never waits for it). When frames may still
+//! backlogged, none while a queue is still stopping), and then device requests, channel answers,
+//! a transfer and a queue's stop are serviced. A transfer moves as its pipe allows and a queue
+//! that takes a while to stop reports through an eventfd registered under the same token: the
+//! event loop never waits for either. When frames may still
 //! wait with no new edge to come (the budget was spent, or a pause was cleared by the last flush)
 //! the main socket is re-registered, which on Linux's epoll re-arms the edge-triggered readiness.
 //! Interest is READABLE, plus WRITABLE while replies (or channel requests) wait.
@@ -20,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use vhu_transport_std::{Device, Read, Session, Transfers};
+use vhu_transport_std::{Device, Read, Session, Style};
 
 use crate::error::ConnectionError;
 
@@ -53,7 +55,7 @@ impl<D: Device> Connection<D> {
     pub(crate) fn new(stream: UnixStream, device: D) -> Result<Self, ConnectionError> {
         Ok(Self {
             stream,
-            session: Session::with_device_state(device, Transfers::Evented)?,
+            session: Session::new(device, Style::Evented)?,
             interest: Interest::READABLE,
             channel: Followed::default(),
             transfer: Followed::default(),
@@ -73,7 +75,14 @@ impl<D: Device> Connection<D> {
         let wake = self.session.requests_fd().as_raw_fd();
         registry
             .register(&mut SourceFd(&wake), token, Interest::READABLE)
-            .map_err(ConnectionError::Register)
+            .map_err(ConnectionError::Register)?;
+        if let Some(stopped) = self.session.stop_fd() {
+            let stopped = stopped.as_raw_fd();
+            registry
+                .register(&mut SourceFd(&stopped), token, Interest::READABLE)
+                .map_err(ConnectionError::Register)?;
+        }
+        Ok(())
     }
 
     /// Removes the sources from the poll (errors are moot: they are closed next).
@@ -81,6 +90,9 @@ impl<D: Device> Connection<D> {
         let _ = registry.deregister(&mut self.stream);
         let wake = self.session.requests_fd().as_raw_fd();
         let _ = registry.deregister(&mut SourceFd(&wake));
+        if let Some(stopped) = self.session.stop_fd() {
+            let _ = registry.deregister(&mut SourceFd(&stopped.as_raw_fd()));
+        }
         self.channel.forget(registry);
         self.transfer.forget(registry);
     }
@@ -108,7 +120,8 @@ impl<D: Device> Connection<D> {
         let rearm = match read {
             Read::Budget => true,
             Read::Paused => !self.session.is_backlogged(),
-            Read::Drained | Read::HungUp => false,
+            // The stop's eventfd brings the next event.
+            Read::Drained | Read::HungUp | Read::Awaiting => false,
         };
         if interest != self.interest || rearm {
             self.interest = interest;
@@ -121,15 +134,23 @@ impl<D: Device> Connection<D> {
 
     fn progress(&mut self) -> Result<Read, ConnectionError> {
         self.session.flush(self.stream.as_fd())?;
-        let read = if self.session.is_backlogged() {
-            Read::Paused
-        } else {
-            self.session.read(self.stream.as_fd(), FRAME_BUDGET)?
-        };
+        let mut read = self.read()?;
         if read != Read::HungUp {
             self.session.service()?;
+            // A queue that finished stopping lets frames be read again.
+            if read == Read::Awaiting && !self.session.is_awaiting() {
+                self.session.flush(self.stream.as_fd())?;
+                read = self.read()?;
+            }
         }
         Ok(read)
+    }
+
+    fn read(&mut self) -> Result<Read, ConnectionError> {
+        if self.session.is_backlogged() {
+            return Ok(Read::Paused);
+        }
+        Ok(self.session.read(self.stream.as_fd(), FRAME_BUDGET)?)
     }
 
     /// Keeps the registrations of the back-end channel socket and a transfer pipe in step with

@@ -99,3 +99,26 @@ fn device_state_moves_through_the_pipe_without_holding_up_the_loop() {
     drop(other);
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }
+
+#[test]
+fn a_slow_stop_holds_up_only_its_connection() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let device_shared = Arc::clone(&shared);
+    let mut first = true;
+    let served = common::serve_with("slow-stop", 4, move || {
+        let shared = if std::mem::take(&mut first) {
+            Arc::clone(&device_shared)
+        } else {
+            Arc::new(Mutex::new(Shared::default()))
+        };
+        let mut device = ChannelDevice::new(shared);
+        device.slow_stop = true;
+        device
+    });
+    let fe = Frontend::bring_up(served.connect());
+    let other = served.connect();
+    channel_peer::a_slow_stop_holds_up_only_its_connection(&fe, &shared, &other);
+    drop(fe);
+    drop(other);
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}

@@ -24,7 +24,7 @@ use vhu_core::message::VringBase;
 use vhu_core::{VirtioFeatures, VringIndex};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::session::{BackendRequests, RequestResult, RequestTicket};
+use crate::session::{BackendRequests, QueueStopped, RequestResult, RequestTicket};
 
 /// A device operation that failed; the driver turns it into a failure status for the front-end.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,14 @@ pub trait Device {
 
     /// A new kick eventfd (or none) for a running queue; the old one must no longer be used.
     fn replace_kick(&mut self, index: VringIndex, kick: Option<OwnedFd>);
+
+    /// Stops a running queue without making the caller wait, for an event loop that must not
+    /// be held up by requests in flight: `done` gets the base once the queue stopped, from any
+    /// thread. The default stops it here with [`Device::stop_queue`]; a device whose stop can
+    /// take a while overrides it ([`Workers::stop_then`](crate::Workers::stop_then)).
+    fn stop_queue_then(&mut self, index: VringIndex, drain: bool, done: QueueStopped) {
+        done.stopped(self.stop_queue(index, drain));
+    }
 
     /// Forgets negotiated features and device state. No queue is running when this is called.
     fn reset(&mut self);

@@ -22,7 +22,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use vhu_core::backend::Backend;
 
 use crate::device::Device;
-use crate::session::{BackendRequests, Read, Session, SessionError, Transfers};
+use crate::session::{BackendRequests, Read, Session, SessionError, Style};
 
 /// How long a reply may wait for a front-end that does not read its socket.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +45,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
         // A front-end that sends requests but never reads the replies must not park the daemon
         // in sendmsg forever: after REPLY_TIMEOUT the reply fails and the connection ends.
         socket.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(SessionError::Setup)?;
-        let session = Session::with_device_state(device, Transfers::Blocking)?;
+        let session = Session::new(device, Style::Blocking)?;
         Ok(Self { session, socket })
     }
 

@@ -45,8 +45,8 @@ pub use fd_table::{FdTable, TokensExhausted};
 pub use memory::{MemoryError, MemoryMap};
 pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
 pub use session::{
-    BackendRequests, DeviceRequest, Executor, Owed, Read, RequestError, RequestResult,
-    RequestTicket, Session, SessionError, Transfers,
+    BackendRequests, DeviceRequest, Executor, Owed, QueueStopped, Read, RequestError,
+    RequestResult, RequestTicket, Session, SessionError, Style,
 };
 pub use socket_file::SocketFile;
 pub use vhu_core;

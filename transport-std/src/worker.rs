@@ -124,16 +124,27 @@ impl Control {
     }
 }
 
-#[derive(Debug)]
+/// What runs on a worker's thread, with its handler, once the worker stopped.
+type OnStop<H> = Arc<Mutex<Option<Box<dyn FnOnce(&H) + Send>>>>;
+
 struct Worker<H> {
     control: Arc<Control>,
     thread: JoinHandle<H>,
+    on_stop: OnStop<H>,
+}
+
+impl<H> std::fmt::Debug for Worker<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("control", &self.control).finish_non_exhaustive()
+    }
 }
 
 /// The running workers of a device, by queue. Dropping it stops them all.
 #[derive(Debug)]
 pub struct Workers<H: QueueHandler> {
     running: BTreeMap<VringIndex, Worker<H>>,
+    /// Workers told to stop without waiting ([`Workers::stop_then`]), joined later.
+    stopping: Vec<JoinHandle<H>>,
 }
 
 impl<H: QueueHandler> Default for Workers<H> {
@@ -145,7 +156,7 @@ impl<H: QueueHandler> Default for Workers<H> {
 impl<H: QueueHandler> Workers<H> {
     /// No workers.
     pub fn new() -> Self {
-        Self { running: BTreeMap::new() }
+        Self { running: BTreeMap::new(), stopping: Vec::new() }
     }
 
     /// Runs `handler` for `queue` on a new thread. A worker already running for the same index is
@@ -167,10 +178,19 @@ impl<H: QueueHandler> Workers<H> {
         };
         let state = WorkerState { kick: queue.kick, enabled: queue.enabled, kick_broken: false };
         let thread_control = Arc::clone(&control);
-        let thread = std::thread::Builder::new()
-            .name(format!("vhu-queue-{}", index.0))
-            .spawn(move || run(handler, &thread_control, context, state))?;
-        self.running.insert(index, Worker { control, thread });
+        let on_stop: OnStop<H> = Arc::default();
+        let thread_on_stop = Arc::clone(&on_stop);
+        let thread = std::thread::Builder::new().name(format!("vhu-queue-{}", index.0)).spawn(
+            move || {
+                let handler = run(handler, &thread_control, context, state);
+                let then = thread_on_stop.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(then) = then {
+                    then(&handler);
+                }
+                handler
+            },
+        )?;
+        self.running.insert(index, Worker { control, thread, on_stop });
         Ok(())
     }
 
@@ -182,10 +202,36 @@ impl<H: QueueHandler> Workers<H> {
         worker.thread.join().ok()
     }
 
-    /// Stops every worker and returns the handlers that did not panic.
+    /// Tells the worker of `index` to stop and returns at once; `then` runs on the worker's
+    /// thread with its handler once it stopped (after [`QueueHandler::stopped`]). `false` if no
+    /// worker runs for `index`.
+    pub fn stop_then(&mut self, index: VringIndex, then: impl FnOnce(&H) + Send + 'static) -> bool {
+        self.reap();
+        let Some(worker) = self.running.remove(&index) else { return false };
+        *worker.on_stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(then));
+        worker.control.update(|c| c.stop = true);
+        self.stopping.push(worker.thread);
+        true
+    }
+
+    /// Stops every worker (waiting for those told to stop before) and returns the handlers that
+    /// did not panic.
     pub fn stop_all(&mut self) -> Vec<(VringIndex, H)> {
+        for thread in std::mem::take(&mut self.stopping) {
+            let _ = thread.join();
+        }
         let indices: Vec<VringIndex> = self.running.keys().copied().collect();
         indices.into_iter().filter_map(|i| self.stop(i).map(|h| (i, h))).collect()
+    }
+
+    /// Joins the workers told to stop that have ended.
+    fn reap(&mut self) {
+        let (done, running): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.stopping).into_iter().partition(JoinHandle::is_finished);
+        self.stopping = running;
+        for thread in done {
+            let _ = thread.join();
+        }
     }
 
     /// Whether a worker runs for `index`.

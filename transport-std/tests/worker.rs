@@ -235,3 +235,36 @@ fn a_waker_runs_the_handler_again_from_another_thread() {
     assert!(detached.is_woken());
     assert_eq!(workers.stop_all().len(), 1);
 }
+
+/// A handler whose `stopped` takes a while (requests still in flight), and the gate it waits on.
+struct SlowToStop {
+    gate: std::sync::mpsc::Receiver<()>,
+}
+
+impl QueueHandler for SlowToStop {
+    fn process(&mut self, _queue: &QueueContext) {}
+
+    fn base(&self) -> VringBase {
+        VringBase::split(9)
+    }
+
+    fn stopped(&mut self, _queue: &QueueContext) {
+        let _ = self.gate.recv_timeout(WAIT);
+    }
+}
+
+#[test]
+fn stop_then_returns_at_once_and_reports_from_the_worker() {
+    let memory = MemoryMap::new();
+    let mut workers = Workers::new();
+    let (open, gate) = std::sync::mpsc::channel();
+    workers.start(queue(2, None, false, &memory), SlowToStop { gate }).expect("start");
+    let (report, reported) = std::sync::mpsc::channel();
+    assert!(workers.stop_then(VringIndex(2), move |handler| report.send(handler.base()).unwrap()));
+    assert!(!workers.is_running(VringIndex(2)), "stopping, no longer running");
+    assert!(reported.recv_timeout(QUIET).is_err(), "not before the handler finished stopping");
+    open.send(()).unwrap();
+    assert_eq!(reported.recv_timeout(WAIT), Ok(VringBase::split(9)));
+    assert!(!workers.stop_then(VringIndex(2), |_| {}), "nothing runs any more");
+    assert!(workers.stop_all().is_empty());
+}

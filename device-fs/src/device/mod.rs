@@ -16,7 +16,7 @@ use vhu_core::backend::{BackendSpec, VringConfig};
 use vhu_core::message::VringBase;
 use vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
-use vhu_transport_std::{Device, DeviceError, Queue, Workers};
+use vhu_transport_std::{Device, DeviceError, Queue, QueueStopped, Workers};
 
 use crate::fuse::Server;
 use crate::passthrough::PassthroughFs;
@@ -140,6 +140,16 @@ impl Device for FsDevice {
             use vhu_transport_std::QueueHandler;
             handler.base()
         })
+    }
+
+    fn stop_queue_then(&mut self, index: VringIndex, _drain: bool, done: QueueStopped) {
+        // The worker finishes the request it is processing (and its pool's) before it stops.
+        if self.workers.is_running(index) {
+            use vhu_transport_std::QueueHandler;
+            self.workers.stop_then(index, move |handler| done.stopped(handler.base()));
+        } else {
+            done.stopped(VringBase(0));
+        }
     }
 
     fn set_queue_enabled(&mut self, index: VringIndex, enabled: bool) {

@@ -18,6 +18,7 @@ use vhu_core::{FdToken, VringIndex};
 
 use super::executor::{Executor, Kind, Run, Staged, Transfers};
 use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
+use super::stops::QueueStopped;
 use super::transfer::Transfer;
 use crate::device::{Device, Queue};
 use crate::memory::MemoryError;
@@ -82,10 +83,21 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                     self.device.borrow_mut().set_queue_enabled(index, enabled);
                 }
             }
-            Action::StopVring { index, drain } => {
-                let base = self.stop_vring(index, drain);
-                self.owe(Kind::Stopped { index, base });
-            }
+            Action::StopVring { index, drain } => match self.stops.clone() {
+                Some(inbox) if self.is_running(index) => {
+                    // The device reports when the queue stopped; the completion waits till then.
+                    self.rings[usize::from(index.0)].run = Run::Stopped;
+                    self.rings[usize::from(index.0)].enabled = false;
+                    self.awaiting_stop = true;
+                    let done = QueueStopped::new(inbox, index);
+                    self.device.borrow_mut().stop_queue_then(index, drain, done);
+                    self.collect_stop();
+                }
+                _ => {
+                    let base = self.stop_vring(index, drain);
+                    self.owe(Kind::Stopped { index, base });
+                }
+            },
             Action::SetVringCall { index, fd } => {
                 let fd = self.take_optional(fd);
                 let running = self.is_running(index);

@@ -16,6 +16,7 @@
 use std::borrow::BorrowMut;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use vhu_core::backend::{Backend, Completion};
@@ -23,6 +24,7 @@ use vhu_core::message::VringBase;
 use vhu_core::{FdToken, ProtocolError, VringIndex};
 
 use super::status::EIO;
+use super::stops::StopInbox;
 use super::transfer::{Step, Transfer};
 use crate::device::{Device, DeviceError, Notifier};
 use crate::fd_table::{FdTable, TokensExhausted};
@@ -132,6 +134,10 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) transfers: Transfers,
     /// Transfers that ended, so an event loop can tell a new pipe from an old one.
     pub(super) transfers_done: u64,
+    /// Where queues stopped without waiting report ([`Executor::enable_evented_stops`]).
+    pub(super) stops: Option<Arc<StopInbox>>,
+    /// A GET_VRING_BASE waits for a queue that is still stopping.
+    pub(super) awaiting_stop: bool,
     _device: PhantomData<fn(&mut D)>,
 }
 
@@ -171,6 +177,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             owed: None,
             transfers: Transfers::Refused,
             transfers_done: 0,
+            stops: None,
+            awaiting_stop: false,
             _device: PhantomData,
         }
     }
@@ -181,6 +189,35 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         if let Transfers::Refused = self.transfers {
             self.transfers = Transfers::Supported { pending: None, result: None };
         }
+    }
+
+    /// Stops queues without waiting from now on: the device reports through
+    /// [`Device::stop_queue_then`] and [`Executor::collect_stop`] picks the result up.
+    pub fn enable_evented_stops(&mut self) -> std::io::Result<()> {
+        self.stops = Some(StopInbox::new()?);
+        Ok(())
+    }
+
+    /// The eventfd that becomes readable when a queue stopped without waiting.
+    pub fn stop_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.stops.as_ref().map(|inbox| inbox.fd())
+    }
+
+    /// Whether a GET_VRING_BASE waits for a queue that is still stopping.
+    pub fn is_awaiting_stop(&self) -> bool {
+        self.awaiting_stop
+    }
+
+    /// Records the completion of a queue that finished stopping, if it did.
+    pub fn collect_stop(&mut self) {
+        if !self.awaiting_stop {
+            return;
+        }
+        let Some((index, base)) = self.stops.as_ref().and_then(|inbox| inbox.take()) else {
+            return;
+        };
+        self.awaiting_stop = false;
+        self.owe(Kind::Stopped { index, base });
     }
 
     /// The device.

@@ -19,9 +19,11 @@
 //!   main socket; a channel that breaks is reported to `Backend` (every outstanding request is
 //!   lost) and closed, and the session goes on.
 //!
-//! A device-state transfer, where enabled ([`Transfers`]), starts after the reply of
-//! SET_DEVICE_STATE_FD is written; [`Session::service`] moves an evented one on (the adapter
-//! watches [`Session::transfer_pipe`]). Dropping the session stops every running queue, resets the device, drops every mapping
+//! How the session waits is its [`Style`]: a blocking adapter runs a device-state transfer to its
+//! end right after the reply of SET_DEVICE_STATE_FD and waits for a queue to stop; an evented
+//! one never waits — [`Session::service`] moves a transfer on as its pipe allows and feeds a
+//! queue's stop when the device reports it (the adapter watches [`Session::transfer_pipe`] and
+//! [`Session::stop_fd`]; frames are not read while a completion is owed). Dropping the session stops every running queue, resets the device, drops every mapping
 //! and descriptor, and disconnects the device's [`BackendRequests`] handles.
 //!
 //! This module must not wait for readiness or decide protocol questions (what to answer, what is
@@ -34,6 +36,7 @@ mod executor;
 pub mod offer;
 mod outbox;
 mod requests;
+mod stops;
 mod transfer;
 
 use std::borrow::BorrowMut;
@@ -54,6 +57,7 @@ use outbox::{Outbox, SendFailed};
 pub use error::{RequestCode, SessionError};
 pub use executor::{Executor, Owed};
 pub use requests::{BackendRequests, DeviceRequest, RequestError, RequestResult, RequestTicket};
+pub use stops::QueueStopped;
 pub use transfer::MAX_STATE_SIZE;
 
 /// How long a device-state transfer may wait for the front-end's end of the pipe, per read or
@@ -84,6 +88,9 @@ pub enum Read {
     Budget,
     /// The peer hung up at a frame boundary.
     HungUp,
+    /// A completion is owed (a queue still stopping): read again once [`Session::service`]
+    /// has fed it ([`Session::is_awaiting`] turns false).
+    Awaiting,
 }
 
 /// One back-end connection's state; see the module docs.
@@ -101,19 +108,19 @@ pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
     requests: BackendRequests,
     tickets: Vec<(BackendRequestId, RequestTicket)>,
     scratch: Box<[u8; MAX_FRAME_SIZE]>,
-    transfers: Transfers,
+    style: Style,
 }
 
-/// How a session runs device-state transfers (SET_DEVICE_STATE_FD).
+/// How a session waits: what its adapter can afford.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transfers {
-    /// Refused; DEVICE_STATE is not offered.
-    Refused,
-    /// Run to the end right after the reply, blocking (each pipe read or write waits at most
-    /// [`TRANSFER_TIMEOUT`]): for an adapter that serves one connection on its thread.
+pub enum Style {
+    /// The adapter serves one connection on its thread and may block: a device-state transfer
+    /// runs to its end right after its reply (each pipe read or write waiting at most
+    /// [`TRANSFER_TIMEOUT`]), and a queue stops before GET_VRING_BASE is answered.
     Blocking,
-    /// Moved on by [`Session::service`] as the pipe allows, never waiting: for an event loop,
-    /// which watches [`Session::transfer_pipe`].
+    /// An event loop that must never wait: a transfer moves as its pipe allows
+    /// ([`Session::transfer_pipe`]), and a queue that takes a while to stop reports later
+    /// ([`Device::stop_queue_then`], [`Session::stop_fd`]); [`Session::service`] picks both up.
     Evented,
 }
 
@@ -129,31 +136,18 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> std::fmt::Debug for Session<D, H> {
 }
 
 impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
-    /// A fresh session for `device`, with device-state transfer refused (DEVICE_STATE is not
-    /// offered). The device gets its [`BackendRequests`] handle through [`Device::connected`].
-    /// What the transport does not carry out is not offered (see [`offer`]).
-    pub fn new(device: H) -> Result<Self, SessionError> {
-        Self::build(device, Transfers::Refused)
-    }
-
-    /// [`Session::new`], with device-state transfer in the adapter's style: the transfer starts
-    /// once the reply to SET_DEVICE_STATE_FD is written, and [`Transfers::Blocking`] runs it to
-    /// its end there (each read or write waiting at most [`TRANSFER_TIMEOUT`]), while
-    /// [`Transfers::Evented`] moves it on whenever [`Session::service`] is called, the adapter
-    /// watching [`Session::transfer_pipe`].
-    pub fn with_device_state(device: H, transfers: Transfers) -> Result<Self, SessionError> {
-        Self::build(device, transfers)
-    }
-
-    fn build(mut device: H, transfers: Transfers) -> Result<Self, SessionError> {
-        let supported = transfers != Transfers::Refused;
-        let spec = offer::offered(device.borrow_mut().spec(), supported);
+    /// A fresh session for `device`, waiting in `style`. The device gets its
+    /// [`BackendRequests`] handle through [`Device::connected`]. What the transport does not
+    /// carry out is not offered (see [`offer`]).
+    pub fn new(mut device: H, style: Style) -> Result<Self, SessionError> {
+        let spec = offer::offered(device.borrow_mut().spec());
         let backend = Backend::new(spec)?;
         let queues = backend.spec().queues;
         let requests = BackendRequests::new().map_err(SessionError::Setup)?;
         let mut exec = Executor::new(device, queues);
-        if supported {
-            exec.enable_device_state_transfer();
+        exec.enable_device_state_transfer();
+        if style == Style::Evented {
+            exec.enable_evented_stops().map_err(SessionError::Setup)?;
         }
         let mut session = Self {
             exec,
@@ -166,7 +160,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             requests,
             tickets: Vec::new(),
             scratch: Box::new([0; MAX_FRAME_SIZE]),
-            transfers,
+            style,
         };
         let handle = session.requests.clone();
         session.exec.device().connected(handle);
@@ -224,6 +218,9 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     /// Reads and handles up to `budget` frames from the main socket; see the module docs.
     pub fn read(&mut self, socket: BorrowedFd<'_>, budget: usize) -> Result<Read, SessionError> {
         for _ in 0..budget {
+            if self.backend.is_awaiting_completion() {
+                return Ok(Read::Awaiting);
+            }
             if self.replies.is_backlogged() {
                 return Ok(Read::Paused);
             }
@@ -255,6 +252,12 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     /// the front-end's answers on it, and moves an evented device-state transfer on. Never
     /// blocks.
     pub fn service(&mut self) -> Result<(), SessionError> {
+        if self.exec.is_awaiting_stop() {
+            self.exec.collect_stop();
+            if !self.exec.is_awaiting_stop() {
+                self.drain(None)?;
+            }
+        }
         if self.replies.is_empty() {
             self.move_transfer();
         }
@@ -404,6 +407,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                 }
                 return Ok(());
             }
+            if self.exec.is_awaiting_stop() {
+                // The queue reports later; `service` feeds the completion then.
+                return Ok(());
+            }
             self.exec.feed_completion(&mut self.backend).map_err(SessionError::Completion)?;
         }
         Err(SessionError::Completion(ProtocolError::UnexpectedCompletion))
@@ -417,11 +424,22 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
         Some((fd, writes, self.exec.transfers_done()))
     }
 
+    /// The eventfd that becomes readable when a queue finished stopping (evented sessions):
+    /// call [`Session::service`] then.
+    pub fn stop_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.exec.stop_fd()
+    }
+
+    /// Whether the back-end waits for a completion (a queue still stopping): frames are not
+    /// read meanwhile.
+    pub fn is_awaiting(&self) -> bool {
+        self.backend.is_awaiting_completion()
+    }
+
     fn move_transfer(&mut self) {
-        match self.transfers {
-            Transfers::Refused => {}
-            Transfers::Blocking => self.exec.run_transfer(TRANSFER_TIMEOUT),
-            Transfers::Evented => self.exec.progress_transfer(),
+        match self.style {
+            Style::Blocking => self.exec.run_transfer(TRANSFER_TIMEOUT),
+            Style::Evented => self.exec.progress_transfer(),
         }
     }
 

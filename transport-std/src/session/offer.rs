@@ -4,7 +4,7 @@
 //! executor does not log dirty pages (LOG_SHMFD, VHOST_F_LOG_ALL), does not resubmit inflight
 //! requests (INFLIGHT_SHMFD and the GET_VRING_BASE variants built on it), has no userfaultfd
 //! (PAGEFAULT), no IOTLB (VIRTIO_F_ACCESS_PLATFORM), and no device callback for NET_SET_MTU or
-//! SEND_RARP; DEVICE_STATE needs an adapter that runs transfers. A device without shared-memory
+//! SEND_RARP. A device without shared-memory
 //! regions has nothing to map (SHMEM), one without config space nothing to read (CONFIG). Those
 //! are removed from the device's spec before `Backend` sees it, so GET_FEATURES and
 //! GET_PROTOCOL_FEATURES never promise them.
@@ -27,13 +27,9 @@ pub const UNPERFORMED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::LO
 pub const UNPERFORMED_FEATURES: VirtioFeatures =
     VirtioFeatures::LOG_ALL.union(VirtioFeatures::ACCESS_PLATFORM);
 
-/// `spec` as a session offers it; `transfers` says whether the adapter runs device-state
-/// transfers.
-pub(super) fn offered(mut spec: BackendSpec, transfers: bool) -> BackendSpec {
+/// `spec` as a session offers it.
+pub(super) fn offered(mut spec: BackendSpec) -> BackendSpec {
     spec.protocol_features.remove(UNPERFORMED_PROTOCOL_FEATURES);
-    if !transfers {
-        spec.protocol_features.remove(ProtocolFeatures::DEVICE_STATE);
-    }
     if spec.shmem_sizes.iter().all(|size| *size == 0) {
         spec.protocol_features.remove(ProtocolFeatures::SHMEM);
     }
@@ -51,17 +47,16 @@ mod tests {
     #[test]
     fn features_without_their_substance_are_not_offered() {
         let mut spec = BackendSpec::new(1, 256);
-        spec.protocol_features |= ProtocolFeatures::SHMEM | ProtocolFeatures::DEVICE_STATE;
-        let first = offered(spec.clone(), true);
+        spec.protocol_features |= ProtocolFeatures::SHMEM | ProtocolFeatures::LOG_SHMFD;
+        let first = offered(spec.clone());
         assert!(!first.protocol_features.contains(ProtocolFeatures::SHMEM));
         assert!(!first.protocol_features.contains(ProtocolFeatures::CONFIG));
-        assert!(first.protocol_features.contains(ProtocolFeatures::DEVICE_STATE));
+        assert!(!first.protocol_features.contains(ProtocolFeatures::LOG_SHMFD));
         spec.shmem_sizes.extend([0, 0x1000]);
         spec.config_size = 4;
-        let offered = offered(spec, false);
+        let offered = offered(spec);
         assert!(offered
             .protocol_features
             .contains(ProtocolFeatures::SHMEM | ProtocolFeatures::CONFIG));
-        assert!(!offered.protocol_features.contains(ProtocolFeatures::DEVICE_STATE));
     }
 }

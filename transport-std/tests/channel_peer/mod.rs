@@ -23,8 +23,8 @@ use vhu_transport_std::vhu_core::{
 };
 use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemoryBackend};
 use vhu_transport_std::{
-    recv_frame, send, BackendRequests, Device, DeviceError, DeviceRequest, Queue, RecvOutcome,
-    RequestResult, RequestTicket,
+    recv_frame, send, BackendRequests, Device, DeviceError, DeviceRequest, Queue, QueueStopped,
+    RecvOutcome, RequestResult, RequestTicket,
 };
 
 /// Every wait in these scenarios gives up after this long.
@@ -51,6 +51,8 @@ pub struct Shared {
     /// The state the device saves, and the last state it loaded.
     pub state: Vec<u8>,
     pub loaded: Option<Vec<u8>>,
+    /// A stop the device has not reported yet (with `slow_stop`).
+    pub pending_stop: Option<QueueStopped>,
 }
 
 /// One queue that does nothing; back-end requests are pushed by the test through `shared`.
@@ -61,6 +63,8 @@ pub struct ChannelDevice {
     pub offer: Option<(VirtioFeatures, ProtocolFeatures)>,
     /// The queue refuses to start.
     pub refuse_start: bool,
+    /// A stop is reported only when the test says so (`Shared::pending_stop`).
+    pub slow_stop: bool,
     /// While a queue runs, a thread keeps looking at guest memory as a worker would and records
     /// the fewest regions it ever saw here.
     pub fewest_regions: Option<Arc<AtomicUsize>>,
@@ -69,7 +73,14 @@ pub struct ChannelDevice {
 
 impl ChannelDevice {
     pub fn new(shared: Arc<Mutex<Shared>>) -> Self {
-        Self { shared, offer: None, refuse_start: false, fewest_regions: None, watcher: None }
+        Self {
+            shared,
+            offer: None,
+            refuse_start: false,
+            slow_stop: false,
+            fewest_regions: None,
+            watcher: None,
+        }
     }
 
     fn stop_watching(&mut self) {
@@ -131,6 +142,14 @@ impl Device for ChannelDevice {
         VringBase::split(0)
     }
 
+    fn stop_queue_then(&mut self, index: VringIndex, drain: bool, done: QueueStopped) {
+        if self.slow_stop {
+            self.shared.lock().unwrap().pending_stop = Some(done);
+        } else {
+            done.stopped(self.stop_queue(index, drain));
+        }
+    }
+
     fn set_queue_enabled(&mut self, _index: VringIndex, _enabled: bool) {}
 
     fn replace_kick(&mut self, _index: VringIndex, _kick: Option<OwnedFd>) {}
@@ -190,11 +209,21 @@ fn u64_of(payload: &[u8]) -> u64 {
     u64::from_ne_bytes(payload[..8].try_into().expect("a u64 payload"))
 }
 
-/// Sends `request` with NEED_REPLY and its descriptors on `main`; returns the reply's `u64`.
-pub fn call(main: &UnixStream, request: Request<'_>, fds: &[BorrowedFd<'_>]) -> u64 {
+/// Sends `request` with NEED_REPLY and its descriptors on `main`, without waiting.
+pub fn post(main: &UnixStream, request: Request<'_>, fds: &[BorrowedFd<'_>]) {
     let mut buf = vec![0u8; 4096];
     let len = request.encode_into(true, &mut buf).expect("request encodes");
     send(main, &buf[..len], fds).expect("send a request");
+}
+
+/// Sends `request` with NEED_REPLY and its descriptors on `main`; returns the reply's `u64`.
+pub fn call(main: &UnixStream, request: Request<'_>, fds: &[BorrowedFd<'_>]) -> u64 {
+    post(main, request, fds);
+    answer_to(main, request)
+}
+
+/// Reads the reply to `request` on `main`; its `u64`.
+pub fn answer_to(main: &UnixStream, request: Request<'_>) -> u64 {
     let what = format!("the reply to {:?}", request.code());
     let (code, _, payload, _) = read_frame(main, &what);
     assert_eq!(code, request.code().as_u32(), "the reply answers the request");
@@ -468,4 +497,37 @@ pub fn device_state_moves_through_the_pipe(fe: &Frontend, shared: &Arc<Mutex<Sha
     drop(writer);
     assert_eq!(fe.call(Request::CheckDeviceState, &[]), 0);
     assert!(shared.lock().unwrap().loaded.as_deref() == Some(&changed[..]), "the device loaded it");
+}
+
+/// A queue that takes a while to stop: GET_VRING_BASE waits for it, frames that arrive meanwhile
+/// wait in the socket, and other connections are served all the while.
+pub fn a_slow_stop_holds_up_only_its_connection(
+    fe: &Frontend,
+    shared: &Arc<Mutex<Shared>>,
+    other: &UnixStream,
+) {
+    let stop = Request::GetVringBase { index: VringIndex(0) };
+    post(&fe.main, stop, &[]);
+    post(&fe.main, Request::GetFeatures, &[]);
+    for _ in 0..(TIMEOUT.as_millis() / 5) {
+        if shared.lock().unwrap().pending_stop.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pending = shared.lock().unwrap().pending_stop.take().expect("the stop reached the device");
+    // Another front-end is served while this one waits.
+    assert_ne!(call(other, Request::GetFeatures, &[]), 0);
+    fe.main.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let waiting = std::io::Read::read(&mut &fe.main, &mut byte);
+    assert!(
+        matches!(&waiting, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no reply before the queue stopped: {waiting:?}"
+    );
+    fe.main.set_nonblocking(false).unwrap();
+    pending.stopped(VringBase::split(5));
+    let state = answer_to(&fe.main, stop);
+    assert_eq!((state as u32, state >> 32), (0, 5), "ring 0 stopped where the device said");
+    assert_ne!(answer_to(&fe.main, Request::GetFeatures), 0, "the frame that waited is served");
 }

@@ -1,0 +1,79 @@
+//! Queue stops that finish later: the handle a device gets with [`Device::stop_queue_then`]
+//! (crate::Device::stop_queue_then), and the inbox where the session finds the result.
+//!
+//! A session driven by an event loop must not wait for a queue to finish its requests in
+//! flight. It hands the device a [`QueueStopped`]; the device calls it from any thread once the
+//! queue stopped, which stores the base and wakes the session through an eventfd the adapter
+//! watches. The session then feeds the completion GET_VRING_BASE waits for.
+//!
+//! This module must not decide when a ring stops (core does) nor stop anything itself.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustix::event::{eventfd, EventfdFlags};
+use vhu_core::message::VringBase;
+use vhu_core::VringIndex;
+
+/// Where stopped queues report.
+#[derive(Debug)]
+pub(super) struct StopInbox {
+    done: Mutex<Option<(VringIndex, VringBase)>>,
+    wake: OwnedFd,
+}
+
+impl StopInbox {
+    pub(super) fn new() -> std::io::Result<Arc<Self>> {
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Arc::new(Self { done: Mutex::new(None), wake }))
+    }
+
+    /// The eventfd that becomes readable when a queue stopped.
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// The queue that stopped, if one did.
+    pub(super) fn take(&self) -> Option<(VringIndex, VringBase)> {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.wake, &mut buf);
+        self.done.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Tells the session a queue stopped; see the module docs. Dropping it without calling
+/// [`QueueStopped::stopped`] reports base 0, so the front-end is never left waiting.
+#[derive(Debug)]
+pub struct QueueStopped {
+    inbox: Option<Arc<StopInbox>>,
+    index: VringIndex,
+}
+
+impl QueueStopped {
+    pub(super) fn new(inbox: Arc<StopInbox>, index: VringIndex) -> Self {
+        Self { inbox: Some(inbox), index }
+    }
+
+    /// The queue stopped here (next available index; packed rings: with used index and wrap
+    /// counters).
+    pub fn stopped(mut self, base: VringBase) {
+        self.report(base);
+    }
+
+    fn report(&mut self, base: VringBase) {
+        if let Some(inbox) = self.inbox.take() {
+            *inbox.done.lock().unwrap_or_else(PoisonError::into_inner) = Some((self.index, base));
+            // A full counter (EAGAIN) already means "wake up".
+            let _ = rustix::io::write(&inbox.wake, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+impl Drop for QueueStopped {
+    fn drop(&mut self) {
+        if self.inbox.is_some() {
+            log::warn!("queue {}: the device never said where it stopped", self.index.0);
+            self.report(VringBase(0));
+        }
+    }
+}
