@@ -53,6 +53,8 @@ pub mod limits;
 pub mod message;
 mod protocol_error;
 pub mod regions;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod vring;
 pub mod wire;
 

@@ -152,7 +152,7 @@ fn backend_channel_requests() {
     let config = t.backend.send_config_change().expect("config change allowed");
     let mapping =
         ShmemMapping { shmid: 0, fd_offset: 0, shm_offset: 0, len: 0x1000, writable: true };
-    let shm_fd = FdToken(9000);
+    let shm_fd = t.api_fd();
     let map = t.backend.send_shmem_map(mapping, shm_fd).expect("shmem map allowed");
     let add = t.backend.send_shared_object_add(Uuid([1; 16])).expect("allowed");
     assert_eq!(
@@ -177,6 +177,7 @@ fn backend_channel_requests() {
             },
         ]
     );
+    t.assert_fds_balanced();
 }
 
 #[test]

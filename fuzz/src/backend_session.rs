@@ -18,6 +18,7 @@ use vhu_core::message::{
     ConfigFlags, InflightDesc, LogBase, MemoryTable, Region, ShmemMapping, TransferDirection,
     TransferPhase, Uuid, VringAddr, VringAddrFlags, VringBase, VringFd,
 };
+use vhu_core::testing::Ledger;
 use vhu_core::wire;
 use vhu_core::{
     reply_kind, FdToken, FrontendCode, ProtocolFeatures, Reply, ReplyKind, Request, VirtioFeatures,
@@ -121,25 +122,21 @@ fn region(slot: u8, pages: u8) -> Region {
 
 struct Session {
     backend: Backend,
-    next_fd: u32,
-    tokens: BTreeMap<FdToken, (u32, u32)>,
+    tokens: Ledger,
     started: BTreeMap<u8, bool>,
     closed: bool,
 }
 
 impl Session {
+    /// A token handed to core (with a frame, a completion or an API call).
     fn fd(&mut self) -> FdToken {
-        self.next_fd += 1;
-        let fd = FdToken(self.next_fd);
-        self.tokens.insert(fd, (1, 0));
+        let fd = self.tokens.fresh();
+        self.tokens.enter(fd, false);
         fd
     }
 
     fn left(&mut self, fd: FdToken) {
-        let entry = self.tokens.entry(fd).or_insert((0, 0));
-        entry.1 += 1;
-        assert_eq!(entry.1, 1, "token {fd:?} left twice");
-        assert_eq!(entry.0, 1, "token {fd:?} left without entering");
+        self.tokens.left(fd);
     }
 
     /// Drains outputs; `answering` is the request whose replies are allowed.
@@ -160,7 +157,7 @@ impl Session {
                     let fds = reply.fds();
                     assert_eq!(Reply::parse(&buf[..len], &fds).expect("reply re-parses"), reply);
                     for fd in fds {
-                        self.tokens.entry(fd).or_insert((1, 0)).1 += 1;
+                        self.tokens.left(fd);
                     }
                 }
                 Output::Nack { status, .. } => {
@@ -209,9 +206,8 @@ impl Session {
             let state = self.backend.vring_state(VringIndex(*index)).expect("index in range");
             assert_eq!(state.started, *started, "ring {index}");
         }
-        for (fd, (entered, left)) in &self.tokens {
-            assert_eq!(entered, left, "token {fd:?} still held by core");
-        }
+        // Core keeps no token between inputs.
+        self.tokens.assert_balanced();
     }
 }
 
@@ -276,8 +272,7 @@ fn play(ops: Vec<Op>) -> Session {
     });
     let mut s = Session {
         backend: Backend::new(spec_for(postcopy)).expect("valid spec"),
-        next_fd: 0,
-        tokens: BTreeMap::new(),
+        tokens: Ledger::new(),
         started: BTreeMap::new(),
         closed: false,
     };

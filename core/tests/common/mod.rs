@@ -271,4 +271,4 @@ pub fn backend_replies() -> Vec<BackendReply> {
 }
 pub mod backend_fixture;
 pub mod pair;
-pub mod transcript;
+pub use vhu_core::testing::transcript;

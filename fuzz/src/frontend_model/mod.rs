@@ -12,13 +12,12 @@
 
 mod drain;
 mod event;
-mod ledger;
 mod model;
 mod request;
 mod vmm;
 
-pub(crate) use ledger::Ledger;
 pub(crate) use model::{Detail, Drained, Ev, Model, Sent};
+pub(crate) use vhu_core::testing::Ledger;
 pub(crate) use vmm::{script, Answer, Config, Ring, Saved, Vmm};
 
 use vhu_core::message::Region;

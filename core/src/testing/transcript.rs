@@ -1,24 +1,45 @@
-//! A transcript harness for `Backend`: send typed requests as real frames, collect every output as
-//! an owned value, complete actions, and check that every descriptor token is accounted for.
-#![allow(dead_code, unreachable_pub)]
+//! A transcript driver for `Backend`: send typed requests as real frames, collect every output as
+//! an owned value, complete actions, and check with a [`Ledger`] that every descriptor token
+//! leaves core exactly once.
 
-use std::collections::BTreeMap;
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
 
-use vhu_core::backend::{
+use super::Ledger;
+use crate::backend::{
     Action, Backend, BackendOutcome, BackendRequestId, BackendResult, BackendSpec, Completion,
     Output,
 };
-use vhu_core::message::{BackendRequest, Reply};
-use vhu_core::{FdToken, ProtocolError, Request};
+use crate::message::{BackendRequest, Reply};
+use crate::{FdToken, ProtocolError, Request};
 
 /// An output with borrowed data copied out, so a test can keep it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Out {
+    /// [`Output::Reply`].
     Reply(Reply<'static>),
+    /// [`Output::Action`].
     Action(Action<'static>),
-    Backend { id: BackendRequestId, request: BackendRequest, need_reply: bool },
+    /// [`Output::BackendRequest`].
+    Backend {
+        /// The request's id.
+        id: BackendRequestId,
+        /// The request.
+        request: BackendRequest,
+        /// NEED_REPLY is set.
+        need_reply: bool,
+    },
+    /// [`Output::BackendResult`].
     Result(BackendResult),
-    Nack { request: u32, status: u64 },
+    /// [`Output::Nack`].
+    Nack {
+        /// The unknown request code.
+        request: u32,
+        /// The failure status.
+        status: u64,
+    },
+    /// [`Output::Close`].
     Close(ProtocolError),
 }
 
@@ -38,7 +59,7 @@ fn own(output: Output<'_>) -> Out {
             Reply::MemTableBases(table) => {
                 let regions: Vec<_> =
                     (0..table.len()).filter_map(|i| table.get(i)).map(|r| r.to_wire()).collect();
-                Reply::MemTableBases(vhu_core::message::MemoryTable::Standard(regions.leak()))
+                Reply::MemTableBases(crate::message::MemoryTable::Standard(regions.leak()))
             }
             other => {
                 // Every other reply borrows nothing; round-trip it through its encoding to get a
@@ -120,33 +141,47 @@ fn tokens_leaving(out: &Out) -> Vec<FdToken> {
     }
 }
 
+/// A `Backend` driven by typed inputs, with the log of its outputs and the ledger of its tokens.
+#[derive(Debug)]
 pub struct Transcript {
+    /// The state machine, for direct calls (the back-end channel API) and inspection.
     pub backend: Backend,
-    next_fd: u32,
-    /// For every token: how many times it entered core and how many times it left.
-    balance: BTreeMap<FdToken, (u32, u32)>,
+    ledger: Ledger,
+    /// Every output so far.
     pub log: Vec<Out>,
 }
 
 impl Transcript {
+    /// A back-end for `spec`.
+    ///
+    /// # Panics
+    ///
+    /// If the spec is invalid.
     pub fn backend(spec: BackendSpec) -> Self {
         Self {
             backend: Backend::new(spec).expect("valid spec"),
-            next_fd: 100,
-            balance: BTreeMap::new(),
+            ledger: Ledger::new(),
             log: Vec::new(),
         }
     }
 
-    /// A fresh token, as a transport would assign to a received descriptor.
+    /// A fresh token, as a transport would assign to a received descriptor; it enters core when
+    /// a frame or a completion carries it.
     pub fn fd(&mut self) -> FdToken {
-        self.next_fd += 1;
-        FdToken(self.next_fd)
+        self.ledger.fresh()
+    }
+
+    /// A fresh token that the test hands to a back-end API call (a shared-memory map): it counts
+    /// as entered now; a refused call leaves it with the test.
+    pub fn api_fd(&mut self) -> FdToken {
+        let fd = self.ledger.fresh();
+        self.ledger.enter(fd, false);
+        fd
     }
 
     fn enter(&mut self, fds: &[FdToken]) {
         for fd in fds {
-            self.balance.entry(*fd).or_default().0 += 1;
+            self.ledger.enter(*fd, true);
         }
     }
 
@@ -157,7 +192,7 @@ impl Transcript {
         }
         for out in &outs {
             for fd in tokens_leaving(out) {
-                self.balance.entry(fd).or_default().1 += 1;
+                self.ledger.left(fd);
             }
         }
         self.log.extend(outs.iter().copied());
@@ -224,10 +259,11 @@ impl Transcript {
     }
 
     /// Every token entered core exactly once and left it exactly once.
+    ///
+    /// # Panics
+    ///
+    /// If a token is still held.
     pub fn assert_fds_balanced(&self) {
-        for (fd, (entered, left)) in &self.balance {
-            assert!(*entered <= 1, "token {fd:?} entered {entered} times (a test reused a token)");
-            assert_eq!(entered, left, "token {fd:?} entered {entered} times and left {left} times");
-        }
+        self.ledger.assert_balanced();
     }
 }

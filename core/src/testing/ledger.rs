@@ -2,36 +2,42 @@
 //! checks that each enters once, leaves once, and leaves in time.
 
 use std::collections::BTreeMap;
+use std::vec::Vec;
 
-use vhu_core::FdToken;
+use crate::FdToken;
 
 /// What one side holds of each token: how often it entered and left.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     entered: u8,
     left: u8,
-    /// Arrived with a frame or a completion: must leave during the same step.
+    /// Arrived with an input: must leave while that input is handled.
     transient: bool,
 }
 
 /// The descriptor tokens one state machine received and released.
 #[derive(Debug, Default)]
-pub(crate) struct Ledger {
+pub struct Ledger {
     next: u32,
     entries: BTreeMap<FdToken, Entry>,
 }
 
 impl Ledger {
-    /// A token the caller owns; it enters only once [`Ledger::enter`] says so.
-    pub(crate) fn fresh(&mut self) -> FdToken {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new token the caller owns; it enters only once [`Ledger::enter`] says so.
+    pub fn fresh(&mut self) -> FdToken {
         self.next += 1;
         let fd = FdToken(self.next);
         self.entries.insert(fd, Entry::default());
         fd
     }
 
-    /// `n` tokens arriving with a frame: they enter at once and must leave during the step.
-    pub(crate) fn arriving(&mut self, n: usize) -> Vec<FdToken> {
+    /// `n` tokens arriving with an input: they enter at once and must leave while it is handled.
+    pub fn arriving(&mut self, n: usize) -> Vec<FdToken> {
         (0..n)
             .map(|_| {
                 let fd = self.fresh();
@@ -41,8 +47,12 @@ impl Ledger {
             .collect()
     }
 
-    /// The state machine took `fd`.
-    pub(crate) fn enter(&mut self, fd: FdToken, transient: bool) {
+    /// The state machine took `fd`; `transient` if it must give it back before the input ends.
+    ///
+    /// # Panics
+    ///
+    /// If `fd` entered before.
+    pub fn enter(&mut self, fd: FdToken, transient: bool) {
         let entry = self.entries.entry(fd).or_default();
         assert_eq!(entry.entered, 0, "token {fd:?} entered twice");
         entry.entered = 1;
@@ -50,7 +60,11 @@ impl Ledger {
     }
 
     /// The state machine handed `fd` off or released it.
-    pub(crate) fn left(&mut self, fd: FdToken) {
+    ///
+    /// # Panics
+    ///
+    /// If `fd` never entered, or left before.
+    pub fn left(&mut self, fd: FdToken) {
         let entry = self.entries.entry(fd).or_default();
         assert_eq!(
             entry.entered, 1,
@@ -60,8 +74,10 @@ impl Ledger {
         entry.left = 1;
     }
 
-    /// Every token that arrived with an input has left.
-    pub(crate) fn assert_transients_left(&self) {
+    /// # Panics
+    ///
+    /// If a token that arrived with an input is still held.
+    pub fn assert_transients_left(&self) {
         for (fd, entry) in &self.entries {
             if entry.transient {
                 assert_eq!(entry.left, entry.entered, "token {fd:?} of an input still held");
@@ -69,8 +85,10 @@ impl Ledger {
         }
     }
 
-    /// Every token that entered has left.
-    pub(crate) fn assert_balanced(&self) {
+    /// # Panics
+    ///
+    /// If a token that entered is still held.
+    pub fn assert_balanced(&self) {
         for (fd, entry) in &self.entries {
             assert_eq!(entry.left, entry.entered, "token {fd:?} still held");
         }
