@@ -49,7 +49,7 @@ fn device_state_save_then_load_on_a_restored_backend() {
 
     // Destination: a fresh back-end, restored without any GET_*, state loaded before the rings
     // restart at the saved base.
-    let mut dest = Pair::new(spec(), config());
+    let mut dest = Pair::new(spec(), config(), CONFIG.to_vec());
     let channel = dest.vmm_fd();
     dest.frontend.restore(saved, Some(channel)).unwrap();
     dest.pump();
@@ -271,7 +271,7 @@ fn second_waiting_backend_request_closes() {
 
 /// A pair whose front-end sent GET_FEATURES and waits for the reply, with the frame dropped.
 fn awaiting_features() -> Pair {
-    let mut pair = Pair::new(spec(), config());
+    let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
     let channel = pair.vmm_fd();
     pair.frontend.connect(Some(channel)).unwrap();
     pair.drain_frontend();
@@ -365,7 +365,7 @@ fn wrong_ring_in_vring_base_closes_and_queued_fds_are_released() {
 fn calls_need_their_features() {
     let mut spec = spec();
     spec.protocol_features = ProtocolFeatures::MQ | ProtocolFeatures::REPLY_ACK;
-    let mut pair = Pair::new(spec, config());
+    let mut pair = Pair::new(spec, config(), CONFIG.to_vec());
     pair.frontend.connect(None).unwrap();
     pair.pump();
     let not = |code, feature| Err(FrontendError::NotNegotiated { code, feature });

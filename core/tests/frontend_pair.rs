@@ -9,7 +9,7 @@ use common::pair::*;
 
 #[test]
 fn first_connect_negotiates_offered_and_wanted() {
-    let mut pair = Pair::new(spec(), config());
+    let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
     let channel = pair.vmm_fd();
     pair.frontend.connect(Some(channel)).unwrap();
     pair.pump();
@@ -49,7 +49,7 @@ fn first_connect_negotiates_offered_and_wanted() {
 fn connect_without_protocol_features_enables_rings_by_features() {
     let mut spec = spec();
     spec.protocol_features = ProtocolFeatures::empty();
-    let mut pair = Pair::new(spec, config());
+    let mut pair = Pair::new(spec, config(), CONFIG.to_vec());
     let channel = pair.vmm_fd();
     pair.frontend.connect(Some(channel)).unwrap();
     pair.pump();
@@ -96,7 +96,7 @@ fn connect_without_protocol_features_enables_rings_by_features() {
 
 #[test]
 fn connect_without_channel_drops_backend_req_and_what_depends_on_it() {
-    let mut pair = Pair::new(spec(), config());
+    let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
     pair.frontend.connect(None).unwrap();
     pair.pump();
     let acked = pair.frontend.negotiated().unwrap().protocol_features;
@@ -110,7 +110,7 @@ fn connect_without_channel_drops_backend_req_and_what_depends_on_it() {
 
 #[test]
 fn operations_wait_for_the_handshake() {
-    let mut pair = Pair::new(spec(), config());
+    let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
     assert_eq!(pair.frontend.get_status(), Err(FrontendError::NotConnected));
     pair.frontend.connect(None).unwrap();
     assert_eq!(pair.frontend.connect(None), Err(FrontendError::AlreadyConnected));
@@ -129,7 +129,7 @@ fn restore_after_migration_sends_no_get_and_waits_for_acks() {
     let source = Pair::connected();
     let saved = source.frontend.negotiated().unwrap();
 
-    let mut pair = Pair::new(spec(), config());
+    let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
     let channel = pair.vmm_fd();
     pair.frontend.restore(saved, Some(channel)).unwrap();
     pair.drain_frontend();
@@ -173,14 +173,14 @@ fn restore_after_migration_sends_no_get_and_waits_for_acks() {
 fn restore_without_reply_ack_never_sets_need_reply() {
     let mut config = config();
     config.protocol_features.remove(ProtocolFeatures::REPLY_ACK);
-    let mut source = Pair::new(spec(), config);
+    let mut source = Pair::new(spec(), config, CONFIG.to_vec());
     let channel = source.vmm_fd();
     source.frontend.connect(Some(channel)).unwrap();
     source.pump();
     let saved = source.frontend.negotiated().unwrap();
     assert!(!saved.protocol_features.contains(ProtocolFeatures::REPLY_ACK));
 
-    let mut pair = Pair::new(spec(), config);
+    let mut pair = Pair::new(spec(), config, CONFIG.to_vec());
     let channel = pair.vmm_fd();
     pair.frontend.restore(saved, Some(channel)).unwrap();
     let fd = pair.vmm_fd();

@@ -1,7 +1,5 @@
-//! A `Frontend` and a `Backend` wired together in memory: every request the front-end emits is
-//! encoded and fed to the back-end as a frame, the back-end's actions are carried out by a
-//! simulated driver, and its replies are encoded and fed back. Descriptors cross the "socket" as
-//! fresh tokens on the receiving side, so each side's token balance is checked on its own.
+//! Fixtures of the front-end tests: the pair of `vhu_core::testing::pair` with a device spec, a
+//! front-end configuration, guest regions and ring set-ups.
 
 #![allow(unused_imports)]
 
@@ -19,6 +17,7 @@ pub use vhu_core::message::{
     BackendReply, BackendRequest, ConfigFlags, InflightDesc, Region, ShmemMapping,
     TransferDirection, VringBase,
 };
+pub use vhu_core::testing::pair::{Act, Ev, Owed, Pair};
 pub use vhu_core::{
     BackendCode, FdToken, FrontendCode, ProtocolError, ProtocolFeatures, Reply, Request,
     VirtioFeatures, VringIndex,
@@ -29,73 +28,22 @@ pub const DEVICE_BIT_6: VirtioFeatures = VirtioFeatures::from_bits_retain(1 << 6
 pub const RING_UADDR: u64 = 0x7f00_0000_0000;
 pub const CONFIG: [u8; 16] = *b"vhu-config-space";
 
-/// An event with borrowed data copied out.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Ev {
-    Connected(Negotiated),
-    Done(FrontendCode),
-    Failed(FrontendError),
-    VringStopped { index: VringIndex, base: VringBase },
-    ConfigRead { offset: u32, data: Vec<u8> },
-    Status(u8),
-    InflightFd { desc: InflightDesc, fd: Option<FdToken> },
-    DeviceStateFd { direction: TransferDirection, fd: Option<FdToken> },
-    SharedObject,
-    BackendRequest { request: BackendRequest, need_reply: bool },
+/// `Pair::connected()`: the fixtures' pair, connected.
+pub trait Connected {
+    /// A connected pair: the connect handshake run to completion.
+    fn connected() -> Self;
 }
 
-/// What the simulated back-end driver saw, for assertions.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Act {
-    MapRegion(Region),
-    UnmapRegion(Region),
-    UnmapAll,
-    MapLog { mmap_size: u64 },
-    Logging(bool),
-    Features(VirtioFeatures),
-    StartVring { index: u8, base: VringBase, enabled: bool },
-    StopVring(u8),
-    Enabled { index: u8, enabled: bool },
-    DeviceState(TransferDirection),
-    Reset,
-    Other,
-}
-
-/// A completion the driver owes, with owned data.
-pub enum Owed {
-    Done,
-    Stopped(VringIndex),
-    Config { offset: u32, size: u32 },
-    Inflight,
-    DeviceState,
-}
-
-pub struct Pair {
-    pub frontend: Frontend,
-    pub backend: Backend,
-    pub next_token: u32,
-    pub fe_in: Vec<FdToken>,
-    pub fe_out: Vec<FdToken>,
-    pub be_in: Vec<FdToken>,
-    pub be_out: Vec<FdToken>,
-    /// Every request the front-end emitted: code and NEED_REPLY.
-    pub sent: Vec<(FrontendCode, bool)>,
-    pub set_features: Vec<VirtioFeatures>,
-    pub events: Vec<Ev>,
-    pub acts: Vec<Act>,
-    pub backend_replies: Vec<BackendReply>,
-    /// Results of back-end requests, as the back-end reported them.
-    pub backend_results: Vec<BackendResult>,
-    pub frontend_closed: Option<FrontendError>,
-    pub backend_errors: Vec<ProtocolError>,
-    /// The device's next available index per ring, advanced by `process`.
-    pub rings: BTreeMap<u8, u16>,
-    pub config: Vec<u8>,
-    /// The device returns its own fd for a state transfer.
-    pub device_state_fd: bool,
-    pub to_backend: VecDeque<(Vec<u8>, Vec<FdToken>)>,
-    pub to_frontend: VecDeque<(Vec<u8>, Vec<FdToken>)>,
-    pub channel_to_frontend: VecDeque<(Vec<u8>, Vec<FdToken>)>,
+impl Connected for Pair {
+    fn connected() -> Self {
+        let mut pair = Self::new(spec(), config(), CONFIG.to_vec());
+        let channel = pair.vmm_fd();
+        pair.frontend.connect(Some(channel)).expect("connect");
+        pair.pump();
+        assert!(pair.frontend.is_connected(), "{:?}", pair.events);
+        pair.clear_log();
+        pair
+    }
 }
 
 pub fn spec() -> BackendSpec {
@@ -143,321 +91,6 @@ pub fn setup(pair: &mut Pair, index: u8, base: u16) -> VringSetup {
         log: None,
         call: Some(pair.vmm_fd()),
         kick: Some(pair.vmm_fd()),
-    }
-}
-
-impl Pair {
-    pub fn new(spec: BackendSpec, config: FrontendConfig) -> Self {
-        Self {
-            frontend: Frontend::new(config),
-            backend: Backend::new(spec).expect("valid spec"),
-            next_token: 100,
-            fe_in: Vec::new(),
-            fe_out: Vec::new(),
-            be_in: Vec::new(),
-            be_out: Vec::new(),
-            sent: Vec::new(),
-            set_features: Vec::new(),
-            events: Vec::new(),
-            acts: Vec::new(),
-            backend_replies: Vec::new(),
-            backend_results: Vec::new(),
-            frontend_closed: None,
-            backend_errors: Vec::new(),
-            rings: BTreeMap::new(),
-            config: CONFIG.to_vec(),
-            device_state_fd: false,
-            to_backend: VecDeque::new(),
-            to_frontend: VecDeque::new(),
-            channel_to_frontend: VecDeque::new(),
-        }
-    }
-
-    pub fn token(&mut self) -> FdToken {
-        self.next_token += 1;
-        FdToken(self.next_token)
-    }
-
-    /// A descriptor the VMM creates and passes to a front-end call that succeeds.
-    pub fn vmm_fd(&mut self) -> FdToken {
-        let fd = self.token();
-        self.fe_in.push(fd);
-        fd
-    }
-
-    /// Descriptors arriving with a message: fresh tokens on the receiving side.
-    pub fn receive(&mut self, n: usize) -> Vec<FdToken> {
-        (0..n).map(|_| self.token()).collect()
-    }
-
-    /// A connected pair: the connect handshake run to completion.
-    pub fn connected() -> Self {
-        let mut pair = Self::new(spec(), config());
-        let channel = pair.vmm_fd();
-        pair.frontend.connect(Some(channel)).expect("connect");
-        pair.pump();
-        assert!(pair.frontend.is_connected(), "{:?}", pair.events);
-        pair.clear_log();
-        pair
-    }
-
-    pub fn clear_log(&mut self) {
-        self.sent.clear();
-        self.events.clear();
-        self.acts.clear();
-    }
-
-    /// Drains the front-end's outputs into the pair's queues and logs.
-    pub fn drain_frontend(&mut self) {
-        let mut buf = vec![0u8; MAX_FRAME_SIZE];
-        while let Some(output) = self.frontend.poll_output() {
-            match output {
-                Output::Request { request, need_reply } => {
-                    self.sent.push((request.code(), need_reply));
-                    if let Request::SetFeatures(features) = request {
-                        self.set_features.push(features);
-                    }
-                    let len = request.encode_into(need_reply, &mut buf).expect("request encodes");
-                    let fds = request.fds().to_vec();
-                    self.fe_out.extend(&fds);
-                    self.to_backend.push_back((buf[..len].to_vec(), fds));
-                }
-                Output::BackendReply(reply) => {
-                    let len = reply.encode_into(&mut buf).expect("reply encodes");
-                    self.fe_out.extend(reply.fds());
-                    let fds: Vec<_> = reply.fds().into_iter().collect();
-                    let received = self.receive(fds.len());
-                    self.be_in.extend(&received);
-                    let parsed = Backend::parse_backend_reply(&buf[..len], &received)
-                        .expect("back-end channel reply parses");
-                    self.backend_replies.push(parsed);
-                    // Answers to requests a test wrote by hand are not the back-end's.
-                    if self.backend.is_awaiting_backend_reply() {
-                        if let Err(error) =
-                            self.backend.handle_backend_reply(&buf[..len], &received)
-                        {
-                            self.backend_errors.push(error);
-                        }
-                        self.drive_backend();
-                    } else if let BackendReply::SharedObjectLookup { fd: Some(fd), .. } = parsed {
-                        self.be_out.push(fd);
-                    }
-                }
-                Output::Event(event) => {
-                    let event = match event {
-                        Event::Connected(n) => Ev::Connected(n),
-                        Event::Done(code) => Ev::Done(code),
-                        Event::Failed(error) => Ev::Failed(error),
-                        Event::VringStopped { index, base } => Ev::VringStopped { index, base },
-                        Event::ConfigRead { offset, data } => {
-                            Ev::ConfigRead { offset, data: data.to_vec() }
-                        }
-                        Event::Status(status) => Ev::Status(status),
-                        Event::InflightFd { desc, fd } => {
-                            self.fe_out.extend(fd);
-                            Ev::InflightFd { desc, fd }
-                        }
-                        Event::DeviceStateFd { direction, fd } => {
-                            self.fe_out.extend(fd);
-                            Ev::DeviceStateFd { direction, fd }
-                        }
-                        Event::SharedObject { fd, .. } => {
-                            self.fe_out.push(fd);
-                            Ev::SharedObject
-                        }
-                        Event::BackendRequest { request, need_reply } => {
-                            self.fe_out.extend(request.fds());
-                            Ev::BackendRequest { request, need_reply }
-                        }
-                        other => panic!("unknown event {other:?}"),
-                    };
-                    self.events.push(event);
-                }
-                Output::CloseFd(fd) => self.fe_out.push(fd),
-                Output::Close(error) => self.frontend_closed = Some(error),
-            }
-        }
-    }
-
-    /// Carries out the back-end's outputs, completing actions like a driver would.
-    pub fn drive_backend(&mut self) {
-        let mut buf = vec![0u8; MAX_FRAME_SIZE];
-        loop {
-            let mut owed = None;
-            while let Some(output) = self.backend.poll_output() {
-                match output {
-                    BackendOutput::Reply(reply) => {
-                        let len = reply.encode_into(&mut buf).expect("reply encodes");
-                        let fds = reply.fds().to_vec();
-                        self.be_out.extend(&fds);
-                        self.to_frontend.push_back((buf[..len].to_vec(), fds));
-                    }
-                    BackendOutput::Nack { request, status } => {
-                        let len = vhu_core::message::encode_status(request, status, &mut buf)
-                            .expect("status encodes");
-                        self.to_frontend.push_back((buf[..len].to_vec(), Vec::new()));
-                    }
-                    BackendOutput::BackendRequest { id, request, need_reply } => {
-                        let len = request.encode_into(need_reply, &mut buf).expect("encodes");
-                        let fds = request.fds().to_vec();
-                        self.be_out.extend(&fds);
-                        self.channel_to_frontend.push_back((buf[..len].to_vec(), fds));
-                        self.backend.handle_backend_sent(id);
-                    }
-                    BackendOutput::BackendResult(result) => {
-                        if let BackendOutcome::SharedObject { fd: Some(fd), .. } = result.outcome {
-                            self.be_out.push(fd);
-                        }
-                        self.backend_results.push(result);
-                    }
-                    BackendOutput::Action(action) => {
-                        let (act, fd, completion) =
-                            Self::act(action, &mut self.config, &mut self.rings);
-                        self.acts.push(act);
-                        self.be_out.extend(fd);
-                        if completion.is_some() {
-                            owed = completion;
-                        }
-                    }
-                    BackendOutput::Close(error) => panic!("back-end closed: {error}"),
-                }
-            }
-            if !self.backend.is_awaiting_completion() {
-                return;
-            }
-            let owed = owed.expect("an action said what completes it");
-            let result = match owed {
-                Owed::Done => self.backend.handle_completion(Completion::Done(Ok(()))),
-                Owed::Stopped(index) => {
-                    let base = VringBase::split(*self.rings.get(&index.0).unwrap_or(&0));
-                    self.backend.handle_completion(Completion::VringStopped { index, base })
-                }
-                Owed::Config { offset, size } => {
-                    let range = offset as usize..(offset + size) as usize;
-                    let data = self.config.get(range).map(<[u8]>::to_vec);
-                    self.backend.handle_completion(Completion::ConfigRead(data.as_deref()))
-                }
-                Owed::Inflight => {
-                    let fd = self.token();
-                    self.be_in.push(fd);
-                    self.backend.handle_completion(Completion::InflightAllocated(Ok((fd, 0))))
-                }
-                Owed::DeviceState => {
-                    let fd = self.device_state_fd.then(|| self.token());
-                    self.be_in.extend(fd);
-                    self.backend.handle_completion(Completion::DeviceStateFd(Ok(fd)))
-                }
-            };
-            result.expect("completion accepted");
-        }
-    }
-
-    /// One action: what to log, the token it hands off, and the completion it owes.
-    pub fn act(
-        action: Action<'_>,
-        config: &mut [u8],
-        rings: &mut BTreeMap<u8, u16>,
-    ) -> (Act, Option<FdToken>, Option<Owed>) {
-        match action {
-            Action::MapRegion { region, fd } => {
-                (Act::MapRegion(region), Some(fd), Some(Owed::Done))
-            }
-            Action::UnmapRegion(region) => (Act::UnmapRegion(region), None, None),
-            Action::UnmapAll => (Act::UnmapAll, None, None),
-            Action::MapLog { fd, mmap_size, .. } => {
-                (Act::MapLog { mmap_size }, Some(fd), Some(Owed::Done))
-            }
-            Action::SetLogging(on) => (Act::Logging(on), None, None),
-            Action::FeaturesAcked(features) => (Act::Features(features), None, None),
-            Action::StartVring { index, config, kick, enabled } => {
-                rings.insert(index.0, config.base.as_split().expect("split base"));
-                let act = Act::StartVring { index: index.0, base: config.base, enabled };
-                (act, kick, Some(Owed::Done))
-            }
-            Action::UpdateVring { .. } => (Act::Other, None, Some(Owed::Done)),
-            Action::ReplaceKick { kick, .. } => (Act::Other, kick, None),
-            Action::SetVringEnabled { index, enabled } => {
-                (Act::Enabled { index: index.0, enabled }, None, None)
-            }
-            Action::StopVring { index, .. } => {
-                (Act::StopVring(index.0), None, Some(Owed::Stopped(index)))
-            }
-            Action::SetVringCall { fd, .. } | Action::SetVringErr { fd, .. } => {
-                (Act::Other, fd, None)
-            }
-            Action::ReadConfig { offset, size } => {
-                (Act::Other, None, Some(Owed::Config { offset, size }))
-            }
-            Action::WriteConfig { offset, data, .. } => {
-                let start = offset as usize;
-                config[start..start + data.len()].copy_from_slice(data);
-                (Act::Other, None, Some(Owed::Done))
-            }
-            Action::ResetDevice => (Act::Reset, None, None),
-            Action::AllocateInflight { .. } => (Act::Other, None, Some(Owed::Inflight)),
-            Action::SetInflight { fd, .. } => (Act::Other, Some(fd), Some(Owed::Done)),
-            Action::SetBackendChannel(fd) | Action::SetLogFd(fd) | Action::CloseFd(fd) => {
-                (Act::Other, Some(fd), None)
-            }
-            Action::SetDeviceStateFd { direction, fd, .. } => {
-                (Act::DeviceState(direction), Some(fd), Some(Owed::DeviceState))
-            }
-            Action::CheckDeviceState => (Act::Other, None, Some(Owed::Done)),
-            _ => (Act::Other, None, None),
-        }
-    }
-
-    /// Runs both sides until nothing moves.
-    pub fn pump(&mut self) {
-        for _ in 0..10_000 {
-            self.drain_frontend();
-            if let Some((frame, fds)) = self.to_backend.pop_front() {
-                let received = self.receive(fds.len());
-                self.be_in.extend(&received);
-                if let Err(error) = self.backend.handle_frame(&frame, &received) {
-                    self.backend_errors.push(error);
-                }
-                self.drive_backend();
-            } else if let Some((frame, fds)) = self.to_frontend.pop_front() {
-                let received = self.receive(fds.len());
-                self.fe_in.extend(&received);
-                let _ = self.frontend.handle_reply(&frame, &received);
-            } else if let Some((frame, fds)) = self.channel_to_frontend.pop_front() {
-                let received = self.receive(fds.len());
-                self.fe_in.extend(&received);
-                let _ = self.frontend.handle_backend_request(&frame, &received);
-            } else {
-                return;
-            }
-        }
-        panic!("the pair never settled");
-    }
-
-    /// The device consumes `n` buffers of a started ring.
-    pub fn process(&mut self, index: u8, n: u16) {
-        let next = self.rings.get_mut(&index).expect("ring started");
-        *next = next.wrapping_add(n);
-    }
-
-    pub fn codes(&self) -> Vec<FrontendCode> {
-        self.sent.iter().map(|(code, _)| *code).collect()
-    }
-
-    pub fn assert_fds_balanced(&self) {
-        let sorted = |v: &[FdToken]| {
-            let mut v = v.to_vec();
-            v.sort();
-            v
-        };
-        assert_eq!(sorted(&self.fe_in), sorted(&self.fe_out), "front-end tokens");
-        assert_eq!(sorted(&self.be_in), sorted(&self.be_out), "back-end tokens");
-    }
-
-    pub fn assert_clean(&self) {
-        assert_eq!(self.frontend_closed, None);
-        assert!(self.backend_errors.is_empty(), "{:?}", self.backend_errors);
-        assert!(self.frontend.is_idle());
-        self.assert_fds_balanced();
     }
 }
 

@@ -456,8 +456,8 @@ impl Pair {
                 }
                 Ev::Done(_)
                 | Ev::Status(_)
-                | Ev::InflightFd
-                | Ev::DeviceStateFd
+                | Ev::InflightFd { .. }
+                | Ev::DeviceStateFd { .. }
                 | Ev::SharedObject
                 | Ev::BackendRequest { .. } => {}
             }

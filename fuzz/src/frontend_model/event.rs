@@ -66,15 +66,15 @@ impl Model {
                 if let Some(fd) = fd {
                     self.ledger.left(fd);
                 }
-                Ev::InflightFd
+                Ev::InflightFd { desc, fd }
             }
-            Event::DeviceStateFd { fd, .. } => {
+            Event::DeviceStateFd { direction, fd } => {
                 let sent = answered(FrontendCode::SetDeviceStateFd);
                 assert_eq!(sent.detail, Detail::DeviceState);
                 if let Some(fd) = fd {
                     self.ledger.left(fd);
                 }
-                Ev::DeviceStateFd
+                Ev::DeviceStateFd { direction, fd }
             }
             Event::SharedObject { fd, .. } => {
                 answered(FrontendCode::GetSharedObject);

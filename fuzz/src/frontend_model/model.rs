@@ -4,11 +4,7 @@
 use std::collections::VecDeque;
 
 use vhu_core::frontend::{BackendAnswer, Frontend, FrontendError, Negotiated};
-use vhu_core::message::VringBase;
-use vhu_core::{
-    BackendCode, BackendRequest, FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures,
-    VringIndex,
-};
+use vhu_core::{BackendCode, FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex};
 
 use super::Ledger;
 
@@ -32,20 +28,7 @@ pub(crate) enum Detail {
     DeviceState,
 }
 
-/// An event with borrowed data copied out.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Ev {
-    Connected(Negotiated),
-    Done(FrontendCode),
-    Failed(FrontendError),
-    VringStopped { index: VringIndex, base: VringBase },
-    ConfigRead { offset: u32, data: Vec<u8> },
-    Status(u8),
-    InflightFd,
-    DeviceStateFd,
-    SharedObject,
-    BackendRequest { request: BackendRequest, need_reply: bool },
-}
+pub(crate) use vhu_core::testing::pair::Ev;
 
 /// The input a drain follows, which decides what may come out.
 #[derive(Clone, Copy, Debug)]
