@@ -9,6 +9,7 @@
 mod pool;
 mod queue;
 
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -53,6 +54,8 @@ pub struct FsDevice {
     server: Arc<Server<PassthroughFs>>,
     workers: Workers<FsQueue>,
     features: VirtioFeatures,
+    /// Where each running ring is, as it started.
+    rings: BTreeMap<VringIndex, VringConfig>,
 }
 
 impl std::fmt::Debug for FsDevice {
@@ -73,6 +76,7 @@ impl FsDevice {
             server: Arc::new(server),
             workers: Workers::new(),
             features: VirtioFeatures::empty(),
+            rings: BTreeMap::new(),
         }
     }
 
@@ -131,10 +135,14 @@ impl Device for FsDevice {
         drop(memory);
         let handler =
             FsQueue::new(ring, Arc::clone(&self.server)).with_pool(self.config.thread_pool_size);
-        self.workers.start(queue, handler)
+        let (index, config) = (queue.index, queue.config);
+        self.workers.start(queue, handler)?;
+        self.rings.insert(index, config);
+        Ok(())
     }
 
     fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {
+        self.rings.remove(&index);
         // The worker finishes the request it is processing before it stops: stopping drains.
         self.workers.stop(index).map_or(VringBase(0), |handler| {
             use vhu_transport_std::QueueHandler;
@@ -143,6 +151,7 @@ impl Device for FsDevice {
     }
 
     fn stop_queue_then(&mut self, index: VringIndex, _drain: bool, done: QueueStopped) {
+        self.rings.remove(&index);
         // The worker finishes the request it is processing (and its pool's) before it stops.
         if self.workers.is_running(index) {
             use vhu_transport_std::QueueHandler;
@@ -161,8 +170,20 @@ impl Device for FsDevice {
     }
 
     fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
-        self.workers.update(index, config);
-        Ok(())
+        // The same ring again is honoured as it is. A ring moved while it runs, or one whose used
+        // ring must be dirty-logged (which this device does not do), is refused, never ignored.
+        let unchanged = self.rings.get(&index).is_some_and(|running| {
+            let geometry = |c: &VringConfig| {
+                (c.size, c.descriptor, c.available, c.used, c.packed, c.event_idx, c.big_endian)
+            };
+            geometry(running) == geometry(&config)
+        });
+        if unchanged && config.log.is_none() {
+            self.workers.update(index, config);
+            Ok(())
+        } else {
+            Err(DeviceError::Unsupported)
+        }
     }
 
     fn kick(&mut self, index: VringIndex) {
@@ -175,6 +196,7 @@ impl Device for FsDevice {
 
     fn reset(&mut self) {
         self.workers.stop_all();
+        self.rings.clear();
         self.features = VirtioFeatures::empty();
         // The next guest (or the same one after a reset) starts a new FUSE session: nothing of
         // the old one's nodes, handles or negotiation may survive.

@@ -179,7 +179,19 @@ fn fs_device_round_trips_a_packed_base() {
         assert!(Instant::now() < deadline, "the worker did not process the ring");
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The same ring again is honoured; a ring moved while it runs, or dirty-logged, is refused.
+    assert!(device.update_queue(VringIndex(1), config()).is_ok());
+    let mut moved = config();
+    moved.used += 0x1000;
+    assert!(matches!(
+        device.update_queue(VringIndex(1), moved),
+        Err(vhu_transport_std::DeviceError::Unsupported)
+    ));
+    let mut logged = config();
+    logged.log = Some(0x10_0000);
+    assert!(device.update_queue(VringIndex(1), logged).is_err());
     let base = device.stop_queue(VringIndex(1), true);
+    assert!(device.update_queue(VringIndex(1), config()).is_err(), "not running any more");
     assert_used(&memory.memory());
     assert_eq!(base.as_packed(), END);
     // A bad base is refused.
