@@ -138,6 +138,11 @@ impl Device for FsDevice {
         let (index, config) = (queue.index, queue.config);
         self.workers.start(queue, handler)?;
         self.rings.insert(index, config);
+        // Requests are as large as the smallest request queue carries (queue 0 is hiprio).
+        let smallest = self.rings.iter().filter(|(i, _)| i.0 >= 1).map(|(_, c)| c.size).min();
+        if let Some(size) = smallest {
+            self.server.set_queue_size(size);
+        }
         Ok(())
     }
 

@@ -173,6 +173,8 @@ fn fs_device_round_trips_a_packed_base() {
         memory: memory.clone(),
     };
     device.start_queue(queue).expect("started");
+    // Requests are sized for the request queue's descriptors: its size less the header overhead.
+    assert_eq!(device.server().config().max_pages, SIZE - 4);
     // The worker processes an enabled queue at once; wait for the last used descriptor.
     let deadline = Instant::now() + Duration::from_secs(10);
     while read_desc(&memory.memory(), 2).flags.get() & PACKED_DESC_F_USED == 0 {

@@ -18,7 +18,7 @@ impl<F: FileSystem> Server<F> {
 
     pub(super) fn do_readdir(&self, mut req: Request<'_>, plus: bool) -> OpResult {
         let args: ReadIn = req.take()?;
-        let size = args.size.min(self.config.max_write()) as usize;
+        let size = args.size.min(self.config().max_write()) as usize;
         let mut buf = DirBuffer::new(size);
         let (ctx, node, fh) = (req.ctx(), req.node(), Handle(args.fh));
         if plus {

@@ -44,7 +44,7 @@ impl<F: FileSystem> Server<F> {
 
     pub(super) fn do_read(&self, mut req: Request<'_>) -> OpResult {
         let args: ReadIn = req.take()?;
-        let size = args.size.min(self.config.max_write()) as usize;
+        let size = args.size.min(self.config().max_write()) as usize;
         let mut buf = vec![0u8; size];
         let n = self.fs.read(&req.ctx(), req.node(), Handle(args.fh), args.offset, &mut buf)?;
         buf.truncate(n.min(size));

@@ -92,9 +92,9 @@ impl<F: FileSystem> Server<F> {
             flags2: (bits >> 32) as u32,
             max_background: MAX_BACKGROUND,
             congestion_threshold: CONGESTION_THRESHOLD,
-            max_write: self.config.max_write(),
+            max_write: self.config().max_write(),
             time_gran: 1,
-            max_pages: self.config.max_pages,
+            max_pages: self.config().max_pages,
             ..InitOut::default()
         };
         self.set_session(Session {

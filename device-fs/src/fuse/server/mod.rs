@@ -16,6 +16,7 @@ mod request;
 mod xattr_ops;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::io::Errno;
@@ -139,6 +140,8 @@ type OpResult = Result<Reply, Errno>;
 pub struct Server<F: FileSystem> {
     fs: F,
     config: ServerConfig,
+    /// `max_pages`, set from the request queues' size as they start.
+    max_pages: AtomicU16,
     session: Mutex<Session>,
     /// SETLKW requests being waited for, by `unique`.
     waiting: Arc<Mutex<HashMap<u64, Cancel>>>,
@@ -150,6 +153,7 @@ impl<F: FileSystem> Server<F> {
         Self {
             fs,
             config,
+            max_pages: AtomicU16::new(config.max_pages),
             session: Mutex::new(Session::default()),
             waiting: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -187,7 +191,14 @@ impl<F: FileSystem> Server<F> {
 
     /// The limits.
     pub fn config(&self) -> ServerConfig {
-        self.config
+        ServerConfig { max_pages: self.max_pages.load(Ordering::Relaxed), ..self.config }
+    }
+
+    /// Sizes requests for queues of `queue_size` descriptors (the smallest request queue): the
+    /// `max_pages` the next INIT announces, up to [`MAX_PAGES_LIMIT`].
+    pub fn set_queue_size(&self, queue_size: u16) {
+        let pages = ServerConfig::for_queue_size(queue_size).max_pages;
+        self.max_pages.store(pages, Ordering::Relaxed);
     }
 
     /// The INIT flags agreed for the current session, if INIT succeeded.
@@ -264,7 +275,7 @@ impl<F: FileSystem> Server<F> {
         let Some(body_len) = (header.len as usize).checked_sub(size_of::<InHeader>()) else {
             return reply_less_or(opcode, Errno::INVAL);
         };
-        let limit = self.config.max_write() as usize + BODY_SLACK;
+        let limit = self.config().max_write() as usize + BODY_SLACK;
         if body_len > reader.remaining() || body_len > limit {
             return reply_less_or(opcode, Errno::INVAL);
         }
