@@ -1,5 +1,6 @@
 //! One virtio-fs queue served on its worker thread: pop chains, hand each to the FUSE server,
-//! publish the used entries, notify the driver.
+//! publish each used entry and notify the driver at once when it asked to hear (EVENT_IDX), so a
+//! finished request never waits for the rest of a batch.
 //!
 //! Guest-controlled ring contents never panic here: a malformed chain is returned used with
 //! length 0 (the ring goes on), and a ring that cannot be read at all (its index jumped, its
@@ -22,7 +23,7 @@ use vhu_transport_std::vm_memory::GuestMemoryMmap;
 
 use vhu_core::message::VringBase;
 use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
-use vhu_transport_std::{QueueContext, QueueHandler, QueueWaker};
+use vhu_transport_std::{Notifier, QueueContext, QueueHandler, QueueWaker};
 use zerocopy::IntoBytes;
 
 use crate::fuse::abi::OutHeader;
@@ -149,9 +150,10 @@ impl FsQueue {
         &mut self,
         mem: &M,
         shared: &Arc<GuestMemoryMmap>,
+        call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         self.more = false;
-        self.complete_deferred(mem)?;
+        self.complete_deferred(mem, call)?;
         self.queue.disable_notification(mem)?;
         let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
         let mut budget = self.queue.size();
@@ -174,11 +176,11 @@ impl FsQueue {
                         log::warn!("refused request: {error}");
                     }
                     if let Ok(Handled::Deferred(unique)) = handled {
-                        self.keep_deferred(mem, unique, chain)?;
+                        self.keep_deferred(mem, unique, chain, call)?;
                         continue;
                     }
                     let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-                    self.queue.add_used(mem, chain.head(), written)?;
+                    self.queue.complete(mem, chain.head(), written, call)?;
                 }
                 Ok(None) => {
                     if !self.queue.enable_notification(mem)? {
@@ -187,7 +189,7 @@ impl FsQueue {
                     self.queue.disable_notification(mem)?;
                 }
                 Err(error) => match error.head() {
-                    Some(head) => self.queue.add_used(mem, head, 0)?,
+                    Some(head) => self.queue.complete(mem, head, 0, call)?,
                     None => return Err(error),
                 },
             }
@@ -224,14 +226,15 @@ impl FsQueue {
         mem: &M,
         unique: u64,
         chain: DescriptorChain,
+        call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         if let Some(reply) = self.early.remove(&unique) {
-            return self.answer(mem, &chain, &reply);
+            return self.answer(mem, &chain, &reply, call);
         }
         // A guest reusing a `unique` still waiting gets the older chain back empty rather
         // than leaking it.
         match self.deferred.insert(unique, chain) {
-            Some(old) => self.queue.add_used(mem, old.head(), 0),
+            Some(old) => self.queue.complete(mem, old.head(), 0, call),
             None => Ok(()),
         }
     }
@@ -240,13 +243,14 @@ impl FsQueue {
     fn complete_deferred<M: GuestMemory>(
         &mut self,
         mem: &M,
+        call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         for done in self.inbox.take() {
             match done {
-                Done::Used(head, written) => self.queue.add_used(mem, head, written)?,
-                Done::Deferred(unique, chain) => self.keep_deferred(mem, unique, chain)?,
+                Done::Used(head, written) => self.queue.complete(mem, head, written, call)?,
+                Done::Deferred(unique, chain) => self.keep_deferred(mem, unique, chain, call)?,
                 Done::Reply(unique, reply) => match self.deferred.remove(&unique) {
-                    Some(chain) => self.answer(mem, &chain, &reply)?,
+                    Some(chain) => self.answer(mem, &chain, &reply, call)?,
                     // Its chain is still on its way back from the pool.
                     None if self.pool.is_some() => {
                         self.early.insert(unique, reply);
@@ -264,10 +268,11 @@ impl FsQueue {
         mem: &M,
         chain: &DescriptorChain,
         reply: &[u8],
+        call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         let mut writer = Writer::new(mem, chain);
         let written = if writer.write_all(reply).is_ok() { reply.len() } else { 0 };
-        self.queue.add_used(mem, chain.head(), u32::try_from(written).unwrap_or(0))
+        self.queue.complete(mem, chain.head(), u32::try_from(written).unwrap_or(0), call)
     }
 
     /// Chains still waiting for a reply (for inspection).
@@ -290,13 +295,14 @@ impl QueueHandler for FsQueue {
         }
         let memory = ctx.memory.memory();
         // Replies that arrived in time go out as they are; the rest are interrupted.
-        let mut result = self.complete_deferred(&*memory);
+        let mut result = self.complete_deferred(&*memory, &ctx.call);
         self.early.clear();
         for (unique, chain) in std::mem::take(&mut self.deferred) {
             self.server.cancel(unique);
             let error = -rustix::io::Errno::INTR.raw_os_error();
             let reply = OutHeader { len: size_of::<OutHeader>() as u32, error, unique };
-            result = result.and_then(|()| self.answer(&*memory, &chain, reply.as_bytes()));
+            result =
+                result.and_then(|()| self.answer(&*memory, &chain, reply.as_bytes(), &ctx.call));
         }
         if self.queue.needs_notification(&*memory).unwrap_or(true) {
             let _ = ctx.call.notify();
@@ -319,7 +325,7 @@ impl QueueHandler for FsQueue {
             .get_or_insert_with(|| ctx.waker.clone());
         let memory = ctx.memory.memory();
         let shared = memory.clone().into_inner();
-        let result = self.run(&*memory, &shared);
+        let result = self.run(&*memory, &shared, &ctx.call);
         // Tell the driver about what was used, even when the ring broke afterwards.
         if self.queue.needs_notification(&*memory).unwrap_or(true) {
             let _ = ctx.call.notify();

@@ -2,9 +2,9 @@
 //! [`QueueHandler`] a simple device needs, so it only says what one chain means.
 //!
 //! Each `process` call serves at most one queue's worth of chains (a guest that keeps its ring
-//! full cannot keep a stop waiting), with notifications disabled while it works and re-enabled
-//! before it goes idle (EVENT_IDX rules in [`Virtqueue`]); the driver is notified once per batch
-//! when the ring asks for it. A chain that is malformed is returned used with length 0 and the
+//! full cannot keep a stop waiting), with kicks disabled while it works and re-enabled before it
+//! goes idle; the driver hears about each chain as soon as it is returned, when the ring asks for
+//! it (EVENT_IDX rules in [`Virtqueue`]). A chain that is malformed is returned used with length 0 and the
 //! ring goes on; a ring that cannot be read at all stops being served and its err eventfd is
 //! signalled.
 //!
@@ -14,6 +14,7 @@ use vhu_core::message::VringBase;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use super::{DescriptorChain, QueueError, Reader, Virtqueue, Writer};
+use crate::device::Notifier;
 use crate::worker::{QueueContext, QueueHandler};
 
 /// What a device does with one descriptor chain.
@@ -50,7 +51,7 @@ impl<S: ChainService> ChainQueue<S> {
         &self.service
     }
 
-    fn run(&mut self, mem: &GuestMemoryMmap) -> Result<(), QueueError> {
+    fn run(&mut self, mem: &GuestMemoryMmap, call: &Notifier) -> Result<(), QueueError> {
         self.more = false;
         self.queue.disable_notification(mem)?;
         let mut budget = self.queue.size();
@@ -67,7 +68,7 @@ impl<S: ChainService> ChainQueue<S> {
                     let mut writer = Writer::new(mem, &chain);
                     self.service.serve(&chain, &mut reader, &mut writer);
                     let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-                    self.queue.add_used(mem, chain.head(), written)?;
+                    self.queue.complete(mem, chain.head(), written, call)?;
                 }
                 Ok(None) => {
                     if !self.queue.enable_notification(mem)? {
@@ -76,7 +77,7 @@ impl<S: ChainService> ChainQueue<S> {
                     self.queue.disable_notification(mem)?;
                 }
                 Err(error) => match error.head() {
-                    Some(head) => self.queue.add_used(mem, head, 0)?,
+                    Some(head) => self.queue.complete(mem, head, 0, call)?,
                     None => return Err(error),
                 },
             }
@@ -90,7 +91,7 @@ impl<S: ChainService> QueueHandler for ChainQueue<S> {
             return;
         }
         let memory = ctx.memory.memory();
-        let result = self.run(&memory);
+        let result = self.run(&memory, &ctx.call);
         // Tell the driver about what was used, even when the ring broke afterwards.
         if self.queue.needs_notification(&*memory).unwrap_or(true) {
             let _ = ctx.call.notify();

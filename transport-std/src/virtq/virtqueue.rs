@@ -128,6 +128,24 @@ impl Virtqueue {
         }
     }
 
+    /// Returns the chain `head` with `len` bytes written and notifies the driver at once if it
+    /// asked to hear about it (EVENT_IDX, or no NO_INTERRUPT flag): a finished request never
+    /// waits for the rest of a batch to be announced.
+    pub fn complete<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        head: u16,
+        len: u32,
+        call: &crate::device::Notifier,
+    ) -> Result<(), QueueError> {
+        self.add_used(mem, head, len)?;
+        if self.needs_notification(mem)? {
+            // A call eventfd that cannot be written is the front-end's loss; the ring goes on.
+            let _ = call.notify();
+        }
+        Ok(())
+    }
+
     /// Whether the driver must be notified about the chains returned since the last call.
     pub fn needs_notification<M: GuestMemory + ?Sized>(
         &mut self,
