@@ -31,11 +31,13 @@
 //! ```
 //!
 //! Each connection is a [`Session`](vhu_transport_std::Session), the same engine the blocking
-//! driver of `vhu-transport-std` runs: this crate only registers its sources (the main socket,
-//! the device's request eventfd, the back-end channel socket) and calls in when they are ready.
-//! Device requests on the back-end channel and the front-end's answers work as they do there,
-//! and device-state transfers move as their pipe allows, driven by its readiness (the event loop
-//! never blocks on a pipe).
+//! driver of `vhu-transport-std` runs, in its evented style: this crate only registers its
+//! sources (the main socket, the device's request eventfd, the back-end channel socket, a
+//! transfer's pipe, the eventfd of queue stops) and calls in when they are ready. Device requests
+//! on the back-end channel and the front-end's answers work as they do there; device-state
+//! transfers move as their pipe allows, and a queue that takes a while to stop reports later
+//! ([`Device::stop_queue_then`](vhu_transport_std::Device::stop_queue_then)), so the event loop
+//! never waits for either.
 //!
 //! Like every transport this crate must not contain protocol logic: what to answer, what is
 //! valid and when to close are decided by `vhu-core`. Linux only.

@@ -7,7 +7,10 @@
 //!
 //! - [`Device::start_queue`] for a stopped queue; then any number of [`Device::set_queue_enabled`],
 //!   [`Device::replace_kick`], [`Device::update_queue`] and [`Device::kick`] for it; then exactly one
-//!   [`Device::stop_queue`]. A queue whose start failed gets none of these.
+//!   [`Device::stop_queue`] (or, from an event loop, [`Device::stop_queue_then`]). A queue whose
+//!   start failed gets none of these.
+//! - [`Device::backend_result`] once for each request pushed through the [`BackendRequests`]
+//!   handle [`Device::connected`] gave it.
 //! - [`Device::reset`] only while no queue is running (the driver stops them first), on
 //!   RESET_DEVICE and when a front-end disconnects, so the next connection finds a fresh device.
 //!

@@ -4,11 +4,14 @@
 //! An [`Executor`] owns (or borrows) the [`Device`], the [`FdTable`] of received descriptors, the
 //! [`MemoryMap`], every ring's call/err [`Notifier`] and run state, the inflight area, the dirty
 //! log descriptor, the back-end channel socket until the driver takes it, and the [`Owed`]
-//! completion the last actions recorded. Device-state transfer is optional: by default it is
-//! refused (a blocking transfer would stall an event loop); a driver that can block enables it
-//! with [`Executor::enable_device_state_transfer`] and calls [`Executor::run_transfer`] once the
-//! reply to SET_DEVICE_STATE_FD is sent. Dropping the executor stops every running queue, resets
-//! the device and closes every mapping and descriptor of the session.
+//! completion the last actions recorded. Device-state transfer is refused until
+//! [`Executor::enable_device_state_transfer`]; the session then moves a transfer on
+//! ([`Executor::progress_transfer`]) or runs it to the end ([`Executor::run_transfer`]) once the
+//! reply to SET_DEVICE_STATE_FD is sent. With [`Executor::enable_evented_stops`] a queue stops
+//! without waiting and its completion is picked up later ([`Executor::collect_stop`]). A new
+//! memory table is collected and swapped in whole when its completion is fed. Dropping the
+//! executor stops every running queue, resets the device and closes every mapping and descriptor
+//! of the session.
 //!
 //! This module must not validate requests (core did), reorder actions, or do I/O on the
 //! front-end's socket.
