@@ -32,6 +32,44 @@ pub struct SocketFile {
     removed: AtomicBool,
 }
 
+/// Longest socket path `sockaddr_un` holds (108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Binds and listens on a socket that appears at `path` only once it accepts connections: it is
+/// bound under a temporary name next to `path` and renamed over it (replacing a stale socket in
+/// the same step), so a launcher that connects as soon as the file exists is never refused. The
+/// mode is set by the umask at bind time, so no other user ever sees the socket open; processes
+/// bind before they start threads, and the umask is restored right after.
+fn bind_listening(
+    parent: &Path,
+    name: &std::ffi::OsStr,
+    path: &Path,
+) -> std::io::Result<UnixListener> {
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.binding", std::process::id()));
+    let temp = parent.join(&temp_name);
+    let direct = temp.as_os_str().len() > MAX_SOCKET_PATH;
+    let target = if direct { path } else { &temp };
+    if direct {
+        // No room for a longer name: bind in place (a stale socket must go first).
+        let _ = std::fs::remove_file(path);
+    } else {
+        let _ = std::fs::remove_file(&temp);
+    }
+    let previous = rustix::process::umask(Mode::from_raw_mode(0o177));
+    let bound = UnixListener::bind(target);
+    rustix::process::umask(previous);
+    let listener = bound?;
+    if !direct {
+        if let Err(error) = std::fs::rename(&temp, path) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(error);
+        }
+    }
+    Ok(listener)
+}
+
 /// `<path>.pid`.
 pub(crate) fn pid_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -69,16 +107,11 @@ impl SocketFile {
             if !meta.file_type().is_socket() {
                 return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
             }
-            std::fs::remove_file(path)?;
         }
-        // The mode is set by the umask at bind time, so no other user ever sees the socket
-        // open. Processes bind before they start threads; the umask is restored right after.
-        let previous = rustix::process::umask(Mode::from_raw_mode(0o177));
-        let bound = UnixListener::bind(path);
-        rustix::process::umask(previous);
+        let listener = bind_listening(parent, &name, path)?;
         let file =
             Self { path: path.to_owned(), dir, name, _lock: lock, removed: AtomicBool::new(false) };
-        Ok((bound?, file))
+        Ok((listener, file))
     }
 
     /// The socket path as given.

@@ -105,3 +105,43 @@ fn a_socket_file_is_removed_through_its_directory_and_released_copies_remove_not
     drop(again);
     assert!(!path.exists() && !pid_file(&path).exists());
 }
+
+/// A launcher connects as soon as the socket file exists: by then it already accepts
+/// connections, and nothing of the binding is left next to it.
+#[test]
+fn the_socket_appears_only_once_it_accepts_connections() {
+    let path = socket_path("appears-listening");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = Arc::clone(&stop);
+    let watched = path.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut connected = 0;
+        while !watching.load(std::sync::atomic::Ordering::Relaxed) {
+            if watched.exists() {
+                match std::os::unix::net::UnixStream::connect(&watched) {
+                    Ok(_) => connected += 1,
+                    // Removed between the check and the connect: the daemon went away.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("the socket file existed but refused: {e}"),
+                }
+            }
+        }
+        connected
+    });
+    for _ in 0..50 {
+        let (listener, file) = SocketFile::bind(&path).expect("binds");
+        // The name goes first, then the listener, as a daemon ends.
+        drop(file);
+        drop(listener);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join().expect("never refused");
+    let dir = path.parent().expect("a directory");
+    let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!(".{name}.")))
+        .collect();
+    assert!(leftovers.is_empty(), "binding left {leftovers:?}");
+}
