@@ -63,7 +63,7 @@ fn own(output: Output<'_>) -> Out {
             }
             other => {
                 // Every other reply borrows nothing; round-trip it through its encoding to get a
-                // 'static value without unsafe lifetime games.
+                // 'static value without lifetime tricks.
                 let mut buf = vec![0u8; 4096];
                 let len = other.encode_into(&mut buf).expect("reply encodes");
                 let fds = other.fds();
