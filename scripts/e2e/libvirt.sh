@@ -47,8 +47,8 @@ libvirt_stop() {
         pid=$(pgrep -x "$daemon" || true)
         [ -n "$pid" ] || continue
         kill $pid 2>/dev/null || true
-        # Gone before the next run looks for a running daemon.
-        for _ in $(seq 100); do
+        # Gone before the next run looks for a running daemon (a loaded machine takes a while).
+        for _ in $(seq 300); do
             pgrep -x "$daemon" >/dev/null || break
             sleep 0.1
         done
