@@ -7,18 +7,21 @@
 
 mod backend;
 mod codec;
+mod region;
 mod reply;
 mod request;
+mod request_encode;
 mod types;
 
 pub use backend::{BackendReply, BackendRequest};
 pub(crate) use codec::check_version_and_reserved;
+pub use region::{MemoryTable, Region, XenMapping};
 pub use reply::{encode_status, Reply};
 pub use request::Request;
 pub use types::{
-    ConfigFlags, InflightDesc, Iotlb, IotlbKind, IotlbPerm, LogBase, MemoryTable, PackedBase,
-    Region, ShmemMapping, TransferDirection, TransferPhase, Uuid, VringAddr, VringAddrFlags,
-    VringBase, VringFd, VringIndex, XenMapping,
+    ConfigFlags, InflightDesc, Iotlb, IotlbKind, IotlbPerm, LogBase, PackedBase, ShmemMapping,
+    TransferDirection, TransferPhase, Uuid, VringAddr, VringAddrFlags, VringBase, VringFd,
+    VringIndex,
 };
 
 /// A parsed request and whether its sender asked for an acknowledgement (NEED_REPLY).

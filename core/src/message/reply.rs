@@ -5,7 +5,8 @@
 //! and, for the few requests that may get either a typed reply or a REPLY_ACK `u64`, from the size.
 
 use super::codec::{self, Encoder, Payload};
-use super::types::{config_header, config_prefix, ConfigFlags, InflightDesc, MemoryTable, Region};
+use super::region::{MemoryTable, Region};
+use super::types::{config_header, config_prefix, ConfigFlags, InflightDesc};
 use super::types::{VringBase, VringIndex};
 use crate::limits::{
     MAX_CRYPTO_SESSION_SIZE, MAX_FDS_PER_MSG, MAX_MEM_TABLE_REGIONS, MAX_SHMEM_REGIONS,
