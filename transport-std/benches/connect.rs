@@ -14,6 +14,12 @@
 //! means over every timed iteration and the ratio ours/theirs are printed at the end. The two
 //! cross pairs (our client with their daemon, their front-end with our daemon) are timed too, so
 //! the front-ends' share can be told from the back-ends'.
+//!
+//! `connect count ours|theirs N` skips the timing and only makes N GET_CONFIG round trips on one
+//! stack's connected pair, for an instruction counter: under
+//! `valgrind --tool=callgrind`, the difference of two counts (say N = 200 and N = 1200) divided
+//! by the difference of N is what one round trip costs in user space, client and back-end
+//! together, free of the set-up and of a noisy machine's timing.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -276,7 +282,47 @@ fn bench_round_trips(c: &mut Criterion, ours: &Tally, theirs: &Tally) {
     peer.join(TIMEOUT).expect("peer ends");
 }
 
+/// `count ours|theirs N`: N round trips on one stack, untimed (module docs).
+fn count(stack: &str, n: u64) {
+    let ram = GuestRegion::new(0, RAM).expect("guest memory");
+    match stack {
+        "ours" => {
+            let served = common::serve("count-rtt");
+            let rings: Vec<(OwnedFd, OwnedFd)> =
+                (0..2).map(|_| (eventfd().unwrap(), eventfd().unwrap())).collect();
+            let mut client = our_session(&served.path, &ram, &rings);
+            for _ in 0..n {
+                std::hint::black_box(client.get_config(0, 4).expect("get_config"));
+            }
+            drop(client);
+            served.wait_ended(1);
+        }
+        "theirs" => {
+            let path = socket("count-rtt");
+            let mut peer = peer::Peer::spawn(&path);
+            let rings: Vec<(EventFd, EventFd)> = (0..2)
+                .map(|_| (EventFd::new(0).expect("eventfd"), EventFd::new(0).expect("eventfd")))
+                .collect();
+            let mut frontend = their_session(&path, &ram, &rings);
+            let flags = VhostUserConfigFlags::empty();
+            for _ in 0..n {
+                std::hint::black_box(
+                    frontend.get_config(0, 4, flags, &[0; 4]).expect("get_config"),
+                );
+            }
+            drop(frontend);
+            peer.join(TIMEOUT).expect("peer ends");
+        }
+        other => panic!("count: `ours` or `theirs`, not {other:?}"),
+    }
+    println!("{stack}: {n} GET_CONFIG round trips");
+}
+
 fn report(name: &str, ours: &Tally, theirs: &Tally) {
+    if ours.iters.get() == 0 || theirs.iters.get() == 0 {
+        println!("{name}: not run on both stacks");
+        return;
+    }
     let (o, t) = (ours.mean(), theirs.mean());
     let per_sec = |d: Duration| 1.0 / d.as_secs_f64().max(f64::MIN_POSITIVE);
     println!(
@@ -291,6 +337,13 @@ fn report(name: &str, ours: &Tally, theirs: &Tally) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("count") {
+        let stack = args.get(2).map_or("ours", String::as_str);
+        let n = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
+        count(stack, n);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     let connect = (Tally::default(), Tally::default());
     let cross = (Tally::default(), Tally::default());

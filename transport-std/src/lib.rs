@@ -4,8 +4,9 @@
 //! `vhu-core` is sans-io: it names descriptors by opaque tokens and asks for memory mappings with
 //! actions. This crate supplies the pieces that touch the operating system:
 //!
-//! - [`scm`]: `sendmsg`/`recvmsg` with SCM_RIGHTS, reading exactly what core's
-//!   [`FrameDecoder`](vhu_core::FrameDecoder) asks for so descriptors attach to the right message.
+//! - [`scm`]: `sendmsg`/`recvmsg` with SCM_RIGHTS; [`frame_reader`]: [`FrameReader`], frames
+//!   through core's [`FrameDecoder`](vhu_core::FrameDecoder) in as few `recvmsg` calls as the
+//!   stream allows, each descriptor given to the frame it came with.
 //! - [`fd_table`]: [`FdTable`], the owner of every received descriptor, keyed by
 //!   [`FdToken`](vhu_core::FdToken).
 //! - [`memory`]: [`MemoryMap`], guest memory mapped from the front-end's regions with `vm-memory`
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod device;
 pub mod driver;
 pub mod fd_table;
+pub mod frame_reader;
 pub mod memory;
 pub mod scm;
 pub mod session;
@@ -42,8 +44,9 @@ pub use daemon::{Daemon, DaemonError, Disconnect, Listen};
 pub use device::{Device, DeviceError, Notifier, Queue};
 pub use driver::Connection;
 pub use fd_table::{FdTable, TokensExhausted};
+pub use frame_reader::{FrameReader, ReadAhead};
 pub use memory::{MemoryError, MemoryMap};
-pub use scm::{recv_frame, send, send_partial, RecvOutcome, ScmError};
+pub use scm::{recv_chunk, send, send_partial, RecvOutcome, ScmError};
 pub use session::{
     BackendRequests, DeviceRequest, Executor, Owed, QueueStopped, Read, RequestError,
     RequestResult, RequestTicket, Session, SessionError, Style,

@@ -2,17 +2,9 @@
 //!
 //! [`send`] writes one encoded message and attaches its descriptors to the first `sendmsg`, which
 //! carries the first byte of the header, as every vhost-user peer expects (spec "Communication":
-//! descriptors travel with the message they belong to). [`recv_frame`] reads one frame with
-//! `recvmsg`, asking for exactly [`FrameDecoder::next_read_len`] bytes each time, so a read never
-//! crosses a message boundary and descriptors can only arrive with the first byte of a header
-//! (front-ends attach them to the `sendmsg` that carries a message's first byte). Descriptors that arrive anywhere else, too many
-//! descriptors, and truncated control data are errors, and every descriptor received for the frame
-//! is closed before the error is returned.
-//!
-//! "With the first byte" is all a receiver can check: one `recvmsg` may consume several chunks the
-//! peer sent separately, and the kernel then hands over the descriptors of all of them, so
-//! descriptors attached to a later chunk that the same `recvmsg` consumes are accepted. Reading the
-//! header alone first still means they can never come from the next message.
+//! descriptors travel with the message they belong to). [`recv_chunk`] is one `recvmsg` with its
+//! descriptors; [`FrameReader`](crate::frame_reader::FrameReader) turns chunks into frames and
+//! decides which frame the descriptors belong to.
 //!
 //! This module must not interpret frames: it neither parses requests nor decides what to do about an
 //! error (that is `vhu-core`'s job). It works on connected `SOCK_STREAM` Unix sockets; control
@@ -28,8 +20,8 @@ use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
-use vhu_core::limits::{HEADER_SIZE, MAX_FDS_PER_MSG};
-use vhu_core::{FrameDecoder, Progress, WireError};
+use vhu_core::limits::MAX_FDS_PER_MSG;
+use vhu_core::WireError;
 
 /// Descriptors the receive control buffer has room for.
 ///
@@ -40,8 +32,9 @@ pub const RECV_CONTROL_FDS: usize = 4 * MAX_FDS_PER_MSG;
 
 /// A failure to send or receive a message with its descriptors.
 ///
-/// Apart from [`ScmError::Io`] from [`recv_frame`] (see there), every receive error leaves the stream
-/// at an unknown or untrusted boundary: the connection should be closed.
+/// Apart from [`ScmError::Io`] (for instance `WouldBlock` or a timeout, after which reading can go
+/// on), every receive error leaves the stream at an unknown or untrusted boundary: the connection
+/// should be closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScmError {
@@ -66,8 +59,8 @@ pub enum ScmError {
         /// Number sent or received.
         got: usize,
     },
-    /// Descriptors arrived with a `recvmsg` that did not carry the first byte of the header. They
-    /// and the frame's earlier descriptors have been closed.
+    /// Descriptors arrived with a `recvmsg` that carried no frame's first byte. They and the
+    /// frame's earlier descriptors have been closed.
     #[error("{fds} file descriptors arrived {offset} bytes into a frame")]
     FdsMidFrame {
         /// Descriptors in the offending `recvmsg`.
@@ -91,10 +84,11 @@ pub enum ScmError {
     },
 }
 
-/// What [`recv_frame`] got.
+/// What [`FrameReader::recv`](crate::frame_reader::FrameReader::recv) got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecvOutcome {
-    /// A complete frame of this many bytes is in [`FrameDecoder::frame`].
+    /// A complete frame of this many bytes is in
+    /// [`FrameReader::frame`](crate::frame_reader::FrameReader::frame).
     Frame(usize),
     /// The peer closed the stream at a frame boundary.
     Closed,
@@ -149,38 +143,21 @@ pub fn send_partial(
     }
 }
 
-/// Receives one frame into `decoder` and the descriptors that came with it into `fds`.
+/// One `recvmsg` into `buf` (EINTR retried) with `MSG_CMSG_CLOEXEC`: how many bytes came (0 at
+/// end of stream) and the descriptors that came with them.
 ///
-/// Each `recvmsg` asks for exactly [`FrameDecoder::next_read_len`] bytes (the header first, then
-/// the payload), with `MSG_CMSG_CLOEXEC`. Descriptors are accepted only with the `recvmsg` that
-/// carries the first byte of the header, and at most [`MAX_FDS_PER_MSG`] of them. EINTR is retried.
+/// On a stream socket the kernel ends a `recvmsg` right after the chunk that carries descriptors,
+/// so they always came with the last chunk the call consumed; [`FrameReader`] relies on it to tell
+/// which frame they belong to. Truncated control data is [`ScmError::TruncatedControl`], with
+/// every descriptor that did arrive closed.
 ///
-/// - A decoder that still holds a complete frame is cleared first; when a new frame starts, `fds`
-///   is cleared (closing anything left in it), so on [`RecvOutcome::Frame`] it holds exactly this
-///   frame's descriptors.
-/// - EOF before any byte of a frame is [`RecvOutcome::Closed`]; EOF inside a frame is
-///   [`ScmError::UnexpectedEof`].
-/// - On [`ScmError::Io`] (for instance `WouldBlock` or a timeout) the decoder and `fds` keep the
-///   partial frame and calling again continues it. On every other error the decoder is cleared and
-///   every descriptor in `fds` is closed; an oversized payload is refused before a byte of it is
-///   read, so it is still in the socket.
-pub fn recv_frame(
-    sock: impl AsFd,
-    decoder: &mut FrameDecoder,
-    fds: &mut Vec<OwnedFd>,
-) -> Result<RecvOutcome, ScmError> {
+/// [`FrameReader`]: crate::frame_reader::FrameReader
+pub fn recv_chunk(sock: impl AsFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), ScmError> {
     let sock = sock.as_fd();
-    if decoder.next_read_len() == 0 {
-        decoder.clear();
-    }
-    if decoder.is_idle() {
-        fds.clear();
-    }
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(RECV_CONTROL_FDS))];
     loop {
-        let first = decoder.is_idle();
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [IoSliceMut::new(decoder.read_buf())];
+        let mut iov = [IoSliceMut::new(buf)];
         let msg = match recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
             Ok(msg) => msg,
             Err(Errno::INTR) => continue,
@@ -188,34 +165,9 @@ pub fn recv_frame(
         };
         let received = take_fds(&mut control);
         if msg.flags.contains(ReturnFlags::CTRUNC) {
-            let error = ScmError::TruncatedControl { fds_received: received.len() };
-            return Err(fail(decoder, fds, error));
+            return Err(ScmError::TruncatedControl { fds_received: received.len() });
         }
-        if !received.is_empty() {
-            if !first {
-                let offset = frame_progress(decoder).0;
-                let error = ScmError::FdsMidFrame { fds: received.len(), offset };
-                return Err(fail(decoder, fds, error));
-            }
-            if received.len() > MAX_FDS_PER_MSG {
-                let error = ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got: received.len() };
-                return Err(fail(decoder, fds, error));
-            }
-            fds.extend(received);
-        }
-        if msg.bytes == 0 {
-            if first {
-                fds.clear();
-                return Ok(RecvOutcome::Closed);
-            }
-            let (got, wanted) = frame_progress(decoder);
-            return Err(fail(decoder, fds, ScmError::UnexpectedEof { got, wanted }));
-        }
-        match decoder.advance(msg.bytes) {
-            Ok(Progress::Ready(len)) => return Ok(RecvOutcome::Frame(len)),
-            Ok(Progress::NeedMore(_)) => {}
-            Err(error) => return Err(fail(decoder, fds, ScmError::Wire(error))),
-        }
+        return Ok((msg.bytes, received));
     }
 }
 
@@ -228,20 +180,4 @@ fn take_fds(control: &mut RecvAncillaryBuffer<'_>) -> Vec<OwnedFd> {
         }
     }
     out
-}
-
-/// Bytes of the current frame received, and bytes it needs so far.
-fn frame_progress(decoder: &FrameDecoder) -> (usize, usize) {
-    let wanted = match decoder.header() {
-        Some(header) => HEADER_SIZE + header.size.get() as usize,
-        None => HEADER_SIZE,
-    };
-    (wanted.saturating_sub(decoder.next_read_len()), wanted)
-}
-
-/// Forgets the partial frame and closes its descriptors before reporting `error`.
-fn fail(decoder: &mut FrameDecoder, fds: &mut Vec<OwnedFd>, error: ScmError) -> ScmError {
-    decoder.clear();
-    fds.clear();
-    error
 }

@@ -1,4 +1,4 @@
-//! SCM_RIGHTS send/receive over real socket pairs with real descriptors.
+//! SCM_RIGHTS send and frame reading over real socket pairs with real descriptors.
 //!
 //! Leak checks use pipes: once every copy of a pipe's write end is closed, its read end reports
 //! EOF. That holds whatever other tests running in parallel do with descriptor numbers.
@@ -14,9 +14,10 @@ use rustix::fs::{fstat, memfd_create, MemfdFlags};
 use rustix::io::{read, write};
 use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use rustix::pipe::{pipe_with, PipeFlags};
-use vhu_transport_std::scm::{recv_frame, send, RecvOutcome, ScmError, RECV_CONTROL_FDS};
+use vhu_transport_std::frame_reader::{FrameReader, ReadAhead};
+use vhu_transport_std::scm::{send, RecvOutcome, ScmError, RECV_CONTROL_FDS};
 use vhu_transport_std::vhu_core::limits::MAX_FDS_PER_MSG;
-use vhu_transport_std::vhu_core::{FrameDecoder, WireError};
+use vhu_transport_std::vhu_core::WireError;
 
 fn header(request: u32, flags: u32, size: u32) -> Vec<u8> {
     [request, flags, size].iter().flat_map(|w| w.to_ne_bytes()).collect()
@@ -44,6 +45,10 @@ fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
     (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 }
 
+fn greedy() -> FrameReader {
+    FrameReader::new(ReadAhead::Greedy)
+}
+
 fn event() -> OwnedFd {
     eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd")
 }
@@ -66,10 +71,10 @@ fn frame_with_two_fds_arrives_with_exactly_those_fds() {
     let bytes = frame(5, &7u64.to_ne_bytes());
     send(&a, &bytes, &[memfd.as_fd(), efd.as_fd()]).expect("send");
 
-    let mut decoder = FrameDecoder::new();
-    let mut fds = Vec::new();
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Frame(20));
-    assert_eq!(decoder.frame(), Some(&bytes[..]));
+    let mut reader = greedy();
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(20));
+    assert_eq!(reader.frame(), Some(&bytes[..]));
+    let fds = reader.take_fds();
     assert_eq!(fds.len(), 2);
     assert!(same_file(fds[0].as_fd(), memfd.as_fd()));
     assert!(!same_file(fds[1].as_fd(), memfd.as_fd()));
@@ -82,33 +87,72 @@ fn frame_with_two_fds_arrives_with_exactly_those_fds() {
 #[test]
 fn back_to_back_frames_each_get_their_own_fds() {
     let (a, b) = UnixStream::pair().expect("socketpair");
-    let (pipe_w, pipe_r) = watched();
     let (memfd, efd) = (memfd_create("one", MemfdFlags::CLOEXEC).expect("memfd"), event());
     let (first, second, third) = (frame(1, b"abcd"), frame(2, &[]), frame(3, &[9; 8]));
-    send(&a, &first, &[pipe_w.as_fd()]).expect("send");
-    send(&a, &second, &[]).expect("send");
-    send(&a, &third, &[efd.as_fd(), memfd.as_fd()]).expect("send");
-    drop(pipe_w);
 
-    let mut decoder = FrameDecoder::new();
-    let mut fds = Vec::new();
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Frame(16));
-    assert_eq!(decoder.frame(), Some(&first[..]));
-    assert_eq!(fds.len(), 1);
-    write(&fds[0], b"x").expect("write through the received pipe end");
-    assert_eq!(read(&pipe_r, &mut [0u8; 1]).expect("read"), 1);
+    for read_ahead in [ReadAhead::Greedy, ReadAhead::Exact] {
+        let (pipe_w, pipe_r) = watched();
+        send(&a, &first, &[pipe_w.as_fd()]).expect("send");
+        send(&a, &second, &[]).expect("send");
+        send(&a, &third, &[efd.as_fd(), memfd.as_fd()]).expect("send");
+        drop(pipe_w);
 
-    // The next call clears the finished frame and the descriptors nobody took (closing them).
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Frame(12));
-    assert_eq!(decoder.frame(), Some(&second[..]));
-    assert!(fds.is_empty());
-    assert!(all_writers_closed(&pipe_r));
+        let mut reader = FrameReader::new(read_ahead);
+        assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(16));
+        assert_eq!(reader.frame(), Some(&first[..]));
+        assert_eq!(reader.fds().len(), 1);
+        write(&reader.fds()[0], b"x").expect("write through the received pipe end");
+        assert_eq!(read(&pipe_r, &mut [0u8; 1]).expect("read"), 1);
 
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Frame(20));
-    assert_eq!(decoder.frame(), Some(&third[..]));
-    assert_eq!(fds.len(), 2);
-    assert!(same_file(fds[1].as_fd(), memfd.as_fd()));
-    assert!(same_file(fds[0].as_fd(), efd.as_fd()));
+        // The next call clears the finished frame and the descriptors nobody took (closing them).
+        assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(12));
+        assert_eq!(reader.frame(), Some(&second[..]));
+        assert!(reader.fds().is_empty());
+        assert!(all_writers_closed(&pipe_r));
+        // Greedy: the second and third frames came with one recvmsg.
+        assert_eq!(reader.has_buffered(), read_ahead == ReadAhead::Greedy);
+
+        assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(20));
+        assert_eq!(reader.frame(), Some(&third[..]));
+        let fds = reader.take_fds();
+        assert_eq!(fds.len(), 2);
+        assert!(same_file(fds[1].as_fd(), memfd.as_fd()));
+        assert!(same_file(fds[0].as_fd(), efd.as_fd()));
+        assert!(!reader.has_buffered());
+    }
+}
+
+#[test]
+fn a_burst_read_at_once_gives_the_descriptors_to_the_frame_they_came_with() {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let efd = event();
+    let frames: Vec<Vec<u8>> = (1..=5).map(|i| frame(i, &[i as u8; 8])).collect();
+    for (i, bytes) in frames.iter().enumerate() {
+        let fds = if i == 2 { vec![efd.as_fd()] } else { Vec::new() };
+        send(&a, bytes, &fds).expect("send");
+    }
+    let mut reader = greedy();
+    for (i, bytes) in frames.iter().enumerate() {
+        assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(20));
+        assert_eq!(reader.frame(), Some(&bytes[..]));
+        let fds = reader.take_fds();
+        if i == 2 {
+            assert_eq!(fds.len(), 1, "frame {i}");
+            assert!(same_file(fds[0].as_fd(), efd.as_fd()));
+        } else {
+            assert!(fds.is_empty(), "frame {i} got {} descriptors", fds.len());
+        }
+    }
+    // The first recvmsg ended with the chunk that carried the descriptor; the second took the
+    // rest.
+    assert!(!reader.has_buffered());
+    b.set_nonblocking(true).expect("nonblocking");
+    assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))));
+    assert!(!reader.has_buffered(), "a drained socket leaves nothing to replay");
+    let last = frame(6, &[]);
+    send(&a, &last, &[]).expect("send");
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(12));
+    assert_eq!(reader.frame(), Some(&last[..]));
 }
 
 #[test]
@@ -119,13 +163,12 @@ fn oversize_header_is_refused_before_the_body_is_read() {
     bytes.extend_from_slice(&body);
     a.write_all(&bytes).expect("write");
 
-    let mut decoder = FrameDecoder::with_max_payload(64);
-    let mut fds = Vec::new();
-    match recv_frame(&b, &mut decoder, &mut fds) {
+    let mut reader = FrameReader::with_max_payload(ReadAhead::Exact, 64);
+    match reader.recv(&b) {
         Err(ScmError::Wire(WireError::PayloadTooLarge { size: 100, max: 64 })) => {}
         other => panic!("unexpected {other:?}"),
     }
-    assert!(decoder.is_idle());
+    assert!(reader.is_idle());
     let mut rest = [0u8; 100];
     b.read_exact(&mut rest).expect("the body is still in the socket");
     assert_eq!(rest, body);
@@ -140,8 +183,7 @@ fn oversize_header_is_refused_before_the_body_is_read() {
 fn bad_version_is_a_wire_error() {
     let (mut a, b) = UnixStream::pair().expect("socketpair");
     a.write_all(&header(1, 2, 0)).expect("write");
-    let mut fds = Vec::new();
-    match recv_frame(&b, &mut FrameDecoder::new(), &mut fds) {
+    match greedy().recv(&b) {
         Err(ScmError::Wire(WireError::BadVersion { version: 2, .. })) => {}
         other => panic!("unexpected {other:?}"),
     }
@@ -152,14 +194,14 @@ fn eof_at_a_boundary_is_closed_and_inside_a_frame_is_an_error() {
     let (a, b) = UnixStream::pair().expect("socketpair");
     send(&a, &frame(1, &[]), &[]).expect("send");
     drop(a);
-    let (mut decoder, mut fds) = (FrameDecoder::new(), Vec::new());
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Frame(12));
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Closed);
+    let mut reader = greedy();
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(12));
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Closed);
 
     let (mut a, b) = UnixStream::pair().expect("socketpair");
     a.write_all(&header(1, 1, 8)[..5]).expect("write");
     drop(a);
-    match recv_frame(&b, &mut FrameDecoder::new(), &mut fds) {
+    match greedy().recv(&b) {
         Err(ScmError::UnexpectedEof { got: 5, wanted: 12 }) => {}
         other => panic!("unexpected {other:?}"),
     }
@@ -168,13 +210,13 @@ fn eof_at_a_boundary_is_closed_and_inside_a_frame_is_an_error() {
     let (pipe_w, pipe_r) = watched();
     send(&a, &frame(1, &[1; 8])[..15], &[pipe_w.as_fd()]).expect("send");
     drop((a, pipe_w));
-    let mut decoder = FrameDecoder::new();
-    match recv_frame(&b, &mut decoder, &mut fds) {
+    let mut reader = greedy();
+    match reader.recv(&b) {
         Err(ScmError::UnexpectedEof { got: 15, wanted: 20 }) => {}
         other => panic!("unexpected {other:?}"),
     }
-    assert!(decoder.is_idle());
-    assert!(fds.is_empty());
+    assert!(reader.is_idle());
+    assert!(reader.fds().is_empty());
     assert!(all_writers_closed(&pipe_r));
 }
 
@@ -188,13 +230,13 @@ fn fds_with_the_payload_chunk_are_refused_and_closed() {
     send(&a, &bytes[12..], &[late_w.as_fd()]).expect("send payload");
     drop((head_w, late_w));
 
-    let (mut decoder, mut fds) = (FrameDecoder::new(), Vec::new());
-    match recv_frame(&b, &mut decoder, &mut fds) {
+    let mut reader = greedy();
+    match reader.recv(&b) {
         Err(ScmError::FdsMidFrame { fds: 1, offset: 12 }) => {}
         other => panic!("unexpected {other:?}"),
     }
-    assert!(fds.is_empty());
-    assert!(decoder.is_idle());
+    assert!(reader.fds().is_empty());
+    assert!(reader.is_idle());
     assert!(all_writers_closed(&late_r));
     assert!(all_writers_closed(&head_r), "the header's descriptor is closed too");
 }
@@ -206,13 +248,13 @@ fn fds_in_the_middle_of_a_header_are_refused() {
     let bytes = frame(1, &[]);
     let (late_w, late_r) = watched();
     send(&a, &bytes[..5], &[]).expect("send");
-    let (mut decoder, mut fds) = (FrameDecoder::new(), Vec::new());
+    let mut reader = greedy();
     // The first five bytes are consumed by a recvmsg of their own before the rest is sent (a
     // single recvmsg would take both chunks and, with them, the descriptors of the second one).
-    assert!(matches!(recv_frame(&b, &mut decoder, &mut fds), Err(ScmError::Io(_))));
+    assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))));
     send(&a, &bytes[5..], &[late_w.as_fd()]).expect("send");
     drop(late_w);
-    match recv_frame(&b, &mut decoder, &mut fds) {
+    match reader.recv(&b) {
         Err(ScmError::FdsMidFrame { fds: 1, offset: 5 }) => {}
         other => panic!("unexpected {other:?}"),
     }
@@ -229,8 +271,8 @@ fn more_than_eight_fds_are_refused_and_closed() {
         drop(writers);
         let readers: Vec<OwnedFd> = pipes.into_iter().map(|(_, r)| r).collect();
 
-        let (mut decoder, mut fds) = (FrameDecoder::new(), Vec::new());
-        match recv_frame(&b, &mut decoder, &mut fds) {
+        let mut reader = greedy();
+        match reader.recv(&b) {
             Err(ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got }) => assert_eq!(got, count),
             Err(ScmError::TruncatedControl { fds_received }) => {
                 assert!(count > RECV_CONTROL_FDS);
@@ -238,8 +280,8 @@ fn more_than_eight_fds_are_refused_and_closed() {
             }
             other => panic!("unexpected {other:?} for {count} fds"),
         }
-        assert!(fds.is_empty());
-        assert!(decoder.is_idle());
+        assert!(reader.fds().is_empty());
+        assert!(reader.is_idle());
         for (i, reader) in readers.iter().enumerate() {
             assert!(all_writers_closed(reader), "descriptor {i} of {count} leaked");
         }
@@ -252,11 +294,9 @@ fn exactly_eight_fds_are_accepted() {
     let events: Vec<OwnedFd> = (0..MAX_FDS_PER_MSG).map(|_| event()).collect();
     let borrowed: Vec<BorrowedFd<'_>> = events.iter().map(AsFd::as_fd).collect();
     send(&a, &frame(1, &[]), &borrowed).expect("send");
-    let mut fds = Vec::new();
-    assert_eq!(
-        recv_frame(&b, &mut FrameDecoder::new(), &mut fds).expect("recv"),
-        RecvOutcome::Frame(12)
-    );
+    let mut reader = greedy();
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(12));
+    let fds = reader.take_fds();
     assert_eq!(fds.len(), MAX_FDS_PER_MSG);
     assert!(fds.iter().zip(&events).all(|(got, sent)| same_file(got.as_fd(), sent.as_fd())));
 }
@@ -289,16 +329,16 @@ fn a_timed_out_receive_resumes_the_partial_frame() {
     let bytes = frame(4, &[1, 2, 3, 4]);
     send(&a, &bytes[..3], &[efd.as_fd()]).expect("send");
 
-    let (mut decoder, mut fds) = (FrameDecoder::new(), Vec::new());
-    assert!(matches!(recv_frame(&b, &mut decoder, &mut fds), Err(ScmError::Io(_))));
-    assert!(!decoder.is_idle());
-    assert_eq!(fds.len(), 1, "the header's descriptor is kept for the retry");
+    let mut reader = greedy();
+    assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))));
+    assert!(!reader.is_idle());
     send(&a, &bytes[3..14], &[]).expect("send");
-    assert!(matches!(recv_frame(&b, &mut decoder, &mut fds), Err(ScmError::Io(_))));
+    assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))));
     send(&a, &bytes[14..], &[]).expect("send");
-    assert_eq!(recv_frame(&b, &mut decoder, &mut fds).expect("recv"), RecvOutcome::Frame(16));
-    assert_eq!(decoder.frame(), Some(&bytes[..]));
-    assert_eq!(fds.len(), 1);
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(16));
+    assert_eq!(reader.frame(), Some(&bytes[..]));
+    let fds = reader.take_fds();
+    assert_eq!(fds.len(), 1, "the header's descriptor was kept across the retries");
     assert!(same_file(fds[0].as_fd(), efd.as_fd()));
 }
 

@@ -6,10 +6,10 @@
 //! `CloseFd` releases a descriptor, events are copied into owned [`Answer`]s — then, while the
 //! state machine waits for a reply or has requests queued, polls the main socket and the
 //! back-end channel (bounded by the client's timeout; without a channel it just reads, bounded by
-//! the socket's read timeout), reads one frame header-first and feeds it
-//! to [`Frontend::handle_reply`] or [`Frontend::handle_backend_request`]. Back-end requests are
-//! answered at once by the client's [`BackendHandler`], so a back-end that waits for an answer
-//! never stalls the main socket.
+//! the socket's read timeout), reads one frame (reading ahead, so a reply usually takes one
+//! `recvmsg`) and feeds it to [`Frontend::handle_reply`] or
+//! [`Frontend::handle_backend_request`]. Back-end requests are answered at once by the client's
+//! [`BackendHandler`], so a back-end that waits for an answer never stalls the main socket.
 //!
 //! This module must not decide anything about the protocol: which request goes next, whether it
 //! waits for a reply, what an error costs, and which descriptors travel with what are all the
@@ -25,11 +25,12 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use vhu_core::frontend::{BackendAnswer, Event, Frontend, FrontendError, Negotiated, Output};
 use vhu_core::message::{InflightDesc, Uuid, VringBase};
-use vhu_core::{BackendRequest, FdToken, FrameDecoder, FrontendCode, VringIndex};
+use vhu_core::{BackendRequest, FdToken, FrontendCode, VringIndex};
 
 use super::channel::{BackendHandler, BackendResponse, ReceivedRequest};
 use super::ClientError;
 use crate::fd_table::FdTable;
+use crate::frame_reader::{FrameReader, ReadAhead};
 use crate::scm::{self, RecvOutcome, ScmError};
 
 /// Back-end requests kept for [`Client::poll_backend_requests`](super::Client) before the oldest
@@ -60,13 +61,12 @@ pub(super) struct Outcome {
 #[derive(Debug)]
 pub(super) struct Channel {
     pub(super) sock: UnixStream,
-    decoder: FrameDecoder,
-    received: Vec<OwnedFd>,
+    reader: FrameReader,
 }
 
 impl Channel {
     pub(super) fn new(sock: UnixStream) -> Self {
-        Self { sock, decoder: FrameDecoder::new(), received: Vec::new() }
+        Self { sock, reader: FrameReader::new(ReadAhead::Greedy) }
     }
 }
 
@@ -74,8 +74,7 @@ impl Channel {
 pub(super) struct Io {
     pub(super) sock: UnixStream,
     pub(super) fds: FdTable,
-    decoder: FrameDecoder,
-    received: Vec<OwnedFd>,
+    reader: FrameReader,
     buf: Vec<u8>,
     pub(super) channel: Option<Channel>,
     pub(super) handler: Box<dyn BackendHandler>,
@@ -104,8 +103,7 @@ impl Io {
         Self {
             sock,
             fds: FdTable::new(),
-            decoder: FrameDecoder::new(),
-            received: Vec::new(),
+            reader: FrameReader::new(ReadAhead::Greedy),
             buf: vec![0; vhu_core::limits::MAX_FRAME_SIZE],
             channel: None,
             handler,
@@ -210,8 +208,13 @@ fn serve_channel_once(
     }
 }
 
-/// Whether the main socket and the back-end channel are readable, waiting at most `timeout`.
+/// Whether the main socket and the back-end channel are readable, waiting at most `timeout`;
+/// frames already read ahead count as readable without a wait.
 fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError> {
+    let channel_buffered = io.channel.as_ref().is_some_and(|c| c.reader.has_buffered());
+    if io.reader.has_buffered() || channel_buffered {
+        return Ok((io.reader.has_buffered(), channel_buffered));
+    }
     let flags = PollFlags::IN;
     let mut fds = vec![PollFd::new(&io.sock, flags)];
     if let Some(channel) = &io.channel {
@@ -230,7 +233,7 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
 }
 
 fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError> {
-    match scm::recv_frame(&io.sock, &mut io.decoder, &mut io.received) {
+    match io.reader.recv(&io.sock) {
         Ok(RecvOutcome::Frame(_)) => {}
         Ok(RecvOutcome::Closed) => return Err(ClientError::Disconnected { waiting: io.waiting }),
         Err(ScmError::Io(error)) if is_timeout(&error) => {
@@ -238,8 +241,8 @@ fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError
         }
         Err(error) => return Err(ClientError::Recv(error)),
     }
-    let tokens = io.fds.insert_all(std::mem::take(&mut io.received))?;
-    let frame = io.decoder.frame().unwrap_or_default();
+    let tokens = io.fds.insert_all(io.reader.take_fds())?;
+    let frame = io.reader.frame().unwrap_or_default();
     // A refused reply has already been acted on: the close comes out of `poll_output`.
     let _ = frontend.handle_reply(frame, &tokens);
     Ok(())
@@ -248,18 +251,18 @@ fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError
 /// Reads one back-end request; a broken channel is dropped (the main socket goes on).
 fn receive_backend_request(frontend: &mut Frontend, io: &mut Io) {
     let Some(channel) = io.channel.as_mut() else { return };
-    match scm::recv_frame(&channel.sock, &mut channel.decoder, &mut channel.received) {
+    match channel.reader.recv(&channel.sock) {
         Ok(RecvOutcome::Frame(_)) => {}
         Ok(RecvOutcome::Closed) | Err(_) => {
             io.channel = None;
             return;
         }
     }
-    let Ok(tokens) = io.fds.insert_all(std::mem::take(&mut channel.received)) else {
+    let Ok(tokens) = io.fds.insert_all(channel.reader.take_fds()) else {
         io.channel = None;
         return;
     };
-    let frame = channel.decoder.frame().unwrap_or_default();
+    let frame = channel.reader.frame().unwrap_or_default();
     // A refused request has already been answered or closed by the state machine.
     let _ = frontend.handle_backend_request(frame, &tokens);
 }

@@ -13,6 +13,7 @@ use std::os::fd::OwnedFd;
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use vhu_core::backend::{Action, VringConfig};
+use vhu_core::limits::MAX_CONFIG_SIZE;
 use vhu_core::message::VringBase;
 use vhu_core::{FdToken, VringIndex};
 
@@ -20,7 +21,7 @@ use super::executor::{Executor, Kind, Run, Staged, Transfers};
 use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
 use super::stops::QueueStopped;
 use super::transfer::Transfer;
-use crate::device::{Device, Queue};
+use crate::device::{Device, DeviceError, Queue};
 use crate::memory::MemoryError;
 
 impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
@@ -123,9 +124,15 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 }
             }
             Action::ReadConfig { offset, size } => {
-                let mut data = vec![0; size as usize];
-                let read = self.device.borrow_mut().read_config(offset, &mut data);
-                self.owe(Kind::Config(read.ok().map(|()| data)));
+                // `Backend` asks for at most the config space, which is at most
+                // MAX_CONFIG_SIZE; a larger size would be a failed read, never a panic.
+                let mut data = [0; MAX_CONFIG_SIZE];
+                let len = size as usize;
+                let read = match data.get_mut(..len) {
+                    Some(bytes) => self.device.borrow_mut().read_config(offset, bytes),
+                    None => Err(DeviceError::Unsupported),
+                };
+                self.owe(Kind::Config(read.ok().map(|()| (data, len))));
             }
             Action::WriteConfig { offset, data, migration } => {
                 let result = self.device.borrow_mut().write_config(offset, data, migration);

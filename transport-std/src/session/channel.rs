@@ -3,7 +3,8 @@
 //!
 //! The socket is made non-blocking when it arrives. Requests are written as far as the socket
 //! takes them and the rest waits in an [`Outbox`] for the session's next turn; answers are read
-//! frame by frame, a partial frame kept in the decoder until the rest arrives. Any failure —
+//! until the socket runs dry (so nothing waits in the reader afterwards), a partial frame kept
+//! until the rest arrives. Any failure —
 //! the peer closed it, an I/O error, a malformed frame — makes the socket unusable: it is closed
 //! and the caller tells `Backend`, which reports every outstanding request as lost.
 //!
@@ -15,10 +16,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use vhu_core::backend::BackendRequestId;
-use vhu_core::{BackendRequest, FrameDecoder};
+use vhu_core::BackendRequest;
 
 use super::outbox::Outbox;
-use crate::scm::{self, RecvOutcome, ScmError};
+use crate::frame_reader::{FrameReader, ReadAhead};
+use crate::scm::{RecvOutcome, ScmError};
 
 /// One answer of the front-end: its frame and the descriptors that came with it.
 pub(super) type Answer = (Vec<u8>, Vec<OwnedFd>);
@@ -32,18 +34,12 @@ pub(super) struct Broken;
 pub(super) struct Channel {
     socket: Option<UnixStream>,
     outbox: Outbox<BackendRequestId>,
-    decoder: Box<FrameDecoder>,
-    received: Vec<OwnedFd>,
+    reader: FrameReader,
 }
 
 impl Channel {
     pub(super) fn new() -> Self {
-        Self {
-            socket: None,
-            outbox: Outbox::new(),
-            decoder: Box::new(FrameDecoder::new()),
-            received: Vec::new(),
-        }
+        Self { socket: None, outbox: Outbox::new(), reader: FrameReader::new(ReadAhead::Greedy) }
     }
 
     /// Uses `fd` as the channel from now on; what waited for the old one is dropped (`Backend`
@@ -60,8 +56,7 @@ impl Channel {
     pub(super) fn drop_socket(&mut self) {
         self.socket = None;
         self.outbox.clear();
-        *self.decoder = FrameDecoder::new();
-        self.received.clear();
+        self.reader.clear();
     }
 
     /// The socket, for readiness.
@@ -98,10 +93,10 @@ impl Channel {
     /// Reads the next answer: `Ok(Some(frame, fds))`, or `Ok(None)` when nothing complete waits.
     pub(super) fn recv(&mut self) -> Result<Option<Answer>, Broken> {
         let Some(socket) = self.socket.as_ref() else { return Ok(None) };
-        match scm::recv_frame(socket, &mut self.decoder, &mut self.received) {
+        match self.reader.recv(socket) {
             Ok(RecvOutcome::Frame(_)) => {
-                let frame = self.decoder.frame().unwrap_or(&[]).to_vec();
-                Ok(Some((frame, std::mem::take(&mut self.received))))
+                let frame = self.reader.frame().unwrap_or(&[]).to_vec();
+                Ok(Some((frame, self.reader.take_fds())))
             }
             Err(ScmError::Io(error)) if error.kind() == ErrorKind::WouldBlock => Ok(None),
             Ok(RecvOutcome::Closed) | Err(_) => Err(Broken),

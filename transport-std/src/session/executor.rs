@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vhu_core::backend::{Backend, Completion};
+use vhu_core::limits::MAX_CONFIG_SIZE;
 use vhu_core::message::VringBase;
 use vhu_core::{FdToken, ProtocolError, VringIndex};
 
@@ -39,11 +40,17 @@ use crate::memory::MemoryMap;
 pub struct Owed(pub(super) Kind);
 
 /// What an [`Owed`] completion holds.
+// One lives at a time, in place; config bytes inline spare GET_CONFIG a heap allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Kind {
     Done(Result<(), u64>),
-    Stopped { index: VringIndex, base: VringBase },
-    Config(Option<Vec<u8>>),
+    Stopped {
+        index: VringIndex,
+        base: VringBase,
+    },
+    /// The bytes read and how many (the reply's size is at most the config space's).
+    Config(Option<([u8; MAX_CONFIG_SIZE], usize)>),
     Inflight(Result<(FdToken, u64), u64>),
     DeviceState(Result<Option<FdToken>, u8>),
     SharedObject(Result<FdToken, u64>),
@@ -63,7 +70,7 @@ impl Owed {
             Kind::Stopped { index, base } => {
                 Completion::VringStopped { index: *index, base: *base }
             }
-            Kind::Config(data) => Completion::ConfigRead(data.as_deref()),
+            Kind::Config(data) => Completion::ConfigRead(data.as_ref().map(|(b, n)| &b[..*n])),
             Kind::Inflight(result) => Completion::InflightAllocated(*result),
             Kind::DeviceState(result) => Completion::DeviceStateFd(*result),
             Kind::SharedObject(result) => Completion::SharedObject(*result),

@@ -1,17 +1,17 @@
 //! The session engine: everything of one back-end connection except the sockets' readiness.
 //!
-//! A [`Session`] owns the connection's `Backend`, its frame decoder and the descriptors received
-//! so far, the [`Executor`] (device, descriptor table, guest memory, per-ring eventfds), the
+//! A [`Session`] owns the connection's `Backend`, its [`FrameReader`], the [`Executor`] (device, descriptor table, guest memory, per-ring eventfds), the
 //! replies not yet written, the back-end channel and the device's request queue. A socket adapter
 //! only waits for readiness and calls in:
 //!
-//! - [`Session::read`] when the main socket is readable: frames are read (exactly what the decoder
-//!   asks for, so descriptors attach to the right message), each fed to `Backend` and its outputs
+//! - [`Session::read`] when the main socket is readable (or [`Session::has_buffered_input`]):
+//!   frames are read, each with the descriptors it came with, each fed to `Backend` and its outputs
 //!   carried out in order — replies written (what the socket does not take waits for
 //!   [`Session::flush`]), actions executed, completions fed back until none is owed, back-end
 //!   requests written to the channel, results handed to the device, [`Output::Close`] returned as
-//!   [`SessionError::Closed`]. A partial frame stays in the decoder when a non-blocking socket runs
-//!   dry.
+//!   [`SessionError::Closed`]. A partial frame stays in the reader when a non-blocking socket runs
+//!   dry. A blocking session reads ahead (one `recvmsg` for a burst of frames); an evented one
+//!   reads exactly one frame's bytes at a time, so edge-triggered readiness never misses a frame.
 //! - [`Session::service`] when the device's request eventfd ([`Session::requests_fd`]) or the
 //!   channel socket ([`Session::channel_fd`]) is ready: queued device requests go to `Backend`,
 //!   requests waiting for the channel are written, and the front-end's answers on the channel are
@@ -47,10 +47,11 @@ use std::time::Duration;
 use vhu_core::backend::{Backend, BackendOutcome, BackendRequestId, BackendResult, Output};
 use vhu_core::limits::MAX_FRAME_SIZE;
 use vhu_core::message::encode_status;
-use vhu_core::{FdToken, FrameDecoder, ProtocolError};
+use vhu_core::{FdToken, ProtocolError};
 
 use crate::device::Device;
-use crate::scm::{recv_frame, RecvOutcome, ScmError};
+use crate::frame_reader::{FrameReader, ReadAhead};
+use crate::scm::{RecvOutcome, ScmError};
 use channel::Channel;
 use outbox::{Outbox, SendFailed};
 
@@ -100,8 +101,7 @@ pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
     /// First: dropping it stops the queues and resets the device before the sockets close.
     exec: Executor<D, H>,
     backend: Backend,
-    decoder: Box<FrameDecoder>,
-    received: Vec<OwnedFd>,
+    reader: FrameReader,
     replies: Outbox<RequestCode>,
     channel: Channel,
     channel_generation: u64,
@@ -152,8 +152,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
         let mut session = Self {
             exec,
             backend,
-            decoder: Box::new(FrameDecoder::new()),
-            received: Vec::new(),
+            reader: FrameReader::new(match style {
+                Style::Blocking => ReadAhead::Greedy,
+                Style::Evented => ReadAhead::Exact,
+            }),
             replies: Outbox::new(),
             channel: Channel::new(),
             channel_generation: 0,
@@ -224,7 +226,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             if self.replies.is_backlogged() {
                 return Ok(Read::Paused);
             }
-            match recv_frame(socket, &mut self.decoder, &mut self.received) {
+            match self.reader.recv(socket) {
                 Ok(RecvOutcome::Frame(_)) => {}
                 Ok(RecvOutcome::Closed) => return Ok(Read::HungUp),
                 Err(ScmError::Io(error)) if error.kind() == ErrorKind::WouldBlock => {
@@ -232,13 +234,30 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                 }
                 Err(error) => return Err(SessionError::Recv(error)),
             }
-            let tokens = self.exec.insert_fds(std::mem::take(&mut self.received))?;
-            let frame = self.decoder.frame().unwrap_or(&[]);
+            let tokens = self.exec.insert_fds(self.reader.take_fds())?;
+            let frame = self.reader.frame().unwrap_or(&[]);
             // A refusal has already been turned into outputs (a NACK or a close).
             let _refusal = self.backend.handle_frame(frame, &tokens);
             self.drain(Some(socket))?;
         }
         Ok(Read::Budget)
+    }
+
+    /// Whether frames read ahead wait in the session: call [`Session::read`] before waiting for
+    /// the socket. Only a blocking session reads ahead; an evented one reads exactly one frame at
+    /// a time, so readiness alone tells it that one waits.
+    pub fn has_buffered_input(&self) -> bool {
+        self.reader.has_buffered()
+    }
+
+    /// Whether the main socket is the only source of work: no channel socket (so no device
+    /// request can be queued) and none queued, no transfer or stop under way. A
+    /// blocking adapter may then read the socket without waiting for readiness first.
+    pub fn main_socket_only(&self) -> bool {
+        self.channel.fd().is_none()
+            && self.requests.is_quiet()
+            && !self.exec.is_awaiting_stop()
+            && self.exec.transfer_pipe().is_none()
     }
 
     /// Writes the replies that wait, as far as `socket` takes them.
@@ -376,6 +395,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                             if self.channel.set_socket(fd).is_err() {
                                 self.close_channel();
                                 self.backend.handle_backend_channel_lost();
+                            } else {
+                                self.requests.set_channel_open(true);
                             }
                         }
                     }
@@ -466,6 +487,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     }
 
     fn close_channel(&mut self) {
+        self.requests.set_channel_open(false);
         self.channel.drop_socket();
         self.channel_generation += 1;
     }

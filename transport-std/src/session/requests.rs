@@ -4,8 +4,10 @@
 //! [`Device::backend_result`](crate::Device::backend_result).
 //!
 //! The session takes queued requests between frames and hands each to `Backend`, which accepts or
-//! refuses it (channel missing, feature not negotiated, device suspended, too many outstanding);
-//! every request pushed gets exactly one result, named by the [`RequestTicket`] `push` returned.
+//! refuses it (feature not negotiated, device suspended, too many outstanding); every request
+//! pushed gets exactly one result, named by the [`RequestTicket`] `push` returned. While no channel
+//! socket is open there is nothing to carry a request, and `push` says so at once
+//! ([`RequestError::NoChannel`]), so a session without a channel never has to watch for requests.
 //!
 //! This module must not check protocol rules: `Backend` does.
 
@@ -103,11 +105,23 @@ pub enum RequestError {
     /// Too many requests are waiting to be sent.
     #[error("{0} requests are already waiting")]
     Full(usize),
+    /// No back-end channel is open (the front-end has not sent SET_BACKEND_REQ_FD, or the
+    /// channel broke): nothing can carry the request.
+    #[error("no back-end channel is open")]
+    NoChannel,
+}
+
+/// The requests waiting, and whether a channel is open to take new ones (under one lock, so a
+/// request is never queued after the channel closed).
+#[derive(Debug, Default)]
+struct Queued {
+    requests: VecDeque<(RequestTicket, DeviceRequest)>,
+    channel_open: bool,
 }
 
 #[derive(Debug)]
 struct Shared {
-    queue: Mutex<VecDeque<(RequestTicket, DeviceRequest)>>,
+    queue: Mutex<Queued>,
     wake: OwnedFd,
     closed: AtomicBool,
     next_ticket: AtomicU64,
@@ -123,7 +137,7 @@ impl BackendRequests {
     pub(super) fn new() -> std::io::Result<Self> {
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let shared = Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queued::default()),
             wake,
             closed: AtomicBool::new(false),
             next_ticket: AtomicU64::new(0),
@@ -137,11 +151,14 @@ impl BackendRequests {
             return Err(RequestError::Disconnected);
         }
         let mut queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() >= MAX_QUEUED {
-            return Err(RequestError::Full(queue.len()));
+        if !queue.channel_open {
+            return Err(RequestError::NoChannel);
+        }
+        if queue.requests.len() >= MAX_QUEUED {
+            return Err(RequestError::Full(queue.requests.len()));
         }
         let ticket = RequestTicket(self.shared.next_ticket.fetch_add(1, Ordering::Relaxed));
-        queue.push_back((ticket, request));
+        queue.requests.push_back((ticket, request));
         drop(queue);
         // A full counter (EAGAIN) already means "wake up".
         let _ = rustix::io::write(&self.shared.wake, &1u64.to_ne_bytes());
@@ -151,6 +168,17 @@ impl BackendRequests {
     /// Whether the connection has ended.
     pub fn is_disconnected(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether no request waits and none can come (no channel is open).
+    pub(super) fn is_quiet(&self) -> bool {
+        let queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        !queue.channel_open && queue.requests.is_empty()
+    }
+
+    /// Opens or closes the way for new requests, as the channel socket comes and goes.
+    pub(super) fn set_channel_open(&self, open: bool) {
+        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).channel_open = open;
     }
 
     /// The eventfd that becomes readable when requests wait.
@@ -164,12 +192,14 @@ impl BackendRequests {
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(&self.shared.wake, &mut buf);
         let mut queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.drain(..).collect()
+        queue.requests.drain(..).collect()
     }
 
     /// The session has ended: later pushes fail and queued requests are dropped.
     pub(super) fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let mut queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.channel_open = false;
+        queue.requests.clear();
     }
 }
