@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use vhu_transport_std::vhu_core::backend::{BackendSpec, VringConfig};
 use vhu_transport_std::vhu_core::message::VringBase;
-use vhu_transport_std::vhu_core::{VirtioFeatures, VringIndex};
+use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use vhu_transport_std::virtq::{
     ChainQueue, ChainService, DescriptorChain, Reader, Virtqueue, Writer,
 };
@@ -69,6 +69,8 @@ impl Device for Rng {
             | VirtioFeatures::RING_INDIRECT_DESC
             | VirtioFeatures::RING_EVENT_IDX
             | VirtioFeatures::RING_PACKED;
+        // Requests in flight survive a restart of this process: the ring records them.
+        spec.protocol_features |= ProtocolFeatures::INFLIGHT_SHMFD;
         spec
     }
 
@@ -76,11 +78,18 @@ impl Device for Rng {
         self.features = features;
     }
 
-    fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
+    fn start_queue(&mut self, mut queue: Queue) -> Result<(), DeviceError> {
         let indirect = self.features.contains(VirtioFeatures::RING_INDIRECT_DESC);
         let memory = queue.memory.memory();
-        let ring = Virtqueue::from_config(&queue.config, &*memory, indirect)
-            .map_err(|reason| DeviceError::Queue { index: queue.index.0, reason })?;
+        let index = queue.index.0;
+        let mut ring = Virtqueue::from_config(&queue.config, &*memory, indirect)
+            .map_err(|reason| DeviceError::Queue { index, reason })?;
+        if let Some(region) = queue.inflight.take() {
+            ring.track_inflight(region, &*memory).map_err(|_| DeviceError::Queue {
+                index,
+                reason: "the inflight region does not fit the ring",
+            })?;
+        }
         drop(memory);
         let source = File::open("/dev/urandom")?;
         self.workers.start(queue, ChainQueue::new(ring, Entropy { source }))

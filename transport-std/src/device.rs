@@ -28,6 +28,7 @@ use vhu_core::{VirtioFeatures, VringIndex};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::session::{BackendRequests, QueueStopped, RequestResult, RequestTicket};
+use crate::virtq::inflight::InflightRegion;
 
 /// A device operation that failed; the driver turns it into a failure status for the front-end.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,10 @@ pub struct Queue {
     /// Guest memory; take a snapshot with `memory.memory()` per batch of work, so memory-table
     /// updates are seen.
     pub memory: GuestMemoryAtomic<GuestMemoryMmap>,
+    /// The queue's region of the inflight area, when the front-end set one (INFLIGHT_SHMFD):
+    /// attach it with [`Virtqueue::track_inflight`](crate::virtq::Virtqueue::track_inflight) so
+    /// the chains in flight survive a restart. A device that offers INFLIGHT_SHMFD must.
+    pub inflight: Option<InflightRegion>,
 }
 
 /// A vhost-user device served by this crate's driver. See the module docs for the call order.

@@ -64,16 +64,21 @@ fn rust_vmm_frontend_full_session_then_clean_reconnect() {
     negotiate(&mut frontend);
     frontend.set_mem_table(&[region(&ram, 0, RAM_SIZE)]).expect("set_mem_table");
 
-    // INFLIGHT_SHMFD is not offered (nothing resubmits inflight requests): rust-vmm refuses to
-    // ask for the area.
+    // The inflight area: allocated by the back-end, handed back as SET_INFLIGHT_FD, and each
+    // queue's region reaches the device when its ring starts.
     let ask = VhostUserInflight { mmap_size: 0, mmap_offset: 0, num_queues: 2, queue_size: 64 };
-    assert!(frontend.get_inflight_fd(&ask).is_err());
+    let (area, file) = frontend.get_inflight_fd(&ask).expect("get_inflight_fd");
+    assert_eq!(area.mmap_size, vhu_transport_std::vhu_core::inflight::area_size(2, 64, false));
+    assert_eq!(file.metadata().expect("fstat").len(), area.mmap_size);
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    frontend.set_inflight_fd(&area, raw).expect("set_inflight_fd");
 
     let (calls, kicks): (Vec<EventFd>, Vec<EventFd>) =
         (0..QUEUES).map(|_| (event(), event())).unzip();
     setup_ring(&mut frontend, 0, 0, &calls[0], &kicks[0]);
     setup_ring(&mut frontend, 1, 7, &calls[1], &kicks[1]);
     assert_eq!(served.record.lock().unwrap().starts, [0, 1], "rings start on SET_VRING_KICK");
+    assert_eq!(served.record.lock().unwrap().inflight, [Some(64), Some(64)]);
 
     // Buffers made available before the ring is enabled are processed on enable, without a kick.
     set_avail_idx(&ram, 0, 3);

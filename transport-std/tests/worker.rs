@@ -66,6 +66,7 @@ fn queue(index: u8, kick: Option<OwnedFd>, enabled: bool, memory: &MemoryMap) ->
         err: Notifier::new(),
         enabled,
         memory: memory.memory(),
+        inflight: None,
     }
 }
 

@@ -171,6 +171,7 @@ fn fs_device_round_trips_a_packed_base() {
         err: Notifier::new(),
         enabled: true,
         memory: memory.clone(),
+        inflight: None,
     };
     device.start_queue(queue).expect("started");
     // Requests are sized for the request queue's descriptors: its size less the header overhead.

@@ -23,6 +23,7 @@ use super::stops::QueueStopped;
 use super::transfer::Transfer;
 use crate::device::{Device, DeviceError, Queue};
 use crate::memory::MemoryError;
+use crate::virtq::inflight::InflightArea;
 
 impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     /// Carries out one action of `Backend::poll_output`, recording the completion it owes.
@@ -147,12 +148,18 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 let result = self.allocate_inflight(mmap_size);
                 self.owe(Kind::Inflight(result));
             }
-            Action::SetInflight { fd, .. } => {
+            Action::SetInflight { desc, fd } => {
                 let result = match self.fds.take(fd) {
-                    Some(fd) => {
-                        self.inflight = Some(fd);
-                        Ok(())
-                    }
+                    Some(fd) => match InflightArea::map(fd, desc) {
+                        Ok(area) => {
+                            self.inflight = Some(area);
+                            Ok(())
+                        }
+                        Err(error) => {
+                            log::warn!("SET_INFLIGHT_FD: {error}");
+                            Err(EINVAL)
+                        }
+                    },
                     None => Err(EBADF),
                 };
                 self.owe(Kind::Done(result));
@@ -224,6 +231,11 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             // Core starts only stopped rings; keep the device's view consistent regardless.
             let _ = self.device.borrow_mut().stop_queue(index, false);
         }
+        let inflight = self.inflight.as_ref().and_then(|area| {
+            area.region(index, config.packed)
+                .map_err(|error| log::warn!("queue {}: no inflight tracking: {error}", index.0))
+                .ok()
+        });
         let queue = Queue {
             index,
             config,
@@ -232,6 +244,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             err: ring.err.clone(),
             enabled,
             memory: self.memory.memory(),
+            inflight,
         };
         ring.enabled = enabled;
         match self.device.borrow_mut().start_queue(queue) {
@@ -259,17 +272,13 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         base
     }
 
-    /// A zeroed shared-memory area for inflight tracking: one descriptor is kept, a duplicate is
-    /// handed to core for the reply.
+    /// A zeroed shared-memory area for inflight tracking, handed to core for the reply. The
+    /// front-end keeps it and hands it back with SET_INFLIGHT_FD, now and after a restart.
     fn allocate_inflight(&mut self, size: u64) -> Result<(FdToken, u64), u64> {
         let errno = |errno: rustix::io::Errno| u64::from(errno.raw_os_error().unsigned_abs());
         let area = memfd_create("vhu-inflight", MemfdFlags::CLOEXEC).map_err(errno)?;
         ftruncate(&area, size).map_err(errno)?;
-        let copy = area
-            .try_clone()
-            .map_err(|e| e.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(EIO))?;
-        let token = self.fds.insert(copy).map_err(|_| EIO)?;
-        self.inflight = Some(area);
+        let token = self.fds.insert(area).map_err(|_| EIO)?;
         Ok((token, 0))
     }
 }

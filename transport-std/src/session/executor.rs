@@ -33,6 +33,7 @@ use super::transfer::{Step, Transfer};
 use crate::device::{Device, DeviceError, Notifier};
 use crate::fd_table::{FdTable, TokensExhausted};
 use crate::memory::MemoryMap;
+use crate::virtq::inflight::InflightArea;
 
 /// A completion an executor owes the back-end, with owned data; feed it with
 /// [`Backend::handle_completion`]`(owed.completion())`.
@@ -137,7 +138,8 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) staged: Option<Staged>,
     pub(super) rings: Vec<Ring>,
     pub(super) log_fd: Option<OwnedFd>,
-    pub(super) inflight: Option<OwnedFd>,
+    /// The front-end's inflight area (SET_INFLIGHT_FD), mapped shared.
+    pub(super) inflight: Option<Arc<InflightArea>>,
     /// The back-end channel socket, until the driver takes it.
     pub(super) channel: Option<OwnedFd>,
     pub(super) owed: Option<Owed>,

@@ -1,11 +1,13 @@
 //! What a session offers: the device's spec, less what this transport does not carry out.
 //!
 //! A feature is offered only when a front-end that acks it gets what the spec promises. The
-//! executor does not log dirty pages (LOG_SHMFD, VHOST_F_LOG_ALL), does not resubmit inflight
-//! requests (INFLIGHT_SHMFD and the GET_VRING_BASE variants built on it), has no userfaultfd
+//! executor does not log dirty pages (LOG_SHMFD, VHOST_F_LOG_ALL), has no userfaultfd
 //! (PAGEFAULT), no IOTLB (VIRTIO_F_ACCESS_PLATFORM), and no device callback for NET_SET_MTU or
-//! SEND_RARP. A device without shared-memory
-//! regions has nothing to map (SHMEM), one without config space nothing to read (CONFIG). Those
+//! SEND_RARP. A device without shared-memory regions has nothing to map (SHMEM), one without
+//! config space nothing to read (CONFIG). INFLIGHT_SHMFD (and GET_VRING_BASE_INFLIGHT and
+//! GET_VRING_BASE_SKIP_DRAIN, built on it) is the device's to offer: the transport allocates and
+//! maps the area and hands each queue its region; recording chains in it is the device's
+//! virtqueue's ([`Virtqueue::track_inflight`](crate::virtq::Virtqueue::track_inflight)). Those
 //! are removed from the device's spec before `Backend` sees it, so GET_FEATURES and
 //! GET_PROTOCOL_FEATURES never promise them.
 //!
@@ -17,9 +19,6 @@ use vhu_core::{ProtocolFeatures, VirtioFeatures};
 /// Protocol features no session carries out, whatever the device offers.
 pub const UNPERFORMED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::LOG_SHMFD
     .union(ProtocolFeatures::PAGEFAULT)
-    .union(ProtocolFeatures::INFLIGHT_SHMFD)
-    .union(ProtocolFeatures::GET_VRING_BASE_INFLIGHT)
-    .union(ProtocolFeatures::GET_VRING_BASE_SKIP_DRAIN)
     .union(ProtocolFeatures::NET_MTU)
     .union(ProtocolFeatures::RARP);
 

@@ -41,6 +41,9 @@ pub enum QueueError {
     /// The queue size is zero, above 32768, or (split rings) not a power of two (virtio 1.2 §2.7).
     #[error("invalid queue size {0}")]
     InvalidSize(u16),
+    /// A fetched or returned chain could not be recorded in the inflight region.
+    #[error("the inflight region could not be updated")]
+    InflightRecord,
     /// A ring address does not have the alignment its layout requires (§2.7, §2.8.10).
     #[error("{ring} at {addr:#x} is not {align}-byte aligned")]
     Misaligned {

@@ -8,6 +8,8 @@
 //! - [`need_event`] / [`packed_need_event`]: the EVENT_IDX suppression rules.
 //! - [`ChainQueue`]: the queue handler of a device that answers each chain on the spot
 //!   ([`ChainService`]).
+//! - [`inflight`]: the INFLIGHT_SHMFD area and each layout's records of chains in flight, so a
+//!   restarted back-end resubmits them ([`Virtqueue::track_inflight`]).
 //!
 //! Every guest-controlled value is validated and each failure is a [`QueueError`]; nothing here
 //! panics on ring contents or accesses memory outside what `vm-memory` maps.
@@ -15,6 +17,7 @@
 mod chain;
 mod desc;
 mod error;
+pub mod inflight;
 mod io;
 mod notify;
 mod packed;

@@ -13,6 +13,7 @@
 //! returned. A malformed chain is still consumed and remembered, so it can be returned (with
 //! length 0) and the ring goes on.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -24,6 +25,7 @@ use super::desc::{
     RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
 };
 use super::error::{QueueError, Ring};
+use super::inflight::{InflightError, InflightRegion, PackedInflight, PackedResubmit};
 use super::notify::packed_need_event;
 use super::split::{check_ring, mem_err};
 
@@ -84,6 +86,8 @@ impl Default for PackedQueueState {
 struct InFlight {
     id: u16,
     slots: u16,
+    /// Its entry in the inflight region, when one is tracked.
+    entry: Option<u16>,
 }
 
 /// A validated packed virtqueue.
@@ -100,6 +104,10 @@ pub struct PackedQueue {
     kick_on_desc: bool,
     /// Reusable scratch: the ring descriptors of the chain being popped.
     scratch: Vec<PackedDescriptor>,
+    /// Where fetched and returned chains are recorded (INFLIGHT_SHMFD).
+    inflight: Option<PackedInflight>,
+    /// Chains a previous back-end left in flight, served before the ring.
+    resubmit: VecDeque<PackedResubmit>,
 }
 
 fn load_u16<M: GuestMemory + ?Sized>(
@@ -162,7 +170,41 @@ impl PackedQueue {
             in_flight_slots: 0,
             kick_on_desc: false,
             scratch: Vec::new(),
+            inflight: None,
+            resubmit: VecDeque::new(),
         })
+    }
+
+    /// Records fetched and returned chains in `region` from now on, and serves the chains it
+    /// says a previous back-end left in flight before any new one (spec "Inflight I/O
+    /// tracking"). When the region resumes, the used position is the region's and the next
+    /// available one lies past the slots of the chains in flight. Returns how many chains are
+    /// resubmitted.
+    pub fn track_inflight<M: GuestMemory + ?Sized>(
+        &mut self,
+        region: InflightRegion,
+        mem: &M,
+    ) -> Result<usize, InflightError> {
+        let size = self.state.size;
+        let used = (self.state.next_used, self.state.used_wrap);
+        let flags_at = |slot: u16| {
+            let at = GuestAddress(self.slot_addr(slot).0 + DESC_FLAGS);
+            load_u16(mem, at, Ordering::Acquire).ok()
+        };
+        let (tracker, resumed) = PackedInflight::attach(region, size, used, flags_at)?;
+        self.inflight = Some(tracker);
+        if let Some(((slot, wrap), chains)) = resumed {
+            let slots: usize = chains.iter().map(|c| c.descriptors.len()).sum();
+            let slots = u16::try_from(slots)
+                .ok()
+                .filter(|&n| n <= size)
+                .ok_or(InflightError::RingTooLarge { ring: size, entries: size })?;
+            self.state.next_used = slot;
+            self.state.used_wrap = wrap;
+            (self.state.next_avail, self.state.avail_wrap) = advance(slot, wrap, slots, size);
+            self.resubmit = chains.into();
+        }
+        Ok(self.resubmit.len())
     }
 
     /// The current state, to save (GET_VRING_BASE) or inspect.
@@ -202,6 +244,15 @@ impl PackedQueue {
         &mut self,
         mem: &M,
     ) -> Result<Option<DescriptorChain>, QueueError> {
+        if let Some(chain) = self.resubmit.pop_front() {
+            // Its slots were counted when the next available position was set.
+            self.scratch = chain.descriptors;
+            let slots = self.scratch.len() as u16;
+            let id = self.scratch.last().map_or(0, |d| d.id.get());
+            self.in_flight.push(InFlight { id, slots, entry: Some(chain.entry) });
+            self.in_flight_slots += u32::from(slots);
+            return self.build(mem, id, 0).map(Some);
+        }
         if !self.has_available(mem)? {
             return Ok(None);
         }
@@ -229,7 +280,13 @@ impl PackedQueue {
         }
         self.state.next_avail = slot;
         self.state.avail_wrap = wrap;
-        self.in_flight.push(InFlight { id, slots });
+        let entry = match &mut self.inflight {
+            Some(inflight) => {
+                Some(inflight.fetched(&self.scratch).map_err(|_| QueueError::InflightRecord)?)
+            }
+            None => None,
+        };
+        self.in_flight.push(InFlight { id, slots, entry });
         self.in_flight_slots += u32::from(slots);
         if self.state.event_idx && self.kick_on_desc {
             let at = GuestAddress(self.state.device_event + EVENT_OFF_WRAP);
@@ -289,6 +346,12 @@ impl PackedQueue {
             .iter()
             .position(|c| c.id == id)
             .ok_or(QueueError::UsedIdNotInFlight { id })?;
+        let chain = self.in_flight[at];
+        let after =
+            advance(self.state.next_used, self.state.used_wrap, chain.slots, self.state.size);
+        if let (Some(inflight), Some(entry)) = (&mut self.inflight, chain.entry) {
+            inflight.returning(entry, after).map_err(|_| QueueError::InflightRecord)?;
+        }
         let slot_addr = self.slot_addr(self.state.next_used);
         let mut len_id = [0u8; 6];
         len_id[..4].copy_from_slice(&len.to_le_bytes());
@@ -301,10 +364,12 @@ impl PackedQueue {
         }
         fence(Ordering::Release);
         store_u16(mem, GuestAddress(slot_addr.0 + DESC_FLAGS), flags, Ordering::Release)?;
-        let chain = self.in_flight.remove(at);
+        self.in_flight.remove(at);
         self.in_flight_slots -= u32::from(chain.slots);
-        (self.state.next_used, self.state.used_wrap) =
-            advance(self.state.next_used, self.state.used_wrap, chain.slots, self.state.size);
+        (self.state.next_used, self.state.used_wrap) = after;
+        if let (Some(inflight), Some(entry)) = (&mut self.inflight, chain.entry) {
+            inflight.returned(entry).map_err(|_| QueueError::InflightRecord)?;
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! any ring entry or descriptor, used entries are written before `used->idx` is published with release
 //! semantics. It does not decide how a bad chain is answered and never signals anything itself.
 
+use std::collections::VecDeque;
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
 
@@ -17,6 +18,7 @@ use super::desc::{
     USED_F_NO_NOTIFY,
 };
 use super::error::{QueueError, Ring};
+use super::inflight::{InflightError, InflightRegion, SplitInflight};
 use super::notify::need_event;
 
 /// Everything that describes a split queue, as the front-end configured it and as it is saved.
@@ -47,6 +49,10 @@ pub struct SplitQueue {
     /// `next_used` when the driver was last notified (or when we last decided not to).
     signalled_used: Option<Wrapping<u16>>,
     visited: Visited,
+    /// Where fetched and returned chains are recorded (INFLIGHT_SHMFD).
+    inflight: Option<SplitInflight>,
+    /// Heads a previous back-end left in flight, served before the available ring.
+    resubmit: VecDeque<u16>,
 }
 
 /// The error for a failed access of `len` bytes at `addr`.
@@ -85,7 +91,31 @@ impl SplitQueue {
         check_ring(mem, Ring::Descriptors, state.desc_table, 16, desc_table_len(size))?;
         check_ring(mem, Ring::Available, state.avail_ring, 2, avail_ring_len(size))?;
         check_ring(mem, Ring::Used, state.used_ring, 4, used_ring_len(size))?;
-        Ok(Self { state, signalled_used: None, visited: Visited::default() })
+        Ok(Self {
+            state,
+            signalled_used: None,
+            visited: Visited::default(),
+            inflight: None,
+            resubmit: VecDeque::new(),
+        })
+    }
+
+    /// Records fetched and returned chains in `region` from now on, and serves the chains it
+    /// says a previous back-end left in flight before any new one (spec "Inflight I/O
+    /// tracking"). When the region resumes, the next available index becomes the used index
+    /// plus those chains: every chain consumed is either used or in flight. Returns how many
+    /// chains are resubmitted.
+    pub fn track_inflight(&mut self, region: InflightRegion) -> Result<usize, InflightError> {
+        let (tracker, resumed) =
+            SplitInflight::attach(region, self.state.size, self.state.next_used)?;
+        self.inflight = Some(tracker);
+        if let Some(heads) = resumed {
+            // At most `size` heads: one per descriptor of the ring.
+            let count = heads.len() as u16;
+            self.state.next_avail = self.state.next_used.wrapping_add(count);
+            self.resubmit = heads.into();
+        }
+        Ok(self.resubmit.len())
     }
 
     /// The current state, to save (GET_VRING_BASE) or inspect.
@@ -143,7 +173,8 @@ impl SplitQueue {
                 size: self.state.size,
             });
         }
-        Ok(pending)
+        // At most `size` resubmitted heads.
+        Ok(pending.saturating_add(self.resubmit.len() as u16))
     }
 
     /// Consumes the next available chain, if any.
@@ -154,6 +185,14 @@ impl SplitQueue {
         &mut self,
         mem: &M,
     ) -> Result<Option<DescriptorChain>, QueueError> {
+        let params = WalkParams {
+            table: GuestAddress(self.state.desc_table),
+            size: self.state.size,
+            indirect: self.state.indirect,
+        };
+        if let Some(head) = self.resubmit.pop_front() {
+            return walk(mem, &params, head, &mut self.visited).map(Some);
+        }
         if self.pending(mem)? == 0 {
             return Ok(None);
         }
@@ -161,16 +200,14 @@ impl SplitQueue {
         let head_addr = self.avail_addr(4 + 2 * u64::from(slot));
         let head = Self::load_u16(mem, head_addr, Ordering::Relaxed)?;
         self.state.next_avail = self.state.next_avail.wrapping_add(1);
+        if let (Some(inflight), true) = (&mut self.inflight, head < self.state.size) {
+            inflight.fetched(head).map_err(|_| QueueError::InflightRecord)?;
+        }
         if self.state.event_idx {
             // Ask for a kick once the driver goes past what we have consumed.
             let at = self.used_addr(4 + 8 * u64::from(self.state.size));
             Self::store_u16(mem, at, self.state.next_avail, Ordering::Relaxed)?;
         }
-        let params = WalkParams {
-            table: GuestAddress(self.state.desc_table),
-            size: self.state.size,
-            indirect: self.state.indirect,
-        };
         walk(mem, &params, head, &mut self.visited).map(Some)
     }
 
@@ -185,6 +222,9 @@ impl SplitQueue {
         if head >= size {
             return Err(QueueError::UsedHeadOutOfRange { head, size });
         }
+        if let Some(inflight) = &mut self.inflight {
+            inflight.returning(head).map_err(|_| QueueError::InflightRecord)?;
+        }
         let slot = self.state.next_used % size;
         let elem = self.used_addr(4 + 8 * u64::from(slot));
         let mut raw = [0u8; 8];
@@ -193,7 +233,13 @@ impl SplitQueue {
         mem.write_slice(&raw, elem).map_err(|_| mem_err(elem, 8))?;
         self.state.next_used = self.state.next_used.wrapping_add(1);
         fence(Ordering::Release);
-        Self::store_u16(mem, self.used_addr(2), self.state.next_used, Ordering::Release)
+        Self::store_u16(mem, self.used_addr(2), self.state.next_used, Ordering::Release)?;
+        if let Some(inflight) = &mut self.inflight {
+            inflight
+                .returned(head, self.state.next_used)
+                .map_err(|_| QueueError::InflightRecord)?;
+        }
+        Ok(())
     }
 
     /// Whether the driver must be notified about the used entries published since the last call.

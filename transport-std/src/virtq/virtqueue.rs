@@ -9,6 +9,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::chain::DescriptorChain;
 use super::error::QueueError;
+use super::inflight::{InflightError, InflightRegion};
 use super::packed::{PackedQueue, PackedQueueState};
 use super::split::{QueueState, SplitQueue};
 
@@ -77,6 +78,26 @@ impl Virtqueue {
         let queue =
             SplitQueue::new(state, memory).map_err(|_| "the ring does not fit guest memory")?;
         Ok(queue.into())
+    }
+
+    /// Records in-flight chains in `region` (the queue's part of the INFLIGHT_SHMFD area, from
+    /// [`Queue::inflight`](crate::Queue)) and resubmits, before anything new, the chains a
+    /// previous back-end left in flight; see [`SplitQueue::track_inflight`] and
+    /// [`PackedQueue::track_inflight`]. Returns how many are resubmitted.
+    pub fn track_inflight<M: GuestMemory + ?Sized>(
+        &mut self,
+        region: InflightRegion,
+        mem: &M,
+    ) -> Result<usize, InflightError> {
+        match self {
+            Self::Split(q) if !region.is_packed() => q.track_inflight(region),
+            Self::Packed(q) if region.is_packed() => q.track_inflight(region, mem),
+            _ => Err(InflightError::Layout {
+                version: 0,
+                entries: region.entries(),
+                expected: region.entries(),
+            }),
+        }
     }
 
     /// Where the ring stands, as GET_VRING_BASE reports it.

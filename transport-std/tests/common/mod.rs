@@ -35,6 +35,8 @@ pub const READ_ONLY: usize = 4;
 #[derive(Debug, Default)]
 pub struct Record {
     pub starts: Vec<u8>,
+    /// Per start, the entries of the inflight region the queue came with.
+    pub inflight: Vec<Option<u16>>,
     pub stops: Vec<(u8, u32)>,
     pub resets: usize,
     pub acked: Option<VirtioFeatures>,
@@ -116,7 +118,10 @@ impl Device for TestDevice {
 
     fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
         let next_avail = queue.config.base.as_split().unwrap_or(0);
-        self.record.lock().unwrap().starts.push(queue.index.0);
+        let mut record = self.record.lock().unwrap();
+        record.starts.push(queue.index.0);
+        record.inflight.push(queue.inflight.as_ref().map(|region| region.entries()));
+        drop(record);
         self.workers.start(queue, Consumer { next_avail })
     }
 
