@@ -29,7 +29,7 @@ use zerocopy::IntoBytes;
 use crate::fuse::abi::OutHeader;
 use crate::fuse::{Defer, Handled, ReplyWriter, Server};
 use crate::passthrough::PassthroughFs;
-use vhu_transport_std::virtq::{DescriptorChain, Reader, Virtqueue, Writer};
+use vhu_transport_std::virtq::{end_turn, serve_turn, DescriptorChain, Reader, Virtqueue, Writer};
 
 use super::pool::Pool;
 
@@ -152,93 +152,34 @@ impl FsQueue {
         shared: &Arc<GuestMemoryMmap>,
         call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
-        self.more = false;
         self.complete_deferred(mem, call)?;
-        self.queue.disable_notification(mem)?;
         let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
-        let mut budget = self.queue.size();
-        loop {
-            if budget == 0 {
-                // Notifications stay disabled: the worker comes back without waiting for a kick.
-                self.more = true;
+        let (server, inbox, pool) = (&self.server, &self.inbox, &self.pool);
+        let (early, deferred) = (&mut self.early, &mut self.deferred);
+        self.more = serve_turn(&mut self.queue, mem, call, |queue, chain| {
+            if let Some(pool) = pool {
+                hand_to_pool(pool, server, inbox, chain, shared);
                 return Ok(());
             }
-            budget -= 1;
-            match self.queue.pop(mem) {
-                Ok(Some(chain)) if self.pool.is_some() => self.hand_to_pool(chain, shared),
-                Ok(Some(chain)) => {
-                    let mut reader = Reader::new(mem, &chain);
-                    let mut writer = Writer::new(mem, &chain);
-                    // A request the server cannot parse gets no reply bytes; the chain is still
-                    // returned so the guest's request completes (with an error it detects).
-                    let handled = self.server.handle_with(&mut reader, &mut writer, Some(&defer));
-                    if let Err(error) = &handled {
-                        log::warn!("refused request: {error}");
-                    }
-                    if let Ok(Handled::Deferred(unique)) = handled {
-                        self.keep_deferred(mem, unique, chain, call)?;
-                        continue;
-                    }
-                    let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-                    self.queue.complete(mem, chain.head(), written, call)?;
-                }
-                Ok(None) => {
-                    if !self.queue.enable_notification(mem)? {
-                        return Ok(());
-                    }
-                    self.queue.disable_notification(mem)?;
-                }
-                Err(error) => match error.head() {
-                    Some(head) => self.queue.complete(mem, head, 0, call)?,
-                    None => return Err(error),
-                },
-            }
-        }
-    }
-}
-
-impl FsQueue {
-    /// Handles `chain` on a pool thread, which posts the result back to the inbox.
-    fn hand_to_pool(&self, chain: DescriptorChain, shared: &Arc<GuestMemoryMmap>) {
-        let (server, inbox, mem) =
-            (Arc::clone(&self.server), Arc::clone(&self.inbox), Arc::clone(shared));
-        let Some(pool) = &self.pool else { return };
-        inbox.handed();
-        pool.run(Box::new(move || {
-            let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
-            let mut reader = Reader::new(&*mem, &chain);
-            let mut writer = Writer::new(&*mem, &chain);
+            let mut reader = Reader::new(mem, &chain);
+            let mut writer = Writer::new(mem, &chain);
+            // A request the server cannot parse gets no reply bytes; the chain is still
+            // returned so the guest's request completes (with an error it detects).
             let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
             if let Err(error) = &handled {
                 log::warn!("refused request: {error}");
             }
-            let done = match handled {
-                Ok(Handled::Deferred(unique)) => Done::Deferred(unique, chain),
-                _ => Done::Used(chain.head(), u32::try_from(writer.written()).unwrap_or(u32::MAX)),
-            };
-            inbox.returned(done);
-        }));
+            if let Ok(Handled::Deferred(unique)) = handled {
+                return keep_deferred(queue, early, deferred, mem, (unique, chain), call);
+            }
+            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+            queue.complete(mem, chain.head(), written, call)
+        })?;
+        Ok(())
     }
+}
 
-    /// Keeps a deferred request's chain until its reply comes (it may have come already).
-    fn keep_deferred<M: GuestMemory>(
-        &mut self,
-        mem: &M,
-        unique: u64,
-        chain: DescriptorChain,
-        call: &Notifier,
-    ) -> Result<(), vhu_transport_std::virtq::QueueError> {
-        if let Some(reply) = self.early.remove(&unique) {
-            return self.answer(mem, &chain, &reply, call);
-        }
-        // A guest reusing a `unique` still waiting gets the older chain back empty rather
-        // than leaking it.
-        match self.deferred.insert(unique, chain) {
-            Some(old) => self.queue.complete(mem, old.head(), 0, call),
-            None => Ok(()),
-        }
-    }
-
+impl FsQueue {
     /// Puts what finished elsewhere into the ring.
     fn complete_deferred<M: GuestMemory>(
         &mut self,
@@ -248,9 +189,16 @@ impl FsQueue {
         for done in self.inbox.take() {
             match done {
                 Done::Used(head, written) => self.queue.complete(mem, head, written, call)?,
-                Done::Deferred(unique, chain) => self.keep_deferred(mem, unique, chain, call)?,
+                Done::Deferred(unique, chain) => keep_deferred(
+                    &mut self.queue,
+                    &mut self.early,
+                    &mut self.deferred,
+                    mem,
+                    (unique, chain),
+                    call,
+                )?,
                 Done::Reply(unique, reply) => match self.deferred.remove(&unique) {
-                    Some(chain) => self.answer(mem, &chain, &reply, call)?,
+                    Some(chain) => answer(&mut self.queue, mem, &chain, &reply, call)?,
                     // Its chain is still on its way back from the pool.
                     None if self.pool.is_some() => {
                         self.early.insert(unique, reply);
@@ -263,22 +211,69 @@ impl FsQueue {
         Ok(())
     }
 
-    fn answer<M: GuestMemory>(
-        &mut self,
-        mem: &M,
-        chain: &DescriptorChain,
-        reply: &[u8],
-        call: &Notifier,
-    ) -> Result<(), vhu_transport_std::virtq::QueueError> {
-        let mut writer = Writer::new(mem, chain);
-        let written = if writer.write_all(reply).is_ok() { reply.len() } else { 0 };
-        self.queue.complete(mem, chain.head(), u32::try_from(written).unwrap_or(0), call)
-    }
-
     /// Chains still waiting for a reply (for inspection).
     pub fn deferred(&self) -> usize {
         self.deferred.len()
     }
+}
+
+/// Handles `chain` on a pool thread, which posts the result back to the inbox.
+fn hand_to_pool(
+    pool: &Pool,
+    server: &Arc<Server<PassthroughFs>>,
+    inbox: &Arc<Inbox>,
+    chain: DescriptorChain,
+    shared: &Arc<GuestMemoryMmap>,
+) {
+    let (server, inbox, mem) = (Arc::clone(server), Arc::clone(inbox), Arc::clone(shared));
+    inbox.handed();
+    pool.run(Box::new(move || {
+        let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
+        let mut reader = Reader::new(&*mem, &chain);
+        let mut writer = Writer::new(&*mem, &chain);
+        let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+        if let Err(error) = &handled {
+            log::warn!("refused request: {error}");
+        }
+        let done = match handled {
+            Ok(Handled::Deferred(unique)) => Done::Deferred(unique, chain),
+            _ => Done::Used(chain.head(), u32::try_from(writer.written()).unwrap_or(u32::MAX)),
+        };
+        inbox.returned(done);
+    }));
+}
+
+/// Keeps a deferred request's chain until its reply comes (it may have come already).
+fn keep_deferred<M: GuestMemory>(
+    queue: &mut Virtqueue,
+    early: &mut HashMap<u64, Vec<u8>>,
+    deferred: &mut HashMap<u64, DescriptorChain>,
+    mem: &M,
+    (unique, chain): (u64, DescriptorChain),
+    call: &Notifier,
+) -> Result<(), vhu_transport_std::virtq::QueueError> {
+    if let Some(reply) = early.remove(&unique) {
+        return answer(queue, mem, &chain, &reply, call);
+    }
+    // A guest reusing a `unique` still waiting gets the older chain back empty rather than
+    // leaking it.
+    match deferred.insert(unique, chain) {
+        Some(old) => queue.complete(mem, old.head(), 0, call),
+        None => Ok(()),
+    }
+}
+
+/// Writes a reply that came later into its chain and returns the chain.
+fn answer<M: GuestMemory>(
+    queue: &mut Virtqueue,
+    mem: &M,
+    chain: &DescriptorChain,
+    reply: &[u8],
+    call: &Notifier,
+) -> Result<(), vhu_transport_std::virtq::QueueError> {
+    let mut writer = Writer::new(mem, chain);
+    let written = if writer.write_all(reply).is_ok() { reply.len() } else { 0 };
+    queue.complete(mem, chain.head(), u32::try_from(written).unwrap_or(0), call)
 }
 
 impl QueueHandler for FsQueue {
@@ -301,17 +296,11 @@ impl QueueHandler for FsQueue {
             self.server.cancel(unique);
             let error = -rustix::io::Errno::INTR.raw_os_error();
             let reply = OutHeader { len: size_of::<OutHeader>() as u32, error, unique };
-            result =
-                result.and_then(|()| self.answer(&*memory, &chain, reply.as_bytes(), &ctx.call));
+            result = result.and_then(|()| {
+                answer(&mut self.queue, &*memory, &chain, reply.as_bytes(), &ctx.call)
+            });
         }
-        if self.queue.needs_notification(&*memory).unwrap_or(true) {
-            let _ = ctx.call.notify();
-        }
-        if let Err(error) = result {
-            log::warn!("queue {}: the ring broke while stopping: {error}", ctx.index.0);
-            self.broken = true;
-            let _ = ctx.err.notify();
-        }
+        self.broken = end_turn(&mut self.queue, &*memory, ctx, result);
     }
 
     fn process(&mut self, ctx: &QueueContext) {
@@ -325,19 +314,8 @@ impl QueueHandler for FsQueue {
             .get_or_insert_with(|| ctx.waker.clone());
         let memory = ctx.memory.memory();
         let shared = memory.clone().into_inner();
-        let result = self.run(&*memory, &shared, &ctx.call);
-        // Tell the driver about what was used, even when the ring broke afterwards.
-        if self.queue.needs_notification(&*memory).unwrap_or(true) {
-            let _ = ctx.call.notify();
-        }
-        if let Err(error) = result {
-            log::warn!(
-                "queue {}: the ring broke, no more requests served on it: {error}",
-                ctx.index.0
-            );
-            self.broken = true;
-            let _ = ctx.err.notify();
-        }
+        let turn = self.run(&*memory, &shared, &ctx.call);
+        self.broken = end_turn(&mut self.queue, &*memory, ctx, turn);
     }
 
     fn has_more(&self) -> bool {

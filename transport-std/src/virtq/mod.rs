@@ -36,6 +36,6 @@ pub use error::{QueueError, Ring};
 pub use io::{Reader, Writer};
 pub use notify::{need_event, packed_need_event};
 pub use packed::{PackedQueue, PackedQueueState};
-pub use serve::{ChainQueue, ChainService};
+pub use serve::{end_turn, serve_turn, ChainQueue, ChainService};
 pub use split::{QueueState, SplitQueue};
 pub use virtqueue::Virtqueue;

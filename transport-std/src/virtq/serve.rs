@@ -1,5 +1,6 @@
 //! [`ChainQueue`]: a queue whose device answers each descriptor chain on the spot — the
-//! [`QueueHandler`] a simple device needs, so it only says what one chain means.
+//! [`QueueHandler`] a simple device needs, so it only says what one chain means — and the turn it
+//! is built on ([`serve_turn`], [`end_turn`]), for handlers that answer some chains later.
 //!
 //! Each `process` call serves at most one queue's worth of chains (a guest that keeps its ring
 //! full cannot keep a stop waiting), with kicks disabled while it works and re-enabled before it
@@ -11,11 +12,67 @@
 //! This module must not interpret what a chain carries: the [`ChainService`] does.
 
 use vhu_core::message::VringBase;
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemory, GuestMemoryMmap};
 
 use super::{DescriptorChain, QueueError, Reader, Virtqueue, Writer};
 use crate::device::Notifier;
 use crate::worker::{QueueContext, QueueHandler};
+
+/// One turn of serving a ring, for any queue handler: kicks disabled while it works, at most one
+/// queue's worth of chains (a guest that keeps its ring full cannot keep a stop waiting), each
+/// handed to `serve` (which completes it, at once or later), a malformed chain returned used with
+/// length 0, kicks re-enabled before going idle. `Ok(true)`: chains remain and notifications stay
+/// disabled, so the worker should come back without waiting for a kick. `Err`: the ring cannot be
+/// read at all.
+pub fn serve_turn<M: GuestMemory + ?Sized>(
+    queue: &mut Virtqueue,
+    mem: &M,
+    call: &Notifier,
+    mut serve: impl FnMut(&mut Virtqueue, DescriptorChain) -> Result<(), QueueError>,
+) -> Result<bool, QueueError> {
+    queue.disable_notification(mem)?;
+    for _ in 0..queue.size() {
+        match queue.pop(mem) {
+            Ok(Some(chain)) => serve(queue, chain)?,
+            Ok(None) => {
+                if !queue.enable_notification(mem)? {
+                    return Ok(false);
+                }
+                queue.disable_notification(mem)?;
+            }
+            Err(error) => match error.head() {
+                Some(head) => queue.complete(mem, head, 0, call)?,
+                None => return Err(error),
+            },
+        }
+    }
+    Ok(true)
+}
+
+/// The end of a turn: the driver hears about what was used (even when the ring broke
+/// afterwards), and a ring that broke is reported — logged, its err eventfd signalled. Returns
+/// whether it broke.
+pub fn end_turn<M: GuestMemory + ?Sized>(
+    queue: &mut Virtqueue,
+    mem: &M,
+    ctx: &QueueContext,
+    turn: Result<(), QueueError>,
+) -> bool {
+    if queue.needs_notification(mem).unwrap_or(true) {
+        let _ = ctx.call.notify();
+    }
+    match turn {
+        Ok(()) => false,
+        Err(error) => {
+            log::warn!(
+                "queue {}: the ring broke, nothing more is served on it: {error}",
+                ctx.index.0
+            );
+            let _ = ctx.err.notify();
+            true
+        }
+    }
+}
 
 /// What a device does with one descriptor chain.
 pub trait ChainService: Send + 'static {
@@ -52,36 +109,15 @@ impl<S: ChainService> ChainQueue<S> {
     }
 
     fn run(&mut self, mem: &GuestMemoryMmap, call: &Notifier) -> Result<(), QueueError> {
-        self.more = false;
-        self.queue.disable_notification(mem)?;
-        let mut budget = self.queue.size();
-        loop {
-            if budget == 0 {
-                // Notifications stay disabled: the worker comes back without waiting for a kick.
-                self.more = true;
-                return Ok(());
-            }
-            budget -= 1;
-            match self.queue.pop(mem) {
-                Ok(Some(chain)) => {
-                    let mut reader = Reader::new(mem, &chain);
-                    let mut writer = Writer::new(mem, &chain);
-                    self.service.serve(&chain, &mut reader, &mut writer);
-                    let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-                    self.queue.complete(mem, chain.head(), written, call)?;
-                }
-                Ok(None) => {
-                    if !self.queue.enable_notification(mem)? {
-                        return Ok(());
-                    }
-                    self.queue.disable_notification(mem)?;
-                }
-                Err(error) => match error.head() {
-                    Some(head) => self.queue.complete(mem, head, 0, call)?,
-                    None => return Err(error),
-                },
-            }
-        }
+        let service = &mut self.service;
+        self.more = serve_turn(&mut self.queue, mem, call, |queue, chain| {
+            let mut reader = Reader::new(mem, &chain);
+            let mut writer = Writer::new(mem, &chain);
+            service.serve(&chain, &mut reader, &mut writer);
+            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+            queue.complete(mem, chain.head(), written, call)
+        })?;
+        Ok(())
     }
 }
 
@@ -91,19 +127,8 @@ impl<S: ChainService> QueueHandler for ChainQueue<S> {
             return;
         }
         let memory = ctx.memory.memory();
-        let result = self.run(&memory, &ctx.call);
-        // Tell the driver about what was used, even when the ring broke afterwards.
-        if self.queue.needs_notification(&*memory).unwrap_or(true) {
-            let _ = ctx.call.notify();
-        }
-        if let Err(error) = result {
-            log::warn!(
-                "queue {}: the ring broke, no more chains served on it: {error}",
-                ctx.index.0
-            );
-            self.broken = true;
-            let _ = ctx.err.notify();
-        }
+        let turn = self.run(&memory, &ctx.call);
+        self.broken = end_turn(&mut self.queue, &*memory, ctx, turn);
     }
 
     fn has_more(&self) -> bool {
