@@ -3,7 +3,6 @@
 //! were fetched — for split and packed rings, after a clean stop and after a death in the middle
 //! of returning a chain.
 
-#[path = "../../device-fs/tests/packed_driver/mod.rs"]
 mod packed_driver;
 
 use std::os::fd::OwnedFd;

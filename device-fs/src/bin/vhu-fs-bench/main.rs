@@ -1,79 +1,275 @@
-//! `vhu-fs-bench`: drives a virtio-fs back-end through its vhost-user socket as a guest would,
-//! with vhu's own front-end client, and reports what a workload costs it.
+//! `vhu-fs-bench`: measures virtio-fs back-ends without a VM. It drives any vhost-user-fs
+//! back-end through its socket as a Linux guest's driver would — vhu's own front-end client,
+//! memfd guest memory, N request queues, FUSE INIT with MAX_PAGES, requests split to the
+//! negotiated size — keeping a chosen number of requests in flight per queue, and reports
+//! requests/s, MiB/s, latency p50/p99 and the back-end's CPU per 1 000 requests. With `--host`
+//! the same workloads run as system calls on the directory itself: the floor.
 //!
-//! Each run starts the back-end from a command line (`{socket}` and `{shared}` are filled in),
-//! mounts (FUSE INIT), runs the workload from one guest user at depth 1, disconnects, and reaps
-//! the back-end to read the CPU time it and its children used (so a sandboxed daemon's forked
-//! server counts). With `--vs`, a second command runs in turn with the first, round by round on
-//! the same share, and the ratios are taken round by round. A wrong reply ends the run.
-//!
-//! Workloads: `lookup-getattr` (LOOKUP and GETATTR of existing files) and `create-unlink`
-//! (CREATE, RELEASE, UNLINK as a non-root guest user, which exercises credential switching).
+//! Each round starts every back-end afresh from its command line (`{socket}`, `{shared}` and
+//! `{queues}` are filled in), in turn on the same share, so the targets are measured side by
+//! side; the report gives medians over rounds and, for every target after the first, the
+//! median of the round-by-round ratios first/target. A wrong reply (unique, length, an error,
+//! data that is not the file's) fails the run.
 
-mod run;
+mod guest;
+mod host;
+mod measure;
+mod share;
+mod workload;
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+use guest::Plan;
+use measure::{json, medians, ratios, Entry, Summary};
+use share::Share;
+use workload::Workload;
 
 /// What to run.
 #[derive(Debug, Parser)]
 #[command(name = "vhu-fs-bench", version)]
 struct Options {
-    /// The back-end's command line; `{socket}` and `{shared}` are replaced.
-    #[arg(long, value_name = "COMMAND")]
-    backend: String,
-    /// A second back-end command run in turn with the first; ratios are first / second.
-    #[arg(long, value_name = "COMMAND")]
-    vs: Option<String>,
-    /// The workload.
-    #[arg(long, value_enum, default_value_t = run::Workload::LookupGetattr)]
-    workload: run::Workload,
-    /// Workload iterations per run.
+    /// A back-end to measure, `NAME=COMMAND` (or just the command); repeat for several. The
+    /// first is the one the ratios are of. `NAME:Q=COMMAND` drives it with Q request queues
+    /// instead of `--queues` (virtiofsd serves one).
+    #[arg(long = "backend", value_name = "NAME=COMMAND")]
+    backends: Vec<String>,
+    /// Also run every workload as system calls on the directory (target `host`).
+    #[arg(long)]
+    host: bool,
+    /// A workload; repeat for several (all of them when none is given).
+    #[arg(long = "workload", value_enum)]
+    workloads: Vec<Workload>,
+    /// Request queues driven at once (the back-end must serve that many: `{queues}`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
+    /// Requests in flight per queue.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    depth: u16,
+    /// Requests per run, over every queue.
     #[arg(long, default_value_t = 20_000)]
-    iterations: u32,
-    /// Runs of each command.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    requests: u64,
+    /// Runs of each target per workload.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Also write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Where to lay the share out (default: `/dev/shm`, else the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// Something measured: a back-end's command line, or the host.
+enum Target {
+    Backend { name: String, command: String, queues: Option<u16> },
+    Host,
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Self::Backend { name, .. } => name,
+            Self::Host => "host",
+        }
+    }
+}
+
+fn targets(options: &Options) -> Vec<Target> {
+    let mut targets: Vec<Target> = options
+        .backends
+        .iter()
+        .map(|spec| match spec.split_once('=') {
+            Some((name, command)) if !name.contains(' ') => {
+                let (name, queues) = match name.split_once(':') {
+                    Some((name, queues)) => (name, queues.parse().ok().filter(|q| *q > 0)),
+                    None => (name, None),
+                };
+                Target::Backend { name: name.into(), command: command.into(), queues }
+            }
+            _ => {
+                let program = spec.split_whitespace().next().unwrap_or("backend");
+                let name = program.rsplit('/').next().unwrap_or(program).to_string();
+                Target::Backend { name, command: spec.clone(), queues: None }
+            }
+        })
+        .collect();
+    if options.host {
+        targets.push(Target::Host);
+    }
+    targets
+}
+
+/// Starts `command` with the placeholders filled in.
+fn spawn(command: &str, share: &Share, queues: u16) -> Result<Child, String> {
+    let line = command
+        .replace("{socket}", &share.socket().display().to_string())
+        .replace("{shared}", &share.path().display().to_string())
+        .replace("{queues}", &queues.to_string());
+    let _ = std::fs::remove_file(share.socket());
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec {line}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting `{line}`: {e}"))
+}
+
+/// Waits (bounded) for the back-end to listen, or to die.
+fn wait_listening(child: &mut Child, share: &Share) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !share.socket().exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the back-end exited before listening: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("the back-end's socket never appeared".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Lets the back-end leave on its own (it does when the front-end hangs up), else ends it.
+fn reap(mut child: Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run_once(target: &Target, share: &Share, plan: &Plan) -> Result<Summary, String> {
+    let figures = match target {
+        Target::Host => host::run(&share.path(), plan)?,
+        Target::Backend { command, queues, .. } => {
+            let plan = Plan { queues: queues.unwrap_or(plan.queues), ..*plan };
+            let mut child = spawn(command, share, plan.queues)?;
+            let result = wait_listening(&mut child, share)
+                .and_then(|()| guest::run(&share.socket(), child.id(), &plan));
+            if result.is_err() {
+                let _ = child.kill();
+            }
+            reap(child);
+            result?
+        }
+    };
+    Ok(figures.summary())
+}
+
+fn print_table(
+    workload: Workload,
+    plan: &Plan,
+    rounds: u32,
+    targets: &[Target],
+    runs: &[Vec<Summary>],
+) {
+    println!(
+        "\n{}: {} queue(s) x depth {}, {} requests a run, medians of {} rounds",
+        workload.name(),
+        plan.queues,
+        plan.depth,
+        plan.requests,
+        rounds
+    );
+    println!(
+        "  {:<14} {:>11} {:>9} {:>8} {:>8} {:>16}",
+        "target", "requests/s", "MiB/s", "p50 us", "p99 us", "CPU ms/1k req"
+    );
+    for (target, runs) in targets.iter().zip(runs) {
+        let m = medians(runs);
+        let name = match target {
+            Target::Backend { name, queues: Some(q), .. } => format!("{name} ({q}q)"),
+            _ => target.name().to_string(),
+        };
+        println!(
+            "  {:<14} {:>11.0} {:>9.1} {:>8.0} {:>8.0} {:>16.2}",
+            name, m.rate, m.mib, m.p50, m.p99, m.cpu
+        );
+    }
+    for (target, other) in targets.iter().zip(runs).skip(1) {
+        let (rate, cpu) = ratios(&runs[0], other);
+        let cpu = if cpu.is_finite() { format!("{cpu:.2}x") } else { "-".into() };
+        println!(
+            "  {} / {}: requests/s {rate:.2}x, CPU per request {cpu}",
+            targets[0].name(),
+            target.name()
+        );
+    }
 }
 
 fn main() -> ExitCode {
     let options = Options::parse();
-    let share = match run::Share::new(options.workload) {
+    let targets = targets(&options);
+    if targets.is_empty() {
+        eprintln!("vhu-fs-bench: nothing to measure: give --backend and/or --host");
+        return ExitCode::FAILURE;
+    }
+    let share = match Share::new(options.dir.as_deref()) {
         Ok(share) => share,
         Err(e) => {
-            eprintln!("vhu-fs-bench: preparing the share: {e}");
+            eprintln!("vhu-fs-bench: laying out the share: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let commands: Vec<&str> =
-        std::iter::once(options.backend.as_str()).chain(options.vs.as_deref()).collect();
-    let mut results: Vec<Vec<run::Figures>> = vec![Vec::new(); commands.len()];
-    for round in 0..options.rounds {
-        for (i, command) in commands.iter().enumerate() {
-            match run::once(command, &share, options.workload, options.iterations) {
-                Ok(figures) => results[i].push(figures),
-                Err(e) => {
-                    eprintln!("vhu-fs-bench: round {round}, {command}: {e}");
-                    return ExitCode::FAILURE;
+    let workloads = if options.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        options.workloads.clone()
+    };
+    let mut all: Vec<(Workload, Vec<Vec<Summary>>)> = Vec::new();
+    for workload in workloads {
+        let plan = Plan {
+            workload,
+            queues: options.queues,
+            depth: options.depth,
+            requests: options.requests,
+        };
+        let mut runs = vec![Vec::new(); targets.len()];
+        for round in 0..options.rounds {
+            for (target, runs) in targets.iter().zip(runs.iter_mut()) {
+                match run_once(target, &share, &plan) {
+                    Ok(summary) => runs.push(summary),
+                    Err(e) => {
+                        eprintln!(
+                            "vhu-fs-bench: {} on {}, round {}: {e}",
+                            workload.name(),
+                            target.name(),
+                            round + 1
+                        );
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
         }
+        print_table(workload, &plan, options.rounds, &targets, &runs);
+        all.push((workload, runs));
     }
-    println!(
-        "workload {:?}, {} iterations ({} requests) a run, {} rounds, medians:",
-        options.workload,
-        options.iterations,
-        options.iterations * options.workload.requests(),
-        options.rounds
-    );
-    for (command, figures) in commands.iter().zip(&results) {
-        let (rate, cpu) = run::medians(figures);
-        println!("  {rate:>10.0} requests/s  {cpu:>8.1} us back-end CPU per request  {command}");
-    }
-    if let [a, b] = &results[..] {
-        let (rate, cpu) = run::ratio_medians(a, b);
-        println!("  ratio first/second: requests/s {rate:.3}, CPU per request {cpu:.3}");
+    if let Some(path) = &options.json {
+        let entries: Vec<Entry<'_>> = all
+            .iter()
+            .flat_map(|(workload, runs)| {
+                targets.iter().zip(runs).map(|(target, runs)| Entry {
+                    workload: workload.name(),
+                    target: target.name(),
+                    runs,
+                })
+            })
+            .collect();
+        let text = json(options.queues, options.depth, options.requests, &entries);
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("vhu-fs-bench: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
 }

@@ -5,41 +5,39 @@
 //! [`GuestFs::connect`] negotiates vhost-user, shares memfd guest memory, starts the first
 //! request queue as a split ring and sends FUSE INIT as a Linux guest does; [`GuestFs::call`]
 //! then sends one request at a time and returns the reply, checking what the virtio-fs device
-//! must get right (the `unique`, the length the used ring reports against the header). It owns
-//! the guest's ring and buffers; it does not interpret replies beyond their header.
+//! must get right (the `unique`, the length the used ring reports against the header).
+//! [`GuestFs::connect_with`] starts several request queues, each a [`GuestRing`] with many
+//! requests in flight, and [`GuestFs::into_parts`] hands them to a driver's threads. It owns the
+//! guest's rings and buffers; it does not interpret replies beyond their header.
 
-use std::os::fd::{AsFd, OwnedFd};
+mod ring;
+
+pub use ring::{Completed, GuestRing, RingLayout};
+
 use std::path::Path;
-use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
-use vhu_transport_std::client::{eventfd, Client, ClientError, GuestRegion, VringStart};
+use vhu_transport_std::client::{Client, ClientError, GuestRegion};
 use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
-use vhu_transport_std::vm_memory::{Bytes, GuestAddress};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::fuse::abi::{
-    EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenIn, OpenOut, OutHeader, ReadIn,
-    KERNEL_MINOR_VERSION, KERNEL_VERSION,
+    EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenIn, OpenOut, ReadIn, KERNEL_MINOR_VERSION,
+    KERNEL_VERSION,
 };
 use crate::fuse::Opcode;
 
-/// Guest memory size.
+/// Guest memory size of [`GuestFs::connect`].
 const RAM: u64 = 4 << 20;
-/// The ring (descriptor table, available and used rings).
-const RING: u64 = 0x1000;
-/// Entries in the ring.
-const QUEUE_SIZE: u16 = 128;
-/// The request buffer (device-readable).
-const REQUEST: u64 = 0x1_0000;
-/// Most request bytes.
-const REQUEST_MAX: u32 = 0x10_0000 - 0x1_0000;
-/// The reply buffer (device-writable).
-const REPLY: u64 = 0x10_0000;
-/// Most reply bytes.
-const REPLY_MAX: u32 = 0x20_0000;
-/// The first request queue (queue 0 is the high-priority queue).
-const REQUEST_QUEUE: VringIndex = VringIndex(1);
+/// The ring of [`GuestFs::connect`]: one request at a time, up to 960 KiB out and 2 MiB back.
+const ONE_AT_A_TIME: RingLayout = RingLayout {
+    ring: 0x1000,
+    size: 128,
+    slots: 1,
+    buffers: 0x1_0000,
+    request_max: 0xf_0000,
+    reply_max: 0x20_0000,
+};
 /// How long a reply may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -101,10 +99,8 @@ pub enum GuestError {
 pub struct GuestFs {
     client: Client,
     ram: GuestRegion,
-    call: OwnedFd,
-    kick: OwnedFd,
-    next_avail: u16,
-    used_seen: u16,
+    /// Request queues 1, 2, ...: INIT and [`GuestFs::call`] go through the first.
+    rings: Vec<GuestRing>,
     unique: u64,
     init: InitOut,
     /// The (uid, gid) requests come from.
@@ -120,29 +116,46 @@ impl GuestFs {
     }
 
     /// The same over a connected client.
-    pub fn with_client(mut client: Client) -> Result<Self, GuestError> {
+    pub fn with_client(client: Client) -> Result<Self, GuestError> {
+        Self::with_rings(client, RAM, &[ONE_AT_A_TIME])
+    }
+
+    /// Connects with `ram` bytes of guest memory and one request queue per layout (queues 1,
+    /// 2, ...; the layouts must not overlap), and mounts through the first.
+    pub fn connect_with(
+        socket: impl AsRef<Path>,
+        ram: u64,
+        layouts: &[RingLayout],
+    ) -> Result<Self, GuestError> {
+        let mut client = Client::connect(socket)?;
+        client.set_timeout(TIMEOUT)?;
+        Self::with_rings(client, ram, layouts)
+    }
+
+    fn with_rings(
+        mut client: Client,
+        ram: u64,
+        layouts: &[RingLayout],
+    ) -> Result<Self, GuestError> {
         let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
         let protocol = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS;
         client.handshake(features, protocol)?;
-        let ram = GuestRegion::new(0, RAM)?;
+        let ram = GuestRegion::new(0, ram)?;
         client.set_mem_table(&[ram.share()])?;
-        let (call, kick) = (eventfd()?, eventfd()?);
-        let descriptor = ram.host_address(RING)?;
-        let start = VringStart::split(QUEUE_SIZE, descriptor, call.as_fd(), kick.as_fd());
-        client.start_vring(REQUEST_QUEUE, start)?;
-        let mut guest = Self {
-            client,
-            ram,
-            call,
-            kick,
-            next_avail: 0,
-            used_seen: 0,
-            unique: 0,
-            init: InitOut::default(),
-            caller: (0, 0),
-        };
+        let mut rings = Vec::new();
+        for (i, layout) in layouts.iter().enumerate() {
+            let ring = GuestRing::new(ram.memory().clone(), *layout)?;
+            let index = u8::try_from(i + 1).map_err(|_| GuestError::TooLarge(i + 1))?;
+            client.start_vring(VringIndex(index), ring.start(ram.host_address(layout.ring)?))?;
+            rings.push(ring);
+        }
+        if rings.is_empty() {
+            return Err(GuestError::TooLarge(0));
+        }
+        let mut guest =
+            Self { client, ram, rings, unique: 0, init: InitOut::default(), caller: (0, 0) };
         let init = InitIn {
             major: KERNEL_VERSION,
             minor: KERNEL_MINOR_VERSION,
@@ -172,10 +185,6 @@ impl GuestFs {
         GuestError::BadReply { opcode, what: what.into() }
     }
 
-    fn mem<T>(&self, r: Result<T, impl std::fmt::Display>) -> Result<T, GuestError> {
-        r.map_err(|e| GuestError::Memory(e.to_string()))
-    }
-
     /// Requests from now on come from this guest user (root, 0/0, at first).
     pub fn set_caller(&mut self, uid: u32, gid: u32) {
         self.caller = (uid, gid);
@@ -189,13 +198,8 @@ impl GuestFs {
         nodeid: u64,
         body: &[u8],
     ) -> Result<Vec<u8>, GuestError> {
-        let len = size_of::<InHeader>() + body.len();
-        if len > REQUEST_MAX as usize {
-            return Err(GuestError::TooLarge(len));
-        }
         self.unique += 2;
         let header = InHeader {
-            len: len as u32,
             opcode: opcode as u32,
             unique: self.unique,
             nodeid,
@@ -203,86 +207,28 @@ impl GuestFs {
             gid: self.caller.1,
             ..InHeader::default()
         };
-        let memory = self.ram.memory();
-        self.mem(memory.write_slice(header.as_bytes(), GuestAddress(REQUEST)))?;
-        self.mem(memory.write_slice(body, GuestAddress(REQUEST + size_of::<InHeader>() as u64)))?;
-        // One chain: the request (readable), then the reply buffer (writable).
-        let table = RING;
-        self.write_desc(table, 0, REQUEST, len as u32, 1, 1)?;
-        self.write_desc(table, 1, REPLY, REPLY_MAX, 2, 0)?;
-        let avail = RING + 16 * u64::from(QUEUE_SIZE);
-        let slot = u64::from(self.next_avail % QUEUE_SIZE);
-        self.mem(memory.write_obj(0u16, GuestAddress(avail + 4 + 2 * slot)))?;
-        self.next_avail = self.next_avail.wrapping_add(1);
-        fence(Ordering::SeqCst);
-        self.mem(memory.write_obj(self.next_avail, GuestAddress(avail + 2)))?;
-        fence(Ordering::SeqCst);
-        rustix::io::write(&self.kick, &1u64.to_ne_bytes())
-            .map_err(|e| GuestError::Memory(format!("kick: {e}")))?;
-        let written = self.wait_used(opcode)?;
-        if written > REPLY_MAX {
-            return Err(
-                self.bad(opcode, &format!("{written} bytes used of a {REPLY_MAX}-byte buffer"))
-            );
+        let ring = &mut self.rings[0];
+        let room = ring.layout().reply_max;
+        ring.submit(header, &[body], room)?;
+        ring.kick()?;
+        let done = ring.complete(TIMEOUT)?.ok_or(GuestError::Timeout { opcode })?;
+        if done.errno != 0 {
+            return Err(GuestError::Errno { opcode, errno: done.errno });
         }
-        let mut out = vec![0u8; written as usize];
-        self.mem(self.ram.memory().read_slice(&mut out, GuestAddress(REPLY)))?;
-        let (head, payload) =
-            OutHeader::read_from_prefix(&out).map_err(|_| self.bad(opcode, "short header"))?;
-        if head.unique != self.unique {
-            return Err(self.bad(opcode, &format!("unique {} for {}", head.unique, self.unique)));
-        }
-        if head.len as usize != out.len() {
-            return Err(self.bad(opcode, &format!("header says {}, ring {}", head.len, out.len())));
-        }
-        if head.error != 0 {
-            return Err(GuestError::Errno { opcode, errno: -head.error });
-        }
-        Ok(payload.to_vec())
+        Ok(done.payload.to_vec())
     }
 
-    fn write_desc(
-        &self,
-        table: u64,
-        i: u64,
-        addr: u64,
-        len: u32,
-        flags: u16,
-        next: u16,
-    ) -> Result<(), GuestError> {
-        let mut desc = [0u8; 16];
-        desc[..8].copy_from_slice(&addr.to_le_bytes());
-        desc[8..12].copy_from_slice(&len.to_le_bytes());
-        desc[12..14].copy_from_slice(&flags.to_le_bytes());
-        desc[14..].copy_from_slice(&next.to_le_bytes());
-        self.mem(self.ram.memory().write_slice(&desc, GuestAddress(table + 16 * i)))
+    /// The next `unique` for a request ([`GuestFs::call`] takes them from the same count).
+    pub fn next_unique(&mut self) -> u64 {
+        self.unique += 2;
+        self.unique
     }
 
-    /// Waits for the used ring to move on; returns the bytes written.
-    fn wait_used(&mut self, opcode: Opcode) -> Result<u32, GuestError> {
-        let used = (RING + 16 * u64::from(QUEUE_SIZE) + 6 + 2 * u64::from(QUEUE_SIZE) + 3) & !3;
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            let idx: u16 = self.mem(self.ram.memory().read_obj(GuestAddress(used + 2)))?;
-            if idx != self.used_seen {
-                fence(Ordering::SeqCst);
-                let slot = u64::from(self.used_seen % QUEUE_SIZE);
-                let entry = used + 4 + 8 * slot;
-                let len: u32 = self.mem(self.ram.memory().read_obj(GuestAddress(entry + 4)))?;
-                self.used_seen = self.used_seen.wrapping_add(1);
-                return Ok(len);
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(GuestError::Timeout { opcode });
-            }
-            let timeout =
-                rustix::event::Timespec { tv_sec: left.as_secs().min(1) as i64, tv_nsec: 0 };
-            let mut fds = [rustix::event::PollFd::new(&self.call, rustix::event::PollFlags::IN)];
-            if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) {
-                let _ = rustix::io::read(&self.call, &mut [0u8; 8]);
-            }
-        }
+    /// The vhost-user client, guest memory and request queues, for a driver that keeps many
+    /// requests in flight on several threads (the client must outlive the rings' use: dropping
+    /// it disconnects).
+    pub fn into_parts(self) -> (Client, GuestRegion, Vec<GuestRing>) {
+        (self.client, self.ram, self.rings)
     }
 
     /// LOOKUP of `name` in `parent`.

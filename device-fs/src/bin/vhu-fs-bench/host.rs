@@ -1,0 +1,202 @@
+//! The floor: the same workloads as system calls made directly on the shared directory, one
+//! thread per lane, each FUSE request's equivalent counted as one request — `pread` for READ,
+//! `pwrite` for WRITE, `statx` for LOOKUP and for GETATTR, `openat`/`close`/`unlinkat` for CREATE,
+//! RELEASE and UNLINK, a 4 KiB `getdents64` plus a `statx` per entry for READDIRPLUS. The CPU
+//! is this process's own. What a back-end adds on top of these is its cost.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use rustix::fs::{openat, statx, AtFlags, Mode, OFlags, StatxFlags, CWD};
+
+use crate::guest::Plan;
+use crate::measure::{tree_cpu, Figures};
+use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
+use crate::workload::{pattern, Workload};
+
+/// The files a run uses.
+struct Files {
+    root: OwnedFd,
+    data: OwnedFd,
+    wdata: OwnedFd,
+    big: OwnedFd,
+}
+
+fn io(what: &'static str) -> impl Fn(rustix::io::Errno) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Runs `plan` on `share` directly.
+pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
+    let dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = openat(CWD, share, dir, Mode::empty()).map_err(io("opening the share"))?;
+    let file = |name: &str, flags: OFlags| {
+        openat(&root, name, flags | OFlags::CLOEXEC, Mode::empty()).map_err(io("opening a file"))
+    };
+    let files = Arc::new(Files {
+        data: file("data", OFlags::RDONLY)?,
+        wdata: file("wdata", OFlags::RDWR)?,
+        big: file("big", dir)?,
+        root,
+    });
+    let lanes = u32::from(plan.queues) * u32::from(plan.depth);
+    let per_lane = plan.requests.div_ceil(u64::from(lanes)).max(1);
+    let start = Arc::new(Barrier::new(lanes as usize + 1));
+    let threads: Vec<_> = (0..lanes)
+        .map(|id| {
+            let (files, start, workload) = (Arc::clone(&files), Arc::clone(&start), plan.workload);
+            std::thread::spawn(move || {
+                start.wait();
+                lane(workload, &files, id, per_lane)
+            })
+        })
+        .collect();
+    let before = tree_cpu(std::process::id());
+    // Taken before the lanes may start: they wait for this thread at the barrier.
+    let begun = Instant::now();
+    start.wait();
+    let mut figures = Figures::default();
+    for thread in threads {
+        let lane = thread.join().map_err(|_| "a lane's thread panicked".to_string())??;
+        figures.requests += lane.requests;
+        figures.bytes += lane.bytes;
+        figures.latencies.extend(lane.latencies);
+    }
+    figures.elapsed = begun.elapsed();
+    figures.cpu = tree_cpu(std::process::id()).saturating_sub(before);
+    Ok(figures)
+}
+
+/// One lane: `target` requests' worth of system calls.
+fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figures, String> {
+    let mut figures =
+        Figures { latencies: Vec::with_capacity(target as usize), ..Figures::default() };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (u64::from(id) + 1).wrapping_mul(0x1000_0001);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let size = workload.request_size(1 << 20) as usize;
+    let mut buf = vec![0u8; size.max(4096)];
+    let mut cursor = (u64::from(id) * 7919 % (DATA_SIZE / size.max(1) as u64)) * size as u64;
+    let mut serial = 0u64;
+    let record = |figures: &mut Figures, began: Instant, bytes: usize| {
+        figures.latencies.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+        figures.requests += 1;
+        figures.bytes += bytes as u64;
+    };
+    let random = matches!(workload, Workload::RandRead4k | Workload::RandWrite4k);
+    let offset = |cursor: &mut u64, next: &mut dyn FnMut() -> u64| {
+        let size = size as u64;
+        if random {
+            return next() % (DATA_SIZE / size) * size;
+        }
+        let at = *cursor;
+        *cursor = (*cursor + size) % (DATA_SIZE - DATA_SIZE % size);
+        at
+    };
+    while figures.requests < target {
+        let began = Instant::now();
+        match workload {
+            Workload::RandRead4k | Workload::SeqRead128k | Workload::SeqRead1m => {
+                let at = offset(&mut cursor, &mut next);
+                let got =
+                    rustix::io::pread(&files.data, &mut buf[..size], at).map_err(io("pread"))?;
+                if got != size {
+                    return Err(format!("pread of {size} bytes returned {got}"));
+                }
+                record(&mut figures, began, size);
+            }
+            Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
+                let at = offset(&mut cursor, &mut next);
+                pattern(at, &mut buf[..size]);
+                rustix::io::pwrite(&files.wdata, &buf[..size], at).map_err(io("pwrite"))?;
+                record(&mut figures, began, size);
+            }
+            Workload::LookupGetattr => {
+                let name = small_name((next() % u64::from(SMALL_FILES)) as u32);
+                for _ in 0..2 {
+                    let began = Instant::now();
+                    statx(&files.root, &*name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+                        .map_err(io("statx"))?;
+                    record(&mut figures, began, 0);
+                }
+            }
+            Workload::CreateWriteUnlink => {
+                serial += 1;
+                let name = format!("host-{id}-{serial}");
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+                let fd = openat(&files.root, &*name, flags, Mode::from_raw_mode(0o644))
+                    .map_err(io("openat"))?;
+                record(&mut figures, began, 0);
+                let began = Instant::now();
+                pattern(0, &mut buf[..4096]);
+                rustix::io::pwrite(&fd, &buf[..4096], 0).map_err(io("pwrite"))?;
+                record(&mut figures, began, 4096);
+                let began = Instant::now();
+                drop(fd);
+                record(&mut figures, began, 0);
+                let began = Instant::now();
+                rustix::fs::unlinkat(&files.root, &*name, AtFlags::empty())
+                    .map_err(io("unlinkat"))?;
+                record(&mut figures, began, 0);
+            }
+            Workload::Readdirplus => {
+                let dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let fd = openat(&files.big, ".", dir, Mode::empty()).map_err(io("opendir"))?;
+                record(&mut figures, began, 0);
+                let mut seen = 0;
+                loop {
+                    let began = Instant::now();
+                    let names = getdents(&fd, &mut buf[..4096])?;
+                    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                        seen += 1;
+                        let name = std::ffi::CString::new(name).map_err(|_| "a name with a NUL")?;
+                        statx(&fd, &name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+                            .map_err(io("statx"))?;
+                    }
+                    record(&mut figures, began, 0);
+                    if names.is_empty() {
+                        break;
+                    }
+                }
+                if seen < BIG_ENTRIES {
+                    return Err(format!("getdents64 ended after {seen} entries"));
+                }
+                let began = Instant::now();
+                drop(fd);
+                record(&mut figures, began, 0);
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// One `getdents64` into `buf`: the names it returned, each followed by a NUL.
+fn getdents(fd: &OwnedFd, buf: &mut [u8]) -> Result<Vec<u8>, String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which outlives the call.
+    let got =
+        unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    let got = usize::try_from(got)
+        .map_err(|_| format!("getdents64: {}", std::io::Error::last_os_error()))?;
+    let mut names = Vec::new();
+    let mut at = 0;
+    // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, then the name.
+    while at + 19 < got {
+        let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+        if reclen < 20 || at + reclen > got {
+            return Err("getdents64 returned a broken record".into());
+        }
+        let name = &buf[at + 19..at + reclen];
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        names.extend_from_slice(&name[..end]);
+        names.push(0);
+        at += reclen;
+    }
+    Ok(names)
+}

@@ -1,0 +1,443 @@
+//! The workloads, as FUSE requests a Linux guest sends for them, one lane at a time: a lane is
+//! one stream of dependent requests (a file's reads, or LOOKUP then GETATTR) with at most one
+//! request in flight, and a queue at depth D runs D lanes. Each reply is checked — its size, its
+//! contents where they are known (read data carries its own file offset) — and a wrong one ends
+//! the run.
+//!
+//! This module must not touch rings or sockets: the guest driver sends what a lane asks for and
+//! hands it the reply.
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use vhu_device_fs::fuse::abi::{
+    AttrOut, CreateIn, Dirent, EntryOut, GetattrIn, OpenIn, OpenOut, ReadIn, ReleaseIn, WriteIn,
+    WriteOut,
+};
+use vhu_device_fs::fuse::Opcode;
+
+use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
+
+/// A workload; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Workload {
+    /// 4 KiB reads at random aligned offsets of a pre-laid file.
+    #[value(name = "rand-read-4k")]
+    RandRead4k,
+    /// 4 KiB writes at random aligned offsets of a pre-laid file.
+    #[value(name = "rand-write-4k")]
+    RandWrite4k,
+    /// Sequential 128 KiB reads, split to the negotiated request size.
+    #[value(name = "seq-read-128k")]
+    SeqRead128k,
+    /// Sequential 1 MiB reads, split to the negotiated request size.
+    #[value(name = "seq-read-1m")]
+    SeqRead1m,
+    /// Sequential 128 KiB writes, split to the negotiated request size.
+    #[value(name = "seq-write-128k")]
+    SeqWrite128k,
+    /// Sequential 1 MiB writes, split to the negotiated request size.
+    #[value(name = "seq-write-1m")]
+    SeqWrite1m,
+    /// LOOKUP then GETATTR of existing files.
+    LookupGetattr,
+    /// CREATE, WRITE 4 KiB, RELEASE, UNLINK of a new file, as a non-root guest user.
+    CreateWriteUnlink,
+    /// OPENDIR, READDIRPLUS to the end, RELEASEDIR of a 10 000-entry directory.
+    Readdirplus,
+}
+
+impl Workload {
+    /// Every workload, in the order a full run takes them.
+    pub(crate) const ALL: [Self; 9] = [
+        Self::RandRead4k,
+        Self::RandWrite4k,
+        Self::SeqRead128k,
+        Self::SeqRead1m,
+        Self::SeqWrite128k,
+        Self::SeqWrite1m,
+        Self::LookupGetattr,
+        Self::CreateWriteUnlink,
+        Self::Readdirplus,
+    ];
+
+    /// The name on the command line and in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::RandRead4k => "rand-read-4k",
+            Self::RandWrite4k => "rand-write-4k",
+            Self::SeqRead128k => "seq-read-128k",
+            Self::SeqRead1m => "seq-read-1m",
+            Self::SeqWrite128k => "seq-write-128k",
+            Self::SeqWrite1m => "seq-write-1m",
+            Self::LookupGetattr => "lookup-getattr",
+            Self::CreateWriteUnlink => "create-write-unlink",
+            Self::Readdirplus => "readdirplus",
+        }
+    }
+
+    /// Bytes an application asks for at once (0 for metadata workloads).
+    fn io_size(self) -> u32 {
+        match self {
+            Self::RandRead4k | Self::RandWrite4k => 4096,
+            Self::SeqRead128k | Self::SeqWrite128k => 128 << 10,
+            Self::SeqRead1m | Self::SeqWrite1m => 1 << 20,
+            Self::LookupGetattr | Self::CreateWriteUnlink | Self::Readdirplus => 0,
+        }
+    }
+
+    /// Bytes one request carries at most with requests of at most `chunk` bytes: the ring's
+    /// buffers are sized from it.
+    pub(crate) fn request_size(self, chunk: u32) -> u32 {
+        match self {
+            Self::CreateWriteUnlink => 4096,
+            Self::LookupGetattr | Self::Readdirplus => 0,
+            _ => self.io_size().min(chunk),
+        }
+    }
+
+    /// Whether the requests write data (the request buffer holds it) or read it (the reply).
+    pub(crate) fn writes(self) -> bool {
+        matches!(
+            self,
+            Self::RandWrite4k | Self::SeqWrite128k | Self::SeqWrite1m | Self::CreateWriteUnlink
+        )
+    }
+}
+
+/// Bytes of a reply header.
+const OUT: u32 = 16;
+
+/// What the lanes of a run share: files opened through the first queue before it starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Setup {
+    /// The read file's node and handle.
+    pub(crate) data: (u64, u64),
+    /// The write file's node and handle.
+    pub(crate) wdata: (u64, u64),
+    /// The big directory's node.
+    pub(crate) big: u64,
+    /// Largest READ or WRITE payload the back-end takes (negotiated in INIT).
+    pub(crate) chunk: u32,
+}
+
+/// One stream of requests; see the module docs.
+pub(crate) trait Lane: Send {
+    /// Writes the next request's body into `body` (empty on entry); returns its opcode, its node
+    /// and the room its reply gets (what a Linux guest gives: the reply's size).
+    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32);
+    /// Checks the reply (its payload, after the header) to the request `next` gave.
+    fn reply(&mut self, payload: &[u8]) -> Result<(), String>;
+    /// Data bytes the last request moved.
+    fn bytes(&self) -> u64;
+}
+
+/// A small generator of offsets and names, deterministic per lane.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Lane `id` (unique over every queue of a run) of `workload`.
+pub(crate) fn lane(workload: Workload, setup: Setup, id: u32) -> Box<dyn Lane> {
+    let seed = XorShift(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1).wrapping_mul(0x1000_0001));
+    let size = workload.request_size(setup.chunk);
+    match workload {
+        Workload::RandRead4k | Workload::SeqRead128k | Workload::SeqRead1m => {
+            let random = workload == Workload::RandRead4k;
+            Box::new(Data::new(setup.data, size, random, false, seed, id))
+        }
+        Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
+            let random = workload == Workload::RandWrite4k;
+            Box::new(Data::new(setup.wdata, size, random, true, seed, id))
+        }
+        Workload::LookupGetattr => Box::new(LookupGetattr { rng: seed, node: None }),
+        Workload::CreateWriteUnlink => {
+            Box::new(Create { id, serial: 0, step: 0, node: 0, fh: 0, name: Vec::new() })
+        }
+        Workload::Readdirplus => {
+            Box::new(Readdir { dir: setup.big, fh: None, offset: 0, seen: 0, done: false })
+        }
+    }
+}
+
+/// The pattern of the data files: each 8-byte word holds its own file offset.
+pub(crate) fn pattern(offset: u64, buf: &mut [u8]) {
+    for (i, word) in buf.chunks_mut(8).enumerate() {
+        let value = (offset + 8 * i as u64).to_le_bytes();
+        word.copy_from_slice(&value[..word.len()]);
+    }
+}
+
+/// READs or WRITEs of one file, at random aligned offsets or one after the other.
+struct Data {
+    file: (u64, u64),
+    size: u32,
+    random: bool,
+    write: bool,
+    rng: XorShift,
+    /// The next sequential offset.
+    cursor: u64,
+    /// The offset of the request in flight.
+    offset: u64,
+}
+
+impl Data {
+    fn new(file: (u64, u64), size: u32, random: bool, write: bool, rng: XorShift, id: u32) -> Self {
+        // Sequential lanes start spread over the file.
+        let blocks = DATA_SIZE / u64::from(size);
+        let cursor = (u64::from(id) * 7919 % blocks) * u64::from(size);
+        Self { file, size, random, write, rng, cursor, offset: 0 }
+    }
+}
+
+impl Lane for Data {
+    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+        let size = u64::from(self.size);
+        self.offset = if self.random {
+            self.rng.next() % (DATA_SIZE / size) * size
+        } else {
+            let at = self.cursor;
+            self.cursor = (self.cursor + size) % (DATA_SIZE - DATA_SIZE % size);
+            at
+        };
+        let (node, fh) = self.file;
+        if self.write {
+            let head = WriteIn { fh, offset: self.offset, size: self.size, ..WriteIn::default() };
+            body.extend_from_slice(head.as_bytes());
+            let at = body.len();
+            body.resize(at + self.size as usize, 0);
+            pattern(self.offset, &mut body[at..]);
+            (Opcode::Write, node, OUT + 8)
+        } else {
+            let read = ReadIn { fh, offset: self.offset, size: self.size, ..ReadIn::default() };
+            body.extend_from_slice(read.as_bytes());
+            (Opcode::Read, node, OUT + self.size)
+        }
+    }
+
+    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+        if self.write {
+            let out = WriteOut::read_from_prefix(payload).map_err(|_| "short WRITE reply")?.0;
+            if out.size != self.size {
+                return Err(format!("WRITE of {} bytes wrote {}", self.size, out.size));
+            }
+            return Ok(());
+        }
+        if payload.len() != self.size as usize {
+            return Err(format!("READ of {} bytes returned {}", self.size, payload.len()));
+        }
+        let mut expected = [0u8; 8];
+        pattern(self.offset, &mut expected);
+        let tail = payload.len() - 8;
+        let mut last = [0u8; 8];
+        pattern(self.offset + tail as u64, &mut last);
+        if payload[..8] != expected || payload[tail..] != last {
+            return Err(format!("READ at {} returned other bytes", self.offset));
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        u64::from(self.size)
+    }
+}
+
+/// LOOKUP of a file, then GETATTR of the node it named.
+struct LookupGetattr {
+    rng: XorShift,
+    node: Option<u64>,
+}
+
+impl Lane for LookupGetattr {
+    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+        match self.node {
+            None => {
+                let i = self.rng.next() % u64::from(SMALL_FILES);
+                body.extend_from_slice(small_name(i as u32).as_bytes());
+                body.push(0);
+                (Opcode::Lookup, 1, OUT + 128)
+            }
+            Some(node) => {
+                body.extend_from_slice(GetattrIn::default().as_bytes());
+                (Opcode::Getattr, node, OUT + 104)
+            }
+        }
+    }
+
+    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+        match self.node.take() {
+            None => {
+                let entry = EntryOut::read_from_prefix(payload).map_err(|_| "short entry")?.0;
+                if entry.nodeid == 0 || entry.attr.size != 5 {
+                    return Err(format!("LOOKUP named node {}", entry.nodeid));
+                }
+                self.node = Some(entry.nodeid);
+            }
+            Some(_) => {
+                let attr = AttrOut::read_from_prefix(payload).map_err(|_| "short attr")?.0;
+                if attr.attr.size != 5 {
+                    return Err(format!("GETATTR said {} bytes", attr.attr.size));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// CREATE a new file, WRITE 4 KiB to it, RELEASE it, UNLINK it.
+struct Create {
+    id: u32,
+    serial: u64,
+    step: u8,
+    node: u64,
+    fh: u64,
+    name: Vec<u8>,
+}
+
+impl Lane for Create {
+    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+        match self.step {
+            0 => {
+                self.serial += 1;
+                self.name = format!("new-{}-{}\0", self.id, self.serial).into_bytes();
+                // O_WRONLY | O_CREAT | O_EXCL, as open(2) with O_EXCL sends it.
+                let create = CreateIn { flags: 0o301, mode: 0o100644, umask: 0o022, open_flags: 0 };
+                body.extend_from_slice(create.as_bytes());
+                body.extend_from_slice(&self.name);
+                (Opcode::Create, 1, OUT + 128 + 16)
+            }
+            1 => {
+                let head = WriteIn { fh: self.fh, size: 4096, ..WriteIn::default() };
+                body.extend_from_slice(head.as_bytes());
+                let at = body.len();
+                body.resize(at + 4096, 0);
+                pattern(0, &mut body[at..]);
+                (Opcode::Write, self.node, OUT + 8)
+            }
+            2 => {
+                body.extend_from_slice(
+                    ReleaseIn { fh: self.fh, ..ReleaseIn::default() }.as_bytes(),
+                );
+                (Opcode::Release, self.node, OUT)
+            }
+            _ => {
+                body.extend_from_slice(&self.name);
+                (Opcode::Unlink, 1, OUT)
+            }
+        }
+    }
+
+    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+        match self.step {
+            0 => {
+                let (entry, rest) =
+                    EntryOut::read_from_prefix(payload).map_err(|_| "short entry")?;
+                let open = OpenOut::read_from_prefix(rest).map_err(|_| "short CREATE reply")?.0;
+                if entry.attr.uid != crate::guest::GUEST_USER.0 {
+                    return Err(format!("CREATE made a file of uid {}", entry.attr.uid));
+                }
+                (self.node, self.fh) = (entry.nodeid, open.fh);
+            }
+            1 => {
+                let out = WriteOut::read_from_prefix(payload).map_err(|_| "short WRITE reply")?.0;
+                if out.size != 4096 {
+                    return Err(format!("WRITE of 4096 bytes wrote {}", out.size));
+                }
+            }
+            _ => {}
+        }
+        self.step = (self.step + 1) % 4;
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        if self.step == 2 {
+            4096
+        } else {
+            0
+        }
+    }
+}
+
+/// Every entry of the big directory: OPENDIR, READDIRPLUS until an empty reply, RELEASEDIR.
+struct Readdir {
+    dir: u64,
+    fh: Option<u64>,
+    offset: u64,
+    seen: u32,
+    done: bool,
+}
+
+/// What one READDIRPLUS reply held: entries and the offset to continue from.
+fn direntplus(payload: &[u8]) -> Result<(u32, Option<u64>), String> {
+    let (mut rest, mut count, mut last) = (payload, 0, None);
+    while !rest.is_empty() {
+        let (_, after) = EntryOut::read_from_prefix(rest).map_err(|_| "short direntplus")?;
+        let (dirent, names) = Dirent::read_from_prefix(after).map_err(|_| "short dirent")?;
+        let len = (dirent.namelen as usize).next_multiple_of(8);
+        if dirent.namelen == 0 || names.len() < len {
+            return Err("a truncated dirent".into());
+        }
+        rest = &names[len..];
+        count += 1;
+        last = Some(dirent.off);
+    }
+    Ok((count, last))
+}
+
+impl Lane for Readdir {
+    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+        match (self.fh, self.done) {
+            (None, _) => {
+                body.extend_from_slice(OpenIn { flags: 0o200_000, open_flags: 0 }.as_bytes());
+                (Opcode::Opendir, self.dir, OUT + 16)
+            }
+            (Some(fh), false) => {
+                let read = ReadIn { fh, offset: self.offset, size: 4096, ..ReadIn::default() };
+                body.extend_from_slice(read.as_bytes());
+                (Opcode::Readdirplus, self.dir, OUT + 4096)
+            }
+            (Some(fh), true) => {
+                body.extend_from_slice(ReleaseIn { fh, ..ReleaseIn::default() }.as_bytes());
+                (Opcode::Releasedir, self.dir, OUT)
+            }
+        }
+    }
+
+    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+        match (self.fh, self.done) {
+            (None, _) => {
+                let open = OpenOut::read_from_prefix(payload).map_err(|_| "short OPENDIR reply")?;
+                self.fh = Some(open.0.fh);
+                (self.offset, self.seen) = (0, 0);
+            }
+            (Some(_), false) => {
+                let (count, last) = direntplus(payload)?;
+                self.seen += count;
+                match last {
+                    Some(offset) => self.offset = offset,
+                    None if self.seen < BIG_ENTRIES => {
+                        return Err(format!("READDIRPLUS ended after {} entries", self.seen));
+                    }
+                    None => self.done = true,
+                }
+            }
+            (Some(_), true) => (self.fh, self.done) = (None, false),
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        0
+    }
+}

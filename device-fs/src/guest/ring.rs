@@ -1,0 +1,307 @@
+//! One virtio-fs request queue as a guest driver keeps it: a split ring with a number of request
+//! slots, each a two-descriptor chain — the request (device-readable), then room for the reply
+//! (device-writable) — with its own buffers in guest memory, so that many requests can be in
+//! flight at once.
+//!
+//! [`GuestRing::submit`] writes a request into a free slot and makes its chain available;
+//! [`GuestRing::kick`] tells the device (once per batch, as a driver does);
+//! [`GuestRing::complete`] takes the next used chain and checks what the device must get right
+//! — the chain it names is one in flight, the bytes it reports fit the reply buffer and match the
+//! reply header's length, the header's `unique` is the request's. It does not interpret reply
+//! payloads.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use vhu_transport_std::client::{eventfd, VringStart};
+use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::GuestError;
+use crate::fuse::abi::{InHeader, OutHeader};
+use crate::fuse::Opcode;
+
+/// Where a ring and its slots live in guest memory, and how large they are.
+#[derive(Clone, Copy, Debug)]
+pub struct RingLayout {
+    /// Guest address of the ring (descriptor table, then available and used rings).
+    pub ring: u64,
+    /// Ring entries: at least two per slot.
+    pub size: u16,
+    /// Requests in flight at once.
+    pub slots: u16,
+    /// Guest address of the first slot's buffers; each slot's follow.
+    pub buffers: u64,
+    /// Bytes of one request (header included).
+    pub request_max: u32,
+    /// Bytes of one reply (header included).
+    pub reply_max: u32,
+}
+
+impl RingLayout {
+    /// Bytes the ring itself takes (split layout, 4 KiB aligned to keep slots page-aligned).
+    pub fn ring_bytes(size: u16) -> u64 {
+        let n = u64::from(size);
+        let used = (16 * n + 6 + 2 * n + 3) & !3;
+        (used + 6 + 8 * n).next_multiple_of(4096)
+    }
+
+    /// Bytes one slot's buffers take.
+    pub fn slot_bytes(&self) -> u64 {
+        (u64::from(self.request_max) + u64::from(self.reply_max)).next_multiple_of(4096)
+    }
+
+    /// One past the last byte the ring and its slots use.
+    pub fn end(&self) -> u64 {
+        self.buffers + u64::from(self.slots) * self.slot_bytes()
+    }
+
+    fn request(&self, slot: u16) -> u64 {
+        self.buffers + u64::from(slot) * self.slot_bytes()
+    }
+
+    fn reply(&self, slot: u16) -> u64 {
+        self.request(slot) + u64::from(self.request_max)
+    }
+
+    fn available(&self) -> u64 {
+        self.ring + 16 * u64::from(self.size)
+    }
+
+    fn used(&self) -> u64 {
+        (self.available() + 6 + 2 * u64::from(self.size) + 3) & !3
+    }
+}
+
+/// A request in flight in a slot.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    unique: u64,
+    opcode: Opcode,
+    sent: Instant,
+    /// Bytes of room the reply was given.
+    room: u32,
+}
+
+/// A request the device answered.
+#[derive(Debug)]
+pub struct Completed<'a> {
+    /// The request.
+    pub opcode: Opcode,
+    /// Its `unique`.
+    pub unique: u64,
+    /// From [`GuestRing::submit`] to the used entry being seen.
+    pub latency: Duration,
+    /// The reply's errno (positive; 0 for success).
+    pub errno: i32,
+    /// The reply after its header (empty for FORGET, which has none).
+    pub payload: &'a [u8],
+}
+
+/// A guest-driven request queue; see the module docs.
+#[derive(Debug)]
+pub struct GuestRing {
+    memory: GuestMemoryMmap,
+    layout: RingLayout,
+    call: OwnedFd,
+    kick: OwnedFd,
+    slots: Vec<Option<InFlight>>,
+    free: Vec<u16>,
+    next_avail: u16,
+    used_seen: u16,
+    reply: Vec<u8>,
+}
+
+impl GuestRing {
+    /// Lays the ring out in `memory` (the chains of every slot are written once, here).
+    pub fn new(memory: GuestMemoryMmap, layout: RingLayout) -> Result<Self, GuestError> {
+        let fits = layout.slots > 0
+            && u32::from(layout.slots) * 2 <= u32::from(layout.size)
+            && layout.size.is_power_of_two()
+            && memory.address_in_range(GuestAddress(layout.end().saturating_sub(1)));
+        if !fits {
+            return Err(GuestError::Memory(format!("{layout:?} does not fit guest memory")));
+        }
+        let ring = Self {
+            memory,
+            layout,
+            call: eventfd()?,
+            kick: eventfd()?,
+            slots: vec![None; usize::from(layout.slots)],
+            free: (0..layout.slots).rev().collect(),
+            next_avail: 0,
+            used_seen: 0,
+            reply: Vec::new(),
+        };
+        for slot in 0..layout.slots {
+            let head = 2 * slot;
+            ring.write_desc(head, layout.request(slot), layout.request_max, 1, head + 1)?;
+            ring.write_desc(head + 1, layout.reply(slot), layout.reply_max, 2, 0)?;
+        }
+        Ok(ring)
+    }
+
+    /// What the front-end sends to start the ring: `host_address` turns the ring's guest
+    /// address into the front-end's user address.
+    pub fn start(&self, host_address: u64) -> VringStart<'_> {
+        VringStart::split(self.layout.size, host_address, self.call.as_fd(), self.kick.as_fd())
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> RingLayout {
+        self.layout
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Whether a slot is free.
+    pub fn has_room(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    fn mem<T>(r: Result<T, impl std::fmt::Display>) -> Result<T, GuestError> {
+        r.map_err(|e| GuestError::Memory(e.to_string()))
+    }
+
+    fn write_desc(
+        &self,
+        index: u16,
+        addr: u64,
+        len: u32,
+        flags: u16,
+        next: u16,
+    ) -> Result<(), GuestError> {
+        let mut desc = [0u8; 16];
+        desc[..8].copy_from_slice(&addr.to_le_bytes());
+        desc[8..12].copy_from_slice(&len.to_le_bytes());
+        desc[12..14].copy_from_slice(&flags.to_le_bytes());
+        desc[14..].copy_from_slice(&next.to_le_bytes());
+        let at = GuestAddress(self.layout.ring + 16 * u64::from(index));
+        Self::mem(self.memory.write_slice(&desc, at))
+    }
+
+    /// Writes `header` (its `len` set here) and `body` into a free slot and makes the chain
+    /// available, with `reply` bytes of room for the answer (at most the slot's: a Linux guest
+    /// gives exactly what the request's reply takes, a READ's size, and some back-ends fill all
+    /// the room they get); the device hears of it at the next [`GuestRing::kick`].
+    pub fn submit(
+        &mut self,
+        mut header: InHeader,
+        body: &[&[u8]],
+        reply: u32,
+    ) -> Result<(), GuestError> {
+        let len = size_of::<InHeader>() + body.iter().map(|b| b.len()).sum::<usize>();
+        if len > self.layout.request_max as usize {
+            return Err(GuestError::TooLarge(len));
+        }
+        if reply > self.layout.reply_max {
+            return Err(GuestError::TooLarge(reply as usize));
+        }
+        let opcode = Opcode::from_u32(header.opcode)
+            .ok_or_else(|| GuestError::Memory(format!("unknown opcode {}", header.opcode)))?;
+        let slot = self.free.pop().ok_or(GuestError::TooLarge(self.slots.len() + 1))?;
+        header.len = len as u32;
+        let mut at = self.layout.request(slot);
+        Self::mem(self.memory.write_slice(header.as_bytes(), GuestAddress(at)))?;
+        at += size_of::<InHeader>() as u64;
+        for part in body {
+            Self::mem(self.memory.write_slice(part, GuestAddress(at)))?;
+            at += part.len() as u64;
+        }
+        // The request descriptor carries exactly the request, the reply's the room given.
+        let len_at = GuestAddress(self.layout.ring + 16 * u64::from(2 * slot) + 8);
+        Self::mem(self.memory.write_obj((len as u32).to_le(), len_at))?;
+        Self::mem(self.memory.write_obj(reply.to_le(), GuestAddress(len_at.0 + 16)))?;
+        let avail = self.layout.available();
+        let entry = u64::from(self.next_avail % self.layout.size);
+        Self::mem(self.memory.write_obj((2 * slot).to_le(), GuestAddress(avail + 4 + 2 * entry)))?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        fence(Ordering::Release);
+        Self::mem(self.memory.write_obj(self.next_avail.to_le(), GuestAddress(avail + 2)))?;
+        self.slots[usize::from(slot)] =
+            Some(InFlight { unique: header.unique, opcode, sent: Instant::now(), room: reply });
+        Ok(())
+    }
+
+    /// Tells the device that chains are available.
+    pub fn kick(&self) -> Result<(), GuestError> {
+        fence(Ordering::SeqCst);
+        rustix::io::write(&self.kick, &1u64.to_ne_bytes())
+            .map(drop)
+            .map_err(|e| GuestError::Memory(format!("kick: {e}")))
+    }
+
+    /// The next used chain, waiting for it up to `wait` (`None` at once when there is none).
+    pub fn complete(&mut self, wait: Duration) -> Result<Option<Completed<'_>>, GuestError> {
+        let used = self.layout.used();
+        let deadline = Instant::now() + wait;
+        loop {
+            let idx: u16 = Self::mem(self.memory.read_obj(GuestAddress(used + 2)))?;
+            if u16::from_le(idx) != self.used_seen {
+                fence(Ordering::Acquire);
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // Look at the ring again now and then even without a call, in case one is lost.
+            let slice = left.min(Duration::from_millis(100));
+            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: slice.as_nanos() as i64 };
+            let mut fds = [rustix::event::PollFd::new(&self.call, rustix::event::PollFlags::IN)];
+            if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) {
+                let _ = rustix::io::read(&self.call, &mut [0u8; 8]);
+            }
+        }
+        let entry = used + 4 + 8 * u64::from(self.used_seen % self.layout.size);
+        let id: u32 = u32::from_le(Self::mem(self.memory.read_obj(GuestAddress(entry)))?);
+        let written: u32 = u32::from_le(Self::mem(self.memory.read_obj(GuestAddress(entry + 4)))?);
+        self.used_seen = self.used_seen.wrapping_add(1);
+        let slot = u16::try_from(id / 2).ok().filter(|s| id % 2 == 0 && *s < self.layout.slots);
+        let Some(request) = slot.and_then(|s| self.slots[usize::from(s)].take()) else {
+            return Err(GuestError::BadReply {
+                opcode: Opcode::Init,
+                what: format!("used chain {id} is not a request in flight"),
+            });
+        };
+        // Cannot fail: `slot` was checked above.
+        let slot = slot.unwrap_or(0);
+        self.free.push(slot);
+        let latency = request.sent.elapsed();
+        let bad = |what: String| GuestError::BadReply { opcode: request.opcode, what };
+        if written > request.room {
+            return Err(bad(format!("{written} bytes used of a {}-byte buffer", request.room)));
+        }
+        if matches!(request.opcode, Opcode::Forget | Opcode::BatchForget) {
+            self.reply.clear();
+            return Ok(Some(Completed {
+                opcode: request.opcode,
+                unique: request.unique,
+                latency,
+                errno: 0,
+                payload: &self.reply,
+            }));
+        }
+        self.reply.resize(written as usize, 0);
+        Self::mem(self.memory.read_slice(&mut self.reply, GuestAddress(self.layout.reply(slot))))?;
+        let (head, _) =
+            OutHeader::read_from_prefix(&self.reply).map_err(|_| bad("short header".into()))?;
+        if head.unique != request.unique {
+            return Err(bad(format!("unique {} for {}", head.unique, request.unique)));
+        }
+        if head.len != written {
+            return Err(bad(format!("header says {} bytes, the used ring {written}", head.len)));
+        }
+        Ok(Some(Completed {
+            opcode: request.opcode,
+            unique: request.unique,
+            latency,
+            errno: -head.error,
+            payload: &self.reply[size_of::<OutHeader>()..],
+        }))
+    }
+}
