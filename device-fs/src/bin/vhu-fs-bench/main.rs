@@ -49,7 +49,7 @@ struct Options {
     /// Requests in flight per queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     depth: u16,
-    /// Requests per run, over every queue.
+    /// Requests per run, over every queue (large I/O moves at most 1 GiB a run).
     #[arg(long, default_value_t = 20_000)]
     requests: u64,
     /// Runs of each target per workload.
@@ -228,11 +228,14 @@ fn main() -> ExitCode {
     };
     let mut all: Vec<(Workload, Vec<Vec<Summary>>)> = Vec::new();
     for workload in workloads {
+        // Large I/O moves at most a GiB a run.
+        let cap = (1u64 << 30) / u64::from(workload.request_size(1 << 20).max(4096));
+        let lanes = u64::from(options.queues) * u64::from(options.depth);
         let plan = Plan {
             workload,
             queues: options.queues,
             depth: options.depth,
-            requests: options.requests,
+            requests: options.requests.min(cap).max(lanes),
         };
         let mut runs = vec![Vec::new(); targets.len()];
         for round in 0..options.rounds {

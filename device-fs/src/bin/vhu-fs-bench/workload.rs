@@ -10,8 +10,8 @@
 use zerocopy::{FromBytes, IntoBytes};
 
 use vhu_device_fs::fuse::abi::{
-    AttrOut, CreateIn, Dirent, EntryOut, GetattrIn, OpenIn, OpenOut, ReadIn, ReleaseIn, WriteIn,
-    WriteOut,
+    AttrOut, CreateIn, Dirent, EntryOut, ForgetIn, GetattrIn, OpenIn, OpenOut, ReadIn, ReleaseIn,
+    WriteIn, WriteOut,
 };
 use vhu_device_fs::fuse::Opcode;
 
@@ -40,7 +40,8 @@ pub(crate) enum Workload {
     SeqWrite1m,
     /// LOOKUP then GETATTR of existing files.
     LookupGetattr,
-    /// CREATE, WRITE 4 KiB, RELEASE, UNLINK of a new file, as a non-root guest user.
+    /// CREATE, WRITE 4 KiB, RELEASE, UNLINK (and FORGET) of a new file, as a non-root guest
+    /// user.
     CreateWriteUnlink,
     /// OPENDIR, READDIRPLUS to the end, RELEASEDIR of a 10 000-entry directory.
     Readdirplus,
@@ -294,7 +295,8 @@ impl Lane for LookupGetattr {
     }
 }
 
-/// CREATE a new file, WRITE 4 KiB to it, RELEASE it, UNLINK it.
+/// CREATE a new file, WRITE 4 KiB to it, RELEASE it, UNLINK it, FORGET its node as the guest
+/// does when it evicts the inode.
 struct Create {
     id: u32,
     serial: u64,
@@ -330,9 +332,14 @@ impl Lane for Create {
                 );
                 (Opcode::Release, self.node, OUT)
             }
-            _ => {
+            3 => {
                 body.extend_from_slice(&self.name);
                 (Opcode::Unlink, 1, OUT)
+            }
+            _ => {
+                // The guest drops the unlinked inode: the back-end may let its file go.
+                body.extend_from_slice(ForgetIn { nlookup: 1 }.as_bytes());
+                (Opcode::Forget, self.node, 0)
             }
         }
     }
@@ -356,7 +363,7 @@ impl Lane for Create {
             }
             _ => {}
         }
-        self.step = (self.step + 1) % 4;
+        self.step = (self.step + 1) % 5;
         Ok(())
     }
 
