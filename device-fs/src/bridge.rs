@@ -1,12 +1,35 @@
 //! Connects the FUSE server's byte streams to virtqueue chains.
 //!
-//! Implements [`RequestReader`] for [`virtq::Reader`] and [`ReplyWriter`] for [`virtq::Writer`]; it
-//! adds no behaviour of its own.
+//! Implements [`RequestReader`] for [`virtq::Reader`] and [`ReplyWriter`] for [`virtq::Writer`];
+//! a WRITE's data goes from the chain's readable buffers to the file with `pwritev`, a READ's
+//! from the file into the writable buffers with `preadv`, on the host memory `vm-memory` maps for
+//! them — no copy through the daemon. It adds no behaviour of its own.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use vm_memory::GuestMemory;
 
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
-use vhu_transport_std::virtq;
+use vhu_transport_std::virtq::{self, HostSlice};
+
+/// Most buffers one `preadv`/`pwritev` takes (`IOV_MAX`); longer chains take several calls.
+const IOV_MAX: usize = 1024;
+
+fn iovecs(slices: &[HostSlice]) -> Vec<libc::iovec> {
+    slices
+        .iter()
+        .take(IOV_MAX)
+        .map(|s| libc::iovec { iov_base: s.ptr.cast(), iov_len: s.len })
+        .collect()
+}
+
+fn offset_of(offset: u64) -> std::io::Result<libc::off_t> {
+    libc::off_t::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput.into())
+}
+
+fn chain_error(_: virtq::QueueError) -> std::io::Error {
+    std::io::ErrorKind::InvalidInput.into()
+}
 
 impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
     fn remaining(&self) -> usize {
@@ -19,6 +42,31 @@ impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
             _ => Err(TransportError { len: buf.len() }),
         }
     }
+
+    fn write_file(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> std::io::Result<usize> {
+        let iov = iovecs(&self.host_slices(len).map_err(chain_error)?);
+        if iov.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: every iovec names host memory vm-memory maps for this chain's readable
+        // buffers, mapped while the reader borrows the guest memory; the kernel only reads it
+        // (a guest changing it meanwhile changes the data written, never this process).
+        let n = unsafe {
+            libc::pwritev(
+                fd.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                offset_of(offset)?,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
+        self.consume(n).map_err(chain_error)
+    }
 }
 
 impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
@@ -30,6 +78,53 @@ impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
         match self.write(buf) {
             Ok(n) if n == buf.len() => Ok(()),
             _ => Err(TransportError { len: buf.len() }),
+        }
+    }
+
+    fn read_file_ahead(
+        &mut self,
+        skip: usize,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < len {
+            let iov = iovecs(&self.host_slices(skip + done, len - done).map_err(chain_error)?);
+            if iov.is_empty() {
+                break;
+            }
+            let at = offset_of(offset + done as u64)?;
+            // SAFETY: every iovec names host memory vm-memory maps for this chain's writable
+            // buffers, mapped while the writer borrows the guest memory and written by nobody
+            // else on this side; the kernel writes at most their lengths.
+            let n =
+                unsafe { libc::preadv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
+            match n {
+                0 => break,
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let error = std::io::Error::last_os_error();
+                    if error.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_ahead(&mut self, skip: usize, buf: &[u8]) -> Result<(), TransportError> {
+        match virtq::Writer::write_ahead(self, skip, buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            _ => Err(TransportError { len: buf.len() }),
+        }
+    }
+
+    fn advance(&mut self, n: usize) -> Result<(), TransportError> {
+        match virtq::Writer::advance(self, n) {
+            Ok(done) if done == n => Ok(()),
+            _ => Err(TransportError { len: n }),
         }
     }
 }

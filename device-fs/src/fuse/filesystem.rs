@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::abi::{InitFlags, Kstatfs, Statx};
 use super::dirent::DirBuffer;
+use super::io::{ReadTarget, WriteSource};
 use super::lock::{Lock, LockRequest, LockStatus, LockWait};
 use super::types::{
     AttrReply, Context, CopyRange, Entry, FsResult, Handle, NodeId, Opened, SetAttr, XattrReply,
@@ -125,25 +126,25 @@ pub trait FileSystem {
     fn open(&self, ctx: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
         Err(Errno::NOSYS)
     }
-    /// READ up to `buf.len()` bytes at `offset`; returns the bytes read.
+    /// READ up to `dst.room()` bytes at `offset` into `dst`; returns the bytes read.
     fn read(
         &self,
         ctx: &Context,
         node: NodeId,
         handle: Handle,
         offset: u64,
-        buf: &mut [u8],
+        dst: &mut dyn ReadTarget,
     ) -> FsResult<usize> {
         Err(Errno::NOSYS)
     }
-    /// WRITE `data` at `offset` (`flags` are FUSE_WRITE_*); returns the bytes written.
+    /// WRITE what `src` holds at `offset` (`flags` are FUSE_WRITE_*); returns the bytes written.
     fn write(
         &self,
         ctx: &Context,
         node: NodeId,
         handle: Handle,
         offset: u64,
-        data: &[u8],
+        src: &mut dyn WriteSource,
         flags: u32,
     ) -> FsResult<usize> {
         Err(Errno::NOSYS)

@@ -18,7 +18,7 @@ mod types;
 
 pub use dirent::{AddError, DirBuffer, MAX_DIRENT_NAME};
 pub use filesystem::FileSystem;
-pub use io::{ReplyWriter, RequestReader, TransportError, VecWriter};
+pub use io::{ReadTarget, ReplyWriter, RequestReader, TransportError, VecWriter, WriteSource};
 pub use lock::{Cancel, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
 pub use opcode::Opcode;
 pub use server::{

@@ -30,13 +30,6 @@ impl AlignedBuf {
         Ok(Self { storage, start, len })
     }
 
-    /// A buffer holding a copy of `data`.
-    pub(super) fn copy_of(data: &[u8]) -> Result<Self, Errno> {
-        let mut buf = Self::new(data.len())?;
-        buf.as_mut_slice().copy_from_slice(data);
-        Ok(buf)
-    }
-
     pub(super) fn as_slice(&self) -> &[u8] {
         &self.storage[self.start..self.start + self.len]
     }
@@ -54,7 +47,8 @@ mod tests {
     fn buffers_start_aligned_and_hold_their_data() {
         for len in [0, 1, 511, 4096, 65536 + 3] {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let buf = AlignedBuf::copy_of(&data).expect("buffer");
+            let mut buf = AlignedBuf::new(len).expect("buffer");
+            buf.as_mut_slice().copy_from_slice(&data);
             assert_eq!(buf.as_slice().as_ptr() as usize % ALIGN, 0, "len {len}");
             assert_eq!(buf.as_slice(), &data[..]);
         }

@@ -3,6 +3,8 @@
 //! operation logic lives here.
 
 use std::ffi::CStr;
+
+use crate::fuse::{ReadTarget, WriteSource};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -151,8 +153,15 @@ impl FileSystem for PassthroughFs {
     fn open(&self, _: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
         self.as_daemon(|| self.do_open(node, flags, open_flags))
     }
-    fn read(&self, _: &Context, n: NodeId, h: Handle, off: u64, buf: &mut [u8]) -> FsResult<usize> {
-        self.as_daemon(|| self.do_read(n, h, off, buf))
+    fn read(
+        &self,
+        _: &Context,
+        n: NodeId,
+        h: Handle,
+        off: u64,
+        dst: &mut dyn ReadTarget,
+    ) -> FsResult<usize> {
+        self.as_daemon(|| self.do_read(n, h, off, dst))
     }
     fn write(
         &self,
@@ -160,10 +169,10 @@ impl FileSystem for PassthroughFs {
         n: NodeId,
         h: Handle,
         off: u64,
-        data: &[u8],
+        src: &mut dyn WriteSource,
         flags: u32,
     ) -> FsResult<usize> {
-        self.as_daemon(|| self.do_write(n, h, off, data, flags))
+        self.as_daemon(|| self.do_write(n, h, off, src, flags))
     }
     fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
         self.as_daemon(|| attr::statfs_fd(&self.inode(node)?.fd))

@@ -18,7 +18,7 @@ use super::direct::AlignedBuf;
 use super::names::validate;
 use super::{Config, PassthroughFs};
 use crate::fuse::abi::{OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID};
-use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened};
+use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened, ReadTarget, WriteSource};
 
 /// An O_PATH descriptor, never followed further.
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
@@ -79,6 +79,11 @@ fn transfer_full(
 
 /// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
 /// the guest).
+/// The errno of an I/O error (EIO when it has none).
+fn io_errno(error: &std::io::Error) -> Errno {
+    Errno::from_io_error(error).unwrap_or(Errno::IO)
+}
+
 fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     transfer_full(buf.len(), offset, |done, at| rustix::io::pread(&fd, &mut buf[done..], at))
 }
@@ -195,38 +200,48 @@ impl PassthroughFs {
         }
     }
 
+    /// READ: straight from the file into `dst` (the guest's buffers); through an aligned
+    /// buffer when the file is open with O_DIRECT.
     pub(super) fn do_read(
         &self,
         node: NodeId,
         handle: Handle,
         offset: u64,
-        buf: &mut [u8],
+        dst: &mut dyn ReadTarget,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
         if !h.direct {
-            return pread_full(&h.fd, buf, offset);
+            return dst.read_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }
-        let mut aligned = AlignedBuf::new(buf.len())?;
+        let mut aligned = AlignedBuf::new(dst.room())?;
         let n = pread_full(&h.fd, aligned.as_mut_slice(), offset)?;
-        buf[..n].copy_from_slice(&aligned.as_slice()[..n]);
-        Ok(n)
+        dst.copy_in(&aligned.as_slice()[..n]).map_err(|e| io_errno(&e))
     }
 
+    /// WRITE: straight from `src` (the guest's buffers) to the file; through an aligned buffer
+    /// when the file is open with O_DIRECT.
     pub(super) fn do_write(
         &self,
         node: NodeId,
         handle: Handle,
         offset: u64,
-        data: &[u8],
+        src: &mut dyn WriteSource,
         flags: u32,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
+        let kill = flags & WRITE_KILL_SUIDGID != 0;
+        if !kill && !h.direct {
+            // Nothing to clear: no need to look the inode up.
+            return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
+        }
         let inode = self.inode(node)?;
-        self.killing_priv(&inode, flags & WRITE_KILL_SUIDGID != 0, || {
+        self.killing_priv(&inode, kill, || {
             if !h.direct {
-                return pwrite_full(&h.fd, data, offset);
+                return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
             }
-            pwrite_full(&h.fd, AlignedBuf::copy_of(data)?.as_slice(), offset)
+            let mut aligned = AlignedBuf::new(src.len())?;
+            src.copy_out(aligned.as_mut_slice()).map_err(|e| io_errno(&e))?;
+            pwrite_full(&h.fd, aligned.as_slice(), offset)
         })
     }
 

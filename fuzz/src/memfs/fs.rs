@@ -8,7 +8,7 @@ use rustix::io::Errno;
 use vhu_device_fs::fuse::abi::{InitFlags, Kstatfs};
 use vhu_device_fs::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
-    SetAttr, SetTime, XattrReply,
+    ReadTarget, SetAttr, SetTime, WriteSource, XattrReply,
 };
 
 use super::{
@@ -238,15 +238,14 @@ impl FileSystem for MemFs {
         node: NodeId,
         handle: Handle,
         offset: u64,
-        buf: &mut [u8],
+        dst: &mut dyn ReadTarget,
     ) -> FsResult<usize> {
         let mut s = self.state();
         s.handle(node, handle, false)?;
         let data = s.file_data(node.0)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
-        let n = (data.len() - start).min(buf.len());
-        buf[..n].copy_from_slice(&data[start..start + n]);
-        Ok(n)
+        let n = (data.len() - start).min(dst.room());
+        dst.copy_in(&data[start..start + n]).map_err(|_| Errno::IO)
     }
 
     fn write(
@@ -255,9 +254,12 @@ impl FileSystem for MemFs {
         node: NodeId,
         handle: Handle,
         offset: u64,
-        data: &[u8],
+        src: &mut dyn WriteSource,
         _flags: u32,
     ) -> FsResult<usize> {
+        let mut data = vec![0; src.len()];
+        src.copy_out(&mut data).map_err(|_| Errno::IO)?;
+        let data = &data[..];
         let mut s = self.state();
         s.handle(node, handle, false)?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::FBIG)?;

@@ -2,9 +2,12 @@
 //!
 //! [`Reader`] consumes the device-readable part of a chain in order, [`Writer`] fills the
 //! device-writable part in order. Both only move bytes through `vm-memory` (so every access is bounds
-//! checked) and track how far they got; they never interpret what they copy.
+//! checked) and track how far they got; they never interpret what they copy. For I/O that goes
+//! straight between a file and guest memory, both also name the host memory of a span of their
+//! buffers ([`HostSlice`]s, each checked by `vm-memory` to lie in a mapped region), so a device
+//! can hand it to `preadv`/`pwritev` without a copy through its own memory.
 
-use vm_memory::{Address, Bytes, GuestMemory};
+use vm_memory::{Address, Bytes, GuestMemory, Permissions};
 
 use super::chain::{DescriptorChain, Segment};
 use super::error::QueueError;
@@ -58,6 +61,38 @@ impl Cursor {
     }
 }
 
+/// Host memory of part of a chain's buffer: where `vm-memory` maps it and how long it is. Valid
+/// while the guest memory it came from is; the guest may change it at any time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSlice {
+    /// Host address of the first byte.
+    pub ptr: *mut u8,
+    /// Bytes.
+    pub len: usize,
+}
+
+/// The host slices of `len` bytes starting `skip` bytes past `cursor`.
+fn host_slices<M: GuestMemory + ?Sized>(
+    mem: &M,
+    segments: &[Segment],
+    mut cursor: Cursor,
+    skip: usize,
+    len: usize,
+) -> Result<Vec<HostSlice>, QueueError> {
+    cursor.advance(segments, skip, |_, _, _| Ok(()))?;
+    let mut out = Vec::new();
+    cursor.advance(segments, len, |addr, _, n| {
+        let slices =
+            mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
+        for slice in slices {
+            let slice = slice.map_err(|_| mem_err(addr, n))?;
+            out.push(HostSlice { ptr: slice.ptr_guard_mut().as_ptr(), len: slice.len() });
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 fn mem_err(addr: vm_memory::GuestAddress, len: usize) -> QueueError {
     QueueError::Memory { addr: addr.raw_value(), len: len as u64 }
 }
@@ -91,6 +126,17 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
         self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
             mem.read_slice(&mut buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
         })
+    }
+
+    /// The host memory of the next `len` bytes (fewer when the chain has fewer), without
+    /// consuming them; [`Reader::consume`] them once used.
+    pub fn host_slices(&self, len: usize) -> Result<Vec<HostSlice>, QueueError> {
+        host_slices(self.mem, self.segments, self.cursor, 0, len)
+    }
+
+    /// Consumes `n` bytes used through [`Reader::host_slices`]; returns how many there were.
+    pub fn consume(&mut self, n: usize) -> Result<usize, QueueError> {
+        self.cursor.advance(self.segments, n, |_, _, _| Ok(()))
     }
 }
 
@@ -129,6 +175,30 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         let n = self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
             mem.write_slice(&buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
         })?;
+        self.written += n;
+        Ok(n)
+    }
+
+    /// The host memory of `len` bytes starting `skip` bytes past the position (fewer when the
+    /// chain has fewer), without moving it: for data placed behind a header written later.
+    pub fn host_slices(&self, skip: usize, len: usize) -> Result<Vec<HostSlice>, QueueError> {
+        host_slices(self.mem, self.segments, self.cursor, skip, len)
+    }
+
+    /// Copies `buf` to `skip` bytes past the position, without moving it; returns how many
+    /// bytes fit.
+    pub fn write_ahead(&self, skip: usize, buf: &[u8]) -> Result<usize, QueueError> {
+        let mut cursor = self.cursor;
+        cursor.advance(self.segments, skip, |_, _, _| Ok(()))?;
+        let mem = self.mem;
+        cursor.advance(self.segments, buf.len(), |addr, at, n| {
+            mem.write_slice(&buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
+        })
+    }
+
+    /// Moves the position past `n` bytes placed there earlier (they count as written).
+    pub fn advance(&mut self, n: usize) -> Result<usize, QueueError> {
+        let n = self.cursor.advance(self.segments, n, |_, _, _| Ok(()))?;
         self.written += n;
         Ok(n)
     }

@@ -33,7 +33,7 @@ pub use desc::{
     RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, USED_F_NO_NOTIFY,
 };
 pub use error::{QueueError, Ring};
-pub use io::{Reader, Writer};
+pub use io::{HostSlice, Reader, Writer};
 pub use notify::{need_event, packed_need_event};
 pub use packed::{PackedQueue, PackedQueueState};
 pub use serve::{end_turn, serve_turn, ChainQueue, ChainService};

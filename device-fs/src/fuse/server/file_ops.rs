@@ -8,9 +8,10 @@ use rustix::io::Errno;
 use super::{OpResult, Reply, Request, Server};
 use crate::fuse::abi::{
     AccessIn, CopyFileRangeIn, CreateIn, EntryOut, FallocateIn, FlushIn, FsyncIn, LseekIn,
-    LseekOut, OpenIn, OpenOut, ReadIn, ReleaseIn, WriteIn, WriteOut, FSYNC_FDATASYNC,
+    LseekOut, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, WriteIn, WriteOut, FSYNC_FDATASYNC,
 };
 use crate::fuse::filesystem::FileSystem;
+use crate::fuse::io::{ReplyTarget, ReplyWriter, RequestReader, RequestSource};
 use crate::fuse::types::{CopyRange, Entry, Handle, NodeId, Opened};
 use zerocopy::IntoBytes;
 
@@ -42,26 +43,43 @@ impl<F: FileSystem> Server<F> {
         Ok(Reply::of(&open_out(opened)))
     }
 
-    pub(super) fn do_read(&self, mut req: Request<'_>) -> OpResult {
+    /// READ: the data goes from the file straight into the reply's buffers, behind the header
+    /// written once its length is known.
+    pub(super) fn do_read(&self, mut req: Request<'_>, writer: &mut dyn ReplyWriter) -> OpResult {
         let args: ReadIn = req.take()?;
-        let size = args.size.min(self.config().max_write()) as usize;
-        let mut buf = vec![0u8; size];
-        let n = self.fs.read(&req.ctx(), req.node(), Handle(args.fh), args.offset, &mut buf)?;
-        buf.truncate(n.min(size));
-        Ok(Reply::Payload(buf))
+        let header = size_of::<OutHeader>();
+        let room = writer.remaining().saturating_sub(header);
+        let size = (args.size.min(self.config().max_write()) as usize).min(room);
+        let mut target = ReplyTarget { writer, skip: header, len: size };
+        let n = self.fs.read(&req.ctx(), req.node(), Handle(args.fh), args.offset, &mut target)?;
+        Ok(Reply::Placed(n.min(size)))
     }
 
-    pub(super) fn do_write(&self, mut req: Request<'_>) -> OpResult {
+    /// WRITE: the data goes from the request's buffers straight to the file when it was left
+    /// there (`unread` bytes of it), else from the body.
+    pub(super) fn do_write(
+        &self,
+        mut req: Request<'_>,
+        reader: &mut dyn RequestReader,
+        unread: Option<usize>,
+    ) -> OpResult {
         let args: WriteIn = req.take()?;
-        let data = req.bytes(args.size as usize)?;
-        let n = self.fs.write(
-            &req.ctx(),
-            req.node(),
-            Handle(args.fh),
-            args.offset,
-            data,
-            args.write_flags,
-        )?;
+        let size = args.size as usize;
+        let (ctx, node, fh) = (req.ctx(), req.node(), Handle(args.fh));
+        let n = match unread {
+            Some(unread) => {
+                // The header's length must account for exactly the data announced.
+                if size != unread {
+                    return Err(Errno::INVAL);
+                }
+                let mut source = RequestSource { reader, len: size };
+                self.fs.write(&ctx, node, fh, args.offset, &mut source, args.write_flags)?
+            }
+            None => {
+                let mut data = req.bytes(size)?;
+                self.fs.write(&ctx, node, fh, args.offset, &mut data, args.write_flags)?
+            }
+        };
         write_out(n)
     }
 

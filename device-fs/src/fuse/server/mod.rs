@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustix::io::Errno;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::abi::{InHeader, InitFlags, OutHeader};
+use super::abi::{InHeader, InitFlags, OutHeader, WriteIn};
 use super::filesystem::FileSystem;
 use super::io::{ReplyWriter, RequestReader, TransportError};
 use super::lock::Cancel;
@@ -122,6 +122,9 @@ enum Reply {
     Deferred(u64),
     /// Send a success reply with this payload.
     Payload(Vec<u8>),
+    /// Send a success reply whose payload, this many bytes, is already in place behind the
+    /// header (a READ's data, read straight into the reply's buffers).
+    Placed(usize),
 }
 
 impl Reply {
@@ -135,6 +138,27 @@ impl Reply {
 }
 
 type OpResult = Result<Reply, Errno>;
+
+/// A request's two streams, and where a deferred reply goes.
+struct Streams<'a> {
+    reader: &'a mut dyn RequestReader,
+    writer: &'a mut dyn ReplyWriter,
+    defer: Option<&'a Arc<dyn Defer>>,
+}
+
+/// What READ and WRITE move in place: the reply's buffers, and the request's bytes not read
+/// into the body (a WRITE's data).
+struct Data<'a> {
+    reader: &'a mut dyn RequestReader,
+    /// Bytes of a WRITE's data left in the reader (`None`: the data is in the body).
+    unread: Option<usize>,
+    writer: &'a mut dyn ReplyWriter,
+}
+
+/// The body length the header announces.
+fn read_len(header: &InHeader) -> usize {
+    (header.len as usize).saturating_sub(size_of::<InHeader>())
+}
 
 /// A FUSE server over a [`FileSystem`].
 pub struct Server<F: FileSystem> {
@@ -252,12 +276,19 @@ impl<F: FileSystem> Server<F> {
         let header =
             InHeader::read_from_bytes(&raw).map_err(|_| ServerError::ShortHeader { got })?;
         let opcode = Opcode::from_u32(header.opcode);
-        let result = self.body_and_dispatch(&header, opcode, reader, defer);
+        let result = self.body_and_dispatch(&header, opcode, Streams { reader, writer, defer });
         log_request(&header, opcode, &result);
         let written = match result {
             Ok(Reply::None) => 0,
             Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
             Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p)?,
+            Ok(Reply::Placed(n)) => {
+                let len = size_of::<OutHeader>() + n;
+                let out = OutHeader { len: len as u32, error: 0, unique: header.unique };
+                writer.write_all(out.as_bytes())?;
+                writer.advance(n)?;
+                len
+            }
             Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[])?,
         };
         Ok(Handled::Replied(written))
@@ -267,9 +298,9 @@ impl<F: FileSystem> Server<F> {
         &self,
         header: &InHeader,
         opcode: Option<Opcode>,
-        reader: &mut dyn RequestReader,
-        defer: Option<&Arc<dyn Defer>>,
+        streams: Streams<'_>,
     ) -> OpResult {
+        let Streams { reader, writer, defer } = streams;
         // Every malformed-request answer goes through `reply_less_or`: FORGET, BATCH_FORGET and
         // INTERRUPT never get a reply, not even an error (the guest does not wait for one).
         let Some(body_len) = (header.len as usize).checked_sub(size_of::<InHeader>()) else {
@@ -279,10 +310,17 @@ impl<F: FileSystem> Server<F> {
         if body_len > reader.remaining() || body_len > limit {
             return reply_less_or(opcode, Errno::INVAL);
         }
-        let mut body = vec![0u8; body_len];
+        // A WRITE's data stays in the request's buffers, to go from there to the file; the
+        // arguments are read (request extensions, after the data, need the whole body).
+        let in_place = opcode == Some(Opcode::Write)
+            && header.total_extlen == 0
+            && body_len >= size_of::<WriteIn>();
+        let read = if in_place { size_of::<WriteIn>() } else { body_len };
+        let mut body = vec![0u8; read];
         if reader.read_exact(&mut body).is_err() {
             return reply_less_or(opcode, Errno::IO);
         }
+        let body_len = read;
         let ext_len = usize::from(header.total_extlen) * 8;
         let Some(args_len) = body_len.checked_sub(ext_len) else {
             return reply_less_or(opcode, Errno::INVAL);
@@ -302,7 +340,9 @@ impl<F: FileSystem> Server<F> {
         if self.config.read_only && op.modifies() {
             return Err(Errno::ROFS);
         }
-        self.dispatch(op, req, &session, defer)
+        let unread = in_place.then(|| read_len(header) - read);
+        let data = Data { reader, unread, writer };
+        self.dispatch(op, req, &session, defer, data)
     }
 
     fn dispatch(
@@ -311,6 +351,7 @@ impl<F: FileSystem> Server<F> {
         req: Request<'_>,
         session: &Session,
         defer: Option<&Arc<dyn Defer>>,
+        data: Data<'_>,
     ) -> OpResult {
         match op {
             Opcode::Init => self.do_init(req),
@@ -336,8 +377,8 @@ impl<F: FileSystem> Server<F> {
             Opcode::Link => self.do_link(req),
             Opcode::Statfs => self.do_statfs(req),
             Opcode::Open => self.do_open(req),
-            Opcode::Read => self.do_read(req),
-            Opcode::Write => self.do_write(req),
+            Opcode::Read => self.do_read(req, data.writer),
+            Opcode::Write => self.do_write(req, data.reader, data.unread),
             Opcode::Release => self.do_release(req),
             Opcode::Fsync => self.do_fsync(req),
             Opcode::Flush => self.do_flush(req),
