@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use vm_memory::GuestMemory;
 
+use crate::fuse::until_done;
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
 use vhu_transport_std::virtq::{self, HostSlice};
 
@@ -88,11 +89,10 @@ impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
         offset: u64,
         len: usize,
     ) -> std::io::Result<usize> {
-        let mut done = 0;
-        while done < len {
+        until_done(len, |done| {
             let iov = iovecs(&self.host_slices(skip + done, len - done).map_err(chain_error)?);
             if iov.is_empty() {
-                break;
+                return Ok(0);
             }
             let at = offset_of(offset + done as u64)?;
             // SAFETY: every iovec names host memory vm-memory maps for this chain's writable
@@ -100,18 +100,8 @@ impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
             // else on this side; the kernel writes at most their lengths.
             let n =
                 unsafe { libc::preadv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
-            match n {
-                0 => break,
-                n if n > 0 => done += n as usize,
-                _ => {
-                    let error = std::io::Error::last_os_error();
-                    if error.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(error);
-                    }
-                }
-            }
-        }
-        Ok(done)
+            usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+        })
     }
 
     fn write_ahead(&mut self, skip: usize, buf: &[u8]) -> Result<(), TransportError> {

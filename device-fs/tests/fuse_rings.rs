@@ -90,31 +90,9 @@ fn fuse_request_over_a_virtqueue() {
         InHeader { len: 40 + 64, opcode: Opcode::Init as u32, unique: 42, ..InHeader::default() };
     mem.write_slice(hdr.as_bytes(), GuestAddress(0x4000)).expect("header");
     mem.write_slice(init.as_bytes(), GuestAddress(0x4100)).expect("init_in");
-    let descriptors = [
-        (0x4000, 40, DESC_F_NEXT, 1),
-        (0x4100, 64, DESC_F_NEXT, 2),
-        (0x5000, 16, DESC_F_WRITE | DESC_F_NEXT, 3),
-        (0x6000, 128, DESC_F_WRITE, 0),
-    ];
-    for (i, (addr, len, flags, next)) in descriptors.into_iter().enumerate() {
-        let d = Descriptor::new(addr, len, flags, next);
-        mem.write_slice(d.as_bytes(), GuestAddress(16 * i as u64)).expect("descriptor");
-    }
-    mem.write_obj(1u16.to_le(), GuestAddress(AVAIL + 2)).expect("avail idx");
-    let state = QueueState {
-        size: SIZE,
-        desc_table: 0,
-        avail_ring: AVAIL,
-        used_ring: USED,
-        ..QueueState::default()
-    };
-    let mut q = SplitQueue::new(state, &mem).expect("valid queue");
-    let chain = q.pop(&mem).expect("valid").expect("chain");
-    let mut reader = Reader::new(&mem, &chain);
-    let mut writer = Writer::new(&mem, &chain);
-    let n = server.handle(&mut reader, &mut writer).expect("handled");
-    assert_eq!(n, 16 + 64);
-    q.add_used(&mem, chain.head(), n as u32).expect("used");
+    let chain =
+        [(0x4000, 40, 0), (0x4100, 64, 0), (0x5000, 16, DESC_F_WRITE), (0x6000, 128, DESC_F_WRITE)];
+    assert_eq!(serve_chain(&server, &mem, &chain), 16 + 64);
     let mut out = [0u8; 16];
     mem.read_slice(&mut out, GuestAddress(0x5000)).expect("out header");
     let out = OutHeader::read_from_bytes(&out).expect("out header");

@@ -17,6 +17,25 @@ pub struct TransportError {
     pub len: usize,
 }
 
+/// Repeats `step(done)` — one I/O call moving bytes from position `done` on, returning how many
+/// it moved — until `len` bytes moved or a call moved none, retrying interrupted calls; returns
+/// the bytes moved.
+pub(crate) fn until_done(
+    len: usize,
+    mut step: impl FnMut(usize) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < len {
+        match step(done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// The device-readable bytes of one request.
 pub trait RequestReader {
     /// Bytes not read yet.
@@ -91,16 +110,9 @@ impl WriteSource for &[u8] {
     }
 
     fn write_file(&mut self, fd: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
-        let mut done = 0;
-        while done < self.len() {
-            match rustix::io::pwrite(fd, &self[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(done)
+        until_done(self.len(), |done| {
+            Ok(rustix::io::pwrite(fd, &self[done..], offset + done as u64)?)
+        })
     }
 
     fn copy_out(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
@@ -148,16 +160,9 @@ impl WriteSource for RequestSource<'_> {
     }
 
     fn write_file(&mut self, fd: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
-        let mut done = 0;
-        while done < self.len {
-            match self.reader.write_file(fd, offset + done as u64, self.len - done) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        until_done(self.len, |done| {
+            self.reader.write_file(fd, offset + done as u64, self.len - done)
+        })
     }
 
     fn copy_out(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
@@ -240,15 +245,9 @@ impl ReplyWriter for VecWriter {
         let len = len.min(self.remaining().saturating_sub(skip));
         let at = self.len + skip;
         let room = self.room_at(at, len).map_err(|_| std::io::ErrorKind::WriteZero)?;
-        let mut done = 0;
-        while done < room.len() {
-            match rustix::io::pread(fd, &mut room[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let done = until_done(room.len(), |done| {
+            Ok(rustix::io::pread(fd, &mut room[done..], offset + done as u64)?)
+        })?;
         self.buf.truncate(at + done);
         Ok(done)
     }

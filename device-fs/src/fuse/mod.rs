@@ -18,6 +18,7 @@ mod types;
 
 pub use dirent::{AddError, DirBuffer, MAX_DIRENT_NAME};
 pub use filesystem::FileSystem;
+pub(crate) use io::until_done;
 pub use io::{ReadTarget, ReplyWriter, RequestReader, TransportError, VecWriter, WriteSource};
 pub use lock::{Cancel, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
 pub use opcode::Opcode;
