@@ -137,16 +137,20 @@ impl GuestFs {
         ram: u64,
         layouts: &[RingLayout],
     ) -> Result<Self, GuestError> {
-        let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+        // What a Linux guest's virtio-fs driver accepts.
+        let features = VirtioFeatures::VERSION_1
+            | VirtioFeatures::PROTOCOL_FEATURES
+            | VirtioFeatures::RING_EVENT_IDX;
         let protocol = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS;
-        client.handshake(features, protocol)?;
+        let negotiated = client.handshake(features, protocol)?;
+        let event_idx = negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX);
         let ram = GuestRegion::new(0, ram)?;
         client.set_mem_table(&[ram.share()])?;
         let mut rings = Vec::new();
         for (i, layout) in layouts.iter().enumerate() {
-            let ring = GuestRing::new(ram.memory().clone(), *layout)?;
+            let ring = GuestRing::new(ram.memory().clone(), *layout, event_idx)?;
             let index = u8::try_from(i + 1).map_err(|_| GuestError::TooLarge(i + 1))?;
             client.start_vring(VringIndex(index), ring.start(ram.host_address(layout.ring)?))?;
             rings.push(ring);

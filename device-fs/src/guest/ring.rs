@@ -4,7 +4,8 @@
 //! flight at once.
 //!
 //! [`GuestRing::submit`] writes a request into a free slot and makes its chain available;
-//! [`GuestRing::kick`] tells the device (once per batch, as a driver does);
+//! [`GuestRing::kick`] tells the device (once per batch, as a driver does, and with
+//! VIRTIO_RING_F_EVENT_IDX only when the device asked to hear: virtio 1.2 §2.7.10);
 //! [`GuestRing::complete`] takes the next used chain and checks what the device must get right
 //! — the chain it names is one in flight, the bytes it reports fit the reply buffer and match the
 //! reply header's length, the header's `unique` is the request's. It does not interpret reply
@@ -21,6 +22,12 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::GuestError;
 use crate::fuse::abi::{InHeader, OutHeader};
 use crate::fuse::Opcode;
+
+/// Whether the other side asked to hear about index `new`, having been told of `old`, when it
+/// wants to hear once `event` is passed (virtio 1.2 §2.7.10).
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
 
 /// Where a ring and its slots live in guest memory, and how large they are.
 #[derive(Clone, Copy, Debug)]
@@ -111,11 +118,20 @@ pub struct GuestRing {
     next_avail: u16,
     used_seen: u16,
     reply: Vec<u8>,
+    /// VIRTIO_RING_F_EVENT_IDX was negotiated.
+    event_idx: bool,
+    /// The available index at the last kick.
+    kicked: u16,
 }
 
 impl GuestRing {
-    /// Lays the ring out in `memory` (the chains of every slot are written once, here).
-    pub fn new(memory: GuestMemoryMmap, layout: RingLayout) -> Result<Self, GuestError> {
+    /// Lays the ring out in `memory` (the chains of every slot are written once, here);
+    /// `event_idx`: VIRTIO_RING_F_EVENT_IDX was negotiated.
+    pub fn new(
+        memory: GuestMemoryMmap,
+        layout: RingLayout,
+        event_idx: bool,
+    ) -> Result<Self, GuestError> {
         let fits = layout.slots > 0
             && u32::from(layout.slots) * 2 <= u32::from(layout.size)
             && layout.size.is_power_of_two()
@@ -133,6 +149,8 @@ impl GuestRing {
             next_avail: 0,
             used_seen: 0,
             reply: Vec::new(),
+            event_idx,
+            kicked: 0,
         };
         for slot in 0..layout.slots {
             let head = 2 * slot;
@@ -227,12 +245,32 @@ impl GuestRing {
         Ok(())
     }
 
-    /// Tells the device that chains are available.
-    pub fn kick(&self) -> Result<(), GuestError> {
+    /// Tells the device that chains are available, unless (EVENT_IDX) it said it does not need
+    /// to hear of them yet.
+    pub fn kick(&mut self) -> Result<(), GuestError> {
         fence(Ordering::SeqCst);
+        let (new, old) = (self.next_avail, self.kicked);
+        self.kicked = new;
+        if self.event_idx {
+            let at = GuestAddress(self.layout.used() + 4 + 8 * u64::from(self.layout.size));
+            let event = u16::from_le(Self::mem(self.memory.read_obj(at))?);
+            if !need_event(event, new, old) {
+                return Ok(());
+            }
+        }
         rustix::io::write(&self.kick, &1u64.to_ne_bytes())
             .map(drop)
             .map_err(|e| GuestError::Memory(format!("kick: {e}")))
+    }
+
+    /// Asks (EVENT_IDX) to be notified when the next chain is used.
+    fn want_notification(&self) -> Result<(), GuestError> {
+        if self.event_idx {
+            let at = GuestAddress(self.layout.available() + 4 + 2 * u64::from(self.layout.size));
+            Self::mem(self.memory.write_obj(self.used_seen.to_le(), at))?;
+            fence(Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// The next used chain, waiting for it up to `wait` (`None` at once when there is none).
@@ -248,6 +286,11 @@ impl GuestRing {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
+            }
+            self.want_notification()?;
+            let idx: u16 = Self::mem(self.memory.read_obj(GuestAddress(used + 2)))?;
+            if u16::from_le(idx) != self.used_seen {
+                continue;
             }
             // Look at the ring again now and then even without a call, in case one is lost.
             let slice = left.min(Duration::from_millis(100));

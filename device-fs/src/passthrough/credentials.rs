@@ -169,6 +169,8 @@ fn switch(
         dac_override: dac_override && uid != 0,
     };
     if now == wanted {
+        // Remember what the kernel said, so the next request asks it nothing.
+        CURRENT.set(Some(now));
         return Ok(());
     }
     // Until every step succeeded the cache says nothing, so a failure is retried from the
