@@ -13,15 +13,31 @@ use crate::fuse::until_done;
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
 use vhu_transport_std::virtq::{self, HostSlice};
 
-/// Most buffers one `preadv`/`pwritev` takes (`IOV_MAX`); longer chains take several calls.
-const IOV_MAX: usize = 1024;
+/// Buffers one `preadv`/`pwritev` takes at most here (on the stack); longer chains take several
+/// calls.
+const IOVECS: usize = 64;
 
-fn iovecs(slices: &[HostSlice]) -> Vec<libc::iovec> {
-    slices
-        .iter()
-        .take(IOV_MAX)
-        .map(|s| libc::iovec { iov_base: s.ptr.cast(), iov_len: s.len })
-        .collect()
+/// Up to [`IOVECS`] buffers, without a heap allocation.
+struct IoVecs {
+    iov: [libc::iovec; IOVECS],
+    len: usize,
+}
+
+impl IoVecs {
+    fn new() -> Self {
+        Self { iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS], len: 0 }
+    }
+
+    fn push(&mut self, slice: HostSlice) {
+        if self.len < IOVECS {
+            self.iov[self.len] = libc::iovec { iov_base: slice.ptr.cast(), iov_len: slice.len };
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[libc::iovec] {
+        &self.iov[..self.len]
+    }
 }
 
 fn offset_of(offset: u64) -> std::io::Result<libc::off_t> {
@@ -50,7 +66,9 @@ impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
         offset: u64,
         len: usize,
     ) -> std::io::Result<usize> {
-        let iov = iovecs(&self.host_slices(len).map_err(chain_error)?);
+        let mut iov = IoVecs::new();
+        self.host_slices(len, &mut |slice| iov.push(slice)).map_err(chain_error)?;
+        let iov = iov.as_slice();
         if iov.is_empty() {
             return Ok(0);
         }
@@ -90,7 +108,10 @@ impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
         len: usize,
     ) -> std::io::Result<usize> {
         until_done(len, |done| {
-            let iov = iovecs(&self.host_slices(skip + done, len - done).map_err(chain_error)?);
+            let mut iov = IoVecs::new();
+            let mut each = |slice| iov.push(slice);
+            self.host_slices(skip + done, len - done, &mut each).map_err(chain_error)?;
+            let iov = iov.as_slice();
             if iov.is_empty() {
                 return Ok(0);
             }

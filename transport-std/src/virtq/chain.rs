@@ -147,15 +147,16 @@ pub(crate) struct ChainBuilder<'a, M: ?Sized> {
 }
 
 impl<'a, M: GuestMemory + ?Sized> ChainBuilder<'a, M> {
-    /// An empty chain named `head` that may hold at most `max` descriptors.
-    pub(crate) fn new(mem: &'a M, head: u16, max: u32) -> Self {
-        Self {
-            mem,
-            max,
-            count: 0,
-            seen_writable: false,
-            chain: DescriptorChain { head, ..DescriptorChain::default() },
-        }
+    /// An empty chain named `head` that may hold at most `max` descriptors, in `spare`'s
+    /// storage when there is one (a returned chain's: no allocation).
+    pub(crate) fn new(mem: &'a M, head: u16, max: u32, spare: Option<DescriptorChain>) -> Self {
+        let mut chain = spare.unwrap_or_default();
+        chain.head = head;
+        chain.readable.clear();
+        chain.writable.clear();
+        chain.readable_len = 0;
+        chain.writable_len = 0;
+        Self { mem, max, count: 0, seen_writable: false, chain }
     }
 
     /// Adds the buffer of descriptor `index`: counts it against the limit, checks its range and
@@ -207,15 +208,35 @@ impl<'a, M: GuestMemory + ?Sized> ChainBuilder<'a, M> {
     }
 }
 
+/// Chains kept for reuse by a queue ([`Spares::put`] after a chain was returned).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Spares(Vec<DescriptorChain>);
+
+impl Spares {
+    /// Chains kept at most.
+    const KEPT: usize = 4;
+
+    pub(crate) fn take(&mut self) -> Option<DescriptorChain> {
+        self.0.pop()
+    }
+
+    pub(crate) fn put(&mut self, chain: DescriptorChain) {
+        if self.0.len() < Self::KEPT {
+            self.0.push(chain);
+        }
+    }
+}
+
 /// Walks the chain starting at `head`, validating everything the guest controls.
 pub(crate) fn walk<M: GuestMemory + ?Sized>(
     mem: &M,
     params: &WalkParams,
     head: u16,
     visited: &mut Visited,
+    spare: Option<DescriptorChain>,
 ) -> Result<DescriptorChain, QueueError> {
     let size = u32::from(params.size);
-    let mut builder = ChainBuilder::new(mem, head, size);
+    let mut builder = ChainBuilder::new(mem, head, size, spare);
     let mut table = params.table;
     let mut table_len = size;
     let mut in_indirect = false;

@@ -71,26 +71,25 @@ pub struct HostSlice {
     pub len: usize,
 }
 
-/// The host slices of `len` bytes starting `skip` bytes past `cursor`.
+/// Hands `each` the host slices of `len` bytes starting `skip` bytes past `cursor`, in order.
 fn host_slices<M: GuestMemory + ?Sized>(
     mem: &M,
     segments: &[Segment],
     mut cursor: Cursor,
-    skip: usize,
-    len: usize,
-) -> Result<Vec<HostSlice>, QueueError> {
+    (skip, len): (usize, usize),
+    each: &mut dyn FnMut(HostSlice),
+) -> Result<(), QueueError> {
     cursor.advance(segments, skip, |_, _, _| Ok(()))?;
-    let mut out = Vec::new();
     cursor.advance(segments, len, |addr, _, n| {
         let slices =
             mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
         for slice in slices {
             let slice = slice.map_err(|_| mem_err(addr, n))?;
-            out.push(HostSlice { ptr: slice.ptr_guard_mut().as_ptr(), len: slice.len() });
+            each(HostSlice { ptr: slice.ptr_guard_mut().as_ptr(), len: slice.len() });
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok(())
 }
 
 fn mem_err(addr: vm_memory::GuestAddress, len: usize) -> QueueError {
@@ -128,10 +127,14 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
         })
     }
 
-    /// The host memory of the next `len` bytes (fewer when the chain has fewer), without
-    /// consuming them; [`Reader::consume`] them once used.
-    pub fn host_slices(&self, len: usize) -> Result<Vec<HostSlice>, QueueError> {
-        host_slices(self.mem, self.segments, self.cursor, 0, len)
+    /// Hands `each` the host memory of the next `len` bytes (fewer when the chain has fewer),
+    /// without consuming them; [`Reader::consume`] them once used.
+    pub fn host_slices(
+        &self,
+        len: usize,
+        each: &mut dyn FnMut(HostSlice),
+    ) -> Result<(), QueueError> {
+        host_slices(self.mem, self.segments, self.cursor, (0, len), each)
     }
 
     /// Consumes `n` bytes used through [`Reader::host_slices`]; returns how many there were.
@@ -179,10 +182,16 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         Ok(n)
     }
 
-    /// The host memory of `len` bytes starting `skip` bytes past the position (fewer when the
-    /// chain has fewer), without moving it: for data placed behind a header written later.
-    pub fn host_slices(&self, skip: usize, len: usize) -> Result<Vec<HostSlice>, QueueError> {
-        host_slices(self.mem, self.segments, self.cursor, skip, len)
+    /// Hands `each` the host memory of `len` bytes starting `skip` bytes past the position
+    /// (fewer when the chain has fewer), without moving it: for data placed behind a header
+    /// written later.
+    pub fn host_slices(
+        &self,
+        skip: usize,
+        len: usize,
+        each: &mut dyn FnMut(HostSlice),
+    ) -> Result<(), QueueError> {
+        host_slices(self.mem, self.segments, self.cursor, (skip, len), each)
     }
 
     /// Copies `buf` to `skip` bytes past the position, without moving it; returns how many

@@ -18,7 +18,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use super::chain::{indirect_entries, read_entry, ChainBuilder, DescriptorChain};
+use super::chain::{indirect_entries, read_entry, ChainBuilder, DescriptorChain, Spares};
 use super::desc::{
     packed_used_flags, PackedDescriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE,
     EVENT_SUPPRESS_SIZE, MAX_QUEUE_SIZE, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
@@ -108,6 +108,7 @@ pub struct PackedQueue {
     inflight: Option<PackedInflight>,
     /// Chains a previous back-end left in flight, served before the ring.
     resubmit: VecDeque<PackedResubmit>,
+    spares: Spares,
 }
 
 fn load_u16<M: GuestMemory + ?Sized>(
@@ -172,6 +173,7 @@ impl PackedQueue {
             scratch: Vec::new(),
             inflight: None,
             resubmit: VecDeque::new(),
+            spares: Spares::default(),
         })
     }
 
@@ -215,6 +217,12 @@ impl PackedQueue {
     /// Queue size.
     pub fn size(&self) -> u16 {
         self.state.size
+    }
+
+    /// Takes back a chain that was returned, so a later [`PackedQueue::pop`] reuses its
+    /// storage instead of allocating.
+    pub fn recycle(&mut self, chain: DescriptorChain) {
+        self.spares.put(chain);
     }
 
     fn slot_addr(&self, slot: u16) -> GuestAddress {
@@ -300,13 +308,13 @@ impl PackedQueue {
 
     /// Turns the descriptors in `scratch` (starting at ring slot `first`) into a chain.
     fn build<M: GuestMemory + ?Sized>(
-        &self,
+        &mut self,
         mem: &M,
         id: u16,
         first: u16,
     ) -> Result<DescriptorChain, QueueError> {
         let size = u32::from(self.state.size);
-        let mut builder = ChainBuilder::new(mem, id, size);
+        let mut builder = ChainBuilder::new(mem, id, size, self.spares.take());
         for (i, desc) in (0u32..).zip(&self.scratch) {
             let slot = (u32::from(first) + i) % size;
             if !desc.has(DESC_F_INDIRECT) {

@@ -20,20 +20,25 @@ use crate::worker::{QueueContext, QueueHandler};
 
 /// One turn of serving a ring, for any queue handler: kicks disabled while it works, at most one
 /// queue's worth of chains (a guest that keeps its ring full cannot keep a stop waiting), each
-/// handed to `serve` (which completes it, at once or later), a malformed chain returned used with
-/// length 0, kicks re-enabled before going idle. `Ok(true)`: chains remain and notifications stay
+/// handed to `serve` (which completes it, at once or later — keeping a copy then), a malformed
+/// chain returned used with length 0, kicks re-enabled before going idle; each chain's storage is
+/// reused for the next, so serving allocates nothing. `Ok(true)`: chains remain and notifications stay
 /// disabled, so the worker should come back without waiting for a kick. `Err`: the ring cannot be
 /// read at all.
 pub fn serve_turn<M: GuestMemory + ?Sized>(
     queue: &mut Virtqueue,
     mem: &M,
     call: &Notifier,
-    mut serve: impl FnMut(&mut Virtqueue, DescriptorChain) -> Result<(), QueueError>,
+    mut serve: impl FnMut(&mut Virtqueue, &DescriptorChain) -> Result<(), QueueError>,
 ) -> Result<bool, QueueError> {
     queue.disable_notification(mem)?;
     for _ in 0..queue.size() {
         match queue.pop(mem) {
-            Ok(Some(chain)) => serve(queue, chain)?,
+            Ok(Some(chain)) => {
+                let served = serve(queue, &chain);
+                queue.recycle(chain);
+                served?;
+            }
             Ok(None) => {
                 if !queue.enable_notification(mem)? {
                     return Ok(false);
@@ -111,9 +116,9 @@ impl<S: ChainService> ChainQueue<S> {
     fn run(&mut self, mem: &GuestMemoryMmap, call: &Notifier) -> Result<(), QueueError> {
         let service = &mut self.service;
         self.more = serve_turn(&mut self.queue, mem, call, |queue, chain| {
-            let mut reader = Reader::new(mem, &chain);
-            let mut writer = Writer::new(mem, &chain);
-            service.serve(&chain, &mut reader, &mut writer);
+            let mut reader = Reader::new(mem, chain);
+            let mut writer = Writer::new(mem, chain);
+            service.serve(chain, &mut reader, &mut writer);
             let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
             queue.complete(mem, chain.head(), written, call)
         })?;

@@ -12,7 +12,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::chain::{walk, DescriptorChain, Visited, WalkParams};
+use super::chain::{walk, DescriptorChain, Spares, Visited, WalkParams};
 use super::desc::{
     avail_ring_len, desc_table_len, used_ring_len, AVAIL_F_NO_INTERRUPT, MAX_QUEUE_SIZE,
     USED_F_NO_NOTIFY,
@@ -53,6 +53,7 @@ pub struct SplitQueue {
     inflight: Option<SplitInflight>,
     /// Heads a previous back-end left in flight, served before the available ring.
     resubmit: VecDeque<u16>,
+    spares: Spares,
 }
 
 /// The error for a failed access of `len` bytes at `addr`.
@@ -97,6 +98,7 @@ impl SplitQueue {
             visited: Visited::default(),
             inflight: None,
             resubmit: VecDeque::new(),
+            spares: Spares::default(),
         })
     }
 
@@ -126,6 +128,12 @@ impl SplitQueue {
     /// Queue size.
     pub fn size(&self) -> u16 {
         self.state.size
+    }
+
+    /// Takes back a chain that was returned, so a later [`SplitQueue::pop`] reuses its
+    /// storage instead of allocating.
+    pub fn recycle(&mut self, chain: DescriptorChain) {
+        self.spares.put(chain);
     }
 
     fn avail_addr(&self, offset: u64) -> GuestAddress {
@@ -191,7 +199,7 @@ impl SplitQueue {
             indirect: self.state.indirect,
         };
         if let Some(head) = self.resubmit.pop_front() {
-            return walk(mem, &params, head, &mut self.visited).map(Some);
+            return walk(mem, &params, head, &mut self.visited, self.spares.take()).map(Some);
         }
         if self.pending(mem)? == 0 {
             return Ok(None);
@@ -208,7 +216,7 @@ impl SplitQueue {
             let at = self.used_addr(4 + 8 * u64::from(self.state.size));
             Self::store_u16(mem, at, self.state.next_avail, Ordering::Relaxed)?;
         }
-        walk(mem, &params, head, &mut self.visited).map(Some)
+        walk(mem, &params, head, &mut self.visited, self.spares.take()).map(Some)
     }
 
     /// Puts `head` on the used ring with `len` bytes written and publishes `used->idx` (release).

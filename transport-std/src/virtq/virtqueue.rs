@@ -116,6 +116,14 @@ impl Virtqueue {
         }
     }
 
+    /// Takes back a chain that was returned, so a later pop reuses its storage.
+    pub fn recycle(&mut self, chain: DescriptorChain) {
+        match self {
+            Self::Split(q) => q.recycle(chain),
+            Self::Packed(q) => q.recycle(chain),
+        }
+    }
+
     /// Queue size.
     pub fn size(&self) -> u16 {
         match self {

@@ -22,9 +22,7 @@ fn open_out(o: Opened) -> OpenOut {
 /// The CREATE / TMPFILE reply: `fuse_entry_out` then `fuse_open_out`.
 fn entry_and_open((entry, opened): (Entry, Opened)) -> Reply {
     let entry_out: EntryOut = entry.to_wire();
-    let mut payload = entry_out.as_bytes().to_vec();
-    payload.extend_from_slice(open_out(opened).as_bytes());
-    Reply::Payload(payload)
+    Reply::of_parts(&[entry_out.as_bytes(), open_out(opened).as_bytes()])
 }
 
 fn write_out(n: usize) -> Result<Reply, Errno> {

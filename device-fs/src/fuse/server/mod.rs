@@ -115,6 +115,8 @@ pub enum Handled {
 }
 
 /// What a per-opcode function produced.
+// One lives per request, on the stack; small payloads inline spare it a heap allocation.
+#[allow(clippy::large_enum_variant)]
 enum Reply {
     /// Send nothing (FORGET and friends).
     None,
@@ -122,6 +124,8 @@ enum Reply {
     Deferred(u64),
     /// Send a success reply with this payload.
     Payload(Vec<u8>),
+    /// Send a success reply with this small payload.
+    Inline(Inline),
     /// Send a success reply whose payload, this many bytes, is already in place behind the
     /// header (a READ's data, read straight into the reply's buffers).
     Placed(usize),
@@ -133,8 +137,36 @@ impl Reply {
     }
 
     fn of<T: IntoBytes + zerocopy::Immutable>(value: &T) -> Self {
-        Self::Payload(value.as_bytes().to_vec())
+        Self::of_parts(&[value.as_bytes()])
     }
+
+    /// A payload of these parts: held inline when it is small (every fixed reply struct is).
+    fn of_parts(parts: &[&[u8]]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > INLINE_REPLY {
+            return Self::Payload(parts.concat());
+        }
+        let mut inline = Inline { bytes: [0; INLINE_REPLY], len: 0 };
+        for part in parts {
+            inline.bytes[inline.len..inline.len + part.len()].copy_from_slice(part);
+            inline.len += part.len();
+        }
+        Self::Inline(inline)
+    }
+}
+
+/// Bytes a reply payload may have to be held without a heap allocation.
+const INLINE_REPLY: usize = 320;
+
+/// A small reply payload, held in place.
+struct Inline {
+    bytes: [u8; INLINE_REPLY],
+    len: usize,
+}
+
+thread_local! {
+    /// Each server thread's request body buffer.
+    static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 type OpResult = Result<Reply, Errno>;
@@ -282,6 +314,7 @@ impl<F: FileSystem> Server<F> {
             Ok(Reply::None) => 0,
             Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
             Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p)?,
+            Ok(Reply::Inline(p)) => write_reply(writer, header.unique, 0, &p.bytes[..p.len])?,
             Ok(Reply::Placed(n)) => {
                 let len = size_of::<OutHeader>() + n;
                 let out = OutHeader { len: len as u32, error: 0, unique: header.unique };
@@ -316,11 +349,28 @@ impl<F: FileSystem> Server<F> {
             && header.total_extlen == 0
             && body_len >= size_of::<WriteIn>();
         let read = if in_place { size_of::<WriteIn>() } else { body_len };
-        let mut body = vec![0u8; read];
-        if reader.read_exact(&mut body).is_err() {
-            return reply_less_or(opcode, Errno::IO);
-        }
-        let body_len = read;
+        // The body is read into this thread's buffer, kept from request to request.
+        BODY.with_borrow_mut(|body| {
+            body.clear();
+            body.resize(read, 0);
+            if reader.read_exact(body).is_err() {
+                return reply_less_or(opcode, Errno::IO);
+            }
+            let unread = in_place.then(|| read_len(header) - read);
+            let data = Data { reader, unread, writer };
+            self.parse_and_dispatch(header, opcode, body, defer, data)
+        })
+    }
+
+    fn parse_and_dispatch(
+        &self,
+        header: &InHeader,
+        opcode: Option<Opcode>,
+        body: &[u8],
+        defer: Option<&Arc<dyn Defer>>,
+        data: Data<'_>,
+    ) -> OpResult {
+        let body_len = body.len();
         let ext_len = usize::from(header.total_extlen) * 8;
         let Some(args_len) = body_len.checked_sub(ext_len) else {
             return reply_less_or(opcode, Errno::INVAL);
@@ -340,8 +390,6 @@ impl<F: FileSystem> Server<F> {
         if self.config.read_only && op.modifies() {
             return Err(Errno::ROFS);
         }
-        let unread = in_place.then(|| read_len(header) - read);
-        let data = Data { reader, unread, writer };
         self.dispatch(op, req, &session, defer, data)
     }
 
