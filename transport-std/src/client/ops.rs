@@ -255,6 +255,20 @@ impl Client {
         )
     }
 
+    /// GET_VRING_BASE_SKIP_DRAIN (GET_VRING_BASE_SKIP_DRAIN): stops a ring without waiting for
+    /// its requests in flight, which stay recorded in the inflight area; returns the base.
+    pub fn stop_vring_skip_drain(&mut self, index: VringIndex) -> Result<VringBase, ClientError> {
+        self.ask(
+            FrontendCode::GetVringBaseSkipDrain,
+            &[],
+            |f| f.stop_vring_skip_drain(index),
+            |a| match a {
+                Answer::VringStopped { index: i, base } if i == index => Some(base),
+                _ => None,
+            },
+        )
+    }
+
     /// SET_VRING_ENABLE.
     pub fn set_vring_enable(&mut self, index: VringIndex, enable: bool) -> Result<(), ClientError> {
         self.call(&[], |f| f.set_vring_enable(index, enable)).map(drop)
