@@ -222,12 +222,6 @@ impl GuestFs {
         Ok(done.payload.to_vec())
     }
 
-    /// The next `unique` for a request ([`GuestFs::call`] takes them from the same count).
-    pub fn next_unique(&mut self) -> u64 {
-        self.unique += 2;
-        self.unique
-    }
-
     /// The vhost-user client, guest memory and request queues, for a driver that keeps many
     /// requests in flight on several threads (the client must outlive the rings' use: dropping
     /// it disconnects).

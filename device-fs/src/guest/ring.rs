@@ -171,16 +171,6 @@ impl GuestRing {
         self.layout
     }
 
-    /// Requests in flight.
-    pub fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-
-    /// Whether a slot is free.
-    pub fn has_room(&self) -> bool {
-        !self.free.is_empty()
-    }
-
     fn mem<T>(r: Result<T, impl std::fmt::Display>) -> Result<T, GuestError> {
         r.map_err(|e| GuestError::Memory(e.to_string()))
     }

@@ -126,11 +126,6 @@ impl InflightArea {
         Ok(Arc::new(Self { map, desc }))
     }
 
-    /// What the front-end said the area covers.
-    pub fn desc(&self) -> InflightDesc {
-        self.desc
-    }
-
     /// Queue `index`'s region, laid out for a split or a packed ring.
     pub fn region(
         self: &Arc<Self>,
