@@ -39,6 +39,22 @@ fn log_base_log_fd_and_log_all() {
 }
 
 #[test]
+fn reset_device_stops_logging() {
+    let mut t = ready(protocol() | ProtocolFeatures::LOG_SHMFD);
+    let on = acked() | VirtioFeatures::LOG_ALL;
+    assert_eq!(
+        t.send(Request::SetFeatures(on)),
+        [act(Action::FeaturesAcked(on)), act(Action::SetLogging(true))]
+    );
+    // Logging goes with the acked features: the device must stop marking pages.
+    assert_eq!(
+        t.send(Request::ResetDevice),
+        [act(Action::SetLogging(false)), act(Action::ResetDevice)]
+    );
+    assert_eq!(t.send(Request::ResetDevice), [act(Action::ResetDevice)]);
+}
+
+#[test]
 fn log_base_needs_log_shmfd() {
     let mut t = Transcript::backend(spec());
     negotiate(&mut t, ProtocolFeatures::REPLY_ACK, acked());

@@ -1,30 +1,20 @@
 //! The `vhu-fsd` binary as a launcher runs it: capabilities, refused options, clear start-up
 //! errors, and a clean exit on SIGTERM that removes its socket.
 
+mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn fsd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vhu-fsd"))
-}
+use daemon::{fsd, Running};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vhu-fsd-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("share")).expect("scratch directory");
-    dir
+    daemon::scratch("vhu-fsd-cli", name)
 }
 
 fn wait_for(path: &Path, present: bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if path.exists() == present {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    daemon::wait_for(|| path.exists() == present)
 }
 
 #[test]
@@ -137,16 +127,6 @@ fn a_daemon_that_is_not_root_says_so_once() {
     let line = format!("not running as root (uid {uid})");
     assert_eq!(err.matches(&line).count(), 1, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Kills the daemon when the test ends, passed or not.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Connects to `socket` from a thread whose filesystem uid is `uid` (a local user's view:

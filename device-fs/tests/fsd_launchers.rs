@@ -5,14 +5,17 @@
 //!
 //! Each row's argv is the launcher's, with its paths and numbers filled in.
 
+mod daemon;
+
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use daemon::{wait_for, Running};
 use vhu_device_fs::guest::GuestFs;
 
 const CONTENT: &[u8] = b"served through the launcher's command line\n";
@@ -174,32 +177,11 @@ fn launchers() -> Vec<Launcher> {
     ]
 }
 
-/// Kills the daemon when the row ends, passed or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn scratch(launcher: &Launcher, i: usize) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vhu-launch-{}-{i}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join(launcher.dir_name)).expect("scratch directory");
     dir
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Passes `fd` to the child as descriptor `at`, open across exec.

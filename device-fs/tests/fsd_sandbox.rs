@@ -4,47 +4,23 @@
 //! reach; under `chroot` its root is the share; as root it keeps only the capabilities file
 //! serving needs (`--modcaps` edits them); and it still serves the guest in every mode.
 
+mod daemon;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use daemon::{start, Running};
 
 use vhu_device_fs::fuse::abi::CreateIn;
 use vhu_device_fs::guest::GuestFs;
 use zerocopy::IntoBytes;
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vhu-sandbox-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("share")).expect("scratch directory");
+    let dir = daemon::scratch("vhu-sandbox", name);
     std::fs::write(dir.join("share/inside"), b"in the share").expect("file");
     dir
-}
-
-fn start(dir: &Path, extra: &[&str]) -> Running {
-    let socket = dir.join("vhost.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_vhu-fsd"))
-        .args(["--socket-path", socket.to_str().expect("utf-8")])
-        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running(child)
 }
 
 /// The process that serves: the daemon's only child in namespace mode, itself otherwise.
@@ -67,10 +43,7 @@ fn server_pid(daemon: &Running, forked: bool) -> u32 {
 
 /// Polls `condition` for at most ten seconds (the daemon sets itself up after it binds).
 fn wait_until(condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon::wait_for(condition);
 }
 
 fn namespace(pid: u32, kind: &str) -> PathBuf {

@@ -26,8 +26,10 @@ use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use vhu_transport_std::virtq::{
     ChainQueue, ChainService, DescriptorChain, Reader, Virtqueue, Writer,
 };
-use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemoryMmap};
-use vhu_transport_std::{Daemon, Device, DeviceError, Listen, Queue, QueueHandler, Workers};
+use vhu_transport_std::vm_memory::GuestAddressSpace;
+use vhu_transport_std::{
+    Daemon, Device, DeviceError, Listen, LoggedMemory, Queue, QueueHandler, Workers,
+};
 
 /// The largest ring the device accepts.
 const MAX_QUEUE_SIZE: u16 = 1024;
@@ -41,8 +43,8 @@ impl ChainService for Entropy {
     fn serve(
         &mut self,
         _chain: &DescriptorChain,
-        _reader: &mut Reader<'_, GuestMemoryMmap>,
-        writer: &mut Writer<'_, GuestMemoryMmap>,
+        _reader: &mut Reader<'_, LoggedMemory>,
+        writer: &mut Writer<'_, LoggedMemory>,
     ) {
         let mut bytes = [0u8; 4096];
         while writer.remaining() > 0 {
@@ -68,9 +70,11 @@ impl Device for Rng {
         spec.features = VirtioFeatures::VERSION_1
             | VirtioFeatures::RING_INDIRECT_DESC
             | VirtioFeatures::RING_EVENT_IDX
-            | VirtioFeatures::RING_PACKED;
+            | VirtioFeatures::RING_PACKED
+            // Entropy reaches guest memory only through `Writer::write`, which is logged.
+            | VirtioFeatures::LOG_ALL;
         // Requests in flight survive a restart of this process: the ring records them.
-        spec.protocol_features |= ProtocolFeatures::INFLIGHT_SHMFD;
+        spec.protocol_features |= ProtocolFeatures::INFLIGHT_SHMFD | ProtocolFeatures::LOG_SHMFD;
         spec
     }
 

@@ -25,7 +25,9 @@ use rustix::io::Errno;
 use vhu_core::backend::{BackendSpec, VringConfig};
 use vhu_core::message::VringBase;
 use vhu_core::{VirtioFeatures, VringIndex};
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::GuestMemoryAtomic;
+
+use crate::memory::LoggedMemory;
 
 use crate::session::{BackendRequests, QueueStopped, RequestResult, RequestTicket};
 use crate::virtq::inflight::InflightRegion;
@@ -138,7 +140,7 @@ pub struct Queue {
     pub enabled: bool,
     /// Guest memory; take a snapshot with `memory.memory()` per batch of work, so memory-table
     /// updates are seen.
-    pub memory: GuestMemoryAtomic<GuestMemoryMmap>,
+    pub memory: GuestMemoryAtomic<LoggedMemory>,
     /// The queue's region of the inflight area, when the front-end set one (INFLIGHT_SHMFD):
     /// attach it with [`Virtqueue::track_inflight`](crate::virtq::Virtqueue::track_inflight) so
     /// the chains in flight survive a restart. A device that offers INFLIGHT_SHMFD must.

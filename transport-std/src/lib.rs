@@ -29,6 +29,7 @@
 pub mod client;
 pub mod daemon;
 pub mod device;
+pub mod dirty;
 pub mod driver;
 pub mod fd_table;
 pub mod frame_reader;
@@ -42,10 +43,11 @@ pub mod worker;
 pub use client::{Client, ClientError};
 pub use daemon::{Daemon, DaemonError, Disconnect, Listen};
 pub use device::{Device, DeviceError, Notifier, Queue};
+pub use dirty::{DirtyBitmap, DirtyLog};
 pub use driver::Connection;
 pub use fd_table::{FdTable, TokensExhausted};
 pub use frame_reader::{FrameReader, ReadAhead};
-pub use memory::{MemoryError, MemoryMap};
+pub use memory::{LoggedMemory, MemoryError, MemoryMap};
 pub use scm::{recv_chunk, send, send_partial, RecvOutcome, ScmError};
 pub use session::{
     BackendRequests, DeviceRequest, Executor, Owed, QueueStopped, Read, RequestError,

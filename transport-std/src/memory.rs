@@ -10,6 +10,9 @@
 //! that is not page-aligned, a range past the end of the file, overlap with a mapped region) and
 //! reported as a [`MemoryError`]; a failed update leaves the map as it was.
 //!
+//! Every region carries a [`DirtyBitmap`] over the connection's [`DirtyLog`], so writes made
+//! through `vm-memory` are logged while the front-end migrates the guest ([`crate::dirty`]).
+//!
 //! This module must not apply protocol rules (which message may add or remove a region, slot
 //! limits) nor translate front-end user addresses: both are `vhu-core`'s job. It keeps only what
 //! `vm-memory` needs. The front-end must not shrink a file it shared; a mapping past the new end
@@ -19,13 +22,19 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, PoisonError};
 
+use crate::dirty::{DirtyBitmap, DirtyLog};
+
 use rustix::fs::{fstat, FileType};
 use vhu_core::message::Region;
-use vm_memory::mmap::MmapRegionError;
+use vm_memory::mmap::{MmapRegion, MmapRegionBuilder, MmapRegionError};
 use vm_memory::{
     FileOffset, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
-    GuestMemoryMmap, GuestMemoryRegion, GuestRegionCollectionError, GuestRegionMmap, MmapRegion,
+    GuestMemoryMmap, GuestMemoryRegion, GuestRegionCollectionError, GuestRegionMmap,
 };
+
+/// Guest memory as a back-end sees it: `vm-memory`'s mmap regions, each with the
+/// [`DirtyBitmap`] that logs writes to it.
+pub type LoggedMemory = GuestMemoryMmap<DirtyBitmap>;
 
 /// A region that cannot be mapped, or an update that cannot be applied.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +130,8 @@ pub enum MemoryError {
 /// The guest memory of one connection; see the module docs.
 #[derive(Debug)]
 pub struct MemoryMap {
-    atomic: GuestMemoryAtomic<GuestMemoryMmap>,
+    atomic: GuestMemoryAtomic<LoggedMemory>,
+    log: Arc<DirtyLog>,
 }
 
 impl Default for MemoryMap {
@@ -133,19 +143,24 @@ impl Default for MemoryMap {
 impl MemoryMap {
     /// A map with no regions.
     pub fn new() -> Self {
-        Self { atomic: GuestMemoryAtomic::new(GuestMemoryMmap::new()) }
+        Self { atomic: GuestMemoryAtomic::new(LoggedMemory::new()), log: Arc::default() }
+    }
+
+    /// The dirty log every region of this map marks.
+    pub fn log(&self) -> &Arc<DirtyLog> {
+        &self.log
     }
 
     /// The shared handle workers keep; `handle.memory()` takes a snapshot.
     ///
     /// A snapshot stays valid, and keeps its mappings alive, across later updates: a worker sees an
     /// update when it takes its next snapshot.
-    pub fn memory(&self) -> GuestMemoryAtomic<GuestMemoryMmap> {
+    pub fn memory(&self) -> GuestMemoryAtomic<LoggedMemory> {
         self.atomic.clone()
     }
 
     /// A snapshot of the current map.
-    pub fn snapshot(&self) -> Arc<GuestMemoryMmap> {
+    pub fn snapshot(&self) -> Arc<LoggedMemory> {
         self.atomic.memory().into_inner()
     }
 
@@ -167,7 +182,7 @@ impl MemoryMap {
         let guard = self.atomic.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.atomic.memory();
         check_overlap(region, current.iter().map(|r| (r.start_addr().0, r.len())))?;
-        let mapped = map_region(region, fd)?;
+        let mapped = map_region(region, fd, &self.log)?;
         let next = current.insert_region(Arc::new(mapped))?;
         guard.replace(next);
         Ok(())
@@ -199,23 +214,25 @@ impl MemoryMap {
         }
         let mut mapped = Vec::with_capacity(regions.len());
         for (region, fd) in regions {
-            mapped.push(map_region(&region, fd)?);
+            mapped.push(map_region(&region, fd, &self.log)?);
         }
         mapped.sort_by_key(|r| r.start_addr());
         let next = if mapped.is_empty() {
-            GuestMemoryMmap::new()
+            LoggedMemory::new()
         } else {
-            GuestMemoryMmap::from_regions(mapped)?
+            LoggedMemory::from_regions(mapped)?
         };
         let guard = self.atomic.lock().unwrap_or_else(PoisonError::into_inner);
         guard.replace(next);
         Ok(())
     }
 
-    /// Drops every region (RESET_OWNER, disconnect); snapshots keep theirs until dropped.
+    /// Drops every region (RESET_OWNER, disconnect) and the dirty log's area; snapshots keep
+    /// their regions until dropped.
     pub fn clear(&mut self) {
         let guard = self.atomic.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.replace(GuestMemoryMmap::new());
+        guard.replace(LoggedMemory::new());
+        self.log.clear();
     }
 }
 
@@ -252,7 +269,11 @@ fn guest_range(region: &Region) -> Result<(u64, u64), MemoryError> {
 }
 
 /// Validates the file side of `region` and maps it.
-fn map_region(region: &Region, fd: OwnedFd) -> Result<GuestRegionMmap, MemoryError> {
+fn map_region(
+    region: &Region,
+    fd: OwnedFd,
+    log: &Arc<DirtyLog>,
+) -> Result<GuestRegionMmap<DirtyBitmap>, MemoryError> {
     let (guest_address, size, mmap_offset) =
         (region.guest_address, region.size, region.mmap_offset);
     guest_range(region)?;
@@ -273,9 +294,41 @@ fn map_region(region: &Region, fd: OwnedFd) -> Result<GuestRegionMmap, MemoryErr
         }
     }
     let file = FileOffset::new(File::from(fd), mmap_offset);
-    let mapping = MmapRegion::from_file(file, len)
-        .map_err(|source| MemoryError::Map { guest_address, source })?;
+    let mapping =
+        MmapRegionBuilder::new_with_bitmap(len, DirtyBitmap::new(log.clone(), guest_address))
+            .with_file_offset(file)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_SHARED)
+            .build()
+            .map_err(|source| MemoryError::Map { guest_address, source })?;
     // `guest_range` checked that the region does not wrap, the only reason `new` refuses.
     GuestRegionMmap::new(mapping, GuestAddress(guest_address))
         .ok_or(MemoryError::AddressOverflow { guest_address, size })
+}
+
+/// Why an area the front-end shares (a dirty log, an inflight area) cannot be mapped.
+#[derive(Debug)]
+pub(crate) enum AreaError {
+    /// The area does not lie within its file (touching it would fault).
+    BeyondFile {
+        /// Where the area ends in the file.
+        end: u64,
+        /// The file's size.
+        file: u64,
+    },
+    /// `mmap` refused it (or its size does not fit this address space).
+    Map(MmapRegionError),
+}
+
+/// Maps `size` bytes of `fd` from `offset`, shared with the front-end, after checking that
+/// they lie within the file (a shared mapping past the end of a file maps, then faults when
+/// touched).
+pub(crate) fn map_area(fd: OwnedFd, size: u64, offset: u64) -> Result<MmapRegion, AreaError> {
+    let len = usize::try_from(size).map_err(|_| AreaError::Map(MmapRegionError::InvalidPointer))?;
+    let file = fstat(&fd).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
+    let end = offset.saturating_add(size);
+    if end > file {
+        return Err(AreaError::BeyondFile { end, file });
+    }
+    MmapRegion::from_file(FileOffset::new(File::from(fd), offset), len).map_err(AreaError::Map)
 }

@@ -27,7 +27,9 @@ use rustix::io::Errno;
 use vhu_core::backend::VringConfig;
 use vhu_core::message::VringBase;
 use vhu_core::VringIndex;
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::GuestMemoryAtomic;
+
+use crate::memory::LoggedMemory;
 
 use crate::device::{DeviceError, Notifier, Queue};
 
@@ -64,7 +66,7 @@ pub struct QueueContext {
     /// The ring's configuration (updated by [`Workers::update`]).
     pub config: VringConfig,
     /// Guest memory; take one snapshot per call of `process`.
-    pub memory: GuestMemoryAtomic<GuestMemoryMmap>,
+    pub memory: GuestMemoryAtomic<LoggedMemory>,
     /// Used-buffer notifications.
     pub call: Notifier,
     /// Error notifications.

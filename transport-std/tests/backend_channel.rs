@@ -67,7 +67,11 @@ fn only_what_the_transport_carries_out_is_offered() {
         protocol.contains(ProtocolFeatures::DEVICE_STATE),
         "the blocking driver runs transfers"
     );
-    assert!(!protocol.contains(ProtocolFeatures::LOG_SHMFD));
+    assert!(
+        protocol.contains(ProtocolFeatures::LOG_SHMFD)
+            && features.contains(VirtioFeatures::LOG_ALL),
+        "the transport keeps the dirty log of what a device writes"
+    );
     assert!(
         protocol.contains(ProtocolFeatures::INFLIGHT_SHMFD),
         "the area is the transport's to carry, the records the device's to keep"

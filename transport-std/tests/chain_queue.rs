@@ -13,8 +13,8 @@ use vhu_transport_std::virtq::{
     ChainQueue, ChainService, Descriptor, DescriptorChain, QueueState, Reader, SplitQueue,
     Virtqueue, Writer, DESC_F_WRITE,
 };
-use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
-use vhu_transport_std::{Notifier, QueueContext, QueueHandler, QueueWaker};
+use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
+use vhu_transport_std::{LoggedMemory, Notifier, QueueContext, QueueHandler, QueueWaker};
 
 const SIZE: u16 = 16;
 const DESC: u64 = 0x0;
@@ -31,8 +31,8 @@ impl ChainService for Gated {
     fn serve(
         &mut self,
         chain: &DescriptorChain,
-        _reader: &mut Reader<'_, GuestMemoryMmap>,
-        writer: &mut Writer<'_, GuestMemoryMmap>,
+        _reader: &mut Reader<'_, LoggedMemory>,
+        writer: &mut Writer<'_, LoggedMemory>,
     ) {
         if chain.head() == 1 {
             let _ = self.gate.recv_timeout(WAIT);
@@ -51,7 +51,7 @@ fn counter(fd: &OwnedFd) -> u64 {
 
 #[test]
 fn a_finished_chain_is_announced_before_the_batch_ends() {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
+    let mem = LoggedMemory::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
     for (i, addr) in [(0u16, 0x4000u64), (1, 0x5000)] {
         let desc = Descriptor::new(addr, 16, DESC_F_WRITE, 0);
         mem.write_slice(

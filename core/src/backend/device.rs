@@ -80,7 +80,11 @@ impl Backend {
         self.require(FrontendCode::ResetDevice, ProtocolFeatures::RESET_DEVICE, "RESET_DEVICE")?;
         self.reset_vrings();
         self.acked_features = None;
-        self.logging = false;
+        if self.logging {
+            // VHOST_F_LOG_ALL goes with the acked features.
+            self.logging = false;
+            self.outputs.push_action(Action::SetLogging(false));
+        }
         self.status = 0;
         self.outputs.push_action(Action::ResetDevice);
         Ok(())

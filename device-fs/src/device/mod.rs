@@ -116,12 +116,16 @@ impl Device for FsDevice {
         spec.features = VirtioFeatures::VERSION_1
             | VirtioFeatures::RING_INDIRECT_DESC
             | VirtioFeatures::RING_EVENT_IDX
-            | VirtioFeatures::RING_PACKED;
+            | VirtioFeatures::RING_PACKED
+            // Every write to guest memory goes through the virtqueue layer's logged writes
+            // (replies copied or placed by `preadv`, then accounted): dirty logging holds.
+            | VirtioFeatures::LOG_ALL;
         spec.protocol_features = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::BACKEND_REQ
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS
-            | ProtocolFeatures::RESET_DEVICE;
+            | ProtocolFeatures::RESET_DEVICE
+            | ProtocolFeatures::LOG_SHMFD;
         if self.config.tag.is_some() {
             spec.protocol_features |= ProtocolFeatures::CONFIG;
             spec.config_size = CONFIG_SIZE;

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
-use vhu_transport_std::vm_memory::GuestMemoryMmap;
+use vhu_transport_std::LoggedMemory;
 
 use vhu_core::message::VringBase;
 use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
@@ -149,7 +149,7 @@ impl FsQueue {
     fn run<M: GuestMemory>(
         &mut self,
         mem: &M,
-        shared: &Arc<GuestMemoryMmap>,
+        shared: &Arc<LoggedMemory>,
         call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         self.complete_deferred(mem, call)?;
@@ -223,7 +223,7 @@ fn hand_to_pool(
     server: &Arc<Server<PassthroughFs>>,
     inbox: &Arc<Inbox>,
     chain: DescriptorChain,
-    shared: &Arc<GuestMemoryMmap>,
+    shared: &Arc<LoggedMemory>,
 ) {
     let (server, inbox, mem) = (Arc::clone(server), Arc::clone(inbox), Arc::clone(shared));
     inbox.handed();

@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use vhu_core::backend::VringConfig;
 use vhu_core::message::{PackedBase, VringBase};
 use vhu_core::{VirtioFeatures, VringIndex};
-use vhu_transport_std::vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
-};
-use vhu_transport_std::{Device, Notifier, Queue, QueueContext, QueueHandler};
+use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
+use vhu_transport_std::{Device, LoggedMemory, Notifier, Queue, QueueContext, QueueHandler};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::{FsConfig, FsDevice, FsQueue};
@@ -40,12 +38,12 @@ fn server(tag: &str) -> (Server<PassthroughFs>, std::path::PathBuf) {
     (Server::new(fs, ServerConfig::for_queue_size(SIZE)), dir)
 }
 
-fn write_desc(mem: &GuestMemoryMmap, slot: u16, desc: PackedDescriptor) {
+fn write_desc(mem: &LoggedMemory, slot: u16, desc: PackedDescriptor) {
     let at = GuestAddress(RING + 16 * u64::from(slot));
     mem.write_slice(desc.as_bytes(), at).expect("descriptor");
 }
 
-fn read_desc(mem: &GuestMemoryMmap, slot: u16) -> PackedDescriptor {
+fn read_desc(mem: &LoggedMemory, slot: u16) -> PackedDescriptor {
     let mut raw = [0u8; 16];
     mem.read_slice(&mut raw, GuestAddress(RING + 16 * u64::from(slot))).expect("descriptor");
     PackedDescriptor::read_from_bytes(&raw).expect("16 bytes")
@@ -53,8 +51,8 @@ fn read_desc(mem: &GuestMemoryMmap, slot: u16) -> PackedDescriptor {
 
 /// A FUSE INIT in slots 3, 4, 0, 1 (across the end of the ring), then a chain whose buffer is
 /// outside guest memory in slot 2. Heads are written last.
-fn guest() -> GuestMemoryMmap {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
+fn guest() -> LoggedMemory {
+    let mem = LoggedMemory::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("memory");
     let init = InitIn { major: 7, minor: 38, ..InitIn::default() };
     let hdr =
         InHeader { len: 40 + 64, opcode: Opcode::Init as u32, unique: 1, ..InHeader::default() };
@@ -86,7 +84,7 @@ fn config() -> VringConfig {
 
 /// Both chains were returned: INIT at slot 3 (previous lap) with its reply length, the bad one
 /// at slot 2 with length 0.
-fn assert_used(mem: &GuestMemoryMmap) {
+fn assert_used(mem: &LoggedMemory) {
     let init = read_desc(mem, 3);
     assert_eq!((init.id.get(), init.len.get(), init.flags.get()), (INIT_ID, 80, DESC_F_WRITE));
     let bad = read_desc(mem, 2);
@@ -95,7 +93,7 @@ fn assert_used(mem: &GuestMemoryMmap) {
 }
 
 /// A worker's context for queue 1 over `mem`.
-fn context(mem: GuestMemoryMmap) -> QueueContext {
+fn context(mem: LoggedMemory) -> QueueContext {
     QueueContext {
         index: VringIndex(1),
         config: config(),

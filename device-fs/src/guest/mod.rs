@@ -30,7 +30,7 @@ use crate::fuse::Opcode;
 /// Guest memory size of [`GuestFs::connect`].
 const RAM: u64 = 4 << 20;
 /// The ring of [`GuestFs::connect`]: one request at a time, up to 960 KiB out and 2 MiB back.
-const ONE_AT_A_TIME: RingLayout = RingLayout {
+pub const ONE_AT_A_TIME: RingLayout = RingLayout {
     ring: 0x1000,
     size: 128,
     slots: 1,
@@ -143,7 +143,8 @@ impl GuestFs {
             | VirtioFeatures::RING_EVENT_IDX;
         let protocol = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
-            | ProtocolFeatures::CONFIGURE_MEM_SLOTS;
+            | ProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | ProtocolFeatures::LOG_SHMFD;
         let negotiated = client.handshake(features, protocol)?;
         let event_idx = negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX);
         let ram = GuestRegion::new(0, ram)?;

@@ -64,11 +64,13 @@ impl RingLayout {
         self.buffers + u64::from(self.slots) * self.slot_bytes()
     }
 
-    fn request(&self, slot: u16) -> u64 {
+    /// Guest address of slot `slot`'s request buffer.
+    pub fn request(&self, slot: u16) -> u64 {
         self.buffers + u64::from(slot) * self.slot_bytes()
     }
 
-    fn reply(&self, slot: u16) -> u64 {
+    /// Guest address of slot `slot`'s reply buffer.
+    pub fn reply(&self, slot: u16) -> u64 {
         self.request(slot) + u64::from(self.request_max)
     }
 

@@ -35,6 +35,7 @@
 //! state machine's. They only move bytes and descriptors and copy its events out.
 
 mod channel;
+mod dirty_log;
 mod error;
 mod io;
 mod memory;
@@ -48,6 +49,7 @@ use vhu_core::frontend::{Frontend, FrontendConfig, Negotiated};
 use vhu_core::VirtioFeatures;
 
 pub use channel::{AckAll, BackendHandler, BackendResponse, ReceivedRequest};
+pub use dirty_log::LogBuffer;
 pub use error::ClientError;
 pub use memory::{eventfd, GuestRegion, SharedRegion};
 pub use ops::VringStart;

@@ -183,6 +183,30 @@ impl Client {
         self.call(&[], |f| f.set_features(features)).map(drop)
     }
 
+    /// SET_LOG_BASE (LOG_SHMFD): shares `size` bytes of `fd` from `offset` as the dirty log,
+    /// one bit per 4 KiB guest-physical page; returns once the back-end mapped it.
+    pub fn set_log_base(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        size: u64,
+        offset: u64,
+    ) -> Result<(), ClientError> {
+        let token = self.dup(fd)?;
+        self.call(&[token], |f| f.set_log_base(size, offset, token)).map(drop)
+    }
+
+    /// SET_LOG_FD: an eventfd the back-end signals when it marks a page that was clean.
+    pub fn set_log_fd(&mut self, fd: BorrowedFd<'_>) -> Result<(), ClientError> {
+        let token = self.dup(fd)?;
+        self.call(&[token], |f| f.set_log_fd(token)).map(drop)
+    }
+
+    /// Switches dirty logging on or off: SET_FEATURES with or without VHOST_F_LOG_ALL (spec
+    /// "Migration"). Share the log with [`Client::set_log_base`] first.
+    pub fn set_logging(&mut self, on: bool) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_logging(on)).map(drop)
+    }
+
     /// SET_MEM_TABLE with these regions (at most 8).
     pub fn set_mem_table(&mut self, regions: &[SharedRegion<'_>]) -> Result<(), ClientError> {
         let mut table = Vec::with_capacity(regions.len());

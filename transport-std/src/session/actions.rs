@@ -22,6 +22,7 @@ use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
 use super::stops::QueueStopped;
 use super::transfer::Transfer;
 use crate::device::{Device, DeviceError, Queue};
+use crate::dirty::LogArea;
 use crate::memory::MemoryError;
 use crate::virtq::inflight::InflightArea;
 
@@ -51,13 +52,21 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 // already in the state core wants.
                 let _ = self.memory.remove(region.guest_address, region.size);
             }
-            Action::MapLog { fd, .. } => {
-                // Dirty-page logging is not implemented by this driver.
-                self.fds.release(fd);
-                self.owe(Kind::Done(Err(ENOTSUP)));
+            Action::MapLog { fd, mmap_size, mmap_offset } => {
+                let result = match self.fds.take(fd) {
+                    Some(fd) => LogArea::map(fd, mmap_size, mmap_offset)
+                        .map(|area| self.memory.log().set_area(area))
+                        .map_err(|error| {
+                            log::warn!("SET_LOG_BASE refused: {error}");
+                            error.errno()
+                        }),
+                    None => Err(EBADF),
+                };
+                self.owe(Kind::Done(result));
             }
-            Action::SetLogFd(fd) => self.log_fd = self.fds.take(fd),
-            Action::SetLogging(_) | Action::SendRarp(_) | Action::SetMtu(_) => {}
+            Action::SetLogFd(fd) => self.memory.log().set_notify(self.fds.take(fd)),
+            Action::SetLogging(on) => self.memory.log().set_logging(on),
+            Action::SendRarp(_) | Action::SetMtu(_) => {}
             Action::FeaturesAcked(features) => self.device.borrow_mut().acked_features(features),
             Action::StartVring { index, config, kick, enabled } => {
                 let kick = self.take_optional(kick);

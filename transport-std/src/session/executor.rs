@@ -137,7 +137,6 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     /// whole once they are all in (a running ring never sees an empty or partial map).
     pub(super) staged: Option<Staged>,
     pub(super) rings: Vec<Ring>,
-    pub(super) log_fd: Option<OwnedFd>,
     /// The front-end's inflight area (SET_INFLIGHT_FD), mapped shared.
     pub(super) inflight: Option<Arc<InflightArea>>,
     /// The back-end channel socket, until the driver takes it.
@@ -183,7 +182,6 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             memory: MemoryMap::new(),
             staged: None,
             rings,
-            log_fd: None,
             inflight: None,
             channel: None,
             owed: None,

@@ -7,6 +7,7 @@
 //! buffers ([`HostSlice`]s, each checked by `vm-memory` to lie in a mapped region), so a device
 //! can hand it to `preadv`/`pwritev` without a copy through its own memory.
 
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{Address, Bytes, GuestMemory, Permissions};
 
 use super::chain::{DescriptorChain, Segment};
@@ -205,9 +206,20 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         })
     }
 
-    /// Moves the position past `n` bytes placed there earlier (they count as written).
+    /// Moves the position past `n` bytes placed there earlier (they count as written), and marks
+    /// them in the dirty log: bytes placed through [`Writer::host_slices`] bypassed `vm-memory`,
+    /// so this is where a migration learns of them. Call it once the bytes have landed.
     pub fn advance(&mut self, n: usize) -> Result<usize, QueueError> {
-        let n = self.cursor.advance(self.segments, n, |_, _, _| Ok(()))?;
+        let mem = self.mem;
+        let n = self.cursor.advance(self.segments, n, |addr, _, n| {
+            let slices =
+                mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
+            for slice in slices {
+                let slice = slice.map_err(|_| mem_err(addr, n))?;
+                slice.bitmap().mark_dirty(0, slice.len());
+            }
+            Ok(())
+        })?;
         self.written += n;
         Ok(n)
     }

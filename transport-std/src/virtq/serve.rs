@@ -12,7 +12,9 @@
 //! This module must not interpret what a chain carries: the [`ChainService`] does.
 
 use vhu_core::message::VringBase;
-use vm_memory::{GuestAddressSpace, GuestMemory, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemory};
+
+use crate::memory::LoggedMemory;
 
 use super::{DescriptorChain, QueueError, Reader, Virtqueue, Writer};
 use crate::device::Notifier;
@@ -86,8 +88,8 @@ pub trait ChainService: Send + 'static {
     fn serve(
         &mut self,
         chain: &DescriptorChain,
-        reader: &mut Reader<'_, GuestMemoryMmap>,
-        writer: &mut Writer<'_, GuestMemoryMmap>,
+        reader: &mut Reader<'_, LoggedMemory>,
+        writer: &mut Writer<'_, LoggedMemory>,
     );
 }
 
@@ -113,7 +115,7 @@ impl<S: ChainService> ChainQueue<S> {
         &self.service
     }
 
-    fn run(&mut self, mem: &GuestMemoryMmap, call: &Notifier) -> Result<(), QueueError> {
+    fn run(&mut self, mem: &LoggedMemory, call: &Notifier) -> Result<(), QueueError> {
         let service = &mut self.service;
         self.more = serve_turn(&mut self.queue, mem, call, |queue, chain| {
             let mut reader = Reader::new(mem, chain);

@@ -18,7 +18,6 @@
 mod packed;
 mod split;
 
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +26,9 @@ use vhu_core::inflight::queue_region_size;
 use vhu_core::message::InflightDesc;
 use vhu_core::VringIndex;
 use vm_memory::mmap::MmapRegion;
-use vm_memory::{AtomicAccess, Bytes, FileOffset, VolatileMemory};
+use vm_memory::{AtomicAccess, Bytes, VolatileMemory};
+
+use crate::memory::{map_area, AreaError};
 
 pub use packed::{PackedInflight, PackedResubmit, UsedPosition};
 pub use split::SplitInflight;
@@ -112,17 +113,10 @@ impl InflightArea {
     /// lands in the front-end's memory and outlives this process).
     pub fn map(fd: OwnedFd, desc: InflightDesc) -> Result<Arc<Self>, InflightError> {
         let (size, offset) = (desc.mmap_size, desc.mmap_offset);
-        let error = |source| InflightError::Map { size, offset, source };
-        let len = usize::try_from(size)
-            .map_err(|_| error(vm_memory::mmap::MmapRegionError::InvalidPointer))?;
-        // A shared mapping past the end of the file maps, then faults when touched.
-        let file = rustix::fs::fstat(&fd).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
-        let end = offset.saturating_add(size);
-        if end > file {
-            return Err(InflightError::BeyondFile { end, file });
-        }
-        let map =
-            MmapRegion::from_file(FileOffset::new(File::from(fd), offset), len).map_err(error)?;
+        let map = map_area(fd, size, offset).map_err(|error| match error {
+            AreaError::BeyondFile { end, file } => InflightError::BeyondFile { end, file },
+            AreaError::Map(source) => InflightError::Map { size, offset, source },
+        })?;
         Ok(Arc::new(Self { map, desc }))
     }
 

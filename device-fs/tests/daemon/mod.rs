@@ -1,0 +1,64 @@
+//! Shared helpers for the tests that run the `vhu-fsd` binary: a scratch directory with a
+//! share, starting the daemon on a socket in it, waiting, and killing it when a test ends.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The daemon, ready to be given arguments.
+pub fn fsd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vhu-fsd"))
+}
+
+/// A fresh `<tmp>/<prefix>-<pid>-<name>` with an empty `share/` in it.
+pub fn scratch(prefix: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("share")).expect("scratch directory");
+    dir
+}
+
+/// Polls `done` every 20 ms for at most 10 s; whether it came true.
+pub fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Kills the daemon when the test ends, passed or not.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `dir/vhost.sock`, where [`start`] has the daemon listen.
+pub fn socket(dir: &Path) -> PathBuf {
+    dir.join("vhost.sock")
+}
+
+/// Starts the daemon on [`socket`]`(dir)` sharing `dir/share`, with `extra` arguments and its
+/// output discarded, and waits until it listens.
+pub fn start(dir: &Path, extra: &[&str]) -> Running {
+    let socket = socket(dir);
+    let child = fsd()
+        .args(["--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    wait_for(|| socket.exists());
+    Running(child)
+}
