@@ -49,6 +49,9 @@ fn every_page_a_read_reply_fills_is_marked() {
         assert!(!got.contains(&(ONE_AT_A_TIME.request(0) / LOG_PAGE)));
 
         guest.client().set_logging(false).expect("LOG_ALL off");
+        // The device may still have touched the used ring (EVENT_IDX's avail_event) after the
+        // guest saw the reply, while logging was on: that counts as logged, not as a leak.
+        log.take_dirty();
         guest.read(node, fh, 0, 4096).expect("read");
         assert_eq!(log.take_dirty(), Vec::<u64>::new(), "{name}: nothing logged after LOG_ALL");
         drop(guest);

@@ -58,6 +58,10 @@ pub enum DeviceError {
     /// Saved device state could not be loaded.
     #[error("invalid device state: {0}")]
     InvalidState(&'static str),
+    /// The device cannot save its state, or take over the state it was given; the message
+    /// names the cause (logged by the session, and CHECK_DEVICE_STATE fails).
+    #[error("device state: {0}")]
+    State(String),
     /// An I/O error (device-state transfer, eventfds, threads).
     #[error("device I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -68,7 +72,9 @@ impl DeviceError {
     pub fn status(&self) -> u64 {
         let errno = match self {
             Self::Unsupported => Errno::NOTSUP,
-            Self::Config { .. } | Self::InvalidState(_) | Self::Queue { .. } => Errno::INVAL,
+            Self::Config { .. } | Self::InvalidState(_) | Self::State(_) | Self::Queue { .. } => {
+                Errno::INVAL
+            }
             Self::Io(error) => {
                 return error.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(5)
             }

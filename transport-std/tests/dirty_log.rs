@@ -220,6 +220,7 @@ fn every_page_the_device_writes_is_marked_and_no_other() {
 
     // Logging off again: the next chain leaves the log clean.
     client.set_logging(false).expect("LOG_ALL off");
+    log.take_dirty();
     post(&ram, 5);
     kick(&kick_fd);
     assert!(common::eventually(|| used_idx(&ram) == 6), "the last chain is served");

@@ -8,6 +8,7 @@
 
 mod pool;
 mod queue;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -125,7 +126,9 @@ impl Device for FsDevice {
             | ProtocolFeatures::BACKEND_REQ
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS
             | ProtocolFeatures::RESET_DEVICE
-            | ProtocolFeatures::LOG_SHMFD;
+            | ProtocolFeatures::LOG_SHMFD
+            // What the guest holds moves to a destination (`passthrough::migration`).
+            | ProtocolFeatures::DEVICE_STATE;
         if self.config.tag.is_some() {
             spec.protocol_features |= ProtocolFeatures::CONFIG;
             spec.config_size = CONFIG_SIZE;
@@ -230,4 +233,21 @@ impl Device for FsDevice {
         // Every field of the file system device's config space is read-only.
         Err(DeviceError::Config { offset, size: data.len() })
     }
+
+    fn save_state(&mut self, out: &mut dyn std::io::Write) -> Result<(), DeviceError> {
+        out.write_all(&state::save(&self.server).map_err(state_error)?)?;
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut dyn std::io::Read) -> Result<(), DeviceError> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        state::load(&self.server, &bytes).map_err(state_error)
+    }
+}
+
+/// A state that cannot be saved or taken over, logged with its cause.
+fn state_error(error: state::StateError) -> DeviceError {
+    log::error!("migration: {error}");
+    DeviceError::State(error.to_string())
 }

@@ -23,8 +23,8 @@ pub use io::{ReadTarget, ReplyWriter, RequestReader, TransportError, VecWriter, 
 pub use lock::{Cancel, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
 pub use opcode::Opcode;
 pub use server::{
-    Defer, Handled, Server, ServerConfig, ServerError, MAX_PAGES_LIMIT, PAGE_SIZE,
-    QUEUE_HEADER_OVERHEAD,
+    Defer, Handled, Server, ServerConfig, ServerError, SessionMismatch, SessionState,
+    MAX_PAGES_LIMIT, PAGE_SIZE, QUEUE_HEADER_OVERHEAD,
 };
 pub use types::{
     AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened,

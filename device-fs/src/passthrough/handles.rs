@@ -1,7 +1,9 @@
 //! Open file and directory handles: `fh` ↔ a real (non-O_PATH) host fd.
 //!
 //! A handle remembers which node it was opened for, so a request naming another node is refused.
-//! Directory handles carry a lock because listing moves the fd's offset. No I/O beyond holding fds.
+//! Directory handles carry a lock because listing moves the fd's offset. A handle a migration
+//! could not reopen is *lost*: RELEASE still closes it, every other use fails with EIO. No I/O
+//! beyond holding fds.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -26,9 +28,38 @@ pub struct HandleData {
     pub dir_lock: Mutex<()>,
 }
 
+/// A handle's entry: open, or lost in a migration.
+#[derive(Clone, Debug)]
+pub enum HandleSlot {
+    /// Open.
+    Open(Arc<HandleData>),
+    /// Lost: what it was opened for.
+    Lost {
+        /// The node.
+        node: NodeId,
+        /// Whether it was a directory handle.
+        is_dir: bool,
+    },
+}
+
+impl HandleSlot {
+    fn open(fd: OwnedFd, node: NodeId, is_dir: bool) -> Self {
+        let direct = !is_dir
+            && rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT));
+        Self::Open(Arc::new(HandleData { fd, node, is_dir, direct, dir_lock: Mutex::new(()) }))
+    }
+
+    fn is_for(&self, node: NodeId, is_dir: bool) -> bool {
+        match self {
+            Self::Open(d) => d.node == node && d.is_dir == is_dir,
+            Self::Lost { node: n, is_dir: d } => *n == node && *d == is_dir,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<u64, Arc<HandleData>>,
+    map: HashMap<u64, HandleSlot>,
     next: u64,
 }
 
@@ -46,30 +77,50 @@ impl HandleTable {
 
     /// Stores `fd` and returns its new handle.
     pub fn insert(&self, fd: OwnedFd, node: NodeId, is_dir: bool) -> Handle {
-        let direct = !is_dir
-            && rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT));
-        let data = HandleData { fd, node, is_dir, direct, dir_lock: Mutex::new(()) };
+        let slot = HandleSlot::open(fd, node, is_dir);
         let mut inner = self.lock();
         inner.next += 1;
         let id = inner.next;
-        inner.map.insert(id, Arc::new(data));
+        inner.map.insert(id, slot);
         Handle(id)
+    }
+
+    /// Every handle in id order, and the last id handed out.
+    pub fn snapshot(&self) -> (Vec<(Handle, HandleSlot)>, u64) {
+        let inner = self.lock();
+        let mut all: Vec<_> =
+            inner.map.iter().map(|(id, slot)| (Handle(*id), slot.clone())).collect();
+        all.sort_unstable_by_key(|(h, _)| h.0);
+        (all, inner.next)
+    }
+
+    /// Adds handle `h` as a migration's source had it: `fd` open for `node`, or lost without
+    /// one. An id already present is left alone; new handles get ids after `last`.
+    pub fn restore(&self, h: Handle, node: NodeId, is_dir: bool, fd: Option<OwnedFd>, last: u64) {
+        let slot = match fd {
+            Some(fd) => HandleSlot::open(fd, node, is_dir),
+            None => HandleSlot::Lost { node, is_dir },
+        };
+        let mut inner = self.lock();
+        inner.next = inner.next.max(last).max(h.0);
+        inner.map.entry(h.0).or_insert(slot);
     }
 
     /// The handle `h`, which must belong to `node` and be of the right kind.
     pub fn get(&self, h: Handle, node: NodeId, is_dir: bool) -> Result<Arc<HandleData>, Errno> {
-        let data = self.lock().map.get(&h.0).cloned().ok_or(Errno::BADF)?;
-        if data.node != node || data.is_dir != is_dir {
-            return Err(Errno::BADF);
+        match self.lock().map.get(&h.0) {
+            Some(slot) if !slot.is_for(node, is_dir) => Err(Errno::BADF),
+            Some(HandleSlot::Open(data)) => Ok(Arc::clone(data)),
+            Some(HandleSlot::Lost { .. }) => Err(Errno::IO),
+            None => Err(Errno::BADF),
         }
-        Ok(data)
     }
 
     /// Removes `h` (its fd closes once no request still uses it).
     pub fn remove(&self, h: Handle, node: NodeId, is_dir: bool) -> Result<(), Errno> {
         let mut inner = self.lock();
         match inner.map.get(&h.0) {
-            Some(d) if d.node == node && d.is_dir == is_dir => {
+            Some(slot) if slot.is_for(node, is_dir) => {
                 inner.map.remove(&h.0);
                 Ok(())
             }

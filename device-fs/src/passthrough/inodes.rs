@@ -2,7 +2,9 @@
 //!
 //! Keyed both by node id and by host (dev, ino), so a second lookup of the same host inode returns
 //! the same node id and bumps its count. FORGET decrements; at zero the entry and its fd are
-//! dropped. The root is pinned and never forgotten. This module does no path resolution.
+//! dropped. The root is pinned and never forgotten. A node a migration could not bring back is
+//! *lost*: it keeps its id and lookup count so FORGET still balances, and every use of it fails
+//! with EIO. This module does no path resolution.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -44,8 +46,20 @@ impl Inode {
 
 #[derive(Debug)]
 struct Slot {
-    inode: Arc<Inode>,
+    /// `None`: lost in a migration.
+    inode: Option<Arc<Inode>>,
     lookups: u64,
+}
+
+/// One node as [`InodeTable::snapshot`] sees it.
+#[derive(Debug)]
+pub struct NodeSnapshot {
+    /// Its id.
+    pub node: NodeId,
+    /// The inode (`None`: lost).
+    pub inode: Option<Arc<Inode>>,
+    /// Lookups the guest holds.
+    pub lookups: u64,
 }
 
 #[derive(Debug, Default)]
@@ -74,13 +88,48 @@ impl InodeTable {
         inner.by_id.clear();
         inner.by_key.clear();
         inner.by_key.insert(root.key, NodeId::ROOT.0);
-        inner.by_id.insert(NodeId::ROOT.0, Slot { inode: Arc::new(root), lookups: 1 });
+        inner.by_id.insert(NodeId::ROOT.0, Slot { inode: Some(Arc::new(root)), lookups: 1 });
         inner.next_id = NodeId::ROOT.0 + 1;
+    }
+
+    /// Every node but the root, in id order, and the id the next new node gets.
+    pub fn snapshot(&self) -> (Vec<NodeSnapshot>, u64) {
+        let inner = self.lock();
+        let mut nodes: Vec<NodeSnapshot> = inner
+            .by_id
+            .iter()
+            .filter(|(id, _)| **id != NodeId::ROOT.0)
+            .map(|(id, slot)| NodeSnapshot {
+                node: NodeId(*id),
+                inode: slot.inode.clone(),
+                lookups: slot.lookups,
+            })
+            .collect();
+        nodes.sort_unstable_by_key(|n| n.node.0);
+        (nodes, inner.next_id)
+    }
+
+    /// Adds a node with its id and lookup count as a migration's source had them (`None`: lost).
+    /// The root and ids already present are left alone; new nodes get ids from `next_id` on.
+    pub fn restore(&self, node: NodeId, inode: Option<Inode>, lookups: u64, next_id: u64) {
+        let mut inner = self.lock();
+        if node == NodeId::ROOT || inner.by_id.contains_key(&node.0) || lookups == 0 {
+            return;
+        }
+        if let Some(inode) = &inode {
+            inner.by_key.entry(inode.key).or_insert(node.0);
+        }
+        inner.by_id.insert(node.0, Slot { inode: inode.map(Arc::new), lookups });
+        inner.next_id = inner.next_id.max(next_id).max(node.0.saturating_add(1));
     }
 
     /// The inode behind `node`.
     pub fn get(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
-        self.lock().by_id.get(&node.0).map(|s| Arc::clone(&s.inode)).ok_or(Errno::BADF)
+        match self.lock().by_id.get(&node.0) {
+            Some(Slot { inode: Some(inode), .. }) => Ok(Arc::clone(inode)),
+            Some(Slot { inode: None, .. }) => Err(Errno::IO),
+            None => Err(Errno::BADF),
+        }
     }
 
     /// Records one lookup of `inode`: an existing node for the same host inode gains a reference
@@ -96,7 +145,7 @@ impl InodeTable {
         let id = inner.next_id;
         inner.next_id += 1;
         inner.by_key.insert(inode.key, id);
-        inner.by_id.insert(id, Slot { inode: Arc::new(inode), lookups: 1 });
+        inner.by_id.insert(id, Slot { inode: Some(Arc::new(inode)), lookups: 1 });
         NodeId(id)
     }
 
@@ -111,9 +160,9 @@ impl InodeTable {
         };
         slot.lookups = slot.lookups.saturating_sub(count);
         if slot.lookups == 0 {
-            let key = slot.inode.key;
+            let key = slot.inode.as_ref().map(|inode| inode.key);
             inner.by_id.remove(&node.0);
-            if inner.by_key.get(&key) == Some(&node.0) {
+            if let Some(key) = key.filter(|key| inner.by_key.get(key) == Some(&node.0)) {
                 inner.by_key.remove(&key);
             }
         }
@@ -122,8 +171,8 @@ impl InodeTable {
     /// Up to a few inodes on host device `dev` (for opening one of them).
     pub(super) fn on_device(&self, dev: u64) -> Vec<Arc<Inode>> {
         let inner = self.lock();
-        let on = inner.by_id.values().filter(|s| s.inode.key.0 == dev);
-        on.map(|s| Arc::clone(&s.inode)).take(8).collect()
+        let on = inner.by_id.values().filter_map(|s| s.inode.as_ref()).filter(|i| i.key.0 == dev);
+        on.map(Arc::clone).take(8).collect()
     }
 
     /// Lookup count of `node`, if it exists.

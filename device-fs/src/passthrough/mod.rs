@@ -38,6 +38,7 @@ mod idmap;
 mod inodes;
 mod labels;
 mod locks;
+pub mod migration;
 mod names;
 mod negotiation;
 mod proc_path;
@@ -125,6 +126,8 @@ pub struct Config {
     pub uid_map: IdMap,
     /// Guest ↔ host gid translation (`--translate-gid`; identity by default).
     pub gid_map: IdMap,
+    /// How the guest's state is described and taken over in a live migration.
+    pub migration: migration::MigrationConfig,
 }
 
 /// Descriptors kept free for the daemon itself (sockets, eventfds, memory regions, workers).
@@ -162,6 +165,7 @@ impl Config {
             security_label: Negotiation::Never,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
+            migration: migration::MigrationConfig::default(),
         }
     }
 }

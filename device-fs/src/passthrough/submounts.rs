@@ -25,27 +25,60 @@ const INDEX_SHIFT: u32 = 48;
 /// Host devices seen so far, numbered in the order they were met (the share's own is 0).
 #[derive(Debug, Default)]
 pub(super) struct Devices {
-    inner: Mutex<HashMap<u64, u64>>,
+    inner: Mutex<Indexes>,
+}
+
+#[derive(Debug, Default)]
+struct Indexes {
+    by_dev: HashMap<u64, u64>,
+    /// The index the next new device gets.
+    next: u64,
 }
 
 impl Devices {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
-        // One map, updated by single inserts: a panic cannot leave it half-changed.
+    fn lock(&self) -> MutexGuard<'_, Indexes> {
+        // Updated by single inserts with their counter: a panic cannot leave it half-changed.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets every device and makes `root_dev` the share's own (index 0).
     pub(super) fn reset(&self, root_dev: u64) {
         let mut map = self.lock();
-        map.clear();
-        map.insert(root_dev, 0);
+        map.by_dev.clear();
+        map.by_dev.insert(root_dev, 0);
+        map.next = 1;
+    }
+
+    /// Every device met and its index, in index order (what a migration carries).
+    pub(super) fn indexes(&self) -> Vec<(u64, u64)> {
+        let map = self.lock();
+        let mut all: Vec<(u64, u64)> = map.by_dev.iter().map(|(d, i)| (*d, *i)).collect();
+        all.sort_unstable_by_key(|(_, index)| *index);
+        all
+    }
+
+    /// Gives `dev` the index `index` had on a migration's source, so the guest's inode numbers
+    /// do not change; a device that already has one keeps it.
+    pub(super) fn assign(&self, dev: u64, index: u64) {
+        let mut map = self.lock();
+        if !map.by_dev.contains_key(&dev) && !map.by_dev.values().any(|i| *i == index) {
+            map.by_dev.insert(dev, index);
+            map.next = map.next.max(index.saturating_add(1));
+        }
     }
 
     /// The inode number the guest sees for host inode `key`.
     pub(super) fn guest_ino(&self, (dev, ino): InodeKey) -> u64 {
         let mut map = self.lock();
-        let next = map.len() as u64;
-        let index = *map.entry(dev).or_insert(next);
+        let index = match map.by_dev.get(&dev) {
+            Some(index) => *index,
+            None => {
+                let index = map.next;
+                map.next += 1;
+                map.by_dev.insert(dev, index);
+                index
+            }
+        };
         if index == 0 {
             ino
         } else {
@@ -55,7 +88,7 @@ impl Devices {
 
     /// Every host device met so far.
     pub(super) fn all(&self) -> Vec<u64> {
-        self.lock().keys().copied().collect()
+        self.lock().by_dev.keys().copied().collect()
     }
 }
 

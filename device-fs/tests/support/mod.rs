@@ -101,6 +101,21 @@ impl Harness {
         Self { dirs: Arc::new(dirs), server: Arc::new(server), unique: 0, caller: (0, 0) }
     }
 
+    /// Another daemon's server on the same share, with its own file system (a migration's
+    /// destination), configured by `tweak`.
+    pub fn another_server(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(self.dirs.share());
+        tweak(&mut config);
+        let fs = PassthroughFs::new(config).expect("passthrough");
+        let server = Server::new(fs, ServerConfig::for_queue_size(128));
+        Self {
+            dirs: Arc::clone(&self.dirs),
+            server: Arc::new(server),
+            unique: 1 << 40,
+            caller: (0, 0),
+        }
+    }
+
     /// A second client of the same server and share (for another thread).
     pub fn sharing(&self) -> Self {
         Self {

@@ -226,6 +226,7 @@ fn passthrough_config(settings: &Settings, as_root: bool) -> Config {
     config.writeback = settings.writeback;
     config.allow_mmap = settings.allow_mmap;
     config.preserve_noatime = settings.preserve_noatime;
+    config.migration = settings.migration;
     config
 }
 

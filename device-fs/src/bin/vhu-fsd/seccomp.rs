@@ -97,6 +97,9 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_unlinkat,
     libc::SYS_renameat2,
     libc::SYS_readlinkat,
+    // Live migration: inodes described and found again by file handle.
+    libc::SYS_name_to_handle_at,
+    libc::SYS_open_by_handle_at,
     libc::SYS_fchmodat,
     libc::SYS_fchmod,
     libc::SYS_fchownat,

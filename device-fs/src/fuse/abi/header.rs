@@ -101,7 +101,7 @@ wire_struct! {
 
 bitflags::bitflags! {
     /// INIT flags as one 64-bit set (`flags | flags2 << 32`).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
     pub struct InitFlags: u64 {
         /// FUSE_ASYNC_READ.
         const ASYNC_READ = 1 << 0;

@@ -75,13 +75,8 @@ impl<F: FileSystem> Server<F> {
         if offered.contains(InitFlags::INIT_EXT) {
             offered |= InitFlags::from_bits_retain(u64::from(init.flags2) << 32);
         }
-        if init.minor < EXTENSIONS_MINOR {
-            // Before 7.38 a guest sends security contexts as an extra argument, not as a request
-            // extension this server reads: not offered, so a label is never silently dropped.
-            offered -= InitFlags::SECURITY_CTX | InitFlags::CREATE_SUPP_GROUP;
-        }
-        let wanted = self.fs.init(offered)?;
-        let claimed = offered & (SERVER_FLAGS | (wanted & FS_FLAGS));
+        let minor = init.minor.min(KERNEL_MINOR_VERSION);
+        let claimed = self.negotiate(minor, offered)?;
         let bits = claimed.bits();
         let out = InitOut {
             major: KERNEL_VERSION,
@@ -97,11 +92,80 @@ impl<F: FileSystem> Server<F> {
             max_pages: self.config().max_pages,
             ..InitOut::default()
         };
-        self.set_session(Session {
-            initialized: true,
-            minor: init.minor.min(KERNEL_MINOR_VERSION),
-            flags: Some(claimed),
-        });
+        self.set_session(Session { initialized: true, minor, offered, flags: Some(claimed) });
         Ok(Reply::of(&out))
     }
+
+    /// The flags claimed for a guest of protocol `minor` that offered `offered`; the file
+    /// system takes its share of the decision (and may refuse the guest).
+    fn negotiate(&self, minor: u32, mut offered: InitFlags) -> Result<InitFlags, Errno> {
+        if minor < EXTENSIONS_MINOR {
+            // Before 7.38 a guest sends security contexts as an extra argument, not as a request
+            // extension this server reads: not offered, so a label is never silently dropped.
+            offered -= InitFlags::SECURITY_CTX | InitFlags::CREATE_SUPP_GROUP;
+        }
+        let wanted = self.fs.init(offered)?;
+        Ok(offered & (SERVER_FLAGS | (wanted & FS_FLAGS)))
+    }
+
+    /// What INIT negotiated, for a migration to carry; `None` before INIT.
+    pub fn session_state(&self) -> Option<SessionState> {
+        let s = self.session();
+        let claimed = s.flags.filter(|_| s.initialized)?;
+        Some(SessionState { minor: s.minor, offered: s.offered.bits(), claimed: claimed.bits() })
+    }
+
+    /// Resumes a session another server negotiated (a migration's destination: the guest does
+    /// not send INIT again). The file system negotiates again from what the guest offered; if
+    /// that does not claim exactly what the guest was told, the session is refused (this
+    /// server's options differ from the source's) and nothing changes.
+    pub fn restore_session(&self, state: SessionState) -> Result<(), SessionMismatch> {
+        if !(MIN_KERNEL_MINOR_VERSION..=KERNEL_MINOR_VERSION).contains(&state.minor) {
+            return Err(SessionMismatch::Minor(state.minor));
+        }
+        let offered = InitFlags::from_bits_retain(state.offered);
+        let claimed = self.negotiate(state.minor, offered).map_err(SessionMismatch::Refused)?;
+        if claimed.bits() != state.claimed {
+            return Err(SessionMismatch::Flags { there: state.claimed, here: claimed.bits() });
+        }
+        self.set_session(Session {
+            initialized: true,
+            minor: state.minor,
+            offered,
+            flags: Some(claimed),
+        });
+        Ok(())
+    }
+}
+
+/// A FUSE session as INIT left it: the protocol minor, the flags the guest offered and those it
+/// was told are claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    /// Protocol minor in use.
+    pub minor: u32,
+    /// INIT flags the guest offered (both halves).
+    pub offered: u64,
+    /// INIT flags claimed in the reply.
+    pub claimed: u64,
+}
+
+/// Why a session cannot be resumed here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionMismatch {
+    /// A protocol minor this server does not speak.
+    #[error("FUSE protocol 7.{0} is not spoken here")]
+    Minor(u32),
+    /// The file system refuses the guest (a capability required here that it lacks).
+    #[error("the file system refuses the guest's INIT flags: {0}")]
+    Refused(Errno),
+    /// These options claim other flags than the source did.
+    #[error("the source claimed INIT flags {there:#x}, these options claim {here:#x}")]
+    Flags {
+        /// Claimed by the source.
+        there: u64,
+        /// Claimed here.
+        here: u64,
+    },
 }

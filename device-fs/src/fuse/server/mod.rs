@@ -27,6 +27,7 @@ use super::filesystem::FileSystem;
 use super::io::{ReplyWriter, RequestReader, TransportError};
 use super::lock::Cancel;
 use super::opcode::Opcode;
+pub use init::{SessionMismatch, SessionState};
 use request::Request;
 
 /// Page size the guest counts `max_pages` in.
@@ -95,6 +96,8 @@ pub enum ServerError {
 struct Session {
     initialized: bool,
     minor: u32,
+    /// What the guest offered in INIT (empty before).
+    offered: InitFlags,
     flags: Option<InitFlags>,
 }
 

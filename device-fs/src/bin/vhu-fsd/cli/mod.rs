@@ -7,13 +7,15 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use vhu_device_fs::passthrough::migration::{MigrationConfig, MigrationMode, OnError};
 use vhu_device_fs::passthrough::{CachePolicy, IdMap, IdMapError, IdRule, Negotiation, XattrMap};
 
 use crate::ns_map::{parse_ns_map, NsMap};
 
 mod values;
 pub(crate) use values::{
-    parse_modcaps, Cache, CapEdit, CapEdits, InodeFileHandles, LogLevel, Mode, Sandbox, Seccomp,
+    parse_modcaps, Cache, CapEdit, CapEdits, InodeFileHandles, LogLevel, MigrationModeArg, Mode,
+    OnErrorArg, Sandbox, Seccomp,
 };
 
 /// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
@@ -73,15 +75,15 @@ pub(crate) struct Options {
     #[arg(long, value_name = "EDITS", value_parser = parse_modcaps)]
     pub(crate) modcaps: Option<CapEdits>,
     /// How inodes are described for live migration (find-paths or file-handles).
-    #[arg(long, value_name = "MODE")]
-    pub(crate) migration_mode: Option<String>,
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) migration_mode: Option<MigrationModeArg>,
     /// What a migration destination does with an inode it cannot open (abort or guest-error).
-    #[arg(long, value_name = "ACTION")]
-    pub(crate) migration_on_error: Option<String>,
-    /// Verify migrated inodes by file handle.
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub(crate) migration_on_error: Option<OnErrorArg>,
+    /// Send file handles with migrated paths; the destination compares them.
     #[arg(long)]
     pub(crate) migration_verify_handles: bool,
-    /// Re-check every migrated path at switch-over.
+    /// Re-check every migrated path at switch-over (always done).
     #[arg(long)]
     pub(crate) migration_confirm_paths: bool,
     /// Threads handling each queue's requests; 0 handles them on the queue's own thread.
@@ -258,6 +260,8 @@ pub(crate) struct Settings {
     pub(crate) security_label: Negotiation,
     /// Forward POSIX locks.
     pub(crate) posix_lock: bool,
+    /// Live migration options.
+    pub(crate) migration: MigrationConfig,
     /// Forward flock locks.
     pub(crate) flock: bool,
     /// uid translation.
@@ -356,19 +360,6 @@ impl Options {
                 "inodes are held by O_PATH descriptors; pass never or prefer",
             );
         }
-        for (given, option) in [
-            (self.migration_mode.is_some(), "--migration-mode"),
-            (self.migration_on_error.is_some(), "--migration-on-error"),
-            (self.migration_verify_handles, "--migration-verify-handles"),
-            (self.migration_confirm_paths, "--migration-confirm-paths"),
-        ] {
-            if given {
-                return not_supported(
-                    option.into(),
-                    "vhu-fsd does not transfer device state, so a guest using it cannot migrate",
-                );
-            }
-        }
         let socket = match (&self.socket_path, &self.socket, self.fd) {
             (Some(path), _, _) | (None, Some(path), _) => Socket::Path(path.clone()),
             (None, None, Some(fd)) => Socket::Fd(fd),
@@ -429,6 +420,18 @@ impl Options {
             thread_pool_size: self.thread_pool_size,
             readonly: self.readonly,
             persistent: self.persistent,
+            migration: MigrationConfig {
+                mode: match self.migration_mode {
+                    Some(MigrationModeArg::FileHandles) => MigrationMode::FileHandles,
+                    Some(MigrationModeArg::FindPaths) | None => MigrationMode::FindPaths,
+                },
+                on_error: match self.migration_on_error {
+                    Some(OnErrorArg::GuestError) => OnError::GuestError,
+                    Some(OnErrorArg::Abort) | None => OnError::Abort,
+                },
+                verify_handles: self.migration_verify_handles,
+                confirm_paths: self.migration_confirm_paths,
+            },
         })
     }
 }
@@ -451,13 +454,15 @@ fn group_id(group: &str) -> Result<u32, CliError> {
         .ok_or_else(|| CliError::UnknownGroup(group.into()))
 }
 
-/// The vhost-user.json capabilities (`--print-capabilities`). Migration is not listed: device
-/// state is not transferred. Neither is `separate-options`: given it, libvirt refuses a
-/// domain's `<lock posix=… flock=…>` settings (virtiofsd has no host locks), while without it
-/// libvirt passes them in the `-o` form, which vhu-fsd takes in full and honours.
+/// The vhost-user.json capabilities (`--print-capabilities`). `migrate-precopy`: device state
+/// and dirty logging let QEMU migrate the guest. `separate-options` is not listed: given it,
+/// libvirt refuses a domain's `<lock posix=… flock=…>` settings (virtiofsd has no host locks),
+/// while without it libvirt passes them in the `-o` form, which vhu-fsd takes in full and
+/// honours.
 pub(crate) const CAPABILITIES: &str = r#"{
   "type": "fs",
   "features": [
+    "migrate-precopy",
     "posix-acl-negotiation-mode",
     "security-label-negotiation-mode"
   ]

@@ -108,18 +108,13 @@ fn id_translation_rules_and_namespace_maps() {
 fn unsupported_options_are_refused_not_ignored() {
     let dir = std::env::temp_dir();
     let dir = dir.to_str().expect("utf-8 temp dir");
-    for (extra, option) in [
-        ("--inode-file-handles=mandatory", "--inode-file-handles mandatory"),
-        ("--migration-mode=find-paths", "--migration-mode"),
-        ("--migration-on-error=abort", "--migration-on-error"),
-        ("--migration-verify-handles", "--migration-verify-handles"),
-        ("--migration-confirm-paths", "--migration-confirm-paths"),
-    ] {
-        let options = parse(&["--socket-path=/tmp/x", "--shared-dir", dir, extra]);
-        match options.settings() {
-            Err(CliError::NotSupported { option: got, .. }) => assert_eq!(got, option),
-            other => panic!("{extra}: {other:?}"),
+    let options =
+        parse(&["--socket-path=/tmp/x", "--shared-dir", dir, "--inode-file-handles=mandatory"]);
+    match options.settings() {
+        Err(CliError::NotSupported { option, .. }) => {
+            assert_eq!(option, "--inode-file-handles mandatory")
         }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -222,4 +217,28 @@ fn thread_pool_sizes() {
     assert_eq!(size("--thread-pool-size=16").expect("ok").thread_pool_size, 16);
     assert_eq!(size("--thread-pool-size=0").expect("ok").thread_pool_size, 0);
     assert_eq!(size("--thread-pool-size=5000").err(), Some(CliError::PoolTooLarge(5000)));
+}
+
+#[test]
+fn migration_options_as_virtiofsd_spells_them() {
+    use vhu_device_fs::passthrough::migration::{MigrationMode, OnError};
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let base = ["--socket-path=/tmp/x", "--shared-dir", dir];
+    let defaults = parse(&base).settings().expect("valid").migration;
+    assert_eq!((defaults.mode, defaults.on_error), (MigrationMode::FindPaths, OnError::Abort));
+    assert!(!defaults.verify_handles && !defaults.confirm_paths);
+    let all = [
+        "--migration-mode=file-handles",
+        "--migration-on-error",
+        "guest-error",
+        "--migration-verify-handles",
+        "--migration-confirm-paths",
+    ];
+    let args: Vec<&str> = base.iter().chain(all.iter()).copied().collect();
+    let set = parse(&args).settings().expect("valid").migration;
+    assert_eq!((set.mode, set.on_error), (MigrationMode::FileHandles, OnError::GuestError));
+    assert!(set.verify_handles && set.confirm_paths);
+    let bad: Vec<&str> = base.iter().copied().chain(["--migration-mode=by-magic"]).collect();
+    assert!(Options::try_parse_from(std::iter::once("vhu-fsd").chain(bad)).is_err());
 }

@@ -41,6 +41,28 @@ pub(crate) enum InodeFileHandles {
     Mandatory,
 }
 
+/// How a migration source describes inodes (`--migration-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MigrationModeArg {
+    /// By path in the share.
+    #[value(name = "find-paths")]
+    FindPaths,
+    /// By host file handle (the destination needs CAP_DAC_READ_SEARCH).
+    #[value(name = "file-handles")]
+    FileHandles,
+}
+
+/// What a migration destination does with an inode it cannot open (`--migration-on-error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnErrorArg {
+    /// Fail the migration.
+    #[value(name = "abort")]
+    Abort,
+    /// Let the guest's uses of that inode fail with EIO.
+    #[value(name = "guest-error")]
+    GuestError,
+}
+
 /// Sandbox modes virtiofsd knows (`--sandbox`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Sandbox {

@@ -1,0 +1,382 @@
+//! The bytes of a virtio-fs back-end's migration state: what [`FsState`] holds, written and read
+//! back in a versioned little-endian layout.
+//!
+//! ```text
+//! magic "VHUFSMIG", u32 version (1)
+//! u8 session present; then u32 minor, u64 offered INIT flags, u64 claimed INIT flags
+//! u32 devices; each u64 host device, u64 index
+//! u64 next node id; u32 nodes; each
+//!     u64 node id, u64 lookups, u64 host device, u64 host inode number, u32 S_IFMT kind,
+//!     u8 has path [u32 length, bytes], u8 has handle [i32 type, u32 length, bytes]
+//! u64 last handle id; u32 handles; each u64 handle, u64 node, u8 directory, u32 open flags,
+//!     u8 lost
+//! ```
+//!
+//! A node with neither path nor handle could not be described by the source. The bytes come from
+//! the front-end: reading them checks every length against what is left and against the limits
+//! below, and fails with a [`FormatError`] naming what was wrong; it never panics. This module
+//! must not open anything.
+
+use crate::fuse::SessionState;
+
+/// First bytes of the state.
+const MAGIC: &[u8; 8] = b"VHUFSMIG";
+/// The layout version this module writes and reads.
+pub const VERSION: u32 = 1;
+/// Longest path accepted (`PATH_MAX`).
+const PATH_MAX: usize = 4096;
+/// Longest file handle accepted (`MAX_HANDLE_SZ`).
+pub(super) const HANDLE_MAX: usize = 128;
+
+/// An opaque host file handle (`name_to_handle_at`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle {
+    /// `handle_type`.
+    pub kind: i32,
+    /// `f_handle`, at most [`HANDLE_MAX`] bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One node the guest holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// The guest's node id.
+    pub node: u64,
+    /// Lookups the guest holds.
+    pub lookups: u64,
+    /// Host device on the source.
+    pub dev: u64,
+    /// Host inode number on the source.
+    pub ino: u64,
+    /// `S_IFMT` bits.
+    pub kind: u32,
+    /// Path relative to the share, components separated by `/`.
+    pub path: Option<Vec<u8>>,
+    /// File handle.
+    pub handle: Option<FileHandle>,
+}
+
+/// One open file or directory handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandleRecord {
+    /// The guest's handle.
+    pub handle: u64,
+    /// The node it is open for.
+    pub node: u64,
+    /// Whether it is a directory handle.
+    pub is_dir: bool,
+    /// `open(2)` flags it is open with.
+    pub flags: u32,
+    /// Lost already on the source.
+    pub lost: bool,
+}
+
+/// Everything the destination needs; see the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsState {
+    /// The FUSE session, once INIT succeeded.
+    pub session: Option<SessionState>,
+    /// Host devices and their indexes in guest inode numbers.
+    pub devices: Vec<(u64, u64)>,
+    /// The id the next new node gets.
+    pub next_node: u64,
+    /// Nodes other than the root.
+    pub nodes: Vec<NodeRecord>,
+    /// The last handle id handed out.
+    pub last_handle: u64,
+    /// Open handles.
+    pub handles: Vec<HandleRecord>,
+}
+
+/// Bytes that are not a state this module reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Not a vhu-fsd state at all.
+    #[error("not a vhu-fsd migration state (bad magic)")]
+    Magic,
+    /// Written by a version this one does not read.
+    #[error("migration state version {0} is not supported (this daemon reads version {VERSION})")]
+    Version(u32),
+    /// Ends in the middle of a field.
+    #[error("migration state ends inside {0}")]
+    Truncated(&'static str),
+    /// A length beyond its limit.
+    #[error("{what} of {len} bytes in the migration state exceeds {max}")]
+    TooLong {
+        /// The field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Bytes after the last field.
+    #[error("{0} bytes follow the migration state")]
+    Trailing(usize),
+}
+
+impl FsState {
+    /// The state as bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.nodes.len() * 80 + self.handles.len() * 32);
+        out.extend_from_slice(MAGIC);
+        put32(&mut out, VERSION);
+        match &self.session {
+            Some(s) => {
+                out.push(1);
+                put32(&mut out, s.minor);
+                put64(&mut out, s.offered);
+                put64(&mut out, s.claimed);
+            }
+            None => out.push(0),
+        }
+        put32(&mut out, self.devices.len() as u32);
+        for (dev, index) in &self.devices {
+            put64(&mut out, *dev);
+            put64(&mut out, *index);
+        }
+        put64(&mut out, self.next_node);
+        put32(&mut out, self.nodes.len() as u32);
+        for n in &self.nodes {
+            for v in [n.node, n.lookups, n.dev, n.ino] {
+                put64(&mut out, v);
+            }
+            put32(&mut out, n.kind);
+            put_bytes(&mut out, n.path.as_deref());
+            match &n.handle {
+                Some(h) => {
+                    out.push(1);
+                    put32(&mut out, h.kind as u32);
+                    put_bytes(&mut out, Some(&h.bytes));
+                }
+                None => out.push(0),
+            }
+        }
+        put64(&mut out, self.last_handle);
+        put32(&mut out, self.handles.len() as u32);
+        for h in &self.handles {
+            put64(&mut out, h.handle);
+            put64(&mut out, h.node);
+            out.push(u8::from(h.is_dir));
+            put32(&mut out, h.flags);
+            out.push(u8::from(h.lost));
+        }
+        out
+    }
+
+    /// Reads a state written by [`FsState::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Cursor { bytes };
+        if r.take(8, "the magic")? != MAGIC {
+            return Err(FormatError::Magic);
+        }
+        let version = r.u32("the version")?;
+        if version != VERSION {
+            return Err(FormatError::Version(version));
+        }
+        let session = match r.u8("the session")? {
+            0 => None,
+            _ => Some(SessionState {
+                minor: r.u32("the session")?,
+                offered: r.u64("the session")?,
+                claimed: r.u64("the session")?,
+            }),
+        };
+        let count = r.count("the device list", 16)?;
+        let mut devices = Vec::with_capacity(count);
+        for _ in 0..count {
+            devices.push((r.u64("a device")?, r.u64("a device")?));
+        }
+        let next_node = r.u64("the node list")?;
+        let count = r.count("the node list", 38)?;
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let what = "a node";
+            let (node, lookups, dev, ino) =
+                (r.u64(what)?, r.u64(what)?, r.u64(what)?, r.u64(what)?);
+            let kind = r.u32(what)?;
+            let path = r.bytes("a node's path", PATH_MAX)?;
+            let handle = match r.u8(what)? {
+                0 => None,
+                _ => {
+                    let kind = r.u32("a file handle")? as i32;
+                    let bytes = r.bytes("a file handle", HANDLE_MAX)?.unwrap_or_default();
+                    Some(FileHandle { kind, bytes })
+                }
+            };
+            nodes.push(NodeRecord { node, lookups, dev, ino, kind, path, handle });
+        }
+        let last_handle = r.u64("the handle list")?;
+        let count = r.count("the handle list", 22)?;
+        let mut handles = Vec::with_capacity(count);
+        for _ in 0..count {
+            let what = "a handle";
+            handles.push(HandleRecord {
+                handle: r.u64(what)?,
+                node: r.u64(what)?,
+                is_dir: r.u8(what)? != 0,
+                flags: r.u32(what)?,
+                lost: r.u8(what)? != 0,
+            });
+        }
+        if !r.bytes.is_empty() {
+            return Err(FormatError::Trailing(r.bytes.len()));
+        }
+        Ok(Self { session, devices, next_node, nodes, last_handle, handles })
+    }
+}
+
+fn put32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// `u8 present`, then `u32 length` and the bytes when present.
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            out.push(1);
+            put32(out, b.len() as u32);
+            out.extend_from_slice(b);
+        }
+        None => out.push(0),
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+        if self.bytes.len() < n {
+            return Err(FormatError::Truncated(what));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4, what)?);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, FormatError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// A `u32` count of records at least `least` bytes each, checked against what is left.
+    fn count(&mut self, what: &'static str, least: usize) -> Result<usize, FormatError> {
+        let count = self.u32(what)? as usize;
+        let max = self.bytes.len() / least;
+        if count > max {
+            return Err(FormatError::Truncated(what));
+        }
+        Ok(count)
+    }
+
+    /// `u8 present` and, when present, `u32 length` and at most `max` bytes.
+    fn bytes(&mut self, what: &'static str, max: usize) -> Result<Option<Vec<u8>>, FormatError> {
+        if self.u8(what)? == 0 {
+            return Ok(None);
+        }
+        let len = self.u32(what)? as usize;
+        if len > max {
+            return Err(FormatError::TooLong { what, len, max });
+        }
+        Ok(Some(self.take(len, what)?.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FsState {
+        FsState {
+            session: Some(SessionState { minor: 38, offered: 0x1234_5678_9abc, claimed: 0x1234 }),
+            devices: vec![(0x803, 0), (0x30, 1)],
+            next_node: 9,
+            nodes: vec![
+                NodeRecord {
+                    node: 2,
+                    lookups: 3,
+                    dev: 0x803,
+                    ino: 77,
+                    kind: 0o100000,
+                    path: Some(b"dir/file".to_vec()),
+                    handle: Some(FileHandle { kind: 1, bytes: vec![1, 2, 3, 4, 5, 6, 7, 8] }),
+                },
+                NodeRecord {
+                    node: 5,
+                    lookups: 1,
+                    dev: 0x30,
+                    ino: 2,
+                    kind: 0o040000,
+                    path: None,
+                    handle: None,
+                },
+            ],
+            last_handle: 4,
+            handles: vec![HandleRecord {
+                handle: 4,
+                node: 2,
+                is_dir: false,
+                flags: 2,
+                lost: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_state_reads_back_as_written() {
+        let state = sample();
+        assert_eq!(FsState::decode(&state.encode()), Ok(state));
+        assert_eq!(FsState::decode(&FsState::default().encode()), Ok(FsState::default()));
+    }
+
+    #[test]
+    fn every_cut_and_every_corruption_is_an_error_not_a_panic() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(FsState::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(FsState::decode(&longer), Err(FormatError::Trailing(1)));
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0xff;
+            let _ = FsState::decode(&bad);
+        }
+        let mut version = bytes.clone();
+        version[8] = 2;
+        assert_eq!(FsState::decode(&version), Err(FormatError::Version(2)));
+        assert_eq!(FsState::decode(b"VHUFSMIX\x01\0\0\0"), Err(FormatError::Magic));
+    }
+
+    #[test]
+    fn lengths_beyond_their_limits_are_refused() {
+        let mut state = sample();
+        state.nodes[0].path = Some(vec![b'a'; PATH_MAX + 1]);
+        let err = FsState::decode(&state.encode()).unwrap_err();
+        assert!(matches!(err, FormatError::TooLong { len, .. } if len == PATH_MAX + 1), "{err}");
+        // A count larger than the bytes that follow could hold is refused before allocating.
+        let mut huge = FsState::default().encode();
+        let at = huge.len() - 12 - 4;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(FsState::decode(&huge).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! Finding inodes again: the path of an inode inside the share (from its `/proc/self/fd` link,
+//! or by walking the share), opening a path inside the share component by component, and host
+//! file handles (`name_to_handle_at` / `open_by_handle_at`).
+//!
+//! Every path opened here is resolved one validated component at a time with
+//! `O_PATH | O_NOFOLLOW` from the share's root, so no path — whatever a migration stream holds —
+//! leads outside the share or through a symlink. This module decides nothing about what to do
+//! when an inode cannot be found.
+
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use rustix::fs::{openat, readlinkat, Mode, OFlags, RawDir};
+use rustix::io::Errno;
+
+use super::super::attr::{self, InodeKey};
+use super::super::names;
+use super::format::{FileHandle, HANDLE_MAX};
+
+/// Entries a search of the share looks at before giving up.
+const SEARCH_LIMIT: usize = 1 << 20;
+
+/// What a `/proc/self/fd` link says when its file was unlinked.
+const DELETED: &[u8] = b" (deleted)";
+
+/// The target of `fd`'s link in `proc_fd` (`/proc/self/fd`).
+pub(super) fn link_of(proc_fd: impl AsFd, fd: &impl AsRawFd) -> Result<Vec<u8>, Errno> {
+    let target = readlinkat(proc_fd, fd.as_raw_fd().to_string(), Vec::new())?;
+    Ok(target.into_bytes())
+}
+
+/// `target` relative to the share whose root's link is `root`, if it lies inside it and was not
+/// unlinked. The root itself is the empty path.
+pub(super) fn relative(root: &[u8], target: &[u8]) -> Option<Vec<u8>> {
+    if target.ends_with(DELETED) {
+        return None;
+    }
+    let rest = if root == b"/" { target.strip_prefix(b"/")? } else { target.strip_prefix(root)? };
+    let rest = match rest {
+        [] => rest,
+        [b'/', rest @ ..] if root != b"/" => rest,
+        _ if root == b"/" => rest,
+        _ => return None,
+    };
+    Some(rest.to_vec())
+}
+
+/// Opens `path` (relative to the share) from `root` as `O_PATH`, one component at a time,
+/// never following a symlink and refusing `.`, `..` and empty components.
+pub(super) fn open_in_share(root: &OwnedFd, path: &[u8]) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut current = openat(root, c".", flags | OFlags::DIRECTORY, Mode::empty())?;
+    if path.is_empty() {
+        return Ok(current);
+    }
+    for component in path.split(|b| *b == b'/') {
+        let name = CString::new(component).map_err(|_| Errno::INVAL)?;
+        names::validate(&name)?;
+        current = openat(&current, &name, flags, Mode::empty())?;
+    }
+    Ok(current)
+}
+
+/// The host file handle of the inode `fd` (an `O_PATH` fd) names, if its file system has them.
+pub(super) fn file_handle(fd: &impl AsRawFd) -> Option<FileHandle> {
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, aligned for both.
+    let mut buf = [0u32; 2 + HANDLE_MAX / 4];
+    buf[0] = HANDLE_MAX as u32;
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a file_handle with room for HANDLE_MAX bytes, as its first field says;
+    // the path is an empty C string and `mount_id` a valid int: the kernel writes only there.
+    let rc = unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    let len = buf[0] as usize;
+    if rc != 0 || len > HANDLE_MAX {
+        return None;
+    }
+    let bytes: Vec<u8> = buf[2..].iter().flat_map(|w| w.to_ne_bytes()).take(len).collect();
+    Some(FileHandle { kind: buf[1] as i32, bytes })
+}
+
+/// Opens `handle` as `O_PATH` on the file system of the directory `mount` (an `O_PATH` fd;
+/// needs CAP_DAC_READ_SEARCH).
+pub(super) fn open_by_handle(mount: &OwnedFd, handle: &FileHandle) -> Result<OwnedFd, Errno> {
+    if handle.bytes.len() > HANDLE_MAX {
+        return Err(Errno::INVAL);
+    }
+    let mut buf = [0u32; 2 + HANDLE_MAX / 4];
+    buf[0] = handle.bytes.len() as u32;
+    buf[1] = handle.kind as u32;
+    for (i, chunk) in handle.bytes.chunks(4).enumerate() {
+        let mut word = [0u8; 4];
+        word[..chunk.len()].copy_from_slice(chunk);
+        buf[2 + i] = u32::from_ne_bytes(word);
+    }
+    // The mount is named by a real (not O_PATH) descriptor of the share's root.
+    let mount =
+        openat(mount, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `buf` is a complete file_handle (its length at most HANDLE_MAX, checked above);
+    // the kernel only reads it. A non-negative result is a new descriptor this process owns.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            flags,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
+        ));
+    }
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `fd` is the inode a record describes: same inode number and kind, and the same file
+/// handle when `handle` is given (which also tells a reused inode number apart).
+pub(super) fn is_same(fd: &OwnedFd, ino: u64, kind: u32, handle: Option<&FileHandle>) -> bool {
+    let Ok(st) = attr::stat_fd(fd) else { return false };
+    if st.key.1 != ino || st.attr.mode & super::super::inodes::S_IFMT != kind {
+        return false;
+    }
+    handle.is_none_or(|want| file_handle(fd).as_ref() == Some(want))
+}
+
+/// Walks the share breadth first for an inode that `wanted` accepts (given its inode number
+/// from the directory entry and an `O_PATH` fd of it), looking at no more than
+/// [`SEARCH_LIMIT`] entries. Returns its path and fd.
+pub(super) fn search(
+    root: &OwnedFd,
+    ino: u64,
+    wanted: impl Fn(&OwnedFd) -> bool,
+) -> Option<(Vec<u8>, OwnedFd)> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut queue: std::collections::VecDeque<Vec<u8>> = [Vec::new()].into();
+    let mut seen = 0usize;
+    let mut scratch = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
+    while let Some(dir_path) = queue.pop_front() {
+        let Ok(dir) = open_in_share(root, &dir_path).and_then(|d| {
+            openat(&d, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        }) else {
+            continue;
+        };
+        let mut entries = RawDir::new(&dir, &mut scratch);
+        while let Some(Ok(entry)) = entries.next() {
+            seen += 1;
+            if seen > SEARCH_LIMIT {
+                return None;
+            }
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let mut path = dir_path.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.to_bytes());
+            let is_dir = entry.file_type() == rustix::fs::FileType::Directory;
+            if entry.ino() == ino {
+                if let Ok(fd) = openat(&dir, name, flags, Mode::empty()) {
+                    if wanted(&fd) {
+                        return Some((path, fd));
+                    }
+                }
+            }
+            if is_dir {
+                queue.push_back(path);
+            }
+        }
+    }
+    None
+}
+
+/// The host identity of an `O_PATH` fd, its kind and mount.
+pub(super) fn identify(fd: &OwnedFd) -> Result<(InodeKey, u32, u64), Errno> {
+    let st = attr::stat_fd(fd)?;
+    Ok((st.key, st.attr.mode & super::super::inodes::S_IFMT, st.mnt_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_inside_the_share_only() {
+        assert_eq!(relative(b"/srv/share", b"/srv/share/a/b"), Some(b"a/b".to_vec()));
+        assert_eq!(relative(b"/srv/share", b"/srv/share"), Some(Vec::new()));
+        assert_eq!(relative(b"/srv/share", b"/srv/shared/x"), None);
+        assert_eq!(relative(b"/srv/share", b"/etc/passwd"), None);
+        assert_eq!(relative(b"/srv/share", b"/srv/share/gone (deleted)"), None);
+        assert_eq!(relative(b"/", b"/a/b"), Some(b"a/b".to_vec()));
+        assert_eq!(relative(b"/", b"/"), Some(Vec::new()));
+    }
+}

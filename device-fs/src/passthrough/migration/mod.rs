@@ -1,0 +1,359 @@
+//! Live migration of the passthrough file system: what the guest holds — nodes with their lookup
+//! counts, open handles with their flags, the host devices behind its inode numbers — described
+//! on the source so that a destination sharing the same directory can open the very same
+//! inodes again, under the same ids (vhost-user DEVICE_STATE; no file data moves).
+//!
+//! Options, as virtiofsd 1.14 names them:
+//! - [`MigrationMode::FindPaths`] (source): each inode is described by its path in the share,
+//!   read from its `/proc/self/fd` link and confirmed by opening it again (same device and inode
+//!   number), or found by walking the share when the link is stale (a rename). An unlinked inode
+//!   has no path and cannot be described. With `verify_handles` its file handle goes along.
+//! - [`MigrationMode::FileHandles`] (source): each inode is described by its file handle; the
+//!   destination needs CAP_DAC_READ_SEARCH to open it (`open_by_handle_at`).
+//! - `on_error` (destination): what to do with an inode that cannot be opened again, or that
+//!   the source could not describe: [`OnError::Abort`] fails the load, so the front-end cancels
+//!   the migration and the source carries on; [`OnError::GuestError`] keeps the node and its
+//!   handles as *lost*, answering every use with EIO.
+//! - `confirm_paths`: paths are always confirmed when the state is saved (at switch-over), so
+//!   this only makes the source say so.
+//!
+//! The destination never hands the guest a wrong file: every inode it opens by path is checked
+//! against the inode number and kind the source recorded (and the file handle, when there is
+//! one); a mismatch — the path now names another file — starts a search of the share for the
+//! right one before `on_error` applies. Guest-held locks do not migrate: saving while the guest
+//! holds one fails, so the migration is cancelled rather than a lock silently dropped. This
+//! module must not read or write the transfer pipe: [`FsState`] bytes are the device's to move.
+
+mod format;
+mod locate;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+
+pub use format::{
+    FileHandle, FormatError, FsState, HandleRecord, NodeRecord, VERSION as STATE_VERSION,
+};
+
+use super::handles::HandleSlot;
+use super::inodes::Inode;
+use super::PassthroughFs;
+use crate::fuse::{Handle, NodeId};
+
+/// How the source describes inodes (`--migration-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrationMode {
+    /// By path in the share (the default).
+    #[default]
+    FindPaths,
+    /// By host file handle.
+    FileHandles,
+}
+
+/// What the destination does with an inode it cannot open (`--migration-on-error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Fail the load: the migration is cancelled (the default).
+    #[default]
+    Abort,
+    /// Keep the node, answering the guest's every use of it with EIO.
+    GuestError,
+}
+
+/// Migration options; see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrationConfig {
+    /// How the source describes inodes.
+    pub mode: MigrationMode,
+    /// What the destination does with an inode it cannot open.
+    pub on_error: OnError,
+    /// Find-paths: send file handles too, and have the destination compare them.
+    pub verify_handles: bool,
+    /// Find-paths: confirm every path at switch-over (always done).
+    pub confirm_paths: bool,
+}
+
+/// Why a state cannot be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrationError {
+    /// The guest holds locks, which do not migrate.
+    #[error("the guest holds {0} file locks, which cannot be migrated")]
+    LocksHeld(usize),
+    /// An inode cannot be described in file-handles mode.
+    #[error("node {node}: its file system gives no file handle (use --migration-mode find-paths)")]
+    NoFileHandle {
+        /// The node.
+        node: u64,
+    },
+    /// The daemon's own credentials could not be taken back.
+    #[error("cannot act as the daemon: {0}")]
+    Credentials(Errno),
+    /// The bytes are not a state.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The destination already serves a guest.
+    #[error("the destination already holds {0} nodes; a state loads only before the guest mounts")]
+    NotFresh(usize),
+    /// An inode could not be opened again and `--migration-on-error abort` is in force.
+    #[error("node {node} ({what}) cannot be opened on the destination: {reason}")]
+    Inode {
+        /// The node.
+        node: u64,
+        /// Its path or handle, for the log.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A handle could not be opened again and `--migration-on-error abort` is in force.
+    #[error("handle {handle} of node {node} cannot be reopened on the destination: {errno}")]
+    Handle {
+        /// The handle.
+        handle: u64,
+        /// Its node.
+        node: u64,
+        /// Why.
+        errno: Errno,
+    },
+}
+
+/// Open flags a handle is reopened without: they acted when it was first opened.
+const ONCE_ONLY: OFlags =
+    OFlags::CREATE.union(OFlags::EXCL).union(OFlags::TRUNC).union(OFlags::NOCTTY);
+
+impl PassthroughFs {
+    /// Describes what the guest holds (the FUSE session is the server's to add).
+    pub fn save_state(&self) -> Result<FsState, MigrationError> {
+        self.config.credentials.as_daemon().map_err(MigrationError::Credentials)?;
+        let locks = self.locks.len();
+        if locks > 0 {
+            return Err(MigrationError::LocksHeld(locks));
+        }
+        let options = self.config.migration;
+        let root = self.inode(NodeId::ROOT).map_err(MigrationError::Credentials)?;
+        let root_link = locate::link_of(&self.proc_fd, &root.fd).unwrap_or_default();
+        let (nodes, next_node) = self.inodes.snapshot();
+        let mut records = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            let Some(inode) = n.inode else {
+                records.push(lost_record(n.node.0, n.lookups));
+                continue;
+            };
+            let (dev, ino) = inode.key;
+            let mut record = NodeRecord {
+                node: n.node.0,
+                lookups: n.lookups,
+                dev,
+                ino,
+                kind: inode.kind,
+                path: None,
+                handle: None,
+            };
+            match options.mode {
+                MigrationMode::FileHandles => {
+                    let handle = locate::file_handle(&inode.fd);
+                    record.handle =
+                        Some(handle.ok_or(MigrationError::NoFileHandle { node: n.node.0 })?);
+                }
+                MigrationMode::FindPaths => {
+                    record.path = self.path_of(&root.fd, &root_link, &inode);
+                    if record.path.is_none() {
+                        log::warn!("migration: node {} has no path in the share", n.node.0);
+                    }
+                    if options.verify_handles {
+                        record.handle = locate::file_handle(&inode.fd);
+                    }
+                }
+            }
+            records.push(record);
+        }
+        let (handles, last_handle) = self.handles.snapshot();
+        let handles = handles
+            .into_iter()
+            .map(|(h, slot)| match slot {
+                HandleSlot::Open(data) => HandleRecord {
+                    handle: h.0,
+                    node: data.node.0,
+                    is_dir: data.is_dir,
+                    flags: rustix::fs::fcntl_getfl(&data.fd).map_or(0, |f| f.bits()),
+                    lost: false,
+                },
+                HandleSlot::Lost { node, is_dir } => {
+                    HandleRecord { handle: h.0, node: node.0, is_dir, flags: 0, lost: true }
+                }
+            })
+            .collect();
+        Ok(FsState {
+            session: None,
+            devices: self.devices.indexes(),
+            next_node,
+            nodes: records,
+            last_handle,
+            handles,
+        })
+    }
+
+    /// The path of `inode` in the share, confirmed to name it now.
+    fn path_of(
+        &self,
+        root: &rustix::fd::OwnedFd,
+        root_link: &[u8],
+        inode: &Inode,
+    ) -> Option<Vec<u8>> {
+        let is_it = |fd: &rustix::fd::OwnedFd| {
+            locate::identify(fd).is_ok_and(|(key, kind, _)| key == inode.key && kind == inode.kind)
+        };
+        let from_link = locate::link_of(&self.proc_fd, &inode.fd)
+            .ok()
+            .and_then(|link| locate::relative(root_link, &link))
+            .filter(|path| !path.is_empty());
+        if let Some(path) = from_link {
+            if locate::open_in_share(root, &path).is_ok_and(|fd| is_it(&fd)) {
+                return Some(path);
+            }
+        }
+        // Renamed since it was opened (or its link is stale): look for it.
+        locate::search(root, inode.key.1, is_it).map(|(path, _)| path)
+    }
+
+    /// Takes over what a source described: nodes under their ids, handles reopened, devices
+    /// indexed as before. Runs before the guest sends anything (the destination of a migration).
+    pub fn load_state(&self, state: &FsState) -> Result<(), MigrationError> {
+        self.config.credentials.as_daemon().map_err(MigrationError::Credentials)?;
+        let held = self.inodes.len();
+        if held > 1 || !self.handles.is_empty() {
+            return Err(MigrationError::NotFresh(held));
+        }
+        let result = self.restore(state);
+        if result.is_err() {
+            // Nothing half-restored stays behind.
+            self.locks.clear();
+            self.handles.clear();
+            let _ = self.install_root();
+        }
+        result
+    }
+
+    fn restore(&self, state: &FsState) -> Result<(), MigrationError> {
+        let options = self.config.migration;
+        let root = self.inode(NodeId::ROOT).map_err(MigrationError::Credentials)?;
+        let root_link = locate::link_of(&self.proc_fd, &root.fd).unwrap_or_default();
+        // Source device -> this host's device, learned from the inodes opened again.
+        let mut devices: Vec<(u64, u64)> = vec![(0, 0)];
+        if let Some((source_root_dev, _)) = state.devices.iter().find(|(_, index)| *index == 0) {
+            devices[0] = (*source_root_dev, root.key.0);
+        }
+        for record in &state.nodes {
+            match self.reopen_node(&root.fd, &root_link, record) {
+                Ok(inode) => {
+                    if !devices.iter().any(|(from, _)| *from == record.dev) {
+                        devices.push((record.dev, inode.key.0));
+                    }
+                    self.inodes.restore(
+                        NodeId(record.node),
+                        Some(inode),
+                        record.lookups,
+                        state.next_node,
+                    );
+                }
+                Err(reason) => {
+                    let what = describe(record);
+                    if options.on_error == OnError::Abort {
+                        return Err(MigrationError::Inode { node: record.node, what, reason });
+                    }
+                    log::warn!("migration: node {} ({what}) is lost: {reason}", record.node);
+                    self.inodes.restore(NodeId(record.node), None, record.lookups, state.next_node);
+                }
+            }
+        }
+        for (source_dev, index) in &state.devices {
+            if let Some((_, here)) = devices.iter().find(|(from, _)| from == source_dev) {
+                self.devices.assign(*here, *index);
+            }
+        }
+        for h in &state.handles {
+            let fd = match (h.lost, self.inode(NodeId(h.node))) {
+                (false, Ok(inode)) => {
+                    let flags = OFlags::from_bits_retain(h.flags) - ONCE_ONLY - OFlags::PATH;
+                    match self.reopen(&inode, flags) {
+                        Ok(fd) => Some(fd),
+                        Err(errno) if options.on_error == OnError::Abort => {
+                            return Err(MigrationError::Handle {
+                                handle: h.handle,
+                                node: h.node,
+                                errno,
+                            });
+                        }
+                        Err(errno) => {
+                            log::warn!("migration: handle {} is lost: {errno}", h.handle);
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            self.handles.restore(Handle(h.handle), NodeId(h.node), h.is_dir, fd, state.last_handle);
+        }
+        Ok(())
+    }
+
+    /// Opens the inode `record` describes again, checking it is the same one.
+    fn reopen_node(
+        &self,
+        root: &rustix::fd::OwnedFd,
+        root_link: &[u8],
+        record: &NodeRecord,
+    ) -> Result<Inode, String> {
+        let options = self.config.migration;
+        let check_handle = if options.verify_handles || record.path.is_none() {
+            record.handle.as_ref()
+        } else {
+            None
+        };
+        let is_it =
+            |fd: &rustix::fd::OwnedFd| locate::is_same(fd, record.ino, record.kind, check_handle);
+        let fd = match (&record.path, &record.handle) {
+            (Some(path), _) => match locate::open_in_share(root, path) {
+                Ok(fd) if is_it(&fd) => fd,
+                found => {
+                    let why = match found {
+                        Ok(_) => "the path names another file now".to_string(),
+                        Err(errno) => errno.to_string(),
+                    };
+                    locate::search(root, record.ino, is_it)
+                        .map(|(_, fd)| fd)
+                        .ok_or_else(|| format!("{why}, and it is nowhere else in the share"))?
+                }
+            },
+            (None, Some(handle)) => {
+                let fd = locate::open_by_handle(root, handle).map_err(|errno| match errno {
+                    Errno::PERM => "opening a file handle needs CAP_DAC_READ_SEARCH".to_string(),
+                    other => format!("its file handle does not open: {other}"),
+                })?;
+                // A handle names an inode on the whole file system: it must be one in the share.
+                let inside = locate::link_of(&self.proc_fd, &fd)
+                    .ok()
+                    .and_then(|link| locate::relative(root_link, &link))
+                    .is_some();
+                if !inside || !is_it(&fd) {
+                    return Err("its file handle names a file outside the share".into());
+                }
+                fd
+            }
+            (None, None) => return Err("the source could not describe it (unlinked?)".into()),
+        };
+        let (key, kind, mnt_id) = locate::identify(&fd).map_err(|e| e.to_string())?;
+        Ok(Inode { fd, key, kind, mnt_id })
+    }
+}
+
+fn lost_record(node: u64, lookups: u64) -> NodeRecord {
+    NodeRecord { node, lookups, dev: 0, ino: 0, kind: 0, path: None, handle: None }
+}
+
+fn describe(record: &NodeRecord) -> String {
+    match (&record.path, &record.handle) {
+        (Some(path), _) => String::from_utf8_lossy(path).into_owned(),
+        (None, Some(_)) => format!("file handle of inode {}", record.ino),
+        (None, None) => format!("inode {}", record.ino),
+    }
+}

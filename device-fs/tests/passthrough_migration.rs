@@ -1,0 +1,255 @@
+//! Migrating what a guest holds from one server to another on the same share
+//! (`device::state`): node ids, lookup counts, open handles and the FUSE session come across;
+//! files renamed or replaced in between are found or refused, never confused; bad states and
+//! held locks fail with a cause.
+
+mod support;
+
+use support::{args, Harness};
+use vhu_device_fs::device::state::{self, StateError};
+use vhu_device_fs::fuse::abi::{
+    AttrOut, ForgetIn, GetattrIn, LkIn, OpenIn, ReadIn, ReleaseIn, WriteIn, WriteOut,
+};
+use vhu_device_fs::fuse::Opcode;
+use vhu_device_fs::passthrough::migration::{FsState, MigrationError, MigrationMode, OnError};
+use zerocopy::{FromBytes, IntoBytes};
+
+fn open(h: &mut Harness, node: u64, flags: i32) -> u64 {
+    h.call(Opcode::Open, node, OpenIn { flags: flags as u32, open_flags: 0 }.as_bytes()).open().fh
+}
+
+fn read(h: &mut Harness, node: u64, fh: u64, size: u32) -> Result<Vec<u8>, i32> {
+    let r = h.call(Opcode::Read, node, ReadIn { fh, size, ..ReadIn::default() }.as_bytes());
+    if r.errno() != 0 {
+        return Err(r.errno());
+    }
+    Ok(r.payload)
+}
+
+fn write(h: &mut Harness, node: u64, fh: u64, offset: u64, data: &[u8]) -> u32 {
+    let w = WriteIn { fh, offset, size: data.len() as u32, ..WriteIn::default() };
+    let r = h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]));
+    WriteOut::read_from_bytes(r.ok()).expect("write_out").size
+}
+
+fn getattr(h: &mut Harness, node: u64) -> Result<AttrOut, i32> {
+    let r = h.call(Opcode::Getattr, node, GetattrIn::default().as_bytes());
+    if r.errno() != 0 {
+        return Err(r.errno());
+    }
+    Ok(AttrOut::read_from_prefix(&r.payload).expect("attr_out").0)
+}
+
+/// A source that mounted, looked `dir/f` up twice, and holds `f` open for writing and `dir`
+/// open as a directory. Returns the source and the nodes and handles.
+fn source(tag: &str) -> (Harness, [u64; 2], [u64; 2]) {
+    source_with(tag, |_| {})
+}
+
+fn source_with(
+    tag: &str,
+    tweak: impl FnOnce(&mut vhu_device_fs::passthrough::Config),
+) -> (Harness, [u64; 2], [u64; 2]) {
+    let mut h = Harness::with(tag, tweak);
+    std::fs::create_dir(h.share().join("dir")).expect("dir");
+    std::fs::write(h.share().join("dir/f"), b"before").expect("file");
+    h.init();
+    let dir = h.lookup(1, "dir").entry().nodeid;
+    let f = h.lookup(dir, "f").entry().nodeid;
+    assert_eq!(h.lookup(dir, "f").entry().nodeid, f);
+    let fh = open(&mut h, f, libc::O_RDWR);
+    let dh = h.call(Opcode::Opendir, dir, OpenIn::default().as_bytes()).open().fh;
+    (h, [dir, f], [fh, dh])
+}
+
+fn migrate(from: &Harness, to: &Harness) -> Result<(), StateError> {
+    let bytes = state::save(&from.server)?;
+    state::load(&to.server, &bytes)
+}
+
+#[test]
+fn nodes_handles_and_the_session_come_across() {
+    let (mut src, [dir, f], [fh, dh]) = source("migrate-all");
+    let before = getattr(&mut src, f).expect("attr").attr;
+    let mut dst = src.another_server(|_| {});
+    migrate(&src, &dst).expect("migrates");
+    assert_eq!(dst.server.negotiated(), src.server.negotiated(), "no INIT on the destination");
+    assert_eq!(dst.server.negotiated_minor(), src.server.negotiated_minor());
+    let after = getattr(&mut dst, f).expect("the node exists").attr;
+    assert_eq!((after.ino, after.mode), (before.ino, before.mode), "the same file");
+    assert_eq!(dst.server.fs().inodes().lookups(vhu_device_fs::fuse::NodeId(f)), Some(2));
+    // The handle is open for writing, at the same id.
+    assert_eq!(write(&mut dst, f, fh, 0, b"AFTER!"), 6);
+    assert_eq!(std::fs::read(dst.share().join("dir/f")).expect("host"), b"AFTER!");
+    assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"AFTER!");
+    let listing = dst.call(
+        Opcode::Readdir,
+        dir,
+        ReadIn { fh: dh, size: 4096, ..ReadIn::default() }.as_bytes(),
+    );
+    let names: Vec<String> =
+        support::parse_dirents(listing.ok()).into_iter().map(|(name, _)| name).collect();
+    assert!(names.contains(&"f".to_string()), "{names:?}");
+    // A new lookup of a migrated file finds its node; new ids do not collide.
+    assert_eq!(dst.lookup(dir, "f").entry().nodeid, f);
+    std::fs::write(dst.share().join("dir/g"), b"new").expect("file");
+    let g = dst.lookup(dir, "g").entry().nodeid;
+    assert!(g > f && g > dir, "{g}");
+    let fh2 = open(&mut dst, g, libc::O_RDONLY);
+    assert!(fh2 != fh && fh2 != dh);
+    // FORGET balances the lookups the source counted.
+    let forget = ForgetIn { nlookup: 3 };
+    assert!(dst.try_call(Opcode::Forget, f, forget.as_bytes()).is_none());
+    assert_eq!(dst.server.fs().inodes().lookups(vhu_device_fs::fuse::NodeId(f)), None);
+}
+
+#[test]
+fn a_file_renamed_between_save_and_load_is_found() {
+    let (src, [_, f], [fh, _]) = source("migrate-renamed");
+    let bytes = state::save(&src.server).expect("saves");
+    std::fs::create_dir(src.share().join("elsewhere")).expect("dir");
+    std::fs::rename(src.share().join("dir/f"), src.share().join("elsewhere/moved")).expect("mv");
+    // Something else now has the old name: it must not be mistaken for the file.
+    std::fs::write(src.share().join("dir/f"), b"impostor").expect("file");
+    let mut dst = src.another_server(|_| {});
+    state::load(&dst.server, &bytes).expect("loads");
+    assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before", "the file, not its name");
+}
+
+#[test]
+fn a_file_the_destination_cannot_find_fails_as_configured() {
+    for on_error in [OnError::Abort, OnError::GuestError] {
+        let (src, [dir, f], [fh, _]) = source("migrate-gone");
+        let bytes = state::save(&src.server).expect("saves");
+        std::fs::remove_file(src.share().join("dir/f")).expect("rm");
+        std::fs::write(src.share().join("dir/f"), b"impostor").expect("file");
+        let mut dst = src.another_server(|c| c.migration.on_error = on_error);
+        let result = state::load(&dst.server, &bytes);
+        match on_error {
+            OnError::Abort => {
+                let err = result.expect_err("refused");
+                assert!(
+                    matches!(err, StateError::FileSystem(MigrationError::Inode { .. })),
+                    "{err}"
+                );
+                assert!(err.to_string().contains("dir/f"), "{err}");
+                assert_eq!(dst.server.negotiated(), None, "a failed load leaves a fresh server");
+                assert_eq!(dst.server.fs().inodes().len(), 1);
+            }
+            OnError::GuestError => {
+                result.expect("loads");
+                assert_eq!(getattr(&mut dst, f), Err(libc::EIO), "lost, never the impostor");
+                assert_eq!(read(&mut dst, f, fh, 16), Err(libc::EIO));
+                assert!(getattr(&mut dst, dir).is_ok(), "the rest came across");
+                let release = ReleaseIn { fh, ..ReleaseIn::default() };
+                let r = dst.call(Opcode::Release, f, release.as_bytes());
+                assert_eq!(r.errno(), 0, "a lost handle is still released");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unlinked_open_file_cannot_be_described_by_path() {
+    let (mut src, [_, f], [fh, _]) = source("migrate-unlinked");
+    std::fs::remove_file(src.share().join("dir/f")).expect("rm");
+    assert_eq!(read(&mut src, f, fh, 16).expect("still open"), b"before");
+    let state = FsState::decode(&state::save(&src.server).expect("saves")).expect("decodes");
+    let record = state.nodes.iter().find(|n| n.node == f).expect("recorded");
+    assert_eq!((&record.path, &record.handle), (&None, &None));
+    let dst = src.another_server(|_| {});
+    assert!(migrate(&src, &dst).is_err(), "abort is the default");
+}
+
+#[test]
+fn file_handles_mode_reopens_by_handle_and_refuses_handles_outside_the_share() {
+    if !support::is_root() {
+        return; // open_by_handle_at needs CAP_DAC_READ_SEARCH
+    }
+    let (mut src, [_, f], [fh, _]) =
+        source_with("migrate-handles", |c| c.migration.mode = MigrationMode::FileHandles);
+    let bytes = state::save(&src.server).expect("saves");
+    let mut state = FsState::decode(&bytes).expect("decodes");
+    assert!(state.nodes.iter().all(|n| n.path.is_none() && n.handle.is_some()));
+    std::fs::rename(src.share().join("dir/f"), src.share().join("renamed")).expect("mv");
+    let mut dst = src.another_server(|_| {});
+    state::load(&dst.server, &bytes).expect("loads by handle");
+    assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before");
+
+    // A handle of a file outside the share is never opened for the guest.
+    std::fs::write(src.dirs.outside().join("secret"), b"secret").expect("file");
+    let out = std::fs::File::open(src.dirs.outside().join("secret")).expect("open");
+    let foreign = outsider_handle(&out);
+    let node = state.nodes.iter_mut().find(|n| n.node == f).expect("node");
+    node.handle = Some(foreign);
+    let dst = src.another_server(|_| {});
+    let err = state::load(&dst.server, &state.encode()).expect_err("refused");
+    assert!(err.to_string().contains("outside the share"), "{err}");
+    let _ = read(&mut src, f, fh, 1);
+}
+
+/// The file handle of an open file, as a forged state would carry it.
+fn outsider_handle(file: &std::fs::File) -> vhu_device_fs::passthrough::migration::FileHandle {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u32; 34];
+    buf[0] = 128;
+    let mut mount_id = 0;
+    // SAFETY: a file_handle with 128 bytes of room, an empty path and an int: the kernel writes
+    // only there.
+    let rc = unsafe {
+        libc::name_to_handle_at(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    assert_eq!(rc, 0, "the test file system has file handles");
+    let bytes = buf[2..].iter().flat_map(|w| w.to_ne_bytes()).take(buf[0] as usize).collect();
+    vhu_device_fs::passthrough::migration::FileHandle { kind: buf[1] as i32, bytes }
+}
+
+#[test]
+fn paths_in_a_state_never_leave_the_share() {
+    let (src, [_, f], _) = source("migrate-escape");
+    std::fs::write(src.dirs.outside().join("secret"), b"secret").expect("file");
+    let mut state = FsState::decode(&state::save(&src.server).expect("saves")).expect("decodes");
+    for path in [&b"../outside/secret"[..], b"dir/../../outside/secret", b"/etc/passwd", b"dir//f"]
+    {
+        let node = state.nodes.iter_mut().find(|n| n.node == f).expect("node");
+        node.path = Some(path.to_vec());
+        node.ino = 0; // no search can find it either
+        let dst = src.another_server(|_| {});
+        let err = state::load(&dst.server, &state.encode()).expect_err("refused");
+        assert!(matches!(err, StateError::FileSystem(MigrationError::Inode { .. })), "{err}");
+    }
+}
+
+#[test]
+fn held_locks_and_foreign_options_stop_a_migration() {
+    let (mut src, [_, f], [fh, _]) = source("migrate-locks");
+    // The destination's options must negotiate what the guest was told.
+    let dst = src.another_server(|c| c.writeback = !c.writeback);
+    let err = migrate(&src, &dst).expect_err("refused");
+    assert!(matches!(err, StateError::Session(_)), "{err}");
+    assert_eq!(dst.server.negotiated(), None);
+    // A lock the guest holds cannot move.
+    let lk = LkIn {
+        fh,
+        owner: 7,
+        lk: vhu_device_fs::fuse::abi::FileLock {
+            start: 0,
+            end: 10,
+            typ: libc::F_WRLCK as u32,
+            pid: 1,
+        },
+        ..LkIn::default()
+    };
+    assert_eq!(src.call(Opcode::Setlk, f, lk.as_bytes()).errno(), 0);
+    let err = state::save(&src.server).expect_err("refused");
+    assert!(matches!(err, StateError::FileSystem(MigrationError::LocksHeld(1))), "{err}");
+    // Garbage is not a state.
+    let dst = src.another_server(|_| {});
+    assert!(matches!(state::load(&dst.server, b"garbage"), Err(StateError::Format(_))));
+}
