@@ -182,15 +182,17 @@ impl Device for FsDevice {
     }
 
     fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
-        // The same ring again is honoured as it is. A ring moved while it runs, or one whose used
-        // ring must be dirty-logged (which this device does not do), is refused, never ignored.
+        // The same ring again is honoured as it is (QEMU sends it to switch used-ring logging on
+        // and off). Used-ring writes are logged at the ring's guest-physical address, so a log
+        // address elsewhere (never QEMU's, whose is the used ring's own) is refused, as is a
+        // ring moved while it runs: never ignored.
         let unchanged = self.rings.get(&index).is_some_and(|running| {
             let geometry = |c: &VringConfig| {
                 (c.size, c.descriptor, c.available, c.used, c.packed, c.event_idx, c.big_endian)
             };
             geometry(running) == geometry(&config)
         });
-        if unchanged && config.log.is_none() {
+        if unchanged && config.log.is_none_or(|log| log == config.used) {
             self.workers.update(index, config);
             Ok(())
         } else {

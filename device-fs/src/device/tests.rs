@@ -180,7 +180,8 @@ fn fs_device_round_trips_a_packed_base() {
         assert!(Instant::now() < deadline, "the worker did not process the ring");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The same ring again is honoured; a ring moved while it runs, or dirty-logged, is refused.
+    // The same ring again is honoured, with used-ring logging at the used ring itself too; a
+    // ring moved while it runs, or logged elsewhere, is refused.
     assert!(device.update_queue(VringIndex(1), config()).is_ok());
     let mut moved = config();
     moved.used += 0x1000;
@@ -189,6 +190,8 @@ fn fs_device_round_trips_a_packed_base() {
         Err(vhu_transport_std::DeviceError::Unsupported)
     ));
     let mut logged = config();
+    logged.log = Some(logged.used);
+    assert!(device.update_queue(VringIndex(1), logged).is_ok(), "QEMU's way to start logging");
     logged.log = Some(0x10_0000);
     assert!(device.update_queue(VringIndex(1), logged).is_err());
     let base = device.stop_queue(VringIndex(1), true);

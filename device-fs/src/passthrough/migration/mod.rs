@@ -116,9 +116,17 @@ pub enum MigrationError {
     },
 }
 
-/// Open flags a handle is reopened without: they acted when it was first opened.
-const ONCE_ONLY: OFlags =
-    OFlags::CREATE.union(OFlags::EXCL).union(OFlags::TRUNC).union(OFlags::NOCTTY);
+/// Open flags a handle is reopened with, when it had them: how it reads and writes. Everything
+/// else acted when it was first opened (creation, truncation, how the path was resolved) or
+/// does not apply to a reopening through the inode.
+const KEPT: OFlags = OFlags::RWMODE
+    .union(OFlags::APPEND)
+    .union(OFlags::DIRECT)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOATIME)
+    .union(OFlags::SYNC)
+    .union(OFlags::DSYNC)
+    .union(OFlags::LARGEFILE);
 
 impl PassthroughFs {
     /// Describes what the guest holds (the FUSE session is the server's to add).
@@ -273,7 +281,7 @@ impl PassthroughFs {
         for h in &state.handles {
             let fd = match (h.lost, self.inode(NodeId(h.node))) {
                 (false, Ok(inode)) => {
-                    let flags = OFlags::from_bits_retain(h.flags) - ONCE_ONLY - OFlags::PATH;
+                    let flags = OFlags::from_bits_retain(h.flags) & KEPT;
                     match self.reopen(&inode, flags) {
                         Ok(fd) => Some(fd),
                         Err(errno) if options.on_error == OnError::Abort => {
