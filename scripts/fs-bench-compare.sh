@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Every vhu-fs-bench workload against vhu-fsd, virtiofsd and the host floor, interleaved round by
-# round on one share, with medians and ratios (vhu-fsd first). virtiofsd is installed from
-# crates.io into the cargo target directory when no `virtiofsd` is on PATH (building it needs
-# libseccomp and libcap-ng, installed with apt-get when run as root).
+# round on one share, with medians and ratios (vhu-fsd first). virtiofsd comes from
+# scripts/peers.sh (PATH, or crates.io into the cargo target directory).
 #
 #   scripts/fs-bench-compare.sh                  # depth 1 and depth 32, one request queue each
 #   scripts/fs-bench-compare.sh --depth 32 --workload rand-read-4k --rounds 5 --json out.json
@@ -12,22 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VIRTIOFSD_VERSION=${VIRTIOFSD_VERSION:-1.14.0}
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-
-virtiofsd=$(command -v virtiofsd || true)
-if [ -z "$virtiofsd" ]; then
-    virtiofsd="$target_dir/peers/bin/virtiofsd"
-    if [ ! -x "$virtiofsd" ]; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                libseccomp-dev libcap-ng-dev pkg-config >/dev/null
-        fi
-        cargo install --quiet --locked virtiofsd --version "$VIRTIOFSD_VERSION" \
-            --root "$target_dir/peers"
-    fi
-fi
+virtiofsd=$(scripts/peers.sh)
 
 cargo build --quiet --release -p vhu-device-fs --bin vhu-fsd --bin vhu-fs-bench
 bench="$target_dir/release/vhu-fs-bench"

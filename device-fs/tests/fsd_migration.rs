@@ -58,3 +58,65 @@ fn every_page_a_read_reply_fills_is_marked() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// virtiofsd from crates.io, where `.ci/run` installs it (`VHU_VIRTIOFSD` overrides).
+fn virtiofsd() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("VHU_VIRTIOFSD") {
+        return Some(path.into());
+    }
+    // The test binary is target/<profile>/deps/<name>; peers are installed in target/peers.
+    let exe = std::env::current_exe().ok()?;
+    let peer = exe.parent()?.parent()?.parent()?.join("peers/bin/virtiofsd");
+    peer.exists().then_some(peer)
+}
+
+/// A VMM written with vhu's client moves a guest from one back-end process to another on the
+/// same share: the guest's node ids and open handle keep working, and the pages the source
+/// wrote while logging are reported dirty. Returns what it saw, for the callers' checks.
+fn vmm_migrates(program: impl Fn() -> std::process::Command, tag: &str, extra: &[&str]) {
+    let dir = daemon::scratch("vhu-vmm-migration", tag);
+    std::fs::create_dir(dir.join("share/work")).expect("dir");
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 13 + 5) as u8).collect();
+    std::fs::write(dir.join("share/work/held"), &data).expect("file");
+    let _src = daemon::start_program(program(), &dir, "src", extra);
+    let _dst = daemon::start_program(program(), &dir, "dst", extra);
+    let mut guest = GuestFs::connect(daemon::socket_named(&dir, "src")).expect("mounts");
+    let work = guest.lookup(1, "work").expect("lookup").nodeid;
+    let node = guest.lookup(work, "held").expect("lookup").nodeid;
+    let fh = guest.open(node, libc::O_RDONLY as u32).expect("open");
+    let (mut guest, migrated) = guest
+        .migrate_to(daemon::socket_named(&dir, "dst"), |g| {
+            // The guest keeps reading while its memory is copied.
+            assert!(g.read(node, fh, 0, 4096).expect("read at the source") == data[..4096]);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{tag}: migrates: {e}"));
+    assert!(migrated.state_bytes > 0, "{tag}: some state moved");
+    let reply = ONE_AT_A_TIME.reply(0) / LOG_PAGE * LOG_PAGE;
+    assert!(
+        migrated.dirty_pages.contains(&reply),
+        "{tag}: the page the source read into is dirty: {:x?}",
+        migrated.dirty_pages
+    );
+    // The destination serves the same session: the open handle, the node ids.
+    let read = guest.read(node, fh, 0, data.len() as u32).expect("read at the destination");
+    assert!(read == data, "{tag}: the handle reads the file");
+    assert_eq!(guest.lookup(work, "held").expect("lookup").nodeid, node, "{tag}: same node");
+    drop(guest);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_vmm_built_on_the_client_migrates_a_guest_between_two_vhu_fsd() {
+    vmm_migrates(daemon::fsd, "vhu-fsd", &["--sandbox", "none", "--seccomp", "none"]);
+}
+
+#[test]
+fn the_same_vmm_migrates_a_guest_between_two_virtiofsd() {
+    let Some(path) = virtiofsd() else {
+        eprintln!("virtiofsd is not installed (scripts/peers.sh); .ci/run installs it");
+        return;
+    };
+    let program = || std::process::Command::new(&path);
+    vmm_migrates(program, "virtiofsd", &[]);
+}

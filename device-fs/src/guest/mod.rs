@@ -7,11 +7,15 @@
 //! then sends one request at a time and returns the reply, checking what the virtio-fs device
 //! must get right (the `unique`, the length the used ring reports against the header).
 //! [`GuestFs::connect_with`] starts several request queues, each a [`GuestRing`] with many
-//! requests in flight, and [`GuestFs::into_parts`] hands them to a driver's threads. It owns the
-//! guest's rings and buffers; it does not interpret replies beyond their header.
+//! requests in flight, and [`GuestFs::into_parts`] hands them to a driver's threads.
+//! [`GuestFs::migrate_to`] moves the guest to another back-end process as a VMM's live migration
+//! does (dirty logging, rings stopped, device state saved and loaded). It owns the guest's rings
+//! and buffers; it does not interpret replies beyond their header.
 
+mod migrate;
 mod ring;
 
+pub use migrate::Migrated;
 pub use ring::{Completed, GuestRing, RingLayout};
 
 use std::path::Path;
@@ -22,8 +26,8 @@ use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::fuse::abi::{
-    EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenIn, OpenOut, ReadIn, KERNEL_MINOR_VERSION,
-    KERNEL_VERSION,
+    EntryOut, InHeader, InitFlags, InitIn, InitOut, OpenIn, OpenOut, OutHeader, ReadIn,
+    KERNEL_MINOR_VERSION, KERNEL_VERSION,
 };
 use crate::fuse::Opcode;
 
@@ -92,6 +96,9 @@ pub enum GuestError {
     /// A request or reply larger than the buffers.
     #[error("{0} bytes do not fit the guest's buffers")]
     TooLarge(usize),
+    /// A migration cannot go on.
+    #[error("migration: {0}")]
+    Migration(&'static str),
 }
 
 /// A guest with a virtio-fs device; see the module docs.
@@ -144,7 +151,8 @@ impl GuestFs {
         let protocol = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS
-            | ProtocolFeatures::LOG_SHMFD;
+            | ProtocolFeatures::LOG_SHMFD
+            | ProtocolFeatures::DEVICE_STATE;
         let negotiated = client.handshake(features, protocol)?;
         let event_idx = negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX);
         let ram = GuestRegion::new(0, ram)?;
@@ -203,6 +211,19 @@ impl GuestFs {
         nodeid: u64,
         body: &[u8],
     ) -> Result<Vec<u8>, GuestError> {
+        let room = self.rings[0].layout().reply_max;
+        self.call_with_room(opcode, nodeid, body, room)
+    }
+
+    /// [`GuestFs::call`] with `room` bytes for the reply (header included), as a Linux guest
+    /// gives a READ exactly the pages it asked for.
+    pub fn call_with_room(
+        &mut self,
+        opcode: Opcode,
+        nodeid: u64,
+        body: &[u8],
+        room: u32,
+    ) -> Result<Vec<u8>, GuestError> {
         self.unique += 2;
         let header = InHeader {
             opcode: opcode as u32,
@@ -213,7 +234,6 @@ impl GuestFs {
             ..InHeader::default()
         };
         let ring = &mut self.rings[0];
-        let room = ring.layout().reply_max;
         ring.submit(header, &[body], room)?;
         ring.kick()?;
         let done = ring.complete(TIMEOUT)?.ok_or(GuestError::Timeout { opcode })?;
@@ -257,6 +277,7 @@ impl GuestFs {
         size: u32,
     ) -> Result<Vec<u8>, GuestError> {
         let read = ReadIn { fh, offset, size, ..ReadIn::default() };
-        self.call(Opcode::Read, node, read.as_bytes())
+        let room = size.saturating_add(size_of::<OutHeader>() as u32);
+        self.call_with_room(Opcode::Read, node, read.as_bytes(), room)
     }
 }

@@ -43,20 +43,32 @@ impl Drop for Running {
 
 /// `dir/vhost.sock`, where [`start`] has the daemon listen.
 pub fn socket(dir: &Path) -> PathBuf {
-    dir.join("vhost.sock")
+    socket_named(dir, "vhost")
 }
 
-/// Starts the daemon on [`socket`]`(dir)` sharing `dir/share`, with `extra` arguments and its
-/// output discarded, and waits until it listens.
+/// `dir/<name>.sock`.
+pub fn socket_named(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.sock"))
+}
+
+/// Starts the daemon on [`socket`]`(dir)` sharing `dir/share`, with `extra` arguments, and
+/// waits until it listens.
 pub fn start(dir: &Path, extra: &[&str]) -> Running {
-    let socket = socket(dir);
-    let child = fsd()
+    start_program(fsd(), dir, "vhost", extra)
+}
+
+/// Starts `program` (vhu-fsd or a back-end with its options) on [`socket_named`]`(dir, name)`
+/// sharing `dir/share`, with `extra` arguments and its errors in `dir/<name>.log`, and waits
+/// until it listens.
+pub fn start_program(mut program: Command, dir: &Path, name: &str, extra: &[&str]) -> Running {
+    let socket = socket_named(dir, name);
+    let child = program
         .args(["--socket-path", socket.to_str().expect("utf-8")])
         .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file"))
         .spawn()
         .expect("starts");
     wait_for(|| socket.exists());

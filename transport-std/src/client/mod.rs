@@ -39,6 +39,7 @@ mod dirty_log;
 mod error;
 mod io;
 mod memory;
+mod migration;
 mod ops;
 
 use std::os::unix::net::UnixStream;
