@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use vhu_device_fs::fuse::abi::{InHeader, OpenIn, OpenOut};
 use vhu_device_fs::fuse::Opcode;
 use vhu_device_fs::guest::{GuestError, GuestFs, GuestRing, RingLayout};
+use vhu_transport_std::client::LogBuffer;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::measure::{tree_cpu, Figures};
@@ -34,6 +35,8 @@ pub(crate) struct Plan {
     pub(crate) depth: u16,
     /// Requests per run, over every queue.
     pub(crate) requests: u64,
+    /// Dirty-page logging on for the run (SET_LOG_BASE and VHOST_F_LOG_ALL).
+    pub(crate) dirty_log: bool,
 }
 
 /// The rings of `plan`, one after the other in guest memory, and the memory they need.
@@ -63,6 +66,16 @@ fn guest_error(e: GuestError) -> String {
     e.to_string()
 }
 
+/// Shares a dirty log covering `ram` bytes and switches logging on, as a VMM starting a
+/// migration does.
+fn start_logging(guest: &mut GuestFs, ram: u64) -> Result<LogBuffer, String> {
+    let log = LogBuffer::new(ram).map_err(|e| e.to_string())?;
+    let client = guest.client();
+    client.set_log_base(log.fd(), log.size(), 0).map_err(|e| format!("SET_LOG_BASE: {e}"))?;
+    client.set_logging(true).map_err(|e| format!("VHOST_F_LOG_ALL: {e}"))?;
+    Ok(log)
+}
+
 /// Opens `name` in the root with `open(2)` flags: (node, handle).
 fn open(guest: &mut GuestFs, name: &str, flags: u32) -> Result<(u64, u64), String> {
     let node = guest.lookup(1, name).map_err(guest_error)?.nodeid;
@@ -77,6 +90,8 @@ fn open(guest: &mut GuestFs, name: &str, flags: u32) -> Result<(u64, u64), Strin
 pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, String> {
     let (layouts, ram) = layouts(plan);
     let mut guest = GuestFs::connect_with(socket, ram, &layouts).map_err(guest_error)?;
+    // Kept until the run ends: the back-end marks it all along.
+    let _log = if plan.dirty_log { Some(start_logging(&mut guest, ram)?) } else { None };
     guest.set_caller(GUEST_USER.0, GUEST_USER.1);
     let init = *guest.init_out();
     let pages = if init.max_pages == 0 { 32 } else { u32::from(init.max_pages) };

@@ -34,7 +34,8 @@ use workload::Workload;
 struct Options {
     /// A back-end to measure, `NAME=COMMAND` (or just the command); repeat for several. The
     /// first is the one the ratios are of. `NAME:Q=COMMAND` drives it with Q request queues
-    /// instead of `--queues` (virtiofsd serves one).
+    /// instead of `--queues` (virtiofsd serves one); a NAME ending in `+log` has dirty-page
+    /// logging on for the whole run, as while a VMM migrates the guest.
     #[arg(long = "backend", value_name = "NAME=COMMAND")]
     backends: Vec<String>,
     /// Also run every workload as system calls on the directory (target `host`).
@@ -65,7 +66,7 @@ struct Options {
 
 /// Something measured: a back-end's command line, or the host.
 enum Target {
-    Backend { name: String, command: String, queues: Option<u16> },
+    Backend { name: String, command: String, queues: Option<u16>, dirty_log: bool },
     Host,
 }
 
@@ -84,16 +85,21 @@ fn targets(options: &Options) -> Vec<Target> {
         .iter()
         .map(|spec| match spec.split_once('=') {
             Some((name, command)) if !name.contains(' ') => {
-                let (name, queues) = match name.split_once(':') {
-                    Some((name, queues)) => (name, queues.parse().ok().filter(|q| *q > 0)),
-                    None => (name, None),
+                let dirty_log = name.ends_with("+log");
+                let (label, queues) = match name.split_once(':') {
+                    Some((label, rest)) => {
+                        let queues = rest.trim_end_matches("+log");
+                        let label = if dirty_log { format!("{label}+log") } else { label.into() };
+                        (label, queues.parse().ok().filter(|q| *q > 0))
+                    }
+                    None => (name.to_string(), None),
                 };
-                Target::Backend { name: name.into(), command: command.into(), queues }
+                Target::Backend { name: label, command: command.into(), queues, dirty_log }
             }
             _ => {
                 let program = spec.split_whitespace().next().unwrap_or("backend");
                 let name = program.rsplit('/').next().unwrap_or(program).to_string();
-                Target::Backend { name, command: spec.clone(), queues: None }
+                Target::Backend { name, command: spec.clone(), queues: None, dirty_log: false }
             }
         })
         .collect();
@@ -151,8 +157,9 @@ fn reap(mut child: Child) {
 fn run_once(target: &Target, share: &Share, plan: &Plan) -> Result<Summary, String> {
     let figures = match target {
         Target::Host => host::run(&share.path(), plan)?,
-        Target::Backend { command, queues, .. } => {
-            let plan = Plan { queues: queues.unwrap_or(plan.queues), ..*plan };
+        Target::Backend { command, queues, dirty_log, .. } => {
+            let plan =
+                Plan { queues: queues.unwrap_or(plan.queues), dirty_log: *dirty_log, ..*plan };
             let mut child = spawn(command, share, plan.queues)?;
             let result = wait_listening(&mut child, share)
                 .and_then(|()| guest::run(&share.socket(), child.id(), &plan));
@@ -236,6 +243,7 @@ fn main() -> ExitCode {
             queues: options.queues,
             depth: options.depth,
             requests: options.requests.min(cap).max(lanes),
+            dirty_log: false,
         };
         let mut runs = vec![Vec::new(); targets.len()];
         for round in 0..options.rounds {

@@ -334,7 +334,10 @@ impl PassthroughFs {
             },
             (None, Some(handle)) => {
                 let fd = locate::open_by_handle(root, handle).map_err(|errno| match errno {
-                    Errno::PERM => "opening a file handle needs CAP_DAC_READ_SEARCH".to_string(),
+                    Errno::PERM => {
+                        "opening a file handle needs CAP_DAC_READ_SEARCH (--modcaps=+dac_read_search)"
+                            .to_string()
+                    }
                     other => format!("its file handle does not open: {other}"),
                 })?;
                 // A handle names an inode on the whole file system: it must be one in the share.
