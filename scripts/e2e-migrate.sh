@@ -98,14 +98,9 @@ HELD="held open across the migration"
 build_initramfs() {
     local expect=$1 stage=$WORK/initramfs
     rm -rf "$stage"
-    mkdir -p "$stage"/{bin,dev,proc,sys,mnt,tmp}
-    cp /bin/busybox "$stage/bin/busybox"
-    cp "$E2E/init" "$stage/init"
-    cp "$E2E/migrate-workload.sh" "$stage/workload.sh"
-    chmod 755 "$stage/init"
-    pack_modules "$stage" virtio_pci virtiofs
+    stage_initramfs "$stage" "$E2E/migrate-workload.sh" virtio_pci virtiofs
     printf "TAG='%s'\nHELD='%s'\nEXPECT_HELD='%s'\n" "$TAG" "$HELD" "$expect" > "$stage/e2e.conf"
-    (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$WORK/initrd.cpio"
+    pack_initramfs "$stage" "$WORK/initrd.cpio"
 }
 
 BOOT_KERNEL=$KERNEL

@@ -50,14 +50,9 @@ trap cleanup EXIT
 
 # The initramfs: busybox, the shared /init running the rng workload, the modules.
 stage=$WORK/initramfs
-mkdir -p "$stage"/{bin,dev,proc,sys,mnt,tmp}
-cp /bin/busybox "$stage/bin/busybox"
-cp "$E2E/init" "$stage/init"
-cp "$E2E/rng-workload.sh" "$stage/workload.sh"
-chmod 755 "$stage/init"
-pack_modules "$stage" virtio_pci virtio_rng
+stage_initramfs "$stage" "$E2E/rng-workload.sh" virtio_pci virtio_rng
 log "guest modules: $(tr '\n' ' ' < "$stage/modules.list")"
-(cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$WORK/initrd.cpio"
+pack_initramfs "$stage" "$WORK/initrd.cpio"
 BOOT_KERNEL=$KERNEL
 extract_vmlinux "$KERNEL" "$WORK/vmlinux" && BOOT_KERNEL=$WORK/vmlinux
 log "kernel $KVER, $(qemu-system-x86_64 --version | head -n 1)"

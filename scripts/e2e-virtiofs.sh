@@ -171,20 +171,14 @@ resolve_backend_cmd() {
 # the host's escape links point to. Written as an uncompressed newc cpio, which
 # boots faster under TCG than a compressed one.
 build_initramfs() {
-    local stage=$WORK/initramfs mod name
-    mkdir -p "$stage"/{bin,dev,proc,sys,mnt,tmp,lib/modules}
-    cp /bin/busybox "$stage/bin/busybox"
-    cp "$E2E/init" "$stage/init"
-    cp "$E2E/workload.sh" "$stage/workload.sh"
+    local stage=$WORK/initramfs
+    stage_initramfs "$stage" "$E2E/workload.sh" virtio_pci virtiofs
     cp "$E2E/identity.sh" "$stage/identity.sh"
     cp "$E2E/locks.sh" "$stage/locks.sh"
     if [ "$FIO" = 1 ]; then
         pack_fio "$stage" || die "--fio: could not pack fio into the initramfs"
     fi
-    chmod 755 "$stage/init"
     [ -x "$WORK/vfs-probe" ] && cp "$WORK/vfs-probe" "$stage/bin/vfs-probe"
-
-    pack_modules "$stage" virtio_pci virtiofs
     log "guest modules: $(tr '\n' ' ' < "$stage/modules.list")$([ -s "$stage/modules.list" ] || echo '(all built in)')"
 
     # Guest-side files where the host's escape links point (see workload.sh).
@@ -202,7 +196,7 @@ HOST_ROOT='$([ "$(id -u)" = 0 ] && echo 1 || echo 0)'
 XATTR='$([[ " $LIBVIRT " == *" xattr=off "* ]] && echo 0 || echo 1)'
 TMPFS='$([ -n "$IDENTITY_TMPFS" ] && echo 1 || echo 0)'
 EOF
-    (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$WORK/initrd.cpio"
+    pack_initramfs "$stage" "$WORK/initrd.cpio"
 }
 
 # ---- the host side of the share ---------------------------------------------------

@@ -160,3 +160,24 @@ pack_modules() {
         echo "$name" >> "$stage/modules.list"
     done < <(guest_modules "$@")
 }
+
+# ---- initramfs -------------------------------------------------------------------
+
+# Lays out a minimal initramfs in STAGE: static busybox, the shared /init, WORKLOAD as the
+# /workload.sh that /init runs, and the modules named after it (with their dependencies).
+stage_initramfs() {
+    local stage=$1 workload=$2
+    shift 2
+    mkdir -p "$stage"/{bin,dev,proc,sys,mnt,tmp}
+    cp /bin/busybox "$stage/bin/busybox"
+    cp "$E2E/init" "$stage/init"
+    cp "$workload" "$stage/workload.sh"
+    chmod 755 "$stage/init"
+    pack_modules "$stage" "$@"
+}
+
+# Writes STAGE as an uncompressed newc cpio to OUT (it boots faster under TCG than a
+# compressed one).
+pack_initramfs() {
+    (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$2"
+}

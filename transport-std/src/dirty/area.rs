@@ -84,6 +84,12 @@ impl LogArea {
         self.len() == 0
     }
 
+    /// Whether the log has a bit for every page `[address, address + len)` touches.
+    pub fn covers(&self, address: u64, len: u64) -> bool {
+        let last = address.saturating_add(len.saturating_sub(1)) / LOG_PAGE;
+        last / 8 < self.len() as u64
+    }
+
     /// Sets the bits of every page `[address, address + len)` touches, up to the end of the
     /// log. Returns whether any of them was clear.
     pub fn mark(&self, address: u64, len: u64) -> bool {
@@ -180,6 +186,7 @@ mod tests {
         let log = area(9); // 72 pages; the last byte is not a whole word
         assert!(log.mark(63 * LOG_PAGE, 20 * LOG_PAGE));
         assert_eq!(set_pages(&log), (63..72).collect::<Vec<_>>());
+        assert!(log.covers(71 * LOG_PAGE, LOG_PAGE) && !log.covers(71 * LOG_PAGE, LOG_PAGE + 1));
         assert!(!log.mark(1000 * LOG_PAGE, 1));
         assert!(!log.mark(u64::MAX, 1));
         assert!(!log.mark(u64::MAX - 5, 100), "a range that wraps marks nothing");

@@ -31,6 +31,8 @@ pub use bitmap::{DirtyBitmap, DirtySlice};
 pub struct DirtyLog {
     /// Logging is on and an area is mapped: the only thing a write checks when it is off.
     active: AtomicBool,
+    /// A write past the end of the log was reported (once per connection).
+    overflow_reported: AtomicBool,
     state: RwLock<State>,
 }
 
@@ -81,6 +83,16 @@ impl DirtyLog {
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let (true, Some(area)) = (state.logging, &state.area) else { return };
+        if !area.covers(address, len as u64)
+            && !self.overflow_reported.swap(true, Ordering::Relaxed)
+        {
+            // The front-end sized its log too small: those pages will not be copied again.
+            log::error!(
+                "a write at guest address {address:#x} lies past the end of the dirty log \
+                 ({} bytes): a migration will miss it",
+                area.len()
+            );
+        }
         if area.mark(address, len as u64) {
             if let Some(fd) = &state.notify {
                 // A full eventfd counter already tells the front-end the log changed.
