@@ -38,6 +38,7 @@ fn vhu_s_own_daemon_conforms() {
     assert!(report.contains("\"REPLY_ACK\""), "protocol features by name: {report}");
     assert!(report.contains("\"VERSION_1\""), "virtio features by name: {report}");
     assert!(report.contains(&format!("\"queues\": {}", common::QUEUES)), "{report}");
+    assert!(report.contains("\"max_queue_size\": 256"), "{report}");
     let (code, table) = inspect(&[&socket]);
     assert_eq!(code, 0);
     assert!(table.contains("pass restore-path"), "{table}");

@@ -2,7 +2,8 @@
 //!
 //! Point it at a back-end's socket (or give the command that starts one, `{socket}` in it) and
 //! it asks, as a front-end would, for the virtio and protocol features (printed by name), the
-//! queue count, memory slots, config space, shared-memory regions and device-state support;
+//! queue count, the largest ring size, memory slots, config space, shared-memory regions and
+//! device-state support;
 //! then runs conformance checks, each naming the spec section it comes from: REPLY_ACK with and
 //! without the GET_* messages a restoring front-end skips, an unknown and a malformed request
 //! refused with the connection surviving, a ring's base kept across a start and a stop, and a

@@ -18,6 +18,8 @@ pub(crate) struct Offers {
     pub(crate) mem_slots: Option<u64>,
     pub(crate) config: Option<Vec<u8>>,
     pub(crate) shmem: Option<Vec<u64>>,
+    /// The largest power-of-two ring size SET_VRING_NUM accepts (asked with REPLY_ACK).
+    pub(crate) max_queue_size: Option<u32>,
 }
 
 impl Offers {
@@ -61,6 +63,9 @@ pub(crate) fn probe(raw: &mut Raw) -> Result<Offers, String> {
     if acked.contains(ProtocolFeatures::CONFIG) {
         offers.config = config(raw);
     }
+    if acked.contains(ProtocolFeatures::REPLY_ACK) {
+        offers.max_queue_size = max_queue_size(raw);
+    }
     if acked.contains(ProtocolFeatures::SHMEM) {
         offers.shmem = raw.ask(FrontendCode::GetShmemConfig, 0, &[]).map(|a| {
             let n = a.payload.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
@@ -74,6 +79,17 @@ pub(crate) fn probe(raw: &mut Raw) -> Result<Offers, String> {
         });
     }
     Ok(offers)
+}
+
+/// The largest power of two from 32 768 down to 64 that SET_VRING_NUM on ring 0 acknowledges
+/// with 0 (the spec has no message for the maximum; a back-end refuses sizes beyond it).
+fn max_queue_size(raw: &mut Raw) -> Option<u32> {
+    (6..=15).rev().map(|shift| 1u32 << shift).find(|size| {
+        let mut state = [0u8; 8];
+        state[4..].copy_from_slice(&size.to_le_bytes());
+        raw.ask(FrontendCode::SetVringNum, crate::raw::NEED_REPLY, &state)
+            .is_some_and(|a| a.u64() == Some(0))
+    })
 }
 
 /// The config space: the largest of [`CONFIG_SIZES`] the back-end reads back whole.

@@ -29,6 +29,7 @@ pub(crate) fn table(socket: &str, offers: &Offers, checks: &[Check]) -> String {
     }
     let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     out += &format!("  queues            {}\n", or_dash(offers.queues));
+    out += &format!("  largest ring      {}\n", or_dash(offers.max_queue_size.map(u64::from)));
     out += &format!("  memory slots      {}\n", or_dash(offers.mem_slots));
     match &offers.config {
         Some(c) => out += &format!("  config space      {} bytes: {}\n", c.len(), hex(c)),
@@ -91,6 +92,7 @@ pub(crate) fn json(socket: &str, offers: &Offers, checks: &[Check]) -> String {
         ),
         format!("\"queues\": {}", opt(offers.queues)),
         format!("\"memory_slots\": {}", opt(offers.mem_slots)),
+        format!("\"max_queue_size\": {}", opt(offers.max_queue_size.map(u64::from))),
         format!(
             "\"config\": {}",
             offers.config.as_ref().map_or("null".into(), |c| string(&hex(c)))
