@@ -482,3 +482,37 @@ fn reset_device_stops_every_ring() {
     assert_eq!(pair.backend.acked_features(), Some(EXPECTED_FEATURES));
     pair.assert_clean();
 }
+
+#[test]
+fn get_shmem_config_reports_each_region_by_shmid() {
+    let mut spec = spec();
+    spec.shmem_sizes.extend([0x20_0000, 0, 0x1000]);
+    let mut pair = Pair::new(spec, config(), CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).expect("connect");
+    pair.pump();
+    pair.clear_log();
+    pair.frontend.get_shmem_config().unwrap();
+    pair.pump();
+    assert_eq!(pair.events, [Ev::ShmemConfig(vec![0x20_0000, 0, 0x1000])]);
+    // Not negotiated: refused before anything is sent.
+    let mut plain = Pair::new(
+        spec_without_shmem(),
+        FrontendConfig::new(VirtioFeatures::empty()),
+        CONFIG.to_vec(),
+    );
+    let channel = plain.vmm_fd();
+    plain.frontend.connect(Some(channel)).expect("connect");
+    plain.pump();
+    assert!(matches!(
+        plain.frontend.get_shmem_config(),
+        Err(FrontendError::NotNegotiated { feature: "SHMEM", .. })
+    ));
+    pair.assert_clean();
+}
+
+fn spec_without_shmem() -> BackendSpec {
+    let mut spec = spec();
+    spec.protocol_features.remove(ProtocolFeatures::SHMEM);
+    spec
+}

@@ -259,3 +259,46 @@ fn a_hang_up_is_a_typed_error_and_breaks_the_client() {
         "{error:?}"
     );
 }
+
+#[test]
+fn call_and_err_eventfds_are_replaced_on_a_running_ring() {
+    let served = serve("client-runtime");
+    let mut client = connect(&served.path);
+    let (features, protocol) = wanted();
+    client.handshake(features, protocol).expect("handshake");
+    let ram = GuestRegion::new(0, RAM).expect("guest memory");
+    client.set_mem_table(&[ram.share()]).expect("set_mem_table");
+    let (first, kick_fd) = (eventfd().unwrap(), eventfd().unwrap());
+    set_avail_idx(&ram, 0, 0);
+    client.start_vring(VringIndex(0), start(&ram, 0, 0, &first, &kick_fd)).expect("start");
+
+    let drain = |fd: &OwnedFd| while rustix::io::read(fd, &mut [0u8; 8]).is_ok() {};
+    // The guest masks the queue's interrupt: no call eventfd, and nothing is signalled.
+    client.set_vring_call(VringIndex(0), None).expect("SET_VRING_CALL without an fd");
+    drain(&first);
+    set_avail_idx(&ram, 0, 2);
+    kick(&kick_fd);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rustix::io::read(&first, &mut [0u8; 8]).is_err(), "the old eventfd is not signalled");
+    // Unmasked with a new eventfd: that one is signalled (once on replacement, so no interrupt
+    // is lost, then for the next chain), the old one never again.
+    let second = eventfd().unwrap();
+    client.set_vring_call(VringIndex(0), Some(second.as_fd())).expect("SET_VRING_CALL");
+    client.set_vring_err(VringIndex(0), Some(eventfd().unwrap().as_fd())).expect("SET_VRING_ERR");
+    assert!(signalled(&second), "signalled on replacement");
+    drain(&second);
+    set_avail_idx(&ram, 0, 3);
+    kick(&kick_fd);
+    assert!(signalled(&second), "the new call eventfd is signalled");
+    assert!(rustix::io::read(&first, &mut [0u8; 8]).is_err());
+    assert_eq!(client.held_fds(), 0, "no descriptor left behind");
+    // Requests the back-end does not offer are refused before they are sent.
+    let refused = client.vring_kick(VringIndex(0));
+    assert!(matches!(refused, Err(ClientError::Refused(FrontendError::NotNegotiated { .. }))));
+    let refused = client.get_shmem_config();
+    assert!(matches!(refused, Err(ClientError::Refused(FrontendError::NotNegotiated { .. }))));
+    assert_eq!(client.stop_vring(VringIndex(0)).expect("stop"), VringBase::split(3));
+    // The back-end channel is the VMM's to poll: its socket, and serving what has arrived.
+    assert!(client.backend_channel_fd().is_some(), "BACKEND_REQ acked");
+    assert!(client.serve_backend_channel().expect("nothing waiting").is_empty());
+}

@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::peers::StorageDaemon;
+
 use std::process::{Command, Stdio};
 
 fn inspect(args: &[&str]) -> (i32, String) {
@@ -52,32 +53,17 @@ fn an_unreachable_socket_is_exit_status_2() {
 
 #[test]
 fn qemu_storage_daemon_is_caught_on_unknown_and_malformed_requests() {
-    let Ok(status) = Command::new("qemu-storage-daemon").arg("--version").output() else {
-        eprintln!("qemu-storage-daemon is not installed (Debian: qemu-utils)");
-        return;
-    };
-    assert!(status.status.success());
     let dir = std::env::temp_dir().join(format!("vhu-inspect-qsd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let disk = dir.join("disk.img");
     std::fs::File::create(&disk).and_then(|f| f.set_len(16 << 20)).expect("disk");
-    let socket = dir.join("blk.sock");
-    let mut qsd = Command::new("qemu-storage-daemon")
-        .arg("--blockdev")
-        .arg(format!("driver=file,node-name=disk,filename={}", disk.display()))
-        .arg("--export")
-        .arg(format!(
-            "type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path={},writable=on",
-            socket.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-storage-daemon starts");
-    assert!(common::eventually(|| socket.exists()), "qemu-storage-daemon listens");
+    let Some(qsd) = StorageDaemon::start(&disk, dir.join("blk.sock")) else {
+        eprintln!("qemu-storage-daemon is not installed (Debian: qemu-utils)");
+        return;
+    };
+    let socket = qsd.socket.clone();
     let (code, report) = inspect(&["--json", socket.to_str().expect("utf-8")]);
-    let _ = qsd.kill();
-    let _ = qsd.wait();
+    drop(qsd);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 1, "{report}");
     // libvhost-user: vu_panic on an unknown request; a 4-byte SET_VRING_NUM acknowledged.
@@ -89,19 +75,9 @@ fn qemu_storage_daemon_is_caught_on_unknown_and_malformed_requests() {
     assert!(report.contains("\"config\": \"0080000000000000"), "{report}");
 }
 
-/// virtiofsd from crates.io, where `.ci/run` installs it (`VHU_VIRTIOFSD` overrides).
-fn virtiofsd() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("VHU_VIRTIOFSD") {
-        return Some(path.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let peer = exe.parent()?.parent()?.parent()?.join("peers/bin/virtiofsd");
-    peer.exists().then_some(peer)
-}
-
 #[test]
 fn virtiofsd_is_caught_on_the_restore_path() {
-    let Some(virtiofsd) = virtiofsd() else {
+    let Some(virtiofsd) = common::peers::virtiofsd() else {
         eprintln!("virtiofsd is not installed (scripts/peers.sh); .ci/run installs it");
         return;
     };

@@ -97,6 +97,13 @@ impl Frontend {
         self.enqueue(&[Request::SetStatus(status)])
     }
 
+    /// GET_SHMEM_CONFIG (SHMEM): the device's shared-memory regions, answered with
+    /// [`Event::ShmemConfig`](super::Event::ShmemConfig).
+    pub fn get_shmem_config(&mut self) -> Result<(), FrontendError> {
+        self.require(FrontendCode::GetShmemConfig, ProtocolFeatures::SHMEM, "SHMEM")?;
+        self.enqueue(&[Request::GetShmemConfig])
+    }
+
     /// GET_STATUS (STATUS), answered with [`Event::Status`](super::Event::Status).
     pub fn get_status(&mut self) -> Result<(), FrontendError> {
         self.require(FrontendCode::GetStatus, ProtocolFeatures::STATUS, "STATUS")?;

@@ -108,6 +108,8 @@ pub struct Frontend {
     config_out: heapless::Vec<u8, MAX_CONFIG_SIZE>,
     config_in: [u8; MAX_CONFIG_SIZE],
     config_in_len: usize,
+    /// The last GET_SHMEM_CONFIG reply.
+    shmem: crate::wire::ShmemConfig,
     started: [u64; MAX_VRINGS / 64],
     logging: bool,
     queues: Queues,
@@ -139,6 +141,7 @@ impl Frontend {
             config_out: heapless::Vec::new(),
             config_in: [0; MAX_CONFIG_SIZE],
             config_in_len: 0,
+            shmem: zerocopy::FromZeros::new_zeroed(),
             started: [0; MAX_VRINGS / 64],
             logging: false,
             queues: Queues::new(),
@@ -229,6 +232,7 @@ impl Frontend {
     fn render(&self, item: Item) -> Output<'_> {
         match item {
             Item::Out(output) => output,
+            Item::ShmemConfig => Output::Event(Event::ShmemConfig(&self.shmem)),
             Item::ConfigRead { offset } => Output::Event(Event::ConfigRead {
                 offset,
                 data: &self.config_in[..self.config_in_len],

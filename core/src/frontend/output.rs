@@ -68,6 +68,8 @@ pub enum Event<'a> {
     },
     /// GET_STATUS answered.
     Status(u8),
+    /// GET_SHMEM_CONFIG answered: the size of each shared-memory region, by shmid (0: none).
+    ShmemConfig(&'a crate::wire::ShmemConfig),
     /// GET_INFLIGHT_FD answered: the area the back-end allocated and its fd (handed off; `None`
     /// when the size is 0, meaning no inflight tracking).
     InflightFd {

@@ -53,7 +53,11 @@ impl Queued {
 #[derive(Debug)]
 pub(super) enum Item {
     Out(Output<'static>),
-    ConfigRead { offset: u32 },
+    ConfigRead {
+        offset: u32,
+    },
+    /// GET_SHMEM_CONFIG's reply, kept in the front-end.
+    ShmemConfig,
 }
 
 /// The request queue and the output queue.

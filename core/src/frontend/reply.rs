@@ -119,6 +119,11 @@ impl Frontend {
                 self.config_in_len = data.len();
                 self.queues.push(Item::ConfigRead { offset });
             }
+            (Request::GetShmemConfig, Reply::ShmemConfig(config)) => {
+                self.in_flight = None;
+                self.shmem = *config;
+                self.queues.push(Item::ShmemConfig);
+            }
             (Request::GetStatus, Reply::Status(status)) => {
                 self.in_flight = None;
                 self.queues.push_event(Event::Status(status));

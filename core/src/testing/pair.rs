@@ -25,13 +25,30 @@ pub enum Ev {
     Connected(Negotiated),
     Done(FrontendCode),
     Failed(FrontendError),
-    VringStopped { index: VringIndex, base: VringBase },
-    ConfigRead { offset: u32, data: Vec<u8> },
+    VringStopped {
+        index: VringIndex,
+        base: VringBase,
+    },
+    ConfigRead {
+        offset: u32,
+        data: Vec<u8>,
+    },
     Status(u8),
-    InflightFd { desc: InflightDesc, fd: Option<FdToken> },
-    DeviceStateFd { direction: TransferDirection, fd: Option<FdToken> },
+    /// The region sizes by shmid, up to the last non-zero one.
+    ShmemConfig(Vec<u64>),
+    InflightFd {
+        desc: InflightDesc,
+        fd: Option<FdToken>,
+    },
+    DeviceStateFd {
+        direction: TransferDirection,
+        fd: Option<FdToken>,
+    },
     SharedObject,
-    BackendRequest { request: BackendRequest, need_reply: bool },
+    BackendRequest {
+        request: BackendRequest,
+        need_reply: bool,
+    },
 }
 
 /// What the simulated back-end driver saw, for assertions (the [`Action`]s of the same names;
@@ -214,6 +231,14 @@ impl Pair {
                             Ev::ConfigRead { offset, data: data.to_vec() }
                         }
                         Event::Status(status) => Ev::Status(status),
+                        Event::ShmemConfig(config) => {
+                            let mut sizes: Vec<u64> =
+                                config.memory_sizes.iter().map(|s| s.get()).collect();
+                            while sizes.last() == Some(&0) {
+                                sizes.pop();
+                            }
+                            Ev::ShmemConfig(sizes)
+                        }
                         Event::InflightFd { desc, fd } => {
                             self.fe_out.extend(fd);
                             Ev::InflightFd { desc, fd }

@@ -456,6 +456,7 @@ impl Pair {
                 }
                 Ev::Done(_)
                 | Ev::Status(_)
+                | Ev::ShmemConfig(_)
                 | Ev::InflightFd { .. }
                 | Ev::DeviceStateFd { .. }
                 | Ev::SharedObject

@@ -8,7 +8,7 @@
 //! (if the back-end asked for one) is sent. This module must not check the requests (the state
 //! machine refuses what was not negotiated) nor decide when a reply is sent.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use vhu_core::BackendRequest;
@@ -77,6 +77,21 @@ impl Client {
     /// closed its end).
     pub fn has_backend_channel(&self) -> bool {
         self.io.channel.is_some()
+    }
+
+    /// The back-end channel's socket, for a VMM's own event loop: when it is readable, call
+    /// [`Client::serve_backend_channel`]. `None` when no channel is open.
+    pub fn backend_channel_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.io.channel.as_ref().map(|c| c.sock.as_fd())
+    }
+
+    /// Handles the back-end requests that have arrived, without waiting for more, and returns
+    /// every request handled since the last call (see [`Client::poll_backend_requests`]).
+    pub fn serve_backend_channel(&mut self) -> Result<Vec<ReceivedRequest>, ClientError> {
+        if self.io.channel.is_some() {
+            io::serve_channel(&mut self.frontend, &mut self.io, Duration::ZERO)?;
+        }
+        Ok(self.io.log.drain(..).collect())
     }
 
     /// Serves the back-end channel for up to `timeout`, returning as soon as at least one request

@@ -44,6 +44,7 @@ pub(super) enum Answer {
     VringStopped { index: VringIndex, base: VringBase },
     ConfigRead { offset: u32, data: Vec<u8> },
     Status(u8),
+    ShmemConfig(Vec<u64>),
     InflightFd { desc: InflightDesc, fd: Option<OwnedFd> },
     DeviceStateFd { fd: Option<OwnedFd> },
     SharedObject { uuid: Uuid, fd: OwnedFd },
@@ -336,6 +337,9 @@ fn own_event(
         Event::VringStopped { index, base } => Answer::VringStopped { index, base },
         Event::ConfigRead { offset, data } => Answer::ConfigRead { offset, data: data.to_vec() },
         Event::Status(status) => Answer::Status(status),
+        Event::ShmemConfig(config) => {
+            Answer::ShmemConfig(config.memory_sizes.iter().map(|size| size.get()).collect())
+        }
         Event::InflightFd { desc, fd } => Answer::InflightFd { desc, fd: io.take_opt(fd)? },
         Event::DeviceStateFd { fd, .. } => Answer::DeviceStateFd { fd: io.take_opt(fd)? },
         Event::SharedObject { uuid, fd } => Answer::SharedObject { uuid, fd: io.take(fd)? },

@@ -10,7 +10,9 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use vhu_core::frontend::{Frontend, FrontendConfig, FrontendError, Negotiated, VringSetup};
-use vhu_core::message::{ConfigFlags, InflightDesc, Region, TransferDirection, Uuid, VringBase};
+use vhu_core::message::{
+    ConfigFlags, InflightDesc, Region, TransferDirection, Uuid, VringAddr, VringBase,
+};
 use vhu_core::{FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex};
 
 use super::io::{self, Answer, Channel};
@@ -335,6 +337,54 @@ impl Client {
     pub fn get_status(&mut self) -> Result<u8, ClientError> {
         self.ask(FrontendCode::GetStatus, &[], Frontend::get_status, |a| match a {
             Answer::Status(status) => Some(status),
+            _ => None,
+        })
+    }
+
+    /// SET_VRING_CALL on a ring, at any time: a new call eventfd, or none (the back-end then
+    /// stops signalling, as while a guest masks the queue's interrupt).
+    pub fn set_vring_call(
+        &mut self,
+        index: VringIndex,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), ClientError> {
+        self.with_optional_fd(fd, |f, token| f.set_vring_call(index, token))
+    }
+
+    /// SET_VRING_ERR on a ring, at any time: a new error eventfd, or none.
+    pub fn set_vring_err(
+        &mut self,
+        index: VringIndex,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), ClientError> {
+        self.with_optional_fd(fd, |f, token| f.set_vring_err(index, token))
+    }
+
+    /// A call that hands off a duplicate of `fd`, if there is one.
+    fn with_optional_fd(
+        &mut self,
+        fd: Option<BorrowedFd<'_>>,
+        op: impl FnOnce(&mut Frontend, Option<FdToken>) -> Result<(), FrontendError>,
+    ) -> Result<(), ClientError> {
+        let token = fd.map(|fd| self.dup(fd)).transpose()?;
+        let tokens: Vec<FdToken> = token.into_iter().collect();
+        self.call(&tokens, |f| op(f, token)).map(drop)
+    }
+
+    /// SET_VRING_ADDR on its own (to switch a started ring's used-ring logging, say).
+    pub fn set_vring_addr(&mut self, addr: VringAddr) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_vring_addr(addr)).map(drop)
+    }
+
+    /// VRING_KICK (INBAND_NOTIFICATIONS): an in-band kick, which also starts a stopped ring.
+    pub fn vring_kick(&mut self, index: VringIndex) -> Result<(), ClientError> {
+        self.call(&[], |f| f.vring_kick(index)).map(drop)
+    }
+
+    /// GET_SHMEM_CONFIG (SHMEM): the size of each shared-memory region, by shmid (0: none).
+    pub fn get_shmem_config(&mut self) -> Result<Vec<u64>, ClientError> {
+        self.ask(FrontendCode::GetShmemConfig, &[], Frontend::get_shmem_config, |a| match a {
+            Answer::ShmemConfig(sizes) => Some(sizes),
             _ => None,
         })
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod frontend;
+pub mod peers;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
