@@ -7,7 +7,7 @@
 //! request's code; every reply encodes and re-parses; the started state of every ring matches the
 //! start and stop actions the driver was given.
 //!
-//! An input starting with [`SCRIPT`] is a script instead (see [`script`]): the seed corpus uses
+//! An input starting with `SCRIPT` is a script instead (see `script`): the seed corpus uses
 //! it to spell out whole sessions.
 
 use std::collections::BTreeMap;
@@ -251,8 +251,8 @@ pub const CORPUS_DIR: &str = "corpus/backend_session";
 /// Most operations one input runs.
 const MAX_OPS: usize = 256;
 
-/// Runs one input: `arbitrary` data, or a script (see [`script`]) when it starts with
-/// [`SCRIPT`].
+/// Runs one input: `arbitrary` data, or a script (see `script`) when it starts with
+/// `SCRIPT`.
 pub fn run(data: &[u8]) {
     let ops = match data.split_first() {
         Some((&SCRIPT, rest)) => script::decode(rest),

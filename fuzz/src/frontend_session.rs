@@ -13,7 +13,7 @@
 //! back-end reply encodes and re-parses to the same value; events answer the request that waited;
 //! after `Close` only `CloseFd` follows; the front-end's own state queries agree with the model.
 //!
-//! An input starting with [`SCRIPT`] is a script instead (see [`script`]): the seed corpus uses
+//! An input starting with `SCRIPT` is a script instead (see `script`): the seed corpus uses
 //! it to spell out whole sessions.
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -100,8 +100,8 @@ enum Op {
 /// Directory of the seed corpus, relative to this crate's manifest.
 pub const CORPUS_DIR: &str = "corpus/frontend_session";
 
-/// Runs one input: `arbitrary` data, or a script (see [`script`]) when it starts with
-/// [`SCRIPT`].
+/// Runs one input: `arbitrary` data, or a script (see `script`) when it starts with
+/// `SCRIPT`.
 pub fn run(data: &[u8]) {
     if let Some((&SCRIPT, rest)) = data.split_first() {
         let Some((config, steps)) = script::decode(rest) else { return };

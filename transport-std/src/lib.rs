@@ -25,6 +25,87 @@
 //! It must never re-implement a protocol rule: which message carries which descriptors, when a
 //! region may be added or removed, and whether an error is answered or closes the connection are all
 //! decided by `vhu-core`. Linux only (SCM_RIGHTS, `MSG_CMSG_CLOEXEC`, memfd-backed guest memory).
+//!
+//! # A back-end device
+//!
+//! A device says what it offers and runs each started queue; [`virtq::ChainQueue`] serves one
+//! descriptor chain at a time on a worker thread. This one answers every chain with a greeting
+//! (and `examples/vhu-rng.rs` is a whole virtio-rng device):
+//!
+//! ```
+//! use std::os::fd::OwnedFd;
+//! use vhu_transport_std::virtq::{ChainQueue, ChainService, DescriptorChain, Reader, Virtqueue, Writer};
+//! use vhu_transport_std::vhu_core::backend::BackendSpec;
+//! use vhu_transport_std::vhu_core::message::VringBase;
+//! use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
+//! use vhu_transport_std::{Daemon, Device, DeviceError, Listen, LoggedMemory, Queue, QueueHandler, Workers};
+//!
+//! struct Greeter;
+//! impl ChainService for Greeter {
+//!     fn serve(&mut self, _: &DescriptorChain, _: &mut Reader<'_, LoggedMemory>, out: &mut Writer<'_, LoggedMemory>) {
+//!         let _ = out.write(b"hello");
+//!     }
+//! }
+//!
+//! struct Device1(Workers<ChainQueue<Greeter>>);
+//! impl Device for Device1 {
+//!     fn spec(&self) -> BackendSpec {
+//!         let mut spec = BackendSpec::new(1, 256);
+//!         spec.features = VirtioFeatures::VERSION_1;
+//!         spec
+//!     }
+//!     fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
+//!         let ring = Virtqueue::from_config(&queue.config, &*queue.memory.memory(), false)
+//!             .map_err(|reason| DeviceError::Queue { index: queue.index.0, reason })?;
+//!         self.0.start(queue, ChainQueue::new(ring, Greeter))
+//!     }
+//!     fn stop_queue(&mut self, i: VringIndex, _drain: bool) -> VringBase {
+//!         self.0.stop(i).map_or(VringBase(0), |q| q.base())
+//!     }
+//!     fn set_queue_enabled(&mut self, i: VringIndex, on: bool) { self.0.set_enabled(i, on) }
+//!     fn replace_kick(&mut self, i: VringIndex, kick: Option<OwnedFd>) { self.0.replace_kick(i, kick) }
+//!     fn reset(&mut self) { self.0.stop_all(); }
+//! }
+//! # use vhu_transport_std::vm_memory::GuestAddressSpace;
+//!
+//! let socket = std::env::temp_dir().join(format!("greeter-{}.sock", std::process::id()));
+//! let mut daemon = Daemon::new(Device1(Workers::new()), Listen::Path(socket.clone()))?;
+//! std::thread::spawn(move || daemon.serve(|_ended| false));
+//! // A front-end (here vhu's own client) connects and negotiates:
+//! let mut client = vhu_transport_std::Client::connect(&socket)?;
+//! let negotiated = client.handshake(VirtioFeatures::VERSION_1, ProtocolFeatures::empty())?;
+//! assert!(negotiated.features.contains(VirtioFeatures::VERSION_1));
+//! # std::fs::remove_file(&socket)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # A front-end bring-up
+//!
+//! What a VMM does with a back-end: negotiate, share guest memory, start a ring with its
+//! eventfds, and later stop it where it is (its base resumes it, after a restart or a
+//! migration):
+//!
+//! ```no_run
+//! use std::os::fd::AsFd;
+//! use vhu_transport_std::client::{eventfd, Client, GuestRegion, VringStart};
+//! use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
+//!
+//! let mut client = Client::connect("/run/vhost-user/fs.sock")?;
+//! let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+//! let protocol = ProtocolFeatures::MQ | ProtocolFeatures::REPLY_ACK | ProtocolFeatures::CONFIGURE_MEM_SLOTS;
+//! let negotiated = client.handshake(features, protocol)?;
+//! println!("{} queues, acked {:?}", negotiated.queues.unwrap_or(1), negotiated.features);
+//!
+//! let ram = GuestRegion::new(0, 64 << 20)?; // 64 MiB at guest-physical 0, on a memfd
+//! client.set_mem_table(&[ram.share()])?;
+//! let (call, kick) = (eventfd()?, eventfd()?);
+//! let ring = ram.host_address(0x1_0000)?; // descriptor table, then available and used rings
+//! client.start_vring(VringIndex(1), VringStart::split(256, ring, call.as_fd(), kick.as_fd()))?;
+//! // ... the guest's driver fills the ring and writes `kick`; the back-end signals `call` ...
+//! let base = client.stop_vring(VringIndex(1))?;
+//! println!("stopped at {base:?}");
+//! # Ok::<(), vhu_transport_std::ClientError>(())
+//! ```
 
 pub mod client;
 pub mod daemon;

@@ -1,24 +1,24 @@
-//! A passthrough [`FileSystem`] exporting one host directory.
+//! A passthrough [`FileSystem`](crate::fuse::FileSystem) exporting one host directory.
 //!
-//! Every guest node is a host inode held open as an `O_PATH | O_NOFOLLOW` fd ([`inodes`]); open files
-//! and directories are separate fds ([`handles`]). Every name from the guest is validated as one
-//! path component ([`names`]) and used only in an `*at` call relative to its parent's fd, so host
+//! Every guest node is a host inode held open as an `O_PATH | O_NOFOLLOW` fd (`inodes`); open files
+//! and directories are separate fds (`handles`). Every name from the guest is validated as one
+//! path component (`names`) and used only in an `*at` call relative to its parent's fd, so host
 //! paths are never resolved through a symlink and never leave the share. Regular files are reopened
 //! for I/O through `/proc/self/fd`; special files are never opened.
 //!
-//! Split by concern: [`entries`] (namespace), [`files`] (file I/O), [`dirs`] (listing), [`xattrs`]
-//! and [`xattrmap`], [`setattr`], [`locks`], [`acl`], [`idmap`], [`submounts`]; [`dispatch`] maps
+//! Split by concern: `entries` (namespace), `files` (file I/O), `dirs` (listing), `xattrs`
+//! and `xattrmap`, `setattr`, `locks`, `acl`, `idmap`, `submounts`; `dispatch` maps
 //! each FUSE operation to them. This file holds the configuration, the shared state and the
 //! helpers every concern uses.
 //!
-//! Identity ([`credentials`]): CREATE, TMPFILE, MKNOD, MKDIR and SYMLINK run with the guest caller's ids,
+//! Identity (`credentials`): CREATE, TMPFILE, MKNOD, MKDIR and SYMLINK run with the guest caller's ids,
 //! so new inodes get the caller's owner and the host kernel's group inheritance and set-group-ID
 //! stripping. Every other operation runs as the daemon, as virtiofsd does: the guest has checked
 //! the caller's permission already (virtio-fs mounts with `default_permissions`, with the caller's
 //! full group list), and a host check without those groups would refuse legitimate calls (running
 //! an execute-only file, `chgrp` to one of the caller's supplementary groups).
 //!
-//! Host mounts inside the share ([`submounts`]) are announced to the guest, and guest inode
+//! Host mounts inside the share (`submounts`) are announced to the guest, and guest inode
 //! numbers never collide across host file systems.
 //!
 //! Not done here: file handles instead of O_PATH fds, locks. The daemon is expected to

@@ -15,7 +15,7 @@
 //! protocol and virtio features (with VHOST_F_LOG_ALL as logging is on), the memory regions, and
 //! which rings are started. A Close on either side ends the run.
 //!
-//! An input starting with [`SCRIPT`] is a script instead (see [`script`]): the seed corpus uses
+//! An input starting with `SCRIPT` is a script instead (see `script`): the seed corpus uses
 //! it to spell out whole sessions, every choice of the driver and the VMM the fitting success.
 
 use std::collections::VecDeque;
@@ -226,8 +226,8 @@ struct Pair {
 /// Directory of the seed corpus, relative to this crate's manifest.
 pub const CORPUS_DIR: &str = "corpus/frontend_backend_pair";
 
-/// Runs one input: `arbitrary` data, or a script (see [`script`]) when it starts with
-/// [`SCRIPT`].
+/// Runs one input: `arbitrary` data, or a script (see `script`) when it starts with
+/// `SCRIPT`.
 pub fn run(data: &[u8]) {
     if let Some((&SCRIPT, rest)) = data.split_first() {
         if let Some(pair) = script::decode(rest).and_then(|(d, c, ops)| script::play(&d, &c, ops)) {

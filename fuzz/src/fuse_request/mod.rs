@@ -5,7 +5,7 @@
 //! opcode (any number below 64), node id, handle, names (known, arbitrary, unterminated or too
 //! long), offsets, sizes and data, built into a `fuse_in_header` with the right `len` and the
 //! body that opcode expects, optionally with request extensions or with its arguments cut
-//! short. The file system is [`MemFs`]: deterministic, bounded, and no host I/O.
+//! short. The file system is `MemFs`: deterministic, bounded, and no host I/O.
 //!
 //! Invariants checked after every request:
 //! - nothing panics; a request shorter than a header is refused without a reply, and any refused

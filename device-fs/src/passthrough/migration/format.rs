@@ -33,7 +33,7 @@ pub(super) const HANDLE_MAX: usize = 128;
 pub struct FileHandle {
     /// `handle_type`.
     pub kind: i32,
-    /// `f_handle`, at most [`HANDLE_MAX`] bytes.
+    /// `f_handle`, at most 128 bytes (`MAX_HANDLE_SZ`).
     pub bytes: Vec<u8>,
 }
 
