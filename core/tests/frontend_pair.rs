@@ -516,3 +516,29 @@ fn spec_without_shmem() -> BackendSpec {
     spec.protocol_features.remove(ProtocolFeatures::SHMEM);
     spec
 }
+
+#[test]
+fn net_messages_reach_a_back_end_that_offers_them() {
+    let mut spec = spec();
+    spec.protocol_features |= ProtocolFeatures::RARP | ProtocolFeatures::NET_MTU;
+    let mut config = config();
+    config.protocol_features |= ProtocolFeatures::RARP | ProtocolFeatures::NET_MTU;
+    let mut pair = Pair::new(spec, config, CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).expect("connect");
+    pair.pump();
+    pair.clear_log();
+    let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    pair.frontend.send_rarp(mac).unwrap();
+    pair.frontend.net_set_mtu(9000).unwrap();
+    pair.pump();
+    use FrontendCode as C;
+    assert_eq!(pair.events, [Ev::Done(C::SendRarp), Ev::Done(C::NetSetMtu)]);
+    assert_eq!(pair.acts, [Act::Rarp(mac), Act::Mtu(9000)]);
+    // CROSS_ENDIAN was not offered: refused before anything is sent.
+    assert!(matches!(
+        pair.frontend.set_vring_endian(VringIndex(0), true),
+        Err(FrontendError::NotNegotiated { feature: "CROSS_ENDIAN", .. })
+    ));
+    pair.assert_clean();
+}

@@ -10,7 +10,7 @@ use super::{Frontend, FrontendError};
 use crate::limits::MAX_CONFIG_SIZE;
 use crate::message::{ConfigFlags, Request, TransferDirection, TransferPhase, Uuid};
 use crate::wire::FrontendCode;
-use crate::{FdToken, ProtocolFeatures, VirtioFeatures};
+use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
 
 impl Frontend {
     /// The features SET_FEATURES carries: the acked set, with VHOST_F_LOG_ALL while logging.
@@ -89,6 +89,36 @@ impl Frontend {
         let _ = self.config_out.extend_from_slice(data);
         self.queues.push_request(Queued::SetConfig { offset, flags });
         Ok(())
+    }
+
+    /// SEND_RARP (RARP): a virtio-net back-end broadcasts a RARP for `mac` (after a migration,
+    /// so switches learn where the guest went).
+    pub fn send_rarp(&mut self, mac: [u8; 6]) -> Result<(), FrontendError> {
+        self.require(FrontendCode::SendRarp, ProtocolFeatures::RARP, "RARP")?;
+        self.enqueue(&[Request::SendRarp(mac)])
+    }
+
+    /// NET_SET_MTU (NET_MTU): the MTU a virtio-net back-end must use.
+    pub fn net_set_mtu(&mut self, mtu: u16) -> Result<(), FrontendError> {
+        self.require(FrontendCode::NetSetMtu, ProtocolFeatures::NET_MTU, "NET_MTU")?;
+        self.enqueue(&[Request::NetSetMtu(mtu)])
+    }
+
+    /// SET_VRING_ENDIAN (CROSS_ENDIAN): a legacy ring's byte order, before it starts.
+    pub fn set_vring_endian(
+        &mut self,
+        index: VringIndex,
+        big_endian: bool,
+    ) -> Result<(), FrontendError> {
+        let code = FrontendCode::SetVringEndian;
+        self.require(code, ProtocolFeatures::CROSS_ENDIAN, "CROSS_ENDIAN")?;
+        self.enqueue(&[Request::SetVringEndian { index, big_endian }])
+    }
+
+    /// GPU_SET_SOCKET: the socket of the vhost-user-gpu protocol (handed off).
+    pub fn gpu_set_socket(&mut self, fd: FdToken) -> Result<(), FrontendError> {
+        self.require_ready()?;
+        self.enqueue(&[Request::GpuSetSocket(fd)])
     }
 
     /// SET_STATUS (STATUS): the virtio device status byte.

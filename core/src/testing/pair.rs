@@ -66,6 +66,8 @@ pub enum Act {
     StopVring(u8),
     Enabled { index: u8, enabled: bool },
     DeviceState(TransferDirection),
+    Rarp([u8; 6]),
+    Mtu(u16),
     Reset,
     Other,
 }
@@ -379,6 +381,8 @@ impl Pair {
                 (Act::Other, None, Some(Owed::Done))
             }
             Action::ResetDevice => (Act::Reset, None, None),
+            Action::SendRarp(mac) => (Act::Rarp(mac), None, None),
+            Action::SetMtu(mtu) => (Act::Mtu(mtu), None, None),
             Action::AllocateInflight { .. } => (Act::Other, None, Some(Owed::Inflight)),
             Action::SetInflight { fd, .. } => (Act::Other, Some(fd), Some(Owed::Done)),
             Action::SetBackendChannel(fd) | Action::SetLogFd(fd) | Action::CloseFd(fd) => {

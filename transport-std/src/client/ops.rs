@@ -381,6 +381,31 @@ impl Client {
         self.call(&[], |f| f.vring_kick(index)).map(drop)
     }
 
+    /// SEND_RARP (RARP): a virtio-net back-end announces `mac` (after a migration).
+    pub fn send_rarp(&mut self, mac: [u8; 6]) -> Result<(), ClientError> {
+        self.call(&[], |f| f.send_rarp(mac)).map(drop)
+    }
+
+    /// NET_SET_MTU (NET_MTU).
+    pub fn net_set_mtu(&mut self, mtu: u16) -> Result<(), ClientError> {
+        self.call(&[], |f| f.net_set_mtu(mtu)).map(drop)
+    }
+
+    /// SET_VRING_ENDIAN (CROSS_ENDIAN): a legacy ring's byte order, before it starts.
+    pub fn set_vring_endian(
+        &mut self,
+        index: VringIndex,
+        big_endian: bool,
+    ) -> Result<(), ClientError> {
+        self.call(&[], |f| f.set_vring_endian(index, big_endian)).map(drop)
+    }
+
+    /// GPU_SET_SOCKET: hands the back-end the vhost-user-gpu socket (a duplicate of `fd`).
+    pub fn gpu_set_socket(&mut self, fd: BorrowedFd<'_>) -> Result<(), ClientError> {
+        let token = self.dup(fd)?;
+        self.call(&[token], |f| f.gpu_set_socket(token)).map(drop)
+    }
+
     /// GET_SHMEM_CONFIG (SHMEM): the size of each shared-memory region, by shmid (0: none).
     pub fn get_shmem_config(&mut self) -> Result<Vec<u64>, ClientError> {
         self.ask(FrontendCode::GetShmemConfig, &[], Frontend::get_shmem_config, |a| match a {
