@@ -88,6 +88,9 @@ pub enum MigrationError {
     /// The daemon's own credentials could not be taken back.
     #[error("cannot act as the daemon: {0}")]
     Credentials(Errno),
+    /// The share's root is not held (the file system was never set up).
+    #[error("the share's root is not open: {0}")]
+    Root(Errno),
     /// The bytes are not a state.
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -137,7 +140,7 @@ impl PassthroughFs {
             return Err(MigrationError::LocksHeld(locks));
         }
         let options = self.config.migration;
-        let root = self.inode(NodeId::ROOT).map_err(MigrationError::Credentials)?;
+        let root = self.inode(NodeId::ROOT).map_err(MigrationError::Root)?;
         let root_link = locate::link_of(&self.proc_fd, &root.fd).unwrap_or_default();
         let (nodes, next_node) = self.inodes.snapshot();
         let mut records = Vec::with_capacity(nodes.len());
@@ -243,13 +246,12 @@ impl PassthroughFs {
 
     fn restore(&self, state: &FsState) -> Result<(), MigrationError> {
         let options = self.config.migration;
-        let root = self.inode(NodeId::ROOT).map_err(MigrationError::Credentials)?;
+        let root = self.inode(NodeId::ROOT).map_err(MigrationError::Root)?;
         let root_link = locate::link_of(&self.proc_fd, &root.fd).unwrap_or_default();
         // Source device -> this host's device, learned from the inodes opened again.
-        let mut devices: Vec<(u64, u64)> = vec![(0, 0)];
-        if let Some((source_root_dev, _)) = state.devices.iter().find(|(_, index)| *index == 0) {
-            devices[0] = (*source_root_dev, root.key.0);
-        }
+        let source_root = state.devices.iter().find(|(_, index)| *index == 0);
+        let mut devices: Vec<(u64, u64)> =
+            source_root.map(|(dev, _)| (*dev, root.key.0)).into_iter().collect();
         for record in &state.nodes {
             match self.reopen_node(&root.fd, &root_link, record) {
                 Ok(inode) => {
