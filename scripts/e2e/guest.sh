@@ -181,3 +181,16 @@ stage_initramfs() {
 pack_initramfs() {
     (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) > "$2"
 }
+
+# pack_fio STAGE: copies fio and every library it loads into the initramfs
+# staging directory, at the same paths, so the guest can run it.
+pack_fio() {
+    local stage=$1 fio lib
+    fio=$(command -v fio) || return 1
+    mkdir -p "$stage/bin"
+    cp "$fio" "$stage/bin/fio"
+    for lib in $(ldd "$fio" | grep -oE '/[^ ]+\.so[^ ]*'); do
+        mkdir -p "$stage$(dirname "$lib")"
+        cp -L "$lib" "$stage$lib"
+    done
+}

@@ -29,18 +29,6 @@ cleanup_identity() {
     fi
 }
 
-# pack_fio STAGE: copies fio and every library it loads into the initramfs
-# staging directory, at the same paths, so the guest can run it.
-pack_fio() {
-    local stage=$1 fio lib
-    fio=$(command -v fio) || return 1
-    mkdir -p "$stage/bin"
-    cp "$fio" "$stage/bin/fio"
-    for lib in $(ldd "$fio" | grep -oE '/[^ ]+\.so[^ ]*'); do
-        mkdir -p "$stage$(dirname "$lib")"
-        cp -L "$lib" "$stage$lib"
-    done
-}
 
 h_user_tree() {
     local f
