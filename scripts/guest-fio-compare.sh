@@ -3,7 +3,7 @@
 # e2e setup) reads a file on the share with O_DIRECT — 1 MiB sequential and 4 KiB random, one
 # job and four — once per back-end per job per round, alternating. Reports the guest's IOPS and
 # the back-end's CPU time per 1 000 guest operations (user + system of its whole process tree,
-# boot and mount included), with the ratios vhu-fsd/virtiofsd (medians over rounds).
+# boot and mount included), medians over rounds and the ratios vhu-fsd/virtiofsd of the medians.
 #
 #   scripts/guest-fio-compare.sh [--rounds N] [--runtime SECS] [--kernel PATH] [--no-install]
 #
