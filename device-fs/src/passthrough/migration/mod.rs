@@ -17,6 +17,10 @@
 //! - `confirm_paths`: paths are always confirmed when the state is saved (at switch-over), so
 //!   this only makes the source say so.
 //!
+//! No file position moves, because none matters: every READ and WRITE the guest sends carries
+//! its offset, READDIR its cookie (the daemon seeks the directory to it each time), and
+//! `O_APPEND` goes with a handle's flags.
+//!
 //! The destination never hands the guest a wrong file: every inode it opens by path is checked
 //! against the inode number and kind the source recorded (and the file handle, when there is
 //! one); a mismatch — the path now names another file — starts a search of the share for the
