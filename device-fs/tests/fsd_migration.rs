@@ -72,7 +72,8 @@ fn virtiofsd() -> Option<std::path::PathBuf> {
 
 /// A VMM written with vhu's client moves a guest from one back-end process to another on the
 /// same share: the guest's node ids and open handle keep working, and the pages the source
-/// wrote while logging are reported dirty. Returns what it saw, for the callers' checks.
+/// wrote while logging are reported dirty. Panics, naming `tag`, on the first thing that is not
+/// so.
 fn vmm_migrates(program: impl Fn() -> std::process::Command, tag: &str, extra: &[&str]) {
     let dir = daemon::scratch("vhu-vmm-migration", tag);
     std::fs::create_dir(dir.join("share/work")).expect("dir");

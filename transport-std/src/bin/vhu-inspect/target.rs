@@ -14,13 +14,11 @@ pub(crate) struct Target {
     pub(crate) socket: PathBuf,
     spawn: Option<String>,
     child: Option<Child>,
-    /// Processes started so far.
-    pub(crate) started: u32,
 }
 
 impl Target {
     pub(crate) fn new(socket: PathBuf, spawn: Option<String>) -> Self {
-        Self { socket, spawn, child: None, started: 0 }
+        Self { socket, spawn, child: None }
     }
 
     /// Whether a new process is started when the last one left.
@@ -44,7 +42,6 @@ impl Target {
                 .spawn()
                 .map_err(|e| format!("starting `{line}`: {e}"))?;
             self.child = Some(child);
-            self.started += 1;
         }
         let deadline = Instant::now() + LISTEN_WAIT;
         loop {
