@@ -1,13 +1,14 @@
 //! VMM operations on the device as a whole: virtio features and dirty logging (SET_FEATURES),
-//! config space (GET/SET_CONFIG), status (SET/GET_STATUS), RESET_DEVICE, shared objects and the
-//! device-state transfer (SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE).
+//! config space (GET/SET_CONFIG), status (SET/GET_STATUS), RESET_DEVICE and the deprecated
+//! RESET_OWNER, crypto sessions, shared objects and the device-state transfer
+//! (SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE).
 //!
 //! Each operation checks the feature it needs and the state it is valid in, then queues its
 //! requests; the replies are matched in `reply.rs`. This module must not send what was not acked.
 
 use super::queue::Queued;
 use super::{Frontend, FrontendError};
-use crate::limits::MAX_CONFIG_SIZE;
+use crate::limits::{MAX_CONFIG_SIZE, MAX_CRYPTO_SESSION_SIZE};
 use crate::message::{ConfigFlags, Request, TransferDirection, TransferPhase, Uuid};
 use crate::wire::FrontendCode;
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
@@ -150,6 +151,53 @@ impl Frontend {
         self.started = [0; crate::limits::MAX_VRINGS / 64];
         self.logging = false;
         Ok(())
+    }
+
+    /// RESET_OWNER, deprecated: for back-ends without RESET_DEVICE, as QEMU sends it once the
+    /// device is stopped. Back-ends differ on what it does (spec: ignore it or disable the
+    /// rings; some reset the whole device), so it is sent only while every ring is stopped, and
+    /// afterwards re-send the features and the memory table before starting rings again.
+    pub fn reset_owner(&mut self) -> Result<(), FrontendError> {
+        self.require_ready()?;
+        if !self.is_suspended() {
+            return Err(FrontendError::NotSuspended { code: FrontendCode::ResetOwner });
+        }
+        self.enqueue(&[Request::ResetOwner])
+    }
+
+    /// CREATE_CRYPTO_SESSION (CRYPTO_SESSION): `session` is the device's session description
+    /// (for virtio-crypto, QEMU's `VhostUserCryptoSession`: a 64-bit session id, the setup data
+    /// and the keys), sent as given. Answered with
+    /// [`Event::CryptoSession`](super::Event::CryptoSession), the id the back-end assigned; a
+    /// negative id in the reply is the back-end's refusal.
+    pub fn create_crypto_session(&mut self, session: &[u8]) -> Result<(), FrontendError> {
+        let code = FrontendCode::CreateCryptoSession;
+        self.require(code, ProtocolFeatures::CRYPTO_SESSION, "CRYPTO_SESSION")?;
+        // The reply's first 8 bytes are the session id, so the description holds at least them.
+        if session.len() < 8 || session.len() > MAX_CRYPTO_SESSION_SIZE {
+            return Err(FrontendError::PayloadSize {
+                code,
+                size: session.len(),
+                min: 8,
+                max: MAX_CRYPTO_SESSION_SIZE,
+            });
+        }
+        if self.queues.is_queued(code) {
+            return Err(FrontendError::Busy(code));
+        }
+        self.queues.reserve(1)?;
+        self.crypto_out.clear();
+        // Cannot fail: session.len() <= MAX_CRYPTO_SESSION_SIZE, the capacity.
+        let _ = self.crypto_out.extend_from_slice(session);
+        self.queues.push_request(Queued::CryptoSession);
+        Ok(())
+    }
+
+    /// CLOSE_CRYPTO_SESSION (CRYPTO_SESSION): ends the session `id`.
+    pub fn close_crypto_session(&mut self, id: u64) -> Result<(), FrontendError> {
+        let code = FrontendCode::CloseCryptoSession;
+        self.require(code, ProtocolFeatures::CRYPTO_SESSION, "CRYPTO_SESSION")?;
+        self.enqueue(&[Request::CloseCryptoSession(id)])
     }
 
     /// GET_SHARED_OBJECT (SHARED_OBJECT), answered with

@@ -219,6 +219,34 @@ pub enum FrontendError {
     /// The answer does not fit the back-end request waiting (a lookup needs an fd or a status).
     #[error("{0} needs another kind of answer")]
     WrongBackendAnswer(BackendCode),
+    /// A postcopy step out of the spec's order (spec "Migration": POSTCOPY_ADVISE, then
+    /// POSTCOPY_LISTEN, then POSTCOPY_END).
+    #[error("{code}: needs {needs} first")]
+    PostcopyOutOfOrder {
+        /// The request the call would send.
+        code: FrontendCode,
+        /// The step that must come before it.
+        needs: &'static str,
+    },
+    /// The postcopy SET_MEM_TABLE reply does not describe the regions that were sent (their
+    /// count, guest address, size or offset differ); only the user address may change.
+    #[error("SET_MEM_TABLE postcopy reply: region {index} does not match the region sent")]
+    PostcopyBasesMismatch {
+        /// The first region that differs (the count, when that differs).
+        index: usize,
+    },
+    /// A payload outside the size the message allows.
+    #[error("{code}: payload of {size} bytes outside {min}..={max}")]
+    PayloadSize {
+        /// The request.
+        code: FrontendCode,
+        /// Bytes given.
+        size: usize,
+        /// Smallest size.
+        min: usize,
+        /// Largest size.
+        max: usize,
+    },
     /// The caller let outputs pile up without draining them; the session cannot go on.
     #[error("outputs were not drained after an input")]
     OutputOverflow,

@@ -9,7 +9,7 @@
 
 use super::output::Negotiated;
 use super::{Frontend, FrontendError, Phase, Queued, SUPPORTED_PROTOCOL_FEATURES};
-use crate::backend::broken_dependency;
+use crate::backend::{broken_dependency, conflict};
 use crate::limits::{MAX_MEM_SLOTS, MAX_QUEUES};
 use crate::message::Request;
 use crate::wire::FrontendCode;
@@ -63,7 +63,10 @@ impl Frontend {
                 feature: "VHOST_USER_F_PROTOCOL_FEATURES",
             });
         }
-        if !SUPPORTED_PROTOCOL_FEATURES.contains(acked) || broken_dependency(acked).is_some() {
+        if !SUPPORTED_PROTOCOL_FEATURES.contains(acked)
+            || broken_dependency(acked).is_some()
+            || conflict(acked).is_some()
+        {
             return Err(FrontendError::InconsistentFeatures(acked));
         }
         let backend_req = acked.contains(ProtocolFeatures::BACKEND_REQ);
@@ -118,6 +121,11 @@ impl Frontend {
             .intersection(SUPPORTED_PROTOCOL_FEATURES);
         if self.backend_channel.is_none() {
             acked.remove(ProtocolFeatures::BACKEND_REQ);
+        }
+        // Spec "Protocol features": postcopy (PAGEFAULT) is forbidden with CONFIGURE_MEM_SLOTS;
+        // the first of each conflicting pair goes.
+        while let Some((feature, _)) = conflict(acked) {
+            acked.remove(feature);
         }
         // Each round removes one bit, so this ends.
         while let Some((feature, _)) = broken_dependency(acked) {

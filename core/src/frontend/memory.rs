@@ -1,5 +1,6 @@
 //! VMM operations on guest memory, the dirty log and inflight tracking: SET_MEM_TABLE,
-//! ADD_MEM_REG / REM_MEM_REG (CONFIGURE_MEM_SLOTS), SET_LOG_BASE / SET_LOG_FD, GET/SET_INFLIGHT_FD.
+//! ADD_MEM_REG / REM_MEM_REG (CONFIGURE_MEM_SLOTS), IOTLB_MSG (the device IOTLB of
+//! VIRTIO_F_ACCESS_PLATFORM), SET_LOG_BASE / SET_LOG_FD, GET/SET_INFLIGHT_FD.
 //!
 //! The front-end records the regions it sent (the same validity rules as the back-end: spec
 //! "Memory regions", [`crate::regions`]) so it can refuse an overlapping region, a removal of a
@@ -9,10 +10,10 @@
 use super::queue::Queued;
 use super::{Frontend, FrontendError};
 use crate::limits::{MAX_MEM_SLOTS, MAX_MEM_TABLE_REGIONS};
-use crate::message::{InflightDesc, LogBase, Region, Request};
+use crate::message::{InflightDesc, Iotlb, LogBase, Region, Request};
 use crate::regions::{check_disjoint, check_region, RegionError};
 use crate::wire::FrontendCode;
-use crate::{FdToken, ProtocolFeatures};
+use crate::{FdToken, ProtocolFeatures, VirtioFeatures};
 
 fn memory(code: FrontendCode) -> impl Fn(RegionError) -> FrontendError {
     move |error| FrontendError::Memory { code, error }
@@ -93,6 +94,19 @@ impl Frontend {
         let removed = self.regions.remove(&region).map_err(memory(code))?;
         self.queues.push_request(Queued::Inline(Request::RemMemReg { region: removed, fd: None }));
         Ok(())
+    }
+
+    /// IOTLB_MSG (VIRTIO_F_ACCESS_PLATFORM acked): an update or invalidation of the back-end's
+    /// device IOTLB (ring and buffer addresses are I/O virtual addresses then), typically the
+    /// answer to a miss the back-end reported on its channel. Sent with NEED_REPLY, as QEMU does,
+    /// and answered with [`Event::Done`](super::Event::Done) or a failure.
+    pub fn iotlb_msg(&mut self, msg: Iotlb) -> Result<(), FrontendError> {
+        let code = FrontendCode::IotlbMsg;
+        self.require_ready()?;
+        if !self.negotiated.features.contains(VirtioFeatures::ACCESS_PLATFORM) {
+            return Err(FrontendError::NotNegotiated { code, feature: "VIRTIO_F_ACCESS_PLATFORM" });
+        }
+        self.enqueue(&[Request::IotlbMsg(msg)])
     }
 
     /// SET_LOG_BASE (LOG_SHMFD): the dirty-log area, `mmap_size` bytes at `mmap_offset` of `fd`

@@ -44,6 +44,7 @@ mod error;
 mod handshake;
 mod memory;
 mod output;
+mod postcopy;
 mod queue;
 mod reply;
 mod vrings;
@@ -53,24 +54,24 @@ pub use output::{BackendAnswer, Event, FrontendConfig, Negotiated, Output, Vring
 pub use queue::MAX_QUEUED_REQUESTS;
 
 use crate::limits::{
-    MAX_CONFIG_SIZE, MAX_FDS_PER_MSG, MAX_MEM_TABLE_REGIONS, MAX_OUTPUTS, MAX_VRINGS,
+    MAX_CONFIG_SIZE, MAX_CRYPTO_SESSION_SIZE, MAX_FDS_PER_MSG, MAX_MEM_TABLE_REGIONS, MAX_OUTPUTS,
+    MAX_VRINGS,
 };
 use crate::message::{MemoryTable, Request};
 use crate::protocol_error::{reply_kind, ReplyKind};
 use crate::regions::RegionTable;
 use crate::wire::{self, BackendCode, FrontendCode};
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
+use postcopy::PostcopyPhase;
 use queue::{Item, Queued, Queues};
 
 /// Protocol features the front-end can drive and therefore acks when offered and wanted.
 ///
-/// Not acked: PAGEFAULT (postcopy changes the replies of SET_MEM_TABLE; the newest spec forbids it
-/// with CONFIGURE_MEM_SLOTS), CRYPTO_SESSION (no API here), XEN_MMAP (regions are always sent in
-/// the standard layout).
-pub const SUPPORTED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::KNOWN
-    .difference(ProtocolFeatures::PAGEFAULT)
-    .difference(ProtocolFeatures::CRYPTO_SESSION)
-    .difference(ProtocolFeatures::XEN_MMAP);
+/// Not acked: XEN_MMAP (regions are always sent in the standard layout). PAGEFAULT is never
+/// acked together with CONFIGURE_MEM_SLOTS (the newest spec forbids postcopy with memory slots):
+/// a VMM that wants postcopy leaves CONFIGURE_MEM_SLOTS out of its wanted set.
+pub const SUPPORTED_PROTOCOL_FEATURES: ProtocolFeatures =
+    ProtocolFeatures::KNOWN.difference(ProtocolFeatures::XEN_MMAP);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -106,12 +107,19 @@ pub struct Frontend {
     table_out: heapless::Vec<wire::MemoryRegion, MAX_MEM_TABLE_REGIONS>,
     table_fds: heapless::Vec<FdToken, MAX_MEM_TABLE_REGIONS>,
     config_out: heapless::Vec<u8, MAX_CONFIG_SIZE>,
+    /// The CREATE_CRYPTO_SESSION payload waiting to be sent.
+    crypto_out: heapless::Vec<u8, MAX_CRYPTO_SESSION_SIZE>,
     config_in: [u8; MAX_CONFIG_SIZE],
     config_in_len: usize,
     /// The last GET_SHMEM_CONFIG reply.
     shmem: crate::wire::ShmemConfig,
     started: [u64; MAX_VRINGS / 64],
     logging: bool,
+    postcopy: PostcopyPhase,
+    /// The postcopy SET_MEM_TABLE reply arrived: its acknowledgement goes out next.
+    postcopy_ack_due: bool,
+    /// The mapping bases of the last postcopy SET_MEM_TABLE reply, in table order.
+    postcopy_bases: heapless::Vec<u64, MAX_MEM_TABLE_REGIONS>,
     queues: Queues,
     in_flight: Option<InFlight>,
     releasing: heapless::Vec<FdToken, MAX_FDS_PER_MSG>,
@@ -139,11 +147,15 @@ impl Frontend {
             table_out: heapless::Vec::new(),
             table_fds: heapless::Vec::new(),
             config_out: heapless::Vec::new(),
+            crypto_out: heapless::Vec::new(),
             config_in: [0; MAX_CONFIG_SIZE],
             config_in_len: 0,
             shmem: zerocopy::FromZeros::new_zeroed(),
             started: [0; MAX_VRINGS / 64],
             logging: false,
+            postcopy: PostcopyPhase::Off,
+            postcopy_ack_due: false,
+            postcopy_bases: heapless::Vec::new(),
             queues: Queues::new(),
             in_flight: None,
             releasing: heapless::Vec::new(),
@@ -211,14 +223,24 @@ impl Frontend {
         if self.is_awaiting_reply() {
             return None;
         }
+        if let Some(ack) = self.take_postcopy_ack() {
+            return Some(Output::Request { request: ack, need_reply: false });
+        }
         let queued = self.queues.requests.pop_front()?;
         let code = queued.code();
         let kind = reply_kind(code);
         // Spec "REPLY_ACK": with the feature acked, NEED_REPLY goes on every request that has no
         // reply of its own. Whether it was acked is known only from what this front-end sent,
         // never from GET_* replies it may not have asked for (a restore sends none).
-        let need_reply = self.reply_ack && kind == ReplyKind::AckOnly;
-        let awaits = need_reply || kind != ReplyKind::AckOnly;
+        let mut need_reply =
+            (self.reply_ack && kind == ReplyKind::AckOnly) || postcopy::always_needs_reply(code);
+        let mut awaits = need_reply || kind != ReplyKind::AckOnly;
+        if queued == Queued::MemTable && self.is_postcopy_listening() {
+            // Spec SET_MEM_TABLE: in postcopy the back-end answers with its bases and NEED_REPLY
+            // is not set.
+            need_reply = false;
+            awaits = true;
+        }
         if let Queued::Inline(Request::SetProtocolFeatures(acked)) = queued {
             self.reply_ack = acked.contains(ProtocolFeatures::REPLY_ACK);
         }
@@ -233,6 +255,7 @@ impl Frontend {
         match item {
             Item::Out(output) => output,
             Item::ShmemConfig => Output::Event(Event::ShmemConfig(&self.shmem)),
+            Item::PostcopyBases => Output::Event(Event::PostcopyBases(&self.postcopy_bases)),
             Item::ConfigRead { offset } => Output::Event(Event::ConfigRead {
                 offset,
                 data: &self.config_in[..self.config_in_len],
@@ -250,6 +273,7 @@ impl Frontend {
             Queued::SetConfig { offset, flags } => {
                 Request::SetConfig { offset, flags, data: &self.config_out }
             }
+            Queued::CryptoSession => Request::CreateCryptoSession(&self.crypto_out),
         }
     }
 
@@ -273,6 +297,7 @@ impl Frontend {
                 self.queues.push_event(Event::Connected(self.negotiated));
             }
         } else if confirmed {
+            self.postcopy_step_done(code);
             self.queues.push_event(Event::Done(code));
         }
     }

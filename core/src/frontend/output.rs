@@ -87,6 +87,19 @@ pub enum Event<'a> {
         /// The back-end's fd.
         fd: Option<FdToken>,
     },
+    /// POSTCOPY_ADVISE answered: the back-end's userfaultfd (handed off). The VMM reads the
+    /// back-end's page faults from it and wakes them once the pages arrived.
+    PostcopyAdvised {
+        /// The userfaultfd.
+        userfaultfd: FdToken,
+    },
+    /// A SET_MEM_TABLE sent while postcopy listens was answered: the back-end's mapping base of
+    /// each region, in the order the table had them. The acknowledgement the back-end waits for
+    /// is the next request out (register the bases before carrying it out, as the back-end may
+    /// fault as soon as it arrives).
+    PostcopyBases(&'a [u64]),
+    /// CREATE_CRYPTO_SESSION answered with the id of the new session.
+    CryptoSession(u64),
     /// GET_SHARED_OBJECT answered with the object's dma-buf fd (handed off).
     SharedObject {
         /// The object.
@@ -120,10 +133,12 @@ pub struct FrontendConfig {
 
 impl FrontendConfig {
     /// Wants VERSION_1, VHOST_USER_F_PROTOCOL_FEATURES and `device_features`, and the protocol
-    /// features of bits 0–19 this crate drives (MQ, LOG_SHMFD, REPLY_ACK, BACKEND_REQ, CONFIG,
+    /// features of bits 0–19 every device can use (MQ, LOG_SHMFD, REPLY_ACK, BACKEND_REQ, CONFIG,
     /// BACKEND_SEND_FD, HOST_NOTIFIER, INFLIGHT_SHMFD, RESET_DEVICE, CONFIGURE_MEM_SLOTS, STATUS,
     /// SHARED_OBJECT, DEVICE_STATE). Bits 20 and up are left out: their numbering moved while in
-    /// review and a peer may mean another feature by them.
+    /// review and a peer may mean another feature by them. Add CRYPTO_SESSION for a crypto
+    /// device; for postcopy, add PAGEFAULT and remove CONFIGURE_MEM_SLOTS (the spec forbids the
+    /// pair, so PAGEFAULT is dropped while both are wanted).
     pub fn new(device_features: VirtioFeatures) -> Self {
         Self {
             features: VirtioFeatures::VERSION_1

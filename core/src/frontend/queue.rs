@@ -28,6 +28,8 @@ pub(super) enum Queued {
     MemTable,
     /// SET_CONFIG of the staged bytes.
     SetConfig { offset: u32, flags: ConfigFlags },
+    /// CREATE_CRYPTO_SESSION of the staged session.
+    CryptoSession,
 }
 
 impl Queued {
@@ -36,6 +38,7 @@ impl Queued {
             Self::Inline(request) => request.code(),
             Self::MemTable => FrontendCode::SetMemTable,
             Self::SetConfig { .. } => FrontendCode::SetConfig,
+            Self::CryptoSession => FrontendCode::CreateCryptoSession,
         }
     }
 
@@ -44,12 +47,13 @@ impl Queued {
         match self {
             Self::Inline(request) => request.fds(),
             Self::MemTable => table_fds.iter().copied().take(MAX_FDS_PER_MSG).collect(),
-            Self::SetConfig { .. } => heapless::Vec::new(),
+            Self::SetConfig { .. } | Self::CryptoSession => heapless::Vec::new(),
         }
     }
 }
 
-/// An output other than a request; `ConfigRead` borrows the front-end's buffer when polled.
+/// An output other than a request; `ConfigRead`, `ShmemConfig` and `PostcopyBases` borrow the
+/// front-end's buffers when polled.
 #[derive(Debug)]
 pub(super) enum Item {
     Out(Output<'static>),
@@ -58,6 +62,8 @@ pub(super) enum Item {
     },
     /// GET_SHMEM_CONFIG's reply, kept in the front-end.
     ShmemConfig,
+    /// The bases of a postcopy SET_MEM_TABLE reply, kept in the front-end.
+    PostcopyBases,
 }
 
 /// The request queue and the output queue.

@@ -9,8 +9,8 @@ use super::output::Event;
 use super::queue::{Item, Queued};
 use super::{Frontend, FrontendError, Phase};
 use crate::limits::MAX_MEM_SLOTS;
-use crate::message::{Reply, Request};
-use crate::wire::FrontendCode;
+use crate::message::{MemoryTable, Reply, Request};
+use crate::wire::{FrontendCode, ReplyKind};
 use crate::FdToken;
 
 /// A name for a reply form, for [`FrontendError::UnexpectedPayload`].
@@ -54,23 +54,47 @@ impl Frontend {
         }
         let unexpected = FrontendError::UnexpectedPayload { code, what: form(&reply) };
         let Queued::Inline(request) = flight.queued else {
-            // SET_MEM_TABLE and SET_CONFIG only ever get the REPLY_ACK u64.
-            return match reply {
-                Reply::Ack { status, .. } if flight.need_reply => {
+            return match (flight.queued, reply) {
+                // SET_MEM_TABLE and SET_CONFIG get the REPLY_ACK u64...
+                (_, Reply::Ack { status, .. }) if flight.need_reply => {
                     self.in_flight = None;
                     self.handle_status(flight.queued, status);
                     Ok(())
+                }
+                // ... or, while postcopy listens, SET_MEM_TABLE gets the back-end's bases.
+                (Queued::MemTable, Reply::MemTableBases(table)) => {
+                    self.handle_postcopy_bases(table)?;
+                    self.in_flight = None;
+                    Ok(())
+                }
+                // An empty table's bases are 8 bytes, the size of a status: 0 says the same.
+                (Queued::MemTable, Reply::Ack { status: 0, .. }) if self.table_out.is_empty() => {
+                    self.handle_postcopy_bases(MemoryTable::Standard(&[]))?;
+                    self.in_flight = None;
+                    Ok(())
+                }
+                (Queued::CryptoSession, Reply::CryptoSession(session)) => {
+                    self.in_flight = None;
+                    self.handle_crypto_session(session)
                 }
                 _ => Err(unexpected),
             };
         };
         match (request, reply) {
-            // CHECK_DEVICE_STATE always answers with a u64 (spec "Migrating back-end state").
+            // POSTCOPY_ADVISE's failure form has no fd: a success needs one.
+            (Request::PostcopyAdvise, Reply::Ack { status: 0, .. }) => return Err(unexpected),
+            // Requests whose reply can carry a status (CHECK_DEVICE_STATE, POSTCOPY_*,
+            // IOTLB_MSG) answer with the u64 whether or not NEED_REPLY was set.
             (_, Reply::Ack { status, .. })
-                if flight.need_reply || code == FrontendCode::CheckDeviceState =>
+                if flight.need_reply || code.reply_kind() == ReplyKind::WithStatus =>
             {
                 self.in_flight = None;
                 self.handle_status(flight.queued, status);
+            }
+            (Request::PostcopyAdvise, Reply::PostcopyAdvise { userfaultfd }) => {
+                self.in_flight = None;
+                self.postcopy_step_done(code);
+                self.queues.push_event(Event::PostcopyAdvised { userfaultfd });
             }
             (Request::GetFeatures, Reply::Features(offered)) => {
                 self.in_flight = None;
@@ -163,6 +187,20 @@ impl Frontend {
                 }
             }
             _ => return Err(unexpected),
+        }
+        Ok(())
+    }
+
+    /// CREATE_CRYPTO_SESSION answered: the session as the back-end set it up, its first 8 bytes
+    /// the id (negative: refused, spec "CREATE_CRYPTO_SESSION").
+    fn handle_crypto_session(&mut self, session: &[u8]) -> Result<(), FrontendError> {
+        let code = FrontendCode::CreateCryptoSession;
+        let Some(id) = session.first_chunk::<8>().map(|b| i64::from_le_bytes(*b)) else {
+            return Err(FrontendError::UnexpectedPayload { code, what: "no session id" });
+        };
+        match u64::try_from(id) {
+            Ok(id) => self.queues.push_event(Event::CryptoSession(id)),
+            Err(_) => self.fail(FrontendError::Nack { request: code, status: id.unsigned_abs() }),
         }
         Ok(())
     }

@@ -18,6 +18,10 @@ use crate::message::{
 };
 use crate::{FdToken, FrontendCode, ProtocolError, Request, VirtioFeatures, VringIndex};
 
+/// Where the simulated driver maps the first region while postcopy listens; each next region
+/// 256 MiB further.
+pub const POSTCOPY_BASE: u64 = 0x7e00_0000_0000;
+
 /// A front-end event with borrowed data copied out ([`Event`]'s variants, same meaning).
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
@@ -49,6 +53,11 @@ pub enum Ev {
         request: BackendRequest,
         need_reply: bool,
     },
+    PostcopyAdvised {
+        userfaultfd: FdToken,
+    },
+    PostcopyBases(Vec<u64>),
+    CryptoSession(u64),
 }
 
 /// What the simulated back-end driver saw, for assertions (the [`Action`]s of the same names;
@@ -69,6 +78,7 @@ pub enum Act {
     Rarp([u8; 6]),
     Mtu(u16),
     Reset,
+    Postcopy(FrontendCode),
     Other,
 }
 
@@ -78,9 +88,16 @@ pub enum Act {
 pub enum Owed {
     Done,
     Stopped(VringIndex),
-    Config { offset: u32, size: u32 },
+    Config {
+        offset: u32,
+        size: u32,
+    },
     Inflight,
     DeviceState,
+    Userfaultfd,
+    /// The regions of a SET_MEM_TABLE: mapped, or, while postcopy listens, mapped and
+    /// registered at the bases the pair makes up.
+    Mapped,
 }
 
 /// A `Frontend` and a `Backend` wired together; see the module docs.
@@ -122,6 +139,8 @@ pub struct Pair {
     pub config: Vec<u8>,
     /// The device returns its own fd for a state transfer.
     pub device_state_fd: bool,
+    /// The simulated driver acknowledged POSTCOPY_LISTEN and not POSTCOPY_END since.
+    pub postcopy_listening: bool,
     /// Frames on their way to the back-end, with the sender's tokens.
     pub to_backend: VecDeque<(Vec<u8>, Vec<FdToken>)>,
     /// Replies on their way to the front-end.
@@ -156,6 +175,7 @@ impl Pair {
             rings: BTreeMap::new(),
             config: device_config,
             device_state_fd: false,
+            postcopy_listening: false,
             to_backend: VecDeque::new(),
             to_frontend: VecDeque::new(),
             channel_to_frontend: VecDeque::new(),
@@ -257,6 +277,12 @@ impl Pair {
                             self.fe_out.extend(request.fds());
                             Ev::BackendRequest { request, need_reply }
                         }
+                        Event::PostcopyAdvised { userfaultfd } => {
+                            self.fe_out.push(userfaultfd);
+                            Ev::PostcopyAdvised { userfaultfd }
+                        }
+                        Event::PostcopyBases(bases) => Ev::PostcopyBases(bases.to_vec()),
+                        Event::CryptoSession(id) => Ev::CryptoSession(id),
                     };
                     self.events.push(event);
                 }
@@ -271,6 +297,7 @@ impl Pair {
         let mut buf = vec![0u8; MAX_FRAME_SIZE];
         loop {
             let mut owed = None;
+            let mut mapped = 0u64;
             while let Some(output) = self.backend.poll_output() {
                 match output {
                     BackendOutput::Reply(reply) => {
@@ -300,6 +327,16 @@ impl Pair {
                     BackendOutput::Action(action) => {
                         let (act, fd, completion) =
                             Self::act(action, &mut self.config, &mut self.rings);
+                        match act {
+                            Act::MapRegion(_) => mapped += 1,
+                            Act::Postcopy(FrontendCode::PostcopyListen) => {
+                                self.postcopy_listening = true;
+                            }
+                            Act::Postcopy(FrontendCode::PostcopyEnd) => {
+                                self.postcopy_listening = false;
+                            }
+                            _ => {}
+                        }
                         self.acts.push(act);
                         self.be_out.extend(fd);
                         if completion.is_some() {
@@ -315,6 +352,17 @@ impl Pair {
             let owed = owed.expect("an action said what completes it");
             let result = match owed {
                 Owed::Done => self.backend.handle_completion(Completion::Done(Ok(()))),
+                Owed::Mapped if self.postcopy_listening => {
+                    let bases: Vec<u64> =
+                        (0..mapped).map(|i| POSTCOPY_BASE + i * 0x1000_0000).collect();
+                    self.backend.handle_completion(Completion::PostcopyMapped(Ok(&bases)))
+                }
+                Owed::Mapped => self.backend.handle_completion(Completion::Done(Ok(()))),
+                Owed::Userfaultfd => {
+                    let fd = self.token();
+                    self.be_in.push(fd);
+                    self.backend.handle_completion(Completion::Userfaultfd(Ok(fd)))
+                }
                 Owed::Stopped(index) => {
                     let base = VringBase::split(*self.rings.get(&index.0).unwrap_or(&0));
                     self.backend.handle_completion(Completion::VringStopped { index, base })
@@ -347,7 +395,16 @@ impl Pair {
     ) -> (Act, Option<FdToken>, Option<Owed>) {
         match action {
             Action::MapRegion { region, fd } => {
-                (Act::MapRegion(region), Some(fd), Some(Owed::Done))
+                (Act::MapRegion(region), Some(fd), Some(Owed::Mapped))
+            }
+            Action::PostcopyAdvise => {
+                (Act::Postcopy(FrontendCode::PostcopyAdvise), None, Some(Owed::Userfaultfd))
+            }
+            Action::PostcopyListen => {
+                (Act::Postcopy(FrontendCode::PostcopyListen), None, Some(Owed::Done))
+            }
+            Action::PostcopyEnd => {
+                (Act::Postcopy(FrontendCode::PostcopyEnd), None, Some(Owed::Done))
             }
             Action::UnmapRegion(region) => (Act::UnmapRegion(region), None, None),
             Action::UnmapAll => (Act::UnmapAll, None, None),
@@ -392,6 +449,7 @@ impl Pair {
                 (Act::DeviceState(direction), Some(fd), Some(Owed::DeviceState))
             }
             Action::CheckDeviceState => (Act::Other, None, Some(Owed::Done)),
+            Action::Iotlb(_) => (Act::Other, None, Some(Owed::Done)),
             _ => (Act::Other, None, None),
         }
     }

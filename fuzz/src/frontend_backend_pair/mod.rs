@@ -460,7 +460,10 @@ impl Pair {
                 | Ev::InflightFd { .. }
                 | Ev::DeviceStateFd { .. }
                 | Ev::SharedObject
-                | Ev::BackendRequest { .. } => {}
+                | Ev::BackendRequest { .. }
+                | Ev::PostcopyAdvised { .. }
+                | Ev::PostcopyBases(_)
+                | Ev::CryptoSession(_) => {}
             }
         }
         if drained.closed {

@@ -48,6 +48,9 @@ pub(super) enum Answer {
     InflightFd { desc: InflightDesc, fd: Option<OwnedFd> },
     DeviceStateFd { fd: Option<OwnedFd> },
     SharedObject { uuid: Uuid, fd: OwnedFd },
+    PostcopyAdvised { userfaultfd: OwnedFd },
+    PostcopyBases(Vec<u64>),
+    CryptoSession(u64),
 }
 
 /// What one settled call produced.
@@ -343,6 +346,11 @@ fn own_event(
         Event::InflightFd { desc, fd } => Answer::InflightFd { desc, fd: io.take_opt(fd)? },
         Event::DeviceStateFd { fd, .. } => Answer::DeviceStateFd { fd: io.take_opt(fd)? },
         Event::SharedObject { uuid, fd } => Answer::SharedObject { uuid, fd: io.take(fd)? },
+        Event::PostcopyAdvised { userfaultfd } => {
+            Answer::PostcopyAdvised { userfaultfd: io.take(userfaultfd)? }
+        }
+        Event::PostcopyBases(bases) => Answer::PostcopyBases(bases.to_vec()),
+        Event::CryptoSession(id) => Answer::CryptoSession(id),
         _ => return Ok(None),
     }))
 }

@@ -41,6 +41,8 @@ mod io;
 mod memory;
 mod migration;
 mod ops;
+mod postcopy;
+mod sessions;
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;

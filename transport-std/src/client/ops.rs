@@ -66,9 +66,12 @@ impl<'a> VringStart<'a> {
     }
 }
 
+/// Tokens of descriptors a call hands off.
+type Tokens = Vec<FdToken>;
+
 impl Client {
     /// Puts a duplicate of `fd` in the table.
-    fn dup(&mut self, fd: BorrowedFd<'_>) -> Result<FdToken, ClientError> {
+    pub(super) fn dup(&mut self, fd: BorrowedFd<'_>) -> Result<FdToken, ClientError> {
         let owned = fd
             .try_clone_to_owned()
             .map_err(|source| ClientError::Io { what: "duplicating a descriptor", source })?;
@@ -76,7 +79,7 @@ impl Client {
     }
 
     /// Makes one front-end call and settles it. `tokens` are released if the call is refused.
-    fn call(
+    pub(super) fn call(
         &mut self,
         tokens: &[FdToken],
         op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
@@ -101,7 +104,7 @@ impl Client {
     }
 
     /// A call that waits for one kind of answer.
-    fn ask<T>(
+    pub(super) fn ask<T>(
         &mut self,
         code: FrontendCode,
         tokens: &[FdToken],
@@ -209,8 +212,12 @@ impl Client {
         self.call(&[], |f| f.set_logging(on)).map(drop)
     }
 
-    /// SET_MEM_TABLE with these regions (at most 8).
-    pub fn set_mem_table(&mut self, regions: &[SharedRegion<'_>]) -> Result<(), ClientError> {
+    /// A memory table with duplicates of the regions' descriptors in the table, and their
+    /// tokens; nothing stays in the table if one cannot be duplicated.
+    pub(super) fn dup_table(
+        &mut self,
+        regions: &[SharedRegion<'_>],
+    ) -> Result<(Vec<(Region, FdToken)>, Tokens), ClientError> {
         let mut table = Vec::with_capacity(regions.len());
         for shared in regions {
             match self.dup(shared.fd) {
@@ -223,7 +230,14 @@ impl Client {
                 }
             }
         }
-        let tokens: Vec<FdToken> = table.iter().map(|(_, t)| *t).collect();
+        let tokens = table.iter().map(|(_, t)| *t).collect();
+        Ok((table, tokens))
+    }
+
+    /// SET_MEM_TABLE with these regions (at most 8). While postcopy listens, use
+    /// [`Client::postcopy_set_mem_table`].
+    pub fn set_mem_table(&mut self, regions: &[SharedRegion<'_>]) -> Result<(), ClientError> {
+        let (table, tokens) = self.dup_table(regions)?;
         self.call(&tokens, |f| f.set_mem_table(&table)).map(drop)
     }
 
@@ -326,6 +340,12 @@ impl Client {
     /// RESET_DEVICE (RESET_DEVICE): every ring stops; re-send the features before restarting.
     pub fn reset_device(&mut self) -> Result<(), ClientError> {
         self.call(&[], Frontend::reset_device).map(drop)
+    }
+
+    /// RESET_OWNER, deprecated, for back-ends without RESET_DEVICE: only with every ring
+    /// stopped; re-send the features and the memory table before starting rings again.
+    pub fn reset_owner(&mut self) -> Result<(), ClientError> {
+        self.call(&[], Frontend::reset_owner).map(drop)
     }
 
     /// SET_STATUS (STATUS).

@@ -1,0 +1,176 @@
+//! The front-end's less common requests: IOTLB_MSG (VIRTIO_F_ACCESS_PLATFORM), the crypto
+//! sessions (CRYPTO_SESSION) and the deprecated RESET_OWNER.
+
+mod common;
+
+use common::pair::*;
+use vhu_core::message::Iotlb;
+use vhu_core::message::{IotlbKind, IotlbPerm};
+
+fn iotlb_update() -> Iotlb {
+    Iotlb {
+        iova: 0x1000,
+        size: 0x2000,
+        user_address: RING_UADDR,
+        perm: IotlbPerm::ReadWrite,
+        kind: IotlbKind::Update,
+    }
+}
+
+#[test]
+fn iotlb_msg_needs_access_platform_and_always_waits_for_its_status() {
+    let mut pair = Pair::connected();
+    assert_eq!(
+        pair.frontend.iotlb_msg(iotlb_update()),
+        Err(FrontendError::NotNegotiated {
+            code: FrontendCode::IotlbMsg,
+            feature: "VIRTIO_F_ACCESS_PLATFORM"
+        })
+    );
+
+    let mut spec = spec();
+    spec.features |= VirtioFeatures::ACCESS_PLATFORM;
+    let mut config = config();
+    config.features |= VirtioFeatures::ACCESS_PLATFORM;
+    // Without REPLY_ACK the request still carries NEED_REPLY, as QEMU sends it.
+    config.protocol_features.remove(ProtocolFeatures::REPLY_ACK);
+    let mut pair = Pair::new(spec, config, CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).unwrap();
+    pair.pump();
+    pair.clear_log();
+    pair.frontend.iotlb_msg(iotlb_update()).unwrap();
+    pair.frontend.get_status().unwrap();
+    pair.pump();
+    use FrontendCode as C;
+    assert_eq!(pair.sent, [(C::IotlbMsg, true), (C::GetStatus, false)]);
+    assert_eq!(pair.events[0], Ev::Done(C::IotlbMsg));
+    pair.assert_clean();
+}
+
+/// A front-end restored with CRYPTO_SESSION acked (and no REPLY_ACK), its handshake drained.
+fn crypto_frontend() -> Frontend {
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    let saved = Negotiated {
+        offered_features: features,
+        features,
+        protocol_features: ProtocolFeatures::CRYPTO_SESSION,
+        queues: None,
+        max_mem_slots: None,
+    };
+    let mut config = FrontendConfig::new(VirtioFeatures::empty());
+    config.protocol_features = ProtocolFeatures::CRYPTO_SESSION;
+    let mut frontend = Frontend::new(config);
+    frontend.restore(saved, None).unwrap();
+    while frontend.poll_output().is_some() {}
+    assert!(frontend.is_connected());
+    frontend
+}
+
+fn session(id: i64) -> Vec<u8> {
+    let mut bytes = id.to_le_bytes().to_vec();
+    bytes.extend((0u8..120).map(|i| i.wrapping_mul(3)));
+    bytes
+}
+
+fn answer(frontend: &mut Frontend, reply: Reply<'_>) -> Vec<Ev> {
+    let mut buf = vec![0u8; 2048];
+    let len = reply.encode_into(&mut buf).unwrap();
+    frontend.handle_reply(&buf[..len], &[]).unwrap();
+    let mut events = Vec::new();
+    while let Some(output) = frontend.poll_output() {
+        match output {
+            Output::Event(Event::CryptoSession(id)) => events.push(Ev::CryptoSession(id)),
+            Output::Event(Event::Failed(error)) => events.push(Ev::Failed(error)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    events
+}
+
+#[test]
+fn crypto_sessions_are_created_and_closed() {
+    let mut frontend = crypto_frontend();
+    let sent = session(0);
+    frontend.create_crypto_session(&sent).unwrap();
+    assert_eq!(
+        frontend.create_crypto_session(&sent),
+        Err(FrontendError::Busy(FrontendCode::CreateCryptoSession))
+    );
+    let Some(Output::Request { request, need_reply: false }) = frontend.poll_output() else {
+        panic!("the session goes out")
+    };
+    assert_eq!(request, Request::CreateCryptoSession(&sent));
+    // The reply is the session with the id the back-end assigned.
+    let created = session(7);
+    assert_eq!(answer(&mut frontend, Reply::CryptoSession(&created)), [Ev::CryptoSession(7)]);
+
+    frontend.create_crypto_session(&sent).unwrap();
+    while frontend.poll_output().is_some() {}
+    // A negative id is the back-end's refusal; the session goes on.
+    let refused = session(-22);
+    let code = FrontendCode::CreateCryptoSession;
+    assert_eq!(
+        answer(&mut frontend, Reply::CryptoSession(&refused)),
+        [Ev::Failed(FrontendError::Nack { request: code, status: 22 })]
+    );
+    assert!(frontend.is_connected());
+
+    frontend.close_crypto_session(7).unwrap();
+    let Some(Output::Request { request, need_reply: false }) = frontend.poll_output() else {
+        panic!("the close goes out")
+    };
+    assert_eq!(request, Request::CloseCryptoSession(7));
+    assert!(frontend.is_idle());
+}
+
+#[test]
+fn crypto_sessions_need_their_feature_and_a_sane_size() {
+    let mut frontend = crypto_frontend();
+    let code = FrontendCode::CreateCryptoSession;
+    let size = |size| FrontendError::PayloadSize { code, size, min: 8, max: 1024 };
+    assert_eq!(frontend.create_crypto_session(&[0; 4]), Err(size(4)));
+    assert_eq!(frontend.create_crypto_session(&[0; 1025]), Err(size(1025)));
+    // A reply too short to hold an id closes the connection.
+    frontend.create_crypto_session(&session(0)).unwrap();
+    while frontend.poll_output().is_some() {}
+    let mut buf = vec![0u8; 64];
+    let len = Reply::CryptoSession(&[1, 2, 3]).encode_into(&mut buf).unwrap();
+    assert!(frontend.handle_reply(&buf[..len], &[]).is_err());
+    assert!(frontend.is_closed());
+
+    let mut pair = Pair::connected();
+    assert_eq!(
+        pair.frontend.create_crypto_session(&session(0)),
+        Err(FrontendError::NotNegotiated { code, feature: "CRYPTO_SESSION" })
+    );
+    assert_eq!(
+        pair.frontend.close_crypto_session(1),
+        Err(FrontendError::NotNegotiated {
+            code: FrontendCode::CloseCryptoSession,
+            feature: "CRYPTO_SESSION"
+        })
+    );
+}
+
+#[test]
+fn reset_owner_goes_only_to_a_stopped_device() {
+    let mut pair = Pair::connected();
+    start_two_rings(&mut pair);
+    let code = FrontendCode::ResetOwner;
+    assert_eq!(pair.frontend.reset_owner(), Err(FrontendError::NotSuspended { code }));
+    pair.frontend.stop_vring(VringIndex(0)).unwrap();
+    pair.frontend.stop_vring(VringIndex(1)).unwrap();
+    pair.pump();
+    pair.clear_log();
+    pair.frontend.reset_owner().unwrap();
+    pair.pump();
+    assert_eq!(pair.sent, [(code, true)]);
+    assert_eq!(pair.events, [Ev::Done(code)]);
+    // The device is usable again once the rings restart.
+    let setup = setup(&mut pair, 0, 0);
+    pair.frontend.start_vring(VringIndex(0), setup).unwrap();
+    pair.pump();
+    assert!(pair.frontend.is_vring_started(VringIndex(0)));
+    pair.assert_clean();
+}
