@@ -1,8 +1,8 @@
 //! Split virtqueue tests with rings built in test guest memory.
 
 use vhu_transport_std::virtq::{
-    Descriptor, QueueError, QueueState, Reader, Ring, SplitQueue, Writer, AVAIL_F_NO_INTERRUPT,
-    DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
+    Descriptor, QueueError, QueueState, Reader, Ring, SplitQueue, Virtqueue, Writer,
+    AVAIL_F_NO_INTERRUPT, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::IntoBytes;
@@ -311,4 +311,86 @@ fn no_interrupt_flag_without_event_idx() {
     assert_eq!(r.u16_at(USED), 1, "VIRTQ_USED_F_NO_NOTIFY set");
     q.enable_notification(&r.mem).expect("enable");
     assert_eq!(r.u16_at(USED), 0);
+}
+
+/// Completes `n` chains through `Virtqueue::complete`, the driver asking each time to hear about
+/// the next one (as a Linux guest re-arms after draining), and returns after which completions
+/// (1-based) the call eventfd was signalled.
+fn announced_after(r: &mut TestRing, queue: &mut Virtqueue, n: u16) -> Vec<u16> {
+    use vhu_transport_std::client::eventfd;
+    use vhu_transport_std::Notifier;
+    let call = eventfd().expect("eventfd");
+    let notifier = Notifier::new();
+    notifier.set(Some(call.try_clone().expect("dup")));
+    rustix::io::ioctl_fionbio(&call, true).expect("non-blocking");
+    let used_event = AVAIL + 4 + 2 * u64::from(SIZE);
+    let mut chains = Vec::new();
+    while let Some(chain) = queue.pop(&r.mem).expect("valid") {
+        chains.push(chain);
+    }
+    let mut signalled = Vec::new();
+    for (i, chain) in chains.iter().take(usize::from(n)).enumerate() {
+        // The driver handled everything announced so far and wants the next completion.
+        let used = r.u16_at(USED + 2);
+        r.mem.write_obj(used.to_le(), GuestAddress(used_event)).expect("used_event");
+        queue.complete(&r.mem, chain.head(), 0, &notifier).expect("complete");
+        if rustix::io::read(&call, &mut [0u8; 8]).is_ok() {
+            signalled.push(i as u16 + 1);
+        }
+    }
+    signalled
+}
+
+#[test]
+fn completions_are_announced_in_groups_only_while_many_wait() {
+    use vhu_transport_std::virtq::{MAX_HELD, MIN_WAITING};
+    const { assert!(MIN_WAITING == 8 && MAX_HELD >= MIN_WAITING) };
+    let mut r = TestRing::new();
+    for i in 0..SIZE {
+        r.desc(i, 0x5000, 8, DESC_F_WRITE, 0);
+    }
+    // Few in flight: every completion is announced at once.
+    let mut queue: Virtqueue = r.queue(true).into();
+    for head in 0..4 {
+        r.publish(head);
+    }
+    assert_eq!(announced_after(&mut r, &mut queue, 4), [1, 2, 3, 4]);
+
+    // The ring full: popped one by one, so chains keep waiting while the first complete. The
+    // announcement waits until as many completed as still wait, and never for the last one.
+    let mut r = TestRing::new();
+    for i in 0..SIZE {
+        r.desc(i, 0x5000, 8, DESC_F_WRITE, 0);
+    }
+    let mut queue: Virtqueue = r.queue(true).into();
+    for head in 0..SIZE {
+        r.publish(head);
+    }
+    let first = queue.pop(&r.mem).expect("valid").expect("chain");
+    let used_event = AVAIL + 4 + 2 * u64::from(SIZE);
+    let (call, notifier) = {
+        let call = vhu_transport_std::client::eventfd().expect("eventfd");
+        let notifier = vhu_transport_std::Notifier::new();
+        notifier.set(Some(call.try_clone().expect("dup")));
+        (call, notifier)
+    };
+    rustix::io::ioctl_fionbio(&call, true).expect("non-blocking");
+    let mut signalled = Vec::new();
+    let mut next = Some(first);
+    let mut done = 0u16;
+    while let Some(chain) = next.take() {
+        let used = r.u16_at(USED + 2);
+        r.mem.write_obj(used.to_le(), GuestAddress(used_event)).expect("used_event");
+        queue.complete(&r.mem, chain.head(), 0, &notifier).expect("complete");
+        done += 1;
+        if rustix::io::read(&call, &mut [0u8; 8]).is_ok() {
+            signalled.push(done);
+        }
+        next = queue.pop(&r.mem).expect("valid");
+    }
+    assert_eq!(done, SIZE);
+    // The ring's first completion is announced (nothing was decided before it); the next seven
+    // are held while at least MIN_WAITING wait and fewer completed than wait; from the 9th on
+    // fewer than MIN_WAITING wait and each is announced, the last one included.
+    assert_eq!(signalled, [1, 9, 10, 11, 12, 13, 14, 15, 16]);
 }

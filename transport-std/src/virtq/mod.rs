@@ -38,4 +38,4 @@ pub use notify::{need_event, packed_need_event};
 pub use packed::{PackedQueue, PackedQueueState};
 pub use serve::{end_turn, serve_turn, ChainQueue, ChainService};
 pub use split::{QueueState, SplitQueue};
-pub use virtqueue::Virtqueue;
+pub use virtqueue::{Virtqueue, MAX_HELD, MIN_WAITING};

@@ -276,6 +276,12 @@ impl SplitQueue {
         }
     }
 
+    /// Chains returned since the last notification decision ([`SplitQueue::needs_notification`]);
+    /// `u16::MAX` before the first.
+    pub fn unannounced(&self) -> u16 {
+        self.signalled_used.map_or(u16::MAX, |old| self.state.next_used.wrapping_sub(old.0))
+    }
+
     /// Asks the driver to kick again and reports whether chains arrived meanwhile.
     ///
     /// Call before waiting on the kick eventfd; when it returns true, keep processing instead.
