@@ -6,7 +6,9 @@
 //! never kept behind a back-end request), one frame at a time, its replies written before the next
 //! wait. Frames already read ahead are handled without a wait, and when the main socket is the
 //! only source of work (no back-end channel is open, so no device request can come) the
-//! connection simply blocks reading it: one system call per frame instead of two or three. A reply the front-end does not read within [`REPLY_TIMEOUT`] ends the connection.
+//! connection simply blocks reading it: one system call per frame instead of two or three.
+//! Before any blocking wait the sources are checked for a moment ([`crate::spin`]), so a
+//! front-end in the middle of a burst of requests does not find the back-end asleep. A reply the front-end does not read within [`REPLY_TIMEOUT`] ends the connection.
 //! Device-state transfers are enabled: they run, blocking, after the reply of
 //! SET_DEVICE_STATE_FD.
 //!
@@ -71,8 +73,12 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
     /// Waits for the next frame, device request or channel answer and handles it; `Ok(false)`
     /// when the peer hung up at a frame boundary.
     pub fn handle_next(&mut self) -> Result<bool, SessionError> {
-        let (main, other) = if self.session.has_buffered_input() || self.session.main_socket_only()
-        {
+        let (main, other) = if self.session.has_buffered_input() {
+            (true, false)
+        } else if self.session.main_socket_only() {
+            // The blocking read follows either way; a request that comes during the spin is
+            // read without sleeping first.
+            crate::spin::until_ready(&mut [PollFd::new(&self.socket, PollFlags::IN)]);
             (true, false)
         } else {
             self.wait()
@@ -107,7 +113,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
                 channel_events,
             ),
         ];
-        loop {
+        while !crate::spin::until_ready(&mut fds) {
             match poll(&mut fds, None) {
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,

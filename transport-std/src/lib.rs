@@ -118,6 +118,7 @@ pub mod memory;
 pub mod scm;
 pub mod session;
 pub mod socket_file;
+pub mod spin;
 pub mod virtq;
 pub mod worker;
 

@@ -6,8 +6,9 @@
 //! `CloseFd` releases a descriptor, events are copied into owned [`Answer`]s — then, while the
 //! state machine waits for a reply or has requests queued, polls the main socket and the
 //! back-end channel (bounded by the client's timeout; without a channel it just reads, bounded by
-//! the socket's read timeout), reads one frame (reading ahead, so a reply usually takes one
-//! `recvmsg`) and feeds it to [`Frontend::handle_reply`] or
+//! the socket's read timeout; either after checking for a moment without blocking,
+//! [`crate::spin`]), reads one frame (reading ahead, so a reply usually takes one `recvmsg`) and
+//! feeds it to [`Frontend::handle_reply`] or
 //! [`Frontend::handle_backend_request`]. Back-end requests are answered at once by the client's
 //! [`BackendHandler`], so a back-end that waits for an answer never stalls the main socket.
 //!
@@ -225,7 +226,7 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
         fds.push(PollFd::new(&channel.sock, flags));
     }
     let timeout = crate::timespec(timeout);
-    loop {
+    while !crate::spin::until_ready(&mut fds) {
         match poll(&mut fds, Some(&timeout)) {
             Ok(_) => break,
             Err(Errno::INTR) => continue,
@@ -237,6 +238,10 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
 }
 
 fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError> {
+    if !io.reader.has_buffered() {
+        // The read blocks either way; a reply that comes during the spin is read at once.
+        crate::spin::until_ready(&mut [PollFd::new(&io.sock, PollFlags::IN)]);
+    }
     match io.reader.recv(&io.sock) {
         Ok(RecvOutcome::Frame(_)) => {}
         Ok(RecvOutcome::Closed) => return Err(ClientError::Disconnected { waiting: io.waiting }),

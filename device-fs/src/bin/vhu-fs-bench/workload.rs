@@ -159,6 +159,10 @@ pub(crate) fn lane(workload: Workload, setup: Setup, id: u32) -> Box<dyn Lane> {
         }
         Workload::LookupGetattr => Box::new(LookupGetattr { rng: seed, node: None }),
         Workload::CreateWriteUnlink => {
+            // Unique in the process, so a run never meets the files an earlier run stopped
+            // before unlinking (every run shares one directory).
+            static LANES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let id = LANES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Box::new(Create { id, serial: 0, step: 0, node: 0, fh: 0, name: Vec::new() })
         }
         Workload::Readdirplus => {
