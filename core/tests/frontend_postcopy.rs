@@ -193,3 +193,33 @@ fn bases_for_other_regions_close_the_connection() {
         Err(FrontendError::PostcopyBasesMismatch { index: 1 })
     );
 }
+
+#[test]
+fn steps_may_follow_a_step_still_on_its_way_but_a_table_waits_for_its_bases() {
+    let mut pair = postcopy_pair();
+    pair.frontend.postcopy_advise().unwrap();
+    // ADVISE is sent and waits for its reply: LISTEN may be queued behind it.
+    pair.drain_frontend();
+    assert!(pair.frontend.is_awaiting_reply());
+    pair.frontend.postcopy_listen().unwrap();
+    pair.pump();
+    assert!(pair.events.contains(&Ev::Done(FrontendCode::PostcopyListen)), "{:?}", pair.events);
+
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(0), fd)]).unwrap();
+    pair.drain_frontend();
+    // The table is out and its bases have not come: a second table would change what they are
+    // checked against.
+    let other = FdToken(99_999);
+    assert_eq!(
+        pair.frontend.set_mem_table(&[(region(1), other)]),
+        Err(FrontendError::Busy(FrontendCode::SetMemTable))
+    );
+    pair.pump();
+    assert!(matches!(pair.events.last(), Some(Ev::PostcopyBases(b)) if b.len() == 1));
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(1), fd)]).unwrap();
+    pair.frontend.postcopy_end().unwrap();
+    pair.pump();
+    pair.assert_clean();
+}

@@ -41,7 +41,7 @@ impl Frontend {
                 max: MAX_MEM_TABLE_REGIONS,
             });
         }
-        if self.queues.is_queued(code) {
+        if self.queues.is_queued(code) || self.is_awaiting_bases() {
             return Err(FrontendError::Busy(code));
         }
         let mut staged: heapless::Vec<Region, MAX_MEM_TABLE_REGIONS> = heapless::Vec::new();

@@ -368,6 +368,12 @@ impl Frontend {
         self.negotiated.features.contains(VirtioFeatures::PROTOCOL_FEATURES)
     }
 
+    /// Whether a request of `code` is queued, or sent and waiting for its reply.
+    fn is_pending(&self, code: FrontendCode) -> bool {
+        self.queues.is_queued(code)
+            || self.in_flight.is_some_and(|f| f.awaits && f.queued.code() == code)
+    }
+
     /// Queues `requests` in order, or none of them if they do not all fit.
     fn enqueue(&mut self, requests: &[Request<'static>]) -> Result<(), FrontendError> {
         self.queues.reserve(requests.len())?;

@@ -56,9 +56,7 @@ impl Frontend {
     pub fn postcopy_listen(&mut self) -> Result<(), FrontendError> {
         let code = FrontendCode::PostcopyListen;
         self.require(code, ProtocolFeatures::PAGEFAULT, "PAGEFAULT")?;
-        if self.postcopy == PostcopyPhase::Off
-            && !self.queues.is_queued(FrontendCode::PostcopyAdvise)
-        {
+        if !self.is_advised() {
             return Err(FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_ADVISE" });
         }
         self.enqueue(&[Request::PostcopyListen])
@@ -69,11 +67,22 @@ impl Frontend {
     pub fn postcopy_end(&mut self) -> Result<(), FrontendError> {
         let code = FrontendCode::PostcopyEnd;
         self.require(code, ProtocolFeatures::PAGEFAULT, "PAGEFAULT")?;
-        let advised = self.queues.is_queued(FrontendCode::PostcopyAdvise);
-        if self.postcopy == PostcopyPhase::Off && !advised {
+        if !self.is_advised() {
             return Err(FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_ADVISE" });
         }
         self.enqueue(&[Request::PostcopyEnd])
+    }
+
+    /// Whether POSTCOPY_ADVISE was answered, or is on its way (queued or waiting for its reply):
+    /// the next steps may then be queued behind it.
+    fn is_advised(&self) -> bool {
+        self.postcopy != PostcopyPhase::Off || self.is_pending(FrontendCode::PostcopyAdvise)
+    }
+
+    /// Whether a postcopy SET_MEM_TABLE waits for its bases: the table it is checked against
+    /// must stay as sent.
+    pub(super) fn is_awaiting_bases(&self) -> bool {
+        self.is_postcopy_listening() && self.is_pending(FrontendCode::SetMemTable)
     }
 
     /// Whether a SET_MEM_TABLE sent now takes the postcopy form (no NEED_REPLY; answered with
