@@ -223,3 +223,23 @@ fn steps_may_follow_a_step_still_on_its_way_but_a_table_waits_for_its_bases() {
     pair.pump();
     pair.assert_clean();
 }
+
+#[test]
+fn bases_answering_a_table_sent_in_its_usual_form_close_the_connection() {
+    // No postcopy: SET_MEM_TABLE waits for its REPLY_ACK, and region bases are no answer to it.
+    let mut pair = Pair::connected();
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(0), fd)]).unwrap();
+    pair.drain_frontend();
+    let table = [region(0).to_wire()];
+    let mut buf = vec![0u8; 256];
+    let reply = Reply::MemTableBases(vhu_core::message::MemoryTable::Standard(&table));
+    let len = reply.encode_into(&mut buf).unwrap();
+    assert!(matches!(
+        pair.frontend.handle_reply(&buf[..len], &[]),
+        Err(FrontendError::UnexpectedPayload { code: FrontendCode::SetMemTable, .. })
+    ));
+    pair.drain_frontend();
+    assert!(pair.frontend.is_closed());
+    assert!(!pair.events.iter().any(|e| matches!(e, Ev::PostcopyBases(_))), "{:?}", pair.events);
+}

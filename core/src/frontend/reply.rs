@@ -61,14 +61,17 @@ impl Frontend {
                     self.handle_status(flight.queued, status);
                     Ok(())
                 }
-                // ... or, while postcopy listens, SET_MEM_TABLE gets the back-end's bases.
-                (Queued::MemTable, Reply::MemTableBases(table)) => {
+                // ... or, sent in its postcopy form (no NEED_REPLY, yet awaited), the back-end's
+                // bases.
+                (Queued::MemTable, Reply::MemTableBases(table)) if !flight.need_reply => {
                     self.handle_postcopy_bases(table)?;
                     self.in_flight = None;
                     Ok(())
                 }
                 // An empty table's bases are 8 bytes, the size of a status: 0 says the same.
-                (Queued::MemTable, Reply::Ack { status: 0, .. }) if self.table_out.is_empty() => {
+                (Queued::MemTable, Reply::Ack { status: 0, .. })
+                    if !flight.need_reply && self.table_out.is_empty() =>
+                {
                     self.handle_postcopy_bases(MemoryTable::Standard(&[]))?;
                     self.in_flight = None;
                     Ok(())
