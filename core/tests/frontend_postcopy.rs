@@ -89,6 +89,11 @@ fn steps_out_of_order_are_refused_before_anything_is_sent() {
     // ADVISE queued is enough for LISTEN to follow it; a second ADVISE while listening is not.
     pair.frontend.postcopy_advise().unwrap();
     pair.frontend.postcopy_listen().unwrap();
+    // Nor while LISTEN is only on its way: its answer would be undone.
+    assert_eq!(
+        pair.frontend.postcopy_advise(),
+        Err(out_of_order(FrontendCode::PostcopyAdvise, "POSTCOPY_END"))
+    );
     pair.pump();
     assert_eq!(
         pair.frontend.postcopy_advise(),

@@ -169,7 +169,10 @@ impl Session {
                 let (frame, fds) = match rep {
                     Rep::Raw(raw) => raw_frame(raw, 50, 0x5),
                     rep => {
-                        let Some((len, fds)) = encode_reply(rep, model.awaiting, buf) else {
+                        let awaiting = model.awaiting;
+                        let Some((len, fds)) =
+                            encode_reply(rep, awaiting, &model.postcopy_table, buf)
+                        else {
                             return;
                         };
                         (buf[..len].to_vec(), fds)
@@ -214,7 +217,12 @@ fn raw_frame(raw: Raw, codes: u8, flags: u32) -> (Vec<u8>, usize) {
 }
 
 /// Encodes a typed reply into `buf`: its length and how many fds travel with it.
-fn encode_reply(rep: Rep, awaiting: Option<Sent>, buf: &mut [u8]) -> Option<(usize, usize)> {
+fn encode_reply(
+    rep: Rep,
+    awaiting: Option<Sent>,
+    postcopy_table: &[wire::MemoryRegion],
+    buf: &mut [u8],
+) -> Option<(usize, usize)> {
     use FrontendCode as C;
     // Any token: the receiving side gets fresh ones, only the count travels.
     let fd = FdToken(0);
@@ -269,6 +277,31 @@ fn encode_reply(rep: Rep, awaiting: Option<Sent>, buf: &mut [u8]) -> Option<(usi
                     }
                     (C::SetDeviceStateFd, _) => {
                         Reply::DeviceStateFd { error: fit.status, fd: fit.fd.then_some(fd) }
+                    }
+                    (C::PostcopyAdvise, _) if status == 0 => {
+                        Reply::PostcopyAdvise { userfaultfd: fd }
+                    }
+                    // The regions sent, each at a base of the back-end's own.
+                    (C::SetMemTable, Detail::Table(_)) => {
+                        table = postcopy_table
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| wire::MemoryRegion {
+                                user_address: wire::U64::new(0x7e00_0000_0000 + ((i as u64) << 28)),
+                                ..*r
+                            })
+                            .collect();
+                        Reply::MemTableBases(MemoryTable::Standard(&table))
+                    }
+                    (C::CreateCryptoSession, _) => {
+                        let id =
+                            if status == 0 { (fit.value >> 1) as i64 } else { -(status as i64) };
+                        bytes = id
+                            .to_le_bytes()
+                            .into_iter()
+                            .chain(std::iter::repeat_n(0, usize::from(fit.small % 16)))
+                            .collect();
+                        Reply::CryptoSession(&bytes)
                     }
                     (code, _) => Reply::Ack { request: code, status },
                 },

@@ -44,7 +44,9 @@ impl Frontend {
     pub fn postcopy_advise(&mut self) -> Result<(), FrontendError> {
         let code = FrontendCode::PostcopyAdvise;
         self.require(code, ProtocolFeatures::PAGEFAULT, "PAGEFAULT")?;
-        if self.postcopy == PostcopyPhase::Listening {
+        let listening = self.postcopy == PostcopyPhase::Listening
+            || self.is_pending(FrontendCode::PostcopyListen);
+        if listening && !self.is_pending(FrontendCode::PostcopyEnd) {
             return Err(FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_END" });
         }
         self.enqueue(&[Request::PostcopyAdvise])
@@ -94,7 +96,10 @@ impl Frontend {
     /// A postcopy step the back-end confirmed.
     pub(super) fn postcopy_step_done(&mut self, code: FrontendCode) {
         match code {
-            FrontendCode::PostcopyAdvise => self.postcopy = PostcopyPhase::Advised,
+            // A later ADVISE (after an END) starts a new episode; it never undoes a LISTEN.
+            FrontendCode::PostcopyAdvise if self.postcopy == PostcopyPhase::Off => {
+                self.postcopy = PostcopyPhase::Advised;
+            }
             FrontendCode::PostcopyListen => self.postcopy = PostcopyPhase::Listening,
             FrontendCode::PostcopyEnd => self.postcopy = PostcopyPhase::Off,
             _ => {}

@@ -35,8 +35,8 @@ pub(super) fn act(
                 target.copy_from_slice(data);
                 Some(Owed::Done)
             }
-            Action::MapRegion { .. }
-            | Action::UpdateVring { .. }
+            Action::MapRegion { .. } => Some(Owed::Mapped(1)),
+            Action::UpdateVring { .. }
             | Action::MapLog { .. }
             | Action::SetInflight { .. }
             | Action::CheckDeviceState
@@ -60,9 +60,20 @@ impl Pair {
         // Owed data the completion borrows; it lives until the completion is handled.
         let bytes: Vec<u8>;
         let bases: Vec<u64>;
+        // Where the driver maps each region when the back-end registers them for postcopy.
+        let postcopy_bases: Vec<u64> = match owed {
+            Owed::Mapped(n) => (0..n as u64).map(|i| 0x7e00_0000_0000 + (i << 28)).collect(),
+            _ => Vec::new(),
+        };
+        // A table's completion has two forms; the back-end takes the one it waits for.
+        let mut postcopy = None;
         let completion = match answer {
             DriverAnswer::Correct(advance) => match owed {
                 Owed::Done => Completion::Done(Ok(())),
+                Owed::Mapped(_) => {
+                    postcopy = Some(Completion::PostcopyMapped(Ok(&postcopy_bases)));
+                    Completion::Done(Ok(()))
+                }
                 Owed::Stopped(index) => {
                     let ring = self.rings.get(usize::from(index.0)).copied().flatten();
                     let base = ring.unwrap_or(0);
@@ -94,6 +105,10 @@ impl Pair {
                     Owed::DeviceState => Completion::DeviceStateFd(Err(status as u8)),
                     Owed::SharedObject => Completion::SharedObject(Err(status)),
                     Owed::Userfaultfd => Completion::Userfaultfd(Err(status)),
+                    Owed::Mapped(_) => {
+                        postcopy = Some(Completion::PostcopyMapped(Err(status)));
+                        Completion::Done(Err(status))
+                    }
                     Owed::Done | Owed::Stopped(_) => Completion::Done(Err(status)),
                 }
             }
@@ -140,7 +155,10 @@ impl Pair {
         if let Some(fd) = token {
             self.be.enter(fd, true);
         }
-        let accepted = self.backend.handle_completion(completion).is_ok();
+        let mut accepted = self.backend.handle_completion(completion).is_ok();
+        if let (false, Some(postcopy)) = (accepted, postcopy) {
+            accepted = self.backend.handle_completion(postcopy).is_ok();
+        }
         if accepted {
             match completion {
                 Completion::VringStopped { index, base } => {

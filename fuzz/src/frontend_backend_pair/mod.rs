@@ -188,11 +188,17 @@ struct VmmReply {
 enum Owed {
     Done,
     Stopped(VringIndex),
-    Config { offset: u32, size: u32 },
+    Config {
+        offset: u32,
+        size: u32,
+    },
     Inflight,
     DeviceState,
     SharedObject,
     Userfaultfd,
+    /// The regions of a memory table (this many): mapped, or mapped and registered for
+    /// postcopy, whichever the back-end waits for.
+    Mapped(usize),
 }
 
 struct Pair {
@@ -517,7 +523,10 @@ impl Pair {
                         self.be.left(fd);
                     }
                     if let Some(owed) = act(action, &mut self.rings, &mut self.config) {
-                        self.owed = Some(owed);
+                        self.owed = Some(match (owed, self.owed) {
+                            (Owed::Mapped(_), Some(Owed::Mapped(n))) => Owed::Mapped(n + 1),
+                            (owed, _) => owed,
+                        });
                     }
                 }
                 Output::Close(_) => self.closed = true,

@@ -29,6 +29,11 @@ impl Model {
             }
             Event::Done(code) => {
                 answered(code);
+                match code {
+                    FrontendCode::PostcopyListen => self.postcopy_listening = true,
+                    FrontendCode::PostcopyEnd => self.postcopy_listening = false,
+                    _ => {}
+                }
                 Ev::Done(code)
             }
             Event::Failed(error) => {
@@ -93,6 +98,26 @@ impl Model {
                 assert!(!lookup || need_reply, "a lookup always waits for its answer");
                 self.backend_pending.push_back((request.code(), need_reply));
                 Ev::BackendRequest { request, need_reply }
+            }
+            Event::PostcopyAdvised { userfaultfd } => {
+                answered(FrontendCode::PostcopyAdvise);
+                self.ledger.left(userfaultfd);
+                Ev::PostcopyAdvised { userfaultfd }
+            }
+            Event::PostcopyBases(bases) => {
+                let sent = answered(FrontendCode::SetMemTable);
+                let Detail::Table(n) = sent.detail else {
+                    panic!("bases for a table not sent in its postcopy form")
+                };
+                assert_eq!(bases.len(), usize::from(n), "bases for another number of regions");
+                assert!(!sent.need_reply, "a postcopy table goes without NEED_REPLY");
+                self.postcopy_ack_due = true;
+                Ev::PostcopyBases(bases.to_vec())
+            }
+            Event::CryptoSession(id) => {
+                answered(FrontendCode::CreateCryptoSession);
+                assert!(i64::try_from(id).is_ok(), "a negative session id is a failure");
+                Ev::CryptoSession(id)
             }
             other => panic!("unknown event {other:?}"),
         }

@@ -4,7 +4,9 @@
 use std::collections::VecDeque;
 
 use vhu_core::frontend::{BackendAnswer, Frontend, FrontendError, Negotiated};
-use vhu_core::{BackendCode, FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex};
+use vhu_core::{
+    wire, BackendCode, FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex,
+};
 
 use super::Ledger;
 
@@ -24,8 +26,14 @@ pub(crate) struct Sent {
 pub(crate) enum Detail {
     None,
     Vring(VringIndex),
-    Config { offset: u32, size: u32 },
+    Config {
+        offset: u32,
+        size: u32,
+    },
     DeviceState,
+    /// A SET_MEM_TABLE sent in its postcopy form, of this many regions (in
+    /// [`Model::postcopy_table`]).
+    Table(u8),
 }
 
 pub(crate) use vhu_core::testing::pair::Ev;
@@ -88,6 +96,13 @@ pub(crate) struct Model {
     pub(crate) negotiated: Option<Negotiated>,
     /// Back-end requests surfaced and not answered yet, and whether the back-end waits.
     pub(crate) backend_pending: VecDeque<(BackendCode, bool)>,
+    /// POSTCOPY_LISTEN was acknowledged and POSTCOPY_END not since: SET_MEM_TABLE goes in its
+    /// postcopy form.
+    pub(super) postcopy_listening: bool,
+    /// Postcopy bases were reported: the acknowledgement must be the next request.
+    pub(super) postcopy_ack_due: bool,
+    /// The regions of the last SET_MEM_TABLE sent in its postcopy form.
+    pub(crate) postcopy_table: Vec<wire::MemoryRegion>,
 }
 
 impl Model {

@@ -5,8 +5,8 @@ use arbitrary::Arbitrary;
 use vhu_core::frontend::SUPPORTED_PROTOCOL_FEATURES;
 use vhu_core::frontend::{BackendAnswer, Frontend, FrontendConfig, Negotiated, VringSetup};
 use vhu_core::message::{
-    ConfigFlags, InflightDesc, Region, TransferDirection, Uuid, VringAddr, VringAddrFlags,
-    VringBase,
+    ConfigFlags, InflightDesc, Iotlb, IotlbKind, IotlbPerm, Region, TransferDirection, Uuid,
+    VringAddr, VringAddrFlags, VringBase,
 };
 use vhu_core::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
 
@@ -121,6 +121,15 @@ pub(crate) enum Vmm {
     GetInflightFd(u8, u16),
     SetInflightFd(u16),
     Answer(Answer),
+    PostcopyAdvise,
+    PostcopyListen,
+    PostcopyEnd,
+    ResetOwner,
+    /// An IOTLB update (or, odd, an invalidation) of this many pages.
+    IotlbMsg(u8, bool),
+    /// A session description of 8 + this many bytes (or, past 250, one too short).
+    CreateCryptoSession(u8),
+    CloseCryptoSession(u8),
 }
 
 impl Vmm {
@@ -250,6 +259,23 @@ impl Vmm {
                 };
                 frontend.set_inflight_fd(desc, fd)
             }
+            Self::PostcopyAdvise => frontend.postcopy_advise(),
+            Self::PostcopyListen => frontend.postcopy_listen(),
+            Self::PostcopyEnd => frontend.postcopy_end(),
+            Self::ResetOwner => frontend.reset_owner(),
+            Self::IotlbMsg(pages, invalidate) => frontend.iotlb_msg(Iotlb {
+                iova: 0x1000,
+                size: u64::from(pages) << 12,
+                user_address: RAM,
+                perm: IotlbPerm::ReadWrite,
+                kind: if invalidate { IotlbKind::Invalidate } else { IotlbKind::Update },
+            }),
+            Self::CreateCryptoSession(extra) => {
+                let len = if extra > 250 { 4 } else { 8 + usize::from(extra) };
+                let session: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                frontend.create_crypto_session(&session)
+            }
+            Self::CloseCryptoSession(id) => frontend.close_crypto_session(u64::from(id)),
             Self::Answer(answer) => {
                 let answer = match answer {
                     Answer::Done(None) => BackendAnswer::Done(Ok(())),

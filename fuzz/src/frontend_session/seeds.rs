@@ -36,6 +36,20 @@ fn connect() -> Vec<Step> {
     ]
 }
 
+/// A device behind a virtual IOMMU whose VMM wants postcopy (and so no memory slots) and
+/// crypto sessions.
+fn postcopy_config() -> Config {
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::ACCESS_PLATFORM;
+    let toggle = ProtocolFeatures::PAGEFAULT
+        | ProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | ProtocolFeatures::CRYPTO_SESSION;
+    Config {
+        device_features: features.bits(),
+        toggle: toggle.bits() as u32,
+        protocol_features: true,
+    }
+}
+
 fn ring(base: u32) -> Ring {
     Ring { size: 8, raw_size: 0, base, log: false, call: true, kick: true }
 }
@@ -100,6 +114,22 @@ pub(super) fn scripts() -> Vec<(&'static str, Vec<Step>)> {
                 stop_rings(),
                 call(Vmm::SetDeviceStateFd(TransferDirection::Save)).to_vec(),
                 call(Vmm::CheckDeviceState).to_vec(),
+            ]
+            .concat(),
+        ),
+        (
+            "postcopy_crypto_iotlb",
+            [
+                vec![Step::Op(Op::Reconnect(postcopy_config()))],
+                connect(),
+                call(Vmm::PostcopyAdvise).to_vec(),
+                call(Vmm::PostcopyListen).to_vec(),
+                call(Vmm::SetMemTable(vec![(0, 16), (1, 4)])).to_vec(),
+                call(Vmm::PostcopyEnd).to_vec(),
+                call(Vmm::IotlbMsg(4, false)).to_vec(),
+                call(Vmm::CreateCryptoSession(24)).to_vec(),
+                call(Vmm::CloseCryptoSession(3)).to_vec(),
+                call(Vmm::ResetOwner).to_vec(),
             ]
             .concat(),
         ),

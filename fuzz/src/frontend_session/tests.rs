@@ -13,7 +13,8 @@ fn answer_all(frontend: &mut Frontend, model: &mut Model) -> Vec<Ev> {
         if model.awaiting.is_none() {
             break;
         }
-        let (len, fds) = encode_reply(fit(), model.awaiting, &mut buf).expect("encodes");
+        let (len, fds) =
+            encode_reply(fit(), model.awaiting, &model.postcopy_table, &mut buf).expect("encodes");
         events.extend(model.reply(frontend, &buf[..len], fds).events);
     }
     events
@@ -76,6 +77,13 @@ fn seeds_reach_their_states() {
             }
             "hotplug_add_mem_reg" => assert_eq!(s.frontend.regions().len(), 2, "{name}"),
             "config_status_log" => assert!(s.frontend.is_logging(), "{name}: not logging"),
+            "postcopy_crypto_iotlb" => {
+                let acked = s.frontend.negotiated().expect("connected").protocol_features;
+                assert!(acked.contains(ProtocolFeatures::PAGEFAULT), "{name}: {acked:?}");
+                assert!(acked.contains(ProtocolFeatures::CRYPTO_SESSION), "{name}: {acked:?}");
+                assert_eq!(s.frontend.regions().len(), 2, "{name}: the postcopy table");
+                assert_eq!(s.model.postcopy_table.len(), 2, "{name}: sent in its postcopy form");
+            }
             other => panic!("no expectation for seed {other}"),
         }
         if name == "restore_reply_ack" {

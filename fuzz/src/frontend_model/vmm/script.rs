@@ -111,6 +111,13 @@ pub(crate) fn read_vmm(c: &mut Cursor<'_>) -> Option<Vmm> {
             let status = read_option(c, |c| c.u8())?;
             Answer(if lookup { Ans::SharedObject(status) } else { Ans::Done(status) })
         }
+        29 => PostcopyAdvise,
+        30 => PostcopyListen,
+        31 => PostcopyEnd,
+        32 => ResetOwner,
+        33 => IotlbMsg(c.u8()?, c.bool()?),
+        34 => CreateCryptoSession(c.u8()?),
+        35 => CloseCryptoSession(c.u8()?),
         _ => return None,
     })
 }
@@ -200,5 +207,12 @@ pub(crate) fn write_vmm(out: &mut Out, vmm: &Vmm) {
             out.raw(&[28, u8::from(lookup)]);
             write_option(out, status, Out::u8);
         }
+        PostcopyAdvise => out.u8(29),
+        PostcopyListen => out.u8(30),
+        PostcopyEnd => out.u8(31),
+        ResetOwner => out.u8(32),
+        IotlbMsg(pages, invalidate) => out.raw(&[33, *pages, u8::from(*invalidate)]),
+        CreateCryptoSession(extra) => out.raw(&[34, *extra]),
+        CloseCryptoSession(id) => out.raw(&[35, *id]),
     }
 }
