@@ -1,8 +1,8 @@
 # Guest checks of the virtio-fs end-to-end test about whose files they are and
 # how data reaches the host: a non-root guest user's tree, a set-group-ID
-# directory, O_DIRECT I/O (dd, and fio with crc32c verification when the host
-# packed fio into the initramfs) and a host mount inside the share. Sourced by
-# workload.sh, which defines run/expect/drop_caches, $M and $G.
+# directory, O_DIRECT I/O (dd, and fio with crc32c verification with one request and with 32
+# in flight, when the host packed fio into the initramfs) and a host mount inside the share.
+# Sourced by workload.sh, which defines run/expect/drop_caches, $M and $G.
 #
 # The host prepared (see identity-host.sh): $M/users (mode 0777),
 # $M/sgid (0:4242, mode 2777) and a tmpfs mounted at $M/tmpfs-mnt holding
@@ -55,6 +55,14 @@ t_fio_verify() {
         --direct=1 --ioengine=psync --verify=crc32c --do_verify=1 --verify_fatal=1 \
         --randrepeat=0 2>&1) || { DETAIL="fio: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return 1; }
     echo "E2E INFO fio $(echo "$out" | grep -m1 'write:' | tr -s ' ')"
+    # The same with up to 32 requests in flight (libaio over FUSE_ASYNC_DIO): completions that
+    # overlap, and may be announced in groups, must none be lost or carry the wrong data.
+    out=$(fio --name=deep --filename=$M/guest/fio-deep.bin --size=4M --bs=4k --rw=randwrite         --direct=1 --ioengine=libaio --iodepth=32 --verify=crc32c --do_verify=1         --verify_fatal=1 --randrepeat=0 2>&1) || {
+        DETAIL="fio iodepth 32: $(echo "$out" | tail -n 3 | tr '
+' ' ')"
+        return 1
+    }
+    echo "E2E INFO fio iodepth 32 $(echo "$out" | grep -m1 'write:' | tr -s ' ')"
 }
 
 t_submount() {
