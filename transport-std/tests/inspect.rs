@@ -36,6 +36,8 @@ fn vhu_s_own_daemon_conforms() {
     for id in ["reply-ack", "unknown-request", "malformed-payload", "restore-path", "reconnect"] {
         assert_eq!(outcome(&report, id), "pass", "{id}: {report}");
     }
+    // PAGEFAULT is never offered: the transport does not carry userfaultfds out.
+    assert_eq!(outcome(&report, "postcopy"), "skip", "{report}");
     assert!(report.contains("\"REPLY_ACK\""), "protocol features by name: {report}");
     assert!(report.contains("\"VERSION_1\""), "virtio features by name: {report}");
     assert!(report.contains(&format!("\"queues\": {}", common::QUEUES)), "{report}");
@@ -71,6 +73,10 @@ fn qemu_storage_daemon_is_caught_on_unknown_and_malformed_requests() {
     assert_eq!(outcome(&report, "malformed-payload"), "fail", "{report}");
     assert_eq!(outcome(&report, "restore-path"), "pass", "{report}");
     assert_eq!(outcome(&report, "ring-start-stop"), "pass", "{report}");
+    // libvhost-user since QEMU 9.0 writes its bases into a copy of the table and sends the
+    // front-end's addresses back; it offers PAGEFAULT only where it can open a userfaultfd.
+    let postcopy = if report.contains("\"PAGEFAULT\"") { "fail" } else { "skip" };
+    assert_eq!(outcome(&report, "postcopy"), postcopy, "{report}");
     // virtio-blk's config space (capacity first: 16 MiB is 0x8000 sectors).
     assert!(report.contains("\"config\": \"0080000000000000"), "{report}");
 }

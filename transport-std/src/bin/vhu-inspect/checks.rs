@@ -101,6 +101,7 @@ pub(crate) fn run(target: &mut Target, offers: &Offers) -> Vec<Check> {
     }
     checks.push(restore_path(target, offers));
     checks.push(ring_base_kept(target, offers));
+    checks.push(postcopy(target, offers));
     checks.push(reconnect(target));
     checks
 }
@@ -269,6 +270,59 @@ fn ring_base_kept(target: &mut Target, offers: &Offers) -> Check {
     match outcome {
         Ok(base) if base == VringBase::split(7) => c.pass("started at 7, stopped at 7"),
         Ok(base) => c.fail(format!("started at 7, GET_VRING_BASE said {base:?}")),
+        Err(e) => c.fail(e),
+    }
+}
+
+fn postcopy(target: &mut Target, offers: &Offers) -> Check {
+    let c = check(
+        "postcopy",
+        "POSTCOPY_ADVISE hands over a userfaultfd, LISTEN and END are acknowledged, and a \
+         SET_MEM_TABLE while listening is answered with the back-end's own mapping bases",
+        "Migration (postcopy); VHOST_USER_SET_MEM_TABLE",
+    );
+    if !offers.offers(ProtocolFeatures::PAGEFAULT) {
+        return c.skip("PAGEFAULT is not offered");
+    }
+    let stream = match target.connect() {
+        Ok(s) => s,
+        Err(e) => return c.skip(format!("no second connection ({e}); give --spawn")),
+    };
+    let outcome = (|| -> Result<(u64, u64), String> {
+        let mut client = Client::from_stream(stream).map_err(|e| e.to_string())?;
+        client.set_timeout(WAIT).map_err(|e| e.to_string())?;
+        let features = VirtioFeatures::from_bits_retain(offers.features)
+            & (VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES);
+        // Postcopy is forbidden with memory slots, so they are not asked for.
+        let protocol = offers.protocol_features()
+            & (ProtocolFeatures::MQ | ProtocolFeatures::REPLY_ACK | ProtocolFeatures::PAGEFAULT);
+        client.handshake(features, protocol).map_err(|e| format!("handshake: {e}"))?;
+        let userfaultfd = client.postcopy_advise().map_err(|e| format!("POSTCOPY_ADVISE: {e}"))?;
+        let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&userfaultfd));
+        let kind = std::fs::read_link(fd).map_err(|e| e.to_string())?;
+        if kind.to_string_lossy() != "anon_inode:[userfaultfd]" {
+            return Err(format!("POSTCOPY_ADVISE handed over {}", kind.display()));
+        }
+        client.postcopy_listen().map_err(|e| format!("POSTCOPY_LISTEN: {e}"))?;
+        let ram = GuestRegion::new(0, 1 << 20).map_err(|e| e.to_string())?;
+        let bases = client
+            .postcopy_set_mem_table(&[ram.share()])
+            .map_err(|e| format!("SET_MEM_TABLE while listening: {e}"))?;
+        client.postcopy_end().map_err(|e| format!("POSTCOPY_END: {e}"))?;
+        let ours = ram.host_address(0).map_err(|e| e.to_string())?;
+        Ok((bases.first().copied().unwrap_or(0), ours))
+    })();
+    match outcome {
+        // The back-end is another process: the odds that it mapped the region at the very
+        // address the front-end has it are nil.
+        Ok((base, ours)) if base == ours => c.fail(format!(
+            "SET_MEM_TABLE was answered with the front-end's own address {base:#x}, not the \
+             back-end's mapping base: a VMM would resolve the back-end's faults at the wrong \
+             place"
+        )),
+        Ok((base, _)) => c.pass(format!(
+            "userfaultfd handed over, region mapped at {base:#x}, LISTEN and END acknowledged"
+        )),
         Err(e) => c.fail(e),
     }
 }
