@@ -41,9 +41,9 @@ pub const MAX_VRINGS: usize = 256;
 /// Largest virtqueue size (virtio 1.x: "Queue Size ... maximum 32768").
 pub const MAX_QUEUE_SIZE: u32 = 32768;
 
-/// Largest opaque CREATE_CRYPTO_SESSION payload accepted (the session setup data plus the cipher and
-/// HMAC keys, well under 1 KiB in QEMU's layout).
-pub const MAX_CRYPTO_SESSION_SIZE: usize = 1024;
+/// Largest opaque CREATE_CRYPTO_SESSION payload accepted (the operation, the session setup data
+/// and the keys: QEMU's layout with asymmetric keys is just over 1 KiB).
+pub const MAX_CRYPTO_SESSION_SIZE: usize = 2048;
 
 /// Capacity of the back-end's memory-slot table (ADD_MEM_REG). QEMU caps its own slots at 512
 /// (`VHOST_USER_MAX_RAM_SLOTS`); back-ends conventionally report 509.

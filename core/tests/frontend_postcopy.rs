@@ -248,3 +248,69 @@ fn bases_answering_a_table_sent_in_its_usual_form_close_the_connection() {
     assert!(pair.frontend.is_closed());
     assert!(!pair.events.iter().any(|e| matches!(e, Ev::PostcopyBases(_))), "{:?}", pair.events);
 }
+
+#[test]
+fn nothing_goes_out_until_the_vmm_registered_the_bases() {
+    let mut pair = bases_waiting();
+    let (frame, _) = pair.to_frontend.pop_front().unwrap();
+    pair.frontend.handle_reply(&frame, &[]).unwrap();
+    pair.frontend.get_status().unwrap();
+    let Some(Output::Event(Event::PostcopyBases(bases))) = pair.frontend.poll_output() else {
+        panic!("the bases are reported first")
+    };
+    assert_eq!(bases.len(), 2);
+    // The back-end may fault once acknowledged: the acknowledgement and the requests behind it
+    // wait for the VMM.
+    assert_eq!(pair.frontend.poll_output(), None);
+    assert!(pair.frontend.is_awaiting_registration() && !pair.frontend.is_idle());
+    pair.frontend.postcopy_bases_registered().unwrap();
+    assert!(!pair.frontend.is_awaiting_registration());
+    let code = |o: Option<Output<'_>>| match o {
+        Some(Output::Request { request, need_reply }) => (request.code(), need_reply),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code(pair.frontend.poll_output()), (FrontendCode::SetMemTable, false));
+    assert_eq!(code(pair.frontend.poll_output()), (FrontendCode::GetStatus, false));
+    assert_eq!(
+        pair.frontend.postcopy_bases_registered(),
+        Err(FrontendError::PostcopyOutOfOrder {
+            code: FrontendCode::SetMemTable,
+            needs: "postcopy bases"
+        })
+    );
+}
+
+#[test]
+fn an_empty_table_is_refused_while_postcopy_listens() {
+    let mut pair = postcopy_pair();
+    pair.frontend.postcopy_advise().unwrap();
+    pair.frontend.postcopy_listen().unwrap();
+    let refused = FrontendError::PostcopyOutOfOrder {
+        code: FrontendCode::SetMemTable,
+        needs: "POSTCOPY_END",
+    };
+    // Refused as soon as LISTEN is on its way, and while it holds.
+    assert_eq!(pair.frontend.set_mem_table(&[]), Err(refused));
+    pair.pump();
+    assert_eq!(pair.frontend.set_mem_table(&[]), Err(refused));
+    pair.frontend.postcopy_end().unwrap();
+    pair.pump();
+    pair.frontend.set_mem_table(&[]).unwrap();
+    pair.pump();
+    pair.assert_clean();
+}
+
+#[test]
+fn reset_owner_waits_for_the_end_of_postcopy() {
+    let mut pair = postcopy_pair();
+    pair.frontend.postcopy_advise().unwrap();
+    let refused =
+        FrontendError::PostcopyOutOfOrder { code: FrontendCode::ResetOwner, needs: "POSTCOPY_END" };
+    // Back-ends differ on whether RESET_OWNER ends postcopy, so it is not sent during it.
+    assert_eq!(pair.frontend.reset_owner(), Err(refused));
+    pair.frontend.postcopy_end().unwrap();
+    pair.pump();
+    pair.frontend.reset_owner().unwrap();
+    pair.pump();
+    pair.assert_clean();
+}

@@ -25,7 +25,7 @@ use vhu_core::{
 };
 
 use crate::cursor::SCRIPT;
-use crate::frontend_model::{region, Config, Detail, Model, Sent, Vmm};
+use crate::frontend_model::{region, Config, Detail, Model, Vmm};
 
 mod script;
 mod seeds;
@@ -169,10 +169,7 @@ impl Session {
                 let (frame, fds) = match rep {
                     Rep::Raw(raw) => raw_frame(raw, 50, 0x5),
                     rep => {
-                        let awaiting = model.awaiting;
-                        let Some((len, fds)) =
-                            encode_reply(rep, awaiting, &model.postcopy_table, buf)
-                        else {
+                        let Some((len, fds)) = encode_reply(rep, model, buf) else {
                             return;
                         };
                         (buf[..len].to_vec(), fds)
@@ -217,12 +214,9 @@ fn raw_frame(raw: Raw, codes: u8, flags: u32) -> (Vec<u8>, usize) {
 }
 
 /// Encodes a typed reply into `buf`: its length and how many fds travel with it.
-fn encode_reply(
-    rep: Rep,
-    awaiting: Option<Sent>,
-    postcopy_table: &[wire::MemoryRegion],
-    buf: &mut [u8],
-) -> Option<(usize, usize)> {
+fn encode_reply(rep: Rep, model: &Model, buf: &mut [u8]) -> Option<(usize, usize)> {
+    let (awaiting, postcopy_table, crypto_sent) =
+        (model.awaiting, &model.postcopy_table, model.crypto_sent);
     use FrontendCode as C;
     // Any token: the receiving side gets fresh ones, only the count travels.
     let fd = FdToken(0);
@@ -293,14 +287,14 @@ fn encode_reply(
                             .collect();
                         Reply::MemTableBases(MemoryTable::Standard(&table))
                     }
+                    // The session sent, returned with an id in its last bytes (QEMU's layout).
                     (C::CreateCryptoSession, _) => {
                         let id =
                             if status == 0 { (fit.value >> 1) as i64 } else { -(status as i64) };
-                        bytes = id
-                            .to_le_bytes()
-                            .into_iter()
-                            .chain(std::iter::repeat_n(0, usize::from(fit.small % 16)))
-                            .collect();
+                        let mut session = vec![fit.small; crypto_sent];
+                        let tail = crypto_sent.min(8);
+                        session[crypto_sent - tail..].copy_from_slice(&id.to_le_bytes()[..tail]);
+                        bytes = session;
                         Reply::CryptoSession(&bytes)
                     }
                     (code, _) => Reply::Ack { request: code, status },

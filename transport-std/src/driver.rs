@@ -78,7 +78,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
         } else if self.session.main_socket_only() {
             // The blocking read follows either way; a request that comes during the spin is
             // read without sleeping first.
-            crate::spin::until_ready(&mut [PollFd::new(&self.socket, PollFlags::IN)]);
+            crate::spin::until_ready(&mut [PollFd::new(&self.socket, PollFlags::IN)], None);
             (true, false)
         } else {
             self.wait()
@@ -113,7 +113,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
                 channel_events,
             ),
         ];
-        while !crate::spin::until_ready(&mut fds) {
+        while !crate::spin::until_ready(&mut fds, None) {
             match poll(&mut fds, None) {
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,

@@ -7,7 +7,7 @@
 //! round trip. Checking the sockets without blocking for [`SPIN`] first catches the answer of a
 //! peer that is awake; a quiet connection costs one spin per wait. There is no spinning where it
 //! could only hurt: on a single CPU the peer needs the CPU the spin holds. `VHU_SPIN_US` sets
-//! the spin in microseconds, `0` turning it off.
+//! the spin in microseconds (at most 1000), `0` turning it off.
 //!
 //! This module owns only the waiting; what is read and when a wait is due are its callers'.
 
@@ -25,11 +25,16 @@ pub const SPIN: Duration = Duration::from_micros(50);
 /// The environment variable that sets the spin in microseconds (`0`: never spin), read once.
 pub const SPIN_ENV: &str = "VHU_SPIN_US";
 
-/// Polls `fds` without blocking until one is ready or the spin ([`SPIN`]) passed, and says
-/// whether one is (their `revents` then tell which). Returns `false` at once on a single-CPU
-/// machine or when spinning is off.
-pub fn until_ready(fds: &mut [PollFd<'_>]) -> bool {
+/// The longest spin [`SPIN_ENV`] may ask for: a spin is a moment, never a wait.
+pub const MAX_SPIN: Duration = Duration::from_millis(1);
+
+/// Polls `fds` without blocking until one is ready or the spin ([`SPIN`]) passed — never
+/// longer than `limit`, what is left of the caller's own deadline — and says whether one is
+/// (their `revents` then tell which). Returns `false` at once on a single-CPU machine or when
+/// spinning is off.
+pub fn until_ready(fds: &mut [PollFd<'_>], limit: Option<Duration>) -> bool {
     let Some(spin) = spin() else { return false };
+    let spin = limit.map_or(spin, |limit| spin.min(limit));
     let now = Timespec { tv_sec: 0, tv_nsec: 0 };
     let start = Instant::now();
     loop {
@@ -52,7 +57,7 @@ fn spin() -> Option<Duration> {
     *SPIN_FOR.get_or_init(|| {
         let many = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         let spin = match std::env::var(SPIN_ENV) {
-            Ok(value) => value.trim().parse().map_or(SPIN, Duration::from_micros),
+            Ok(value) => value.trim().parse().map_or(SPIN, Duration::from_micros).min(MAX_SPIN),
             Err(_) => SPIN,
         };
         (many && !spin.is_zero()).then_some(spin)
@@ -73,12 +78,14 @@ mod tests {
         let (mut ours, theirs) = UnixStream::pair().expect("socket pair");
         let mut fds = [PollFd::new(&theirs, PollFlags::IN)];
         // Nothing to read: the spin gives up (at once on a single CPU) and says so.
-        assert!(!until_ready(&mut fds));
+        assert!(!until_ready(&mut fds, None));
+        // Nor beyond a caller's deadline that has passed.
+        assert!(!until_ready(&mut fds, Some(std::time::Duration::ZERO)));
         ours.write_all(b"x").expect("write");
         let mut fds = [PollFd::new(&theirs, PollFlags::IN)];
         let many = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
         let off = std::env::var(super::SPIN_ENV).is_ok_and(|v| v.trim() == "0");
-        assert_eq!(until_ready(&mut fds), many && !off);
+        assert_eq!(until_ready(&mut fds, None), many && !off);
         if many && !off {
             assert!(fds[0].revents().contains(PollFlags::IN));
         }

@@ -74,7 +74,11 @@ fn postcopy_with_qemu_storage_daemon() {
     client.postcopy_listen().expect("POSTCOPY_LISTEN");
 
     let ram = GuestRegion::new(0, 1 << 20).expect("guest memory");
-    let bases = client.postcopy_set_mem_table(&[ram.share()]).expect("postcopy SET_MEM_TABLE");
+    let mut registered = Vec::new();
+    let bases = client
+        .postcopy_set_mem_table(&[ram.share()], |bases| registered.extend_from_slice(bases))
+        .expect("postcopy SET_MEM_TABLE");
+    assert_eq!(registered, bases, "the bases were registered before the acknowledgement");
     assert_eq!(bases.len(), 1);
     // libvhost-user since QEMU 9.0 fills its bases into a copy of the table and so echoes the
     // front-end's own addresses; only the form of the answer is checked.

@@ -156,29 +156,38 @@ impl Frontend {
     /// RESET_OWNER, deprecated: for back-ends without RESET_DEVICE, as QEMU sends it once the
     /// device is stopped. Back-ends differ on what it does (spec: ignore it or disable the
     /// rings; some reset the whole device), so it is sent only while every ring is stopped, and
-    /// afterwards re-send the features and the memory table before starting rings again.
+    /// afterwards re-send the features (and the log area, when logging) and the memory table
+    /// before starting rings again. Not during a postcopy episode: end it first.
     pub fn reset_owner(&mut self) -> Result<(), FrontendError> {
         self.require_ready()?;
         if !self.is_suspended() {
             return Err(FrontendError::NotSuspended { code: FrontendCode::ResetOwner });
         }
+        // Back-ends differ on whether it ends postcopy too: end it first.
+        if self.is_advised() {
+            return Err(FrontendError::PostcopyOutOfOrder {
+                code: FrontendCode::ResetOwner,
+                needs: "POSTCOPY_END",
+            });
+        }
+        // Dirty logging stays as the front-end set it: re-send the log area, or turn logging
+        // off, with the features.
         self.enqueue(&[Request::ResetOwner])
     }
 
-    /// CREATE_CRYPTO_SESSION (CRYPTO_SESSION): `session` is the device's session description
-    /// (for virtio-crypto, QEMU's `VhostUserCryptoSession`: a 64-bit session id, the setup data
-    /// and the keys), sent as given. Answered with
-    /// [`Event::CryptoSession`](super::Event::CryptoSession), the id the back-end assigned; a
-    /// negative id in the reply is the back-end's refusal.
+    /// CREATE_CRYPTO_SESSION (CRYPTO_SESSION): `session` is the device's session description,
+    /// sent as given (for virtio-crypto, QEMU's `VhostUserCryptoSession`: the operation, the
+    /// setup data and keys, and the session id the back-end fills in). Answered with
+    /// [`Event::CryptoSession`](super::Event::CryptoSession), the session as the back-end
+    /// returned it.
     pub fn create_crypto_session(&mut self, session: &[u8]) -> Result<(), FrontendError> {
         let code = FrontendCode::CreateCryptoSession;
         self.require(code, ProtocolFeatures::CRYPTO_SESSION, "CRYPTO_SESSION")?;
-        // The reply's first 8 bytes are the session id, so the description holds at least them.
-        if session.len() < 8 || session.len() > MAX_CRYPTO_SESSION_SIZE {
+        if session.is_empty() || session.len() > MAX_CRYPTO_SESSION_SIZE {
             return Err(FrontendError::PayloadSize {
                 code,
                 size: session.len(),
-                min: 8,
+                min: 1,
                 max: MAX_CRYPTO_SESSION_SIZE,
             });
         }
@@ -186,9 +195,9 @@ impl Frontend {
             return Err(FrontendError::Busy(code));
         }
         self.queues.reserve(1)?;
-        self.crypto_out.clear();
+        self.crypto.clear();
         // Cannot fail: session.len() <= MAX_CRYPTO_SESSION_SIZE, the capacity.
-        let _ = self.crypto_out.extend_from_slice(session);
+        let _ = self.crypto.extend_from_slice(session);
         self.queues.push_request(Queued::CryptoSession);
         Ok(())
     }

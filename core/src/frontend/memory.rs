@@ -44,6 +44,10 @@ impl Frontend {
         if self.queues.is_queued(code) || self.is_awaiting_bases() {
             return Err(FrontendError::Busy(code));
         }
+        if regions.is_empty() && self.is_postcopy_bound() {
+            // A postcopy table must be answered with bases; an empty one has none.
+            return Err(FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_END" });
+        }
         let mut staged: heapless::Vec<Region, MAX_MEM_TABLE_REGIONS> = heapless::Vec::new();
         for (region, _) in regions {
             refuse_xen(code, region)?;
@@ -96,7 +100,7 @@ impl Frontend {
         Ok(())
     }
 
-    /// IOTLB_MSG (VIRTIO_F_ACCESS_PLATFORM acked): an update or invalidation of the back-end's
+    /// IOTLB_MSG (VIRTIO_F_ACCESS_PLATFORM, REPLY_ACK and BACKEND_REQ acked): an update or invalidation of the back-end's
     /// device IOTLB (ring and buffer addresses are I/O virtual addresses then), typically the
     /// answer to a miss the back-end reported on its channel. Sent with NEED_REPLY, as QEMU does,
     /// and answered with [`Event::Done`](super::Event::Done) or a failure.
@@ -105,6 +109,16 @@ impl Frontend {
         self.require_ready()?;
         if !self.negotiated.features.contains(VirtioFeatures::ACCESS_PLATFORM) {
             return Err(FrontendError::NotNegotiated { code, feature: "VIRTIO_F_ACCESS_PLATFORM" });
+        }
+        // As QEMU requires for a device behind an IOMMU: the status travels as a REPLY_ACK and
+        // misses come on the back-end channel.
+        for (feature, name) in [
+            (ProtocolFeatures::REPLY_ACK, "REPLY_ACK"),
+            (ProtocolFeatures::BACKEND_REQ, "BACKEND_REQ"),
+        ] {
+            if !self.is_acked(feature) {
+                return Err(FrontendError::NotNegotiated { code, feature: name });
+            }
         }
         self.enqueue(&[Request::IotlbMsg(msg)])
     }

@@ -62,7 +62,7 @@ use crate::protocol_error::{reply_kind, ReplyKind};
 use crate::regions::RegionTable;
 use crate::wire::{self, BackendCode, FrontendCode};
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
-use postcopy::PostcopyPhase;
+use postcopy::{PostcopyAck, PostcopyPhase};
 use queue::{Item, Queued, Queues};
 
 /// Protocol features the front-end can drive and therefore acks when offered and wanted.
@@ -107,8 +107,9 @@ pub struct Frontend {
     table_out: heapless::Vec<wire::MemoryRegion, MAX_MEM_TABLE_REGIONS>,
     table_fds: heapless::Vec<FdToken, MAX_MEM_TABLE_REGIONS>,
     config_out: heapless::Vec<u8, MAX_CONFIG_SIZE>,
-    /// The CREATE_CRYPTO_SESSION payload waiting to be sent.
-    crypto_out: heapless::Vec<u8, MAX_CRYPTO_SESSION_SIZE>,
+    /// The CREATE_CRYPTO_SESSION payload waiting to be sent, then the session the reply
+    /// returned.
+    crypto: heapless::Vec<u8, MAX_CRYPTO_SESSION_SIZE>,
     config_in: [u8; MAX_CONFIG_SIZE],
     config_in_len: usize,
     /// The last GET_SHMEM_CONFIG reply.
@@ -116,8 +117,8 @@ pub struct Frontend {
     started: [u64; MAX_VRINGS / 64],
     logging: bool,
     postcopy: PostcopyPhase,
-    /// The postcopy SET_MEM_TABLE reply arrived: its acknowledgement goes out next.
-    postcopy_ack_due: bool,
+    /// Where the acknowledgement of a postcopy SET_MEM_TABLE reply stands.
+    postcopy_ack: PostcopyAck,
     /// The mapping bases of the last postcopy SET_MEM_TABLE reply, in table order.
     postcopy_bases: heapless::Vec<u64, MAX_MEM_TABLE_REGIONS>,
     queues: Queues,
@@ -147,14 +148,14 @@ impl Frontend {
             table_out: heapless::Vec::new(),
             table_fds: heapless::Vec::new(),
             config_out: heapless::Vec::new(),
-            crypto_out: heapless::Vec::new(),
+            crypto: heapless::Vec::new(),
             config_in: [0; MAX_CONFIG_SIZE],
             config_in_len: 0,
             shmem: zerocopy::FromZeros::new_zeroed(),
             started: [0; MAX_VRINGS / 64],
             logging: false,
             postcopy: PostcopyPhase::Off,
-            postcopy_ack_due: false,
+            postcopy_ack: PostcopyAck::None,
             postcopy_bases: heapless::Vec::new(),
             queues: Queues::new(),
             in_flight: None,
@@ -183,11 +184,12 @@ impl Frontend {
         self.in_flight.is_some_and(|f| f.awaits)
     }
 
-    /// Whether nothing is queued, nothing waits for a reply and no back-end request waits for
-    /// its answer.
+    /// Whether nothing is queued, nothing waits for a reply, no back-end request waits for
+    /// its answer and no postcopy acknowledgement waits to go out.
     pub fn is_idle(&self) -> bool {
         self.queues.is_empty()
             && !self.is_awaiting_reply()
+            && self.postcopy_ack == PostcopyAck::None
             && !self.backend_pending.iter().any(|(_, waits)| *waits)
     }
 
@@ -220,7 +222,7 @@ impl Frontend {
         if self.phase == Phase::Closed {
             return self.poll_release().map(Output::CloseFd);
         }
-        if self.is_awaiting_reply() {
+        if self.is_awaiting_reply() || self.is_awaiting_registration() {
             return None;
         }
         if let Some(ack) = self.take_postcopy_ack() {
@@ -256,6 +258,7 @@ impl Frontend {
             Item::Out(output) => output,
             Item::ShmemConfig => Output::Event(Event::ShmemConfig(&self.shmem)),
             Item::PostcopyBases => Output::Event(Event::PostcopyBases(&self.postcopy_bases)),
+            Item::CryptoSession => Output::Event(Event::CryptoSession(&self.crypto)),
             Item::ConfigRead { offset } => Output::Event(Event::ConfigRead {
                 offset,
                 data: &self.config_in[..self.config_in_len],
@@ -273,7 +276,7 @@ impl Frontend {
             Queued::SetConfig { offset, flags } => {
                 Request::SetConfig { offset, flags, data: &self.config_out }
             }
-            Queued::CryptoSession => Request::CreateCryptoSession(&self.crypto_out),
+            Queued::CryptoSession => Request::CreateCryptoSession(&self.crypto),
         }
     }
 

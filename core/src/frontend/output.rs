@@ -94,12 +94,16 @@ pub enum Event<'a> {
         userfaultfd: FdToken,
     },
     /// A SET_MEM_TABLE sent while postcopy listens was answered: the back-end's mapping base of
-    /// each region, in the order the table had them. The acknowledgement the back-end waits for
-    /// is the next request out (register the bases before carrying it out, as the back-end may
-    /// fault as soon as it arrives).
+    /// each region, in the order the table had them. Register them with the fault handling,
+    /// then call [`Frontend::postcopy_bases_registered`]: the back-end may fault as soon as its
+    /// acknowledgement arrives, so nothing is sent until then.
+    ///
+    /// [`Frontend::postcopy_bases_registered`]: super::Frontend::postcopy_bases_registered
     PostcopyBases(&'a [u64]),
-    /// CREATE_CRYPTO_SESSION answered with the id of the new session.
-    CryptoSession(u64),
+    /// CREATE_CRYPTO_SESSION answered: the session as the back-end returned it, the size of the
+    /// one sent, in the layout the VMM used (in QEMU's, the session id is its last 8 bytes,
+    /// negative when the back-end refused).
+    CryptoSession(&'a [u8]),
     /// GET_SHARED_OBJECT answered with the object's dma-buf fd (handed off).
     SharedObject {
         /// The object.

@@ -4,8 +4,9 @@
 //! The order is the spec's: ADVISE (the reply hands over the back-end's userfaultfd), LISTEN,
 //! then any SET_MEM_TABLE goes without NEED_REPLY and is answered with the regions as the
 //! back-end mapped them; the front-end checks that reply against what it sent, reports the
-//! back-end's mapping bases and acknowledges with a SET_MEM_TABLE frame carrying a `u64` 0 (the
-//! same bytes as an empty table) before anything else is sent; END closes the episode. LISTEN,
+//! back-end's mapping bases, and once the VMM registered them acknowledges with a SET_MEM_TABLE
+//! frame carrying a `u64` 0 (the same bytes as an empty table) before anything else is sent; END
+//! closes the episode. An empty table has nothing to register and is refused while listening. LISTEN,
 //! END and IOTLB_MSG carry NEED_REPLY whether or not REPLY_ACK was acked, as QEMU sends them, so
 //! back-ends written against QEMU answer. The newest spec forbids postcopy together with
 //! CONFIGURE_MEM_SLOTS, so the handshake never acks both and ADD_MEM_REG has no postcopy form.
@@ -26,6 +27,17 @@ pub(super) enum PostcopyPhase {
     Advised,
     /// POSTCOPY_LISTEN acknowledged: SET_MEM_TABLE takes its postcopy form.
     Listening,
+}
+
+/// The acknowledgement of a postcopy SET_MEM_TABLE reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PostcopyAck {
+    /// None is due.
+    None,
+    /// The bases were reported; the VMM registers them before the acknowledgement goes out.
+    Registering,
+    /// The VMM registered them: the acknowledgement is the next request out.
+    Due,
 }
 
 /// Requests that carry NEED_REPLY whatever REPLY_ACK says: QEMU sets it on them and waits for
@@ -77,7 +89,7 @@ impl Frontend {
 
     /// Whether POSTCOPY_ADVISE was answered, or is on its way (queued or waiting for its reply):
     /// the next steps may then be queued behind it.
-    fn is_advised(&self) -> bool {
+    pub(super) fn is_advised(&self) -> bool {
         self.postcopy != PostcopyPhase::Off || self.is_pending(FrontendCode::PostcopyAdvise)
     }
 
@@ -85,6 +97,12 @@ impl Frontend {
     /// must stay as sent.
     pub(super) fn is_awaiting_bases(&self) -> bool {
         self.is_postcopy_listening() && self.is_pending(FrontendCode::SetMemTable)
+    }
+
+    /// Whether a SET_MEM_TABLE queued now would take the postcopy form: listening, or LISTEN on
+    /// its way.
+    pub(super) fn is_postcopy_bound(&self) -> bool {
+        self.is_postcopy_listening() || self.is_pending(FrontendCode::PostcopyListen)
     }
 
     /// Whether a SET_MEM_TABLE sent now takes the postcopy form (no NEED_REPLY; answered with
@@ -136,15 +154,38 @@ impl Frontend {
             // Cannot fail: the count equals the table sent, at most 8, the capacity.
             let _ = self.postcopy_bases.push(region.user_address.get());
         }
-        self.postcopy_ack_due = true;
+        self.postcopy_ack = PostcopyAck::Registering;
         self.queues.push(Item::PostcopyBases);
         Ok(())
+    }
+
+    /// The VMM registered the bases of the last [`Event::PostcopyBases`] with its fault
+    /// handling: the acknowledgement the back-end waits for goes out, then the requests queued
+    /// behind it.
+    ///
+    /// [`Event::PostcopyBases`]: super::Event::PostcopyBases
+    pub fn postcopy_bases_registered(&mut self) -> Result<(), FrontendError> {
+        self.require_ready()?;
+        if self.postcopy_ack != PostcopyAck::Registering {
+            let code = FrontendCode::SetMemTable;
+            return Err(FrontendError::PostcopyOutOfOrder { code, needs: "postcopy bases" });
+        }
+        self.postcopy_ack = PostcopyAck::Due;
+        Ok(())
+    }
+
+    /// Whether reported postcopy bases wait for [`Frontend::postcopy_bases_registered`].
+    pub fn is_awaiting_registration(&self) -> bool {
+        self.postcopy_ack == PostcopyAck::Registering
     }
 
     /// The acknowledgement of a postcopy SET_MEM_TABLE reply, once due: a SET_MEM_TABLE frame
     /// whose payload is a `u64` 0 — byte for byte an empty table — sent before anything else.
     pub(super) fn take_postcopy_ack(&mut self) -> Option<Request<'static>> {
-        core::mem::take(&mut self.postcopy_ack_due)
-            .then_some(Request::SetMemTable { table: MemoryTable::Standard(&[]), fds: &[] })
+        if self.postcopy_ack != PostcopyAck::Due {
+            return None;
+        }
+        self.postcopy_ack = PostcopyAck::None;
+        Some(Request::SetMemTable { table: MemoryTable::Standard(&[]), fds: &[] })
     }
 }

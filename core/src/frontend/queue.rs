@@ -52,8 +52,8 @@ impl Queued {
     }
 }
 
-/// An output other than a request; `ConfigRead`, `ShmemConfig` and `PostcopyBases` borrow the
-/// front-end's buffers when polled.
+/// An output other than a request; `ConfigRead`, `ShmemConfig`, `PostcopyBases` and
+/// `CryptoSession` borrow the front-end's buffers when polled.
 #[derive(Debug)]
 pub(super) enum Item {
     Out(Output<'static>),
@@ -64,6 +64,8 @@ pub(super) enum Item {
     ShmemConfig,
     /// The bases of a postcopy SET_MEM_TABLE reply, kept in the front-end.
     PostcopyBases,
+    /// The session a CREATE_CRYPTO_SESSION reply returned, kept in the front-end.
+    CryptoSession,
 }
 
 /// The request queue and the output queue.

@@ -9,7 +9,7 @@ use super::output::Event;
 use super::queue::{Item, Queued};
 use super::{Frontend, FrontendError, Phase};
 use crate::limits::MAX_MEM_SLOTS;
-use crate::message::{MemoryTable, Reply, Request};
+use crate::message::{Reply, Request};
 use crate::wire::{FrontendCode, ReplyKind};
 use crate::FdToken;
 
@@ -65,14 +65,6 @@ impl Frontend {
                 // bases.
                 (Queued::MemTable, Reply::MemTableBases(table)) if !flight.need_reply => {
                     self.handle_postcopy_bases(table)?;
-                    self.in_flight = None;
-                    Ok(())
-                }
-                // An empty table's bases are 8 bytes, the size of a status: 0 says the same.
-                (Queued::MemTable, Reply::Ack { status: 0, .. })
-                    if !flight.need_reply && self.table_out.is_empty() =>
-                {
-                    self.handle_postcopy_bases(MemoryTable::Standard(&[]))?;
                     self.in_flight = None;
                     Ok(())
                 }
@@ -194,17 +186,21 @@ impl Frontend {
         Ok(())
     }
 
-    /// CREATE_CRYPTO_SESSION answered: the session as the back-end set it up, its first 8 bytes
-    /// the id (negative: refused, spec "CREATE_CRYPTO_SESSION").
+    /// CREATE_CRYPTO_SESSION answered: the session as the back-end set it up, the size of the
+    /// one sent (QEMU checks the same). Where the id sits depends on the layout the VMM used, so
+    /// the session goes to the VMM whole.
     fn handle_crypto_session(&mut self, session: &[u8]) -> Result<(), FrontendError> {
         let code = FrontendCode::CreateCryptoSession;
-        let Some(id) = session.first_chunk::<8>().map(|b| i64::from_le_bytes(*b)) else {
-            return Err(FrontendError::UnexpectedPayload { code, what: "no session id" });
-        };
-        match u64::try_from(id) {
-            Ok(id) => self.queues.push_event(Event::CryptoSession(id)),
-            Err(_) => self.fail(FrontendError::Nack { request: code, status: id.unsigned_abs() }),
+        if session.len() != self.crypto.len() {
+            return Err(FrontendError::UnexpectedPayload {
+                code,
+                what: "a session of another size",
+            });
         }
+        self.crypto.clear();
+        // Cannot fail: the session is as long as the one sent, which fitted.
+        let _ = self.crypto.extend_from_slice(session);
+        self.queues.push(Item::CryptoSession);
         Ok(())
     }
 

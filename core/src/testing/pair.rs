@@ -57,7 +57,7 @@ pub enum Ev {
         userfaultfd: FdToken,
     },
     PostcopyBases(Vec<u64>),
-    CryptoSession(u64),
+    CryptoSession(Vec<u8>),
 }
 
 /// What the simulated back-end driver saw, for assertions (the [`Action`]s of the same names;
@@ -282,12 +282,16 @@ impl Pair {
                             Ev::PostcopyAdvised { userfaultfd }
                         }
                         Event::PostcopyBases(bases) => Ev::PostcopyBases(bases.to_vec()),
-                        Event::CryptoSession(id) => Ev::CryptoSession(id),
+                        Event::CryptoSession(session) => Ev::CryptoSession(session.to_vec()),
                     };
                     self.events.push(event);
                 }
                 Output::CloseFd(fd) => self.fe_out.push(fd),
                 Output::Close(error) => self.frontend_closed = Some(error),
+            }
+            // A VMM that registers postcopy bases as soon as it hears of them.
+            if self.frontend.is_awaiting_registration() {
+                let _ = self.frontend.postcopy_bases_registered();
             }
         }
     }

@@ -111,13 +111,13 @@ impl Model {
                 };
                 assert_eq!(bases.len(), usize::from(n), "bases for another number of regions");
                 assert!(!sent.need_reply, "a postcopy table goes without NEED_REPLY");
-                self.postcopy_ack_due = true;
+                self.bases_reported = true;
                 Ev::PostcopyBases(bases.to_vec())
             }
-            Event::CryptoSession(id) => {
+            Event::CryptoSession(session) => {
                 answered(FrontendCode::CreateCryptoSession);
-                assert!(i64::try_from(id).is_ok(), "a negative session id is a failure");
-                Ev::CryptoSession(id)
+                assert_eq!(session.len(), self.crypto_sent, "a session of another size");
+                Ev::CryptoSession(session.to_vec())
             }
             other => panic!("unknown event {other:?}"),
         }

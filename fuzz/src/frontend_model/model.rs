@@ -99,8 +99,12 @@ pub(crate) struct Model {
     /// POSTCOPY_LISTEN was acknowledged and POSTCOPY_END not since: SET_MEM_TABLE goes in its
     /// postcopy form.
     pub(super) postcopy_listening: bool,
-    /// Postcopy bases were reported: the acknowledgement must be the next request.
+    /// Postcopy bases were reported and wait for the VMM to register them.
+    pub(super) bases_reported: bool,
+    /// The VMM registered postcopy bases: the acknowledgement must be the next request.
     pub(super) postcopy_ack_due: bool,
+    /// The size of the last CREATE_CRYPTO_SESSION sent; its answer has the same.
+    pub(crate) crypto_sent: usize,
     /// The regions of the last SET_MEM_TABLE sent in its postcopy form.
     pub(crate) postcopy_table: Vec<wire::MemoryRegion>,
 }

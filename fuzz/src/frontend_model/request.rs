@@ -75,6 +75,11 @@ impl Model {
         if code == FrontendCode::IotlbMsg {
             let features = self.sent_features.unwrap_or(VirtioFeatures::empty());
             assert!(features.contains(VirtioFeatures::ACCESS_PLATFORM), "IOTLB_MSG unnegotiated");
+            let needed = ProtocolFeatures::REPLY_ACK | ProtocolFeatures::BACKEND_REQ;
+            assert!(acked.contains(needed), "IOTLB_MSG without REPLY_ACK and BACKEND_REQ");
+        }
+        if let Request::CreateCryptoSession(session) = request {
+            self.crypto_sent = session.len();
         }
         let len = request.encode_into(need_reply, buf).expect("request encodes");
         let fds = request.fds();

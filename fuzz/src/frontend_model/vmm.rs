@@ -127,7 +127,7 @@ pub(crate) enum Vmm {
     ResetOwner,
     /// An IOTLB update (or, odd, an invalidation) of this many pages.
     IotlbMsg(u8, bool),
-    /// A session description of 8 + this many bytes (or, past 250, one too short).
+    /// A session description of 1 + this many bytes (or, past 250, an empty one).
     CreateCryptoSession(u8),
     CloseCryptoSession(u8),
 }
@@ -271,7 +271,7 @@ impl Vmm {
                 kind: if invalidate { IotlbKind::Invalidate } else { IotlbKind::Update },
             }),
             Self::CreateCryptoSession(extra) => {
-                let len = if extra > 250 { 4 } else { 8 + usize::from(extra) };
+                let len = if extra > 250 { 0 } else { 1 + usize::from(extra) };
                 let session: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 frontend.create_crypto_session(&session)
             }

@@ -13,8 +13,7 @@ fn answer_all(frontend: &mut Frontend, model: &mut Model) -> Vec<Ev> {
         if model.awaiting.is_none() {
             break;
         }
-        let (len, fds) =
-            encode_reply(fit(), model.awaiting, &model.postcopy_table, &mut buf).expect("encodes");
+        let (len, fds) = encode_reply(fit(), model, &mut buf).expect("encodes");
         events.extend(model.reply(frontend, &buf[..len], fds).events);
     }
     events

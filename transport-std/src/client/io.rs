@@ -51,7 +51,7 @@ pub(super) enum Answer {
     SharedObject { uuid: Uuid, fd: OwnedFd },
     PostcopyAdvised { userfaultfd: OwnedFd },
     PostcopyBases(Vec<u64>),
-    CryptoSession(u64),
+    CryptoSession(Vec<u8>),
 }
 
 /// What one settled call produced.
@@ -148,7 +148,8 @@ fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
         if let Some(error) = drain(frontend, io, &mut outcome)? {
             return Err(ClientError::Closed(error));
         }
-        if frontend.is_idle() {
+        // Postcopy bases wait for the caller to register them before anything more is sent.
+        if frontend.is_idle() || frontend.is_awaiting_registration() {
             return Ok(outcome);
         }
         if Instant::now() >= deadline {
@@ -225,9 +226,10 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
     if let Some(channel) = &io.channel {
         fds.push(PollFd::new(&channel.sock, flags));
     }
-    let timeout = crate::timespec(timeout);
-    while !crate::spin::until_ready(&mut fds) {
-        match poll(&mut fds, Some(&timeout)) {
+    let started = Instant::now();
+    let left = || timeout.saturating_sub(started.elapsed());
+    while !crate::spin::until_ready(&mut fds, Some(left())) {
+        match poll(&mut fds, Some(&crate::timespec(left()))) {
             Ok(_) => break,
             Err(Errno::INTR) => continue,
             Err(errno) => return Err(ClientError::Io { what: "poll", source: errno.into() }),
@@ -240,7 +242,7 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
 fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError> {
     if !io.reader.has_buffered() {
         // The read blocks either way; a reply that comes during the spin is read at once.
-        crate::spin::until_ready(&mut [PollFd::new(&io.sock, PollFlags::IN)]);
+        crate::spin::until_ready(&mut [PollFd::new(&io.sock, PollFlags::IN)], Some(io.timeout));
     }
     match io.reader.recv(&io.sock) {
         Ok(RecvOutcome::Frame(_)) => {}
@@ -355,7 +357,7 @@ fn own_event(
             Answer::PostcopyAdvised { userfaultfd: io.take(userfaultfd)? }
         }
         Event::PostcopyBases(bases) => Answer::PostcopyBases(bases.to_vec()),
-        Event::CryptoSession(id) => Answer::CryptoSession(id),
+        Event::CryptoSession(session) => Answer::CryptoSession(session.to_vec()),
         _ => return Ok(None),
     }))
 }

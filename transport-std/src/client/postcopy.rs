@@ -5,9 +5,8 @@
 //!
 //! Serving the faults — reading the userfaultfd, copying pages in, waking the back-end — is the
 //! VMM's and is not done here; neither is the order of the steps, which core checks. The
-//! acknowledgement the back-end waits for after the bases is sent by the same call, so register
-//! the bases with the fault handler before the back-end touches the memory, which it may do as
-//! soon as the call returns.
+//! acknowledgement the back-end waits for after the bases goes out only once the caller's
+//! `register` has run, since the back-end may fault as soon as it arrives.
 
 use std::os::fd::OwnedFd;
 
@@ -33,14 +32,17 @@ impl Client {
         self.call(&[], Frontend::postcopy_listen).map(drop)
     }
 
-    /// SET_MEM_TABLE while postcopy listens: shares the regions (at most 8) and returns the
-    /// back-end's mapping base of each, in order, once acknowledged.
+    /// SET_MEM_TABLE while postcopy listens: shares the regions (at most 8), hands the
+    /// back-end's mapping base of each, in order, to `register` — which registers them with
+    /// the VMM's fault handling — and only then sends the acknowledgement after which the
+    /// back-end may fault. Returns the bases.
     pub fn postcopy_set_mem_table(
         &mut self,
         regions: &[SharedRegion<'_>],
+        register: impl FnOnce(&[u64]),
     ) -> Result<Vec<u64>, ClientError> {
         let (table, tokens) = self.dup_table(regions)?;
-        self.ask(
+        let bases = self.ask(
             FrontendCode::SetMemTable,
             &tokens,
             |f| f.set_mem_table(&table),
@@ -48,7 +50,10 @@ impl Client {
                 Answer::PostcopyBases(bases) => Some(bases),
                 _ => None,
             },
-        )
+        )?;
+        register(&bases);
+        self.call(&[], Frontend::postcopy_bases_registered)?;
+        Ok(bases)
     }
 
     /// POSTCOPY_END (PAGEFAULT): every page arrived; the back-end stops faulting.

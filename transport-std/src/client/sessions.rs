@@ -17,15 +17,16 @@ impl Client {
     }
 
     /// CREATE_CRYPTO_SESSION (CRYPTO_SESSION): sends the session description as given (for
-    /// virtio-crypto, QEMU's `VhostUserCryptoSession` layout) and returns the session id the
-    /// back-end assigned. A negative id in the reply is [`ClientError::Failed`].
-    pub fn create_crypto_session(&mut self, session: &[u8]) -> Result<u64, ClientError> {
+    /// virtio-crypto, QEMU's `VhostUserCryptoSession` layout) and returns the session as the
+    /// back-end returned it, the same size: in QEMU's layout the id the back-end assigned is its
+    /// last 8 bytes, negative when it refused.
+    pub fn create_crypto_session(&mut self, session: &[u8]) -> Result<Vec<u8>, ClientError> {
         self.ask(
             FrontendCode::CreateCryptoSession,
             &[],
             |f| f.create_crypto_session(session),
             |a| match a {
-                Answer::CryptoSession(id) => Some(id),
+                Answer::CryptoSession(session) => Some(session),
                 _ => None,
             },
         )

@@ -181,7 +181,7 @@ impl Virtqueue {
         call: &crate::device::Notifier,
     ) -> Result<(), QueueError> {
         self.add_used(mem, head, len)?;
-        if self.may_hold(mem)? {
+        if self.may_hold(mem) {
             return Ok(());
         }
         if self.needs_notification(mem)? {
@@ -192,14 +192,16 @@ impl Virtqueue {
     }
 
     /// Whether the announcement of what was returned may wait for the next completion.
-    fn may_hold<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<bool, QueueError> {
-        Ok(match self {
+    fn may_hold<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
+        match self {
             Self::Split(q) => {
-                let waiting = q.pending(mem)?;
+                // A ring that cannot say what waits (its index jumped) holds nothing back; the
+                // next pop reports it.
+                let waiting = q.pending(mem).unwrap_or(0);
                 waiting >= MIN_WAITING && q.unannounced() < waiting.min(MAX_HELD)
             }
             Self::Packed(_) => false,
-        })
+        }
     }
 
     /// Whether the driver must be notified about the chains returned since the last call.
