@@ -19,7 +19,8 @@
 //! stack's connected pair, for an instruction counter: under
 //! `valgrind --tool=callgrind`, the difference of two counts (say N = 200 and N = 1200) divided
 //! by the difference of N is what one round trip costs in user space, client and back-end
-//! together, free of the set-up and of a noisy machine's timing.
+//! together, free of the set-up and of a noisy machine's timing. `connect count-connect
+//! ours|theirs N` does the same for N connects to both rings started.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -318,6 +319,38 @@ fn count(stack: &str, n: u64) {
     println!("{stack}: {n} GET_CONFIG round trips");
 }
 
+/// `count-connect ours|theirs N`: N connects to both rings started, each ended before the
+/// next, untimed (module docs). Their back-end daemon is created for each connection (it serves
+/// one), so its creation counts with theirs.
+fn count_connect(stack: &str, n: u64) {
+    let ram = GuestRegion::new(0, RAM).expect("guest memory");
+    match stack {
+        "ours" => {
+            let served = common::serve("count-connect");
+            let rings: Vec<(OwnedFd, OwnedFd)> =
+                (0..2).map(|_| (eventfd().unwrap(), eventfd().unwrap())).collect();
+            for _ in 0..n {
+                drop(our_session(&served.path, &ram, &rings));
+                served.wait_ended(1);
+            }
+        }
+        "theirs" => {
+            let path = socket("count-connect");
+            let rings: Vec<(EventFd, EventFd)> = (0..2)
+                .map(|_| (EventFd::new(0).expect("eventfd"), EventFd::new(0).expect("eventfd")))
+                .collect();
+            for _ in 0..n {
+                let mut peer = peer::Peer::spawn(&path);
+                wait_bound(&path);
+                drop(their_session(&path, &ram, &rings));
+                peer.join(TIMEOUT).expect("peer ends");
+            }
+        }
+        other => panic!("count-connect: `ours` or `theirs`, not {other:?}"),
+    }
+    println!("{stack}: {n} connects");
+}
+
 fn report(name: &str, ours: &Tally, theirs: &Tally) {
     if ours.iters.get() == 0 || theirs.iters.get() == 0 {
         println!("{name}: not run on both stacks");
@@ -338,10 +371,15 @@ fn report(name: &str, ours: &Tally, theirs: &Tally) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("count") {
+    let mode = args.get(1).map(String::as_str);
+    if matches!(mode, Some("count" | "count-connect")) {
         let stack = args.get(2).map_or("ours", String::as_str);
         let n = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
-        count(stack, n);
+        if mode == Some("count") {
+            count(stack, n);
+        } else {
+            count_connect(stack, n);
+        }
         return;
     }
     let mut c = Criterion::default().configure_from_args();

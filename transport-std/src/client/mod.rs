@@ -63,7 +63,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One front-end connection to a vhost-user back-end; see the module docs.
 #[derive(Debug)]
 pub struct Client {
-    frontend: Frontend,
+    /// Boxed: the state machine holds its buffers inline (KiBs), and a client moves.
+    frontend: Box<Frontend>,
     io: io::Io,
     /// `handshake` or `restore` was called.
     started: bool,
@@ -83,7 +84,7 @@ impl Client {
         let setup = |what| move |source| ClientError::Io { what, source };
         stream.set_nonblocking(false).map_err(setup("making the socket blocking"))?;
         let mut client = Self {
-            frontend: Frontend::new(FrontendConfig::new(VirtioFeatures::empty())),
+            frontend: Box::new(Frontend::new(FrontendConfig::new(VirtioFeatures::empty()))),
             io: io::Io::new(stream, Box::new(AckAll)),
             started: false,
         };

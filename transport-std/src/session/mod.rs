@@ -100,7 +100,8 @@ pub enum Read {
 pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
     /// First: dropping it stops the queues and resets the device before the sockets close.
     exec: Executor<D, H>,
-    backend: Backend,
+    /// Boxed: the state machine holds its tables inline (tens of KiB), and a session moves.
+    backend: Box<Backend>,
     reader: FrameReader,
     replies: Outbox<RequestCode>,
     channel: Channel,
@@ -141,7 +142,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     /// carry out is not offered (see [`offer`]).
     pub fn new(mut device: H, style: Style) -> Result<Self, SessionError> {
         let spec = offer::offered(device.borrow_mut().spec());
-        let backend = Backend::new(spec)?;
+        let backend = Box::new(Backend::new(spec)?);
         let queues = backend.spec().queues;
         let requests = BackendRequests::new().map_err(SessionError::Setup)?;
         let mut exec = Executor::new(device, queues);
