@@ -152,15 +152,25 @@ impl FrameDecoder {
     }
 
     fn check_header(&self) -> Result<usize, WireError> {
-        let (header, _) = Header::read_from_prefix(&self.buf)
-            .map_err(|_| WireError::TruncatedHeader { got: self.filled })?;
-        crate::message::check_version_and_reserved(header.flags.get())?;
-        let size = header.size.get();
-        if size as usize > self.max_payload {
-            return Err(WireError::PayloadTooLarge { size, max: self.max_payload });
-        }
-        Ok(HEADER_SIZE + size as usize)
+        frame_len(&self.buf[..self.filled], self.max_payload)
     }
+}
+
+/// The length (header and payload) of the frame whose header starts `bytes`, once the header is
+/// checked as the decoder checks it: version and reserved flag bits, a payload of at most
+/// `max_payload` bytes (itself capped at [`MAX_PAYLOAD_SIZE`]). For transports that assemble
+/// frames in a buffer of their own; `bytes` shorter than a header is
+/// [`WireError::TruncatedHeader`].
+pub fn frame_len(bytes: &[u8], max_payload: usize) -> Result<usize, WireError> {
+    let (header, _) = Header::read_from_prefix(bytes)
+        .map_err(|_| WireError::TruncatedHeader { got: bytes.len() })?;
+    crate::message::check_version_and_reserved(header.flags.get())?;
+    let size = header.size.get();
+    let max_payload = max_payload.min(MAX_PAYLOAD_SIZE);
+    if size as usize > max_payload {
+        return Err(WireError::PayloadTooLarge { size, max: max_payload });
+    }
+    Ok(HEADER_SIZE + size as usize)
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub mod wire;
 pub use error::WireError;
 pub use fd::FdToken;
 pub use features::{ProtocolFeatures, VirtioFeatures};
-pub use framing::{FrameDecoder, Progress};
+pub use framing::{frame_len, FrameDecoder, Progress};
 pub use message::{BackendReply, BackendRequest, Incoming, Reply, Request, VringIndex};
 pub use protocol_error::{disposition, reply_kind, Disposition, ProtocolError, ReplyKind};
 pub use wire::{BackendCode, Code, FrontendCode};

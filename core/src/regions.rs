@@ -5,6 +5,12 @@
 //! overlap of guest-physical ranges nor of user-address ranges; spec "Memory regions" and
 //! ADD_MEM_REG) and answers translations. It never maps memory: mapping is the driver's job, told
 //! through actions.
+//!
+//! The table's room for [`MAX_MEM_SLOTS`] regions (24 KiB) lives inline, in an `ArrayVec`: an
+//! empty one leaves its room unwritten, where an empty `heapless::Vec` of that size is filled
+//! with zeros when it is created, once per state machine and connection.
+
+use arrayvec::ArrayVec;
 
 use crate::limits::MAX_MEM_SLOTS;
 use crate::message::Region;
@@ -111,13 +117,14 @@ pub fn check_disjoint<'r>(
 /// The regions currently mapped, in the order they were added.
 #[derive(Clone, Debug, Default)]
 pub struct RegionTable {
-    regions: heapless::Vec<Region, MAX_MEM_SLOTS>,
+    regions: ArrayVec<Region, MAX_MEM_SLOTS>,
 }
 
 impl RegionTable {
-    /// An empty table.
-    pub const fn new() -> Self {
-        Self { regions: heapless::Vec::new() }
+    /// An empty table. Nothing of its room is written: a state machine holding one is cheap
+    /// to create ([module docs](self)).
+    pub fn new() -> Self {
+        Self { regions: ArrayVec::new() }
     }
 
     /// The regions.
@@ -154,7 +161,7 @@ impl RegionTable {
     /// Adds a region after [`RegionTable::check_add`]; re-checks and refuses on failure.
     pub fn add(&mut self, region: Region, max_slots: usize) -> Result<(), RegionError> {
         self.check_add(&region, max_slots)?;
-        self.regions.push(region).map_err(|_| RegionError::Full { max: MAX_MEM_SLOTS })
+        self.regions.try_push(region).map_err(|_| RegionError::Full { max: MAX_MEM_SLOTS })
     }
 
     /// Finds the region REM_MEM_REG names: same guest address, user address and size (the

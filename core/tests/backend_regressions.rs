@@ -437,3 +437,17 @@ fn get_inflight_fd_without_payload_is_refused() {
         Err(WireError::PayloadSize { expected: 24, got: 0, .. })
     ));
 }
+
+#[test]
+fn a_fresh_back_end_reports_every_ring_in_its_initial_state() {
+    // The rings are laid out by the first frame; before it they read as they will start.
+    let backend = Backend::new(spec()).expect("valid spec");
+    assert_eq!(backend.vring_state(V0), Some(RingState::default()));
+    assert_eq!(backend.vring_state(V1), Some(RingState::default()));
+    assert_eq!(backend.vring_state(VringIndex(2)), None);
+    assert!(backend.is_suspended());
+    let mut t = Transcript::backend(spec());
+    assert_eq!(t.send(Request::SetOwner), []);
+    assert_eq!(t.backend.vring_state(V1), Some(RingState::default()));
+    assert_eq!(t.backend.vring_state(VringIndex(2)), None);
+}

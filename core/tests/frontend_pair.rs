@@ -109,6 +109,24 @@ fn connect_without_channel_drops_backend_req_and_what_depends_on_it() {
 }
 
 #[test]
+fn a_front_end_is_configured_until_its_handshake_starts() {
+    let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
+    let mut other = config();
+    other.features = VirtioFeatures::empty();
+    other.protocol_features.remove(ProtocolFeatures::SHMEM | ProtocolFeatures::REPLY_ACK);
+    pair.frontend.configure(other).unwrap();
+    pair.frontend.connect(None).unwrap();
+    assert_eq!(pair.frontend.configure(config()), Err(FrontendError::AlreadyConnected));
+    pair.pump();
+    // What was negotiated follows the configuration given last before the handshake.
+    let negotiated = pair.frontend.negotiated().unwrap();
+    assert!(!negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX));
+    assert!(!negotiated.protocol_features.contains(ProtocolFeatures::SHMEM));
+    assert!(!negotiated.protocol_features.contains(ProtocolFeatures::REPLY_ACK));
+    pair.assert_clean();
+}
+
+#[test]
 fn operations_wait_for_the_handshake() {
     let mut pair = Pair::new(spec(), config(), CONFIG.to_vec());
     assert_eq!(pair.frontend.get_status(), Err(FrontendError::NotConnected));

@@ -1,9 +1,11 @@
 //! Frames and their descriptors out of a Unix stream socket, with as few `recvmsg` calls as the
 //! stream allows.
 //!
-//! A [`FrameReader`] reads chunks with [`recv_chunk`] and feeds them to core's [`FrameDecoder`],
-//! which validates each header as soon as it is complete. How much one `recvmsg` asks for is its
-//! [`ReadAhead`]:
+//! A [`FrameReader`] reads chunks with [`recv_chunk`] into a buffer of its own and hands out each
+//! frame where it lies in that buffer, with no copy; core's [`frame_len`] checks each header as
+//! soon as it is complete (version, reserved bits, payload limit). The buffer starts small and
+//! grows only as far as the frames and bursts the peer sends need. How much one `recvmsg` asks
+//! for is its [`ReadAhead`]:
 //!
 //! - [`ReadAhead::Greedy`]: as much as the buffer holds, so a frame usually takes one call and a
 //!   burst of frames (QEMU sends a ring's setup without waiting for replies) takes one call for
@@ -27,13 +29,16 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 
-use vhu_core::limits::{HEADER_SIZE, MAX_FDS_PER_MSG, MAX_FRAME_SIZE};
-use vhu_core::{FrameDecoder, Progress};
+use vhu_core::frame_len;
+use vhu_core::limits::{HEADER_SIZE, MAX_FDS_PER_MSG, MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE};
 
 use crate::scm::{recv_chunk, RecvOutcome, ScmError};
 
-/// Bytes one greedy `recvmsg` may bring: several frames of a burst.
+/// The most one greedy `recvmsg` may bring: several frames of a burst.
 const READ_AHEAD: usize = 4 * MAX_FRAME_SIZE;
+
+/// Where a greedy buffer starts: a whole burst of ring set-up, or a memory table, in one call.
+const GREEDY_START: usize = 1024;
 
 /// How much one `recvmsg` asks for; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,15 +60,17 @@ struct Arrived {
 
 /// Reads frames and their descriptors; see the module docs.
 pub struct FrameReader {
-    decoder: Box<FrameDecoder>,
-    buf: Box<[u8]>,
-    /// Received bytes not yet given to the decoder: `buf[start..end]`.
+    /// Received bytes: `buf[start..end]`, the current frame first. Grows, never shrinks.
+    buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// Stream offset of `buf[start]`.
-    offset: u64,
-    /// Stream offset of the decoder's current frame.
-    frame_start: u64,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// The length of the frame at `start` once its header was checked.
+    frame_len: Option<usize>,
+    /// Whether that frame was handed out (the next [`FrameReader::recv`] drops it).
+    handed_out: bool,
+    max_payload: usize,
     arrived: VecDeque<Arrived>,
     /// The complete frame's descriptors.
     fds: Vec<OwnedFd>,
@@ -74,7 +81,7 @@ impl std::fmt::Debug for FrameReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrameReader")
             .field("buffered", &(self.end - self.start))
-            .field("offset", &self.offset)
+            .field("offset", &(self.base + self.start as u64))
             .field("arrived", &self.arrived.len())
             .field("read_ahead", &self.read_ahead)
             .finish_non_exhaustive()
@@ -82,25 +89,22 @@ impl std::fmt::Debug for FrameReader {
 }
 
 impl FrameReader {
-    /// A reader for frames of up to the protocol's maximum payload.
+    /// A reader accepting payloads up to the protocol's maximum.
     pub fn new(read_ahead: ReadAhead) -> Self {
-        Self::with_max_payload(read_ahead, vhu_core::limits::MAX_PAYLOAD_SIZE)
+        Self::with_max_payload(read_ahead, MAX_PAYLOAD_SIZE)
     }
 
     /// A reader refusing payloads over `max_payload` bytes (at most the protocol's maximum). With
     /// [`ReadAhead::Exact`] an oversized payload is refused before a byte of it is read.
     pub fn with_max_payload(read_ahead: ReadAhead, max_payload: usize) -> Self {
-        let size = match read_ahead {
-            ReadAhead::Greedy => READ_AHEAD,
-            ReadAhead::Exact => MAX_FRAME_SIZE,
-        };
         Self {
-            decoder: Box::new(FrameDecoder::with_max_payload(max_payload)),
-            buf: vec![0; size].into_boxed_slice(),
+            buf: Vec::new(),
             start: 0,
             end: 0,
-            offset: 0,
-            frame_start: 0,
+            base: 0,
+            frame_len: None,
+            handed_out: false,
+            max_payload: max_payload.min(MAX_PAYLOAD_SIZE),
             arrived: VecDeque::new(),
             fds: Vec::new(),
             read_ahead,
@@ -117,44 +121,55 @@ impl FrameReader {
     ///   continues it.
     pub fn recv(&mut self, sock: impl AsFd) -> Result<RecvOutcome, ScmError> {
         let sock = sock.as_fd();
-        if self.decoder.next_read_len() == 0 {
-            self.decoder.clear();
+        if self.handed_out {
+            self.handed_out = false;
+            // Cannot be None: a frame handed out has its length.
+            self.start += self.frame_len.take().unwrap_or(0);
         }
         self.fds.clear();
         loop {
             if let Some(len) = self.decode()? {
                 return Ok(RecvOutcome::Frame(len));
             }
+            let room = self.make_room();
             let want = match self.read_ahead {
-                ReadAhead::Greedy => self.buf.len(),
-                ReadAhead::Exact => self.decoder.next_read_len(),
+                ReadAhead::Greedy => room,
+                ReadAhead::Exact => self.needed(),
             };
-            // `decode` consumed every buffered byte: the buffer starts over.
-            self.start = 0;
-            self.end = 0;
-            let (bytes, fds) = recv_chunk(sock, &mut self.buf[..want]).map_err(|e| self.fail(e))?;
+            let end = self.end;
+            let chunk = &mut self.buf[end..end + want];
+            let (bytes, fds) = recv_chunk(sock, chunk).map_err(|e| self.fail(e))?;
             if bytes == 0 {
                 if !fds.is_empty() {
                     let error = ScmError::FdsMidFrame { fds: fds.len(), offset: self.progress().0 };
                     return Err(self.fail(error));
                 }
-                if self.decoder.is_idle() {
+                if self.start == self.end {
                     return Ok(RecvOutcome::Closed);
                 }
                 let (got, wanted) = self.progress();
                 return Err(self.fail(ScmError::UnexpectedEof { got, wanted }));
             }
             if !fds.is_empty() {
-                let to = self.offset + bytes as u64;
-                self.arrived.push_back(Arrived { from: self.offset, to, fds });
+                let from = self.base + self.end as u64;
+                self.arrived.push_back(Arrived { from, to: from + bytes as u64, fds });
             }
-            self.end = bytes;
+            self.end += bytes;
+            if self.read_ahead == ReadAhead::Greedy && bytes == room && self.buf.len() < READ_AHEAD
+            {
+                // The call filled the buffer: a burst larger than it; the next call takes more.
+                let grown = (self.buf.len() * 2).min(READ_AHEAD);
+                self.buf.resize(grown, 0);
+            }
         }
     }
 
     /// The complete frame the last [`FrameReader::recv`] returned.
     pub fn frame(&self) -> Option<&[u8]> {
-        self.decoder.frame()
+        match self.frame_len {
+            Some(len) if self.handed_out => self.buf.get(self.start..self.start + len),
+            _ => None,
+        }
     }
 
     /// The descriptors of the complete frame, in the order they came; the next
@@ -171,45 +186,95 @@ impl FrameReader {
     /// Whether bytes wait in the reader: call [`FrameReader::recv`] before waiting for the
     /// socket. Never true with [`ReadAhead::Exact`].
     pub fn has_buffered(&self) -> bool {
-        self.start < self.end
+        self.start + self.handed_len() < self.end
     }
 
     /// Whether no byte of a frame is held (a clean place for the peer to hang up).
     pub fn is_idle(&self) -> bool {
-        !self.has_buffered() && (self.decoder.is_idle() || self.decoder.next_read_len() == 0)
+        !self.has_buffered()
     }
 
     /// Forgets everything received, closing the descriptors held.
     pub fn clear(&mut self) {
-        self.decoder.clear();
+        self.base += self.end as u64;
         self.start = 0;
         self.end = 0;
+        self.frame_len = None;
+        self.handed_out = false;
         self.arrived.clear();
         self.fds.clear();
     }
 
-    /// Gives buffered bytes to the decoder until a frame is complete (its length) or the buffer
-    /// is empty.
-    fn decode(&mut self) -> Result<Option<usize>, ScmError> {
-        while self.start < self.end {
-            if self.decoder.is_idle() {
-                self.frame_start = self.offset;
-            }
-            let pushed = self.decoder.push(&self.buf[self.start..self.end]);
-            let (consumed, progress) = pushed.map_err(|e| self.fail(ScmError::Wire(e)))?;
-            self.start += consumed;
-            self.offset += consumed as u64;
-            if let Progress::Ready(len) = progress {
-                self.attribute().map_err(|e| self.fail(e))?;
-                return Ok(Some(len));
-            }
+    /// The length of the frame handed out, still at the front of the buffer.
+    fn handed_len(&self) -> usize {
+        match self.frame_len {
+            Some(len) if self.handed_out => len,
+            _ => 0,
         }
-        Ok(None)
+    }
+
+    /// Bytes the current frame still needs: the rest of its header, then of its payload.
+    fn needed(&self) -> usize {
+        self.frame_len.unwrap_or(HEADER_SIZE) - (self.end - self.start)
+    }
+
+    /// Makes the buffer hold the whole current frame and have room after the bytes received
+    /// (moving a partial frame to the front, growing where the frame or a greedy read needs it);
+    /// returns the room.
+    fn make_room(&mut self) -> usize {
+        if self.start == self.end {
+            self.base += self.end as u64;
+            self.start = 0;
+            self.end = 0;
+        }
+        let frame = self.frame_len.unwrap_or(HEADER_SIZE);
+        let size = match self.read_ahead {
+            ReadAhead::Greedy => frame.max(GREEDY_START),
+            ReadAhead::Exact => frame,
+        };
+        if self.start + size > self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.base += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if size > self.buf.len() {
+            let grown = match self.read_ahead {
+                ReadAhead::Greedy => size.max(self.buf.len() * 2).min(READ_AHEAD.max(size)),
+                ReadAhead::Exact => size,
+            };
+            self.buf.resize(grown, 0);
+        }
+        self.buf.len() - self.end
+    }
+
+    /// Checks the header of the frame at the front once it is complete, and says whether the
+    /// whole frame is buffered (its length).
+    fn decode(&mut self) -> Result<Option<usize>, ScmError> {
+        let held = self.end - self.start;
+        let len = match self.frame_len {
+            Some(len) => len,
+            None if held < HEADER_SIZE => return Ok(None),
+            None => {
+                let header = &self.buf[self.start..self.start + HEADER_SIZE];
+                let len = frame_len(header, self.max_payload)
+                    .map_err(|e| self.fail(ScmError::Wire(e)))?;
+                self.frame_len = Some(len);
+                len
+            }
+        };
+        if held < len {
+            return Ok(None);
+        }
+        self.attribute(len).map_err(|e| self.fail(e))?;
+        self.handed_out = true;
+        Ok(Some(len))
     }
 
     /// Hands the just completed frame the descriptors that are its own (module docs).
-    fn attribute(&mut self) -> Result<(), ScmError> {
-        let (start, end) = (self.frame_start, self.offset);
+    fn attribute(&mut self, len: usize) -> Result<(), ScmError> {
+        let start = self.base + self.start as u64;
+        let end = start + len as u64;
         while let Some(call) = self.arrived.front() {
             if call.from >= end {
                 break;
@@ -237,11 +302,8 @@ impl FrameReader {
 
     /// Bytes of the current frame received, and bytes it needs so far.
     fn progress(&self) -> (usize, usize) {
-        let wanted = match self.decoder.header() {
-            Some(header) => HEADER_SIZE + header.size.get() as usize,
-            None => HEADER_SIZE,
-        };
-        (wanted.saturating_sub(self.decoder.next_read_len()), wanted)
+        let wanted = self.frame_len.unwrap_or(HEADER_SIZE);
+        ((self.end - self.start).min(wanted), wanted)
     }
 
     /// Forgets the stream (unless the error leaves it usable) before reporting `error`.

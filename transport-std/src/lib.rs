@@ -114,6 +114,7 @@ pub mod dirty;
 pub mod driver;
 pub mod fd_table;
 pub mod frame_reader;
+mod in_place;
 pub mod memory;
 pub mod scm;
 pub mod session;

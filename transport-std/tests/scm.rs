@@ -379,3 +379,40 @@ fn a_large_send_completes_and_attaches_fds_once() {
     assert_eq!(fds_seen, 1);
     assert!(got == expected, "bytes arrive complete and in order");
 }
+
+#[test]
+fn bursts_and_frames_larger_than_the_buffer_arrive_whole_and_in_order() {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    // Frames of every size around the reader's starting buffer and its growth, the largest
+    // payload included, sent back to back; every seventh carries a descriptor.
+    let sizes: Vec<usize> =
+        (0..60).map(|i| (i * 331) % 4097).chain([4096, 0, 1012, 1013]).collect();
+    let frames: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| frame(i as u32, &(0..n).map(|j| (i + j) as u8).collect::<Vec<u8>>()))
+        .collect();
+    for read_ahead in [ReadAhead::Greedy, ReadAhead::Exact] {
+        let (writer, reader_end) = (a.try_clone().expect("clone"), &b);
+        let to_send = frames.clone();
+        let sender = std::thread::spawn(move || {
+            let efd = event();
+            for (i, bytes) in to_send.iter().enumerate() {
+                let fds: &[BorrowedFd<'_>] = if i % 7 == 0 { &[efd.as_fd()] } else { &[] };
+                send(&writer, bytes, fds).expect("send");
+            }
+        });
+        let mut reader = FrameReader::new(read_ahead);
+        for (i, expected) in frames.iter().enumerate() {
+            assert_eq!(
+                reader.recv(reader_end).expect("recv"),
+                RecvOutcome::Frame(expected.len()),
+                "frame {i} ({read_ahead:?})"
+            );
+            assert_eq!(reader.frame(), Some(&expected[..]), "frame {i} ({read_ahead:?})");
+            assert_eq!(reader.fds().len(), usize::from(i % 7 == 0), "frame {i} ({read_ahead:?})");
+        }
+        sender.join().expect("sender");
+        assert!(reader.is_idle());
+    }
+}

@@ -9,7 +9,7 @@ use crate::message::{
     ConfigFlags, InflightDesc, Iotlb, Reply, TransferDirection, TransferPhase, Uuid,
 };
 use crate::protocol_error::{reply_kind, ReplyKind};
-use crate::wire::FrontendCode;
+use crate::wire::{self, FrontendCode};
 use crate::{FdToken, ProtocolError, ProtocolFeatures, VirtioFeatures};
 
 impl Backend {
@@ -140,6 +140,7 @@ impl Backend {
 
     pub(super) fn get_shmem_config(&mut self) -> Result<(), ProtocolError> {
         self.require(FrontendCode::GetShmemConfig, ProtocolFeatures::SHMEM, "SHMEM")?;
+        self.shmem = Some(wire::ShmemConfig::from_sizes(&self.spec.shmem_sizes));
         self.outputs.push(Item::ShmemReply);
         Ok(())
     }

@@ -41,10 +41,11 @@ mod vrings;
 pub use output::{Action, Completion, Output, VringConfig};
 pub use outstanding::{BackendOutcome, BackendRequestId, BackendResult, MAX_OUTSTANDING};
 pub use spec::{
-    broken_dependency, conflict, BackendSpec, SpecError, CONFLICTS, DEPENDENCIES,
+    broken_dependency, conflict, BackendSpec, CheckedSpec, SpecError, CONFLICTS, DEPENDENCIES,
     SUPPORTED_PROTOCOL_FEATURES,
 };
 
+use arrayvec::ArrayVec;
 use zerocopy::FromBytes;
 
 use crate::message::{ConfigFlags, Region, Reply, Request};
@@ -86,13 +87,14 @@ enum Pending {
 #[derive(Debug)]
 pub struct Backend {
     spec: BackendSpec,
-    shmem: wire::ShmemConfig,
+    /// The GET_SHMEM_CONFIG reply, built when asked for.
+    shmem: Option<wire::ShmemConfig>,
     owned: bool,
     acked_features: Option<VirtioFeatures>,
     acked_protocol: ProtocolFeatures,
     regions: RegionTable,
     staged: heapless::Vec<Region, { crate::limits::MAX_MEM_TABLE_REGIONS }>,
-    vrings: heapless::Vec<Vring, { crate::limits::MAX_QUEUES }>,
+    vrings: ArrayVec<Vring, { crate::limits::MAX_QUEUES }>,
     status: u8,
     backend_channel: bool,
     outstanding: outstanding::Outstanding,
@@ -108,31 +110,29 @@ pub struct Backend {
 impl Backend {
     /// A back-end for a fresh connection.
     pub fn new(spec: BackendSpec) -> Result<Self, SpecError> {
-        spec.validate()?;
-        let mut sizes = [wire::U64::ZERO; crate::limits::MAX_SHMEM_REGIONS];
-        for (slot, size) in sizes.iter_mut().zip(spec.shmem_sizes.iter()) {
-            *slot = wire::U64::new(*size);
-        }
-        let nregions = spec.shmem_sizes.iter().filter(|s| **s != 0).count() as u32;
-        let shmem = wire::ShmemConfig {
-            nregions: wire::U32::new(nregions),
-            padding: wire::U32::ZERO,
-            memory_sizes: sizes,
-        };
-        let mut vrings = heapless::Vec::new();
-        for _ in 0..spec.queues {
-            // Cannot fail: validate() bounds queues by MAX_QUEUES, the capacity.
-            let _ = vrings.push(Vring::default());
-        }
-        Ok(Self {
+        Ok(Self::from_checked(spec.check()?))
+    }
+
+    /// A back-end for a fresh connection, from a spec already checked: infallible, so a
+    /// transport can build it straight into the memory that keeps it.
+    ///
+    /// Never inlined: a caller building it in place passes that memory as the return slot, and
+    /// only the few fields of a fresh back-end are written there, not the tables' room (tens of
+    /// KiB); inlined, it would be built on the caller's stack and copied whole.
+    #[inline(never)]
+    pub fn from_checked(spec: CheckedSpec) -> Self {
+        let CheckedSpec(spec) = spec;
+        Self {
             spec,
-            shmem,
+            shmem: None,
             owned: false,
             acked_features: None,
             acked_protocol: ProtocolFeatures::empty(),
             regions: RegionTable::new(),
             staged: heapless::Vec::new(),
-            vrings,
+            // Laid out by the first frame (`lay_out_vrings`): filled here, they would be built
+            // aside and copied, 16 KiB of room with them.
+            vrings: ArrayVec::new(),
             status: 0,
             backend_channel: false,
             outstanding: outstanding::Outstanding::new(),
@@ -143,7 +143,7 @@ impl Backend {
             config_len: 0,
             log_reply: [0; 16],
             postcopy: postcopy::Postcopy::new(),
-        })
+        }
     }
 
     /// The spec this back-end serves.
@@ -168,7 +168,20 @@ impl Backend {
 
     /// A ring's started/enabled state, if the index is in range.
     pub fn vring_state(&self, index: VringIndex) -> Option<RingState> {
-        self.vrings.get(usize::from(index.0)).map(|v| v.state)
+        let i = usize::from(index.0);
+        // Before the first frame the rings are not laid out yet: each has its initial state.
+        (i < self.spec.queues)
+            .then(|| self.vrings.get(i).map_or_else(RingState::default, |v| v.state))
+    }
+
+    /// Lays the rings out, in their initial state, before the first frame is handled.
+    fn lay_out_vrings(&mut self) {
+        if self.vrings.is_empty() {
+            for _ in 0..self.spec.queues {
+                // Cannot fail: validate() bounds queues by MAX_QUEUES, the capacity.
+                let _ = self.vrings.try_push(Vring::default());
+            }
+        }
     }
 
     /// Whether every ring is stopped (spec "Suspended device state").
@@ -203,7 +216,10 @@ impl Backend {
                 migration,
             }),
             Item::LogReply => Output::Reply(Reply::LogBase(&self.log_reply)),
-            Item::ShmemReply => Output::Reply(Reply::ShmemConfig(&self.shmem)),
+            // Queued only after the configuration was built: never EMPTY.
+            Item::ShmemReply => Output::Reply(Reply::ShmemConfig(
+                self.shmem.as_ref().unwrap_or(&wire::ShmemConfig::EMPTY),
+            )),
             Item::PostcopyReply => Output::Reply(Reply::MemTableBases(self.postcopy.table())),
         })
     }
@@ -213,6 +229,7 @@ impl Backend {
     /// An `Err` has already been acted on (a NACK or a [`Output::Close`] is queued, and every token
     /// of the frame released); it is returned for logging.
     pub fn handle_frame(&mut self, frame: &[u8], fds: &[FdToken]) -> Result<(), ProtocolError> {
+        self.lay_out_vrings();
         let header = Header::read_from_prefix(frame).ok().map(|(h, _)| h);
         let code = header.and_then(|h| FrontendCode::from_u32(h.request.get()));
         let need_reply =

@@ -22,7 +22,7 @@ pub struct BackendSpec {
     /// Memory slots reported by GET_MAX_MEM_SLOTS (at most 512).
     pub max_mem_slots: usize,
     /// Shared-memory region sizes by shmid, for GET_SHMEM_CONFIG (SHMEM).
-    pub shmem_sizes: heapless::Vec<u64, MAX_SHMEM_REGIONS>,
+    pub shmem_sizes: arrayvec::ArrayVec<u64, MAX_SHMEM_REGIONS>,
 }
 
 /// A spec the back-end cannot serve.
@@ -99,6 +99,17 @@ pub fn broken_dependency(
         .map(|(feature, needs)| (*feature, needs.difference(features)))
 }
 
+/// A [`BackendSpec`] that [`BackendSpec::check`] accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedSpec(pub(super) BackendSpec);
+
+impl CheckedSpec {
+    /// The spec.
+    pub fn spec(&self) -> &BackendSpec {
+        &self.0
+    }
+}
+
 impl BackendSpec {
     /// A spec with `queues` rings of at most `max_queue_size` entries, offering VERSION_1 and the
     /// modern baseline of protocol features (MQ, REPLY_ACK, CONFIG, BACKEND_REQ,
@@ -117,8 +128,15 @@ impl BackendSpec {
                 | ProtocolFeatures::STATUS,
             config_size: 0,
             max_mem_slots: crate::limits::DEFAULT_MEM_SLOTS,
-            shmem_sizes: heapless::Vec::new(),
+            shmem_sizes: arrayvec::ArrayVec::new(),
         }
+    }
+
+    /// Checks the spec ([`BackendSpec::validate`]) and gives it back as one a
+    /// [`Backend`](super::Backend) is built from without failing.
+    pub fn check(self) -> Result<CheckedSpec, SpecError> {
+        self.validate()?;
+        Ok(CheckedSpec(self))
     }
 
     /// Checks that the back-end can serve this spec.

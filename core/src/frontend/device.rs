@@ -197,7 +197,7 @@ impl Frontend {
         self.queues.reserve(1)?;
         self.crypto.clear();
         // Cannot fail: session.len() <= MAX_CRYPTO_SESSION_SIZE, the capacity.
-        let _ = self.crypto.extend_from_slice(session);
+        let _ = self.crypto.try_extend_from_slice(session);
         self.queues.push_request(Queued::CryptoSession);
         Ok(())
     }

@@ -24,6 +24,15 @@ impl Frontend {
         }
     }
 
+    /// Replaces the configuration the handshake will negotiate, before it starts: a front-end
+    /// made ahead of time (a client holding one for its connection) is configured in place
+    /// instead of built again.
+    pub fn configure(&mut self, config: super::FrontendConfig) -> Result<(), FrontendError> {
+        self.require_idle()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// Starts the connect handshake: SET_OWNER, GET_FEATURES, then (from the replies)
     /// GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS,
     /// SET_BACKEND_REQ_FD and SET_FEATURES; [`Event::Connected`](super::Event::Connected)

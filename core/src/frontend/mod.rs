@@ -62,6 +62,7 @@ use crate::protocol_error::{reply_kind, ReplyKind};
 use crate::regions::RegionTable;
 use crate::wire::{self, BackendCode, FrontendCode};
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
+use arrayvec::ArrayVec;
 use postcopy::{PostcopyAck, PostcopyPhase};
 use queue::{Item, Queued, Queues};
 
@@ -109,11 +110,10 @@ pub struct Frontend {
     config_out: heapless::Vec<u8, MAX_CONFIG_SIZE>,
     /// The CREATE_CRYPTO_SESSION payload waiting to be sent, then the session the reply
     /// returned.
-    crypto: heapless::Vec<u8, MAX_CRYPTO_SESSION_SIZE>,
-    config_in: [u8; MAX_CONFIG_SIZE],
-    config_in_len: usize,
+    crypto: ArrayVec<u8, MAX_CRYPTO_SESSION_SIZE>,
+    config_in: heapless::Vec<u8, MAX_CONFIG_SIZE>,
     /// The last GET_SHMEM_CONFIG reply.
-    shmem: crate::wire::ShmemConfig,
+    shmem: Option<crate::wire::ShmemConfig>,
     started: [u64; MAX_VRINGS / 64],
     logging: bool,
     postcopy: PostcopyPhase,
@@ -131,6 +131,11 @@ pub struct Frontend {
 
 impl Frontend {
     /// A front-end for a fresh connection that will negotiate `config`.
+    ///
+    /// Never inlined: a caller building it in place passes that memory as the return slot, and
+    /// only the few fields of a fresh front-end are written there, not the tables' room (tens
+    /// of KiB); inlined, it would be built on the caller's stack and copied whole.
+    #[inline(never)]
     pub fn new(config: FrontendConfig) -> Self {
         Self {
             config,
@@ -148,10 +153,9 @@ impl Frontend {
             table_out: heapless::Vec::new(),
             table_fds: heapless::Vec::new(),
             config_out: heapless::Vec::new(),
-            crypto: heapless::Vec::new(),
-            config_in: [0; MAX_CONFIG_SIZE],
-            config_in_len: 0,
-            shmem: zerocopy::FromZeros::new_zeroed(),
+            crypto: ArrayVec::new(),
+            config_in: heapless::Vec::new(),
+            shmem: None,
             started: [0; MAX_VRINGS / 64],
             logging: false,
             postcopy: PostcopyPhase::Off,
@@ -256,13 +260,15 @@ impl Frontend {
     fn render(&self, item: Item) -> Output<'_> {
         match item {
             Item::Out(output) => output,
-            Item::ShmemConfig => Output::Event(Event::ShmemConfig(&self.shmem)),
+            // The item is queued only after the reply was stored: never EMPTY.
+            Item::ShmemConfig => Output::Event(Event::ShmemConfig(
+                self.shmem.as_ref().unwrap_or(&wire::ShmemConfig::EMPTY),
+            )),
             Item::PostcopyBases => Output::Event(Event::PostcopyBases(&self.postcopy_bases)),
             Item::CryptoSession => Output::Event(Event::CryptoSession(&self.crypto)),
-            Item::ConfigRead { offset } => Output::Event(Event::ConfigRead {
-                offset,
-                data: &self.config_in[..self.config_in_len],
-            }),
+            Item::ConfigRead { offset } => {
+                Output::Event(Event::ConfigRead { offset, data: &self.config_in })
+            }
         }
     }
 

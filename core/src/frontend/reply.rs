@@ -134,13 +134,14 @@ impl Frontend {
                     });
                 }
                 self.in_flight = None;
-                self.config_in[..data.len()].copy_from_slice(data);
-                self.config_in_len = data.len();
+                self.config_in.clear();
+                // Cannot fail: `size` was checked against MAX_CONFIG_SIZE when the read was sent.
+                let _ = self.config_in.extend_from_slice(data);
                 self.queues.push(Item::ConfigRead { offset });
             }
             (Request::GetShmemConfig, Reply::ShmemConfig(config)) => {
                 self.in_flight = None;
-                self.shmem = *config;
+                self.shmem = Some(*config);
                 self.queues.push(Item::ShmemConfig);
             }
             (Request::GetStatus, Reply::Status(status)) => {
@@ -199,7 +200,7 @@ impl Frontend {
         }
         self.crypto.clear();
         // Cannot fail: the session is as long as the one sent, which fitted.
-        let _ = self.crypto.extend_from_slice(session);
+        let _ = self.crypto.try_extend_from_slice(session);
         self.queues.push(Item::CryptoSession);
         Ok(())
     }

@@ -34,6 +34,27 @@ pub struct ShmemConfig {
     pub memory_sizes: [U64; MAX_SHMEM_REGIONS],
 }
 
+impl ShmemConfig {
+    /// No region.
+    pub const EMPTY: Self = Self {
+        nregions: U32::ZERO,
+        padding: U32::ZERO,
+        memory_sizes: [U64::ZERO; MAX_SHMEM_REGIONS],
+    };
+
+    /// The configuration of regions of `sizes` bytes, by shmid (0: no region; at most
+    /// [`MAX_SHMEM_REGIONS`] are read).
+    pub fn from_sizes(sizes: &[u64]) -> Self {
+        let mut config = Self::EMPTY;
+        for (slot, size) in config.memory_sizes.iter_mut().zip(sizes) {
+            *slot = U64::new(*size);
+        }
+        let nregions = config.memory_sizes.iter().filter(|s| s.get() != 0).count() as u32;
+        config.nregions = U32::new(nregions);
+        config
+    }
+}
+
 /// "VhostUserMMap": `u8 shmid, u8 padding[7], u64 fd_offset, u64 shm_offset, u64 len, u64 flags`
 /// (BACKEND_SHMEM_MAP / BACKEND_SHMEM_UNMAP, 40 bytes).
 #[derive(

@@ -84,7 +84,9 @@ impl Client {
         let setup = |what| move |source| ClientError::Io { what, source };
         stream.set_nonblocking(false).map_err(setup("making the socket blocking"))?;
         let mut client = Self {
-            frontend: Box::new(Frontend::new(FrontendConfig::new(VirtioFeatures::empty()))),
+            frontend: crate::in_place::boxed(|| {
+                Frontend::new(FrontendConfig::new(VirtioFeatures::empty()))
+            }),
             io: io::Io::new(stream, Box::new(AckAll)),
             started: false,
         };

@@ -138,7 +138,7 @@ impl Client {
             return Err(ClientError::Refused(FrontendError::AlreadyConnected));
         }
         self.started = true;
-        *self.frontend = Frontend::new(config);
+        self.frontend.configure(config).map_err(ClientError::Refused)?;
         let channel = if config.protocol_features.contains(ProtocolFeatures::BACKEND_REQ) {
             Some(self.open_channel()?)
         } else {

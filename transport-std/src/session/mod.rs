@@ -141,8 +141,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
     /// [`BackendRequests`] handle through [`Device::connected`]. What the transport does not
     /// carry out is not offered (see [`offer`]).
     pub fn new(mut device: H, style: Style) -> Result<Self, SessionError> {
-        let spec = offer::offered(device.borrow_mut().spec());
-        let backend = Box::new(Backend::new(spec)?);
+        let spec = offer::offered(device.borrow_mut().spec()).check()?;
+        let backend = crate::in_place::boxed(|| Backend::from_checked(spec));
         let queues = backend.spec().queues;
         let requests = BackendRequests::new().map_err(SessionError::Setup)?;
         let mut exec = Executor::new(device, queues);
