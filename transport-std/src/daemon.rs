@@ -4,7 +4,8 @@
 //! Each accepted connection gets a fresh `Backend` and is served by the driver
 //! ([`Connection`]) until it ends; ending it stops every queue, resets the device, unmaps every
 //! region and closes every descriptor of the session. The daemon then accepts the next
-//! connection. A connection that misbehaves only ends itself.
+//! connection. A connection that misbehaves only ends itself. While one is served, others are
+//! accepted and closed at once by one thread, kept from one connection to the next.
 //!
 //! This module must not implement protocol behaviour: it only owns the listener and the device.
 
@@ -16,6 +17,7 @@ use vhu_core::backend::SpecError;
 
 use crate::device::Device;
 use crate::driver::Connection;
+use crate::refuser::Refuser;
 use crate::session::SessionError;
 use crate::socket_file::SocketFile;
 
@@ -72,6 +74,8 @@ pub struct Daemon<D: Device> {
     device: D,
     listener: UnixListener,
     bound: Option<SocketFile>,
+    /// Refuses other front-ends while one is served; started with the first.
+    refuser: Option<Refuser>,
 }
 
 impl<D: Device> Daemon<D> {
@@ -91,7 +95,7 @@ impl<D: Device> Daemon<D> {
             Listen::Listener(listener) => (listener, None),
         };
         listener.set_nonblocking(false).map_err(DaemonError::Listener)?;
-        Ok(Self { device, listener, bound })
+        Ok(Self { device, listener, bound, refuser: None })
     }
 
     /// The socket path, when the daemon bound it.
@@ -131,9 +135,15 @@ impl<D: Device> Daemon<D> {
         // one that reconnects at once would be refused. A duplicate keeps the socket open until
         // the thread has stopped; later connections wait in the backlog for the next accept.
         let held = stream.try_clone().ok();
-        let refusing = Refusing::start(&self.listener);
+        if self.refuser.is_none() {
+            self.refuser = Refuser::start(&self.listener);
+        }
+        let refusing = self.refuser.as_mut().is_some_and(Refuser::refuse);
         let end = self.serve_stream(stream);
-        drop(refusing);
+        if refusing && !self.refuser.as_mut().is_some_and(Refuser::pause) {
+            // The thread is gone: the next connection starts another.
+            self.refuser = None;
+        }
         drop(held);
         Ok(end)
     }
@@ -167,51 +177,5 @@ impl<D: Device> Daemon<D> {
     /// The device, once the daemon is no longer needed (the socket path is removed).
     pub fn into_device(self) -> D {
         self.device
-    }
-}
-
-/// While a front-end is served, every other connection is accepted and closed at once: the
-/// back-end serves one front-end, and a second one sees its connection end instead of waiting
-/// unanswered behind the first.
-struct Refusing {
-    stop: Option<UnixStream>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Refusing {
-    fn start(listener: &UnixListener) -> Self {
-        let (Ok(listener), Ok((stop, stopped))) = (listener.try_clone(), UnixStream::pair()) else {
-            // Without them later connections wait in the backlog, as they would anyway.
-            return Self { stop: None, thread: None };
-        };
-        let thread = std::thread::Builder::new().name("vhu-refuse".into()).spawn(move || {
-            use rustix::event::{poll, PollFd, PollFlags};
-            loop {
-                let mut fds =
-                    [PollFd::new(&listener, PollFlags::IN), PollFd::new(&stopped, PollFlags::IN)];
-                match poll(&mut fds, None) {
-                    Ok(_) if fds[1].revents().is_empty() => {}
-                    Err(rustix::io::Errno::INTR) => continue,
-                    _ => return,
-                }
-                if !fds[0].revents().is_empty() {
-                    // Accepted and dropped: the connection is closed.
-                    if listener.accept().is_ok() {
-                        log::warn!("refused a second front-end: one is being served");
-                    }
-                }
-            }
-        });
-        Self { stop: Some(stop), thread: thread.ok() }
-    }
-}
-
-impl Drop for Refusing {
-    fn drop(&mut self) {
-        // Closing our end makes the thread's end readable: it returns.
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -63,8 +63,12 @@ impl FdTable {
     ///
     /// All or nothing: if the tokens run out, the descriptors of this call already stored are
     /// removed again and every descriptor of the call is closed.
-    pub fn insert_all(&mut self, fds: Vec<OwnedFd>) -> Result<Vec<FdToken>, TokensExhausted> {
-        let mut tokens = Vec::with_capacity(fds.len());
+    pub fn insert_all(
+        &mut self,
+        fds: impl IntoIterator<Item = OwnedFd>,
+    ) -> Result<Vec<FdToken>, TokensExhausted> {
+        let fds = fds.into_iter();
+        let mut tokens = Vec::with_capacity(fds.size_hint().0);
         for fd in fds {
             match self.insert(fd) {
                 Ok(token) => tokens.push(token),

@@ -32,13 +32,16 @@ use std::os::fd::{AsFd, OwnedFd};
 use vhu_core::frame_len;
 use vhu_core::limits::{HEADER_SIZE, MAX_FDS_PER_MSG, MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE};
 
-use crate::scm::{recv_chunk, RecvOutcome, ScmError};
+use crate::scm::{recv_chunk, ReceivedFds, RecvOutcome, ScmError};
 
 /// The most one greedy `recvmsg` may bring: several frames of a burst.
 const READ_AHEAD: usize = 4 * MAX_FRAME_SIZE;
 
 /// Where a greedy buffer starts: a whole burst of ring set-up, or a memory table, in one call.
 const GREEDY_START: usize = 1024;
+
+/// The descriptors of one frame, at most [`MAX_FDS_PER_MSG`], held without a heap allocation.
+pub type FrameFds = arrayvec::ArrayVec<OwnedFd, MAX_FDS_PER_MSG>;
 
 /// How much one `recvmsg` asks for; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +58,7 @@ struct Arrived {
     /// Stream offsets of the call's first byte and one past its last.
     from: u64,
     to: u64,
-    fds: Vec<OwnedFd>,
+    fds: ReceivedFds,
 }
 
 /// Reads frames and their descriptors; see the module docs.
@@ -73,7 +76,7 @@ pub struct FrameReader {
     max_payload: usize,
     arrived: VecDeque<Arrived>,
     /// The complete frame's descriptors.
-    fds: Vec<OwnedFd>,
+    fds: FrameFds,
     read_ahead: ReadAhead,
 }
 
@@ -106,7 +109,7 @@ impl FrameReader {
             handed_out: false,
             max_payload: max_payload.min(MAX_PAYLOAD_SIZE),
             arrived: VecDeque::new(),
-            fds: Vec::new(),
+            fds: FrameFds::new(),
             read_ahead,
         }
     }
@@ -138,7 +141,8 @@ impl FrameReader {
             };
             let end = self.end;
             let chunk = &mut self.buf[end..end + want];
-            let (bytes, fds) = recv_chunk(sock, chunk).map_err(|e| self.fail(e))?;
+            let mut fds = ReceivedFds::new();
+            let bytes = recv_chunk(sock, chunk, &mut fds).map_err(|e| self.fail(e))?;
             if bytes == 0 {
                 if !fds.is_empty() {
                     let error = ScmError::FdsMidFrame { fds: fds.len(), offset: self.progress().0 };
@@ -179,7 +183,7 @@ impl FrameReader {
     }
 
     /// Takes the descriptors of the complete frame, in the order they came.
-    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+    pub fn take_fds(&mut self) -> FrameFds {
         std::mem::take(&mut self.fds)
     }
 
@@ -292,9 +296,13 @@ impl FrameReader {
             }
             // Cannot fail: the loop saw a front element.
             let Some(call) = self.arrived.pop_front() else { break };
-            self.fds.extend(call.fds);
-            if self.fds.len() > MAX_FDS_PER_MSG {
-                return Err(ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got: self.fds.len() });
+            let got = self.fds.len() + call.fds.len();
+            if got > MAX_FDS_PER_MSG {
+                return Err(ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got });
+            }
+            for fd in call.fds {
+                // Cannot fail: the count was checked against the capacity above.
+                let _ = self.fds.try_push(fd);
             }
         }
         Ok(())

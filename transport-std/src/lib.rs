@@ -112,10 +112,12 @@ pub mod daemon;
 pub mod device;
 pub mod dirty;
 pub mod driver;
+mod encode_buf;
 pub mod fd_table;
 pub mod frame_reader;
 mod in_place;
 pub mod memory;
+mod refuser;
 pub mod scm;
 pub mod session;
 pub mod socket_file;
@@ -129,9 +131,9 @@ pub use device::{Device, DeviceError, Notifier, Queue};
 pub use dirty::{DirtyBitmap, DirtyLog};
 pub use driver::Connection;
 pub use fd_table::{FdTable, TokensExhausted};
-pub use frame_reader::{FrameReader, ReadAhead};
+pub use frame_reader::{FrameFds, FrameReader, ReadAhead};
 pub use memory::{LoggedMemory, MemoryError, MemoryMap};
-pub use scm::{recv_chunk, send, send_partial, RecvOutcome, ScmError};
+pub use scm::{recv_chunk, send, send_partial, ReceivedFds, RecvOutcome, ScmError};
 pub use session::{
     BackendRequests, DeviceRequest, Executor, Owed, QueueStopped, Read, RequestError,
     RequestResult, RequestTicket, Session, SessionError, Style,

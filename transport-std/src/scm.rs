@@ -30,6 +30,9 @@ use vhu_core::WireError;
 /// (closing what did not fit) and the error is [`ScmError::TruncatedControl`].
 pub const RECV_CONTROL_FDS: usize = 4 * MAX_FDS_PER_MSG;
 
+/// The descriptors one `recvmsg` brought, held without a heap allocation.
+pub type ReceivedFds = arrayvec::ArrayVec<OwnedFd, RECV_CONTROL_FDS>;
+
 /// A failure to send or receive a message with its descriptors.
 ///
 /// Apart from [`ScmError::Io`] (for instance `WouldBlock` or a timeout, after which reading can go
@@ -144,7 +147,7 @@ pub fn send_partial(
 }
 
 /// One `recvmsg` into `buf` (EINTR retried) with `MSG_CMSG_CLOEXEC`: how many bytes came (0 at
-/// end of stream) and the descriptors that came with them.
+/// end of stream); `fds` is replaced by the descriptors that came with them.
 ///
 /// On a stream socket the kernel ends a `recvmsg` right after the chunk that carries descriptors,
 /// so they always came with the last chunk the call consumed; [`FrameReader`] relies on it to tell
@@ -152,7 +155,11 @@ pub fn send_partial(
 /// every descriptor that did arrive closed.
 ///
 /// [`FrameReader`]: crate::frame_reader::FrameReader
-pub fn recv_chunk(sock: impl AsFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), ScmError> {
+pub fn recv_chunk(
+    sock: impl AsFd,
+    buf: &mut [u8],
+    fds: &mut ReceivedFds,
+) -> Result<usize, ScmError> {
     let sock = sock.as_fd();
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(RECV_CONTROL_FDS))];
     loop {
@@ -163,21 +170,26 @@ pub fn recv_chunk(sock: impl AsFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd
             Err(Errno::INTR) => continue,
             Err(errno) => return Err(ScmError::Io(errno.into())),
         };
-        let received = take_fds(&mut control);
+        fds.clear();
+        take_fds(&mut control, fds);
         if msg.flags.contains(ReturnFlags::CTRUNC) {
-            return Err(ScmError::TruncatedControl { fds_received: received.len() });
+            let fds_received = fds.len();
+            fds.clear();
+            return Err(ScmError::TruncatedControl { fds_received });
         }
-        return Ok((msg.bytes, received));
+        return Ok(msg.bytes);
     }
 }
 
 /// Moves every SCM_RIGHTS descriptor out of `control`; anything else in it is dropped.
-fn take_fds(control: &mut RecvAncillaryBuffer<'_>) -> Vec<OwnedFd> {
-    let mut out = Vec::new();
+fn take_fds(control: &mut RecvAncillaryBuffer<'_>, out: &mut ReceivedFds) {
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {
-            out.extend(received);
+            for fd in received {
+                // Cannot fail: the control buffer has room for RECV_CONTROL_FDS, the capacity
+                // (the kernel truncates beyond it). Were it to, the descriptor is closed.
+                let _ = out.try_push(fd);
+            }
         }
     }
-    out
 }

@@ -325,7 +325,9 @@ fn wait(control: &Control, state: &mut WorkerState, err: &Notifier) -> bool {
     let kick = state.kick.as_ref().filter(|_| state.enabled && !state.kick_broken);
     let polling = state.enabled && state.kick.is_none();
     let timeout = crate::timespec(POLL_INTERVAL);
-    let mut fds = vec![PollFd::new(&control.wake, PollFlags::IN)];
+    // On the stack (a worker waits once per batch of requests): two at most, the capacity.
+    let mut fds = arrayvec::ArrayVec::<PollFd<'_>, 2>::new();
+    fds.push(PollFd::new(&control.wake, PollFlags::IN));
     if let Some(kick) = kick {
         fds.push(PollFd::new(kick, PollFlags::IN));
     }

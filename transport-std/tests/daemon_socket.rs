@@ -78,6 +78,10 @@ fn a_second_front_end_is_refused_while_one_is_served() {
     probe.set_read_timeout(Some(std::time::Duration::from_millis(200))).expect("timeout");
     let err = probe.read(&mut [0u8; 16]).expect_err("served, so no EOF: the read times out");
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    // Refusing starts again with each front-end served.
+    let mut fourth = std::os::unix::net::UnixStream::connect(&served.path).expect("connects");
+    assert!(readable(&fourth), "the fourth connection ends instead of hanging");
+    assert_eq!(fourth.read(&mut [0u8; 16]).expect("EOF"), 0);
     drop((third, probe));
     served.wait_ended(1);
 }

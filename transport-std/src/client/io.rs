@@ -22,16 +22,19 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use vhu_core::frontend::{BackendAnswer, Event, Frontend, FrontendError, Negotiated, Output};
+use vhu_core::limits::MAX_FDS_PER_MSG;
 use vhu_core::message::{InflightDesc, Uuid, VringBase};
 use vhu_core::{BackendRequest, FdToken, FrontendCode, VringIndex};
 
 use super::channel::{BackendHandler, BackendResponse, ReceivedRequest};
 use super::ClientError;
+use crate::encode_buf::EncodeBuf;
 use crate::fd_table::FdTable;
-use crate::frame_reader::{FrameReader, ReadAhead};
+use crate::frame_reader::{FrameFds, FrameReader, ReadAhead};
 use crate::scm::{self, RecvOutcome, ScmError};
 
 /// Back-end requests kept for [`Client::poll_backend_requests`](super::Client) before the oldest
@@ -80,7 +83,7 @@ pub(super) struct Io {
     pub(super) sock: UnixStream,
     pub(super) fds: FdTable,
     reader: FrameReader,
-    buf: Vec<u8>,
+    buf: EncodeBuf,
     pub(super) channel: Option<Channel>,
     pub(super) handler: Box<dyn BackendHandler>,
     pub(super) log: VecDeque<ReceivedRequest>,
@@ -109,7 +112,7 @@ impl Io {
             sock,
             fds: FdTable::new(),
             reader: FrameReader::new(ReadAhead::Greedy),
-            buf: vec![0; vhu_core::limits::MAX_FRAME_SIZE],
+            buf: EncodeBuf::new(),
             channel: None,
             handler,
             log: VecDeque::new(),
@@ -282,6 +285,12 @@ fn is_timeout(error: &std::io::Error) -> bool {
     matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
 
+/// Borrows a message's descriptors for `sendmsg`, without a heap allocation.
+fn borrow_all(fds: &[OwnedFd]) -> ArrayVec<BorrowedFd<'_>, MAX_FDS_PER_MSG> {
+    // Cannot overflow: a message carries at most MAX_FDS_PER_MSG descriptors, the capacity.
+    fds.iter().take(MAX_FDS_PER_MSG).map(AsFd::as_fd).collect()
+}
+
 /// Carries out every output; returns the error of an `Output::Close`.
 fn drain(
     frontend: &mut Frontend,
@@ -294,23 +303,29 @@ fn drain(
         match output {
             Output::Request { request, need_reply } => {
                 let code = request.code();
-                let len =
-                    request.encode_into(need_reply, &mut io.buf).map_err(ClientError::Encode)?;
-                let owned =
-                    request.fds().iter().map(|t| io.take(*t)).collect::<Result<Vec<_>, _>>()?;
-                let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
-                scm::send(&io.sock, &io.buf[..len], &borrowed)
+                let len = io
+                    .buf
+                    .encode(|buf| request.encode_into(need_reply, buf))
+                    .map_err(ClientError::Encode)?;
+                let mut owned = FrameFds::new();
+                for token in request.fds() {
+                    // Cannot fail: a request carries at most MAX_FDS_PER_MSG, the capacity.
+                    let _ = owned.try_push(io.take(token)?);
+                }
+                let borrowed = borrow_all(&owned);
+                scm::send(&io.sock, io.buf.frame(len), &borrowed)
                     .map_err(|source| ClientError::Send { code, source })?;
                 if frontend.is_awaiting_reply() {
                     io.waiting = Some(code);
                 }
             }
             Output::BackendReply(reply) => {
-                let len = reply.encode_into(&mut io.buf).map_err(ClientError::Encode)?;
+                let len =
+                    io.buf.encode(|buf| reply.encode_into(buf)).map_err(ClientError::Encode)?;
                 let owned = io.take_opt(reply.fds())?;
-                let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
+                let borrowed = borrow_all(owned.as_slice());
                 if let Some(channel) = &io.channel {
-                    if scm::send(&channel.sock, &io.buf[..len], &borrowed).is_err() {
+                    if scm::send(&channel.sock, io.buf.frame(len), &borrowed).is_err() {
                         io.channel = None;
                     }
                 }

@@ -19,11 +19,11 @@ use vhu_core::backend::BackendRequestId;
 use vhu_core::BackendRequest;
 
 use super::outbox::Outbox;
-use crate::frame_reader::{FrameReader, ReadAhead};
+use crate::frame_reader::{FrameFds, FrameReader, ReadAhead};
 use crate::scm::{RecvOutcome, ScmError};
 
 /// One answer of the front-end: its frame and the descriptors that came with it.
-pub(super) type Answer = (Vec<u8>, Vec<OwnedFd>);
+pub(super) type Answer = (Vec<u8>, FrameFds);
 
 /// The channel socket is gone or unusable.
 #[derive(Debug)]

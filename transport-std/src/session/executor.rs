@@ -252,7 +252,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     }
 
     /// Stores the descriptors received with a frame and names them for `Backend::handle_frame`.
-    pub fn insert_fds(&mut self, fds: Vec<OwnedFd>) -> Result<Vec<FdToken>, TokensExhausted> {
+    pub fn insert_fds(
+        &mut self,
+        fds: impl IntoIterator<Item = OwnedFd>,
+    ) -> Result<Vec<FdToken>, TokensExhausted> {
         self.fds.insert_all(fds)
     }
 

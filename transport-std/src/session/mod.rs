@@ -45,11 +45,11 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use vhu_core::backend::{Backend, BackendOutcome, BackendRequestId, BackendResult, Output};
-use vhu_core::limits::MAX_FRAME_SIZE;
 use vhu_core::message::encode_status;
 use vhu_core::{FdToken, ProtocolError};
 
 use crate::device::Device;
+use crate::encode_buf::EncodeBuf;
 use crate::frame_reader::{FrameReader, ReadAhead};
 use crate::scm::{RecvOutcome, ScmError};
 use channel::Channel;
@@ -108,7 +108,7 @@ pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
     channel_generation: u64,
     requests: BackendRequests,
     tickets: Vec<(BackendRequestId, RequestTicket)>,
-    scratch: Box<[u8; MAX_FRAME_SIZE]>,
+    scratch: EncodeBuf,
     style: Style,
 }
 
@@ -162,7 +162,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
             channel_generation: 0,
             requests,
             tickets: Vec::new(),
-            scratch: Box::new([0; MAX_FRAME_SIZE]),
+            scratch: EncodeBuf::new(),
             style,
         };
         let handle = session.requests.clone();
@@ -363,8 +363,9 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                 match output {
                     Output::Reply(reply) => {
                         let code = RequestCode::from(reply.code());
-                        let len = reply
-                            .encode_into(&mut self.scratch[..])
+                        let len = self
+                            .scratch
+                            .encode(|buf| reply.encode_into(buf))
                             .map_err(|source| SessionError::Encode { code, source })?;
                         let mut fds = Vec::new();
                         for token in reply.fds() {
@@ -372,7 +373,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                             fds.push(fd.ok_or(SessionError::MissingFd { code, token })?);
                         }
                         self.replies
-                            .send(socket, code, &self.scratch[..len], fds, |_| {})
+                            .send(socket, code, self.scratch.frame(len), fds, |_| {})
                             .map_err(|SendFailed(code, source)| SessionError::Send {
                                 code,
                                 source,
@@ -380,10 +381,12 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                     }
                     Output::Nack { request, status } => {
                         let code = RequestCode(request);
-                        let len = encode_status(request, status, &mut self.scratch[..])
+                        let len = self
+                            .scratch
+                            .encode(|buf| encode_status(request, status, buf))
                             .map_err(|source| SessionError::Encode { code, source })?;
                         self.replies
-                            .send(socket, code, &self.scratch[..len], Vec::new(), |_| {})
+                            .send(socket, code, self.scratch.frame(len), Vec::new(), |_| {})
                             .map_err(|SendFailed(code, source)| SessionError::Send {
                                 code,
                                 source,

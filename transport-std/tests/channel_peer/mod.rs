@@ -199,7 +199,7 @@ fn read_frame(socket: &UnixStream, what: &str) -> Frame {
         RecvOutcome::Frame(_) => {}
         RecvOutcome::Closed => panic!("the peer closed the socket"),
     }
-    let fds = reader.take_fds();
+    let fds = reader.take_fds().into_iter().collect();
     let frame = reader.frame().expect("a complete frame");
     let word = |i: usize| u32::from_ne_bytes(frame[i * 4..i * 4 + 4].try_into().unwrap());
     (word(0), word(1), frame[12..].to_vec(), fds)
