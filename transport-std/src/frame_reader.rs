@@ -190,12 +190,13 @@ impl FrameReader {
     /// Whether bytes wait in the reader: call [`FrameReader::recv`] before waiting for the
     /// socket. Never true with [`ReadAhead::Exact`].
     pub fn has_buffered(&self) -> bool {
-        self.start + self.handed_len() < self.end
+        // Bytes of a frame a failed call left unfinished wait for the socket, not for a call.
+        self.handed_out && !self.is_idle()
     }
 
     /// Whether no byte of a frame is held (a clean place for the peer to hang up).
     pub fn is_idle(&self) -> bool {
-        !self.has_buffered()
+        self.start + self.handed_len() == self.end
     }
 
     /// Forgets everything received, closing the descriptors held.

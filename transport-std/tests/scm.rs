@@ -332,6 +332,8 @@ fn a_timed_out_receive_resumes_the_partial_frame() {
     let mut reader = greedy();
     assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))));
     assert!(!reader.is_idle());
+    // The unfinished frame waits for the socket: nothing is there to read without it.
+    assert!(!reader.has_buffered());
     send(&a, &bytes[3..14], &[]).expect("send");
     assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))));
     send(&a, &bytes[14..], &[]).expect("send");

@@ -225,7 +225,9 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
         return Ok((io.reader.has_buffered(), channel_buffered));
     }
     let flags = PollFlags::IN;
-    let mut fds = vec![PollFd::new(&io.sock, flags)];
+    // On the stack: two at most, the capacity.
+    let mut fds = ArrayVec::<PollFd<'_>, 2>::new();
+    fds.push(PollFd::new(&io.sock, flags));
     if let Some(channel) = &io.channel {
         fds.push(PollFd::new(&channel.sock, flags));
     }
