@@ -1,16 +1,28 @@
-//! `frame_decode`: raw bytes and an fd count through [`FrameDecoder`] and every parser.
+//! `frame_decode`: raw bytes and an fd count through [`FrameDecoder`] and every parser, and the
+//! same stream through transport-std's [`FrameReader`] over a real socket pair.
 //!
 //! Invariants: nothing panics; the decoder never yields a frame longer than its limit; whatever
-//! parses encodes again and re-parses to the same value with the same descriptors.
+//! parses encodes again and re-parses to the same value with the same descriptors. The reader,
+//! greedy and exact, fed the stream in chunks of every size (each frame's descriptors on its
+//! first chunk), yields exactly the decoder's frames, each with its own descriptors, then fails
+//! where the decoder fails (a bad header) or reports the end: clean at a frame boundary,
+//! unexpected inside a frame.
 
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use vhu_core::message::{
     ConfigFlags, InflightDesc, Iotlb, IotlbKind, IotlbPerm, LogBase, MemoryTable, PackedBase,
     Region, VringAddr, VringAddrFlags, VringBase, VringFd,
 };
+
+use rustix::event::{eventfd, EventfdFlags};
+use vhu_core::limits::MAX_FDS_PER_MSG;
 use vhu_core::{
     BackendReply, BackendRequest, FdToken, FrameDecoder, FrontendCode, Progress, ProtocolFeatures,
     Reply, Request, VirtioFeatures, VringIndex,
 };
+use vhu_transport_std::frame_reader::{FrameReader, ReadAhead};
+use vhu_transport_std::scm::{send, RecvOutcome, ScmError};
 
 /// Directory of the seed corpus, relative to this crate's manifest.
 pub const CORPUS_DIR: &str = "corpus/frame_decode";
@@ -22,10 +34,17 @@ pub fn run(data: &[u8]) {
     };
     let fd_count = usize::from(fd_byte % 10);
     let fds: Vec<FdToken> = (0..fd_count as u32).map(FdToken).collect();
+    let whole = stream;
     let mut decoder = FrameDecoder::new();
+    let mut frames = Vec::new();
+    let mut end = Ok(());
     while !stream.is_empty() {
-        let Ok((used, progress)) = decoder.push(stream) else {
-            return;
+        let (used, progress) = match decoder.push(stream) {
+            Ok(pushed) => pushed,
+            Err(error) => {
+                end = Err(error);
+                break;
+            }
         };
         stream = &stream[used..];
         if let Progress::Ready(len) = progress {
@@ -33,8 +52,92 @@ pub fn run(data: &[u8]) {
             assert_eq!(frame.len(), len);
             assert!(len <= vhu_core::limits::MAX_FRAME_SIZE);
             check_frame(frame, &fds);
+            frames.push(len);
             decoder.clear();
         }
+    }
+    let tail = if end.is_ok() { whole.len() - frames.iter().sum::<usize>() } else { 0 };
+    for read_ahead in [ReadAhead::Greedy, ReadAhead::Exact] {
+        through_reader(whole, &frames, &end, tail, fd_byte, read_ahead);
+    }
+}
+
+/// The stream through a [`FrameReader`]: `frames` are the decoder's frame lengths, `end` how it
+/// ended, `tail` the bytes of an unfinished last frame.
+fn through_reader(
+    stream: &[u8],
+    frames: &[usize],
+    end: &Result<(), vhu_core::WireError>,
+    tail: usize,
+    seed: u8,
+    read_ahead: ReadAhead,
+) {
+    let fds_per_frame = usize::from(seed % 10).min(MAX_FDS_PER_MSG);
+    let (writer, reader_end) = UnixStream::pair().expect("socket pair");
+    let fd = eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd");
+    // Chunk sizes from a small generator seeded by the input: 1 byte up to a few frames.
+    let mut state = u32::from(seed) ^ (stream.len() as u32).wrapping_mul(0x9e37_79b9) | 1;
+    let mut chunk = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        1 + (state % 97) as usize * if state % 7 == 0 { 60 } else { 1 }
+    };
+    // The writer runs ahead on its own thread: a stream larger than the socket's buffer does not
+    // block it while the reader has not started.
+    let owned = stream.to_vec();
+    let frame_lens = frames.to_vec();
+    let sender = std::thread::spawn(move || {
+        let attached: Vec<BorrowedFd<'_>> = (0..fds_per_frame).map(|_| fd.as_fd()).collect();
+        let mut at = 0;
+        // Complete frames: descriptors on each frame's first chunk; no chunk spans two frames
+        // unless no frame has descriptors.
+        for len in frame_lens {
+            let frame_end = at + len;
+            let mut first = true;
+            while at < frame_end {
+                let n = chunk().min(frame_end - at);
+                let with: &[BorrowedFd<'_>] = if first { &attached } else { &[] };
+                if send(&writer, &owned[at..at + n], with).is_err() {
+                    return;
+                }
+                first = false;
+                at += n;
+            }
+        }
+        while at < owned.len() {
+            let n = chunk().min(owned.len() - at);
+            if send(&writer, &owned[at..at + n], &[]).is_err() {
+                return;
+            }
+            at += n;
+        }
+    });
+    let mut reader = FrameReader::new(read_ahead);
+    let mut at = 0;
+    for &len in frames {
+        match reader.recv(&reader_end) {
+            Ok(RecvOutcome::Frame(got)) => assert_eq!(got, len, "{read_ahead:?}"),
+            other => panic!("{read_ahead:?}: a frame of {len} bytes, got {other:?}"),
+        }
+        assert_eq!(reader.frame(), Some(&stream[at..at + len]), "{read_ahead:?}");
+        assert_eq!(
+            reader.fds().len(),
+            fds_per_frame,
+            "{read_ahead:?}: the frame's own descriptors"
+        );
+        at += len;
+    }
+    // The end of the stream comes once the writer is done; should the reader stop early, its
+    // socket closes before the writer is waited for, so a writer with more to send never blocks.
+    let last = reader.recv(&reader_end);
+    drop(reader_end);
+    sender.join().expect("sender");
+    match (end, last) {
+        (Err(_), Err(ScmError::Wire(_))) => {}
+        (Ok(()), Ok(RecvOutcome::Closed)) if tail == 0 => assert!(reader.is_idle()),
+        (Ok(()), Err(ScmError::UnexpectedEof { got, .. })) if tail > 0 => assert_eq!(got, tail),
+        (end, last) => panic!("{read_ahead:?}: decoder ended {end:?}, reader {last:?}"),
     }
 }
 

@@ -17,7 +17,7 @@ use vhu_core::backend::SpecError;
 
 use crate::device::Device;
 use crate::driver::Connection;
-use crate::refuser::Refuser;
+use crate::refuser::{Refuser, Refusing};
 use crate::session::SessionError;
 use crate::socket_file::SocketFile;
 
@@ -133,17 +133,13 @@ impl<D: Device> Daemon<D> {
         };
         // The front-end must not see the connection end while the refusing thread still runs:
         // one that reconnects at once would be refused. A duplicate keeps the socket open until
-        // the thread has stopped; later connections wait in the backlog for the next accept.
+        // the thread has paused; later connections wait in the backlog for the next accept.
         let held = stream.try_clone().ok();
-        if self.refuser.is_none() {
-            self.refuser = Refuser::start(&self.listener);
-        }
-        let refusing = self.refuser.as_mut().is_some_and(Refuser::refuse);
+        // A thread that is gone is dropped here and another started for the next connection.
+        let refusing = self.refuser.take().or_else(|| Refuser::start(&self.listener));
+        let refusing = refusing.and_then(Refuser::refusing);
         let end = self.serve_stream(stream);
-        if refusing && !self.refuser.as_mut().is_some_and(Refuser::pause) {
-            // The thread is gone: the next connection starts another.
-            self.refuser = None;
-        }
+        self.refuser = refusing.and_then(Refusing::end);
         drop(held);
         Ok(end)
     }

@@ -5,15 +5,15 @@
 //! actions. This crate supplies the pieces that touch the operating system:
 //!
 //! - [`scm`]: `sendmsg`/`recvmsg` with SCM_RIGHTS; [`frame_reader`]: [`FrameReader`], frames
-//!   through core's [`FrameDecoder`](vhu_core::FrameDecoder) in as few `recvmsg` calls as the
-//!   stream allows, each descriptor given to the frame it came with.
+//!   in as few `recvmsg` calls as the stream allows, each header checked by core's
+//!   [`frame_len`](vhu_core::frame_len) and each descriptor given to the frame it came with.
 //! - [`fd_table`]: [`FdTable`], the owner of every received descriptor, keyed by
 //!   [`FdToken`](vhu_core::FdToken).
 //! - [`memory`]: [`MemoryMap`], guest memory mapped from the front-end's regions with `vm-memory`
 //!   and swapped atomically for workers.
 //! - [`device`]: the [`Device`] trait a device author implements; [`worker`]: an optional
 //!   thread-per-queue implementation of its queue methods.
-//! - [`session`]: [`Session`], the engine of one back-end connection — `Backend`, frame decoder,
+//! - [`session`]: [`Session`], the engine of one back-end connection — `Backend`, frame reader,
 //!   received descriptors, the [`Executor`] of actions, replies, the back-end channel and the
 //!   device's requests — that every socket adapter drives; [`driver`]: [`Connection`], the
 //!   blocking adapter over it; [`daemon`]: [`Daemon`], which accepts front-ends one at a time.

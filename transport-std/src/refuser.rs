@@ -41,18 +41,39 @@ impl Refuser {
         Some(Self { control, thread: Some(thread) })
     }
 
-    /// Refuses connections until [`Refuser::pause`]; `false` when the thread is gone.
-    pub(crate) fn refuse(&mut self) -> bool {
-        self.control.write_all(&[REFUSE]).is_ok()
+    /// Refuses connections for as long as the returned guard lives; `None` when the thread is
+    /// gone (it is then dropped, and the daemon starts another for the next connection).
+    pub(crate) fn refusing(mut self) -> Option<Refusing> {
+        self.control.write_all(&[REFUSE]).is_ok().then_some(Refusing(Some(self)))
     }
 
     /// Stops refusing and returns once the thread no longer accepts; `false` when the thread is
     /// gone.
-    pub(crate) fn pause(&mut self) -> bool {
+    fn pause(&mut self) -> bool {
         let mut ack = [0u8];
         self.control.write_all(&[PAUSE]).is_ok()
             && self.control.read_exact(&mut ack).is_ok()
             && ack[0] == PAUSE
+    }
+}
+
+/// A refusing thread at work; dropped (also while a session unwinds), it pauses the thread.
+#[derive(Debug)]
+pub(crate) struct Refusing(Option<Refuser>);
+
+impl Refusing {
+    /// Pauses the thread and gives it back, or `None` when it is gone.
+    pub(crate) fn end(mut self) -> Option<Refuser> {
+        let mut refuser = self.0.take()?;
+        refuser.pause().then_some(refuser)
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        if let Some(refuser) = &mut self.0 {
+            refuser.pause();
+        }
     }
 }
 
@@ -78,8 +99,9 @@ fn run(listener: &UnixListener, mut control: UnixStream) {
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             _ => return,
         }
-        // Refusing, until the daemon says otherwise. Its word comes first: a connection that
-        // arrives as the served one ends is the next front-end, for the daemon to accept.
+        // Refusing, until the daemon says otherwise. When its word and a connection are seen
+        // together, its word comes first: that connection is the next front-end, for the daemon
+        // to accept.
         loop {
             let mut fds =
                 [PollFd::new(&control, PollFlags::IN), PollFd::new(listener, PollFlags::IN)];
@@ -101,9 +123,14 @@ fn run(listener: &UnixListener, mut control: UnixStream) {
                     _ => return,
                 }
             }
-            if !fds[1].revents().is_empty() && listener.accept().is_ok() {
-                // Accepted and dropped: the connection is closed.
-                log::warn!("refused a second front-end: one is being served");
+            if !fds[1].revents().is_empty() {
+                match listener.accept() {
+                    // Accepted and dropped: the connection is closed.
+                    Ok(_) => log::warn!("refused a second front-end: one is being served"),
+                    // Out of descriptors, say: the connection stays queued and the listener
+                    // readable; try again in a moment instead of spinning.
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
             }
         }
     }

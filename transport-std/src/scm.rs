@@ -147,7 +147,7 @@ pub fn send_partial(
 }
 
 /// One `recvmsg` into `buf` (EINTR retried) with `MSG_CMSG_CLOEXEC`: how many bytes came (0 at
-/// end of stream); `fds` is replaced by the descriptors that came with them.
+/// end of stream); on success `fds` holds the descriptors that came with them.
 ///
 /// On a stream socket the kernel ends a `recvmsg` right after the chunk that carries descriptors,
 /// so they always came with the last chunk the call consumed; [`FrameReader`] relies on it to tell
