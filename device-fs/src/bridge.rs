@@ -72,16 +72,16 @@ impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
         if iov.is_empty() {
             return Ok(0);
         }
+        let at = offset_of(offset)?;
         // SAFETY: every iovec names host memory vm-memory maps for this chain's readable
         // buffers, mapped while the reader borrows the guest memory; the kernel only reads it
-        // (a guest changing it meanwhile changes the data written, never this process).
+        // (a guest changing it meanwhile changes the data written, never this process). One
+        // buffer (the common case) goes without the kernel copying an iovec array in.
         let n = unsafe {
-            libc::pwritev(
-                fd.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                offset_of(offset)?,
-            )
+            match iov {
+                [one] => libc::pwrite(fd.as_raw_fd(), one.iov_base, one.iov_len, at),
+                _ => libc::pwritev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at),
+            }
         };
         let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
         self.consume(n).map_err(chain_error)
@@ -118,9 +118,14 @@ impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
             let at = offset_of(offset + done as u64)?;
             // SAFETY: every iovec names host memory vm-memory maps for this chain's writable
             // buffers, mapped while the writer borrows the guest memory and written by nobody
-            // else on this side; the kernel writes at most their lengths.
-            let n =
-                unsafe { libc::preadv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
+            // else on this side; the kernel writes at most their lengths. One buffer (the
+            // common case) goes without the kernel copying an iovec array in.
+            let n = unsafe {
+                match iov {
+                    [one] => libc::pread(fd.as_raw_fd(), one.iov_base, one.iov_len, at),
+                    _ => libc::preadv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at),
+                }
+            };
             usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
         })
     }
