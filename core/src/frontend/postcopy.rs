@@ -68,23 +68,23 @@ impl Frontend {
     /// registers its memory with the userfaultfd. Once acknowledged
     /// ([`Event::Done`](super::Event::Done)), [`Frontend::set_mem_table`] takes its postcopy form.
     pub fn postcopy_listen(&mut self) -> Result<(), FrontendError> {
-        let code = FrontendCode::PostcopyListen;
-        self.require(code, ProtocolFeatures::PAGEFAULT, "PAGEFAULT")?;
-        if !self.is_advised() {
-            return Err(FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_ADVISE" });
-        }
-        self.enqueue(&[Request::PostcopyListen])
+        self.enqueue_advised(Request::PostcopyListen)
     }
 
     /// POSTCOPY_END (PAGEFAULT): every page arrived; the back-end stops faulting and closes its
     /// userfaultfd. Answered with [`Event::Done`](super::Event::Done).
     pub fn postcopy_end(&mut self) -> Result<(), FrontendError> {
-        let code = FrontendCode::PostcopyEnd;
+        self.enqueue_advised(Request::PostcopyEnd)
+    }
+
+    /// Queues LISTEN or END: both need PAGEFAULT and an ADVISE before them.
+    fn enqueue_advised(&mut self, request: Request<'static>) -> Result<(), FrontendError> {
+        let code = request.code();
         self.require(code, ProtocolFeatures::PAGEFAULT, "PAGEFAULT")?;
         if !self.is_advised() {
             return Err(FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_ADVISE" });
         }
-        self.enqueue(&[Request::PostcopyEnd])
+        self.enqueue(&[request])
     }
 
     /// Whether POSTCOPY_ADVISE was answered, or is on its way (queued or waiting for its reply):
