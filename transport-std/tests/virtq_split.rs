@@ -277,7 +277,11 @@ fn event_idx_notification_decisions() {
     };
     r.publish(0);
     let c = q.pop(&r.mem).expect("valid").expect("chain");
-    assert_eq!(r.u16_at(avail_event), 1, "avail_event follows next_avail");
+    // A busy device leaves avail_event where it was: the driver need not kick while the device
+    // is working anyway (§2.7.10); only a device about to wait asks for the next kick.
+    assert_eq!(r.u16_at(avail_event), 0, "a pop does not ask for kicks");
+    assert!(!q.enable_notification(&r.mem).expect("enable"), "nothing else is available");
+    assert_eq!(r.u16_at(avail_event), 1, "waiting asks for a kick past next_avail");
     q.add_used(&r.mem, c.head(), 0).expect("used");
     set_used_event(&r.mem, 0);
     assert!(q.needs_notification(&r.mem).expect("notify"), "first decision notifies");

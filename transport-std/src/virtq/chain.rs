@@ -9,7 +9,7 @@
 //! ordering, buffer ranges against guest memory and total lengths against `u32`. It copies no buffer
 //! contents (see `io.rs`) and never touches the rings themselves (see `split.rs`, `packed.rs`).
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Address, GuestAddress, GuestMemory, Permissions};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
@@ -107,7 +107,7 @@ where
     let failed = |addr: GuestAddress| QueueError::Memory { addr: addr.raw_value(), len: DESC_SIZE };
     let addr = table.checked_add(u64::from(index) * DESC_SIZE).ok_or(failed(table))?;
     let mut entry = T::new_zeroed();
-    mem.read_slice(entry.as_mut_bytes(), addr).map_err(|_| failed(addr))?;
+    super::access::read_bytes(mem, addr, entry.as_mut_bytes()).map_err(|_| failed(addr))?;
     Ok(entry)
 }
 

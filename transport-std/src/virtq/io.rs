@@ -8,7 +8,7 @@
 //! can hand it to `preadv`/`pwritev` without a copy through its own memory.
 
 use vm_memory::bitmap::Bitmap;
-use vm_memory::{Address, Bytes, GuestMemory, Permissions};
+use vm_memory::{Address, GuestMemory, Permissions};
 
 use super::chain::{DescriptorChain, Segment};
 use super::error::QueueError;
@@ -124,7 +124,7 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, QueueError> {
         let mem = self.mem;
         self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
-            mem.read_slice(&mut buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
+            super::access::read_bytes(mem, addr, &mut buf[at..at + n])
         })
     }
 
@@ -177,7 +177,7 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, QueueError> {
         let mem = self.mem;
         let n = self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
-            mem.write_slice(&buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
+            super::access::write_bytes(mem, addr, &buf[at..at + n])
         })?;
         self.written += n;
         Ok(n)
@@ -202,7 +202,7 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         cursor.advance(self.segments, skip, |_, _, _| Ok(()))?;
         let mem = self.mem;
         cursor.advance(self.segments, buf.len(), |addr, at, n| {
-            mem.write_slice(&buf[at..at + n], addr).map_err(|_| mem_err(addr, n))
+            super::access::write_bytes(mem, addr, &buf[at..at + n])
         })
     }
 

@@ -14,6 +14,7 @@
 //! Every guest-controlled value is validated and each failure is a [`QueueError`]; nothing here
 //! panics on ring contents or accesses memory outside what `vm-memory` maps.
 
+mod access;
 mod chain;
 mod desc;
 mod error;

@@ -16,8 +16,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{GuestAddress, GuestMemory};
 
+use super::access;
 use super::chain::{indirect_entries, read_entry, ChainBuilder, DescriptorChain, Spares};
 use super::desc::{
     packed_used_flags, PackedDescriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE,
@@ -27,7 +28,7 @@ use super::desc::{
 use super::error::{QueueError, Ring};
 use super::inflight::{InflightError, InflightRegion, PackedInflight, PackedResubmit};
 use super::notify::packed_need_event;
-use super::split::{check_ring, mem_err};
+use super::split::check_ring;
 
 /// Offset of `off_wrap` in an event suppression structure.
 const EVENT_OFF_WRAP: u64 = 0;
@@ -116,7 +117,7 @@ fn load_u16<M: GuestMemory + ?Sized>(
     addr: GuestAddress,
     order: Ordering,
 ) -> Result<u16, QueueError> {
-    mem.load::<u16>(addr, order).map(u16::from_le).map_err(|_| mem_err(addr, 2))
+    access::load_u16(mem, addr, order)
 }
 
 fn store_u16<M: GuestMemory + ?Sized>(
@@ -125,7 +126,7 @@ fn store_u16<M: GuestMemory + ?Sized>(
     val: u16,
     order: Ordering,
 ) -> Result<(), QueueError> {
-    mem.store(val.to_le(), addr, order).map_err(|_| mem_err(addr, 2))
+    access::store_u16(mem, addr, val, order)
 }
 
 /// `slot` moved forward by `n <= size` slots, flipping `wrap` when it passes the end of the ring.
@@ -365,7 +366,7 @@ impl PackedQueue {
         len_id[..4].copy_from_slice(&len.to_le_bytes());
         len_id[4..].copy_from_slice(&id.to_le_bytes());
         let len_addr = GuestAddress(slot_addr.0 + 8);
-        mem.write_slice(&len_id, len_addr).map_err(|_| mem_err(len_addr, 6))?;
+        access::write_bytes(mem, len_addr, &len_id)?;
         let mut flags = packed_used_flags(self.state.used_wrap);
         if len > 0 {
             flags |= DESC_F_WRITE;

@@ -10,8 +10,9 @@ use std::collections::VecDeque;
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
+use super::access;
 use super::chain::{walk, DescriptorChain, Spares, Visited, WalkParams};
 use super::desc::{
     avail_ring_len, desc_table_len, used_ring_len, AVAIL_F_NO_INTERRUPT, MAX_QUEUE_SIZE,
@@ -54,11 +55,6 @@ pub struct SplitQueue {
     /// Heads a previous back-end left in flight, served before the available ring.
     resubmit: VecDeque<u16>,
     spares: Spares,
-}
-
-/// The error for a failed access of `len` bytes at `addr`.
-pub(crate) fn mem_err(addr: GuestAddress, len: u64) -> QueueError {
-    QueueError::Memory { addr: addr.raw_value(), len }
 }
 
 /// Checks that a ring at `addr` of `len` bytes is `align`-aligned and lies in guest memory.
@@ -150,7 +146,7 @@ impl SplitQueue {
         addr: GuestAddress,
         order: Ordering,
     ) -> Result<u16, QueueError> {
-        mem.load::<u16>(addr, order).map(u16::from_le).map_err(|_| mem_err(addr, 2))
+        access::load_u16(mem, addr, order)
     }
 
     fn store_u16<M: GuestMemory + ?Sized>(
@@ -159,7 +155,7 @@ impl SplitQueue {
         val: u16,
         order: Ordering,
     ) -> Result<(), QueueError> {
-        mem.store(val.to_le(), addr, order).map_err(|_| mem_err(addr, 2))
+        access::store_u16(mem, addr, val, order)
     }
 
     /// `avail->idx`, read with acquire semantics.
@@ -211,11 +207,6 @@ impl SplitQueue {
         if let (Some(inflight), true) = (&mut self.inflight, head < self.state.size) {
             inflight.fetched(head).map_err(|_| QueueError::InflightRecord)?;
         }
-        if self.state.event_idx {
-            // Ask for a kick once the driver goes past what we have consumed.
-            let at = self.used_addr(4 + 8 * u64::from(self.state.size));
-            Self::store_u16(mem, at, self.state.next_avail, Ordering::Relaxed)?;
-        }
         walk(mem, &params, head, &mut self.visited, self.spares.take()).map(Some)
     }
 
@@ -238,7 +229,7 @@ impl SplitQueue {
         let mut raw = [0u8; 8];
         raw[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         raw[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write_slice(&raw, elem).map_err(|_| mem_err(elem, 8))?;
+        access::write_bytes(mem, elem, &raw)?;
         self.state.next_used = self.state.next_used.wrapping_add(1);
         fence(Ordering::Release);
         Self::store_u16(mem, self.used_addr(2), self.state.next_used, Ordering::Release)?;
@@ -284,7 +275,10 @@ impl SplitQueue {
 
     /// Asks the driver to kick again and reports whether chains arrived meanwhile.
     ///
-    /// Call before waiting on the kick eventfd; when it returns true, keep processing instead.
+    /// With EVENT_IDX this is the only place `avail_event` is written: while the device works
+    /// through the ring it stays behind, so the driver does not kick a device that is busy anyway
+    /// (§2.7.10; every chain it adds meanwhile is found before the device waits). Call before
+    /// waiting on the kick eventfd; when it returns true, keep processing instead.
     pub fn enable_notification<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
