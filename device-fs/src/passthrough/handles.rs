@@ -5,12 +5,12 @@
 //! could not reopen is *lost*: RELEASE still closes it, every other use fails with EIO. No I/O
 //! beyond holding fds.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::io::Errno;
 
+use super::ids::IdMap;
 use crate::fuse::{Handle, NodeId};
 
 /// One open file or directory.
@@ -59,7 +59,7 @@ impl HandleSlot {
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<u64, HandleSlot>,
+    map: IdMap<HandleSlot>,
     next: u64,
 }
 

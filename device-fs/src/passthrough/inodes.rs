@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustix::io::Errno;
 
 use super::attr::InodeKey;
+use super::ids::IdMap;
 use crate::fuse::NodeId;
 
 /// `S_IFMT` and the file types the passthrough distinguishes.
@@ -64,7 +65,7 @@ pub struct NodeSnapshot {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_id: HashMap<u64, Slot>,
+    by_id: IdMap<Slot>,
     by_key: HashMap<InodeKey, u64>,
     next_id: u64,
 }

@@ -35,6 +35,7 @@ mod entries;
 mod files;
 mod handles;
 mod idmap;
+mod ids;
 mod inodes;
 mod labels;
 mod locks;
