@@ -11,9 +11,20 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend};
+use vm_memory::bitmap::MS;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, VolatileSlice};
 
 use super::error::QueueError;
+
+/// The `len` bytes at `addr` as one slice, when they lie in one region of plain guest memory
+/// (`None`: take the general path, which also reports what is wrong).
+pub(crate) fn slice<M: GuestMemory + ?Sized>(
+    mem: &M,
+    addr: GuestAddress,
+    len: usize,
+) -> Option<VolatileSlice<'_, MS<'_, M::PhysicalMemory>>> {
+    mem.physical_memory().and_then(|p| p.get_slice(addr, len).ok())
+}
 
 /// The error for a failed access of `len` bytes at `addr`.
 pub(crate) fn mem_err(addr: GuestAddress, len: u64) -> QueueError {
@@ -26,7 +37,7 @@ pub(crate) fn read_bytes<M: GuestMemory + ?Sized>(
     addr: GuestAddress,
     buf: &mut [u8],
 ) -> Result<(), QueueError> {
-    if let Some(slice) = mem.physical_memory().and_then(|p| p.get_slice(addr, buf.len()).ok()) {
+    if let Some(slice) = slice(mem, addr, buf.len()) {
         // The slice is exactly `buf.len()` bytes long.
         slice.copy_to(buf);
         return Ok(());
@@ -40,7 +51,7 @@ pub(crate) fn write_bytes<M: GuestMemory + ?Sized>(
     addr: GuestAddress,
     buf: &[u8],
 ) -> Result<(), QueueError> {
-    if let Some(slice) = mem.physical_memory().and_then(|p| p.get_slice(addr, buf.len()).ok()) {
+    if let Some(slice) = slice(mem, addr, buf.len()) {
         // The slice is exactly `buf.len()` bytes long; it marks what it writes dirty.
         slice.copy_from(buf);
         return Ok(());
@@ -54,7 +65,7 @@ pub(crate) fn load_u16<M: GuestMemory + ?Sized>(
     addr: GuestAddress,
     order: Ordering,
 ) -> Result<u16, QueueError> {
-    if let Some(slice) = mem.physical_memory().and_then(|p| p.get_slice(addr, 2).ok()) {
+    if let Some(slice) = slice(mem, addr, 2) {
         return slice.load::<u16>(0, order).map(u16::from_le).map_err(|_| mem_err(addr, 2));
     }
     mem.load::<u16>(addr, order).map(u16::from_le).map_err(|_| mem_err(addr, 2))
@@ -67,7 +78,7 @@ pub(crate) fn store_u16<M: GuestMemory + ?Sized>(
     val: u16,
     order: Ordering,
 ) -> Result<(), QueueError> {
-    if let Some(slice) = mem.physical_memory().and_then(|p| p.get_slice(addr, 2).ok()) {
+    if let Some(slice) = slice(mem, addr, 2) {
         return slice.store(val.to_le(), 0, order).map_err(|_| mem_err(addr, 2));
     }
     mem.store(val.to_le(), addr, order).map_err(|_| mem_err(addr, 2))

@@ -23,7 +23,12 @@ struct Cursor {
 
 impl Cursor {
     fn new(segments: &[Segment]) -> Self {
-        Self { segment: 0, offset: 0, remaining: segments.iter().map(|s| s.len as usize).sum() }
+        Self::with_total(segments.iter().map(|s| s.len as usize).sum())
+    }
+
+    /// A cursor at the start of segments of `total` bytes in all (a chain's checked total).
+    fn with_total(total: usize) -> Self {
+        Self { segment: 0, offset: 0, remaining: total }
     }
 
     /// Runs `f(addr, len)` over up to `want` bytes of the segments, advancing the cursor.
@@ -82,6 +87,10 @@ fn host_slices<M: GuestMemory + ?Sized>(
 ) -> Result<(), QueueError> {
     cursor.advance(segments, skip, |_, _, _| Ok(()))?;
     cursor.advance(segments, len, |addr, _, n| {
+        if let Some(slice) = super::access::slice(mem, addr, n) {
+            each(HostSlice { ptr: slice.ptr_guard_mut().as_ptr(), len: slice.len() });
+            return Ok(());
+        }
         let slices =
             mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
         for slice in slices {
@@ -107,7 +116,9 @@ pub struct Reader<'a, M: ?Sized> {
 impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
     /// A reader over `chain`'s readable buffers.
     pub fn new(mem: &'a M, chain: &'a DescriptorChain) -> Self {
-        Self::from_segments(mem, chain.readable())
+        // The chain's total was summed and checked when it was walked.
+        let cursor = Cursor::with_total(chain.readable_len() as usize);
+        Self { mem, segments: chain.readable(), cursor }
     }
 
     /// A reader over arbitrary segments.
@@ -155,7 +166,9 @@ pub struct Writer<'a, M: ?Sized> {
 impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
     /// A writer over `chain`'s writable buffers.
     pub fn new(mem: &'a M, chain: &'a DescriptorChain) -> Self {
-        Self::from_segments(mem, chain.writable())
+        // The chain's total was summed and checked when it was walked.
+        let cursor = Cursor::with_total(chain.writable_len() as usize);
+        Self { mem, segments: chain.writable(), cursor, written: 0 }
     }
 
     /// A writer over arbitrary segments.
@@ -212,6 +225,10 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
     pub fn advance(&mut self, n: usize) -> Result<usize, QueueError> {
         let mem = self.mem;
         let n = self.cursor.advance(self.segments, n, |addr, _, n| {
+            if let Some(slice) = super::access::slice(mem, addr, n) {
+                slice.bitmap().mark_dirty(0, slice.len());
+                return Ok(());
+            }
             let slices =
                 mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
             for slice in slices {
