@@ -17,8 +17,8 @@ use vhu_device_fs::fuse::abi::{
 use vhu_device_fs::fuse::{Opcode, Server, ServerConfig};
 use vhu_device_fs::passthrough::{Config, PassthroughFs};
 use vhu_transport_std::virtq::{
-    serve_turn, Descriptor, QueueState, Reader, SplitQueue, Virtqueue, Writer, DESC_F_NEXT,
-    DESC_F_WRITE,
+    serve_turn, Descriptor, QueueState, Reader, RingPoll, SplitQueue, Virtqueue, Writer,
+    DESC_F_NEXT, DESC_F_WRITE,
 };
 use vhu_transport_std::Notifier;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -100,7 +100,9 @@ impl Guest {
         self.avail = self.avail.wrapping_add(1);
         self.mem.write_obj(self.avail, GuestAddress(AVAIL + 2)).expect("avail idx");
         let (mem, server, call) = (&self.mem, &self.server, &self.call);
-        serve_turn(&mut self.queue, mem, call, |queue, chain| {
+        // No polling: each turn serves the one chain made available.
+        let mut poll = RingPoll::with_max(std::time::Duration::ZERO);
+        serve_turn(&mut self.queue, mem, call, &mut poll, |queue, chain| {
             let mut reader = Reader::new(mem, chain);
             let mut writer = Writer::new(mem, chain);
             let n = server.handle(&mut reader, &mut writer).expect("handled");

@@ -1,5 +1,6 @@
 //! A brief busy wait before a blocking one, on the control path: the back-end waiting for the
-//! front-end's next request, the client waiting for a reply.
+//! front-end's next request, the client waiting for a reply. Its length also bounds how long a
+//! request queue polls its ring before it sleeps (`virtq::RingPoll`).
 //!
 //! vhost-user's control traffic comes in bursts of request and reply (a VMM sets up a device
 //! with dozens of round trips, each waiting for the last), and on a busy or virtualized host
@@ -51,8 +52,9 @@ pub fn until_ready(fds: &mut [PollFd<'_>], limit: Option<Duration>) -> bool {
     }
 }
 
-/// The spin: [`SPIN`], or what [`SPIN_ENV`] says; none on a single CPU.
-fn spin() -> Option<Duration> {
+/// The spin: [`SPIN`], or what [`SPIN_ENV`] says; none on a single CPU or when turned off. The
+/// request queues' polling ([`crate::virtq::RingPoll`]) never polls longer either.
+pub fn spin() -> Option<Duration> {
     static SPIN_FOR: OnceLock<Option<Duration>> = OnceLock::new();
     *SPIN_FOR.get_or_init(|| {
         let many = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);

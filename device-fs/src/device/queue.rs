@@ -29,7 +29,9 @@ use zerocopy::IntoBytes;
 use crate::fuse::abi::OutHeader;
 use crate::fuse::{Defer, Handled, ReplyWriter, Server};
 use crate::passthrough::PassthroughFs;
-use vhu_transport_std::virtq::{end_turn, serve_turn, DescriptorChain, Reader, Virtqueue, Writer};
+use vhu_transport_std::virtq::{
+    end_turn, serve_turn, DescriptorChain, Reader, RingPoll, Virtqueue, Writer,
+};
 
 use super::pool::Pool;
 
@@ -109,6 +111,7 @@ pub struct FsQueue {
     /// Deferred replies that arrived before their chain was posted back by the pool.
     early: HashMap<u64, Vec<u8>>,
     pool: Option<Pool>,
+    poll: RingPoll,
 }
 
 impl std::fmt::Debug for FsQueue {
@@ -129,6 +132,7 @@ impl FsQueue {
             deferred: HashMap::new(),
             early: HashMap::new(),
             pool: None,
+            poll: RingPoll::new(),
         }
     }
 
@@ -156,7 +160,7 @@ impl FsQueue {
         let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
         let (server, inbox, pool) = (&self.server, &self.inbox, &self.pool);
         let (early, deferred) = (&mut self.early, &mut self.deferred);
-        self.more = serve_turn(&mut self.queue, mem, call, |queue, chain| {
+        self.more = serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, chain| {
             if let Some(pool) = pool {
                 hand_to_pool(pool, server, inbox, chain.clone(), shared);
                 return Ok(());

@@ -6,6 +6,7 @@
 //!   buffers first, then its writable ones.
 //! - [`Reader`] / [`Writer`]: copy between a chain's buffers and byte slices.
 //! - [`need_event`] / [`packed_need_event`]: the EVENT_IDX suppression rules.
+//! - [`RingPoll`]: how long a queue looks at its ring before its worker sleeps.
 //! - [`ChainQueue`]: the queue handler of a device that answers each chain on the spot
 //!   ([`ChainService`]).
 //! - [`inflight`]: the INFLIGHT_SHMFD area and each layout's records of chains in flight, so a
@@ -22,6 +23,7 @@ pub mod inflight;
 mod io;
 mod notify;
 mod packed;
+mod poll;
 mod serve;
 mod split;
 mod virtqueue;
@@ -37,6 +39,7 @@ pub use error::{QueueError, Ring};
 pub use io::{HostSlice, Reader, Writer};
 pub use notify::{need_event, packed_need_event};
 pub use packed::{PackedQueue, PackedQueueState};
+pub use poll::RingPoll;
 pub use serve::{end_turn, serve_turn, ChainQueue, ChainService};
 pub use split::{QueueState, SplitQueue};
 pub use virtqueue::{Virtqueue, MAX_HELD, MIN_WAITING};

@@ -16,14 +16,15 @@ use vm_memory::{GuestAddressSpace, GuestMemory};
 
 use crate::memory::LoggedMemory;
 
-use super::{DescriptorChain, QueueError, Reader, Virtqueue, Writer};
+use super::{DescriptorChain, QueueError, Reader, RingPoll, Virtqueue, Writer};
 use crate::device::Notifier;
 use crate::worker::{QueueContext, QueueHandler};
 
 /// One turn of serving a ring, for any queue handler: kicks disabled while it works, at most one
 /// queue's worth of chains (a guest that keeps its ring full cannot keep a stop waiting), each
 /// handed to `serve` (which completes it, at once or later — keeping a copy then), a malformed
-/// chain returned used with length 0, kicks re-enabled before going idle; each chain's storage is
+/// chain returned used with length 0, the ring polled as `poll` says when it runs dry, kicks
+/// re-enabled before going idle; each chain's storage is
 /// reused for the next, so serving allocates nothing. `Ok(true)`: chains remain and notifications stay
 /// disabled, so the worker should come back without waiting for a kick. `Err`: the ring cannot be
 /// read at all.
@@ -31,8 +32,10 @@ pub fn serve_turn<M: GuestMemory + ?Sized>(
     queue: &mut Virtqueue,
     mem: &M,
     call: &Notifier,
+    poll: &mut RingPoll,
     mut serve: impl FnMut(&mut Virtqueue, &DescriptorChain) -> Result<(), QueueError>,
 ) -> Result<bool, QueueError> {
+    poll.turn_begins();
     queue.disable_notification(mem)?;
     for _ in 0..queue.size() {
         match queue.pop(mem) {
@@ -42,6 +45,10 @@ pub fn serve_turn<M: GuestMemory + ?Sized>(
                 served?;
             }
             Ok(None) => {
+                // Kicks still off: a driver adding a request during the poll does not kick.
+                if poll.poll(|| queue.has_available(mem)) {
+                    continue;
+                }
                 if !queue.enable_notification(mem)? {
                     return Ok(false);
                 }
@@ -102,12 +109,13 @@ pub struct ChainQueue<S> {
     broken: bool,
     /// The last batch ended with chains still available.
     more: bool,
+    poll: RingPoll,
 }
 
 impl<S: ChainService> ChainQueue<S> {
     /// `service` answering the chains of `queue`.
     pub fn new(queue: Virtqueue, service: S) -> Self {
-        Self { queue, service, broken: false, more: false }
+        Self { queue, service, broken: false, more: false, poll: RingPoll::new() }
     }
 
     /// The service.
@@ -117,7 +125,7 @@ impl<S: ChainService> ChainQueue<S> {
 
     fn run(&mut self, mem: &LoggedMemory, call: &Notifier) -> Result<(), QueueError> {
         let service = &mut self.service;
-        self.more = serve_turn(&mut self.queue, mem, call, |queue, chain| {
+        self.more = serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, chain| {
             let mut reader = Reader::new(mem, chain);
             let mut writer = Writer::new(mem, chain);
             service.serve(chain, &mut reader, &mut writer);

@@ -215,6 +215,15 @@ impl Virtqueue {
         }
     }
 
+    /// Whether the driver made a chain available that was not consumed yet (a ring that cannot
+    /// be read says yes: the next pop reports why).
+    pub fn has_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
+        match self {
+            Self::Split(q) => q.pending(mem).map_or(true, |n| n > 0),
+            Self::Packed(q) => q.has_available(mem).unwrap_or(true),
+        }
+    }
+
     /// Asks the driver to kick again and reports whether chains arrived meanwhile.
     pub fn enable_notification<M: GuestMemory + ?Sized>(
         &mut self,
