@@ -139,6 +139,11 @@ impl FsQueue {
     /// Handles the queue's chains on `threads` pool threads (0: on the queue's worker).
     pub fn with_pool(mut self, threads: usize) -> Self {
         self.pool = (threads > 0).then(|| Pool::new(threads));
+        if self.pool.is_some() {
+            // Its replies come back from the pool's threads, which wake the worker; a poll of
+            // the ring would only keep them waiting.
+            self.poll = RingPoll::with_max(std::time::Duration::ZERO);
+        }
         self
     }
 
