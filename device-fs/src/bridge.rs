@@ -13,17 +13,21 @@ use crate::fuse::until_done;
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
 use vhu_transport_std::virtq::{self, HostSlice};
 
-/// Buffers one `preadv`/`pwritev` takes at most here (on the stack); longer chains take several
-/// calls.
-const IOVECS: usize = 64;
+/// Buffers one `preadv`/`pwritev` takes at most when the request spans few: on the stack and
+/// small, as nearly every request is (one or two buffers).
+const FEW: usize = 8;
 
-/// Up to [`IOVECS`] buffers, without a heap allocation and without writing the room it does
-/// not use (zeroing 64 iovecs would cost a READ of 4 KiB more than its bookkeeping).
-struct IoVecs {
-    iov: arrayvec::ArrayVec<libc::iovec, IOVECS>,
+/// Buffers one call takes at most otherwise (16 KiB of iovecs): the kernel's limit
+/// (`UIO_MAXIOV`), so the largest request a guest sends — 256 pages, each its own buffer, as
+/// Linux lays them out — goes in one call. Longer chains take several.
+const MANY: usize = 1024;
+
+/// Up to `N` buffers, without a heap allocation and without writing the room it does not use.
+struct IoVecs<const N: usize> {
+    iov: arrayvec::ArrayVec<libc::iovec, N>,
 }
 
-impl IoVecs {
+impl<const N: usize> IoVecs<N> {
     fn new() -> Self {
         Self { iov: arrayvec::ArrayVec::new() }
     }
@@ -109,26 +113,80 @@ impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
         offset: u64,
         len: usize,
     ) -> std::io::Result<usize> {
-        let mut iov = IoVecs::new();
-        self.host_slices(len, &mut |slice| iov.push(slice)).map_err(chain_error)?;
-        let iov = iov.as_slice();
-        if iov.is_empty() {
-            return Ok(0);
-        }
         let at = offset_of(offset)?;
+        let n = if self.buffers_left() <= FEW {
+            write_from::<M, FEW>(self, fd, at, len)?
+        } else {
+            write_from::<M, MANY>(self, fd, at, len)?
+        };
+        self.consume(n).map_err(chain_error)
+    }
+}
+
+/// Writes up to `len` bytes of `reader`'s next buffers (at most `N` of them) to `fd` at `at`
+/// with one system call; returns how many were written. Never inlined, so each `N` has a
+/// frame of its own and only the large one holds [`MANY`] iovecs.
+#[inline(never)]
+fn write_from<M: GuestMemory + ?Sized, const N: usize>(
+    reader: &virtq::Reader<'_, M>,
+    fd: BorrowedFd<'_>,
+    at: libc::off_t,
+    len: usize,
+) -> std::io::Result<usize> {
+    one_call::<N>(
+        |each| reader.host_slices(len, each),
         // SAFETY: every iovec names host memory vm-memory maps for this chain's readable
         // buffers, mapped while the reader borrows the guest memory; the kernel only reads it
         // (a guest changing it meanwhile changes the data written, never this process). One
         // buffer (the common case) goes without the kernel copying an iovec array in.
-        let n = unsafe {
+        |iov| unsafe {
             match iov {
                 [one] => pwrite_raw(fd, one.iov_base, one.iov_len, at),
                 _ => libc::pwritev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at),
             }
-        };
-        let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
-        self.consume(n).map_err(chain_error)
+        },
+    )
+}
+
+/// Gathers up to `N` host buffers with `gather` and moves data over them with one `call` (a
+/// system call's return: bytes moved, or -1 with `errno` set); returns how many bytes moved.
+fn one_call<const N: usize>(
+    gather: impl FnOnce(&mut dyn FnMut(HostSlice)) -> Result<(), virtq::QueueError>,
+    call: impl FnOnce(&[libc::iovec]) -> isize,
+) -> std::io::Result<usize> {
+    let mut iov = IoVecs::<N>::new();
+    gather(&mut |slice| iov.push(slice)).map_err(chain_error)?;
+    let iov = iov.as_slice();
+    if iov.is_empty() {
+        return Ok(0);
     }
+    usize::try_from(call(iov)).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Reads up to `len` bytes from `fd` at `at` into `writer`'s buffers `skip` bytes past its
+/// position (at most `N` of them) with one system call; returns how many were read. Never
+/// inlined, for the reason [`write_from`] gives.
+#[inline(never)]
+fn read_into<M: GuestMemory + ?Sized, const N: usize>(
+    writer: &virtq::Writer<'_, M>,
+    skip: usize,
+    fd: BorrowedFd<'_>,
+    at: libc::off_t,
+    len: usize,
+) -> std::io::Result<usize> {
+    one_call::<N>(
+        |each| writer.host_slices(skip, len, each),
+        // SAFETY: every iovec names host memory vm-memory maps for this chain's writable
+        // buffers, mapped while the writer borrows the guest memory and written by nobody else
+        // on this side; the kernel writes at most their lengths. One buffer (the common case)
+        // goes without the kernel copying an iovec array in.
+        |iov| unsafe {
+            match iov {
+                [one] => pread_raw(fd, one.iov_base, one.iov_len, at),
+                _ => libc::preadv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at),
+            }
+        },
+    )
 }
 
 impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
@@ -150,26 +208,14 @@ impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
         offset: u64,
         len: usize,
     ) -> std::io::Result<usize> {
+        let few = self.buffers_left() <= FEW;
         until_done(len, |done| {
-            let mut iov = IoVecs::new();
-            let mut each = |slice| iov.push(slice);
-            self.host_slices(skip + done, len - done, &mut each).map_err(chain_error)?;
-            let iov = iov.as_slice();
-            if iov.is_empty() {
-                return Ok(0);
-            }
             let at = offset_of(offset + done as u64)?;
-            // SAFETY: every iovec names host memory vm-memory maps for this chain's writable
-            // buffers, mapped while the writer borrows the guest memory and written by nobody
-            // else on this side; the kernel writes at most their lengths. One buffer (the
-            // common case) goes without the kernel copying an iovec array in.
-            let n = unsafe {
-                match iov {
-                    [one] => pread_raw(fd, one.iov_base, one.iov_len, at),
-                    _ => libc::preadv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at),
-                }
-            };
-            usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+            if few {
+                read_into::<M, FEW>(self, skip + done, fd, at, len - done)
+            } else {
+                read_into::<M, MANY>(self, skip + done, fd, at, len - done)
+            }
         })
     }
 

@@ -149,6 +149,11 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
         host_slices(self.mem, self.segments, self.cursor, (0, len), each)
     }
 
+    /// How many buffers the rest of the readable part spans (the first possibly in part).
+    pub fn buffers_left(&self) -> usize {
+        self.segments.len().saturating_sub(self.cursor.segment)
+    }
+
     /// Consumes `n` bytes used through [`Reader::host_slices`]; returns how many there were.
     pub fn consume(&mut self, n: usize) -> Result<usize, QueueError> {
         self.cursor.advance(self.segments, n, |_, _, _| Ok(()))
@@ -206,6 +211,11 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         each: &mut dyn FnMut(HostSlice),
     ) -> Result<(), QueueError> {
         host_slices(self.mem, self.segments, self.cursor, (skip, len), each)
+    }
+
+    /// How many buffers the rest of the writable part spans (the first possibly in part).
+    pub fn buffers_left(&self) -> usize {
+        self.segments.len().saturating_sub(self.cursor.segment)
     }
 
     /// Copies `buf` to `skip` bytes past the position, without moving it; returns how many
