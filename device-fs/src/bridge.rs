@@ -56,7 +56,10 @@ unsafe fn pread_raw(
     #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     {
         // SAFETY: the caller vouches for `buf`; the arguments are the system call's own.
-        unsafe { libc::syscall(libc::SYS_pread64, fd.as_raw_fd(), buf, len, at) as isize }
+        unsafe {
+            libc::syscall(libc::SYS_pread64, libc::c_long::from(fd.as_raw_fd()), buf, len, at)
+                as isize
+        }
     }
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
     {
@@ -78,7 +81,10 @@ unsafe fn pwrite_raw(
     #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     {
         // SAFETY: the caller vouches for `buf`; the arguments are the system call's own.
-        unsafe { libc::syscall(libc::SYS_pwrite64, fd.as_raw_fd(), buf, len, at) as isize }
+        unsafe {
+            libc::syscall(libc::SYS_pwrite64, libc::c_long::from(fd.as_raw_fd()), buf, len, at)
+                as isize
+        }
     }
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
     {

@@ -10,21 +10,30 @@
 //! ring that stayed idle longer than the poll could have waited (but not longer than the
 //! longest poll, [`crate::spin::spin`]) doubles the poll, from 4 µs; one idle for longer than
 //! that stops polling, so a quiet queue sleeps at once. While it polls, the device has not asked
-//! for a kick (EVENT_IDX's `avail_event` stays behind), so the driver does not make one. A poll
-//! needs a CPU for the queue and one for the driver it waits for: while more queues of the
-//! process see short idle periods than half the CPUs, none polls (their threads and the
-//! drivers' would outnumber the CPUs, and a poll would only keep the thread it waits for from
-//! running); their windows still follow their idle periods, so when one goes quiet the others
-//! poll again.
+//! for a kick (EVENT_IDX's `avail_event` stays behind), so the driver does not make one.
+//!
+//! A poll needs a CPU for the queue and one for the driver it waits for. While more queues of
+//! the process are busy with short idle periods (their window open, and serving or polling in
+//! the last [`RECENT`]) than half the CPUs, none polls: their threads and the drivers' would
+//! outnumber the CPUs, and a poll would only keep the thread it waits for from running. A queue
+//! that goes quiet stops counting after [`RECENT`], and the others poll again. A turn polls for
+//! at most [`TURN_POLLING`] in all, so a driver timing its requests cannot hold a turn (and a
+//! stop waiting behind it) for long.
 //!
 //! This module owns only the decision and the clock; looking at the ring is its caller's.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The first poll after a ring was idle briefly.
 const FIRST: Duration = Duration::from_micros(4);
+
+/// How long after it last served or polled a queue with an open window still counts as busy.
+const RECENT: Duration = Duration::from_millis(1);
+
+/// The most one turn polls, in all its polls.
+const TURN_POLLING: Duration = Duration::from_millis(10);
 
 /// One queue's polling state.
 #[derive(Debug)]
@@ -33,10 +42,16 @@ pub struct RingPoll {
     window: Duration,
     /// The longest poll (zero: never poll).
     max: Duration,
-    /// When the ring last ran dry without the poll catching a request.
+    /// When the last poll that found nothing began.
+    last_failed: Option<Instant>,
+    /// When the ring last ran dry and the queue went to sleep.
     idle_since: Option<Instant>,
-    /// The queues that poll ([`POLLING`], outside tests) and how many may at once.
-    polling: &'static AtomicUsize,
+    /// How long this turn has polled.
+    turn_polled: Duration,
+    /// Where the busy queues are counted ([`BOARD`], outside tests), this queue's slot there
+    /// while its window is open, and how many busy queues may poll.
+    board: &'static Board,
+    slot: Option<usize>,
     most: usize,
 }
 
@@ -55,12 +70,22 @@ impl RingPoll {
 
     /// Polling for at most `max` (zero: never).
     pub fn with_max(max: Duration) -> Self {
-        Self::counted_in(max, &POLLING, most_polling())
+        Self::counted_in(max, &BOARD, most_polling())
     }
 
-    /// Polling for at most `max`, among the queues `polling` counts, `most` of which may poll.
-    fn counted_in(max: Duration, polling: &'static AtomicUsize, most: usize) -> Self {
-        Self { window: Duration::ZERO, max, idle_since: None, polling, most }
+    /// Polling for at most `max`, among the queues `board` counts, `most` of which may be busy
+    /// for any to poll.
+    fn counted_in(max: Duration, board: &'static Board, most: usize) -> Self {
+        Self {
+            window: Duration::ZERO,
+            max,
+            last_failed: None,
+            idle_since: None,
+            turn_polled: Duration::ZERO,
+            board,
+            slot: None,
+            most,
+        }
     }
 
     /// How long the next poll may last.
@@ -74,6 +99,16 @@ impl RingPoll {
         if let Some(since) = self.idle_since.take() {
             self.idled(since.elapsed());
         }
+        self.turn_polled = Duration::ZERO;
+        if let Some(slot) = self.slot {
+            self.board.stamp(slot);
+        }
+    }
+
+    /// The ring ran dry, the poll found nothing, and the queue goes to sleep: its idle period
+    /// began when that poll did.
+    pub fn sleeps(&mut self) {
+        self.idle_since = Some(self.last_failed.take().unwrap_or_else(Instant::now));
     }
 
     /// Adapts the window to an idle period of `idle`.
@@ -87,28 +122,36 @@ impl RingPoll {
         }
     }
 
-    /// Changes the window, keeping the count of polling queues.
+    /// Changes the window; a queue holds a slot on the board while its window is open.
     fn set_window(&mut self, window: Duration) {
-        match (self.window.is_zero(), window.is_zero()) {
-            (true, false) => {
-                self.polling.fetch_add(1, Ordering::Relaxed);
-            }
-            (false, true) => {
-                self.polling.fetch_sub(1, Ordering::Relaxed);
+        self.window = window;
+        match (self.slot, window.is_zero()) {
+            (None, false) => self.slot = self.board.claim(),
+            (Some(slot), true) => {
+                self.board.release(slot);
+                self.slot = None;
             }
             _ => {}
         }
-        self.window = window;
     }
 
     /// The ring ran dry: calls `ready` until it says a request came or the window passed, and
-    /// says which. When none came, the idle period starts now and the caller should ask for a
-    /// kick and sleep.
+    /// says which. When none came, the caller asks for a kick and, when the ring is still
+    /// empty, sleeps ([`RingPoll::sleeps`]).
     pub fn poll(&mut self, mut ready: impl FnMut() -> bool) -> bool {
         let start = Instant::now();
-        if !self.window.is_zero() && self.polling.load(Ordering::Relaxed) <= self.most {
+        let may = match self.slot {
+            Some(slot) if self.turn_polled < TURN_POLLING => {
+                self.board.stamp(slot);
+                self.board.busy() <= self.most
+            }
+            // No window, no slot on a full board, or this turn polled enough.
+            _ => false,
+        };
+        if may {
             loop {
                 if ready() {
+                    self.turn_polled += start.elapsed();
                     return true;
                 }
                 if start.elapsed() >= self.window {
@@ -116,19 +159,11 @@ impl RingPoll {
                 }
                 std::hint::spin_loop();
             }
+            self.turn_polled += start.elapsed();
         }
-        self.idle_since = Some(start);
+        self.last_failed = Some(start);
         false
     }
-}
-
-/// Queues of the process that poll: whose window is open.
-static POLLING: AtomicUsize = AtomicUsize::new(0);
-
-/// The most queues that may poll at once: half the CPUs (at least one).
-fn most_polling() -> usize {
-    static MOST: OnceLock<usize> = OnceLock::new();
-    *MOST.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
 }
 
 impl Drop for RingPoll {
@@ -137,21 +172,102 @@ impl Drop for RingPoll {
     }
 }
 
+/// Slots on [`Board`]: more queues with an open window than this do not poll.
+const SLOTS: usize = 64;
+
+/// The queues with an open window: when each last served or polled, in microseconds since the
+/// board's epoch plus one (0: a free slot).
+#[derive(Debug)]
+pub(crate) struct Board {
+    slots: [AtomicU64; SLOTS],
+    /// Slots ever claimed (the rest need no look).
+    used: AtomicUsize,
+    epoch: OnceLock<Instant>,
+    /// How long a queue counts as busy after it last served or polled ([`RECENT`]).
+    recent: Duration,
+}
+
+/// The process's board.
+static BOARD: Board = Board::new(RECENT);
+
+impl Board {
+    const fn new(recent: Duration) -> Self {
+        Self {
+            slots: [const { AtomicU64::new(0) }; SLOTS],
+            used: AtomicUsize::new(0),
+            epoch: OnceLock::new(),
+            recent,
+        }
+    }
+
+    /// Now, as stored in a slot (never 0).
+    fn now(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// A free slot, stamped now; `None` when every slot is taken.
+    fn claim(&self) -> Option<usize> {
+        let now = self.now();
+        let slot = (0..SLOTS).find(|&i| {
+            self.slots[i].compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        })?;
+        self.used.fetch_max(slot + 1, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    fn stamp(&self, slot: usize) {
+        self.slots[slot].store(self.now(), Ordering::Relaxed);
+    }
+
+    fn release(&self, slot: usize) {
+        self.slots[slot].store(0, Ordering::Relaxed);
+    }
+
+    /// Queues with an open window that served or polled in the last `recent`.
+    fn busy(&self) -> usize {
+        let now = self.now();
+        let recent = u64::try_from(self.recent.as_micros()).unwrap_or(u64::MAX);
+        let used = self.used.load(Ordering::Relaxed).min(SLOTS);
+        self.slots[..used]
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&at| at != 0 && now.saturating_sub(at) <= recent)
+            .count()
+    }
+}
+
+/// The most busy queues with which one still polls: half the CPUs (at least one).
+fn most_polling() -> usize {
+    static MOST: OnceLock<usize> = OnceLock::new();
+    *MOST.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MAX: Duration = Duration::from_micros(50);
 
-    /// A poller counted apart from every other test's, `most` of which may poll at once.
-    fn alone(max: Duration, polling: &'static AtomicUsize, most: usize) -> RingPoll {
-        RingPoll::counted_in(max, polling, most)
+    /// Long enough that a test thread preempted on a loaded machine still counts as busy.
+    const RECENT_HERE: Duration = Duration::from_millis(50);
+
+    /// A poller on `board`, counted apart from every other test's, which polls while at most
+    /// `most` queues are busy.
+    fn on(board: &'static Board, max: Duration, most: usize) -> RingPoll {
+        RingPoll::counted_in(max, board, most)
+    }
+
+    /// Opens `p`'s window to 8 µs.
+    fn open(p: &mut RingPoll) {
+        p.idled(Duration::from_micros(40));
+        p.idled(Duration::from_micros(40));
     }
 
     #[test]
     fn short_idle_periods_grow_the_window_up_to_the_most_and_a_long_one_ends_polling() {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let mut p = alone(MAX, &COUNT, 1);
+        static BOARD: Board = Board::new(RECENT_HERE);
+        let mut p = on(&BOARD, MAX, 1);
         assert_eq!(p.window(), Duration::ZERO, "a new queue does not poll");
         p.idled(Duration::from_micros(10));
         assert_eq!(p.window(), FIRST);
@@ -171,22 +287,21 @@ mod tests {
 
     #[test]
     fn a_poll_returns_as_soon_as_the_ring_is_ready_and_gives_up_after_the_window() {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let mut p = alone(MAX, &COUNT, 1);
+        static BOARD: Board = Board::new(RECENT_HERE);
+        let mut p = on(&BOARD, MAX, 1);
         let mut calls = 0;
         assert!(!p.poll(|| {
             calls += 1;
             true
         }));
         assert_eq!(calls, 0, "a zero window does not look");
-        p.idled(Duration::from_micros(40));
-        p.idled(Duration::from_micros(40));
+        open(&mut p);
         let start = Instant::now();
         assert!(!p.poll(|| false));
         assert!(start.elapsed() >= p.window(), "it looked for the whole window");
         drop(p);
         // A window of a second: the third look finds the ring ready long before it ends.
-        let mut long = alone(Duration::from_secs(1), &COUNT, 1);
+        let mut long = on(&BOARD, Duration::from_secs(1), 1);
         for _ in 0..20 {
             long.idled(Duration::from_millis(900));
         }
@@ -201,41 +316,74 @@ mod tests {
     }
 
     #[test]
-    fn turns_measure_the_idle_period_from_the_failed_poll() {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let mut p = alone(Duration::from_secs(10), &COUNT, 1);
+    fn the_idle_period_runs_from_the_failed_poll_to_the_next_turn_and_only_when_it_slept() {
+        static BOARD: Board = Board::new(RECENT_HERE);
+        let mut p = on(&BOARD, Duration::from_secs(10), 1);
         assert!(!p.poll(|| false));
+        // The ring was not empty after all: the turn went on, and no idle period began.
+        std::thread::sleep(Duration::from_millis(2));
+        p.turn_begins();
+        assert_eq!(p.window(), Duration::ZERO, "serving is not idling");
+        assert!(!p.poll(|| false));
+        p.sleeps();
         std::thread::sleep(Duration::from_millis(2));
         p.turn_begins();
         assert_eq!(p.window(), FIRST, "an idle period under the most grows the window");
         p.turn_begins();
         assert_eq!(p.window(), FIRST, "no idle period, no change");
-        let mut off = alone(Duration::ZERO, &COUNT, 1);
+        let mut off = on(&BOARD, Duration::ZERO, 1);
         assert!(!off.poll(|| false));
+        off.sleeps();
         std::thread::sleep(Duration::from_millis(1));
         off.turn_begins();
         assert_eq!(off.window(), Duration::ZERO, "a queue that may not poll never does");
     }
 
     #[test]
-    fn no_queue_polls_while_more_want_to_than_may_and_one_going_quiet_frees_the_others() {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let (mut a, mut b) = (alone(MAX, &COUNT, 1), alone(MAX, &COUNT, 1));
-        for p in [&mut a, &mut b] {
-            p.idled(Duration::from_micros(40));
-            p.idled(Duration::from_micros(40));
-        }
-        assert_eq!(COUNT.load(Ordering::Relaxed), 2);
+    fn no_queue_polls_while_more_are_busy_than_may_be_and_one_going_quiet_frees_the_others() {
+        static BOARD: Board = Board::new(RECENT_HERE);
+        let (mut a, mut b) = (on(&BOARD, MAX, 1), on(&BOARD, MAX, 1));
+        open(&mut a);
+        open(&mut b);
+        assert_eq!(BOARD.busy(), 2);
         let mut looked = false;
         assert!(!a.poll(|| {
             looked = true;
             true
         }));
         assert!(!looked, "two busy queues on room for one: neither polls");
-        b.idled(Duration::from_millis(1));
-        assert_eq!(COUNT.load(Ordering::Relaxed), 1, "b went quiet");
-        assert!(a.poll(|| true), "a polls again");
+        // b sleeps without a turn for longer than it counts as busy; its window stays open.
+        std::thread::sleep(RECENT_HERE * 2);
+        assert!(a.poll(|| true), "a polls again once b is quiet");
+        assert_eq!(BOARD.busy(), 1);
+        b.turn_begins();
+        assert_eq!(BOARD.busy(), 2, "b's turn makes it busy again");
+        b.idled(Duration::from_millis(5));
+        assert_eq!(BOARD.busy(), 1, "a closed window gives the slot back");
         drop(a);
-        assert_eq!(COUNT.load(Ordering::Relaxed), 0, "a dropped queue is not counted");
+        assert_eq!(BOARD.busy(), 0, "a dropped queue is not counted");
+    }
+
+    #[test]
+    fn a_turn_polls_for_a_bounded_time_in_all() {
+        static BOARD: Board = Board::new(RECENT_HERE);
+        let mut p = on(&BOARD, Duration::from_secs(1), 1);
+        for _ in 0..20 {
+            p.idled(Duration::from_millis(900));
+        }
+        p.turn_begins();
+        let start = Instant::now();
+        // A driver that adds a request 100 µs into each poll: the turn keeps finding one until
+        // it has polled for its budget.
+        while p.poll(|| {
+            std::thread::sleep(Duration::from_micros(100));
+            true
+        }) {
+            assert!(start.elapsed() < Duration::from_secs(1), "the turn never stopped polling");
+        }
+        assert!(start.elapsed() >= TURN_POLLING, "it polled until the budget was spent");
+        assert!(!p.poll(|| true), "then this turn polls no more");
+        p.turn_begins();
+        assert!(p.poll(|| true), "the next turn polls again");
     }
 }

@@ -50,6 +50,7 @@ pub fn serve_turn<M: GuestMemory + ?Sized>(
                     continue;
                 }
                 if !queue.enable_notification(mem)? {
+                    poll.sleeps();
                     return Ok(false);
                 }
                 queue.disable_notification(mem)?;
