@@ -92,6 +92,40 @@ fn lookup_getattr_and_forget_counts() {
     assert_eq!(h.lookup(1, "file").header.error, 0);
 }
 
+/// A LOOKUP of a name whose inode the guest already holds answers from that node; a name the
+/// host has since pointed at another inode gets that inode's node, and a symlink stays a symlink.
+#[test]
+fn lookup_of_a_known_inode_follows_the_name() {
+    let mut h = Harness::new("relookup");
+    h.init();
+    let share = h.share();
+    std::fs::write(share.join("a"), b"1").expect("host write");
+    std::fs::write(share.join("b"), b"22").expect("host write");
+    std::os::unix::fs::symlink("a", share.join("link")).expect("symlink");
+    let first = h.lookup(1, "a").entry();
+    assert_eq!(h.lookup(1, "a").entry().nodeid, first.nodeid);
+    assert_eq!(h.server.fs().inodes().lookups(NodeId(first.nodeid)), Some(2));
+
+    std::fs::rename(share.join("b"), share.join("a")).expect("host rename");
+    let renamed = h.lookup(1, "a").entry();
+    assert_ne!(renamed.nodeid, first.nodeid, "another inode, another node");
+    let host_ino = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(share.join("a")).expect("host stat"),
+    );
+    assert_eq!((renamed.attr.size, renamed.attr.ino), (2, host_ino));
+    let again = h.lookup(1, "a").entry();
+    assert_eq!((again.nodeid, again.attr.size), (renamed.nodeid, 2));
+    assert_eq!(h.server.fs().inodes().lookups(NodeId(renamed.nodeid)), Some(2));
+
+    let link = h.lookup(1, "link").entry();
+    let link_again = h.lookup(1, "link").entry();
+    assert_eq!(link_again.nodeid, link.nodeid);
+    assert_eq!(link_again.attr.mode & 0o170000, 0o120000, "not followed");
+    assert_eq!(link_again.attr.size, 1);
+    std::fs::remove_file(share.join("link")).expect("host unlink");
+    assert_eq!(h.lookup(1, "link").errno(), ENOENT);
+}
+
 #[test]
 fn create_write_read_back_and_release() {
     let mut h = Harness::new("rw");
@@ -384,7 +418,10 @@ fn open_descriptors_are_bounded() {
     let second = h.call(Opcode::Open, node, open.as_bytes()).open().fh;
     let third = h.call(Opcode::Open, node, open.as_bytes()).open().fh;
     assert_eq!(h.call(Opcode::Open, node, open.as_bytes()).errno(), ENFILE);
-    assert_eq!(h.lookup(1, "f").errno(), ENFILE, "a new lookup needs a descriptor too");
+    std::fs::write(h.share().join("g"), b"").expect("host write");
+    assert_eq!(h.lookup(1, "g").errno(), ENFILE, "a new inode needs a descriptor too");
+    let known = h.lookup(1, "f").entry();
+    assert_eq!(known.nodeid, node, "a known inode needs none");
     for handle in [fh, second] {
         let release = ReleaseIn { fh: handle, ..ReleaseIn::default() };
         assert_eq!(h.call(Opcode::Release, node, release.as_bytes()).errno(), 0);

@@ -1,7 +1,9 @@
-//! Host metadata to FUSE attributes: `statx` of an O_PATH fd, device-number encoding, STATFS.
+//! Host metadata to FUSE attributes: `statx` of an O_PATH fd or of a name in a directory,
+//! device-number encoding, STATFS.
 //!
 //! Conversion only; the one syscall here is the `statx` / `fstatvfs` that produces what is converted.
 
+use std::ffi::CStr;
 use std::os::fd::AsFd;
 
 use rustix::fs::{statx, AtFlags, StatxFlags};
@@ -25,8 +27,18 @@ pub(super) struct HostStat {
 
 /// `statx` of `fd` itself (never following a symlink).
 pub(super) fn stat_fd(fd: impl AsFd) -> Result<HostStat, Errno> {
+    host_stat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// `statx` of `name` in the directory `dir`: never following a symlink or triggering an
+/// automount, so it names the inode an O_PATH | O_NOFOLLOW open of the name would.
+pub(super) fn stat_at(dir: impl AsFd, name: &CStr) -> Result<HostStat, Errno> {
+    host_stat(dir, name, AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT)
+}
+
+fn host_stat(fd: impl AsFd, name: &CStr, flags: AtFlags) -> Result<HostStat, Errno> {
     let mask = StatxFlags::BASIC_STATS | StatxFlags::MNT_ID;
-    let st = statx(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW, mask)?;
+    let st = statx(fd, name, flags, mask)?;
     let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
     let attr = Attr {
         ino: st.stx_ino,

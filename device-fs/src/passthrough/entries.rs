@@ -33,7 +33,7 @@ impl PassthroughFs {
         let dir = self.dir_inode(parent)?;
         // The target is stored as text and resolved only by the guest, never by us.
         rustix::fs::symlinkat(target, &dir.fd, name)?;
-        self.lookup_at(&dir, name)
+        self.open_entry(&dir, name)
     }
 
     pub(super) fn do_mknod(
@@ -53,14 +53,14 @@ impl PassthroughFs {
             Mode::from_raw_mode(mode),
             rustix::fs::makedev(major, minor),
         )?;
-        self.lookup_at(&dir, name)
+        self.open_entry(&dir, name)
     }
 
     pub(super) fn do_mkdir(&self, parent: NodeId, name: &CStr, mode: u32) -> Result<Entry, Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
         rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(mode))?;
-        self.lookup_at(&dir, name)
+        self.open_entry(&dir, name)
     }
 
     pub(super) fn do_unlink(&self, parent: NodeId, name: &CStr, dir: bool) -> Result<(), Errno> {
@@ -104,6 +104,6 @@ impl PassthroughFs {
             name,
             AtFlags::SYMLINK_FOLLOW,
         )?;
-        self.lookup_at(&dir, name)
+        self.open_entry(&dir, name)
     }
 }

@@ -70,6 +70,16 @@ struct Inner {
     next_id: u64,
 }
 
+impl Inner {
+    /// One more lookup of the node holding `key`, if there is one.
+    fn add_lookup(&mut self, key: InodeKey) -> Option<NodeId> {
+        let id = *self.by_key.get(&key)?;
+        let slot = self.by_id.get_mut(&id)?;
+        slot.lookups = slot.lookups.saturating_add(1);
+        Some(NodeId(id))
+    }
+}
+
 /// The table, shareable between request queues.
 #[derive(Debug, Default)]
 pub struct InodeTable {
@@ -137,17 +147,19 @@ impl InodeTable {
     /// (and the new fd is dropped), otherwise a new node is created with one reference.
     pub fn lookup(&self, inode: Inode) -> NodeId {
         let mut inner = self.lock();
-        if let Some(&id) = inner.by_key.get(&inode.key) {
-            if let Some(slot) = inner.by_id.get_mut(&id) {
-                slot.lookups = slot.lookups.saturating_add(1);
-                return NodeId(id);
-            }
+        if let Some(node) = inner.add_lookup(inode.key) {
+            return node;
         }
         let id = inner.next_id;
         inner.next_id += 1;
         inner.by_key.insert(inode.key, id);
         inner.by_id.insert(id, Slot { inode: Some(Arc::new(inode)), lookups: 1 });
         NodeId(id)
+    }
+
+    /// Records one more lookup of the node that holds the host inode `key`, if there is one.
+    pub fn lookup_known(&self, key: InodeKey) -> Option<NodeId> {
+        self.lock().add_lookup(key)
     }
 
     /// Drops `count` references; the node goes away at zero. Unknown nodes and the root are ignored.

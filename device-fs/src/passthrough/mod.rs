@@ -407,7 +407,22 @@ impl PassthroughFs {
 
     /// Looks `name` up in `parent` without following a symlink and takes one reference. A
     /// directory on another host mount than `parent` is marked as a submount when announced.
+    ///
+    /// A name that leads to an inode the guest already holds (a guest revalidating its cached
+    /// entry, mostly) takes one `statx` by name: the table's O_PATH fd keeps that inode alive, so
+    /// no other inode can have its (device, inode number) meanwhile, and no descriptor is
+    /// opened. Any other name is opened ([`Self::open_entry`]).
     fn lookup_at(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
+        let st = attr::stat_at(&parent.fd, name)?;
+        match self.inodes.lookup_known(st.key) {
+            Some(node) => Ok(self.entry(parent, node, st)),
+            None => self.open_entry(parent, name),
+        }
+    }
+
+    /// Opens `name` in `parent` as an O_PATH fd without following a symlink and takes one
+    /// reference to the inode it names (a new node, or the one already known).
+    fn open_entry(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
         self.check_open_budget()?;
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = openat(&parent.fd, name, flags, Mode::empty())?;
@@ -418,19 +433,25 @@ impl PassthroughFs {
     fn entry_of(&self, parent: &Inode, fd: OwnedFd) -> Result<Entry, Errno> {
         let st = attr::stat_fd(&fd)?;
         let kind = st.attr.mode & inodes::S_IFMT;
+        let node = self.inodes.lookup(Inode { fd, key: st.key, kind, mnt_id: st.mnt_id });
+        Ok(self.entry(parent, node, st))
+    }
+
+    /// The entry of `node`, named in `parent`, whose host inode `st` describes.
+    fn entry(&self, parent: &Inode, node: NodeId, st: attr::HostStat) -> Entry {
+        let kind = st.attr.mode & inodes::S_IFMT;
         let mut attr = self.guest_attr(st.attr, st.key);
         let submount = submounts::is_submount(parent.mnt_id, st.mnt_id, kind == inodes::S_IFDIR);
         if submount && self.config.announce_submounts {
             attr.flags |= submounts::ATTR_SUBMOUNT;
         }
-        let node = self.inodes.lookup(Inode { fd, key: st.key, kind, mnt_id: st.mnt_id });
-        Ok(Entry {
+        Entry {
             node,
             generation: 0,
             attr,
             attr_timeout: self.config.timeout,
             entry_timeout: self.config.timeout,
-        })
+        }
     }
 
     /// Refuses a new host descriptor once the guest holds [`Config::max_open`] of them.
