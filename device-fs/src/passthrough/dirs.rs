@@ -20,7 +20,7 @@ impl PassthroughFs {
         self.check_open_budget()?;
         let inode = self.dir_inode(node)?;
         let fd = self.reopen(&inode, OFlags::RDONLY)?;
-        Ok(Opened { handle: self.handles.insert(fd, node, true), flags: self.config.open_flags.1 })
+        Ok(Opened { handle: self.handles.insert_dir(fd, node), flags: self.config.open_flags.1 })
     }
 
     pub(super) fn do_readdir(

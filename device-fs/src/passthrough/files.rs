@@ -111,7 +111,10 @@ impl PassthroughFs {
         let wanted = open_flags(flags, &self.config);
         let kill = wanted.contains(OFlags::TRUNC) && open & OPEN_KILL_SUIDGID != 0;
         let fd = self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?;
-        Ok(Opened { handle: self.handles.insert(fd, node, false), flags: self.config.open_flags.0 })
+        Ok(Opened {
+            handle: self.handles.insert_file(fd, node, wanted),
+            flags: self.config.open_flags.0,
+        })
     }
 
     /// CREATE; the flag says whether the file was created (rather than an existing one opened).
@@ -160,7 +163,7 @@ impl PassthroughFs {
         };
         // The entry is the inode opened, not whatever the name points at by now.
         let entry = self.entry_of(&dir, path)?;
-        let handle = self.handles.insert(fd, entry.node, false);
+        let handle = self.handles.insert_file(fd, entry.node, wanted);
         Ok((entry, Opened { handle, flags: self.config.open_flags.0 }, created))
     }
 
@@ -178,7 +181,7 @@ impl PassthroughFs {
         let fd = openat(&dir.fd, c".", oflags, Mode::from_raw_mode(mode & 0o7777))?;
         let path = openat(&self.proc_fd, fd_name(&fd), PATH_FLAGS, Mode::empty())?;
         let entry = self.entry_of(&dir, path)?;
-        let handle = self.handles.insert(fd, entry.node, false);
+        let handle = self.handles.insert_file(fd, entry.node, wanted);
         Ok((entry, Opened { handle, flags: self.config.open_flags.0 }))
     }
 

@@ -8,6 +8,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rustix::fs::OFlags;
 use rustix::io::Errno;
 
 use super::ids::IdMap;
@@ -43,9 +44,7 @@ pub enum HandleSlot {
 }
 
 impl HandleSlot {
-    fn open(fd: OwnedFd, node: NodeId, is_dir: bool) -> Self {
-        let direct = !is_dir
-            && rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT));
+    fn open(fd: OwnedFd, node: NodeId, is_dir: bool, direct: bool) -> Self {
         Self::Open(Arc::new(HandleData { fd, node, is_dir, direct, dir_lock: Mutex::new(()) }))
     }
 
@@ -75,9 +74,17 @@ impl HandleTable {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores `fd` and returns its new handle.
-    pub fn insert(&self, fd: OwnedFd, node: NodeId, is_dir: bool) -> Handle {
-        let slot = HandleSlot::open(fd, node, is_dir);
+    /// Stores `fd`, a regular file of `node` opened with `flags`, and returns its new handle.
+    pub fn insert_file(&self, fd: OwnedFd, node: NodeId, flags: OFlags) -> Handle {
+        self.insert(HandleSlot::open(fd, node, false, flags.contains(OFlags::DIRECT)))
+    }
+
+    /// Stores `fd`, a directory of `node`, and returns its new handle.
+    pub fn insert_dir(&self, fd: OwnedFd, node: NodeId) -> Handle {
+        self.insert(HandleSlot::open(fd, node, true, false))
+    }
+
+    fn insert(&self, slot: HandleSlot) -> Handle {
         let mut inner = self.lock();
         inner.next += 1;
         let id = inner.next;
@@ -98,7 +105,11 @@ impl HandleTable {
     /// one. An id already present is left alone; new handles get ids after `last`.
     pub fn restore(&self, h: Handle, node: NodeId, is_dir: bool, fd: Option<OwnedFd>, last: u64) {
         let slot = match fd {
-            Some(fd) => HandleSlot::open(fd, node, is_dir),
+            Some(fd) => {
+                let direct = !is_dir
+                    && rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(OFlags::DIRECT));
+                HandleSlot::open(fd, node, is_dir, direct)
+            }
             None => HandleSlot::Lost { node, is_dir },
         };
         let mut inner = self.lock();
