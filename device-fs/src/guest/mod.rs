@@ -16,7 +16,7 @@ mod migrate;
 mod ring;
 
 pub use migrate::Migrated;
-pub use ring::{Completed, GuestRing, RingLayout};
+pub use ring::{Completed, GuestRing, Pages, RingLayout};
 
 use std::path::Path;
 use std::time::Duration;
@@ -147,7 +147,8 @@ impl GuestFs {
         // What a Linux guest's virtio-fs driver accepts.
         let features = VirtioFeatures::VERSION_1
             | VirtioFeatures::PROTOCOL_FEATURES
-            | VirtioFeatures::RING_EVENT_IDX;
+            | VirtioFeatures::RING_EVENT_IDX
+            | VirtioFeatures::RING_INDIRECT_DESC;
         let protocol = ProtocolFeatures::MQ
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS
@@ -155,11 +156,12 @@ impl GuestFs {
             | ProtocolFeatures::DEVICE_STATE;
         let negotiated = client.handshake(features, protocol)?;
         let event_idx = negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX);
+        let indirect = negotiated.features.contains(VirtioFeatures::RING_INDIRECT_DESC);
         let ram = GuestRegion::new(0, ram)?;
         client.set_mem_table(&[ram.share()])?;
         let mut rings = Vec::new();
         for (i, layout) in layouts.iter().enumerate() {
-            let ring = GuestRing::new(ram.memory().clone(), *layout, event_idx)?;
+            let ring = GuestRing::new(ram.memory().clone(), *layout, (event_idx, indirect))?;
             let index = u8::try_from(i + 1).map_err(|_| GuestError::TooLarge(i + 1))?;
             client.start_vring(VringIndex(index), ring.start(ram.host_address(layout.ring)?))?;
             rings.push(ring);

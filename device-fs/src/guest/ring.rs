@@ -1,7 +1,10 @@
 //! One virtio-fs request queue as a guest driver keeps it: a split ring with a number of request
-//! slots, each a two-descriptor chain — the request (device-readable), then room for the reply
-//! (device-writable) — with its own buffers in guest memory, so that many requests can be in
-//! flight at once.
+//! slots, each with its own buffers in guest memory, so that many requests can be in flight at
+//! once. A request is a two-descriptor chain — the request (device-readable), then room for the
+//! reply (device-writable) — or, when VIRTIO_RING_F_INDIRECT_DESC was negotiated and the caller
+//! says where the data is ([`Pages`]), laid out as Linux's virtio-fs driver lays it out: one
+//! indirect table holding the request header, its arguments, each page of data on its own, the
+//! reply header, the reply's arguments and each page of data back on its own.
 //!
 //! [`GuestRing::submit`] writes a request into a free slot and makes its chain available;
 //! [`GuestRing::kick`] tells the device (once per batch, as a driver does, and with
@@ -29,6 +32,50 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// A descriptor as the ring and indirect tables hold it (virtio 1.2 §2.7.5).
+fn desc(addr: u64, len: u32, flags: u16, next: u16) -> [u8; 16] {
+    let mut desc = [0u8; 16];
+    desc[..8].copy_from_slice(&addr.to_le_bytes());
+    desc[8..12].copy_from_slice(&len.to_le_bytes());
+    desc[12..14].copy_from_slice(&flags.to_le_bytes());
+    desc[14..].copy_from_slice(&next.to_le_bytes());
+    desc
+}
+
+/// Appends a descriptor to an indirect table, chained to the one after it.
+fn push_desc(table: &mut Vec<u8>, addr: u64, len: u32, flags: u16) {
+    let next = (table.len() / 16 + 1) as u16;
+    table.extend_from_slice(&desc(addr, len, flags | NEXT, next));
+}
+
+/// Appends `len` bytes from the page at `addr` on, a descriptor per page.
+fn push_pages(table: &mut Vec<u8>, mut addr: u64, mut len: u32, flags: u16) {
+    while len > 0 {
+        let part = len.min(PAGE as u32);
+        push_desc(table, addr, part, flags);
+        addr += PAGE;
+        len -= part;
+    }
+}
+
+/// The descriptor flags (virtio 1.2 §2.7.5).
+const NEXT: u16 = 1;
+const WRITE: u16 = 2;
+const INDIRECT: u16 = 4;
+/// A guest page: the most data one descriptor carries in Linux's layout.
+const PAGE: u64 = 4096;
+
+/// Which part of a request and of its reply is file data, which a Linux guest gives the device
+/// page by page (its page cache or the caller's pages), each page its own descriptor; the rest
+/// of each direction travels in one buffer after its header.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pages {
+    /// Trailing bytes of the request body that are data (a WRITE's).
+    pub request: u32,
+    /// Trailing bytes of the reply room that are data (a READ's, a READDIR's).
+    pub reply: u32,
+}
+
 /// Where a ring and its slots live in guest memory, and how large they are.
 #[derive(Clone, Copy, Debug)]
 pub struct RingLayout {
@@ -54,9 +101,20 @@ impl RingLayout {
         (used + 6 + 8 * n).next_multiple_of(4096)
     }
 
-    /// Bytes one slot's buffers take.
+    /// Bytes one slot's buffers take: the request's, the reply's, and an indirect table.
     pub fn slot_bytes(&self) -> u64 {
-        (u64::from(self.request_max) + u64::from(self.reply_max)).next_multiple_of(4096)
+        let buffers = u64::from(self.request_max) + u64::from(self.reply_max);
+        (buffers + 16 * self.table_entries()).next_multiple_of(4096)
+    }
+
+    /// Entries of a slot's indirect table: two headers, two argument buffers and a page each.
+    fn table_entries(&self) -> u64 {
+        4 + u64::from(self.request_max).div_ceil(PAGE) + u64::from(self.reply_max).div_ceil(PAGE)
+    }
+
+    /// Guest address of slot `slot`'s indirect table.
+    pub fn table(&self, slot: u16) -> u64 {
+        self.reply(slot) + u64::from(self.reply_max)
     }
 
     /// One past the last byte the ring and its slots use.
@@ -91,6 +149,8 @@ struct InFlight {
     sent: Instant,
     /// Bytes of room the reply was given.
     room: u32,
+    /// Bytes of that room at the start of the reply buffer; the rest is the pages after it.
+    head_room: u32,
 }
 
 /// A request the device answered.
@@ -124,15 +184,20 @@ pub struct GuestRing {
     event_idx: bool,
     /// The available index at the last kick.
     kicked: u16,
+    /// VIRTIO_RING_F_INDIRECT_DESC was negotiated.
+    indirect: bool,
+    /// An indirect table being built.
+    table: Vec<u8>,
 }
 
 impl GuestRing {
     /// Lays the ring out in `memory` (the chains of every slot are written once, here);
-    /// `event_idx`: VIRTIO_RING_F_EVENT_IDX was negotiated.
+    /// `event_idx`, `indirect`: VIRTIO_RING_F_EVENT_IDX and VIRTIO_RING_F_INDIRECT_DESC were
+    /// negotiated.
     pub fn new(
         memory: GuestMemoryMmap,
         layout: RingLayout,
-        event_idx: bool,
+        (event_idx, indirect): (bool, bool),
     ) -> Result<Self, GuestError> {
         let fits = layout.slots > 0
             && u32::from(layout.slots) * 2 <= u32::from(layout.size)
@@ -153,11 +218,11 @@ impl GuestRing {
             reply: Vec::new(),
             event_idx,
             kicked: 0,
+            indirect,
+            table: Vec::new(),
         };
         for slot in 0..layout.slots {
-            let head = 2 * slot;
-            ring.write_desc(head, layout.request(slot), layout.request_max, 1, head + 1)?;
-            ring.write_desc(head + 1, layout.reply(slot), layout.reply_max, 2, 0)?;
+            ring.write_pair(slot, layout.request_max, layout.reply_max)?;
         }
         Ok(ring)
     }
@@ -185,13 +250,58 @@ impl GuestRing {
         flags: u16,
         next: u16,
     ) -> Result<(), GuestError> {
-        let mut desc = [0u8; 16];
-        desc[..8].copy_from_slice(&addr.to_le_bytes());
-        desc[8..12].copy_from_slice(&len.to_le_bytes());
-        desc[12..14].copy_from_slice(&flags.to_le_bytes());
-        desc[14..].copy_from_slice(&next.to_le_bytes());
         let at = GuestAddress(self.layout.ring + 16 * u64::from(index));
-        Self::mem(self.memory.write_slice(&desc, at))
+        Self::mem(self.memory.write_slice(&desc(addr, len, flags, next), at))
+    }
+
+    /// Makes slot `slot`'s chain the request buffer (`request` bytes) then the reply buffer
+    /// (`reply` bytes of room).
+    fn write_pair(&self, slot: u16, request: u32, reply: u32) -> Result<(), GuestError> {
+        let (head, layout) = (2 * slot, &self.layout);
+        self.write_desc(head, layout.request(slot), request, NEXT, head + 1)?;
+        self.write_desc(head + 1, layout.reply(slot), reply, WRITE, 0)
+    }
+
+    /// Makes slot `slot`'s chain one indirect descriptor whose table is laid out as Linux lays
+    /// a request out: the request header and its arguments (`args` bytes), the `pages`
+    /// request bytes a page each from the next page boundary; room for the reply header and its
+    /// arguments (`back` bytes: none for a request without reply), then room for `pages` reply
+    /// bytes a page each. Returns the room at the start of the reply buffer.
+    fn write_indirect(
+        &mut self,
+        slot: u16,
+        args: u32,
+        back: u32,
+        pages: Pages,
+    ) -> Result<u32, GuestError> {
+        let layout = self.layout;
+        let mut table = std::mem::take(&mut self.table);
+        table.clear();
+        let (header, out) = (size_of::<InHeader>() as u32, size_of::<OutHeader>() as u32);
+        push_desc(&mut table, layout.request(slot), header, 0);
+        if args > 0 {
+            push_desc(&mut table, layout.request(slot) + u64::from(header), args, 0);
+        }
+        push_pages(&mut table, layout.request(slot) + PAGE, pages.request, 0);
+        // A request with no reply (FORGET) has no reply header either.
+        if back > 0 {
+            push_desc(&mut table, layout.reply(slot), back.min(out), WRITE);
+        }
+        if back > out {
+            push_desc(&mut table, layout.reply(slot) + u64::from(out), back - out, WRITE);
+        }
+        push_pages(&mut table, layout.reply(slot) + PAGE, pages.reply, WRITE);
+        // The last entry ends the chain (there is one: the request header).
+        let last = table.len() - 16;
+        let flags = u16::from_le_bytes([table[last + 12], table[last + 13]]) & !NEXT;
+        table[last + 12..last + 14].copy_from_slice(&flags.to_le_bytes());
+        table[last + 14..last + 16].copy_from_slice(&0u16.to_le_bytes());
+        let written = self.memory.write_slice(&table, GuestAddress(layout.table(slot)));
+        let len = table.len() as u32;
+        self.table = table;
+        Self::mem(written)?;
+        self.write_desc(2 * slot, layout.table(slot), len, INDIRECT, 0)?;
+        Ok(back)
     }
 
     /// Writes `header` (its `len` set here) and `body` into a free slot and makes the chain
@@ -200,40 +310,97 @@ impl GuestRing {
     /// the room they get); the device hears of it at the next [`GuestRing::kick`].
     pub fn submit(
         &mut self,
-        mut header: InHeader,
+        header: InHeader,
         body: &[&[u8]],
         reply: u32,
     ) -> Result<(), GuestError> {
-        let len = size_of::<InHeader>() + body.iter().map(|b| b.len()).sum::<usize>();
+        self.put(header, body, reply, None)
+    }
+
+    /// [`GuestRing::submit`], laid out as Linux lays the request out (see the module docs)
+    /// when VIRTIO_RING_F_INDIRECT_DESC was negotiated, `pages` saying which bytes are data.
+    /// Without it the request goes as [`GuestRing::submit`] sends it.
+    pub fn submit_paged(
+        &mut self,
+        header: InHeader,
+        body: &[&[u8]],
+        reply: u32,
+        pages: Pages,
+    ) -> Result<(), GuestError> {
+        self.put(header, body, reply, self.indirect.then_some(pages))
+    }
+
+    fn put(
+        &mut self,
+        mut header: InHeader,
+        body: &[&[u8]],
+        reply: u32,
+        pages: Option<Pages>,
+    ) -> Result<(), GuestError> {
+        let body_len = body.iter().map(|b| b.len()).sum::<usize>();
+        let len = size_of::<InHeader>() + body_len;
         if len > self.layout.request_max as usize {
             return Err(GuestError::TooLarge(len));
         }
         if reply > self.layout.reply_max {
             return Err(GuestError::TooLarge(reply as usize));
         }
+        // Bytes of the body before its data pages, and of the reply room before its pages.
+        let (args, back) = match pages {
+            None => (body_len, reply),
+            Some(p) => {
+                let args = body_len.checked_sub(p.request as usize);
+                let back = reply.checked_sub(p.reply);
+                let page_fits = |data: u32, room: u32| u64::from(data) + PAGE <= u64::from(room);
+                match (args, back) {
+                    (Some(args), Some(back))
+                        if size_of::<InHeader>() + args <= PAGE as usize
+                            && back <= PAGE as u32
+                            && (back >= size_of::<OutHeader>() as u32 || reply == 0)
+                            && page_fits(p.request, self.layout.request_max)
+                            && page_fits(p.reply, self.layout.reply_max) =>
+                    {
+                        (args, back)
+                    }
+                    _ => return Err(GuestError::TooLarge(len.max(reply as usize))),
+                }
+            }
+        };
         let opcode = Opcode::from_u32(header.opcode)
             .ok_or_else(|| GuestError::Memory(format!("unknown opcode {}", header.opcode)))?;
         let slot = self.free.pop().ok_or(GuestError::TooLarge(self.slots.len() + 1))?;
         header.len = len as u32;
-        let mut at = self.layout.request(slot);
-        Self::mem(self.memory.write_slice(header.as_bytes(), GuestAddress(at)))?;
-        at += size_of::<InHeader>() as u64;
+        let start = self.layout.request(slot);
+        Self::mem(self.memory.write_slice(header.as_bytes(), GuestAddress(start)))?;
+        // The arguments follow the header; data follows them, or starts a page in when laid
+        // out by page.
+        let mut arg_at = start + size_of::<InHeader>() as u64;
+        let mut data_at = if pages.is_some() { start + PAGE } else { arg_at + args as u64 };
+        let mut left = args;
         for part in body {
-            Self::mem(self.memory.write_slice(part, GuestAddress(at)))?;
-            at += part.len() as u64;
+            let n = part.len().min(left);
+            Self::mem(self.memory.write_slice(&part[..n], GuestAddress(arg_at)))?;
+            (arg_at, left) = (arg_at + n as u64, left - n);
+            Self::mem(self.memory.write_slice(&part[n..], GuestAddress(data_at)))?;
+            data_at += (part.len() - n) as u64;
         }
-        // The request descriptor carries exactly the request, the reply's the room given.
-        let len_at = GuestAddress(self.layout.ring + 16 * u64::from(2 * slot) + 8);
-        Self::mem(self.memory.write_obj((len as u32).to_le(), len_at))?;
-        Self::mem(self.memory.write_obj(reply.to_le(), GuestAddress(len_at.0 + 16)))?;
+        let head_room = match pages {
+            // The request descriptor carries exactly the request, the reply's the room given.
+            None => {
+                self.write_pair(slot, len as u32, reply)?;
+                reply
+            }
+            Some(p) => self.write_indirect(slot, args as u32, back, p)?,
+        };
         let avail = self.layout.available();
         let entry = u64::from(self.next_avail % self.layout.size);
         Self::mem(self.memory.write_obj((2 * slot).to_le(), GuestAddress(avail + 4 + 2 * entry)))?;
         self.next_avail = self.next_avail.wrapping_add(1);
         fence(Ordering::Release);
         Self::mem(self.memory.write_obj(self.next_avail.to_le(), GuestAddress(avail + 2)))?;
+        let sent = Instant::now();
         self.slots[usize::from(slot)] =
-            Some(InFlight { unique: header.unique, opcode, sent: Instant::now(), room: reply });
+            Some(InFlight { unique: header.unique, opcode, sent, room: reply, head_room });
         Ok(())
     }
 
@@ -322,7 +489,12 @@ impl GuestRing {
             }));
         }
         self.reply.resize(written as usize, 0);
-        Self::mem(self.memory.read_slice(&mut self.reply, GuestAddress(self.layout.reply(slot))))?;
+        let (head, pages) = self.reply.split_at_mut(written.min(request.head_room) as usize);
+        Self::mem(self.memory.read_slice(head, GuestAddress(self.layout.reply(slot))))?;
+        if !pages.is_empty() {
+            let at = GuestAddress(self.layout.reply(slot) + PAGE);
+            Self::mem(self.memory.read_slice(pages, at))?;
+        }
         let (head, _) =
             OutHeader::read_from_prefix(&self.reply).map_err(|_| bad("short header".into()))?;
         if head.unique != request.unique {

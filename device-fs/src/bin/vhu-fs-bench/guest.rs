@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use vhu_device_fs::fuse::abi::{InHeader, OpenIn, OpenOut};
+use vhu_device_fs::fuse::abi::{InHeader, OpenIn, OpenOut, OutHeader, WriteIn};
 use vhu_device_fs::fuse::Opcode;
-use vhu_device_fs::guest::{GuestError, GuestFs, GuestRing, RingLayout};
+use vhu_device_fs::guest::{GuestError, GuestFs, GuestRing, Pages, RingLayout};
 use vhu_transport_std::client::LogBuffer;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -139,6 +139,22 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
     }
 }
 
+/// Which bytes of a request and its reply a Linux guest gives the device page by page: a
+/// WRITE's data, a READ's and a READDIRPLUS's room for what comes back (fs/fuse: the page-cache
+/// pages or the caller's pages of the request, each its own descriptor).
+fn pages(opcode: Opcode, body: usize, room: u32) -> Pages {
+    let out = size_of::<OutHeader>() as u32;
+    match opcode {
+        Opcode::Write => {
+            Pages { request: body.saturating_sub(size_of::<WriteIn>()) as u32, ..Pages::default() }
+        }
+        Opcode::Read | Opcode::Readdirplus => {
+            Pages { reply: room.saturating_sub(out), ..Pages::default() }
+        }
+        _ => Pages::default(),
+    }
+}
+
 /// Keeps every lane's request in flight until `target` requests were answered.
 fn drive(
     mut ring: GuestRing,
@@ -164,7 +180,8 @@ fn drive(
             pid: 4242,
             ..InHeader::default()
         };
-        ring.submit(header, &[&body], room).map_err(guest_error)
+        ring.submit_paged(header, &[&body], room, pages(opcode, body.len(), room))
+            .map_err(guest_error)
     };
     start.wait();
     for l in 0..lanes.len() {
