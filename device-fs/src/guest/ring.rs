@@ -32,6 +32,13 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// The descriptor flags (virtio 1.2 §2.7.5).
+const NEXT: u16 = 1;
+const WRITE: u16 = 2;
+const INDIRECT: u16 = 4;
+/// A guest page: the most data one descriptor carries in Linux's layout.
+const PAGE: u64 = 4096;
+
 /// A descriptor as the ring and indirect tables hold it (virtio 1.2 §2.7.5).
 fn desc(addr: u64, len: u32, flags: u16, next: u16) -> [u8; 16] {
     let mut desc = [0u8; 16];
@@ -57,13 +64,6 @@ fn push_pages(table: &mut Vec<u8>, mut addr: u64, mut len: u32, flags: u16) {
         len -= part;
     }
 }
-
-/// The descriptor flags (virtio 1.2 §2.7.5).
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-const INDIRECT: u16 = 4;
-/// A guest page: the most data one descriptor carries in Linux's layout.
-const PAGE: u64 = 4096;
 
 /// Which part of a request and of its reply is file data, which a Linux guest gives the device
 /// page by page (its page cache or the caller's pages), each page its own descriptor; the rest
