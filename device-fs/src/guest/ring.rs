@@ -4,7 +4,9 @@
 //! reply (device-writable) — or, when VIRTIO_RING_F_INDIRECT_DESC was negotiated and the caller
 //! says where the data is ([`Pages`]), laid out as Linux's virtio-fs driver lays it out: one
 //! indirect table holding the request header, its arguments, each page of data on its own, the
-//! reply header, the reply's arguments and each page of data back on its own.
+//! reply header, the reply's arguments and each page of data back on its own (fs/fuse's
+//! `sg_init_fuse_args` and `sg_init_fuse_pages`; kernels whose FUSE requests carry folios give
+//! a large folio one descriptor).
 //!
 //! [`GuestRing::submit`] writes a request into a free slot and makes its chain available;
 //! [`GuestRing::kick`] tells the device (once per batch, as a driver does, and with
