@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # vhu-fsd against virtiofsd under a real Linux guest: fio in a QEMU guest (TCG, one vCPU, the
 # e2e setup) reads a file on the share with O_DIRECT — 1 MiB sequential and 4 KiB random, one
-# job and four — once per back-end per job per round, alternating. Reports the guest's IOPS and
+# job and four — and stats 1 000 files of the share (fio's filestat engine, both back-ends with
+# `--cache never` so every stat reaches the back-end as LOOKUP and GETATTR), once per back-end
+# per job per round, alternating. Reports the guest's IOPS (stats per second for filestat) and
 # the back-end's CPU time per 1 000 guest operations (user + system of its whole process tree,
 # boot and mount included), medians over rounds and the ratios vhu-fsd/virtiofsd of the medians.
 #
@@ -45,21 +47,27 @@ trap 'rm -rf "$WORK"' EXIT
 SHARE=$WORK/share
 mkdir -p "$SHARE"
 head -c $((256 << 20)) /dev/urandom > "$SHARE/data"
+mkdir -p "$SHARE/stat"
+for ((i = 0; i < 1000; i++)); do head -c 4096 /dev/zero > "$SHARE/stat/f.$i"; done
 BOOT_KERNEL=$KERNEL
 extract_vmlinux "$KERNEL" "$WORK/vmlinux" && BOOT_KERNEL=$WORK/vmlinux
 TAG=fiofs
 
-# job name, rw, block size, jobs
-JOBS=("seq-read-1m:read:1m:1" "seq-read-1m:read:1m:4" "rand-read-4k:randread:4k:1" "rand-read-4k:randread:4k:4")
+# job name, rw, block size, jobs, fio engine
+JOBS=("seq-read-1m:read:1m:1:psync" "seq-read-1m:read:1m:4:psync"
+      "rand-read-4k:randread:4k:1:psync" "rand-read-4k:randread:4k:4:psync"
+      "stat:read:4k:1:filestat" "stat:read:4k:4:filestat")
 
-# run_one BACKEND-COMMAND RW BS JOBS: prints "iops cpu_ms_per_1k_ops".
+# run_one BACKEND-COMMAND RW BS JOBS ENGINE: prints "iops cpu_ms_per_1k_ops".
 run_one() {
-    local cmd=$1 rw=$2 bs=$3 jobs=$4 stage=$WORK/initramfs sock=$WORK/fs.sock
+    local cmd=$1 rw=$2 bs=$3 jobs=$4 engine=$5 stage=$WORK/initramfs sock=$WORK/fs.sock
+    # Metadata reaches the back-end only when the guest caches none.
+    [ "$engine" = filestat ] && cmd="$cmd --cache never"
     rm -rf "$stage"
     stage_initramfs "$stage" "$E2E/fio-guest.sh" virtio_pci virtiofs
     pack_fio "$stage" || die "could not pack fio into the initramfs"
-    printf "TAG=%s\nRW=%s\nBS=%s\nJOBS=%s\nRUNTIME=%s\nSIZE=%s\nOFFSET=%s\n" \
-        "$TAG" "$rw" "$bs" "$jobs" "$RUNTIME" 64m 64m > "$stage/fio.conf"
+    printf "TAG=%s\nRW=%s\nBS=%s\nJOBS=%s\nRUNTIME=%s\nSIZE=%s\nOFFSET=%s\nENGINE=%s\n" \
+        "$TAG" "$rw" "$bs" "$jobs" "$RUNTIME" 64m 64m "$engine" > "$stage/fio.conf"
     pack_initramfs "$stage" "$WORK/initrd.cpio"
     rm -f "$sock"
     # `times` after the back-end exits: its whole tree's user and system CPU.
@@ -89,13 +97,13 @@ run_one() {
 declare -A RESULT
 for ((round = 1; round <= ROUNDS; round++)); do
     for job in "${JOBS[@]}"; do
-        IFS=: read -r name rw bs jobs <<<"$job"
+        IFS=: read -r name rw bs jobs engine <<<"$job"
         for backend in vhu-fsd virtiofsd; do
             case $backend in
                 vhu-fsd) cmd=$FSD ;;
                 virtiofsd) cmd=$VIRTIOFSD ;;
             esac
-            r=$(run_one "$cmd" "$rw" "$bs" "$jobs")
+            r=$(run_one "$cmd" "$rw" "$bs" "$jobs" "$engine")
             log "round $round, $name x$jobs, $backend: $r (IOPS, back-end CPU ms per 1000 ops)"
             RESULT[$name:$jobs:$backend]+="$r;"
         done
@@ -104,10 +112,10 @@ done
 
 median() { tr ';' '\n' | awk 'NF' | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 col() { tr ';' '\n' | awk -v c="$1" 'NF { print $c }' | tr '\n' ';'; }
-echo "guest fio, O_DIRECT reads, ${RUNTIME} s a run, medians of $ROUNDS rounds; $(qemu-system-x86_64 --version | head -n 1); kernel $KVER; $(nproc) host CPUs; $(date -u +%F)"
+echo "guest fio, O_DIRECT reads and stats, ${RUNTIME} s a run, medians of $ROUNDS rounds; $(qemu-system-x86_64 --version | head -n 1); kernel $KVER; $(nproc) host CPUs; $(date -u +%F)"
 printf '%-14s %4s %12s %12s %7s %16s %16s %7s\n' job jobs "vhu-fsd IOPS" "virtiofsd" ratio "vhu-fsd CPU/1k" "virtiofsd" ratio
 for job in "${JOBS[@]}"; do
-    IFS=: read -r name rw bs jobs <<<"$job"
+    IFS=: read -r name rw bs jobs _ <<<"$job"
     v=${RESULT[$name:$jobs:vhu-fsd]}
     p=${RESULT[$name:$jobs:virtiofsd]}
     vi=$(col 1 <<<"$v" | median); pi=$(col 1 <<<"$p" | median)
