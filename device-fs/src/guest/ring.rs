@@ -21,6 +21,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use vhu_transport_std::client::{eventfd, VringStart};
+use vhu_transport_std::virtq::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -34,31 +35,17 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
-/// The descriptor flags (virtio 1.2 §2.7.5).
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-const INDIRECT: u16 = 4;
 /// A guest page: the most data one descriptor carries in Linux's layout.
 const PAGE: u64 = 4096;
 
-/// A descriptor as the ring and indirect tables hold it (virtio 1.2 §2.7.5).
-fn desc(addr: u64, len: u32, flags: u16, next: u16) -> [u8; 16] {
-    let mut desc = [0u8; 16];
-    desc[..8].copy_from_slice(&addr.to_le_bytes());
-    desc[8..12].copy_from_slice(&len.to_le_bytes());
-    desc[12..14].copy_from_slice(&flags.to_le_bytes());
-    desc[14..].copy_from_slice(&next.to_le_bytes());
-    desc
-}
-
 /// Appends a descriptor to an indirect table, chained to the one after it.
-fn push_desc(table: &mut Vec<u8>, addr: u64, len: u32, flags: u16) {
-    let next = (table.len() / 16 + 1) as u16;
-    table.extend_from_slice(&desc(addr, len, flags | NEXT, next));
+fn push_desc(table: &mut Vec<Descriptor>, addr: u64, len: u32, flags: u16) {
+    let next = (table.len() + 1) as u16;
+    table.push(Descriptor::new(addr, len, flags | DESC_F_NEXT, next));
 }
 
 /// Appends `len` bytes from the page at `addr` on, a descriptor per page.
-fn push_pages(table: &mut Vec<u8>, mut addr: u64, mut len: u32, flags: u16) {
+fn push_pages(table: &mut Vec<Descriptor>, mut addr: u64, mut len: u32, flags: u16) {
     while len > 0 {
         let part = len.min(PAGE as u32);
         push_desc(table, addr, part, flags);
@@ -189,7 +176,7 @@ pub struct GuestRing {
     /// VIRTIO_RING_F_INDIRECT_DESC was negotiated.
     indirect: bool,
     /// An indirect table being built.
-    table: Vec<u8>,
+    table: Vec<Descriptor>,
 }
 
 impl GuestRing {
@@ -253,15 +240,16 @@ impl GuestRing {
         next: u16,
     ) -> Result<(), GuestError> {
         let at = GuestAddress(self.layout.ring + 16 * u64::from(index));
-        Self::mem(self.memory.write_slice(&desc(addr, len, flags, next), at))
+        let desc = Descriptor::new(addr, len, flags, next);
+        Self::mem(self.memory.write_slice(desc.as_bytes(), at))
     }
 
     /// Makes slot `slot`'s chain the request buffer (`request` bytes) then the reply buffer
     /// (`reply` bytes of room).
     fn write_pair(&self, slot: u16, request: u32, reply: u32) -> Result<(), GuestError> {
         let (head, layout) = (2 * slot, &self.layout);
-        self.write_desc(head, layout.request(slot), request, NEXT, head + 1)?;
-        self.write_desc(head + 1, layout.reply(slot), reply, WRITE, 0)
+        self.write_desc(head, layout.request(slot), request, DESC_F_NEXT, head + 1)?;
+        self.write_desc(head + 1, layout.reply(slot), reply, DESC_F_WRITE, 0)
     }
 
     /// Makes slot `slot`'s chain one indirect descriptor whose table is laid out as Linux lays
@@ -287,22 +275,26 @@ impl GuestRing {
         push_pages(&mut table, layout.request(slot) + PAGE, pages.request, 0);
         // A request with no reply (FORGET) has no reply header either.
         if back > 0 {
-            push_desc(&mut table, layout.reply(slot), back.min(out), WRITE);
+            push_desc(&mut table, layout.reply(slot), back.min(out), DESC_F_WRITE);
         }
         if back > out {
-            push_desc(&mut table, layout.reply(slot) + u64::from(out), back - out, WRITE);
+            push_desc(&mut table, layout.reply(slot) + u64::from(out), back - out, DESC_F_WRITE);
         }
-        push_pages(&mut table, layout.reply(slot) + PAGE, pages.reply, WRITE);
+        push_pages(&mut table, layout.reply(slot) + PAGE, pages.reply, DESC_F_WRITE);
         // The last entry ends the chain (there is one: the request header).
-        let last = table.len() - 16;
-        let flags = u16::from_le_bytes([table[last + 12], table[last + 13]]) & !NEXT;
-        table[last + 12..last + 14].copy_from_slice(&flags.to_le_bytes());
-        table[last + 14..last + 16].copy_from_slice(&0u16.to_le_bytes());
-        let written = self.memory.write_slice(&table, GuestAddress(layout.table(slot)));
-        let len = table.len() as u32;
+        if let Some(last) = table.last_mut() {
+            *last = Descriptor::new(
+                last.addr.get(),
+                last.len.get(),
+                last.flags.get() & !DESC_F_NEXT,
+                0,
+            );
+        }
+        let written = self.memory.write_slice(table.as_bytes(), GuestAddress(layout.table(slot)));
+        let len = (table.len() * size_of::<Descriptor>()) as u32;
         self.table = table;
         Self::mem(written)?;
-        self.write_desc(2 * slot, layout.table(slot), len, INDIRECT, 0)?;
+        self.write_desc(2 * slot, layout.table(slot), len, DESC_F_INDIRECT, 0)?;
         Ok(back)
     }
 
