@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vhu_device_fs::fuse::abi::{InHeader, ReadIn, WriteIn, WriteOut};
 use vhu_device_fs::fuse::Opcode;
-use vhu_device_fs::guest::{GuestFs, Pages, RingLayout};
+use vhu_device_fs::guest::{GuestFs, GuestRing, Pages, RingLayout};
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -41,27 +41,59 @@ fn table(memory: &GuestMemoryMmap) -> Vec<(u64, u32, u16)> {
         .collect()
 }
 
+/// vhu-fsd serving a scratch share holding an empty file `f`, mounted with one ring of
+/// [`LAYOUT`], `f` opened read-write; the daemon lives as long as the value.
+struct Mounted {
+    dir: std::path::PathBuf,
+    _daemon: daemon::Running,
+    _client: vhu_transport_std::client::Client,
+    ram: vhu_transport_std::client::GuestRegion,
+    ring: GuestRing,
+    node: u64,
+    fh: u64,
+}
+
+impl Mounted {
+    fn new(case: &str) -> Self {
+        let dir = daemon::scratch("vhu-fsd-paged", case);
+        std::fs::write(dir.join("share/f"), b"").expect("file");
+        let daemon = daemon::start(&dir, &["--sandbox", "none", "--seccomp", "none"]);
+        let mut guest =
+            GuestFs::connect_with(daemon::socket(&dir), RAM, &[LAYOUT]).expect("mounts");
+        let node = guest.lookup(1, "f").expect("lookup").nodeid;
+        let fh = guest.open(node, libc::O_RDWR as u32).expect("open");
+        let (client, ram, mut rings) = guest.into_parts();
+        let ring = rings.remove(0);
+        Self { dir, _daemon: daemon, _client: client, ram, ring, node, fh }
+    }
+
+    /// `f`'s node, its handle, guest memory and the ring.
+    fn parts(&mut self) -> (u64, u64, GuestMemoryMmap, &mut GuestRing) {
+        (self.node, self.fh, self.ram.memory().clone(), &mut self.ring)
+    }
+}
+
+/// The header of a request about `node`.
+fn request_header(node: u64, opcode: Opcode, unique: u64) -> InHeader {
+    InHeader { opcode: opcode as u32, unique, nodeid: node, ..InHeader::default() }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn data_goes_a_page_per_descriptor_and_arrives_whole() {
-    let dir = daemon::scratch("vhu-fsd-paged", "write-read");
-    std::fs::write(dir.join("share/f"), b"").expect("file");
-    let _daemon = daemon::start(&dir, &["--sandbox", "none", "--seccomp", "none"]);
-    let mut guest = GuestFs::connect_with(daemon::socket(&dir), RAM, &[LAYOUT]).expect("mounts");
-    let node = guest.lookup(1, "f").expect("lookup").nodeid;
-    let fh = guest.open(node, libc::O_RDWR as u32).expect("open");
-    let (_client, ram, mut rings) = guest.into_parts();
-    let ring = &mut rings[0];
-    let memory = ram.memory().clone();
+    let mut m = Mounted::new("write-read");
+    let dir = m.dir.clone();
+    let (node, fh, memory, ring) = m.parts();
     let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13 + 7) as u8).collect();
-    let header = |opcode: Opcode, unique: u64| InHeader {
-        opcode: opcode as u32,
-        unique,
-        nodeid: node,
-        ..InHeader::default()
-    };
+    let header = |opcode: Opcode, unique: u64| request_header(node, opcode, unique);
 
     let write = WriteIn { fh, size: data.len() as u32, ..WriteIn::default() };
-    let pages = Pages { request: data.len() as u32, reply: 0 };
+    let pages = Pages { request: data.len() as u32, ..Pages::default() };
     ring.submit_paged(header(Opcode::Write, 100), &[write.as_bytes(), &data], 24, pages)
         .expect("submits");
     let request = LAYOUT.request(0);
@@ -84,7 +116,7 @@ fn data_goes_a_page_per_descriptor_and_arrives_whole() {
     assert!(std::fs::read(dir.join("share/f")).expect("host read") == data, "the file holds it");
 
     let read = ReadIn { fh, size: data.len() as u32, ..ReadIn::default() };
-    let pages = Pages { request: 0, reply: data.len() as u32 };
+    let pages = Pages { reply: data.len() as u32, ..Pages::default() };
     ring.submit_paged(header(Opcode::Read, 102), &[read.as_bytes()], 16 + data.len() as u32, pages)
         .expect("submits");
     let want = vec![
@@ -100,5 +132,50 @@ fn data_goes_a_page_per_descriptor_and_arrives_whole() {
     let done = ring.complete(Duration::from_secs(10)).expect("reply").expect("in time");
     assert_eq!(done.errno, 0);
     assert!(done.payload == data, "the pages come back in order");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn data_in_place_is_sent_from_and_left_in_guest_pages() {
+    let mut m = Mounted::new("in-place");
+    let dir = m.dir.clone();
+    let (node, fh, memory, ring) = m.parts();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 + 5) as u8).collect();
+    let header = |opcode: Opcode, unique: u64| request_header(node, opcode, unique);
+    assert!(ring.lay_request_data(&vec![0; LAYOUT.request_max as usize]).is_err(), "too large");
+    ring.lay_request_data(&data).expect("lays");
+
+    // The body is the arguments only; the data comes from the slot's pages.
+    let write = WriteIn { fh, size: data.len() as u32, ..WriteIn::default() };
+    let pages = Pages { request: data.len() as u32, reply: 0, in_place: true };
+    ring.submit_paged(header(Opcode::Write, 200), &[write.as_bytes()], 24, pages).expect("submits");
+    let mut head = [0u8; 40];
+    memory.read_slice(&mut head, GuestAddress(LAYOUT.request(0))).expect("header");
+    assert_eq!(
+        u32::from_le_bytes(head[..4].try_into().expect("4")),
+        80 + 10_000,
+        "len counts the data"
+    );
+    assert_eq!(table(&memory)[2], (LAYOUT.request(0) + 0x1000, 4096, 1), "data from its page");
+    ring.kick().expect("kick");
+    let done = ring.complete(Duration::from_secs(10)).expect("reply").expect("in time");
+    assert_eq!((done.errno, done.len()), (0, 8));
+    let (out, _) = WriteOut::read_from_prefix(done.payload).expect("write_out");
+    assert_eq!(out.size, data.len() as u32);
+    assert!(std::fs::read(dir.join("share/f")).expect("host read") == data, "the file holds it");
+
+    // The reply's pages are not copied out, but read where they are.
+    let read = ReadIn { fh, offset: 1, size: 9_000, ..ReadIn::default() };
+    let pages = Pages { request: 0, reply: 9_000, in_place: true };
+    ring.submit_paged(header(Opcode::Read, 202), &[read.as_bytes()], 16 + 9_000, pages)
+        .expect("submits");
+    ring.kick().expect("kick");
+    let done = ring.complete(Duration::from_secs(10)).expect("reply").expect("in time");
+    assert_eq!((done.errno, done.payload.len(), done.len()), (0, 0, 9_000));
+    let mut back = vec![0u8; 9_000];
+    done.read_at(0, &mut back).expect("reads");
+    assert!(back == data[1..9_001], "the pages hold the data in order");
+    let mut tail = [0u8; 8];
+    done.read_at(8_992, &mut tail).expect("reads the tail");
+    assert_eq!(tail, data[8_993..9_001]);
+    assert!(done.read_at(8_993, &mut tail).is_err(), "past the end");
 }

@@ -15,6 +15,11 @@
 //! — the chain it names is one in flight, the bytes it reports fit the reply buffer and match the
 //! reply header's length, the header's `unique` is the request's. It does not interpret reply
 //! payloads.
+//!
+//! A request whose [`Pages`] are `in_place` moves its data as a guest moves its page cache's:
+//! a WRITE's pages already hold what [`GuestRing::lay_request_data`] put there, and a READ's
+//! are left where the device wrote them, for [`Completed::read_at`] to look at. The driver then
+//! copies no data at all, so a benchmark measures the device rather than the driver's memcpy.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
@@ -63,6 +68,9 @@ pub struct Pages {
     pub request: u32,
     /// Trailing bytes of the reply room that are data (a READ's, a READDIR's).
     pub reply: u32,
+    /// The data stays in guest memory: the request's pages already hold it (the body carries
+    /// the arguments only) and the reply's are not copied out.
+    pub in_place: bool,
 }
 
 /// Where a ring and its slots live in guest memory, and how large they are.
@@ -140,6 +148,8 @@ struct InFlight {
     room: u32,
     /// Bytes of that room at the start of the reply buffer; the rest is the pages after it.
     head_room: u32,
+    /// The reply's pages stay in guest memory ([`Pages::in_place`]).
+    in_place: bool,
 }
 
 /// A request the device answered.
@@ -153,8 +163,42 @@ pub struct Completed<'a> {
     pub latency: Duration,
     /// The reply's errno (positive; 0 for success).
     pub errno: i32,
-    /// The reply after its header (empty for FORGET, which has none).
+    /// The reply after its header (empty for FORGET, which has none), but for the pages of a
+    /// request whose data stays in guest memory.
     pub payload: &'a [u8],
+    /// Guest memory, and where the rest of the reply is in it and how long.
+    memory: &'a GuestMemoryMmap,
+    pages: (u64, usize),
+}
+
+impl Completed<'_> {
+    /// Bytes of the reply after its header, those left in guest memory included.
+    pub fn len(&self) -> usize {
+        self.payload.len() + self.pages.1
+    }
+
+    /// Whether the reply carries nothing after its header.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` from the reply at `offset` after its header, wherever those bytes are.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), GuestError> {
+        let end = offset.checked_add(buf.len()).filter(|end| *end <= self.len());
+        if end.is_none() {
+            return Err(GuestError::TooLarge(offset.saturating_add(buf.len())));
+        }
+        let copied = self.payload.len().saturating_sub(offset).min(buf.len());
+        let (head, rest) = buf.split_at_mut(copied);
+        if copied > 0 {
+            head.copy_from_slice(&self.payload[offset..offset + copied]);
+        }
+        if !rest.is_empty() {
+            let at = self.pages.0 + (offset + copied - self.payload.len()) as u64;
+            GuestRing::mem(self.memory.read_slice(rest, GuestAddress(at)))?;
+        }
+        Ok(())
+    }
 }
 
 /// A guest-driven request queue; see the module docs.
@@ -331,7 +375,9 @@ impl GuestRing {
         reply: u32,
         pages: Option<Pages>,
     ) -> Result<(), GuestError> {
-        let body_len = body.iter().map(|b| b.len()).sum::<usize>();
+        // Data already in the slot's pages counts as the body's last bytes.
+        let laid = pages.filter(|p| p.in_place).map_or(0, |p| p.request as usize);
+        let body_len = body.iter().map(|b| b.len()).sum::<usize>() + laid;
         let len = size_of::<InHeader>() + body_len;
         if len > self.layout.request_max as usize {
             return Err(GuestError::TooLarge(len));
@@ -393,8 +439,28 @@ impl GuestRing {
         fence(Ordering::Release);
         Self::mem(self.memory.write_obj(self.next_avail.to_le(), GuestAddress(avail + 2)))?;
         let sent = Instant::now();
-        self.slots[usize::from(slot)] =
-            Some(InFlight { unique: header.unique, opcode, sent, room: reply, head_room });
+        let in_place = pages.is_some_and(|p| p.in_place);
+        self.slots[usize::from(slot)] = Some(InFlight {
+            unique: header.unique,
+            opcode,
+            sent,
+            room: reply,
+            head_room,
+            in_place,
+        });
+        Ok(())
+    }
+
+    /// Writes `data` into every slot's request pages: what a request whose [`Pages`] are
+    /// `in_place` sends as its data.
+    pub fn lay_request_data(&self, data: &[u8]) -> Result<(), GuestError> {
+        if PAGE + data.len() as u64 > u64::from(self.layout.request_max) {
+            return Err(GuestError::TooLarge(data.len()));
+        }
+        for slot in 0..self.layout.slots {
+            let at = GuestAddress(self.layout.request(slot) + PAGE);
+            Self::mem(self.memory.write_slice(data, at))?;
+        }
         Ok(())
     }
 
@@ -480,9 +546,13 @@ impl GuestRing {
                 latency,
                 errno: 0,
                 payload: &self.reply,
+                memory: &self.memory,
+                pages: (0, 0),
             }));
         }
-        self.reply.resize(written as usize, 0);
+        // In place, only what precedes the pages is copied.
+        let copied = if request.in_place { written.min(request.head_room) } else { written };
+        self.reply.resize(copied as usize, 0);
         let (head, pages) = self.reply.split_at_mut(written.min(request.head_room) as usize);
         Self::mem(self.memory.read_slice(head, GuestAddress(self.layout.reply(slot))))?;
         if !pages.is_empty() {
@@ -503,6 +573,8 @@ impl GuestRing {
             latency,
             errno: -head.error,
             payload: &self.reply[size_of::<OutHeader>()..],
+            memory: &self.memory,
+            pages: (self.layout.reply(slot) + PAGE, (written - copied) as usize),
         }))
     }
 }

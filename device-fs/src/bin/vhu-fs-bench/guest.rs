@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use vhu_device_fs::fuse::abi::{InHeader, OpenIn, OpenOut, OutHeader, WriteIn};
+use vhu_device_fs::fuse::abi::{InHeader, OpenIn, OpenOut, OutHeader};
 use vhu_device_fs::fuse::Opcode;
 use vhu_device_fs::guest::{GuestError, GuestFs, GuestRing, Pages, RingLayout};
 use vhu_transport_std::client::LogBuffer;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::measure::{tree_cpu, Figures};
-use crate::workload::{lane, Lane, Setup, Workload};
+use crate::workload::{lane, pattern, Lane, Next, Setup, Workload};
 
 /// The guest user every request comes from (a non-root user: creating files exercises the
 /// back-end's credential switching).
@@ -103,6 +103,14 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
         chunk,
     };
     let (client, _ram, rings) = guest.into_parts();
+    if plan.workload.writes() {
+        // What every WRITE sends: the guest's pages hold it before the run.
+        let mut laid = vec![0u8; plan.workload.request_size(chunk) as usize];
+        pattern(0, &mut laid);
+        for ring in &rings {
+            ring.lay_request_data(&laid).map_err(guest_error)?;
+        }
+    }
     let per_queue = plan.requests.div_ceil(u64::from(plan.queues)).max(u64::from(plan.depth));
     let start = Arc::new(Barrier::new(rings.len() + 1));
     let mut threads = Vec::new();
@@ -140,17 +148,15 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
 }
 
 /// Which bytes of a request and its reply a Linux guest gives the device page by page: a
-/// WRITE's data, a READ's and a READDIRPLUS's room for what comes back (fs/fuse: the page-cache
-/// pages or the caller's pages of the request, each its own descriptor).
-fn pages(opcode: Opcode, body: usize, room: u32) -> Pages {
+/// WRITE's data (laid in its pages before the run), a READ's and a READDIRPLUS's room for what
+/// comes back (fs/fuse: the page-cache pages or the caller's pages of the request, each its own
+/// descriptor). File data stays in guest memory; directory entries are copied out to be parsed.
+fn pages(next: &Next) -> Pages {
     let out = size_of::<OutHeader>() as u32;
-    match opcode {
-        Opcode::Write => {
-            Pages { request: body.saturating_sub(size_of::<WriteIn>()) as u32, ..Pages::default() }
-        }
-        Opcode::Read | Opcode::Readdirplus => {
-            Pages { reply: room.saturating_sub(out), ..Pages::default() }
-        }
+    match next.opcode {
+        Opcode::Write => Pages { request: next.laid, reply: 0, in_place: true },
+        Opcode::Read => Pages { request: 0, reply: next.room.saturating_sub(out), in_place: true },
+        Opcode::Readdirplus => Pages { reply: next.room.saturating_sub(out), ..Pages::default() },
         _ => Pages::default(),
     }
 }
@@ -169,19 +175,18 @@ fn drive(
         Figures { latencies: Vec::with_capacity(target as usize), ..Figures::default() };
     let mut submit = |ring: &mut GuestRing, lane: usize, lanes: &mut [Box<dyn Lane>]| {
         body.clear();
-        let (opcode, nodeid, room) = lanes[lane].next(&mut body);
+        let next = lanes[lane].next(&mut body);
         serial += 1;
         let header = InHeader {
-            opcode: opcode as u32,
+            opcode: next.opcode as u32,
             unique: (serial << 17) | ((lane as u64) << 1),
-            nodeid,
+            nodeid: next.nodeid,
             uid: GUEST_USER.0,
             gid: GUEST_USER.1,
             pid: 4242,
             ..InHeader::default()
         };
-        ring.submit_paged(header, &[&body], room, pages(opcode, body.len(), room))
-            .map_err(guest_error)
+        ring.submit_paged(header, &[&body], next.room, pages(&next)).map_err(guest_error)
     };
     start.wait();
     for l in 0..lanes.len() {
@@ -200,7 +205,7 @@ fn drive(
                 return Err(format!("{opcode:?} failed with errno {}", done.errno));
             }
             let lane_ref = lanes.get_mut(lane).ok_or("a reply for no lane")?;
-            lane_ref.reply(done.payload).map_err(|e| format!("{opcode:?}: {e}"))?;
+            lane_ref.reply(&done).map_err(|e| format!("{opcode:?}: {e}"))?;
             figures.bytes += lane_ref.bytes();
             figures.latencies.push(u32::try_from(done.latency.as_micros()).unwrap_or(u32::MAX));
             figures.requests += 1;

@@ -2,7 +2,8 @@
 //! thread per lane, each FUSE request's equivalent counted as one request — `pread` for READ,
 //! `pwrite` for WRITE, `statx` for LOOKUP and for GETATTR, `openat`/`close`/`unlinkat` for CREATE,
 //! RELEASE and UNLINK, a 4 KiB `getdents64` plus a `statx` per entry for READDIRPLUS. The CPU
-//! is this process's own. What a back-end adds on top of these is its cost.
+//! is this process's own. What a back-end adds on top of these is its cost. A lane writes the
+//! same bytes the guest driver does, laid in its buffer once.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -82,6 +83,7 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
     };
     let size = workload.request_size(1 << 20) as usize;
     let mut buf = vec![0u8; size.max(4096)];
+    pattern(0, &mut buf);
     let mut cursor = (u64::from(id) * 7919 % (DATA_SIZE / size.max(1) as u64)) * size as u64;
     let mut serial = 0u64;
     let record = |figures: &mut Figures, began: Instant, bytes: usize| {
@@ -113,7 +115,6 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
             }
             Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
                 let at = offset(&mut cursor, &mut next);
-                pattern(at, &mut buf[..size]);
                 rustix::io::pwrite(&files.wdata, &buf[..size], at).map_err(io("pwrite"))?;
                 record(&mut figures, began, size);
             }
@@ -134,7 +135,6 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
                     .map_err(io("openat"))?;
                 record(&mut figures, began, 0);
                 let began = Instant::now();
-                pattern(0, &mut buf[..4096]);
                 rustix::io::pwrite(&fd, &buf[..4096], 0).map_err(io("pwrite"))?;
                 record(&mut figures, began, 4096);
                 let began = Instant::now();

@@ -14,6 +14,7 @@ use vhu_device_fs::fuse::abi::{
     WriteIn, WriteOut,
 };
 use vhu_device_fs::fuse::Opcode;
+use vhu_device_fs::guest::Completed;
 
 use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
 
@@ -121,13 +122,31 @@ pub(crate) struct Setup {
     pub(crate) chunk: u32,
 }
 
+/// A request a lane sends, besides its body.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Next {
+    pub(crate) opcode: Opcode,
+    pub(crate) nodeid: u64,
+    /// The room its reply gets (what a Linux guest gives: the reply's size).
+    pub(crate) room: u32,
+    /// Bytes of WRITE data that follow the body from the request's pages, where the guest
+    /// laid [`pattern`]`(0, ..)` once before the run (a guest's page cache holds the data it
+    /// writes; its driver copies none).
+    pub(crate) laid: u32,
+}
+
+impl Next {
+    fn new(opcode: Opcode, nodeid: u64, room: u32) -> Self {
+        Self { opcode, nodeid, room, laid: 0 }
+    }
+}
+
 /// One stream of requests; see the module docs.
 pub(crate) trait Lane: Send {
-    /// Writes the next request's body into `body` (empty on entry); returns its opcode, its node
-    /// and the room its reply gets (what a Linux guest gives: the reply's size).
-    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32);
-    /// Checks the reply (its payload, after the header) to the request `next` gave.
-    fn reply(&mut self, payload: &[u8]) -> Result<(), String>;
+    /// Writes the next request's body into `body` (empty on entry); returns the rest of it.
+    fn next(&mut self, body: &mut Vec<u8>) -> Next;
+    /// Checks the reply to the request `next` gave.
+    fn reply(&mut self, reply: &Completed<'_>) -> Result<(), String>;
     /// Data bytes the last request moved.
     fn bytes(&self) -> u64;
 }
@@ -202,7 +221,7 @@ impl Data {
 }
 
 impl Lane for Data {
-    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+    fn next(&mut self, body: &mut Vec<u8>) -> Next {
         let size = u64::from(self.size);
         self.offset = if self.random {
             self.rng.next() % (DATA_SIZE / size) * size
@@ -215,34 +234,34 @@ impl Lane for Data {
         if self.write {
             let head = WriteIn { fh, offset: self.offset, size: self.size, ..WriteIn::default() };
             body.extend_from_slice(head.as_bytes());
-            let at = body.len();
-            body.resize(at + self.size as usize, 0);
-            pattern(self.offset, &mut body[at..]);
-            (Opcode::Write, node, OUT + 8)
+            Next { laid: self.size, ..Next::new(Opcode::Write, node, OUT + 8) }
         } else {
             let read = ReadIn { fh, offset: self.offset, size: self.size, ..ReadIn::default() };
             body.extend_from_slice(read.as_bytes());
-            (Opcode::Read, node, OUT + self.size)
+            Next::new(Opcode::Read, node, OUT + self.size)
         }
     }
 
-    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+    fn reply(&mut self, reply: &Completed<'_>) -> Result<(), String> {
         if self.write {
-            let out = WriteOut::read_from_prefix(payload).map_err(|_| "short WRITE reply")?.0;
+            let out = WriteOut::read_from_prefix(reply.payload).map_err(|_| "short WRITE reply")?.0;
             if out.size != self.size {
                 return Err(format!("WRITE of {} bytes wrote {}", self.size, out.size));
             }
             return Ok(());
         }
-        if payload.len() != self.size as usize {
-            return Err(format!("READ of {} bytes returned {}", self.size, payload.len()));
+        if reply.len() != self.size as usize {
+            return Err(format!("READ of {} bytes returned {}", self.size, reply.len()));
         }
-        let mut expected = [0u8; 8];
-        pattern(self.offset, &mut expected);
-        let tail = payload.len() - 8;
-        let mut last = [0u8; 8];
-        pattern(self.offset + tail as u64, &mut last);
-        if payload[..8] != expected || payload[tail..] != last {
+        // The data stays in guest memory; its first and last words carry their offsets.
+        let tail = reply.len() - 8;
+        let (mut first, mut last, mut want_first, mut want_last) =
+            ([0u8; 8], [0u8; 8], [0; 8], [0; 8]);
+        reply.read_at(0, &mut first).map_err(|e| e.to_string())?;
+        reply.read_at(tail, &mut last).map_err(|e| e.to_string())?;
+        pattern(self.offset, &mut want_first);
+        pattern(self.offset + tail as u64, &mut want_last);
+        if first != want_first || last != want_last {
             return Err(format!("READ at {} returned other bytes", self.offset));
         }
         Ok(())
@@ -260,32 +279,32 @@ struct LookupGetattr {
 }
 
 impl Lane for LookupGetattr {
-    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+    fn next(&mut self, body: &mut Vec<u8>) -> Next {
         match self.node {
             None => {
                 let i = self.rng.next() % u64::from(SMALL_FILES);
                 body.extend_from_slice(small_name(i as u32).as_bytes());
                 body.push(0);
-                (Opcode::Lookup, 1, OUT + 128)
+                Next::new(Opcode::Lookup, 1, OUT + 128)
             }
             Some(node) => {
                 body.extend_from_slice(GetattrIn::default().as_bytes());
-                (Opcode::Getattr, node, OUT + 104)
+                Next::new(Opcode::Getattr, node, OUT + 104)
             }
         }
     }
 
-    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+    fn reply(&mut self, reply: &Completed<'_>) -> Result<(), String> {
         match self.node.take() {
             None => {
-                let entry = EntryOut::read_from_prefix(payload).map_err(|_| "short entry")?.0;
+                let entry = EntryOut::read_from_prefix(reply.payload).map_err(|_| "short entry")?.0;
                 if entry.nodeid == 0 || entry.attr.size != 5 {
                     return Err(format!("LOOKUP named node {}", entry.nodeid));
                 }
                 self.node = Some(entry.nodeid);
             }
             Some(_) => {
-                let attr = AttrOut::read_from_prefix(payload).map_err(|_| "short attr")?.0;
+                let attr = AttrOut::read_from_prefix(reply.payload).map_err(|_| "short attr")?.0;
                 if attr.attr.size != 5 {
                     return Err(format!("GETATTR said {} bytes", attr.attr.size));
                 }
@@ -311,7 +330,7 @@ struct Create {
 }
 
 impl Lane for Create {
-    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+    fn next(&mut self, body: &mut Vec<u8>) -> Next {
         match self.step {
             0 => {
                 self.serial += 1;
@@ -320,39 +339,36 @@ impl Lane for Create {
                 let create = CreateIn { flags: 0o301, mode: 0o100644, umask: 0o022, open_flags: 0 };
                 body.extend_from_slice(create.as_bytes());
                 body.extend_from_slice(&self.name);
-                (Opcode::Create, 1, OUT + 128 + 16)
+                Next::new(Opcode::Create, 1, OUT + 128 + 16)
             }
             1 => {
                 let head = WriteIn { fh: self.fh, size: 4096, ..WriteIn::default() };
                 body.extend_from_slice(head.as_bytes());
-                let at = body.len();
-                body.resize(at + 4096, 0);
-                pattern(0, &mut body[at..]);
-                (Opcode::Write, self.node, OUT + 8)
+                Next { laid: 4096, ..Next::new(Opcode::Write, self.node, OUT + 8) }
             }
             2 => {
                 body.extend_from_slice(
                     ReleaseIn { fh: self.fh, ..ReleaseIn::default() }.as_bytes(),
                 );
-                (Opcode::Release, self.node, OUT)
+                Next::new(Opcode::Release, self.node, OUT)
             }
             3 => {
                 body.extend_from_slice(&self.name);
-                (Opcode::Unlink, 1, OUT)
+                Next::new(Opcode::Unlink, 1, OUT)
             }
             _ => {
                 // The guest drops the unlinked inode: the back-end may let its file go.
                 body.extend_from_slice(ForgetIn { nlookup: 1 }.as_bytes());
-                (Opcode::Forget, self.node, 0)
+                Next::new(Opcode::Forget, self.node, 0)
             }
         }
     }
 
-    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+    fn reply(&mut self, reply: &Completed<'_>) -> Result<(), String> {
         match self.step {
             0 => {
                 let (entry, rest) =
-                    EntryOut::read_from_prefix(payload).map_err(|_| "short entry")?;
+                    EntryOut::read_from_prefix(reply.payload).map_err(|_| "short entry")?;
                 let open = OpenOut::read_from_prefix(rest).map_err(|_| "short CREATE reply")?.0;
                 if entry.attr.uid != crate::guest::GUEST_USER.0 {
                     return Err(format!("CREATE made a file of uid {}", entry.attr.uid));
@@ -360,7 +376,8 @@ impl Lane for Create {
                 (self.node, self.fh) = (entry.nodeid, open.fh);
             }
             1 => {
-                let out = WriteOut::read_from_prefix(payload).map_err(|_| "short WRITE reply")?.0;
+                let out =
+                    WriteOut::read_from_prefix(reply.payload).map_err(|_| "short WRITE reply")?.0;
                 if out.size != 4096 {
                     return Err(format!("WRITE of 4096 bytes wrote {}", out.size));
                 }
@@ -407,33 +424,34 @@ fn direntplus(payload: &[u8]) -> Result<(u32, Option<u64>), String> {
 }
 
 impl Lane for Readdir {
-    fn next(&mut self, body: &mut Vec<u8>) -> (Opcode, u64, u32) {
+    fn next(&mut self, body: &mut Vec<u8>) -> Next {
         match (self.fh, self.done) {
             (None, _) => {
                 body.extend_from_slice(OpenIn { flags: 0o200_000, open_flags: 0 }.as_bytes());
-                (Opcode::Opendir, self.dir, OUT + 16)
+                Next::new(Opcode::Opendir, self.dir, OUT + 16)
             }
             (Some(fh), false) => {
                 let read = ReadIn { fh, offset: self.offset, size: 4096, ..ReadIn::default() };
                 body.extend_from_slice(read.as_bytes());
-                (Opcode::Readdirplus, self.dir, OUT + 4096)
+                Next::new(Opcode::Readdirplus, self.dir, OUT + 4096)
             }
             (Some(fh), true) => {
                 body.extend_from_slice(ReleaseIn { fh, ..ReleaseIn::default() }.as_bytes());
-                (Opcode::Releasedir, self.dir, OUT)
+                Next::new(Opcode::Releasedir, self.dir, OUT)
             }
         }
     }
 
-    fn reply(&mut self, payload: &[u8]) -> Result<(), String> {
+    fn reply(&mut self, reply: &Completed<'_>) -> Result<(), String> {
         match (self.fh, self.done) {
             (None, _) => {
-                let open = OpenOut::read_from_prefix(payload).map_err(|_| "short OPENDIR reply")?;
+                let open =
+                    OpenOut::read_from_prefix(reply.payload).map_err(|_| "short OPENDIR reply")?;
                 self.fh = Some(open.0.fh);
                 (self.offset, self.seen) = (0, 0);
             }
             (Some(_), false) => {
-                let (count, last) = direntplus(payload)?;
+                let (count, last) = direntplus(reply.payload)?;
                 self.seen += count;
                 match last {
                     Some(offset) => self.offset = offset,
