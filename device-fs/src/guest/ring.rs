@@ -26,7 +26,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use vhu_transport_std::client::{eventfd, VringStart};
-use vhu_transport_std::virtq::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+use vhu_transport_std::virtq::{Descriptor, RingPoll, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -221,6 +221,8 @@ pub struct GuestRing {
     indirect: bool,
     /// An indirect table being built.
     table: Vec<Descriptor>,
+    /// How long [`GuestRing::complete`] watches the used ring before it sleeps.
+    poll: RingPoll,
 }
 
 impl GuestRing {
@@ -253,6 +255,7 @@ impl GuestRing {
             kicked: 0,
             indirect,
             table: Vec::new(),
+            poll: RingPoll::with_max(Duration::ZERO),
         };
         for slot in 0..layout.slots {
             ring.write_pair(slot, layout.request_max, layout.reply_max)?;
@@ -492,6 +495,14 @@ impl GuestRing {
         Ok(())
     }
 
+    /// Makes [`GuestRing::complete`] watch the used ring for up to `max` before it sleeps on
+    /// the call eventfd, as a KVM host polls a halted vCPU for up to `halt_poll_ns` before it
+    /// schedules it out (zero, the default: sleep at once). The watch adapts as
+    /// [`RingPoll`] adapts a device's.
+    pub fn set_poll(&mut self, max: Duration) {
+        self.poll = RingPoll::with_max(max);
+    }
+
     /// The next used chain, waiting for it up to `wait` (`None` at once when there is none).
     pub fn complete(&mut self, wait: Duration) -> Result<Option<Completed<'_>>, GuestError> {
         let used = self.layout.used();
@@ -511,6 +522,16 @@ impl GuestRing {
             if u16::from_le(idx) != self.used_seen {
                 continue;
             }
+            // A ring that cannot be read has not moved; the next look reports it.
+            let (memory, seen) = (&self.memory, self.used_seen);
+            let moved = || {
+                let idx = memory.read_obj::<u16>(GuestAddress(used + 2));
+                idx.is_ok_and(|idx| u16::from_le(idx) != seen)
+            };
+            if self.poll.poll(moved) {
+                continue;
+            }
+            self.poll.sleeps();
             // Look at the ring again now and then even without a call, in case one is lost.
             let slice = left.min(Duration::from_millis(100));
             let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: slice.as_nanos() as i64 };
@@ -518,6 +539,7 @@ impl GuestRing {
             if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) {
                 let _ = rustix::io::read(&self.call, &mut [0u8; 8]);
             }
+            self.poll.turn_begins();
         }
         let entry = used + 4 + 8 * u64::from(self.used_seen % self.layout.size);
         let id: u32 = u32::from_le(Self::mem(self.memory.read_obj(GuestAddress(entry)))?);

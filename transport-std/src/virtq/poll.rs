@@ -20,6 +20,9 @@
 //! at most [`TURN_POLLING`] in all, so a driver timing its requests cannot hold a turn (and a
 //! stop waiting behind it) for long.
 //!
+//! A driver waiting for used chains can watch the used ring the same way (`vhu-fs-bench`'s
+//! does, as a KVM host polls a halted vCPU before it schedules it out).
+//!
 //! This module owns only the decision and the clock; looking at the ring is its caller's.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

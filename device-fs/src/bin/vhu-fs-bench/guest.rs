@@ -37,6 +37,8 @@ pub(crate) struct Plan {
     pub(crate) requests: u64,
     /// Dirty-page logging on for the run (SET_LOG_BASE and VHOST_F_LOG_ALL).
     pub(crate) dirty_log: bool,
+    /// How long a driver watches its used ring before it sleeps ([`GuestRing::set_poll`]).
+    pub(crate) driver_poll: Duration,
 }
 
 /// The rings of `plan`, one after the other in guest memory, and the memory they need.
@@ -114,7 +116,8 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
     let per_queue = plan.requests.div_ceil(u64::from(plan.queues)).max(u64::from(plan.depth));
     let start = Arc::new(Barrier::new(rings.len() + 1));
     let mut threads = Vec::new();
-    for (q, ring) in rings.into_iter().enumerate() {
+    for (q, mut ring) in rings.into_iter().enumerate() {
+        ring.set_poll(plan.driver_poll);
         let lanes: Vec<Box<dyn Lane>> = (0..plan.depth)
             .map(|l| lane(plan.workload, setup, q as u32 * u32::from(plan.depth) + u32::from(l)))
             .collect();

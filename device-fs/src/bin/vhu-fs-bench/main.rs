@@ -1,7 +1,8 @@
 //! `vhu-fs-bench`: measures virtio-fs back-ends without a VM. It drives any vhost-user-fs
 //! back-end through its socket as a Linux guest's driver would — vhu's own front-end client,
 //! memfd guest memory, N request queues, FUSE INIT with MAX_PAGES, requests split to the
-//! negotiated size — keeping a chosen number of requests in flight per queue, and reports
+//! negotiated size — keeping a chosen number of requests in flight per queue (a driver waiting
+//! for a reply watches its ring for a while first, as KVM polls a halted vCPU), and reports
 //! requests/s, MiB/s, latency p50/p99 and the back-end's CPU per 1 000 requests. With `--host`
 //! the same workloads run as system calls on the directory itself: the floor.
 //!
@@ -62,6 +63,12 @@ struct Options {
     /// Where to lay the share out (default: `/dev/shm`, else the temporary directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// How long a queue's driver watches its used ring for a reply before it sleeps on the
+    /// call eventfd, at most, in microseconds. The default is how long a KVM host polls a
+    /// halted vCPU before it schedules it out (x86's `halt_poll_ns`); 0 sleeps at once, as a
+    /// vCPU on a host without halt polling does.
+    #[arg(long, value_name = "US", default_value_t = 200)]
+    driver_poll_us: u64,
 }
 
 /// Something measured: a back-end's command line, or the host.
@@ -244,6 +251,7 @@ fn main() -> ExitCode {
             depth: options.depth,
             requests: options.requests.min(cap).max(lanes),
             dirty_log: false,
+            driver_poll: Duration::from_micros(options.driver_poll_us),
         };
         let mut runs = vec![Vec::new(); targets.len()];
         for round in 0..options.rounds {
