@@ -44,8 +44,8 @@ pub struct FsConfig {
     /// The tag for the config space; only with a tag is CONFIG offered (QEMU 7.1–8.0 crash when
     /// a vhost-user-fs back-end offers it).
     pub tag: Option<String>,
-    /// Pool threads handling each queue's requests (`--thread-pool-size`); 0 handles them on
-    /// the queue's own worker thread.
+    /// Pool threads handling each queue's requests (`--thread-pool-size`); 0 or 1 handles them
+    /// on the queue's own worker thread ([`FsQueue::with_pool`]).
     pub thread_pool_size: usize,
 }
 

@@ -12,7 +12,8 @@
 //! to put it into the chain. When the ring stops, chains still waiting are answered EINTR and
 //! their waits cancelled, so nothing is left in the guest's ring unanswered.
 //!
-//! With a worker pool ([`FsQueue::with_pool`]) each chain is handled on a pool thread, which
+//! With a worker pool of two or more threads ([`FsQueue::with_pool`]) each chain is handled on
+//! a pool thread, which
 //! writes the reply into the chain and posts the result to the same inbox; only this queue's
 //! worker touches the ring. A stop waits for every chain handed to the pool.
 
@@ -136,9 +137,12 @@ impl FsQueue {
         }
     }
 
-    /// Handles the queue's chains on `threads` pool threads (0: on the queue's worker).
+    /// Handles the queue's chains on `threads` pool threads. With 0 or 1 they are handled on
+    /// the queue's worker: a single pool thread would run one request at a time just as the
+    /// worker does, adding only a hand-off and a wake-up per request (and costing the ring its
+    /// poll). Kata Containers starts virtio-fs back-ends with `--thread-pool-size=1`.
     pub fn with_pool(mut self, threads: usize) -> Self {
-        self.pool = (threads > 0).then(|| Pool::new(threads));
+        self.pool = (threads > 1).then(|| Pool::new(threads));
         if self.pool.is_some() {
             // Its replies come back from the pool's threads, which wake the worker; a poll of
             // the ring would only keep them waiting.

@@ -151,6 +151,23 @@ fn a_pooled_queue_answers_everything_before_it_stops() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A pool of one thread would serve one request at a time as the queue's worker does: the
+/// worker serves them itself, so both chains are used, in ring order, when `process` returns.
+#[test]
+fn a_pool_of_one_is_the_queue_worker() {
+    let (server, dir) = server("pool-of-one");
+    let device =
+        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 1 }, server);
+    let mem = guest();
+    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
+    let mut handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(1);
+    let ctx = context(mem);
+    handler.process(&ctx);
+    assert_used(&ctx.memory.memory());
+    assert_eq!(handler.base(), VringBase::packed(END));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn fs_device_round_trips_a_packed_base() {
     let (server, dir) = server("device");

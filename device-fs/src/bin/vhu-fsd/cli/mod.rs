@@ -86,7 +86,7 @@ pub(crate) struct Options {
     /// Re-check every migrated path at switch-over (always done).
     #[arg(long)]
     pub(crate) migration_confirm_paths: bool,
-    /// Threads handling each queue's requests; 0 handles them on the queue's own thread.
+    /// Threads handling each queue's requests; 0 or 1 handles them on the queue's own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
     /// Isolation mode: namespace (the default), chroot or none.
