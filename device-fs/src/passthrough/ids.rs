@@ -5,8 +5,8 @@
 //! request that names a node or a handle. [`IdMap`] hashes an id with one multiplication
 //! (Fibonacci hashing: consecutive ids land in distinct buckets, and the top bits the table
 //! also uses are well mixed). A guest naming an id that does not exist only makes a lookup
-//! miss. This module must not be used for keys that come from outside (host inode numbers,
-//! request `unique`s).
+//! miss. This module must not be used for keys that come from outside (host inode numbers go
+//! in `host_keys.rs`'s map; request `unique`s).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

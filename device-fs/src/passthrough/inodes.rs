@@ -6,13 +6,13 @@
 //! *lost*: it keeps its id and lookup count so FORGET still balances, and every use of it fails
 //! with EIO. This module does no path resolution.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::io::Errno;
 
 use super::attr::InodeKey;
+use super::host_keys::HostMap;
 use super::ids::IdMap;
 use crate::fuse::NodeId;
 
@@ -66,7 +66,7 @@ pub struct NodeSnapshot {
 #[derive(Debug, Default)]
 struct Inner {
     by_id: IdMap<Slot>,
-    by_key: HashMap<InodeKey, u64>,
+    by_key: HostMap<InodeKey, u64>,
     next_id: u64,
 }
 

@@ -34,6 +34,7 @@ mod dispatch;
 mod entries;
 mod files;
 mod handles;
+mod host_keys;
 mod idmap;
 mod ids;
 mod inodes;

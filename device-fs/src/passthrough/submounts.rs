@@ -11,10 +11,10 @@
 //!
 //! This module only decides; it opens nothing and keeps no descriptors.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::attr::InodeKey;
+use super::host_keys::HostMap;
 
 /// FUSE_ATTR_SUBMOUNT in `fuse_attr.flags`.
 pub(super) const ATTR_SUBMOUNT: u32 = 1 << 0;
@@ -30,7 +30,7 @@ pub(super) struct Devices {
 
 #[derive(Debug, Default)]
 struct Indexes {
-    by_dev: HashMap<u64, u64>,
+    by_dev: HostMap<u64, u64>,
     /// The index the next new device gets.
     next: u64,
 }
