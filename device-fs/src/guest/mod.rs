@@ -12,11 +12,13 @@
 //! does (dirty logging, rings stopped, device state saved and loaded). It owns the guest's rings
 //! and buffers; it does not interpret replies beyond their header.
 
+mod layout;
 mod migrate;
 mod ring;
 
+pub use layout::{Pages, RingLayout};
 pub use migrate::Migrated;
-pub use ring::{Completed, GuestRing, Pages, RingLayout};
+pub use ring::{Completed, GuestRing};
 
 use std::path::Path;
 use std::time::Duration;
