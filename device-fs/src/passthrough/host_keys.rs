@@ -47,7 +47,7 @@ fn fold(a: u64, b: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
-/// ⌊2⁶⁴/π⌋: an odd constant with no structure in its bits.
+/// 2⁶⁴/π rounded up to odd: a constant with no structure in its bits.
 const MIX: u64 = 0x517c_c1b7_2722_0a95;
 
 /// The hasher of [`HostMap`]; see the module docs.
