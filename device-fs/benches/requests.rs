@@ -102,11 +102,11 @@ impl Guest {
         let (mem, server, call) = (&self.mem, &self.server, &self.call);
         // No polling: each turn serves the one chain made available.
         let mut poll = RingPoll::with_max(std::time::Duration::ZERO);
-        serve_turn(&mut self.queue, mem, call, &mut poll, |queue, chain| {
+        serve_turn(&mut self.queue, mem, call, &mut poll, |queue, view, chain| {
             let mut reader = Reader::new(mem, chain);
             let mut writer = Writer::new(mem, chain);
             let n = server.handle(&mut reader, &mut writer).expect("handled");
-            queue.complete(mem, chain.head(), n as u32, call)
+            queue.complete(view, chain.head(), n as u32, call)
         })
         .expect("served");
     }

@@ -169,25 +169,33 @@ impl FsQueue {
         let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
         let (server, inbox, pool) = (&self.server, &self.inbox, &self.pool);
         let (early, deferred) = (&mut self.early, &mut self.deferred);
-        self.more = serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, chain| {
-            if let Some(pool) = pool {
-                hand_to_pool(pool, server, inbox, chain.clone(), shared);
-                return Ok(());
-            }
-            let mut reader = Reader::new(mem, chain);
-            let mut writer = Writer::new(mem, chain);
-            // A request the server cannot parse gets no reply bytes; the chain is still
-            // returned so the guest's request completes (with an error it detects).
-            let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
-            if let Err(error) = &handled {
-                log::warn!("refused request: {error}");
-            }
-            if let Ok(Handled::Deferred(unique)) = handled {
-                return keep_deferred(queue, early, deferred, mem, (unique, chain.clone()), call);
-            }
-            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-            queue.complete(mem, chain.head(), written, call)
-        })?;
+        self.more =
+            serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, view, chain| {
+                if let Some(pool) = pool {
+                    hand_to_pool(pool, server, inbox, chain.clone(), shared);
+                    return Ok(());
+                }
+                let mut reader = Reader::new(mem, chain);
+                let mut writer = Writer::new(mem, chain);
+                // A request the server cannot parse gets no reply bytes; the chain is still
+                // returned so the guest's request completes (with an error it detects).
+                let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+                if let Err(error) = &handled {
+                    log::warn!("refused request: {error}");
+                }
+                if let Ok(Handled::Deferred(unique)) = handled {
+                    return keep_deferred(
+                        queue,
+                        early,
+                        deferred,
+                        mem,
+                        (unique, chain.clone()),
+                        call,
+                    );
+                }
+                let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+                queue.complete(view, chain.head(), written, call)
+            })?;
         Ok(())
     }
 }

@@ -199,7 +199,8 @@ pub(crate) enum Op {
         which: u8,
         value: u16,
     },
-    /// Pops one chain; bit 0 reads it, bit 1 writes it, bit 2 returns it at once.
+    /// Pops one chain; bit 0 reads it, bit 1 writes it, bit 2 returns it at once, bit 3 keeps
+    /// a bad chain, bit 4 pops through a [`RingView`](vhu_transport_std::virtq::RingView).
     Pop(u8),
     /// Pops up to `n % 16 + 1` chains, reading, writing and returning each.
     Drain(u8),

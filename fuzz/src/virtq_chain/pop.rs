@@ -89,7 +89,13 @@ impl Harness {
             Model::Packed(_) => None,
         };
         let avail_event_before = avail_event_at.map(|at| rd16(&self.mem, at));
-        let result = self.q.pop(&self.mem);
+        // Through the rings found once (a serving turn's view) or each access on its own.
+        let result = if mode & 0x10 != 0 {
+            let view = self.q.view(&self.mem);
+            self.q.pop(&view)
+        } else {
+            self.q.pop(&self.mem)
+        };
         let (head, slots, terminated) = match expect {
             Expect::Empty => {
                 assert_eq!(result, Ok(None), "nothing was available");

@@ -85,7 +85,7 @@ pub(crate) fn store_u16<M: GuestMemory + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::Ordering;
 
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -93,7 +93,7 @@ mod tests {
     use super::*;
 
     /// Two adjacent regions: 0..0x1000 and 0x1000..0x2000.
-    fn two_regions() -> GuestMemoryMmap {
+    pub(crate) fn two_regions() -> GuestMemoryMmap {
         let ranges = [(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)];
         GuestMemoryMmap::from_ranges(&ranges).expect("guest memory")
     }

@@ -14,6 +14,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
 use super::error::QueueError;
+use super::ring_memory::RingMemory;
 
 /// One guest buffer of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,15 +100,15 @@ impl Visited {
 }
 
 /// Reads entry `index` (16 bytes) of the descriptor table at `table`.
-pub(crate) fn read_entry<M, T>(mem: &M, table: GuestAddress, index: u32) -> Result<T, QueueError>
+pub(crate) fn read_entry<R, T>(mem: &R, table: GuestAddress, index: u32) -> Result<T, QueueError>
 where
-    M: GuestMemory + ?Sized,
+    R: RingMemory + ?Sized,
     T: FromBytes + IntoBytes,
 {
     let failed = |addr: GuestAddress| QueueError::Memory { addr: addr.raw_value(), len: DESC_SIZE };
     let addr = table.checked_add(u64::from(index) * DESC_SIZE).ok_or(failed(table))?;
     let mut entry = T::new_zeroed();
-    super::access::read_bytes(mem, addr, entry.as_mut_bytes()).map_err(|_| failed(addr))?;
+    mem.read_bytes(addr, entry.as_mut_bytes()).map_err(|_| failed(addr))?;
     Ok(entry)
 }
 
@@ -233,13 +234,14 @@ impl Spares {
 }
 
 /// Walks the chain starting at `head`, validating everything the guest controls.
-pub(crate) fn walk<M: GuestMemory + ?Sized>(
-    mem: &M,
+pub(crate) fn walk<R: RingMemory + ?Sized>(
+    ring_mem: &R,
     params: &WalkParams,
     head: u16,
     visited: &mut Visited,
     spare: Option<DescriptorChain>,
 ) -> Result<DescriptorChain, QueueError> {
+    let mem = ring_mem.memory();
     let size = u32::from(params.size);
     let mut builder = ChainBuilder::new(mem, head, size, spare);
     let mut table = params.table;
@@ -254,7 +256,7 @@ pub(crate) fn walk<M: GuestMemory + ?Sized>(
         if !visited.mark(index) {
             return Err(QueueError::Loop { head, index });
         }
-        let desc: Descriptor = read_entry(mem, table, index)?;
+        let desc: Descriptor = read_entry(ring_mem, table, index)?;
         if desc.has(DESC_F_INDIRECT) {
             if in_indirect {
                 return Err(QueueError::NestedIndirect { head, index });

@@ -1,12 +1,14 @@
 //! Split and packed virtqueues over `vm-memory`, for the queues of any device.
 //!
 //! - [`SplitQueue`] and [`PackedQueue`]: ring state as plain data plus the pop / add-used / notify
-//!   operations; guest memory is passed to every call. [`Virtqueue`] is either of them.
+//!   operations; guest memory, or a turn's [`RingView`] of it, is passed to every call. [`Virtqueue`] is either of them.
 //! - [`DescriptorChain`]: one validated chain (direct or through one indirect table), its readable
 //!   buffers first, then its writable ones.
 //! - [`Reader`] / [`Writer`]: copy between a chain's buffers and byte slices.
 //! - [`need_event`] / [`packed_need_event`]: the EVENT_IDX suppression rules.
 //! - [`RingPoll`]: how long a queue looks at its ring before its worker sleeps.
+//! - [`RingMemory`] / [`RingView`]: ring accesses straight to guest memory, or through the
+//!   rings' regions found once for a turn.
 //! - [`ChainQueue`]: the queue handler of a device that answers each chain on the spot
 //!   ([`ChainService`]).
 //! - [`inflight`]: the INFLIGHT_SHMFD area and each layout's records of chains in flight, so a
@@ -24,6 +26,7 @@ mod io;
 mod notify;
 mod packed;
 mod poll;
+mod ring_memory;
 mod serve;
 mod split;
 mod virtqueue;
@@ -40,6 +43,7 @@ pub use io::{HostSlice, Reader, Writer};
 pub use notify::{need_event, packed_need_event};
 pub use packed::{PackedQueue, PackedQueueState};
 pub use poll::RingPoll;
+pub use ring_memory::{RingMemory, RingView};
 pub use serve::{end_turn, serve_turn, ChainQueue, ChainService};
 pub use split::{QueueState, SplitQueue};
 pub use virtqueue::{Virtqueue, MAX_HELD, MIN_WAITING};

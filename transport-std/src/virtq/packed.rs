@@ -18,7 +18,6 @@ use std::sync::atomic::{fence, Ordering};
 
 use vm_memory::{GuestAddress, GuestMemory};
 
-use super::access;
 use super::chain::{indirect_entries, read_entry, ChainBuilder, DescriptorChain, Spares};
 use super::desc::{
     packed_used_flags, PackedDescriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE,
@@ -28,6 +27,7 @@ use super::desc::{
 use super::error::{QueueError, Ring};
 use super::inflight::{InflightError, InflightRegion, PackedInflight, PackedResubmit};
 use super::notify::packed_need_event;
+use super::ring_memory::RingMemory;
 use super::split::check_ring;
 
 /// Offset of `off_wrap` in an event suppression structure.
@@ -112,21 +112,21 @@ pub struct PackedQueue {
     spares: Spares,
 }
 
-fn load_u16<M: GuestMemory + ?Sized>(
-    mem: &M,
+fn load_u16<R: RingMemory + ?Sized>(
+    mem: &R,
     addr: GuestAddress,
     order: Ordering,
 ) -> Result<u16, QueueError> {
-    access::load_u16(mem, addr, order)
+    mem.load_u16(addr, order)
 }
 
-fn store_u16<M: GuestMemory + ?Sized>(
-    mem: &M,
+fn store_u16<R: RingMemory + ?Sized>(
+    mem: &R,
     addr: GuestAddress,
     val: u16,
     order: Ordering,
 ) -> Result<(), QueueError> {
-    access::store_u16(mem, addr, val, order)
+    mem.store_u16(addr, val, order)
 }
 
 /// `slot` moved forward by `n <= size` slots, flipping `wrap` when it passes the end of the ring.
@@ -210,6 +210,17 @@ impl PackedQueue {
         Ok(self.resubmit.len())
     }
 
+    /// Where the descriptor ring and the two event suppression areas lie (guest address and
+    /// length), for a [`RingView`](super::RingView) of them.
+    pub fn rings(&self) -> [(u64, u64); 3] {
+        let state = &self.state;
+        [
+            (state.desc_ring, DESC_SIZE * u64::from(state.size)),
+            (state.driver_event, EVENT_SUPPRESS_SIZE),
+            (state.device_event, EVENT_SUPPRESS_SIZE),
+        ]
+    }
+
     /// The current state, to save (GET_VRING_BASE) or inspect.
     pub fn state(&self) -> PackedQueueState {
         self.state
@@ -233,7 +244,7 @@ impl PackedQueue {
 
     /// Whether the descriptor at the next available slot is available, read with acquire
     /// semantics.
-    pub fn has_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<bool, QueueError> {
+    pub fn has_available<R: RingMemory + ?Sized>(&self, mem: &R) -> Result<bool, QueueError> {
         let at = GuestAddress(self.slot_addr(self.state.next_avail).0 + DESC_FLAGS);
         let flags = load_u16(mem, at, Ordering::Acquire)?;
         fence(Ordering::Acquire);
@@ -249,9 +260,9 @@ impl PackedQueue {
     /// [`QueueError::head`] names its buffer id, to return with [`PackedQueue::add_used`]. On
     /// [`QueueError::InFlightOverflow`] nothing is consumed; memory errors (the ring or a table no
     /// longer mapped) have no head and leave the queue unusable.
-    pub fn pop<M: GuestMemory + ?Sized>(
+    pub fn pop<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<Option<DescriptorChain>, QueueError> {
         if let Some(chain) = self.resubmit.pop_front() {
             // Its slots were counted when the next available position was set.
@@ -308,14 +319,14 @@ impl PackedQueue {
     }
 
     /// Turns the descriptors in `scratch` (starting at ring slot `first`) into a chain.
-    fn build<M: GuestMemory + ?Sized>(
+    fn build<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
         id: u16,
         first: u16,
     ) -> Result<DescriptorChain, QueueError> {
         let size = u32::from(self.state.size);
-        let mut builder = ChainBuilder::new(mem, id, size, self.spares.take());
+        let mut builder = ChainBuilder::new(mem.memory(), id, size, self.spares.take());
         for (i, desc) in (0u32..).zip(&self.scratch) {
             let slot = (u32::from(first) + i) % size;
             if !desc.has(DESC_F_INDIRECT) {
@@ -329,7 +340,7 @@ impl PackedQueue {
                 return Err(QueueError::IndirectWithNext { head: id, index: slot });
             }
             let table_addr = desc.addr.get();
-            let entries = indirect_entries(mem, id, table_addr, desc.len.get(), size)?;
+            let entries = indirect_entries(mem.memory(), id, table_addr, desc.len.get(), size)?;
             for index in 0..entries {
                 let entry: PackedDescriptor = read_entry(mem, GuestAddress(table_addr), index)?;
                 if entry.has(DESC_F_INDIRECT) {
@@ -344,9 +355,9 @@ impl PackedQueue {
 
     /// Writes the used descriptor for buffer `id` with `len` bytes written, flags last (release),
     /// and moves the used position past the slots the chain occupied.
-    pub fn add_used<M: GuestMemory + ?Sized>(
+    pub fn add_used<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
         id: u16,
         len: u32,
     ) -> Result<(), QueueError> {
@@ -366,7 +377,7 @@ impl PackedQueue {
         len_id[..4].copy_from_slice(&len.to_le_bytes());
         len_id[4..].copy_from_slice(&id.to_le_bytes());
         let len_addr = GuestAddress(slot_addr.0 + 8);
-        access::write_bytes(mem, len_addr, &len_id)?;
+        mem.write_bytes(len_addr, &len_id)?;
         let mut flags = packed_used_flags(self.state.used_wrap);
         if len > 0 {
             flags |= DESC_F_WRITE;
@@ -387,9 +398,9 @@ impl PackedQueue {
     /// Reads the driver event suppression structure: ENABLE notifies, DISABLE does not, DESC (with
     /// EVENT_IDX) notifies when the used position passed the descriptor it names (§2.8.10). DESC
     /// without EVENT_IDX and the reserved value count as ENABLE.
-    pub fn needs_notification<M: GuestMemory + ?Sized>(
+    pub fn needs_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<bool, QueueError> {
         // The used descriptors must be visible before we read the driver's suppression state.
         fence(Ordering::SeqCst);
@@ -413,9 +424,9 @@ impl PackedQueue {
     /// With EVENT_IDX the device event structure names the next available slot (DESC mode), and
     /// [`PackedQueue::pop`] keeps it current; otherwise it is set to ENABLE. Call before waiting on
     /// the kick eventfd; when it returns true, keep processing instead.
-    pub fn enable_notification<M: GuestMemory + ?Sized>(
+    pub fn enable_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<bool, QueueError> {
         let base = self.state.device_event;
         let flags = if self.state.event_idx {
@@ -433,9 +444,9 @@ impl PackedQueue {
     }
 
     /// Tells the driver that kicks are not needed while the device is busy (DISABLE).
-    pub fn disable_notification<M: GuestMemory + ?Sized>(
+    pub fn disable_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<(), QueueError> {
         self.kick_on_desc = false;
         let at = GuestAddress(self.state.device_event + EVENT_FLAGS);

@@ -16,11 +16,12 @@ use vm_memory::{GuestAddressSpace, GuestMemory};
 
 use crate::memory::LoggedMemory;
 
-use super::{DescriptorChain, QueueError, Reader, RingPoll, Virtqueue, Writer};
+use super::{DescriptorChain, QueueError, Reader, RingPoll, RingView, Virtqueue, Writer};
 use crate::device::Notifier;
 use crate::worker::{QueueContext, QueueHandler};
 
-/// One turn of serving a ring, for any queue handler: kicks disabled while it works, at most one
+/// One turn of serving a ring, for any queue handler: the rings resolved in `mem` once for the
+/// turn ([`RingView`], handed to `serve` for completing), kicks disabled while it works, at most one
 /// queue's worth of chains (a guest that keeps its ring full cannot keep a stop waiting), each
 /// handed to `serve` (which completes it, at once or later — keeping a copy then), a malformed
 /// chain returned used with length 0, the ring polled as `poll` says when it runs dry, kicks
@@ -33,30 +34,31 @@ pub fn serve_turn<M: GuestMemory + ?Sized>(
     mem: &M,
     call: &Notifier,
     poll: &mut RingPoll,
-    mut serve: impl FnMut(&mut Virtqueue, &DescriptorChain) -> Result<(), QueueError>,
+    mut serve: impl FnMut(&mut Virtqueue, &RingView<'_, M>, &DescriptorChain) -> Result<(), QueueError>,
 ) -> Result<bool, QueueError> {
     poll.turn_begins();
-    queue.disable_notification(mem)?;
+    let view = queue.view(mem);
+    queue.disable_notification(&view)?;
     for _ in 0..queue.size() {
-        match queue.pop(mem) {
+        match queue.pop(&view) {
             Ok(Some(chain)) => {
-                let served = serve(queue, &chain);
+                let served = serve(queue, &view, &chain);
                 queue.recycle(chain);
                 served?;
             }
             Ok(None) => {
                 // Kicks still off: a driver adding a request during the poll does not kick.
-                if poll.poll(|| queue.has_available(mem)) {
+                if poll.poll(|| queue.has_available(&view)) {
                     continue;
                 }
-                if !queue.enable_notification(mem)? {
+                if !queue.enable_notification(&view)? {
                     poll.sleeps();
                     return Ok(false);
                 }
-                queue.disable_notification(mem)?;
+                queue.disable_notification(&view)?;
             }
             Err(error) => match error.head() {
-                Some(head) => queue.complete(mem, head, 0, call)?,
+                Some(head) => queue.complete(&view, head, 0, call)?,
                 None => return Err(error),
             },
         }
@@ -126,13 +128,14 @@ impl<S: ChainService> ChainQueue<S> {
 
     fn run(&mut self, mem: &LoggedMemory, call: &Notifier) -> Result<(), QueueError> {
         let service = &mut self.service;
-        self.more = serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, chain| {
-            let mut reader = Reader::new(mem, chain);
-            let mut writer = Writer::new(mem, chain);
-            service.serve(chain, &mut reader, &mut writer);
-            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-            queue.complete(mem, chain.head(), written, call)
-        })?;
+        self.more =
+            serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, view, chain| {
+                let mut reader = Reader::new(mem, chain);
+                let mut writer = Writer::new(mem, chain);
+                service.serve(chain, &mut reader, &mut writer);
+                let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+                queue.complete(view, chain.head(), written, call)
+            })?;
         Ok(())
     }
 }

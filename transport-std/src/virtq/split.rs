@@ -12,7 +12,6 @@ use std::sync::atomic::{fence, Ordering};
 
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
-use super::access;
 use super::chain::{walk, DescriptorChain, Spares, Visited, WalkParams};
 use super::desc::{
     avail_ring_len, desc_table_len, used_ring_len, AVAIL_F_NO_INTERRUPT, MAX_QUEUE_SIZE,
@@ -21,6 +20,7 @@ use super::desc::{
 use super::error::{QueueError, Ring};
 use super::inflight::{InflightError, InflightRegion, SplitInflight};
 use super::notify::need_event;
+use super::ring_memory::RingMemory;
 
 /// Everything that describes a split queue, as the front-end configured it and as it is saved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,32 +141,26 @@ impl SplitQueue {
         GuestAddress(self.state.used_ring.wrapping_add(offset))
     }
 
-    fn load_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        order: Ordering,
-    ) -> Result<u16, QueueError> {
-        access::load_u16(mem, addr, order)
-    }
-
-    fn store_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        val: u16,
-        order: Ordering,
-    ) -> Result<(), QueueError> {
-        access::store_u16(mem, addr, val, order)
+    /// Where the descriptor table, the available ring and the used ring lie (guest address and
+    /// length), for a [`RingView`](super::RingView) of them.
+    pub fn rings(&self) -> [(u64, u64); 3] {
+        let size = self.state.size;
+        [
+            (self.state.desc_table, desc_table_len(size)),
+            (self.state.avail_ring, avail_ring_len(size)),
+            (self.state.used_ring, used_ring_len(size)),
+        ]
     }
 
     /// `avail->idx`, read with acquire semantics.
-    pub fn avail_idx<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
-        let idx = Self::load_u16(mem, self.avail_addr(2), Ordering::Acquire)?;
+    pub fn avail_idx<R: RingMemory + ?Sized>(&self, mem: &R) -> Result<u16, QueueError> {
+        let idx = mem.load_u16(self.avail_addr(2), Ordering::Acquire)?;
         fence(Ordering::Acquire);
         Ok(idx)
     }
 
     /// Number of chains the driver made available and the device has not consumed.
-    pub fn pending<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<u16, QueueError> {
+    pub fn pending<R: RingMemory + ?Sized>(&self, mem: &R) -> Result<u16, QueueError> {
         let avail_idx = self.avail_idx(mem)?;
         let pending = avail_idx.wrapping_sub(self.state.next_avail);
         if pending > self.state.size {
@@ -185,9 +179,9 @@ impl SplitQueue {
     ///
     /// On a chain error the available entry is consumed (so a bad chain cannot wedge the queue) and
     /// [`QueueError::head`] names it; on [`QueueError::AvailIdxJump`] nothing is consumed.
-    pub fn pop<M: GuestMemory + ?Sized>(
+    pub fn pop<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<Option<DescriptorChain>, QueueError> {
         let params = WalkParams {
             table: GuestAddress(self.state.desc_table),
@@ -202,7 +196,7 @@ impl SplitQueue {
         }
         let slot = self.state.next_avail % self.state.size;
         let head_addr = self.avail_addr(4 + 2 * u64::from(slot));
-        let head = Self::load_u16(mem, head_addr, Ordering::Relaxed)?;
+        let head = mem.load_u16(head_addr, Ordering::Relaxed)?;
         self.state.next_avail = self.state.next_avail.wrapping_add(1);
         if let (Some(inflight), true) = (&mut self.inflight, head < self.state.size) {
             inflight.fetched(head).map_err(|_| QueueError::InflightRecord)?;
@@ -211,9 +205,9 @@ impl SplitQueue {
     }
 
     /// Puts `head` on the used ring with `len` bytes written and publishes `used->idx` (release).
-    pub fn add_used<M: GuestMemory + ?Sized>(
+    pub fn add_used<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
         head: u16,
         len: u32,
     ) -> Result<(), QueueError> {
@@ -229,10 +223,10 @@ impl SplitQueue {
         let mut raw = [0u8; 8];
         raw[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         raw[4..].copy_from_slice(&len.to_le_bytes());
-        access::write_bytes(mem, elem, &raw)?;
+        mem.write_bytes(elem, &raw)?;
         self.state.next_used = self.state.next_used.wrapping_add(1);
         fence(Ordering::Release);
-        Self::store_u16(mem, self.used_addr(2), self.state.next_used, Ordering::Release)?;
+        mem.store_u16(self.used_addr(2), self.state.next_used, Ordering::Release)?;
         if let Some(inflight) = &mut self.inflight {
             inflight
                 .returned(head, self.state.next_used)
@@ -245,23 +239,23 @@ impl SplitQueue {
     ///
     /// With EVENT_IDX this compares `used_event` with the entries added since the previous decision
     /// (§2.7.10); otherwise it honours `VIRTQ_AVAIL_F_NO_INTERRUPT`.
-    pub fn needs_notification<M: GuestMemory + ?Sized>(
+    pub fn needs_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<bool, QueueError> {
         // The used idx store must be visible before we read the driver's suppression state.
         fence(Ordering::SeqCst);
         let new = Wrapping(self.state.next_used);
         if self.state.event_idx {
             let used_event_addr = self.avail_addr(4 + 2 * u64::from(self.state.size));
-            let used_event = Self::load_u16(mem, used_event_addr, Ordering::Acquire)?;
+            let used_event = mem.load_u16(used_event_addr, Ordering::Acquire)?;
             let old = self.signalled_used.replace(new);
             Ok(match old {
                 None => true,
                 Some(old) => need_event(used_event, new.0, old.0),
             })
         } else {
-            let flags = Self::load_u16(mem, self.avail_addr(0), Ordering::Acquire)?;
+            let flags = mem.load_u16(self.avail_addr(0), Ordering::Acquire)?;
             self.signalled_used = Some(new);
             Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
         }
@@ -279,28 +273,28 @@ impl SplitQueue {
     /// through the ring it stays behind, so the driver does not kick a device that is busy anyway
     /// (§2.7.10; every chain it adds meanwhile is found before the device waits). Call before
     /// waiting on the kick eventfd; when it returns true, keep processing instead.
-    pub fn enable_notification<M: GuestMemory + ?Sized>(
+    pub fn enable_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<bool, QueueError> {
         if self.state.event_idx {
             let at = self.used_addr(4 + 8 * u64::from(self.state.size));
-            Self::store_u16(mem, at, self.state.next_avail, Ordering::Relaxed)?;
+            mem.store_u16(at, self.state.next_avail, Ordering::Relaxed)?;
         } else {
-            Self::store_u16(mem, self.used_addr(0), 0, Ordering::Relaxed)?;
+            mem.store_u16(self.used_addr(0), 0, Ordering::Relaxed)?;
         }
         fence(Ordering::SeqCst);
         Ok(self.pending(mem)? != 0)
     }
 
     /// Tells the driver that kicks are not needed while the device is busy (no-op with EVENT_IDX).
-    pub fn disable_notification<M: GuestMemory + ?Sized>(
+    pub fn disable_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<(), QueueError> {
         if self.state.event_idx {
             return Ok(());
         }
-        Self::store_u16(mem, self.used_addr(0), USED_F_NO_NOTIFY, Ordering::Relaxed)
+        mem.store_u16(self.used_addr(0), USED_F_NO_NOTIFY, Ordering::Relaxed)
     }
 }

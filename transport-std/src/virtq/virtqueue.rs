@@ -11,6 +11,7 @@ use super::chain::DescriptorChain;
 use super::error::QueueError;
 use super::inflight::{InflightError, InflightRegion};
 use super::packed::{PackedQueue, PackedQueueState};
+use super::ring_memory::{RingMemory, RingView};
 use super::split::{QueueState, SplitQueue};
 
 /// A split ring's announcements wait only while at least this many chains wait: with fewer,
@@ -131,6 +132,15 @@ impl Virtqueue {
         }
     }
 
+    /// The queue's rings resolved in `mem`, for a turn's accesses ([`RingView`]).
+    pub fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
+        let rings = match self {
+            Self::Split(q) => q.rings(),
+            Self::Packed(q) => q.rings(),
+        };
+        RingView::new(mem, rings)
+    }
+
     /// Queue size.
     pub fn size(&self) -> u16 {
         match self {
@@ -141,9 +151,9 @@ impl Virtqueue {
 
     /// Consumes the next available chain, if any; see [`SplitQueue::pop`] and
     /// [`PackedQueue::pop`].
-    pub fn pop<M: GuestMemory + ?Sized>(
+    pub fn pop<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<Option<DescriptorChain>, QueueError> {
         match self {
             Self::Split(q) => q.pop(mem),
@@ -152,9 +162,9 @@ impl Virtqueue {
     }
 
     /// Returns the chain `head` (its [`DescriptorChain::head`]) with `len` bytes written.
-    pub fn add_used<M: GuestMemory + ?Sized>(
+    pub fn add_used<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
         head: u16,
         len: u32,
     ) -> Result<(), QueueError> {
@@ -173,9 +183,9 @@ impl Virtqueue {
     /// waiting, and on packed rings (which do not say how many wait), it is announced at once.
     /// Virtio 1.2 §2.7.10 lets a device delay a notification; the end of every turn
     /// ([`super::end_turn`]) announces what is left.
-    pub fn complete<M: GuestMemory + ?Sized>(
+    pub fn complete<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
         head: u16,
         len: u32,
         call: &crate::device::Notifier,
@@ -192,7 +202,7 @@ impl Virtqueue {
     }
 
     /// Whether the announcement of what was returned may wait for the next completion.
-    fn may_hold<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
+    fn may_hold<R: RingMemory + ?Sized>(&self, mem: &R) -> bool {
         match self {
             Self::Split(q) => {
                 // A ring that cannot say what waits (its index jumped) holds nothing back; the
@@ -205,9 +215,9 @@ impl Virtqueue {
     }
 
     /// Whether the driver must be notified about the chains returned since the last call.
-    pub fn needs_notification<M: GuestMemory + ?Sized>(
+    pub fn needs_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<bool, QueueError> {
         match self {
             Self::Split(q) => q.needs_notification(mem),
@@ -217,7 +227,7 @@ impl Virtqueue {
 
     /// Whether the driver made a chain available that was not consumed yet (a ring that cannot
     /// be read says yes: the next pop reports why).
-    pub fn has_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
+    pub fn has_available<R: RingMemory + ?Sized>(&self, mem: &R) -> bool {
         match self {
             Self::Split(q) => q.pending(mem).map_or(true, |n| n > 0),
             Self::Packed(q) => q.has_available(mem).unwrap_or(true),
@@ -225,9 +235,9 @@ impl Virtqueue {
     }
 
     /// Asks the driver to kick again and reports whether chains arrived meanwhile.
-    pub fn enable_notification<M: GuestMemory + ?Sized>(
+    pub fn enable_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<bool, QueueError> {
         match self {
             Self::Split(q) => q.enable_notification(mem),
@@ -236,9 +246,9 @@ impl Virtqueue {
     }
 
     /// Tells the driver that kicks are not needed while the device is busy.
-    pub fn disable_notification<M: GuestMemory + ?Sized>(
+    pub fn disable_notification<R: RingMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        mem: &R,
     ) -> Result<(), QueueError> {
         match self {
             Self::Split(q) => q.disable_notification(mem),
