@@ -14,6 +14,7 @@
 
 mod guest;
 mod host;
+mod interrupt;
 mod measure;
 mod share;
 mod workload;
@@ -123,21 +124,21 @@ fn spawn(command: &str, share: &Share, queues: u16) -> Result<Child, String> {
         .replace("{shared}", &share.path().display().to_string())
         .replace("{queues}", &queues.to_string());
     let _ = std::fs::remove_file(share.socket());
-    Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command
         .arg("-c")
         .arg(format!("exec {line}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting `{line}`: {e}"))
+        .stderr(Stdio::null());
+    interrupt::start_backend(&mut command).map_err(|e| format!("starting `{line}`: {e}"))
 }
 
 /// Waits (bounded) for the back-end to listen, or to die.
 fn wait_listening(child: &mut Child, share: &Share) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !share.socket().exists() {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = interrupt::try_reap(child) {
             return Err(format!("the back-end exited before listening: {status}"));
         }
         if Instant::now() > deadline {
@@ -152,13 +153,12 @@ fn wait_listening(child: &mut Child, share: &Share) -> Result<(), String> {
 fn reap(mut child: Child) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if interrupt::try_reap(&mut child).is_some() {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    interrupt::kill_and_reap(&mut child);
 }
 
 fn run_once(target: &Target, share: &Share, plan: &Plan) -> Result<Summary, String> {
@@ -226,6 +226,10 @@ fn main() -> ExitCode {
     let targets = targets(&options);
     if targets.is_empty() {
         eprintln!("vhu-fs-bench: nothing to measure: give --backend and/or --host");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = interrupt::clean_up_on_termination() {
+        eprintln!("vhu-fs-bench: {e}");
         return ExitCode::FAILURE;
     }
     let share = match Share::new(options.dir.as_deref()) {

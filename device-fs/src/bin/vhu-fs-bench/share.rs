@@ -1,5 +1,5 @@
 //! The shared directory the workloads run on, laid out once per benchmark and removed at the
-//! end: two 64 MiB data files whose words hold their own offsets (`data` read, `wdata`
+//! end (or by the signal that stops the bench, `interrupt.rs`): two 64 MiB data files whose words hold their own offsets (`data` read, `wdata`
 //! written), 100 small files, and a directory of 10 000 empty files. It lives on `/dev/shm` when
 //! there is one, so the back-ends are measured, not a disk.
 
@@ -40,6 +40,7 @@ impl Share {
             None => std::env::temp_dir(),
         };
         let dir = parent.join(format!("vhu-fs-bench-{}", std::process::id()));
+        let _held = crate::interrupt::laying_out(dir.clone());
         let share = dir.join("share");
         std::fs::create_dir_all(share.join("big"))?;
         let mut block = vec![0u8; 1 << 20];
