@@ -44,6 +44,10 @@ VIRTIOFSD=$("$ROOT/scripts/peers.sh")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vhu-guest-fio.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# Stopped, the run takes what it started with it: its background jobs (QEMU's `timeout`, in a
+# process group of its own, passes the signal on) and every process of its own group (the
+# back-end), itself spared until the cleanup above has run.
+trap 'trap "" INT TERM HUP; kill -TERM $(jobs -p) 0 2>/dev/null; exit 130' INT TERM HUP
 SHARE=$WORK/share
 mkdir -p "$SHARE"
 head -c $((256 << 20)) /dev/urandom > "$SHARE/data"
@@ -76,6 +80,7 @@ run_one() {
     local pid=$! i
     for ((i = 0; i < 200; i++)); do [ -S "$sock" ] && break; sleep 0.05; done
     [ -S "$sock" ] || die "the back-end did not start: $(tail -n 3 "$WORK/backend.err")"
+    # In the background, waited for: a signal to the run is handled at once, not after QEMU.
     timeout --kill-after=10 $((RUNTIME * 4 + 120)) qemu-system-x86_64 \
         -machine q35,memory-backend=mem -accel tcg -cpu qemu64 -smp 1 -m 512M \
         -object memory-backend-memfd,id=mem,size=512M,share=on \
@@ -83,7 +88,8 @@ run_one() {
         -serial "file:$WORK/console.log" -kernel "$BOOT_KERNEL" -initrd "$WORK/initrd.cpio" \
         -append "console=ttyS0 quiet panic=-1 rdinit=/init" \
         -chardev "socket,id=vfs,path=$sock" \
-        -device "vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG" >/dev/null 2>&1 || true
+        -device "vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG" >/dev/null 2>&1 &
+    wait $! || true
     wait "$pid" || true
     local terse cpu
     terse=$(sed -n 's/^FIO TERSE //p' "$WORK/console.log" | tail -n 1)
@@ -103,7 +109,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 vhu-fsd) cmd=$FSD ;;
                 virtiofsd) cmd=$VIRTIOFSD ;;
             esac
-            r=$(run_one "$cmd" "$rw" "$bs" "$jobs" "$engine")
+            # Not in a subshell, so the run's signal trap sees what it waits for.
+            run_one "$cmd" "$rw" "$bs" "$jobs" "$engine" > "$WORK/result"
+            r=$(<"$WORK/result")
             log "round $round, $name x$jobs, $backend: $r (IOPS, back-end CPU ms per 1000 ops)"
             RESULT[$name:$jobs:$backend]+="$r;"
         done
