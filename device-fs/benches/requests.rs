@@ -95,12 +95,20 @@ impl Guest {
     /// Makes the chain at head 0 available again and serves it as vhu-fsd's queue does (one
     /// serving turn, each request's reply returned at once).
     fn serve_one(&mut self) {
-        let slot = u64::from(self.avail % SIZE);
-        self.mem.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * slot)).expect("avail");
-        self.avail = self.avail.wrapping_add(1);
+        self.serve_turn_of(1);
+    }
+
+    /// Makes the chain at head 0 available `k` times and serves them in one turn, as a queue
+    /// with `k` requests waiting does (the same chain each time: enough to count instructions).
+    fn serve_turn_of(&mut self, k: u16) {
+        for _ in 0..k {
+            let slot = u64::from(self.avail % SIZE);
+            self.mem.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * slot)).expect("avail");
+            self.avail = self.avail.wrapping_add(1);
+        }
         self.mem.write_obj(self.avail, GuestAddress(AVAIL + 2)).expect("avail idx");
         let (mem, server, call) = (&self.mem, &self.server, &self.call);
-        // No polling: each turn serves the one chain made available.
+        // No polling: each turn serves the chains made available.
         let mut poll = RingPoll::with_max(std::time::Duration::ZERO);
         serve_turn(&mut self.queue, mem, call, &mut poll, |queue, view, chain| {
             let mut reader = Reader::new(mem, chain);
@@ -133,18 +141,21 @@ fn main() {
         ("lookup", Opcode::Lookup, 1, b"f\0".to_vec(), 0, 128),
         ("getattr", Opcode::Getattr, node, GetattrIn::default().as_bytes().to_vec(), 0, 104),
     ];
-    // `count CASE N`: serve N requests of CASE untimed and exit, for an instruction counter
-    // (callgrind: the difference between two counts over the difference of N is one request).
+    // `count CASE N [K]`: serve N turns of K requests (1 by default) of CASE untimed and exit,
+    // for an instruction counter (callgrind: the difference between two counts over the
+    // difference of N times K is one request).
     let args: Vec<String> = std::env::args().collect();
-    if let [_, mode, case, n, ..] = args.as_slice() {
+    if let [_, mode, case, n, rest @ ..] = args.as_slice() {
         if mode == "count" {
+            let per_turn = rest.first().map_or(1, |k| k.parse::<u16>().expect("requests a turn"));
+            assert!((1..=SIZE).contains(&per_turn), "1 to {SIZE} requests a turn");
             let (_, opcode, node, body, data, reply) = cases
                 .iter()
                 .find(|c| c.0 == case.as_str())
                 .expect("a case: read_4k, write_4k, lookup or getattr");
             guest.call(*opcode, *node, body, *data, *reply);
-            for _ in 0..n.parse::<u32>().expect("a request count") {
-                guest.serve_one();
+            for _ in 0..n.parse::<u32>().expect("a turn count") {
+                guest.serve_turn_of(per_turn);
             }
             let _ = std::fs::remove_dir_all(&dir);
             return;
