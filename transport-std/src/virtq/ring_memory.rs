@@ -5,18 +5,21 @@
 //! descriptors, the used entry, the event fields), and finding the region of each one was the
 //! largest single cost of a 4 KiB READ's queue path. The rings do not move while a queue runs
 //! and guest memory does not change under a snapshot, so a worker that takes a snapshot for a
-//! turn resolves each ring to one slice of one region ([`RingView::new`]) and every access in
-//! the turn is a bounds-checked offset into it. A ring that does not lie in one region of
-//! plain memory (across two regions, behind an IOMMU) keeps the general path. Either way every
-//! access is bounds checked by `vm-memory` and writes mark the dirty log.
+//! turn resolves each ring to the host memory of one region ([`RingView::new`]), and every
+//! access in the turn is a bounds-checked offset into it: an atomic load or store for an index,
+//! volatile copies for descriptors and used entries, as `vm-memory` makes them but without its
+//! layers. A ring that does not lie in one region of plain memory (across two regions, behind
+//! an IOMMU) keeps the general path. Either way every access is bounds checked, and writes mark
+//! the dirty log.
 //!
 //! This module decides nothing about what it reads or writes, and holds no state beyond a
 //! snapshot's borrow: a view lives for one turn and never outlives the memory it came from.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, Ordering};
 
-use vm_memory::bitmap::MS;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
+use vm_memory::bitmap::{Bitmap, MS};
+use vm_memory::volatile_memory::PtrGuardMut;
+use vm_memory::{GuestAddress, GuestMemory, VolatileSlice};
 
 use super::access;
 use super::error::QueueError;
@@ -68,10 +71,25 @@ impl<M: GuestMemory + ?Sized> RingMemory for M {
 
 type Slice<'m, M> = VolatileSlice<'m, MS<'m, <M as GuestMemory>::PhysicalMemory>>;
 
-/// One ring resolved to the slice of the region that holds it.
+/// One ring resolved to the host memory that holds it.
 struct Window<'m, M: GuestMemory + ?Sized> {
     start: u64,
+    /// The ring's host memory (held: with some mappings it is only valid while held).
+    host: PtrGuardMut,
+    /// The same memory as `vm-memory` hands it out, for its dirty bitmap.
     slice: Slice<'m, M>,
+}
+
+impl<M: GuestMemory + ?Sized> Window<'_, M> {
+    /// The host address of the `len` bytes at `addr` and their offset in the ring, when they
+    /// lie in it.
+    fn host(&self, addr: GuestAddress, len: usize) -> Option<(*mut u8, usize)> {
+        let offset = addr.0.wrapping_sub(self.start);
+        let room = self.host.len() as u64;
+        // `offset <= room` keeps the subtraction from wrapping and the addition in the mapping.
+        (offset <= room && len as u64 <= room - offset)
+            .then(|| (self.host.as_ptr().wrapping_add(offset as usize), offset as usize))
+    }
 }
 
 /// A queue's rings resolved in one snapshot of guest memory; see the module docs.
@@ -86,17 +104,15 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
     pub fn new(mem: &'m M, rings: [(u64, u64); 3]) -> Self {
         let window = |(start, len): (u64, u64)| {
             let len = usize::try_from(len).ok()?;
-            access::slice(mem, GuestAddress(start), len).map(|slice| Window { start, slice })
+            let slice = access::slice(mem, GuestAddress(start), len)?;
+            Some(Window { start, host: slice.ptr_guard_mut(), slice })
         };
         Self { mem, windows: rings.map(window) }
     }
 
-    /// The slice holding `len` bytes at `addr`, and their offset in it, when a ring's does.
-    fn find(&self, addr: GuestAddress, len: usize) -> Option<(&Slice<'m, M>, usize)> {
-        self.windows.iter().flatten().find_map(|w| {
-            let offset = usize::try_from(addr.0.checked_sub(w.start)?).ok()?;
-            (offset.checked_add(len)? <= w.slice.len()).then_some((&w.slice, offset))
-        })
+    /// The ring holding `len` bytes at `addr`, their host address and their offset in it.
+    fn find(&self, addr: GuestAddress, len: usize) -> Option<(&Window<'m, M>, *mut u8, usize)> {
+        self.windows.iter().flatten().find_map(|w| w.host(addr, len).map(|(p, at)| (w, p, at)))
     }
 }
 
@@ -109,26 +125,37 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError> {
         match self.find(addr, 2) {
-            Some((slice, at)) => {
-                slice.load::<u16>(at, order).map(u16::from_le).map_err(|_| access::mem_err(addr, 2))
+            Some((_, host, _)) if host.align_offset(2) == 0 => {
+                // SAFETY: the two bytes lie in the ring's mapping (`find`), which stays mapped
+                // while the snapshot `self` borrows lives, and are aligned; the driver writes
+                // them concurrently, so they are only accessed atomically.
+                let word = unsafe { AtomicU16::from_ptr(host.cast::<u16>()) };
+                Ok(u16::from_le(word.load(order)))
             }
-            None => access::load_u16(self.mem, addr, order),
+            _ => access::load_u16(self.mem, addr, order),
         }
     }
 
     fn store_u16(&self, addr: GuestAddress, val: u16, order: Ordering) -> Result<(), QueueError> {
         match self.find(addr, 2) {
-            Some((slice, at)) => {
-                slice.store(val.to_le(), at, order).map_err(|_| access::mem_err(addr, 2))
+            Some((window, host, at)) if host.align_offset(2) == 0 => {
+                // SAFETY: as in `load_u16`.
+                let word = unsafe { AtomicU16::from_ptr(host.cast::<u16>()) };
+                word.store(val.to_le(), order);
+                window.slice.bitmap().mark_dirty(at, 2);
+                Ok(())
             }
-            None => access::store_u16(self.mem, addr, val, order),
+            _ => access::store_u16(self.mem, addr, val, order),
         }
     }
 
     fn read_bytes(&self, addr: GuestAddress, buf: &mut [u8]) -> Result<(), QueueError> {
         match self.find(addr, buf.len()) {
-            Some((slice, at)) => {
-                slice.read_slice(buf, at).map_err(|_| access::mem_err(addr, buf.len() as u64))
+            Some((_, host, _)) => {
+                // SAFETY: `buf.len()` bytes at `host` lie in the ring's mapping (`find`), which
+                // stays mapped while the snapshot `self` borrows lives.
+                unsafe { read_volatile_into(host, buf) };
+                Ok(())
             }
             None => access::read_bytes(self.mem, addr, buf),
         }
@@ -136,16 +163,81 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 
     fn write_bytes(&self, addr: GuestAddress, buf: &[u8]) -> Result<(), QueueError> {
         match self.find(addr, buf.len()) {
-            Some((slice, at)) => {
-                slice.write_slice(buf, at).map_err(|_| access::mem_err(addr, buf.len() as u64))
+            Some((window, host, at)) => {
+                // SAFETY: as in `read_bytes`.
+                unsafe { write_volatile_from(host, buf) };
+                window.slice.bitmap().mark_dirty(at, buf.len());
+                Ok(())
             }
             None => access::write_bytes(self.mem, addr, buf),
         }
     }
 }
 
+/// Copies `buf.len()` bytes from guest memory at `src` into `buf`, eight or four bytes a load
+/// where `src` is aligned for it, as `vm-memory`'s volatile copies do (the driver may write the
+/// same bytes meanwhile: each is read once, whatever it holds).
+///
+/// # Safety
+/// `src..src + buf.len()` must be mapped and readable for the whole call.
+unsafe fn read_volatile_into(src: *const u8, buf: &mut [u8]) {
+    let mut done = 0;
+    if src.align_offset(8) == 0 {
+        while buf.len() - done >= 8 {
+            // SAFETY: the eight bytes lie in the range the caller vouches for, aligned.
+            let word = unsafe { src.add(done).cast::<u64>().read_volatile() };
+            buf[done..done + 8].copy_from_slice(&word.to_ne_bytes());
+            done += 8;
+        }
+    }
+    if src.wrapping_add(done).align_offset(4) == 0 {
+        while buf.len() - done >= 4 {
+            // SAFETY: the four bytes lie in the range the caller vouches for, aligned.
+            let word = unsafe { src.add(done).cast::<u32>().read_volatile() };
+            buf[done..done + 4].copy_from_slice(&word.to_ne_bytes());
+            done += 4;
+        }
+    }
+    while done < buf.len() {
+        // SAFETY: the byte lies in the range the caller vouches for.
+        buf[done] = unsafe { src.add(done).read_volatile() };
+        done += 1;
+    }
+}
+
+/// Copies `buf` to guest memory at `dst`, eight or four bytes a store where `dst` is aligned
+/// for it.
+///
+/// # Safety
+/// `dst..dst + buf.len()` must be mapped and writable for the whole call.
+unsafe fn write_volatile_from(dst: *mut u8, buf: &[u8]) {
+    let mut done = 0;
+    if dst.align_offset(8) == 0 {
+        while let Some(bytes) = buf.get(done..done + 8) {
+            let word = u64::from_ne_bytes(bytes.try_into().unwrap_or_default());
+            // SAFETY: the eight bytes lie in the range the caller vouches for, aligned.
+            unsafe { dst.add(done).cast::<u64>().write_volatile(word) };
+            done += 8;
+        }
+    }
+    if dst.wrapping_add(done).align_offset(4) == 0 {
+        while let Some(bytes) = buf.get(done..done + 4) {
+            let word = u32::from_ne_bytes(bytes.try_into().unwrap_or_default());
+            // SAFETY: the four bytes lie in the range the caller vouches for, aligned.
+            unsafe { dst.add(done).cast::<u32>().write_volatile(word) };
+            done += 4;
+        }
+    }
+    for (i, byte) in buf.iter().enumerate().skip(done) {
+        // SAFETY: the byte lies in the range the caller vouches for.
+        unsafe { dst.add(i).write_volatile(*byte) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use vm_memory::Bytes;
+
     use super::super::access::tests::two_regions;
     use super::*;
 
@@ -193,5 +285,33 @@ mod tests {
         ));
         assert!(view.load_u16(GuestAddress(0x3000), Ordering::Relaxed).is_err());
         assert!(view.store_u16(GuestAddress(u64::MAX), 1, Ordering::Relaxed).is_err());
+    }
+
+    #[test]
+    fn copies_of_any_length_and_alignment_in_a_ring_match_vm_memory() {
+        let mem = two_regions();
+        let view = RingView::new(&mem, [(0x100, 0x80), (0x400, 0x10), (0x800, 0x10)]);
+        let pattern: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37).wrapping_add(1)).collect();
+        for at in 0x100..0x110u64 {
+            for len in [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 17, 31, 32, 33] {
+                mem.write_slice(&[0u8; 64], GuestAddress(0x100)).expect("clear");
+                view.write_bytes(GuestAddress(at), &pattern[..len]).expect("write");
+                let mut back = [0u8; 64];
+                mem.read_slice(&mut back[..len], GuestAddress(at)).expect("vm-memory read");
+                assert_eq!(&back[..len], &pattern[..len], "write of {len} at {at:#x}");
+                let mut before = [0u8; 1];
+                mem.read_slice(&mut before, GuestAddress(at - 1)).expect("read");
+                assert_eq!(before, [0], "nothing written before {at:#x}");
+                let mut after = [0u8; 1];
+                mem.read_slice(&mut after, GuestAddress(at + len as u64)).expect("read");
+                assert_eq!(after, [0], "nothing written after {len} at {at:#x}");
+                let mut ours = [0u8; 64];
+                view.read_bytes(GuestAddress(at), &mut ours[..len]).expect("read");
+                assert_eq!(&ours[..len], &pattern[..len], "read of {len} at {at:#x}");
+            }
+            // An index at an odd address is the general path's to refuse or read.
+            let general = access::load_u16(&mem, GuestAddress(at), Ordering::Relaxed);
+            assert_eq!(view.load_u16(GuestAddress(at), Ordering::Relaxed), general);
+        }
     }
 }
