@@ -12,7 +12,9 @@
 use std::sync::atomic::Ordering;
 
 use vm_memory::bitmap::MS;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, VolatileSlice};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion, VolatileSlice,
+};
 
 use super::error::QueueError;
 
@@ -24,6 +26,21 @@ pub(crate) fn slice<M: GuestMemory + ?Sized>(
     len: usize,
 ) -> Option<VolatileSlice<'_, MS<'_, M::PhysicalMemory>>> {
     mem.physical_memory().and_then(|p| p.get_slice(addr, len).ok())
+}
+
+/// Whether the `len` bytes at `addr` lie in one region of plain guest memory (`false`: ask the
+/// general way, which also handles ranges across regions).
+pub(crate) fn in_one_region<M: GuestMemory + ?Sized>(
+    mem: &M,
+    addr: GuestAddress,
+    len: u64,
+) -> bool {
+    let Some(region) = mem.physical_memory().and_then(|p| p.find_region(addr)) else {
+        return false;
+    };
+    // `find_region` found the region holding `addr`: it starts at or before it.
+    let offset = addr.0 - region.start_addr().0;
+    len <= region.len() - offset
 }
 
 /// The error for a failed access of `len` bytes at `addr`.

@@ -179,9 +179,10 @@ impl<'a, M: GuestMemory + ?Sized> ChainBuilder<'a, M> {
             let access = if writable { Permissions::Write } else { Permissions::Read };
             // One region of plain memory holding it all answers at once; anything else asks
             // `vm-memory` the general question.
+            let at = GuestAddress(addr);
             let in_memory = end_ok
-                && (super::access::slice(self.mem, GuestAddress(addr), len as usize).is_some()
-                    || self.mem.check_range(GuestAddress(addr), len as usize, access));
+                && (super::access::in_one_region(self.mem, at, u64::from(len))
+                    || self.mem.check_range(at, len as usize, access));
             if !in_memory {
                 return Err(QueueError::BufferOutOfRange { head, addr, len });
             }
