@@ -119,10 +119,17 @@ fn a_daemon_that_is_not_root_says_so_once() {
         .spawn()
         .expect("starts");
     assert!(wait_for(&socket, true), "the daemon creates its socket");
+    // Ready when it says so, as launchers wait for it: a signal during its set-up ends it
+    // before it reports anything.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut err = String::new();
+    while !err.contains("Waiting for vhost-user socket connection") {
+        let read = std::io::BufRead::read_line(&mut stderr, &mut err).expect("read stderr");
+        assert!(read > 0, "the daemon ended before it was ready: {err}");
+    }
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
-    let mut err = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    stderr.read_to_string(&mut err).expect("read stderr");
     assert!(child.wait().expect("wait").success());
     let line = format!("not running as root (uid {uid})");
     assert_eq!(err.matches(&line).count(), 1, "{err}");

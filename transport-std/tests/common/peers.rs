@@ -27,7 +27,10 @@ impl StorageDaemon {
             .stderr(Stdio::null())
             .spawn()
             .expect("qemu-storage-daemon starts");
-        assert!(super::eventually(|| socket.exists()), "qemu-storage-daemon listens");
+        // The socket file appears when it is bound, a moment before it listens: a connection
+        // refused in between is no answer. A probe that connects and leaves is.
+        let listening = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
+        assert!(super::eventually(listening), "qemu-storage-daemon listens");
         Some(Self { child, socket })
     }
 }
