@@ -38,9 +38,10 @@ pub(crate) fn in_one_region<M: GuestMemory + ?Sized>(
     let Some(region) = mem.physical_memory().and_then(|p| p.find_region(addr)) else {
         return false;
     };
-    // `find_region` found the region holding `addr`: it starts at or before it.
-    let offset = addr.0 - region.start_addr().0;
-    len <= region.len() - offset
+    // `find_region` found the region holding `addr`, so neither subtraction fails.
+    let room =
+        addr.0.checked_sub(region.start_addr().0).and_then(|at| region.len().checked_sub(at));
+    room.is_some_and(|room| len <= room)
 }
 
 /// The error for a failed access of `len` bytes at `addr`.

@@ -1,7 +1,8 @@
 //! Split and packed virtqueues over `vm-memory`, for the queues of any device.
 //!
 //! - [`SplitQueue`] and [`PackedQueue`]: ring state as plain data plus the pop / add-used / notify
-//!   operations; guest memory, or a turn's [`RingView`] of it, is passed to every call. [`Virtqueue`] is either of them.
+//!   operations; guest memory, or a turn's [`RingView`] of it, is passed to every call.
+//!   [`Virtqueue`] is either of them.
 //! - [`DescriptorChain`]: one validated chain (direct or through one indirect table), its readable
 //!   buffers first, then its writable ones.
 //! - [`Reader`] / [`Writer`]: copy between a chain's buffers and byte slices.

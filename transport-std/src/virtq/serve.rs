@@ -21,14 +21,13 @@ use crate::device::Notifier;
 use crate::worker::{QueueContext, QueueHandler};
 
 /// One turn of serving a ring, for any queue handler: the rings resolved in `mem` once for the
-/// turn ([`RingView`], handed to `serve` for completing), kicks disabled while it works, at most one
-/// queue's worth of chains (a guest that keeps its ring full cannot keep a stop waiting), each
-/// handed to `serve` (which completes it, at once or later — keeping a copy then), a malformed
-/// chain returned used with length 0, the ring polled as `poll` says when it runs dry, kicks
-/// re-enabled before going idle; each chain's storage is
-/// reused for the next, so serving allocates nothing. `Ok(true)`: chains remain and notifications stay
-/// disabled, so the worker should come back without waiting for a kick. `Err`: the ring cannot be
-/// read at all.
+/// turn ([`RingView`], handed to `serve` for completing), kicks disabled while it works, at most
+/// one queue's worth of chains (a guest that keeps its ring full cannot keep a stop waiting),
+/// each handed to `serve` (which completes it, at once or later — keeping a copy then), a
+/// malformed chain returned used with length 0, the ring polled as `poll` says when it runs dry,
+/// kicks re-enabled before going idle; each chain's storage is reused for the next, so serving
+/// allocates nothing. `Ok(true)`: chains remain and notifications stay disabled, so the worker
+/// should come back without waiting for a kick. `Err`: the ring cannot be read at all.
 pub fn serve_turn<M: GuestMemory + ?Sized>(
     queue: &mut Virtqueue,
     mem: &M,

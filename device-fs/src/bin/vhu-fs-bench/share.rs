@@ -1,6 +1,7 @@
 //! The shared directory the workloads run on, laid out once per benchmark and removed at the
-//! end (or by the signal that stops the bench, `interrupt.rs`): two 64 MiB data files whose words hold their own offsets (`data` read, `wdata`
-//! written), 100 small files, and a directory of 10 000 empty files. It lives on `/dev/shm` when
+//! end (or by the signal that stops the bench, `interrupt.rs`): two 64 MiB data files whose
+//! words hold their own offsets (`data` read, `wdata` written), 100 small files, and a directory
+//! of 10 000 empty files. It lives on `/dev/shm` when
 //! there is one, so the back-ends are measured, not a disk.
 
 use std::path::{Path, PathBuf};
