@@ -73,25 +73,35 @@ pub(crate) struct WalkParams {
     pub(crate) indirect: bool,
 }
 
-/// Reusable per-queue scratch: one visited bit per table entry.
+/// Reusable per-queue scratch: which table entries the current walk visited.
+///
+/// Each entry holds the number of the walk that last visited it, so starting a walk is one
+/// increment instead of clearing a bitmap sized to the queue.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Visited {
-    bits: Vec<u64>,
+    stamps: Vec<u16>,
+    walk: u16,
 }
 
 impl Visited {
+    /// Starts a walk of a table of `entries` entries.
     fn reset(&mut self, entries: u32) {
-        let words = entries.div_ceil(64) as usize;
-        self.bits.clear();
-        self.bits.resize(words, 0);
+        if self.stamps.len() < entries as usize {
+            self.stamps.resize(entries as usize, 0);
+        }
+        self.walk = self.walk.wrapping_add(1);
+        if self.walk == 0 {
+            // Stamps of 65 535 walks ago would read as this walk's: clear them once per wrap.
+            self.stamps.fill(0);
+            self.walk = 1;
+        }
     }
 
-    /// Marks `index` (which the caller checked is in range); false if it was already marked.
+    /// Marks `index` (which the caller checked is in range); false if this walk already did.
     fn mark(&mut self, index: u32) -> bool {
-        let (word, bit) = ((index / 64) as usize, index % 64);
-        match self.bits.get_mut(word) {
-            Some(w) if *w & (1 << bit) == 0 => {
-                *w |= 1 << bit;
+        match self.stamps.get_mut(index as usize) {
+            Some(stamp) if *stamp != self.walk => {
+                *stamp = self.walk;
                 true
             }
             _ => false,
@@ -281,5 +291,36 @@ pub(crate) fn walk<R: RingMemory + ?Sized>(
             return Ok(builder.finish());
         }
         index = u32::from(desc.next.get());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Visited;
+
+    #[test]
+    fn a_walk_sees_only_its_own_visits() {
+        let mut visited = Visited::default();
+        visited.reset(4);
+        assert!(visited.mark(0));
+        assert!(visited.mark(3));
+        assert!(!visited.mark(0), "a second visit in one walk is a loop");
+        assert!(!visited.mark(4), "an index past the table is never marked");
+        visited.reset(8);
+        assert!(visited.mark(0), "the next walk starts clean");
+        assert!(visited.mark(7), "a larger table grows the scratch");
+    }
+
+    #[test]
+    fn a_visit_from_a_whole_wrap_ago_is_not_a_loop() {
+        let mut visited = Visited::default();
+        visited.reset(2);
+        assert!(visited.mark(1));
+        // 65 535 more walks bring the walk number back to the one that marked entry 1.
+        for _ in 0..u16::MAX {
+            visited.reset(2);
+        }
+        assert!(visited.mark(1));
+        assert!(!visited.mark(1));
     }
 }

@@ -83,6 +83,7 @@ struct Window<'m, M: GuestMemory + ?Sized> {
 impl<M: GuestMemory + ?Sized> Window<'_, M> {
     /// The host address of the `len` bytes at `addr` and their offset in the ring, when they
     /// lie in it.
+    #[inline]
     fn host(&self, addr: GuestAddress, len: usize) -> Option<(*mut u8, usize)> {
         let offset = addr.0.wrapping_sub(self.start);
         let room = self.host.len() as u64;
@@ -111,6 +112,7 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
     }
 
     /// The ring holding `len` bytes at `addr`, their host address and their offset in it.
+    #[inline]
     fn find(&self, addr: GuestAddress, len: usize) -> Option<(&Window<'m, M>, *mut u8, usize)> {
         self.windows.iter().flatten().find_map(|w| w.host(addr, len).map(|(p, at)| (w, p, at)))
     }
@@ -123,6 +125,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
         self.mem
     }
 
+    #[inline]
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError> {
         match self.find(addr, 2) {
             Some((_, host, _)) if host.align_offset(2) == 0 => {
@@ -136,6 +139,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
         }
     }
 
+    #[inline]
     fn store_u16(&self, addr: GuestAddress, val: u16, order: Ordering) -> Result<(), QueueError> {
         match self.find(addr, 2) {
             Some((window, host, at)) if host.align_offset(2) == 0 => {
@@ -149,6 +153,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
         }
     }
 
+    #[inline]
     fn read_bytes(&self, addr: GuestAddress, buf: &mut [u8]) -> Result<(), QueueError> {
         match self.find(addr, buf.len()) {
             Some((_, host, _)) => {
@@ -161,6 +166,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
         }
     }
 
+    #[inline]
     fn write_bytes(&self, addr: GuestAddress, buf: &[u8]) -> Result<(), QueueError> {
         match self.find(addr, buf.len()) {
             Some((window, host, at)) => {
