@@ -231,6 +231,47 @@ fn every_page_the_device_writes_is_marked_and_no_other() {
 }
 
 #[test]
+fn a_log_eventfd_that_cannot_take_a_signal_stalls_nothing() {
+    let (path, ram, ends, mut client) = serve("dirty-log-full-fd");
+    client.set_mem_table(&[ram.share()]).expect("set_mem_table");
+    let log = LogBuffer::new(RAM).expect("log");
+    client.set_log_base(log.fd(), log.size(), 0).expect("set_log_base");
+    // A blocking eventfd whose counter is one short of full: a blocking write of 1 would wait
+    // for a read the front-end never does.
+    let notify =
+        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("log eventfd");
+    rustix::io::write(&notify, &(u64::MAX - 1).to_ne_bytes()).expect("fill the counter");
+    client.set_log_fd(notify.as_fd()).expect("set_log_fd");
+    client.set_logging(true).expect("LOG_ALL on");
+
+    let (call, kick_fd) = (eventfd().expect("call"), eventfd().expect("kick"));
+    post(&ram, 0);
+    let user = |gpa| ram.host_address(gpa).expect("ring inside guest memory");
+    let start = VringStart {
+        size: SIZE,
+        base: VringBase::split(0),
+        descriptor: user(DESC),
+        available: user(AVAIL),
+        used: user(USED),
+        log: Some(USED),
+        call: Some(call.as_fd()),
+        kick: Some(kick_fd.as_fd()),
+    };
+    client.start_vring(VringIndex(0), start).expect("start");
+    for head in 1..3 {
+        post(&ram, head);
+        kick(&kick_fd);
+    }
+    assert!(common::eventually(|| used_idx(&ram) == 3), "every chain is served");
+    assert!(!log.take_dirty().is_empty(), "the writes were logged");
+    let base = client.stop_vring(VringIndex(0)).expect("the ring stops");
+    assert_eq!(base, VringBase::split(3));
+    drop(client);
+    assert_eq!(ends.recv_timeout(common::TIMEOUT).expect("connection ends"), "HungUp");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn a_log_past_the_end_of_its_file_closes_the_connection() {
     let (path, _ram, ends, mut client) = serve("dirty-log-short");
     let log = LogBuffer::new(RAM).expect("log");

@@ -64,7 +64,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 };
                 self.owe(Kind::Done(result));
             }
-            Action::SetLogFd(fd) => self.memory.log().set_notify(self.fds.take(fd)),
+            Action::SetLogFd(fd) => {
+                let notify = self.take_optional(Some(fd));
+                self.memory.log().set_notify(notify);
+            }
             Action::SetLogging(on) => self.memory.log().set_logging(on),
             Action::SendRarp(_) | Action::SetMtu(_) => {}
             Action::FeaturesAcked(features) => self.device.borrow_mut().acked_features(features),
@@ -214,9 +217,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         }
     }
 
-    /// Takes a ring's kick, call or err eventfd out of the table, made non-blocking: the
-    /// front-end chose how it was opened, and a blocking eventfd whose counter it filled (or a
-    /// pipe it never reads) must not hang a worker or the driver when signalled or drained.
+    /// Takes a ring's kick, call or err eventfd, or the dirty log's, out of the table, made
+    /// non-blocking: the front-end chose how it was opened, and a blocking eventfd whose counter
+    /// it filled (or a pipe it never reads) must not hang a worker or the driver when signalled
+    /// or drained.
     fn take_optional(&mut self, token: Option<FdToken>) -> Option<OwnedFd> {
         let fd = token.and_then(|token| self.fds.take(token))?;
         // An fd that cannot be made non-blocking is not used at all.
