@@ -21,7 +21,8 @@
 //! "Communication"), so that chunk starts the last frame that begins within the call's bytes:
 //! the descriptors belong to that frame. A call that brings descriptors but no frame's first byte
 //! is [`ScmError::FdsMidFrame`]; more than [`MAX_FDS_PER_MSG`] for one frame is
-//! [`ScmError::TooManyFds`]. After any error but [`ScmError::Io`] the reader is cleared and every
+//! [`ScmError::TooManyFds`]. Both are refused as soon as the call is read, not when the frame
+//! ends, so a frame that never ends holds at most its own descriptors. After any error but [`ScmError::Io`] the reader is cleared and every
 //! descriptor it held is closed: the stream has lost its boundaries and must be closed.
 //!
 //! This module must not interpret frames (core parses them) nor wait for readiness.
@@ -134,6 +135,7 @@ impl FrameReader {
             if let Some(len) = self.decode()? {
                 return Ok(RecvOutcome::Frame(len));
             }
+            self.refuse_stray_fds().map_err(|e| self.fail(e))?;
             let room = self.make_room();
             let want = match self.read_ahead {
                 ReadAhead::Greedy => room,
@@ -305,6 +307,27 @@ impl FrameReader {
                 // Cannot fail: the count was checked against the capacity above.
                 let _ = self.fds.try_push(fd);
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses, while the current frame is incomplete, descriptors that can never be its: those
+    /// of a call that does not carry its first byte (every byte received so far is the frame's),
+    /// or more than [`MAX_FDS_PER_MSG`] with it. Without this a peer trickling a frame a byte at
+    /// a time, each byte with descriptors, would have the reader hold them all until the frame
+    /// ends, and fill the process's descriptor table.
+    fn refuse_stray_fds(&self) -> Result<(), ScmError> {
+        let start = self.base + self.start as u64;
+        let mut got = 0;
+        for call in &self.arrived {
+            if !(call.from..call.to).contains(&start) {
+                let offset = call.from.saturating_sub(start) as usize;
+                return Err(ScmError::FdsMidFrame { fds: call.fds.len(), offset });
+            }
+            got += call.fds.len();
+        }
+        if got > MAX_FDS_PER_MSG {
+            return Err(ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got });
         }
         Ok(())
     }

@@ -262,6 +262,30 @@ fn fds_in_the_middle_of_a_header_are_refused() {
 }
 
 #[test]
+fn descriptors_trickled_inside_an_unfinished_frame_are_refused_at_once() {
+    for read_ahead in [ReadAhead::Greedy, ReadAhead::Exact] {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        a.set_nonblocking(true).expect("non-blocking");
+        b.set_nonblocking(true).expect("non-blocking");
+        // A header announcing 4 KiB, then the payload a byte at a time, each byte with a
+        // descriptor: the frame never ends, so only an eager check bounds what is held.
+        send(&a, &header(1, 1, 4096), &[]).expect("send header");
+        let mut reader = FrameReader::new(read_ahead);
+        assert!(matches!(reader.recv(&b), Err(ScmError::Io(_))), "{read_ahead:?}");
+        let (late_w, late_r) = watched();
+        send(&a, &[0], &[late_w.as_fd()]).expect("send a byte");
+        drop(late_w);
+        // Refused with the first such byte, not kept while the reader waits for the rest.
+        match reader.recv(&b) {
+            Err(ScmError::FdsMidFrame { fds: 1, offset: 12 }) => {}
+            other => panic!("unexpected {other:?} with {read_ahead:?}"),
+        }
+        assert!(reader.is_idle());
+        assert!(all_writers_closed(&late_r), "no copy is held with {read_ahead:?}");
+    }
+}
+
+#[test]
 fn more_than_eight_fds_are_refused_and_closed() {
     for count in [MAX_FDS_PER_MSG + 1, RECV_CONTROL_FDS + 8] {
         let (a, b) = UnixStream::pair().expect("socketpair");
