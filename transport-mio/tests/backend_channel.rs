@@ -89,12 +89,51 @@ fn device_refusals_are_the_status_of_the_request() {
 }
 
 #[test]
+fn a_state_fd_that_is_not_a_pipe_is_refused() {
+    let (served, fe, shared) = serve("state-not-pipe");
+    channel_peer::a_state_fd_that_is_not_a_pipe_is_refused(&fe, &shared);
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
+#[test]
 fn device_state_moves_through_the_pipe_without_holding_up_the_loop() {
     let (served, fe, shared) = serve("device-state");
     // Another connection is served while the pipe waits for the front-end.
     let mut other = served.connect();
     channel_peer::device_state_moves_through_the_pipe(&fe, &shared);
     common::assert_serves(&mut other);
+    drop(fe);
+    drop(other);
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}
+
+#[test]
+fn a_check_while_the_front_end_holds_its_pipe_open_fails_without_waiting() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use vhu_transport_std::vhu_core::message::{Request, TransferDirection, TransferPhase};
+    use vhu_transport_std::vhu_core::{FdToken, VringIndex};
+
+    let (served, fe, shared) = serve("device-state-open");
+    let mut other = served.connect();
+    fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a pipe-like pair");
+    let load = Request::SetDeviceStateFd {
+        direction: TransferDirection::Load,
+        phase: TransferPhase::Stopped,
+        fd: FdToken(0),
+    };
+    assert_eq!(fe.call(load, &[theirs.as_fd()]), 0x100);
+    drop(theirs);
+    // Part of a state, and the write end kept open: the load cannot end.
+    (&ours).write_all(&[1, 2, 3]).expect("some state");
+    // The check is answered at once with a failure (a blocking wait would outlast the test's
+    // reply timeout), and the loop goes on serving everyone.
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "an unfinished load failed");
+    common::assert_serves(&mut other);
+    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
+    drop(ours);
     drop(fe);
     drop(other);
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);

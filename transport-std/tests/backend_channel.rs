@@ -119,6 +119,14 @@ fn a_new_memory_table_is_swapped_in_whole() {
 }
 
 #[test]
+fn a_state_fd_that_is_not_a_pipe_is_refused() {
+    let (fe, shared, thread) = serve();
+    channel_peer::a_state_fd_that_is_not_a_pipe_is_refused(&fe, &shared);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+}
+
+#[test]
 fn device_state_moves_through_the_pipe() {
     let (fe, shared, thread) = serve();
     channel_peer::device_state_moves_through_the_pipe(&fe, &shared);

@@ -9,7 +9,7 @@
 //! This module must not validate requests (core did) nor reorder actions.
 
 use std::borrow::BorrowMut;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use vhu_core::backend::{Action, VringConfig};
@@ -20,7 +20,7 @@ use vhu_core::{FdToken, VringIndex};
 use super::executor::{Executor, Kind, Run, Staged, Transfers};
 use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
 use super::stops::QueueStopped;
-use super::transfer::Transfer;
+use super::transfer::{self, Transfer};
 use crate::device::{Device, DeviceError, Queue};
 use crate::dirty::LogArea;
 use crate::memory::MemoryError;
@@ -185,6 +185,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                     // A refused transfer's descriptor is closed here.
                     (Transfers::Refused, _) => Err(ENOTSUP as u8),
                     (Transfers::Supported { .. }, None) => Err(EBADF as u8),
+                    (Transfers::Supported { .. }, Some(fd)) if !transfer::is_stream(fd.as_fd()) => {
+                        log::warn!("SET_DEVICE_STATE_FD refused: the descriptor is not a pipe");
+                        Err(EINVAL as u8)
+                    }
                     (Transfers::Supported { pending, result }, Some(fd)) => {
                         *pending = Some(Transfer::new(direction, fd));
                         *result = None;
@@ -195,8 +199,14 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             }
             Action::CheckDeviceState => {
                 // A front-end checks once its end is done: what is left in the pipe is read (or
-                // written) now, waiting no longer than a transfer may.
-                self.run_transfer(super::TRANSFER_TIMEOUT);
+                // written) now, waiting no longer than a transfer may. An event loop never waits:
+                // a pipe that is not done by now (the front-end kept its end open) fails the check.
+                let wait = if self.stops.is_some() {
+                    std::time::Duration::ZERO
+                } else {
+                    super::TRANSFER_TIMEOUT
+                };
+                self.run_transfer(wait);
                 let outcome = match &mut self.transfers {
                     Transfers::Supported { result, .. } => result.take(),
                     Transfers::Refused => None,

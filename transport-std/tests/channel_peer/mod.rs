@@ -497,6 +497,24 @@ pub fn device_state_moves_through_the_pipe(fe: &Frontend, shared: &Arc<Mutex<Sha
     assert!(shared.lock().unwrap().loaded.as_deref() == Some(&changed[..]), "the device loaded it");
 }
 
+/// A state descriptor that is not a pipe or socket (here a memfd, which would read as EOF or as
+/// its whole contents at once) is refused, closed, and leaves nothing for CHECK_DEVICE_STATE.
+pub fn a_state_fd_that_is_not_a_pipe_is_refused(fe: &Frontend, shared: &Arc<Mutex<Shared>>) {
+    use vhu_transport_std::vhu_core::message::{TransferDirection, TransferPhase};
+    fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
+    let file = rustix::fs::memfd_create("state", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+    rustix::io::write(&file, &[1, 2, 3]).expect("some state");
+    let load = Request::SetDeviceStateFd {
+        direction: TransferDirection::Load,
+        phase: TransferPhase::Stopped,
+        fd: FdToken(0),
+    };
+    let reply = fe.call(load, &[file.as_fd()]);
+    assert_eq!(reply & 0xff, 22, "EINVAL: {reply:#x}");
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "no transfer ran");
+    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
+}
+
 /// A queue that takes a while to stop: GET_VRING_BASE waits for it, frames that arrive meanwhile
 /// wait in the socket, and other connections are served all the while.
 pub fn a_slow_stop_holds_up_only_its_connection(
