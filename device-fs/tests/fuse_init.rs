@@ -197,3 +197,29 @@ fn malformed_reply_less_requests_get_no_reply() {
     assert_eq!(h.server.handle(&mut reader, &mut w).expect("handled"), 0);
     assert!(w.bytes().is_empty());
 }
+
+#[test]
+fn a_new_session_starts_at_the_share_even_when_its_path_names_another_directory() {
+    // After the daemon pivots or chroots into the share, the configured path names nothing,
+    // or a directory the guest made inside the share. Moving the share away and putting a
+    // decoy at its path stands in for both.
+    let mut h = Harness::new("reset-root");
+    std::fs::write(h.share().join("real"), b"data").expect("file");
+    h.init();
+    let old = h.lookup(1, "real").entry().nodeid;
+    let moved = h.dirs.base.join("moved");
+    std::fs::rename(h.share(), &moved).expect("move the share");
+    std::fs::create_dir(h.share()).expect("decoy directory");
+    std::fs::write(h.share().join("decoy"), b"").expect("decoy file");
+
+    let r = h.call(Opcode::Destroy, 0, &[]);
+    assert_eq!(r.header.error, 0);
+    h.init();
+    assert_eq!(h.lookup(1, "decoy").errno(), 2, "the new root is the share, not the decoy");
+    let fresh = h.lookup(1, "real").entry();
+    assert_eq!(fresh.attr.size, 4);
+    let stale = h.call(Opcode::Getattr, old, GetattrIn::default().as_bytes());
+    if old != fresh.nodeid {
+        assert_ne!(stale.header.error, 0, "the old session's node {old} was forgotten");
+    }
+}

@@ -66,8 +66,11 @@ impl FileSystem for PassthroughFs {
     fn destroy(&self) {
         self.locks.clear();
         self.handles.clear();
-        // The root was opened once already; failing to reopen it leaves the old table in place.
-        let _ = self.install_root();
+        // The root is reopened through the descriptor kept since start-up; should even that
+        // fail, the old table stays in place rather than leave the guest without a root.
+        if let Err(errno) = self.install_root() {
+            log::error!("reopening the share's root for a new session failed: {errno}");
+        }
     }
     fn lookup(&self, _: &Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         self.as_daemon(|| {

@@ -189,6 +189,10 @@ pub struct PassthroughFs {
     inodes: InodeTable,
     handles: HandleTable,
     proc_fd: OwnedFd,
+    /// The share's root directory (`O_PATH`), opened once by its configured path. A session
+    /// reset reopens the root through it: once the daemon has pivoted or chrooted into the
+    /// share, that path names nothing, or a directory the guest made.
+    share: OwnedFd,
     /// Whether the guest names the caller's supplementary group (CREATE_SUPP_GROUP negotiated).
     supp_groups_known: AtomicBool,
     /// Host devices met, for guest inode numbers and SYNCFS.
@@ -212,11 +216,19 @@ impl PassthroughFs {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        config.credentials.as_daemon()?;
+        let share = openat(
+            CWD,
+            &config.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         let fs = Self {
             config,
             inodes: InodeTable::default(),
             handles: HandleTable::default(),
             proc_fd,
+            share,
             supp_groups_known: AtomicBool::new(false),
             devices: submounts::Devices::default(),
             locks: locks::Locks::default(),
@@ -234,8 +246,8 @@ impl PassthroughFs {
     fn install_root(&self) -> Result<(), Errno> {
         self.config.credentials.as_daemon()?;
         let fd = openat(
-            CWD,
-            &self.config.root,
+            &self.share,
+            c".",
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
