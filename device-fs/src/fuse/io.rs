@@ -20,6 +20,11 @@ pub struct TransportError {
 /// Repeats `step(done)` — one I/O call moving bytes from position `done` on, returning how many
 /// it moved — until `len` bytes moved or a call moved none, retrying interrupted calls; returns
 /// the bytes moved.
+///
+/// A call that fails after others moved bytes ends the loop with the count, as `write(2)` and
+/// `read(2)` report a partial transfer: a WRITE that reached the file size limit or a full disk
+/// half-way changed the file, and answering it with an error would tell the guest it did not.
+/// The guest's next request meets the error itself.
 pub(crate) fn until_done(
     len: usize,
     mut step: impl FnMut(usize) -> std::io::Result<usize>,
@@ -30,6 +35,7 @@ pub(crate) fn until_done(
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) if done > 0 => break,
             Err(e) => return Err(e),
         }
     }
@@ -264,5 +270,39 @@ impl ReplyWriter for VecWriter {
         }
         self.len = end;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_done;
+
+    fn efbig() -> std::io::Error {
+        std::io::Error::from_raw_os_error(27)
+    }
+
+    #[test]
+    fn a_failure_after_bytes_moved_reports_the_bytes() {
+        let mut calls = vec![Ok(3), Err(efbig())].into_iter();
+        let moved = until_done(8, |_| calls.next().unwrap_or(Ok(0)));
+        assert_eq!(moved.expect("a partial count"), 3);
+    }
+
+    #[test]
+    fn a_failure_before_any_byte_is_the_error() {
+        let interrupted = std::io::ErrorKind::Interrupted.into();
+        let mut calls = vec![Err(interrupted), Err(efbig())].into_iter();
+        let moved = until_done(8, |_| calls.next().unwrap_or(Ok(0)));
+        assert_eq!(moved.expect_err("nothing moved").raw_os_error(), Some(27));
+    }
+
+    #[test]
+    fn calls_repeat_until_everything_moved_or_none_did() {
+        let mut seen = Vec::new();
+        let moved = until_done(8, |done| {
+            seen.push(done);
+            Ok(if done < 6 { 3 } else { 0 })
+        });
+        assert_eq!((moved.expect("count"), seen), (6, vec![0, 3, 6]));
     }
 }
