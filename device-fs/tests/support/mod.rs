@@ -70,6 +70,8 @@ pub struct Harness {
     unique: u64,
     /// (uid, gid) the requests come from.
     pub caller: (u32, u32),
+    /// Bytes the guest leaves for each reply.
+    pub reply_room: usize,
 }
 
 pub fn cstr(s: &str) -> Vec<u8> {
@@ -98,7 +100,13 @@ impl Harness {
         tweak(&mut config);
         let fs = PassthroughFs::new(config).expect("passthrough");
         let server = Server::new(fs, server);
-        Self { dirs: Arc::new(dirs), server: Arc::new(server), unique: 0, caller: (0, 0) }
+        Self {
+            dirs: Arc::new(dirs),
+            server: Arc::new(server),
+            unique: 0,
+            caller: (0, 0),
+            reply_room: 1 << 21,
+        }
     }
 
     /// Another daemon's server on the same share, with its own file system (a migration's
@@ -113,6 +121,7 @@ impl Harness {
             server: Arc::new(server),
             unique: 1 << 40,
             caller: (0, 0),
+            reply_room: 1 << 21,
         }
     }
 
@@ -123,6 +132,7 @@ impl Harness {
             server: Arc::clone(&self.server),
             unique: 1 << 32,
             caller: self.caller,
+            reply_room: self.reply_room,
         }
     }
 
@@ -165,7 +175,7 @@ impl Harness {
 
     fn send(&mut self, request: &[u8]) -> Option<Reply> {
         let mut reader: &[u8] = request;
-        let mut writer = VecWriter::new(1 << 21);
+        let mut writer = VecWriter::new(self.reply_room);
         let n = self.server.handle(&mut reader, &mut writer).expect("server handles the request");
         let bytes = writer.into_bytes();
         assert_eq!(n, bytes.len());

@@ -1,7 +1,7 @@
 //! Directory operations: OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, FSYNCDIR and SYNCFS.
 //!
-//! READDIR buffers are bounded by the request's `size` and by `max_write`; the record format is
-//! `DirBuffer`'s business.
+//! READDIR buffers are bounded by the request's `size`, by `max_write` and by the reply's room;
+//! the record format is `DirBuffer`'s business.
 
 use super::{OpResult, Reply, Request, Server};
 use crate::fuse::abi::{FsyncIn, OpenIn, OpenOut, ReadIn, ReleaseIn, FSYNC_FDATASYNC};
@@ -16,9 +16,11 @@ impl<F: FileSystem> Server<F> {
         Ok(Reply::of(&OpenOut { fh: o.handle.0, open_flags: o.flags, backing_id: 0 }))
     }
 
-    pub(super) fn do_readdir(&self, mut req: Request<'_>, plus: bool) -> OpResult {
+    /// READDIR and READDIRPLUS, filling at most `room` bytes (what the reply's buffers hold
+    /// after its header): an entry READDIRPLUS took a reference for must reach the guest.
+    pub(super) fn do_readdir(&self, mut req: Request<'_>, plus: bool, room: usize) -> OpResult {
         let args: ReadIn = req.take()?;
-        let size = args.size.min(self.config().max_write()) as usize;
+        let size = (args.size.min(self.config().max_write()) as usize).min(room);
         let mut buf = DirBuffer::new(size);
         let (ctx, node, fh) = (req.ctx(), req.node(), Handle(args.fh));
         if plus {

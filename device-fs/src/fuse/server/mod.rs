@@ -404,6 +404,12 @@ impl<F: FileSystem> Server<F> {
         defer: Option<&Arc<dyn Defer>>,
         data: Data<'_>,
     ) -> OpResult {
+        let room = data.writer.remaining().saturating_sub(size_of::<OutHeader>());
+        if room < reply_floor(op) {
+            // The node reference or open handle the operation takes reaches the guest only in
+            // this reply; in one that cannot fit it would stay held. Refuse before doing it.
+            return Err(Errno::OVERFLOW);
+        }
         match op {
             Opcode::Init => self.do_init(req),
             Opcode::Destroy => self.do_destroy(),
@@ -440,8 +446,8 @@ impl<F: FileSystem> Server<F> {
             Opcode::Lseek => self.do_lseek(req),
             Opcode::CopyFileRange => self.do_copy_file_range(req),
             Opcode::Opendir => self.do_opendir(req),
-            Opcode::Readdir => self.do_readdir(req, false),
-            Opcode::Readdirplus => self.do_readdir(req, true),
+            Opcode::Readdir => self.do_readdir(req, false, room),
+            Opcode::Readdirplus => self.do_readdir(req, true, room),
             Opcode::Releasedir => self.do_releasedir(req),
             Opcode::Fsyncdir => self.do_fsyncdir(req),
             Opcode::Syncfs => self.do_syncfs(req),
@@ -458,6 +464,20 @@ impl<F: FileSystem> Server<F> {
         self.fs.destroy();
         self.set_session(Session::default());
         Ok(Reply::empty())
+    }
+}
+
+/// The payload of a successful reply to `op` when it hands the guest a node reference or an
+/// open handle (0 for the others).
+fn reply_floor(op: Opcode) -> usize {
+    use super::abi::{EntryOut, OpenOut};
+    match op {
+        Opcode::Lookup | Opcode::Mknod | Opcode::Mkdir | Opcode::Symlink | Opcode::Link => {
+            size_of::<EntryOut>()
+        }
+        Opcode::Create | Opcode::Tmpfile => size_of::<EntryOut>() + size_of::<OpenOut>(),
+        Opcode::Open | Opcode::Opendir => size_of::<OpenOut>(),
+        _ => 0,
     }
 }
 
