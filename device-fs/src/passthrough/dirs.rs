@@ -6,7 +6,7 @@
 
 use std::mem::MaybeUninit;
 
-use rustix::fs::{OFlags, RawDir, SeekFrom};
+use rustix::fs::{FileType, OFlags, RawDir, SeekFrom};
 use rustix::io::Errno;
 
 use super::PassthroughFs;
@@ -44,7 +44,7 @@ impl PassthroughFs {
             let entry = DirEntry {
                 ino: self.devices.guest_ino((dir_inode.key.0, item.ino())),
                 next_offset: item.next_entry_cookie(),
-                typ: item.file_type().as_raw_mode() >> 12,
+                typ: dirent_type(item.file_type()),
                 name: name.to_bytes(),
             };
             let added = if !plus {
@@ -72,5 +72,41 @@ impl PassthroughFs {
             }
         }
         Ok(())
+    }
+}
+
+/// The `d_type` of a directory entry as the guest reads it: `mode >> 12` for a known type,
+/// `DT_UNKNOWN` (0) when the host file system does not say (then the guest asks with a
+/// LOOKUP or stat). rustix reports an unknown type with every type bit set, which shifted
+/// would be 15, a type that does not exist.
+fn dirent_type(kind: FileType) -> u32 {
+    match kind {
+        FileType::Unknown => 0,
+        known => known.as_raw_mode() >> 12,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::fs::FileType;
+
+    use super::dirent_type;
+
+    #[test]
+    fn entry_types_are_the_dt_values() {
+        // DT_UNKNOWN 0, DT_FIFO 1, DT_CHR 2, DT_DIR 4, DT_BLK 6, DT_REG 8, DT_LNK 10, DT_SOCK 12.
+        let want = [
+            (FileType::Unknown, 0),
+            (FileType::Fifo, 1),
+            (FileType::CharacterDevice, 2),
+            (FileType::Directory, 4),
+            (FileType::BlockDevice, 6),
+            (FileType::RegularFile, 8),
+            (FileType::Symlink, 10),
+            (FileType::Socket, 12),
+        ];
+        for (kind, dt) in want {
+            assert_eq!(dirent_type(kind), dt, "{kind:?}");
+        }
     }
 }
