@@ -194,6 +194,28 @@ fn setattr_truncates_and_chmods() {
 }
 
 #[test]
+fn times_before_1970_are_set_and_shown() {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Harness::new("old-times");
+    h.init();
+    let (node, _) = create(&mut h, 1, "f");
+    // 1960-01-01: the kernel sends the signed time in the unsigned field.
+    let then: i64 = -315_619_200;
+    let s = SetattrIn {
+        valid: fattr::ATIME | fattr::MTIME,
+        atime: then as u64,
+        mtime: then as u64,
+        ..SetattrIn::default()
+    };
+    let attr = AttrOut::read_from_bytes(h.call(Opcode::Setattr, node, s.as_bytes()).ok())
+        .expect("attr_out")
+        .attr;
+    let host = std::fs::metadata(h.share().join("f")).expect("host stat");
+    assert_eq!((host.mtime(), host.atime()), (then, then), "set on the host");
+    assert_eq!((attr.mtime as i64, attr.atime as i64), (then, then), "shown to the guest");
+}
+
+#[test]
 fn mkdir_readdir_readdirplus_and_rmdir() {
     let mut h = Harness::new("dirs");
     h.init();

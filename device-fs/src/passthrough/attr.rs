@@ -99,9 +99,10 @@ pub(super) fn statx_fd(fd: impl AsFd, sync: u32, mask: u32) -> Result<(Statx, In
     Ok((out, (dev, st.stx_ino)))
 }
 
-/// Times before 1970 are clamped to 0: `fuse_attr` times are unsigned.
+/// A time in seconds as `fuse_attr` carries it: the field is unsigned, and the kernel reads it
+/// back as a signed `time64_t`, so a time before 1970 travels as its two's complement.
 fn secs(s: i64) -> u64 {
-    u64::try_from(s).unwrap_or(0)
+    s as u64
 }
 
 /// The kernel's `new_encode_dev`, the encoding `fuse_attr.rdev` and `fuse_mknod_in.rdev` use.

@@ -15,15 +15,17 @@ use super::inodes::{Inode, S_IFLNK, S_IFREG};
 use super::PassthroughFs;
 use crate::fuse::{AttrReply, NodeId, SetAttr, SetTime};
 
-fn timespec(t: Option<SetTime>) -> Result<Timespec, Errno> {
-    Ok(match t {
+fn timespec(t: Option<SetTime>) -> Timespec {
+    match t {
         None => Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
         Some(SetTime::Now) => Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
         Some(SetTime::At(secs, nsecs)) => Timespec {
-            tv_sec: i64::try_from(secs).map_err(|_| Errno::INVAL)?,
+            // The kernel sends a signed `time64_t` in the unsigned field: a time before 1970
+            // arrives as its two's complement.
+            tv_sec: secs as i64,
             tv_nsec: i64::from(nsecs.min(999_999_999)),
         },
-    })
+    }
 }
 
 impl PassthroughFs {
@@ -96,10 +98,8 @@ impl PassthroughFs {
         handle: Option<&HandleData>,
         set: &SetAttr,
     ) -> Result<(), Errno> {
-        let times = Timestamps {
-            last_access: timespec(set.atime)?,
-            last_modification: timespec(set.mtime)?,
-        };
+        let times =
+            Timestamps { last_access: timespec(set.atime), last_modification: timespec(set.mtime) };
         if let Some(h) = handle {
             return rustix::fs::futimens(&h.fd, &times);
         }
