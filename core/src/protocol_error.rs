@@ -100,8 +100,9 @@ pub enum ProtocolError {
         /// What is missing ("size" or "address").
         missing: &'static str,
     },
-    /// A split-ring base that does not fit 16 bits.
-    #[error("vring {index}: split-ring base {base:#x} exceeds 16 bits")]
+    /// A ring base that does not fit the ring: over 16 bits for a split ring, a position past
+    /// the ring's size for a packed one.
+    #[error("vring {index}: base {base:#x} does not fit the ring's layout and size")]
     InvalidVringBase {
         /// The ring.
         index: u8,

@@ -451,3 +451,55 @@ fn a_fresh_back_end_reports_every_ring_in_its_initial_state() {
     assert_eq!(t.backend.vring_state(V1), Some(RingState::default()));
     assert_eq!(t.backend.vring_state(VringIndex(2)), None);
 }
+
+/// A ring's size and base are checked when they arrive, against the layout acked then; a
+/// SET_FEATURES that switches VIRTIO_F_RING_PACKED afterwards must not start a ring those
+/// checks would have refused: a split ring of 3 entries, or a packed base past the ring.
+#[test]
+fn a_ring_starts_only_with_a_size_and_base_its_layout_allows() {
+    let mut s = spec();
+    s.features |= VirtioFeatures::RING_PACKED;
+    let packed = with_protocol() | VirtioFeatures::RING_PACKED;
+    let start = |t: &mut Transcript| {
+        let fd = t.fd();
+        t.send_need_reply(Request::SetVringKick(VringFd { index: V0, fd: Some(fd) }))
+    };
+    let refused = |outs: &[Out]| {
+        started_enabled(outs).is_none()
+            && outs.iter().any(|o| {
+                matches!(o, Out::Reply(Reply::Ack { request: FrontendCode::SetVringKick, status })
+                    if *status != 0)
+            })
+    };
+
+    // Packed first (size 3 is allowed), then split.
+    let mut t = Transcript::backend(s.clone());
+    t.send(Request::SetFeatures(packed));
+    map(&mut t);
+    t.send(Request::SetVringNum { index: V0, num: 3 });
+    t.send(Request::SetVringAddr(addr(V0)));
+    t.send(Request::SetFeatures(with_protocol()));
+    let outs = start(&mut t);
+    assert!(refused(&outs), "a split ring of 3 entries: {outs:?}");
+
+    // Split first (any 16-bit base), then packed: available index 0x4000 of a 256-entry ring.
+    let mut t = Transcript::backend(s.clone());
+    t.send(Request::SetFeatures(with_protocol()));
+    map(&mut t);
+    t.send(Request::SetVringNum { index: V0, num: 256 });
+    t.send(Request::SetVringBase { index: V0, base: VringBase::split(0x4000) });
+    t.send(Request::SetVringAddr(addr(V0)));
+    t.send(Request::SetFeatures(packed));
+    let outs = start(&mut t);
+    assert!(refused(&outs), "a packed base past the ring: {outs:?}");
+
+    // The same ring with a base inside it starts.
+    let mut t = Transcript::backend(s);
+    t.send(Request::SetFeatures(with_protocol()));
+    map(&mut t);
+    t.send(Request::SetVringNum { index: V0, num: 256 });
+    t.send(Request::SetVringBase { index: V0, base: VringBase::split(0x80) });
+    t.send(Request::SetVringAddr(addr(V0)));
+    t.send(Request::SetFeatures(packed));
+    assert!(started_enabled(&start(&mut t)).is_some(), "a packed ring inside its size starts");
+}

@@ -276,6 +276,24 @@ impl Backend {
             vring.size.ok_or(ProtocolError::VringNotConfigured { index, missing: "size" })?;
         let addr =
             vring.addr.ok_or(ProtocolError::VringNotConfigured { index, missing: "address" })?;
+        // SET_FEATURES may have switched VIRTIO_F_RING_PACKED since the size and base were
+        // checked: both are checked again against the layout the ring starts with.
+        let packed = self.is_packed();
+        let max = self.spec.max_queue_size;
+        if size > max || (!packed && !size.is_power_of_two()) {
+            return Err(ProtocolError::InvalidQueueSize { index, num: size, max });
+        }
+        let base = vring.base.unwrap_or(VringBase(0));
+        let fits = if packed {
+            // Virtio "Packed Virtqueues": both positions are descriptor indices of the ring.
+            let p = base.as_packed();
+            p.avail_index < size && p.used_index < size
+        } else {
+            base.as_split().is_some()
+        };
+        if !fits {
+            return Err(ProtocolError::InvalidVringBase { index, base: base.0 });
+        }
         self.translate(code, vring, addr, size)
     }
 
