@@ -442,6 +442,13 @@ fn open_descriptors_are_bounded() {
     assert_eq!(h.call(Opcode::Open, node, open.as_bytes()).errno(), ENFILE);
     std::fs::write(h.share().join("g"), b"").expect("host write");
     assert_eq!(h.lookup(1, "g").errno(), ENFILE, "a new inode needs a descriptor too");
+    // Refused before anything is made: a retry must not meet EEXIST.
+    let m = MkdirIn { mode: 0o755, umask: 0 };
+    assert_eq!(h.call(Opcode::Mkdir, 1, &args(&[m.as_bytes(), &cstr("d")])).errno(), ENFILE);
+    assert!(!exists(&h.share().join("d")), "the directory was not made");
+    let link = vhu_device_fs::fuse::abi::LinkIn { oldnodeid: node };
+    assert_eq!(h.call(Opcode::Link, 1, &args(&[link.as_bytes(), &cstr("l")])).errno(), ENFILE);
+    assert!(!exists(&h.share().join("l")), "the link was not made");
     let known = h.lookup(1, "f").entry();
     assert_eq!(known.nodeid, node, "a known inode needs none");
     for handle in [fh, second] {

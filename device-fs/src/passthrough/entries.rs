@@ -31,6 +31,7 @@ impl PassthroughFs {
     ) -> Result<Entry, Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
+        self.check_open_budget()?;
         // The target is stored as text and resolved only by the guest, never by us.
         rustix::fs::symlinkat(target, &dir.fd, name)?;
         self.open_entry(&dir, name)
@@ -45,6 +46,7 @@ impl PassthroughFs {
     ) -> Result<Entry, Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
+        self.check_open_budget()?;
         let (major, minor) = decode_dev(rdev);
         rustix::fs::mknodat(
             &dir.fd,
@@ -59,6 +61,7 @@ impl PassthroughFs {
     pub(super) fn do_mkdir(&self, parent: NodeId, name: &CStr, mode: u32) -> Result<Entry, Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
+        self.check_open_budget()?;
         rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(mode))?;
         self.open_entry(&dir, name)
     }
@@ -95,6 +98,7 @@ impl PassthroughFs {
             return Err(Errno::PERM);
         }
         let dir = self.dir_inode(parent)?;
+        self.check_open_budget()?;
         // Linking an O_PATH fd by its /proc entry needs no CAP_DAC_READ_SEARCH; the magic link
         // names the inode itself, so nothing is resolved by path.
         rustix::fs::linkat(

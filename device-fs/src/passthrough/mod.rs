@@ -467,7 +467,9 @@ impl PassthroughFs {
         }
     }
 
-    /// Refuses a new host descriptor once the guest holds [`Config::max_open`] of them.
+    /// Refuses a new host descriptor once the guest holds [`Config::max_open`] of them. An
+    /// operation that makes an entry asks before making it, so that a refusal leaves nothing
+    /// behind for the guest's retry to meet as EEXIST.
     fn check_open_budget(&self) -> Result<(), Errno> {
         if self.inodes.len() + self.handles.len() + self.locks.len() >= self.config.max_open {
             return Err(Errno::NFILE);
