@@ -158,6 +158,11 @@ fn create_write_read_back_and_release() {
     let c = CreateIn { flags: 0o2 | 0o100 | 0o200, mode: 0o100644, ..CreateIn::default() };
     let r = h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr("hello.txt")]));
     assert_eq!(r.errno(), EEXIST);
+    // Without O_EXCL, over an existing directory: EISDIR, as open(2) answers.
+    std::fs::create_dir(h.share().join("dir")).expect("host mkdir");
+    let c = CreateIn { flags: 0o2 | 0o100, mode: 0o100644, ..CreateIn::default() };
+    let r = h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr("dir")]));
+    assert_eq!(r.errno(), 21);
 }
 
 #[test]

@@ -148,7 +148,14 @@ impl PassthroughFs {
                 if is_symlink(st.st_mode) {
                     return Err(Errno::LOOP);
                 }
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory
+                {
+                    // What open(2) with O_CREAT answers for a directory.
+                    return Err(Errno::ISDIR);
+                }
                 if !is_regular(st.st_mode) {
+                    // FIFOs and devices are never opened for the guest.
                     return Err(Errno::ACCESS);
                 }
                 // The guest checked only that it may create in the directory: the host checks
