@@ -15,5 +15,6 @@ pub mod device;
 pub mod fuse;
 pub mod guest;
 pub mod passthrough;
+pub mod repeats;
 
 pub use vhu_core;

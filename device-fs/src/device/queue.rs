@@ -181,7 +181,7 @@ impl FsQueue {
                 // returned so the guest's request completes (with an error it detects).
                 let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
                 if let Err(error) = &handled {
-                    log::warn!("refused request: {error}");
+                    log_refused(error);
                 }
                 if let Ok(Handled::Deferred(unique)) = handled {
                     return keep_deferred(
@@ -254,7 +254,7 @@ fn hand_to_pool(
         let mut writer = Writer::new(&*mem, &chain);
         let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
         if let Err(error) = &handled {
-            log::warn!("refused request: {error}");
+            log_refused(error);
         }
         let done = match handled {
             Ok(Handled::Deferred(unique)) => Done::Deferred(unique, chain),
@@ -345,5 +345,14 @@ impl QueueHandler for FsQueue {
 
     fn base(&self) -> VringBase {
         self.queue.base()
+    }
+}
+
+/// A request the server could not parse, at `warn`, thinned out once the guest keeps sending
+/// them.
+fn log_refused(error: &crate::fuse::ServerError) {
+    static REFUSED: crate::repeats::Repeats = crate::repeats::Repeats::new();
+    if let Some(count) = REFUSED.next() {
+        log::warn!("refused request: {error} ({count} so far, later ones logged at powers of two)");
     }
 }

@@ -520,17 +520,22 @@ fn write_reply(
     Ok(need)
 }
 
-/// Each request at `trace`; one with an opcode the server does not know at `warn` (requests
-/// too malformed to have a header are the transport's to report).
+/// Each request at `trace`; one with an opcode the server does not know at `warn`, thinned out
+/// once the guest keeps sending them (requests too malformed to have a header are the
+/// transport's to report).
 fn log_request(header: &InHeader, opcode: Option<Opcode>, result: &OpResult) {
+    static UNKNOWN: crate::repeats::Repeats = crate::repeats::Repeats::new();
     let Some(opcode) = opcode else {
-        log::warn!(
-            "refused request: unknown opcode {} (unique {}, node {}, {} bytes)",
-            header.opcode,
-            header.unique,
-            header.nodeid,
-            header.len
-        );
+        if let Some(count) = UNKNOWN.next() {
+            log::warn!(
+                "refused request: unknown opcode {} (unique {}, node {}, {} bytes; {count} so \
+                 far, later ones logged at powers of two)",
+                header.opcode,
+                header.unique,
+                header.nodeid,
+                header.len
+            );
+        }
         return;
     };
     if log::log_enabled!(log::Level::Trace) {
