@@ -5,9 +5,10 @@
 //! Each `process` call serves at most one queue's worth of chains (a guest that keeps its ring
 //! full cannot keep a stop waiting), with kicks disabled while it works and re-enabled before it
 //! goes idle; the driver hears about each chain as soon as it is returned, when the ring asks for
-//! it (EVENT_IDX rules in [`Virtqueue`]). A chain that is malformed is returned used with length 0 and the
-//! ring goes on; a ring that cannot be read at all stops being served and its err eventfd is
-//! signalled.
+//! it (EVENT_IDX rules in [`Virtqueue`]). A chain that is malformed is returned used with length 0
+//! and the ring goes on, unless the available ring names a head outside a split ring: no used
+//! entry can name that, so the ring stops, as Linux's vhost stops a ring whose driver does so. A
+//! ring that cannot be read at all stops being served too, and its err eventfd is signalled.
 //!
 //! This module must not interpret what a chain carries: the [`ChainService`] does.
 
