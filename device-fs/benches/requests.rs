@@ -111,8 +111,8 @@ impl Guest {
         // No polling: each turn serves the chains made available.
         let mut poll = RingPoll::with_max(std::time::Duration::ZERO);
         serve_turn(&mut self.queue, mem, call, &mut poll, |queue, view, chain| {
-            let mut reader = Reader::new(mem, chain);
-            let mut writer = Writer::new(mem, chain);
+            let mut reader = Reader::new(view, chain);
+            let mut writer = Writer::new(view, chain);
             let n = server.handle(&mut reader, &mut writer).expect("handled");
             queue.complete(view, chain.head(), n as u32, call)
         })

@@ -2,16 +2,14 @@
 //!
 //! Implements [`RequestReader`] for [`virtq::Reader`] and [`ReplyWriter`] for [`virtq::Writer`];
 //! a WRITE's data goes from the chain's readable buffers to the file with `pwritev`, a READ's
-//! from the file into the writable buffers with `preadv`, on the host memory `vm-memory` maps for
-//! them — no copy through the daemon. It adds no behaviour of its own.
+//! from the file into the writable buffers with `preadv`, on the host memory that maps them —
+//! no copy through the daemon. It adds no behaviour of its own.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use vm_memory::GuestMemory;
-
 use crate::fuse::until_done;
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
-use vhu_transport_std::virtq::{self, HostSlice};
+use vhu_transport_std::virtq::{self, BufferMemory, HostSlice};
 
 /// Buffers one `preadv`/`pwritev` takes at most when the request spans few: on the stack and
 /// small, as nearly every request is (one or two buffers).
@@ -101,7 +99,7 @@ fn chain_error(_: virtq::QueueError) -> std::io::Error {
     std::io::ErrorKind::InvalidInput.into()
 }
 
-impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
+impl<M: BufferMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
     fn remaining(&self) -> usize {
         virtq::Reader::remaining(self)
     }
@@ -133,7 +131,7 @@ impl<M: GuestMemory + ?Sized> RequestReader for virtq::Reader<'_, M> {
 /// with one system call; returns how many were written. Never inlined, so each `N` has a
 /// frame of its own and only the large one holds [`MANY`] iovecs.
 #[inline(never)]
-fn write_from<M: GuestMemory + ?Sized, const N: usize>(
+fn write_from<M: BufferMemory + ?Sized, const N: usize>(
     reader: &virtq::Reader<'_, M>,
     fd: BorrowedFd<'_>,
     at: libc::off_t,
@@ -141,7 +139,7 @@ fn write_from<M: GuestMemory + ?Sized, const N: usize>(
 ) -> std::io::Result<usize> {
     one_call::<N>(
         |each| reader.host_slices(len, each),
-        // SAFETY: every iovec names host memory vm-memory maps for this chain's readable
+        // SAFETY: every iovec names the mapped host memory of this chain's readable
         // buffers, mapped while the reader borrows the guest memory; the kernel only reads it
         // (a guest changing it meanwhile changes the data written, never this process). One
         // buffer (the common case) goes without the kernel copying an iovec array in.
@@ -173,7 +171,7 @@ fn one_call<const N: usize>(
 /// position (at most `N` of them) with one system call; returns how many were read. Never
 /// inlined, for the reason [`write_from`] gives.
 #[inline(never)]
-fn read_into<M: GuestMemory + ?Sized, const N: usize>(
+fn read_into<M: BufferMemory + ?Sized, const N: usize>(
     writer: &virtq::Writer<'_, M>,
     skip: usize,
     fd: BorrowedFd<'_>,
@@ -182,7 +180,7 @@ fn read_into<M: GuestMemory + ?Sized, const N: usize>(
 ) -> std::io::Result<usize> {
     one_call::<N>(
         |each| writer.host_slices(skip, len, each),
-        // SAFETY: every iovec names host memory vm-memory maps for this chain's writable
+        // SAFETY: every iovec names the mapped host memory of this chain's writable
         // buffers, mapped while the writer borrows the guest memory and written by nobody else
         // on this side; the kernel writes at most their lengths. One buffer (the common case)
         // goes without the kernel copying an iovec array in.
@@ -195,7 +193,7 @@ fn read_into<M: GuestMemory + ?Sized, const N: usize>(
     )
 }
 
-impl<M: GuestMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
+impl<M: BufferMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
     fn remaining(&self) -> usize {
         virtq::Writer::remaining(self)
     }

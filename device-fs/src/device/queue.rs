@@ -175,8 +175,9 @@ impl FsQueue {
                     hand_to_pool(pool, server, inbox, chain.clone(), shared);
                     return Ok(());
                 }
-                let mut reader = Reader::new(mem, chain);
-                let mut writer = Writer::new(mem, chain);
+                // Through the turn's view: the chain's buffers lie in regions it mapped once.
+                let mut reader = Reader::new(view, chain);
+                let mut writer = Writer::new(view, chain);
                 // A request the server cannot parse gets no reply bytes; the chain is still
                 // returned so the guest's request completes (with an error it detects).
                 let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));

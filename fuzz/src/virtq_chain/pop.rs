@@ -150,10 +150,10 @@ impl Harness {
                 self.check_chain(&chain);
                 let mut written = 0;
                 if mode & 1 != 0 {
-                    self.read_chain(&chain);
+                    self.read_chain(&chain, mode & 0x10 != 0);
                 }
                 if mode & 2 != 0 {
-                    written = self.write_chain(&chain);
+                    written = self.write_chain(&chain, mode & 0x10 != 0);
                 }
                 if mode & 4 != 0 {
                     self.add_used(head, written);
@@ -206,7 +206,7 @@ impl Harness {
         }
         let (head, chain) = self.held.remove(0);
         let written = match chain {
-            Some(chain) => self.write_chain(&chain),
+            Some(chain) => self.write_chain(&chain, false),
             None => 0,
         };
         self.add_used(head, written);

@@ -12,6 +12,7 @@
 use vm_memory::{Address, GuestAddress, GuestMemory, Permissions};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::buffer_memory::BufferMemory;
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
 use super::error::QueueError;
 use super::ring_memory::RingMemory;
@@ -157,7 +158,7 @@ pub(crate) struct ChainBuilder<'a, M: ?Sized> {
     chain: DescriptorChain,
 }
 
-impl<'a, M: GuestMemory + ?Sized> ChainBuilder<'a, M> {
+impl<'a, M: BufferMemory + ?Sized> ChainBuilder<'a, M> {
     /// An empty chain named `head` that may hold at most `max` descriptors, in `spare`'s
     /// storage when there is one (a returned chain's: no allocation).
     pub(crate) fn new(mem: &'a M, head: u16, max: u32, spare: Option<DescriptorChain>) -> Self {
@@ -187,12 +188,7 @@ impl<'a, M: GuestMemory + ?Sized> ChainBuilder<'a, M> {
         if len > 0 {
             let end_ok = addr.checked_add(u64::from(len)).is_some();
             let access = if writable { Permissions::Write } else { Permissions::Read };
-            // One region of plain memory holding it all answers at once; anything else asks
-            // `vm-memory` the general question.
-            let at = GuestAddress(addr);
-            let in_memory = end_ok
-                && (super::access::in_one_region(self.mem, at, u64::from(len))
-                    || self.mem.check_range(at, len as usize, access));
+            let in_memory = end_ok && self.mem.holds(GuestAddress(addr), u64::from(len), access);
             if !in_memory {
                 return Err(QueueError::BufferOutOfRange { head, addr, len });
             }
@@ -254,7 +250,7 @@ pub(crate) fn walk<R: RingMemory + ?Sized>(
 ) -> Result<DescriptorChain, QueueError> {
     let mem = ring_mem.memory();
     let size = u32::from(params.size);
-    let mut builder = ChainBuilder::new(mem, head, size, spare);
+    let mut builder = ChainBuilder::new(ring_mem, head, size, spare);
     let mut table = params.table;
     let mut table_len = size;
     let mut in_indirect = false;

@@ -1,15 +1,17 @@
 //! Copying between a descriptor chain's buffers and byte slices.
 //!
 //! [`Reader`] consumes the device-readable part of a chain in order, [`Writer`] fills the
-//! device-writable part in order. Both only move bytes through `vm-memory` (so every access is bounds
-//! checked) and track how far they got; they never interpret what they copy. For I/O that goes
-//! straight between a file and guest memory, both also name the host memory of a span of their
-//! buffers ([`HostSlice`]s, each checked by `vm-memory` to lie in a mapped region), so a device
-//! can hand it to `preadv`/`pwritev` without a copy through its own memory.
+//! device-writable part in order. Both move bytes through a [`BufferMemory`] (guest memory, or a
+//! turn's view of its regions; either way every access is bounds checked) and track how far they
+//! got; they never interpret what they copy. For I/O that goes straight between a file and guest
+//! memory, both also name the host memory of a span of their buffers ([`HostSlice`]s, each
+//! checked to lie in a mapped region), so a device can hand it to `preadv`/`pwritev` without a
+//! copy through its own memory.
 
 use vm_memory::bitmap::Bitmap;
 use vm_memory::{Address, GuestMemory, Permissions};
 
+use super::buffer_memory::BufferMemory;
 use super::chain::{DescriptorChain, Segment};
 use super::error::QueueError;
 
@@ -78,8 +80,8 @@ pub struct HostSlice {
 }
 
 /// Hands `each` the host slices of `len` bytes starting `skip` bytes past `cursor`, in order.
-fn host_slices<M: GuestMemory + ?Sized>(
-    mem: &M,
+fn host_slices<B: BufferMemory + ?Sized>(
+    mem: &B,
     segments: &[Segment],
     mut cursor: Cursor,
     (skip, len): (usize, usize),
@@ -87,12 +89,14 @@ fn host_slices<M: GuestMemory + ?Sized>(
 ) -> Result<(), QueueError> {
     cursor.advance(segments, skip, |_, _, _| Ok(()))?;
     cursor.advance(segments, len, |addr, _, n| {
-        if let Some(slice) = super::access::slice(mem, addr, n) {
-            each(HostSlice { ptr: slice.ptr_guard_mut().as_ptr(), len: slice.len() });
+        if let Some(slice) = mem.host_slice(addr, n) {
+            each(slice);
             return Ok(());
         }
-        let slices =
-            mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
+        let slices = mem
+            .memory()
+            .get_slices(addr, n, Permissions::ReadWrite)
+            .map_err(|_| mem_err(addr, n))?;
         for slice in slices {
             let slice = slice.map_err(|_| mem_err(addr, n))?;
             each(HostSlice { ptr: slice.ptr_guard_mut().as_ptr(), len: slice.len() });
@@ -113,7 +117,7 @@ pub struct Reader<'a, M: ?Sized> {
     cursor: Cursor,
 }
 
-impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
+impl<'a, M: BufferMemory + ?Sized> Reader<'a, M> {
     /// A reader over `chain`'s readable buffers.
     pub fn new(mem: &'a M, chain: &'a DescriptorChain) -> Self {
         // The chain's total was summed and checked when it was walked.
@@ -135,7 +139,7 @@ impl<'a, M: GuestMemory + ?Sized> Reader<'a, M> {
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, QueueError> {
         let mem = self.mem;
         self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
-            super::access::read_bytes(mem, addr, &mut buf[at..at + n])
+            mem.read_buffer(addr, &mut buf[at..at + n])
         })
     }
 
@@ -168,7 +172,7 @@ pub struct Writer<'a, M: ?Sized> {
     written: usize,
 }
 
-impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
+impl<'a, M: BufferMemory + ?Sized> Writer<'a, M> {
     /// A writer over `chain`'s writable buffers.
     pub fn new(mem: &'a M, chain: &'a DescriptorChain) -> Self {
         // The chain's total was summed and checked when it was walked.
@@ -195,7 +199,7 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, QueueError> {
         let mem = self.mem;
         let n = self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
-            super::access::write_bytes(mem, addr, &buf[at..at + n])
+            mem.write_buffer(addr, &buf[at..at + n])
         })?;
         self.written += n;
         Ok(n)
@@ -225,7 +229,7 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
         cursor.advance(self.segments, skip, |_, _, _| Ok(()))?;
         let mem = self.mem;
         cursor.advance(self.segments, buf.len(), |addr, at, n| {
-            super::access::write_bytes(mem, addr, &buf[at..at + n])
+            mem.write_buffer(addr, &buf[at..at + n])
         })
     }
 
@@ -235,12 +239,13 @@ impl<'a, M: GuestMemory + ?Sized> Writer<'a, M> {
     pub fn advance(&mut self, n: usize) -> Result<usize, QueueError> {
         let mem = self.mem;
         let n = self.cursor.advance(self.segments, n, |addr, _, n| {
-            if let Some(slice) = super::access::slice(mem, addr, n) {
-                slice.bitmap().mark_dirty(0, slice.len());
+            if mem.mark_dirty(addr, n) {
                 return Ok(());
             }
-            let slices =
-                mem.get_slices(addr, n, Permissions::ReadWrite).map_err(|_| mem_err(addr, n))?;
+            let slices = mem
+                .memory()
+                .get_slices(addr, n, Permissions::ReadWrite)
+                .map_err(|_| mem_err(addr, n))?;
             for slice in slices {
                 let slice = slice.map_err(|_| mem_err(addr, n))?;
                 slice.bitmap().mark_dirty(0, slice.len());

@@ -8,8 +8,8 @@
 //! - [`Reader`] / [`Writer`]: copy between a chain's buffers and byte slices.
 //! - [`need_event`] / [`packed_need_event`]: the EVENT_IDX suppression rules.
 //! - [`RingPoll`]: how long a queue looks at its ring before its worker sleeps.
-//! - [`RingMemory`] / [`RingView`]: ring accesses straight to guest memory, or through the
-//!   rings' regions found once for a turn.
+//! - [`RingMemory`] / [`BufferMemory`] / [`RingView`]: ring and buffer accesses straight to
+//!   guest memory, or through the rings and regions found once for a turn.
 //! - [`ChainQueue`]: the queue handler of a device that answers each chain on the spot
 //!   ([`ChainService`]).
 //! - [`inflight`]: the INFLIGHT_SHMFD area and each layout's records of chains in flight, so a
@@ -19,6 +19,7 @@
 //! panics on ring contents or accesses memory outside what `vm-memory` maps.
 
 mod access;
+mod buffer_memory;
 mod chain;
 mod desc;
 mod error;
@@ -32,6 +33,7 @@ mod serve;
 mod split;
 mod virtqueue;
 
+pub use buffer_memory::{BufferMemory, MAX_REGIONS};
 pub use chain::{DescriptorChain, Segment};
 pub use desc::{
     avail_ring_len, desc_table_len, packed_avail_flags, packed_used_flags, used_ring_len,

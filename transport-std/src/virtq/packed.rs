@@ -326,7 +326,7 @@ impl PackedQueue {
         first: u16,
     ) -> Result<DescriptorChain, QueueError> {
         let size = u32::from(self.state.size);
-        let mut builder = ChainBuilder::new(mem.memory(), id, size, self.spares.take());
+        let mut builder = ChainBuilder::new(mem, id, size, self.spares.take());
         for (i, desc) in (0u32..).zip(&self.scratch) {
             let slot = (u32::from(first) + i) % size;
             if !desc.has(DESC_F_INDIRECT) {

@@ -21,17 +21,15 @@ use vm_memory::bitmap::{Bitmap, MS};
 use vm_memory::volatile_memory::PtrGuardMut;
 use vm_memory::{GuestAddress, GuestMemory, VolatileSlice};
 
+use arrayvec::ArrayVec;
+
 use super::access;
+use super::buffer_memory::{map_regions, BufferMemory, MAX_REGIONS};
 use super::error::QueueError;
 
-/// Guest memory as a queue's ring code reads and writes it; see the module docs.
-pub trait RingMemory {
-    /// The guest memory behind it, for accesses outside the rings (buffers, indirect tables).
-    type Memory: GuestMemory + ?Sized;
-
-    /// The guest memory behind it.
-    fn memory(&self) -> &Self::Memory;
-
+/// Guest memory as a queue's ring code reads and writes it; see the module docs. Buffers, and
+/// the guest memory behind it, are reached as [`BufferMemory`].
+pub trait RingMemory: BufferMemory {
     /// A little-endian `u16` at `addr`, loaded atomically with `order`.
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError>;
 
@@ -46,12 +44,6 @@ pub trait RingMemory {
 }
 
 impl<M: GuestMemory + ?Sized> RingMemory for M {
-    type Memory = M;
-
-    fn memory(&self) -> &M {
-        self
-    }
-
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError> {
         access::load_u16(self, addr, order)
     }
@@ -71,17 +63,18 @@ impl<M: GuestMemory + ?Sized> RingMemory for M {
 
 type Slice<'m, M> = VolatileSlice<'m, MS<'m, <M as GuestMemory>::PhysicalMemory>>;
 
-/// One ring resolved to the host memory that holds it.
-struct Window<'m, M: GuestMemory + ?Sized> {
-    start: u64,
-    /// The ring's host memory (held: with some mappings it is only valid while held).
-    host: PtrGuardMut,
+/// A ring, or a region of guest memory, resolved to the host memory that holds it.
+pub(super) struct Window<'m, M: GuestMemory + ?Sized> {
+    /// Guest address of its first byte.
+    pub(super) start: u64,
+    /// Its host memory (held: with some mappings it is only valid while held).
+    pub(super) host: PtrGuardMut,
     /// The same memory as `vm-memory` hands it out, for its dirty bitmap.
-    slice: Slice<'m, M>,
+    pub(super) slice: Slice<'m, M>,
 }
 
 impl<M: GuestMemory + ?Sized> Window<'_, M> {
-    /// The host address of the `len` bytes at `addr` and their offset in the ring, when they
+    /// The host address of the `len` bytes at `addr` and their offset in the window, when they
     /// lie in it.
     #[inline]
     fn host(&self, addr: GuestAddress, len: usize) -> Option<(*mut u8, usize)> {
@@ -95,20 +88,23 @@ impl<M: GuestMemory + ?Sized> Window<'_, M> {
 
 /// A queue's rings resolved in one snapshot of guest memory; see the module docs.
 pub struct RingView<'m, M: GuestMemory + ?Sized> {
-    mem: &'m M,
+    pub(super) mem: &'m M,
     windows: [Option<Window<'m, M>>; 3],
+    /// Regions of guest memory, for buffers ([`BufferMemory`]).
+    regions: ArrayVec<Window<'m, M>, MAX_REGIONS>,
 }
 
 impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
-    /// The rings at `rings` (guest address and length of each) in `mem`. A ring that does not
-    /// lie in one region of plain memory is reached the general way.
+    /// The rings at `rings` (guest address and length of each) in `mem`, and its first
+    /// regions for buffers. A ring or buffer that does not lie in one region of plain memory is
+    /// reached the general way.
     pub fn new(mem: &'m M, rings: [(u64, u64); 3]) -> Self {
         let window = |(start, len): (u64, u64)| {
             let len = usize::try_from(len).ok()?;
             let slice = access::slice(mem, GuestAddress(start), len)?;
             Some(Window { start, host: slice.ptr_guard_mut(), slice })
         };
-        Self { mem, windows: rings.map(window) }
+        Self { mem, windows: rings.map(window), regions: map_regions(mem) }
     }
 
     /// The ring holding `len` bytes at `addr`, their host address and their offset in it.
@@ -116,15 +112,19 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
     fn find(&self, addr: GuestAddress, len: usize) -> Option<(&Window<'m, M>, *mut u8, usize)> {
         self.windows.iter().flatten().find_map(|w| w.host(addr, len).map(|(p, at)| (w, p, at)))
     }
+
+    /// The region holding `len` bytes at `addr`, their host address and their offset in it.
+    #[inline]
+    pub(super) fn region(
+        &self,
+        addr: GuestAddress,
+        len: usize,
+    ) -> Option<(&Window<'m, M>, *mut u8, usize)> {
+        self.regions.iter().find_map(|w| w.host(addr, len).map(|(p, at)| (w, p, at)))
+    }
 }
 
 impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
-    type Memory = M;
-
-    fn memory(&self) -> &M {
-        self.mem
-    }
-
     #[inline]
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError> {
         match self.find(addr, 2) {
@@ -186,7 +186,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 ///
 /// # Safety
 /// `src..src + buf.len()` must be mapped and readable for the whole call.
-unsafe fn read_volatile_into(src: *const u8, buf: &mut [u8]) {
+pub(super) unsafe fn read_volatile_into(src: *const u8, buf: &mut [u8]) {
     let mut done = 0;
     if src.align_offset(8) == 0 {
         while buf.len() - done >= 8 {
@@ -216,7 +216,7 @@ unsafe fn read_volatile_into(src: *const u8, buf: &mut [u8]) {
 ///
 /// # Safety
 /// `dst..dst + buf.len()` must be mapped and writable for the whole call.
-unsafe fn write_volatile_from(dst: *mut u8, buf: &[u8]) {
+pub(super) unsafe fn write_volatile_from(dst: *mut u8, buf: &[u8]) {
     let mut done = 0;
     if dst.align_offset(8) == 0 {
         while let Some(bytes) = buf.get(done..done + 8) {
