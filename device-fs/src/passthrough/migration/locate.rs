@@ -46,6 +46,20 @@ pub(super) fn relative(root: &[u8], target: &[u8]) -> Option<Vec<u8>> {
     Some(rest.to_vec())
 }
 
+/// Whether `fd` names an inode the share reaches: the path its `/proc/self/fd` link shows
+/// (`proc_fd`) is taken relative to the share's (`root_link`) and opened again from `root`, and
+/// must name the same inode. The link alone proves nothing: once the daemon has pivoted or
+/// chrooted into the share, its root is `/`, and the kernel shows an inode outside that root
+/// with a plain absolute path.
+pub(super) fn in_share(proc_fd: impl AsFd, root: &OwnedFd, root_link: &[u8], fd: &OwnedFd) -> bool {
+    let again = link_of(proc_fd, fd)
+        .ok()
+        .and_then(|link| relative(root_link, &link))
+        .and_then(|path| open_in_share(root, &path).ok());
+    let key = |fd: &OwnedFd| attr::stat_fd(fd).ok().map(|st| st.key);
+    again.is_some_and(|again| key(&again).is_some() && key(&again) == key(fd))
+}
+
 /// Opens `path` (relative to the share) from `root` as `O_PATH`, one component at a time,
 /// never following a symlink and refusing `.`, `..` and empty components.
 pub(super) fn open_in_share(root: &OwnedFd, path: &[u8]) -> Result<OwnedFd, Errno> {
@@ -201,5 +215,31 @@ mod tests {
         assert_eq!(relative(b"/srv/share", b"/srv/share/gone (deleted)"), None);
         assert_eq!(relative(b"/", b"/a/b"), Some(b"a/b".to_vec()));
         assert_eq!(relative(b"/", b"/"), Some(Vec::new()));
+    }
+
+    #[test]
+    fn an_inode_outside_the_share_is_not_in_it_even_when_the_root_shows_as_slash() {
+        let base = std::env::temp_dir().join(format!("vhu-in-share-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("share/sub")).expect("share");
+        std::fs::create_dir_all(base.join("outside")).expect("outside");
+        std::fs::write(base.join("share/sub/f"), b"").expect("file");
+        std::fs::write(base.join("outside/secret"), b"").expect("file");
+        let open = |p: &str| {
+            openat(rustix::fs::CWD, base.join(p), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .expect("open")
+        };
+        let proc_fd =
+            openat(rustix::fs::CWD, "/proc/self/fd", OFlags::PATH, Mode::empty()).expect("proc");
+        let root = open("share");
+        let root_link = link_of(&proc_fd, &root).expect("root link");
+        let (inner, outer) = (open("share/sub/f"), open("outside/secret"));
+        assert!(in_share(&proc_fd, &root, &root_link, &inner));
+        assert!(!in_share(&proc_fd, &root, &root_link, &outer));
+        // A sandboxed daemon's share root reads as "/": the outside file's link then looks
+        // like a path of the share, and only opening it again from the root tells them apart.
+        assert!(relative(b"/", &link_of(&proc_fd, &outer).expect("link")).is_some());
+        assert!(!in_share(&proc_fd, &root, b"/", &outer));
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

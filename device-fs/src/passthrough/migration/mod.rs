@@ -347,10 +347,7 @@ impl PassthroughFs {
                     other => format!("its file handle does not open: {other}"),
                 })?;
                 // A handle names an inode on the whole file system: it must be one in the share.
-                let inside = locate::link_of(&self.proc_fd, &fd)
-                    .ok()
-                    .and_then(|link| locate::relative(root_link, &link))
-                    .is_some();
+                let inside = locate::in_share(&self.proc_fd, root, root_link, &fd);
                 if !inside || !is_it(&fd) {
                     return Err("its file handle names a file outside the share".into());
                 }
