@@ -114,6 +114,32 @@ pub enum FormatError {
     /// Bytes after the last field.
     #[error("{0} bytes follow the migration state")]
     Trailing(usize),
+    /// A number past what the daemon hands out: counting on from it would wrap.
+    #[error("{what} {value} in the migration state exceeds {max}")]
+    OutOfRange {
+        /// The field.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest accepted.
+        max: u64,
+    },
+}
+
+/// The largest node or handle id a state may carry: far beyond any a daemon hands out, and far
+/// enough below `u64::MAX` that counting on from it never wraps.
+pub(super) const MAX_ID: u64 = 1 << 62;
+
+/// The largest host device index a state may carry: indexes live in the top 16 bits of a guest
+/// inode number.
+pub(super) const MAX_DEVICE_INDEX: u64 = (1 << 16) - 1;
+
+/// `value`, unless it exceeds `max`.
+fn at_most(value: u64, max: u64, what: &'static str) -> Result<u64, FormatError> {
+    if value > max {
+        return Err(FormatError::OutOfRange { what, value, max });
+    }
+    Ok(value)
 }
 
 impl FsState {
@@ -186,15 +212,17 @@ impl FsState {
         let count = r.count("the device list", 16)?;
         let mut devices = Vec::with_capacity(count);
         for _ in 0..count {
-            devices.push((r.u64("a device")?, r.u64("a device")?));
+            let dev = r.u64("a device")?;
+            devices.push((dev, at_most(r.u64("a device")?, MAX_DEVICE_INDEX, "a device index")?));
         }
-        let next_node = r.u64("the node list")?;
+        let next_node = at_most(r.u64("the node list")?, MAX_ID, "the next node id")?;
         let count = r.count("the node list", 38)?;
         let mut nodes = Vec::with_capacity(count);
         for _ in 0..count {
             let what = "a node";
             let (node, lookups, dev, ino) =
                 (r.u64(what)?, r.u64(what)?, r.u64(what)?, r.u64(what)?);
+            let node = at_most(node, MAX_ID, "a node id")?;
             let kind = r.u32(what)?;
             let path = r.bytes("a node's path", PATH_MAX)?;
             let handle = match r.u8(what)? {
@@ -207,14 +235,14 @@ impl FsState {
             };
             nodes.push(NodeRecord { node, lookups, dev, ino, kind, path, handle });
         }
-        let last_handle = r.u64("the handle list")?;
+        let last_handle = at_most(r.u64("the handle list")?, MAX_ID, "the last handle id")?;
         let count = r.count("the handle list", 22)?;
         let mut handles = Vec::with_capacity(count);
         for _ in 0..count {
             let what = "a handle";
             handles.push(HandleRecord {
-                handle: r.u64(what)?,
-                node: r.u64(what)?,
+                handle: at_most(r.u64(what)?, MAX_ID, "a handle id")?,
+                node: at_most(r.u64(what)?, MAX_ID, "a handle's node id")?,
                 is_dir: r.u8(what)? != 0,
                 flags: r.u32(what)?,
                 lost: r.u8(what)? != 0,
@@ -365,6 +393,30 @@ mod tests {
         version[8] = 2;
         assert_eq!(FsState::decode(&version), Err(FormatError::Version(2)));
         assert_eq!(FsState::decode(b"VHUFSMIX\x01\0\0\0"), Err(FormatError::Magic));
+    }
+
+    #[test]
+    fn ids_and_indexes_that_would_wrap_are_refused() {
+        type Spoil = fn(&mut FsState);
+        let cases: [(&str, Spoil); 5] = [
+            ("the next node id", |s| s.next_node = u64::MAX),
+            ("a node id", |s| s.nodes[0].node = MAX_ID + 1),
+            ("the last handle id", |s| s.last_handle = u64::MAX),
+            ("a handle id", |s| s.handles[0].handle = u64::MAX),
+            ("a device index", |s| s.devices = vec![(9, 1 << 16)]),
+        ];
+        for (what, spoil) in cases {
+            let mut state = sample();
+            spoil(&mut state);
+            match FsState::decode(&state.encode()) {
+                Err(FormatError::OutOfRange { what: got, .. }) => assert_eq!(got, what),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let mut edge = sample();
+        edge.next_node = MAX_ID;
+        edge.devices = vec![(9, MAX_DEVICE_INDEX)];
+        assert_eq!(FsState::decode(&edge.encode()), Ok(edge), "the limits themselves are accepted");
     }
 
     #[test]
