@@ -249,6 +249,17 @@ fn held_locks_and_foreign_options_stop_a_migration() {
     assert_eq!(src.call(Opcode::Setlk, f, lk.as_bytes()).errno(), 0);
     let err = state::save(&src.server).expect_err("refused");
     assert!(matches!(err, StateError::FileSystem(MigrationError::LocksHeld(1))), "{err}");
+    // Unlocking part of it still holds the rest; unlocking all of it, with the file still
+    // open (as a database does between transactions), holds nothing.
+    let mut unlock = lk;
+    unlock.lk.typ = libc::F_UNLCK as u32;
+    unlock.lk.end = 4;
+    assert_eq!(src.call(Opcode::Setlk, f, unlock.as_bytes()).errno(), 0);
+    assert!(state::save(&src.server).is_err(), "bytes 5 to 10 are still locked");
+    unlock.lk.start = 5;
+    unlock.lk.end = 10;
+    assert_eq!(src.call(Opcode::Setlk, f, unlock.as_bytes()).errno(), 0);
+    state::save(&src.server).expect("nothing is locked: the state saves");
     // Garbage is not a state.
     let dst = src.another_server(|_| {});
     assert!(matches!(state::load(&dst.server, b"garbage"), Err(StateError::Format(_))));

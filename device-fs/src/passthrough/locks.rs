@@ -40,9 +40,76 @@ struct Waiting {
     alive: Weak<()>,
 }
 
+/// One guest owner's description, and what it holds through it.
+struct Owner {
+    fd: Arc<OwnedFd>,
+    /// Shared with a SETLKW waiting on the owner's behalf, which adds what it gets.
+    held: Arc<Mutex<Ranges>>,
+}
+
+/// The byte ranges an owner holds, inclusive, sorted and apart (a flock lock is the whole
+/// file), so a migration can tell an owner that holds nothing from one that holds a lock.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    /// Ranges kept apart at most; past it they merge into one that covers them all (the owner
+    /// still counts as holding, which is all that is asked of it).
+    const KEPT: usize = 1024;
+
+    /// The owner now holds `start..=end` (whatever the lock's type: POSIX replaces an owner's
+    /// lock on the range, it never holds less).
+    fn take(&mut self, start: u64, end: u64) {
+        self.give_back(start, end);
+        let at = self.0.partition_point(|r| r.0 < start);
+        self.0.insert(at, (start, end));
+        if self.0.len() > Self::KEPT {
+            let (first, last) = (self.0[0].0, self.0[self.0.len() - 1].1);
+            self.0 = vec![(first, last)];
+        }
+    }
+
+    /// The owner no longer holds anything of `start..=end`.
+    fn give_back(&mut self, start: u64, end: u64) {
+        let mut kept = Vec::with_capacity(self.0.len() + 1);
+        for &(a, b) in &self.0 {
+            if b < start || a > end {
+                kept.push((a, b));
+                continue;
+            }
+            if a < start {
+                kept.push((a, start - 1));
+            }
+            if b > end {
+                kept.push((end + 1, b));
+            }
+        }
+        self.0 = kept;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn lock_ranges(held: &Mutex<Ranges>) -> MutexGuard<'_, Ranges> {
+    // Each change replaces the list whole: a panic cannot leave it half-changed.
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records what a successful lock or unlock changed in `held`.
+fn record(held: &Mutex<Ranges>, lock: &Lock, flock: bool) {
+    let (start, end) = if flock { (0, LOCK_TO_EOF) } else { (lock.start, lock.end) };
+    let mut held = lock_ranges(held);
+    match lock.typ {
+        LockType::Unlock => held.give_back(start, end),
+        LockType::Read | LockType::Write => held.take(start, end),
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    ofds: HashMap<Key, Arc<OwnedFd>>,
+    ofds: HashMap<Key, Owner>,
     waits: Vec<Waiting>,
 }
 
@@ -73,16 +140,28 @@ impl Locks {
         self.lock().ofds.len()
     }
 
+    /// Owners that hold a lock now or wait for one: what a migration cannot carry. An owner
+    /// whose description stays after it unlocked everything holds nothing.
+    pub(super) fn holding(&self) -> usize {
+        let mut inner = self.lock();
+        inner.waits.retain(|w| w.alive.strong_count() > 0);
+        let holding = inner.ofds.values().filter(|o| !lock_ranges(&o.held).is_empty()).count();
+        holding + inner.waits.len()
+    }
+
     fn ofd(
         &self,
         key: Key,
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
-    ) -> Result<Arc<OwnedFd>, Errno> {
-        if let Some(fd) = self.lock().ofds.get(&key) {
-            return Ok(Arc::clone(fd));
+    ) -> Result<(Arc<OwnedFd>, Arc<Mutex<Ranges>>), Errno> {
+        let pair = |o: &Owner| (Arc::clone(&o.fd), Arc::clone(&o.held));
+        if let Some(owner) = self.lock().ofds.get(&key) {
+            return Ok(pair(owner));
         }
         let fd = Arc::new(open()?);
-        Ok(Arc::clone(self.lock().ofds.entry(key).or_insert(fd)))
+        let mut inner = self.lock();
+        let owner = inner.ofds.entry(key).or_insert(Owner { fd, held: Arc::default() });
+        Ok(pair(owner))
     }
 
     /// GETLK of a POSIX lock: what conflicts with `req.lock` for this owner.
@@ -93,7 +172,7 @@ impl Locks {
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
     ) -> Result<Lock, Errno> {
         // An owner without a description holds nothing: a fresh one sees every other lock.
-        let existing = self.lock().ofds.get(&(node, req.owner, false)).cloned();
+        let existing = self.lock().ofds.get(&(node, req.owner, false)).map(|o| Arc::clone(&o.fd));
         let fd = match existing {
             Some(fd) => fd,
             None => Arc::new(open()?),
@@ -117,17 +196,25 @@ impl Locks {
         let key = (node, req.owner, req.flock);
         if req.lock.typ == LockType::Unlock {
             // An owner without a description holds nothing to unlock.
-            let Some(fd) = self.lock().ofds.get(&key).cloned() else {
+            let Some((fd, held)) =
+                self.lock().ofds.get(&key).map(|o| (Arc::clone(&o.fd), Arc::clone(&o.held)))
+            else {
                 return Ok(LockStatus::Done);
             };
-            return attempt(&fd, &req.lock, req.flock).map(|()| LockStatus::Done);
+            attempt(&fd, &req.lock, req.flock)?;
+            record(&held, &req.lock, req.flock);
+            return Ok(LockStatus::Done);
         }
-        let fd = self.ofd(key, open)?;
+        let (fd, held) = self.ofd(key, open)?;
         let lock = req.lock;
         let flock = req.flock;
         match attempt(&fd, &lock, flock) {
             Err(Errno::AGAIN) => {}
-            other => return other.map(|()| LockStatus::Done),
+            Ok(()) => {
+                record(&held, &lock, flock);
+                return Ok(LockStatus::Done);
+            }
+            Err(errno) => return Err(errno),
         }
         let Some(wait) = wait else { return Err(Errno::AGAIN) };
         let alive = Arc::new(());
@@ -144,7 +231,7 @@ impl Locks {
             .name("vhu-lock-wait".into())
             .spawn(move || {
                 let _alive = alive;
-                wait_for(&fd, &lock, flock, wait);
+                wait_for(&fd, &held, &lock, flock, wait);
             })
             .map_err(|_| Errno::NOLCK)?;
         Ok(LockStatus::Waiting)
@@ -158,7 +245,15 @@ impl Locks {
         let mut inner = self.lock();
         inner.waits.retain(|w| w.alive.strong_count() > 0);
         let waiting = inner.waits.iter().any(|w| w.key == key && !w.cancel.is_cancelled());
-        let fd = if waiting { inner.ofds.get(&key).cloned() } else { inner.ofds.remove(&key) };
+        let fd = if waiting {
+            // The description stays for the waiter; what it held is dropped all the same.
+            inner.ofds.get(&key).map(|o| {
+                *lock_ranges(&o.held) = Ranges::default();
+                Arc::clone(&o.fd)
+            })
+        } else {
+            inner.ofds.remove(&key).map(|o| o.fd)
+        };
         drop(inner);
         if let Some(fd) = fd {
             unlock_all(&fd, false);
@@ -193,20 +288,20 @@ impl Locks {
         inner.waits.clear();
         let ofds: Vec<_> = inner.ofds.drain().collect();
         drop(inner);
-        for ((_, _, flock), fd) in ofds {
-            unlock_all(&fd, flock);
+        for ((_, _, flock), owner) in ofds {
+            unlock_all(&owner.fd, flock);
         }
     }
 
     fn drop_owner(&self, key: Key) {
         let mut inner = self.lock();
         inner.waits.iter().filter(|w| w.key == key).for_each(|w| w.cancel.cancel());
-        let fd = inner.ofds.remove(&key);
+        let owner = inner.ofds.remove(&key);
         drop(inner);
         // Explicitly, not only by closing: a cancelled waiter may hold the description a
         // little longer.
-        if let Some(fd) = fd {
-            unlock_all(&fd, key.2);
+        if let Some(owner) = owner {
+            unlock_all(&owner.fd, key.2);
         }
     }
 }
@@ -234,8 +329,9 @@ fn attempt(fd: &OwnedFd, lock: &Lock, flock: bool) -> Result<(), Errno> {
     }
 }
 
-/// Retries until the lock is taken, an error other than EAGAIN comes, or the wait is cancelled.
-fn wait_for(fd: &OwnedFd, lock: &Lock, flock: bool, wait: LockWait) {
+/// Retries until the lock is taken (and recorded in `held`), an error other than EAGAIN comes,
+/// or the wait is cancelled.
+fn wait_for(fd: &OwnedFd, held: &Mutex<Ranges>, lock: &Lock, flock: bool, wait: LockWait) {
     let mut pause = Duration::from_millis(1);
     let result = loop {
         if wait.cancel.is_cancelled() {
@@ -243,6 +339,10 @@ fn wait_for(fd: &OwnedFd, lock: &Lock, flock: bool, wait: LockWait) {
         }
         match attempt(fd, lock, flock) {
             Err(Errno::AGAIN) => {}
+            Ok(()) => {
+                record(held, lock, flock);
+                break Ok(());
+            }
             other => break other,
         }
         std::thread::sleep(pause);
@@ -294,4 +394,37 @@ pub(super) fn probe(dir: &OwnedFd) -> (bool, bool) {
     let flock = rustix::fs::flock(dir, FlockOperation::NonBlockingLockShared).is_ok()
         && rustix::fs::flock(dir, FlockOperation::NonBlockingUnlock).is_ok();
     (posix, flock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ranges;
+
+    #[test]
+    fn ranges_held_follow_locks_and_unlocks() {
+        let mut held = Ranges::default();
+        held.take(10, 20);
+        held.take(30, 40);
+        held.take(15, 35);
+        assert_eq!(held.0, [(10, 14), (15, 35), (36, 40)]);
+        held.give_back(12, 38);
+        assert_eq!(held.0, [(10, 11), (39, 40)]);
+        held.give_back(0, u64::MAX);
+        assert!(held.is_empty());
+        held.take(5, u64::MAX);
+        held.give_back(0, 4);
+        assert_eq!(held.0, [(5, u64::MAX)]);
+        held.give_back(6, u64::MAX);
+        assert_eq!(held.0, [(5, 5)]);
+    }
+
+    #[test]
+    fn many_ranges_merge_into_one_that_still_holds() {
+        let mut held = Ranges::default();
+        for i in 0..=Ranges::KEPT as u64 {
+            held.take(4 * i, 4 * i + 1);
+        }
+        assert_eq!(held.0, [(0, 4 * Ranges::KEPT as u64 + 1)]);
+        assert!(!held.is_empty());
+    }
 }

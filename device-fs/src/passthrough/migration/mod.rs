@@ -139,7 +139,7 @@ impl PassthroughFs {
     /// Describes what the guest holds (the FUSE session is the server's to add).
     pub fn save_state(&self) -> Result<FsState, MigrationError> {
         self.config.credentials.as_daemon().map_err(MigrationError::Credentials)?;
-        let locks = self.locks.len();
+        let locks = self.locks.holding();
         if locks > 0 {
             return Err(MigrationError::LocksHeld(locks));
         }
