@@ -98,6 +98,20 @@ fn the_default_sandbox_isolates_the_serving_process() {
     for host in ["etc", "proc", "usr", "tmp"] {
         assert!(!root.join(host).exists(), "/{host} is reachable from the sandbox");
     }
+    // The `/proc/self/fd` it keeps leads by `..` to a /proc of processes only: no system
+    // files for a compromised daemon (still uid 0) to write.
+    let proc_fd = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .expect("its descriptors")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|fd| std::fs::read_link(fd).is_ok_and(|link| link.ends_with("fd")))
+        .expect("the file system's /proc/self/fd");
+    let proc_root = proc_fd.join("../..");
+    // It is pid 1 of its namespace.
+    assert!(proc_root.join("1/fd").is_dir(), "{} is its /proc", proc_root.display());
+    for system in ["sys", "sysrq-trigger", "kcore"] {
+        assert!(!proc_root.join(system).exists(), "/proc/{system} is reachable in the sandbox");
+    }
     assert_eq!(cap_eff(server), KEPT, "only the file-serving capabilities are kept");
     let status = std::fs::read_to_string(format!("/proc/{server}/status")).expect("status");
     assert!(status.contains(&format!("CapBnd:\t{KEPT:016x}")), "{status}");

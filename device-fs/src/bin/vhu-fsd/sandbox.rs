@@ -6,8 +6,9 @@
 //! and exits with the child's status (0 after a termination signal); launchers see one pid (the one in the pid file) behave like
 //! the daemon. The child is pid 1 of a new pid namespace, in new mount and network namespaces
 //! (and a new user namespace when not started as root, mapped by `--uid-map`/`--gid-map` through
-//! newuidmap/newgidmap, or to the daemon's own ids alone). It mounts a fresh `/proc` only long
-//! enough for the file system to open `/proc/self/fd`, then makes the share its root
+//! newuidmap/newgidmap, or to the daemon's own ids alone). It mounts a fresh `/proc` holding only
+//! the processes' directories, long enough for the file system to open `/proc/self/fd`, then
+//! makes the share its root
 //! (`pivot_root`) and detaches everything else: the host's file system is out of reach even to
 //! a path the kernel would resolve for it.
 //!
@@ -90,7 +91,17 @@ fn setup_child(share: &Path) -> Result<(), String> {
     mount_change("/", MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)
         .map_err(|e| format!("--sandbox namespace: making / a slave mount: {e}"))?;
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    mount("proc", "/proc", "proc", flags, None)
+    // Only the processes' directories (Linux 5.8+): the `/proc/self/fd` the file system keeps
+    // leads by `..` to this mount's root, which must not hold `sys/` or `sysrq-trigger` for
+    // the daemon, still uid 0, to write.
+    mount("proc", "/proc", "proc", flags, Some(c"subset=pid"))
+        .or_else(|e| {
+            log::warn!(
+                "--sandbox namespace: this kernel mounts no pid-only /proc ({e}); the sandbox's \
+                 /proc keeps its system files"
+            );
+            mount("proc", "/proc", "proc", flags, None)
+        })
         .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))?;
     mount_bind_recursive(share, share)
         .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))
