@@ -129,6 +129,36 @@ fn the_default_sandbox_isolates_the_serving_process() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What the share holds where a host keeps `/proc` and `/sys` is the guest's: a sandboxed daemon
+/// must never read it. FIFOs there would block a read of them for good.
+#[test]
+fn files_the_guest_puts_where_proc_would_be_are_never_read() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    for sandbox in ["namespace", "chroot"] {
+        let dir = scratch(&format!("proc-in-share-{sandbox}"));
+        let share = dir.join("share");
+        for fifo in ["proc/self/cgroup", "proc/self/mountinfo", "sys/fs/cgroup/cpu.max"] {
+            let path = share.join(fifo);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("directories");
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o666),
+                0,
+            )
+            .expect("fifo");
+        }
+        let daemon = start(&dir, &["--sandbox", sandbox]);
+        serves(&dir);
+        drop(daemon);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn chroot_and_modcaps() {
     if !rustix::process::geteuid().is_root() {

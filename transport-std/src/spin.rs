@@ -52,12 +52,23 @@ pub fn until_ready(fds: &mut [PollFd<'_>], limit: Option<Duration>) -> bool {
     }
 }
 
+/// The CPUs this process may use (its affinity, within its cgroup's quota), found once.
+///
+/// Finding them reads `/proc/self` and the cgroup file system by path: a daemon that then
+/// changes its root to a directory someone else fills (a sandbox rooted in a guest's share)
+/// calls this first, so it never opens a file there a guest made, such as a FIFO that would
+/// block the open for good.
+pub fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// The spin: [`SPIN`], or what [`SPIN_ENV`] says; none on a single CPU or when turned off. The
 /// request queues' polling ([`crate::virtq::RingPoll`]) never polls longer either.
 pub fn spin() -> Option<Duration> {
     static SPIN_FOR: OnceLock<Option<Duration>> = OnceLock::new();
     *SPIN_FOR.get_or_init(|| {
-        let many = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let many = cpus() > 1;
         let spin = match std::env::var(SPIN_ENV) {
             Ok(value) => value.trim().parse().map_or(SPIN, Duration::from_micros).min(MAX_SPIN),
             Err(_) => SPIN,

@@ -243,7 +243,7 @@ impl Board {
 /// The most busy queues with which one still polls: half the CPUs (at least one).
 fn most_polling() -> usize {
     static MOST: OnceLock<usize> = OnceLock::new();
-    *MOST.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+    *MOST.get_or_init(|| (crate::spin::cpus() / 2).max(1))
 }
 
 #[cfg(test)]

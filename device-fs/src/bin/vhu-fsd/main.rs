@@ -73,6 +73,8 @@ fn run(settings: Settings) -> Result<(), String> {
                     regular user; as root, guest ids reach the host as they are"
             .into());
     }
+    // Found now, from the host's /proc: once sandboxed, /proc and /sys name the share's files.
+    vhu_transport_std::spin::cpus();
     // A termination request waits until a handler can act on it (removing the socket).
     signals::hold_termination(true);
     // The socket first: its path is outside the share, out of reach once sandboxed.
