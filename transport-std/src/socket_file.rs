@@ -13,13 +13,14 @@
 //! gives them up with [`SocketFile::release`]. This module binds and removes; it serves nothing.
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::process::Gid;
 
 /// A bound socket path and its locked pid file; both are removed on drop.
 #[derive(Debug)]
@@ -39,11 +40,13 @@ const MAX_SOCKET_PATH: usize = 107;
 /// bound under a temporary name next to `path` and renamed over it (replacing a stale socket in
 /// the same step), so a launcher that connects as soon as the file exists is never refused. The
 /// mode is set by the umask at bind time, so no other user ever sees the socket open; processes
-/// bind before they start threads, and the umask is restored right after.
+/// bind before they start threads, and the umask is restored right after. With a `group`, the
+/// socket is given to it, read-write, before it appears.
 fn bind_listening(
     parent: &Path,
     name: &std::ffi::OsStr,
     path: &Path,
+    group: Option<Gid>,
 ) -> std::io::Result<UnixListener> {
     let mut temp_name = OsString::from(".");
     temp_name.push(name);
@@ -61,6 +64,12 @@ fn bind_listening(
     let bound = UnixListener::bind(target);
     rustix::process::umask(previous);
     let listener = bound?;
+    if let Some(gid) = group {
+        if let Err(error) = share_with_group(target, gid) {
+            let _ = std::fs::remove_file(target);
+            return Err(error);
+        }
+    }
     if !direct {
         if let Err(error) = std::fs::rename(&temp, path) {
             let _ = std::fs::remove_file(&temp);
@@ -68,6 +77,22 @@ fn bind_listening(
         }
     }
     Ok(listener)
+}
+
+/// Gives the socket just bound at `path` to group `gid`, read-write. Neither step follows a
+/// symlink: whoever can write to the socket's directory could otherwise have root change the
+/// owner and mode of any file.
+fn share_with_group(path: &Path, gid: Gid) -> std::io::Result<()> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty())?;
+    if !rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode).is_socket() {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    rustix::fs::chownat(&fd, "", None, Some(gid), AtFlags::EMPTY_PATH)?;
+    // chmod has no form for an O_PATH descriptor; its /proc entry names the socket itself.
+    let entry = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::chmod(entry, Mode::from_raw_mode(0o660))?;
+    Ok(())
 }
 
 /// `<path>.pid`.
@@ -82,6 +107,12 @@ impl SocketFile {
     /// kind `AddrInUse` means a live daemon serves it; `AlreadyExists`, that something other
     /// than a socket is there.
     pub fn bind(path: &Path) -> std::io::Result<(UnixListener, Self)> {
+        Self::bind_for(path, None)
+    }
+
+    /// [`SocketFile::bind`], the socket then also read-write for `group` (and given to it)
+    /// before it appears at `path`, so a front-end of that group never meets it closed.
+    pub fn bind_for(path: &Path, group: Option<Gid>) -> std::io::Result<(UnixListener, Self)> {
         let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?.to_owned();
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -92,8 +123,12 @@ impl SocketFile {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC;
-        let lock = rustix::fs::open(pid_path(path), flags, Mode::from_raw_mode(0o600))?;
+        // Never through a symlink: the daemon often runs as root, and whoever can write to the
+        // directory must not make it truncate another file.
+        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let mut pid_name = name.clone();
+        pid_name.push(".pid");
+        let lock = rustix::fs::openat(&dir, &pid_name, flags, Mode::from_raw_mode(0o600))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -108,7 +143,7 @@ impl SocketFile {
                 return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
             }
         }
-        let listener = bind_listening(parent, &name, path)?;
+        let listener = bind_listening(parent, &name, path, group)?;
         let file =
             Self { path: path.to_owned(), dir, name, _lock: lock, removed: AtomicBool::new(false) };
         Ok((listener, file))

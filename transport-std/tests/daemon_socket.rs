@@ -149,3 +149,30 @@ fn the_socket_appears_only_once_it_accepts_connections() {
         .collect();
     assert!(leftovers.is_empty(), "binding left {leftovers:?}");
 }
+
+/// Whoever can write to the socket's directory cannot make the daemon (often root) truncate or
+/// change another file through a symlink.
+#[test]
+fn nothing_is_written_or_changed_through_a_symlink_next_to_the_socket() {
+    use std::os::unix::fs::MetadataExt;
+    let path = socket_path("symlinked-pid");
+    let victim = std::env::temp_dir().join(format!("vhu-{}-victim", std::process::id()));
+    std::fs::write(&victim, b"precious").expect("victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    let _ = std::fs::remove_file(pid_file(&path));
+    std::os::unix::fs::symlink(&victim, pid_file(&path)).expect("symlink");
+    assert!(SocketFile::bind(&path).is_err(), "a symlinked pid file is refused");
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+    std::fs::remove_file(pid_file(&path)).expect("remove the symlink");
+
+    // With a group, the socket is that group's, read-write, as soon as it is there.
+    let gid = rustix::process::getegid();
+    let (_listener, file) = SocketFile::bind_for(&path, Some(gid)).expect("binds");
+    let meta = std::fs::symlink_metadata(&path).expect("socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (gid.as_raw(), 0o660));
+    let victim_meta = std::fs::metadata(&victim).expect("victim");
+    assert_eq!(victim_meta.mode() & 0o777, 0o600, "the victim's mode is untouched");
+    drop(file);
+    let _ = std::fs::remove_file(&victim);
+}

@@ -170,18 +170,19 @@ fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
 fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), String> {
     match &settings.socket {
         Socket::Path(path) => {
-            let (listener, file) = SocketFile::bind(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    format!("--socket-path {}: a running daemon serves it", path.display())
-                }
-                _ => format!("--socket-path {}: {e}", path.display()),
-            })?;
-            if let Some(gid) = settings.socket_group {
-                // Bound owner-only; the group gets read-write once it owns the file.
-                rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(gid)))
-                    .and_then(|()| rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660)))
-                    .map_err(|e| format!("--socket-group: {}: {e}", path.display()))?;
-            }
+            // Bound owner-only; with --socket-group, the group gets read-write before the
+            // socket appears.
+            let group = settings.socket_group.map(rustix::process::Gid::from_raw);
+            let (listener, file) =
+                SocketFile::bind_for(path, group).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        format!("--socket-path {}: a running daemon serves it", path.display())
+                    }
+                    _ if group.is_some() => {
+                        format!("--socket-path {} with --socket-group: {e}", path.display())
+                    }
+                    _ => format!("--socket-path {}: {e}", path.display()),
+                })?;
             Ok((listener, Some(file)))
         }
         Socket::Fd(fd) => {
