@@ -245,6 +245,9 @@ fn an_unprivileged_daemon_maps_guest_users_to_subordinate_ids() {
     let daemon = Running(child);
     wait_until(|| socket.exists());
     let mut guest = GuestFs::connect(&socket).expect("mounts");
+    // Root of its user namespace, it held every capability there: it keeps only the
+    // file-serving ones, as a root daemon does.
+    assert_eq!(cap_eff(server_pid(&daemon, true)), KEPT, "capabilities in its namespace");
     for (uid, name) in [(1000, "by-1000"), (0, "by-root")] {
         guest.set_caller(uid, uid);
         let args = CreateIn { flags: 0o101, mode: 0o100644, umask: 0, open_flags: 0 };
@@ -259,6 +262,42 @@ fn an_unprivileged_daemon_maps_guest_users_to_subordinate_ids() {
     };
     assert_eq!(owner("by-1000"), (SUB + 999, SUB + 999), "guest 1000 is subordinate id 999");
     assert_eq!(owner("by-root"), (USER, USER), "guest root is the daemon's own user");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A root daemon started without a capability it would keep (a container without MKNOD)
+/// serves without it and says so; one that `--modcaps` asks for is still required.
+#[test]
+fn a_missing_default_capability_is_warned_about_an_asked_one_refused() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root, with setpriv");
+        return;
+    }
+    let dir = scratch("no-mknod");
+    let socket = dir.join("vhost.sock");
+    let run = |extra: &[&str]| {
+        Command::new("setpriv")
+            .arg("--bounding-set=-mknod")
+            .arg(env!("CARGO_BIN_EXE_vhu-fsd"))
+            .args(["--socket-path", socket.to_str().expect("utf-8")])
+            .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("vhost.log")).expect("log"))
+            .spawn()
+            .expect("starts")
+    };
+    let daemon = Running(run(&[]));
+    wait_until(|| socket.exists());
+    serves(&dir);
+    drop(daemon);
+    let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
+    assert!(log.contains("started without") && log.contains("MKNOD"), "{log}");
+    let status = run(&["--modcaps=+mknod"]).wait().expect("exits");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
+    assert!(log.contains("--modcaps: the daemon does not hold") && log.contains("MKNOD"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

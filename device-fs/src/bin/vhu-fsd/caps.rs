@@ -1,4 +1,5 @@
-//! The capabilities a root daemon keeps: what serving files for the guest's users needs and
+//! The capabilities the daemon keeps, started as root or as a user in its own user namespace
+//! (where it starts with every capability): what serving files for the guest's users needs and
 //! nothing else, adjusted by `--modcaps`.
 //!
 //! Kept by default (virtiofsd's set, less DAC_READ_SEARCH, which only file handles need and
@@ -39,13 +40,30 @@ pub(crate) fn kept(edits: &[CapEdit]) -> CapabilitySet {
     })
 }
 
-/// Reduces the calling thread (the whole process, before threads start) to `keep`.
-pub(crate) fn reduce(keep: CapabilitySet) -> Result<(), String> {
+/// The capabilities `edits` add: those the daemon must hold to start.
+pub(crate) fn asked(edits: &[CapEdit]) -> CapabilitySet {
+    edits.iter().filter(|edit| edit.add).fold(CapabilitySet::empty(), |set, edit| {
+        set | CapabilitySet::from_bits_retain(1 << edit.cap)
+    })
+}
+
+/// Reduces the calling thread (the whole process, before threads start) to `keep`. A capability
+/// of `keep` the daemon does not hold (a container that started it without MKNOD) is warned
+/// about and served without, as virtiofsd does, unless `--modcaps` asked for it (`asked`).
+pub(crate) fn reduce(keep: CapabilitySet, asked: CapabilitySet) -> Result<(), String> {
     let have = capabilities(None).map_err(|e| format!("reading capabilities: {e}"))?;
-    if !have.permitted.contains(keep) {
-        let missing = keep - have.permitted;
+    let missing = keep - have.permitted;
+    if !(missing & asked).is_empty() {
+        let missing = missing & asked;
         return Err(format!("--modcaps: the daemon does not hold {missing:?} to keep it"));
     }
+    if !missing.is_empty() {
+        log::warn!(
+            "the daemon was started without {missing:?}: what needs it fails for the guest \
+             (e.g. mknod without MKNOD)"
+        );
+    }
+    let keep = keep & have.permitted;
     // The bounding set first: dropping from it needs CAP_SETPCAP, which may go below.
     for bit in 0..64 {
         let cap = CapabilitySet::from_bits_retain(1 << bit);

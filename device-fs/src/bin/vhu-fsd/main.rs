@@ -65,8 +65,11 @@ fn run(settings: Settings) -> Result<(), String> {
     let as_root = sandbox::started_as_root();
     // The daemon's uid as the host sees it (inside a user namespace it reads as 0).
     let host_uid = rustix::process::geteuid().as_raw();
-    if !as_root && !settings.modcaps.is_empty() {
-        warn!("--modcaps has no effect: capabilities are reduced only when started as root");
+    if !as_root && settings.sandbox != Sandbox::Namespace && !settings.modcaps.is_empty() {
+        warn!(
+            "--modcaps has no effect: a daemon started as a user holds capabilities only in the \
+             namespace sandbox"
+        );
     }
     if as_root && !(settings.ns_uid_map.is_empty() && settings.ns_gid_map.is_empty()) {
         return Err("--uid-map/--gid-map map the user namespace of a daemon started as a \
@@ -97,8 +100,10 @@ fn run(settings: Settings) -> Result<(), String> {
         Sandbox::Chroot => sandbox::chroot_into(&settings.shared_dir)?,
         Sandbox::None => {}
     }
-    if as_root {
-        caps::reduce(caps::kept(&settings.modcaps))?;
+    // Root, or a user that is root of the user namespace it just entered: either holds
+    // capabilities to reduce.
+    if as_root || settings.sandbox == Sandbox::Namespace {
+        caps::reduce(caps::kept(&settings.modcaps), caps::asked(&settings.modcaps))?;
     }
     seccomp::install(settings.seccomp)?;
     report_limits(&fs, &settings, host_uid);
