@@ -265,6 +265,31 @@ fn an_unprivileged_daemon_maps_guest_users_to_subordinate_ids() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Guest users are switched to with both ids and the groups: maps of several uids but one gid
+/// (or the reverse) could create nothing, so the daemon refuses them at start, naming both.
+#[test]
+fn uid_and_gid_maps_must_agree_on_switching_users() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root, with setpriv");
+        return;
+    }
+    let dir = scratch("maps-disagree");
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_vhu-fsd"))
+        .args(["--socket-path", dir.join("vhost.sock").to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .args(["--uid-map=:0:65534:1:", "--uid-map=:1:300000:65536:"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--uid-map") && stderr.contains("--gid-map"), "{stderr}");
+    assert!(!dir.join("vhost.sock").exists(), "nothing was served");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A root daemon started without a capability it would keep (a container without MKNOD)
 /// serves without it and says so; one that `--modcaps` asks for is still required.
 #[test]

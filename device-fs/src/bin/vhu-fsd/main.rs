@@ -76,6 +76,13 @@ fn run(settings: Settings) -> Result<(), String> {
                     regular user; as root, guest ids reach the host as they are"
             .into());
     }
+    if one_id(&settings.ns_uid_map) != one_id(&settings.ns_gid_map) {
+        // Switching to a guest user sets both ids and the groups: with one side a single id
+        // (setgroups denied), every CREATE, MKDIR and MKNOD would fail with EPERM.
+        return Err("--uid-map and --gid-map must both map several ids (to create files as \
+                    each guest user) or both map one (to create them all as the daemon's)"
+            .into());
+    }
     // Found now, from the host's /proc: once sandboxed, /proc and /sys name the share's files.
     vhu_transport_std::spin::cpus();
     // A termination request waits until a handler can act on it (removing the socket).
@@ -206,15 +213,20 @@ fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), Str
     }
 }
 
-/// The file system's configuration from the settings.
-fn passthrough_config(settings: &Settings, as_root: bool) -> Config {
-    let mut config = Config::new(&settings.shared_dir);
-    let one_id = match settings.ns_uid_map.as_slice() {
+/// Whether a user namespace map (`--uid-map` or `--gid-map`; none is the daemon's own id)
+/// maps a single id.
+fn one_id(map: &[ns_map::NsMap]) -> bool {
+    match map {
         [] => true,
         [only] => only.count == 1,
         _ => false,
-    };
-    if !as_root && settings.sandbox == Sandbox::Namespace && one_id {
+    }
+}
+
+/// The file system's configuration from the settings.
+fn passthrough_config(settings: &Settings, as_root: bool) -> Config {
+    let mut config = Config::new(&settings.shared_dir);
+    if !as_root && settings.sandbox == Sandbox::Namespace && one_id(&settings.ns_uid_map) {
         // Root of a namespace that maps one id: other guest users have nothing to become.
         config.credentials = Credentials::disabled();
     }
