@@ -142,6 +142,12 @@ fn a_renamed_capability_does_not_survive_a_change() {
     let w = WriteIn { fh, size: 1, write_flags: WRITE_KILL_SUIDGID, ..WriteIn::default() };
     h.call(Opcode::Write, f, &args(&[w.as_bytes(), b"x"])).ok();
     assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a write");
+    // A write by a caller with CAP_FSETID comes without the kill flag: the capability goes
+    // all the same, as the host's own would.
+    assert_eq!(set(&mut h, f, "security.capability", b"cap"), 0);
+    let w = WriteIn { fh, size: 1, write_flags: 0, ..WriteIn::default() };
+    h.call(Opcode::Write, f, &args(&[w.as_bytes(), b"y"])).ok();
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after root's write");
     assert_eq!(set(&mut h, f, "security.capability", b"cap"), 0);
     let s = SetattrIn { valid: fattr::SIZE | fattr::KILL_SUIDGID, size: 1, ..SetattrIn::default() };
     h.call(Opcode::Setattr, f, s.as_bytes()).ok();
@@ -154,4 +160,36 @@ fn a_renamed_capability_does_not_survive_a_change() {
     assert_eq!(set(&mut h, f, "user.keep", b"k"), 0);
     h.call(Opcode::Setattr, f, s.as_bytes()).ok();
     assert_eq!(host_get(&h, "user.virtiofs.user.keep"), Some(b"k".to_vec()));
+}
+
+/// A symlink's and a FIFO's attributes (a label the guest's LSM gave them) are read through the
+/// inode itself: the link is not followed (its target does not even exist) and the FIFO is not
+/// opened (that would block).
+#[test]
+fn attributes_of_symlinks_and_fifos_are_reached_without_following_or_opening() {
+    if !support::is_root() {
+        return; // trusted.* attributes need CAP_SYS_ADMIN
+    }
+    let mut h = Harness::with("xattr-kinds", |c| c.xattr = true);
+    h.init();
+    let (link, fifo) = (h.share().join("l"), h.share().join("p"));
+    std::os::unix::fs::symlink("nowhere", &link).expect("symlink");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("fifo");
+    let flags = rustix::fs::XattrFlags::empty();
+    rustix::fs::lsetxattr(&link, "trusted.label", b"L", flags).expect("symlink label");
+    rustix::fs::setxattr(&fifo, "trusted.label", b"P", flags).expect("fifo label");
+    let l = h.lookup(1, "l").entry().nodeid;
+    let p = h.lookup(1, "p").entry().nodeid;
+    assert_eq!(get(&mut h, l, "trusted.label"), Ok(b"L".to_vec()));
+    assert_eq!(get(&mut h, p, "trusted.label"), Ok(b"P".to_vec()));
+    assert!(list(&mut h, l, 4096).expect("list").contains(&"trusted.label".to_string()));
+    // Writing protected names stays refused without a map, whatever the kind.
+    assert_eq!(set(&mut h, l, "trusted.other", b"x"), EPERM);
 }

@@ -240,7 +240,9 @@ impl PassthroughFs {
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
         let kill = flags & WRITE_KILL_SUIDGID != 0;
-        if !kill && !h.direct {
+        // A renamed file capability may have to go after any write (`killing_priv`).
+        let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
+        if !kill && !h.direct && !renamed_capability {
             // Nothing to clear: no need to look the inode up.
             return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }

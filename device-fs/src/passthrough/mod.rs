@@ -285,7 +285,14 @@ impl PassthroughFs {
         op: impl FnOnce() -> FsResult<T>,
     ) -> FsResult<T> {
         if !(kill && self.config.killpriv_v2) {
-            return op();
+            let value = op()?;
+            // The guest asks for the kill only for a caller without CAP_FSETID, but a write or
+            // truncation drops file capabilities whoever makes it: the host does so for the
+            // real attribute, and a renamed copy goes here.
+            if self.config.killpriv_v2 {
+                self.drop_mapped_capability(inode);
+            }
+            return Ok(value);
         }
         let value = self.config.credentials.without_fsetid(op)?;
         self.drop_mapped_capability(inode);

@@ -1,8 +1,10 @@
 //! Extended attributes through `/proc/self/fd` entries ([`proc_path`]; the O_PATH fd cannot be
 //! used directly).
 //!
-//! Only regular files and directories carry xattrs here; with xattrs disabled every operation
-//! answers ENOSYS so the guest stops asking. Each call holds the inode it works on for its whole
+//! Every kind of inode carries xattrs: the entry's magic link lands on the inode itself, so a
+//! symlink's or a device's attributes (an LSM label the guest gave it) are reached without
+//! opening or following anything, and a FIFO is never opened. With xattrs disabled every
+//! operation answers ENOSYS so the guest stops asking. Each call holds the inode it works on for its whole
 //! duration, so a concurrent FORGET cannot close the fd and let its number name another file
 //! midway. Names go through `--xattrmap` when one is given ([`super::xattrmap`]); without one,
 //! the guest may not write or remove `trusted.*` and `security.*` attributes: on the host they
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use rustix::fs::XattrFlags;
 use rustix::io::Errno;
 
-use super::inodes::{Inode, S_IFDIR, S_IFREG};
+use super::inodes::Inode;
 use super::{proc_path, PassthroughFs};
 use crate::fuse::{NodeId, XattrReply};
 
@@ -60,13 +62,8 @@ impl PassthroughFs {
             return Err(Errno::NOSYS);
         }
         let inode = self.inode(node)?;
-        match inode.kind {
-            S_IFREG | S_IFDIR => {
-                let path = proc_path::through(&self.proc_fd, &inode.fd)?;
-                Ok(Target { path, _inode: inode })
-            }
-            _ => Err(Errno::OPNOTSUPP),
-        }
+        let path = proc_path::through(&self.proc_fd, &inode.fd)?;
+        Ok(Target { path, _inode: inode })
     }
 
     pub(super) fn do_setxattr(
