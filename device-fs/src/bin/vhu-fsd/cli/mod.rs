@@ -436,22 +436,40 @@ impl Options {
     }
 }
 
-/// A group's id: a number, or a name looked up in `/etc/group`.
+/// A group's id: a number, or a name looked up as the system does (`getgrnam_r`: `/etc/group`,
+/// or LDAP or SSSD where the system's name service switch says so).
 fn group_id(group: &str) -> Result<u32, CliError> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let table = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    table
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            let gid = fields.nth(1)?.parse().ok()?;
-            Some((name, gid))
-        })
-        .find_map(|(name, gid)| (name == group).then_some(gid))
-        .ok_or_else(|| CliError::UnknownGroup(group.into()))
+    let unknown = || CliError::UnknownGroup(group.into());
+    let name = std::ffi::CString::new(group).map_err(|_| unknown())?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut entry = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `name` is NUL-terminated; `entry`, `found` and `buf` (with its length) are
+        // writable for the whole call, and getgrnam_r writes nowhere else.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                entry.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 22 {
+            let longer = buf.len() * 2;
+            buf.resize(longer, 0);
+            continue;
+        }
+        if rc != 0 || found.is_null() {
+            return Err(unknown());
+        }
+        // SAFETY: getgrnam_r returned 0 with a result: it filled `entry`.
+        return Ok(unsafe { entry.assume_init() }.gr_gid);
+    }
 }
 
 /// The vhost-user.json capabilities (`--print-capabilities`). `migrate-precopy`: device state
