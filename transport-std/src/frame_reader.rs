@@ -29,6 +29,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
 
 use vhu_core::frame_len;
 use vhu_core::limits::{HEADER_SIZE, MAX_FDS_PER_MSG, MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE};
@@ -79,6 +80,8 @@ pub struct FrameReader {
     /// The complete frame's descriptors.
     fds: FrameFds,
     read_ahead: ReadAhead,
+    /// When [`FrameReader::recv_by`] stops waiting for the rest of a frame.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -112,7 +115,19 @@ impl FrameReader {
             arrived: VecDeque::new(),
             fds: FrameFds::new(),
             read_ahead,
+            deadline: None,
         }
+    }
+
+    /// [`FrameReader::recv`], giving up with a timeout ([`ScmError::Io`], the partial frame
+    /// kept) once `deadline` has passed between two reads: a peer that sends a frame a byte at
+    /// a time, each just before the socket's read timeout, cannot hold the caller longer than
+    /// the deadline and one read.
+    pub fn recv_by(&mut self, sock: impl AsFd, deadline: Instant) -> Result<RecvOutcome, ScmError> {
+        self.deadline = Some(deadline);
+        let outcome = self.recv(sock);
+        self.deadline = None;
+        outcome
     }
 
     /// Reads until a frame is complete; see the module docs.
@@ -136,6 +151,9 @@ impl FrameReader {
                 return Ok(RecvOutcome::Frame(len));
             }
             self.refuse_stray_fds().map_err(|e| self.fail(e))?;
+            if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(ScmError::Io(std::io::ErrorKind::TimedOut.into()));
+            }
             let room = self.make_room();
             let want = match self.read_ahead {
                 ReadAhead::Greedy => room,

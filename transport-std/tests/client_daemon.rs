@@ -260,6 +260,39 @@ fn a_hang_up_is_a_typed_error_and_breaks_the_client() {
     );
 }
 
+/// A back-end that sends its reply a byte at a time, each well within the socket's read
+/// timeout, still cannot hold a call past the client's timeout.
+#[test]
+fn a_reply_trickled_a_byte_at_a_time_times_out_the_call() {
+    use std::io::{Read, Write};
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let mut client = Client::from_stream(ours).expect("client");
+    client.set_timeout(Duration::from_millis(400)).expect("timeout");
+    let peer = std::thread::spawn(move || {
+        let mut request = [0u8; 12];
+        (&theirs).read_exact(&mut request).expect("GET_FEATURES");
+        // GET_FEATURES' reply: version 1 and REPLY, 8 bytes of features.
+        let reply: Vec<u8> = [1u32, 1 << 2 | 1, 8]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .chain((1u64 << 32).to_le_bytes())
+            .collect();
+        for byte in reply {
+            if (&theirs).write_all(&[byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    let error = client.handshake(VirtioFeatures::VERSION_1, ProtocolFeatures::empty());
+    assert!(
+        matches!(error, Err(ClientError::Timeout { waiting: Some(FrontendCode::GetFeatures), .. })),
+        "{error:?}"
+    );
+    drop(client);
+    peer.join().expect("the peer ends");
+}
+
 #[test]
 fn call_and_err_eventfds_are_replaced_on_a_running_ring() {
     let served = serve("client-runtime");

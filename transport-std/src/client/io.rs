@@ -160,13 +160,13 @@ fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
         }
         if io.channel.is_none() {
             // One socket only: a blocking read, bounded by the socket's read timeout.
-            receive_reply(frontend, io)?;
+            receive_reply(frontend, io, deadline)?;
             continue;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let (main, channel) = wait_readable(io, remaining)?;
         if main {
-            receive_reply(frontend, io)?;
+            receive_reply(frontend, io, deadline)?;
         }
         if channel {
             receive_backend_request(frontend, io);
@@ -209,7 +209,7 @@ fn serve_channel_once(
     if main && !frontend.is_awaiting_reply() {
         // Nothing waits for a reply: the main socket is readable only at a hang-up (or a
         // reply nobody asked for, which the state machine refuses).
-        receive_reply(frontend, io)?;
+        receive_reply(frontend, io, Instant::now() + io.timeout)?;
     }
     match drain(frontend, io, &mut outcome)? {
         Some(error) => Err(ClientError::Closed(error)),
@@ -244,12 +244,17 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
     Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
 }
 
-fn receive_reply(frontend: &mut Frontend, io: &mut Io) -> Result<(), ClientError> {
+/// Reads the next reply; a reply still incomplete at `deadline` is a timeout.
+fn receive_reply(
+    frontend: &mut Frontend,
+    io: &mut Io,
+    deadline: Instant,
+) -> Result<(), ClientError> {
     if !io.reader.has_buffered() {
         // The read blocks either way; a reply that comes during the spin is read at once.
         crate::spin::until_ready(&mut [PollFd::new(&io.sock, PollFlags::IN)], Some(io.timeout));
     }
-    match io.reader.recv(&io.sock) {
+    match io.reader.recv_by(&io.sock, deadline) {
         Ok(RecvOutcome::Frame(_)) => {}
         Ok(RecvOutcome::Closed) => return Err(ClientError::Disconnected { waiting: io.waiting }),
         Err(ScmError::Io(error)) if is_timeout(&error) => {
