@@ -167,6 +167,22 @@ fn serve(name: &str) -> (PathBuf, GuestRegion, mpsc::Receiver<String>, Client) {
     (path, ram, ends, client)
 }
 
+/// Starts ring 0 at the test's addresses, with its used ring logged.
+fn start_ring(client: &mut Client, ram: &GuestRegion, call: &OwnedFd, kick: &OwnedFd) {
+    let user = |gpa| ram.host_address(gpa).expect("ring inside guest memory");
+    let start = VringStart {
+        size: SIZE,
+        base: VringBase::split(0),
+        descriptor: user(DESC),
+        available: user(AVAIL),
+        used: user(USED),
+        log: Some(USED),
+        call: Some(call.as_fd()),
+        kick: Some(kick.as_fd()),
+    };
+    client.start_vring(VringIndex(0), start).expect("start");
+}
+
 #[test]
 fn every_page_the_device_writes_is_marked_and_no_other() {
     let (path, ram, ends, mut client) = serve("dirty-log");
@@ -179,18 +195,7 @@ fn every_page_the_device_writes_is_marked_and_no_other() {
     // Logging off: a chain is served and nothing is marked.
     let (call, kick_fd) = (eventfd().expect("call"), eventfd().expect("kick"));
     post(&ram, 0);
-    let user = |gpa| ram.host_address(gpa).expect("ring inside guest memory");
-    let start = VringStart {
-        size: SIZE,
-        base: VringBase::split(0),
-        descriptor: user(DESC),
-        available: user(AVAIL),
-        used: user(USED),
-        log: Some(USED),
-        call: Some(call.as_fd()),
-        kick: Some(kick_fd.as_fd()),
-    };
-    client.start_vring(VringIndex(0), start).expect("start");
+    start_ring(&mut client, &ram, &call, &kick_fd);
     assert!(common::eventually(|| used_idx(&ram) == 1), "the first chain is served");
     assert_eq!(log.take_dirty(), Vec::<u64>::new(), "nothing is logged before LOG_ALL");
 
@@ -246,18 +251,7 @@ fn a_log_eventfd_that_cannot_take_a_signal_stalls_nothing() {
 
     let (call, kick_fd) = (eventfd().expect("call"), eventfd().expect("kick"));
     post(&ram, 0);
-    let user = |gpa| ram.host_address(gpa).expect("ring inside guest memory");
-    let start = VringStart {
-        size: SIZE,
-        base: VringBase::split(0),
-        descriptor: user(DESC),
-        available: user(AVAIL),
-        used: user(USED),
-        log: Some(USED),
-        call: Some(call.as_fd()),
-        kick: Some(kick_fd.as_fd()),
-    };
-    client.start_vring(VringIndex(0), start).expect("start");
+    start_ring(&mut client, &ram, &call, &kick_fd);
     for head in 1..3 {
         post(&ram, head);
         kick(&kick_fd);
