@@ -22,8 +22,9 @@
 //! the descriptors belong to that frame. A call that brings descriptors but no frame's first byte
 //! is [`ScmError::FdsMidFrame`]; more than [`MAX_FDS_PER_MSG`] for one frame is
 //! [`ScmError::TooManyFds`]. Both are refused as soon as the call is read, not when the frame
-//! ends, so a frame that never ends holds at most its own descriptors. After any error but [`ScmError::Io`] the reader is cleared and every
-//! descriptor it held is closed: the stream has lost its boundaries and must be closed.
+//! ends, so a frame that never ends holds at most its own descriptors. After any error but
+//! [`ScmError::Io`] the reader is cleared and every descriptor it held is closed: the stream has
+//! lost its boundaries and must be closed.
 //!
 //! This module must not interpret frames (core parses them) nor wait for readiness.
 
