@@ -2,15 +2,14 @@
 //! used directly).
 //!
 //! Every kind of inode carries xattrs: the entry's magic link lands on the inode itself, so a
-//! symlink's or a device's attributes (an LSM label the guest gave it) are reached without
-//! opening or following anything, and a FIFO is never opened. With xattrs disabled every
-//! operation answers ENOSYS so the guest stops asking. Each call holds the inode it works on for
-//! its whole duration, so a concurrent FORGET cannot close the fd and let its number name
-//! another file midway. Names go through `--xattrmap` when one is given ([`super::xattrmap`]); without one,
-//! the guest may not write or remove `trusted.*` and `security.*` attributes: on the host they
-//! would grant privileges (file capabilities, LSM labels, overlayfs metadata), so they are
-//! refused with EPERM rather than written raw. A map that lets them through is the operator's
-//! explicit wish.
+//! symlink's or a device's attributes (an LSM label the guest gave it) are reached without opening
+//! or following anything, and a FIFO is never opened. With xattrs disabled every operation answers
+//! ENOSYS so the guest stops asking. Each call holds the inode it works on for its whole duration,
+//! so a concurrent FORGET cannot close the fd and let its number name another file midway. Names go
+//! through `--xattrmap` when one is given ([`super::xattrmap`]); without one, the guest may not
+//! write or remove `trusted.*` and `security.*` attributes: on the host they would grant privileges
+//! (file capabilities, LSM labels, overlayfs metadata), so they are refused with EPERM rather than
+//! written raw. A map that lets them through is the operator's explicit wish.
 
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
