@@ -16,7 +16,7 @@ mod request;
 mod xattr_ops;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::io::Errno;
@@ -202,6 +202,8 @@ pub struct Server<F: FileSystem> {
     /// `max_pages`, set from the request queues' size as they start.
     max_pages: AtomicU16,
     session: Mutex<Session>,
+    /// `session.initialized`, read by every request without taking the lock.
+    initialized: AtomicBool,
     /// SETLKW requests being waited for, by `unique`.
     waiting: Arc<Mutex<HashMap<u64, Cancel>>>,
 }
@@ -214,6 +216,7 @@ impl<F: FileSystem> Server<F> {
             config,
             max_pages: AtomicU16::new(config.max_pages),
             session: Mutex::new(Session::default()),
+            initialized: AtomicBool::new(false),
             waiting: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -277,7 +280,9 @@ impl<F: FileSystem> Server<F> {
     }
 
     fn set_session(&self, s: Session) {
-        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        *session = s;
+        self.initialized.store(s.initialized, Ordering::Release);
     }
 
     /// Handles one request; returns the number of reply bytes written (0 when no reply is due).
@@ -311,40 +316,27 @@ impl<F: FileSystem> Server<F> {
         let header =
             InHeader::read_from_bytes(&raw).map_err(|_| ServerError::ShortHeader { got })?;
         let opcode = Opcode::from_u32(header.opcode);
-        let result = self.body_and_dispatch(&header, opcode, Streams { reader, writer, defer });
-        log_request(&header, opcode, &result);
-        let written = match result {
-            Ok(Reply::None) => 0,
-            Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
-            Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p)?,
-            Ok(Reply::Inline(p)) => write_reply(writer, header.unique, 0, &p.bytes[..p.len])?,
-            Ok(Reply::Placed(n)) => {
-                let len = size_of::<OutHeader>() + n;
-                let out = OutHeader { len: len as u32, error: 0, unique: header.unique };
-                writer.write_all(out.as_bytes())?;
-                writer.advance(n)?;
-                len
-            }
-            Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[])?,
-        };
-        Ok(Handled::Replied(written))
+        self.body_and_dispatch(&header, opcode, Streams { reader, writer, defer })
     }
 
+    /// Reads the body, dispatches and answers. The answer is written here, where the operation
+    /// returned it: a [`Reply`] holds its payload in place, and moving it up through the callers
+    /// would copy all of it on every request.
     fn body_and_dispatch(
         &self,
         header: &InHeader,
         opcode: Option<Opcode>,
         streams: Streams<'_>,
-    ) -> OpResult {
+    ) -> Result<Handled, ServerError> {
         let Streams { reader, writer, defer } = streams;
         // Every malformed-request answer goes through `reply_less_or`: FORGET, BATCH_FORGET and
         // INTERRUPT never get a reply, not even an error (the guest does not wait for one).
         let Some(body_len) = (header.len as usize).checked_sub(size_of::<InHeader>()) else {
-            return reply_less_or(opcode, Errno::INVAL);
+            return answer(header, opcode, reply_less_or(opcode, Errno::INVAL), writer);
         };
         let limit = self.config().max_write() as usize + BODY_SLACK;
         if body_len > reader.remaining() || body_len > limit {
-            return reply_less_or(opcode, Errno::INVAL);
+            return answer(header, opcode, reply_less_or(opcode, Errno::INVAL), writer);
         }
         // A WRITE's data stays in the request's buffers, to go from there to the file; the
         // arguments are read (request extensions, after the data, need the whole body).
@@ -356,12 +348,14 @@ impl<F: FileSystem> Server<F> {
         BODY.with_borrow_mut(|body| {
             body.clear();
             body.resize(read, 0);
-            if reader.read_exact(body).is_err() {
-                return reply_less_or(opcode, Errno::IO);
-            }
-            let unread = in_place.then(|| read_len(header) - read);
-            let data = Data { reader, unread, writer };
-            self.parse_and_dispatch(header, opcode, body, defer, data)
+            let result = if reader.read_exact(body).is_err() {
+                reply_less_or(opcode, Errno::IO)
+            } else {
+                let unread = in_place.then(|| read_len(header) - read);
+                let data = Data { reader, unread, writer: &mut *writer };
+                self.parse_and_dispatch(header, opcode, body, defer, data)
+            };
+            answer(header, opcode, result, writer)
         })
     }
 
@@ -386,21 +380,19 @@ impl<F: FileSystem> Server<F> {
             Err(errno) => return reply_less_or(Some(op), errno),
         };
         let req = Request::new(header, &body[..args_len], ext);
-        let session = self.session();
-        if op != Opcode::Init && !session.initialized {
+        if op != Opcode::Init && !self.initialized.load(Ordering::Acquire) {
             return reply_less_or(Some(op), Errno::IO);
         }
         if self.config.read_only && op.modifies() {
             return Err(Errno::ROFS);
         }
-        self.dispatch(op, req, &session, defer, data)
+        self.dispatch(op, req, defer, data)
     }
 
     fn dispatch(
         &self,
         op: Opcode,
         req: Request<'_>,
-        session: &Session,
         defer: Option<&Arc<dyn Defer>>,
         data: Data<'_>,
     ) -> OpResult {
@@ -451,7 +443,7 @@ impl<F: FileSystem> Server<F> {
             Opcode::Releasedir => self.do_releasedir(req),
             Opcode::Fsyncdir => self.do_fsyncdir(req),
             Opcode::Syncfs => self.do_syncfs(req),
-            Opcode::Setxattr => self.do_setxattr(req, session),
+            Opcode::Setxattr => self.do_setxattr(req, &self.session()),
             Opcode::Getxattr => self.do_getxattr(req),
             Opcode::Listxattr => self.do_listxattr(req),
             Opcode::Removexattr => self.do_removexattr(req),
@@ -523,6 +515,31 @@ fn write_reply(
 /// Each request at `trace`; one with an opcode the server does not know at `warn`, thinned out
 /// once the guest keeps sending them (requests too malformed to have a header are the
 /// transport's to report).
+/// Logs the request and writes its answer: `result`'s reply or error behind an out header.
+fn answer(
+    header: &InHeader,
+    opcode: Option<Opcode>,
+    result: OpResult,
+    writer: &mut dyn ReplyWriter,
+) -> Result<Handled, ServerError> {
+    log_request(header, opcode, &result);
+    let written = match result {
+        Ok(Reply::None) => 0,
+        Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
+        Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p)?,
+        Ok(Reply::Inline(p)) => write_reply(writer, header.unique, 0, &p.bytes[..p.len])?,
+        Ok(Reply::Placed(n)) => {
+            let len = size_of::<OutHeader>() + n;
+            let out = OutHeader { len: len as u32, error: 0, unique: header.unique };
+            writer.write_all(out.as_bytes())?;
+            writer.advance(n)?;
+            len
+        }
+        Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[])?,
+    };
+    Ok(Handled::Replied(written))
+}
+
 fn log_request(header: &InHeader, opcode: Option<Opcode>, result: &OpResult) {
     static UNKNOWN: crate::repeats::Repeats = crate::repeats::Repeats::new();
     let Some(opcode) = opcode else {
