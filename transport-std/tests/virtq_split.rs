@@ -217,6 +217,29 @@ fn a_bad_chain_is_consumed_and_the_queue_goes_on() {
 }
 
 #[test]
+fn chains_known_to_wait_are_consumed_without_reading_the_index_again() {
+    let mut r = TestRing::new();
+    for head in 0..3 {
+        r.desc(head, 0x4000, 8, 0, 0);
+        r.publish(head);
+    }
+    let mut q = r.queue(false);
+    assert_eq!(q.known_pending(), 0, "nothing is known before the index is read");
+    assert_eq!(q.pop(&r.mem).expect("valid").expect("first chain").head(), 0);
+    assert_eq!(q.known_pending(), 2);
+    // The index now says something no driver may say; the two chains already seen are still
+    // the driver's to give (it cannot take them back), so they are served.
+    r.set_avail_idx(SIZE + 40);
+    assert_eq!(q.pop(&r.mem).expect("valid").expect("second chain").head(), 1);
+    assert_eq!(q.pop(&r.mem).expect("valid").expect("third chain").head(), 2);
+    assert_eq!(q.known_pending(), 0);
+    assert!(matches!(q.pop(&r.mem), Err(QueueError::AvailIdxJump { .. })), "read again");
+    // A sane index again: the ring goes on from where it was.
+    r.set_avail_idx(3);
+    assert!(q.pop(&r.mem).expect("valid").is_none());
+}
+
+#[test]
 fn avail_idx_jump_is_refused_without_consuming() {
     let r = TestRing::new();
     r.set_avail_idx(SIZE + 1);

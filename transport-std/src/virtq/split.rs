@@ -49,6 +49,11 @@ pub struct SplitQueue {
     state: QueueState,
     /// `next_used` when the driver was last notified (or when we last decided not to).
     signalled_used: Option<Wrapping<u16>>,
+    /// `avail->idx` as last read. Chains up to it are known to be available, so consuming them
+    /// does not read the index again: that word is the one the driver writes most, and reading
+    /// it after each write moves its cache line back to the device's CPU (Linux's vhost keeps
+    /// the same shadow).
+    avail_seen: u16,
     visited: Visited,
     /// Where fetched and returned chains are recorded (INFLIGHT_SHMFD).
     inflight: Option<SplitInflight>,
@@ -91,6 +96,7 @@ impl SplitQueue {
         Ok(Self {
             state,
             signalled_used: None,
+            avail_seen: state.next_avail,
             visited: Visited::default(),
             inflight: None,
             resubmit: VecDeque::new(),
@@ -111,6 +117,7 @@ impl SplitQueue {
             // At most `size` heads: one per descriptor of the ring.
             let count = heads.len() as u16;
             self.state.next_avail = self.state.next_used.wrapping_add(count);
+            self.avail_seen = self.state.next_avail;
             self.resubmit = heads.into();
         }
         Ok(self.resubmit.len())
@@ -159,8 +166,21 @@ impl SplitQueue {
         Ok(idx)
     }
 
-    /// Number of chains the driver made available and the device has not consumed.
+    /// Number of chains the driver made available and the device has not consumed, from
+    /// `avail->idx` as it is now.
     pub fn pending<R: RingMemory + ?Sized>(&self, mem: &R) -> Result<u16, QueueError> {
+        self.avail_now(mem).map(|(_, pending)| pending)
+    }
+
+    /// [`SplitQueue::pending`], and what is known to wait from now on.
+    pub fn refresh_pending<R: RingMemory + ?Sized>(&mut self, mem: &R) -> Result<u16, QueueError> {
+        let (avail_idx, pending) = self.avail_now(mem)?;
+        self.avail_seen = avail_idx;
+        Ok(pending)
+    }
+
+    /// `avail->idx` now, and the chains waiting by it (resubmitted ones included).
+    fn avail_now<R: RingMemory + ?Sized>(&self, mem: &R) -> Result<(u16, u16), QueueError> {
         let avail_idx = self.avail_idx(mem)?;
         let pending = avail_idx.wrapping_sub(self.state.next_avail);
         if pending > self.state.size {
@@ -172,7 +192,25 @@ impl SplitQueue {
             });
         }
         // At most `size` resubmitted heads.
-        Ok(pending.saturating_add(self.resubmit.len() as u16))
+        Ok((avail_idx, pending.saturating_add(self.resubmit.len() as u16)))
+    }
+
+    /// Chains known to wait without reading `avail->idx`: those up to the index as last read
+    /// by [`SplitQueue::refresh_pending`], and the resubmitted ones. Never more than
+    /// [`SplitQueue::pending`] says.
+    pub fn known_pending(&self) -> u16 {
+        // Never above `size`: `avail_seen` was checked when read and only `next_avail` moves
+        // towards it; at most `size` resubmitted heads.
+        let seen = self.avail_seen.wrapping_sub(self.state.next_avail);
+        seen.saturating_add(self.resubmit.len() as u16)
+    }
+
+    /// Chains waiting: those known to, and when none is, `avail->idx` read again.
+    fn available<R: RingMemory + ?Sized>(&mut self, mem: &R) -> Result<u16, QueueError> {
+        match self.known_pending() {
+            0 => self.refresh_pending(mem),
+            known => Ok(known),
+        }
     }
 
     /// Consumes the next available chain, if any.
@@ -191,7 +229,7 @@ impl SplitQueue {
         if let Some(head) = self.resubmit.pop_front() {
             return walk(mem, &params, head, &mut self.visited, self.spares.take()).map(Some);
         }
-        if self.pending(mem)? == 0 {
+        if self.available(mem)? == 0 {
             return Ok(None);
         }
         let slot = self.state.next_avail % self.state.size;

@@ -202,12 +202,16 @@ impl Virtqueue {
     }
 
     /// Whether the announcement of what was returned may wait for the next completion.
-    fn may_hold<R: RingMemory + ?Sized>(&self, mem: &R) -> bool {
+    fn may_hold<R: RingMemory + ?Sized>(&mut self, mem: &R) -> bool {
         match self {
             Self::Split(q) => {
-                // A ring that cannot say what waits (its index jumped) holds nothing back; the
-                // next pop reports it.
-                let waiting = q.pending(mem).unwrap_or(0);
+                // What is known to wait decides while it is enough; the index is read again
+                // only when it is not. A ring that cannot say what waits (its index jumped)
+                // holds nothing back; the next pop reports it.
+                let mut waiting = q.known_pending();
+                if waiting < MIN_WAITING {
+                    waiting = q.refresh_pending(mem).unwrap_or(0);
+                }
                 waiting >= MIN_WAITING && q.unannounced() < waiting.min(MAX_HELD)
             }
             Self::Packed(_) => false,
