@@ -58,8 +58,9 @@ pub trait QueueHandler: Send + 'static {
     }
 }
 
-/// What a handler sees of its queue.
-#[derive(Debug)]
+/// What a handler sees of its queue. A clone shares the notifiers and the waker (a call
+/// eventfd the front-end replaces reaches every clone); its `config` is a copy.
+#[derive(Clone, Debug)]
 pub struct QueueContext {
     /// The queue.
     pub index: VringIndex,

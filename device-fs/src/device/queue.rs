@@ -13,12 +13,14 @@
 //! their waits cancelled, so nothing is left in the guest's ring unanswered.
 //!
 //! With a worker pool of two or more threads ([`FsQueue::with_pool`]) each chain is handled on
-//! a pool thread, which
-//! writes the reply into the chain and posts the result to the same inbox; only this queue's
-//! worker touches the ring. A stop waits for every chain handed to the pool.
+//! a pool thread, which writes the reply into the chain and returns it to the ring itself,
+//! under the ring's lock, announcing it at once: requests finish in any order there, and one
+//! must not wait for a slower one. The worker only takes chains from the ring and hands them
+//! over, so a pooled request wakes one thread besides the worker, not two. A request the pool
+//! defers goes back through the inbox. A stop waits for every chain handed to the pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use vhu_transport_std::LoggedMemory;
 
@@ -36,14 +38,28 @@ use vhu_transport_std::virtq::{
 
 use super::pool::Pool;
 
-/// Work finished off the queue's worker thread.
+/// Work finished off the queue's worker thread, for the worker to finish.
 enum Done {
     /// A deferred request's reply, to put into its chain.
     Reply(u64, Vec<u8>),
-    /// A pool thread answered the chain with this head, writing this many bytes.
-    Used(u16, u32),
     /// A pool thread deferred the request in this chain.
     Deferred(u64, DescriptorChain),
+}
+
+/// The ring, shared with the pool's threads, which return the chains they answered.
+#[derive(Debug)]
+struct Ring {
+    queue: Virtqueue,
+    /// The ring could not be read or written: nothing more is served until it is restarted.
+    broken: bool,
+}
+
+type SharedRing = Arc<Mutex<Ring>>;
+
+fn lock(ring: &SharedRing) -> MutexGuard<'_, Ring> {
+    // Every change under the lock is one call that leaves the ring whole: a panic elsewhere
+    // cannot leave it half-changed.
+    ring.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What finished elsewhere, waiting for the queue's worker.
@@ -73,9 +89,14 @@ impl Inbox {
         *self.in_pool.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
 
-    /// A pool thread posted its chain back.
+    /// A pool thread posted its chain back for the worker to finish.
     fn returned(&self, done: Done) {
         self.post(done);
+        self.settled();
+    }
+
+    /// A pool thread is done with a chain it was handed.
+    fn settled(&self) {
         let mut in_pool = self.in_pool.lock().unwrap_or_else(|e| e.into_inner());
         *in_pool -= 1;
         if *in_pool == 0 {
@@ -100,10 +121,8 @@ impl Defer for Inbox {
 
 /// The handler of one queue.
 pub struct FsQueue {
-    queue: Virtqueue,
+    ring: SharedRing,
     server: Arc<Server<PassthroughFs>>,
-    /// The ring could not be read: stop processing until it is restarted.
-    broken: bool,
     /// The last batch ended with chains still available.
     more: bool,
     inbox: Arc<Inbox>,
@@ -113,11 +132,15 @@ pub struct FsQueue {
     early: HashMap<u64, Vec<u8>>,
     pool: Option<Pool>,
     poll: RingPoll,
+    /// Chains a turn took for the pool, handed over once the ring is unlocked.
+    handoff: Vec<DescriptorChain>,
+    /// The queue's context as the pool's threads use it (notifiers, the queue's index).
+    pool_ctx: Option<Arc<QueueContext>>,
 }
 
 impl std::fmt::Debug for FsQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsQueue").field("queue", &self.queue).field("broken", &self.broken).finish()
+        f.debug_struct("FsQueue").field("ring", &*lock(&self.ring)).finish()
     }
 }
 
@@ -125,15 +148,16 @@ impl FsQueue {
     /// A handler for a validated queue (split or packed).
     pub fn new(queue: impl Into<Virtqueue>, server: Arc<Server<PassthroughFs>>) -> Self {
         Self {
-            queue: queue.into(),
+            ring: Arc::new(Mutex::new(Ring { queue: queue.into(), broken: false })),
             server,
-            broken: false,
             more: false,
             inbox: Arc::default(),
             deferred: HashMap::new(),
             early: HashMap::new(),
             pool: None,
             poll: RingPoll::new(),
+            handoff: Vec::new(),
+            pool_ctx: None,
         }
     }
 
@@ -144,16 +168,11 @@ impl FsQueue {
     pub fn with_pool(mut self, threads: usize) -> Self {
         self.pool = (threads > 1).then(|| Pool::new(threads));
         if self.pool.is_some() {
-            // Its replies come back from the pool's threads, which wake the worker; a poll of
-            // the ring would only keep them waiting.
+            // The worker only takes chains for the pool's threads; a poll of the ring would
+            // spin on a CPU they need.
             self.poll = RingPoll::with_max(std::time::Duration::ZERO);
         }
         self
-    }
-
-    /// The queue served.
-    pub fn queue(&self) -> &Virtqueue {
-        &self.queue
     }
 
     /// Serves available chains, at most one queue's worth per call, so a guest that keeps its
@@ -161,42 +180,34 @@ impl FsQueue {
     /// batches and calls again while [`QueueHandler::has_more`] says so.
     fn run<M: GuestMemory>(
         &mut self,
+        ring: &mut Virtqueue,
         mem: &M,
-        shared: &Arc<LoggedMemory>,
         call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
-        self.complete_deferred(mem, call)?;
+        self.complete_deferred(ring, mem, call)?;
         let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
-        let (server, inbox, pool) = (&self.server, &self.inbox, &self.pool);
-        let (early, deferred) = (&mut self.early, &mut self.deferred);
-        self.more =
-            serve_turn(&mut self.queue, mem, call, &mut self.poll, |queue, view, chain| {
-                if let Some(pool) = pool {
-                    hand_to_pool(pool, server, inbox, chain.clone(), shared);
-                    return Ok(());
-                }
-                // Through the turn's view: the chain's buffers lie in regions it mapped once.
-                let mut reader = Reader::new(view, chain);
-                let mut writer = Writer::new(view, chain);
-                // A request the server cannot parse gets no reply bytes; the chain is still
-                // returned so the guest's request completes (with an error it detects).
-                let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
-                if let Err(error) = &handled {
-                    log_refused(error);
-                }
-                if let Ok(Handled::Deferred(unique)) = handled {
-                    return keep_deferred(
-                        queue,
-                        early,
-                        deferred,
-                        mem,
-                        (unique, chain.clone()),
-                        call,
-                    );
-                }
-                let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-                queue.complete(view, chain.head(), written, call)
-            })?;
+        let (server, pooled) = (&self.server, self.pool.is_some());
+        let (early, deferred, handoff) = (&mut self.early, &mut self.deferred, &mut self.handoff);
+        self.more = serve_turn(ring, mem, call, &mut self.poll, |queue, view, chain| {
+            if pooled {
+                handoff.push(chain.clone());
+                return Ok(());
+            }
+            // Through the turn's view: the chain's buffers lie in regions it mapped once.
+            let mut reader = Reader::new(view, chain);
+            let mut writer = Writer::new(view, chain);
+            // A request the server cannot parse gets no reply bytes; the chain is still
+            // returned so the guest's request completes (with an error it detects).
+            let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+            if let Err(error) = &handled {
+                log_refused(error);
+            }
+            if let Ok(Handled::Deferred(unique)) = handled {
+                return keep_deferred(queue, early, deferred, mem, (unique, chain.clone()), call);
+            }
+            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+            queue.complete(view, chain.head(), written, call)
+        })?;
         Ok(())
     }
 }
@@ -205,14 +216,14 @@ impl FsQueue {
     /// Puts what finished elsewhere into the ring.
     fn complete_deferred<M: GuestMemory>(
         &mut self,
+        queue: &mut Virtqueue,
         mem: &M,
         call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         for done in self.inbox.take() {
             match done {
-                Done::Used(head, written) => self.queue.complete(mem, head, written, call)?,
                 Done::Deferred(unique, chain) => keep_deferred(
-                    &mut self.queue,
+                    queue,
                     &mut self.early,
                     &mut self.deferred,
                     mem,
@@ -220,7 +231,7 @@ impl FsQueue {
                     call,
                 )?,
                 Done::Reply(unique, reply) => match self.deferred.remove(&unique) {
-                    Some(chain) => answer(&mut self.queue, mem, &chain, &reply, call)?,
+                    Some(chain) => answer(queue, mem, &chain, &reply, call)?,
                     // Its chain is still on its way back from the pool.
                     None if self.pool.is_some() => {
                         self.early.insert(unique, reply);
@@ -239,30 +250,46 @@ impl FsQueue {
     }
 }
 
-/// Handles `chain` on a pool thread, which posts the result back to the inbox.
-fn hand_to_pool(
-    pool: &Pool,
-    server: &Arc<Server<PassthroughFs>>,
-    inbox: &Arc<Inbox>,
-    chain: DescriptorChain,
-    shared: &Arc<LoggedMemory>,
-) {
-    let (server, inbox, mem) = (Arc::clone(server), Arc::clone(inbox), Arc::clone(shared));
-    inbox.handed();
-    pool.run(Box::new(move || {
-        let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
-        let mut reader = Reader::new(&*mem, &chain);
-        let mut writer = Writer::new(&*mem, &chain);
-        let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
-        if let Err(error) = &handled {
-            log_refused(error);
-        }
-        let done = match handled {
-            Ok(Handled::Deferred(unique)) => Done::Deferred(unique, chain),
-            _ => Done::Used(chain.head(), u32::try_from(writer.written()).unwrap_or(u32::MAX)),
-        };
-        inbox.returned(done);
-    }));
+/// What a pool thread needs besides its chain.
+struct PoolJob {
+    server: Arc<Server<PassthroughFs>>,
+    inbox: Arc<Inbox>,
+    ring: SharedRing,
+    ctx: Arc<QueueContext>,
+    mem: Arc<LoggedMemory>,
+}
+
+impl PoolJob {
+    /// Handles `chain` on a pool thread, which returns it to the ring (or, deferred, to the
+    /// inbox).
+    fn hand(&self, pool: &Pool, chain: DescriptorChain) {
+        let Self { server, inbox, ring, ctx, mem } = self;
+        let (server, inbox, ring) = (Arc::clone(server), Arc::clone(inbox), Arc::clone(ring));
+        let (ctx, mem) = (Arc::clone(ctx), Arc::clone(mem));
+        inbox.handed();
+        pool.run(Box::new(move || {
+            let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
+            let mut reader = Reader::new(&*mem, &chain);
+            let mut writer = Writer::new(&*mem, &chain);
+            let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+            if let Err(error) = &handled {
+                log_refused(error);
+            }
+            if let Ok(Handled::Deferred(unique)) = handled {
+                return inbox.returned(Done::Deferred(unique, chain));
+            }
+            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+            let mut ring = lock(&ring);
+            if !ring.broken {
+                // Announced at once, as the end of a turn announces: nothing is held back
+                // for a completion that may be slower.
+                let used = ring.queue.add_used(&*mem, chain.head(), written);
+                ring.broken = end_turn(&mut ring.queue, &*mem, &ctx, used);
+            }
+            drop(ring);
+            inbox.settled();
+        }));
+    }
 }
 
 /// Keeps a deferred request's chain until its reply comes (it may have come already).
@@ -302,7 +329,9 @@ impl QueueHandler for FsQueue {
     fn stopped(&mut self, ctx: &QueueContext) {
         // Every chain handed to the pool is answered before the ring's base is reported.
         self.inbox.wait_pool_idle();
-        if self.broken {
+        let ring = Arc::clone(&self.ring);
+        let mut ring = lock(&ring);
+        if ring.broken {
             // The ring cannot take replies, but the waits must still end.
             for unique in std::mem::take(&mut self.deferred).into_keys() {
                 self.server.cancel(unique);
@@ -312,21 +341,23 @@ impl QueueHandler for FsQueue {
         }
         let memory = ctx.memory.memory();
         // Replies that arrived in time go out as they are; the rest are interrupted.
-        let mut result = self.complete_deferred(&*memory, &ctx.call);
+        let mut result = self.complete_deferred(&mut ring.queue, &*memory, &ctx.call);
         self.early.clear();
         for (unique, chain) in std::mem::take(&mut self.deferred) {
             self.server.cancel(unique);
             let error = -rustix::io::Errno::INTR.raw_os_error();
             let reply = OutHeader { len: size_of::<OutHeader>() as u32, error, unique };
             result = result.and_then(|()| {
-                answer(&mut self.queue, &*memory, &chain, reply.as_bytes(), &ctx.call)
+                answer(&mut ring.queue, &*memory, &chain, reply.as_bytes(), &ctx.call)
             });
         }
-        self.broken = end_turn(&mut self.queue, &*memory, ctx, result);
+        ring.broken = end_turn(&mut ring.queue, &*memory, ctx, result);
     }
 
     fn process(&mut self, ctx: &QueueContext) {
-        if self.broken {
+        let shared_ring = Arc::clone(&self.ring);
+        let mut ring = lock(&shared_ring);
+        if ring.broken {
             return;
         }
         self.inbox
@@ -335,17 +366,34 @@ impl QueueHandler for FsQueue {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| ctx.waker.clone());
         let memory = ctx.memory.memory();
-        let shared = memory.clone().into_inner();
-        let turn = self.run(&*memory, &shared, &ctx.call);
-        self.broken = end_turn(&mut self.queue, &*memory, ctx, turn);
+        let turn = self.run(&mut ring.queue, &*memory, &ctx.call);
+        ring.broken = end_turn(&mut ring.queue, &*memory, ctx, turn);
+        let broken = ring.broken;
+        // The pool's threads return chains under the lock: hand over only once it is free.
+        drop(ring);
+        let Some(pool) = &self.pool else { return };
+        if broken || self.handoff.is_empty() {
+            self.handoff.clear();
+            return;
+        }
+        let job = PoolJob {
+            server: Arc::clone(&self.server),
+            inbox: Arc::clone(&self.inbox),
+            ring: shared_ring,
+            ctx: Arc::clone(self.pool_ctx.get_or_insert_with(|| Arc::new(ctx.clone()))),
+            mem: memory.clone().into_inner(),
+        };
+        for chain in self.handoff.drain(..) {
+            job.hand(pool, chain);
+        }
     }
 
     fn has_more(&self) -> bool {
-        self.more && !self.broken
+        self.more && !lock(&self.ring).broken
     }
 
     fn base(&self) -> VringBase {
-        self.queue.base()
+        lock(&self.ring).queue.base()
     }
 }
 

@@ -104,19 +104,25 @@ fn context(mem: LoggedMemory) -> QueueContext {
     }
 }
 
+/// A handler of queue 1 over the [`guest`] ring, serving on a pool of `pool` threads, its
+/// context, and the share to remove afterwards.
+fn handler(tag: &str, pool: usize) -> (FsQueue, QueueContext, std::path::PathBuf) {
+    let (server, dir) = server(tag);
+    let config_of = FsConfig { num_request_queues: 1, tag: None, thread_pool_size: pool };
+    let device = FsDevice::new(config_of, server);
+    let mem = guest();
+    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
+    let handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(pool);
+    (handler, context(mem), dir)
+}
+
 const END: PackedBase =
     PackedBase { avail_index: 3, avail_wrap: true, used_index: 3, used_wrap: true };
 
 #[test]
 fn fs_queue_round_trips_a_packed_base() {
-    let (server, dir) = server("queue");
-    let device =
-        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 0 }, server);
-    let mem = guest();
-    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
-    let mut handler = FsQueue::new(ring, Arc::clone(&device.server));
+    let (mut handler, ctx, dir) = handler("queue", 0);
     assert_eq!(handler.base(), VringBase::packed(START), "nothing processed yet");
-    let ctx = context(mem);
     handler.process(&ctx);
     assert!(!handler.has_more(), "two chains fit one batch");
     assert_used(&ctx.memory.memory());
@@ -129,13 +135,7 @@ fn fs_queue_round_trips_a_packed_base() {
 /// it, so the base reported covers every chain taken from the ring.
 #[test]
 fn a_pooled_queue_answers_everything_before_it_stops() {
-    let (server, dir) = server("pool");
-    let device =
-        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 2 }, server);
-    let mem = guest();
-    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
-    let mut handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(2);
-    let ctx = context(mem);
+    let (mut handler, ctx, dir) = handler("pool", 2);
     handler.process(&ctx);
     handler.stopped(&ctx);
     // Both used, in the order they finished: the bad chain (answered at once, one descriptor)
@@ -151,17 +151,43 @@ fn a_pooled_queue_answers_everything_before_it_stops() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A pool thread returns the chain it answered to the ring itself and notifies the driver: the
+/// worker, once it handed the chain over, is not needed again (it is not even woken here).
+#[test]
+fn a_pool_thread_returns_its_chain_and_notifies() {
+    let (mut handler, ctx, dir) = handler("pool-returns", 2);
+    let call = rustix::event::eventfd(0, rustix::event::EventfdFlags::NONBLOCK).expect("eventfd");
+    let driver = call.try_clone().expect("dup");
+    ctx.call.set(Some(call));
+    handler.process(&ctx);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The bad chain was returned by the worker at once (slot 3), INIT by the pool (slot 4).
+    let used = |slot| {
+        let d = read_desc(&ctx.memory.memory(), slot);
+        (d.id.get(), d.len.get())
+    };
+    while used(4) != (INIT_ID, 80) {
+        assert!(Instant::now() < deadline, "the pool thread did not return INIT's chain");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(used(3), (BAD_ID, 0));
+    let mut count = [0u8; 8];
+    // The notification follows the used entry under the ring's lock; give it the moment.
+    while rustix::io::read(&driver, &mut count).is_err() {
+        assert!(Instant::now() < deadline, "the driver was not notified");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(u64::from_ne_bytes(count) >= 1);
+    handler.stopped(&ctx);
+    assert_eq!(handler.base(), VringBase::packed(END));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A pool of one thread would serve one request at a time as the queue's worker does: the
 /// worker serves them itself, so both chains are used, in ring order, when `process` returns.
 #[test]
 fn a_pool_of_one_is_the_queue_worker() {
-    let (server, dir) = server("pool-of-one");
-    let device =
-        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 1 }, server);
-    let mem = guest();
-    let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
-    let mut handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(1);
-    let ctx = context(mem);
+    let (mut handler, ctx, dir) = handler("pool-of-one", 1);
     handler.process(&ctx);
     assert_used(&ctx.memory.memory());
     assert_eq!(handler.base(), VringBase::packed(END));
