@@ -18,7 +18,7 @@ use vhu_device_fs::fuse::{Opcode, Server, ServerConfig};
 use vhu_device_fs::passthrough::{Config, PassthroughFs};
 use vhu_transport_std::virtq::{
     serve_turn, Descriptor, QueueState, Reader, RingPoll, SplitQueue, Virtqueue, Writer,
-    DESC_F_NEXT, DESC_F_WRITE,
+    DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
 };
 use vhu_transport_std::Notifier;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -30,12 +30,14 @@ static ALLOCATOR: Counting = Counting;
 const SIZE: u16 = 256;
 const AVAIL: u64 = 0x1000;
 const USED: u64 = 0x2000;
+const TABLE: u64 = 0x8000;
 const REQUEST: u64 = 0x10_000;
 const DATA: u64 = 0x20_000;
 const REPLY: u64 = 0x30_000;
 
-/// A guest with one request queue whose every chain is: the request, its data (WRITE), the
-/// reply header, its payload.
+/// A guest with one request queue whose every chain is, as Linux's virtio-fs driver lays it
+/// out, one indirect table: the request header, its arguments, its data (WRITE), the reply
+/// header, its payload.
 struct Guest {
     mem: GuestMemoryMmap,
     queue: Virtqueue,
@@ -53,6 +55,7 @@ impl Guest {
             desc_table: 0,
             avail_ring: AVAIL,
             used_ring: USED,
+            indirect: true,
             ..QueueState::default()
         };
         let queue = Virtqueue::from(SplitQueue::new(state, &mem).expect("ring"));
@@ -74,8 +77,11 @@ impl Guest {
         };
         let mem = &self.mem;
         mem.write_slice(header.as_bytes(), GuestAddress(REQUEST)).expect("header");
-        mem.write_slice(args, GuestAddress(REQUEST + 40)).expect("args");
-        let mut chain = vec![(REQUEST, 40 + args.len() as u32, 0)];
+        mem.write_slice(args, GuestAddress(REQUEST + 64)).expect("args");
+        let mut chain = vec![(REQUEST, 40, 0)];
+        if !args.is_empty() {
+            chain.push((REQUEST + 64, args.len() as u32, 0));
+        }
         if data > 0 {
             chain.push((DATA, data, 0));
         }
@@ -84,8 +90,11 @@ impl Guest {
         for (i, (addr, len, flags)) in chain.iter().enumerate() {
             let flags = if i + 1 < chain.len() { flags | DESC_F_NEXT } else { *flags };
             let d = Descriptor::new(*addr, *len, flags, i as u16 + 1);
-            mem.write_slice(d.as_bytes(), GuestAddress(16 * i as u64)).expect("descriptor");
+            let at = GuestAddress(TABLE + 16 * i as u64);
+            mem.write_slice(d.as_bytes(), at).expect("descriptor");
         }
+        let table = Descriptor::new(TABLE, 16 * chain.len() as u32, DESC_F_INDIRECT, 0);
+        mem.write_slice(table.as_bytes(), GuestAddress(0)).expect("head descriptor");
         self.serve_one();
         let mut out = vec![0u8; reply as usize];
         self.mem.read_slice(&mut out, GuestAddress(REPLY + 16)).expect("reply");

@@ -118,6 +118,48 @@ fn indirect_chain() {
     assert_eq!((chain.readable_len(), chain.writable_len()), (48, 4096));
 }
 
+/// An indirect table is read in place when one region holds it, and the general way when it
+/// straddles two; a turn's view and plain memory find the same buffers either way.
+#[test]
+fn indirect_tables_in_one_region_and_across_two() {
+    let ranges = [(GuestAddress(0), 0x8000), (GuestAddress(0x8000), 0x8000)];
+    let mem: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&ranges).expect("two regions");
+    let entries =
+        [(0x4000, 40, DESC_F_NEXT), (0x4100, 8, DESC_F_NEXT), (0x5000, 4096, DESC_F_WRITE)];
+    // Head 0: its table at 0x6000. Head 1: its table from 0x7ff0, one entry in each region.
+    for (head, table) in [(0u16, 0x6000u64), (1, 0x7ff0)] {
+        for (i, (addr, len, flags)) in (0u16..).zip(entries) {
+            let d = Descriptor::new(addr, len, flags, i + 1);
+            let at = GuestAddress(table + 16 * u64::from(i));
+            mem.write_slice(d.as_bytes(), at).expect("table entry");
+        }
+        let d = Descriptor::new(table, 48, DESC_F_INDIRECT, 0);
+        mem.write_slice(d.as_bytes(), GuestAddress(DESC + 16 * u64::from(head))).expect("head");
+        mem.write_obj(head.to_le(), GuestAddress(AVAIL + 4 + 2 * u64::from(head))).expect("avail");
+    }
+    mem.write_obj(2u16.to_le(), GuestAddress(AVAIL + 2)).expect("avail idx");
+    let expected = |chain: &vhu_transport_std::virtq::DescriptorChain| {
+        let readable: Vec<_> = chain.readable().iter().map(|s| (s.addr.0, s.len)).collect();
+        let writable: Vec<_> = chain.writable().iter().map(|s| (s.addr.0, s.len)).collect();
+        assert_eq!(readable, [(0x4000, 40), (0x4100, 8)]);
+        assert_eq!(writable, [(0x5000, 4096)]);
+    };
+    for through_view in [false, true] {
+        let mut q = Virtqueue::from(
+            SplitQueue::new(TestRing::state(false, true), &mem).expect("valid queue"),
+        );
+        for head in [0, 1] {
+            let chain = if through_view {
+                q.pop(&q.view(&mem)).expect("valid").expect("chain")
+            } else {
+                q.pop(&mem).expect("valid").expect("chain")
+            };
+            assert_eq!(chain.head(), head);
+            expected(&chain);
+        }
+    }
+}
+
 fn pop_err(r: &mut TestRing, head: u16, indirect: bool) -> QueueError {
     r.publish(head);
     let mut q = SplitQueue::new(TestRing::state(false, indirect), &r.mem).expect("queue");

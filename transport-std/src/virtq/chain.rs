@@ -9,13 +9,13 @@
 //! ordering, buffer ranges against guest memory and total lengths against `u32`. It copies no buffer
 //! contents (see `io.rs`) and never touches the rings themselves (see `split.rs`, `packed.rs`).
 
-use vm_memory::{Address, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Address, GuestAddress, Permissions};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::buffer_memory::BufferMemory;
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
 use super::error::QueueError;
-use super::ring_memory::RingMemory;
+use super::ring_memory::{read_volatile_into, RingMemory};
 
 /// One guest buffer of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,11 +123,57 @@ where
     Ok(entry)
 }
 
+/// A descriptor table a walk reads: the ring's, through the ring memory, or an indirect one
+/// resolved to its host memory once, so each entry is a read at an offset instead of a search
+/// for the memory holding it.
+pub(crate) enum Table {
+    /// Entries read through the ring memory at this guest address.
+    Guest(GuestAddress),
+    /// Entries in host memory: where, how many, and the table's guest address.
+    Host(*const u8, u32, GuestAddress),
+}
+
+impl Table {
+    /// The indirect table of `entries` descriptors at `addr`, which [`indirect_entries`]
+    /// checked.
+    pub(crate) fn indirect<M: BufferMemory + ?Sized>(mem: &M, addr: u64, entries: u32) -> Self {
+        let len = entries as usize * DESC_SIZE as usize;
+        match mem.host_slice(GuestAddress(addr), len) {
+            Some(slice) => Self::Host(slice.ptr, entries, GuestAddress(addr)),
+            None => Self::Guest(GuestAddress(addr)),
+        }
+    }
+
+    /// Entry `index` (16 bytes). `mem` must be the memory the table was resolved in.
+    pub(crate) fn read<R, T>(&self, mem: &R, index: u32) -> Result<T, QueueError>
+    where
+        R: RingMemory + ?Sized,
+        T: FromBytes + IntoBytes,
+    {
+        match *self {
+            Self::Guest(table) => read_entry(mem, table, index),
+            Self::Host(ptr, entries, table) => {
+                if index >= entries {
+                    let addr = table.raw_value().wrapping_add(u64::from(index) * DESC_SIZE);
+                    return Err(QueueError::Memory { addr, len: DESC_SIZE });
+                }
+                let mut entry = T::new_zeroed();
+                let at = ptr.wrapping_add(index as usize * DESC_SIZE as usize);
+                // SAFETY: entry `index` lies in the `entries` descriptors of host memory that
+                // `host_slice` found mapped in `mem`, which the caller still borrows; `entry`
+                // is ours.
+                unsafe { read_volatile_into(at, entry.as_mut_bytes()) };
+                Ok(entry)
+            }
+        }
+    }
+}
+
 /// Checks an indirect descriptor's table (`addr`, `len`) and returns its number of entries.
 ///
 /// The table must be a non-zero multiple of 16 bytes, lie in guest memory and hold at most `max`
 /// entries.
-pub(crate) fn indirect_entries<M: GuestMemory + ?Sized>(
+pub(crate) fn indirect_entries<M: BufferMemory + ?Sized>(
     mem: &M,
     head: u16,
     addr: u64,
@@ -138,7 +184,7 @@ pub(crate) fn indirect_entries<M: GuestMemory + ?Sized>(
         return Err(QueueError::IndirectLength { head, len });
     }
     let in_memory = addr.checked_add(u64::from(len)).is_some()
-        && mem.check_range(GuestAddress(addr), len as usize, Permissions::Read);
+        && mem.holds(GuestAddress(addr), u64::from(len), Permissions::Read);
     if !in_memory {
         return Err(QueueError::BufferOutOfRange { head, addr, len });
     }
@@ -248,10 +294,9 @@ pub(crate) fn walk<R: RingMemory + ?Sized>(
     visited: &mut Visited,
     spare: Option<DescriptorChain>,
 ) -> Result<DescriptorChain, QueueError> {
-    let mem = ring_mem.memory();
     let size = u32::from(params.size);
     let mut builder = ChainBuilder::new(ring_mem, head, size, spare);
-    let mut table = params.table;
+    let mut table = Table::Guest(params.table);
     let mut table_len = size;
     let mut in_indirect = false;
     let mut index = u32::from(head);
@@ -263,7 +308,7 @@ pub(crate) fn walk<R: RingMemory + ?Sized>(
         if !visited.mark(index) {
             return Err(QueueError::Loop { head, index });
         }
-        let desc: Descriptor = read_entry(ring_mem, table, index)?;
+        let desc: Descriptor = table.read(ring_mem, index)?;
         if desc.has(DESC_F_INDIRECT) {
             if in_indirect {
                 return Err(QueueError::NestedIndirect { head, index });
@@ -275,8 +320,8 @@ pub(crate) fn walk<R: RingMemory + ?Sized>(
                 return Err(QueueError::IndirectWithNext { head, index });
             }
             let addr = desc.addr.get();
-            table_len = indirect_entries(mem, head, addr, desc.len.get(), size)?;
-            table = GuestAddress(addr);
+            table_len = indirect_entries(ring_mem, head, addr, desc.len.get(), size)?;
+            table = Table::indirect(ring_mem, addr, table_len);
             in_indirect = true;
             index = 0;
             visited.reset(table_len);

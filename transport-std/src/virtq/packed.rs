@@ -18,7 +18,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use vm_memory::{GuestAddress, GuestMemory};
 
-use super::chain::{indirect_entries, read_entry, ChainBuilder, DescriptorChain, Spares};
+use super::chain::{indirect_entries, read_entry, ChainBuilder, DescriptorChain, Spares, Table};
 use super::desc::{
     packed_used_flags, PackedDescriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE,
     EVENT_SUPPRESS_SIZE, MAX_QUEUE_SIZE, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
@@ -340,9 +340,10 @@ impl PackedQueue {
                 return Err(QueueError::IndirectWithNext { head: id, index: slot });
             }
             let table_addr = desc.addr.get();
-            let entries = indirect_entries(mem.memory(), id, table_addr, desc.len.get(), size)?;
+            let entries = indirect_entries(mem, id, table_addr, desc.len.get(), size)?;
+            let table = Table::indirect(mem, table_addr, entries);
             for index in 0..entries {
-                let entry: PackedDescriptor = read_entry(mem, GuestAddress(table_addr), index)?;
+                let entry: PackedDescriptor = table.read(mem, index)?;
                 if entry.has(DESC_F_INDIRECT) {
                     return Err(QueueError::NestedIndirect { head: id, index });
                 }

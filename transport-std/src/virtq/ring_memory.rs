@@ -153,12 +153,16 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
         }
     }
 
+    /// Rings first, then the regions mapped for buffers: an indirect descriptor table lies in
+    /// a buffer the driver allocated, not in a ring.
     #[inline]
     fn read_bytes(&self, addr: GuestAddress, buf: &mut [u8]) -> Result<(), QueueError> {
-        match self.find(addr, buf.len()) {
+        let found = self.find(addr, buf.len()).or_else(|| self.region(addr, buf.len()));
+        match found {
             Some((_, host, _)) => {
-                // SAFETY: `buf.len()` bytes at `host` lie in the ring's mapping (`find`), which
-                // stays mapped while the snapshot `self` borrows lives.
+                // SAFETY: `buf.len()` bytes at `host` lie in a ring's or a region's mapping
+                // (`find`, `region`), which stays mapped while the snapshot `self` borrows
+                // lives.
                 unsafe { read_volatile_into(host, buf) };
                 Ok(())
             }
