@@ -14,6 +14,7 @@ use crate::fuse::abi::{
 use crate::fuse::filesystem::FileSystem;
 use crate::fuse::types::{Entry, Handle, NodeId, SetAttr};
 
+#[inline]
 fn entry(e: Entry) -> Reply {
     Reply::of(&e.to_wire())
 }
@@ -21,7 +22,9 @@ fn entry(e: Entry) -> Reply {
 impl<F: FileSystem> Server<F> {
     pub(super) fn do_lookup(&self, mut req: Request<'_>) -> OpResult {
         let name = req.name()?;
-        self.fs.lookup(&req.ctx(), req.node(), name).map(entry)
+        // Built in the result's place: through `map` the reply was copied into it.
+        let found = self.fs.lookup(&req.ctx(), req.node(), name)?;
+        Ok(entry(found))
     }
 
     pub(super) fn do_forget(&self, mut req: Request<'_>) -> OpResult {

@@ -139,11 +139,13 @@ impl Reply {
         Self::Payload(Vec::new())
     }
 
+    #[inline]
     fn of<T: IntoBytes + zerocopy::Immutable>(value: &T) -> Self {
         Self::of_parts(&[value.as_bytes()])
     }
 
     /// A payload of these parts: held inline when it is small (every fixed reply struct is).
+    #[inline]
     fn of_parts(parts: &[&[u8]]) -> Self {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > INLINE_REPLY {
@@ -332,11 +334,11 @@ impl<F: FileSystem> Server<F> {
         // Every malformed-request answer goes through `reply_less_or`: FORGET, BATCH_FORGET and
         // INTERRUPT never get a reply, not even an error (the guest does not wait for one).
         let Some(body_len) = (header.len as usize).checked_sub(size_of::<InHeader>()) else {
-            return answer(header, opcode, reply_less_or(opcode, Errno::INVAL), writer);
+            return answer(header, opcode, &reply_less_or(opcode, Errno::INVAL), writer);
         };
         let limit = self.config().max_write() as usize + BODY_SLACK;
         if body_len > reader.remaining() || body_len > limit {
-            return answer(header, opcode, reply_less_or(opcode, Errno::INVAL), writer);
+            return answer(header, opcode, &reply_less_or(opcode, Errno::INVAL), writer);
         }
         // A WRITE's data stays in the request's buffers, to go from there to the file; the
         // arguments are read (request extensions, after the data, need the whole body).
@@ -355,7 +357,7 @@ impl<F: FileSystem> Server<F> {
                 let data = Data { reader, unread, writer: &mut *writer };
                 self.parse_and_dispatch(header, opcode, body, defer, data)
             };
-            answer(header, opcode, result, writer)
+            answer(header, opcode, &result, writer)
         })
     }
 
@@ -516,18 +518,19 @@ fn write_reply(
 /// once the guest keeps sending them (requests too malformed to have a header are the
 /// transport's to report).
 /// Logs the request and writes its answer: `result`'s reply or error behind an out header.
+/// `result` is borrowed: an inline reply is hundreds of bytes, and moving it here copied them.
 fn answer(
     header: &InHeader,
     opcode: Option<Opcode>,
-    result: OpResult,
+    result: &OpResult,
     writer: &mut dyn ReplyWriter,
 ) -> Result<Handled, ServerError> {
-    log_request(header, opcode, &result);
-    let written = match result {
+    log_request(header, opcode, result);
+    let written = match *result {
         Ok(Reply::None) => 0,
         Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
-        Ok(Reply::Payload(p)) => write_reply(writer, header.unique, 0, &p)?,
-        Ok(Reply::Inline(p)) => write_reply(writer, header.unique, 0, &p.bytes[..p.len])?,
+        Ok(Reply::Payload(ref p)) => write_reply(writer, header.unique, 0, p)?,
+        Ok(Reply::Inline(ref p)) => write_reply(writer, header.unique, 0, &p.bytes[..p.len])?,
         Ok(Reply::Placed(n)) => {
             let len = size_of::<OutHeader>() + n;
             let out = OutHeader { len: len as u32, error: 0, unique: header.unique };
