@@ -46,6 +46,14 @@ enum Done {
     Deferred(u64, DescriptorChain),
 }
 
+/// Chains the pool has, and whether a stop waits for them.
+#[derive(Default)]
+struct InPool {
+    chains: usize,
+    /// A stop waits: the last chain done wakes it (no one else is woken for nothing).
+    awaited: bool,
+}
+
 /// The ring, shared with the pool's threads, which return the chains they answered.
 #[derive(Debug)]
 struct Ring {
@@ -67,8 +75,8 @@ fn lock(ring: &SharedRing) -> MutexGuard<'_, Ring> {
 struct Inbox {
     done: Mutex<Vec<Done>>,
     waker: Mutex<Option<QueueWaker>>,
-    /// Chains handed to the pool and not yet posted back.
-    in_pool: Mutex<usize>,
+    /// Chains handed to the pool and not yet done with.
+    in_pool: Mutex<InPool>,
     pool_idle: Condvar,
 }
 
@@ -86,7 +94,7 @@ impl Inbox {
 
     /// A chain went to the pool.
     fn handed(&self) {
-        *self.in_pool.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.in_pool.lock().unwrap_or_else(|e| e.into_inner()).chains += 1;
     }
 
     /// A pool thread posted its chain back for the worker to finish.
@@ -98,18 +106,20 @@ impl Inbox {
     /// A pool thread is done with a chain it was handed.
     fn settled(&self) {
         let mut in_pool = self.in_pool.lock().unwrap_or_else(|e| e.into_inner());
-        *in_pool -= 1;
-        if *in_pool == 0 {
+        in_pool.chains -= 1;
+        if in_pool.chains == 0 && in_pool.awaited {
             self.pool_idle.notify_all();
         }
     }
 
-    /// Waits until every chain handed to the pool is back in the inbox.
+    /// Waits until the pool is done with every chain it was handed.
     fn wait_pool_idle(&self) {
         let mut in_pool = self.in_pool.lock().unwrap_or_else(|e| e.into_inner());
-        while *in_pool > 0 {
+        while in_pool.chains > 0 {
+            in_pool.awaited = true;
             in_pool = self.pool_idle.wait(in_pool).unwrap_or_else(|e| e.into_inner());
         }
+        in_pool.awaited = false;
     }
 }
 
