@@ -196,8 +196,9 @@ impl SplitQueue {
     }
 
     /// Chains known to wait without reading `avail->idx`: those up to the index as last read
-    /// by [`SplitQueue::refresh_pending`], and the resubmitted ones. Never more than
-    /// [`SplitQueue::pending`] says.
+    /// by [`SplitQueue::refresh_pending`], and the resubmitted ones. With a driver that only
+    /// moves its index forward, never more than [`SplitQueue::pending`] says; one that moves
+    /// it back does not take back chains the device already saw.
     pub fn known_pending(&self) -> u16 {
         // Never above `size`: `avail_seen` was checked when read and only `next_avail` moves
         // towards it; at most `size` resubmitted heads.
