@@ -5,6 +5,7 @@
 //! serving needs (`--modcaps` edits them); and it still serves the guest in every mode.
 
 mod daemon;
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -143,14 +144,7 @@ fn files_the_guest_puts_where_proc_would_be_are_never_read() {
         for fifo in ["proc/self/cgroup", "proc/self/mountinfo", "sys/fs/cgroup/cpu.max"] {
             let path = share.join(fifo);
             std::fs::create_dir_all(path.parent().expect("a parent")).expect("directories");
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &path,
-                rustix::fs::FileType::Fifo,
-                rustix::fs::Mode::from_raw_mode(0o666),
-                0,
-            )
-            .expect("fifo");
+            support::mkfifo(&path, 0o666);
         }
         let daemon = start(&dir, &["--sandbox", sandbox]);
         serves(&dir);
@@ -265,20 +259,34 @@ fn an_unprivileged_daemon_maps_guest_users_to_subordinate_ids() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Whether the tests that start vhu-fsd under `setpriv` can run: as root, with setpriv there.
+/// CI always can; anywhere else they are skipped.
+fn setpriv_usable() -> bool {
+    let usable = rustix::process::geteuid().is_root() && Path::new("/usr/bin/setpriv").exists();
+    assert!(usable || std::env::var_os("CI").is_none(), "CI runs this as root, with setpriv");
+    usable
+}
+
+/// vhu-fsd under `setpriv` with `privs`, serving `dir`'s `share/` on `dir`'s `vhost.sock`.
+fn under_setpriv(dir: &Path, privs: &[&str]) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args(privs)
+        .arg(env!("CARGO_BIN_EXE_vhu-fsd"))
+        .args(["--socket-path", dir.join("vhost.sock").to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")]);
+    command
+}
+
 /// Guest users are switched to with both ids and the groups: maps of several uids but one gid
 /// (or the reverse) could create nothing, so the daemon refuses them at start, naming both.
 #[test]
 fn uid_and_gid_maps_must_agree_on_switching_users() {
-    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root, with setpriv");
+    if !setpriv_usable() {
         return;
     }
     let dir = scratch("maps-disagree");
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_vhu-fsd"))
-        .args(["--socket-path", dir.join("vhost.sock").to_str().expect("utf-8")])
-        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+    let output = under_setpriv(&dir, &["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["--uid-map=:0:65534:1:", "--uid-map=:1:300000:65536:"])
         .stdin(Stdio::null())
         .output()
@@ -294,18 +302,13 @@ fn uid_and_gid_maps_must_agree_on_switching_users() {
 /// serves without it and says so; one that `--modcaps` asks for is still required.
 #[test]
 fn a_missing_default_capability_is_warned_about_an_asked_one_refused() {
-    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root, with setpriv");
+    if !setpriv_usable() {
         return;
     }
     let dir = scratch("no-mknod");
     let socket = dir.join("vhost.sock");
     let run = |extra: &[&str]| {
-        Command::new("setpriv")
-            .arg("--bounding-set=-mknod")
-            .arg(env!("CARGO_BIN_EXE_vhu-fsd"))
-            .args(["--socket-path", socket.to_str().expect("utf-8")])
-            .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        under_setpriv(&dir, &["--bounding-set=-mknod"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

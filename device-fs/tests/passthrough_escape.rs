@@ -91,14 +91,7 @@ fn create_over_a_special_file_is_refused_without_blocking() {
     let mut h = Harness::new("create-fifo");
     h.init();
     let fifo = h.share().join("pipe");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .expect("mkfifo on the host");
+    support::mkfifo(&fifo, 0o644);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let c = CreateIn { flags: 0o100, mode: 0o100644, ..CreateIn::default() }; // O_RDONLY|O_CREAT

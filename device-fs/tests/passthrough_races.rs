@@ -44,9 +44,7 @@ fn create_opens_the_inode_it_reports() {
                 if i % 2 == 0 {
                     std::fs::write(&tmp, b"other").expect("host write");
                 } else {
-                    let fifo = rustix::fs::FileType::Fifo;
-                    let mode = rustix::fs::Mode::from_raw_mode(0o666);
-                    rustix::fs::mknodat(rustix::fs::CWD, &tmp, fifo, mode, 0).expect("mkfifo");
+                    support::mkfifo(&tmp, 0o666);
                 }
                 std::fs::rename(&tmp, share.join("target")).expect("rename over");
                 i += 1;

@@ -174,14 +174,7 @@ fn attributes_of_symlinks_and_fifos_are_reached_without_following_or_opening() {
     h.init();
     let (link, fifo) = (h.share().join("l"), h.share().join("p"));
     std::os::unix::fs::symlink("nowhere", &link).expect("symlink");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .expect("fifo");
+    support::mkfifo(&fifo, 0o600);
     let flags = rustix::fs::XattrFlags::empty();
     rustix::fs::lsetxattr(&link, "trusted.label", b"L", flags).expect("symlink label");
     rustix::fs::setxattr(&fifo, "trusted.label", b"P", flags).expect("fifo label");

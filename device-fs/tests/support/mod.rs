@@ -260,6 +260,12 @@ pub fn parse_direntplus(mut buf: &[u8]) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// Makes a FIFO at `path` with permission bits `mode`, as a host process would.
+pub fn mkfifo(path: &Path, mode: u32) {
+    let (fifo, mode) = (rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(mode));
+    rustix::fs::mknodat(rustix::fs::CWD, path, fifo, mode, 0).expect("mkfifo on the host");
+}
+
 pub fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
