@@ -15,6 +15,7 @@
 mod layout;
 mod migrate;
 mod ring;
+mod span;
 
 pub use layout::{Pages, RingLayout};
 pub use migrate::Migrated;

@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use vhu_transport_std::client::{eventfd, VringStart};
 use vhu_transport_std::virtq::{Descriptor, RingPoll, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
-use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vhu_transport_std::vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::layout::{push_desc, push_pages, Pages, RingLayout, PAGE};
+use super::span::Span;
 use super::GuestError;
 use crate::fuse::abi::{InHeader, OutHeader};
 use crate::fuse::Opcode;
@@ -70,7 +71,7 @@ pub struct Completed<'a> {
     /// request whose data stays in guest memory.
     pub payload: &'a [u8],
     /// Guest memory, and where the rest of the reply is in it and how long.
-    memory: &'a GuestMemoryMmap,
+    memory: &'a Span,
     pages: (u64, usize),
 }
 
@@ -98,7 +99,7 @@ impl Completed<'_> {
         }
         if !rest.is_empty() {
             let at = self.pages.0 + (offset + copied - self.payload.len()) as u64;
-            GuestRing::mem(self.memory.read_slice(rest, GuestAddress(at)))?;
+            self.memory.read(at, rest)?;
         }
         Ok(())
     }
@@ -107,7 +108,7 @@ impl Completed<'_> {
 /// A guest-driven request queue; see the module docs.
 #[derive(Debug)]
 pub struct GuestRing {
-    memory: GuestMemoryMmap,
+    memory: Span,
     layout: RingLayout,
     call: OwnedFd,
     kick: OwnedFd,
@@ -144,8 +145,11 @@ impl GuestRing {
         if !fits {
             return Err(GuestError::Memory(format!("{layout:?} does not fit guest memory")));
         }
+        let start = layout.ring.min(layout.buffers);
+        let end = (layout.ring + RingLayout::ring_bytes(layout.size)).max(layout.end());
+        let len = usize::try_from(end - start).map_err(|e| GuestError::Memory(e.to_string()))?;
         let ring = Self {
-            memory,
+            memory: Span::new(memory, start, len)?,
             layout,
             call: eventfd()?,
             kick: eventfd()?,
@@ -177,10 +181,6 @@ impl GuestRing {
         self.layout
     }
 
-    fn mem<T>(r: Result<T, impl std::fmt::Display>) -> Result<T, GuestError> {
-        r.map_err(|e| GuestError::Memory(e.to_string()))
-    }
-
     fn write_desc(
         &self,
         index: u16,
@@ -189,9 +189,8 @@ impl GuestRing {
         flags: u16,
         next: u16,
     ) -> Result<(), GuestError> {
-        let at = GuestAddress(self.layout.ring + 16 * u64::from(index));
         let desc = Descriptor::new(addr, len, flags, next);
-        Self::mem(self.memory.write_slice(desc.as_bytes(), at))
+        self.memory.write(self.layout.ring + 16 * u64::from(index), desc.as_bytes())
     }
 
     /// Makes slot `slot`'s chain the request buffer (`request` bytes) then the reply buffer
@@ -240,10 +239,10 @@ impl GuestRing {
                 0,
             );
         }
-        let written = self.memory.write_slice(table.as_bytes(), GuestAddress(layout.table(slot)));
+        let written = self.memory.write(layout.table(slot), table.as_bytes());
         let len = (table.len() * size_of::<Descriptor>()) as u32;
         self.table = table;
-        Self::mem(written)?;
+        written?;
         self.write_desc(2 * slot, layout.table(slot), len, DESC_F_INDIRECT, 0)?;
         Ok(back)
     }
@@ -317,7 +316,7 @@ impl GuestRing {
         let slot = self.free.pop().ok_or(GuestError::TooLarge(self.slots.len() + 1))?;
         header.len = len as u32;
         let start = self.layout.request(slot);
-        Self::mem(self.memory.write_slice(header.as_bytes(), GuestAddress(start)))?;
+        self.memory.write(start, header.as_bytes())?;
         // The arguments follow the header; data follows them, or starts a page in when laid
         // out by page.
         let mut arg_at = start + size_of::<InHeader>() as u64;
@@ -325,9 +324,9 @@ impl GuestRing {
         let mut left = args;
         for part in body {
             let n = part.len().min(left);
-            Self::mem(self.memory.write_slice(&part[..n], GuestAddress(arg_at)))?;
+            self.memory.write(arg_at, &part[..n])?;
             (arg_at, left) = (arg_at + n as u64, left - n);
-            Self::mem(self.memory.write_slice(&part[n..], GuestAddress(data_at)))?;
+            self.memory.write(data_at, &part[n..])?;
             data_at += (part.len() - n) as u64;
         }
         let head_room = match pages {
@@ -340,10 +339,10 @@ impl GuestRing {
         };
         let avail = self.layout.available();
         let entry = u64::from(self.next_avail % self.layout.size);
-        Self::mem(self.memory.write_obj((2 * slot).to_le(), GuestAddress(avail + 4 + 2 * entry)))?;
+        self.memory.write_u16(avail + 4 + 2 * entry, 2 * slot)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         fence(Ordering::Release);
-        Self::mem(self.memory.write_obj(self.next_avail.to_le(), GuestAddress(avail + 2)))?;
+        self.memory.write_u16(avail + 2, self.next_avail)?;
         let sent = Instant::now();
         let in_place = pages.is_some_and(|p| p.in_place);
         self.slots[usize::from(slot)] = Some(InFlight {
@@ -364,8 +363,8 @@ impl GuestRing {
             return Err(GuestError::TooLarge(data.len()));
         }
         for slot in 0..self.layout.slots {
-            let at = GuestAddress(self.layout.request(slot) + PAGE);
-            Self::mem(self.memory.write_slice(data, at))?;
+            let at = self.layout.request(slot) + PAGE;
+            self.memory.write(at, data)?;
         }
         Ok(())
     }
@@ -377,8 +376,8 @@ impl GuestRing {
         let (new, old) = (self.next_avail, self.kicked);
         self.kicked = new;
         if self.event_idx {
-            let at = GuestAddress(self.layout.used() + 4 + 8 * u64::from(self.layout.size));
-            let event = u16::from_le(Self::mem(self.memory.read_obj(at))?);
+            let event =
+                self.memory.read_u16(self.layout.used() + 4 + 8 * u64::from(self.layout.size))?;
             if !need_event(event, new, old) {
                 return Ok(());
             }
@@ -391,8 +390,8 @@ impl GuestRing {
     /// Asks (EVENT_IDX) to be notified when the next chain is used.
     fn want_notification(&self) -> Result<(), GuestError> {
         if self.event_idx {
-            let at = GuestAddress(self.layout.available() + 4 + 2 * u64::from(self.layout.size));
-            Self::mem(self.memory.write_obj(self.used_seen.to_le(), at))?;
+            let at = self.layout.available() + 4 + 2 * u64::from(self.layout.size);
+            self.memory.write_u16(at, self.used_seen)?;
             fence(Ordering::SeqCst);
         }
         Ok(())
@@ -411,8 +410,7 @@ impl GuestRing {
         let used = self.layout.used();
         let deadline = Instant::now() + wait;
         loop {
-            let idx: u16 = Self::mem(self.memory.read_obj(GuestAddress(used + 2)))?;
-            if u16::from_le(idx) != self.used_seen {
+            if self.memory.read_u16(used + 2)? != self.used_seen {
                 fence(Ordering::Acquire);
                 break;
             }
@@ -421,16 +419,12 @@ impl GuestRing {
                 return Ok(None);
             }
             self.want_notification()?;
-            let idx: u16 = Self::mem(self.memory.read_obj(GuestAddress(used + 2)))?;
-            if u16::from_le(idx) != self.used_seen {
+            if self.memory.read_u16(used + 2)? != self.used_seen {
                 continue;
             }
             // A ring that cannot be read has not moved; the next look reports it.
             let (memory, seen) = (&self.memory, self.used_seen);
-            let moved = || {
-                let idx = memory.read_obj::<u16>(GuestAddress(used + 2));
-                idx.is_ok_and(|idx| u16::from_le(idx) != seen)
-            };
+            let moved = || memory.read_u16(used + 2).is_ok_and(|idx| idx != seen);
             if self.poll.poll(moved) {
                 continue;
             }
@@ -445,8 +439,8 @@ impl GuestRing {
             self.poll.turn_begins();
         }
         let entry = used + 4 + 8 * u64::from(self.used_seen % self.layout.size);
-        let id: u32 = u32::from_le(Self::mem(self.memory.read_obj(GuestAddress(entry)))?);
-        let written: u32 = u32::from_le(Self::mem(self.memory.read_obj(GuestAddress(entry + 4)))?);
+        let id = self.memory.read_u32(entry)?;
+        let written = self.memory.read_u32(entry + 4)?;
         self.used_seen = self.used_seen.wrapping_add(1);
         let slot = u16::try_from(id / 2).ok().filter(|s| id % 2 == 0 && *s < self.layout.slots);
         let Some(request) = slot.and_then(|s| self.slots[usize::from(s)].take()) else {
@@ -479,10 +473,9 @@ impl GuestRing {
         let copied = if request.in_place { written.min(request.head_room) } else { written };
         self.reply.resize(copied as usize, 0);
         let (head, pages) = self.reply.split_at_mut(written.min(request.head_room) as usize);
-        Self::mem(self.memory.read_slice(head, GuestAddress(self.layout.reply(slot))))?;
+        self.memory.read(self.layout.reply(slot), head)?;
         if !pages.is_empty() {
-            let at = GuestAddress(self.layout.reply(slot) + PAGE);
-            Self::mem(self.memory.read_slice(pages, at))?;
+            self.memory.read(self.layout.reply(slot) + PAGE, pages)?;
         }
         let (head, _) =
             OutHeader::read_from_prefix(&self.reply).map_err(|_| bad("short header".into()))?;
