@@ -11,6 +11,7 @@
 //!
 //! This module only decides; it opens nothing and keeps no descriptors.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::attr::InodeKey;
@@ -23,9 +24,21 @@ pub(super) const ATTR_SUBMOUNT: u32 = 1 << 0;
 const INDEX_SHIFT: u32 = 48;
 
 /// Host devices seen so far, numbered in the order they were met (the share's own is 0).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Devices {
     inner: Mutex<Indexes>,
+    /// The share's own device ([`NO_ROOT`] before the first reset), read without the lock:
+    /// nearly every attribute the guest gets is of a file on it.
+    root: AtomicU64,
+}
+
+/// [`Devices::root`] when there is none. A device with this number takes the locked path.
+const NO_ROOT: u64 = u64::MAX;
+
+impl Default for Devices {
+    fn default() -> Self {
+        Self { inner: Mutex::default(), root: AtomicU64::new(NO_ROOT) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +60,7 @@ impl Devices {
         map.by_dev.clear();
         map.by_dev.insert(root_dev, 0);
         map.next = 1;
+        self.root.store(root_dev, Ordering::Relaxed);
     }
 
     /// Every device met and its index, in index order (what a migration carries).
@@ -69,6 +83,10 @@ impl Devices {
 
     /// The inode number the guest sees for host inode `key`.
     pub(super) fn guest_ino(&self, (dev, ino): InodeKey) -> u64 {
+        if dev != NO_ROOT && dev == self.root.load(Ordering::Relaxed) {
+            // Index 0: the host number.
+            return ino;
+        }
         let mut map = self.lock();
         let index = match map.by_dev.get(&dev) {
             Some(index) => *index,
@@ -118,6 +136,19 @@ mod tests {
         assert_eq!(all, [8, 9, 10]);
         d.reset(8);
         assert_eq!(d.all(), [8]);
+    }
+
+    #[test]
+    fn the_device_keeping_host_numbers_follows_each_reset() {
+        let d = Devices::default();
+        assert_eq!(d.guest_ino((5, 77)), 77, "before a reset, the first device met is index 0");
+        assert_ne!(d.guest_ino((6, 77)), 77);
+        d.reset(6);
+        assert_eq!(d.guest_ino((6, 77)), 77, "the new share's device keeps host numbers");
+        assert_ne!(d.guest_ino((5, 77)), 77, "the old one no longer does");
+        d.reset(NO_ROOT);
+        assert_eq!(d.guest_ino((NO_ROOT, 77)), 77, "a device with the sentinel's number too");
+        assert_ne!(d.guest_ino((6, 77)), 77);
     }
 
     #[test]

@@ -86,16 +86,27 @@ pub(crate) struct Visited {
 
 impl Visited {
     /// Starts a walk of a table of `entries` entries.
+    #[inline]
     fn reset(&mut self, entries: u32) {
         if self.stamps.len() < entries as usize {
-            self.stamps.resize(entries as usize, 0);
+            self.grow(entries);
         }
         self.walk = self.walk.wrapping_add(1);
         if self.walk == 0 {
-            // Stamps of 65 535 walks ago would read as this walk's: clear them once per wrap.
-            self.stamps.fill(0);
-            self.walk = 1;
+            self.wrap();
         }
+    }
+
+    #[cold]
+    fn grow(&mut self, entries: u32) {
+        self.stamps.resize(entries as usize, 0);
+    }
+
+    /// Stamps of 65 535 walks ago would read as this walk's: clear them once per wrap.
+    #[cold]
+    fn wrap(&mut self) {
+        self.stamps.fill(0);
+        self.walk = 1;
     }
 
     /// Marks `index` (which the caller checked is in range); false if this walk already did.
@@ -219,6 +230,7 @@ impl<'a, M: BufferMemory + ?Sized> ChainBuilder<'a, M> {
 
     /// Adds the buffer of descriptor `index`: counts it against the limit, checks its range and
     /// the readable-first order, and adds its length to the totals.
+    #[inline]
     pub(crate) fn push(
         &mut self,
         addr: u64,

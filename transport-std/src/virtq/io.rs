@@ -33,6 +33,23 @@ impl Cursor {
         Self { segment: 0, offset: 0, remaining: total }
     }
 
+    /// Where the next `want` bytes start when the current segment holds them all (the common
+    /// case of a header or a small reply in one buffer), for [`Cursor::step`] once used.
+    #[inline]
+    fn within(&self, segments: &[Segment], want: usize) -> Option<vm_memory::GuestAddress> {
+        let seg = segments.get(self.segment)?;
+        let fits = want > 0 && want <= (seg.len - self.offset) as usize;
+        fits.then(|| seg.addr.checked_add(u64::from(self.offset))).flatten()
+    }
+
+    /// Moves past `n` bytes that [`Cursor::within`] found in the current segment.
+    #[inline]
+    fn step(&mut self, n: usize) {
+        // n fits the segment's u32 length.
+        self.offset += n as u32;
+        self.remaining -= n;
+    }
+
     /// Runs `f(addr, len)` over up to `want` bytes of the segments, advancing the cursor.
     fn advance<F>(
         &mut self,
@@ -137,6 +154,11 @@ impl<'a, M: BufferMemory + ?Sized> Reader<'a, M> {
 
     /// Copies up to `buf.len()` bytes into `buf`; returns how many were copied.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, QueueError> {
+        if let Some(addr) = self.cursor.within(self.segments, buf.len()) {
+            self.mem.read_buffer(addr, buf)?;
+            self.cursor.step(buf.len());
+            return Ok(buf.len());
+        }
         let mem = self.mem;
         self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
             mem.read_buffer(addr, &mut buf[at..at + n])
@@ -197,6 +219,12 @@ impl<'a, M: BufferMemory + ?Sized> Writer<'a, M> {
 
     /// Copies up to `buf.len()` bytes from `buf`; returns how many were copied.
     pub fn write(&mut self, buf: &[u8]) -> Result<usize, QueueError> {
+        if let Some(addr) = self.cursor.within(self.segments, buf.len()) {
+            self.mem.write_buffer(addr, buf)?;
+            self.cursor.step(buf.len());
+            self.written += buf.len();
+            return Ok(buf.len());
+        }
         let mem = self.mem;
         let n = self.cursor.advance(self.segments, buf.len(), |addr, at, n| {
             mem.write_buffer(addr, &buf[at..at + n])

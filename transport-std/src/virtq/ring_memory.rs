@@ -191,26 +191,32 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 /// # Safety
 /// `src..src + buf.len()` must be mapped and readable for the whole call.
 pub(super) unsafe fn read_volatile_into(src: *const u8, buf: &mut [u8]) {
+    let (len, dst) = (buf.len(), buf.as_mut_ptr());
     let mut done = 0;
-    if src.align_offset(8) == 0 {
-        while buf.len() - done >= 8 {
-            // SAFETY: the eight bytes lie in the range the caller vouches for, aligned.
-            let word = unsafe { src.add(done).cast::<u64>().read_volatile() };
-            buf[done..done + 8].copy_from_slice(&word.to_ne_bytes());
+    if (src as usize) % 8 == 0 {
+        while len - done >= 8 {
+            // SAFETY: the eight bytes lie in the range the caller vouches for, aligned; `dst`
+            // has room for them (`done + 8 <= len`).
+            unsafe {
+                let word = src.add(done).cast::<u64>().read_volatile();
+                dst.add(done).cast::<u64>().write_unaligned(word);
+            }
             done += 8;
         }
     }
-    if src.wrapping_add(done).align_offset(4) == 0 {
-        while buf.len() - done >= 4 {
-            // SAFETY: the four bytes lie in the range the caller vouches for, aligned.
-            let word = unsafe { src.add(done).cast::<u32>().read_volatile() };
-            buf[done..done + 4].copy_from_slice(&word.to_ne_bytes());
+    if (src as usize + done) % 4 == 0 {
+        while len - done >= 4 {
+            // SAFETY: as above, four bytes.
+            unsafe {
+                let word = src.add(done).cast::<u32>().read_volatile();
+                dst.add(done).cast::<u32>().write_unaligned(word);
+            }
             done += 4;
         }
     }
-    while done < buf.len() {
-        // SAFETY: the byte lies in the range the caller vouches for.
-        buf[done] = unsafe { src.add(done).read_volatile() };
+    while done < len {
+        // SAFETY: the byte lies in the range the caller vouches for, and in `buf`.
+        unsafe { *dst.add(done) = src.add(done).read_volatile() };
         done += 1;
     }
 }
@@ -221,26 +227,33 @@ pub(super) unsafe fn read_volatile_into(src: *const u8, buf: &mut [u8]) {
 /// # Safety
 /// `dst..dst + buf.len()` must be mapped and writable for the whole call.
 pub(super) unsafe fn write_volatile_from(dst: *mut u8, buf: &[u8]) {
+    let (len, src) = (buf.len(), buf.as_ptr());
     let mut done = 0;
-    if dst.align_offset(8) == 0 {
-        while let Some(bytes) = buf.get(done..done + 8) {
-            let word = u64::from_ne_bytes(bytes.try_into().unwrap_or_default());
-            // SAFETY: the eight bytes lie in the range the caller vouches for, aligned.
-            unsafe { dst.add(done).cast::<u64>().write_volatile(word) };
+    if (dst as usize) % 8 == 0 {
+        while len - done >= 8 {
+            // SAFETY: the eight bytes lie in the range the caller vouches for, aligned; `buf`
+            // holds them (`done + 8 <= len`).
+            unsafe {
+                let word = src.add(done).cast::<u64>().read_unaligned();
+                dst.add(done).cast::<u64>().write_volatile(word);
+            }
             done += 8;
         }
     }
-    if dst.wrapping_add(done).align_offset(4) == 0 {
-        while let Some(bytes) = buf.get(done..done + 4) {
-            let word = u32::from_ne_bytes(bytes.try_into().unwrap_or_default());
-            // SAFETY: the four bytes lie in the range the caller vouches for, aligned.
-            unsafe { dst.add(done).cast::<u32>().write_volatile(word) };
+    if (dst as usize + done) % 4 == 0 {
+        while len - done >= 4 {
+            // SAFETY: as above, four bytes.
+            unsafe {
+                let word = src.add(done).cast::<u32>().read_unaligned();
+                dst.add(done).cast::<u32>().write_volatile(word);
+            }
             done += 4;
         }
     }
-    for (i, byte) in buf.iter().enumerate().skip(done) {
-        // SAFETY: the byte lies in the range the caller vouches for.
-        unsafe { dst.add(i).write_volatile(*byte) };
+    while done < len {
+        // SAFETY: the byte lies in the range the caller vouches for, and in `buf`.
+        unsafe { dst.add(done).write_volatile(*src.add(done)) };
+        done += 1;
     }
 }
 
