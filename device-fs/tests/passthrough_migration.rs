@@ -227,6 +227,33 @@ fn paths_in_a_state_never_leave_the_share() {
 }
 
 #[test]
+fn a_destination_that_may_keep_fewer_files_open_refuses_the_state() {
+    // The root, `dir` and `f`, and a handle on each of the two: five descriptors.
+    let (src, [_, f], [fh, _]) = source("migrate-budget");
+    let bytes = state::save(&src.server).expect("saves");
+    for on_error in [OnError::Abort, OnError::GuestError] {
+        let dst = src.another_server(|c| {
+            c.max_open = 4;
+            c.migration.on_error = on_error;
+        });
+        let err = state::load(&dst.server, &bytes).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                StateError::FileSystem(MigrationError::TooManyOpen { needed: 5, max: 4 })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--rlimit-nofile"), "{err}");
+        assert_eq!(dst.server.negotiated(), None, "a refused load leaves a fresh server");
+        assert_eq!(dst.server.fs().inodes().len(), 1);
+    }
+    let mut dst = src.another_server(|c| c.max_open = 5);
+    state::load(&dst.server, &bytes).expect("exactly the budget loads");
+    assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before");
+}
+
+#[test]
 fn held_locks_and_foreign_options_stop_a_migration() {
     let (mut src, [_, f], [fh, _]) = source("migrate-locks");
     // The destination's options must negotiate what the guest was told.

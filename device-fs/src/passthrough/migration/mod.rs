@@ -17,6 +17,10 @@
 //! - `confirm_paths`: paths are always confirmed when the state is saved (at switch-over), so
 //!   this only makes the source say so.
 //!
+//! A destination that may keep fewer descriptors open (`Config::max_open`) than the state's
+//! nodes and handles take refuses it whatever `on_error` says: nothing in it is unopenable, the
+//! destination is only too small, and the source carrying on loses nothing.
+//!
 //! No file position moves, because none matters: every READ and WRITE the guest sends carries
 //! its offset, READDIR its cookie (the daemon seeks the directory to it each time), and
 //! `O_APPEND` goes with a handle's flags.
@@ -101,6 +105,17 @@ pub enum MigrationError {
     /// The destination already serves a guest.
     #[error("the destination already holds {0} nodes; a state loads only before the guest mounts")]
     NotFresh(usize),
+    /// The guest holds more open inodes and handles than this daemon may keep open.
+    #[error(
+        "the guest holds {needed} open inodes and handles, more than the {max} this daemon may \
+         keep open (raise its open-file limit, --rlimit-nofile)"
+    )]
+    TooManyOpen {
+        /// Host descriptors the state needs, the share's root included.
+        needed: usize,
+        /// The most the guest may hold here (`Config::max_open`).
+        max: usize,
+    },
     /// An inode could not be opened again and `--migration-on-error abort` is in force.
     #[error("node {node} ({what}) cannot be opened on the destination: {reason}")]
     Inode {
@@ -238,6 +253,14 @@ impl PassthroughFs {
         if held > 1 || !self.handles.is_empty() {
             return Err(MigrationError::NotFresh(held));
         }
+        // Every node and handle the source could describe takes a descriptor here, as it did
+        // there; past the budget the guest could never have opened them on this daemon.
+        let needed = 1
+            + state.nodes.iter().filter(|n| n.node != NodeId::ROOT.0 && describable(n)).count()
+            + state.handles.iter().filter(|h| !h.lost).count();
+        if needed > self.config.max_open {
+            return Err(MigrationError::TooManyOpen { needed, max: self.config.max_open });
+        }
         let result = self.restore(state);
         if result.is_err() {
             // Nothing half-restored stays behind.
@@ -358,6 +381,11 @@ impl PassthroughFs {
         let (key, kind, mnt_id) = locate::identify(&fd).map_err(|e| e.to_string())?;
         Ok(Inode { fd, key, kind, mnt_id })
     }
+}
+
+/// Whether the source described the node (a lost one is restored without a descriptor).
+fn describable(record: &NodeRecord) -> bool {
+    record.path.is_some() || record.handle.is_some()
 }
 
 fn lost_record(node: u64, lookups: u64) -> NodeRecord {
