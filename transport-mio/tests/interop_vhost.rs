@@ -1,16 +1,19 @@
 //! Interop: rust-vmm's `vhost` front-end drives the mio server over a real socket: handshake,
 //! memory table on a memfd, rings started with bases, processed, and stopped with the bases the
-//! device reached; then a second front-end finds a fresh device.
+//! device reached; then a second front-end finds a fresh device. A front-end that cuts its
+//! guest memory short takes neither the process nor the other front-ends down.
 
 mod common;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use common::{eventually, memfd, serve, Served, CONFIG_SIZE, QUEUES};
+use rustix::fs::ftruncate;
 use rustix::io::pwrite;
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhu_transport_mio::vhu_transport_std::bus_guard;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const RAM_SIZE: u64 = 0x10_0000;
@@ -140,4 +143,34 @@ fn rust_vmm_frontend_session_then_clean_reconnect() {
     assert_eq!(record.devices, 2, "one device per connection");
     assert_eq!(record.stops, [(0, 3), (1, 12), (0, 20), (0, 5)]);
     assert!(record.resets >= 3, "RESET_DEVICE and each disconnect reset ({})", record.resets);
+}
+
+#[test]
+fn a_front_end_cutting_its_memory_short_leaves_the_process_and_the_others_served() {
+    let served = serve("truncated", 4);
+    let (ram_a, ram_b) = (memfd(RAM_SIZE), memfd(RAM_SIZE));
+    let (mut a, mut b) = (connect(&served), connect(&served));
+    let (call_a, kick_a, call_b, kick_b) = (event(), event(), event(), event());
+    for (frontend, ram, call, kick) in
+        [(&mut a, &ram_a, &call_a, &kick_a), (&mut b, &ram_b, &call_b, &kick_b)]
+    {
+        negotiate(frontend);
+        set_mem_table(frontend, ram);
+        setup_ring(frontend, 0, 0, call, kick);
+        frontend.set_vring_enable(0, true).expect("enable");
+    }
+    // A truncates the file behind its guest memory, then has the device look at its ring: the
+    // access past the file's end raises SIGBUS in this very process.
+    let before = bus_guard::absorbed();
+    ftruncate(&ram_a, 0).expect("truncate");
+    kick_a.write(1).expect("kick");
+    assert!(eventually(|| bus_guard::absorbed() > before), "the fault was absorbed");
+    // The process is alive, B is served, and A's connection still answers.
+    set_avail_idx(&ram_b, 0, 4);
+    kick_b.write(1).expect("kick");
+    assert!(signalled(&call_b), "the other front-end's ring is processed");
+    assert_eq!(b.get_vring_base(0).expect("base"), 4);
+    a.get_features().expect("the front-end that misbehaved still gets answers");
+    drop((a, b));
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }

@@ -107,6 +107,7 @@
 //! # Ok::<(), vhu_transport_std::ClientError>(())
 //! ```
 
+pub mod bus_guard;
 pub mod client;
 pub mod daemon;
 pub mod device;

@@ -16,12 +16,15 @@
 //! This module must not apply protocol rules (which message may add or remove a region, slot
 //! limits) nor translate front-end user addresses: both are `vhu-core`'s job. It keeps only what
 //! `vm-memory` needs. The front-end must not shrink a file it shared; a mapping past the new end
-//! of a file faults on access, and nothing in this process can prevent that.
+//! of a file faults on access. Every mapping of a front-end's file is registered with
+//! [`crate::bus_guard`], so such an access reads zeros (and is counted) instead of ending the
+//! process and every other connection it serves.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, PoisonError};
 
+use crate::bus_guard::{self, Guarded};
 use crate::dirty::{DirtyBitmap, DirtyLog};
 
 use rustix::fs::{fstat, FileType};
@@ -287,6 +290,7 @@ fn map_region(
         return Err(MemoryError::UnalignedOffset { mmap_offset, page_size });
     }
     let stat = fstat(&fd).map_err(|errno| MemoryError::Stat(errno.into()))?;
+    let page = mapping_page(&fd);
     if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
         let file_size = u64::try_from(stat.st_size).unwrap_or(0);
         if file_end > file_size {
@@ -301,10 +305,28 @@ fn map_region(
             .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_SHARED)
             .build()
             .map_err(|source| MemoryError::Map { guest_address, source })?;
+    if let Some(guarded) = bus_guard::guard(mapping.as_ptr(), mapping.size(), page) {
+        mapping.bitmap().hold(guarded);
+    }
     // `guest_range` checked that the region does not wrap, the only reason `new` refuses.
     GuestRegionMmap::new(mapping, GuestAddress(guest_address))
         .ok_or(MemoryError::AddressOverflow { guest_address, size })
 }
+
+/// The size of the pages a mapping of `fd` is made of: a hugetlbfs file's huge pages, or the
+/// base page size.
+fn mapping_page(fd: &OwnedFd) -> usize {
+    let base = rustix::param::page_size();
+    match rustix::fs::fstatfs(fd) {
+        Ok(fs) if fs.f_type as u64 == HUGETLBFS_MAGIC => {
+            usize::try_from(fs.f_bsize).ok().filter(|p| p.is_power_of_two()).unwrap_or(base)
+        }
+        _ => base,
+    }
+}
+
+/// `statfs(2)`'s file system type of hugetlbfs.
+const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
 
 /// Why an area the front-end shares (a dirty log, an inflight area) cannot be mapped.
 #[derive(Debug)]
@@ -323,12 +345,20 @@ pub(crate) enum AreaError {
 /// Maps `size` bytes of `fd` from `offset`, shared with the front-end, after checking that
 /// they lie within the file (a shared mapping past the end of a file maps, then faults when
 /// touched).
-pub(crate) fn map_area(fd: OwnedFd, size: u64, offset: u64) -> Result<MmapRegion, AreaError> {
+pub(crate) fn map_area(
+    fd: OwnedFd,
+    size: u64,
+    offset: u64,
+) -> Result<(MmapRegion, Option<Guarded>), AreaError> {
     let len = usize::try_from(size).map_err(|_| AreaError::Map(MmapRegionError::InvalidPointer))?;
     let file = fstat(&fd).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
     let end = offset.saturating_add(size);
     if end > file {
         return Err(AreaError::BeyondFile { end, file });
     }
-    MmapRegion::from_file(FileOffset::new(File::from(fd), offset), len).map_err(AreaError::Map)
+    let page = mapping_page(&fd);
+    let map = MmapRegion::from_file(FileOffset::new(File::from(fd), offset), len)
+        .map_err(AreaError::Map)?;
+    let guarded = bus_guard::guard(map.as_ptr(), map.size(), page);
+    Ok((map, guarded))
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use vm_memory::mmap::{MmapRegion, MmapRegionError};
 use vm_memory::VolatileMemory;
 
+use crate::bus_guard::Guarded;
 use crate::memory::{map_area, AreaError};
 
 /// Bytes of guest memory one bit of the log stands for (`VHOST_LOG_PAGE`).
@@ -59,6 +60,8 @@ impl LogError {
 #[derive(Debug)]
 pub struct LogArea {
     map: MmapRegion<()>,
+    /// Registered with the SIGBUS guard; dropped after `map` is unmapped.
+    _guarded: Option<Guarded>,
 }
 
 impl LogArea {
@@ -67,11 +70,11 @@ impl LogArea {
         if size == 0 {
             return Err(LogError::Empty);
         }
-        let map = map_area(fd, size, offset).map_err(|error| match error {
+        let (map, guarded) = map_area(fd, size, offset).map_err(|error| match error {
             AreaError::BeyondFile { end, file } => LogError::BeyondFile { end, file },
             AreaError::Map(source) => LogError::Map { size, offset, source },
         })?;
-        Ok(Self { map })
+        Ok(Self { map, _guarded: guarded })
     }
 
     /// Bytes of log.

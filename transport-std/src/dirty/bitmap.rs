@@ -5,9 +5,16 @@
 //! A region's bitmap knows the region's guest-physical address; slices of it
 //! ([`DirtySlice`]) borrow the log rather than count references, so taking a slice of guest
 //! memory costs nothing extra. A bitmap made without a log (`Default`, as `vm-memory` builds one
-//! for memory a test allocates) marks nothing. This module must not keep state of its own.
+//! for memory a test allocates) marks nothing.
+//!
+//! A region's bitmap also holds the region's registration with [`crate::bus_guard`]: the
+//! bitmap is the one thing `vm-memory` keeps exactly as long as a mapping (a region unmaps, then
+//! drops its bitmap), so the registration ends with the mapping and never before. Beyond that
+//! this module must not keep state of its own.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::bus_guard::Guarded;
 
 use vm_memory::bitmap::{Bitmap, BitmapSlice, NewBitmap, WithBitmapSlice};
 
@@ -19,12 +26,24 @@ pub struct DirtyBitmap {
     log: Option<Arc<DirtyLog>>,
     /// Guest-physical address of the region's first byte.
     base: u64,
+    /// The mapping's registration with the SIGBUS guard, once it is mapped.
+    guard: Arc<OnceLock<Guarded>>,
 }
 
 impl DirtyBitmap {
     /// The bitmap of a region that starts at guest-physical `base`, marking in `log`.
     pub fn new(log: Arc<DirtyLog>, base: u64) -> Self {
-        Self { log: Some(log), base }
+        Self { log: Some(log), base, guard: Arc::default() }
+    }
+
+    /// Keeps the mapping's registration with the SIGBUS guard for as long as the mapping.
+    pub(crate) fn hold(&self, guarded: Guarded) {
+        let _ = self.guard.set(guarded);
+    }
+
+    /// Accesses to pages the front-end cut off this region's file, absorbed by the guard.
+    pub fn truncated_faults(&self) -> u64 {
+        self.guard.get().map_or(0, Guarded::faults)
     }
 }
 

@@ -28,6 +28,7 @@ use vhu_core::VringIndex;
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{AtomicAccess, Bytes, VolatileMemory};
 
+use crate::bus_guard::Guarded;
 use crate::memory::{map_area, AreaError};
 
 pub use packed::{PackedInflight, PackedResubmit, UsedPosition};
@@ -106,6 +107,8 @@ pub enum InflightError {
 pub struct InflightArea {
     map: MmapRegion<()>,
     desc: InflightDesc,
+    /// Registered with the SIGBUS guard; dropped after `map` is unmapped.
+    _guarded: Option<Guarded>,
 }
 
 impl InflightArea {
@@ -113,11 +116,11 @@ impl InflightArea {
     /// lands in the front-end's memory and outlives this process).
     pub fn map(fd: OwnedFd, desc: InflightDesc) -> Result<Arc<Self>, InflightError> {
         let (size, offset) = (desc.mmap_size, desc.mmap_offset);
-        let map = map_area(fd, size, offset).map_err(|error| match error {
+        let (map, guarded) = map_area(fd, size, offset).map_err(|error| match error {
             AreaError::BeyondFile { end, file } => InflightError::BeyondFile { end, file },
             AreaError::Map(source) => InflightError::Map { size, offset, source },
         })?;
-        Ok(Arc::new(Self { map, desc }))
+        Ok(Arc::new(Self { map, desc, _guarded: guarded }))
     }
 
     /// Queue `index`'s region, laid out for a split or a packed ring.
