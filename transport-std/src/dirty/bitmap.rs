@@ -40,11 +40,6 @@ impl DirtyBitmap {
     pub(crate) fn hold(&self, guarded: Guarded) {
         let _ = self.guard.set(guarded);
     }
-
-    /// Accesses to pages the front-end cut off this region's file, absorbed by the guard.
-    pub fn truncated_faults(&self) -> u64 {
-        self.guard.get().map_or(0, Guarded::faults)
-    }
 }
 
 /// A borrowed window of a [`DirtyBitmap`]: what a `vm-memory` slice of guest memory carries.
