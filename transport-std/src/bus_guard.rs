@@ -8,7 +8,8 @@
 //! (`BUS_ADRERR`) inside a registered mapping is absorbed: that page of the mapping becomes a
 //! private zero page, the access that faulted is made again and reads zeros (or writes where the
 //! front-end never looks), and the mapping's count of absorbed faults goes up
-//! ([`Guarded::faults`]). A ring read as zeros fails the queue's checks like any other bad ring.
+//! ([`Guarded::faults`]). A ring read as zeros looks empty or fails the queue's checks, as any
+//! other bad ring does.
 //!
 //! Every other SIGBUS — a hardware memory error, a fault outside front-end memory, one sent by
 //! `kill` — goes to the disposition the process had before this module installed its handler:
