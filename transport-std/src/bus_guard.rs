@@ -81,8 +81,9 @@ impl Drop for Guarded {
         let faults = slot.faults.load(Ordering::Relaxed);
         if faults > 0 {
             log::warn!(
-                "the front-end cut short a file it shared while it was mapped: {faults} \
-                 accesses to pages past its end read zeros instead of ending the process"
+                "the front-end cut short a file it shared while it was mapped: pages past its \
+                 new end were touched {faults} times and read as zeros instead of ending the \
+                 process"
             );
         }
         slot.start.store(0, Ordering::Release);
