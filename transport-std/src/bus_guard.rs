@@ -18,7 +18,8 @@
 //! module's table and calls only `mmap`, `sigaction` and `raise`, which are async-signal-safe.
 //!
 //! This module owns the table and the handler. It must not decide what a connection does about
-//! an absorbed fault: a mapping's owner reads the count.
+//! an absorbed fault: it counts them per mapping ([`Guarded::faults`]) and logs the count when
+//! the mapping's registration ends.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
