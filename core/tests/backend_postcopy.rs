@@ -15,26 +15,54 @@ static TABLE: [wire::MemoryRegion; 2] = [
     common::region(0x1_0000_0000, 0x1000, RAM + 0x1000_0000, 0),
 ];
 
-fn listening() -> Transcript {
+/// A back-end offering postcopy, with `acked` protocol features set.
+fn postcopy(acked: ProtocolFeatures) -> Transcript {
     let mut spec = BackendSpec::new(1, 256);
     // Postcopy is never offered together with memory slots.
     spec.protocol_features.remove(ProtocolFeatures::CONFIGURE_MEM_SLOTS);
     spec.protocol_features |= ProtocolFeatures::PAGEFAULT;
     let mut t = Transcript::backend(spec);
-    t.send(Request::SetProtocolFeatures(ProtocolFeatures::PAGEFAULT | ProtocolFeatures::REPLY_ACK));
+    t.send(Request::SetProtocolFeatures(acked));
+    t
+}
+
+fn listening() -> Transcript {
+    let mut t = postcopy(ProtocolFeatures::PAGEFAULT | ProtocolFeatures::REPLY_ACK);
     assert_eq!(t.send(Request::PostcopyAdvise), [Out::Action(Action::PostcopyAdvise)]);
     let uffd = t.fd();
     assert_eq!(
         t.complete(Completion::Userfaultfd(Ok(uffd))),
         [Out::Reply(Reply::PostcopyAdvise { userfaultfd: uffd })]
     );
-    // QEMU waits for the u64 of POSTCOPY_LISTEN whether or not it set NEED_REPLY.
-    assert_eq!(t.send(Request::PostcopyListen), [Out::Action(Action::PostcopyListen)]);
+    // QEMU sets NEED_REPLY on POSTCOPY_LISTEN (even without REPLY_ACK) and waits for the u64.
+    assert_eq!(t.send_need_reply(Request::PostcopyListen), [Out::Action(Action::PostcopyListen)]);
     assert_eq!(
         t.complete(Completion::Done(Ok(()))),
         [Out::Reply(Reply::Ack { request: FrontendCode::PostcopyListen, status: 0 })]
     );
     t
+}
+
+/// POSTCOPY_LISTEN's `u64` is an acknowledgement: due when NEED_REPLY asks for it, and not
+/// otherwise (vhost-user spec, message 29; only ADVISE and END always answer).
+#[test]
+fn postcopy_listen_is_answered_only_when_asked() {
+    let mut t = postcopy(ProtocolFeatures::PAGEFAULT);
+    assert_eq!(t.send(Request::PostcopyAdvise), [Out::Action(Action::PostcopyAdvise)]);
+    let uffd = t.fd();
+    t.complete(Completion::Userfaultfd(Ok(uffd)));
+    assert_eq!(t.send(Request::PostcopyListen), [Out::Action(Action::PostcopyListen)]);
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [], "no reply was asked for");
+    assert_eq!(
+        t.send(Request::PostcopyEnd),
+        [Out::Action(Action::PostcopyEnd)],
+        "the session went on"
+    );
+    assert_eq!(
+        t.complete(Completion::Done(Ok(()))),
+        [Out::Reply(Reply::Ack { request: FrontendCode::PostcopyEnd, status: 0 })],
+        "END always answers"
+    );
 }
 
 fn ack_frame() -> Vec<u8> {
@@ -115,12 +143,7 @@ fn failed_registration_closes_the_session() {
 
 #[test]
 fn advise_failure_is_a_status() {
-    let mut spec = BackendSpec::new(1, 256);
-    // Postcopy is never offered together with memory slots.
-    spec.protocol_features.remove(ProtocolFeatures::CONFIGURE_MEM_SLOTS);
-    spec.protocol_features |= ProtocolFeatures::PAGEFAULT;
-    let mut t = Transcript::backend(spec);
-    t.send(Request::SetProtocolFeatures(ProtocolFeatures::PAGEFAULT));
+    let mut t = postcopy(ProtocolFeatures::PAGEFAULT);
     t.send(Request::PostcopyAdvise);
     assert_eq!(
         t.complete(Completion::Userfaultfd(Err(1))),

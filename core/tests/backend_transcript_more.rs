@@ -243,7 +243,10 @@ fn unsupported_and_unnegotiated_messages_never_silently_succeed() {
         [act(Action::CloseFd(gpu)), nack(FrontendCode::GpuSetSocket, 95)]
     );
     assert_eq!(t.send_need_reply(Request::SendRarp([1; 6])), [nack(FrontendCode::SendRarp, 95)]);
-    assert_eq!(t.send(Request::PostcopyListen), [nack(FrontendCode::PostcopyListen, 95)]);
+    assert_eq!(
+        t.send_need_reply(Request::PostcopyListen),
+        [nack(FrontendCode::PostcopyListen, 95)]
+    );
     assert_eq!(t.send(Request::VringKick { index: V0 }), []);
     assert_eq!(
         t.send_need_reply(Request::VringKick { index: V0 }),

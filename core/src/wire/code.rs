@@ -130,7 +130,7 @@ codes! {
         /// VHOST_USER_POSTCOPY_ADVISE
         PostcopyAdvise = 28 => "VHOST_USER_POSTCOPY_ADVISE", WithStatus,
         /// VHOST_USER_POSTCOPY_LISTEN
-        PostcopyListen = 29 => "VHOST_USER_POSTCOPY_LISTEN", WithStatus,
+        PostcopyListen = 29 => "VHOST_USER_POSTCOPY_LISTEN", AckOnly,
         /// VHOST_USER_POSTCOPY_END
         PostcopyEnd = 30 => "VHOST_USER_POSTCOPY_END", WithStatus,
         /// VHOST_USER_GET_INFLIGHT_FD
