@@ -113,7 +113,15 @@ impl SocketFile {
     /// [`SocketFile::bind`], the socket then also read-write for `group` (and given to it)
     /// before it appears at `path`, so a front-end of that group never meets it closed.
     pub fn bind_for(path: &Path, group: Option<Gid>) -> std::io::Result<(UnixListener, Self)> {
-        let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?.to_owned();
+        use std::io::{Error, ErrorKind};
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "names no file for the socket"))?
+            .to_owned();
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            let what = format!("longer than the {MAX_SOCKET_PATH} bytes a socket address holds");
+            return Err(Error::new(ErrorKind::InvalidInput, what));
+        }
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -131,22 +139,42 @@ impl SocketFile {
         let lock = rustix::fs::openat(&dir, &pid_name, flags, Mode::from_raw_mode(0o600))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                return Err(std::io::Error::from(std::io::ErrorKind::AddrInUse));
-            }
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(Error::from(ErrorKind::AddrInUse)),
             Err(e) => return Err(e.into()),
         }
-        rustix::fs::ftruncate(&lock, 0)?;
-        rustix::io::write(&lock, format!("{}\n", std::process::id()).as_bytes())?;
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        let listener = match Self::claim(&lock, parent, &name, path, group) {
+            Ok(listener) => listener,
+            Err(error) => {
+                // The lock is this process's: no live daemon uses the pid file, so it goes with
+                // the failed attempt instead of staying next to a socket nobody serves. Whatever
+                // is at `path` stays.
+                let _ = rustix::fs::unlinkat(&dir, &pid_name, AtFlags::empty());
+                return Err(error);
             }
-        }
-        let listener = bind_listening(parent, &name, path, group)?;
+        };
         let file =
             Self { path: path.to_owned(), dir, name, _lock: lock, removed: AtomicBool::new(false) };
         Ok((listener, file))
+    }
+
+    /// With the pid file locked: writes the pid into it and binds the socket.
+    fn claim(
+        lock: &OwnedFd,
+        parent: &Path,
+        name: &std::ffi::OsStr,
+        path: &Path,
+        group: Option<Gid>,
+    ) -> std::io::Result<UnixListener> {
+        use std::io::{Error, ErrorKind};
+        rustix::fs::ftruncate(lock, 0)?;
+        rustix::io::write(lock, format!("{}\n", std::process::id()).as_bytes())?;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                let what = "something other than a socket is there; it is left alone";
+                return Err(Error::new(ErrorKind::AlreadyExists, what));
+            }
+        }
+        bind_listening(parent, name, path, group)
     }
 
     /// The socket path as given.

@@ -55,8 +55,15 @@ fn a_dead_daemons_socket_is_replaced_a_live_ones_is_not() {
     drop(live);
     // Something that is not a socket is never removed.
     std::fs::write(&path, b"not a socket").expect("write");
-    assert!(matches!(daemon(&path), Err(DaemonError::Bind { .. })));
+    match daemon(&path) {
+        Err(DaemonError::Bind { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists);
+            assert!(source.to_string().contains("other than a socket"), "{source}");
+        }
+        other => panic!("a daemon over a regular file: {other:?}"),
+    }
     assert_eq!(std::fs::read(&path).expect("read"), b"not a socket");
+    assert!(!pid_file(&path).exists(), "a refused bind leaves no pid file behind");
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(pid_file(&path));
 }
@@ -175,4 +182,21 @@ fn nothing_is_written_or_changed_through_a_symlink_next_to_the_socket() {
     assert_eq!(victim_meta.mode() & 0o777, 0o600, "the victim's mode is untouched");
     drop(file);
     let _ = std::fs::remove_file(&victim);
+}
+
+/// A path `sockaddr_un` cannot hold is refused by name, before anything is created next to it.
+#[test]
+fn a_socket_path_too_long_for_an_address_is_refused_and_leaves_nothing() {
+    let dir = socket_path("long-dir");
+    std::fs::create_dir_all(&dir).expect("directory");
+    let long = dir.join("s".repeat(120));
+    match daemon(&long) {
+        Err(DaemonError::Bind { source, .. }) => {
+            assert!(source.to_string().contains("107 bytes"), "names the limit: {source}")
+        }
+        other => panic!("a daemon on a {}-byte path: {other:?}", long.as_os_str().len()),
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("list").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir(&dir).expect("the directory is empty");
 }
