@@ -253,3 +253,45 @@ fn socket_group_gets_read_write() {
     assert_eq!((meta.gid(), meta.permissions().mode() & 0o777), (4242, 0o660));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The daemon's soft open-file limit, from its /proc entry.
+fn soft_open_file_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a nofile line");
+    line.split_whitespace().nth(3).and_then(|soft| soft.parse().ok()).expect("a number")
+}
+
+/// `--rlimit-nofile 0` leaves the open-file limit the launcher set; without the option the
+/// daemon raises it, as virtiofsd does.
+#[test]
+fn rlimit_nofile_zero_leaves_the_limit_alone() {
+    use std::os::unix::process::CommandExt;
+    const LOWERED: u64 = 1000;
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|hard| hard <= LOWERED) {
+        eprintln!("skipped: the hard open-file limit is at most {LOWERED}");
+        return;
+    }
+    for (extra, raised) in [(&["--rlimit-nofile", "0"][..], false), (&[][..], true)] {
+        let dir = scratch(if raised { "rlimit-default" } else { "rlimit-zero" });
+        let mut command = fsd();
+        // SAFETY: between fork and exec only setrlimit, async-signal-safe, runs in the child.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = rustix::process::Rlimit { current: Some(LOWERED), maximum: hard };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+                Ok(())
+            });
+        }
+        let running = daemon::start_program(command, &dir, "vhost", extra);
+        assert!(daemon::socket(&dir).exists(), "the daemon listens");
+        let soft = soft_open_file_limit(running.0.id());
+        if raised {
+            assert!(soft > LOWERED, "the default raises the limit: {soft}");
+        } else {
+            assert_eq!(soft, LOWERED, "0 leaves the limit as the launcher set it");
+        }
+        drop(running);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -151,6 +151,9 @@ fn run(settings: Settings) -> Result<(), String> {
 /// Each inode the guest looks up holds a descriptor.
 fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    if asked == Some(0) {
+        return Ok(());
+    }
     if let Some(limit) = asked {
         let rlimit = Rlimit { current: Some(limit), maximum: Some(limit) };
         return setrlimit(Resource::Nofile, rlimit)

@@ -39,7 +39,7 @@ pub(crate) struct Options {
     #[arg(long, value_name = "TAG")]
     pub(crate) tag: Option<String>,
     /// Guest caching policy.
-    #[arg(long, value_enum, default_value_t = Cache::Auto)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Cache::Auto)]
     pub(crate) cache: Cache,
     /// Do not offer READDIRPLUS (never offered with --cache never).
     #[arg(long, overrides_with = "readdirplus")]
@@ -90,7 +90,7 @@ pub(crate) struct Options {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
     /// Isolation mode: namespace (the default), chroot or none.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub(crate) sandbox: Option<Sandbox>,
     /// Action on a syscall outside the allow-list: kill (the default), log, trap or none.
     #[arg(long, value_enum)]
@@ -120,7 +120,7 @@ pub(crate) struct Options {
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "MODE")]
     pub(crate) posix_acl: Option<Mode>,
     /// Security labels: never (the default), auto, or always (the bare flag): new inodes get the
-    /// label the guest's LSM chose.
+    /// label the guest's LSM chose; implies --xattr.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "MODE")]
     pub(crate) security_label: Option<Mode>,
     /// Extended attribute name mapping rules (virtiofsd's syntax, e.g. `:map::user.virtiofs.:`);
@@ -166,7 +166,7 @@ pub(crate) struct Options {
     #[arg(long, overrides_with = "announce_submounts")]
     pub(crate) no_announce_submounts: bool,
     /// Log verbosity.
-    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
     pub(crate) log_level: LogLevel,
     /// RLIMIT_NOFILE to set (soft = hard); 0 leaves it as it is.
     #[arg(long, value_name = "N")]
@@ -270,7 +270,7 @@ pub(crate) struct Settings {
     pub(crate) gid_map: IdMap,
     /// Log verbosity.
     pub(crate) log_level: LogLevel,
-    /// RLIMIT_NOFILE to set.
+    /// RLIMIT_NOFILE to set (0: leave it; none: raise it as virtiofsd does).
     pub(crate) rlimit_nofile: Option<u64>,
     /// Request queues.
     pub(crate) num_request_queues: usize,
@@ -349,6 +349,7 @@ impl Options {
             }
         }
         let posix_acl = Mode::negotiation(self.posix_acl);
+        let security_label = Mode::negotiation(self.security_label);
         if posix_acl != Negotiation::Never
             && !(self.translate_uid.is_empty() && self.translate_gid.is_empty())
         {
@@ -403,9 +404,13 @@ impl Options {
             modcaps: self.modcaps.clone().map(|edits| edits.0).unwrap_or_default(),
             ns_uid_map: self.uid_map.clone(),
             ns_gid_map: self.gid_map.clone(),
-            xattr: self.xattr || self.xattrmap.is_some() || posix_acl != Negotiation::Never,
+            // As virtiofsd: ACLs and labels are xattrs, so either turns xattrs on.
+            xattr: self.xattr
+                || self.xattrmap.is_some()
+                || posix_acl != Negotiation::Never
+                || security_label != Negotiation::Never,
             posix_acl,
-            security_label: Mode::negotiation(self.security_label),
+            security_label,
             xattrmap: self.xattrmap.clone(),
             allow_direct_io: self.allow_direct_io,
             killpriv_v2: self.killpriv_v2 && !self.no_killpriv_v2,
@@ -415,7 +420,7 @@ impl Options {
             uid_map: IdMap::new(&self.translate_uid).map_err(CliError::TranslateUid)?,
             gid_map: IdMap::new(&self.translate_gid).map_err(CliError::TranslateGid)?,
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
-            rlimit_nofile: self.rlimit_nofile.filter(|n| *n != 0),
+            rlimit_nofile: self.rlimit_nofile,
             num_request_queues: self.num_request_queues,
             thread_pool_size: self.thread_pool_size,
             readonly: self.readonly,

@@ -6,6 +6,18 @@ fn parse(args: &[&str]) -> Options {
     Options::try_parse_from(std::iter::once("vhu-fsd").chain(args.iter().copied())).expect("parses")
 }
 
+/// virtiofsd takes `--cache`, `--sandbox` and `--log-level` values in any case.
+#[test]
+fn mode_values_are_taken_in_any_case() {
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let args = ["--socket-path=/s", "--shared-dir", dir, "--cache=Never", "--sandbox=NONE"];
+    let settings = parse(&[&args[..], &["--log-level", "Debug"]].concat()).settings().expect("ok");
+    assert_eq!(settings.cache, Cache::Never.policy());
+    assert_eq!(settings.sandbox, Sandbox::None);
+    assert_eq!(settings.log_level, LogLevel::Debug);
+}
+
 #[test]
 fn virtiofsd_command_lines_parse() {
     let dir = std::env::temp_dir();
@@ -50,6 +62,14 @@ fn virtiofsd_command_lines_parse() {
         let s = parse(&["--socket-path=/s", "--shared-dir", dir, flag]).settings().expect("ok");
         assert_eq!((s.posix_acl, s.xattr), (want, true), "{flag}");
     }
+    for (flag, want) in
+        [("--security-label", Negotiation::Always), ("--security-label=auto", Negotiation::Auto)]
+    {
+        let s = parse(&["--socket-path=/s", "--shared-dir", dir, flag]).settings().expect("ok");
+        assert_eq!((s.security_label, s.xattr), (want, true), "{flag}: labels are xattrs");
+    }
+    let never = ["--socket-path=/s", "--shared-dir", dir, "--security-label=never"];
+    assert!(!parse(&never).settings().expect("ok").xattr);
     let mixed =
         ["--socket-path=/s", "--shared-dir", dir, "--posix-acl", "--translate-uid=map:0:1:1"];
     assert_eq!(parse(&mixed).settings().err(), Some(CliError::AclWithTranslation));
