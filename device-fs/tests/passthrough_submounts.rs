@@ -116,3 +116,61 @@ fn parse_dirents_with_ino(mut buf: &[u8]) -> std::collections::BTreeMap<String, 
     }
     out
 }
+
+/// A read-only bind mount of `source` at `path`, unmounted when dropped.
+struct ReadOnlyBind(PathBuf);
+
+impl ReadOnlyBind {
+    fn mount(source: &Path, path: &Path) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let run = |args: &[&str]| {
+            let ok = Command::new("mount").args(args).arg(path).status().expect("run mount");
+            assert!(ok.success(), "mount {args:?} {}", path.display());
+        };
+        run(&["--bind", source.to_str().expect("utf-8")]);
+        let bind = Self(path.to_owned());
+        run(&["-o", "remount,bind,ro"]);
+        bind
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// One file reached through a writable directory and through a read-only bind mount of it is
+/// two nodes, whichever the guest looks up first: the bind mount never lends the writable
+/// mount's access, and the writable one never takes the bind's refusal.
+#[test]
+fn a_read_only_bind_mount_stays_read_only_whichever_path_came_first() {
+    use vhu_device_fs::fuse::abi::OpenIn;
+    const EROFS: i32 = 30;
+    for writable_first in [true, false] {
+        if !root_or_skip() {
+            return;
+        }
+        let tag = if writable_first { "bind-ro-after" } else { "bind-ro-before" };
+        let mut h = Harness::new(tag);
+        h.init();
+        std::fs::create_dir(h.share().join("data")).expect("mkdir");
+        std::fs::write(h.share().join("data/f"), b"host").expect("write");
+        let _bind = ReadOnlyBind::mount(&h.share().join("data"), &h.share().join("ro"));
+        let order = if writable_first { ["data", "ro"] } else { ["ro", "data"] };
+        let first = h.lookup(1, order[0]).entry().nodeid;
+        let second = h.lookup(1, order[1]).entry().nodeid;
+        assert_ne!(first, second, "{order:?}: one inode, two mounts, two nodes");
+        let (data, ro) = if writable_first { (first, second) } else { (second, first) };
+        let open_for_write = |h: &mut Harness, dir: u64| {
+            let file = h.lookup(dir, "f").entry().nodeid;
+            let open = OpenIn { flags: libc::O_WRONLY as u32, ..OpenIn::default() };
+            h.call(Opcode::Open, file, open.as_bytes())
+        };
+        assert_eq!(open_for_write(&mut h, ro).errno(), EROFS, "{order:?}: through the bind");
+        open_for_write(&mut h, data).open();
+        // The fast path for names already known keeps the mounts apart too.
+        assert_eq!(h.lookup(1, "ro").entry().nodeid, ro);
+        assert_eq!(h.lookup(1, "data").entry().nodeid, data);
+    }
+}

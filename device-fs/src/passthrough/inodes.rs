@@ -63,17 +63,28 @@ pub struct NodeSnapshot {
     pub lookups: u64,
 }
 
+/// What makes two lookups the same node: the host inode and the mount it was reached through.
+/// One file seen through two mounts (a read-only bind mount of a writable directory, say) is
+/// two nodes, each opening through its own mount, so neither lends the other its access.
+type Identity = (InodeKey, u64);
+
+impl Inode {
+    fn identity(&self) -> Identity {
+        (self.key, self.mnt_id)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     by_id: IdMap<Slot>,
-    by_key: HostMap<InodeKey, u64>,
+    by_key: HostMap<Identity, u64>,
     next_id: u64,
 }
 
 impl Inner {
-    /// One more lookup of the node holding `key`, if there is one.
-    fn add_lookup(&mut self, key: InodeKey) -> Option<NodeId> {
-        let id = *self.by_key.get(&key)?;
+    /// One more lookup of the node holding `identity`, if there is one.
+    fn add_lookup(&mut self, identity: Identity) -> Option<NodeId> {
+        let id = *self.by_key.get(&identity)?;
         let slot = self.by_id.get_mut(&id)?;
         slot.lookups = slot.lookups.saturating_add(1);
         Some(NodeId(id))
@@ -98,7 +109,7 @@ impl InodeTable {
         let mut inner = self.lock();
         inner.by_id.clear();
         inner.by_key.clear();
-        inner.by_key.insert(root.key, NodeId::ROOT.0);
+        inner.by_key.insert(root.identity(), NodeId::ROOT.0);
         inner.by_id.insert(NodeId::ROOT.0, Slot { inode: Some(Arc::new(root)), lookups: 1 });
         inner.next_id = NodeId::ROOT.0 + 1;
     }
@@ -128,7 +139,7 @@ impl InodeTable {
             return;
         }
         if let Some(inode) = &inode {
-            inner.by_key.entry(inode.key).or_insert(node.0);
+            inner.by_key.entry(inode.identity()).or_insert(node.0);
         }
         inner.by_id.insert(node.0, Slot { inode: inode.map(Arc::new), lookups });
         inner.next_id = inner.next_id.max(next_id).max(node.0.saturating_add(1));
@@ -147,19 +158,20 @@ impl InodeTable {
     /// (and the new fd is dropped), otherwise a new node is created with one reference.
     pub fn lookup(&self, inode: Inode) -> NodeId {
         let mut inner = self.lock();
-        if let Some(node) = inner.add_lookup(inode.key) {
+        if let Some(node) = inner.add_lookup(inode.identity()) {
             return node;
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        inner.by_key.insert(inode.key, id);
+        inner.by_key.insert(inode.identity(), id);
         inner.by_id.insert(id, Slot { inode: Some(Arc::new(inode)), lookups: 1 });
         NodeId(id)
     }
 
-    /// Records one more lookup of the node that holds the host inode `key`, if there is one.
-    pub fn lookup_known(&self, key: InodeKey) -> Option<NodeId> {
-        self.lock().add_lookup(key)
+    /// Records one more lookup of the node that holds the host inode `key` reached through
+    /// mount `mnt_id`, if there is one.
+    pub fn lookup_known(&self, key: InodeKey, mnt_id: u64) -> Option<NodeId> {
+        self.lock().add_lookup((key, mnt_id))
     }
 
     /// Drops `count` references; the node goes away at zero. Unknown nodes and the root are ignored.
@@ -173,7 +185,7 @@ impl InodeTable {
         };
         slot.lookups = slot.lookups.saturating_sub(count);
         if slot.lookups == 0 {
-            let key = slot.inode.as_ref().map(|inode| inode.key);
+            let key = slot.inode.as_ref().map(|inode| inode.identity());
             inner.by_id.remove(&node.0);
             if let Some(key) = key.filter(|key| inner.by_key.get(key) == Some(&node.0)) {
                 inner.by_key.remove(&key);

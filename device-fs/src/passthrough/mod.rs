@@ -429,12 +429,12 @@ impl PassthroughFs {
     /// directory on another host mount than `parent` is marked as a submount when announced.
     ///
     /// A name that leads to an inode the guest already holds (a guest revalidating its cached
-    /// entry, mostly) takes one `statx` by name: the table's O_PATH fd keeps that inode alive, so
-    /// no other inode can have its (device, inode number) meanwhile, and no descriptor is
-    /// opened. Any other name is opened ([`Self::open_entry`]).
+    /// entry, mostly) through the same mount takes one `statx` by name: the table's O_PATH fd
+    /// keeps that inode alive, so no other inode can have its (device, inode number) meanwhile,
+    /// and no descriptor is opened. Any other name is opened ([`Self::open_entry`]).
     fn lookup_at(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
         let st = attr::stat_at(&parent.fd, name)?;
-        match self.inodes.lookup_known(st.key) {
+        match self.inodes.lookup_known(st.key, st.mnt_id) {
             Some(node) => Ok(self.entry(parent, node, st)),
             None => self.open_entry(parent, name),
         }

@@ -229,8 +229,12 @@ impl PassthroughFs {
         root_link: &[u8],
         inode: &Inode,
     ) -> Option<Vec<u8>> {
+        // Through the same mount too: a path through another mount of the same file (a
+        // read-only bind, say) would give the destination's node that mount's access.
         let is_it = |fd: &rustix::fd::OwnedFd| {
-            locate::identify(fd).is_ok_and(|(key, kind, _)| key == inode.key && kind == inode.kind)
+            locate::identify(fd).is_ok_and(|(key, kind, mnt_id)| {
+                key == inode.key && kind == inode.kind && mnt_id == inode.mnt_id
+            })
         };
         let from_link = locate::link_of(&self.proc_fd, &inode.fd)
             .ok()
