@@ -124,7 +124,9 @@ fn unsupported_names_and_no_map() {
 /// marked write, a marked truncation and a chown.
 #[test]
 fn a_renamed_capability_does_not_survive_a_change() {
-    use vhu_device_fs::fuse::abi::{fattr, OpenIn, SetattrIn, WriteIn, WRITE_KILL_SUIDGID};
+    use vhu_device_fs::fuse::abi::{
+        fattr, CreateIn, OpenIn, SetattrIn, WriteIn, WRITE_KILL_SUIDGID,
+    };
     let map: XattrMap = ":map::user.virtiofs.:".parse().expect("map");
     let mut h = Harness::with("xmap-killpriv", |c| {
         c.xattr = true;
@@ -139,6 +141,8 @@ fn a_renamed_capability_does_not_survive_a_change() {
     }
     let fh =
         h.call(Opcode::Open, f, OpenIn { flags: 0o2, ..OpenIn::default() }.as_bytes()).open().fh;
+    let held = Some(b"cap".to_vec());
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), held, "an open changes nothing");
     let w = WriteIn { fh, size: 1, write_flags: WRITE_KILL_SUIDGID, ..WriteIn::default() };
     h.call(Opcode::Write, f, &args(&[w.as_bytes(), b"x"])).ok();
     assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a write");
@@ -156,6 +160,21 @@ fn a_renamed_capability_does_not_survive_a_change() {
     let s = SetattrIn { valid: fattr::GID, gid: 0, ..SetattrIn::default() };
     h.call(Opcode::Setattr, f, s.as_bytes()).ok();
     assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a chown");
+    // Opening the file with O_TRUNC truncates it, by OPEN or by CREATE of the existing name.
+    for op in [Opcode::Open, Opcode::Create] {
+        assert_eq!(set(&mut h, f, "security.capability", b"cap"), 0);
+        let trunc = 0o1000 | 0o1;
+        match op {
+            Opcode::Open => {
+                h.call(op, f, OpenIn { flags: trunc, ..OpenIn::default() }.as_bytes()).open();
+            }
+            _ => {
+                let c = CreateIn { flags: trunc | 0o100, mode: 0o100644, ..CreateIn::default() };
+                h.call(op, 1, &args(&[c.as_bytes(), b"f\0"])).ok();
+            }
+        }
+        assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "{op:?} O_TRUNC");
+    }
     // Other attributes stay.
     assert_eq!(set(&mut h, f, "user.keep", b"k"), 0);
     h.call(Opcode::Setattr, f, s.as_bytes()).ok();

@@ -109,8 +109,14 @@ impl PassthroughFs {
         }
         self.check_open_budget()?;
         let wanted = open_flags(flags, &self.config);
-        let kill = wanted.contains(OFlags::TRUNC) && open & OPEN_KILL_SUIDGID != 0;
-        let fd = self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?;
+        // Only a truncating open changes the file: any other leaves set-id bits and
+        // capabilities alone.
+        let fd = if wanted.contains(OFlags::TRUNC) {
+            let kill = open & OPEN_KILL_SUIDGID != 0;
+            self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?
+        } else {
+            self.reopen(&inode, wanted)?
+        };
         Ok(Opened {
             handle: self.handles.insert_file(fd, node, wanted),
             flags: self.config.open_flags.0,
@@ -170,6 +176,12 @@ impl PassthroughFs {
         };
         // The entry is the inode opened, not whatever the name points at by now.
         let entry = self.entry_of(&dir, path)?;
+        if !created && wanted.contains(OFlags::TRUNC) && self.config.killpriv_v2 {
+            // Truncated: a renamed file capability goes as the host's own did.
+            if let Ok(inode) = self.inode(entry.node) {
+                self.drop_mapped_capability(&inode);
+            }
+        }
         let handle = self.handles.insert_file(fd, entry.node, wanted);
         Ok((entry, Opened { handle, flags: self.config.open_flags.0 }, created))
     }
