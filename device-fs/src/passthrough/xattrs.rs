@@ -86,7 +86,12 @@ impl PassthroughFs {
     ) -> Result<XattrReply, Errno> {
         let target = self.xattr_target(node)?;
         let path = &target.path;
-        let name = &*self.host_xattr_name(name, false)?;
+        // A name the map refuses has no attribute to read (virtiofsd answers the same).
+        let name = self.host_xattr_name(name, false).map_err(|e| match e {
+            Errno::PERM => Errno::NODATA,
+            e => e,
+        })?;
+        let name = &*name;
         if size == 0 {
             let n = rustix::fs::getxattr_query(path, name)?;
             return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
