@@ -515,3 +515,46 @@ fn statx_reports_the_birth_time() {
     }
     assert_eq!(h.call(Opcode::Statx, 999, q.as_bytes()).errno(), EBADF);
 }
+
+/// LSEEK answers as the host's lseek(2) does for the guest's own file: data and holes of a
+/// sparse file, ENXIO past the end or before the start for SEEK_DATA and SEEK_HOLE, the end
+/// for SEEK_END, EINVAL for an unknown whence.
+#[test]
+fn lseek_finds_data_and_holes_as_the_host_does() {
+    use vhu_device_fs::fuse::abi::{LseekIn, LseekOut};
+    const EINVAL: i32 = 22;
+    const ENXIO: i32 = 6;
+    let mut h = Harness::new("lseek");
+    h.init();
+    let (node, fh) = create(&mut h, 1, "sparse");
+    let size = 4 << 20;
+    assert_eq!(write(&mut h, node, fh, size - 4096, &[7; 4096]), 4096);
+    let host = std::fs::File::open(h.share().join("sparse")).expect("open on the host");
+    let mut seek = |offset: u64, whence: u32| {
+        let l = LseekIn { fh, offset, whence, padding: 0 };
+        let r = h.call(Opcode::Lseek, node, l.as_bytes());
+        match r.header.error {
+            0 => Ok(LseekOut::read_from_bytes(r.ok()).expect("lseek_out").offset),
+            _ => Err(r.errno()),
+        }
+    };
+    let (data, hole) = (3, 4);
+    let host_seek = |offset: i64, whence: i32| {
+        use std::os::fd::AsRawFd;
+        // SAFETY: lseek on a descriptor this test owns; no memory is passed.
+        let at = unsafe { libc::lseek(host.as_raw_fd(), offset, whence) };
+        u64::try_from(at).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    };
+    for offset in [0, 4096, size - 4096, size - 1] {
+        for whence in [data, hole] {
+            let want = host_seek(offset as i64, whence as i32);
+            assert_eq!(seek(offset, whence), want, "offset {offset} whence {whence}");
+        }
+    }
+    assert_eq!(seek(size - 4096, data), Ok(size - 4096), "the data is where it was written");
+    assert_eq!(seek(size, data), Err(ENXIO), "past the end");
+    assert_eq!(seek(-1i64 as u64, data), Err(ENXIO), "a negative offset, as loff_t");
+    assert_eq!(seek(-1i64 as u64, hole), Err(ENXIO));
+    assert_eq!(seek(-1i64 as u64, 2), Ok(size - 1), "SEEK_END -1");
+    assert_eq!(seek(0, 5), Err(EINVAL));
+}

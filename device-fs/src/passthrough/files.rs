@@ -316,7 +316,9 @@ impl PassthroughFs {
         whence: u32,
     ) -> Result<u64, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        let signed = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        // The guest's loff_t, as its bits: the host answers a negative position as it would
+        // its own caller (EINVAL, or ENXIO for SEEK_DATA and SEEK_HOLE).
+        let signed = offset as i64;
         let pos = match whence {
             0 => SeekFrom::Start(offset),
             1 => SeekFrom::Current(signed),
