@@ -39,7 +39,14 @@ impl PassthroughFs {
         let mut scratch = vec![MaybeUninit::<u8>::uninit(); DIRENT_BUF];
         let mut dir = RawDir::new(&h.fd, &mut scratch);
         while let Some(item) = dir.next() {
-            let item = item?;
+            let item = match item {
+                Ok(item) => item,
+                // What was listed goes out, as the host's own getdents would return it: for
+                // READDIRPLUS its entries hold references only the reply gives the guest. The
+                // next request, from the last offset, meets the error.
+                Err(_) if !buf.is_empty() => break,
+                Err(e) => return Err(e),
+            };
             let name = item.file_name();
             let entry = DirEntry {
                 ino: self.devices.guest_ino((dir_inode.key.0, item.ino())),
