@@ -138,3 +138,37 @@ fn client_drives_rust_vmm_vhost_user_backend() {
     drop(client);
     peer.join(TIMEOUT).expect("the peer daemon ends cleanly on disconnect");
 }
+
+/// A back-end that answers a state transfer with a descriptor of its own is held to what a
+/// transfer may be: `/dev/zero`, which would fill the VMM's memory, is refused as neither pipe
+/// nor socket; a pipe it never closes is waited on no longer than the client's timeout.
+#[test]
+fn a_back_ends_own_state_descriptor_neither_fills_memory_nor_hangs() {
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    let protocol = ProtocolFeatures::REPLY_ACK | ProtocolFeatures::DEVICE_STATE;
+    let connect = |name: &str, state: std::fs::File| {
+        let path = socket(name);
+        let peer = Peer::spawn_with_state(&path, Some(state));
+        let mut client = Client::from_stream(connect_retrying(&path, TIMEOUT)).expect("client");
+        client.set_timeout(Duration::from_millis(300)).expect("timeout");
+        let negotiated = client.handshake(features, protocol).expect("handshake");
+        assert!(negotiated.protocol_features.contains(ProtocolFeatures::DEVICE_STATE));
+        (peer, client)
+    };
+
+    let zero = std::fs::File::open("/dev/zero").expect("/dev/zero");
+    let (_peer, mut client) = connect("peer-state-zero", zero);
+    match client.save_state() {
+        Err(ClientError::Transfer(why)) => assert!(why.contains("not a pipe"), "{why}"),
+        other => panic!("a state read from /dev/zero: {other:?}"),
+    }
+
+    let (read, _kept_open) = rustix::pipe::pipe().expect("pipe");
+    let (_peer, mut client) = connect("peer-state-open", std::fs::File::from(read));
+    match client.save_state() {
+        Err(ClientError::Timeout { timeout, .. }) => {
+            assert_eq!(timeout, Duration::from_millis(300))
+        }
+        other => panic!("a state pipe never closed: {other:?}"),
+    }
+}

@@ -90,6 +90,10 @@ pub enum ClientError {
     /// state machine emitted no such event).
     #[error("{0} completed without its answer")]
     NoAnswer(FrontendCode),
+    /// A back-end state transfer went wrong on the back-end's side: more state than a load
+    /// accepts, or a descriptor that is not a pipe or a socket.
+    #[error("back-end state transfer: {0}")]
+    Transfer(&'static str),
     /// An earlier transport failure ended this client; nothing more can be sent.
     #[error("the client is broken by an earlier transport failure")]
     Broken,

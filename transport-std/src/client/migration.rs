@@ -5,16 +5,23 @@
 //! The order the spec asks for is the caller's and is checked by core: every ring stopped
 //! (GET_VRING_BASE) before a transfer, dirty logging ([`Client::set_log_base`],
 //! [`Client::set_logging`]) while guest memory is copied before that. When the back-end answers
-//! with a descriptor of its own, the transfer goes over that one instead. This module must not
-//! decide when a transfer is allowed.
+//! with a descriptor of its own, the transfer goes over that one instead: it must be a pipe or a
+//! socket, no more state is read than a load accepts ([`MAX_STATE_SIZE`]), and no wait for the
+//! back-end's next bytes, or for room to write, lasts longer than the client's timeout. This
+//! module must not decide when a transfer is allowed.
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
 use vhu_core::message::TransferDirection;
+use vhu_core::FrontendCode;
 
 use super::{Client, ClientError};
+use crate::session::transfer::is_stream;
+use crate::session::MAX_STATE_SIZE;
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> ClientError {
     move |source| ClientError::Io { what, source }
@@ -26,9 +33,9 @@ impl Client {
         let (read, write) =
             pipe_with(PipeFlags::CLOEXEC).map_err(|e| io("creating the state pipe")(e.into()))?;
         let theirs = self.set_device_state_fd(TransferDirection::Save, write)?;
-        let source: OwnedFd = theirs.unwrap_or(read);
-        let mut state = Vec::new();
-        std::fs::File::from(source).read_to_end(&mut state).map_err(io("reading the state"))?;
+        let source = stream(theirs.unwrap_or(read))?;
+        let state = read_state(&source, self.io.timeout)?;
+        drop(source);
         self.check_device_state()?;
         Ok(state)
     }
@@ -38,13 +45,73 @@ impl Client {
         let (read, write) =
             pipe_with(PipeFlags::CLOEXEC).map_err(|e| io("creating the state pipe")(e.into()))?;
         let theirs = self.set_device_state_fd(TransferDirection::Load, read)?;
-        let sink: OwnedFd = theirs.unwrap_or(write);
-        let mut sink = std::fs::File::from(sink);
+        let sink = stream(theirs.unwrap_or(write))?;
         // A back-end that refuses the state may close its end early: what it says comes next.
-        let written = sink.write_all(state);
+        let written = write_state(&sink, state, self.io.timeout);
         drop(sink);
         let checked = self.check_device_state();
-        written.map_err(io("writing the state"))?;
+        written?;
         checked
     }
+}
+
+/// `fd`, if it is a pipe or a socket: a regular file or a device such as `/dev/zero` would
+/// never end or never wait.
+fn stream(fd: OwnedFd) -> Result<OwnedFd, ClientError> {
+    if is_stream(fd.as_fd()) {
+        Ok(fd)
+    } else {
+        Err(ClientError::Transfer("the back-end's descriptor is not a pipe or a socket"))
+    }
+}
+
+/// Waits until `fd` is ready for `flags`, for at most `timeout`.
+fn ready(fd: &OwnedFd, flags: PollFlags, timeout: Duration) -> Result<(), ClientError> {
+    let limit = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+    loop {
+        match poll(&mut [PollFd::new(fd, flags)], Some(&limit)) {
+            Ok(0) => {
+                let waiting = Some(FrontendCode::SetDeviceStateFd);
+                return Err(ClientError::Timeout { waiting, timeout });
+            }
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(io("waiting on the state descriptor")(e.into())),
+        }
+    }
+}
+
+/// Reads the state until the back-end closes its end.
+fn read_state(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, ClientError> {
+    let mut state = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        ready(fd, PollFlags::IN, timeout)?;
+        match rustix::io::read(fd, &mut chunk) {
+            Ok(0) => return Ok(state),
+            Ok(n) if state.len() + n > MAX_STATE_SIZE => {
+                return Err(ClientError::Transfer("more state than a load accepts"));
+            }
+            Ok(n) => state.extend_from_slice(&chunk[..n]),
+            Err(Errno::INTR | Errno::AGAIN) => {}
+            Err(e) => return Err(io("reading the state")(e.into())),
+        }
+    }
+}
+
+/// Bytes a write may take once a pipe is writable without blocking (`PIPE_BUF`): the
+/// descriptor may be the back-end's own, so it stays as blocking as the back-end made it.
+const PIPE_BUF: usize = 4096;
+
+/// Writes all of `state`.
+fn write_state(fd: &OwnedFd, mut state: &[u8], timeout: Duration) -> Result<(), ClientError> {
+    while !state.is_empty() {
+        ready(fd, PollFlags::OUT, timeout)?;
+        match rustix::io::write(fd, &state[..state.len().min(PIPE_BUF)]) {
+            Ok(n) => state = &state[n..],
+            Err(Errno::INTR | Errno::AGAIN) => {}
+            Err(e) => return Err(io("writing the state")(e.into())),
+        }
+    }
+    Ok(())
 }

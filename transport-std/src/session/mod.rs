@@ -37,7 +37,7 @@ pub mod offer;
 mod outbox;
 mod requests;
 mod stops;
-mod transfer;
+pub(crate) mod transfer;
 
 use std::borrow::BorrowMut;
 use std::io::ErrorKind;

@@ -48,7 +48,7 @@ pub(super) enum Step {
 /// Whether `fd` is a pipe or a socket, as a transfer needs: a regular file or a device such as
 /// `/dev/zero` is never "not ready", so reading it would run an event loop's step up to
 /// [`MAX_STATE_SIZE`] in one go.
-pub(super) fn is_stream(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn is_stream(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fstat(fd).is_ok_and(|stat| {
         let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
         matches!(kind, rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket)

@@ -46,6 +46,9 @@ pub struct PeerDevice {
     config: [u8; 8],
     /// Kept so the channel stays open.
     channel: Option<Backend>,
+    /// When given, DEVICE_STATE is offered and every SET_DEVICE_STATE_FD is answered with this
+    /// descriptor instead of the front-end's (how a back-end picks its own channel).
+    state: Option<std::fs::File>,
 }
 
 impl VhostUserBackendMut for PeerDevice {
@@ -74,6 +77,25 @@ impl VhostUserBackendMut for PeerDevice {
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
             | VhostUserProtocolFeatures::BACKEND_REQ
+            | if self.state.is_some() {
+                VhostUserProtocolFeatures::DEVICE_STATE
+            } else {
+                VhostUserProtocolFeatures::empty()
+            }
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: vhost::vhost_user::message::VhostTransferStateDirection,
+        _phase: vhost::vhost_user::message::VhostTransferStatePhase,
+        _file: std::fs::File,
+    ) -> std::io::Result<Option<std::fs::File>> {
+        let state = self.state.as_ref().ok_or(std::io::ErrorKind::Unsupported)?;
+        state.try_clone().map(Some)
+    }
+
+    fn check_device_state(&self) -> std::io::Result<()> {
+        Ok(())
     }
 
     fn reset_device(&mut self) {
@@ -151,10 +173,16 @@ pub struct Peer {
 impl Peer {
     /// Starts the daemon; it binds `path` on its thread (see [`connect_retrying`]).
     pub fn spawn(path: &Path) -> Self {
+        Self::spawn_with_state(path, None)
+    }
+
+    /// [`Peer::spawn`], answering state transfers with `state` (see [`PeerDevice`]).
+    pub fn spawn_with_state(path: &Path, state: Option<std::fs::File>) -> Self {
         let _ = std::fs::remove_file(path);
         let record = Arc::new(Mutex::new(PeerRecord::default()));
+        let record_here = Arc::clone(&record);
         let device =
-            PeerDevice { record: Arc::clone(&record), memory: None, config: CONFIG, channel: None };
+            PeerDevice { record: record_here, memory: None, config: CONFIG, channel: None, state };
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::<()>::new());
         let backend = Arc::new(Mutex::new(device));
         let mut daemon =
