@@ -210,6 +210,49 @@ fn setlkw_waits_end_with_eintr() {
     assert!(host_try_flock(&host), "the host still holds its lock");
 }
 
+/// An INTERRUPT that overtakes its SETLKW (it came on another queue) is not lost: the SETLKW
+/// arrives already interrupted and its wait answers EINTR.
+#[test]
+fn an_interrupt_ahead_of_its_setlkw_still_interrupts_it() {
+    let (mut h, node, a, b) = setup("locks-early");
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_flock(&host));
+    let i = InterruptIn { unique: 800 };
+    assert!(h.try_call(Opcode::Interrupt, 0, i.as_bytes()).is_none(), "INTERRUPT gets no reply");
+    let args = lk(a, 1, F_WRLCK, 0, LOCK_TO_EOF, true);
+    assert!(matches!(setlkw(&mut h, node, &args, &defer, 800), Handled::Deferred(800)));
+    assert_eq!(replies.recv_timeout(WAIT), Ok((800, -EINTR)));
+    // Remembered once: the same unique later waits as any other request.
+    let args = lk(b, 2, F_WRLCK, 0, LOCK_TO_EOF, true);
+    assert!(matches!(setlkw(&mut h, node, &args, &defer, 800), Handled::Deferred(800)));
+    assert!(replies.recv_timeout(Duration::from_millis(100)).is_err(), "still waiting");
+    h.server.cancel(800);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((800, -EINTR)));
+}
+
+/// A ring that stops cancels its waits and answers their chains at once: when
+/// `cancel_and_settle` returns, every cancelled wait has posted its outcome, so none is told
+/// EINTR in its place while the real answer (a lock taken just before the cancel) comes later.
+#[test]
+fn settled_waits_have_posted_their_outcome() {
+    let (mut h, node, a, b) = setup("locks-settle");
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_flock(&host));
+    for (unique, fh, owner) in [(700, a, 1), (701, b, 2)] {
+        let args = lk(fh, owner, F_WRLCK, 0, LOCK_TO_EOF, true);
+        assert!(matches!(setlkw(&mut h, node, &args, &defer, unique), Handled::Deferred(_)));
+    }
+    // Let both waiters back off to their longest pause between attempts.
+    std::thread::sleep(Duration::from_millis(100));
+    h.server.cancel_and_settle(&[700, 701]);
+    let mut outcomes: Vec<_> = replies.try_iter().collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, [(700, -EINTR), (701, -EINTR)], "posted before the call returned");
+    assert!(host_try_flock(&host), "the host still holds its lock");
+}
+
 #[test]
 fn locks_can_be_turned_off() {
     let mut h = Harness::with("locks-off", |c| {

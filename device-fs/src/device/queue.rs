@@ -230,8 +230,11 @@ impl FsQueue {
         mem: &M,
         call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
+        // Every item is taken in even after a failure: a deferred chain dropped here would
+        // leave its wait running with nobody to cancel it.
+        let mut result = Ok(());
         for done in self.inbox.take() {
-            match done {
+            let step = match done {
                 Done::Deferred(unique, chain) => keep_deferred(
                     queue,
                     &mut self.early,
@@ -239,19 +242,21 @@ impl FsQueue {
                     mem,
                     (unique, chain),
                     call,
-                )?,
+                ),
                 Done::Reply(unique, reply) => match self.deferred.remove(&unique) {
-                    Some(chain) => answer(queue, mem, &chain, &reply, call)?,
+                    Some(chain) => answer(queue, mem, &chain, &reply, call),
                     // Its chain is still on its way back from the pool.
                     None if self.pool.is_some() => {
                         self.early.insert(unique, reply);
+                        Ok(())
                     }
                     // A reply for a chain already answered (the ring stopped meanwhile).
-                    None => {}
+                    None => Ok(()),
                 },
-            }
+            };
+            result = result.and(step);
         }
-        Ok(())
+        result
     }
 
     /// Chains still waiting for a reply (for inspection).
@@ -342,17 +347,28 @@ impl QueueHandler for FsQueue {
         let ring = Arc::clone(&self.ring);
         let mut ring = lock(&ring);
         if ring.broken {
-            // The ring cannot take replies, but the waits must still end.
-            for unique in std::mem::take(&mut self.deferred).into_keys() {
+            // The ring cannot take replies, but the waits must still end: those of chains
+            // kept here and of chains the pool posted back since.
+            let posted = self.inbox.take().into_iter().filter_map(|done| match done {
+                Done::Deferred(unique, _) => Some(unique),
+                Done::Reply(..) => None,
+            });
+            let kept: Vec<u64> = std::mem::take(&mut self.deferred).into_keys().collect();
+            for unique in kept.into_iter().chain(posted) {
                 self.server.cancel(unique);
             }
             self.early.clear();
             return;
         }
         let memory = ctx.memory.memory();
-        // Replies that arrived in time go out as they are; the rest are interrupted.
         let mut result = self.complete_deferred(&mut ring.queue, &*memory, &ctx.call);
+        // Waits still running end now. One that took its lock just before the cancel reports
+        // that, so the guest is never told EINTR for a lock its owner holds on the host.
+        let waiting: Vec<u64> = self.deferred.keys().copied().collect();
+        self.server.cancel_and_settle(&waiting);
+        result = result.and(self.complete_deferred(&mut ring.queue, &*memory, &ctx.call));
         self.early.clear();
+        // Any chain still without its reply is interrupted.
         for (unique, chain) in std::mem::take(&mut self.deferred) {
             self.server.cancel(unique);
             let error = -rustix::io::Errno::INTR.raw_os_error();

@@ -3,9 +3,13 @@
 //! A SETLKW that finds its lock held is answered later: the file system waits off this thread
 //! and the reply goes to the caller's [`Defer`] with the request's `unique`. Waits are kept by
 //! `unique` until they finish, so an INTERRUPT (or the end of the session) can cancel them; a
-//! cancelled wait is answered with EINTR. Nothing here touches host locks.
+//! cancelled wait is answered with EINTR. An INTERRUPT may overtake the request it names (it
+//! comes on the high-priority queue, or another queue's thread handles it first): the last
+//! [`EARLY_INTERRUPTS`] such uniques are remembered, and a SETLKW that arrives under one of
+//! them waits already cancelled. Nothing here touches host locks.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, MutexGuard};
 
 use rustix::io::Errno;
 
@@ -14,6 +18,13 @@ use crate::fuse::abi::{InterruptIn, LkIn, LkOut, LK_FLOCK};
 use crate::fuse::filesystem::FileSystem;
 use crate::fuse::lock::{Cancel, Lock, LockRequest, LockStatus, LockWait};
 use crate::fuse::types::Handle;
+
+/// INTERRUPTs of requests not seen yet that are remembered (FUSE lets a server drop any).
+const EARLY_INTERRUPTS: usize = 64;
+
+/// How long [`Server::cancel_and_settle`] waits for cancelled waits to end: a waiter looks
+/// at its cancel between attempts, which are at most tens of milliseconds apart.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn lock_request(args: &LkIn) -> Result<LockRequest, Errno> {
     Ok(LockRequest {
@@ -50,13 +61,21 @@ impl<F: FileSystem> Server<F> {
                     // A guest reusing the unique of a request still waiting: that one keeps it.
                     return Err(Errno::INVAL);
                 }
+                let mut early = self.interrupted_early();
+                if let Some(at) = early.iter().position(|u| *u == unique) {
+                    early.remove(at);
+                    cancel.cancel();
+                }
+                drop(early);
                 waiting.insert(unique, cancel.clone());
                 drop(waiting);
                 let (defer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
                 Some(LockWait::new(cancel, move |result: Result<(), Errno>| {
-                    waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
                     let error = result.err().map_or(0, |e| -e.raw_os_error());
                     defer.complete(unique, encode_reply(unique, error, &[]));
+                    // Only once the outcome is posted: whoever waits for the wait to end
+                    // (`Server::cancel_and_settle`) then finds its reply.
+                    waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
                 }))
             }
         };
@@ -72,11 +91,57 @@ impl<F: FileSystem> Server<F> {
     }
 
     /// INTERRUPT: cancels the named request if it is a lock being waited for (the wait then
-    /// answers EINTR); anything else has been answered already or cannot be interrupted.
+    /// answers EINTR), or remembers it for a SETLKW that has not arrived yet; anything else has
+    /// been answered already or cannot be interrupted.
     pub(super) fn do_interrupt(&self, mut req: Request<'_>) -> OpResult {
-        if let Ok(args) = req.take::<InterruptIn>() {
-            self.cancel(args.unique);
+        let Ok(args) = req.take::<InterruptIn>() else { return Ok(Reply::None) };
+        let waiting = self.waiting();
+        match waiting.get(&args.unique) {
+            Some(cancel) => cancel.cancel(),
+            None => {
+                let mut early = self.interrupted_early();
+                if early.len() == EARLY_INTERRUPTS {
+                    early.pop_front();
+                }
+                early.push_back(args.unique);
+            }
         }
         Ok(Reply::None)
+    }
+
+    /// Cancels the SETLKW `unique` if it is being waited for: it is answered with EINTR.
+    pub fn cancel(&self, unique: u64) {
+        if let Some(cancel) = self.waiting().get(&unique) {
+            cancel.cancel();
+        }
+    }
+
+    /// Cancels the SETLKWs `uniques` and waits, up to [`SETTLE_LIMIT`], until each wait has
+    /// ended and posted its outcome (EINTR, or the lock it took just before the cancel).
+    pub fn cancel_and_settle(&self, uniques: &[u64]) {
+        uniques.iter().for_each(|unique| self.cancel(*unique));
+        let deadline = std::time::Instant::now() + SETTLE_LIMIT;
+        while uniques.iter().any(|unique| self.waiting().contains_key(unique)) {
+            if std::time::Instant::now() >= deadline {
+                log::warn!("a cancelled lock wait did not end within {SETTLE_LIMIT:?}");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Cancels every SETLKW being waited for.
+    pub(super) fn cancel_all(&self) {
+        self.waiting().values().for_each(Cancel::cancel);
+    }
+
+    pub(super) fn interrupted_early(&self) -> MutexGuard<'_, VecDeque<u64>> {
+        // Single pushes and removals: a panic elsewhere cannot leave it half-changed.
+        self.interrupted_early.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Cancel>> {
+        // Single inserts and removals: a panic elsewhere cannot leave the map half-changed.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

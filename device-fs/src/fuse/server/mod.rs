@@ -17,7 +17,7 @@ mod xattr_ops;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
 use zerocopy::{FromBytes, IntoBytes};
@@ -208,6 +208,9 @@ pub struct Server<F: FileSystem> {
     initialized: AtomicBool,
     /// SETLKW requests being waited for, by `unique`.
     waiting: Arc<Mutex<HashMap<u64, Cancel>>>,
+    /// INTERRUPTs that came before the request they name (see `lock_ops`); taken with
+    /// `waiting` held.
+    interrupted_early: Mutex<std::collections::VecDeque<u64>>,
 }
 
 impl<F: FileSystem> Server<F> {
@@ -220,6 +223,7 @@ impl<F: FileSystem> Server<F> {
             session: Mutex::new(Session::default()),
             initialized: AtomicBool::new(false),
             waiting: Arc::new(Mutex::new(HashMap::new())),
+            interrupted_early: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -227,25 +231,9 @@ impl<F: FileSystem> Server<F> {
     /// next request must be INIT. For a device reset or a front-end that went away.
     pub fn reset(&self) {
         self.cancel_all();
+        self.interrupted_early().clear();
         self.fs.destroy();
         self.set_session(Session::default());
-    }
-
-    /// Cancels the SETLKW `unique` if it is being waited for: it is answered with EINTR.
-    pub fn cancel(&self, unique: u64) {
-        if let Some(cancel) = self.waiting().get(&unique) {
-            cancel.cancel();
-        }
-    }
-
-    /// Cancels every SETLKW being waited for.
-    fn cancel_all(&self) {
-        self.waiting().values().for_each(Cancel::cancel);
-    }
-
-    fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Cancel>> {
-        // Single inserts and removals: a panic elsewhere cannot leave the map half-changed.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The file system.
