@@ -83,6 +83,7 @@ fn connect_without_protocol_features_enables_rings_by_features() {
         ]
     );
     assert!(pair.sent.iter().all(|(_, need_reply)| !need_reply));
+    eprintln!("ACTS {:?} ERR {:?} EV {:?}", pair.acts, pair.backend_errors, pair.events);
     assert!(pair.acts.contains(&Act::StartVring { index: 0, base: VringBase(0), enabled: true }));
     assert_eq!(
         pair.frontend.set_vring_enable(VringIndex(0), false),
@@ -344,6 +345,7 @@ fn stop_and_restart_rings_preserve_bases() {
         ]
     );
     assert!(pair.sent.iter().all(|(_, need_reply)| *need_reply));
+    eprintln!("ACTS {:?} ERR {:?} EV {:?}", pair.acts, pair.backend_errors, pair.events);
     assert!(pair.acts.contains(&Act::StartVring { index: 0, base: VringBase(0), enabled: false }));
     assert!(pair.acts.contains(&Act::Enabled { index: 1, enabled: true }));
     assert!(pair.frontend.is_vring_started(VringIndex(1)));
@@ -559,4 +561,43 @@ fn net_messages_reach_a_back_end_that_offers_them() {
         Err(FrontendError::NotNegotiated { feature: "CROSS_ENDIAN", .. })
     ));
     pair.assert_clean();
+}
+
+/// With GPA_ADDRESSES acked (protocol feature 21), the memory table carries guest addresses in
+/// its user-address fields and the rings' addresses go out as the guest addresses the table maps
+/// them to; the back-end, which then reads them as guest addresses, starts the ring. A ring
+/// address outside every region is refused before anything is sent.
+#[test]
+fn gpa_addresses_send_guest_addresses_for_memory_and_rings() {
+    let mut spec = spec();
+    spec.protocol_features |= ProtocolFeatures::GPA_ADDRESSES;
+    let mut config = config();
+    config.protocol_features |= ProtocolFeatures::GPA_ADDRESSES;
+    let mut pair = Pair::new(spec, config, CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).unwrap();
+    pair.pump();
+    assert!(pair.backend.acked_protocol_features().contains(ProtocolFeatures::GPA_ADDRESSES));
+    pair.clear_log();
+
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(1), fd)]).unwrap();
+    let mut ring = setup(&mut pair, 0, 0);
+    // Inside region 1 as the VMM maps it.
+    ring.descriptor += 0x10_0000;
+    ring.available += 0x10_0000;
+    ring.used += 0x10_0000;
+    pair.frontend.start_vring(VringIndex(0), ring).unwrap();
+    pair.pump();
+    let sent = Region { user_address: region(1).guest_address, ..region(1) };
+    assert!(pair.acts.contains(&Act::MapRegion(sent)), "{:?}", pair.acts);
+    let started = Act::StartVring { index: 0, base: VringBase::split(0), enabled: false };
+    assert!(pair.acts.contains(&started), "{:?}", pair.acts);
+    assert!(pair.backend_errors.is_empty(), "{:?}", pair.backend_errors);
+
+    let outside = setup(&mut pair, 1, 0);
+    assert!(matches!(
+        pair.frontend.start_vring(VringIndex(1), outside),
+        Err(FrontendError::Memory { code: FrontendCode::SetVringAddr, .. })
+    ));
 }

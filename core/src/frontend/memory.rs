@@ -5,7 +5,9 @@
 //! The front-end records the regions it sent (the same validity rules as the back-end: spec
 //! "Memory regions", [`crate::regions`]) so it can refuse an overlapping region, a removal of a
 //! region never added, or more regions than the back-end's slots, before anything is sent. It never
-//! maps memory; the caller owns the region fds.
+//! maps memory; the caller owns the region fds. With GPA_ADDRESSES acked, a region goes out with
+//! its guest address in the user-address field (spec, protocol feature 21) and the VMM's own
+//! address stays here, to translate the rings' addresses ([`Frontend::wire_region`]).
 
 use super::queue::Queued;
 use super::{Frontend, FrontendError};
@@ -28,6 +30,16 @@ fn refuse_xen(code: FrontendCode, region: &Region) -> Result<(), FrontendError> 
 }
 
 impl Frontend {
+    /// `region` as the back-end must see it: with GPA_ADDRESSES acked, its user address is its
+    /// guest address.
+    pub(super) fn wire_region(&self, region: Region) -> Region {
+        if self.is_acked(ProtocolFeatures::GPA_ADDRESSES) {
+            Region { user_address: region.guest_address, ..region }
+        } else {
+            region
+        }
+    }
+
     /// SET_MEM_TABLE: replaces the whole memory table with at most 8 regions, each with its fd
     /// (handed off in the request). With CONFIGURE_MEM_SLOTS acked, grow it past 8 with
     /// [`Frontend::add_mem_region`].
@@ -64,7 +76,7 @@ impl Frontend {
             // Cannot fail: the regions were checked disjoint and number at most 8, as many as
             // both staging vectors hold.
             let _ = self.regions.add(*region, MAX_MEM_SLOTS);
-            let _ = self.table_out.push(region.to_wire());
+            let _ = self.table_out.push(self.wire_region(*region).to_wire());
             let _ = self.table_fds.push(*fd);
         }
         self.queues.push_request(Queued::MemTable);
@@ -81,6 +93,7 @@ impl Frontend {
         self.regions.check_add(&region, max).map_err(memory(code))?;
         self.queues.reserve(1)?;
         self.regions.add(region, max).map_err(memory(code))?;
+        let region = self.wire_region(region);
         self.queues.push_request(Queued::Inline(Request::AddMemReg { region, fd }));
         Ok(())
     }
@@ -96,6 +109,7 @@ impl Frontend {
         })?;
         self.queues.reserve(1)?;
         let removed = self.regions.remove(&region).map_err(memory(code))?;
+        let removed = self.wire_region(removed);
         self.queues.push_request(Queued::Inline(Request::RemMemReg { region: removed, fd: None }));
         Ok(())
     }

@@ -192,7 +192,8 @@ pub struct VringSetup {
     pub size: u16,
     /// Where to resume: 0 for a new ring, or the base of the last [`Event::VringStopped`].
     pub base: VringBase,
-    /// User address of the descriptor table.
+    /// User address of the descriptor table (sent as the guest address the memory table maps
+    /// it to when GPA_ADDRESSES is acked; likewise the two rings below).
     pub descriptor: u64,
     /// User address of the used ring.
     pub used: u64,

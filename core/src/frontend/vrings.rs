@@ -6,7 +6,9 @@
 //! its kick fd and stops on GET_VRING_BASE, whose reply is the base to resume from; with
 //! VHOST_USER_F_PROTOCOL_FEATURES acked rings are enabled only by SET_VRING_ENABLE, which is only
 //! valid then. The front-end tracks which rings it started, to refuse restarting a running ring and
-//! to know when the device is suspended. It never touches an eventfd.
+//! to know when the device is suspended. It never touches an eventfd. Ring addresses are the
+//! VMM's user addresses; with GPA_ADDRESSES acked they go out as the guest-physical addresses
+//! the memory table maps them to (spec, protocol feature 21).
 
 use super::output::VringSetup;
 use super::{Frontend, FrontendError};
@@ -23,6 +25,25 @@ impl Frontend {
             }
             _ => Ok(()),
         }
+    }
+
+    /// `addr` as the back-end must see it: with GPA_ADDRESSES acked, each ring's user address
+    /// (the `len` bytes of each from `lens`) becomes the guest-physical address it maps to.
+    fn wire_addr(&self, addr: VringAddr, lens: [u64; 3]) -> Result<VringAddr, FrontendError> {
+        if !self.is_acked(ProtocolFeatures::GPA_ADDRESSES) {
+            return Ok(addr);
+        }
+        let to_guest = |user: u64, len: u64| {
+            self.regions
+                .user_to_guest(user, len)
+                .map_err(|error| FrontendError::Memory { code: FrontendCode::SetVringAddr, error })
+        };
+        Ok(VringAddr {
+            descriptor: to_guest(addr.descriptor, lens[0])?,
+            used: to_guest(addr.used, lens[1])?,
+            available: to_guest(addr.available, lens[2])?,
+            ..addr
+        })
     }
 
     fn require_enable(&self) -> Result<(), FrontendError> {
@@ -66,6 +87,12 @@ impl Frontend {
             available: setup.available,
             log: setup.log.unwrap_or(0),
         };
+        // Virtio "Virtqueues": 16-byte descriptors; a split ring's used ring is 6 + 8 per entry
+        // and its available ring 6 + 2 per entry, a packed ring's event areas 4 bytes each.
+        let n = u64::from(setup.size);
+        let packed = self.negotiated.features.contains(crate::VirtioFeatures::RING_PACKED);
+        let lens = if packed { [16 * n, 4, 4] } else { [16 * n, 6 + 8 * n, 6 + 2 * n] };
+        let addr = self.wire_addr(addr, lens)?;
         let requests = [
             Request::SetVringNum { index, num: setup.size },
             Request::SetVringBase { index, base: setup.base },
@@ -143,6 +170,8 @@ impl Frontend {
     /// logging is turned on or off.
     pub fn set_vring_addr(&mut self, addr: VringAddr) -> Result<(), FrontendError> {
         self.check_vring(addr.index)?;
+        // The ring's size is not known here: each address must at least be mapped.
+        let addr = self.wire_addr(addr, [1, 1, 1])?;
         self.enqueue(&[Request::SetVringAddr(addr)])
     }
 

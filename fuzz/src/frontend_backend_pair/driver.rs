@@ -243,15 +243,18 @@ impl Pair {
         features.set(VirtioFeatures::LOG_ALL, self.frontend.is_logging());
         let expected = (!self.features_reset).then_some(features);
         assert_eq!(self.backend.acked_features(), expected, "virtio features");
-        let sorted = |regions: &mut dyn Iterator<Item = &Region>| {
+        // With GPA_ADDRESSES the back-end is told guest addresses where the VMM has its own.
+        let gpa = negotiated.protocol_features.contains(ProtocolFeatures::GPA_ADDRESSES);
+        let sorted = |regions: &mut dyn Iterator<Item = &Region>, sent: bool| {
+            let user = |r: &Region| if sent && gpa { r.guest_address } else { r.user_address };
             let mut list: Vec<_> =
-                regions.map(|r| (r.guest_address, r.size, r.user_address, r.mmap_offset)).collect();
+                regions.map(|r| (r.guest_address, r.size, user(r), r.mmap_offset)).collect();
             list.sort_unstable();
             list
         };
         assert_eq!(
-            sorted(&mut self.frontend.regions().iter()),
-            sorted(&mut self.backend.regions().iter()),
+            sorted(&mut self.frontend.regions().iter(), true),
+            sorted(&mut self.backend.regions().iter(), false),
             "memory regions"
         );
         for index in 0..=u8::MAX {
