@@ -116,7 +116,7 @@ impl<F: FileSystem> Server<F> {
         }
     }
 
-    /// Cancels the SETLKWs `uniques` and waits, up to [`SETTLE_LIMIT`], until each wait has
+    /// Cancels the SETLKWs `uniques` and waits, up to a second, until each wait has
     /// ended and posted its outcome (EINTR, or the lock it took just before the cancel).
     pub fn cancel_and_settle(&self, uniques: &[u64]) {
         uniques.iter().for_each(|unique| self.cancel(*unique));
