@@ -100,19 +100,31 @@ pub enum LockStatus {
     Waiting,
 }
 
-/// Whether a wait has been cancelled; shared by the waiter and whoever cancels it.
+/// Whether a wait has been cancelled, and whether it has reported its outcome; shared by the
+/// waiter and whoever cancels it.
 #[derive(Clone, Debug, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(Arc<WaitFlags>);
+
+#[derive(Debug, Default)]
+struct WaitFlags {
+    cancelled: AtomicBool,
+    finished: AtomicBool,
+}
 
 impl Cancel {
     /// Cancels the wait: the waiter finishes with EINTR.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.cancelled.store(true, Ordering::Release);
     }
 
     /// Whether the wait was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Whether the wait has reported its outcome ([`LockWait::finish`] returned).
+    pub fn is_finished(&self) -> bool {
+        self.0.finished.load(Ordering::Acquire)
     }
 }
 
@@ -135,9 +147,10 @@ impl LockWait {
         Self { cancel, done: Box::new(done) }
     }
 
-    /// Reports the outcome.
+    /// Reports the outcome; the wait is finished once that is done.
     pub fn finish(self, result: FsResult<()>) {
         (self.done)(result);
+        self.cancel.0.finished.store(true, Ordering::Release);
     }
 }
 
@@ -168,7 +181,9 @@ mod tests {
         assert!(!wait.cancel.is_cancelled());
         cancel.cancel();
         assert!(wait.cancel.is_cancelled());
+        assert!(!cancel.is_finished());
         wait.finish(Err(Errno::INTR));
+        assert!(cancel.is_finished(), "finished once the outcome went out");
         assert_eq!(rx.recv().expect("outcome"), Err(Errno::INTR));
     }
 }

@@ -71,11 +71,10 @@ impl<F: FileSystem> Server<F> {
                 drop(waiting);
                 let (defer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
                 Some(LockWait::new(cancel, move |result: Result<(), Errno>| {
+                    // Out of the table first: once the guest has the reply, the unique is free.
+                    waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
                     let error = result.err().map_or(0, |e| -e.raw_os_error());
                     defer.complete(unique, encode_reply(unique, error, &[]));
-                    // Only once the outcome is posted: whoever waits for the wait to end
-                    // (`Server::cancel_and_settle`) then finds its reply.
-                    waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
                 }))
             }
         };
@@ -119,9 +118,13 @@ impl<F: FileSystem> Server<F> {
     /// Cancels the SETLKWs `uniques` and waits, up to a second, until each wait has
     /// ended and posted its outcome (EINTR, or the lock it took just before the cancel).
     pub fn cancel_and_settle(&self, uniques: &[u64]) {
-        uniques.iter().for_each(|unique| self.cancel(*unique));
+        let waits: Vec<Cancel> = {
+            let waiting = self.waiting();
+            uniques.iter().filter_map(|unique| waiting.get(unique).cloned()).collect()
+        };
+        waits.iter().for_each(Cancel::cancel);
         let deadline = std::time::Instant::now() + SETTLE_LIMIT;
-        while uniques.iter().any(|unique| self.waiting().contains_key(unique)) {
+        while !waits.iter().all(Cancel::is_finished) {
             if std::time::Instant::now() >= deadline {
                 log::warn!("a cancelled lock wait did not end within {SETTLE_LIMIT:?}");
                 return;
