@@ -43,17 +43,30 @@ where
     }
 }
 
-/// The handler a client starts with: acknowledges every request (a config change, in-band
-/// notifications) and fails lookups, closing any descriptor that came along.
+/// The handler a client starts with, for a VMM that maps nothing for its back-end: it
+/// acknowledges what asks nothing of it (a config change, in-band notifications, a host
+/// notifier going away) and refuses, with ENOTSUP, what it would have to map, store or answer
+/// (a host-notifier area, a shared-memory mapping, a shared object, an IOTLB miss), so a
+/// back-end never believes something was done that was not. Lookups find nothing (ENOENT).
+/// Descriptors that came along are closed.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct AckAll;
+pub struct NoMappings;
 
-impl BackendHandler for AckAll {
+impl BackendHandler for NoMappings {
     fn handle(&mut self, request: &BackendRequest, _fds: Vec<OwnedFd>) -> BackendResponse {
         const ENOENT: u64 = 2;
+        const ENOTSUP: u64 = 95;
         match request {
             BackendRequest::SharedObjectLookup(_) => BackendResponse::SharedObject(Err(ENOENT)),
-            _ => BackendResponse::Done(Ok(())),
+            BackendRequest::ConfigChangeMsg
+            | BackendRequest::VringCall { .. }
+            | BackendRequest::VringErr { .. }
+            | BackendRequest::VringHostNotifierMsg { fd: None, .. } => {
+                BackendResponse::Done(Ok(()))
+            }
+            // A host-notifier area, an IOTLB miss, a shared object, a shared-memory mapping,
+            // and whatever later versions of the spec add.
+            _ => BackendResponse::Done(Err(ENOTSUP)),
         }
     }
 }
@@ -111,5 +124,48 @@ impl Client {
             io::serve_channel(&mut self.frontend, &mut self.io, remaining)?;
         }
         Ok(self.io.log.drain(..).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vhu_core::message::{ShmemMapping, Uuid};
+    use vhu_core::{FdToken, VringIndex};
+
+    use super::*;
+
+    fn answer(request: BackendRequest) -> Result<(), u64> {
+        match NoMappings.handle(&request, Vec::new()) {
+            BackendResponse::Done(result) => result,
+            BackendResponse::SharedObject(result) => result.map(drop),
+        }
+    }
+
+    /// The default handler never tells a back-end that something was mapped or stored.
+    #[test]
+    fn without_a_vmm_handler_nothing_is_claimed_done() {
+        let ring = VringIndex(0);
+        let mapping =
+            ShmemMapping { shmid: 0, fd_offset: 0, shm_offset: 0, len: 4096, writable: true };
+        let notifier =
+            |fd| BackendRequest::VringHostNotifierMsg { index: ring, size: 4096, offset: 0, fd };
+        for refused in [
+            notifier(Some(FdToken(3))),
+            BackendRequest::ShmemMap { mapping, fd: FdToken(3) },
+            BackendRequest::ShmemUnmap(mapping),
+            BackendRequest::SharedObjectAdd(Uuid([1; 16])),
+            BackendRequest::SharedObjectRemove(Uuid([1; 16])),
+            BackendRequest::SharedObjectLookup(Uuid([1; 16])),
+        ] {
+            assert!(answer(refused).is_err(), "{refused:?}");
+        }
+        for done in [
+            notifier(None),
+            BackendRequest::ConfigChangeMsg,
+            BackendRequest::VringCall { index: ring },
+            BackendRequest::VringErr { index: ring },
+        ] {
+            assert_eq!(answer(done), Ok(()), "{done:?}");
+        }
     }
 }

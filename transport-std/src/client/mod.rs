@@ -51,7 +51,7 @@ use std::time::Duration;
 use vhu_core::frontend::{Frontend, FrontendConfig, Negotiated};
 use vhu_core::VirtioFeatures;
 
-pub use channel::{AckAll, BackendHandler, BackendResponse, ReceivedRequest};
+pub use channel::{BackendHandler, BackendResponse, NoMappings, ReceivedRequest};
 pub use dirty_log::LogBuffer;
 pub use error::ClientError;
 pub use memory::{eventfd, GuestRegion, SharedRegion};
@@ -87,7 +87,7 @@ impl Client {
             frontend: crate::in_place::boxed(|| {
                 Frontend::new(FrontendConfig::new(VirtioFeatures::empty()))
             }),
-            io: io::Io::new(stream, Box::new(AckAll)),
+            io: io::Io::new(stream, Box::new(NoMappings)),
             started: false,
         };
         client.set_timeout(DEFAULT_TIMEOUT)?;
