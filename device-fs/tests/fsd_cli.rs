@@ -179,11 +179,21 @@ fn another_local_user_cannot_connect() {
 
 /// Runs a daemon at `level`, has a guest mount and look up a file, and returns its stderr.
 fn log_of_a_session(level: &str) -> String {
+    log_of_a_session_with(level, None)
+}
+
+/// [`log_of_a_session`] with `RUST_LOG` set to `rust_log` (unset when `None`).
+fn log_of_a_session_with(level: &str, rust_log: Option<&str>) -> String {
     use std::io::Read;
-    let dir = scratch(&format!("log-{level}"));
+    let dir = scratch(&format!("log-{level}-{}", rust_log.is_some()));
     std::fs::write(dir.join("share/f"), b"x").expect("file");
     let socket = dir.join("vhost.sock");
-    let mut child = fsd()
+    let mut command = fsd();
+    match rust_log {
+        Some(spec) => command.env("RUST_LOG", spec),
+        None => command.env_remove("RUST_LOG"),
+    };
+    let mut child = command
         .args(["--socket-path", socket.to_str().expect("utf-8")])
         .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
         .args(["--sandbox", "none", "--log-level", level])
@@ -220,6 +230,13 @@ fn the_log_level_chooses_what_is_logged() {
     assert!(!info.contains("Lookup"), "{info}");
     let quiet = log_of_a_session("off");
     assert!(quiet.is_empty(), "{quiet}");
+    // RUST_LOG overrides --log-level, as virtiofsd's does; one it cannot read is named.
+    let traced = log_of_a_session_with("off", Some("vhu_device_fs=TRACE"));
+    assert!(traced.contains("Lookup unique"), "{traced}");
+    assert!(!traced.contains("Waiting for vhost-user"), "other targets stay off: {traced}");
+    let refused = log_of_a_session_with("info", Some("vhu=loud"));
+    assert!(refused.contains("RUST_LOG: `vhu=loud`"), "{refused}");
+    assert!(refused.contains("Waiting for vhost-user socket connection"), "{refused}");
 }
 
 /// `--socket-group` opens the socket to one group (read-write), and to nobody else.

@@ -4,7 +4,8 @@
 //! The library crates log through the facade too (a refused request or a broken ring at `warn`,
 //! each request at `trace`); this module only decides where records go and which pass. When
 //! syslog cannot be reached the log stays on stderr and says so once, so a launcher that asks
-//! for syslog on a host without it still gets a running daemon.
+//! for syslog on a host without it still gets a running daemon. Which records pass is
+//! [`log_filter`](crate::log_filter)'s.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -14,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::cli::LogLevel;
+use crate::log_filter::Filter;
 
 /// Where records go.
 enum Sink {
@@ -24,6 +26,7 @@ enum Sink {
 struct Logger {
     sink: Sink,
     pid: u32,
+    filter: Filter,
 }
 
 /// The facade's filter for a `--log-level`.
@@ -38,8 +41,16 @@ fn filter(level: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs the logger; call once, before any thread starts.
+/// Installs the logger; call once, before any thread starts. `RUST_LOG`, when set, overrides
+/// `level`.
 pub(crate) fn init(level: LogLevel, syslog: bool) {
+    let (filter, refused) = match std::env::var("RUST_LOG") {
+        Ok(spec) => match Filter::parse(&spec, filter(level)) {
+            Ok(filter) => (filter, None),
+            Err(error) => (Filter::level(filter(level)), Some(error)),
+        },
+        Err(_) => (Filter::level(filter(level)), None),
+    };
     let mut fallback = None;
     let sink = if syslog {
         match UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s)) {
@@ -52,9 +63,13 @@ pub(crate) fn init(level: LogLevel, syslog: bool) {
     } else {
         Sink::Stderr
     };
-    let logger = Logger { sink, pid: std::process::id() };
+    let max = filter.max();
+    let logger = Logger { sink, pid: std::process::id(), filter };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(filter(level));
+        log::set_max_level(max);
+    }
+    if let Some(error) = refused {
+        log::warn!("{error}; logging at --log-level instead");
     }
     if let Some(error) = fallback {
         log::warn!("--syslog: /dev/log: {error}; logging to stderr instead");
@@ -63,7 +78,7 @@ pub(crate) fn init(level: LogLevel, syslog: bool) {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        self.filter.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -9,6 +9,7 @@
 mod caps;
 mod cli;
 mod compat;
+mod log_filter;
 mod logging;
 mod ns_map;
 mod sandbox;
