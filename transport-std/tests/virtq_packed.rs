@@ -129,6 +129,7 @@ fn driver_event_suppression_decisions() {
     d.driver_event(0, RING_EVENT_FLAGS_ENABLE);
     step(&d.mem, &mut q);
     assert!(q.needs_notification(&d.mem).expect("notify"));
+    assert!(!q.needs_notification(&d.mem).expect("notify"), "nothing used since");
     d.driver_event(0, RING_EVENT_FLAGS_DISABLE);
     step(&d.mem, &mut q);
     assert!(!q.needs_notification(&d.mem).expect("notify"));
@@ -154,11 +155,14 @@ fn driver_event_suppression_decisions() {
     // Without EVENT_IDX, DESC counts as ENABLE.
     let mut d = Driver::new(5);
     d.publish(0, &[(0x5000, 8, DESC_F_WRITE)]);
+    d.publish(1, &[(0x5000, 8, DESC_F_WRITE)]);
     let mut q = d.queue(false, false);
     let c = q.pop(&d.mem).expect("valid").expect("chain");
     q.add_used(&d.mem, c.head(), 0).expect("used");
     q.needs_notification(&d.mem).expect("notify");
     d.driver_event(4 | 0x8000, RING_EVENT_FLAGS_DESC);
+    let c = q.pop(&d.mem).expect("valid").expect("chain");
+    q.add_used(&d.mem, c.head(), 0).expect("used");
     assert!(q.needs_notification(&d.mem).expect("notify"));
 }
 

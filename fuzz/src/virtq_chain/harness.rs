@@ -48,6 +48,8 @@ pub(super) struct PackedModel {
     pub(super) in_flight: Vec<(u16, u16)>,
     /// Whether `pop` keeps the device event offset current.
     pub(super) kick_on_desc: bool,
+    /// The used position and wrap counter at the last notification decision.
+    pub(super) signalled: Option<(u16, bool)>,
 }
 
 pub(super) enum Model {
@@ -131,6 +133,7 @@ impl Harness {
                 wrap: config.avail_wrap,
                 in_flight: Vec::new(),
                 kick_on_desc: false,
+                signalled: None,
             };
             (Virtqueue::from(q), Model::Packed(model))
         } else {

@@ -75,16 +75,20 @@ impl Harness {
                         new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old)
                     })
                 } else {
-                    m.signalled = Some(new);
-                    rd16(&self.mem, m.avail) & 1 == 0
+                    // Nothing used since the last decision: nothing to announce.
+                    let old = m.signalled.replace(new);
+                    old != Some(new) && rd16(&self.mem, m.avail) & 1 == 0
                 };
                 assert_eq!(result, Ok(expect), "split notification decision");
             }
             Model::Packed(m) => {
                 let flags = rd16(&self.mem, m.driver_event + 2) & 3;
                 let notify = result.expect("validated event structures");
-                if flags == RING_EVENT_FLAGS_DISABLE {
-                    assert!(!notify, "notified although the driver disabled it");
+                let state = packed_state(&self.q);
+                let new = (state.next_used, state.used_wrap);
+                let nothing_new = m.signalled.replace(new) == Some(new);
+                if flags == RING_EVENT_FLAGS_DISABLE || nothing_new {
+                    assert!(!notify, "notified although disabled or with nothing new used");
                 } else if flags != RING_EVENT_FLAGS_DESC || !self.event_idx {
                     assert!(notify, "not notified although the driver enabled it");
                 }

@@ -409,7 +409,8 @@ impl PackedQueue {
         let flags = load_u16(mem, GuestAddress(base + EVENT_FLAGS), Ordering::Acquire)? & 0x3;
         let new = (self.state.next_used, self.state.used_wrap);
         let old = self.signalled_used.replace(new);
-        if flags == RING_EVENT_FLAGS_DISABLE {
+        // Nothing used since the last decision: nothing to announce (§2.8.10).
+        if flags == RING_EVENT_FLAGS_DISABLE || old == Some(new) {
             return Ok(false);
         }
         if flags != RING_EVENT_FLAGS_DESC || !self.state.event_idx {

@@ -294,8 +294,12 @@ impl SplitQueue {
                 Some(old) => need_event(used_event, new.0, old.0),
             })
         } else {
+            // Nothing used since the last decision: nothing to announce (§2.7.7.2 notifies
+            // about used buffers), whatever the flag says.
+            if self.signalled_used.replace(new) == Some(new) {
+                return Ok(false);
+            }
             let flags = mem.load_u16(self.avail_addr(0), Ordering::Acquire)?;
-            self.signalled_used = Some(new);
             Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
         }
     }
