@@ -153,12 +153,13 @@ impl VhostUserBackendMut for PeerDevice {
             let state = vring.get_ref();
             (state.get_queue().ready(), state.is_enabled(), state.get_queue().avail_ring())
         };
-        self.record.lock().unwrap().kicks.push((device_event, ready, enabled));
         if let Some(memory) = &self.memory {
             if let Ok(idx) = memory.memory().read_obj::<u16>(GuestAddress(avail + 2)) {
                 vring.set_queue_next_avail(idx);
             }
         }
+        // Recorded once the buffers are consumed: a test that saw the kick may stop the ring.
+        self.record.lock().unwrap().kicks.push((device_event, ready, enabled));
         Ok(())
     }
 }
