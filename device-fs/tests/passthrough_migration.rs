@@ -188,6 +188,31 @@ fn file_handles_mode_reopens_by_handle_and_refuses_handles_outside_the_share() {
     let _ = read(&mut src, f, fh, 1);
 }
 
+/// In file-handles mode an inode the guest reached through a read-only bind mount comes
+/// across through that mount: a handle alone would open it through the share root's writable
+/// mount on the destination.
+#[test]
+fn file_handles_mode_keeps_a_read_only_bind_mount_read_only() {
+    if !support::is_root() {
+        return; // mounting and open_by_handle_at need root
+    }
+    let (mut src, _, _) =
+        source_with("migrate-handles-bind", |c| c.migration.mode = MigrationMode::FileHandles);
+    let _bind = support::ReadOnlyBind::mount(&src.share().join("dir"), &src.share().join("ro"));
+    let ro = src.lookup(1, "ro").entry().nodeid;
+    let f = src.lookup(ro, "f").entry().nodeid;
+    let bytes = state::save(&src.server).expect("saves");
+    let state = FsState::decode(&bytes).expect("decodes");
+    let record = state.nodes.iter().find(|n| n.node == f).expect("the bound file's node");
+    assert_eq!(record.path.as_deref(), Some(&b"ro/f"[..]), "described by its path too");
+    let mut dst = src.another_server(|c| c.migration.mode = MigrationMode::FileHandles);
+    state::load(&dst.server, &bytes).expect("loads");
+    let write_only = OpenIn { flags: libc::O_WRONLY as u32, ..OpenIn::default() };
+    assert_eq!(dst.call(Opcode::Open, f, write_only.as_bytes()).errno(), libc::EROFS);
+    let fh = open(&mut dst, f, libc::O_RDONLY);
+    assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before");
+}
+
 /// The file handle of an open file, as a forged state would carry it.
 fn outsider_handle(file: &std::fs::File) -> vhu_device_fs::passthrough::migration::FileHandle {
     use std::os::fd::AsRawFd;
@@ -251,6 +276,42 @@ fn a_destination_that_may_keep_fewer_files_open_refuses_the_state() {
     let mut dst = src.another_server(|c| c.max_open = 5);
     state::load(&dst.server, &bytes).expect("exactly the budget loads");
     assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before");
+    // Handles lost on the source hold no descriptor but fill the tables the budget counts: a
+    // state cannot bring in more of them than the budget either, whatever ids it picks.
+    let mut padded = FsState::decode(&bytes).expect("decodes");
+    let lost = |i: u64| vhu_device_fs::passthrough::migration::HandleRecord {
+        handle: (i + 1) << 24,
+        node: f,
+        is_dir: false,
+        flags: 0,
+        lost: true,
+    };
+    padded.handles.extend((0..100).map(lost));
+    let dst = src.another_server(|c| c.max_open = 5);
+    let err = state::load(&dst.server, &padded.encode()).expect_err("refused");
+    assert!(
+        matches!(err, StateError::FileSystem(MigrationError::TooManyOpen { needed: 105, .. })),
+        "{err}"
+    );
+}
+
+/// A daemon that already serves a guest refuses a state, and its guest keeps its mount: the
+/// session, nodes and handles it had.
+#[test]
+fn a_destination_serving_a_guest_refuses_the_state_and_keeps_serving() {
+    let (src, _, _) = source("migrate-busy-src");
+    let (mut busy, [_, f], [fh, _]) = source("migrate-busy-dst");
+    let negotiated = busy.server.negotiated();
+    let err = migrate(&src, &busy).expect_err("refused");
+    assert!(matches!(err, StateError::FileSystem(MigrationError::NotFresh(_))), "{err}");
+    assert_eq!(busy.server.negotiated(), negotiated, "the session stays");
+    assert_eq!(read(&mut busy, f, fh, 16).expect("still open"), b"before");
+    // A mounted guest with nothing looked up yet is a guest too.
+    let mut mounted = src.another_server(|_| {});
+    mounted.init();
+    let err = migrate(&src, &mounted).expect_err("refused");
+    assert!(matches!(err, StateError::FileSystem(MigrationError::NotFresh(_))), "{err}");
+    assert!(mounted.server.negotiated().is_some(), "still mounted");
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{is_root, Harness};
+use support::{is_root, Harness, ReadOnlyBind};
 use vhu_device_fs::fuse::abi::{OpenIn, ReadIn, SyncfsIn};
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::IntoBytes;
@@ -115,29 +115,6 @@ fn parse_dirents_with_ino(mut buf: &[u8]) -> std::collections::BTreeMap<String, 
         buf = &buf[(24 + d.namelen as usize).div_ceil(8) * 8..];
     }
     out
-}
-
-/// A read-only bind mount of `source` at `path`, unmounted when dropped.
-struct ReadOnlyBind(PathBuf);
-
-impl ReadOnlyBind {
-    fn mount(source: &Path, path: &Path) -> Self {
-        std::fs::create_dir_all(path).expect("mount point");
-        let run = |args: &[&str]| {
-            let ok = Command::new("mount").args(args).arg(path).status().expect("run mount");
-            assert!(ok.success(), "mount {args:?} {}", path.display());
-        };
-        run(&["--bind", source.to_str().expect("utf-8")]);
-        let bind = Self(path.to_owned());
-        run(&["-o", "remount,bind,ro"]);
-        bind
-    }
-}
-
-impl Drop for ReadOnlyBind {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// One file reached through a writable directory and through a read-only bind mount of it is

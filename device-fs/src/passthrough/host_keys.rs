@@ -5,7 +5,8 @@
 //! LOOKUP and every attribute reply. [`HostMap`] hashes each `u64` word of a key with one
 //! folded multiplication (the 128-bit product's halves xored), starting from a key drawn at
 //! random once per process and finishing with another: which host values collide depends on
-//! that key, which the guest never sees. Keys the daemon assigns itself go in `ids.rs`'s map.
+//! that key, which the guest never sees. Node ids and file handles use the same hash
+//! (`ids.rs`): a migration state chooses them.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;

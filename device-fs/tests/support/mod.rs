@@ -269,3 +269,27 @@ pub fn mkfifo(path: &Path, mode: u32) {
 pub fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
+
+/// A read-only bind mount of `source` at `path`, unmounted when dropped.
+pub struct ReadOnlyBind(PathBuf);
+
+impl ReadOnlyBind {
+    pub fn mount(source: &Path, path: &Path) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let run = |args: &[&str]| {
+            let mut mount = std::process::Command::new("mount");
+            let ok = mount.args(args).arg(path).status().expect("run mount");
+            assert!(ok.success(), "mount {args:?} {}", path.display());
+        };
+        run(&["--bind", source.to_str().expect("utf-8")]);
+        let bind = Self(path.to_owned());
+        run(&["-o", "remount,bind,ro"]);
+        bind
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -9,7 +9,10 @@
 //!   number), or found by walking the share when the link is stale (a rename). An unlinked inode
 //!   has no path and cannot be described. With `verify_handles` its file handle goes along.
 //! - [`MigrationMode::FileHandles`] (source): each inode is described by its file handle; the
-//!   destination needs CAP_DAC_READ_SEARCH to open it (`open_by_handle_at`).
+//!   destination needs CAP_DAC_READ_SEARCH to open it (`open_by_handle_at`). A handle opens
+//!   through the mount of the destination's share root, so an inode the guest reached through
+//!   another mount (a submount, a read-only bind mount) is described by its path as well, and
+//!   opened by that path.
 //! - `on_error` (destination): what to do with an inode that cannot be opened again, or that
 //!   the source could not describe: [`OnError::Abort`] fails the load, so the front-end cancels
 //!   the migration and the source carries on; [`OnError::GuestError`] keeps the node and its
@@ -26,8 +29,8 @@
 //! `O_APPEND` goes with a handle's flags.
 //!
 //! The destination never hands the guest a wrong file: every inode it opens by path is checked
-//! against the inode number and kind the source recorded (and the file handle, when there is
-//! one); a mismatch — the path now names another file — starts a search of the share for the
+//! against the inode number and kind the source recorded (and the file handle, whenever the
+//! source sent one); a mismatch — the path now names another file — starts a search of the share for the
 //! right one before `on_error` applies. Guest-held locks do not migrate: saving while the guest
 //! holds one fails, so the migration is cancelled rather than a lock silently dropped. This
 //! module must not read or write the transfer pipe: [`FsState`] bytes are the device's to move.
@@ -74,7 +77,8 @@ pub struct MigrationConfig {
     pub mode: MigrationMode,
     /// What the destination does with an inode it cannot open.
     pub on_error: OnError,
-    /// Find-paths: send file handles too, and have the destination compare them.
+    /// Find-paths, on a source: send file handles too. A destination compares every handle a
+    /// source sent, whatever its own setting.
     pub verify_handles: bool,
     /// Find-paths: confirm every path at switch-over (always done).
     pub confirm_paths: bool,
@@ -103,7 +107,10 @@ pub enum MigrationError {
     #[error(transparent)]
     Format(#[from] FormatError),
     /// The destination already serves a guest.
-    #[error("the destination already holds {0} nodes; a state loads only before the guest mounts")]
+    #[error(
+        "the destination already serves a guest ({0} nodes); a state loads only before the guest \
+         mounts"
+    )]
     NotFresh(usize),
     /// The guest holds more open inodes and handles than this daemon may keep open.
     #[error(
@@ -181,8 +188,23 @@ impl PassthroughFs {
             match options.mode {
                 MigrationMode::FileHandles => {
                     let handle = locate::file_handle(&inode.fd);
-                    record.handle =
-                        Some(handle.ok_or(MigrationError::NoFileHandle { node: n.node.0 })?);
+                    let handle = handle.ok_or(MigrationError::NoFileHandle { node: n.node.0 })?;
+                    // A destination opens a handle through its share root's mount. An inode
+                    // reached through another mount (a submount, a read-only bind) goes by its
+                    // path, which crosses that mount there too, the handle confirming the file;
+                    // without a path it is lost rather than opened through the wrong mount.
+                    if inode.mnt_id == root.mnt_id {
+                        record.handle = Some(handle);
+                    } else {
+                        record.path = self.path_of(&root.fd, &root_link, &inode);
+                        match record.path {
+                            Some(_) => record.handle = Some(handle),
+                            None => log::warn!(
+                                "migration: node {} is on another mount and has no path there",
+                                n.node.0
+                            ),
+                        }
+                    }
                 }
                 MigrationMode::FindPaths => {
                     record.path = self.path_of(&root.fd, &root_link, &inode);
@@ -253,15 +275,13 @@ impl PassthroughFs {
     /// indexed as before. Runs before the guest sends anything (the destination of a migration).
     pub fn load_state(&self, state: &FsState) -> Result<(), MigrationError> {
         self.config.credentials.as_daemon().map_err(MigrationError::Credentials)?;
-        let held = self.inodes.len();
-        if held > 1 || !self.handles.is_empty() {
-            return Err(MigrationError::NotFresh(held));
-        }
-        // Every node and handle the source could describe takes a descriptor here, as it did
-        // there; past the budget the guest could never have opened them on this daemon.
+        self.check_fresh(false)?;
+        // Every node and handle takes a descriptor here, as it did there, or a place in the
+        // tables that the open-file budget counts (a lost one); past the budget the guest could
+        // never have opened them on this daemon, and a state cannot fill memory with lost ones.
         let needed = 1
-            + state.nodes.iter().filter(|n| n.node != NodeId::ROOT.0 && describable(n)).count()
-            + state.handles.iter().filter(|h| !h.lost).count();
+            + state.nodes.iter().filter(|n| n.node != NodeId::ROOT.0).count()
+            + state.handles.len();
         if needed > self.config.max_open {
             return Err(MigrationError::TooManyOpen { needed, max: self.config.max_open });
         }
@@ -273,6 +293,16 @@ impl PassthroughFs {
             let _ = self.install_root();
         }
         result
+    }
+
+    /// Refuses a state while a guest is served: a FUSE session (`session`), nodes beyond the
+    /// root or open handles. Checked before anything changes, so the guest keeps its mount.
+    pub fn check_fresh(&self, session: bool) -> Result<(), MigrationError> {
+        let held = self.inodes.len();
+        if session || held > 1 || !self.handles.is_empty() {
+            return Err(MigrationError::NotFresh(held));
+        }
+        Ok(())
     }
 
     fn restore(&self, state: &FsState) -> Result<(), MigrationError> {
@@ -344,12 +374,9 @@ impl PassthroughFs {
         root_link: &[u8],
         record: &NodeRecord,
     ) -> Result<Inode, String> {
-        let options = self.config.migration;
-        let check_handle = if options.verify_handles || record.path.is_none() {
-            record.handle.as_ref()
-        } else {
-            None
-        };
+        // A handle the source attached is checked whatever this side's options: attaching it
+        // is how a source asks for the check (--migration-verify-handles).
+        let check_handle = record.handle.as_ref();
         let is_it =
             |fd: &rustix::fd::OwnedFd| locate::is_same(fd, record.ino, record.kind, check_handle);
         let fd = match (&record.path, &record.handle) {
@@ -388,10 +415,6 @@ impl PassthroughFs {
 }
 
 /// Whether the source described the node (a lost one is restored without a descriptor).
-fn describable(record: &NodeRecord) -> bool {
-    record.path.is_some() || record.handle.is_some()
-}
-
 fn lost_record(node: u64, lookups: u64) -> NodeRecord {
     NodeRecord { node, lookups, dev: 0, ino: 0, kind: 0, path: None, handle: None }
 }
