@@ -26,6 +26,10 @@ pub enum ConnectionError {
     /// The session ended.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// `accept` failed with an error retrying at once would not fix (EMFILE, ENFILE, ENOBUFS):
+    /// the connection waits in the listen queue until a connection ends or another arrives.
+    #[error("accepting a connection failed: {0}")]
+    Accept(#[source] std::io::Error),
 }
 
 /// A failure of the server itself (its listener or its registration).
@@ -54,9 +58,6 @@ pub enum ServerError {
     /// Registering the listener, or cloning the registry, failed.
     #[error("registering with the poll failed: {0}")]
     Register(#[source] std::io::Error),
-    /// `accept` failed with an error that retrying at once would not fix (for instance EMFILE).
-    #[error("accepting a connection failed: {0}")]
-    Accept(#[source] std::io::Error),
     /// `Poll::poll` failed (only from [`crate::Server::run`]).
     #[error("polling failed: {0}")]
     Poll(#[source] std::io::Error),

@@ -8,7 +8,10 @@
 //! tells the caller what happened ([`Handled`]). A connection that ends — the peer hung up, an
 //! I/O error, a malformed stream, `Output::Close` — is deregistered and dropped, which stops its
 //! queues, resets its device and closes its mappings and descriptors; the others go on. When
-//! every connection token is in use, a new connection is accepted and closed at once.
+//! every connection token is in use, a new connection is accepted and closed at once. When
+//! `accept` itself fails (the process is out of descriptors, say), the failure is reported as a
+//! refusal and the server goes on: the listener is looked at again when a connection ends and
+//! frees what it held, or when another front-end connects.
 //!
 //! This module must not implement protocol behaviour; it only owns sockets, tokens and devices.
 
@@ -90,6 +93,8 @@ pub struct Server<D: Device, F: FnMut() -> D> {
     /// Connection `i` has token `tokens.connections.start + i`.
     slots: Vec<Option<Connection<D>>>,
     bound: Option<PathBuf>,
+    /// `accept` failed and the listener was left unarmed until a connection ends.
+    accept_paused: bool,
 }
 
 impl<D: Device, F: FnMut() -> D> std::fmt::Debug for Server<D, F> {
@@ -124,7 +129,14 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
     }
 
     fn with_listener(listener: UnixListener, new_device: F, bound: Option<PathBuf>) -> Self {
-        Self { listener, new_device, registered: None, slots: Vec::new(), bound }
+        Self {
+            listener,
+            new_device,
+            registered: None,
+            slots: Vec::new(),
+            bound,
+            accept_paused: false,
+        }
     }
 
     /// The socket path, when the server bound it.
@@ -238,7 +250,13 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
                 {
                     continue
                 }
-                Err(error) => return Err(ServerError::Accept(error)),
+                Err(error) => {
+                    // Retrying now would fail alike and, re-armed, spin: wait for a connection
+                    // to end (`remove`) or for another to arrive.
+                    refused.push(ConnectionError::Accept(error));
+                    self.accept_paused = true;
+                    return Ok(Handled::Accepted { accepted, refused });
+                }
             };
             match self.admit(stream) {
                 Ok(token) => accepted.push(token),
@@ -246,6 +264,12 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
             }
         }
         // More may be pending: re-arm the edge-triggered listener so a later event reports them.
+        self.arm_listener()?;
+        Ok(Handled::Accepted { accepted, refused })
+    }
+
+    /// Asks the poll to report the listener again if connections are pending.
+    fn arm_listener(&mut self) -> Result<(), ServerError> {
         if let Some(registered) = &self.registered {
             let listener = registered.tokens.listener;
             registered
@@ -253,7 +277,8 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
                 .reregister(&mut self.listener, listener, Interest::READABLE)
                 .map_err(ServerError::Register)?;
         }
-        Ok(Handled::Accepted { accepted, refused })
+        self.accept_paused = false;
+        Ok(())
     }
 
     /// Gives `stream` a free token, a device and a back-end, and registers it.
@@ -284,6 +309,12 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
         };
         if let Some(registered) = &self.registered {
             connection.deregister(&registered.registry);
+        }
+        drop(connection);
+        if self.accept_paused {
+            // What the connection held is free: connections left waiting may be accepted now.
+            // Should the registry refuse, the pause stays and the next ending tries again.
+            let _ = self.arm_listener();
         }
     }
 }
