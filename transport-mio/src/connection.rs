@@ -164,13 +164,12 @@ impl<D: Device> Connection<D> {
             };
             (fd.as_raw_fd(), self.session.channel_generation(), interest)
         });
-        let changed = self.channel.follow(registry, token, channel)?;
         let pipe = self.session.transfer_pipe().map(|(fd, writes, generation)| {
             let interest = if writes { Interest::WRITABLE } else { Interest::READABLE };
             (fd.as_raw_fd(), generation, interest)
         });
-        let changed = self.transfer.follow(registry, token, pipe)? || changed;
-        if changed {
+        let sources = [(&mut self.channel, channel), (&mut self.transfer, pipe)];
+        if follow_all(registry, token, sources)? {
             // Something may have become ready before the registration: look once more.
             self.session.service()?;
         }
@@ -178,19 +177,52 @@ impl<D: Device> Connection<D> {
     }
 }
 
+/// Brings every followed source in step with the session; whether a new one was registered.
+///
+/// Every registration that went stale is removed before any new one is made: the session may
+/// have closed one source's descriptor and received another under the same number (a transfer
+/// pipe closed, then a new back-end channel socket in the same batch of frames), and removing
+/// the old registration by number afterwards would remove the new one.
+fn follow_all<const N: usize>(
+    registry: &Registry,
+    token: Token,
+    mut sources: [(&mut Followed, Option<Source>); N],
+) -> Result<bool, ConnectionError> {
+    for (followed, now) in &mut sources {
+        followed.drop_stale(registry, *now);
+    }
+    let mut changed = false;
+    for (followed, now) in sources {
+        changed |= followed.follow(registry, token, now)?;
+    }
+    Ok(changed)
+}
+
 /// A source the session owns and replaces, registered under the connection's token: which
 /// descriptor, of which generation, with which interest.
 #[derive(Debug, Default)]
-struct Followed(Option<(RawFd, u64, Interest)>);
+struct Followed(Option<Source>);
+
+/// A followed source: its descriptor, the session's generation of it, and the interest.
+type Source = (RawFd, u64, Interest);
 
 impl Followed {
+    /// Removes the registration if the session no longer has that source (`now` is another
+    /// descriptor or generation, or none).
+    fn drop_stale(&mut self, registry: &Registry, now: Option<Source>) {
+        let same = |old: Source| now.is_some_and(|n| n.0 == old.0 && n.1 == old.1);
+        if self.0.is_some_and(|old| !same(old)) {
+            self.forget(registry);
+        }
+    }
+
     /// Registers, re-registers or deregisters to match `now`; whether a new source was
     /// registered.
     fn follow(
         &mut self,
         registry: &Registry,
         token: Token,
-        now: Option<(RawFd, u64, Interest)>,
+        now: Option<Source>,
     ) -> Result<bool, ConnectionError> {
         match (self.0, now) {
             (Some(old), Some(new)) if old.0 == new.0 && old.1 == new.1 => {
@@ -223,5 +255,37 @@ impl Followed {
         if let Some((fd, _, _)) = self.0.take() {
             let _ = registry.deregister(&mut SourceFd(&fd));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// A transfer pipe closed and a channel socket received under its number, in one batch:
+    /// the channel's registration survives the pipe's removal.
+    #[test]
+    fn a_reused_descriptor_number_keeps_its_new_registration() {
+        let poll = mio::Poll::new().expect("poll");
+        let registry = poll.registry();
+        let token = Token(1);
+        let (mut channel, mut transfer) = (Followed::default(), Followed::default());
+        let (read, write) = rustix::pipe::pipe().expect("pipe");
+        let number = read.as_raw_fd();
+        let pipe = Some((number, 1, Interest::READABLE));
+        assert!(follow_all(registry, token, [(&mut channel, None), (&mut transfer, pipe)])
+            .expect("registered"));
+        drop(read);
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        assert_eq!(socket.as_raw_fd(), number, "the lowest free number is the pipe's");
+        let now = Some((number, 1, Interest::READABLE));
+        follow_all(registry, token, [(&mut channel, now), (&mut transfer, None)]).expect("ok");
+        let fd = socket.as_raw_fd();
+        registry
+            .reregister(&mut SourceFd(&fd), token, Interest::WRITABLE)
+            .expect("the channel socket is still registered");
+        drop(write);
     }
 }
