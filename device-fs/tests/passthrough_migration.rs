@@ -295,6 +295,31 @@ fn a_destination_that_may_keep_fewer_files_open_refuses_the_state() {
     );
 }
 
+/// A node whose path in the share is longer than PATH_MAX cannot be described by it: that
+/// node is lost (or fails the load, as configured), never the whole state.
+#[test]
+fn a_path_longer_than_path_max_loses_only_its_node() {
+    use rustix::fs::{mkdirat, openat, Mode, OFlags, CWD};
+    let (mut src, [_, f], [fh, _]) = source("migrate-deep");
+    let name = "d".repeat(250);
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = openat(CWD, src.share(), flags, Mode::empty()).expect("share");
+    let mut node = 1;
+    for _ in 0..17 {
+        mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).expect("mkdir");
+        dir = openat(&dir, name.as_str(), flags, Mode::empty()).expect("open");
+        node = src.lookup(node, &name).entry().nodeid;
+    }
+    let bytes = state::save(&src.server).expect("saves");
+    let state = FsState::decode(&bytes).expect("every path in it fits");
+    let deep = state.nodes.iter().find(|n| n.node == node).expect("the deep node");
+    assert_eq!(deep.path, None, "17 names of 250 bytes are past PATH_MAX");
+    let mut dst = src.another_server(|c| c.migration.on_error = OnError::GuestError);
+    state::load(&dst.server, &bytes).expect("the rest loads");
+    assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before");
+    assert_eq!(getattr(&mut dst, node), Err(libc::EIO), "the deep node is lost");
+}
+
 /// A daemon that already serves a guest refuses a state, and its guest keeps its mount: the
 /// session, nodes and handles it had.
 #[test]

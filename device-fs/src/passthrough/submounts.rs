@@ -23,6 +23,10 @@ pub(super) const ATTR_SUBMOUNT: u32 = 1 << 0;
 /// Bits of a host inode number kept below the device index.
 const INDEX_SHIFT: u32 = 48;
 
+/// The largest index above them. Devices past it all share it: their numbers may meet each
+/// other's, never the share's (index 0) or a device's below it.
+const MAX_INDEX: u64 = (1 << (64 - INDEX_SHIFT)) - 1;
+
 /// Host devices seen so far, numbered in the order they were met (the share's own is 0).
 #[derive(Debug)]
 pub(super) struct Devices {
@@ -77,7 +81,7 @@ impl Devices {
         let mut map = self.lock();
         if !map.by_dev.contains_key(&dev) && !map.by_dev.values().any(|i| *i == index) {
             map.by_dev.insert(dev, index);
-            map.next = map.next.max(index.saturating_add(1));
+            map.next = map.next.max(index.saturating_add(1)).min(MAX_INDEX);
         }
     }
 
@@ -92,7 +96,7 @@ impl Devices {
             Some(index) => *index,
             None => {
                 let index = map.next;
-                map.next += 1;
+                map.next = (index + 1).min(MAX_INDEX);
                 map.by_dev.insert(dev, index);
                 index
             }
@@ -149,6 +153,19 @@ mod tests {
         d.reset(NO_ROOT);
         assert_eq!(d.guest_ino((NO_ROOT, 77)), 77, "a device with the sentinel's number too");
         assert_ne!(d.guest_ino((6, 77)), 77);
+    }
+
+    /// An index a migration state gave its last device (the largest there is) does not make
+    /// the next device's numbers wrap onto the share's.
+    #[test]
+    fn indexes_stop_at_the_largest_instead_of_wrapping() {
+        let d = Devices::default();
+        d.reset(8);
+        d.assign(9, MAX_INDEX);
+        let next = d.guest_ino((10, 1234));
+        assert_ne!(next, 1234, "not the share's number");
+        assert_eq!(next >> INDEX_SHIFT, MAX_INDEX);
+        assert_eq!(d.guest_ino((11, 5)) >> INDEX_SHIFT, MAX_INDEX, "and stays there");
     }
 
     #[test]

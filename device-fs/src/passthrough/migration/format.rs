@@ -23,8 +23,8 @@ use crate::fuse::SessionState;
 const MAGIC: &[u8; 8] = b"VHUFSMIG";
 /// The layout version this module writes and reads.
 pub const VERSION: u32 = 1;
-/// Longest path accepted (`PATH_MAX`).
-const PATH_MAX: usize = 4096;
+/// Longest path accepted (`PATH_MAX`); a source describes no node by a longer one.
+pub(super) const PATH_MAX: usize = 4096;
 /// Longest file handle accepted (`MAX_HANDLE_SZ`).
 pub(super) const HANDLE_MAX: usize = 128;
 

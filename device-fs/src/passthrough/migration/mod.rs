@@ -263,12 +263,17 @@ impl PassthroughFs {
             .and_then(|link| locate::relative(root_link, &link))
             .filter(|path| !path.is_empty());
         if let Some(path) = from_link {
-            if locate::open_in_share(root, &path).is_ok_and(|fd| is_it(&fd)) {
+            if path.len() <= format::PATH_MAX
+                && locate::open_in_share(root, &path).is_ok_and(|fd| is_it(&fd))
+            {
                 return Some(path);
             }
         }
-        // Renamed since it was opened (or its link is stale): look for it.
-        locate::search(root, inode.key.1, is_it).map(|(path, _)| path)
+        // Renamed since it was opened (or its link is stale): look for it. A path longer than
+        // a state may carry (PATH_MAX) describes nothing: the node alone is lost, not the state.
+        locate::search(root, inode.key.1, is_it)
+            .map(|(path, _)| path)
+            .filter(|path| path.len() <= format::PATH_MAX)
     }
 
     /// Takes over what a source described: nodes under their ids, handles reopened, devices
