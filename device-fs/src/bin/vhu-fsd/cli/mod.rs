@@ -87,6 +87,7 @@ pub(crate) struct Options {
     #[arg(long)]
     pub(crate) migration_confirm_paths: bool,
     /// Threads handling each queue's requests; 0 or 1 handles them on the queue's own thread.
+    /// Above 1024, the most requests a queue holds, it acts as 1024.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
     /// Isolation mode: namespace (the default), chroot or none.
@@ -188,7 +189,8 @@ pub(crate) struct Options {
     pub(crate) debug: bool,
 }
 
-/// Most pool threads per queue: a queue holds at most this many requests at once.
+/// Most pool threads per queue: a queue holds at most this many requests at once, so more
+/// would never all have work (virtiofsd takes any number; a launcher's larger one acts alike).
 const MAX_THREAD_POOL: usize = 1024;
 
 /// Where to listen.
@@ -312,9 +314,6 @@ pub(crate) enum CliError {
     /// ACL entries name host ids, which a translation would leave untranslated.
     #[error("--posix-acl cannot be combined with --translate-uid or --translate-gid: ACL entries hold untranslated ids")]
     AclWithTranslation,
-    /// More pool threads than requests a queue can hold.
-    #[error("--thread-pool-size {0} exceeds {MAX_THREAD_POOL}, the most requests a queue holds")]
-    PoolTooLarge(usize),
     /// --socket-group names no group.
     #[error("--socket-group {0}: no such group in /etc/group")]
     UnknownGroup(String),
@@ -338,9 +337,6 @@ impl Options {
     /// Checks the options and resolves them into settings.
     pub(crate) fn settings(&self) -> Result<Settings, CliError> {
         let not_supported = |option: String, hint| Err(CliError::NotSupported { option, hint });
-        if self.thread_pool_size > MAX_THREAD_POOL {
-            return Err(CliError::PoolTooLarge(self.thread_pool_size));
-        }
         let sandbox = self.sandbox.unwrap_or(Sandbox::Namespace);
         if let Some(map) = self.uid_map.first().or(self.gid_map.first()) {
             if sandbox != Sandbox::Namespace {
@@ -422,7 +418,7 @@ impl Options {
             log_level: if self.debug { LogLevel::Debug } else { self.log_level },
             rlimit_nofile: self.rlimit_nofile,
             num_request_queues: self.num_request_queues,
-            thread_pool_size: self.thread_pool_size,
+            thread_pool_size: self.thread_pool_size.min(MAX_THREAD_POOL),
             readonly: self.readonly,
             persistent: self.persistent,
             migration: MigrationConfig {
