@@ -185,6 +185,13 @@ fn file_handles_mode_reopens_by_handle_and_refuses_handles_outside_the_share() {
     let dst = src.another_server(|_| {});
     let err = state::load(&dst.server, &state.encode()).expect_err("refused");
     assert!(err.to_string().contains("outside the share"), "{err}");
+    // Also when the record names that very file: its link shows no path in the share, and a
+    // search of the share does not find it.
+    let node = state.nodes.iter_mut().find(|n| n.node == f).expect("node");
+    node.ino = std::os::unix::fs::MetadataExt::ino(&out.metadata().expect("stat"));
+    let dst = src.another_server(|_| {});
+    let err = state::load(&dst.server, &state.encode()).expect_err("refused");
+    assert!(err.to_string().contains("outside the share (or unlinked)"), "{err}");
     let _ = read(&mut src, f, fh, 1);
 }
 

@@ -406,11 +406,21 @@ impl PassthroughFs {
                     other => format!("its file handle does not open: {other}"),
                 })?;
                 // A handle names an inode on the whole file system: it must be one in the share.
-                let inside = locate::in_share(&self.proc_fd, root, root_link, &fd);
-                if !inside || !is_it(&fd) {
-                    return Err("its file handle names a file outside the share".into());
+                if !is_it(&fd) {
+                    return Err(
+                        "its file handle names another file, or one outside the share".into()
+                    );
                 }
-                fd
+                if locate::in_share(&self.proc_fd, root, root_link, &fd) {
+                    fd
+                } else {
+                    // Its link may not show a path (a file whose dentry the destination's
+                    // cache never had reads as `/`): the share is searched for it, and only
+                    // what is found there is taken, by the path found.
+                    locate::search(root, record.ino, is_it).map(|(_, fd)| fd).ok_or_else(|| {
+                        "its file handle names a file outside the share (or unlinked)".to_string()
+                    })?
+                }
             }
             (None, None) => return Err("the source could not describe it (unlinked?)".into()),
         };
