@@ -86,6 +86,16 @@ impl Credentials {
         self.enabled
     }
 
+    /// The owner a file created for a caller whose host uid is `caller_uid` gets: the caller
+    /// when switching, the daemon's user otherwise.
+    pub fn creator(&self, caller_uid: u32) -> u32 {
+        if self.enabled {
+            caller_uid
+        } else {
+            self.daemon.0
+        }
+    }
+
     /// Gives this thread the caller's ids (and groups) until another identity is asked for.
     pub fn as_caller(&self, caller: Caller) -> Result<(), Errno> {
         if !self.enabled {

@@ -32,6 +32,13 @@ impl PassthroughFs {
         let Some(label) = ctx.security.as_ref().filter(|_| self.labels_on()) else {
             return Ok(entry);
         };
+        if name.is_some() && handle.is_none() && !self.made_for(ctx, entry.node) {
+            // MKDIR, MKNOD and SYMLINK take their entry by name after creating it: a rename
+            // over the name in between hands them someone else's inode, which must get neither
+            // the guest's label nor the undo below. What this request made is gone meanwhile.
+            self.inodes.forget(entry.node, 1);
+            return Err(Errno::NOENT);
+        }
         let stored = self.as_daemon(|| {
             if !LABEL_NAMES.contains(&label.name.to_bytes()) {
                 return Err(Errno::PERM);
@@ -68,6 +75,17 @@ impl PassthroughFs {
         }
         self.inodes.forget(entry.node, 1);
         Err(error)
+    }
+}
+
+impl PassthroughFs {
+    /// Whether the inode of `node` is owned as a creation for `ctx` makes it owned: one swapped
+    /// in under the name by another user is not.
+    fn made_for(&self, ctx: &Context, node: NodeId) -> bool {
+        let Ok(uid) = self.config.uid_map.to_host(ctx.uid) else { return false };
+        let Ok(inode) = self.inode(node) else { return false };
+        super::attr::stat_fd(&inode.fd)
+            .is_ok_and(|st| st.attr.uid == self.config.credentials.creator(uid))
     }
 }
 
