@@ -83,7 +83,6 @@ fn connect_without_protocol_features_enables_rings_by_features() {
         ]
     );
     assert!(pair.sent.iter().all(|(_, need_reply)| !need_reply));
-    eprintln!("ACTS {:?} ERR {:?} EV {:?}", pair.acts, pair.backend_errors, pair.events);
     assert!(pair.acts.contains(&Act::StartVring { index: 0, base: VringBase(0), enabled: true }));
     assert_eq!(
         pair.frontend.set_vring_enable(VringIndex(0), false),
@@ -345,7 +344,6 @@ fn stop_and_restart_rings_preserve_bases() {
         ]
     );
     assert!(pair.sent.iter().all(|(_, need_reply)| *need_reply));
-    eprintln!("ACTS {:?} ERR {:?} EV {:?}", pair.acts, pair.backend_errors, pair.events);
     assert!(pair.acts.contains(&Act::StartVring { index: 0, base: VringBase(0), enabled: false }));
     assert!(pair.acts.contains(&Act::Enabled { index: 1, enabled: true }));
     assert!(pair.frontend.is_vring_started(VringIndex(1)));
