@@ -598,4 +598,23 @@ fn gpa_addresses_send_guest_addresses_for_memory_and_rings() {
         pair.frontend.start_vring(VringIndex(1), outside),
         Err(FrontendError::Memory { code: FrontendCode::SetVringAddr, .. })
     ));
+
+    // A refused ADD_MEM_REG frees its slot in the VMM's terms (its own user address), though
+    // the back-end was told the guest address.
+    let mut buf = [0u8; 128];
+    let wire = Region { user_address: region(2).guest_address, ..region(2) };
+    let len = Request::AddMemReg { region: wire, fd: FdToken(0) }.encode_into(false, &mut buf);
+    let received = pair.receive(1);
+    pair.be_in.extend(&received);
+    pair.backend.handle_frame(&buf[..len.unwrap()], &received).unwrap();
+    pair.drive_backend();
+    pair.clear_log();
+    let fd = pair.vmm_fd();
+    pair.frontend.add_mem_region(region(2), fd).unwrap();
+    pair.pump();
+    assert!(matches!(
+        pair.events[..],
+        [Ev::Failed(FrontendError::Nack { request: FrontendCode::AddMemReg, .. })]
+    ));
+    assert_eq!(pair.frontend.regions().len(), 1, "only region 1 stays");
 }

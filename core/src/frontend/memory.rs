@@ -93,7 +93,6 @@ impl Frontend {
         self.regions.check_add(&region, max).map_err(memory(code))?;
         self.queues.reserve(1)?;
         self.regions.add(region, max).map_err(memory(code))?;
-        let region = self.wire_region(region);
         self.queues.push_request(Queued::Inline(Request::AddMemReg { region, fd }));
         Ok(())
     }
@@ -109,7 +108,6 @@ impl Frontend {
         })?;
         self.queues.reserve(1)?;
         let removed = self.regions.remove(&region).map_err(memory(code))?;
-        let removed = self.wire_region(removed);
         self.queues.push_request(Queued::Inline(Request::RemMemReg { region: removed, fd: None }));
         Ok(())
     }

@@ -274,6 +274,14 @@ impl Frontend {
 
     fn render_request(&self, queued: &Queued) -> Request<'_> {
         match *queued {
+            // Queued in the VMM's form, so a refusal undoes exactly what was recorded; sent in
+            // the form the back-end reads ([`Frontend::wire_region`]).
+            Queued::Inline(Request::AddMemReg { region, fd }) => {
+                Request::AddMemReg { region: self.wire_region(region), fd }
+            }
+            Queued::Inline(Request::RemMemReg { region, fd }) => {
+                Request::RemMemReg { region: self.wire_region(region), fd }
+            }
             Queued::Inline(request) => request,
             Queued::MemTable => Request::SetMemTable {
                 table: MemoryTable::Standard(&self.table_out),
