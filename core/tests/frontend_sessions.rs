@@ -115,6 +115,11 @@ fn crypto_sessions_are_created_and_closed() {
         panic!("the session goes out")
     };
     assert_eq!(request, Request::CreateCryptoSession(&sent));
+    // Sent and waiting for its reply, it is still the one session in progress.
+    assert_eq!(
+        frontend.create_crypto_session(&session(1)),
+        Err(FrontendError::Busy(FrontendCode::CreateCryptoSession))
+    );
     // The reply is the session with the id the back-end assigned, handed to the VMM whole.
     let created = session(7);
     assert_eq!(

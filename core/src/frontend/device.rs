@@ -191,7 +191,8 @@ impl Frontend {
                 max: MAX_CRYPTO_SESSION_SIZE,
             });
         }
-        if self.queues.is_queued(code) {
+        // One session at a time: the request and its reply share one buffer.
+        if self.is_pending(code) {
             return Err(FrontendError::Busy(code));
         }
         self.queues.reserve(1)?;
