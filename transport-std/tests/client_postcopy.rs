@@ -11,7 +11,8 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd};
 
 use common::peers::StorageDaemon;
-use vhu_transport_std::client::{eventfd, Client, GuestRegion, VringStart};
+use vhu_transport_std::client::{eventfd, Client, ClientError, GuestRegion, VringStart};
+use vhu_transport_std::vhu_core::frontend::FrontendError;
 use vhu_transport_std::vhu_core::message::VringBase;
 use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use vhu_transport_std::virtq::{Descriptor, DESC_F_NEXT, DESC_F_WRITE};
@@ -74,6 +75,14 @@ fn postcopy_with_qemu_storage_daemon() {
     client.postcopy_listen().expect("POSTCOPY_LISTEN");
 
     let ram = GuestRegion::new(0, 1 << 20).expect("guest memory");
+    // The plain call would leave the bases unregistered and the client waiting to acknowledge
+    // them: it is refused, and nothing was sent.
+    let plain = client.set_mem_table(&[ram.share()]);
+    assert!(
+        matches!(plain, Err(ClientError::Refused(FrontendError::PostcopyOutOfOrder { .. }))),
+        "{plain:?}"
+    );
+    assert_eq!(client.held_fds(), 0, "the refused call kept no descriptor");
     let mut registered = Vec::new();
     let bases = client
         .postcopy_set_mem_table(&[ram.share()], |bases| registered.extend_from_slice(bases))

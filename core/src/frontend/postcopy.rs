@@ -100,8 +100,9 @@ impl Frontend {
     }
 
     /// Whether a SET_MEM_TABLE queued now would take the postcopy form: listening, or LISTEN on
-    /// its way.
-    pub(super) fn is_postcopy_bound(&self) -> bool {
+    /// its way. Its reply then carries the back-end's bases, which the VMM must register before
+    /// [`Frontend::postcopy_bases_registered`].
+    pub fn is_postcopy_bound(&self) -> bool {
         self.is_postcopy_listening() || self.is_pending(FrontendCode::PostcopyListen)
     }
 

@@ -234,9 +234,14 @@ impl Client {
         Ok((table, tokens))
     }
 
-    /// SET_MEM_TABLE with these regions (at most 8). While postcopy listens, use
-    /// [`Client::postcopy_set_mem_table`].
+    /// SET_MEM_TABLE with these regions (at most 8). While postcopy listens it is refused: the
+    /// back-end's answer then needs registering, which [`Client::postcopy_set_mem_table`] does.
     pub fn set_mem_table(&mut self, regions: &[SharedRegion<'_>]) -> Result<(), ClientError> {
+        if self.frontend.is_postcopy_bound() {
+            let code = FrontendCode::SetMemTable;
+            let error = FrontendError::PostcopyOutOfOrder { code, needs: "POSTCOPY_END" };
+            return Err(ClientError::Refused(error));
+        }
         let (table, tokens) = self.dup_table(regions)?;
         self.call(&tokens, |f| f.set_mem_table(&table)).map(drop)
     }
