@@ -171,8 +171,9 @@ impl Frontend {
     }
 
     /// SET_INFLIGHT_FD (INFLIGHT_SHMFD): hands the inflight area back to a (re)connected
-    /// back-end (fd handed off). Send it after the rings' SET_VRING_BASE, as QEMU does: some
-    /// back-ends create their rings lazily.
+    /// back-end (fd handed off). Send it before the rings start, as QEMU does (its block device
+    /// sets the area before it starts the vhost device): a back-end resubmits what the area
+    /// records when a ring starts, so it must have the area by then.
     pub fn set_inflight_fd(
         &mut self,
         desc: InflightDesc,
