@@ -6,6 +6,7 @@
 //! queue runs on its own worker thread and all share one server. This module must not implement
 //! vhost-user protocol rules: those are `vhu-core`'s.
 
+pub mod dax;
 mod pool;
 mod queue;
 pub mod state;
@@ -18,10 +19,14 @@ use vhu_core::backend::{BackendSpec, VringConfig};
 use vhu_core::message::VringBase;
 use vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
-use vhu_transport_std::{Device, DeviceError, Queue, QueueStopped, Workers};
+use vhu_transport_std::{
+    BackendRequests, Device, DeviceError, Queue, QueueStopped, RequestResult, RequestTicket,
+    Workers,
+};
 
 use crate::fuse::Server;
 use crate::passthrough::PassthroughFs;
+use dax::DaxWindow;
 pub use queue::FsQueue;
 use vhu_transport_std::virtq::Virtqueue;
 
@@ -47,6 +52,9 @@ pub struct FsConfig {
     /// Pool threads handling each queue's requests (`--thread-pool-size`); 0 or 1 handles them
     /// on the queue's own worker thread ([`FsQueue::with_pool`]).
     pub thread_pool_size: usize,
+    /// Size of the DAX window (shared-memory region 0) in bytes, a multiple of the page size;
+    /// 0 offers none.
+    pub dax_window: u64,
 }
 
 /// The virtio-fs device served by the std transport.
@@ -57,6 +65,8 @@ pub struct FsDevice {
     features: VirtioFeatures,
     /// Where each running ring is, as it started.
     rings: BTreeMap<VringIndex, VringConfig>,
+    /// The DAX window, with `config.dax_window` bytes.
+    window: Option<Arc<dax::DaxWindow>>,
 }
 
 impl std::fmt::Debug for FsDevice {
@@ -72,7 +82,13 @@ impl std::fmt::Debug for FsDevice {
 impl FsDevice {
     /// A device serving `server` with `config`.
     pub fn new(config: FsConfig, server: Server<PassthroughFs>) -> Self {
+        let window = (config.dax_window > 0).then(|| Arc::new(DaxWindow::new(config.dax_window)));
+        let server = match &window {
+            Some(window) => server.with_window(Arc::clone(window) as Arc<dyn crate::fuse::Window>),
+            None => server,
+        };
         Self {
+            window,
             config,
             server: Arc::new(server),
             workers: Workers::new(),
@@ -132,6 +148,11 @@ impl Device for FsDevice {
         if self.config.tag.is_some() {
             spec.protocol_features |= ProtocolFeatures::CONFIG;
             spec.config_size = CONFIG_SIZE;
+        }
+        if self.window.is_some() {
+            // The window is region 0 (`dax::DAX_SHMID`); a mapping carries the file's fd.
+            spec.protocol_features |= ProtocolFeatures::SHMEM | ProtocolFeatures::BACKEND_SEND_FD;
+            spec.shmem_sizes.push(self.config.dax_window);
         }
         spec
     }
@@ -204,6 +225,20 @@ impl Device for FsDevice {
         self.workers.kick(index);
     }
 
+    fn connected(&mut self, requests: BackendRequests) {
+        // A new front-end has an empty window.
+        self.server.forget_mappings();
+        if let Some(window) = &self.window {
+            window.connect(requests);
+        }
+    }
+
+    fn backend_result(&mut self, ticket: RequestTicket, result: RequestResult) {
+        if let Some(window) = &self.window {
+            window.complete(ticket, result);
+        }
+    }
+
     fn acked_features(&mut self, features: VirtioFeatures) {
         self.features = features;
     }
@@ -237,6 +272,13 @@ impl Device for FsDevice {
     }
 
     fn save_state(&mut self, out: &mut dyn std::io::Write) -> Result<(), DeviceError> {
+        let mapped = self.server.mapping_count();
+        if mapped > 0 {
+            // A destination would have to map them again in its front-end's window.
+            let error = format!("{mapped} DAX mappings are in place; they cannot migrate");
+            log::error!("migration: {error}");
+            return Err(DeviceError::State(error));
+        }
         out.write_all(&state::save(&self.server).map_err(state_error)?)?;
         Ok(())
     }

@@ -108,7 +108,8 @@ fn context(mem: LoggedMemory) -> QueueContext {
 /// context, and the share to remove afterwards.
 fn handler(tag: &str, pool: usize) -> (FsQueue, QueueContext, std::path::PathBuf) {
     let (server, dir) = server(tag);
-    let config_of = FsConfig { num_request_queues: 1, tag: None, thread_pool_size: pool };
+    let config_of =
+        FsConfig { num_request_queues: 1, tag: None, thread_pool_size: pool, dax_window: 0 };
     let device = FsDevice::new(config_of, server);
     let mem = guest();
     let ring = device.build_queue(VringIndex(1), &config(), &mem).expect("valid ring");
@@ -197,8 +198,10 @@ fn a_pool_of_one_is_the_queue_worker() {
 #[test]
 fn fs_device_round_trips_a_packed_base() {
     let (server, dir) = server("device");
-    let mut device =
-        FsDevice::new(FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 0 }, server);
+    let mut device = FsDevice::new(
+        FsConfig { num_request_queues: 1, tag: None, thread_pool_size: 0, dax_window: 0 },
+        server,
+    );
     assert!(device.spec().features.contains(VirtioFeatures::RING_PACKED));
     device.acked_features(
         VirtioFeatures::VERSION_1 | VirtioFeatures::RING_PACKED | VirtioFeatures::RING_EVENT_IDX,

@@ -321,4 +321,15 @@ pub trait FileSystem {
     fn syncfs(&self, ctx: &Context, node: NodeId) -> FsResult<()> {
         Err(Errno::NOSYS)
     }
+    /// SETUPMAPPING's source: a descriptor of the regular file `node` (through `handle` when the
+    /// guest named one) that can be mapped for reading, and for writing too if `writable`.
+    fn mapping_fd(
+        &self,
+        ctx: &Context,
+        node: NodeId,
+        handle: Option<Handle>,
+        writable: bool,
+    ) -> FsResult<std::os::fd::OwnedFd> {
+        Err(Errno::NOSYS)
+    }
 }

@@ -15,6 +15,7 @@ mod lock;
 mod opcode;
 mod server;
 mod types;
+mod window;
 
 pub use dirent::{AddError, DirBuffer, MAX_DIRENT_NAME};
 pub use filesystem::FileSystem;
@@ -30,3 +31,4 @@ pub use types::{
     AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened,
     SecurityContext, SetAttr, SetTime, XattrReply,
 };
+pub use window::{Placement, Window};

@@ -173,7 +173,8 @@ impl Opcode {
     }
 
     /// Whether the request changes the file system (names, data, attributes): what a read-only
-    /// export refuses. OPEN and CREATE with write access are judged by their flags, not here.
+    /// export refuses. OPEN, CREATE and SETUPMAPPING with write access are judged by their
+    /// flags, not here.
     pub fn modifies(self) -> bool {
         matches!(
             self,
@@ -194,7 +195,6 @@ impl Opcode {
                 | Self::Fallocate
                 | Self::CopyFileRange
                 | Self::CopyFileRange64
-                | Self::SetupMapping
         )
     }
 

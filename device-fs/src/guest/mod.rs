@@ -12,19 +12,22 @@
 //! does (dirty logging, rings stopped, device state saved and loaded). It owns the guest's rings
 //! and buffers; it does not interpret replies beyond their header.
 
+mod dax;
 mod layout;
 mod migrate;
 mod ring;
 mod span;
 
+pub use crate::device::dax::DAX_RANGE;
 pub use layout::{Pages, RingLayout};
 pub use migrate::Migrated;
 pub use ring::{Completed, GuestRing};
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use vhu_transport_std::client::{Client, ClientError, GuestRegion};
+use vhu_transport_std::client::{Client, ClientError, GuestRegion, ShmemRegion};
 use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures, VringIndex};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -115,6 +118,8 @@ pub struct GuestFs {
     init: InitOut,
     /// The (uid, gid) requests come from.
     caller: (u32, u32),
+    /// The device's DAX window, when it offers one and the front-end side maps it.
+    dax: Option<Arc<ShmemRegion>>,
 }
 
 impl GuestFs {
@@ -156,8 +161,13 @@ impl GuestFs {
             | ProtocolFeatures::REPLY_ACK
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS
             | ProtocolFeatures::LOG_SHMFD
-            | ProtocolFeatures::DEVICE_STATE;
+            | ProtocolFeatures::DEVICE_STATE
+            // A DAX window, if the device has one (`dax`).
+            | ProtocolFeatures::BACKEND_REQ
+            | ProtocolFeatures::BACKEND_SEND_FD
+            | ProtocolFeatures::SHMEM;
         let negotiated = client.handshake(features, protocol)?;
+        let dax = dax::window(&mut client, negotiated.protocol_features)?;
         let event_idx = negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX);
         let indirect = negotiated.features.contains(VirtioFeatures::RING_INDIRECT_DESC);
         let ram = GuestRegion::new(0, ram)?;
@@ -172,14 +182,19 @@ impl GuestFs {
         if rings.is_empty() {
             return Err(GuestError::TooLarge(0));
         }
+        // Linux offers MAP_ALIGNMENT when the device has a DAX window.
+        let offered = match dax {
+            Some(_) => linux_guest_flags() | InitFlags::MAP_ALIGNMENT,
+            None => linux_guest_flags(),
+        };
         let mut guest =
-            Self { client, ram, rings, unique: 0, init: InitOut::default(), caller: (0, 0) };
+            Self { client, ram, rings, unique: 0, init: InitOut::default(), caller: (0, 0), dax };
         let init = InitIn {
             major: KERNEL_VERSION,
             minor: KERNEL_MINOR_VERSION,
             max_readahead: 128 * 1024,
-            flags: linux_guest_flags().bits() as u32,
-            flags2: (linux_guest_flags().bits() >> 32) as u32,
+            flags: offered.bits() as u32,
+            flags2: (offered.bits() >> 32) as u32,
             ..InitIn::default()
         };
         let reply = guest.call(Opcode::Init, 0, init.as_bytes())?;
@@ -241,11 +256,25 @@ impl GuestFs {
         let ring = &mut self.rings[0];
         ring.submit(header, &[body], room)?;
         ring.kick()?;
-        let done = ring.complete(TIMEOUT)?.ok_or(GuestError::Timeout { opcode })?;
-        if done.errno != 0 {
-            return Err(GuestError::Errno { opcode, errno: done.errno });
+        // With a back-end channel open, the device may ask the VMM something (a DAX mapping)
+        // before it answers: the channel is served while the reply is awaited.
+        let serve = self.client.has_backend_channel();
+        let slice = if serve { Duration::from_millis(2) } else { TIMEOUT };
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(done) = self.rings[0].complete(slice)? {
+                if done.errno != 0 {
+                    return Err(GuestError::Errno { opcode, errno: done.errno });
+                }
+                return Ok(done.payload.to_vec());
+            }
+            if Instant::now() >= deadline {
+                return Err(GuestError::Timeout { opcode });
+            }
+            if serve {
+                self.client.serve_backend_channel()?;
+            }
         }
-        Ok(done.payload.to_vec())
     }
 
     /// The vhost-user client, guest memory and request queues, for a driver that keeps many

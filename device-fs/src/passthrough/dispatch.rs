@@ -336,4 +336,13 @@ impl FileSystem for PassthroughFs {
     fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
         self.as_daemon(|| self.sync_all(node))
     }
+    fn mapping_fd(
+        &self,
+        _: &Context,
+        node: NodeId,
+        handle: Option<Handle>,
+        writable: bool,
+    ) -> FsResult<std::os::fd::OwnedFd> {
+        self.as_daemon(|| self.do_mapping_fd(node, handle, writable))
+    }
 }

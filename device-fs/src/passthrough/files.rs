@@ -330,6 +330,33 @@ impl PassthroughFs {
         rustix::fs::seek(&h.fd, pos)
     }
 
+    /// What a DAX mapping of `node` maps: the guest's open handle when it named one, whose
+    /// access mode must allow the mapping (`mmap` needs a readable descriptor, and a read-write
+    /// one to write through a shared mapping), else the regular file opened afresh for reading,
+    /// or for reading and writing. The guest's kernel checked its caller's access when that
+    /// caller opened the file, as for OPEN.
+    pub(super) fn do_mapping_fd(
+        &self,
+        node: NodeId,
+        handle: Option<Handle>,
+        writable: bool,
+    ) -> Result<std::os::fd::OwnedFd, Errno> {
+        let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
+        let Some(handle) = handle else {
+            let inode = self.inode(node)?;
+            if !is_regular(inode.kind) {
+                return Err(Errno::NODEV);
+            }
+            return self.reopen(&inode, access);
+        };
+        let h = self.handles.get(handle, node, false)?;
+        let mode = rustix::fs::fcntl_getfl(&h.fd)? & OFlags::ACCMODE;
+        if mode == OFlags::WRONLY || (writable && mode != OFlags::RDWR) {
+            return Err(Errno::ACCESS);
+        }
+        rustix::io::fcntl_dupfd_cloexec(&h.fd, 0)
+    }
+
     pub(super) fn do_copy_file_range(&self, r: &CopyRange) -> Result<usize, Errno> {
         if r.flags != 0 {
             return Err(Errno::INVAL);

@@ -43,6 +43,7 @@ mod migration;
 mod ops;
 mod postcopy;
 mod sessions;
+mod shmem;
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -56,6 +57,7 @@ pub use dirty_log::LogBuffer;
 pub use error::ClientError;
 pub use memory::{eventfd, GuestRegion, SharedRegion};
 pub use ops::VringStart;
+pub use shmem::{ShmemHandler, ShmemRegion};
 
 /// How long a call waits for the back-end unless [`Client::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -123,6 +123,7 @@ fn run(settings: Settings) -> Result<(), String> {
             num_request_queues: settings.num_request_queues,
             tag: settings.tag.clone(),
             thread_pool_size: settings.thread_pool_size,
+            dax_window: settings.dax_window,
         },
         server,
     );

@@ -27,6 +27,7 @@ mod dir;
 mod file;
 mod header;
 mod lock;
+mod mapping;
 mod statx;
 mod xattr;
 
@@ -35,5 +36,6 @@ pub use dir::*;
 pub use file::*;
 pub use header::*;
 pub use lock::*;
+pub use mapping::*;
 pub use statx::*;
 pub use xattr::*;

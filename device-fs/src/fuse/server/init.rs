@@ -2,7 +2,7 @@
 //!
 //! Owns which flags are claimed: only the intersection of what the guest offered, what this server's
 //! request decoding implements, and what the file system says it implements. It never claims a flag
-//! whose semantics nothing here honours (locks, DAX, security contexts, idmap, ...).
+//! whose semantics nothing here honours (per-inode DAX, idmap, ...).
 
 use rustix::io::Errno;
 
@@ -67,6 +67,7 @@ impl<F: FileSystem> Server<F> {
         let previous = self.session();
         if previous.initialized {
             // A second INIT ends the session (virtio-fs): start from a clean state.
+            self.unmap_all();
             self.cancel_all();
             self.fs.destroy();
             self.set_session(Session::default());
@@ -90,6 +91,11 @@ impl<F: FileSystem> Server<F> {
             max_write: self.config().max_write(),
             time_gran: 1,
             max_pages: self.config().max_pages,
+            map_alignment: if claimed.contains(InitFlags::MAP_ALIGNMENT) {
+                super::dax_ops::MAP_ALIGNMENT_SHIFT
+            } else {
+                0
+            },
             ..InitOut::default()
         };
         self.set_session(Session { initialized: true, minor, offered, flags: Some(claimed) });
@@ -105,7 +111,12 @@ impl<F: FileSystem> Server<F> {
             offered -= InitFlags::SECURITY_CTX | InitFlags::CREATE_SUPP_GROUP;
         }
         let wanted = self.fs.init(offered)?;
-        Ok(offered & (SERVER_FLAGS | (wanted & FS_FLAGS)))
+        let mut ours = SERVER_FLAGS;
+        if self.window.is_some() {
+            // SETUPMAPPING's offsets and lengths are checked against the page (`dax_ops`).
+            ours |= InitFlags::MAP_ALIGNMENT;
+        }
+        Ok(offered & (ours | (wanted & FS_FLAGS)))
     }
 
     /// What INIT negotiated, for a migration to carry; `None` before INIT.

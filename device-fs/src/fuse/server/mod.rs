@@ -7,6 +7,7 @@
 //! errno reply; only a request whose header cannot be read, or a reply that does not fit, is a
 //! [`ServerError`]. This module does not touch virtqueues or the host file system.
 
+mod dax_ops;
 mod dir_ops;
 mod entry_ops;
 mod file_ops;
@@ -27,6 +28,7 @@ use super::filesystem::FileSystem;
 use super::io::{ReplyWriter, RequestReader, TransportError};
 use super::lock::Cancel;
 use super::opcode::Opcode;
+use super::window::Window;
 pub use init::{SessionMismatch, SessionState};
 use request::Request;
 
@@ -211,6 +213,10 @@ pub struct Server<F: FileSystem> {
     /// INTERRUPTs that came before the request they name (see `lock_ops`); taken with
     /// `waiting` held.
     interrupted_early: Mutex<std::collections::VecDeque<u64>>,
+    /// The DAX window, if the device has one (see `dax_ops`).
+    window: Option<Arc<dyn Window>>,
+    /// What is mapped in the window, held across each mapping operation.
+    mappings: Mutex<dax_ops::Mappings>,
 }
 
 impl<F: FileSystem> Server<F> {
@@ -224,12 +230,23 @@ impl<F: FileSystem> Server<F> {
             initialized: AtomicBool::new(false),
             waiting: Arc::new(Mutex::new(HashMap::new())),
             interrupted_early: Mutex::new(std::collections::VecDeque::new()),
+            window: None,
+            mappings: Mutex::new(dax_ops::Mappings::new()),
         }
+    }
+
+    /// Serves SETUPMAPPING and REMOVEMAPPING with `window` (announcing MAP_ALIGNMENT in INIT to
+    /// a guest that looks for a window).
+    pub fn with_window(mut self, window: Arc<dyn Window>) -> Self {
+        self.window = Some(window);
+        self
     }
 
     /// Ends the session as DESTROY does: the file system drops every node and handle, and the
     /// next request must be INIT. For a device reset or a front-end that went away.
     pub fn reset(&self) {
+        // The front-end dropped the window's mappings with the device.
+        self.forget_mappings();
         self.cancel_all();
         self.interrupted_early().clear();
         self.fs.destroy();
@@ -433,6 +450,8 @@ impl<F: FileSystem> Server<F> {
             Opcode::Releasedir => self.do_releasedir(req),
             Opcode::Fsyncdir => self.do_fsyncdir(req),
             Opcode::Syncfs => self.do_syncfs(req),
+            Opcode::SetupMapping => self.do_setupmapping(req),
+            Opcode::RemoveMapping => self.do_removemapping(req),
             Opcode::Setxattr => self.do_setxattr(req, &self.session()),
             Opcode::Getxattr => self.do_getxattr(req),
             Opcode::Listxattr => self.do_listxattr(req),
@@ -442,6 +461,7 @@ impl<F: FileSystem> Server<F> {
     }
 
     fn do_destroy(&self) -> OpResult {
+        self.unmap_all();
         self.cancel_all();
         self.fs.destroy();
         self.set_session(Session::default());

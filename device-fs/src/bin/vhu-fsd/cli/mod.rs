@@ -14,8 +14,8 @@ use crate::ns_map::{parse_ns_map, NsMap};
 
 mod values;
 pub(crate) use values::{
-    parse_modcaps, Cache, CapEdit, CapEdits, InodeFileHandles, LogLevel, MigrationModeArg, Mode,
-    OnErrorArg, Sandbox, Seccomp,
+    parse_dax_window, parse_modcaps, Cache, CapEdit, CapEdits, InodeFileHandles, LogLevel,
+    MigrationModeArg, Mode, OnErrorArg, Sandbox, Seccomp,
 };
 
 /// A virtio-fs back-end over vhost-user, command-line compatible with virtiofsd.
@@ -90,6 +90,11 @@ pub(crate) struct Options {
     /// Above 1024, the most requests a queue holds, it acts as 1024.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) thread_pool_size: usize,
+    /// Offer a DAX window of SIZE bytes (K, M, G, T suffixes; a multiple of 2 MiB): the guest
+    /// maps file ranges into it (mount -o dax) instead of copying them through the queues. The
+    /// VMM must support shared-memory regions (SHMEM). 0, the default, offers none.
+    #[arg(long, value_name = "SIZE", value_parser = parse_dax_window, default_value = "0")]
+    pub(crate) dax_window: u64,
     /// Isolation mode: namespace (the default), chroot or none.
     #[arg(long, value_enum, ignore_case = true)]
     pub(crate) sandbox: Option<Sandbox>,
@@ -278,6 +283,8 @@ pub(crate) struct Settings {
     pub(crate) num_request_queues: usize,
     /// Pool threads per queue.
     pub(crate) thread_pool_size: usize,
+    /// DAX window size in bytes (0: none).
+    pub(crate) dax_window: u64,
     /// Refuse every change to the share.
     pub(crate) readonly: bool,
     /// Serve front-ends one after another.
@@ -419,6 +426,7 @@ impl Options {
             rlimit_nofile: self.rlimit_nofile,
             num_request_queues: self.num_request_queues,
             thread_pool_size: self.thread_pool_size.min(MAX_THREAD_POOL),
+            dax_window: self.dax_window,
             readonly: self.readonly,
             persistent: self.persistent,
             migration: MigrationConfig {

@@ -264,3 +264,21 @@ fn migration_options_as_virtiofsd_spells_them() {
     let bad: Vec<&str> = base.iter().copied().chain(["--migration-mode=by-magic"]).collect();
     assert!(Options::try_parse_from(std::iter::once("vhu-fsd").chain(bad)).is_err());
 }
+
+#[test]
+fn dax_window_sizes() {
+    use super::values::parse_dax_window;
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let size = |n: &str| parse(&["--socket-path=/s", "--shared-dir", dir, n]).settings();
+    assert_eq!(size("--thread-pool-size=0").expect("ok").dax_window, 0, "no window by default");
+    assert_eq!(size("--dax-window=8G").expect("ok").dax_window, 8 << 30);
+    assert_eq!(parse_dax_window("2m"), Ok(2 << 20));
+    assert_eq!(parse_dax_window("4194304"), Ok(4 << 20));
+    assert_eq!(parse_dax_window("0"), Ok(0));
+    assert!(parse_dax_window("3M").expect_err("not 2 MiB granules").contains("2 MiB"));
+    assert!(parse_dax_window("1K").is_err());
+    assert!(parse_dax_window("eight").expect_err("no number").contains("not a size"));
+    assert!(parse_dax_window("200T").expect_err("too large").contains("128 TiB"));
+    assert!(parse_dax_window("99999999999999999999G").is_err());
+}

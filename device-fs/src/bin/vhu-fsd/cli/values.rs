@@ -2,6 +2,7 @@
 //! capability edits. Parsing only; what each value does lives with the code that does it.
 
 use clap::ValueEnum;
+use vhu_device_fs::device::dax::DAX_RANGE;
 use vhu_device_fs::passthrough::{CachePolicy, Negotiation};
 
 /// Guest caching policy (`--cache`).
@@ -204,4 +205,25 @@ pub(crate) fn parse_modcaps(s: &str) -> Result<CapEdits, String> {
         })
         .collect::<Result<_, _>>()
         .map(CapEdits)
+}
+
+/// Parses a `--dax-window` size: bytes, or a number with a K, M, G or T suffix (powers of 1024),
+/// a multiple of 2 MiB; 0 offers no window.
+pub(crate) fn parse_dax_window(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        Some(b'T') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("'{s}' is not a size (such as 8G)"))?;
+    let size = number
+        .checked_mul(1 << shift)
+        .filter(|size| *size < 1 << 47)
+        .ok_or_else(|| format!("'{s}' is larger than 128 TiB"))?;
+    if size % DAX_RANGE != 0 {
+        return Err(format!("'{s}' is not a multiple of 2 MiB, the guest's mapping unit"));
+    }
+    Ok(size)
 }

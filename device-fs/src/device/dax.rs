@@ -1,0 +1,160 @@
+//! The DAX window over the vhost-user back-end channel: a [`Window`] whose mappings the front-end
+//! makes with BACKEND_SHMEM_MAP and removes with BACKEND_SHMEM_UNMAP (shared-memory region 0,
+//! which the device offers through GET_SHMEM_CONFIG).
+//!
+//! A queue worker that maps waits here for the front-end's answer, which the session hands the
+//! device ([`DaxWindow::complete`]) on its own thread; the wait ends early when the connection
+//! ends, and after [`ANSWER_TIMEOUT`] in any case, so a front-end that never answers costs the
+//! guest an EIO, not a queue. This module must not decide which mappings are valid (the FUSE
+//! server does) nor check the protocol's rules (`vhu-core` does).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use vhu_core::message::ShmemMapping;
+use vhu_transport_std::{
+    BackendRequests, DeviceRequest, RequestError, RequestResult, RequestTicket,
+};
+
+use crate::fuse::{Placement, Window};
+
+/// The virtio-fs DAX window's shared-memory region id (virtio spec "File System Device",
+/// "Device Operation: DAX Window": shmid 0, "cache").
+pub const DAX_SHMID: u8 = 0;
+/// The size of a range Linux maps into the window at once (`FUSE_DAX_SZ`, 2 MiB): a window is
+/// a whole number of them.
+pub const DAX_RANGE: u64 = 2 << 20;
+/// Longest wait for the front-end to map or unmap.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a wait looks whether the connection ended.
+const DISCONNECT_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Answers {
+    /// The current connection's requests, once a front-end connected.
+    requests: Option<BackendRequests>,
+    /// Connections so far: tickets are numbered per connection.
+    generation: u64,
+    /// Tickets a worker waits on (with their connection), and their results once they came.
+    waiting: HashMap<(u64, RequestTicket), Option<RequestResult>>,
+}
+
+/// A DAX window of a fixed size, mapped by the front-end.
+#[derive(Debug)]
+pub struct DaxWindow {
+    size: u64,
+    answers: Mutex<Answers>,
+    answered: Condvar,
+}
+
+impl DaxWindow {
+    /// A window of `size` bytes (a multiple of the page size).
+    pub fn new(size: u64) -> Self {
+        Self { size, answers: Mutex::new(Answers::default()), answered: Condvar::new() }
+    }
+
+    /// A front-end connected: its requests go through `requests` (waits of the last one end).
+    pub fn connect(&self, requests: BackendRequests) {
+        let mut answers = self.answers();
+        answers.requests = Some(requests);
+        answers.generation += 1;
+        answers.waiting.clear();
+        self.answered.notify_all();
+    }
+
+    /// The session's word on `ticket`; a result nobody waits for (a wait that gave up, another
+    /// device request) is dropped. Returns whether a wait took it.
+    pub fn complete(&self, ticket: RequestTicket, result: RequestResult) -> bool {
+        let mut answers = self.answers();
+        let key = (answers.generation, ticket);
+        let Some(slot) = answers.waiting.get_mut(&key) else {
+            return false;
+        };
+        *slot = Some(result);
+        self.answered.notify_all();
+        true
+    }
+
+    fn answers(&self) -> MutexGuard<'_, Answers> {
+        // Every update is one insertion or removal: a panic leaves the map consistent.
+        self.answers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `request` and waits for its result.
+    fn ask(&self, request: DeviceRequest) -> Result<(), Errno> {
+        let mut answers = self.answers();
+        let requests = answers.requests.clone().ok_or(Errno::NOTCONN)?;
+        // Pushed with the map locked, so the result cannot come before the wait is recorded.
+        let ticket = requests.push(request).map_err(|error| {
+            log::warn!("DAX window: the request cannot be sent: {error}");
+            match error {
+                RequestError::Full(_) => Errno::AGAIN,
+                _ => Errno::NOTCONN,
+            }
+        })?;
+        let key = (answers.generation, ticket);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(Some(result)) = answers.waiting.remove(&key) {
+                return outcome(result);
+            }
+            let now = Instant::now();
+            // A new connection, or none: the front-end that was asked is gone.
+            if key.0 != answers.generation || requests.is_disconnected() {
+                return Err(Errno::NOTCONN);
+            }
+            if now >= deadline {
+                log::warn!("DAX window: no answer from the front-end in {ANSWER_TIMEOUT:?}");
+                return Err(Errno::IO);
+            }
+            answers.waiting.insert(key, None);
+            let slice = DISCONNECT_POLL.min(deadline - now);
+            answers =
+                self.answered.wait_timeout(answers, slice).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// The guest's errno for how a request ended.
+fn outcome(result: RequestResult) -> Result<(), Errno> {
+    if result.is_success() {
+        return Ok(());
+    }
+    log::warn!("DAX window: the front-end did not take the request: {result:?}");
+    match result {
+        RequestResult::Refused(_) => Err(Errno::OPNOTSUPP),
+        RequestResult::Lost => Err(Errno::NOTCONN),
+        _ => Err(Errno::IO),
+    }
+}
+
+impl Window for DaxWindow {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn map(&self, fd: OwnedFd, placement: Placement) -> Result<(), Errno> {
+        let mapping = ShmemMapping {
+            shmid: DAX_SHMID,
+            fd_offset: placement.foffset,
+            shm_offset: placement.moffset,
+            len: placement.len,
+            writable: placement.writable,
+        };
+        self.ask(DeviceRequest::ShmemMap { mapping, fd })
+    }
+
+    fn unmap(&self, moffset: u64, len: u64) -> Result<(), Errno> {
+        let mapping = ShmemMapping {
+            shmid: DAX_SHMID,
+            fd_offset: 0,
+            shm_offset: moffset,
+            len,
+            writable: false,
+        };
+        self.ask(DeviceRequest::ShmemUnmap(mapping))
+    }
+}

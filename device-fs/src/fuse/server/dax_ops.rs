@@ -1,0 +1,143 @@
+//! SETUPMAPPING and REMOVEMAPPING: file ranges into and out of the device's DAX window.
+//!
+//! The server keeps the record of the window — which ranges hold a mapping — so that it never
+//! asks the [`Window`] for what the vhost-user spec forbids: a mapping that overlaps another
+//! ("BACKEND_SHMEM_MAP": overlapping an existing mapping must fail) is preceded by the removal
+//! of those it overlaps (Linux maps a range again to make it writable), and a removal names
+//! whole mappings only ("BACKEND_SHMEM_UNMAP"). Ranges are checked against the window and the
+//! page alignment INIT announced. One lock is held across each operation, so two never
+//! interleave. Without a window both opcodes answer ENOSYS, as a server without DAX does.
+
+use std::collections::BTreeMap;
+
+use rustix::io::Errno;
+
+use super::{OpResult, Reply, Request, Server, PAGE_SIZE};
+use crate::fuse::abi::{
+    RemoveMappingIn, RemoveMappingOne, SetupMappingIn, REMOVEMAPPING_MAX_ENTRY,
+    SETUPMAPPING_FLAG_READ, SETUPMAPPING_FLAG_WRITE, SETUPMAPPING_NO_HANDLE,
+};
+use crate::fuse::filesystem::FileSystem;
+use crate::fuse::types::Handle;
+use crate::fuse::window::Placement;
+
+/// `map_alignment` announced in INIT: log2 of the page size every offset and length must be a
+/// multiple of.
+pub(super) const MAP_ALIGNMENT_SHIFT: u16 = PAGE_SIZE.trailing_zeros() as u16;
+
+/// The mappings in the window: offset → length.
+pub(super) type Mappings = BTreeMap<u64, u64>;
+
+/// The end of `len` bytes at `moffset` when the range is page-aligned, not empty and inside a
+/// window of `size` bytes.
+fn checked_end(moffset: u64, len: u64, size: u64) -> Result<u64, Errno> {
+    let page = u64::from(PAGE_SIZE);
+    if len == 0 || moffset % page != 0 || len % page != 0 {
+        return Err(Errno::INVAL);
+    }
+    moffset.checked_add(len).filter(|end| *end <= size).ok_or(Errno::INVAL)
+}
+
+impl<F: FileSystem> Server<F> {
+    pub(super) fn do_setupmapping(&self, mut req: Request<'_>) -> OpResult {
+        let window = self.window.as_ref().ok_or(Errno::NOSYS)?;
+        let args: SetupMappingIn = req.take()?;
+        if args.flags & !(SETUPMAPPING_FLAG_READ | SETUPMAPPING_FLAG_WRITE) != 0 {
+            return Err(Errno::INVAL);
+        }
+        let writable = args.flags & SETUPMAPPING_FLAG_WRITE != 0;
+        if writable && self.config.read_only {
+            return Err(Errno::ROFS);
+        }
+        let end = checked_end(args.moffset, args.len, window.size())?;
+        if args.foffset % u64::from(PAGE_SIZE) != 0 || args.foffset.checked_add(args.len).is_none()
+        {
+            return Err(Errno::INVAL);
+        }
+        let handle = (args.fh != SETUPMAPPING_NO_HANDLE).then_some(Handle(args.fh));
+        let fd = self.fs.mapping_fd(&req.ctx(), req.node(), handle, writable)?;
+        let mut mappings = self.mappings();
+        let overlapped: Vec<(u64, u64)> = mappings
+            .range(..end)
+            .filter(|(at, len)| *at + *len > args.moffset)
+            .map(|(at, len)| (*at, *len))
+            .collect();
+        for (at, len) in overlapped {
+            // Gone from the record whatever the answer: a mapping the front-end failed to remove
+            // would make the new one fail, which the guest hears.
+            mappings.remove(&at);
+            window.unmap(at, len)?;
+        }
+        let placement =
+            Placement { foffset: args.foffset, moffset: args.moffset, len: args.len, writable };
+        window.map(fd, placement)?;
+        mappings.insert(args.moffset, args.len);
+        Ok(Reply::empty())
+    }
+
+    pub(super) fn do_removemapping(&self, mut req: Request<'_>) -> OpResult {
+        let window = self.window.as_ref().ok_or(Errno::NOSYS)?;
+        let args: RemoveMappingIn = req.take()?;
+        if args.count == 0 || args.count > REMOVEMAPPING_MAX_ENTRY {
+            return Err(Errno::INVAL);
+        }
+        let mut ranges = Vec::with_capacity(args.count as usize);
+        for _ in 0..args.count {
+            let one: RemoveMappingOne = req.take()?;
+            ranges.push((one.moffset, checked_end(one.moffset, one.len, window.size())?));
+        }
+        let mut mappings = self.mappings();
+        // Every range must cover whole mappings; none is removed unless all do.
+        let mut doomed = Vec::new();
+        for (start, end) in ranges {
+            if let Some((at, len)) = mappings.range(..start).next_back() {
+                if at + len > start {
+                    return Err(Errno::INVAL);
+                }
+            }
+            for (at, len) in mappings.range(start..end) {
+                if at + len > end {
+                    return Err(Errno::INVAL);
+                }
+                doomed.push((*at, *len));
+            }
+        }
+        let mut result = Ok(Reply::empty());
+        for (at, len) in doomed {
+            if mappings.remove(&at).is_some() {
+                if let Err(errno) = window.unmap(at, len) {
+                    result = Err(errno);
+                }
+            }
+        }
+        result
+    }
+
+    /// Removes every mapping from the window: the guest's session ended (DESTROY, a new INIT),
+    /// and what it mapped must not stay reachable or keep files open.
+    pub(super) fn unmap_all(&self) {
+        let Some(window) = self.window.as_ref() else { return };
+        let mut mappings = self.mappings();
+        for (at, len) in std::mem::take(&mut *mappings) {
+            if let Err(errno) = window.unmap(at, len) {
+                log::warn!("DAX window: removing the mapping at {at:#x} ({len} bytes): {errno}");
+            }
+        }
+    }
+
+    /// Forgets every mapping without asking the window: the front-end dropped them (a device
+    /// reset, a new connection).
+    pub fn forget_mappings(&self) {
+        self.mappings().clear();
+    }
+
+    /// Mappings in the window now.
+    pub fn mapping_count(&self) -> usize {
+        self.mappings().len()
+    }
+
+    fn mappings(&self) -> std::sync::MutexGuard<'_, Mappings> {
+        // The record is updated before each request to the window: a panic leaves it usable.
+        self.mappings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

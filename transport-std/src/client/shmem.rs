@@ -1,0 +1,273 @@
+//! Shared-memory regions for a VMM's back-ends (SHMEM): address space reserved for each region the
+//! back-end announced with GET_SHMEM_CONFIG, and the [`BackendHandler`] that maps the back-end's
+//! descriptors into it on BACKEND_SHMEM_MAP and takes them out on BACKEND_SHMEM_UNMAP.
+//!
+//! A region is reserved inaccessible (`PROT_NONE`) and a mapping replaces part of it with the
+//! back-end's file, shared, readable and writable if the back-end asked. A mapping outside its
+//! region, not page-aligned, or overlapping one already there is refused, as is an unmap that is
+//! not a whole mapping (spec "Back-end message types": BACKEND_SHMEM_MAP must fail on overlap;
+//! BACKEND_SHMEM_UNMAP names a mapping as it was made). Removing a mapping makes its range
+//! inaccessible again. This module must not decide when a request is answered: the state
+//! machine does.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use vhu_core::message::ShmemMapping;
+use vhu_core::BackendRequest;
+
+use super::channel::{BackendHandler, BackendResponse, NoMappings};
+
+const EINVAL: u64 = libc::EINVAL as u64;
+const EEXIST: u64 = libc::EEXIST as u64;
+const ENOENT: u64 = libc::ENOENT as u64;
+
+/// The page size mappings are aligned to.
+fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// One shared-memory region: reserved address space, and what is mapped in it.
+#[derive(Debug)]
+pub struct ShmemRegion {
+    /// Start of the reservation (its address, so the region can be shared between threads).
+    base: usize,
+    size: usize,
+    /// Mappings: offset → (length, writable).
+    mappings: Mutex<BTreeMap<u64, (u64, bool)>>,
+}
+
+impl ShmemRegion {
+    /// Reserves `size` bytes (a multiple of the page size), all inaccessible.
+    pub fn new(size: u64) -> std::io::Result<Self> {
+        let size =
+            usize::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+        if size == 0 || size as u64 % page_size() != 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a new anonymous mapping at an address the kernel chooses touches no existing
+        // memory; the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { base: base as usize, size, mappings: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// The region's first byte, for a VMM to map into its guest. Only mapped ranges
+    /// ([`ShmemRegion::is_mapped`]) may be accessed, and a file mapping past the file's end
+    /// faults as any `mmap` does.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base as *mut u8
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of one mapping; false if they are not all
+    /// mapped. Bytes past the end of the mapped file fault (SIGBUS), as with any `mmap`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> bool {
+        let mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        if Self::within(&mappings, offset, buf.len() as u64, false).is_none() {
+            return false;
+        }
+        // SAFETY: the bytes lie inside a readable mapping of this region (checked, and kept
+        // by the lock held), and `buf` is a separate, valid buffer of that length.
+        unsafe {
+            let from = (self.base + offset as usize) as *const u8;
+            std::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), buf.len());
+        }
+        true
+    }
+
+    /// Copies `data` into one writable mapping at `offset`; false if it is not all mapped
+    /// writable. Bytes past the end of the mapped file fault (SIGBUS), as with any `mmap`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> bool {
+        let mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        if Self::within(&mappings, offset, data.len() as u64, true).is_none() {
+            return false;
+        }
+        // SAFETY: the bytes lie inside a writable mapping of this region (checked, and kept by
+        // the lock held), and `data` is a separate, valid buffer of that length.
+        unsafe {
+            let to = (self.base + offset as usize) as *mut u8;
+            std::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len());
+        }
+        true
+    }
+
+    /// The mapping holding all of `len` bytes at `offset` (writable, if asked).
+    fn within(
+        mappings: &BTreeMap<u64, (u64, bool)>,
+        offset: u64,
+        len: u64,
+        writable: bool,
+    ) -> Option<u64> {
+        let (at, (size, rw)) = mappings.range(..=offset).next_back()?;
+        let end = offset.checked_add(len)?;
+        (end <= at + size && (*rw || !writable)).then_some(*at)
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.size as u64
+    }
+
+    /// Whether the region is empty (never: a region has at least a page).
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Whether `len` bytes at `offset` lie inside one mapping.
+    pub fn is_mapped(&self, offset: u64, len: u64) -> bool {
+        let mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::within(&mappings, offset, len, false).is_some()
+    }
+
+    /// Mappings in place now.
+    pub fn mapping_count(&self) -> usize {
+        self.mappings.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// The end of `len` bytes at `offset` if they are page-aligned, not empty and inside.
+    fn range_end(&self, offset: u64, len: u64) -> Result<u64, u64> {
+        let page = page_size();
+        if len == 0 || offset % page != 0 || len % page != 0 {
+            return Err(EINVAL);
+        }
+        offset.checked_add(len).filter(|end| *end <= self.size as u64).ok_or(EINVAL)
+    }
+
+    /// BACKEND_SHMEM_MAP: `fd` from `m.fd_offset` at `m.shm_offset`.
+    fn map(&self, m: &ShmemMapping, fd: &OwnedFd) -> Result<(), u64> {
+        let end = self.range_end(m.shm_offset, m.len)?;
+        if m.fd_offset % page_size() != 0 {
+            return Err(EINVAL);
+        }
+        let offset = libc::off_t::try_from(m.fd_offset).map_err(|_| EINVAL)?;
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        let overlaps =
+            mappings.range(..end).next_back().is_some_and(|(at, (len, _))| at + len > m.shm_offset);
+        if overlaps {
+            return Err(EEXIST);
+        }
+        let prot = if m.writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: the range lies inside this region's reservation (checked above), which this
+        // struct owns and nothing else uses; MAP_FIXED replaces only those reserved pages.
+        let addr = unsafe {
+            libc::mmap(
+                (self.base + m.shm_offset as usize) as *mut libc::c_void,
+                m.len as usize,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                offset,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            return Err(errno as u64);
+        }
+        mappings.insert(m.shm_offset, (m.len, m.writable));
+        Ok(())
+    }
+
+    /// BACKEND_SHMEM_UNMAP: the whole mapping at `m.shm_offset` of `m.len` bytes.
+    fn unmap(&self, m: &ShmemMapping) -> Result<(), u64> {
+        self.range_end(m.shm_offset, m.len)?;
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        if mappings.get(&m.shm_offset).is_none_or(|(len, _)| *len != m.len) {
+            return Err(ENOENT);
+        }
+        self.reserve(m.shm_offset, m.len)?;
+        mappings.remove(&m.shm_offset);
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `offset` (inside the region) inaccessible again.
+    fn reserve(&self, offset: u64, len: u64) -> Result<(), u64> {
+        // SAFETY: the range lies inside this region's reservation (checked by the callers), and
+        // replacing it with fresh inaccessible pages is what removing a mapping means.
+        let addr = unsafe {
+            libc::mmap(
+                (self.base + offset as usize) as *mut libc::c_void,
+                len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(libc::EIO as u64);
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping (the back-end was reset, or went away).
+    pub fn clear(&self) {
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        for (at, (len, _)) in std::mem::take(&mut *mappings) {
+            let _ = self.reserve(at, len);
+        }
+    }
+}
+
+impl Drop for ShmemRegion {
+    fn drop(&mut self) {
+        // SAFETY: the reservation is this struct's own, made in `new` with this size, and no
+        // reference into it outlives the struct.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.size);
+        }
+    }
+}
+
+/// A [`BackendHandler`] that serves BACKEND_SHMEM_MAP and BACKEND_SHMEM_UNMAP with
+/// [`ShmemRegion`]s (indexed by shmid) and answers every other request as [`NoMappings`] does.
+#[derive(Clone, Debug, Default)]
+pub struct ShmemHandler {
+    regions: Vec<Option<Arc<ShmemRegion>>>,
+}
+
+impl ShmemHandler {
+    /// Reserves a region for each non-zero size of `sizes` (GET_SHMEM_CONFIG's answer, by shmid).
+    pub fn new(sizes: &[u64]) -> std::io::Result<Self> {
+        let regions = sizes
+            .iter()
+            .map(|size| (*size > 0).then(|| ShmemRegion::new(*size).map(Arc::new)).transpose())
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { regions })
+    }
+
+    /// The region `shmid`, if the back-end announced one.
+    pub fn region(&self, shmid: u8) -> Option<Arc<ShmemRegion>> {
+        self.regions.get(usize::from(shmid)).cloned().flatten()
+    }
+}
+
+impl BackendHandler for ShmemHandler {
+    fn handle(&mut self, request: &BackendRequest, mut fds: Vec<OwnedFd>) -> BackendResponse {
+        let done = match request {
+            BackendRequest::ShmemMap { mapping, .. } => {
+                match (self.region(mapping.shmid), fds.pop()) {
+                    (Some(region), Some(fd)) => region.map(mapping, &fd),
+                    _ => Err(EINVAL),
+                }
+            }
+            BackendRequest::ShmemUnmap(mapping) => match self.region(mapping.shmid) {
+                Some(region) => region.unmap(mapping),
+                None => Err(EINVAL),
+            },
+            _ => return NoMappings.handle(request, fds),
+        };
+        BackendResponse::Done(done)
+    }
+}
