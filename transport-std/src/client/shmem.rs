@@ -271,3 +271,67 @@ impl BackendHandler for ShmemHandler {
         BackendResponse::Done(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vhu_core::FdToken;
+
+    fn memfd(len: u64, fill: u8) -> OwnedFd {
+        let fd =
+            rustix::fs::memfd_create("shmem-test", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+        rustix::fs::ftruncate(&fd, len).expect("size");
+        rustix::io::pwrite(&fd, &vec![fill; len as usize], 0).expect("fill");
+        fd
+    }
+
+    fn map(handler: &mut ShmemHandler, shm_offset: u64, len: u64, fd: OwnedFd) -> BackendResponse {
+        let mapping = ShmemMapping { shmid: 0, fd_offset: 0, shm_offset, len, writable: true };
+        let request = BackendRequest::ShmemMap { mapping, fd: FdToken(0) };
+        handler.handle(&request, vec![fd])
+    }
+
+    fn unmap(handler: &mut ShmemHandler, shm_offset: u64, len: u64) -> BackendResponse {
+        let mapping = ShmemMapping { shmid: 0, fd_offset: 0, shm_offset, len, writable: false };
+        handler.handle(&BackendRequest::ShmemUnmap(mapping), Vec::new())
+    }
+
+    fn status(response: BackendResponse) -> Result<(), u64> {
+        match response {
+            BackendResponse::Done(done) => done,
+            other => panic!("a mapping is answered with a status, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mappings_are_placed_refused_and_removed_as_the_spec_says() {
+        let page = page_size();
+        let mut handler = ShmemHandler::new(&[4 * page]).expect("reserved");
+        let region = handler.region(0).expect("region 0");
+        assert!(handler.region(1).is_none());
+        assert!(!region.is_mapped(0, 1), "nothing is reachable before a mapping");
+
+        assert_eq!(status(map(&mut handler, page, 2 * page, memfd(2 * page, 7))), Ok(()));
+        let mut byte = [0u8; 1];
+        assert!(region.read(2 * page, &mut byte));
+        assert_eq!(byte, [7]);
+        assert!(region.write(page, &[9]));
+        assert!(!region.read(0, &mut byte), "outside every mapping");
+
+        // Overlapping, outside, unaligned: refused, and the mapping there is untouched.
+        assert_eq!(status(map(&mut handler, 0, 2 * page, memfd(2 * page, 1))), Err(EEXIST));
+        assert_eq!(status(map(&mut handler, 3 * page, 2 * page, memfd(2 * page, 1))), Err(EINVAL));
+        assert_eq!(status(map(&mut handler, 1, page, memfd(page, 1))), Err(EINVAL));
+        assert_eq!(status(unmap(&mut handler, page, page)), Err(ENOENT), "half a mapping");
+        assert!(region.read(page, &mut byte));
+        assert_eq!(byte, [9]);
+
+        assert_eq!(status(unmap(&mut handler, page, 2 * page)), Ok(()));
+        assert!(!region.is_mapped(page, 1));
+        assert_eq!(region.mapping_count(), 0);
+        // The range is free again.
+        assert_eq!(status(map(&mut handler, 0, 4 * page, memfd(4 * page, 3))), Ok(()));
+        region.clear();
+        assert_eq!(region.mapping_count(), 0);
+    }
+}
