@@ -35,6 +35,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Connection<'d, D: Device + ?Sized> {
     session: Session<D, &'d mut D>,
     socket: UnixStream,
+    /// Whether the last thing handled was a front-end frame: more of its burst may follow.
+    after_frame: bool,
 }
 
 impl<D: Device + ?Sized> std::fmt::Debug for Connection<'_, D> {
@@ -50,7 +52,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
         // in sendmsg forever: after REPLY_TIMEOUT the reply fails and the connection ends.
         socket.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(SessionError::Setup)?;
         let session = Session::new(device, Style::Blocking)?;
-        Ok(Self { session, socket })
+        Ok(Self { session, socket, after_frame: true })
     }
 
     /// A handle through which the device asks for back-end requests.
@@ -95,11 +97,17 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
         if other {
             self.session.service()?;
         }
+        self.after_frame = main;
         Ok(true)
     }
 
-    /// Blocks until the main socket (first) or another source is ready.
+    /// Blocks until the main socket (first) or another source is ready. It spins first only
+    /// after a front-end frame, where more of a burst is likely at once (control traffic comes
+    /// in bursts). A device's requests come at its own pace (a DAX mapping per guest fault) and
+    /// the front-end's answers to them after its own work (a `mmap`): spinning for either cost
+    /// a spin per request and won nothing (`vhu-fs-bench --dax`, README).
     fn wait(&self) -> (bool, bool) {
+        let spin = self.after_frame;
         let channel_events = if self.session.channel_wants_write() {
             PollFlags::IN | PollFlags::OUT
         } else {
@@ -113,7 +121,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
                 channel_events,
             ),
         ];
-        while !crate::spin::until_ready(&mut fds, None) {
+        while !(spin && crate::spin::until_ready(&mut fds, None)) {
             match poll(&mut fds, None) {
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,
