@@ -39,6 +39,8 @@ pub(crate) struct Plan {
     pub(crate) dirty_log: bool,
     /// How long a driver watches its used ring before it sleeps ([`GuestRing::set_poll`]).
     pub(crate) driver_poll: Duration,
+    /// Data workloads go through the back-end's DAX window when it has one (`crate::dax`).
+    pub(crate) dax: bool,
 }
 
 /// The rings of `plan`, one after the other in guest memory, and the memory they need.
@@ -104,6 +106,10 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
         big: guest.lookup(1, "big").map_err(guest_error)?.nodeid,
         chunk,
     };
+    if plan.dax && plan.workload.io_size() > 0 && guest.dax_window().is_some() {
+        let file = if plan.workload.writes() { setup.wdata.0 } else { setup.data.0 };
+        return crate::dax::run(guest, file, pid, plan);
+    }
     let (client, _ram, rings) = guest.into_parts();
     if plan.workload.writes() {
         // What every WRITE sends: the guest's pages hold it before the run.
@@ -124,6 +130,18 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
         let start = Arc::clone(&start);
         threads.push(std::thread::spawn(move || drive(ring, lanes, per_queue, &start)));
     }
+    let figures = measure(pid, &start, threads);
+    drop(client);
+    figures
+}
+
+/// Lets the queues' `threads` go (they wait at `start`), waits for them, and sums what they
+/// measured, with the CPU the back-end `pid` spent meanwhile.
+pub(crate) fn measure(
+    pid: u32,
+    start: &Barrier,
+    threads: Vec<std::thread::JoinHandle<Result<Figures, String>>>,
+) -> Result<Figures, String> {
     let cpu_before = tree_cpu(pid);
     // Taken before the lanes may start: they wait for this thread at the barrier.
     let begun = Instant::now();
@@ -143,7 +161,6 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
     }
     figures.elapsed = begun.elapsed();
     figures.cpu = tree_cpu(pid).saturating_sub(cpu_before);
-    drop(client);
     match failure {
         Some(e) => Err(e),
         None => Ok(figures),

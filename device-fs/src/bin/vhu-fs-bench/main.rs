@@ -4,7 +4,8 @@
 //! negotiated size — keeping a chosen number of requests in flight per queue (a driver waiting
 //! for a reply watches its ring for a while first, as KVM polls a halted vCPU), and reports
 //! requests/s, MiB/s, latency p50/p99 and the back-end's CPU per 1 000 requests. With `--host`
-//! the same workloads run as system calls on the directory itself: the floor.
+//! the same workloads run as system calls on the directory itself: the floor. With `--dax` the
+//! data workloads go through a back-end's DAX window where it has one (`dax`).
 //!
 //! Each round starts every back-end afresh from its command line (`{socket}`, `{shared}` and
 //! `{queues}` are filled in), in turn on the same share, so the targets are measured side by
@@ -12,6 +13,7 @@
 //! median of the round-by-round ratios first/target. A wrong reply (unique, length, an error,
 //! data that is not the file's) fails the run.
 
+mod dax;
 mod guest;
 mod host;
 mod interrupt;
@@ -70,6 +72,11 @@ struct Options {
     /// vCPU on a host without halt polling does.
     #[arg(long, value_name = "US", default_value_t = 200)]
     driver_poll_us: u64,
+    /// Mount as `-o dax` where the back-end has a DAX window: data workloads then copy through
+    /// the window, mapping its 2 MiB ranges as they are first touched, and count accesses
+    /// instead of requests (on a back-end without a window they send READ and WRITE as always).
+    #[arg(long)]
+    dax: bool,
 }
 
 /// Something measured: a back-end's command line, or the host.
@@ -256,6 +263,7 @@ fn main() -> ExitCode {
             requests: options.requests.min(cap).max(lanes),
             dirty_log: false,
             driver_poll: Duration::from_micros(options.driver_poll_us),
+            dax: options.dax,
         };
         let mut runs = vec![Vec::new(); targets.len()];
         for round in 0..options.rounds {

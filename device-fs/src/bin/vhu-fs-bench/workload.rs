@@ -78,7 +78,7 @@ impl Workload {
     }
 
     /// Bytes an application asks for at once (0 for metadata workloads).
-    fn io_size(self) -> u32 {
+    pub(crate) fn io_size(self) -> u32 {
         match self {
             Self::RandRead4k | Self::RandWrite4k => 4096,
             Self::SeqRead128k | Self::SeqWrite128k => 128 << 10,
@@ -165,16 +165,15 @@ impl XorShift {
 
 /// Lane `id` (unique over every queue of a run) of `workload`.
 pub(crate) fn lane(workload: Workload, setup: Setup, id: u32) -> Box<dyn Lane> {
-    let seed = XorShift(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1).wrapping_mul(0x1000_0001));
+    let seed = seed(id);
     let size = workload.request_size(setup.chunk);
+    let offsets = Offsets::new(workload, size, id);
     match workload {
         Workload::RandRead4k | Workload::SeqRead128k | Workload::SeqRead1m => {
-            let random = workload == Workload::RandRead4k;
-            Box::new(Data::new(setup.data, size, random, false, seed, id))
+            Box::new(Data { file: setup.data, size, write: false, offsets, offset: 0 })
         }
         Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
-            let random = workload == Workload::RandWrite4k;
-            Box::new(Data::new(setup.wdata, size, random, true, seed, id))
+            Box::new(Data { file: setup.wdata, size, write: true, offsets, offset: 0 })
         }
         Workload::LookupGetattr => Box::new(LookupGetattr { rng: seed, node: None }),
         Workload::CreateWriteUnlink => {
@@ -198,38 +197,65 @@ pub(crate) fn pattern(offset: u64, buf: &mut [u8]) {
     }
 }
 
+/// Where a data lane's accesses of `size` bytes go in a data file: random aligned offsets, or
+/// one after the other from a start spread over the file by the lane's id.
+pub(crate) struct Offsets {
+    size: u64,
+    random: bool,
+    rng: XorShift,
+    /// The next sequential offset.
+    cursor: u64,
+}
+
+impl Offsets {
+    /// The offsets of lane `id` of `workload` with accesses of `size` bytes.
+    pub(crate) fn new(workload: Workload, size: u32, id: u32) -> Self {
+        let random = matches!(workload, Workload::RandRead4k | Workload::RandWrite4k);
+        // Sequential lanes start spread over the file.
+        let size = u64::from(size);
+        let cursor = (u64::from(id) * 7919 % (DATA_SIZE / size)) * size;
+        Self { size, random, rng: seed(id), cursor }
+    }
+
+    /// The next access's offset.
+    pub(crate) fn next(&mut self) -> u64 {
+        let size = self.size;
+        if self.random {
+            return self.rng.next() % (DATA_SIZE / size) * size;
+        }
+        let at = self.cursor;
+        self.cursor = (self.cursor + size) % (DATA_SIZE - DATA_SIZE % size);
+        at
+    }
+}
+
+/// Lane `id`'s generator of offsets and names.
+fn seed(id: u32) -> XorShift {
+    XorShift(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1).wrapping_mul(0x1000_0001))
+}
+
+/// Checks that `first` and `last`, the first and last words of `size` bytes read at `offset`,
+/// hold the data file's pattern.
+pub(crate) fn check_read(offset: u64, size: usize, first: [u8; 8], last: [u8; 8]) -> bool {
+    let (mut want_first, mut want_last) = ([0; 8], [0; 8]);
+    pattern(offset, &mut want_first);
+    pattern(offset + (size - 8) as u64, &mut want_last);
+    first == want_first && last == want_last
+}
+
 /// READs or WRITEs of one file, at random aligned offsets or one after the other.
 struct Data {
     file: (u64, u64),
     size: u32,
-    random: bool,
     write: bool,
-    rng: XorShift,
-    /// The next sequential offset.
-    cursor: u64,
+    offsets: Offsets,
     /// The offset of the request in flight.
     offset: u64,
 }
 
-impl Data {
-    fn new(file: (u64, u64), size: u32, random: bool, write: bool, rng: XorShift, id: u32) -> Self {
-        // Sequential lanes start spread over the file.
-        let blocks = DATA_SIZE / u64::from(size);
-        let cursor = (u64::from(id) * 7919 % blocks) * u64::from(size);
-        Self { file, size, random, write, rng, cursor, offset: 0 }
-    }
-}
-
 impl Lane for Data {
     fn next(&mut self, body: &mut Vec<u8>) -> Next {
-        let size = u64::from(self.size);
-        self.offset = if self.random {
-            self.rng.next() % (DATA_SIZE / size) * size
-        } else {
-            let at = self.cursor;
-            self.cursor = (self.cursor + size) % (DATA_SIZE - DATA_SIZE % size);
-            at
-        };
+        self.offset = self.offsets.next();
         let (node, fh) = self.file;
         if self.write {
             let head = WriteIn { fh, offset: self.offset, size: self.size, ..WriteIn::default() };
@@ -255,13 +281,10 @@ impl Lane for Data {
         }
         // The data stays in guest memory; its first and last words carry their offsets.
         let tail = reply.len() - 8;
-        let (mut first, mut last, mut want_first, mut want_last) =
-            ([0u8; 8], [0u8; 8], [0; 8], [0; 8]);
+        let (mut first, mut last) = ([0u8; 8], [0u8; 8]);
         reply.read_at(0, &mut first).map_err(|e| e.to_string())?;
         reply.read_at(tail, &mut last).map_err(|e| e.to_string())?;
-        pattern(self.offset, &mut want_first);
-        pattern(self.offset + tail as u64, &mut want_last);
-        if first != want_first || last != want_last {
+        if !check_read(self.offset, reply.len(), first, last) {
             return Err(format!("READ at {} returned other bytes", self.offset));
         }
         Ok(())
