@@ -22,7 +22,7 @@ fn bench(name: &str, backend_args: &str) -> String {
         .arg(&dir)
         .args(["--dax", "--backend", &backend, "--rounds", "1", "--requests", "300"])
         .args(["--workload", "seq-read-1m", "--workload", "rand-read-4k"])
-        .args(["--workload", "rand-write-4k"])
+        .args(["--workload", "rand-write-4k", "--workload", "lookup-getattr"])
         .output()
         .expect("vhu-fs-bench runs");
     let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
@@ -45,6 +45,7 @@ fn data_workloads_go_through_the_window_when_there_is_one() {
         let sent = mappings(&stderr, workload);
         assert!(sent.is_some_and(|n| n > 0), "{workload} mapped ranges: {stderr}");
     }
+    assert_eq!(mappings(&stderr, "lookup-getattr"), None, "metadata sends its own requests");
     let without = bench("none", "");
     assert_eq!(mappings(&without, "seq-read-1m"), None, "no window, no mapping: {without}");
 }

@@ -159,3 +159,39 @@ fn a_guest_with_mappings_does_not_migrate() {
     assert!(log.contains("1 DAX mappings are in place"), "the source says why: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_front_end_that_fails_a_removal_is_not_asked_for_the_rest() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use vhu_transport_std::client::{BackendHandler, BackendResponse, ShmemHandler};
+    use vhu_transport_std::vhu_core::BackendRequest;
+
+    let dir = scratch("vhu-dax", "failing");
+    laid_file(&dir.join("share/data"), 2 * DAX_RANGE);
+    let _daemon = start(&dir, &["--sandbox", "none", "--dax-window", "4M"]);
+    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let node = guest.lookup(1, "data").expect("lookup").nodeid;
+    guest.setup_mapping(node, None, (0, 0, DAX_RANGE), false).expect("mapped");
+    guest.setup_mapping(node, None, (DAX_RANGE, DAX_RANGE, DAX_RANGE), false).expect("mapped");
+
+    // From now on the VMM maps but refuses every removal.
+    let sizes = guest.client().get_shmem_config().expect("GET_SHMEM_CONFIG");
+    let mut maps = ShmemHandler::new(&sizes).expect("reserved");
+    let removals = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&removals);
+    let refusing = move |request: &BackendRequest, fds| match request {
+        BackendRequest::ShmemUnmap(_) => {
+            counted.fetch_add(1, Ordering::Relaxed);
+            BackendResponse::Done(Err(5))
+        }
+        _ => maps.handle(request, fds),
+    };
+    guest.client().set_backend_handler(refusing);
+
+    guest.call(Opcode::Destroy, 0, &[]).expect("the session ends all the same");
+    assert_eq!(removals.load(Ordering::Relaxed), 1, "one refusal, and no more asking");
+    let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
+    assert!(log.contains("2 mappings stay in place"), "the daemon says so: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -167,12 +167,13 @@ impl XorShift {
 pub(crate) fn lane(workload: Workload, setup: Setup, id: u32) -> Box<dyn Lane> {
     let seed = seed(id);
     let size = workload.request_size(setup.chunk);
-    let offsets = Offsets::new(workload, size, id);
     match workload {
         Workload::RandRead4k | Workload::SeqRead128k | Workload::SeqRead1m => {
+            let offsets = Offsets::new(workload, size, id);
             Box::new(Data { file: setup.data, size, write: false, offsets, offset: 0 })
         }
         Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
+            let offsets = Offsets::new(workload, size, id);
             Box::new(Data { file: setup.wdata, size, write: true, offsets, offset: 0 })
         }
         Workload::LookupGetattr => Box::new(LookupGetattr { rng: seed, node: None }),
@@ -208,7 +209,8 @@ pub(crate) struct Offsets {
 }
 
 impl Offsets {
-    /// The offsets of lane `id` of `workload` with accesses of `size` bytes.
+    /// The offsets of lane `id` of `workload` (a data workload) with accesses of `size` bytes
+    /// (not 0).
     pub(crate) fn new(workload: Workload, size: u32, id: u32) -> Self {
         let random = matches!(workload, Workload::RandRead4k | Workload::RandWrite4k);
         // Sequential lanes start spread over the file.

@@ -118,9 +118,18 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn unmap_all(&self) {
         let Some(window) = self.window.as_ref() else { return };
         let mut mappings = self.mappings();
-        for (at, len) in std::mem::take(&mut *mappings) {
+        while let Some((at, len)) = mappings.pop_first() {
             if let Err(errno) = window.unmap(at, len) {
-                log::warn!("DAX window: removing the mapping at {at:#x} ({len} bytes): {errno}");
+                // A front-end that failed one (or did not answer) would fail the rest too, each
+                // after its own wait: they stay on record, so a mapping over them later asks
+                // for their removal again, and a device reset forgets them.
+                mappings.insert(at, len);
+                log::warn!(
+                    "DAX window: removing the mapping at {at:#x} ({len} bytes): {errno}; {} \
+                     mappings stay in place",
+                    mappings.len()
+                );
+                return;
             }
         }
     }
