@@ -36,9 +36,11 @@ const DISCONNECT_POLL: Duration = Duration::from_millis(100);
 struct Answers {
     /// The current connection's requests, once a front-end connected.
     requests: Option<BackendRequests>,
-    /// Connections so far: tickets are numbered per connection.
+    /// Connections (and abandoned waits) so far: tickets are numbered per connection, and a
+    /// wait of an older generation is over.
     generation: u64,
-    /// Tickets a worker waits on (with their connection), and their results once they came.
+    /// Tickets a worker waits on (with the generation they were asked in), and their results
+    /// once they came.
     waiting: HashMap<(u64, RequestTicket), Option<RequestResult>>,
 }
 
@@ -60,6 +62,15 @@ impl DaxWindow {
     pub fn connect(&self, requests: BackendRequests) {
         let mut answers = self.answers();
         answers.requests = Some(requests);
+        answers.generation += 1;
+        answers.waiting.clear();
+        self.answered.notify_all();
+    }
+
+    /// Ends every wait now (the guest hears ENOTCONN): the device stops its queues on the thread
+    /// that would hand the waits their answers, which could not come before the stop ends.
+    pub fn abandon(&self) {
+        let mut answers = self.answers();
         answers.generation += 1;
         answers.waiting.clear();
         self.answered.notify_all();

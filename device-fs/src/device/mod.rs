@@ -114,6 +114,13 @@ impl FsDevice {
         space
     }
 
+    /// Ends the workers' waits for the front-end's answers to mappings.
+    fn abandon_mappings(&self) {
+        if let Some(window) = &self.window {
+            window.abandon();
+        }
+    }
+
     /// Validates the ring `config` describes (split or packed) against `memory`.
     fn build_queue<M: GuestMemory>(
         &self,
@@ -176,6 +183,8 @@ impl Device for FsDevice {
 
     fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {
         self.rings.remove(&index);
+        // This thread waits for the worker: a mapping the worker waits on cannot be answered.
+        self.abandon_mappings();
         // The worker finishes the request it is processing before it stops: stopping drains.
         self.workers.stop(index).map_or(VringBase(0), |handler| {
             use vhu_transport_std::QueueHandler;
@@ -244,6 +253,7 @@ impl Device for FsDevice {
     }
 
     fn reset(&mut self) {
+        self.abandon_mappings();
         self.workers.stop_all();
         self.rings.clear();
         self.features = VirtioFeatures::empty();
