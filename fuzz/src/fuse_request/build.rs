@@ -7,6 +7,9 @@ use vhu_device_fs::fuse::abi::{
     LseekIn, MkdirIn, MknodIn, OpenIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn,
     SetxattrInCompat, StatxIn, SyncfsIn, WriteIn,
 };
+use vhu_device_fs::fuse::abi::{
+    RemoveMappingIn, RemoveMappingOne, SetupMappingIn, SETUPMAPPING_NO_HANDLE,
+};
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::{Immutable, IntoBytes};
 
@@ -232,6 +235,27 @@ impl Structured {
                 },
             ),
             Some(Opcode::Syncfs) => put(&mut body, &SyncfsIn { padding: a }),
+            Some(Opcode::SetupMapping) => put(
+                &mut body,
+                &SetupMappingIn {
+                    fh: if d & 1 == 0 { SETUPMAPPING_NO_HANDLE } else { a },
+                    // Pages, now and then one byte off.
+                    foffset: (b >> 32) % 8 * 4096 + u64::from(c >> 31),
+                    len: u64::from(c % 6) * 4096 + u64::from(c >> 8 & 1),
+                    flags: u64::from(d >> 1 & 3) | u64::from(d >> 3 & 1) << 5,
+                    moffset: b % 24 * 4096,
+                },
+            ),
+            Some(Opcode::RemoveMapping) => {
+                let entries = self.data.len() / 2;
+                let count = if c & 0x100 == 0 { entries as u32 } else { c % 8 };
+                put(&mut body, &RemoveMappingIn { count });
+                for pair in self.data.chunks_exact(2) {
+                    let moffset = u64::from(pair[0] % 24) * 4096;
+                    let len = u64::from(pair[1] % 6) * 4096 + u64::from(pair[1] >> 7);
+                    put(&mut body, &RemoveMappingOne { moffset, len });
+                }
+            }
             _ => body.extend_from_slice(&self.data),
         }
         body

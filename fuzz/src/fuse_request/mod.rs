@@ -17,7 +17,9 @@
 //!   reply space holds at least a header);
 //! - successful replies have the size their opcode defines; READ and READDIR replies stay within
 //!   the requested size and READDIR records are well formed;
-//! - the file system's tree stays consistent.
+//! - the file system's tree stays consistent;
+//! - SETUPMAPPING and REMOVEMAPPING ask the DAX window (a model, `window`) only for what the
+//!   vhost-user spec allows, and the server's record of it stays true.
 
 mod build;
 mod input;
@@ -25,6 +27,7 @@ mod reply;
 mod seeds;
 #[cfg(test)]
 mod tests;
+mod window;
 
 pub use seeds::seeds;
 
@@ -70,7 +73,9 @@ fn session(data: &[u8]) -> Option<Stats> {
     }
     let session = Session::decode(&mut Cursor::new(data))?;
     let config = ServerConfig::for_queue_size(session.queue_size);
-    let server = Server::new(MemFs::new(), config);
+    // Every 1st, 2nd or 3rd call to the window is refused, or none.
+    let window = std::sync::Arc::new(window::ModelWindow::new((session.init_flags2 >> 28) & 3));
+    let server = Server::new(MemFs::new(), config).with_window(window.clone());
     let mut stats = Stats::default();
 
     // A valid INIT first, so the requests reach the dispatch.
@@ -113,6 +118,7 @@ fn session(data: &[u8]) -> Option<Stats> {
             }
         }
         server.fs().check();
+        window.check(&server.mapped_ranges());
     }
     Some(stats)
 }

@@ -107,6 +107,8 @@ pub(super) fn check_payload(s: &Structured, payload: &[u8], config: ServerConfig
         | Opcode::Setxattr
         | Opcode::Removexattr
         | Opcode::Syncfs
+        | Opcode::SetupMapping
+        | Opcode::RemoveMapping
         | Opcode::Destroy => exact(0),
         _ => panic!("opcode {op:?} succeeded without an implementation"),
     }

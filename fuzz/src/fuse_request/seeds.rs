@@ -131,6 +131,29 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ];
     out.push(("copy_and_sessions", session_of(misc).encode()));
 
+    // The DAX window: mappings for reading and writing, one over another (removed first), whole
+    // and partial removals, a directory, a range past the window, and the session's end.
+    let dax = vec![
+        name(req(Lookup, 1), 0, 0),
+        args(req(Open, 2), 0, 0, 2, 0),
+        args(req(SetupMapping, 2), 1, 0, 2, 4),
+        args(req(SetupMapping, 2), 1, 4, 2, 7),
+        args(req(SetupMapping, 2), 1, 1, 2, 6),
+        args(req(SetupMapping, 2), 1, 0, 2, 4),
+        data(req(RemoveMapping, 2), &[0, 2]),
+        data(req(RemoveMapping, 2), &[4, 1]),
+        data(req(RemoveMapping, 2), &[4, 2]),
+        args(req(SetupMapping, 1), 1, 0, 2, 4),
+        args(req(SetupMapping, 2), 1, 23, 2, 4),
+        args(req(SetupMapping, 2), 1, 2, 3, 4),
+        req(Destroy, 0),
+    ];
+    out.push(("dax", session_of(dax.clone()).encode()));
+    // The same with every second call to the window refused.
+    let mut refused = session_of(dax);
+    refused.init_flags2 = 2 << 28;
+    out.push(("dax_refused", refused.encode()));
+
     // Malformed: a short header, a header claiming more than it has, an unterminated name,
     // cut arguments, extensions, unknown opcodes, reply space too small.
     let mut bad = session_of(vec![

@@ -232,6 +232,25 @@ impl FileSystem for MemFs {
         Ok(opened)
     }
 
+    fn mapping_fd(
+        &self,
+        _ctx: &Context,
+        node: NodeId,
+        handle: Option<Handle>,
+        _writable: bool,
+    ) -> FsResult<std::os::fd::OwnedFd> {
+        let s = self.state();
+        if let Some(handle) = handle {
+            s.handle(node, handle, false)?;
+        }
+        if !matches!(s.node(node)?.kind, Kind::File(_)) {
+            return Err(Errno::NODEV);
+        }
+        // The model window maps nothing: any descriptor stands for the file.
+        let null = std::fs::File::open("/dev/null").map_err(|_| Errno::IO)?;
+        Ok(null.into())
+    }
+
     fn read(
         &self,
         _ctx: &Context,

@@ -145,6 +145,11 @@ impl<F: FileSystem> Server<F> {
         self.mappings().len()
     }
 
+    /// The mappings in the window now, as (offset, length), by offset.
+    pub fn mapped_ranges(&self) -> Vec<(u64, u64)> {
+        self.mappings().iter().map(|(at, len)| (*at, *len)).collect()
+    }
+
     fn mappings(&self) -> std::sync::MutexGuard<'_, Mappings> {
         // The record is updated before each request to the window: a panic leaves it usable.
         self.mappings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
