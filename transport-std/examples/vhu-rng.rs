@@ -99,8 +99,13 @@ impl Device for Rng {
         self.workers.start(queue, ChainQueue::new(ring, Entropy { source }))
     }
 
-    fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {
-        self.workers.stop(index).map_or(VringBase(0), |handler| handler.base())
+    fn stop_queue(&mut self, index: VringIndex, drain: bool) -> VringBase {
+        self.try_stop_queue(index, drain).unwrap_or(VringBase(0))
+    }
+
+    fn try_stop_queue(&mut self, index: VringIndex, _drain: bool) -> Option<VringBase> {
+        // `None` when the worker panicked: the session closes rather than guess the base.
+        self.workers.stop(index).map(|handler| handler.base())
     }
 
     fn set_queue_enabled(&mut self, index: VringIndex, enabled: bool) {

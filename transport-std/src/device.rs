@@ -169,6 +169,15 @@ pub trait Device {
     /// requests first. Stopping is not a reset: the base must reflect the work done.
     fn stop_queue(&mut self, index: VringIndex, drain: bool) -> VringBase;
 
+    /// [`Device::stop_queue`], for a device that can lose track of a queue (a worker that
+    /// panicked): `None` says it does not know where the queue stopped, and the driver closes the
+    /// connection rather than answer GET_VRING_BASE with a base nobody knows (a wrong one would
+    /// have the ring resumed where requests are served twice or never). The default trusts
+    /// [`Device::stop_queue`].
+    fn try_stop_queue(&mut self, index: VringIndex, drain: bool) -> Option<VringBase> {
+        Some(self.stop_queue(index, drain))
+    }
+
     /// Enables or disables a running queue. A disabled queue must not touch guest memory in ways
     /// the guest sees; an enabled one must rescan its available ring at once (no kick may come
     /// for buffers made available while it was disabled).
@@ -179,10 +188,14 @@ pub trait Device {
 
     /// Stops a running queue without making the caller wait, for an event loop that must not
     /// be held up by requests in flight: `done` gets the base once the queue stopped, from any
-    /// thread. The default stops it here with [`Device::stop_queue`]; a device whose stop can
-    /// take a while overrides it ([`Workers::stop_then`](crate::Workers::stop_then)).
+    /// thread; dropping `done` unused says the device lost track of the queue (see
+    /// [`Device::try_stop_queue`]). The default stops it here with [`Device::try_stop_queue`];
+    /// a device whose stop can take a while overrides it
+    /// ([`Workers::stop_then`](crate::Workers::stop_then)).
     fn stop_queue_then(&mut self, index: VringIndex, drain: bool, done: QueueStopped) {
-        done.stopped(self.stop_queue(index, drain));
+        if let Some(base) = self.try_stop_queue(index, drain) {
+            done.stopped(base);
+        }
     }
 
     /// Forgets negotiated features and device state. No queue is running when this is called.

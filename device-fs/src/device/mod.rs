@@ -181,12 +181,17 @@ impl Device for FsDevice {
         Ok(())
     }
 
-    fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {
+    fn stop_queue(&mut self, index: VringIndex, drain: bool) -> VringBase {
+        self.try_stop_queue(index, drain).unwrap_or(VringBase(0))
+    }
+
+    fn try_stop_queue(&mut self, index: VringIndex, _drain: bool) -> Option<VringBase> {
         self.rings.remove(&index);
         // This thread waits for the worker: a mapping the worker waits on cannot be answered.
         self.abandon_mappings();
-        // The worker finishes the request it is processing before it stops: stopping drains.
-        self.workers.stop(index).map_or(VringBase(0), |handler| {
+        // The worker finishes the request it is processing before it stops: stopping drains. A
+        // worker that panicked took the ring's position with it.
+        self.workers.stop(index).map(|handler| {
             use vhu_transport_std::QueueHandler;
             handler.base()
         })

@@ -107,10 +107,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                     self.device.borrow_mut().stop_queue_then(index, drain, done);
                     self.collect_stop();
                 }
-                _ => {
-                    let base = self.stop_vring(index, drain);
-                    self.owe(Kind::Stopped { index, base });
-                }
+                _ => match self.stop_vring(index, drain) {
+                    Some(base) => self.owe(Kind::Stopped { index, base }),
+                    None => self.lost_stop = Some(index),
+                },
             },
             Action::SetVringCall { index, fd } => {
                 let fd = self.take_optional(fd);
@@ -283,12 +283,15 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         }
     }
 
-    fn stop_vring(&mut self, index: VringIndex, drain: bool) -> VringBase {
-        let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return VringBase(0) };
+    /// Stops the ring; where it stopped, `None` if the device lost track of it.
+    fn stop_vring(&mut self, index: VringIndex, drain: bool) -> Option<VringBase> {
+        let Some(ring) = self.rings.get_mut(usize::from(index.0)) else {
+            return Some(VringBase(0));
+        };
         let base = match ring.run {
-            Run::Running => self.device.borrow_mut().stop_queue(index, drain),
-            Run::Failed(base) => base,
-            Run::Stopped => VringBase(0),
+            Run::Running => self.device.borrow_mut().try_stop_queue(index, drain),
+            Run::Failed(base) => Some(base),
+            Run::Stopped => Some(VringBase(0)),
         };
         ring.run = Run::Stopped;
         ring.enabled = false;

@@ -83,4 +83,11 @@ pub enum SessionError {
     /// The back-end refused the session's completion.
     #[error("the back-end refused a completion: {0}")]
     Completion(ProtocolError),
+    /// The device does not know where a queue stopped (a worker that died): GET_VRING_BASE
+    /// cannot be answered truthfully.
+    #[error("queue {index}: the device lost track of where it stopped; closing the connection")]
+    StopLost {
+        /// The queue.
+        index: u8,
+    },
 }

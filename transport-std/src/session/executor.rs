@@ -149,6 +149,8 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) stops: Option<Arc<StopInbox>>,
     /// A GET_VRING_BASE waits for a queue that is still stopping.
     pub(super) awaiting_stop: bool,
+    /// A queue whose device lost track of where it stopped: the connection must close.
+    pub(super) lost_stop: Option<VringIndex>,
     _device: PhantomData<fn(&mut D)>,
 }
 
@@ -189,6 +191,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             transfers_done: 0,
             stops: None,
             awaiting_stop: false,
+            lost_stop: None,
             _device: PhantomData,
         }
     }
@@ -227,7 +230,16 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             return;
         };
         self.awaiting_stop = false;
-        self.owe(Kind::Stopped { index, base });
+        match base {
+            Some(base) => self.owe(Kind::Stopped { index, base }),
+            None => self.lost_stop = Some(index),
+        }
+    }
+
+    /// The queue whose device lost track of where it stopped, if one did: GET_VRING_BASE cannot
+    /// be answered, and the connection closes.
+    pub fn take_lost_stop(&mut self) -> Option<VringIndex> {
+        self.lost_stop.take()
     }
 
     /// The device.

@@ -436,6 +436,9 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                 // The queue reports later; `service` feeds the completion then.
                 return Ok(());
             }
+            if let Some(index) = self.exec.take_lost_stop() {
+                return Err(SessionError::StopLost { index: index.0 });
+            }
             self.exec.feed_completion(&mut self.backend).map_err(SessionError::Completion)?;
         }
         Err(SessionError::Completion(ProtocolError::UnexpectedCompletion))

@@ -18,7 +18,8 @@ use vhu_core::VringIndex;
 /// Where stopped queues report.
 #[derive(Debug)]
 pub(super) struct StopInbox {
-    done: Mutex<Option<(VringIndex, VringBase)>>,
+    /// The queue that stopped, and where (`None`: the device lost track of it).
+    done: Mutex<Option<(VringIndex, Option<VringBase>)>>,
     wake: OwnedFd,
 }
 
@@ -33,8 +34,8 @@ impl StopInbox {
         self.wake.as_fd()
     }
 
-    /// The queue that stopped, if one did.
-    pub(super) fn take(&self) -> Option<(VringIndex, VringBase)> {
+    /// The queue that stopped, if one did, and where (`None`: nobody knows).
+    pub(super) fn take(&self) -> Option<(VringIndex, Option<VringBase>)> {
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(&self.wake, &mut buf);
         self.done.lock().unwrap_or_else(PoisonError::into_inner).take()
@@ -42,7 +43,9 @@ impl StopInbox {
 }
 
 /// Tells the session a queue stopped; see the module docs. Dropping it without calling
-/// [`QueueStopped::stopped`] reports base 0, so the front-end is never left waiting.
+/// [`QueueStopped::stopped`] says the device lost track of the queue: the session closes the
+/// connection (a made-up base would resume the ring in the wrong place), so the front-end is
+/// never left waiting either.
 #[derive(Debug)]
 pub struct QueueStopped {
     inbox: Option<Arc<StopInbox>>,
@@ -57,10 +60,10 @@ impl QueueStopped {
     /// The queue stopped here (next available index; packed rings: with used index and wrap
     /// counters).
     pub fn stopped(mut self, base: VringBase) {
-        self.report(base);
+        self.report(Some(base));
     }
 
-    fn report(&mut self, base: VringBase) {
+    fn report(&mut self, base: Option<VringBase>) {
         if let Some(inbox) = self.inbox.take() {
             *inbox.done.lock().unwrap_or_else(PoisonError::into_inner) = Some((self.index, base));
             // A full counter (EAGAIN) already means "wake up".
@@ -73,7 +76,23 @@ impl Drop for QueueStopped {
     fn drop(&mut self) {
         if self.inbox.is_some() {
             log::warn!("queue {}: the device never said where it stopped", self.index.0);
-            self.report(VringBase(0));
+            self.report(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_dropped_unreported_says_nobody_knows_the_base() {
+        let inbox = StopInbox::new().expect("eventfd");
+        QueueStopped::new(Arc::clone(&inbox), VringIndex(1)).stopped(VringBase(9));
+        assert_eq!(inbox.take(), Some((VringIndex(1), Some(VringBase(9)))));
+        // A device whose worker died drops the handle without a word.
+        drop(QueueStopped::new(Arc::clone(&inbox), VringIndex(2)));
+        assert_eq!(inbox.take(), Some((VringIndex(2), None)), "lost, not base 0");
+        assert_eq!(inbox.take(), None);
     }
 }

@@ -43,6 +43,10 @@ pub struct Record {
     pub acked: Option<VirtioFeatures>,
     pub loaded: Option<Vec<u8>>,
     pub connections: usize,
+    /// Queue workers panic at their next kick (a device losing track of a queue).
+    pub die_at_kick: bool,
+    /// A worker did.
+    pub died: bool,
 }
 
 /// A handler that "consumes" every available buffer: it moves its next-available index to the
@@ -50,10 +54,15 @@ pub struct Record {
 #[derive(Debug)]
 pub struct Consumer {
     next_avail: u16,
+    record: Arc<Mutex<Record>>,
 }
 
 impl QueueHandler for Consumer {
     fn process(&mut self, queue: &QueueContext) {
+        if self.record.lock().unwrap().die_at_kick {
+            self.record.lock().unwrap().died = true;
+            panic!("the queue's worker dies (as the test asked)");
+        }
         let memory = queue.memory.memory();
         let mut idx = [0u8; 2];
         if memory.read_slice(&mut idx, GuestAddress(queue.config.available + 2)).is_err() {
@@ -123,13 +132,18 @@ impl Device for TestDevice {
         record.starts.push(queue.index.0);
         record.inflight.push(queue.inflight.as_ref().map(|region| region.entries()));
         drop(record);
-        self.workers.start(queue, Consumer { next_avail })
+        self.workers.start(queue, Consumer { next_avail, record: Arc::clone(&self.record) })
     }
 
-    fn stop_queue(&mut self, index: VringIndex, _drain: bool) -> VringBase {
-        let base = self.workers.stop(index).map_or(VringBase(0), |h| h.base());
+    fn stop_queue(&mut self, index: VringIndex, drain: bool) -> VringBase {
+        self.try_stop_queue(index, drain).unwrap_or(VringBase(0))
+    }
+
+    fn try_stop_queue(&mut self, index: VringIndex, _drain: bool) -> Option<VringBase> {
+        // `None` when the worker panicked.
+        let base = self.workers.stop(index).map(|h| h.base())?;
         self.record.lock().unwrap().stops.push((index.0, base.0));
-        base
+        Some(base)
     }
 
     fn set_queue_enabled(&mut self, index: VringIndex, enabled: bool) {
