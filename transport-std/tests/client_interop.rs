@@ -103,7 +103,7 @@ fn client_drives_rust_vmm_vhost_user_backend() {
     }
     let both_kicked = eventually(|| {
         let kicks = &peer.record.lock().unwrap().kicks;
-        [0, 1].iter().all(|q| kicks.contains(&(*q, true, true)))
+        [(0, 3), (1, 9)].iter().all(|(q, idx)| kicks.contains(&(*q, true, true, *idx)))
     });
     assert!(both_kicked, "{:?}", peer.record.lock().unwrap().kicks);
 

@@ -26,8 +26,10 @@ pub const FEATURES: u64 = (1 << 32) | (1 << 30);
 /// What the device saw.
 #[derive(Debug, Default)]
 pub struct PeerRecord {
-    /// Kicks handled: queue, whether the queue was ready (started) and enabled.
-    pub kicks: Vec<(u16, bool, bool)>,
+    /// Kicks handled: queue, whether the queue was ready (started) and enabled, and the
+    /// available index consumed up to (a back-end built on `vhost-user-backend` kicks itself
+    /// when a ring starts, so a kick alone does not say the test's buffers were seen).
+    pub kicks: Vec<(u16, bool, bool, u16)>,
     /// Rings stopped by GET_VRING_BASE.
     pub stopped: Vec<u32>,
     /// The virtio features SET_FEATURES acked.
@@ -153,13 +155,15 @@ impl VhostUserBackendMut for PeerDevice {
             let state = vring.get_ref();
             (state.get_queue().ready(), state.is_enabled(), state.get_queue().avail_ring())
         };
+        let mut consumed = 0;
         if let Some(memory) = &self.memory {
             if let Ok(idx) = memory.memory().read_obj::<u16>(GuestAddress(avail + 2)) {
                 vring.set_queue_next_avail(idx);
+                consumed = idx;
             }
         }
         // Recorded once the buffers are consumed: a test that saw the kick may stop the ring.
-        self.record.lock().unwrap().kicks.push((device_event, ready, enabled));
+        self.record.lock().unwrap().kicks.push((device_event, ready, enabled, consumed));
         Ok(())
     }
 }
