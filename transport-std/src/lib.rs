@@ -59,8 +59,12 @@
 //!             .map_err(|reason| DeviceError::Queue { index: queue.index.0, reason })?;
 //!         self.0.start(queue, ChainQueue::new(ring, Greeter))
 //!     }
-//!     fn stop_queue(&mut self, i: VringIndex, _drain: bool) -> VringBase {
-//!         self.0.stop(i).map_or(VringBase(0), |q| q.base())
+//!     fn stop_queue(&mut self, i: VringIndex, drain: bool) -> VringBase {
+//!         self.try_stop_queue(i, drain).unwrap_or(VringBase(0))
+//!     }
+//!     // A worker that panicked knows no base: the connection closes rather than guess one.
+//!     fn try_stop_queue(&mut self, i: VringIndex, _drain: bool) -> Option<VringBase> {
+//!         self.0.stop(i).map(|q| q.base())
 //!     }
 //!     fn set_queue_enabled(&mut self, i: VringIndex, on: bool) { self.0.set_enabled(i, on) }
 //!     fn replace_kick(&mut self, i: VringIndex, kick: Option<OwnedFd>) { self.0.replace_kick(i, kick) }
