@@ -195,3 +195,20 @@ fn a_front_end_that_fails_a_removal_is_not_asked_for_the_rest() {
     assert!(log.contains("2 mappings stay in place"), "the daemon says so: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_device_reset_empties_the_window_on_both_sides() {
+    let dir = scratch("vhu-dax", "reset");
+    laid_file(&dir.join("share/data"), DAX_RANGE);
+    let _daemon = start(&dir, &["--sandbox", "none", "--dax-window", "2M"]);
+    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let window = guest.dax_window().expect("a window").clone();
+    let node = guest.lookup(1, "data").expect("lookup").nodeid;
+    guest.setup_mapping(node, None, (0, 0, DAX_RANGE), false).expect("mapped");
+    assert_eq!(window.mapping_count(), 1);
+    let client = guest.client();
+    client.stop_vring(vhu_transport_std::vhu_core::VringIndex(1)).expect("the queue stops");
+    client.reset_device().expect("RESET_DEVICE");
+    assert_eq!(window.mapping_count(), 0, "the VMM dropped the mapping");
+    let _ = std::fs::remove_dir_all(&dir);
+}

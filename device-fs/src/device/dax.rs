@@ -19,7 +19,7 @@ use vhu_transport_std::{
     BackendRequests, DeviceRequest, RequestError, RequestResult, RequestTicket,
 };
 
-use crate::fuse::{Placement, Window};
+use crate::fuse::{Placement, Window, WindowError};
 
 /// The virtio-fs DAX window's shared-memory region id (virtio spec "File System Device",
 /// "Device Operation: DAX Window": shmid 0, "cache").
@@ -39,6 +39,9 @@ struct Answers {
     /// Connections (and abandoned waits) so far: tickets are numbered per connection, and a
     /// wait of an older generation is over.
     generation: u64,
+    /// Whether queues are being stopped on the session's thread: nothing can be answered
+    /// until they are, so nothing is asked.
+    suspended: bool,
     /// Tickets a worker waits on (with the generation they were asked in), and their results
     /// once they came.
     waiting: HashMap<(u64, RequestTicket), Option<RequestResult>>,
@@ -63,17 +66,26 @@ impl DaxWindow {
         let mut answers = self.answers();
         answers.requests = Some(requests);
         answers.generation += 1;
+        answers.suspended = false;
         answers.waiting.clear();
         self.answered.notify_all();
     }
 
-    /// Ends every wait now (the guest hears ENOTCONN): the device stops its queues on the thread
-    /// that would hand the waits their answers, which could not come before the stop ends.
-    pub fn abandon(&self) {
+    /// Ends every wait now and asks nothing more until [`DaxWindow::resume`] (the guest hears
+    /// ENOTCONN): the device stops its queues on the thread that would hand the waits their
+    /// answers, which could not come before the stop ends. Waits of every queue end, not only
+    /// the stopping one's.
+    pub fn suspend(&self) {
         let mut answers = self.answers();
         answers.generation += 1;
+        answers.suspended = true;
         answers.waiting.clear();
         self.answered.notify_all();
+    }
+
+    /// The stop is over: requests go to the front-end again.
+    pub fn resume(&self) {
+        self.answers().suspended = false;
     }
 
     /// The session's word on `ticket`; a result nobody waits for (a wait that gave up, another
@@ -95,16 +107,19 @@ impl DaxWindow {
     }
 
     /// Sends `request` and waits for its result.
-    fn ask(&self, request: DeviceRequest) -> Result<(), Errno> {
+    fn ask(&self, request: DeviceRequest) -> Result<(), WindowError> {
         let mut answers = self.answers();
-        let requests = answers.requests.clone().ok_or(Errno::NOTCONN)?;
+        if answers.suspended {
+            return Err(WindowError::Refused(Errno::NOTCONN));
+        }
+        let requests = answers.requests.clone().ok_or(WindowError::Refused(Errno::NOTCONN))?;
         // Pushed with the map locked, so the result cannot come before the wait is recorded.
         let ticket = requests.push(request).map_err(|error| {
             log::warn!("DAX window: the request cannot be sent: {error}");
-            match error {
+            WindowError::Refused(match error {
                 RequestError::Full(_) => Errno::AGAIN,
                 _ => Errno::NOTCONN,
-            }
+            })
         })?;
         let key = (answers.generation, ticket);
         let deadline = Instant::now() + ANSWER_TIMEOUT;
@@ -113,13 +128,13 @@ impl DaxWindow {
                 return outcome(result);
             }
             let now = Instant::now();
-            // A new connection, or none: the front-end that was asked is gone.
+            // A new connection, none, or a stop: the answer cannot come.
             if key.0 != answers.generation || requests.is_disconnected() {
-                return Err(Errno::NOTCONN);
+                return Err(WindowError::Unknown(Errno::NOTCONN));
             }
             if now >= deadline {
                 log::warn!("DAX window: no answer from the front-end in {ANSWER_TIMEOUT:?}");
-                return Err(Errno::IO);
+                return Err(WindowError::Unknown(Errno::IO));
             }
             answers.waiting.insert(key, None);
             let slice = DISCONNECT_POLL.min(deadline - now);
@@ -129,16 +144,25 @@ impl DaxWindow {
     }
 }
 
-/// The guest's errno for how a request ended.
-fn outcome(result: RequestResult) -> Result<(), Errno> {
-    if result.is_success() {
-        return Ok(());
-    }
-    log::warn!("DAX window: the front-end did not take the request: {result:?}");
+/// What a request's result says about the window.
+fn outcome(result: RequestResult) -> Result<(), WindowError> {
     match result {
-        RequestResult::Refused(_) => Err(Errno::OPNOTSUPP),
-        RequestResult::Lost => Err(Errno::NOTCONN),
-        _ => Err(Errno::IO),
+        RequestResult::Acked(0) => Ok(()),
+        RequestResult::Sent => {
+            // Without REPLY_ACK the front-end never says when the mapping is in place, and a
+            // guest touching it before then faults in the VMM: not a mapping to hand out.
+            log::warn!("DAX window: the front-end did not negotiate REPLY_ACK; no DAX without it");
+            Err(WindowError::Unknown(Errno::OPNOTSUPP))
+        }
+        RequestResult::Refused(error) => {
+            log::warn!("DAX window: the request was not sent: {error}");
+            Err(WindowError::Refused(Errno::OPNOTSUPP))
+        }
+        RequestResult::Lost => Err(WindowError::Unknown(Errno::NOTCONN)),
+        other => {
+            log::warn!("DAX window: the front-end did not take the request: {other:?}");
+            Err(WindowError::Refused(Errno::IO))
+        }
     }
 }
 
@@ -147,7 +171,7 @@ impl Window for DaxWindow {
         self.size
     }
 
-    fn map(&self, fd: OwnedFd, placement: Placement) -> Result<(), Errno> {
+    fn map(&self, fd: OwnedFd, placement: Placement) -> Result<(), WindowError> {
         let mapping = ShmemMapping {
             shmid: DAX_SHMID,
             fd_offset: placement.foffset,
@@ -158,7 +182,7 @@ impl Window for DaxWindow {
         self.ask(DeviceRequest::ShmemMap { mapping, fd })
     }
 
-    fn unmap(&self, moffset: u64, len: u64) -> Result<(), Errno> {
+    fn unmap(&self, moffset: u64, len: u64) -> Result<(), WindowError> {
         let mapping = ShmemMapping {
             shmid: DAX_SHMID,
             fd_offset: 0,

@@ -114,10 +114,13 @@ impl FsDevice {
         space
     }
 
-    /// Ends the workers' waits for the front-end's answers to mappings.
-    fn abandon_mappings(&self) {
-        if let Some(window) = &self.window {
-            window.abandon();
+    /// Ends the workers' waits for the front-end's answers to mappings, and asks nothing more
+    /// until the stop is over (`false`).
+    fn suspend_mappings(&self, suspend: bool) {
+        match &self.window {
+            Some(window) if suspend => window.suspend(),
+            Some(window) => window.resume(),
+            None => {}
         }
     }
 
@@ -188,13 +191,15 @@ impl Device for FsDevice {
     fn try_stop_queue(&mut self, index: VringIndex, _drain: bool) -> Option<VringBase> {
         self.rings.remove(&index);
         // This thread waits for the worker: a mapping the worker waits on cannot be answered.
-        self.abandon_mappings();
+        self.suspend_mappings(true);
         // The worker finishes the request it is processing before it stops: stopping drains. A
         // worker that panicked took the ring's position with it.
-        self.workers.stop(index).map(|handler| {
+        let base = self.workers.stop(index).map(|handler| {
             use vhu_transport_std::QueueHandler;
             handler.base()
-        })
+        });
+        self.suspend_mappings(false);
+        base
     }
 
     fn stop_queue_then(&mut self, index: VringIndex, _drain: bool, done: QueueStopped) {
@@ -258,8 +263,9 @@ impl Device for FsDevice {
     }
 
     fn reset(&mut self) {
-        self.abandon_mappings();
+        self.suspend_mappings(true);
         self.workers.stop_all();
+        self.suspend_mappings(false);
         self.rings.clear();
         self.features = VirtioFeatures::empty();
         // The next guest (or the same one after a reset) starts a new FUSE session: nothing of

@@ -31,4 +31,4 @@ pub use types::{
     AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened,
     SecurityContext, SetAttr, SetTime, XattrReply,
 };
-pub use window::{Placement, Window};
+pub use window::{Placement, Window, WindowError};

@@ -25,13 +25,32 @@ pub struct Placement {
     pub writable: bool,
 }
 
+/// Why a window did not do what it was asked, and whether it might have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowError {
+    /// Refused, or never asked: nothing changed.
+    Refused(Errno),
+    /// No answer (it did not come in time, the connection went, the device stopped): it may
+    /// have been done.
+    Unknown(Errno),
+}
+
+impl WindowError {
+    /// The errno the guest hears.
+    pub fn errno(self) -> Errno {
+        match self {
+            Self::Refused(errno) | Self::Unknown(errno) => errno,
+        }
+    }
+}
+
 /// A DAX window the server maps file ranges into.
 pub trait Window: Send + Sync {
     /// The window's size in bytes.
     fn size(&self) -> u64;
     /// Maps `fd` as `placement` says; returns once the mapping is in place, or why it is not.
     /// The range is free: the server removed whatever overlapped it.
-    fn map(&self, fd: OwnedFd, placement: Placement) -> Result<(), Errno>;
+    fn map(&self, fd: OwnedFd, placement: Placement) -> Result<(), WindowError>;
     /// Removes the mapping of `len` bytes at `moffset`, whole, as it was made.
-    fn unmap(&self, moffset: u64, len: u64) -> Result<(), Errno>;
+    fn unmap(&self, moffset: u64, len: u64) -> Result<(), WindowError>;
 }

@@ -162,6 +162,7 @@ impl GuestFs {
             | ProtocolFeatures::CONFIGURE_MEM_SLOTS
             | ProtocolFeatures::LOG_SHMFD
             | ProtocolFeatures::DEVICE_STATE
+            | ProtocolFeatures::RESET_DEVICE
             // A DAX window, if the device has one (`dax`).
             | ProtocolFeatures::BACKEND_REQ
             | ProtocolFeatures::BACKEND_SEND_FD

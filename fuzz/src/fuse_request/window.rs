@@ -4,16 +4,17 @@
 //!
 //! Checked: a mapping lies inside the window, page-aligned and not empty; a removal names a
 //! whole mapping the window holds (spec "BACKEND_SHMEM_UNMAP"); with no refusals, a mapping never
-//! overlaps one in place (the server removes those first). Refusals come every `refuse_every`-th
-//! call when set: a refused removal leaves the mapping in place, and a mapping that overlaps one
-//! is then refused (EEXIST), as a VMM refuses it (spec "BACKEND_SHMEM_MAP").
+//! overlaps one in place (the server removes those first). Failures come every
+//! `refuse_every`-th call when set, in turn a refusal (nothing done) and an unanswered request
+//! (done, but the server cannot know): a mapping that overlaps one still in place is then
+//! refused (EEXIST), as a VMM refuses it (spec "BACKEND_SHMEM_MAP").
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Mutex, PoisonError};
 
 use rustix::io::Errno;
-use vhu_device_fs::fuse::{Placement, Window};
+use vhu_device_fs::fuse::{Placement, Window, WindowError};
 
 /// The window's size: 20 pages, enough for requests to fit, overlap and fall outside.
 pub(super) const WINDOW_SIZE: u64 = 20 * 4096;
@@ -42,21 +43,20 @@ impl ModelWindow {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether this call is refused.
-    fn refuses(&self, state: &mut State) -> bool {
+    /// How this call fails, if it does: refused (`Some(true)`: not done) or unanswered
+    /// (`Some(false)`: done).
+    fn fails(&self, state: &mut State) -> Option<bool> {
         state.calls += 1;
-        self.refuse_every != 0 && state.calls % self.refuse_every == 0
+        let due = self.refuse_every != 0 && state.calls % self.refuse_every == 0;
+        due.then_some(state.calls / self.refuse_every.max(1) % 2 == 0)
     }
 
-    /// Checks the server's record against the window: each mapping it believes in is in place
-    /// as recorded, and, without refusals, nothing else is.
+    /// Checks the server's record against the window: without failures they are the same.
     pub(super) fn check(&self, record: &[(u64, u64)]) {
-        let state = self.state();
-        for (at, len) in record {
-            assert_eq!(state.mappings.get(at), Some(len), "the server's mapping at {at:#x}");
-        }
         if self.refuse_every == 0 {
-            assert_eq!(record.len(), state.mappings.len(), "the window holds what was recorded");
+            let held: Vec<(u64, u64)> =
+                self.state().mappings.iter().map(|(a, l)| (*a, *l)).collect();
+            assert_eq!(record, held, "the window holds what was recorded");
         }
     }
 }
@@ -66,7 +66,7 @@ impl Window for ModelWindow {
         WINDOW_SIZE
     }
 
-    fn map(&self, _fd: OwnedFd, p: Placement) -> Result<(), Errno> {
+    fn map(&self, _fd: OwnedFd, p: Placement) -> Result<(), WindowError> {
         let mut state = self.state();
         assert!(p.len > 0 && p.moffset % 4096 == 0 && p.len % 4096 == 0, "{p:?} is aligned");
         assert!(p.moffset + p.len <= WINDOW_SIZE, "{p:?} lies inside the window");
@@ -76,22 +76,33 @@ impl Window for ModelWindow {
             state.mappings.range(..end).next_back().is_some_and(|(at, len)| at + len > p.moffset);
         if overlaps {
             assert_ne!(self.refuse_every, 0, "{p:?} overlaps a mapping the server did not remove");
-            return Err(Errno::EXIST);
+            return Err(WindowError::Refused(Errno::EXIST));
         }
-        if self.refuses(&mut state) {
-            return Err(Errno::IO);
+        match self.fails(&mut state) {
+            Some(true) => Err(WindowError::Refused(Errno::IO)),
+            failed => {
+                state.mappings.insert(p.moffset, p.len);
+                failed.map_or(Ok(()), |_| Err(WindowError::Unknown(Errno::IO)))
+            }
         }
-        state.mappings.insert(p.moffset, p.len);
-        Ok(())
     }
 
-    fn unmap(&self, moffset: u64, len: u64) -> Result<(), Errno> {
+    fn unmap(&self, moffset: u64, len: u64) -> Result<(), WindowError> {
         let mut state = self.state();
-        assert_eq!(state.mappings.get(&moffset), Some(&len), "a removal names a whole mapping");
-        if self.refuses(&mut state) {
-            return Err(Errno::IO);
+        let held = state.mappings.get(&moffset).copied();
+        if self.refuse_every == 0 {
+            assert_eq!(held, Some(len), "a removal names a whole mapping");
         }
-        state.mappings.remove(&moffset);
-        Ok(())
+        if held != Some(len) {
+            // A mapping the server was unsure of, never made here: not there to remove.
+            return Err(WindowError::Refused(Errno::NOENT));
+        }
+        match self.fails(&mut state) {
+            Some(true) => Err(WindowError::Refused(Errno::IO)),
+            failed => {
+                state.mappings.remove(&moffset);
+                failed.map_or(Ok(()), |_| Err(WindowError::Unknown(Errno::IO)))
+            }
+        }
     }
 }

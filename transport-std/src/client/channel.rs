@@ -32,6 +32,10 @@ pub enum BackendResponse {
 pub trait BackendHandler: Send {
     /// Acts on `request` and answers it.
     fn handle(&mut self, request: &BackendRequest, fds: Vec<OwnedFd>) -> BackendResponse;
+
+    /// The device was reset ([`Client::reset_device`]): what the back-end had the VMM keep for
+    /// it (shared-memory mappings: spec "BACKEND_SHMEM_MAP", all dropped on a reset) goes.
+    fn device_reset(&mut self) {}
 }
 
 impl<F> BackendHandler for F

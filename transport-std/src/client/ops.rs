@@ -344,7 +344,9 @@ impl Client {
 
     /// RESET_DEVICE (RESET_DEVICE): every ring stops; re-send the features before restarting.
     pub fn reset_device(&mut self) -> Result<(), ClientError> {
-        self.call(&[], Frontend::reset_device).map(drop)
+        self.call(&[], Frontend::reset_device)?;
+        self.io.handler.device_reset();
+        Ok(())
     }
 
     /// RESET_OWNER, deprecated, for back-ends without RESET_DEVICE: only with every ring

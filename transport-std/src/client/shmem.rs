@@ -78,12 +78,8 @@ impl ShmemRegion {
         if Self::within(&mappings, offset, buf.len() as u64, false).is_none() {
             return false;
         }
-        // SAFETY: the bytes lie inside a readable mapping of this region (checked, and kept
-        // by the lock held), and `buf` is a separate, valid buffer of that length.
-        unsafe {
-            let from = (self.base + offset as usize) as *const u8;
-            std::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), buf.len());
-        }
+        // Shared with the back-end's file (and whoever else maps it): read as volatile memory.
+        self.slice(offset, buf.len()).copy_to(buf);
         true
     }
 
@@ -94,13 +90,17 @@ impl ShmemRegion {
         if Self::within(&mappings, offset, data.len() as u64, true).is_none() {
             return false;
         }
-        // SAFETY: the bytes lie inside a writable mapping of this region (checked, and kept by
-        // the lock held), and `data` is a separate, valid buffer of that length.
-        unsafe {
-            let to = (self.base + offset as usize) as *mut u8;
-            std::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len());
-        }
+        self.slice(offset, data.len()).copy_from(data);
         true
+    }
+
+    /// `len` bytes at `offset`, which lie inside one mapping (the caller checked, and holds the
+    /// lock that keeps it there).
+    fn slice(&self, offset: u64, len: usize) -> vm_memory::VolatileSlice<'_> {
+        // SAFETY: the range lies inside a mapping of this region's reservation, which lives as
+        // long as `self` and stays mapped while the caller holds the mappings' lock; it is
+        // shared memory, which `VolatileSlice` only ever accesses with volatile copies.
+        unsafe { vm_memory::VolatileSlice::new((self.base + offset as usize) as *mut u8, len) }
     }
 
     /// The mapping holding all of `len` bytes at `offset` (writable, if asked).
@@ -173,6 +173,9 @@ impl ShmemRegion {
         };
         if addr == libc::MAP_FAILED {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            // A kernel may have removed the reserved pages before failing: reserve them again,
+            // so nothing else is ever placed inside the region.
+            self.reserve(m.shm_offset, m.len)?;
             return Err(errno as u64);
         }
         mappings.insert(m.shm_offset, (m.len, m.writable));
@@ -254,6 +257,12 @@ impl ShmemHandler {
 }
 
 impl BackendHandler for ShmemHandler {
+    fn device_reset(&mut self) {
+        for region in self.regions.iter().flatten() {
+            region.clear();
+        }
+    }
+
     fn handle(&mut self, request: &BackendRequest, mut fds: Vec<OwnedFd>) -> BackendResponse {
         let done = match request {
             BackendRequest::ShmemMap { mapping, .. } => {
@@ -331,7 +340,9 @@ mod tests {
         assert_eq!(region.mapping_count(), 0);
         // The range is free again.
         assert_eq!(status(map(&mut handler, 0, 4 * page, memfd(4 * page, 3))), Ok(()));
-        region.clear();
+        // A device reset drops every mapping (spec "BACKEND_SHMEM_MAP").
+        handler.device_reset();
         assert_eq!(region.mapping_count(), 0);
+        assert!(!region.read(0, &mut byte));
     }
 }

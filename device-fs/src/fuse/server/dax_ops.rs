@@ -6,7 +6,10 @@
 //! of those it overlaps (Linux maps a range again to make it writable), and a removal names
 //! whole mappings only ("BACKEND_SHMEM_UNMAP"). Ranges are checked against the window and the
 //! page alignment INIT announced. One lock is held across each operation, so two never
-//! interleave. Without a window both opcodes answer ENOSYS, as a server without DAX does.
+//! interleave. A request whose outcome is unknown (no answer came) leaves its range on record
+//! as perhaps mapped: a later mapping over it asks for its removal first, and a refusal of
+//! that removal then means it was not there. Without a window both opcodes answer ENOSYS, as a
+//! server without DAX does.
 
 use std::collections::BTreeMap;
 
@@ -19,14 +22,44 @@ use crate::fuse::abi::{
 };
 use crate::fuse::filesystem::FileSystem;
 use crate::fuse::types::Handle;
-use crate::fuse::window::Placement;
+use crate::fuse::window::{Placement, Window, WindowError};
 
 /// `map_alignment` announced in INIT: log2 of the page size every offset and length must be a
 /// multiple of.
 pub(super) const MAP_ALIGNMENT_SHIFT: u16 = PAGE_SIZE.trailing_zeros() as u16;
 
-/// The mappings in the window: offset → length.
-pub(super) type Mappings = BTreeMap<u64, u64>;
+/// A mapping on record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Mapped {
+    len: u64,
+    /// Whether the front-end said it is in place (else it may be: no answer came).
+    certain: bool,
+}
+
+/// The mappings in the window: offset → mapping.
+pub(super) type Mappings = BTreeMap<u64, Mapped>;
+
+/// Removes the mapping at `at` from the window, keeping the record true: gone when the window
+/// removed it, or refused to remove one that was perhaps never there; kept (perhaps mapped)
+/// otherwise, with the errno the guest hears.
+fn remove(window: &dyn Window, mappings: &mut Mappings, at: u64) -> Result<(), Errno> {
+    let Some(mapped) = mappings.get(&at).copied() else { return Ok(()) };
+    match window.unmap(at, mapped.len) {
+        Ok(()) => {
+            mappings.remove(&at);
+            Ok(())
+        }
+        Err(WindowError::Refused(_)) if !mapped.certain => {
+            mappings.remove(&at);
+            Ok(())
+        }
+        Err(error) => {
+            let certain = mapped.certain && matches!(error, WindowError::Refused(_));
+            mappings.insert(at, Mapped { len: mapped.len, certain });
+            Err(error.errno())
+        }
+    }
+}
 
 /// The end of `len` bytes at `moffset` when the range is page-aligned, not empty and inside a
 /// window of `size` bytes.
@@ -57,21 +90,25 @@ impl<F: FileSystem> Server<F> {
         let handle = (args.fh != SETUPMAPPING_NO_HANDLE).then_some(Handle(args.fh));
         let fd = self.fs.mapping_fd(&req.ctx(), req.node(), handle, writable)?;
         let mut mappings = self.mappings();
-        let overlapped: Vec<(u64, u64)> = mappings
+        let overlapped: Vec<u64> = mappings
             .range(..end)
-            .filter(|(at, len)| *at + *len > args.moffset)
-            .map(|(at, len)| (*at, *len))
+            .filter(|(at, mapped)| *at + mapped.len > args.moffset)
+            .map(|(at, _)| *at)
             .collect();
-        for (at, len) in overlapped {
-            // Gone from the record whatever the answer: a mapping the front-end failed to remove
-            // would make the new one fail, which the guest hears.
-            mappings.remove(&at);
-            window.unmap(at, len)?;
+        for at in overlapped {
+            remove(window.as_ref(), &mut mappings, at)?;
         }
         let placement =
             Placement { foffset: args.foffset, moffset: args.moffset, len: args.len, writable };
-        window.map(fd, placement)?;
-        mappings.insert(args.moffset, args.len);
+        let certain = match window.map(fd, placement) {
+            Ok(()) => true,
+            Err(WindowError::Refused(errno)) => return Err(errno),
+            Err(WindowError::Unknown(errno)) => {
+                mappings.insert(args.moffset, Mapped { len: args.len, certain: false });
+                return Err(errno);
+            }
+        };
+        mappings.insert(args.moffset, Mapped { len: args.len, certain });
         Ok(Reply::empty())
     }
 
@@ -90,24 +127,22 @@ impl<F: FileSystem> Server<F> {
         // Every range must cover whole mappings; none is removed unless all do.
         let mut doomed = Vec::new();
         for (start, end) in ranges {
-            if let Some((at, len)) = mappings.range(..start).next_back() {
-                if at + len > start {
+            if let Some((at, mapped)) = mappings.range(..start).next_back() {
+                if at + mapped.len > start {
                     return Err(Errno::INVAL);
                 }
             }
-            for (at, len) in mappings.range(start..end) {
-                if at + len > end {
+            for (at, mapped) in mappings.range(start..end) {
+                if at + mapped.len > end {
                     return Err(Errno::INVAL);
                 }
-                doomed.push((*at, *len));
+                doomed.push(*at);
             }
         }
         let mut result = Ok(Reply::empty());
-        for (at, len) in doomed {
-            if mappings.remove(&at).is_some() {
-                if let Err(errno) = window.unmap(at, len) {
-                    result = Err(errno);
-                }
+        for at in doomed {
+            if let Err(errno) = remove(window.as_ref(), &mut mappings, at) {
+                result = Err(errno);
             }
         }
         result
@@ -118,15 +153,15 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn unmap_all(&self) {
         let Some(window) = self.window.as_ref() else { return };
         let mut mappings = self.mappings();
-        while let Some((at, len)) = mappings.pop_first() {
-            if let Err(errno) = window.unmap(at, len) {
+        let all: Vec<u64> = mappings.keys().copied().collect();
+        for at in all {
+            if let Err(errno) = remove(window.as_ref(), &mut mappings, at) {
                 // A front-end that failed one (or did not answer) would fail the rest too, each
                 // after its own wait: they stay on record, so a mapping over them later asks
                 // for their removal again, and a device reset forgets them.
-                mappings.insert(at, len);
                 log::warn!(
-                    "DAX window: removing the mapping at {at:#x} ({len} bytes): {errno}; {} \
-                     mappings stay in place",
+                    "DAX window: removing the mapping at {at:#x}: {errno}; {} mappings stay \
+                     in place",
                     mappings.len()
                 );
                 return;
@@ -147,7 +182,7 @@ impl<F: FileSystem> Server<F> {
 
     /// The mappings in the window now, as (offset, length), by offset.
     pub fn mapped_ranges(&self) -> Vec<(u64, u64)> {
-        self.mappings().iter().map(|(at, len)| (*at, *len)).collect()
+        self.mappings().iter().map(|(at, mapped)| (*at, mapped.len)).collect()
     }
 
     fn mappings(&self) -> std::sync::MutexGuard<'_, Mappings> {
