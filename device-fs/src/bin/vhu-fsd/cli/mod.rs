@@ -92,7 +92,8 @@ pub(crate) struct Options {
     pub(crate) thread_pool_size: usize,
     /// Offer a DAX window of SIZE bytes (K, M, G, T suffixes; a multiple of 2 MiB): the guest
     /// maps file ranges into it (mount -o dax) instead of copying them through the queues. The
-    /// VMM must support shared-memory regions (SHMEM). 0, the default, offers none.
+    /// VMM must support shared-memory regions (SHMEM) and REPLY_ACK. 0, the default, offers
+    /// none.
     #[arg(long, value_name = "SIZE", value_parser = parse_dax_window, default_value = "0")]
     pub(crate) dax_window: u64,
     /// Isolation mode: namespace (the default), chroot or none.
