@@ -7,7 +7,8 @@
 //! fresh `Backend`, descriptor table and guest memory), makes progress on a connection's, and
 //! tells the caller what happened ([`Handled`]). A connection that ends — the peer hung up, an
 //! I/O error, a malformed stream, `Output::Close` — is deregistered and dropped, which stops its
-//! queues, resets its device and closes its mappings and descriptors; the others go on. When
+//! queues, resets its device and closes its mappings and descriptors (on a thread of its own
+//! with [`Server::teardown_on_threads`], for devices that can be sent there); the others go on. When
 //! every connection token is in use, a new connection is accepted and closed at once. When
 //! `accept` itself fails (the process is out of descriptors, say), the failure is reported as a
 //! refusal and the server goes on: the listener is looked at again when a connection ends and
@@ -95,6 +96,9 @@ pub struct Server<D: Device, F: FnMut() -> D> {
     bound: Option<PathBuf>,
     /// `accept` failed and the listener was left unarmed until a connection ends.
     accept_paused: bool,
+    /// Tears an ended connection down somewhere else than the loop's thread
+    /// ([`Server::teardown_on_threads`]).
+    teardown: Option<fn(Connection<D>)>,
 }
 
 impl<D: Device, F: FnMut() -> D> std::fmt::Debug for Server<D, F> {
@@ -136,6 +140,7 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
             slots: Vec::new(),
             bound,
             accept_paused: false,
+            teardown: None,
         }
     }
 
@@ -191,7 +196,7 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
             Ok(Step::HungUp) => Ended::HungUp,
             Err(error) => Ended::Closed(error),
         };
-        self.remove(index);
+        self.remove_now_or_elsewhere(index, true);
         Ok(Handled::Ended { token, how })
     }
 
@@ -206,7 +211,7 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
         {
             return false;
         }
-        self.remove(index);
+        self.remove_now_or_elsewhere(index, true);
         true
     }
 
@@ -302,15 +307,19 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
         Ok(token)
     }
 
-    /// Deregisters and drops connection `index` (which tears its session down).
-    fn remove(&mut self, index: usize) {
+    /// Deregisters and drops connection `index` (which tears its session down), on a thread of
+    /// its own when [`Server::teardown_on_threads`] asked for it and `elsewhere` allows.
+    fn remove_now_or_elsewhere(&mut self, index: usize, elsewhere: bool) {
         let Some(mut connection) = self.slots.get_mut(index).and_then(Option::take) else {
             return;
         };
         if let Some(registered) = &self.registered {
             connection.deregister(&registered.registry);
         }
-        drop(connection);
+        match self.teardown.filter(|_| elsewhere) {
+            Some(teardown) => teardown(connection),
+            None => drop(connection),
+        }
         if self.accept_paused {
             // What the connection held is free: connections left waiting may be accepted now.
             // Should the registry refuse, the pause stays and the next ending tries again.
@@ -319,10 +328,27 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
     }
 }
 
+impl<D: Device + Send + 'static, F: FnMut() -> D> Server<D, F> {
+    /// Tears each ended connection down on a thread of its own instead of the loop's: stopping
+    /// a busy device's queues (they finish the requests they hold) and resetting it then hold up
+    /// no other connection's messages. Dropping the server still tears every connection down
+    /// before it returns.
+    pub fn teardown_on_threads(&mut self) {
+        self.teardown = Some(teardown_on_thread::<D>);
+    }
+}
+
+/// Drops `connection` (stopping its queues and resetting its device) on a new thread; on this
+/// one if no thread can be started.
+fn teardown_on_thread<D: Device + Send + 'static>(connection: Connection<D>) {
+    // Should the thread not start, the closure — the connection with it — is dropped here.
+    let _ = std::thread::Builder::new().name("vhu-teardown".into()).spawn(move || drop(connection));
+}
+
 impl<D: Device, F: FnMut() -> D> Drop for Server<D, F> {
     fn drop(&mut self) {
         for index in 0..self.slots.len() {
-            self.remove(index);
+            self.remove_now_or_elsewhere(index, false);
         }
         if let Some(registered) = &self.registered {
             let _ = registered.registry.deregister(&mut self.listener);

@@ -207,9 +207,20 @@ pub fn serve_with<D: Device + Send + 'static>(
     slots: usize,
     new_device: impl FnMut() -> D + Send + 'static,
 ) -> Served {
+    serve_configured(name, slots, new_device, |_| {})
+}
+
+/// [`serve_with`], the server set up by `configure` before it starts.
+pub fn serve_configured<D: Device + Send + 'static, F: FnMut() -> D + Send + 'static>(
+    name: &str,
+    slots: usize,
+    new_device: F,
+    configure: impl FnOnce(&mut Server<D, F>),
+) -> Served {
     let path = socket_path(name);
     let record = Arc::new(Mutex::new(Record::default()));
     let mut server = Server::bind(&path, new_device).expect("bind");
+    configure(&mut server);
     let mut poll = Poll::new().expect("poll");
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).expect("waker"));
     let tokens =
