@@ -4,11 +4,11 @@
 //!
 //! A region is reserved inaccessible (`PROT_NONE`) and a mapping replaces part of it with the
 //! back-end's file, shared, readable and writable if the back-end asked. A mapping outside its
-//! region, not page-aligned, or overlapping one already there is refused, as is an unmap that is
-//! not a whole mapping (spec "Back-end message types": BACKEND_SHMEM_MAP must fail on overlap;
-//! BACKEND_SHMEM_UNMAP names a mapping as it was made). Removing a mapping makes its range
-//! inaccessible again. This module must not decide when a request is answered: the state
-//! machine does.
+//! region, not page-aligned, of anything but a regular file or a memfd, or overlapping one
+//! already there is refused, as is an unmap that is not a whole mapping (spec "Back-end message
+//! types": BACKEND_SHMEM_MAP must fail on overlap; BACKEND_SHMEM_UNMAP names a mapping as it was
+//! made). Removing a mapping makes its range inaccessible again. This module must not decide
+//! when a request is answered: the state machine does.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -152,6 +152,12 @@ impl ShmemRegion {
             return Err(EINVAL);
         }
         let offset = libc::off_t::try_from(m.fd_offset).map_err(|_| EINVAL)?;
+        // Only file contents go into the region (a regular file or a memfd): never a device
+        // node the back-end opened, whose mapping could do more than show memory.
+        let stat = rustix::fs::fstat(fd).map_err(|_| EINVAL)?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(EINVAL);
+        }
         let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
         let overlaps =
             mappings.range(..end).next_back().is_some_and(|(at, (len, _))| at + len > m.shm_offset);
@@ -331,6 +337,8 @@ mod tests {
         assert_eq!(status(map(&mut handler, 0, 2 * page, memfd(2 * page, 1))), Err(EEXIST));
         assert_eq!(status(map(&mut handler, 3 * page, 2 * page, memfd(2 * page, 1))), Err(EINVAL));
         assert_eq!(status(map(&mut handler, 1, page, memfd(page, 1))), Err(EINVAL));
+        let device = std::fs::File::open("/dev/zero").expect("/dev/zero").into();
+        assert_eq!(status(map(&mut handler, 3 * page, page, device)), Err(EINVAL), "no devices");
         assert_eq!(status(unmap(&mut handler, page, page)), Err(ENOENT), "half a mapping");
         assert!(region.read(page, &mut byte));
         assert_eq!(byte, [9]);
