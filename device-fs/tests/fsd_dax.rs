@@ -8,7 +8,9 @@
 
 mod daemon;
 
-use daemon::{scratch, socket, start};
+use std::path::PathBuf;
+
+use daemon::{scratch, socket, start, Running};
 use vhu_device_fs::fuse::abi::InitFlags;
 use vhu_device_fs::fuse::Opcode;
 use vhu_device_fs::guest::{GuestError, GuestFs, DAX_RANGE};
@@ -26,6 +28,35 @@ fn laid_file(path: &std::path::Path, len: u64) -> Vec<u8> {
     bytes
 }
 
+/// A daemon started with `args` on a share holding `data` (`len` bytes, see [`laid_file`]),
+/// and a guest mounted on it; the scratch directory goes when it is dropped.
+struct Mounted {
+    dir: PathBuf,
+    _daemon: Running,
+    guest: GuestFs,
+    /// The `data` file's node.
+    node: u64,
+    /// What `data` holds.
+    bytes: Vec<u8>,
+}
+
+impl Mounted {
+    fn new(name: &str, len: u64, args: &[&str]) -> Self {
+        let dir = scratch("vhu-dax", name);
+        let bytes = laid_file(&dir.join("share/data"), len);
+        let daemon = start(&dir, args);
+        let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+        let node = guest.lookup(1, "data").expect("lookup").nodeid;
+        Self { dir, _daemon: daemon, guest, node, bytes }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn errno(result: Result<(), GuestError>) -> i32 {
     match result {
         Err(GuestError::Errno { errno, .. }) => errno,
@@ -35,21 +66,18 @@ fn errno(result: Result<(), GuestError>) -> i32 {
 
 #[test]
 fn the_guest_reads_and_writes_files_through_the_window() {
-    let dir = scratch("vhu-dax", "window");
-    let file = dir.join("share/data");
-    let bytes = laid_file(&file, 2 * DAX_RANGE);
     // Sandboxed and filtered as it runs for real (the default sandbox needs root).
     let root = rustix::process::geteuid().is_root();
     let sandbox: &[&str] = if root { &[] } else { &["--sandbox", "none"] };
-    let _daemon = start(&dir, &[sandbox, &["--dax-window", "8M"]].concat());
-    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let args = [sandbox, &["--dax-window", "8M"]].concat();
+    let mut m = Mounted::new("window", 2 * DAX_RANGE, &args);
+    let (guest, node, bytes) = (&mut m.guest, m.node, &m.bytes);
     let window = guest.dax_window().expect("the device announces a window").clone();
     assert_eq!(window.len(), 8 << 20);
     let init = *guest.init_out();
     assert!(InitFlags::from_bits_retain(u64::from(init.flags)).contains(InitFlags::MAP_ALIGNMENT));
     assert_eq!(init.map_alignment, 12, "offsets in pages of 4 KiB");
 
-    let node = guest.lookup(1, "data").expect("lookup").nodeid;
     // The file's second 2 MiB at the window's start, read-only, as Linux maps a range to read.
     guest.setup_mapping(node, None, (DAX_RANGE, 0, DAX_RANGE), false).expect("mapped");
     let mut seen = vec![0u8; DAX_RANGE as usize];
@@ -61,7 +89,7 @@ fn the_guest_reads_and_writes_files_through_the_window() {
     guest.setup_mapping(node, None, (DAX_RANGE, 0, DAX_RANGE), true).expect("mapped again");
     assert_eq!(window.mapping_count(), 1, "the old mapping was replaced, not overlapped");
     assert!(window.write(4096, b"written through the window"));
-    let on_disk = std::fs::read(&file).expect("read the file");
+    let on_disk = std::fs::read(m.dir.join("share/data")).expect("read the file");
     let at = DAX_RANGE as usize + 4096;
     assert_eq!(&on_disk[at..at + 26], b"written through the window");
 
@@ -82,18 +110,14 @@ fn the_guest_reads_and_writes_files_through_the_window() {
     // The guest's session ends: nothing it mapped stays in the window.
     guest.call(Opcode::Destroy, 0, &[]).expect("destroy");
     assert_eq!(window.mapping_count(), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn mappings_the_guest_may_not_have_are_refused() {
-    let dir = scratch("vhu-dax", "refused");
-    laid_file(&dir.join("share/data"), DAX_RANGE);
-    std::fs::create_dir(dir.join("share/sub")).expect("a directory");
-    let _daemon = start(&dir, &["--sandbox", "none", "--dax-window", "4M"]);
-    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let mut m = Mounted::new("refused", DAX_RANGE, &["--sandbox", "none", "--dax-window", "4M"]);
+    std::fs::create_dir(m.dir.join("share/sub")).expect("a directory");
+    let (guest, node) = (&mut m.guest, m.node);
     let window = guest.dax_window().expect("a window").clone();
-    let node = guest.lookup(1, "data").expect("lookup").nodeid;
     let sub = guest.lookup(1, "sub").expect("lookup").nodeid;
 
     let outside = (0, 4 << 20, DAX_RANGE);
@@ -108,43 +132,36 @@ fn mappings_the_guest_may_not_have_are_refused() {
     assert_eq!(errno(guest.setup_mapping(node, Some(read_only), whole, true)), EACCES);
     assert_eq!(window.mapping_count(), 0, "nothing refused reached the VMM");
     guest.setup_mapping(node, Some(read_only), whole, false).expect("reading is allowed");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_read_only_share_maps_only_for_reading() {
-    let dir = scratch("vhu-dax", "readonly");
-    let bytes = laid_file(&dir.join("share/data"), DAX_RANGE);
-    let _daemon = start(&dir, &["--sandbox", "none", "--dax-window", "2M", "--readonly"]);
-    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let args = ["--sandbox", "none", "--dax-window", "2M", "--readonly"];
+    let mut m = Mounted::new("readonly", DAX_RANGE, &args);
+    let (guest, node, bytes) = (&mut m.guest, m.node, &m.bytes);
     let window = guest.dax_window().expect("a window").clone();
-    let node = guest.lookup(1, "data").expect("lookup").nodeid;
     let whole = (0, 0, DAX_RANGE);
     assert_eq!(errno(guest.setup_mapping(node, None, whole, true)), EROFS);
     guest.setup_mapping(node, None, whole, false).expect("mapped for reading");
     let mut tail = [0u8; 8];
     assert!(window.read(DAX_RANGE - 8, &mut tail));
     assert_eq!(tail[..], bytes[bytes.len() - 8..]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn without_a_window_there_is_no_dax() {
-    let dir = scratch("vhu-dax", "none");
-    laid_file(&dir.join("share/data"), DAX_RANGE);
-    let _daemon = start(&dir, &["--sandbox", "none"]);
-    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let mut m = Mounted::new("none", DAX_RANGE, &["--sandbox", "none"]);
+    let (guest, node) = (&mut m.guest, m.node);
     assert!(guest.dax_window().is_none());
     let flags = InitFlags::from_bits_retain(u64::from(guest.init_out().flags));
     assert!(!flags.contains(InitFlags::MAP_ALIGNMENT));
-    let node = guest.lookup(1, "data").expect("lookup").nodeid;
     assert_eq!(errno(guest.setup_mapping(node, None, (0, 0, DAX_RANGE), false)), ENOSYS);
     assert_eq!(errno(guest.remove_mapping(node, &[(0, DAX_RANGE)])), ENOSYS);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_guest_with_mappings_does_not_migrate() {
+    // The guest is taken by the migration, so it is set up here rather than in a `Mounted`.
     let dir = scratch("vhu-dax", "migrate");
     laid_file(&dir.join("share/data"), DAX_RANGE);
     let args = ["--sandbox", "none", "--dax-window", "2M"];
@@ -167,11 +184,9 @@ fn a_front_end_that_fails_a_removal_is_not_asked_for_the_rest() {
     use vhu_transport_std::client::{BackendHandler, BackendResponse, ShmemHandler};
     use vhu_transport_std::vhu_core::BackendRequest;
 
-    let dir = scratch("vhu-dax", "failing");
-    laid_file(&dir.join("share/data"), 2 * DAX_RANGE);
-    let _daemon = start(&dir, &["--sandbox", "none", "--dax-window", "4M"]);
-    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
-    let node = guest.lookup(1, "data").expect("lookup").nodeid;
+    let args = ["--sandbox", "none", "--dax-window", "4M"];
+    let mut m = Mounted::new("failing", 2 * DAX_RANGE, &args);
+    let (guest, node) = (&mut m.guest, m.node);
     guest.setup_mapping(node, None, (0, 0, DAX_RANGE), false).expect("mapped");
     guest.setup_mapping(node, None, (DAX_RANGE, DAX_RANGE, DAX_RANGE), false).expect("mapped");
 
@@ -191,24 +206,19 @@ fn a_front_end_that_fails_a_removal_is_not_asked_for_the_rest() {
 
     guest.call(Opcode::Destroy, 0, &[]).expect("the session ends all the same");
     assert_eq!(removals.load(Ordering::Relaxed), 1, "one refusal, and no more asking");
-    let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
+    let log = std::fs::read_to_string(m.dir.join("vhost.log")).expect("log");
     assert!(log.contains("2 mappings stay in place"), "the daemon says so: {log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_device_reset_empties_the_window_on_both_sides() {
-    let dir = scratch("vhu-dax", "reset");
-    laid_file(&dir.join("share/data"), DAX_RANGE);
-    let _daemon = start(&dir, &["--sandbox", "none", "--dax-window", "2M"]);
-    let mut guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let mut m = Mounted::new("reset", DAX_RANGE, &["--sandbox", "none", "--dax-window", "2M"]);
+    let (guest, node) = (&mut m.guest, m.node);
     let window = guest.dax_window().expect("a window").clone();
-    let node = guest.lookup(1, "data").expect("lookup").nodeid;
     guest.setup_mapping(node, None, (0, 0, DAX_RANGE), false).expect("mapped");
     assert_eq!(window.mapping_count(), 1);
     let client = guest.client();
     client.stop_vring(vhu_transport_std::vhu_core::VringIndex(1)).expect("the queue stops");
     client.reset_device().expect("RESET_DEVICE");
     assert_eq!(window.mapping_count(), 0, "the VMM dropped the mapping");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,6 +37,34 @@ pub(super) fn window(
     Ok(region)
 }
 
+/// SETUPMAPPING's arguments: `len` bytes of the file at `foffset` into the window at `moffset`,
+/// through the open handle `fh` (or the node itself when `None`, as Linux asks), READ always and
+/// WRITE for a writable mapping.
+pub fn setup_mapping_args(
+    fh: Option<u64>,
+    (foffset, moffset, len): (u64, u64, u64),
+    writable: bool,
+) -> SetupMappingIn {
+    let write = if writable { SETUPMAPPING_FLAG_WRITE } else { 0 };
+    SetupMappingIn {
+        fh: fh.unwrap_or(SETUPMAPPING_NO_HANDLE),
+        foffset,
+        len,
+        flags: SETUPMAPPING_FLAG_READ | write,
+        moffset,
+    }
+}
+
+/// REMOVEMAPPING's body for these (offset, length) ranges of the window.
+pub fn remove_mapping_body(ranges: &[(u64, u64)]) -> Result<Vec<u8>, GuestError> {
+    let count = u32::try_from(ranges.len()).map_err(|_| GuestError::TooLarge(ranges.len()))?;
+    let mut body = RemoveMappingIn { count }.as_bytes().to_vec();
+    for (moffset, len) in ranges {
+        body.extend_from_slice(RemoveMappingOne { moffset: *moffset, len: *len }.as_bytes());
+    }
+    Ok(body)
+}
+
 impl GuestFs {
     /// The DAX window, when the device has one (the guest then offered MAP_ALIGNMENT).
     pub fn dax_window(&self) -> Option<&Arc<ShmemRegion>> {
@@ -52,24 +80,13 @@ impl GuestFs {
         (foffset, moffset, len): (u64, u64, u64),
         writable: bool,
     ) -> Result<(), GuestError> {
-        let write = if writable { SETUPMAPPING_FLAG_WRITE } else { 0 };
-        let args = SetupMappingIn {
-            fh: fh.unwrap_or(SETUPMAPPING_NO_HANDLE),
-            foffset,
-            len,
-            flags: SETUPMAPPING_FLAG_READ | write,
-            moffset,
-        };
+        let args = setup_mapping_args(fh, (foffset, moffset, len), writable);
         self.call(Opcode::SetupMapping, node, args.as_bytes()).map(drop)
     }
 
     /// REMOVEMAPPING of these (offset, length) ranges of the window.
     pub fn remove_mapping(&mut self, node: u64, ranges: &[(u64, u64)]) -> Result<(), GuestError> {
-        let count = u32::try_from(ranges.len()).map_err(|_| GuestError::TooLarge(ranges.len()))?;
-        let mut body = RemoveMappingIn { count }.as_bytes().to_vec();
-        for (moffset, len) in ranges {
-            body.extend_from_slice(RemoveMappingOne { moffset: *moffset, len: *len }.as_bytes());
-        }
+        let body = remove_mapping_body(ranges)?;
         self.call(Opcode::RemoveMapping, node, &body).map(drop)
     }
 }

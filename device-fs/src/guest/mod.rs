@@ -19,6 +19,7 @@ mod ring;
 mod span;
 
 pub use crate::device::dax::DAX_RANGE;
+pub use dax::{remove_mapping_body, setup_mapping_args};
 pub use layout::{Pages, RingLayout};
 pub use migrate::Migrated;
 pub use ring::{Completed, GuestRing};

@@ -18,14 +18,11 @@ use std::time::{Duration, Instant};
 
 use vhu_device_fs::fuse::abi::InHeader;
 use vhu_device_fs::fuse::Opcode;
-use vhu_device_fs::guest::{GuestFs, GuestRing, DAX_RANGE};
+use vhu_device_fs::guest::{
+    remove_mapping_body, setup_mapping_args, GuestFs, GuestRing, DAX_RANGE,
+};
 use vhu_transport_std::client::{Client, ShmemRegion};
 use zerocopy::IntoBytes;
-
-use vhu_device_fs::fuse::abi::{
-    RemoveMappingIn, RemoveMappingOne, SetupMappingIn, SETUPMAPPING_FLAG_READ,
-    SETUPMAPPING_FLAG_WRITE, SETUPMAPPING_NO_HANDLE,
-};
 
 use crate::guest::{Plan, GUEST_USER};
 use crate::measure::Figures;
@@ -93,9 +90,8 @@ impl Cache {
                     .ok_or("the window holds no range")?;
                 if let Some(old) = ranges.slots[slot].range.take() {
                     ranges.by_range.remove(&old);
-                    let moffset = slot as u64 * DAX_RANGE;
-                    let mut body = RemoveMappingIn { count: 1 }.as_bytes().to_vec();
-                    body.extend_from_slice(RemoveMappingOne { moffset, len: DAX_RANGE }.as_bytes());
+                    let body = remove_mapping_body(&[(slot as u64 * DAX_RANGE, DAX_RANGE)])
+                        .map_err(|e| e.to_string())?;
                     request(ring, &mut ranges, Opcode::RemoveMapping, old.0, &body)?;
                 }
                 map(ring, &mut ranges, key, slot, writable)?;
@@ -116,14 +112,8 @@ fn map(
     slot: usize,
     writable: bool,
 ) -> Result<(), String> {
-    let write = if writable { SETUPMAPPING_FLAG_WRITE } else { 0 };
-    let args = SetupMappingIn {
-        fh: SETUPMAPPING_NO_HANDLE,
-        foffset: key.1 * DAX_RANGE,
-        len: DAX_RANGE,
-        flags: SETUPMAPPING_FLAG_READ | write,
-        moffset: slot as u64 * DAX_RANGE,
-    };
+    let range = (key.1 * DAX_RANGE, slot as u64 * DAX_RANGE, DAX_RANGE);
+    let args = setup_mapping_args(None, range, writable);
     request(ring, ranges, Opcode::SetupMapping, key.0, args.as_bytes())?;
     ranges.slots[slot] = Slot { range: Some(key), writable, used: 0 };
     ranges.by_range.insert(key, slot);
