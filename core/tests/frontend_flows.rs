@@ -248,6 +248,33 @@ fn backend_request_without_its_feature_is_refused() {
 }
 
 #[test]
+fn unknown_backend_request_is_answered_when_the_backend_waits() {
+    let mut pair = Pair::connected();
+    // A well-formed frame of code 99 (no such back-end request), NEED_REPLY set, one fd.
+    let mut frame = [0u8; 20];
+    frame[..4].copy_from_slice(&99u32.to_le_bytes());
+    frame[4..8].copy_from_slice(&(0x1u32 | 0x8).to_le_bytes());
+    frame[8..12].copy_from_slice(&8u32.to_le_bytes());
+    let fd = pair.token();
+    pair.fe_in.push(fd);
+    assert_eq!(
+        pair.frontend.handle_backend_request(&frame, &[fd]),
+        Err(FrontendError::Wire(vhu_core::WireError::UnknownRequest(99)))
+    );
+    pair.drain_frontend();
+    assert_eq!(pair.backend_nacks, [(99, 95)], "ENOTSUP, for the request's own code");
+    assert!(pair.events.is_empty());
+    assert!(pair.frontend.is_connected());
+    // Without NEED_REPLY nothing is sent, and the session goes on just the same.
+    frame[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert!(pair.frontend.handle_backend_request(&frame, &[]).is_err());
+    pair.drain_frontend();
+    assert_eq!(pair.backend_nacks.len(), 1);
+    assert!(pair.frontend.is_connected());
+    pair.assert_clean();
+}
+
+#[test]
 fn second_waiting_backend_request_closes() {
     let mut pair = Pair::connected();
     let mut buf = [0u8; 64];

@@ -179,7 +179,11 @@ impl Session {
             }
             Op::BackendRequest(request) => {
                 let (frame, fds) = match request {
-                    BeReq::Raw(raw) => raw_frame(raw, 12, 0x1),
+                    BeReq::Raw(raw) => {
+                        // Half of them ask for an answer (NEED_REPLY), unless flags are given.
+                        let flags = if raw.code >= 0x80 { 0x9 } else { 0x1 };
+                        raw_frame(raw, 12, flags)
+                    }
                     BeReq::Typed(request, need_reply, extra) => {
                         let Ok(len) = request.encode_into(need_reply, buf) else { return };
                         (buf[..len].to_vec(), request.fds().len() + usize::from(extra))

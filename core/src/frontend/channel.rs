@@ -16,6 +16,7 @@ use super::{Frontend, FrontendError, Phase};
 use crate::message::{BackendReply, BackendRequest};
 use crate::wire::ReplyKind;
 use crate::wire::{BackendCode, Header, HeaderFlags};
+use crate::WireError;
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
 
 impl Frontend {
@@ -41,6 +42,9 @@ impl Frontend {
                 let code = header.and_then(|h| BackendCode::from_u32(h.request.get()));
                 let need_reply =
                     header.is_some_and(|h| h.flags.get() & HeaderFlags::NEED_REPLY.bits() != 0);
+                if let WireError::UnknownRequest(request) = error {
+                    return Err(self.refuse_unknown(request, need_reply, fds));
+                }
                 return Err(self.refuse_backend(code, need_reply, fds, error.into()));
             }
         };
@@ -116,6 +120,19 @@ impl Frontend {
                 self.queues.push(Item::Out(Output::BackendReply(reply)));
             }
             _ => {}
+        }
+        error
+    }
+
+    /// Refuses a request whose code core does not know. Its frame was read whole (the header
+    /// gives its length), so the stream is intact: the failure is answered when NEED_REPLY asks
+    /// for it (spec "REPLY_ACK"; a back-end waiting for it would otherwise wait for ever), and
+    /// the session goes on.
+    fn refuse_unknown(&mut self, request: u32, need_reply: bool, fds: &[FdToken]) -> FrontendError {
+        self.release(fds);
+        let error = FrontendError::Wire(WireError::UnknownRequest(request));
+        if need_reply {
+            self.queues.push(Item::Out(Output::BackendNack { request, status: error.status() }));
         }
         error
     }

@@ -261,6 +261,7 @@ impl FrontendError {
         const ENOTSUP: u64 = 95;
         match self {
             Self::BackendNotNegotiated { .. } | Self::NotNegotiated { .. } => ENOTSUP,
+            Self::Wire(WireError::UnknownRequest(_)) => ENOTSUP,
             Self::BackendVringOutOfRange { .. } | Self::VringOutOfRange { .. } => ERANGE,
             Self::BackendRequestPending { .. } => EBUSY,
             Self::Nack { status, .. } if *status != 0 => *status,

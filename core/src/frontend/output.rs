@@ -28,6 +28,15 @@ pub enum Output<'a> {
     /// Encode this reply with [`BackendReply::encode_into`] and send it on the back-end channel
     /// with its [`BackendReply::fds`] (handed off).
     BackendReply(BackendReply),
+    /// Answer a back-end request whose code core does not know, sent with NEED_REPLY, with the
+    /// `u64` failure `status` on the back-end channel: encode it with
+    /// [`encode_status`](crate::message::encode_status).
+    BackendNack {
+        /// The request's code, as it came.
+        request: u32,
+        /// The non-zero status.
+        status: u64,
+    },
     /// Something the VMM must know or act on.
     Event(Event<'a>),
     /// Release a token the front-end does not hand off.

@@ -127,6 +127,9 @@ pub struct Pair {
     pub acts: Vec<Act>,
     /// The front-end's answers on the back-end channel, as the back-end parsed them.
     pub backend_replies: Vec<BackendReply>,
+    /// The front-end's failure answers to back-end requests of codes it does not know (a test
+    /// writes those by hand): each request's code and status.
+    pub backend_nacks: Vec<(u32, u64)>,
     /// Results of back-end requests, as the back-end reported them.
     pub backend_results: Vec<BackendResult>,
     /// Why the front-end closed, if it did.
@@ -169,6 +172,7 @@ impl Pair {
             events: Vec::new(),
             acts: Vec::new(),
             backend_replies: Vec::new(),
+            backend_nacks: Vec::new(),
             backend_results: Vec::new(),
             frontend_closed: None,
             backend_errors: Vec::new(),
@@ -242,6 +246,9 @@ impl Pair {
                     } else if let BackendReply::SharedObjectLookup { fd: Some(fd), .. } = parsed {
                         self.be_out.push(fd);
                     }
+                }
+                Output::BackendNack { request, status } => {
+                    self.backend_nacks.push((request, status));
                 }
                 Output::Event(event) => {
                     let event = match event {

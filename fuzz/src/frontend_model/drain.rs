@@ -2,6 +2,7 @@
 //! back-end replies, events, closing and released tokens), and the state checks after it.
 
 use vhu_core::frontend::{Frontend, Output};
+use vhu_core::message::encode_status;
 use vhu_core::{BackendReply, FdToken};
 
 use super::model::{Drained, Frame, Model, Step};
@@ -13,7 +14,11 @@ impl Model {
         let mut buf = vec![0u8; vhu_core::limits::MAX_FRAME_SIZE];
         let mut answer_reply = match step {
             Step::Answer(code) => code,
-            Step::BackendRequest { accepted: false, reply } => reply,
+            Step::BackendRequest { accepted: false, reply, .. } => reply,
+            _ => None,
+        };
+        let mut answer_nack = match step {
+            Step::BackendRequest { nack, .. } => nack,
             _ => None,
         };
         let mut settled = false;
@@ -66,6 +71,17 @@ impl Model {
                         code: reply.code().as_u32(),
                     });
                 }
+                Output::BackendNack { request, status } => {
+                    let expected = answer_nack.take();
+                    assert_eq!(expected, Some(request), "failure answer to {request} unasked for");
+                    assert_ne!(status, 0, "a failure answer with status 0");
+                    let len = encode_status(request, status, &mut buf).expect("answer encodes");
+                    out.backend_replies.push(Frame {
+                        bytes: buf[..len].to_vec(),
+                        fds: 0,
+                        code: request,
+                    });
+                }
                 Output::Event(event) => {
                     let ev = self.on_event(event, step);
                     out.events.push(ev);
@@ -80,6 +96,7 @@ impl Model {
             }
         }
         assert!(settled, "the front-end never stops producing outputs");
+        assert_eq!(answer_nack, None, "a waiting back-end's unknown request went unanswered");
         self.after_drain(frontend);
         out
     }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use vhu_core::frontend::{BackendAnswer, Frontend, FrontendError, Negotiated};
 use vhu_core::{
     wire, BackendCode, FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex,
+    WireError,
 };
 
 use super::Ledger;
@@ -45,8 +46,9 @@ pub(super) enum Step {
     Call,
     /// A reply, accepted (`Some` with the request it answered) or refused (`None`).
     Reply(Option<Sent>),
-    /// A back-end request, accepted or refused; `reply` is the code a refusal may answer.
-    BackendRequest { accepted: bool, reply: Option<BackendCode> },
+    /// A back-end request, accepted or refused; `reply` is the code a refusal may answer,
+    /// `nack` the raw code of an unknown request the back-end waits for an answer to.
+    BackendRequest { accepted: bool, reply: Option<BackendCode>, nack: Option<u32> },
     /// An answer to a back-end request; the reply it must produce, if any.
     Answer(Option<BackendCode>),
 }
@@ -161,9 +163,21 @@ impl Model {
         let flags = frame.get(4..8).and_then(|f| f.try_into().ok()).map(u32::from_ne_bytes);
         let need_reply = flags.is_some_and(|f| f & 0x8 != 0);
         let waits = need_reply || code == Some(BackendCode::SharedObjectLookup);
+        // A well-formed frame of a code the front-end does not know leaves the stream intact:
+        // a back-end that waits gets a failure status (REPLY_ACK), and the session goes on.
+        let unknown = match result {
+            Err(FrontendError::Wire(WireError::UnknownRequest(raw))) => {
+                assert_eq!(frame_code(frame), Some(raw), "the unknown code is the frame's");
+                assert!(BackendCode::from_u32(raw).is_none(), "{raw} is a known code");
+                assert!(!self.closed, "an unknown back-end request closed the session");
+                Some(raw)
+            }
+            _ => None,
+        };
         let step = Step::BackendRequest {
             accepted: result.is_ok(),
             reply: code.filter(|_| waits && !self.closed),
+            nack: unknown.filter(|_| need_reply),
         };
         let drained = self.drain(frontend, step);
         if result.is_ok() {

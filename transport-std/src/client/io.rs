@@ -27,7 +27,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use vhu_core::frontend::{BackendAnswer, Event, Frontend, FrontendError, Negotiated, Output};
 use vhu_core::limits::MAX_FDS_PER_MSG;
-use vhu_core::message::{InflightDesc, Uuid, VringBase};
+use vhu_core::message::{encode_status, InflightDesc, Uuid, VringBase};
 use vhu_core::{BackendRequest, FdToken, FrontendCode, VringIndex};
 
 use super::channel::{BackendHandler, BackendResponse, ReceivedRequest};
@@ -298,6 +298,16 @@ fn borrow_all(fds: &[OwnedFd]) -> ArrayVec<BorrowedFd<'_>, MAX_FDS_PER_MSG> {
     fds.iter().take(MAX_FDS_PER_MSG).map(AsFd::as_fd).collect()
 }
 
+/// Sends the `len`-byte reply encoded in `io.buf` on the back-end channel; a channel that
+/// cannot take it is dropped (the back-end closed it).
+fn send_backend_reply(io: &mut Io, len: usize, fds: &[BorrowedFd<'_>]) {
+    if let Some(channel) = &io.channel {
+        if scm::send(&channel.sock, io.buf.frame(len), fds).is_err() {
+            io.channel = None;
+        }
+    }
+}
+
 /// Carries out every output; returns the error of an `Output::Close`.
 fn drain(
     frontend: &mut Frontend,
@@ -330,12 +340,14 @@ fn drain(
                 let len =
                     io.buf.encode(|buf| reply.encode_into(buf)).map_err(ClientError::Encode)?;
                 let owned = io.take_opt(reply.fds())?;
-                let borrowed = borrow_all(owned.as_slice());
-                if let Some(channel) = &io.channel {
-                    if scm::send(&channel.sock, io.buf.frame(len), &borrowed).is_err() {
-                        io.channel = None;
-                    }
-                }
+                send_backend_reply(io, len, &borrow_all(owned.as_slice()));
+            }
+            Output::BackendNack { request, status } => {
+                let len = io
+                    .buf
+                    .encode(|buf| encode_status(request, status, buf))
+                    .map_err(ClientError::Encode)?;
+                send_backend_reply(io, len, &[]);
             }
             Output::Event(Event::BackendRequest { request, need_reply }) => {
                 answer_backend(frontend, io, request, need_reply)?;
