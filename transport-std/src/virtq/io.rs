@@ -35,9 +35,16 @@ impl Cursor {
 
     /// Where the next `want` bytes start when the current segment holds them all (the common
     /// case of a header or a small reply in one buffer), for [`Cursor::step`] once used.
+    /// A current segment used up moves the cursor to the next one first (a header read, its
+    /// arguments next, each in its own buffer as Linux lays them out).
     #[inline]
-    fn within(&self, segments: &[Segment], want: usize) -> Option<vm_memory::GuestAddress> {
-        let seg = segments.get(self.segment)?;
+    fn within(&mut self, segments: &[Segment], want: usize) -> Option<vm_memory::GuestAddress> {
+        let mut seg = segments.get(self.segment)?;
+        if self.offset == seg.len {
+            seg = segments.get(self.segment + 1)?;
+            self.segment += 1;
+            self.offset = 0;
+        }
         let fits = want > 0 && want <= (seg.len - self.offset) as usize;
         fits.then(|| seg.addr.checked_add(u64::from(self.offset))).flatten()
     }

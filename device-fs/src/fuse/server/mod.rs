@@ -171,8 +171,12 @@ struct Inline {
     len: usize,
 }
 
+/// Bytes of a request body read onto the stack (READ, WRITE's arguments, GETATTR, LOOKUP and
+/// most other requests fit); larger bodies go to [`BODY`].
+const SMALL_BODY: usize = 128;
+
 thread_local! {
-    /// Each server thread's request body buffer.
+    /// Each server thread's request body buffer for bodies larger than [`SMALL_BODY`].
     static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -351,19 +355,39 @@ impl<F: FileSystem> Server<F> {
             && header.total_extlen == 0
             && body_len >= size_of::<WriteIn>();
         let read = if in_place { size_of::<WriteIn>() } else { body_len };
-        // The body is read into this thread's buffer, kept from request to request.
+        let unread = in_place.then(|| read_len(header) - read);
+        let streams = Streams { reader, writer, defer };
+        // A small body (nearly every request's) is read onto the stack; a larger one into this
+        // thread's buffer, kept from request to request.
+        if read <= SMALL_BODY {
+            let mut small = [0u8; SMALL_BODY];
+            return self.read_and_dispatch(header, opcode, &mut small[..read], unread, streams);
+        }
         BODY.with_borrow_mut(|body| {
             body.clear();
             body.resize(read, 0);
-            let result = if reader.read_exact(body).is_err() {
-                reply_less_or(opcode, Errno::IO)
-            } else {
-                let unread = in_place.then(|| read_len(header) - read);
-                let data = Data { reader, unread, writer: &mut *writer };
-                self.parse_and_dispatch(header, opcode, body, defer, data)
-            };
-            answer(header, opcode, &result, writer)
+            self.read_and_dispatch(header, opcode, body, unread, streams)
         })
+    }
+
+    /// Reads the body into `body` (its length), dispatches and answers; `unread` is the data
+    /// a WRITE leaves in the request's buffers.
+    fn read_and_dispatch(
+        &self,
+        header: &InHeader,
+        opcode: Option<Opcode>,
+        body: &mut [u8],
+        unread: Option<usize>,
+        streams: Streams<'_>,
+    ) -> Result<Handled, ServerError> {
+        let Streams { reader, writer, defer } = streams;
+        let result = if reader.read_exact(body).is_err() {
+            reply_less_or(opcode, Errno::IO)
+        } else {
+            let data = Data { reader, unread, writer: &mut *writer };
+            self.parse_and_dispatch(header, opcode, body, defer, data)
+        };
+        answer(header, opcode, &result, writer)
     }
 
     fn parse_and_dispatch(
