@@ -170,10 +170,21 @@ impl Table {
                 }
                 let mut entry = T::new_zeroed();
                 let at = ptr.wrapping_add(index as usize * DESC_SIZE as usize);
+                let bytes = entry.as_mut_bytes();
+                if bytes.len() == DESC_SIZE as usize && at.align_offset(8) == 0 {
+                    // SAFETY: as below; two aligned words are the entry's sixteen bytes, each
+                    // read once.
+                    let words = unsafe {
+                        let word = at.cast::<u64>();
+                        [word.read_volatile(), word.add(1).read_volatile()]
+                    };
+                    bytes.copy_from_slice(words.as_bytes());
+                    return Ok(entry);
+                }
                 // SAFETY: entry `index` lies in the `entries` descriptors of host memory that
                 // `host_slice` found mapped in `mem`, which the caller still borrows; `entry`
                 // is ours.
-                unsafe { read_volatile_into(at, entry.as_mut_bytes()) };
+                unsafe { read_volatile_into(at, bytes) };
                 Ok(entry)
             }
         }
@@ -230,7 +241,7 @@ impl<'a, M: BufferMemory + ?Sized> ChainBuilder<'a, M> {
 
     /// Adds the buffer of descriptor `index`: counts it against the limit, checks its range and
     /// the readable-first order, and adds its length to the totals.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(
         &mut self,
         addr: u64,
