@@ -28,6 +28,7 @@ mod io;
 mod notify;
 mod packed;
 mod poll;
+mod prefetch;
 mod ring_memory;
 mod serve;
 mod split;

@@ -26,6 +26,7 @@ use arrayvec::ArrayVec;
 use super::access;
 use super::buffer_memory::{map_regions, BufferMemory, MAX_REGIONS};
 use super::error::QueueError;
+use super::io::HostSlice;
 
 /// Guest memory as a queue's ring code reads and writes it; see the module docs. Buffers, and
 /// the guest memory behind it, are reached as [`BufferMemory`].
@@ -41,6 +42,14 @@ pub trait RingMemory: BufferMemory {
 
     /// Writes `buf` at `addr`.
     fn write_bytes(&self, addr: GuestAddress, buf: &[u8]) -> Result<(), QueueError>;
+
+    /// The host memory of ring `index` (in the order the view was made with: a split ring's
+    /// descriptor table, available ring, used ring) when it lies in one region of plain memory;
+    /// `None` without a view.
+    fn ring_host(&self, index: usize) -> Option<HostSlice> {
+        let _ = index;
+        None
+    }
 }
 
 impl<M: GuestMemory + ?Sized> RingMemory for M {
@@ -125,6 +134,12 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
 }
 
 impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
+    #[inline]
+    fn ring_host(&self, index: usize) -> Option<HostSlice> {
+        let window = self.windows.get(index)?.as_ref()?;
+        Some(HostSlice { ptr: window.host.as_ptr(), len: window.host.len() })
+    }
+
     #[inline]
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError> {
         match self.find(addr, 2) {

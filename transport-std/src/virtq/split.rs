@@ -20,6 +20,7 @@ use super::desc::{
 use super::error::{QueueError, Ring};
 use super::inflight::{InflightError, InflightRegion, SplitInflight};
 use super::notify::need_event;
+use super::prefetch;
 use super::ring_memory::RingMemory;
 
 /// Everything that describes a split queue, as the front-end configured it and as it is saved.
@@ -233,14 +234,20 @@ impl SplitQueue {
         if self.available(mem)? == 0 {
             return Ok(None);
         }
-        let slot = self.state.next_avail % self.state.size;
+        // The size is a power of two (checked in `new`): a mask, not a division.
+        let slot = self.state.next_avail & (self.state.size - 1);
         let head_addr = self.avail_addr(4 + 2 * u64::from(slot));
         let head = mem.load_u16(head_addr, Ordering::Relaxed)?;
         self.state.next_avail = self.state.next_avail.wrapping_add(1);
         if let (Some(inflight), true) = (&mut self.inflight, head < self.state.size) {
             inflight.fetched(head).map_err(|_| QueueError::InflightRecord)?;
         }
-        walk(mem, &params, head, &mut self.visited, self.spares.take()).map(Some)
+        let chain = walk(mem, &params, head, &mut self.visited, self.spares.take());
+        let known = self.known_pending();
+        if known > 0 {
+            prefetch::ahead(mem, self.state.size, self.state.next_avail, known);
+        }
+        chain.map(Some)
     }
 
     /// Puts `head` on the used ring with `len` bytes written and publishes `used->idx` (release).
@@ -257,7 +264,7 @@ impl SplitQueue {
         if let Some(inflight) = &mut self.inflight {
             inflight.returning(head).map_err(|_| QueueError::InflightRecord)?;
         }
-        let slot = self.state.next_used % size;
+        let slot = self.state.next_used & (size - 1);
         let elem = self.used_addr(4 + 8 * u64::from(slot));
         let mut raw = [0u8; 8];
         raw[..4].copy_from_slice(&u32::from(head).to_le_bytes());
