@@ -183,19 +183,19 @@ thread_local! {
 type OpResult = Result<Reply, Errno>;
 
 /// A request's two streams, and where a deferred reply goes.
-struct Streams<'a> {
-    reader: &'a mut dyn RequestReader,
-    writer: &'a mut dyn ReplyWriter,
+struct Streams<'a, R, W> {
+    reader: &'a mut R,
+    writer: &'a mut W,
     defer: Option<&'a Arc<dyn Defer>>,
 }
 
 /// What READ and WRITE move in place: the reply's buffers, and the request's bytes not read
 /// into the body (a WRITE's data).
-struct Data<'a> {
-    reader: &'a mut dyn RequestReader,
+struct Data<'a, R, W> {
+    reader: &'a mut R,
     /// Bytes of a WRITE's data left in the reader (`None`: the data is in the body).
     unread: Option<usize>,
-    writer: &'a mut dyn ReplyWriter,
+    writer: &'a mut W,
 }
 
 /// The body length the header announces.
@@ -298,10 +298,10 @@ impl<F: FileSystem> Server<F> {
 
     /// Handles one request; returns the number of reply bytes written (0 when no reply is due).
     /// Without a [`Defer`], a SETLKW whose lock is held is answered EAGAIN at once.
-    pub fn handle(
+    pub fn handle<R: RequestReader, W: ReplyWriter>(
         &self,
-        reader: &mut dyn RequestReader,
-        writer: &mut dyn ReplyWriter,
+        reader: &mut R,
+        writer: &mut W,
     ) -> Result<usize, ServerError> {
         match self.handle_with(reader, writer, None)? {
             Handled::Replied(n) => Ok(n),
@@ -311,10 +311,10 @@ impl<F: FileSystem> Server<F> {
     }
 
     /// Handles one request; a SETLKW whose lock is held is answered later through `defer`.
-    pub fn handle_with(
+    pub fn handle_with<R: RequestReader, W: ReplyWriter>(
         &self,
-        reader: &mut dyn RequestReader,
-        writer: &mut dyn ReplyWriter,
+        reader: &mut R,
+        writer: &mut W,
         defer: Option<&Arc<dyn Defer>>,
     ) -> Result<Handled, ServerError> {
         let mut raw = [0u8; size_of::<InHeader>()];
@@ -333,11 +333,11 @@ impl<F: FileSystem> Server<F> {
     /// Reads the body, dispatches and answers. The answer is written here, where the operation
     /// returned it: a [`Reply`] holds its payload in place, and moving it up through the callers
     /// would copy all of it on every request.
-    fn body_and_dispatch(
+    fn body_and_dispatch<R: RequestReader, W: ReplyWriter>(
         &self,
         header: &InHeader,
         opcode: Option<Opcode>,
-        streams: Streams<'_>,
+        streams: Streams<'_, R, W>,
     ) -> Result<Handled, ServerError> {
         let Streams { reader, writer, defer } = streams;
         // Every malformed-request answer goes through `reply_less_or`: FORGET, BATCH_FORGET and
@@ -372,13 +372,13 @@ impl<F: FileSystem> Server<F> {
 
     /// Reads the body into `body` (its length), dispatches and answers; `unread` is the data
     /// a WRITE leaves in the request's buffers.
-    fn read_and_dispatch(
+    fn read_and_dispatch<R: RequestReader, W: ReplyWriter>(
         &self,
         header: &InHeader,
         opcode: Option<Opcode>,
         body: &mut [u8],
         unread: Option<usize>,
-        streams: Streams<'_>,
+        streams: Streams<'_, R, W>,
     ) -> Result<Handled, ServerError> {
         let Streams { reader, writer, defer } = streams;
         let result = if reader.read_exact(body).is_err() {
@@ -390,13 +390,13 @@ impl<F: FileSystem> Server<F> {
         answer(header, opcode, &result, writer)
     }
 
-    fn parse_and_dispatch(
+    fn parse_and_dispatch<R: RequestReader, W: ReplyWriter>(
         &self,
         header: &InHeader,
         opcode: Option<Opcode>,
         body: &[u8],
         defer: Option<&Arc<dyn Defer>>,
-        data: Data<'_>,
+        data: Data<'_, R, W>,
     ) -> OpResult {
         let body_len = body.len();
         let ext_len = usize::from(header.total_extlen) * 8;
@@ -420,12 +420,12 @@ impl<F: FileSystem> Server<F> {
         self.dispatch(op, req, defer, data)
     }
 
-    fn dispatch(
+    fn dispatch<R: RequestReader, W: ReplyWriter>(
         &self,
         op: Opcode,
         req: Request<'_>,
         defer: Option<&Arc<dyn Defer>>,
-        data: Data<'_>,
+        data: Data<'_, R, W>,
     ) -> OpResult {
         let room = data.writer.remaining().saturating_sub(size_of::<OutHeader>());
         if room < reply_floor(op) {
@@ -524,8 +524,8 @@ fn encode_reply(unique: u64, error: i32, payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn write_reply(
-    writer: &mut dyn ReplyWriter,
+fn write_reply<W: ReplyWriter + ?Sized>(
+    writer: &mut W,
     unique: u64,
     error: i32,
     payload: &[u8],
@@ -551,11 +551,11 @@ fn write_reply(
 /// transport's to report).
 /// Logs the request and writes its answer: `result`'s reply or error behind an out header.
 /// `result` is borrowed: an inline reply is hundreds of bytes, and moving it here copied them.
-fn answer(
+fn answer<W: ReplyWriter + ?Sized>(
     header: &InHeader,
     opcode: Option<Opcode>,
     result: &OpResult,
-    writer: &mut dyn ReplyWriter,
+    writer: &mut W,
 ) -> Result<Handled, ServerError> {
     log_request(header, opcode, result);
     let written = match *result {
