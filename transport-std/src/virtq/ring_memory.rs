@@ -95,6 +95,12 @@ impl<M: GuestMemory + ?Sized> Window<'_, M> {
     }
 }
 
+/// The order [`RingView`] looks at the rings for an index load, for a store, and for a read
+/// of entries (by position in the view: descriptors, available, used).
+const LOADS: [usize; 3] = [1, 2, 0];
+const STORES: [usize; 3] = [2, 1, 0];
+const READS: [usize; 3] = [0, 1, 2];
+
 /// A queue's rings resolved in one snapshot of guest memory; see the module docs.
 pub struct RingView<'m, M: GuestMemory + ?Sized> {
     pub(super) mem: &'m M,
@@ -116,10 +122,20 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
         Self { mem, windows: rings.map(window), regions: map_regions(mem) }
     }
 
-    /// The ring holding `len` bytes at `addr`, their host address and their offset in it.
+    /// The ring holding `len` bytes at `addr`, their host address and their offset in it, the
+    /// rings looked at in `order` (the one an access most likely goes to first: a split ring's
+    /// device loads from the available ring, stores to the used ring and reads descriptors).
     #[inline]
-    fn find(&self, addr: GuestAddress, len: usize) -> Option<(&Window<'m, M>, *mut u8, usize)> {
-        self.windows.iter().flatten().find_map(|w| w.host(addr, len).map(|(p, at)| (w, p, at)))
+    fn find(
+        &self,
+        order: [usize; 3],
+        addr: GuestAddress,
+        len: usize,
+    ) -> Option<(&Window<'m, M>, *mut u8, usize)> {
+        order.into_iter().find_map(|i| {
+            let w = self.windows[i].as_ref()?;
+            w.host(addr, len).map(|(p, at)| (w, p, at))
+        })
     }
 
     /// The region holding `len` bytes at `addr`, their host address and their offset in it.
@@ -142,7 +158,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 
     #[inline]
     fn load_u16(&self, addr: GuestAddress, order: Ordering) -> Result<u16, QueueError> {
-        match self.find(addr, 2) {
+        match self.find(LOADS, addr, 2) {
             Some((_, host, _)) if host.align_offset(2) == 0 => {
                 // SAFETY: the two bytes lie in the ring's mapping (`find`), which stays mapped
                 // while the snapshot `self` borrows lives, and are aligned; the driver writes
@@ -156,7 +172,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 
     #[inline]
     fn store_u16(&self, addr: GuestAddress, val: u16, order: Ordering) -> Result<(), QueueError> {
-        match self.find(addr, 2) {
+        match self.find(STORES, addr, 2) {
             Some((window, host, at)) if host.align_offset(2) == 0 => {
                 // SAFETY: as in `load_u16`.
                 let word = unsafe { AtomicU16::from_ptr(host.cast::<u16>()) };
@@ -172,7 +188,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
     /// a buffer the driver allocated, not in a ring.
     #[inline]
     fn read_bytes(&self, addr: GuestAddress, buf: &mut [u8]) -> Result<(), QueueError> {
-        let found = self.find(addr, buf.len()).or_else(|| self.region(addr, buf.len()));
+        let found = self.find(READS, addr, buf.len()).or_else(|| self.region(addr, buf.len()));
         match found {
             Some((_, host, _)) => {
                 // SAFETY: `buf.len()` bytes at `host` lie in a ring's or a region's mapping
@@ -187,7 +203,7 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
 
     #[inline]
     fn write_bytes(&self, addr: GuestAddress, buf: &[u8]) -> Result<(), QueueError> {
-        match self.find(addr, buf.len()) {
+        match self.find(STORES, addr, buf.len()) {
             Some((window, host, at)) => {
                 // SAFETY: as in `read_bytes`.
                 unsafe { write_volatile_from(host, buf) };
