@@ -111,7 +111,19 @@ fn host_slices<B: BufferMemory + ?Sized>(
     (skip, len): (usize, usize),
     each: &mut dyn FnMut(HostSlice),
 ) -> Result<(), QueueError> {
-    cursor.advance(segments, skip, |_, _, _| Ok(()))?;
+    // The common case first: a header's room to skip in the current buffer, then the data in
+    // one buffer (a READ's page).
+    if skip == 0 || cursor.within(segments, skip).is_some() {
+        cursor.step(skip);
+        if let Some(addr) = cursor.within(segments, len) {
+            if let Some(slice) = mem.host_slice(addr, len) {
+                each(slice);
+                return Ok(());
+            }
+        }
+    } else {
+        cursor.advance(segments, skip, |_, _, _| Ok(()))?;
+    }
     cursor.advance(segments, len, |addr, _, n| {
         if let Some(slice) = mem.host_slice(addr, n) {
             each(slice);
@@ -273,6 +285,14 @@ impl<'a, M: BufferMemory + ?Sized> Writer<'a, M> {
     /// so this is where a migration learns of them. Call it once the bytes have landed.
     pub fn advance(&mut self, n: usize) -> Result<usize, QueueError> {
         let mem = self.mem;
+        // The common case first: the bytes lie in one buffer of one region (a READ's page).
+        if let Some(addr) = self.cursor.within(self.segments, n) {
+            if mem.mark_dirty(addr, n) {
+                self.cursor.step(n);
+                self.written += n;
+                return Ok(n);
+            }
+        }
         let n = self.cursor.advance(self.segments, n, |addr, _, n| {
             if mem.mark_dirty(addr, n) {
                 return Ok(());
@@ -289,5 +309,54 @@ impl<'a, M: BufferMemory + ?Sized> Writer<'a, M> {
         })?;
         self.written += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+    use super::*;
+
+    fn seg(addr: u64, len: u32) -> Segment {
+        Segment { addr: GuestAddress(addr), len }
+    }
+
+    /// The guest addresses (offsets from the region's start) and lengths `host_slices` names.
+    fn named(
+        mem: &GuestMemoryMmap,
+        w: &Writer<'_, GuestMemoryMmap>,
+        skip: usize,
+        len: usize,
+    ) -> Vec<(u64, usize)> {
+        let base = mem.get_host_address(GuestAddress(0)).unwrap() as usize;
+        let mut out = Vec::new();
+        w.host_slices(skip, len, &mut |s| out.push(((s.ptr as usize - base) as u64, s.len)))
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn host_slices_and_advance_follow_the_buffers_wherever_they_split() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_000)]).unwrap();
+        // A reply header and a page, as a READ's reply is laid out.
+        let two = [seg(0x1000, 16), seg(0x2000, 4096)];
+        let mut w = Writer::from_segments(&mem, &two);
+        assert_eq!(named(&mem, &w, 16, 4096), [(0x2000, 4096)]);
+        assert_eq!(named(&mem, &w, 0, 20), [(0x1000, 16), (0x2000, 4)]);
+        assert_eq!(w.write(&[1; 16]).unwrap(), 16);
+        assert_eq!(named(&mem, &w, 0, 4096), [(0x2000, 4096)]);
+        assert_eq!(named(&mem, &w, 0, 5000), [(0x2000, 4096)], "no more than the chain holds");
+        assert_eq!(w.advance(4096).unwrap(), 4096);
+        assert_eq!((w.written(), w.remaining()), (4112, 0));
+        // A skip that ends inside the second buffer, data across the third.
+        let three = [seg(0x1000, 16), seg(0x3000, 100), seg(0x5000, 4000)];
+        let mut w = Writer::from_segments(&mem, &three);
+        assert_eq!(named(&mem, &w, 20, 200), [(0x3004, 96), (0x5000, 104)]);
+        assert_eq!(named(&mem, &w, 16, 100), [(0x3000, 100)]);
+        assert_eq!(w.advance(50).unwrap(), 50, "advance crosses buffers");
+        assert_eq!(w.advance(4066).unwrap(), 4066);
+        assert_eq!((w.written(), w.remaining()), (4116, 0));
+        assert_eq!(w.advance(1).unwrap(), 0, "nothing is left to advance over");
     }
 }
