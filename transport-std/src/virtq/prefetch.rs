@@ -6,11 +6,10 @@
 //! lines waits for it to come over from the other CPU's cache, one line after another: the
 //! descriptor names the table, the table names the header, and the device waits for each in
 //! turn. A queue that knows more chains are available (without reading `avail->idx` again) asks
-//! the CPU for them a step at a time, each
-//! step one chain further ahead than the last, so every line has a request's service time to
-//! arrive: the descriptor of the chain three ahead, the indirect table of the one two ahead,
-//! and the request header and arguments (and, for writing, the reply header) of the next one,
-//! whose table arrived during the previous request.
+//! the CPU for them a step at a time, each step one chain further ahead than the last, so every
+//! line has a request's service time to arrive: the descriptor of the chain three ahead, the
+//! indirect table of the one two ahead, and the request header and arguments (and, for writing,
+//! the reply header) of the next one, whose table arrived during the previous request.
 //!
 //! A prefetch is only a hint: it reads nothing the program sees, cannot fault, and what it
 //! fetched is read again, and checked, when the chain is walked (`chain.rs`). The entries it
@@ -105,8 +104,7 @@ impl Rings {
     /// The head descriptor of the chain at available slot `at`.
     #[inline]
     fn head_desc(&self, at: u16) -> Option<Descriptor> {
-        let entries = Entries { ptr: self.entry(self.head(at)?)?, count: 1 };
-        Some(entries.read(0))
+        Entries { ptr: self.entry(self.head(at)?)?, count: 1 }.read(0)
     }
 }
 
@@ -116,7 +114,7 @@ impl Rings {
 fn buffers<R: RingMemory + ?Sized>(mem: &R, table: u64, entries: u32) {
     let Some(table) = self::entries(mem, table, entries.min(ENTRIES)) else { return };
     for index in 0..table.count {
-        let desc = table.read(index);
+        let Some(desc) = table.read(index) else { return };
         let addr = desc.addr.get();
         if desc.has(DESC_F_WRITE) {
             hint_write(mem, addr);
@@ -133,18 +131,21 @@ struct Entries {
 }
 
 impl Entries {
-    /// Entry `index` (below `count`): two aligned words, each read once.
+    /// Entry `index`, when it is one of the `count`: two aligned words, each read once.
     #[inline]
-    fn read(&self, index: u32) -> Descriptor {
-        debug_assert!(index < self.count);
+    fn read(&self, index: u32) -> Option<Descriptor> {
+        if index >= self.count {
+            return None;
+        }
         let at = self.ptr.wrapping_add(2 * index as usize);
-        // SAFETY: `entries` found the `count` descriptors mapped in guest memory, which the
-        // caller still borrows, and aligned; the driver may change them meanwhile, so each
-        // word is read once, volatile, and whatever it holds is only a hint.
+        // SAFETY: `entries` or `Rings::entry` found the `count` descriptors mapped in guest
+        // memory, which the caller still borrows, and aligned, and `index` is one of them; the
+        // driver may change them meanwhile, so each word is read once, volatile, and whatever
+        // it holds is only a hint.
         let words = unsafe { [at.read_volatile(), at.add(1).read_volatile()] };
         let mut desc = Descriptor::new(0, 0, 0, 0);
         desc.as_mut_bytes().copy_from_slice(words.as_bytes());
-        desc
+        Some(desc)
     }
 }
 
