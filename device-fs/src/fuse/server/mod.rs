@@ -13,6 +13,7 @@ mod entry_ops;
 mod file_ops;
 mod init;
 mod lock_ops;
+mod reply;
 mod request;
 mod xattr_ops;
 
@@ -30,6 +31,7 @@ use super::lock::Cancel;
 use super::opcode::Opcode;
 use super::window::Window;
 pub use init::{SessionMismatch, SessionState};
+use reply::{answer, encode_reply};
 use request::Request;
 
 /// Page size the guest counts `max_pages` in.
@@ -512,97 +514,5 @@ fn reply_less_or(opcode: Option<Opcode>, errno: Errno) -> OpResult {
     match opcode {
         Some(op) if op.is_reply_less() => Ok(Reply::None),
         _ => Err(errno),
-    }
-}
-
-/// A whole reply as bytes: `fuse_out_header` (with its exact `len`) and `payload`.
-fn encode_reply(unique: u64, error: i32, payload: &[u8]) -> Vec<u8> {
-    // A reply is a header and at most a few pages: far below 4 GiB.
-    let len = (size_of::<OutHeader>() + payload.len()) as u32;
-    let mut bytes = OutHeader { len, error, unique }.as_bytes().to_vec();
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
-fn write_reply<W: ReplyWriter + ?Sized>(
-    writer: &mut W,
-    unique: u64,
-    error: i32,
-    payload: &[u8],
-) -> Result<usize, ServerError> {
-    let need = size_of::<OutHeader>() + payload.len();
-    let have = writer.remaining();
-    let len = u32::try_from(need).map_err(|_| ServerError::ReplyTooLarge { need, have })?;
-    if need > have {
-        if error == 0 && have >= size_of::<OutHeader>() {
-            // Tell the guest instead of leaving it waiting on an empty reply.
-            return write_reply(writer, unique, -Errno::OVERFLOW.raw_os_error(), &[]);
-        }
-        return Err(ServerError::ReplyTooLarge { need, have });
-    }
-    let out = OutHeader { len, error, unique };
-    writer.write_all(out.as_bytes())?;
-    writer.write_all(payload)?;
-    Ok(need)
-}
-
-/// Each request at `trace`; one with an opcode the server does not know at `warn`, thinned out
-/// once the guest keeps sending them (requests too malformed to have a header are the
-/// transport's to report).
-/// Logs the request and writes its answer: `result`'s reply or error behind an out header.
-/// `result` is borrowed: an inline reply is hundreds of bytes, and moving it here copied them.
-fn answer<W: ReplyWriter + ?Sized>(
-    header: &InHeader,
-    opcode: Option<Opcode>,
-    result: &OpResult,
-    writer: &mut W,
-) -> Result<Handled, ServerError> {
-    log_request(header, opcode, result);
-    let written = match *result {
-        Ok(Reply::None) => 0,
-        Ok(Reply::Deferred(unique)) => return Ok(Handled::Deferred(unique)),
-        Ok(Reply::Payload(ref p)) => write_reply(writer, header.unique, 0, p)?,
-        Ok(Reply::Inline(ref p)) => write_reply(writer, header.unique, 0, &p.bytes[..p.len])?,
-        Ok(Reply::Placed(n)) => {
-            let len = size_of::<OutHeader>() + n;
-            let out = OutHeader { len: len as u32, error: 0, unique: header.unique };
-            writer.write_all(out.as_bytes())?;
-            writer.advance(n)?;
-            len
-        }
-        Err(errno) => write_reply(writer, header.unique, -errno.raw_os_error(), &[])?,
-    };
-    Ok(Handled::Replied(written))
-}
-
-fn log_request(header: &InHeader, opcode: Option<Opcode>, result: &OpResult) {
-    static UNKNOWN: crate::repeats::Repeats = crate::repeats::Repeats::new();
-    let Some(opcode) = opcode else {
-        if let Some(count) = UNKNOWN.next() {
-            log::warn!(
-                "refused request: unknown opcode {} (unique {}, node {}, {} bytes; {count} so \
-                 far, later ones logged at powers of two)",
-                header.opcode,
-                header.unique,
-                header.nodeid,
-                header.len
-            );
-        }
-        return;
-    };
-    if log::log_enabled!(log::Level::Trace) {
-        let outcome = match result {
-            Ok(Reply::Deferred(_)) => "deferred".to_string(),
-            Ok(_) => "ok".to_string(),
-            Err(errno) => format!("errno {}", errno.raw_os_error()),
-        };
-        log::trace!(
-            "{opcode:?} unique {} node {} uid {} gid {} pid {}: {outcome}",
-            header.unique,
-            header.nodeid,
-            header.uid,
-            header.gid,
-            header.pid
-        );
     }
 }
