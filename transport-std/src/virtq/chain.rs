@@ -15,7 +15,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::buffer_memory::BufferMemory;
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
 use super::error::QueueError;
-use super::ring_memory::{read_volatile_into, RingMemory};
+use super::ring_memory::{read_descriptor_words, read_volatile_into, RingMemory};
 
 /// One guest buffer of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,10 +174,7 @@ impl Table {
                 if bytes.len() == DESC_SIZE as usize && at.align_offset(8) == 0 {
                     // SAFETY: as below; two aligned words are the entry's sixteen bytes, each
                     // read once.
-                    let words = unsafe {
-                        let word = at.cast::<u64>();
-                        [word.read_volatile(), word.add(1).read_volatile()]
-                    };
+                    let words = unsafe { read_descriptor_words(at.cast::<u64>()) };
                     bytes.copy_from_slice(words.as_bytes());
                     return Ok(entry);
                 }

@@ -28,7 +28,7 @@ use zerocopy::IntoBytes;
 
 use super::desc::{Descriptor, DESC_F_INDIRECT, DESC_F_WRITE, DESC_SIZE};
 use super::io::HostSlice;
-use super::ring_memory::RingMemory;
+use super::ring_memory::{read_descriptor_words, RingMemory};
 
 /// A cache line, as far as hints go.
 const LINE: u64 = 64;
@@ -142,7 +142,7 @@ impl Entries {
         // memory, which the caller still borrows, and aligned, and `index` is one of them; the
         // driver may change them meanwhile, so each word is read once, volatile, and whatever
         // it holds is only a hint.
-        let words = unsafe { [at.read_volatile(), at.add(1).read_volatile()] };
+        let words = unsafe { read_descriptor_words(at) };
         let mut desc = Descriptor::new(0, 0, 0, 0);
         desc.as_mut_bytes().copy_from_slice(words.as_bytes());
         Some(desc)

@@ -215,6 +215,17 @@ impl<M: GuestMemory + ?Sized> RingMemory for RingView<'_, M> {
     }
 }
 
+/// The sixteen bytes of a descriptor at `src` as two words, each read once (the driver may
+/// write them meanwhile: whatever they hold is what the caller checks).
+///
+/// # Safety
+/// `src..src + 16` must be mapped and readable for the whole call, and `src` aligned to eight.
+#[inline(always)]
+pub(super) unsafe fn read_descriptor_words(src: *const u64) -> [u64; 2] {
+    // SAFETY: the caller vouches for the sixteen bytes and the alignment.
+    unsafe { [src.read_volatile(), src.add(1).read_volatile()] }
+}
+
 /// Copies `buf.len()` bytes from guest memory at `src` into `buf`, eight or four bytes a load
 /// where `src` is aligned for it, as `vm-memory`'s volatile copies do (the driver may write the
 /// same bytes meanwhile: each is read once, whatever it holds).
