@@ -1,0 +1,87 @@
+//! Our `Client` on the back-end channel, against a back-end written frame by frame: a request
+//! of a code the front-end does not know is answered with a failure status when the back-end
+//! asked for a reply (vhost-user spec, "REPLY_ACK": the back-end waits for it), and not at all
+//! when it did not.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{readable, TIMEOUT};
+use vhu_transport_std::client::Client;
+use vhu_transport_std::vhu_core::frontend::Negotiated;
+use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
+use vhu_transport_std::{recv_chunk, ReceivedFds};
+
+/// A back-end request code no version of the spec defines.
+const UNKNOWN: u32 = 99;
+/// Header flags: version 1, REPLY, NEED_REPLY.
+const VERSION: u32 = 1;
+const REPLY: u32 = 1 << 2;
+const NEED_REPLY: u32 = 1 << 3;
+
+/// A client restored onto `ours` with the back-end channel and without REPLY_ACK (so nothing
+/// it sends waits for an answer), and the channel's back-end end, taken from the frames the
+/// client sent to `theirs`.
+fn restored_with_channel(ours: UnixStream, theirs: &UnixStream) -> (Client, UnixStream) {
+    let mut client = Client::from_stream(ours).expect("client");
+    client.set_timeout(TIMEOUT).expect("timeout");
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    let saved = Negotiated {
+        offered_features: features,
+        features,
+        protocol_features: ProtocolFeatures::BACKEND_REQ,
+        queues: None,
+        max_mem_slots: None,
+    };
+    client.restore(saved).expect("restore");
+    assert!(client.has_backend_channel());
+    let mut fds = ReceivedFds::new();
+    let mut buf = [0u8; 256];
+    let channel: OwnedFd = loop {
+        assert!(readable(theirs), "SET_BACKEND_REQ_FD never came");
+        let n = recv_chunk(theirs, &mut buf, &mut fds).expect("the client's frames");
+        assert_ne!(n, 0, "the client hung up");
+        if let Some(fd) = fds.pop() {
+            break fd;
+        }
+    };
+    (client, UnixStream::from(channel))
+}
+
+fn frame(code: u32, flags: u32, payload: u64) -> Vec<u8> {
+    [code, flags, 8].iter().flat_map(|w| w.to_le_bytes()).chain(payload.to_le_bytes()).collect()
+}
+
+#[test]
+fn an_unknown_backend_request_is_answered_only_when_a_reply_is_asked_for() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let (mut client, mut channel) = restored_with_channel(ours, &theirs);
+    channel.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
+
+    // Without NEED_REPLY: handled, and nothing is sent back. (A stream socket's write is in
+    // the peer's queue when it returns, so one serving finds it.)
+    channel.write_all(&frame(UNKNOWN, VERSION, 0)).expect("request");
+    client.serve_backend_channel().expect("serve");
+    let mut reply = [0u8; 20];
+    let silent = channel.read(&mut reply);
+    assert!(silent.is_err(), "answered a request that asked for no reply: {silent:?}");
+
+    // With NEED_REPLY: a REPLY of the same code carrying a failure status.
+    channel.write_all(&frame(UNKNOWN, VERSION | NEED_REPLY, 0)).expect("request");
+    client.serve_backend_channel().expect("serve");
+    channel.read_exact(&mut reply).expect("the reply");
+    let word = |i: usize| u32::from_le_bytes(reply[4 * i..4 * i + 4].try_into().unwrap());
+    assert_eq!(word(0), UNKNOWN, "reply's code");
+    assert_eq!(word(1), VERSION | REPLY, "reply's flags");
+    assert_eq!(word(2), 8, "reply's size");
+    let status = u64::from_le_bytes(reply[12..20].try_into().unwrap());
+    assert_ne!(status, 0, "an unknown request reported as done");
+
+    // The channel and the session both stay up.
+    assert!(client.has_backend_channel());
+    assert!(!client.is_closed());
+}
