@@ -15,7 +15,19 @@ fn a_ring_the_device_cannot_start_is_not_acked_zero() {
     // Nothing else is read until the device answered.
     assert!(t.backend.is_awaiting_completion());
     assert_eq!(t.complete(Completion::Done(Err(12))), [nack(FrontendCode::SetVringKick, 12)]);
-    // The ring counts as started: GET_VRING_BASE stops it and reports where it stands.
+    // The ring is not started: it can be set up again (QEMU, whose start failed, sends
+    // SET_VRING_NUM next time, not GET_VRING_BASE) and a new kick starts it.
+    assert!(!t.backend.vring_state(V0).expect("ring 0").started);
+    assert_eq!(
+        t.send_need_reply(Request::SetVringNum { index: V0, num: 256 }),
+        [ack(FrontendCode::SetVringNum)]
+    );
+    let kick = t.fd();
+    let outs = t.send_need_reply(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) }));
+    assert!(matches!(outs[..], [Out::Action(Action::StartVring { .. })]), "{outs:?}");
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [ack(FrontendCode::SetVringKick)]);
+    assert!(t.backend.vring_state(V0).expect("ring 0").started);
+    // Started now: GET_VRING_BASE stops it and reports where it stands.
     assert_eq!(
         t.send(Request::GetVringBase { index: V0 }),
         [act(Action::StopVring { index: V0, drain: true })]

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use channel_peer::{ChannelDevice, Frontend, Shared};
 use vhu_transport_std::session::offer::{UNPERFORMED_FEATURES, UNPERFORMED_PROTOCOL_FEATURES};
-use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
+use vhu_transport_std::vhu_core::{ProtocolFeatures, Request, VirtioFeatures, VringIndex};
 use vhu_transport_std::{Connection, SessionError};
 
 type Served = JoinHandle<Result<(), SessionError>>;
@@ -95,13 +95,17 @@ fn device_refusals_are_the_status_of_the_request() {
     drop(fe);
     thread.join().expect("no panic").expect("clean end");
 
-    // A queue the device refuses to start: SET_VRING_KICK is not acked 0.
+    // A queue the device refuses to start: SET_VRING_KICK is not acked 0, and the ring is not
+    // started: it takes a new size, and a new kick starts it.
     let mut device = ChannelDevice::new(Arc::default());
-    device.refuse_start = true;
+    device.refuse_starts = 1;
     let (ours, thread) = spawn(device);
     let (fe, started) = Frontend::bring_up_status(ours);
     assert_eq!(started, 22, "EINVAL from the device's refusal");
-    assert_ne!(fe.call(vhu_transport_std::vhu_core::Request::GetFeatures, &[]), 0);
+    let num = Request::SetVringNum { index: VringIndex(0), num: 128 };
+    assert_eq!(fe.call(num, &[]), 0, "a ring that did not start takes a new size");
+    assert_eq!(fe.kick_again(), 0, "and starts on a new kick");
+    assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
     drop(fe);
     thread.join().expect("no panic").expect("clean end");
 }

@@ -9,6 +9,7 @@ use crate::message::{
     ConfigFlags, InflightDesc, Iotlb, Reply, TransferDirection, TransferPhase, Uuid,
 };
 use crate::protocol_error::{reply_kind, ReplyKind};
+use crate::vring::RingEvent;
 use crate::wire::{self, FrontendCode};
 use crate::{FdToken, ProtocolError, ProtocolFeatures, VirtioFeatures};
 
@@ -226,6 +227,18 @@ impl Backend {
                 self.ack(code, need_reply);
             }
             (Pending::Status(code), Completion::Done(Err(status))) => {
+                self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
+            }
+            (Pending::StartVring { code, .. }, Completion::Done(Ok(()))) => {
+                self.ack(code, need_reply)
+            }
+            (Pending::StartVring { code, index }, Completion::Done(Err(status))) => {
+                // Spec "Starting and stopping rings": a ring the device could not start is
+                // stopped, so the front-end can set it up again and start it with a new kick.
+                let i = usize::from(index.0);
+                if i < self.vrings.len() {
+                    self.apply(i, RingEvent::Stop);
+                }
                 self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
             }
             (Pending::Inflight(desc), Completion::InflightAllocated(result)) => {

@@ -70,9 +70,12 @@ enum Pending {
     StopVring { index: VringIndex, skip_drain: bool },
     /// GET_CONFIG of `size` bytes at `offset`.
     ConfigRead { offset: u32, size: u32, flags: ConfigFlags },
-    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, and SET_VRING_KICK or
-    /// SET_VRING_ADDR that start or move a ring: an ack or status follows.
+    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, and SET_VRING_ADDR that
+    /// moves a started ring: an ack or status follows.
     Status(FrontendCode),
+    /// SET_VRING_KICK or VRING_KICK (`code`) that starts ring `index`: an ack or status
+    /// follows, and a ring the device could not start is not started.
+    StartVring { code: FrontendCode, index: VringIndex },
     /// GET_INFLIGHT_FD.
     Inflight(crate::message::InflightDesc),
     /// SET_DEVICE_STATE_FD.
@@ -453,7 +456,7 @@ fn pending_code(pending: &Pending) -> FrontendCode {
         Pending::StopVring { skip_drain: false, .. } => FrontendCode::GetVringBase,
         Pending::StopVring { skip_drain: true, .. } => FrontendCode::GetVringBaseSkipDrain,
         Pending::ConfigRead { .. } => FrontendCode::GetConfig,
-        Pending::Status(code) => *code,
+        Pending::Status(code) | Pending::StartVring { code, .. } => *code,
         Pending::Inflight(_) => FrontendCode::GetInflightFd,
         Pending::DeviceState => FrontendCode::SetDeviceStateFd,
         Pending::SharedObject => FrontendCode::GetSharedObject,

@@ -49,7 +49,7 @@ impl Backend {
     }
 
     /// Applies a ring event, queueing the effect of an enable change; returns the effect.
-    fn apply(&mut self, i: usize, event: RingEvent) -> RingEffect {
+    pub(super) fn apply(&mut self, i: usize, event: RingEvent) -> RingEffect {
         let (next, effect) = self.vrings[i].state.transition(event);
         self.vrings[i].state = next;
         if let RingEffect::EnableChanged(_) = effect {
@@ -324,7 +324,7 @@ impl Backend {
         let config = self.start_config(code, i)?;
         if let RingEffect::Start { enabled } = self.apply(i, RingEvent::Start) {
             self.outputs.push_action(Action::StartVring { index, config, kick, enabled });
-            self.await_completion(Pending::Status(code), need_reply);
+            self.await_completion(Pending::StartVring { code, index }, need_reply);
         }
         Ok(())
     }

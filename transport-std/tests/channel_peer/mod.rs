@@ -60,8 +60,8 @@ pub struct Shared {
 pub struct ChannelDevice {
     pub shared: Arc<Mutex<Shared>>,
     pub offer: Option<(VirtioFeatures, ProtocolFeatures)>,
-    /// The queue refuses to start.
-    pub refuse_start: bool,
+    /// How many times more the queue refuses to start.
+    pub refuse_starts: u32,
     /// A stop is reported only when the test says so (`Shared::pending_stop`).
     pub slow_stop: bool,
     /// While a queue runs, a thread keeps looking at guest memory as a worker would and records
@@ -75,7 +75,7 @@ impl ChannelDevice {
         Self {
             shared,
             offer: None,
-            refuse_start: false,
+            refuse_starts: 0,
             slow_stop: false,
             fewest_regions: None,
             watcher: None,
@@ -119,7 +119,8 @@ impl Device for ChannelDevice {
     }
 
     fn start_queue(&mut self, queue: Queue) -> Result<(), DeviceError> {
-        if self.refuse_start {
+        if self.refuse_starts > 0 {
+            self.refuse_starts -= 1;
             return Err(DeviceError::Queue { index: queue.index.0, reason: "refused by the test" });
         }
         if let Some(fewest) = self.fewest_regions.clone() {
@@ -277,6 +278,13 @@ impl Frontend {
         let kick = Request::SetVringKick(VringFd { index, fd: Some(FdToken(0)) });
         let started = fe.call(kick, &[fe._kick.as_fd()]);
         (fe, started)
+    }
+
+    /// SET_VRING_KICK for ring 0 again, with a new eventfd; its status.
+    pub fn kick_again(&self) -> u64 {
+        let kick = eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd");
+        let request = Request::SetVringKick(VringFd { index: VringIndex(0), fd: Some(FdToken(0)) });
+        self.call(request, &[kick.as_fd()])
     }
 
     /// SET_MEM_TABLE with the one region of guest memory; its status.
