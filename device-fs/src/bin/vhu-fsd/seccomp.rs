@@ -12,7 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 use crate::cli::Seccomp;
 
@@ -56,7 +59,6 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_writev,
     libc::SYS_close,
     libc::SYS_fcntl,
-    libc::SYS_ioctl,
     libc::SYS_eventfd2,
     libc::SYS_ppoll,
     libc::SYS_recvmsg,
@@ -163,12 +165,28 @@ pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
         Seccomp::Log => SeccompAction::Log,
         Seccomp::Trap => SeccompAction::Trap,
     };
-    let rules = COMMON.iter().chain(ARCH).map(|nr| (*nr, Vec::new())).collect::<BTreeMap<_, _>>();
+    let mut rules =
+        COMMON.iter().chain(ARCH).map(|nr| (*nr, Vec::new())).collect::<BTreeMap<_, _>>();
+    rules.insert(libc::SYS_ioctl, vec![only_fionbio()?]);
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
         .map_err(|e| format!("--seccomp: building the filter: {e}"))?;
     BpfProgram::try_from(filter)
         .map(Some)
         .map_err(|e| format!("--seccomp: compiling the filter: {e}"))
+}
+
+/// `ioctl` only to make a descriptor non-blocking (the connection's channels): nothing else
+/// the daemon does after start-up needs one, and any other request on an inherited terminal
+/// or a file of the share stays closed.
+fn only_fionbio() -> Result<SeccompRule, String> {
+    // The request is an `unsigned int` to the kernel: the low 32 bits of the argument. (The
+    // constant's type differs between C libraries, hence the cast.)
+    #[allow(clippy::unnecessary_cast)]
+    let request =
+        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::FIONBIO as u64)
+            .and_then(|condition| SeccompRule::new(vec![condition]))
+            .map_err(|e| format!("--seccomp: the ioctl rule: {e}"))?;
+    Ok(request)
 }
 
 /// Installs `mode`'s filter on the calling thread; threads started afterwards inherit it. Call
@@ -191,6 +209,43 @@ mod tests {
         for mode in [Seccomp::Kill, Seccomp::Log, Seccomp::Trap] {
             let program = filter(mode).expect("builds").expect("a program");
             assert!(program.len() > COMMON.len(), "{mode:?}: one test per syscall at least");
+        }
+    }
+
+    /// Under `kill`, in a child: FIONBIO passes, any other ioctl (a terminal's window size
+    /// here) ends the process with SIGSYS.
+    #[test]
+    fn ioctl_is_allowed_only_to_make_a_descriptor_non_blocking() {
+        let program = filter(Seccomp::Kill).expect("builds").expect("a program");
+        for (request, killed) in [(libc::FIONBIO, false), (libc::TIOCGWINSZ, true)] {
+            // SAFETY: the child only makes system calls before it exits (no allocation, no
+            // lock another thread of this test process could hold).
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                let code = match seccompiler::apply_filter(&program) {
+                    Ok(()) => {
+                        let mut arg = [0u64; 2];
+                        // SAFETY: `arg` has room for what either request writes (an int for
+                        // FIONBIO is read, a winsize is 8 bytes).
+                        unsafe { libc::ioctl(0, request as _, arg.as_mut_ptr()) };
+                        0
+                    }
+                    _ => 2,
+                };
+                // SAFETY: ends the child without running the parent's exit handlers.
+                unsafe { libc::_exit(code) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            if killed {
+                assert!(libc::WIFSIGNALED(status), "request {request:#x}: status {status:#x}");
+                assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
+            } else {
+                assert!(libc::WIFEXITED(status), "request {request:#x}: status {status:#x}");
+                assert_eq!(libc::WEXITSTATUS(status), 0);
+            }
         }
     }
 }
