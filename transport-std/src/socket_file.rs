@@ -102,6 +102,43 @@ pub(crate) fn pid_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// How often a pid file removed or replaced between its opening and its locking is opened
+/// again before giving up (each time another daemon ended or started meanwhile).
+const PID_FILE_ATTEMPTS: usize = 8;
+
+/// Opens and locks `pid_name` in `dir`: the lock of the file the name holds once it is locked.
+/// A daemon that ends removes its pid file while still holding the lock, so a lock taken on a
+/// file that no longer has the name says nothing about the socket: the name is opened again.
+fn lock_pid_file(dir: &OwnedFd, pid_name: &std::ffi::OsStr) -> std::io::Result<OwnedFd> {
+    use std::io::{Error, ErrorKind};
+    // Never through a symlink: the daemon often runs as root, and whoever can write to the
+    // directory must not make it truncate another file.
+    let flags = OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    for _ in 0..PID_FILE_ATTEMPTS {
+        let lock = rustix::fs::openat(dir, pid_name, flags, Mode::from_raw_mode(0o600))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(Error::from(ErrorKind::AddrInUse)),
+            Err(e) => return Err(e.into()),
+        }
+        if names(dir, pid_name, &lock)? {
+            return Ok(lock);
+        }
+    }
+    let what = "its pid file keeps being removed or replaced by other daemons";
+    Err(Error::new(ErrorKind::AddrInUse, what))
+}
+
+/// Whether `name` in `dir` is the file `fd` is open on.
+fn names(dir: &OwnedFd, name: &std::ffi::OsStr, fd: &OwnedFd) -> std::io::Result<bool> {
+    let open = rustix::fs::fstat(fd)?;
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(at) => Ok(at.st_dev == open.st_dev && at.st_ino == open.st_ino),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl SocketFile {
     /// Binds `path` owner-only, taking over a stale socket; see the module docs. An error of
     /// kind `AddrInUse` means a live daemon serves it; `AlreadyExists`, that something other
@@ -131,17 +168,9 @@ impl SocketFile {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        // Never through a symlink: the daemon often runs as root, and whoever can write to the
-        // directory must not make it truncate another file.
-        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let mut pid_name = name.clone();
         pid_name.push(".pid");
-        let lock = rustix::fs::openat(&dir, &pid_name, flags, Mode::from_raw_mode(0o600))?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => return Err(Error::from(ErrorKind::AddrInUse)),
-            Err(e) => return Err(e.into()),
-        }
+        let lock = lock_pid_file(&dir, &pid_name)?;
         let listener = match Self::claim(&lock, parent, &name, path, group) {
             Ok(listener) => listener,
             Err(error) => {
@@ -209,5 +238,42 @@ impl SocketFile {
 impl Drop for SocketFile {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &Path) -> OwnedFd {
+        rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .expect("directory")
+    }
+
+    /// A pid file is trusted only while its name holds it: once removed, or replaced by
+    /// another file, a lock on it says nothing.
+    #[test]
+    fn a_pid_file_counts_only_under_its_name() {
+        let root = std::env::temp_dir().join(format!("vhu-pidfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).expect("directory");
+        let dir = dir(&root);
+        let name = std::ffi::OsStr::new("s.pid");
+        let locked = lock_pid_file(&dir, name).expect("locked");
+        assert!(names(&dir, name, &locked).expect("stat"));
+        // A second daemon finds it locked.
+        let busy = lock_pid_file(&dir, name).expect_err("busy");
+        assert_eq!(busy.kind(), std::io::ErrorKind::AddrInUse);
+        // Removed (its daemon ended): the descriptor no longer names it.
+        std::fs::remove_file(root.join("s.pid")).expect("remove");
+        assert!(!names(&dir, name, &locked).expect("stat"));
+        // Another file under the name: neither.
+        std::fs::write(root.join("s.pid"), b"").expect("a new file");
+        assert!(!names(&dir, name, &locked).expect("stat"));
+        // The new file is locked as the name's own.
+        let again = lock_pid_file(&dir, name).expect("the new file");
+        assert!(names(&dir, name, &again).expect("stat"));
+        drop((locked, again));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
