@@ -130,6 +130,44 @@ fn the_default_sandbox_isolates_the_serving_process() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Where no pid-only `/proc` can be mounted (Linux before 5.8; `VHU_SANDBOX_PROC=bind` takes
+/// that way on any kernel), the sandbox binds the daemon's descriptor directory over `/proc`:
+/// it still serves, and no descriptor it holds leads by `..` to the system files of a `/proc`.
+#[test]
+fn without_a_pid_only_proc_no_system_file_is_in_reach() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    let dir = scratch("proc-bind");
+    let mut program = daemon::fsd();
+    program.env("VHU_SANDBOX_PROC", "bind");
+    let daemon = daemon::start_program(program, &dir, "vhost", &[]);
+    let server = server_pid(&daemon, true);
+    let root = PathBuf::from(format!("/proc/{server}/root"));
+    wait_until(|| root.join("inside").exists() && cap_eff(server) == KEPT);
+    serves(&dir);
+    let fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .expect("its descriptors")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|fd| fd.is_dir())
+        .collect();
+    // Its descriptor directory is among them: the directory holding its own number.
+    let own = |fd: &PathBuf| fd.file_name().is_some_and(|n| fd.join(n).exists());
+    assert!(fds.iter().any(own), "no descriptor directory among {fds:?}");
+    for fd in &fds {
+        for up in ["..", "../.."] {
+            for system in ["sys", "sysrq-trigger", "kcore"] {
+                let path = fd.join(up).join(system);
+                assert!(!path.exists(), "{} is in reach", path.display());
+            }
+        }
+    }
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What the share holds where a host keeps `/proc` and `/sys` is the guest's: a sandboxed daemon
 /// must never read it. FIFOs there would block a read of them for good.
 #[test]

@@ -75,6 +75,9 @@ pub use xattrmap::{XattrMap, XattrMapError};
 pub struct Config {
     /// The host directory to export.
     pub root: PathBuf,
+    /// The directory of this process's descriptors, through which xattrs and reopens reach
+    /// inodes: `/proc/self/fd`, or where a sandbox bound it.
+    pub proc_fd: PathBuf,
     /// Serve extended attributes (otherwise all xattr operations answer ENOSYS).
     pub xattr: bool,
     /// Offer READDIRPLUS.
@@ -148,6 +151,7 @@ impl Config {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            proc_fd: PathBuf::from("/proc/self/fd"),
             xattr: false,
             readdirplus: true,
             timeout: CachePolicy::Auto.timeout(),
@@ -208,11 +212,11 @@ pub struct PassthroughFs {
 }
 
 impl PassthroughFs {
-    /// Opens the share root and `/proc/self/fd`.
+    /// Opens the share root and the descriptor directory (`Config::proc_fd`).
     pub fn new(config: Config) -> std::io::Result<Self> {
         let proc_fd = openat(
             CWD,
-            "/proc/self/fd",
+            &config.proc_fd,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;

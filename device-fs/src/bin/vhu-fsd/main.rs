@@ -90,18 +90,22 @@ fn run(settings: Settings) -> Result<(), String> {
     signals::hold_termination(true);
     // The socket first: its path is outside the share, out of reach once sandboxed.
     let (listener, socket) = listen(&settings)?;
-    let socket = match settings.sandbox {
+    let (socket, proc_fd) = match settings.sandbox {
         Sandbox::Namespace => {
             let maps = (!as_root).then_some(sandbox::UserMaps {
                 uid: &settings.ns_uid_map,
                 gid: &settings.ns_gid_map,
             });
-            sandbox::enter_namespaces(&settings.shared_dir, maps, socket)?;
-            None
+            (None, Some(sandbox::enter_namespaces(&settings.shared_dir, maps, socket)?))
         }
-        Sandbox::Chroot | Sandbox::None => socket.map(Arc::new),
+        Sandbox::Chroot | Sandbox::None => (socket.map(Arc::new), None),
     };
-    let fs = PassthroughFs::new(passthrough_config(&settings, as_root))
+    // Made in the sandbox's user namespace, if any: whether credentials switch depends on it.
+    let mut config = passthrough_config(&settings, as_root);
+    if let Some(proc_fd) = proc_fd {
+        config.proc_fd = proc_fd.into();
+    }
+    let fs = PassthroughFs::new(config)
         .map_err(|e| format!("--shared-dir {}: {e}", settings.shared_dir.display()))?;
     match settings.sandbox {
         Sandbox::Namespace => sandbox::pivot_into(&settings.shared_dir)?,

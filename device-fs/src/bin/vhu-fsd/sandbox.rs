@@ -7,7 +7,8 @@
 //! the daemon. The child is pid 1 of a new pid namespace, in new mount and network namespaces
 //! (and a new user namespace when not started as root, mapped by `--uid-map`/`--gid-map` through
 //! newuidmap/newgidmap, or to the daemon's own ids alone). It mounts a fresh `/proc` holding only
-//! the processes' directories, long enough for the file system to open `/proc/self/fd`, then
+//! the processes' directories (before Linux 5.8: its own descriptor directory bound over a
+//! fresh `/proc`), long enough for the file system to open its descriptor directory, then
 //! makes the share its root
 //! (`pivot_root`) and detaches everything else: the host's file system is out of reach even to
 //! a path the kernel would resolve for it.
@@ -23,8 +24,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use rustix::mount::{
-    mount, mount_bind_recursive, mount_change, unmount, MountFlags, MountPropagationFlags,
-    UnmountFlags,
+    mount, mount_bind, mount_bind_recursive, mount_change, unmount, MountFlags,
+    MountPropagationFlags, UnmountFlags,
 };
 use rustix::process::{getegid, geteuid, Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
@@ -53,13 +54,14 @@ fn unshare(flags: UnshareFlags, what: &str) -> Result<(), String> {
         .map_err(|e| format!("--sandbox namespace: creating the {what} namespace: {e}"))
 }
 
-/// Enters the namespaces. Returns in the child, which owns nothing of the socket file; the
-/// parent never returns (it exits with the child's status).
+/// Enters the namespaces. Returns in the child, which owns nothing of the socket file, with
+/// the path of its descriptor directory (see [`setup_child`]); the parent never returns (it
+/// exits with the child's status).
 pub(crate) fn enter_namespaces(
     share: &Path,
     maps: Option<UserMaps<'_>>,
     socket: Option<SocketFile>,
-) -> Result<(), String> {
+) -> Result<&'static str, String> {
     if let Some(maps) = maps {
         enter_user_namespace(&maps)?;
     }
@@ -82,8 +84,9 @@ pub(crate) fn enter_namespaces(
 /// The child: dies with the parent, leaves the host's mounts and network, mounts its own
 /// `/proc` (the one its pid namespace shows), and binds the share on itself: pivot_root wants a
 /// mount point, and the file system must open the share through that mount, whose submounts
-/// stay attached when the rest of the host's tree is detached.
-fn setup_child(share: &Path) -> Result<(), String> {
+/// stay attached when the rest of the host's tree is detached. Returns where the file system
+/// finds the process's descriptor directory.
+fn setup_child(share: &Path) -> Result<&'static str, String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("--sandbox namespace: parent death signal: {e}"))?;
     unshare(UnshareFlags::NEWNS | UnshareFlags::NEWNET, "mount and network")?;
@@ -94,18 +97,34 @@ fn setup_child(share: &Path) -> Result<(), String> {
     // Only the processes' directories (Linux 5.8+): the `/proc/self/fd` the file system keeps
     // leads by `..` to this mount's root, which must not hold `sys/` or `sysrq-trigger` for
     // the daemon, still uid 0, to write.
-    mount("proc", "/proc", "proc", flags, Some(c"subset=pid"))
-        .or_else(|e| {
-            log::warn!(
-                "--sandbox namespace: this kernel mounts no pid-only /proc ({e}); the sandbox's \
-                 /proc keeps its system files"
+    let pid_only = match std::env::var_os(PROC_ENV) {
+        Some(how) if how == "bind" => Err(rustix::io::Errno::INVAL),
+        _ => mount("proc", "/proc", "proc", flags, Some(c"subset=pid")),
+    };
+    let proc_fd = match pid_only {
+        Ok(()) => "/proc/self/fd",
+        Err(e) => {
+            // Older kernels: a whole /proc, then its `self/fd` bound over it, so that `/proc`
+            // is this process's descriptor directory and nothing else; `..` from a mount's
+            // root leaves the mount, which the pivot below detaches.
+            log::info!(
+                "--sandbox namespace: no pid-only /proc ({e}); /proc is the daemon's \
+                 descriptor directory alone"
             );
             mount("proc", "/proc", "proc", flags, None)
-        })
-        .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))?;
+                .and_then(|()| mount_bind("/proc/self/fd", "/proc"))
+                .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))?;
+            "/proc"
+        }
+    };
     mount_bind_recursive(share, share)
-        .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))
+        .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))?;
+    Ok(proc_fd)
 }
+
+/// `VHU_SANDBOX_PROC=bind` takes the older kernels' way to a `/proc` without system files even
+/// where a pid-only `/proc` can be mounted (so that way is tested on every kernel).
+const PROC_ENV: &str = "VHU_SANDBOX_PROC";
 
 /// Makes `share` (bound on itself by [`enter_namespaces`]) the root of the child's mount
 /// namespace and detaches the rest.
