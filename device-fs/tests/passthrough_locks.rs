@@ -154,6 +154,28 @@ fn flock_locks_are_shared_with_the_host_and_dropped_on_release() {
     assert_eq!(setlk(&mut h, node, &lk(b, 12, F_RDLCK, 0, LOCK_TO_EOF, true)), 0);
 }
 
+/// A guest OFD lock (`F_OFD_SETLK`: its owner is the guest's open file) is never unlocked or
+/// flushed by Linux at close: the RELEASE of its open file drops it. A process's POSIX lock
+/// asked through two open files stays until that process's FLUSH.
+#[test]
+fn an_open_files_own_locks_go_with_its_release() {
+    let (mut h, node, a, b) = setup("locks-ofd-release");
+    const OPEN_FILE: u64 = 0xF11E;
+    const PROCESS: u64 = 0x9001;
+    assert_eq!(setlk(&mut h, node, &lk(a, OPEN_FILE, F_WRLCK, 0, 99, false)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(a, PROCESS, F_WRLCK, 200, 299, false)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(b, PROCESS, F_WRLCK, 300, 399, false)), 0);
+    let host = host_file(&h);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1));
+    let r = ReleaseIn { fh: a, ..ReleaseIn::default() };
+    h.call(Opcode::Release, node, r.as_bytes()).ok();
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 100), "released with its open file");
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 250, 1), "the process's lock stays");
+    let f = FlushIn { fh: b, lock_owner: PROCESS, ..FlushIn::default() };
+    h.call(Opcode::Flush, node, f.as_bytes()).ok();
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 200, 200), "flushed by its process");
+}
+
 #[test]
 fn setlkw_is_answered_when_the_host_lets_go() {
     let (mut h, node, a, _) = setup("locks-wait");

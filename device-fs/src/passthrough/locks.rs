@@ -7,6 +7,9 @@
 //! processes exactly as local ones would, and one owner's locks merge and split as POSIX says.
 //! Closing an owner's description drops its locks: FLUSH does that for POSIX locks (a `close(2)`
 //! in the guest drops the process's locks on the file), RELEASE with FLOCK_UNLOCK for flock.
+//! An open-file-description lock of the guest (`F_OFD_SETLK`: the owner is the guest's open
+//! file) goes when that file is released; Linux sends no FLUSH or unlock for it, so RELEASE of
+//! a handle drops every POSIX owner that only ever locked through that handle.
 //!
 //! A SETLKW whose lock is held is retried on a thread of its own until it is granted or
 //! cancelled (INTERRUPT, RELEASE of its handle, FLUSH of its owner, the end of the session), so
@@ -45,6 +48,33 @@ struct Owner {
     fd: Arc<OwnedFd>,
     /// Shared with a SETLKW waiting on the owner's behalf, which adds what it gets.
     held: Arc<Mutex<Ranges>>,
+    /// The guest handles its locks were asked through, up to [`Owner::HANDLES`].
+    handles: Vec<Handle>,
+    /// It asked through more: it is never taken for an owner of one handle.
+    many: bool,
+}
+
+impl Owner {
+    const HANDLES: usize = 16;
+
+    /// Notes that a lock was asked through `handle`.
+    fn asked_through(&mut self, handle: Handle) {
+        if self.handles.contains(&handle) {
+            return;
+        }
+        if self.handles.len() < Self::HANDLES {
+            self.handles.push(handle);
+        } else {
+            self.many = true;
+        }
+    }
+
+    /// `handle` is released: whether the owner asked through it and no other.
+    fn released(&mut self, handle: Handle) -> bool {
+        let before = self.handles.len();
+        self.handles.retain(|h| *h != handle);
+        before == 1 && self.handles.is_empty() && !self.many
+    }
 }
 
 /// The byte ranges an owner holds, inclusive, sorted and apart (a flock lock is the whole
@@ -149,19 +179,25 @@ impl Locks {
         holding + inner.waits.len()
     }
 
+    /// The description of `key`, opened with `open` for a new owner; notes `handle` as one
+    /// the owner asks through.
     fn ofd(
         &self,
         key: Key,
+        handle: Handle,
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
     ) -> Result<(Arc<OwnedFd>, Arc<Mutex<Ranges>>), Errno> {
-        let pair = |o: &Owner| (Arc::clone(&o.fd), Arc::clone(&o.held));
-        if let Some(owner) = self.lock().ofds.get(&key) {
+        let pair = |o: &mut Owner| {
+            o.asked_through(handle);
+            (Arc::clone(&o.fd), Arc::clone(&o.held))
+        };
+        if let Some(owner) = self.lock().ofds.get_mut(&key) {
             return Ok(pair(owner));
         }
         let fd = Arc::new(open()?);
         let mut inner = self.lock();
-        let owner = inner.ofds.entry(key).or_insert(Owner { fd, held: Arc::default() });
-        Ok(pair(owner))
+        let fresh = Owner { fd, held: Arc::default(), handles: Vec::new(), many: false };
+        Ok(pair(inner.ofds.entry(key).or_insert(fresh)))
     }
 
     /// GETLK of a POSIX lock: what conflicts with `req.lock` for this owner.
@@ -205,7 +241,7 @@ impl Locks {
             record(&held, &req.lock, req.flock);
             return Ok(LockStatus::Done);
         }
-        let (fd, held) = self.ofd(key, open)?;
+        let (fd, held) = self.ofd(key, req.handle, open)?;
         let lock = req.lock;
         let flock = req.flock;
         match attempt(&fd, &lock, flock) {
@@ -260,8 +296,9 @@ impl Locks {
         }
     }
 
-    /// RELEASE of `handle`: its waits end; with `flock_unlock` the owner's flock lock is
-    /// dropped, with `flush` its POSIX locks.
+    /// RELEASE of `handle`: its waits end, and the POSIX owners that locked through it alone
+    /// (a guest open file's own OFD locks) are dropped; with `flock_unlock` the owner's flock
+    /// lock is dropped, with `flush` its POSIX locks.
     pub(super) fn release(
         &self,
         node: u64,
@@ -270,8 +307,20 @@ impl Locks {
         flock_unlock: bool,
         flush: bool,
     ) {
-        for w in self.lock().waits.iter().filter(|w| w.key.0 == node && w.handle == handle) {
-            w.cancel.cancel();
+        let mut gone = Vec::new();
+        {
+            let mut inner = self.lock();
+            for w in inner.waits.iter().filter(|w| w.key.0 == node && w.handle == handle) {
+                w.cancel.cancel();
+            }
+            for (key, o) in inner.ofds.iter_mut().filter(|(k, _)| k.0 == node && !k.2) {
+                if o.released(handle) {
+                    gone.push(*key);
+                }
+            }
+        }
+        for key in gone {
+            self.drop_owner(key);
         }
         if flock_unlock {
             self.drop_owner((node, owner, true));
