@@ -17,7 +17,8 @@ use super::dirent::DirBuffer;
 use super::io::{ReadTarget, WriteSource};
 use super::lock::{Lock, LockRequest, LockStatus, LockWait};
 use super::types::{
-    AttrReply, Context, CopyRange, Entry, FsResult, Handle, NodeId, Opened, SetAttr, XattrReply,
+    AttrReply, Context, CopyRange, Entry, FsResult, Handle, NodeId, Opened, SetAttr, WriteFlags,
+    XattrReply,
 };
 
 /// A file system served over FUSE.
@@ -137,7 +138,7 @@ pub trait FileSystem {
     ) -> FsResult<usize> {
         Err(Errno::NOSYS)
     }
-    /// WRITE what `src` holds at `offset` (`flags` are FUSE_WRITE_*); returns the bytes written.
+    /// WRITE what `src` holds at `offset`; returns the bytes written.
     fn write(
         &self,
         ctx: &Context,
@@ -145,7 +146,7 @@ pub trait FileSystem {
         handle: Handle,
         offset: u64,
         src: &mut dyn WriteSource,
-        flags: u32,
+        flags: WriteFlags,
     ) -> FsResult<usize> {
         Err(Errno::NOSYS)
     }

@@ -29,6 +29,6 @@ pub use server::{
 };
 pub use types::{
     AttrReply, Context, CopyRange, DirEntry, Entry, FsResult, Handle, NodeId, Opened,
-    SecurityContext, SetAttr, SetTime, XattrReply,
+    SecurityContext, SetAttr, SetTime, WriteFlags, XattrReply,
 };
 pub use window::{Placement, Window, WindowError};

@@ -23,6 +23,29 @@ impl NodeId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Handle(pub u64);
 
+/// How a WRITE is to be done (`fuse_write_in`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteFlags {
+    /// FUSE_WRITE_* (`write_flags`).
+    pub write: u32,
+    /// The guest file's open flags (`flags`), with O_DSYNC or O_SYNC when the guest asked
+    /// this one write to be synchronous (`pwritev2` with RWF_DSYNC, a `sync` mount).
+    pub file: u32,
+}
+
+impl WriteFlags {
+    /// FUSE_WRITE_CACHE: a write-back of the guest's page cache through a handle the guest
+    /// kernel picked among the file's writable ones, whatever that handle's own flags.
+    pub fn cache(self) -> bool {
+        self.write & super::abi::WRITE_CACHE != 0
+    }
+
+    /// FUSE_WRITE_KILL_SUIDGID.
+    pub fn kill_suidgid(self) -> bool {
+        self.write & super::abi::WRITE_KILL_SUIDGID != 0
+    }
+}
+
 /// A security context the guest wants a new inode to carry (FUSE_SECURITY_CTX extension): an
 /// attribute name such as `security.selinux` and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]

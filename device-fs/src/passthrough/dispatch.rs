@@ -14,7 +14,7 @@ use super::{acl, attr, names, PassthroughFs};
 use crate::fuse::abi::{InitFlags, Kstatfs, Statx};
 use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
-    LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, XattrReply,
+    LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, WriteFlags, XattrReply,
 };
 
 impl FileSystem for PassthroughFs {
@@ -173,7 +173,7 @@ impl FileSystem for PassthroughFs {
         h: Handle,
         off: u64,
         src: &mut dyn WriteSource,
-        flags: u32,
+        flags: WriteFlags,
     ) -> FsResult<usize> {
         self.as_daemon(|| self.do_write(n, h, off, src, flags))
     }

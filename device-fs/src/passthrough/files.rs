@@ -9,16 +9,18 @@
 //! [`Config::allow_direct_io`]: super::Config::allow_direct_io
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
 use rustix::fs::{openat, FallocateFlags, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
 use super::direct::AlignedBuf;
+use super::handles::HandleData;
+use super::inodes::Inode;
 use super::names::validate;
 use super::{Config, PassthroughFs};
-use crate::fuse::abi::{OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID};
-use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened, ReadTarget, WriteSource};
+use crate::fuse::abi::OPEN_KILL_SUIDGID;
+use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened, ReadTarget, WriteFlags, WriteSource};
 
 /// An O_PATH descriptor, never followed further.
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
@@ -54,6 +56,32 @@ fn open_flags(raw: u32, config: &Config) -> OFlags {
         flags -= OFlags::APPEND;
     }
     flags
+}
+
+/// How a write is to be synced before it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sync {
+    /// `fdatasync` (O_DSYNC).
+    Data,
+    /// `fsync` (O_SYNC).
+    All,
+}
+
+/// The sync a guest asked for one write (`fuse_write_in.flags`: O_DSYNC or O_SYNC, from the
+/// file's flags or the write's own, RWF_DSYNC or RWF_SYNC) that the host file, opened with
+/// `opened`, does not already do.
+fn sync_asked(file: u32, opened: OFlags) -> Option<Sync> {
+    // The C values: O_SYNC is O_DSYNC and one more bit (rustix's `DSYNC` holds both).
+    const O_DSYNC: u32 = libc::O_DSYNC as u32;
+    const O_SYNC: u32 = libc::O_SYNC as u32;
+    let opened = opened.bits();
+    if file & O_SYNC == O_SYNC && opened & O_SYNC != O_SYNC {
+        Some(Sync::All)
+    } else if file & O_DSYNC != 0 && opened & O_DSYNC == 0 {
+        Some(Sync::Data)
+    } else {
+        None
+    }
 }
 
 /// Repeats `io(done, at)` until `len` bytes moved or the file ends (0). An error before any byte
@@ -241,32 +269,60 @@ impl PassthroughFs {
     }
 
     /// WRITE: straight from `src` (the guest's buffers) to the file; through an aligned buffer
-    /// when the file is open with O_DIRECT.
+    /// when the file is open with O_DIRECT. A write-back of the guest's page cache goes where
+    /// its offset says even through a handle opened with O_APPEND, and needs no alignment
+    /// through one opened with O_DIRECT: it is written through the file opened without them.
+    /// A write the guest asked to be synchronous is synced before the answer.
     pub(super) fn do_write(
         &self,
         node: NodeId,
         handle: Handle,
         offset: u64,
         src: &mut dyn WriteSource,
-        flags: u32,
+        flags: WriteFlags,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        let kill = flags & WRITE_KILL_SUIDGID != 0;
+        let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
-        if !kill && !h.direct && !renamed_capability {
+        let plain = flags.cache() && h.flags.intersects(OFlags::APPEND | OFlags::DIRECT);
+        let sync = sync_asked(flags.file, h.flags);
+        if !kill && !h.direct && !renamed_capability && !plain && sync.is_none() {
             // Nothing to clear: no need to look the inode up.
             return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }
         let inode = self.inode(node)?;
-        self.killing_priv(&inode, kill, || {
+        let n = self.killing_priv(&inode, kill, || {
+            if plain {
+                let fd = self.plain_fd(&inode, &h)?;
+                return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
+            }
             if !h.direct {
                 return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
             }
             let mut aligned = AlignedBuf::new(src.len())?;
             src.copy_out(aligned.as_mut_slice()).map_err(|e| io_errno(&e))?;
             pwrite_full(&h.fd, aligned.as_slice(), offset)
-        })
+        })?;
+        match sync {
+            Some(Sync::Data) => rustix::fs::fdatasync(&h.fd)?,
+            Some(Sync::All) => rustix::fs::fsync(&h.fd)?,
+            None => {}
+        }
+        Ok(n)
+    }
+
+    /// `h`'s file opened again for writing without O_APPEND and O_DIRECT (once per handle).
+    fn plain_fd<'h>(&self, inode: &Inode, h: &'h HandleData) -> Result<&'h OwnedFd, Errno> {
+        if h.flags & OFlags::ACCMODE == OFlags::RDONLY {
+            return Err(Errno::BADF);
+        }
+        if let Some(fd) = h.plain.get() {
+            return Ok(fd);
+        }
+        let fd = self.reopen(inode, OFlags::WRONLY | (h.flags & OFlags::LARGEFILE))?;
+        // Another write-back may have opened one meanwhile: either serves.
+        Ok(h.plain.get_or_init(|| fd))
     }
 
     pub(super) fn do_fsync(
@@ -366,5 +422,24 @@ impl PassthroughFs {
         let (mut off_in, mut off_out) = (r.offset_in, r.offset_out);
         let len = usize::try_from(r.len).unwrap_or(usize::MAX);
         rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), &dst.fd, Some(&mut off_out), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// O_DSYNC and O_SYNC of one write are done unless the host file already does them.
+    #[test]
+    fn a_synchronous_write_is_synced_once() {
+        let (dsync, sync) = (libc::O_DSYNC as u32, libc::O_SYNC as u32);
+        let opened = |bits: u32| OFlags::RDWR | OFlags::from_bits_retain(bits);
+        assert_eq!(sync_asked(0o2, opened(0)), None);
+        assert_eq!(sync_asked(dsync, opened(0)), Some(Sync::Data));
+        assert_eq!(sync_asked(sync, opened(0)), Some(Sync::All));
+        assert_eq!(sync_asked(dsync, opened(dsync)), None);
+        assert_eq!(sync_asked(sync, opened(dsync)), Some(Sync::All));
+        assert_eq!(sync_asked(sync | dsync, opened(sync)), None);
+        assert_eq!(sync_asked(dsync, opened(sync)), None);
     }
 }

@@ -25,6 +25,11 @@ pub struct HandleData {
     pub is_dir: bool,
     /// Whether the fd was opened with O_DIRECT (its I/O needs aligned buffers).
     pub direct: bool,
+    /// The status flags it was opened with (O_APPEND, O_DSYNC, O_SYNC, O_DIRECT...).
+    pub flags: OFlags,
+    /// For the guest's write-backs through a handle opened with O_APPEND or O_DIRECT: the
+    /// file opened again without them, once one came.
+    pub plain: std::sync::OnceLock<OwnedFd>,
     /// Serialises seek + getdents on a directory handle.
     pub dir_lock: Mutex<()>,
 }
@@ -44,8 +49,11 @@ pub enum HandleSlot {
 }
 
 impl HandleSlot {
-    fn open(fd: OwnedFd, node: NodeId, is_dir: bool, direct: bool) -> Self {
-        Self::Open(Arc::new(HandleData { fd, node, is_dir, direct, dir_lock: Mutex::new(()) }))
+    fn open(fd: OwnedFd, node: NodeId, is_dir: bool, flags: OFlags) -> Self {
+        let direct = !is_dir && flags.contains(OFlags::DIRECT);
+        let plain = std::sync::OnceLock::new();
+        let dir_lock = Mutex::new(());
+        Self::Open(Arc::new(HandleData { fd, node, is_dir, direct, flags, plain, dir_lock }))
     }
 
     fn is_for(&self, node: NodeId, is_dir: bool) -> bool {
@@ -76,12 +84,12 @@ impl HandleTable {
 
     /// Stores `fd`, a regular file of `node` opened with `flags`, and returns its new handle.
     pub fn insert_file(&self, fd: OwnedFd, node: NodeId, flags: OFlags) -> Handle {
-        self.insert(HandleSlot::open(fd, node, false, flags.contains(OFlags::DIRECT)))
+        self.insert(HandleSlot::open(fd, node, false, flags))
     }
 
     /// Stores `fd`, a directory of `node`, and returns its new handle.
     pub fn insert_dir(&self, fd: OwnedFd, node: NodeId) -> Handle {
-        self.insert(HandleSlot::open(fd, node, true, false))
+        self.insert(HandleSlot::open(fd, node, true, OFlags::empty()))
     }
 
     fn insert(&self, slot: HandleSlot) -> Handle {
@@ -106,9 +114,8 @@ impl HandleTable {
     pub fn restore(&self, h: Handle, node: NodeId, is_dir: bool, fd: Option<OwnedFd>, last: u64) {
         let slot = match fd {
             Some(fd) => {
-                let direct = !is_dir
-                    && rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(OFlags::DIRECT));
-                HandleSlot::open(fd, node, is_dir, direct)
+                let flags = rustix::fs::fcntl_getfl(&fd).unwrap_or(OFlags::empty());
+                HandleSlot::open(fd, node, is_dir, flags)
             }
             None => HandleSlot::Lost { node, is_dir },
         };

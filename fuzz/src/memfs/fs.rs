@@ -8,7 +8,7 @@ use rustix::io::Errno;
 use vhu_device_fs::fuse::abi::{InitFlags, Kstatfs};
 use vhu_device_fs::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
-    ReadTarget, SetAttr, SetTime, WriteSource, XattrReply,
+    ReadTarget, SetAttr, SetTime, WriteFlags, WriteSource, XattrReply,
 };
 
 use super::{
@@ -274,7 +274,7 @@ impl FileSystem for MemFs {
         handle: Handle,
         offset: u64,
         src: &mut dyn WriteSource,
-        _flags: u32,
+        _flags: WriteFlags,
     ) -> FsResult<usize> {
         let mut data = vec![0; src.len()];
         src.copy_out(&mut data).map_err(|_| Errno::IO)?;

@@ -12,7 +12,7 @@ use crate::fuse::abi::{
 };
 use crate::fuse::filesystem::FileSystem;
 use crate::fuse::io::{ReplyTarget, ReplyWriter, RequestReader, RequestSource};
-use crate::fuse::types::{CopyRange, Entry, Handle, NodeId, Opened};
+use crate::fuse::types::{CopyRange, Entry, Handle, NodeId, Opened, WriteFlags};
 use zerocopy::IntoBytes;
 
 fn open_out(o: Opened) -> OpenOut {
@@ -64,6 +64,7 @@ impl<F: FileSystem> Server<F> {
         let args: WriteIn = req.take()?;
         let size = args.size as usize;
         let (ctx, node, fh) = (req.ctx(), req.node(), Handle(args.fh));
+        let flags = WriteFlags { write: args.write_flags, file: args.flags };
         let n = match unread {
             Some(unread) => {
                 // The header's length must account for exactly the data announced.
@@ -71,11 +72,11 @@ impl<F: FileSystem> Server<F> {
                     return Err(Errno::INVAL);
                 }
                 let mut source = RequestSource { reader, len: size };
-                self.fs.write(&ctx, node, fh, args.offset, &mut source, args.write_flags)?
+                self.fs.write(&ctx, node, fh, args.offset, &mut source, flags)?
             }
             None => {
                 let mut data = req.bytes(size)?;
-                self.fs.write(&ctx, node, fh, args.offset, &mut data, args.write_flags)?
+                self.fs.write(&ctx, node, fh, args.offset, &mut data, flags)?
             }
         };
         write_out(n)

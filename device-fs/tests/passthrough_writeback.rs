@@ -1,0 +1,93 @@
+//! Write-backs of the guest's page cache (FUSE_WRITE_CACHE): the guest kernel sends a dirty
+//! page through whichever writable handle of the file it picks, so the handle's own O_APPEND or
+//! O_DIRECT must not move or refuse it (a page written back by `msync` of a shared mapping of a
+//! file also open with O_APPEND lands where it belongs, a short last page through an O_DIRECT
+//! handle is written whole). Ordinary writes through the same handles keep their flags.
+
+mod support;
+
+use support::{args, Harness};
+use vhu_device_fs::fuse::abi::{OpenIn, WriteIn, WriteOut, WRITE_CACHE};
+use vhu_device_fs::fuse::Opcode;
+use zerocopy::{FromBytes, IntoBytes};
+
+const O_RDONLY: u32 = 0;
+const O_RDWR: u32 = 0o2;
+const O_APPEND: u32 = 0o2000;
+const O_DIRECT: u32 = 0o40000;
+const EBADF: i32 = 9;
+const EINVAL: i32 = 22;
+
+/// A share with `f` holding `len` bytes of 0xAA, looked up; its node.
+fn file(h: &mut Harness, len: usize) -> u64 {
+    h.init();
+    std::fs::write(h.share().join("f"), vec![0xAA; len]).expect("host write");
+    h.lookup(1, "f").entry().nodeid
+}
+
+fn open(h: &mut Harness, node: u64, flags: u32) -> u64 {
+    h.call(Opcode::Open, node, OpenIn { flags, ..OpenIn::default() }.as_bytes()).open().fh
+}
+
+fn write(h: &mut Harness, node: u64, fh: u64, offset: u64, data: &[u8], flags: u32) -> i64 {
+    let w =
+        WriteIn { fh, offset, size: data.len() as u32, write_flags: flags, ..WriteIn::default() };
+    let reply = h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]));
+    match reply.errno() {
+        0 => i64::from(WriteOut::read_from_bytes(reply.ok()).expect("write_out").size),
+        errno => -i64::from(errno),
+    }
+}
+
+#[test]
+fn a_write_back_through_an_append_handle_lands_at_its_offset() {
+    let mut h = Harness::new("writeback-append");
+    let node = file(&mut h, 8192);
+    let fh = open(&mut h, node, O_RDWR | O_APPEND);
+    // The guest's own write through the handle appends, as O_APPEND says.
+    assert_eq!(write(&mut h, node, fh, 0, b"tail", 0), 4);
+    let host = std::fs::read(h.share().join("f")).expect("host read");
+    assert_eq!((host.len(), &host[8192..]), (8196, &b"tail"[..]));
+    // A write-back of page 0 replaces page 0.
+    assert_eq!(write(&mut h, node, fh, 0, &[0x55; 4096], WRITE_CACHE), 4096);
+    let host = std::fs::read(h.share().join("f")).expect("host read");
+    assert_eq!(host.len(), 8196, "the file did not grow");
+    assert!(host[..4096].iter().all(|b| *b == 0x55), "page 0 written in place");
+    assert!(host[4096..8192].iter().all(|b| *b == 0xAA));
+    // A read-only handle takes no write-back either.
+    let ro = open(&mut h, node, O_RDONLY);
+    assert_eq!(write(&mut h, node, ro, 0, &[1; 16], WRITE_CACHE), -i64::from(EBADF));
+}
+
+#[test]
+fn a_write_back_through_a_direct_handle_needs_no_alignment() {
+    let mut h = Harness::with("writeback-direct", |c| c.allow_direct_io = true);
+    let node = file(&mut h, 4096);
+    let fh = open(&mut h, node, O_RDWR | O_DIRECT);
+    // The handle is O_DIRECT on the host: an unaligned write of its own is refused there.
+    assert_eq!(write(&mut h, node, fh, 3, &[1; 1000], 0), -i64::from(EINVAL));
+    // The last, short page of a write-back goes through.
+    assert_eq!(write(&mut h, node, fh, 4096, &[0x66; 1000], WRITE_CACHE), 1000);
+    let host = std::fs::read(h.share().join("f")).expect("host read");
+    assert_eq!(host.len(), 5096);
+    assert!(host[4096..].iter().all(|b| *b == 0x66));
+}
+
+/// A write the guest asked to be synchronous (RWF_DSYNC: O_DSYNC in `fuse_write_in.flags`) is
+/// written and synced before it is answered.
+#[test]
+fn a_synchronous_write_is_answered_once_synced() {
+    let mut h = Harness::new("writeback-dsync");
+    let node = file(&mut h, 0);
+    let fh = open(&mut h, node, O_RDWR);
+    let data = b"durable";
+    let w = WriteIn {
+        fh,
+        size: data.len() as u32,
+        flags: O_RDWR | libc::O_DSYNC as u32,
+        ..WriteIn::default()
+    };
+    let reply = h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]));
+    assert_eq!(WriteOut::read_from_bytes(reply.ok()).expect("write_out").size, 7);
+    assert_eq!(std::fs::read(h.share().join("f")).expect("host read"), data);
+}
