@@ -147,16 +147,31 @@ fn xattr_calls_keep_their_inode_while_another_queue_forgets_it() {
 }
 
 #[test]
-fn protected_xattr_names_are_never_written() {
+fn protected_xattr_names_are_never_written_but_a_capability_may_go() {
     let mut h = Harness::with("xattr-protected", |c| c.xattr = true);
     h.init();
     std::fs::write(h.share().join("f"), b"f").expect("host write");
     let f = h.lookup(1, "f").entry().nodeid;
     for name in ["trusted.overlay.opaque", "security.capability", "security.selinux"] {
         assert_eq!(setxattr(&mut h, f, name, b"x").errno(), EPERM, "{name}");
-        assert_eq!(h.call(Opcode::Removexattr, f, &cstr(name)).errno(), EPERM, "{name}");
+        if name != "security.capability" {
+            assert_eq!(h.call(Opcode::Removexattr, f, &cstr(name)).errno(), EPERM, "{name}");
+        }
     }
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 32];
     assert!(rustix::fs::getxattr(h.share().join("f"), "security.capability", &mut buf).is_err());
     assert!(rustix::fs::getxattr(h.share().join("f"), "trusted.overlay.opaque", &mut buf).is_err());
+    // A file capability may be removed (what the guest kernel does before a write by a caller
+    // that may not keep it): it only takes privilege away.
+    if rustix::process::geteuid().is_root() {
+        // VFS_CAP_REVISION_2, CAP_NET_RAW permitted.
+        let cap: Vec<u8> =
+            [0x0200_0000u32, 1 << 13, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+        let path = h.share().join("f");
+        rustix::fs::setxattr(&path, "security.capability", &cap, rustix::fs::XattrFlags::empty())
+            .expect("a file capability");
+        let removed = h.call(Opcode::Removexattr, f, &cstr("security.capability"));
+        assert_eq!(removed.errno(), 0);
+        assert!(rustix::fs::getxattr(&path, "security.capability", &mut buf).is_err());
+    }
 }

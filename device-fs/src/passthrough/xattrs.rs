@@ -34,6 +34,11 @@ struct Target {
     _inode: Arc<Inode>,
 }
 
+/// The one protected attribute the guest may remove: a file capability. Removing it only takes
+/// privilege away, and the guest kernel removes it before a write, truncation or change of
+/// owner by a caller that may not keep it (`cap_inode_killpriv`), which would fail otherwise.
+const REMOVABLE: &[u8] = b"security.capability";
+
 /// Refuses a write or removal of a protected attribute.
 fn writable(name: &CStr) -> Result<(), Errno> {
     let name = name.to_bytes();
@@ -135,7 +140,8 @@ impl PassthroughFs {
 
     pub(super) fn do_removexattr(&self, node: NodeId, name: &CStr) -> Result<(), Errno> {
         let target = self.xattr_target(node)?;
-        let name = self.host_xattr_name(name, true)?;
+        let removable = self.config.xattrmap.is_none() && name.to_bytes() == REMOVABLE;
+        let name = self.host_xattr_name(name, !removable)?;
         rustix::fs::removexattr(&target.path, &name)
     }
 }
