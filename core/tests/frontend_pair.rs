@@ -495,9 +495,19 @@ fn reset_device_stops_every_ring() {
     assert!(pair.backend.is_suspended());
     assert!(!pair.frontend.is_vring_started(VringIndex(0)));
     assert_eq!(pair.backend.acked_features(), None);
+    // Its rings would start laid out without the features: refused until they are resent.
+    let forgotten = FrontendError::FeaturesForgotten { code: FrontendCode::SetVringKick };
+    let ring = setup(&mut pair, 0, 0);
+    // Refused: the tokens stay the caller's.
+    pair.fe_in.retain(|fd| Some(*fd) != ring.call && Some(*fd) != ring.kick);
+    assert_eq!(pair.frontend.start_vring(VringIndex(0), ring), Err(forgotten));
     pair.frontend.set_features(EXPECTED_FEATURES).unwrap();
     pair.pump();
     assert_eq!(pair.backend.acked_features(), Some(EXPECTED_FEATURES));
+    let ring = setup(&mut pair, 0, 0);
+    pair.frontend.start_vring(VringIndex(0), ring).unwrap();
+    pair.pump();
+    assert!(pair.backend.vring_state(VringIndex(0)).expect("ring 0").started);
     pair.assert_clean();
 }
 

@@ -183,7 +183,14 @@ fn reset_owner_goes_only_to_a_stopped_device() {
     pair.pump();
     assert_eq!(pair.sent, [(code, true)]);
     assert_eq!(pair.events, [Ev::Done(code)]);
-    // The device is usable again once the rings restart.
+    // The device is usable again once the features are resent and the rings restart.
+    let forgotten = FrontendError::FeaturesForgotten { code: FrontendCode::SetVringKick };
+    let ring = setup(&mut pair, 0, 0);
+    // Refused: the tokens stay the caller's.
+    pair.fe_in.retain(|fd| Some(*fd) != ring.call && Some(*fd) != ring.kick);
+    assert_eq!(pair.frontend.start_vring(VringIndex(0), ring), Err(forgotten));
+    let acked = pair.frontend.negotiated().expect("connected").features;
+    pair.frontend.set_features(acked).unwrap();
     let setup = setup(&mut pair, 0, 0);
     pair.frontend.start_vring(VringIndex(0), setup).unwrap();
     pair.pump();

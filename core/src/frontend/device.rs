@@ -34,6 +34,7 @@ impl Frontend {
         }
         self.queues.reserve(1)?;
         self.negotiated.features = features;
+        self.features_forgotten = false;
         self.queues.push_request(Queued::Inline(Request::SetFeatures(self.wire_features())));
         Ok(())
     }
@@ -150,6 +151,7 @@ impl Frontend {
         self.enqueue(&[Request::ResetDevice])?;
         self.started = [0; crate::limits::MAX_VRINGS / 64];
         self.logging = false;
+        self.features_forgotten = true;
         Ok(())
     }
 
@@ -172,7 +174,9 @@ impl Frontend {
         }
         // Dirty logging stays as the front-end set it: re-send the log area, or turn logging
         // off, with the features.
-        self.enqueue(&[Request::ResetOwner])
+        self.enqueue(&[Request::ResetOwner])?;
+        self.features_forgotten = true;
+        Ok(())
     }
 
     /// CREATE_CRYPTO_SESSION (CRYPTO_SESSION): `session` is the device's session description,

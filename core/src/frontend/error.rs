@@ -171,6 +171,13 @@ pub enum FrontendError {
         /// The request.
         code: FrontendCode,
     },
+    /// RESET_DEVICE or RESET_OWNER made the back-end forget the acked virtio features: a ring
+    /// starts only once SET_FEATURES sent them again (the layout and EVENT_IDX depend on them).
+    #[error("{code}: the back-end forgot the features on reset; send SET_FEATURES first")]
+    FeaturesForgotten {
+        /// The request.
+        code: FrontendCode,
+    },
     /// SET_FEATURES with bits the back-end did not offer.
     #[error("virtio features {requested:?} are not a subset of the offered {offered:?}")]
     FeaturesNotOffered {

@@ -116,6 +116,8 @@ pub struct Frontend {
     shmem: Option<crate::wire::ShmemConfig>,
     started: [u64; MAX_VRINGS / 64],
     logging: bool,
+    /// A reset made the back-end forget the acked features; SET_FEATURES has not resent them.
+    features_forgotten: bool,
     postcopy: PostcopyPhase,
     /// Where the acknowledgement of a postcopy SET_MEM_TABLE reply stands.
     postcopy_ack: PostcopyAck,
@@ -158,6 +160,7 @@ impl Frontend {
             shmem: None,
             started: [0; MAX_VRINGS / 64],
             logging: false,
+            features_forgotten: false,
             postcopy: PostcopyPhase::Off,
             postcopy_ack: PostcopyAck::None,
             postcopy_bases: heapless::Vec::new(),

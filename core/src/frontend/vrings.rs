@@ -74,6 +74,9 @@ impl Frontend {
                 index: index.0,
             });
         }
+        if self.features_forgotten {
+            return Err(FrontendError::FeaturesForgotten { code: FrontendCode::SetVringKick });
+        }
         // Virtio "Virtqueues": a queue has 1 to 32768 entries; SET_VRING_NUM cannot say more.
         if setup.size == 0 || u32::from(setup.size) > crate::limits::MAX_QUEUE_SIZE {
             return Err(FrontendError::InvalidQueueSize { index: index.0, size: setup.size });
