@@ -4,9 +4,10 @@
 //! Rules (spec "Back-end communication" and the BACKEND_* message descriptions): the channel exists
 //! only with BACKEND_REQ acked; each message needs its feature acked; descriptors need
 //! BACKEND_SEND_FD (and at most 8, checked by the parser); the front-end replies only when
-//! NEED_REPLY is set, except to BACKEND_SHARED_OBJECT_LOOKUP, which is always answered. A back-end
-//! waits for the reply it asked for, so a second such request before the answer is a protocol
-//! violation. This module must not act on a request itself: the VMM does.
+//! NEED_REPLY is set, except to BACKEND_SHARED_OBJECT_LOOKUP, which is always answered. Nothing in
+//! the spec makes a back-end wait for one answer before its next request (libvhost-user sends
+//! CONFIG_CHANGE_MSG without waiting), so requests may follow each other: each is surfaced, and
+//! answered in the order they came. This module must not act on a request itself: the VMM does.
 
 use zerocopy::FromBytes;
 
@@ -50,13 +51,6 @@ impl Frontend {
         };
         let request = incoming.message;
         let code = request.code();
-        let waiting = self.backend_pending.iter().find(|(_, waits)| *waits);
-        if let Some(&(pending, _)) = waiting {
-            let error = FrontendError::BackendRequestPending { pending, got: code };
-            self.release(fds);
-            self.close(error);
-            return Err(error);
-        }
         if let Err(error) = self.check_backend_request(&request) {
             return Err(self.refuse_backend(Some(code), incoming.need_reply, fds, error));
         }

@@ -212,14 +212,6 @@ pub enum FrontendError {
         /// The queue count.
         queues: u16,
     },
-    /// A back-end request arrived while another still waits for its answer.
-    #[error("{got} arrived while {pending} still waits for its answer")]
-    BackendRequestPending {
-        /// The request waiting.
-        pending: BackendCode,
-        /// The request that arrived.
-        got: BackendCode,
-    },
     /// An answer was given while no back-end request waits for one.
     #[error("no back-end request waits for an answer")]
     NoBackendRequest,
@@ -262,7 +254,6 @@ pub enum FrontendError {
 impl FrontendError {
     /// A non-zero status for refusing a back-end request, errno-like by kind.
     pub fn status(&self) -> u64 {
-        const EBUSY: u64 = 16;
         const EINVAL: u64 = 22;
         const ERANGE: u64 = 34;
         const ENOTSUP: u64 = 95;
@@ -270,7 +261,6 @@ impl FrontendError {
             Self::BackendNotNegotiated { .. } | Self::NotNegotiated { .. } => ENOTSUP,
             Self::Wire(WireError::UnknownRequest(_)) => ENOTSUP,
             Self::BackendVringOutOfRange { .. } | Self::VringOutOfRange { .. } => ERANGE,
-            Self::BackendRequestPending { .. } => EBUSY,
             Self::Nack { status, .. } if *status != 0 => *status,
             _ => EINVAL,
         }
