@@ -88,7 +88,7 @@ impl FrameDecoder {
 
     /// Records that `n` bytes were written at the start of [`FrameDecoder::read_buf`].
     ///
-    /// Validates the header (version, reserved bits, payload limit) as soon as it is complete.
+    /// Validates the header (version, payload limit) as soon as it is complete.
     pub fn advance(&mut self, n: usize) -> Result<Progress, WireError> {
         let n = n.min(self.next_read_len());
         self.filled += n;
@@ -157,14 +157,15 @@ impl FrameDecoder {
 }
 
 /// The length (header and payload) of the frame whose header starts `bytes`, once the header is
-/// checked as the decoder checks it: version and reserved flag bits, a payload of at most
+/// checked as the decoder checks it: the version (reserved flag bits are the message's to
+/// refuse, not the stream's), a payload of at most
 /// `max_payload` bytes (itself capped at [`MAX_PAYLOAD_SIZE`]). For transports that assemble
 /// frames in a buffer of their own; `bytes` shorter than a header is
 /// [`WireError::TruncatedHeader`].
 pub fn frame_len(bytes: &[u8], max_payload: usize) -> Result<usize, WireError> {
     let (header, _) = Header::read_from_prefix(bytes)
         .map_err(|_| WireError::TruncatedHeader { got: bytes.len() })?;
-    crate::message::check_version_and_reserved(header.flags.get())?;
+    crate::message::check_version(header.flags.get())?;
     let size = header.size.get();
     let max_payload = max_payload.min(MAX_PAYLOAD_SIZE);
     if size as usize > max_payload {
@@ -227,17 +228,14 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_version_and_reserved_bits() {
+    fn refuses_a_bad_version_and_frames_reserved_bits() {
         let mut decoder = FrameDecoder::new();
         assert_eq!(
             decoder.push(&header(1, 2, 0)),
             Err(WireError::BadVersion { version: 2, flags: 2 })
         );
         assert!(decoder.is_idle());
-        assert_eq!(
-            decoder.push(&header(1, 0x11, 0)),
-            Err(WireError::ReservedFlags { flags: 0x11 })
-        );
+        assert_eq!(decoder.push(&header(1, 0x11, 0)), Ok((12, Progress::Ready(12))));
     }
 
     #[test]

@@ -233,10 +233,10 @@ pub fn reply_kind(code: FrontendCode) -> ReplyKind {
 pub fn disposition(code: Option<FrontendCode>, error: &ProtocolError) -> Disposition {
     match error {
         // The byte stream itself is broken: the next message boundary cannot be trusted.
+        // (Reserved flag bits leave it intact: such a message is refused as its kind is.)
         ProtocolError::Wire(
             WireError::TruncatedHeader { .. }
             | WireError::BadVersion { .. }
-            | WireError::ReservedFlags { .. }
             | WireError::FrameLength { .. }
             | WireError::PayloadTooLarge { .. }
             | WireError::UnexpectedReplyFlag { .. },

@@ -90,3 +90,17 @@ fn an_unknown_request_is_refused_and_the_session_goes_on() {
     assert!(matches!(t.send_raw(&bad, &[])[..], [Out::Close(_)]));
     t.assert_fds_balanced();
 }
+
+/// Reserved header flag bits (spec "Header": bits 4-31) leave the frame's boundary intact: the
+/// message is refused as any refusal of its kind is (a failure status where NEED_REPLY asks for
+/// one), and the session goes on.
+#[test]
+fn reserved_flag_bits_refuse_the_message_not_the_session() {
+    let mut t = ready(protocol());
+    let mut buf = [0u8; 64];
+    let len = Request::SetVringNum { index: V0, num: 256 }.encode_into(true, &mut buf).unwrap();
+    buf[4..8].copy_from_slice(&(0x1u32 | 0x8 | 0x10).to_ne_bytes());
+    assert_eq!(t.send_raw(&buf[..len], &[]), [nack(FrontendCode::SetVringNum, 22)]);
+    assert_eq!(t.send(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    t.assert_fds_balanced();
+}

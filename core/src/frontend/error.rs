@@ -273,7 +273,6 @@ impl FrontendError {
             Self::Wire(
                 WireError::TruncatedHeader { .. }
                     | WireError::BadVersion { .. }
-                    | WireError::ReservedFlags { .. }
                     | WireError::FrameLength { .. }
                     | WireError::PayloadTooLarge { .. }
                     | WireError::UnexpectedReplyFlag { .. }

@@ -33,12 +33,20 @@ pub(crate) fn split_frame(frame: &[u8]) -> Result<RawFrame<'_>, WireError> {
     })
 }
 
-/// The version bits must be 1 and the reserved bits 4–31 zero (spec "Header").
-pub(crate) fn check_version_and_reserved(flags: u32) -> Result<(), WireError> {
+/// The version bits must be 1 (spec "Header"): a frame of another version cannot be trusted
+/// to be framed as this one.
+pub(crate) fn check_version(flags: u32) -> Result<(), WireError> {
     let version = flags & HeaderFlags::VERSION_MASK;
     if version != 1 {
         return Err(WireError::BadVersion { version, flags });
     }
+    Ok(())
+}
+
+/// The version bits must be 1 and the reserved bits 4–31 zero (spec "Header"). A message with
+/// reserved bits is framed like any other: it is refused on its own, the stream goes on.
+pub(crate) fn check_version_and_reserved(flags: u32) -> Result<(), WireError> {
+    check_version(flags)?;
     if flags & HeaderFlags::RESERVED_MASK != 0 {
         return Err(WireError::ReservedFlags { flags });
     }

@@ -14,7 +14,7 @@ mod request_encode;
 mod types;
 
 pub use backend::{BackendReply, BackendRequest};
-pub(crate) use codec::check_version_and_reserved;
+pub(crate) use codec::check_version;
 pub use region::{MemoryTable, Region, XenMapping};
 pub use reply::{encode_status, Reply};
 pub use request::Request;
