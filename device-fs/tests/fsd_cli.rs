@@ -50,7 +50,28 @@ fn missing_shared_dir_is_a_clear_error() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not an existing directory"), "{err}");
+    assert!(err.contains("nope: No such file or directory"), "{err}");
+}
+
+/// An open-file limit above what the kernel allows names that bound.
+#[test]
+fn an_open_file_limit_above_the_kernels_is_a_clear_error() {
+    let Some(most) = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    let dir = scratch("rlimit-too-high");
+    let out = fsd()
+        .args(["--socket-path", dir.join("s").to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.to_str().expect("utf-8")])
+        .args(["--rlimit-nofile", &(most + 1).to_string()])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("at most {most} (fs.nr_open)")), "{err}");
 }
 
 #[test]

@@ -160,15 +160,20 @@ fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
     if asked == Some(0) {
         return Ok(());
     }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     if let Some(limit) = asked {
+        if let Some(most) = nr_open.filter(|most| limit > *most) {
+            return Err(format!(
+                "--rlimit-nofile {limit}: the kernel allows at most {most} (fs.nr_open)"
+            ));
+        }
         let rlimit = Rlimit { current: Some(limit), maximum: Some(limit) };
         return setrlimit(Resource::Nofile, rlimit)
             .map_err(|e| format!("--rlimit-nofile {limit}: {e}"));
     }
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(1 << 20);
+    let nr_open = nr_open.unwrap_or(1 << 20);
     let wanted = nr_open.min(1_000_000);
     let current = getrlimit(Resource::Nofile);
     if current.current.is_none_or(|soft| soft >= wanted) {

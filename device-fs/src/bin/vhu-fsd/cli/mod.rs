@@ -301,9 +301,10 @@ pub(crate) enum CliError {
     /// No --shared-dir.
     #[error("--shared-dir is required")]
     NoSharedDir,
-    /// The shared directory is not a directory.
-    #[error("--shared-dir {0}: not an existing directory")]
-    BadSharedDir(String),
+    /// The shared directory cannot be used: the path and why (the system's error, or that it
+    /// is not a directory).
+    #[error("--shared-dir {0}: {1}")]
+    BadSharedDir(String, String),
     /// A tag longer than the config space holds.
     #[error("--tag is {0} bytes long; the virtio-fs config space holds at most 36")]
     TagTooLong(usize),
@@ -325,6 +326,9 @@ pub(crate) enum CliError {
     /// --socket-group names no group.
     #[error("--socket-group {0}: no such group in /etc/group")]
     UnknownGroup(String),
+    /// The system's group lookup failed (its name service unreachable, say).
+    #[error("--socket-group {0}: looking the group up failed: {1}")]
+    GroupLookup(String, String),
     /// --socket-group with an inherited socket, which the daemon does not create.
     #[error("--socket-group applies to a socket the daemon creates (--socket-path), not to --fd")]
     GroupWithFd,
@@ -377,10 +381,13 @@ impl Options {
         };
         let given = self.shared_dir.clone().ok_or(CliError::NoSharedDir)?;
         // Absolute from here on: a sandbox changes the working directory.
-        let shared_dir = std::fs::canonicalize(&given)
-            .ok()
-            .filter(|dir| dir.is_dir())
-            .ok_or_else(|| CliError::BadSharedDir(given.display().to_string()))?;
+        let bad = |why: String| CliError::BadSharedDir(given.display().to_string(), why);
+        let shared_dir = std::fs::canonicalize(&given).map_err(|e| bad(e.to_string()))?;
+        match std::fs::metadata(&shared_dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(bad("not a directory".into())),
+            Err(e) => return Err(bad(e.to_string())),
+        }
         if let Some(tag) = &self.tag {
             if tag.len() > 36 {
                 return Err(CliError::TagTooLong(tag.len()));
@@ -474,7 +481,11 @@ fn group_id(group: &str) -> Result<u32, CliError> {
             buf.resize(longer, 0);
             continue;
         }
-        if rc != 0 || found.is_null() {
+        if rc != 0 {
+            let why = std::io::Error::from_raw_os_error(rc).to_string();
+            return Err(CliError::GroupLookup(group.into(), why));
+        }
+        if found.is_null() {
             return Err(unknown());
         }
         // SAFETY: getgrnam_r returned 0 with a result: it filled `entry`.

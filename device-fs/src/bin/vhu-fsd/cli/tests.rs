@@ -142,10 +142,12 @@ fn unsupported_options_are_refused_not_ignored() {
 fn missing_and_bad_values() {
     assert_eq!(parse(&["--shared-dir=/"]).settings().err(), Some(CliError::NoSocket));
     assert_eq!(parse(&["--socket-path=/tmp/x"]).settings().err(), Some(CliError::NoSharedDir));
-    assert!(matches!(
-        parse(&["--socket-path=/tmp/x", "--shared-dir=/nonexistent/dir"]).settings(),
-        Err(CliError::BadSharedDir(_))
-    ));
+    let missing = parse(&["--socket-path=/tmp/x", "--shared-dir=/nonexistent/dir"]).settings();
+    let why = missing.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.ends_with("No such file or directory (os error 2)"), "{why}");
+    let file = parse(&["--socket-path=/tmp/x", "--shared-dir=/proc/self/status"]).settings();
+    let why = file.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.ends_with("not a directory"), "{why}");
     let long = "t".repeat(37);
     assert_eq!(
         parse(&["--socket-path=/tmp/x", "--shared-dir=/", "--tag", &long]).settings().err(),
