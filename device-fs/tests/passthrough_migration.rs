@@ -116,6 +116,37 @@ fn a_file_renamed_between_save_and_load_is_found() {
     assert_eq!(read(&mut dst, f, fh, 16).expect("readable"), b"before", "the file, not its name");
 }
 
+/// A held file on a submount that moved before the load is looked for on that submount only:
+/// another file system's file with the same inode number (every fresh tmpfs counts from the
+/// same start) is never taken for it.
+#[test]
+fn a_moved_file_is_found_on_its_own_file_system() {
+    if !support::is_root() {
+        return; // mounting needs root
+    }
+    let mut src = Harness::new("migrate-submount-ino");
+    let share = src.share().to_owned();
+    let _other = support::Tmpfs::mount(&share.join("a"));
+    let _sub = support::Tmpfs::mount(&share.join("z/sub"));
+    std::fs::write(share.join("a/f"), b"another file").expect("file");
+    std::fs::write(share.join("z/sub/g"), b"the file").expect("file");
+    let ino =
+        |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(share.join(p)).unwrap());
+    if ino("a/f") != ino("z/sub/g") {
+        return; // a kernel whose tmpfs numbers inodes across mounts: nothing to confuse
+    }
+    src.init();
+    let z = src.lookup(1, "z").entry().nodeid;
+    let sub = src.lookup(z, "sub").entry().nodeid;
+    let g = src.lookup(sub, "g").entry().nodeid;
+    let fh = open(&mut src, g, libc::O_RDONLY);
+    let bytes = state::save(&src.server).expect("saves");
+    std::fs::rename(share.join("z/sub/g"), share.join("z/sub/moved")).expect("mv");
+    let mut dst = src.another_server(|_| {});
+    state::load(&dst.server, &bytes).expect("loads");
+    assert_eq!(read(&mut dst, g, fh, 32).expect("readable"), b"the file");
+}
+
 #[test]
 fn a_file_the_destination_cannot_find_fails_as_configured() {
     for on_error in [OnError::Abort, OnError::GuestError] {

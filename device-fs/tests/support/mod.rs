@@ -293,3 +293,22 @@ impl Drop for ReadOnlyBind {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// A tmpfs mounted at a directory (created) for a test's life: a host file system of its own,
+/// whose inode numbers count from the same start as any other fresh tmpfs's.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let flags = rustix::mount::MountFlags::empty();
+        rustix::mount::mount("vhu-test", path, "tmpfs", flags, None).expect("tmpfs");
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}

@@ -137,11 +137,21 @@ pub(super) fn open_by_handle(mount: &OwnedFd, handle: &FileHandle) -> Result<Own
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Whether `fd` is the inode a record describes: same inode number and kind, and the same file
-/// handle when `handle` is given (which also tells a reused inode number apart).
-pub(super) fn is_same(fd: &OwnedFd, ino: u64, kind: u32, handle: Option<&FileHandle>) -> bool {
+/// Whether `fd` is the inode a record describes: same inode number and kind, on a device
+/// `device_fits` accepts, and the same file handle when `handle` is given (which also tells a
+/// reused inode number apart).
+pub(super) fn is_same(
+    fd: &OwnedFd,
+    ino: u64,
+    kind: u32,
+    handle: Option<&FileHandle>,
+    device_fits: impl Fn(u64) -> bool,
+) -> bool {
     let Ok(st) = attr::stat_fd(fd) else { return false };
     if st.key.1 != ino || st.attr.mode & super::super::inodes::S_IFMT != kind {
+        return false;
+    }
+    if !device_fits(st.key.0) {
         return false;
     }
     handle.is_none_or(|want| file_handle(fd).as_ref() == Some(want))

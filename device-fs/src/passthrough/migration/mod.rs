@@ -319,7 +319,7 @@ impl PassthroughFs {
         let mut devices: Vec<(u64, u64)> =
             source_root.map(|(dev, _)| (*dev, root.key.0)).into_iter().collect();
         for record in &state.nodes {
-            match self.reopen_node(&root.fd, &root_link, record) {
+            match self.reopen_node(&root.fd, &root_link, record, &devices) {
                 Ok(inode) => {
                     if !devices.iter().any(|(from, _)| *from == record.dev) {
                         devices.push((record.dev, inode.key.0));
@@ -372,18 +372,28 @@ impl PassthroughFs {
         Ok(())
     }
 
-    /// Opens the inode `record` describes again, checking it is the same one.
+    /// Opens the inode `record` describes again, checking it is the same one. `devices` maps
+    /// the source's devices to this host's as far as the nodes opened so far tell: a node of a
+    /// mapped device is looked for on its image only, any other one on no image of another
+    /// (an inode number of one file system says nothing about another's, and submounts reuse
+    /// small numbers).
     fn reopen_node(
         &self,
         root: &rustix::fd::OwnedFd,
         root_link: &[u8],
         record: &NodeRecord,
+        devices: &[(u64, u64)],
     ) -> Result<Inode, String> {
         // A handle the source attached is checked whatever this side's options: attaching it
         // is how a source asks for the check (--migration-verify-handles).
         let check_handle = record.handle.as_ref();
-        let is_it =
-            |fd: &rustix::fd::OwnedFd| locate::is_same(fd, record.ino, record.kind, check_handle);
+        let device_fits = |here: u64| match devices.iter().find(|(from, _)| *from == record.dev) {
+            Some((_, image)) => *image == here,
+            None => !devices.iter().any(|(_, image)| *image == here),
+        };
+        let is_it = |fd: &rustix::fd::OwnedFd| {
+            locate::is_same(fd, record.ino, record.kind, check_handle, device_fits)
+        };
         let fd = match (&record.path, &record.handle) {
             (Some(path), _) => match locate::open_in_share(root, path) {
                 Ok(fd) if is_it(&fd) => fd,
