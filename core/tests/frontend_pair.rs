@@ -483,6 +483,30 @@ fn one_request_at_a_time_while_an_ack_is_owed() {
     pair.assert_clean();
 }
 
+/// A ring the device could not start is stopped on both sides: the front-end starts it again
+/// as it started it first.
+#[test]
+fn a_ring_the_device_could_not_start_is_started_again() {
+    let mut pair = Pair::connected();
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(0), fd)]).unwrap();
+    pair.refuse_starts = 1;
+    let ring = setup(&mut pair, 0, 0);
+    pair.frontend.start_vring(VringIndex(0), ring).unwrap();
+    pair.pump();
+    let refused = FrontendError::Nack { request: FrontendCode::SetVringKick, status: 22 };
+    assert!(pair.events.contains(&Ev::Failed(refused)), "{:?}", pair.events);
+    assert!(!pair.frontend.is_vring_started(VringIndex(0)));
+    assert!(!pair.backend.vring_state(VringIndex(0)).expect("ring 0").started);
+    pair.clear_log();
+    let ring = setup(&mut pair, 0, 0);
+    pair.frontend.start_vring(VringIndex(0), ring).unwrap();
+    pair.pump();
+    assert!(pair.frontend.is_vring_started(VringIndex(0)));
+    assert!(pair.backend.vring_state(VringIndex(0)).expect("ring 0").started);
+    pair.assert_clean();
+}
+
 #[test]
 fn reset_device_stops_every_ring() {
     let mut pair = Pair::connected();

@@ -124,6 +124,8 @@ struct Session {
     backend: Backend,
     tokens: Ledger,
     started: BTreeMap<u8, bool>,
+    /// The ring of a StartVring whose completion has not come yet.
+    starting: Option<u8>,
     closed: bool,
 }
 
@@ -173,6 +175,7 @@ impl Session {
                                 Some(true),
                                 "started twice"
                             );
+                            self.starting = Some(index.0);
                         }
                         Action::StopVring { index, .. } => {
                             assert_eq!(
@@ -274,6 +277,7 @@ fn play(ops: Vec<Op>) -> Session {
         backend: Backend::new(spec_for(postcopy)).expect("valid spec"),
         tokens: Ledger::new(),
         started: BTreeMap::new(),
+        starting: None,
         closed: false,
     };
     let mut pending: Option<(FrontendCode, bool)> = None;
@@ -327,7 +331,15 @@ fn play(ops: Vec<Op>) -> Session {
                         Completion::PostcopyMapped(Ok(&postcopy_bases))
                     }
                 };
-                let _ = s.backend.handle_completion(completion);
+                let failed = matches!(completion, Completion::Done(Err(_)));
+                let accepted = s.backend.handle_completion(completion).is_ok();
+                // A ring the device could not start is not started (spec "Starting and
+                // stopping rings": the front-end starts it again with a new kick).
+                if let Some(index) = s.starting.take_if(|_| accepted) {
+                    if failed {
+                        s.started.insert(index, false);
+                    }
+                }
                 let answering = pending;
                 if !s.backend.is_awaiting_completion() {
                     pending = None;

@@ -51,6 +51,8 @@ impl Frontend {
         }
         self.queues.reserve(1)?;
         self.logging = on;
+        // The acked features go with it.
+        self.features_forgotten = false;
         self.queues.push_request(Queued::Inline(Request::SetFeatures(self.wire_features())));
         Ok(())
     }

@@ -223,6 +223,12 @@ impl Frontend {
                 // keeps the newer one and the error event tells the VMM.
                 let _ = self.regions.add(region, MAX_MEM_SLOTS);
             }
+            // A kick that was to start the ring: the device could not, and the back-end holds
+            // the ring stopped (a started ring takes a new kick without failing).
+            Queued::Inline(
+                Request::SetVringKick(crate::message::VringFd { index, .. })
+                | Request::VringKick { index },
+            ) => self.set_started(index, false),
             _ => {}
         }
         self.fail(FrontendError::Nack { request: code, status });

@@ -183,6 +183,9 @@ impl Frontend {
         let code = FrontendCode::VringKick;
         self.require(code, ProtocolFeatures::INBAND_NOTIFICATIONS, "INBAND_NOTIFICATIONS")?;
         self.check_vring(index)?;
+        if self.features_forgotten && !self.is_vring_started(index) {
+            return Err(FrontendError::FeaturesForgotten { code });
+        }
         self.enqueue(&[Request::VringKick { index }])?;
         self.set_started(index, true);
         Ok(())

@@ -87,6 +87,8 @@ pub enum Act {
 #[allow(missing_docs)]
 pub enum Owed {
     Done,
+    /// The start of a ring (refused while [`Pair::refuse_starts`] counts).
+    Started(VringIndex),
     Stopped(VringIndex),
     Config {
         offset: u32,
@@ -140,6 +142,8 @@ pub struct Pair {
     pub rings: BTreeMap<u8, u16>,
     /// The device's config space.
     pub config: Vec<u8>,
+    /// How many ring starts more the device refuses (EINVAL).
+    pub refuse_starts: u32,
     /// The device returns its own fd for a state transfer.
     pub device_state_fd: bool,
     /// The simulated driver acknowledged POSTCOPY_LISTEN and not POSTCOPY_END since.
@@ -179,6 +183,7 @@ impl Pair {
             rings: BTreeMap::new(),
             config: device_config,
             device_state_fd: false,
+            refuse_starts: 0,
             postcopy_listening: false,
             to_backend: VecDeque::new(),
             to_frontend: VecDeque::new(),
@@ -363,6 +368,12 @@ impl Pair {
             let owed = owed.expect("an action said what completes it");
             let result = match owed {
                 Owed::Done => self.backend.handle_completion(Completion::Done(Ok(()))),
+                Owed::Started(index) if self.refuse_starts > 0 => {
+                    self.refuse_starts -= 1;
+                    self.rings.remove(&index.0);
+                    self.backend.handle_completion(Completion::Done(Err(22)))
+                }
+                Owed::Started(_) => self.backend.handle_completion(Completion::Done(Ok(()))),
                 Owed::Mapped if self.postcopy_listening => {
                     let bases: Vec<u64> =
                         (0..mapped).map(|i| POSTCOPY_BASE + i * 0x1000_0000).collect();
@@ -427,7 +438,7 @@ impl Pair {
             Action::StartVring { index, config, kick, enabled } => {
                 rings.insert(index.0, config.base.as_split().expect("split base"));
                 let act = Act::StartVring { index: index.0, base: config.base, enabled };
-                (act, kick, Some(Owed::Done))
+                (act, kick, Some(Owed::Started(index)))
             }
             Action::UpdateVring { .. } => (Act::Other, None, Some(Owed::Done)),
             Action::ReplaceKick { kick, .. } => (Act::Other, kick, None),

@@ -50,6 +50,12 @@ fn scripts_round_trip() {
     }
 }
 
+/// Inputs that once failed the target, kept in `regressions/backend_session/`.
+#[test]
+fn replays_regressions() {
+    crate::replay::regressions("backend_session", run);
+}
+
 /// Every file of the seed corpus goes through the target without a fuzzer.
 #[test]
 fn replays_corpus() {

@@ -16,7 +16,7 @@ pub(super) fn act(
                 let slot = rings.get_mut(usize::from(index.0)).expect("ring in range");
                 assert!(slot.is_none(), "ring {} started twice", index.0);
                 *slot = Some(config.base.0);
-                Some(Owed::Done)
+                Some(Owed::Started(index))
             }
             Action::StopVring { index, .. } => Some(Owed::Stopped(index)),
             Action::ResetDevice => {
@@ -69,7 +69,7 @@ impl Pair {
         let mut postcopy = None;
         let completion = match answer {
             DriverAnswer::Correct(advance) => match owed {
-                Owed::Done => Completion::Done(Ok(())),
+                Owed::Done | Owed::Started(_) => Completion::Done(Ok(())),
                 Owed::Mapped(_) => {
                     postcopy = Some(Completion::PostcopyMapped(Ok(&postcopy_bases)));
                     Completion::Done(Ok(()))
@@ -109,7 +109,9 @@ impl Pair {
                         postcopy = Some(Completion::PostcopyMapped(Err(status)));
                         Completion::Done(Err(status))
                     }
-                    Owed::Done | Owed::Stopped(_) => Completion::Done(Err(status)),
+                    Owed::Done | Owed::Started(_) | Owed::Stopped(_) => {
+                        Completion::Done(Err(status))
+                    }
                 }
             }
             DriverAnswer::Wrong(wrong) => match wrong {
@@ -165,6 +167,14 @@ impl Pair {
                     self.stop = Some((index, base));
                     if let Some(ring) = self.rings.get_mut(usize::from(index.0)) {
                         *ring = None;
+                    }
+                }
+                // A ring the device could not start is not started (core rolls it back).
+                Completion::Done(Err(_)) => {
+                    if let Owed::Started(index) = owed {
+                        if let Some(ring) = self.rings.get_mut(usize::from(index.0)) {
+                            *ring = None;
+                        }
                     }
                 }
                 Completion::ConfigRead(data) => {

@@ -187,6 +187,8 @@ struct VmmReply {
 #[derive(Clone, Copy, Debug)]
 enum Owed {
     Done,
+    /// The start of this ring: a failure leaves it stopped.
+    Started(VringIndex),
     Stopped(VringIndex),
     Config {
         offset: u32,

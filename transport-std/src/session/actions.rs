@@ -86,7 +86,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 let result = if self.is_running(index) {
                     self.device.borrow_mut().update_queue(index, config).map_err(|e| e.status())
                 } else {
-                    // A ring the device refused to start has nothing to move.
+                    // Core moves started rings only; a ring the device is not running has
+                    // nothing to move.
                     Ok(())
                 };
                 self.owe(Kind::Done(result));
@@ -276,7 +277,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 Ok(())
             }
             Err(error) => {
-                ring.run = Run::Failed(config.base);
+                // Core holds the ring stopped: a new kick starts it again.
+                ring.run = Run::Stopped;
                 let _ = ring.err.notify();
                 Err(error.status())
             }
@@ -290,7 +292,6 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         };
         let base = match ring.run {
             Run::Running => self.device.borrow_mut().try_stop_queue(index, drain),
-            Run::Failed(base) => Some(base),
             Run::Stopped => Some(VringBase(0)),
         };
         ring.run = Run::Stopped;

@@ -96,8 +96,6 @@ impl Owed {
 pub(super) enum Run {
     Stopped,
     Running,
-    /// The device refused to start it; GET_VRING_BASE answers with the start base.
-    Failed(VringBase),
 }
 
 /// The driver's per-ring state: notification fds outlive starts and stops.
