@@ -274,6 +274,38 @@ fn unknown_backend_request_is_answered_when_the_backend_waits() {
     pair.assert_clean();
 }
 
+/// A request refused while an earlier one waits for the VMM's answer is answered after it: the
+/// back-end gets its answers in the order it asked.
+#[test]
+fn a_refusal_behind_an_unanswered_request_is_answered_after_it() {
+    let mut pair = Pair::connected();
+    let mut buf = [0u8; 64];
+    let len = BackendRequest::ConfigChangeMsg.encode_into(true, &mut buf).unwrap();
+    pair.frontend.handle_backend_request(&buf[..len], &[]).unwrap();
+    let mut unknown = [0u8; 20];
+    unknown[..4].copy_from_slice(&99u32.to_le_bytes());
+    unknown[4..8].copy_from_slice(&(0x1u32 | 0x8).to_le_bytes());
+    unknown[8..12].copy_from_slice(&8u32.to_le_bytes());
+    assert!(pair.frontend.handle_backend_request(&unknown, &[]).is_err());
+    let take = |frontend: &mut vhu_core::frontend::Frontend| {
+        let mut answers = Vec::new();
+        while let Some(output) = frontend.poll_output() {
+            match output {
+                Output::BackendReply(reply) => answers.push(reply.code().as_u32()),
+                Output::BackendNack { request, .. } => answers.push(request),
+                _ => {}
+            }
+        }
+        answers
+    };
+    assert_eq!(take(&mut pair.frontend), [0u32; 0], "the refusal waits");
+    assert!(!pair.frontend.is_idle(), "answers are owed");
+    pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
+    assert_eq!(take(&mut pair.frontend), [BackendCode::ConfigChangeMsg.as_u32(), 99]);
+    assert!(pair.frontend.is_idle());
+    assert!(pair.frontend.is_connected());
+}
+
 /// A back-end that does not wait for one answer before its next request (libvhost-user's
 /// CONFIG_CHANGE_MSG) gets each answer, in order; the session goes on.
 #[test]

@@ -6,8 +6,9 @@
 //! BACKEND_SEND_FD (and at most 8, checked by the parser); the front-end replies only when
 //! NEED_REPLY is set, except to BACKEND_SHARED_OBJECT_LOOKUP, which is always answered. Nothing in
 //! the spec makes a back-end wait for one answer before its next request (libvhost-user sends
-//! CONFIG_CHANGE_MSG without waiting), so requests may follow each other: each is surfaced, and
-//! answered in the order they came. This module must not act on a request itself: the VMM does.
+//! CONFIG_CHANGE_MSG without waiting), so requests may follow each other: each is surfaced or
+//! refused, and answered in the order they came (a refusal waits behind the VMM's answers to
+//! earlier requests). This module must not act on a request itself: the VMM does.
 
 use zerocopy::FromBytes;
 
@@ -19,6 +20,47 @@ use crate::wire::ReplyKind;
 use crate::wire::{BackendCode, Header, HeaderFlags};
 use crate::WireError;
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
+
+/// A back-end request not answered yet.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Unanswered {
+    /// Surfaced to the VMM, whose answer comes with [`Frontend::handle_backend_answer`];
+    /// whether the back-end waits for it.
+    Surfaced(BackendCode, bool),
+    /// Refused while earlier requests were unanswered: the failure answer, sent once they
+    /// are, so the back-end gets its answers in the order it asked.
+    Refused(Refusal),
+}
+
+/// The failure answer to a refused back-end request.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Refusal {
+    /// REPLY_ACK of a known request (or SHARED_OBJECT_LOOKUP's reply, without a descriptor).
+    Known(BackendCode, u64),
+    /// REPLY_ACK of a request of a code core does not know.
+    Unknown(u32, u64),
+}
+
+impl Refusal {
+    fn output(self) -> Output<'static> {
+        match self {
+            Self::Known(BackendCode::SharedObjectLookup, status) => {
+                Output::BackendReply(BackendReply::SharedObjectLookup { status, fd: None })
+            }
+            Self::Known(request, status) => {
+                Output::BackendReply(BackendReply::Ack { request, status })
+            }
+            Self::Unknown(request, status) => Output::BackendNack { request, status },
+        }
+    }
+}
+
+impl Unanswered {
+    /// Whether an answer is owed to the back-end for it.
+    pub(super) fn owes_reply(&self) -> bool {
+        matches!(self, Self::Surfaced(_, true) | Self::Refused(_))
+    }
+}
 
 impl Frontend {
     /// Handles one complete request frame from the back-end channel and its descriptors.
@@ -55,7 +97,7 @@ impl Frontend {
             return Err(self.refuse_backend(Some(code), incoming.need_reply, fds, error));
         }
         let waits = incoming.need_reply || code.reply_kind() != ReplyKind::AckOnly;
-        if self.backend_pending.push_back((code, waits)).is_err() {
+        if self.backend_pending.push_back(Unanswered::Surfaced(code, waits)).is_err() {
             // The VMM never answers: the session cannot keep up.
             self.release(fds);
             self.close(FrontendError::OutputOverflow);
@@ -72,7 +114,10 @@ impl Frontend {
         if self.phase == Phase::Closed {
             return Err(FrontendError::Closed);
         }
-        let &(code, waits) = self.backend_pending.front().ok_or(FrontendError::NoBackendRequest)?;
+        let Some(&Unanswered::Surfaced(code, waits)) = self.backend_pending.front() else {
+            // A refused entry is never first: it goes out as soon as what precedes it does.
+            return Err(FrontendError::NoBackendRequest);
+        };
         let lookup = code == BackendCode::SharedObjectLookup;
         let reply = match answer {
             BackendAnswer::SharedObject(result) if lookup => Some(match result {
@@ -89,7 +134,22 @@ impl Frontend {
         if let Some(reply) = reply {
             self.queues.push(Item::Out(Output::BackendReply(reply)));
         }
+        while let Some(&Unanswered::Refused(refusal)) = self.backend_pending.front() {
+            self.backend_pending.pop_front();
+            self.queues.push(Item::Out(refusal.output()));
+        }
         Ok(())
+    }
+
+    /// Sends the failure answer to a refused request, or, while earlier requests are not
+    /// answered, keeps it to follow their answers.
+    fn answer_refused(&mut self, refusal: Refusal) {
+        if self.backend_pending.is_empty() {
+            self.queues.push(Item::Out(refusal.output()));
+        } else if self.backend_pending.push_back(Unanswered::Refused(refusal)).is_err() {
+            // The VMM never answers: the session cannot keep up.
+            self.close(FrontendError::OutputOverflow);
+        }
     }
 
     /// Refuses a back-end request: releases its tokens and answers with a failure if the
@@ -105,14 +165,10 @@ impl Frontend {
         let status = error.status();
         match code {
             _ if error.is_stream_broken() => self.close(error),
-            Some(BackendCode::SharedObjectLookup) => {
-                let reply = BackendReply::SharedObjectLookup { status, fd: None };
-                self.queues.push(Item::Out(Output::BackendReply(reply)));
+            Some(code @ BackendCode::SharedObjectLookup) => {
+                self.answer_refused(Refusal::Known(code, status));
             }
-            Some(request) if need_reply => {
-                let reply = BackendReply::Ack { request, status };
-                self.queues.push(Item::Out(Output::BackendReply(reply)));
-            }
+            Some(request) if need_reply => self.answer_refused(Refusal::Known(request, status)),
             _ => {}
         }
         error
@@ -126,7 +182,7 @@ impl Frontend {
         self.release(fds);
         let error = FrontendError::Wire(WireError::UnknownRequest(request));
         if need_reply {
-            self.queues.push(Item::Out(Output::BackendNack { request, status: error.status() }));
+            self.answer_refused(Refusal::Unknown(request, error.status()));
         }
         error
     }

@@ -60,7 +60,7 @@ use crate::limits::{
 use crate::message::{MemoryTable, Request};
 use crate::protocol_error::{reply_kind, ReplyKind};
 use crate::regions::RegionTable;
-use crate::wire::{self, BackendCode, FrontendCode};
+use crate::wire::{self, FrontendCode};
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures, VringIndex};
 use arrayvec::ArrayVec;
 use postcopy::{PostcopyAck, PostcopyPhase};
@@ -126,9 +126,9 @@ pub struct Frontend {
     queues: Queues,
     in_flight: Option<InFlight>,
     releasing: heapless::Vec<FdToken, MAX_FDS_PER_MSG>,
-    /// The back-end requests surfaced and not answered yet, oldest first, and whether the
-    /// back-end waits for each answer.
-    backend_pending: heapless::Deque<(BackendCode, bool), MAX_OUTPUTS>,
+    /// The back-end requests not answered yet, oldest first: surfaced to the VMM, or refused
+    /// while earlier ones waited (their answers go out in order).
+    backend_pending: heapless::Deque<channel::Unanswered, MAX_OUTPUTS>,
 }
 
 impl Frontend {
@@ -197,7 +197,7 @@ impl Frontend {
         self.queues.is_empty()
             && !self.is_awaiting_reply()
             && self.postcopy_ack == PostcopyAck::None
-            && !self.backend_pending.iter().any(|(_, waits)| *waits)
+            && !self.backend_pending.iter().any(channel::Unanswered::owes_reply)
     }
 
     /// Whether dirty logging (VHOST_F_LOG_ALL) is on.

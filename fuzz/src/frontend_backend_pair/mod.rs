@@ -34,7 +34,7 @@ use vhu_core::{
 };
 
 use crate::cursor::SCRIPT;
-use crate::frontend_model::{Answer, Config, Drained, Ev, Ledger, Model, Ring, Vmm};
+use crate::frontend_model::{Answer, Config, Drained, Ev, Ledger, Model, Ring, Unanswered, Vmm};
 
 mod driver;
 
@@ -354,7 +354,9 @@ impl Pair {
                 self.take(drained);
             }
             Queue::VmmAnswer => {
-                let Some(&(code, _)) = self.fe.backend_pending.front() else { return false };
+                let Some(&Unanswered::Surfaced(code, _)) = self.fe.backend_pending.front() else {
+                    return false;
+                };
                 let reply =
                     VmmReply::arbitrary(u).unwrap_or(VmmReply { wrong: false, status: None });
                 // The fitting kind of answer, unless the fuzzer wants the other one.

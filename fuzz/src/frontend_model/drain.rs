@@ -5,21 +5,22 @@ use vhu_core::frontend::{Frontend, Output};
 use vhu_core::message::encode_status;
 use vhu_core::{BackendReply, FdToken};
 
-use super::model::{Drained, Frame, Model, Step};
+use super::model::{Answered, Drained, Frame, Model, Step, Unanswered};
 use super::MAX_OUTPUTS_PER_DRAIN;
 
 impl Model {
     pub(super) fn drain(&mut self, frontend: &mut Frontend, step: Step) -> Drained {
         let mut out = Drained::default();
         let mut buf = vec![0u8; vhu_core::limits::MAX_FRAME_SIZE];
-        let mut answer_reply = match step {
-            Step::Answer(code) => code,
-            Step::BackendRequest { accepted: false, reply, .. } => reply,
-            _ => None,
-        };
-        let mut answer_nack = match step {
-            Step::BackendRequest { nack, .. } => nack,
-            _ => None,
+        // The answers this step may send, in order; a refusal's reply is optional (a broken
+        // stream closes instead), an unknown request's failure status and an answer's are not.
+        let mut due: std::collections::VecDeque<Answered> = match step {
+            Step::Answer => std::mem::take(&mut self.answers_due),
+            Step::BackendRequest { accepted, reply, nack } => {
+                let reply = reply.filter(|_| !accepted).map(Answered::Reply);
+                reply.into_iter().chain(nack.map(Answered::Nack)).collect()
+            }
+            _ => Default::default(),
         };
         let mut settled = false;
         for _ in 0..MAX_OUTPUTS_PER_DRAIN {
@@ -52,11 +53,10 @@ impl Model {
                     out.requests.push(frame);
                 }
                 Output::BackendReply(reply) => {
-                    let expected = answer_reply.take();
                     assert_eq!(
-                        expected,
-                        Some(reply.code()),
-                        "back-end reply {reply:?} answers no waiting request"
+                        due.pop_front(),
+                        Some(Answered::Reply(reply.code())),
+                        "back-end reply {reply:?} is not the answer due next"
                     );
                     let len = reply.encode_into(&mut buf).expect("back-end reply encodes");
                     let fds: Vec<FdToken> = reply.fds().into_iter().collect();
@@ -72,8 +72,11 @@ impl Model {
                     });
                 }
                 Output::BackendNack { request, status } => {
-                    let expected = answer_nack.take();
-                    assert_eq!(expected, Some(request), "failure answer to {request} unasked for");
+                    assert_eq!(
+                        due.pop_front(),
+                        Some(Answered::Nack(request)),
+                        "failure answer to {request} is not the answer due next"
+                    );
                     assert_ne!(status, 0, "a failure answer with status 0");
                     let len = encode_status(request, status, &mut buf).expect("answer encodes");
                     out.backend_replies.push(Frame {
@@ -96,7 +99,8 @@ impl Model {
             }
         }
         assert!(settled, "the front-end never stops producing outputs");
-        assert_eq!(answer_nack, None, "a waiting back-end's unknown request went unanswered");
+        let unanswered = due.iter().any(|a| matches!(a, Answered::Nack(_)));
+        assert!(!unanswered, "a waiting back-end's unknown request went unanswered: {due:?}");
         self.after_drain(frontend);
         out
     }
@@ -111,7 +115,7 @@ impl Model {
             self.ledger.assert_balanced();
         }
         if !self.closed {
-            let waits = self.backend_pending.iter().any(|(_, waits)| *waits);
+            let waits = self.backend_pending.iter().any(Unanswered::owes_reply);
             let idle = self.awaiting.is_none() && !waits;
             assert_eq!(frontend.is_idle(), idle, "idle state");
         }

@@ -4,7 +4,7 @@
 use vhu_core::frontend::{Event, FrontendError};
 use vhu_core::{BackendCode, FrontendCode, ProtocolFeatures, VirtioFeatures};
 
-use super::model::{Detail, Ev, Model, Step};
+use super::model::{Detail, Ev, Model, Step, Unanswered};
 
 impl Model {
     pub(super) fn on_event(&mut self, event: Event<'_>, step: Step) -> Ev {
@@ -96,7 +96,7 @@ impl Model {
                 }
                 let lookup = request.code() == BackendCode::SharedObjectLookup;
                 assert!(!lookup || need_reply, "a lookup always waits for its answer");
-                self.backend_pending.push_back((request.code(), need_reply));
+                self.backend_pending.push_back(Unanswered::Surfaced(request.code(), need_reply));
                 Ev::BackendRequest { request, need_reply }
             }
             Event::PostcopyAdvised { userfaultfd } => {

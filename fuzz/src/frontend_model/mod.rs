@@ -16,7 +16,7 @@ mod model;
 mod request;
 mod vmm;
 
-pub(crate) use model::{Detail, Drained, Ev, Model};
+pub(crate) use model::{Detail, Drained, Ev, Model, Unanswered};
 pub(crate) use vhu_core::testing::Ledger;
 pub(crate) use vmm::{script, Answer, Config, Ring, Saved, Vmm};
 

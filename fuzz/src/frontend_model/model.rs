@@ -39,6 +39,29 @@ pub(crate) enum Detail {
 
 pub(crate) use vhu_core::testing::pair::Ev;
 
+/// A back-end request the front-end has not answered yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unanswered {
+    /// Surfaced to the VMM; whether the back-end waits for the answer.
+    Surfaced(BackendCode, bool),
+    /// Refused behind earlier unanswered requests: its failure answer follows theirs.
+    Refused(Answered),
+}
+
+impl Unanswered {
+    pub(crate) fn owes_reply(&self) -> bool {
+        matches!(self, Self::Surfaced(_, true) | Self::Refused(_))
+    }
+}
+
+/// An answer on the back-end channel: the reply to a known request, or the failure status of
+/// an unknown one (its raw code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answered {
+    Reply(BackendCode),
+    Nack(u32),
+}
+
 /// The input a drain follows, which decides what may come out.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Step {
@@ -49,8 +72,9 @@ pub(super) enum Step {
     /// A back-end request, accepted or refused; `reply` is the code a refusal may answer,
     /// `nack` the raw code of an unknown request the back-end waits for an answer to.
     BackendRequest { accepted: bool, reply: Option<BackendCode>, nack: Option<u32> },
-    /// An answer to a back-end request; the reply it must produce, if any.
-    Answer(Option<BackendCode>),
+    /// An answer to a back-end request: the answers it must send, in order (its own, if the
+    /// back-end waits, then those of requests refused behind it), in `Model::answers_due`.
+    Answer,
 }
 
 /// One request the front-end emitted, encoded, with its tokens.
@@ -97,7 +121,9 @@ pub(crate) struct Model {
     /// The outcome the handshake reported.
     pub(crate) negotiated: Option<Negotiated>,
     /// Back-end requests surfaced and not answered yet, and whether the back-end waits.
-    pub(crate) backend_pending: VecDeque<(BackendCode, bool)>,
+    pub(crate) backend_pending: VecDeque<Unanswered>,
+    /// What the next [`Step::Answer`] drain must send.
+    pub(super) answers_due: VecDeque<Answered>,
     /// POSTCOPY_LISTEN was acknowledged and POSTCOPY_END not since: SET_MEM_TABLE goes in its
     /// postcopy form.
     pub(super) postcopy_listening: bool,
@@ -157,6 +183,9 @@ impl Model {
         nfds: usize,
     ) -> Drained {
         let fds = self.ledger.arriving(nfds);
+        // Answers go out in the order of the requests: a refusal behind unanswered requests
+        // waits for theirs.
+        let behind = !self.backend_pending.is_empty();
         let result = frontend.handle_backend_request(frame, &fds);
         // A refusal answers only if the header names a code and the back-end waits.
         let code = frame_code(frame).and_then(BackendCode::from_u32);
@@ -174,12 +203,20 @@ impl Model {
             }
             _ => None,
         };
-        let step = Step::BackendRequest {
-            accepted: result.is_ok(),
-            reply: code.filter(|_| waits && !self.closed),
-            nack: unknown.filter(|_| need_reply),
+        let reply = code.filter(|_| waits && !self.closed);
+        let nack = unknown.filter(|_| need_reply);
+        let step = if behind {
+            Step::BackendRequest { accepted: result.is_ok(), reply: None, nack: None }
+        } else {
+            Step::BackendRequest { accepted: result.is_ok(), reply, nack }
         };
         let drained = self.drain(frontend, step);
+        if behind && result.is_err() && !self.closed {
+            let owed = nack.map(Answered::Nack).or(reply.map(Answered::Reply));
+            if let Some(owed) = owed {
+                self.backend_pending.push_back(Unanswered::Refused(owed));
+            }
+        }
         if result.is_ok() {
             let surfaced =
                 drained.events.iter().filter(|e| matches!(e, Ev::BackendRequest { .. })).count();
@@ -192,20 +229,28 @@ impl Model {
     pub(crate) fn answer(&mut self, frontend: &mut Frontend, answer: BackendAnswer) -> Drained {
         let front = self.backend_pending.front().copied();
         let result = frontend.handle_backend_answer(answer);
-        let mut expect = None;
+        let mut due = VecDeque::new();
         if result.is_ok() {
-            let (code, waits) = front.expect("an answer was accepted with nothing to answer");
+            let Some(Unanswered::Surfaced(code, waits)) = front else {
+                panic!("an answer was accepted for {front:?}");
+            };
             self.backend_pending.pop_front();
             if let BackendAnswer::SharedObject(Ok(fd)) = answer {
                 assert_eq!(code, BackendCode::SharedObjectLookup, "fd answer to {code}");
                 self.ledger.enter(fd, false);
             }
-            expect = waits.then_some(code);
+            if waits {
+                due.push_back(Answered::Reply(code));
+            }
+            while let Some(Unanswered::Refused(owed)) = self.backend_pending.front().copied() {
+                self.backend_pending.pop_front();
+                due.push_back(owed);
+            }
         }
-        let drained = self.drain(frontend, Step::Answer(expect));
-        if expect.is_some() {
-            assert_eq!(drained.backend_replies.len(), 1, "a waiting back-end got no reply");
-        }
+        let count = due.len();
+        self.answers_due = due;
+        let drained = self.drain(frontend, Step::Answer);
+        assert_eq!(drained.backend_replies.len(), count, "answers owed to the back-end");
         drained
     }
 
