@@ -6,7 +6,7 @@
 //! call it; nothing else chooses.
 
 use crate::regions::RegionError;
-use crate::wire::FrontendCode;
+use crate::wire::{FrontendCode, HeaderFlags};
 use crate::{ProtocolFeatures, VirtioFeatures, WireError};
 
 /// A request the state machine refuses, or a misuse of its API.
@@ -232,6 +232,12 @@ pub fn reply_kind(code: FrontendCode) -> ReplyKind {
 /// could not be read.
 pub fn disposition(code: Option<FrontendCode>, error: &ProtocolError) -> Disposition {
     match error {
+        // A request that claims to be a reply: the peer has lost track of the session.
+        ProtocolError::Wire(WireError::ReservedFlags { flags })
+            if flags & HeaderFlags::REPLY.bits() != 0 =>
+        {
+            Disposition::Close
+        }
         // The byte stream itself is broken: the next message boundary cannot be trusted.
         // (Reserved flag bits leave it intact: such a message is refused as its kind is.)
         ProtocolError::Wire(

@@ -102,5 +102,9 @@ fn reserved_flag_bits_refuse_the_message_not_the_session() {
     buf[4..8].copy_from_slice(&(0x1u32 | 0x8 | 0x10).to_ne_bytes());
     assert_eq!(t.send_raw(&buf[..len], &[]), [nack(FrontendCode::SetVringNum, 22)]);
     assert_eq!(t.send(Request::GetQueueNum), [Out::Reply(Reply::QueueNum(2))]);
+    // With REPLY as well, the request claims to be a reply: the peer lost track, and the
+    // session ends as for REPLY alone.
+    buf[4..8].copy_from_slice(&(0x1u32 | 0x4 | 0x10).to_ne_bytes());
+    assert!(matches!(t.send_raw(&buf[..len], &[])[..], [Out::Close(_)]));
     t.assert_fds_balanced();
 }

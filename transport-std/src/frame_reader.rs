@@ -3,7 +3,7 @@
 //!
 //! A [`FrameReader`] reads chunks with [`recv_chunk`] into a buffer of its own and hands out each
 //! frame where it lies in that buffer, with no copy; core's [`frame_len`] checks each header as
-//! soon as it is complete (version, reserved bits, payload limit). The buffer starts small and
+//! soon as it is complete (version, payload limit). The buffer starts small and
 //! grows only as far as the frames and bursts the peer sends need. How much one `recvmsg` asks
 //! for is its [`ReadAhead`]:
 //!

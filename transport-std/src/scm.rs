@@ -44,7 +44,7 @@ pub enum ScmError {
     /// `sendmsg` or `recvmsg` failed (EINTR is retried and never reported).
     #[error("socket I/O failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The frame decoder refused the header (bad version, reserved bits, oversized payload).
+    /// The frame decoder refused the header (bad version, oversized payload).
     #[error("invalid frame: {0}")]
     Wire(#[from] WireError),
     /// The kernel truncated the control data (MSG_CTRUNC): descriptors were lost. Every descriptor
