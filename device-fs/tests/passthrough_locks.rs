@@ -88,6 +88,17 @@ fn host_try_flock(file: &std::fs::File) -> bool {
 
 /// Sends SETLKW through `handle_with`; returns what the server did.
 fn setlkw(h: &mut Harness, node: u64, args: &LkIn, defer: &Arc<dyn Defer>, unique: u64) -> Handled {
+    setlkw_answer(h, node, args, defer, unique).0
+}
+
+/// [`setlkw`], with the error of an answer given at once (0 when none was).
+fn setlkw_answer(
+    h: &mut Harness,
+    node: u64,
+    args: &LkIn,
+    defer: &Arc<dyn Defer>,
+    unique: u64,
+) -> (Handled, i32) {
     let header = InHeader {
         len: (size_of::<InHeader>() + size_of::<LkIn>()) as u32,
         opcode: Opcode::Setlkw as u32,
@@ -98,7 +109,10 @@ fn setlkw(h: &mut Harness, node: u64, args: &LkIn, defer: &Arc<dyn Defer>, uniqu
     };
     let request = [header.as_bytes(), args.as_bytes()].concat();
     let mut writer = VecWriter::new(4096);
-    h.server.handle_with(&mut &request[..], &mut writer, Some(defer)).expect("handled")
+    let handled =
+        h.server.handle_with(&mut &request[..], &mut writer, Some(defer)).expect("handled");
+    let error = OutHeader::read_from_prefix(writer.bytes()).map_or(0, |(out, _)| out.error);
+    (handled, error)
 }
 
 #[test]
@@ -199,6 +213,31 @@ fn setlkw_is_answered_when_the_host_lets_go() {
         setlkw(&mut h, node, &lk(a, 1, F_WRLCK, 20, 29, false), &defer, 501),
         Handled::Replied(16)
     );
+}
+
+/// Two guest owners each holding what the other waits for: the second SETLKW, which would
+/// close the cycle, is answered EDEADLK at once (as Linux answers local POSIX locks); the first
+/// still waits, and gets its lock once the other lets go.
+#[test]
+fn a_setlkw_that_would_wait_for_itself_is_a_deadlock() {
+    const EDEADLK: i32 = 35;
+    let (mut h, node, a, b) = setup("locks-deadlock");
+    let (defer, replies) = later();
+    assert_eq!(setlk(&mut h, node, &lk(a, 1, F_WRLCK, 0, 0, false)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(b, 2, F_WRLCK, 1, 1, false)), 0);
+    // A third owner sharing nothing with them waits without a cycle.
+    assert_eq!(setlk(&mut h, node, &lk(b, 3, F_RDLCK, 5, 5, false)), 0);
+    let (waits, _) = setlkw_answer(&mut h, node, &lk(a, 1, F_WRLCK, 1, 1, false), &defer, 700);
+    assert_eq!(waits, Handled::Deferred(700));
+    let (third, _) = setlkw_answer(&mut h, node, &lk(b, 3, F_WRLCK, 0, 0, false), &defer, 701);
+    assert_eq!(third, Handled::Deferred(701), "owner 3 waits for owner 1, which waits for 2");
+    let (closes, error) = setlkw_answer(&mut h, node, &lk(b, 2, F_WRLCK, 0, 0, false), &defer, 702);
+    assert!(matches!(closes, Handled::Replied(_)), "{closes:?}");
+    assert_eq!(error, -EDEADLK);
+    assert!(replies.recv_timeout(Duration::from_millis(100)).is_err(), "both still wait");
+    // Owner 2 lets go: owner 1 gets the byte it waited for.
+    assert_eq!(setlk(&mut h, node, &lk(b, 2, F_UNLCK, 1, 1, false)), 0);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((700, 0)));
 }
 
 #[test]

@@ -13,7 +13,10 @@
 //!
 //! A SETLKW whose lock is held is retried on a thread of its own until it is granted or
 //! cancelled (INTERRUPT, RELEASE of its handle, FLUSH of its owner, the end of the session), so
-//! no queue worker ever blocks on a lock. This module opens no descriptors itself: the caller
+//! no queue worker ever blocks on a lock. One that would wait, through guest owners holding what
+//! it asks for and waiting in turn, for its own owner is refused with EDEADLK, as Linux refuses
+//! it for local POSIX locks: Linux's virtio-fs never interrupts a request, so a guest caller in
+//! such a cycle would otherwise wait for good. (Host processes' locks are not seen.) This module opens no descriptors itself: the caller
 //! passes the opener of a node's description.
 
 use std::collections::HashMap;
@@ -37,6 +40,8 @@ type Key = (u64, u64, bool);
 /// A SETLKW in progress.
 struct Waiting {
     key: Key,
+    /// What it asks for.
+    lock: Lock,
     handle: Handle,
     cancel: Cancel,
     /// Gone once the waiting thread ended.
@@ -77,44 +82,55 @@ impl Owner {
     }
 }
 
-/// The byte ranges an owner holds, inclusive, sorted and apart (a flock lock is the whole
-/// file), so a migration can tell an owner that holds nothing from one that holds a lock.
+/// The byte ranges an owner holds, inclusive, sorted and apart, with their types (a flock lock
+/// is the whole file), so a migration can tell an owner that holds nothing from one that holds
+/// a lock, and a SETLKW can tell which guest owners hold what it asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Ranges(Vec<(u64, u64)>);
+struct Ranges(Vec<(u64, u64, LockType)>);
 
 impl Ranges {
-    /// Ranges kept apart at most; past it they merge into one that covers them all (the owner
-    /// still counts as holding, which is all that is asked of it).
+    /// Ranges kept apart at most; past it they merge into one write lock that covers them all
+    /// (the owner still counts as holding, and as in the way of anything there).
     const KEPT: usize = 1024;
 
-    /// The owner now holds `start..=end` (whatever the lock's type: POSIX replaces an owner's
-    /// lock on the range, it never holds less).
-    fn take(&mut self, start: u64, end: u64) {
+    /// The owner now holds `start..=end` as `typ` (POSIX replaces an owner's lock on the
+    /// range).
+    fn take(&mut self, start: u64, end: u64, typ: LockType) {
         self.give_back(start, end);
         let at = self.0.partition_point(|r| r.0 < start);
-        self.0.insert(at, (start, end));
+        self.0.insert(at, (start, end, typ));
         if self.0.len() > Self::KEPT {
             let (first, last) = (self.0[0].0, self.0[self.0.len() - 1].1);
-            self.0 = vec![(first, last)];
+            self.0 = vec![(first, last, LockType::Write)];
         }
     }
 
     /// The owner no longer holds anything of `start..=end`.
     fn give_back(&mut self, start: u64, end: u64) {
         let mut kept = Vec::with_capacity(self.0.len() + 1);
-        for &(a, b) in &self.0 {
+        for &(a, b, typ) in &self.0 {
             if b < start || a > end {
-                kept.push((a, b));
+                kept.push((a, b, typ));
                 continue;
             }
             if a < start {
-                kept.push((a, start - 1));
+                kept.push((a, start - 1, typ));
             }
             if b > end {
-                kept.push((end + 1, b));
+                kept.push((end + 1, b, typ));
             }
         }
         self.0 = kept;
+    }
+
+    /// Whether something held is in the way of `lock` (a write lock, or any lock where a write
+    /// lock is asked for, overlapping it).
+    fn conflicts(&self, lock: &Lock) -> bool {
+        self.0.iter().any(|&(a, b, typ)| {
+            a <= lock.end
+                && lock.start <= b
+                && (typ == LockType::Write || lock.typ == LockType::Write)
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -133,7 +149,7 @@ fn record(held: &Mutex<Ranges>, lock: &Lock, flock: bool) {
     let mut held = lock_ranges(held);
     match lock.typ {
         LockType::Unlock => held.give_back(start, end),
-        LockType::Read | LockType::Write => held.take(start, end),
+        LockType::Read | LockType::Write => held.take(start, end, lock.typ),
     }
 }
 
@@ -141,6 +157,41 @@ fn record(held: &Mutex<Ranges>, lock: &Lock, flock: bool) {
 struct Inner {
     ofds: HashMap<Key, Owner>,
     waits: Vec<Waiting>,
+}
+
+impl Inner {
+    /// Whether POSIX owner `me` waiting for `lock` would wait for itself: through a guest
+    /// owner holding part of what it asks for, which waits for a lock held by another, and so
+    /// on (POSIX: EDEADLK). Owners are the guest's lock owners, whatever the file.
+    fn closes_cycle(&self, me: Key, lock: &Lock) -> bool {
+        let mut pending = vec![(me, *lock)];
+        let mut seen = vec![me.1];
+        while let Some((waiter, wanted)) = pending.pop() {
+            let blockers = self.ofds.iter().filter(|(key, owner)| {
+                key.0 == waiter.0
+                    && !key.2
+                    && key.1 != waiter.1
+                    && lock_ranges(&owner.held).conflicts(&wanted)
+            });
+            for (blocker, _) in blockers {
+                if blocker.1 == me.1 {
+                    return true;
+                }
+                if seen.contains(&blocker.1) {
+                    continue;
+                }
+                seen.push(blocker.1);
+                let its_waits = self.waits.iter().filter(|w| {
+                    w.key.1 == blocker.1
+                        && !w.key.2
+                        && w.alive.strong_count() > 0
+                        && !w.cancel.is_cancelled()
+                });
+                pending.extend(its_waits.map(|w| (w.key, w.lock)));
+            }
+        }
+        false
+    }
 }
 
 /// The locks the guest holds or waits for, by owner.
@@ -260,8 +311,12 @@ impl Locks {
             if inner.waits.len() >= MAX_WAITS {
                 return Err(Errno::NOLCK);
             }
+            if !flock && inner.closes_cycle(key, &lock) {
+                return Err(Errno::DEADLK);
+            }
             let (handle, cancel) = (req.handle, wait.cancel.clone());
-            inner.waits.push(Waiting { key, handle, cancel, alive: Arc::downgrade(&alive) });
+            let alive = Arc::downgrade(&alive);
+            inner.waits.push(Waiting { key, lock, handle, cancel, alive });
         }
         std::thread::Builder::new()
             .name("vhu-lock-wait".into())
@@ -447,33 +502,39 @@ pub(super) fn probe(dir: &OwnedFd) -> (bool, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::Ranges;
+    use super::{Lock, LockType, Ranges};
 
     #[test]
     fn ranges_held_follow_locks_and_unlocks() {
+        let (r, w) = (LockType::Read, LockType::Write);
         let mut held = Ranges::default();
-        held.take(10, 20);
-        held.take(30, 40);
-        held.take(15, 35);
-        assert_eq!(held.0, [(10, 14), (15, 35), (36, 40)]);
+        held.take(10, 20, r);
+        held.take(30, 40, w);
+        held.take(15, 35, w);
+        assert_eq!(held.0, [(10, 14, r), (15, 35, w), (36, 40, w)]);
+        let asked = |start, end, typ| Lock { start, end, typ, pid: 0 };
+        assert!(!held.conflicts(&asked(10, 14, r)), "read locks share");
+        assert!(held.conflicts(&asked(14, 14, w)));
+        assert!(held.conflicts(&asked(20, 20, r)));
+        assert!(!held.conflicts(&asked(41, 50, w)));
         held.give_back(12, 38);
-        assert_eq!(held.0, [(10, 11), (39, 40)]);
+        assert_eq!(held.0, [(10, 11, r), (39, 40, w)]);
         held.give_back(0, u64::MAX);
         assert!(held.is_empty());
-        held.take(5, u64::MAX);
+        held.take(5, u64::MAX, r);
         held.give_back(0, 4);
-        assert_eq!(held.0, [(5, u64::MAX)]);
+        assert_eq!(held.0, [(5, u64::MAX, r)]);
         held.give_back(6, u64::MAX);
-        assert_eq!(held.0, [(5, 5)]);
+        assert_eq!(held.0, [(5, 5, r)]);
     }
 
     #[test]
     fn many_ranges_merge_into_one_that_still_holds() {
         let mut held = Ranges::default();
         for i in 0..=Ranges::KEPT as u64 {
-            held.take(4 * i, 4 * i + 1);
+            held.take(4 * i, 4 * i + 1, LockType::Read);
         }
-        assert_eq!(held.0, [(0, 4 * Ranges::KEPT as u64 + 1)]);
+        assert_eq!(held.0, [(0, 4 * Ranges::KEPT as u64 + 1, LockType::Write)]);
         assert!(!held.is_empty());
     }
 }
