@@ -125,8 +125,8 @@ fn lock_pid_file(dir: &OwnedFd, pid_name: &std::ffi::OsStr) -> std::io::Result<O
             return Ok(lock);
         }
     }
-    let what = "its pid file keeps being removed or replaced by other daemons";
-    Err(Error::new(ErrorKind::AddrInUse, what))
+    let what = "its pid file keeps being removed or replaced by other daemons starting or ending";
+    Err(Error::new(ErrorKind::ResourceBusy, what))
 }
 
 /// Whether `name` in `dir` is the file `fd` is open on.

@@ -481,11 +481,14 @@ fn group_id(group: &str) -> Result<u32, CliError> {
             buf.resize(longer, 0);
             continue;
         }
-        if rc != 0 {
+        // getgrnam_r(3): some name services say "no such group" with these instead of a
+        // null result.
+        let not_found = [libc::ENOENT, libc::ESRCH, libc::EBADF, libc::EPERM].contains(&rc);
+        if rc != 0 && !not_found {
             let why = std::io::Error::from_raw_os_error(rc).to_string();
             return Err(CliError::GroupLookup(group.into(), why));
         }
-        if found.is_null() {
+        if not_found || found.is_null() {
             return Err(unknown());
         }
         // SAFETY: getgrnam_r returned 0 with a result: it filled `entry`.
