@@ -130,6 +130,27 @@ fn launchers() -> Vec<Launcher> {
                 ],
             )
         },
+        // Kata's Go runtime (virtcontainers/virtiofsd.go), with its default extra arguments;
+        // the socket is its child's descriptor 3.
+        Launcher {
+            fd: Some(3),
+            ..row(
+                "Kata Go runtime",
+                &[
+                    "--syslog",
+                    "-o",
+                    "cache=auto",
+                    "-o",
+                    "no_posix_lock",
+                    "-o",
+                    "source={dir}",
+                    "--fd={fd}",
+                    "-f",
+                    "--thread-pool-size=1",
+                    "--announce-submounts",
+                ],
+            )
+        },
         Launcher {
             wait_for_line: true,
             ..row(
