@@ -112,6 +112,17 @@ fn a_vmm_built_on_the_client_migrates_a_guest_between_two_vhu_fsd() {
     vmm_migrates(daemon::fsd, "vhu-fsd", &["--sandbox", "none", "--seccomp", "none"]);
 }
 
+/// With `--migration-mode file-handles` and nothing else (virtiofsd's command line for it), two
+/// sandboxed root daemons migrate: the destination keeps the capability opening by handle needs.
+#[test]
+fn a_file_handles_migration_needs_no_further_option() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+        return;
+    }
+    vmm_migrates(daemon::fsd, "vhu-fsd-handles", &["--migration-mode", "file-handles"]);
+}
+
 #[test]
 fn the_same_vmm_migrates_a_guest_between_two_virtiofsd() {
     let Some(path) = virtiofsd() else {

@@ -2,9 +2,10 @@
 //! (where it starts with every capability): what serving files for the guest's users needs and
 //! nothing else, adjusted by `--modcaps`.
 //!
-//! Kept by default (virtiofsd's set, less DAC_READ_SEARCH, which only file handles need and
-//! this daemon does not open by handle): CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID,
-//! MKNOD, SETFCAP. Every other capability leaves the effective, permitted and inheritable sets,
+//! Kept by default (virtiofsd's set, less DAC_READ_SEARCH, which only opening by file handle
+//! needs): CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP; with
+//! `--migration-mode file-handles`, whose destination opens the guest's inodes by handle,
+//! DAC_READ_SEARCH too (as virtiofsd keeps it). Every other capability leaves the effective, permitted and inheritable sets,
 //! the ambient set and the bounding set, so nothing the daemon becomes later (no exec happens,
 //! but a compromised worker might try) can regain it. Call before any thread starts:
 //! capability sets are per thread and threads inherit them. This module only drops.
@@ -28,9 +29,14 @@ pub(crate) fn default_set() -> CapabilitySet {
         | CapabilitySet::SETFCAP
 }
 
-/// The default set with `edits` applied in order.
-pub(crate) fn kept(edits: &[CapEdit]) -> CapabilitySet {
-    edits.iter().fold(default_set(), |set, edit| {
+/// The default set, with DAC_READ_SEARCH when inodes are opened by handle (`by_handle`), and
+/// `edits` applied in order (so `--modcaps=-dac_read_search` still takes it away).
+pub(crate) fn kept(edits: &[CapEdit], by_handle: bool) -> CapabilitySet {
+    let mut base = default_set();
+    if by_handle {
+        base |= CapabilitySet::DAC_READ_SEARCH;
+    }
+    edits.iter().fold(base, |set, edit| {
         let cap = CapabilitySet::from_bits_retain(1 << edit.cap);
         if edit.add {
             set | cap
@@ -88,11 +94,21 @@ mod tests {
 
     #[test]
     fn edits_apply_in_order_to_the_default_set() {
-        assert_eq!(kept(&[]), default_set());
+        assert_eq!(kept(&[], false), default_set());
         let admin = CapEdit { add: true, cap: 21 };
         let no_mknod = CapEdit { add: false, cap: 27 };
-        let set = kept(&[admin, no_mknod]);
+        let set = kept(&[admin, no_mknod], false);
         assert!(set.contains(CapabilitySet::SYS_ADMIN) && !set.contains(CapabilitySet::MKNOD));
-        assert_eq!(kept(&[admin, CapEdit { add: false, cap: 21 }]), default_set());
+        assert_eq!(kept(&[admin, CapEdit { add: false, cap: 21 }], false), default_set());
+    }
+
+    /// Opening by handle (a file-handles migration's destination) keeps DAC_READ_SEARCH,
+    /// unless `--modcaps` takes it away.
+    #[test]
+    fn file_handles_keep_dac_read_search() {
+        let search = CapabilitySet::DAC_READ_SEARCH;
+        assert!(!kept(&[], false).contains(search));
+        assert_eq!(kept(&[], true), default_set() | search);
+        assert!(!kept(&[CapEdit { add: false, cap: 2 }], true).contains(search));
     }
 }

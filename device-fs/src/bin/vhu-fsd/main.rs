@@ -26,6 +26,7 @@ use cli::{Options, Sandbox, Settings, Socket};
 use log::{info, warn};
 use vhu_device_fs::device::{FsConfig, FsDevice};
 use vhu_device_fs::fuse::{Server, ServerConfig};
+use vhu_device_fs::passthrough::migration::MigrationMode;
 use vhu_device_fs::passthrough::{Config, Credentials, PassthroughFs};
 use vhu_transport_std::{Daemon, Disconnect, Listen, SocketFile};
 
@@ -115,7 +116,9 @@ fn run(settings: Settings) -> Result<(), String> {
     // Root, or a user that is root of the user namespace it just entered: either holds
     // capabilities to reduce.
     if as_root || settings.sandbox == Sandbox::Namespace {
-        caps::reduce(caps::kept(&settings.modcaps), caps::asked(&settings.modcaps))?;
+        let by_handle = settings.migration.mode == MigrationMode::FileHandles;
+        let keep = caps::kept(&settings.modcaps, by_handle);
+        caps::reduce(keep, caps::asked(&settings.modcaps))?;
     }
     seccomp::install(settings.seccomp)?;
     report_limits(&fs, &settings, host_uid);
