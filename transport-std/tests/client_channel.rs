@@ -1,7 +1,8 @@
 //! Our `Client` on the back-end channel, against a back-end written frame by frame: a request
 //! of a code the front-end does not know is answered with a failure status when the back-end
 //! asked for a reply (vhost-user spec, "REPLY_ACK": the back-end waits for it), and not at all
-//! when it did not.
+//! when it did not; requests read ahead together are all served; a request arriving in pieces
+//! keeps the channel; a timeout beyond the clock and a refused restore leave the client usable.
 
 mod common;
 
@@ -29,6 +30,12 @@ const NEED_REPLY: u32 = 1 << 3;
 fn restored_with_channel(ours: UnixStream, theirs: &UnixStream) -> (Client, UnixStream) {
     let mut client = Client::from_stream(ours).expect("client");
     client.set_timeout(TIMEOUT).expect("timeout");
+    let channel = restore_with_channel(&mut client, theirs);
+    (client, channel)
+}
+
+/// Restores `client` as [`restored_with_channel`] does; the channel's back-end end.
+fn restore_with_channel(client: &mut Client, theirs: &UnixStream) -> UnixStream {
     let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
     let saved = Negotiated {
         offered_features: features,
@@ -49,7 +56,7 @@ fn restored_with_channel(ours: UnixStream, theirs: &UnixStream) -> (Client, Unix
             break fd;
         }
     };
-    (client, UnixStream::from(channel))
+    UnixStream::from(channel)
 }
 
 fn frame(code: u32, flags: u32, payload: u64) -> Vec<u8> {
@@ -84,4 +91,76 @@ fn an_unknown_backend_request_is_answered_only_when_a_reply_is_asked_for() {
     // The channel and the session both stay up.
     assert!(client.has_backend_channel());
     assert!(!client.is_closed());
+}
+
+/// Requests the back-end sends back to back arrive in one read: one serving answers them all
+/// (the second would otherwise wait in the client, its socket never readable again).
+#[test]
+fn requests_read_ahead_together_are_all_served() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let (mut client, mut channel) = restored_with_channel(ours, &theirs);
+    channel.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
+    let two =
+        [frame(UNKNOWN, VERSION | NEED_REPLY, 0), frame(UNKNOWN + 1, VERSION | NEED_REPLY, 0)];
+    channel.write_all(&two.concat()).expect("requests");
+    client.serve_backend_channel().expect("serve");
+    let mut replies = [0u8; 40];
+    channel.read_exact(&mut replies).expect("both answered");
+    assert_eq!(u32::from_le_bytes(replies[..4].try_into().unwrap()), UNKNOWN);
+    assert_eq!(u32::from_le_bytes(replies[20..24].try_into().unwrap()), UNKNOWN + 1);
+}
+
+/// A request that arrives in pieces keeps the channel: serving it waits at most the timeout,
+/// and the rest, when it comes, completes it.
+#[test]
+fn a_request_arriving_in_pieces_keeps_the_channel() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let (mut client, mut channel) = restored_with_channel(ours, &theirs);
+    client.set_timeout(Duration::from_millis(200)).expect("timeout");
+    channel.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
+    let request = frame(UNKNOWN, VERSION | NEED_REPLY, 0);
+    channel.write_all(&request[..12]).expect("the header");
+    let started = std::time::Instant::now();
+    client.serve_backend_channel().expect("serve");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(client.has_backend_channel(), "a slow request is no broken channel");
+    channel.write_all(&request[12..]).expect("the payload");
+    client.serve_backend_channel().expect("serve");
+    let mut reply = [0u8; 20];
+    channel.read_exact(&mut reply).expect("answered");
+    assert_eq!(u32::from_le_bytes(reply[..4].try_into().unwrap()), UNKNOWN);
+}
+
+/// A timeout too long for the clock means no deadline; it does not break the client.
+#[test]
+fn a_timeout_beyond_the_clock_is_no_deadline() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut client = Client::from_stream(ours).expect("client");
+    client.set_timeout(Duration::MAX).expect("timeout");
+    let mut channel = restore_with_channel(&mut client, &theirs);
+    channel.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
+    channel.write_all(&frame(UNKNOWN, VERSION | NEED_REPLY, 0)).expect("request");
+    client.serve_backend_channel().expect("served");
+    let mut reply = [0u8; 20];
+    channel.read_exact(&mut reply).expect("answered");
+    assert!(!client.is_closed());
+}
+
+/// A handshake the front-end refuses sends nothing: it may be tried again on the same client.
+#[test]
+fn a_refused_restore_leaves_the_client_usable() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut client = Client::from_stream(ours).expect("client");
+    client.set_timeout(TIMEOUT).expect("timeout");
+    // Protocol features without VHOST_USER_F_PROTOCOL_FEATURES: refused before sending.
+    let saved = Negotiated {
+        offered_features: VirtioFeatures::VERSION_1,
+        features: VirtioFeatures::VERSION_1,
+        protocol_features: ProtocolFeatures::BACKEND_REQ,
+        queues: None,
+        max_mem_slots: None,
+    };
+    assert!(client.restore(saved).is_err());
+    let _channel = restore_with_channel(&mut client, &theirs);
+    assert!(client.has_backend_channel());
 }

@@ -119,7 +119,7 @@ impl Client {
         &mut self,
         timeout: Duration,
     ) -> Result<Vec<ReceivedRequest>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = io::deadline_after(timeout);
         while self.io.log.is_empty() && self.io.channel.is_some() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {

@@ -144,15 +144,29 @@ pub(super) fn settle(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, Cl
     result
 }
 
+/// `timeout` from now; a timeout too long for the clock is as good as none.
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    // A century: beyond any wait, and within what the clock adds without overflowing.
+    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + FOREVER)
+}
+
 fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
     let mut outcome = Outcome::default();
-    let deadline = Instant::now() + io.timeout;
+    let deadline = deadline_after(io.timeout);
     loop {
         if let Some(error) = drain(frontend, io, &mut outcome)? {
             return Err(ClientError::Closed(error));
         }
         // Postcopy bases wait for the caller to register them before anything more is sent.
         if frontend.is_idle() || frontend.is_awaiting_registration() {
+            // Back-end requests read ahead with the last one are served now: nothing would
+            // make the channel's socket readable for them.
+            if io.channel.as_ref().is_some_and(|c| c.reader.has_buffered()) {
+                receive_backend_request(frontend, io, deadline);
+                continue;
+            }
             return Ok(outcome);
         }
         if Instant::now() >= deadline {
@@ -169,7 +183,7 @@ fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
             receive_reply(frontend, io, deadline)?;
         }
         if channel {
-            receive_backend_request(frontend, io);
+            receive_backend_request(frontend, io, deadline);
         }
     }
 }
@@ -203,13 +217,23 @@ fn serve_channel_once(
         return Ok(());
     }
     let (main, channel) = wait_readable(io, timeout)?;
+    // A request begun is given the call's timeout to arrive whole.
+    let deadline = deadline_after(io.timeout);
     if channel {
-        receive_backend_request(frontend, io);
+        receive_backend_request(frontend, io, deadline);
+        // Requests read ahead with it are served too: nothing would make the channel's
+        // socket readable for them.
+        while io.channel.as_ref().is_some_and(|c| c.reader.has_buffered()) {
+            if let Some(error) = drain(frontend, io, &mut outcome)? {
+                return Err(ClientError::Closed(error));
+            }
+            receive_backend_request(frontend, io, deadline);
+        }
     }
     if main && !frontend.is_awaiting_reply() {
         // Nothing waits for a reply: the main socket is readable only at a hang-up (or a
         // reply nobody asked for, which the state machine refuses).
-        receive_reply(frontend, io, Instant::now() + io.timeout)?;
+        receive_reply(frontend, io, deadline)?;
     }
     match drain(frontend, io, &mut outcome)? {
         Some(error) => Err(ClientError::Closed(error)),
@@ -269,11 +293,13 @@ fn receive_reply(
     Ok(())
 }
 
-/// Reads one back-end request; a broken channel is dropped (the main socket goes on).
-fn receive_backend_request(frontend: &mut Frontend, io: &mut Io) {
+/// Reads one back-end request; a broken channel is dropped (the main socket goes on). A
+/// request still incomplete at `deadline` is kept for the next read, the channel with it.
+fn receive_backend_request(frontend: &mut Frontend, io: &mut Io, deadline: Instant) {
     let Some(channel) = io.channel.as_mut() else { return };
-    match channel.reader.recv(&channel.sock) {
+    match channel.reader.recv_by(&channel.sock, deadline) {
         Ok(RecvOutcome::Frame(_)) => {}
+        Err(ScmError::Io(error)) if is_timeout(&error) => return,
         Ok(RecvOutcome::Closed) | Err(_) => {
             io.channel = None;
             return;

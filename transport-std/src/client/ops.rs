@@ -137,7 +137,6 @@ impl Client {
         if self.started {
             return Err(ClientError::Refused(FrontendError::AlreadyConnected));
         }
-        self.started = true;
         self.frontend.configure(config).map_err(ClientError::Refused)?;
         let channel = if config.protocol_features.contains(ProtocolFeatures::BACKEND_REQ) {
             Some(self.open_channel()?)
@@ -154,6 +153,8 @@ impl Client {
                 _ => None,
             },
         );
+        // A refusal sent nothing: the handshake may be tried again.
+        self.started = !matches!(result, Err(ClientError::Refused(_)));
         let acked = result
             .as_ref()
             .is_ok_and(|n| n.protocol_features.contains(ProtocolFeatures::BACKEND_REQ));
