@@ -223,3 +223,43 @@ fn a_new_session_starts_at_the_share_even_when_its_path_names_another_directory(
         assert_ne!(stale.header.error, 0, "the old session's node {old} was forgotten");
     }
 }
+
+/// A guest counts `max_pages` in its own pages, which may be 64 KiB (arm64, ppc64): a READ
+/// larger than `max_pages` 4 KiB pages is filled as far as its reply buffers reach, not cut
+/// short (a short READ is end of file to the guest's page cache, which then shrinks the file).
+#[test]
+fn a_read_of_larger_guest_pages_is_filled() {
+    use vhu_device_fs::fuse::abi::{OpenIn, ReadIn};
+    let config = ServerConfig::for_queue_size(16);
+    let mut h = Harness::serving("read-large-pages", |_| {}, config);
+    h.init();
+    let data: Vec<u8> = (0..(256 * 1024u32)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(h.share().join("f"), &data).expect("host write");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let fh = h.call(Opcode::Open, node, OpenIn::default().as_bytes()).open().fh;
+    let size = 12 * 16384; // max_pages of 16 KiB pages, beyond 12 pages of 4 KiB
+    assert!(size > config.max_write());
+    let read = ReadIn { fh, size, ..ReadIn::default() };
+    let reply = h.call(Opcode::Read, node, read.as_bytes());
+    assert_eq!(reply.ok(), &data[..size as usize]);
+}
+
+/// An extended attribute's value goes whole in one argument whatever `max_pages` (up to
+/// 64 KiB): a small queue's server takes it to the file system.
+#[test]
+fn a_large_xattr_value_reaches_the_file_system_on_a_small_queue() {
+    use vhu_device_fs::fuse::abi::SetxattrInCompat;
+    let config = ServerConfig::for_queue_size(8);
+    let mut h = Harness::serving("xattr-small-queue", |c| c.xattr = true, config);
+    h.init();
+    std::fs::write(h.share().join("f"), b"f").expect("host write");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let value = vec![7u8; 60_000];
+    assert!(value.len() > config.max_write() as usize);
+    let set = SetxattrInCompat { size: value.len() as u32, flags: 0 };
+    let body = support::args(&[set.as_bytes(), b"user.big\0", &value]);
+    let errno = h.call(Opcode::Setxattr, node, &body).errno();
+    // The host file system decides (tmpfs may refuse a value this large with ENOSPC or
+    // E2BIG); the server does not refuse it as malformed.
+    assert_ne!(errno, EINVAL, "refused before the file system saw it");
+}

@@ -359,3 +359,28 @@ fn flush_leaves_a_waiting_setlkw_waiting() {
     let host = host_file(&h);
     assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1), "and held by the guest");
 }
+
+/// An INTERRUPT that came before its request is remembered for that request only within its
+/// session: after DESTROY and a new INIT, which number requests afresh, a SETLKW that happens
+/// to reuse the number waits as any other.
+#[test]
+fn an_early_interrupt_does_not_outlive_its_session() {
+    let (mut h, _, _, _) = setup("locks-early-interrupt-session");
+    let (defer, replies) = later();
+    let i = InterruptIn { unique: 900 };
+    assert!(h.try_call(Opcode::Interrupt, 0, i.as_bytes()).is_none());
+    h.call(Opcode::Destroy, 1, &[]).ok();
+    h.init();
+    let node = h.lookup(1, "f").entry().nodeid;
+    let open = OpenIn { flags: 0o2, ..OpenIn::default() };
+    let fh = h.call(Opcode::Open, node, open.as_bytes()).open().fh;
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 1));
+    assert_eq!(
+        setlkw(&mut h, node, &lk(fh, 1, F_WRLCK, 0, 0, false), &defer, 900),
+        Handled::Deferred(900)
+    );
+    assert!(replies.recv_timeout(Duration::from_millis(200)).is_err(), "it waits");
+    drop(host);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((900, 0)));
+}

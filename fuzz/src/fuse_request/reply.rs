@@ -79,7 +79,8 @@ pub(super) fn check_payload(s: &Structured, payload: &[u8], config: ServerConfig
         Opcode::Statfs => exact(80),
         Opcode::Init => exact(64),
         Opcode::Read => {
-            assert!(payload.len() <= (s.c as usize).min(max_write), "READ beyond its size");
+            let max_read = config.max_read() as usize;
+            assert!(payload.len() <= (s.c as usize).min(max_read), "READ beyond its size");
         }
         Opcode::Readdir | Opcode::Readdirplus => {
             assert!(payload.len() <= (s.c as usize).min(max_write), "READDIR beyond its size");

@@ -39,7 +39,8 @@ wire_struct! {
 pub const SETUPMAPPING_FLAG_WRITE: u64 = 1 << 0;
 /// `FUSE_SETUPMAPPING_FLAG_READ`.
 pub const SETUPMAPPING_FLAG_READ: u64 = 1 << 1;
-/// `FUSE_REMOVEMAPPING_MAX_ENTRY`: entries one REMOVEMAPPING may carry (a page of them).
-pub const REMOVEMAPPING_MAX_ENTRY: u32 = 4096 / 16;
+/// `FUSE_REMOVEMAPPING_MAX_ENTRY`: entries one REMOVEMAPPING may carry, a page of them (Linux
+/// counts it in its own pages: 4096 entries on a 64 KiB-page guest).
+pub const REMOVEMAPPING_MAX_ENTRY: u32 = 65536 / 16;
 /// The `fh` of a SETUPMAPPING that names no open file: the node is mapped as itself.
 pub const SETUPMAPPING_NO_HANDLE: u64 = u64::MAX;

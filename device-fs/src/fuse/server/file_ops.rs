@@ -47,7 +47,7 @@ impl<F: FileSystem> Server<F> {
         let args: ReadIn = req.take()?;
         let header = size_of::<OutHeader>();
         let room = writer.remaining().saturating_sub(header);
-        let size = (args.size.min(self.config().max_write()) as usize).min(room);
+        let size = (args.size.min(self.config().max_read()) as usize).min(room);
         let mut target = ReplyTarget { writer, skip: header, len: size };
         let n = self.fs.read(&req.ctx(), req.node(), Handle(args.fh), args.offset, &mut target)?;
         Ok(Reply::Placed(n.min(size)))

@@ -69,6 +69,8 @@ impl<F: FileSystem> Server<F> {
             // A second INIT ends the session (virtio-fs): start from a clean state.
             self.unmap_all();
             self.cancel_all();
+            // A new session numbers its requests afresh.
+            self.interrupted_early().clear();
             self.fs.destroy();
             self.set_session(Session::default());
         }

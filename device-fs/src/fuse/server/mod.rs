@@ -42,6 +42,12 @@ pub const QUEUE_HEADER_OVERHEAD: u16 = 4;
 pub const MAX_PAGES_LIMIT: u16 = 256;
 /// Body bytes a request may have beyond `max_write` (argument structs, names, extensions).
 const BODY_SLACK: usize = 8192;
+/// The largest argument Linux sends whole whatever `max_pages`: an extended attribute's value
+/// (`XATTR_SIZE_MAX`), or a page of REMOVEMAPPING entries on a 64 KiB-page guest.
+const LARGEST_ARGUMENT: usize = 65536;
+/// The largest page a Linux guest counts `max_pages` in (arm64 and ppc64 kernels use 64 KiB):
+/// it may READ that many of its pages at once.
+const LARGEST_GUEST_PAGE: u32 = 65536;
 
 /// Limits the server announces in INIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,9 +66,15 @@ impl ServerConfig {
         Self { max_pages: pages.clamp(1, MAX_PAGES_LIMIT), read_only: false }
     }
 
-    /// Largest WRITE (and READ) payload: `max_pages` pages.
+    /// Largest WRITE payload: `max_pages` pages (INIT's `max_write`).
     pub fn max_write(&self) -> u32 {
         u32::from(self.max_pages) * PAGE_SIZE
+    }
+
+    /// Largest READ payload the server fills: `max_pages` of the guest's own pages, which may
+    /// be larger than 4 KiB (a READ also stops at the room its reply buffers have).
+    pub fn max_read(&self) -> u32 {
+        u32::from(self.max_pages) * LARGEST_GUEST_PAGE
     }
 }
 
@@ -347,7 +359,7 @@ impl<F: FileSystem> Server<F> {
         let Some(body_len) = (header.len as usize).checked_sub(size_of::<InHeader>()) else {
             return answer(header, opcode, &reply_less_or(opcode, Errno::INVAL), writer);
         };
-        let limit = self.config().max_write() as usize + BODY_SLACK;
+        let limit = (self.config().max_write() as usize).max(LARGEST_ARGUMENT) + BODY_SLACK;
         if body_len > reader.remaining() || body_len > limit {
             return answer(header, opcode, &reply_less_or(opcode, Errno::INVAL), writer);
         }
@@ -489,6 +501,8 @@ impl<F: FileSystem> Server<F> {
     fn do_destroy(&self) -> OpResult {
         self.unmap_all();
         self.cancel_all();
+        // The next session numbers its requests afresh.
+        self.interrupted_early().clear();
         self.fs.destroy();
         self.set_session(Session::default());
         Ok(Reply::empty())
