@@ -228,25 +228,27 @@ pub fn reply_kind(code: FrontendCode) -> ReplyKind {
     code.reply_kind()
 }
 
+/// Whether `error` leaves the byte stream without a trusted message boundary, or shows a peer
+/// that lost track of the session (a request that claims to be a reply): either way the
+/// connection cannot go on. Reserved flag bits alone leave the stream intact: such a message
+/// is refused as its kind is. For both directions (the back-end's requests, the front-end's).
+pub(crate) fn breaks_stream(error: &WireError) -> bool {
+    match error {
+        WireError::ReservedFlags { flags } => flags & HeaderFlags::REPLY.bits() != 0,
+        WireError::TruncatedHeader { .. }
+        | WireError::BadVersion { .. }
+        | WireError::FrameLength { .. }
+        | WireError::PayloadTooLarge { .. }
+        | WireError::UnexpectedReplyFlag { .. } => true,
+        _ => false,
+    }
+}
+
 /// The policy: what refusing `code` for `error` costs. `code` is `None` when the frame's header
 /// could not be read.
 pub fn disposition(code: Option<FrontendCode>, error: &ProtocolError) -> Disposition {
     match error {
-        // A request that claims to be a reply: the peer has lost track of the session.
-        ProtocolError::Wire(WireError::ReservedFlags { flags })
-            if flags & HeaderFlags::REPLY.bits() != 0 =>
-        {
-            Disposition::Close
-        }
-        // The byte stream itself is broken: the next message boundary cannot be trusted.
-        // (Reserved flag bits leave it intact: such a message is refused as its kind is.)
-        ProtocolError::Wire(
-            WireError::TruncatedHeader { .. }
-            | WireError::BadVersion { .. }
-            | WireError::FrameLength { .. }
-            | WireError::PayloadTooLarge { .. }
-            | WireError::UnexpectedReplyFlag { .. },
-        ) => Disposition::Close,
+        ProtocolError::Wire(wire) if breaks_stream(wire) => Disposition::Close,
         // Spec (INBAND_NOTIFICATIONS): negotiating it without BACKEND_REQ and REPLY_ACK is an
         // error and the back-end should close the connection.
         ProtocolError::ProtocolFeatureDependency { feature, .. }

@@ -268,19 +268,6 @@ impl FrontendError {
 
     /// Whether the error leaves the byte stream without a trusted message boundary.
     pub(super) fn is_stream_broken(&self) -> bool {
-        // A request that claims to be a reply: the peer has lost track of the session.
-        if let Self::Wire(WireError::ReservedFlags { flags }) = self {
-            return flags & crate::wire::HeaderFlags::REPLY.bits() != 0;
-        }
-        matches!(
-            self,
-            Self::Wire(
-                WireError::TruncatedHeader { .. }
-                    | WireError::BadVersion { .. }
-                    | WireError::FrameLength { .. }
-                    | WireError::PayloadTooLarge { .. }
-                    | WireError::UnexpectedReplyFlag { .. }
-            )
-        )
+        matches!(self, Self::Wire(wire) if crate::protocol_error::breaks_stream(wire))
     }
 }

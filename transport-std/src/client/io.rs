@@ -163,7 +163,7 @@ fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
         if frontend.is_idle() || frontend.is_awaiting_registration() {
             // Back-end requests read ahead with the last one are served now: nothing would
             // make the channel's socket readable for them.
-            if io.channel.as_ref().is_some_and(|c| c.reader.has_buffered()) {
+            if channel_read_ahead(io) {
                 receive_backend_request(frontend, io, deadline);
                 continue;
             }
@@ -223,7 +223,7 @@ fn serve_channel_once(
         receive_backend_request(frontend, io, deadline);
         // Requests read ahead with it are served too: nothing would make the channel's
         // socket readable for them.
-        while io.channel.as_ref().is_some_and(|c| c.reader.has_buffered()) {
+        while channel_read_ahead(io) {
             if let Some(error) = drain(frontend, io, &mut outcome)? {
                 return Err(ClientError::Closed(error));
             }
@@ -244,7 +244,7 @@ fn serve_channel_once(
 /// Whether the main socket and the back-end channel are readable, waiting at most `timeout`;
 /// frames already read ahead count as readable without a wait.
 fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError> {
-    let channel_buffered = io.channel.as_ref().is_some_and(|c| c.reader.has_buffered());
+    let channel_buffered = channel_read_ahead(io);
     if io.reader.has_buffered() || channel_buffered {
         return Ok((io.reader.has_buffered(), channel_buffered));
     }
@@ -291,6 +291,12 @@ fn receive_reply(
     // A refused reply has already been acted on: the close comes out of `poll_output`.
     let _ = frontend.handle_reply(frame, &tokens);
     Ok(())
+}
+
+/// Whether back-end requests read ahead with the last one wait in the channel's reader (its
+/// socket says nothing of them).
+fn channel_read_ahead(io: &Io) -> bool {
+    io.channel.as_ref().is_some_and(|c| c.reader.has_buffered())
 }
 
 /// Reads one back-end request; a broken channel is dropped (the main socket goes on). A

@@ -182,11 +182,9 @@ fn only_fionbio() -> Result<SeccompRule, String> {
     // The request is an `unsigned int` to the kernel: the low 32 bits of the argument. (The
     // constant's type differs between C libraries, hence the cast.)
     #[allow(clippy::unnecessary_cast)]
-    let request =
-        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::FIONBIO as u64)
-            .and_then(|condition| SeccompRule::new(vec![condition]))
-            .map_err(|e| format!("--seccomp: the ioctl rule: {e}"))?;
-    Ok(request)
+    SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::FIONBIO as u64)
+        .and_then(|condition| SeccompRule::new(vec![condition]))
+        .map_err(|e| format!("--seccomp: the ioctl rule: {e}"))
 }
 
 /// Installs `mode`'s filter on the calling thread; threads started afterwards inherit it. Call

@@ -68,11 +68,7 @@ impl<F: FileSystem> Server<F> {
         if previous.initialized {
             // A second INIT ends the session (virtio-fs): start from a clean state.
             self.unmap_all();
-            self.cancel_all();
-            // A new session numbers its requests afresh.
-            self.interrupted_early().clear();
-            self.fs.destroy();
-            self.set_session(Session::default());
+            self.end_session();
         }
         let mut offered = InitFlags::from_bits_retain(u64::from(init.flags));
         if offered.contains(InitFlags::INIT_EXT) {

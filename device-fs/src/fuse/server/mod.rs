@@ -265,6 +265,13 @@ impl<F: FileSystem> Server<F> {
     pub fn reset(&self) {
         // The front-end dropped the window's mappings with the device.
         self.forget_mappings();
+        self.end_session();
+    }
+
+    /// What ends a session once its window's mappings are dealt with (a reset, DESTROY, a
+    /// second INIT): pending requests cancelled, early INTERRUPTs forgotten (the next session
+    /// numbers its requests afresh), every node and handle dropped, INIT awaited.
+    fn end_session(&self) {
         self.cancel_all();
         self.interrupted_early().clear();
         self.fs.destroy();
@@ -500,11 +507,7 @@ impl<F: FileSystem> Server<F> {
 
     fn do_destroy(&self) -> OpResult {
         self.unmap_all();
-        self.cancel_all();
-        // The next session numbers its requests afresh.
-        self.interrupted_early().clear();
-        self.fs.destroy();
-        self.set_session(Session::default());
+        self.end_session();
         Ok(Reply::empty())
     }
 }
