@@ -146,15 +146,19 @@ fn without_a_pid_only_proc_no_system_file_is_in_reach() {
     let server = server_pid(&daemon, true);
     let root = PathBuf::from(format!("/proc/{server}/root"));
     wait_until(|| root.join("inside").exists() && cap_eff(server) == KEPT);
-    serves(&dir);
-    let fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{server}/fd"))
-        .expect("its descriptors")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|fd| fd.is_dir())
-        .collect();
+    // Looked at while a guest is served (the daemon ends with its front-end's connection).
+    let mut guest = GuestFs::connect(dir.join("vhost.sock")).expect("connects");
+    let entry = guest.lookup(1, "inside").expect("lookup");
+    let fh = guest.open(entry.nodeid, 0).expect("open");
+    assert_eq!(guest.read(entry.nodeid, fh, 0, 64).expect("read"), b"in the share");
+    let directories = || -> Vec<PathBuf> {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{server}/fd")) else { return Vec::new() };
+        fds.filter_map(Result::ok).map(|entry| entry.path()).filter(|fd| fd.is_dir()).collect()
+    };
     // Its descriptor directory is among them: the directory holding its own number.
     let own = |fd: &PathBuf| fd.file_name().is_some_and(|n| fd.join(n).exists());
+    wait_until(|| directories().iter().any(own));
+    let fds = directories();
     assert!(fds.iter().any(own), "no descriptor directory among {fds:?}");
     for fd in &fds {
         for up in ["..", "../.."] {
@@ -164,6 +168,7 @@ fn without_a_pid_only_proc_no_system_file_is_in_reach() {
             }
         }
     }
+    drop(guest);
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
