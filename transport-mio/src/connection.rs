@@ -243,9 +243,18 @@ impl Followed {
             (None, Some(_)) => {}
         }
         let Some(new) = now else { return Ok(false) };
-        registry
-            .register(&mut SourceFd(&new.0), token, new.2)
-            .map_err(ConnectionError::Register)?;
+        match registry.register(&mut SourceFd(&new.0), token, new.2) {
+            // epoll keys a registration on the number and the open file, and removes it only
+            // when the file's last descriptor closes: a front-end that sends the same socket
+            // again leaves the old number's registration alive, and the new descriptor may get
+            // that number. The registration is then already this source's; set its interest.
+            Err(error) if error.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
+                registry
+                    .reregister(&mut SourceFd(&new.0), token, new.2)
+                    .map_err(ConnectionError::Register)?
+            }
+            result => result.map_err(ConnectionError::Register)?,
+        }
         self.0 = Some(new);
         Ok(true)
     }

@@ -48,6 +48,14 @@ fn every_request_gets_its_result() {
 }
 
 #[test]
+fn a_channel_that_is_not_a_socket_is_dropped() {
+    let (served, fe, shared) = serve("channel-not-socket");
+    channel_peer::a_channel_that_is_not_a_socket_is_dropped(&fe, &shared);
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
+#[test]
 fn a_closed_channel_loses_outstanding_requests() {
     let (served, fe, shared) = serve("channel-closed");
     channel_peer::a_closed_channel_loses_outstanding_requests(fe, &shared);

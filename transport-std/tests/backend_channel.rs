@@ -48,6 +48,14 @@ fn every_request_gets_its_result() {
 }
 
 #[test]
+fn a_channel_that_is_not_a_socket_is_dropped() {
+    let (fe, shared, thread) = serve();
+    channel_peer::a_channel_that_is_not_a_socket_is_dropped(&fe, &shared);
+    drop(fe);
+    thread.join().expect("no panic").expect("clean end");
+}
+
+#[test]
 fn a_closed_channel_loses_outstanding_requests() {
     let (fe, shared, thread) = serve();
     channel_peer::a_closed_channel_loses_outstanding_requests(fe, &shared);

@@ -37,15 +37,29 @@ pub(super) struct Channel {
     reader: FrameReader,
 }
 
+/// Whether `fd` is a stream socket (`SO_TYPE` fails with ENOTSOCK on anything else).
+fn is_stream_socket(fd: &OwnedFd) -> bool {
+    use rustix::net::{sockopt, SocketType};
+    sockopt::socket_type(fd).is_ok_and(|kind| kind == SocketType::STREAM)
+}
+
 impl Channel {
     pub(super) fn new() -> Self {
         Self { socket: None, outbox: Outbox::new(), reader: FrameReader::new(ReadAhead::Greedy) }
     }
 
     /// Uses `fd` as the channel from now on; what waited for the old one is dropped (`Backend`
-    /// has already reported it lost). `Err` when `fd` cannot be made non-blocking.
+    /// has already reported it lost). `Err` when `fd` is not a stream socket or cannot be made
+    /// non-blocking.
     pub(super) fn set_socket(&mut self, fd: OwnedFd) -> Result<(), Broken> {
         self.drop_socket();
+        // The channel is a stream socket (vhost-user "Back-end communication"); anything else
+        // (a file, a pipe, a datagram socket) would fail at the first request, and an event
+        // loop could not even watch a file.
+        if !is_stream_socket(&fd) {
+            log::warn!("SET_BACKEND_REQ_FD: the descriptor is not a stream socket; no channel");
+            return Err(Broken);
+        }
         let socket = UnixStream::from(fd);
         socket.set_nonblocking(true).map_err(|_| Broken)?;
         self.socket = Some(socket);

@@ -413,6 +413,33 @@ pub fn a_closed_channel_loses_outstanding_requests(fe: Frontend, shared: &Arc<Mu
     let _ = FrontendCode::GetFeatures;
 }
 
+/// A channel descriptor that is not a stream socket (here a memfd, which no event loop can
+/// watch) is dropped as a broken channel would be: the connection goes on, the device hears
+/// there is no channel, and a real socket sent afterwards carries requests. The same socket
+/// sent again and again (a new descriptor of one socket each time) keeps working too.
+pub fn a_channel_that_is_not_a_socket_is_dropped(fe: &Frontend, shared: &Arc<Mutex<Shared>>) {
+    let file = memfd_create("not-a-socket", MemfdFlags::CLOEXEC).expect("memfd");
+    let set = Request::SetBackendReqFd(FdToken(0));
+    fe.call(set, &[file.as_fd()]);
+    // The connection is still served, and the device knows at once there is no channel.
+    assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
+    let requests = shared.lock().unwrap().requests.clone().expect("the device is connected");
+    let refused = requests.push(DeviceRequest::ConfigChange);
+    assert!(matches!(refused, Err(RequestError::NoChannel)), "{refused:?}");
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    ours.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(fe.call(set, &[theirs.as_fd()]), 0);
+    }
+    drop(theirs);
+    let ticket = push(shared, DeviceRequest::ConfigChange);
+    let (code, ..) = read_frame(&ours, "a request on the new channel");
+    assert_eq!(code, BackendCode::ConfigChangeMsg.as_u32());
+    assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
+    drop(ours);
+    assert_eq!(results(shared, 1), [(ticket, Seen::Lost)], "its channel closed unanswered");
+}
+
 /// An eventfd's counter, read without blocking (0 when not signalled).
 fn counter(fd: &OwnedFd) -> u64 {
     let mut buf = [0u8; 8];
