@@ -18,8 +18,13 @@
 //! must not wait for a slower one. The worker only takes chains from the ring and hands them
 //! over, so a pooled request wakes one thread besides the worker, not two. A request the pool
 //! defers goes back through the inbox. A stop waits for every chain handed to the pool.
+//! A request that panics on a pool thread is raised again on the worker, as if the worker had
+//! handled it: the transport then knows the queue's position is lost and closes the connection,
+//! instead of a stop waiting for a chain nobody will return.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use vhu_transport_std::LoggedMemory;
@@ -78,11 +83,17 @@ struct Inbox {
     /// Chains handed to the pool and not yet done with.
     in_pool: Mutex<InPool>,
     pool_idle: Condvar,
+    /// The first panic of a pooled request, for the worker to raise.
+    panicked: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl Inbox {
     fn post(&self, done: Done) {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).push(done);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(waker) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
             waker.wake();
         }
@@ -109,6 +120,25 @@ impl Inbox {
         in_pool.chains -= 1;
         if in_pool.chains == 0 && in_pool.awaited {
             self.pool_idle.notify_all();
+        }
+    }
+
+    /// Runs a pooled chain's `work`, which settles the chain itself. If it panics, the chain is
+    /// settled here and the panic kept for the worker ([`Inbox::raise_panic`]).
+    fn run_pooled(&self, work: impl FnOnce()) {
+        // Nothing `work` shares is left half-changed by a panic: the ring and the inbox are
+        // changed in single calls under their locks, and the worker is brought down next.
+        let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(work)) else { return };
+        self.panicked.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(payload);
+        self.settled();
+        self.wake();
+    }
+
+    /// Raises, on the calling worker, a panic a pooled request had.
+    fn raise_panic(&self) {
+        let payload = self.panicked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(payload) = payload {
+            std::panic::resume_unwind(payload);
         }
     }
 
@@ -283,26 +313,28 @@ impl PoolJob {
         let (ctx, mem) = (Arc::clone(ctx), Arc::clone(mem));
         inbox.handed();
         pool.run(Box::new(move || {
-            let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
-            let mut reader = Reader::new(&*mem, &chain);
-            let mut writer = Writer::new(&*mem, &chain);
-            let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
-            if let Err(error) = &handled {
-                log_refused(error);
-            }
-            if let Ok(Handled::Deferred(unique)) = handled {
-                return inbox.returned(Done::Deferred(unique, chain));
-            }
-            let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
-            let mut ring = lock(&ring);
-            if !ring.broken {
-                // Announced at once, as the end of a turn announces: nothing is held back
-                // for a completion that may be slower.
-                let used = ring.queue.add_used(&*mem, chain.head(), written);
-                ring.broken = end_turn(&mut ring.queue, &*mem, &ctx, used);
-            }
-            drop(ring);
-            inbox.settled();
+            inbox.run_pooled(|| {
+                let defer: Arc<dyn Defer> = Arc::clone(&inbox) as Arc<dyn Defer>;
+                let mut reader = Reader::new(&*mem, &chain);
+                let mut writer = Writer::new(&*mem, &chain);
+                let handled = server.handle_with(&mut reader, &mut writer, Some(&defer));
+                if let Err(error) = &handled {
+                    log_refused(error);
+                }
+                if let Ok(Handled::Deferred(unique)) = handled {
+                    return inbox.returned(Done::Deferred(unique, chain));
+                }
+                let written = u32::try_from(writer.written()).unwrap_or(u32::MAX);
+                let mut ring = lock(&ring);
+                if !ring.broken {
+                    // Announced at once, as the end of a turn announces: nothing is held back
+                    // for a completion that may be slower.
+                    let used = ring.queue.add_used(&*mem, chain.head(), written);
+                    ring.broken = end_turn(&mut ring.queue, &*mem, &ctx, used);
+                }
+                drop(ring);
+                inbox.settled();
+            })
         }));
     }
 }
@@ -344,6 +376,7 @@ impl QueueHandler for FsQueue {
     fn stopped(&mut self, ctx: &QueueContext) {
         // Every chain handed to the pool is answered before the ring's base is reported.
         self.inbox.wait_pool_idle();
+        self.inbox.raise_panic();
         let ring = Arc::clone(&self.ring);
         let mut ring = lock(&ring);
         if ring.broken {
@@ -381,6 +414,7 @@ impl QueueHandler for FsQueue {
     }
 
     fn process(&mut self, ctx: &QueueContext) {
+        self.inbox.raise_panic();
         let shared_ring = Arc::clone(&self.ring);
         let mut ring = lock(&shared_ring);
         if ring.broken {
@@ -429,5 +463,45 @@ fn log_refused(error: &crate::fuse::ServerError) {
     static REFUSED: crate::repeats::Repeats = crate::repeats::Repeats::new();
     if let Some(count) = REFUSED.next() {
         log::warn!("refused request: {error} ({count} so far, later ones logged at powers of two)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pooled request that panics is settled (a stop does not wait for it forever), its pool
+    /// thread goes on taking jobs, and the panic is raised on the worker that asks next.
+    #[test]
+    fn a_pooled_panic_settles_its_chain_and_is_raised_on_the_worker() {
+        let inbox = Arc::new(Inbox::default());
+        let pool = Pool::new(2);
+        for _ in 0..2 {
+            let job = Arc::clone(&inbox);
+            job.handed();
+            pool.run(Box::new(move || job.run_pooled(|| panic!("a request went wrong"))));
+        }
+        let (idle, waited) = std::sync::mpsc::channel();
+        let waiter = Arc::clone(&inbox);
+        std::thread::spawn(move || {
+            waiter.wait_pool_idle();
+            let _ = idle.send(());
+        });
+        waited.recv_timeout(Duration::from_secs(10)).expect("the stop's wait ends");
+        let (ran, done) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let ran = ran.clone();
+            pool.run(Box::new(move || ran.send(()).expect("the test waits")));
+        }
+        for _ in 0..2 {
+            done.recv_timeout(Duration::from_secs(10)).expect("the pool's threads live on");
+        }
+        let raised = std::panic::catch_unwind(AssertUnwindSafe(|| inbox.raise_panic()));
+        let payload = raised.expect_err("the worker raises the panic");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a request went wrong"));
+        // Raised once: the worker's unwinding ends it, nothing is raised twice.
+        inbox.raise_panic();
     }
 }
