@@ -132,6 +132,16 @@ fn mappings_the_guest_may_not_have_are_refused() {
     assert_eq!(errno(guest.setup_mapping(node, Some(read_only), whole, true)), EACCES);
     assert_eq!(window.mapping_count(), 0, "nothing refused reached the VMM");
     guest.setup_mapping(node, Some(read_only), whole, false).expect("reading is allowed");
+
+    // One REMOVEMAPPING carries up to FUSE_REMOVEMAPPING_MAX_ENTRY ranges (64 KiB of them, as
+    // a 64 KiB-page guest sends), whatever the queue's size; one more is refused whole.
+    let mut batch = vec![(DAX_RANGE, 4096); 4096];
+    batch.push((0, DAX_RANGE));
+    assert_eq!(errno(guest.remove_mapping(node, &batch)), EINVAL, "4 097 ranges");
+    assert_eq!(window.mapping_count(), 1, "a refused batch removes nothing");
+    batch.remove(0);
+    guest.remove_mapping(node, &batch).expect("4 096 ranges");
+    assert_eq!(window.mapping_count(), 0, "the last of 4 096 ranges was removed");
 }
 
 #[test]
