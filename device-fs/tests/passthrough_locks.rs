@@ -360,6 +360,35 @@ fn flush_leaves_a_waiting_setlkw_waiting() {
     assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1), "and held by the guest");
 }
 
+/// A SETLK that reuses the unique of a SETLKW still waiting (no Linux guest does) is answered
+/// as any SETLK and leaves the waiting request as it was: an INTERRUPT still ends it.
+#[test]
+fn a_setlk_reusing_a_waiting_unique_leaves_the_wait_alone() {
+    let (mut h, node, a, b) = setup("locks-reused-unique");
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 10));
+    let args = lk(a, 7, F_WRLCK, 0, 9, false);
+    assert_eq!(setlkw(&mut h, node, &args, &defer, 700), Handled::Deferred(700));
+    let header = InHeader {
+        len: (size_of::<InHeader>() + size_of::<LkIn>()) as u32,
+        opcode: Opcode::Setlk as u32,
+        unique: 700,
+        nodeid: node,
+        pid: 1,
+        ..InHeader::default()
+    };
+    let other = lk(b, 8, F_WRLCK, 20, 29, false);
+    let request = [header.as_bytes(), other.as_bytes()].concat();
+    let mut writer = VecWriter::new(4096);
+    h.server.handle_with(&mut &request[..], &mut writer, Some(&defer)).expect("handled");
+    let (out, _) = OutHeader::read_from_prefix(writer.bytes()).expect("answered at once");
+    assert_eq!((out.unique, out.error), (700, 0), "the other range was free");
+    let i = InterruptIn { unique: 700 };
+    assert!(h.try_call(Opcode::Interrupt, 0, i.as_bytes()).is_none(), "INTERRUPT gets no reply");
+    assert_eq!(replies.recv_timeout(WAIT), Ok((700, -EINTR)), "the wait was still known");
+}
+
 /// An INTERRUPT that came before its request is remembered for that request only within its
 /// session: after DESTROY and a new INIT, which number requests afresh, a SETLKW that happens
 /// to reuse the number waits as any other.

@@ -78,9 +78,12 @@ impl<F: FileSystem> Server<F> {
                 }))
             }
         };
+        // Only this request's own entry may go: a SETLK reusing the unique of a SETLKW still
+        // waiting must not take that wait's cancel away.
+        let registered = waiter.is_some();
         let status = self.fs.setlk(&req.ctx(), req.node(), &request, waiter);
-        if !matches!(status, Ok(LockStatus::Waiting)) {
-            // Answered now (or failed): the wait, if any, was dropped unfinished.
+        if registered && !matches!(status, Ok(LockStatus::Waiting)) {
+            // Answered now (or failed): the wait was dropped unfinished.
             self.waiting().remove(&unique);
         }
         match status? {
