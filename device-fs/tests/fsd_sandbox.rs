@@ -321,6 +321,46 @@ fn under_setpriv(dir: &Path, privs: &[&str]) -> Command {
     command
 }
 
+/// Started as a regular user without maps, the daemon maps its own ids to themselves in its
+/// user namespace (as virtiofsd does): the guest sees the user's files as the user's, not as
+/// root's, so a guest user with the same uid may write them; what it creates is the user's.
+#[test]
+fn an_unprivileged_daemon_shows_its_own_ids_as_they_are() {
+    const USER: u32 = 65534;
+    if !setpriv_usable() {
+        return;
+    }
+    let dir = scratch("own-ids");
+    for path in [dir.clone(), dir.join("share"), dir.join("share/inside")] {
+        std::os::unix::fs::chown(&path, Some(USER), Some(USER)).expect("chown");
+    }
+    let daemon = Running(
+        under_setpriv(&dir, &["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
+    let socket = dir.join("vhost.sock");
+    wait_until(|| socket.exists());
+    let mut guest = GuestFs::connect(&socket).expect("mounts");
+    let inside = guest.lookup(1, "inside").expect("lookup").attr;
+    assert_eq!((inside.uid, inside.gid), (USER, USER), "the user's file, as the host has it");
+    guest.set_caller(USER, USER);
+    let args = CreateIn { flags: 0o101, mode: 0o100644, umask: 0, open_flags: 0 };
+    let create = [args.as_bytes(), b"made\0"].concat();
+    let made = guest.call(vhu_device_fs::fuse::Opcode::Create, 1, &create).expect("create");
+    assert!(!made.is_empty(), "an entry and an open file");
+    drop(guest);
+    drop(daemon);
+    let meta = std::fs::metadata(dir.join("share/made")).expect("created");
+    let owner =
+        (std::os::unix::fs::MetadataExt::uid(&meta), std::os::unix::fs::MetadataExt::gid(&meta));
+    assert_eq!(owner, (USER, USER));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Guest users are switched to with both ids and the groups: maps of several uids but one gid
 /// (or the reverse) could create nothing, so the daemon refuses them at start, naming both.
 #[test]

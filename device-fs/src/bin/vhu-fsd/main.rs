@@ -65,7 +65,8 @@ fn run(settings: Settings) -> Result<(), String> {
     // The guest applied its own umask to the modes it sends; do not apply ours on top.
     rustix::process::umask(rustix::fs::Mode::empty());
     let as_root = sandbox::started_as_root();
-    // The daemon's uid as the host sees it (inside a user namespace it reads as 0).
+    // The daemon's uid as the host sees it (inside a user namespace mapped by --uid-map it
+    // may read as another).
     let host_uid = rustix::process::geteuid().as_raw();
     if !as_root && settings.sandbox != Sandbox::Namespace && !settings.modcaps.is_empty() {
         warn!(

@@ -41,9 +41,9 @@ pub(crate) fn started_as_root() -> bool {
 /// How a new user namespace is mapped, for a daemon not started as root.
 #[derive(Debug)]
 pub(crate) struct UserMaps<'a> {
-    /// `--uid-map` ranges (none: the daemon's uid alone, as 0).
+    /// `--uid-map` ranges (none: the daemon's uid alone, as itself).
     pub(crate) uid: &'a [NsMap],
-    /// `--gid-map` ranges (none: the daemon's gid alone, as 0).
+    /// `--gid-map` ranges (none: the daemon's gid alone, as itself).
     pub(crate) gid: &'a [NsMap],
 }
 
@@ -194,22 +194,25 @@ fn wait_forwarding(child: libc::pid_t) -> Result<i32, String> {
     }
 }
 
-/// A new user namespace in which the daemon is root, mapped as `maps` says.
+/// A new user namespace in which the daemon holds every capability, mapped as `maps` says.
+/// Without a map, the daemon's own ids map to themselves (as virtiofsd maps them): the guest
+/// sees the user's files as the user's, and a guest user of the same uid may write them.
 fn enter_user_namespace(maps: &UserMaps<'_>) -> Result<(), String> {
     let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
-    // Mapping the daemon's own id (as 0) needs no helper: the process writes that map itself.
-    let own = |ranges: &[NsMap], id: u32| {
-        ranges.is_empty() || ranges == [NsMap { inside: 0, outside: id, count: 1 }]
+    // A map of the daemon's own id alone needs no helper: the process writes that map itself.
+    let own = |ranges: &[NsMap], id: u32| match ranges {
+        [] => Some(id),
+        [NsMap { inside, outside, count: 1 }] if *outside == id => Some(*inside),
+        _ => None,
     };
     let (own_uid, own_gid) = (own(maps.uid, uid), own(maps.gid, gid));
     // newuidmap/newgidmap must run outside the new namespace: started now, they wait for a
     // line on stdin, sent once it exists.
     let helpers: Vec<(Child, &str)> =
-        [("newuidmap", maps.uid, own_uid), ("newgidmap", maps.gid, own_gid)]
+        [("newuidmap", maps.uid, own_uid.is_some()), ("newgidmap", maps.gid, own_gid.is_some())]
             .into_iter()
             .filter(|(_, _, own)| !own)
-            .map(|(tool, ranges, _)| (tool, ranges))
-            .map(|(tool, ranges)| spawn_mapper(tool, ranges).map(|child| (child, tool)))
+            .map(|(tool, ranges, _)| spawn_mapper(tool, ranges).map(|child| (child, tool)))
             .collect::<Result<_, _>>()?;
     unshare(UnshareFlags::NEWUSER, "user")?;
     for (mut helper, tool) in helpers {
@@ -227,12 +230,12 @@ fn enter_user_namespace(maps: &UserMaps<'_>) -> Result<(), String> {
         std::fs::write(format!("/proc/self/{file}"), text)
             .map_err(|e| format!("--sandbox namespace: writing /proc/self/{file}: {e}"))
     };
-    if own_gid {
+    if let Some(inside) = own_gid {
         write("setgroups", "deny".into())?;
-        write("gid_map", format!("0 {gid} 1"))?;
+        write("gid_map", format!("{inside} {gid} 1"))?;
     }
-    if own_uid {
-        write("uid_map", format!("0 {uid} 1"))?;
+    if let Some(inside) = own_uid {
+        write("uid_map", format!("{inside} {uid} 1"))?;
     }
     Ok(())
 }
