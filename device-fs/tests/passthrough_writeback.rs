@@ -1,8 +1,10 @@
-//! Write-backs of the guest's page cache (FUSE_WRITE_CACHE): the guest kernel sends a dirty
-//! page through whichever writable handle of the file it picks, so the handle's own O_APPEND or
-//! O_DIRECT must not move or refuse it (a page written back by `msync` of a shared mapping of a
-//! file also open with O_APPEND lands where it belongs, a short last page through an O_DIRECT
-//! handle is written whole). Ordinary writes through the same handles keep their flags.
+//! Where writes land. Write-backs of the guest's page cache (FUSE_WRITE_CACHE): the guest
+//! kernel sends a dirty page through whichever writable handle of the file it picks, so the
+//! handle's own O_APPEND or O_DIRECT must not move or refuse it (a page written back by `msync`
+//! of a shared mapping of a file also open with O_APPEND lands where it belongs, a short last
+//! page through an O_DIRECT handle is written whole). Ordinary writes through the same handles
+//! keep their flags, and append as the guest's file says at the time of the write (F_SETFL may
+//! have changed O_APPEND since the open).
 
 mod support;
 
@@ -29,9 +31,18 @@ fn open(h: &mut Harness, node: u64, flags: u32) -> u64 {
     h.call(Opcode::Open, node, OpenIn { flags, ..OpenIn::default() }.as_bytes()).open().fh
 }
 
-fn write(h: &mut Harness, node: u64, fh: u64, offset: u64, data: &[u8], flags: u32) -> i64 {
-    let w =
-        WriteIn { fh, offset, size: data.len() as u32, write_flags: flags, ..WriteIn::default() };
+/// WRITE of `data` at `offset`, with FUSE_WRITE_* `flags` and the guest file's open flags
+/// `file` (`fuse_write_in.flags`, as Linux sends them); the size written or `-errno`.
+fn write(
+    h: &mut Harness,
+    node: u64,
+    fh: u64,
+    offset: u64,
+    data: &[u8],
+    (flags, file): (u32, u32),
+) -> i64 {
+    let size = data.len() as u32;
+    let w = WriteIn { fh, offset, size, write_flags: flags, flags: file, ..WriteIn::default() };
     let reply = h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]));
     match reply.errno() {
         0 => i64::from(WriteOut::read_from_bytes(reply.ok()).expect("write_out").size),
@@ -45,18 +56,19 @@ fn a_write_back_through_an_append_handle_lands_at_its_offset() {
     let node = file(&mut h, 8192);
     let fh = open(&mut h, node, O_RDWR | O_APPEND);
     // The guest's own write through the handle appends, as O_APPEND says.
-    assert_eq!(write(&mut h, node, fh, 0, b"tail", 0), 4);
+    assert_eq!(write(&mut h, node, fh, 0, b"tail", (0, O_RDWR | O_APPEND)), 4);
     let host = std::fs::read(h.share().join("f")).expect("host read");
     assert_eq!((host.len(), &host[8192..]), (8196, &b"tail"[..]));
     // A write-back of page 0 replaces page 0.
-    assert_eq!(write(&mut h, node, fh, 0, &[0x55; 4096], WRITE_CACHE), 4096);
+    let back = (WRITE_CACHE, O_RDWR | O_APPEND);
+    assert_eq!(write(&mut h, node, fh, 0, &[0x55; 4096], back), 4096);
     let host = std::fs::read(h.share().join("f")).expect("host read");
     assert_eq!(host.len(), 8196, "the file did not grow");
     assert!(host[..4096].iter().all(|b| *b == 0x55), "page 0 written in place");
     assert!(host[4096..8192].iter().all(|b| *b == 0xAA));
     // A read-only handle takes no write-back either.
     let ro = open(&mut h, node, O_RDONLY);
-    assert_eq!(write(&mut h, node, ro, 0, &[1; 16], WRITE_CACHE), -i64::from(EBADF));
+    assert_eq!(write(&mut h, node, ro, 0, &[1; 16], (WRITE_CACHE, O_RDONLY)), -i64::from(EBADF));
 }
 
 #[test]
@@ -65,9 +77,10 @@ fn a_write_back_through_a_direct_handle_needs_no_alignment() {
     let node = file(&mut h, 4096);
     let fh = open(&mut h, node, O_RDWR | O_DIRECT);
     // The handle is O_DIRECT on the host: an unaligned write of its own is refused there.
-    assert_eq!(write(&mut h, node, fh, 3, &[1; 1000], 0), -i64::from(EINVAL));
+    let direct = O_RDWR | O_DIRECT;
+    assert_eq!(write(&mut h, node, fh, 3, &[1; 1000], (0, direct)), -i64::from(EINVAL));
     // The last, short page of a write-back goes through.
-    assert_eq!(write(&mut h, node, fh, 4096, &[0x66; 1000], WRITE_CACHE), 1000);
+    assert_eq!(write(&mut h, node, fh, 4096, &[0x66; 1000], (WRITE_CACHE, direct)), 1000);
     let host = std::fs::read(h.share().join("f")).expect("host read");
     assert_eq!(host.len(), 5096);
     assert!(host[4096..].iter().all(|b| *b == 0x66));
@@ -91,4 +104,41 @@ fn a_write_asked_to_be_synchronous_is_written() {
     let reply = h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]));
     assert_eq!(WriteOut::read_from_bytes(reply.ok()).expect("write_out").size, 7);
     assert_eq!(std::fs::read(h.share().join("f")).expect("host read"), data);
+}
+
+/// The guest may set or clear O_APPEND with F_SETFL after the open, which FUSE does not tell; its
+/// writes carry the file's flags of the moment, and land as they say: at the offset once
+/// O_APPEND is cleared, at the host file's end once it is set. With the writeback cache the
+/// guest places appends itself, at the offsets it sends.
+#[test]
+fn writes_append_as_the_guests_file_says_now() {
+    const O_WRONLY: u32 = 0o1;
+    let mut h = Harness::new("append-now");
+    let node = file(&mut h, 0);
+    std::fs::write(h.share().join("f"), b"0123456789").expect("seed");
+    let host = |h: &Harness| std::fs::read(h.share().join("f")).expect("host read");
+    let appending = open(&mut h, node, O_WRONLY | O_APPEND);
+    assert_eq!(write(&mut h, node, appending, 0, b"AAAA", (0, O_WRONLY)), 4);
+    assert_eq!(host(&h), b"AAAA456789", "O_APPEND cleared: written at the offset");
+    assert_eq!(write(&mut h, node, appending, 0, b"tail", (0, O_WRONLY | O_APPEND)), 4);
+    assert_eq!(host(&h), b"AAAA456789tail", "O_APPEND still on: appended");
+    let plain = open(&mut h, node, O_WRONLY);
+    // Another writer made the file longer than the guest knows: appends go to the real end.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(h.share().join("f"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"+"))
+        .expect("host append");
+    assert_eq!(write(&mut h, node, plain, 14, b"more", (0, O_WRONLY | O_APPEND)), 4);
+    assert_eq!(host(&h), b"AAAA456789tail+more", "O_APPEND set: appended");
+    assert_eq!(write(&mut h, node, plain, 0, b"BB", (0, O_WRONLY)), 2);
+    assert_eq!(host(&h), b"BBAA456789tail+more");
+
+    let mut h = Harness::with("append-writeback", |c| c.writeback = true);
+    let node = file(&mut h, 0);
+    std::fs::write(h.share().join("f"), b"0123456789").expect("seed");
+    let fh = open(&mut h, node, O_WRONLY | O_APPEND);
+    assert_eq!(write(&mut h, node, fh, 10, b"end", (0, O_WRONLY | O_APPEND)), 3);
+    assert_eq!(write(&mut h, node, fh, 2, b"xy", (0, O_WRONLY | O_APPEND)), 2);
+    assert_eq!(host(&h), b"01xy456789end", "the guest's offsets");
 }

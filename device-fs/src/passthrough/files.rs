@@ -58,6 +58,17 @@ fn open_flags(raw: u32, config: &Config) -> OFlags {
     flags
 }
 
+/// Which descriptor of its file a write goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The handle's own.
+    Own,
+    /// The file opened again without O_APPEND and O_DIRECT.
+    Plain,
+    /// The file opened again with O_APPEND.
+    Appending,
+}
+
 /// How a write is to be synced before it is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sync {
@@ -272,7 +283,10 @@ impl PassthroughFs {
     /// when the file is open with O_DIRECT. A write-back of the guest's page cache goes where
     /// its offset says even through a handle opened with O_APPEND, and needs no alignment
     /// through one opened with O_DIRECT: it is written through the file opened without them.
-    /// A write the guest asked to be synchronous is synced before the answer.
+    /// The guest's own writes append as its file's flags say now (`fuse_write_in.flags`: the
+    /// guest may have changed O_APPEND with F_SETFL since it opened the file, which FUSE does
+    /// not tell), as virtiofsd's do; with the writeback cache the guest places its appends
+    /// itself. A write the guest asked to be synchronous is synced before the answer.
     pub(super) fn do_write(
         &self,
         node: NodeId,
@@ -285,24 +299,42 @@ impl PassthroughFs {
         let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
-        let plain = flags.cache() && h.flags.intersects(OFlags::APPEND | OFlags::DIRECT);
-        let sync = sync_asked(flags.file, h.flags);
-        if !kill && !h.direct && !renamed_capability && !plain && sync.is_none() {
+        let via = if flags.cache() {
+            if h.flags.intersects(OFlags::APPEND | OFlags::DIRECT) {
+                Via::Plain
+            } else {
+                Via::Own
+            }
+        } else {
+            let asked = flags.file & OFlags::APPEND.bits() != 0 && !self.config.writeback;
+            match (h.flags.contains(OFlags::APPEND), asked) {
+                (true, false) => Via::Plain,
+                (false, true) => Via::Appending,
+                _ => Via::Own,
+            }
+        };
+        // The plain file is opened without the handle's O_DSYNC/O_SYNC: a write through it that
+        // the guest's flags want synchronous is synced here.
+        let sync =
+            sync_asked(flags.file, if via == Via::Plain { OFlags::empty() } else { h.flags });
+        if !kill && !h.direct && !renamed_capability && via == Via::Own && sync.is_none() {
             // Nothing to clear: no need to look the inode up.
             return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }
         let inode = self.inode(node)?;
         let n = self.killing_priv(&inode, kill, || {
-            if plain {
-                let fd = self.plain_fd(&inode, &h)?;
+            let fd = match via {
+                Via::Own => &h.fd,
+                Via::Plain => self.plain_fd(&inode, &h)?,
+                Via::Appending => self.appending_fd(&inode, &h)?,
+            };
+            // The plain file is never O_DIRECT; the others are as the handle is.
+            if !h.direct || via == Via::Plain {
                 return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
-            }
-            if !h.direct {
-                return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
             }
             let mut aligned = AlignedBuf::new(src.len())?;
             src.copy_out(aligned.as_mut_slice()).map_err(|e| io_errno(&e))?;
-            pwrite_full(&h.fd, aligned.as_slice(), offset)
+            pwrite_full(fd, aligned.as_slice(), offset)
         })?;
         match sync {
             Some(Sync::Data) => rustix::fs::fdatasync(&h.fd)?,
@@ -323,6 +355,19 @@ impl PassthroughFs {
         let fd = self.reopen(inode, OFlags::WRONLY | (h.flags & OFlags::LARGEFILE))?;
         // Another write-back may have opened one meanwhile: either serves.
         Ok(h.plain.get_or_init(|| fd))
+    }
+
+    /// `h`'s file opened again for appending, as the handle is otherwise (once per handle).
+    fn appending_fd<'h>(&self, inode: &Inode, h: &'h HandleData) -> Result<&'h OwnedFd, Errno> {
+        if h.flags & OFlags::ACCMODE == OFlags::RDONLY {
+            return Err(Errno::BADF);
+        }
+        if let Some(fd) = h.appending.get() {
+            return Ok(fd);
+        }
+        let keep = OFlags::LARGEFILE | OFlags::DIRECT | OFlags::DSYNC | OFlags::SYNC;
+        let fd = self.reopen(inode, OFlags::WRONLY | OFlags::APPEND | (h.flags & keep))?;
+        Ok(h.appending.get_or_init(|| fd))
     }
 
     pub(super) fn do_fsync(

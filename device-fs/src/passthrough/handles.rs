@@ -27,9 +27,13 @@ pub struct HandleData {
     pub direct: bool,
     /// The status flags it was opened with (O_APPEND, O_DSYNC, O_SYNC, O_DIRECT...).
     pub flags: OFlags,
-    /// For the guest's write-backs through a handle opened with O_APPEND or O_DIRECT: the
-    /// file opened again without them, once one came.
+    /// For the guest's write-backs through a handle opened with O_APPEND or O_DIRECT, and its
+    /// writes after it cleared O_APPEND (F_SETFL): the file opened again without them, once one
+    /// came.
     pub plain: std::sync::OnceLock<OwnedFd>,
+    /// For the guest's writes after it set O_APPEND (F_SETFL) on a handle opened without it:
+    /// the file opened again with it, once one came.
+    pub appending: std::sync::OnceLock<OwnedFd>,
     /// Serialises seek + getdents on a directory handle.
     pub dir_lock: Mutex<()>,
 }
@@ -51,9 +55,18 @@ pub enum HandleSlot {
 impl HandleSlot {
     fn open(fd: OwnedFd, node: NodeId, is_dir: bool, flags: OFlags) -> Self {
         let direct = !is_dir && flags.contains(OFlags::DIRECT);
-        let plain = std::sync::OnceLock::new();
+        let (plain, appending) = (std::sync::OnceLock::new(), std::sync::OnceLock::new());
         let dir_lock = Mutex::new(());
-        Self::Open(Arc::new(HandleData { fd, node, is_dir, direct, flags, plain, dir_lock }))
+        Self::Open(Arc::new(HandleData {
+            fd,
+            node,
+            is_dir,
+            direct,
+            flags,
+            plain,
+            appending,
+            dir_lock,
+        }))
     }
 
     fn is_for(&self, node: NodeId, is_dir: bool) -> bool {
