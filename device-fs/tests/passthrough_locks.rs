@@ -389,6 +389,29 @@ fn a_setlk_reusing_a_waiting_unique_leaves_the_wait_alone() {
     assert_eq!(replies.recv_timeout(WAIT), Ok((700, -EINTR)), "the wait was still known");
 }
 
+/// A write lock on an append-only file (`chattr +a`), which may only be opened for writing to
+/// append, is taken as on any other: the owner's host description is opened for appending.
+#[test]
+fn an_append_only_file_takes_write_locks() {
+    const FS_APPEND_FL: libc::c_long = 0x20;
+    let (mut h, node, a, _) = setup("locks-append-only");
+    let file = std::fs::File::open(h.share().join("f")).expect("open");
+    let flags: libc::c_long = FS_APPEND_FL;
+    // SAFETY: FS_IOC_SETFLAGS reads one long, `flags`; the file is open.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) } != 0 {
+        // Needs CAP_LINUX_IMMUTABLE and a host file system with the flag (CI's has both).
+        assert!(std::env::var_os("CI").is_none(), "{}", std::io::Error::last_os_error());
+        return;
+    }
+    let result = setlk(&mut h, node, &lk(a, 1, F_WRLCK, 0, 9, false));
+    let none: libc::c_long = 0;
+    // SAFETY: as above; the flag goes so the share can be removed.
+    unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &none) };
+    assert_eq!(result, 0, "the write lock is granted");
+    let host = host_file(&h);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1), "and held on the host");
+}
+
 /// An INTERRUPT that came before its request is remembered for that request only within its
 /// session: after DESTROY and a new INIT, which number requests afresh, a SETLKW that happens
 /// to reuse the number waits as any other.

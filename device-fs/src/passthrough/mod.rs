@@ -365,7 +365,8 @@ impl PassthroughFs {
 
     /// A new open file description of a regular file's inode, to own locks on the host: read
     /// and write when the daemon may, read-only otherwise; read-only when it only looks
-    /// (`write` false: a GETLK probe).
+    /// (`write` false: a GETLK probe). Nothing is written through it: it is opened for
+    /// appending, which an append-only file (`chattr +a`) requires of a writable open.
     fn lock_fd(&self, node: NodeId, write: bool) -> impl FnOnce() -> Result<OwnedFd, Errno> + '_ {
         move || {
             let inode = self.inode(node)?;
@@ -376,7 +377,7 @@ impl PassthroughFs {
             if !write {
                 return self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK);
             }
-            match self.reopen(&inode, OFlags::RDWR | OFlags::NONBLOCK) {
+            match self.reopen(&inode, OFlags::RDWR | OFlags::APPEND | OFlags::NONBLOCK) {
                 Err(Errno::ACCESS | Errno::ROFS | Errno::PERM | Errno::TXTBSY) => {
                     self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK)
                 }
