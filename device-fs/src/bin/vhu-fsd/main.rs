@@ -81,10 +81,14 @@ fn run(settings: Settings) -> Result<(), String> {
     }
     if one_id(&settings.ns_uid_map) != one_id(&settings.ns_gid_map) {
         // Switching to a guest user sets both ids and the groups: with one side a single id
-        // (setgroups denied), every CREATE, MKDIR and MKNOD would fail with EPERM.
-        return Err("--uid-map and --gid-map must both map several ids (to create files as \
-                    each guest user) or both map one (to create them all as the daemon's)"
-            .into());
+        // (setgroups denied), every CREATE, MKDIR and MKNOD as a guest user would fail with
+        // EPERM. libvirt passes such maps when the user's primary group has no /etc/subgid
+        // range of its own: serve, creating every file as the daemon's user.
+        warn!(
+            "--uid-map and --gid-map do not both map several ids: files are created as the \
+             daemon's user, whichever guest user asks (give both several ids to create them \
+             as each guest user)"
+        );
     }
     // Found now, from the host's /proc: once sandboxed, /proc and /sys name the share's files.
     vhu_transport_std::spin::cpus();
@@ -244,8 +248,9 @@ fn one_id(map: &[ns_map::NsMap]) -> bool {
 /// The file system's configuration from the settings.
 fn passthrough_config(settings: &Settings, as_root: bool) -> Config {
     let mut config = Config::new(&settings.shared_dir);
-    if !as_root && settings.sandbox == Sandbox::Namespace && one_id(&settings.ns_uid_map) {
-        // Root of a namespace that maps one id: other guest users have nothing to become.
+    let several = !one_id(&settings.ns_uid_map) && !one_id(&settings.ns_gid_map);
+    if !as_root && settings.sandbox == Sandbox::Namespace && !several {
+        // A namespace that maps one uid or one gid: other guest users have nothing to become.
         config.credentials = Credentials::disabled();
     }
     config.xattr = settings.xattr;
