@@ -387,7 +387,17 @@ impl PassthroughFs {
 
     pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {
         let inode = self.inode(node)?;
-        let access = rustix::fs::Access::from_bits(mask).ok_or(Errno::INVAL)?;
+        // R_OK, W_OK and X_OK (F_OK is none of them), as every Linux architecture numbers them;
+        // the type of rustix's bits differs between its back-ends.
+        use rustix::fs::Access;
+        if mask & !0o7 != 0 {
+            return Err(Errno::INVAL);
+        }
+        let bits = [(4, Access::READ_OK), (2, Access::WRITE_OK), (1, Access::EXEC_OK)];
+        let access = bits
+            .into_iter()
+            .filter(|(bit, _)| mask & bit != 0)
+            .fold(Access::EXISTS, |all, (_, one)| all | one);
         rustix::fs::accessat(
             &self.proc_fd,
             Self::proc_name(&inode),

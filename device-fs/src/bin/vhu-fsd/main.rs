@@ -125,7 +125,7 @@ fn run(settings: Settings) -> Result<(), String> {
         let keep = caps::kept(&settings.modcaps, by_handle);
         caps::reduce(keep, caps::asked(&settings.modcaps))?;
     }
-    seccomp::install(settings.seccomp)?;
+    seccomp::install(settings.seccomp, settings.seccomp_asked)?;
     report_limits(&fs, &settings, host_uid);
     // Limits for the smallest queue QEMU configures by default (128 entries).
     let limits = ServerConfig::for_queue_size(128);

@@ -10,8 +10,10 @@
 //! are done by then. The list is checked by running the launcher table, the sandbox tests and
 //! the guest end-to-end workload under `kill`. This module builds and installs the filter.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 use std::collections::BTreeMap;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -20,6 +22,7 @@ use seccompiler::{
 use crate::cli::Seccomp;
 
 /// Syscalls allowed on every architecture.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 const COMMON: &[libc::c_long] = &[
     // Memory, threads, time, signals.
     libc::SYS_brk,
@@ -147,9 +150,11 @@ const ARCH: &[libc::c_long] = &[
     libc::SYS_lstat,
     libc::SYS_arch_prctl,
 ];
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 const ARCH: &[libc::c_long] = &[];
 
+/// The architecture filters are built for (those seccompiler knows; on any other, `install`
+/// has no filter to give).
 #[cfg(target_arch = "x86_64")]
 const TARGET: TargetArch = TargetArch::x86_64;
 #[cfg(target_arch = "aarch64")]
@@ -158,6 +163,7 @@ const TARGET: TargetArch = TargetArch::aarch64;
 const TARGET: TargetArch = TargetArch::riscv64;
 
 /// The filter for `mode`, or `None` for `--seccomp none`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
     let mismatch = match mode {
         Seccomp::None => return Ok(None),
@@ -178,6 +184,7 @@ pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
 /// `ioctl` only to make a descriptor non-blocking (the connection's channels): nothing else
 /// the daemon does after start-up needs one, and any other request on an inherited terminal
 /// or a file of the share stays closed.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 fn only_fionbio() -> Result<SeccompRule, String> {
     // The request is an `unsigned int` to the kernel: the low 32 bits of the argument. (The
     // constant's type differs between C libraries, hence the cast.)
@@ -188,8 +195,11 @@ fn only_fionbio() -> Result<SeccompRule, String> {
 }
 
 /// Installs `mode`'s filter on the calling thread; threads started afterwards inherit it. Call
-/// after the sandbox and capability set-up, before the first thread starts.
-pub(crate) fn install(mode: Seccomp) -> Result<(), String> {
+/// after the sandbox and capability set-up, before the first thread starts. Where no filter is
+/// built (an architecture seccompiler does not know), the default mode (`asked` false) serves
+/// without one and says so; a mode asked for fails.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+pub(crate) fn install(mode: Seccomp, _asked: bool) -> Result<(), String> {
     match filter(mode)? {
         Some(program) => seccompiler::apply_filter(&program)
             .map_err(|e| format!("--seccomp: installing the filter: {e}")),
@@ -197,7 +207,29 @@ pub(crate) fn install(mode: Seccomp) -> Result<(), String> {
     }
 }
 
+/// [`install`] where no filter is built.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+pub(crate) fn install(mode: Seccomp, asked: bool) -> Result<(), String> {
+    match (mode, asked) {
+        (Seccomp::None, _) => Ok(()),
+        (_, false) => {
+            log::warn!(
+                "no syscall filter on this architecture (vhu-fsd builds them for x86_64, \
+                 aarch64 and riscv64): serving without one (--seccomp none says so and stays \
+                 quiet)"
+            );
+            Ok(())
+        }
+        (mode, true) => Err(format!(
+            "--seccomp {}: no syscall filter is built for this architecture (only for x86_64, \
+             aarch64 and riscv64); --seccomp none serves without one",
+            format!("{mode:?}").to_lowercase()
+        )),
+    }
+}
+
 #[cfg(test)]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 mod tests {
     use super::*;
 

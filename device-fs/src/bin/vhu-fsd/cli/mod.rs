@@ -244,6 +244,8 @@ pub(crate) struct Settings {
     pub(crate) sandbox: Sandbox,
     /// Syscall filter.
     pub(crate) seccomp: Seccomp,
+    /// `--seccomp` was given (not the default).
+    pub(crate) seccomp_asked: bool,
     /// `--inode-file-handles=prefer` was given (inodes are held by descriptors all the same).
     pub(crate) prefer_file_handles: bool,
     /// Capability edits (root only).
@@ -411,6 +413,7 @@ impl Options {
             syslog: self.syslog,
             sandbox,
             seccomp: self.seccomp.unwrap_or(Seccomp::Kill),
+            seccomp_asked: self.seccomp.is_some(),
             prefer_file_handles: self.inode_file_handles == Some(InodeFileHandles::Prefer),
             modcaps: self.modcaps.clone().map(|edits| edits.0).unwrap_or_default(),
             ns_uid_map: self.uid_map.clone(),
