@@ -558,3 +558,22 @@ fn lseek_finds_data_and_holes_as_the_host_does() {
     assert_eq!(seek(-1i64 as u64, 2), Ok(size - 1), "SEEK_END -1");
     assert_eq!(seek(0, 5), Err(EINVAL));
 }
+
+/// ACCESS asks the host with the bits the guest names (R_OK, W_OK, X_OK; F_OK is none of them)
+/// and refuses others.
+#[test]
+fn access_checks_the_bits_it_is_given() {
+    use vhu_device_fs::fuse::abi::AccessIn;
+    let mut h = Harness::new("access");
+    h.init();
+    std::fs::write(h.share().join("f"), b"x").expect("host write");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let access = |h: &mut Harness, mask: u32| {
+        h.call(Opcode::Access, node, AccessIn { mask, padding: 0 }.as_bytes()).errno()
+    };
+    assert_eq!(access(&mut h, 0), 0, "F_OK: it exists");
+    assert_eq!(access(&mut h, 0o4 | 0o2), 0, "readable and writable");
+    // Not executable by anyone: even root is refused X_OK.
+    assert_eq!(access(&mut h, 0o1), 13, "EACCES");
+    assert_eq!(access(&mut h, 0o10), 22, "EINVAL for a bit that is not R_OK, W_OK or X_OK");
+}
