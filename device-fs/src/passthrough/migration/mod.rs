@@ -100,6 +100,17 @@ pub enum MigrationError {
     /// The daemon's own credentials could not be taken back.
     #[error("cannot act as the daemon: {0}")]
     Credentials(Errno),
+    /// What the guest wrote through an open file could not be made durable before the
+    /// switch-over (the source keeps the guest).
+    #[error("handle {handle} of node {node}: syncing what the guest wrote failed: {errno}")]
+    Sync {
+        /// The handle.
+        handle: u64,
+        /// Its node.
+        node: u64,
+        /// What `fdatasync` said.
+        errno: Errno,
+    },
     /// The share's root is not held (the file system was never set up).
     #[error("the share's root is not open: {0}")]
     Root(Errno),
@@ -219,6 +230,7 @@ impl PassthroughFs {
             records.push(record);
         }
         let (handles, last_handle) = self.handles.snapshot();
+        sync_written(&handles)?;
         let handles = handles
             .into_iter()
             .map(|(h, slot)| match slot {
@@ -437,6 +449,25 @@ impl PassthroughFs {
         let (key, kind, mnt_id) = locate::identify(&fd).map_err(|e| e.to_string())?;
         Ok(Inode { fd, key, kind, mnt_id })
     }
+}
+
+/// Makes durable what the guest wrote through each writable open file before the state goes:
+/// the guest was told those writes completed, and a destination on other hosts' view of shared
+/// storage (NFS, say) must find them there, not in this host's page cache. (The guest's own
+/// FSYNCs cover what it asked to be durable; this covers the rest.)
+fn sync_written(handles: &[(Handle, HandleSlot)]) -> Result<(), MigrationError> {
+    for (handle, slot) in handles {
+        let HandleSlot::Open(data) = slot else { continue };
+        if data.is_dir || data.flags & OFlags::ACCMODE == OFlags::RDONLY {
+            continue;
+        }
+        rustix::fs::fdatasync(&data.fd).map_err(|errno| MigrationError::Sync {
+            handle: handle.0,
+            node: data.node.0,
+            errno,
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether the source described the node (a lost one is restored without a descriptor).
