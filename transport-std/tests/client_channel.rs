@@ -36,15 +36,7 @@ fn restored_with_channel(ours: UnixStream, theirs: &UnixStream) -> (Client, Unix
 
 /// Restores `client` as [`restored_with_channel`] does; the channel's back-end end.
 fn restore_with_channel(client: &mut Client, theirs: &UnixStream) -> UnixStream {
-    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
-    let saved = Negotiated {
-        offered_features: features,
-        features,
-        protocol_features: ProtocolFeatures::BACKEND_REQ,
-        queues: None,
-        max_mem_slots: None,
-    };
-    client.restore(saved).expect("restore");
+    client.restore(common::saved(ProtocolFeatures::BACKEND_REQ)).expect("restore");
     assert!(client.has_backend_channel());
     let mut fds = ReceivedFds::new();
     let mut buf = [0u8; 256];

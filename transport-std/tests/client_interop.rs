@@ -172,3 +172,38 @@ fn a_back_ends_own_state_descriptor_neither_fills_memory_nor_hangs() {
         other => panic!("a state pipe never closed: {other:?}"),
     }
 }
+
+/// A VMM that set a back-end up before and comes back to it (here a restarted rust-vmm daemon,
+/// which acks only what follows the GET_* it answered): `restore`, which asks nothing, gets no
+/// ack; `reconnect` asks first, acks the saved features again, and names those the back-end no
+/// longer offers.
+#[test]
+fn reconnect_asks_first_and_acks_the_saved_features_again() {
+    // A new socket for each daemon: one that ends unlinks its path.
+    let spawn = |n: u32| Peer::spawn(&socket(&format!("peer-reconnect-{n}")));
+    let connect = |peer: &Peer, timeout: Duration| {
+        let stream = connect_retrying(&peer.path, TIMEOUT);
+        let mut client = Client::from_stream(stream).expect("client");
+        client.set_timeout(timeout).expect("timeout");
+        client
+    };
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    let protocol = ProtocolFeatures::MQ | ProtocolFeatures::REPLY_ACK;
+    let first = spawn(1);
+    let saved = connect(&first, TIMEOUT).handshake(features, protocol).expect("first handshake");
+    let restarted = spawn(2);
+    let restored = connect(&restarted, Duration::from_millis(300)).restore(saved);
+    assert!(matches!(restored, Err(ClientError::Timeout { .. })), "{restored:?}");
+    let restarted = spawn(3);
+    let mut client = connect(&restarted, TIMEOUT);
+    let again = client.reconnect(saved).expect("reconnected");
+    assert_eq!((again.features, again.protocol_features), (features, protocol));
+    client.set_features(features).expect("and acked from now on");
+    let restarted = spawn(4);
+    let mut more = saved;
+    more.protocol_features |= ProtocolFeatures::STATUS;
+    let gone = connect(&restarted, TIMEOUT).reconnect(more);
+    let gone_is_status = matches!(gone, Err(ClientError::FeaturesGone { features, protocol_features })
+        if features.is_empty() && protocol_features == ProtocolFeatures::STATUS);
+    assert!(gone_is_status, "{gone:?}");
+}

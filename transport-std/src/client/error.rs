@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use vhu_core::frontend::FrontendError;
-use vhu_core::{FdToken, FrontendCode, WireError};
+use vhu_core::{FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, WireError};
 
 use crate::fd_table::TokensExhausted;
 use crate::scm::ScmError;
@@ -94,6 +94,14 @@ pub enum ClientError {
     /// accepts, or a descriptor that is not a pipe or a socket.
     #[error("back-end state transfer: {0}")]
     Transfer(&'static str),
+    /// [`Client::reconnect`]: the back-end no longer offers these of the saved features.
+    #[error("the back-end no longer offers {features:?} {protocol_features:?}")]
+    FeaturesGone {
+        /// Virtio features saved but not offered now.
+        features: VirtioFeatures,
+        /// Protocol features saved but not offered now.
+        protocol_features: ProtocolFeatures,
+    },
     /// An earlier transport failure ended this client; nothing more can be sent.
     #[error("the client is broken by an earlier transport failure")]
     Broken,

@@ -84,6 +84,19 @@ impl Client {
         tokens: &[FdToken],
         op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
     ) -> Result<Vec<Answer>, ClientError> {
+        let outcome = self.settle_call(tokens, op)?;
+        match outcome.failed {
+            Some(error) => Err(ClientError::Failed(error)),
+            None => Ok(outcome.answers),
+        }
+    }
+
+    /// [`Client::call`], returning every answer and the first failure together.
+    fn settle_call(
+        &mut self,
+        tokens: &[FdToken],
+        op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
+    ) -> Result<io::Outcome, ClientError> {
         if self.io.broken {
             for token in tokens {
                 self.io.fds.release(*token);
@@ -96,11 +109,7 @@ impl Client {
             }
             return Err(ClientError::Refused(error));
         }
-        let outcome = io::settle(&mut self.frontend, &mut self.io)?;
-        match outcome.failed {
-            Some(error) => Err(ClientError::Failed(error)),
-            None => Ok(outcome.answers),
-        }
+        io::settle(&mut self.frontend, &mut self.io)
     }
 
     /// A call that waits for one kind of answer.
@@ -181,6 +190,26 @@ impl Client {
         let config =
             FrontendConfig { features: saved.features, protocol_features: saved.protocol_features };
         self.open(config, |f, channel| f.restore(saved, channel))
+    }
+
+    /// The connect handshake for a VMM that set this back-end up before (a VMM restarted or
+    /// migrated, a back-end restarted): asks what the back-end offers (GET_FEATURES,
+    /// GET_PROTOCOL_FEATURES, ...) and acks the `saved` features again. Back-ends that decide
+    /// whether to ack from the GET_* they answered (rust-vmm's `vhost`, crosvm) never ack what
+    /// [`Client::restore`] sends; this works with every back-end. Fails with
+    /// [`ClientError::FeaturesGone`] when the back-end no longer offers all of `saved` (it was
+    /// then set up with what remains; the VMM cannot resume its guest on it).
+    pub fn reconnect(&mut self, saved: Negotiated) -> Result<Negotiated, ClientError> {
+        let negotiated = self.handshake(saved.features, saved.protocol_features)?;
+        // VHOST_F_LOG_ALL is never acked at a handshake: logging starts off, as after restore.
+        let features =
+            saved.features.difference(VirtioFeatures::LOG_ALL).difference(negotiated.features);
+        let protocol_features = saved.protocol_features.difference(negotiated.protocol_features);
+        if features.is_empty() && protocol_features.is_empty() {
+            Ok(negotiated)
+        } else {
+            Err(ClientError::FeaturesGone { features, protocol_features })
+        }
     }
 
     /// SET_FEATURES with a new acked set (after [`Client::reset_device`], or what the guest
@@ -288,31 +317,38 @@ impl Client {
         self.call(&tokens, |f| f.start_vring(index, setup)).map(drop)
     }
 
-    /// Stops a ring and returns the base to resume it from.
+    /// Stops a ring and returns the base to resume it from. A back-end that refuses the
+    /// SET_VRING_ENABLE(0) sent first still stops the ring at GET_VRING_BASE (spec "Starting and
+    /// stopping rings"): its base is returned, since nothing else could resume the ring.
     pub fn stop_vring(&mut self, index: VringIndex) -> Result<VringBase, ClientError> {
-        self.ask(
-            FrontendCode::GetVringBase,
-            &[],
-            |f| f.stop_vring(index),
-            |a| match a {
-                Answer::VringStopped { index: i, base } if i == index => Some(base),
-                _ => None,
-            },
-        )
+        let code = FrontendCode::GetVringBase;
+        self.stopped(code, index, |f| f.stop_vring(index))
     }
 
     /// GET_VRING_BASE_SKIP_DRAIN (GET_VRING_BASE_SKIP_DRAIN): stops a ring without waiting for
     /// its requests in flight, which stay recorded in the inflight area; returns the base.
     pub fn stop_vring_skip_drain(&mut self, index: VringIndex) -> Result<VringBase, ClientError> {
-        self.ask(
-            FrontendCode::GetVringBaseSkipDrain,
-            &[],
-            |f| f.stop_vring_skip_drain(index),
-            |a| match a {
-                Answer::VringStopped { index: i, base } if i == index => Some(base),
-                _ => None,
-            },
-        )
+        let code = FrontendCode::GetVringBaseSkipDrain;
+        self.stopped(code, index, |f| f.stop_vring_skip_drain(index))
+    }
+
+    /// A ring's stop: the base GET_VRING_BASE (`code`) answered, whatever came before it.
+    fn stopped(
+        &mut self,
+        code: FrontendCode,
+        index: VringIndex,
+        op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
+    ) -> Result<VringBase, ClientError> {
+        let outcome = self.settle_call(&[], op)?;
+        let base = outcome.answers.into_iter().find_map(|a| match a {
+            Answer::VringStopped { index: i, base } if i == index => Some(base),
+            _ => None,
+        });
+        match (base, outcome.failed) {
+            (Some(base), _) => Ok(base),
+            (None, Some(error)) => Err(ClientError::Failed(error)),
+            (None, None) => Err(ClientError::NoAnswer(code)),
+        }
     }
 
     /// SET_VRING_ENABLE.

@@ -24,6 +24,21 @@ use vhu_transport_std::{
     QueueHandler, Workers,
 };
 
+/// What a VMM saved of a connection to restore it: VERSION_1 and the protocol features bit
+/// acked, with `protocol_features`.
+pub fn saved(
+    protocol_features: ProtocolFeatures,
+) -> vhu_transport_std::vhu_core::frontend::Negotiated {
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    vhu_transport_std::vhu_core::frontend::Negotiated {
+        offered_features: features,
+        features,
+        protocol_features,
+        queues: None,
+        max_mem_slots: None,
+    }
+}
+
 /// Every blocking wait in these tests gives up after this long.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 

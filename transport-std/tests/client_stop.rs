@@ -1,0 +1,70 @@
+//! Our `Client` stopping a ring against a back-end written frame by frame that refuses the
+//! SET_VRING_ENABLE(0) sent first: GET_VRING_BASE stops the ring all the same (spec "Starting
+//! and stopping rings"), and its base is what `stop_vring` returns, since nothing else could
+//! resume the ring.
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+
+use common::TIMEOUT;
+use vhu_transport_std::client::Client;
+use vhu_transport_std::vhu_core::message::VringBase;
+use vhu_transport_std::vhu_core::{FrontendCode, ProtocolFeatures, VringIndex};
+use vhu_transport_std::{FrameReader, ReadAhead, RecvOutcome};
+
+/// Header flags: version 1, REPLY, NEED_REPLY.
+const VERSION: u32 = 1;
+const REPLY: u32 = 1 << 2;
+const NEED_REPLY: u32 = 1 << 3;
+
+/// Answers every frame on `socket` until the client hangs up: a GET_VRING_BASE with base 42,
+/// a SET_VRING_ENABLE asking for an ack with status 1 (refused), anything else asking for one
+/// with 0. Returns the codes it saw.
+fn back_end(socket: UnixStream) -> Vec<u32> {
+    let mut seen = Vec::new();
+    let mut reader = FrameReader::new(ReadAhead::Exact);
+    loop {
+        match reader.recv(&socket) {
+            Ok(RecvOutcome::Frame(_)) => {}
+            Ok(RecvOutcome::Closed) | Err(_) => return seen,
+        }
+        let frame = reader.frame().expect("a whole frame").to_vec();
+        let word = |i: usize| u32::from_le_bytes(frame[i * 4..i * 4 + 4].try_into().unwrap());
+        let (code, flags) = (word(0), word(1));
+        seen.push(code);
+        let payload: Option<Vec<u8>> = if code == FrontendCode::GetVringBase.as_u32() {
+            Some([word(3), 42].iter().flat_map(|w| w.to_le_bytes()).collect())
+        } else if flags & NEED_REPLY == 0 {
+            None
+        } else if code == FrontendCode::SetVringEnable.as_u32() {
+            Some(1u64.to_le_bytes().to_vec())
+        } else {
+            Some(0u64.to_le_bytes().to_vec())
+        };
+        if let Some(payload) = payload {
+            let header = [code, VERSION | REPLY, payload.len() as u32];
+            let reply: Vec<u8> =
+                header.iter().flat_map(|w| w.to_le_bytes()).chain(payload).collect();
+            if vhu_transport_std::send(&socket, &reply, &[]).is_err() {
+                return seen;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refused_disable_still_returns_the_base() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let peer = std::thread::spawn(move || back_end(theirs));
+    let mut client = Client::from_stream(ours).expect("client");
+    client.set_timeout(TIMEOUT).expect("timeout");
+    client.restore(common::saved(ProtocolFeatures::REPLY_ACK)).expect("restored");
+    let base = client.stop_vring(VringIndex(0)).expect("the ring stopped at its base");
+    assert_eq!(base, VringBase::split(42));
+    drop(client);
+    let seen = peer.join().expect("the back-end ends");
+    let enable = seen.iter().position(|c| *c == FrontendCode::SetVringEnable.as_u32());
+    let get_base = seen.iter().position(|c| *c == FrontendCode::GetVringBase.as_u32());
+    assert!(enable.is_some() && enable < get_base, "disable, then GET_VRING_BASE: {seen:?}");
+}
