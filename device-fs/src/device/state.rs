@@ -37,7 +37,7 @@ pub fn save(server: &Server<PassthroughFs>) -> Result<Vec<u8>, StateError> {
 /// Takes over the state `bytes` describe; on failure `server` is left fresh. A server that
 /// already serves a guest (a session, nodes or handles) refuses the state and is left as it is.
 pub fn load(server: &Server<PassthroughFs>, bytes: &[u8]) -> Result<(), StateError> {
-    let state = FsState::decode(bytes)?;
+    let state = FsState::decode_at_most(bytes, server.fs().state_records_at_most())?;
     let serving = server.session_state().is_some();
     server.fs().check_fresh(serving)?;
     let result = (|| {

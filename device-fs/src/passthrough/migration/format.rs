@@ -111,6 +111,19 @@ pub enum FormatError {
         /// The limit.
         max: usize,
     },
+    /// More nodes or handles than the destination may hold open.
+    #[error(
+        "{count} {what} in the migration state exceed the {max} open files this daemon may \
+         hold (--rlimit-nofile)"
+    )]
+    TooMany {
+        /// "nodes" or "handles".
+        what: &'static str,
+        /// How many the state has.
+        count: u64,
+        /// How many the daemon may hold.
+        max: u64,
+    },
     /// Bytes after the last field.
     #[error("{0} bytes follow the migration state")]
     Trailing(usize),
@@ -135,6 +148,14 @@ pub(super) const MAX_ID: u64 = 1 << 62;
 pub(super) const MAX_DEVICE_INDEX: u64 = (1 << 16) - 1;
 
 /// `value`, unless it exceeds `max`.
+fn too_many(count: usize, max: u64, what: &'static str) -> Result<(), FormatError> {
+    let count = count as u64;
+    if count > max {
+        return Err(FormatError::TooMany { what, count, max });
+    }
+    Ok(())
+}
+
 fn at_most(value: u64, max: u64, what: &'static str) -> Result<u64, FormatError> {
     if value > max {
         return Err(FormatError::OutOfRange { what, value, max });
@@ -193,6 +214,12 @@ impl FsState {
 
     /// Reads a state written by [`FsState::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        Self::decode_at_most(bytes, u64::MAX)
+    }
+
+    /// [`FsState::decode`], refusing a state of more than `records` nodes or handles before
+    /// they take memory (a destination takes at most its open-file budget of them).
+    pub fn decode_at_most(bytes: &[u8], records: u64) -> Result<Self, FormatError> {
         let mut r = Cursor { bytes };
         if r.take(8, "the magic")? != MAGIC {
             return Err(FormatError::Magic);
@@ -217,6 +244,7 @@ impl FsState {
         }
         let next_node = at_most(r.u64("the node list")?, MAX_ID, "the next node id")?;
         let count = r.count("the node list", 38)?;
+        too_many(count, records, "nodes")?;
         let mut nodes = Vec::with_capacity(count);
         for _ in 0..count {
             let what = "a node";
@@ -237,6 +265,7 @@ impl FsState {
         }
         let last_handle = at_most(r.u64("the handle list")?, MAX_ID, "the last handle id")?;
         let count = r.count("the handle list", 22)?;
+        too_many(count, records, "handles")?;
         let mut handles = Vec::with_capacity(count);
         for _ in 0..count {
             let what = "a handle";
@@ -393,6 +422,22 @@ mod tests {
         version[8] = 2;
         assert_eq!(FsState::decode(&version), Err(FormatError::Version(2)));
         assert_eq!(FsState::decode(b"VHUFSMIX\x01\0\0\0"), Err(FormatError::Magic));
+    }
+
+    /// More nodes or handles than the destination could hold are refused from their count,
+    /// before any record is read into memory.
+    #[test]
+    fn more_records_than_asked_are_refused_from_their_count() {
+        let state = sample();
+        let (nodes, handles) = (state.nodes.len() as u64, state.handles.len() as u64);
+        let bytes = state.encode();
+        assert_eq!(FsState::decode_at_most(&bytes, nodes.max(handles)), Ok(state));
+        let most = nodes.max(handles);
+        let refused = FsState::decode_at_most(&bytes, most - 1);
+        assert!(
+            matches!(refused, Err(FormatError::TooMany { count, .. }) if count == most),
+            "{refused:?}"
+        );
     }
 
     #[test]

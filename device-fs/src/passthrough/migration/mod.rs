@@ -288,6 +288,12 @@ impl PassthroughFs {
             .filter(|path| path.len() <= format::PATH_MAX)
     }
 
+    /// The most nodes and handles a state may bring: the open-file budget (see
+    /// [`PassthroughFs::load_state`]).
+    pub fn state_records_at_most(&self) -> u64 {
+        self.config.max_open as u64
+    }
+
     /// Takes over what a source described: nodes under their ids, handles reopened, devices
     /// indexed as before. Runs before the guest sends anything (the destination of a migration).
     pub fn load_state(&self, state: &FsState) -> Result<(), MigrationError> {
