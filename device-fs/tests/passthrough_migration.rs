@@ -149,6 +149,38 @@ fn a_moved_file_is_found_on_its_own_file_system() {
     assert_eq!(read(&mut dst, g, fh, 32).expect("readable"), b"the file");
 }
 
+/// A submount the guest met but holds nothing on when the state is saved keeps its place in
+/// guest inode numbers: its files show the same numbers on the destination, and no other
+/// submount takes its index.
+#[test]
+fn a_submount_met_but_not_held_keeps_its_inode_numbers() {
+    if !support::is_root() {
+        return; // mounting needs root
+    }
+    let mut src = Harness::new("migrate-submount-index");
+    let share = src.share().to_owned();
+    let _a = support::Tmpfs::mount(&share.join("a"));
+    let _b = support::Tmpfs::mount(&share.join("b"));
+    std::fs::write(share.join("a/f"), b"on a").expect("file");
+    std::fs::write(share.join("b/g"), b"on b").expect("file");
+    src.init();
+    let a = src.lookup(1, "a").entry();
+    let f = src.lookup(a.nodeid, "f").entry();
+    let b = src.lookup(1, "b").entry().nodeid;
+    let g = src.lookup(b, "g").entry();
+    for node in [f.nodeid, a.nodeid] {
+        let forget = ForgetIn { nlookup: 1 };
+        assert!(src.try_call(Opcode::Forget, node, forget.as_bytes()).is_none());
+    }
+    let bytes = state::save(&src.server).expect("saves");
+    let mut dst = src.another_server(|_| {});
+    state::load(&dst.server, &bytes).expect("loads");
+    let b_again = dst.lookup(1, "b").entry().nodeid;
+    assert_eq!(dst.lookup(b_again, "g").entry().attr.ino, g.attr.ino, "the submount held");
+    let a_again = dst.lookup(1, "a").entry().nodeid;
+    assert_eq!(dst.lookup(a_again, "f").entry().attr.ino, f.attr.ino, "the one met before");
+}
+
 #[test]
 fn a_file_the_destination_cannot_find_fails_as_configured() {
     for on_error in [OnError::Abort, OnError::GuestError] {

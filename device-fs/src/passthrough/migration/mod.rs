@@ -359,10 +359,13 @@ impl PassthroughFs {
                 }
             }
         }
+        // Every index the source gave stays that device's: one whose inodes came across by
+        // the device they were opened on here; one the guest met but holds nothing on by its
+        // source device (the same on one host or shared storage), so its files keep their
+        // numbers when the guest meets them again, and no other device takes its index.
         for (source_dev, index) in &state.devices {
-            if let Some((_, here)) = devices.iter().find(|(from, _)| from == source_dev) {
-                self.devices.assign(*here, *index);
-            }
+            let here = devices.iter().find(|(from, _)| from == source_dev).map(|(_, h)| *h);
+            self.devices.assign(here.unwrap_or(*source_dev), *index);
         }
         for h in &state.handles {
             let fd = match (h.lost, self.inode(NodeId(h.node))) {
