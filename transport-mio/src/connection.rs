@@ -164,16 +164,29 @@ impl<D: Device> Connection<D> {
             };
             (fd.as_raw_fd(), self.session.channel_generation(), interest)
         });
-        let pipe = self.session.transfer_pipe().map(|(fd, writes, generation)| {
-            let interest = if writes { Interest::WRITABLE } else { Interest::READABLE };
-            (fd.as_raw_fd(), generation, interest)
-        });
+        let pipe = self.pipe_source();
         let sources = [(&mut self.channel, channel), (&mut self.transfer, pipe)];
         if follow_all(registry, token, sources)? {
             // Something may have become ready before the registration: look once more.
             self.session.service()?;
         }
+        if self.session.take_transfer_spent() {
+            // The transfer stopped at its budget with its pipe perhaps ready: re-arm it, so
+            // the rest comes as a new event, after the other connections had their turn. (The
+            // look once more may have ended it: follow it first.)
+            let pipe = self.pipe_source();
+            follow_all(registry, token, [(&mut self.transfer, pipe)])?;
+            self.transfer.rearm(registry, token)?;
+        }
         Ok(())
+    }
+
+    /// The transfer pipe as a followed source, if a transfer is under way.
+    fn pipe_source(&self) -> Option<Source> {
+        self.session.transfer_pipe().map(|(fd, writes, generation)| {
+            let interest = if writes { Interest::WRITABLE } else { Interest::READABLE };
+            (fd.as_raw_fd(), generation, interest)
+        })
     }
 }
 
@@ -257,6 +270,13 @@ impl Followed {
         }
         self.0 = Some(new);
         Ok(true)
+    }
+
+    /// Registers again with the same interest, which on Linux's epoll reports readiness that
+    /// is already there.
+    fn rearm(&self, registry: &Registry, token: Token) -> Result<(), ConnectionError> {
+        let Some((fd, _, interest)) = self.0 else { return Ok(()) };
+        registry.reregister(&mut SourceFd(&fd), token, interest).map_err(ConnectionError::Register)
     }
 
     /// Removes the registration (errors are moot: the descriptor is closed next).

@@ -143,6 +143,9 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) transfers: Transfers,
     /// Transfers that ended, so an event loop can tell a new pipe from an old one.
     pub(super) transfers_done: u64,
+    /// The last step of a transfer spent its budget: its pipe may be ready with no new
+    /// readiness to come.
+    pub(super) transfer_spent: bool,
     /// Where queues stopped without waiting report ([`Executor::enable_evented_stops`]).
     pub(super) stops: Option<Arc<StopInbox>>,
     /// A GET_VRING_BASE waits for a queue that is still stopping.
@@ -187,6 +190,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             owed: None,
             transfers: Transfers::Refused,
             transfers_done: 0,
+            transfer_spent: false,
             stops: None,
             awaiting_stop: false,
             lost_stop: None,
@@ -325,13 +329,23 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     pub fn progress_transfer(&mut self) {
         if let Transfers::Supported { pending, result } = &mut self.transfers {
             if let Some(transfer) = pending {
-                if let Step::Done(outcome) = transfer.progress(self.device.borrow_mut()) {
-                    *result = Some(outcome);
-                    *pending = None;
-                    self.transfers_done += 1;
+                match transfer.progress(self.device.borrow_mut()) {
+                    Step::Done(outcome) => {
+                        *result = Some(outcome);
+                        *pending = None;
+                        self.transfers_done += 1;
+                    }
+                    Step::Budget => self.transfer_spent = true,
+                    Step::Waiting => {}
                 }
             }
         }
+    }
+
+    /// Whether the last step of the transfer spent its budget (and forgets it): the event loop
+    /// must look at its pipe again without waiting for new readiness.
+    pub fn take_transfer_spent(&mut self) -> bool {
+        std::mem::take(&mut self.transfer_spent)
     }
 
     /// Transfers that ended so far.

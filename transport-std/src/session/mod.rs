@@ -452,6 +452,13 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
         Some((fd, writes, self.exec.transfers_done()))
     }
 
+    /// Whether the transfer's last step stopped at its byte budget with its pipe perhaps still
+    /// ready (asked once: the answer is forgotten). An event loop whose readiness is
+    /// edge-triggered re-arms the pipe then, as for a main socket read to its frame budget.
+    pub fn take_transfer_spent(&mut self) -> bool {
+        self.exec.take_transfer_spent()
+    }
+
     /// The eventfd that becomes readable when a queue finished stopping (evented sessions):
     /// call [`Session::service`] then.
     pub fn stop_fd(&self) -> Option<BorrowedFd<'_>> {

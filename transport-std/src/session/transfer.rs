@@ -5,8 +5,9 @@
 //! its end then). Saving asks the device for its whole state at once, in memory, and then writes
 //! it to the pipe as the pipe takes it, closing it at the end (EOF for the front-end). Loading
 //! reads the pipe as data comes until EOF, then hands the bytes to the device. Each step
-//! ([`Transfer::progress`]) does what the pipe allows now, so an event loop drives it by the
-//! pipe's readiness; [`Transfer::finish`] drives it to the end, waiting at most a timeout for each
+//! ([`Transfer::progress`]) does what the pipe allows now, up to [`STEP_BUDGET`] bytes (a
+//! front-end that keeps the pipe full must not keep an event loop from its other connections),
+//! so an event loop drives it by the pipe's readiness; [`Transfer::finish`] drives it to the end, waiting at most a timeout for each
 //! read or write, so a front-end that never closes its end cannot hang anyone. The outcome is kept
 //! for CHECK_DEVICE_STATE.
 //!
@@ -25,6 +26,10 @@ use crate::device::{Device, DeviceError};
 /// State a load accepts at most; a front-end that sends more is refused.
 pub const MAX_STATE_SIZE: usize = 1 << 30;
 
+/// Bytes one step moves at most; the step then says more may be ready at once
+/// ([`Step::Budget`]).
+pub(crate) const STEP_BUDGET: usize = 64 * 1024;
+
 /// One transfer; see the module docs.
 #[derive(Debug)]
 pub(super) struct Transfer {
@@ -41,6 +46,9 @@ pub(super) struct Transfer {
 pub(super) enum Step {
     /// The pipe has to become readable (loading) or writable (saving) first.
     Waiting,
+    /// The step moved [`STEP_BUDGET`] bytes and stopped: the pipe may be ready still, with no
+    /// new readiness to come (an event loop must look again by itself).
+    Budget,
     /// Finished, with this outcome.
     Done(Result<(), DeviceError>),
 }
@@ -69,8 +77,9 @@ impl Transfer {
     /// Does what the pipe allows now.
     pub(super) fn progress<D: Device + ?Sized>(&mut self, device: &mut D) -> Step {
         match self.step(device) {
-            Ok(true) => Step::Done(Ok(())),
-            Ok(false) => Step::Waiting,
+            Ok(Some(true)) => Step::Done(Ok(())),
+            Ok(Some(false)) => Step::Waiting,
+            Ok(None) => Step::Budget,
             Err(error) => {
                 self.fd = None;
                 Step::Done(Err(error))
@@ -105,9 +114,11 @@ impl Transfer {
         }
     }
 
-    /// One step; `Ok(true)` when the transfer is complete.
-    fn step<D: Device + ?Sized>(&mut self, device: &mut D) -> Result<bool, DeviceError> {
-        let Some(fd) = &self.fd else { return Ok(true) };
+    /// One step; `Ok(Some(true))` when the transfer is complete, `Ok(Some(false))` when the
+    /// pipe is not ready, `Ok(None)` when the budget ran out first.
+    fn step<D: Device + ?Sized>(&mut self, device: &mut D) -> Result<Option<bool>, DeviceError> {
+        let Some(fd) = &self.fd else { return Ok(Some(true)) };
+        let mut moved = 0;
         if !self.started {
             self.started = true;
             rustix::io::ioctl_fionbio(fd, true).map_err(io)?;
@@ -118,34 +129,47 @@ impl Transfer {
         match self.direction {
             TransferDirection::Save => {
                 while self.written < self.data.len() {
-                    match rustix::io::write(fd, &self.data[self.written..]) {
-                        Ok(n) => self.written += n,
-                        Err(Errno::AGAIN) => return Ok(false),
+                    if moved >= STEP_BUDGET {
+                        return Ok(None);
+                    }
+                    let end = self.data.len().min(self.written + STEP_BUDGET - moved);
+                    match rustix::io::write(fd, &self.data[self.written..end]) {
+                        Ok(n) => {
+                            self.written += n;
+                            moved += n;
+                        }
+                        Err(Errno::AGAIN) => return Ok(Some(false)),
                         Err(Errno::INTR) => {}
                         Err(errno) => return Err(io(errno)),
                     }
                 }
                 // Closing the pipe is the front-end's EOF.
                 self.fd = None;
-                Ok(true)
+                Ok(Some(true))
             }
             TransferDirection::Load => {
                 let mut chunk = [0u8; 64 * 1024];
                 loop {
+                    if moved >= STEP_BUDGET {
+                        return Ok(None);
+                    }
                     match rustix::io::read(fd, &mut chunk) {
                         Ok(0) => break,
                         Ok(n) if self.data.len() + n > MAX_STATE_SIZE => {
                             return Err(DeviceError::InvalidState("more state than a load accepts"))
                         }
-                        Ok(n) => self.data.extend_from_slice(&chunk[..n]),
-                        Err(Errno::AGAIN) => return Ok(false),
+                        Ok(n) => {
+                            self.data.extend_from_slice(&chunk[..n]);
+                            moved += n;
+                        }
+                        Err(Errno::AGAIN) => return Ok(Some(false)),
                         Err(Errno::INTR) => {}
                         Err(errno) => return Err(io(errno)),
                     }
                 }
                 self.fd = None;
                 device.load_state(&mut self.data.as_slice())?;
-                Ok(true)
+                Ok(Some(true))
             }
         }
     }
