@@ -108,3 +108,38 @@ fn reserved_flag_bits_refuse_the_message_not_the_session() {
     assert!(matches!(t.send_raw(&buf[..len], &[])[..], [Out::Close(_)]));
     t.assert_fds_balanced();
 }
+
+/// With VIRTIO_F_ACCESS_PLATFORM the ring addresses are IOVAs (reference "SET_VRING_ADDR"),
+/// which only the IOTLB translates: core passes them on as they are, marked, instead of taking
+/// them for front-end user addresses (none of the memory table covers these).
+#[test]
+fn ring_addresses_under_access_platform_are_iovas() {
+    let mut s = spec();
+    s.features |= VirtioFeatures::ACCESS_PLATFORM;
+    let mut t = Transcript::backend(s);
+    negotiate(&mut t, protocol(), acked() | VirtioFeatures::ACCESS_PLATFORM);
+    map_memory(&mut t);
+    assert_eq!(t.send(Request::SetVringNum { index: V0, num: 256 }), []);
+    let addr = VringAddr {
+        index: V0,
+        flags: VringAddrFlags::empty(),
+        descriptor: 0x1000_0000,
+        available: 0x1000_4000,
+        used: 0x1000_8000,
+        log: 0,
+    };
+    assert_eq!(t.send_need_reply(Request::SetVringAddr(addr)), [ack(FrontendCode::SetVringAddr)]);
+    let kick = t.fd();
+    let outs = t.send(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) }));
+    let [Out::Action(Action::StartVring { config, .. })] = outs[..] else { panic!("{outs:?}") };
+    assert!(config.iova, "{config:?}");
+    assert_eq!(
+        (config.descriptor, config.available, config.used),
+        (0x1000_0000, 0x1000_4000, 0x1000_8000)
+    );
+    // An IOVA range that wraps is still refused.
+    let mut wrapping = addr;
+    wrapping.used = u64::MAX - 8;
+    let outs = t.send_need_reply(Request::SetVringAddr(wrapping));
+    assert!(!matches!(outs[..], [Out::Reply(Reply::Ack { status: 0, .. })]), "{outs:?}");
+}

@@ -88,6 +88,7 @@ fn a_finished_chain_is_announced_before_the_batch_ends() {
         packed: false,
         event_idx: true,
         big_endian: false,
+        iova: false,
     };
     let ctx = QueueContext {
         index: VringIndex(0),

@@ -54,6 +54,7 @@ fn config() -> VringConfig {
         packed: false,
         event_idx: false,
         big_endian: false,
+        iova: false,
     }
 }
 

@@ -54,7 +54,7 @@ pub enum Output<'a> {
 pub struct VringConfig {
     /// Queue size.
     pub size: u16,
-    /// Guest address of the descriptor table.
+    /// Guest address of the descriptor table (an IOVA with [`VringConfig::iova`]).
     pub descriptor: u64,
     /// Guest address of the available ring (packed: the driver event suppression area).
     pub available: u64,
@@ -70,6 +70,10 @@ pub struct VringConfig {
     pub event_idx: bool,
     /// SET_VRING_ENDIAN asked for big-endian (legacy devices only).
     pub big_endian: bool,
+    /// VIRTIO_F_ACCESS_PLATFORM was negotiated: `descriptor`, `available`, `used` are I/O
+    /// virtual addresses the driver translates through the IOTLB (IOTLB_MSG), not guest
+    /// addresses; core checked only that each ring's end does not overflow.
+    pub iova: bool,
 }
 
 /// Work only the driver can do (I/O, mappings, device callbacks).

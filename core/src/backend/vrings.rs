@@ -8,6 +8,7 @@ use super::output::{Action, VringConfig};
 use super::spec::{broken_dependency, conflict};
 use super::{Backend, Pending};
 use crate::message::{Reply, VringAddr, VringAddrFlags, VringBase};
+use crate::regions::RegionError;
 use crate::vring::{RingEffect, RingEvent, RingState};
 use crate::wire::FrontendCode;
 use crate::{FdToken, ProtocolError, ProtocolFeatures, VirtioFeatures, VringIndex};
@@ -231,7 +232,9 @@ impl Backend {
         self.outputs.push_reply(reply);
     }
 
-    /// The ring's configuration in guest-physical addresses, checked against the memory table.
+    /// The ring's configuration in guest-physical addresses, checked against the memory table;
+    /// with VIRTIO_F_ACCESS_PLATFORM in IOVAs, which only the IOTLB translates (reference
+    /// "SET_VRING_ADDR": the ring addresses are IOVAs then), so only checked not to overflow.
     fn translate(
         &self,
         code: FrontendCode,
@@ -247,8 +250,12 @@ impl Backend {
         let (desc_len, avail_len, used_len) =
             if packed { (16 * n, 4, 4) } else { (16 * n, 6 + 2 * n, 6 + 8 * n) };
         let gpa = self.protocol_acked(ProtocolFeatures::GPA_ADDRESSES);
+        let iova = self.acked_features_or_empty().contains(VirtioFeatures::ACCESS_PLATFORM);
         let map = |address: u64, len: u64| {
-            let result = if gpa {
+            let result = if iova {
+                let overflow = RegionError::Overflow { address, size: len };
+                address.checked_add(len).map(|_| address).ok_or(overflow)
+            } else if gpa {
                 self.regions.check_guest(address, len)
             } else {
                 self.regions.user_to_guest(address, len)
@@ -265,6 +272,7 @@ impl Backend {
             packed,
             event_idx,
             big_endian: vring.big_endian,
+            iova,
         })
     }
 

@@ -126,6 +126,7 @@ pub fn ring_config(index: VringIndex, size: u16, base: VringBase) -> VringConfig
         packed: false,
         event_idx: true,
         big_endian: false,
+        iova: false,
     }
 }
 

@@ -79,6 +79,7 @@ fn config() -> VringConfig {
         packed: true,
         event_idx: true,
         big_endian: false,
+        iova: false,
     }
 }
 

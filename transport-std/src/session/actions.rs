@@ -251,6 +251,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         enabled: bool,
     ) -> Result<(), u64> {
         let Some(ring) = self.rings.get_mut(usize::from(index.0)) else { return Err(EINVAL) };
+        if config.iova {
+            // No IOTLB here (VIRTIO_F_ACCESS_PLATFORM is never offered): IOVAs name nothing.
+            return Err(EINVAL);
+        }
         if let Run::Running = ring.run {
             // Core starts only stopped rings; keep the device's view consistent regardless.
             let _ = self.device.borrow_mut().stop_queue(index, false);
