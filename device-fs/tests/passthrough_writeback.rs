@@ -142,3 +142,25 @@ fn writes_append_as_the_guests_file_says_now() {
     assert_eq!(write(&mut h, node, fh, 2, b"xy", (0, O_WRONLY | O_APPEND)), 2);
     assert_eq!(host(&h), b"01xy456789end", "the guest's offsets");
 }
+
+/// COPY_FILE_RANGE copies at the offsets it names, also into a file the guest opened with
+/// O_APPEND and cleared it on since (the guest kernel sends no copy to a file it has with
+/// O_APPEND; the host refuses one to a file opened with it).
+#[test]
+fn copies_land_at_their_offset() {
+    use vhu_device_fs::fuse::abi::CopyFileRangeIn;
+    const O_WRONLY: u32 = 0o1;
+    let mut h = Harness::new("copy-range");
+    let from = file(&mut h, 0);
+    std::fs::write(h.share().join("f"), b"0123456789").expect("seed");
+    std::fs::write(h.share().join("g"), b"abcdefghij").expect("seed");
+    let to = h.lookup(1, "g").entry().nodeid;
+    let fh_in = open(&mut h, from, O_RDONLY);
+    let fh_out = open(&mut h, to, O_WRONLY | O_APPEND);
+    let copy =
+        CopyFileRangeIn { fh_in, off_in: 2, nodeid_out: to, fh_out, off_out: 0, len: 4, flags: 0 };
+    let reply = h.call(vhu_device_fs::fuse::Opcode::CopyFileRange, from, copy.as_bytes());
+    assert_eq!(reply.errno(), 0, "copied");
+    assert_eq!(WriteOut::read_from_bytes(reply.ok()).expect("write_out").size, 4);
+    assert_eq!(std::fs::read(h.share().join("g")).expect("host read"), b"2345efghij");
+}

@@ -476,7 +476,16 @@ impl PassthroughFs {
         let dst = self.handles.get(r.handle_out, r.node_out, false)?;
         let (mut off_in, mut off_out) = (r.offset_in, r.offset_out);
         let len = usize::try_from(r.len).unwrap_or(usize::MAX);
-        rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), &dst.fd, Some(&mut off_out), len)
+        // The guest sends a copy only to a file it has without O_APPEND (the kernel refuses
+        // one with it), so a handle opened with it had it cleared since (F_SETFL): the copy
+        // goes where its offset says, through the file opened without it, as a write would.
+        let out = if dst.flags.contains(OFlags::APPEND) {
+            let inode = self.inode(r.node_out)?;
+            self.plain_fd(&inode, &dst)?
+        } else {
+            &dst.fd
+        };
+        rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), out, Some(&mut off_out), len)
     }
 }
 
