@@ -150,3 +150,19 @@ fn advise_failure_is_a_status() {
         [Out::Reply(Reply::Ack { request: FrontendCode::PostcopyAdvise, status: 1 })]
     );
 }
+
+/// A table refused while listening (overlapping regions here) cannot be answered: the postcopy
+/// reply, which QEMU waits for without NEED_REPLY, has no failure form. The session closes
+/// rather than leave the front-end waiting.
+#[test]
+fn a_table_refused_while_listening_closes_the_session() {
+    let mut t = listening();
+    static OVERLAPPING: [wire::MemoryRegion; 2] = [
+        common::region(0, 0x1000_0000, RAM, 0),
+        common::region(0x1000, 0x1000, RAM + 0x2000_0000, 0),
+    ];
+    let fds = [t.fd(), t.fd()];
+    let outs =
+        t.send(Request::SetMemTable { table: MemoryTable::Standard(&OVERLAPPING), fds: &fds });
+    assert!(matches!(outs.last(), Some(Out::Close(_))), "{outs:?}");
+}

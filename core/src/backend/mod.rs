@@ -288,8 +288,12 @@ impl Backend {
         for fd in fds {
             self.outputs.push_action(Action::CloseFd(*fd));
         }
+        // While postcopy listens, a SET_MEM_TABLE owes the bases reply, which has no failure
+        // form (reference "SET_MEM_TABLE": a reply in postcopy only, without NEED_REPLY): a
+        // refused table cannot be answered, and the front-end would wait for good.
+        let unanswerable = code == Some(FrontendCode::SetMemTable) && self.postcopy.is_listening();
         match (disposition(code, &error), code) {
-            (Disposition::Nack, Some(code)) => self.nack(code, need_reply, &error),
+            (Disposition::Nack, Some(code)) if !unanswerable => self.nack(code, need_reply, &error),
             _ => self.outputs.push_close(error),
         }
         error
