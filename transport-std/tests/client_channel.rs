@@ -2,7 +2,8 @@
 //! of a code the front-end does not know is answered with a failure status when the back-end
 //! asked for a reply (vhost-user spec, "REPLY_ACK": the back-end waits for it), and not at all
 //! when it did not; requests read ahead together are all served; a request arriving in pieces
-//! keeps the channel; a timeout beyond the clock and a refused restore leave the client usable.
+//! keeps the channel; a timeout beyond the clock and a refused restore leave the client usable;
+//! a back-end that takes no connection fails a connect in time.
 
 mod common;
 
@@ -155,4 +156,43 @@ fn a_refused_restore_leaves_the_client_usable() {
     assert!(client.restore(saved).is_err());
     let _channel = restore_with_channel(&mut client, &theirs);
     assert!(client.has_backend_channel());
+}
+
+/// A back-end that takes no connection (its backlog full) fails a connect within the timeout
+/// given, instead of holding it for good.
+#[test]
+fn a_back_end_that_takes_no_connection_times_out() {
+    use rustix::net::{bind, connect, listen, socket_with, AddressFamily, SocketAddrUnix};
+    use rustix::net::{SocketFlags, SocketType};
+    let path = std::env::temp_dir().join(format!("vhu-{}-full-backlog.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let address = SocketAddrUnix::new(&path).expect("address");
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let listener = socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None).unwrap();
+    bind(&listener, &address).expect("bind");
+    listen(&listener, 0).expect("listen");
+    let mut pending = Vec::new();
+    loop {
+        let socket = socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None).unwrap();
+        match connect(&socket, &address) {
+            Ok(()) => pending.push(socket),
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(errno) => panic!("connect: {errno}"),
+        }
+        assert!(pending.len() < 1000, "the backlog never filled");
+    }
+    let (done, outcome) = std::sync::mpsc::channel();
+    let target = path.clone();
+    std::thread::spawn(move || {
+        let result = Client::connect_within(&target, Duration::from_millis(100)).map(drop);
+        let _ = done.send(result);
+    });
+    let result = outcome.recv_timeout(TIMEOUT).expect("the connect gave up");
+    assert!(
+        matches!(&result, Err(vhu_transport_std::ClientError::Connect { source, .. })
+            if source.kind() == std::io::ErrorKind::TimedOut),
+        "{result:?}"
+    );
+    drop(pending);
+    let _ = std::fs::remove_file(&path);
 }

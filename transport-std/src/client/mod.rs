@@ -73,11 +73,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the back-end listening at `path`.
+    /// Connects to the back-end listening at `path`, waiting at most [`DEFAULT_TIMEOUT`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_within(path, DEFAULT_TIMEOUT)
+    }
+
+    /// Connects to the back-end listening at `path`, waiting at most `timeout` for it to take
+    /// the connection (a back-end that stopped accepting, its backlog full, would otherwise
+    /// hold a blocking `connect` for good).
+    pub fn connect_within(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, ClientError> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path)
-            .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
+        let failed = |source| ClientError::Connect { path: path.to_path_buf(), source };
+        let stream = connect_by(path, io::deadline_after(timeout)).map_err(failed)?;
         Self::from_stream(stream)
     }
 
@@ -130,5 +137,27 @@ impl Client {
     /// unless a call failed in the middle).
     pub fn held_fds(&self) -> usize {
         self.io.fds.len()
+    }
+}
+
+/// A Unix stream connection to `path`, tried without blocking until `deadline`: a listener whose
+/// backlog is full refuses with EAGAIN (Linux never makes a Unix `connect` pending).
+fn connect_by(path: &Path, deadline: std::time::Instant) -> std::io::Result<UnixStream> {
+    use rustix::net::{connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags};
+    let address = SocketAddrUnix::new(path)?;
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let socket = socket_with(AddressFamily::UNIX, rustix::net::SocketType::STREAM, flags, None)?;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match connect(&socket, &address) {
+            Ok(()) => return Ok(UnixStream::from(socket)),
+            Err(rustix::io::Errno::AGAIN) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
     }
 }
