@@ -9,7 +9,10 @@
 //! through `--xattrmap` when one is given ([`super::xattrmap`]); without one, the guest may not
 //! write or remove `trusted.*` and `security.*` attributes: on the host they would grant privileges
 //! (file capabilities, LSM labels, overlayfs metadata), so they are refused with EPERM rather than
-//! written raw. A map that lets them through is the operator's explicit wish.
+//! written raw. A map that lets them through is the operator's explicit wish. With uid/gid
+//! translation (`--translate-uid`/`--translate-gid`) POSIX ACL attributes are refused
+//! (EOPNOTSUPP) and left out of lists: their entries name ids the translation never sees, so a
+//! guest could grant host ids it may not own files as, and would read host ids raw.
 
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -26,6 +29,9 @@ const XATTR_SIZE_MAX: u32 = 65536;
 
 /// Name spaces the guest may read but never write on the host.
 const PROTECTED: [&[u8]; 2] = [b"trusted.", b"security."];
+
+/// POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`): entries hold ids.
+const ACL_PREFIX: &[u8] = b"system.posix_acl_";
 
 /// The `/proc/self/fd` entry of an inode, valid on this thread while the inode is held.
 struct Target {
@@ -51,6 +57,9 @@ fn writable(name: &CStr) -> Result<(), Errno> {
 impl PassthroughFs {
     /// The host name of a guest attribute name, for reading (`write` false) or changing it.
     fn host_xattr_name(&self, name: &CStr, write: bool) -> Result<CString, Errno> {
+        if self.ids_translated() && name.to_bytes().starts_with(ACL_PREFIX) {
+            return Err(Errno::OPNOTSUPP);
+        }
         let Some(map) = &self.config.xattrmap else {
             if write {
                 writable(name)?;
@@ -59,6 +68,11 @@ impl PassthroughFs {
         };
         // Mapped names are built from the guest's name and the map's prefixes: no NUL inside.
         CString::new(map.to_host(name.to_bytes())?).map_err(|_| Errno::INVAL)
+    }
+
+    /// Whether guest and host ids differ (`--translate-uid`/`--translate-gid`).
+    fn ids_translated(&self) -> bool {
+        !(self.config.uid_map.is_identity() && self.config.gid_map.is_identity())
     }
 
     fn xattr_target(&self, node: NodeId) -> Result<Target, Errno> {
@@ -110,7 +124,9 @@ impl PassthroughFs {
     pub(super) fn do_listxattr(&self, node: NodeId, size: u32) -> Result<XattrReply, Errno> {
         let target = self.xattr_target(node)?;
         let path = &target.path;
-        let Some(map) = &self.config.xattrmap else {
+        let hide_acls = self.ids_translated();
+        let map = self.config.xattrmap.as_ref();
+        if map.is_none() && !hide_acls {
             if size == 0 {
                 let n = rustix::fs::listxattr_query(path)?;
                 return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
@@ -119,13 +135,20 @@ impl PassthroughFs {
             let n = rustix::fs::listxattr(path, &mut buf[..])?;
             buf.truncate(n);
             return Ok(XattrReply::Data(buf));
-        };
-        // Mapped names differ in length: the guest's list is built from the whole host list.
+        }
+        // Mapped or hidden names change the list's length: it is built from the whole host list.
         let mut host = vec![0u8; XATTR_SIZE_MAX as usize];
         let n = rustix::fs::listxattr(path, &mut host[..])?;
         let mut list = Vec::new();
         for name in host[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            if let Some(shown) = map.to_guest(name).filter(|s| !s.is_empty()) {
+            if hide_acls && name.starts_with(ACL_PREFIX) {
+                continue;
+            }
+            let shown = match map {
+                Some(map) => map.to_guest(name),
+                None => Some(name),
+            };
+            if let Some(shown) = shown.filter(|s| !s.is_empty()) {
                 list.extend_from_slice(shown);
                 list.push(0);
             }
@@ -177,5 +200,62 @@ mod tests {
         assert_eq!(through, victim, "the target still names the victim");
         drop((others, target, fs));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With uid translation, ACLs (whose entries hold untranslated ids) are neither read,
+    /// listed nor written; without it they pass as any attribute.
+    #[test]
+    fn acls_are_refused_under_id_translation() {
+        // A valid access ACL: version 2; owner rw-, user 1000 r--, group r--, mask r--, other r--.
+        let entry = |tag: u16, perm: u16, id: u32| {
+            [tag.to_le_bytes().as_slice(), &perm.to_le_bytes(), &id.to_le_bytes()].concat()
+        };
+        let acl = [
+            2u32.to_le_bytes().to_vec(),
+            entry(0x01, 6, u32::MAX),
+            entry(0x02, 4, 1000),
+            entry(0x04, 4, u32::MAX),
+            entry(0x10, 4, u32::MAX),
+            entry(0x20, 4, u32::MAX),
+        ]
+        .concat();
+        let name = c"system.posix_acl_access";
+        for translated in [false, true] {
+            let dir = std::env::temp_dir()
+                .join(format!("vhu-xattr-acl-{}-{translated}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            std::fs::write(dir.join("f"), b"f").expect("write");
+            if rustix::fs::setxattr(dir.join("f"), name, &acl, XattrFlags::empty()).is_err() {
+                // A host file system without ACLs: nothing to hide.
+                let _ = std::fs::remove_dir_all(&dir);
+                return;
+            }
+            let mut config = Config::new(&dir);
+            config.xattr = true;
+            if translated {
+                let rules = ["map:1000:201000:100".parse().expect("rule")];
+                config.uid_map = crate::passthrough::IdMap::new(&rules).expect("map");
+            }
+            let fs = PassthroughFs::new(config).expect("passthrough");
+            let ctx = Context::default();
+            let node = fs.lookup(&ctx, NodeId::ROOT, c"f").expect("lookup").node;
+            let read = fs.getxattr(&ctx, node, name, 4096);
+            let listed = match fs.listxattr(&ctx, node, 4096).expect("list") {
+                XattrReply::Data(list) => list.split(|b| *b == 0).any(|n| n == name.to_bytes()),
+                XattrReply::Size(_) => unreachable!("a size was given"),
+            };
+            let written = fs.setxattr(&ctx, node, name, &acl, 0, 0);
+            if translated {
+                assert_eq!(read.err(), Some(Errno::OPNOTSUPP));
+                assert!(!listed, "hidden from the list");
+                assert_eq!(written, Err(Errno::OPNOTSUPP));
+            } else {
+                assert!(matches!(read, Ok(XattrReply::Data(ref v)) if *v == acl), "{read:?}");
+                assert!(listed);
+                assert_eq!(written, Ok(()));
+            }
+            drop(fs);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
