@@ -138,9 +138,14 @@ impl<D: Device> Daemon<D> {
         // A thread that is gone is dropped here and another started for the next connection.
         let refusing = self.refuser.take().or_else(|| Refuser::start(&self.listener));
         let refusing = refusing.and_then(Refuser::refusing);
-        let end = self.serve_stream(stream);
-        self.refuser = refusing.and_then(Refusing::end);
-        drop(held);
+        let refuser = &mut self.refuser;
+        // Refusing pauses as soon as the session ends, before its teardown (queues joined,
+        // the device reset, guest memory unmapped), which may take a while: a front-end that
+        // reconnects meanwhile waits in the backlog for the next accept, not refused.
+        let end = serve_then(&mut self.device, stream, || {
+            *refuser = refusing.and_then(Refusing::end);
+            drop(held);
+        });
         Ok(end)
     }
 
@@ -160,18 +165,40 @@ impl<D: Device> Daemon<D> {
 
     /// Serves an already connected stream until it disconnects.
     pub fn serve_stream(&mut self, stream: UnixStream) -> Disconnect {
-        if let Err(error) = stream.set_nonblocking(false) {
-            return Disconnect::Closed(SessionError::Setup(error));
-        }
-        let result = Connection::new(&mut self.device, stream).and_then(Connection::run);
-        match result {
-            Ok(()) => Disconnect::HungUp,
-            Err(error) => Disconnect::Closed(error),
-        }
+        serve_then(&mut self.device, stream, || {})
     }
 
     /// The device, once the daemon is no longer needed (the socket path is removed).
     pub fn into_device(self) -> D {
         self.device
+    }
+}
+
+/// Serves `stream` with `device` until the front-end hangs up or the session fails; `ended` runs
+/// once the session is over, before its teardown (dropping the connection stops the queues,
+/// resets the device and unmaps guest memory).
+fn serve_then<D: Device>(device: &mut D, stream: UnixStream, ended: impl FnOnce()) -> Disconnect {
+    let serving = stream
+        .set_nonblocking(false)
+        .map_err(SessionError::Setup)
+        .and_then(|()| Connection::new(device, stream));
+    let (result, connection) = match serving {
+        Ok(mut connection) => {
+            let result = loop {
+                match connection.handle_next() {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(error) => break Err(error),
+                }
+            };
+            (result, Some(connection))
+        }
+        Err(error) => (Err(error), None),
+    };
+    ended();
+    drop(connection);
+    match result {
+        Ok(()) => Disconnect::HungUp,
+        Err(error) => Disconnect::Closed(error),
     }
 }

@@ -93,6 +93,27 @@ fn a_second_front_end_is_refused_while_one_is_served() {
     served.wait_ended(1);
 }
 
+/// A front-end that hangs up and connects again while the daemon still tears its session down
+/// (a reset that takes a while) waits for the next accept and is served: only a live session
+/// refuses a second front-end.
+#[test]
+fn a_front_end_reconnecting_during_teardown_is_served() {
+    use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
+    let served = serve("reconnect-teardown");
+    served.record.lock().unwrap().reset_takes = Some(std::time::Duration::from_millis(300));
+    drop(std::os::unix::net::UnixStream::connect(&served.path).expect("first"));
+    assert!(
+        common::eventually(|| served.record.lock().unwrap().resetting),
+        "the first session's teardown began"
+    );
+    let mut second = vhu_transport_std::Client::connect(&served.path).expect("connects");
+    second
+        .handshake(VirtioFeatures::VERSION_1, ProtocolFeatures::empty())
+        .expect("served once the teardown is done");
+    drop(second);
+    served.wait_ended(2);
+}
+
 #[test]
 fn a_socket_file_is_removed_through_its_directory_and_released_copies_remove_nothing() {
     let path = socket_path("socket-file");

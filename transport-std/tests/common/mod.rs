@@ -62,6 +62,10 @@ pub struct Record {
     pub die_at_kick: bool,
     /// A worker did.
     pub died: bool,
+    /// A reset takes this long (a device with much to tear down).
+    pub reset_takes: Option<Duration>,
+    /// A reset has begun.
+    pub resetting: bool,
 }
 
 /// A handler that "consumes" every available buffer: it moves its next-available index to the
@@ -170,6 +174,14 @@ impl Device for TestDevice {
     }
 
     fn reset(&mut self) {
+        let takes = {
+            let mut record = self.record.lock().unwrap();
+            record.resetting = true;
+            record.reset_takes
+        };
+        if let Some(takes) = takes {
+            std::thread::sleep(takes);
+        }
         assert!(self.workers.stop_all().is_empty(), "reset with queues running");
         self.config = initial_config();
         let mut record = self.record.lock().unwrap();
