@@ -94,7 +94,8 @@ pub enum ClientError {
     /// accepts, or a descriptor that is not a pipe or a socket.
     #[error("back-end state transfer: {0}")]
     Transfer(&'static str),
-    /// [`Client::reconnect`]: the back-end no longer offers these of the saved features.
+    /// [`Client::reconnect`](crate::Client::reconnect): the back-end no longer offers these of
+    /// the saved features.
     #[error("the back-end no longer offers {features:?} {protocol_features:?}")]
     FeaturesGone {
         /// Virtio features saved but not offered now.
