@@ -118,6 +118,10 @@ fn writes_append_as_the_guests_file_says_now() {
     std::fs::write(h.share().join("f"), b"0123456789").expect("seed");
     let host = |h: &Harness| std::fs::read(h.share().join("f")).expect("host read");
     let appending = open(&mut h, node, O_WRONLY | O_APPEND);
+    // The handle's own host file follows the guest's flags: no descriptor is opened for it
+    // (the guest holds only as many as its open files).
+    let descriptors = || std::fs::read_dir("/proc/self/fd").expect("fd dir").count();
+    let before = descriptors();
     assert_eq!(write(&mut h, node, appending, 0, b"AAAA", (0, O_WRONLY)), 4);
     assert_eq!(host(&h), b"AAAA456789", "O_APPEND cleared: written at the offset");
     assert_eq!(write(&mut h, node, appending, 0, b"tail", (0, O_WRONLY | O_APPEND)), 4);
@@ -133,6 +137,8 @@ fn writes_append_as_the_guests_file_says_now() {
     assert_eq!(host(&h), b"AAAA456789tail+more", "O_APPEND set: appended");
     assert_eq!(write(&mut h, node, plain, 0, b"BB", (0, O_WRONLY)), 2);
     assert_eq!(host(&h), b"BBAA456789tail+more");
+    // `plain` was opened since `before`: one more, and nothing else.
+    assert_eq!(descriptors(), before + 1, "no descriptor opened for a change of O_APPEND");
 
     let mut h = Harness::with("append-writeback", |c| c.writeback = true);
     let node = file(&mut h, 0);

@@ -63,10 +63,8 @@ fn open_flags(raw: u32, config: &Config) -> OFlags {
 enum Via {
     /// The handle's own.
     Own,
-    /// The file opened again without O_APPEND and O_DIRECT.
+    /// The file opened again without O_APPEND and O_DIRECT (a page-cache write-back).
     Plain,
-    /// The file opened again with O_APPEND.
-    Appending,
 }
 
 /// How a write is to be synced before it is answered.
@@ -285,8 +283,9 @@ impl PassthroughFs {
     /// through one opened with O_DIRECT: it is written through the file opened without them.
     /// The guest's own writes append as its file's flags say now (`fuse_write_in.flags`: the
     /// guest may have changed O_APPEND with F_SETFL since it opened the file, which FUSE does
-    /// not tell), as virtiofsd's do; with the writeback cache the guest places its appends
-    /// itself. A write the guest asked to be synchronous is synced before the answer.
+    /// not tell): the handle's host file takes the same change first, as virtiofsd's writes
+    /// follow those flags; with the writeback cache the guest places its appends itself. A
+    /// write the guest asked to be synchronous is synced before the answer.
     pub(super) fn do_write(
         &self,
         node: NodeId,
@@ -299,19 +298,15 @@ impl PassthroughFs {
         let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
-        let via = if flags.cache() {
-            if h.flags.intersects(OFlags::APPEND | OFlags::DIRECT) {
-                Via::Plain
-            } else {
-                Via::Own
+        let via = if !flags.cache() {
+            if !self.config.writeback {
+                h.follow_append(flags.file & OFlags::APPEND.bits() != 0)?;
             }
+            Via::Own
+        } else if h.direct || h.is_appending() {
+            Via::Plain
         } else {
-            let asked = flags.file & OFlags::APPEND.bits() != 0 && !self.config.writeback;
-            match (h.flags.contains(OFlags::APPEND), asked) {
-                (true, false) => Via::Plain,
-                (false, true) => Via::Appending,
-                _ => Via::Own,
-            }
+            Via::Own
         };
         // The plain file is opened without the handle's O_DSYNC/O_SYNC: a write through it that
         // the guest's flags want synchronous is synced here.
@@ -326,9 +321,8 @@ impl PassthroughFs {
             let fd = match via {
                 Via::Own => &h.fd,
                 Via::Plain => self.plain_fd(&inode, &h)?,
-                Via::Appending => self.appending_fd(&inode, &h)?,
             };
-            // The plain file is never O_DIRECT; the others are as the handle is.
+            // The plain file is never O_DIRECT; the handle's is as it was opened.
             if !h.direct || via == Via::Plain {
                 return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
             }
@@ -355,19 +349,6 @@ impl PassthroughFs {
         let fd = self.reopen(inode, OFlags::WRONLY | (h.flags & OFlags::LARGEFILE))?;
         // Another write-back may have opened one meanwhile: either serves.
         Ok(h.plain.get_or_init(|| fd))
-    }
-
-    /// `h`'s file opened again for appending, as the handle is otherwise (once per handle).
-    fn appending_fd<'h>(&self, inode: &Inode, h: &'h HandleData) -> Result<&'h OwnedFd, Errno> {
-        if h.flags & OFlags::ACCMODE == OFlags::RDONLY {
-            return Err(Errno::BADF);
-        }
-        if let Some(fd) = h.appending.get() {
-            return Ok(fd);
-        }
-        let keep = OFlags::LARGEFILE | OFlags::DIRECT | OFlags::DSYNC | OFlags::SYNC;
-        let fd = self.reopen(inode, OFlags::WRONLY | OFlags::APPEND | (h.flags & keep))?;
-        Ok(h.appending.get_or_init(|| fd))
     }
 
     pub(super) fn do_fsync(
@@ -477,15 +458,10 @@ impl PassthroughFs {
         let (mut off_in, mut off_out) = (r.offset_in, r.offset_out);
         let len = usize::try_from(r.len).unwrap_or(usize::MAX);
         // The guest sends a copy only to a file it has without O_APPEND (the kernel refuses
-        // one with it), so a handle opened with it had it cleared since (F_SETFL): the copy
-        // goes where its offset says, through the file opened without it, as a write would.
-        let out = if dst.flags.contains(OFlags::APPEND) {
-            let inode = self.inode(r.node_out)?;
-            self.plain_fd(&inode, &dst)?
-        } else {
-            &dst.fd
-        };
-        rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), out, Some(&mut off_out), len)
+        // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
+        // file takes the same change, and the copy goes where its offset says.
+        dst.follow_append(false)?;
+        rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), &dst.fd, Some(&mut off_out), len)
     }
 }
 

@@ -27,15 +27,36 @@ pub struct HandleData {
     pub direct: bool,
     /// The status flags it was opened with (O_APPEND, O_DSYNC, O_SYNC, O_DIRECT...).
     pub flags: OFlags,
-    /// For the guest's write-backs through a handle opened with O_APPEND or O_DIRECT, and its
-    /// writes after it cleared O_APPEND (F_SETFL): the file opened again without them, once one
-    /// came.
+    /// For the guest's write-backs through a handle with O_APPEND or O_DIRECT: the file opened
+    /// again without them, once one came.
     pub plain: std::sync::OnceLock<OwnedFd>,
-    /// For the guest's writes after it set O_APPEND (F_SETFL) on a handle opened without it:
-    /// the file opened again with it, once one came.
-    pub appending: std::sync::OnceLock<OwnedFd>,
+    /// Whether `fd` has O_APPEND now (the guest may set or clear it with F_SETFL; its writes
+    /// say which, and `fd` follows).
+    append: std::sync::atomic::AtomicBool,
     /// Serialises seek + getdents on a directory handle.
     pub dir_lock: Mutex<()>,
+}
+
+impl HandleData {
+    /// Whether the host file has O_APPEND now.
+    pub fn is_appending(&self) -> bool {
+        self.append.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets or clears O_APPEND on the host file, as the guest's file has it now (F_SETFL on the
+    /// guest side is never told; its writes carry the flags). Writes racing a change of the
+    /// guest's flags are ordered by nothing on the guest side either.
+    pub fn follow_append(&self, append: bool) -> Result<(), rustix::io::Errno> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.append.load(Relaxed) == append {
+            return Ok(());
+        }
+        let now = rustix::fs::fcntl_getfl(&self.fd)?;
+        let next = if append { now | OFlags::APPEND } else { now - OFlags::APPEND };
+        rustix::fs::fcntl_setfl(&self.fd, next)?;
+        self.append.store(append, Relaxed);
+        Ok(())
+    }
 }
 
 /// A handle's entry: open, or lost in a migration.
@@ -55,7 +76,8 @@ pub enum HandleSlot {
 impl HandleSlot {
     fn open(fd: OwnedFd, node: NodeId, is_dir: bool, flags: OFlags) -> Self {
         let direct = !is_dir && flags.contains(OFlags::DIRECT);
-        let (plain, appending) = (std::sync::OnceLock::new(), std::sync::OnceLock::new());
+        let plain = std::sync::OnceLock::new();
+        let append = std::sync::atomic::AtomicBool::new(flags.contains(OFlags::APPEND));
         let dir_lock = Mutex::new(());
         Self::Open(Arc::new(HandleData {
             fd,
@@ -64,7 +86,7 @@ impl HandleSlot {
             direct,
             flags,
             plain,
-            appending,
+            append,
             dir_lock,
         }))
     }
