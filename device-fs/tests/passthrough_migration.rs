@@ -181,6 +181,39 @@ fn a_submount_met_but_not_held_keeps_its_inode_numbers() {
     assert_eq!(dst.lookup(a_again, "f").entry().attr.ino, f.attr.ino, "the one met before");
 }
 
+/// Device numbers are handed out at mount time, so a destination's submount may carry the
+/// number another file system had on the source. A device found again keeps its index first;
+/// an unheld one's number never takes it away.
+#[test]
+fn a_found_device_keeps_its_index_over_an_unheld_one_with_its_number() {
+    if !support::is_root() {
+        return; // mounting needs root
+    }
+    let mut src = Harness::new("migrate-dev-numbers");
+    let share = src.share().to_owned();
+    let _b = support::Tmpfs::mount(&share.join("b"));
+    std::fs::write(share.join("b/g"), b"on b").expect("file");
+    src.init();
+    let b = src.lookup(1, "b").entry().nodeid;
+    let g = src.lookup(b, "g").entry();
+    let mut state = FsState::decode(&state::save(&src.server).expect("saves")).expect("decodes");
+    // As if b had another number on the source, and its number here had been an unheld
+    // device's, met before it (a smaller index).
+    let (here, index) = *state.devices.iter().find(|(_, i)| *i != 0).expect("b's device");
+    let elsewhere = here ^ 0x5a5a;
+    for node in state.nodes.iter_mut().filter(|n| n.dev == here) {
+        node.dev = elsewhere;
+    }
+    state.devices.retain(|(dev, _)| *dev != here);
+    state.devices.push((elsewhere, index + 1));
+    state.devices.push((here, index));
+    state.devices.sort_unstable_by_key(|(_, i)| *i);
+    let mut dst = src.another_server(|_| {});
+    state::load(&dst.server, &state.encode()).expect("loads");
+    let again = dst.lookup(b, "g").entry();
+    assert_eq!(again.attr.ino, g.attr.ino + (1 << 48), "b keeps the index it had (one more)");
+}
+
 #[test]
 fn a_file_the_destination_cannot_find_fails_as_configured() {
     for on_error in [OnError::Abort, OnError::GuestError] {

@@ -363,9 +363,18 @@ impl PassthroughFs {
         // the device they were opened on here; one the guest met but holds nothing on by its
         // source device (the same on one host or shared storage), so its files keep their
         // numbers when the guest meets them again, and no other device takes its index.
+        // The devices found here first: a source device number that names another file system
+        // here (numbers are handed out at mount time) must not take a found device's index.
+        let found = |source: &u64| devices.iter().find(|(from, _)| from == source).map(|(_, h)| *h);
         for (source_dev, index) in &state.devices {
-            let here = devices.iter().find(|(from, _)| from == source_dev).map(|(_, h)| *h);
-            self.devices.assign(here.unwrap_or(*source_dev), *index);
+            if let Some(here) = found(source_dev) {
+                self.devices.assign(here, *index);
+            }
+        }
+        for (source_dev, index) in &state.devices {
+            if found(source_dev).is_none() {
+                self.devices.assign(*source_dev, *index);
+            }
         }
         for h in &state.handles {
             let fd = match (h.lost, self.inode(NodeId(h.node))) {
