@@ -57,17 +57,22 @@ fn writable(name: &CStr) -> Result<(), Errno> {
 impl PassthroughFs {
     /// The host name of a guest attribute name, for reading (`write` false) or changing it.
     fn host_xattr_name(&self, name: &CStr, write: bool) -> Result<CString, Errno> {
-        if self.ids_translated() && name.to_bytes().starts_with(ACL_PREFIX) {
+        let host = match &self.config.xattrmap {
+            None => {
+                if write {
+                    writable(name)?;
+                }
+                name.to_owned()
+            }
+            // Mapped names are built from the guest's name and the map's prefixes: no NUL inside.
+            Some(map) => CString::new(map.to_host(name.to_bytes())?).map_err(|_| Errno::INVAL)?,
+        };
+        // The host's ACLs hold host ids (a map that stores the guest's ACLs under another name
+        // keeps guest ids, which need no translation).
+        if self.ids_translated() && host.to_bytes().starts_with(ACL_PREFIX) {
             return Err(Errno::OPNOTSUPP);
         }
-        let Some(map) = &self.config.xattrmap else {
-            if write {
-                writable(name)?;
-            }
-            return Ok(name.to_owned());
-        };
-        // Mapped names are built from the guest's name and the map's prefixes: no NUL inside.
-        CString::new(map.to_host(name.to_bytes())?).map_err(|_| Errno::INVAL)
+        Ok(host)
     }
 
     /// Whether guest and host ids differ (`--translate-uid`/`--translate-gid`).
@@ -257,5 +262,34 @@ mod tests {
             drop(fs);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// A map that stores the guest's ACLs under another name keeps them in guest ids: with
+    /// translation they are still written and read back as the guest wrote them.
+    #[test]
+    fn acls_stored_under_a_mapped_name_pass_under_translation() {
+        let dir = std::env::temp_dir().join(format!("vhu-xattr-acl-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("f"), b"f").expect("write");
+        let mut config = Config::new(&dir);
+        config.xattr = true;
+        config.xattrmap = Some(":map::user.virtiofs.:".parse().expect("map"));
+        config.uid_map =
+            crate::passthrough::IdMap::new(&["map:1000:201000:100".parse().expect("rule")])
+                .expect("map");
+        let fs = PassthroughFs::new(config).expect("passthrough");
+        let ctx = Context::default();
+        let node = fs.lookup(&ctx, NodeId::ROOT, c"f").expect("lookup").node;
+        let (name, value) = (c"system.posix_acl_access", b"opaque to the host".as_slice());
+        if rustix::fs::setxattr(dir.join("f"), c"user.probe", b"", XattrFlags::empty()).is_err() {
+            // A host file system without user attributes (tmpfs before 6.6).
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        assert_eq!(fs.setxattr(&ctx, node, name, value, 0, 0), Ok(()));
+        let read = fs.getxattr(&ctx, node, name, 4096);
+        assert!(matches!(read, Ok(XattrReply::Data(ref v)) if v == value), "{read:?}");
+        drop(fs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
