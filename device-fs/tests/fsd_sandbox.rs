@@ -311,7 +311,8 @@ fn under_setpriv(dir: &Path, privs: &[&str]) -> Command {
 /// root's, so a guest user with the same uid may write them; what it creates is the user's.
 #[test]
 fn an_unprivileged_daemon_shows_its_own_ids_as_they_are() {
-    const USER: u32 = 65534;
+    // Not 65534, the kernel's overflow id, which an id outside the namespace's map reads as.
+    const USER: u32 = 4242;
     if !setpriv_usable() {
         return;
     }
@@ -320,7 +321,7 @@ fn an_unprivileged_daemon_shows_its_own_ids_as_they_are() {
         std::os::unix::fs::chown(&path, Some(USER), Some(USER)).expect("chown");
     }
     let daemon = Running(
-        under_setpriv(&dir, &["--reuid=65534", "--regid=65534", "--clear-groups"])
+        under_setpriv(&dir, &["--reuid=4242", "--regid=4242", "--clear-groups"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
