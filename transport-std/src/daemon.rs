@@ -183,16 +183,7 @@ fn serve_then<D: Device>(device: &mut D, stream: UnixStream, ended: impl FnOnce(
         .map_err(SessionError::Setup)
         .and_then(|()| Connection::new(device, stream));
     let (result, connection) = match serving {
-        Ok(mut connection) => {
-            let result = loop {
-                match connection.handle_next() {
-                    Ok(true) => {}
-                    Ok(false) => break Ok(()),
-                    Err(error) => break Err(error),
-                }
-            };
-            (result, Some(connection))
-        }
+        Ok(mut connection) => (connection.serve(), Some(connection)),
         Err(error) => (Err(error), None),
     };
     ended();

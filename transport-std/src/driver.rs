@@ -68,6 +68,12 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
     /// Serves the connection until the peer hangs up (`Ok`) or it must close (`Err`). Either way
     /// the session's queues, mappings and descriptors are gone when this returns.
     pub fn run(mut self) -> Result<(), SessionError> {
+        self.serve()
+    }
+
+    /// Serves the connection until the peer hangs up (`Ok`) or it must close (`Err`), keeping
+    /// the session: its teardown happens when the connection is dropped.
+    pub fn serve(&mut self) -> Result<(), SessionError> {
         while self.handle_next()? {}
         Ok(())
     }

@@ -58,15 +58,6 @@ fn open_flags(raw: u32, config: &Config) -> OFlags {
     flags
 }
 
-/// Which descriptor of its file a write goes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Via {
-    /// The handle's own.
-    Own,
-    /// The file opened again without O_APPEND and O_DIRECT (a page-cache write-back).
-    Plain,
-}
-
 /// How a write is to be synced before it is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sync {
@@ -298,32 +289,23 @@ impl PassthroughFs {
         let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
-        let via = if !flags.cache() {
-            if !self.config.writeback {
-                h.follow_append(flags.file & OFlags::APPEND.bits() != 0)?;
-            }
-            Via::Own
-        } else if h.direct || h.is_appending() {
-            Via::Plain
-        } else {
-            Via::Own
-        };
+        if !flags.cache() && !self.config.writeback {
+            h.follow_append(flags.file & OFlags::APPEND.bits() != 0)?;
+        }
+        // A page-cache write-back goes through the file opened without O_APPEND and O_DIRECT.
+        let plain = flags.cache() && (h.direct || h.is_appending());
         // The plain file is opened without the handle's O_DSYNC/O_SYNC: a write through it that
         // the guest's flags want synchronous is synced here.
-        let sync =
-            sync_asked(flags.file, if via == Via::Plain { OFlags::empty() } else { h.flags });
-        if !kill && !h.direct && !renamed_capability && via == Via::Own && sync.is_none() {
+        let sync = sync_asked(flags.file, if plain { OFlags::empty() } else { h.flags });
+        if !kill && !h.direct && !renamed_capability && !plain && sync.is_none() {
             // Nothing to clear: no need to look the inode up.
             return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }
         let inode = self.inode(node)?;
         let n = self.killing_priv(&inode, kill, || {
-            let fd = match via {
-                Via::Own => &h.fd,
-                Via::Plain => self.plain_fd(&inode, &h)?,
-            };
+            let fd = if plain { self.plain_fd(&inode, &h)? } else { &h.fd };
             // The plain file is never O_DIRECT; the handle's is as it was opened.
-            if !h.direct || via == Via::Plain {
+            if !h.direct || plain {
                 return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
             }
             let mut aligned = AlignedBuf::new(src.len())?;

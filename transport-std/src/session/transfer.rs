@@ -77,9 +77,7 @@ impl Transfer {
     /// Does what the pipe allows now.
     pub(super) fn progress<D: Device + ?Sized>(&mut self, device: &mut D) -> Step {
         match self.step(device) {
-            Ok(Some(true)) => Step::Done(Ok(())),
-            Ok(Some(false)) => Step::Waiting,
-            Ok(None) => Step::Budget,
+            Ok(step) => step,
             Err(error) => {
                 self.fd = None;
                 Step::Done(Err(error))
@@ -114,10 +112,9 @@ impl Transfer {
         }
     }
 
-    /// One step; `Ok(Some(true))` when the transfer is complete, `Ok(Some(false))` when the
-    /// pipe is not ready, `Ok(None)` when the budget ran out first.
-    fn step<D: Device + ?Sized>(&mut self, device: &mut D) -> Result<Option<bool>, DeviceError> {
-        let Some(fd) = &self.fd else { return Ok(Some(true)) };
+    /// One step; a failure is the transfer's outcome.
+    fn step<D: Device + ?Sized>(&mut self, device: &mut D) -> Result<Step, DeviceError> {
+        let Some(fd) = &self.fd else { return Ok(Step::Done(Ok(()))) };
         let mut moved = 0;
         if !self.started {
             self.started = true;
@@ -130,7 +127,7 @@ impl Transfer {
             TransferDirection::Save => {
                 while self.written < self.data.len() {
                     if moved >= STEP_BUDGET {
-                        return Ok(None);
+                        return Ok(Step::Budget);
                     }
                     let end = self.data.len().min(self.written + STEP_BUDGET - moved);
                     match rustix::io::write(fd, &self.data[self.written..end]) {
@@ -138,20 +135,20 @@ impl Transfer {
                             self.written += n;
                             moved += n;
                         }
-                        Err(Errno::AGAIN) => return Ok(Some(false)),
+                        Err(Errno::AGAIN) => return Ok(Step::Waiting),
                         Err(Errno::INTR) => {}
                         Err(errno) => return Err(io(errno)),
                     }
                 }
                 // Closing the pipe is the front-end's EOF.
                 self.fd = None;
-                Ok(Some(true))
+                Ok(Step::Done(Ok(())))
             }
             TransferDirection::Load => {
                 let mut chunk = [0u8; 64 * 1024];
                 loop {
                     if moved >= STEP_BUDGET {
-                        return Ok(None);
+                        return Ok(Step::Budget);
                     }
                     match rustix::io::read(fd, &mut chunk) {
                         Ok(0) => break,
@@ -162,14 +159,14 @@ impl Transfer {
                             self.data.extend_from_slice(&chunk[..n]);
                             moved += n;
                         }
-                        Err(Errno::AGAIN) => return Ok(Some(false)),
+                        Err(Errno::AGAIN) => return Ok(Step::Waiting),
                         Err(Errno::INTR) => {}
                         Err(errno) => return Err(io(errno)),
                     }
                 }
                 self.fd = None;
                 device.load_state(&mut self.data.as_slice())?;
-                Ok(Some(true))
+                Ok(Step::Done(Ok(())))
             }
         }
     }

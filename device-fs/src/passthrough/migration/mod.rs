@@ -359,12 +359,11 @@ impl PassthroughFs {
                 }
             }
         }
-        // Every index the source gave stays that device's: one whose inodes came across by
-        // the device they were opened on here; one the guest met but holds nothing on by its
-        // source device (the same on one host or shared storage), so its files keep their
-        // numbers when the guest meets them again, and no other device takes its index.
-        // The devices found here first: a source device number that names another file system
-        // here (numbers are handed out at mount time) must not take a found device's index.
+        // Every index the source gave stays that device's: first those whose inodes came across,
+        // by the device they were opened on here; then those the guest met but holds nothing
+        // on, by their source device number (the same on one host), so their files keep their
+        // numbers when met again. Found devices go first: a source number may name another
+        // file system here (numbers are handed out at mount time).
         let found = |source: &u64| devices.iter().find(|(from, _)| from == source).map(|(_, h)| *h);
         for (source_dev, index) in &state.devices {
             if let Some(here) = found(source_dev) {
