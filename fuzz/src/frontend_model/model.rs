@@ -210,13 +210,15 @@ impl Model {
         } else {
             Step::BackendRequest { accepted: result.is_ok(), reply, nack }
         };
-        let drained = self.drain(frontend, step);
+        // A refusal behind unanswered requests waits for their answers: it is pending before
+        // the drain checks the front-end's idle state (a close in the drain clears it).
         if behind && result.is_err() && !self.closed {
             let owed = nack.map(Answered::Nack).or(reply.map(Answered::Reply));
             if let Some(owed) = owed {
                 self.backend_pending.push_back(Unanswered::Refused(owed));
             }
         }
+        let drained = self.drain(frontend, step);
         if result.is_ok() {
             let surfaced =
                 drained.events.iter().filter(|e| matches!(e, Ev::BackendRequest { .. })).count();
