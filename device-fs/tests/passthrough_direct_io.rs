@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{args, cstr, Harness};
+use support::{args, cstr, Harness, Reply};
 use vhu_device_fs::fuse::abi::{CreateIn, OpenIn, ReadIn, WriteIn, WriteOut};
 use vhu_device_fs::fuse::{Handle, NodeId, Opcode};
 use zerocopy::{FromBytes, IntoBytes};
@@ -22,18 +22,27 @@ fn create_direct(h: &mut Harness, name: &str) -> (u64, u64) {
     (entry.nodeid, open.expect("open_out").fh)
 }
 
-fn write(h: &mut Harness, node: u64, fh: u64, offset: u64, data: &[u8]) -> support::Reply {
-    let w = WriteIn { fh, offset, size: data.len() as u32, ..WriteIn::default() };
+/// A WRITE from a guest file whose flags are now `flags` (Linux sends them with every write).
+fn write_as(h: &mut Harness, node: u64, fh: u64, flags: u32, at: u64, data: &[u8]) -> Reply {
+    let w = WriteIn { fh, offset: at, size: data.len() as u32, flags, ..WriteIn::default() };
     h.call(Opcode::Write, node, &args(&[w.as_bytes(), data]))
 }
 
+fn write(h: &mut Harness, node: u64, fh: u64, offset: u64, data: &[u8]) -> Reply {
+    write_as(h, node, fh, O_RDWR | O_DIRECT, offset, data)
+}
+
+fn read_as(h: &mut Harness, node: u64, fh: u64, flags: u32, offset: u64, size: u32) -> Reply {
+    let r = ReadIn { fh, offset, size, flags, ..ReadIn::default() };
+    h.call(Opcode::Read, node, r.as_bytes())
+}
+
 fn read(h: &mut Harness, node: u64, fh: u64, offset: u64, size: u32) -> Vec<u8> {
-    let r = ReadIn { fh, offset, size, ..ReadIn::default() };
-    h.call(Opcode::Read, node, r.as_bytes()).ok().to_vec()
+    read_as(h, node, fh, O_RDWR | O_DIRECT, offset, size).ok().to_vec()
 }
 
 fn is_direct(h: &Harness, node: u64, fh: u64) -> bool {
-    h.server.fs().handles().get(Handle(fh), NodeId(node), false).expect("handle").direct
+    h.server.fs().handles().get(Handle(fh), NodeId(node), false).expect("handle").is_direct()
 }
 
 /// 4 KiB blocks of a recognisable pattern.
@@ -81,4 +90,43 @@ fn o_direct_reaches_the_host_with_aligned_buffers() {
     assert_eq!(read(&mut h, node, fh2, 5 * 4096, 4096), &expect[5 * 4096..6 * 4096]);
     // An unaligned offset is the host's EINVAL, as on a local O_DIRECT file.
     assert_eq!(write(&mut h, node, fh, 3, &blocks(1, 0)).errno(), EINVAL);
+}
+
+#[test]
+fn the_host_file_follows_o_direct_as_the_guest_sets_and_clears_it() {
+    let mut h = Harness::with("direct-follow", |c| c.allow_direct_io = true);
+    h.init();
+    let (node, fh) = create_direct(&mut h, "f");
+    write(&mut h, node, fh, 0, &blocks(2, 3)).ok();
+    // The guest clears O_DIRECT with F_SETFL: its unaligned I/O is then as on any file.
+    let w = write_as(&mut h, node, fh, O_RDWR, 3, b"unaligned");
+    assert_eq!(WriteOut::read_from_bytes(w.ok()).expect("write_out").size, 9);
+    assert!(!is_direct(&h, node, fh), "the host file dropped O_DIRECT with the guest's");
+    assert_eq!(read_as(&mut h, node, fh, O_RDWR, 3, 9).ok(), b"unaligned");
+    // It sets O_DIRECT again: the host file does too, and unaligned I/O fails as locally.
+    assert_eq!(read_as(&mut h, node, fh, O_RDWR | O_DIRECT, 3, 9).errno(), EINVAL);
+    assert!(is_direct(&h, node, fh), "the host file took O_DIRECT back");
+    let mut expect = blocks(2, 3);
+    expect[3..12].copy_from_slice(b"unaligned");
+    assert_eq!(read(&mut h, node, fh, 0, 8192), expect);
+    // A file opened without O_DIRECT takes it when the guest sets it.
+    let o = OpenIn { flags: O_RDWR, ..OpenIn::default() };
+    let fh2 = h.call(Opcode::Open, node, o.as_bytes()).open().fh;
+    assert!(!is_direct(&h, node, fh2));
+    assert_eq!(write(&mut h, node, fh2, 5, b"x").errno(), EINVAL);
+    assert!(is_direct(&h, node, fh2));
+    assert_eq!(std::fs::read(h.share().join("f")).expect("host read"), expect);
+}
+
+#[test]
+fn without_allow_direct_io_the_guests_o_direct_never_reaches_the_host() {
+    let mut h = Harness::new("direct-never");
+    h.init();
+    let o = OpenIn { flags: O_RDWR, ..OpenIn::default() };
+    let (node, _) = create_direct(&mut h, "f");
+    let fh = h.call(Opcode::Open, node, o.as_bytes()).open().fh;
+    let w = write_as(&mut h, node, fh, O_RDWR | O_DIRECT, 3, b"unaligned");
+    assert_eq!(WriteOut::read_from_bytes(w.ok()).expect("write_out").size, 9);
+    assert_eq!(read_as(&mut h, node, fh, O_RDWR | O_DIRECT, 3, 9).ok(), b"unaligned");
+    assert!(!is_direct(&h, node, fh));
 }

@@ -127,13 +127,16 @@ pub trait FileSystem {
     fn open(&self, ctx: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
         Err(Errno::NOSYS)
     }
-    /// READ up to `dst.room()` bytes at `offset` into `dst`; returns the bytes read.
+    /// READ up to `dst.room()` bytes at `offset` into `dst`; returns the bytes read. `flags`
+    /// are the `open(2)` flags the guest's file has now (`fuse_read_in.flags`: `F_SETFL` may
+    /// have changed them since the open).
     fn read(
         &self,
         ctx: &Context,
         node: NodeId,
         handle: Handle,
         offset: u64,
+        flags: u32,
         dst: &mut dyn ReadTarget,
     ) -> FsResult<usize> {
         Err(Errno::NOSYS)

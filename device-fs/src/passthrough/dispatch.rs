@@ -162,9 +162,10 @@ impl FileSystem for PassthroughFs {
         n: NodeId,
         h: Handle,
         off: u64,
+        flags: u32,
         dst: &mut dyn ReadTarget,
     ) -> FsResult<usize> {
-        self.as_daemon(|| self.do_read(n, h, off, dst))
+        self.as_daemon(|| self.do_read(n, h, off, flags, dst))
     }
     fn write(
         &self,

@@ -251,16 +251,21 @@ impl PassthroughFs {
     }
 
     /// READ: straight from the file into `dst` (the guest's buffers); through an aligned
-    /// buffer when the file is open with O_DIRECT.
+    /// buffer when the file is open with O_DIRECT, which, with `--allow-direct-io`, it is as
+    /// the guest's file is now (`flags`).
     pub(super) fn do_read(
         &self,
         node: NodeId,
         handle: Handle,
         offset: u64,
+        flags: u32,
         dst: &mut dyn ReadTarget,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
-        if !h.direct {
+        if self.config.allow_direct_io {
+            h.follow(OFlags::DIRECT, flags & OFlags::DIRECT.bits() != 0)?;
+        }
+        if !h.is_direct() {
             return dst.read_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }
         let mut aligned = AlignedBuf::new(dst.room())?;
@@ -275,8 +280,9 @@ impl PassthroughFs {
     /// The guest's own writes append as its file's flags say now (`fuse_write_in.flags`: the
     /// guest may have changed O_APPEND with F_SETFL since it opened the file, which FUSE does
     /// not tell): the handle's host file takes the same change first, as virtiofsd's writes
-    /// follow those flags; with the writeback cache the guest places its appends itself. A
-    /// write the guest asked to be synchronous is synced before the answer.
+    /// follow those flags; with the writeback cache the guest places its appends itself. With
+    /// `--allow-direct-io` the host file's O_DIRECT follows the same way. A write the guest
+    /// asked to be synchronous is synced before the answer.
     pub(super) fn do_write(
         &self,
         node: NodeId,
@@ -290,22 +296,26 @@ impl PassthroughFs {
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
         if !flags.cache() && !self.config.writeback {
-            h.follow_append(flags.file & OFlags::APPEND.bits() != 0)?;
+            h.follow(OFlags::APPEND, flags.file & OFlags::APPEND.bits() != 0)?;
         }
+        if !flags.cache() && self.config.allow_direct_io {
+            h.follow(OFlags::DIRECT, flags.file & OFlags::DIRECT.bits() != 0)?;
+        }
+        let direct = h.is_direct();
         // A page-cache write-back goes through the file opened without O_APPEND and O_DIRECT.
-        let plain = flags.cache() && (h.direct || h.is_appending());
+        let plain = flags.cache() && (direct || h.is_appending());
         // The plain file is opened without the handle's O_DSYNC/O_SYNC: a write through it that
         // the guest's flags want synchronous is synced here.
         let sync = sync_asked(flags.file, if plain { OFlags::empty() } else { h.flags });
-        if !kill && !h.direct && !renamed_capability && !plain && sync.is_none() {
+        if !kill && !direct && !renamed_capability && !plain && sync.is_none() {
             // Nothing to clear: no need to look the inode up.
             return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
         }
         let inode = self.inode(node)?;
         let n = self.killing_priv(&inode, kill, || {
             let fd = if plain { self.plain_fd(&inode, &h)? } else { &h.fd };
-            // The plain file is never O_DIRECT; the handle's is as it was opened.
-            if !h.direct || plain {
+            // The plain file is never O_DIRECT; the handle's is as the guest's file is.
+            if !direct || plain {
                 return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
             }
             let mut aligned = AlignedBuf::new(src.len())?;
@@ -442,7 +452,7 @@ impl PassthroughFs {
         // The guest sends a copy only to a file it has without O_APPEND (the kernel refuses
         // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
         // file takes the same change, and the copy goes where its offset says.
-        dst.follow_append(false)?;
+        dst.follow(OFlags::APPEND, false)?;
         rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), &dst.fd, Some(&mut off_out), len)
     }
 }

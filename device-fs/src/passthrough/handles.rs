@@ -6,6 +6,7 @@
 //! beyond holding fds.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::OFlags;
@@ -23,38 +24,62 @@ pub struct HandleData {
     pub node: NodeId,
     /// Whether it is a directory handle.
     pub is_dir: bool,
-    /// Whether the fd was opened with O_DIRECT (its I/O needs aligned buffers).
-    pub direct: bool,
     /// The status flags it was opened with (O_APPEND, O_DSYNC, O_SYNC, O_DIRECT...).
     pub flags: OFlags,
     /// For the guest's write-backs through a handle with O_APPEND or O_DIRECT: the file opened
     /// again without them, once one came.
     pub plain: std::sync::OnceLock<OwnedFd>,
-    /// Whether `fd` has O_APPEND now (the guest may set or clear it with F_SETFL; its writes
-    /// say which, and `fd` follows).
-    append: std::sync::atomic::AtomicBool,
+    /// Which of [`FOLLOWED`] `fd` has now (the guest may set or clear them with F_SETFL; its
+    /// reads and writes say which, and `fd` follows).
+    following: AtomicU32,
+    /// Serialises changes of `fd`'s status flags (read, changed, written back).
+    follow_lock: Mutex<()>,
     /// Serialises seek + getdents on a directory handle.
     pub dir_lock: Mutex<()>,
 }
 
+/// The status flags a handle's host file takes from the guest's file as it is at each request:
+/// `F_SETFL` in the guest changes them after the open, and FUSE is told only through the flags
+/// every READ and WRITE carries (`fuse_read_in.flags`, `fuse_write_in.flags`).
+pub(super) const FOLLOWED: OFlags = OFlags::APPEND.union(OFlags::DIRECT);
+
 impl HandleData {
     /// Whether the host file has O_APPEND now.
     pub fn is_appending(&self) -> bool {
-        self.append.load(std::sync::atomic::Ordering::Relaxed)
+        self.has(OFlags::APPEND)
     }
 
-    /// Sets or clears O_APPEND on the host file, as the guest's file has it now (F_SETFL on the
-    /// guest side is never told; its writes carry the flags). Writes racing a change of the
-    /// guest's flags are ordered by nothing on the guest side either.
-    pub fn follow_append(&self, append: bool) -> Result<(), rustix::io::Errno> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.append.load(Relaxed) == append {
+    /// Whether the host file has O_DIRECT now (its I/O needs aligned buffers).
+    pub fn is_direct(&self) -> bool {
+        self.has(OFlags::DIRECT)
+    }
+
+    fn has(&self, flag: OFlags) -> bool {
+        self.following.load(Ordering::Relaxed) & flag.bits() != 0
+    }
+
+    /// Sets or clears `flag` (O_APPEND or O_DIRECT) on the host file, as the guest's file has it
+    /// now. Requests racing a change of the guest's flags are ordered by nothing on the guest
+    /// side either. A host file system that refuses the change (O_DIRECT where it has none)
+    /// fails the request with its errno, as `F_SETFL` on a local file would have failed.
+    pub fn follow(&self, flag: OFlags, on: bool) -> Result<(), Errno> {
+        debug_assert!(FOLLOWED.contains(flag) && !flag.is_empty());
+        if self.has(flag) == on {
+            return Ok(());
+        }
+        // Single-value critical section: nothing is left half-done by a panic.
+        let _changing = self.follow_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.has(flag) == on {
             return Ok(());
         }
         let now = rustix::fs::fcntl_getfl(&self.fd)?;
-        let next = if append { now | OFlags::APPEND } else { now - OFlags::APPEND };
+        let next = if on { now | flag } else { now - flag };
         rustix::fs::fcntl_setfl(&self.fd, next)?;
-        self.append.store(append, Relaxed);
+        if on {
+            self.following.fetch_or(flag.bits(), Ordering::Relaxed);
+        } else {
+            self.following.fetch_and(!flag.bits(), Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -75,18 +100,18 @@ pub enum HandleSlot {
 
 impl HandleSlot {
     fn open(fd: OwnedFd, node: NodeId, is_dir: bool, flags: OFlags) -> Self {
-        let direct = !is_dir && flags.contains(OFlags::DIRECT);
         let plain = std::sync::OnceLock::new();
-        let append = std::sync::atomic::AtomicBool::new(flags.contains(OFlags::APPEND));
-        let dir_lock = Mutex::new(());
+        let following = if is_dir { OFlags::empty() } else { flags & FOLLOWED };
+        let following = AtomicU32::new(following.bits());
+        let (follow_lock, dir_lock) = (Mutex::new(()), Mutex::new(()));
         Self::Open(Arc::new(HandleData {
             fd,
             node,
             is_dir,
-            direct,
             flags,
             plain,
-            append,
+            following,
+            follow_lock,
             dir_lock,
         }))
     }

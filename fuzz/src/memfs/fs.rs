@@ -257,6 +257,7 @@ impl FileSystem for MemFs {
         node: NodeId,
         handle: Handle,
         offset: u64,
+        _flags: u32,
         dst: &mut dyn ReadTarget,
     ) -> FsResult<usize> {
         let mut s = self.state();

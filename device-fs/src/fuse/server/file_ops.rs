@@ -49,7 +49,8 @@ impl<F: FileSystem> Server<F> {
         let room = writer.remaining().saturating_sub(header);
         let size = (args.size.min(self.config().max_read()) as usize).min(room);
         let mut target = ReplyTarget { writer, skip: header, len: size };
-        let n = self.fs.read(&req.ctx(), req.node(), Handle(args.fh), args.offset, &mut target)?;
+        let (ctx, node, fh) = (req.ctx(), req.node(), Handle(args.fh));
+        let n = self.fs.read(&ctx, node, fh, args.offset, args.flags, &mut target)?;
         Ok(Reply::Placed(n.min(size)))
     }
 
