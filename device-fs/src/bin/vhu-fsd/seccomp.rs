@@ -7,15 +7,21 @@
 //! threads and pools, every FUSE operation the passthrough file system implements (the
 //! `*at` family, xattrs through `/proc/self/fd`, locks, per-thread credentials), logging and
 //! signals. Set-up syscalls (namespaces, mounts, capability changes, exec) are not on it: they
-//! are done by then. The list is checked by running the launcher table, the sandbox tests and
-//! the guest end-to-end workload under `kill`. This module builds and installs the filter.
+//! are done by then. Where a syscall the daemon needs could also undo the sandbox, its
+//! arguments are checked: `clone` only makes threads (no process, no namespace), `clone3`, whose
+//! flags live in memory a filter cannot read, answers ENOSYS (the C library then uses `clone`),
+//! `unshare` only gives a thread its own working directory, `prctl` only names threads and
+//! mappings and reads the auxiliary vector. The
+//! list is checked by running the launcher table, the sandbox tests and the guest end-to-end
+//! workload under `kill`. This module builds and installs the filters.
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 use std::collections::BTreeMap;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpArgLen::Dword, SeccompCmpArgLen::Qword,
+    SeccompCmpOp, SeccompCmpOp::Eq, SeccompCmpOp::MaskedEq, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
 
@@ -32,7 +38,7 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_mremap,
     libc::SYS_madvise,
     libc::SYS_futex,
-    libc::SYS_clone,
+    // Answered ENOSYS by the second filter (`no_clone3`); `clone` is checked (`only_threads`).
     libc::SYS_clone3,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
@@ -53,8 +59,9 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
-    libc::SYS_prctl,
     libc::SYS_prlimit64,
+    // A panic's message names the working directory when it prints a backtrace.
+    libc::SYS_getcwd,
     // Descriptors, the connection, notifications.
     libc::SYS_read,
     libc::SYS_write,
@@ -135,7 +142,6 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_getegid,
     libc::SYS_getuid,
     libc::SYS_getgid,
-    libc::SYS_unshare,
     libc::SYS_fchdir,
 ];
 
@@ -162,36 +168,89 @@ const TARGET: TargetArch = TargetArch::aarch64;
 #[cfg(target_arch = "riscv64")]
 const TARGET: TargetArch = TargetArch::riscv64;
 
-/// The filter for `mode`, or `None` for `--seccomp none`.
+/// The filters for `mode`, none for `--seccomp none`, in the order they are installed: the one
+/// that answers `clone3` with ENOSYS, then the allow-list, which closes `seccomp` itself (the
+/// kernel runs both on every call, and the stricter answer wins).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
-pub(crate) fn filter(mode: Seccomp) -> Result<Option<BpfProgram>, String> {
+pub(crate) fn filter(mode: Seccomp) -> Result<Vec<BpfProgram>, String> {
     let mismatch = match mode {
-        Seccomp::None => return Ok(None),
+        Seccomp::None => return Ok(Vec::new()),
         Seccomp::Kill => SeccompAction::KillProcess,
         Seccomp::Log => SeccompAction::Log,
         Seccomp::Trap => SeccompAction::Trap,
     };
     let mut rules =
         COMMON.iter().chain(ARCH).map(|nr| (*nr, Vec::new())).collect::<BTreeMap<_, _>>();
-    rules.insert(libc::SYS_ioctl, vec![only_fionbio()?]);
-    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
+    rules.insert(libc::SYS_ioctl, vec![rule(1, Dword, Eq, FIONBIO, "ioctl")?]);
+    rules.insert(libc::SYS_clone, vec![rule(0, Qword, MaskedEq(THREAD_MASK), THREAD, "clone")?]);
+    let unshare = rule(0, Qword, Eq, libc::CLONE_FS as u64, "unshare")?;
+    rules.insert(libc::SYS_unshare, vec![unshare]);
+    let names = [libc::PR_SET_NAME, libc::PR_GET_NAME, PR_SET_VMA, PR_GET_AUXV];
+    let prctl = names.iter().map(|op| rule(0, Dword, Eq, *op as u64, "prctl"));
+    rules.insert(libc::SYS_prctl, prctl.collect::<Result<_, _>>()?);
+    let allow_list = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
+        .and_then(BpfProgram::try_from)
         .map_err(|e| format!("--seccomp: building the filter: {e}"))?;
-    BpfProgram::try_from(filter)
-        .map(Some)
-        .map_err(|e| format!("--seccomp: compiling the filter: {e}"))
+    let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
+    let clone3 = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    let no_clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, enosys, TARGET)
+        .and_then(BpfProgram::try_from)
+        .map_err(|e| format!("--seccomp: building the clone3 filter: {e}"))?;
+    Ok(vec![no_clone3, allow_list])
 }
 
-/// `ioctl` only to make a descriptor non-blocking (the connection's channels): nothing else
-/// the daemon does after start-up needs one, and any other request on an inherited terminal
-/// or a file of the share stays closed.
+/// The `clone` flags a new thread has ([`THREAD`]) or must not have: a thread shares the
+/// process's memory and files, so without `CLONE_THREAD` it would be a new process, and with
+/// a namespace flag a way out of the sandbox's.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
-fn only_fionbio() -> Result<SeccompRule, String> {
-    // The request is an `unsigned int` to the kernel: the low 32 bits of the argument. (The
-    // constant's type differs between C libraries, hence the cast.)
-    #[allow(clippy::unnecessary_cast)]
-    SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::FIONBIO as u64)
+const THREAD_MASK: u64 = (libc::CLONE_THREAD
+    | libc::CLONE_VM
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | CLONE_NEWTIME) as u64;
+
+/// Of [`THREAD_MASK`], what a new thread has.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+const THREAD: u64 = (libc::CLONE_THREAD | libc::CLONE_VM) as u64;
+
+/// `CLONE_NEWTIME` (a `clone` flag since Linux 5.6).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+const CLONE_NEWTIME: libc::c_int = 0x80;
+
+/// `ioctl` only to make a descriptor non-blocking (the connection's channels): nothing else the
+/// daemon does after start-up needs one, and any other request on an inherited terminal or a
+/// file of the share stays closed. (The request is an `unsigned int` to the kernel: the low 32
+/// bits; the constant's type differs between C libraries, hence the cast.)
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[allow(clippy::unnecessary_cast)]
+const FIONBIO: u64 = libc::FIONBIO as u64;
+
+/// `prctl(PR_SET_VMA)`, with which newer C libraries name their anonymous mappings.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+const PR_SET_VMA: libc::c_int = 0x5356_4d41;
+
+/// `prctl(PR_GET_AUXV)` (Linux 6.4): how rustix reads the auxiliary vector (the page size, the
+/// vDSO) the first time it needs it, which may be long after start-up.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+const PR_GET_AUXV: libc::c_int = 0x4155_5856;
+
+/// A rule with one condition: argument `arg` compared by `op` with `value`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+fn rule(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+    what: &str,
+) -> Result<SeccompRule, String> {
+    SeccompCondition::new(arg, len, op, value)
         .and_then(|condition| SeccompRule::new(vec![condition]))
-        .map_err(|e| format!("--seccomp: the ioctl rule: {e}"))
+        .map_err(|e| format!("--seccomp: the {what} rule: {e}"))
 }
 
 /// Installs `mode`'s filter on the calling thread; threads started afterwards inherit it. Call
@@ -200,11 +259,11 @@ fn only_fionbio() -> Result<SeccompRule, String> {
 /// without one and says so; a mode asked for fails.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 pub(crate) fn install(mode: Seccomp, _asked: bool) -> Result<(), String> {
-    match filter(mode)? {
-        Some(program) => seccompiler::apply_filter(&program)
-            .map_err(|e| format!("--seccomp: installing the filter: {e}")),
-        None => Ok(()),
+    for program in filter(mode)? {
+        seccompiler::apply_filter(&program)
+            .map_err(|e| format!("--seccomp: installing the filter: {e}"))?;
     }
+    Ok(())
 }
 
 /// [`install`] where no filter is built.
@@ -234,48 +293,115 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_mode_but_none_compiles_a_filter() {
-        assert!(filter(Seccomp::None).expect("none").is_none());
+    fn every_mode_but_none_compiles_its_filters() {
+        assert!(filter(Seccomp::None).expect("none").is_empty());
         for mode in [Seccomp::Kill, Seccomp::Log, Seccomp::Trap] {
-            let program = filter(mode).expect("builds").expect("a program");
-            assert!(program.len() > COMMON.len(), "{mode:?}: one test per syscall at least");
+            let programs = filter(mode).expect("builds");
+            assert_eq!(programs.len(), 2, "{mode:?}: clone3's and the allow-list");
+            assert!(programs[1].len() > COMMON.len(), "{mode:?}: one test per syscall at least");
         }
     }
 
-    /// Under `kill`, in a child: FIONBIO passes, any other ioctl (a terminal's window size
-    /// here) ends the process with SIGSYS.
+    /// How a child that installed the `kill` filters and then ran `call` ended: `Ok(code)`
+    /// when it exited with `call`'s code, `Err(signal)` when a signal killed it.
+    fn in_filtered_child(call: fn() -> i32) -> Result<i32, i32> {
+        let programs = filter(Seccomp::Kill).expect("builds");
+        // SAFETY: the child makes system calls and, in the thread case, starts a thread (the C
+        // library keeps its allocator usable across fork) before it exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let installed = programs.iter().all(|p| seccompiler::apply_filter(p).is_ok());
+            let code = if installed { call() } else { 100 };
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if libc::WIFSIGNALED(status) {
+            return Err(libc::WTERMSIG(status));
+        }
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        Ok(libc::WEXITSTATUS(status))
+    }
+
+    /// The errno of the last failed call, as an exit code (0 if the call succeeded).
+    fn outcome(ret: libc::c_long) -> i32 {
+        if ret < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(99)
+        } else {
+            0
+        }
+    }
+
+    /// FIONBIO passes, any other ioctl (a terminal's window size here) ends the process.
     #[test]
     fn ioctl_is_allowed_only_to_make_a_descriptor_non_blocking() {
-        let program = filter(Seccomp::Kill).expect("builds").expect("a program");
-        for (request, killed) in [(libc::FIONBIO, false), (libc::TIOCGWINSZ, true)] {
-            // SAFETY: the child only makes system calls before it exits (no allocation, no
-            // lock another thread of this test process could hold).
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork");
-            if pid == 0 {
-                let code = match seccompiler::apply_filter(&program) {
-                    Ok(()) => {
-                        let mut arg = [0u64; 2];
-                        // SAFETY: `arg` has room for what either request writes (an int for
-                        // FIONBIO is read, a winsize is 8 bytes).
-                        unsafe { libc::ioctl(0, request as _, arg.as_mut_ptr()) };
-                        0
-                    }
-                    _ => 2,
-                };
-                // SAFETY: ends the child without running the parent's exit handlers.
-                unsafe { libc::_exit(code) };
-            }
-            let mut status = 0;
-            // SAFETY: waits for the child forked above.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            if killed {
-                assert!(libc::WIFSIGNALED(status), "request {request:#x}: status {status:#x}");
-                assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
-            } else {
-                assert!(libc::WIFEXITED(status), "request {request:#x}: status {status:#x}");
-                assert_eq!(libc::WEXITSTATUS(status), 0);
-            }
+        fn fionbio() -> i32 {
+            let mut on: libc::c_int = 0;
+            // SAFETY: FIONBIO reads one int.
+            unsafe { libc::ioctl(0, libc::FIONBIO as _, &mut on) };
+            0
         }
+        fn winsize() -> i32 {
+            let mut size = [0u64; 2];
+            // SAFETY: a winsize is 8 bytes; `size` has 16.
+            unsafe { libc::ioctl(0, libc::TIOCGWINSZ as _, size.as_mut_ptr()) };
+            0
+        }
+        assert_eq!(in_filtered_child(fionbio), Ok(0));
+        assert_eq!(in_filtered_child(winsize), Err(libc::SIGSYS));
+    }
+
+    /// Threads start (through `clone`, clone3 being ENOSYS); a new process or a namespace does
+    /// not, and `unshare` gives only a private working directory.
+    #[test]
+    fn clone_and_unshare_make_threads_never_processes_or_namespaces() {
+        fn thread() -> i32 {
+            std::thread::spawn(|| 7).join().unwrap_or(1)
+        }
+        fn clone3() -> i32 {
+            // SAFETY: a size of 0 is refused before any argument is read.
+            outcome(unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) })
+        }
+        fn fork() -> i32 {
+            let null = std::ptr::null::<u8>();
+            // SAFETY: clone with only SIGCHLD is fork; a child created would exit with 0 here.
+            outcome(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, null, null, null) })
+        }
+        fn unshare_fs() -> i32 {
+            // SAFETY: CLONE_FS touches only this process's working directory and umask.
+            outcome(unsafe { libc::unshare(libc::CLONE_FS) }.into())
+        }
+        fn unshare_user() -> i32 {
+            // SAFETY: a new user namespace for this short-lived child.
+            outcome(unsafe { libc::unshare(libc::CLONE_NEWUSER) }.into())
+        }
+        assert_eq!(in_filtered_child(thread), Ok(7));
+        assert_eq!(in_filtered_child(clone3), Ok(libc::ENOSYS));
+        assert_eq!(in_filtered_child(fork), Err(libc::SIGSYS));
+        assert_eq!(in_filtered_child(unshare_fs), Ok(0));
+        assert_eq!(in_filtered_child(unshare_user), Err(libc::SIGSYS));
+    }
+
+    /// Threads are named; other process controls (dumpable, a ptracer) stay closed. A panic's
+    /// backtrace may ask for the working directory.
+    #[test]
+    fn prctl_only_names_threads_and_getcwd_is_open() {
+        fn name() -> i32 {
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            outcome(unsafe { libc::prctl(libc::PR_SET_NAME, c"filtered".as_ptr()) }.into())
+        }
+        fn dumpable() -> i32 {
+            // SAFETY: changes only this short-lived child's dumpable flag.
+            outcome(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) }.into())
+        }
+        fn cwd() -> i32 {
+            i32::from(std::env::current_dir().is_err())
+        }
+        assert_eq!(in_filtered_child(name), Ok(0));
+        assert_eq!(in_filtered_child(dumpable), Err(libc::SIGSYS));
+        assert_eq!(in_filtered_child(cwd), Ok(0));
     }
 }
