@@ -46,8 +46,14 @@ pub use seeds::seeds;
 
 /// Most operations one input runs.
 const MAX_OPS: usize = 192;
-/// Most deliveries one pump makes before the pair counts as never settling.
+/// Most deliveries one pump makes, beyond [`STEPS_PER_QUEUED`] for each message already queued
+/// when it starts, before the pair counts as never settling.
 const MAX_PUMP_STEPS: usize = 512;
+/// Deliveries one queued message may take: itself, its reply, a driver's completion, and what
+/// the front-end held back behind it. Operations queue without delivering (a front-end without
+/// REPLY_ACK sends a ring's whole set-up at once, and a back-end refuses each silently), so a
+/// long input can leave hundreds queued for one pump to move.
+const STEPS_PER_QUEUED: usize = 8;
 /// Most outputs one back-end drain may yield.
 const MAX_BACKEND_OUTPUTS: usize = 4096;
 
@@ -401,7 +407,8 @@ impl Pair {
 
     /// Moves messages until nothing moves or a side closes.
     fn pump(&mut self, u: &mut Unstructured<'_>) {
-        for _ in 0..MAX_PUMP_STEPS {
+        let queued = self.to_backend.len() + self.to_frontend.len() + self.channel.len();
+        for _ in 0..MAX_PUMP_STEPS + STEPS_PER_QUEUED * queued {
             if self.closed {
                 return;
             }
