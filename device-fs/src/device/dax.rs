@@ -39,9 +39,10 @@ struct Answers {
     /// Connections (and abandoned waits) so far: tickets are numbered per connection, and a
     /// wait of an older generation is over.
     generation: u64,
-    /// Whether queues are being stopped on the session's thread: nothing can be answered
-    /// until they are, so nothing is asked.
-    suspended: bool,
+    /// Queue stops under way (on the session's thread, or on a worker while the front-end
+    /// waits for GET_VRING_BASE's answer): nothing can be answered until they end, so while
+    /// one is, nothing is asked.
+    stopping: u32,
     /// Tickets a worker waits on (with the generation they were asked in), and their results
     /// once they came.
     waiting: HashMap<(u64, RequestTicket), Option<RequestResult>>,
@@ -66,7 +67,7 @@ impl DaxWindow {
         let mut answers = self.answers();
         answers.requests = Some(requests);
         answers.generation += 1;
-        answers.suspended = false;
+        answers.stopping = 0;
         answers.waiting.clear();
         self.answered.notify_all();
     }
@@ -78,14 +79,15 @@ impl DaxWindow {
     pub fn suspend(&self) {
         let mut answers = self.answers();
         answers.generation += 1;
-        answers.suspended = true;
+        answers.stopping = answers.stopping.saturating_add(1);
         answers.waiting.clear();
         self.answered.notify_all();
     }
 
-    /// The stop is over: requests go to the front-end again.
+    /// One stop is over: requests go to the front-end again once every stop is.
     pub fn resume(&self) {
-        self.answers().suspended = false;
+        let mut answers = self.answers();
+        answers.stopping = answers.stopping.saturating_sub(1);
     }
 
     /// The session's word on `ticket`; a result nobody waits for (a wait that gave up, another
@@ -109,14 +111,14 @@ impl DaxWindow {
     /// Sends `request` and waits for its result.
     fn ask(&self, request: DeviceRequest) -> Result<(), WindowError> {
         let mut answers = self.answers();
-        if answers.suspended {
-            return Err(WindowError::Refused(Errno::NOTCONN));
+        if answers.stopping > 0 {
+            return Err(WindowError::NotAsked(Errno::NOTCONN));
         }
-        let requests = answers.requests.clone().ok_or(WindowError::Refused(Errno::NOTCONN))?;
+        let requests = answers.requests.clone().ok_or(WindowError::NotAsked(Errno::NOTCONN))?;
         // Pushed with the map locked, so the result cannot come before the wait is recorded.
         let ticket = requests.push(request).map_err(|error| {
             log::warn!("DAX window: the request cannot be sent: {error}");
-            WindowError::Refused(match error {
+            WindowError::NotAsked(match error {
                 RequestError::Full(_) => Errno::AGAIN,
                 _ => Errno::NOTCONN,
             })
@@ -128,11 +130,14 @@ impl DaxWindow {
                 return outcome(result);
             }
             let now = Instant::now();
-            // A new connection, none, or a stop: the answer cannot come.
+            // A new connection, none, or a stop: the answer cannot come. Either way the wait
+            // ends here, and an answer coming later finds no slot to fill.
             if key.0 != answers.generation || requests.is_disconnected() {
+                answers.waiting.remove(&key);
                 return Err(WindowError::Unknown(Errno::NOTCONN));
             }
             if now >= deadline {
+                answers.waiting.remove(&key);
                 log::warn!("DAX window: no answer from the front-end in {ANSWER_TIMEOUT:?}");
                 return Err(WindowError::Unknown(Errno::IO));
             }
@@ -156,7 +161,7 @@ fn outcome(result: RequestResult) -> Result<(), WindowError> {
         }
         RequestResult::Refused(error) => {
             log::warn!("DAX window: the request was not sent: {error}");
-            Err(WindowError::Refused(Errno::OPNOTSUPP))
+            Err(WindowError::NotAsked(Errno::OPNOTSUPP))
         }
         RequestResult::Lost => Err(WindowError::Unknown(Errno::NOTCONN)),
         other => {
@@ -191,5 +196,24 @@ impl Window for DaxWindow {
             writable: false,
         };
         self.ask(DeviceRequest::ShmemUnmap(mapping))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_asked_until_every_stop_under_way_ended() {
+        let window = DaxWindow::new(DAX_RANGE);
+        window.suspend();
+        window.suspend();
+        window.resume();
+        assert_eq!(window.answers().stopping, 1, "one stop is still under way");
+        let unmapped = window.unmap(0, DAX_RANGE);
+        assert_eq!(unmapped, Err(WindowError::NotAsked(Errno::NOTCONN)));
+        window.resume();
+        window.resume();
+        assert_eq!(window.answers().stopping, 0, "a resume too many changes nothing");
     }
 }

@@ -204,10 +204,20 @@ impl Device for FsDevice {
 
     fn stop_queue_then(&mut self, index: VringIndex, _drain: bool, done: QueueStopped) {
         self.rings.remove(&index);
-        // The worker finishes the request it is processing (and its pool's) before it stops.
+        // The worker finishes the request it is processing (and its pool's) before it stops. A
+        // front-end waiting for GET_VRING_BASE's answer does not answer a mapping meanwhile
+        // (QEMU reads nothing else), so mappings the worker waits on end now, as in
+        // `try_stop_queue`, and none is asked until the worker stopped.
         if self.workers.is_running(index) {
             use vhu_transport_std::QueueHandler;
-            self.workers.stop_then(index, move |handler| done.stopped(handler.base()));
+            self.suspend_mappings(true);
+            let window = self.window.clone();
+            self.workers.stop_then(index, move |handler| {
+                if let Some(window) = window {
+                    window.resume();
+                }
+                done.stopped(handler.base());
+            });
         } else {
             done.stopped(VringBase(0));
         }

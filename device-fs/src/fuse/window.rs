@@ -28,8 +28,11 @@ pub struct Placement {
 /// Why a window did not do what it was asked, and whether it might have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowError {
-    /// Refused, or never asked: nothing changed.
+    /// Refused by the front-end: nothing changed, and what was to be removed is not there.
     Refused(Errno),
+    /// Never asked (no connection, the device stopped, no room to send): nothing changed,
+    /// and nothing was learned about what is there.
+    NotAsked(Errno),
     /// No answer (it did not come in time, the connection went, the device stopped): it may
     /// have been done.
     Unknown(Errno),
@@ -39,7 +42,7 @@ impl WindowError {
     /// The errno the guest hears.
     pub fn errno(self) -> Errno {
         match self {
-            Self::Refused(errno) | Self::Unknown(errno) => errno,
+            Self::Refused(errno) | Self::NotAsked(errno) | Self::Unknown(errno) => errno,
         }
     }
 }

@@ -7,8 +7,8 @@
 //! whole mappings only ("BACKEND_SHMEM_UNMAP"). Ranges are checked against the window and the
 //! page alignment INIT announced. One lock is held across each operation, so two never
 //! interleave. A request whose outcome is unknown (no answer came) leaves its range on record
-//! as perhaps mapped: a later mapping over it asks for its removal first, and a refusal of
-//! that removal then means it was not there. Without a window both opcodes answer ENOSYS, as a
+//! as perhaps mapped: a later mapping over it asks for its removal first, and the front-end's
+//! refusal of that removal then means it was not there (a removal never sent means nothing). Without a window both opcodes answer ENOSYS, as a
 //! server without DAX does.
 
 use std::collections::BTreeMap;
@@ -40,8 +40,9 @@ pub(super) struct Mapped {
 pub(super) type Mappings = BTreeMap<u64, Mapped>;
 
 /// Removes the mapping at `at` from the window, keeping the record true: gone when the window
-/// removed it, or refused to remove one that was perhaps never there; kept (perhaps mapped)
-/// otherwise, with the errno the guest hears.
+/// removed it, or the front-end refused to remove one that was perhaps never there; kept
+/// otherwise (as it was when nobody was asked, perhaps mapped when no answer came), with the
+/// errno the guest hears.
 fn remove(window: &dyn Window, mappings: &mut Mappings, at: u64) -> Result<(), Errno> {
     let Some(mapped) = mappings.get(&at).copied() else { return Ok(()) };
     match window.unmap(at, mapped.len) {
@@ -54,7 +55,8 @@ fn remove(window: &dyn Window, mappings: &mut Mappings, at: u64) -> Result<(), E
             Ok(())
         }
         Err(error) => {
-            let certain = mapped.certain && matches!(error, WindowError::Refused(_));
+            let known = matches!(error, WindowError::Refused(_) | WindowError::NotAsked(_));
+            let certain = mapped.certain && known;
             mappings.insert(at, Mapped { len: mapped.len, certain });
             Err(error.errno())
         }
@@ -102,7 +104,7 @@ impl<F: FileSystem> Server<F> {
             Placement { foffset: args.foffset, moffset: args.moffset, len: args.len, writable };
         let certain = match window.map(fd, placement) {
             Ok(()) => true,
-            Err(WindowError::Refused(errno)) => return Err(errno),
+            Err(WindowError::Refused(errno) | WindowError::NotAsked(errno)) => return Err(errno),
             Err(WindowError::Unknown(errno)) => {
                 mappings.insert(args.moffset, Mapped { len: args.len, certain: false });
                 return Err(errno);
@@ -188,5 +190,62 @@ impl<F: FileSystem> Server<F> {
     fn mappings(&self) -> std::sync::MutexGuard<'_, Mappings> {
         // The record is updated before each request to the window: a panic leaves it usable.
         self.mappings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A window whose removals all end as `answer` says, and which counts them.
+    struct Answering {
+        answer: Result<(), WindowError>,
+        asked: Mutex<u32>,
+    }
+
+    impl Window for Answering {
+        fn size(&self) -> u64 {
+            1 << 30
+        }
+        fn map(&self, _: OwnedFd, _: Placement) -> Result<(), WindowError> {
+            Ok(())
+        }
+        fn unmap(&self, _: u64, _: u64) -> Result<(), WindowError> {
+            *self.asked.lock().expect("count") += 1;
+            self.answer
+        }
+    }
+
+    /// The guest's answer and the record after a removal the window answers with `answer`.
+    fn after_removal(
+        certain: bool,
+        answer: Result<(), WindowError>,
+    ) -> (Result<(), Errno>, Option<Mapped>) {
+        let window = Answering { answer, asked: Mutex::new(0) };
+        let mut mappings = Mappings::from([(0, Mapped { len: 4096, certain })]);
+        let result = remove(&window, &mut mappings, 0);
+        assert_eq!(*window.asked.lock().expect("count"), 1);
+        (result, mappings.get(&0).copied())
+    }
+
+    #[test]
+    fn only_the_front_ends_refusal_clears_a_mapping_perhaps_in_place() {
+        let perhaps = Some(Mapped { len: 4096, certain: false });
+        let mapped = Some(Mapped { len: 4096, certain: true });
+        let (io, notconn) = (Err(Errno::IO), Err(Errno::NOTCONN));
+        // Removed, or refused by the front-end: not there.
+        assert_eq!(after_removal(false, Ok(())), (Ok(()), None));
+        assert_eq!(after_removal(true, Ok(())), (Ok(()), None));
+        assert_eq!(after_removal(false, Err(WindowError::Refused(Errno::IO))), (Ok(()), None));
+        // Never asked (stopped, no connection, no room): as it was.
+        let not_asked = Err(WindowError::NotAsked(Errno::NOTCONN));
+        assert_eq!(after_removal(false, not_asked), (notconn, perhaps));
+        assert_eq!(after_removal(true, not_asked), (notconn, mapped));
+        // Refused while surely mapped: still mapped. No answer: perhaps.
+        assert_eq!(after_removal(true, Err(WindowError::Refused(Errno::IO))), (io, mapped));
+        assert_eq!(after_removal(true, Err(WindowError::Unknown(Errno::IO))), (io, perhaps));
     }
 }
