@@ -185,6 +185,35 @@ fn a_renamed_capability_does_not_survive_a_change() {
     assert_eq!(host_get(&h, "user.virtiofs.user.keep"), Some(b"k".to_vec()));
 }
 
+/// Without KILLPRIV_V2 the guest removes a capability itself before a write through its page
+/// cache, but a direct write (`--cache=never` gives every file FOPEN_DIRECT_IO) comes without
+/// that: the server removes the renamed copy all the same, as the host kernel removes the real
+/// attribute on any write.
+#[test]
+fn a_renamed_capability_does_not_survive_a_direct_write_without_killpriv() {
+    use vhu_device_fs::fuse::abi::{OpenIn, WriteIn};
+    let map: XattrMap = ":map::user.virtiofs.:".parse().expect("map");
+    let mut h = Harness::with("xmap-no-killpriv", |c| {
+        c.xattr = true;
+        c.xattrmap = Some(map);
+    });
+    h.init();
+    std::fs::write(h.share().join("f"), b"data").expect("host write");
+    let f = h.lookup(1, "f").entry().nodeid;
+    if set(&mut h, f, "security.capability", b"cap") == EOPNOTSUPP {
+        return; // no user xattrs here
+    }
+    let fh =
+        h.call(Opcode::Open, f, OpenIn { flags: 0o2, ..OpenIn::default() }.as_bytes()).open().fh;
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), Some(b"cap".to_vec()));
+    let w = WriteIn { fh, size: 1, flags: 0o2, ..WriteIn::default() };
+    h.call(Opcode::Write, f, &args(&[w.as_bytes(), b"x"])).ok();
+    assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a write");
+    let g = GetxattrIn { size: 64, ..GetxattrIn::default() };
+    let got = h.call(Opcode::Getxattr, f, &args(&[g.as_bytes(), &cstr("security.capability")]));
+    assert_eq!(got.errno(), ENODATA, "the guest sees it gone");
+}
+
 /// A symlink's and a FIFO's attributes (a label the guest's LSM gave them) are read through the
 /// inode itself: the link is not followed (its target does not even exist) and the FIFO is not
 /// opened (that would block).

@@ -294,7 +294,7 @@ impl PassthroughFs {
         let h = self.handles.get(handle, node, false)?;
         let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
-        let renamed_capability = self.config.killpriv_v2 && self.config.xattrmap.is_some();
+        let renamed_capability = self.config.xattrmap.is_some();
         if !flags.cache() && !self.config.writeback {
             h.follow(OFlags::APPEND, flags.file & OFlags::APPEND.bits() != 0)?;
         }

@@ -280,8 +280,9 @@ impl PassthroughFs {
         op()
     }
 
-    /// Runs `op` so that the host clears set-id bits, when the guest asked for it
-    /// (`kill`) and HANDLE_KILLPRIV_V2 is on; otherwise runs it as it is.
+    /// Runs `op` (a write or truncation) so that the host clears set-id bits, when the guest
+    /// asked for it (`kill`) and HANDLE_KILLPRIV_V2 is on; otherwise runs it as it is. Either
+    /// way a renamed file capability goes afterwards.
     fn killing_priv<T>(
         &self,
         inode: &Inode,
@@ -292,10 +293,11 @@ impl PassthroughFs {
             let value = op()?;
             // The guest asks for the kill only for a caller without CAP_FSETID, but a write or
             // truncation drops file capabilities whoever makes it: the host does so for the
-            // real attribute, and a renamed copy goes here.
-            if self.config.killpriv_v2 {
-                self.drop_mapped_capability(inode);
-            }
+            // real attribute, and a renamed copy goes here. Without HANDLE_KILLPRIV_V2 too:
+            // the guest then removes the attribute itself before a write through its page
+            // cache, but not before a direct one (FOPEN_DIRECT_IO, O_DIRECT), as virtiofsd
+            // also found.
+            self.drop_mapped_capability(inode);
             return Ok(value);
         }
         let value = self.config.credentials.without_fsetid(op)?;
@@ -307,11 +309,8 @@ impl PassthroughFs {
     /// attribute the xattr map renamed it to: that copy goes here (CVE-2021-20263), so a guest
     /// file capability never outlives a change of the file.
     fn drop_mapped_capability(&self, inode: &Inode) {
-        let Some(map) = &self.config.xattrmap else { return };
-        let Ok(name) = map.to_host(b"security.capability") else { return };
-        if name == b"security.capability"
-            || !matches!(inode.kind, inodes::S_IFREG | inodes::S_IFDIR)
-        {
+        let Some(name) = self.renamed_capability() else { return };
+        if !matches!(inode.kind, inodes::S_IFREG | inodes::S_IFDIR) {
             return;
         }
         let Ok(path) = proc_path::through(&self.proc_fd, &inode.fd) else { return };
@@ -319,6 +318,12 @@ impl PassthroughFs {
             // Absent (ENODATA) is the common case; nothing else can be done about a failure.
             let _ = rustix::fs::removexattr(path, &name);
         }
+    }
+
+    /// The host name the xattr map gives `security.capability`, when it renames it.
+    fn renamed_capability(&self) -> Option<Vec<u8>> {
+        let name = self.config.xattrmap.as_ref()?.to_host(b"security.capability").ok()?;
+        (name != b"security.capability").then_some(name)
     }
 
     /// The mode a creation in `parent` uses: with ACLs on, the guest left the umask to the
