@@ -123,6 +123,28 @@ fn unsupported_names_and_no_map() {
     assert_eq!(set(&mut plain, g, "security.capability", b"x"), EPERM);
 }
 
+/// A share whose `user.virtiofs.` prefix holds the guest's attributes, with file `f` carrying a
+/// (renamed) `security.capability` and open for writing: its node and handle. `None` where the
+/// temporary directory's file system has no user xattrs.
+fn with_capability(tag: &str, killpriv_v2: bool) -> Option<(Harness, u64, u64)> {
+    use vhu_device_fs::fuse::abi::OpenIn;
+    let map: XattrMap = ":map::user.virtiofs.:".parse().expect("map");
+    let mut h = Harness::with(tag, |c| {
+        c.xattr = true;
+        c.killpriv_v2 = killpriv_v2;
+        c.xattrmap = Some(map);
+    });
+    h.init();
+    std::fs::write(h.share().join("f"), b"data").expect("host write");
+    let f = h.lookup(1, "f").entry().nodeid;
+    if set(&mut h, f, "security.capability", b"cap") == EOPNOTSUPP {
+        return None;
+    }
+    let open = OpenIn { flags: 0o2, ..OpenIn::default() };
+    let fh = h.call(Opcode::Open, f, open.as_bytes()).open().fh;
+    Some((h, f, fh))
+}
+
 /// CVE-2021-20263: with KILLPRIV_V2 the server clears file capabilities; a capability the map
 /// renamed is not the host kernel's to clear, so the server removes the renamed copy itself on a
 /// marked write, a marked truncation and a chown.
@@ -131,20 +153,7 @@ fn a_renamed_capability_does_not_survive_a_change() {
     use vhu_device_fs::fuse::abi::{
         fattr, CreateIn, OpenIn, SetattrIn, WriteIn, WRITE_KILL_SUIDGID,
     };
-    let map: XattrMap = ":map::user.virtiofs.:".parse().expect("map");
-    let mut h = Harness::with("xmap-killpriv", |c| {
-        c.xattr = true;
-        c.killpriv_v2 = true;
-        c.xattrmap = Some(map);
-    });
-    h.init();
-    std::fs::write(h.share().join("f"), b"data").expect("host write");
-    let f = h.lookup(1, "f").entry().nodeid;
-    if set(&mut h, f, "security.capability", b"cap") == EOPNOTSUPP {
-        return; // no user xattrs here
-    }
-    let fh =
-        h.call(Opcode::Open, f, OpenIn { flags: 0o2, ..OpenIn::default() }.as_bytes()).open().fh;
+    let Some((mut h, f, fh)) = with_capability("xmap-killpriv", true) else { return };
     let held = Some(b"cap".to_vec());
     assert_eq!(host_get(&h, "user.virtiofs.security.capability"), held, "an open changes nothing");
     let w = WriteIn { fh, size: 1, write_flags: WRITE_KILL_SUIDGID, ..WriteIn::default() };
@@ -191,20 +200,8 @@ fn a_renamed_capability_does_not_survive_a_change() {
 /// attribute on any write.
 #[test]
 fn a_renamed_capability_does_not_survive_a_direct_write_without_killpriv() {
-    use vhu_device_fs::fuse::abi::{OpenIn, WriteIn};
-    let map: XattrMap = ":map::user.virtiofs.:".parse().expect("map");
-    let mut h = Harness::with("xmap-no-killpriv", |c| {
-        c.xattr = true;
-        c.xattrmap = Some(map);
-    });
-    h.init();
-    std::fs::write(h.share().join("f"), b"data").expect("host write");
-    let f = h.lookup(1, "f").entry().nodeid;
-    if set(&mut h, f, "security.capability", b"cap") == EOPNOTSUPP {
-        return; // no user xattrs here
-    }
-    let fh =
-        h.call(Opcode::Open, f, OpenIn { flags: 0o2, ..OpenIn::default() }.as_bytes()).open().fh;
+    use vhu_device_fs::fuse::abi::WriteIn;
+    let Some((mut h, f, fh)) = with_capability("xmap-no-killpriv", false) else { return };
     assert_eq!(host_get(&h, "user.virtiofs.security.capability"), Some(b"cap".to_vec()));
     let w = WriteIn { fh, size: 1, flags: 0o2, ..WriteIn::default() };
     h.call(Opcode::Write, f, &args(&[w.as_bytes(), b"x"])).ok();
