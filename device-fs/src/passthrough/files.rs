@@ -22,6 +22,10 @@ use super::{Config, PassthroughFs};
 use crate::fuse::abi::OPEN_KILL_SUIDGID;
 use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened, ReadTarget, WriteFlags, WriteSource};
 
+/// The most one read, write or copy moves in Linux (`MAX_RW_COUNT`: `INT_MAX` rounded down to
+/// a page).
+const MAX_RW_COUNT: usize = 0x7fff_f000;
+
 /// An O_PATH descriptor, never followed further.
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
 
@@ -448,7 +452,9 @@ impl PassthroughFs {
         let src = self.handles.get(r.handle_in, r.node_in, false)?;
         let dst = self.handles.get(r.handle_out, r.node_out, false)?;
         let (mut off_in, mut off_out) = (r.offset_in, r.offset_out);
-        let len = usize::try_from(r.len).unwrap_or(usize::MAX);
+        // At most what one call can report (`fuse_write_out.size` is 32 bits) and the kernel
+        // moves at once (MAX_RW_COUNT): a larger copy ends short, as copy_file_range(2) may.
+        let len = usize::try_from(r.len).unwrap_or(usize::MAX).min(MAX_RW_COUNT);
         // The guest sends a copy only to a file it has without O_APPEND (the kernel refuses
         // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
         // file takes the same change, and the copy goes where its offset says.

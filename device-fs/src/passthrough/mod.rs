@@ -510,10 +510,11 @@ impl PassthroughFs {
 
     /// SYNCFS: flushes every host file system the guest has reached, starting with `node`'s. A
     /// guest without submounts sees them all as one, and even with them a file bind-mounted into
-    /// the share has no superblock of its own in the guest.
+    /// the share has no superblock of its own in the guest. One that fails does not keep the
+    /// others from being flushed; the guest hears the first failure.
     fn sync_all(&self, node: NodeId) -> Result<(), Errno> {
         let first = self.inode(node)?;
-        rustix::fs::syncfs(self.reopen(&first, OFlags::RDONLY)?)?;
+        let mut result = rustix::fs::syncfs(self.reopen(&first, OFlags::RDONLY)?);
         let mut done = vec![first.key.0];
         for dev in self.devices.all() {
             if done.contains(&dev) {
@@ -525,9 +526,9 @@ impl PassthroughFs {
             if let Some(fd) =
                 self.inodes.on_device(dev).iter().find_map(|i| self.reopen(i, OFlags::RDONLY).ok())
             {
-                rustix::fs::syncfs(fd)?;
+                result = result.and(rustix::fs::syncfs(fd));
             }
         }
-        Ok(())
+        result
     }
 }
