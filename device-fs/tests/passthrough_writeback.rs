@@ -10,7 +10,7 @@ mod support;
 
 use support::{args, Harness};
 use vhu_device_fs::fuse::abi::{OpenIn, WriteIn, WriteOut, WRITE_CACHE};
-use vhu_device_fs::fuse::Opcode;
+use vhu_device_fs::fuse::{Handle, NodeId, Opcode};
 use zerocopy::{FromBytes, IntoBytes};
 
 const O_RDONLY: u32 = 0;
@@ -147,6 +147,26 @@ fn writes_append_as_the_guests_file_says_now() {
     assert_eq!(write(&mut h, node, fh, 10, b"end", (0, O_WRONLY | O_APPEND)), 3);
     assert_eq!(write(&mut h, node, fh, 2, b"xy", (0, O_WRONLY | O_APPEND)), 2);
     assert_eq!(host(&h), b"01xy456789end", "the guest's offsets");
+}
+
+/// `--writeback` offers the writeback cache; a guest that does not take it writes as without
+/// it: its O_APPEND file appends on the host, and its write-only file stays write-only there.
+#[test]
+fn a_writeback_cache_the_guest_did_not_take_changes_nothing() {
+    use vhu_device_fs::fuse::abi::InitFlags;
+    const O_WRONLY: u32 = 0o1;
+    let mut h = Harness::with("writeback-refused", |c| c.writeback = true);
+    let without = support::linux_guest_flags() - InitFlags::WRITEBACK_CACHE;
+    h.init_with(38, without.bits()).ok();
+    std::fs::write(h.share().join("f"), b"0123456789").expect("seed");
+    let node = h.lookup(1, "f").entry().nodeid;
+    let fh = open(&mut h, node, O_WRONLY | O_APPEND);
+    let handle = h.server.fs().handles().get(Handle(fh), NodeId(node), false).expect("handle");
+    let host_flags = rustix::fs::fcntl_getfl(&handle.fd).expect("F_GETFL");
+    assert_eq!(host_flags & rustix::fs::OFlags::ACCMODE, rustix::fs::OFlags::WRONLY);
+    assert!(host_flags.contains(rustix::fs::OFlags::APPEND));
+    assert_eq!(write(&mut h, node, fh, 2, b"end", (0, O_WRONLY | O_APPEND)), 3);
+    assert_eq!(std::fs::read(h.share().join("f")).expect("host read"), b"0123456789end");
 }
 
 /// COPY_FILE_RANGE copies at the offsets it names, also into a file the guest opened with

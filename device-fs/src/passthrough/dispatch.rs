@@ -36,7 +36,9 @@ impl FileSystem for PassthroughFs {
         if self.config.killpriv_v2 {
             flags |= InitFlags::HANDLE_KILLPRIV_V2;
         }
-        if self.config.writeback {
+        let writeback = self.config.writeback && offered.contains(InitFlags::WRITEBACK_CACHE);
+        self.writeback_on.store(writeback, Ordering::Relaxed);
+        if writeback {
             flags |= InitFlags::WRITEBACK_CACHE;
         }
         if self.config.allow_mmap {

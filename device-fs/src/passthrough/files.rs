@@ -35,10 +35,10 @@ fn fd_name(fd: &impl AsRawFd) -> String {
 }
 
 /// Open flags passed through to the host: O_DIRECT only when the configuration allows it,
-/// O_NOATIME only when it keeps it. With the writeback cache the guest reads to fill partial
-/// pages of a file it opened write-only, and appends at the size it knows, so the host file is
-/// opened read-write and without O_APPEND.
-fn open_flags(raw: u32, config: &Config) -> OFlags {
+/// O_NOATIME only when it keeps it. With the writeback cache (`writeback`: negotiated) the
+/// guest reads to fill partial pages of a file it opened write-only, and appends at the size
+/// it knows, so the host file is opened read-write and without O_APPEND.
+fn open_flags(raw: u32, config: &Config, writeback: bool) -> OFlags {
     let mut keep = OFlags::ACCMODE
         | OFlags::APPEND
         | OFlags::TRUNC
@@ -53,7 +53,7 @@ fn open_flags(raw: u32, config: &Config) -> OFlags {
         keep |= OFlags::NOATIME;
     }
     let mut flags = OFlags::from_bits_retain(raw) & keep;
-    if config.writeback {
+    if writeback {
         if flags & OFlags::ACCMODE == OFlags::WRONLY {
             flags = (flags - OFlags::WRONLY) | OFlags::RDWR;
         }
@@ -140,7 +140,7 @@ impl PassthroughFs {
             return Err(Errno::ISDIR);
         }
         self.check_open_budget()?;
-        let wanted = open_flags(flags, &self.config);
+        let wanted = open_flags(flags, &self.config, self.writeback_on());
         // Only a truncating open changes the file: any other leaves set-id bits and
         // capabilities alone.
         let fd = if wanted.contains(OFlags::TRUNC) {
@@ -167,7 +167,7 @@ impl PassthroughFs {
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
         let guest_excl = OFlags::from_bits_retain(flags).contains(OFlags::EXCL);
-        let wanted = open_flags(flags, &self.config);
+        let wanted = open_flags(flags, &self.config, self.writeback_on());
         // O_CREAT | O_EXCL never opens what is already there, so nothing swapped in under the
         // name can be opened by it. When the name exists (and the guest did not ask for O_EXCL),
         // the existing inode is taken by an O_PATH fd, its type checked, and that very inode is
@@ -227,7 +227,7 @@ impl PassthroughFs {
     ) -> Result<(Entry, Opened), Errno> {
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
-        let wanted = open_flags(flags, &self.config);
+        let wanted = open_flags(flags, &self.config, self.writeback_on());
         let oflags = wanted | OFlags::TMPFILE | OFlags::CLOEXEC;
         let fd = openat(&dir.fd, c".", oflags, Mode::from_raw_mode(mode & 0o7777))?;
         let path = openat(&self.proc_fd, fd_name(&fd), PATH_FLAGS, Mode::empty())?;
@@ -299,7 +299,7 @@ impl PassthroughFs {
         let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.config.xattrmap.is_some();
-        if !flags.cache() && !self.config.writeback {
+        if !flags.cache() && !self.writeback_on() {
             h.follow(OFlags::APPEND, flags.file & OFlags::APPEND.bits() != 0)?;
         }
         if !flags.cache() && self.config.allow_direct_io {

@@ -207,6 +207,8 @@ pub struct PassthroughFs {
     acl_on: AtomicBool,
     /// Whether security labels were negotiated.
     labels_on: AtomicBool,
+    /// Whether the writeback cache was negotiated (offered with `--writeback` and taken).
+    writeback_on: AtomicBool,
     /// Whether the share's host file system takes (OFD, flock) locks.
     lock_support: (bool, bool),
 }
@@ -238,6 +240,7 @@ impl PassthroughFs {
             locks: locks::Locks::default(),
             acl_on: AtomicBool::new(false),
             labels_on: AtomicBool::new(false),
+            writeback_on: AtomicBool::new(false),
             lock_support: (false, false),
         };
         let mut fs = fs;
@@ -359,6 +362,12 @@ impl PassthroughFs {
     /// Whether security labels were negotiated for this session.
     fn labels_on(&self) -> bool {
         self.labels_on.load(Ordering::Relaxed)
+    }
+
+    /// Whether the guest's page cache gathers writes in this session (WRITEBACK_CACHE
+    /// negotiated: a guest that did not take it writes as without `--writeback`).
+    fn writeback_on(&self) -> bool {
+        self.writeback_on.load(Ordering::Relaxed)
     }
 
     /// Which locks are forwarded to the host: (POSIX, flock), each as configured and as the
