@@ -436,3 +436,21 @@ fn an_early_interrupt_does_not_outlive_its_session() {
     drop(host);
     assert_eq!(replies.recv_timeout(WAIT), Ok((900, 0)));
 }
+
+/// One owner holds at most 1 024 byte ranges apart: one more is refused with ENOLCK instead
+/// of making the host kernel keep lock records without end; a lock that takes no new range
+/// apart (changing a held one, joining two) is still granted.
+#[test]
+fn an_owner_holds_a_bounded_number_of_ranges() {
+    const ENOLCK: i32 = 37;
+    let (mut h, node, a, _) = setup("lock-ranges");
+    for i in 0..1024u64 {
+        assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 2 * i, 2 * i, false)), 0, "{i}");
+    }
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 4096, 4096, false)), ENOLCK);
+    // The host holds nothing there: another owner may write-lock it.
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_WRLCK, 4096, 4096, false)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_WRLCK, 0, 0, false)), 0, "a held range changes");
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 2, 4, false)), 0, "two ranges join");
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 4097, 4097, false)), 0, "one freed");
+}

@@ -16,8 +16,9 @@
 //! no queue worker ever blocks on a lock. One that would wait, through guest owners holding what
 //! it asks for and waiting in turn, for its own owner is refused with EDEADLK, as Linux refuses
 //! it for local POSIX locks: Linux's virtio-fs never interrupts a request, so a guest caller in
-//! such a cycle would otherwise wait for good. (Host processes' locks are not seen.) This module opens no descriptors itself: the caller
-//! passes the opener of a node's description.
+//! such a cycle would otherwise wait for good. (Host processes' locks are not seen.) One owner
+//! holds at most [`Ranges::KEPT`] byte ranges apart (ENOLCK past it). This module opens no
+//! descriptors itself: the caller passes the opener of a node's description.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -89,9 +90,24 @@ impl Owner {
 struct Ranges(Vec<(u64, u64, LockType)>);
 
 impl Ranges {
-    /// Ranges kept apart at most; past it they merge into one write lock that covers them all
-    /// (the owner still counts as holding, and as in the way of anything there).
+    /// Ranges one owner holds apart at most: a lock that would make more is refused with
+    /// ENOLCK (POSIX: "the number of locked regions would exceed a system-imposed limit"), so
+    /// a guest cannot make the host kernel keep lock records without end. Should a granted
+    /// wait go past it all the same, the record merges into one write lock that covers them
+    /// all (the owner still counts as holding, and as in the way of anything there).
     const KEPT: usize = 1024;
+
+    /// Whether holding `start..=end` too would make the owner hold more than [`Ranges::KEPT`]
+    /// ranges apart.
+    fn would_exceed(&self, start: u64, end: u64) -> bool {
+        // Taking a range splits at most one held range in two and adds itself.
+        if self.0.len() + 2 <= Self::KEPT {
+            return false;
+        }
+        let mut after = Self(self.0.clone());
+        after.give_back(start, end);
+        after.0.len() >= Self::KEPT
+    }
 
     /// The owner now holds `start..=end` as `typ` (POSIX replaces an owner's lock on the
     /// range).
@@ -295,6 +311,9 @@ impl Locks {
         let (fd, held) = self.ofd(key, req.handle, open)?;
         let lock = req.lock;
         let flock = req.flock;
+        if !flock && lock_ranges(&held).would_exceed(lock.start, lock.end) {
+            return Err(Errno::NOLCK);
+        }
         match attempt(&fd, &lock, flock) {
             Err(Errno::AGAIN) => {}
             Ok(()) => {
