@@ -2,10 +2,10 @@
 //! to show how a device is written on vhu.
 //!
 //! The device has one queue. The guest's driver posts write-only buffers; each is filled from the
-//! host's `/dev/urandom` and returned with its length. Everything else — negotiation, memory
-//! tables, ring start and stop, REPLY_ACK, reconnection — is the stack's: the device only says
-//! what it offers (`spec`), which queue handler runs a started queue, and what one chain means
-//! (`ChainService::serve`).
+//! host's entropy (`getrandom(2)`, up to 64 KiB a chain) and returned with its length.
+//! Everything else — negotiation, memory tables, ring start and stop, REPLY_ACK, dirty logging,
+//! reconnection — is the stack's: the device only says what it offers (`spec`), which queue
+//! handler runs a started queue, and what one chain means (`ChainService::serve`).
 //!
 //! ```text
 //! cargo run --release -p vhu-transport-std --example vhu-rng -- --socket-path /tmp/rng.sock
@@ -15,10 +15,11 @@
 //!
 //! In the guest, `/dev/hwrng` then reads from the host.
 
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+
+use rustix::io::Errno;
+use rustix::rand::{getrandom, GetRandomFlags};
 
 use vhu_transport_std::vhu_core::backend::{BackendSpec, VringConfig};
 use vhu_transport_std::vhu_core::message::VringBase;
@@ -28,16 +29,18 @@ use vhu_transport_std::virtq::{
 };
 use vhu_transport_std::vm_memory::GuestAddressSpace;
 use vhu_transport_std::{
-    Daemon, Device, DeviceError, Listen, LoggedMemory, Queue, QueueHandler, Workers,
+    Daemon, Device, DeviceError, Listen, LoggedMemory, Queue, QueueHandler, QueueStopped, Workers,
 };
 
 /// The largest ring the device accepts.
 const MAX_QUEUE_SIZE: u16 = 1024;
 
+/// The most one chain gets: a driver may post buffers of gigabytes, and a stop waits for the
+/// chain being filled. The device may use less than a buffer's length (virtio spec 5.4.6.1).
+const MAX_PER_CHAIN: usize = 64 * 1024;
+
 /// Fills each chain's writable buffers with random bytes.
-struct Entropy {
-    source: File,
-}
+struct Entropy;
 
 impl ChainService for Entropy {
     fn serve(
@@ -47,12 +50,18 @@ impl ChainService for Entropy {
         writer: &mut Writer<'_, LoggedMemory>,
     ) {
         let mut bytes = [0u8; 4096];
-        while writer.remaining() > 0 {
-            let n = writer.remaining().min(bytes.len());
-            // A short read of /dev/urandom ends the chain with what was written so far.
-            let Ok(()) = self.source.read_exact(&mut bytes[..n]) else { return };
-            if writer.write(&bytes[..n]).is_err() {
-                return;
+        let mut left = writer.remaining().min(MAX_PER_CHAIN);
+        while left > 0 {
+            let n = left.min(bytes.len());
+            match getrandom(&mut bytes[..n], GetRandomFlags::empty()) {
+                Ok(got) if writer.write(&bytes[..got]).is_ok() => left -= got,
+                // Guest memory that cannot be written ends the chain with what it holds.
+                Ok(_) => return,
+                Err(Errno::INTR) => {}
+                Err(error) => {
+                    eprintln!("vhu-rng: no entropy from the host: {error}");
+                    return;
+                }
             }
         }
     }
@@ -95,8 +104,7 @@ impl Device for Rng {
             })?;
         }
         drop(memory);
-        let source = File::open("/dev/urandom")?;
-        self.workers.start(queue, ChainQueue::new(ring, Entropy { source }))
+        self.workers.start(queue, ChainQueue::new(ring, Entropy))
     }
 
     fn stop_queue(&mut self, index: VringIndex, drain: bool) -> VringBase {
@@ -106,6 +114,12 @@ impl Device for Rng {
     fn try_stop_queue(&mut self, index: VringIndex, _drain: bool) -> Option<VringBase> {
         // `None` when the worker panicked: the session closes rather than guess the base.
         self.workers.stop(index).map(|handler| handler.base())
+    }
+
+    fn stop_queue_then(&mut self, index: VringIndex, _drain: bool, done: QueueStopped) {
+        // An event loop serving this device (transport-mio) does not wait for the chain being
+        // filled. A worker that is gone drops `done` unused: the session closes.
+        self.workers.stop_then(index, move |handler| done.stopped(handler.base()));
     }
 
     fn set_queue_enabled(&mut self, index: VringIndex, enabled: bool) {
@@ -120,13 +134,9 @@ impl Device for Rng {
         self.workers.kick(index);
     }
 
-    fn update_queue(
-        &mut self,
-        _index: VringIndex,
-        _config: VringConfig,
-    ) -> Result<(), DeviceError> {
-        // The ring's addresses are fixed while it runs; moving it needs a stop and a start.
-        Err(DeviceError::Unsupported)
+    fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
+        // A migration switches used-ring logging this way; moving a running ring is refused.
+        self.workers.update_logging(index, config)
     }
 
     fn reset(&mut self) {

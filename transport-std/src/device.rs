@@ -202,7 +202,9 @@ pub trait Device {
     fn reset(&mut self);
 
     /// New ring addresses for a running queue (QEMU toggles dirty logging this way). A device
-    /// that cannot move a running queue refuses, and the front-end gets the failure status.
+    /// that cannot move a running queue refuses, and the front-end gets the failure status; one
+    /// that offers VHOST_F_LOG_ALL must at least take the logging switch, which
+    /// [`Workers::update_logging`](crate::Workers::update_logging) does.
     fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
         let _ = (index, config);
         Err(DeviceError::Unsupported)

@@ -270,3 +270,51 @@ fn stop_then_returns_at_once_and_reports_from_the_worker() {
     assert!(!workers.stop_then(VringIndex(2), |_| {}), "nothing runs any more");
     assert!(workers.stop_all().is_empty());
 }
+
+/// Sees the configuration its queue has now.
+struct Seeing {
+    seen: Arc<std::sync::Mutex<Option<VringConfig>>>,
+}
+
+impl QueueHandler for Seeing {
+    fn process(&mut self, queue: &QueueContext) {
+        *self.seen.lock().expect("seen") = Some(queue.config);
+    }
+
+    fn base(&self) -> VringBase {
+        VringBase(0)
+    }
+}
+
+/// The same ring sent again switches used-ring logging, which the handler sees; a ring moved
+/// while it runs, a log elsewhere than the used ring, or a queue not running is refused.
+#[test]
+fn only_a_logging_switch_updates_a_running_ring() {
+    let memory = MemoryMap::new();
+    let mut workers = Workers::new();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let handler = Seeing { seen: Arc::clone(&seen) };
+    workers.start(queue(0, None, true, &memory), handler).expect("start");
+    let logged = VringConfig { log: Some(config().used), ..config() };
+    assert!(workers.update_logging(VringIndex(0), logged).is_ok());
+    let kicked = || {
+        workers.kick(VringIndex(0));
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if *seen.lock().expect("seen") == Some(logged) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    };
+    assert!(kicked(), "the handler sees the log address");
+    let elsewhere = VringConfig { log: Some(0x9000), ..config() };
+    assert!(workers.update_logging(VringIndex(0), elsewhere).is_err());
+    let moved = VringConfig { used: 0x3000, log: Some(0x3000), ..config() };
+    assert!(workers.update_logging(VringIndex(0), moved).is_err());
+    assert!(workers.update_logging(VringIndex(1), config()).is_err(), "not running");
+    let off = VringConfig { log: None, base: VringBase(5), ..config() };
+    assert!(workers.update_logging(VringIndex(0), off).is_ok(), "logging off again");
+    assert!(workers.stop(VringIndex(0)).is_some());
+}

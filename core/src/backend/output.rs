@@ -76,6 +76,17 @@ pub struct VringConfig {
     pub iova: bool,
 }
 
+impl VringConfig {
+    /// Whether `other` describes the same ring: size, addresses and layout; the log address and
+    /// where to resume may differ.
+    pub fn same_ring(&self, other: &Self) -> bool {
+        let ring = |c: &Self| {
+            (c.size, c.descriptor, c.available, c.used, c.packed, c.event_idx, c.big_endian, c.iova)
+        };
+        ring(self) == ring(other)
+    }
+}
+
 /// Work only the driver can do (I/O, mappings, device callbacks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action<'a> {

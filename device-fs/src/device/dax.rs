@@ -4,7 +4,8 @@
 //!
 //! A queue worker that maps waits here for the front-end's answer, which the session hands the
 //! device ([`DaxWindow::complete`]) on its own thread; the wait ends early when the connection
-//! ends, and after [`ANSWER_TIMEOUT`] in any case, so a front-end that never answers costs the
+//! ends or a queue stops (the front-end answers nothing while it waits for GET_VRING_BASE), and
+//! after [`ANSWER_TIMEOUT`] in any case, so a front-end that never answers costs the
 //! guest an EIO, not a queue. This module must not decide which mappings are valid (the FUSE
 //! server does) nor check the protocol's rules (`vhu-core` does).
 
@@ -149,6 +150,17 @@ impl DaxWindow {
     }
 }
 
+/// Ends one stop of `.0`'s window ([`DaxWindow::resume`]) when dropped, run or not.
+pub(super) struct ResumeOnDrop(pub(super) Option<std::sync::Arc<DaxWindow>>);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        if let Some(window) = &self.0 {
+            window.resume();
+        }
+    }
+}
+
 /// What a request's result says about the window.
 fn outcome(result: RequestResult) -> Result<(), WindowError> {
     match result {
@@ -215,5 +227,19 @@ mod tests {
         window.resume();
         window.resume();
         assert_eq!(window.answers().stopping, 0, "a resume too many changes nothing");
+    }
+
+    /// A stop whose completion never runs (its worker panicked) still ends when dropped.
+    #[test]
+    fn a_stop_dropped_unrun_resumes() {
+        let window = std::sync::Arc::new(DaxWindow::new(DAX_RANGE));
+        window.suspend();
+        let pending: Box<dyn FnOnce() + Send> = {
+            let resume = ResumeOnDrop(Some(std::sync::Arc::clone(&window)));
+            Box::new(move || drop(resume))
+        };
+        assert_eq!(window.answers().stopping, 1);
+        drop(pending);
+        assert_eq!(window.answers().stopping, 0);
     }
 }

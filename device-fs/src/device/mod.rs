@@ -211,11 +211,11 @@ impl Device for FsDevice {
         if self.workers.is_running(index) {
             use vhu_transport_std::QueueHandler;
             self.suspend_mappings(true);
-            let window = self.window.clone();
+            // Resumed once the worker stopped, or when it is dropped unrun (a worker that
+            // panicked): mappings are not left suspended for the rest of the connection.
+            let resume = dax::ResumeOnDrop(self.window.clone());
             self.workers.stop_then(index, move |handler| {
-                if let Some(window) = window {
-                    window.resume();
-                }
+                drop(resume);
                 done.stopped(handler.base());
             });
         } else {
@@ -232,22 +232,9 @@ impl Device for FsDevice {
     }
 
     fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
-        // The same ring again is honoured as it is (QEMU sends it to switch used-ring logging on
-        // and off). Used-ring writes are logged at the ring's guest-physical address, so a log
-        // address elsewhere (never QEMU's, whose is the used ring's own) is refused, as is a
-        // ring moved while it runs: never ignored.
-        let unchanged = self.rings.get(&index).is_some_and(|running| {
-            let geometry = |c: &VringConfig| {
-                (c.size, c.descriptor, c.available, c.used, c.packed, c.event_idx, c.big_endian)
-            };
-            geometry(running) == geometry(&config)
-        });
-        if unchanged && config.log.is_none_or(|log| log == config.used) {
-            self.workers.update(index, config);
-            Ok(())
-        } else {
-            Err(DeviceError::Unsupported)
-        }
+        // The same ring again switches used-ring logging on or off; a ring moved while it
+        // runs, or logged elsewhere, is refused: never ignored.
+        self.workers.update_logging(index, config)
     }
 
     fn kick(&mut self, index: VringIndex) {

@@ -208,7 +208,7 @@ impl PassthroughFs {
         };
         // The entry is the inode opened, not whatever the name points at by now.
         let entry = self.entry_of(&dir, path)?;
-        if !created && wanted.contains(OFlags::TRUNC) && self.config.killpriv_v2 {
+        if !created && wanted.contains(OFlags::TRUNC) {
             // Truncated: a renamed file capability goes as the host's own did.
             if let Ok(inode) = self.inode(entry.node) {
                 self.drop_mapped_capability(&inode);
@@ -296,9 +296,12 @@ impl PassthroughFs {
         flags: WriteFlags,
     ) -> Result<usize, Errno> {
         let h = self.handles.get(handle, node, false)?;
+        // A page-cache write-back: the guest's other requests may change the host file's flags
+        // at any time, so they stay as they are from this decision to the write.
+        let _steady = flags.cache().then(|| h.steady());
         let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
-        let renamed_capability = self.config.xattrmap.is_some();
+        let renamed_capability = self.renamed_capability.is_some();
         if !flags.cache() && !self.writeback_on() {
             h.follow(OFlags::APPEND, flags.file & OFlags::APPEND.bits() != 0)?;
         }
@@ -342,9 +345,10 @@ impl PassthroughFs {
         if let Some(fd) = h.plain.get() {
             return Ok(fd);
         }
+        // A descriptor more, counted as the guest's like every other it makes the daemon hold.
+        self.check_open_budget()?;
         let fd = self.reopen(inode, OFlags::WRONLY | (h.flags & OFlags::LARGEFILE))?;
-        // Another write-back may have opened one meanwhile: either serves.
-        Ok(h.plain.get_or_init(|| fd))
+        Ok(self.handles.install_plain(h, fd))
     }
 
     pub(super) fn do_fsync(

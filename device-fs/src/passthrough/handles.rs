@@ -3,11 +3,12 @@
 //! A handle remembers which node it was opened for, so a request naming another node is refused.
 //! Directory handles carry a lock because listing moves the fd's offset. A handle a migration
 //! could not reopen is *lost*: RELEASE still closes it, every other use fails with EIO. No I/O
-//! beyond holding fds.
+//! beyond holding fds and setting the status flags a handle's host file takes from the guest's
+//! (O_APPEND, O_DIRECT: [`HandleData::follow`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use rustix::fs::OFlags;
 use rustix::io::Errno;
@@ -32,8 +33,9 @@ pub struct HandleData {
     /// Which of [`FOLLOWED`] `fd` has now (the guest may set or clear them with F_SETFL; its
     /// reads and writes say which, and `fd` follows).
     following: AtomicU32,
-    /// Serialises changes of `fd`'s status flags (read, changed, written back).
-    follow_lock: Mutex<()>,
+    /// Changes of `fd`'s status flags take it for writing (read, changed, written back); a
+    /// write the guest cannot order against them holds it for reading ([`HandleData::steady`]).
+    follow_lock: RwLock<()>,
     /// Serialises seek + getdents on a directory handle.
     pub dir_lock: Mutex<()>,
 }
@@ -54,6 +56,13 @@ impl HandleData {
         self.has(OFlags::DIRECT)
     }
 
+    /// Keeps the host file's followed flags as they are while the guard lives: a write-back of
+    /// the guest's page cache, which the guest cannot order against a change of its file's
+    /// flags, decides how to write and writes under it.
+    pub fn steady(&self) -> RwLockReadGuard<'_, ()> {
+        self.follow_lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn has(&self, flag: OFlags) -> bool {
         self.following.load(Ordering::Relaxed) & flag.bits() != 0
     }
@@ -68,7 +77,7 @@ impl HandleData {
             return Ok(());
         }
         // Single-value critical section: nothing is left half-done by a panic.
-        let _changing = self.follow_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _changing = self.follow_lock.write().unwrap_or_else(|e| e.into_inner());
         if self.has(flag) == on {
             return Ok(());
         }
@@ -103,7 +112,7 @@ impl HandleSlot {
         let plain = std::sync::OnceLock::new();
         let following = if is_dir { OFlags::empty() } else { flags & FOLLOWED };
         let following = AtomicU32::new(following.bits());
-        let (follow_lock, dir_lock) = (Mutex::new(()), Mutex::new(()));
+        let (follow_lock, dir_lock) = (RwLock::new(()), Mutex::new(()));
         Self::Open(Arc::new(HandleData {
             fd,
             node,
@@ -128,6 +137,8 @@ impl HandleSlot {
 struct Inner {
     map: IdMap<HandleSlot>,
     next: u64,
+    /// Handles in `map` that hold a second descriptor (`plain`).
+    plain: usize,
 }
 
 /// The handle table.
@@ -199,7 +210,11 @@ impl HandleTable {
         let mut inner = self.lock();
         match inner.map.get(&h.0) {
             Some(slot) if slot.is_for(node, is_dir) => {
-                inner.map.remove(&h.0);
+                if let Some(HandleSlot::Open(data)) = inner.map.remove(&h.0) {
+                    if data.plain.get().is_some() {
+                        inner.plain = inner.plain.saturating_sub(1);
+                    }
+                }
                 Ok(())
             }
             _ => Err(Errno::BADF),
@@ -208,12 +223,31 @@ impl HandleTable {
 
     /// Drops every handle.
     pub fn clear(&self) {
-        self.lock().map.clear();
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.plain = 0;
     }
 
-    /// Number of open handles.
+    /// Gives `h` (a handle of this table) `fd` as its second, plain descriptor, unless another
+    /// write-back gave it one meanwhile (then `fd` closes); returns the one it holds. Counted
+    /// in [`HandleTable::len`] while the handle is in the table.
+    pub fn install_plain<'h>(&self, h: &'h HandleData, fd: OwnedFd) -> &'h OwnedFd {
+        let mut inner = self.lock();
+        let mut installed = false;
+        let held = h.plain.get_or_init(|| {
+            installed = true;
+            fd
+        });
+        if installed {
+            inner.plain += 1;
+        }
+        held
+    }
+
+    /// Host descriptors the handles hold: one each, and a second for those given a plain one.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        let inner = self.lock();
+        inner.map.len() + inner.plain
     }
 
     /// Whether no handle is open.

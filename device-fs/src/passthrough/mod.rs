@@ -49,7 +49,7 @@ mod submounts;
 mod xattrmap;
 mod xattrs;
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,6 +211,9 @@ pub struct PassthroughFs {
     writeback_on: AtomicBool,
     /// Whether the share's host file system takes (OFD, flock) locks.
     lock_support: (bool, bool),
+    /// The host name the xattr map gives `security.capability`, when it renames it (the copy
+    /// the host kernel does not drop on a write, truncation or chown).
+    renamed_capability: Option<CString>,
 }
 
 impl PassthroughFs {
@@ -242,8 +245,13 @@ impl PassthroughFs {
             labels_on: AtomicBool::new(false),
             writeback_on: AtomicBool::new(false),
             lock_support: (false, false),
+            renamed_capability: None,
         };
         let mut fs = fs;
+        fs.renamed_capability = fs.config.xattrmap.as_ref().and_then(|map| {
+            let name = map.to_host(b"security.capability").ok()?;
+            (name != b"security.capability").then(|| CString::new(name).ok()).flatten()
+        });
         fs.install_root()?;
         let root = fs.inode(NodeId::ROOT)?;
         fs.lock_support = locks::probe(&fs.reopen(&root, OFlags::RDONLY)?);
@@ -312,21 +320,13 @@ impl PassthroughFs {
     /// attribute the xattr map renamed it to: that copy goes here (CVE-2021-20263), so a guest
     /// file capability never outlives a change of the file.
     fn drop_mapped_capability(&self, inode: &Inode) {
-        let Some(name) = self.renamed_capability() else { return };
+        let Some(name) = &self.renamed_capability else { return };
         if !matches!(inode.kind, inodes::S_IFREG | inodes::S_IFDIR) {
             return;
         }
         let Ok(path) = proc_path::through(&self.proc_fd, &inode.fd) else { return };
-        if let Ok(name) = std::ffi::CString::new(name) {
-            // Absent (ENODATA) is the common case; nothing else can be done about a failure.
-            let _ = rustix::fs::removexattr(path, &name);
-        }
-    }
-
-    /// The host name the xattr map gives `security.capability`, when it renames it.
-    fn renamed_capability(&self) -> Option<Vec<u8>> {
-        let name = self.config.xattrmap.as_ref()?.to_host(b"security.capability").ok()?;
-        (name != b"security.capability").then_some(name)
+        // Absent (ENODATA) is the common case; nothing else can be done about a failure.
+        let _ = rustix::fs::removexattr(path, name);
     }
 
     /// The mode a creation in `parent` uses: with ACLs on, the guest left the umask to the
@@ -523,7 +523,7 @@ impl PassthroughFs {
     /// others from being flushed; the guest hears the first failure.
     fn sync_all(&self, node: NodeId) -> Result<(), Errno> {
         let first = self.inode(node)?;
-        let mut result = rustix::fs::syncfs(self.reopen(&first, OFlags::RDONLY)?);
+        let mut result = self.reopen(&first, OFlags::RDONLY).and_then(rustix::fs::syncfs);
         let mut done = vec![first.key.0];
         for dev in self.devices.all() {
             if done.contains(&dev) {

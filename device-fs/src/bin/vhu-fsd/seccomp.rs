@@ -8,12 +8,15 @@
 //! `*at` family, xattrs through `/proc/self/fd`, locks, per-thread credentials), logging and
 //! signals. Set-up syscalls (namespaces, mounts, capability changes, exec) are not on it: they
 //! are done by then. Where a syscall the daemon needs could also undo the sandbox, its
-//! arguments are checked: `clone` only makes threads (no process, no namespace), `clone3`, whose
-//! flags live in memory a filter cannot read, answers ENOSYS (the C library then uses `clone`),
-//! `unshare` only gives a thread its own working directory, `prctl` only names threads and
-//! mappings and reads the auxiliary vector. The
-//! list is checked by running the launcher table, the sandbox tests and the guest end-to-end
-//! workload under `kill`. This module builds and installs the filters.
+//! arguments are checked: `clone` only makes threads (no process, no namespace), `clone3`,
+//! whose flags live in memory a filter cannot read, answers ENOSYS (the C library then uses
+//! `clone`), `unshare` only gives a thread its own working directory, `prctl` only names
+//! threads and mappings and reads the auxiliary vector. The list is checked by running the
+//! launcher table, the sandbox tests and the guest end-to-end workload under `kill`.
+//!
+//! This module builds and installs the filters; it must not make the daemon's set-up
+//! decisions (which sandbox, which capabilities: `sandbox`, `caps`), and nothing may be
+//! installed before those are done.
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 use std::collections::BTreeMap;
@@ -201,7 +204,8 @@ pub(crate) fn filter(mode: Seccomp) -> Result<Vec<BpfProgram>, String> {
 
 /// The `clone` flags a new thread has ([`THREAD`]) or must not have: a thread shares the
 /// process's memory and files, so without `CLONE_THREAD` it would be a new process, and with
-/// a namespace flag a way out of the sandbox's.
+/// a namespace flag a way out of the sandbox's. (A new time namespace, `CLONE_NEWTIME`, is
+/// only `unshare`'s and `clone3`'s: in `clone`'s flags its bit is the exit signal's.)
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 const THREAD_MASK: u64 = (libc::CLONE_THREAD
     | libc::CLONE_VM
@@ -211,16 +215,11 @@ const THREAD_MASK: u64 = (libc::CLONE_THREAD
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | CLONE_NEWTIME) as u64;
+    | libc::CLONE_NEWNET) as u64;
 
 /// Of [`THREAD_MASK`], what a new thread has.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 const THREAD: u64 = (libc::CLONE_THREAD | libc::CLONE_VM) as u64;
-
-/// `CLONE_NEWTIME` (a `clone` flag since Linux 5.6).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
-const CLONE_NEWTIME: libc::c_int = 0x80;
 
 /// `ioctl` only to make a descriptor non-blocking (the connection's channels): nothing else the
 /// daemon does after start-up needs one, and any other request on an inherited terminal or a
@@ -359,7 +358,23 @@ mod tests {
     #[test]
     fn clone_and_unshare_make_threads_never_processes_or_namespaces() {
         fn thread() -> i32 {
-            std::thread::spawn(|| 7).join().unwrap_or(1)
+            extern "C" fn seven(_: *mut libc::c_void) -> *mut libc::c_void {
+                7 as *mut libc::c_void
+            }
+            // The C library's thread, without the Rust runtime's locks (this child was forked
+            // from a process whose other threads may have held them).
+            let mut thread: libc::pthread_t = 0;
+            let mut result = std::ptr::null_mut();
+            // SAFETY: `thread` and `result` outlive the calls; `seven` touches nothing.
+            unsafe {
+                if libc::pthread_create(&mut thread, std::ptr::null(), seven, std::ptr::null_mut())
+                    != 0
+                    || libc::pthread_join(thread, &mut result) != 0
+                {
+                    return 1;
+                }
+            }
+            result as usize as i32
         }
         fn clone3() -> i32 {
             // SAFETY: a size of 0 is refused before any argument is read.

@@ -8,8 +8,8 @@
 //! page alignment INIT announced. One lock is held across each operation, so two never
 //! interleave. A request whose outcome is unknown (no answer came) leaves its range on record
 //! as perhaps mapped: a later mapping over it asks for its removal first, and the front-end's
-//! refusal of that removal then means it was not there (a removal never sent means nothing). Without a window both opcodes answer ENOSYS, as a
-//! server without DAX does.
+//! refusal of that removal then means it was not there (a removal never sent means nothing).
+//! Without a window both opcodes answer ENOSYS, as a server without DAX does.
 
 use std::collections::BTreeMap;
 
