@@ -58,6 +58,26 @@ pub trait QueueHandler: Send + 'static {
     }
 }
 
+/// A boxed handler is a handler: one [`Workers`] can run queues of different kinds (a device's
+/// receive, transmit and event queues) as `Workers<Box<dyn QueueHandler>>`.
+impl<H: QueueHandler + ?Sized> QueueHandler for Box<H> {
+    fn process(&mut self, queue: &QueueContext) {
+        (**self).process(queue);
+    }
+
+    fn has_more(&self) -> bool {
+        (**self).has_more()
+    }
+
+    fn base(&self) -> VringBase {
+        (**self).base()
+    }
+
+    fn stopped(&mut self, queue: &QueueContext) {
+        (**self).stopped(queue);
+    }
+}
+
 /// What a handler sees of its queue. A clone shares the notifiers and the waker (a call
 /// eventfd the front-end replaces reaches every clone); its `config` is a copy.
 #[derive(Clone, Debug)]
@@ -289,6 +309,15 @@ impl<H: QueueHandler> Workers<H> {
     /// An in-band kick.
     pub fn kick(&self, index: VringIndex) {
         self.command(index, |c| c.kicked = true);
+    }
+
+    /// A waker for the worker of `index`, from the moment it started: a device that has work
+    /// for a queue the guest did not ask for (received packets, input events) wakes its worker
+    /// with it from any thread. `None` when no worker runs for `index`; a waker of a worker
+    /// that stopped does nothing (a restarted queue has a new one).
+    pub fn waker(&self, index: VringIndex) -> Option<QueueWaker> {
+        let worker = self.running.get(&index)?;
+        Some(QueueWaker { control: Arc::clone(&worker.control) })
     }
 
     fn command(&self, index: VringIndex, change: impl FnOnce(&mut Commands)) {

@@ -318,3 +318,27 @@ fn only_a_logging_switch_updates_a_running_ring() {
     assert!(workers.update_logging(VringIndex(0), off).is_ok(), "logging off again");
     assert!(workers.stop(VringIndex(0)).is_some());
 }
+
+/// A device with queues of different kinds runs them in one `Workers` of boxed handlers, and
+/// wakes one from outside, with a waker its handler never handed out (a queue the device fills
+/// unasked: received packets, input events).
+#[test]
+fn boxed_handlers_of_different_kinds_and_a_waker_from_outside() {
+    let memory = MemoryMap::new();
+    let (counted, woken) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers: Workers<Box<dyn QueueHandler>> = Workers::new();
+    let counting = Counting { runs: Arc::clone(&counted), base: 0 };
+    workers.start(queue(0, Some(event()), true, &memory), Box::new(counting)).expect("start");
+    let waking = Waking { runs: Arc::clone(&woken), waker: Arc::default() };
+    workers.start(queue(1, Some(event()), true, &memory), Box::new(waking)).expect("start");
+    assert!(reaches(&counted, 1) && reaches(&woken, 1), "each runs once, started enabled");
+    assert!(stays(&woken, 1), "and then waits: no kick comes");
+    let waker = workers.waker(VringIndex(1)).expect("a worker runs");
+    assert!(workers.waker(VringIndex(2)).is_none());
+    std::thread::spawn(move || waker.wake()).join().expect("waking thread");
+    assert!(reaches(&woken, 2), "woken from outside");
+    assert!(stays(&counted, 1), "the other queue is not");
+    let stopped = workers.stop_all();
+    let bases: Vec<_> = stopped.iter().map(|(i, h)| (i.0, h.base())).collect();
+    assert_eq!(bases, [(0, VringBase::split(1)), (1, VringBase::split(0))]);
+}
