@@ -58,6 +58,9 @@ struct Owner {
     handles: Vec<Handle>,
     /// It asked through more: it is never taken for an owner of one handle.
     many: bool,
+    /// The guest's pid of its last lock request (`fuse_file_lock.pid`): what a GETLK of
+    /// another guest owner reports as the holder.
+    pid: u32,
 }
 
 impl Owner {
@@ -247,15 +250,16 @@ impl Locks {
     }
 
     /// The description of `key`, opened with `open` for a new owner; notes `handle` as one
-    /// the owner asks through.
+    /// the owner asks through, and `pid` as the guest process asking.
     fn ofd(
         &self,
         key: Key,
-        handle: Handle,
+        (handle, pid): (Handle, u32),
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
     ) -> Result<(Arc<OwnedFd>, Arc<Mutex<Ranges>>), Errno> {
         let pair = |o: &mut Owner| {
             o.asked_through(handle);
+            o.pid = pid;
             (Arc::clone(&o.fd), Arc::clone(&o.held))
         };
         if let Some(owner) = self.lock().ofds.get_mut(&key) {
@@ -263,7 +267,7 @@ impl Locks {
         }
         let fd = Arc::new(open()?);
         let mut inner = self.lock();
-        let fresh = Owner { fd, held: Arc::default(), handles: Vec::new(), many: false };
+        let fresh = Owner { fd, held: Arc::default(), handles: Vec::new(), many: false, pid };
         Ok(pair(inner.ofds.entry(key).or_insert(fresh)))
     }
 
@@ -281,11 +285,23 @@ impl Locks {
             None => Arc::new(open()?),
         };
         let found = ofd_fcntl(&*fd, libc::F_OFD_GETLK, &req.lock)?;
-        Ok(if found.typ == LockType::Unlock {
-            Lock { typ: LockType::Unlock, ..req.lock }
-        } else {
-            found
-        })
+        if found.typ == LockType::Unlock {
+            return Ok(Lock { typ: LockType::Unlock, ..req.lock });
+        }
+        // The holder is a guest process when a guest owner holds, where the host found the
+        // lock, something in the way of the request: its pid, as the guest's kernel would
+        // report a local holder's. A host process has no pid in the guest (0).
+        // (The host's lock overlaps the request: where both lie is where to look.)
+        let start = found.start.max(req.lock.start);
+        let there = Lock { start, end: found.end.min(req.lock.end).max(start), ..req.lock };
+        let inner = self.lock();
+        let holder = inner.ofds.iter().find(|(key, owner)| {
+            key.0 == node
+                && !key.2
+                && key.1 != req.owner
+                && lock_ranges(&owner.held).conflicts(&there)
+        });
+        Ok(Lock { pid: holder.map_or(0, |(_, owner)| owner.pid), ..found })
     }
 
     /// SETLK / SETLKW: takes, changes or drops the lock; waits off this thread when asked.
@@ -308,7 +324,7 @@ impl Locks {
             record(&held, &req.lock, req.flock);
             return Ok(LockStatus::Done);
         }
-        let (fd, held) = self.ofd(key, req.handle, open)?;
+        let (fd, held) = self.ofd(key, (req.handle, req.lock.pid), open)?;
         let lock = req.lock;
         let flock = req.flock;
         if !flock && lock_ranges(&held).would_exceed(lock.start, lock.end) {
