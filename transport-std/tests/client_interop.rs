@@ -171,6 +171,32 @@ fn a_back_ends_own_state_descriptor_neither_fills_memory_nor_hangs() {
         }
         other => panic!("a state pipe never closed: {other:?}"),
     }
+
+    // A byte now and then, each within the wait: the transfer's own bound ends it.
+    let (read, write) = rustix::pipe::pipe().expect("pipe");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickling = std::sync::Arc::clone(&stop);
+    let trickler = std::thread::spawn(move || {
+        while !trickling.load(std::sync::atomic::Ordering::Relaxed) {
+            if rustix::io::write(&write, b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (_peer, mut client) = connect("peer-state-trickle", std::fs::File::from(read));
+    client.set_transfer_timeout(Duration::from_millis(700));
+    let started = std::time::Instant::now();
+    let saved = client.save_state();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    match saved {
+        Err(ClientError::Timeout { timeout, .. }) => {
+            assert_eq!(timeout, Duration::from_millis(700))
+        }
+        other => panic!("a state trickled without end: {other:?}"),
+    }
+    assert!(started.elapsed() < TIMEOUT, "ended by the transfer's bound");
+    trickler.join().expect("trickler");
 }
 
 /// A VMM that set a back-end up before and comes back to it (here a restarted rust-vmm daemon,

@@ -90,6 +90,8 @@ pub(super) struct Io {
     /// The last request sent that waits for its reply.
     waiting: Option<FrontendCode>,
     pub(super) timeout: Duration,
+    /// The bound of a whole device-state transfer.
+    pub(super) transfer_timeout: Duration,
     pub(super) broken: bool,
 }
 
@@ -118,6 +120,7 @@ impl Io {
             log: VecDeque::new(),
             waiting: None,
             timeout: super::DEFAULT_TIMEOUT,
+            transfer_timeout: super::DEFAULT_TRANSFER_TIMEOUT,
             broken: false,
         }
     }

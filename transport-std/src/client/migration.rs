@@ -6,12 +6,14 @@
 //! (GET_VRING_BASE) before a transfer, dirty logging ([`Client::set_log_base`],
 //! [`Client::set_logging`]) while guest memory is copied before that. When the back-end answers
 //! with a descriptor of its own, the transfer goes over that one instead: it must be a pipe or a
-//! socket, no more state is read than a load accepts ([`MAX_STATE_SIZE`]), and no wait for the
-//! back-end's next bytes, or for room to write, lasts longer than the client's timeout. This
-//! module must not decide when a transfer is allowed.
+//! socket, no more state is read than a load accepts ([`MAX_STATE_SIZE`]), no wait for the
+//! back-end's next bytes, or for room to write, lasts longer than the client's timeout, and the
+//! whole transfer no longer than its own ([`Client::set_transfer_timeout`]: a back-end
+//! trickling a byte per timeout holds a migration no longer). This module must not decide when
+//! a transfer is allowed.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
@@ -34,10 +36,22 @@ impl Client {
             pipe_with(PipeFlags::CLOEXEC).map_err(|e| io("creating the state pipe")(e.into()))?;
         let theirs = self.set_device_state_fd(TransferDirection::Save, write)?;
         let source = stream(theirs.unwrap_or(read))?;
-        let state = read_state(&source, self.io.timeout)?;
+        let state = read_state(&source, self.limits())?;
         drop(source);
         self.check_device_state()?;
         Ok(state)
+    }
+
+    /// Bounds a whole state transfer ([`Client::save_state`], [`Client::load_state`]); each
+    /// wait in it is bounded by [`Client::set_timeout`] too.
+    /// [`DEFAULT_TRANSFER_TIMEOUT`](super::DEFAULT_TRANSFER_TIMEOUT) unless set.
+    pub fn set_transfer_timeout(&mut self, timeout: Duration) {
+        self.io.transfer_timeout = timeout;
+    }
+
+    fn limits(&self) -> Limits {
+        let whole = self.io.transfer_timeout;
+        Limits { wait: self.io.timeout, whole, deadline: super::io::deadline_after(whole) }
     }
 
     /// Hands `state` to the back-end (every ring stopped) and checks that it took it over.
@@ -47,7 +61,7 @@ impl Client {
         let theirs = self.set_device_state_fd(TransferDirection::Load, read)?;
         let sink = stream(theirs.unwrap_or(write))?;
         // A back-end that refuses the state may close its end early: what it says comes next.
-        let written = write_state(&sink, state, self.io.timeout);
+        let written = write_state(&sink, state, self.limits());
         drop(sink);
         let checked = self.check_device_state();
         written?;
@@ -65,15 +79,25 @@ fn stream(fd: OwnedFd) -> Result<OwnedFd, ClientError> {
     }
 }
 
-/// Waits until `fd` is ready for `flags`, for at most `timeout`.
-fn ready(fd: &OwnedFd, flags: PollFlags, timeout: Duration) -> Result<(), ClientError> {
-    let limit = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+/// How long a transfer may wait: each time, and in all (until `deadline`).
+#[derive(Clone, Copy)]
+struct Limits {
+    wait: Duration,
+    whole: Duration,
+    deadline: Instant,
+}
+
+/// Waits until `fd` is ready for `flags`, for at most one wait and never past the deadline.
+fn ready(fd: &OwnedFd, flags: PollFlags, limits: Limits) -> Result<(), ClientError> {
+    let waiting = Some(FrontendCode::SetDeviceStateFd);
     loop {
+        let left = limits.deadline.saturating_duration_since(Instant::now());
+        let (wait, timeout) =
+            if left < limits.wait { (left, limits.whole) } else { (limits.wait, limits.wait) };
+        let limit = Timespec::try_from(wait).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
         match poll(&mut [PollFd::new(fd, flags)], Some(&limit)) {
-            Ok(0) => {
-                let waiting = Some(FrontendCode::SetDeviceStateFd);
-                return Err(ClientError::Timeout { waiting, timeout });
-            }
+            Ok(0) => return Err(ClientError::Timeout { waiting, timeout }),
+            Ok(_) if left.is_zero() => return Err(ClientError::Timeout { waiting, timeout }),
             Ok(_) => return Ok(()),
             Err(Errno::INTR) => {}
             Err(e) => return Err(io("waiting on the state descriptor")(e.into())),
@@ -82,11 +106,11 @@ fn ready(fd: &OwnedFd, flags: PollFlags, timeout: Duration) -> Result<(), Client
 }
 
 /// Reads the state until the back-end closes its end.
-fn read_state(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, ClientError> {
+fn read_state(fd: &OwnedFd, limits: Limits) -> Result<Vec<u8>, ClientError> {
     let mut state = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     loop {
-        ready(fd, PollFlags::IN, timeout)?;
+        ready(fd, PollFlags::IN, limits)?;
         match rustix::io::read(fd, &mut chunk) {
             Ok(0) => return Ok(state),
             Ok(n) if state.len() + n > MAX_STATE_SIZE => {
@@ -104,9 +128,9 @@ fn read_state(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, ClientError> {
 const PIPE_BUF: usize = 4096;
 
 /// Writes all of `state`.
-fn write_state(fd: &OwnedFd, mut state: &[u8], timeout: Duration) -> Result<(), ClientError> {
+fn write_state(fd: &OwnedFd, mut state: &[u8], limits: Limits) -> Result<(), ClientError> {
     while !state.is_empty() {
-        ready(fd, PollFlags::OUT, timeout)?;
+        ready(fd, PollFlags::OUT, limits)?;
         match rustix::io::write(fd, &state[..state.len().min(PIPE_BUF)]) {
             Ok(n) => state = &state[n..],
             Err(Errno::INTR | Errno::AGAIN) => {}

@@ -62,6 +62,10 @@ pub use shmem::{ShmemHandler, ShmemRegion};
 /// How long a call waits for the back-end unless [`Client::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a whole device-state transfer may take unless [`Client::set_transfer_timeout`] says
+/// otherwise.
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// One front-end connection to a vhost-user back-end; see the module docs.
 #[derive(Debug)]
 pub struct Client {
