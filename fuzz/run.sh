@@ -26,7 +26,7 @@ export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
+    cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
 if [[ $# -gt 0 ]]; then

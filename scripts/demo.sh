@@ -100,7 +100,9 @@ if [ -z "$COMMAND" ]; then
     "${qemu[@]}" -serial mon:stdio || true
     status=0
 else
-    "${qemu[@]}" -serial stdio -monitor none > "$WORK/console.log" 2>&1 &
+    # Bounded: a guest that never powers off fails the demo instead of holding it.
+    timeout --kill-after=10 "${DEMO_TIMEOUT:-300}" \
+        "${qemu[@]}" -serial stdio -monitor none > "$WORK/console.log" 2>&1 &
     qemu_pid=$!
     tail -n +1 -f --pid "$qemu_pid" "$WORK/console.log" 2>/dev/null | grep --line-buffered -av '^E2E \|^DEMO STATUS\|^\[ *[0-9]' || true
     wait "$qemu_pid" || true

@@ -160,7 +160,21 @@ wait_console() {
     return 1
 }
 
-free_port() { echo $((20000 + RANDOM % 20000)); }
+# listening PORT: whether something takes connections on it.
+listening() {
+    { exec {fd}<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    exec {fd}<&-
+}
+
+# free_port: P such that nothing listens on P or P+1 now (the two QEMUs' QMP ports).
+free_port() {
+    local p i
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + RANDOM % 20000))
+        listening "$p" || listening $((p + 1)) || break
+    done
+    echo "$p"
+}
 
 # ---- one scenario --------------------------------------------------------------------
 
@@ -205,7 +219,18 @@ guest_results() { # CONSOLE PREFIX
     done
 }
 
+# run_scenario NAME: the scenario, then its processes and sockets go whatever it found (an
+# early end included), so the next one starts clean.
 run_scenario() {
+    scenario "$1"
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+    rm -f "$WORK"/*.sock
+}
+
+scenario() {
     local s=$1 expect=content dst_flags=() how
     log "--- scenario $s"
     case $s in
@@ -295,11 +320,6 @@ run_scenario() {
         record FAIL "$s/host-view" "data.sha check or log.txt ($lines lines) differs on the host"
     fi
     for ((i = 0; i < TIMEOUT * 10; i++)); do kill -0 "${!q}" 2>/dev/null || break; sleep 0.1; done
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-    rm -f "$WORK"/*.sock
 }
 
 for s in "${SCENARIOS[@]}"; do run_scenario "$s"; done

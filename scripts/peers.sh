@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VIRTIOFSD_VERSION=${VIRTIOFSD_VERSION:-1.14.0}
-target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+# Absolute: tests run from each package's directory.
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-$PWD/target}")
 
 virtiofsd=$(command -v virtiofsd || true)
 if [ -z "$virtiofsd" ]; then
