@@ -20,16 +20,16 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# Adds bookworm-backports to the first "Suites:" line of the Debian sources when
-# this is bookworm and the suite is not configured yet.
+# Adds bookworm-backports to the Debian sources (a file of its own, whatever form the
+# others take) when this is bookworm and the suite is not configured yet.
 enable_backports() {
-    local src=/etc/apt/sources.list.d/debian.sources
+    local src=/etc/apt/sources.list.d/vhu-e2e-backports.sources
     grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release || return 1
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        [ -f "$src" ] || return 1
-        log "adding bookworm-backports to $src"
-        awk '!done && /^Suites:/ { print $0 " bookworm-backports"; done = 1; next } { print }' \
-            "$src" > "$src.e2e-tmp" && cat "$src.e2e-tmp" > "$src" && rm -f "$src.e2e-tmp"
+        log "adding bookworm-backports ($src)"
+        printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+            'Suites: bookworm-backports' 'Components: main' \
+            'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' > "$src"
         APT_UPDATED=0
     fi
     apt_update_once
