@@ -59,6 +59,9 @@ fn init_claims_only_what_is_implemented() {
     assert_eq!(out.max_write, 124 * 4096);
     assert_eq!(out.max_readahead, 128 * 1024);
     assert_eq!(out.time_gran, 1);
+    // The guest's background requests (readahead, asynchronous direct I/O) are not capped
+    // below what its queues carry: virtiofsd's figures.
+    assert_eq!((out.max_background, out.congestion_threshold), (65535, 49149));
     assert_eq!(h.server.negotiated_minor(), Some(38));
 }
 

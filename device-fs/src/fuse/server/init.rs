@@ -42,10 +42,12 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
 /// The minor that brought request extensions (`total_extlen`).
 const EXTENSIONS_MINOR: u32 = 38;
 
-/// Background requests the guest may queue.
-const MAX_BACKGROUND: u16 = 64;
-/// Three quarters of `MAX_BACKGROUND`.
-const CONGESTION_THRESHOLD: u16 = 48;
+/// Background requests (readahead, write-back, asynchronous direct I/O) the guest may have in
+/// flight: as many as it likes (virtiofsd's value). The queues bound what is in flight; a
+/// smaller number would cap a guest's `iodepth` below its queue's size.
+const MAX_BACKGROUND: u16 = u16::MAX;
+/// Where the guest counts its file system congested: three quarters of `MAX_BACKGROUND`.
+const CONGESTION_THRESHOLD: u16 = u16::MAX / 4 * 3;
 
 impl<F: FileSystem> Server<F> {
     pub(super) fn do_init(&self, mut req: Request<'_>) -> OpResult {
