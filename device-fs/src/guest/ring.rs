@@ -14,7 +14,11 @@
 //! [`GuestRing::complete`] takes the next used chain and checks what the device must get right
 //! — the chain it names is one in flight, the bytes it reports fit the reply buffer and match the
 //! reply header's length, the header's `unique` is the request's. It does not interpret reply
-//! payloads.
+//! payloads. Like Linux's virtio-fs driver it learns of used chains from the device's
+//! notification (the call eventfd, a guest's interrupt) and then takes every chain used by
+//! then, asking for the next notification once the ring is drained (and looking once more, as
+//! `virtqueue_enable_cb` does): a device that holds its notifications back keeps the driver
+//! waiting, as it would keep a guest.
 //!
 //! A request whose [`Pages`] are `in_place` moves its data as a guest moves its page cache's:
 //! a WRITE's pages already hold what [`GuestRing::lay_request_data`] put there, and a READ's
@@ -105,6 +109,21 @@ impl Completed<'_> {
     }
 }
 
+/// Whether the call eventfd `call` was signalled, waiting up to `wait` for it; a signal is
+/// taken (the counter reset), as a guest's interrupt is acknowledged.
+fn notified(call: &OwnedFd, wait: Duration) -> bool {
+    let timeout = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    let mut fds = [rustix::event::PollFd::new(call, rustix::event::PollFlags::IN)];
+    if !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) {
+        return false;
+    }
+    // Readable: the 8-byte counter is there to take (a failed read leaves it for the next look).
+    rustix::io::read(call, &mut [0u8; 8]).is_ok()
+}
+
 /// A guest-driven request queue; see the module docs.
 #[derive(Debug)]
 pub struct GuestRing {
@@ -125,8 +144,11 @@ pub struct GuestRing {
     indirect: bool,
     /// An indirect table being built.
     table: Vec<Descriptor>,
-    /// How long [`GuestRing::complete`] watches the used ring before it sleeps.
+    /// How long [`GuestRing::complete`] watches the call eventfd before it sleeps.
     poll: RingPoll,
+    /// A notification came and the used ring has not been drained since: used chains may be
+    /// taken without another.
+    notified: bool,
 }
 
 impl GuestRing {
@@ -163,6 +185,7 @@ impl GuestRing {
             indirect,
             table: Vec::new(),
             poll: RingPoll::with_max(Duration::ZERO),
+            notified: false,
         };
         for slot in 0..layout.slots {
             ring.write_pair(slot, layout.request_max, layout.reply_max)?;
@@ -397,10 +420,10 @@ impl GuestRing {
         Ok(())
     }
 
-    /// Makes [`GuestRing::complete`] watch the used ring for up to `max` before it sleeps on
-    /// the call eventfd, as a KVM host polls a halted vCPU for up to `halt_poll_ns` before it
-    /// schedules it out (zero, the default: sleep at once). The watch adapts as
-    /// [`RingPoll`] adapts a device's.
+    /// Makes [`GuestRing::complete`] watch the call eventfd for up to `max` before it sleeps
+    /// on it, as a KVM host polls a halted vCPU for a pending interrupt for up to
+    /// `halt_poll_ns` before it schedules it out (zero, the default: sleep at once). The watch
+    /// adapts as [`RingPoll`] adapts a device's.
     pub fn set_poll(&mut self, max: Duration) {
         self.poll = RingPoll::with_max(max);
     }
@@ -410,32 +433,33 @@ impl GuestRing {
         let used = self.layout.used();
         let deadline = Instant::now() + wait;
         loop {
-            if self.memory.read_u16(used + 2)? != self.used_seen {
-                fence(Ordering::Acquire);
-                break;
+            if self.notified {
+                if self.memory.read_u16(used + 2)? != self.used_seen {
+                    fence(Ordering::Acquire);
+                    break;
+                }
+                // Drained: ask for the next notification, then look once more for a chain used
+                // before the device could see the request.
+                self.notified = false;
+                self.want_notification()?;
+                if self.memory.read_u16(used + 2)? != self.used_seen {
+                    self.notified = true;
+                    continue;
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
             }
-            self.want_notification()?;
-            if self.memory.read_u16(used + 2)? != self.used_seen {
-                continue;
-            }
-            // A ring that cannot be read has not moved; the next look reports it.
-            let (memory, seen) = (&self.memory, self.used_seen);
-            let moved = || memory.read_u16(used + 2).is_ok_and(|idx| idx != seen);
-            if self.poll.poll(moved) {
+            let call = &self.call;
+            if self.poll.poll(|| notified(call, Duration::ZERO)) {
+                self.notified = true;
                 continue;
             }
             self.poll.sleeps();
-            // Look at the ring again now and then even without a call, in case one is lost.
-            let slice = left.min(Duration::from_millis(100));
-            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: slice.as_nanos() as i64 };
-            let mut fds = [rustix::event::PollFd::new(&self.call, rustix::event::PollFlags::IN)];
-            if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(1)) {
-                let _ = rustix::io::read(&self.call, &mut [0u8; 8]);
-            }
+            // A notification the device never sends leaves the driver waiting, as it would a
+            // guest, until `wait` runs out.
+            self.notified = notified(call, left.min(Duration::from_millis(100)));
             self.poll.turn_begins();
         }
         let entry = used + 4 + 8 * u64::from(self.used_seen % self.layout.size);

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
+use super::dir_cursor::DirCursor;
 use super::ids::IdMap;
 use crate::fuse::{Handle, NodeId};
 
@@ -36,8 +37,9 @@ pub struct HandleData {
     /// Changes of `fd`'s status flags take it for writing (read, changed, written back); a
     /// write the guest cannot order against them holds it for reading ([`HandleData::steady`]).
     follow_lock: RwLock<()>,
-    /// Serialises seek + getdents on a directory handle.
-    pub dir_lock: Mutex<()>,
+    /// A directory handle's listing (its descriptor's position and what it read ahead); the
+    /// lock serialises listings of the handle.
+    pub(super) dir_lock: Mutex<DirCursor>,
 }
 
 /// The status flags a handle's host file takes from the guest's file as it is at each request:
@@ -112,7 +114,7 @@ impl HandleSlot {
         let plain = std::sync::OnceLock::new();
         let following = if is_dir { OFlags::empty() } else { flags & FOLLOWED };
         let following = AtomicU32::new(following.bits());
-        let (follow_lock, dir_lock) = (RwLock::new(()), Mutex::new(()));
+        let (follow_lock, dir_lock) = (RwLock::new(()), Mutex::new(DirCursor::new()));
         Self::Open(Arc::new(HandleData {
             fd,
             node,

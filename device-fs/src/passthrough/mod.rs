@@ -28,6 +28,7 @@ mod acl;
 mod attr;
 mod cache;
 mod credentials;
+mod dir_cursor;
 mod direct;
 mod dirs;
 mod dispatch;

@@ -1,9 +1,12 @@
 //! The floor: the same workloads as system calls made directly on the shared directory, one
-//! thread per lane, each FUSE request's equivalent counted as one request — `pread` for READ,
-//! `pwrite` for WRITE, `statx` for LOOKUP and for GETATTR, `openat`/`close`/`unlinkat` for CREATE,
-//! RELEASE and UNLINK, a 4 KiB `getdents64` plus a `statx` per entry for READDIRPLUS. The CPU
-//! is this process's own. What a back-end adds on top of these is its cost. A lane writes the
-//! same bytes the guest driver does, laid in its buffer once.
+//! after another on one thread per request queue (as a back-end serves a queue: more threads
+//! would add the scheduler's and the file's lock's costs to the floor), each FUSE request's
+//! equivalent counted as one request — `pread` for READ, `pwrite` for WRITE, `statx` for LOOKUP
+//! and for GETATTR, `openat`/`close`/`unlinkat` for CREATE, RELEASE and UNLINK (and a cycle
+//! counts five, as the guest's does with its FORGET), `getdents64` plus a `statx` per entry for
+//! READDIRPLUS, counted as the 4 KiB READDIRPLUS replies those entries would fill. The CPU is
+//! this process's own. What a back-end adds on top of these is its cost. A lane writes the same
+//! bytes the guest driver does, laid in its buffer once.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -16,6 +19,11 @@ use crate::guest::Plan;
 use crate::measure::{tree_cpu, Figures};
 use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
 use crate::workload::{pattern, Workload};
+
+/// A READDIRPLUS reply's room (what the guest driver asks for, as Linux does: a page).
+const READDIR_REPLY: usize = 4096;
+/// A READDIRPLUS entry before its name: `fuse_entry_out` (128 bytes) and `fuse_dirent` (24).
+const DIRENTPLUS: usize = 152;
 
 /// The files a run uses.
 struct Files {
@@ -42,7 +50,7 @@ pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
         big: file("big", dir)?,
         root,
     });
-    let lanes = u32::from(plan.queues) * u32::from(plan.depth);
+    let lanes = u32::from(plan.queues);
     let per_lane = plan.requests.div_ceil(u64::from(lanes)).max(1);
     let start = Arc::new(Barrier::new(lanes as usize + 1));
     let threads: Vec<_> = (0..lanes)
@@ -144,12 +152,14 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
                 rustix::fs::unlinkat(&files.root, &*name, AtFlags::empty())
                     .map_err(io("unlinkat"))?;
                 record(&mut figures, began, 0);
+                // The guest's FORGET of the node: nothing to do on the host.
+                figures.requests += 1;
             }
             Workload::Readdirplus => {
                 let dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
                 let fd = openat(&files.big, ".", dir, Mode::empty()).map_err(io("opendir"))?;
                 record(&mut figures, began, 0);
-                let mut seen = 0;
+                let (mut seen, mut reply) = (0, 0);
                 loop {
                     let began = Instant::now();
                     let names = getdents(&fd, &mut buf[..4096])?;
@@ -158,11 +168,24 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
                         let name = std::ffi::CString::new(name).map_err(|_| "a name with a NUL")?;
                         statx(&fd, &name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
                             .map_err(io("statx"))?;
+                        // Where the entry would go in a READDIRPLUS reply: a full one is a
+                        // request.
+                        let entry = DIRENTPLUS + name.as_bytes().len().next_multiple_of(8);
+                        if reply + entry > READDIR_REPLY {
+                            figures.requests += 1;
+                            reply = 0;
+                        }
+                        reply += entry;
                     }
-                    record(&mut figures, began, 0);
                     if names.is_empty() {
+                        // The last reply, and the empty one that ends the listing.
+                        record(&mut figures, began, 0);
+                        figures.requests += u64::from(reply > 0);
                         break;
                     }
+                    figures
+                        .latencies
+                        .push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
                 }
                 if seen < BIG_ENTRIES {
                     return Err(format!("getdents64 ended after {seen} entries"));
