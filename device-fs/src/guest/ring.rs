@@ -448,10 +448,15 @@ impl GuestRing {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
+            let call = &self.call;
             if left.is_zero() {
+                // One look for a notification already there, then none.
+                if notified(call, Duration::ZERO) {
+                    self.notified = true;
+                    continue;
+                }
                 return Ok(None);
             }
-            let call = &self.call;
             if self.poll.poll(|| notified(call, Duration::ZERO)) {
                 self.notified = true;
                 continue;

@@ -52,11 +52,13 @@ impl Record<'_> {
 pub(super) struct DirCursor {
     /// Where the descriptor stands (the cookie after the last record read), if known.
     pos: Option<u64>,
-    /// Records read and not yet given to the guest, from `at`.
+    /// The records last read; those from `at` are not yet given to the guest.
     buf: Vec<u8>,
     at: usize,
     /// The cookie at which `buf[at..]` begins.
     resume: u64,
+    /// The cookie at which `buf` begins.
+    first: u64,
 }
 
 impl DirCursor {
@@ -65,10 +67,12 @@ impl DirCursor {
         Self { pos: Some(0), ..Self::default() }
     }
 
-    /// Places the listing at `offset`: what was read ahead is kept when it begins there, else
-    /// dropped, and the descriptor seeks unless it stands there already.
+    /// Places the listing at `offset`: the records last read are kept when it lies among them
+    /// (the guest may continue from inside the last reply, when its reader took only part of
+    /// it), else dropped, and the descriptor seeks unless it stands there already.
     pub(super) fn start(&mut self, fd: impl AsFd, offset: u64) -> Result<(), Errno> {
-        if self.at < self.buf.len() && self.resume == offset {
+        if let Some(at) = self.find(offset) {
+            (self.at, self.resume) = (at, offset);
             return Ok(());
         }
         self.drop_ahead();
@@ -104,6 +108,25 @@ impl DirCursor {
         }
     }
 
+    /// Where in `buf` the listing from cookie `offset` begins, if it begins there before the
+    /// end.
+    fn find(&self, offset: u64) -> Option<usize> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        if offset == self.first {
+            return Some(0);
+        }
+        let mut at = 0;
+        while let Some(record) = self.buf.get(at..).and_then(parse) {
+            at += record.len;
+            if record.next == offset {
+                return (at < self.buf.len()).then_some(at);
+            }
+        }
+        None
+    }
+
     fn drop_ahead(&mut self) {
         // Nothing kept between listings but what is ahead: the memory goes with it.
         self.buf = Vec::new();
@@ -124,7 +147,13 @@ impl DirCursor {
             self.pos = None;
             Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
         })?;
+        if got == 0 {
+            // The end: nothing is kept.
+            self.drop_ahead();
+            return Ok(());
+        }
         buf.truncate(got);
+        self.first = self.pos.unwrap_or(self.resume);
         let mut at = 0;
         while at < buf.len() {
             let Some(record) = parse(&buf[at..]) else {
@@ -219,6 +248,20 @@ mod tests {
         let want: Vec<String> = (0..300).map(|i| format!("entry-{i:03}")).collect();
         assert_eq!(names, want, "every entry once");
         assert!(reads < 300 / 7, "{reads} reads: records were kept between replies");
+        // A guest whose reader took only part of a reply continues from inside it: the records
+        // read are used again, without a seek.
+        cursor.start(&fd, 0).expect("rewind");
+        let mut steps = Vec::new();
+        for _ in 0..3 {
+            let r = cursor.peek(&fd).expect("peek").expect("an entry");
+            let (name, step) = (r.name.to_owned(), r.step());
+            steps.push((name, step));
+            cursor.advance(step);
+        }
+        cursor.start(&fd, steps[0].1 .1).expect("from inside");
+        assert_eq!(cursor.at, steps[0].1 .0, "taken from what was read");
+        let again = cursor.peek(&fd).expect("peek").expect("an entry");
+        assert_eq!(again.name, &*steps[1].0);
         // Back to the start: the cursor seeks, and the listing begins again.
         cursor.start(&fd, 0).expect("rewind");
         let first = cursor.peek(&fd).expect("peek").map(|r| r.name.to_owned());

@@ -152,6 +152,11 @@ impl Ranges {
         })
     }
 
+    /// Whether a range of type `typ` is held somewhere in `start..=end`.
+    fn holds(&self, start: u64, end: u64, typ: LockType) -> bool {
+        self.0.iter().any(|&(a, b, t)| t == typ && a <= end && start <= b)
+    }
+
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -288,18 +293,17 @@ impl Locks {
         if found.typ == LockType::Unlock {
             return Ok(Lock { typ: LockType::Unlock, ..req.lock });
         }
-        // The holder is a guest process when a guest owner holds, where the host found the
-        // lock, something in the way of the request: its pid, as the guest's kernel would
-        // report a local holder's. A host process has no pid in the guest (0).
-        // (The host's lock overlaps the request: where both lie is where to look.)
+        // The holder is a guest process when another guest owner holds a lock of the type
+        // the host found where it found it (and the request asks): its pid, as the guest's
+        // kernel would report a local holder's. A host process has no pid in the guest (0).
         let start = found.start.max(req.lock.start);
-        let there = Lock { start, end: found.end.min(req.lock.end).max(start), ..req.lock };
+        let end = found.end.min(req.lock.end).max(start);
         let inner = self.lock();
         let holder = inner.ofds.iter().find(|(key, owner)| {
             key.0 == node
                 && !key.2
                 && key.1 != req.owner
-                && lock_ranges(&owner.held).conflicts(&there)
+                && lock_ranges(&owner.held).holds(start, end, found.typ)
         });
         Ok(Lock { pid: holder.map_or(0, |(_, owner)| owner.pid), ..found })
     }

@@ -15,7 +15,7 @@ use vhu_device_fs::guest::{GuestError, GuestFs, GuestRing, Pages, RingLayout};
 use vhu_transport_std::client::LogBuffer;
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::measure::{tree_cpu, Figures};
+use crate::measure::{cpu_between, cpu_sample, Figures};
 use crate::workload::{lane, pattern, Lane, Next, Setup, Workload};
 
 /// The guest user every request comes from (a non-root user: creating files exercises the
@@ -142,7 +142,7 @@ pub(crate) fn measure(
     start: &Barrier,
     threads: Vec<std::thread::JoinHandle<Result<Figures, String>>>,
 ) -> Result<Figures, String> {
-    let cpu_before = tree_cpu(pid);
+    let cpu_before = cpu_sample(pid);
     // Taken before the lanes may start: they wait for this thread at the barrier.
     let begun = Instant::now();
     start.wait();
@@ -160,7 +160,7 @@ pub(crate) fn measure(
         }
     }
     figures.elapsed = begun.elapsed();
-    figures.cpu = tree_cpu(pid).saturating_sub(cpu_before);
+    figures.cpu = cpu_between(&cpu_before, &cpu_sample(pid));
     match failure {
         Some(e) => Err(e),
         None => Ok(figures),

@@ -5,7 +5,7 @@
 //! and for GETATTR, `openat`/`close`/`unlinkat` for CREATE, RELEASE and UNLINK (and a cycle
 //! counts five, as the guest's does with its FORGET), `getdents64` plus a `statx` per entry for
 //! READDIRPLUS, counted as the 4 KiB READDIRPLUS replies those entries would fill. The CPU is
-//! this process's own. What a back-end adds on top of these is its cost. A lane writes the same
+//! the lanes' own, each thread's to the nanosecond. What a back-end adds on top of these is its cost. A lane writes the same
 //! bytes the guest driver does, laid in its buffer once.
 
 use std::os::fd::OwnedFd;
@@ -16,7 +16,7 @@ use std::time::Instant;
 use rustix::fs::{openat, statx, AtFlags, Mode, OFlags, StatxFlags, CWD};
 
 use crate::guest::Plan;
-use crate::measure::{tree_cpu, Figures};
+use crate::measure::{thread_cpu, Figures};
 use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
 use crate::workload::{pattern, Workload};
 
@@ -62,7 +62,6 @@ pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
             })
         })
         .collect();
-    let before = tree_cpu(std::process::id());
     // Taken before the lanes may start: they wait for this thread at the barrier.
     let begun = Instant::now();
     start.wait();
@@ -72,9 +71,9 @@ pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
         figures.requests += lane.requests;
         figures.bytes += lane.bytes;
         figures.latencies.extend(lane.latencies);
+        figures.cpu += lane.cpu;
     }
     figures.elapsed = begun.elapsed();
-    figures.cpu = tree_cpu(std::process::id()).saturating_sub(before);
     Ok(figures)
 }
 
@@ -82,6 +81,7 @@ pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
 fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figures, String> {
     let mut figures =
         Figures { latencies: Vec::with_capacity(target as usize), ..Figures::default() };
+    let cpu_before = thread_cpu();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (u64::from(id) + 1).wrapping_mul(0x1000_0001);
     let mut next = move || {
         rng ^= rng << 13;
@@ -196,6 +196,7 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
             }
         }
     }
+    figures.cpu = thread_cpu().saturating_sub(cpu_before);
     Ok(figures)
 }
 

@@ -1,8 +1,10 @@
 //! What a run measured and how runs are summarised: requests/s, MiB/s, latency percentiles and
 //! the back-end's CPU per 1 000 requests (read from `/proc` for its whole process tree, so a
-//! sandboxed daemon's forked server counts), medians over rounds and round-by-round ratios, as a
+//! sandboxed daemon's forked server counts: each task's run time in nanoseconds, or whole clock
+//! ticks when a task ended during the run), medians over rounds and round-by-round ratios, as a
 //! table and as JSON.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -82,21 +84,54 @@ pub(crate) fn ratios(a: &[Summary], b: &[Summary]) -> (f64, f64) {
     (rate, cpu)
 }
 
-/// CPU time of `pid` and every process below it (reaped children included).
-pub(crate) fn tree_cpu(pid: u32) -> Duration {
-    let ticks = rustix::param::clock_ticks_per_second().max(1);
-    let mut total = 0u64;
+/// What [`cpu_sample`] read of a process tree: each task's CPU time so far, by task id (its
+/// `schedstat`, in nanoseconds), and the tree's clock ticks (`stat`'s user and system times,
+/// which keep what ended threads and reaped children spent, in whole ticks of 10 ms).
+#[derive(Debug, Default)]
+pub(crate) struct CpuSample {
+    tasks: HashMap<u32, u64>,
+    ticks: Duration,
+}
+
+/// Samples the CPU time of `pid` and every process below it.
+pub(crate) fn cpu_sample(pid: u32) -> CpuSample {
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    let mut sample = CpuSample::default();
+    let mut ticks = 0u64;
     let mut pending = vec![pid];
     while let Some(pid) = pending.pop() {
-        total += own_ticks(pid);
+        ticks += own_ticks(pid);
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for task in tasks.flatten() {
+            let tid = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok());
+            let ran = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()));
+            if let (Some(tid), Some(ran)) = (tid, ran) {
+                sample.tasks.insert(tid, ran);
+            }
             if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
                 pending.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
             }
         }
     }
-    Duration::from_secs_f64(total as f64 / ticks as f64)
+    sample.ticks = Duration::from_secs_f64(ticks as f64 / per_second as f64);
+    sample
+}
+
+/// The CPU the tree spent from `before` to `after`: to the nanosecond from its tasks' run
+/// times when every task of `before` is still there, else in whole ticks (a task that ended
+/// took its run time with it; the ticks keep it).
+pub(crate) fn cpu_between(before: &CpuSample, after: &CpuSample) -> Duration {
+    let kept = before.tasks.keys().all(|tid| after.tasks.contains_key(tid));
+    if !kept || after.tasks.is_empty() {
+        return after.ticks.saturating_sub(before.ticks);
+    }
+    let ran = after
+        .tasks
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.tasks.get(tid).copied().unwrap_or(0)));
+    Duration::from_nanos(ran.sum())
 }
 
 /// utime + stime + cutime + cstime of one process, in clock ticks.
@@ -107,6 +142,17 @@ fn own_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3 of stat(5), so utime (14) is at 11 here.
     fields.get(11..15).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+}
+
+/// The CPU time the calling thread has spent, to the nanosecond.
+pub(crate) fn thread_cpu() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a timespec the call fills; the clock always exists on Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    Duration::new(secs, u32::try_from(now.tv_nsec).unwrap_or(0))
 }
 
 /// One target's rounds of one workload, for the JSON report.
@@ -150,4 +196,37 @@ pub(crate) fn json(queues: u16, depth: u16, requests: u64, entries: &[Entry<'_>]
     }
     out.push_str("]}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tasks: &[(u32, u64)], ticks_ms: u64) -> CpuSample {
+        CpuSample { tasks: tasks.iter().copied().collect(), ticks: Duration::from_millis(ticks_ms) }
+    }
+
+    /// Nanoseconds from the tasks when all stayed, ticks when one ended in between.
+    #[test]
+    fn cpu_between_samples() {
+        let before = sample(&[(1, 1_000), (2, 5_000)], 10);
+        let after = sample(&[(1, 4_000), (2, 5_500), (3, 700)], 20);
+        assert_eq!(cpu_between(&before, &after), Duration::from_nanos(3_000 + 500 + 700));
+        let ended = sample(&[(1, 4_000)], 30);
+        assert_eq!(cpu_between(&before, &ended), Duration::from_millis(20));
+    }
+
+    /// This thread's clock moves with work, and a tree sample sees this process's tasks.
+    #[test]
+    fn this_threads_cpu_and_this_process_sample() {
+        let start = thread_cpu();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(thread_cpu() > start);
+        let here = cpu_sample(std::process::id());
+        assert!(!here.tasks.is_empty(), "schedstat of this process's threads");
+    }
 }
