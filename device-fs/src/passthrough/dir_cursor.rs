@@ -9,6 +9,7 @@
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::SeekFrom;
 use rustix::io::Errno;
@@ -16,6 +17,14 @@ use rustix::io::Errno;
 /// Bytes of records read at once: about a hundred short names. What is left after a reply
 /// stays with the handle until the listing goes on, so this bounds each handle's memory.
 const CHUNK: usize = 4096;
+
+/// Records kept between replies by all handles together, at most: past it a reply's leftovers
+/// are dropped (that listing seeks and reads again), so a guest holding many directories
+/// half-listed cannot grow the daemon's memory by a page each.
+const MAX_KEPT: usize = 64 << 20;
+
+/// Bytes of records all cursors keep now.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
 
 /// `struct linux_dirent64` before its name: inode (8), next cookie (8), record length (2), type
 /// (1).
@@ -64,7 +73,7 @@ pub(super) struct DirCursor {
 impl DirCursor {
     /// A cursor on a descriptor just opened (at the start of the directory).
     pub(super) fn new() -> Self {
-        Self { pos: Some(0), ..Self::default() }
+        Self { pos: Some(0), buf: Vec::new(), at: 0, resume: 0, first: 0 }
     }
 
     /// Places the listing at `offset`: the records last read are kept when it lies among them
@@ -127,8 +136,17 @@ impl DirCursor {
         None
     }
 
+    /// A reply is done: what it left stays for the next one unless the cursors together
+    /// keep too much already.
+    pub(super) fn finish(&mut self) {
+        if KEPT.load(Ordering::Relaxed) > MAX_KEPT {
+            self.drop_ahead();
+        }
+    }
+
     fn drop_ahead(&mut self) {
         // Nothing kept between listings but what is ahead: the memory goes with it.
+        KEPT.fetch_sub(self.buf.len(), Ordering::Relaxed);
         self.buf = Vec::new();
         self.at = 0;
     }
@@ -163,9 +181,16 @@ impl DirCursor {
             self.pos = Some(record.next);
             at += record.len;
         }
+        self.drop_ahead();
+        KEPT.fetch_add(buf.len(), Ordering::Relaxed);
         self.buf = buf;
-        self.at = 0;
         Ok(())
+    }
+}
+
+impl Drop for DirCursor {
+    fn drop(&mut self) {
+        self.drop_ahead();
     }
 }
 

@@ -75,6 +75,7 @@ impl PassthroughFs {
                 Err(AddError::Full) => break,
             }
         }
+        cursor.finish();
         Ok(())
     }
 }
