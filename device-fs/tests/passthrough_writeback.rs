@@ -9,7 +9,7 @@
 mod support;
 
 use support::{args, Harness};
-use vhu_device_fs::fuse::abi::{OpenIn, WriteIn, WriteOut, WRITE_CACHE};
+use vhu_device_fs::fuse::abi::{OpenIn, ReleaseIn, WriteIn, WriteOut, WRITE_CACHE};
 use vhu_device_fs::fuse::{Handle, NodeId, Opcode};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -69,6 +69,24 @@ fn a_write_back_through_an_append_handle_lands_at_its_offset() {
     // A read-only handle takes no write-back either.
     let ro = open(&mut h, node, O_RDONLY);
     assert_eq!(write(&mut h, node, ro, 0, &[1; 16], (WRITE_CACHE, O_RDONLY)), -i64::from(EBADF));
+}
+
+/// The second descriptor a write-back through an O_APPEND handle needs is the guest's like
+/// every other: it counts in the open-file budget, and goes with the handle's release.
+#[test]
+fn a_write_backs_descriptor_counts_in_the_budget() {
+    const ENFILE: i32 = 23;
+    // The root, "f", the handle and its write-back descriptor.
+    let mut h = Harness::with("writeback-budget", |config| config.max_open = 4);
+    let node = file(&mut h, 4096);
+    let fh = open(&mut h, node, O_RDWR | O_APPEND);
+    assert_eq!(write(&mut h, node, fh, 0, &[0x55; 4096], (WRITE_CACHE, O_RDWR | O_APPEND)), 4096);
+    let refused =
+        h.call(Opcode::Open, node, OpenIn { flags: O_RDONLY, ..OpenIn::default() }.as_bytes());
+    assert_eq!(refused.errno(), ENFILE, "the write-back's descriptor took the last place");
+    let release = ReleaseIn { fh, ..ReleaseIn::default() };
+    assert_eq!(h.call(Opcode::Release, node, release.as_bytes()).errno(), 0);
+    let _ = open(&mut h, node, O_RDONLY);
 }
 
 #[test]

@@ -232,6 +232,14 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether a test that needs root (to mount) can run: outside CI a run as another user skips
+/// it; CI, which runs as root, fails it instead.
+pub fn needs_root() -> bool {
+    let root = is_root();
+    assert!(root || std::env::var_os("CI").is_none(), "CI runs this as root");
+    root
+}
+
 /// Names in a READDIR payload, with their cookies.
 pub fn parse_dirents(mut buf: &[u8]) -> Vec<(String, u64)> {
     use vhu_device_fs::fuse::abi::Dirent;
