@@ -137,8 +137,13 @@ fn writes_append_as_the_guests_file_says_now() {
     let host = |h: &Harness| std::fs::read(h.share().join("f")).expect("host read");
     let appending = open(&mut h, node, O_WRONLY | O_APPEND);
     // The handle's own host file follows the guest's flags: no descriptor is opened for it
-    // (the guest holds only as many as its open files).
-    let descriptors = || std::fs::read_dir("/proc/self/fd").expect("fd dir").count();
+    // (the guest holds only as many as its open files). Only descriptors naming this share's
+    // file are counted: tests running beside this one open and close their own meanwhile.
+    let path = std::fs::canonicalize(h.share().join("f")).expect("canonical path");
+    let descriptors = || {
+        let fds = std::fs::read_dir("/proc/self/fd").expect("fd dir");
+        fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|l| *l == path).count()
+    };
     let before = descriptors();
     assert_eq!(write(&mut h, node, appending, 0, b"AAAA", (0, O_WRONLY)), 4);
     assert_eq!(host(&h), b"AAAA456789", "O_APPEND cleared: written at the offset");
