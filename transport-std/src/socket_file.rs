@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::process::Gid;
@@ -36,63 +36,98 @@ pub struct SocketFile {
 /// Longest socket path `sockaddr_un` holds (108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-/// Binds and listens on a socket that appears at `path` only once it accepts connections: it is
-/// bound under a temporary name next to `path` and renamed over it (replacing a stale socket in
-/// the same step), so a launcher that connects as soon as the file exists is never refused. The
-/// mode is set by the umask at bind time, so no other user ever sees the socket open; processes
-/// bind before they start threads, and the umask is restored right after. With a `group`, the
-/// socket is given to it, read-write, before it appears.
+/// The socket's name inside its binding directory.
+const BOUND: &str = "s";
+
+/// How many names a binding directory tries before giving up (each one taken meanwhile).
+const BINDING_ATTEMPTS: usize = 16;
+
+/// Binds and listens on a socket that appears at `name` in `dir` (`path`'s directory) only once
+/// it accepts connections and has its mode: it is bound in a directory of its own next to
+/// `path`, mode 0700, given mode 0600 (0660 and the group with a `group`) there, and renamed
+/// over `path` (replacing a stale socket in the same step), so a launcher that connects as soon
+/// as the file exists is never refused, and no other user ever reaches it open. The process
+/// umask is neither read nor changed (threads binding at once cannot widen each other's mode).
 fn bind_listening(
+    dir: &OwnedFd,
     parent: &Path,
     name: &std::ffi::OsStr,
-    path: &Path,
     group: Option<Gid>,
 ) -> std::io::Result<UnixListener> {
-    let mut temp_name = OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.binding", std::process::id()));
-    let temp = parent.join(&temp_name);
-    let direct = temp.as_os_str().len() > MAX_SOCKET_PATH;
-    let target = if direct { path } else { &temp };
-    if direct {
-        // No room for a longer name: bind in place (a stale socket must go first).
-        let _ = std::fs::remove_file(path);
-    } else {
-        let _ = std::fs::remove_file(&temp);
-    }
-    let previous = rustix::process::umask(Mode::from_raw_mode(0o177));
-    let bound = UnixListener::bind(target);
-    rustix::process::umask(previous);
-    let listener = bound?;
-    if let Some(gid) = group {
-        if let Err(error) = share_with_group(target, gid) {
-            let _ = std::fs::remove_file(target);
-            return Err(error);
-        }
-    }
-    if !direct {
-        if let Err(error) = std::fs::rename(&temp, path) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(error);
-        }
-    }
-    Ok(listener)
+    let (binding_name, binding) = binding_dir(dir, name)?;
+    let bound = bind_inside(&binding, parent.join(&binding_name), dir, name, group);
+    // Whatever is left (all of it when binding failed) goes with the directory.
+    let _ = rustix::fs::unlinkat(&binding, BOUND, AtFlags::empty());
+    let _ = rustix::fs::unlinkat(dir, &binding_name, AtFlags::REMOVEDIR);
+    bound
 }
 
-/// Gives the socket just bound at `path` to group `gid`, read-write. Neither step follows a
-/// symlink: whoever can write to the socket's directory could otherwise have root change the
-/// owner and mode of any file.
-fn share_with_group(path: &Path, gid: Gid) -> std::io::Result<()> {
-    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(path, flags, Mode::empty())?;
-    if !rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode).is_socket() {
-        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+/// A new directory `.<name>.<pid>.<n>.binding` in `dir`, mode 0700, and its descriptor.
+fn binding_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(OsString, OwnedFd)> {
+    static BINDINGS: AtomicUsize = AtomicUsize::new(0);
+    let mut last = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+    for _ in 0..BINDING_ATTEMPTS {
+        let mut binding = OsString::from(".");
+        binding.push(name);
+        let n = BINDINGS.fetch_add(1, Ordering::Relaxed);
+        binding.push(format!(".{}.{n}.binding", std::process::id()));
+        // mkdir never follows a symlink at its last component: a name someone else took
+        // fails, and the next one is tried.
+        match rustix::fs::mkdirat(dir, &binding, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                last = std::io::Error::from(rustix::io::Errno::EXIST);
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        return match rustix::fs::openat(dir, &binding, flags, Mode::empty()) {
+            Ok(fd) => {
+                // The umask can only have taken bits away, the owner's too (then binding
+                // fails for want of them): they are given back where /proc is there.
+                let entry = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                let _ = rustix::fs::chmod(entry, Mode::from_raw_mode(0o700));
+                Ok((binding, fd))
+            }
+            Err(error) => {
+                let _ = rustix::fs::unlinkat(dir, &binding, AtFlags::REMOVEDIR);
+                Err(error.into())
+            }
+        };
     }
-    rustix::fs::chownat(&fd, "", None, Some(gid), AtFlags::EMPTY_PATH)?;
-    // chmod has no form for an O_PATH descriptor; its /proc entry names the socket itself.
-    let entry = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    rustix::fs::chmod(entry, Mode::from_raw_mode(0o660))?;
-    Ok(())
+    Err(last)
+}
+
+/// Binds in `binding` (at `binding_path`), sets the socket's mode and group, and renames it to
+/// `name` in `dir`.
+fn bind_inside(
+    binding: &OwnedFd,
+    binding_path: PathBuf,
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    group: Option<Gid>,
+) -> std::io::Result<UnixListener> {
+    // Through the directory's descriptor where /proc is there: whoever can write to the parent
+    // cannot swap the directory under the name, and the address stays short.
+    let through_fd = PathBuf::from(format!("/proc/self/fd/{}/{BOUND}", binding.as_raw_fd()));
+    let listener = match UnixListener::bind(&through_fd) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            UnixListener::bind(binding_path.join(BOUND))?
+        }
+        bound => bound?,
+    };
+    let mode = match group {
+        Some(gid) => {
+            rustix::fs::chownat(binding, BOUND, None, Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
+            0o660
+        }
+        None => 0o600,
+    };
+    // The directory is this process's alone: the name is the socket just bound.
+    rustix::fs::chmodat(binding, BOUND, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    rustix::fs::renameat(binding, BOUND, dir, name)?;
+    Ok(listener)
 }
 
 /// `<path>.pid`.
@@ -171,7 +206,7 @@ impl SocketFile {
         let mut pid_name = name.clone();
         pid_name.push(".pid");
         let lock = lock_pid_file(&dir, &pid_name)?;
-        let listener = match Self::claim(&lock, parent, &name, path, group) {
+        let listener = match Self::claim(&lock, &dir, parent, &name, path, group) {
             Ok(listener) => listener,
             Err(error) => {
                 // The lock is this process's: no live daemon uses the pid file, so it goes with
@@ -189,6 +224,7 @@ impl SocketFile {
     /// With the pid file locked: writes the pid into it and binds the socket.
     fn claim(
         lock: &OwnedFd,
+        dir: &OwnedFd,
         parent: &Path,
         name: &std::ffi::OsStr,
         path: &Path,
@@ -203,7 +239,7 @@ impl SocketFile {
                 return Err(Error::new(ErrorKind::AlreadyExists, what));
             }
         }
-        bind_listening(parent, name, path, group)
+        bind_listening(dir, parent, name, group)
     }
 
     /// The socket path as given.

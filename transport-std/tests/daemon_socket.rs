@@ -21,12 +21,12 @@ fn pid_file(path: &std::path::Path) -> std::path::PathBuf {
     name.into()
 }
 
+/// The daemon's socket and pid file (whatever the umask: see the next test, the only one here
+/// that changes it).
 #[test]
-fn the_socket_is_the_owners_only_whatever_the_umask() {
+fn the_socket_is_the_owners_only_and_the_pid_file_names_the_daemon() {
     let path = socket_path("owner-only");
-    let previous = rustix::process::umask(rustix::fs::Mode::empty());
     let d = daemon(&path).expect("binds");
-    rustix::process::umask(previous);
     let meta = std::fs::metadata(&path).expect("stat");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "no other user may connect");
@@ -35,6 +35,32 @@ fn the_socket_is_the_owners_only_whatever_the_umask() {
     assert_eq!(d.pid_file(), Some(pid_file(&path)));
     drop(d);
     assert!(!path.exists() && !pid_file(&path).exists(), "both removed with the daemon");
+}
+
+/// Threads binding at once under a umask that masks nothing: each socket is its owner's only,
+/// and the process umask is what it was (a bind that set the umask and put it back could give
+/// another thread's socket a umask of its own, and leave the process with the wrong one).
+#[test]
+fn sockets_bound_by_many_threads_at_once_are_each_the_owners_only_whatever_the_umask() {
+    let umask = rustix::process::umask(rustix::fs::Mode::empty());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let path = socket_path(&format!("threads-{t}-{i}"));
+                    let (_listener, file) = SocketFile::bind(&path).expect("binds");
+                    let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+                    assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+                    drop(file);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("every socket owner-only");
+    }
+    let now = rustix::process::umask(umask);
+    assert_eq!(now.bits(), 0, "the process umask is left as it was");
 }
 
 #[test]
