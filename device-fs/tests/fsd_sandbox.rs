@@ -83,11 +83,15 @@ fn the_default_sandbox_isolates_the_serving_process() {
     std::fs::write(sub.join("on-tmpfs"), b"submount").expect("file");
     let daemon = start(&dir, &[]);
     let server = server_pid(&daemon, true);
-    // Set up once its root is the share and its capabilities are reduced (the child unshares,
-    // pivots and drops after the fork).
+    // Set up once its root is the share, its capabilities are reduced and its syscall filter
+    // is on (the child unshares, pivots and drops after the fork, then installs the filter).
     let root = PathBuf::from(format!("/proc/{server}/root"));
     let deadline = Instant::now() + Duration::from_secs(10);
-    let ready = || root.join("inside").exists() && cap_eff(server) == KEPT;
+    let filtered = || {
+        std::fs::read_to_string(format!("/proc/{server}/status"))
+            .is_ok_and(|status| status.contains("Seccomp:\t2"))
+    };
+    let ready = || root.join("inside").exists() && cap_eff(server) == KEPT && filtered();
     while !ready() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -306,15 +306,18 @@ mod tests {
         let pipe = Some((number, 1, Interest::READABLE));
         assert!(follow_all(registry, token, [(&mut channel, None), (&mut transfer, pipe)])
             .expect("registered"));
-        drop(read);
+        // The pipe's end closes and the socket takes its number in one step (waiting for the
+        // lowest free number would race whatever else the process opens meanwhile).
         let (socket, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        assert_eq!(socket.as_raw_fd(), number, "the lowest free number is the pipe's");
+        let mut renumbered = read;
+        rustix::io::dup2(&socket, &mut renumbered).expect("dup2");
+        drop(socket);
+        assert_eq!(renumbered.as_raw_fd(), number);
         let now = Some((number, 1, Interest::READABLE));
         follow_all(registry, token, [(&mut channel, now), (&mut transfer, None)]).expect("ok");
-        let fd = socket.as_raw_fd();
         registry
-            .reregister(&mut SourceFd(&fd), token, Interest::WRITABLE)
+            .reregister(&mut SourceFd(&number), token, Interest::WRITABLE)
             .expect("the channel socket is still registered");
-        drop(write);
+        drop((renumbered, write));
     }
 }

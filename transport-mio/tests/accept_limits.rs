@@ -1,5 +1,6 @@
 //! A server out of descriptors: `accept` failing is a refusal, not the end of the server, and
-//! the front-end left waiting is accepted once a connection ends and frees what it held.
+//! the front-end left waiting is accepted once a connection ends and frees what it held. Its
+//! own test binary: it lowers the whole process's descriptor limit.
 
 mod common;
 

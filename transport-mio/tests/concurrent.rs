@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use common::{
     assert_closed, assert_serves, expect_u64, frame, header, send_with_fds, serve, GET_FEATURES,
@@ -59,7 +58,9 @@ fn malformed_input_closes_only_that_connection() {
     let (probe, stray) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).expect("pipe");
     let owner = frame(SET_OWNER, VERSION, &[]);
     bad.write_all(&owner[..4]).expect("write");
-    std::thread::sleep(Duration::from_millis(50));
+    // Sent with the descriptor only once the server has read these bytes (one read taking
+    // both would see the descriptor with the frame's first byte).
+    assert!(common::eventually(|| common::unread(&bad) == 0), "the first bytes were read");
     send_with_fds(&bad, &owner[4..], &[stray.as_fd()]);
     drop(stray);
     assert_closed(&mut bad);

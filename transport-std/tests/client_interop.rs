@@ -146,33 +146,35 @@ fn client_drives_rust_vmm_vhost_user_backend() {
 fn a_back_ends_own_state_descriptor_neither_fills_memory_nor_hangs() {
     let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
     let protocol = ProtocolFeatures::REPLY_ACK | ProtocolFeatures::DEVICE_STATE;
-    let connect = |name: &str, state: std::fs::File| {
+    // Set up with the usual timeout; each wait of the transfer then gets `wait`.
+    let connect = |name: &str, state: std::fs::File, wait: Duration| {
         let path = socket(name);
         let peer = Peer::spawn_with_state(&path, Some(state));
         let mut client = Client::from_stream(connect_retrying(&path, TIMEOUT)).expect("client");
-        client.set_timeout(Duration::from_millis(300)).expect("timeout");
+        client.set_timeout(TIMEOUT).expect("timeout");
         let negotiated = client.handshake(features, protocol).expect("handshake");
         assert!(negotiated.protocol_features.contains(ProtocolFeatures::DEVICE_STATE));
+        client.set_timeout(wait).expect("timeout");
         (peer, client)
     };
+    let short = Duration::from_millis(300);
 
     let zero = std::fs::File::open("/dev/zero").expect("/dev/zero");
-    let (_peer, mut client) = connect("peer-state-zero", zero);
+    let (_peer, mut client) = connect("peer-state-zero", zero, short);
     match client.save_state() {
         Err(ClientError::Transfer(why)) => assert!(why.contains("not a pipe"), "{why}"),
         other => panic!("a state read from /dev/zero: {other:?}"),
     }
 
     let (read, _kept_open) = rustix::pipe::pipe().expect("pipe");
-    let (_peer, mut client) = connect("peer-state-open", std::fs::File::from(read));
+    let (_peer, mut client) = connect("peer-state-open", std::fs::File::from(read), short);
     match client.save_state() {
-        Err(ClientError::Timeout { timeout, .. }) => {
-            assert_eq!(timeout, Duration::from_millis(300))
-        }
+        Err(ClientError::Timeout { timeout, .. }) => assert_eq!(timeout, short),
         other => panic!("a state pipe never closed: {other:?}"),
     }
 
-    // A byte now and then, each within the wait: the transfer's own bound ends it.
+    // A byte now and then, each well within the wait (however late a loaded machine runs the
+    // writer): the transfer's own bound ends it.
     let (read, write) = rustix::pipe::pipe().expect("pipe");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let trickling = std::sync::Arc::clone(&stop);
@@ -184,7 +186,7 @@ fn a_back_ends_own_state_descriptor_neither_fills_memory_nor_hangs() {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
-    let (_peer, mut client) = connect("peer-state-trickle", std::fs::File::from(read));
+    let (_peer, mut client) = connect("peer-state-trickle", std::fs::File::from(read), TIMEOUT);
     client.set_transfer_timeout(Duration::from_millis(700));
     let started = std::time::Instant::now();
     let saved = client.save_state();

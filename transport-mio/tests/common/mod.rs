@@ -310,6 +310,17 @@ pub fn memfd(len: u64) -> OwnedFd {
     fd
 }
 
+/// Bytes `sock` sent that its peer has not read yet (SIOCOUTQ: a unix stream socket counts a
+/// message it sent until the reader has taken all of it).
+pub fn unread(sock: &UnixStream) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int through the pointer, which names `queued`.
+    let done = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(done, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    queued
+}
+
 /// EOF on a non-blocking pipe's read end: no write end is open anywhere.
 pub fn all_writers_closed(reader: &OwnedFd) -> bool {
     matches!(rustix::io::read(reader, &mut [0u8; 1]), Ok(0))

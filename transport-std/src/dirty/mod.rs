@@ -77,10 +77,19 @@ impl DirtyLog {
 
     /// Marks the pages of `len` bytes at guest-physical `address` dirty, if logging is on.
     /// Call it after the bytes were written. Pages past the end of the log are not marked.
+    #[inline]
     pub fn mark(&self, address: u64, len: usize) {
-        if len == 0 || !self.active.load(Ordering::Acquire) {
-            return;
+        // Checked where the caller is (every buffer written calls this, and logging is off
+        // but while a VMM migrates); the marking itself is out of line.
+        if len != 0 && self.active.load(Ordering::Acquire) {
+            self.mark_logged(address, len);
         }
+    }
+
+    /// [`DirtyLog::mark`] while logging is on.
+    #[cold]
+    #[inline(never)]
+    fn mark_logged(&self, address: u64, len: usize) {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let (true, Some(area)) = (state.logging, &state.area) else { return };
         if !area.covers(address, len as u64)

@@ -38,6 +38,11 @@ const RECENT: Duration = Duration::from_millis(1);
 /// The most one turn polls, in all its polls.
 const TURN_POLLING: Duration = Duration::from_millis(10);
 
+/// Looks at the ring between two readings of the clock while polling: a look and a pause take
+/// well under a microsecond, so a poll overruns its window by less than that, and most of its
+/// looks cost no clock reading.
+const LOOKS_PER_CLOCK: u32 = 4;
+
 /// One queue's polling state.
 #[derive(Debug)]
 pub struct RingPoll {
@@ -99,12 +104,17 @@ impl RingPoll {
     /// A turn of serving begins: how long the ring was idle before it says whether a longer
     /// poll would have caught the request that ended the idleness.
     pub fn turn_begins(&mut self) {
+        if self.idle_since.is_none() && self.slot.is_none() {
+            self.turn_polled = Duration::ZERO;
+            return;
+        }
+        let now = Instant::now();
         if let Some(since) = self.idle_since.take() {
-            self.idled(since.elapsed());
+            self.idled(now.saturating_duration_since(since));
         }
         self.turn_polled = Duration::ZERO;
         if let Some(slot) = self.slot {
-            self.board.stamp(slot);
+            self.board.stamp(slot, now);
         }
     }
 
@@ -129,7 +139,7 @@ impl RingPoll {
     fn set_window(&mut self, window: Duration) {
         self.window = window;
         match (self.slot, window.is_zero()) {
-            (None, false) => self.slot = self.board.claim(),
+            (None, false) => self.slot = self.board.claim(Instant::now()),
             (Some(slot), true) => {
                 self.board.release(slot);
                 self.slot = None;
@@ -145,19 +155,21 @@ impl RingPoll {
         let start = Instant::now();
         let may = match self.slot {
             Some(slot) if self.turn_polled < TURN_POLLING => {
-                self.board.stamp(slot);
-                self.board.busy() <= self.most
+                self.board.stamp(slot, start);
+                self.board.busy(start) <= self.most
             }
             // No window, no slot on a full board, or this turn polled enough.
             _ => false,
         };
         if may {
+            let mut looks = 0u32;
             loop {
                 if ready() {
                     self.turn_polled += start.elapsed();
                     return true;
                 }
-                if start.elapsed() >= self.window {
+                looks = looks.wrapping_add(1);
+                if looks % LOOKS_PER_CLOCK == 0 && start.elapsed() >= self.window {
                     break;
                 }
                 std::hint::spin_loop();
@@ -203,15 +215,16 @@ impl Board {
         }
     }
 
-    /// Now, as stored in a slot (never 0).
-    fn now(&self) -> u64 {
-        let epoch = *self.epoch.get_or_init(Instant::now);
-        u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+    /// `now`, as stored in a slot (never 0).
+    fn at(&self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_init(|| now);
+        let since = now.saturating_duration_since(epoch);
+        u64::try_from(since.as_micros()).unwrap_or(u64::MAX - 1) + 1
     }
 
-    /// A free slot, stamped now; `None` when every slot is taken.
-    fn claim(&self) -> Option<usize> {
-        let now = self.now();
+    /// A free slot, stamped `now`; `None` when every slot is taken.
+    fn claim(&self, now: Instant) -> Option<usize> {
+        let now = self.at(now);
         let slot = (0..SLOTS).find(|&i| {
             self.slots[i].compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         })?;
@@ -219,17 +232,17 @@ impl Board {
         Some(slot)
     }
 
-    fn stamp(&self, slot: usize) {
-        self.slots[slot].store(self.now(), Ordering::Relaxed);
+    fn stamp(&self, slot: usize, now: Instant) {
+        self.slots[slot].store(self.at(now), Ordering::Relaxed);
     }
 
     fn release(&self, slot: usize) {
         self.slots[slot].store(0, Ordering::Relaxed);
     }
 
-    /// Queues with an open window that served or polled in the last `recent`.
-    fn busy(&self) -> usize {
-        let now = self.now();
+    /// Queues with an open window that served or polled in the `recent` before `now`.
+    fn busy(&self, now: Instant) -> usize {
+        let now = self.at(now);
         let recent = u64::try_from(self.recent.as_micros()).unwrap_or(u64::MAX);
         let used = self.used.load(Ordering::Relaxed).min(SLOTS);
         self.slots[..used]
@@ -344,11 +357,16 @@ mod tests {
 
     #[test]
     fn no_queue_polls_while_more_are_busy_than_may_be_and_one_going_quiet_frees_the_others() {
-        static BOARD: Board = Board::new(RECENT_HERE);
+        // A minute counts as recent, and the board's clock began two minutes ago: a queue is
+        // made quiet by dating its last turn back to the board's start, never by waiting (a
+        // loaded machine could preempt this test for longer than any short `recent`).
+        static BOARD: Board = Board::new(Duration::from_secs(60));
+        let began = Instant::now().checked_sub(Duration::from_secs(120)).expect("uptime");
+        BOARD.epoch.set(began).expect("the board's clock is this test's");
         let (mut a, mut b) = (on(&BOARD, MAX, 1), on(&BOARD, MAX, 1));
         open(&mut a);
         open(&mut b);
-        assert_eq!(BOARD.busy(), 2);
+        assert_eq!(BOARD.busy(Instant::now()), 2);
         let mut looked = false;
         assert!(!a.poll(|| {
             looked = true;
@@ -356,15 +374,15 @@ mod tests {
         }));
         assert!(!looked, "two busy queues on room for one: neither polls");
         // b sleeps without a turn for longer than it counts as busy; its window stays open.
-        std::thread::sleep(RECENT_HERE * 2);
+        BOARD.slots[b.slot.expect("b's window is open")].store(1, Ordering::Relaxed);
         assert!(a.poll(|| true), "a polls again once b is quiet");
-        assert_eq!(BOARD.busy(), 1);
+        assert_eq!(BOARD.busy(Instant::now()), 1);
         b.turn_begins();
-        assert_eq!(BOARD.busy(), 2, "b's turn makes it busy again");
+        assert_eq!(BOARD.busy(Instant::now()), 2, "b's turn makes it busy again");
         b.idled(Duration::from_millis(5));
-        assert_eq!(BOARD.busy(), 1, "a closed window gives the slot back");
+        assert_eq!(BOARD.busy(Instant::now()), 1, "a closed window gives the slot back");
         drop(a);
-        assert_eq!(BOARD.busy(), 0, "a dropped queue is not counted");
+        assert_eq!(BOARD.busy(Instant::now()), 0, "a dropped queue is not counted");
     }
 
     #[test]
