@@ -11,6 +11,11 @@
 //! longest poll, [`crate::spin::spin`]) doubles the poll, from 4 µs; one idle for longer than
 //! that stops polling, so a quiet queue sleeps at once. While it polls, the device has not asked
 //! for a kick (EVENT_IDX's `avail_event` stays behind), so the driver does not make one.
+//! A ring that ran dry after a batch ([`BATCH_SLEEPS`] chains or more since it was last dry)
+//! is not polled: its driver keeps many requests in flight and adds the next ones together
+//! once it took the used ones, so one kick wakes the queue for all of them, where polling
+//! would catch them one or two at a time (`vhu-fs-bench` at depth 32: about 6% less CPU per
+//! request, and depth 1 unchanged).
 //!
 //! A poll needs a CPU for the queue and one for the driver it waits for. While more queues of
 //! the process are busy with short idle periods (their window open, and serving or polling in
@@ -38,6 +43,12 @@ const RECENT: Duration = Duration::from_millis(1);
 /// The most one turn polls, in all its polls.
 const TURN_POLLING: Duration = Duration::from_millis(10);
 
+/// Chains served since the ring was last found dry from which on it is not polled: a driver
+/// that keeps that many in flight adds the next ones in a batch once it has taken the used ones
+/// (a kick then wakes the queue for all of them at once), and a poll would only catch them one
+/// or two at a time, each caught batch notified on its own, for more of both sides' CPU.
+const BATCH_SLEEPS: usize = 8;
+
 /// Looks at the ring between two readings of the clock while polling: a look and a pause take
 /// well under a microsecond, so a poll overruns its window by less than that, and most of its
 /// looks cost no clock reading.
@@ -61,6 +72,8 @@ pub struct RingPoll {
     board: &'static Board,
     slot: Option<usize>,
     most: usize,
+    /// Chains served since the ring was last found dry ([`RingPoll::served`]).
+    served: usize,
 }
 
 impl Default for RingPoll {
@@ -93,6 +106,7 @@ impl RingPoll {
             board,
             slot: None,
             most,
+            served: 0,
         }
     }
 
@@ -148,12 +162,19 @@ impl RingPoll {
         }
     }
 
+    /// A chain was served: a ring that runs dry after [`BATCH_SLEEPS`] of them is not polled.
+    pub fn served(&mut self) {
+        self.served = self.served.saturating_add(1);
+    }
+
     /// The ring ran dry: calls `ready` until it says a request came or the window passed, and
     /// says which. When none came, the caller asks for a kick and, when the ring is still
     /// empty, sleeps ([`RingPoll::sleeps`]).
     pub fn poll(&mut self, mut ready: impl FnMut() -> bool) -> bool {
         let start = Instant::now();
+        let batch = std::mem::take(&mut self.served);
         let may = match self.slot {
+            _ if batch >= BATCH_SLEEPS => false,
             Some(slot) if self.turn_polled < TURN_POLLING => {
                 self.board.stamp(slot, start);
                 self.board.busy(start) <= self.most
@@ -383,6 +404,27 @@ mod tests {
         assert_eq!(BOARD.busy(Instant::now()), 1, "a closed window gives the slot back");
         drop(a);
         assert_eq!(BOARD.busy(Instant::now()), 0, "a dropped queue is not counted");
+    }
+
+    #[test]
+    fn a_ring_that_ran_dry_after_a_batch_is_not_polled() {
+        static BOARD: Board = Board::new(RECENT_HERE);
+        let mut p = on(&BOARD, MAX, 1);
+        open(&mut p);
+        let mut looked = false;
+        for _ in 0..BATCH_SLEEPS {
+            p.served();
+        }
+        assert!(!p.poll(|| {
+            looked = true;
+            true
+        }));
+        assert!(!looked, "a driver that keeps a batch in flight is left to kick");
+        for _ in 0..BATCH_SLEEPS - 1 {
+            p.served();
+        }
+        assert!(p.poll(|| true), "a few chains between dry rings: polled");
+        assert!(p.poll(|| true), "and the count begins again at each dry ring");
     }
 
     #[test]

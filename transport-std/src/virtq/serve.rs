@@ -42,6 +42,7 @@ pub fn serve_turn<M: GuestMemory + ?Sized>(
     for _ in 0..queue.size() {
         match queue.pop(&view) {
             Ok(Some(chain)) => {
+                poll.served();
                 let served = serve(queue, &view, &chain);
                 queue.recycle(chain);
                 served?;
