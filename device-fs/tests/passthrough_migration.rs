@@ -486,3 +486,26 @@ fn held_locks_and_foreign_options_stop_a_migration() {
     let dst = src.another_server(|_| {});
     assert!(matches!(state::load(&dst.server, b"garbage"), Err(StateError::Format(_))));
 }
+
+/// A write-back error the daemon's own sync met before a save (and so took from the file, which
+/// reports one once) is the guest's: the state does not save while the guest has not heard of
+/// it, its next FSYNC of the file fails with it, once, and then the state saves.
+#[test]
+fn a_sync_failure_before_a_save_reaches_the_guests_next_fsync() {
+    use vhu_device_fs::fuse::abi::FsyncIn;
+    use vhu_device_fs::fuse::{Handle, NodeId};
+    let (mut src, [_, f], [fh, _]) = source("migrate-sync-failed");
+    let handle = src.server.fs().handles().get(Handle(fh), NodeId(f), false).expect("handle");
+    handle.note_sync_failure(rustix::io::Errno::IO);
+    let err = state::save(&src.server).expect_err("refused");
+    match err {
+        StateError::FileSystem(MigrationError::Sync { handle, node, errno }) => {
+            assert_eq!((handle, node, errno), (fh, f, rustix::io::Errno::IO));
+        }
+        other => panic!("saved over a sync failure the guest never heard of: {other}"),
+    }
+    let fsync = FsyncIn { fh, ..FsyncIn::default() };
+    assert_eq!(src.call(Opcode::Fsync, f, fsync.as_bytes()).errno(), libc::EIO);
+    assert_eq!(src.call(Opcode::Fsync, f, fsync.as_bytes()).errno(), 0, "told once");
+    state::save(&src.server).expect("the guest heard of it: the state saves");
+}

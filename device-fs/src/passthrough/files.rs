@@ -359,10 +359,11 @@ impl PassthroughFs {
         dir: bool,
     ) -> Result<(), Errno> {
         let h = self.handles.get(handle, node, dir)?;
-        if datasync {
-            rustix::fs::fdatasync(&h.fd)
-        } else {
-            rustix::fs::fsync(&h.fd)
+        let synced = if datasync { rustix::fs::fdatasync(&h.fd) } else { rustix::fs::fsync(&h.fd) };
+        // A failure the daemon's own sync took from this file before is the guest's to hear.
+        match h.take_sync_failure() {
+            Some(errno) => Err(errno),
+            None => synced,
         }
     }
 

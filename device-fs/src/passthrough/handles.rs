@@ -7,7 +7,7 @@
 //! (O_APPEND, O_DIRECT: [`HandleData::follow`]).
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use rustix::fs::OFlags;
@@ -40,6 +40,10 @@ pub struct HandleData {
     /// A directory handle's listing (its descriptor's position and what it read ahead); the
     /// lock serialises listings of the handle.
     pub(super) dir_lock: Mutex<DirCursor>,
+    /// The errno of a sync the daemon made on its own (before a migration's state was saved)
+    /// that failed, not yet told to the guest (0: none). The host reports a write-back error
+    /// once per open file, so the daemon's sync took it from the guest's next FSYNC.
+    sync_failed: AtomicI32,
 }
 
 /// The status flags a handle's host file takes from the guest's file as it is at each request:
@@ -63,6 +67,24 @@ impl HandleData {
     /// flags, decides how to write and writes under it.
     pub fn steady(&self) -> RwLockReadGuard<'_, ()> {
         self.follow_lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A sync the daemon made on its own failed with `errno`: the guest's next FSYNC of the
+    /// handle says so ([`HandleData::take_sync_failure`]).
+    pub fn note_sync_failure(&self, errno: Errno) {
+        self.sync_failed.store(errno.raw_os_error(), Ordering::Relaxed);
+    }
+
+    /// The failure [`HandleData::note_sync_failure`] kept, if the guest has not been told yet.
+    pub fn sync_failure(&self) -> Option<Errno> {
+        let raw = self.sync_failed.load(Ordering::Relaxed);
+        (raw != 0).then(|| Errno::from_raw_os_error(raw))
+    }
+
+    /// The kept failure, now told to the guest (so it is no longer kept).
+    pub fn take_sync_failure(&self) -> Option<Errno> {
+        let raw = self.sync_failed.swap(0, Ordering::Relaxed);
+        (raw != 0).then(|| Errno::from_raw_os_error(raw))
     }
 
     fn has(&self, flag: OFlags) -> bool {
@@ -124,6 +146,7 @@ impl HandleSlot {
             following,
             follow_lock,
             dir_lock,
+            sync_failed: AtomicI32::new(0),
         }))
     }
 

@@ -101,8 +101,12 @@ pub enum MigrationError {
     #[error("cannot act as the daemon: {0}")]
     Credentials(Errno),
     /// What the guest wrote through an open file could not be made durable before the
-    /// switch-over (the source keeps the guest).
-    #[error("handle {handle} of node {node}: syncing what the guest wrote failed: {errno}")]
+    /// switch-over, now or in an earlier attempt the guest has not heard of yet (its next FSYNC
+    /// of the file says so); the source keeps the guest.
+    #[error(
+        "handle {handle} of node {node}: syncing what the guest wrote failed: {errno} (kept \
+         for the guest's next FSYNC of the file; no state is saved until then)"
+    )]
     Sync {
         /// The handle.
         handle: u64,
@@ -472,17 +476,35 @@ impl PassthroughFs {
 /// the guest was told those writes completed, and a destination on other hosts' view of shared
 /// storage (NFS, say) must find them there, not in this host's page cache. (The guest's own
 /// FSYNCs cover what it asked to be durable; this covers the rest.)
+///
+/// A failed sync is kept on the handle for the guest's next FSYNC of it (the host reports a
+/// write-back error once per open file, and this sync took it), and the state is not saved
+/// while one is kept: a later attempt's sync would succeed, and the guest would move on
+/// without ever hearing of the lost writes.
 fn sync_written(handles: &[(Handle, HandleSlot)]) -> Result<(), MigrationError> {
+    sync_written_with(handles, |fd| rustix::fs::fdatasync(fd))
+}
+
+/// [`sync_written`] with `fdatasync` as given.
+fn sync_written_with(
+    handles: &[(Handle, HandleSlot)],
+    fdatasync: impl Fn(&std::os::fd::OwnedFd) -> Result<(), Errno>,
+) -> Result<(), MigrationError> {
     for (handle, slot) in handles {
         let HandleSlot::Open(data) = slot else { continue };
         if data.is_dir || data.flags & OFlags::ACCMODE == OFlags::RDONLY {
             continue;
         }
-        match rustix::fs::fdatasync(&data.fd) {
+        let failed = |errno| MigrationError::Sync { handle: handle.0, node: data.node.0, errno };
+        if let Some(errno) = data.sync_failure() {
+            return Err(failed(errno));
+        }
+        match fdatasync(&data.fd) {
             // A file system with nothing to sync (no fsync at all): nothing is lost by it.
             Ok(()) | Err(Errno::INVAL | Errno::ROFS) => {}
             Err(errno) => {
-                return Err(MigrationError::Sync { handle: handle.0, node: data.node.0, errno })
+                data.note_sync_failure(errno);
+                return Err(failed(errno));
             }
         }
     }
@@ -499,5 +521,31 @@ fn describe(record: &NodeRecord) -> String {
         (Some(path), _) => String::from_utf8_lossy(path).into_owned(),
         (None, Some(_)) => format!("file handle of inode {}", record.ino),
         (None, None) => format!("inode {}", record.ino),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passthrough::handles::HandleTable;
+
+    /// A sync that fails before a save is kept on the handle, and keeps the state from saving
+    /// (a second sync would succeed: the host reports the error once) until the guest hears.
+    #[test]
+    fn a_failed_sync_is_kept_for_the_guest_and_stops_every_save_until_then() {
+        let table = HandleTable::default();
+        let file = std::fs::File::open("/dev/null").expect("a file");
+        let handle = table.insert_file(file.into(), NodeId(5), OFlags::WRONLY);
+        let (handles, _) = table.snapshot();
+        let failed = sync_written_with(&handles, |_| Err(Errno::IO));
+        assert!(matches!(failed, Err(MigrationError::Sync { node: 5, errno: Errno::IO, .. })));
+        let again = sync_written_with(&handles, |_| Ok(()));
+        assert!(matches!(again, Err(MigrationError::Sync { errno: Errno::IO, .. })), "{again:?}");
+        let data = table.get(handle, NodeId(5), false).expect("open");
+        assert_eq!(data.take_sync_failure(), Some(Errno::IO), "kept for the guest's FSYNC");
+        assert!(sync_written_with(&handles, |_| Ok(())).is_ok(), "told: the state saves");
+        // Nothing to sync on a file system without fsync: nothing is kept.
+        assert!(sync_written_with(&handles, |_| Err(Errno::INVAL)).is_ok());
+        assert_eq!(data.sync_failure(), None);
     }
 }
