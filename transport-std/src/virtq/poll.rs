@@ -11,7 +11,7 @@
 //! longest poll, [`crate::spin::spin`]) doubles the poll, from 4 µs; one idle for longer than
 //! that stops polling, so a quiet queue sleeps at once. While it polls, the device has not asked
 //! for a kick (EVENT_IDX's `avail_event` stays behind), so the driver does not make one.
-//! A ring that ran dry after a batch ([`BATCH_SLEEPS`] chains or more since it was last dry)
+//! A ring that ran dry after a batch (eight chains or more since it was last dry)
 //! is not polled: its driver keeps many requests in flight and adds the next ones together
 //! once it took the used ones, so one kick wakes the queue for all of them, where polling
 //! would catch them one or two at a time (`vhu-fs-bench` at depth 32: about 6% less CPU per
@@ -162,7 +162,7 @@ impl RingPoll {
         }
     }
 
-    /// A chain was served: a ring that runs dry after [`BATCH_SLEEPS`] of them is not polled.
+    /// A chain was served: a ring that runs dry after eight of them is not polled.
     pub fn served(&mut self) {
         self.served = self.served.saturating_add(1);
     }
