@@ -54,6 +54,7 @@ fn bind_listening(
     name: &std::ffi::OsStr,
     group: Option<Gid>,
 ) -> std::io::Result<UnixListener> {
+    remove_stale_bindings(dir, name);
     let (binding_name, binding) = binding_dir(dir, name)?;
     let bound = bind_inside(&binding, parent.join(&binding_name), dir, name, group);
     // Whatever is left (all of it when binding failed) goes with the directory.
@@ -81,22 +82,73 @@ fn binding_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(OsStri
             }
             Err(error) => return Err(error.into()),
         }
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        return match rustix::fs::openat(dir, &binding, flags, Mode::empty()) {
-            Ok(fd) => {
-                // The umask can only have taken bits away, the owner's too (then binding
-                // fails for want of them): they are given back where /proc is there.
-                let entry = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                let _ = rustix::fs::chmod(entry, Mode::from_raw_mode(0o700));
-                Ok((binding, fd))
+        let fd = match open_private_dir(dir, &binding) {
+            Ok(Some(fd)) => fd,
+            // Whoever may write to `dir` (without the sticky bit) put a directory of theirs
+            // in its place between the two calls: it is left to them.
+            Ok(None) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the binding directory was replaced by someone else's",
+                );
+                continue;
             }
             Err(error) => {
                 let _ = rustix::fs::unlinkat(dir, &binding, AtFlags::REMOVEDIR);
-                Err(error.into())
+                return Err(error.into());
             }
         };
+        // The umask can only have taken bits away, the owner's too (then binding fails for
+        // want of them): they are given back where /proc is there.
+        let entry = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let _ = rustix::fs::chmod(entry, Mode::from_raw_mode(0o700));
+        return Ok((binding, fd));
     }
     Err(last)
+}
+
+/// `name` in `dir` opened as a directory (never through a symlink), if it is this user's own
+/// and nobody else may enter it; `None` if it is not.
+fn open_private_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> rustix::io::Result<Option<OwnedFd>> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let stat = rustix::fs::fstat(&fd)?;
+    let ours = stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o077 == 0;
+    Ok(ours.then_some(fd))
+}
+
+/// Removes what binding left next to `name` in `dir` when a process ended in the middle of it:
+/// this user's `.<name>.<pid>.<n>.binding` directories and the socket in them. Called with the
+/// pid file locked, when no live daemon binds `name`.
+fn remove_stale_bindings(dir: &OwnedFd, name: &std::ffi::OsStr) {
+    use std::os::unix::ffi::OsStrExt;
+    let listing = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(listed) = rustix::fs::openat(dir, ".", listing, Mode::empty()) else { return };
+    let Ok(entries) = rustix::fs::Dir::read_from(&listed) else { return };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.push(b'.');
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_bytes();
+        let Some(middle) = entry_name
+            .strip_prefix(prefix.as_slice())
+            .and_then(|rest| rest.strip_suffix(b".binding"))
+        else {
+            continue;
+        };
+        let mut numbers = middle.split(|b| *b == b'.');
+        let number = |part: Option<&[u8]>| {
+            part.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        };
+        if !(number(numbers.next()) && number(numbers.next()) && numbers.next().is_none()) {
+            continue;
+        }
+        let stale = std::ffi::OsStr::from_bytes(entry_name);
+        if let Ok(Some(binding)) = open_private_dir(dir, stale) {
+            let _ = rustix::fs::unlinkat(&binding, BOUND, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(dir, stale, AtFlags::REMOVEDIR);
+        }
+    }
 }
 
 /// Binds in `binding` (at `binding_path`), sets the socket's mode and group, and renames it to
@@ -117,6 +169,14 @@ fn bind_inside(
         }
         bound => bound?,
     };
+    // What was bound is a socket of this user's in the private directory (bound by path, the
+    // directory might have been someone else's by then).
+    let bound = rustix::fs::statat(binding, BOUND, AtFlags::SYMLINK_NOFOLLOW)?;
+    let socket = rustix::fs::FileType::from_raw_mode(bound.st_mode).is_socket();
+    if !socket || bound.st_uid != rustix::process::geteuid().as_raw() {
+        let what = "the socket bound is not in the binding directory";
+        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, what));
+    }
     let mode = match group {
         Some(gid) => {
             rustix::fs::chownat(binding, BOUND, None, Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
@@ -281,6 +341,14 @@ impl Drop for SocketFile {
 mod tests {
     use super::*;
 
+    /// A new, empty directory of the temporary directory's for this process and `tag`.
+    fn scratch(tag: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).expect("directory");
+        root
+    }
+
     fn dir(path: &Path) -> OwnedFd {
         rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .expect("directory")
@@ -290,9 +358,7 @@ mod tests {
     /// another file, a lock on it says nothing.
     #[test]
     fn a_pid_file_counts_only_under_its_name() {
-        let root = std::env::temp_dir().join(format!("vhu-pidfile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir(&root).expect("directory");
+        let root = scratch("vhu-pidfile");
         let dir = dir(&root);
         let name = std::ffi::OsStr::new("s.pid");
         let locked = lock_pid_file(&dir, name).expect("locked");
@@ -310,6 +376,55 @@ mod tests {
         let again = lock_pid_file(&dir, name).expect("the new file");
         assert!(names(&dir, name, &again).expect("stat"));
         drop((locked, again));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Only a directory of this user's that nobody else may enter is bound in: one someone put
+    /// in the place of the one just made (a parent others may write to) is refused, as is a
+    /// symlink to one.
+    #[test]
+    fn only_a_private_directory_of_ours_is_bound_in() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = scratch("vhu-private");
+        let parent = dir(&root);
+        let open = |name: &str| open_private_dir(&parent, std::ffi::OsStr::new(name));
+        std::fs::create_dir(root.join("private")).expect("dir");
+        std::fs::set_permissions(root.join("private"), PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        assert!(open("private").expect("opens").is_some());
+        std::fs::create_dir(root.join("open")).expect("dir");
+        std::fs::set_permissions(root.join("open"), PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        assert!(open("open").expect("opens").is_none(), "others may enter");
+        std::os::unix::fs::symlink("private", root.join("link")).expect("symlink");
+        assert!(open("link").is_err(), "never through a symlink");
+        if rustix::process::geteuid().is_root() {
+            std::fs::create_dir(root.join("theirs")).expect("dir");
+            std::fs::set_permissions(root.join("theirs"), PermissionsExt::from_mode(0o700))
+                .expect("chmod");
+            let nobody = rustix::process::Uid::from_raw(65534);
+            rustix::fs::chown(root.join("theirs"), Some(nobody), None).expect("chown");
+            assert!(open("theirs").expect("opens").is_none(), "another user's");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// What a process that ended while binding left (its binding directory and the socket in
+    /// it) goes with the next bind of that name; names of another pattern stay.
+    #[test]
+    fn a_bind_removes_what_an_ended_bind_left() {
+        let root = scratch("vhu-stale");
+        let stale = root.join(".vm.sock.4242.7.binding");
+        std::fs::create_dir(&stale).expect("dir");
+        drop(UnixListener::bind(stale.join(BOUND)).expect("a socket left in it"));
+        std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        let other = root.join(".vm.sock.x.7.binding");
+        std::fs::create_dir(&other).expect("dir");
+        let (_listener, file) = SocketFile::bind(&root.join("vm.sock")).expect("binds");
+        assert!(!stale.exists(), "the ended bind's directory is gone");
+        assert!(other.exists(), "another pattern's is left");
+        drop(file);
         let _ = std::fs::remove_dir_all(&root);
     }
 }
