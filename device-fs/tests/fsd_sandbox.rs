@@ -89,7 +89,7 @@ fn the_default_sandbox_isolates_the_serving_process() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let filtered = || {
         std::fs::read_to_string(format!("/proc/{server}/status"))
-            .is_ok_and(|status| status.contains("Seccomp:\t2"))
+            .is_ok_and(|status| status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"))
     };
     let ready = || root.join("inside").exists() && cap_eff(server) == KEPT && filtered();
     while !ready() && Instant::now() < deadline {

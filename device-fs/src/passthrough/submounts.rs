@@ -8,6 +8,9 @@
 //! files of the share root's host file system keep their host number; those of any other host
 //! file system get a small per-device index in the top 16 bits, so two host files never show the
 //! same guest inode number (host numbers below 2^48, as every common file system hands out).
+//! A larger host number on another file system (overlayfs with xino puts a layer's number in
+//! the top bits, NFS may hand out 64-bit file ids) has its top bits folded into the 48 kept,
+//! not cut off: files of two layers with one number below stay apart.
 //!
 //! This module only decides; it opens nothing and keeps no descriptors.
 
@@ -104,7 +107,7 @@ impl Devices {
         if index == 0 {
             ino
         } else {
-            (index << INDEX_SHIFT) | (ino & ((1 << INDEX_SHIFT) - 1))
+            (index << INDEX_SHIFT) | fold(ino)
         }
     }
 
@@ -112,6 +115,20 @@ impl Devices {
     pub(super) fn all(&self) -> Vec<u64> {
         self.lock().by_dev.keys().copied().collect()
     }
+}
+
+/// Host inode number `ino` in [`INDEX_SHIFT`] bits: itself when it fits; otherwise its bits
+/// above them, spread by a multiplication (Fibonacci hashing) over the kept ones and mixed in,
+/// so numbers that differ only above (overlayfs xino's layers over one file system's small
+/// numbers) differ below too.
+fn fold(ino: u64) -> u64 {
+    const KEPT: u64 = (1 << INDEX_SHIFT) - 1;
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    let above = ino >> INDEX_SHIFT;
+    if above == 0 {
+        return ino;
+    }
+    (ino ^ (above.wrapping_mul(GOLDEN) >> (64 - INDEX_SHIFT))) & KEPT
 }
 
 /// Whether a directory reached through mount `child_mnt` from a parent on `parent_mnt` is a
@@ -166,6 +183,31 @@ mod tests {
         assert_ne!(next, 1234, "not the share's number");
         assert_eq!(next >> INDEX_SHIFT, MAX_INDEX);
         assert_eq!(d.guest_ino((11, 5)) >> INDEX_SHIFT, MAX_INDEX, "and stays there");
+    }
+
+    /// Overlayfs with xino: one small number in two lower layers, told apart by the layer's
+    /// number in the top bits. On another device than the share's, both stay apart, and apart
+    /// from that number in the upper layer (no layer bits).
+    #[test]
+    fn host_numbers_differing_only_in_their_top_bits_stay_apart() {
+        let d = Devices::default();
+        d.reset(8);
+        let layer = |n: u64| (n << 62) | 4242;
+        let (upper, one, two) =
+            (d.guest_ino((9, 4242)), d.guest_ino((9, layer(1))), d.guest_ino((9, layer(2))));
+        assert!(upper != one && one != two && upper != two, "{upper:x} {one:x} {two:x}");
+        for ino in [upper, one, two] {
+            assert_eq!(ino >> INDEX_SHIFT, 1, "the device's index stays on top");
+        }
+        assert_eq!(upper & ((1 << INDEX_SHIFT) - 1), 4242, "a number that fits is kept");
+        assert_eq!(d.guest_ino((9, layer(1))), one, "stable");
+        // Many layers over many small numbers: no two meet.
+        let mut seen = std::collections::HashSet::new();
+        for layer in 0..4u64 {
+            for ino in 1..5000u64 {
+                assert!(seen.insert(d.guest_ino((9, (layer << 62) | ino))), "{layer} {ino}");
+            }
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::fuse::SessionState;
 /// First bytes of the state.
 const MAGIC: &[u8; 8] = b"VHUFSMIG";
 /// The layout version this module writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Longest path accepted (`PATH_MAX`); a source describes no node by a longer one.
 pub(super) const PATH_MAX: usize = 4096;
 /// Longest file handle accepted (`MAX_HANDLE_SZ`).
@@ -69,6 +69,9 @@ pub struct HandleRecord {
     pub flags: u32,
     /// Lost already on the source.
     pub lost: bool,
+    /// The errno of a sync the source made on its own through the handle that failed, which
+    /// the guest has not heard of yet (0: none); its next FSYNC of the file says so.
+    pub sync_failed: i32,
 }
 
 /// Everything the destination needs; see the module docs.
@@ -208,6 +211,7 @@ impl FsState {
             out.push(u8::from(h.is_dir));
             put32(&mut out, h.flags);
             out.push(u8::from(h.lost));
+            put32(&mut out, h.sync_failed as u32);
         }
         out
     }
@@ -225,7 +229,8 @@ impl FsState {
             return Err(FormatError::Magic);
         }
         let version = r.u32("the version")?;
-        if version != VERSION {
+        // Version 1 carried no kept sync failure with a handle.
+        if version != VERSION && version != 1 {
             return Err(FormatError::Version(version));
         }
         let session = match r.u8("the session")? {
@@ -264,7 +269,7 @@ impl FsState {
             nodes.push(NodeRecord { node, lookups, dev, ino, kind, path, handle });
         }
         let last_handle = at_most(r.u64("the handle list")?, MAX_ID, "the last handle id")?;
-        let count = r.count("the handle list", 22)?;
+        let count = r.count("the handle list", if version == 1 { 22 } else { 26 })?;
         too_many(count, records, "handles")?;
         let mut handles = Vec::with_capacity(count);
         for _ in 0..count {
@@ -275,6 +280,7 @@ impl FsState {
                 is_dir: r.u8(what)? != 0,
                 flags: r.u32(what)?,
                 lost: r.u8(what)? != 0,
+                sync_failed: if version == 1 { 0 } else { r.u32(what)? as i32 },
             });
         }
         if !r.bytes.is_empty() {
@@ -393,6 +399,7 @@ mod tests {
                 is_dir: false,
                 flags: 2,
                 lost: false,
+                sync_failed: 5,
             }],
         }
     }
@@ -402,6 +409,20 @@ mod tests {
         let state = sample();
         assert_eq!(FsState::decode(&state.encode()), Ok(state));
         assert_eq!(FsState::decode(&FsState::default().encode()), Ok(FsState::default()));
+    }
+
+    /// A version 1 state (a source from before handles carried a kept sync failure) reads as
+    /// one without any.
+    #[test]
+    fn a_version_1_state_reads_with_no_kept_sync_failure() {
+        let state = sample();
+        let bytes = state.encode();
+        // The sample's one handle comes last: its kept failure is the last four bytes.
+        let mut old = bytes[..bytes.len() - 4].to_vec();
+        old[8] = 1;
+        let mut expected = state;
+        expected.handles[0].sync_failed = 0;
+        assert_eq!(FsState::decode(&old), Ok(expected));
     }
 
     #[test]
@@ -419,8 +440,8 @@ mod tests {
             let _ = FsState::decode(&bad);
         }
         let mut version = bytes.clone();
-        version[8] = 2;
-        assert_eq!(FsState::decode(&version), Err(FormatError::Version(2)));
+        version[8] = 3;
+        assert_eq!(FsState::decode(&version), Err(FormatError::Version(3)));
         assert_eq!(FsState::decode(b"VHUFSMIX\x01\0\0\0"), Err(FormatError::Magic));
     }
 

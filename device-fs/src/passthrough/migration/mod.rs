@@ -101,11 +101,11 @@ pub enum MigrationError {
     #[error("cannot act as the daemon: {0}")]
     Credentials(Errno),
     /// What the guest wrote through an open file could not be made durable before the
-    /// switch-over, now or in an earlier attempt the guest has not heard of yet (its next FSYNC
-    /// of the file says so); the source keeps the guest.
+    /// switch-over (the source keeps the guest; its next FSYNC of the file says so, here or,
+    /// after a later save, on the destination).
     #[error(
         "handle {handle} of node {node}: syncing what the guest wrote failed: {errno} (kept \
-         for the guest's next FSYNC of the file; no state is saved until then)"
+         for the guest's next FSYNC of the file, and carried by the next save)"
     )]
     Sync {
         /// The handle.
@@ -244,10 +244,16 @@ impl PassthroughFs {
                     is_dir: data.is_dir,
                     flags: rustix::fs::fcntl_getfl(&data.fd).map_or(0, |f| f.bits()),
                     lost: false,
+                    sync_failed: data.sync_failure().map_or(0, Errno::raw_os_error),
                 },
-                HandleSlot::Lost { node, is_dir } => {
-                    HandleRecord { handle: h.0, node: node.0, is_dir, flags: 0, lost: true }
-                }
+                HandleSlot::Lost { node, is_dir } => HandleRecord {
+                    handle: h.0,
+                    node: node.0,
+                    is_dir,
+                    flags: 0,
+                    lost: true,
+                    sync_failed: 0,
+                },
             })
             .collect();
         Ok(FsState {
@@ -400,7 +406,14 @@ impl PassthroughFs {
                 }
                 _ => None,
             };
+            let kept = (h.sync_failed > 0).then(|| Errno::from_raw_os_error(h.sync_failed));
             self.handles.restore(Handle(h.handle), NodeId(h.node), h.is_dir, fd, state.last_handle);
+            if let (Some(errno), Ok(data)) =
+                (kept, self.handles.get(Handle(h.handle), NodeId(h.node), h.is_dir))
+            {
+                // The source's sync took the failure from its file; the guest hears of it here.
+                data.note_sync_failure(errno);
+            }
         }
         Ok(())
     }
@@ -477,10 +490,9 @@ impl PassthroughFs {
 /// storage (NFS, say) must find them there, not in this host's page cache. (The guest's own
 /// FSYNCs cover what it asked to be durable; this covers the rest.)
 ///
-/// A failed sync is kept on the handle for the guest's next FSYNC of it (the host reports a
-/// write-back error once per open file, and this sync took it), and the state is not saved
-/// while one is kept: a later attempt's sync would succeed, and the guest would move on
-/// without ever hearing of the lost writes.
+/// A failed sync fails this save, and is kept on the handle for the guest's next FSYNC of it
+/// (the host reports a write-back error once per open file, and this sync took it); a later
+/// save carries it to the destination, where that FSYNC then goes.
 fn sync_written(handles: &[(Handle, HandleSlot)]) -> Result<(), MigrationError> {
     sync_written_with(handles, |fd| rustix::fs::fdatasync(fd))
 }
@@ -495,16 +507,12 @@ fn sync_written_with(
         if data.is_dir || data.flags & OFlags::ACCMODE == OFlags::RDONLY {
             continue;
         }
-        let failed = |errno| MigrationError::Sync { handle: handle.0, node: data.node.0, errno };
-        if let Some(errno) = data.sync_failure() {
-            return Err(failed(errno));
-        }
         match fdatasync(&data.fd) {
             // A file system with nothing to sync (no fsync at all): nothing is lost by it.
             Ok(()) | Err(Errno::INVAL | Errno::ROFS) => {}
             Err(errno) => {
                 data.note_sync_failure(errno);
-                return Err(failed(errno));
+                return Err(MigrationError::Sync { handle: handle.0, node: data.node.0, errno });
             }
         }
     }
@@ -529,21 +537,19 @@ mod tests {
     use super::*;
     use crate::passthrough::handles::HandleTable;
 
-    /// A sync that fails before a save is kept on the handle, and keeps the state from saving
-    /// (a second sync would succeed: the host reports the error once) until the guest hears.
+    /// A sync that fails before a save fails that save and is kept on the handle (a second
+    /// sync would succeed: the host reports the error once) until the guest hears of it.
     #[test]
-    fn a_failed_sync_is_kept_for_the_guest_and_stops_every_save_until_then() {
+    fn a_failed_sync_is_kept_for_the_guest() {
         let table = HandleTable::default();
         let file = std::fs::File::open("/dev/null").expect("a file");
         let handle = table.insert_file(file.into(), NodeId(5), OFlags::WRONLY);
         let (handles, _) = table.snapshot();
         let failed = sync_written_with(&handles, |_| Err(Errno::IO));
         assert!(matches!(failed, Err(MigrationError::Sync { node: 5, errno: Errno::IO, .. })));
-        let again = sync_written_with(&handles, |_| Ok(()));
-        assert!(matches!(again, Err(MigrationError::Sync { errno: Errno::IO, .. })), "{again:?}");
+        assert!(sync_written_with(&handles, |_| Ok(())).is_ok(), "a later save goes on");
         let data = table.get(handle, NodeId(5), false).expect("open");
         assert_eq!(data.take_sync_failure(), Some(Errno::IO), "kept for the guest's FSYNC");
-        assert!(sync_written_with(&handles, |_| Ok(())).is_ok(), "told: the state saves");
         // Nothing to sync on a file system without fsync: nothing is kept.
         assert!(sync_written_with(&handles, |_| Err(Errno::INVAL)).is_ok());
         assert_eq!(data.sync_failure(), None);
