@@ -84,14 +84,16 @@ fn binding_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(OsStri
         }
         let fd = match open_private_dir(dir, &binding) {
             Ok(Some(fd)) => fd,
-            // Whoever may write to `dir` (without the sticky bit) put a directory of theirs
-            // in its place between the two calls: it is left to them.
+            // Whoever may write to `dir` (without the sticky bit) put a directory of theirs in
+            // its place between the two calls, or the file system shows another owner than
+            // this user (one that maps owners, as NFS with root squashing does). Removing it
+            // removes only an empty directory, which whoever could swap it could remove too.
             Ok(None) => {
-                last = std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "the binding directory was replaced by someone else's",
-                );
-                continue;
+                let _ = rustix::fs::unlinkat(dir, &binding, AtFlags::REMOVEDIR);
+                let what = "the directory made to bind the socket in is not this user's \
+                            private one (replaced by another user's, or a file system that \
+                            shows other owners)";
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, what));
             }
             Err(error) => {
                 let _ = rustix::fs::unlinkat(dir, &binding, AtFlags::REMOVEDIR);
@@ -115,6 +117,13 @@ fn open_private_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> rustix::io::Result
     let stat = rustix::fs::fstat(&fd)?;
     let ours = stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o077 == 0;
     Ok(ours.then_some(fd))
+}
+
+/// Whether `name` in `dir` is a socket of this user's (not following a symlink).
+fn is_own_socket(dir: &OwnedFd, name: &str) -> rustix::io::Result<bool> {
+    let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let socket = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_socket();
+    Ok(socket && stat.st_uid == rustix::process::geteuid().as_raw())
 }
 
 /// Removes what binding left next to `name` in `dir` when a process ended in the middle of it:
@@ -145,7 +154,10 @@ fn remove_stale_bindings(dir: &OwnedFd, name: &std::ffi::OsStr) {
         }
         let stale = std::ffi::OsStr::from_bytes(entry_name);
         if let Ok(Some(binding)) = open_private_dir(dir, stale) {
-            let _ = rustix::fs::unlinkat(&binding, BOUND, AtFlags::empty());
+            // Only a socket of this user's: the directory could be another of ours renamed.
+            if is_own_socket(&binding, BOUND).unwrap_or(false) {
+                let _ = rustix::fs::unlinkat(&binding, BOUND, AtFlags::empty());
+            }
             let _ = rustix::fs::unlinkat(dir, stale, AtFlags::REMOVEDIR);
         }
     }
@@ -171,9 +183,7 @@ fn bind_inside(
     };
     // What was bound is a socket of this user's in the private directory (bound by path, the
     // directory might have been someone else's by then).
-    let bound = rustix::fs::statat(binding, BOUND, AtFlags::SYMLINK_NOFOLLOW)?;
-    let socket = rustix::fs::FileType::from_raw_mode(bound.st_mode).is_socket();
-    if !socket || bound.st_uid != rustix::process::geteuid().as_raw() {
+    if !is_own_socket(binding, BOUND)? {
         let what = "the socket bound is not in the binding directory";
         return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, what));
     }
@@ -419,11 +429,22 @@ mod tests {
         drop(UnixListener::bind(stale.join(BOUND)).expect("a socket left in it"));
         std::fs::set_permissions(&stale, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("chmod");
-        let other = root.join(".vm.sock.x.7.binding");
-        std::fs::create_dir(&other).expect("dir");
+        // Private directories of ours whose names another pattern or socket gave them, and
+        // one of the pattern holding something that is not a socket.
+        let private = |name: &str| {
+            let path = root.join(name);
+            std::fs::create_dir(&path).expect("dir");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .expect("chmod");
+            path
+        };
+        let others = [private(".vm.sock.x.7.binding"), private(".vm.sock.x.1.2.binding")];
+        let kept = private(".vm.sock.1.2.binding");
+        std::fs::write(kept.join(BOUND), b"not a socket").expect("a file");
         let (_listener, file) = SocketFile::bind(&root.join("vm.sock")).expect("binds");
         assert!(!stale.exists(), "the ended bind's directory is gone");
-        assert!(other.exists(), "another pattern's is left");
+        assert!(others.iter().all(|o| o.exists()), "other patterns' are left");
+        assert!(kept.join(BOUND).exists(), "only a socket is removed");
         drop(file);
         let _ = std::fs::remove_dir_all(&root);
     }

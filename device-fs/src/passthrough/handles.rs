@@ -70,9 +70,10 @@ impl HandleData {
     }
 
     /// A sync the daemon made on its own failed with `errno`: the guest's next FSYNC of the
-    /// handle says so ([`HandleData::take_sync_failure`]).
+    /// handle says so ([`HandleData::take_sync_failure`]); a failure kept already stays.
     pub fn note_sync_failure(&self, errno: Errno) {
-        self.sync_failed.store(errno.raw_os_error(), Ordering::Relaxed);
+        let raw = errno.raw_os_error();
+        let _ = self.sync_failed.compare_exchange(0, raw, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// The failure [`HandleData::note_sync_failure`] kept, if the guest has not been told yet.

@@ -2,15 +2,18 @@
 //! back in a versioned little-endian layout.
 //!
 //! ```text
-//! magic "VHUFSMIG", u32 version (1)
+//! magic "VHUFSMIG", u32 version (2; 1 when no handle keeps a sync failure)
 //! u8 session present; then u32 minor, u64 offered INIT flags, u64 claimed INIT flags
 //! u32 devices; each u64 host device, u64 index
 //! u64 next node id; u32 nodes; each
 //!     u64 node id, u64 lookups, u64 host device, u64 host inode number, u32 S_IFMT kind,
 //!     u8 has path [u32 length, bytes], u8 has handle [i32 type, u32 length, bytes]
 //! u64 last handle id; u32 handles; each u64 handle, u64 node, u8 directory, u32 open flags,
-//!     u8 lost
+//!     u8 lost, and in version 2 u32 kept sync failure (an errno below 512, 0: none)
 //! ```
+//!
+//! Version 1 has no kept sync failure; it is written when no handle keeps one, so a destination
+//! that reads only version 1 still takes such a state, and read as one without any.
 //!
 //! A node with neither path nor handle could not be described by the source. The bytes come from
 //! the front-end: reading them checks every length against what is left and against the limits
@@ -21,8 +24,10 @@ use crate::fuse::SessionState;
 
 /// First bytes of the state.
 const MAGIC: &[u8; 8] = b"VHUFSMIG";
-/// The layout version this module writes and reads.
+/// The newest layout version this module writes and reads (it reads version 1 too).
 pub const VERSION: u32 = 2;
+/// The largest errno a state may keep for a guest (the kernel's own codes begin at 512).
+const MAX_ERRNO: u64 = 511;
 /// Longest path accepted (`PATH_MAX`); a source describes no node by a longer one.
 pub(super) const PATH_MAX: usize = 4096;
 /// Longest file handle accepted (`MAX_HANDLE_SZ`).
@@ -99,7 +104,9 @@ pub enum FormatError {
     #[error("not a vhu-fsd migration state (bad magic)")]
     Magic,
     /// Written by a version this one does not read.
-    #[error("migration state version {0} is not supported (this daemon reads version {VERSION})")]
+    #[error(
+        "migration state version {0} is not supported (this daemon reads versions 1 to {VERSION})"
+    )]
     Version(u32),
     /// Ends in the middle of a field.
     #[error("migration state ends inside {0}")]
@@ -171,7 +178,9 @@ impl FsState {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.nodes.len() * 80 + self.handles.len() * 32);
         out.extend_from_slice(MAGIC);
-        put32(&mut out, VERSION);
+        // Version 1 unless a handle keeps a sync failure, which only version 2 can carry.
+        let version = if self.handles.iter().any(|h| h.sync_failed != 0) { VERSION } else { 1 };
+        put32(&mut out, version);
         match &self.session {
             Some(s) => {
                 out.push(1);
@@ -211,7 +220,9 @@ impl FsState {
             out.push(u8::from(h.is_dir));
             put32(&mut out, h.flags);
             out.push(u8::from(h.lost));
-            put32(&mut out, h.sync_failed as u32);
+            if version == VERSION {
+                put32(&mut out, h.sync_failed as u32);
+            }
         }
         out
     }
@@ -280,7 +291,11 @@ impl FsState {
                 is_dir: r.u8(what)? != 0,
                 flags: r.u32(what)?,
                 lost: r.u8(what)? != 0,
-                sync_failed: if version == 1 { 0 } else { r.u32(what)? as i32 },
+                sync_failed: match version {
+                    1 => 0,
+                    // An errno the guest may be told (the ones above are the kernel's own).
+                    _ => at_most(r.u32(what)?.into(), MAX_ERRNO, "a kept sync failure")? as i32,
+                },
             });
         }
         if !r.bytes.is_empty() {
@@ -413,6 +428,24 @@ mod tests {
 
     /// A version 1 state (a source from before handles carried a kept sync failure) reads as
     /// one without any.
+    /// A state no handle of which keeps a sync failure is written as version 1; an errno a
+    /// guest could not be given is refused.
+    #[test]
+    fn version_1_unless_a_failure_is_kept_and_only_a_guests_errno_is_kept() {
+        let mut state = sample();
+        state.handles[0].sync_failed = 0;
+        let bytes = state.encode();
+        assert_eq!(bytes[8], 1);
+        assert_eq!(FsState::decode(&bytes), Ok(state.clone()));
+        state.handles[0].sync_failed = 5;
+        let mut bytes = state.encode();
+        assert_eq!(bytes[8], 2);
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&4096u32.to_le_bytes());
+        let refused = FsState::decode(&bytes);
+        assert!(matches!(refused, Err(FormatError::OutOfRange { value: 4096, .. })), "{refused:?}");
+    }
+
     #[test]
     fn a_version_1_state_reads_with_no_kept_sync_failure() {
         let state = sample();

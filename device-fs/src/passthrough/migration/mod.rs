@@ -406,7 +406,9 @@ impl PassthroughFs {
                 }
                 _ => None,
             };
-            let kept = (h.sync_failed > 0).then(|| Errno::from_raw_os_error(h.sync_failed));
+            // Decoding keeps it below 512; anything else is no errno to tell a guest.
+            let kept =
+                (1..512).contains(&h.sync_failed).then(|| Errno::from_raw_os_error(h.sync_failed));
             self.handles.restore(Handle(h.handle), NodeId(h.node), h.is_dir, fd, state.last_handle);
             if let (Some(errno), Ok(data)) =
                 (kept, self.handles.get(Handle(h.handle), NodeId(h.node), h.is_dir))
