@@ -441,10 +441,22 @@ mod tests {
         let others = [private(".vm.sock.x.7.binding"), private(".vm.sock.x.1.2.binding")];
         let kept = private(".vm.sock.1.2.binding");
         std::fs::write(kept.join(BOUND), b"not a socket").expect("a file");
+        // A socket of another user's in one (root can make one to see it stay).
+        let theirs = private(".vm.sock.3.4.binding");
+        if rustix::process::geteuid().is_root() {
+            drop(UnixListener::bind(theirs.join(BOUND)).expect("a socket"));
+            let nobody = rustix::process::Uid::from_raw(65534);
+            let at = rustix::fs::CWD;
+            rustix::fs::chownat(at, theirs.join(BOUND), Some(nobody), None, AtFlags::empty())
+                .expect("chown");
+        }
         let (_listener, file) = SocketFile::bind(&root.join("vm.sock")).expect("binds");
         assert!(!stale.exists(), "the ended bind's directory is gone");
         assert!(others.iter().all(|o| o.exists()), "other patterns' are left");
         assert!(kept.join(BOUND).exists(), "only a socket is removed");
+        if rustix::process::geteuid().is_root() {
+            assert!(theirs.join(BOUND).exists(), "only a socket of this user's");
+        }
         drop(file);
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -12,8 +12,8 @@
 //!     u8 lost, and in version 2 u32 kept sync failure (an errno below 512, 0: none)
 //! ```
 //!
-//! Version 1 has no kept sync failure; it is written when no handle keeps one, so a destination
-//! that reads only version 1 still takes such a state, and read as one without any.
+//! Version 1 has no kept sync failure. It is written when no handle keeps one, so a destination
+//! that reads only version 1 still takes such a state, and it reads as a state without any.
 //!
 //! A node with neither path nor handle could not be described by the source. The bytes come from
 //! the front-end: reading them checks every length against what is left and against the limits
@@ -27,7 +27,7 @@ const MAGIC: &[u8; 8] = b"VHUFSMIG";
 /// The newest layout version this module writes and reads (it reads version 1 too).
 pub const VERSION: u32 = 2;
 /// The largest errno a state may keep for a guest (the kernel's own codes begin at 512).
-const MAX_ERRNO: u64 = 511;
+pub(super) const MAX_ERRNO: i32 = 511;
 /// Longest path accepted (`PATH_MAX`); a source describes no node by a longer one.
 pub(super) const PATH_MAX: usize = 4096;
 /// Longest file handle accepted (`MAX_HANDLE_SZ`).
@@ -179,7 +179,15 @@ impl FsState {
         let mut out = Vec::with_capacity(64 + self.nodes.len() * 80 + self.handles.len() * 32);
         out.extend_from_slice(MAGIC);
         // Version 1 unless a handle keeps a sync failure, which only version 2 can carry.
-        let version = if self.handles.iter().any(|h| h.sync_failed != 0) { VERSION } else { 1 };
+        // A value no guest could be given is not kept (decoding would refuse it).
+        let kept = |h: &HandleRecord| {
+            if (1..=MAX_ERRNO).contains(&h.sync_failed) {
+                h.sync_failed
+            } else {
+                0
+            }
+        };
+        let version = if self.handles.iter().any(|h| kept(h) != 0) { VERSION } else { 1 };
         put32(&mut out, version);
         match &self.session {
             Some(s) => {
@@ -221,7 +229,7 @@ impl FsState {
             put32(&mut out, h.flags);
             out.push(u8::from(h.lost));
             if version == VERSION {
-                put32(&mut out, h.sync_failed as u32);
+                put32(&mut out, kept(h) as u32);
             }
         }
         out
@@ -294,7 +302,10 @@ impl FsState {
                 sync_failed: match version {
                     1 => 0,
                     // An errno the guest may be told (the ones above are the kernel's own).
-                    _ => at_most(r.u32(what)?.into(), MAX_ERRNO, "a kept sync failure")? as i32,
+                    _ => {
+                        let max = MAX_ERRNO as u64;
+                        at_most(r.u32(what)?.into(), max, "a kept sync failure")? as i32
+                    }
                 },
             });
         }
@@ -426,8 +437,6 @@ mod tests {
         assert_eq!(FsState::decode(&FsState::default().encode()), Ok(FsState::default()));
     }
 
-    /// A version 1 state (a source from before handles carried a kept sync failure) reads as
-    /// one without any.
     /// A state no handle of which keeps a sync failure is written as version 1; an errno a
     /// guest could not be given is refused.
     #[test]
@@ -444,8 +453,15 @@ mod tests {
         bytes[at..].copy_from_slice(&4096u32.to_le_bytes());
         let refused = FsState::decode(&bytes);
         assert!(matches!(refused, Err(FormatError::OutOfRange { value: 4096, .. })), "{refused:?}");
+        // Nor is one written: a state that says so keeps nothing.
+        state.handles[0].sync_failed = 4096;
+        let bytes = state.encode();
+        assert_eq!(bytes[8], 1);
+        assert_eq!(FsState::decode(&bytes).map(|s| s.handles[0].sync_failed), Ok(0));
     }
 
+    /// A version 1 state (a source from before handles carried a kept sync failure) reads as
+    /// one without any.
     #[test]
     fn a_version_1_state_reads_with_no_kept_sync_failure() {
         let state = sample();

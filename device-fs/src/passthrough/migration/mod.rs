@@ -104,8 +104,8 @@ pub enum MigrationError {
     /// switch-over (the source keeps the guest; its next FSYNC of the file says so, here or,
     /// after a later save, on the destination).
     #[error(
-        "handle {handle} of node {node}: syncing what the guest wrote failed: {errno} (kept \
-         for the guest's next FSYNC of the file, and carried by the next save)"
+        "handle {handle} of node {node}: syncing what the guest wrote failed: {errno} (the \
+         guest's next FSYNC of the file reports a failure, here or after the next save)"
     )]
     Sync {
         /// The handle.
@@ -407,8 +407,9 @@ impl PassthroughFs {
                 _ => None,
             };
             // Decoding keeps it below 512; anything else is no errno to tell a guest.
-            let kept =
-                (1..512).contains(&h.sync_failed).then(|| Errno::from_raw_os_error(h.sync_failed));
+            let kept = (1..=format::MAX_ERRNO)
+                .contains(&h.sync_failed)
+                .then(|| Errno::from_raw_os_error(h.sync_failed));
             self.handles.restore(Handle(h.handle), NodeId(h.node), h.is_dir, fd, state.last_handle);
             if let (Some(errno), Ok(data)) =
                 (kept, self.handles.get(Handle(h.handle), NodeId(h.node), h.is_dir))
@@ -549,6 +550,9 @@ mod tests {
         let (handles, _) = table.snapshot();
         let failed = sync_written_with(&handles, |_| Err(Errno::IO));
         assert!(matches!(failed, Err(MigrationError::Sync { node: 5, errno: Errno::IO, .. })));
+        // A second failure before the guest heard of the first: the first is what it hears.
+        let again = sync_written_with(&handles, |_| Err(Errno::NOSPC));
+        assert!(matches!(again, Err(MigrationError::Sync { errno: Errno::NOSPC, .. })));
         assert!(sync_written_with(&handles, |_| Ok(())).is_ok(), "a later save goes on");
         let data = table.get(handle, NodeId(5), false).expect("open");
         assert_eq!(data.take_sync_failure(), Some(Errno::IO), "kept for the guest's FSYNC");
