@@ -405,6 +405,18 @@ impl GuestRing {
                 return Ok(());
             }
         }
+        self.signal_kick()
+    }
+
+    /// Kicks the device whatever its `avail_event` says (a driver may always kick): the
+    /// device looks at the ring even where the driver cannot read what it asked for.
+    pub fn kick_anyway(&mut self) -> Result<(), GuestError> {
+        fence(Ordering::SeqCst);
+        self.kicked = self.next_avail;
+        self.signal_kick()
+    }
+
+    fn signal_kick(&self) -> Result<(), GuestError> {
         rustix::io::write(&self.kick, &1u64.to_ne_bytes())
             .map(drop)
             .map_err(|e| GuestError::Memory(format!("kick: {e}")))
