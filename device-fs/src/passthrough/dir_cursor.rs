@@ -57,7 +57,7 @@ impl Record<'_> {
 }
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DirCursor {
     /// Where the descriptor stands (the cookie after the last record read), if known.
     pos: Option<u64>,
@@ -68,12 +68,21 @@ pub(super) struct DirCursor {
     resume: u64,
     /// The cookie at which `buf` begins.
     first: u64,
+    /// Where the records kept by all cursors are counted ([`KEPT`], outside tests), and how
+    /// many bytes of them may stay between replies ([`MAX_KEPT`]).
+    kept: &'static AtomicUsize,
+    max_kept: usize,
 }
 
 impl DirCursor {
     /// A cursor on a descriptor just opened (at the start of the directory).
     pub(super) fn new() -> Self {
-        Self { pos: Some(0), buf: Vec::new(), at: 0, resume: 0, first: 0 }
+        Self::counted_in(&KEPT, MAX_KEPT)
+    }
+
+    /// [`DirCursor::new`], its records counted in `kept`, which may hold `max_kept` bytes.
+    fn counted_in(kept: &'static AtomicUsize, max_kept: usize) -> Self {
+        Self { pos: Some(0), buf: Vec::new(), at: 0, resume: 0, first: 0, kept, max_kept }
     }
 
     /// Places the listing at `offset`: the records last read are kept when it lies among them
@@ -139,14 +148,14 @@ impl DirCursor {
     /// A reply is done: what it left stays for the next one unless the cursors together
     /// keep too much already.
     pub(super) fn finish(&mut self) {
-        if KEPT.load(Ordering::Relaxed) > MAX_KEPT {
+        if self.kept.load(Ordering::Relaxed) > self.max_kept {
             self.drop_ahead();
         }
     }
 
     fn drop_ahead(&mut self) {
         // Nothing kept between listings but what is ahead: the memory goes with it.
-        KEPT.fetch_sub(self.buf.len(), Ordering::Relaxed);
+        self.kept.fetch_sub(self.buf.len(), Ordering::Relaxed);
         self.buf = Vec::new();
         self.at = 0;
     }
@@ -182,7 +191,7 @@ impl DirCursor {
             at += record.len;
         }
         self.drop_ahead();
-        KEPT.fetch_add(buf.len(), Ordering::Relaxed);
+        self.kept.fetch_add(buf.len(), Ordering::Relaxed);
         self.buf = buf;
         Ok(())
     }
@@ -291,6 +300,41 @@ mod tests {
         cursor.start(&fd, 0).expect("rewind");
         let first = cursor.peek(&fd).expect("peek").map(|r| r.name.to_owned());
         assert!(first.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What replies leave is kept while all cursors together keep no more than their most,
+    /// and dropped past it (that listing then seeks and reads again); a cursor that goes gives
+    /// back what it kept.
+    #[test]
+    fn read_ahead_is_kept_only_up_to_the_most_all_cursors_may_keep() {
+        static HERE: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("vhu-dir-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("dir");
+        for i in 0..300 {
+            std::fs::write(dir.join(format!("entry-{i:03}")), b"").expect("file");
+        }
+        let (a_fd, b_fd) =
+            (std::fs::File::open(&dir).expect("a"), std::fs::File::open(&dir).expect("b"));
+        // Room for one chunk of records: the first cursor's stay, the second's go.
+        let mut a = DirCursor::counted_in(&HERE, CHUNK);
+        let mut b = DirCursor::counted_in(&HERE, CHUNK);
+        let take_one = |c: &mut DirCursor, fd: &std::fs::File| {
+            c.start(fd, 0).expect("start");
+            let step = c.peek(fd).expect("peek").expect("an entry").step();
+            c.advance(step);
+            c.finish();
+        };
+        take_one(&mut a, &a_fd);
+        assert!(!a.buf.is_empty(), "under the most: kept");
+        let after_a = HERE.load(Ordering::Relaxed);
+        assert_eq!(after_a, a.buf.len());
+        take_one(&mut b, &b_fd);
+        assert!(b.buf.is_empty(), "past the most: dropped");
+        assert_eq!(HERE.load(Ordering::Relaxed), after_a, "and no longer counted");
+        drop(a);
+        assert_eq!(HERE.load(Ordering::Relaxed), 0, "a cursor that goes gives back what it kept");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
