@@ -66,7 +66,6 @@ fn bind_listening(
 /// A new directory `.<name>.<pid>.<n>.binding` in `dir`, mode 0700, and its descriptor.
 fn binding_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(OsString, OwnedFd)> {
     static BINDINGS: AtomicUsize = AtomicUsize::new(0);
-    let mut last = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
     for _ in 0..BINDING_ATTEMPTS {
         let mut binding = OsString::from(".");
         binding.push(name);
@@ -76,10 +75,7 @@ fn binding_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(OsStri
         // fails, and the next one is tried.
         match rustix::fs::mkdirat(dir, &binding, Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => {
-                last = std::io::Error::from(rustix::io::Errno::EXIST);
-                continue;
-            }
+            Err(rustix::io::Errno::EXIST) => continue,
             Err(error) => return Err(error.into()),
         }
         let fd = match open_private_dir(dir, &binding) {
@@ -106,7 +102,7 @@ fn binding_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<(OsStri
         let _ = rustix::fs::chmod(entry, Mode::from_raw_mode(0o700));
         return Ok((binding, fd));
     }
-    Err(last)
+    Err(rustix::io::Errno::EXIST.into())
 }
 
 /// `name` in `dir` opened as a directory (never through a symlink), if it is this user's own

@@ -89,7 +89,8 @@ impl DirCursor {
     /// (the guest may continue from inside the last reply, when its reader took only part of
     /// it), else dropped, and the descriptor seeks unless it stands there already.
     pub(super) fn start(&mut self, fd: impl AsFd, offset: u64) -> Result<(), Errno> {
-        if let Some(at) = self.find(offset) {
+        // Offset 0 is a new listing (`rewinddir`): the directory is read afresh, as it is now.
+        if let Some(at) = self.find(offset).filter(|_| offset != 0) {
             (self.at, self.resume) = (at, offset);
             return Ok(());
         }
@@ -296,10 +297,25 @@ mod tests {
         assert_eq!(cursor.at, steps[0].1 .0, "taken from what was read");
         let again = cursor.peek(&fd).expect("peek").expect("an entry");
         assert_eq!(again.name, &*steps[1].0);
-        // Back to the start: the cursor seeks, and the listing begins again.
+        // Back to the start: the directory is read again as it is now, not from what was
+        // kept (a name removed since is gone).
+        let mut at = 0;
+        let mut kept = Vec::new();
+        while let Some(r) = cursor.buf.get(at..).and_then(parse) {
+            kept.push(r.name.to_string_lossy().into_owned());
+            at += r.len;
+        }
+        let removed = kept.into_iter().find(|n| n.starts_with("entry-")).expect("a kept entry");
+        std::fs::remove_file(dir.join(&removed)).expect("remove");
         cursor.start(&fd, 0).expect("rewind");
-        let first = cursor.peek(&fd).expect("peek").map(|r| r.name.to_owned());
-        assert!(first.is_some());
+        let mut listed = Vec::new();
+        while let Some(r) = cursor.peek(&fd).expect("peek") {
+            listed.push(r.name.to_string_lossy().into_owned());
+            let step = r.step();
+            cursor.advance(step);
+        }
+        assert!(listed.iter().any(|n| n.starts_with("entry-")), "listed again");
+        assert!(!listed.contains(&removed), "{removed} was removed before the rewind");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -320,7 +320,7 @@ impl PassthroughFs {
         }
         let inode = self.inode(node)?;
         let n = self.killing_priv(&inode, kill, || {
-            let fd = if plain { self.plain_fd(&inode, &h)? } else { &h.fd };
+            let fd = if plain { self.plain_fd(&inode, handle, &h)? } else { &h.fd };
             // The plain file is never O_DIRECT; the handle's is as the guest's file is.
             if !direct || plain {
                 return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
@@ -338,7 +338,12 @@ impl PassthroughFs {
     }
 
     /// `h`'s file opened again for writing without O_APPEND and O_DIRECT (once per handle).
-    fn plain_fd<'h>(&self, inode: &Inode, h: &'h HandleData) -> Result<&'h OwnedFd, Errno> {
+    fn plain_fd<'h>(
+        &self,
+        inode: &Inode,
+        handle: Handle,
+        h: &'h HandleData,
+    ) -> Result<&'h OwnedFd, Errno> {
         if h.flags & OFlags::ACCMODE == OFlags::RDONLY {
             return Err(Errno::BADF);
         }
@@ -348,7 +353,7 @@ impl PassthroughFs {
         // A descriptor more, counted as the guest's like every other it makes the daemon hold.
         self.check_open_budget()?;
         let fd = self.reopen(inode, OFlags::WRONLY | (h.flags & OFlags::LARGEFILE))?;
-        Ok(self.handles.install_plain(h, fd))
+        Ok(self.handles.install_plain(handle, h, fd))
     }
 
     pub(super) fn do_fsync(

@@ -254,17 +254,21 @@ impl HandleTable {
         inner.plain = 0;
     }
 
-    /// Gives `h` (a handle of this table) `fd` as its second, plain descriptor, unless another
-    /// write-back gave it one meanwhile (then `fd` closes); returns the one it holds. Counted
-    /// in [`HandleTable::len`] while the handle is in the table.
-    pub fn install_plain<'h>(&self, h: &'h HandleData, fd: OwnedFd) -> &'h OwnedFd {
+    /// Gives `h` (handle `id` of this table, as [`HandleTable::get`] gave it) `fd` as its
+    /// second, plain descriptor, unless another write-back gave it one meanwhile (then `fd`
+    /// closes); returns the one it holds. Counted in [`HandleTable::len`] while the handle is in
+    /// the table: one the guest released meanwhile (its RELEASE overtook this write-back) is
+    /// not counted, since no removal will take it off again.
+    pub fn install_plain<'h>(&self, id: Handle, h: &'h HandleData, fd: OwnedFd) -> &'h OwnedFd {
         let mut inner = self.lock();
         let mut installed = false;
         let held = h.plain.get_or_init(|| {
             installed = true;
             fd
         });
-        if installed {
+        let in_table =
+            matches!(inner.map.get(&id.0), Some(HandleSlot::Open(d)) if std::ptr::eq(&**d, h));
+        if installed && in_table {
             inner.plain += 1;
         }
         held
@@ -279,5 +283,35 @@ impl HandleTable {
     /// Whether no handle is open.
     pub fn is_empty(&self) -> bool {
         self.lock().map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").expect("/dev/null").into()
+    }
+
+    /// A plain descriptor counts while its handle is in the table, and one installed after the
+    /// guest released the handle (its RELEASE overtook the write-back) never counts: the budget
+    /// cannot drift one a race at a time.
+    #[test]
+    fn a_plain_descriptor_counts_only_while_its_handle_is_in_the_table() {
+        let table = HandleTable::default();
+        let node = NodeId(2);
+        let id = table.insert_file(null(), node, OFlags::WRONLY);
+        let h = table.get(id, node, false).expect("open");
+        table.install_plain(id, &h, null());
+        assert_eq!(table.len(), 2, "the handle and its plain descriptor");
+        table.remove(id, node, false).expect("released");
+        assert_eq!(table.len(), 0);
+
+        let id = table.insert_file(null(), node, OFlags::WRONLY);
+        let h = table.get(id, node, false).expect("open");
+        table.remove(id, node, false).expect("released before the write-back");
+        table.install_plain(id, &h, null());
+        assert_eq!(table.len(), 0, "nothing left counted for a released handle");
     }
 }

@@ -15,7 +15,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
 use vhu_core::message::TransferDirection;
@@ -94,10 +94,10 @@ fn ready(fd: &OwnedFd, flags: PollFlags, limits: Limits) -> Result<(), ClientErr
         let left = limits.deadline.saturating_duration_since(Instant::now());
         let (wait, timeout) =
             if left < limits.wait { (left, limits.whole) } else { (limits.wait, limits.wait) };
-        let limit = Timespec::try_from(wait).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
-        match poll(&mut [PollFd::new(fd, flags)], Some(&limit)) {
-            Ok(0) => return Err(ClientError::Timeout { waiting, timeout }),
-            Ok(_) if left.is_zero() => return Err(ClientError::Timeout { waiting, timeout }),
+        match poll(&mut [PollFd::new(fd, flags)], Some(&crate::timespec(wait))) {
+            Ok(ready) if ready == 0 || left.is_zero() => {
+                return Err(ClientError::Timeout { waiting, timeout })
+            }
             Ok(_) => return Ok(()),
             Err(Errno::INTR) => {}
             Err(e) => return Err(io("waiting on the state descriptor")(e.into())),
