@@ -44,11 +44,30 @@ fn new_addresses_for_a_started_ring_are_honoured_or_refused() {
     addr.flags = VringAddrFlags::LOG;
     addr.log = 0x1000;
     let outs = t.send_need_reply(Request::SetVringAddr(addr));
-    let [Out::Action(Action::UpdateVring { index: V0, config })] = outs[..] else {
+    let [Out::Action(Action::UpdateVring { index: V0, config, logging_only })] = outs[..] else {
         panic!("{outs:?}")
     };
     assert_eq!(config.log, Some(0x1000));
+    assert!(!logging_only, "a log elsewhere than the used ring moves what is logged");
     assert_eq!(t.complete(Completion::Done(Ok(()))), [ack(FrontendCode::SetVringAddr)]);
+    // Only the logging switched: the same ring, logged at its used ring's guest address, and
+    // the same ring unlogged again. A moved ring is more than that.
+    let logging_only = |t: &mut Transcript, addr: VringAddr| {
+        let outs = t.send_need_reply(Request::SetVringAddr(addr));
+        let [Out::Action(Action::UpdateVring { logging_only, .. })] = outs[..] else {
+            panic!("{outs:?}")
+        };
+        t.complete(Completion::Done(Ok(())));
+        logging_only
+    };
+    let mut at_used = ring_addr(V0);
+    at_used.flags = VringAddrFlags::LOG;
+    at_used.log = ring_config(V0, 256, VringBase::split(0)).used;
+    assert!(logging_only(&mut t, at_used), "logging on");
+    assert!(logging_only(&mut t, ring_addr(V0)), "logging off");
+    let mut moved = ring_addr(V0);
+    moved.used += 0x1000;
+    assert!(!logging_only(&mut t, moved), "a moved ring");
     // A device that cannot move a running ring says so.
     let outs = t.send_need_reply(Request::SetVringAddr(ring_addr(V0)));
     assert!(matches!(outs[..], [Out::Action(Action::UpdateVring { .. })]), "{outs:?}");

@@ -336,7 +336,7 @@ fn started_ring_refuses_size_and_base_changes() {
     config.log = Some(0x9000);
     assert_eq!(
         t.send(Request::SetVringAddr(addr)),
-        [act(Action::UpdateVring { index: V0, config })]
+        [act(Action::UpdateVring { index: V0, config, logging_only: false })]
     );
 }
 

@@ -134,9 +134,14 @@ impl Device for Rng {
         self.workers.kick(index);
     }
 
-    fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
+    fn update_queue(
+        &mut self,
+        index: VringIndex,
+        config: VringConfig,
+        logging_only: bool,
+    ) -> Result<(), DeviceError> {
         // A migration switches used-ring logging this way; moving a running ring is refused.
-        self.workers.update_logging(index, config)
+        self.workers.update_logging(index, config, logging_only)
     }
 
     fn reset(&mut self) {

@@ -201,12 +201,18 @@ pub trait Device {
     /// Forgets negotiated features and device state. No queue is running when this is called.
     fn reset(&mut self);
 
-    /// New ring addresses for a running queue (QEMU toggles dirty logging this way). A device
-    /// that cannot move a running queue refuses, and the front-end gets the failure status; one
-    /// that offers VHOST_F_LOG_ALL must at least take the logging switch, which
+    /// New ring addresses for a running queue (QEMU toggles dirty logging this way):
+    /// `logging_only` when core found the same ring with only its used-ring logging switched.
+    /// A device that cannot move a running queue refuses, and the front-end gets the failure
+    /// status; one that offers VHOST_F_LOG_ALL must at least take the logging switch, which
     /// [`Workers::update_logging`](crate::Workers::update_logging) does.
-    fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
-        let _ = (index, config);
+    fn update_queue(
+        &mut self,
+        index: VringIndex,
+        config: VringConfig,
+        logging_only: bool,
+    ) -> Result<(), DeviceError> {
+        let _ = (index, config, logging_only);
         Err(DeviceError::Unsupported)
     }
 

@@ -154,8 +154,6 @@ struct Worker<H> {
     control: Arc<Control>,
     thread: JoinHandle<H>,
     on_stop: OnStop<H>,
-    /// The ring's configuration as last set (for [`Workers::update_logging`]).
-    config: VringConfig,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -193,10 +191,9 @@ impl<H: QueueHandler> Workers<H> {
             .map_err(|errno| DeviceError::Io(errno.into()))?;
         let commands = Commands { enabled: queue.enabled, ..Commands::default() };
         let control = Arc::new(Control { wake, commands: Mutex::new(commands) });
-        let config = queue.config;
         let context = QueueContext {
             index,
-            config,
+            config: queue.config,
             memory: queue.memory,
             call: queue.call,
             err: queue.err,
@@ -216,7 +213,7 @@ impl<H: QueueHandler> Workers<H> {
                 handler
             },
         )?;
-        self.running.insert(index, Worker { control, thread, on_stop, config });
+        self.running.insert(index, Worker { control, thread, on_stop });
         Ok(())
     }
 
@@ -278,27 +275,23 @@ impl<H: QueueHandler> Workers<H> {
     /// Replaces the ring configuration the handler sees in [`QueueContext::config`]. The ring
     /// is not moved: a handler that built its [`Virtqueue`](crate::virtq::Virtqueue) keeps it, so
     /// a device honours only changes its handler follows (see [`Workers::update_logging`]).
-    pub fn update(&mut self, index: VringIndex, config: VringConfig) {
-        if let Some(worker) = self.running.get_mut(&index) {
-            worker.config = config;
-            worker.control.update(|c| c.config = Some(config));
-        }
+    pub fn update(&self, index: VringIndex, config: VringConfig) {
+        self.command(index, |c| c.config = Some(config));
     }
 
-    /// A SET_VRING_ADDR for a running queue, honoured when it only switches used-ring logging
-    /// (QEMU sends the same ring again with or without VHOST_VRING_F_LOG when a migration
-    /// starts or ends): the same ring, and a log address, if any, that is the used ring's own,
-    /// since used-ring writes are logged at the ring's guest-physical address. A ring moved
-    /// while it runs, or a log elsewhere, is refused ([`DeviceError::Unsupported`]): a device
-    /// that offers VHOST_F_LOG_ALL can answer [`Device::update_queue`](crate::Device) with this.
+    /// A SET_VRING_ADDR for a running queue, honoured when core found it only switches
+    /// used-ring logging (`logging_only`, see
+    /// [`Action::UpdateVring`](vhu_core::backend::Action::UpdateVring)); a ring moved while it
+    /// runs, a log elsewhere, or a queue not running is refused ([`DeviceError::Unsupported`]):
+    /// a device that offers VHOST_F_LOG_ALL can answer [`Device::update_queue`](crate::Device)
+    /// with this.
     pub fn update_logging(
-        &mut self,
+        &self,
         index: VringIndex,
         config: VringConfig,
+        logging_only: bool,
     ) -> Result<(), DeviceError> {
-        let running = self.running.get(&index).map(|w| w.config);
-        let same_ring = running.is_some_and(|r| r.same_ring(&config));
-        if same_ring && config.log.is_none_or(|log| log == config.used) {
+        if logging_only && self.running.contains_key(&index) {
             self.update(index, config);
             Ok(())
         } else {

@@ -76,17 +76,6 @@ pub struct VringConfig {
     pub iova: bool,
 }
 
-impl VringConfig {
-    /// Whether `other` describes the same ring: size, addresses and layout; the log address and
-    /// where to resume may differ.
-    pub fn same_ring(&self, other: &Self) -> bool {
-        let ring = |c: &Self| {
-            (c.size, c.descriptor, c.available, c.used, c.packed, c.event_idx, c.big_endian, c.iova)
-        };
-        ring(self) == ring(other)
-    }
-}
-
 /// Work only the driver can do (I/O, mappings, device callbacks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action<'a> {
@@ -144,6 +133,12 @@ pub enum Action<'a> {
         index: VringIndex,
         /// The new configuration.
         config: VringConfig,
+        /// The same ring as it runs, only its used-ring logging switched (QEMU sends the ring
+        /// again with or without VHOST_VRING_F_LOG when a migration starts or ends), a log
+        /// address, if any, being the used ring's own (used-ring writes are logged at the
+        /// ring's guest-physical address). A device that offers VHOST_F_LOG_ALL honours at
+        /// least this; anything else moves a running ring.
+        logging_only: bool,
     },
     /// A started ring was enabled or disabled; when enabled, process available buffers now.
     SetVringEnabled {

@@ -171,9 +171,13 @@ impl Backend {
         let size = self.vrings[i].size.unwrap_or(1);
         // Refuse an address no region covers now; it is translated again when the ring starts.
         let config = self.translate(code, &self.vrings[i], addr, size)?;
+        let rings = |a: &VringAddr| (a.descriptor, a.available, a.used);
+        let same_ring = self.vrings[i].addr.is_some_and(|old| rings(&old) == rings(&addr));
+        let logging_only = same_ring && config.log.is_none_or(|log| log == config.used);
         self.vrings[i].addr = Some(addr);
         if self.vrings[i].state.started {
-            self.outputs.push_action(Action::UpdateVring { index: addr.index, config });
+            let index = addr.index;
+            self.outputs.push_action(Action::UpdateVring { index, config, logging_only });
             self.await_completion(Pending::Status(code), need_reply);
         }
         Ok(())

@@ -89,7 +89,9 @@ fn own(output: Output<'_>) -> Out {
                 Action::StartVring { index, config, kick, enabled }
             }
             Action::ReplaceKick { index, kick } => Action::ReplaceKick { index, kick },
-            Action::UpdateVring { index, config } => Action::UpdateVring { index, config },
+            Action::UpdateVring { index, config, logging_only } => {
+                Action::UpdateVring { index, config, logging_only }
+            }
             Action::SetVringEnabled { index, enabled } => {
                 Action::SetVringEnabled { index, enabled }
             }

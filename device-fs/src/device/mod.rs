@@ -231,10 +231,15 @@ impl Device for FsDevice {
         self.workers.replace_kick(index, kick);
     }
 
-    fn update_queue(&mut self, index: VringIndex, config: VringConfig) -> Result<(), DeviceError> {
+    fn update_queue(
+        &mut self,
+        index: VringIndex,
+        config: VringConfig,
+        logging_only: bool,
+    ) -> Result<(), DeviceError> {
         // The same ring again switches used-ring logging on or off; a ring moved while it
         // runs, or logged elsewhere, is refused: never ignored.
-        self.workers.update_logging(index, config)
+        self.workers.update_logging(index, config, logging_only)
     }
 
     fn kick(&mut self, index: VringIndex) {

@@ -82,9 +82,10 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                     self.device.borrow_mut().replace_kick(index, kick);
                 }
             }
-            Action::UpdateVring { index, config } => {
+            Action::UpdateVring { index, config, logging_only } => {
                 let result = if self.is_running(index) {
-                    self.device.borrow_mut().update_queue(index, config).map_err(|e| e.status())
+                    let device = self.device.borrow_mut();
+                    device.update_queue(index, config, logging_only).map_err(|e| e.status())
                 } else {
                     // Core moves started rings only; a ring the device is not running has
                     // nothing to move.
