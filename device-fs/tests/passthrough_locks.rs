@@ -120,9 +120,11 @@ fn posix_locks_are_shared_with_the_host_and_between_owners() {
     let (mut h, node, a, b) = setup("locks-posix");
     assert_eq!(setlk(&mut h, node, &lk(a, 1, F_WRLCK, 100, 199, false)), 0);
     // Another guest owner sees it and cannot take it.
-    let seen = getlk(&mut h, node, &lk(b, 2, F_WRLCK, 0, LOCK_TO_EOF, false));
+    let mut asking = lk(b, 2, F_WRLCK, 0, LOCK_TO_EOF, false);
+    asking.lk.pid = 7;
+    let seen = getlk(&mut h, node, &asking);
     assert_eq!((seen.typ, seen.start, seen.end), (F_WRLCK, 100, 199));
-    assert_eq!(seen.pid, 42, "the guest process that holds it, as a local GETLK says");
+    assert_eq!(seen.pid, 42, "the guest process that holds it (not the one asking)");
     assert_eq!(setlk(&mut h, node, &lk(b, 2, F_RDLCK, 150, 150, false)), EAGAIN);
     assert_eq!(setlk(&mut h, node, &lk(b, 2, F_WRLCK, 200, 299, false)), 0, "no overlap");
     // The owner itself sees nothing of its own in its way, even through its other open file.

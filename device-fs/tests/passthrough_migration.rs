@@ -123,7 +123,7 @@ fn a_file_renamed_between_save_and_load_is_found() {
 /// same start) is never taken for it.
 #[test]
 fn a_moved_file_is_found_on_its_own_file_system() {
-    if !support::is_root() {
+    if !support::needs_root() {
         return; // mounting needs root
     }
     let mut src = Harness::new("migrate-submount-ino");
@@ -261,7 +261,7 @@ fn an_unlinked_open_file_cannot_be_described_by_path() {
 
 #[test]
 fn file_handles_mode_reopens_by_handle_and_refuses_handles_outside_the_share() {
-    if !support::is_root() {
+    if !support::needs_root() {
         return; // open_by_handle_at needs CAP_DAC_READ_SEARCH
     }
     let (mut src, [_, f], [fh, _]) =
@@ -298,7 +298,7 @@ fn file_handles_mode_reopens_by_handle_and_refuses_handles_outside_the_share() {
 /// mount on the destination.
 #[test]
 fn file_handles_mode_keeps_a_read_only_bind_mount_read_only() {
-    if !support::is_root() {
+    if !support::needs_root() {
         return; // mounting and open_by_handle_at need root
     }
     let (mut src, _, _) =
