@@ -70,8 +70,7 @@ fn serves(dir: &Path) {
 
 #[test]
 fn the_default_sandbox_isolates_the_serving_process() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return;
     }
     let dir = scratch("namespace");
@@ -139,8 +138,7 @@ fn the_default_sandbox_isolates_the_serving_process() {
 /// it still serves, and no descriptor it holds leads by `..` to the system files of a `/proc`.
 #[test]
 fn without_a_pid_only_proc_no_system_file_is_in_reach() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return;
     }
     let dir = scratch("proc-bind");
@@ -181,8 +179,7 @@ fn without_a_pid_only_proc_no_system_file_is_in_reach() {
 /// must never read it. FIFOs there would block a read of them for good.
 #[test]
 fn files_the_guest_puts_where_proc_would_be_are_never_read() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return;
     }
     for sandbox in ["namespace", "chroot"] {
@@ -202,8 +199,7 @@ fn files_the_guest_puts_where_proc_would_be_are_never_read() {
 
 #[test]
 fn chroot_and_modcaps() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return;
     }
     let dir = scratch("chroot");
@@ -221,8 +217,7 @@ fn chroot_and_modcaps() {
 
 #[test]
 fn no_sandbox_and_no_filter_still_drop_capabilities() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return;
     }
     let dir = scratch("none");
@@ -354,8 +349,7 @@ fn an_unprivileged_daemon_shows_its_own_ids_as_they_are() {
 /// Whether newuidmap/newgidmap can give `user` the 65536 ids from `sub` (CI installs uidmap and
 /// gives uid 65534 that range: `.ci/run`); anywhere else the tests that need it are skipped.
 fn subordinate_ids_ready(user: u32, sub: u32) -> bool {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return false;
     }
     let subordinate = |file: &str| {
@@ -448,8 +442,7 @@ fn a_missing_default_capability_is_warned_about_an_asked_one_refused() {
 /// and removes its socket.
 #[test]
 fn a_daemon_terminated_during_set_up_still_exits_cleanly() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !support::needs_root() {
         return;
     }
     let dir = scratch("early-term");

@@ -14,24 +14,6 @@ const O_CREAT: u32 = 0o100;
 const O_DIRECT: u32 = libc::O_DIRECT as u32;
 const EINVAL: i32 = 22;
 
-/// The errno an unaligned O_DIRECT write gets from the share's host file system: EINVAL where
-/// it checks alignment, 0 where it serves such writes anyway (btrfs falls back to buffered
-/// I/O, tmpfs checks nothing since Linux 6.6).
-fn unaligned_direct_errno(h: &Harness) -> i32 {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let path = h.share().join(".probe");
-    let probe = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .expect("O_DIRECT open");
-    let errno = probe.write_at(b"x", 3).err().and_then(|e| e.raw_os_error()).unwrap_or(0);
-    std::fs::remove_file(&path).expect("probe removed");
-    errno
-}
-
 fn create_direct(h: &mut Harness, name: &str) -> (u64, u64) {
     let c = CreateIn { flags: O_RDWR | O_CREAT | O_DIRECT, mode: 0o100644, ..CreateIn::default() };
     let r = h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr(name)]));
@@ -107,7 +89,7 @@ fn o_direct_reaches_the_host_with_aligned_buffers() {
     assert_eq!(read(&mut h, node, fh2, 0, expect.len() as u32), expect);
     assert_eq!(read(&mut h, node, fh2, 5 * 4096, 4096), &expect[5 * 4096..6 * 4096]);
     // An unaligned offset is the host's EINVAL, as on a local O_DIRECT file.
-    let unaligned = unaligned_direct_errno(&h);
+    let unaligned = support::unaligned_direct_errno(&h.share());
     assert_eq!(write(&mut h, node, fh, 3, &blocks(1, 0)).errno(), unaligned);
 }
 
@@ -123,10 +105,12 @@ fn the_host_file_follows_o_direct_as_the_guest_sets_and_clears_it() {
     assert!(!is_direct(&h, node, fh), "the host file dropped O_DIRECT with the guest's");
     assert_eq!(read_as(&mut h, node, fh, O_RDWR, 3, 9).ok(), b"unaligned");
     // It sets O_DIRECT again: the host file does too, and unaligned I/O fails as locally.
-    let unaligned = unaligned_direct_errno(&h);
+    let unaligned = support::unaligned_direct_errno(&h.share());
     let direct = read_as(&mut h, node, fh, O_RDWR | O_DIRECT, 3, 9);
     if unaligned == EINVAL {
         assert_eq!(direct.errno(), EINVAL);
+    } else {
+        assert_eq!(direct.ok(), b"unaligned", "served as the host serves it");
     }
     assert!(is_direct(&h, node, fh), "the host file took O_DIRECT back");
     let mut expect = blocks(2, 3);

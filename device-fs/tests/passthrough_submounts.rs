@@ -4,50 +4,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use support::{is_root, Harness, ReadOnlyBind};
+use support::{Harness, ReadOnlyBind, Tmpfs};
 use vhu_device_fs::fuse::abi::{OpenIn, ReadIn, SyncfsIn};
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::IntoBytes;
 
 const ATTR_SUBMOUNT: u32 = 1;
 
-/// A tmpfs mounted at `path`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path) -> Self {
-        std::fs::create_dir_all(path).expect("mount point");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "vhu-test"])
-            .arg(path)
-            .status()
-            .expect("run mount")
-            .success();
-        assert!(ok, "mount tmpfs at {}", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn root_or_skip() -> bool {
-    if !is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs the submount tests as root");
-        eprintln!("not root: cannot mount a tmpfs; skipped");
-    }
-    is_root()
-}
-
 /// A share with `plain/` on the share's file system and `mnt/`, a tmpfs, each holding one file.
 fn setup(tag: &str, announce: bool) -> Option<(Harness, Tmpfs)> {
-    if !root_or_skip() {
+    if !support::needs_root() {
         return None;
     }
     let mut h = Harness::with(tag, |c| c.announce_submounts = announce);
@@ -125,7 +91,7 @@ fn a_read_only_bind_mount_stays_read_only_whichever_path_came_first() {
     use vhu_device_fs::fuse::abi::OpenIn;
     const EROFS: i32 = 30;
     for writable_first in [true, false] {
-        if !root_or_skip() {
+        if !support::needs_root() {
             return;
         }
         let tag = if writable_first { "bind-ro-after" } else { "bind-ro-before" };

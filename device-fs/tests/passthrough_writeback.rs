@@ -16,9 +16,8 @@ use zerocopy::{FromBytes, IntoBytes};
 const O_RDONLY: u32 = 0;
 const O_RDWR: u32 = 0o2;
 const O_APPEND: u32 = 0o2000;
-const O_DIRECT: u32 = 0o40000;
+const O_DIRECT: u32 = libc::O_DIRECT as u32;
 const EBADF: i32 = 9;
-const EINVAL: i32 = 22;
 
 /// A share with `f` holding `len` bytes of 0xAA, looked up; its node.
 fn file(h: &mut Harness, len: usize) -> u64 {
@@ -96,9 +95,14 @@ fn a_write_back_through_a_direct_handle_needs_no_alignment() {
     let mut h = Harness::with("writeback-direct", |c| c.allow_direct_io = true);
     let node = file(&mut h, 4096);
     let fh = open(&mut h, node, O_RDWR | O_DIRECT);
-    // The handle is O_DIRECT on the host: an unaligned write of its own is refused there.
+    // The handle is O_DIRECT on the host: an unaligned write of its own is as the host's
+    // file system takes it (refused where it checks alignment).
     let direct = O_RDWR | O_DIRECT;
-    assert_eq!(write(&mut h, node, fh, 3, &[1; 1000], (0, direct)), -i64::from(EINVAL));
+    let own = match support::unaligned_direct_errno(&h.share()) {
+        0 => 1000,
+        errno => -i64::from(errno),
+    };
+    assert_eq!(write(&mut h, node, fh, 3, &[1; 1000], (0, direct)), own);
     // The last, short page of a write-back goes through.
     assert_eq!(write(&mut h, node, fh, 4096, &[0x66; 1000], (WRITE_CACHE, direct)), 1000);
     let host = std::fs::read(h.share().join("f")).expect("host read");

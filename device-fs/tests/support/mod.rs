@@ -232,6 +232,24 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The errno an unaligned O_DIRECT write gets from the host file system of `share`: EINVAL
+/// where it checks alignment, 0 where it serves such writes anyway (btrfs falls back to
+/// buffered I/O, tmpfs checks nothing since Linux 6.6).
+pub fn unaligned_direct_errno(share: &Path) -> i32 {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = share.join(".probe");
+    let probe = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .expect("O_DIRECT open");
+    let errno = probe.write_at(b"x", 3).err().and_then(|e| e.raw_os_error()).unwrap_or(0);
+    std::fs::remove_file(&path).expect("probe removed");
+    errno
+}
+
 /// Whether a test that needs root (to mount) can run: outside CI a run as another user skips
 /// it; CI, which runs as root, fails it instead.
 pub fn needs_root() -> bool {

@@ -1,8 +1,9 @@
 //! What a run measured and how runs are summarised: requests/s, MiB/s, latency percentiles and
 //! the back-end's CPU per 1 000 requests (read from `/proc` for its whole process tree, so a
 //! sandboxed daemon's forked server counts: each task's run time in nanoseconds, or whole clock
-//! ticks when a task ended during the run), medians over rounds and round-by-round ratios, as a
-//! table and as JSON.
+//! ticks when a task ended during the run; a task that both began and ended within the run is
+//! seen by neither sample, which the back-ends measured here never do: their serving threads
+//! start with the rings), medians over rounds and round-by-round ratios, as a table and as JSON.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
