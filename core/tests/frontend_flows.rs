@@ -247,6 +247,72 @@ fn backend_request_without_its_feature_is_refused() {
     pair.assert_clean();
 }
 
+/// Spec "VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG": the front-end maps one host page of the
+/// area, so an area of another size is refused (EINVAL, as QEMU answers) and its descriptor
+/// released; removing an area (no descriptor) names no size to check.
+#[test]
+fn host_notifier_area_must_be_one_host_page() {
+    const EINVAL: u64 = 22;
+    let mut spec = spec();
+    spec.protocol_features |= ProtocolFeatures::HOST_NOTIFIER;
+    let mut config = config();
+    config.host_page_size = 0x4000;
+    let mut pair = Pair::new(spec, config, CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).unwrap();
+    pair.pump();
+    assert!(pair.frontend.is_connected(), "{:?}", pair.events);
+    start_two_rings(&mut pair);
+    pair.clear_log();
+
+    let notify = |pair: &mut Pair, size: u64, with_fd: bool| {
+        let fd = with_fd.then(|| {
+            let fd = pair.token();
+            pair.be_in.push(fd);
+            fd
+        });
+        let id = pair.backend.send_host_notifier(VringIndex(1), size, 0, fd).unwrap();
+        pair.drive_backend();
+        pair.pump();
+        id
+    };
+    // A 4 KiB area on a 16 KiB-page host never reaches the VMM.
+    let id = notify(&mut pair, 0x1000, true);
+    assert!(pair.events.is_empty(), "{:?}", pair.events);
+    let outcome = BackendOutcome::Acked(EINVAL);
+    let request = BackendCode::VringHostNotifierMsg;
+    assert_eq!(pair.backend_results, [BackendResult { id, request, outcome }]);
+    pair.assert_clean();
+    pair.clear_log();
+
+    // One page does, with its descriptor.
+    notify(&mut pair, 0x4000, true);
+    let [Ev::BackendRequest {
+        request: BackendRequest::VringHostNotifierMsg { size: 0x4000, fd: Some(fd), .. },
+        need_reply: true,
+    }] = pair.events[..]
+    else {
+        panic!("{:?}", pair.events)
+    };
+    assert!(pair.fe_out.contains(&fd));
+    pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
+    pair.pump();
+    pair.clear_log();
+
+    // Removing it: whatever size the back-end writes.
+    notify(&mut pair, 0, false);
+    let [Ev::BackendRequest {
+        request: BackendRequest::VringHostNotifierMsg { fd: None, .. },
+        need_reply: true,
+    }] = pair.events[..]
+    else {
+        panic!("{:?}", pair.events)
+    };
+    pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
+    pair.pump();
+    pair.assert_clean();
+}
+
 #[test]
 fn unknown_backend_request_is_answered_when_the_backend_waits() {
     let mut pair = Pair::connected();

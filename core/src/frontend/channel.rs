@@ -217,9 +217,15 @@ impl Frontend {
                 Ok(())
             }
             BackendRequest::ConfigChangeMsg => need(ProtocolFeatures::CONFIG, "CONFIG"),
-            BackendRequest::VringHostNotifierMsg { index: i, .. } => {
+            BackendRequest::VringHostNotifierMsg { index: i, size, fd, .. } => {
                 need(ProtocolFeatures::HOST_NOTIFIER, "HOST_NOTIFIER")?;
-                index(i)
+                index(i)?;
+                // Only an area to map has a size that matters; removing one names none.
+                let page_size = self.config.host_page_size;
+                if fd.is_some() && size != page_size {
+                    return Err(FrontendError::BackendNotifierSize { code, size, page_size });
+                }
+                Ok(())
             }
             BackendRequest::VringCall { index: i } | BackendRequest::VringErr { index: i } => {
                 need(ProtocolFeatures::INBAND_NOTIFICATIONS, "INBAND_NOTIFICATIONS")?;

@@ -202,6 +202,19 @@ pub enum FrontendError {
         /// The missing feature, by its spec name.
         feature: &'static str,
     },
+    /// A host-notifier area whose size is not the host's page size (spec
+    /// "VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG": the front-end maps one page of it).
+    #[error(
+        "{code}: a host-notifier area of {size} bytes, but the host's page size is {page_size}"
+    )]
+    BackendNotifierSize {
+        /// The back-end request.
+        code: BackendCode,
+        /// The size the back-end gave.
+        size: u64,
+        /// The host's page size.
+        page_size: u64,
+    },
     /// A back-end request names a ring the back-end does not have.
     #[error("{code}: vring {index} out of range, the back-end has {queues} queues")]
     BackendVringOutOfRange {

@@ -142,6 +142,11 @@ pub struct FrontendConfig {
     pub features: VirtioFeatures,
     /// Protocol features wanted (acked if offered, supported and their dependencies hold).
     pub protocol_features: ProtocolFeatures,
+    /// The host's page size in bytes: the only size a host-notifier area
+    /// (BACKEND_VRING_HOST_NOTIFIER_MSG with a descriptor) may have, as the front-end maps
+    /// exactly one page of it (QEMU refuses any other size with EINVAL). [`FrontendConfig::new`]
+    /// assumes 4 KiB; a transport that knows the host sets the real one.
+    pub host_page_size: u64,
 }
 
 impl FrontendConfig {
@@ -170,6 +175,7 @@ impl FrontendConfig {
                 | ProtocolFeatures::STATUS
                 | ProtocolFeatures::SHARED_OBJECT
                 | ProtocolFeatures::DEVICE_STATE,
+            host_page_size: 4096,
         }
     }
 }

@@ -16,6 +16,7 @@ use vhu_core::message::{
 use vhu_core::{FdToken, FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex};
 
 use super::io::{self, Answer, Channel};
+use super::shmem::page_size;
 use super::{Client, ClientError, SharedRegion};
 
 /// Everything needed to start one ring, with borrowed eventfds (the client sends duplicates).
@@ -180,15 +181,18 @@ impl Client {
         features: VirtioFeatures,
         protocol_features: ProtocolFeatures,
     ) -> Result<Negotiated, ClientError> {
-        let config = FrontendConfig { features, protocol_features };
+        let config = FrontendConfig { features, protocol_features, host_page_size: page_size() };
         self.open(config, Frontend::connect)
     }
 
     /// The restore handshake after a reconnect or migration: re-establishes `saved` without
     /// asking the back-end anything.
     pub fn restore(&mut self, saved: Negotiated) -> Result<Negotiated, ClientError> {
-        let config =
-            FrontendConfig { features: saved.features, protocol_features: saved.protocol_features };
+        let config = FrontendConfig {
+            features: saved.features,
+            protocol_features: saved.protocol_features,
+            host_page_size: page_size(),
+        };
         self.open(config, |f, channel| f.restore(saved, channel))
     }
 

@@ -24,7 +24,7 @@ const EEXIST: u64 = libc::EEXIST as u64;
 const ENOENT: u64 = libc::ENOENT as u64;
 
 /// The page size mappings are aligned to.
-fn page_size() -> u64 {
+pub(super) fn page_size() -> u64 {
     rustix::param::page_size() as u64
 }
 
