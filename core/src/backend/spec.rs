@@ -55,6 +55,15 @@ pub enum SpecError {
     /// Two offered protocol features that must not be negotiated together.
     #[error("offering {0:?} together with {1:?} is contradictory")]
     Conflict(ProtocolFeatures, ProtocolFeatures),
+    /// A shared-memory region whose size is not a whole number of 4 KiB pages (spec
+    /// "VHOST_USER_GET_SHMEM_CONFIG": sizes are page multiples; 4 KiB is the smallest page).
+    #[error("shared-memory region {shmid} of {size} bytes is not a whole number of pages")]
+    ShmemSize {
+        /// The region.
+        shmid: u8,
+        /// Its size.
+        size: u64,
+    },
 }
 
 /// Protocol features this crate implements and may offer.
@@ -164,6 +173,11 @@ impl BackendSpec {
         // A front-end could ack either, and one that acks both breaks the spec (CONFLICTS).
         if let Some((a, b)) = conflict(self.protocol_features) {
             return Err(SpecError::Conflict(a, b));
+        }
+        // At most MAX_SHMEM_REGIONS (256) sizes: an index fits a u8.
+        let bad = self.shmem_sizes.iter().enumerate().find(|(_, size)| *size % 4096 != 0);
+        if let Some((shmid, size)) = bad {
+            return Err(SpecError::ShmemSize { shmid: shmid as u8, size: *size });
         }
         Ok(())
     }

@@ -63,6 +63,14 @@ pub enum FrontendError {
         /// Size of the reply.
         got: usize,
     },
+    /// GET_SHMEM_CONFIG was answered with a table that breaks the spec's rules for it
+    /// ("VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions of non-zero size, each size
+    /// is a multiple of the page size, and the answer never changes on one connection).
+    #[error("GET_SHMEM_CONFIG: {problem}")]
+    ShmemConfigInvalid {
+        /// Which rule the table breaks.
+        problem: ShmemConfigProblem,
+    },
     /// The back-end answered GET_CONFIG with an empty payload: it could not read its config.
     #[error("GET_CONFIG of {size} bytes at {offset}: the back-end could not read its config")]
     ConfigReadFailed {
@@ -283,4 +291,30 @@ impl FrontendError {
     pub(super) fn is_stream_broken(&self) -> bool {
         matches!(self, Self::Wire(wire) if crate::protocol_error::breaks_stream(wire))
     }
+}
+
+/// How a GET_SHMEM_CONFIG answer breaks the rules ([`FrontendError::ShmemConfigInvalid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShmemConfigProblem {
+    /// `nregions` is not the number of regions with a non-zero size.
+    #[error("nregions is {nregions}, but {sized} regions have a size")]
+    RegionCount {
+        /// `nregions` as sent.
+        nregions: u32,
+        /// Regions with a non-zero size.
+        sized: u32,
+    },
+    /// A region's size is not a multiple of the host's page size.
+    #[error("region {shmid} has {size} bytes, not a multiple of the {page_size}-byte page")]
+    NotPageSized {
+        /// The region.
+        shmid: u8,
+        /// Its size.
+        size: u64,
+        /// The host's page size.
+        page_size: u64,
+    },
+    /// The answer differs from the one given earlier on this connection.
+    #[error("the answer changed since the last GET_SHMEM_CONFIG")]
+    Changed,
 }

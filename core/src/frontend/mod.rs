@@ -49,7 +49,7 @@ mod queue;
 mod reply;
 mod vrings;
 
-pub use error::FrontendError;
+pub use error::{FrontendError, ShmemConfigProblem};
 pub use output::{BackendAnswer, Event, FrontendConfig, Negotiated, Output, VringSetup};
 pub use queue::MAX_QUEUED_REQUESTS;
 

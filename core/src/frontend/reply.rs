@@ -5,12 +5,13 @@
 //! the connection: the stream is no longer in step. A failure the back-end reports (a non-zero
 //! status) goes to `Frontend::fail`, which decides. This module must not send anything itself.
 
+use super::error::ShmemConfigProblem;
 use super::output::Event;
 use super::queue::{Item, Queued};
 use super::{Frontend, FrontendError, Phase};
 use crate::limits::MAX_MEM_SLOTS;
 use crate::message::{Reply, Request};
-use crate::wire::{FrontendCode, ReplyKind};
+use crate::wire::{self, FrontendCode, ReplyKind};
 use crate::FdToken;
 
 /// A name for a reply form, for [`FrontendError::UnexpectedPayload`].
@@ -140,6 +141,8 @@ impl Frontend {
                 self.queues.push(Item::ConfigRead { offset });
             }
             (Request::GetShmemConfig, Reply::ShmemConfig(config)) => {
+                self.check_shmem_config(config)
+                    .map_err(|problem| FrontendError::ShmemConfigInvalid { problem })?;
                 self.in_flight = None;
                 self.shmem = Some(*config);
                 self.queues.push(Item::ShmemConfig);
@@ -232,5 +235,31 @@ impl Frontend {
             _ => {}
         }
         self.fail(FrontendError::Nack { request: code, status });
+    }
+}
+
+impl Frontend {
+    /// Spec "VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions with a size, every size
+    /// is a whole number of pages, and a connection's answer never changes (a VMM lays out its
+    /// shared-memory regions once, from the first).
+    fn check_shmem_config(&self, config: &wire::ShmemConfig) -> Result<(), ShmemConfigProblem> {
+        let page_size = self.config.host_page_size;
+        let sizes = config.memory_sizes.iter().map(|size| size.get());
+        for (shmid, size) in sizes.clone().enumerate() {
+            if page_size != 0 && size % page_size != 0 {
+                // At most MAX_SHMEM_REGIONS (256) entries: the index fits a u8.
+                let shmid = shmid as u8;
+                return Err(ShmemConfigProblem::NotPageSized { shmid, size, page_size });
+            }
+        }
+        let sized = sizes.filter(|size| *size != 0).count() as u32;
+        let nregions = config.nregions.get();
+        if nregions != sized {
+            return Err(ShmemConfigProblem::RegionCount { nregions, sized });
+        }
+        match &self.shmem {
+            Some(earlier) if earlier != config => Err(ShmemConfigProblem::Changed),
+            _ => Ok(()),
+        }
     }
 }

@@ -7,10 +7,11 @@ pub use std::collections::{BTreeMap, VecDeque};
 
 pub use vhu_core::backend::{
     Action, Backend, BackendOutcome, BackendResult, BackendSpec, Completion,
-    Output as BackendOutput,
+    Output as BackendOutput, SpecError,
 };
 pub use vhu_core::frontend::{
-    BackendAnswer, Event, Frontend, FrontendConfig, FrontendError, Negotiated, Output, VringSetup,
+    BackendAnswer, Event, Frontend, FrontendConfig, FrontendError, Negotiated, Output,
+    ShmemConfigProblem, VringSetup,
 };
 pub use vhu_core::limits::MAX_FRAME_SIZE;
 pub use vhu_core::message::{
