@@ -457,3 +457,27 @@ fn an_owner_holds_a_bounded_number_of_ranges() {
     assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 2, 4, false)), 0, "two ranges join");
     assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 4097, 4097, false)), 0, "one freed");
 }
+
+/// The bound holds for unlocks too: unlocking a byte inside a held range splits it in two, so
+/// a guest unlocking every other byte of one lock would otherwise grow the owner's ranges (and
+/// the host kernel's lock records) without end. Past the bound such an unlock is refused with
+/// ENOLCK, as POSIX allows; an unlock that splits nothing is still done.
+#[test]
+fn unlocks_that_split_a_range_are_bounded_too() {
+    const ENOLCK: i32 = 37;
+    const F_UNLCK: u32 = 2;
+    let (mut h, node, a, _) = setup("unlock-splits");
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_WRLCK, 0, 1 << 20, false)), 0);
+    // Each unlock of an inner byte adds one range: 1 023 of them make 1 024 ranges.
+    for i in 0..1023u64 {
+        assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 2 * i + 1, 2 * i + 1, false)), 0, "{i}");
+    }
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 4001, 4001, false)), ENOLCK);
+    // The host still has the byte locked: another owner cannot take it.
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_WRLCK, 4001, 4001, false)), EAGAIN);
+    // Unlocking a whole range, or the end of one, splits nothing.
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 0, 0, false)), 0, "a whole range");
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 1 << 20, 1 << 20, false)), 0, "an end");
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 0, u64::MAX >> 1, false)), 0, "all");
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_WRLCK, 4001, 4001, false)), 0);
+}

@@ -93,23 +93,25 @@ impl Owner {
 struct Ranges(Vec<(u64, u64, LockType)>);
 
 impl Ranges {
-    /// Ranges one owner holds apart at most: a lock that would make more is refused with
-    /// ENOLCK (POSIX: "the number of locked regions would exceed a system-imposed limit"), so
+    /// Ranges one owner holds apart at most: a lock, or an unlock splitting a held range, that
+    /// would make more is refused with ENOLCK (POSIX: "the number of locked regions would
+    /// exceed a system-imposed limit", for an unlock too), so
     /// a guest cannot make the host kernel keep lock records without end. Should a granted
     /// wait go past it all the same, the record merges into one write lock that covers them
     /// all (the owner still counts as holding, and as in the way of anything there).
     const KEPT: usize = 1024;
 
-    /// Whether holding `start..=end` too would make the owner hold more than [`Ranges::KEPT`]
-    /// ranges apart.
-    fn would_exceed(&self, start: u64, end: u64) -> bool {
-        // Taking a range splits at most one held range in two and adds itself.
-        if self.0.len() + 2 <= Self::KEPT {
+    /// Whether locking (`taking`) or unlocking `start..=end` would make the owner hold more
+    /// than [`Ranges::KEPT`] ranges apart: an unlock inside a held range splits it in two.
+    fn would_exceed(&self, start: u64, end: u64, taking: bool) -> bool {
+        // Either splits at most one held range in two; taking adds the range itself.
+        let added = usize::from(taking);
+        if self.0.len() + 1 + added <= Self::KEPT {
             return false;
         }
         let mut after = Self(self.0.clone());
         after.give_back(start, end);
-        after.0.len() >= Self::KEPT
+        after.0.len() + added > Self::KEPT
     }
 
     /// The owner now holds `start..=end` as `typ` (POSIX replaces an owner's lock on the
@@ -324,6 +326,10 @@ impl Locks {
             else {
                 return Ok(LockStatus::Done);
             };
+            let (start, end) = (req.lock.start, req.lock.end);
+            if !req.flock && lock_ranges(&held).would_exceed(start, end, false) {
+                return Err(Errno::NOLCK);
+            }
             attempt(&fd, &req.lock, req.flock)?;
             record(&held, &req.lock, req.flock);
             return Ok(LockStatus::Done);
@@ -331,7 +337,7 @@ impl Locks {
         let (fd, held) = self.ofd(key, (req.handle, req.lock.pid), open)?;
         let lock = req.lock;
         let flock = req.flock;
-        if !flock && lock_ranges(&held).would_exceed(lock.start, lock.end) {
+        if !flock && lock_ranges(&held).would_exceed(lock.start, lock.end, true) {
             return Err(Errno::NOLCK);
         }
         match attempt(&fd, &lock, flock) {
