@@ -17,7 +17,7 @@
 //! it asks for and waiting in turn, for its own owner is refused with EDEADLK, as Linux refuses
 //! it for local POSIX locks: Linux's virtio-fs never interrupts a request, so a guest caller in
 //! such a cycle would otherwise wait for good. (Host processes' locks are not seen.) One owner
-//! holds at most [`Ranges::KEPT`] byte ranges apart (ENOLCK past it). This module opens no
+//! holds at most [`Ranges::KEPT`](super::lock_ranges::Ranges::KEPT) byte ranges apart (ENOLCK past it). This module opens no
 //! descriptors itself: the caller passes the opener of a node's description.
 
 use std::collections::HashMap;
@@ -28,6 +28,7 @@ use std::time::Duration;
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
+use super::lock_ranges::Ranges;
 use crate::fuse::{Cancel, Handle, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
 
 /// Most SETLKW waits at once; past it a wait is refused with ENOLCK.
@@ -83,84 +84,6 @@ impl Owner {
         let before = self.handles.len();
         self.handles.retain(|h| *h != handle);
         before == 1 && self.handles.is_empty() && !self.many
-    }
-}
-
-/// The byte ranges an owner holds, inclusive, sorted and apart, with their types (a flock lock
-/// is the whole file), so a migration can tell an owner that holds nothing from one that holds
-/// a lock, and a SETLKW can tell which guest owners hold what it asks for.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Ranges(Vec<(u64, u64, LockType)>);
-
-impl Ranges {
-    /// Ranges one owner holds apart at most: a lock, or an unlock splitting a held range, that
-    /// would make more is refused with ENOLCK (POSIX: "the number of locked regions would
-    /// exceed a system-imposed limit", for an unlock too), so
-    /// a guest cannot make the host kernel keep lock records without end. Should a granted
-    /// wait go past it all the same, the record merges into one write lock that covers them
-    /// all (the owner still counts as holding, and as in the way of anything there).
-    const KEPT: usize = 1024;
-
-    /// Whether locking (`taking`) or unlocking `start..=end` would make the owner hold more
-    /// than [`Ranges::KEPT`] ranges apart: an unlock inside a held range splits it in two.
-    fn would_exceed(&self, start: u64, end: u64, taking: bool) -> bool {
-        // Either splits at most one held range in two; taking adds the range itself.
-        let added = usize::from(taking);
-        if self.0.len() + 1 + added <= Self::KEPT {
-            return false;
-        }
-        let mut after = Self(self.0.clone());
-        after.give_back(start, end);
-        after.0.len() + added > Self::KEPT
-    }
-
-    /// The owner now holds `start..=end` as `typ` (POSIX replaces an owner's lock on the
-    /// range).
-    fn take(&mut self, start: u64, end: u64, typ: LockType) {
-        self.give_back(start, end);
-        let at = self.0.partition_point(|r| r.0 < start);
-        self.0.insert(at, (start, end, typ));
-        if self.0.len() > Self::KEPT {
-            let (first, last) = (self.0[0].0, self.0[self.0.len() - 1].1);
-            self.0 = vec![(first, last, LockType::Write)];
-        }
-    }
-
-    /// The owner no longer holds anything of `start..=end`.
-    fn give_back(&mut self, start: u64, end: u64) {
-        let mut kept = Vec::with_capacity(self.0.len() + 1);
-        for &(a, b, typ) in &self.0 {
-            if b < start || a > end {
-                kept.push((a, b, typ));
-                continue;
-            }
-            if a < start {
-                kept.push((a, start - 1, typ));
-            }
-            if b > end {
-                kept.push((end + 1, b, typ));
-            }
-        }
-        self.0 = kept;
-    }
-
-    /// Whether something held is in the way of `lock` (a write lock, or any lock where a write
-    /// lock is asked for, overlapping it).
-    fn conflicts(&self, lock: &Lock) -> bool {
-        self.0.iter().any(|&(a, b, typ)| {
-            a <= lock.end
-                && lock.start <= b
-                && (typ == LockType::Write || lock.typ == LockType::Write)
-        })
-    }
-
-    /// Whether a range of type `typ` is held somewhere in `start..=end`.
-    fn holds(&self, start: u64, end: u64, typ: LockType) -> bool {
-        self.0.iter().any(|&(a, b, t)| t == typ && a <= end && start <= b)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -543,43 +466,4 @@ pub(super) fn probe(dir: &OwnedFd) -> (bool, bool) {
     let flock = rustix::fs::flock(dir, FlockOperation::NonBlockingLockShared).is_ok()
         && rustix::fs::flock(dir, FlockOperation::NonBlockingUnlock).is_ok();
     (posix, flock)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Lock, LockType, Ranges};
-
-    #[test]
-    fn ranges_held_follow_locks_and_unlocks() {
-        let (r, w) = (LockType::Read, LockType::Write);
-        let mut held = Ranges::default();
-        held.take(10, 20, r);
-        held.take(30, 40, w);
-        held.take(15, 35, w);
-        assert_eq!(held.0, [(10, 14, r), (15, 35, w), (36, 40, w)]);
-        let asked = |start, end, typ| Lock { start, end, typ, pid: 0 };
-        assert!(!held.conflicts(&asked(10, 14, r)), "read locks share");
-        assert!(held.conflicts(&asked(14, 14, w)));
-        assert!(held.conflicts(&asked(20, 20, r)));
-        assert!(!held.conflicts(&asked(41, 50, w)));
-        held.give_back(12, 38);
-        assert_eq!(held.0, [(10, 11, r), (39, 40, w)]);
-        held.give_back(0, u64::MAX);
-        assert!(held.is_empty());
-        held.take(5, u64::MAX, r);
-        held.give_back(0, 4);
-        assert_eq!(held.0, [(5, u64::MAX, r)]);
-        held.give_back(6, u64::MAX);
-        assert_eq!(held.0, [(5, 5, r)]);
-    }
-
-    #[test]
-    fn many_ranges_merge_into_one_that_still_holds() {
-        let mut held = Ranges::default();
-        for i in 0..=Ranges::KEPT as u64 {
-            held.take(4 * i, 4 * i + 1, LockType::Read);
-        }
-        assert_eq!(held.0, [(0, 4 * Ranges::KEPT as u64 + 1, LockType::Write)]);
-        assert!(!held.is_empty());
-    }
 }

@@ -40,6 +40,7 @@ mod idmap;
 mod ids;
 mod inodes;
 mod labels;
+mod lock_ranges;
 mod locks;
 pub mod migration;
 mod names;
