@@ -481,3 +481,59 @@ fn unlocks_that_split_a_range_are_bounded_too() {
     assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 0, u64::MAX >> 1, false)), 0, "all");
     assert_eq!(setlk(&mut h, node, &lk(a, 8, F_WRLCK, 4001, 4001, false)), 0);
 }
+
+/// The access modes (`O_ACCMODE` of fdinfo's `flags`) of this process's descriptions of
+/// `path` that hold an OFD lock or a flock lock (fdinfo lists a `lock:` line for them).
+fn locking_descriptions(path: &std::path::Path) -> Vec<u32> {
+    let mut modes = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fd dir").flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(path) {
+            continue;
+        }
+        let info = entry.file_name().into_string().expect("fd number");
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{info}")) else {
+            continue;
+        };
+        if !info.lines().any(|l| l.starts_with("lock:")) {
+            continue;
+        }
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).expect("flags line");
+        modes.push(u32::from_str_radix(flags.trim(), 8).expect("octal flags") & 0o3);
+    }
+    modes
+}
+
+/// A guest that may only read a file never gets the daemon to open it for writing: locks asked
+/// through a read-only handle, and flock locks, are held on a read-only description (the host
+/// would see a writable one: a close-write event, a broken lease, ETXTBSY for whoever executes
+/// the file). An owner that later asks a write lock through a writable handle gets a writable
+/// description that keeps what it held, with no moment where a host process could take it.
+#[test]
+fn locks_take_no_more_access_than_the_guests_handle() {
+    let (mut h, node, rw, _) = setup("lock-access");
+    let path = h.share().join("f").canonicalize().expect("path");
+    let ro = h.call(Opcode::Open, node, OpenIn { flags: 0, ..OpenIn::default() }.as_bytes());
+    let ro = ro.open().fh;
+    const O_RDONLY: u32 = 0;
+    const O_RDWR: u32 = 2;
+
+    assert_eq!(setlk(&mut h, node, &lk(ro, 7, F_RDLCK, 0, 9, false)), 0);
+    assert_eq!(locking_descriptions(&path), [O_RDONLY], "a read lock through a read-only handle");
+    let host = host_file(&h);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 10), "the read lock is on the host");
+
+    // The same owner write-locks through its writable handle: the description becomes writable
+    // and still holds bytes 0..=9.
+    assert_eq!(setlk(&mut h, node, &lk(rw, 7, F_WRLCK, 100, 199, false)), 0);
+    assert_eq!(locking_descriptions(&path), [O_RDWR]);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 10), "the read lock was kept");
+    assert!(host_try_posix(&host, libc::F_RDLCK as i16, 0, 10), "as a read lock");
+    assert!(!host_try_posix(&host, libc::F_RDLCK as i16, 100, 100), "the write lock is held");
+    assert!(host_try_posix(&host, libc::F_UNLCK as i16, 0, 10));
+
+    // A flock lock needs no write access, whatever the handle.
+    assert_eq!(setlk(&mut h, node, &lk(rw, 9, F_WRLCK, 0, LOCK_TO_EOF, true)), 0);
+    let mut modes = locking_descriptions(&path);
+    modes.sort_unstable();
+    assert_eq!(modes, [O_RDONLY, O_RDWR], "the flock lock's description is read-only");
+}

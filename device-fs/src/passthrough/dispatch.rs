@@ -212,7 +212,7 @@ impl FileSystem for PassthroughFs {
             if req.flock || !self.locking().0 {
                 return Err(Errno::NOSYS);
             }
-            self.locks.getlk(node.0, req, self.lock_fd(node, false))
+            self.locks.getlk(node.0, req, || self.lock_fd(node, false))
         })
     }
     fn setlk(
@@ -223,12 +223,12 @@ impl FileSystem for PassthroughFs {
         wait: Option<LockWait>,
     ) -> FsResult<LockStatus> {
         self.as_daemon(|| {
-            self.handles.get(req.handle, node, false)?;
+            let writable = self.handles.get(req.handle, node, false)?.is_writable();
             let (posix, flock) = self.locking();
             if !(if req.flock { flock } else { posix }) {
                 return Err(Errno::NOSYS);
             }
-            self.locks.setlk(node.0, req, wait, self.lock_fd(node, true))
+            self.locks.setlk(node.0, req, wait, writable, |write| self.lock_fd(node, write))
         })
     }
     fn opendir(&self, _: &Context, node: NodeId, _: u32) -> FsResult<Opened> {

@@ -57,6 +57,11 @@ impl HandleData {
         self.has(OFlags::APPEND)
     }
 
+    /// Whether the guest opened the file for writing (O_WRONLY or O_RDWR).
+    pub fn is_writable(&self) -> bool {
+        self.flags & OFlags::ACCMODE != OFlags::RDONLY
+    }
+
     /// Whether the host file has O_DIRECT now (its I/O needs aligned buffers).
     pub fn is_direct(&self) -> bool {
         self.has(OFlags::DIRECT)

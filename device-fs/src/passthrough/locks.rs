@@ -16,9 +16,12 @@
 //! no queue worker ever blocks on a lock. One that would wait, through guest owners holding what
 //! it asks for and waiting in turn, for its own owner is refused with EDEADLK, as Linux refuses
 //! it for local POSIX locks: Linux's virtio-fs never interrupts a request, so a guest caller in
-//! such a cycle would otherwise wait for good. (Host processes' locks are not seen.) One owner
-//! holds at most [`Ranges::KEPT`](super::lock_ranges::Ranges::KEPT) byte ranges apart (ENOLCK past it). This module opens no
-//! descriptors itself: the caller passes the opener of a node's description.
+//! such a cycle would otherwise wait for good. (Host processes' locks are not seen.)
+//! Descriptions are read-only unless the owner asks a POSIX lock through a handle the guest
+//! opened for writing, so the daemon's privileges never hold open for writing a file the guest
+//! may only read ([`Locks::setlk`]). One owner holds at most
+//! [`Ranges::KEPT`](super::lock_ranges::Ranges::KEPT) byte ranges apart (ENOLCK past it). This
+//! module opens no descriptors itself: the caller passes the opener of a node's description.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -53,6 +56,8 @@ struct Waiting {
 /// One guest owner's description, and what it holds through it.
 struct Owner {
     fd: Arc<OwnedFd>,
+    /// The description is open for writing (write locks need it).
+    writable: bool,
     /// Shared with a SETLKW waiting on the owner's behalf, which adds what it gets.
     held: Arc<Mutex<Ranges>>,
     /// The guest handles its locks were asked through, up to [`Owner::HANDLES`].
@@ -195,10 +200,59 @@ impl Locks {
         if let Some(owner) = self.lock().ofds.get_mut(&key) {
             return Ok(pair(owner));
         }
-        let fd = Arc::new(open()?);
+        let fd = open()?;
+        let writable = is_writable(&fd)?;
+        let fd = Arc::new(fd);
         let mut inner = self.lock();
-        let fresh = Owner { fd, held: Arc::default(), handles: Vec::new(), many: false, pid };
+        let fresh =
+            Owner { fd, writable, held: Arc::default(), handles: Vec::new(), many: false, pid };
         Ok(pair(inner.ofds.entry(key).or_insert(fresh)))
+    }
+
+    /// The description of POSIX owner `key` (which [`Locks::ofd`] made), made writable for a
+    /// write lock: an owner that locked through a read-only handle first has a read-only
+    /// description, which can hold only read locks. A writable one from `open` takes the same
+    /// read locks first (they share with the old description's) and then replaces it, so the
+    /// owner holds every byte throughout. Not while a SETLKW of the owner waits on the old
+    /// description (ENOLCK); a description `open` could only make read-only answers a write
+    /// lock as the host does (EBADF).
+    fn writable_ofd(
+        &self,
+        key: Key,
+        open: impl FnOnce() -> Result<OwnedFd, Errno>,
+    ) -> Result<(Arc<OwnedFd>, Arc<Mutex<Ranges>>), Errno> {
+        let current = |o: &Owner| (Arc::clone(&o.fd), Arc::clone(&o.held));
+        match self.lock().ofds.get(&key) {
+            Some(owner) if owner.writable => return Ok(current(owner)),
+            Some(_) => {}
+            // A FLUSH of the owner came between: the next attempt starts afresh.
+            None => return Err(Errno::NOLCK),
+        }
+        let fresh = open()?;
+        if !is_writable(&fresh)? {
+            return Err(Errno::BADF);
+        }
+        let mut inner = self.lock();
+        inner.waits.retain(|w| w.alive.strong_count() > 0);
+        if inner.waits.iter().any(|w| w.key == key && !w.cancel.is_cancelled()) {
+            return Err(Errno::NOLCK);
+        }
+        let owner = inner.ofds.get_mut(&key).ok_or(Errno::NOLCK)?;
+        if owner.writable {
+            return Ok(current(owner));
+        }
+        for &(start, end, _) in &lock_ranges(&owner.held).0 {
+            // Only read locks: the old description could hold nothing else.
+            let lock = Lock { start, end, typ: LockType::Read, pid: 0 };
+            ofd_fcntl(&fresh, libc::F_OFD_SETLK, &lock).map_err(|_| Errno::NOLCK)?;
+        }
+        let old = std::mem::replace(&mut owner.fd, Arc::new(fresh));
+        owner.writable = true;
+        let upgraded = current(owner);
+        drop(inner);
+        // Closing the old description lets go of its locks: the new one holds them all.
+        drop(old);
+        Ok(upgraded)
     }
 
     /// GETLK of a POSIX lock: what conflicts with `req.lock` for this owner.
@@ -234,12 +288,16 @@ impl Locks {
     }
 
     /// SETLK / SETLKW: takes, changes or drops the lock; waits off this thread when asked.
+    /// `writable`: the guest's handle is open for writing; `open(write)` opens a description
+    /// (for writing when `write`, as far as the daemon may), which only a POSIX owner asking
+    /// through a writable handle gets: flock locks and read locks need none.
     pub(super) fn setlk(
         &self,
         node: u64,
         req: &LockRequest,
         wait: Option<LockWait>,
-        open: impl FnOnce() -> Result<OwnedFd, Errno>,
+        writable: bool,
+        open: impl Fn(bool) -> Result<OwnedFd, Errno>,
     ) -> Result<LockStatus, Errno> {
         let key = (node, req.owner, req.flock);
         if req.lock.typ == LockType::Unlock {
@@ -257,9 +315,15 @@ impl Locks {
             record(&held, &req.lock, req.flock);
             return Ok(LockStatus::Done);
         }
-        let (fd, held) = self.ofd(key, (req.handle, req.lock.pid), open)?;
         let lock = req.lock;
         let flock = req.flock;
+        let write = writable && !flock;
+        let (fd, held) = self.ofd(key, (req.handle, lock.pid), || open(write))?;
+        let (fd, held) = if write && lock.typ == LockType::Write {
+            self.writable_ofd(key, || open(true))?
+        } else {
+            (fd, held)
+        };
         if !flock && lock_ranges(&held).would_exceed(lock.start, lock.end, true) {
             return Err(Errno::NOLCK);
         }
@@ -456,6 +520,12 @@ fn ofd_fcntl(fd: impl AsFd, cmd: libc::c_int, lock: &Lock) -> Result<Lock, Errno
     };
     // Holders are host processes or other descriptions: no guest pid to report.
     Ok(Lock { start, end, typ, pid: 0 })
+}
+
+/// Whether `fd` is open for writing.
+fn is_writable(fd: &OwnedFd) -> Result<bool, Errno> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    Ok(flags & rustix::fs::OFlags::ACCMODE != rustix::fs::OFlags::RDONLY)
 }
 
 /// Whether the host file system under `dir` (an fd opened for reading) takes OFD locks and

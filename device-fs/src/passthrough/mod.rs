@@ -379,26 +379,27 @@ impl PassthroughFs {
         (posix && self.config.posix_locks, flock && self.config.flock)
     }
 
-    /// A new open file description of a regular file's inode, to own locks on the host: read
-    /// and write when the daemon may, read-only otherwise; read-only when it only looks
-    /// (`write` false: a GETLK probe). Nothing is written through it: it is opened for
-    /// appending, which an append-only file (`chattr +a`) requires of a writable open.
-    fn lock_fd(&self, node: NodeId, write: bool) -> impl FnOnce() -> Result<OwnedFd, Errno> + '_ {
-        move || {
-            let inode = self.inode(node)?;
-            if inode.kind != inodes::S_IFREG {
-                return Err(Errno::INVAL);
+    /// A new open file description of a regular file's inode, to own locks on the host:
+    /// read-only unless `write` (a POSIX lock asked through a handle the guest may write
+    /// through, which a write lock needs), and read-only too where the daemon may not write.
+    /// The daemon's privileges never give a guest that may only read the file a writable
+    /// description of it (which the host would see: a close-write event, a broken read lease,
+    /// ETXTBSY for whoever executes the file meanwhile). Nothing is written through it: it is
+    /// opened for appending, which an append-only file (`chattr +a`) requires of a writable open.
+    fn lock_fd(&self, node: NodeId, write: bool) -> Result<OwnedFd, Errno> {
+        let inode = self.inode(node)?;
+        if inode.kind != inodes::S_IFREG {
+            return Err(Errno::INVAL);
+        }
+        self.check_open_budget()?;
+        if !write {
+            return self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK);
+        }
+        match self.reopen(&inode, OFlags::RDWR | OFlags::APPEND | OFlags::NONBLOCK) {
+            Err(Errno::ACCESS | Errno::ROFS | Errno::PERM | Errno::TXTBSY) => {
+                self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK)
             }
-            self.check_open_budget()?;
-            if !write {
-                return self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK);
-            }
-            match self.reopen(&inode, OFlags::RDWR | OFlags::APPEND | OFlags::NONBLOCK) {
-                Err(Errno::ACCESS | Errno::ROFS | Errno::PERM | Errno::TXTBSY) => {
-                    self.reopen(&inode, OFlags::RDONLY | OFlags::NONBLOCK)
-                }
-                other => other,
-            }
+            other => other,
         }
     }
 
