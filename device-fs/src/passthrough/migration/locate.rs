@@ -18,8 +18,27 @@ use super::super::attr::{self, InodeKey};
 use super::super::names;
 use super::format::{FileHandle, HANDLE_MAX};
 
-/// Entries a search of the share looks at before giving up.
+/// Entries the searches of one save, or of one restore, look at in all before giving up: about
+/// one walk of a large share, however many inodes are searched for (each unnamed one would
+/// otherwise cost a walk of its own while the guest is paused).
 const SEARCH_LIMIT: usize = 1 << 20;
+
+/// What is left of one save's or one restore's [`SEARCH_LIMIT`].
+#[derive(Debug)]
+pub(super) struct SearchBudget(std::cell::Cell<usize>);
+
+impl SearchBudget {
+    pub(super) fn new() -> Self {
+        Self(std::cell::Cell::new(SEARCH_LIMIT))
+    }
+
+    /// Takes one entry's look; `false` once the budget is spent.
+    fn take(&self) -> bool {
+        let left = self.0.get();
+        self.0.set(left.saturating_sub(1));
+        left > 0
+    }
+}
 
 /// What a `/proc/self/fd` link says when its file was unlinked.
 const DELETED: &[u8] = b" (deleted)";
@@ -158,16 +177,16 @@ pub(super) fn is_same(
 }
 
 /// Walks the share breadth first for an inode that `wanted` accepts (given its inode number
-/// from the directory entry and an `O_PATH` fd of it), looking at no more than
-/// [`SEARCH_LIMIT`] entries. Returns its path and fd.
+/// from the directory entry and an `O_PATH` fd of it), looking at no more entries than
+/// `budget` has left. Returns its path and fd.
 pub(super) fn search(
     root: &OwnedFd,
     ino: u64,
     wanted: impl Fn(&OwnedFd) -> bool,
+    budget: &SearchBudget,
 ) -> Option<(Vec<u8>, OwnedFd)> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut queue: std::collections::VecDeque<Vec<u8>> = [Vec::new()].into();
-    let mut seen = 0usize;
     let mut scratch = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
     while let Some(dir_path) = queue.pop_front() {
         let Ok(dir) = open_in_share(root, &dir_path).and_then(|d| {
@@ -177,8 +196,7 @@ pub(super) fn search(
         };
         let mut entries = RawDir::new(&dir, &mut scratch);
         while let Some(Ok(entry)) = entries.next() {
-            seen += 1;
-            if seen > SEARCH_LIMIT {
+            if !budget.take() {
                 return None;
             }
             let name = entry.file_name();
@@ -215,6 +233,31 @@ pub(super) fn identify(fd: &OwnedFd) -> Result<(InodeKey, u32, u64), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One budget bounds every search of a save or restore together: once a search for a
+    /// file that is not there spent it, the next finds nothing, even a file that is there.
+    #[test]
+    fn searches_share_one_budget() {
+        let base = std::env::temp_dir().join(format!("vhu-search-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("d")).expect("share");
+        for i in 0..8 {
+            std::fs::write(base.join(format!("d/f{i}")), b"").expect("file");
+        }
+        let root = openat(rustix::fs::CWD, &base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .expect("root");
+        let ino = |p: &str| attr::stat_at(&root, &CString::new(p).expect("name")).expect("stat");
+        let ino = ino("d").key.1;
+        let look = |budget: &SearchBudget, ino| search(&root, ino, |_| true, budget);
+        let plenty = SearchBudget::new();
+        assert!(look(&plenty, ino).is_some_and(|(path, _)| path == b"d"));
+        // "." and "..", "d"; then d's ".", "..", 8 files: 13 entries for the whole share.
+        let small = SearchBudget(std::cell::Cell::new(13));
+        assert!(look(&small, u64::MAX).is_none(), "no such inode");
+        assert_eq!(small.0.get(), 0, "the walk looked at every entry");
+        assert!(look(&small, ino).is_none(), "the budget is spent");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn paths_inside_the_share_only() {

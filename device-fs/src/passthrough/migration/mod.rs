@@ -45,6 +45,7 @@ pub use format::{
     FileHandle, FormatError, FsState, HandleRecord, NodeRecord, VERSION as STATE_VERSION,
 };
 
+use super::attr;
 use super::handles::HandleSlot;
 use super::inodes::Inode;
 use super::PassthroughFs;
@@ -184,6 +185,7 @@ impl PassthroughFs {
         let root = self.inode(NodeId::ROOT).map_err(MigrationError::Root)?;
         let root_link = locate::link_of(&self.proc_fd, &root.fd).unwrap_or_default();
         let (nodes, next_node) = self.inodes.snapshot();
+        let budget = locate::SearchBudget::new();
         let mut records = Vec::with_capacity(nodes.len());
         for n in nodes {
             let Some(inode) = n.inode else {
@@ -211,7 +213,7 @@ impl PassthroughFs {
                     if inode.mnt_id == root.mnt_id {
                         record.handle = Some(handle);
                     } else {
-                        record.path = self.path_of(&root.fd, &root_link, &inode);
+                        record.path = self.path_of((&root.fd, &root_link), &inode, &budget);
                         match record.path {
                             Some(_) => record.handle = Some(handle),
                             None => log::warn!(
@@ -222,7 +224,7 @@ impl PassthroughFs {
                     }
                 }
                 MigrationMode::FindPaths => {
-                    record.path = self.path_of(&root.fd, &root_link, &inode);
+                    record.path = self.path_of((&root.fd, &root_link), &inode, &budget);
                     if record.path.is_none() {
                         log::warn!("migration: node {} has no path in the share", n.node.0);
                     }
@@ -269,9 +271,9 @@ impl PassthroughFs {
     /// The path of `inode` in the share, confirmed to name it now.
     fn path_of(
         &self,
-        root: &rustix::fd::OwnedFd,
-        root_link: &[u8],
+        (root, root_link): (&rustix::fd::OwnedFd, &[u8]),
         inode: &Inode,
+        budget: &locate::SearchBudget,
     ) -> Option<Vec<u8>> {
         // Through the same mount too: a path through another mount of the same file (a
         // read-only bind, say) would give the destination's node that mount's access.
@@ -291,9 +293,13 @@ impl PassthroughFs {
                 return Some(path);
             }
         }
+        // An inode without a name (unlinked, still held) is nowhere to be found.
+        if attr::stat_fd(&inode.fd).is_ok_and(|st| st.attr.nlink == 0) {
+            return None;
+        }
         // Renamed since it was opened (or its link is stale): look for it. A path longer than
         // a state may carry (PATH_MAX) describes nothing: the node alone is lost, not the state.
-        locate::search(root, inode.key.1, is_it)
+        locate::search(root, inode.key.1, is_it, budget)
             .map(|(path, _)| path)
             .filter(|path| path.len() <= format::PATH_MAX)
     }
@@ -346,8 +352,9 @@ impl PassthroughFs {
         let source_root = state.devices.iter().find(|(_, index)| *index == 0);
         let mut devices: Vec<(u64, u64)> =
             source_root.map(|(dev, _)| (*dev, root.key.0)).into_iter().collect();
+        let budget = locate::SearchBudget::new();
         for record in &state.nodes {
-            match self.reopen_node(&root.fd, &root_link, record, &devices) {
+            match self.reopen_node((&root.fd, &root_link), record, &devices, &budget) {
                 Ok(inode) => {
                     if !devices.iter().any(|(from, _)| *from == record.dev) {
                         devices.push((record.dev, inode.key.0));
@@ -428,10 +435,10 @@ impl PassthroughFs {
     /// small numbers).
     fn reopen_node(
         &self,
-        root: &rustix::fd::OwnedFd,
-        root_link: &[u8],
+        (root, root_link): (&rustix::fd::OwnedFd, &[u8]),
         record: &NodeRecord,
         devices: &[(u64, u64)],
+        budget: &locate::SearchBudget,
     ) -> Result<Inode, String> {
         // A handle the source attached is checked whatever this side's options: attaching it
         // is how a source asks for the check (--migration-verify-handles).
@@ -451,7 +458,7 @@ impl PassthroughFs {
                         Ok(_) => "the path names another file now".to_string(),
                         Err(errno) => errno.to_string(),
                     };
-                    locate::search(root, record.ino, is_it)
+                    locate::search(root, record.ino, is_it, budget)
                         .map(|(_, fd)| fd)
                         .ok_or_else(|| format!("{why}, and it is nowhere else in the share"))?
                 }
@@ -476,9 +483,12 @@ impl PassthroughFs {
                     // Its link may not show a path (a file whose dentry the destination's
                     // cache never had reads as `/`): the share is searched for it, and only
                     // what is found there is taken, by the path found.
-                    locate::search(root, record.ino, is_it).map(|(_, fd)| fd).ok_or_else(|| {
-                        "its file handle names a file outside the share (or unlinked)".to_string()
-                    })?
+                    locate::search(root, record.ino, is_it, budget).map(|(_, fd)| fd).ok_or_else(
+                        || {
+                            "its file handle names a file outside the share (or unlinked)"
+                                .to_string()
+                        },
+                    )?
                 }
             }
             (None, None) => return Err("the source could not describe it (unlinked?)".into()),
