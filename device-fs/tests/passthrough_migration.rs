@@ -507,3 +507,36 @@ fn a_sync_failure_before_a_save_reaches_the_guests_next_fsync_on_the_destination
     assert_eq!(dst.call(Opcode::Fsync, f, fsync.as_bytes()).errno(), libc::EIO);
     assert_eq!(dst.call(Opcode::Fsync, f, fsync.as_bytes()).errno(), 0, "told once");
 }
+
+/// A state no daemon saves is refused while it is read, before anything is reopened: a table
+/// that names an id, a device or a device index twice, more devices than indexes, the root node
+/// (every daemon's own), node 0, or a node the guest forgot (no lookups).
+#[test]
+fn states_no_daemon_saves_are_refused_as_they_are_read() {
+    let (src, _, _) = source("migrate-impossible");
+    let saved = FsState::decode(&state::save(&src.server).expect("saves")).expect("decodes");
+    assert!(saved.nodes.len() >= 2 && saved.handles.len() >= 2, "{saved:?}");
+    let refused = |change: &dyn Fn(&mut FsState)| {
+        let mut state = saved.clone();
+        change(&mut state);
+        FsState::decode(&state.encode()).expect_err("refused")
+    };
+    let (n0, n1) = (saved.nodes[0].node, saved.nodes[1].node);
+    let duplicate = |what, value| FormatError::Duplicate { what, value };
+    let invalid = |what, value| FormatError::Invalid { what, value };
+    assert_eq!(refused(&|s| s.nodes[1].node = n0), duplicate("a node id", n0));
+    assert_eq!(refused(&|s| s.nodes[0].node = 1), invalid("a node id", 1));
+    assert_eq!(refused(&|s| s.nodes[0].node = 0), invalid("a node id", 0));
+    assert_eq!(refused(&|s| s.nodes[1].lookups = 0), invalid("the lookup count of node", n1));
+    let h0 = saved.handles[0].handle;
+    assert_eq!(refused(&|s| s.handles[1].handle = h0), duplicate("a handle id", h0));
+    let dev = saved.devices[0].0;
+    assert_eq!(refused(&|s| s.devices.push((dev, 7))), duplicate("a device", dev));
+    assert_eq!(refused(&|s| s.devices.push((dev + 1, 0))), duplicate("a device index", 0));
+    let many = |s: &mut FsState| s.devices = (0..=1u64 << 16).map(|i| (i, i & 0xffff)).collect();
+    let max = 1 << 16;
+    let count = FormatError::OutOfRange { what: "the device count", value: max + 1, max };
+    assert_eq!(refused(&many), count);
+    // The saved state itself reads back.
+    assert_eq!(FsState::decode(&saved.encode()), Ok(saved.clone()));
+}

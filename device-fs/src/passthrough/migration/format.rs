@@ -137,6 +137,22 @@ pub enum FormatError {
     /// Bytes after the last field.
     #[error("{0} bytes follow the migration state")]
     Trailing(usize),
+    /// The same id, device or device index twice.
+    #[error("{what} {value} appears twice in the migration state")]
+    Duplicate {
+        /// The field.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// A value no daemon saves: the root node (never carried), node 0, a node without lookups.
+    #[error("{what} {value} cannot be in a migration state")]
+    Invalid {
+        /// The field.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
     /// A number past what the daemon hands out: counting on from it would wrap.
     #[error("{what} {value} in the migration state exceeds {max}")]
     OutOfRange {
@@ -164,6 +180,16 @@ fn too_many(count: usize, max: u64, what: &'static str) -> Result<(), FormatErro
         return Err(FormatError::TooMany { what, count, max });
     }
     Ok(())
+}
+
+/// Every value of `values` once: a saved table never names one twice.
+fn once(values: impl Iterator<Item = u64>, what: &'static str) -> Result<(), FormatError> {
+    let mut values: Vec<u64> = values.collect();
+    values.sort_unstable();
+    match values.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(pair) => Err(FormatError::Duplicate { what, value: pair[0] }),
+        None => Ok(()),
+    }
 }
 
 fn at_most(value: u64, max: u64, what: &'static str) -> Result<u64, FormatError> {
@@ -261,6 +287,8 @@ impl FsState {
             }),
         };
         let count = r.count("the device list", 16)?;
+        // One device per index at most.
+        at_most(count as u64, MAX_DEVICE_INDEX + 1, "the device count")?;
         let mut devices = Vec::with_capacity(count);
         for _ in 0..count {
             let dev = r.u64("a device")?;
@@ -285,6 +313,13 @@ impl FsState {
                     Some(FileHandle { kind, bytes })
                 }
             };
+            // The root is every daemon's own, and a node the guest forgot is not kept.
+            if node <= 1 {
+                return Err(FormatError::Invalid { what: "a node id", value: node });
+            }
+            if lookups == 0 {
+                return Err(FormatError::Invalid { what: "the lookup count of node", value: node });
+            }
             nodes.push(NodeRecord { node, lookups, dev, ino, kind, path, handle });
         }
         let last_handle = at_most(r.u64("the handle list")?, MAX_ID, "the last handle id")?;
@@ -312,6 +347,10 @@ impl FsState {
         if !r.bytes.is_empty() {
             return Err(FormatError::Trailing(r.bytes.len()));
         }
+        once(devices.iter().map(|d| d.0), "a device")?;
+        once(devices.iter().map(|d| d.1), "a device index")?;
+        once(nodes.iter().map(|n| n.node), "a node id")?;
+        once(handles.iter().map(|h| h.handle), "a handle id")?;
         Ok(Self { session, devices, next_node, nodes, last_handle, handles })
     }
 }
