@@ -233,8 +233,10 @@ const FIONBIO: u64 = libc::FIONBIO as u64;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 const PR_SET_VMA: libc::c_int = 0x5356_4d41;
 
-/// `prctl(PR_GET_AUXV)` (Linux 6.4): how rustix reads the auxiliary vector (the page size, the
-/// vDSO) the first time it needs it, which may be long after start-up.
+/// `prctl(PR_GET_AUXV)` (Linux 6.4): how a library may read the process's own auxiliary vector
+/// (the page size, the vDSO) the first time it needs one, long after start-up. rustix takes it
+/// from the C library instead (its `use-libc-auxv`), which also works on older kernels once
+/// sandboxed, where `/proc/self/auxv` is the share's or nothing.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
 const PR_GET_AUXV: libc::c_int = 0x4155_5856;
 
@@ -418,5 +420,63 @@ mod tests {
         assert_eq!(in_filtered_child(name), Ok(0));
         assert_eq!(in_filtered_child(dumpable), Err(libc::SIGSYS));
         assert_eq!(in_filtered_child(cwd), Ok(0));
+    }
+
+    /// Once sandboxed, the daemon still knows its page size (the first guest memory it maps
+    /// asks) without `/proc/self/auxv`, which then names a file of the share or nothing, on
+    /// kernels before 6.4 too (they answer `prctl(PR_GET_AUXV)` with EINVAL, emulated here):
+    /// the auxiliary vector comes from the C library.
+    #[test]
+    fn the_page_size_needs_no_proc_once_sandboxed() {
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: geteuid reads the caller's id.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(root || std::env::var_os("CI").is_none(), "CI runs this as root");
+        if !root {
+            return;
+        }
+        let empty = std::env::temp_dir().join(format!("vhu-auxv-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).expect("an empty directory");
+        let empty_c = std::ffi::CString::new(empty.as_os_str().as_bytes()).expect("path");
+        let get_auxv = rule(0, Dword, Eq, PR_GET_AUXV as u64, "prctl").expect("rule");
+        let old_kernel = SeccompFilter::new(
+            BTreeMap::from([(libc::SYS_prctl, vec![get_auxv])]),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EINVAL as u32),
+            TARGET,
+        )
+        .and_then(BpfProgram::try_from)
+        .expect("filter");
+        // SAFETY: sysconf reads a constant of the C library.
+        let expected = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: the child installs a filter, changes its root and reads the page size (all
+        // on this thread) before it exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            // SAFETY: chroot and chdir read NUL-terminated paths.
+            let rooted = || unsafe { libc::chroot(empty_c.as_ptr()) == 0 };
+            // SAFETY: as above.
+            let moved = || unsafe { libc::chdir(c"/".as_ptr()) == 0 };
+            let code = if seccompiler::apply_filter(&old_kernel).is_err() {
+                100
+            } else if !rooted() || !moved() {
+                101
+            } else {
+                match std::panic::catch_unwind(rustix::param::page_size) {
+                    Ok(size) if size == expected => 0,
+                    Ok(_) => 102,
+                    Err(_) => 103,
+                }
+            };
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let _ = std::fs::remove_dir(&empty);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "100: filter, 101: chroot, 102/103: page size");
     }
 }
