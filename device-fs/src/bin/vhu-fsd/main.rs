@@ -51,9 +51,14 @@ fn main() -> ExitCode {
         }
     };
     logging::init(settings.log_level, settings.syslog);
+    let syslog = settings.syslog;
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
+            // A launcher that asked for syslog (Kata does) reads why the daemon stopped there.
+            if syslog {
+                log::error!("{message}");
+            }
             eprintln!("vhu-fsd: {message}");
             ExitCode::FAILURE
         }
