@@ -29,7 +29,9 @@ pub struct SocketFile {
     dir: OwnedFd,
     name: OsString,
     /// Held for the daemon's life: the lock says the socket is served.
-    _lock: OwnedFd,
+    lock: OwnedFd,
+    /// The bound socket's (device, inode): what [`SocketFile::remove`] may remove.
+    socket: Option<(u64, u64)>,
     removed: AtomicBool,
 }
 
@@ -223,6 +225,15 @@ fn lock_pid_file(dir: &OwnedFd, pid_name: &std::ffi::OsStr) -> std::io::Result<O
             Err(e) => return Err(e.into()),
         }
         if names(dir, pid_name, &lock)? {
+            // Not a hard link to another file, nor another user's: it is about to be
+            // truncated (NOFOLLOW only keeps symlinks out).
+            let st = rustix::fs::fstat(&lock)?;
+            let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+            if !regular || st.st_nlink != 1 || st.st_uid != rustix::process::geteuid().as_raw() {
+                let what = "its pid file is not a file of this user's own (a hard link, or \
+                            another user's file); it is left alone";
+                return Err(Error::new(ErrorKind::PermissionDenied, what));
+            }
             return Ok(lock);
         }
     }
@@ -282,8 +293,11 @@ impl SocketFile {
                 return Err(error);
             }
         };
-        let file =
-            Self { path: path.to_owned(), dir, name, _lock: lock, removed: AtomicBool::new(false) };
+        let socket = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
+        let removed = AtomicBool::new(false);
+        let file = Self { path: path.to_owned(), dir, name, lock, socket, removed };
         Ok((listener, file))
     }
 
@@ -319,15 +333,24 @@ impl SocketFile {
     }
 
     /// Removes the socket and then the pid file (still locked, so no other daemon takes the
-    /// name in between). Idempotent; failures are ignored (the files may be gone already).
+    /// name in between), each only while its name still holds this daemon's file: one whose
+    /// pid file was removed behind its back may have seen another daemon take the name.
+    /// Idempotent; failures are ignored (the files may be gone already).
     pub fn remove(&self) {
         if self.removed.swap(true, Ordering::AcqRel) {
             return;
         }
         let mut pid = self.name.clone();
         pid.push(".pid");
-        let _ = rustix::fs::unlinkat(&self.dir, self.name.as_os_str(), AtFlags::empty());
-        let _ = rustix::fs::unlinkat(&self.dir, pid.as_os_str(), AtFlags::empty());
+        let socket =
+            rustix::fs::statat(&self.dir, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| (st.st_dev, st.st_ino));
+        if socket.ok() == self.socket {
+            let _ = rustix::fs::unlinkat(&self.dir, self.name.as_os_str(), AtFlags::empty());
+        }
+        if names(&self.dir, &pid, &self.lock).unwrap_or(false) {
+            let _ = rustix::fs::unlinkat(&self.dir, pid.as_os_str(), AtFlags::empty());
+        }
     }
 
     /// Closes this copy's descriptors without removing anything: for a process forked from the
@@ -382,6 +405,38 @@ mod tests {
         let again = lock_pid_file(&dir, name).expect("the new file");
         assert!(names(&dir, name, &again).expect("stat"));
         drop((locked, again));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A pid file that is a hard link to another file is neither truncated nor written: whoever
+    /// may write to the socket's directory must not make a daemon running as root empty a file
+    /// of theirs choosing (NOFOLLOW keeps only symlinks out).
+    #[test]
+    fn a_hard_linked_pid_file_is_left_alone() {
+        let root = scratch("vhu-pidlink");
+        std::fs::write(root.join("precious"), b"keep me").expect("file");
+        std::fs::hard_link(root.join("precious"), root.join("s.pid")).expect("link");
+        let refused = SocketFile::bind(&root.join("s")).expect_err("refused");
+        assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied, "{refused}");
+        assert_eq!(std::fs::read(root.join("precious")).expect("read"), b"keep me");
+        assert!(root.join("s.pid").exists() && !root.join("s").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A daemon removes only its own files: when its pid file was removed behind its back and
+    /// another daemon took the name, ending leaves the other's socket and pid file in place.
+    #[test]
+    fn a_daemon_removes_only_its_own_socket_and_pid_file() {
+        let root = scratch("vhu-ownfiles");
+        let path = root.join("s");
+        let (_first_listener, first) = SocketFile::bind(&path).expect("first binds");
+        std::fs::remove_file(root.join("s.pid")).expect("pid file removed");
+        std::fs::rename(&path, root.join("moved")).expect("socket moved away");
+        let (_listener, second) = SocketFile::bind(&path).expect("second binds");
+        first.remove();
+        assert!(path.exists() && root.join("s.pid").exists(), "the second's files stay");
+        second.remove();
+        assert!(!path.exists() && !root.join("s.pid").exists(), "and go with it");
         let _ = std::fs::remove_dir_all(&root);
     }
 
