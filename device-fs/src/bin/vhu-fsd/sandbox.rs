@@ -14,7 +14,9 @@
 //! a path the kernel would resolve for it.
 //!
 //! `chroot`: the share becomes the root directory, nothing else changes (for launchers that set
-//! up namespaces themselves).
+//! up namespaces themselves). The descriptors opened before it (the host's `/proc/self/fd`, the
+//! socket's directory) still lead outside the share through `..`: only the namespace mode
+//! detaches the host.
 //!
 //! Everything here runs before the first thread starts (fork and unshare need a single thread).
 //! This module sets up isolation; it serves nothing.
