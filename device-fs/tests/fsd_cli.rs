@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::{fsd, Running};
+use daemon::{fsd, pass_fd, Running};
 
 fn scratch(name: &str) -> PathBuf {
     daemon::scratch("vhu-fsd-cli", name)
@@ -332,4 +332,32 @@ fn rlimit_nofile_zero_leaves_the_limit_alone() {
         drop(running);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `--fd` must be a listening stream socket the launcher passed: anything else is refused at
+/// start with the cause, before the daemon says it waits for a connection (and before it opens
+/// a descriptor of its own that could take the number of one the launcher failed to pass).
+#[test]
+fn an_inherited_descriptor_that_cannot_serve_is_refused_at_start() {
+    let dir = scratch("bad-fd");
+    std::fs::create_dir_all(dir.join("share")).expect("share");
+    let run = |fd: Option<std::os::fd::OwnedFd>| {
+        let mut command = fsd();
+        command.args(["--fd=7", "--shared-dir", dir.join("share").to_str().expect("utf-8")]);
+        if let Some(fd) = fd {
+            pass_fd(&mut command, fd, 7);
+        }
+        let out = command.stdin(Stdio::null()).output().expect("runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(None);
+    assert!(!ok && err.contains("--fd 7: not an open descriptor"), "{err}");
+    // A connected stream (a socket pair's end) and a bound socket nobody listens on.
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let (ok, err) = run(Some(ours.into()));
+    assert!(!ok && err.contains("--fd 7: not a listening stream socket"), "{err}");
+    let datagram = std::os::unix::net::UnixDatagram::bind(dir.join("d")).expect("datagram");
+    let (ok, err) = run(Some(datagram.into()));
+    assert!(!ok && err.contains("--fd 7: not a listening stream socket"), "{err}");
+    assert!(!err.contains("Waiting for vhost-user socket"), "{err}");
 }

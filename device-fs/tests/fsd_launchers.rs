@@ -8,14 +8,13 @@
 mod daemon;
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use daemon::{wait_for, Running};
+use daemon::{pass_fd, wait_for, Running};
 use vhu_device_fs::guest::GuestFs;
 
 const CONTENT: &[u8] = b"served through the launcher's command line\n";
@@ -203,23 +202,6 @@ fn scratch(launcher: &Launcher, i: usize) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join(launcher.dir_name)).expect("scratch directory");
     dir
-}
-
-/// Passes `fd` to the child as descriptor `at`, open across exec.
-fn pass_fd(command: &mut Command, fd: OwnedFd, at: i32) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) run, on
-    // descriptors this process owns; `fd` is kept alive by the closure until the spawn.
-    unsafe {
-        command.pre_exec(move || {
-            let _keep = &fd;
-            if libc::dup2(raw, at) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::fcntl(at, libc::F_SETFD, 0);
-            Ok(())
-        });
-    }
 }
 
 fn run(launcher: &Launcher, i: usize) -> Result<(), String> {

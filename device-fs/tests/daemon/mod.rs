@@ -74,3 +74,22 @@ pub fn start_program(mut program: Command, dir: &Path, name: &str, extra: &[&str
     wait_for(|| socket.exists());
     Running(child)
 }
+
+/// Passes `fd` to the child as descriptor `at`, open across exec.
+pub fn pass_fd(command: &mut Command, fd: std::os::fd::OwnedFd, at: i32) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) run, on
+    // descriptors this process owns; `fd` is kept alive by the closure until the spawn.
+    unsafe {
+        command.pre_exec(move || {
+            let _keep = &fd;
+            if libc::dup2(raw, at) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::fcntl(at, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+}

@@ -50,6 +50,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Socket::Fd(fd) = &settings.socket {
+        if let Err(message) = inherited_open(*fd) {
+            eprintln!("vhu-fsd: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     logging::init(settings.log_level, settings.syslog);
     let syslog = settings.syslog;
     match run(settings) {
@@ -206,6 +212,17 @@ fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
 
 /// The listening socket: bound at `--socket-path` (owner-only, or the `--socket-group`'s too),
 /// or the inherited `--fd`.
+/// Whether `--fd`'s descriptor is open and not stdio. Checked before the daemon opens
+/// descriptors of its own too (the log's socket), which would otherwise take the number of one
+/// a launcher failed to pass and be taken for it.
+fn inherited_open(fd: i32) -> Result<(), String> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an unused number gives EBADF.
+    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
+    }
+    Ok(())
+}
+
 fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), String> {
     match &settings.socket {
         Socket::Path(path) => {
@@ -225,14 +242,17 @@ fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), Str
             Ok((listener, Some(file)))
         }
         Socket::Fd(fd) => {
-            let open = *fd > 2 && std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok();
-            if !open {
-                return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
-            }
-            // SAFETY: the descriptor is open (checked above), is not stdio, and was inherited for
-            // this daemon alone: nothing else in the process owns or closes it.
+            inherited_open(*fd)?;
+            // SAFETY: the descriptor is open (checked above, and before the daemon opened any
+            // of its own, so it is the inherited one), is not stdio, and was inherited for this
+            // daemon alone: nothing else in the process owns or closes it.
             let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(*fd) });
             listener.local_addr().map_err(|e| format!("--fd {fd}: not a Unix socket: {e}"))?;
+            use rustix::net::{sockopt, SocketType};
+            let stream = sockopt::socket_type(&listener).is_ok_and(|t| t == SocketType::STREAM);
+            if !stream || !sockopt::socket_acceptconn(&listener).unwrap_or(false) {
+                return Err(format!("--fd {fd}: not a listening stream socket"));
+            }
             rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)
                 .map_err(|e| format!("--fd {fd}: {e}"))?;
             Ok((listener, None))
