@@ -537,3 +537,33 @@ fn locks_take_no_more_access_than_the_guests_handle() {
     modes.sort_unstable();
     assert_eq!(modes, [O_RDONLY, O_RDWR], "the flock lock's description is read-only");
 }
+
+/// An owner whose read-only description gets a write lock while a SETLKW of its own waits (two
+/// threads of one guest process): the write lock is granted, not refused, and the wait, once
+/// the host lets go, takes its lock on the owner's writable description — the one that stays.
+#[test]
+fn a_waiting_setlkw_follows_its_owners_description_when_it_becomes_writable() {
+    let (mut h, node, rw, _) = setup("lock-upgrade-wait");
+    let ro = h.call(Opcode::Open, node, OpenIn { flags: 0, ..OpenIn::default() }.as_bytes());
+    let ro = ro.open().fh;
+    let (defer, replies) = later();
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 10), "the host holds 0..=9");
+    // Owner 7 waits for a read lock on 0..=9 through its read-only handle.
+    assert_eq!(
+        setlkw(&mut h, node, &lk(ro, 7, F_RDLCK, 0, 9, false), &defer, 600),
+        Handled::Deferred(600)
+    );
+    // Meanwhile it write-locks 100..=199 through its writable handle.
+    assert_eq!(setlk(&mut h, node, &lk(rw, 7, F_WRLCK, 100, 199, false)), 0);
+    assert!(!host_try_posix(&host, libc::F_RDLCK as i16, 100, 100), "the write lock is held");
+    // The host lets go: the wait is granted, on the description that holds the write lock.
+    assert!(host_try_posix(&host, libc::F_UNLCK as i16, 0, 10));
+    assert_eq!(replies.recv_timeout(WAIT), Ok((600, 0)));
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 10), "the read lock is held");
+    assert!(!host_try_posix(&host, libc::F_RDLCK as i16, 100, 100), "and still the write lock");
+    // Everything goes with the owner's FLUSH: nothing stays on a description nobody records.
+    let flush = FlushIn { fh: rw, lock_owner: 7, ..FlushIn::default() };
+    assert_eq!(h.call(Opcode::Flush, node, flush.as_bytes()).errno(), 0);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 200), "nothing is left held");
+}

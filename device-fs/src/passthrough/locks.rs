@@ -53,13 +53,34 @@ struct Waiting {
     alive: Weak<()>,
 }
 
-/// One guest owner's description, and what it holds through it.
-struct Owner {
+/// One guest owner's description and what it holds through it, changed together: each lock
+/// and unlock is tried on the description and recorded under the one mutex, so the record is
+/// what the host holds, and a description replaced by a writable one
+/// ([`Locks::make_writable`]) is never used once it went.
+struct Held {
     fd: Arc<OwnedFd>,
     /// The description is open for writing (write locks need it).
     writable: bool,
+    ranges: Ranges,
+}
+
+impl Held {
+    /// One non-blocking attempt on the description, recorded when it succeeded.
+    fn apply(&mut self, lock: &Lock, flock: bool) -> Result<(), Errno> {
+        attempt(&self.fd, lock, flock)?;
+        let (start, end) = if flock { (0, LOCK_TO_EOF) } else { (lock.start, lock.end) };
+        match lock.typ {
+            LockType::Unlock => self.ranges.give_back(start, end),
+            LockType::Read | LockType::Write => self.ranges.take(start, end, lock.typ),
+        }
+        Ok(())
+    }
+}
+
+/// One guest owner: its description and locks, and how the guest asked for them.
+struct Owner {
     /// Shared with a SETLKW waiting on the owner's behalf, which adds what it gets.
-    held: Arc<Mutex<Ranges>>,
+    held: Arc<Mutex<Held>>,
     /// The guest handles its locks were asked through, up to [`Owner::HANDLES`].
     handles: Vec<Handle>,
     /// It asked through more: it is never taken for an owner of one handle.
@@ -92,19 +113,10 @@ impl Owner {
     }
 }
 
-fn lock_ranges(held: &Mutex<Ranges>) -> MutexGuard<'_, Ranges> {
-    // Each change replaces the list whole: a panic cannot leave it half-changed.
+fn lock_held(held: &Mutex<Held>) -> MutexGuard<'_, Held> {
+    // Each change replaces the range list whole and the descriptor in one store: a panic
+    // cannot leave them half-changed. (Lock order: the table's `inner`, then an owner's.)
     held.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Records what a successful lock or unlock changed in `held`.
-fn record(held: &Mutex<Ranges>, lock: &Lock, flock: bool) {
-    let (start, end) = if flock { (0, LOCK_TO_EOF) } else { (lock.start, lock.end) };
-    let mut held = lock_ranges(held);
-    match lock.typ {
-        LockType::Unlock => held.give_back(start, end),
-        LockType::Read | LockType::Write => held.take(start, end, lock.typ),
-    }
 }
 
 #[derive(Default)]
@@ -125,7 +137,7 @@ impl Inner {
                 key.0 == waiter.0
                     && !key.2
                     && key.1 != waiter.1
-                    && lock_ranges(&owner.held).conflicts(&wanted)
+                    && lock_held(&owner.held).ranges.conflicts(&wanted)
             });
             for (blocker, _) in blockers {
                 if blocker.1 == me.1 {
@@ -180,7 +192,7 @@ impl Locks {
     pub(super) fn holding(&self) -> usize {
         let mut inner = self.lock();
         inner.waits.retain(|w| w.alive.strong_count() > 0);
-        let holding = inner.ofds.values().filter(|o| !lock_ranges(&o.held).is_empty()).count();
+        let holding = inner.ofds.values().filter(|o| !lock_held(&o.held).ranges.is_empty()).count();
         holding + inner.waits.len()
     }
 
@@ -191,68 +203,57 @@ impl Locks {
         key: Key,
         (handle, pid): (Handle, u32),
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
-    ) -> Result<(Arc<OwnedFd>, Arc<Mutex<Ranges>>), Errno> {
-        let pair = |o: &mut Owner| {
+    ) -> Result<Arc<Mutex<Held>>, Errno> {
+        let note = |o: &mut Owner| {
             o.asked_through(handle);
             o.pid = pid;
-            (Arc::clone(&o.fd), Arc::clone(&o.held))
+            Arc::clone(&o.held)
         };
         if let Some(owner) = self.lock().ofds.get_mut(&key) {
-            return Ok(pair(owner));
+            return Ok(note(owner));
         }
         let fd = open()?;
         let writable = is_writable(&fd)?;
-        let fd = Arc::new(fd);
+        let held = Held { fd: Arc::new(fd), writable, ranges: Ranges::default() };
+        let held = Arc::new(Mutex::new(held));
         let mut inner = self.lock();
-        let fresh =
-            Owner { fd, writable, held: Arc::default(), handles: Vec::new(), many: false, pid };
-        Ok(pair(inner.ofds.entry(key).or_insert(fresh)))
+        let fresh = Owner { held, handles: Vec::new(), many: false, pid };
+        Ok(note(inner.ofds.entry(key).or_insert(fresh)))
     }
 
-    /// The description of POSIX owner `key` (which [`Locks::ofd`] made), made writable for a
-    /// write lock: an owner that locked through a read-only handle first has a read-only
-    /// description, which can hold only read locks. A writable one from `open` takes the same
-    /// read locks first (they share with the old description's) and then replaces it, so the
-    /// owner holds every byte throughout. Not while a SETLKW of the owner waits on the old
-    /// description (ENOLCK); a description `open` could only make read-only answers a write
-    /// lock as the host does (EBADF).
-    fn writable_ofd(
-        &self,
-        key: Key,
+    /// Makes a POSIX owner's description writable for a write lock: an owner that locked
+    /// through a read-only handle first has a read-only description, which can hold only read
+    /// locks. A writable one from `open` takes the same read locks first (they share with the
+    /// old description's) and then replaces it, with the owner's mutex held throughout, so the
+    /// owner holds every byte all along and nothing of the owner's — a request on another
+    /// queue, a waiting SETLKW, which reads the description at each try — uses the old one
+    /// afterwards. A description `open` could only make read-only answers a write lock as the
+    /// host does (EBADF).
+    fn make_writable(
+        held: &Mutex<Held>,
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
-    ) -> Result<(Arc<OwnedFd>, Arc<Mutex<Ranges>>), Errno> {
-        let current = |o: &Owner| (Arc::clone(&o.fd), Arc::clone(&o.held));
-        match self.lock().ofds.get(&key) {
-            Some(owner) if owner.writable => return Ok(current(owner)),
-            Some(_) => {}
-            // A FLUSH of the owner came between: the next attempt starts afresh.
-            None => return Err(Errno::NOLCK),
+    ) -> Result<(), Errno> {
+        if lock_held(held).writable {
+            return Ok(());
         }
         let fresh = open()?;
         if !is_writable(&fresh)? {
             return Err(Errno::BADF);
         }
-        let mut inner = self.lock();
-        inner.waits.retain(|w| w.alive.strong_count() > 0);
-        if inner.waits.iter().any(|w| w.key == key && !w.cancel.is_cancelled()) {
-            return Err(Errno::NOLCK);
+        let mut held = lock_held(held);
+        if held.writable {
+            return Ok(());
         }
-        let owner = inner.ofds.get_mut(&key).ok_or(Errno::NOLCK)?;
-        if owner.writable {
-            return Ok(current(owner));
-        }
-        for &(start, end, _) in &lock_ranges(&owner.held).0 {
+        for &(start, end, _) in &held.ranges.0 {
             // Only read locks: the old description could hold nothing else.
             let lock = Lock { start, end, typ: LockType::Read, pid: 0 };
             ofd_fcntl(&fresh, libc::F_OFD_SETLK, &lock).map_err(|_| Errno::NOLCK)?;
         }
-        let old = std::mem::replace(&mut owner.fd, Arc::new(fresh));
-        owner.writable = true;
-        let upgraded = current(owner);
-        drop(inner);
-        // Closing the old description lets go of its locks: the new one holds them all.
-        drop(old);
-        Ok(upgraded)
+        // Closing the old description (with its last user) lets go of its locks: the new one
+        // holds them all.
+        held.fd = Arc::new(fresh);
+        held.writable = true;
+        Ok(())
     }
 
     /// GETLK of a POSIX lock: what conflicts with `req.lock` for this owner.
@@ -263,7 +264,11 @@ impl Locks {
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
     ) -> Result<Lock, Errno> {
         // An owner without a description holds nothing: a fresh one sees every other lock.
-        let existing = self.lock().ofds.get(&(node, req.owner, false)).map(|o| Arc::clone(&o.fd));
+        let existing = self
+            .lock()
+            .ofds
+            .get(&(node, req.owner, false))
+            .map(|o| Arc::clone(&lock_held(&o.held).fd));
         let fd = match existing {
             Some(fd) => fd,
             None => Arc::new(open()?),
@@ -282,7 +287,7 @@ impl Locks {
             key.0 == node
                 && !key.2
                 && key.1 != req.owner
-                && lock_ranges(&owner.held).holds(start, end, found.typ)
+                && lock_held(&owner.held).ranges.holds(start, end, found.typ)
         });
         Ok(Lock { pid: holder.map_or(0, |(_, owner)| owner.pid), ..found })
     }
@@ -302,38 +307,34 @@ impl Locks {
         let key = (node, req.owner, req.flock);
         if req.lock.typ == LockType::Unlock {
             // An owner without a description holds nothing to unlock.
-            let Some((fd, held)) =
-                self.lock().ofds.get(&key).map(|o| (Arc::clone(&o.fd), Arc::clone(&o.held)))
-            else {
+            let Some(held) = self.lock().ofds.get(&key).map(|o| Arc::clone(&o.held)) else {
                 return Ok(LockStatus::Done);
             };
+            let mut held = lock_held(&held);
             let (start, end) = (req.lock.start, req.lock.end);
-            if !req.flock && lock_ranges(&held).would_exceed(start, end, false) {
+            if !req.flock && held.ranges.would_exceed(start, end, false) {
                 return Err(Errno::NOLCK);
             }
-            attempt(&fd, &req.lock, req.flock)?;
-            record(&held, &req.lock, req.flock);
+            held.apply(&req.lock, req.flock)?;
             return Ok(LockStatus::Done);
         }
         let lock = req.lock;
         let flock = req.flock;
         let write = writable && !flock;
-        let (fd, held) = self.ofd(key, (req.handle, lock.pid), || open(write))?;
-        let (fd, held) = if write && lock.typ == LockType::Write {
-            self.writable_ofd(key, || open(true))?
-        } else {
-            (fd, held)
-        };
-        if !flock && lock_ranges(&held).would_exceed(lock.start, lock.end, true) {
-            return Err(Errno::NOLCK);
+        let held = self.ofd(key, (req.handle, lock.pid), || open(write))?;
+        if write && lock.typ == LockType::Write {
+            Self::make_writable(&held, || open(true))?;
         }
-        match attempt(&fd, &lock, flock) {
-            Err(Errno::AGAIN) => {}
-            Ok(()) => {
-                record(&held, &lock, flock);
-                return Ok(LockStatus::Done);
+        {
+            let mut held = lock_held(&held);
+            if !flock && held.ranges.would_exceed(lock.start, lock.end, true) {
+                return Err(Errno::NOLCK);
             }
-            Err(errno) => return Err(errno),
+            match held.apply(&lock, flock) {
+                Err(Errno::AGAIN) => {}
+                Ok(()) => return Ok(LockStatus::Done),
+                Err(errno) => return Err(errno),
+            }
         }
         let Some(wait) = wait else { return Err(Errno::AGAIN) };
         let alive = Arc::new(());
@@ -354,7 +355,7 @@ impl Locks {
             .name("vhu-lock-wait".into())
             .spawn(move || {
                 let _alive = alive;
-                wait_for(&fd, &held, &lock, flock, wait);
+                wait_for(&held, &lock, flock, wait);
             })
             .map_err(|_| Errno::NOLCK)?;
         Ok(LockStatus::Waiting)
@@ -368,18 +369,16 @@ impl Locks {
         let mut inner = self.lock();
         inner.waits.retain(|w| w.alive.strong_count() > 0);
         let waiting = inner.waits.iter().any(|w| w.key == key && !w.cancel.is_cancelled());
-        let fd = if waiting {
-            // The description stays for the waiter; what it held is dropped all the same.
-            inner.ofds.get(&key).map(|o| {
-                *lock_ranges(&o.held) = Ranges::default();
-                Arc::clone(&o.fd)
-            })
-        } else {
-            inner.ofds.remove(&key).map(|o| o.fd)
+        // The description stays for a waiter; what it held is dropped all the same.
+        let held = match waiting {
+            true => inner.ofds.get(&key).map(|o| Arc::clone(&o.held)),
+            false => inner.ofds.remove(&key).map(|o| o.held),
         };
         drop(inner);
-        if let Some(fd) = fd {
-            unlock_all(&fd, false);
+        if let Some(held) = held {
+            let mut held = lock_held(&held);
+            unlock_all(&held.fd, false);
+            held.ranges = Ranges::default();
         }
     }
 
@@ -425,7 +424,7 @@ impl Locks {
         let ofds: Vec<_> = inner.ofds.drain().collect();
         drop(inner);
         for ((_, _, flock), owner) in ofds {
-            unlock_all(&owner.fd, flock);
+            unlock_all(&lock_held(&owner.held).fd, flock);
         }
     }
 
@@ -437,7 +436,7 @@ impl Locks {
         // Explicitly, not only by closing: a cancelled waiter may hold the description a
         // little longer.
         if let Some(owner) = owner {
-            unlock_all(&owner.fd, key.2);
+            unlock_all(&lock_held(&owner.held).fd, key.2);
         }
     }
 }
@@ -465,20 +464,16 @@ fn attempt(fd: &OwnedFd, lock: &Lock, flock: bool) -> Result<(), Errno> {
     }
 }
 
-/// Retries until the lock is taken (and recorded in `held`), an error other than EAGAIN comes,
-/// or the wait is cancelled.
-fn wait_for(fd: &OwnedFd, held: &Mutex<Ranges>, lock: &Lock, flock: bool, wait: LockWait) {
+/// Retries until the lock is taken (and recorded in `held`, on whichever description the owner
+/// has at that try), an error other than EAGAIN comes, or the wait is cancelled.
+fn wait_for(held: &Mutex<Held>, lock: &Lock, flock: bool, wait: LockWait) {
     let mut pause = Duration::from_millis(1);
     let result = loop {
         if wait.cancel.is_cancelled() {
             break Err(Errno::INTR);
         }
-        match attempt(fd, lock, flock) {
+        match lock_held(held).apply(lock, flock) {
             Err(Errno::AGAIN) => {}
-            Ok(()) => {
-                record(held, lock, flock);
-                break Ok(());
-            }
             other => break other,
         }
         std::thread::sleep(pause);
