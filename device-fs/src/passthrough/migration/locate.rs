@@ -18,18 +18,23 @@ use super::super::attr::{self, InodeKey};
 use super::super::names;
 use super::format::{FileHandle, HANDLE_MAX};
 
-/// Entries the searches of one save, or of one restore, look at in all before giving up: about
-/// one walk of a large share, however many inodes are searched for (each unnamed one would
-/// otherwise cost a walk of its own while the guest is paused).
+/// Entries one search of the share looks at before giving up.
 const SEARCH_LIMIT: usize = 1 << 20;
 
-/// What is left of one save's or one restore's [`SEARCH_LIMIT`].
+/// Entries the searches of one save, or of one restore, look at in all: sixteen walks of a
+/// share of a million entries (a destination searches for each file opened by a handle its
+/// cache never saw the path of, so a legitimate restore may search many times), while a guest
+/// that makes many inodes hard to find (hard links whose first name it removed) cannot keep
+/// the paused guest waiting for one walk each without end.
+const SEARCH_TOTAL: usize = 16 * SEARCH_LIMIT;
+
+/// What is left of one save's or one restore's [`SEARCH_TOTAL`].
 #[derive(Debug)]
 pub(super) struct SearchBudget(std::cell::Cell<usize>);
 
 impl SearchBudget {
     pub(super) fn new() -> Self {
-        Self(std::cell::Cell::new(SEARCH_LIMIT))
+        Self(std::cell::Cell::new(SEARCH_TOTAL))
     }
 
     /// Takes one entry's look; `false` once the budget is spent.
@@ -177,8 +182,8 @@ pub(super) fn is_same(
 }
 
 /// Walks the share breadth first for an inode that `wanted` accepts (given its inode number
-/// from the directory entry and an `O_PATH` fd of it), looking at no more entries than
-/// `budget` has left. Returns its path and fd.
+/// from the directory entry and an `O_PATH` fd of it), looking at no more than
+/// [`SEARCH_LIMIT`] entries, nor more than `budget` has left. Returns its path and fd.
 pub(super) fn search(
     root: &OwnedFd,
     ino: u64,
@@ -187,6 +192,7 @@ pub(super) fn search(
 ) -> Option<(Vec<u8>, OwnedFd)> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut queue: std::collections::VecDeque<Vec<u8>> = [Vec::new()].into();
+    let mut seen = 0usize;
     let mut scratch = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
     while let Some(dir_path) = queue.pop_front() {
         let Ok(dir) = open_in_share(root, &dir_path).and_then(|d| {
@@ -196,7 +202,8 @@ pub(super) fn search(
         };
         let mut entries = RawDir::new(&dir, &mut scratch);
         while let Some(Ok(entry)) = entries.next() {
-            if !budget.take() {
+            seen += 1;
+            if seen > SEARCH_LIMIT || !budget.take() {
                 return None;
             }
             let name = entry.file_name();
