@@ -296,7 +296,7 @@ impl FrontendError {
 /// How a GET_SHMEM_CONFIG answer breaks the rules ([`FrontendError::ShmemConfigInvalid`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ShmemConfigProblem {
-    /// `nregions` is not the number of regions with a non-zero size.
+    /// `nregions` is below the number of regions with a non-zero size.
     #[error("nregions is {nregions}, but {sized} regions have a size")]
     RegionCount {
         /// `nregions` as sent.

@@ -239,9 +239,9 @@ impl Frontend {
 }
 
 impl Frontend {
-    /// Spec "VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions with a size, every size
-    /// is a whole number of pages, and a connection's answer never changes (a VMM lays out its
-    /// shared-memory regions once, from the first).
+    /// Spec "VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions with a size (here: at
+    /// least them), every size is a whole number of pages, and a connection's answer never
+    /// changes (a VMM lays out its shared-memory regions once, from the first).
     fn check_shmem_config(&self, config: &wire::ShmemConfig) -> Result<(), ShmemConfigProblem> {
         let page_size = self.config.host_page_size;
         let sizes = config.memory_sizes.iter().map(|size| size.get());
@@ -254,7 +254,10 @@ impl Frontend {
         }
         let sized = sizes.filter(|size| *size != 0).count() as u32;
         let nregions = config.nregions.get();
-        if nregions != sized {
+        // More is taken as it is: back-ends that count the table's slots up to the last sized
+        // one (rust-vmm's examples) are common, and QEMU reads the sizes regardless. Fewer
+        // would leave a sized region out for a front-end that stops after `nregions`.
+        if nregions < sized {
             return Err(ShmemConfigProblem::RegionCount { nregions, sized });
         }
         match &self.shmem {
