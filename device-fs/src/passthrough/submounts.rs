@@ -78,13 +78,17 @@ impl Devices {
         all
     }
 
-    /// Gives `dev` the index `index` had on a migration's source, so the guest's inode numbers
-    /// do not change; a device that already has one keeps it.
-    pub(super) fn assign(&self, dev: u64, index: u64) {
+    /// Gives each device the index it had on a migration's source, so the guest's inode
+    /// numbers do not change; a device that already has one keeps it, and an index already
+    /// given stays with its device. (One pass with the indexes in a set: a state may name many.)
+    pub(super) fn assign(&self, devices: impl IntoIterator<Item = (u64, u64)>) {
         let mut map = self.lock();
-        if !map.by_dev.contains_key(&dev) && !map.by_dev.values().any(|i| *i == index) {
-            map.by_dev.insert(dev, index);
-            map.next = map.next.max(index.saturating_add(1)).min(MAX_INDEX);
+        let mut given: std::collections::HashSet<u64> = map.by_dev.values().copied().collect();
+        for (dev, index) in devices {
+            if !map.by_dev.contains_key(&dev) && given.insert(index) {
+                map.by_dev.insert(dev, index);
+                map.next = map.next.max(index.saturating_add(1)).min(MAX_INDEX);
+            }
         }
     }
 
@@ -178,7 +182,7 @@ mod tests {
     fn indexes_stop_at_the_largest_instead_of_wrapping() {
         let d = Devices::default();
         d.reset(8);
-        d.assign(9, MAX_INDEX);
+        d.assign([(9, MAX_INDEX)]);
         let next = d.guest_ino((10, 1234));
         assert_ne!(next, 1234, "not the share's number");
         assert_eq!(next >> INDEX_SHIFT, MAX_INDEX);

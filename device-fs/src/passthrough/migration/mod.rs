@@ -350,15 +350,15 @@ impl PassthroughFs {
         let root_link = locate::link_of(&self.proc_fd, &root.fd).unwrap_or_default();
         // Source device -> this host's device, learned from the inodes opened again.
         let source_root = state.devices.iter().find(|(_, index)| *index == 0);
-        let mut devices: Vec<(u64, u64)> =
-            source_root.map(|(dev, _)| (*dev, root.key.0)).into_iter().collect();
+        let mut devices = DeviceImages::default();
+        if let Some((dev, _)) = source_root {
+            devices.learn(*dev, root.key.0);
+        }
         let budget = locate::SearchBudget::new();
         for record in &state.nodes {
             match self.reopen_node((&root.fd, &root_link), record, &devices, &budget) {
                 Ok(inode) => {
-                    if !devices.iter().any(|(from, _)| *from == record.dev) {
-                        devices.push((record.dev, inode.key.0));
-                    }
+                    devices.learn(record.dev, inode.key.0);
                     self.inodes.restore(
                         NodeId(record.node),
                         Some(inode),
@@ -381,17 +381,11 @@ impl PassthroughFs {
         // on, by their source device number (the same on one host), so their files keep their
         // numbers when met again. Found devices go first: a source number may name another
         // file system here (numbers are handed out at mount time).
-        let found = |source: &u64| devices.iter().find(|(from, _)| from == source).map(|(_, h)| *h);
-        for (source_dev, index) in &state.devices {
-            if let Some(here) = found(source_dev) {
-                self.devices.assign(here, *index);
-            }
-        }
-        for (source_dev, index) in &state.devices {
-            if found(source_dev).is_none() {
-                self.devices.assign(*source_dev, *index);
-            }
-        }
+        let found = |source: &u64| devices.by_source.get(source).copied();
+        let listed = state.devices.iter();
+        let found_here = listed.clone().filter_map(|(dev, index)| Some((found(dev)?, *index)));
+        let by_number = listed.filter(|(dev, _)| found(dev).is_none()).copied();
+        self.devices.assign(found_here.chain(by_number));
         for h in &state.handles {
             let fd = match (h.lost, self.inode(NodeId(h.node))) {
                 (false, Ok(inode)) => {
@@ -437,15 +431,15 @@ impl PassthroughFs {
         &self,
         (root, root_link): (&rustix::fd::OwnedFd, &[u8]),
         record: &NodeRecord,
-        devices: &[(u64, u64)],
+        devices: &DeviceImages,
         budget: &locate::SearchBudget,
     ) -> Result<Inode, String> {
         // A handle the source attached is checked whatever this side's options: attaching it
         // is how a source asks for the check (--migration-verify-handles).
         let check_handle = record.handle.as_ref();
-        let device_fits = |here: u64| match devices.iter().find(|(from, _)| *from == record.dev) {
-            Some((_, image)) => *image == here,
-            None => !devices.iter().any(|(_, image)| *image == here),
+        let device_fits = |here: u64| match devices.by_source.get(&record.dev) {
+            Some(image) => *image == here,
+            None => !devices.images.contains(&here),
         };
         let is_it = |fd: &rustix::fd::OwnedFd| {
             locate::is_same(fd, record.ino, record.kind, check_handle, device_fits)
@@ -533,6 +527,24 @@ fn sync_written_with(
 }
 
 /// Whether the source described the node (a lost one is restored without a descriptor).
+/// The source's devices and this host's they turned out to be, as far as the nodes opened so
+/// far tell (looked up by hash: a state may name many).
+#[derive(Debug, Default)]
+struct DeviceImages {
+    /// Source device number -> this host's.
+    by_source: std::collections::HashMap<u64, u64>,
+    /// This host's devices some source device is known to be.
+    images: std::collections::HashSet<u64>,
+}
+
+impl DeviceImages {
+    /// Source device `source` is this host's `here` (the first learned stays).
+    fn learn(&mut self, source: u64, here: u64) {
+        self.by_source.entry(source).or_insert(here);
+        self.images.insert(here);
+    }
+}
+
 fn lost_record(node: u64, lookups: u64) -> NodeRecord {
     NodeRecord { node, lookups, dev: 0, ino: 0, kind: 0, path: None, handle: None }
 }
