@@ -42,8 +42,8 @@ fn filter(level: LogLevel) -> LevelFilter {
 }
 
 /// Installs the logger; call once, before any thread starts. `RUST_LOG`, when set, overrides
-/// `level`.
-pub(crate) fn init(level: LogLevel, syslog: bool) {
+/// `level`. Returns whether records go to syslog (asked for and reached).
+pub(crate) fn init(level: LogLevel, syslog: bool) -> bool {
     let (filter, refused) = match std::env::var("RUST_LOG") {
         Ok(spec) => match Filter::parse(&spec, filter(level)) {
             Ok(filter) => (filter, None),
@@ -64,6 +64,7 @@ pub(crate) fn init(level: LogLevel, syslog: bool) {
         Sink::Stderr
     };
     let max = filter.max();
+    let to_syslog = matches!(sink, Sink::Syslog(_));
     let logger = Logger { sink, pid: std::process::id(), filter };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(max);
@@ -74,6 +75,7 @@ pub(crate) fn init(level: LogLevel, syslog: bool) {
     if let Some(error) = fallback {
         log::warn!("--syslog: /dev/log: {error}; logging to stderr instead");
     }
+    to_syslog
 }
 
 impl Log for Logger {

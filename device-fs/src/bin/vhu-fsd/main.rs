@@ -50,19 +50,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Socket::Fd(fd) = &settings.socket {
-        if let Err(message) = inherited_open(*fd) {
-            eprintln!("vhu-fsd: {message}");
-            return ExitCode::FAILURE;
-        }
-    }
-    logging::init(settings.log_level, settings.syslog);
-    let syslog = settings.syslog;
-    match run(settings) {
+    // Before the log opens a descriptor of its own; reported once it is open.
+    let inherited = match &settings.socket {
+        Socket::Fd(fd) => inherited_open(*fd),
+        Socket::Path(_) => Ok(()),
+    };
+    let to_syslog = logging::init(settings.log_level, settings.syslog);
+    match inherited.and_then(|()| run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             // A launcher that asked for syslog (Kata does) reads why the daemon stopped there.
-            if syslog {
+            if to_syslog {
                 log::error!("{message}");
             }
             eprintln!("vhu-fsd: {message}");
@@ -210,8 +208,6 @@ fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
     Ok(())
 }
 
-/// The listening socket: bound at `--socket-path` (owner-only, or the `--socket-group`'s too),
-/// or the inherited `--fd`.
 /// Whether `--fd`'s descriptor is open and not stdio. Checked before the daemon opens
 /// descriptors of its own too (the log's socket), which would otherwise take the number of one
 /// a launcher failed to pass and be taken for it.
@@ -223,6 +219,8 @@ fn inherited_open(fd: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// The listening socket: bound at `--socket-path` (owner-only, or the `--socket-group`'s too),
+/// or the inherited `--fd`.
 fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), String> {
     match &settings.socket {
         Socket::Path(path) => {
