@@ -34,7 +34,9 @@
 #   --verbose           print the whole guest console
 # Environment: BACKEND, BACKEND_CMD, E2E_KERNEL, E2E_TIMEOUT, E2E_KEEP=1,
 # E2E_VERBOSE=1 act like the options of the same meaning; VHU_FSD overrides
-# the path of the vhu-fsd binary. The back-end command is run by bash, so it
+# the path of the vhu-fsd binary; E2E_MODULES_ROOT is where the guest kernel's
+# lib/modules lies when not under / (a kernel package unpacked elsewhere, as
+# scripts/e2e-old-stack.sh does). The back-end command is run by bash, so it
 # may be any shell command line.
 #
 # Exit status: 0 all checks passed, 1 a check failed or a result is missing,

@@ -99,7 +99,8 @@ pick_kernel() {
     fi
     [ -r "$KERNEL" ] || die "no readable guest kernel (${KERNEL:-none}); use --kernel"
     KVER=${KERNEL##*/vmlinuz-}
-    [ -d "/lib/modules/$KVER" ] || die "no /lib/modules/$KVER for kernel $KERNEL"
+    [ -d "${E2E_MODULES_ROOT:-}/lib/modules/$KVER" ] ||
+        die "no ${E2E_MODULES_ROOT:-}/lib/modules/$KVER for kernel $KERNEL"
 }
 
 # Extracts the uncompressed vmlinux from a bzImage: the payload starts at a
@@ -127,12 +128,13 @@ extract_vmlinux() {
 }
 
 # Lists (in load order) the module files the guest needs for the modules named as
-# arguments, as computed by modprobe from the kernel's modules.dep. Modules that are
+# arguments, as computed by modprobe from the kernel's modules.dep (under
+# E2E_MODULES_ROOT/lib/modules when set, for a kernel unpacked elsewhere). Modules that are
 # built into the kernel print "builtin" and need nothing.
 guest_modules() {
     local m kind path rest
     for m in "$@"; do
-        modprobe -S "$KVER" --show-depends "$m" ||
+        modprobe ${E2E_MODULES_ROOT:+-d "$E2E_MODULES_ROOT"} -S "$KVER" --show-depends "$m" ||
             die "modprobe -S $KVER --show-depends $m failed"
     done | while read -r kind path rest; do
         [ "$kind" = insmod ] && echo "$path"
