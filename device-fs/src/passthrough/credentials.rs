@@ -110,7 +110,15 @@ impl Credentials {
         if !self.enabled {
             return Ok(());
         }
-        switch(self.daemon.0, self.daemon.1, None, false)
+        // Nearly every request (all but creations) finds the thread as the daemon already:
+        // what `switch` would compare, without building the wanted state (the groups do not
+        // matter to the daemon's identity: it keeps whichever the thread has).
+        let (uid, gid) = self.daemon;
+        let current = CURRENT.get();
+        if current.is_some_and(|c| c.fsuid == uid && c.fsgid == gid && !c.dac_override) {
+            return Ok(());
+        }
+        switch(uid, gid, None, false)
     }
 }
 
