@@ -64,8 +64,9 @@ pub enum FrontendError {
         got: usize,
     },
     /// GET_SHMEM_CONFIG was answered with a table that breaks the spec's rules for it
-    /// ("VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions of non-zero size, each size
-    /// is a multiple of the page size, and the answer never changes on one connection).
+    /// ("VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions of non-zero size — taken
+    /// here when it counts more, never fewer —, each size is a multiple of the page size, and
+    /// the answer never changes on one connection).
     #[error("GET_SHMEM_CONFIG: {problem}")]
     ShmemConfigInvalid {
         /// Which rule the table breaks.

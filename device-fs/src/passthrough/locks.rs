@@ -36,6 +36,9 @@ use crate::fuse::{Cancel, Handle, Lock, LockRequest, LockStatus, LockType, LockW
 
 /// Most SETLKW waits at once; past it a wait is refused with ENOLCK.
 pub(super) const MAX_WAITS: usize = 256;
+/// How often a lock request makes its owner again when FLUSH or RELEASE on another queue drops
+/// it between its making and the attempt.
+const OWNER_ATTEMPTS: usize = 8;
 /// The longest pause between two attempts of a waiting SETLKW.
 const MAX_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -249,9 +252,10 @@ impl Locks {
             let lock = Lock { start, end, typ: LockType::Read, pid: 0 };
             ofd_fcntl(&fresh, libc::F_OFD_SETLK, &lock).map_err(|_| Errno::NOLCK)?;
         }
-        // Closing the old description (with its last user) lets go of its locks: the new one
-        // holds them all.
-        held.fd = Arc::new(fresh);
+        // The new description holds them all: the old one lets go of its own now (closing it,
+        // with its last user, would too).
+        let old = std::mem::replace(&mut held.fd, Arc::new(fresh));
+        unlock_all(&old, false);
         held.writable = true;
         Ok(())
     }
@@ -263,17 +267,13 @@ impl Locks {
         req: &LockRequest,
         open: impl FnOnce() -> Result<OwnedFd, Errno>,
     ) -> Result<Lock, Errno> {
-        // An owner without a description holds nothing: a fresh one sees every other lock.
-        let existing = self
-            .lock()
-            .ofds
-            .get(&(node, req.owner, false))
-            .map(|o| Arc::clone(&lock_held(&o.held).fd));
-        let fd = match existing {
-            Some(fd) => fd,
-            None => Arc::new(open()?),
+        // An owner without a description holds nothing: a fresh one sees every other lock. An
+        // owner's is asked under its lock, so it is the one the owner holds its locks on.
+        let existing = self.lock().ofds.get(&(node, req.owner, false)).map(|o| Arc::clone(&o.held));
+        let found = match existing {
+            Some(held) => ofd_fcntl(&*lock_held(&held).fd, libc::F_OFD_GETLK, &req.lock)?,
+            None => ofd_fcntl(open()?, libc::F_OFD_GETLK, &req.lock)?,
         };
-        let found = ofd_fcntl(&*fd, libc::F_OFD_GETLK, &req.lock)?;
         if found.typ == LockType::Unlock {
             return Ok(Lock { typ: LockType::Unlock, ..req.lock });
         }
@@ -305,41 +305,43 @@ impl Locks {
         open: impl Fn(bool) -> Result<OwnedFd, Errno>,
     ) -> Result<LockStatus, Errno> {
         let key = (node, req.owner, req.flock);
-        if req.lock.typ == LockType::Unlock {
+        let (lock, flock) = (req.lock, req.flock);
+        if lock.typ == LockType::Unlock {
+            let inner = self.lock();
             // An owner without a description holds nothing to unlock.
-            let Some(held) = self.lock().ofds.get(&key).map(|o| Arc::clone(&o.held)) else {
-                return Ok(LockStatus::Done);
-            };
-            let mut held = lock_held(&held);
-            let (start, end) = (req.lock.start, req.lock.end);
-            if !req.flock && held.ranges.would_exceed(start, end, false) {
+            let Some(owner) = inner.ofds.get(&key) else { return Ok(LockStatus::Done) };
+            let mut held = lock_held(&owner.held);
+            if !flock && held.ranges.would_exceed(lock.start, lock.end, false) {
                 return Err(Errno::NOLCK);
             }
-            held.apply(&req.lock, req.flock)?;
+            held.apply(&lock, flock)?;
             return Ok(LockStatus::Done);
         }
-        let lock = req.lock;
-        let flock = req.flock;
         let write = writable && !flock;
-        let held = self.ofd(key, (req.handle, lock.pid), || open(write))?;
-        if write && lock.typ == LockType::Write {
-            Self::make_writable(&held, || open(true))?;
-        }
-        {
-            let mut held = lock_held(&held);
-            if !flock && held.ranges.would_exceed(lock.start, lock.end, true) {
-                return Err(Errno::NOLCK);
+        for _ in 0..OWNER_ATTEMPTS {
+            let held = self.ofd(key, (req.handle, lock.pid), || open(write))?;
+            if write && lock.typ == LockType::Write {
+                Self::make_writable(&held, || open(true))?;
             }
-            match held.apply(&lock, flock) {
-                Err(Errno::AGAIN) => {}
-                Ok(()) => return Ok(LockStatus::Done),
-                Err(errno) => return Err(errno),
-            }
-        }
-        let Some(wait) = wait else { return Err(Errno::AGAIN) };
-        let alive = Arc::new(());
-        {
+            // From here to the wait's registration under the table's lock: a FLUSH or RELEASE
+            // of the owner on another queue comes before (the owner is made afresh) or after
+            // (it finds the lock recorded, or the wait registered), never in between.
             let mut inner = self.lock();
+            if !inner.ofds.get(&key).is_some_and(|o| Arc::ptr_eq(&o.held, &held)) {
+                continue;
+            }
+            {
+                let mut held = lock_held(&held);
+                if !flock && held.ranges.would_exceed(lock.start, lock.end, true) {
+                    return Err(Errno::NOLCK);
+                }
+                match held.apply(&lock, flock) {
+                    Err(Errno::AGAIN) => {}
+                    Ok(()) => return Ok(LockStatus::Done),
+                    Err(errno) => return Err(errno),
+                }
+            }
+            let Some(wait) = wait else { return Err(Errno::AGAIN) };
             inner.waits.retain(|w| w.alive.strong_count() > 0);
             if inner.waits.len() >= MAX_WAITS {
                 return Err(Errno::NOLCK);
@@ -347,18 +349,22 @@ impl Locks {
             if !flock && inner.closes_cycle(key, &lock) {
                 return Err(Errno::DEADLK);
             }
+            let alive = Arc::new(());
             let (handle, cancel) = (req.handle, wait.cancel.clone());
-            let alive = Arc::downgrade(&alive);
-            inner.waits.push(Waiting { key, lock, handle, cancel, alive });
+            let weak = Arc::downgrade(&alive);
+            inner.waits.push(Waiting { key, lock, handle, cancel, alive: weak });
+            drop(inner);
+            std::thread::Builder::new()
+                .name("vhu-lock-wait".into())
+                .spawn(move || {
+                    let _alive = alive;
+                    wait_for(&held, &lock, flock, wait);
+                })
+                .map_err(|_| Errno::NOLCK)?;
+            return Ok(LockStatus::Waiting);
         }
-        std::thread::Builder::new()
-            .name("vhu-lock-wait".into())
-            .spawn(move || {
-                let _alive = alive;
-                wait_for(&held, &lock, flock, wait);
-            })
-            .map_err(|_| Errno::NOLCK)?;
-        Ok(LockStatus::Waiting)
+        // The owner kept being dropped by other requests as soon as it was made.
+        Err(Errno::NOLCK)
     }
 
     /// FLUSH by `owner`: its POSIX locks on the node are dropped. A SETLKW of the same owner
@@ -469,13 +475,18 @@ fn attempt(fd: &OwnedFd, lock: &Lock, flock: bool) -> Result<(), Errno> {
 fn wait_for(held: &Mutex<Held>, lock: &Lock, flock: bool, wait: LockWait) {
     let mut pause = Duration::from_millis(1);
     let result = loop {
+        let mut held = lock_held(held);
+        // Checked under the owner's lock: a RELEASE or the session's end cancels before it
+        // takes the owner's lock to let go of everything, so a cancelled wait never takes a
+        // lock after that.
         if wait.cancel.is_cancelled() {
             break Err(Errno::INTR);
         }
-        match lock_held(held).apply(lock, flock) {
+        match held.apply(lock, flock) {
             Err(Errno::AGAIN) => {}
             other => break other,
         }
+        drop(held);
         std::thread::sleep(pause);
         pause = (pause * 2).min(MAX_BACKOFF);
     };
