@@ -361,3 +361,66 @@ fn an_inherited_descriptor_that_cannot_serve_is_refused_at_start() {
     assert!(!ok && err.contains("--fd 7: not a listening stream socket"), "{err}");
     assert!(!err.contains("Waiting for vhost-user socket"), "{err}");
 }
+
+/// The capabilities a process holds, from its `/proc` status line `field` (CapPrm, CapEff, ...).
+fn capabilities_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .expect("capability line");
+    u64::from_str_radix(hex.trim(), 16).expect("hex")
+}
+
+/// A daemon started as a user from a binary given file capabilities (`setcap`) keeps only
+/// those a root daemon keeps: one that serving never needs (NET_RAW here) is gone from every
+/// set while it serves, one it keeps (CHOWN) stays.
+#[test]
+fn a_users_daemon_with_file_capabilities_drops_what_serving_does_not_need() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = rustix::process::geteuid().is_root();
+    assert!(root || std::env::var_os("CI").is_none(), "CI runs this as root");
+    if !root {
+        return;
+    }
+    let dir = scratch("file-caps");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::set_permissions(dir.join("share"), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod");
+    let binary = dir.join("vhu-fsd");
+    std::fs::copy(env!("CARGO_BIN_EXE_vhu-fsd"), &binary).expect("copy");
+    let set = Command::new("setcap").arg("cap_net_raw,cap_chown+ep").arg(&binary).status();
+    if !set.is_ok_and(|s| s.success()) {
+        eprintln!("setcap is missing or the file system keeps no file capabilities: skipped");
+        return;
+    }
+    let socket = dir.join("vhost.sock");
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&binary)
+        .args(["--sandbox", "none", "--socket-path", socket.to_str().expect("utf-8")])
+        .args(["--shared-dir", dir.join("share").to_str().expect("utf-8")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // Ready (capabilities reduced) when it says it waits for a connection.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut err = String::new();
+    while !err.contains("Waiting for vhost-user socket connection") {
+        let read = std::io::BufRead::read_line(&mut stderr, &mut err).expect("read stderr");
+        assert!(read > 0, "the daemon ended before it was ready: {err}");
+    }
+    assert!(socket.exists(), "{err}");
+    assert!(!err.contains("started without"), "a file-capability daemon lacks the rest: {err}");
+    let pid = child.id();
+    const CHOWN: u64 = 1 << 0;
+    const NET_RAW: u64 = 1 << 13;
+    for field in ["CapPrm", "CapEff"] {
+        let caps = capabilities_of(pid, field);
+        assert_eq!(caps & NET_RAW, 0, "{field} {caps:#x}: NET_RAW dropped");
+        assert_eq!(caps & CHOWN, CHOWN, "{field} {caps:#x}: CHOWN kept");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

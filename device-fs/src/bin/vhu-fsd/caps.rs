@@ -1,6 +1,7 @@
 //! The capabilities the daemon keeps, started as root or as a user in its own user namespace
-//! (where it starts with every capability): what serving files for the guest's users needs and
-//! nothing else, adjusted by `--modcaps`.
+//! (where it starts with every capability), or started as a user from a binary given file
+//! capabilities: what serving files for the guest's users needs and nothing else, adjusted by
+//! `--modcaps`.
 //!
 //! Kept by default (virtiofsd's set, less DAC_READ_SEARCH, which only opening by file handle
 //! needs): CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP; with
@@ -53,17 +54,30 @@ pub(crate) fn asked(edits: &[CapEdit]) -> CapabilitySet {
     })
 }
 
+/// Whether the calling thread holds any capability (in its permitted set).
+pub(crate) fn holds_any() -> bool {
+    capabilities(None).is_ok_and(|sets| !sets.permitted.is_empty())
+}
+
 /// Reduces the calling thread (the whole process, before threads start) to `keep`. A capability
 /// of `keep` the daemon does not hold (a container that started it without MKNOD) is warned
 /// about and served without, as virtiofsd does, unless `--modcaps` asked for it (`asked`).
-pub(crate) fn reduce(keep: CapabilitySet, asked: CapabilitySet) -> Result<(), String> {
+/// With `bounding`, the bounding set goes too, which needs CAP_SETPCAP: root and a user
+/// namespace's owner have it; a user's binary given file capabilities usually does not, and
+/// keeps its bounding set (which only an exec would use, and the syscall filter closes exec).
+pub(crate) fn reduce(
+    keep: CapabilitySet,
+    asked: CapabilitySet,
+    bounding: bool,
+) -> Result<(), String> {
     let have = capabilities(None).map_err(|e| format!("reading capabilities: {e}"))?;
     let missing = keep - have.permitted;
     if !(missing & asked).is_empty() {
         let missing = missing & asked;
         return Err(format!("--modcaps: the daemon does not hold {missing:?} to keep it"));
     }
-    if !missing.is_empty() {
+    // A user's binary given a few file capabilities on purpose lacks the rest by design.
+    if !missing.is_empty() && bounding {
         log::warn!(
             "the daemon was started without {missing:?}: what needs it fails for the guest \
              (e.g. mknod without MKNOD)"
@@ -71,7 +85,7 @@ pub(crate) fn reduce(keep: CapabilitySet, asked: CapabilitySet) -> Result<(), St
     }
     let keep = keep & have.permitted;
     // The bounding set first: dropping from it needs CAP_SETPCAP, which may go below.
-    for bit in 0..64 {
+    for bit in (0..64).filter(|_| bounding) {
         let cap = CapabilitySet::from_bits_retain(1 << bit);
         if keep.contains(cap) {
             continue;

@@ -77,10 +77,14 @@ fn run(settings: Settings) -> Result<(), String> {
     // The daemon's uid as the host sees it (inside a user namespace mapped by --uid-map it
     // may read as another).
     let host_uid = rustix::process::geteuid().as_raw();
-    if !as_root && settings.sandbox != Sandbox::Namespace && !settings.modcaps.is_empty() {
+    // A user's daemon holds capabilities in its own user namespace (the namespace sandbox), or
+    // from file capabilities of its binary.
+    let file_caps = !as_root && settings.sandbox != Sandbox::Namespace && caps::holds_any();
+    let holds_none = !as_root && settings.sandbox != Sandbox::Namespace && !file_caps;
+    if holds_none && !settings.modcaps.is_empty() {
         warn!(
             "--modcaps has no effect: a daemon started as a user holds capabilities only in the \
-             namespace sandbox"
+             namespace sandbox or from file capabilities of its binary"
         );
     }
     if as_root && !(settings.ns_uid_map.is_empty() && settings.ns_gid_map.is_empty()) {
@@ -127,12 +131,12 @@ fn run(settings: Settings) -> Result<(), String> {
         Sandbox::Chroot => sandbox::chroot_into(&settings.shared_dir)?,
         Sandbox::None => {}
     }
-    // Root, or a user that is root of the user namespace it just entered: either holds
-    // capabilities to reduce.
-    if as_root || settings.sandbox == Sandbox::Namespace {
+    // Root, a user that is root of the user namespace it just entered, or a user's binary
+    // with file capabilities: each holds capabilities to reduce.
+    if as_root || settings.sandbox == Sandbox::Namespace || file_caps {
         let by_handle = settings.migration.mode == MigrationMode::FileHandles;
         let keep = caps::kept(&settings.modcaps, by_handle);
-        caps::reduce(keep, caps::asked(&settings.modcaps))?;
+        caps::reduce(keep, caps::asked(&settings.modcaps), !file_caps)?;
     }
     seccomp::install(settings.seccomp, settings.seccomp_asked)?;
     report_limits(&fs, &settings, host_uid);
