@@ -30,12 +30,12 @@ apt-get update -qq
 # The suite's own versions (`package/bookworm`), never backports' or security's newer ones.
 log "downloading QEMU 7.2 and Linux 6.1 from bookworm"
 apt-get download -qq qemu-system-x86/bookworm qemu-system-common/bookworm \
-    qemu-system-data/bookworm linux-image-amd64/bookworm 2>/dev/null ||
+    qemu-system-data/bookworm linux-image-amd64/bookworm ||
     die "apt-get download from bookworm failed (is bookworm in the apt sources?)"
 # The metapackage names the kernel of the suite's ABI; the first alternative is the signed one.
 kernel_pkg=$(dpkg-deb -f linux-image-amd64_*.deb Depends | sed 's/[ (|,].*//')
 [ -n "$kernel_pkg" ] || die "no kernel named by linux-image-amd64"
-apt-get download -qq "$kernel_pkg/bookworm" 2>/dev/null || die "apt-get download $kernel_pkg"
+apt-get download -qq "$kernel_pkg/bookworm" || die "apt-get download $kernel_pkg"
 
 mkdir -p qemu kernel bin
 for deb in qemu-system-*.deb; do dpkg-deb -x "$deb" qemu; done

@@ -244,15 +244,15 @@ impl Frontend {
     /// changes (a VMM lays out its shared-memory regions once, from the first).
     fn check_shmem_config(&self, config: &wire::ShmemConfig) -> Result<(), ShmemConfigProblem> {
         let page_size = self.config.host_page_size;
-        let sizes = config.memory_sizes.iter().map(|size| size.get());
-        for (shmid, size) in sizes.clone().enumerate() {
+        let mut sized = 0u32;
+        for (shmid, size) in config.memory_sizes.iter().map(|size| size.get()).enumerate() {
             if page_size != 0 && size % page_size != 0 {
                 // At most MAX_SHMEM_REGIONS (256) entries: the index fits a u8.
                 let shmid = shmid as u8;
                 return Err(ShmemConfigProblem::NotPageSized { shmid, size, page_size });
             }
+            sized += u32::from(size != 0);
         }
-        let sized = sizes.filter(|size| *size != 0).count() as u32;
         let nregions = config.nregions.get();
         // More is taken as it is: back-ends that count the table's slots up to the last sized
         // one (rust-vmm's examples) are common, and QEMU reads the sizes regardless. Fewer

@@ -79,9 +79,9 @@ fn run(settings: Settings) -> Result<(), String> {
     let host_uid = rustix::process::geteuid().as_raw();
     // A user's daemon holds capabilities in its own user namespace (the namespace sandbox), or
     // from file capabilities of its binary.
-    let file_caps = !as_root && settings.sandbox != Sandbox::Namespace && caps::holds_any();
-    let holds_none = !as_root && settings.sandbox != Sandbox::Namespace && !file_caps;
-    if holds_none && !settings.modcaps.is_empty() {
+    let outside_namespace = !as_root && settings.sandbox != Sandbox::Namespace;
+    let file_caps = outside_namespace && caps::holds_any();
+    if outside_namespace && !file_caps && !settings.modcaps.is_empty() {
         warn!(
             "--modcaps has no effect: a daemon started as a user holds capabilities only in the \
              namespace sandbox or from file capabilities of its binary"
