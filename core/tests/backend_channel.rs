@@ -11,11 +11,7 @@ use vhu_core::{BackendCode, BackendReply};
 /// A back-end with a channel and a started ring, negotiated with `protocol`.
 fn with_channel(protocol: ProtocolFeatures) -> Transcript {
     let mut t = ready(protocol);
-    let channel = t.fd();
-    assert_eq!(
-        t.send(Request::SetBackendReqFd(channel)),
-        [act(Action::SetBackendChannel(channel))]
-    );
+    open_channel(&mut t);
     configure_ring(&mut t, V0, 0);
     start_ring(&mut t, V0, 0, false);
     t
@@ -157,26 +153,36 @@ fn a_lost_channel_loses_every_request_sent_or_not_until_a_new_one_arrives() {
         ]
     );
     assert_eq!(t.backend.send_config_change(), Err(ProtocolError::NoBackendChannel));
-    let channel = t.fd();
-    t.send(Request::SetBackendReqFd(channel));
+    open_channel(&mut t);
     assert!(t.backend.send_config_change().is_ok());
     t.drain_outputs();
 }
 
-#[test]
-fn a_replaced_channel_loses_what_the_old_one_owed() {
+/// A channel with one request sent and unanswered, then SET_BACKEND_REQ_FD: the request is lost
+/// at once and the new socket goes to the driver, which owes its completion.
+fn replace_with_one_outstanding(need_reply: bool) -> Transcript {
     let mut t = with_channel(protocol());
     let id = t.backend.send_config_change().unwrap();
     t.drain_outputs();
     t.sent(id);
     let channel = t.fd();
+    let request = Request::SetBackendReqFd(channel);
+    let outs = if need_reply { t.send_need_reply(request) } else { t.send(request) };
     assert_eq!(
-        t.send(Request::SetBackendReqFd(channel)),
+        outs,
         [
             result(id, BackendCode::ConfigChangeMsg, BackendOutcome::Lost),
             act(Action::SetBackendChannel(channel)),
         ]
     );
+    assert!(t.backend.is_awaiting_completion());
+    t
+}
+
+#[test]
+fn a_replaced_channel_loses_what_the_old_one_owed() {
+    let mut t = replace_with_one_outstanding(false);
+    assert_eq!(t.complete(Completion::Done(Ok(()))), []);
     // An answer arriving late on the new channel answers nothing.
     let ack = answer(BackendReply::Ack { request: BackendCode::ConfigChangeMsg, status: 0 });
     let (got, _) = t.channel_reply(&ack, &[]);
@@ -196,4 +202,27 @@ fn outstanding_requests_are_bounded() {
     let (got, _) = t.channel_reply(&ack, &[]);
     assert_eq!(got.map(|r| r.id), Ok(ids[0]));
     assert!(t.backend.send_config_change().is_ok(), "a slot was freed");
+}
+
+#[test]
+fn a_channel_the_driver_refuses_is_nacked_and_leaves_none() {
+    // With REPLY_ACK the answer waits for the driver: it may not be able to use the socket.
+    let mut t = replace_with_one_outstanding(true);
+    let einval = 22;
+    assert_eq!(
+        t.complete(Completion::Done(Err(einval))),
+        [nack(FrontendCode::SetBackendReqFd, einval)]
+    );
+    // Neither the refused socket nor the one it replaced carries requests.
+    assert_eq!(t.backend.send_config_change(), Err(ProtocolError::NoBackendChannel));
+    // A socket the driver takes is acked only once it did.
+    let channel = t.fd();
+    assert_eq!(
+        t.send_need_reply(Request::SetBackendReqFd(channel)),
+        [act(Action::SetBackendChannel(channel))]
+    );
+    assert_eq!(t.complete(Completion::Done(Ok(()))), [ack(FrontendCode::SetBackendReqFd)]);
+    assert!(t.backend.send_config_change().is_ok());
+    t.drain_outputs();
+    t.assert_fds_balanced();
 }

@@ -156,11 +156,7 @@ fn device_state_only_while_suspended() {
 fn backend_channel_requests() {
     let mut t = ready(protocol());
     assert_eq!(t.backend.send_config_change(), Err(ProtocolError::NoBackendChannel));
-    let channel = t.fd();
-    assert_eq!(
-        t.send(Request::SetBackendReqFd(channel)),
-        [act(Action::SetBackendChannel(channel))]
-    );
+    open_channel(&mut t);
     // Suspended (no ring started): nothing may be sent.
     assert_eq!(t.backend.send_config_change(), Err(ProtocolError::Suspended));
     configure_ring(&mut t, V0, 0);

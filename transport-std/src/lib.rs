@@ -140,8 +140,8 @@ pub use frame_reader::{FrameFds, FrameReader, ReadAhead};
 pub use memory::{LoggedMemory, MemoryError, MemoryMap};
 pub use scm::{recv_chunk, send, send_partial, ReceivedFds, RecvOutcome, ScmError};
 pub use session::{
-    BackendRequests, DeviceRequest, Executor, Owed, QueueStopped, Read, RequestError,
-    RequestResult, RequestTicket, Session, SessionError, Style,
+    BackendRequests, ChannelChange, DeviceRequest, Executor, Owed, QueueStopped, Read,
+    RequestError, RequestResult, RequestTicket, Session, SessionError, Style,
 };
 pub use socket_file::SocketFile;
 pub use vhu_core;

@@ -91,13 +91,19 @@ impl Backend {
         Ok(())
     }
 
-    pub(super) fn set_backend_req_fd(&mut self, fd: FdToken) -> Result<(), ProtocolError> {
+    pub(super) fn set_backend_req_fd(
+        &mut self,
+        fd: FdToken,
+        need_reply: bool,
+    ) -> Result<(), ProtocolError> {
         let code = FrontendCode::SetBackendReqFd;
         self.require(code, ProtocolFeatures::BACKEND_REQ, "BACKEND_REQ")?;
-        // Requests on the old channel will never be answered.
+        // Requests on the old channel will never be answered, and the old channel is gone
+        // whether or not the driver can use the new one.
         self.lose_outstanding();
-        self.backend_channel = true;
+        self.backend_channel = false;
         self.outputs.push_action(Action::SetBackendChannel(fd));
+        self.await_completion(Pending::BackendChannel, need_reply);
         Ok(())
     }
 
@@ -221,6 +227,20 @@ impl Backend {
                     None => self.config_len = 0,
                 }
                 self.outputs.push(Item::ConfigReply { offset, flags });
+            }
+            (Pending::BackendChannel, Completion::Done(result)) => {
+                // REPLY_ACK's status says whether the back-end can use the channel (spec
+                // "VHOST_USER_PROTOCOL_F_REPLY_ACK"): a descriptor the driver refused leaves none.
+                let code = FrontendCode::SetBackendReqFd;
+                match result {
+                    Ok(()) => {
+                        self.backend_channel = true;
+                        self.ack(code, need_reply);
+                    }
+                    Err(status) => {
+                        self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status })
+                    }
+                }
             }
             (Pending::Status(code), Completion::Done(Ok(()))) => {
                 self.postcopy_step_done(code);

@@ -80,6 +80,8 @@ enum Pending {
     Inflight(crate::message::InflightDesc),
     /// SET_DEVICE_STATE_FD.
     DeviceState,
+    /// SET_BACKEND_REQ_FD: whether the driver took the channel's socket.
+    BackendChannel,
     /// GET_SHARED_OBJECT.
     SharedObject,
     /// POSTCOPY_ADVISE.
@@ -428,7 +430,7 @@ impl Backend {
             R::ResetDevice => self.reset_device(),
             R::GetInflightFd(desc) => self.get_inflight_fd(desc, need_reply),
             R::SetInflightFd { desc, fd } => self.set_inflight_fd(desc, fd, need_reply),
-            R::SetBackendReqFd(fd) => self.set_backend_req_fd(fd),
+            R::SetBackendReqFd(fd) => self.set_backend_req_fd(fd, need_reply),
             R::GetSharedObject(uuid) => self.get_shared_object(uuid, need_reply),
             R::SetDeviceStateFd { direction, phase, fd } => {
                 self.set_device_state_fd(direction, phase, fd, need_reply)
@@ -463,6 +465,7 @@ fn pending_code(pending: &Pending) -> FrontendCode {
         Pending::Status(code) | Pending::StartVring { code, .. } => *code,
         Pending::Inflight(_) => FrontendCode::GetInflightFd,
         Pending::DeviceState => FrontendCode::SetDeviceStateFd,
+        Pending::BackendChannel => FrontendCode::SetBackendReqFd,
         Pending::SharedObject => FrontendCode::GetSharedObject,
         Pending::Userfaultfd => FrontendCode::PostcopyAdvise,
     }

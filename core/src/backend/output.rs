@@ -210,7 +210,9 @@ pub enum Action<'a> {
         /// The fd, handed off.
         fd: FdToken,
     },
-    /// The back-end channel's socket (handed off).
+    /// Use this socket (handed off) as the back-end channel from now on, the old one closed;
+    /// complete with [`Completion::Done`]: a failure (a descriptor that is not a stream socket)
+    /// leaves no channel.
     SetBackendChannel(FdToken),
     /// An IOTLB update or invalidation; complete with [`Completion::Done`].
     Iotlb(Iotlb),

@@ -464,9 +464,8 @@ impl Pair {
             Action::SetMtu(mtu) => (Act::Mtu(mtu), None, None),
             Action::AllocateInflight { .. } => (Act::Other, None, Some(Owed::Inflight)),
             Action::SetInflight { fd, .. } => (Act::Other, Some(fd), Some(Owed::Done)),
-            Action::SetBackendChannel(fd) | Action::SetLogFd(fd) | Action::CloseFd(fd) => {
-                (Act::Other, Some(fd), None)
-            }
+            Action::SetBackendChannel(fd) => (Act::Other, Some(fd), Some(Owed::Done)),
+            Action::SetLogFd(fd) | Action::CloseFd(fd) => (Act::Other, Some(fd), None),
             Action::SetDeviceStateFd { direction, fd, .. } => {
                 (Act::DeviceState(direction), Some(fd), Some(Owed::DeviceState))
             }

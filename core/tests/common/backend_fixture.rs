@@ -159,6 +159,19 @@ pub fn start_ring(t: &mut Transcript, index: VringIndex, base: u16, enabled: boo
     kick
 }
 
+/// SET_BACKEND_REQ_FD with a socket the driver takes; returns its token.
+#[allow(dead_code)] // Not every test binary opens a channel.
+pub fn open_channel(t: &mut Transcript) -> FdToken {
+    let channel = t.fd();
+    assert_eq!(
+        t.send(Request::SetBackendReqFd(channel)),
+        [act(Action::SetBackendChannel(channel))]
+    );
+    // The driver took it (no NEED_REPLY: nothing to answer).
+    assert_eq!(t.complete(Completion::Done(Ok(()))), []);
+    channel
+}
+
 pub fn ready(protocol: ProtocolFeatures) -> Transcript {
     let mut t = Transcript::backend(spec());
     negotiate(&mut t, protocol, acked());

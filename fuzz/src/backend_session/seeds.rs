@@ -141,6 +141,7 @@ pub(super) fn scripts() -> Vec<(&'static str, Vec<Op>)> {
                 memory(false),
                 vec![
                     req(Req::SetBackendReqFd),
+                    Op::Complete(Comp::Ok),
                     req(Req::SetLogBase(4, true)),
                     Op::Complete(Comp::Ok),
                     req(Req::GetInflightFd(2, 256)),

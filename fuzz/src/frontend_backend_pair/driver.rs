@@ -41,6 +41,7 @@ pub(super) fn act(
             | Action::SetInflight { .. }
             | Action::CheckDeviceState
             | Action::Iotlb(_)
+            | Action::SetBackendChannel(_)
             | Action::PostcopyListen
             | Action::PostcopyEnd => Some(Owed::Done),
             Action::AllocateInflight { .. } => Some(Owed::Inflight),

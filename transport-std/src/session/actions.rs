@@ -17,7 +17,8 @@ use vhu_core::limits::MAX_CONFIG_SIZE;
 use vhu_core::message::VringBase;
 use vhu_core::{FdToken, VringIndex};
 
-use super::executor::{Executor, Kind, Run, Staged, Transfers};
+use super::channel::channel_socket;
+use super::executor::{ChannelChange, Executor, Kind, Run, Staged, Transfers};
 use super::status::{EBADF, EINVAL, EIO, ENOENT, ENOTSUP};
 use super::stops::QueueStopped;
 use super::transfer::{self, Transfer};
@@ -178,7 +179,15 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 };
                 self.owe(Kind::Done(result));
             }
-            Action::SetBackendChannel(fd) => self.channel = self.fds.take(fd),
+            Action::SetBackendChannel(fd) => {
+                let socket = self.fds.take(fd).ok_or(EBADF).and_then(channel_socket);
+                let (change, result) = match socket {
+                    Ok(socket) => (ChannelChange::Open(socket), Ok(())),
+                    Err(status) => (ChannelChange::Closed, Err(status)),
+                };
+                self.channel = Some(change);
+                self.owe(Kind::Done(result));
+            }
             Action::Iotlb(_) => self.owe(Kind::Done(Err(ENOTSUP))),
             Action::GetSharedObject(_) => self.owe(Kind::SharedObject(Err(ENOENT))),
             Action::SetDeviceStateFd { direction, fd, .. } => {

@@ -19,6 +19,7 @@ use vhu_core::backend::BackendRequestId;
 use vhu_core::BackendRequest;
 
 use super::outbox::Outbox;
+use super::status::{EINVAL, EIO};
 use crate::frame_reader::{FrameFds, FrameReader, ReadAhead};
 use crate::scm::{RecvOutcome, ScmError};
 
@@ -43,27 +44,34 @@ fn is_stream_socket(fd: &OwnedFd) -> bool {
     sockopt::socket_type(fd).is_ok_and(|kind| kind == SocketType::STREAM)
 }
 
+/// `fd` as a channel socket, non-blocking; the errno-like status SET_BACKEND_REQ_FD's
+/// completion carries when it cannot be one.
+pub(super) fn channel_socket(fd: OwnedFd) -> Result<UnixStream, u64> {
+    // The channel is a stream socket (vhost-user "Back-end communication"); anything else
+    // (a file, a pipe, a datagram socket) would fail at the first request, and an event loop
+    // could not even watch a file.
+    if !is_stream_socket(&fd) {
+        log::warn!("SET_BACKEND_REQ_FD: the descriptor is not a stream socket; no channel");
+        return Err(EINVAL);
+    }
+    let socket = UnixStream::from(fd);
+    socket.set_nonblocking(true).map_err(|error| {
+        log::warn!("SET_BACKEND_REQ_FD: the socket cannot be made non-blocking: {error}");
+        EIO
+    })?;
+    Ok(socket)
+}
+
 impl Channel {
     pub(super) fn new() -> Self {
         Self { socket: None, outbox: Outbox::new(), reader: FrameReader::new(ReadAhead::Greedy) }
     }
 
-    /// Uses `fd` as the channel from now on; what waited for the old one is dropped (`Backend`
-    /// has already reported it lost). `Err` when `fd` is not a stream socket or cannot be made
-    /// non-blocking.
-    pub(super) fn set_socket(&mut self, fd: OwnedFd) -> Result<(), Broken> {
+    /// Uses `socket` ([`channel_socket`]) as the channel from now on; what waited for the old
+    /// one is dropped (`Backend` has already reported it lost).
+    pub(super) fn set_socket(&mut self, socket: UnixStream) {
         self.drop_socket();
-        // The channel is a stream socket (vhost-user "Back-end communication"); anything else
-        // (a file, a pipe, a datagram socket) would fail at the first request, and an event
-        // loop could not even watch a file.
-        if !is_stream_socket(&fd) {
-            log::warn!("SET_BACKEND_REQ_FD: the descriptor is not a stream socket; no channel");
-            return Err(Broken);
-        }
-        let socket = UnixStream::from(fd);
-        socket.set_nonblocking(true).map_err(|_| Broken)?;
         self.socket = Some(socket);
-        Ok(())
     }
 
     /// Closes the socket and forgets what waited on it.

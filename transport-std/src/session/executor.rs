@@ -19,6 +19,7 @@
 use std::borrow::BorrowMut;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ use crate::virtq::inflight::InflightArea;
 /// [`Backend::handle_completion`]`(owed.completion())`.
 #[derive(Debug)]
 pub struct Owed(pub(super) Kind);
+
+/// What SET_BACKEND_REQ_FD left for the session's back-end channel.
+#[derive(Debug)]
+pub enum ChannelChange {
+    /// The new channel's socket, checked and non-blocking.
+    Open(UnixStream),
+    /// The descriptor was refused: the old channel is closed and there is none.
+    Closed,
+}
 
 /// What an [`Owed`] completion holds.
 // One lives at a time, in place; config bytes inline spare GET_CONFIG a heap allocation.
@@ -137,8 +147,8 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) rings: Vec<Ring>,
     /// The front-end's inflight area (SET_INFLIGHT_FD), mapped shared.
     pub(super) inflight: Option<Arc<InflightArea>>,
-    /// The back-end channel socket, until the driver takes it.
-    pub(super) channel: Option<OwnedFd>,
+    /// What SET_BACKEND_REQ_FD did to the back-end channel, until the driver takes it.
+    pub(super) channel: Option<ChannelChange>,
     pub(super) owed: Option<Owed>,
     pub(super) transfers: Transfers,
     /// Transfers that ended, so an event loop can tell a new pipe from an old one.
@@ -273,9 +283,9 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         self.fds.insert_all(fds)
     }
 
-    /// Takes the back-end channel socket SET_BACKEND_REQ_FD handed over, if any; one the driver
-    /// never takes is closed with the session.
-    pub fn take_backend_channel(&mut self) -> Option<OwnedFd> {
+    /// Takes what SET_BACKEND_REQ_FD did to the back-end channel, if it came; a socket the
+    /// driver never takes is closed with the session.
+    pub fn take_backend_channel(&mut self) -> Option<ChannelChange> {
         self.channel.take()
     }
 

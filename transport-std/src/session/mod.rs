@@ -56,7 +56,7 @@ use channel::Channel;
 use outbox::{Outbox, SendFailed};
 
 pub use error::{RequestCode, SessionError};
-pub use executor::{Executor, Owed};
+pub use executor::{ChannelChange, Executor, Owed};
 pub use requests::{BackendRequests, DeviceRequest, RequestError, RequestResult, RequestTicket};
 pub use stops::QueueStopped;
 pub use transfer::MAX_STATE_SIZE;
@@ -394,14 +394,15 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Session<D, H> {
                     }
                     Output::Action(action) => {
                         self.exec.execute(action);
-                        if let Some(fd) = self.exec.take_backend_channel() {
-                            self.channel_generation += 1;
-                            if self.channel.set_socket(fd).is_err() {
-                                self.close_channel();
-                                self.backend.handle_backend_channel_lost();
-                            } else {
+                        match self.exec.take_backend_channel() {
+                            Some(ChannelChange::Open(socket)) => {
+                                self.channel_generation += 1;
+                                self.channel.set_socket(socket);
                                 self.requests.set_channel_open(true);
                             }
+                            // `Backend` hears of it from the completion.
+                            Some(ChannelChange::Closed) => self.close_channel(),
+                            None => {}
                         }
                     }
                     Output::BackendRequest { id, request, need_reply } => {

@@ -4,6 +4,7 @@
 //! server's channel tests, which run the same scenarios.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -417,13 +418,17 @@ pub fn a_closed_channel_loses_outstanding_requests(fe: Frontend, shared: &Arc<Mu
 }
 
 /// A channel descriptor that is not a stream socket (here a memfd, which no event loop can
-/// watch) is dropped as a broken channel would be: the connection goes on, the device hears
-/// there is no channel, and a real socket sent afterwards carries requests. The same socket
-/// sent again and again (a new descriptor of one socket each time) keeps working too.
+/// watch) is refused: REPLY_ACK's answer is EINVAL, the channel it replaced is closed, the
+/// connection goes on, the device hears there is no channel, and a real socket sent afterwards
+/// carries requests. The same socket sent again and again (a new descriptor of one socket each
+/// time) keeps working too.
 pub fn a_channel_that_is_not_a_socket_is_dropped(fe: &Frontend, shared: &Arc<Mutex<Shared>>) {
     let file = memfd_create("not-a-socket", MemfdFlags::CLOEXEC).expect("memfd");
     let set = Request::SetBackendReqFd(FdToken(0));
-    fe.call(set, &[file.as_fd()]);
+    assert_eq!(fe.call(set, &[file.as_fd()]), 22, "EINVAL: the descriptor is no channel");
+    let mut closed = [0u8; 1];
+    let old = (&fe.channel).read(&mut closed);
+    assert!(matches!(old, Ok(0)), "the replaced channel is closed: {old:?}");
     // The connection is still served, and the device knows at once there is no channel.
     assert_ne!(fe.call(Request::GetFeatures, &[]), 0);
     let requests = shared.lock().unwrap().requests.clone().expect("the device is connected");
