@@ -79,12 +79,7 @@ fn device_state_save_then_load_on_a_restored_backend() {
 #[test]
 fn dirty_logging_on_and_off() {
     let mut pair = Pair::connected();
-    start_two_rings(&mut pair);
-    pair.clear_log();
-    let log = pair.vmm_fd();
-    pair.frontend.set_log_base(0x4000, 0, log).unwrap();
-    pair.frontend.set_logging(true).unwrap();
-    pair.pump();
+    start_logging(&mut pair);
     use FrontendCode as C;
     // SET_LOG_BASE has a reply of its own: no NEED_REPLY.
     assert_eq!(pair.sent, [(C::SetLogBase, false), (C::SetFeatures, true)]);

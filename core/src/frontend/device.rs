@@ -32,11 +32,21 @@ impl Frontend {
         if !offered.contains(features) {
             return Err(FrontendError::FeaturesNotOffered { offered, requested: features });
         }
-        self.queues.reserve(1)?;
+        self.queues.reserve(2)?;
         self.negotiated.features = features;
         self.features_forgotten = false;
-        self.queues.push_request(Queued::Inline(Request::SetFeatures(self.wire_features())));
-        Ok(())
+        self.push_set_features()
+    }
+
+    /// SET_FEATURES with the acked set; with VHOST_F_LOG_ALL in it, confirmed by the back-end
+    /// before the VMM goes on (spec "Migration": pages written after it returns must be logged).
+    fn push_set_features(&mut self) -> Result<(), FrontendError> {
+        let request = Request::SetFeatures(self.wire_features());
+        if self.logging {
+            self.enqueue_confirmed(request)
+        } else {
+            self.enqueue(&[request])
+        }
     }
 
     /// Turns dirty logging on or off by re-sending SET_FEATURES with or without VHOST_F_LOG_ALL
@@ -49,12 +59,11 @@ impl Frontend {
                 feature: "VHOST_F_LOG_ALL",
             });
         }
-        self.queues.reserve(1)?;
+        self.queues.reserve(2)?;
         self.logging = on;
         // The acked features go with it.
         self.features_forgotten = false;
-        self.queues.push_request(Queued::Inline(Request::SetFeatures(self.wire_features())));
-        Ok(())
+        self.push_set_features()
     }
 
     /// GET_CONFIG (CONFIG): reads `size` bytes at `offset`, answered with

@@ -294,6 +294,7 @@ impl Frontend {
                 Request::SetConfig { offset, flags, data: &self.config_out }
             }
             Queued::CryptoSession => Request::CreateCryptoSession(&self.crypto),
+            Queued::Barrier(_) => Request::GetFeatures,
         }
     }
 
@@ -392,6 +393,19 @@ impl Frontend {
     fn is_pending(&self, code: FrontendCode) -> bool {
         self.queues.is_queued(code)
             || self.in_flight.is_some_and(|f| f.awaits && f.queued.code() == code)
+    }
+
+    /// Queues `request`, which has no reply of its own, and, without REPLY_ACK, a GET_FEATURES
+    /// whose reply tells the back-end handled it (as QEMU's `enforce_reply` does for a change
+    /// the VMM must not outrun, such as dirty logging turned on).
+    fn enqueue_confirmed(&mut self, request: Request<'static>) -> Result<(), FrontendError> {
+        if self.is_acked(ProtocolFeatures::REPLY_ACK) {
+            return self.enqueue(&[request]);
+        }
+        self.queues.reserve(2)?;
+        self.queues.push_request(Queued::Inline(request));
+        self.queues.push_request(Queued::Barrier(request.code()));
+        Ok(())
     }
 
     /// Queues `requests` in order, or none of them if they do not all fit.

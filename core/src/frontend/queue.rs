@@ -30,6 +30,9 @@ pub(super) enum Queued {
     SetConfig { offset: u32, flags: ConfigFlags },
     /// CREATE_CRYPTO_SESSION of the staged session.
     CryptoSession,
+    /// GET_FEATURES sent for its reply alone: without REPLY_ACK, the one way to know the
+    /// back-end handled the request before it (of this code), which has no reply of its own.
+    Barrier(FrontendCode),
 }
 
 impl Queued {
@@ -39,6 +42,7 @@ impl Queued {
             Self::MemTable => FrontendCode::SetMemTable,
             Self::SetConfig { .. } => FrontendCode::SetConfig,
             Self::CryptoSession => FrontendCode::CreateCryptoSession,
+            Self::Barrier(_) => FrontendCode::GetFeatures,
         }
     }
 
@@ -47,7 +51,7 @@ impl Queued {
         match self {
             Self::Inline(request) => request.fds(),
             Self::MemTable => table_fds.iter().copied().take(MAX_FDS_PER_MSG).collect(),
-            Self::SetConfig { .. } | Self::CryptoSession => heapless::Vec::new(),
+            Self::SetConfig { .. } | Self::CryptoSession | Self::Barrier(_) => heapless::Vec::new(),
         }
     }
 }

@@ -10,9 +10,9 @@ use super::output::Event;
 use super::queue::{Item, Queued};
 use super::{Frontend, FrontendError, Phase};
 use crate::limits::MAX_MEM_SLOTS;
-use crate::message::{Reply, Request};
+use crate::message::{Reply, Request, VringAddr, VringFd};
 use crate::wire::{self, FrontendCode, ReplyKind};
-use crate::FdToken;
+use crate::{FdToken, VringIndex};
 
 /// A name for a reply form, for [`FrontendError::UnexpectedPayload`].
 fn form(reply: &Reply<'_>) -> &'static str {
@@ -72,6 +72,12 @@ impl Frontend {
                 (Queued::CryptoSession, Reply::CryptoSession(session)) => {
                     self.in_flight = None;
                     self.handle_crypto_session(session)
+                }
+                // The back-end answers in order: the request before it was handled.
+                (Queued::Barrier(confirmed), Reply::Features(_)) => {
+                    self.in_flight = None;
+                    self.handle_done(confirmed, true);
+                    Ok(())
                 }
                 _ => Err(unexpected),
             };
@@ -226,11 +232,17 @@ impl Frontend {
                 // keeps the newer one and the error event tells the VMM.
                 let _ = self.regions.add(region, MAX_MEM_SLOTS);
             }
+            // A step of a ring's start before its kick: the rest of the start is not sent.
+            Queued::Inline(
+                Request::SetVringNum { index, .. }
+                | Request::SetVringBase { index, .. }
+                | Request::SetVringAddr(VringAddr { index, .. })
+                | Request::SetVringCall(VringFd { index, .. }),
+            ) => self.abort_start(index),
             // A kick that was to start the ring: the device could not, and the back-end holds
             // the ring stopped (a started ring takes a new kick without failing).
             Queued::Inline(
-                Request::SetVringKick(crate::message::VringFd { index, .. })
-                | Request::VringKick { index },
+                Request::SetVringKick(VringFd { index, .. }) | Request::VringKick { index },
             ) => self.set_started(index, false),
             _ => {}
         }
@@ -239,6 +251,43 @@ impl Frontend {
 }
 
 impl Frontend {
+    /// A request of ring `index`'s start sequence was refused: the rest of it, up to the kick
+    /// and the SET_VRING_ENABLE after it, is not sent (a kick would start the ring with what the
+    /// back-end refused, spec "Starting and stopping rings"), its tokens are released and the
+    /// ring counts as stopped. A lone request for a running ring, with no kick of its ring
+    /// queued right behind it, leaves the queue as it is.
+    fn abort_start(&mut self, index: VringIndex) {
+        // `start_vring` queues its requests in one piece, so what is left of them is in front.
+        let of_ring = |queued: &Queued| match queued {
+            Queued::Inline(
+                Request::SetVringBase { index: i, .. }
+                | Request::SetVringAddr(VringAddr { index: i, .. })
+                | Request::SetVringCall(VringFd { index: i, .. }),
+            ) => (*i == index).then_some(false),
+            Queued::Inline(Request::SetVringKick(VringFd { index: i, .. })) => {
+                (*i == index).then_some(true)
+            }
+            _ => None,
+        };
+        let mut requests = self.queues.requests.iter();
+        let Some(kick) = requests.position(|queued| of_ring(queued) != Some(false)) else {
+            return;
+        };
+        if self.queues.requests.iter().nth(kick).and_then(of_ring) != Some(true) {
+            return;
+        }
+        let enable = Queued::Inline(Request::SetVringEnable { index, enable: true });
+        let enable_follows = self.queues.requests.iter().nth(kick + 1) == Some(&enable);
+        for _ in 0..=kick + usize::from(enable_follows) {
+            if let Some(queued) = self.queues.requests.pop_front() {
+                for fd in queued.fds(&self.table_fds) {
+                    self.queues.push_close_fd(fd);
+                }
+            }
+        }
+        self.set_started(index, false);
+    }
+
     /// Spec "VHOST_USER_GET_SHMEM_CONFIG": `nregions` counts the regions with a size (here: at
     /// least them), every size is a whole number of pages, and a connection's answer never
     /// changes (a VMM lays out its shared-memory regions once, from the first).

@@ -175,6 +175,11 @@ impl Frontend {
         self.check_vring(addr.index)?;
         // The ring's size is not known here: each address must at least be mapped.
         let addr = self.wire_addr(addr, [1, 1, 1])?;
+        if addr.flags.contains(VringAddrFlags::LOG) {
+            // Logging turned on for a running ring: confirmed before the VMM goes on, as
+            // with VHOST_F_LOG_ALL.
+            return self.enqueue_confirmed(Request::SetVringAddr(addr));
+        }
         self.enqueue(&[Request::SetVringAddr(addr)])
     }
 

@@ -113,6 +113,17 @@ pub const EXPECTED_FEATURES: VirtioFeatures = VirtioFeatures::VERSION_1
     .union(VirtioFeatures::RING_EVENT_IDX)
     .union(DEVICE_BIT_5);
 
+/// Starts two rings, then sets a log area and turns dirty logging on; only the logging's
+/// requests are left in the log.
+pub fn start_logging(pair: &mut Pair) {
+    start_two_rings(pair);
+    pair.clear_log();
+    let log = pair.vmm_fd();
+    pair.frontend.set_log_base(0x4000, 0, log).unwrap();
+    pair.frontend.set_logging(true).unwrap();
+    pair.pump();
+}
+
 pub fn start_two_rings(pair: &mut Pair) {
     let fd = pair.vmm_fd();
     pair.frontend.set_mem_table(&[(region(0), fd)]).unwrap();

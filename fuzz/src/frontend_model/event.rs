@@ -28,7 +28,12 @@ impl Model {
                 Ev::Connected(negotiated)
             }
             Event::Done(code) => {
-                answered(code);
+                let confirmed = |sent: &super::model::Sent| {
+                    sent.code == FrontendCode::GetFeatures && sent.detail == Detail::Confirms(code)
+                };
+                if !matches!(step, Step::Reply(Some(sent)) if confirmed(&sent)) {
+                    answered(code);
+                }
                 match code {
                     FrontendCode::PostcopyListen => self.postcopy_listening = true,
                     FrontendCode::PostcopyEnd => self.postcopy_listening = false,

@@ -35,6 +35,9 @@ pub(crate) enum Detail {
     /// A SET_MEM_TABLE sent in its postcopy form, of this many regions (in
     /// [`Model::postcopy_table`]).
     Table(u8),
+    /// A GET_FEATURES sent after the handshake, whose reply confirms the request of this code
+    /// sent just before it (which has no reply of its own).
+    Confirms(FrontendCode),
 }
 
 pub(crate) use vhu_core::testing::pair::Ev;
@@ -135,6 +138,11 @@ pub(crate) struct Model {
     pub(crate) crypto_sent: usize,
     /// The regions of the last SET_MEM_TABLE sent in its postcopy form.
     pub(crate) postcopy_table: Vec<wire::MemoryRegion>,
+    /// The last request sent, when it waited for no reply.
+    pub(super) unawaited: Option<FrontendCode>,
+    /// SET_FEATURES turned dirty logging on without REPLY_ACK: the next request must be the
+    /// GET_FEATURES whose reply confirms it (spec "Migration": the VMM must not go on before).
+    pub(super) confirm_due: bool,
 }
 
 impl Model {

@@ -46,6 +46,10 @@ impl Model {
             self.awaiting
         );
         let kind = reply_kind(code);
+        let unawaited = self.unawaited.take();
+        if std::mem::take(&mut self.confirm_due) {
+            assert_eq!(code, FrontendCode::GetFeatures, "dirty logging on, unconfirmed");
+        }
         if std::mem::take(&mut self.postcopy_ack_due) {
             // The acknowledgement of postcopy bases: a SET_MEM_TABLE frame carrying a u64 0.
             let empty = Request::SetMemTable { table: MemoryTable::Standard(&[]), fds: &[] };
@@ -101,7 +105,12 @@ impl Model {
             }
             Request::SetFeatures(features) => {
                 self.sent_features = Some(features);
+                self.confirm_due = features.contains(VirtioFeatures::LOG_ALL) && !self.reply_ack;
                 Detail::None
+            }
+            Request::GetFeatures if self.connected => {
+                assert!(!self.reply_ack, "a confirmation with REPLY_ACK acked");
+                Detail::Confirms(unawaited.expect("GET_FEATURES confirms the request before it"))
             }
             Request::SetVringEnable { .. } => {
                 let features = self.sent_features.unwrap_or(VirtioFeatures::empty());
@@ -127,6 +136,8 @@ impl Model {
         };
         if need_reply || kind != ReplyKind::AckOnly || postcopy_table {
             self.awaiting = Some(Sent { code, need_reply, detail });
+        } else {
+            self.unawaited = Some(code);
         }
         Frame { bytes: buf[..len].to_vec(), fds: fds.len(), code: code.as_u32() }
     }
