@@ -156,18 +156,20 @@ impl<D: Device> Connection<D> {
     /// Keeps the registrations of the back-end channel socket and a transfer pipe in step with
     /// the session's.
     fn update_sources(&mut self, registry: &Registry, token: Token) -> Result<(), ConnectionError> {
-        let channel = self.session.channel_fd().map(|fd| {
-            let interest = if self.session.channel_wants_write() {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            (fd.as_raw_fd(), self.session.channel_generation(), interest)
-        });
-        let pipe = self.pipe_source();
-        let sources = [(&mut self.channel, channel), (&mut self.transfer, pipe)];
-        if follow_all(registry, token, sources)? {
-            // Something may have become ready before the registration: look once more.
+        // A new registration is followed by one more look (something may have become ready
+        // before it), and that look may close a source (a channel whose peer just left): follow
+        // again at once, before the number it freed can name another connection's socket,
+        // whose registration a later removal by number would take away. A look registers
+        // nothing new itself, so the second pass ends it; every pass ends in a follow.
+        let mut looks = 0;
+        loop {
+            let channel = self.channel_source();
+            let pipe = self.pipe_source();
+            let sources = [(&mut self.channel, channel), (&mut self.transfer, pipe)];
+            if !follow_all(registry, token, sources)? || looks == 2 {
+                break;
+            }
+            looks += 1;
             self.session.service()?;
         }
         if self.session.take_transfer_spent() {
@@ -179,6 +181,18 @@ impl<D: Device> Connection<D> {
             self.transfer.rearm(registry, token)?;
         }
         Ok(())
+    }
+
+    /// The back-end channel's socket as a followed source, if there is one.
+    fn channel_source(&self) -> Option<Source> {
+        self.session.channel_fd().map(|fd| {
+            let interest = if self.session.channel_wants_write() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            (fd.as_raw_fd(), self.session.channel_generation(), interest)
+        })
     }
 
     /// The transfer pipe as a followed source, if a transfer is under way.
