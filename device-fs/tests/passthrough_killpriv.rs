@@ -1,7 +1,9 @@
 //! Set-id bits under FUSE_HANDLE_KILLPRIV_V2 (`--killpriv-v2`): a WRITE, a truncating SETATTR or
 //! an O_TRUNC OPEN that the guest marks KILL_SUIDGID clears S_ISUID and S_ISGID on the host,
 //! unmarked ones (a guest caller with CAP_FSETID) keep them, and a chown always clears them.
-//! The daemon runs as root here, so without the marks its own CAP_FSETID would keep the bits.
+//! Without it, an O_TRUNC OPEN by a guest user other than root clears them (the guest sends no
+//! mode change of its own for it). The daemon runs as root here, so without the marks its own
+//! CAP_FSETID would keep the bits.
 
 mod support;
 
@@ -96,6 +98,23 @@ fn without_killpriv_v2_the_marks_are_not_honoured() {
     write(&mut h, node, fh, WRITE_KILL_SUIDGID);
     truncate(&mut h, node, fattr::KILL_SUIDGID);
     assert_eq!(setid_bits(&h), SETID);
+}
+
+#[test]
+fn without_killpriv_v2_an_o_trunc_open_by_a_user_clears_set_id_bits() {
+    let Some((mut h, node, _)) = setup("killpriv-off-trunc", false) else { return };
+    // Guest root keeps them (it has CAP_FSETID)...
+    let o = OpenIn { flags: O_RDWR | O_TRUNC, open_flags: 0 };
+    h.call(Opcode::Open, node, o.as_bytes()).open();
+    assert_eq!(setid_bits(&h), SETID, "guest root's truncation keeps them");
+    // ... another user does not: with ATOMIC_O_TRUNC the guest sends no mode change of its own
+    // for the truncation, so the server clears them as the host kernel would for that user.
+    std::fs::write(h.share().join("f"), vec![1u8; 8192]).expect("host write");
+    set_mode(&h, 0o6777);
+    h.caller = (1001, 1001);
+    h.call(Opcode::Open, node, o.as_bytes()).open();
+    assert_eq!(setid_bits(&h), 0, "a user's O_TRUNC open clears them");
+    assert_eq!(std::fs::metadata(h.share().join("f")).expect("stat").len(), 0);
 }
 
 #[test]

@@ -155,8 +155,8 @@ impl FileSystem for PassthroughFs {
     fn link(&self, _: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         self.as_daemon(|| self.do_link(node, parent, name))
     }
-    fn open(&self, _: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
-        self.as_daemon(|| self.do_open(node, flags, open_flags))
+    fn open(&self, ctx: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
+        self.as_daemon(|| self.do_open(ctx.uid, node, flags, open_flags))
     }
     fn read(
         &self,

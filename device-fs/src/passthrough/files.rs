@@ -19,7 +19,6 @@ use super::handles::HandleData;
 use super::inodes::Inode;
 use super::names::validate;
 use super::{Config, PassthroughFs};
-use crate::fuse::abi::OPEN_KILL_SUIDGID;
 use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened, ReadTarget, WriteFlags, WriteSource};
 
 /// The most one read, write or copy moves in Linux (`MAX_RW_COUNT`: `INT_MAX` rounded down to
@@ -134,7 +133,14 @@ fn is_symlink(mode: u32) -> bool {
 }
 
 impl PassthroughFs {
-    pub(super) fn do_open(&self, node: NodeId, flags: u32, open: u32) -> Result<Opened, Errno> {
+    /// OPEN by guest user `uid`.
+    pub(super) fn do_open(
+        &self,
+        uid: u32,
+        node: NodeId,
+        flags: u32,
+        open: u32,
+    ) -> Result<Opened, Errno> {
         let inode = self.inode(node)?;
         if inode.is_dir() {
             return Err(Errno::ISDIR);
@@ -144,7 +150,7 @@ impl PassthroughFs {
         // Only a truncating open changes the file: any other leaves set-id bits and
         // capabilities alone.
         let fd = if wanted.contains(OFlags::TRUNC) {
-            let kill = open & OPEN_KILL_SUIDGID != 0;
+            let kill = self.open_kills(uid, open);
             self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?
         } else {
             self.reopen(&inode, wanted)?
@@ -299,7 +305,7 @@ impl PassthroughFs {
         // A page-cache write-back: the guest's other requests may change the host file's flags
         // at any time, so they stay as they are from this decision to the write.
         let _steady = flags.cache().then(|| h.steady());
-        let kill = flags.kill_suidgid();
+        let kill = self.guest_kills(flags.kill_suidgid());
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.renamed_capability.is_some();
         if !flags.cache() && !self.writeback_on() {

@@ -293,16 +293,16 @@ impl PassthroughFs {
         op()
     }
 
-    /// Runs `op` (a write or truncation) so that the host clears set-id bits, when the guest
-    /// asked for it (`kill`) and HANDLE_KILLPRIV_V2 is on; otherwise runs it as it is. Either
-    /// way a renamed file capability goes afterwards.
+    /// Runs `op` (a write or truncation) so that the host clears set-id bits when `kill` says
+    /// the caller lacks CAP_FSETID ([`PassthroughFs::guest_kills`], [`PassthroughFs::open_kills`]);
+    /// otherwise runs it as it is. Either way a renamed file capability goes afterwards.
     fn killing_priv<T>(
         &self,
         inode: &Inode,
         kill: bool,
         op: impl FnOnce() -> FsResult<T>,
     ) -> FsResult<T> {
-        if !(kill && self.config.killpriv_v2) {
+        if !kill {
             let value = op()?;
             // The guest asks for the kill only for a caller without CAP_FSETID, but a write or
             // truncation drops file capabilities whoever makes it: the host does so for the
@@ -316,6 +316,27 @@ impl PassthroughFs {
         let value = self.config.credentials.without_fsetid(op)?;
         self.drop_mapped_capability(inode);
         Ok(value)
+    }
+
+    /// Whether a WRITE or SETATTR the guest marked KILL_SUIDGID clears set-id bits: only under
+    /// HANDLE_KILLPRIV_V2 (without it the guest clears them itself with a SETATTR of the mode,
+    /// and a mark it did not negotiate means nothing).
+    fn guest_kills(&self, marked: bool) -> bool {
+        marked && self.config.killpriv_v2
+    }
+
+    /// Whether an O_TRUNC OPEN by guest user `uid` clears set-id bits. Under HANDLE_KILLPRIV_V2
+    /// the guest marks the callers without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID). Without it the
+    /// guest leaves them to the server too: with ATOMIC_O_TRUNC its own mode change for the
+    /// truncation is never sent (Linux's `fuse_do_setattr` ends at ATTR_OPEN), so the bits would
+    /// outlive a truncation by a user who may not keep them (POSIX `open` O_TRUNC, Linux's
+    /// `should_remove_suid`). A caller other than guest root is then taken to lack CAP_FSETID.
+    fn open_kills(&self, uid: u32, open_flags: u32) -> bool {
+        if self.config.killpriv_v2 {
+            open_flags & crate::fuse::abi::OPEN_KILL_SUIDGID != 0
+        } else {
+            uid != 0
+        }
     }
 
     /// The host kernel drops `security.capability` on a write, truncation or chown, but not an

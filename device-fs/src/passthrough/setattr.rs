@@ -55,7 +55,7 @@ impl PassthroughFs {
             }
         }
         if let Some(size) = set.size {
-            self.killing_priv(&inode, set.kill_suidgid, || match &handle {
+            self.killing_priv(&inode, self.guest_kills(set.kill_suidgid), || match &handle {
                 Some(h) => rustix::fs::ftruncate(&h.fd, size),
                 None if inode.kind == S_IFREG => {
                     let fd = self.reopen(&inode, OFlags::WRONLY)?;
