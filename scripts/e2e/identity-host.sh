@@ -45,6 +45,10 @@ h_sgid_create() {
     expect dir "$(stat -c %u:%g:%a "$SHARE/sgid/d" 2>&1)" 1000:4242:2755
 }
 
+h_suid_trunc() {
+    expect mode "$(stat -c %a:%s "$SHARE/users/suid-f" 2>&1)" 777:0
+}
+
 h_odirect() {
     expect sha256 "$(sha256sum "$SHARE/guest/direct.bin" | cut -d' ' -f1)" "${GUEST_SHA[direct]:-none}" ||
         return 1

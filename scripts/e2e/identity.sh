@@ -1,6 +1,6 @@
 # Guest checks of the virtio-fs end-to-end test about whose files they are and
 # how data reaches the host: a non-root guest user's tree, a set-group-ID
-# directory, O_DIRECT I/O (dd, and fio with crc32c verification with one request and with 32
+# directory, a set-user-ID file a user truncates, O_DIRECT I/O (dd, and fio with crc32c verification with one request and with 32
 # in flight, when the host packed fio into the initramfs) and a host mount inside the share.
 # Sourced by workload.sh, which defines run/expect/drop_caches, $M and $G.
 #
@@ -32,6 +32,16 @@ t_sgid_create() {
     drop_caches
     expect file "$(stat -c %u:%g:%a $M/sgid/f)" 1000:4242:755 || return 1
     expect dir "$(stat -c %u:%g $M/sgid/d)" 1000:4242
+}
+
+t_suid_trunc() {
+    echo data > $M/users/suid-f && chmod 4777 $M/users/suid-f ||
+        { DETAIL="root could not make a set-user-ID file"; return 1; }
+    # open(O_TRUNC) by a user who may not keep S_ISUID clears it (POSIX open, Linux's
+    # should_remove_suid); the guest leaves that truncation to the back-end.
+    as_user sh -c ": > $M/users/suid-f" || { DETAIL="the user could not truncate it"; return 1; }
+    drop_caches
+    expect mode "$(stat -c %a:%s $M/users/suid-f)" 777:0
 }
 
 t_odirect() {
