@@ -51,7 +51,9 @@ fn reset_device_stops_logging() {
         t.send(Request::ResetDevice),
         [act(Action::SetLogging(false)), act(Action::ResetDevice)]
     );
+    assert_eq!(t.complete(Completion::Done(Ok(()))), []);
     assert_eq!(t.send(Request::ResetDevice), [act(Action::ResetDevice)]);
+    assert_eq!(t.complete(Completion::Done(Ok(()))), []);
 }
 
 #[test]

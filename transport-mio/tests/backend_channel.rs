@@ -6,6 +6,7 @@
 mod channel_peer;
 mod common;
 
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use channel_peer::{ChannelDevice, Frontend, Shared};
@@ -147,12 +148,13 @@ fn a_check_while_the_front_end_holds_its_pipe_open_fails_without_waiting() {
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }
 
-#[test]
-fn a_slow_stop_holds_up_only_its_connection() {
+/// Runs `scenario` on a server whose first connection's device reports its stops only when
+/// the test says so: that connection, brought up, and a second one.
+fn with_slow_stops(name: &str, scenario: fn(&Frontend, &Arc<Mutex<Shared>>, &UnixStream)) {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let device_shared = Arc::clone(&shared);
     let mut first = true;
-    let served = common::serve_with("slow-stop", 4, move || {
+    let served = common::serve_with(name, 4, move || {
         let shared = if std::mem::take(&mut first) {
             Arc::clone(&device_shared)
         } else {
@@ -164,8 +166,18 @@ fn a_slow_stop_holds_up_only_its_connection() {
     });
     let fe = Frontend::bring_up(served.connect());
     let other = served.connect();
-    channel_peer::a_slow_stop_holds_up_only_its_connection(&fe, &shared, &other);
+    scenario(&fe, &shared, &other);
     drop(fe);
     drop(other);
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}
+
+#[test]
+fn a_slow_stop_holds_up_only_its_connection() {
+    with_slow_stops("slow-stop", channel_peer::a_slow_stop_holds_up_only_its_connection);
+}
+
+#[test]
+fn a_slow_reset_holds_up_only_its_connection() {
+    with_slow_stops("slow-reset", channel_peer::a_slow_reset_holds_up_only_its_connection);
 }

@@ -77,8 +77,9 @@ impl Backend {
 
     /// RESET_DEVICE: rings disabled and stopped, acked features and status reset, ownership,
     /// protocol features and memory kept (spec RESET_DEVICE).
-    pub(super) fn reset_device(&mut self) -> Result<(), ProtocolError> {
-        self.require(FrontendCode::ResetDevice, ProtocolFeatures::RESET_DEVICE, "RESET_DEVICE")?;
+    pub(super) fn reset_device(&mut self, need_reply: bool) -> Result<(), ProtocolError> {
+        let code = FrontendCode::ResetDevice;
+        self.require(code, ProtocolFeatures::RESET_DEVICE, "RESET_DEVICE")?;
         self.reset_vrings();
         self.acked_features = None;
         if self.logging {
@@ -88,6 +89,9 @@ impl Backend {
         }
         self.status = 0;
         self.outputs.push_action(Action::ResetDevice);
+        // The ack waits for the reset (its rings stopped): a front-end that goes on with
+        // SET_FEATURES and new rings must not meet queues of the old device.
+        self.await_completion(Pending::Status(code), need_reply);
         Ok(())
     }
 

@@ -70,8 +70,8 @@ enum Pending {
     StopVring { index: VringIndex, skip_drain: bool },
     /// GET_CONFIG of `size` bytes at `offset`.
     ConfigRead { offset: u32, size: u32, flags: ConfigFlags },
-    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, and SET_VRING_ADDR that
-    /// moves a started ring: an ack or status follows.
+    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, RESET_DEVICE, and
+    /// SET_VRING_ADDR that moves a started ring: an ack or status follows.
     Status(FrontendCode),
     /// SET_VRING_KICK or VRING_KICK (`code`) that starts ring `index`: an ack or status
     /// follows, and a ring the device could not start is not started.
@@ -427,7 +427,7 @@ impl Backend {
             }
             R::SetStatus(status) => self.set_status(status),
             R::GetStatus => self.get_status(),
-            R::ResetDevice => self.reset_device(),
+            R::ResetDevice => self.reset_device(need_reply),
             R::GetInflightFd(desc) => self.get_inflight_fd(desc, need_reply),
             R::SetInflightFd { desc, fd } => self.set_inflight_fd(desc, fd, need_reply),
             R::SetBackendReqFd(fd) => self.set_backend_req_fd(fd, need_reply),

@@ -190,8 +190,9 @@ pub enum Action<'a> {
     },
     /// The virtio device status byte (SET_STATUS).
     SetStatus(u8),
-    /// Reset the device: stop every ring, forget acked features and device state. Memory
-    /// mappings and descriptors of the session stay.
+    /// Reset the device: stop every ring, forget acked features and device state, then
+    /// complete with [`Completion::Done`] (a driver may finish the stops later, as for
+    /// [`Action::StopVring`]). Memory mappings and descriptors of the session stay.
     ResetDevice,
     /// Allocate a zeroed shared-memory area of `mmap_size` bytes for inflight tracking and
     /// complete with [`Completion::InflightAllocated`].

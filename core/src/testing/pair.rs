@@ -459,7 +459,7 @@ impl Pair {
                 config[start..start + data.len()].copy_from_slice(data);
                 (Act::Other, None, Some(Owed::Done))
             }
-            Action::ResetDevice => (Act::Reset, None, None),
+            Action::ResetDevice => (Act::Reset, None, Some(Owed::Done)),
             Action::SendRarp(mac) => (Act::Rarp(mac), None, None),
             Action::SetMtu(mtu) => (Act::Mtu(mtu), None, None),
             Action::AllocateInflight { .. } => (Act::Other, None, Some(Owed::Inflight)),

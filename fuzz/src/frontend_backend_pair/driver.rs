@@ -21,7 +21,7 @@ pub(super) fn act(
             Action::StopVring { index, .. } => Some(Owed::Stopped(index)),
             Action::ResetDevice => {
                 rings.iter_mut().for_each(|ring| *ring = None);
-                None
+                Some(Owed::Done)
             }
             Action::ReadConfig { offset, size } => {
                 let end = offset as usize + size as usize;

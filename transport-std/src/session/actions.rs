@@ -155,10 +155,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                 self.owe(Kind::Done(result.map_err(|e| e.status())));
             }
             Action::SetStatus(status) => self.device.borrow_mut().set_status(status),
-            Action::ResetDevice => {
-                self.stop_queues();
-                self.device.borrow_mut().reset();
-            }
+            Action::ResetDevice => self.reset_device(),
             Action::AllocateInflight { mmap_size, .. } => {
                 let result = self.allocate_inflight(mmap_size);
                 self.owe(Kind::Inflight(result));

@@ -29,7 +29,7 @@ use vhu_core::message::VringBase;
 use vhu_core::{FdToken, ProtocolError, VringIndex};
 
 use super::status::EIO;
-use super::stops::StopInbox;
+use super::stops::{QueueStopped, StopInbox};
 use super::transfer::{Step, Transfer};
 use crate::device::{Device, DeviceError, Notifier};
 use crate::fd_table::{FdTable, TokensExhausted};
@@ -160,6 +160,8 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) stops: Option<Arc<StopInbox>>,
     /// A GET_VRING_BASE waits for a queue that is still stopping.
     pub(super) awaiting_stop: bool,
+    /// A RESET_DEVICE waits for this many queues still stopping (with `awaiting_stop`).
+    pub(super) reset_stops: Option<usize>,
     /// A queue whose device lost track of where it stopped: the connection must close.
     pub(super) lost_stop: Option<VringIndex>,
     _device: PhantomData<fn(&mut D)>,
@@ -203,6 +205,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             transfer_spent: false,
             stops: None,
             awaiting_stop: false,
+            reset_stops: None,
             lost_stop: None,
             _device: PhantomData,
         }
@@ -228,14 +231,30 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         self.stops.as_ref().map(|inbox| inbox.fd())
     }
 
-    /// Whether a GET_VRING_BASE waits for a queue that is still stopping.
+    /// Whether a GET_VRING_BASE or RESET_DEVICE waits for a queue that is still stopping.
     pub fn is_awaiting_stop(&self) -> bool {
         self.awaiting_stop
     }
 
-    /// Records the completion of a queue that finished stopping, if it did.
+    /// Records the completion of a queue that finished stopping, if it did; of RESET_DEVICE,
+    /// once every queue it stopped did and the device was reset.
     pub fn collect_stop(&mut self) {
         if !self.awaiting_stop {
+            return;
+        }
+        if let Some(left) = self.reset_stops {
+            let inbox = self.stops.as_ref();
+            let taken = std::iter::from_fn(|| inbox.and_then(|inbox| inbox.take()));
+            // Where the queues stopped does not matter: the device forgets them now.
+            let left = left.saturating_sub(taken.take(left).count());
+            if left > 0 {
+                self.reset_stops = Some(left);
+                return;
+            }
+            self.reset_stops = None;
+            self.awaiting_stop = false;
+            self.device.borrow_mut().reset();
+            self.owe(Kind::Done(Ok(())));
             return;
         }
         let Some((index, base)) = self.stops.as_ref().and_then(|inbox| inbox.take()) else {
@@ -378,6 +397,34 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         }
         self.discard_owed();
         self.owed = Some(Owed(owed));
+    }
+
+    /// RESET_DEVICE: stops every queue the device runs and resets it. Evented sessions ask
+    /// each queue to report when it stopped and reset the device once all did
+    /// ([`Executor::collect_stop`]), so an event loop never waits for a queue's requests in
+    /// flight; others wait for them here.
+    pub(super) fn reset_device(&mut self) {
+        let Some(inbox) = self.stops.clone() else {
+            self.stop_queues();
+            self.device.borrow_mut().reset();
+            self.owe(Kind::Done(Ok(())));
+            return;
+        };
+        let device = self.device.borrow_mut();
+        let mut stopping = 0;
+        for (i, ring) in self.rings.iter_mut().enumerate() {
+            if let Run::Running = ring.run {
+                // Cannot truncate: the back-end has at most 256 queues.
+                let index = VringIndex(i as u8);
+                device.stop_queue_then(index, false, QueueStopped::new(Arc::clone(&inbox), index));
+                stopping += 1;
+            }
+            ring.run = Run::Stopped;
+            ring.enabled = false;
+        }
+        self.reset_stops = Some(stopping);
+        self.awaiting_stop = true;
+        self.collect_stop();
     }
 
     /// Stops every queue the device runs.

@@ -56,6 +56,8 @@ pub struct Shared {
     pub loaded: Option<Vec<u8>>,
     /// A stop the device has not reported yet (with `slow_stop`).
     pub pending_stop: Option<QueueStopped>,
+    /// Times the device was reset.
+    pub resets: usize,
 }
 
 /// One queue that does nothing; back-end requests are pushed by the test through `shared`.
@@ -160,6 +162,7 @@ impl Device for ChannelDevice {
 
     fn reset(&mut self) {
         self.stop_watching();
+        self.shared.lock().unwrap().resets += 1;
     }
 
     fn save_state(&mut self, out: &mut dyn std::io::Write) -> Result<(), DeviceError> {
@@ -183,6 +186,7 @@ fn protocol() -> ProtocolFeatures {
         | ProtocolFeatures::CONFIG
         | ProtocolFeatures::SHARED_OBJECT
         | ProtocolFeatures::DEVICE_STATE
+        | ProtocolFeatures::RESET_DEVICE
 }
 
 /// The front-end: the main socket and its end of the back-end channel.
@@ -507,7 +511,22 @@ pub fn a_slow_stop_holds_up_only_its_connection(
     other: &UnixStream,
 ) {
     let stop = Request::GetVringBase { index: VringIndex(0) };
-    post(&fe.main, stop, &[]);
+    let pending = held_stop(fe, shared, other, stop);
+    pending.stopped(VringBase::split(5));
+    let state = answer_to(&fe.main, stop);
+    assert_eq!((state as u32, state >> 32), (0, 5), "ring 0 stopped where the device said");
+    assert_ne!(answer_to(&fe.main, Request::GetFeatures), 0, "the frame that waited is served");
+}
+
+/// Posts `request`, which stops ring 0, and a GET_FEATURES behind it; returns the stop the
+/// device holds once another front-end was served meanwhile and this one got no reply.
+fn held_stop(
+    fe: &Frontend,
+    shared: &Arc<Mutex<Shared>>,
+    other: &UnixStream,
+    request: Request<'_>,
+) -> QueueStopped {
+    post(&fe.main, request, &[]);
     post(&fe.main, Request::GetFeatures, &[]);
     for _ in 0..(TIMEOUT.as_millis() / 5) {
         if shared.lock().unwrap().pending_stop.is_some() {
@@ -526,8 +545,21 @@ pub fn a_slow_stop_holds_up_only_its_connection(
         "no reply before the queue stopped: {waiting:?}"
     );
     fe.main.set_nonblocking(false).unwrap();
+    pending
+}
+
+/// RESET_DEVICE with ring 0 still stopping: the ack waits for the queue and the device's
+/// reset after it, and another front-end is served meanwhile (an event loop never waits for
+/// a queue's requests in flight).
+pub fn a_slow_reset_holds_up_only_its_connection(
+    fe: &Frontend,
+    shared: &Arc<Mutex<Shared>>,
+    other: &UnixStream,
+) {
+    let pending = held_stop(fe, shared, other, Request::ResetDevice);
+    assert_eq!(shared.lock().unwrap().resets, 0, "not reset while its queue still runs");
     pending.stopped(VringBase::split(5));
-    let state = answer_to(&fe.main, stop);
-    assert_eq!((state as u32, state >> 32), (0, 5), "ring 0 stopped where the device said");
+    assert_eq!(answer_to(&fe.main, Request::ResetDevice), 0, "reset");
+    assert_eq!(shared.lock().unwrap().resets, 1, "reset once its queue stopped");
     assert_ne!(answer_to(&fe.main, Request::GetFeatures), 0, "the frame that waited is served");
 }
