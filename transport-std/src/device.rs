@@ -13,6 +13,9 @@
 //!   handle [`Device::connected`] gave it.
 //! - [`Device::reset`] only while no queue is running (the driver stops them first), on
 //!   RESET_DEVICE and when a front-end disconnects, so the next connection finds a fresh device.
+//!   One exception: a front-end that disconnects while queues handed to
+//!   [`Device::stop_queue_then`] have not reported yet; `reset` must then end those too (the
+//!   [`crate::worker`] queues' does: it joins every worker thread).
 //!
 //! This module must not hold protocol rules or do socket I/O. The [`crate::worker`] module offers a
 //! thread-per-queue implementation of the queue methods.
@@ -198,7 +201,9 @@ pub trait Device {
         }
     }
 
-    /// Forgets negotiated features and device state. No queue is running when this is called.
+    /// Forgets negotiated features and device state. No queue is running when this is called,
+    /// but for one still stopping after [`Device::stop_queue_then`] when the front-end
+    /// disconnected (see the module docs).
     fn reset(&mut self);
 
     /// New ring addresses for a running queue (QEMU toggles dirty logging this way):

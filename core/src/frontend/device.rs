@@ -32,10 +32,17 @@ impl Frontend {
         if !offered.contains(features) {
             return Err(FrontendError::FeaturesNotOffered { offered, requested: features });
         }
-        self.queues.reserve(2)?;
+        self.reserve_set_features(self.logging)?;
         self.negotiated.features = features;
         self.features_forgotten = false;
         self.push_set_features()
+    }
+
+    /// Checks that SET_FEATURES (with logging `on`) and the request confirming it, if it needs
+    /// one, fit.
+    fn reserve_set_features(&self, on: bool) -> Result<(), FrontendError> {
+        let confirmed = on && !self.is_acked(ProtocolFeatures::REPLY_ACK);
+        self.queues.reserve(1 + usize::from(confirmed))
     }
 
     /// SET_FEATURES with the acked set; with VHOST_F_LOG_ALL in it, confirmed by the back-end
@@ -59,7 +66,7 @@ impl Frontend {
                 feature: "VHOST_F_LOG_ALL",
             });
         }
-        self.queues.reserve(2)?;
+        self.reserve_set_features(on)?;
         self.logging = on;
         // The acked features go with it.
         self.features_forgotten = false;

@@ -55,7 +55,10 @@ pub enum Event<'a> {
     /// [`Frontend::restore`]: super::Frontend::restore
     Connected(Negotiated),
     /// The back-end confirmed a request: its REPLY_ACK `u64` was 0, or its reply said success
-    /// (SET_LOG_BASE, CHECK_DEVICE_STATE). Requests sent without NEED_REPLY get no such event.
+    /// (SET_LOG_BASE, CHECK_DEVICE_STATE). Requests sent without NEED_REPLY get no such event,
+    /// but for dirty logging turned on without REPLY_ACK (SET_FEATURES with VHOST_F_LOG_ALL,
+    /// SET_VRING_ADDR with VHOST_VRING_F_LOG): a GET_FEATURES follows them, and its reply is
+    /// their confirmation.
     Done(crate::FrontendCode),
     /// The back-end refused a request, or answered in a way the session survives; the
     /// connection goes on.

@@ -158,7 +158,7 @@ pub struct Executor<D: Device + ?Sized, H: BorrowMut<D>> {
     pub(super) transfer_spent: bool,
     /// Where queues stopped without waiting report ([`Executor::enable_evented_stops`]).
     pub(super) stops: Option<Arc<StopInbox>>,
-    /// A GET_VRING_BASE waits for a queue that is still stopping.
+    /// A GET_VRING_BASE or RESET_DEVICE waits for a queue that is still stopping.
     pub(super) awaiting_stop: bool,
     /// A RESET_DEVICE waits for this many queues still stopping (with `awaiting_stop`).
     pub(super) reset_stops: Option<usize>,
@@ -245,8 +245,14 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         if let Some(left) = self.reset_stops {
             let inbox = self.stops.as_ref();
             let taken = std::iter::from_fn(|| inbox.and_then(|inbox| inbox.take()));
-            // Where the queues stopped does not matter: the device forgets them now.
-            let left = left.saturating_sub(taken.take(left).count());
+            // Where the queues stopped does not matter: the device forgets them now. One the
+            // device lost track of (its worker ended without a word) is gone all the same.
+            let lost = |(index, base): &(VringIndex, Option<VringBase>)| {
+                if base.is_none() {
+                    log::warn!("RESET_DEVICE: queue {} ended without saying where", index.0);
+                }
+            };
+            let left = left.saturating_sub(taken.take(left).inspect(lost).count());
             if left > 0 {
                 self.reset_stops = Some(left);
                 return;

@@ -117,11 +117,13 @@ pub struct Session<D: Device + ?Sized, H: BorrowMut<D>> {
 pub enum Style {
     /// The adapter serves one connection on its thread and may block: a device-state transfer
     /// runs to its end right after its reply (each pipe read or write waiting at most
-    /// [`TRANSFER_TIMEOUT`]), and a queue stops before GET_VRING_BASE is answered.
+    /// [`TRANSFER_TIMEOUT`]), and queues stop before GET_VRING_BASE or RESET_DEVICE is
+    /// answered.
     Blocking,
     /// An event loop that must never wait: a transfer moves as its pipe allows
-    /// ([`Session::transfer_pipe`]), and a queue that takes a while to stop reports later
-    /// ([`Device::stop_queue_then`], [`Session::stop_fd`]); [`Session::service`] picks both up.
+    /// ([`Session::transfer_pipe`]), and a queue that takes a while to stop (GET_VRING_BASE,
+    /// RESET_DEVICE) reports later ([`Device::stop_queue_then`], [`Session::stop_fd`]);
+    /// [`Session::service`] picks both up.
     Evented,
 }
 
