@@ -5,7 +5,7 @@ use vhu_core::frontend::{Frontend, Output};
 use vhu_core::message::encode_status;
 use vhu_core::{BackendReply, FdToken};
 
-use super::model::{Answered, Drained, Frame, Model, Step, Unanswered};
+use super::model::{Answered, Detail, Drained, Ev, Frame, Model, Sent, Step, Unanswered};
 use super::MAX_OUTPUTS_PER_DRAIN;
 
 impl Model {
@@ -99,6 +99,11 @@ impl Model {
             }
         }
         assert!(settled, "the front-end never stops producing outputs");
+        if let Step::Reply(Some(Sent { detail: Detail::Confirms(code), .. })) = step {
+            // A confirmation the front-end took confirms its request once.
+            let done = out.events.iter().filter(|ev| **ev == Ev::Done(code)).count();
+            assert!(out.closed || done == 1, "{code} confirmed {done} times");
+        }
         let unanswered = due.iter().any(|a| matches!(a, Answered::Nack(_)));
         assert!(!unanswered, "a waiting back-end's unknown request went unanswered: {due:?}");
         self.after_drain(frontend);
