@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use support::{args, Harness};
 use vhu_device_fs::fuse::abi::{
-    fattr, InitFlags, OpenIn, SetattrIn, WriteIn, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID,
+    fattr, CreateIn, InitFlags, OpenIn, SetattrIn, WriteIn, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID,
 };
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::IntoBytes;
@@ -88,6 +88,21 @@ fn marked_writes_and_truncations_clear_set_id_bits() {
     let s = SetattrIn { valid: fattr::UID, uid: 1001, ..SetattrIn::default() };
     h.call(Opcode::Setattr, node, s.as_bytes()).ok();
     assert_eq!(setid_bits(&h), 0, "chown clears them");
+}
+
+#[test]
+fn a_marked_create_that_truncates_an_existing_file_clears_set_id_bits() {
+    let Some((mut h, _, _)) = setup("killpriv-create", true) else { return };
+    let create = |h: &mut Harness, open_flags: u32| {
+        let c = CreateIn { flags: O_RDWR | O_TRUNC, mode: 0o644, umask: 0, open_flags };
+        h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &support::cstr("f")])).entry();
+    };
+    // Guest root with CAP_FSETID: unmarked, the bits stay.
+    create(&mut h, 0);
+    assert_eq!(setid_bits(&h), SETID, "an unmarked truncating CREATE keeps them");
+    // Without it (a container's root, say): marked, they go, as with OPEN.
+    create(&mut h, OPEN_KILL_SUIDGID);
+    assert_eq!(setid_bits(&h), 0, "a marked truncating CREATE clears them");
 }
 
 #[test]

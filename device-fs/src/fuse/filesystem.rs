@@ -12,7 +12,7 @@ use rustix::io::Errno;
 
 use std::time::Duration;
 
-use super::abi::{InitFlags, Kstatfs, Statx};
+use super::abi::{CreateIn, InitFlags, Kstatfs, Statx};
 use super::dirent::DirBuffer;
 use super::io::{ReadTarget, WriteSource};
 use super::lock::{Lock, LockRequest, LockStatus, LockWait};
@@ -239,15 +239,14 @@ pub trait FileSystem {
     fn access(&self, ctx: &Context, node: NodeId, mask: u32) -> FsResult<()> {
         Err(Errno::NOSYS)
     }
-    /// CREATE: atomically create and open `name`.
+    /// CREATE: atomically create and open `name`, as `args` says (mode, `open(2)` flags, the
+    /// caller's umask and FUSE_OPEN_* flags).
     fn create(
         &self,
         ctx: &Context,
         parent: NodeId,
         name: &CStr,
-        mode: u32,
-        flags: u32,
-        umask: u32,
+        args: &CreateIn,
     ) -> FsResult<(Entry, Opened)> {
         Err(Errno::NOSYS)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rustix::io::Errno;
 
 use super::{acl, attr, names, PassthroughFs};
-use crate::fuse::abi::{InitFlags, Kstatfs, Statx};
+use crate::fuse::abi::{CreateIn, InitFlags, Kstatfs, Statx};
 use crate::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, Lock,
     LockRequest, LockStatus, LockWait, NodeId, Opened, SetAttr, WriteFlags, XattrReply,
@@ -268,12 +268,14 @@ impl FileSystem for PassthroughFs {
         ctx: &Context,
         p: NodeId,
         n: &CStr,
-        mode: u32,
-        flags: u32,
-        umask: u32,
+        args: &CreateIn,
     ) -> FsResult<(Entry, Opened)> {
-        let mode = self.creation_mode(p, mode, umask)?;
-        let (entry, opened, created) = self.as_caller(ctx, || self.do_create(p, n, mode, flags))?;
+        let mode = self.creation_mode(p, args.mode, args.umask)?;
+        // Truncating a file that is there already clears its set-id bits as an O_TRUNC OPEN
+        // would (a caller other than guest root runs without CAP_FSETID already).
+        let kill = self.open_kills(ctx.uid, args.open_flags);
+        let (entry, opened, created) =
+            self.as_caller(ctx, || self.do_create(p, n, mode, args.flags, kill))?;
         if !created {
             // An existing file keeps the label it has.
             return Ok((entry, opened));

@@ -162,12 +162,14 @@ impl PassthroughFs {
     }
 
     /// CREATE; the flag says whether the file was created (rather than an existing one opened).
+    /// `kill`: an existing file it truncates loses its set-id bits ([`PassthroughFs::open_kills`]).
     pub(super) fn do_create(
         &self,
         parent: NodeId,
         name: &CStr,
         mode: u32,
         flags: u32,
+        kill: bool,
     ) -> Result<(Entry, Opened, bool), Errno> {
         let name = validate(name)?;
         let dir = self.dir_inode(parent)?;
@@ -205,9 +207,17 @@ impl PassthroughFs {
                 // The guest checked only that it may create in the directory: the host checks
                 // the caller may open this file.
                 let reopen = wanted | OFlags::CLOEXEC;
-                let fd = self.config.credentials.without_lent_override(|| {
-                    openat(&self.proc_fd, fd_name(&path), reopen, Mode::empty())
-                })?;
+                let credentials = &self.config.credentials;
+                let open = || {
+                    credentials.without_lent_override(|| {
+                        openat(&self.proc_fd, fd_name(&path), reopen, Mode::empty())
+                    })
+                };
+                let fd = if kill && wanted.contains(OFlags::TRUNC) {
+                    credentials.without_fsetid(open)
+                } else {
+                    open()
+                }?;
                 (fd, path, false)
             }
             Err(e) => return Err(e),

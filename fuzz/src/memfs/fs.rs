@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::CStr;
 
 use rustix::io::Errno;
-use vhu_device_fs::fuse::abi::{InitFlags, Kstatfs};
+use vhu_device_fs::fuse::abi::{CreateIn, InitFlags, Kstatfs};
 use vhu_device_fs::fuse::{
     AttrReply, Context, CopyRange, DirBuffer, Entry, FileSystem, FsResult, Handle, NodeId, Opened,
     ReadTarget, SetAttr, SetTime, WriteFlags, WriteSource, XattrReply,
@@ -403,15 +403,13 @@ impl FileSystem for MemFs {
         ctx: &Context,
         parent: NodeId,
         name: &CStr,
-        mode: u32,
-        _flags: u32,
-        umask: u32,
+        args: &CreateIn,
     ) -> FsResult<(Entry, Opened)> {
         let mut s = self.state();
         if s.handles.len() >= MAX_HANDLES {
             return Err(Errno::MFILE);
         }
-        let mode = S_IFREG | (mode & !umask & 0o7777);
+        let mode = S_IFREG | (args.mode & !args.umask & 0o7777);
         let entry = s.create_node(ctx, parent, name, Kind::File(Vec::new()), mode)?;
         let opened = s.open(entry.node, false)?;
         Ok((entry, opened))

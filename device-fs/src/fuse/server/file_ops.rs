@@ -106,8 +106,7 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn do_create(&self, mut req: Request<'_>) -> OpResult {
         let args: CreateIn = req.take()?;
         let name = req.name()?;
-        let created =
-            self.fs.create(&req.ctx(), req.node(), name, args.mode, args.flags, args.umask)?;
+        let created = self.fs.create(&req.ctx(), req.node(), name, &args)?;
         Ok(entry_and_open(created))
     }
 
