@@ -54,6 +54,14 @@ fn acls_are_negotiated_as_asked() {
     let mut h = harness("acl-auto-old", Negotiation::Auto);
     let out = InitOut::read_from_prefix(h.init_with(38, old.bits()).ok()).expect("init").0;
     assert!(!claimed(&out).contains(InitFlags::POSIX_ACL));
+    // A guest that cannot say an ACL drops the caller's S_ISGID (no SETXATTR_EXT: Linux
+    // before 5.16) gets no ACLs either: the daemon's CAP_FSETID would keep the bit.
+    let before_ext = linux_guest_flags() - InitFlags::SETXATTR_EXT;
+    let mut h = harness("acl-auto-no-ext", Negotiation::Auto);
+    let out = InitOut::read_from_prefix(h.init_with(38, before_ext.bits()).ok()).expect("init").0;
+    assert!(!claimed(&out).contains(InitFlags::POSIX_ACL));
+    let mut h = harness("acl-always-no-ext", Negotiation::Always);
+    assert_eq!(h.init_with(38, before_ext.bits()).errno(), EPROTO, "always, but no SETXATTR_EXT");
 }
 
 #[test]

@@ -11,10 +11,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use support::{args, Harness};
 use vhu_device_fs::fuse::abi::{
-    fattr, CreateIn, InitFlags, OpenIn, SetattrIn, WriteIn, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID,
+    fattr, CreateIn, InitFlags, InitOut, OpenIn, SetattrIn, WriteIn, OPEN_KILL_SUIDGID,
+    WRITE_KILL_SUIDGID,
 };
 use vhu_device_fs::fuse::Opcode;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 const SETID: u32 = 0o6000;
 const O_RDWR: u32 = 0o2;
@@ -91,6 +92,29 @@ fn marked_writes_and_truncations_clear_set_id_bits() {
 }
 
 #[test]
+fn killpriv_v2_a_guest_did_not_take_leaves_o_trunc_to_the_uid_rule() {
+    // --killpriv-v2, but a guest (before Linux 5.11) that does not offer it: it marks nothing,
+    // so an O_TRUNC OPEN by a user clears the bits as without the option.
+    let mut h = Harness::with("killpriv-unoffered", |c| c.killpriv_v2 = true);
+    let offered = support::linux_guest_flags() - InitFlags::HANDLE_KILLPRIV_V2;
+    let out = h.init_with(38, offered.bits());
+    let (init, _) = InitOut::read_from_prefix(out.ok()).expect("init_out");
+    let claimed = InitFlags::from_bits_retain(u64::from(init.flags));
+    assert!(!claimed.contains(InitFlags::HANDLE_KILLPRIV_V2));
+    if !support::needs_root() {
+        return;
+    }
+    let path = h.share().join("f");
+    std::fs::write(&path, vec![1u8; 8192]).expect("host write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o6777)).expect("chmod");
+    let node = h.lookup(1, "f").entry().nodeid;
+    h.caller = (1001, 1001);
+    let o = OpenIn { flags: O_RDWR | O_TRUNC, open_flags: 0 };
+    h.call(Opcode::Open, node, o.as_bytes()).open();
+    assert_eq!(setid_bits(&h), 0, "a user's O_TRUNC open clears them");
+}
+
+#[test]
 fn a_marked_create_that_truncates_an_existing_file_clears_set_id_bits() {
     let Some((mut h, _, _)) = setup("killpriv-create", true) else { return };
     let create = |h: &mut Harness, open_flags: u32| {
@@ -106,13 +130,15 @@ fn a_marked_create_that_truncates_an_existing_file_clears_set_id_bits() {
 }
 
 #[test]
-fn without_killpriv_v2_the_marks_are_not_honoured() {
+fn without_killpriv_v2_a_marked_write_still_clears_set_id_bits() {
     let Some((mut h, node, fh)) = setup("killpriv-off", false) else { return };
-    // The guest clears the bits itself with SETATTR when HANDLE_KILLPRIV_V2 is off; the server
-    // does not act on flags it did not negotiate.
+    // Page-cache writes the guest clears itself first; a direct write (FOPEN_DIRECT_IO, as with
+    // --cache never) by a caller without CAP_FSETID Linux marks whatever was negotiated, and
+    // leaves the bits to the server.
+    write(&mut h, node, fh, 0);
+    assert_eq!(setid_bits(&h), SETID, "an unmarked write keeps them");
     write(&mut h, node, fh, WRITE_KILL_SUIDGID);
-    truncate(&mut h, node, fattr::KILL_SUIDGID);
-    assert_eq!(setid_bits(&h), SETID);
+    assert_eq!(setid_bits(&h), 0, "a marked write clears them");
 }
 
 #[test]

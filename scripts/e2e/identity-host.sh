@@ -49,6 +49,11 @@ h_suid_trunc() {
     expect mode "$(stat -c %a:%s "$SHARE/users/suid-f" 2>&1)" 777:0
 }
 
+h_suid_write() {
+    expect mode "$(stat -c %a "$SHARE/users/suid-w" 2>&1)" 777 || return 1
+    expect content "$(cat "$SHARE/users/suid-w" 2>&1 | tr '\n' ' ')" "data more "
+}
+
 h_odirect() {
     expect sha256 "$(sha256sum "$SHARE/guest/direct.bin" | cut -d' ' -f1)" "${GUEST_SHA[direct]:-none}" ||
         return 1

@@ -1,6 +1,6 @@
 # Guest checks of the virtio-fs end-to-end test about whose files they are and
 # how data reaches the host: a non-root guest user's tree, a set-group-ID
-# directory, a set-user-ID file a user truncates, O_DIRECT I/O (dd, and fio with crc32c verification with one request and with 32
+# directory, a set-user-ID file a user truncates and one a user writes, O_DIRECT I/O (dd, and fio with crc32c verification with one request and with 32
 # in flight, when the host packed fio into the initramfs) and a host mount inside the share.
 # Sourced by workload.sh, which defines run/expect/drop_caches, $M and $G.
 #
@@ -42,6 +42,16 @@ t_suid_trunc() {
     as_user sh -c ": > $M/users/suid-f" || { DETAIL="the user could not truncate it"; return 1; }
     drop_caches
     expect mode "$(stat -c %a:%s $M/users/suid-f)" 777:0
+}
+
+t_suid_write() {
+    echo data > $M/users/suid-w && chmod 4777 $M/users/suid-w ||
+        { DETAIL="root could not make a set-user-ID file"; return 1; }
+    # A write by a user who may not keep S_ISUID clears it: the guest clears it itself before
+    # a page-cache write, and leaves it to the back-end for a direct one (--cache never).
+    as_user sh -c "echo more >> $M/users/suid-w" || { DETAIL="the user could not write it"; return 1; }
+    drop_caches
+    expect mode "$(stat -c %a $M/users/suid-w)" 777
 }
 
 t_odirect() {

@@ -20,7 +20,7 @@ GUEST_CHECKS=(mount host-file host-big-read create write-read append truncate re
     hardlink symlink mkdir rmdir unlink readdir-1000 chmod chown mtime stat mkfifo
     statfs fsync xattr big-write big-readback escape-dotdot escape-symlink-rel
     escape-symlink-abs escape-symlink-dir escape-symlink-write user-tree sgid-create suid-trunc
-    odirect fio-verify submount locks-host-held locks-guest-held umount)
+    suid-write odirect fio-verify submount locks-host-held locks-guest-held umount)
 
 parse_console() {
     local line kind name rest
@@ -163,7 +163,7 @@ h_escape_no_leak() {
 
 HOST_CHECKS=(create write-read truncate rename hardlink symlink mkdir rmdir unlink
     readdir-1000 chmod chown mtime mkfifo fsync statfs xattr big-sha256 escape-no-leak
-    user-tree sgid-create suid-trunc odirect)
+    user-tree sgid-create suid-trunc suid-write odirect)
 
 report_host() {
     local name rc

@@ -355,7 +355,7 @@ if grep -q " $M virtiofs " /proc/mounts; then
              symlink mkdir rmdir unlink readdir_1000 chmod chown mtime stat mkfifo \
              statfs fsync xattr big_write big_readback \
              escape_dotdot escape_symlink_rel escape_symlink_abs escape_symlink_dir \
-             escape_symlink_write user_tree sgid_create suid_trunc odirect fio_verify submount \
+             escape_symlink_write user_tree sgid_create suid_trunc suid_write odirect fio_verify submount \
              locks_host_held locks_guest_held umount; do
         run "$t"
     done

@@ -21,7 +21,10 @@ impl FileSystem for PassthroughFs {
     fn init(&self, offered: InitFlags) -> FsResult<InitFlags> {
         let groups = offered.contains(InitFlags::CREATE_SUPP_GROUP);
         self.supp_groups_known.store(groups, Ordering::Relaxed);
-        let acl_on = self.config.posix_acl.decide(offered.contains(InitFlags::POSIX_ACL))?;
+        // An ACL that drops a caller's S_ISGID needs SETXATTR_EXT to say so (Linux 5.16):
+        // without it the daemon, which keeps CAP_FSETID, would leave the bit in place.
+        let acl_flags = InitFlags::POSIX_ACL | InitFlags::DONT_MASK | InitFlags::SETXATTR_EXT;
+        let acl_on = self.config.posix_acl.decide(offered.contains(acl_flags))?;
         self.acl_on.store(acl_on, Ordering::Relaxed);
         let mut flags = InitFlags::ATOMIC_O_TRUNC
             | InitFlags::PARALLEL_DIROPS
@@ -33,7 +36,9 @@ impl FileSystem for PassthroughFs {
         if self.config.credentials.is_enabled() {
             flags |= InitFlags::CREATE_SUPP_GROUP;
         }
-        if self.config.killpriv_v2 {
+        let killpriv = self.config.killpriv_v2 && offered.contains(InitFlags::HANDLE_KILLPRIV_V2);
+        self.killpriv_on.store(killpriv, Ordering::Relaxed);
+        if killpriv {
             flags |= InitFlags::HANDLE_KILLPRIV_V2;
         }
         let writeback = self.config.writeback && offered.contains(InitFlags::WRITEBACK_CACHE);
@@ -48,7 +53,7 @@ impl FileSystem for PassthroughFs {
             flags |= InitFlags::SUBMOUNTS;
         }
         if acl_on {
-            flags |= InitFlags::POSIX_ACL | InitFlags::DONT_MASK | InitFlags::SETXATTR_EXT;
+            flags |= acl_flags;
         }
         let labels =
             self.config.security_label.decide(offered.contains(InitFlags::SECURITY_CTX))?;

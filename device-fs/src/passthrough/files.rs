@@ -315,7 +315,7 @@ impl PassthroughFs {
         // A page-cache write-back: the guest's other requests may change the host file's flags
         // at any time, so they stay as they are from this decision to the write.
         let _steady = flags.cache().then(|| h.steady());
-        let kill = self.guest_kills(flags.kill_suidgid());
+        let kill = flags.kill_suidgid();
         // A renamed file capability may have to go after any write (`killing_priv`).
         let renamed_capability = self.renamed_capability.is_some();
         if !flags.cache() && !self.writeback_on() {

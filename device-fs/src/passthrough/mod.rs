@@ -211,6 +211,8 @@ pub struct PassthroughFs {
     labels_on: AtomicBool,
     /// Whether the writeback cache was negotiated (offered with `--writeback` and taken).
     writeback_on: AtomicBool,
+    /// HANDLE_KILLPRIV_V2 was negotiated (`--killpriv-v2` and a guest that offered it).
+    killpriv_on: AtomicBool,
     /// Whether the share's host file system takes (OFD, flock) locks.
     lock_support: (bool, bool),
     /// The host name the xattr map gives `security.capability`, when it renames it (the copy
@@ -246,6 +248,7 @@ impl PassthroughFs {
             acl_on: AtomicBool::new(false),
             labels_on: AtomicBool::new(false),
             writeback_on: AtomicBool::new(false),
+            killpriv_on: AtomicBool::new(false),
             lock_support: (false, false),
             renamed_capability: None,
         };
@@ -294,7 +297,7 @@ impl PassthroughFs {
     }
 
     /// Runs `op` (a write or truncation) so that the host clears set-id bits when `kill` says
-    /// the caller lacks CAP_FSETID ([`PassthroughFs::guest_kills`], [`PassthroughFs::open_kills`]);
+    /// the caller lacks CAP_FSETID (the guest's mark, or [`PassthroughFs::open_kills`]);
     /// otherwise runs it as it is. Either way a renamed file capability goes afterwards.
     fn killing_priv<T>(
         &self,
@@ -318,21 +321,20 @@ impl PassthroughFs {
         Ok(value)
     }
 
-    /// Whether a WRITE or SETATTR the guest marked KILL_SUIDGID clears set-id bits: only under
-    /// HANDLE_KILLPRIV_V2 (without it the guest clears them itself with a SETATTR of the mode,
-    /// and a mark it did not negotiate means nothing).
-    fn guest_kills(&self, marked: bool) -> bool {
-        marked && self.config.killpriv_v2
-    }
-
     /// Whether an O_TRUNC OPEN by guest user `uid` clears set-id bits. Under HANDLE_KILLPRIV_V2
     /// the guest marks the callers without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID). Without it the
     /// guest leaves them to the server too: with ATOMIC_O_TRUNC its own mode change for the
     /// truncation is never sent (Linux's `fuse_do_setattr` ends at ATTR_OPEN), so the bits would
     /// outlive a truncation by a user who may not keep them (POSIX `open` O_TRUNC, Linux's
     /// `should_remove_suid`). A caller other than guest root is then taken to lack CAP_FSETID.
+    ///
+    /// (A WRITE or SETATTR marked KILL_SUIDGID is honoured as marked, negotiated or not: Linux
+    /// marks a direct write, FOPEN_DIRECT_IO's, by a caller without CAP_FSETID whatever was
+    /// negotiated, and leaves the bits to the server; other marks come only under
+    /// HANDLE_KILLPRIV_V2, and a mark clears no more than the host kernel would for such a
+    /// caller.)
     fn open_kills(&self, uid: u32, open_flags: u32) -> bool {
-        if self.config.killpriv_v2 {
+        if self.killpriv_on() {
             open_flags & crate::fuse::abi::OPEN_KILL_SUIDGID != 0
         } else {
             uid != 0
@@ -389,6 +391,11 @@ impl PassthroughFs {
 
     /// Whether the guest's page cache gathers writes in this session (WRITEBACK_CACHE
     /// negotiated: a guest that did not take it writes as without `--writeback`).
+    /// Whether the guest took HANDLE_KILLPRIV_V2 at its INIT.
+    fn killpriv_on(&self) -> bool {
+        self.killpriv_on.load(Ordering::Relaxed)
+    }
+
     fn writeback_on(&self) -> bool {
         self.writeback_on.load(Ordering::Relaxed)
     }

@@ -50,12 +50,12 @@ impl PassthroughFs {
             )?;
             // A chown drops file capabilities, renamed ones included, when the guest leaves
             // that to the server.
-            if self.config.killpriv_v2 {
+            if self.killpriv_on() {
                 self.drop_mapped_capability(&inode);
             }
         }
         if let Some(size) = set.size {
-            self.killing_priv(&inode, self.guest_kills(set.kill_suidgid), || match &handle {
+            self.killing_priv(&inode, set.kill_suidgid, || match &handle {
                 Some(h) => rustix::fs::ftruncate(&h.fd, size),
                 None if inode.kind == S_IFREG => {
                     let fd = self.reopen(&inode, OFlags::WRONLY)?;
