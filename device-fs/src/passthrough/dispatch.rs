@@ -61,6 +61,22 @@ impl FileSystem for PassthroughFs {
         if labels {
             flags |= InitFlags::SECURITY_CTX;
         }
+        let auto = |n: super::Negotiation| n == super::Negotiation::Auto;
+        super::negotiation::warn_untaken(
+            offered,
+            &[
+                (self.config.writeback, InitFlags::WRITEBACK_CACHE, "--writeback"),
+                (self.config.allow_mmap, InitFlags::DIRECT_IO_ALLOW_MMAP, "--allow-mmap"),
+                (self.config.killpriv_v2, InitFlags::HANDLE_KILLPRIV_V2, "--killpriv-v2"),
+                (self.config.announce_submounts, InitFlags::SUBMOUNTS, "announced submounts"),
+                (auto(self.config.posix_acl), acl_flags, "--posix-acl=auto"),
+                (
+                    auto(self.config.security_label),
+                    InitFlags::SECURITY_CTX,
+                    "--security-label=auto",
+                ),
+            ],
+        );
         let (posix, flock) = self.locking();
         if posix {
             flags |= InitFlags::POSIX_LOCKS;

@@ -1,7 +1,22 @@
 //! How an optional FUSE capability is offered: `never`, `auto` or `always`, as virtiofsd's
-//! `--posix-acl` and `--security-label` take it. Deciding only; nothing is applied here.
+//! `--posix-acl` and `--security-label` take it, and the warning for an option the guest cannot
+//! take. Deciding and saying only; nothing is applied here.
 
 use rustix::io::Errno;
+
+use crate::fuse::abi::InitFlags;
+
+/// Warns, at INIT, of each option asked for (`asked`) whose INIT flag the guest did not offer
+/// (`needs`): it is not in effect for this guest, and nothing else would say so.
+pub(super) fn warn_untaken(offered: InitFlags, options: &[(bool, InitFlags, &str)]) {
+    for (asked, needs, option) in options {
+        if *asked && !offered.contains(*needs) {
+            log::warn!(
+                "{option}: the guest's INIT does not offer {needs:?}; not in effect for this guest"
+            );
+        }
+    }
+}
 
 /// When to offer an optional capability the guest must also support.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
