@@ -130,6 +130,34 @@ fn a_marked_create_that_truncates_an_existing_file_clears_set_id_bits() {
 }
 
 #[test]
+fn a_user_s_truncating_create_leaves_the_thread_without_cap_fsetid() {
+    use vhu_device_fs::fuse::{Context, FileSystem, NodeId};
+    let Some((h, _, _)) = setup("killpriv-create-user", false) else { return };
+    let share = h.share().to_path_buf();
+    std::fs::write(share.join("g"), b"data").expect("host write");
+    std::fs::set_permissions(share.join("g"), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
+    // A user truncates a file that is there already: the daemon lowers CAP_FSETID for it, on
+    // a thread whose switch to the user's fsuid had lowered it already. The thread serves the
+    // user's next request as it is left (only a request of the daemon's own switches back),
+    // so it must not come out holding CAP_FSETID: as that user, a chmod keeping S_ISGID of a
+    // group the user is not in, or a write keeping S_ISUID, would then succeed.
+    let ctx = Context { uid: 1001, gid: 1001, pid: 1, supp_group: None, security: None };
+    let c = CreateIn { flags: O_RDWR | O_TRUNC, mode: 0o644, umask: 0, open_flags: 0 };
+    h.server.fs().create(&ctx, NodeId(1), c"g", &c).expect("create");
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).expect("field");
+        line.split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let effective = u64::from_str_radix(&field("CapEff:")[1], 16).expect("hex");
+    let fsuid = field("Uid:")[4].clone();
+    h.server.fs().credentials().as_daemon().expect("daemon ids back");
+    assert_eq!(fsuid, "1001", "the create ran as the user");
+    assert_eq!(effective & (1 << 4), 0, "CAP_FSETID raised for the user: {effective:x}");
+}
+
+#[test]
 fn without_killpriv_v2_a_marked_write_still_clears_set_id_bits() {
     let Some((mut h, node, fh)) = setup("killpriv-off", false) else { return };
     // Page-cache writes the guest clears itself first; a direct write (FOPEN_DIRECT_IO, as with

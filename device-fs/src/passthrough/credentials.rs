@@ -146,12 +146,17 @@ impl Credentials {
     }
 }
 
-/// Runs `op` with `caps` lowered in the thread's effective set, then raises them again (within
-/// the permitted set: a thread that never had them gets nothing back).
+/// Runs `op` with `caps` lowered in the thread's effective set, then raises again those that
+/// were raised before: a thread acting as a guest user, whose fsuid change already lowered
+/// them, must not come out of `op` holding them.
 fn without<T>(caps: CapabilitySet, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
-    set_effective(caps, false)?;
+    let raised = rustix::thread::capabilities(None)?.effective & caps;
+    if raised.is_empty() {
+        return op();
+    }
+    set_effective(raised, false)?;
     let result = op();
-    let restored = set_effective(caps, true);
+    let restored = set_effective(raised, true);
     let value = result?;
     restored.map(|()| value)
 }

@@ -389,13 +389,13 @@ impl PassthroughFs {
         self.labels_on.load(Ordering::Relaxed)
     }
 
-    /// Whether the guest's page cache gathers writes in this session (WRITEBACK_CACHE
-    /// negotiated: a guest that did not take it writes as without `--writeback`).
     /// Whether the guest took HANDLE_KILLPRIV_V2 at its INIT.
     fn killpriv_on(&self) -> bool {
         self.killpriv_on.load(Ordering::Relaxed)
     }
 
+    /// Whether the guest's page cache gathers writes in this session (WRITEBACK_CACHE
+    /// negotiated: a guest that did not take it writes as without `--writeback`).
     fn writeback_on(&self) -> bool {
         self.writeback_on.load(Ordering::Relaxed)
     }
