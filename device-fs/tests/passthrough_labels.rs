@@ -1,14 +1,15 @@
-//! Security labels (`--security-label`): the guest's security-context extension on CREATE,
-//! MKDIR, MKNOD and SYMLINK is stored on the new inode; a malformed one is EINVAL; a label that
+//! Security labels (`--security-label`): the guest's security context on CREATE, MKDIR, MKNOD
+//! and SYMLINK (a request extension from 7.38, the last argument for 7.36 and 7.37) is stored on
+//! the new inode; a malformed one is EINVAL; a label that
 //! cannot be stored undoes the creation; without the capability negotiated nothing is stored.
 
 mod support;
 
 use support::{args, cstr, Harness};
-use vhu_device_fs::fuse::abi::{CreateIn, InitFlags, MkdirIn, MknodIn};
+use vhu_device_fs::fuse::abi::{CreateIn, InitFlags, InitOut, MkdirIn, MknodIn};
 use vhu_device_fs::fuse::Opcode;
 use vhu_device_fs::passthrough::Negotiation;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 const EINVAL: i32 = 22;
 const EPERM: i32 = 1;
@@ -134,15 +135,50 @@ fn without_labels_the_context_is_not_stored() {
     assert_eq!(label_of(&h, "f"), None);
 }
 
-/// Before 7.38 a guest sends contexts as an extra argument this server does not read: labels
-/// are not offered, and required labels refuse the guest.
+/// A 7.36 or 7.37 guest (Linux 5.17 to 6.2) sends a creation's context as its last argument,
+/// not as an extension: labels are offered and the context read from there. A guest before
+/// 7.36 has none to send: labels are not offered, and required labels refuse it.
 #[test]
-fn guests_before_7_38_get_no_labels() {
+fn guests_of_7_36_and_7_37_send_the_context_as_an_argument() {
     let guest = support::linux_guest_flags();
-    let mut h = Harness::with("labels-old-auto", |c| c.security_label = Negotiation::Auto);
+    let claims_labels = |out: &[u8]| {
+        let (init, _) = InitOut::read_from_prefix(out).expect("init_out");
+        u64::from(init.flags2) << 32 & InitFlags::SECURITY_CTX.bits() != 0
+    };
+    let mut h = Harness::with("labels-7-37", |c| c.security_label = Negotiation::Auto);
     let out = h.init_with(37, guest.bits()).ok().to_vec();
-    let flags2 = u32::from_ne_bytes(out[60..64].try_into().expect("flags2"));
-    assert_eq!(u64::from(flags2) << 32 & InitFlags::SECURITY_CTX.bits(), 0);
-    let mut h = Harness::with("labels-old-always", |c| c.security_label = Negotiation::Always);
-    assert_eq!(h.init_with(37, guest.bits()).errno(), 71, "EPROTO");
+    assert!(claims_labels(&out), "7.37 gets labels");
+    let c = CreateIn { flags: 0o101, mode: 0o100644, ..CreateIn::default() };
+    let body = args(&[c.as_bytes(), &cstr("f"), &secctx(NAME, b"arg")]);
+    let r = h.call(Opcode::Create, 1, &body);
+    if r.errno() == 95 {
+        eprintln!("the temporary directory's file system has no security xattrs; skipped");
+        return;
+    }
+    r.entry();
+    assert_eq!(label_of(&h, "f").as_deref(), Some(&b"arg"[..]));
+    let m = MkdirIn { mode: 0o755, umask: 0 };
+    let body = args(&[m.as_bytes(), &cstr("d"), &secctx(NAME, b"dir")]);
+    h.call(Opcode::Mkdir, 1, &body).entry();
+    assert_eq!(label_of(&h, "d").as_deref(), Some(&b"dir"[..]));
+    let body = args(&[&cstr("l"), &cstr("f"), &secctx(NAME, b"link")]);
+    h.call(Opcode::Symlink, 1, &body).entry();
+    assert_eq!(label_of(&h, "l").as_deref(), Some(&b"link"[..]), "the link itself");
+    // No LSM: the bare header, or nothing at all.
+    let mut none = 8u32.to_le_bytes().to_vec();
+    none.extend_from_slice(&0u32.to_le_bytes());
+    let c = CreateIn { flags: 0o101, mode: 0o100644, ..CreateIn::default() };
+    h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr("plain"), &none])).entry();
+    h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &cstr("bare")])).entry();
+    assert_eq!((label_of(&h, "plain"), label_of(&h, "bare")), (None, None));
+    // A malformed trailing record is refused, as a malformed extension is.
+    let body = args(&[c.as_bytes(), &cstr("bad"), &[7u8; 5]]);
+    assert_eq!(h.call(Opcode::Create, 1, &body).errno(), EINVAL);
+    assert!(!h.share().join("bad").exists());
+
+    let mut h = Harness::with("labels-7-35", |c| c.security_label = Negotiation::Auto);
+    let out = h.init_with(35, guest.bits()).ok().to_vec();
+    assert!(!claims_labels(&out), "7.35 has no contexts");
+    let mut h = Harness::with("labels-7-35-always", |c| c.security_label = Negotiation::Always);
+    assert_eq!(h.init_with(35, guest.bits()).errno(), 71, "EPROTO");
 }

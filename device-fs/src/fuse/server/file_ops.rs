@@ -106,6 +106,9 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn do_create(&self, mut req: Request<'_>) -> OpResult {
         let args: CreateIn = req.take()?;
         let name = req.name()?;
+        if self.security_in_args() {
+            req.trailing_security()?;
+        }
         let created = self.fs.create(&req.ctx(), req.node(), name, &args)?;
         Ok(entry_and_open(created))
     }
@@ -114,6 +117,9 @@ impl<F: FileSystem> Server<F> {
         let args: CreateIn = req.take()?;
         // The kernel sends the name of the dentry it made up; the file gets none.
         req.name()?;
+        if self.security_in_args() {
+            req.trailing_security()?;
+        }
         let created = self.fs.tmpfile(&req.ctx(), req.node(), args.mode, args.flags, args.umask)?;
         Ok(entry_and_open(created))
     }

@@ -42,6 +42,9 @@ const FS_FLAGS: InitFlags = InitFlags::ATOMIC_O_TRUNC
 /// The minor that brought request extensions (`total_extlen`).
 const EXTENSIONS_MINOR: u32 = 38;
 
+/// The first protocol minor with security contexts on creations (Linux 5.17).
+const SECURITY_CTX_MINOR: u32 = 36;
+
 /// Background requests (readahead, write-back, asynchronous direct I/O) the guest may have in
 /// flight: as many as it likes (virtiofsd's value). The queues bound what is in flight; a
 /// smaller number would cap a guest's `iodepth` below its queue's size.
@@ -106,9 +109,13 @@ impl<F: FileSystem> Server<F> {
     /// system takes its share of the decision (and may refuse the guest).
     fn negotiate(&self, minor: u32, mut offered: InitFlags) -> Result<InitFlags, Errno> {
         if minor < EXTENSIONS_MINOR {
-            // Before 7.38 a guest sends security contexts as an extra argument, not as a request
-            // extension this server reads: not offered, so a label is never silently dropped.
-            offered -= InitFlags::SECURITY_CTX | InitFlags::CREATE_SUPP_GROUP;
+            // Groups travel only as a 7.38 request extension.
+            offered -= InitFlags::CREATE_SUPP_GROUP;
+        }
+        if minor < SECURITY_CTX_MINOR {
+            // 7.36 and 7.37 send security contexts as a creation's last argument
+            // (`Request::trailing_security`); before them there are none.
+            offered -= InitFlags::SECURITY_CTX;
         }
         let wanted = self.fs.init(offered)?;
         let mut ours = SERVER_FLAGS;
@@ -117,6 +124,13 @@ impl<F: FileSystem> Server<F> {
             ours |= InitFlags::MAP_ALIGNMENT;
         }
         Ok(offered & (ours | (wanted & FS_FLAGS)))
+    }
+
+    /// Whether this session's creations carry their security context as a last argument
+    /// (SECURITY_CTX claimed for a guest older than 7.38) instead of as an extension.
+    pub(super) fn security_in_args(&self) -> bool {
+        let s = self.session();
+        s.minor < EXTENSIONS_MINOR && s.flags.is_some_and(|f| f.contains(InitFlags::SECURITY_CTX))
     }
 
     /// What INIT negotiated, for a migration to carry; `None` before INIT.

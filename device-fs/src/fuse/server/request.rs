@@ -162,4 +162,19 @@ impl<'a> Request<'a> {
     pub(super) fn rest(&self) -> &'a [u8] {
         self.args
     }
+
+    /// Takes the security context a FUSE 7.36 or 7.37 guest sends as the last argument of a
+    /// creation, after the ones the request is read for: the record a 7.38 extension carries
+    /// (`fuse_secctx_header`, then each context 8-byte aligned), with no `total_extlen` to say
+    /// so. Nothing left is no context.
+    pub(super) fn trailing_security(&mut self) -> Result<(), Errno> {
+        let found = extensions(self.args)?;
+        if found.supp_group.is_some() {
+            // Only 7.38 extensions carry groups: not a context record.
+            return Err(Errno::INVAL);
+        }
+        self.ext.security = found.security;
+        self.args = &[];
+        Ok(())
+    }
 }
