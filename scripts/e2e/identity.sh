@@ -34,9 +34,14 @@ t_sgid_create() {
     expect dir "$(stat -c %u:%g $M/sgid/d)" 1000:4242
 }
 
-t_suid_trunc() {
-    echo data > $M/users/suid-f && chmod 4777 $M/users/suid-f ||
+# suid_file NAME: $M/users/NAME, root's, set-user-ID and writable by every user (mode 4777).
+suid_file() {
+    echo data > $M/users/$1 && chmod 4777 $M/users/$1 ||
         { DETAIL="root could not make a set-user-ID file"; return 1; }
+}
+
+t_suid_trunc() {
+    suid_file suid-f || return 1
     # open(O_TRUNC) by a user who may not keep S_ISUID clears it (POSIX open, Linux's
     # should_remove_suid); the guest leaves that truncation to the back-end.
     as_user sh -c ": > $M/users/suid-f" || { DETAIL="the user could not truncate it"; return 1; }
@@ -45,8 +50,7 @@ t_suid_trunc() {
 }
 
 t_suid_write() {
-    echo data > $M/users/suid-w && chmod 4777 $M/users/suid-w ||
-        { DETAIL="root could not make a set-user-ID file"; return 1; }
+    suid_file suid-w || return 1
     # A write by a user who may not keep S_ISUID clears it: the guest clears it itself before
     # a page-cache write, and leaves it to the back-end for a direct one (--cache never).
     as_user sh -c "echo more >> $M/users/suid-w" || { DETAIL="the user could not write it"; return 1; }
