@@ -111,7 +111,7 @@ impl<'d, D: Device + ?Sized> Connection<'d, D> {
     /// after a front-end frame, where more of a burst is likely at once (control traffic comes
     /// in bursts). A device's requests come at its own pace (a DAX mapping per guest fault) and
     /// the front-end's answers to them after its own work (a `mmap`): spinning for either cost
-    /// a spin per request and won nothing (`vhu-fs-bench --dax`, README).
+    /// a spin per request and won nothing (`vhu-fs-bench --dax`, BENCHMARKS.md).
     fn wait(&self) -> (bool, bool) {
         let spin = self.after_frame;
         let channel_events = if self.session.channel_wants_write() {
