@@ -189,6 +189,11 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             Action::GetSharedObject(_) => self.owe(Kind::SharedObject(Err(ENOENT))),
             Action::SetDeviceStateFd { direction, fd, .. } => {
                 let fd = self.fds.take(fd);
+                // A new transfer asked for: the last one's outcome is no longer what
+                // CHECK_DEVICE_STATE reports, whether or not this one is taken.
+                if let Transfers::Supported { result, .. } = &mut self.transfers {
+                    *result = None;
+                }
                 let result = match (&mut self.transfers, fd) {
                     // A refused transfer's descriptor is closed here.
                     (Transfers::Refused, _) => Err(ENOTSUP as u8),
@@ -197,9 +202,9 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                         log::warn!("SET_DEVICE_STATE_FD refused: the descriptor is not a pipe");
                         Err(EINVAL as u8)
                     }
-                    (Transfers::Supported { pending, result }, Some(fd)) => {
-                        *pending = Some(Transfer::new(direction, fd));
-                        *result = None;
+                    (Transfers::Supported { pending, .. }, Some(fd)) => {
+                        let whole = super::TRANSFER_DEADLINE;
+                        *pending = Some(Transfer::new(direction, fd, whole));
                         Ok(None)
                     }
                 };

@@ -65,6 +65,10 @@ pub use transfer::MAX_STATE_SIZE;
 /// write, before it fails.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a whole device-state transfer may take, however its bytes trickle (the same as the
+/// front-end client's bound, [`DEFAULT_TRANSFER_TIMEOUT`](crate::client::DEFAULT_TRANSFER_TIMEOUT)).
+pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Completion rounds after one input before the session gives up on a back-end that keeps
 /// refusing them (it never needs more than one).
 const MAX_COMPLETION_ROUNDS: usize = 4;

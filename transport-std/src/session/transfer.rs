@@ -8,14 +8,17 @@
 //! ([`Transfer::progress`]) does what the pipe allows now, up to [`STEP_BUDGET`] bytes (a
 //! front-end that keeps the pipe full must not keep an event loop from its other connections),
 //! so an event loop drives it by the pipe's readiness; [`Transfer::finish`] drives it to the end, waiting at most a timeout for each
-//! read or write, so a front-end that never closes its end cannot hang anyone. The outcome is kept
-//! for CHECK_DEVICE_STATE.
+//! read or write, so a front-end that never closes its end cannot hang anyone. A whole transfer
+//! is bounded too (the session's [`TRANSFER_DEADLINE`](super::TRANSFER_DEADLINE)): a front-end
+//! that sends or takes a byte now and then, each within the wait's timeout, would otherwise
+//! hold a blocking session's connection for as long as it likes. The outcome is kept for
+//! CHECK_DEVICE_STATE.
 //!
 //! This module must not decide when a transfer is allowed (core checks that the device is
 //! suspended) nor interpret the state bytes (the device's format).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -39,6 +42,10 @@ pub(super) struct Transfer {
     data: Vec<u8>,
     written: usize,
     started: bool,
+    /// How long the whole transfer may take, from its first step.
+    whole: Duration,
+    /// When its first step ran.
+    begun: Option<Instant>,
 }
 
 /// Where a transfer stands after a step.
@@ -64,8 +71,22 @@ pub(crate) fn is_stream(fd: BorrowedFd<'_>) -> bool {
 }
 
 impl Transfer {
-    pub(super) fn new(direction: TransferDirection, fd: OwnedFd) -> Self {
-        Self { direction, fd: Some(fd), data: Vec::new(), written: 0, started: false }
+    /// A transfer over `fd` that may take `whole` at most, however its bytes come.
+    pub(super) fn new(direction: TransferDirection, fd: OwnedFd, whole: Duration) -> Self {
+        Self {
+            direction,
+            fd: Some(fd),
+            data: Vec::new(),
+            written: 0,
+            started: false,
+            whole,
+            begun: None,
+        }
+    }
+
+    /// What is left of the whole transfer's time (nothing before its first step is counted).
+    fn time_left(&self) -> Duration {
+        self.begun.map_or(self.whole, |begun| self.whole.saturating_sub(begun.elapsed()))
     }
 
     /// The pipe, and whether the transfer waits to write (else to read).
@@ -85,7 +106,8 @@ impl Transfer {
         }
     }
 
-    /// Runs the transfer to its end, waiting at most `timeout` for each read or write.
+    /// Runs the transfer to its end, waiting at most `timeout` for each read or write, and no
+    /// longer in all than the transfer's whole time.
     pub(super) fn finish<D: Device + ?Sized>(
         &mut self,
         device: &mut D,
@@ -98,7 +120,8 @@ impl Transfer {
             let Some((fd, writes)) = self.pipe() else { return Ok(()) };
             let flags = if writes { PollFlags::OUT } else { PollFlags::IN };
             let mut fds = [PollFd::from_borrowed_fd(fd, flags)];
-            match poll(&mut fds, Some(&crate::timespec(timeout))) {
+            let wait = timeout.min(self.time_left());
+            match poll(&mut fds, Some(&crate::timespec(wait))) {
                 Ok(0) => {
                     self.fd = None;
                     return Err(DeviceError::Io(std::io::ErrorKind::TimedOut.into()));
@@ -115,6 +138,13 @@ impl Transfer {
     /// One step; a failure is the transfer's outcome.
     fn step<D: Device + ?Sized>(&mut self, device: &mut D) -> Result<Step, DeviceError> {
         let Some(fd) = &self.fd else { return Ok(Step::Done(Ok(()))) };
+        self.begun.get_or_insert_with(Instant::now);
+        if self.time_left().is_zero() {
+            return Err(DeviceError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the device-state transfer took longer than {:?} in all", self.whole),
+            )));
+        }
         let mut moved = 0;
         if !self.started {
             self.started = true;
@@ -174,4 +204,90 @@ impl Transfer {
 
 fn io(errno: Errno) -> DeviceError {
     DeviceError::Io(errno.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use vhu_core::backend::BackendSpec;
+    use vhu_core::message::{TransferDirection, VringBase};
+    use vhu_core::VringIndex;
+
+    use super::Transfer;
+    use crate::device::{Device, DeviceError, Queue};
+
+    /// A device with no queues that keeps what it loads.
+    #[derive(Default)]
+    struct Keeper(Option<Vec<u8>>);
+
+    impl Device for Keeper {
+        fn spec(&self) -> BackendSpec {
+            BackendSpec::new(1, 256)
+        }
+        fn start_queue(&mut self, _: Queue) -> Result<(), DeviceError> {
+            Err(DeviceError::Unsupported)
+        }
+        fn stop_queue(&mut self, _: VringIndex, _: bool) -> VringBase {
+            VringBase(0)
+        }
+        fn set_queue_enabled(&mut self, _: VringIndex, _: bool) {}
+        fn replace_kick(&mut self, _: VringIndex, _: Option<std::os::fd::OwnedFd>) {}
+        fn reset(&mut self) {}
+        fn load_state(&mut self, input: &mut dyn Read) -> Result<(), DeviceError> {
+            let mut state = Vec::new();
+            input.read_to_end(&mut state).map_err(DeviceError::Io)?;
+            self.0 = Some(state);
+            Ok(())
+        }
+    }
+
+    /// A front-end that writes a byte now and then, each well within the wait for the next,
+    /// and never closes its end: the transfer's whole bound ends it, and nothing is loaded.
+    #[test]
+    fn a_trickled_state_ends_at_the_transfers_whole_bound() {
+        let (read, write) = rustix::pipe::pipe().expect("pipe");
+        let stop = Arc::new(AtomicBool::new(false));
+        let trickling = Arc::clone(&stop);
+        let trickler = std::thread::spawn(move || {
+            while !trickling.load(Ordering::Relaxed) {
+                if rustix::io::write(&write, b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let whole = Duration::from_millis(400);
+        let mut transfer = Transfer::new(TransferDirection::Load, read, whole);
+        let mut device = Keeper::default();
+        let started = Instant::now();
+        let outcome = transfer.finish(&mut device, Duration::from_secs(30));
+        stop.store(true, Ordering::Relaxed);
+        trickler.join().expect("trickler");
+        match outcome {
+            Err(DeviceError::Io(error)) => {
+                assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}")
+            }
+            other => panic!("a state trickled without end: {other:?}"),
+        }
+        assert!(started.elapsed() >= whole);
+        assert!(started.elapsed() < Duration::from_secs(30), "ended by the whole bound");
+        assert!(device.0.is_none(), "nothing loaded");
+        assert!(transfer.pipe().is_none(), "the pipe is let go");
+    }
+
+    /// A state that comes whole within the bound loads.
+    #[test]
+    fn a_state_within_the_bound_loads() {
+        let (read, write) = rustix::pipe::pipe().expect("pipe");
+        rustix::io::write(&write, b"state").expect("write");
+        drop(write);
+        let mut transfer = Transfer::new(TransferDirection::Load, read, Duration::from_secs(5));
+        let mut device = Keeper::default();
+        transfer.finish(&mut device, Duration::from_secs(5)).expect("loaded");
+        assert_eq!(device.0.as_deref(), Some(&b"state"[..]));
+    }
 }

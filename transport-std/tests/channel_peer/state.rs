@@ -73,10 +73,26 @@ pub fn device_state_moves_through_the_pipe(fe: &Frontend, shared: &Arc<Mutex<Sha
 }
 
 /// A state descriptor that is not a pipe or socket (here a memfd, which would read as EOF or as
-/// its whole contents at once) is refused, closed, and leaves nothing for CHECK_DEVICE_STATE.
+/// its whole contents at once) is refused, closed, and leaves nothing for CHECK_DEVICE_STATE —
+/// not even the outcome of a save before it that was never checked.
 pub fn a_state_fd_that_is_not_a_pipe_is_refused(fe: &Frontend, shared: &Arc<Mutex<Shared>>) {
+    use std::io::Read;
     use vhu_transport_std::vhu_core::message::{TransferDirection, TransferPhase};
+    shared.lock().unwrap().state = vec![7; 64];
     fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
+    let save = Request::SetDeviceStateFd {
+        direction: TransferDirection::Save,
+        phase: TransferPhase::Stopped,
+        fd: FdToken(0),
+    };
+    let (reader, writer) = UnixStream::pair().expect("a pipe-like pair");
+    reader.set_read_timeout(Some(TIMEOUT)).unwrap();
+    writer.shutdown(std::net::Shutdown::Read).unwrap();
+    assert_eq!(fe.call(save, &[writer.as_fd()]), 0x100);
+    drop(writer);
+    let mut saved = Vec::new();
+    (&reader).read_to_end(&mut saved).expect("the saved state, to EOF");
+    assert_eq!(saved, vec![7; 64], "saved, and never checked");
     let file = rustix::fs::memfd_create("state", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
     rustix::io::write(&file, &[1, 2, 3]).expect("some state");
     let load = Request::SetDeviceStateFd {
