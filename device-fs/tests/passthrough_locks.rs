@@ -458,6 +458,22 @@ fn an_owner_holds_a_bounded_number_of_ranges() {
     assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 4097, 4097, false)), 0, "one freed");
 }
 
+/// A region locked piece by piece, as a database locks each record it appends, is one lock
+/// (the host kernel joins touching locks of one type, and so does the owner's record): it
+/// never reaches the bound on ranges apart, and unlocking a piece inside it splits it once.
+#[test]
+fn a_region_locked_piece_by_piece_is_one_lock() {
+    const F_UNLCK: u32 = 2;
+    let (mut h, node, a, _) = setup("lock-pieces");
+    for i in 0..3000u64 {
+        assert_eq!(setlk(&mut h, node, &lk(a, 7, F_WRLCK, 100 * i, 100 * i + 99, false)), 0, "{i}");
+    }
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_RDLCK, 299_999, 299_999, false)), EAGAIN);
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_UNLCK, 1000, 1099, false)), 0, "a piece inside");
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_RDLCK, 1000, 1099, false)), 0, "unlocked");
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_RDLCK, 999, 999, false)), EAGAIN, "still held");
+}
+
 /// The bound holds for unlocks too: unlocking a byte inside a held range splits it in two, so
 /// a guest unlocking every other byte of one lock would otherwise grow the owner's ranges (and
 /// the host kernel's lock records) without end. Past the bound such an unlock is refused with

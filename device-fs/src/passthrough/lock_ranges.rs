@@ -6,7 +6,8 @@
 use crate::fuse::{Lock, LockType};
 
 /// The byte ranges an owner holds, inclusive, sorted and apart, with their types (a flock lock
-/// is the whole file), so a migration can tell an owner that holds nothing from one that holds
+/// is the whole file); ranges of one type that touch are one, as the kernel keeps them (a
+/// region locked piece by piece is one lock), so a migration can tell an owner that holds nothing from one that holds
 /// a lock, and a SETLKW can tell which guest owners hold what it asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Ranges(pub(super) Vec<(u64, u64, LockType)>);
@@ -20,29 +21,51 @@ impl Ranges {
     /// holding, and as in the way of anything there).
     pub(super) const KEPT: usize = 1024;
 
-    /// Whether locking (`taking`) or unlocking `start..=end` would make the owner hold more
-    /// than [`Ranges::KEPT`] ranges apart: an unlock inside a held range splits it in two.
-    pub(super) fn would_exceed(&self, start: u64, end: u64, taking: bool) -> bool {
-        // Either splits at most one held range in two; taking adds the range itself.
-        let added = usize::from(taking);
-        if self.0.len() + 1 + added <= Self::KEPT {
+    /// Whether locking `start..=end` as `taking` (or unlocking it, `None`) would make the owner
+    /// hold more than [`Ranges::KEPT`] ranges apart: an unlock inside a held range splits it in
+    /// two, and a lock that touches no range of its type adds one.
+    pub(super) fn would_exceed(&self, start: u64, end: u64, taking: Option<LockType>) -> bool {
+        // Either splits at most one held range in two; taking adds at most the range itself.
+        if self.0.len() + 2 <= Self::KEPT {
             return false;
         }
         let mut after = Self(self.0.clone());
         after.give_back(start, end);
-        after.0.len() + added > Self::KEPT
+        if let Some(typ) = taking {
+            after.insert(start, end, typ);
+        }
+        after.0.len() > Self::KEPT
     }
 
     /// The owner now holds `start..=end` as `typ` (POSIX replaces an owner's lock on the
     /// range).
     pub(super) fn take(&mut self, start: u64, end: u64, typ: LockType) {
         self.give_back(start, end);
-        let at = self.0.partition_point(|r| r.0 < start);
-        self.0.insert(at, (start, end, typ));
+        self.insert(start, end, typ);
         if self.0.len() > Self::KEPT {
             let (first, last) = (self.0[0].0, self.0[self.0.len() - 1].1);
             self.0 = vec![(first, last, LockType::Write)];
         }
+    }
+
+    /// Adds `start..=end`, which no held range overlaps, joined with the ranges of its type
+    /// right before and after it.
+    fn insert(&mut self, mut start: u64, mut end: u64, typ: LockType) {
+        let mut at = self.0.partition_point(|r| r.0 < start);
+        if let Some(&(after, last, t)) = self.0.get(at) {
+            if t == typ && end.checked_add(1) == Some(after) {
+                end = last;
+                self.0.remove(at);
+            }
+        }
+        if let Some(&(first, before, t)) = at.checked_sub(1).and_then(|i| self.0.get(i)) {
+            if t == typ && before.checked_add(1) == Some(start) {
+                start = first;
+                at -= 1;
+                self.0.remove(at);
+            }
+        }
+        self.0.insert(at, (start, end, typ));
     }
 
     /// The owner no longer holds anything of `start..=end`.
@@ -95,7 +118,7 @@ mod tests {
         held.take(10, 20, r);
         held.take(30, 40, w);
         held.take(15, 35, w);
-        assert_eq!(held.0, [(10, 14, r), (15, 35, w), (36, 40, w)]);
+        assert_eq!(held.0, [(10, 14, r), (15, 40, w)], "touching write ranges are one");
         let asked = |start, end, typ| Lock { start, end, typ, pid: 0 };
         assert!(!held.conflicts(&asked(10, 14, r)), "read locks share");
         assert!(held.conflicts(&asked(14, 14, w)));
@@ -110,6 +133,37 @@ mod tests {
         assert_eq!(held.0, [(5, u64::MAX, r)]);
         held.give_back(6, u64::MAX);
         assert_eq!(held.0, [(5, 5, r)]);
+    }
+
+    /// A region locked piece by piece is one range, as the kernel keeps it: an owner may lock
+    /// as many touching pieces as it likes, and ranges of another type stay apart.
+    #[test]
+    fn touching_ranges_of_one_type_are_one() {
+        let (r, w) = (LockType::Read, LockType::Write);
+        let mut held = Ranges::default();
+        for i in 0..=2 * Ranges::KEPT as u64 {
+            assert!(!held.would_exceed(i, i, Some(r)), "piece {i}");
+            held.take(i, i, r);
+        }
+        assert_eq!(held.0, [(0, 2 * Ranges::KEPT as u64, r)]);
+        held.take(20, 29, w);
+        assert_eq!(held.0, [(0, 19, r), (20, 29, w), (30, 2 * Ranges::KEPT as u64, r)]);
+        held.take(20, 29, r);
+        assert_eq!(held.0, [(0, 2 * Ranges::KEPT as u64, r)], "rejoined");
+        held.take(u64::MAX - 1, u64::MAX, w);
+        held.take(u64::MAX - 3, u64::MAX - 2, w);
+        assert_eq!(held.0[1], (u64::MAX - 3, u64::MAX, w));
+        // Apart, they still count against the bound.
+        let mut apart = Ranges::default();
+        for i in 0..Ranges::KEPT as u64 - 1 {
+            apart.take(2 * i, 2 * i, r);
+        }
+        let next = 2 * Ranges::KEPT as u64;
+        assert!(!apart.would_exceed(next, next, Some(r)), "the last one allowed");
+        apart.take(next, next, r);
+        assert!(apart.would_exceed(next + 2, next + 2, Some(r)));
+        assert!(!apart.would_exceed(next + 1, next + 1, Some(r)), "touching: no new range");
+        assert!(!apart.would_exceed(2, 2, None), "unlocking a whole range leaves fewer");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! a handle drops every POSIX owner that only ever locked through that handle.
 //!
 //! A SETLKW whose lock is held is retried on a thread of its own until it is granted or
-//! cancelled (INTERRUPT, RELEASE of its handle, FLUSH of its owner, the end of the session), so
+//! cancelled (INTERRUPT, RELEASE of its handle, the end of the session; a FLUSH of its owner
+//! drops what the owner held and lets the wait go on, as a `close(2)` in another thread does), so
 //! no queue worker ever blocks on a lock. One that would wait, through guest owners holding what
 //! it asks for and waiting in turn, for its own owner is refused with EDEADLK, as Linux refuses
 //! it for local POSIX locks: Linux's virtio-fs never interrupts a request, so a guest caller in
@@ -20,7 +21,8 @@
 //! Descriptions are read-only unless the owner asks a POSIX lock through a handle the guest
 //! opened for writing, so the daemon's privileges never hold open for writing a file the guest
 //! may only read ([`Locks::setlk`]). One owner holds at most
-//! [`Ranges::KEPT`](super::lock_ranges::Ranges::KEPT) byte ranges apart (ENOLCK past it). This
+//! [`Ranges::KEPT`](super::lock_ranges::Ranges::KEPT) byte ranges apart (ENOLCK past it;
+//! touching ranges of one type are one, as the kernel joins them). This
 //! module opens no descriptors itself: the caller passes the opener of a node's description.
 
 use std::collections::HashMap;
@@ -311,7 +313,7 @@ impl Locks {
             // An owner without a description holds nothing to unlock.
             let Some(owner) = inner.ofds.get(&key) else { return Ok(LockStatus::Done) };
             let mut held = lock_held(&owner.held);
-            if !flock && held.ranges.would_exceed(lock.start, lock.end, false) {
+            if !flock && held.ranges.would_exceed(lock.start, lock.end, None) {
                 return Err(Errno::NOLCK);
             }
             held.apply(&lock, flock)?;
@@ -332,7 +334,7 @@ impl Locks {
             }
             {
                 let mut held = lock_held(&held);
-                if !flock && held.ranges.would_exceed(lock.start, lock.end, true) {
+                if !flock && held.ranges.would_exceed(lock.start, lock.end, Some(lock.typ)) {
                     return Err(Errno::NOLCK);
                 }
                 match held.apply(&lock, flock) {
