@@ -541,3 +541,26 @@ fn states_no_daemon_saves_are_refused_as_they_are_read() {
     // The saved state itself reads back.
     assert_eq!(FsState::decode(&saved.encode()), Ok(saved.clone()));
 }
+
+/// A handle is reopened with the open flags this daemon passes on, whatever the source did:
+/// O_NOATIME, kept by a source with `--preserve-noatime`, reaches the host on a destination
+/// with it and not on one without.
+#[test]
+fn a_reopened_handle_takes_the_flags_this_daemon_allows() {
+    use vhu_device_fs::fuse::{Handle, NodeId};
+    let noatime = |h: &Harness, node: u64, fh: u64| {
+        let data = h.server.fs().handles().get(Handle(fh), NodeId(node), false).expect("handle");
+        let flags = rustix::fs::fcntl_getfl(&data.fd).expect("flags");
+        flags.contains(rustix::fs::OFlags::NOATIME)
+    };
+    let (mut src, [_, f], _) = source_with("migrate-noatime", |c| c.preserve_noatime = true);
+    let fh = open(&mut src, f, libc::O_RDONLY | libc::O_NOATIME);
+    assert!(noatime(&src, f, fh), "the source kept O_NOATIME");
+    let keeps = src.another_server(|c| c.preserve_noatime = true);
+    migrate(&src, &keeps).expect("migrates");
+    assert!(noatime(&keeps, f, fh), "a destination that keeps it");
+    let drops = src.another_server(|_| {});
+    migrate(&src, &drops).expect("migrates");
+    assert!(!noatime(&drops, f, fh), "a destination that does not");
+    assert_eq!(read(&mut src, f, fh, 16).expect("readable"), b"before");
+}

@@ -174,6 +174,19 @@ const KEPT: OFlags = OFlags::RWMODE
     .union(OFlags::LARGEFILE);
 
 impl PassthroughFs {
+    /// [`KEPT`] as this daemon's configuration allows it: O_DIRECT and O_NOATIME only where an
+    /// OPEN here would pass them on (a source configured otherwise does not decide).
+    fn reopen_flags(&self) -> OFlags {
+        let mut kept = KEPT;
+        if !self.config.allow_direct_io {
+            kept -= OFlags::DIRECT;
+        }
+        if !self.config.preserve_noatime {
+            kept -= OFlags::NOATIME;
+        }
+        kept
+    }
+
     /// Describes what the guest holds (the FUSE session is the server's to add).
     pub fn save_state(&self) -> Result<FsState, MigrationError> {
         self.config.credentials.as_daemon().map_err(MigrationError::Credentials)?;
@@ -389,7 +402,7 @@ impl PassthroughFs {
         for h in &state.handles {
             let fd = match (h.lost, self.inode(NodeId(h.node))) {
                 (false, Ok(inode)) => {
-                    let flags = OFlags::from_bits_retain(h.flags) & KEPT;
+                    let flags = OFlags::from_bits_retain(h.flags) & self.reopen_flags();
                     match self.reopen(&inode, flags) {
                         Ok(fd) => Some(fd),
                         Err(errno) if options.on_error == OnError::Abort => {
