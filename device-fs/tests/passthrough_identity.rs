@@ -283,3 +283,29 @@ fn with_credentials_off_files_are_the_daemons() {
         assert_eq!((m.uid(), m.gid()), me, "{name} belongs to the daemon");
     }
 }
+
+/// A whiteout RENAME_WHITEOUT leaves behind (an overlayfs upper layer on the share) is a
+/// creation: the renaming guest user's, as on a local file system, while the rename itself
+/// runs as the daemon.
+#[test]
+fn a_rename_whiteout_belongs_to_the_renamer() {
+    use std::os::unix::fs::FileTypeExt;
+    use vhu_device_fs::fuse::abi::Rename2In;
+    const RENAME_WHITEOUT: u32 = 4;
+    let mut h = Harness::new("id-whiteout");
+    h.init();
+    if !root_or_skip(&h) {
+        return;
+    }
+    let open = host_dir(&mut h, "open", 0, 0, 0o777);
+    std::fs::write(h.share().join("open/a"), b"a").expect("file");
+    chown(&h.share().join("open/a"), USER.0, USER.1);
+    h.caller = USER;
+    let r2 = Rename2In { newdir: open, flags: RENAME_WHITEOUT, padding: 0 };
+    let body = args(&[r2.as_bytes(), &cstr("a"), &cstr("b")]);
+    assert_eq!(h.call(Opcode::Rename2, open, &body).errno(), 0);
+    let whiteout = meta(&h.share().join("open/a"));
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0, "a whiteout");
+    assert_eq!((whiteout.uid(), whiteout.gid()), USER, "the renamer's");
+    assert_eq!(std::fs::read(h.share().join("open/b")).expect("moved"), b"a");
+}

@@ -166,12 +166,27 @@ impl FileSystem for PassthroughFs {
     }
     fn rename(
         &self,
-        _: &Context,
+        ctx: &Context,
         from: (NodeId, &CStr),
         to: (NodeId, &CStr),
         flags: u32,
     ) -> FsResult<()> {
-        self.as_daemon(|| self.do_rename(from, to, flags))
+        // The whiteout is a creation: the caller's, mapped as any creation is (before the
+        // rename, so a caller without host ids renames nothing).
+        let whiteout = flags & rustix::fs::RenameFlags::WHITEOUT.bits() != 0;
+        let owner = match whiteout && self.config.credentials.is_enabled() {
+            true => {
+                Some((self.config.uid_map.to_host(ctx.uid)?, self.config.gid_map.to_host(ctx.gid)?))
+            }
+            false => None,
+        };
+        self.as_daemon(|| {
+            self.do_rename(from, to, flags)?;
+            if let Some(owner) = owner {
+                self.own_whiteout(from, owner);
+            }
+            Ok(())
+        })
     }
     fn link(&self, _: &Context, node: NodeId, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         self.as_daemon(|| self.do_link(node, parent, name))

@@ -5,7 +5,7 @@
 
 use std::ffi::CStr;
 
-use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Uid};
 use rustix::io::Errno;
 
 use super::attr::decode_dev;
@@ -84,6 +84,28 @@ impl PassthroughFs {
         let from = self.dir_inode(from_dir)?;
         let to = self.dir_inode(to_dir)?;
         rustix::fs::renameat_with(&from.fd, from_name, &to.fd, to_name, flags)
+    }
+
+    /// Gives the whiteout a RENAME_WHITEOUT left at `from`'s name to `owner` (host ids), as a
+    /// local file system makes it the renamer's (an overlayfs upper layer on the share whose
+    /// mounter is not root); the rename itself runs as the daemon. Only the inode found there
+    /// is changed, and only if it is a whiteout (a character device 0:0). The rename is done
+    /// whatever happens here, so a failure is a warning.
+    pub(super) fn own_whiteout(&self, (dir, name): (NodeId, &CStr), (uid, gid): (u32, u32)) {
+        let give = || {
+            let dir = self.dir_inode(dir)?;
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(&dir.fd, validate(name)?, flags, Mode::empty())?;
+            let st = rustix::fs::fstat(&fd)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice || st.st_rdev != 0 {
+                return Ok(());
+            }
+            let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+            rustix::fs::chownat(&fd, c"", uid, gid, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+        };
+        if let Err(errno) = give() {
+            log::warn!("RENAME_WHITEOUT: the whiteout stays the daemon's: {errno}");
+        }
     }
 
     pub(super) fn do_link(

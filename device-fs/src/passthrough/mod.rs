@@ -16,7 +16,9 @@
 //! stripping. Every other operation runs as the daemon, as virtiofsd does: the guest has checked
 //! the caller's permission already (virtio-fs mounts with `default_permissions`, with the caller's
 //! full group list), and a host check without those groups would refuse legitimate calls (running
-//! an execute-only file, `chgrp` to one of the caller's supplementary groups).
+//! an execute-only file, `chgrp` to one of the caller's supplementary groups). A RENAME with
+//! RENAME_WHITEOUT runs as the daemon too, and the whiteout it leaves is then given to the
+//! caller, as a local rename would have made it.
 //!
 //! Host mounts inside the share (`submounts`) are announced to the guest, and guest inode
 //! numbers never collide across host file systems.
