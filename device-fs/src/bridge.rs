@@ -91,8 +91,10 @@ unsafe fn pwrite_raw(
     }
 }
 
+/// The file offset `offset` names: past `i64::MAX` none, which `pread(2)` and `pwrite(2)`
+/// answer with EINVAL.
 fn offset_of(offset: u64) -> std::io::Result<libc::off_t> {
-    libc::off_t::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput.into())
+    libc::off_t::try_from(offset).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 fn chain_error(_: virtq::QueueError) -> std::io::Error {

@@ -216,5 +216,14 @@ fn read_and_write_data_move_between_the_file_and_scattered_guest_buffers() {
     let errno = call(Opcode::Write, node, short.as_bytes(), &[(0x8000, 3000)], &[(reply, 24)]);
     assert_eq!(errno, -22);
     assert_eq!(std::fs::read(dir.join("f")).expect("file"), on_disk);
+
+    // An offset no file has (past i64::MAX) is EINVAL, as pread(2) and pwrite(2) answer it.
+    let far = 1u64 << 63;
+    let read = ReadIn { fh, offset: far, size: 4096, ..ReadIn::default() };
+    assert_eq!(call(Opcode::Read, node, read.as_bytes(), &[], &room), -22);
+    let write = WriteIn { fh, offset: far, size: 3000, ..WriteIn::default() };
+    let errno = call(Opcode::Write, node, write.as_bytes(), &[(0x8000, 3000)], &[(reply, 24)]);
+    assert_eq!(errno, -22);
+    assert_eq!(std::fs::read(dir.join("f")).expect("file"), on_disk);
     let _ = std::fs::remove_dir_all(&dir);
 }
