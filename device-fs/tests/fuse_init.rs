@@ -266,3 +266,23 @@ fn a_large_xattr_value_reaches_the_file_system_on_a_small_queue() {
     // E2BIG); the server does not refuse it as malformed.
     assert_ne!(errno, EINVAL, "refused before the file system saw it");
 }
+
+/// Node ids are never handed out twice, across sessions too: a FORGET of the session before
+/// (a guest's last FORGET can reach the back-end after its DESTROY, on another queue) names no
+/// node of the next one.
+#[test]
+fn a_new_session_does_not_reuse_the_last_ones_node_ids() {
+    use vhu_device_fs::fuse::abi::ForgetIn;
+    let mut h = Harness::new("ids-across-sessions");
+    std::fs::write(h.share().join("a"), b"a").expect("file");
+    std::fs::write(h.share().join("b"), b"b").expect("file");
+    h.init();
+    let a = h.lookup(1, "a").entry().nodeid;
+    assert_eq!(h.call(Opcode::Destroy, 0, &[]).header.error, 0);
+    h.init();
+    let b = h.lookup(1, "b").entry().nodeid;
+    assert_ne!(a, b, "a new id");
+    assert!(h.try_call(Opcode::Forget, a, ForgetIn { nlookup: 1 }.as_bytes()).is_none());
+    let inodes = h.server.fs().inodes();
+    assert_eq!(inodes.lookups(vhu_device_fs::fuse::NodeId(b)), Some(1), "b is untouched");
+}

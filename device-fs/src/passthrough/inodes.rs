@@ -104,14 +104,16 @@ impl InodeTable {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Installs the root (node id 1), replacing any previous state.
+    /// Installs the root (node id 1), replacing any previous state. Ids go on from where they
+    /// were: a FORGET or LOOKUP of the session before (served on another queue after the
+    /// reset) then names no node of the next one.
     pub fn reset(&self, root: Inode) {
         let mut inner = self.lock();
         inner.by_id.clear();
         inner.by_key.clear();
         inner.by_key.insert(root.identity(), NodeId::ROOT.0);
         inner.by_id.insert(NodeId::ROOT.0, Slot { inode: Some(Arc::new(root)), lookups: 1 });
-        inner.next_id = NodeId::ROOT.0 + 1;
+        inner.next_id = inner.next_id.max(NodeId::ROOT.0 + 1);
     }
 
     /// Every node but the root, in id order, and the id the next new node gets.
