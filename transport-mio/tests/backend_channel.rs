@@ -6,10 +6,13 @@
 mod channel_peer;
 mod common;
 
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use channel_peer::{ChannelDevice, Frontend, Shared};
+use vhu_transport_std::vhu_core::message::{Request, TransferDirection, TransferPhase};
+use vhu_transport_std::vhu_core::{FdToken, VringIndex};
 
 fn serve(name: &str) -> (common::Served, Frontend, Arc<Mutex<Shared>>) {
     let shared = Arc::new(Mutex::new(Shared::default()));
@@ -117,26 +120,30 @@ fn device_state_moves_through_the_pipe_without_holding_up_the_loop() {
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }
 
+/// The load of a device state: SET_DEVICE_STATE_FD asking for one.
+const LOAD: Request<'static> = Request::SetDeviceStateFd {
+    direction: TransferDirection::Load,
+    phase: TransferPhase::Stopped,
+    fd: FdToken(0),
+};
+
+/// Stops ring 0 and starts a load from a pipe-like pair; returns the front-end's end, through
+/// which part of a state came and which it keeps open: the load cannot end yet.
+fn load_under_way(fe: &Frontend) -> UnixStream {
+    use std::io::Write;
+    fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
+    let (ours, theirs) = UnixStream::pair().expect("a pipe-like pair");
+    assert_eq!(fe.call(LOAD, &[theirs.as_fd()]), 0x100);
+    drop(theirs);
+    (&ours).write_all(&[1, 2, 3]).expect("some state");
+    ours
+}
+
 #[test]
 fn a_check_while_the_front_end_holds_its_pipe_open_fails_without_waiting() {
-    use std::io::Write;
-    use std::os::fd::AsFd;
-    use vhu_transport_std::vhu_core::message::{Request, TransferDirection, TransferPhase};
-    use vhu_transport_std::vhu_core::{FdToken, VringIndex};
-
     let (served, fe, shared) = serve("device-state-open");
     let mut other = served.connect();
-    fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a pipe-like pair");
-    let load = Request::SetDeviceStateFd {
-        direction: TransferDirection::Load,
-        phase: TransferPhase::Stopped,
-        fd: FdToken(0),
-    };
-    assert_eq!(fe.call(load, &[theirs.as_fd()]), 0x100);
-    drop(theirs);
-    // Part of a state, and the write end kept open: the load cannot end.
-    (&ours).write_all(&[1, 2, 3]).expect("some state");
+    let ours = load_under_way(&fe);
     // The check is answered at once with a failure (a blocking wait would outlast the test's
     // reply timeout), and the loop goes on serving everyone.
     assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "an unfinished load failed");
@@ -146,6 +153,37 @@ fn a_check_while_the_front_end_holds_its_pipe_open_fails_without_waiting() {
     drop(fe);
     drop(other);
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}
+
+/// A ring started while a load is still under way (the front-end kept its end of the pipe
+/// open) ends the load as failed: the device is no longer suspended, so what came so far is
+/// never loaded, not even once the front-end closes its end, and CHECK_DEVICE_STATE says so.
+#[test]
+fn a_ring_started_during_a_load_fails_it() {
+    let (served, fe, shared) = serve("device-state-restarted");
+    let ours = load_under_way(&fe);
+    assert_eq!(fe.kick_again(), 0, "the ring starts again");
+    drop(ours);
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "the load was abandoned");
+    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
+/// A new SET_DEVICE_STATE_FD ends a load still under way even when it is refused itself: the
+/// front-end gave up on the first, so what reaches its pipe afterwards is never loaded, and
+/// CHECK_DEVICE_STATE reports no transfer.
+#[test]
+fn a_refused_second_transfer_ends_the_first() {
+    let (served, fe, shared) = serve("device-state-second");
+    let ours = load_under_way(&fe);
+    let file = rustix::fs::memfd_create("state", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+    assert_eq!(fe.call(LOAD, &[file.as_fd()]) & 0xff, 22, "not a pipe: EINVAL");
+    drop(ours);
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "no transfer to report");
+    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
 
 /// Runs `scenario` on a server whose first connection's device reports its stops only when

@@ -73,6 +73,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             Action::SendRarp(_) | Action::SetMtu(_) => {}
             Action::FeaturesAcked(features) => self.device.borrow_mut().acked_features(features),
             Action::StartVring { index, config, kick, enabled } => {
+                self.abandon_transfer("a ring started while the device state was moving");
                 let kick = self.take_optional(kick);
                 let result = self.start_vring(index, config, kick, enabled);
                 self.owe(Kind::Done(result));
@@ -189,10 +190,14 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
             Action::GetSharedObject(_) => self.owe(Kind::SharedObject(Err(ENOENT))),
             Action::SetDeviceStateFd { direction, fd, .. } => {
                 let fd = self.fds.take(fd);
-                // A new transfer asked for: the last one's outcome is no longer what
-                // CHECK_DEVICE_STATE reports, whether or not this one is taken.
-                if let Transfers::Supported { result, .. } = &mut self.transfers {
+                // A new transfer asked for: the last one, finished or under way (an event
+                // loop's), is no longer what CHECK_DEVICE_STATE reports, whether or not this one
+                // is taken.
+                if let Transfers::Supported { pending, result } = &mut self.transfers {
                     *result = None;
+                    if pending.take().is_some() {
+                        self.transfers_done += 1;
+                    }
                 }
                 let result = match (&mut self.transfers, fd) {
                     // A refused transfer's descriptor is closed here.
@@ -203,7 +208,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                         Err(EINVAL as u8)
                     }
                     (Transfers::Supported { pending, .. }, Some(fd)) => {
-                        let whole = super::TRANSFER_DEADLINE;
+                        // Only a blocking session is held up by a slow transfer.
+                        let whole = self.stops.is_none().then_some(super::TRANSFER_DEADLINE);
                         *pending = Some(Transfer::new(direction, fd, whole));
                         Ok(None)
                     }

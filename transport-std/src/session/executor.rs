@@ -360,6 +360,20 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
         }
     }
 
+    /// Ends a transfer still under way as failed, for CHECK_DEVICE_STATE to report: a ring
+    /// started, so the device is no longer suspended and neither a save nor a load is what the
+    /// front-end would be checking. Only an evented session can have one by then; a blocking
+    /// one runs each to its end before it reads the next message.
+    pub(super) fn abandon_transfer(&mut self, why: &'static str) {
+        if let Transfers::Supported { pending, result } = &mut self.transfers {
+            if pending.take().is_some() {
+                log::warn!("device-state transfer abandoned: {why}");
+                *result = Some(Err(DeviceError::InvalidState(why)));
+                self.transfers_done += 1;
+            }
+        }
+    }
+
     /// Moves a pending device-state transfer on as far as its pipe allows now, never waiting.
     pub fn progress_transfer(&mut self) {
         if let Transfers::Supported { pending, result } = &mut self.transfers {

@@ -65,8 +65,10 @@ pub use transfer::MAX_STATE_SIZE;
 /// write, before it fails.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a whole device-state transfer may take, however its bytes trickle (the same as the
-/// front-end client's bound, [`DEFAULT_TRANSFER_TIMEOUT`](crate::client::DEFAULT_TRANSFER_TIMEOUT)).
+/// How long a blocking session's whole device-state transfer may take, however its bytes
+/// trickle: the front-end client's own bound,
+/// [`DEFAULT_TRANSFER_TIMEOUT`](crate::client::DEFAULT_TRANSFER_TIMEOUT). An event loop's
+/// transfer holds nobody up and is not bounded.
 pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Completion rounds after one input before the session gives up on a back-end that keeps

@@ -7,12 +7,14 @@
 //! reads the pipe as data comes until EOF, then hands the bytes to the device. Each step
 //! ([`Transfer::progress`]) does what the pipe allows now, up to [`STEP_BUDGET`] bytes (a
 //! front-end that keeps the pipe full must not keep an event loop from its other connections),
-//! so an event loop drives it by the pipe's readiness; [`Transfer::finish`] drives it to the end, waiting at most a timeout for each
-//! read or write, so a front-end that never closes its end cannot hang anyone. A whole transfer
-//! is bounded too (the session's [`TRANSFER_DEADLINE`](super::TRANSFER_DEADLINE)): a front-end
-//! that sends or takes a byte now and then, each within the wait's timeout, would otherwise
-//! hold a blocking session's connection for as long as it likes. The outcome is kept for
-//! CHECK_DEVICE_STATE.
+//! so an event loop drives it by the pipe's readiness; [`Transfer::finish`] drives it to the
+//! end, waiting at most a timeout for each read or write, so a front-end that never closes its
+//! end cannot hang anyone. A blocking
+//! session's whole transfer is bounded too (the session's
+//! [`TRANSFER_DEADLINE`](super::TRANSFER_DEADLINE)): a front-end that sends or takes a byte now
+//! and then, each within the wait's timeout, would otherwise hold its connection for as long as
+//! it likes (an event loop's transfer holds nobody up, and is not bounded). The outcome is kept
+//! for CHECK_DEVICE_STATE; a failed one is logged.
 //!
 //! This module must not decide when a transfer is allowed (core checks that the device is
 //! suspended) nor interpret the state bytes (the device's format).
@@ -42,8 +44,8 @@ pub(super) struct Transfer {
     data: Vec<u8>,
     written: usize,
     started: bool,
-    /// How long the whole transfer may take, from its first step.
-    whole: Duration,
+    /// How long the whole transfer may take, from its first step (unbounded: `None`).
+    whole: Option<Duration>,
     /// When its first step ran.
     begun: Option<Instant>,
 }
@@ -72,7 +74,7 @@ pub(crate) fn is_stream(fd: BorrowedFd<'_>) -> bool {
 
 impl Transfer {
     /// A transfer over `fd` that may take `whole` at most, however its bytes come.
-    pub(super) fn new(direction: TransferDirection, fd: OwnedFd, whole: Duration) -> Self {
+    pub(super) fn new(direction: TransferDirection, fd: OwnedFd, whole: Option<Duration>) -> Self {
         Self {
             direction,
             fd: Some(fd),
@@ -84,9 +86,11 @@ impl Transfer {
         }
     }
 
-    /// What is left of the whole transfer's time (nothing before its first step is counted).
+    /// What is left of the whole transfer's time (nothing before its first step is counted;
+    /// an unbounded transfer always has `Duration::MAX`).
     fn time_left(&self) -> Duration {
-        self.begun.map_or(self.whole, |begun| self.whole.saturating_sub(begun.elapsed()))
+        let Some(whole) = self.whole else { return Duration::MAX };
+        self.begun.map_or(whole, |begun| whole.saturating_sub(begun.elapsed()))
     }
 
     /// The pipe, and whether the transfer waits to write (else to read).
@@ -101,6 +105,7 @@ impl Transfer {
             Ok(step) => step,
             Err(error) => {
                 self.fd = None;
+                log::warn!("device-state transfer failed: {error}");
                 Step::Done(Err(error))
             }
         }
@@ -124,7 +129,11 @@ impl Transfer {
             match poll(&mut fds, Some(&crate::timespec(wait))) {
                 Ok(0) => {
                     self.fd = None;
-                    return Err(DeviceError::Io(std::io::ErrorKind::TimedOut.into()));
+                    let waited = wait.as_millis();
+                    log::warn!(
+                        "device-state transfer failed: no progress on the pipe in {waited} ms"
+                    );
+                    return Err(timed_out());
                 }
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(errno) => {
@@ -140,10 +149,9 @@ impl Transfer {
         let Some(fd) = &self.fd else { return Ok(Step::Done(Ok(()))) };
         self.begun.get_or_insert_with(Instant::now);
         if self.time_left().is_zero() {
-            return Err(DeviceError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the device-state transfer took longer than {:?} in all", self.whole),
-            )));
+            let whole = self.whole.unwrap_or_default().as_secs();
+            log::warn!("device-state transfer failed: it took longer than {whole} s in all");
+            return Err(timed_out());
         }
         let mut moved = 0;
         if !self.started {
@@ -206,6 +214,11 @@ fn io(errno: Errno) -> DeviceError {
     DeviceError::Io(errno.into())
 }
 
+/// A transfer that ran out of time: ETIMEDOUT for CHECK_DEVICE_STATE.
+fn timed_out() -> DeviceError {
+    io(Errno::TIMEDOUT)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -261,7 +274,7 @@ mod tests {
             }
         });
         let whole = Duration::from_millis(400);
-        let mut transfer = Transfer::new(TransferDirection::Load, read, whole);
+        let mut transfer = Transfer::new(TransferDirection::Load, read, Some(whole));
         let mut device = Keeper::default();
         let started = Instant::now();
         let outcome = transfer.finish(&mut device, Duration::from_secs(30));
@@ -269,7 +282,7 @@ mod tests {
         trickler.join().expect("trickler");
         match outcome {
             Err(DeviceError::Io(error)) => {
-                assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}")
+                assert_eq!(error.raw_os_error(), Some(libc::ETIMEDOUT), "{error}")
             }
             other => panic!("a state trickled without end: {other:?}"),
         }
@@ -285,7 +298,7 @@ mod tests {
         let (read, write) = rustix::pipe::pipe().expect("pipe");
         rustix::io::write(&write, b"state").expect("write");
         drop(write);
-        let mut transfer = Transfer::new(TransferDirection::Load, read, Duration::from_secs(5));
+        let mut transfer = Transfer::new(TransferDirection::Load, read, None);
         let mut device = Keeper::default();
         transfer.finish(&mut device, Duration::from_secs(5)).expect("loaded");
         assert_eq!(device.0.as_deref(), Some(&b"state"[..]));
