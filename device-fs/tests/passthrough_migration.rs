@@ -564,3 +564,23 @@ fn a_reopened_handle_takes_the_flags_this_daemon_allows() {
     assert!(!noatime(&drops, f, fh), "a destination that does not");
     assert_eq!(read(&mut src, f, fh, 16).expect("readable"), b"before");
 }
+
+/// A guest may forget a node it still holds open (Linux never does): the state then carries
+/// that handle as lost, the destination takes the state, and only that handle reads EIO.
+#[test]
+fn a_handle_whose_node_was_forgotten_comes_across_lost() {
+    const EIO: i32 = 5;
+    let (mut src, [dir, f], [fh, dh]) = source("migrate-forgotten");
+    assert!(src.try_call(Opcode::Forget, f, ForgetIn { nlookup: 2 }.as_bytes()).is_none());
+    assert_eq!(read(&mut src, f, fh, 16).expect("still open on the source"), b"before");
+    let dst = src.another_server(|_| {});
+    migrate(&src, &dst).expect("migrates");
+    let mut dst = dst;
+    assert_eq!(read(&mut dst, f, fh, 16), Err(EIO), "the forgotten node's handle is lost");
+    let listing = dst.call(
+        Opcode::Readdir,
+        dir,
+        ReadIn { fh: dh, size: 4096, ..ReadIn::default() }.as_bytes(),
+    );
+    assert_eq!(listing.errno(), 0, "the directory's handle came across");
+}

@@ -20,7 +20,7 @@
 //! below, and fails with a [`FormatError`] naming what was wrong; it never panics. This module
 //! must not open anything.
 
-use crate::fuse::SessionState;
+use crate::fuse::{NodeId, SessionState};
 
 /// First bytes of the state.
 const MAGIC: &[u8; 8] = b"VHUFSMIG";
@@ -362,11 +362,15 @@ impl FsState {
         once(below_largest, "a device index")?;
         once(nodes.iter().map(|n| n.node), "a node id")?;
         once(handles.iter().map(|h| h.handle), "a handle id")?;
-        // A handle is open on the root or on a node the state carries: a source saves both
-        // together, so any other is a damaged state, not a file lost on the way.
+        // A handle still open is open on the root or on a node the state carries (a source
+        // saves a handle whose node the guest forgot as lost), so any other is a damaged state,
+        // not a file lost on the way.
         let mut ids: Vec<u64> = nodes.iter().map(|n| n.node).collect();
         ids.sort_unstable();
-        let unknown = handles.iter().find(|h| h.node != 1 && ids.binary_search(&h.node).is_err());
+        let unknown = |h: &&HandleRecord| {
+            !h.lost && h.node != NodeId::ROOT.0 && ids.binary_search(&h.node).is_err()
+        };
+        let unknown = handles.iter().find(unknown);
         if let Some(h) = unknown {
             return Err(FormatError::Invalid { what: "the node of handle", value: h.node });
         }

@@ -126,6 +126,10 @@ fn a_handle_on_a_node_the_state_does_not_carry_is_refused() {
     let mut state = sample();
     state.handles[0].node = 1;
     assert_eq!(FsState::decode(&state.encode()), Ok(state.clone()), "the root");
+    state.handles[0].node = 999;
+    state.handles[0].lost = true;
+    assert_eq!(FsState::decode(&state.encode()), Ok(state.clone()), "lost, node forgotten");
+    state.handles[0].lost = false;
     for node in [0, 3, 999] {
         state.handles[0].node = node;
         let refused = FsState::decode(&state.encode());

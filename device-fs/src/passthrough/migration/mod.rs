@@ -35,12 +35,14 @@
 //! holds one fails, so the migration is cancelled rather than a lock silently dropped. This
 //! module must not read or write the transfer pipe: [`FsState`] bytes are the device's to move.
 
+mod error;
 mod format;
 mod locate;
 
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
+pub use error::MigrationError;
 pub use format::{
     FileHandle, FormatError, FsState, HandleRecord, NodeRecord, VERSION as STATE_VERSION,
 };
@@ -83,82 +85,6 @@ pub struct MigrationConfig {
     pub verify_handles: bool,
     /// Find-paths: confirm every path at switch-over (always done).
     pub confirm_paths: bool,
-}
-
-/// Why a state cannot be saved or loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MigrationError {
-    /// The guest holds locks, which do not migrate.
-    #[error("the guest holds {0} file locks, which cannot be migrated")]
-    LocksHeld(usize),
-    /// An inode cannot be described in file-handles mode.
-    #[error("node {node}: its file system gives no file handle (use --migration-mode find-paths)")]
-    NoFileHandle {
-        /// The node.
-        node: u64,
-    },
-    /// The daemon's own credentials could not be taken back.
-    #[error("cannot act as the daemon: {0}")]
-    Credentials(Errno),
-    /// What the guest wrote through an open file could not be made durable before the
-    /// switch-over (the source keeps the guest; its next FSYNC of the file says so, here or,
-    /// after a later save, on the destination).
-    #[error(
-        "handle {handle} of node {node}: syncing what the guest wrote failed: {errno} (the \
-         guest's next FSYNC of the file reports a failure, here or after the next save)"
-    )]
-    Sync {
-        /// The handle.
-        handle: u64,
-        /// Its node.
-        node: u64,
-        /// What `fdatasync` said.
-        errno: Errno,
-    },
-    /// The share's root is not held (the file system was never set up).
-    #[error("the share's root is not open: {0}")]
-    Root(Errno),
-    /// The bytes are not a state.
-    #[error(transparent)]
-    Format(#[from] FormatError),
-    /// The destination already serves a guest.
-    #[error(
-        "the destination already serves a guest ({0} nodes); a state loads only before the guest \
-         mounts"
-    )]
-    NotFresh(usize),
-    /// The guest holds more open inodes and handles than this daemon may keep open.
-    #[error(
-        "the guest holds {needed} open inodes and handles, more than the {max} this daemon may \
-         keep open (raise its open-file limit, --rlimit-nofile)"
-    )]
-    TooManyOpen {
-        /// Host descriptors the state needs, the share's root included.
-        needed: usize,
-        /// The most the guest may hold here (`Config::max_open`).
-        max: usize,
-    },
-    /// An inode could not be opened again and `--migration-on-error abort` is in force.
-    #[error("node {node} ({what}) cannot be opened on the destination: {reason}")]
-    Inode {
-        /// The node.
-        node: u64,
-        /// Its path or handle, for the log.
-        what: String,
-        /// Why.
-        reason: String,
-    },
-    /// A handle could not be opened again and `--migration-on-error abort` is in force.
-    #[error("handle {handle} of node {node} cannot be reopened on the destination: {errno}")]
-    Handle {
-        /// The handle.
-        handle: u64,
-        /// Its node.
-        node: u64,
-        /// Why.
-        errno: Errno,
-    },
 }
 
 /// Open flags a handle is reopened with, when it had them: how it reads and writes. Everything
@@ -250,9 +176,29 @@ impl PassthroughFs {
         }
         let (handles, last_handle) = self.handles.snapshot();
         sync_written(&handles)?;
+        // A guest may forget a node it still holds open (Linux never does): with no node to
+        // find it by, such a handle cannot come across, and goes as lost.
+        let mut saved: Vec<u64> = records.iter().map(|r| r.node).collect();
+        saved.sort_unstable();
+        let carried = |node: NodeId| node == NodeId::ROOT || saved.binary_search(&node.0).is_ok();
         let handles = handles
             .into_iter()
             .map(|(h, slot)| match slot {
+                HandleSlot::Open(data) if !carried(data.node) => {
+                    log::warn!(
+                        "migration: handle {} of forgotten node {} is lost",
+                        h.0,
+                        data.node.0
+                    );
+                    HandleRecord {
+                        handle: h.0,
+                        node: data.node.0,
+                        is_dir: data.is_dir,
+                        flags: 0,
+                        lost: true,
+                        sync_failed: 0,
+                    }
+                }
                 HandleSlot::Open(data) => HandleRecord {
                     handle: h.0,
                     node: data.node.0,
