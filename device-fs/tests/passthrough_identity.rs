@@ -308,4 +308,14 @@ fn a_rename_whiteout_belongs_to_the_renamer() {
     assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0, "a whiteout");
     assert_eq!((whiteout.uid(), whiteout.gid()), USER, "the renamer's");
     assert_eq!(std::fs::read(h.share().join("open/b")).expect("moved"), b"a");
+    // In a set-group-ID directory it takes the directory's group, as a local one does.
+    h.caller = (0, 0);
+    let sgid = host_dir(&mut h, "sgid", 0, OTHER_GROUP, 0o2777);
+    std::fs::write(h.share().join("sgid/a"), b"a").expect("file");
+    h.caller = USER;
+    let r2 = Rename2In { newdir: sgid, flags: RENAME_WHITEOUT, padding: 0 };
+    let body = args(&[r2.as_bytes(), &cstr("a"), &cstr("b")]);
+    assert_eq!(h.call(Opcode::Rename2, sgid, &body).errno(), 0);
+    let whiteout = meta(&h.share().join("sgid/a"));
+    assert_eq!((whiteout.uid(), whiteout.gid()), (USER.0, OTHER_GROUP), "the directory's group");
 }

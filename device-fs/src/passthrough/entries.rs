@@ -100,7 +100,11 @@ impl PassthroughFs {
             if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice || st.st_rdev != 0 {
                 return Ok(());
             }
-            let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+            // In a set-group-ID directory the whiteout took the directory's group, as a local
+            // one would; only its owner is the caller's then.
+            let inherits = rustix::fs::fstat(&dir.fd)?.st_mode & libc::S_ISGID != 0;
+            let gid = (!inherits).then(|| Gid::from_raw(gid));
+            let uid = Some(Uid::from_raw(uid));
             rustix::fs::chownat(&fd, c"", uid, gid, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
         };
         if let Err(errno) = give() {
