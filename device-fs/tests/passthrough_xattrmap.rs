@@ -172,10 +172,34 @@ fn a_renamed_capability_does_not_survive_a_change() {
     h.call(Opcode::Setattr, f, s.as_bytes()).ok();
     assert_eq!(host_get(&h, "user.virtiofs.security.capability"), None, "gone after a chown");
     truncating_opens_drop_it(&mut h, f);
+    other_changes_drop_it(&mut h, f, fh);
     // Other attributes stay.
     assert_eq!(set(&mut h, f, "user.keep", b"k"), 0);
     h.call(Opcode::Setattr, f, s.as_bytes()).ok();
     assert_eq!(host_get(&h, "user.virtiofs.user.keep"), Some(b"k".to_vec()));
+}
+
+/// FALLOCATE of `f` and a COPY_FILE_RANGE into it change its contents as a write does: the
+/// renamed capability goes each time.
+fn other_changes_drop_it(h: &mut Harness, f: u64, fh: u64) {
+    use vhu_device_fs::fuse::abi::{CopyFileRangeIn, FallocateIn};
+    assert_eq!(set(h, f, "security.capability", b"cap"), 0);
+    let grow = FallocateIn { fh, offset: 0, length: 8192, ..FallocateIn::default() };
+    assert_eq!(h.call(Opcode::Fallocate, f, grow.as_bytes()).errno(), 0);
+    assert_eq!(host_get(h, "user.virtiofs.security.capability"), None, "gone after FALLOCATE");
+    assert_eq!(set(h, f, "security.capability", b"cap"), 0);
+    let copy = CopyFileRangeIn {
+        fh_in: fh,
+        off_in: 0,
+        nodeid_out: f,
+        fh_out: fh,
+        off_out: 4096,
+        len: 1,
+        flags: 0,
+    };
+    let r = h.call(Opcode::CopyFileRange, f, copy.as_bytes());
+    assert_eq!(r.errno(), 0, "copied");
+    assert_eq!(host_get(h, "user.virtiofs.security.capability"), None, "gone after a copy into it");
 }
 
 /// Opening `f` (the share's "f") with O_TRUNC truncates it, by OPEN or by CREATE of the existing

@@ -419,7 +419,20 @@ impl PassthroughFs {
     ) -> Result<(), Errno> {
         let h = self.handles.get(handle, node, false)?;
         let mode = FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
-        rustix::fs::fallocate(&h.fd, mode, offset, length)
+        rustix::fs::fallocate(&h.fd, mode, offset, length)?;
+        self.contents_changed(node);
+        Ok(())
+    }
+
+    /// After a change of `node`'s contents other than a WRITE or a truncation (FALLOCATE, the
+    /// destination of COPY_FILE_RANGE), a renamed file capability goes as the host kernel's own
+    /// does (`file_modified`): under HANDLE_KILLPRIV the guest leaves that to the server.
+    fn contents_changed(&self, node: NodeId) {
+        if self.renamed_capability.is_some() {
+            if let Ok(inode) = self.inode(node) {
+                self.drop_mapped_capability(&inode);
+            }
+        }
     }
 
     pub(super) fn do_lseek(
@@ -485,7 +498,17 @@ impl PassthroughFs {
         // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
         // file takes the same change, and the copy goes where its offset says.
         dst.follow(OFlags::APPEND, false)?;
-        rustix::fs::copy_file_range(&src.fd, Some(&mut off_in), &dst.fd, Some(&mut off_out), len)
+        let copied = rustix::fs::copy_file_range(
+            &src.fd,
+            Some(&mut off_in),
+            &dst.fd,
+            Some(&mut off_out),
+            len,
+        )?;
+        if copied > 0 {
+            self.contents_changed(r.node_out);
+        }
+        Ok(copied)
     }
 }
 
