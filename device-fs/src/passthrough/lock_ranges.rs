@@ -7,8 +7,8 @@ use crate::fuse::{Lock, LockType};
 
 /// The byte ranges an owner holds, inclusive, sorted and apart, with their types (a flock lock
 /// is the whole file); ranges of one type that touch are one, as the kernel keeps them (a
-/// region locked piece by piece is one lock), so a migration can tell an owner that holds nothing from one that holds
-/// a lock, and a SETLKW can tell which guest owners hold what it asks for.
+/// region locked piece by piece is one lock). A migration can so tell an owner that holds
+/// nothing from one that holds a lock, and a SETLKW which guest owners hold what it asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Ranges(pub(super) Vec<(u64, u64, LockType)>);
 
