@@ -12,7 +12,9 @@
 //! ([`QueueHandler::stopped`]), waits for the thread and hands the handler back; the handler
 //! then says where the ring stopped ([`QueueHandler::base`]). `process` runs to completion before
 //! a stop is seen, so a handler that finishes its requests inside `process` is drained when it
-//! stops.
+//! stops. A handler that panics ends its thread: the queue's err eventfd is signalled then, so
+//! the front-end hears at once that the ring is no longer served, and the stop that follows
+//! finds no handler to hand back.
 //!
 //! This module must not interpret rings (that is the handler's job) nor know protocol messages.
 
@@ -203,8 +205,10 @@ impl<H: QueueHandler> Workers<H> {
         let thread_control = Arc::clone(&control);
         let on_stop: OnStop<H> = Arc::default();
         let thread_on_stop = Arc::clone(&on_stop);
+        let died = ErrOnPanic(context.err.clone());
         let thread = std::thread::Builder::new().name(format!("vhu-queue-{}", index.0)).spawn(
             move || {
+                let _died = died;
                 let handler = run(handler, &thread_control, context, state);
                 let then = thread_on_stop.lock().unwrap_or_else(PoisonError::into_inner).take();
                 if let Some(then) = then {
@@ -369,6 +373,20 @@ fn run<H: QueueHandler>(
             continue;
         }
         pending = wait(control, &mut state, &context.err);
+    }
+}
+
+/// Signals a queue's err eventfd if its worker ends in a panic: the front-end hears at once
+/// that the ring is no longer served (vhost-user SET_VRING_ERR), instead of its guest's
+/// requests going unanswered until the next GET_VRING_BASE finds the worker gone.
+struct ErrOnPanic(Notifier);
+
+impl Drop for ErrOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("a queue's worker panicked: its ring is no longer served");
+            let _ = self.0.notify();
+        }
     }
 }
 
