@@ -17,10 +17,15 @@
 //! under the ring's lock, announcing it at once: requests finish in any order there, and one
 //! must not wait for a slower one. The worker only takes chains from the ring and hands them
 //! over, so a pooled request wakes one thread besides the worker, not two. A request the pool
-//! defers goes back through the inbox. A stop waits for every chain handed to the pool.
+//! defers goes back through the inbox. A stop waits for every chain handed to the pool. The
+//! pool holds at most about two queues' worth of chains: while it holds one queue's worth the
+//! worker takes no more from the ring, and the next chain it settles wakes the worker (a
+//! driver that makes the same chain available again and again, which virtio 1.2 §2.7.13
+//! forbids, would otherwise have the worker queue jobs without end).
 //! A request that panics on a pool thread is raised again on the worker, as if the worker had
-//! handled it: the transport then knows the queue's position is lost and closes the connection,
-//! instead of a stop waiting for a chain nobody will return.
+//! handled it: the worker's err eventfd tells the front-end at once, and the transport knows
+//! the queue's position is lost and closes the connection at the next stop, instead of a stop
+//! waiting for a chain nobody will return.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -30,15 +35,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use vhu_transport_std::LoggedMemory;
 
 use vhu_core::message::VringBase;
-use vhu_transport_std::vm_memory::{GuestAddressSpace, GuestMemory};
+use vhu_transport_std::vm_memory::{Address, GuestAddressSpace, GuestMemory};
 use vhu_transport_std::{Notifier, QueueContext, QueueHandler, QueueWaker};
 use zerocopy::IntoBytes;
 
 use crate::fuse::abi::OutHeader;
-use crate::fuse::{Defer, Handled, ReplyWriter, Server};
+use crate::fuse::{Defer, Handled, Opcode, ReplyWriter, Server};
 use crate::passthrough::PassthroughFs;
 use vhu_transport_std::virtq::{
-    end_turn, serve_turn, DescriptorChain, Reader, RingPoll, Virtqueue, Writer,
+    end_turn, serve_turn, DescriptorChain, Reader, RingMemory, RingPoll, Virtqueue, Writer,
 };
 
 use super::pool::Pool;
@@ -57,6 +62,8 @@ struct InPool {
     chains: usize,
     /// A stop waits: the last chain done wakes it (no one else is woken for nothing).
     awaited: bool,
+    /// The worker stopped taking chains because the pool was full: the next chain done wakes it.
+    full: bool,
 }
 
 /// The ring, shared with the pool's threads, which return the chains they answered.
@@ -121,6 +128,24 @@ impl Inbox {
         if in_pool.chains == 0 && in_pool.awaited {
             self.pool_idle.notify_all();
         }
+        let was_full = std::mem::take(&mut in_pool.full);
+        drop(in_pool);
+        if was_full {
+            self.wake();
+        }
+    }
+
+    /// Whether the pool holds `limit` chains or more: the worker then takes none from the ring
+    /// until one settles, which wakes it.
+    fn full(&self, limit: usize) -> bool {
+        let mut in_pool = self.in_pool.lock().unwrap_or_else(|e| e.into_inner());
+        in_pool.full = in_pool.chains >= limit;
+        in_pool.full
+    }
+
+    /// Chains the pool has now (for inspection).
+    fn in_pool(&self) -> usize {
+        self.in_pool.lock().unwrap_or_else(|e| e.into_inner()).chains
     }
 
     /// Runs a pooled chain's `work`, which settles the chain itself. If it panics, the chain is
@@ -225,13 +250,22 @@ impl FsQueue {
         call: &Notifier,
     ) -> Result<(), vhu_transport_std::virtq::QueueError> {
         self.complete_deferred(ring, mem, call)?;
-        let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
         let (server, pooled) = (&self.server, self.pool.is_some());
+        if pooled && self.inbox.full(usize::from(ring.size())) {
+            self.more = false;
+            return Ok(());
+        }
+        let defer: Arc<dyn Defer> = Arc::clone(&self.inbox) as Arc<dyn Defer>;
         let (early, deferred, handoff) = (&mut self.early, &mut self.deferred, &mut self.handoff);
         self.more = serve_turn(ring, mem, call, &mut self.poll, |queue, view, chain| {
             if pooled {
                 handoff.push(chain.clone());
                 return Ok(());
+            }
+            // Completions the ring holds back are announced before a request that may wait
+            // on storage: a finished request never waits for a slow one.
+            if queue.holds_announcement() && may_wait_on_storage(view, chain) {
+                queue.announce(view, call)?;
             }
             // Through the turn's view: the chain's buffers lie in regions it mapped once.
             let mut reader = Reader::new(view, chain);
@@ -293,6 +327,30 @@ impl FsQueue {
     pub fn deferred(&self) -> usize {
         self.deferred.len()
     }
+
+    /// Chains handed to the pool and not yet done with (for inspection).
+    pub fn in_pool(&self) -> usize {
+        self.inbox.in_pool()
+    }
+
+    /// Runs `job` on the queue's pool, if it has one, as a request would run there (for
+    /// tests that need the pool's threads busy).
+    #[cfg(test)]
+    pub(super) fn run_on_pool(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        let Some(pool) = &self.pool else { return false };
+        pool.run(Box::new(job));
+        true
+    }
+}
+
+/// Whether the request in `chain` may wait on storage for long, from its header's opcode (a
+/// header split over descriptors, or unreadable, is taken as not: the server will say why).
+fn may_wait_on_storage<R: RingMemory + ?Sized>(mem: &R, chain: &DescriptorChain) -> bool {
+    let Some(first) = chain.readable().first().filter(|s| s.len >= 8) else { return false };
+    let mut opcode = [0u8; 4];
+    let Some(at) = first.addr.checked_add(4) else { return false };
+    mem.read_bytes(at, &mut opcode).is_ok()
+        && Opcode::from_u32(u32::from_le_bytes(opcode)).is_some_and(Opcode::may_wait_on_storage)
 }
 
 /// What a pool thread needs besides its chain.

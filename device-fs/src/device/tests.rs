@@ -250,3 +250,153 @@ fn fs_device_round_trips_a_packed_base() {
     assert!(ring.is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Size of the split rings below.
+const SPLIT_SIZE: u16 = 64;
+
+/// A split ring of queue 1 with one chain per request of `requests` (chain `i` is a header of
+/// that opcode for the root and room for its reply, at descriptors `2i` and `2i + 1`), its
+/// available ring listing `heads`, handled on a pool of `pool` threads. Returns the handler,
+/// its context, a call eventfd the driver reads, and the share to remove afterwards; the
+/// driver publishes with [`publish`].
+fn split_ring(
+    tag: &str,
+    pool: usize,
+    requests: &[Opcode],
+    heads: &[u16],
+) -> (FsQueue, QueueContext, rustix::fd::OwnedFd, std::path::PathBuf) {
+    use vhu_transport_std::virtq::Descriptor;
+    let (server, dir) = server(tag);
+    let config_of =
+        FsConfig { num_request_queues: 1, tag: None, thread_pool_size: pool, dax_window: 0 };
+    let device = FsDevice::new(config_of, server);
+    let mem = LoggedMemory::from_ranges(&[(GuestAddress(0), 0x40000)]).expect("memory");
+    for (i, op) in requests.iter().enumerate() {
+        let (request, reply) = (0x8000 + 0x100 * i as u64, 0x20000 + 0x100 * i as u64);
+        let unique = 2 + 2 * i as u64;
+        let hdr =
+            InHeader { len: 56, opcode: *op as u32, unique, nodeid: 1, ..InHeader::default() };
+        mem.write_slice(hdr.as_bytes(), GuestAddress(request)).expect("header");
+        let next = 2 * i as u16 + 1;
+        let chain = [
+            Descriptor::new(request, 56, DESC_F_NEXT, next),
+            Descriptor::new(reply, 0x100, DESC_F_WRITE, 0),
+        ];
+        mem.write_slice(chain.as_bytes(), GuestAddress(32 * i as u64)).expect("descriptors");
+    }
+    for (slot, head) in heads.iter().enumerate() {
+        mem.write_obj(2 * *head, GuestAddress(SPLIT_AVAIL + 4 + 2 * slot as u64)).expect("entry");
+    }
+    let config = VringConfig {
+        size: SPLIT_SIZE,
+        descriptor: 0,
+        available: SPLIT_AVAIL,
+        used: SPLIT_AVAIL + 0x1000,
+        base: VringBase::split(0),
+        packed: false,
+        event_idx: false,
+        ..config()
+    };
+    let ring = device.build_queue(VringIndex(1), &config, &mem).expect("valid ring");
+    let handler = FsQueue::new(ring, Arc::clone(&device.server)).with_pool(pool);
+    let ctx = QueueContext { config, ..context(mem) };
+    let call = rustix::event::eventfd(0, rustix::event::EventfdFlags::NONBLOCK).expect("eventfd");
+    ctx.call.set(Some(call.try_clone().expect("dup")));
+    (handler, ctx, call, dir)
+}
+
+/// Where the split rings' available ring lies.
+const SPLIT_AVAIL: u64 = 0x4000;
+
+/// The driver makes `idx` chains available in all.
+fn publish(ctx: &QueueContext, idx: u16) {
+    ctx.memory.memory().write_obj(idx, GuestAddress(SPLIT_AVAIL + 2)).expect("avail idx");
+}
+
+/// Notifications the driver got since it last looked.
+fn notifications(call: &rustix::fd::OwnedFd) -> u64 {
+    let mut count = [0u8; 8];
+    rustix::io::read(call, &mut count).map_or(0, |_| u64::from_ne_bytes(count))
+}
+
+/// Holds whoever passes it until it is dropped.
+#[derive(Default)]
+struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn pass(gate: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
+        let mut open = gate.0.lock().unwrap();
+        while !*open {
+            open = gate.1.wait(open).unwrap();
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+}
+
+/// A driver that makes one chain available again and again (virtio 1.2 §2.7.13 forbids it)
+/// while the pool's threads are busy: the worker takes one queue's worth for the pool and then
+/// no more until the pool settles some, instead of queueing jobs without end; once the pool
+/// drains, serving goes on where it stopped.
+#[test]
+fn a_full_pool_takes_no_more_chains_from_the_ring() {
+    let heads = [0; SPLIT_SIZE as usize];
+    let (mut handler, ctx, _call, dir) = split_ring("pool-full", 2, &[Opcode::Getattr], &heads);
+    // Both pool threads busy until the test lets them go (also when it fails: the gate opens
+    // when dropped, so the pool's threads can end).
+    let gate = Gate::default();
+    for _ in 0..2 {
+        let gate = Arc::clone(&gate.0);
+        assert!(handler.run_on_pool(move || Gate::pass(&gate)));
+    }
+    publish(&ctx, SPLIT_SIZE);
+    handler.process(&ctx);
+    assert_eq!(handler.in_pool(), usize::from(SPLIT_SIZE), "a queue's worth handed over");
+    // A queue's worth more (as far as the driver may go ahead of the device).
+    publish(&ctx, 2 * SPLIT_SIZE);
+    for _ in 0..3 {
+        handler.process(&ctx);
+        assert_eq!(handler.in_pool(), usize::from(SPLIT_SIZE), "no more while the pool is full");
+        assert!(!handler.has_more(), "and the worker waits to be woken");
+    }
+    drop(gate);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handler.in_pool() > 0 {
+        assert!(Instant::now() < deadline, "the pool settles its chains");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    handler.process(&ctx);
+    handler.stopped(&ctx);
+    assert_eq!(
+        handler.base(),
+        VringBase::split(2 * SPLIT_SIZE),
+        "serving went on where it stopped"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With many chains waiting, a queue announces its completions in groups; a request that may
+/// wait on storage (here an FSYNC) is preceded by an announcement of those held back, so a
+/// guest never waits for a slow request to hear of the quick ones before it.
+#[test]
+fn completions_are_announced_before_a_request_that_may_wait_on_storage() {
+    let count = |tag: &str, fifth: Opcode| {
+        let mut requests = [Opcode::Getattr; 20];
+        requests[4] = fifth;
+        let heads: Vec<u16> = (0..20).collect();
+        let (mut handler, ctx, call, dir) = split_ring(tag, 0, &requests, &heads);
+        publish(&ctx, 20);
+        handler.process(&ctx);
+        let _ = std::fs::remove_dir_all(dir);
+        notifications(&call)
+    };
+    let quick = count("announce-quick", Opcode::Getattr);
+    let fsync = count("announce-fsync", Opcode::Fsync);
+    assert!(quick < 20, "completions are grouped ({quick} notifications for 20)");
+    assert!(fsync > quick, "one more, before the FSYNC ({fsync} against {quick})");
+}

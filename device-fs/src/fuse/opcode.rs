@@ -198,6 +198,24 @@ impl Opcode {
         )
     }
 
+    /// Whether the request may wait on storage for long (a sync to disk, a close that flushes,
+    /// space allocated or copied, a truncation): the guest should hear of the requests that
+    /// finished before it first.
+    pub fn may_wait_on_storage(self) -> bool {
+        matches!(
+            self,
+            Self::Fsync
+                | Self::Fsyncdir
+                | Self::Syncfs
+                | Self::Flush
+                | Self::Release
+                | Self::Fallocate
+                | Self::CopyFileRange
+                | Self::CopyFileRange64
+                | Self::Setattr
+        )
+    }
+
     /// Whether the protocol sends no reply to this opcode.
     pub fn is_reply_less(self) -> bool {
         matches!(self, Self::Forget | Self::BatchForget | Self::Interrupt)

@@ -201,6 +201,29 @@ impl Virtqueue {
         Ok(())
     }
 
+    /// Announces now what [`Virtqueue::complete`] held back, for a device about to start a
+    /// request that may take long (a sync to disk): the requests that already finished do not
+    /// wait behind it. Nothing is sent when nothing is held or the driver does not want to hear.
+    pub fn announce<R: RingMemory + ?Sized>(
+        &mut self,
+        mem: &R,
+        call: &crate::device::Notifier,
+    ) -> Result<(), QueueError> {
+        if self.holds_announcement() && self.needs_notification(mem)? {
+            let _ = call.notify();
+        }
+        Ok(())
+    }
+
+    /// Whether chains were returned since the driver was last notified (split rings; a packed
+    /// ring announces every completion at once).
+    pub fn holds_announcement(&self) -> bool {
+        match self {
+            Self::Split(q) => q.unannounced() > 0,
+            Self::Packed(_) => false,
+        }
+    }
+
     /// Whether the announcement of what was returned may wait for the next completion.
     fn may_hold<R: RingMemory + ?Sized>(&mut self, mem: &R) -> bool {
         match self {
