@@ -79,7 +79,9 @@ impl DeviceError {
                 Errno::INVAL
             }
             Self::Io(error) => {
-                return error.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(5)
+                let timed_out = error.kind() == std::io::ErrorKind::TimedOut;
+                let errno = error.raw_os_error().or(timed_out.then_some(libc::ETIMEDOUT));
+                return errno.and_then(|e| u64::try_from(e).ok()).unwrap_or(5);
             }
         };
         u64::from(errno.raw_os_error().unsigned_abs())

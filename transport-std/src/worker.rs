@@ -205,10 +205,8 @@ impl<H: QueueHandler> Workers<H> {
         let thread_control = Arc::clone(&control);
         let on_stop: OnStop<H> = Arc::default();
         let thread_on_stop = Arc::clone(&on_stop);
-        let died = ErrOnPanic(context.err.clone());
         let thread = std::thread::Builder::new().name(format!("vhu-queue-{}", index.0)).spawn(
             move || {
-                let _died = died;
                 let handler = run(handler, &thread_control, context, state);
                 let then = thread_on_stop.lock().unwrap_or_else(PoisonError::into_inner).take();
                 if let Some(then) = then {
@@ -344,6 +342,9 @@ fn run<H: QueueHandler>(
     mut context: QueueContext,
     mut state: WorkerState,
 ) -> H {
+    // Dropped before the handler when a panic unwinds (a function's locals go before its
+    // parameters), so the front-end hears before the handler's own clean-up runs.
+    let _died = ErrOnPanic(context.err.clone());
     let mut pending = state.enabled;
     loop {
         {

@@ -364,12 +364,14 @@ fn a_full_pool_takes_no_more_chains_from_the_ring() {
         assert_eq!(handler.in_pool(), usize::from(SPLIT_SIZE), "no more while the pool is full");
         assert!(!handler.has_more(), "and the worker waits to be woken");
     }
+    assert!(!ctx.waker.is_woken(), "nothing woke the worker yet");
     drop(gate);
     let deadline = Instant::now() + Duration::from_secs(10);
     while handler.in_pool() > 0 {
         assert!(Instant::now() < deadline, "the pool settles its chains");
         std::thread::sleep(Duration::from_millis(2));
     }
+    assert!(ctx.waker.is_woken(), "the pool's first settled chain woke the worker");
     handler.process(&ctx);
     handler.stopped(&ctx);
     assert_eq!(

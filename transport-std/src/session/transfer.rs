@@ -86,6 +86,12 @@ impl Transfer {
         }
     }
 
+    /// The failure of a transfer that used up its whole time.
+    fn out_of_time(&self) -> DeviceError {
+        let whole = self.whole.unwrap_or_default();
+        timed_out(format!("it took longer than {whole:?} in all"))
+    }
+
     /// What is left of the whole transfer's time (nothing before its first step is counted;
     /// an unbounded transfer always has `Duration::MAX`).
     fn time_left(&self) -> Duration {
@@ -129,15 +135,18 @@ impl Transfer {
             match poll(&mut fds, Some(&crate::timespec(wait))) {
                 Ok(0) => {
                     self.fd = None;
-                    let waited = wait.as_millis();
-                    log::warn!(
-                        "device-state transfer failed: no progress on the pipe in {waited} ms"
-                    );
-                    return Err(timed_out());
+                    let error = match wait.as_millis() {
+                        _ if self.time_left().is_zero() => self.out_of_time(),
+                        0 => timed_out("unfinished when checked".into()),
+                        ms => timed_out(format!("no progress on the pipe in {ms} ms")),
+                    };
+                    log::warn!("device-state transfer failed: {error}");
+                    return Err(error);
                 }
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(errno) => {
                     self.fd = None;
+                    log::warn!("device-state transfer failed: waiting for the pipe: {errno}");
                     return Err(DeviceError::Io(errno.into()));
                 }
             }
@@ -149,9 +158,7 @@ impl Transfer {
         let Some(fd) = &self.fd else { return Ok(Step::Done(Ok(()))) };
         self.begun.get_or_insert_with(Instant::now);
         if self.time_left().is_zero() {
-            let whole = self.whole.unwrap_or_default().as_secs();
-            log::warn!("device-state transfer failed: it took longer than {whole} s in all");
-            return Err(timed_out());
+            return Err(self.out_of_time());
         }
         let mut moved = 0;
         if !self.started {
@@ -214,9 +221,9 @@ fn io(errno: Errno) -> DeviceError {
     DeviceError::Io(errno.into())
 }
 
-/// A transfer that ran out of time: ETIMEDOUT for CHECK_DEVICE_STATE.
-fn timed_out() -> DeviceError {
-    io(Errno::TIMEDOUT)
+/// A transfer that ran out of time, and how: ETIMEDOUT for CHECK_DEVICE_STATE.
+fn timed_out(why: String) -> DeviceError {
+    DeviceError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
 }
 
 #[cfg(test)]
@@ -281,8 +288,9 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         trickler.join().expect("trickler");
         match outcome {
-            Err(DeviceError::Io(error)) => {
-                assert_eq!(error.raw_os_error(), Some(libc::ETIMEDOUT), "{error}")
+            Err(error @ DeviceError::Io(_)) => {
+                assert_eq!(error.status(), libc::ETIMEDOUT as u64, "{error}");
+                assert!(error.to_string().contains("in all"), "{error}");
             }
             other => panic!("a state trickled without end: {other:?}"),
         }

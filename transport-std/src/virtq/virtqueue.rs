@@ -216,10 +216,11 @@ impl Virtqueue {
     }
 
     /// Whether chains were returned since the driver was last notified (split rings; a packed
-    /// ring announces every completion at once).
+    /// ring announces every completion at once). Before the first notification decision
+    /// nothing is held: the first completion always decides.
     pub fn holds_announcement(&self) -> bool {
         match self {
-            Self::Split(q) => q.unannounced() > 0,
+            Self::Split(q) => (1..u16::MAX).contains(&q.unannounced()),
             Self::Packed(_) => false,
         }
     }
