@@ -109,7 +109,7 @@ pub enum IdMapError {
         field: String,
     },
     /// A range is empty or runs past the largest id.
-    #[error("'{0}': the range is empty or runs past 4294967295")]
+    #[error("'{0}': the range is empty or reaches 4294967295, which is no id")]
     BadRange(String),
     /// Two rules of one direction cover the same id.
     #[error("'{0}' overlaps an earlier rule of the same direction")]
@@ -207,8 +207,10 @@ impl IdRule {
             | Self::SquashHost { from, count, .. }
             | Self::ForbidGuest { from, count } => &[(from, count)],
         };
+        // Id 4294967295 is no id: to `chown(2)` and `setfsuid(2)` it means "leave as is", so a
+        // range stops below it (as virtiofsd's, whose end must fit in 32 bits).
         let fits = |&(base, count): &(u32, u32)| {
-            count > 0 && u64::from(base) + u64::from(count) <= 1 << 32
+            count > 0 && u64::from(base) + u64::from(count) <= u64::from(u32::MAX)
         };
         if ranges.iter().all(fits) {
             Ok(())
@@ -334,6 +336,10 @@ mod tests {
         assert!(matches!(err("guest:1:x:3"), IdMapError::BadNumber { field, .. } if field == "x"));
         assert!(matches!(err("guest:1:2:0"), IdMapError::BadRange(_)));
         assert!(matches!(err("map:4294967295:0:2"), IdMapError::BadRange(_)));
+        // A range reaching id 4294967295, which chown(2) takes for "unchanged".
+        assert!(matches!(err("map:0:4294901760:65536"), IdMapError::BadRange(_)));
+        assert!(matches!(err("guest:4294967294:0:2"), IdMapError::BadRange(_)));
+        assert!("map:0:4294901759:65536".parse::<IdRule>().is_ok(), "ending just below it");
         assert!(matches!(err("map"), IdMapError::FieldCount { got: 0, .. }));
         let overlap = ["guest:0:100:10", "squash-guest:5:0:10"].map(|r| r.parse().expect(r));
         assert!(matches!(IdMap::new(&overlap), Err(IdMapError::Overlap(_))));
@@ -354,8 +360,8 @@ mod tests {
             (m.to_host(5), m.to_host(6), m.to_host(7)),
             (Err(Errno::PERM), Err(Errno::PERM), Ok(7))
         );
-        let top = rules(&["guest:4294967294:0:2"]);
-        assert_eq!(top.to_host(u32::MAX), Ok(1));
+        let top = rules(&["guest:4294967293:0:2"]);
+        assert_eq!(top.to_host(u32::MAX - 1), Ok(1));
         assert!(IdMap::identity().is_identity() && !m.is_identity());
     }
 }
