@@ -70,7 +70,7 @@ pub use credentials::{Caller, Credentials};
 pub use handles::HandleTable;
 pub use idmap::{IdMap, IdMapError, IdRule};
 pub use inodes::{Inode, InodeTable};
-pub use names::{validate as validate_name, NAME_MAX};
+pub use names::{validate as validate_name, FUSE_NAME_MAX};
 pub use negotiation::Negotiation;
 pub use xattrmap::{XattrMap, XattrMapError};
 
