@@ -583,3 +583,16 @@ fn a_waiting_setlkw_follows_its_owners_description_when_it_becomes_writable() {
     assert_eq!(h.call(Opcode::Flush, node, flush.as_bytes()).errno(), 0);
     assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 200), "nothing is left held");
 }
+
+/// A flock upgrade that fails leaves its owner holding nothing, on the host (flock(2)) and in
+/// the daemon's record: once the other owner lets go, nothing is held and a migration saves.
+#[test]
+fn a_failed_flock_upgrade_holds_nothing_afterwards() {
+    let (mut h, node, a, b) = setup("flock-upgrade");
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 0, 0, true)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(b, 8, F_RDLCK, 0, 0, true)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_WRLCK, 0, 0, true)), EAGAIN, "8 shares it");
+    assert_eq!(setlk(&mut h, node, &lk(b, 8, F_UNLCK, 0, 0, true)), 0);
+    vhu_device_fs::device::state::save(&h.server).expect("nothing is locked: the state saves");
+    assert_eq!(setlk(&mut h, node, &lk(b, 8, F_WRLCK, 0, 0, true)), 0, "7 holds nothing");
+}

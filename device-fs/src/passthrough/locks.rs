@@ -70,9 +70,16 @@ struct Held {
 }
 
 impl Held {
-    /// One non-blocking attempt on the description, recorded when it succeeded.
+    /// One non-blocking attempt on the description, recorded when it succeeded. A flock
+    /// conversion that fails has dropped the lock it was converting (flock(2): the old lock
+    /// goes first; Linux does both under one lock and keeps neither), and so does the record.
     fn apply(&mut self, lock: &Lock, flock: bool) -> Result<(), Errno> {
-        attempt(&self.fd, lock, flock)?;
+        if let Err(errno) = attempt(&self.fd, lock, flock) {
+            if flock && errno == Errno::AGAIN {
+                self.ranges = Ranges::default();
+            }
+            return Err(errno);
+        }
         let (start, end) = if flock { (0, LOCK_TO_EOF) } else { (lock.start, lock.end) };
         match lock.typ {
             LockType::Unlock => self.ranges.give_back(start, end),
