@@ -170,6 +170,20 @@ fn a_ring_started_during_a_load_fails_it() {
     assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
 
+/// RESET_DEVICE ends a load still under way: what reaches the pipe afterwards is never loaded
+/// into the reset device, and CHECK_DEVICE_STATE reports the load failed.
+#[test]
+fn a_reset_during_a_load_fails_it() {
+    let (served, fe, shared) = serve("device-state-reset");
+    let ours = load_under_way(&fe);
+    assert_eq!(fe.call(Request::ResetDevice, &[]), 0, "the device resets");
+    drop(ours);
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "the load was abandoned");
+    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
+    drop(fe);
+    assert_eq!(served.wait_ended(1), ["HungUp"]);
+}
+
 /// A new SET_DEVICE_STATE_FD ends a load still under way even when it is refused itself: the
 /// front-end gave up on the first, so what reaches its pipe afterwards is never loaded, and
 /// CHECK_DEVICE_STATE reports no transfer.

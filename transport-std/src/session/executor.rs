@@ -424,6 +424,12 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     /// ([`Executor::collect_stop`]), so an event loop never waits for a queue's requests in
     /// flight; others wait for them here.
     pub(super) fn reset_device(&mut self) {
+        // A reset forgets the device's state, and what a transfer of it came to with it; one
+        // under way (an event loop's) ends as failed.
+        if let Transfers::Supported { result, .. } = &mut self.transfers {
+            *result = None;
+        }
+        self.abandon_transfer("the device was reset");
         let Some(inbox) = self.stops.clone() else {
             self.stop_queues();
             self.device.borrow_mut().reset();
