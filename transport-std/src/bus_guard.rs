@@ -24,8 +24,10 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Mappings registered at once, at most; past it a mapping goes unguarded (and is logged).
-const SLOTS: usize = 1024;
+/// Mappings registered at once, at most, over the whole process: past it [`guard`] refuses
+/// ([`Unguarded::Full`]), and the mapping is refused too, so that no front-end (one of many a
+/// process serves) can have its memory mapped without a guard and then end the process.
+pub const SLOTS: usize = 1024;
 
 const FREE: u8 = 0;
 const TAKEN: u8 = 1;
@@ -63,6 +65,17 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 /// Whether the handler is in place.
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 
+/// Why a mapping cannot be guarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unguarded {
+    /// Not here: the handler could not be installed, or the mapping is not one this module
+    /// can describe. It works as any other mapping (a truncation ends the process, as it
+    /// always did).
+    Unsupported,
+    /// Every one of the process's [`SLOTS`] is taken: the caller refuses the mapping.
+    Full,
+}
+
 /// A registered mapping; dropping it ends the registration (drop it once the mapping is gone).
 #[derive(Debug)]
 pub struct Guarded {
@@ -94,27 +107,26 @@ impl Drop for Guarded {
 
 /// Registers the mapping of `len` bytes at `start`, made of pages of `page` bytes (a power of
 /// two that `start` is aligned to): a fault for a page of it that no longer exists is absorbed
-/// for as long as the returned [`Guarded`] lives. `None` when it cannot be guarded (the handler
-/// could not be installed, or the table is full); the mapping then works as any other.
-pub fn guard(start: *const u8, len: usize, page: usize) -> Option<Guarded> {
+/// for as long as the returned [`Guarded`] lives; see [`Unguarded`] for when it cannot be.
+pub fn guard(start: *const u8, len: usize, page: usize) -> Result<Guarded, Unguarded> {
     let start = start as usize;
     let sane = start != 0 && len > 0 && page.is_power_of_two() && start % page == 0;
     if !sane || !installed() {
-        return None;
+        return Err(Unguarded::Unsupported);
     }
     let free = TABLE.iter().position(|slot| {
         slot.state.compare_exchange(FREE, TAKEN, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     });
     let Some(index) = free else {
-        log::warn!("{SLOTS} front-end mappings are guarded already; a new one is not");
-        return None;
+        log::warn!("{SLOTS} front-end mappings are guarded already; a new one is refused");
+        return Err(Unguarded::Full);
     };
     let slot = &TABLE[index];
     slot.len.store(len, Ordering::Relaxed);
     slot.page.store(page, Ordering::Relaxed);
     slot.faults.store(0, Ordering::Relaxed);
     slot.start.store(start, Ordering::Release);
-    Some(Guarded { slot: index })
+    Ok(Guarded { slot: index })
 }
 
 /// Faults absorbed in this process so far, over every mapping.

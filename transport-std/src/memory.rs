@@ -126,6 +126,16 @@ pub enum MemoryError {
         #[source]
         source: MmapRegionError,
     },
+    /// Every guard of the process is taken ([`bus_guard::SLOTS`]): mapped without one, the
+    /// front-end could end the process by truncating its file.
+    #[error(
+        "region at guest address {guest_address:#x}: all {} guards of this process are taken",
+        bus_guard::SLOTS
+    )]
+    Unguarded {
+        /// Guest-physical address.
+        guest_address: u64,
+    },
     /// vm-memory refused the new region set (not expected after the checks above).
     #[error("guest memory update refused: {0}")]
     Collection(#[from] GuestRegionCollectionError),
@@ -306,8 +316,10 @@ fn map_region(
             .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_SHARED)
             .build()
             .map_err(|source| MemoryError::Map { guest_address, source })?;
-    if let Some(guarded) = bus_guard::guard(mapping.as_ptr(), mapping.size(), page) {
-        mapping.bitmap().hold(guarded);
+    match bus_guard::guard(mapping.as_ptr(), mapping.size(), page) {
+        Ok(guarded) => mapping.bitmap().hold(guarded),
+        Err(bus_guard::Unguarded::Unsupported) => {}
+        Err(bus_guard::Unguarded::Full) => return Err(MemoryError::Unguarded { guest_address }),
     }
     // `guest_range` checked that the region does not wrap, the only reason `new` refuses.
     GuestRegionMmap::new(mapping, GuestAddress(guest_address))
@@ -341,6 +353,8 @@ pub(crate) enum AreaError {
     },
     /// `mmap` refused it (or its size does not fit this address space).
     Map(MmapRegionError),
+    /// Every guard of the process is taken ([`bus_guard::SLOTS`]).
+    Unguarded,
 }
 
 /// Maps `size` bytes of `fd` from `offset`, shared with the front-end, after checking that
@@ -360,6 +374,10 @@ pub(crate) fn map_area(
     let page = mapping_page(&fd);
     let map = MmapRegion::from_file(FileOffset::new(File::from(fd), offset), len)
         .map_err(AreaError::Map)?;
-    let guarded = bus_guard::guard(map.as_ptr(), map.size(), page);
+    let guarded = match bus_guard::guard(map.as_ptr(), map.size(), page) {
+        Ok(guarded) => Some(guarded),
+        Err(bus_guard::Unguarded::Unsupported) => None,
+        Err(bus_guard::Unguarded::Full) => return Err(AreaError::Unguarded),
+    };
     Ok((map, guarded))
 }

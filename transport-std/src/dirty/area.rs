@@ -44,13 +44,16 @@ pub enum LogError {
         /// What failed.
         source: MmapRegionError,
     },
+    /// Every guard of the process is taken ([`crate::bus_guard::SLOTS`]).
+    #[error("the log area cannot be guarded: all guards of this process are taken")]
+    Unguarded,
 }
 
 impl LogError {
     /// The errno a front-end is told.
     pub fn errno(&self) -> u64 {
         match self {
-            Self::Map { .. } => 12,                      // ENOMEM
+            Self::Map { .. } | Self::Unguarded => 12,    // ENOMEM
             Self::Empty | Self::BeyondFile { .. } => 22, // EINVAL
         }
     }
@@ -73,6 +76,7 @@ impl LogArea {
         let (map, guarded) = map_area(fd, size, offset).map_err(|error| match error {
             AreaError::BeyondFile { end, file } => LogError::BeyondFile { end, file },
             AreaError::Map(source) => LogError::Map { size, offset, source },
+            AreaError::Unguarded => LogError::Unguarded,
         })?;
         Ok(Self { map, _guarded: guarded })
     }

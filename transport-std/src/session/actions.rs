@@ -338,7 +338,7 @@ pub(super) fn memory_status(error: &MemoryError) -> u64 {
         MemoryError::Stat(io) => {
             io.raw_os_error().and_then(|e| u64::try_from(e).ok()).unwrap_or(EIO)
         }
-        MemoryError::Map { .. } => 12, // ENOMEM
+        MemoryError::Map { .. } | MemoryError::Unguarded { .. } => 12, // ENOMEM
         _ => EINVAL,
     }
 }

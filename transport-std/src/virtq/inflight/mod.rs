@@ -56,6 +56,9 @@ pub enum InflightError {
         /// What failed.
         source: vm_memory::mmap::MmapRegionError,
     },
+    /// Every guard of the process is taken ([`crate::bus_guard::SLOTS`]).
+    #[error("the inflight area cannot be guarded: all guards of this process are taken")]
+    Unguarded,
     /// The area does not lie within its file (touching it would fault).
     #[error("the inflight area ends at byte {end} of a file of {file} bytes")]
     BeyondFile {
@@ -119,6 +122,7 @@ impl InflightArea {
         let (map, guarded) = map_area(fd, size, offset).map_err(|error| match error {
             AreaError::BeyondFile { end, file } => InflightError::BeyondFile { end, file },
             AreaError::Map(source) => InflightError::Map { size, offset, source },
+            AreaError::Unguarded => InflightError::Unguarded,
         })?;
         Ok(Arc::new(Self { map, desc, _guarded: guarded }))
     }
