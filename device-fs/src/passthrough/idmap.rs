@@ -203,9 +203,10 @@ impl IdRule {
                 &[(from, count), (to, count)]
             }
             Self::Map { guest, host, count } => &[(guest, count), (host, count)],
-            Self::SquashGuest { from, count, .. }
-            | Self::SquashHost { from, count, .. }
-            | Self::ForbidGuest { from, count } => &[(from, count)],
+            Self::SquashGuest { from, to, count } | Self::SquashHost { from, to, count } => {
+                &[(from, count), (to, 1)]
+            }
+            Self::ForbidGuest { from, count } => &[(from, count)],
         };
         // Id 4294967295 is no id: to `chown(2)` and `setfsuid(2)` it means "leave as is", so a
         // range stops below it (as virtiofsd's, whose end must fit in 32 bits).
@@ -339,6 +340,8 @@ mod tests {
         // A range reaching id 4294967295, which chown(2) takes for "unchanged".
         assert!(matches!(err("map:0:4294901760:65536"), IdMapError::BadRange(_)));
         assert!(matches!(err("guest:4294967294:0:2"), IdMapError::BadRange(_)));
+        assert!(matches!(err("squash-guest:0:4294967295:1"), IdMapError::BadRange(_)));
+        assert!(matches!(err("squash-host:0:4294967295:1"), IdMapError::BadRange(_)));
         assert!("map:0:4294901759:65536".parse::<IdRule>().is_ok(), "ending just below it");
         assert!(matches!(err("map"), IdMapError::FieldCount { got: 0, .. }));
         let overlap = ["guest:0:100:10", "squash-guest:5:0:10"].map(|r| r.parse().expect(r));
