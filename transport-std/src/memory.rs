@@ -17,9 +17,9 @@
 //! limits) nor translate front-end user addresses: both are `vhu-core`'s job. It keeps only what
 //! `vm-memory` needs. The front-end must not shrink a file it shared; a mapping past the new end
 //! of a file faults on access. Every mapping of a front-end's file is registered with
-//! [`crate::bus_guard`] (while its table has room; past that it is logged), so such an access
-//! reads zeros (and is counted) instead of ending the process and every other connection it
-//! serves.
+//! [`crate::bus_guard`] (while its table has room; past that the mapping is refused, ENOMEM),
+//! so such an access reads zeros (and is counted) instead of ending the process and every other
+//! connection it serves.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;

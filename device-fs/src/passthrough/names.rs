@@ -3,8 +3,9 @@
 //! A name is one path component: not empty, no `/` (NUL cannot occur in a `CStr`), not `.` or `..`,
 //! at most 1 024 bytes (what a Linux guest sends at most); the host file system refuses a name
 //! longer than it holds itself, as it would list one it holds (vfat, exfat or a FUSE mount
-//! holds names past 255 bytes). Only such a name is ever handed to an `*at` call relative to a node's fd,
-//! which is what keeps every operation inside the shared directory. This module does no I/O.
+//! holds names past 255 bytes). Only such a name is ever handed to an `*at` call relative to a
+//! node's fd, which is what keeps every operation inside the shared directory. This module does
+//! no I/O.
 
 use std::ffi::CStr;
 

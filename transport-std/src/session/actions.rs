@@ -170,7 +170,7 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
                         }
                         Err(error) => {
                             log::warn!("SET_INFLIGHT_FD: {error}");
-                            Err(EINVAL)
+                            Err(error.errno())
                         }
                     },
                     None => Err(EBADF),

@@ -130,7 +130,8 @@ pub(super) struct Staged {
 pub(super) enum Transfers {
     /// Answered with ENOTSUP; the descriptor is closed.
     Refused,
-    /// Kept for [`Executor::run_transfer`]; the last outcome is kept for CHECK_DEVICE_STATE.
+    /// Kept for [`Executor::run_transfer`]; the last outcome is kept for CHECK_DEVICE_STATE
+    /// until the next SET_DEVICE_STATE_FD or a device reset.
     Supported { pending: Option<Transfer>, result: Option<Result<(), DeviceError>> },
 }
 
@@ -361,8 +362,8 @@ impl<D: Device + ?Sized, H: BorrowMut<D>> Executor<D, H> {
     }
 
     /// Ends a transfer still under way as failed, for CHECK_DEVICE_STATE to report: a ring
-    /// started, so the device is no longer suspended and neither a save nor a load is what the
-    /// front-end would be checking. Only an evented session can have one by then; a blocking
+    /// started or the device was reset, so neither a save nor a load is what the front-end
+    /// would be checking. Only an evented session can have one by then; a blocking
     /// one runs each to its end before it reads the next message.
     pub(super) fn abandon_transfer(&mut self, why: &'static str) {
         if let Transfers::Supported { pending, result } = &mut self.transfers {

@@ -105,6 +105,17 @@ pub enum InflightError {
     },
 }
 
+impl InflightError {
+    /// The errno a front-end is told: ENOMEM when the area could not be mapped (or guarded),
+    /// EINVAL for an area or region that is not what it must be.
+    pub fn errno(&self) -> u64 {
+        match self {
+            Self::Map { .. } | Self::Unguarded => 12, // ENOMEM
+            _ => 22,                                  // EINVAL
+        }
+    }
+}
+
 /// The front-end's inflight area, mapped shared; see the module docs.
 #[derive(Debug)]
 pub struct InflightArea {
