@@ -18,12 +18,12 @@
 
 use std::io::ErrorKind;
 use std::ops::{ControlFlow, Range};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mio::event::Event;
 use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Registry, Token};
-use vhu_transport_std::Device;
+use vhu_transport_std::{Device, SocketFile};
 
 use crate::connection::{Connection, Step};
 use crate::error::{ConnectionError, ServerError};
@@ -93,7 +93,8 @@ pub struct Server<D: Device, F: FnMut() -> D> {
     registered: Option<Registered>,
     /// Connection `i` has token `tokens.connections.start + i`.
     slots: Vec<Option<Connection<D>>>,
-    bound: Option<PathBuf>,
+    /// The socket file [`Server::bind`] made, removed with the server.
+    bound: Option<SocketFile>,
     /// `accept` failed and the listener was left unarmed until a connection ends.
     accept_paused: bool,
     /// Tears an ended connection down somewhere else than the loop's thread
@@ -112,12 +113,19 @@ impl<D: Device, F: FnMut() -> D> std::fmt::Debug for Server<D, F> {
 }
 
 impl<D: Device, F: FnMut() -> D> Server<D, F> {
-    /// Binds a new socket at `path` (which must not exist yet); it is removed when the server is
-    /// dropped. `new_device` makes the device of each accepted connection.
+    /// Binds a socket at `path` as a daemon does ([`SocketFile`]): mode 0600 whatever the
+    /// umask (whoever connects acts as the VMM), with a locked `<path>.pid`, taking over a
+    /// socket a dead server left and never one a live server holds; both files are removed
+    /// when the server is dropped, while their names still hold its own. `new_device` makes the
+    /// device of each accepted connection.
     pub fn bind(path: impl AsRef<Path>, new_device: F) -> Result<Self, ServerError> {
         let path = path.as_ref().to_path_buf();
-        match UnixListener::bind(&path) {
-            Ok(listener) => Ok(Self::with_listener(listener, new_device, Some(path))),
+        let bound = SocketFile::bind(&path)
+            .and_then(|(listener, file)| listener.set_nonblocking(true).map(|()| (listener, file)));
+        match bound {
+            Ok((listener, file)) => {
+                Ok(Self::with_listener(UnixListener::from_std(listener), new_device, Some(file)))
+            }
             Err(source) => Err(ServerError::Bind { path, source }),
         }
     }
@@ -132,7 +140,7 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
         Ok(Self::with_listener(UnixListener::from_std(listener), new_device, None))
     }
 
-    fn with_listener(listener: UnixListener, new_device: F, bound: Option<PathBuf>) -> Self {
+    fn with_listener(listener: UnixListener, new_device: F, bound: Option<SocketFile>) -> Self {
         Self {
             listener,
             new_device,
@@ -146,7 +154,7 @@ impl<D: Device, F: FnMut() -> D> Server<D, F> {
 
     /// The socket path, when the server bound it.
     pub fn path(&self) -> Option<&Path> {
-        self.bound.as_deref()
+        self.bound.as_ref().map(SocketFile::path)
     }
 
     /// Number of open connections.
@@ -353,8 +361,8 @@ impl<D: Device, F: FnMut() -> D> Drop for Server<D, F> {
         if let Some(registered) = &self.registered {
             let _ = registered.registry.deregister(&mut self.listener);
         }
-        if let Some(path) = &self.bound {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = &self.bound {
+            file.remove();
         }
     }
 }

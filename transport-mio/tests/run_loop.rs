@@ -70,3 +70,34 @@ fn bad_tokens_are_refused() {
     drop(server);
     assert!(!path.exists(), "the bound path is removed");
 }
+
+/// A bound server's socket is as a daemon's ([`vhu_transport_std::SocketFile`]): its user's
+/// alone whatever the umask (whoever connects acts as the VMM), never taken from a live server,
+/// taken over when the server that made it is gone, and removed with the server.
+#[test]
+fn a_bound_socket_is_the_users_alone_and_never_taken_from_a_live_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path("socket-file");
+    let record = Arc::new(Mutex::new(Record::default()));
+    let device = || {
+        let record = Arc::clone(&record);
+        move || TestDevice::new(Arc::clone(&record))
+    };
+    let server = Server::bind(&path, device()).expect("bind");
+    let mode = std::fs::metadata(&path).expect("the socket").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    match Server::bind(&path, device()) {
+        Err(vhu_transport_mio::ServerError::Bind { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}")
+        }
+        other => panic!("a live server's socket was taken: {other:?}"),
+    }
+    assert!(path.exists(), "the live server's socket stays");
+    drop(server);
+    assert!(!path.exists(), "removed with the server");
+    // A socket whose server is gone (one that never held the pid file's lock) is taken over.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("a stale socket"));
+    let server = Server::bind(&path, device()).expect("a stale socket is taken over");
+    drop(server);
+    assert!(!path.exists());
+}
