@@ -155,49 +155,46 @@ fn a_check_while_the_front_end_holds_its_pipe_open_fails_without_waiting() {
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }
 
-/// A ring started while a load is still under way (the front-end kept its end of the pipe
-/// open) ends the load as failed: the device is no longer suspended, so what came so far is
-/// never loaded, not even once the front-end closes its end, and CHECK_DEVICE_STATE says so.
-#[test]
-fn a_ring_started_during_a_load_fails_it() {
-    let (served, fe, shared) = serve("device-state-restarted");
+/// Starts a load the front-end keeps open ([`load_under_way`]), has `interrupt` end it, then
+/// closes the front-end's end: whatever `interrupt` did, nothing reaches the device, and
+/// CHECK_DEVICE_STATE reports no successful load.
+fn interrupted_load(name: &str, interrupt: impl FnOnce(&Frontend)) {
+    let (served, fe, shared) = serve(name);
     let ours = load_under_way(&fe);
-    assert_eq!(fe.kick_again(), 0, "the ring starts again");
+    interrupt(&fe);
     drop(ours);
-    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "the load was abandoned");
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "no load to report");
     assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
     drop(fe);
     assert_eq!(served.wait_ended(1), ["HungUp"]);
 }
 
-/// RESET_DEVICE ends a load still under way: what reaches the pipe afterwards is never loaded
-/// into the reset device, and CHECK_DEVICE_STATE reports the load failed.
+/// A ring started while a load is still under way (the front-end kept its end of the pipe
+/// open) ends the load as failed: the device is no longer suspended.
+#[test]
+fn a_ring_started_during_a_load_fails_it() {
+    interrupted_load("device-state-restarted", |fe| {
+        assert_eq!(fe.kick_again(), 0, "the ring starts again");
+    });
+}
+
+/// RESET_DEVICE ends a load still under way: nothing is loaded into the reset device.
 #[test]
 fn a_reset_during_a_load_fails_it() {
-    let (served, fe, shared) = serve("device-state-reset");
-    let ours = load_under_way(&fe);
-    assert_eq!(fe.call(Request::ResetDevice, &[]), 0, "the device resets");
-    drop(ours);
-    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "the load was abandoned");
-    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
-    drop(fe);
-    assert_eq!(served.wait_ended(1), ["HungUp"]);
+    interrupted_load("device-state-reset", |fe| {
+        assert_eq!(fe.call(Request::ResetDevice, &[]), 0, "the device resets");
+    });
 }
 
 /// A new SET_DEVICE_STATE_FD ends a load still under way even when it is refused itself: the
-/// front-end gave up on the first, so what reaches its pipe afterwards is never loaded, and
-/// CHECK_DEVICE_STATE reports no transfer.
+/// front-end gave up on the first.
 #[test]
 fn a_refused_second_transfer_ends_the_first() {
-    let (served, fe, shared) = serve("device-state-second");
-    let ours = load_under_way(&fe);
-    let file = rustix::fs::memfd_create("state", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
-    assert_eq!(fe.call(LOAD, &[file.as_fd()]) & 0xff, 22, "not a pipe: EINVAL");
-    drop(ours);
-    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "no transfer to report");
-    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
-    drop(fe);
-    assert_eq!(served.wait_ended(1), ["HungUp"]);
+    interrupted_load("device-state-second", |fe| {
+        let flags = rustix::fs::MemfdFlags::CLOEXEC;
+        let file = rustix::fs::memfd_create("state", flags).expect("memfd");
+        assert_eq!(fe.call(LOAD, &[file.as_fd()]) & 0xff, 22, "not a pipe: EINVAL");
+    });
 }
 
 /// Runs `scenario` on a server whose first connection's device reports its stops only when

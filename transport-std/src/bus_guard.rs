@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Mappings registered at once, at most, over the whole process: past it [`guard`] refuses
-/// ([`Unguarded::Full`]), and the mapping is refused too, so that no front-end (one of many a
+/// ([`GuardsTaken`]), and the mapping is refused too, so that no front-end (one of many a
 /// process serves) can have its memory mapped without a guard and then end the process.
 pub const SLOTS: usize = 1024;
 
@@ -65,16 +65,9 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 /// Whether the handler is in place.
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 
-/// Why a mapping cannot be guarded.
+/// Every one of the process's [`SLOTS`] is taken: the caller refuses the mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unguarded {
-    /// Not here: the handler could not be installed, or the mapping is not one this module
-    /// can describe. It works as any other mapping (a truncation ends the process, as it
-    /// always did).
-    Unsupported,
-    /// Every one of the process's [`SLOTS`] is taken: the caller refuses the mapping.
-    Full,
-}
+pub struct GuardsTaken;
 
 /// A registered mapping; dropping it ends the registration (drop it once the mapping is gone).
 #[derive(Debug)]
@@ -107,26 +100,28 @@ impl Drop for Guarded {
 
 /// Registers the mapping of `len` bytes at `start`, made of pages of `page` bytes (a power of
 /// two that `start` is aligned to): a fault for a page of it that no longer exists is absorbed
-/// for as long as the returned [`Guarded`] lives; see [`Unguarded`] for when it cannot be.
-pub fn guard(start: *const u8, len: usize, page: usize) -> Result<Guarded, Unguarded> {
+/// for as long as the returned [`Guarded`] lives. `None` where this process guards nothing
+/// (the handler could not be installed) or the mapping is not one it can describe: the mapping
+/// then works as any other (a truncation ends the process, as it always did).
+pub fn guard(start: *const u8, len: usize, page: usize) -> Result<Option<Guarded>, GuardsTaken> {
     let start = start as usize;
     let sane = start != 0 && len > 0 && page.is_power_of_two() && start % page == 0;
     if !sane || !installed() {
-        return Err(Unguarded::Unsupported);
+        return Ok(None);
     }
     let free = TABLE.iter().position(|slot| {
         slot.state.compare_exchange(FREE, TAKEN, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     });
     let Some(index) = free else {
         log::warn!("{SLOTS} front-end mappings are guarded already; a new one is refused");
-        return Err(Unguarded::Full);
+        return Err(GuardsTaken);
     };
     let slot = &TABLE[index];
     slot.len.store(len, Ordering::Relaxed);
     slot.page.store(page, Ordering::Relaxed);
     slot.faults.store(0, Ordering::Relaxed);
     slot.start.store(start, Ordering::Release);
-    Ok(Guarded { slot: index })
+    Ok(Some(Guarded { slot: index }))
 }
 
 /// Faults absorbed in this process so far, over every mapping.
@@ -279,7 +274,7 @@ mod tests {
     #[test]
     fn a_page_the_front_end_cut_off_reads_zeros_and_is_counted() {
         let (fd, at) = shared(3);
-        let guarded = guard(at, 3 * PAGE, PAGE).expect("guarded");
+        let guarded = guard(at, 3 * PAGE, PAGE).ok().flatten().expect("guarded");
         // SAFETY: the mapping is ours, three pages long, until it is unmapped below.
         unsafe {
             at.add(2 * PAGE).write_volatile(7);
@@ -307,7 +302,8 @@ mod tests {
     #[test]
     fn a_fault_outside_guarded_memory_still_ends_the_process() {
         let (guarded_fd, guarded_at) = shared(1);
-        let guarded = guard(guarded_at, PAGE, PAGE).expect("the handler is installed");
+        let guarded =
+            guard(guarded_at, PAGE, PAGE).ok().flatten().expect("the handler is installed");
         let (fd, at) = shared(2);
         ftruncate(&fd, 0).expect("shrink");
         // SAFETY: the child only touches memory and dies of it (or exits); nothing it does

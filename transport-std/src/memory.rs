@@ -316,10 +316,10 @@ fn map_region(
             .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_SHARED)
             .build()
             .map_err(|source| MemoryError::Map { guest_address, source })?;
-    match bus_guard::guard(mapping.as_ptr(), mapping.size(), page) {
-        Ok(guarded) => mapping.bitmap().hold(guarded),
-        Err(bus_guard::Unguarded::Unsupported) => {}
-        Err(bus_guard::Unguarded::Full) => return Err(MemoryError::Unguarded { guest_address }),
+    let guarded = bus_guard::guard(mapping.as_ptr(), mapping.size(), page)
+        .map_err(|bus_guard::GuardsTaken| MemoryError::Unguarded { guest_address })?;
+    if let Some(guarded) = guarded {
+        mapping.bitmap().hold(guarded);
     }
     // `guest_range` checked that the region does not wrap, the only reason `new` refuses.
     GuestRegionMmap::new(mapping, GuestAddress(guest_address))
@@ -374,10 +374,7 @@ pub(crate) fn map_area(
     let page = mapping_page(&fd);
     let map = MmapRegion::from_file(FileOffset::new(File::from(fd), offset), len)
         .map_err(AreaError::Map)?;
-    let guarded = match bus_guard::guard(map.as_ptr(), map.size(), page) {
-        Ok(guarded) => Some(guarded),
-        Err(bus_guard::Unguarded::Unsupported) => None,
-        Err(bus_guard::Unguarded::Full) => return Err(AreaError::Unguarded),
-    };
+    let guarded = bus_guard::guard(map.as_ptr(), map.size(), page)
+        .map_err(|bus_guard::GuardsTaken| AreaError::Unguarded)?;
     Ok((map, guarded))
 }

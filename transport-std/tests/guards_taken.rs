@@ -6,7 +6,7 @@
 mod common;
 
 use common::{protocol_features, serve, TIMEOUT};
-use vhu_transport_std::bus_guard::{guard, Unguarded, SLOTS};
+use vhu_transport_std::bus_guard::{guard, GuardsTaken, SLOTS};
 use vhu_transport_std::client::{Client, GuestRegion};
 use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
 
@@ -40,9 +40,9 @@ fn guest_memory_is_refused_while_every_guard_is_taken() {
     for i in 0..=SLOTS {
         let at = reserved.cast::<u8>().wrapping_add(i.min(SLOTS - 1) * page);
         match guard(at, page, page) {
-            Ok(guarded) => taken.push(guarded),
-            Err(Unguarded::Full) => break,
-            Err(other) => panic!("page {i} cannot be guarded: {other:?}"),
+            Ok(Some(guarded)) => taken.push(guarded),
+            Err(GuardsTaken) => break,
+            Ok(None) => panic!("page {i} cannot be guarded"),
         }
     }
     assert!(!taken.is_empty() && taken.len() <= SLOTS, "{} guards taken", taken.len());

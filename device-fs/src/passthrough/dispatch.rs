@@ -174,11 +174,10 @@ impl FileSystem for PassthroughFs {
         // The whiteout is a creation: the caller's, mapped as any creation is (before the
         // rename, so a caller without host ids renames nothing).
         let whiteout = flags & rustix::fs::RenameFlags::WHITEOUT.bits() != 0;
-        let owner = match whiteout && self.config.credentials.is_enabled() {
-            true => {
-                Some((self.config.uid_map.to_host(ctx.uid)?, self.config.gid_map.to_host(ctx.gid)?))
-            }
-            false => None,
+        let owner = if whiteout && self.config.credentials.is_enabled() {
+            Some((self.config.uid_map.to_host(ctx.uid)?, self.config.gid_map.to_host(ctx.gid)?))
+        } else {
+            None
         };
         self.as_daemon(|| {
             self.do_rename(from, to, flags)?;

@@ -84,27 +84,21 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn do_symlink(&self, mut req: Request<'_>) -> OpResult {
         let name = req.name()?;
         let target = req.name()?;
-        if self.security_in_args() {
-            req.trailing_security()?;
-        }
+        self.creation_security(&mut req)?;
         self.fs.symlink(&req.ctx(), target, req.node(), name).map(entry)
     }
 
     pub(super) fn do_mknod(&self, mut req: Request<'_>) -> OpResult {
         let args: MknodIn = req.take()?;
         let name = req.name()?;
-        if self.security_in_args() {
-            req.trailing_security()?;
-        }
+        self.creation_security(&mut req)?;
         self.fs.mknod(&req.ctx(), req.node(), name, args.mode, args.rdev, args.umask).map(entry)
     }
 
     pub(super) fn do_mkdir(&self, mut req: Request<'_>) -> OpResult {
         let args: MkdirIn = req.take()?;
         let name = req.name()?;
-        if self.security_in_args() {
-            req.trailing_security()?;
-        }
+        self.creation_security(&mut req)?;
         self.fs.mkdir(&req.ctx(), req.node(), name, args.mode, args.umask).map(entry)
     }
 

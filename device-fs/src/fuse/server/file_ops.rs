@@ -106,9 +106,7 @@ impl<F: FileSystem> Server<F> {
     pub(super) fn do_create(&self, mut req: Request<'_>) -> OpResult {
         let args: CreateIn = req.take()?;
         let name = req.name()?;
-        if self.security_in_args() {
-            req.trailing_security()?;
-        }
+        self.creation_security(&mut req)?;
         let created = self.fs.create(&req.ctx(), req.node(), name, &args)?;
         Ok(entry_and_open(created))
     }
@@ -117,9 +115,7 @@ impl<F: FileSystem> Server<F> {
         let args: CreateIn = req.take()?;
         // The kernel sends the name of the dentry it made up; the file gets none.
         req.name()?;
-        if self.security_in_args() {
-            req.trailing_security()?;
-        }
+        self.creation_security(&mut req)?;
         let created = self.fs.tmpfile(&req.ctx(), req.node(), args.mode, args.flags, args.umask)?;
         Ok(entry_and_open(created))
     }

@@ -126,11 +126,17 @@ impl<F: FileSystem> Server<F> {
         Ok(offered & (ours | (wanted & FS_FLAGS)))
     }
 
-    /// Whether this session's creations carry their security context as a last argument
-    /// (SECURITY_CTX claimed for a guest older than 7.38) instead of as an extension.
-    pub(super) fn security_in_args(&self) -> bool {
+    /// Takes the security context of a creation whose arguments `req` was read for, when this
+    /// session's creations carry it as a last argument (SECURITY_CTX claimed for a guest older
+    /// than 7.38) instead of as an extension.
+    pub(super) fn creation_security(&self, req: &mut Request<'_>) -> Result<(), Errno> {
         let s = self.session();
-        s.minor < EXTENSIONS_MINOR && s.flags.is_some_and(|f| f.contains(InitFlags::SECURITY_CTX))
+        if s.minor < EXTENSIONS_MINOR
+            && s.flags.is_some_and(|f| f.contains(InitFlags::SECURITY_CTX))
+        {
+            req.trailing_security()?;
+        }
+        Ok(())
     }
 
     /// What INIT negotiated, for a migration to carry; `None` before INIT.

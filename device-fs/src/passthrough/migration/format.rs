@@ -190,13 +190,13 @@ fn too_many(count: usize, max: u64, what: &'static str) -> Result<(), FormatErro
     Ok(())
 }
 
-/// Every value of `values` once: a saved table never names one twice.
-fn once(values: impl Iterator<Item = u64>, what: &'static str) -> Result<(), FormatError> {
+/// Every value of `values` once (a saved table never names one twice); returns them sorted.
+fn once(values: impl Iterator<Item = u64>, what: &'static str) -> Result<Vec<u64>, FormatError> {
     let mut values: Vec<u64> = values.collect();
     values.sort_unstable();
     match values.windows(2).find(|pair| pair[0] == pair[1]) {
         Some(pair) => Err(FormatError::Duplicate { what, value: pair[0] }),
-        None => Ok(()),
+        None => Ok(values),
     }
 }
 
@@ -360,13 +360,11 @@ impl FsState {
         // Devices past the largest index all share it (see `submounts`).
         let below_largest = devices.iter().map(|d| d.1).filter(|i| *i < MAX_DEVICE_INDEX);
         once(below_largest, "a device index")?;
-        once(nodes.iter().map(|n| n.node), "a node id")?;
+        let ids = once(nodes.iter().map(|n| n.node), "a node id")?;
         once(handles.iter().map(|h| h.handle), "a handle id")?;
         // A handle still open is open on the root or on a node the state carries (a source
         // saves a handle whose node the guest forgot as lost), so any other is a damaged state,
         // not a file lost on the way.
-        let mut ids: Vec<u64> = nodes.iter().map(|n| n.node).collect();
-        ids.sort_unstable();
         let unknown = |h: &&HandleRecord| {
             !h.lost && h.node != NodeId::ROOT.0 && ids.binary_search(&h.node).is_err()
         };
