@@ -458,6 +458,31 @@ fn an_owner_holds_a_bounded_number_of_ranges() {
     assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 4097, 4097, false)), 0, "one freed");
 }
 
+/// The bound holds when a waiting SETLKW is granted too: the owner may have taken ranges of
+/// its own meanwhile, and the wait then ends with ENOLCK instead of taking one range more.
+#[test]
+fn a_granted_setlkw_keeps_the_bound_on_ranges() {
+    const ENOLCK: i32 = 37;
+    let (mut h, node, a, _) = setup("lock-ranges-wait");
+    let (defer, replies) = later();
+    for i in 0..1023u64 {
+        assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 2 * i, 2 * i, false)), 0, "{i}");
+    }
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 5000, 1));
+    assert_eq!(
+        setlkw(&mut h, node, &lk(a, 7, F_RDLCK, 5000, 5000, false), &defer, 600),
+        Handled::Deferred(600)
+    );
+    // The 1 024th range, taken while the wait waits.
+    assert_eq!(setlk(&mut h, node, &lk(a, 7, F_RDLCK, 4000, 4000, false)), 0);
+    drop(host);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((600, -ENOLCK)));
+    // Nothing was taken at 5000, and the owner's ranges stay apart (not one write lock).
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_WRLCK, 5000, 5000, false)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(a, 8, F_RDLCK, 1, 1, false)), 0);
+}
+
 /// A region locked piece by piece, as a database locks each record it appends, is one lock
 /// (the host kernel joins touching locks of one type, and so does the owner's record): it
 /// never reaches the bound on ranges apart, and unlocking a piece inside it splits it once.

@@ -15,10 +15,10 @@ pub(super) struct Ranges(pub(super) Vec<(u64, u64, LockType)>);
 impl Ranges {
     /// Ranges one owner holds apart at most: a lock, or an unlock splitting a held range, that
     /// would make more is refused with ENOLCK (POSIX: "the number of locked regions would
-    /// exceed a system-imposed limit", for an unlock too), so a guest cannot make the host
-    /// kernel keep lock records without end. Should a granted wait go past it all the same,
-    /// the record merges into one write lock that covers them all (the owner still counts as
-    /// holding, and as in the way of anything there).
+    /// exceed a system-imposed limit", for an unlock too, and for a SETLKW when it is granted),
+    /// so a guest cannot make the host kernel keep lock records without end. Should the record
+    /// go past it all the same, it merges into one write lock that covers them all (the owner
+    /// still counts as holding, and as in the way of anything there).
     pub(super) const KEPT: usize = 1024;
 
     /// Whether locking `start..=end` as `taking` (or unlocking it, `None`) would make the owner

@@ -491,6 +491,11 @@ fn wait_for(held: &Mutex<Held>, lock: &Lock, flock: bool, wait: LockWait) {
         if wait.cancel.is_cancelled() {
             break Err(Errno::INTR);
         }
+        // The owner may have taken other ranges while this one waited: the bound holds for
+        // a granted wait as for a lock taken at once.
+        if !flock && held.ranges.would_exceed(lock.start, lock.end, Some(lock.typ)) {
+            break Err(Errno::NOLCK);
+        }
         match held.apply(lock, flock) {
             Err(Errno::AGAIN) => {}
             other => break other,
