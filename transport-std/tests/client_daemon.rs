@@ -335,3 +335,29 @@ fn call_and_err_eventfds_are_replaced_on_a_running_ring() {
     assert!(client.backend_channel_fd().is_some(), "BACKEND_REQ acked");
     assert!(client.serve_backend_channel().expect("nothing waiting").is_empty());
 }
+
+/// A table the back-end cannot map (a region past the end of its file) is refused, and the table
+/// before it stays: a ring running in it goes on being served, as a front-end that goes on after
+/// the refusal (QEMU logs it) needs.
+#[test]
+fn a_refused_table_leaves_running_rings_their_memory() {
+    let served = serve("client-table-refused");
+    let mut client = connect(&served.path);
+    let (features, protocol) = wanted();
+    client.handshake(features, protocol).expect("handshake");
+    let ram = GuestRegion::new(0, RAM).expect("guest memory");
+    client.set_mem_table(&[ram.share()]).expect("set_mem_table");
+    let (call, kick_fd) = (eventfd().unwrap(), eventfd().unwrap());
+    client.start_vring(VringIndex(0), start(&ram, 0, 0, &call, &kick_fd)).expect("start");
+    set_avail_idx(&ram, 0, 1);
+    kick(&kick_fd);
+    assert!(signalled(&call), "ring 0 served");
+
+    let mut past_end = ram.share();
+    past_end.region.mmap_offset = RAM;
+    let refused = client.set_mem_table(&[past_end]);
+    assert!(matches!(refused, Err(ClientError::Failed(FrontendError::Nack { .. }))), "{refused:?}");
+    set_avail_idx(&ram, 0, 2);
+    kick(&kick_fd);
+    assert!(signalled(&call), "ring 0 still served from the table before");
+}

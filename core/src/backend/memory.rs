@@ -61,11 +61,10 @@ impl Backend {
                 }
                 self.ack(code, need_reply);
             }
+            // The driver kept the table it had (see `Action::UnmapAll`), and so does core: rings
+            // running in the old table go on running, as a front-end that goes on after a
+            // refused table (QEMU logs the failure and goes on) expects.
             Err(status) => {
-                // Some maps may have succeeded: drop them all, so core and driver agree on an
-                // empty table.
-                self.regions.clear();
-                self.outputs.push_action(Action::UnmapAll);
                 self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
             }
         }

@@ -79,7 +79,10 @@ pub struct VringConfig {
 /// Work only the driver can do (I/O, mappings, device callbacks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action<'a> {
-    /// Drop every guest memory mapping (a new SET_MEM_TABLE replaces the table).
+    /// A new SET_MEM_TABLE replaces the table: the [`Action::MapRegion`]s that follow, up to
+    /// the request's completion, are the whole new table (none: the table is empty from now
+    /// on). The driver swaps it in whole once every region is mapped; when one fails, it
+    /// reports the failure with [`Completion::Done`] and keeps the table it had, as core does.
     UnmapAll,
     /// Map `region` from `fd` (at `region.mmap_offset`) at `region.guest_address`. Report the
     /// outcome of all maps of one request with [`Completion::Done`].
