@@ -72,6 +72,17 @@ fn new_addresses_for_a_started_ring_are_honoured_or_refused() {
     let outs = t.send_need_reply(Request::SetVringAddr(ring_addr(V0)));
     assert!(matches!(outs[..], [Out::Action(Action::UpdateVring { .. })]), "{outs:?}");
     assert_eq!(t.complete(Completion::Done(Err(95))), [nack(FrontendCode::SetVringAddr, 95)]);
+    // The refused addresses are not the ring's: logging switched at them is a move, not a
+    // switch the device could make in place.
+    let mut refused = moved;
+    refused.used += 0x1000;
+    let outs = t.send_need_reply(Request::SetVringAddr(refused));
+    assert!(matches!(outs[..], [Out::Action(Action::UpdateVring { .. })]), "{outs:?}");
+    assert_eq!(t.complete(Completion::Done(Err(95))), [nack(FrontendCode::SetVringAddr, 95)]);
+    let mut refused_logged = refused;
+    refused_logged.flags = VringAddrFlags::LOG;
+    refused_logged.log = ring_config(V0, 256, VringBase::split(0)).used + 0x2000;
+    assert!(!logging_only(&mut t, refused_logged), "the refused ring was never the device's");
     // On a stopped ring the addresses are only recorded.
     t.send(Request::GetVringBase { index: V0 });
     t.complete(Completion::VringStopped { index: V0, base: VringBase::split(0) });

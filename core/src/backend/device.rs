@@ -253,6 +253,18 @@ impl Backend {
             (Pending::Status(code), Completion::Done(Err(status))) => {
                 self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
             }
+            (Pending::MoveVring { .. }, Completion::Done(Ok(()))) => {
+                self.ack(FrontendCode::SetVringAddr, need_reply);
+            }
+            (Pending::MoveVring { index, old }, Completion::Done(Err(status))) => {
+                // The device runs the ring where it ran: a later SET_VRING_ADDR compares with
+                // those addresses, and a restart uses them.
+                if let Some(vring) = self.vrings.get_mut(usize::from(index.0)) {
+                    vring.addr = old;
+                }
+                let code = FrontendCode::SetVringAddr;
+                self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
+            }
             (Pending::StartVring { code, .. }, Completion::Done(Ok(()))) => {
                 self.ack(code, need_reply)
             }

@@ -48,7 +48,7 @@ pub use spec::{
 use arrayvec::ArrayVec;
 use zerocopy::FromBytes;
 
-use crate::message::{ConfigFlags, Region, Reply, Request};
+use crate::message::{ConfigFlags, Region, Reply, Request, VringAddr};
 use crate::protocol_error::{disposition, reply_kind, Disposition, ReplyKind};
 use crate::regions::RegionTable;
 use crate::vring::RingState;
@@ -70,9 +70,12 @@ enum Pending {
     StopVring { index: VringIndex, skip_drain: bool },
     /// GET_CONFIG of `size` bytes at `offset`.
     ConfigRead { offset: u32, size: u32, flags: ConfigFlags },
-    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, RESET_DEVICE, and
-    /// SET_VRING_ADDR that moves a started ring: an ack or status follows.
+    /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, RESET_DEVICE: an ack or
+    /// status follows.
     Status(FrontendCode),
+    /// SET_VRING_ADDR that moves (or changes the logging of) started ring `index`, whose
+    /// addresses were `old`: a ring the device did not move keeps them.
+    MoveVring { index: VringIndex, old: Option<VringAddr> },
     /// SET_VRING_KICK or VRING_KICK (`code`) that starts ring `index`: an ack or status
     /// follows, and a ring the device could not start is not started.
     StartVring { code: FrontendCode, index: VringIndex },
@@ -463,6 +466,7 @@ fn pending_code(pending: &Pending) -> FrontendCode {
         Pending::StopVring { skip_drain: true, .. } => FrontendCode::GetVringBaseSkipDrain,
         Pending::ConfigRead { .. } => FrontendCode::GetConfig,
         Pending::Status(code) | Pending::StartVring { code, .. } => *code,
+        Pending::MoveVring { .. } => FrontendCode::SetVringAddr,
         Pending::Inflight(_) => FrontendCode::GetInflightFd,
         Pending::DeviceState => FrontendCode::SetDeviceStateFd,
         Pending::BackendChannel => FrontendCode::SetBackendReqFd,

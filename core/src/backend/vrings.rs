@@ -174,11 +174,11 @@ impl Backend {
         let rings = |a: &VringAddr| (a.descriptor, a.available, a.used);
         let same_ring = self.vrings[i].addr.is_some_and(|old| rings(&old) == rings(&addr));
         let logging_only = same_ring && config.log.is_none_or(|log| log == config.used);
-        self.vrings[i].addr = Some(addr);
+        let old = self.vrings[i].addr.replace(addr);
         if self.vrings[i].state.started {
             let index = addr.index;
             self.outputs.push_action(Action::UpdateVring { index, config, logging_only });
-            self.await_completion(Pending::Status(code), need_reply);
+            self.await_completion(Pending::MoveVring { index, old }, need_reply);
         }
         Ok(())
     }
