@@ -1,14 +1,16 @@
 //! Our `Client` stopping a ring against a back-end written frame by frame that refuses the
 //! SET_VRING_ENABLE(0) sent first: GET_VRING_BASE stops the ring all the same (spec "Starting
 //! and stopping rings"), and its base is what `stop_vring` returns, since nothing else could
-//! resume the ring.
+//! resume the ring. A ring whose requests in flight take longer to finish than any other answer
+//! is waited for as long as the client's drain bound says.
 
 mod common;
 
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use common::TIMEOUT;
-use vhu_transport_std::client::Client;
+use vhu_transport_std::client::{Client, ClientError};
 use vhu_transport_std::vhu_core::message::VringBase;
 use vhu_transport_std::vhu_core::{FrontendCode, ProtocolFeatures, VringIndex};
 use vhu_transport_std::{FrameReader, ReadAhead, RecvOutcome};
@@ -20,8 +22,8 @@ const NEED_REPLY: u32 = 1 << 3;
 
 /// Answers every frame on `socket` until the client hangs up: a GET_VRING_BASE with base 42,
 /// a SET_VRING_ENABLE asking for an ack with status 1 (refused), anything else asking for one
-/// with 0. Returns the codes it saw.
-fn back_end(socket: UnixStream) -> Vec<u32> {
+/// with 0; GET_VRING_BASE is answered after `drain`. Returns the codes it saw.
+fn back_end(socket: UnixStream, drain: Duration) -> Vec<u32> {
     let mut seen = Vec::new();
     let mut reader = FrameReader::new(ReadAhead::Exact);
     loop {
@@ -34,6 +36,7 @@ fn back_end(socket: UnixStream) -> Vec<u32> {
         let (code, flags) = (word(0), word(1));
         seen.push(code);
         let payload: Option<Vec<u8>> = if code == FrontendCode::GetVringBase.as_u32() {
+            std::thread::sleep(drain);
             Some([word(3), 42].iter().flat_map(|w| w.to_le_bytes()).collect())
         } else if flags & NEED_REPLY == 0 {
             None
@@ -56,7 +59,7 @@ fn back_end(socket: UnixStream) -> Vec<u32> {
 #[test]
 fn a_refused_disable_still_returns_the_base() {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let peer = std::thread::spawn(move || back_end(theirs));
+    let peer = std::thread::spawn(move || back_end(theirs, Duration::ZERO));
     let mut client = Client::from_stream(ours).expect("client");
     client.set_timeout(TIMEOUT).expect("timeout");
     client.restore(common::saved(ProtocolFeatures::REPLY_ACK)).expect("restored");
@@ -67,4 +70,31 @@ fn a_refused_disable_still_returns_the_base() {
     let enable = seen.iter().position(|c| *c == FrontendCode::SetVringEnable.as_u32());
     let get_base = seen.iter().position(|c| *c == FrontendCode::GetVringBase.as_u32());
     assert!(enable.is_some() && enable < get_base, "disable, then GET_VRING_BASE: {seen:?}");
+}
+
+/// A stop whose answer takes three times the client's timeout (the back-end finishing requests
+/// in flight) returns the base; past the drain bound it is a timeout.
+#[test]
+fn a_stop_waits_for_the_drain_longer_than_for_other_answers() {
+    let wait = Duration::from_millis(200);
+    let stop = |drain_timeout: Option<Duration>| {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let peer = std::thread::spawn(move || back_end(theirs, 3 * wait));
+        let mut client = Client::from_stream(ours).expect("client");
+        client.set_timeout(wait).expect("timeout");
+        if let Some(bound) = drain_timeout {
+            client.set_drain_timeout(bound);
+        }
+        client.restore(common::saved(ProtocolFeatures::REPLY_ACK)).expect("restored");
+        let stopped = client.stop_vring(VringIndex(0));
+        drop(client);
+        peer.join().expect("the back-end ends");
+        stopped
+    };
+    assert_eq!(stop(None).expect("stopped after the drain"), VringBase::split(42));
+    let timed_out = stop(Some(wait + wait / 2));
+    assert!(
+        matches!(timed_out, Err(ClientError::Timeout { timeout, .. }) if timeout == wait + wait / 2),
+        "{timed_out:?}"
+    );
 }

@@ -5,8 +5,9 @@
 //! descriptors taken out of the [`FdTable`], back-end replies go out on the back-end channel,
 //! `CloseFd` releases a descriptor, events are copied into owned [`Answer`]s — then, while the
 //! state machine waits for a reply or has requests queued, polls the main socket and the
-//! back-end channel (bounded by the client's timeout; without a channel it just reads, bounded by
-//! the socket's read timeout; either after checking for a moment without blocking,
+//! back-end channel (bounded by the call's wait — the client's timeout, or its drain bound for a
+//! call that stops rings; without a channel it just reads, each read bounded by the socket's read
+//! timeout; either after checking for a moment without blocking,
 //! [`crate::spin`]), reads one frame (reading ahead, so a reply usually takes one `recvmsg`) and
 //! feeds it to [`Frontend::handle_reply`] or
 //! [`Frontend::handle_backend_request`]. Back-end requests are answered at once by the client's
@@ -90,6 +91,8 @@ pub(super) struct Io {
     /// The last request sent that waits for its reply.
     waiting: Option<FrontendCode>,
     pub(super) timeout: Duration,
+    /// The bound of a call that stops rings (their requests in flight finish first).
+    pub(super) drain_timeout: Duration,
     /// The bound of a whole device-state transfer.
     pub(super) transfer_timeout: Duration,
     pub(super) broken: bool,
@@ -120,6 +123,7 @@ impl Io {
             log: VecDeque::new(),
             waiting: None,
             timeout: super::DEFAULT_TIMEOUT,
+            drain_timeout: super::DEFAULT_DRAIN_TIMEOUT,
             transfer_timeout: super::DEFAULT_TRANSFER_TIMEOUT,
             broken: false,
         }
@@ -134,13 +138,17 @@ impl Io {
     }
 }
 
-/// Runs the state machine until it is idle; see the module docs. A transport failure marks the
-/// client broken.
-pub(super) fn settle(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
+/// Runs the state machine until it is idle, waiting at most `wait` in all; see the module docs.
+/// A transport failure marks the client broken.
+pub(super) fn settle(
+    frontend: &mut Frontend,
+    io: &mut Io,
+    wait: Duration,
+) -> Result<Outcome, ClientError> {
     if io.broken {
         return Err(ClientError::Broken);
     }
-    let result = run(frontend, io);
+    let result = run(frontend, io, wait);
     if matches!(&result, Err(e) if e.is_fatal()) {
         io.broken = true;
     }
@@ -155,9 +163,9 @@ pub(super) fn deadline_after(timeout: Duration) -> Instant {
     now.checked_add(timeout).unwrap_or_else(|| now + FOREVER)
 }
 
-fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
+fn run(frontend: &mut Frontend, io: &mut Io, wait: Duration) -> Result<Outcome, ClientError> {
     let mut outcome = Outcome::default();
-    let deadline = deadline_after(io.timeout);
+    let deadline = deadline_after(wait);
     loop {
         if let Some(error) = drain(frontend, io, &mut outcome)? {
             return Err(ClientError::Closed(error));
@@ -173,17 +181,18 @@ fn run(frontend: &mut Frontend, io: &mut Io) -> Result<Outcome, ClientError> {
             return Ok(outcome);
         }
         if Instant::now() >= deadline {
-            return Err(ClientError::Timeout { waiting: io.waiting, timeout: io.timeout });
+            return Err(ClientError::Timeout { waiting: io.waiting, timeout: wait });
         }
         if io.channel.is_none() {
-            // One socket only: a blocking read, bounded by the socket's read timeout.
-            receive_reply(frontend, io, deadline)?;
+            // One socket only: a blocking read, bounded by the socket's read timeout (and the
+            // call's deadline, looked at again after each read that timed out).
+            receive_reply(frontend, io, deadline, wait)?;
             continue;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let (main, channel) = wait_readable(io, remaining)?;
         if main {
-            receive_reply(frontend, io, deadline)?;
+            receive_reply(frontend, io, deadline, wait)?;
         }
         if channel {
             receive_backend_request(frontend, io, deadline);
@@ -236,7 +245,7 @@ fn serve_channel_once(
     if main && !frontend.is_awaiting_reply() {
         // Nothing waits for a reply: the main socket is readable only at a hang-up (or a
         // reply nobody asked for, which the state machine refuses).
-        receive_reply(frontend, io, deadline)?;
+        receive_reply(frontend, io, deadline, io.timeout)?;
     }
     match drain(frontend, io, &mut outcome)? {
         Some(error) => Err(ClientError::Closed(error)),
@@ -271,11 +280,13 @@ fn wait_readable(io: &Io, timeout: Duration) -> Result<(bool, bool), ClientError
     Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
 }
 
-/// Reads the next reply; a reply still incomplete at `deadline` is a timeout.
+/// Reads the next reply; a reply still incomplete at `deadline` (`wait` from the call's start)
+/// is a timeout. A read that times out earlier returns with nothing read, what arrived kept.
 fn receive_reply(
     frontend: &mut Frontend,
     io: &mut Io,
     deadline: Instant,
+    wait: Duration,
 ) -> Result<(), ClientError> {
     if !io.reader.has_buffered() {
         // The read blocks either way; a reply that comes during the spin is read at once.
@@ -284,8 +295,11 @@ fn receive_reply(
     match io.reader.recv_by(&io.sock, deadline) {
         Ok(RecvOutcome::Frame(_)) => {}
         Ok(RecvOutcome::Closed) => return Err(ClientError::Disconnected { waiting: io.waiting }),
+        Err(ScmError::Io(error)) if is_timeout(&error) && Instant::now() < deadline => {
+            return Ok(())
+        }
         Err(ScmError::Io(error)) if is_timeout(&error) => {
-            return Err(ClientError::Timeout { waiting: io.waiting, timeout: io.timeout })
+            return Err(ClientError::Timeout { waiting: io.waiting, timeout: wait })
         }
         Err(error) => return Err(ClientError::Recv(error)),
     }

@@ -62,6 +62,12 @@ pub use shmem::{ShmemHandler, ShmemRegion};
 /// How long a call waits for the back-end unless [`Client::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a call that stops rings (GET_VRING_BASE, RESET_DEVICE) may wait for the back-end
+/// unless [`Client::set_drain_timeout`] says otherwise: the back-end answers once the rings'
+/// requests in flight are done, and one request may wait long on storage (a virtio-fs FSYNC on a
+/// slow network file system).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long a whole device-state transfer may take unless [`Client::set_transfer_timeout`] says
 /// otherwise.
 pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,6 +126,15 @@ impl Client {
         }
         self.io.timeout = timeout;
         Ok(())
+    }
+
+    /// Bounds a call that stops rings ([`Client::stop_vring`], [`Client::stop_vring_skip_drain`],
+    /// [`Client::reset_device`]): it waits for the back-end to finish the rings' requests in
+    /// flight, which may take longer than any other answer ([`DEFAULT_DRAIN_TIMEOUT`] unless
+    /// set). Each read still waits at most [`Client::set_timeout`]'s bound, and goes on waiting
+    /// while the call's bound lasts.
+    pub fn set_drain_timeout(&mut self, timeout: Duration) {
+        self.io.drain_timeout = timeout.max(Duration::from_millis(1));
     }
 
     /// The front-end state machine, for its predicates (`is_vring_started`, `regions`, ...).

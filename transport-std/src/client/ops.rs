@@ -8,6 +8,7 @@
 //! requests of each call.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Duration;
 
 use vhu_core::frontend::{Frontend, FrontendConfig, FrontendError, Negotiated, VringSetup};
 use vhu_core::message::{
@@ -98,6 +99,16 @@ impl Client {
         tokens: &[FdToken],
         op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
     ) -> Result<io::Outcome, ClientError> {
+        self.settle_call_within(tokens, op, self.io.timeout)
+    }
+
+    /// [`Client::settle_call`], waiting at most `wait` for the answers.
+    fn settle_call_within(
+        &mut self,
+        tokens: &[FdToken],
+        op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
+        wait: Duration,
+    ) -> Result<io::Outcome, ClientError> {
         if self.io.broken {
             for token in tokens {
                 self.io.fds.release(*token);
@@ -110,7 +121,7 @@ impl Client {
             }
             return Err(ClientError::Refused(error));
         }
-        io::settle(&mut self.frontend, &mut self.io)
+        io::settle(&mut self.frontend, &mut self.io, wait)
     }
 
     /// A call that waits for one kind of answer.
@@ -343,7 +354,8 @@ impl Client {
         index: VringIndex,
         op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
     ) -> Result<VringBase, ClientError> {
-        let outcome = self.settle_call(&[], op)?;
+        // The back-end answers once the ring's requests in flight are done.
+        let outcome = self.settle_call_within(&[], op, self.io.drain_timeout)?;
         let base = outcome.answers.into_iter().find_map(|a| match a {
             Answer::VringStopped { index: i, base } if i == index => Some(base),
             _ => None,
@@ -385,7 +397,12 @@ impl Client {
 
     /// RESET_DEVICE (RESET_DEVICE): every ring stops; re-send the features before restarting.
     pub fn reset_device(&mut self) -> Result<(), ClientError> {
-        self.call(&[], Frontend::reset_device)?;
+        // Running rings stop first, their requests in flight done.
+        let outcome =
+            self.settle_call_within(&[], Frontend::reset_device, self.io.drain_timeout)?;
+        if let Some(error) = outcome.failed {
+            return Err(ClientError::Failed(error));
+        }
         self.io.handler.device_reset();
         Ok(())
     }
