@@ -9,7 +9,8 @@
 //! front-end that keeps the pipe full must not keep an event loop from its other connections),
 //! so an event loop drives it by the pipe's readiness; [`Transfer::finish`] drives it to the
 //! end, waiting at most a timeout for each read or write, so a front-end that never closes its
-//! end cannot hang anyone. A blocking
+//! end cannot hang anyone (an event loop's CHECK_DEVICE_STATE waits for nothing, and moves a
+//! bounded amount: a front-end writing on while it checks cannot hold the loop). A blocking
 //! session's whole transfer is bounded too (the session's
 //! [`TRANSFER_DEADLINE`](super::TRANSFER_DEADLINE)): a front-end that sends or takes a byte now
 //! and then, each within the wait's timeout, would otherwise hold its connection for as long as
@@ -34,6 +35,11 @@ pub const MAX_STATE_SIZE: usize = 1 << 30;
 /// Bytes one step moves at most; the step then says more may be ready at once
 /// ([`Step::Budget`]).
 pub(crate) const STEP_BUDGET: usize = 64 * 1024;
+
+/// Steps a [`Transfer::finish`] that never waits takes at most (16 MiB): more than any pipe
+/// holds once the front-end closed its end (1 MiB unless raised), so a front-end that keeps
+/// the pipe full while it asks for the outcome cannot hold an event loop.
+const UNWAITED_STEPS: usize = 256;
 
 /// One transfer; see the module docs.
 #[derive(Debug)]
@@ -118,15 +124,23 @@ impl Transfer {
     }
 
     /// Runs the transfer to its end, waiting at most `timeout` for each read or write, and no
-    /// longer in all than the transfer's whole time.
+    /// longer in all than the transfer's whole time; without a wait, [`UNWAITED_STEPS`] at most.
     pub(super) fn finish<D: Device + ?Sized>(
         &mut self,
         device: &mut D,
         timeout: Duration,
     ) -> Result<(), DeviceError> {
+        let mut steps = 0;
         loop {
             if let Step::Done(result) = self.progress(device) {
                 return result;
+            }
+            steps += 1;
+            if timeout.is_zero() && steps >= UNWAITED_STEPS {
+                self.fd = None;
+                let error = timed_out("still moving data when checked".into());
+                log::warn!("device-state transfer failed: {error}");
+                return Err(error);
             }
             let Some((fd, writes)) = self.pipe() else { return Ok(()) };
             let flags = if writes { PollFlags::OUT } else { PollFlags::IN };
@@ -296,6 +310,25 @@ mod tests {
         }
         assert!(started.elapsed() >= whole);
         assert!(started.elapsed() < Duration::from_secs(30), "ended by the whole bound");
+        assert!(device.0.is_none(), "nothing loaded");
+        assert!(transfer.pipe().is_none(), "the pipe is let go");
+    }
+
+    /// A check that never waits (an event loop's) on a pipe that never runs dry — a front-end
+    /// writing on while it asks for the outcome — ends after a bounded amount, as unfinished.
+    #[test]
+    fn an_unwaited_check_moves_a_bounded_amount() {
+        let endless = std::fs::File::open("/dev/zero").expect("/dev/zero");
+        let mut transfer = Transfer::new(TransferDirection::Load, endless.into(), None);
+        let mut device = Keeper::default();
+        match transfer.finish(&mut device, Duration::ZERO) {
+            Err(error @ DeviceError::Io(_)) => {
+                assert_eq!(error.status(), libc::ETIMEDOUT as u64, "{error}");
+                assert!(error.to_string().contains("still moving"), "{error}");
+            }
+            other => panic!("an endless pipe checked: {other:?}"),
+        }
+        assert!(transfer.data.len() <= super::UNWAITED_STEPS * super::STEP_BUDGET);
         assert!(device.0.is_none(), "nothing loaded");
         assert!(transfer.pipe().is_none(), "the pipe is let go");
     }
