@@ -302,7 +302,8 @@ impl Client {
         self.call(&[], |f| f.remove_mem_region(region)).map(drop)
     }
 
-    /// Starts a stopped ring (its size, base, addresses, call and kick, then enable).
+    /// Starts a stopped ring (its size, base, addresses, call and kick, then enable), then kicks
+    /// it once.
     pub fn start_vring(
         &mut self,
         index: VringIndex,
@@ -329,7 +330,15 @@ impl Client {
             kick,
         };
         let tokens: Vec<FdToken> = call.into_iter().chain(kick).collect();
-        self.call(&tokens, |f| f.start_vring(index, setup)).map(drop)
+        self.call(&tokens, |f| f.start_vring(index, setup))?;
+        // One kick once the ring is started and enabled, as front-ends should give it (spec
+        // "Starting and stopping rings"): a back-end of the older wording starts a ring at its
+        // first kick, and a ring resumed after a stop or a migration has buffers waiting that
+        // the guest will not kick for (an RX-only queue). A full counter already kicks.
+        if let Some(kick) = start.kick {
+            let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+        }
+        Ok(())
     }
 
     /// Stops a ring and returns the base to resume it from. A back-end that refuses the
