@@ -182,6 +182,23 @@ fn more_in_flight_than_the_ring_holds() {
     assert_eq!(q.add_used(&d.mem, 9, 0), Err(QueueError::UsedIdNotInFlight { id: 9 }));
 }
 
+/// A buffer id reused while its chain is in flight (virtio 1.2 §2.8.6) is refused without
+/// consuming anything: returned by id, the two chains could not be told apart.
+#[test]
+fn a_buffer_id_in_flight_is_not_taken_again() {
+    let mut d = Driver::new(8);
+    let mut q = d.queue(false, false);
+    d.publish(5, &[(0x4000, 8, 0); 3]);
+    d.publish(5, &[(0x5000, 8, 0)]);
+    assert_eq!(q.pop(&d.mem).expect("valid").expect("first chain").head(), 5);
+    assert_eq!(q.pop(&d.mem), Err(QueueError::IdInFlight { id: 5 }));
+    assert_eq!(QueueError::IdInFlight { id: 5 }.head(), None, "the ring is broken");
+    assert_eq!((q.state().next_avail, q.state().avail_wrap), (3, true), "nothing consumed");
+    // The first chain is returned whole: its three slots.
+    q.add_used(&d.mem, 5, 0).expect("used");
+    assert_eq!((q.state().next_used, q.state().used_wrap), (3, true));
+}
+
 #[test]
 fn queue_setup_is_validated() {
     let d = Driver::new(5);

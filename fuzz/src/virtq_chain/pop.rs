@@ -75,6 +75,10 @@ impl Harness {
                 if in_flight + u32::from(slots) > u32::from(size) {
                     return Expect::Refused(QueueError::InFlightOverflow { size });
                 }
+                // A buffer id still in flight names no new chain (virtio 1.2 §2.8.6).
+                if m.in_flight.iter().any(|&(i, _)| i == id) {
+                    return Expect::Refused(QueueError::IdInFlight { id });
+                }
                 Expect::Consume { head: id, slots, terminated }
             }
         }

@@ -195,6 +195,13 @@ pub enum QueueError {
         /// The queue size.
         size: u16,
     },
+    /// The driver made a packed-ring chain available under a buffer id the device has not
+    /// returned yet. Nothing is consumed.
+    #[error("buffer id {id} made available again while still in flight")]
+    IdInFlight {
+        /// The buffer id.
+        id: u16,
+    },
 }
 
 impl QueueError {

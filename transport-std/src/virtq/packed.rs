@@ -258,7 +258,8 @@ impl PackedQueue {
     ///
     /// On a chain error the chain's slots are consumed (so a bad chain cannot wedge the queue) and
     /// [`QueueError::head`] names its buffer id, to return with [`PackedQueue::add_used`]. On
-    /// [`QueueError::InFlightOverflow`] nothing is consumed; memory errors (the ring or a table no
+    /// [`QueueError::InFlightOverflow`] and [`QueueError::IdInFlight`] nothing is consumed (the
+    /// latter breaks the ring: the driver reused a buffer id); memory errors (the ring or a table no
     /// longer mapped) have no head and leave the queue unusable.
     pub fn pop<R: RingMemory + ?Sized>(
         &mut self,
@@ -297,6 +298,12 @@ impl PackedQueue {
         let id = self.scratch.last().map_or(0, |d| d.id.get());
         if self.in_flight_slots + u32::from(slots) > u32::from(size) {
             return Err(QueueError::InFlightOverflow { size });
+        }
+        // A buffer id names one chain until the device returns it (virtio 1.2 §2.8.6, "Next
+        // Flag: Descriptor Chaining"): returned by id, two chains of one id could not be told
+        // apart (the wrong one's slots skipped, its inflight record freed).
+        if self.in_flight.iter().any(|c| c.id == id) {
+            return Err(QueueError::IdInFlight { id });
         }
         self.state.next_avail = slot;
         self.state.avail_wrap = wrap;
