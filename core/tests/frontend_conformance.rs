@@ -26,3 +26,45 @@ fn a_zero_length_get_config_reply_is_a_failed_read() {
     pair.pump();
     assert!(matches!(pair.events[1], Ev::ConfigRead { offset: 4, .. }), "{:?}", pair.events);
 }
+
+/// A back-end that refuses SET_FEATURES (with REPLY_ACK) keeps the features it had: the
+/// front-end's view goes back to them, so `negotiated` (what a later restore acks) and
+/// `is_logging` say what the back-end holds; the session goes on.
+#[test]
+fn a_refused_set_features_leaves_the_features_as_they_were() {
+    let mut pair = Pair::connected();
+    let before = pair.frontend.negotiated().expect("negotiated").features;
+    let fewer = before.difference(DEVICE_BIT_5);
+    assert_ne!(fewer, before, "the device bit was acked");
+    let refuse = |pair: &mut Pair| {
+        pair.clear_log();
+        pair.drain_frontend();
+        let (request, _) = pair.to_backend.pop_front().expect("SET_FEATURES sent");
+        assert_eq!(request[..4], FrontendCode::SetFeatures.as_u32().to_ne_bytes());
+        let mut reply = FrontendCode::SetFeatures.as_u32().to_ne_bytes().to_vec();
+        reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
+        reply.extend(8u32.to_ne_bytes());
+        reply.extend(1u64.to_ne_bytes());
+        assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
+        pair.drain_frontend();
+        assert!(
+            matches!(
+                pair.events[..],
+                [Ev::Failed(FrontendError::Nack { request: FrontendCode::SetFeatures, status: 1 })]
+            ),
+            "{:?}",
+            pair.events
+        );
+    };
+    pair.frontend.set_features(fewer).unwrap();
+    refuse(&mut pair);
+    assert_eq!(pair.frontend.negotiated().expect("negotiated").features, before);
+    pair.frontend.set_logging(true).unwrap();
+    refuse(&mut pair);
+    assert!(!pair.frontend.is_logging(), "the back-end never began logging");
+    // Taken, the change holds.
+    pair.frontend.set_features(fewer).unwrap();
+    pair.pump();
+    assert_eq!(pair.frontend.negotiated().expect("negotiated").features, fewer);
+    assert!(pair.frontend.is_connected());
+}

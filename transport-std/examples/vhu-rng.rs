@@ -53,11 +53,16 @@ impl ChainService for Entropy {
         let mut left = writer.remaining().min(MAX_PER_CHAIN);
         while left > 0 {
             let n = left.min(bytes.len());
-            match getrandom(&mut bytes[..n], GetRandomFlags::empty()) {
+            // Never waiting: before the host's pool is ready a wait could last, holding the ring
+            // and any stop of it.
+            match getrandom(&mut bytes[..n], GetRandomFlags::NONBLOCK) {
                 Ok(got) if writer.write(&bytes[..got]).is_ok() => left -= got,
                 // Guest memory that cannot be written ends the chain with what it holds.
                 Ok(_) => return,
                 Err(Errno::INTR) => {}
+                // The pool is not ready yet: the chain goes back with what it holds (possibly
+                // nothing, which the guest's driver takes as "try again later").
+                Err(Errno::AGAIN) => return,
                 Err(error) => {
                     eprintln!("vhu-rng: no entropy from the host: {error}");
                     return;

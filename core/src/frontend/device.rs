@@ -33,6 +33,7 @@ impl Frontend {
             return Err(FrontendError::FeaturesNotOffered { offered, requested: features });
         }
         self.reserve_set_features(self.logging)?;
+        self.keep_view_before(FrontendCode::SetFeatures);
         self.negotiated.features = features;
         self.features_forgotten = false;
         self.push_set_features()
@@ -67,6 +68,7 @@ impl Frontend {
             });
         }
         self.reserve_set_features(on)?;
+        self.keep_view_before(FrontendCode::SetFeatures);
         self.logging = on;
         // The acked features go with it.
         self.features_forgotten = false;
@@ -163,10 +165,14 @@ impl Frontend {
     /// RESET_DEVICE (RESET_DEVICE): the back-end stops and disables every ring and forgets the
     /// acked virtio features and the device state, keeping ownership, protocol features and
     /// memory. Re-send the features with [`Frontend::set_features`] before starting rings again.
+    /// A refused reset leaves the front-end counting the rings stopped all the same: how much of
+    /// the device a back-end reset before it failed is not said (vhu's own back-end stops the
+    /// rings first), so a VMM that needs to be sure connects afresh.
     pub fn reset_device(&mut self) -> Result<(), FrontendError> {
         let code = FrontendCode::ResetDevice;
         self.require(code, ProtocolFeatures::RESET_DEVICE, "RESET_DEVICE")?;
         self.enqueue(&[Request::ResetDevice])?;
+        self.forget_view_before();
         self.started = [0; crate::limits::MAX_VRINGS / 64];
         self.logging = false;
         self.features_forgotten = true;
@@ -193,6 +199,7 @@ impl Frontend {
         // Dirty logging stays as the front-end set it: re-send the log area, or turn logging
         // off, with the features.
         self.enqueue(&[Request::ResetOwner])?;
+        self.forget_view_before();
         self.features_forgotten = true;
         Ok(())
     }

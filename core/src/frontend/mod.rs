@@ -47,6 +47,7 @@ mod output;
 mod postcopy;
 mod queue;
 mod reply;
+mod undo;
 mod vrings;
 
 pub use error::{FrontendError, ShmemConfigProblem};
@@ -118,6 +119,8 @@ pub struct Frontend {
     logging: bool,
     /// A reset made the back-end forget the acked features; SET_FEATURES has not resent them.
     features_forgotten: bool,
+    /// The view before the SET_FEATURES waiting for its status (`undo.rs`).
+    before: Option<undo::Before>,
     postcopy: PostcopyPhase,
     /// Where the acknowledgement of a postcopy SET_MEM_TABLE reply stands.
     postcopy_ack: PostcopyAck,
@@ -161,6 +164,7 @@ impl Frontend {
             started: [0; MAX_VRINGS / 64],
             logging: false,
             features_forgotten: false,
+            before: None,
             postcopy: PostcopyPhase::Off,
             postcopy_ack: PostcopyAck::None,
             postcopy_bases: heapless::Vec::new(),
@@ -418,6 +422,7 @@ impl Frontend {
     }
 
     fn set_started(&mut self, index: VringIndex, started: bool) {
+        self.forget_view_before();
         let i = usize::from(index.0);
         if started {
             self.started[i / 64] |= 1 << (i % 64);

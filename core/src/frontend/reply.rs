@@ -218,6 +218,7 @@ impl Frontend {
     /// what the front-end recorded for it.
     fn handle_status(&mut self, queued: Queued, status: u64) {
         let code = queued.code();
+        self.settle_view(code, status != 0);
         if status == 0 {
             self.handle_done(code, true);
             return;
