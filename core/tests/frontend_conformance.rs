@@ -68,3 +68,36 @@ fn a_refused_set_features_leaves_the_features_as_they_were() {
     assert_eq!(pair.frontend.negotiated().expect("negotiated").features, fewer);
     assert!(pair.frontend.is_connected());
 }
+
+/// A back-end that refuses a memory table (with REPLY_ACK) keeps the one before, as vhu's own
+/// back-end does: so does the front-end's view, against which ring addresses and added regions
+/// are checked.
+#[test]
+fn a_refused_memory_table_leaves_the_table_before() {
+    let mut pair = Pair::connected();
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(0), fd)]).unwrap();
+    pair.pump();
+    pair.clear_log();
+    let fd = pair.vmm_fd();
+    pair.frontend.set_mem_table(&[(region(1), fd)]).unwrap();
+    pair.drain_frontend();
+    let (request, _) = pair.to_backend.pop_front().expect("SET_MEM_TABLE sent");
+    assert_eq!(request[..4], FrontendCode::SetMemTable.as_u32().to_ne_bytes());
+    let mut reply = FrontendCode::SetMemTable.as_u32().to_ne_bytes().to_vec();
+    reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
+    reply.extend(8u32.to_ne_bytes());
+    reply.extend(12u64.to_ne_bytes());
+    assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
+    pair.drain_frontend();
+    assert!(
+        matches!(
+            pair.events[..],
+            [Ev::Failed(FrontendError::Nack { request: FrontendCode::SetMemTable, status: 12 })]
+        ),
+        "{:?}",
+        pair.events
+    );
+    assert_eq!(pair.frontend.regions().iter().copied().collect::<Vec<_>>(), [region(0)]);
+    assert!(pair.frontend.is_connected());
+}

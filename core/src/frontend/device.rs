@@ -33,7 +33,7 @@ impl Frontend {
             return Err(FrontendError::FeaturesNotOffered { offered, requested: features });
         }
         self.reserve_set_features(self.logging)?;
-        self.keep_view_before(FrontendCode::SetFeatures);
+        self.keep_features_before();
         self.negotiated.features = features;
         self.features_forgotten = false;
         self.push_set_features()
@@ -68,7 +68,7 @@ impl Frontend {
             });
         }
         self.reserve_set_features(on)?;
-        self.keep_view_before(FrontendCode::SetFeatures);
+        self.keep_features_before();
         self.logging = on;
         // The acked features go with it.
         self.features_forgotten = false;

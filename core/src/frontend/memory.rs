@@ -69,6 +69,11 @@ impl Frontend {
             let _ = staged.push(*region);
         }
         self.queues.reserve(1)?;
+        if self.is_postcopy_bound() {
+            self.forget_view_before();
+        } else {
+            self.keep_table_before();
+        }
         self.regions.clear();
         self.table_out.clear();
         self.table_fds.clear();
@@ -93,6 +98,7 @@ impl Frontend {
         self.regions.check_add(&region, max).map_err(memory(code))?;
         self.queues.reserve(1)?;
         self.regions.add(region, max).map_err(memory(code))?;
+        self.forget_view_before();
         self.queues.push_request(Queued::Inline(Request::AddMemReg { region, fd }));
         Ok(())
     }
@@ -108,6 +114,7 @@ impl Frontend {
         })?;
         self.queues.reserve(1)?;
         let removed = self.regions.remove(&region).map_err(memory(code))?;
+        self.forget_view_before();
         self.queues.push_request(Queued::Inline(Request::RemMemReg { region: removed, fd: None }));
         Ok(())
     }

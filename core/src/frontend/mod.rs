@@ -119,7 +119,7 @@ pub struct Frontend {
     logging: bool,
     /// A reset made the back-end forget the acked features; SET_FEATURES has not resent them.
     features_forgotten: bool,
-    /// The view before the SET_FEATURES waiting for its status (`undo.rs`).
+    /// The view before the SET_FEATURES or SET_MEM_TABLE waiting for its status (`undo.rs`).
     before: Option<undo::Before>,
     postcopy: PostcopyPhase,
     /// Where the acknowledgement of a postcopy SET_MEM_TABLE reply stands.
