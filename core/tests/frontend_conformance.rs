@@ -4,6 +4,32 @@ mod common;
 
 use common::pair::*;
 
+/// Answers the request the front-end sent last, which must be of `code`, with `payload` (the
+/// back-end never sees it), and drains what the front-end does with the answer.
+fn answer_by_hand(pair: &mut Pair, code: FrontendCode, payload: &[u8]) {
+    pair.drain_frontend();
+    let (request, _) = pair.to_backend.pop_front().expect("a request sent");
+    assert_eq!(request[..4], code.as_u32().to_ne_bytes());
+    let mut reply = code.as_u32().to_ne_bytes().to_vec();
+    reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
+    reply.extend((payload.len() as u32).to_ne_bytes());
+    reply.extend(payload);
+    assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
+    pair.drain_frontend();
+}
+
+/// The front-end's one event: `code` refused with `status`.
+fn assert_refused(pair: &Pair, code: FrontendCode, status: u64) {
+    assert!(
+        matches!(
+            pair.events[..],
+            [Ev::Failed(FrontendError::Nack { request, status: s })] if request == code && s == status
+        ),
+        "{:?}",
+        pair.events
+    );
+}
+
 /// libvhost-user answers a GET_CONFIG it cannot serve with a reply of size 0 (no config header
 /// at all): the read failed, the session goes on.
 #[test]
@@ -11,14 +37,7 @@ fn a_zero_length_get_config_reply_is_a_failed_read() {
     let mut pair = Pair::connected();
     pair.clear_log();
     pair.frontend.get_config(4, 6).unwrap();
-    pair.drain_frontend();
-    let (request, _) = pair.to_backend.pop_front().expect("GET_CONFIG sent");
-    assert_eq!(request[..4], FrontendCode::GetConfig.as_u32().to_ne_bytes());
-    let mut reply = FrontendCode::GetConfig.as_u32().to_ne_bytes().to_vec();
-    reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
-    reply.extend(0u32.to_ne_bytes());
-    assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
-    pair.drain_frontend();
+    answer_by_hand(&mut pair, FrontendCode::GetConfig, &[]);
     assert_eq!(pair.events, [Ev::Failed(FrontendError::ConfigReadFailed { offset: 4, size: 6 })]);
     assert!(pair.frontend.is_connected());
     // The next request goes through as usual.
@@ -38,23 +57,8 @@ fn a_refused_set_features_leaves_the_features_as_they_were() {
     assert_ne!(fewer, before, "the device bit was acked");
     let refuse = |pair: &mut Pair| {
         pair.clear_log();
-        pair.drain_frontend();
-        let (request, _) = pair.to_backend.pop_front().expect("SET_FEATURES sent");
-        assert_eq!(request[..4], FrontendCode::SetFeatures.as_u32().to_ne_bytes());
-        let mut reply = FrontendCode::SetFeatures.as_u32().to_ne_bytes().to_vec();
-        reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
-        reply.extend(8u32.to_ne_bytes());
-        reply.extend(1u64.to_ne_bytes());
-        assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
-        pair.drain_frontend();
-        assert!(
-            matches!(
-                pair.events[..],
-                [Ev::Failed(FrontendError::Nack { request: FrontendCode::SetFeatures, status: 1 })]
-            ),
-            "{:?}",
-            pair.events
-        );
+        answer_by_hand(pair, FrontendCode::SetFeatures, &1u64.to_ne_bytes());
+        assert_refused(pair, FrontendCode::SetFeatures, 1);
     };
     pair.frontend.set_features(fewer).unwrap();
     refuse(&mut pair);
@@ -81,23 +85,8 @@ fn a_refused_memory_table_leaves_the_table_before() {
     pair.clear_log();
     let fd = pair.vmm_fd();
     pair.frontend.set_mem_table(&[(region(1), fd)]).unwrap();
-    pair.drain_frontend();
-    let (request, _) = pair.to_backend.pop_front().expect("SET_MEM_TABLE sent");
-    assert_eq!(request[..4], FrontendCode::SetMemTable.as_u32().to_ne_bytes());
-    let mut reply = FrontendCode::SetMemTable.as_u32().to_ne_bytes().to_vec();
-    reply.extend(0x5u32.to_ne_bytes()); // VERSION | REPLY
-    reply.extend(8u32.to_ne_bytes());
-    reply.extend(12u64.to_ne_bytes());
-    assert_eq!(pair.frontend.handle_reply(&reply, &[]), Ok(()));
-    pair.drain_frontend();
-    assert!(
-        matches!(
-            pair.events[..],
-            [Ev::Failed(FrontendError::Nack { request: FrontendCode::SetMemTable, status: 12 })]
-        ),
-        "{:?}",
-        pair.events
-    );
+    answer_by_hand(&mut pair, FrontendCode::SetMemTable, &12u64.to_ne_bytes());
+    assert_refused(&pair, FrontendCode::SetMemTable, 12);
     assert_eq!(pair.frontend.regions().iter().copied().collect::<Vec<_>>(), [region(0)]);
     assert!(pair.frontend.is_connected());
 }
