@@ -1,10 +1,10 @@
 //! Frames and their descriptors out of a Unix stream socket, with as few `recvmsg` calls as the
 //! stream allows.
 //!
-//! A [`FrameReader`] reads chunks with [`recv_chunk`] into a buffer of its own and hands out each
-//! frame where it lies in that buffer, with no copy; core's [`frame_len`] checks each header as
-//! soon as it is complete (version, payload limit). The buffer starts small and
-//! grows only as far as the frames and bursts the peer sends need. How much one `recvmsg` asks
+//! A [`FrameReader`] reads chunks with [`recv_chunk`](crate::scm::recv_chunk) into a buffer of
+//! its own and hands out each frame where it lies in that buffer, with no copy; core's
+//! [`frame_len`] checks each header as soon as it is complete (version, payload limit). The
+//! buffer starts small and grows only as far as the frames and bursts the peer sends need. How much one `recvmsg` asks
 //! for is its [`ReadAhead`]:
 //!
 //! - [`ReadAhead::Greedy`]: as much as the buffer holds, so a frame usually takes one call and a
@@ -35,7 +35,7 @@ use std::time::Instant;
 use vhu_core::frame_len;
 use vhu_core::limits::{HEADER_SIZE, MAX_FDS_PER_MSG, MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE};
 
-use crate::scm::{recv_chunk, ReceivedFds, RecvOutcome, ScmError};
+use crate::scm::{recv_chunk_waiting, ReceivedFds, RecvOutcome, ScmError};
 
 /// The most one greedy `recvmsg` may bring: several frames of a burst.
 const READ_AHEAD: usize = 4 * MAX_FRAME_SIZE;
@@ -83,6 +83,8 @@ pub struct FrameReader {
     read_ahead: ReadAhead,
     /// When [`FrameReader::recv_by`] stops waiting for the rest of a frame.
     deadline: Option<Instant>,
+    /// Reads wait for data (false in [`FrameReader::recv_arrived`]).
+    wait: bool,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -117,6 +119,7 @@ impl FrameReader {
             fds: FrameFds::new(),
             read_ahead,
             deadline: None,
+            wait: true,
         }
     }
 
@@ -128,6 +131,17 @@ impl FrameReader {
         self.deadline = Some(deadline);
         let outcome = self.recv(sock);
         self.deadline = None;
+        outcome
+    }
+
+    /// [`FrameReader::recv`] of what has arrived, never waiting for more, even on a blocking
+    /// socket: a frame not whole yet is `WouldBlock` ([`ScmError::Io`]), the part that came
+    /// kept for the next call. For a socket an event loop watches, whose peer must not hold the
+    /// loop by sending half a frame.
+    pub fn recv_arrived(&mut self, sock: impl AsFd) -> Result<RecvOutcome, ScmError> {
+        self.wait = false;
+        let outcome = self.recv(sock);
+        self.wait = true;
         outcome
     }
 
@@ -163,7 +177,8 @@ impl FrameReader {
             let end = self.end;
             let chunk = &mut self.buf[end..end + want];
             let mut fds = ReceivedFds::new();
-            let bytes = recv_chunk(sock, chunk, &mut fds).map_err(|e| self.fail(e))?;
+            let bytes =
+                recv_chunk_waiting(sock, chunk, &mut fds, self.wait).map_err(|e| self.fail(e))?;
             if bytes == 0 {
                 if !fds.is_empty() {
                     let error = ScmError::FdsMidFrame { fds: fds.len(), offset: self.progress().0 };

@@ -160,12 +160,25 @@ pub fn recv_chunk(
     buf: &mut [u8],
     fds: &mut ReceivedFds,
 ) -> Result<usize, ScmError> {
+    recv_chunk_waiting(sock, buf, fds, true)
+}
+
+/// [`recv_chunk`]; without `wait`, a socket with nothing to read is `WouldBlock` at once, even a
+/// blocking one.
+pub(crate) fn recv_chunk_waiting(
+    sock: impl AsFd,
+    buf: &mut [u8],
+    fds: &mut ReceivedFds,
+    wait: bool,
+) -> Result<usize, ScmError> {
     let sock = sock.as_fd();
+    let flags =
+        if wait { RecvFlags::CMSG_CLOEXEC } else { RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT };
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(RECV_CONTROL_FDS))];
     loop {
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut iov = [IoSliceMut::new(buf)];
-        let msg = match recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+        let msg = match recvmsg(sock, &mut iov, &mut control, flags) {
             Ok(msg) => msg,
             Err(Errno::INTR) => continue,
             Err(errno) => return Err(ScmError::Io(errno.into())),

@@ -2,7 +2,7 @@
 //! of a code the front-end does not know is answered with a failure status when the back-end
 //! asked for a reply (vhost-user spec, "REPLY_ACK": the back-end waits for it), and not at all
 //! when it did not; requests read ahead together are all served; a request arriving in pieces
-//! keeps the channel; a timeout beyond the clock and a refused restore leave the client usable;
+//! keeps the channel and is not waited for; a timeout beyond the clock and a refused restore leave the client usable;
 //! a back-end that takes no connection fails a connect in time.
 
 mod common;
@@ -103,19 +103,20 @@ fn requests_read_ahead_together_are_all_served() {
     assert_eq!(u32::from_le_bytes(replies[20..24].try_into().unwrap()), UNKNOWN + 1);
 }
 
-/// A request that arrives in pieces keeps the channel: serving it waits at most the timeout,
-/// and the rest, when it comes, completes it.
+/// A request that arrives in pieces keeps the channel: serving it does not wait for the rest
+/// (a VMM's event loop calls it when the channel is readable, and a back-end that sends half a
+/// request must not hold the loop), and the rest, when it comes, completes it.
 #[test]
 fn a_request_arriving_in_pieces_keeps_the_channel() {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     let (mut client, mut channel) = restored_with_channel(ours, &theirs);
-    client.set_timeout(Duration::from_millis(200)).expect("timeout");
+    client.set_timeout(Duration::from_secs(5)).expect("timeout");
     channel.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
     let request = frame(UNKNOWN, VERSION | NEED_REPLY, 0);
     channel.write_all(&request[..12]).expect("the header");
     let started = std::time::Instant::now();
     client.serve_backend_channel().expect("serve");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
     assert!(client.has_backend_channel(), "a slow request is no broken channel");
     channel.write_all(&request[12..]).expect("the payload");
     client.serve_backend_channel().expect("serve");

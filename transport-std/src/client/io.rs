@@ -175,7 +175,7 @@ fn run(frontend: &mut Frontend, io: &mut Io, wait: Duration) -> Result<Outcome, 
             // Back-end requests read ahead with the last one are served now: nothing would
             // make the channel's socket readable for them.
             if channel_read_ahead(io) {
-                receive_backend_request(frontend, io, deadline);
+                receive_backend_request(frontend, io);
                 continue;
             }
             return Ok(outcome);
@@ -195,7 +195,7 @@ fn run(frontend: &mut Frontend, io: &mut Io, wait: Duration) -> Result<Outcome, 
             receive_reply(frontend, io, deadline, wait)?;
         }
         if channel {
-            receive_backend_request(frontend, io, deadline);
+            receive_backend_request(frontend, io);
         }
     }
 }
@@ -229,23 +229,22 @@ fn serve_channel_once(
         return Ok(());
     }
     let (main, channel) = wait_readable(io, timeout)?;
-    // A request begun is given the call's timeout to arrive whole.
-    let deadline = deadline_after(io.timeout);
     if channel {
-        receive_backend_request(frontend, io, deadline);
+        receive_backend_request(frontend, io);
         // Requests read ahead with it are served too: nothing would make the channel's
         // socket readable for them.
         while channel_read_ahead(io) {
             if let Some(error) = drain(frontend, io, &mut outcome)? {
                 return Err(ClientError::Closed(error));
             }
-            receive_backend_request(frontend, io, deadline);
+            receive_backend_request(frontend, io);
         }
     }
     if main && !frontend.is_awaiting_reply() {
         // Nothing waits for a reply: the main socket is readable only at a hang-up (or a
-        // reply nobody asked for, which the state machine refuses).
-        receive_reply(frontend, io, deadline, io.timeout)?;
+        // reply nobody asked for, which the state machine refuses), given the client's timeout
+        // to arrive whole.
+        receive_reply(frontend, io, deadline_after(io.timeout), io.timeout)?;
     }
     match drain(frontend, io, &mut outcome)? {
         Some(error) => Err(ClientError::Closed(error)),
@@ -316,11 +315,12 @@ fn channel_read_ahead(io: &Io) -> bool {
     io.channel.as_ref().is_some_and(|c| c.reader.has_buffered())
 }
 
-/// Reads one back-end request; a broken channel is dropped (the main socket goes on). A
-/// request still incomplete at `deadline` is kept for the next read, the channel with it.
-fn receive_backend_request(frontend: &mut Frontend, io: &mut Io, deadline: Instant) {
+/// Reads one back-end request of what has arrived, never waiting for more (a back-end that
+/// sends half a request must not hold the caller: what came is kept for the next read, when the
+/// channel is readable again); a broken channel is dropped (the main socket goes on).
+fn receive_backend_request(frontend: &mut Frontend, io: &mut Io) {
     let Some(channel) = io.channel.as_mut() else { return };
-    match channel.reader.recv_by(&channel.sock, deadline) {
+    match channel.reader.recv_arrived(&channel.sock) {
         Ok(RecvOutcome::Frame(_)) => {}
         Err(ScmError::Io(error)) if is_timeout(&error) => return,
         Ok(RecvOutcome::Closed) | Err(_) => {
