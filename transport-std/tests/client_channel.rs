@@ -2,7 +2,7 @@
 //! of a code the front-end does not know is answered with a failure status when the back-end
 //! asked for a reply (vhost-user spec, "REPLY_ACK": the back-end waits for it), and not at all
 //! when it did not; requests read ahead together are all served; a request arriving in pieces
-//! keeps the channel and is not waited for; a timeout beyond the clock and a refused restore leave the client usable;
+//! keeps the channel and is not waited for; a stop waits at least the client's timeout; a timeout beyond the clock and a refused restore leave the client usable;
 //! a back-end that takes no connection fails a connect in time.
 
 mod common;
@@ -15,8 +15,9 @@ use std::time::Duration;
 use common::{readable, TIMEOUT};
 use vhu_transport_std::client::Client;
 use vhu_transport_std::vhu_core::frontend::Negotiated;
-use vhu_transport_std::vhu_core::{ProtocolFeatures, VirtioFeatures};
-use vhu_transport_std::{recv_chunk, ReceivedFds};
+use vhu_transport_std::vhu_core::message::VringBase;
+use vhu_transport_std::vhu_core::{FrontendCode, ProtocolFeatures, VirtioFeatures, VringIndex};
+use vhu_transport_std::{recv_chunk, FrameReader, ReadAhead, ReceivedFds, RecvOutcome};
 
 /// A back-end request code no version of the spec defines.
 const UNKNOWN: u32 = 99;
@@ -196,4 +197,38 @@ fn a_back_end_that_takes_no_connection_times_out() {
     );
     drop(pending);
     let _ = std::fs::remove_file(&path);
+}
+
+/// A stop waits for the longer of the client's timeout and its drain bound: a drain bound set
+/// shorter than the timeout does not cut a stop short (the back-end answers GET_VRING_BASE
+/// after four times the drain bound, within the timeout).
+#[test]
+fn a_stop_waits_at_least_the_clients_timeout() {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let (mut client, _channel) = restored_with_channel(ours, &theirs);
+    client.set_drain_timeout(Duration::from_millis(100));
+    let peer = std::thread::spawn(move || {
+        let mut reader = FrameReader::new(ReadAhead::Exact);
+        loop {
+            match reader.recv(&theirs) {
+                Ok(RecvOutcome::Frame(_)) => {}
+                other => panic!("the client went: {other:?}"),
+            }
+            let frame = reader.frame().expect("a whole frame").to_vec();
+            if frame[..4] == FrontendCode::GetVringBase.as_u32().to_le_bytes() {
+                std::thread::sleep(Duration::from_millis(400));
+                let base = [0u32, 7].iter().flat_map(|w| w.to_le_bytes());
+                let reply: Vec<u8> = [FrontendCode::GetVringBase.as_u32(), VERSION | REPLY, 8]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .chain(base)
+                    .collect();
+                vhu_transport_std::send(&theirs, &reply, &[]).expect("reply");
+                return;
+            }
+        }
+    });
+    let base = client.stop_vring(VringIndex(0)).expect("stopped within the client's timeout");
+    assert_eq!(base, VringBase::split(7));
+    peer.join().expect("the back-end answered");
 }

@@ -129,6 +129,12 @@ impl Io {
         }
     }
 
+    /// How long a call that stops rings waits: the drain bound, or the client's timeout when
+    /// that is longer.
+    pub(super) fn drain_wait(&self) -> Duration {
+        self.timeout.max(self.drain_timeout)
+    }
+
     fn take(&mut self, token: FdToken) -> Result<OwnedFd, ClientError> {
         self.fds.take(token).ok_or(ClientError::MissingFd(token))
     }

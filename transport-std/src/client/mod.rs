@@ -9,7 +9,8 @@
 //! replies are fed back, back-end requests are answered by the [`BackendHandler`], and the
 //! outcome comes back typed — the answer the call waits for, [`ClientError::Failed`] when the
 //! back-end reported a failure, [`ClientError::Closed`] when the state machine closed the
-//! connection, or a transport error. Every wait is bounded by [`Client::set_timeout`].
+//! connection, or a transport error. Every wait is bounded by [`Client::set_timeout`] (a call
+//! that stops rings by [`Client::set_drain_timeout`] when that is longer).
 //!
 //! ```no_run
 //! use std::os::fd::AsFd;
@@ -113,7 +114,8 @@ impl Client {
         Ok(client)
     }
 
-    /// Bounds every wait for the back-end (each call, and each socket read and write).
+    /// Bounds every wait for the back-end: each call (one that stops rings waits for the longer
+    /// of this and [`Client::set_drain_timeout`]), and each socket read and write.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
         let timeout = timeout.max(Duration::from_millis(1));
         let what = "setting the socket timeouts";
@@ -131,8 +133,8 @@ impl Client {
     /// Bounds a call that stops rings ([`Client::stop_vring`], [`Client::stop_vring_skip_drain`],
     /// [`Client::reset_device`]): it waits for the back-end to finish the rings' requests in
     /// flight, which may take longer than any other answer ([`DEFAULT_DRAIN_TIMEOUT`] unless
-    /// set). Each read still waits at most [`Client::set_timeout`]'s bound, and goes on waiting
-    /// while the call's bound lasts.
+    /// set; [`Client::set_timeout`]'s bound when that is longer). Each read still waits at most
+    /// [`Client::set_timeout`]'s bound, and goes on waiting while the call's bound lasts.
     pub fn set_drain_timeout(&mut self, timeout: Duration) {
         self.io.drain_timeout = timeout.max(Duration::from_millis(1));
     }

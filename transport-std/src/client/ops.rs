@@ -10,6 +10,7 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use rustix::event::{poll, PollFd, PollFlags};
 use vhu_core::frontend::{Frontend, FrontendConfig, FrontendError, Negotiated, VringSetup};
 use vhu_core::message::{
     ConfigFlags, InflightDesc, Region, TransferDirection, Uuid, VringAddr, VringBase,
@@ -336,7 +337,12 @@ impl Client {
         // first kick, and a ring resumed after a stop or a migration has buffers waiting that
         // the guest will not kick for (an RX-only queue). A full counter already kicks.
         if let Some(kick) = start.kick {
-            let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+            // Only when the write cannot block: the descriptor is the caller's, and a blocking
+            // one with a full counter (or a full pipe) would hold this call for good.
+            let mut fds = [PollFd::new(&kick, PollFlags::OUT)];
+            if poll(&mut fds, Some(&crate::timespec(Duration::ZERO))).is_ok_and(|ready| ready > 0) {
+                let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+            }
         }
         Ok(())
     }
@@ -364,7 +370,7 @@ impl Client {
         op: impl FnOnce(&mut Frontend) -> Result<(), FrontendError>,
     ) -> Result<VringBase, ClientError> {
         // The back-end answers once the ring's requests in flight are done.
-        let outcome = self.settle_call_within(&[], op, self.io.drain_timeout)?;
+        let outcome = self.settle_call_within(&[], op, self.io.drain_wait())?;
         let base = outcome.answers.into_iter().find_map(|a| match a {
             Answer::VringStopped { index: i, base } if i == index => Some(base),
             _ => None,
@@ -407,8 +413,7 @@ impl Client {
     /// RESET_DEVICE (RESET_DEVICE): every ring stops; re-send the features before restarting.
     pub fn reset_device(&mut self) -> Result<(), ClientError> {
         // Running rings stop first, their requests in flight done.
-        let outcome =
-            self.settle_call_within(&[], Frontend::reset_device, self.io.drain_timeout)?;
+        let outcome = self.settle_call_within(&[], Frontend::reset_device, self.io.drain_wait())?;
         if let Some(error) = outcome.failed {
             return Err(ClientError::Failed(error));
         }
