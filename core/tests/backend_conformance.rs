@@ -92,6 +92,27 @@ fn new_addresses_for_a_started_ring_are_honoured_or_refused() {
     );
 }
 
+/// A move refused without NEED_REPLY (the front-end never hears of it, as QEMU's unacked
+/// SET_VRING_ADDR): the front-end's latest addresses are those a restart takes, since it sends
+/// no new ones before it kicks.
+#[test]
+fn a_restart_takes_the_addresses_last_sent_even_after_a_silent_refusal() {
+    let mut t = ready(protocol());
+    configure_ring(&mut t, V0, 0);
+    start_ring(&mut t, V0, 0, false);
+    let mut moved = ring_addr(V0);
+    moved.used += 0x1000;
+    let outs = t.send(Request::SetVringAddr(moved));
+    assert!(matches!(outs[..], [Out::Action(Action::UpdateVring { .. })]), "{outs:?}");
+    assert_eq!(t.complete(Completion::Done(Err(95))), [], "no reply was asked for");
+    t.send(Request::GetVringBase { index: V0 });
+    t.complete(Completion::VringStopped { index: V0, base: VringBase::split(0) });
+    let kick = t.fd();
+    let outs = t.send(Request::SetVringKick(VringFd { index: V0, fd: Some(kick) }));
+    let [Out::Action(Action::StartVring { config, .. })] = outs[..] else { panic!("{outs:?}") };
+    assert_eq!(config.used, ring_config(V0, 256, VringBase::split(0)).used + 0x1000);
+}
+
 /// A request code core does not know: its frame is read whole, so the stream is intact. It is
 /// answered with a failure when NEED_REPLY asks for an answer, its descriptors are closed, and
 /// the session goes on.

@@ -253,15 +253,15 @@ impl Backend {
             (Pending::Status(code), Completion::Done(Err(status))) => {
                 self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
             }
-            (Pending::MoveVring { .. }, Completion::Done(Ok(()))) => {
+            (Pending::MoveVring(addr), Completion::Done(Ok(()))) => {
+                if let Some(vring) = self.vrings.get_mut(usize::from(addr.index.0)) {
+                    vring.running = Some(addr);
+                }
                 self.ack(FrontendCode::SetVringAddr, need_reply);
             }
-            (Pending::MoveVring { index, old }, Completion::Done(Err(status))) => {
-                // The device runs the ring where it ran: a later SET_VRING_ADDR compares with
-                // those addresses, and a restart uses them.
-                if let Some(vring) = self.vrings.get_mut(usize::from(index.0)) {
-                    vring.addr = old;
-                }
+            // The device runs the ring where it ran (`Vring::running`), which a later
+            // SET_VRING_ADDR compares with; a restart takes the front-end's latest addresses.
+            (Pending::MoveVring(_), Completion::Done(Err(status))) => {
                 let code = FrontendCode::SetVringAddr;
                 self.nack(code, need_reply, &ProtocolError::DeviceFailed { code, status });
             }

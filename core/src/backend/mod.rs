@@ -73,9 +73,9 @@ enum Pending {
     /// SET_CONFIG, IOTLB_MSG, SET_INFLIGHT_FD, CHECK_DEVICE_STATE, RESET_DEVICE: an ack or
     /// status follows.
     Status(FrontendCode),
-    /// SET_VRING_ADDR that moves (or changes the logging of) started ring `index`, whose
-    /// addresses were `old`: a ring the device did not move keeps them.
-    MoveVring { index: VringIndex, old: Option<VringAddr> },
+    /// SET_VRING_ADDR that moves (or changes the logging of) a started ring to these
+    /// addresses: the device runs it there once it took them.
+    MoveVring(VringAddr),
     /// SET_VRING_KICK or VRING_KICK (`code`) that starts ring `index`: an ack or status
     /// follows, and a ring the device could not start is not started.
     StartVring { code: FrontendCode, index: VringIndex },

@@ -19,6 +19,10 @@ pub(super) struct Vring {
     pub(super) state: RingState,
     pub(super) size: Option<u16>,
     pub(super) addr: Option<VringAddr>,
+    /// The addresses the device runs the ring at, while it is started: those it started with,
+    /// or a move it took (a refused SET_VRING_ADDR leaves them, whether or not the front-end
+    /// heard of the refusal).
+    pub(super) running: Option<VringAddr>,
     pub(super) base: Option<VringBase>,
     pub(super) big_endian: bool,
 }
@@ -172,13 +176,14 @@ impl Backend {
         // Refuse an address no region covers now; it is translated again when the ring starts.
         let config = self.translate(code, &self.vrings[i], addr, size)?;
         let rings = |a: &VringAddr| (a.descriptor, a.available, a.used);
-        let same_ring = self.vrings[i].addr.is_some_and(|old| rings(&old) == rings(&addr));
+        let same_ring = self.vrings[i].running.is_some_and(|run| rings(&run) == rings(&addr));
         let logging_only = same_ring && config.log.is_none_or(|log| log == config.used);
-        let old = self.vrings[i].addr.replace(addr);
+        // The front-end's latest: a restart uses them.
+        self.vrings[i].addr = Some(addr);
         if self.vrings[i].state.started {
             let index = addr.index;
             self.outputs.push_action(Action::UpdateVring { index, config, logging_only });
-            self.await_completion(Pending::MoveVring { index, old }, need_reply);
+            self.await_completion(Pending::MoveVring(addr), need_reply);
         }
         Ok(())
     }
@@ -334,6 +339,7 @@ impl Backend {
             return Ok(());
         }
         let config = self.start_config(code, i)?;
+        self.vrings[i].running = self.vrings[i].addr;
         if let RingEffect::Start { enabled } = self.apply(i, RingEvent::Start) {
             self.outputs.push_action(Action::StartVring { index, config, kick, enabled });
             self.await_completion(Pending::StartVring { code, index }, need_reply);
