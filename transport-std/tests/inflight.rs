@@ -16,8 +16,8 @@ use vhu_transport_std::virtq::inflight::{
     InflightArea, InflightError, InflightRegion, PackedInflight, SplitInflight,
 };
 use vhu_transport_std::virtq::{
-    Descriptor, PackedDescriptor, QueueState, SplitQueue, Virtqueue, DESC_F_NEXT, DESC_F_WRITE,
-    PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
+    Descriptor, PackedDescriptor, QueueError, QueueState, SplitQueue, Virtqueue, DESC_F_NEXT,
+    DESC_F_WRITE, PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED,
 };
 use vhu_transport_std::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -221,6 +221,43 @@ fn a_restarted_packed_back_end_resubmits_from_its_copies() {
         }
         Virtqueue::Split(_) => unreachable!("a packed ring"),
     }
+}
+
+/// An area naming one buffer id for two chains in flight (the front-end's memory, or an older
+/// back-end that took a reused id): the second is refused as a reused id, never served as the
+/// first's twin.
+#[test]
+fn a_resubmitted_packed_chain_under_an_id_in_flight_is_refused() {
+    let area = Area::new(true);
+    let mut driver = packed_driver::Driver::new(SIZE);
+    driver.publish(10, &[(0x4000, 0x10, DESC_F_WRITE)]);
+    driver.publish(12, &[(0x4300, 0x40, DESC_F_WRITE)]);
+    let mut first = Virtqueue::from(driver.queue(false, false));
+    first.track_inflight(area.region(true), &driver.mem).expect("attach");
+    first.pop(&driver.mem).unwrap().expect("chain 10");
+    first.pop(&driver.mem).unwrap().expect("chain 12");
+    drop(first);
+    // The copy of chain 12 in the area now says buffer id 10: descriptor states of 32 bytes
+    // from offset 32, `inflight` their first byte, `id` at 16.
+    let mut bytes = vec![0u8; area.desc.mmap_size as usize];
+    rustix::io::pread(&area.fd, &mut bytes, 0).expect("read the area");
+    let mut renamed = 0;
+    for state in bytes[32..].chunks_exact_mut(32) {
+        if state[0] == 1 && state[16..18] == 12u16.to_le_bytes() {
+            state[16..18].copy_from_slice(&10u16.to_le_bytes());
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 1, "chain 12's one descriptor");
+    rustix::io::pwrite(&area.fd, &bytes, 0).expect("write the area");
+
+    let mut second = Virtqueue::from(driver.queue(false, false));
+    assert_eq!(second.track_inflight(area.region(true), &driver.mem).expect("attach"), 2);
+    assert_eq!(second.pop(&driver.mem).unwrap().expect("chain 10").head(), 10);
+    assert_eq!(
+        second.pop(&driver.mem).map(|c| c.map(|c| c.head())),
+        Err(QueueError::IdInFlight { id: 10 })
+    );
 }
 
 #[test]

@@ -265,6 +265,13 @@ impl PackedQueue {
         &mut self,
         mem: &R,
     ) -> Result<Option<DescriptorChain>, QueueError> {
+        // A resubmitted chain is checked as a new one: the area is the front-end's memory, and
+        // an older back-end may have taken a reused id.
+        let resubmitted =
+            self.resubmit.front().map(|c| c.descriptors.last().map_or(0, |d| d.id.get()));
+        if let Some(id) = resubmitted.filter(|id| self.in_flight.iter().any(|c| c.id == *id)) {
+            return Err(QueueError::IdInFlight { id });
+        }
         if let Some(chain) = self.resubmit.pop_front() {
             // Its slots were counted when the next available position was set.
             self.scratch = chain.descriptors;
