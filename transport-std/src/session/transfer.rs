@@ -36,9 +36,10 @@ pub const MAX_STATE_SIZE: usize = 1 << 30;
 /// ([`Step::Budget`]).
 pub(crate) const STEP_BUDGET: usize = 64 * 1024;
 
-/// Steps a [`Transfer::finish`] that never waits takes at most (16 MiB): more than any pipe
-/// holds once the front-end closed its end (1 MiB unless raised), so a front-end that keeps
-/// the pipe full while it asks for the outcome cannot hold an event loop.
+/// Steps a [`Transfer::finish`] that never waits takes at most (16 MiB): more than a pipe holds
+/// once the front-end closed its end (1 MiB unless a privileged process raised it past that, or
+/// a socket's buffer was forced larger), so a front-end that keeps the pipe full while it asks
+/// for the outcome cannot hold an event loop.
 const UNWAITED_STEPS: usize = 256;
 
 /// One transfer; see the module docs.
