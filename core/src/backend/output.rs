@@ -82,7 +82,8 @@ pub enum Action<'a> {
     /// A new SET_MEM_TABLE replaces the table: the [`Action::MapRegion`]s that follow, up to
     /// the request's completion, are the whole new table (none: the table is empty from now
     /// on). The driver swaps it in whole once every region is mapped; when one fails, it
-    /// reports the failure with [`Completion::Done`] and keeps the table it had, as core does.
+    /// reports the failure with [`Completion::Done`] and keeps the table it had, as core does
+    /// (a postcopy table that fails ends the connection instead).
     UnmapAll,
     /// Map `region` from `fd` (at `region.mmap_offset`) at `region.guest_address`. Report the
     /// outcome of all maps of one request with [`Completion::Done`].
