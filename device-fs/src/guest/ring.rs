@@ -526,6 +526,11 @@ impl GuestRing {
         if head.len != written {
             return Err(bad(format!("header says {} bytes, the used ring {written}", head.len)));
         }
+        // FUSE errors are negated errnos, which Linux's /dev/fuse takes only above -1000
+        // (fs/fuse/dev.c, fuse_dev_do_write, refuses others with EINVAL).
+        if !(-999..=0).contains(&head.error) {
+            return Err(bad(format!("error field {}, not a negated errno", head.error)));
+        }
         Ok(Some(Completed {
             opcode: request.opcode,
             unique: request.unique,

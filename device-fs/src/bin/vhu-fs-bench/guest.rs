@@ -128,7 +128,8 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
             .map(|l| lane(plan.workload, setup, q as u32 * u32::from(plan.depth) + u32::from(l)))
             .collect();
         let start = Arc::clone(&start);
-        threads.push(std::thread::spawn(move || drive(ring, lanes, per_queue, &start)));
+        let queue = q as u64;
+        threads.push(std::thread::spawn(move || drive(ring, queue, lanes, per_queue, &start)));
     }
     let figures = measure(pid, &start, threads);
     drop(client);
@@ -181,9 +182,13 @@ fn pages(next: &Next) -> Pages {
     }
 }
 
-/// Keeps every lane's request in flight until `target` requests were answered.
+/// Keeps every lane's request in flight until `target` requests were answered. A request's
+/// unique names its queue and lane and is never in flight twice on the connection, as a Linux
+/// guest's (one counter per connection): bit 0 clear (interrupts set it), the lane in bits
+/// 1-16, the queue in bits 17-24, a serial above.
 fn drive(
     mut ring: GuestRing,
+    queue: u64,
     mut lanes: Vec<Box<dyn Lane>>,
     target: u64,
     start: &Barrier,
@@ -199,7 +204,7 @@ fn drive(
         serial += 1;
         let header = InHeader {
             opcode: next.opcode as u32,
-            unique: (serial << 17) | ((lane as u64) << 1),
+            unique: (serial << 25) | (queue << 17) | ((lane as u64) << 1),
             nodeid: next.nodeid,
             uid: GUEST_USER.0,
             gid: GUEST_USER.1,

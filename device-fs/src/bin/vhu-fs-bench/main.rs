@@ -251,7 +251,7 @@ fn main() -> ExitCode {
     } else {
         options.workloads.clone()
     };
-    let mut all: Vec<(Workload, Vec<Vec<Summary>>)> = Vec::new();
+    let mut all: Vec<(Workload, u64, Vec<Vec<Summary>>)> = Vec::new();
     for workload in workloads {
         // Large I/O moves at most a GiB a run.
         let cap = (1u64 << 30) / u64::from(workload.request_size(1 << 20).max(4096));
@@ -267,9 +267,13 @@ fn main() -> ExitCode {
         };
         let mut runs = vec![Vec::new(); targets.len()];
         for round in 0..options.rounds {
-            for (target, runs) in targets.iter().zip(runs.iter_mut()) {
+            // Each round starts with the next target: none is always measured first (on a
+            // share the one before warmed, or a machine the one before loaded).
+            for k in 0..targets.len() {
+                let i = (k + round as usize) % targets.len();
+                let target = &targets[i];
                 match run_once(target, &share, &plan) {
-                    Ok(summary) => runs.push(summary),
+                    Ok(summary) => runs[i].push(summary),
                     Err(e) => {
                         eprintln!(
                             "vhu-fs-bench: {} on {}, round {}: {e}",
@@ -283,15 +287,16 @@ fn main() -> ExitCode {
             }
         }
         print_table(workload, &plan, options.rounds, &targets, &runs);
-        all.push((workload, runs));
+        all.push((workload, plan.requests, runs));
     }
     if let Some(path) = &options.json {
         let entries: Vec<Entry<'_>> = all
             .iter()
-            .flat_map(|(workload, runs)| {
+            .flat_map(|(workload, requests, runs)| {
                 targets.iter().zip(runs).map(|(target, runs)| Entry {
                     workload: workload.name(),
                     target: target.name(),
+                    requests: *requests,
                     runs,
                 })
             })

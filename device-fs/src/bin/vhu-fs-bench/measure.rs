@@ -57,9 +57,15 @@ impl Figures {
     }
 }
 
+/// The middle value; of an even number, the mean of the two in the middle.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let half = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[half],
+        _ => (values[half - 1] + values[half]) / 2.0,
+    }
 }
 
 /// Per-metric medians over rounds.
@@ -103,6 +109,7 @@ pub(crate) fn cpu_sample(pid: u32) -> CpuSample {
     while let Some(pid) = pending.pop() {
         ticks += own_ticks(pid);
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        let mut listed = true;
         for task in tasks.flatten() {
             let tid = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok());
             let ran = std::fs::read_to_string(task.path().join("schedstat"))
@@ -111,9 +118,17 @@ pub(crate) fn cpu_sample(pid: u32) -> CpuSample {
             if let (Some(tid), Some(ran)) = (tid, ran) {
                 sample.tasks.insert(tid, ran);
             }
-            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-                pending.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            match std::fs::read_to_string(task.path().join("children")) {
+                Ok(list) => {
+                    pending.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()))
+                }
+                Err(_) => listed = false,
             }
+        }
+        // A kernel without CONFIG_PROC_CHILDREN lists no children: they are found by their
+        // parent (a forking back-end serves from its child).
+        if !listed {
+            pending.extend(children_by_parent(pid));
         }
     }
     sample.ticks = Duration::from_secs_f64(ticks as f64 / per_second as f64);
@@ -133,6 +148,21 @@ pub(crate) fn cpu_between(before: &CpuSample, after: &CpuSample) -> Duration {
         .iter()
         .map(|(tid, ns)| ns.saturating_sub(before.tasks.get(tid).copied().unwrap_or(0)));
     Duration::from_nanos(ran.sum())
+}
+
+/// The processes whose parent is `pid`, from every `/proc/<pid>/stat`.
+fn children_by_parent(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+        .filter(|&child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // Field 4, after the command's closing parenthesis and the state.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect()
 }
 
 /// utime + stime + cutime + cstime of one process, in clock ticks.
@@ -160,6 +190,8 @@ pub(crate) fn thread_cpu() -> Duration {
 pub(crate) struct Entry<'a> {
     pub(crate) workload: &'a str,
     pub(crate) target: &'a str,
+    /// Requests each run made (the asked number, capped for large I/O, at least one per lane).
+    pub(crate) requests: u64,
     pub(crate) runs: &'a [Summary],
 }
 
@@ -182,8 +214,8 @@ pub(crate) fn json(queues: u16, depth: u16, requests: u64, entries: &[Entry<'_>]
         }
         let _ = write!(
             out,
-            "{{\"workload\":\"{}\",\"target\":{:?},\"median\":",
-            entry.workload, entry.target
+            "{{\"workload\":\"{}\",\"target\":{:?},\"requests\":{},\"median\":",
+            entry.workload, entry.target, entry.requests
         );
         summary_json(&mut out, &medians(entry.runs));
         out.push_str(",\"rounds\":[");
@@ -215,6 +247,26 @@ mod tests {
         assert_eq!(cpu_between(&before, &after), Duration::from_nanos(3_000 + 500 + 700));
         let ended = sample(&[(1, 4_000)], 30);
         assert_eq!(cpu_between(&before, &ended), Duration::from_millis(20));
+    }
+
+    /// The median of an even number of rounds is the mean of the middle two (the upper one
+    /// biased every figure up).
+    #[test]
+    fn medians_of_odd_and_even_rounds() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![5.0, 1.0]), 3.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    /// A child is found by its parent as the kernel's children lists find it.
+    #[test]
+    fn children_are_found_by_their_parent() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("sleep");
+        let found = children_by_parent(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
     }
 
     /// This thread's clock moves with work, and a tree sample sees this process's tasks.

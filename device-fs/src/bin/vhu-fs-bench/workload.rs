@@ -236,13 +236,23 @@ fn seed(id: u32) -> XorShift {
     XorShift(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1).wrapping_mul(0x1000_0001))
 }
 
-/// Checks that `first` and `last`, the first and last words of `size` bytes read at `offset`,
-/// hold the data file's pattern.
-pub(crate) fn check_read(offset: u64, size: usize, first: [u8; 8], last: [u8; 8]) -> bool {
-    let (mut want_first, mut want_last) = ([0; 8], [0; 8]);
-    pattern(offset, &mut want_first);
-    pattern(offset + (size - 8) as u64, &mut want_last);
-    first == want_first && last == want_last
+/// Checks that `size` bytes read at `offset` (at least 8) hold the data file's pattern where
+/// `word_at` finds them: the first word of each 4 KiB page and the last word (a page in the
+/// wrong place, or left unwritten, shows in its first word).
+pub(crate) fn check_read(
+    offset: u64,
+    size: usize,
+    mut word_at: impl FnMut(usize) -> Result<[u8; 8], String>,
+) -> Result<bool, String> {
+    let last = size - 8;
+    for at in (0..size).step_by(4096).chain([last]) {
+        let mut want = [0; 8];
+        pattern(offset + at as u64, &mut want);
+        if word_at(at)? != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// READs or WRITEs of one file, at random aligned offsets or one after the other.
@@ -281,12 +291,12 @@ impl Lane for Data {
         if reply.len() != self.size as usize {
             return Err(format!("READ of {} bytes returned {}", self.size, reply.len()));
         }
-        // The data stays in guest memory; its first and last words carry their offsets.
-        let tail = reply.len() - 8;
-        let (mut first, mut last) = ([0u8; 8], [0u8; 8]);
-        reply.read_at(0, &mut first).map_err(|e| e.to_string())?;
-        reply.read_at(tail, &mut last).map_err(|e| e.to_string())?;
-        if !check_read(self.offset, reply.len(), first, last) {
+        // The data stays in guest memory; each page's first word carries its offset.
+        let word_at = |at| {
+            let mut word = [0u8; 8];
+            reply.read_at(at, &mut word).map(|()| word).map_err(|e| e.to_string())
+        };
+        if !check_read(self.offset, reply.len(), word_at)? {
             return Err(format!("READ at {} returned other bytes", self.offset));
         }
         Ok(())
@@ -493,5 +503,27 @@ impl Lane for Readdir {
 
     fn bytes(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_read, pattern};
+
+    /// A read whose pages came back in the wrong order fails the check, though its first and
+    /// last words are right.
+    #[test]
+    fn a_page_out_of_place_fails_the_read_check() {
+        let offset = 1 << 20;
+        let mut data = vec![0u8; 16 << 10];
+        pattern(offset, &mut data);
+        let word_at = |data: &[u8]| {
+            let data = data.to_vec();
+            move |at: usize| Ok(data[at..at + 8].try_into().expect("a word"))
+        };
+        assert_eq!(check_read(offset, data.len(), word_at(&data)), Ok(true));
+        let (second, third) = data[4096..12288].split_at_mut(4096);
+        second.swap_with_slice(third);
+        assert_eq!(check_read(offset, data.len(), word_at(&data)), Ok(false));
     }
 }
