@@ -181,3 +181,22 @@ fn data_in_place_is_sent_from_and_left_in_guest_pages() {
     assert_eq!(tail, data[8_993..9_001]);
     assert!(done.read_at(8_993, &mut tail).is_err(), "past the end");
 }
+
+/// Without VIRTIO_RING_F_INDIRECT_DESC a request goes in one descriptor: data laid in place is
+/// copied after its arguments, and the header's length counts it.
+#[test]
+fn without_indirect_descriptors_laid_data_follows_the_arguments() {
+    let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).expect("ram");
+    let mut ring = GuestRing::new(memory.clone(), LAYOUT, (false, false)).expect("ring");
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    ring.lay_request_data(&data).expect("lays");
+    let write = WriteIn { fh: 1, size: data.len() as u32, ..WriteIn::default() };
+    let pages = Pages { request: data.len() as u32, reply: 0, in_place: true };
+    ring.submit_paged(request_header(2, Opcode::Write, 300), &[write.as_bytes()], 24, pages)
+        .expect("submits");
+    let mut sent = vec![0u8; 80 + data.len()];
+    memory.read_slice(&mut sent, GuestAddress(LAYOUT.request(0))).expect("the request");
+    assert_eq!(u32::from_le_bytes(sent[..4].try_into().expect("4")), 80 + 10_000);
+    assert_eq!(&sent[40..80], write.as_bytes());
+    assert!(sent[80..] == data[..], "the data after the arguments");
+}

@@ -144,6 +144,9 @@ pub struct GuestRing {
     indirect: bool,
     /// An indirect table being built.
     table: Vec<Descriptor>,
+    /// What [`GuestRing::lay_request_data`] laid in every slot's pages, for requests sent
+    /// without pages (no VIRTIO_RING_F_INDIRECT_DESC), whose data follows their arguments.
+    laid: Vec<u8>,
     /// How long [`GuestRing::complete`] watches the call eventfd before it sleeps.
     poll: RingPoll,
     /// A notification came and the used ring has not been drained since: used chains may be
@@ -184,6 +187,7 @@ impl GuestRing {
             kicked: 0,
             indirect,
             table: Vec::new(),
+            laid: Vec::new(),
             poll: RingPoll::with_max(Duration::ZERO),
             notified: false,
         };
@@ -285,7 +289,8 @@ impl GuestRing {
 
     /// [`GuestRing::submit`], laid out as Linux lays the request out (see the module docs)
     /// when VIRTIO_RING_F_INDIRECT_DESC was negotiated, `pages` saying which bytes are data.
-    /// Without it the request goes as [`GuestRing::submit`] sends it.
+    /// Without it the request goes as [`GuestRing::submit`] sends it, data laid in place
+    /// copied after its arguments.
     pub fn submit_paged(
         &mut self,
         header: InHeader,
@@ -293,7 +298,21 @@ impl GuestRing {
         reply: u32,
         pages: Pages,
     ) -> Result<(), GuestError> {
-        self.put(header, body, reply, self.indirect.then_some(pages))
+        if self.indirect {
+            return self.put(header, body, reply, Some(pages));
+        }
+        if !pages.in_place || pages.request == 0 {
+            return self.put(header, body, reply, None);
+        }
+        let data = std::mem::take(&mut self.laid);
+        let Some(laid) = data.get(..pages.request as usize) else {
+            self.laid = data;
+            return Err(GuestError::TooLarge(pages.request as usize));
+        };
+        let parts: Vec<&[u8]> = body.iter().copied().chain([laid]).collect();
+        let sent = self.put(header, &parts, reply, None);
+        self.laid = data;
+        sent
     }
 
     fn put(
@@ -381,7 +400,7 @@ impl GuestRing {
 
     /// Writes `data` into every slot's request pages: what a request whose [`Pages`] are
     /// `in_place` sends as its data.
-    pub fn lay_request_data(&self, data: &[u8]) -> Result<(), GuestError> {
+    pub fn lay_request_data(&mut self, data: &[u8]) -> Result<(), GuestError> {
         if PAGE + data.len() as u64 > u64::from(self.layout.request_max) {
             return Err(GuestError::TooLarge(data.len()));
         }
@@ -389,6 +408,7 @@ impl GuestRing {
             let at = self.layout.request(slot) + PAGE;
             self.memory.write(at, data)?;
         }
+        self.laid = data.to_vec();
         Ok(())
     }
 

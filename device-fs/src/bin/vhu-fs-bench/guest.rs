@@ -110,12 +110,12 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
         let file = if plan.workload.writes() { setup.wdata.0 } else { setup.data.0 };
         return crate::dax::run(guest, file, pid, plan);
     }
-    let (client, _ram, rings) = guest.into_parts();
+    let (client, _ram, mut rings) = guest.into_parts();
     if plan.workload.writes() {
         // What every WRITE sends: the guest's pages hold it before the run.
         let mut laid = vec![0u8; plan.workload.request_size(chunk) as usize];
         pattern(0, &mut laid);
-        for ring in &rings {
+        for ring in &mut rings {
             ring.lay_request_data(&laid).map_err(guest_error)?;
         }
     }
