@@ -30,6 +30,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use vhu_transport_std::LoggedMemory;
@@ -92,6 +93,9 @@ struct Inbox {
     pool_idle: Condvar,
     /// The first panic of a pooled request, for the worker to raise.
     panicked: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Requests answered later (lock waits) held now, and how many the ring leaves room for.
+    held: AtomicUsize,
+    hold_limit: usize,
 }
 
 impl Inbox {
@@ -180,7 +184,19 @@ impl Inbox {
 
 impl Defer for Inbox {
     fn complete(&self, unique: u64, reply: Vec<u8>) {
+        self.unhold();
         self.post(Done::Reply(unique, reply));
+    }
+
+    fn hold(&self) -> bool {
+        let limit = self.hold_limit;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn unhold(&self) {
+        let _ = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -212,11 +228,15 @@ impl std::fmt::Debug for FsQueue {
 impl FsQueue {
     /// A handler for a validated queue (split or packed).
     pub fn new(queue: impl Into<Virtqueue>, server: Arc<Server<PassthroughFs>>) -> Self {
+        let queue = queue.into();
+        // A quarter of the ring's descriptors may wait (three each without indirect
+        // descriptors): the rest is room for what ends the waits.
+        let hold_limit = usize::from(queue.size() / 4).max(1);
         Self {
-            ring: Arc::new(Mutex::new(Ring { queue: queue.into(), broken: false })),
+            ring: Arc::new(Mutex::new(Ring { queue, broken: false })),
             server,
             more: false,
-            inbox: Arc::default(),
+            inbox: Arc::new(Inbox { hold_limit, ..Inbox::default() }),
             deferred: HashMap::new(),
             early: HashMap::new(),
             pool: None,

@@ -61,6 +61,10 @@ impl<F: FileSystem> Server<F> {
                     // A guest reusing the unique of a request still waiting: that one keeps it.
                     return Err(Errno::INVAL);
                 }
+                // The queue's room for waits is taken (POSIX: ENOLCK, no more locks available).
+                if !defer.hold() {
+                    return Err(Errno::NOLCK);
+                }
                 let mut early = self.interrupted_early();
                 if let Some(at) = early.iter().position(|u| *u == unique) {
                     early.remove(at);
@@ -85,6 +89,9 @@ impl<F: FileSystem> Server<F> {
         if registered && !matches!(status, Ok(LockStatus::Waiting)) {
             // Answered now (or failed): the wait was dropped unfinished.
             self.waiting().remove(&unique);
+            if let Some(defer) = defer {
+                defer.unhold();
+            }
         }
         match status? {
             LockStatus::Done => Ok(Reply::empty()),

@@ -120,8 +120,22 @@ struct Session {
 /// Where replies go that are sent after [`Server::handle_with`] returned (a SETLKW granted
 /// later). The transport puts the reply into the request's buffers and completes it.
 pub trait Defer: Send + Sync {
-    /// The whole reply (`fuse_out_header` and payload) to the request `unique`.
+    /// The whole reply (`fuse_out_header` and payload) to the request `unique`, which
+    /// [`Defer::hold`] made room for.
     fn complete(&self, unique: u64, reply: Vec<u8>);
+
+    /// Makes room for one more request answered later; false when there is none. A deferred
+    /// request keeps its chain in the ring until it is answered, so a queue must keep room for
+    /// the requests that would end the waits (the unlock, the close): were the ring full of
+    /// waits, the guest could send none of them and every request on it would wait for good.
+    /// Room is given back by [`Defer::complete`], or by [`Defer::unhold`] when the request
+    /// was answered at once after all.
+    fn hold(&self) -> bool {
+        true
+    }
+
+    /// Gives back the room [`Defer::hold`] made, for a request answered at once after all.
+    fn unhold(&self) {}
 }
 
 /// What [`Server::handle_with`] did with a request.
@@ -269,13 +283,15 @@ impl<F: FileSystem> Server<F> {
     }
 
     /// What ends a session once its window's mappings are dealt with (a reset, DESTROY, a
-    /// second INIT): pending requests cancelled, early INTERRUPTs forgotten (the next session
-    /// numbers its requests afresh), every node and handle dropped, INIT awaited.
+    /// second INIT): INIT awaited first (a request on another queue is refused from now on,
+    /// rather than reach a file system being emptied), pending requests cancelled, early
+    /// INTERRUPTs forgotten (the next session numbers its requests afresh), every node and
+    /// handle dropped.
     fn end_session(&self) {
+        self.set_session(Session::default());
         self.cancel_all();
         self.interrupted_early().clear();
         self.fs.destroy();
-        self.set_session(Session::default());
     }
 
     /// The file system.
