@@ -187,6 +187,27 @@ fn a_guest_with_mappings_does_not_migrate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A guest migrated with an empty window maps files in the destination's window (the source's
+/// went with its connection).
+#[test]
+fn a_migrated_guest_maps_in_the_destinations_window() {
+    let dir = scratch("vhu-dax", "migrated");
+    let data = laid_file(&dir.join("share/data"), DAX_RANGE);
+    let args = ["--sandbox", "none", "--dax-window", "2M"];
+    let _source = start(&dir, &args);
+    let _destination = daemon::start_program(daemon::fsd(), &dir, "destination", &args);
+    let guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    let destination = daemon::socket_named(&dir, "destination");
+    let (mut guest, _) = guest.migrate_to(destination, |_| Ok(())).expect("migrates");
+    let node = guest.lookup(1, "data").expect("lookup").nodeid;
+    guest.setup_mapping(node, None, (0, 0, DAX_RANGE), false).expect("mapped at the destination");
+    let window = guest.dax_window().expect("the destination's window");
+    let mut seen = vec![0u8; 4096];
+    assert!(window.read(0, &mut seen), "the range is mapped in the VMM");
+    assert!(seen == data[..4096], "the file's bytes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_front_end_that_fails_a_removal_is_not_asked_for_the_rest() {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -54,6 +54,13 @@ impl GuestFs {
         if (here.features, here.protocol_features) != (source.features, source.protocol_features) {
             return Err(GuestError::Migration("the destination does not offer the same features"));
         }
+        // The DAX window is the destination's now (the source's mappings went with it; a
+        // state saved with mappings in place is refused): mapped through its channel, of the
+        // same size.
+        let dax = super::dax::window(&mut client, here.protocol_features)?;
+        if dax.as_ref().map(|w| w.len()) != self.dax.as_ref().map(|w| w.len()) {
+            return Err(GuestError::Migration("the destination's DAX window differs"));
+        }
         client.set_mem_table(&[self.ram.share()])?;
         client.load_state(&state)?;
         for (i, (ring, base)) in self.rings.iter().zip(bases).enumerate() {
@@ -62,6 +69,7 @@ impl GuestFs {
         }
         // The source's connection closes here; the destination serves from now on.
         self.client = client;
+        self.dax = dax;
         Ok((self, Migrated { state_bytes: state.len(), dirty_pages }))
     }
 }
