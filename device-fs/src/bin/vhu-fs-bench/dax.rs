@@ -234,7 +234,7 @@ fn drive(
         if !write && !check_read(offset, buf.len(), |at| Ok(word(&buf, at)))? {
             return Err(format!("the window at file offset {offset} holds other bytes"));
         }
-        figures.latencies.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+        figures.latencies.push(crate::measure::nanos(began.elapsed()));
         figures.requests += 1;
         figures.bytes += u64::from(size);
     }

@@ -232,7 +232,7 @@ fn drive(
             let lane_ref = lanes.get_mut(lane).ok_or("a reply for no lane")?;
             lane_ref.reply(&done).map_err(|e| format!("{opcode:?}: {e}"))?;
             figures.bytes += lane_ref.bytes();
-            figures.latencies.push(u32::try_from(done.latency.as_micros()).unwrap_or(u32::MAX));
+            figures.latencies.push(crate::measure::nanos(done.latency));
             figures.requests += 1;
             if issued < target {
                 refill.push(lane);

@@ -95,7 +95,7 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
     let mut cursor = (u64::from(id) * 7919 % (DATA_SIZE / size.max(1) as u64)) * size as u64;
     let mut serial = 0u64;
     let record = |figures: &mut Figures, began: Instant, bytes: usize| {
-        figures.latencies.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+        figures.latencies.push(crate::measure::nanos(began.elapsed()));
         figures.requests += 1;
         figures.bytes += bytes as u64;
     };
@@ -183,9 +183,7 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
                         figures.requests += u64::from(reply > 0);
                         break;
                     }
-                    figures
-                        .latencies
-                        .push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    figures.latencies.push(crate::measure::nanos(began.elapsed()));
                 }
                 if seen < BIG_ENTRIES {
                     return Err(format!("getdents64 ended after {seen} entries"));
