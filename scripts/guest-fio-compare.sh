@@ -90,6 +90,9 @@ run_one() {
         -chardev "socket,id=vfs,path=$sock" \
         -device "vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=$TAG" >/dev/null 2>&1 &
     wait $! || true
+    # Both back-ends exit when QEMU hangs up; one that does not is stopped after a while.
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    pkill -P "$pid" 2>/dev/null || true
     wait "$pid" || true
     local terse cpu
     terse=$(sed -n 's/^FIO TERSE //p' "$WORK/console.log" | tail -n 1)
@@ -104,7 +107,10 @@ declare -A RESULT
 for ((round = 1; round <= ROUNDS; round++)); do
     for job in "${JOBS[@]}"; do
         IFS=: read -r name rw bs jobs engine <<<"$job"
-        for backend in vhu-fsd virtiofsd; do
+        # Each round starts with the other back-end: neither is always measured first.
+        order=(vhu-fsd virtiofsd)
+        ((round % 2 == 0)) && order=(virtiofsd vhu-fsd)
+        for backend in "${order[@]}"; do
             case $backend in
                 vhu-fsd) cmd=$FSD ;;
                 virtiofsd) cmd=$VIRTIOFSD ;;
