@@ -8,8 +8,9 @@ mod support;
 use locks::*;
 
 /// A SETLKW that would wait where its queue has no room left for another wait (the ring must
-/// keep room for the unlocks that end them) is refused with ENOLCK; a wait that ends, or a
-/// SETLKW answered at once, gives its room back.
+/// keep room for the unlocks that end them) is refused with ENOLCK, while one that does not
+/// wait is answered as ever; a wait that ends, or a SETLKW answered at once, gives its room
+/// back.
 #[test]
 fn setlkw_waits_take_only_the_room_their_queue_has() {
     const ENOLCK: i32 = 37;
@@ -24,6 +25,13 @@ fn setlkw_waits_take_only_the_room_their_queue_has() {
     );
     let refused = setlkw_answer(&mut h, node, &lk(b, 2, F_WRLCK, 0, 9, false), &defer, 701);
     assert_eq!(refused, (Handled::Replied(16), -ENOLCK), "no room for a second wait");
+    // What does not wait needs no room: a free lock (a flock lock: the host holds a POSIX lock
+    // on the whole file), and an unlock (Linux sends one as SETLKW when the caller used the
+    // blocking form).
+    let free = setlkw_answer(&mut h, node, &lk(b, 3, F_WRLCK, 0, 0, true), &defer, 704);
+    assert_eq!(free, (Handled::Replied(16), 0), "a free lock is granted");
+    let unlock = setlkw_answer(&mut h, node, &lk(b, 3, F_UNLCK, 0, 0, true), &defer, 705);
+    assert_eq!(unlock, (Handled::Replied(16), 0), "an unlock is done");
     drop(host);
     assert_eq!(replies.recv_timeout(WAIT), Ok((700, 0)), "the first wait ends");
     // Answered at once: the room is given back.

@@ -84,7 +84,6 @@ fn lock(ring: &SharedRing) -> MutexGuard<'_, Ring> {
 }
 
 /// What finished elsewhere, waiting for the queue's worker.
-#[derive(Default)]
 struct Inbox {
     done: Mutex<Vec<Done>>,
     waker: Mutex<Option<QueueWaker>>,
@@ -99,6 +98,19 @@ struct Inbox {
 }
 
 impl Inbox {
+    /// An inbox whose queue has room for `hold_limit` requests answered later.
+    fn new(hold_limit: usize) -> Self {
+        Self {
+            done: Mutex::default(),
+            waker: Mutex::default(),
+            in_pool: Mutex::default(),
+            pool_idle: Condvar::new(),
+            panicked: Mutex::default(),
+            held: AtomicUsize::new(0),
+            hold_limit,
+        }
+    }
+
     fn post(&self, done: Done) {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).push(done);
         self.wake();
@@ -229,14 +241,15 @@ impl FsQueue {
     /// A handler for a validated queue (split or packed).
     pub fn new(queue: impl Into<Virtqueue>, server: Arc<Server<PassthroughFs>>) -> Self {
         let queue = queue.into();
-        // A quarter of the ring's descriptors may wait (three each without indirect
-        // descriptors): the rest is room for what ends the waits.
-        let hold_limit = usize::from(queue.size() / 4).max(1);
+        // Half the ring's descriptors may hold waits (a quarter without indirect descriptors,
+        // where Linux's lock request takes three): the rest is room for what ends them.
+        let share = if queue.indirect() { 2 } else { 4 };
+        let hold_limit = usize::from(queue.size() / share).max(1);
         Self {
             ring: Arc::new(Mutex::new(Ring { queue, broken: false })),
             server,
             more: false,
-            inbox: Arc::new(Inbox { hold_limit, ..Inbox::default() }),
+            inbox: Arc::new(Inbox::new(hold_limit)),
             deferred: HashMap::new(),
             early: HashMap::new(),
             pool: None,
@@ -550,11 +563,26 @@ mod tests {
 
     use super::*;
 
+    /// A queue's room for requests answered later: taken up to its limit, given back by the
+    /// reply or by a request answered at once after all.
+    #[test]
+    fn room_for_waits_is_taken_and_given_back() {
+        let inbox = Inbox::new(2);
+        assert!(inbox.hold() && inbox.hold());
+        assert!(!inbox.hold(), "full");
+        inbox.complete(7, Vec::new());
+        assert!(inbox.hold(), "a reply gives its room back");
+        inbox.unhold();
+        inbox.unhold();
+        inbox.unhold();
+        assert!(inbox.hold() && inbox.hold() && !inbox.hold(), "never more than the limit");
+    }
+
     /// A pooled request that panics is settled (a stop does not wait for it forever), its pool
     /// thread goes on taking jobs, and the panic is raised on the worker that asks next.
     #[test]
     fn a_pooled_panic_settles_its_chain_and_is_raised_on_the_worker() {
-        let inbox = Arc::new(Inbox::default());
+        let inbox = Arc::new(Inbox::new(1));
         let pool = Pool::new(2);
         for _ in 0..2 {
             let job = Arc::clone(&inbox);

@@ -149,6 +149,15 @@ impl Virtqueue {
         }
     }
 
+    /// Whether VIRTIO_RING_F_INDIRECT_DESC was negotiated: a driver may then make a chain of
+    /// any length one descriptor of the ring.
+    pub fn indirect(&self) -> bool {
+        match self {
+            Self::Split(q) => q.state().indirect,
+            Self::Packed(q) => q.state().indirect,
+        }
+    }
+
     /// Consumes the next available chain, if any; see [`SplitQueue::pop`] and
     /// [`PackedQueue::pop`].
     pub fn pop<R: RingMemory + ?Sized>(

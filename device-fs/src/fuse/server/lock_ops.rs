@@ -42,7 +42,10 @@ impl<F: FileSystem> Server<F> {
         Ok(Reply::of(&LkOut { lk: lock.to_wire() }))
     }
 
-    /// SETLK (`defer` is `None` or `wait` false) or SETLKW.
+    /// SETLK (`defer` is `None` or `wait` false) or SETLKW. A SETLKW is tried first as a SETLK:
+    /// an unlock (Linux sends one as SETLKW when the caller used the blocking form) or a free
+    /// lock is answered at once, and only one that has to wait takes room on the queue
+    /// ([`Defer::hold`]; ENOLCK when there is none).
     pub(super) fn do_setlk(
         &self,
         mut req: Request<'_>,
@@ -52,46 +55,51 @@ impl<F: FileSystem> Server<F> {
         let args: LkIn = req.take()?;
         let request = lock_request(&args)?;
         let unique = req.unique();
-        let waiter = match defer.filter(|_| wait) {
-            None => None,
-            Some(defer) => {
-                let cancel = Cancel::default();
-                let mut waiting = self.waiting();
-                if waiting.contains_key(&unique) {
-                    // A guest reusing the unique of a request still waiting: that one keeps it.
-                    return Err(Errno::INVAL);
-                }
-                // The queue's room for waits is taken (POSIX: ENOLCK, no more locks available).
-                if !defer.hold() {
-                    return Err(Errno::NOLCK);
-                }
-                let mut early = self.interrupted_early();
-                if let Some(at) = early.iter().position(|u| *u == unique) {
-                    early.remove(at);
-                    cancel.cancel();
-                }
-                drop(early);
-                waiting.insert(unique, cancel.clone());
-                drop(waiting);
-                let (defer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
-                Some(LockWait::new(cancel, move |result: Result<(), Errno>| {
-                    // Out of the table first: once the guest has the reply, the unique is free.
-                    waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
-                    let error = result.err().map_or(0, |e| -e.raw_os_error());
-                    defer.complete(unique, encode_reply(unique, error, &[]));
-                }))
-            }
+        let Some(defer) = defer.filter(|_| wait) else {
+            return self.fs.setlk(&req.ctx(), req.node(), &request, None).map(|_| Reply::empty());
         };
-        // Only this request's own entry may go: a SETLK reusing the unique of a SETLKW still
-        // waiting must not take that wait's cancel away.
-        let registered = waiter.is_some();
-        let status = self.fs.setlk(&req.ctx(), req.node(), &request, waiter);
-        if registered && !matches!(status, Ok(LockStatus::Waiting)) {
-            // Answered now (or failed): the wait was dropped unfinished.
+        if self.waiting().contains_key(&unique) {
+            // A guest reusing the unique of a request still waiting: that one keeps it.
+            return Err(Errno::INVAL);
+        }
+        match self.fs.setlk(&req.ctx(), req.node(), &request, None) {
+            Err(Errno::AGAIN) => {}
+            done => return done.map(|_| Reply::empty()),
+        }
+        // It has to wait (unless the holder let go meanwhile): room on the queue first (POSIX:
+        // ENOLCK, no more locks available).
+        if !defer.hold() {
+            return Err(Errno::NOLCK);
+        }
+        let cancel = Cancel::default();
+        let mut waiting = self.waiting();
+        if waiting.contains_key(&unique) {
+            drop(waiting);
+            defer.unhold();
+            return Err(Errno::INVAL);
+        }
+        let mut early = self.interrupted_early();
+        if let Some(at) = early.iter().position(|u| *u == unique) {
+            early.remove(at);
+            cancel.cancel();
+        }
+        drop(early);
+        waiting.insert(unique, cancel.clone());
+        drop(waiting);
+        let (completer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
+        let waiter = LockWait::new(cancel, move |result: Result<(), Errno>| {
+            // Out of the table first: once the guest has the reply, the unique is free.
+            waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
+            let error = result.err().map_or(0, |e| -e.raw_os_error());
+            completer.complete(unique, encode_reply(unique, error, &[]));
+        });
+        let status = self.fs.setlk(&req.ctx(), req.node(), &request, Some(waiter));
+        if !matches!(status, Ok(LockStatus::Waiting)) {
+            // Answered now (or failed): the wait was dropped unfinished. Only this request's
+            // own entry may go: a SETLK reusing the unique of a SETLKW still waiting must not
+            // take that wait's cancel away.
             self.waiting().remove(&unique);
-            if let Some(defer) = defer {
-                defer.unhold();
-            }
+            defer.unhold();
         }
         match status? {
             LockStatus::Done => Ok(Reply::empty()),
