@@ -286,3 +286,20 @@ fn a_new_session_does_not_reuse_the_last_ones_node_ids() {
     let inodes = h.server.fs().inodes();
     assert_eq!(inodes.lookups(vhu_device_fs::fuse::NodeId(b)), Some(1), "b is untouched");
 }
+
+/// A request that raced a DESTROY on another queue (it passed the gate before the session
+/// ended) may leave a node behind; the next INIT drops it with everything else, so the new
+/// session starts clean.
+#[test]
+fn the_first_init_after_destroy_drops_what_a_raced_request_left() {
+    use vhu_device_fs::fuse::{Context, FileSystem, NodeId};
+    let mut h = Harness::new("destroy-race");
+    h.init();
+    std::fs::write(h.share().join("x"), b"x").expect("file");
+    assert_eq!(h.call(Opcode::Destroy, 0, &[]).header.error, 0);
+    // What the raced LOOKUP did, straight on the file system.
+    let left = h.server.fs().lookup(&Context::default(), NodeId(1), c"x").expect("lookup").node;
+    h.init();
+    let getattr = h.call(Opcode::Getattr, left.0, GetattrIn::default().as_bytes());
+    assert_ne!(getattr.header.error, 0, "node {} of the ended session still answers", left.0);
+}

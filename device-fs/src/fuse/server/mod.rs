@@ -282,11 +282,11 @@ impl<F: FileSystem> Server<F> {
         self.end_session();
     }
 
-    /// What ends a session once its window's mappings are dealt with (a reset, DESTROY, a
-    /// second INIT): INIT awaited first (a request on another queue is refused from now on,
-    /// rather than reach a file system being emptied), pending requests cancelled, early
-    /// INTERRUPTs forgotten (the next session numbers its requests afresh), every node and
-    /// handle dropped.
+    /// What ends a session once its window's mappings are dealt with (a reset, DESTROY, an
+    /// INIT): INIT awaited first (requests on other queues are refused from now on; one that
+    /// passed the gate just before may still leave a node, which the next INIT drops), pending
+    /// requests cancelled, early INTERRUPTs forgotten (the next session numbers its requests
+    /// afresh), every node and handle dropped.
     fn end_session(&self) {
         self.set_session(Session::default());
         self.cancel_all();
