@@ -105,7 +105,8 @@ fn targets(options: &Options) -> Vec<Target> {
                     Some((label, rest)) => {
                         let queues = rest.trim_end_matches("+log");
                         let label = if dirty_log { format!("{label}+log") } else { label.into() };
-                        (label, queues.parse().ok().filter(|q| *q > 0))
+                        // A request's unique has 8 bits for its queue (as vhost-user rings).
+                        (label, queues.parse().ok().filter(|q| (1..=255).contains(q)))
                     }
                     None => (name.to_string(), None),
                 };
@@ -251,7 +252,7 @@ fn main() -> ExitCode {
     } else {
         options.workloads.clone()
     };
-    let mut all: Vec<(Workload, u64, Vec<Vec<Summary>>)> = Vec::new();
+    let mut all: Vec<(Workload, Vec<Vec<Summary>>)> = Vec::new();
     for workload in workloads {
         // Large I/O moves at most a GiB a run.
         let cap = (1u64 << 30) / u64::from(workload.request_size(1 << 20).max(4096));
@@ -287,16 +288,15 @@ fn main() -> ExitCode {
             }
         }
         print_table(workload, &plan, options.rounds, &targets, &runs);
-        all.push((workload, plan.requests, runs));
+        all.push((workload, runs));
     }
     if let Some(path) = &options.json {
         let entries: Vec<Entry<'_>> = all
             .iter()
-            .flat_map(|(workload, requests, runs)| {
+            .flat_map(|(workload, runs)| {
                 targets.iter().zip(runs).map(|(target, runs)| Entry {
                     workload: workload.name(),
                     target: target.name(),
-                    requests: *requests,
                     runs,
                 })
             })

@@ -27,6 +27,8 @@ pub(crate) struct Figures {
 /// The numbers a run is reported by.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Summary {
+    /// Requests the run made (the median of the rounds', in [`medians`]).
+    pub(crate) requests: f64,
     pub(crate) rate: f64,
     pub(crate) mib: f64,
     pub(crate) p50: f64,
@@ -54,6 +56,7 @@ impl Figures {
             sorted[at.min(sorted.len() - 1)] as f64 / 1000.0
         };
         Summary {
+            requests: self.requests as f64,
             rate: self.requests as f64 / secs,
             mib: self.bytes as f64 / secs / f64::from(1u32 << 20),
             p50: pick(0.5),
@@ -78,6 +81,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 pub(crate) fn medians(runs: &[Summary]) -> Summary {
     let of = |f: fn(&Summary) -> f64| median(runs.iter().map(f).collect());
     Summary {
+        requests: of(|s| s.requests),
         rate: of(|s| s.rate),
         mib: of(|s| s.mib),
         p50: of(|s| s.p50),
@@ -112,7 +116,12 @@ pub(crate) fn cpu_sample(pid: u32) -> CpuSample {
     let mut sample = CpuSample::default();
     let mut ticks = 0u64;
     let mut pending = vec![pid];
+    let mut seen = std::collections::HashSet::new();
     while let Some(pid) = pending.pop() {
+        // A child listed by its parent's task and found again by its parent pid counts once.
+        if !seen.insert(pid) {
+            continue;
+        }
         ticks += own_ticks(pid);
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         let mut listed = true;
@@ -196,17 +205,15 @@ pub(crate) fn thread_cpu() -> Duration {
 pub(crate) struct Entry<'a> {
     pub(crate) workload: &'a str,
     pub(crate) target: &'a str,
-    /// Requests each run made (the asked number, capped for large I/O, at least one per lane).
-    pub(crate) requests: u64,
     pub(crate) runs: &'a [Summary],
 }
 
 fn summary_json(out: &mut String, s: &Summary) {
     let _ = write!(
         out,
-        "{{\"requests_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\
+        "{{\"requests\":{:.0},\"requests_per_s\":{:.1},\"mib_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\
          \"cpu_ms_per_1000_requests\":{:.3}}}",
-        s.rate, s.mib, s.p50, s.p99, s.cpu
+        s.requests, s.rate, s.mib, s.p50, s.p99, s.cpu
     );
 }
 
@@ -220,8 +227,8 @@ pub(crate) fn json(queues: u16, depth: u16, requests: u64, entries: &[Entry<'_>]
         }
         let _ = write!(
             out,
-            "{{\"workload\":\"{}\",\"target\":{:?},\"requests\":{},\"median\":",
-            entry.workload, entry.target, entry.requests
+            "{{\"workload\":\"{}\",\"target\":{:?},\"median\":",
+            entry.workload, entry.target
         );
         summary_json(&mut out, &medians(entry.runs));
         out.push_str(",\"rounds\":[");
