@@ -122,6 +122,17 @@ fn the_default_sandbox_isolates_the_serving_process() {
     // A syscall filter is on (mode 2), with no way to gain privileges back.
     assert!(status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"), "{status}");
     assert_eq!(std::fs::read(root.join("sub/on-tmpfs")).expect("submount"), b"submount");
+    // The share and the mounts under it are nodev and nosuid there: a device node in the
+    // share opens no host device, even for a daemon taken over.
+    let mounts = std::fs::read_to_string(format!("/proc/{server}/mountinfo")).expect("mounts");
+    for point in ["/", "/sub"] {
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("{point} in {mounts}"));
+        let options = line.split(' ').nth(5).unwrap_or_default();
+        assert!(options.contains("nodev") && options.contains("nosuid"), "{line}");
+    }
     let mut guest = GuestFs::connect(dir.join("vhost.sock")).expect("connects");
     let sub_node = guest.lookup(1, "sub").expect("lookup sub").nodeid;
     let entry = guest.lookup(sub_node, "on-tmpfs").expect("the submount's file");
@@ -434,6 +445,31 @@ fn a_missing_default_capability_is_warned_about_an_asked_one_refused() {
     assert!(!status.success());
     let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
     assert!(log.contains("--modcaps: the daemon does not hold") && log.contains("MKNOD"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Root in a container started with a minimal set of capabilities, SETPCAP not among them,
+/// still serves (virtiofsd, which must drop its bounding set, refuses to start there): its
+/// bounding set stays, which it says, and it keeps only the file-serving capabilities.
+#[test]
+fn root_without_setpcap_serves_and_says_what_it_kept() {
+    if !setpriv_usable() {
+        return;
+    }
+    let dir = scratch("no-setpcap");
+    let child = under_setpriv(&dir, &["--bounding-set=-setpcap"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("vhost.log")).expect("log"))
+        .spawn()
+        .expect("starts");
+    let daemon = Running(child);
+    wait_until(|| dir.join("vhost.sock").exists());
+    serves(&dir);
+    assert_eq!(cap_eff(server_pid(&daemon, true)), KEPT, "the file-serving capabilities only");
+    drop(daemon);
+    let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
+    assert!(log.contains("without SETPCAP"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

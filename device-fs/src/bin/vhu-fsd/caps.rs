@@ -63,8 +63,10 @@ pub(crate) fn holds_any() -> bool {
 /// of `keep` the daemon does not hold (a container that started it without MKNOD) is warned
 /// about and served without, as virtiofsd does, unless `--modcaps` asked for it (`asked`).
 /// With `bounding`, the bounding set goes too, which needs CAP_SETPCAP: root and a user
-/// namespace's owner have it; a user's binary given file capabilities usually does not, and
-/// keeps its bounding set (which only an exec would use, and the syscall filter closes exec).
+/// namespace's owner have it; a user's binary given file capabilities usually does not, nor
+/// does root in a container started with a minimal set (virtiofsd's known failure in pods):
+/// those keep their bounding set, said in a warning for root, which only an exec would use
+/// (the syscall filter closes exec, and no_new_privs is set either way).
 pub(crate) fn reduce(
     keep: CapabilitySet,
     asked: CapabilitySet,
@@ -84,8 +86,17 @@ pub(crate) fn reduce(
         );
     }
     let keep = keep & have.permitted;
+    let setpcap = have.effective.contains(CapabilitySet::SETPCAP);
+    if bounding && !setpcap {
+        log::warn!(
+            "the daemon was started without SETPCAP: its bounding set stays as it was (only an \
+             exec would use it, and the daemon never executes anything)"
+        );
+    }
+    // Nothing executed later gains privileges, whatever the bounding set keeps.
+    rustix::thread::set_no_new_privs(true).map_err(|e| format!("setting no_new_privs: {e}"))?;
     // The bounding set first: dropping from it needs CAP_SETPCAP, which may go below.
-    for bit in (0..64).filter(|_| bounding) {
+    for bit in (0..64).filter(|_| bounding && setpcap) {
         let cap = CapabilitySet::from_bits_retain(1 << bit);
         if keep.contains(cap) {
             continue;
