@@ -53,7 +53,12 @@ pub(crate) fn init(level: LogLevel, syslog: bool) -> bool {
     };
     let mut fallback = None;
     let sink = if syslog {
-        match UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s)) {
+        // Never waiting: a syslog daemon that stops reading (hung, restarting) must not hold
+        // every thread that logs; a record it has no room for is dropped.
+        let connected = UnixDatagram::unbound()
+            .and_then(|s| s.connect("/dev/log").map(|()| s))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s));
+        match connected {
             Ok(socket) => Sink::Syslog(Mutex::new(socket)),
             Err(error) => {
                 fallback = Some(error);

@@ -154,8 +154,10 @@ fn run(settings: Settings) -> Result<(), String> {
     );
     let mut daemon = Daemon::new(device, Listen::Listener(listener)).map_err(|e| e.to_string())?;
     signals::exit_cleanly_on_termination(socket.clone())?;
-    // Launchers wait for this line on stderr before they start the VMM.
-    info!("Waiting for vhost-user socket connection on {}", settings.socket);
+    // Launchers wait for this line on stderr before they start the VMM, some matching
+    // virtiofsd's words to the last dot: the socket goes on a line of its own.
+    info!("Listening on {}", settings.socket);
+    info!("Waiting for vhost-user socket connection...");
     let result = loop {
         match daemon.serve_one() {
             Ok(Disconnect::HungUp) => info!("front-end disconnected"),
