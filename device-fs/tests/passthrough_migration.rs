@@ -584,3 +584,23 @@ fn a_handle_whose_node_was_forgotten_comes_across_lost() {
     );
     assert_eq!(listing.errno(), 0, "the directory's handle came across");
 }
+
+/// A destination that may not open file handles (it dropped CAP_DAC_READ_SEARCH, started
+/// without --migration-mode file-handles) refuses a state of handles whatever
+/// --migration-on-error says: it would otherwise lose every node, not one.
+#[test]
+fn a_destination_without_dac_read_search_refuses_a_state_of_handles() {
+    if !support::needs_root() {
+        return;
+    }
+    let (src, _, _) =
+        source_with("handles-no-cap", |c| c.migration.mode = MigrationMode::FileHandles);
+    let bytes = state::save(&src.server).expect("saves");
+    let dst = src.another_server(|c| c.migration.on_error = OnError::GuestError);
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    let mut caps = capabilities(None).expect("this thread's capabilities");
+    caps.effective.remove(CapabilitySet::DAC_READ_SEARCH);
+    set_capabilities(None, caps).expect("drops DAC_READ_SEARCH on this thread");
+    let err = state::load(&dst.server, &bytes).expect_err("refused");
+    assert!(err.to_string().contains("CAP_DAC_READ_SEARCH"), "{err}");
+}

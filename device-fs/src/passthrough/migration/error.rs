@@ -59,6 +59,14 @@ pub enum MigrationError {
         /// The most the guest may hold here (`Config::max_open`).
         max: usize,
     },
+    /// The state names files by handle and this daemon may not open one: every such node would
+    /// be lost, whatever `--migration-on-error` says.
+    #[error(
+        "the state names files by file handle, and opening one needs CAP_DAC_READ_SEARCH, which \
+         this daemon dropped: start the destination with --migration-mode file-handles (as the \
+         source) or --modcaps=+dac_read_search"
+    )]
+    HandlesNeedCapability,
     /// An inode could not be opened again and `--migration-on-error abort` is in force.
     #[error("node {node} ({what}) cannot be opened on the destination: {reason}")]
     Inode {

@@ -313,6 +313,15 @@ impl PassthroughFs {
         if let Some((dev, _)) = source_root {
             devices.learn(*dev, root.key.0);
         }
+        // A source that named its files by handle needs CAP_DAC_READ_SEARCH here, whatever this
+        // side's own --migration-mode: without it every such node would be lost, not one.
+        let by_handle =
+            state.nodes.iter().find_map(|r| r.handle.as_ref().filter(|_| r.path.is_none()));
+        if let Some(handle) = by_handle {
+            if let Err(Errno::PERM) = locate::open_by_handle(&root.fd, handle) {
+                return Err(MigrationError::HandlesNeedCapability);
+            }
+        }
         let budget = locate::SearchBudget::new();
         for record in &state.nodes {
             match self.reopen_node((&root.fd, &root_link), record, &devices, &budget) {
