@@ -50,7 +50,6 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_sched_yield,
     libc::SYS_gettid,
     libc::SYS_getpid,
-    libc::SYS_tgkill,
     libc::SYS_exit,
     libc::SYS_exit_group,
     libc::SYS_restart_syscall,
@@ -185,6 +184,10 @@ pub(crate) fn filter(mode: Seccomp) -> Result<Vec<BpfProgram>, String> {
     let mut rules =
         COMMON.iter().chain(ARCH).map(|nr| (*nr, Vec::new())).collect::<BTreeMap<_, _>>();
     rules.insert(libc::SYS_ioctl, vec![rule(1, Dword, Eq, FIONBIO, "ioctl")?]);
+    // Signals to its own threads only (abort, a thread's signal): outside a pid namespace a
+    // root daemon could otherwise signal any root process of the host.
+    let own = u64::from(std::process::id());
+    rules.insert(libc::SYS_tgkill, vec![rule(0, Dword, Eq, own, "tgkill")?]);
     rules.insert(libc::SYS_clone, vec![rule(0, Qword, MaskedEq(THREAD_MASK), THREAD, "clone")?]);
     let unshare = rule(0, Qword, Eq, libc::CLONE_FS as u64, "unshare")?;
     rules.insert(libc::SYS_unshare, vec![unshare]);
@@ -306,13 +309,15 @@ mod tests {
     /// How a child that installed the `kill` filters and then ran `call` ended: `Ok(code)`
     /// when it exited with `call`'s code, `Err(signal)` when a signal killed it.
     fn in_filtered_child(call: fn() -> i32) -> Result<i32, i32> {
-        let programs = filter(Seccomp::Kill).expect("builds");
-        // SAFETY: the child makes system calls and, in the thread case, starts a thread (the C
-        // library keeps its allocator usable across fork) before it exits.
+        // SAFETY: the child builds the filters (for its own pid), makes system calls and, in
+        // the thread case, starts a thread (the C library keeps its allocator usable across
+        // fork) before it exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork");
         if pid == 0 {
-            let installed = programs.iter().all(|p| seccompiler::apply_filter(p).is_ok());
+            let programs = filter(Seccomp::Kill).unwrap_or_default();
+            let installed = !programs.is_empty()
+                && programs.iter().all(|p| seccompiler::apply_filter(p).is_ok());
             let code = if installed { call() } else { 100 };
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
@@ -334,6 +339,26 @@ mod tests {
         } else {
             0
         }
+    }
+
+    /// A signal to one of its own threads passes (signal 0 here); one to another process (its
+    /// parent) ends the process.
+    #[test]
+    fn tgkill_reaches_only_the_daemons_own_threads() {
+        fn own() -> i32 {
+            // SAFETY: signal 0 checks the thread exists and sends nothing.
+            outcome(unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), 0) })
+        }
+        // The test process's pid, read before the fork (getppid is not on the filter's list).
+        static PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        fn parent() -> i32 {
+            let ppid = PARENT.load(std::sync::atomic::Ordering::Relaxed);
+            // SAFETY: signal 0 sends nothing; the parent is the test process, waiting for us.
+            outcome(unsafe { libc::syscall(libc::SYS_tgkill, ppid, ppid, 0) })
+        }
+        PARENT.store(std::process::id() as i32, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(in_filtered_child(own), Ok(0));
+        assert_eq!(in_filtered_child(parent), Err(libc::SIGSYS));
     }
 
     /// FIONBIO passes, any other ioctl (a terminal's window size here) ends the process.
