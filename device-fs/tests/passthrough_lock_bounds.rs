@@ -18,20 +18,30 @@ fn setlkw_waits_take_only_the_room_their_queue_has() {
     let (tx, replies) = channel();
     let defer: Arc<dyn Defer> = Arc::new(RoomForOne(Later(Mutex::new(tx)), Mutex::new(false)));
     let host = host_file(&h);
-    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 0));
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 100));
     assert_eq!(
         setlkw(&mut h, node, &lk(a, 1, F_WRLCK, 0, 9, false), &defer, 700),
         Handled::Deferred(700)
     );
     let refused = setlkw_answer(&mut h, node, &lk(b, 2, F_WRLCK, 0, 9, false), &defer, 701);
     assert_eq!(refused, (Handled::Replied(16), -ENOLCK), "no room for a second wait");
-    // What does not wait needs no room: a free lock (a flock lock: the host holds a POSIX lock
-    // on the whole file), and an unlock (Linux sends one as SETLKW when the caller used the
-    // blocking form).
-    let free = setlkw_answer(&mut h, node, &lk(b, 3, F_WRLCK, 0, 0, true), &defer, 704);
+    // What does not wait needs no room: a free POSIX lock (the host holds bytes 0-99), and an
+    // unlock (Linux sends one as SETLKW when the caller used the blocking form).
+    let free = setlkw_answer(&mut h, node, &lk(b, 3, F_WRLCK, 200, 209, false), &defer, 704);
     assert_eq!(free, (Handled::Replied(16), 0), "a free lock is granted");
-    let unlock = setlkw_answer(&mut h, node, &lk(b, 3, F_UNLCK, 0, 0, true), &defer, 705);
+    let unlock = setlkw_answer(&mut h, node, &lk(b, 3, F_UNLCK, 200, 209, false), &defer, 705);
     assert_eq!(unlock, (Handled::Replied(16), 0), "an unlock is done");
+    let unlock = setlkw_answer(&mut h, node, &lk(b, 3, F_UNLCK, 0, 0, true), &defer, 707);
+    assert_eq!(unlock, (Handled::Replied(16), 0), "a flock unlock is done");
+    // A flock upgrade that finds no room keeps the shared lock it had (flock(2) lets go of it
+    // before it converts, so the room is looked at first).
+    assert_eq!(setlk(&mut h, node, &lk(a, 5, F_RDLCK, 0, 0, true)), 0);
+    assert_eq!(setlk(&mut h, node, &lk(b, 6, F_RDLCK, 0, 0, true)), 0);
+    let upgrade = setlkw_answer(&mut h, node, &lk(a, 5, F_WRLCK, 0, 0, true), &defer, 706);
+    assert_eq!(upgrade, (Handled::Replied(16), -ENOLCK), "no room to wait for the upgrade");
+    assert_eq!(setlk(&mut h, node, &lk(b, 6, F_UNLCK, 0, 0, true)), 0);
+    assert!(!host_try_flock(&host_file(&h)), "owner 5 still holds its shared lock");
+    assert_eq!(setlk(&mut h, node, &lk(a, 5, F_UNLCK, 0, 0, true)), 0);
     drop(host);
     assert_eq!(replies.recv_timeout(WAIT), Ok((700, 0)), "the first wait ends");
     // Answered at once: the room is given back.

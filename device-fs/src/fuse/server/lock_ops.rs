@@ -16,7 +16,7 @@ use rustix::io::Errno;
 use super::{encode_reply, Defer, OpResult, Reply, Request, Server};
 use crate::fuse::abi::{InterruptIn, LkIn, LkOut, LK_FLOCK};
 use crate::fuse::filesystem::FileSystem;
-use crate::fuse::lock::{Cancel, Lock, LockRequest, LockStatus, LockWait};
+use crate::fuse::lock::{Cancel, Lock, LockRequest, LockStatus, LockType, LockWait};
 use crate::fuse::types::Handle;
 
 /// INTERRUPTs of requests not seen yet that are remembered (FUSE lets a server drop any).
@@ -42,10 +42,12 @@ impl<F: FileSystem> Server<F> {
         Ok(Reply::of(&LkOut { lk: lock.to_wire() }))
     }
 
-    /// SETLK (`defer` is `None` or `wait` false) or SETLKW. A SETLKW is tried first as a SETLK:
-    /// an unlock (Linux sends one as SETLKW when the caller used the blocking form) or a free
-    /// lock is answered at once, and only one that has to wait takes room on the queue
-    /// ([`Defer::hold`]; ENOLCK when there is none).
+    /// SETLK (`defer` is `None` or `wait` false) or SETLKW. A POSIX SETLKW is tried first as a
+    /// SETLK: an unlock (Linux sends one as SETLKW when the caller used the blocking form) or a
+    /// free lock is answered at once, and only one that has to wait takes room on the queue
+    /// ([`Defer::hold`]; ENOLCK when there is none). A flock lock takes the room first: its
+    /// attempt converts a lock the owner holds (flock(2) lets go of it first), so one refused
+    /// for want of room after it would leave the owner with nothing.
     pub(super) fn do_setlk(
         &self,
         mut req: Request<'_>,
@@ -62,12 +64,15 @@ impl<F: FileSystem> Server<F> {
             // A guest reusing the unique of a request still waiting: that one keeps it.
             return Err(Errno::INVAL);
         }
-        match self.fs.setlk(&req.ctx(), req.node(), &request, None) {
-            Err(Errno::AGAIN) => {}
-            done => return done.map(|_| Reply::empty()),
+        let converts = request.flock && request.lock.typ != LockType::Unlock;
+        if !converts {
+            match self.fs.setlk(&req.ctx(), req.node(), &request, None) {
+                Err(Errno::AGAIN) => {}
+                done => return done.map(|_| Reply::empty()),
+            }
         }
-        // It has to wait (unless the holder let go meanwhile): room on the queue first (POSIX:
-        // ENOLCK, no more locks available).
+        // It may have to wait: room on the queue first (POSIX: ENOLCK, no more locks
+        // available).
         if !defer.hold() {
             return Err(Errno::NOLCK);
         }
