@@ -62,9 +62,9 @@ pub enum MigrationError {
     /// The state names files by handle and this daemon may not open one: every such node would
     /// be lost, whatever `--migration-on-error` says.
     #[error(
-        "the state names files by file handle, and opening one needs CAP_DAC_READ_SEARCH, which \
-         this daemon dropped: start the destination with --migration-mode file-handles (as the \
-         source) or --modcaps=+dac_read_search"
+        "the state names files by file handle, and opening one needs CAP_DAC_READ_SEARCH in the \
+         host's user namespace, which this daemon does not hold: start the destination as root \
+         with --migration-mode file-handles (as the source) or --modcaps=+dac_read_search"
     )]
     HandlesNeedCapability,
     /// An inode could not be opened again and `--migration-on-error abort` is in force.

@@ -313,11 +313,13 @@ impl PassthroughFs {
         if let Some((dev, _)) = source_root {
             devices.learn(*dev, root.key.0);
         }
-        // A source that named its files by handle needs CAP_DAC_READ_SEARCH here, whatever this
-        // side's own --migration-mode: without it every such node would be lost, not one.
-        let by_handle =
-            state.nodes.iter().find_map(|r| r.handle.as_ref().filter(|_| r.path.is_none()));
-        if let Some(handle) = by_handle {
+        // A source in file-handles mode (every node named by handle alone) needs
+        // CAP_DAC_READ_SEARCH here, whatever this side's own --migration-mode: without it every
+        // node would be lost, not one. (A find-paths source names by handle only what it
+        // could not by path, which is lost or found as ever.)
+        let by_handle = state.nodes.iter().all(|r| r.path.is_none() && r.handle.is_some());
+        let first = state.nodes.first().and_then(|r| r.handle.as_ref());
+        if let Some(handle) = first.filter(|_| by_handle) {
             if let Err(Errno::PERM) = locate::open_by_handle(&root.fd, handle) {
                 return Err(MigrationError::HandlesNeedCapability);
             }
