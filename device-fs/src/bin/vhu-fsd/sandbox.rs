@@ -11,9 +11,10 @@
 //! fresh `/proc`), long enough for the file system to open its descriptor directory, then
 //! makes the share its root
 //! (`pivot_root`) and detaches everything else: the host's file system is out of reach even to
-//! a path the kernel would resolve for it. The share's mounts are made `nodev` and `nosuid`
-//! there (Linux 5.12+): a device node in the share, which a guest may create, opens no host
-//! device even for a daemon that has been taken over.
+//! a path the kernel would resolve for it. The share's mounts present at start are made
+//! `nodev` and `nosuid` there (Linux 5.12+): a device node in the share, which a guest may
+//! create, opens no host device even for a daemon that has been taken over. (A host mount
+//! made under the share later propagates in with its own flags.)
 //!
 //! `chroot`: the share becomes the root directory, nothing else changes (for launchers that set
 //! up namespaces themselves). The descriptors opened before it (the host's `/proc/self/fd`, the
@@ -125,9 +126,11 @@ fn setup_child(share: &Path) -> Result<&'static str, String> {
         .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))?;
     match forbid_devices_and_setid(share) {
         Ok(()) => {}
-        Err(rustix::io::Errno::NOSYS) => log::warn!(
-            "--sandbox namespace: this kernel has no mount_setattr (Linux 5.12): device nodes \
-             in the share stay openable by the daemon"
+        // A kernel before 5.12, or an outer filter (a container's, systemd's) that refuses the
+        // call: serve all the same, as without SETPCAP.
+        Err(e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)) => log::warn!(
+            "--sandbox namespace: mount_setattr: {e}: device nodes in the share stay openable \
+             by the daemon"
         ),
         Err(e) => return Err(format!("--sandbox namespace: making the share nodev: {e}")),
     }
