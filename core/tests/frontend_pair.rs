@@ -416,7 +416,7 @@ fn ring_calls_are_checked_before_sending() {
     );
     assert_eq!(
         pair.frontend.stop_vring(VringIndex(2)),
-        Err(FrontendError::VringOutOfRange { index: 2, queues: 2 })
+        Err(FrontendError::VringOutOfRange { index: 2, rings: 2 })
     );
     // Found by fuzzing: a size SET_VRING_NUM cannot carry is refused before anything is sent.
     let mut too_big = setup(&mut pair, 1, 0);
@@ -562,4 +562,28 @@ fn net_messages_reach_a_back_end_that_offers_them() {
         Err(FrontendError::NotNegotiated { feature: "CROSS_ENDIAN", .. })
     ));
     pair.assert_clean();
+}
+
+/// A net device's back-end answers GET_QUEUE_NUM in queue pairs (DPDK): with two rings a queue,
+/// the rings of every pair are addressable and none past them.
+#[test]
+fn rings_per_queue_scale_the_queue_count() {
+    let mut config = config();
+    config.rings_per_queue = 2;
+    let mut pair = Pair::new(spec(), config, CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).expect("connect");
+    pair.pump();
+    assert_eq!(pair.frontend.negotiated().expect("connected").queues, Some(2), "two queues");
+    assert_eq!(
+        pair.frontend.stop_vring(VringIndex(4)),
+        Err(FrontendError::VringOutOfRange { index: 4, rings: 4 })
+    );
+    assert!(
+        !matches!(
+            pair.frontend.stop_vring(VringIndex(3)),
+            Err(FrontendError::VringOutOfRange { .. })
+        ),
+        "ring 3, the second pair's second ring, is the back-end's"
+    );
 }

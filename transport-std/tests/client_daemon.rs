@@ -158,7 +158,7 @@ fn client_drives_our_daemon_through_a_full_session() {
     let out_of_range = client.stop_vring(VringIndex(2));
     assert!(matches!(
         out_of_range,
-        Err(ClientError::Refused(FrontendError::VringOutOfRange { index: 2, queues: 2 }))
+        Err(ClientError::Refused(FrontendError::VringOutOfRange { index: 2, rings: 2 }))
     ));
 
     // Memory hot-plug.

@@ -196,9 +196,9 @@ impl Frontend {
                 Err(FrontendError::BackendNotNegotiated { code, feature: name })
             }
         };
-        let index = |index: VringIndex| match self.negotiated.queues {
-            Some(queues) if u16::from(index.0) >= queues => {
-                Err(FrontendError::BackendVringOutOfRange { code, index: index.0, queues })
+        let index = |index: VringIndex| match self.ring_count() {
+            Some(rings) if u16::from(index.0) >= rings => {
+                Err(FrontendError::BackendVringOutOfRange { code, index: index.0, rings })
             }
             _ => Ok(()),
         };

@@ -150,13 +150,14 @@ pub enum FrontendError {
         /// What is wrong with the region.
         error: RegionError,
     },
-    /// A vring index beyond the queue count the back-end reported.
-    #[error("vring {index} out of range, the back-end has {queues} queues")]
+    /// A vring index beyond the rings the back-end reported (GET_QUEUE_NUM's queues times
+    /// `FrontendConfig::rings_per_queue`).
+    #[error("vring {index} out of range, the back-end has {rings} rings")]
     VringOutOfRange {
         /// The index.
         index: u8,
-        /// The queue count.
-        queues: u16,
+        /// The rings.
+        rings: u16,
     },
     /// A ring size virtio does not allow (1..=32768).
     #[error("vring {index}: queue size {size} outside 1..=32768")]
@@ -225,14 +226,14 @@ pub enum FrontendError {
         page_size: u64,
     },
     /// A back-end request names a ring the back-end does not have.
-    #[error("{code}: vring {index} out of range, the back-end has {queues} queues")]
+    #[error("{code}: vring {index} out of range, the back-end has {rings} rings")]
     BackendVringOutOfRange {
         /// The back-end request.
         code: BackendCode,
         /// The index.
         index: u8,
-        /// The queue count.
-        queues: u16,
+        /// The rings.
+        rings: u16,
     },
     /// An answer was given while no back-end request waits for one.
     #[error("no back-end request waits for an answer")]

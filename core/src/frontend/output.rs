@@ -150,6 +150,10 @@ pub struct FrontendConfig {
     /// exactly one page of it (QEMU refuses any other size with EINVAL). [`FrontendConfig::new`]
     /// assumes 4 KiB; a transport that knows the host sets the real one.
     pub host_page_size: u64,
+    /// Rings one queue of GET_QUEUE_NUM's answer stands for: 1 for most devices, 2 for a net
+    /// device, whose back-ends count queue pairs (DPDK; QEMU compares the answer with its
+    /// pairs). Ring indices are bounded by the answer times this (and 256).
+    pub rings_per_queue: u8,
 }
 
 impl FrontendConfig {
@@ -179,6 +183,7 @@ impl FrontendConfig {
                 | ProtocolFeatures::SHARED_OBJECT
                 | ProtocolFeatures::DEVICE_STATE,
             host_page_size: 4096,
+            rings_per_queue: 1,
         }
     }
 }

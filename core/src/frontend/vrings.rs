@@ -19,12 +19,22 @@ use crate::{FdToken, ProtocolFeatures, VringIndex};
 impl Frontend {
     fn check_vring(&self, index: VringIndex) -> Result<(), FrontendError> {
         self.require_ready()?;
-        match self.negotiated.queues {
-            Some(queues) if u16::from(index.0) >= queues => {
-                Err(FrontendError::VringOutOfRange { index: index.0, queues })
+        match self.ring_count() {
+            Some(rings) if u16::from(index.0) >= rings => {
+                Err(FrontendError::VringOutOfRange { index: index.0, rings })
             }
             _ => Ok(()),
         }
+    }
+
+    /// The rings the back-end has, from GET_QUEUE_NUM's answer (`None` when it was not asked):
+    /// its queues times [`FrontendConfig::rings_per_queue`](super::FrontendConfig), at most
+    /// 256.
+    pub(super) fn ring_count(&self) -> Option<u16> {
+        let per_queue = u32::from(self.config.rings_per_queue.max(1));
+        let max = crate::limits::MAX_VRINGS as u32;
+        // Cannot truncate: at most MAX_VRINGS (256).
+        self.negotiated.queues.map(|queues| (u32::from(queues) * per_queue).min(max) as u16)
     }
 
     /// `addr` as the back-end must see it: with GPA_ADDRESSES acked, each ring's user address

@@ -81,6 +81,8 @@ pub struct Client {
     io: io::Io,
     /// `handshake` or `restore` was called.
     started: bool,
+    /// Rings one queue of GET_QUEUE_NUM's answer stands for ([`Client::set_rings_per_queue`]).
+    rings_per_queue: u8,
 }
 
 impl Client {
@@ -109,6 +111,7 @@ impl Client {
             }),
             io: io::Io::new(stream, Box::new(NoMappings)),
             started: false,
+            rings_per_queue: 1,
         };
         client.set_timeout(DEFAULT_TIMEOUT)?;
         Ok(client)
@@ -128,6 +131,13 @@ impl Client {
         }
         self.io.timeout = timeout;
         Ok(())
+    }
+
+    /// How many rings one queue of GET_QUEUE_NUM's answer stands for, before the handshake: 2
+    /// for a net device, whose back-ends answer in queue pairs (DPDK), 1 (the default) for the
+    /// others. Ring indices are checked against the answer times this.
+    pub fn set_rings_per_queue(&mut self, rings: u8) {
+        self.rings_per_queue = rings.max(1);
     }
 
     /// Bounds a call that stops rings ([`Client::stop_vring`], [`Client::stop_vring_skip_drain`],

@@ -193,7 +193,12 @@ impl Client {
         features: VirtioFeatures,
         protocol_features: ProtocolFeatures,
     ) -> Result<Negotiated, ClientError> {
-        let config = FrontendConfig { features, protocol_features, host_page_size: page_size() };
+        let config = FrontendConfig {
+            features,
+            protocol_features,
+            host_page_size: page_size(),
+            rings_per_queue: self.rings_per_queue,
+        };
         self.open(config, Frontend::connect)
     }
 
@@ -204,6 +209,7 @@ impl Client {
             features: saved.features,
             protocol_features: saved.protocol_features,
             host_page_size: page_size(),
+            rings_per_queue: self.rings_per_queue,
         };
         self.open(config, |f, channel| f.restore(saved, channel))
     }
