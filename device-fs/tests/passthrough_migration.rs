@@ -584,28 +584,3 @@ fn a_handle_whose_node_was_forgotten_comes_across_lost() {
     );
     assert_eq!(listing.errno(), 0, "the directory's handle came across");
 }
-
-/// A destination that may not open file handles (it dropped CAP_DAC_READ_SEARCH, started
-/// without --migration-mode file-handles) refuses a state of handles whatever
-/// --migration-on-error says: it would otherwise lose every node, not one. A state that names
-/// most nodes by path and one by handle (what a find-paths source could not describe) loses
-/// that one only, as ever.
-#[test]
-fn a_destination_without_dac_read_search_refuses_a_state_of_handles() {
-    if !support::needs_root() {
-        return;
-    }
-    let (src, [dir, _], _) =
-        source_with("handles-no-cap", |c| c.migration.mode = MigrationMode::FileHandles);
-    let bytes = state::save(&src.server).expect("saves");
-    let mut mixed = FsState::decode(&bytes).expect("decodes");
-    mixed.nodes.iter_mut().find(|n| n.node == dir).expect("dir").path = Some(b"dir".to_vec());
-    let dst = |src: &Harness| src.another_server(|c| c.migration.on_error = OnError::GuestError);
-    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
-    let mut caps = capabilities(None).expect("this thread's capabilities");
-    caps.effective.remove(CapabilitySet::DAC_READ_SEARCH);
-    set_capabilities(None, caps).expect("drops DAC_READ_SEARCH on this thread");
-    let err = state::load(&dst(&src).server, &bytes).expect_err("refused");
-    assert!(err.to_string().contains("CAP_DAC_READ_SEARCH"), "{err}");
-    state::load(&dst(&src).server, &mixed.encode()).expect("a mixed state loads");
-}

@@ -7,6 +7,7 @@
 //! vhost-user protocol rules: those are `vhu-core`'s.
 
 pub mod dax;
+mod inbox;
 mod pool;
 mod queue;
 pub mod state;
