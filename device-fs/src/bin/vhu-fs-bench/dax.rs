@@ -27,6 +27,7 @@ use zerocopy::IntoBytes;
 use crate::guest::{Plan, GUEST_USER};
 use crate::measure::Figures;
 use crate::workload::{check_read, pattern, Offsets};
+use crate::written::Written;
 
 /// How long a mapping request may take before the run fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -161,7 +162,13 @@ fn serve(mut client: Client, stop: &AtomicBool) -> Result<Client, String> {
 
 /// Runs `plan` (a data workload) through the window of `guest`'s device; `file` is the node
 /// the workload reads or writes, `pid` the back-end's process.
-pub(crate) fn run(guest: GuestFs, file: u64, pid: u32, plan: &Plan) -> Result<Figures, String> {
+pub(crate) fn run(
+    guest: GuestFs,
+    file: u64,
+    pid: u32,
+    plan: &Plan,
+    written: &Written,
+) -> Result<Figures, String> {
     let region = guest.dax_window().cloned().ok_or("the back-end has no DAX window")?;
     let cache = Arc::new(Cache::new(region));
     let (client, _ram, rings) = guest.into_parts();
@@ -182,8 +189,9 @@ pub(crate) fn run(guest: GuestFs, file: u64, pid: u32, plan: &Plan) -> Result<Fi
             .collect();
         let (cache, start, write) =
             (Arc::clone(&cache), Arc::clone(&start), plan.workload.writes());
+        let written = written.clone();
         threads.push(std::thread::spawn(move || {
-            drive(&cache, ring, offsets, (file, size, write), per_queue, &start)
+            drive(&cache, ring, offsets, (file, size, write), per_queue, (&start, &written))
         }));
     }
     let measured = crate::guest::measure(pid, &start, threads);
@@ -208,7 +216,7 @@ fn drive(
     mut offsets: Vec<Offsets>,
     (node, size, write): (u64, u32, bool),
     target: u64,
-    start: &Barrier,
+    (start, written): (&Barrier, &Written),
 ) -> Result<Figures, String> {
     let mut buf = vec![0u8; size as usize];
     if write {
@@ -231,7 +239,9 @@ fn drive(
         if !done {
             return Err(format!("the window does not hold offset {offset} where it was mapped"));
         }
-        if !write && !check_read(offset, buf.len(), |at| Ok(word(&buf, at)))? {
+        if write {
+            written.mark(offset, size);
+        } else if !check_read(offset, buf.len(), |at| Ok(word(&buf, at)))? {
             return Err(format!("the window at file offset {offset} holds other bytes"));
         }
         figures.latencies.push(crate::measure::nanos(began.elapsed()));

@@ -17,6 +17,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::measure::{cpu_between, cpu_sample, Figures};
 use crate::workload::{lane, pattern, Lane, Next, Setup, Workload};
+use crate::written::Written;
 
 /// The guest user every request comes from (a non-root user: creating files exercises the
 /// back-end's credential switching).
@@ -91,7 +92,12 @@ fn open(guest: &mut GuestFs, name: &str, flags: u32) -> Result<(u64, u64), Strin
 }
 
 /// Runs `plan` against the back-end listening on `socket`, whose process is `pid`.
-pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, String> {
+pub(crate) fn run(
+    socket: &Path,
+    pid: u32,
+    plan: &Plan,
+    written: &Written,
+) -> Result<Figures, String> {
     let (layouts, ram) = layouts(plan);
     let mut guest = GuestFs::connect_with(socket, ram, &layouts).map_err(guest_error)?;
     // Kept until the run ends: the back-end marks it all along.
@@ -108,7 +114,7 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
     };
     if plan.dax && plan.workload.io_size() > 0 && guest.dax_window().is_some() {
         let file = if plan.workload.writes() { setup.wdata.0 } else { setup.data.0 };
-        return crate::dax::run(guest, file, pid, plan);
+        return crate::dax::run(guest, file, pid, plan, written);
     }
     let (client, _ram, mut rings) = guest.into_parts();
     if plan.workload.writes() {
@@ -125,7 +131,10 @@ pub(crate) fn run(socket: &Path, pid: u32, plan: &Plan) -> Result<Figures, Strin
     for (q, mut ring) in rings.into_iter().enumerate() {
         ring.set_poll(plan.driver_poll);
         let lanes: Vec<Box<dyn Lane>> = (0..plan.depth)
-            .map(|l| lane(plan.workload, setup, q as u32 * u32::from(plan.depth) + u32::from(l)))
+            .map(|l| {
+                let id = q as u32 * u32::from(plan.depth) + u32::from(l);
+                lane(plan.workload, setup, id, written)
+            })
             .collect();
         let start = Arc::clone(&start);
         let queue = q as u64;

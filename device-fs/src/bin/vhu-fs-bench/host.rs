@@ -19,6 +19,7 @@ use crate::guest::Plan;
 use crate::measure::{thread_cpu, Figures};
 use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
 use crate::workload::{pattern, Workload};
+use crate::written::Written;
 
 /// A READDIRPLUS reply's room (what the guest driver asks for, as Linux does: a page).
 const READDIR_REPLY: usize = 4096;
@@ -38,7 +39,7 @@ fn io(what: &'static str) -> impl Fn(rustix::io::Errno) -> String {
 }
 
 /// Runs `plan` on `share` directly.
-pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
+pub(crate) fn run(share: &Path, plan: &Plan, written: &Written) -> Result<Figures, String> {
     let dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = openat(CWD, share, dir, Mode::empty()).map_err(io("opening the share"))?;
     let file = |name: &str, flags: OFlags| {
@@ -56,9 +57,10 @@ pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
     let threads: Vec<_> = (0..lanes)
         .map(|id| {
             let (files, start, workload) = (Arc::clone(&files), Arc::clone(&start), plan.workload);
+            let written = written.clone();
             std::thread::spawn(move || {
                 start.wait();
-                lane(workload, &files, id, per_lane)
+                lane(workload, &files, id, per_lane, &written)
             })
         })
         .collect();
@@ -78,7 +80,13 @@ pub(crate) fn run(share: &Path, plan: &Plan) -> Result<Figures, String> {
 }
 
 /// One lane: `target` requests' worth of system calls.
-fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figures, String> {
+fn lane(
+    workload: Workload,
+    files: &Files,
+    id: u32,
+    target: u64,
+    written: &Written,
+) -> Result<Figures, String> {
     let mut figures =
         Figures { latencies: Vec::with_capacity(target as usize), ..Figures::default() };
     let cpu_before = thread_cpu();
@@ -123,8 +131,13 @@ fn lane(workload: Workload, files: &Files, id: u32, target: u64) -> Result<Figur
             }
             Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
                 let at = offset(&mut cursor, &mut next);
-                rustix::io::pwrite(&files.wdata, &buf[..size], at).map_err(io("pwrite"))?;
+                let wrote =
+                    rustix::io::pwrite(&files.wdata, &buf[..size], at).map_err(io("pwrite"))?;
                 record(&mut figures, began, size);
+                if wrote != size {
+                    return Err(format!("pwrite of {size} bytes wrote {wrote}"));
+                }
+                written.mark(at, size as u32);
             }
             Workload::LookupGetattr => {
                 let name = small_name((next() % u64::from(SMALL_FILES)) as u32);

@@ -11,7 +11,8 @@
 //! `{queues}` are filled in), in turn on the same share, so the targets are measured side by
 //! side; the report gives medians over rounds and, for every target after the first, the
 //! median of the round-by-round ratios first/target. A wrong reply (unique, length, an error,
-//! data that is not the file's) fails the run.
+//! data that is not the file's) fails the run, and so does a written file that does not hold
+//! what the run's writes sent (`written`).
 
 mod dax;
 mod guest;
@@ -20,6 +21,7 @@ mod interrupt;
 mod measure;
 mod share;
 mod workload;
+mod written;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -31,6 +33,7 @@ use guest::Plan;
 use measure::{json, medians, ratios, Entry, Summary};
 use share::Share;
 use workload::Workload;
+use written::Written;
 
 /// What to run.
 #[derive(Debug, Parser)]
@@ -170,14 +173,15 @@ fn reap(mut child: Child) {
 }
 
 fn run_once(target: &Target, share: &Share, plan: &Plan) -> Result<Summary, String> {
+    let written = Written::new();
     let figures = match target {
-        Target::Host => host::run(&share.path(), plan)?,
+        Target::Host => host::run(&share.path(), plan, &written)?,
         Target::Backend { command, queues, dirty_log, .. } => {
             let plan =
                 Plan { queues: queues.unwrap_or(plan.queues), dirty_log: *dirty_log, ..*plan };
             let mut child = spawn(command, share, plan.queues)?;
             let result = wait_listening(&mut child, share)
-                .and_then(|()| guest::run(&share.socket(), child.id(), &plan));
+                .and_then(|()| guest::run(&share.socket(), child.id(), &plan, &written));
             if result.is_err() {
                 let _ = child.kill();
             }
@@ -185,6 +189,9 @@ fn run_once(target: &Target, share: &Share, plan: &Plan) -> Result<Summary, Stri
             result?
         }
     };
+    if written.any() {
+        written.check_and_restore(&share.path().join("wdata"))?;
+    }
     Ok(figures.summary())
 }
 

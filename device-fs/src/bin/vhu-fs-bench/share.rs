@@ -25,6 +25,19 @@ pub(crate) fn big_name(i: u32) -> String {
     format!("n{i:05}")
 }
 
+/// Writes a data file's [`pattern`] over `path` (`DATA_SIZE` bytes, created if missing), in
+/// place: the bench lays `wdata` out again after each run that wrote it.
+pub(crate) fn lay_out(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    let mut block = vec![0u8; 1 << 20];
+    for at in (0..DATA_SIZE).step_by(block.len()) {
+        pattern(at, &mut block);
+        file.write_all_at(&block, at)?;
+    }
+    Ok(())
+}
+
 /// The laid-out directory; see the module docs.
 pub(crate) struct Share {
     dir: PathBuf,
@@ -44,13 +57,8 @@ impl Share {
         let _held = crate::interrupt::laying_out(dir.clone());
         let share = dir.join("share");
         std::fs::create_dir_all(share.join("big"))?;
-        let mut block = vec![0u8; 1 << 20];
         for name in ["data", "wdata"] {
-            let mut file = std::fs::File::create(share.join(name))?;
-            for at in (0..DATA_SIZE).step_by(block.len()) {
-                pattern(at, &mut block);
-                std::io::Write::write_all(&mut file, &block)?;
-            }
+            lay_out(&share.join(name))?;
         }
         for i in 0..SMALL_FILES {
             std::fs::write(share.join(small_name(i)), b"bench")?;

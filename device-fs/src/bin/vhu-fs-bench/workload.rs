@@ -17,6 +17,7 @@ use vhu_device_fs::fuse::Opcode;
 use vhu_device_fs::guest::Completed;
 
 use crate::share::{small_name, BIG_ENTRIES, DATA_SIZE, SMALL_FILES};
+use crate::written::Written;
 
 /// A workload; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -164,17 +165,18 @@ impl XorShift {
 }
 
 /// Lane `id` (unique over every queue of a run) of `workload`.
-pub(crate) fn lane(workload: Workload, setup: Setup, id: u32) -> Box<dyn Lane> {
+pub(crate) fn lane(workload: Workload, setup: Setup, id: u32, written: &Written) -> Box<dyn Lane> {
     let seed = seed(id);
     let size = workload.request_size(setup.chunk);
     match workload {
         Workload::RandRead4k | Workload::SeqRead128k | Workload::SeqRead1m => {
             let offsets = Offsets::new(workload, size, id);
-            Box::new(Data { file: setup.data, size, write: false, offsets, offset: 0 })
+            Box::new(Data { file: setup.data, size, written: None, offsets, offset: 0 })
         }
         Workload::RandWrite4k | Workload::SeqWrite128k | Workload::SeqWrite1m => {
             let offsets = Offsets::new(workload, size, id);
-            Box::new(Data { file: setup.wdata, size, write: true, offsets, offset: 0 })
+            let written = Some(written.clone());
+            Box::new(Data { file: setup.wdata, size, written, offsets, offset: 0 })
         }
         Workload::LookupGetattr => Box::new(LookupGetattr { rng: seed, node: None }),
         Workload::CreateWriteUnlink => {
@@ -259,7 +261,8 @@ pub(crate) fn check_read(
 struct Data {
     file: (u64, u64),
     size: u32,
-    write: bool,
+    /// Where a WRITE lane records what it wrote (None for READs).
+    written: Option<Written>,
     offsets: Offsets,
     /// The offset of the request in flight.
     offset: u64,
@@ -269,7 +272,7 @@ impl Lane for Data {
     fn next(&mut self, body: &mut Vec<u8>) -> Next {
         self.offset = self.offsets.next();
         let (node, fh) = self.file;
-        if self.write {
+        if self.written.is_some() {
             let head = WriteIn { fh, offset: self.offset, size: self.size, ..WriteIn::default() };
             body.extend_from_slice(head.as_bytes());
             Next { laid: self.size, ..Next::new(Opcode::Write, node, OUT + 8) }
@@ -281,11 +284,12 @@ impl Lane for Data {
     }
 
     fn reply(&mut self, reply: &Completed<'_>) -> Result<(), String> {
-        if self.write {
+        if let Some(written) = &self.written {
             let out = WriteOut::read_from_prefix(reply.payload).map_err(|_| "short WRITE reply")?.0;
             if out.size != self.size {
                 return Err(format!("WRITE of {} bytes wrote {}", self.size, out.size));
             }
+            written.mark(self.offset, self.size);
             return Ok(());
         }
         if reply.len() != self.size as usize {
