@@ -502,3 +502,25 @@ fn a_daemon_terminated_during_set_up_still_exits_cleanly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A descriptor the launcher left open by mistake (here a directory outside the share) is not
+/// in the serving process, where a daemon a guest took over could walk out of the sandbox
+/// through it; the parent outside keeps it, as libvirt's pid-file lock needs.
+#[test]
+fn a_descriptor_the_launcher_leaked_stays_outside_the_sandbox() {
+    if !support::needs_root() {
+        return;
+    }
+    let dir = scratch("leaked");
+    let outside = std::fs::File::open(&dir).expect("the directory above the share");
+    let mut command = daemon::fsd();
+    // Above the numbers the daemon's own descriptors take (a closed number may be reused).
+    daemon::pass_fd(&mut command, outside.into(), 40);
+    let daemon = daemon::start_program(command, &dir, "vhost", &[]);
+    let server = server_pid(&daemon, true);
+    let held = |pid: u32| std::fs::read_link(format!("/proc/{pid}/fd/40")).ok();
+    // The socket is served once the child is set up: by then it has closed what it will.
+    serves(&dir);
+    assert_ne!(held(server).as_deref(), Some(dir.as_path()), "the serving process holds it");
+    assert_eq!(held(daemon.0.id()).as_deref(), Some(dir.as_path()), "the parent let it go");
+}

@@ -9,6 +9,7 @@
 mod caps;
 mod cli;
 mod compat;
+mod inherited;
 mod log_filter;
 mod logging;
 mod ns_map;
@@ -51,12 +52,18 @@ fn main() -> ExitCode {
         }
     };
     // Before the log opens a descriptor of its own; reported once it is open.
-    let inherited = match &settings.socket {
-        Socket::Fd(fd) => inherited_open(*fd),
-        Socket::Path(_) => Ok(()),
+    let kept = match &settings.socket {
+        Socket::Fd(fd) => Some(*fd),
+        Socket::Path(_) => None,
     };
+    let inherited = kept.map_or(Ok(()), inherited::check_open);
+    let leaked = inherited::leaked(kept);
     let to_syslog = logging::init(settings.log_level, settings.syslog);
-    match inherited.and_then(|()| run(settings)) {
+    let leaked = leaked.unwrap_or_else(|e| {
+        warn!("/proc/self/fd: {e}: descriptors inherited by mistake stay open in the sandbox");
+        Vec::new()
+    });
+    match inherited.and_then(|()| run(settings, &leaked)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             // A launcher that asked for syslog (Kata does) reads why the daemon stopped there.
@@ -69,7 +76,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(settings: Settings) -> Result<(), String> {
+/// Sets up and serves; `leaked` are the descriptors the launcher left open besides `--fd`.
+fn run(settings: Settings, leaked: &[i32]) -> Result<(), String> {
     raise_open_file_limit(settings.rlimit_nofile)?;
     // The guest applied its own umask to the modes it sends; do not apply ours on top.
     rustix::process::umask(rustix::fs::Mode::empty());
@@ -115,7 +123,7 @@ fn run(settings: Settings) -> Result<(), String> {
                 uid: &settings.ns_uid_map,
                 gid: &settings.ns_gid_map,
             });
-            (None, Some(sandbox::enter_namespaces(&settings.shared_dir, maps, socket)?))
+            (None, Some(sandbox::enter_namespaces(&settings.shared_dir, maps, socket, leaked)?))
         }
         Sandbox::Chroot | Sandbox::None => (socket.map(Arc::new), None),
     };
@@ -214,17 +222,6 @@ fn raise_open_file_limit(asked: Option<u64>) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `--fd`'s descriptor is open and not stdio. Checked before the daemon opens
-/// descriptors of its own too (the log's socket), which would otherwise take the number of one
-/// a launcher failed to pass and be taken for it.
-fn inherited_open(fd: i32) -> Result<(), String> {
-    // SAFETY: F_GETFD only reads the descriptor's flags; an unused number gives EBADF.
-    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
-    }
-    Ok(())
-}
-
 /// The listening socket: bound at `--socket-path` (owner-only, or the `--socket-group`'s too),
 /// or the inherited `--fd`.
 fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), String> {
@@ -246,7 +243,7 @@ fn listen(settings: &Settings) -> Result<(UnixListener, Option<SocketFile>), Str
             Ok((listener, Some(file)))
         }
         Socket::Fd(fd) => {
-            inherited_open(*fd)?;
+            inherited::check_open(*fd)?;
             // SAFETY: the descriptor is open (checked above, and before the daemon opened any
             // of its own, so it is the inherited one), is not stdio, and was inherited for this
             // daemon alone: nothing else in the process owns or closes it.

@@ -59,13 +59,15 @@ fn unshare(flags: UnshareFlags, what: &str) -> Result<(), String> {
         .map_err(|e| format!("--sandbox namespace: creating the {what} namespace: {e}"))
 }
 
-/// Enters the namespaces. Returns in the child, which owns nothing of the socket file, with
+/// Enters the namespaces. Returns in the child, which owns nothing of the socket file and
+/// holds none of the launcher's `leaked` descriptors, with
 /// the path of its descriptor directory (see [`setup_child`]); the parent never returns (it
 /// exits with the child's status).
 pub(crate) fn enter_namespaces(
     share: &Path,
     maps: Option<UserMaps<'_>>,
     socket: Option<SocketFile>,
+    leaked: &[i32],
 ) -> Result<&'static str, String> {
     if let Some(maps) = maps {
         enter_user_namespace(&maps)?;
@@ -77,6 +79,8 @@ pub(crate) fn enter_namespaces(
     match pid {
         -1 => Err(format!("--sandbox namespace: fork: {}", std::io::Error::last_os_error())),
         0 => {
+            // The launcher's descriptors stay with the parent (`inherited`).
+            crate::inherited::close(leaked);
             if let Some(socket) = socket {
                 socket.release();
             }
