@@ -11,8 +11,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use support::{args, Harness};
 use vhu_device_fs::fuse::abi::{
-    fattr, CreateIn, InitFlags, InitOut, OpenIn, SetattrIn, WriteIn, OPEN_KILL_SUIDGID,
-    WRITE_KILL_SUIDGID,
+    fattr, CopyFileRangeIn, CreateIn, FallocateIn, InitFlags, InitOut, OpenIn, SetattrIn, WriteIn,
+    OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID,
 };
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::{FromBytes, IntoBytes};
@@ -89,6 +89,48 @@ fn marked_writes_and_truncations_clear_set_id_bits() {
     let s = SetattrIn { valid: fattr::UID, uid: 1001, ..SetattrIn::default() };
     h.call(Opcode::Setattr, node, s.as_bytes()).ok();
     assert_eq!(setid_bits(&h), 0, "chown clears them");
+}
+
+/// FALLOCATE and COPY_FILE_RANGE come unmarked (the guest sends nothing for the set-id bits of
+/// either under HANDLE_KILLPRIV_V2): a guest user other than root is taken to lack CAP_FSETID
+/// and the bits go, by the host's rule; guest root keeps them.
+#[test]
+fn a_user_s_fallocate_or_copy_into_a_set_id_file_clears_its_bits() {
+    let Some((mut h, node, fh)) = setup("killpriv-fallocate", true) else { return };
+    let fallocate = |h: &mut Harness| {
+        let f = FallocateIn { fh, offset: 0, length: 16384, mode: 0, ..FallocateIn::default() };
+        h.call(Opcode::Fallocate, node, f.as_bytes()).ok();
+    };
+    fallocate(&mut h);
+    assert_eq!(setid_bits(&h), SETID, "guest root's fallocate keeps them");
+    h.caller = (1000, 1000);
+    fallocate(&mut h);
+    assert_eq!(setid_bits(&h), 0, "a user's fallocate clears them");
+    // Set-group-ID without group execute is not an executable's: it stays, as on the host.
+    set_mode(&h, 0o6764);
+    fallocate(&mut h);
+    assert_eq!(setid_bits(&h), 0o2000, "set-group-ID without group execute stays");
+
+    set_mode(&h, 0o6775);
+    std::fs::write(h.share().join("src"), b"copied").expect("host write");
+    h.caller = (0, 0);
+    let src = h.lookup(1, "src").entry().nodeid;
+    let src_fh = h.call(Opcode::Open, src, OpenIn::default().as_bytes()).open().fh;
+    let copy = |h: &mut Harness| {
+        let c = CopyFileRangeIn {
+            fh_in: src_fh,
+            nodeid_out: node,
+            fh_out: fh,
+            len: 6,
+            ..CopyFileRangeIn::default()
+        };
+        h.call(Opcode::CopyFileRange, src, c.as_bytes()).ok();
+    };
+    copy(&mut h);
+    assert_eq!(setid_bits(&h), SETID, "guest root's copy keeps them");
+    h.caller = (1000, 1000);
+    copy(&mut h);
+    assert_eq!(setid_bits(&h), 0, "a user's copy into the file clears them");
 }
 
 #[test]

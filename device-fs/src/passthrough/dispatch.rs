@@ -358,20 +358,20 @@ impl FileSystem for PassthroughFs {
     }
     fn fallocate(
         &self,
-        _: &Context,
+        ctx: &Context,
         n: NodeId,
         h: Handle,
         mode: u32,
         off: u64,
         len: u64,
     ) -> FsResult<()> {
-        self.as_daemon(|| self.do_fallocate(n, h, mode, off, len))
+        self.as_daemon(|| self.do_fallocate(ctx.uid, n, h, mode, off, len))
     }
     fn lseek(&self, _: &Context, n: NodeId, h: Handle, off: u64, whence: u32) -> FsResult<u64> {
         self.as_daemon(|| self.do_lseek(n, h, off, whence))
     }
-    fn copy_file_range(&self, _: &Context, range: &CopyRange) -> FsResult<usize> {
-        self.as_daemon(|| self.do_copy_file_range(range))
+    fn copy_file_range(&self, ctx: &Context, range: &CopyRange) -> FsResult<usize> {
+        self.as_daemon(|| self.do_copy_file_range(ctx.uid, range))
     }
     fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
         self.as_daemon(|| self.sync_all(node))

@@ -409,8 +409,10 @@ impl PassthroughFs {
         )
     }
 
+    /// FALLOCATE for guest user `uid`.
     pub(super) fn do_fallocate(
         &self,
+        uid: u32,
         node: NodeId,
         handle: Handle,
         mode: u32,
@@ -419,8 +421,36 @@ impl PassthroughFs {
     ) -> Result<(), Errno> {
         let h = self.handles.get(handle, node, false)?;
         let mode = FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
+        self.kill_set_id_before_change(uid, &h.fd)?;
         rustix::fs::fallocate(&h.fd, mode, offset, length)?;
         self.contents_changed(node);
+        Ok(())
+    }
+
+    /// Before a change by guest user `uid` of the contents of the file open as `fd` that the
+    /// guest marks nothing for (FALLOCATE, the destination of COPY_FILE_RANGE): under
+    /// HANDLE_KILLPRIV_V2 the guest leaves the set-id bits to the server for these too (Linux's
+    /// `fuse_setattr` sends no mode change for its `file_modified`), without saying whether
+    /// the caller has CAP_FSETID; a caller other than guest root is taken to lack it, as for
+    /// an unmarked O_TRUNC OPEN ([`PassthroughFs::open_kills`]). The bits go before the
+    /// change, as the kernel's own `file_modified` takes them, by the host kernel's rule:
+    /// set-user-ID always, set-group-ID where the group may execute. Without the capability
+    /// the guest sends that mode change itself.
+    fn kill_set_id_before_change(&self, uid: u32, fd: impl AsFd) -> Result<(), Errno> {
+        if !self.killpriv_on() || uid == 0 {
+            return Ok(());
+        }
+        let mode = rustix::fs::fstat(&fd)?.st_mode;
+        let mut kept = mode & 0o7777;
+        if mode & 0o4000 != 0 {
+            kept &= !0o4000;
+        }
+        if mode & 0o2010 == 0o2010 {
+            kept &= !0o2000;
+        }
+        if kept != mode & 0o7777 {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(kept))?;
+        }
         Ok(())
     }
 
@@ -484,7 +514,8 @@ impl PassthroughFs {
         rustix::io::fcntl_dupfd_cloexec(&h.fd, 0)
     }
 
-    pub(super) fn do_copy_file_range(&self, r: &CopyRange) -> Result<usize, Errno> {
+    /// COPY_FILE_RANGE for guest user `uid`.
+    pub(super) fn do_copy_file_range(&self, uid: u32, r: &CopyRange) -> Result<usize, Errno> {
         if r.flags != 0 {
             return Err(Errno::INVAL);
         }
@@ -498,6 +529,9 @@ impl PassthroughFs {
         // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
         // file takes the same change, and the copy goes where its offset says.
         dst.follow(OFlags::APPEND, false)?;
+        if r.len > 0 {
+            self.kill_set_id_before_change(uid, &dst.fd)?;
+        }
         let copied = rustix::fs::copy_file_range(
             &src.fd,
             Some(&mut off_in),
