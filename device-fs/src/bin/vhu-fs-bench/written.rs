@@ -2,12 +2,13 @@
 //! wrote: a back-end that answers a WRITE with its size but puts the data nowhere, somewhere
 //! else, or puts other bytes fails the run, as a wrong reply does.
 //!
-//! Every write sends the same bytes, [`pattern`]`(0, ..)` of the request's size, at an offset
-//! that is a multiple of that size, so a page at file offset `x` holds `pattern(x % size)` once
-//! written and `pattern(x)` (as laid out) while not. The lanes mark the pages their answered
-//! writes covered; the check reads the file back (the first and the last word of each page)
-//! and then lays it out again, so every run starts from the same file. It owns that record and
-//! the check; it sends no request.
+//! Every write of a run sends the same bytes, [`pattern`]`(0, ..)` of the run's request size,
+//! at an offset that is a multiple of that size, so the file is a row of blocks of that size:
+//! byte `x` of a block written holds what byte `x % size` of the pattern holds, of a block not
+//! written what byte `x` does (as laid out). The lanes mark the blocks their answered writes
+//! covered; the check reads the file back (the first and the last word of each page) and then
+//! lays it out again, so every run starts from the same file. It owns that record and the
+//! check; it sends no request.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -19,50 +20,60 @@ use crate::share::{lay_out, DATA_SIZE};
 use crate::workload::pattern;
 
 const PAGE: u64 = 4096;
-const PAGES: usize = (DATA_SIZE / PAGE) as usize;
+/// Blocks a file can hold: writes are at least a page each.
+const BLOCKS: usize = (DATA_SIZE / PAGE) as usize;
 
-/// The pages of `wdata` a run wrote, and the size of its writes; cloned into every lane.
+/// The blocks of `wdata` a run wrote, and the size of its writes; cloned into every lane.
 #[derive(Clone)]
 pub(crate) struct Written(Arc<Record>);
 
 struct Record {
-    pages: Vec<AtomicU64>,
+    blocks: Vec<AtomicU64>,
     /// The writes' size (every write of a run has the same); 0 before the first.
     size: AtomicU32,
-    /// Set by a write of another size than the first's.
-    mixed: AtomicU32,
+    /// Set to a write's size where it differed from the first's, or where it was not a
+    /// multiple of it (or below a page) at its offset.
+    odd: AtomicU32,
 }
 
 impl Written {
     pub(crate) fn new() -> Self {
-        let pages = (0..PAGES.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Self(Arc::new(Record { pages, size: AtomicU32::new(0), mixed: AtomicU32::new(0) }))
+        let blocks = (0..BLOCKS.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Self(Arc::new(Record { blocks, size: AtomicU32::new(0), odd: AtomicU32::new(0) }))
     }
 
     /// Records an answered write of `size` bytes at `offset`.
     pub(crate) fn mark(&self, offset: u64, size: u32) {
         let record = &self.0;
-        if let Err(first) =
-            record.size.compare_exchange(0, size, Ordering::Relaxed, Ordering::Relaxed)
-        {
-            if first != size {
-                record.mixed.store(size, Ordering::Relaxed);
-            }
+        let first =
+            match record.size.compare_exchange(0, size, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => size,
+                Err(first) => first,
+            };
+        if first != size || u64::from(size) < PAGE || offset % u64::from(size) != 0 {
+            record.odd.store(size.max(1), Ordering::Relaxed);
+            return;
         }
-        let end = (offset + u64::from(size)).min(DATA_SIZE);
-        for page in (offset / PAGE)..end.div_ceil(PAGE) {
-            let page = page as usize;
-            record.pages[page / 64].fetch_or(1 << (page % 64), Ordering::Relaxed);
+        let block = (offset / u64::from(size)) as usize;
+        if let Some(word) = record.blocks.get(block / 64) {
+            word.fetch_or(1 << (block % 64), Ordering::Relaxed);
         }
-    }
-
-    fn written(&self, page: usize) -> bool {
-        self.0.pages[page / 64].load(Ordering::Relaxed) & (1 << (page % 64)) != 0
     }
 
     /// Whether any write was recorded.
     pub(crate) fn any(&self) -> bool {
         self.0.size.load(Ordering::Relaxed) != 0
+    }
+
+    /// What byte `x` of the file should hold, and whether a write covered it.
+    fn expected(&self, x: u64, size: u64) -> (u8, bool) {
+        let block = (x / size) as usize;
+        let written = x < DATA_SIZE - DATA_SIZE % size
+            && self.0.blocks[block / 64].load(Ordering::Relaxed) & (1 << (block % 64)) != 0;
+        let from = if written { x % size } else { x };
+        let mut word = [0u8; 8];
+        pattern(from - from % 8, &mut word);
+        (word[(from % 8) as usize], written)
     }
 
     /// Checks `file` (the share's `wdata`) against the writes recorded, then lays it out
@@ -74,10 +85,10 @@ impl Written {
     }
 
     fn check(&self, path: &Path) -> Result<(), String> {
-        let size = u64::from(self.0.size.load(Ordering::Relaxed));
-        let mixed = self.0.mixed.load(Ordering::Relaxed);
-        if mixed != 0 {
-            return Err(format!("writes of {size} and of {mixed} bytes in one run"));
+        let odd = self.0.odd.load(Ordering::Relaxed);
+        let size = u64::from(self.0.size.load(Ordering::Relaxed)).max(PAGE);
+        if odd != 0 {
+            return Err(format!("a write of {odd} bytes where the run's others are {size}"));
         }
         let file = File::open(path).map_err(|e| format!("reading back {}: {e}", path.display()))?;
         let mut block = vec![0u8; 1 << 20];
@@ -86,20 +97,14 @@ impl Written {
                 .map_err(|e| format!("reading back {}: {e}", path.display()))?;
             for (i, page) in block.chunks(PAGE as usize).enumerate() {
                 let at = start + i as u64 * PAGE;
-                let written = self.written((at / PAGE) as usize);
-                // Where the written bytes and the laid-out ones are the same (the file's
-                // first request), either holds.
-                let base = if written { at % size.max(1) } else { at };
-                for word in [0, page.len() - 8] {
-                    let mut want = [0u8; 8];
-                    pattern(base + word as u64, &mut want);
-                    if page[word..word + 8] != want {
+                for offset in (0..8).chain(page.len() - 8..page.len()) {
+                    let (want, written) = self.expected(at + offset as u64, size);
+                    if page[offset] != want {
+                        let at = at + offset as u64;
                         return Err(if written {
-                            format!(
-                                "the page at {at} of wdata does not hold what was written there"
-                            )
+                            format!("byte {at} of wdata does not hold what was written there")
                         } else {
-                            format!("the page at {at} of wdata changed, though no write went there")
+                            format!("byte {at} of wdata changed, though no write went there")
                         });
                     }
                 }
@@ -178,6 +183,28 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A back-end whose max_write is not a whole number of pages gets writes of that size: a
+    /// page can straddle two of them, or a written block and one not written.
+    #[test]
+    fn writes_of_a_size_that_is_no_whole_number_of_pages_are_checked_byte_by_byte() {
+        let (dir, file) = laid();
+        let size = 6000;
+        let written = Written::new();
+        for k in [1, 2, 7] {
+            write(&file, k * size as u64, size);
+            written.mark(k * size as u64, size as u32);
+        }
+        written.check_and_restore(&file).unwrap();
+        // One write answered but left out: its block's first page shows it.
+        let written = Written::new();
+        write(&file, 2 * size as u64, size);
+        written.mark(2 * size as u64, size as u32);
+        written.mark(3 * size as u64, size as u32);
+        let error = written.check_and_restore(&file).unwrap_err();
+        assert!(error.contains("does not hold what was written"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_page_of_other_bytes_inside_a_large_write_fails_the_check() {
         let (dir, file) = laid();
@@ -188,7 +215,7 @@ mod tests {
         file_handle.write_all_at(&[0xa5; 4096], (2 << 20) + (5 << 12)).unwrap();
         written.mark(2 << 20, 1 << 20);
         let error = written.check_and_restore(&file).unwrap_err();
-        assert!(error.contains(&format!("at {}", (2 << 20) + (5 << 12))), "{error}");
+        assert!(error.contains(&format!("byte {} ", (2 << 20) + (5 << 12))), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
