@@ -8,7 +8,9 @@
 //! itself uses none of them (the shared directory is opened by its path), but one may matter
 //! while the daemon lives: libvirt keeps its lock on the daemon's pid file through a descriptor
 //! it leaves open, and reads the daemon as gone once that lock is let go. So the numbers are
-//! listed at start, before the daemon opens anything, and the namespace sandbox's serving child
+//! listed first thing (those open without close-on-exec: what came through exec; a library
+//! the daemon calls before the fork, such as a name service's, opens its own with the flag),
+//! and the namespace sandbox's serving child
 //! closes them right after the fork, while the parent, which waits outside for the child, keeps
 //! them (a lock a process holds is not the child's to drop). In `chroot` and `none` mode one
 //! process serves and holds them. This module owns the list; forking is the sandbox's.
@@ -28,15 +30,27 @@ fn is_open(fd: i32) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// The descriptors open now above stdio, but `keep` (`--fd`). Called first thing, while the
-/// process holds no descriptor of its own; without a readable `/proc/self/fd` none is listed
-/// (and the daemon says so once its log is open).
-pub(crate) fn leaked(keep: Option<i32>) -> Result<Vec<i32>, std::io::Error> {
+/// The descriptors above stdio open now without close-on-exec: what the launcher passed. Called
+/// first thing in `main`; without a readable `/proc/self/fd` none is listed (and the daemon
+/// says so once its log is open). `--fd`'s is among them: [`leaked`] leaves it out.
+pub(crate) fn passed() -> Result<Vec<i32>, std::io::Error> {
     let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    // The listing's own descriptor is among those listed, and closed by now.
-    Ok(listed.into_iter().filter(|fd| *fd > 2 && Some(*fd) != keep && is_open(*fd)).collect())
+    // The listing's own descriptor is among those listed, closed by now.
+    Ok(listed.into_iter().filter(|fd| *fd > 2 && open_across_exec(*fd)).collect())
+}
+
+/// Of the descriptors [`passed`] listed, those the daemon was not told of (all but `keep`,
+/// `--fd`).
+pub(crate) fn leaked(passed: Vec<i32>, keep: Option<i32>) -> Vec<i32> {
+    passed.into_iter().filter(|fd| Some(*fd) != keep).collect()
+}
+
+fn open_across_exec(fd: i32) -> bool {
+    // SAFETY: as in is_open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0 && flags & libc::FD_CLOEXEC == 0
 }
 
 /// Closes `leaked` (what [`leaked`] listed), in the namespace sandbox's child right after the

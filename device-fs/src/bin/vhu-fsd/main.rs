@@ -32,6 +32,8 @@ use vhu_device_fs::passthrough::{Config, Credentials, PassthroughFs};
 use vhu_transport_std::{Daemon, Disconnect, Listen, SocketFile};
 
 fn main() -> ExitCode {
+    // Before anything opens a descriptor (a name service may, to resolve --socket-group).
+    let passed = inherited::passed();
     let args = match compat::expand(std::env::args_os()) {
         Ok(args) => args,
         Err(error) => {
@@ -57,12 +59,14 @@ fn main() -> ExitCode {
         Socket::Path(_) => None,
     };
     let inherited = kept.map_or(Ok(()), inherited::check_open);
-    let leaked = inherited::leaked(kept);
     let to_syslog = logging::init(settings.log_level, settings.syslog);
-    let leaked = leaked.unwrap_or_else(|e| {
-        warn!("/proc/self/fd: {e}: descriptors inherited by mistake stay open in the sandbox");
-        Vec::new()
-    });
+    let leaked = match passed {
+        Ok(passed) => inherited::leaked(passed, kept),
+        Err(e) => {
+            warn!("/proc/self/fd: {e}: descriptors inherited by mistake stay open in the sandbox");
+            Vec::new()
+        }
+    };
     match inherited.and_then(|()| run(settings, &leaked)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
