@@ -421,37 +421,43 @@ impl PassthroughFs {
     ) -> Result<(), Errno> {
         let h = self.handles.get(handle, node, false)?;
         let mode = FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
-        self.kill_set_id_before_change(uid, &h.fd)?;
-        rustix::fs::fallocate(&h.fd, mode, offset, length)?;
+        self.killing_unmarked(uid, &h.fd, || rustix::fs::fallocate(&h.fd, mode, offset, length))?;
         self.contents_changed(node);
         Ok(())
     }
 
-    /// Before a change by guest user `uid` of the contents of the file open as `fd` that the
-    /// guest marks nothing for (FALLOCATE, the destination of COPY_FILE_RANGE): under
+    /// Runs `op`, a change by guest user `uid` of the contents of the file open as `fd` that
+    /// the guest marks nothing for (FALLOCATE, the destination of COPY_FILE_RANGE). Under
     /// HANDLE_KILLPRIV_V2 the guest leaves the set-id bits to the server for these too (Linux's
-    /// `fuse_setattr` sends no mode change for its `file_modified`), without saying whether
-    /// the caller has CAP_FSETID; a caller other than guest root is taken to lack it, as for
-    /// an unmarked O_TRUNC OPEN ([`PassthroughFs::open_kills`]). The bits go before the
-    /// change, as the kernel's own `file_modified` takes them, by the host kernel's rule:
-    /// set-user-ID always, set-group-ID where the group may execute. Without the capability
-    /// the guest sends that mode change itself.
-    fn kill_set_id_before_change(&self, uid: u32, fd: impl AsFd) -> Result<(), Errno> {
+    /// `fuse_setattr` sends no mode change for its `file_modified`), without saying whether the
+    /// caller has CAP_FSETID; a caller other than guest root is taken to lack it, as for an
+    /// unmarked O_TRUNC OPEN ([`PassthroughFs::open_kills`]). The bits go before the change, as
+    /// the kernel's own `file_modified` takes them, by its long-standing rule (set-user-ID
+    /// always, set-group-ID where the group may execute), and the change runs without
+    /// CAP_FSETID, as a marked WRITE does: a host file system that clears them on it applies
+    /// its own rule on top (Linux 6.2 on also takes a set-group-ID without group execute), and
+    /// clears them where the daemon may not change the mode (a user namespace that does not
+    /// map the owner, `--modcaps=-fowner`). Without the capability the guest sends that mode
+    /// change itself.
+    fn killing_unmarked<T>(
+        &self,
+        uid: u32,
+        fd: impl AsFd,
+        op: impl FnOnce() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
         if !self.killpriv_on() || uid == 0 {
-            return Ok(());
+            return op();
         }
-        let mode = rustix::fs::fstat(&fd)?.st_mode;
-        let mut kept = mode & 0o7777;
-        if mode & 0o4000 != 0 {
-            kept &= !0o4000;
-        }
+        let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
+        let mut kept = mode & !0o4000;
         if mode & 0o2010 == 0o2010 {
             kept &= !0o2000;
         }
-        if kept != mode & 0o7777 {
-            rustix::fs::fchmod(fd, Mode::from_raw_mode(kept))?;
+        if kept != mode {
+            // Refused: left to the host kernel below.
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(kept));
         }
-        Ok(())
+        self.config.credentials.without_fsetid(op)
     }
 
     /// After a change of `node`'s contents other than a WRITE or a truncation (FALLOCATE, the
@@ -529,16 +535,16 @@ impl PassthroughFs {
         // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
         // file takes the same change, and the copy goes where its offset says.
         dst.follow(OFlags::APPEND, false)?;
-        if r.len > 0 {
-            self.kill_set_id_before_change(uid, &dst.fd)?;
-        }
-        let copied = rustix::fs::copy_file_range(
-            &src.fd,
-            Some(&mut off_in),
-            &dst.fd,
-            Some(&mut off_out),
-            len,
-        )?;
+        let mut copy = || {
+            rustix::fs::copy_file_range(
+                &src.fd,
+                Some(&mut off_in),
+                &dst.fd,
+                Some(&mut off_out),
+                len,
+            )
+        };
+        let copied = if len > 0 { self.killing_unmarked(uid, &dst.fd, copy)? } else { copy()? };
         if copied > 0 {
             self.contents_changed(r.node_out);
         }
