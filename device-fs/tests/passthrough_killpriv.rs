@@ -104,6 +104,11 @@ fn a_user_s_fallocate_or_copy_into_a_set_id_file_clears_its_bits() {
     fallocate(&mut h);
     assert_eq!(setid_bits(&h), SETID, "guest root's fallocate keeps them");
     h.caller = (1000, 1000);
+    // Through a read-only handle nothing changes, the bits neither.
+    let ro = h.call(Opcode::Open, node, OpenIn::default().as_bytes()).open().fh;
+    let f = FallocateIn { fh: ro, length: 16384, ..FallocateIn::default() };
+    assert_eq!(h.call(Opcode::Fallocate, node, f.as_bytes()).errno(), libc::EBADF);
+    assert_eq!(setid_bits(&h), SETID, "a refused fallocate keeps them");
     fallocate(&mut h);
     assert_eq!(setid_bits(&h), 0, "a user's fallocate clears them");
     // Set-group-ID without group execute goes or stays as for a marked WRITE (the host's rule,

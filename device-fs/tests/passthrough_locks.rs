@@ -87,6 +87,23 @@ fn an_open_files_own_locks_go_with_its_release() {
     assert!(host_try_posix(&host, libc::F_WRLCK as i16, 200, 200), "flushed by its process");
 }
 
+/// A RELEASE or FLUSH naming a handle that is not the node's is refused before it touches a
+/// lock: the owner's locks stay.
+#[test]
+fn a_release_or_flush_of_a_wrong_handle_leaves_the_locks() {
+    let (mut h, node, a, _) = setup("locks-wrong-handle");
+    const OWNER: u64 = 0x9002;
+    assert_eq!(setlk(&mut h, node, &lk(a, OWNER, F_WRLCK, 0, 99, false)), 0);
+    let host = host_file(&h);
+    let f = FlushIn { fh: a + 1000, lock_owner: OWNER, ..FlushIn::default() };
+    assert_eq!(h.call(Opcode::Flush, node, f.as_bytes()).errno(), libc::EBADF);
+    let flags = vhu_device_fs::fuse::abi::RELEASE_FLUSH;
+    let r =
+        ReleaseIn { fh: a + 1000, lock_owner: OWNER, release_flags: flags, ..Default::default() };
+    assert_eq!(h.call(Opcode::Release, node, r.as_bytes()).errno(), libc::EBADF);
+    assert!(!host_try_posix(&host, libc::F_WRLCK as i16, 0, 1), "the owner's lock is held");
+}
+
 #[test]
 fn setlkw_is_answered_when_the_host_lets_go() {
     let (mut h, node, a, _) = setup("locks-wait");

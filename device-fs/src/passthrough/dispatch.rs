@@ -229,6 +229,8 @@ impl FileSystem for PassthroughFs {
     ) -> FsResult<()> {
         let flock_unlock = release_flags & crate::fuse::abi::RELEASE_FLOCK_UNLOCK != 0;
         let flush = release_flags & crate::fuse::abi::RELEASE_FLUSH != 0;
+        // A handle that is not this node's releases no lock (a lost one still does).
+        self.handles.known(handle, node, false)?;
         self.locks.release(node.0, handle, lock_owner, flock_unlock, flush);
         self.as_daemon(|| self.handles.remove(handle, node, false))
     }
@@ -237,6 +239,7 @@ impl FileSystem for PassthroughFs {
     }
     fn flush(&self, _: &Context, node: NodeId, handle: Handle, owner: u64) -> FsResult<()> {
         self.as_daemon(|| {
+            self.handles.known(handle, node, false)?;
             self.locks.flush(node.0, owner);
             self.do_flush(node, handle)
         })

@@ -236,6 +236,14 @@ impl HandleTable {
         }
     }
 
+    /// Whether `h` is a handle of `node` of that kind, open or lost (EBADF otherwise).
+    pub fn known(&self, h: Handle, node: NodeId, is_dir: bool) -> Result<(), Errno> {
+        match self.lock().map.get(&h.0) {
+            Some(slot) if slot.is_for(node, is_dir) => Ok(()),
+            _ => Err(Errno::BADF),
+        }
+    }
+
     /// Removes `h` (its fd closes once no request still uses it).
     pub fn remove(&self, h: Handle, node: NodeId, is_dir: bool) -> Result<(), Errno> {
         let mut inner = self.lock();
