@@ -34,7 +34,7 @@ impl PassthroughFs {
         self.check_open_budget()?;
         // The target is stored as text and resolved only by the guest, never by us.
         rustix::fs::symlinkat(target, &dir.fd, name)?;
-        self.open_entry(&dir, name)
+        self.open_made(&dir, name)
     }
 
     pub(super) fn do_mknod(
@@ -55,7 +55,7 @@ impl PassthroughFs {
             Mode::from_raw_mode(mode),
             rustix::fs::makedev(major, minor),
         )?;
-        self.open_entry(&dir, name)
+        self.open_made(&dir, name)
     }
 
     pub(super) fn do_mkdir(&self, parent: NodeId, name: &CStr, mode: u32) -> Result<Entry, Errno> {
@@ -63,7 +63,7 @@ impl PassthroughFs {
         let dir = self.dir_inode(parent)?;
         self.check_open_budget()?;
         rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(mode))?;
-        self.open_entry(&dir, name)
+        self.open_made(&dir, name)
     }
 
     pub(super) fn do_unlink(&self, parent: NodeId, name: &CStr, dir: bool) -> Result<(), Errno> {
@@ -134,6 +134,6 @@ impl PassthroughFs {
             name,
             AtFlags::SYMLINK_FOLLOW,
         )?;
-        self.open_entry(&dir, name)
+        self.open_made(&dir, name)
     }
 }

@@ -496,6 +496,14 @@ impl PassthroughFs {
     /// reference to the inode it names (a new node, or the one already known).
     fn open_entry(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
         self.check_open_budget()?;
+        self.open_made(parent, name)
+    }
+
+    /// [`Self::open_entry`] of what this request has just made, asked of the budget before it
+    /// was made and not again: a slot another queue took meanwhile must not leave the guest a
+    /// refusal and an entry it never got, which its retry would meet as EEXIST (the table may
+    /// go over by the creations in flight).
+    fn open_made(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = openat(&parent.fd, name, flags, Mode::empty())?;
         self.entry_of(parent, fd)
