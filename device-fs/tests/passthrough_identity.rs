@@ -10,7 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use support::{args, cstr, is_root, supp_group_ext, Harness};
-use vhu_device_fs::fuse::abi::{fattr, AttrOut, CreateIn, InitFlags, MkdirIn, MknodIn, SetattrIn};
+use vhu_device_fs::fuse::abi::{
+    fattr, AttrOut, CreateIn, GetattrIn, InitFlags, MkdirIn, MknodIn, SetattrIn,
+};
 use vhu_device_fs::fuse::Opcode;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -131,6 +133,28 @@ fn sgid_is_dropped_for_a_caller_outside_the_group() {
     // A member of the group, named by the supplementary-group extension, keeps S_ISGID.
     create(&mut h, dir, "g", 0o755 | S_ISGID, &supp_group_ext(OTHER_GROUP)).entry();
     assert_ne!(meta(&h.share().join("sgid/g")).mode() & S_ISGID, 0);
+}
+
+/// The group a guest named for a creation is the creation's: the daemon's next operation on the
+/// thread runs without it.
+#[test]
+fn a_callers_supplementary_group_is_gone_when_the_thread_acts_as_the_daemon() {
+    let mut h = Harness::new("id-groups-after");
+    h.init();
+    if !root_or_skip(&h) {
+        return;
+    }
+    let group_dir = host_dir(&mut h, "team", 0, OTHER_GROUP, 0o770);
+    h.caller = USER;
+    // Made through the group (the directory is the group's alone).
+    mkdir(&mut h, group_dir, "b", 0o755, &supp_group_ext(OTHER_GROUP)).entry();
+    let groups = || {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        let line = status.lines().find(|l| l.starts_with("Groups:")).expect("Groups");
+        line.split_whitespace().skip(1).map(str::to_owned).collect::<Vec<_>>()
+    };
+    h.call(Opcode::Getattr, group_dir, GetattrIn::default().as_bytes()).ok();
+    assert_eq!(groups(), Vec::<String>::new(), "the daemon's GETATTR ran without it");
 }
 
 #[test]
