@@ -357,25 +357,28 @@ impl PassthroughFs {
         let by_number = listed.filter(|(dev, _)| found(dev).is_none()).copied();
         self.devices.assign(found_here.chain(by_number));
         for h in &state.handles {
-            let fd = match (h.lost, self.inode(NodeId(h.node))) {
+            let reopened = match (h.lost, self.inode(NodeId(h.node))) {
+                // A directory's handle on a file, or a file's on a directory: what the source
+                // opened is not what came across.
+                (false, Ok(inode)) if inode.is_dir() != h.is_dir => {
+                    Some(Err(if h.is_dir { Errno::NOTDIR } else { Errno::ISDIR }))
+                }
                 (false, Ok(inode)) => {
                     let flags = OFlags::from_bits_retain(h.flags) & self.reopen_flags();
-                    match self.reopen(&inode, flags) {
-                        Ok(fd) => Some(fd),
-                        Err(errno) if options.on_error == OnError::Abort => {
-                            return Err(MigrationError::Handle {
-                                handle: h.handle,
-                                node: h.node,
-                                errno,
-                            });
-                        }
-                        Err(errno) => {
-                            log::warn!("migration: handle {} is lost: {errno}", h.handle);
-                            None
-                        }
-                    }
+                    Some(self.reopen(&inode, flags))
                 }
                 _ => None,
+            };
+            let fd = match reopened {
+                Some(Ok(fd)) => Some(fd),
+                Some(Err(errno)) if options.on_error == OnError::Abort => {
+                    return Err(MigrationError::Handle { handle: h.handle, node: h.node, errno });
+                }
+                Some(Err(errno)) => {
+                    log::warn!("migration: handle {} is lost: {errno}", h.handle);
+                    None
+                }
+                None => None,
             };
             // Decoding keeps it below 512; anything else is no errno to tell a guest.
             let kept = (1..=format::MAX_ERRNO)
