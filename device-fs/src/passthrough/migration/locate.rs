@@ -39,9 +39,15 @@ impl SearchBudget {
 
     /// Takes one entry's look; `false` once the budget is spent.
     fn take(&self) -> bool {
+        self.take_n(1)
+    }
+
+    /// Takes `n` looks (a directory reopened component by component costs one a component);
+    /// `false` once the budget is spent.
+    fn take_n(&self, n: usize) -> bool {
         let left = self.0.get();
-        self.0.set(left.saturating_sub(1));
-        left > 0
+        self.0.set(left.saturating_sub(n));
+        left >= n
     }
 }
 
@@ -183,7 +189,9 @@ pub(super) fn is_same(
 
 /// Walks the share breadth first for an inode that `wanted` accepts (given its inode number
 /// from the directory entry and an `O_PATH` fd of it), looking at no more than
-/// [`SEARCH_LIMIT`] entries, nor more than `budget` has left. Returns its path and fd.
+/// [`SEARCH_LIMIT`] entries, nor more than `budget` has left (each directory reopened costs a
+/// look a component of its path). Returns its path and fd; no deeper than a path a state can
+/// carry ([`format::PATH_MAX`](super::format::PATH_MAX)), which is all a find is for.
 pub(super) fn search(
     root: &OwnedFd,
     ino: u64,
@@ -195,6 +203,14 @@ pub(super) fn search(
     let mut seen = 0usize;
     let mut scratch = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
     while let Some(dir_path) = queue.pop_front() {
+        let components = if dir_path.is_empty() {
+            0
+        } else {
+            1 + dir_path.iter().filter(|b| **b == b'/').count()
+        };
+        if !budget.take_n(components) {
+            return None;
+        }
         let Ok(dir) = open_in_share(root, &dir_path).and_then(|d| {
             openat(&d, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         }) else {
@@ -223,7 +239,8 @@ pub(super) fn search(
                     }
                 }
             }
-            if is_dir {
+            // A directory whose own path is as long as a state carries holds no entry one can.
+            if is_dir && path.len() < super::format::PATH_MAX {
                 queue.push_back(path);
             }
         }
@@ -258,11 +275,41 @@ mod tests {
         let look = |budget: &SearchBudget, ino| search(&root, ino, |_| true, budget);
         let plenty = SearchBudget::new();
         assert!(look(&plenty, ino).is_some_and(|(path, _)| path == b"d"));
-        // "." and "..", "d"; then d's ".", "..", 8 files: 13 entries for the whole share.
-        let small = SearchBudget(std::cell::Cell::new(13));
+        // "." and "..", "d"; then d reopened (one component), its ".", "..", 8 files: 13
+        // entries and one component for the whole share.
+        let small = SearchBudget(std::cell::Cell::new(14));
         assert!(look(&small, u64::MAX).is_none(), "no such inode");
         assert_eq!(small.0.get(), 0, "the walk looked at every entry");
         assert!(look(&small, ino).is_none(), "the budget is spent");
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A directory reopened from the share's root costs a look for each component of its
+    /// path: a chain of directories costs what walking it opens, not one look an entry.
+    #[test]
+    fn reopening_a_deep_directory_costs_each_component() {
+        let base = std::env::temp_dir().join(format!("vhu-search-deep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let deep: std::path::PathBuf = (0..20).map(|_| "d").collect();
+        std::fs::create_dir_all(base.join(&deep)).expect("chain");
+        let root = openat(rustix::fs::CWD, &base, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .expect("root");
+        let deepest =
+            attr::stat_at(&root, &CString::new(deep.to_str().expect("utf-8")).expect("path"))
+                .expect("stat")
+                .key
+                .1;
+        let look = |budget: u64| {
+            let budget = SearchBudget(std::cell::Cell::new(budget as usize));
+            search(&root, deepest, |_| true, &budget).map(|(path, _)| path.len())
+        };
+        // The deepest directory is an entry of the 19th: the walk lists the root and 18
+        // directories whole (3 entries each: ".", ".." and the next), reopening them at
+        // 1 + 2 + ... + 18 components, then reopens the 19th (19 more) and finds it among its
+        // 3 entries.
+        let before_the_19th = 19 * 3 + (1..=19).sum::<u64>();
+        assert_eq!(look(before_the_19th + 3), Some(deep.as_os_str().len()), "found");
+        assert_eq!(look(before_the_19th), None, "the reopening costs what it opens");
         let _ = std::fs::remove_dir_all(&base);
     }
 
