@@ -195,11 +195,18 @@ impl InodeTable {
         }
     }
 
-    /// Up to a few inodes on host device `dev` (for opening one of them).
-    pub(super) fn on_device(&self, dev: u64) -> Vec<Arc<Inode>> {
+    /// Up to a few inodes on each host device the table holds one on (for opening one of
+    /// them), in one pass over the table.
+    pub(super) fn by_device(&self) -> std::collections::HashMap<u64, Vec<Arc<Inode>>> {
         let inner = self.lock();
-        let on = inner.by_id.values().filter_map(|s| s.inode.as_ref()).filter(|i| i.key.0 == dev);
-        on.map(Arc::clone).take(8).collect()
+        let mut by_device = std::collections::HashMap::<u64, Vec<Arc<Inode>>>::new();
+        for inode in inner.by_id.values().filter_map(|s| s.inode.as_ref()) {
+            let some = by_device.entry(inode.key.0).or_default();
+            if some.len() < 8 {
+                some.push(Arc::clone(inode));
+            }
+        }
+        by_device
     }
 
     /// Lookup count of `node`, if it exists.

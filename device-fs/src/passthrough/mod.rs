@@ -565,17 +565,14 @@ impl PassthroughFs {
     fn sync_all(&self, node: NodeId) -> Result<(), Errno> {
         let first = self.inode(node)?;
         let mut result = self.reopen(&first, OFlags::RDONLY).and_then(rustix::fs::syncfs);
-        let mut done = vec![first.key.0];
-        for dev in self.devices.all() {
-            if done.contains(&dev) {
-                continue;
-            }
-            done.push(dev);
+        // Every other device the guest holds a node on, found in one pass over the nodes (a
+        // migration state may list many devices the guest holds nothing on).
+        let mut held = self.inodes.by_device();
+        held.remove(&first.key.0);
+        for inodes in held.values() {
             // Devices whose only known inodes cannot be opened (symlinks, special files) are
             // left to the host's own writeback.
-            if let Some(fd) =
-                self.inodes.on_device(dev).iter().find_map(|i| self.reopen(i, OFlags::RDONLY).ok())
-            {
+            if let Some(fd) = inodes.iter().find_map(|i| self.reopen(i, OFlags::RDONLY).ok()) {
                 result = result.and(rustix::fs::syncfs(fd));
             }
         }

@@ -116,6 +116,7 @@ impl Devices {
     }
 
     /// Every host device met so far.
+    #[cfg(test)]
     pub(super) fn all(&self) -> Vec<u64> {
         self.lock().by_dev.keys().copied().collect()
     }
