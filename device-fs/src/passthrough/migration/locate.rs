@@ -21,8 +21,8 @@ use super::format::{FileHandle, HANDLE_MAX};
 /// Entries one search of the share looks at before giving up.
 const SEARCH_LIMIT: usize = 1 << 20;
 
-/// Entries the searches of one save, or of one restore, look at in all: sixteen walks of a
-/// share of a million entries (a destination searches for each file opened by a handle its
+/// Looks the searches of one save, or of one restore, take in all (an entry read, or a component
+/// of a directory's path reopened): sixteen walks of a share of a million entries (a destination searches for each file opened by a handle its
 /// cache never saw the path of, so a legitimate restore may search many times), while a guest
 /// that makes many inodes hard to find (hard links whose first name it removed) cannot keep
 /// the paused guest waiting for one walk each without end.
@@ -190,13 +190,14 @@ pub(super) fn is_same(
 /// Walks the share breadth first for an inode that `wanted` accepts (given its inode number
 /// from the directory entry and an `O_PATH` fd of it), looking at no more than
 /// [`SEARCH_LIMIT`] entries, nor more than `budget` has left (each directory reopened costs a
-/// look a component of its path). Returns its path and fd; no deeper than a path a state can
-/// carry ([`format::PATH_MAX`](super::format::PATH_MAX)), which is all a find is for.
+/// look a component of its path). Returns its path and fd. With `max_path` it goes no deeper
+/// than paths of that length: a source looks for a path to put in a state, which carries none
+/// longer than [`format::PATH_MAX`](super::format::PATH_MAX); a destination wants the file.
 pub(super) fn search(
     root: &OwnedFd,
     ino: u64,
     wanted: impl Fn(&OwnedFd) -> bool,
-    budget: &SearchBudget,
+    (budget, max_path): (&SearchBudget, Option<usize>),
 ) -> Option<(Vec<u8>, OwnedFd)> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut queue: std::collections::VecDeque<Vec<u8>> = [Vec::new()].into();
@@ -239,8 +240,8 @@ pub(super) fn search(
                     }
                 }
             }
-            // A directory whose own path is as long as a state carries holds no entry one can.
-            if is_dir && path.len() < super::format::PATH_MAX {
+            // A directory whose own path is as long as wanted holds no entry one can be.
+            if is_dir && max_path.is_none_or(|max| path.len() < max) {
                 queue.push_back(path);
             }
         }
@@ -272,7 +273,7 @@ mod tests {
             .expect("root");
         let ino = |p: &str| attr::stat_at(&root, &CString::new(p).expect("name")).expect("stat");
         let ino = ino("d").key.1;
-        let look = |budget: &SearchBudget, ino| search(&root, ino, |_| true, budget);
+        let look = |budget: &SearchBudget, ino| search(&root, ino, |_| true, (budget, None));
         let plenty = SearchBudget::new();
         assert!(look(&plenty, ino).is_some_and(|(path, _)| path == b"d"));
         // "." and "..", "d"; then d reopened (one component), its ".", "..", 8 files: 13
@@ -301,7 +302,7 @@ mod tests {
                 .1;
         let look = |budget: u64| {
             let budget = SearchBudget(std::cell::Cell::new(budget as usize));
-            search(&root, deepest, |_| true, &budget).map(|(path, _)| path.len())
+            search(&root, deepest, |_| true, (&budget, None)).map(|(path, _)| path.len())
         };
         // The deepest directory is an entry of the 19th: the walk lists the root and 18
         // directories whole (3 entries each: ".", ".." and the next), reopening them at
@@ -310,6 +311,10 @@ mod tests {
         let before_the_19th = 19 * 3 + (1..=19).sum::<u64>();
         assert_eq!(look(before_the_19th + 3), Some(deep.as_os_str().len()), "found");
         assert_eq!(look(before_the_19th), None, "the reopening costs what it opens");
+        // A source, which wants a path a state can carry, goes no deeper than that.
+        let budget = SearchBudget::new();
+        let capped = search(&root, deepest, |_| true, (&budget, Some(deep.as_os_str().len() - 2)));
+        assert!(capped.is_none(), "found below the path length asked for");
         let _ = std::fs::remove_dir_all(&base);
     }
 

@@ -258,7 +258,7 @@ impl PassthroughFs {
         }
         // Renamed since it was opened (or its link is stale): look for it. A path longer than
         // a state may carry (PATH_MAX) describes nothing: the node alone is lost, not the state.
-        locate::search(root, inode.key.1, is_it, budget)
+        locate::search(root, inode.key.1, is_it, (budget, Some(format::PATH_MAX)))
             .map(|(path, _)| path)
             .filter(|path| path.len() <= format::PATH_MAX)
     }
@@ -425,7 +425,7 @@ impl PassthroughFs {
                         Ok(_) => "the path names another file now".to_string(),
                         Err(errno) => errno.to_string(),
                     };
-                    locate::search(root, record.ino, is_it, budget)
+                    locate::search(root, record.ino, is_it, (budget, None))
                         .map(|(_, fd)| fd)
                         .ok_or_else(|| format!("{why}, and it is nowhere else in the share"))?
                 }
@@ -450,12 +450,12 @@ impl PassthroughFs {
                     // Its link may not show a path (a file whose dentry the destination's
                     // cache never had reads as `/`): the share is searched for it, and only
                     // what is found there is taken, by the path found.
-                    locate::search(root, record.ino, is_it, budget).map(|(_, fd)| fd).ok_or_else(
-                        || {
+                    locate::search(root, record.ino, is_it, (budget, None))
+                        .map(|(_, fd)| fd)
+                        .ok_or_else(|| {
                             "its file handle names a file outside the share (or unlinked)"
                                 .to_string()
-                        },
-                    )?
+                        })?
                 }
             }
             (None, None) => return Err("the source could not describe it (unlinked?)".into()),
