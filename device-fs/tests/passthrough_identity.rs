@@ -155,6 +155,18 @@ fn a_callers_supplementary_group_is_gone_when_the_thread_acts_as_the_daemon() {
     };
     h.call(Opcode::Getattr, group_dir, GetattrIn::default().as_bytes()).ok();
     assert_eq!(groups(), Vec::<String>::new(), "the daemon's GETATTR ran without it");
+    // Nor does a new thread act as the daemon with the groups the process started with.
+    let fresh = std::thread::scope(|s| {
+        s.spawn(|| {
+            let inherited = [rustix::process::Gid::from_raw(OTHER_GROUP)];
+            rustix::thread::set_thread_groups(&inherited).expect("setgroups");
+            h.server.fs().credentials().as_daemon().expect("as the daemon");
+            groups()
+        })
+        .join()
+        .expect("thread")
+    });
+    assert_eq!(fresh, Vec::<String>::new(), "a new thread's daemon has no group");
 }
 
 #[test]

@@ -10,8 +10,7 @@
 //! [`Credentials::as_daemon`]) and only a change of identity touches the kernel.
 //!
 //! Supplementary groups: as the guest caller the thread has none, except the one group the guest
-//! names in a FUSE_CREATE_SUPP_GROUP extension (which goes when the thread acts as the daemon
-//! again) (CVE-2022-0358: a daemon that kept root's groups
+//! names in a FUSE_CREATE_SUPP_GROUP extension; as the daemon it has none at all (CVE-2022-0358: a daemon that kept root's groups
 //! let a guest user create set-group-ID files in directories of groups it is not in). A guest that
 //! cannot name the group (no CREATE_SUPP_GROUP) has already checked the caller's groups itself
 //! (virtio-fs mounts with `default_permissions`), so the thread then keeps CAP_DAC_OVERRIDE for
@@ -112,19 +111,20 @@ impl Credentials {
             return Ok(());
         }
         // Nearly every request (all but creations) finds the thread as the daemon already:
-        // what `switch` would compare, without building the wanted state. The groups it keeps,
-        // but a caller's group goes with the caller: the host judges what the daemon does
-        // without CAP_FSETID (a marked WRITE clearing set-group-ID) by the thread's groups,
-        // which must not depend on whose request the thread served before.
+        // what `switch` would compare, without building the wanted state. As the daemon the
+        // thread has no supplementary group, neither a caller's nor those the process started
+        // with: the host judges what the daemon does without CAP_FSETID (a marked WRITE
+        // clearing set-group-ID) by the thread's groups, which must not depend on whose request
+        // the thread served before (one `setgroups` the first time, and after a creation that
+        // named a group).
         let (uid, gid) = self.daemon;
         let current = CURRENT.get();
-        let group_of_caller = current.is_some_and(|c| matches!(c.groups, Some(Some(_))));
-        if current.is_some_and(|c| c.fsuid == uid && c.fsgid == gid && !c.dac_override)
-            && !group_of_caller
-        {
+        if current.is_some_and(|c| {
+            c.fsuid == uid && c.fsgid == gid && !c.dac_override && c.groups == Some(None)
+        }) {
             return Ok(());
         }
-        switch(uid, gid, group_of_caller.then_some(None), false)
+        switch(uid, gid, Some(None), false)
     }
 }
 

@@ -445,10 +445,13 @@ impl PassthroughFs {
         fd: impl AsFd,
         op: impl FnOnce() -> Result<T, Errno>,
     ) -> Result<T, Errno> {
+        if !self.killpriv_on() || uid == 0 {
+            return op();
+        }
         // A handle the change cannot go through (read-only: EBADF) leaves the bits alone.
         let writable = rustix::fs::fcntl_getfl(&fd)
             .is_ok_and(|flags| flags.intersects(OFlags::WRONLY | OFlags::RDWR));
-        if !self.killpriv_on() || uid == 0 || !writable {
+        if !writable {
             return op();
         }
         let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
