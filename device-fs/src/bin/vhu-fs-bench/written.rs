@@ -31,15 +31,16 @@ struct Record {
     blocks: Vec<AtomicU64>,
     /// The writes' size (every write of a run has the same); 0 before the first.
     size: AtomicU32,
-    /// Set to a write's size where it differed from the first's, or where it was not a
-    /// multiple of it (or below a page) at its offset.
-    odd: AtomicU32,
+    /// A write that was no whole block of the run's (another size than the first's, below a
+    /// page, or at an offset that is no multiple of it): its offset and size (0: none).
+    odd: (AtomicU64, AtomicU32),
 }
 
 impl Written {
     pub(crate) fn new() -> Self {
         let blocks = (0..BLOCKS.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        Self(Arc::new(Record { blocks, size: AtomicU32::new(0), odd: AtomicU32::new(0) }))
+        let odd = (AtomicU64::new(0), AtomicU32::new(0));
+        Self(Arc::new(Record { blocks, size: AtomicU32::new(0), odd }))
     }
 
     /// Records an answered write of `size` bytes at `offset`.
@@ -51,7 +52,8 @@ impl Written {
                 Err(first) => first,
             };
         if first != size || u64::from(size) < PAGE || offset % u64::from(size) != 0 {
-            record.odd.store(size.max(1), Ordering::Relaxed);
+            record.odd.0.store(offset, Ordering::Relaxed);
+            record.odd.1.store(size.max(1), Ordering::Relaxed);
             return;
         }
         let block = (offset / u64::from(size)) as usize;
@@ -85,11 +87,15 @@ impl Written {
     }
 
     fn check(&self, path: &Path) -> Result<(), String> {
-        let odd = self.0.odd.load(Ordering::Relaxed);
-        let size = u64::from(self.0.size.load(Ordering::Relaxed)).max(PAGE);
-        if odd != 0 {
-            return Err(format!("a write of {odd} bytes where the run's others are {size}"));
+        let first = self.0.size.load(Ordering::Relaxed);
+        let odd = (self.0.odd.0.load(Ordering::Relaxed), self.0.odd.1.load(Ordering::Relaxed));
+        if odd.1 != 0 {
+            let (at, size) = odd;
+            return Err(format!(
+                "a write of {size} bytes at {at}, no whole block of the run's {first}-byte writes"
+            ));
         }
+        let size = u64::from(first).max(PAGE);
         let file = File::open(path).map_err(|e| format!("reading back {}: {e}", path.display()))?;
         let mut block = vec![0u8; 1 << 20];
         for start in (0..DATA_SIZE).step_by(block.len()) {
