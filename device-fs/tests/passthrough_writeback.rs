@@ -4,7 +4,8 @@
 //! of a shared mapping of a file also open with O_APPEND lands where it belongs, a short last
 //! page through an O_DIRECT handle is written whole). Ordinary writes through the same handles
 //! keep their flags, and append as the guest's file says at the time of the write (F_SETFL may
-//! have changed O_APPEND since the open).
+//! have changed O_APPEND since the open). The read-write handles the writeback cache opens for
+//! a writer are the daemon's: a CREATE that finds its name taken checks the caller's own access.
 
 mod support;
 
@@ -218,4 +219,31 @@ fn copies_land_at_their_offset() {
     assert_eq!(reply.errno(), 0, "copied");
     assert_eq!(WriteOut::read_from_bytes(reply.ok()).expect("write_out").size, 4);
     assert_eq!(std::fs::read(h.share().join("g")).expect("host read"), b"2345efghij");
+}
+
+/// A CREATE that finds the name taken (the guest's negative entry was stale) opens the file if
+/// the caller may open it for what it asked: write-only access to a file it may not read is
+/// enough, though the writeback cache opens it read-write, as OPEN does; no write access is not.
+#[test]
+fn a_create_finding_a_write_only_file_opens_it_for_a_writer() {
+    use vhu_device_fs::fuse::abi::CreateIn;
+    let mut h = Harness::with("writeback-create-existing", |c| c.writeback = true);
+    h.init();
+    if !support::needs_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for (name, mode) in [("w", 0o622), ("r", 0o644)] {
+        std::fs::write(h.share().join(name), b"kept").expect("host write");
+        let perms = std::fs::Permissions::from_mode(mode);
+        std::fs::set_permissions(h.share().join(name), perms).expect("chmod");
+    }
+    h.caller = (1000, 1000);
+    let create = |h: &mut Harness, name: &str| {
+        let c = CreateIn { flags: 0o1, mode: 0o644, umask: 0, open_flags: 0 };
+        h.call(Opcode::Create, 1, &args(&[c.as_bytes(), &support::cstr(name)]))
+    };
+    let reply = create(&mut h, "w");
+    assert_eq!(reply.errno(), 0, "a writer opens a file it may write");
+    assert_eq!(create(&mut h, "r").errno(), libc::EACCES, "one it may not write stays closed");
 }

@@ -205,14 +205,26 @@ impl PassthroughFs {
                     return Err(Errno::ACCESS);
                 }
                 // The guest checked only that it may create in the directory: the host checks
-                // the caller may open this file.
-                let reopen = wanted | OFlags::CLOEXEC;
+                // the caller may open this file, for the access the guest asked. The writeback
+                // cache's O_RDWR for an O_WRONLY is the daemon's, as for OPEN: the caller's
+                // write access is checked, then the daemon opens it so.
+                let asked = open_flags(flags, &self.config, false);
                 let credentials = &self.config.credentials;
-                let open = || {
+                let open_as = |flags: OFlags| {
                     credentials.without_lent_override(|| {
-                        openat(&self.proc_fd, fd_name(&path), reopen, Mode::empty())
+                        openat(
+                            &self.proc_fd,
+                            fd_name(&path),
+                            flags | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
                     })
                 };
+                if asked & OFlags::ACCMODE != wanted & OFlags::ACCMODE {
+                    drop(open_as(asked & OFlags::ACCMODE)?);
+                    credentials.as_daemon()?;
+                }
+                let open = || open_as(wanted);
                 let fd = if kill && wanted.contains(OFlags::TRUNC) {
                     credentials.without_fsetid(open)
                 } else {
