@@ -63,6 +63,13 @@ fn remove(window: &dyn Window, mappings: &mut Mappings, at: u64) -> Result<(), E
     }
 }
 
+/// Removes the mappings at `doomed` in turn, up to the first that fails: a front-end that
+/// failed one (or did not answer) would fail the rest too, each after its own wait, with every
+/// other mapping operation waiting on the lock; those left stay on record.
+fn remove_each(window: &dyn Window, mappings: &mut Mappings, doomed: &[u64]) -> Result<(), Errno> {
+    doomed.iter().try_for_each(|at| remove(window, mappings, *at))
+}
+
 /// The end of `len` bytes at `moffset` when the range is page-aligned, not empty and inside a
 /// window of `size` bytes.
 fn checked_end(moffset: u64, len: u64, size: u64) -> Result<u64, Errno> {
@@ -141,13 +148,8 @@ impl<F: FileSystem> Server<F> {
                 doomed.push(*at);
             }
         }
-        let mut result = Ok(Reply::empty());
-        for at in doomed {
-            if let Err(errno) = remove(window.as_ref(), &mut mappings, at) {
-                result = Err(errno);
-            }
-        }
-        result
+        remove_each(window.as_ref(), &mut mappings, &doomed)?;
+        Ok(Reply::empty())
     }
 
     /// Removes every mapping from the window: the guest's session ended (DESTROY, a new INIT),
@@ -156,18 +158,13 @@ impl<F: FileSystem> Server<F> {
         let Some(window) = self.window.as_ref() else { return };
         let mut mappings = self.mappings();
         let all: Vec<u64> = mappings.keys().copied().collect();
-        for at in all {
-            if let Err(errno) = remove(window.as_ref(), &mut mappings, at) {
-                // A front-end that failed one (or did not answer) would fail the rest too, each
-                // after its own wait: they stay on record, so a mapping over them later asks
-                // for their removal again, and a device reset forgets them.
-                log::warn!(
-                    "DAX window: removing the mapping at {at:#x}: {errno}; {} mappings stay \
-                     in place",
-                    mappings.len()
-                );
-                return;
-            }
+        if let Err(errno) = remove_each(window.as_ref(), &mut mappings, &all) {
+            // Those left stay on record: a mapping over them later asks for their removal
+            // again, and a device reset forgets them.
+            log::warn!(
+                "DAX window: removing a mapping: {errno}; {} mappings stay in place",
+                mappings.len()
+            );
         }
     }
 
@@ -229,6 +226,23 @@ mod tests {
         let result = remove(&window, &mut mappings, 0);
         assert_eq!(*window.asked.lock().expect("count"), 1);
         (result, mappings.get(&0).copied())
+    }
+
+    /// A removal of several mappings ends at the first the front-end did not answer: the
+    /// others are not asked for (each would wait as long), and stay on record.
+    #[test]
+    fn a_removal_of_several_stops_at_the_first_failure() {
+        let window =
+            Answering { answer: Err(WindowError::Unknown(Errno::IO)), asked: Mutex::new(0) };
+        let one = Mapped { len: 4096, certain: true };
+        let mut mappings = Mappings::from([(0, one), (4096, one), (8192, one)]);
+        let result = remove_each(&window, &mut mappings, &[0, 4096, 8192]);
+        assert_eq!(result, Err(Errno::IO));
+        assert_eq!(*window.asked.lock().expect("count"), 1, "one asked for");
+        assert_eq!(mappings.len(), 3, "all on record");
+        let answered = Answering { answer: Ok(()), asked: Mutex::new(0) };
+        remove_each(&answered, &mut mappings, &[0, 4096, 8192]).expect("removed");
+        assert!(mappings.is_empty());
     }
 
     #[test]
