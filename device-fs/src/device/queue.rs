@@ -148,7 +148,7 @@ impl FsQueue {
             }
             // Completions the ring holds back are announced before a request that may wait
             // on storage: a finished request never waits for a slow one.
-            if queue.holds_announcement() && may_wait_on_storage(view, chain) {
+            if queue.holds_announcement() && may_wait_long(view, chain) {
                 queue.announce(view, call)?;
             }
             // Through the turn's view: the chain's buffers lie in regions it mapped once.
@@ -227,14 +227,14 @@ impl FsQueue {
     }
 }
 
-/// Whether the request in `chain` may wait on storage for long, from its header's opcode (a
+/// Whether the request in `chain` may wait for long ([`Opcode::may_wait_long`]), from its opcode (a
 /// header split over descriptors, or unreadable, is taken as not: the server will say why).
-fn may_wait_on_storage<R: RingMemory + ?Sized>(mem: &R, chain: &DescriptorChain) -> bool {
+fn may_wait_long<R: RingMemory + ?Sized>(mem: &R, chain: &DescriptorChain) -> bool {
     let Some(first) = chain.readable().first().filter(|s| s.len >= 8) else { return false };
     let mut opcode = [0u8; 4];
     let Some(at) = first.addr.checked_add(4) else { return false };
     mem.read_bytes(at, &mut opcode).is_ok()
-        && Opcode::from_u32(u32::from_le_bytes(opcode)).is_some_and(Opcode::may_wait_on_storage)
+        && Opcode::from_u32(u32::from_le_bytes(opcode)).is_some_and(Opcode::may_wait_long)
 }
 
 /// What a pool thread needs besides its chain.

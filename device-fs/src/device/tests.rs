@@ -383,10 +383,11 @@ fn a_full_pool_takes_no_more_chains_from_the_ring() {
 }
 
 /// With many chains waiting, a queue announces its completions in groups; a request that may
-/// wait on storage (here an FSYNC) is preceded by an announcement of those held back, so a
-/// guest never waits for a slow request to hear of the quick ones before it.
+/// wait for long, on storage (here an FSYNC) or on the front-end (a SETUPMAPPING), is preceded
+/// by an announcement of those held back, so a guest never waits for a slow request to hear of
+/// the quick ones before it.
 #[test]
-fn completions_are_announced_before_a_request_that_may_wait_on_storage() {
+fn completions_are_announced_before_a_request_that_may_wait_long() {
     let count = |tag: &str, fifth: Opcode| {
         let mut requests = [Opcode::Getattr; 20];
         requests[4] = fifth;
@@ -401,4 +402,6 @@ fn completions_are_announced_before_a_request_that_may_wait_on_storage() {
     let fsync = count("announce-fsync", Opcode::Fsync);
     assert!(quick < 20, "completions are grouped ({quick} notifications for 20)");
     assert!(fsync > quick, "one more, before the FSYNC ({fsync} against {quick})");
+    let mapping = count("announce-mapping", Opcode::SetupMapping);
+    assert!(mapping > quick, "one more, before the SETUPMAPPING ({mapping} against {quick})");
 }

@@ -198,13 +198,18 @@ impl Opcode {
         )
     }
 
-    /// Whether the request may wait on storage for long (a sync to disk, a close that flushes,
-    /// space allocated or copied, a truncation): the guest should hear of the requests that
-    /// finished before it first.
-    pub fn may_wait_on_storage(self) -> bool {
+    /// Whether the request may wait for long: on storage (a sync to disk, a close that flushes,
+    /// space allocated or copied, a truncation), or on the front-end (a DAX mapping made or
+    /// removed, a session's mappings removed by INIT or DESTROY). The guest should hear of the
+    /// requests that finished before it first.
+    pub fn may_wait_long(self) -> bool {
         matches!(
             self,
-            Self::Fsync
+            Self::SetupMapping
+                | Self::RemoveMapping
+                | Self::Init
+                | Self::Destroy
+                | Self::Fsync
                 | Self::Fsyncdir
                 | Self::Syncfs
                 | Self::Flush
