@@ -126,6 +126,8 @@ fn mappings_the_guest_may_not_have_are_refused() {
     assert_eq!(errno(guest.setup_mapping(node, None, straddling, false)), EINVAL);
     let unaligned = (100, 0, DAX_RANGE);
     assert_eq!(errno(guest.setup_mapping(node, None, unaligned, false)), EINVAL);
+    let past_off_t = (1 << 63, 0, DAX_RANGE);
+    assert_eq!(errno(guest.setup_mapping(node, None, past_off_t, false)), EINVAL, "no off_t");
     let whole = (0, 0, DAX_RANGE);
     assert_eq!(errno(guest.setup_mapping(sub, None, whole, false)), ENODEV, "a directory");
     let read_only = guest.open(node, libc::O_RDONLY as u32).expect("open");

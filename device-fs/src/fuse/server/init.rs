@@ -94,7 +94,7 @@ impl<F: FileSystem> Server<F> {
             time_gran: 1,
             max_pages: self.config().max_pages,
             map_alignment: if claimed.contains(InitFlags::MAP_ALIGNMENT) {
-                super::dax_ops::MAP_ALIGNMENT_SHIFT
+                super::dax_ops::map_alignment_shift()
             } else {
                 0
             },
