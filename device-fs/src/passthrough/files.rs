@@ -11,7 +11,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
-use rustix::fs::{openat, FallocateFlags, Mode, OFlags, SeekFrom};
+use rustix::fs::{openat, Access, AtFlags, FallocateFlags, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
 use super::direct::AlignedBuf;
@@ -221,7 +221,17 @@ impl PassthroughFs {
                     })
                 };
                 if asked & OFlags::ACCMODE != wanted & OFlags::ACCMODE {
-                    drop(open_as(asked & OFlags::ACCMODE)?);
+                    // Asked of the kernel without opening (an open would break a host lease,
+                    // or tell a host watcher of a write that never came).
+                    let access = match asked & OFlags::ACCMODE {
+                        OFlags::WRONLY => Access::WRITE_OK,
+                        OFlags::RDWR => Access::READ_OK | Access::WRITE_OK,
+                        _ => Access::READ_OK,
+                    };
+                    credentials.without_lent_override(|| {
+                        let flags = AtFlags::EACCESS;
+                        rustix::fs::accessat(&self.proc_fd, fd_name(&path), access, flags)
+                    })?;
                     credentials.as_daemon()?;
                 }
                 let open = || open_as(wanted);
