@@ -76,7 +76,8 @@ fn the_guest_reads_and_writes_files_through_the_window() {
     assert_eq!(window.len(), 8 << 20);
     let init = *guest.init_out();
     assert!(InitFlags::from_bits_retain(u64::from(init.flags)).contains(InitFlags::MAP_ALIGNMENT));
-    assert_eq!(init.map_alignment, 12, "offsets in pages of 4 KiB");
+    let page = rustix::param::page_size();
+    assert_eq!(init.map_alignment, page.trailing_zeros() as u16, "offsets in the host's pages");
 
     // The file's second 2 MiB at the window's start, read-only, as Linux maps a range to read.
     guest.setup_mapping(node, None, (DAX_RANGE, 0, DAX_RANGE), false).expect("mapped");
@@ -137,7 +138,8 @@ fn mappings_the_guest_may_not_have_are_refused() {
 
     // One REMOVEMAPPING carries up to FUSE_REMOVEMAPPING_MAX_ENTRY ranges (64 KiB of them, as
     // a 64 KiB-page guest sends), whatever the queue's size; one more is refused whole.
-    let mut batch = vec![(DAX_RANGE, 4096); 4096];
+    let page = rustix::param::page_size() as u64;
+    let mut batch = vec![(DAX_RANGE, page); 4096];
     batch.push((0, DAX_RANGE));
     assert_eq!(errno(guest.remove_mapping(node, &batch)), EINVAL, "4 097 ranges");
     assert_eq!(window.mapping_count(), 1, "a refused batch removes nothing");

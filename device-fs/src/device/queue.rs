@@ -147,7 +147,7 @@ impl FsQueue {
                 return Ok(());
             }
             // Completions the ring holds back are announced before a request that may wait
-            // on storage: a finished request never waits for a slow one.
+            // for long: a finished request never waits for a slow one.
             if queue.holds_announcement() && may_wait_long(view, chain) {
                 queue.announce(view, call)?;
             }
