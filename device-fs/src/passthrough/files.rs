@@ -1,5 +1,5 @@
-//! File I/O: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, FSYNC, ACCESS, FALLOCATE, LSEEK,
-//! COPY_FILE_RANGE.
+//! File I/O: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, FSYNC, ACCESS (what else changes a
+//! file's ranges is `ranges.rs`).
 //!
 //! Guest open flags are filtered to the ones that make sense on the host (no O_CREAT on OPEN, no
 //! O_NOATIME, always O_CLOEXEC, O_DIRECT only with [`Config::allow_direct_io`]); CREATE never
@@ -11,7 +11,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
-use rustix::fs::{openat, Access, AtFlags, FallocateFlags, Mode, OFlags, SeekFrom};
+use rustix::fs::{openat, Access, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::direct::AlignedBuf;
@@ -19,11 +19,11 @@ use super::handles::HandleData;
 use super::inodes::Inode;
 use super::names::validate;
 use super::{Config, PassthroughFs};
-use crate::fuse::{CopyRange, Entry, Handle, NodeId, Opened, ReadTarget, WriteFlags, WriteSource};
+use crate::fuse::{Entry, Handle, NodeId, Opened, ReadTarget, WriteFlags, WriteSource};
 
 /// The most one read, write or copy moves in Linux (`MAX_RW_COUNT`: `INT_MAX` rounded down to
 /// a page).
-const MAX_RW_COUNT: usize = 0x7fff_f000;
+pub(super) const MAX_RW_COUNT: usize = 0x7fff_f000;
 
 /// An O_PATH descriptor, never followed further.
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::CLOEXEC);
@@ -124,7 +124,7 @@ fn pwrite_full(fd: impl AsFd, data: &[u8], offset: u64) -> Result<usize, Errno> 
     transfer_full(data.len(), offset, |done, at| rustix::io::pwrite(&fd, &data[done..], at))
 }
 
-fn is_regular(mode: u32) -> bool {
+pub(super) fn is_regular(mode: u32) -> bool {
     rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::RegularFile
 }
 
@@ -429,154 +429,6 @@ impl PassthroughFs {
             access,
             rustix::fs::AtFlags::empty(),
         )
-    }
-
-    /// FALLOCATE for guest user `uid`.
-    pub(super) fn do_fallocate(
-        &self,
-        uid: u32,
-        node: NodeId,
-        handle: Handle,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> Result<(), Errno> {
-        let h = self.handles.get(handle, node, false)?;
-        let mode = FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
-        self.killing_unmarked(uid, &h.fd, || rustix::fs::fallocate(&h.fd, mode, offset, length))?;
-        self.contents_changed(node);
-        Ok(())
-    }
-
-    /// Runs `op`, a change by guest user `uid` of the contents of the file open as `fd` that
-    /// the guest marks nothing for (FALLOCATE, the destination of COPY_FILE_RANGE). Under
-    /// HANDLE_KILLPRIV_V2 the guest leaves the set-id bits to the server for these too (Linux's
-    /// `fuse_setattr` sends no mode change for its `file_modified`), without saying whether the
-    /// caller has CAP_FSETID; a caller other than guest root is taken to lack it, as for an
-    /// unmarked O_TRUNC OPEN ([`PassthroughFs::open_kills`]). The bits go before the change, as
-    /// the kernel's own `file_modified` takes them, by its long-standing rule (set-user-ID
-    /// always, set-group-ID where the group may execute), and the change runs without
-    /// CAP_FSETID, as a marked WRITE does: a host file system that clears them on it applies
-    /// its own rule on top (Linux 6.2 on also takes a set-group-ID without group execute), and
-    /// clears them where the daemon may not change the mode (a user namespace that does not
-    /// map the owner, `--modcaps=-fowner`). Without the capability the guest sends that mode
-    /// change itself.
-    fn killing_unmarked<T>(
-        &self,
-        uid: u32,
-        fd: impl AsFd,
-        op: impl FnOnce() -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
-        if !self.killpriv_on() || uid == 0 {
-            return op();
-        }
-        // A handle the change cannot go through (read-only: EBADF) leaves the bits alone.
-        let writable = rustix::fs::fcntl_getfl(&fd)
-            .is_ok_and(|flags| flags.intersects(OFlags::WRONLY | OFlags::RDWR));
-        if !writable {
-            return op();
-        }
-        let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
-        let mut kept = mode & !0o4000;
-        if mode & 0o2010 == 0o2010 {
-            kept &= !0o2000;
-        }
-        if kept != mode {
-            // Refused: left to the host kernel below.
-            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(kept));
-        }
-        self.config.credentials.without_fsetid(op)
-    }
-
-    /// After a change of `node`'s contents other than a WRITE or a truncation (FALLOCATE, the
-    /// destination of COPY_FILE_RANGE), a renamed file capability goes as the host kernel's own
-    /// does (`file_modified`): under HANDLE_KILLPRIV the guest leaves that to the server.
-    fn contents_changed(&self, node: NodeId) {
-        if self.renamed_capability.is_some() {
-            if let Ok(inode) = self.inode(node) {
-                self.drop_mapped_capability(&inode);
-            }
-        }
-    }
-
-    pub(super) fn do_lseek(
-        &self,
-        node: NodeId,
-        handle: Handle,
-        offset: u64,
-        whence: u32,
-    ) -> Result<u64, Errno> {
-        let h = self.handles.get(handle, node, false)?;
-        // The guest's loff_t, as its bits: the host answers a negative position as it would
-        // its own caller (EINVAL, or ENXIO for SEEK_DATA and SEEK_HOLE).
-        let signed = offset as i64;
-        let pos = match whence {
-            0 => SeekFrom::Start(offset),
-            1 => SeekFrom::Current(signed),
-            2 => SeekFrom::End(signed),
-            3 => SeekFrom::Data(offset),
-            4 => SeekFrom::Hole(offset),
-            _ => return Err(Errno::INVAL),
-        };
-        rustix::fs::seek(&h.fd, pos)
-    }
-
-    /// What a DAX mapping of `node` maps: the guest's open handle when it named one, whose
-    /// access mode must allow the mapping (`mmap` needs a readable descriptor, and a read-write
-    /// one to write through a shared mapping), else the regular file opened afresh for reading,
-    /// or for reading and writing. The guest's kernel checked its caller's access when that
-    /// caller opened the file, as for OPEN.
-    pub(super) fn do_mapping_fd(
-        &self,
-        node: NodeId,
-        handle: Option<Handle>,
-        writable: bool,
-    ) -> Result<std::os::fd::OwnedFd, Errno> {
-        let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
-        let Some(handle) = handle else {
-            let inode = self.inode(node)?;
-            if !is_regular(inode.kind) {
-                return Err(Errno::NODEV);
-            }
-            return self.reopen(&inode, access);
-        };
-        let h = self.handles.get(handle, node, false)?;
-        let mode = rustix::fs::fcntl_getfl(&h.fd)? & OFlags::ACCMODE;
-        if mode == OFlags::WRONLY || (writable && mode != OFlags::RDWR) {
-            return Err(Errno::ACCESS);
-        }
-        rustix::io::fcntl_dupfd_cloexec(&h.fd, 0)
-    }
-
-    /// COPY_FILE_RANGE for guest user `uid`.
-    pub(super) fn do_copy_file_range(&self, uid: u32, r: &CopyRange) -> Result<usize, Errno> {
-        if r.flags != 0 {
-            return Err(Errno::INVAL);
-        }
-        let src = self.handles.get(r.handle_in, r.node_in, false)?;
-        let dst = self.handles.get(r.handle_out, r.node_out, false)?;
-        let (mut off_in, mut off_out) = (r.offset_in, r.offset_out);
-        // At most what one call can report (`fuse_write_out.size` is 32 bits) and the kernel
-        // moves at once (MAX_RW_COUNT): a larger copy ends short, as copy_file_range(2) may.
-        let len = usize::try_from(r.len).unwrap_or(usize::MAX).min(MAX_RW_COUNT);
-        // The guest sends a copy only to a file it has without O_APPEND (the kernel refuses
-        // one with it), so a handle opened with it had it cleared since (F_SETFL): the host
-        // file takes the same change, and the copy goes where its offset says.
-        dst.follow(OFlags::APPEND, false)?;
-        let mut copy = || {
-            rustix::fs::copy_file_range(
-                &src.fd,
-                Some(&mut off_in),
-                &dst.fd,
-                Some(&mut off_out),
-                len,
-            )
-        };
-        let copied = if len > 0 { self.killing_unmarked(uid, &dst.fd, copy)? } else { copy()? };
-        if copied > 0 {
-            self.contents_changed(r.node_out);
-        }
-        Ok(copied)
     }
 }
 

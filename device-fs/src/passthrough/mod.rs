@@ -48,6 +48,7 @@ pub mod migration;
 mod names;
 mod negotiation;
 mod proc_path;
+mod ranges;
 mod setattr;
 mod submounts;
 mod xattrmap;
