@@ -11,7 +11,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
-use rustix::fs::{openat, Access, AtFlags, Mode, OFlags};
+use rustix::fs::{openat, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::direct::AlignedBuf;
@@ -124,6 +124,23 @@ fn pwrite_full(fd: impl AsFd, data: &[u8], offset: u64) -> Result<usize, Errno> 
     transfer_full(data.len(), offset, |done, at| rustix::io::pwrite(&fd, &data[done..], at))
 }
 
+/// faccessat2(2) with AT_EACCESS: whether this thread, with its filesystem ids, groups and
+/// capabilities as they are, may access `name` in `dir` as `mode` (R_OK, W_OK) asks. Never the
+/// flagless faccessat(2), which judges by the real ids (root's, for the daemon): ENOSYS before
+/// Linux 5.8, for the caller to check another way.
+fn access_as_thread(dir: &impl AsRawFd, name: &str, mode: libc::c_int) -> Result<(), Errno> {
+    let name = std::ffi::CString::new(name).map_err(|_| Errno::INVAL)?;
+    // SAFETY: faccessat2 reads the NUL-terminated `name`, alive for the call, and touches no
+    // other memory; `dir` is an open descriptor.
+    let done = unsafe {
+        libc::syscall(libc::SYS_faccessat2, dir.as_raw_fd(), name.as_ptr(), mode, libc::AT_EACCESS)
+    };
+    if done < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    Ok(())
+}
+
 pub(super) fn is_regular(mode: u32) -> bool {
     rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::RegularFile
 }
@@ -221,16 +238,22 @@ impl PassthroughFs {
                     })
                 };
                 if asked & OFlags::ACCMODE != wanted & OFlags::ACCMODE {
-                    // Asked of the kernel without opening (an open would break a host lease,
-                    // or tell a host watcher of a write that never came).
+                    // Asked of the kernel without opening where it can (an open would break a
+                    // host lease, or tell a host watcher of a write that never came); before
+                    // Linux 5.8 by an open that does not wait.
                     let access = match asked & OFlags::ACCMODE {
-                        OFlags::WRONLY => Access::WRITE_OK,
-                        OFlags::RDWR => Access::READ_OK | Access::WRITE_OK,
-                        _ => Access::READ_OK,
+                        OFlags::WRONLY => libc::W_OK,
+                        OFlags::RDWR => libc::R_OK | libc::W_OK,
+                        _ => libc::R_OK,
                     };
                     credentials.without_lent_override(|| {
-                        let flags = AtFlags::EACCESS;
-                        rustix::fs::accessat(&self.proc_fd, fd_name(&path), access, flags)
+                        match access_as_thread(&self.proc_fd, &fd_name(&path), access) {
+                            Err(Errno::NOSYS) => {
+                                let check = (asked & OFlags::ACCMODE) | OFlags::NONBLOCK;
+                                open_as(check).map(drop)
+                            }
+                            checked => checked,
+                        }
                     })?;
                     credentials.as_daemon()?;
                 }
