@@ -10,11 +10,12 @@
 //! [`Credentials::as_daemon`]) and only a change of identity touches the kernel.
 //!
 //! Supplementary groups: as the guest caller the thread has none, except the one group the guest
-//! names in a FUSE_CREATE_SUPP_GROUP extension; as the daemon it has none at all (CVE-2022-0358: a daemon that kept root's groups
-//! let a guest user create set-group-ID files in directories of groups it is not in). A guest that
-//! cannot name the group (no CREATE_SUPP_GROUP) has already checked the caller's groups itself
-//! (virtio-fs mounts with `default_permissions`), so the thread then keeps CAP_DAC_OVERRIDE for
-//! the create, as virtiofsd does; ownership and set-id stripping still follow the caller.
+//! names in a FUSE_CREATE_SUPP_GROUP extension (CVE-2022-0358: a daemon that kept root's groups
+//! let a guest user create set-group-ID files in directories of groups it is not in); as the
+//! daemon it has none at all. A guest that cannot name the group (no CREATE_SUPP_GROUP) has
+//! already checked the caller's groups itself (virtio-fs mounts with `default_permissions`), so
+//! the thread then keeps CAP_DAC_OVERRIDE for the create, as virtiofsd does; ownership and set-id
+//! stripping still follow the caller.
 //!
 //! A daemon that is not root cannot take other ids: everything then runs as the daemon's user and
 //! [`Credentials::is_enabled`] is false. This module decides nothing about which operations run as

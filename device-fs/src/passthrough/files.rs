@@ -237,17 +237,13 @@ impl PassthroughFs {
                         )
                     })
                 };
+                // Only the writeback cache widens an access (O_WRONLY to O_RDWR): the caller's
+                // write access is asked of the kernel without opening where it can (an open
+                // would break a host lease, or tell a host watcher of a write that never came);
+                // before Linux 5.8 by an open that does not wait.
                 if asked & OFlags::ACCMODE != wanted & OFlags::ACCMODE {
-                    // Asked of the kernel without opening where it can (an open would break a
-                    // host lease, or tell a host watcher of a write that never came); before
-                    // Linux 5.8 by an open that does not wait.
-                    let access = match asked & OFlags::ACCMODE {
-                        OFlags::WRONLY => libc::W_OK,
-                        OFlags::RDWR => libc::R_OK | libc::W_OK,
-                        _ => libc::R_OK,
-                    };
                     credentials.without_lent_override(|| {
-                        match access_as_thread(&self.proc_fd, &fd_name(&path), access) {
+                        match access_as_thread(&self.proc_fd, &fd_name(&path), libc::W_OK) {
                             Err(Errno::NOSYS) => {
                                 let check = (asked & OFlags::ACCMODE) | OFlags::NONBLOCK;
                                 open_as(check).map(drop)

@@ -19,15 +19,17 @@
 /// descriptors of its own too (the log's socket), which would otherwise take the number of one
 /// a launcher failed to pass and be taken for it.
 pub(crate) fn check_open(fd: i32) -> Result<(), String> {
-    if fd <= 2 || !is_open(fd) {
+    if fd <= 2 || fd_flags(fd).is_none() {
         return Err(format!("--fd {fd}: not an open descriptor other than stdio"));
     }
     Ok(())
 }
 
-fn is_open(fd: i32) -> bool {
+/// The descriptor flags of `fd` (FD_CLOEXEC), if it is open.
+fn fd_flags(fd: i32) -> Option<i32> {
     // SAFETY: F_GETFD only reads the descriptor's flags; an unused number gives EBADF.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    (flags >= 0).then_some(flags)
 }
 
 /// The descriptors above stdio open now without close-on-exec: what the launcher passed. Called
@@ -38,19 +40,14 @@ pub(crate) fn passed() -> Result<Vec<i32>, std::io::Error> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     // The listing's own descriptor is among those listed, closed by now.
-    Ok(listed.into_iter().filter(|fd| *fd > 2 && open_across_exec(*fd)).collect())
+    let across_exec = |fd: i32| fd_flags(fd).is_some_and(|flags| flags & libc::FD_CLOEXEC == 0);
+    Ok(listed.into_iter().filter(|fd| *fd > 2 && across_exec(*fd)).collect())
 }
 
 /// Of the descriptors [`passed`] listed, those the daemon was not told of (all but `keep`,
 /// `--fd`).
 pub(crate) fn leaked(passed: Vec<i32>, keep: Option<i32>) -> Vec<i32> {
     passed.into_iter().filter(|fd| Some(*fd) != keep).collect()
-}
-
-fn open_across_exec(fd: i32) -> bool {
-    // SAFETY: as in is_open.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    flags >= 0 && flags & libc::FD_CLOEXEC == 0
 }
 
 /// Closes `leaked` (what [`leaked`] listed), in the namespace sandbox's child right after the

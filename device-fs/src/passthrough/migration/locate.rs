@@ -22,10 +22,11 @@ use super::format::{FileHandle, HANDLE_MAX};
 const SEARCH_LIMIT: usize = 1 << 20;
 
 /// Looks the searches of one save, or of one restore, take in all (an entry read, or a component
-/// of a directory's path reopened): sixteen walks of a share of a million entries (a destination searches for each file opened by a handle its
-/// cache never saw the path of, so a legitimate restore may search many times), while a guest
-/// that makes many inodes hard to find (hard links whose first name it removed) cannot keep
-/// the paused guest waiting for one walk each without end.
+/// of a directory's path reopened): sixteen walks of a share of a million entries (a
+/// destination searches for each file opened by a handle its cache never saw the path of, so a
+/// legitimate restore may search many times), while a guest that makes many inodes hard to find
+/// (hard links whose first name it removed) cannot keep the paused guest waiting for one walk
+/// each without end.
 const SEARCH_TOTAL: usize = 16 * SEARCH_LIMIT;
 
 /// What is left of one save's or one restore's [`SEARCH_TOTAL`].
