@@ -15,7 +15,9 @@
 //! daemon it has none at all. A guest that cannot name the group (no CREATE_SUPP_GROUP) has
 //! already checked the caller's groups itself (virtio-fs mounts with `default_permissions`), so
 //! the thread then keeps CAP_DAC_OVERRIDE for the create, as virtiofsd does; ownership and set-id
-//! stripping still follow the caller.
+//! stripping still follow the caller. So does a guest with POSIX ACLs on: the one group Linux
+//! names is the parent's own, where an ACL's named-group entry may let the caller in through any
+//! of its groups, which the host never learns (`posix_acl_permission`).
 //!
 //! A daemon that is not root cannot take other ids: everything then runs as the daemon's user and
 //! [`Credentials::is_enabled`] is false. This module decides nothing about which operations run as
@@ -36,9 +38,11 @@ pub struct Caller {
     pub gid: u32,
     /// The one supplementary group the guest named, if any.
     pub group: Option<u32>,
-    /// Whether the guest could name supplementary groups (CREATE_SUPP_GROUP negotiated). When it
-    /// could not, the create keeps CAP_DAC_OVERRIDE: the guest checked the caller's groups.
-    pub groups_known: bool,
+    /// Whether the ids above are all the host needs to judge the caller's access to the parent:
+    /// the guest could name the parent's group (CREATE_SUPP_GROUP negotiated) and no POSIX ACL
+    /// can let the caller in through another of its groups. When not, the create keeps
+    /// CAP_DAC_OVERRIDE: the guest checked the caller's groups.
+    pub groups_suffice: bool,
 }
 
 /// What a thread currently has, as far as this module set it.
@@ -102,7 +106,7 @@ impl Credentials {
         if !self.enabled {
             return Ok(());
         }
-        let dac_override = caller.uid != 0 && !caller.groups_known;
+        let dac_override = caller.uid != 0 && !caller.groups_suffice;
         switch(caller.uid, caller.gid, Some(caller.group), dac_override)
     }
 
@@ -137,8 +141,8 @@ impl Credentials {
         without(CapabilitySet::FSETID, op)
     }
 
-    /// Runs `op` without the CAP_DAC_OVERRIDE a caller was lent because the guest could not
-    /// name its groups (see the module docs), for a host object the guest has not checked (an
+    /// Runs `op` without the CAP_DAC_OVERRIDE a caller was lent because the host cannot judge
+    /// by its groups (see the module docs), for a host object the guest has not checked (an
     /// existing file CREATE found under a name the guest believed free). Callers that were not
     /// lent it, guest root among them, run `op` as they are.
     pub fn without_lent_override<T>(

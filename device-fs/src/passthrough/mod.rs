@@ -294,7 +294,8 @@ impl PassthroughFs {
             uid: uids.to_host(ctx.uid)?,
             gid: gids.to_host(ctx.gid)?,
             group: ctx.supp_group.map(|g| gids.to_host(g)).transpose()?,
-            groups_known: self.supp_groups_known.load(Ordering::Relaxed),
+            groups_suffice: self.supp_groups_known.load(Ordering::Relaxed)
+                && !self.acl_on.load(Ordering::Relaxed),
         })?;
         op()
     }
