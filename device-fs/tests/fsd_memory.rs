@@ -9,11 +9,12 @@ mod daemon;
 use std::time::Duration;
 
 use daemon::{scratch, socket, start};
-use rustix::fs::ftruncate;
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use vhu_device_fs::fuse::abi::{GetattrIn, InHeader};
 use vhu_device_fs::fuse::Opcode;
-use vhu_device_fs::guest::GuestFs;
+use vhu_device_fs::guest::{GuestFs, ONE_AT_A_TIME};
 use vhu_transport_std::bus_guard;
+use vhu_transport_std::client::GuestRegion;
 use vhu_transport_std::vhu_core::VringIndex;
 use zerocopy::IntoBytes;
 
@@ -24,7 +25,12 @@ fn a_front_end_truncating_guest_memory_does_not_end_the_daemon() {
     // The default sandbox needs root; the filter applies either way.
     let extra: &[&str] = if root { &[] } else { &["--sandbox", "none"] };
     let mut daemon = start(&dir, extra);
-    let guest = GuestFs::connect(socket(&dir)).expect("mounts");
+    // Its own memory, unsealed: a front-end that can cut it short (this library's own
+    // memory is sealed at its size, so cannot be).
+    let fd = memfd_create("unsealed", MemfdFlags::CLOEXEC).expect("memfd");
+    ftruncate(&fd, 4 << 20).expect("size");
+    let ram = GuestRegion::from_file(fd, 0, 4 << 20).expect("guest memory");
+    let guest = GuestFs::connect_in(socket(&dir), ram, &[ONE_AT_A_TIME]).expect("mounts");
     let (mut client, ram, mut rings) = guest.into_parts();
     // This process is the front-end and the guest's driver at once: its own accesses to the
     // pages it takes away are absorbed the same way, so it can still drive the ring.

@@ -148,9 +148,25 @@ impl GuestFs {
         Self::with_rings(client, ram, layouts)
     }
 
-    fn with_rings(
+    /// Connects with `ram` as guest memory (its own file: [`GuestRegion::from_file`]) and one
+    /// request queue per layout, as [`GuestFs::connect_with`] does.
+    pub fn connect_in(
+        socket: impl AsRef<Path>,
+        ram: GuestRegion,
+        layouts: &[RingLayout],
+    ) -> Result<Self, GuestError> {
+        let mut client = Client::connect(socket)?;
+        client.set_timeout(TIMEOUT)?;
+        Self::in_memory(client, ram, layouts)
+    }
+
+    fn with_rings(client: Client, ram: u64, layouts: &[RingLayout]) -> Result<Self, GuestError> {
+        Self::in_memory(client, GuestRegion::new(0, ram)?, layouts)
+    }
+
+    fn in_memory(
         mut client: Client,
-        ram: u64,
+        ram: GuestRegion,
         layouts: &[RingLayout],
     ) -> Result<Self, GuestError> {
         // What a Linux guest's virtio-fs driver accepts.
@@ -172,7 +188,6 @@ impl GuestFs {
         let dax = dax::window(&mut client, negotiated.protocol_features)?;
         let event_idx = negotiated.features.contains(VirtioFeatures::RING_EVENT_IDX);
         let indirect = negotiated.features.contains(VirtioFeatures::RING_INDIRECT_DESC);
-        let ram = GuestRegion::new(0, ram)?;
         client.set_mem_table(&[ram.share()])?;
         let mut rings = Vec::new();
         for (i, layout) in layouts.iter().enumerate() {

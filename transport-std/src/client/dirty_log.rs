@@ -11,7 +11,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{FileOffset, VolatileMemory};
 
@@ -28,14 +27,12 @@ pub struct LogBuffer {
 impl LogBuffer {
     /// A clean log covering guest-physical addresses `0..memory_end`.
     pub fn new(memory_end: u64) -> Result<Self, ClientError> {
-        let io =
-            |what| move |errno: rustix::io::Errno| ClientError::Io { what, source: errno.into() };
         let pages = memory_end.div_ceil(LOG_PAGE);
         // Whole 64-bit words, so the front-end can take them with one exchange each.
         let size = pages.div_ceil(64).max(1) * 8;
-        let fd =
-            memfd_create("vhu-dirty-log", MemfdFlags::CLOEXEC).map_err(io("creating the log"))?;
-        ftruncate(&fd, size).map_err(io("sizing the log"))?;
+        // Sealed at its size: a back-end that shrank it would end this process at its next
+        // look past the new end.
+        let fd = super::memory::sealed_memfd("vhu-dirty-log", size)?;
         let len = usize::try_from(size).map_err(|_| ClientError::Io {
             what: "mapping the log",
             source: std::io::ErrorKind::InvalidInput.into(),

@@ -5,6 +5,10 @@
 //! address is where this process mapped it, as a VMM's would be. The mapping stays with the
 //! caller, who writes rings and buffers into it; the back-end maps the same file.
 //!
+//! A file this process shares is sealed at its size ([`sealed_memfd`]): the back-end maps it
+//! too, and one that could shrink it would end this process with SIGBUS at its next access
+//! past the new end (as QEMU seals the memfds it shares).
+//!
 //! This module must not talk to a back-end or check memory-table rules (overlap, slot limits):
 //! the state machine checks the regions it is given.
 
@@ -12,7 +16,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::event::EventfdFlags;
-use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use vhu_core::message::Region;
 use vm_memory::{
     FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
@@ -38,13 +42,15 @@ pub struct GuestRegion {
 }
 
 impl GuestRegion {
-    /// `size` bytes of fresh zeroed memory at guest-physical `guest_address`.
+    /// `size` bytes of fresh zeroed memory at guest-physical `guest_address`, on a memfd sealed
+    /// at its size.
     pub fn new(guest_address: u64, size: u64) -> Result<Self, ClientError> {
-        let io =
-            |what| move |errno: rustix::io::Errno| ClientError::Io { what, source: errno.into() };
-        let fd =
-            memfd_create("vhu-guest-ram", MemfdFlags::CLOEXEC).map_err(io("creating the memfd"))?;
-        ftruncate(&fd, size).map_err(io("sizing the memfd"))?;
+        Self::from_file(sealed_memfd("vhu-guest-ram", size)?, guest_address, size)
+    }
+
+    /// The first `size` bytes of a file the caller made (a memfd on huge pages, a file on
+    /// hugetlbfs, sealed or not as the caller decides) as guest memory at `guest_address`.
+    pub fn from_file(fd: OwnedFd, guest_address: u64, size: u64) -> Result<Self, ClientError> {
         let len = usize::try_from(size).map_err(|_| ClientError::Io {
             what: "mapping the memfd",
             source: std::io::ErrorKind::InvalidInput.into(),
@@ -103,8 +109,46 @@ impl GuestRegion {
     }
 }
 
+/// A memfd of `size` bytes that can neither shrink nor grow (F_SEAL_SHRINK, F_SEAL_GROW, and
+/// F_SEAL_SEAL so that no one can take that back), to share with a back-end.
+pub(super) fn sealed_memfd(name: &str, size: u64) -> Result<OwnedFd, ClientError> {
+    let io = |what| move |errno: rustix::io::Errno| ClientError::Io { what, source: errno.into() };
+    let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(io("creating a memfd"))?;
+    ftruncate(&fd, size).map_err(io("sizing a memfd"))?;
+    fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+        .map_err(io("sealing a memfd"))?;
+    Ok(fd)
+}
+
 /// A non-blocking, close-on-exec eventfd for a ring's kick or call notifications.
 pub fn eventfd() -> Result<OwnedFd, ClientError> {
     rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
         .map_err(|errno| ClientError::Io { what: "creating an eventfd", source: errno.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::LogBuffer;
+    use super::GuestRegion;
+
+    /// What a back-end that tries to resize a shared file gets.
+    fn resized(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> rustix::io::Result<()> {
+        rustix::fs::ftruncate(fd, size)
+    }
+
+    #[test]
+    fn shared_files_can_neither_shrink_nor_grow() {
+        let ram = GuestRegion::new(0, 1 << 20).expect("guest memory");
+        assert_eq!(resized(ram.fd(), 4096), Err(rustix::io::Errno::PERM), "shrunk");
+        assert_eq!(resized(ram.fd(), 2 << 20), Err(rustix::io::Errno::PERM), "grown");
+        let log = LogBuffer::new(1 << 30).expect("dirty log");
+        assert_eq!(resized(log.fd(), 0), Err(rustix::io::Errno::PERM), "log shrunk");
+        // The seals cannot be lifted, and the memory still works.
+        let seals = rustix::fs::fcntl_get_seals(log.fd()).expect("seals");
+        assert!(seals.contains(rustix::fs::SealFlags::SEAL));
+        assert!(log.take_dirty().is_empty());
+        use vm_memory::Bytes;
+        ram.memory().write_obj(7u64, vm_memory::GuestAddress(4096)).expect("write");
+    }
 }
