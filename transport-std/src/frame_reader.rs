@@ -230,6 +230,26 @@ impl FrameReader {
         self.handed_out && !self.is_idle()
     }
 
+    /// Whether a whole frame (or a header [`FrameReader::recv`] refuses) waits in the reader
+    /// after the one handed out: the next [`FrameReader::recv`] returns it without reading the
+    /// socket. A caller that serves only these before it waits for the socket reads nothing
+    /// more than one read brought, however fast the peer writes; the part of a frame left over
+    /// is completed once the socket is readable with the rest.
+    pub fn has_whole_frame(&self) -> bool {
+        if !self.handed_out {
+            return false;
+        }
+        let next = self.start + self.handed_len();
+        let held = &self.buf[next..self.end];
+        match held.get(..HEADER_SIZE) {
+            None => false,
+            Some(header) => match frame_len(header, self.max_payload) {
+                Ok(len) => held.len() >= len,
+                Err(_) => true,
+            },
+        }
+    }
+
     /// Whether no byte of a frame is held (a clean place for the peer to hang up).
     pub fn is_idle(&self) -> bool {
         self.start + self.handed_len() == self.end

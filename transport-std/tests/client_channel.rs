@@ -2,8 +2,9 @@
 //! of a code the front-end does not know is answered with a failure status when the back-end
 //! asked for a reply (vhost-user spec, "REPLY_ACK": the back-end waits for it), and not at all
 //! when it did not; requests read ahead together are all served; a request arriving in pieces
-//! keeps the channel and is not waited for; a stop waits at least the client's timeout; a timeout beyond the clock and a refused restore leave the client usable;
-//! a back-end that takes no connection fails a connect in time.
+//! keeps the channel and is not waited for, and a flood of them holds no serving; a stop waits
+//! at least the client's timeout; a timeout beyond the clock and a refused restore leave the
+//! client usable; a back-end that takes no connection fails a connect in time.
 
 mod common;
 
@@ -124,6 +125,40 @@ fn a_request_arriving_in_pieces_keeps_the_channel() {
     let mut reply = [0u8; 20];
     channel.read_exact(&mut reply).expect("answered");
     assert_eq!(u32::from_le_bytes(reply[..4].try_into().unwrap()), UNKNOWN);
+}
+
+/// A back-end writing requests as fast as it can does not hold a serving of the channel: the
+/// client serves what one read brought and returns, while the back-end still writes. (Served
+/// until the back-end stopped, a VMM's loop spun for as long as the back-end liked.)
+#[test]
+fn a_flood_of_requests_does_not_hold_the_caller() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let (mut client, mut channel) = restored_with_channel(ours, &theirs);
+    // Requests that want no reply, twelve bytes each: no read's worth ends on a frame.
+    let burst: Vec<u8> =
+        (0..1024).flat_map(|_| [UNKNOWN, VERSION, 0]).flat_map(|w| w.to_le_bytes()).collect();
+    channel.write_all(&burst).expect("first burst");
+    let served = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let served = Arc::clone(&served);
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            channel.set_write_timeout(Some(Duration::from_millis(50))).expect("write timeout");
+            while !served.load(Ordering::Acquire) {
+                if started.elapsed() > Duration::from_secs(10) {
+                    return false;
+                }
+                let _ = channel.write_all(&burst);
+            }
+            true
+        })
+    };
+    client.serve_backend_channel().expect("serve");
+    served.store(true, Ordering::Release);
+    assert!(flooder.join().expect("flooder"), "served only once the back-end stopped writing");
+    assert!(client.has_backend_channel());
 }
 
 /// A timeout too long for the clock means no deadline; it does not break the client.

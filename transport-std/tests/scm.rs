@@ -122,6 +122,26 @@ fn back_to_back_frames_each_get_their_own_fds() {
     }
 }
 
+/// A whole frame read ahead is known as one ([`FrameReader::has_whole_frame`]); part of one is
+/// bytes held, not a frame to serve without the socket.
+#[test]
+fn a_frame_read_ahead_whole_is_told_from_part_of_one() {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (first, second, third) = (frame(1, &[1; 8]), frame(2, &[]), frame(3, &[3; 8]));
+    let bytes = [&first[..], &second[..], &third[..15]].concat();
+    send(&a, &bytes, &[]).expect("send");
+    let mut reader = greedy();
+    assert!(!reader.has_whole_frame(), "nothing handed out yet");
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(20));
+    assert!(reader.has_whole_frame(), "the second came whole");
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(12));
+    assert!(reader.has_buffered() && !reader.has_whole_frame(), "three bytes of the third");
+    send(&a, &third[15..], &[]).expect("send");
+    assert_eq!(reader.recv(&b).expect("recv"), RecvOutcome::Frame(20));
+    assert_eq!(reader.frame(), Some(&third[..]));
+    assert!(!reader.has_whole_frame());
+}
+
 #[test]
 fn a_burst_read_at_once_gives_the_descriptors_to_the_frame_they_came_with() {
     let (a, b) = UnixStream::pair().expect("socketpair");

@@ -315,10 +315,12 @@ fn receive_reply(
     Ok(())
 }
 
-/// Whether back-end requests read ahead with the last one wait in the channel's reader (its
-/// socket says nothing of them).
+/// Whether a whole back-end request read ahead with the last one waits in the channel's reader
+/// (its socket says nothing of it). A request only partly read ahead is not served from here:
+/// its rest makes the socket readable. So serving these reads nothing, and a back-end writing
+/// requests as fast as it can holds no call, nor a VMM's loop, past the one read's worth.
 fn channel_read_ahead(io: &Io) -> bool {
-    io.channel.as_ref().is_some_and(|c| c.reader.has_buffered())
+    io.channel.as_ref().is_some_and(|c| c.reader.has_whole_frame())
 }
 
 /// Reads one back-end request of what has arrived, never waiting for more (a back-end that
