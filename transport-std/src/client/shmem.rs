@@ -247,13 +247,36 @@ pub struct ShmemHandler {
 }
 
 impl ShmemHandler {
-    /// Reserves a region for each non-zero size of `sizes` (GET_SHMEM_CONFIG's answer, by shmid).
+    /// Reserves a region for each non-zero size of `sizes` (GET_SHMEM_CONFIG's answer, by shmid),
+    /// as large as the back-end asked. A VMM that does not trust its back-ends to ask for a
+    /// sensible amount of its address space uses [`ShmemHandler::within`].
     pub fn new(sizes: &[u64]) -> std::io::Result<Self> {
         let regions = sizes
             .iter()
             .map(|size| (*size > 0).then(|| ShmemRegion::new(*size).map(Arc::new)).transpose())
             .collect::<std::io::Result<_>>()?;
         Ok(Self { regions })
+    }
+
+    /// [`ShmemHandler::new`], once the sizes add up to at most `most` bytes: the reservations
+    /// cost no memory, but address space a back-end took by announcing tens of TiB would be
+    /// missing when the VMM maps its own memory. More is refused (`InvalidInput`, naming the
+    /// total) before anything is reserved.
+    pub fn within(sizes: &[u64], most: u64) -> std::io::Result<Self> {
+        let total = sizes.iter().try_fold(0u64, |sum, size| sum.checked_add(*size));
+        match total {
+            Some(total) if total <= most => Self::new(sizes),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the back-end's shared-memory regions ({}) exceed the {most} bytes allowed",
+                    total.map_or_else(
+                        || "more than 2^64 bytes".to_string(),
+                        |t| format!("{t} bytes")
+                    )
+                ),
+            )),
+        }
     }
 
     /// The region `shmid`, if the back-end announced one.
@@ -316,6 +339,18 @@ mod tests {
             BackendResponse::Done(done) => done,
             other => panic!("a mapping is answered with a status, not {other:?}"),
         }
+    }
+
+    #[test]
+    fn regions_past_the_vmms_limit_are_refused_before_any_reservation() {
+        let page = page_size();
+        let handler = ShmemHandler::within(&[2 * page, 0, 2 * page], 4 * page).expect("at it");
+        assert!(handler.region(0).is_some() && handler.region(2).is_some());
+        let refused = ShmemHandler::within(&[2 * page, 3 * page], 4 * page).expect_err("past it");
+        assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(refused.to_string().contains(&format!("{} bytes", 5 * page)), "{refused}");
+        let overflow = ShmemHandler::within(&[u64::MAX, page], u64::MAX).expect_err("wraps");
+        assert!(overflow.to_string().contains("2^64"), "{overflow}");
     }
 
     #[test]
