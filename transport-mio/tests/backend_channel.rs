@@ -44,6 +44,17 @@ fn an_unanswered_request_does_not_hold_up_the_main_socket() {
 }
 
 #[test]
+fn a_channel_made_blocking_again_holds_up_no_connection() {
+    let served = common::serve_with("channel-blocking", 4, || ChannelDevice::new(Arc::default()));
+    let mut other = served.connect();
+    let fe = channel_peer::a_channel_made_blocking_again_holds_nothing(served.connect());
+    common::assert_serves(&mut other);
+    drop(fe);
+    drop(other);
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}
+
+#[test]
 fn every_request_gets_its_result() {
     let (served, fe, shared) = serve("channel-results");
     channel_peer::every_request_gets_its_result(&fe, &shared);

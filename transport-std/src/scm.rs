@@ -120,6 +120,18 @@ pub fn send_partial(
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<usize, ScmError> {
+    send_partial_waiting(sock, bytes, fds, true)
+}
+
+/// [`send_partial`]; without `wait`, a socket that takes nothing now is `WouldBlock` at once
+/// (`MSG_DONTWAIT`), even a blocking one: O_NONBLOCK belongs to the open file, which a peer that
+/// sent the socket and kept a copy can clear again.
+pub(crate) fn send_partial_waiting(
+    sock: impl AsFd,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    wait: bool,
+) -> Result<usize, ScmError> {
     if fds.len() > MAX_FDS_PER_MSG {
         return Err(ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got: fds.len() });
     }
@@ -137,7 +149,9 @@ pub fn send_partial(
             // The buffer is sized for MAX_FDS_PER_MSG, checked above; kept as an error, not a panic.
             return Err(ScmError::TooManyFds { max: MAX_FDS_PER_MSG, got: fds.len() });
         }
-        match sendmsg(sock, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL) {
+        let flags =
+            if wait { SendFlags::NOSIGNAL } else { SendFlags::NOSIGNAL | SendFlags::DONTWAIT };
+        match sendmsg(sock, &[IoSlice::new(bytes)], &mut control, flags) {
             Ok(0) => return Err(ScmError::Io(std::io::ErrorKind::WriteZero.into())),
             Ok(n) => return Ok(n),
             Err(Errno::INTR) => continue,

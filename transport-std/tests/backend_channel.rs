@@ -32,6 +32,15 @@ fn serve() -> (Frontend, Arc<Mutex<Shared>>, Served) {
 }
 
 #[test]
+fn a_channel_made_blocking_again_holds_nothing() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (ours, thread) = spawn(ChannelDevice::new(Arc::clone(&shared)));
+    let fe = channel_peer::a_channel_made_blocking_again_holds_nothing(ours);
+    drop(fe);
+    thread.join().expect("no panic").expect("the driver ends when the front-end hangs up");
+}
+
+#[test]
 fn an_unanswered_request_does_not_hold_up_the_main_socket() {
     let (fe, shared, thread) = serve();
     channel_peer::unanswered_request_does_not_hold_up_the_main_socket(&fe, &shared);

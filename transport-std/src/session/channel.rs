@@ -1,10 +1,13 @@
 //! The back-end channel's socket (SET_BACKEND_REQ_FD): requests out, the front-end's answers in,
 //! never blocking.
 //!
-//! The socket is made non-blocking when it arrives. Requests are written as far as the socket
-//! takes them and the rest waits in an [`Outbox`] for the session's next turn; answers are read
-//! until the socket runs dry (so nothing waits in the reader afterwards), a partial frame kept
-//! until the rest arrives. Any failure —
+//! The socket is made non-blocking when it arrives, and every read and write asks not to wait
+//! besides (`MSG_DONTWAIT`): O_NONBLOCK belongs to the open file, which the front-end shares
+//! when it kept a copy of the socket it sent, and can clear again to hang the session (and an
+//! event loop serving others) in a read. Requests are written as far as the socket takes them
+//! and the rest waits in an [`Outbox`] for the session's next turn; answers are read until the
+//! socket runs dry (so nothing waits in the reader afterwards), a partial frame kept until the
+//! rest arrives. Any failure —
 //! the peer closed it, an I/O error, a malformed frame — makes the socket unusable: it is closed
 //! and the caller tells `Backend`, which reports every outstanding request as lost.
 //!
@@ -64,7 +67,8 @@ pub(super) fn channel_socket(fd: OwnedFd) -> Result<UnixStream, u64> {
 
 impl Channel {
     pub(super) fn new() -> Self {
-        Self { socket: None, outbox: Outbox::new(), reader: FrameReader::new(ReadAhead::Greedy) }
+        let reader = FrameReader::new(ReadAhead::Greedy);
+        Self { socket: None, outbox: Outbox::never_waiting(), reader }
     }
 
     /// Uses `socket` ([`channel_socket`]) as the channel from now on; what waited for the old
@@ -115,7 +119,7 @@ impl Channel {
     /// Reads the next answer: `Ok(Some(frame, fds))`, or `Ok(None)` when nothing complete waits.
     pub(super) fn recv(&mut self) -> Result<Option<Answer>, Broken> {
         let Some(socket) = self.socket.as_ref() else { return Ok(None) };
-        match self.reader.recv(socket) {
+        match self.reader.recv_arrived(socket) {
             Ok(RecvOutcome::Frame(_)) => {
                 let frame = self.reader.frame().unwrap_or(&[]).to_vec();
                 Ok(Some((frame, self.reader.take_fds())))

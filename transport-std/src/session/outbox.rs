@@ -1,12 +1,13 @@
 //! Messages of one socket waiting to be written: the main socket's replies and the back-end
 //! channel's requests.
 //!
-//! A message is offered to the socket as soon as nothing is queued before it; what the socket does
-//! not take (a non-blocking socket that would block, a blocking one whose send timeout ran out)
-//! is queued, in order, with its descriptors, for the next [`Outbox::flush`]. Writes use
-//! [`send_partial`]: the descriptors go with the `sendmsg` that carries the message's first byte
-//! and a partial write keeps its position. Each message carries a tag (the request a reply
-//! answers, or a back-end request's id) that names it when it is fully written or fails.
+//! A message is offered to the socket as soon as nothing is queued before it; what the socket
+//! does not take (a non-blocking socket that would block, a blocking one whose send timeout ran
+//! out, or any socket at all for an outbox that never waits) is queued, in order, with its
+//! descriptors, for the next [`Outbox::flush`]. Writes use [`send_partial_waiting`]: the
+//! descriptors go with the `sendmsg` that carries the message's first byte and a partial write
+//! keeps its position. Each message carries a tag (the request a reply answers, or a back-end
+//! request's id) that names it when it is fully written or fails.
 //!
 //! This module must not decide what is sent or when a connection closes.
 
@@ -14,7 +15,7 @@ use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::scm::{send_partial, ScmError};
+use crate::scm::{send_partial_waiting, ScmError};
 
 /// Queued bytes beyond which the session stops reading until the peer catches up.
 pub(crate) const BACKLOG_LIMIT: usize = 64 * 1024;
@@ -34,6 +35,8 @@ struct Message<T> {
 pub(crate) struct Outbox<T> {
     queue: VecDeque<Message<T>>,
     queued: usize,
+    /// Whether a write may wait for the socket (its own send timeout bounds it).
+    wait: bool,
 }
 
 /// A write failed for the message tagged `T`.
@@ -42,7 +45,13 @@ pub(crate) struct SendFailed<T>(pub(crate) T, pub(crate) ScmError);
 
 impl<T: Copy> Outbox<T> {
     pub(crate) const fn new() -> Self {
-        Self { queue: VecDeque::new(), queued: 0 }
+        Self { queue: VecDeque::new(), queued: 0, wait: true }
+    }
+
+    /// An outbox whose writes never wait, whatever the socket's O_NONBLOCK says: for a socket
+    /// the peer sent, whose open file it may share and make blocking again.
+    pub(crate) const fn never_waiting() -> Self {
+        Self { queue: VecDeque::new(), queued: 0, wait: false }
     }
 
     /// Whether everything has been written.
@@ -79,7 +88,7 @@ impl<T: Copy> Outbox<T> {
         let mut sent = 0;
         if let (Some(socket), true) = (socket, self.queue.is_empty()) {
             let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-            match send_partial(socket, bytes, &borrowed) {
+            match send_partial_waiting(socket, bytes, &borrowed, self.wait) {
                 Ok(n) => {
                     drop(borrowed);
                     fds.clear();
@@ -108,7 +117,8 @@ impl<T: Copy> Outbox<T> {
     ) -> Result<(), SendFailed<T>> {
         while let Some(message) = self.queue.front_mut() {
             let borrowed: Vec<BorrowedFd<'_>> = message.fds.iter().map(AsFd::as_fd).collect();
-            match send_partial(socket, &message.bytes[message.sent..], &borrowed) {
+            match send_partial_waiting(socket, &message.bytes[message.sent..], &borrowed, self.wait)
+            {
                 Ok(n) => {
                     drop(borrowed);
                     // The descriptors went out with the first byte; our copies are closed.

@@ -255,6 +255,13 @@ impl Frontend {
 
     /// [`Frontend::bring_up`], returning the status of the SET_VRING_KICK that starts ring 0.
     pub fn bring_up_status(main: UnixStream) -> (Self, u64) {
+        let (fe, started, _) = Self::bring_up_sharing(main);
+        (fe, started)
+    }
+
+    /// [`Frontend::bring_up_status`], and a copy of the channel's end the back-end got: the
+    /// open file both share.
+    pub fn bring_up_sharing(main: UnixStream) -> (Self, u64, UnixStream) {
         main.set_read_timeout(Some(TIMEOUT)).unwrap();
         let (channel, theirs) = UnixStream::pair().expect("socketpair");
         channel.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -285,7 +292,7 @@ impl Frontend {
         assert_eq!(fe.call(Request::SetVringBase { index, base: VringBase::split(0) }, &[]), 0);
         let kick = Request::SetVringKick(VringFd { index, fd: Some(FdToken(0)) });
         let started = fe.call(kick, &[fe._kick.as_fd()]);
-        (fe, started)
+        (fe, started, theirs)
     }
 
     /// SET_VRING_KICK for ring 0 again, with a new eventfd; its status.
@@ -320,6 +327,26 @@ impl Frontend {
         bytes.extend_from_slice(&status.to_ne_bytes());
         send(&self.channel, &bytes, fd.as_slice()).expect("answer on the channel");
     }
+}
+
+/// A front-end that kept a copy of the channel's end it sent clears O_NONBLOCK on it (the flag
+/// is the open file's, shared with the back-end's copy), then sends half an answer: the
+/// back-end reads what came without waiting for the rest, and goes on serving the main socket.
+pub fn a_channel_made_blocking_again_holds_nothing(main: UnixStream) -> Frontend {
+    let (fe, started, theirs) = Frontend::bring_up_sharing(main);
+    assert_eq!(started, 0);
+    rustix::fs::fcntl_setfl(&theirs, rustix::fs::OFlags::empty()).expect("F_SETFL");
+    let mut half: Vec<u8> = [BackendCode::ConfigChangeMsg.as_u32(), 0x1 | 0x4, 8]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
+    half.extend_from_slice(&[0; 4]);
+    send(&fe.channel, &half, &[]).expect("half an answer");
+    for _ in 0..3 {
+        assert_ne!(fe.call(Request::GetFeatures, &[]), 0, "the main socket is served");
+    }
+    drop(theirs);
+    fe
 }
 
 /// The device's results so far, waiting until there are `n`.
