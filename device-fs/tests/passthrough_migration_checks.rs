@@ -1,14 +1,17 @@
 //! What a migration destination checks of a state against what it finds: the capability that
 //! opening file handles needs (a state of handles alone is refused where they cannot be opened,
-//! one that names a node by handle only where its path failed is loaded as ever), and that a
-//! handle is of the kind its node is.
+//! one that names a node by handle only where its path failed is loaded as ever), that a
+//! handle is of the kind its node is, and that a node of a file system not mounted here is not
+//! taken for a file of another that has its inode number.
 
 mod support;
 
-use support::Harness;
+use std::os::unix::fs::MetadataExt;
+
+use support::{Harness, Tmpfs};
 use vhu_device_fs::device::state;
 use vhu_device_fs::device::state::StateError;
-use vhu_device_fs::fuse::abi::{OpenIn, ReadIn};
+use vhu_device_fs::fuse::abi::{GetattrIn, OpenIn, ReadIn, WriteIn};
 use vhu_device_fs::fuse::Opcode;
 use vhu_device_fs::passthrough::migration::{FsState, MigrationError, MigrationMode, OnError};
 use zerocopy::IntoBytes;
@@ -69,4 +72,44 @@ fn a_destination_without_dac_read_search_refuses_a_state_of_handles() {
     let err = state::load(&dst(&src).server, &bytes).expect_err("refused");
     assert!(err.to_string().contains("CAP_DAC_READ_SEARCH"), "{err}");
     state::load(&dst(&src).server, &mixed.encode()).expect("a mixed state loads");
+}
+
+/// The source's `data` is a mount that the destination lacks, where another file system,
+/// mounted at `backup`, has a file of the same inode number as `data/db` (fresh tmpfs number
+/// their files alike). The path fails; the file system it named is not known here (no node of
+/// it came across), so an inode number found on some other one names nothing: `data` and
+/// `data/db` are lost, and the guest's writes through its handle go nowhere, not into
+/// `backup/old`.
+#[test]
+fn a_node_of_a_file_system_missing_here_is_not_found_on_another() {
+    if !support::needs_root() {
+        return;
+    }
+    let mut src = Harness::new("migrate-other-fs");
+    let data = Tmpfs::mount(&src.share().join("data"));
+    std::fs::write(src.share().join("data/db"), b"mine").expect("db");
+    let ino = std::fs::metadata(src.share().join("data/db")).expect("stat").ino();
+    src.init();
+    let dir = src.lookup(1, "data").entry().nodeid;
+    let db = src.lookup(dir, "db").entry().nodeid;
+    let open = OpenIn { flags: libc::O_RDWR as u32, ..OpenIn::default() };
+    let fh = src.call(Opcode::Open, db, open.as_bytes()).open().fh;
+    let bytes = state::save(&src.server).expect("saves");
+    drop(data);
+    let _backup = Tmpfs::mount(&src.share().join("backup"));
+    let old = src.share().join("backup/old");
+    std::fs::write(&old, b"other").expect("old");
+    if std::fs::metadata(&old).expect("stat").ino() != ino {
+        eprintln!("the second tmpfs numbered its file otherwise; skipped");
+        return;
+    }
+    let mut dst = src.another_server(|c| c.migration.on_error = OnError::GuestError);
+    state::load(&dst.server, &bytes).expect("loads with the nodes lost");
+    let getattr = GetattrIn::default();
+    assert_eq!(dst.call(Opcode::Getattr, db, getattr.as_bytes()).errno(), libc::EIO, "lost");
+    assert_eq!(dst.call(Opcode::Getattr, dir, getattr.as_bytes()).errno(), libc::EIO, "lost");
+    let write = WriteIn { fh, size: 4, ..WriteIn::default() };
+    let body = [write.as_bytes(), b"lost"].concat();
+    assert_ne!(dst.call(Opcode::Write, db, &body).errno(), 0, "no write lands");
+    assert_eq!(std::fs::read(&old).expect("read"), b"other", "the other file is untouched");
 }

@@ -29,11 +29,13 @@
 //! `O_APPEND` goes with a handle's flags.
 //!
 //! The destination never hands the guest a wrong file: every inode it opens by path is checked
-//! against the inode number and kind the source recorded (and the file handle, whenever the
-//! source sent one); a mismatch — the path now names another file — starts a search of the share for the
-//! right one before `on_error` applies. Guest-held locks do not migrate: saving while the guest
-//! holds one fails, so the migration is cancelled rather than a lock silently dropped. This
-//! module must not read or write the transfer pipe: [`FsState`] bytes are the device's to move.
+//! against the inode number and kind the source recorded (and the file handle, whenever the source
+//! sent one); a mismatch — the path now names another file — starts a search of the share for the
+//! right one before `on_error` applies, on a file system another node already tied to the record's
+//! (or by file handle): an inode number alone names a file of any file system. Guest-held locks do
+//! not migrate: saving while the guest holds one fails, so the migration is cancelled rather than a
+//! lock silently dropped. This module must not read or write the transfer pipe: [`FsState`] bytes
+//! are the device's to move.
 
 mod error;
 mod format;
@@ -417,18 +419,30 @@ impl PassthroughFs {
         let is_it = |fd: &rustix::fd::OwnedFd| {
             locate::is_same(fd, record.ino, record.kind, check_handle, device_fits)
         };
+        // The share is searched only where what it finds can be told from another file: on a
+        // file system a node opened here already tied to the record's, or by a file handle.
+        // Otherwise only an inode number would say it is the one, which any file system not
+        // yet tied to another names its own files with: the file system the record is of may
+        // be one not mounted here at all.
+        let searchable = devices.by_source.contains_key(&record.dev) || check_handle.is_some();
+        let search = |gone: String| {
+            if !searchable {
+                return Err(format!(
+                    "{gone}; its file system is not one a node came across on, so a file of \
+                     its inode number elsewhere could be another's"
+                ));
+            }
+            locate::search(root, record.ino, is_it, (budget, None))
+                .map(|(_, fd)| fd)
+                .ok_or_else(|| format!("{gone}, and it is nowhere else in the share"))
+        };
         let fd = match (&record.path, &record.handle) {
             (Some(path), _) => match locate::open_in_share(root, path) {
                 Ok(fd) if is_it(&fd) => fd,
-                found => {
-                    let why = match found {
-                        Ok(_) => "the path names another file now".to_string(),
-                        Err(errno) => errno.to_string(),
-                    };
-                    locate::search(root, record.ino, is_it, (budget, None))
-                        .map(|(_, fd)| fd)
-                        .ok_or_else(|| format!("{why}, and it is nowhere else in the share"))?
-                }
+                found => search(match found {
+                    Ok(_) => "the path names another file now".to_string(),
+                    Err(errno) => errno.to_string(),
+                })?,
             },
             (None, Some(handle)) => {
                 let fd = locate::open_by_handle(root, handle).map_err(|errno| match errno {
@@ -450,12 +464,7 @@ impl PassthroughFs {
                     // Its link may not show a path (a file whose dentry the destination's
                     // cache never had reads as `/`): the share is searched for it, and only
                     // what is found there is taken, by the path found.
-                    locate::search(root, record.ino, is_it, (budget, None))
-                        .map(|(_, fd)| fd)
-                        .ok_or_else(|| {
-                            "its file handle names a file outside the share (or unlinked)"
-                                .to_string()
-                        })?
+                    search("its file handle names a file outside the share (or unlinked)".into())?
                 }
             }
             (None, None) => return Err("the source could not describe it (unlinked?)".into()),
