@@ -29,13 +29,19 @@ const SEARCH_LIMIT: usize = 1 << 20;
 /// each without end.
 const SEARCH_TOTAL: usize = 16 * SEARCH_LIMIT;
 
-/// What is left of one save's or one restore's [`SEARCH_TOTAL`].
+/// Bytes of directory paths one search holds in its queue at most: the walk is breadth first,
+/// and a guest can make a level of the share hold many directories of long paths (a million at
+/// 4 KiB each, or fewer below a deep chain, where a destination takes paths of any length).
+const QUEUED_BYTES: usize = 64 << 20;
+
+/// What is left of one save's or one restore's [`SEARCH_TOTAL`], and how many bytes of paths
+/// one of its searches may queue ([`QUEUED_BYTES`]).
 #[derive(Debug)]
-pub(super) struct SearchBudget(std::cell::Cell<usize>);
+pub(super) struct SearchBudget(std::cell::Cell<usize>, usize);
 
 impl SearchBudget {
     pub(super) fn new() -> Self {
-        Self(std::cell::Cell::new(SEARCH_TOTAL))
+        Self(std::cell::Cell::new(SEARCH_TOTAL), QUEUED_BYTES)
     }
 
     /// Takes one entry's look; `false` once the budget is spent.
@@ -191,7 +197,8 @@ pub(super) fn is_same(
 /// Walks the share breadth first for an inode that `wanted` accepts (given its inode number
 /// from the directory entry and an `O_PATH` fd of it), looking at no more than
 /// [`SEARCH_LIMIT`] entries, nor more than `budget` has left (each directory reopened costs a
-/// look a component of its path). Returns its path and fd. With `max_path` it goes no deeper
+/// look a component of its path), nor holding more than its bytes of paths of directories still
+/// to walk ([`QUEUED_BYTES`]). Returns its path and fd. With `max_path` it goes no deeper
 /// than paths of that length: a source looks for a path to put in a state, which carries none
 /// longer than [`format::PATH_MAX`](super::format::PATH_MAX); a destination wants the file.
 pub(super) fn search(
@@ -202,9 +209,11 @@ pub(super) fn search(
 ) -> Option<(Vec<u8>, OwnedFd)> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut queue: std::collections::VecDeque<Vec<u8>> = [Vec::new()].into();
+    let mut queued = 0usize;
     let mut seen = 0usize;
     let mut scratch = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
     while let Some(dir_path) = queue.pop_front() {
+        queued -= dir_path.len();
         let components = if dir_path.is_empty() {
             0
         } else {
@@ -228,12 +237,16 @@ pub(super) fn search(
             if matches!(name.to_bytes(), b"." | b"..") {
                 continue;
             }
-            let mut path = dir_path.clone();
+            let is_dir = entry.file_type() == rustix::fs::FileType::Directory;
+            if !is_dir && entry.ino() != ino {
+                continue;
+            }
+            let mut path = Vec::with_capacity(dir_path.len() + 1 + name.to_bytes().len());
+            path.extend_from_slice(&dir_path);
             if !path.is_empty() {
                 path.push(b'/');
             }
             path.extend_from_slice(name.to_bytes());
-            let is_dir = entry.file_type() == rustix::fs::FileType::Directory;
             if entry.ino() == ino {
                 if let Ok(fd) = openat(&dir, name, flags, Mode::empty()) {
                     if wanted(&fd) {
@@ -243,6 +256,11 @@ pub(super) fn search(
             }
             // A directory whose own path is as long as wanted holds no entry one can be.
             if is_dir && max_path.is_none_or(|max| path.len() < max) {
+                queued += path.len();
+                if queued > budget.1 {
+                    log::warn!("migration: a search of the share gave up: too many long paths");
+                    return None;
+                }
                 queue.push_back(path);
             }
         }
@@ -279,7 +297,7 @@ mod tests {
         assert!(look(&plenty, ino).is_some_and(|(path, _)| path == b"d"));
         // "." and "..", "d"; then d reopened (one component), its ".", "..", 8 files: 13
         // entries and one component for the whole share.
-        let small = SearchBudget(std::cell::Cell::new(14));
+        let small = SearchBudget(std::cell::Cell::new(14), QUEUED_BYTES);
         assert!(look(&small, u64::MAX).is_none(), "no such inode");
         assert_eq!(small.0.get(), 0, "the walk looked at every entry");
         assert!(look(&small, ino).is_none(), "the budget is spent");
@@ -302,7 +320,7 @@ mod tests {
                 .key
                 .1;
         let look = |budget: u64| {
-            let budget = SearchBudget(std::cell::Cell::new(budget as usize));
+            let budget = SearchBudget(std::cell::Cell::new(budget as usize), QUEUED_BYTES);
             search(&root, deepest, |_| true, (&budget, None)).map(|(path, _)| path.len())
         };
         // The deepest directory is an entry of the 19th: the walk lists the root and 18
@@ -316,6 +334,14 @@ mod tests {
         let budget = SearchBudget::new();
         let capped = search(&root, deepest, |_| true, (&budget, Some(deep.as_os_str().len() - 2)));
         assert!(capped.is_none(), "found below the path length asked for");
+        // The chain's directories wait in the queue one at a time, the longest the 19th's
+        // path of 37 bytes (the 20th is found, not queued): a search allowed fewer bytes of
+        // paths waiting gives up.
+        let queued = |most| {
+            let budget = SearchBudget(std::cell::Cell::new(SEARCH_TOTAL), most);
+            search(&root, deepest, |_| true, (&budget, None)).is_some()
+        };
+        assert!(queued(37) && !queued(36), "a path of 37 bytes waits in the queue");
         let _ = std::fs::remove_dir_all(&base);
     }
 
