@@ -10,8 +10,15 @@
 //! as perhaps mapped: a later mapping over it asks for its removal first, and the front-end's
 //! refusal of that removal then means it was not there (a removal never sent means nothing).
 //! Without a window both opcodes answer ENOSYS, as a server without DAX does.
+//!
+//! A session's end (INIT, DESTROY, a device reset) empties the window, and a SETUPMAPPING that
+//! began in the session before must not map after that: each emptying starts a new era first,
+//! and a mapping checks under the lock that its era still holds (EIO otherwise). Either it
+//! mapped before the emptying took the lock, which then removes it, or it maps nothing: no
+//! mapping of a session outlives it into the next (nor keeps a guest from migrating).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use rustix::io::Errno;
 
@@ -89,7 +96,13 @@ fn checked_end(moffset: u64, len: u64, size: u64) -> Result<u64, Errno> {
 }
 
 impl<F: FileSystem> Server<F> {
-    pub(super) fn do_setupmapping(&self, mut req: Request<'_>) -> OpResult {
+    pub(super) fn do_setupmapping(&self, req: Request<'_>) -> OpResult {
+        let era = self.window_era.load(Ordering::SeqCst);
+        self.setup_mapping_in(req, era)
+    }
+
+    /// SETUPMAPPING for a request that arrived in `era`.
+    fn setup_mapping_in(&self, mut req: Request<'_>, era: u64) -> OpResult {
         let window = self.window.as_ref().ok_or(Errno::NOSYS)?;
         let args: SetupMappingIn = req.take()?;
         if args.flags & !(SETUPMAPPING_FLAG_READ | SETUPMAPPING_FLAG_WRITE) != 0 {
@@ -108,6 +121,10 @@ impl<F: FileSystem> Server<F> {
         let handle = (args.fh != SETUPMAPPING_NO_HANDLE).then_some(Handle(args.fh));
         let fd = self.fs.mapping_fd(&req.ctx(), req.node(), handle, writable)?;
         let mut mappings = self.mappings();
+        if self.window_era.load(Ordering::SeqCst) != era {
+            // The session it came in has ended, and its mappings with it.
+            return Err(Errno::IO);
+        }
         let overlapped: Vec<u64> = mappings
             .range(..end)
             .filter(|(at, mapped)| *at + mapped.len > args.moffset)
@@ -165,6 +182,8 @@ impl<F: FileSystem> Server<F> {
     /// and what it mapped must not stay reachable or keep files open.
     pub(super) fn unmap_all(&self) {
         let Some(window) = self.window.as_ref() else { return };
+        // Before the lock: a mapping that takes it after this one finds its era over.
+        self.window_era.fetch_add(1, Ordering::SeqCst);
         let mut mappings = self.mappings();
         let all: Vec<u64> = mappings.keys().copied().collect();
         if let Err(errno) = remove_each(window.as_ref(), &mut mappings, &all) {
@@ -180,6 +199,7 @@ impl<F: FileSystem> Server<F> {
     /// Forgets every mapping without asking the window: the front-end dropped them (a device
     /// reset, a new connection).
     pub fn forget_mappings(&self) {
+        self.window_era.fetch_add(1, Ordering::SeqCst);
         self.mappings().clear();
     }
 
@@ -206,10 +226,18 @@ mod tests {
 
     use super::*;
 
-    /// A window whose removals all end as `answer` says, and which counts them.
+    /// A window whose removals all end as `answer` says, and which counts them (`asked`) and
+    /// the mappings it made (`mapped`).
     struct Answering {
         answer: Result<(), WindowError>,
         asked: Mutex<u32>,
+        mapped: Mutex<u32>,
+    }
+
+    impl Answering {
+        fn new(answer: Result<(), WindowError>) -> Self {
+            Self { answer, asked: Mutex::new(0), mapped: Mutex::new(0) }
+        }
     }
 
     impl Window for Answering {
@@ -217,6 +245,7 @@ mod tests {
             1 << 30
         }
         fn map(&self, _: OwnedFd, _: Placement) -> Result<(), WindowError> {
+            *self.mapped.lock().expect("count") += 1;
             Ok(())
         }
         fn unmap(&self, _: u64, _: u64) -> Result<(), WindowError> {
@@ -230,7 +259,7 @@ mod tests {
         certain: bool,
         answer: Result<(), WindowError>,
     ) -> (Result<(), Errno>, Option<Mapped>) {
-        let window = Answering { answer, asked: Mutex::new(0) };
+        let window = Answering::new(answer);
         let mut mappings = Mappings::from([(0, Mapped { len: 4096, certain })]);
         let result = remove(&window, &mut mappings, 0);
         assert_eq!(*window.asked.lock().expect("count"), 1);
@@ -241,17 +270,72 @@ mod tests {
     /// others are not asked for (each would wait as long), and stay on record.
     #[test]
     fn a_removal_of_several_stops_at_the_first_failure() {
-        let window =
-            Answering { answer: Err(WindowError::Unknown(Errno::IO)), asked: Mutex::new(0) };
+        let window = Answering::new(Err(WindowError::Unknown(Errno::IO)));
         let one = Mapped { len: 4096, certain: true };
         let mut mappings = Mappings::from([(0, one), (4096, one), (8192, one)]);
         let result = remove_each(&window, &mut mappings, &[0, 4096, 8192]);
         assert_eq!(result, Err(Errno::IO));
         assert_eq!(*window.asked.lock().expect("count"), 1, "one asked for");
         assert_eq!(mappings.len(), 3, "all on record");
-        let answered = Answering { answer: Ok(()), asked: Mutex::new(0) };
+        let answered = Answering::new(Ok(()));
         remove_each(&answered, &mut mappings, &[0, 4096, 8192]).expect("removed");
         assert!(mappings.is_empty());
+    }
+
+    /// A SETUPMAPPING that arrived before the session ended (DESTROY on another queue emptied
+    /// the window while it was on its way to the lock) maps nothing: no mapping of one session
+    /// is left in the window for the next.
+    #[test]
+    fn a_mapping_asked_in_an_ended_session_maps_nothing() {
+        use crate::fuse::abi::{EntryOut, InHeader, InitIn};
+        use crate::fuse::io::VecWriter;
+        use crate::fuse::{Opcode, ServerConfig};
+        use crate::passthrough::{Config, PassthroughFs};
+        use std::sync::Arc;
+        use zerocopy::{FromBytes, IntoBytes};
+
+        let dir = std::env::temp_dir().join(format!("vhu-dax-era-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("share");
+        std::fs::write(dir.join("f"), vec![7u8; 8192]).expect("file");
+        let window = Arc::new(Answering::new(Ok(())));
+        let fs = PassthroughFs::new(Config::new(&dir)).expect("fs");
+        let server = Server::new(fs, ServerConfig::for_queue_size(128)).with_window(window.clone());
+        let call = |opcode: Opcode, nodeid: u64, body: &[u8]| {
+            let len = (size_of::<InHeader>() + body.len()) as u32;
+            let header =
+                InHeader { len, opcode: opcode as u32, unique: 1, nodeid, ..InHeader::default() };
+            let request = [header.as_bytes(), body].concat();
+            let mut writer = VecWriter::new(1 << 16);
+            server.handle(&mut request.as_slice(), &mut writer).expect("handled");
+            writer.into_bytes()
+        };
+        call(Opcode::Init, 0, InitIn { major: 7, minor: 38, ..InitIn::default() }.as_bytes());
+        let reply = call(Opcode::Lookup, 1, b"f\0");
+        let node = EntryOut::read_from_prefix(&reply[16..]).expect("entry").0.nodeid;
+        let args = SetupMappingIn {
+            fh: SETUPMAPPING_NO_HANDLE,
+            len: 4096,
+            flags: SETUPMAPPING_FLAG_READ,
+            ..Default::default()
+        };
+        let header =
+            InHeader { nodeid: node, opcode: Opcode::SetupMapping as u32, ..InHeader::default() };
+        let setup = |era| {
+            let req = Request::new(&header, args.as_bytes(), Default::default());
+            server.setup_mapping_in(req, era).map(|_| ())
+        };
+        let era = server.window_era.load(Ordering::SeqCst);
+        assert_eq!(setup(era), Ok(()), "mapped in its own session");
+        assert_eq!((*window.mapped.lock().expect("count"), server.mapping_count()), (1, 1));
+        // The session ends: the window is emptied, and the request of the old era comes late.
+        server.unmap_all();
+        assert_eq!(setup(era), Err(Errno::IO));
+        assert_eq!(
+            (*window.mapped.lock().expect("count"), server.mapping_count()),
+            (1, 0),
+            "not mapped"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

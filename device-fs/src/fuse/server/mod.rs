@@ -249,6 +249,8 @@ pub struct Server<F: FileSystem> {
     window: Option<Arc<dyn Window>>,
     /// What is mapped in the window, held across each mapping operation.
     mappings: Mutex<dax_ops::Mappings>,
+    /// How many times the window was emptied for a session's end (see `dax_ops`).
+    window_era: std::sync::atomic::AtomicU64,
 }
 
 impl<F: FileSystem> Server<F> {
@@ -264,6 +266,7 @@ impl<F: FileSystem> Server<F> {
             interrupted_early: Mutex::new(std::collections::VecDeque::new()),
             window: None,
             mappings: Mutex::new(dax_ops::Mappings::new()),
+            window_era: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
