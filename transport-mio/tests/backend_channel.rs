@@ -166,6 +166,33 @@ fn a_check_while_the_front_end_holds_its_pipe_open_fails_without_waiting() {
     assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
 }
 
+/// A load from a pipe whose read end the front-end also kept, and made blocking again once the
+/// load began (O_NONBLOCK is the open file's, which both copies share): the state comes in
+/// pieces, and the loop reads each as it comes without waiting for the next, serving the other
+/// connection meanwhile.
+#[test]
+fn a_load_from_a_pipe_made_blocking_again_holds_up_no_connection() {
+    use rustix::pipe::{pipe_with, PipeFlags};
+    let (served, fe, shared) = serve("device-state-blocking");
+    let mut other = served.connect();
+    fe.call(Request::GetVringBase { index: VringIndex(0) }, &[]);
+    let (theirs, ours) = pipe_with(PipeFlags::CLOEXEC).expect("pipe");
+    assert_eq!(fe.call(LOAD, &[theirs.as_fd()]), 0x100);
+    rustix::io::write(&ours, &[1, 2, 3]).expect("some state");
+    common::assert_serves(&mut other);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    rustix::fs::fcntl_setfl(&theirs, rustix::fs::OFlags::empty()).expect("blocking again");
+    rustix::io::write(&ours, &[4, 5, 6]).expect("more state");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    common::assert_serves(&mut other);
+    assert_ne!(fe.call(Request::CheckDeviceState, &[]), 0, "an unfinished load failed");
+    assert!(shared.lock().unwrap().loaded.is_none(), "nothing was loaded");
+    drop((ours, theirs));
+    drop(fe);
+    drop(other);
+    assert_eq!(served.wait_ended(2), ["HungUp", "HungUp"]);
+}
+
 /// Starts a load the front-end keeps open ([`load_under_way`]), has `interrupt` end it, then
 /// closes the front-end's end: whatever `interrupt` did, nothing reaches the device, and
 /// CHECK_DEVICE_STATE reports no successful load.

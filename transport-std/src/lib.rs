@@ -122,6 +122,7 @@ pub mod fd_table;
 pub mod frame_reader;
 mod in_place;
 pub mod memory;
+mod nowait;
 mod refuser;
 pub mod scm;
 pub mod session;

@@ -442,8 +442,10 @@ fn wait(control: &Control, state: &mut WorkerState, err: &Notifier) -> bool {
 }
 
 /// Resets an eventfd's counter; it is readable, so one read suffices. Returns whether the
-/// descriptor behaved as an eventfd (an 8-byte read, or nothing pending after all).
+/// descriptor behaved as an eventfd (an 8-byte read, or nothing pending after all: the
+/// front-end, which holds the same open file, may have read it first, and need not have left
+/// it non-blocking, so the read does not wait).
 fn drain_eventfd(fd: &OwnedFd) -> bool {
     let mut buf = [0u8; 8];
-    matches!(rustix::io::read(fd, &mut buf), Ok(8) | Err(Errno::AGAIN | Errno::INTR))
+    matches!(crate::nowait::read(fd, &mut buf), Ok(8) | Err(Errno::AGAIN | Errno::INTR))
 }

@@ -190,7 +190,7 @@ impl Transfer {
                         return Ok(Step::Budget);
                     }
                     let end = self.data.len().min(self.written + STEP_BUDGET - moved);
-                    match rustix::io::write(fd, &self.data[self.written..end]) {
+                    match crate::nowait::write(fd, &self.data[self.written..end]) {
                         Ok(n) => {
                             self.written += n;
                             moved += n;
@@ -210,7 +210,7 @@ impl Transfer {
                     if moved >= STEP_BUDGET {
                         return Ok(Step::Budget);
                     }
-                    match rustix::io::read(fd, &mut chunk) {
+                    match crate::nowait::read(fd, &mut chunk) {
                         Ok(0) => break,
                         Ok(n) if self.data.len() + n > MAX_STATE_SIZE => {
                             return Err(DeviceError::InvalidState("more state than a load accepts"))
