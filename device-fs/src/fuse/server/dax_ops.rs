@@ -12,10 +12,14 @@
 //! Without a window both opcodes answer ENOSYS, as a server without DAX does.
 //!
 //! A session's end (INIT, DESTROY, a device reset) empties the window, and a SETUPMAPPING that
-//! began in the session before must not map after that: each emptying starts a new era first,
-//! and a mapping checks under the lock that its era still holds (EIO otherwise). Either it
-//! mapped before the emptying took the lock, which then removes it, or it maps nothing: no
-//! mapping of a session outlives it into the next (nor keeps a guest from migrating).
+//! began in the session before must not map after that. The session ends first (the gate no
+//! request passes until the next INIT), then a new era of the window begins, then the window is
+//! emptied; a mapping notes the era as it begins and checks under the lock that the era still
+//! holds and the session is open (EIO otherwise). Either it mapped before the emptying took the
+//! lock, which then removes it, or it maps nothing: one that noted the old era finds it over,
+//! and one that noted the new era finds the session ended (all three are sequentially
+//! consistent, so noting the new era means the gate had closed). No mapping of a session
+//! outlives it into the next (nor keeps a guest from migrating).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -121,7 +125,8 @@ impl<F: FileSystem> Server<F> {
         let handle = (args.fh != SETUPMAPPING_NO_HANDLE).then_some(Handle(args.fh));
         let fd = self.fs.mapping_fd(&req.ctx(), req.node(), handle, writable)?;
         let mut mappings = self.mappings();
-        if self.window_era.load(Ordering::SeqCst) != era {
+        if self.window_era.load(Ordering::SeqCst) != era || !self.initialized.load(Ordering::SeqCst)
+        {
             // The session it came in has ended, and its mappings with it.
             return Err(Errno::IO);
         }
@@ -327,9 +332,14 @@ mod tests {
         let era = server.window_era.load(Ordering::SeqCst);
         assert_eq!(setup(era), Ok(()), "mapped in its own session");
         assert_eq!((*window.mapped.lock().expect("count"), server.mapping_count()), (1, 1));
-        // The session ends: the window is emptied, and the request of the old era comes late.
+        // The session ends as DESTROY ends it, caught between its gate closing and its nodes
+        // going (a request on another queue holds its node by then): a request of the old era
+        // comes late, and one that began as the window was being emptied (the new era) finds
+        // the session over.
+        server.set_session(super::super::Session::default());
         server.unmap_all();
         assert_eq!(setup(era), Err(Errno::IO));
+        assert_eq!(setup(server.window_era.load(Ordering::SeqCst)), Err(Errno::IO));
         assert_eq!(
             (*window.mapped.lock().expect("count"), server.mapping_count()),
             (1, 0),

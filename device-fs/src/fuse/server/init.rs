@@ -72,8 +72,8 @@ impl<F: FileSystem> Server<F> {
         // A second INIT ends the session (virtio-fs), and a first one after DESTROY drops
         // whatever a request that raced the DESTROY on another queue left: either way the
         // session starts from a clean state.
-        self.unmap_all();
         self.end_session();
+        self.unmap_all();
         let mut offered = InitFlags::from_bits_retain(u64::from(init.flags));
         if offered.contains(InitFlags::INIT_EXT) {
             offered |= InitFlags::from_bits_retain(u64::from(init.flags2) << 32);

@@ -280,16 +280,17 @@ impl<F: FileSystem> Server<F> {
     /// Ends the session as DESTROY does: the file system drops every node and handle, and the
     /// next request must be INIT. For a device reset or a front-end that went away.
     pub fn reset(&self) {
-        // The front-end dropped the window's mappings with the device.
-        self.forget_mappings();
+        // The front-end dropped the window's mappings with the device: forgotten once the
+        // session has ended, as DESTROY empties the window (`dax_ops`).
         self.end_session();
+        self.forget_mappings();
     }
 
-    /// What ends a session once its window's mappings are dealt with (a reset, DESTROY, an
-    /// INIT): INIT awaited first (requests on other queues are refused from now on; one that
-    /// passed the gate just before may still leave a node, which the next INIT drops), pending
-    /// requests cancelled, early INTERRUPTs forgotten (the next session numbers its requests
-    /// afresh), every node and handle dropped.
+    /// What ends a session, before its window's mappings are dealt with (a reset, DESTROY, an INIT;
+    /// see `dax_ops` for why before): INIT awaited first (requests on other queues are refused from
+    /// now on; one that passed the gate just before may still leave a node, which the next INIT
+    /// drops), pending requests cancelled, early INTERRUPTs forgotten (the next session numbers its
+    /// requests afresh), every node and handle dropped.
     fn end_session(&self) {
         self.set_session(Session::default());
         self.cancel_all();
@@ -333,7 +334,8 @@ impl<F: FileSystem> Server<F> {
     fn set_session(&self, s: Session) {
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         *session = s;
-        self.initialized.store(s.initialized, Ordering::Release);
+        // SeqCst: a SETUPMAPPING orders its look at the window's era against it (`dax_ops`).
+        self.initialized.store(s.initialized, Ordering::SeqCst);
     }
 
     /// Handles one request; returns the number of reply bytes written (0 when no reply is due).
@@ -525,8 +527,9 @@ impl<F: FileSystem> Server<F> {
     }
 
     fn do_destroy(&self) -> OpResult {
-        self.unmap_all();
+        // The session first (no request passes the gate after), then its window (`dax_ops`).
         self.end_session();
+        self.unmap_all();
         Ok(Reply::empty())
     }
 }
