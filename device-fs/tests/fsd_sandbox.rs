@@ -524,3 +524,49 @@ fn a_descriptor_the_launcher_leaked_stays_outside_the_sandbox() {
     assert_ne!(held(server).as_deref(), Some(dir.as_path()), "the serving process holds it");
     assert_eq!(held(daemon.0.id()).as_deref(), Some(dir.as_path()), "the parent let it go");
 }
+
+/// The host's root shared whole (`--shared-dir /`, as virtiofsd allows): the sandbox sets up
+/// without a pivot (pivot_root cannot make the root its own new root), and the guest reaches
+/// the share's files by their host paths.
+#[test]
+fn the_root_shared_whole_is_served_in_the_sandbox() {
+    if !support::needs_root() {
+        return;
+    }
+    let dir = scratch("root-share");
+    let mut command = daemon::fsd();
+    command.args(["--socket-path", dir.join("root.sock").to_str().expect("utf-8")]);
+    command.args(["--shared-dir", "/"]);
+    let log = std::fs::File::create(dir.join("root.log")).expect("log");
+    let child = command.stdin(Stdio::null()).stderr(log).spawn().expect("starts");
+    let _daemon = Running(child);
+    wait_until(|| dir.join("root.sock").exists());
+    let mut guest = GuestFs::connect(dir.join("root.sock")).expect("connects");
+    let mut node = 1;
+    for name in dir.join("share/inside").components().skip(1) {
+        let name = name.as_os_str().to_str().expect("utf-8");
+        node = guest.lookup(node, name).unwrap_or_else(|e| panic!("{name}: {e:?}")).nodeid;
+    }
+    let fh = guest.open(node, 0).expect("open");
+    assert_eq!(guest.read(node, fh, 0, 64).expect("read"), b"in the share");
+}
+
+/// A sandboxed daemon a signal ends (here SIGKILL, as the OOM killer sends; a system call the
+/// filter forbids sends SIGSYS) is named in the log by the parent, whose exit status alone
+/// says only 128 and the number.
+#[test]
+fn a_sandboxed_daemon_ended_by_a_signal_is_named_in_the_log() {
+    if !support::needs_root() {
+        return;
+    }
+    let dir = scratch("killed");
+    let mut daemon = start(&dir, &[]);
+    serves(&dir);
+    let server = server_pid(&daemon, true);
+    let pid = rustix::process::Pid::from_raw(server as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+    let status = daemon.0.wait().expect("the parent exits");
+    assert_eq!(status.code(), Some(128 + 9));
+    let log = std::fs::read_to_string(dir.join("vhost.log")).expect("log");
+    assert!(log.contains("ended by signal 9"), "{log}");
+}

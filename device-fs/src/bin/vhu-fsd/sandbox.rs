@@ -126,8 +126,11 @@ fn setup_child(share: &Path) -> Result<&'static str, String> {
             "/proc"
         }
     };
-    mount_bind_recursive(share, share)
-        .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))?;
+    // The host's root shared whole needs no mount of its own, nor a pivot (`pivot_into`).
+    if share != Path::new("/") {
+        mount_bind_recursive(share, share)
+            .map_err(|e| format!("--sandbox namespace: binding the share: {e}"))?;
+    }
     match forbid_devices_and_setid(share) {
         Ok(()) => {}
         // A kernel before 5.12, or an outer filter (a container's, systemd's) that refuses the
@@ -192,9 +195,16 @@ fn forbid_devices_and_setid(path: &Path) -> Result<(), rustix::io::Errno> {
 const PROC_ENV: &str = "VHU_SANDBOX_PROC";
 
 /// Makes `share` (bound on itself by [`enter_namespaces`]) the root of the child's mount
-/// namespace and detaches the rest.
+/// namespace and detaches the rest. A share that is the root already stays as it is, as with
+/// virtiofsd: pivot_root cannot make the root its own new root (EBUSY), and with the whole host
+/// shared there is nothing to detach (the namespaces, the pid-only `/proc`, the filter and the
+/// capabilities still apply).
 pub(crate) fn pivot_into(share: &Path) -> Result<(), String> {
     let fail = |step: &str, e: rustix::io::Errno| format!("--sandbox namespace: {step}: {e}");
+    if share == Path::new("/") {
+        log::info!("--sandbox namespace: the share is the host's root; nothing to pivot into");
+        return Ok(());
+    }
     rustix::process::chdir(share).map_err(|e| fail("entering the share", e))?;
     rustix::process::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
     // The old root is stacked under the new one at `.`: detach it.
@@ -244,6 +254,7 @@ fn wait_forwarding(child: libc::pid_t) -> Result<i32, String> {
                     return Ok(code);
                 }
                 if let Some(signal) = status.terminating_signal() {
+                    log::error!("{}", ended_by(signal));
                     return Ok(128 + signal);
                 }
             }
@@ -257,6 +268,18 @@ fn wait_forwarding(child: libc::pid_t) -> Result<i32, String> {
             }
         }
     }
+}
+
+/// What the log says of a sandboxed daemon a signal ended (the parent's exit status says only
+/// 128 and the number).
+fn ended_by(signal: i32) -> String {
+    let why = match signal {
+        libc::SIGSYS => " (a system call the --seccomp filter does not allow)",
+        libc::SIGKILL => " (killed: by the OOM killer, a launcher's timeout or an operator)",
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT => " (a crash)",
+        _ => "",
+    };
+    format!("the sandboxed daemon was ended by signal {signal}{why}")
 }
 
 /// A new user namespace in which the daemon holds every capability, mapped as `maps` says.
