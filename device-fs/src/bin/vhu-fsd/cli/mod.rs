@@ -67,8 +67,9 @@ pub(crate) struct Options {
     /// Send the log to syslog instead of stderr.
     #[arg(long)]
     pub(crate) syslog: bool,
-    /// How guest-visible inodes are held: `never` (a descriptor each), `prefer` (file handles
-    /// where the host allows: virtiofsd's default), `mandatory`.
+    /// How guest-visible inodes are held: `never` (an O_PATH descriptor each), `prefer`
+    /// (virtiofsd's default: file handles where the host allows; vhu-fsd serves it as its
+    /// fallback, a descriptor each), `mandatory` (refused: vhu-fsd holds no inode by handle).
     #[arg(long, value_enum, value_name = "WHEN")]
     pub(crate) inode_file_handles: Option<InodeFileHandles>,
     /// Edit the capabilities kept when running as root: `+cap:-cap...`.

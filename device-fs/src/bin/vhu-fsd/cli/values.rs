@@ -35,7 +35,8 @@ impl Cache {
 pub(crate) enum InodeFileHandles {
     /// One `O_PATH` descriptor per inode.
     Never,
-    /// File handles where the host allows, descriptors otherwise (virtiofsd's default).
+    /// File handles where the host allows, descriptors otherwise (virtiofsd's default); served
+    /// as its fallback everywhere: vhu-fsd holds no inode by file handle.
     #[value(alias = "fallback")]
     Prefer,
     /// File handles only.
