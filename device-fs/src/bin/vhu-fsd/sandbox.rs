@@ -73,31 +73,54 @@ pub(crate) fn enter_namespaces(
         enter_user_namespace(&maps)?;
     }
     unshare(UnshareFlags::NEWPID, "pid")?;
+    // The parent holds the write end for its life (never writing): the child, once it is set
+    // to die with the parent, sees the end hung up if the parent died before that.
+    let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("--sandbox namespace: pipe: {e}"))?;
     // SAFETY: the process has one thread, so the child is a complete copy of it; it goes on
     // with the same code and no lock can be held by a thread that does not exist there.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(format!("--sandbox namespace: fork: {}", std::io::Error::last_os_error())),
         0 => {
+            drop(alive_w);
             // The launcher's descriptors stay with the parent (`inherited`).
             crate::inherited::close(leaked);
             if let Some(socket) = socket {
                 socket.release();
             }
-            setup_child(share)
+            setup_child(share, alive_r)
         }
-        child => supervise(child, socket),
+        child => {
+            drop(alive_r);
+            let _alive = alive_w;
+            supervise(child, socket)
+        }
     }
 }
 
-/// The child: dies with the parent, leaves the host's mounts and network, mounts its own
-/// `/proc` (the one its pid namespace shows), and binds the share on itself: pivot_root wants a
-/// mount point, and the file system must open the share through that mount, whose submounts
-/// stay attached when the rest of the host's tree is detached. Returns where the file system
-/// finds the process's descriptor directory.
-fn setup_child(share: &Path) -> Result<&'static str, String> {
+/// Whether the parent, which holds the other end of `alive` until it ends, has ended.
+fn parent_gone(alive: &rustix::fd::OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(alive, PollFlags::IN)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// The child: dies with the parent (or ends at once if it already has), leaves the host's mounts
+/// and network, mounts its own `/proc` (the one its pid namespace shows), and binds the share on
+/// itself: pivot_root wants a mount point, and the file system must open the share through that
+/// mount, whose submounts stay attached when the rest of the host's tree is detached. Returns where
+/// the file system finds the process's descriptor directory.
+fn setup_child(share: &Path, alive: rustix::fd::OwnedFd) -> Result<&'static str, String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("--sandbox namespace: parent death signal: {e}"))?;
+    // A parent that died between the fork and that call sent nothing: an orphan would serve
+    // the socket with no one to end it or clean up after it.
+    if parent_gone(&alive) {
+        return Err("--sandbox namespace: the parent ended while the daemon set up".into());
+    }
+    drop(alive);
     unshare(UnshareFlags::NEWNS | UnshareFlags::NEWNET, "mount and network")?;
     // Nothing mounted here propagates back to the host.
     mount_change("/", MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)
@@ -341,4 +364,17 @@ fn spawn_mapper(tool: &str, ranges: &[NsMap]) -> Result<Child, String> {
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| format!("--sandbox namespace: starting {tool}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The child tells a parent that ended from one still there by the pipe's other end.
+    #[test]
+    fn a_parent_that_ended_is_told_from_one_alive() {
+        let (alive_r, alive_w) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        assert!(!super::parent_gone(&alive_r), "the write end is open");
+        drop(alive_w);
+        assert!(super::parent_gone(&alive_r), "hung up");
+    }
 }
