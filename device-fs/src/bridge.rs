@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::fuse::until_done;
+use crate::fuse::{until_done, Partial};
 use crate::fuse::{ReplyWriter, RequestReader, TransportError};
 use vhu_transport_std::virtq::{self, BufferMemory, HostSlice};
 
@@ -215,7 +215,7 @@ impl<M: BufferMemory + ?Sized> ReplyWriter for virtq::Writer<'_, M> {
         len: usize,
     ) -> std::io::Result<usize> {
         let few = self.buffers_left() <= FEW;
-        until_done(len, |done| {
+        until_done(len, Partial::Error, |done| {
             let at = offset_of(offset + done as u64)?;
             if few {
                 read_into::<M, FEW>(self, skip + done, fd, at, len - done)

@@ -17,16 +17,28 @@ pub struct TransportError {
     pub len: usize,
 }
 
+/// What a transfer of several calls answers when a call fails after others moved bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partial {
+    /// The count so far, as `write(2)` reports a partial transfer: a WRITE of the guest's own
+    /// (not a write-back of its page cache) that reached the file size limit or a full disk
+    /// half-way changed the file, and an error would tell the guest it did not; its caller
+    /// sees the short count, and its next request meets the error itself.
+    Count,
+    /// The error: a READ that stops short is the end of the file to the guest (Linux then
+    /// takes the file for shorter than it is, or reads zeros where a disk failed), and a
+    /// write-back of the guest's page cache is never looked at for its count (only an error
+    /// marks the pages failed, for the guest's next fsync to report: a short count lost them).
+    Error,
+}
+
 /// Repeats `step(done)` — one I/O call moving bytes from position `done` on, returning how many
 /// it moved — until `len` bytes moved or a call moved none, retrying interrupted calls; returns
-/// the bytes moved.
-///
-/// A call that fails after others moved bytes ends the loop with the count, as `write(2)` and
-/// `read(2)` report a partial transfer: a WRITE that reached the file size limit or a full disk
-/// half-way changed the file, and answering it with an error would tell the guest it did not.
-/// The guest's next request meets the error itself.
+/// the bytes moved. A call that fails after others moved bytes ends the loop with what
+/// `partial` says.
 pub(crate) fn until_done(
     len: usize,
+    partial: Partial,
     mut step: impl FnMut(usize) -> std::io::Result<usize>,
 ) -> std::io::Result<usize> {
     let mut done = 0;
@@ -35,7 +47,7 @@ pub(crate) fn until_done(
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) if done > 0 => break,
+            Err(_) if done > 0 && partial == Partial::Count => break,
             Err(e) => return Err(e),
         }
     }
@@ -49,7 +61,9 @@ pub trait RequestReader {
     /// Fills `buf` completely or fails (short input is an error).
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), TransportError>;
     /// Writes the next `len` bytes to `fd` at `offset` and consumes what was written; returns
-    /// how much that was (short only when the file takes less).
+    /// how much that was (short only when the file takes less). The default goes through a
+    /// buffer and consumes all `len` bytes even when the file takes fewer: a reader that can
+    /// leave the rest for the next call overrides it (every reader here does).
     fn write_file(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -104,8 +118,14 @@ pub trait WriteSource {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Writes it to `fd` at `offset`; returns how many bytes the file took.
-    fn write_file(&mut self, fd: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize>;
+    /// Writes it to `fd` at `offset`; returns how many bytes the file took, or, after a failure
+    /// part of the way, what `partial` says.
+    fn write_file(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        partial: Partial,
+    ) -> std::io::Result<usize>;
     /// Copies it into `buf` (for data that must pass through a buffer).
     fn copy_out(&mut self, buf: &mut [u8]) -> std::io::Result<()>;
 }
@@ -115,8 +135,13 @@ impl WriteSource for &[u8] {
         <[u8]>::len(self)
     }
 
-    fn write_file(&mut self, fd: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
-        until_done(self.len(), |done| {
+    fn write_file(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        partial: Partial,
+    ) -> std::io::Result<usize> {
+        until_done(self.len(), partial, |done| {
             Ok(rustix::io::pwrite(fd, &self[done..], offset + done as u64)?)
         })
     }
@@ -165,8 +190,13 @@ impl WriteSource for RequestSource<'_> {
         self.len
     }
 
-    fn write_file(&mut self, fd: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
-        until_done(self.len, |done| {
+    fn write_file(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        partial: Partial,
+    ) -> std::io::Result<usize> {
+        until_done(self.len, partial, |done| {
             self.reader.write_file(fd, offset + done as u64, self.len - done)
         })
     }
@@ -189,6 +219,18 @@ impl RequestReader for &[u8] {
         buf.copy_from_slice(head);
         *self = tail;
         Ok(())
+    }
+
+    fn write_file(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> std::io::Result<usize> {
+        let data = self.get(..len).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        let n = rustix::io::pwrite(fd, data, offset)?;
+        *self = &self[n..];
+        Ok(n)
     }
 }
 
@@ -251,7 +293,7 @@ impl ReplyWriter for VecWriter {
         let len = len.min(self.remaining().saturating_sub(skip));
         let at = self.len + skip;
         let room = self.room_at(at, len).map_err(|_| std::io::ErrorKind::WriteZero)?;
-        let done = until_done(room.len(), |done| {
+        let done = until_done(room.len(), Partial::Error, |done| {
             Ok(rustix::io::pread(fd, &mut room[done..], offset + done as u64)?)
         })?;
         self.buf.truncate(at + done);
@@ -275,31 +317,38 @@ impl ReplyWriter for VecWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::until_done;
+    use super::{until_done, Partial};
 
     fn efbig() -> std::io::Error {
         std::io::Error::from_raw_os_error(27)
     }
 
     #[test]
-    fn a_failure_after_bytes_moved_reports_the_bytes() {
+    fn a_failure_after_bytes_moved_reports_the_bytes_or_the_error_as_asked() {
         let mut calls = vec![Ok(3), Err(efbig())].into_iter();
-        let moved = until_done(8, |_| calls.next().unwrap_or(Ok(0)));
+        let moved = until_done(8, Partial::Count, |_| calls.next().unwrap_or(Ok(0)));
         assert_eq!(moved.expect("a partial count"), 3);
+        let mut calls = vec![Ok(3), Err(efbig())].into_iter();
+        let moved = until_done(8, Partial::Error, |_| calls.next().unwrap_or(Ok(0)));
+        assert_eq!(moved.expect_err("the error").raw_os_error(), Some(27));
+        // The end of the file is no failure: the count either way.
+        let mut calls = vec![Ok(3), Ok(0)].into_iter();
+        let moved = until_done(8, Partial::Error, |_| calls.next().unwrap_or(Ok(0)));
+        assert_eq!(moved.expect("a short count at the end"), 3);
     }
 
     #[test]
     fn a_failure_before_any_byte_is_the_error() {
         let interrupted = std::io::ErrorKind::Interrupted.into();
         let mut calls = vec![Err(interrupted), Err(efbig())].into_iter();
-        let moved = until_done(8, |_| calls.next().unwrap_or(Ok(0)));
+        let moved = until_done(8, Partial::Count, |_| calls.next().unwrap_or(Ok(0)));
         assert_eq!(moved.expect_err("nothing moved").raw_os_error(), Some(27));
     }
 
     #[test]
     fn calls_repeat_until_everything_moved_or_none_did() {
         let mut seen = Vec::new();
-        let moved = until_done(8, |done| {
+        let moved = until_done(8, Partial::Count, |done| {
             seen.push(done);
             Ok(if done < 6 { 3 } else { 0 })
         });

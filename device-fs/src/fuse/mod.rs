@@ -20,7 +20,9 @@ mod window;
 pub use dirent::{AddError, DirBuffer, MAX_DIRENT_NAME};
 pub use filesystem::FileSystem;
 pub(crate) use io::until_done;
-pub use io::{ReadTarget, ReplyWriter, RequestReader, TransportError, VecWriter, WriteSource};
+pub use io::{
+    Partial, ReadTarget, ReplyWriter, RequestReader, TransportError, VecWriter, WriteSource,
+};
 pub use lock::{Cancel, Lock, LockRequest, LockStatus, LockType, LockWait, LOCK_TO_EOF};
 pub use opcode::Opcode;
 pub use server::{

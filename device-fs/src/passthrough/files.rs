@@ -19,7 +19,9 @@ use super::handles::HandleData;
 use super::inodes::Inode;
 use super::names::validate;
 use super::{Config, PassthroughFs};
-use crate::fuse::{Entry, Handle, NodeId, Opened, ReadTarget, WriteFlags, WriteSource};
+use crate::fuse::{
+    until_done, Entry, Handle, NodeId, Opened, Partial, ReadTarget, WriteFlags, WriteSource,
+};
 
 /// The most one read, write or copy moves in Linux (`MAX_RW_COUNT`: `INT_MAX` rounded down to
 /// a page).
@@ -87,41 +89,32 @@ fn sync_asked(file: u32, opened: OFlags) -> Option<Sync> {
     }
 }
 
-/// Repeats `io(done, at)` until `len` bytes moved or the file ends (0). An error before any byte
-/// moved is the result; after some, the count so far is (the guest sees a short transfer).
-fn transfer_full(
-    len: usize,
-    offset: u64,
-    mut io: impl FnMut(usize, u64) -> Result<usize, Errno>,
-) -> Result<usize, Errno> {
-    let mut done = 0;
-    while done < len {
-        let at = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
-        match io(done, at) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(Errno::INTR) => continue,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(done)
-}
-
-/// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
-/// the guest).
 /// The errno of an I/O error (EIO when it has none).
 fn io_errno(error: &std::io::Error) -> Errno {
     Errno::from_io_error(error).unwrap_or(Errno::IO)
 }
 
-fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    transfer_full(buf.len(), offset, |done, at| rustix::io::pread(&fd, &mut buf[done..], at))
+/// `offset + done`, as the file offset it must be.
+fn at(offset: u64, done: usize) -> std::io::Result<u64> {
+    offset.checked_add(done as u64).ok_or_else(|| Errno::INVAL.into())
 }
 
-/// Writes all of `data` at `offset`, or as much as the host takes before an error.
+/// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
+/// the guest, so a failure part of the way is the error: [`Partial::Error`]).
+fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    until_done(buf.len(), Partial::Error, |done| {
+        Ok(rustix::io::pread(&fd, &mut buf[done..], at(offset, done)?)?)
+    })
+    .map_err(|e| io_errno(&e))
+}
+
+/// Writes all of `data` at `offset`, or as much as the host takes before an error (a write of
+/// the guest's own: never a write-back, which goes through the plain file).
 fn pwrite_full(fd: impl AsFd, data: &[u8], offset: u64) -> Result<usize, Errno> {
-    transfer_full(data.len(), offset, |done, at| rustix::io::pwrite(&fd, &data[done..], at))
+    until_done(data.len(), Partial::Count, |done| {
+        Ok(rustix::io::pwrite(&fd, &data[done..], at(offset, done)?)?)
+    })
+    .map_err(|e| io_errno(&e))
 }
 
 /// faccessat2(2) with AT_EACCESS: whether this thread, with its filesystem ids, groups and
@@ -371,16 +364,18 @@ impl PassthroughFs {
         // The plain file is opened without the handle's O_DSYNC/O_SYNC: a write through it that
         // the guest's flags want synchronous is synced here.
         let sync = sync_asked(flags.file, if plain { OFlags::empty() } else { h.flags });
+        // A write-back whose count the guest never reads fails as a whole (`Partial`).
+        let partial = if flags.cache() { Partial::Error } else { Partial::Count };
         if !kill && !direct && !renamed_capability && !plain && sync.is_none() {
             // Nothing to clear: no need to look the inode up.
-            return src.write_file(h.fd.as_fd(), offset).map_err(|e| io_errno(&e));
+            return src.write_file(h.fd.as_fd(), offset, partial).map_err(|e| io_errno(&e));
         }
         let inode = self.inode(node)?;
         let n = self.killing_priv(&inode, kill, || {
             let fd = if plain { self.plain_fd(&inode, handle, &h)? } else { &h.fd };
             // The plain file is never O_DIRECT; the handle's is as the guest's file is.
             if !direct || plain {
-                return src.write_file(fd.as_fd(), offset).map_err(|e| io_errno(&e));
+                return src.write_file(fd.as_fd(), offset, partial).map_err(|e| io_errno(&e));
             }
             let mut aligned = AlignedBuf::new(src.len())?;
             src.copy_out(aligned.as_mut_slice()).map_err(|e| io_errno(&e))?;

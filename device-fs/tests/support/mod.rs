@@ -326,9 +326,14 @@ pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     pub fn mount(path: &Path) -> Self {
+        Self::mount_with(path, None)
+    }
+
+    /// A tmpfs mounted with `options` (`size=64k`, say).
+    pub fn mount_with(path: &Path, options: Option<&std::ffi::CStr>) -> Self {
         std::fs::create_dir_all(path).expect("mount point");
         let flags = rustix::mount::MountFlags::empty();
-        rustix::mount::mount("vhu-test", path, "tmpfs", flags, None).expect("tmpfs");
+        rustix::mount::mount("vhu-test", path, "tmpfs", flags, options).expect("tmpfs");
         Self(path.to_owned())
     }
 }
