@@ -89,6 +89,7 @@ impl FileSystem for PassthroughFs {
     fn destroy(&self) {
         self.locks.clear();
         self.handles.clear();
+        self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // The root is reopened through the descriptor kept since start-up; should even that
         // fail, the old table stays in place rather than leave the guest without a root.
         if let Err(errno) = self.install_root() {
@@ -232,7 +233,11 @@ impl FileSystem for PassthroughFs {
         // A handle that is not this node's releases no lock (a lost one still does).
         self.handles.known(handle, node, false)?;
         self.locks.release(node.0, handle, lock_owner, flock_unlock, flush);
-        self.as_daemon(|| self.handles.remove(handle, node, false))
+        let kept = self.as_daemon(|| self.handles.remove(handle, node, false))?;
+        if let Some(errno) = kept {
+            self.keep_unheard_sync_failure(node, errno);
+        }
+        Ok(())
     }
     fn fsync(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
         self.as_daemon(|| self.do_fsync(node, handle, datasync, false))
@@ -293,7 +298,7 @@ impl FileSystem for PassthroughFs {
         self.as_daemon(|| self.do_readdir(n, h, off, buf, true))
     }
     fn releasedir(&self, _: &Context, node: NodeId, handle: Handle) -> FsResult<()> {
-        self.as_daemon(|| self.handles.remove(handle, node, true))
+        self.as_daemon(|| self.handles.remove(handle, node, true)).map(drop)
     }
     fn fsyncdir(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
         self.as_daemon(|| self.do_fsync(node, handle, datasync, true))

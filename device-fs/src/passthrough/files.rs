@@ -417,11 +417,24 @@ impl PassthroughFs {
     ) -> Result<(), Errno> {
         let h = self.handles.get(handle, node, dir)?;
         let synced = if datasync { rustix::fs::fdatasync(&h.fd) } else { rustix::fs::fsync(&h.fd) };
-        // A failure the daemon's own sync took from this file before is the guest's to hear.
-        match h.take_sync_failure() {
+        // A failure the daemon's own sync took from this file before is the guest's to hear,
+        // or one a handle of the node kept until the guest released it unsynced.
+        match h.take_sync_failure().or_else(|| self.take_unheard_sync_failure(node)) {
             Some(errno) => Err(errno),
             None => synced,
         }
+    }
+
+    /// Keeps `errno`, a sync failure a released handle of `node` held, for the next FSYNC of
+    /// the node (the first one kept stays).
+    pub(super) fn keep_unheard_sync_failure(&self, node: NodeId, errno: Errno) {
+        let mut unheard = self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner());
+        unheard.entry(node).or_insert(errno);
+    }
+
+    fn take_unheard_sync_failure(&self, node: NodeId) -> Option<Errno> {
+        let mut unheard = self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner());
+        unheard.remove(&node)
     }
 
     pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {

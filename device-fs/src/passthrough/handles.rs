@@ -244,17 +244,20 @@ impl HandleTable {
         }
     }
 
-    /// Removes `h` (its fd closes once no request still uses it).
-    pub fn remove(&self, h: Handle, node: NodeId, is_dir: bool) -> Result<(), Errno> {
+    /// Removes `h` (its fd closes once no request still uses it); returns the sync failure it
+    /// kept for the guest, if the guest had not heard of it.
+    pub fn remove(&self, h: Handle, node: NodeId, is_dir: bool) -> Result<Option<Errno>, Errno> {
         let mut inner = self.lock();
         match inner.map.get(&h.0) {
             Some(slot) if slot.is_for(node, is_dir) => {
+                let mut kept = None;
                 if let Some(HandleSlot::Open(data)) = inner.map.remove(&h.0) {
                     if data.plain.get().is_some() {
                         inner.plain = inner.plain.saturating_sub(1);
                     }
+                    kept = data.take_sync_failure();
                 }
-                Ok(())
+                Ok(kept)
             }
             _ => Err(Errno::BADF),
         }

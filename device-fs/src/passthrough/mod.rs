@@ -221,6 +221,10 @@ pub struct PassthroughFs {
     /// The host name the xattr map gives `security.capability`, when it renames it (the copy
     /// the host kernel does not drop on a write, truncation or chown).
     renamed_capability: Option<CString>,
+    /// Sync failures a released handle kept for the guest (`handles::HandleData`), by node:
+    /// the next FSYNC of any handle of the node reports one (the host reported it to the
+    /// daemon's own sync, so no descriptor opened since will).
+    unheard_sync_failures: std::sync::Mutex<std::collections::HashMap<NodeId, Errno>>,
 }
 
 impl PassthroughFs {
@@ -254,6 +258,7 @@ impl PassthroughFs {
             killpriv_on: AtomicBool::new(false),
             lock_support: (false, false),
             renamed_capability: None,
+            unheard_sync_failures: std::sync::Mutex::default(),
         };
         let mut fs = fs;
         fs.renamed_capability = fs.config.xattrmap.as_ref().and_then(|map| {
