@@ -331,6 +331,19 @@ fn postcopy_is_never_half_done() {
     assert_eq!(t.backend.acked_protocol_features(), ProtocolFeatures::empty());
 }
 
+/// A spec that offers VHOST_F_LOG_ALL without LOG_SHMFD is refused when the back-end is built:
+/// SET_LOG_BASE shares the log only as a descriptor ("fd only with LOG_SHMFD"), so the first
+/// one of a migration would end the session.
+#[test]
+fn dirty_logging_is_offered_only_with_its_descriptor() {
+    let mut s = spec();
+    s.features |= VirtioFeatures::LOG_ALL;
+    s.protocol_features.remove(ProtocolFeatures::LOG_SHMFD);
+    assert_eq!(Backend::new(s.clone()).map(|_| ()), Err(SpecError::LogWithoutShmfd));
+    s.protocol_features |= ProtocolFeatures::LOG_SHMFD;
+    assert!(Backend::new(s).is_ok());
+}
+
 /// §5.13 (rust-vmm/vhost #17, cloud-hypervisor #1460): the 8-region limit broke memory hot-plug.
 /// With CONFIGURE_MEM_SLOTS, 509 regions fit and the 510th is refused.
 #[test]

@@ -52,6 +52,11 @@ pub enum SpecError {
         /// What it needs.
         missing: ProtocolFeatures,
     },
+    /// VHOST_F_LOG_ALL offered without LOG_SHMFD: the log is shared only as a descriptor
+    /// (SET_LOG_BASE, "fd only with LOG_SHMFD"), so a migration would break the session at its
+    /// first SET_LOG_BASE.
+    #[error("offering VHOST_F_LOG_ALL needs the LOG_SHMFD protocol feature offered too")]
+    LogWithoutShmfd,
     /// Two offered protocol features that must not be negotiated together.
     #[error("offering {0:?} together with {1:?} is contradictory")]
     Conflict(ProtocolFeatures, ProtocolFeatures),
@@ -169,6 +174,11 @@ impl BackendSpec {
         }
         if let Some((feature, missing)) = broken_dependency(self.protocol_features) {
             return Err(SpecError::Dependency { feature, missing });
+        }
+        if self.features.contains(VirtioFeatures::LOG_ALL)
+            && !self.protocol_features.contains(ProtocolFeatures::LOG_SHMFD)
+        {
+            return Err(SpecError::LogWithoutShmfd);
         }
         // A front-end could ack either, and one that acks both breaks the spec (CONFLICTS).
         if let Some((a, b)) = conflict(self.protocol_features) {

@@ -106,6 +106,10 @@ impl Device {
                 spec.features |= feature;
             }
         }
+        // Dirty logging is offered only with its descriptor (`SpecError::LogWithoutShmfd`).
+        if !offered.contains(ProtocolFeatures::LOG_SHMFD) {
+            spec.features.remove(VirtioFeatures::LOG_ALL);
+        }
         spec.config_size = u32::from(self.config_size % 65);
         spec.max_mem_slots = 8 + usize::from(self.slots % 9);
         spec.shmem_sizes.extend([0x1000, 0x2000]);
