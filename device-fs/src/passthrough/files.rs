@@ -100,10 +100,37 @@ fn at(offset: u64, done: usize) -> std::io::Result<u64> {
 }
 
 /// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
-/// the guest, so a failure part of the way is the error: [`Partial::Error`]).
+/// the guest, so a failure part of the way is the error: [`Partial::Error`]). For a file open
+/// with O_DIRECT (the aligned buffer's reads): a read shorter than asked that reached the
+/// file's size ended there, and no next read is made (older kernels' direct I/O, ext4 before
+/// 5.5 or fat, answers it, now unaligned, with EINVAL rather than 0); one short of the size
+/// reads on, to meet the failure that cut it short.
 fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    until_done(buf.len(), Partial::Error, |done| {
-        Ok(rustix::io::pread(&fd, &mut buf[done..], at(offset, done)?)?)
+    let fd = fd.as_fd();
+    let at_end = |done: usize| {
+        let size = rustix::fs::fstat(fd).map_or(0, |st| st.st_size as u64);
+        offset.saturating_add(done as u64) >= size
+    };
+    read_until_short(buf.len(), at_end, |done| {
+        Ok(rustix::io::pread(fd, &mut buf[done..], at(offset, done)?)?)
+    })
+}
+
+/// [`pread_full`]'s loop over `read(done)`, which reads at `done` bytes in; `at_end(done)` says
+/// whether `done` bytes in is the end of the file.
+fn read_until_short(
+    len: usize,
+    at_end: impl Fn(usize) -> bool,
+    mut read: impl FnMut(usize) -> std::io::Result<usize>,
+) -> Result<usize, Errno> {
+    let mut ended = false;
+    until_done(len, Partial::Error, |done| {
+        if ended {
+            return Ok(0);
+        }
+        let n = read(done)?;
+        ended = done + n < len && at_end(done + n);
+        Ok(n)
     })
     .map_err(|e| io_errno(&e))
 }
@@ -419,22 +446,24 @@ impl PassthroughFs {
         let synced = if datasync { rustix::fs::fdatasync(&h.fd) } else { rustix::fs::fsync(&h.fd) };
         // A failure the daemon's own sync took from this file before is the guest's to hear,
         // or one a handle of the node kept until the guest released it unsynced.
-        match h.take_sync_failure().or_else(|| self.take_unheard_sync_failure(node)) {
+        let unheard = || self.inode(node).ok().and_then(|i| self.take_unheard_sync_failure(&i));
+        match h.take_sync_failure().or_else(unheard) {
             Some(errno) => Err(errno),
             None => synced,
         }
     }
 
     /// Keeps `errno`, a sync failure a released handle of `node` held, for the next FSYNC of
-    /// the node (the first one kept stays).
+    /// the file (the first one kept stays).
     pub(super) fn keep_unheard_sync_failure(&self, node: NodeId, errno: Errno) {
+        let Ok(inode) = self.inode(node) else { return };
         let mut unheard = self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner());
-        unheard.entry(node).or_insert(errno);
+        unheard.entry(inode.key).or_insert(errno);
     }
 
-    fn take_unheard_sync_failure(&self, node: NodeId) -> Option<Errno> {
+    fn take_unheard_sync_failure(&self, inode: &Inode) -> Option<Errno> {
         let mut unheard = self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner());
-        unheard.remove(&node)
+        unheard.remove(&inode.key)
     }
 
     pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {
@@ -475,5 +504,30 @@ mod tests {
         assert_eq!(sync_asked(sync, opened(dsync)), Some(Sync::All));
         assert_eq!(sync_asked(sync | dsync, opened(sync)), None);
         assert_eq!(sync_asked(dsync, opened(sync)), None);
+    }
+
+    /// A direct read that came back short at the file's size ended there: the next read, at an
+    /// unaligned offset, is not made (older kernels answer it EINVAL). One short of the size
+    /// reads on, and the failure that cut it short is the answer.
+    #[test]
+    fn a_short_direct_read_at_the_size_is_the_end_of_the_file() {
+        let mut calls = Vec::new();
+        let n = read_until_short(
+            8192,
+            |done| done >= 5000,
+            |done| {
+                calls.push(done);
+                if done == 0 {
+                    Ok(5000)
+                } else {
+                    Err(Errno::INVAL.into())
+                }
+            },
+        );
+        assert_eq!((n, calls), (Ok(5000), vec![0]));
+        let mut answers = vec![Ok(4096), Err(Errno::IO.into())].into_iter();
+        let failed =
+            read_until_short(8192, |done| done >= 65536, |_| answers.next().unwrap_or(Ok(0)));
+        assert_eq!(failed, Err(Errno::IO));
     }
 }

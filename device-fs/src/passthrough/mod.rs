@@ -221,10 +221,11 @@ pub struct PassthroughFs {
     /// The host name the xattr map gives `security.capability`, when it renames it (the copy
     /// the host kernel does not drop on a write, truncation or chown).
     renamed_capability: Option<CString>,
-    /// Sync failures a released handle kept for the guest (`handles::HandleData`), by node:
-    /// the next FSYNC of any handle of the node reports one (the host reported it to the
-    /// daemon's own sync, so no descriptor opened since will).
-    unheard_sync_failures: std::sync::Mutex<std::collections::HashMap<NodeId, Errno>>,
+    /// Sync failures a released handle kept for the guest (`handles::HandleData`), by host
+    /// inode: the next FSYNC of any handle of the file reports one, under whichever node the
+    /// guest has it by then (the host reported it to the daemon's own sync, so no descriptor
+    /// opened since will).
+    unheard_sync_failures: std::sync::Mutex<std::collections::HashMap<attr::InodeKey, Errno>>,
 }
 
 impl PassthroughFs {
