@@ -526,8 +526,9 @@ fn a_descriptor_the_launcher_leaked_stays_outside_the_sandbox() {
 }
 
 /// The host's root shared whole (`--shared-dir /`, as virtiofsd allows): the sandbox sets up
-/// without a pivot (pivot_root cannot make the root its own new root), and the guest reaches
-/// the share's files by their host paths.
+/// without a pivot (pivot_root cannot make the root its own new root), the guest reaches the
+/// share's files by their host paths, and the `/proc` it reaches is the daemon's descriptor
+/// directory alone (no `self`, no `1/mem` of the daemon).
 #[test]
 fn the_root_shared_whole_is_served_in_the_sandbox() {
     if !support::needs_root() {
@@ -549,6 +550,8 @@ fn the_root_shared_whole_is_served_in_the_sandbox() {
     }
     let fh = guest.open(node, 0).expect("open");
     assert_eq!(guest.read(node, fh, 0, 64).expect("read"), b"in the share");
+    let proc = guest.lookup(1, "proc").expect("proc").nodeid;
+    assert!(guest.lookup(proc, "self").is_err(), "the daemon's /proc is in the guest's reach");
 }
 
 /// A sandboxed daemon a signal ends (here SIGKILL, as the OOM killer sends; a system call the

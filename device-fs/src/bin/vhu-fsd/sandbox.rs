@@ -1,20 +1,21 @@
 //! The sandbox the daemon serves from (`--sandbox`): namespaces with the share as the root
 //! (the default), a chroot into the share, or none.
 //!
-//! `namespace`: the process forks. The parent stays outside, keeps the socket file it bound,
-//! ends the child when it gets SIGTERM/SIGINT/SIGHUP, and when the child ends removes the socket
-//! and exits with the child's status (0 after a termination signal); launchers see one pid (the one in the pid file) behave like
-//! the daemon. The child is pid 1 of a new pid namespace, in new mount and network namespaces
-//! (and a new user namespace when not started as root, mapped by `--uid-map`/`--gid-map` through
-//! newuidmap/newgidmap, or to the daemon's own ids alone). It mounts a fresh `/proc` holding only
-//! the processes' directories (before Linux 5.8: its own descriptor directory bound over a
-//! fresh `/proc`), long enough for the file system to open its descriptor directory, then
-//! makes the share its root
-//! (`pivot_root`) and detaches everything else: the host's file system is out of reach even to
-//! a path the kernel would resolve for it. The share's mounts present at start are made
-//! `nodev` and `nosuid` there (Linux 5.12+): a device node in the share, which a guest may
-//! create, opens no host device even for a daemon that has been taken over. (A host mount
-//! made under the share later propagates in with its own flags.)
+//! `namespace`: the process forks. The parent stays outside, keeps the socket file it bound, ends
+//! the child when it gets SIGTERM/SIGINT/SIGHUP, and when the child ends removes the socket and
+//! exits with the child's status (0 after a termination signal); launchers see one pid (the one in
+//! the pid file) behave like the daemon. The child is pid 1 of a new pid namespace, in new mount
+//! and network namespaces (and a new user namespace when not started as root, mapped by
+//! `--uid-map`/`--gid-map` through newuidmap/newgidmap, or to the daemon's own ids alone). It
+//! mounts a fresh `/proc` holding only the processes' directories (before Linux 5.8: its own
+//! descriptor directory bound over a fresh `/proc`), long enough for the file system to open its
+//! descriptor directory, then makes the share its root (`pivot_root`) and detaches everything else:
+//! the host's file system is out of reach even to a path the kernel would resolve for it. A share
+//! of `/` stays the root, as with virtiofsd (nothing is detached: the whole host is shared), and
+//! its `/proc` is the daemon's descriptor directory alone, since the guest reaches it. The share's
+//! mounts present at start are made `nodev` and `nosuid` there (Linux 5.12+): a device node in the
+//! share, which a guest may create, opens no host device even for a daemon that has been taken
+//! over. (A host mount made under the share later propagates in with its own flags.)
 //!
 //! `chroot`: the share becomes the root directory, nothing else changes (for launchers that set
 //! up namespaces themselves). The descriptors opened before it (the host's `/proc/self/fd`, the
@@ -110,8 +111,9 @@ fn parent_gone(alive: &rustix::fd::OwnedFd) -> bool {
 /// The child: dies with the parent (or ends at once if it already has), leaves the host's mounts
 /// and network, mounts its own `/proc` (the one its pid namespace shows), and binds the share on
 /// itself: pivot_root wants a mount point, and the file system must open the share through that
-/// mount, whose submounts stay attached when the rest of the host's tree is detached. Returns where
-/// the file system finds the process's descriptor directory.
+/// mount, whose submounts stay attached when the rest of the host's tree is detached (a share of
+/// `/` is not bound: it stays the root). Returns where the file system finds the process's
+/// descriptor directory.
 fn setup_child(share: &Path, alive: rustix::fd::OwnedFd) -> Result<&'static str, String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("--sandbox namespace: parent death signal: {e}"))?;
@@ -129,8 +131,13 @@ fn setup_child(share: &Path, alive: rustix::fd::OwnedFd) -> Result<&'static str,
     // Only the processes' directories (Linux 5.8+): the `/proc/self/fd` the file system keeps
     // leads by `..` to this mount's root, which must not hold `sys/` or `sysrq-trigger` for
     // the daemon, still uid 0, to write.
+    // A share of the whole root keeps `/proc` in the guest's reach, so there it is the
+    // daemon's descriptor directory alone (the older kernels' way below), as virtiofsd binds it:
+    // a pid-only `/proc` would show the guest the daemon's `1/mem`.
+    let whole_root = share == Path::new("/");
     let pid_only = match std::env::var_os(PROC_ENV) {
         Some(how) if how == "bind" => Err(rustix::io::Errno::INVAL),
+        _ if whole_root => Err(rustix::io::Errno::INVAL),
         _ => mount("proc", "/proc", "proc", flags, Some(c"subset=pid")),
     };
     let proc_fd = match pid_only {
@@ -139,10 +146,12 @@ fn setup_child(share: &Path, alive: rustix::fd::OwnedFd) -> Result<&'static str,
             // Older kernels: a whole /proc, then its `self/fd` bound over it, so that `/proc`
             // is this process's descriptor directory and nothing else; `..` from a mount's
             // root leaves the mount, which the pivot below detaches.
-            log::info!(
-                "--sandbox namespace: no pid-only /proc ({e}); /proc is the daemon's \
-                 descriptor directory alone"
-            );
+            if !whole_root {
+                log::info!(
+                    "--sandbox namespace: no pid-only /proc ({e}); /proc is the daemon's \
+                     descriptor directory alone"
+                );
+            }
             mount("proc", "/proc", "proc", flags, None)
                 .and_then(|()| mount_bind("/proc/self/fd", "/proc"))
                 .map_err(|e| format!("--sandbox namespace: mounting /proc: {e}"))?;
