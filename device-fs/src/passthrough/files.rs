@@ -101,23 +101,20 @@ fn at(offset: u64, done: usize) -> std::io::Result<u64> {
 
 /// Reads at `offset` until `buf` is full or the file ends (a short reply means end of file to
 /// the guest, so a failure part of the way is the error: [`Partial::Error`]). For a file open
-/// with O_DIRECT (the aligned buffer's reads): a read shorter than asked that reached the
-/// file's size ended there, and no next read is made (older kernels' direct I/O, ext4 before
-/// 5.5 or fat, answers it, now unaligned, with EINVAL rather than 0); one short of the size
-/// reads on, to meet the failure that cut it short.
+/// with O_DIRECT (the aligned buffer's reads): a read shorter than asked that ended off a
+/// 512-byte boundary ended at the end of the file (direct I/O stopped by a failure stops at a
+/// block's edge), and no next read is made (older kernels' direct I/O, ext4 before 5.5 or fat,
+/// answers it, unaligned, with EINVAL rather than 0); one that ended on a boundary reads on, to
+/// meet the end (0) or the failure that cut it short.
 fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    let fd = fd.as_fd();
-    let at_end = |done: usize| {
-        let size = rustix::fs::fstat(fd).map_or(0, |st| st.st_size as u64);
-        offset.saturating_add(done as u64) >= size
-    };
-    read_until_short(buf.len(), at_end, |done| {
-        Ok(rustix::io::pread(fd, &mut buf[done..], at(offset, done)?)?)
+    let off_boundary = |done: usize| offset.wrapping_add(done as u64) % 512 != 0;
+    read_until_short(buf.len(), off_boundary, |done| {
+        Ok(rustix::io::pread(&fd, &mut buf[done..], at(offset, done)?)?)
     })
 }
 
 /// [`pread_full`]'s loop over `read(done)`, which reads at `done` bytes in; `at_end(done)` says
-/// whether `done` bytes in is the end of the file.
+/// whether a short read that ended `done` bytes in ended at the end of the file.
 fn read_until_short(
     len: usize,
     at_end: impl Fn(usize) -> bool,
@@ -458,12 +455,12 @@ impl PassthroughFs {
     pub(super) fn keep_unheard_sync_failure(&self, node: NodeId, errno: Errno) {
         let Ok(inode) = self.inode(node) else { return };
         let mut unheard = self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner());
-        unheard.entry(inode.key).or_insert(errno);
+        unheard.entry(inode.key).or_insert((inode, errno));
     }
 
     fn take_unheard_sync_failure(&self, inode: &Inode) -> Option<Errno> {
         let mut unheard = self.unheard_sync_failures.lock().unwrap_or_else(|e| e.into_inner());
-        unheard.remove(&inode.key)
+        unheard.remove(&inode.key).map(|(_, errno)| errno)
     }
 
     pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {
@@ -506,15 +503,15 @@ mod tests {
         assert_eq!(sync_asked(dsync, opened(sync)), None);
     }
 
-    /// A direct read that came back short at the file's size ended there: the next read, at an
-    /// unaligned offset, is not made (older kernels answer it EINVAL). One short of the size
-    /// reads on, and the failure that cut it short is the answer.
+    /// A direct read that came back short off a block's edge ended at the end of the file: the
+    /// next read, at an unaligned offset, is not made (older kernels answer it EINVAL). One
+    /// that ended on an edge reads on, and the failure that cut it short is the answer.
     #[test]
-    fn a_short_direct_read_at_the_size_is_the_end_of_the_file() {
+    fn a_short_direct_read_off_a_block_edge_is_the_end_of_the_file() {
         let mut calls = Vec::new();
         let n = read_until_short(
             8192,
-            |done| done >= 5000,
+            |done| done % 512 != 0,
             |done| {
                 calls.push(done);
                 if done == 0 {
@@ -527,7 +524,7 @@ mod tests {
         assert_eq!((n, calls), (Ok(5000), vec![0]));
         let mut answers = vec![Ok(4096), Err(Errno::IO.into())].into_iter();
         let failed =
-            read_until_short(8192, |done| done >= 65536, |_| answers.next().unwrap_or(Ok(0)));
+            read_until_short(8192, |done| done % 512 != 0, |_| answers.next().unwrap_or(Ok(0)));
         assert_eq!(failed, Err(Errno::IO));
     }
 }

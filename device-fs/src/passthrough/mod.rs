@@ -191,6 +191,9 @@ impl Config {
     }
 }
 
+/// Sync failures kept for a file's next FSYNC, with the inode that keeps its number taken.
+type UnheardSyncFailures = std::collections::HashMap<attr::InodeKey, (Arc<inodes::Inode>, Errno)>;
+
 /// The passthrough file system.
 #[derive(Debug)]
 pub struct PassthroughFs {
@@ -224,8 +227,9 @@ pub struct PassthroughFs {
     /// Sync failures a released handle kept for the guest (`handles::HandleData`), by host
     /// inode: the next FSYNC of any handle of the file reports one, under whichever node the
     /// guest has it by then (the host reported it to the daemon's own sync, so no descriptor
-    /// opened since will).
-    unheard_sync_failures: std::sync::Mutex<std::collections::HashMap<attr::InodeKey, Errno>>,
+    /// opened since will). Each holds its inode, so that the number names no other file while
+    /// it waits (one descriptor a file, only after a failed save).
+    unheard_sync_failures: std::sync::Mutex<UnheardSyncFailures>,
 }
 
 impl PassthroughFs {

@@ -229,8 +229,8 @@ const PROC_ENV: &str = "VHU_SANDBOX_PROC";
 /// Makes `share` (bound on itself by [`enter_namespaces`]) the root of the child's mount
 /// namespace and detaches the rest. A share that is the root already stays as it is, as with
 /// virtiofsd: pivot_root cannot make the root its own new root (EBUSY), and with the whole host
-/// shared there is nothing to detach (the namespaces, the pid-only `/proc`, the filter and the
-/// capabilities still apply).
+/// shared there is nothing to detach (the namespaces, a `/proc` of the daemon's descriptors
+/// alone, the filter and the capabilities still apply).
 pub(crate) fn pivot_into(share: &Path) -> Result<(), String> {
     let fail = |step: &str, e: rustix::io::Errno| format!("--sandbox namespace: {step}: {e}");
     if share == Path::new("/") {
