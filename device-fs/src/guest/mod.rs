@@ -123,17 +123,22 @@ pub struct GuestFs {
     dax: Option<Arc<ShmemRegion>>,
 }
 
+/// A client connected to `socket`, with the guest's timeout.
+fn client_of(socket: impl AsRef<Path>) -> Result<Client, GuestError> {
+    let mut client = Client::connect(socket)?;
+    client.set_timeout(TIMEOUT)?;
+    Ok(client)
+}
+
 impl GuestFs {
     /// Connects to a back-end's socket, sets the device up and mounts (FUSE INIT).
     pub fn connect(socket: impl AsRef<Path>) -> Result<Self, GuestError> {
-        let mut client = Client::connect(socket)?;
-        client.set_timeout(TIMEOUT)?;
-        Self::with_client(client)
+        Self::with_client(client_of(socket)?)
     }
 
     /// The same over a connected client.
     pub fn with_client(client: Client) -> Result<Self, GuestError> {
-        Self::with_rings(client, RAM, &[ONE_AT_A_TIME])
+        Self::in_memory(client, GuestRegion::new(0, RAM)?, &[ONE_AT_A_TIME])
     }
 
     /// Connects with `ram` bytes of guest memory and one request queue per layout (queues 1,
@@ -143,9 +148,7 @@ impl GuestFs {
         ram: u64,
         layouts: &[RingLayout],
     ) -> Result<Self, GuestError> {
-        let mut client = Client::connect(socket)?;
-        client.set_timeout(TIMEOUT)?;
-        Self::with_rings(client, ram, layouts)
+        Self::connect_in(socket, GuestRegion::new(0, ram)?, layouts)
     }
 
     /// Connects with `ram` as guest memory (its own file: [`GuestRegion::from_file`]) and one
@@ -155,13 +158,7 @@ impl GuestFs {
         ram: GuestRegion,
         layouts: &[RingLayout],
     ) -> Result<Self, GuestError> {
-        let mut client = Client::connect(socket)?;
-        client.set_timeout(TIMEOUT)?;
-        Self::in_memory(client, ram, layouts)
-    }
-
-    fn with_rings(client: Client, ram: u64, layouts: &[RingLayout]) -> Result<Self, GuestError> {
-        Self::in_memory(client, GuestRegion::new(0, ram)?, layouts)
+        Self::in_memory(client_of(socket)?, ram, layouts)
     }
 
     fn in_memory(

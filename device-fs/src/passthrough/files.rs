@@ -442,7 +442,7 @@ impl PassthroughFs {
         let h = self.handles.get(handle, node, dir)?;
         let synced = if datasync { rustix::fs::fdatasync(&h.fd) } else { rustix::fs::fsync(&h.fd) };
         // A failure the daemon's own sync took from this file before is the guest's to hear,
-        // or one a handle of the node kept until the guest released it unsynced.
+        // or one another handle of the file kept until the guest released it unsynced.
         let unheard = || self.inode(node).ok().and_then(|i| self.take_unheard_sync_failure(&i));
         match h.take_sync_failure().or_else(unheard) {
             Some(errno) => Err(errno),

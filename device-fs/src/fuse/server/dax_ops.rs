@@ -231,17 +231,29 @@ mod tests {
 
     use super::*;
 
+    /// Whether the session of the server a window serves is open, asked at each removal.
+    type Gate = Box<dyn Fn() -> bool + Send + Sync>;
+
     /// A window whose removals all end as `answer` says, and which counts them (`asked`) and
-    /// the mappings it made (`mapped`).
+    /// the mappings it made (`mapped`), and notes at each removal whether the session was still
+    /// open (`open_at_removal`, once `gate` is set).
     struct Answering {
         answer: Result<(), WindowError>,
         asked: Mutex<u32>,
         mapped: Mutex<u32>,
+        gate: std::sync::OnceLock<Gate>,
+        open_at_removal: Mutex<Vec<bool>>,
     }
 
     impl Answering {
         fn new(answer: Result<(), WindowError>) -> Self {
-            Self { answer, asked: Mutex::new(0), mapped: Mutex::new(0) }
+            Self {
+                answer,
+                asked: Mutex::new(0),
+                mapped: Mutex::new(0),
+                gate: std::sync::OnceLock::new(),
+                open_at_removal: Mutex::new(Vec::new()),
+            }
         }
     }
 
@@ -255,6 +267,9 @@ mod tests {
         }
         fn unmap(&self, _: u64, _: u64) -> Result<(), WindowError> {
             *self.asked.lock().expect("count") += 1;
+            if let Some(open) = self.gate.get() {
+                self.open_at_removal.lock().expect("notes").push(open());
+            }
             self.answer
         }
     }
@@ -289,7 +304,8 @@ mod tests {
 
     /// A SETUPMAPPING that arrived before the session ended (DESTROY on another queue emptied
     /// the window while it was on its way to the lock) maps nothing: no mapping of one session
-    /// is left in the window for the next.
+    /// is left in the window for the next. DESTROY and INIT close the session's gate before
+    /// they empty the window, which that relies on.
     #[test]
     fn a_mapping_asked_in_an_ended_session_maps_nothing() {
         use crate::fuse::abi::{EntryOut, InHeader, InitIn};
@@ -304,7 +320,13 @@ mod tests {
         std::fs::write(dir.join("f"), vec![7u8; 8192]).expect("file");
         let window = Arc::new(Answering::new(Ok(())));
         let fs = PassthroughFs::new(Config::new(&dir)).expect("fs");
-        let server = Server::new(fs, ServerConfig::for_queue_size(128)).with_window(window.clone());
+        let server = Arc::new(
+            Server::new(fs, ServerConfig::for_queue_size(128)).with_window(window.clone()),
+        );
+        let weak = Arc::downgrade(&server);
+        let gate: Gate =
+            Box::new(move || weak.upgrade().is_some_and(|s| s.initialized.load(Ordering::SeqCst)));
+        assert!(window.gate.set(gate).is_ok());
         let call = |opcode: Opcode, nodeid: u64, body: &[u8]| {
             let len = (size_of::<InHeader>() + body.len()) as u32;
             let header =
@@ -345,6 +367,25 @@ mod tests {
             (1, 0),
             "not mapped"
         );
+        // DESTROY, and an INIT that ends a session, close the gate before the removals.
+        window.open_at_removal.lock().expect("notes").clear();
+        let init = InitIn { major: 7, minor: 38, ..InitIn::default() };
+        let map_f = || {
+            let reply = call(Opcode::Lookup, 1, b"f\0");
+            let nodeid = EntryOut::read_from_prefix(&reply[16..]).expect("entry").0.nodeid;
+            let header =
+                InHeader { nodeid, opcode: Opcode::SetupMapping as u32, ..InHeader::default() };
+            let req = Request::new(&header, args.as_bytes(), Default::default());
+            server.setup_mapping_in(req, server.window_era.load(Ordering::SeqCst)).map(|_| ())
+        };
+        call(Opcode::Init, 0, init.as_bytes());
+        assert_eq!(map_f(), Ok(()));
+        call(Opcode::Init, 0, init.as_bytes());
+        assert_eq!(server.mapping_count(), 0);
+        assert_eq!(map_f(), Ok(()));
+        call(Opcode::Destroy, 0, &[]);
+        assert_eq!(server.mapping_count(), 0);
+        assert_eq!(*window.open_at_removal.lock().expect("notes"), [false, false]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
