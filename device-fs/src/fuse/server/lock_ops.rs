@@ -93,13 +93,10 @@ impl<F: FileSystem> Server<F> {
         drop(waiting);
         let (completer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
         let waiter = LockWait::new(cancel, move |result: Result<(), Errno>| {
-            // The reply first, then out of the table: a stop that settles the waits
-            // (`cancel_and_settle`) finds this one until its outcome is posted, and does not
-            // answer its chain EINTR meanwhile for a lock taken. A guest that reuses the unique
-            // in the moment between (Linux never does) is refused EINVAL, as while it waited.
+            // Out of the table first: once the guest has the reply, the unique is free.
+            waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
             let error = result.err().map_or(0, |e| -e.raw_os_error());
             completer.complete(unique, encode_reply(unique, error, &[]));
-            waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
         });
         let status = self.fs.setlk(&req.ctx(), req.node(), &request, Some(waiter));
         if !matches!(status, Ok(LockStatus::Waiting)) {
