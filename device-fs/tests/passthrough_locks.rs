@@ -228,6 +228,35 @@ fn settled_waits_have_posted_their_outcome() {
     assert!(host_try_flock(&host), "the host still holds its lock");
 }
 
+/// [`Later`], posting each reply only after a pause: a wait that ended is on its way out.
+struct SlowLater(Later);
+
+impl Defer for SlowLater {
+    fn complete(&self, unique: u64, reply: Vec<u8>) {
+        std::thread::sleep(Duration::from_millis(300));
+        self.0.complete(unique, reply);
+    }
+}
+
+/// A wait that took its lock and is posting the reply when the queue stops is settled as one
+/// still waiting: `cancel_and_settle` returns once the grant is posted, so the stop does not
+/// answer the chain EINTR for a lock its owner holds (the grant then lost).
+#[test]
+fn a_wait_posting_its_grant_is_settled_with_it() {
+    let (mut h, node, a, _) = setup("locks-settle-grant");
+    let (tx, replies) = channel();
+    let defer: Arc<dyn Defer> = Arc::new(SlowLater(Later(Mutex::new(tx))));
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 0));
+    let args = lk(a, 1, F_WRLCK, 0, 9, false);
+    assert_eq!(setlkw(&mut h, node, &args, &defer, 900), Handled::Deferred(900));
+    drop(host);
+    // The waiter takes the lock within its next attempt, then pauses posting the grant.
+    std::thread::sleep(Duration::from_millis(150));
+    h.server.cancel_and_settle(&[900]);
+    assert_eq!(replies.try_recv(), Ok((900, 0)), "the grant was posted before the call returned");
+}
+
 #[test]
 fn locks_can_be_turned_off() {
     let mut h = Harness::with("locks-off", |c| {

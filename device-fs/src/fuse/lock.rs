@@ -122,6 +122,11 @@ impl Cancel {
         self.0.cancelled.load(Ordering::Acquire)
     }
 
+    /// Whether `other` is this same wait's (a clone of it), not another's.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Whether the wait has reported its outcome ([`LockWait::finish`] returned).
     pub fn is_finished(&self) -> bool {
         self.0.finished.load(Ordering::Acquire)

@@ -91,12 +91,19 @@ impl<F: FileSystem> Server<F> {
         drop(early);
         waiting.insert(unique, cancel.clone());
         drop(waiting);
-        let (completer, waiting) = (Arc::clone(defer), Arc::clone(&self.waiting));
+        let completer = Arc::clone(defer);
+        let (waiting, ending) = (Arc::clone(&self.waiting), Arc::clone(&self.ending));
+        let own = cancel.clone();
         let waiter = LockWait::new(cancel, move |result: Result<(), Errno>| {
-            // Out of the table first: once the guest has the reply, the unique is free.
-            waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique);
+            // Among the ending before out of the table, so a stop that settles the waits
+            // (`cancel_and_settle`) finds it in one or the other until its outcome is posted,
+            // and does not answer its chain EINTR meanwhile for a lock taken. Out of the table
+            // before the reply: once the guest has it, the unique is free.
+            lock_table(&ending).push((unique, own.clone()));
+            lock_table(&waiting).remove(&unique);
             let error = result.err().map_or(0, |e| -e.raw_os_error());
             completer.complete(unique, encode_reply(unique, error, &[]));
+            lock_table(&ending).retain(|(_, cancel)| !cancel.same(&own));
         });
         let status = self.fs.setlk(&req.ctx(), req.node(), &request, Some(waiter));
         if !matches!(status, Ok(LockStatus::Waiting)) {
@@ -139,12 +146,20 @@ impl<F: FileSystem> Server<F> {
     }
 
     /// Cancels the SETLKWs `uniques` and waits, up to a second, until each wait has
-    /// ended and posted its outcome (EINTR, or the lock it took just before the cancel).
+    /// ended and posted its outcome (EINTR, or the lock it took just before the cancel), as
+    /// does each that has ended and is posting it.
     pub fn cancel_and_settle(&self, uniques: &[u64]) {
-        let waits: Vec<Cancel> = {
+        let mut waits: Vec<Cancel> = {
             let waiting = self.waiting();
             uniques.iter().filter_map(|unique| waiting.get(unique).cloned()).collect()
         };
+        // Then those that ended and are posting their outcome: one that left the table since
+        // was put here first.
+        let ending = lock_table(&self.ending);
+        waits.extend(
+            ending.iter().filter(|(unique, _)| uniques.contains(unique)).map(|(_, c)| c.clone()),
+        );
+        drop(ending);
         waits.iter().for_each(Cancel::cancel);
         let deadline = std::time::Instant::now() + SETTLE_LIMIT;
         while !waits.iter().all(Cancel::is_finished) {
@@ -167,7 +182,12 @@ impl<F: FileSystem> Server<F> {
     }
 
     pub(super) fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Cancel>> {
-        // Single inserts and removals: a panic elsewhere cannot leave the map half-changed.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        lock_table(&self.waiting)
     }
+}
+
+/// One of the wait tables, locked: single inserts and removals, so a panic elsewhere cannot
+/// leave one half-changed.
+fn lock_table<T>(table: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -242,6 +242,9 @@ pub struct Server<F: FileSystem> {
     initialized: AtomicBool,
     /// SETLKW requests being waited for, by `unique`.
     waiting: Arc<Mutex<HashMap<u64, Cancel>>>,
+    /// SETLKW waits that have ended and are posting their outcome, by `unique` (see
+    /// `lock_ops`): out of `waiting`, as the guest may reuse the unique once it has the reply.
+    ending: Arc<Mutex<Vec<(u64, Cancel)>>>,
     /// INTERRUPTs that came before the request they name (see `lock_ops`); taken with
     /// `waiting` held.
     interrupted_early: Mutex<std::collections::VecDeque<u64>>,
@@ -263,6 +266,7 @@ impl<F: FileSystem> Server<F> {
             session: Mutex::new(Session::default()),
             initialized: AtomicBool::new(false),
             waiting: Arc::new(Mutex::new(HashMap::new())),
+            ending: Arc::new(Mutex::new(Vec::new())),
             interrupted_early: Mutex::new(std::collections::VecDeque::new()),
             window: None,
             mappings: Mutex::new(dax_ops::Mappings::new()),
