@@ -110,6 +110,46 @@ fn set_mem_table_replies_with_backend_bases_and_waits_for_the_ack() {
     t.assert_fds_balanced();
 }
 
+/// An empty table while postcopy listens still takes the postcopy form: QEMU waits for the
+/// reply (of no regions) and sends its acknowledgement.
+#[test]
+fn an_empty_table_while_listening_is_answered_with_no_bases() {
+    let mut t = listening();
+    let fd = t.fd();
+    t.send(Request::SetMemTable { table: MemoryTable::Standard(&TABLE[..1]), fds: &[fd] });
+    t.complete(Completion::PostcopyMapped(Ok(&[0x7000_0000_0000])));
+    assert_eq!(t.send_raw(&ack_frame(), &[]), []);
+    let outs = t.send(Request::SetMemTable { table: MemoryTable::Standard(&[]), fds: &[] });
+    assert_eq!(
+        outs,
+        [
+            Out::Action(Action::UnmapAll),
+            Out::Reply(Reply::MemTableBases(MemoryTable::Standard(&[])))
+        ]
+    );
+    assert_eq!(t.backend.regions().iter().next(), None, "the old table is gone");
+    assert_eq!(t.send(Request::GetFeatures), [Out::Close(ProtocolError::PostcopyAckMissing)]);
+    t.assert_fds_balanced();
+}
+
+/// NEED_REPLY on it (QEMU never sets it there) adds no ack: the table is the one reply.
+#[test]
+fn an_empty_table_while_listening_waits_for_its_ack() {
+    let mut t = listening();
+    let outs =
+        t.send_need_reply(Request::SetMemTable { table: MemoryTable::Standard(&[]), fds: &[] });
+    assert_eq!(
+        outs,
+        [
+            Out::Action(Action::UnmapAll),
+            Out::Reply(Reply::MemTableBases(MemoryTable::Standard(&[])))
+        ]
+    );
+    assert_eq!(t.send_raw(&ack_frame(), &[]), []);
+    assert_eq!(t.send(Request::PostcopyEnd), [Out::Action(Action::PostcopyEnd)]);
+    t.assert_fds_balanced();
+}
+
 #[test]
 fn a_missing_postcopy_ack_closes_the_session() {
     let mut t = listening();

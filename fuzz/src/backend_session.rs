@@ -157,7 +157,13 @@ impl Session {
                     assert!(allowed, "{code} without NEED_REPLY got {reply:?}");
                     let len = reply.encode_into(&mut buf).expect("reply encodes");
                     let fds = reply.fds();
-                    assert_eq!(Reply::parse(&buf[..len], &fds).expect("reply re-parses"), reply);
+                    let parsed = Reply::parse(&buf[..len], &fds).expect("reply re-parses");
+                    if matches!(reply, Reply::MemTableBases(table) if table.is_empty()) {
+                        // An empty postcopy table is the bytes of the `u64` ack.
+                        assert_eq!(parsed, Reply::Ack { request: code, status: 0 });
+                    } else {
+                        assert_eq!(parsed, reply);
+                    }
                     for fd in fds {
                         self.tokens.left(fd);
                     }

@@ -40,7 +40,13 @@ impl Backend {
         }
         self.outputs.push_action(Action::UnmapAll);
         if self.staged.is_empty() {
-            self.regions.clear();
+            if self.postcopy.is_listening() {
+                // Still the postcopy form (reference "SET_MEM_TABLE"): the front-end waits for
+                // the reply, of no regions here, and acknowledges it.
+                self.commit_postcopy_table(Ok(&[]));
+            } else {
+                self.regions.clear();
+            }
             return Ok(());
         }
         for (region, fd) in self.staged.iter().zip(fds) {

@@ -69,6 +69,7 @@ impl OutputQueue {
                     | Item::ConfigReply { .. }
                     | Item::LogReply
                     | Item::ShmemReply
+                    | Item::PostcopyReply
             ) {
                 self.replies += 1;
             }

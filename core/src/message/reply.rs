@@ -141,6 +141,8 @@ impl<'a> Reply<'a> {
                 no_fds()?;
                 Self::ProtocolFeatures(ProtocolFeatures::from_bits_retain(bits))
             }
+            // The `u64` ack, or the postcopy form of an empty table (`nregions` 0 and its
+            // padding): the same eight bytes, read as the ack.
             C::SetMemTable if bytes.len() == 8 => ack(&p)?,
             C::SetMemTable => {
                 let table = MemoryTable::parse(&p, MAX_MEM_TABLE_REGIONS)?;
