@@ -252,9 +252,35 @@ fn a_wait_posting_its_grant_is_settled_with_it() {
     assert_eq!(setlkw(&mut h, node, &args, &defer, 900), Handled::Deferred(900));
     drop(host);
     // The waiter takes the lock within its next attempt, then pauses posting the grant.
-    std::thread::sleep(Duration::from_millis(150));
+    assert!(host_sees_posix_lock(&host_file(&h), 0, 10), "the waiter took the lock");
     h.server.cancel_and_settle(&[900]);
     assert_eq!(replies.try_recv(), Ok((900, 0)), "the grant was posted before the call returned");
+}
+
+/// An INTERRUPT of a wait that took its lock and is posting the grant cancels nothing, and is
+/// not kept for a later request under the same unique (which waits as any other).
+#[test]
+fn an_interrupt_of_a_wait_posting_its_grant_is_not_kept() {
+    let (mut h, node, a, b) = setup("locks-interrupt-grant");
+    let (tx, replies) = channel();
+    let slow: Arc<dyn Defer> = Arc::new(SlowLater(Later(Mutex::new(tx))));
+    let host = host_file(&h);
+    assert!(host_try_posix(&host, libc::F_WRLCK as i16, 0, 0));
+    let args = lk(a, 1, F_WRLCK, 0, 9, false);
+    assert_eq!(setlkw(&mut h, node, &args, &slow, 901), Handled::Deferred(901));
+    drop(host);
+    assert!(host_sees_posix_lock(&host_file(&h), 0, 10), "the waiter took the lock");
+    // Well inside the pause before the grant is posted: the wait has left the table.
+    std::thread::sleep(Duration::from_millis(50));
+    let i = InterruptIn { unique: 901 };
+    assert!(h.try_call(Opcode::Interrupt, 0, i.as_bytes()).is_none(), "INTERRUPT gets no reply");
+    assert_eq!(replies.recv_timeout(WAIT), Ok((901, 0)), "the grant");
+    let (defer, replies) = later();
+    let args = lk(b, 2, F_WRLCK, 0, 9, false);
+    assert_eq!(setlkw(&mut h, node, &args, &defer, 901), Handled::Deferred(901));
+    assert!(replies.recv_timeout(Duration::from_millis(100)).is_err(), "it waits");
+    h.server.cancel(901);
+    assert_eq!(replies.recv_timeout(WAIT), Ok((901, -EINTR)));
 }
 
 #[test]

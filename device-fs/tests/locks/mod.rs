@@ -95,6 +95,25 @@ pub fn host_try_posix(file: &std::fs::File, typ: i16, start: i64, len: i64) -> b
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) == 0 }
 }
 
+/// Waits, up to [`WAIT`], until another open file holds a POSIX lock over `start..start+len`
+/// (F_OFD_GETLK through `file`, which takes nothing); says whether one does.
+pub fn host_sees_posix_lock(file: &std::fs::File, start: i64, len: i64) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let typ = libc::F_WRLCK as i16;
+        let mut fl = libc::flock { l_type: typ, l_whence: 0, l_start: start, l_len: len, l_pid: 0 };
+        // SAFETY: F_OFD_GETLK reads and writes one struct flock, `fl`; the file is open.
+        let asked = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+        if asked == 0 && fl.l_type != libc::F_UNLCK as i16 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 pub fn host_try_flock(file: &std::fs::File) -> bool {
     rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }

@@ -127,6 +127,9 @@ impl<F: FileSystem> Server<F> {
         let waiting = self.waiting();
         match waiting.get(&args.unique) {
             Some(cancel) => cancel.cancel(),
+            // Ended, its reply posted or on its way: nothing to cancel, and nothing to keep
+            // for a request that reuses the unique.
+            None if lock_table(&self.ending).iter().any(|(u, _)| *u == args.unique) => {}
             None => {
                 let mut early = self.interrupted_early();
                 if early.len() == EARLY_INTERRUPTS {
