@@ -264,3 +264,44 @@ fn attributes_of_symlinks_and_fifos_are_reached_without_following_or_opening() {
     // Writing protected names stays refused without a map, whatever the kind.
     assert_eq!(set(&mut h, l, "trusted.other", b"x"), EPERM);
 }
+
+/// POSIX ACL attributes while the guest did not take FUSE_POSIX_ACL: Linux still forwards
+/// them, unchecked before 6.2 and never enforced, so they are refused and hidden, by the guest's
+/// name, with a map that would store them under another name or without any.
+#[test]
+fn acl_attributes_pass_only_with_acls_negotiated() {
+    let acl: Vec<u8> = [2u32, 0x0007_0001, u32::MAX, 0x0004_0004, u32::MAX, 0x0004_0020, u32::MAX]
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    let name = "system.posix_acl_access";
+    for map in [None, Some(":map::user.virtiofs.:")] {
+        let mut h = Harness::with("xattr-acl-off", |c| {
+            c.xattr = true;
+            c.xattrmap = map.map(|m| m.parse().expect("map"));
+        });
+        h.init();
+        let path = h.share().join("f");
+        std::fs::write(&path, b"f").expect("host write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .expect("chmod");
+        let host = rustix::fs::setxattr(&path, name, &acl, rustix::fs::XattrFlags::empty());
+        let guest_named = format!("user.virtiofs.{name}");
+        let stored =
+            rustix::fs::setxattr(&path, &guest_named, b"x", rustix::fs::XattrFlags::empty());
+        if host.is_err() || stored.is_err() {
+            assert!(std::env::var_os("CI").is_none(), "no ACLs or user xattrs on {path:?}");
+            eprintln!("the temporary directory's file system has no ACLs; skipped");
+            return;
+        }
+        let node = h.lookup(1, "f").entry().nodeid;
+        assert_eq!(set(&mut h, node, name, &acl), EOPNOTSUPP, "{map:?}: set");
+        assert_eq!(get(&mut h, node, name), Err(EOPNOTSUPP), "{map:?}: get");
+        let listed = list(&mut h, node, 4096).expect("list");
+        assert!(!listed.iter().any(|n| n == name), "{map:?}: listed {listed:?}");
+        let removed = h.call(Opcode::Removexattr, node, &cstr(name)).errno();
+        assert_eq!(removed, EOPNOTSUPP, "{map:?}: remove");
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).expect("stat"));
+        assert_eq!(mode & 0o777, 0o744, "{map:?}: the host's own ACL stays as it was");
+    }
+}

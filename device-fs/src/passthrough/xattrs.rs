@@ -13,6 +13,12 @@
 //! translation (`--translate-uid`/`--translate-gid`) POSIX ACL attributes are refused
 //! (EOPNOTSUPP) and left out of lists: their entries name ids the translation never sees, so a
 //! guest could grant host ids it may not own files as, and would read host ids raw.
+//!
+//! POSIX ACL attributes pass only while the guest took FUSE_POSIX_ACL: without it Linux still
+//! forwards them as plain attributes (whatever its version) but neither checks who sets them
+//! before 6.2 nor enforces them, so a guest user could set an ACL on another user's file, which
+//! the host would apply as the daemon and reflect in the file's mode. They are refused
+//! (EOPNOTSUPP) and left out of lists then, by the guest's name, whatever a map makes of it.
 
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -57,6 +63,9 @@ fn writable(name: &CStr) -> Result<(), Errno> {
 impl PassthroughFs {
     /// The host name of a guest attribute name, for reading (`write` false) or changing it.
     fn host_xattr_name(&self, name: &CStr, write: bool) -> Result<CString, Errno> {
+        if self.acls_hidden() && name.to_bytes().starts_with(ACL_PREFIX) {
+            return Err(Errno::OPNOTSUPP);
+        }
         let host = match &self.config.xattrmap {
             None => {
                 if write {
@@ -73,6 +82,11 @@ impl PassthroughFs {
             return Err(Errno::OPNOTSUPP);
         }
         Ok(host)
+    }
+
+    /// Whether the guest's ACL attributes are refused: it did not take FUSE_POSIX_ACL.
+    fn acls_hidden(&self) -> bool {
+        !self.acl_on.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether guest and host ids differ (`--translate-uid`/`--translate-gid`).
@@ -130,8 +144,9 @@ impl PassthroughFs {
         let target = self.xattr_target(node)?;
         let path = &target.path;
         let hide_acls = self.ids_translated();
+        let hide_guest_acls = self.acls_hidden();
         let map = self.config.xattrmap.as_ref();
-        if map.is_none() && !hide_acls {
+        if map.is_none() && !hide_acls && !hide_guest_acls {
             if size == 0 {
                 let n = rustix::fs::listxattr_query(path)?;
                 return Ok(XattrReply::Size(u32::try_from(n).map_err(|_| Errno::RANGE)?));
@@ -153,6 +168,7 @@ impl PassthroughFs {
                 Some(map) => map.to_guest(name),
                 None => Some(name),
             };
+            let shown = shown.filter(|s| !(hide_guest_acls && s.starts_with(ACL_PREFIX)));
             if let Some(shown) = shown.filter(|s| !s.is_empty()) {
                 list.extend_from_slice(shown);
                 list.push(0);
@@ -243,6 +259,8 @@ mod tests {
                 config.uid_map = crate::passthrough::IdMap::new(&rules).expect("map");
             }
             let fs = PassthroughFs::new(config).expect("passthrough");
+            // As a guest that took FUSE_POSIX_ACL.
+            fs.acl_on.store(true, std::sync::atomic::Ordering::Relaxed);
             let ctx = Context::default();
             let node = fs.lookup(&ctx, NodeId::ROOT, c"f").expect("lookup").node;
             let read = fs.getxattr(&ctx, node, name, 4096);
@@ -279,6 +297,7 @@ mod tests {
             crate::passthrough::IdMap::new(&["map:1000:201000:100".parse().expect("rule")])
                 .expect("map");
         let fs = PassthroughFs::new(config).expect("passthrough");
+        fs.acl_on.store(true, std::sync::atomic::Ordering::Relaxed);
         let ctx = Context::default();
         let node = fs.lookup(&ctx, NodeId::ROOT, c"f").expect("lookup").node;
         let (name, value) = (c"system.posix_acl_access", b"opaque to the host".as_slice());
