@@ -253,3 +253,30 @@ fn ctime_alone_moves_the_change_time() {
     assert!(ns(&after) > ns(&before), "ctime moved");
     assert_eq!(after.mtime(), before.mtime());
 }
+
+/// Whether the host kernel is `major.minor` or later.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// From Linux 6.2 the host also clears a set-group-ID bit without group execute on a write or
+/// truncation by a caller outside the file's group (`setattr_should_drop_sgid`): a marked
+/// truncation is judged by the guest caller's group, not by the daemon's.
+#[test]
+fn a_marked_truncation_judges_set_group_id_by_the_caller_s_group() {
+    let Some((mut h, node, _)) = setup("killpriv-sgid-group", true) else { return };
+    // `f` is 1000:1000; its group may not execute.
+    h.caller = (1000, 1000);
+    set_mode(&h, 0o2664);
+    truncate(&mut h, node, fattr::KILL_SUIDGID);
+    assert_eq!(setid_bits(&h), 0o2000, "a member of the file's group keeps it");
+    // Root's group is the daemon's own: a guest user outside it loses the bit all the same.
+    std::os::unix::fs::chown(h.share().join("f"), Some(0), Some(0)).expect("chown");
+    set_mode(&h, 0o2666);
+    h.caller = (2000, 2000);
+    truncate(&mut h, node, fattr::KILL_SUIDGID);
+    let expected = if kernel_at_least(6, 2) { 0 } else { 0o2000 };
+    assert_eq!(setid_bits(&h), expected, "an outsider loses it where the host takes it");
+}

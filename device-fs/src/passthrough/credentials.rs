@@ -141,6 +141,28 @@ impl Credentials {
         without(CapabilitySet::FSETID, op)
     }
 
+    /// [`Credentials::without_fsetid`], with `group` as the thread's filesystem gid during `op`
+    /// when given: from Linux 6.2 the host also clears a set-group-ID bit without group execute
+    /// when the writer is outside the file's group (`setattr_should_drop_sgid`), which is the
+    /// guest caller's group to decide, not the daemon's. The caller's other groups are unknown
+    /// here: a member through one of them loses the bit as an outsider would.
+    pub fn without_fsetid_in<T>(
+        &self,
+        group: Option<u32>,
+        op: impl FnOnce() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let Some(group) = group.filter(|_| self.enabled) else { return self.without_fsetid(op) };
+        let before = setfsgid(group);
+        if setfsgid(u32::MAX) != group {
+            setfsgid(before);
+            return Err(Errno::PERM);
+        }
+        let result = self.without_fsetid(op);
+        // Back to what the thread had (the cache still says it): CAP_SETGID lets it.
+        setfsgid(before);
+        result
+    }
+
     /// Runs `op` without the CAP_DAC_OVERRIDE a caller was lent because the host cannot judge
     /// by its groups (see the module docs), for a host object the guest has not checked (an
     /// existing file CREATE found under a name the guest believed free). Callers that were not

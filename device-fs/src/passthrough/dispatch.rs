@@ -125,8 +125,8 @@ impl FileSystem for PassthroughFs {
             Ok((st, self.config.timeout))
         })
     }
-    fn setattr(&self, _: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
-        self.as_daemon(|| self.do_setattr(node, set))
+    fn setattr(&self, ctx: &Context, node: NodeId, set: &SetAttr) -> FsResult<AttrReply> {
+        self.as_daemon(|| self.do_setattr(self.changer(ctx), node, set))
     }
     fn readlink(&self, _: &Context, node: NodeId) -> FsResult<Vec<u8>> {
         self.as_daemon(|| self.do_readlink(node))
@@ -192,7 +192,7 @@ impl FileSystem for PassthroughFs {
         self.as_daemon(|| self.do_link(node, parent, name))
     }
     fn open(&self, ctx: &Context, node: NodeId, flags: u32, open_flags: u32) -> FsResult<Opened> {
-        self.as_daemon(|| self.do_open(ctx.uid, node, flags, open_flags))
+        self.as_daemon(|| self.do_open(self.changer(ctx), node, flags, open_flags))
     }
     fn read(
         &self,
@@ -207,14 +207,14 @@ impl FileSystem for PassthroughFs {
     }
     fn write(
         &self,
-        _: &Context,
+        ctx: &Context,
         n: NodeId,
         h: Handle,
         off: u64,
         src: &mut dyn WriteSource,
         flags: WriteFlags,
     ) -> FsResult<usize> {
-        self.as_daemon(|| self.do_write(n, h, off, src, flags))
+        self.as_daemon(|| self.do_write(self.changer(ctx), n, h, off, src, flags))
     }
     fn statfs(&self, _: &Context, node: NodeId) -> FsResult<Kstatfs> {
         self.as_daemon(|| attr::statfs_fd(&self.inode(node)?.fd))
@@ -373,13 +373,13 @@ impl FileSystem for PassthroughFs {
         off: u64,
         len: u64,
     ) -> FsResult<()> {
-        self.as_daemon(|| self.do_fallocate(ctx.uid, n, h, mode, off, len))
+        self.as_daemon(|| self.do_fallocate(self.changer(ctx), n, h, mode, off, len))
     }
     fn lseek(&self, _: &Context, n: NodeId, h: Handle, off: u64, whence: u32) -> FsResult<u64> {
         self.as_daemon(|| self.do_lseek(n, h, off, whence))
     }
     fn copy_file_range(&self, ctx: &Context, range: &CopyRange) -> FsResult<usize> {
-        self.as_daemon(|| self.do_copy_file_range(ctx.uid, range))
+        self.as_daemon(|| self.do_copy_file_range(self.changer(ctx), range))
     }
     fn syncfs(&self, _: &Context, node: NodeId) -> FsResult<()> {
         self.as_daemon(|| self.sync_all(node))

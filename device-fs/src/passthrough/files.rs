@@ -17,6 +17,7 @@ use rustix::io::Errno;
 use super::direct::AlignedBuf;
 use super::handles::HandleData;
 use super::inodes::Inode;
+use super::killpriv::Changer;
 use super::names::validate;
 use super::{Config, PassthroughFs};
 use crate::fuse::{
@@ -167,10 +168,10 @@ fn is_symlink(mode: u32) -> bool {
 }
 
 impl PassthroughFs {
-    /// OPEN by guest user `uid`.
+    /// OPEN by guest user `by`.
     pub(super) fn do_open(
         &self,
-        uid: u32,
+        by: Changer,
         node: NodeId,
         flags: u32,
         open: u32,
@@ -184,8 +185,8 @@ impl PassthroughFs {
         // Only a truncating open changes the file: any other leaves set-id bits and
         // capabilities alone.
         let fd = if wanted.contains(OFlags::TRUNC) {
-            let kill = self.open_kills(uid, open);
-            self.killing_priv(&inode, kill, || self.reopen(&inode, wanted))?
+            let kill = self.open_kills(by.uid, open);
+            self.killing_priv(&inode, kill, by, || self.reopen(&inode, wanted))?
         } else {
             self.reopen(&inode, wanted)?
         };
@@ -363,6 +364,7 @@ impl PassthroughFs {
     /// asked to be synchronous is synced before the answer.
     pub(super) fn do_write(
         &self,
+        by: Changer,
         node: NodeId,
         handle: Handle,
         offset: u64,
@@ -395,7 +397,7 @@ impl PassthroughFs {
             return src.write_file(h.fd.as_fd(), offset, partial).map_err(|e| io_errno(&e));
         }
         let inode = self.inode(node)?;
-        let n = self.killing_priv(&inode, kill, || {
+        let n = self.killing_priv(&inode, kill, by, || {
             let fd = if plain { self.plain_fd(&inode, handle, &h)? } else { &h.fd };
             // The plain file is never O_DIRECT; the handle's is as the guest's file is.
             if !direct || plain {

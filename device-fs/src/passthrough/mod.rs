@@ -41,6 +41,7 @@ mod host_keys;
 mod idmap;
 mod ids;
 mod inodes;
+mod killpriv;
 mod labels;
 mod lock_ranges;
 mod locks;
@@ -310,64 +311,6 @@ impl PassthroughFs {
         op()
     }
 
-    /// Runs `op` (a write or truncation) so that the host clears set-id bits when `kill` says
-    /// the caller lacks CAP_FSETID (the guest's mark, or [`PassthroughFs::open_kills`]);
-    /// otherwise runs it as it is. Either way a renamed file capability goes afterwards.
-    fn killing_priv<T>(
-        &self,
-        inode: &Inode,
-        kill: bool,
-        op: impl FnOnce() -> FsResult<T>,
-    ) -> FsResult<T> {
-        if !kill {
-            let value = op()?;
-            // The guest asks for the kill only for a caller without CAP_FSETID, but a write or
-            // truncation drops file capabilities whoever makes it: the host does so for the
-            // real attribute, and a renamed copy goes here. Without HANDLE_KILLPRIV_V2 too:
-            // the guest then removes the attribute itself before a write through its page
-            // cache, but not before a direct one (FOPEN_DIRECT_IO, O_DIRECT), as virtiofsd
-            // also found.
-            self.drop_mapped_capability(inode);
-            return Ok(value);
-        }
-        let value = self.config.credentials.without_fsetid(op)?;
-        self.drop_mapped_capability(inode);
-        Ok(value)
-    }
-
-    /// Whether an O_TRUNC OPEN by guest user `uid` clears set-id bits. Under HANDLE_KILLPRIV_V2
-    /// the guest marks the callers without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID). Without it the
-    /// guest leaves them to the server too: with ATOMIC_O_TRUNC its own mode change for the
-    /// truncation is never sent (Linux's `fuse_do_setattr` ends at ATTR_OPEN), so the bits would
-    /// outlive a truncation by a user who may not keep them (POSIX `open` O_TRUNC, Linux's
-    /// `should_remove_suid`). A caller other than guest root is then taken to lack CAP_FSETID.
-    ///
-    /// (A WRITE or SETATTR marked KILL_SUIDGID is honoured as marked, negotiated or not: Linux
-    /// marks a direct write, FOPEN_DIRECT_IO's, by a caller without CAP_FSETID whatever was
-    /// negotiated, and leaves the bits to the server; other marks come only under
-    /// HANDLE_KILLPRIV_V2, and a mark clears no more than the host kernel would for such a
-    /// caller.)
-    fn open_kills(&self, uid: u32, open_flags: u32) -> bool {
-        if self.killpriv_on() {
-            open_flags & crate::fuse::abi::OPEN_KILL_SUIDGID != 0
-        } else {
-            uid != 0
-        }
-    }
-
-    /// The host kernel drops `security.capability` on a write, truncation or chown, but not an
-    /// attribute the xattr map renamed it to: that copy goes here (CVE-2021-20263), so a guest
-    /// file capability never outlives a change of the file.
-    fn drop_mapped_capability(&self, inode: &Inode) {
-        let Some(name) = &self.renamed_capability else { return };
-        if !matches!(inode.kind, inodes::S_IFREG | inodes::S_IFDIR) {
-            return;
-        }
-        let Ok(path) = proc_path::through(&self.proc_fd, &inode.fd) else { return };
-        // Absent (ENODATA) is the common case; nothing else can be done about a failure.
-        let _ = rustix::fs::removexattr(path, name);
-    }
-
     /// The mode a creation in `parent` uses: with ACLs on, the guest left the umask to the
     /// server, which applies it unless the parent's default ACL takes its place.
     fn creation_mode(&self, parent: NodeId, mode: u32, umask: u32) -> FsResult<u32> {
@@ -380,22 +323,6 @@ impl PassthroughFs {
         let path = proc_path::through(&self.proc_fd, &dir.fd)?;
         let has_default = rustix::fs::getxattr_query(path, acl::DEFAULT).is_ok();
         Ok(acl::creation_mode(true, has_default, mode, umask))
-    }
-
-    /// Clears S_ISGID of `node` (an access ACL was set for a caller outside its group).
-    fn clear_sgid(&self, node: NodeId) -> FsResult<()> {
-        let inode = self.inode(node)?;
-        let mode = attr::stat_fd(&inode.fd)?.attr.mode;
-        if mode & 0o2000 == 0 || inode.kind == inodes::S_IFLNK {
-            return Ok(());
-        }
-        let mode = rustix::fs::Mode::from_raw_mode(mode & 0o7777 & !0o2000);
-        rustix::fs::chmodat(
-            &self.proc_fd,
-            Self::proc_name(&inode),
-            mode,
-            rustix::fs::AtFlags::empty(),
-        )
     }
 
     /// Whether security labels were negotiated for this session.

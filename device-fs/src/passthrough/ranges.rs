@@ -4,20 +4,19 @@
 //! It opens no file by name and creates none (`files.rs` does); every handle it uses is one the
 //! guest opened, or the node's own inode reopened.
 
-use std::os::fd::AsFd;
-
-use rustix::fs::{FallocateFlags, Mode, OFlags, SeekFrom};
+use rustix::fs::{FallocateFlags, OFlags, SeekFrom};
 use rustix::io::Errno;
 
 use super::files::{is_regular, MAX_RW_COUNT};
+use super::killpriv::Changer;
 use super::PassthroughFs;
 use crate::fuse::{CopyRange, Handle, NodeId};
 
 impl PassthroughFs {
-    /// FALLOCATE for guest user `uid`.
+    /// FALLOCATE for guest user `by`.
     pub(super) fn do_fallocate(
         &self,
-        uid: u32,
+        by: Changer,
         node: NodeId,
         handle: Handle,
         mode: u32,
@@ -26,49 +25,9 @@ impl PassthroughFs {
     ) -> Result<(), Errno> {
         let h = self.handles.get(handle, node, false)?;
         let mode = FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
-        self.killing_unmarked(uid, &h.fd, || rustix::fs::fallocate(&h.fd, mode, offset, length))?;
+        self.killing_unmarked(by, &h.fd, || rustix::fs::fallocate(&h.fd, mode, offset, length))?;
         self.contents_changed(node);
         Ok(())
-    }
-
-    /// Runs `op`, a change by guest user `uid` of the contents of the file open as `fd` that
-    /// the guest marks nothing for (FALLOCATE, the destination of COPY_FILE_RANGE). Under
-    /// HANDLE_KILLPRIV_V2 the guest leaves the set-id bits to the server for these too (Linux's
-    /// `fuse_setattr` sends no mode change for its `file_modified`), without saying whether the
-    /// caller has CAP_FSETID; a caller other than guest root is taken to lack it, as for an
-    /// unmarked O_TRUNC OPEN ([`PassthroughFs::open_kills`]). The bits go before the change, as
-    /// the kernel's own `file_modified` takes them, by its long-standing rule (set-user-ID
-    /// always, set-group-ID where the group may execute), and the change runs without
-    /// CAP_FSETID, as a marked WRITE does: a host file system that clears them on it applies
-    /// its own rule on top (Linux 6.2 on also takes a set-group-ID without group execute), and
-    /// clears them where the daemon may not change the mode (a user namespace that does not
-    /// map the owner, `--modcaps=-fowner`). Without the capability the guest sends that mode
-    /// change itself.
-    fn killing_unmarked<T>(
-        &self,
-        uid: u32,
-        fd: impl AsFd,
-        op: impl FnOnce() -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
-        if !self.killpriv_on() || uid == 0 {
-            return op();
-        }
-        // A handle the change cannot go through (read-only: EBADF) leaves the bits alone.
-        let writable = rustix::fs::fcntl_getfl(&fd)
-            .is_ok_and(|flags| flags.intersects(OFlags::WRONLY | OFlags::RDWR));
-        if !writable {
-            return op();
-        }
-        let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
-        let mut kept = mode & !0o4000;
-        if mode & 0o2010 == 0o2010 {
-            kept &= !0o2000;
-        }
-        if kept != mode {
-            // Refused: left to the host kernel below.
-            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(kept));
-        }
-        self.config.credentials.without_fsetid(op)
     }
 
     /// After a change of `node`'s contents other than a WRITE or a truncation (FALLOCATE, the
@@ -132,7 +91,7 @@ impl PassthroughFs {
     }
 
     /// COPY_FILE_RANGE for guest user `uid`.
-    pub(super) fn do_copy_file_range(&self, uid: u32, r: &CopyRange) -> Result<usize, Errno> {
+    pub(super) fn do_copy_file_range(&self, by: Changer, r: &CopyRange) -> Result<usize, Errno> {
         if r.flags != 0 {
             return Err(Errno::INVAL);
         }
@@ -155,7 +114,7 @@ impl PassthroughFs {
                 len,
             )
         };
-        let copied = if len > 0 { self.killing_unmarked(uid, &dst.fd, copy)? } else { copy()? };
+        let copied = if len > 0 { self.killing_unmarked(by, &dst.fd, copy)? } else { copy()? };
         if copied > 0 {
             self.contents_changed(r.node_out);
         }

@@ -12,6 +12,7 @@ use rustix::io::Errno;
 
 use super::handles::HandleData;
 use super::inodes::{Inode, S_IFLNK, S_IFREG};
+use super::killpriv::Changer;
 use super::PassthroughFs;
 use crate::fuse::{AttrReply, NodeId, SetAttr, SetTime};
 
@@ -29,7 +30,12 @@ fn timespec(t: Option<SetTime>) -> Timespec {
 }
 
 impl PassthroughFs {
-    pub(super) fn do_setattr(&self, node: NodeId, set: &SetAttr) -> Result<AttrReply, Errno> {
+    pub(super) fn do_setattr(
+        &self,
+        by: Changer,
+        node: NodeId,
+        set: &SetAttr,
+    ) -> Result<AttrReply, Errno> {
         let inode = self.inode(node)?;
         let handle: Option<Arc<HandleData>> = match set.handle {
             Some(h) => Some(self.handles.get(h, node, false)?),
@@ -55,7 +61,7 @@ impl PassthroughFs {
             }
         }
         if let Some(size) = set.size {
-            self.killing_priv(&inode, set.kill_suidgid, || match &handle {
+            self.killing_priv(&inode, set.kill_suidgid, by, || match &handle {
                 Some(h) => rustix::fs::ftruncate(&h.fd, size),
                 None if inode.kind == S_IFREG => {
                     let fd = self.reopen(&inode, OFlags::WRONLY)?;
