@@ -181,6 +181,14 @@ fn setattr_truncates_and_chmods() {
     let attr = AttrOut::read_from_bytes(r.ok()).expect("attr_out").attr;
     assert_eq!(attr.size, 2);
     assert_eq!(attr.mode & 0o7777, 0o600);
+    // A truncation the host refuses leaves the mode as it was, set-id bits included.
+    let path = h.share().join("f");
+    let setuid = std::os::unix::fs::PermissionsExt::from_mode(0o4755);
+    std::fs::set_permissions(&path, setuid).expect("chmod");
+    let s = SetattrIn { valid: fattr::SIZE | fattr::MODE, size: u64::MAX, mode: 0o755, ..s };
+    assert_eq!(h.call(Opcode::Setattr, node, s.as_bytes()).errno(), 22, "EINVAL: no such size");
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).expect("stat"));
+    assert_eq!(mode & 0o7777, 0o4755);
     // A truncation on behalf of a lock owner (FATTR_LOCKOWNER, for mandatory locks, which
     // Linux no longer has) is an ordinary truncation.
     let s = SetattrIn {

@@ -41,9 +41,6 @@ impl PassthroughFs {
             Some(h) => Some(self.handles.get(h, node, false)?),
             None => None,
         };
-        if let Some(mode) = set.mode {
-            self.set_mode(&inode, handle.as_deref(), mode)?;
-        }
         if set.uid.is_some() || set.gid.is_some() {
             let uid = set.uid.map(|u| self.config.uid_map.to_host(u)).transpose()?;
             let gid = set.gid.map(|g| self.config.gid_map.to_host(g)).transpose()?;
@@ -70,6 +67,12 @@ impl PassthroughFs {
                 None if inode.is_dir() => Err(Errno::ISDIR),
                 None => Err(Errno::INVAL),
             })?;
+        }
+        // The mode after the size, as Linux's own file systems apply a change: a truncation the
+        // host refuses (EFBIG, ETXTBSY) leaves the mode as it was, set-id bits included. After
+        // the owner too, which clears those bits on the host: the guest's mode is the last word.
+        if let Some(mode) = set.mode {
+            self.set_mode(&inode, handle.as_deref(), mode)?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             self.set_times(&inode, handle.as_deref(), set)?;
