@@ -355,3 +355,31 @@ fn a_rename_whiteout_belongs_to_the_renamer() {
     let whiteout = meta(&h.share().join("sgid/a"));
     assert_eq!((whiteout.uid(), whiteout.gid()), (USER.0, OTHER_GROUP), "the directory's group");
 }
+
+/// ACCESS is answered for the caller, by its ids alone: a guest user is refused what the mode
+/// does not give it (the daemon, root, would be let in), and guest root is let in as root.
+#[test]
+fn access_is_judged_by_the_caller_s_ids() {
+    use vhu_device_fs::fuse::abi::AccessIn;
+    let mut h = Harness::new("id-access");
+    h.init();
+    if !root_or_skip(&h) {
+        return;
+    }
+    let path = h.share().join("f");
+    std::fs::write(&path, b"f").expect("host write");
+    chown(&path, 0, USER.1);
+    chmod(&path, 0o640);
+    let node = h.lookup(1, "f").entry().nodeid;
+    let access = |h: &mut Harness, mask: u32| {
+        h.call(Opcode::Access, node, AccessIn { mask, padding: 0 }.as_bytes()).errno()
+    };
+    h.caller = USER;
+    assert_eq!(access(&mut h, 0o4), 0, "the file's group may read");
+    assert_eq!(access(&mut h, 0o2), EACCES, "but not write");
+    h.caller = (USER.0, OTHER_GROUP);
+    assert_eq!(access(&mut h, 0o4), EACCES, "others may not read");
+    h.caller = (0, 0);
+    assert_eq!(access(&mut h, 0o4 | 0o2), 0, "root may read and write");
+    assert_eq!(access(&mut h, 0o1), EACCES, "nor root execute what no one may");
+}

@@ -1,7 +1,8 @@
 //! Per-request credentials: the worker thread's filesystem ids become the guest caller's for the
 //! operations that create an inode, so the host kernel gives the new file its owner, its group
 //! (with set-group-ID directory inheritance) and strips S_ISGID exactly as it would for a local
-//! process of that user (`inode_init_owner`, `mode_strip_sgid`).
+//! process of that user (`inode_init_owner`, `mode_strip_sgid`), and for ACCESS, which asks the
+//! host what that user may do.
 //!
 //! The switch is per thread: `setfsuid(2)`/`setfsgid(2)` and the raw `setgroups(2)` syscall change
 //! only the calling thread, so queues served on other threads are unaffected. The ids a thread has

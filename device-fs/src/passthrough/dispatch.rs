@@ -303,8 +303,8 @@ impl FileSystem for PassthroughFs {
     fn fsyncdir(&self, _: &Context, node: NodeId, handle: Handle, datasync: bool) -> FsResult<()> {
         self.as_daemon(|| self.do_fsync(node, handle, datasync, true))
     }
-    fn access(&self, _: &Context, node: NodeId, mask: u32) -> FsResult<()> {
-        self.as_daemon(|| self.do_access(node, mask))
+    fn access(&self, ctx: &Context, node: NodeId, mask: u32) -> FsResult<()> {
+        self.as_caller_alone(ctx, || self.do_access(node, mask))
     }
     fn create(
         &self,

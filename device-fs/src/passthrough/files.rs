@@ -465,6 +465,11 @@ impl PassthroughFs {
         unheard.remove(&inode.key).map(|(_, errno)| errno)
     }
 
+    /// ACCESS, on a thread with the caller's ids: asked with AT_EACCESS, so the host judges
+    /// by them (plain `faccessat` judges by the process's real ids, the daemon's). A Linux guest
+    /// never sends it (virtio-fs mounts with `default_permissions`); other drivers may. The
+    /// caller's supplementary groups are unknown here: access it has only through one of them
+    /// is refused.
     pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {
         let inode = self.inode(node)?;
         // R_OK, W_OK and X_OK (F_OK is none of them), as every Linux architecture numbers them;
@@ -482,7 +487,7 @@ impl PassthroughFs {
             &self.proc_fd,
             Self::proc_name(&inode),
             access,
-            rustix::fs::AtFlags::empty(),
+            rustix::fs::AtFlags::EACCESS,
         )
     }
 }

@@ -298,6 +298,18 @@ impl PassthroughFs {
         op()
     }
 
+    /// Runs `op` with the guest caller's ids and nothing lent: no supplementary group and no
+    /// CAP_DAC_OVERRIDE for a user, so the host judges as it would the user alone.
+    fn as_caller_alone<T>(&self, ctx: &Context, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
+        self.config.credentials.as_caller(Caller {
+            uid: self.config.uid_map.to_host(ctx.uid)?,
+            gid: self.config.gid_map.to_host(ctx.gid)?,
+            group: None,
+            groups_suffice: true,
+        })?;
+        op()
+    }
+
     /// Runs `op` with the guest caller's ids (when credentials are enabled).
     fn as_caller<T>(&self, ctx: &Context, op: impl FnOnce() -> FsResult<T>) -> FsResult<T> {
         let (uids, gids) = (&self.config.uid_map, &self.config.gid_map);
