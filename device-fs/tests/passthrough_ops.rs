@@ -362,9 +362,11 @@ fn setattr_on_a_symlink_does_not_follow_it() {
         assert_eq!((link.uid(), link.gid()), (7, 8));
         assert_eq!(std::fs::metadata(h.share().join("target")).expect("stat").uid(), 0);
     }
-    // Linux has no lchmod.
-    let s = SetattrIn { valid: fattr::MODE, mode: 0o600, ..SetattrIn::default() };
+    // Linux has no lchmod: refused before anything else in the request changes.
+    let s = SetattrIn { valid: fattr::MODE | fattr::UID, mode: 0o600, uid: 9, ..s };
     assert_eq!(h.call(Opcode::Setattr, l, s.as_bytes()).errno(), 95);
+    let link = std::fs::symlink_metadata(h.share().join("l")).expect("lstat");
+    assert_ne!(link.uid(), 9, "the owner stays");
 }
 
 #[test]

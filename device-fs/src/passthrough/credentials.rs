@@ -154,14 +154,17 @@ impl Credentials {
     ) -> Result<T, Errno> {
         let Some(group) = group.filter(|_| self.enabled) else { return self.without_fsetid(op) };
         let before = setfsgid(group);
-        if setfsgid(u32::MAX) != group {
+        // Back to what the thread had (the cache still says it) however `op` ends: CAP_SETGID
+        // lets it.
+        let _restore = Restore(|| {
             setfsgid(before);
-            return Err(Errno::PERM);
+        });
+        if setfsgid(u32::MAX) != group {
+            // A group this process cannot take (a user namespace that does not map it): judged
+            // by the daemon's, as before the switch was tried.
+            setfsgid(before);
         }
-        let result = self.without_fsetid(op);
-        // Back to what the thread had (the cache still says it): CAP_SETGID lets it.
-        setfsgid(before);
-        result
+        self.without_fsetid(op)
     }
 
     /// Runs `op` without the CAP_DAC_OVERRIDE a caller was lent because the host cannot judge
@@ -182,17 +185,31 @@ impl Credentials {
 
 /// Runs `op` with `caps` lowered in the thread's effective set, then raises again those that
 /// were raised before: a thread acting as a guest user, whose fsuid change already lowered
-/// them, must not come out of `op` holding them.
+/// them, must not come out of `op` holding them. A panic in `op` raises them too: the thread
+/// may go on serving (a pool's thread catches it), and its cache says nothing of them.
 fn without<T>(caps: CapabilitySet, op: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
     let raised = rustix::thread::capabilities(None)?.effective & caps;
     if raised.is_empty() {
         return op();
     }
     set_effective(raised, false)?;
+    let raise = Restore(|| {
+        // Raising what the thread held, within its permitted set, cannot be refused.
+        let _ = set_effective(raised, true);
+    });
     let result = op();
-    let restored = set_effective(raised, true);
-    let value = result?;
-    restored.map(|()| value)
+    drop(raise);
+    result
+}
+
+/// Runs its closure when dropped: what a thread's identity needs put back, whether the
+/// operation between returned or panicked.
+struct Restore<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Restore<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// What this thread has now: the cached value, or the kernel's answer the first time.
@@ -264,6 +281,12 @@ fn switch(
     }
     CURRENT.set(Some(wanted));
     Ok(())
+}
+
+/// This thread's filesystem uid and gid, as the kernel has them.
+pub(super) fn filesystem_ids() -> (u32, u32) {
+    // -1 is never a valid id: both calls only report the current value.
+    (setfsuid(u32::MAX), setfsgid(u32::MAX))
 }
 
 /// Raises or lowers `caps` in this thread's effective set (never beyond its permitted set).

@@ -317,8 +317,8 @@ impl FileSystem for PassthroughFs {
         // Truncating a file that is there already clears its set-id bits as an O_TRUNC OPEN
         // would (a caller other than guest root runs without CAP_FSETID already).
         let kill = self.open_kills(ctx.uid, args.open_flags);
-        let (entry, opened, created) =
-            self.as_caller(ctx, || self.do_create(p, n, mode, args.flags, kill))?;
+        let (entry, opened, created) = self
+            .as_caller(ctx, || self.do_create(self.changer(ctx), p, n, mode, args.flags, kill))?;
         if !created {
             // An existing file keeps the label it has.
             return Ok((entry, opened));

@@ -20,6 +20,7 @@ use super::inodes::Inode;
 use super::killpriv::Changer;
 use super::names::validate;
 use super::{Config, PassthroughFs};
+use crate::fuse::abi::Attr;
 use crate::fuse::{
     until_done, Entry, Handle, NodeId, Opened, Partial, ReadTarget, WriteFlags, WriteSource,
 };
@@ -196,10 +197,12 @@ impl PassthroughFs {
         })
     }
 
-    /// CREATE; the flag says whether the file was created (rather than an existing one opened).
-    /// `kill`: an existing file it truncates loses its set-id bits ([`PassthroughFs::open_kills`]).
+    /// CREATE by `by`; the flag says whether the file was created (rather than an existing one
+    /// opened). `kill`: an existing file it truncates loses its set-id bits
+    /// ([`PassthroughFs::open_kills`]), judged by the caller's group.
     pub(super) fn do_create(
         &self,
+        by: Changer,
         parent: NodeId,
         name: &CStr,
         mode: u32,
@@ -273,7 +276,7 @@ impl PassthroughFs {
                 }
                 let open = || open_as(wanted);
                 let fd = if kill && wanted.contains(OFlags::TRUNC) {
-                    credentials.without_fsetid(open)
+                    credentials.without_fsetid_in(Some(by.group), open)
                 } else {
                     open()
                 }?;
@@ -469,32 +472,64 @@ impl PassthroughFs {
     /// by them (plain `faccessat` judges by the process's real ids, the daemon's). A Linux guest
     /// never sends it (virtio-fs mounts with `default_permissions`); other drivers may. The
     /// caller's supplementary groups are unknown here: access it has only through one of them
-    /// is refused.
+    /// is refused. Before Linux 5.8 (no faccessat2) the mode bits decide, as virtiofsd does.
     pub(super) fn do_access(&self, node: NodeId, mask: u32) -> Result<(), Errno> {
         let inode = self.inode(node)?;
-        // R_OK, W_OK and X_OK (F_OK is none of them), as every Linux architecture numbers them;
-        // the type of rustix's bits differs between its back-ends.
-        use rustix::fs::Access;
+        // R_OK, W_OK and X_OK (F_OK is none of them), as every Linux architecture numbers them.
         if mask & !0o7 != 0 {
             return Err(Errno::INVAL);
         }
-        let bits = [(4, Access::READ_OK), (2, Access::WRITE_OK), (1, Access::EXEC_OK)];
-        let access = bits
-            .into_iter()
-            .filter(|(bit, _)| mask & bit != 0)
-            .fold(Access::EXISTS, |all, (_, one)| all | one);
-        rustix::fs::accessat(
-            &self.proc_fd,
-            Self::proc_name(&inode),
-            access,
-            rustix::fs::AtFlags::EACCESS,
-        )
+        match access_as_thread(&self.proc_fd, &Self::proc_name(&inode), mask as libc::c_int) {
+            Err(Errno::NOSYS) => {
+                let attr = super::attr::stat_fd(&inode.fd)?.attr;
+                access_by_mode(&attr, super::credentials::filesystem_ids(), mask)
+            }
+            asked => asked,
+        }
+    }
+}
+
+/// Whether ids `(uid, gid)` may access a file of attributes `attr` as `mask` (R_OK 4, W_OK 2,
+/// X_OK 1) says, by its mode bits alone: root reads and writes anything and executes what
+/// anyone may (any directory).
+fn access_by_mode(attr: &Attr, (uid, gid): (u32, u32), mask: u32) -> Result<(), Errno> {
+    let dir = attr.mode & libc::S_IFMT == libc::S_IFDIR;
+    let allowed = if uid == 0 {
+        mask & 1 == 0 || dir || attr.mode & 0o111 != 0
+    } else {
+        let shift = if attr.uid == uid {
+            6
+        } else if attr.gid == gid {
+            3
+        } else {
+            0
+        };
+        (attr.mode >> shift) & mask == mask
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Errno::ACCESS)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mode-bit answer of ACCESS on hosts without faccessat2.
+    #[test]
+    fn access_by_mode_reads_the_caller_s_class() {
+        let file = Attr { mode: libc::S_IFREG | 0o640, uid: 0, gid: 100, ..Attr::default() };
+        assert_eq!(access_by_mode(&file, (1000, 100), 4), Ok(()), "the group reads");
+        assert_eq!(access_by_mode(&file, (1000, 100), 2), Err(Errno::ACCESS));
+        assert_eq!(access_by_mode(&file, (1000, 5), 4), Err(Errno::ACCESS), "others do not");
+        assert_eq!(access_by_mode(&file, (0, 0), 6), Ok(()), "root reads and writes");
+        assert_eq!(access_by_mode(&file, (0, 0), 1), Err(Errno::ACCESS), "not executable");
+        let dir = Attr { mode: libc::S_IFDIR | 0o700, ..file };
+        assert_eq!(access_by_mode(&dir, (0, 0), 1), Ok(()), "root searches any directory");
+        assert_eq!(access_by_mode(&dir, (0, 0), 0), Ok(()), "F_OK");
+    }
 
     /// O_DSYNC and O_SYNC of one write are done unless the host file already does them.
     #[test]

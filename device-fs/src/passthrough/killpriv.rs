@@ -14,17 +14,24 @@ use super::{attr, proc_path, PassthroughFs};
 use crate::fuse::{Context, FsResult, NodeId};
 
 /// Who changes a file, as clearing its set-id bits goes: the guest caller's uid, and its host
-/// gid (`None`: it has none; the daemon's then judges).
+/// gid.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Changer {
     pub(super) uid: u32,
-    pub(super) group: Option<u32>,
+    pub(super) group: u32,
 }
+
+/// The group a caller whose gid has no host id (`forbid-guest`) is judged by: the kernel's
+/// overflow gid, a member of no file's group in practice.
+const NO_HOST_GROUP: u32 = 65534;
 
 impl PassthroughFs {
     /// Who changes a file, as clearing its set-id bits goes: the guest caller (`ctx`).
     pub(super) fn changer(&self, ctx: &Context) -> Changer {
-        Changer { uid: ctx.uid, group: self.config.gid_map.to_host(ctx.gid).ok() }
+        Changer {
+            uid: ctx.uid,
+            group: self.config.gid_map.to_host(ctx.gid).unwrap_or(NO_HOST_GROUP),
+        }
     }
 
     /// Runs `op` (a write or truncation by `by`) so that the host clears set-id bits when
@@ -49,7 +56,7 @@ impl PassthroughFs {
             self.drop_mapped_capability(inode);
             return Ok(value);
         }
-        let value = self.config.credentials.without_fsetid_in(by.group, op)?;
+        let value = self.config.credentials.without_fsetid_in(Some(by.group), op)?;
         self.drop_mapped_capability(inode);
         Ok(value)
     }
@@ -125,7 +132,7 @@ impl PassthroughFs {
             // Refused: left to the host kernel below.
             let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(kept));
         }
-        self.config.credentials.without_fsetid_in(by.group, op)
+        self.config.credentials.without_fsetid_in(Some(by.group), op)
     }
 
     /// Clears S_ISGID of `node` (an access ACL was set for a caller outside its group).

@@ -41,6 +41,10 @@ impl PassthroughFs {
             Some(h) => Some(self.handles.get(h, node, false)?),
             None => None,
         };
+        // Refused before anything changes: a symlink's mode is not the host's to set.
+        if set.mode.is_some() && handle.is_none() && inode.kind == S_IFLNK {
+            return Err(Errno::OPNOTSUPP);
+        }
         if set.uid.is_some() || set.gid.is_some() {
             let uid = set.uid.map(|u| self.config.uid_map.to_host(u)).transpose()?;
             let gid = set.gid.map(|g| self.config.gid_map.to_host(g)).transpose()?;
