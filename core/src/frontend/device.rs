@@ -32,6 +32,13 @@ impl Frontend {
         if !offered.contains(features) {
             return Err(FrontendError::FeaturesNotOffered { offered, requested: features });
         }
+        let platform = features.contains(VirtioFeatures::ACCESS_PLATFORM);
+        if platform && !super::handshake::iotlb_possible(self.negotiated.protocol_features) {
+            return Err(FrontendError::NotNegotiated {
+                code: FrontendCode::SetFeatures,
+                feature: "REPLY_ACK and BACKEND_REQ (for VIRTIO_F_ACCESS_PLATFORM)",
+            });
+        }
         self.reserve_set_features(self.logging)?;
         self.keep_features_before();
         self.negotiated.features = features;

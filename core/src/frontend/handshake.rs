@@ -15,6 +15,15 @@ use crate::message::Request;
 use crate::wire::FrontendCode;
 use crate::{FdToken, ProtocolFeatures, VirtioFeatures};
 
+/// Whether the protocol features `acked` let VIRTIO_F_ACCESS_PLATFORM work: the back-end learns
+/// translations only by IOTLB_MSG, which needs REPLY_ACK for its status, and asks for missing
+/// ones on the back-end channel (BACKEND_REQ). QEMU refuses such a device without both
+/// (spec "IOMMU support"); here the feature is not acked, so a VMM offers the guest no IOMMU
+/// translation the device could never follow.
+pub(super) fn iotlb_possible(acked: ProtocolFeatures) -> bool {
+    acked.contains(ProtocolFeatures::REPLY_ACK | ProtocolFeatures::BACKEND_REQ)
+}
+
 impl Frontend {
     fn require_idle(&self) -> Result<(), FrontendError> {
         match self.phase {
@@ -82,6 +91,12 @@ impl Frontend {
         if backend_req && backend_channel.is_none() {
             return Err(FrontendError::NoBackendChannel);
         }
+        if saved.features.contains(VirtioFeatures::ACCESS_PLATFORM) && !iotlb_possible(acked) {
+            return Err(FrontendError::NotNegotiated {
+                code: FrontendCode::SetFeatures,
+                feature: "REPLY_ACK and BACKEND_REQ (for VIRTIO_F_ACCESS_PLATFORM)",
+            });
+        }
         let features = saved.features.difference(VirtioFeatures::LOG_ALL);
         let needed = 2 + usize::from(protocol) + usize::from(backend_req);
         self.queues.reserve(needed)?;
@@ -102,10 +117,14 @@ impl Frontend {
         Ok(())
     }
 
-    /// GET_FEATURES answered: ack offered ∩ wanted, without VHOST_F_LOG_ALL.
+    /// GET_FEATURES answered: ack offered ∩ wanted, without VHOST_F_LOG_ALL (and without
+    /// VIRTIO_F_ACCESS_PLATFORM where no protocol feature can make it work: [`iotlb_possible`]).
     pub(super) fn handle_features(&mut self, offered: VirtioFeatures) {
-        let features =
+        let mut features =
             offered.intersection(self.config.features).difference(VirtioFeatures::LOG_ALL);
+        if !features.contains(VirtioFeatures::PROTOCOL_FEATURES) {
+            features.remove(VirtioFeatures::ACCESS_PLATFORM);
+        }
         self.negotiated.offered_features = offered;
         self.negotiated.features = features;
         if features.contains(VirtioFeatures::PROTOCOL_FEATURES) {
@@ -141,6 +160,9 @@ impl Frontend {
             acked.remove(feature);
         }
         self.negotiated.protocol_features = acked;
+        if !iotlb_possible(acked) {
+            self.negotiated.features.remove(VirtioFeatures::ACCESS_PLATFORM);
+        }
         self.queues.push_request(Queued::Inline(Request::SetProtocolFeatures(acked)));
         if acked.contains(ProtocolFeatures::MQ) {
             self.queues.push_request(Queued::Inline(Request::GetQueueNum));
