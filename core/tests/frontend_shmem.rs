@@ -1,5 +1,6 @@
 //! GET_SHMEM_CONFIG between the front-end and the real back-end: regions by shmid, and answers
-//! that break the spec's rules for the table (spec "VHOST_USER_GET_SHMEM_CONFIG").
+//! that break the spec's rules for the table (spec "VHOST_USER_GET_SHMEM_CONFIG"); mappings
+//! the back-end asks for outside its regions.
 
 mod common;
 
@@ -96,4 +97,52 @@ fn spec_without_shmem() -> BackendSpec {
     let mut spec = spec();
     spec.protocol_features.remove(ProtocolFeatures::SHMEM);
     spec
+}
+
+/// Spec "VHOST_USER_BACKEND_SHMEM_MAP": a mapping names bytes of a region. One of no bytes, one
+/// wrapping around, and (once GET_SHMEM_CONFIG gave the sizes) one past its region or in a
+/// region of no size are refused (ERANGE) with their descriptor released, before the VMM sees
+/// them.
+#[test]
+fn shmem_mappings_outside_their_region_are_refused() {
+    const ERANGE: u64 = 34;
+    let mut spec = spec();
+    spec.shmem_sizes.extend([0x20_0000, 0]);
+    let mut pair = Pair::new(spec, config(), CONFIG.to_vec());
+    let channel = pair.vmm_fd();
+    pair.frontend.connect(Some(channel)).expect("connect");
+    pair.pump();
+    pair.clear_log();
+    let send = |pair: &mut Pair, shmid: u8, shm_offset: u64, len: u64| {
+        let mapping = ShmemMapping { shmid, fd_offset: 0, shm_offset, len, writable: false };
+        let fd = pair.token();
+        pair.fe_in.push(fd);
+        let mut buf = [0u8; 64];
+        let request = BackendRequest::ShmemMap { mapping, fd };
+        let n = request.encode_into(true, &mut buf).unwrap();
+        let result = pair.frontend.handle_backend_request(&buf[..n], &[fd]);
+        pair.drain_frontend();
+        result
+    };
+    let refused = |result: Result<(), FrontendError>| {
+        matches!(result, Err(FrontendError::BackendShmemOutOfRange { .. }))
+    };
+    assert!(refused(send(&mut pair, 0, 0x1000, 0)), "no bytes");
+    assert!(refused(send(&mut pair, 0, u64::MAX - 0xfff, 0x2000)), "wrapping around");
+    assert!(send(&mut pair, 0, 0x40_0000, 0x1000).is_ok(), "sizes unknown: the VMM checks");
+    pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
+    pair.drain_frontend();
+    pair.frontend.get_shmem_config().unwrap();
+    pair.pump();
+    assert!(refused(send(&mut pair, 0, 0x1f_f000, 0x2000)), "past the region's end");
+    assert!(refused(send(&mut pair, 1, 0, 0x1000)), "a region of no size");
+    assert!(send(&mut pair, 0, 0x1f_f000, 0x1000).is_ok(), "the region's last page");
+    pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
+    pair.drain_frontend();
+    let refusals = pair.backend_replies.iter().filter(|reply| {
+        matches!(reply, BackendReply::Ack { request: BackendCode::ShmemMap, status: ERANGE })
+    });
+    assert_eq!(refusals.count(), 4);
+    pair.events.clear();
+    pair.assert_clean();
 }

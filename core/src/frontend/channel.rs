@@ -15,7 +15,7 @@ use zerocopy::FromBytes;
 use super::output::{BackendAnswer, Event, Output};
 use super::queue::Item;
 use super::{Frontend, FrontendError, Phase};
-use crate::message::{BackendReply, BackendRequest};
+use crate::message::{BackendReply, BackendRequest, ShmemMapping};
 use crate::wire::ReplyKind;
 use crate::wire::{BackendCode, Header, HeaderFlags};
 use crate::WireError;
@@ -187,6 +187,33 @@ impl Frontend {
         error
     }
 
+    /// A mapping names bytes of a shared-memory region (spec "VHOST_USER_BACKEND_SHMEM_MAP"):
+    /// some, without wrapping past the end of the address space or the file, and within the
+    /// region's size once GET_SHMEM_CONFIG told it (a VMM that knows its regions otherwise
+    /// checks them itself). Whether it overlaps another mapping is the VMM's to know.
+    fn check_shmem_mapping(
+        &self,
+        code: BackendCode,
+        mapping: &ShmemMapping,
+    ) -> Result<(), FrontendError> {
+        let size =
+            self.shmem.as_ref().map(|config| config.memory_sizes[usize::from(mapping.shmid)].get());
+        let end = mapping.shm_offset.checked_add(mapping.len);
+        let fits = mapping.len != 0
+            && mapping.fd_offset.checked_add(mapping.len).is_some()
+            && end.is_some_and(|end| size.is_none_or(|size| end <= size));
+        if fits {
+            return Ok(());
+        }
+        Err(FrontendError::BackendShmemOutOfRange {
+            code,
+            shmid: mapping.shmid,
+            shm_offset: mapping.shm_offset,
+            len: mapping.len,
+            size,
+        })
+    }
+
     fn check_backend_request(&self, request: &BackendRequest) -> Result<(), FrontendError> {
         let code = request.code();
         let need = |feature: ProtocolFeatures, name: &'static str| {
@@ -236,8 +263,9 @@ impl Frontend {
             | BackendRequest::SharedObjectLookup(_) => {
                 need(ProtocolFeatures::SHARED_OBJECT, "SHARED_OBJECT")
             }
-            BackendRequest::ShmemMap { .. } | BackendRequest::ShmemUnmap(_) => {
-                need(ProtocolFeatures::SHMEM, "SHMEM")
+            BackendRequest::ShmemMap { mapping, .. } | BackendRequest::ShmemUnmap(mapping) => {
+                need(ProtocolFeatures::SHMEM, "SHMEM")?;
+                self.check_shmem_mapping(code, &mapping)
             }
         }
     }

@@ -225,6 +225,24 @@ pub enum FrontendError {
         /// The host's page size.
         page_size: u64,
     },
+    /// A shared-memory mapping of no bytes, past the end of its region (the size
+    /// GET_SHMEM_CONFIG gave, `None` when not asked) or wrapping around.
+    #[error(
+        "{code}: {len} bytes at {shm_offset:#x} of shared-memory region {shmid} \
+         (of {size:?} bytes) is no range in it"
+    )]
+    BackendShmemOutOfRange {
+        /// The back-end request.
+        code: BackendCode,
+        /// The region.
+        shmid: u8,
+        /// Where in it.
+        shm_offset: u64,
+        /// Bytes.
+        len: u64,
+        /// The region's size, if known.
+        size: Option<u64>,
+    },
     /// A back-end request names a ring the back-end does not have.
     #[error("{code}: vring {index} out of range, the back-end has {rings} rings")]
     BackendVringOutOfRange {
@@ -283,7 +301,9 @@ impl FrontendError {
         match self {
             Self::BackendNotNegotiated { .. } | Self::NotNegotiated { .. } => ENOTSUP,
             Self::Wire(WireError::UnknownRequest(_)) => ENOTSUP,
-            Self::BackendVringOutOfRange { .. } | Self::VringOutOfRange { .. } => ERANGE,
+            Self::BackendVringOutOfRange { .. }
+            | Self::VringOutOfRange { .. }
+            | Self::BackendShmemOutOfRange { .. } => ERANGE,
             Self::Nack { status, .. } if *status != 0 => *status,
             _ => EINVAL,
         }
