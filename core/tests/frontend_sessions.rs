@@ -66,16 +66,21 @@ fn iotlb_msg_needs_access_platform_reply_ack_and_the_backend_channel() {
     pair.assert_clean();
 }
 
+/// What a session saved with `features` and `protocol_features` acked looks like.
+fn saved(features: VirtioFeatures, protocol_features: ProtocolFeatures) -> Negotiated {
+    Negotiated {
+        offered_features: features,
+        features,
+        protocol_features,
+        queues: None,
+        max_mem_slots: None,
+    }
+}
+
 /// A front-end restored with CRYPTO_SESSION acked (and no REPLY_ACK), its handshake drained.
 fn crypto_frontend() -> Frontend {
     let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
-    let saved = Negotiated {
-        offered_features: features,
-        features,
-        protocol_features: ProtocolFeatures::CRYPTO_SESSION,
-        queues: None,
-        max_mem_slots: None,
-    };
+    let saved = saved(features, ProtocolFeatures::CRYPTO_SESSION);
     let mut config = FrontendConfig::new(VirtioFeatures::empty());
     config.protocol_features = ProtocolFeatures::CRYPTO_SESSION;
     let mut frontend = Frontend::new(config);
@@ -212,13 +217,7 @@ fn a_restore_with_access_platform_needs_reply_ack_and_the_backend_channel() {
     let features = VirtioFeatures::VERSION_1
         | VirtioFeatures::PROTOCOL_FEATURES
         | VirtioFeatures::ACCESS_PLATFORM;
-    let saved = Negotiated {
-        offered_features: features,
-        features,
-        protocol_features: ProtocolFeatures::REPLY_ACK,
-        queues: None,
-        max_mem_slots: None,
-    };
+    let saved = saved(features, ProtocolFeatures::REPLY_ACK);
     let mut frontend = Frontend::new(FrontendConfig::new(features));
     let refused = frontend.restore(saved, None);
     assert!(
@@ -228,4 +227,36 @@ fn a_restore_with_access_platform_needs_reply_ack_and_the_backend_channel() {
         ),
         "{refused:?}"
     );
+}
+
+/// A GET_INFLIGHT_FD answer describing an area for other queues than asked, or one past the end
+/// of any file, is refused (its descriptor released, the connection closed) before the VMM
+/// maps it; an answer of no area stays a plain refusal of tracking.
+#[test]
+fn an_inflight_area_for_other_queues_is_refused() {
+    use vhu_core::message::InflightDesc;
+    let features = VirtioFeatures::VERSION_1 | VirtioFeatures::PROTOCOL_FEATURES;
+    let saved = saved(features, ProtocolFeatures::INFLIGHT_SHMFD);
+    let asked = InflightDesc { mmap_size: 0, mmap_offset: 0, num_queues: 2, queue_size: 256 };
+    let answers = [
+        (InflightDesc { mmap_size: 0x4000, num_queues: 4, ..asked }, false),
+        (InflightDesc { mmap_size: 0x4000, queue_size: 128, ..asked }, false),
+        (InflightDesc { mmap_size: 0x4000, mmap_offset: u64::MAX - 0xfff, ..asked }, false),
+        (InflightDesc { mmap_size: 0x4000, mmap_offset: 0x1000, ..asked }, true),
+    ];
+    for (desc, fine) in answers {
+        let mut config = FrontendConfig::new(VirtioFeatures::empty());
+        config.protocol_features = ProtocolFeatures::INFLIGHT_SHMFD;
+        let mut frontend = Frontend::new(config);
+        frontend.restore(saved, None).unwrap();
+        while frontend.poll_output().is_some() {}
+        frontend.get_inflight_fd(asked.num_queues, asked.queue_size).unwrap();
+        while frontend.poll_output().is_some() {}
+        let fd = FdToken(7);
+        let mut buf = [0u8; 64];
+        let n = Reply::InflightFd { desc, fd: Some(fd) }.encode_into(&mut buf).unwrap();
+        let answered = frontend.handle_reply(&buf[..n], &[fd]);
+        assert_eq!(answered.is_ok(), fine, "{desc:?}: {answered:?}");
+        assert_eq!(frontend.is_connected(), fine, "{desc:?}");
+    }
 }

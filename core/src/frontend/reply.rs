@@ -163,7 +163,17 @@ impl Frontend {
                 self.in_flight = None;
                 self.handle_done(code, true);
             }
-            (Request::GetInflightFd(_), Reply::InflightFd { desc, fd }) => {
+            (Request::GetInflightFd(asked), Reply::InflightFd { desc, fd }) => {
+                // An area (spec "VHOST_USER_GET_INFLIGHT_FD") for the queues asked about, whose
+                // bytes the VMM can map: the front-end hands the description back in
+                // SET_INFLIGHT_FD as it came.
+                let queues =
+                    (desc.num_queues, desc.queue_size) == (asked.num_queues, asked.queue_size);
+                let mappable = desc.mmap_offset.checked_add(desc.mmap_size).is_some();
+                if desc.mmap_size != 0 && !(queues && mappable) {
+                    let what = "an inflight area for other queues, or past the end of its file";
+                    return Err(FrontendError::UnexpectedPayload { code, what });
+                }
                 self.in_flight = None;
                 self.queues.push_event(Event::InflightFd { desc, fd });
             }
