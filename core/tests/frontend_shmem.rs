@@ -139,6 +139,19 @@ fn shmem_mappings_outside_their_region_are_refused() {
     assert!(send(&mut pair, 0, 0x1f_f000, 0x1000).is_ok(), "the region's last page");
     pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
     pair.drain_frontend();
+    // An unmap names its mapping by region range: a file offset there means nothing.
+    let unmap = ShmemMapping {
+        shmid: 0,
+        fd_offset: u64::MAX,
+        shm_offset: 0x1f_f000,
+        len: 0x1000,
+        writable: false,
+    };
+    let mut buf = [0u8; 64];
+    let n = BackendRequest::ShmemUnmap(unmap).encode_into(true, &mut buf).unwrap();
+    assert!(pair.frontend.handle_backend_request(&buf[..n], &[]).is_ok());
+    pair.frontend.handle_backend_answer(BackendAnswer::Done(Ok(()))).unwrap();
+    pair.drain_frontend();
     let refusals = pair.backend_replies.iter().filter(|reply| {
         matches!(reply, BackendReply::Ack { request: BackendCode::ShmemMap, status: ERANGE })
     });

@@ -188,19 +188,21 @@ impl Frontend {
     }
 
     /// A mapping names bytes of a shared-memory region (spec "VHOST_USER_BACKEND_SHMEM_MAP"):
-    /// some, without wrapping past the end of the address space or the file, and within the
-    /// region's size once GET_SHMEM_CONFIG told it (a VMM that knows its regions otherwise
-    /// checks them itself). Whether it overlaps another mapping is the VMM's to know.
+    /// some, without wrapping past the end of the address space (or, for a map, of its file),
+    /// and within the region's size once GET_SHMEM_CONFIG told it (a VMM that knows its regions
+    /// otherwise checks them itself). An unmap names its mapping by region range alone: its
+    /// file offset means nothing. Whether a map overlaps another is the VMM's to know.
     fn check_shmem_mapping(
         &self,
         code: BackendCode,
         mapping: &ShmemMapping,
     ) -> Result<(), FrontendError> {
-        let size =
-            self.shmem.as_ref().map(|config| config.memory_sizes[usize::from(mapping.shmid)].get());
+        let config = self.shmem.as_ref();
+        let size = config.map(|config| config.memory_sizes[usize::from(mapping.shmid)].get());
         let end = mapping.shm_offset.checked_add(mapping.len);
+        let file_end = mapping.fd_offset.checked_add(mapping.len);
         let fits = mapping.len != 0
-            && mapping.fd_offset.checked_add(mapping.len).is_some()
+            && (code == BackendCode::ShmemUnmap || file_end.is_some())
             && end.is_some_and(|end| size.is_none_or(|size| end <= size));
         if fits {
             return Ok(());
@@ -209,6 +211,7 @@ impl Frontend {
             code,
             shmid: mapping.shmid,
             shm_offset: mapping.shm_offset,
+            fd_offset: mapping.fd_offset,
             len: mapping.len,
             size,
         })

@@ -226,10 +226,11 @@ pub enum FrontendError {
         page_size: u64,
     },
     /// A shared-memory mapping of no bytes, past the end of its region (the size
-    /// GET_SHMEM_CONFIG gave, `None` when not asked) or wrapping around.
+    /// GET_SHMEM_CONFIG gave, `None` when not asked), or wrapping around in the region or (a
+    /// map) in its file.
     #[error(
-        "{code}: {len} bytes at {shm_offset:#x} of shared-memory region {shmid} \
-         (of {size:?} bytes) is no range in it"
+        "{code}: {len} bytes at {shm_offset:#x} of shared-memory region {shmid} (of {size:?} \
+         bytes), from {fd_offset:#x} of the file, are no range in either"
     )]
     BackendShmemOutOfRange {
         /// The back-end request.
@@ -238,6 +239,8 @@ pub enum FrontendError {
         shmid: u8,
         /// Where in it.
         shm_offset: u64,
+        /// Where in the file (meaningless for an unmap).
+        fd_offset: u64,
         /// Bytes.
         len: u64,
         /// The region's size, if known.

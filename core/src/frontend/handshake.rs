@@ -4,7 +4,8 @@
 //!
 //! Rules (spec "Feature negotiation", "Protocol features", GET/SET_PROTOCOL_FEATURES): protocol
 //! features are negotiated only if the back-end offers VHOST_USER_F_PROTOCOL_FEATURES (bit 30), and
-//! before SET_FEATURES; only offered ∩ wanted bits are acked, and only with the bits they depend on.
+//! before SET_FEATURES; only offered ∩ wanted bits are acked, and only with the bits they depend on
+//! (VIRTIO_F_ACCESS_PLATFORM on REPLY_ACK and BACKEND_REQ: [`iotlb_possible`]).
 //! This module must not decide NEED_REPLY: `poll_output` does, from what was acked.
 
 use super::output::Negotiated;

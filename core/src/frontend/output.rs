@@ -139,7 +139,8 @@ pub enum Event<'a> {
 /// What the front-end wants to negotiate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrontendConfig {
-    /// Virtio features wanted (acked if offered). Include VHOST_USER_F_PROTOCOL_FEATURES to
+    /// Virtio features wanted (acked if offered, and VIRTIO_F_ACCESS_PLATFORM only with REPLY_ACK
+    /// and BACKEND_REQ acked too). Include VHOST_USER_F_PROTOCOL_FEATURES to
     /// negotiate protocol features. VHOST_F_LOG_ALL is never acked by the handshake: it is switched
     /// with [`Frontend::set_logging`](super::Frontend::set_logging).
     pub features: VirtioFeatures,
