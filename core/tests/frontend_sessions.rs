@@ -242,6 +242,7 @@ fn an_inflight_area_for_other_queues_is_refused() {
         (InflightDesc { mmap_size: 0x4000, num_queues: 4, ..asked }, false),
         (InflightDesc { mmap_size: 0x4000, queue_size: 128, ..asked }, false),
         (InflightDesc { mmap_size: 0x4000, mmap_offset: u64::MAX - 0xfff, ..asked }, false),
+        (InflightDesc { mmap_size: 0x4000, mmap_offset: 1 << 63, ..asked }, false),
         (InflightDesc { mmap_size: 0x4000, mmap_offset: 0x1000, ..asked }, true),
     ];
     for (desc, fine) in answers {

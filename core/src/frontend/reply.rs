@@ -169,7 +169,9 @@ impl Frontend {
                 // SET_INFLIGHT_FD as it came.
                 let queues =
                     (desc.num_queues, desc.queue_size) == (asked.num_queues, asked.queue_size);
-                let mappable = desc.mmap_offset.checked_add(desc.mmap_size).is_some();
+                // A file ends before 2^63 (`off_t`).
+                let end = desc.mmap_offset.checked_add(desc.mmap_size);
+                let mappable = end.is_some_and(|end| i64::try_from(end).is_ok());
                 if desc.mmap_size != 0 && !(queues && mappable) {
                     let what = "an inflight area for other queues, or past the end of its file";
                     return Err(FrontendError::UnexpectedPayload { code, what });

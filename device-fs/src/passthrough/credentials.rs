@@ -161,7 +161,7 @@ impl Credentials {
         });
         if setfsgid(u32::MAX) != group {
             // A group this process cannot take (a user namespace that does not map it): judged
-            // by the daemon's, as before the switch was tried.
+            // by the group the thread had, as before the switch was tried.
             setfsgid(before);
         }
         self.without_fsetid(op)
