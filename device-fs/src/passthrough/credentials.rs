@@ -142,28 +142,27 @@ impl Credentials {
         without(CapabilitySet::FSETID, op)
     }
 
-    /// [`Credentials::without_fsetid`], with `group` as the thread's filesystem gid during `op`
-    /// when given: from Linux 6.2 the host also clears a set-group-ID bit without group execute
+    /// [`Credentials::without_fsetid`], with `group` as the thread's filesystem gid during `op`:
+    /// from Linux 6.2 the host also clears a set-group-ID bit without group execute
     /// when the writer is outside the file's group (`setattr_should_drop_sgid`), which is the
     /// guest caller's group to decide, not the daemon's. The caller's other groups are unknown
     /// here: a member through one of them loses the bit as an outsider would.
     pub fn without_fsetid_in<T>(
         &self,
-        group: Option<u32>,
+        group: u32,
         op: impl FnOnce() -> Result<T, Errno>,
     ) -> Result<T, Errno> {
-        let Some(group) = group.filter(|_| self.enabled) else { return self.without_fsetid(op) };
+        if !self.enabled {
+            return self.without_fsetid(op);
+        }
+        // A group this process cannot take (a user namespace that does not map it) leaves the
+        // thread's own to judge, as before the switch was tried.
         let before = setfsgid(group);
         // Back to what the thread had (the cache still says it) however `op` ends: CAP_SETGID
         // lets it.
         let _restore = Restore(|| {
             setfsgid(before);
         });
-        if setfsgid(u32::MAX) != group {
-            // A group this process cannot take (a user namespace that does not map it): judged
-            // by the group the thread had, as before the switch was tried.
-            setfsgid(before);
-        }
         self.without_fsetid(op)
     }
 

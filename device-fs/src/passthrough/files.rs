@@ -276,7 +276,7 @@ impl PassthroughFs {
                 }
                 let open = || open_as(wanted);
                 let fd = if kill && wanted.contains(OFlags::TRUNC) {
-                    credentials.without_fsetid_in(Some(by.group), open)
+                    credentials.without_fsetid_in(by.group, open)
                 } else {
                     open()
                 }?;

@@ -56,7 +56,7 @@ impl PassthroughFs {
             self.drop_mapped_capability(inode);
             return Ok(value);
         }
-        let value = self.config.credentials.without_fsetid_in(Some(by.group), op)?;
+        let value = self.config.credentials.without_fsetid_in(by.group, op)?;
         self.drop_mapped_capability(inode);
         Ok(value)
     }
@@ -132,7 +132,7 @@ impl PassthroughFs {
             // Refused: left to the host kernel below.
             let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(kept));
         }
-        self.config.credentials.without_fsetid_in(Some(by.group), op)
+        self.config.credentials.without_fsetid_in(by.group, op)
     }
 
     /// Clears S_ISGID of `node` (an access ACL was set for a caller outside its group).
